@@ -1,0 +1,279 @@
+//! The v1 wire types, shared by the broker, the client and the tests.
+//!
+//! Every request type rejects unknown fields.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AgentName, InstanceId, TaskId, ToolName};
+use crate::scope::{Capability, Scope};
+use crate::time::Timestamp;
+
+/// How an agent's instances prove themselves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Attestation {
+    /// One-time join tokens minted by an admin.
+    JoinToken,
+    /// An identity token from a trusted OIDC issuer (a Kubernetes
+    /// service-account token, a CI job token, ...).
+    Oidc {
+        issuer: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jwks_uri: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jwks: Option<serde_json::Value>,
+        audience: String,
+        subject: String,
+        /// Signature algorithms accepted from this issuer. Default: EdDSA.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        algorithms: Vec<String>,
+    },
+}
+
+impl Attestation {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Attestation::JoinToken => "join_token",
+            Attestation::Oidc { .. } => "oidc",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterAgent {
+    pub name: AgentName,
+    pub attestation: Attestation,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Agent {
+    pub name: AgentName,
+    pub spiffe_id: String,
+    pub attestation: Attestation,
+    pub attributes: BTreeMap<String, String>,
+    pub quarantined: bool,
+    pub created_at: Timestamp,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJoinToken {
+    /// Lifetime in seconds.
+    pub ttl: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinTokenCreated {
+    pub join_token: String,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterTool {
+    pub name: ToolName,
+    pub audience: String,
+    pub scopes: Vec<Scope>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Tool {
+    pub name: ToolName,
+    pub audience: String,
+    pub scopes: Vec<Scope>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Quarantined {
+    pub agent: AgentName,
+    pub quarantined: bool,
+    /// Grants revoked by this call.
+    pub revoked_tokens: u64,
+    /// Tasks ended by this call.
+    pub ended_tasks: u64,
+}
+
+/// `POST /v1/attest`: exactly one proof.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestRequest {
+    pub agent: AgentName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc_token: Option<String>,
+}
+
+/// An issued token, in the shape of an OAuth token response.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Attested {
+    pub instance_id: InstanceId,
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartTask {
+    pub intent: String,
+    pub capabilities: Vec<Capability>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+    /// Hard maximum lifetime in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskToken {
+    pub task_id: TaskId,
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: i64,
+    pub lease_expires_at: Timestamp,
+    pub scope: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Active,
+    Completed,
+    Expired,
+    Revoked,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Active => "active",
+            TaskStatus::Completed => "completed",
+            TaskStatus::Expired => "expired",
+            TaskStatus::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "active" => TaskStatus::Active,
+            "completed" => TaskStatus::Completed,
+            "expired" => TaskStatus::Expired,
+            "revoked" => TaskStatus::Revoked,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Task {
+    pub task_id: TaskId,
+    pub agent: AgentName,
+    pub instance_id: InstanceId,
+    pub intent: String,
+    pub capabilities: Vec<Capability>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+    pub status: TaskStatus,
+    pub created_at: Timestamp,
+    pub lease_expires_at: Timestamp,
+    pub expires_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
+    pub policy_version: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskEnded {
+    pub task_id: TaskId,
+    pub status: TaskStatus,
+    pub revoked_tokens: u64,
+}
+
+/// RFC 7662 introspection response.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub obo: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditPage {
+    pub records: Vec<crate::audit::AuditRecord>,
+    /// Pass as `after` to read on.
+    pub next: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditVerified {
+    pub valid: bool,
+    pub records: u64,
+    pub head: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::audit::ChainBreak>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyRotated {
+    pub kid: String,
+    pub previous_kid: Option<String>,
+}
+
+/// RFC 9457 problem details, as every non-OAuth endpoint answers errors.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Problem {
+    #[serde(rename = "type", default = "about_blank")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The policies that decided a denial.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub determining_policies: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
+}
+
+fn about_blank() -> String {
+    "about:blank".into()
+}
+
+/// RFC 6749 §5.2 error, as OAuth endpoints answer errors.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OAuthErrorBody {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_description: Option<String>,
+}

@@ -1,0 +1,541 @@
+//! Access tokens: RFC 9068 JWTs signed with Ed25519, and their verification.
+//!
+//! Verification is strict and fails closed: a size bound before any parsing,
+//! an explicit `typ`, a pinned algorithm, a known `kid`, no key material or key
+//! URLs in the header, no `crit`, then the signature, then every claim against
+//! the caller's clock. Signature checking and base64/JSON decoding are the
+//! `jsonwebtoken` crate's, on `aws-lc-rs`.
+
+use std::collections::HashSet;
+
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm,
+    OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse,
+};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::time::Timestamp;
+
+/// The `typ` of every access token (RFC 9068 §2.1).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Clock skew tolerated on `exp`, `nbf` and `iat`.
+pub const LEEWAY_SECS: i64 = 30;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is larger than {MAX_TOKEN_LEN} bytes")]
+    TooLarge,
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token type must be at+jwt")]
+    WrongType,
+    #[error("token algorithm is not allowed")]
+    Algorithm,
+    #[error("token header carries a forbidden parameter: {0}")]
+    ForbiddenHeader(&'static str),
+    #[error("token is signed by an unknown key")]
+    UnknownKey,
+    #[error("token signature is invalid")]
+    Signature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not yet valid")]
+    NotYetValid,
+    #[error("token issuer is wrong")]
+    Issuer,
+    #[error("token audience is wrong")]
+    Audience,
+    #[error("token subject is wrong")]
+    Subject,
+    #[error("token is not a {0}")]
+    WrongKind(&'static str),
+    #[error("signing failed")]
+    Sign,
+    #[error("key material is invalid")]
+    Key,
+}
+
+/// Confirmation claim (RFC 7800), for sender-constrained tokens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confirmation {
+    pub jkt: String,
+}
+
+/// The claims of every token writ issues.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessClaims {
+    pub iss: String,
+    /// The agent's SPIFFE ID.
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    /// The instance the token was issued to.
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The task id, on task tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// The human principal the task acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub obo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// What a verifier expects of a token beyond its signature.
+#[derive(Clone, Copy, Debug)]
+pub struct Expect<'a> {
+    pub issuer: &'a str,
+    pub audience: &'a str,
+    pub kind: TokenKind,
+}
+
+/// Which kind of writ token is acceptable here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    /// An instance token: no `task` claim.
+    Instance,
+    /// A task token: a `task` claim.
+    Task,
+    /// Either.
+    Any,
+}
+
+/// One Ed25519 signing key.
+pub struct SigningKey {
+    kid: String,
+    pkcs8: Zeroizing<Vec<u8>>,
+    public: Vec<u8>,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    pub created_at: Timestamp,
+    /// When a newer key replaced this one; it still verifies until every
+    /// token it signed has expired.
+    pub retired_at: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    pub fn generate(now: Timestamp) -> Result<Self, TokenError> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| TokenError::Key)?;
+        Self::from_pkcs8(doc.as_ref(), now, None)
+    }
+
+    pub fn from_pkcs8(
+        pkcs8: &[u8],
+        created_at: Timestamp,
+        retired_at: Option<Timestamp>,
+    ) -> Result<Self, TokenError> {
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| TokenError::Key)?;
+        let public = pair.public_key().as_ref().to_vec();
+        let x = URL_SAFE_NO_PAD.encode(&public);
+        let decoding = DecodingKey::from_ed_components(&x).map_err(|_| TokenError::Key)?;
+        Ok(Self {
+            kid: ed25519_thumbprint(&x),
+            pkcs8: Zeroizing::new(pkcs8.to_vec()),
+            public,
+            encoding: EncodingKey::from_ed_der(pkcs8),
+            decoding,
+            created_at,
+            retired_at,
+        })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The private key, PKCS#8. Callers seal it before it touches disk.
+    pub fn expose_pkcs8(&self) -> &[u8] {
+        &self.pkcs8
+    }
+
+    pub fn jwk(&self) -> Jwk {
+        Jwk {
+            common: CommonParameters {
+                public_key_use: Some(PublicKeyUse::Signature),
+                key_id: Some(self.kid.clone()),
+                key_algorithm: Some(KeyAlgorithm::EdDSA),
+                ..Default::default()
+            },
+            algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+                key_type: OctetKeyPairType::OctetKeyPair,
+                curve: EllipticCurve::Ed25519,
+                x: URL_SAFE_NO_PAD.encode(&self.public),
+            }),
+        }
+    }
+}
+
+/// RFC 7638 thumbprint of an Ed25519 public key given as base64url `x`.
+pub fn ed25519_thumbprint(x: &str) -> String {
+    // Members in lexicographic order, no whitespace (RFC 7638 §3.2).
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
+    URL_SAFE_NO_PAD.encode(d.as_ref())
+}
+
+/// The issuer's signing keys: one active, older ones kept for verification.
+#[derive(Debug, Default)]
+pub struct KeyRing {
+    keys: Vec<SigningKey>,
+}
+
+impl KeyRing {
+    /// Builds a ring; the newest unretired key signs.
+    pub fn new(mut keys: Vec<SigningKey>) -> Self {
+        keys.sort_by_key(|k| k.created_at);
+        Self { keys }
+    }
+
+    pub fn keys(&self) -> &[SigningKey] {
+        &self.keys
+    }
+
+    pub fn active(&self) -> Option<&SigningKey> {
+        self.keys.iter().rev().find(|k| k.retired_at.is_none())
+    }
+
+    /// Keys a verifier must still know: active ones, and retired ones whose
+    /// tokens may not all have expired yet.
+    pub fn published(&self, now: Timestamp, max_token_lifetime_secs: i64) -> impl Iterator<Item = &SigningKey> {
+        self.keys.iter().filter(move |k| match k.retired_at {
+            None => true,
+            Some(r) => now < r.add_secs(max_token_lifetime_secs + LEEWAY_SECS),
+        })
+    }
+
+    pub fn jwks(&self, now: Timestamp, max_token_lifetime_secs: i64) -> JwkSet {
+        JwkSet {
+            keys: self
+                .published(now, max_token_lifetime_secs)
+                .map(SigningKey::jwk)
+                .collect(),
+        }
+    }
+
+    /// Signs claims with the active key.
+    pub fn sign(&self, claims: &AccessClaims) -> Result<String, TokenError> {
+        let key = self.active().ok_or(TokenError::Key)?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|_| TokenError::Sign)
+    }
+
+    /// Verifies a token this issuer signed. `now` decides expiry.
+    pub fn verify(
+        &self,
+        token: &str,
+        expect: Expect<'_>,
+        now: Timestamp,
+        max_token_lifetime_secs: i64,
+    ) -> Result<AccessClaims, TokenError> {
+        let header = checked_header(token)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::Algorithm);
+        }
+        let typ_ok = header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"));
+        if !typ_ok {
+            return Err(TokenError::WrongType);
+        }
+        let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
+        let key = self
+            .published(now, max_token_lifetime_secs)
+            .find(|k| k.kid == kid)
+            .ok_or(TokenError::UnknownKey)?;
+        let claims: AccessClaims = signature_only(token, &key.decoding, &[Algorithm::EdDSA])?;
+        check_times(claims.exp, claims.nbf, Some(claims.iat), now)?;
+        if claims.iss != expect.issuer {
+            return Err(TokenError::Issuer);
+        }
+        if claims.aud != expect.audience {
+            return Err(TokenError::Audience);
+        }
+        match (expect.kind, claims.task.is_some()) {
+            (TokenKind::Instance, true) => return Err(TokenError::WrongKind("instance token")),
+            (TokenKind::Task, false) => return Err(TokenError::WrongKind("task token")),
+            _ => {}
+        }
+        Ok(claims)
+    }
+}
+
+/// Size bound and header rules shared by every verifier.
+fn checked_header(token: &str) -> Result<Header, TokenError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::TooLarge);
+    }
+    if token.bytes().filter(|b| *b == b'.').count() != 2 {
+        return Err(TokenError::Malformed);
+    }
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+    if header.jwk.is_some() {
+        return Err(TokenError::ForbiddenHeader("jwk"));
+    }
+    if header.jku.is_some() {
+        return Err(TokenError::ForbiddenHeader("jku"));
+    }
+    if header.x5u.is_some() {
+        return Err(TokenError::ForbiddenHeader("x5u"));
+    }
+    if header.x5c.is_some() {
+        return Err(TokenError::ForbiddenHeader("x5c"));
+    }
+    if header.crit.is_some() {
+        return Err(TokenError::ForbiddenHeader("crit"));
+    }
+    Ok(header)
+}
+
+/// Checks the signature (and only the signature) with the crate's verifier.
+fn signature_only<T: serde::de::DeserializeOwned>(
+    token: &str,
+    key: &DecodingKey,
+    algs: &[Algorithm],
+) -> Result<T, TokenError> {
+    let mut v = Validation::new(algs.first().copied().unwrap_or(Algorithm::EdDSA));
+    v.algorithms = algs.to_vec();
+    v.required_spec_claims = HashSet::new();
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = false;
+    jsonwebtoken::decode::<T>(token, key, &v)
+        .map(|d| d.claims)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::Signature,
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
+            _ => TokenError::Malformed,
+        })
+}
+
+fn check_times(exp: i64, nbf: i64, iat: Option<i64>, now: Timestamp) -> Result<(), TokenError> {
+    let now = now.secs();
+    if now > exp.saturating_add(LEEWAY_SECS) {
+        return Err(TokenError::Expired);
+    }
+    if nbf > now.saturating_add(LEEWAY_SECS) || iat.is_some_and(|iat| iat > now.saturating_add(LEEWAY_SECS)) {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(())
+}
+
+/// Reads the claims of a token without verifying anything; for display only.
+pub fn insecure_peek(token: &str) -> Result<(serde_json::Value, serde_json::Value), TokenError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::TooLarge);
+    }
+    let mut parts = token.split('.');
+    let mut part = || -> Result<serde_json::Value, TokenError> {
+        let p = parts.next().ok_or(TokenError::Malformed)?;
+        let bytes = URL_SAFE_NO_PAD.decode(p).map_err(|_| TokenError::Malformed)?;
+        serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+    };
+    Ok((part()?, part()?))
+}
+
+/// What an outside identity token (OIDC) must satisfy.
+#[derive(Clone, Debug)]
+pub struct ExternalExpect<'a> {
+    pub issuer: &'a str,
+    pub audience: &'a str,
+    pub subject: &'a str,
+    pub algorithms: &'a [Algorithm],
+}
+
+#[derive(Deserialize)]
+struct ExternalClaims {
+    iss: String,
+    sub: String,
+    aud: OneOrMany,
+    exp: i64,
+    #[serde(default)]
+    nbf: Option<i64>,
+    #[serde(default)]
+    iat: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The key id of an outside token, so the caller can refresh a JWKS that
+/// lacks it. Checks the header rules first.
+pub fn external_kid(token: &str) -> Result<Option<String>, TokenError> {
+    Ok(checked_header(token)?.kid)
+}
+
+/// Verifies an outside JWT (an OIDC identity token) against its issuer's JWKS.
+pub fn verify_external(
+    token: &str,
+    jwks: &JwkSet,
+    expect: &ExternalExpect<'_>,
+    now: Timestamp,
+) -> Result<(), TokenError> {
+    let header = checked_header(token)?;
+    if !expect.algorithms.contains(&header.alg) {
+        return Err(TokenError::Algorithm);
+    }
+    let jwk = match header.kid.as_deref() {
+        Some(kid) => jwks.find(kid),
+        None if jwks.keys.len() == 1 => jwks.keys.first(),
+        None => None,
+    }
+    .ok_or(TokenError::UnknownKey)?;
+    // The key's own algorithm, when it names one, must agree (RFC 8725 §3.1).
+    if let Some(ka) = jwk.common.key_algorithm {
+        let pinned = ka.to_string();
+        if pinned != format!("{:?}", header.alg) {
+            return Err(TokenError::Algorithm);
+        }
+    }
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| TokenError::UnknownKey)?;
+    let claims: ExternalClaims = signature_only(token, &key, &[header.alg])?;
+    check_times(claims.exp, claims.nbf.unwrap_or(i64::MIN), claims.iat, now)?;
+    if claims.iss != expect.issuer {
+        return Err(TokenError::Issuer);
+    }
+    let aud_ok = match &claims.aud {
+        OneOrMany::One(a) => a == expect.audience,
+        OneOrMany::Many(v) => v.iter().any(|a| a == expect.audience),
+    };
+    if !aud_ok {
+        return Err(TokenError::Audience);
+    }
+    if claims.sub != expect.subject {
+        return Err(TokenError::Subject);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISS: &str = "http://writ.test";
+
+    fn claims(now: Timestamp, task: Option<&str>) -> AccessClaims {
+        AccessClaims {
+            iss: ISS.into(),
+            sub: "spiffe://writ.local/agent/a".into(),
+            aud: ISS.into(),
+            exp: now.secs() + 600,
+            iat: now.secs(),
+            nbf: now.secs(),
+            jti: "jti_x".into(),
+            client_id: "ins_x".into(),
+            scope: Some("t:read".into()),
+            task: task.map(str::to_owned),
+            obo: None,
+            cnf: None,
+        }
+    }
+
+    fn expect(kind: TokenKind) -> Expect<'static> {
+        Expect {
+            issuer: ISS,
+            audience: ISS,
+            kind,
+        }
+    }
+
+    #[test]
+    fn sign_and_verify_with_rotation() {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let k1 = SigningKey::generate(now).unwrap();
+        let ring = KeyRing::new(vec![k1]);
+        let tok = ring.sign(&claims(now, Some("task_1"))).unwrap();
+        let c = ring.verify(&tok, expect(TokenKind::Task), now, 900).unwrap();
+        assert_eq!(c.task.as_deref(), Some("task_1"));
+        assert_eq!(
+            ring.verify(&tok, expect(TokenKind::Instance), now, 900),
+            Err(TokenError::WrongKind("instance token"))
+        );
+
+        // Rotate: the old key still verifies until its tokens can have expired.
+        let mut keys: Vec<SigningKey> = Vec::new();
+        let old = SigningKey::from_pkcs8(ring.keys()[0].expose_pkcs8(), now, Some(now)).unwrap();
+        keys.push(old);
+        keys.push(SigningKey::generate(now.add_secs(1)).unwrap());
+        let ring2 = KeyRing::new(keys);
+        assert_ne!(ring2.active().unwrap().kid(), ring.keys()[0].kid());
+        assert!(ring2.verify(&tok, expect(TokenKind::Any), now.add_secs(60), 900).is_ok());
+        assert_eq!(ring2.jwks(now.add_secs(60), 900).keys.len(), 2);
+        assert_eq!(ring2.jwks(now.add_secs(2000), 900).keys.len(), 1);
+        assert_eq!(
+            ring2.verify(&tok, expect(TokenKind::Any), now.add_secs(2000), 900),
+            Err(TokenError::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn time_checks_have_leeway() {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let ring = KeyRing::new(vec![SigningKey::generate(now).unwrap()]);
+        let tok = ring.sign(&claims(now, None)).unwrap();
+        let e = expect(TokenKind::Instance);
+        assert!(ring.verify(&tok, e, now.add_secs(600 + LEEWAY_SECS), 900).is_ok());
+        assert_eq!(
+            ring.verify(&tok, e, now.add_secs(600 + LEEWAY_SECS + 1), 900),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            ring.verify(&tok, e, now.add_secs(-LEEWAY_SECS - 1), 900),
+            Err(TokenError::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn flipped_bytes_and_oversize_fail() {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let ring = KeyRing::new(vec![SigningKey::generate(now).unwrap()]);
+        let tok = ring.sign(&claims(now, None)).unwrap();
+        let e = expect(TokenKind::Any);
+        let mut bytes = tok.clone().into_bytes();
+        let mid = tok.find('.').unwrap() + 5;
+        bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(bytes).unwrap();
+        assert!(ring.verify(&flipped, e, now, 900).is_err());
+        let big = format!("{tok}{}", "A".repeat(MAX_TOKEN_LEN));
+        assert_eq!(ring.verify(&big, e, now, 900), Err(TokenError::TooLarge));
+        assert_eq!(ring.verify("a.b", e, now, 900), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn rfc8037_thumbprint_known_answer() {
+        // RFC 8037 Appendix A.3.
+        assert_eq!(
+            ed25519_thumbprint("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
+    }
+}
