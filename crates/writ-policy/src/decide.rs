@@ -1,0 +1,328 @@
+//! Decisions: the facts of a request in, allow or deny with reasons out.
+
+use std::collections::BTreeMap;
+
+use cedar_policy::{Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, Request};
+use serde_json::{Value, json};
+use writ_core::{Capability, Timestamp};
+
+use crate::PolicySet;
+
+/// Allow or deny, with the policies that decided it and the set's version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// For an allow: the permits that matched. For a deny: the forbids that
+    /// matched (empty when no permit matched).
+    pub determining_policies: Vec<String>,
+    /// Evaluation errors; any error makes the decision a deny.
+    pub errors: Vec<String>,
+    pub policy_version: String,
+}
+
+impl Decision {
+    /// A one-line reason for people and audit records.
+    pub fn reason(&self) -> String {
+        if self.allowed {
+            format!("permitted by {}", self.determining_policies.join(", "))
+        } else if !self.errors.is_empty() {
+            format!("denied: policy evaluation failed ({})", self.errors.join("; "))
+        } else if self.determining_policies.is_empty() {
+            "denied: no policy permits this request".to_owned()
+        } else {
+            format!("denied by {}", self.determining_policies.join(", "))
+        }
+    }
+
+    fn deny(version: &str, error: String) -> Self {
+        Self {
+            allowed: false,
+            determining_policies: Vec::new(),
+            errors: vec![error],
+            policy_version: version.to_owned(),
+        }
+    }
+}
+
+/// What policy knows about the agent.
+#[derive(Clone, Debug)]
+pub struct AgentFacts<'a> {
+    pub name: &'a str,
+    pub spiffe_id: &'a str,
+    pub attestation: &'a str,
+    pub quarantined: bool,
+    pub attributes: &'a BTreeMap<String, String>,
+}
+
+/// What policy knows about a tool.
+#[derive(Clone, Debug)]
+pub struct ToolFacts<'a> {
+    pub name: &'a str,
+    pub audience: &'a str,
+    pub scopes: Vec<&'a str>,
+}
+
+/// The facts of one `StartTask` request.
+#[derive(Clone, Debug)]
+pub struct StartTaskFacts<'a> {
+    pub agent: AgentFacts<'a>,
+    pub intent: &'a str,
+    pub capabilities: &'a [Capability],
+    pub on_behalf_of: Option<&'a str>,
+    pub ttl_secs: i64,
+    pub attestation: &'a str,
+    pub now: Timestamp,
+}
+
+const KNOWN_AGENT_ATTRS: [&str; 3] = ["owner", "environment", "risk_tier"];
+
+impl PolicySet {
+    /// Decides a task start: one Cedar request per requested tool; the task
+    /// is allowed only when every one of them is.
+    pub fn decide_start_task(&self, facts: &StartTaskFacts<'_>, tools: &[ToolFacts<'_>]) -> Decision {
+        let mut allowed_by: Vec<String> = Vec::new();
+        let mut denied_by: Vec<String> = Vec::new();
+        let mut errors: Vec<String> = Vec::new();
+        let mut all_allowed = !facts.capabilities.is_empty();
+        for cap in facts.capabilities {
+            let Some(tool) = tools.iter().find(|t| t.name == cap.tool.as_str()) else {
+                return Decision::deny(self.version(), format!("unknown tool {}", cap.tool));
+            };
+            let d = match self.decide_one(facts, tool, cap) {
+                Ok(d) => d,
+                Err(e) => return Decision::deny(self.version(), e),
+            };
+            all_allowed &= d.allowed;
+            let target = if d.allowed { &mut allowed_by } else { &mut denied_by };
+            for p in d.determining_policies {
+                if !target.contains(&p) {
+                    target.push(p);
+                }
+            }
+            errors.extend(d.errors);
+        }
+        let allowed = all_allowed && errors.is_empty();
+        Decision {
+            allowed,
+            determining_policies: if allowed { allowed_by } else { denied_by },
+            errors,
+            policy_version: self.version().to_owned(),
+        }
+    }
+
+    fn decide_one(
+        &self,
+        facts: &StartTaskFacts<'_>,
+        tool: &ToolFacts<'_>,
+        cap: &Capability,
+    ) -> Result<Decision, String> {
+        let entities = self.entities(facts, tool)?;
+        let mut context = json!({
+            "intent": facts.intent,
+            "scopes": cap.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            "capabilities": facts.capabilities.iter().map(|c| json!({
+                "tool": c.tool.as_str(),
+                "scopes": c.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "ttl": facts.ttl_secs,
+            "attestation": facts.attestation,
+            "time": {
+                "unix": facts.now.secs(),
+                "hour": facts.now.hour_utc(),
+                "weekday": facts.now.weekday_utc(),
+            },
+        });
+        if let (Some(obo), Some(obj)) = (facts.on_behalf_of, context.as_object_mut()) {
+            obj.insert(
+                "on_behalf_of".into(),
+                json!({"__entity": {"type": "Human", "id": obo}}),
+            );
+        }
+        let action: EntityUid = r#"Action::"StartTask""#
+            .parse()
+            .map_err(|e| format!("action: {e}"))?;
+        let context = Context::from_json_value(context, Some((&self.schema, &action)))
+            .map_err(|e| format!("context: {e}"))?;
+        let principal = uid("Agent", facts.agent.name)?;
+        let resource = uid("Tool", tool.name)?;
+        let request = Request::new(principal, action, resource, context, Some(&self.schema))
+            .map_err(|e| format!("request: {e}"))?;
+        let response = Authorizer::new().is_authorized(&request, &self.policies, &entities);
+        let determining: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(ToString::to_string)
+            .collect();
+        let errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(ToString::to_string)
+            .collect();
+        Ok(Decision {
+            allowed: response.decision() == CedarDecision::Allow && errors.is_empty(),
+            determining_policies: determining,
+            errors,
+            policy_version: self.version().to_owned(),
+        })
+    }
+
+    fn entities(&self, facts: &StartTaskFacts<'_>, tool: &ToolFacts<'_>) -> Result<Entities, String> {
+        let a = &facts.agent;
+        let mut attrs = json!({
+            "spiffe_id": a.spiffe_id,
+            "attestation": a.attestation,
+            "quarantined": a.quarantined,
+        });
+        if let Some(obj) = attrs.as_object_mut() {
+            for k in KNOWN_AGENT_ATTRS {
+                if let Some(v) = a.attributes.get(k) {
+                    obj.insert(k.to_owned(), Value::String(v.clone()));
+                }
+            }
+        }
+        let mut list = vec![
+            json!({
+                "uid": {"type": "Agent", "id": a.name},
+                "attrs": attrs,
+                "parents": [],
+                "tags": a.attributes,
+            }),
+            json!({
+                "uid": {"type": "Tool", "id": tool.name},
+                "attrs": {"audience": tool.audience, "scopes": tool.scopes},
+                "parents": [],
+            }),
+        ];
+        if let Some(obo) = facts.on_behalf_of {
+            list.push(json!({"uid": {"type": "Human", "id": obo}, "attrs": {}, "parents": []}));
+        }
+        Entities::from_json_value(Value::Array(list), Some(&self.schema)).map_err(|e| format!("entities: {e}"))
+    }
+}
+
+fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
+    let ty = ty.parse().map_err(|e| format!("entity type: {e}"))?;
+    Ok(EntityUid::from_type_name_and_id(ty, id.parse().map_err(|e| format!("entity id: {e}"))?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PolicySource;
+
+    fn set(text: &str) -> PolicySet {
+        PolicySet::compile(vec![PolicySource {
+            name: "t.cedar".into(),
+            text: text.into(),
+        }])
+        .unwrap()
+    }
+
+    fn examples() -> PolicySet {
+        PolicySet::load_dir(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/policies"))).unwrap()
+    }
+
+    fn decide(p: &PolicySet, caps: &[&str], obo: Option<&str>, attrs: &[(&str, &str)], now: Timestamp) -> Decision {
+        let attributes: BTreeMap<String, String> =
+            attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let capabilities: Vec<Capability> = caps.iter().map(|c| Capability::parse_short(c).unwrap()).collect();
+        let facts = StartTaskFacts {
+            agent: AgentFacts {
+                name: "demo-agent",
+                spiffe_id: "spiffe://writ.local/agent/demo-agent",
+                attestation: "join_token",
+                quarantined: false,
+                attributes: &attributes,
+            },
+            intent: "triage tickets",
+            capabilities: &capabilities,
+            on_behalf_of: obo,
+            ttl_secs: 600,
+            attestation: "join_token",
+            now,
+        };
+        let tools = [ToolFacts {
+            name: "tickets",
+            audience: "https://tickets.example",
+            scopes: vec!["read", "write", "delete"],
+        }];
+        p.decide_start_task(&facts, &tools)
+    }
+
+    const NOON_TUESDAY: Timestamp = Timestamp::from_secs(1_795_780_800); // 2026-11-24T12:00:00Z
+
+    #[test]
+    fn example_pack_decides_as_documented() {
+        let p = examples();
+        let d = decide(&p, &["tickets:read"], None, &[], NOON_TUESDAY);
+        assert!(d.allowed, "{d:?}");
+        assert_eq!(d.determining_policies, vec!["read-only"]);
+
+        let d = decide(&p, &["tickets:write"], None, &[], NOON_TUESDAY);
+        assert!(!d.allowed);
+        assert!(d.determining_policies.is_empty());
+        assert_eq!(d.reason(), "denied: no policy permits this request");
+
+        assert!(decide(&p, &["tickets:write"], Some("user:alice"), &[], NOON_TUESDAY).allowed);
+
+        let d = decide(&p, &["tickets:read,delete"], Some("user:alice"), &[], NOON_TUESDAY);
+        assert!(!d.allowed);
+        assert_eq!(d.determining_policies, vec!["no-deletes"]);
+
+        let high = [("risk_tier", "high")];
+        assert!(decide(&p, &["tickets:read"], None, &high, NOON_TUESDAY).allowed);
+        let night = NOON_TUESDAY.add_secs(12 * 3600);
+        let d = decide(&p, &["tickets:read"], None, &high, night);
+        assert_eq!(d.determining_policies, vec!["high-risk-business-hours"]);
+    }
+
+    #[test]
+    fn empty_set_and_empty_request_deny() {
+        let p = PolicySet::empty().unwrap();
+        assert!(!decide(&p, &["tickets:read"], None, &[], NOON_TUESDAY).allowed);
+        assert!(!decide(&examples(), &[], None, &[], NOON_TUESDAY).allowed);
+    }
+
+    #[test]
+    fn tags_are_visible_to_policy() {
+        let p = set(r#"permit (principal, action, resource) when { principal.hasTag("team") && principal.getTag("team") == "payments" };"#);
+        assert!(decide(&p, &["tickets:read"], None, &[("team", "payments")], NOON_TUESDAY).allowed);
+        assert!(!decide(&p, &["tickets:read"], None, &[("team", "growth")], NOON_TUESDAY).allowed);
+    }
+
+    #[test]
+    fn invalid_policies_are_refused_with_a_location() {
+        let bad = PolicySet::compile(vec![PolicySource {
+            name: "bad.cedar".into(),
+            text: "permit (principal, action, resource)\nwhen { context.nope == 1 };".into(),
+        }])
+        .unwrap_err()
+        .to_string();
+        assert!(bad.starts_with("bad.cedar:2:"), "{bad}");
+
+        let syntax = PolicySet::compile(vec![PolicySource {
+            name: "syn.cedar".into(),
+            text: "permit (principal, action, resource) when { ".into(),
+        }])
+        .unwrap_err()
+        .to_string();
+        assert!(syntax.starts_with("syn.cedar:1:"), "{syntax}");
+
+        let dup = PolicySet::compile(vec![PolicySource {
+            name: "d.cedar".into(),
+            text: "@id(\"x\") permit (principal, action, resource);\n@id(\"x\") forbid (principal, action, resource);".into(),
+        }])
+        .unwrap_err();
+        assert!(matches!(dup, crate::PolicyError::DuplicateId { .. }));
+    }
+
+    #[test]
+    fn version_is_a_content_hash() {
+        let a = set("permit (principal, action, resource);");
+        let b = set("permit (principal, action, resource);");
+        let c = set("forbid (principal, action, resource);");
+        assert_eq!(a.version(), b.version());
+        assert_ne!(a.version(), c.version());
+        assert!(a.version().starts_with("sha256:"));
+    }
+}

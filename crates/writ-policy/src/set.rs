@@ -1,0 +1,224 @@
+//! Policy sets: the `*.cedar` files of a directory, compiled and validated as one.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use cedar_policy::{Policy, PolicyId, Schema, ValidationMode, Validator};
+use miette::Diagnostic;
+
+use crate::SCHEMA_SRC;
+
+/// A policy file: its name (for ids and error locations) and its text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicySource {
+    pub name: String,
+    pub text: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policy directory {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{location}: {message}")]
+    Invalid { location: String, message: String },
+    #[error("policy id {id:?} is used twice ({first} and {second})")]
+    DuplicateId {
+        id: String,
+        first: String,
+        second: String,
+    },
+    #[error("built-in schema is invalid: {0}")]
+    Schema(String),
+}
+
+/// A compiled, validated policy set and its content version.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    pub(crate) policies: Arc<cedar_policy::PolicySet>,
+    pub(crate) schema: Arc<Schema>,
+    version: String,
+    sources: Arc<Vec<PolicySource>>,
+}
+
+impl PolicySet {
+    /// Reads every `*.cedar` file of `dir` (not recursive).
+    pub fn read_dir(dir: &Path) -> Result<Vec<PolicySource>, PolicyError> {
+        let err = |e: std::io::Error| PolicyError::Read {
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        };
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(err)? {
+            let path = entry.map_err(err)?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("cedar") {
+                continue;
+            }
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            let text = std::fs::read_to_string(&path).map_err(err)?;
+            out.push(PolicySource { name, text });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Loads and compiles a directory.
+    pub fn load_dir(dir: &Path) -> Result<Self, PolicyError> {
+        Self::compile(Self::read_dir(dir)?)
+    }
+
+    /// An empty set: every decision denies.
+    pub fn empty() -> Result<Self, PolicyError> {
+        Self::compile(Vec::new())
+    }
+
+    /// Parses, names and strictly validates the sources as one set.
+    pub fn compile(mut sources: Vec<PolicySource>) -> Result<Self, PolicyError> {
+        sources.sort_by(|a, b| a.name.cmp(&b.name));
+        let schema = Arc::new(schema()?);
+        let mut set = cedar_policy::PolicySet::new();
+        let mut seen: Vec<(String, String)> = Vec::new();
+        for src in &sources {
+            let parsed = cedar_policy::PolicySet::from_str_named(&src.text)
+                .map_err(|e| located(&src.name, &src.text, &e))?
+                .ok_or_else(|| PolicyError::Invalid {
+                    location: src.name.clone(),
+                    message: "policy templates are not supported".into(),
+                })?;
+            for (index, policy) in parsed.into_iter().enumerate() {
+                let id = policy
+                    .annotation("id")
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("{}#{index}", src.name));
+                let origin = format!("{}#{index}", src.name);
+                if let Some((_, first)) = seen.iter().find(|(i, _)| *i == id) {
+                    return Err(PolicyError::DuplicateId {
+                        id,
+                        first: first.clone(),
+                        second: origin,
+                    });
+                }
+                seen.push((id.clone(), origin));
+                set.add(policy.new_id(PolicyId::new(&id)))
+                    .map_err(|e| PolicyError::Invalid {
+                        location: src.name.clone(),
+                        message: e.to_string(),
+                    })?;
+            }
+        }
+        let result = Validator::new((*schema).clone()).validate(&set, ValidationMode::Strict);
+        if let Some(first) = result.validation_errors().next() {
+            let name = policy_file(first.policy_id().to_string().as_str(), &seen);
+            let text = sources
+                .iter()
+                .find(|s| s.name == name)
+                .map(|s| s.text.as_str())
+                .unwrap_or_default();
+            return Err(located(&name, text, first));
+        }
+        Ok(Self {
+            policies: Arc::new(set),
+            schema,
+            version: version(&sources),
+            sources: Arc::new(sources),
+        })
+    }
+
+    /// The content hash of the set: `sha256:` and 24 hex digits.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn sources(&self) -> &[PolicySource] {
+        &self.sources
+    }
+
+    pub fn len(&self) -> usize {
+        self.policies.policies().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The ids of the policies in the set.
+    pub fn ids(&self) -> HashSet<String> {
+        self.policies.policies().map(|p| p.id().to_string()).collect()
+    }
+}
+
+trait FromStrNamed: Sized {
+    fn from_str_named(s: &str) -> Result<Option<Vec<Policy>>, cedar_policy::ParseErrors>;
+}
+
+impl FromStrNamed for cedar_policy::PolicySet {
+    /// Parses a file's policies in source order.
+    fn from_str_named(s: &str) -> Result<Option<Vec<Policy>>, cedar_policy::ParseErrors> {
+        let parsed: cedar_policy::PolicySet = s.parse()?;
+        if parsed.templates().next().is_some() {
+            return Ok(None);
+        }
+        let mut policies: Vec<Policy> = parsed.policies().cloned().collect();
+        // Cedar numbers a file's policies policy0, policy1, ... in order.
+        policies.sort_by_key(|p| {
+            p.id()
+                .to_string()
+                .trim_start_matches("policy")
+                .parse::<usize>()
+                .unwrap_or(usize::MAX)
+        });
+        Ok(Some(policies))
+    }
+}
+
+fn policy_file(id: &str, seen: &[(String, String)]) -> String {
+    seen.iter()
+        .find(|(i, _)| i == id)
+        .and_then(|(_, origin)| origin.split('#').next())
+        .unwrap_or("policies")
+        .to_owned()
+}
+
+/// An error with `file:line:column` from the diagnostic's first label.
+fn located(name: &str, text: &str, e: &(impl Diagnostic + std::fmt::Display)) -> PolicyError {
+    let offset = e
+        .labels()
+        .and_then(|mut l| l.next())
+        .map(|l| l.offset());
+    let location = match offset {
+        Some(off) => {
+            let before = text.get(..off).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let col = before.rsplit('\n').next().map_or(0, str::len) + 1;
+            format!("{name}:{line}:{col}")
+        }
+        None => name.to_owned(),
+    };
+    let mut message = e.to_string();
+    if let Some(help) = e.help() {
+        message = format!("{message} ({help})");
+    }
+    PolicyError::Invalid { location, message }
+}
+
+pub(crate) fn schema() -> Result<Schema, PolicyError> {
+    Schema::from_cedarschema_str(SCHEMA_SRC)
+        .map(|(s, _warnings)| s)
+        .map_err(|e| PolicyError::Schema(e.to_string()))
+}
+
+fn version(sources: &[PolicySource]) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for s in sources {
+        ctx.update(s.name.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(s.text.as_bytes());
+        ctx.update(&[0]);
+    }
+    let hex = writ_core::audit::hex(ctx.finish().as_ref());
+    format!("sha256:{}", hex.get(..24).unwrap_or(&hex))
+}
