@@ -83,12 +83,7 @@ impl PolicySet {
         let mut set = cedar_policy::PolicySet::new();
         let mut seen: Vec<(String, String)> = Vec::new();
         for src in &sources {
-            let parsed = cedar_policy::PolicySet::from_str_named(&src.text)
-                .map_err(|e| located(&src.name, &src.text, &e))?
-                .ok_or_else(|| PolicyError::Invalid {
-                    location: src.name.clone(),
-                    message: "policy templates are not supported".into(),
-                })?;
+            let parsed = parse_file(src)?;
             for (index, policy) in parsed.into_iter().enumerate() {
                 let id = policy
                     .annotation("id")
@@ -151,28 +146,28 @@ impl PolicySet {
     }
 }
 
-trait FromStrNamed: Sized {
-    fn from_str_named(s: &str) -> Result<Option<Vec<Policy>>, cedar_policy::ParseErrors>;
-}
-
-impl FromStrNamed for cedar_policy::PolicySet {
-    /// Parses a file's policies in source order.
-    fn from_str_named(s: &str) -> Result<Option<Vec<Policy>>, cedar_policy::ParseErrors> {
-        let parsed: cedar_policy::PolicySet = s.parse()?;
-        if parsed.templates().next().is_some() {
-            return Ok(None);
-        }
-        let mut policies: Vec<Policy> = parsed.policies().cloned().collect();
-        // Cedar numbers a file's policies policy0, policy1, ... in order.
-        policies.sort_by_key(|p| {
-            p.id()
-                .to_string()
-                .trim_start_matches("policy")
-                .parse::<usize>()
-                .unwrap_or(usize::MAX)
+/// Parses one file's policies, in source order.
+fn parse_file(src: &PolicySource) -> Result<Vec<Policy>, PolicyError> {
+    let parsed: cedar_policy::PolicySet = src
+        .text
+        .parse()
+        .map_err(|e: cedar_policy::ParseErrors| located(&src.name, &src.text, &e))?;
+    if parsed.templates().next().is_some() {
+        return Err(PolicyError::Invalid {
+            location: src.name.clone(),
+            message: "policy templates are not supported".into(),
         });
-        Ok(Some(policies))
     }
+    let mut policies: Vec<Policy> = parsed.policies().cloned().collect();
+    // Cedar numbers a file's policies policy0, policy1, ... in order.
+    policies.sort_by_key(|p| {
+        p.id()
+            .to_string()
+            .trim_start_matches("policy")
+            .parse::<usize>()
+            .unwrap_or(usize::MAX)
+    });
+    Ok(policies)
 }
 
 fn policy_file(id: &str, seen: &[(String, String)]) -> String {

@@ -1,1 +1,102 @@
-//! placeholder
+//! Storage for writ: the [`Store`] trait every backend implements, its
+//! records and errors, and the embedded SQLite backend.
+//!
+//! Every mutating call takes the audit events that record it and appends
+//! them to the hash chain in the same transaction, so a change is never
+//! durable without its audit record, nor the other way round. A call
+//! returns only after its transaction is committed (SQLite: WAL with
+//! `synchronous=FULL`).
+
+mod error;
+mod model;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use writ_core::api::{Agent, Task, Tool};
+use writ_core::audit::{AuditEvent, AuditRecord};
+use writ_core::{AgentName, InstanceId, TaskId, Timestamp, ToolName};
+
+pub use error::{JoinTokenError, StoreError};
+pub use model::{Grant, GrantKind, GrantState, Instance, QuarantineOutcome, StoredKey, TaskEnd};
+pub use sqlite::SqliteStore;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything the broker keeps. Object-safe, so a backend is picked at run time.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- admin credentials and signing keys ---
+
+    async fn admin_token_valid(&self, hash: &str) -> Result<bool>;
+    async fn admin_token_count(&self) -> Result<u64>;
+    async fn add_admin_token(&self, hash: &str, now: Timestamp, audit: Vec<AuditEvent>) -> Result<()>;
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>>;
+    /// Adds a key and retires every other unretired key at `now`.
+    async fn add_signing_key(&self, key: StoredKey, now: Timestamp, audit: Vec<AuditEvent>) -> Result<()>;
+
+    // --- agents, join tokens, tools ---
+
+    async fn create_agent(&self, agent: &Agent, audit: Vec<AuditEvent>) -> Result<()>;
+    async fn get_agent(&self, name: &AgentName) -> Result<Option<Agent>>;
+    async fn list_agents(&self) -> Result<Vec<Agent>>;
+    /// Quarantine (revoking every live grant, instance and task of the agent
+    /// at once) or release an agent.
+    async fn set_quarantine(
+        &self,
+        name: &AgentName,
+        quarantined: bool,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<QuarantineOutcome>;
+    async fn create_join_token(
+        &self,
+        agent: &AgentName,
+        hash: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    async fn create_tool(&self, tool: &Tool, audit: Vec<AuditEvent>) -> Result<()>;
+    async fn get_tool(&self, name: &ToolName) -> Result<Option<Tool>>;
+    async fn list_tools(&self) -> Result<Vec<Tool>>;
+
+    // --- instances, tasks, grants ---
+
+    /// Records an attested instance and its token. With a join token hash,
+    /// the join token is consumed in the same transaction (exactly once).
+    async fn create_instance(
+        &self,
+        instance: &Instance,
+        join_token_hash: Option<&str>,
+        grant: &Grant,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    async fn get_instance(&self, id: &InstanceId) -> Result<Option<Instance>>;
+    /// Records a started task and its token; refused if the agent is
+    /// quarantined or the instance revoked by then.
+    async fn create_task(&self, task: &Task, grant: &Grant, audit: Vec<AuditEvent>) -> Result<()>;
+    async fn get_task(&self, id: &TaskId) -> Result<Option<Task>>;
+    /// Extends an active task's lease and records its fresh token.
+    async fn heartbeat_task(
+        &self,
+        id: &TaskId,
+        lease_expires_at: Timestamp,
+        grant: &Grant,
+        audit: Vec<AuditEvent>,
+    ) -> Result<Task>;
+    /// Ends an active task and revokes every grant under it. `None` when it
+    /// was not active (or, for [`TaskEnd::Lapsed`], not lapsed after all).
+    async fn end_task(&self, id: &TaskId, end: TaskEnd, now: Timestamp, audit: Vec<AuditEvent>)
+    -> Result<Option<(Task, u64)>>;
+    /// Active tasks whose lease or hard lifetime has run out.
+    async fn lapsed_tasks(&self, now: Timestamp, limit: u32) -> Result<Vec<TaskId>>;
+    async fn grant_state(&self, jti: &str) -> Result<Option<GrantState>>;
+    /// Revokes one grant. `false` if it was unknown or already revoked.
+    async fn revoke_grant(&self, jti: &str, now: Timestamp, audit: Vec<AuditEvent>) -> Result<bool>;
+
+    // --- audit ---
+
+    /// Appends events that record no other change (a denial, a failure).
+    async fn append_audit(&self, now: Timestamp, audit: Vec<AuditEvent>) -> Result<()>;
+    async fn audit_after(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>>;
+}

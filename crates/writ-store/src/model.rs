@@ -1,0 +1,102 @@
+//! Records the store keeps beside the API types of `writ_core::api`.
+
+use serde::{Deserialize, Serialize};
+use writ_core::api::TaskStatus;
+use writ_core::{AgentName, InstanceId, TaskId, Timestamp};
+
+/// A signing key as stored: the private key sealed under the master key.
+#[derive(Clone, Debug)]
+pub struct StoredKey {
+    pub kid: String,
+    pub alg: String,
+    pub sealed: Vec<u8>,
+    pub created_at: Timestamp,
+    pub retired_at: Option<Timestamp>,
+}
+
+/// One attested instance of an agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: InstanceId,
+    pub agent: AgentName,
+    pub attestation: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantKind {
+    InstanceToken,
+    TaskToken,
+}
+
+impl GrantKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantKind::InstanceToken => "instance_token",
+            GrantKind::TaskToken => "task_token",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "instance_token" => Some(GrantKind::InstanceToken),
+            "task_token" => Some(GrantKind::TaskToken),
+            _ => None,
+        }
+    }
+}
+
+/// Anything issued: its issuance record, committed before it is returned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grant {
+    pub jti: String,
+    pub kind: GrantKind,
+    pub agent: AgentName,
+    pub instance_id: InstanceId,
+    pub task_id: Option<TaskId>,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// A grant and everything that decides whether it is still alive.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GrantState {
+    pub grant: Grant,
+    pub revoked_at: Option<Timestamp>,
+    pub agent_quarantined: bool,
+    pub instance_revoked: bool,
+    pub task_status: Option<TaskStatus>,
+}
+
+impl GrantState {
+    /// Alive: not revoked, not expired, its agent not quarantined, its
+    /// instance not revoked, and its task (if any) active.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none()
+            && now < self.grant.expires_at
+            && !self.agent_quarantined
+            && !self.instance_revoked
+            && self.task_status.is_none_or(|s| s == TaskStatus::Active)
+    }
+}
+
+/// How a task ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskEnd {
+    /// The instance (or an admin) completed it.
+    Completed,
+    /// Ended by an admin or a kill switch.
+    Revoked(String),
+    /// Its lease or hard lifetime ran out; ends only if that is still so.
+    Lapsed,
+}
+
+/// What a quarantine changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuarantineOutcome {
+    pub revoked_tokens: u64,
+    pub ended_tasks: u64,
+}

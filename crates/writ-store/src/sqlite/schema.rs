@@ -1,0 +1,91 @@
+//! SQLite schema, applied in order and tracked by `PRAGMA user_version`.
+
+pub(super) const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE admin_tokens (
+    hash        TEXT PRIMARY KEY,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE signing_keys (
+    kid         TEXT PRIMARY KEY,
+    alg         TEXT NOT NULL,
+    sealed      BLOB NOT NULL,
+    created_at  INTEGER NOT NULL,
+    retired_at  INTEGER
+);
+CREATE TABLE agents (
+    name        TEXT PRIMARY KEY,
+    spiffe_id   TEXT NOT NULL,
+    attestation TEXT NOT NULL,
+    attributes  TEXT NOT NULL,
+    quarantined INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE join_tokens (
+    hash        TEXT PRIMARY KEY,
+    agent       TEXT NOT NULL REFERENCES agents(name),
+    expires_at  INTEGER NOT NULL,
+    used_at     INTEGER,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE tools (
+    name        TEXT PRIMARY KEY,
+    audience    TEXT NOT NULL,
+    scopes      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE instances (
+    id          TEXT PRIMARY KEY,
+    agent       TEXT NOT NULL REFERENCES agents(name),
+    attestation TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);
+CREATE INDEX instances_agent ON instances(agent);
+CREATE TABLE tasks (
+    id               TEXT PRIMARY KEY,
+    agent            TEXT NOT NULL REFERENCES agents(name),
+    instance_id      TEXT NOT NULL REFERENCES instances(id),
+    intent           TEXT NOT NULL,
+    capabilities     TEXT NOT NULL,
+    on_behalf_of     TEXT,
+    status           TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    lease_expires_at INTEGER NOT NULL,
+    expires_at       INTEGER NOT NULL,
+    ended_at         INTEGER,
+    end_reason       TEXT,
+    policy_version   TEXT NOT NULL
+);
+CREATE INDEX tasks_active_deadline ON tasks(lease_expires_at) WHERE status = 'active';
+CREATE INDEX tasks_agent ON tasks(agent);
+CREATE TABLE grants (
+    jti         TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    agent       TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    task_id     TEXT,
+    issued_at   INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);
+CREATE INDEX grants_task ON grants(task_id);
+CREATE INDEX grants_agent ON grants(agent);
+CREATE TABLE revocations (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    jti         TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    revoked_at  INTEGER NOT NULL
+);
+CREATE TABLE audit (
+    seq         INTEGER PRIMARY KEY,
+    ts          INTEGER NOT NULL,
+    event       TEXT NOT NULL,
+    prev_hash   TEXT NOT NULL,
+    hash        TEXT NOT NULL
+);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#];
