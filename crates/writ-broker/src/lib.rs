@@ -1,1 +1,47 @@
-//! placeholder
+//! The broker: writ's authorization server, policy decision point and audit
+//! log, as an axum application.
+//!
+//! The HTTP layer (`routes`) only parses, authenticates and maps errors; the
+//! decisions live in `service`, which knows nothing of HTTP. `serve` takes a
+//! bound listener and a shutdown future, so tests start a broker on port 0.
+
+pub mod bootstrap;
+mod config;
+mod error;
+mod extract;
+mod keys;
+mod metrics;
+mod oidc;
+mod routes;
+pub mod service;
+mod sweeper;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use bootstrap::{BootstrapError, DataDir, Opened, open};
+pub use config::BrokerConfig;
+pub use error::{ApiError, OAuthError};
+pub use keys::KeyService;
+pub use service::Broker;
+
+/// Serves the broker on `listener` until `shutdown` completes; runs the
+/// lease sweeper alongside.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    broker: Arc<Broker>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let sweeper = tokio::spawn(sweeper::run(Arc::clone(&broker)));
+    let app = routes::router(broker);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    sweeper.abort();
+    result
+}
+
+/// The application router, for in-process tests (`tower::ServiceExt::oneshot`).
+pub fn router(broker: Arc<Broker>) -> axum::Router {
+    routes::router(broker)
+}

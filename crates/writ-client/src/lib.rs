@@ -1,1 +1,248 @@
-//! placeholder
+//! A typed HTTP client for the writ API, used by the CLI, the tests and
+//! Rust agents.
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use writ_core::api::{
+    Agent, AttestRequest, Attested, AuditPage, AuditVerified, CreateJoinToken, Introspection,
+    JoinTokenCreated, KeyRotated, OAuthErrorBody, Problem, Quarantined, RegisterAgent,
+    RegisterTool, StartTask, Task, TaskEnded, TaskToken, Tool,
+};
+use writ_core::{AgentName, Secret, TaskId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach writ at {addr}: {message}")]
+    Connect { addr: String, message: String },
+    #[error("{}", problem_text(.0))]
+    Api(Box<Problem>),
+    #[error("{status}: {}{}", .body.error, .body.error_description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    OAuth { status: u16, body: OAuthErrorBody },
+    #[error("unexpected response ({status}): {message}")]
+    Unexpected { status: u16, message: String },
+    #[error("invalid address {0:?}")]
+    Address(String),
+}
+
+impl ClientError {
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api(p) => Some(p.status),
+            ClientError::OAuth { status, .. } | ClientError::Unexpected { status, .. } => {
+                Some(*status)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn problem_text(p: &Problem) -> String {
+    let mut s = format!("{} {}", p.status, p.title);
+    if let Some(d) = &p.detail {
+        s.push_str(": ");
+        s.push_str(d);
+    }
+    if let Some(v) = &p.policy_version {
+        s.push_str(&format!(" [policy {v}]"));
+    }
+    s
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// A client bound to one writ address and (optionally) one bearer credential.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<Secret>,
+}
+
+impl Client {
+    pub fn new(addr: &str, token: Option<Secret>) -> Result<Self> {
+        if !(addr.starts_with("http://") || addr.starts_with("https://")) {
+            return Err(ClientError::Address(addr.to_owned()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| ClientError::Connect {
+                addr: addr.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            http,
+            base: addr.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    /// The same client with another credential.
+    pub fn with_token(&self, token: impl Into<String>) -> Self {
+        Self {
+            token: Some(Secret::new(token.into())),
+            ..self.clone()
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        let r = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.token {
+            Some(t) => r.bearer_auth(t.expose()),
+            None => r,
+        }
+    }
+
+    async fn send(&self, r: RequestBuilder) -> Result<Response> {
+        r.send().await.map_err(|e| ClientError::Connect {
+            addr: self.base.clone(),
+            message: e.without_url().to_string(),
+        })
+    }
+
+    async fn call<T: DeserializeOwned>(&self, r: RequestBuilder) -> Result<T> {
+        let resp = self.send(r).await?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| ClientError::Connect {
+            addr: self.base.clone(),
+            message: e.to_string(),
+        })?;
+        if status.is_success() {
+            let body: &[u8] = if body.is_empty() { b"null" } else { &body };
+            return serde_json::from_slice(body).map_err(|e| ClientError::Unexpected {
+                status: status.as_u16(),
+                message: e.to_string(),
+            });
+        }
+        Err(error_from(status, &body))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(self.req(Method::GET, path)).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.call(self.req(Method::POST, path).json(body)).await
+    }
+
+    async fn post_empty<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(self.req(Method::POST, path)).await
+    }
+
+    // --- admin ---
+
+    pub async fn register_agent(&self, req: &RegisterAgent) -> Result<Agent> {
+        self.post("/v1/agents", req).await
+    }
+    pub async fn agents(&self) -> Result<Vec<Agent>> {
+        self.get("/v1/agents").await
+    }
+    pub async fn agent(&self, name: &AgentName) -> Result<Agent> {
+        self.get(&format!("/v1/agents/{name}")).await
+    }
+    pub async fn join_token(&self, name: &AgentName, ttl: u64) -> Result<JoinTokenCreated> {
+        self.post(
+            &format!("/v1/agents/{name}/join-tokens"),
+            &CreateJoinToken { ttl },
+        )
+        .await
+    }
+    pub async fn quarantine(&self, name: &AgentName) -> Result<Quarantined> {
+        self.post_empty(&format!("/v1/agents/{name}/quarantine"))
+            .await
+    }
+    pub async fn release(&self, name: &AgentName) -> Result<Quarantined> {
+        self.post_empty(&format!("/v1/agents/{name}/release")).await
+    }
+    pub async fn register_tool(&self, req: &RegisterTool) -> Result<Tool> {
+        self.post("/v1/tools", req).await
+    }
+    pub async fn tools(&self) -> Result<Vec<Tool>> {
+        self.get("/v1/tools").await
+    }
+    pub async fn rotate_keys(&self) -> Result<KeyRotated> {
+        self.post_empty("/v1/keys/rotate").await
+    }
+    pub async fn audit(&self, after: u64, limit: u32) -> Result<AuditPage> {
+        self.get(&format!("/v1/audit?after={after}&limit={limit}"))
+            .await
+    }
+    pub async fn audit_last(&self, n: u32) -> Result<AuditPage> {
+        self.get(&format!("/v1/audit?last={n}")).await
+    }
+    pub async fn audit_verify(&self) -> Result<AuditVerified> {
+        self.get("/v1/audit/verify").await
+    }
+
+    // --- agents ---
+
+    pub async fn attest(&self, req: &AttestRequest) -> Result<Attested> {
+        self.post("/v1/attest", req).await
+    }
+    pub async fn start_task(&self, req: &StartTask) -> Result<TaskToken> {
+        self.post("/v1/tasks", req).await
+    }
+    pub async fn heartbeat(&self, id: &TaskId) -> Result<TaskToken> {
+        self.post_empty(&format!("/v1/tasks/{id}/heartbeat")).await
+    }
+    pub async fn complete(&self, id: &TaskId) -> Result<TaskEnded> {
+        self.post_empty(&format!("/v1/tasks/{id}/complete")).await
+    }
+    pub async fn task(&self, id: &TaskId) -> Result<Task> {
+        self.get(&format!("/v1/tasks/{id}")).await
+    }
+
+    // --- OAuth ---
+
+    pub async fn introspect(&self, token: &str) -> Result<Introspection> {
+        self.call(
+            self.req(Method::POST, "/oauth2/introspect")
+                .form(&[("token", token)]),
+        )
+        .await
+    }
+    pub async fn revoke(&self, token: &str) -> Result<()> {
+        let resp = self
+            .send(
+                self.req(Method::POST, "/oauth2/revoke")
+                    .form(&[("token", token)]),
+            )
+            .await?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = resp.bytes().await.unwrap_or_default();
+        Err(error_from(status, &body))
+    }
+    pub async fn jwks(&self) -> Result<serde_json::Value> {
+        self.get("/.well-known/jwks.json").await
+    }
+    pub async fn metadata(&self) -> Result<serde_json::Value> {
+        self.get("/.well-known/oauth-authorization-server").await
+    }
+}
+
+fn error_from(status: StatusCode, body: &[u8]) -> ClientError {
+    if let Ok(p) = serde_json::from_slice::<Problem>(body)
+        && p.status != 0
+    {
+        return ClientError::Api(Box::new(p));
+    }
+    if let Ok(o) = serde_json::from_slice::<OAuthErrorBody>(body) {
+        return ClientError::OAuth {
+            status: status.as_u16(),
+            body: o,
+        };
+    }
+    ClientError::Unexpected {
+        status: status.as_u16(),
+        message: String::from_utf8_lossy(body).chars().take(512).collect(),
+    }
+}

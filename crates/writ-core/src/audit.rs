@@ -174,7 +174,12 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Builds the next record after `(prev_seq, prev_hash)`.
-pub fn next_record(prev_seq: u64, prev_hash: &str, ts: Timestamp, event: &AuditEvent) -> AuditRecord {
+pub fn next_record(
+    prev_seq: u64,
+    prev_hash: &str,
+    ts: Timestamp,
+    event: &AuditEvent,
+) -> AuditRecord {
     let seq = prev_seq.saturating_add(1);
     let event = event.to_canonical_json();
     let hash = chain_hash(seq, ts, prev_hash, &event);
@@ -218,7 +223,10 @@ impl Verifier {
         if r.seq != expected_seq {
             return Err(ChainBreak {
                 seq: expected_seq,
-                reason: format!("record {expected_seq} is missing (next present is {})", r.seq),
+                reason: format!(
+                    "record {expected_seq} is missing (next present is {})",
+                    r.seq
+                ),
             });
         }
         if r.prev_hash != self.hash {
@@ -242,7 +250,9 @@ impl Verifier {
 }
 
 /// Verifies a whole chain from its first record.
-pub fn verify<'a>(records: impl IntoIterator<Item = &'a AuditRecord>) -> Result<(u64, String), ChainBreak> {
+pub fn verify<'a>(
+    records: impl IntoIterator<Item = &'a AuditRecord>,
+) -> Result<(u64, String), ChainBreak> {
     let mut v = Verifier::default();
     for r in records {
         v.push(r)?;

@@ -29,15 +29,17 @@ fn check_name(what: &'static str, s: &str) -> Result<(), NameError> {
         return Err(NameError::Empty { what });
     }
     if s.len() > NAME_MAX {
-        return Err(NameError::TooLong { what, max: NAME_MAX });
+        return Err(NameError::TooLong {
+            what,
+            max: NAME_MAX,
+        });
     }
     let mut chars = s.chars();
     let first_ok = chars
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let rest_ok = chars.all(|c| {
-        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.'
-    });
+    let rest_ok = chars
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.');
     if first_ok && rest_ok {
         Ok(())
     } else {
@@ -183,7 +185,15 @@ mod tests {
     fn names_are_checked() {
         assert!("demo-agent".parse::<AgentName>().is_ok());
         assert!("a.b_c-1".parse::<ToolName>().is_ok());
-        for bad in ["", "-x", "Upper", "has space", "../x", "x/y", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "-x",
+            "Upper",
+            "has space",
+            "../x",
+            "x/y",
+            &"a".repeat(64),
+        ] {
             assert!(bad.parse::<AgentName>().is_err(), "{bad:?} accepted");
         }
     }
@@ -193,7 +203,12 @@ mod tests {
         let id = TaskId::generate().unwrap();
         assert_eq!(id.as_str().parse::<TaskId>().unwrap(), id);
         assert!("task_short".parse::<TaskId>().is_err());
-        assert!(id.as_str().replace("task_", "ins_").parse::<TaskId>().is_err());
+        assert!(
+            id.as_str()
+                .replace("task_", "ins_")
+                .parse::<TaskId>()
+                .is_err()
+        );
         let json = serde_json::to_string(&id).unwrap();
         assert_eq!(serde_json::from_str::<TaskId>(&json).unwrap(), id);
         assert!(serde_json::from_str::<TaskId>("\"task_'; drop table x;--aaaaaa\"").is_err());

@@ -37,8 +37,7 @@ impl FromStr for Scope {
     fn from_str(s: &str) -> Result<Self, ScopeError> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
         if ok {
             Ok(Self(s.to_owned()))

@@ -94,8 +94,14 @@ mod tests {
     fn seal_open_and_tamper() {
         let k = MasterKey::generate().unwrap();
         let sealed = k.seal("signing-key:a", b"top secret").unwrap();
-        assert_eq!(&k.open("signing-key:a", &sealed).unwrap()[..], b"top secret");
-        assert!(k.open("signing-key:b", &sealed).is_err(), "purpose is bound");
+        assert_eq!(
+            &k.open("signing-key:a", &sealed).unwrap()[..],
+            b"top secret"
+        );
+        assert!(
+            k.open("signing-key:b", &sealed).is_err(),
+            "purpose is bound"
+        );
         let mut flipped = sealed.clone();
         if let Some(b) = flipped.last_mut() {
             *b ^= 1;

@@ -96,7 +96,10 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    #[expect(clippy::disallowed_methods, reason = "the one sanctioned read of the wall clock")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the one sanctioned read of the wall clock"
+    )]
     fn now(&self) -> Timestamp {
         let ms = std::time::SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -151,6 +154,9 @@ mod tests {
         assert_eq!(c.now().secs(), 100);
         c.advance(Duration::from_secs(5));
         assert_eq!(c.now().secs(), 105);
-        assert_eq!(Timestamp::from_secs(100).secs_until(Timestamp::from_secs(90)), 0);
+        assert_eq!(
+            Timestamp::from_secs(100).secs_until(Timestamp::from_secs(90)),
+            0
+        );
     }
 }

@@ -221,7 +221,11 @@ impl KeyRing {
 
     /// Keys a verifier must still know: active ones, and retired ones whose
     /// tokens may not all have expired yet.
-    pub fn published(&self, now: Timestamp, max_token_lifetime_secs: i64) -> impl Iterator<Item = &SigningKey> {
+    pub fn published(
+        &self,
+        now: Timestamp,
+        max_token_lifetime_secs: i64,
+    ) -> impl Iterator<Item = &SigningKey> {
         self.keys.iter().filter(move |k| match k.retired_at {
             None => true,
             Some(r) => now < r.add_secs(max_token_lifetime_secs + LEEWAY_SECS),
@@ -254,18 +258,7 @@ impl KeyRing {
         now: Timestamp,
         max_token_lifetime_secs: i64,
     ) -> Result<AccessClaims, TokenError> {
-        let header = checked_header(token)?;
-        if header.alg != Algorithm::EdDSA {
-            return Err(TokenError::Algorithm);
-        }
-        let typ_ok = header
-            .typ
-            .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"));
-        if !typ_ok {
-            return Err(TokenError::WrongType);
-        }
-        let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
+        let kid = access_token_kid(token)?;
         let key = self
             .published(now, max_token_lifetime_secs)
             .find(|k| k.kid == kid)
@@ -285,6 +278,22 @@ impl KeyRing {
         }
         Ok(claims)
     }
+}
+
+/// The header rules of a writ access token (explicit `at+jwt` type, EdDSA
+/// only); returns its `kid`.
+fn access_token_kid(token: &str) -> Result<String, TokenError> {
+    let header = checked_header(token)?;
+    if header.alg != Algorithm::EdDSA {
+        return Err(TokenError::Algorithm);
+    }
+    let typ_ok = header.typ.as_deref().is_some_and(|t| {
+        t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+    });
+    if !typ_ok {
+        return Err(TokenError::WrongType);
+    }
+    header.kid.ok_or(TokenError::UnknownKey)
 }
 
 /// Size bound and header rules shared by every verifier.
@@ -340,10 +349,32 @@ fn check_times(exp: i64, nbf: i64, iat: Option<i64>, now: Timestamp) -> Result<(
     if now > exp.saturating_add(LEEWAY_SECS) {
         return Err(TokenError::Expired);
     }
-    if nbf > now.saturating_add(LEEWAY_SECS) || iat.is_some_and(|iat| iat > now.saturating_add(LEEWAY_SECS)) {
+    if nbf > now.saturating_add(LEEWAY_SECS)
+        || iat.is_some_and(|iat| iat > now.saturating_add(LEEWAY_SECS))
+    {
         return Err(TokenError::NotYetValid);
     }
     Ok(())
+}
+
+/// Verifies a writ access token against a published JWKS (as a gateway or
+/// any outside verifier would): header rules, EdDSA, signature, `iss`, and
+/// lifetime. The audience is the caller's to check.
+pub fn verify_with_jwks(
+    token: &str,
+    jwks: &JwkSet,
+    issuer: &str,
+    now: Timestamp,
+) -> Result<AccessClaims, TokenError> {
+    let kid = access_token_kid(token)?;
+    let jwk = jwks.find(&kid).ok_or(TokenError::UnknownKey)?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| TokenError::UnknownKey)?;
+    let claims: AccessClaims = signature_only(token, &key, &[Algorithm::EdDSA])?;
+    check_times(claims.exp, claims.nbf, Some(claims.iat), now)?;
+    if claims.iss != issuer {
+        return Err(TokenError::Issuer);
+    }
+    Ok(claims)
 }
 
 /// Reads the claims of a token without verifying anything; for display only.
@@ -354,7 +385,9 @@ pub fn insecure_peek(token: &str) -> Result<(serde_json::Value, serde_json::Valu
     let mut parts = token.split('.');
     let mut part = || -> Result<serde_json::Value, TokenError> {
         let p = parts.next().ok_or(TokenError::Malformed)?;
-        let bytes = URL_SAFE_NO_PAD.decode(p).map_err(|_| TokenError::Malformed)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(p)
+            .map_err(|_| TokenError::Malformed)?;
         serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
     };
     Ok((part()?, part()?))
@@ -474,7 +507,9 @@ mod tests {
         let k1 = SigningKey::generate(now).unwrap();
         let ring = KeyRing::new(vec![k1]);
         let tok = ring.sign(&claims(now, Some("task_1"))).unwrap();
-        let c = ring.verify(&tok, expect(TokenKind::Task), now, 900).unwrap();
+        let c = ring
+            .verify(&tok, expect(TokenKind::Task), now, 900)
+            .unwrap();
         assert_eq!(c.task.as_deref(), Some("task_1"));
         assert_eq!(
             ring.verify(&tok, expect(TokenKind::Instance), now, 900),
@@ -488,7 +523,11 @@ mod tests {
         keys.push(SigningKey::generate(now.add_secs(1)).unwrap());
         let ring2 = KeyRing::new(keys);
         assert_ne!(ring2.active().unwrap().kid(), ring.keys()[0].kid());
-        assert!(ring2.verify(&tok, expect(TokenKind::Any), now.add_secs(60), 900).is_ok());
+        assert!(
+            ring2
+                .verify(&tok, expect(TokenKind::Any), now.add_secs(60), 900)
+                .is_ok()
+        );
         assert_eq!(ring2.jwks(now.add_secs(60), 900).keys.len(), 2);
         assert_eq!(ring2.jwks(now.add_secs(2000), 900).keys.len(), 1);
         assert_eq!(
@@ -503,7 +542,10 @@ mod tests {
         let ring = KeyRing::new(vec![SigningKey::generate(now).unwrap()]);
         let tok = ring.sign(&claims(now, None)).unwrap();
         let e = expect(TokenKind::Instance);
-        assert!(ring.verify(&tok, e, now.add_secs(600 + LEEWAY_SECS), 900).is_ok());
+        assert!(
+            ring.verify(&tok, e, now.add_secs(600 + LEEWAY_SECS), 900)
+                .is_ok()
+        );
         assert_eq!(
             ring.verify(&tok, e, now.add_secs(600 + LEEWAY_SECS + 1), 900),
             Err(TokenError::Expired)

@@ -26,7 +26,10 @@ impl Decision {
         if self.allowed {
             format!("permitted by {}", self.determining_policies.join(", "))
         } else if !self.errors.is_empty() {
-            format!("denied: policy evaluation failed ({})", self.errors.join("; "))
+            format!(
+                "denied: policy evaluation failed ({})",
+                self.errors.join("; ")
+            )
         } else if self.determining_policies.is_empty() {
             "denied: no policy permits this request".to_owned()
         } else {
@@ -79,7 +82,11 @@ const KNOWN_AGENT_ATTRS: [&str; 3] = ["owner", "environment", "risk_tier"];
 impl PolicySet {
     /// Decides a task start: one Cedar request per requested tool; the task
     /// is allowed only when every one of them is.
-    pub fn decide_start_task(&self, facts: &StartTaskFacts<'_>, tools: &[ToolFacts<'_>]) -> Decision {
+    pub fn decide_start_task(
+        &self,
+        facts: &StartTaskFacts<'_>,
+        tools: &[ToolFacts<'_>],
+    ) -> Decision {
         let mut allowed_by: Vec<String> = Vec::new();
         let mut denied_by: Vec<String> = Vec::new();
         let mut errors: Vec<String> = Vec::new();
@@ -93,7 +100,11 @@ impl PolicySet {
                 Err(e) => return Decision::deny(self.version(), e),
             };
             all_allowed &= d.allowed;
-            let target = if d.allowed { &mut allowed_by } else { &mut denied_by };
+            let target = if d.allowed {
+                &mut allowed_by
+            } else {
+                &mut denied_by
+            };
             for p in d.determining_policies {
                 if !target.contains(&p) {
                     target.push(p);
@@ -166,7 +177,11 @@ impl PolicySet {
         })
     }
 
-    fn entities(&self, facts: &StartTaskFacts<'_>, tool: &ToolFacts<'_>) -> Result<Entities, String> {
+    fn entities(
+        &self,
+        facts: &StartTaskFacts<'_>,
+        tool: &ToolFacts<'_>,
+    ) -> Result<Entities, String> {
         let a = &facts.agent;
         let mut attrs = json!({
             "spiffe_id": a.spiffe_id,
@@ -196,13 +211,17 @@ impl PolicySet {
         if let Some(obo) = facts.on_behalf_of {
             list.push(json!({"uid": {"type": "Human", "id": obo}, "attrs": {}, "parents": []}));
         }
-        Entities::from_json_value(Value::Array(list), Some(&self.schema)).map_err(|e| format!("entities: {e}"))
+        Entities::from_json_value(Value::Array(list), Some(&self.schema))
+            .map_err(|e| format!("entities: {e}"))
     }
 }
 
 fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
     let ty = ty.parse().map_err(|e| format!("entity type: {e}"))?;
-    Ok(EntityUid::from_type_name_and_id(ty, id.parse().map_err(|e| format!("entity id: {e}"))?))
+    Ok(EntityUid::from_type_name_and_id(
+        ty,
+        id.parse().map_err(|e| format!("entity id: {e}"))?,
+    ))
 }
 
 #[cfg(test)]
@@ -219,13 +238,28 @@ mod tests {
     }
 
     fn examples() -> PolicySet {
-        PolicySet::load_dir(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/policies"))).unwrap()
+        PolicySet::load_dir(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/policies"
+        )))
+        .unwrap()
     }
 
-    fn decide(p: &PolicySet, caps: &[&str], obo: Option<&str>, attrs: &[(&str, &str)], now: Timestamp) -> Decision {
-        let attributes: BTreeMap<String, String> =
-            attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let capabilities: Vec<Capability> = caps.iter().map(|c| Capability::parse_short(c).unwrap()).collect();
+    fn decide(
+        p: &PolicySet,
+        caps: &[&str],
+        obo: Option<&str>,
+        attrs: &[(&str, &str)],
+        now: Timestamp,
+    ) -> Decision {
+        let attributes: BTreeMap<String, String> = attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let capabilities: Vec<Capability> = caps
+            .iter()
+            .map(|c| Capability::parse_short(c).unwrap())
+            .collect();
         let facts = StartTaskFacts {
             agent: AgentFacts {
                 name: "demo-agent",
@@ -263,9 +297,24 @@ mod tests {
         assert!(d.determining_policies.is_empty());
         assert_eq!(d.reason(), "denied: no policy permits this request");
 
-        assert!(decide(&p, &["tickets:write"], Some("user:alice"), &[], NOON_TUESDAY).allowed);
+        assert!(
+            decide(
+                &p,
+                &["tickets:write"],
+                Some("user:alice"),
+                &[],
+                NOON_TUESDAY
+            )
+            .allowed
+        );
 
-        let d = decide(&p, &["tickets:read,delete"], Some("user:alice"), &[], NOON_TUESDAY);
+        let d = decide(
+            &p,
+            &["tickets:read,delete"],
+            Some("user:alice"),
+            &[],
+            NOON_TUESDAY,
+        );
         assert!(!d.allowed);
         assert_eq!(d.determining_policies, vec!["no-deletes"]);
 
@@ -285,9 +334,29 @@ mod tests {
 
     #[test]
     fn tags_are_visible_to_policy() {
-        let p = set(r#"permit (principal, action, resource) when { principal.hasTag("team") && principal.getTag("team") == "payments" };"#);
-        assert!(decide(&p, &["tickets:read"], None, &[("team", "payments")], NOON_TUESDAY).allowed);
-        assert!(!decide(&p, &["tickets:read"], None, &[("team", "growth")], NOON_TUESDAY).allowed);
+        let p = set(
+            r#"permit (principal, action, resource) when { principal.hasTag("team") && principal.getTag("team") == "payments" };"#,
+        );
+        assert!(
+            decide(
+                &p,
+                &["tickets:read"],
+                None,
+                &[("team", "payments")],
+                NOON_TUESDAY
+            )
+            .allowed
+        );
+        assert!(
+            !decide(
+                &p,
+                &["tickets:read"],
+                None,
+                &[("team", "growth")],
+                NOON_TUESDAY
+            )
+            .allowed
+        );
     }
 
     #[test]

@@ -142,7 +142,10 @@ impl PolicySet {
 
     /// The ids of the policies in the set.
     pub fn ids(&self) -> HashSet<String> {
-        self.policies.policies().map(|p| p.id().to_string()).collect()
+        self.policies
+            .policies()
+            .map(|p| p.id().to_string())
+            .collect()
     }
 }
 
@@ -180,10 +183,7 @@ fn policy_file(id: &str, seen: &[(String, String)]) -> String {
 
 /// An error with `file:line:column` from the diagnostic's first label.
 fn located(name: &str, text: &str, e: &(impl Diagnostic + std::fmt::Display)) -> PolicyError {
-    let offset = e
-        .labels()
-        .and_then(|mut l| l.next())
-        .map(|l| l.offset());
+    let offset = e.labels().and_then(|mut l| l.next()).map(|l| l.offset());
     let location = match offset {
         Some(off) => {
             let before = text.get(..off).unwrap_or(text);

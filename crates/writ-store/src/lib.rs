@@ -29,10 +29,20 @@ pub trait Store: Send + Sync + 'static {
 
     async fn admin_token_valid(&self, hash: &str) -> Result<bool>;
     async fn admin_token_count(&self) -> Result<u64>;
-    async fn add_admin_token(&self, hash: &str, now: Timestamp, audit: Vec<AuditEvent>) -> Result<()>;
+    async fn add_admin_token(
+        &self,
+        hash: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
     async fn signing_keys(&self) -> Result<Vec<StoredKey>>;
     /// Adds a key and retires every other unretired key at `now`.
-    async fn add_signing_key(&self, key: StoredKey, now: Timestamp, audit: Vec<AuditEvent>) -> Result<()>;
+    async fn add_signing_key(
+        &self,
+        key: StoredKey,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
 
     // --- agents, join tokens, tools ---
 
@@ -86,17 +96,25 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Task>;
     /// Ends an active task and revokes every grant under it. `None` when it
     /// was not active (or, for [`TaskEnd::Lapsed`], not lapsed after all).
-    async fn end_task(&self, id: &TaskId, end: TaskEnd, now: Timestamp, audit: Vec<AuditEvent>)
-    -> Result<Option<(Task, u64)>>;
+    async fn end_task(
+        &self,
+        id: &TaskId,
+        end: TaskEnd,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<Option<(Task, u64)>>;
     /// Active tasks whose lease or hard lifetime has run out.
     async fn lapsed_tasks(&self, now: Timestamp, limit: u32) -> Result<Vec<TaskId>>;
     async fn grant_state(&self, jti: &str) -> Result<Option<GrantState>>;
     /// Revokes one grant. `false` if it was unknown or already revoked.
-    async fn revoke_grant(&self, jti: &str, now: Timestamp, audit: Vec<AuditEvent>) -> Result<bool>;
+    async fn revoke_grant(&self, jti: &str, now: Timestamp, audit: Vec<AuditEvent>)
+    -> Result<bool>;
 
     // --- audit ---
 
     /// Appends events that record no other change (a denial, a failure).
     async fn append_audit(&self, now: Timestamp, audit: Vec<AuditEvent>) -> Result<()>;
     async fn audit_after(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>>;
+    /// The sequence number of the last record (0 when empty).
+    async fn audit_head(&self) -> Result<u64>;
 }

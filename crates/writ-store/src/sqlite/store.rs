@@ -8,8 +8,8 @@ use writ_core::{AgentName, InstanceId, TaskId, Timestamp, ToolName};
 
 use super::{SqliteStore, WriteCtx, db};
 use crate::{
-    Grant, GrantKind, GrantState, Instance, JoinTokenError, QuarantineOutcome, Result, Store, StoreError,
-    StoredKey, TaskEnd,
+    Grant, GrantKind, GrantState, Instance, JoinTokenError, QuarantineOutcome, Result, Store,
+    StoreError, StoredKey, TaskEnd,
 };
 
 fn ts(v: i64) -> Timestamp {
@@ -32,7 +32,9 @@ fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T> {
 /// A unique-constraint failure becomes `Conflict(what)`.
 fn insert_err(what: String) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |e| match &e {
-        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
             StoreError::Conflict(what)
         }
         _ => db(e),
@@ -42,7 +44,14 @@ fn insert_err(what: String) -> impl FnOnce(rusqlite::Error) -> StoreError {
 const AGENT_COLS: &str = "name, spiffe_id, attestation, attributes, quarantined, created_at";
 
 fn agent_row(r: &Row<'_>) -> rusqlite::Result<(String, String, String, String, bool, i64)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
 fn agent_from(row: (String, String, String, String, bool, i64)) -> Result<Agent> {
@@ -118,7 +127,8 @@ fn task_from(r: TaskRow) -> Result<Task> {
         intent: r.intent,
         capabilities: json("capabilities", &r.capabilities)?,
         on_behalf_of: r.on_behalf_of,
-        status: TaskStatus::parse(&r.status).ok_or_else(|| StoreError::Corrupt(format!("task status {}", r.status)))?,
+        status: TaskStatus::parse(&r.status)
+            .ok_or_else(|| StoreError::Corrupt(format!("task status {}", r.status)))?,
         created_at: ts(r.created_at),
         lease_expires_at: ts(r.lease_expires_at),
         expires_at: ts(r.expires_at),
@@ -129,11 +139,15 @@ fn task_from(r: TaskRow) -> Result<Task> {
 }
 
 fn load_task(conn: &Connection, id: &str) -> Result<Option<Task>> {
-    conn.query_row(&format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1"), [id], task_row)
-        .optional()
-        .map_err(db)?
-        .map(task_from)
-        .transpose()
+    conn.query_row(
+        &format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1"),
+        [id],
+        task_row,
+    )
+    .optional()
+    .map_err(db)?
+    .map(task_from)
+    .transpose()
 }
 
 fn insert_grant(conn: &Connection, g: &Grant) -> Result<()> {
@@ -175,10 +189,14 @@ fn revoke_where(conn: &Connection, filter: &str, arg: &str, now: Timestamp) -> R
 }
 
 fn agent_quarantined(conn: &Connection, agent: &str) -> Result<bool> {
-    conn.query_row("SELECT quarantined FROM agents WHERE name = ?1", [agent], |r| r.get::<_, bool>(0))
-        .optional()
-        .map_err(db)?
-        .ok_or(StoreError::NotFound("agent"))
+    conn.query_row(
+        "SELECT quarantined FROM agents WHERE name = ?1",
+        [agent],
+        |r| r.get::<_, bool>(0),
+    )
+    .optional()
+    .map_err(db)?
+    .ok_or(StoreError::NotFound("agent"))
 }
 
 #[async_trait]
@@ -186,24 +204,33 @@ impl Store for SqliteStore {
     async fn admin_token_valid(&self, hash: &str) -> Result<bool> {
         let hash = hash.to_owned();
         self.read(move |c| {
-            c.query_row("SELECT 1 FROM admin_tokens WHERE hash = ?1", [hash], |_| Ok(()))
-                .optional()
-                .map(|o| o.is_some())
-                .map_err(db)
+            c.query_row("SELECT 1 FROM admin_tokens WHERE hash = ?1", [hash], |_| {
+                Ok(())
+            })
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(db)
         })
         .await
     }
 
     async fn admin_token_count(&self) -> Result<u64> {
         self.read(|c| {
-            c.query_row("SELECT COUNT(*) FROM admin_tokens", [], |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
-                .map_err(db)
+            c.query_row("SELECT COUNT(*) FROM admin_tokens", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(db)
         })
         .await
     }
 
-    async fn add_admin_token(&self, hash: &str, now: Timestamp, audit: Vec<AuditEvent>) -> Result<()> {
+    async fn add_admin_token(
+        &self,
+        hash: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
         let hash = hash.to_owned();
         self.write(move |ctx: &mut WriteCtx<'_>| {
             ctx.tx
@@ -238,7 +265,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn add_signing_key(&self, key: StoredKey, now: Timestamp, audit: Vec<AuditEvent>) -> Result<()> {
+    async fn add_signing_key(
+        &self,
+        key: StoredKey,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
         self.write(move |ctx: &mut WriteCtx<'_>| {
             ctx.tx
                 .execute(
@@ -283,11 +315,15 @@ impl Store for SqliteStore {
     async fn get_agent(&self, name: &AgentName) -> Result<Option<Agent>> {
         let name = name.to_string();
         self.read(move |c| {
-            c.query_row(&format!("SELECT {AGENT_COLS} FROM agents WHERE name = ?1"), [name], agent_row)
-                .optional()
-                .map_err(db)?
-                .map(agent_from)
-                .transpose()
+            c.query_row(
+                &format!("SELECT {AGENT_COLS} FROM agents WHERE name = ?1"),
+                [name],
+                agent_row,
+            )
+            .optional()
+            .map_err(db)?
+            .map(agent_from)
+            .transpose()
         })
         .await
     }
@@ -386,11 +422,15 @@ impl Store for SqliteStore {
     async fn get_tool(&self, name: &ToolName) -> Result<Option<Tool>> {
         let name = name.to_string();
         self.read(move |c| {
-            c.query_row(&format!("SELECT {TOOL_COLS} FROM tools WHERE name = ?1"), [name], tool_row)
-                .optional()
-                .map_err(db)?
-                .map(tool_from)
-                .transpose()
+            c.query_row(
+                &format!("SELECT {TOOL_COLS} FROM tools WHERE name = ?1"),
+                [name],
+                tool_row,
+            )
+            .optional()
+            .map_err(db)?
+            .map(tool_from)
+            .transpose()
         })
         .await
     }
@@ -413,7 +453,11 @@ impl Store for SqliteStore {
         grant: &Grant,
         audit: Vec<AuditEvent>,
     ) -> Result<()> {
-        let (i, g, jt) = (instance.clone(), grant.clone(), join_token_hash.map(str::to_owned));
+        let (i, g, jt) = (
+            instance.clone(),
+            grant.clone(),
+            join_token_hash.map(str::to_owned),
+        );
         self.write(move |ctx: &mut WriteCtx<'_>| {
             let now = i.created_at;
             if agent_quarantined(ctx.tx, i.agent.as_str())? {
@@ -719,7 +763,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn revoke_grant(&self, jti: &str, now: Timestamp, audit: Vec<AuditEvent>) -> Result<bool> {
+    async fn revoke_grant(
+        &self,
+        jti: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<bool> {
         let jti = jti.to_owned();
         self.write(move |ctx: &mut WriteCtx<'_>| {
             let n = revoke_where(ctx.tx, "jti = ?1", &jti, now)?;
@@ -732,7 +781,8 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, now: Timestamp, audit: Vec<AuditEvent>) -> Result<()> {
-        self.write(move |ctx: &mut WriteCtx<'_>| ctx.audit(now, &audit)).await
+        self.write(move |ctx: &mut WriteCtx<'_>| ctx.audit(now, &audit))
+            .await
     }
 
     async fn audit_after(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>> {
@@ -752,6 +802,17 @@ impl Store for SqliteStore {
                 })
                 .map_err(db)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn audit_head(&self) -> Result<u64> {
+        self.read(|c| {
+            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(db)
         })
         .await
     }

@@ -1,0 +1,174 @@
+//! Opening a data directory: the master key, the store, the signing keys
+//! and the first admin credential.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+use writ_core::seal::MasterKey;
+use writ_core::{Clock, Secret, random};
+use writ_policy::PolicySet;
+use writ_store::{SqliteStore, Store};
+
+use crate::config::BrokerConfig;
+use crate::keys::KeyService;
+use crate::service::{Broker, hash_secret};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("data directory {path}: {message}")]
+    DataDir { path: String, message: String },
+    #[error("master key {path}: {message}")]
+    MasterKey { path: String, message: String },
+    #[error("store: {0}")]
+    Store(#[from] writ_store::StoreError),
+    #[error("{0}")]
+    Broker(#[from] crate::error::ApiError),
+    #[error(transparent)]
+    Random(#[from] writ_core::random::RandomError),
+}
+
+/// Where the broker keeps its state.
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    pub path: PathBuf,
+    /// Defaults to `<path>/master.key`.
+    pub master_key_file: Option<PathBuf>,
+}
+
+impl DataDir {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            master_key_file: None,
+        }
+    }
+
+    fn master_key_path(&self) -> PathBuf {
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| self.path.join("master.key"))
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.path.join("writ.db")
+    }
+}
+
+/// An opened broker, and the admin token to show once if one was created.
+pub struct Opened {
+    pub broker: Arc<Broker>,
+    /// Set only on the first start without a given admin token.
+    pub bootstrap_admin_token: Option<Secret>,
+}
+
+/// Opens (creating on first start) the broker's state in `dir`.
+pub async fn open(
+    dir: &DataDir,
+    config: BrokerConfig,
+    policy: PolicySet,
+    clock: Arc<dyn Clock>,
+    given_admin_token: Option<&Secret>,
+) -> Result<Opened, BootstrapError> {
+    create_dir(&dir.path)?;
+    let master = Arc::new(load_or_create_master(&dir.master_key_path())?);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.database_path())?);
+    let now = clock.now();
+    let keys = KeyService::load(store.as_ref(), &master, now).await?;
+
+    let mut bootstrap_admin_token = None;
+    if let Some(t) = given_admin_token {
+        let hash = hash_secret(t.expose());
+        if !store.admin_token_valid(&hash).await? {
+            let event = AuditEvent::new(AuditKind::AdminTokenCreate, Outcome::Success, "system")
+                .reason("admin token given at start (--dev-admin-token)");
+            store.add_admin_token(&hash, now, vec![event]).await?;
+        }
+    } else if store.admin_token_count().await? == 0 {
+        let token = Secret::new(format!("writ_admin_{}", random::token_256()?));
+        let event = AuditEvent::new(AuditKind::Bootstrap, Outcome::Success, "system")
+            .reason("bootstrap admin token created");
+        store
+            .add_admin_token(&hash_secret(token.expose()), now, vec![event])
+            .await?;
+        bootstrap_admin_token = Some(token);
+    }
+
+    let version = policy.version().to_owned();
+    let broker = Broker::new(
+        store,
+        keys,
+        PolicySet::empty().map_err(|e| crate::error::ApiError::Internal(e.to_string()))?,
+        clock,
+        config,
+        master,
+    )?;
+    broker.set_policy(policy, "system").await?;
+    tracing::info!(policy_version = %version, "policy set loaded");
+    Ok(Opened {
+        broker: Arc::new(broker),
+        bootstrap_admin_token,
+    })
+}
+
+fn create_dir(path: &Path) -> Result<(), BootstrapError> {
+    let err = |e: std::io::Error| BootstrapError::DataDir {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(path).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Reads the master key, or creates it (0600, never overwritten).
+fn load_or_create_master(path: &Path) -> Result<MasterKey, BootstrapError> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    let err = |message: String| BootstrapError::MasterKey {
+        path: path.display().to_string(),
+        message,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                if let Ok(meta) = std::fs::metadata(path)
+                    && meta.permissions().mode() & 0o077 != 0
+                {
+                    return Err(err(
+                        "is readable by group or others; run chmod 600 on it".into()
+                    ));
+                }
+            }
+            let bytes = STANDARD
+                .decode(text.trim())
+                .map_err(|_| err("is not base64".into()))?;
+            MasterKey::from_bytes(&bytes).map_err(|e| err(e.to_string()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = MasterKey::generate().map_err(|e| err(e.to_string()))?;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                opts.mode(0o600);
+            }
+            let mut f = opts.open(path).map_err(|e| err(e.to_string()))?;
+            let text = zeroize::Zeroizing::new(STANDARD.encode(key.expose_bytes()));
+            f.write_all(text.as_bytes())
+                .and_then(|()| f.write_all(b"\n"))
+                .and_then(|()| f.sync_all())
+                .map_err(|e| err(e.to_string()))?;
+            Ok(key)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}

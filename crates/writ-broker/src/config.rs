@@ -1,0 +1,56 @@
+//! Broker settings that shape tokens and tasks.
+
+use std::time::Duration;
+
+/// Lifetimes and limits. Defaults follow DESIGN.md.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// The `iss` of every token and the base of every advertised URL.
+    pub issuer: String,
+    /// SPIFFE trust domain of agent identities.
+    pub trust_domain: String,
+    /// Instance token lifetime (seconds).
+    pub instance_token_ttl: i64,
+    /// Task token lifetime (seconds), never past the task's end.
+    pub task_token_ttl: i64,
+    /// A task's hard lifetime when the request names none (seconds).
+    pub default_task_ttl: i64,
+    /// The longest hard lifetime a task may ask for (seconds).
+    pub max_task_ttl: i64,
+    /// How long a lease lasts without a heartbeat (seconds).
+    pub lease_ttl: i64,
+    /// The longest lifetime of a join token (seconds).
+    pub max_join_token_ttl: i64,
+    /// How often the sweeper ends lapsed tasks.
+    pub sweep_interval: Duration,
+    /// Time limit for fetching an OIDC issuer's JWKS.
+    pub oidc_fetch_timeout: Duration,
+}
+
+impl BrokerConfig {
+    pub fn new(issuer: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            trust_domain: "writ.local".into(),
+            instance_token_ttl: 15 * 60,
+            task_token_ttl: 10 * 60,
+            default_task_ttl: 60 * 60,
+            max_task_ttl: 8 * 60 * 60,
+            lease_ttl: 120,
+            max_join_token_ttl: 24 * 60 * 60,
+            sweep_interval: Duration::from_secs(1),
+            oidc_fetch_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// The longest any token writ issues can live; old signing keys stay
+    /// published this long after rotation.
+    pub fn max_token_lifetime(&self) -> i64 {
+        self.instance_token_ttl.max(self.task_token_ttl)
+    }
+
+    /// `issuer` joined with an absolute path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.issuer.trim_end_matches('/'), path)
+    }
+}

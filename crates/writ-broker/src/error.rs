@@ -1,0 +1,222 @@
+//! The one place errors become HTTP responses.
+//!
+//! `ApiError` answers RFC 9457 problem details; `OAuthError` answers the
+//! RFC 6749 §5.2 form on `/oauth2/*`. Internal causes are logged here and
+//! never sent to the client.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use writ_core::api::{OAuthErrorBody, Problem};
+use writ_policy::Decision;
+use writ_store::StoreError;
+
+/// An error on a writ (non-OAuth) endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{}", .0.reason())]
+    Denied(Decision),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A dependency (the store, the disk) cannot serve now; the cause is logged.
+    #[error("service unavailable")]
+    Unavailable(String),
+    /// A bug or corrupt data; the cause is logged.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            StoreError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
+            StoreError::JoinToken(j) => ApiError::Unauthorized(format!("attestation failed: {j}")),
+            StoreError::Quarantined => ApiError::Forbidden("agent is quarantined".into()),
+            StoreError::InstanceRevoked => ApiError::Unauthorized("instance is revoked".into()),
+            StoreError::NotActive(s) => ApiError::Conflict(format!("task is not active ({s})")),
+            StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
+            StoreError::Closed => ApiError::Unavailable("store closed".into()),
+            StoreError::Corrupt(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
+impl From<writ_core::random::RandomError> for ApiError {
+    fn from(e: writ_core::random::RandomError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::Denied(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            ApiError::Unavailable(cause) => {
+                tracing::error!(%cause, "request failed: dependency unavailable")
+            }
+            ApiError::Internal(cause) => tracing::error!(%cause, "request failed: internal error"),
+            _ => tracing::debug!(status = status.as_u16(), error = %self, "request refused"),
+        }
+        let mut problem = Problem {
+            type_: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: Some(self.to_string()),
+            ..Problem::default()
+        };
+        if let ApiError::Denied(d) = &self {
+            problem.determining_policies = d.determining_policies.clone();
+            problem.policy_version = Some(d.policy_version.clone());
+        }
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut resp = (status, body).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"writ\""),
+            );
+        }
+        resp
+    }
+}
+
+/// An error on an OAuth endpoint (RFC 6749 §5.2, RFC 7009, RFC 7662).
+#[derive(Debug, thiserror::Error)]
+#[error("{error}: {description}")]
+pub struct OAuthError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub description: String,
+    /// Logged, never sent.
+    pub cause: Option<String>,
+}
+
+impl OAuthError {
+    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            description: description.into(),
+            cause: None,
+        }
+    }
+
+    pub fn invalid_request(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", d)
+    }
+
+    /// The caller's own credential is missing or bad.
+    pub fn invalid_token(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_token", d)
+    }
+
+    pub fn unauthorized_client(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", d)
+    }
+
+    pub fn unsupported_grant_type(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", d)
+    }
+
+    pub fn unavailable(cause: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the service cannot handle the request now",
+        );
+        e.cause = Some(cause.into());
+        e
+    }
+
+    pub fn server_error(cause: impl Into<String>) -> Self {
+        let mut e = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal error",
+        );
+        e.cause = Some(cause.into());
+        e
+    }
+}
+
+impl From<ApiError> for OAuthError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Unauthorized(d) => OAuthError::invalid_token(d),
+            ApiError::Forbidden(d) | ApiError::NotFound(d) | ApiError::Conflict(d) => {
+                OAuthError::unauthorized_client(d)
+            }
+            ApiError::Denied(d) => OAuthError::unauthorized_client(d.reason()),
+            ApiError::BadRequest(d)
+            | ApiError::PayloadTooLarge(d)
+            | ApiError::UnsupportedMediaType(d) => OAuthError::invalid_request(d),
+            ApiError::MethodNotAllowed => OAuthError::invalid_request("method not allowed"),
+            ApiError::Unavailable(c) => OAuthError::unavailable(c),
+            ApiError::Internal(c) => OAuthError::server_error(c),
+        }
+    }
+}
+
+impl From<StoreError> for OAuthError {
+    fn from(e: StoreError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        if let Some(cause) = &self.cause {
+            tracing::error!(%cause, error = self.error, "oauth request failed");
+        }
+        let body = OAuthErrorBody {
+            error: self.error.to_owned(),
+            error_description: Some(self.description.clone()),
+        };
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"writ\", error=\"invalid_token\""),
+            );
+        }
+        resp
+    }
+}

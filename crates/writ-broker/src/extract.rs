@@ -1,0 +1,101 @@
+//! Extractors whose rejections speak our error forms.
+
+use axum::extract::rejection::{FormRejection, JsonRejection};
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, OAuthError};
+
+/// Largest request body accepted anywhere.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// `axum::Json`, answering bad bodies with problem details.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rej) => Err(json_rejection(rej)),
+        }
+    }
+}
+
+fn json_rejection(rej: JsonRejection) -> ApiError {
+    let text = rej.body_text();
+    match rej.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!(
+            "request body is larger than {MAX_BODY_BYTES} bytes"
+        )),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
+            "expected a request body with Content-Type: application/json".into(),
+        ),
+        _ => ApiError::BadRequest(clean(&text)),
+    }
+}
+
+/// Shortens axum's rejection text to the useful part.
+fn clean(text: &str) -> String {
+    let t = text
+        .trim_start_matches("Failed to deserialize the JSON body into the target type: ")
+        .trim_start_matches("Failed to parse the request body as JSON: ");
+    format!("invalid request body: {t}")
+}
+
+/// `axum::Form`, answering bad bodies in the OAuth error form.
+pub struct Form<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Form<T> {
+    type Rejection = OAuthError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, OAuthError> {
+        match axum::Form::<T>::from_request(req, state).await {
+            Ok(axum::Form(v)) => Ok(Form(v)),
+            Err(rej) => Err(form_rejection(rej)),
+        }
+    }
+}
+
+fn form_rejection(rej: FormRejection) -> OAuthError {
+    match rej.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => OAuthError::invalid_request(format!(
+            "request body is larger than {MAX_BODY_BYTES} bytes"
+        )),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            OAuthError::invalid_request("expected Content-Type: application/x-www-form-urlencoded")
+        }
+        _ => OAuthError::invalid_request(format!("invalid form body: {}", rej.body_text())),
+    }
+}
+
+/// The bearer token of the `Authorization` header, if there is exactly one.
+pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest(
+            "more than one Authorization header".into(),
+        ));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| ApiError::Unauthorized("malformed Authorization header".into()))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::Unauthorized(format!(
+            "unsupported authorization scheme {scheme:?}"
+        )));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(ApiError::Unauthorized("empty bearer token".into()));
+    }
+    Ok(Some(token))
+}

@@ -1,0 +1,73 @@
+//! Counters exposed at `/metrics` in the Prometheus text format.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub attest_ok: AtomicU64,
+    pub attest_failed: AtomicU64,
+    pub tasks_started: AtomicU64,
+    pub tasks_denied: AtomicU64,
+    pub tasks_ended: AtomicU64,
+    pub tokens_issued: AtomicU64,
+    pub tokens_revoked: AtomicU64,
+    pub introspections: AtomicU64,
+}
+
+pub fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, samples: &[(&str, &AtomicU64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{labels} {}", v.load(Ordering::Relaxed));
+            }
+        };
+        counter(
+            "writ_attestations_total",
+            "Attestation attempts by outcome.",
+            &[
+                ("{outcome=\"success\"}", &self.attest_ok),
+                ("{outcome=\"failure\"}", &self.attest_failed),
+            ],
+        );
+        counter(
+            "writ_task_decisions_total",
+            "Task start decisions.",
+            &[
+                ("{decision=\"allow\"}", &self.tasks_started),
+                ("{decision=\"deny\"}", &self.tasks_denied),
+            ],
+        );
+        counter(
+            "writ_tasks_ended_total",
+            "Tasks ended for any reason.",
+            &[("", &self.tasks_ended)],
+        );
+        counter(
+            "writ_tokens_issued_total",
+            "Tokens issued.",
+            &[("", &self.tokens_issued)],
+        );
+        counter(
+            "writ_tokens_revoked_total",
+            "Tokens revoked.",
+            &[("", &self.tokens_revoked)],
+        );
+        counter(
+            "writ_introspections_total",
+            "Introspection requests.",
+            &[("", &self.introspections)],
+        );
+        out
+    }
+}

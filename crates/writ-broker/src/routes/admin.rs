@@ -1,0 +1,122 @@
+//! Admin endpoints (`/v1/agents`, `/v1/tools`, `/v1/keys`, `/v1/audit`).
+
+use std::sync::Arc;
+
+use axum::Json as AxumJson;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use writ_core::api::{
+    Agent, AuditPage, AuditVerified, CreateJoinToken, JoinTokenCreated, KeyRotated, Quarantined,
+    RegisterAgent, RegisterTool, Tool,
+};
+use writ_core::{AgentName, ToolName};
+
+use super::Admin;
+use crate::error::ApiError;
+use crate::extract::Json;
+use crate::service::Broker;
+
+type R<T> = Result<AxumJson<T>, ApiError>;
+
+fn agent_name(s: &str) -> Result<AgentName, ApiError> {
+    s.parse().map_err(|e| ApiError::BadRequest(format!("{e}")))
+}
+
+fn tool_name(s: &str) -> Result<ToolName, ApiError> {
+    s.parse().map_err(|e| ApiError::BadRequest(format!("{e}")))
+}
+
+pub async fn register_agent(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    Json(req): Json<RegisterAgent>,
+) -> Result<(StatusCode, AxumJson<Agent>), ApiError> {
+    Ok((StatusCode::CREATED, AxumJson(b.register_agent(req).await?)))
+}
+
+pub async fn list_agents(State(b): State<Arc<Broker>>, _: Admin) -> R<Vec<Agent>> {
+    Ok(AxumJson(b.agents().await?))
+}
+
+pub async fn get_agent(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    Path(name): Path<String>,
+) -> R<Agent> {
+    Ok(AxumJson(b.agent(&agent_name(&name)?).await?))
+}
+
+pub async fn join_token(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    Path(name): Path<String>,
+    Json(req): Json<CreateJoinToken>,
+) -> Result<(StatusCode, AxumJson<JoinTokenCreated>), ApiError> {
+    let created = b.create_join_token(&agent_name(&name)?, req).await?;
+    Ok((StatusCode::CREATED, AxumJson(created)))
+}
+
+pub async fn quarantine(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    Path(name): Path<String>,
+) -> R<Quarantined> {
+    Ok(AxumJson(b.quarantine(&agent_name(&name)?, true).await?))
+}
+
+pub async fn release(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    Path(name): Path<String>,
+) -> R<Quarantined> {
+    Ok(AxumJson(b.quarantine(&agent_name(&name)?, false).await?))
+}
+
+pub async fn register_tool(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    Json(req): Json<RegisterTool>,
+) -> Result<(StatusCode, AxumJson<Tool>), ApiError> {
+    Ok((StatusCode::CREATED, AxumJson(b.register_tool(req).await?)))
+}
+
+pub async fn list_tools(State(b): State<Arc<Broker>>, _: Admin) -> R<Vec<Tool>> {
+    Ok(AxumJson(b.tools().await?))
+}
+
+pub async fn get_tool(State(b): State<Arc<Broker>>, _: Admin, Path(name): Path<String>) -> R<Tool> {
+    Ok(AxumJson(b.tool(&tool_name(&name)?).await?))
+}
+
+pub async fn rotate_keys(State(b): State<Arc<Broker>>, _: Admin) -> R<KeyRotated> {
+    Ok(AxumJson(b.rotate_keys().await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default = "default_limit")]
+    limit: u32,
+    /// The last N records instead of those after `after`.
+    last: Option<u32>,
+}
+
+fn default_limit() -> u32 {
+    100
+}
+
+pub async fn audit(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> R<AuditPage> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    Ok(AxumJson(b.audit_page(q.after, q.limit, q.last).await?))
+}
+
+pub async fn audit_verify(State(b): State<Arc<Broker>>, _: Admin) -> R<AuditVerified> {
+    Ok(AxumJson(b.audit_verify().await?))
+}

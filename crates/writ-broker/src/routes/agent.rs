@@ -1,0 +1,62 @@
+//! Agent endpoints: attestation and tasks.
+
+use std::sync::Arc;
+
+use axum::Json as AxumJson;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use writ_core::TaskId;
+use writ_core::api::{AttestRequest, Attested, StartTask, Task, TaskEnded, TaskToken};
+
+use super::{AgentAuth, AnyCaller};
+use crate::error::ApiError;
+use crate::extract::Json;
+use crate::service::Broker;
+
+fn task_id(s: &str) -> Result<TaskId, ApiError> {
+    // A malformed id cannot name a task: answer as for an unknown one.
+    s.parse()
+        .map_err(|_| ApiError::NotFound(format!("task {s:.64} not found")))
+}
+
+pub async fn attest(
+    State(b): State<Arc<Broker>>,
+    Json(req): Json<AttestRequest>,
+) -> Result<(StatusCode, AxumJson<Attested>), ApiError> {
+    Ok((StatusCode::CREATED, AxumJson(b.attest(req).await?)))
+}
+
+pub async fn start_task(
+    State(b): State<Arc<Broker>>,
+    AgentAuth(caller): AgentAuth,
+    Json(req): Json<StartTask>,
+) -> Result<(StatusCode, AxumJson<TaskToken>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        AxumJson(b.start_task(&caller, req).await?),
+    ))
+}
+
+pub async fn heartbeat(
+    State(b): State<Arc<Broker>>,
+    AgentAuth(caller): AgentAuth,
+    Path(id): Path<String>,
+) -> Result<AxumJson<TaskToken>, ApiError> {
+    Ok(AxumJson(b.heartbeat(&caller, &task_id(&id)?).await?))
+}
+
+pub async fn complete(
+    State(b): State<Arc<Broker>>,
+    AnyCaller(caller): AnyCaller,
+    Path(id): Path<String>,
+) -> Result<AxumJson<TaskEnded>, ApiError> {
+    Ok(AxumJson(b.complete(&caller, &task_id(&id)?).await?))
+}
+
+pub async fn show_task(
+    State(b): State<Arc<Broker>>,
+    AnyCaller(caller): AnyCaller,
+    Path(id): Path<String>,
+) -> Result<AxumJson<Task>, ApiError> {
+    Ok(AxumJson(b.show_task(&caller, &task_id(&id)?).await?))
+}

@@ -1,0 +1,95 @@
+//! The HTTP surface: paths, extractors, and nothing else.
+
+mod admin;
+mod agent;
+mod oauth;
+mod wellknown;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use writ_core::token::TokenKind;
+
+use crate::error::ApiError;
+use crate::extract::{MAX_BODY_BYTES, bearer};
+use crate::service::{AgentCaller, Broker, Caller};
+
+pub fn router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/healthz", get(wellknown::healthz))
+        .route("/metrics", get(wellknown::metrics))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(wellknown::metadata),
+        )
+        .route("/.well-known/jwks.json", get(wellknown::jwks))
+        .route("/oauth2/token", post(oauth::token))
+        .route("/oauth2/introspect", post(oauth::introspect))
+        .route("/oauth2/revoke", post(oauth::revoke))
+        .route(
+            "/v1/agents",
+            post(admin::register_agent).get(admin::list_agents),
+        )
+        .route("/v1/agents/{name}", get(admin::get_agent))
+        .route("/v1/agents/{name}/join-tokens", post(admin::join_token))
+        .route("/v1/agents/{name}/quarantine", post(admin::quarantine))
+        .route("/v1/agents/{name}/release", post(admin::release))
+        .route(
+            "/v1/tools",
+            post(admin::register_tool).get(admin::list_tools),
+        )
+        .route("/v1/tools/{name}", get(admin::get_tool))
+        .route("/v1/keys/rotate", post(admin::rotate_keys))
+        .route("/v1/audit", get(admin::audit))
+        .route("/v1/audit/verify", get(admin::audit_verify))
+        .route("/v1/attest", post(agent::attest))
+        .route("/v1/tasks", post(agent::start_task))
+        .route("/v1/tasks/{id}", get(agent::show_task))
+        .route("/v1/tasks/{id}/heartbeat", post(agent::heartbeat))
+        .route("/v1/tasks/{id}/complete", post(agent::complete))
+        .fallback(wellknown::not_found)
+        .method_not_allowed_fallback(wellknown::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(broker)
+}
+
+/// An admin credential was presented and is valid.
+pub struct Admin;
+
+impl FromRequestParts<Arc<Broker>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
+        broker.require_admin(bearer(&parts.headers)?).await?;
+        Ok(Admin)
+    }
+}
+
+/// An admin or a live agent token.
+pub struct AnyCaller(pub Caller);
+
+impl FromRequestParts<Arc<Broker>> for AnyCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
+        let token = bearer(&parts.headers)?
+            .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
+        Ok(AnyCaller(broker.caller(token).await?))
+    }
+}
+
+/// A live instance or task token.
+pub struct AgentAuth(pub AgentCaller);
+
+impl FromRequestParts<Arc<Broker>> for AgentAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
+        let token = bearer(&parts.headers)?
+            .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
+        Ok(AgentAuth(broker.authenticate(token, TokenKind::Any).await?))
+    }
+}

@@ -1,0 +1,78 @@
+//! `/oauth2/*`: answers in the RFC 6749 error form.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::error::OAuthError;
+use crate::extract::{Form, bearer};
+use crate::service::{Broker, Caller};
+
+fn no_store(resp: impl IntoResponse) -> Response {
+    let mut resp = resp.into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+async fn caller(b: &Broker, headers: &HeaderMap) -> Result<Caller, OAuthError> {
+    let token = bearer(headers).map_err(OAuthError::from)?.ok_or_else(|| {
+        OAuthError::invalid_token("the caller must authenticate with a bearer token")
+    })?;
+    Ok(b.caller(token).await?)
+}
+
+/// No grant type is enabled on this endpoint yet.
+pub async fn token(Form(form): Form<HashMap<String, String>>) -> OAuthError {
+    match form.get("grant_type") {
+        None => OAuthError::invalid_request("grant_type is required"),
+        Some(g) => OAuthError::unsupported_grant_type(format!("grant type {g:?} is not supported")),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct TokenForm {
+    token: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code, reason = "RFC 7662/7009 allow the hint; writ needs none")]
+    token_type_hint: Option<String>,
+}
+
+/// RFC 7662. Only an admin (later: a gateway) may introspect.
+pub async fn introspect(
+    State(b): State<Arc<Broker>>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Result<Response, OAuthError> {
+    match caller(&b, &headers).await? {
+        Caller::Admin => {}
+        Caller::Agent(_) => {
+            return Err(OAuthError::invalid_token(
+                "introspection needs an admin credential",
+            ));
+        }
+    }
+    let token = form
+        .token
+        .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    Ok(no_store(Json(b.introspect(&token).await?)))
+}
+
+/// RFC 7009. An admin may revoke any token; an agent its own instance's.
+pub async fn revoke(
+    State(b): State<Arc<Broker>>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Result<Response, OAuthError> {
+    let caller = caller(&b, &headers).await?;
+    let token = form
+        .token
+        .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+    b.revoke(&caller, &token).await?;
+    Ok(no_store(()))
+}

@@ -1,0 +1,61 @@
+//! Discovery, health and metrics.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::service::Broker;
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+pub async fn metrics(State(b): State<Arc<Broker>>) -> Response {
+    let mut resp = b.metrics.render().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
+}
+
+/// RFC 8414 authorization server metadata.
+pub async fn metadata(State(b): State<Arc<Broker>>) -> Json<serde_json::Value> {
+    let c = &b.config;
+    Json(json!({
+        "issuer": c.issuer,
+        "token_endpoint": c.url("/oauth2/token"),
+        "jwks_uri": c.url("/.well-known/jwks.json"),
+        "introspection_endpoint": c.url("/oauth2/introspect"),
+        "revocation_endpoint": c.url("/oauth2/revoke"),
+        "response_types_supported": [],
+        "grant_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "introspection_endpoint_auth_methods_supported": ["bearer"],
+        "revocation_endpoint_auth_methods_supported": ["bearer"],
+        "scopes_supported": [],
+    }))
+}
+
+pub async fn jwks(State(b): State<Arc<Broker>>) -> Response {
+    let set = b.keys.ring().jwks(b.now(), b.config.max_token_lifetime());
+    let mut resp = Json(set).into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    resp
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

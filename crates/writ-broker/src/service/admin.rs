@@ -1,0 +1,231 @@
+//! Admin operations: agents, join tokens, quarantine, tools, keys.
+
+use writ_core::api::{
+    Agent, Attestation, CreateJoinToken, JoinTokenCreated, KeyRotated, Quarantined, RegisterAgent,
+    RegisterTool, Tool,
+};
+use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+use writ_core::ids::agent_spiffe_id;
+use writ_core::{AgentName, ToolName, random};
+
+use super::{Broker, hash_secret};
+use crate::error::ApiError;
+use crate::metrics;
+use crate::oidc;
+
+const MAX_ATTRIBUTES: usize = 32;
+const MAX_ATTRIBUTE_LEN: usize = 256;
+const MAX_SCOPES: usize = 64;
+
+impl Broker {
+    pub async fn register_agent(&self, req: RegisterAgent) -> Result<Agent, ApiError> {
+        check_attestation(&req.attestation)?;
+        if req.attributes.len() > MAX_ATTRIBUTES {
+            return Err(ApiError::BadRequest(format!(
+                "at most {MAX_ATTRIBUTES} attributes"
+            )));
+        }
+        for (k, v) in &req.attributes {
+            let key_ok = !k.is_empty()
+                && k.len() <= 64
+                && k.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !key_ok {
+                return Err(ApiError::BadRequest(format!(
+                    "attribute name {k:?} must be 1-64 characters of a-z, 0-9 and '_'"
+                )));
+            }
+            if v.len() > MAX_ATTRIBUTE_LEN || v.chars().any(char::is_control) {
+                return Err(ApiError::BadRequest(format!(
+                    "attribute {k:?} must be at most {MAX_ATTRIBUTE_LEN} printable characters"
+                )));
+            }
+        }
+        let agent = Agent {
+            spiffe_id: agent_spiffe_id(&self.config.trust_domain, &req.name),
+            name: req.name,
+            attestation: req.attestation,
+            attributes: req.attributes,
+            quarantined: false,
+            created_at: self.now(),
+        };
+        let event = AuditEvent::new(AuditKind::AgentRegister, Outcome::Success, "admin")
+            .agent(&agent.name)
+            .detail(serde_json::json!({
+                "attestation": agent.attestation.kind(),
+                "attributes": agent.attributes,
+            }));
+        self.store.create_agent(&agent, vec![event]).await?;
+        Ok(agent)
+    }
+
+    pub async fn agent(&self, name: &AgentName) -> Result<Agent, ApiError> {
+        self.store
+            .get_agent(name)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("agent {name} not found")))
+    }
+
+    pub async fn agents(&self) -> Result<Vec<Agent>, ApiError> {
+        Ok(self.store.list_agents().await?)
+    }
+
+    pub async fn create_join_token(
+        &self,
+        name: &AgentName,
+        req: CreateJoinToken,
+    ) -> Result<JoinTokenCreated, ApiError> {
+        let max = self.config.max_join_token_ttl;
+        let ttl = i64::try_from(req.ttl).unwrap_or(i64::MAX);
+        if ttl < 1 || ttl > max {
+            return Err(ApiError::BadRequest(format!(
+                "ttl must be between 1 and {max} seconds"
+            )));
+        }
+        let agent = self.agent(name).await?;
+        if agent.attestation != Attestation::JoinToken {
+            return Err(ApiError::BadRequest(format!(
+                "agent {name} attests with {}, not join tokens",
+                agent.attestation.kind()
+            )));
+        }
+        if agent.quarantined {
+            return Err(ApiError::Forbidden(format!("agent {name} is quarantined")));
+        }
+        let token = format!("wjt_{}", random::token_256()?);
+        let now = self.now();
+        let expires_at = now.add_secs(ttl);
+        let event = AuditEvent::new(AuditKind::JoinTokenCreate, Outcome::Success, "admin")
+            .agent(name)
+            .detail(serde_json::json!({ "expires_at": expires_at }));
+        self.store
+            .create_join_token(name, &hash_secret(&token), expires_at, now, vec![event])
+            .await?;
+        Ok(JoinTokenCreated {
+            join_token: token,
+            expires_at,
+        })
+    }
+
+    /// The kill switch: revokes every live grant of the agent at once and
+    /// refuses new ones until released.
+    pub async fn quarantine(&self, name: &AgentName, on: bool) -> Result<Quarantined, ApiError> {
+        let kind = if on {
+            AuditKind::AgentQuarantine
+        } else {
+            AuditKind::AgentRelease
+        };
+        let event = AuditEvent::new(kind, Outcome::Success, "admin").agent(name);
+        let out = self
+            .store
+            .set_quarantine(name, on, self.now(), vec![event])
+            .await?;
+        metrics::add(&self.metrics.tokens_revoked, out.revoked_tokens);
+        metrics::add(&self.metrics.tasks_ended, out.ended_tasks);
+        if on {
+            tracing::warn!(agent = %name, revoked = out.revoked_tokens, tasks = out.ended_tasks, "agent quarantined");
+        }
+        Ok(Quarantined {
+            agent: name.clone(),
+            quarantined: on,
+            revoked_tokens: out.revoked_tokens,
+            ended_tasks: out.ended_tasks,
+        })
+    }
+
+    pub async fn register_tool(&self, req: RegisterTool) -> Result<Tool, ApiError> {
+        if req.audience.trim().is_empty()
+            || req.audience.len() > 512
+            || req.audience.chars().any(char::is_whitespace)
+        {
+            return Err(ApiError::BadRequest(
+                "audience must be a non-empty URI of at most 512 characters without spaces".into(),
+            ));
+        }
+        if req.scopes.is_empty() || req.scopes.len() > MAX_SCOPES {
+            return Err(ApiError::BadRequest(format!(
+                "a tool needs 1 to {MAX_SCOPES} scopes"
+            )));
+        }
+        let mut scopes = req.scopes;
+        scopes.sort();
+        let before = scopes.len();
+        scopes.dedup();
+        if scopes.len() != before {
+            return Err(ApiError::BadRequest("scopes must be unique".into()));
+        }
+        let tool = Tool {
+            name: req.name,
+            audience: req.audience,
+            scopes,
+            created_at: self.now(),
+        };
+        let event = AuditEvent::new(AuditKind::ToolRegister, Outcome::Success, "admin").detail(
+            serde_json::json!({
+                "tool": tool.name,
+                "audience": tool.audience,
+                "scopes": tool.scopes,
+            }),
+        );
+        self.store.create_tool(&tool, vec![event]).await?;
+        Ok(tool)
+    }
+
+    pub async fn tool(&self, name: &ToolName) -> Result<Tool, ApiError> {
+        self.store
+            .get_tool(name)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("tool {name} not found")))
+    }
+
+    pub async fn tools(&self) -> Result<Vec<Tool>, ApiError> {
+        Ok(self.store.list_tools().await?)
+    }
+
+    pub async fn rotate_keys(&self) -> Result<KeyRotated, ApiError> {
+        let (kid, previous_kid) = self
+            .keys
+            .rotate(self.store.as_ref(), self.master(), self.now(), "admin")
+            .await?;
+        Ok(KeyRotated { kid, previous_kid })
+    }
+}
+
+fn check_attestation(a: &Attestation) -> Result<(), ApiError> {
+    let Attestation::Oidc {
+        issuer,
+        jwks_uri,
+        jwks,
+        audience,
+        subject,
+        algorithms,
+    } = a
+    else {
+        return Ok(());
+    };
+    let bad = |m: &str| Err(ApiError::BadRequest(format!("oidc attestation: {m}")));
+    if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+        return bad("issuer must be an http(s) URL");
+    }
+    if audience.is_empty() || subject.is_empty() {
+        return bad("audience and subject must not be empty");
+    }
+    match (jwks_uri, jwks) {
+        (Some(uri), None) => {
+            if !(uri.starts_with("https://") || uri.starts_with("http://")) {
+                return bad("jwks_uri must be an http(s) URL");
+            }
+        }
+        (None, Some(set)) => {
+            let set = oidc::parse_jwks(set.clone())
+                .map_err(|e| ApiError::BadRequest(format!("oidc attestation: {e}")))?;
+            if set.keys.is_empty() {
+                return bad("jwks has no keys");
+            }
+        }
+        _ => return bad("give exactly one of jwks_uri and jwks"),
+    }
+    oidc::algorithms(algorithms)
+        .map_err(|e| ApiError::BadRequest(format!("oidc attestation: {e}")))?;
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! Attestation: an instance proves which agent it is and gets an instance token.
+
+use writ_core::api::{AttestRequest, Attestation, Attested};
+use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+use writ_core::token::{AccessClaims, ExternalExpect};
+use writ_core::{AgentName, InstanceId, Jti};
+use writ_store::{Grant, GrantKind, Instance, StoreError};
+
+use super::{Broker, hash_secret};
+use crate::error::ApiError;
+use crate::metrics;
+use crate::oidc::{self, KeySource};
+
+impl Broker {
+    pub async fn attest(&self, req: AttestRequest) -> Result<Attested, ApiError> {
+        let now = self.now();
+        let Some(agent) = self.store.get_agent(&req.agent).await? else {
+            return Err(self.attest_failed(&req.agent, None, "unknown agent").await);
+        };
+        if agent.quarantined {
+            return Err(self
+                .attest_failed(&req.agent, None, "agent is quarantined")
+                .await);
+        }
+        let (method, join_hash) = match (&agent.attestation, req.join_token, req.oidc_token) {
+            (_, Some(_), Some(_)) | (_, None, None) => {
+                return Err(ApiError::BadRequest(
+                    "give exactly one of join_token and oidc_token".into(),
+                ));
+            }
+            (Attestation::JoinToken, Some(jt), None) => ("join_token", Some(hash_secret(&jt))),
+            (
+                Attestation::Oidc {
+                    issuer,
+                    jwks_uri,
+                    jwks,
+                    audience,
+                    subject,
+                    algorithms,
+                },
+                None,
+                Some(tok),
+            ) => {
+                let algs = oidc::algorithms(algorithms).map_err(ApiError::Internal)?;
+                let source = match (jwks, jwks_uri) {
+                    (Some(set), _) => KeySource::Inline(set),
+                    (None, Some(uri)) => KeySource::Uri(uri),
+                    (None, None) => {
+                        return Err(ApiError::Internal("oidc agent without keys".into()));
+                    }
+                };
+                let expect = ExternalExpect {
+                    issuer,
+                    audience,
+                    subject,
+                    algorithms: &algs,
+                };
+                if let Err(e) = self.oidc.verify(&tok, source, &expect, now).await {
+                    let m = format!("oidc token rejected: {e}");
+                    return Err(self.attest_failed(&req.agent, Some("oidc"), &m).await);
+                }
+                ("oidc", None)
+            }
+            (a, _, _) => {
+                let m = format!("agent attests with {}", a.kind());
+                return Err(self.attest_failed(&req.agent, None, &m).await);
+            }
+        };
+
+        let instance_id = InstanceId::generate()?;
+        let jti = Jti::generate()?;
+        let ttl = self.config.instance_token_ttl;
+        let expires_at = now.add_secs(ttl);
+        let claims = AccessClaims {
+            iss: self.config.issuer.clone(),
+            sub: agent.spiffe_id.clone(),
+            aud: self.config.issuer.clone(),
+            exp: expires_at.secs(),
+            iat: now.secs(),
+            nbf: now.secs(),
+            jti: jti.to_string(),
+            client_id: instance_id.to_string(),
+            scope: None,
+            task: None,
+            obo: None,
+            cnf: None,
+        };
+        let token = self.mint(&claims)?;
+        let instance = Instance {
+            id: instance_id.clone(),
+            agent: agent.name.clone(),
+            attestation: method.to_owned(),
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+        };
+        let grant = Grant {
+            jti: jti.to_string(),
+            kind: GrantKind::InstanceToken,
+            agent: agent.name.clone(),
+            instance_id: instance_id.clone(),
+            task_id: None,
+            issued_at: now,
+            expires_at,
+        };
+        let audit = vec![
+            AuditEvent::new(
+                AuditKind::Attest,
+                Outcome::Success,
+                format!("agent:{}", agent.name),
+            )
+            .agent(&agent.name)
+            .instance(&instance_id)
+            .detail(serde_json::json!({ "method": method })),
+            AuditEvent::new(AuditKind::TokenIssue, Outcome::Success, "system")
+                .agent(&agent.name)
+                .instance(&instance_id)
+                .jti(&jti)
+                .detail(serde_json::json!({ "kind": "instance_token", "exp": claims.exp })),
+        ];
+        match self
+            .store
+            .create_instance(&instance, join_hash.as_deref(), &grant, audit)
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::JoinToken(e)) => {
+                return Err(self
+                    .attest_failed(&agent.name, Some(method), &e.to_string())
+                    .await);
+            }
+            Err(StoreError::Quarantined) => {
+                return Err(self
+                    .attest_failed(&agent.name, Some(method), "agent is quarantined")
+                    .await);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        metrics::inc(&self.metrics.attest_ok);
+        metrics::inc(&self.metrics.tokens_issued);
+        Ok(Attested {
+            instance_id,
+            access_token: token,
+            token_type: "Bearer".into(),
+            expires_in: ttl,
+        })
+    }
+
+    /// Audits a failed attestation and builds the error to answer. If the
+    /// audit record cannot be written, the answer is 503: never an
+    /// unaudited refusal.
+    async fn attest_failed(
+        &self,
+        agent: &AgentName,
+        method: Option<&str>,
+        reason: &str,
+    ) -> ApiError {
+        metrics::inc(&self.metrics.attest_failed);
+        let mut event = AuditEvent::new(
+            AuditKind::Attest,
+            Outcome::Failure,
+            format!("agent:{agent}"),
+        )
+        .agent(agent)
+        .reason(reason);
+        if let Some(m) = method {
+            event = event.detail(serde_json::json!({ "method": m }));
+        }
+        if let Err(e) = self.store.append_audit(self.now(), vec![event]).await {
+            return e.into();
+        }
+        if reason == "agent is quarantined" {
+            ApiError::Forbidden(format!("attestation failed: {reason}"))
+        } else {
+            ApiError::Unauthorized(format!("attestation failed: {reason}"))
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! Tasks: start (a policy decision), heartbeat, complete, read.
+
+use writ_core::api::{StartTask, Task, TaskEnded, TaskStatus, TaskToken};
+use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+use writ_core::scope;
+use writ_core::token::AccessClaims;
+use writ_core::{Jti, TaskId, Timestamp};
+use writ_policy::{AgentFacts, StartTaskFacts, ToolFacts};
+use writ_store::{Grant, GrantKind, StoreError, TaskEnd};
+
+use super::{AgentCaller, Broker, Caller};
+use crate::error::ApiError;
+use crate::metrics;
+
+const MAX_INTENT: usize = 1024;
+const MAX_CAPABILITIES: usize = 32;
+const MAX_OBO: usize = 256;
+
+impl Broker {
+    /// Decides and, if allowed, starts a task for the calling instance.
+    pub async fn start_task(
+        &self,
+        caller: &AgentCaller,
+        req: StartTask,
+    ) -> Result<TaskToken, ApiError> {
+        if caller.task_id().is_some() {
+            return Err(ApiError::Forbidden(
+                "start tasks with the instance token, not a task token".into(),
+            ));
+        }
+        let intent = req.intent.trim();
+        if intent.is_empty() || intent.len() > MAX_INTENT || intent.chars().any(char::is_control) {
+            return Err(ApiError::BadRequest(format!(
+                "intent must be 1 to {MAX_INTENT} printable characters"
+            )));
+        }
+        if req.capabilities.is_empty() || req.capabilities.len() > MAX_CAPABILITIES {
+            return Err(ApiError::BadRequest(format!(
+                "ask for 1 to {MAX_CAPABILITIES} capabilities"
+            )));
+        }
+        if req.capabilities.iter().any(|c| c.scopes.is_empty()) {
+            return Err(ApiError::BadRequest(
+                "every capability needs at least one scope".into(),
+            ));
+        }
+        if let Some(obo) = &req.on_behalf_of
+            && (obo.is_empty()
+                || obo.len() > MAX_OBO
+                || obo.chars().any(|c| c.is_control() || c.is_whitespace()))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "on_behalf_of must be 1 to {MAX_OBO} characters without spaces, e.g. \"user:alice\""
+            )));
+        }
+        let max = self.config.max_task_ttl;
+        let ttl = match req.ttl {
+            None => self.config.default_task_ttl.min(max),
+            Some(t) => {
+                let t = i64::try_from(t).unwrap_or(i64::MAX);
+                if t < 1 || t > max {
+                    return Err(ApiError::BadRequest(format!(
+                        "ttl must be between 1 and {max} seconds (the configured maximum task lifetime)"
+                    )));
+                }
+                t
+            }
+        };
+        let capabilities = scope::normalize(&req.capabilities);
+        let mut tools = Vec::with_capacity(capabilities.len());
+        for cap in &capabilities {
+            let tool = self
+                .store
+                .get_tool(&cap.tool)
+                .await?
+                .ok_or_else(|| ApiError::BadRequest(format!("unknown tool {}", cap.tool)))?;
+            if let Some(s) = cap.scopes.iter().find(|s| !tool.scopes.contains(s)) {
+                return Err(ApiError::BadRequest(format!(
+                    "tool {} has no scope {s}",
+                    cap.tool
+                )));
+            }
+            tools.push(tool);
+        }
+        let agent = self.agent(caller.agent()).await?;
+        if agent.quarantined {
+            return Err(ApiError::Forbidden("agent is quarantined".into()));
+        }
+        let attestation = self
+            .store
+            .get_instance(caller.instance_id())
+            .await?
+            .map(|i| i.attestation)
+            .ok_or_else(|| ApiError::Unauthorized("instance is not known".into()))?;
+
+        let now = self.now();
+        let policy = self.policy();
+        let tool_facts: Vec<ToolFacts<'_>> = tools
+            .iter()
+            .map(|t| ToolFacts {
+                name: t.name.as_str(),
+                audience: &t.audience,
+                scopes: t.scopes.iter().map(|s| s.as_str()).collect(),
+            })
+            .collect();
+        let facts = StartTaskFacts {
+            agent: AgentFacts {
+                name: agent.name.as_str(),
+                spiffe_id: &agent.spiffe_id,
+                attestation: agent.attestation.kind(),
+                quarantined: agent.quarantined,
+                attributes: &agent.attributes,
+            },
+            intent,
+            capabilities: &capabilities,
+            on_behalf_of: req.on_behalf_of.as_deref(),
+            ttl_secs: ttl,
+            attestation: &attestation,
+            now,
+        };
+        let decision = policy.decide_start_task(&facts, &tool_facts);
+        let request_detail = serde_json::json!({
+            "intent": intent,
+            "capabilities": capabilities,
+            "ttl": ttl,
+            "reason": decision.reason(),
+        });
+        if !decision.allowed {
+            metrics::inc(&self.metrics.tasks_denied);
+            let event = AuditEvent::new(AuditKind::TaskStart, Outcome::Deny, caller.actor())
+                .agent(caller.agent())
+                .instance(caller.instance_id())
+                .on_behalf_of(req.on_behalf_of.as_ref())
+                .policy(
+                    &decision.policy_version,
+                    decision.determining_policies.clone(),
+                )
+                .reason(decision.reason())
+                .detail(request_detail);
+            self.store.append_audit(now, vec![event]).await?;
+            return Err(ApiError::Denied(decision));
+        }
+
+        let task_id = TaskId::generate()?;
+        let expires_at = now.add_secs(ttl);
+        let task = Task {
+            task_id: task_id.clone(),
+            agent: agent.name.clone(),
+            instance_id: caller.instance_id().clone(),
+            intent: intent.to_owned(),
+            capabilities,
+            on_behalf_of: req.on_behalf_of,
+            status: TaskStatus::Active,
+            created_at: now,
+            lease_expires_at: now.add_secs(self.config.lease_ttl).min(expires_at),
+            expires_at,
+            ended_at: None,
+            end_reason: None,
+            policy_version: decision.policy_version.clone(),
+        };
+        let (token, grant, exp) = self.task_token(&task, &agent.spiffe_id, now)?;
+        let audit = vec![
+            AuditEvent::new(AuditKind::TaskStart, Outcome::Success, caller.actor())
+                .agent(&task.agent)
+                .instance(&task.instance_id)
+                .task(&task_id)
+                .on_behalf_of(task.on_behalf_of.as_ref())
+                .policy(
+                    &decision.policy_version,
+                    decision.determining_policies.clone(),
+                )
+                .reason(decision.reason())
+                .detail(request_detail),
+            issue_event(&task, &grant, exp),
+        ];
+        self.store.create_task(&task, &grant, audit).await?;
+        metrics::inc(&self.metrics.tasks_started);
+        metrics::inc(&self.metrics.tokens_issued);
+        Ok(token_response(&task, token, now, exp))
+    }
+
+    /// Extends the lease (never past the task's hard end) and returns a
+    /// fresh task token.
+    pub async fn heartbeat(
+        &self,
+        caller: &AgentCaller,
+        id: &TaskId,
+    ) -> Result<TaskToken, ApiError> {
+        let task = self.owned_task(caller, id).await?;
+        if task.status != TaskStatus::Active {
+            return Err(ApiError::Conflict(format!(
+                "task is not active ({})",
+                task.status.as_str()
+            )));
+        }
+        let now = self.now();
+        let agent = self.agent(&task.agent).await?;
+        let lease = now.add_secs(self.config.lease_ttl).min(task.expires_at);
+        let (token, grant, exp) = self.task_token(&task, &agent.spiffe_id, now)?;
+        let audit = vec![
+            AuditEvent::new(AuditKind::TaskHeartbeat, Outcome::Success, caller.actor())
+                .agent(&task.agent)
+                .instance(&task.instance_id)
+                .task(id)
+                .detail(serde_json::json!({ "lease_expires_at": lease })),
+            issue_event(&task, &grant, exp),
+        ];
+        let task = self.store.heartbeat_task(id, lease, &grant, audit).await?;
+        metrics::inc(&self.metrics.tokens_issued);
+        Ok(token_response(&task, token, now, exp))
+    }
+
+    /// Ends a task and revokes every grant issued under it.
+    pub async fn complete(&self, caller: &Caller, id: &TaskId) -> Result<TaskEnded, ApiError> {
+        let (end, actor) = match caller {
+            Caller::Admin => {
+                self.task(id).await?;
+                (
+                    TaskEnd::Revoked("ended by admin".into()),
+                    "admin".to_owned(),
+                )
+            }
+            Caller::Agent(a) => {
+                self.owned_task(a, id).await?;
+                (TaskEnd::Completed, a.actor())
+            }
+        };
+        let now = self.now();
+        let task = self.task(id).await?;
+        let event = AuditEvent::new(AuditKind::TaskEnd, Outcome::Success, actor)
+            .agent(&task.agent)
+            .instance(&task.instance_id)
+            .task(id)
+            .on_behalf_of(task.on_behalf_of.as_ref())
+            .reason(match &end {
+                TaskEnd::Revoked(why) => why.clone(),
+                _ => "completed".to_owned(),
+            });
+        match self.store.end_task(id, end, now, vec![event]).await? {
+            Some((task, revoked)) => {
+                metrics::inc(&self.metrics.tasks_ended);
+                metrics::add(&self.metrics.tokens_revoked, revoked);
+                Ok(TaskEnded {
+                    task_id: task.task_id,
+                    status: task.status,
+                    revoked_tokens: revoked,
+                })
+            }
+            None => {
+                let status = self.task(id).await?.status;
+                Err(ApiError::Conflict(format!(
+                    "task is not active ({})",
+                    status.as_str()
+                )))
+            }
+        }
+    }
+
+    /// Reads a task: its own instance or an admin.
+    pub async fn show_task(&self, caller: &Caller, id: &TaskId) -> Result<Task, ApiError> {
+        match caller {
+            Caller::Admin => self.task(id).await,
+            Caller::Agent(a) => self.owned_task(a, id).await,
+        }
+    }
+
+    /// Ends one lapsed task (lease or hard lifetime); `false` if it was not.
+    pub(crate) async fn end_lapsed(&self, id: &TaskId) -> Result<bool, StoreError> {
+        let now = self.now();
+        let event = AuditEvent::new(AuditKind::TaskEnd, Outcome::Success, "system")
+            .task(id)
+            .reason("lease lapsed or lifetime reached");
+        let ended = self
+            .store
+            .end_task(id, TaskEnd::Lapsed, now, vec![event])
+            .await?;
+        if let Some((_, revoked)) = &ended {
+            metrics::inc(&self.metrics.tasks_ended);
+            metrics::add(&self.metrics.tokens_revoked, *revoked);
+        }
+        Ok(ended.is_some())
+    }
+
+    async fn task(&self, id: &TaskId) -> Result<Task, ApiError> {
+        self.store
+            .get_task(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("task {id} not found")))
+    }
+
+    /// The task, if the caller's instance runs it (or the caller holds its
+    /// token). Someone else's task is "not found", not "forbidden".
+    async fn owned_task(&self, caller: &AgentCaller, id: &TaskId) -> Result<Task, ApiError> {
+        let task = self.task(id).await?;
+        let owns = match caller.task_id() {
+            Some(t) => t == id,
+            None => &task.instance_id == caller.instance_id(),
+        };
+        if owns {
+            Ok(task)
+        } else {
+            Err(ApiError::NotFound(format!("task {id} not found")))
+        }
+    }
+
+    /// Mints a task token: the configured lifetime, never past the task's end.
+    fn task_token(
+        &self,
+        task: &Task,
+        spiffe_id: &str,
+        now: Timestamp,
+    ) -> Result<(String, Grant, Timestamp), ApiError> {
+        let exp = now
+            .add_secs(self.config.task_token_ttl)
+            .min(task.expires_at);
+        let jti = Jti::generate()?;
+        let claims = AccessClaims {
+            iss: self.config.issuer.clone(),
+            sub: spiffe_id.to_owned(),
+            aud: self.config.issuer.clone(),
+            exp: exp.secs(),
+            iat: now.secs(),
+            nbf: now.secs(),
+            jti: jti.to_string(),
+            client_id: task.instance_id.to_string(),
+            scope: Some(scope::to_claim(&task.capabilities)),
+            task: Some(task.task_id.to_string()),
+            obo: task.on_behalf_of.clone(),
+            cnf: None,
+        };
+        let token = self.mint(&claims)?;
+        let grant = Grant {
+            jti: jti.to_string(),
+            kind: GrantKind::TaskToken,
+            agent: task.agent.clone(),
+            instance_id: task.instance_id.clone(),
+            task_id: Some(task.task_id.clone()),
+            issued_at: now,
+            expires_at: exp,
+        };
+        Ok((token, grant, exp))
+    }
+}
+
+fn issue_event(task: &Task, grant: &Grant, exp: Timestamp) -> AuditEvent {
+    AuditEvent::new(AuditKind::TokenIssue, Outcome::Success, "system")
+        .agent(&task.agent)
+        .instance(&task.instance_id)
+        .task(&task.task_id)
+        .on_behalf_of(task.on_behalf_of.as_ref())
+        .jti(&grant.jti)
+        .detail(serde_json::json!({
+            "kind": "task_token",
+            "exp": exp.secs(),
+            "scope": scope::to_claim(&task.capabilities),
+        }))
+}
+
+fn token_response(task: &Task, token: String, now: Timestamp, exp: Timestamp) -> TaskToken {
+    TaskToken {
+        task_id: task.task_id.clone(),
+        access_token: token,
+        token_type: "Bearer".into(),
+        expires_in: now.secs_until(exp),
+        lease_expires_at: task.lease_expires_at,
+        scope: scope::to_claim(&task.capabilities),
+    }
+}

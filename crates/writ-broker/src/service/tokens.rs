@@ -1,0 +1,100 @@
+//! Issuing, introspecting and revoking tokens.
+
+use writ_core::api::Introspection;
+use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+use writ_core::token::{AccessClaims, TokenKind};
+
+use super::{Broker, Caller};
+use crate::error::ApiError;
+use crate::metrics;
+
+/// SHA-256 of a high-entropy secret (join tokens, admin tokens), hex. Only
+/// these hashes are stored.
+pub fn hash_secret(secret: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    writ_core::audit::hex(d.as_ref())
+}
+
+impl Broker {
+    /// Signs claims with the active key.
+    pub(crate) fn mint(&self, claims: &AccessClaims) -> Result<String, ApiError> {
+        self.keys
+            .ring()
+            .sign(claims)
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+
+    /// RFC 7662: active only if the signature verifies, the token is within
+    /// its lifetime, and its issuance record, task, instance and agent are
+    /// all still live.
+    pub async fn introspect(&self, token: &str) -> Result<Introspection, ApiError> {
+        metrics::inc(&self.metrics.introspections);
+        let Ok(claims) = self.verify_token(token, TokenKind::Any) else {
+            return Ok(Introspection::default());
+        };
+        let live = self.store.grant_state(&claims.jti).await?.is_some_and(|s| {
+            s.is_live(self.now()) && s.grant.instance_id.as_str() == claims.client_id
+        });
+        if !live {
+            return Ok(Introspection::default());
+        }
+        Ok(Introspection {
+            active: true,
+            scope: claims.scope,
+            client_id: Some(claims.client_id),
+            token_type: Some("Bearer".into()),
+            exp: Some(claims.exp),
+            iat: Some(claims.iat),
+            nbf: Some(claims.nbf),
+            sub: Some(claims.sub),
+            aud: Some(claims.aud),
+            iss: Some(claims.iss),
+            jti: Some(claims.jti),
+            task: claims.task,
+            obo: claims.obo,
+        })
+    }
+
+    /// RFC 7009: revokes one token. A token that does not verify is treated
+    /// as already invalid (success, nothing changes). An agent may revoke
+    /// only tokens of its own instance.
+    pub async fn revoke(&self, caller: &Caller, token: &str) -> Result<(), ApiError> {
+        let Ok(claims) = self.verify_token(token, TokenKind::Any) else {
+            return Ok(());
+        };
+        let Some(state) = self.store.grant_state(&claims.jti).await? else {
+            return Ok(());
+        };
+        let actor = match caller {
+            Caller::Admin => "admin".to_owned(),
+            Caller::Agent(a) => {
+                if a.instance_id() != &state.grant.instance_id {
+                    let event = AuditEvent::new(AuditKind::TokenRevoke, Outcome::Deny, a.actor())
+                        .agent(a.agent())
+                        .jti(&claims.jti)
+                        .reason("token belongs to another instance");
+                    self.store.append_audit(self.now(), vec![event]).await?;
+                    return Err(ApiError::Forbidden(
+                        "the token was not issued to this client".into(),
+                    ));
+                }
+                a.actor()
+            }
+        };
+        let mut event = AuditEvent::new(AuditKind::TokenRevoke, Outcome::Success, actor)
+            .agent(&state.grant.agent)
+            .instance(&state.grant.instance_id)
+            .jti(&claims.jti);
+        if let Some(t) = &state.grant.task_id {
+            event = event.task(t);
+        }
+        if self
+            .store
+            .revoke_grant(&claims.jti, self.now(), vec![event])
+            .await?
+        {
+            metrics::inc(&self.metrics.tokens_revoked);
+        }
+        Ok(())
+    }
+}

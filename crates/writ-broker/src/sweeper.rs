@@ -1,0 +1,47 @@
+//! Ends tasks whose lease or hard lifetime ran out, revoking their grants.
+
+use std::sync::Arc;
+
+use crate::service::Broker;
+
+const BATCH: u32 = 256;
+
+pub async fn run(broker: Arc<Broker>) {
+    let mut tick = tokio::time::interval(broker.config.sweep_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        sweep_once(&broker).await;
+    }
+}
+
+/// One pass; returns how many tasks it ended.
+pub async fn sweep_once(broker: &Broker) -> usize {
+    let mut ended = 0;
+    loop {
+        let ids = match broker.store.lapsed_tasks(broker.now(), BATCH).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, "lease sweep: cannot list lapsed tasks");
+                return ended;
+            }
+        };
+        let full = ids.len() == BATCH as usize;
+        for id in ids {
+            match broker.end_lapsed(&id).await {
+                Ok(true) => {
+                    ended += 1;
+                    tracing::info!(task = %id, "task ended: lease lapsed or lifetime reached");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(task = %id, error = %e, "lease sweep: cannot end task");
+                    return ended;
+                }
+            }
+        }
+        if !full {
+            return ended;
+        }
+    }
+}

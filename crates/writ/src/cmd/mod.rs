@@ -1,0 +1,119 @@
+//! The subcommands, one file each.
+
+mod agent;
+mod attest;
+mod audit;
+mod keys;
+mod serve;
+mod task;
+mod token;
+mod tool;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use writ_client::Client;
+use writ_core::Secret;
+
+/// writ: just-in-time, task-scoped credentials for AI agents, with every
+/// request checked against policy.
+#[derive(Parser, Debug)]
+#[command(name = "writ", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    pub fn worker_threads(&self) -> usize {
+        match &self.command {
+            Command::Serve(s) => s.worker_threads.unwrap_or_else(default_threads),
+            _ => 1,
+        }
+    }
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+}
+
+/// Options every client command shares.
+#[derive(Args, Debug)]
+pub struct Global {
+    /// Address of the writ broker.
+    #[arg(
+        long,
+        global = true,
+        env = "WRIT_ADDR",
+        default_value = "http://127.0.0.1:8750"
+    )]
+    pub addr: String,
+    /// Admin credential.
+    #[arg(long, global = true, env = "WRIT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print only this top-level field of the response.
+    #[arg(long, global = true)]
+    pub field: Option<String>,
+}
+
+impl Global {
+    /// A client with the admin credential.
+    pub fn admin(&self) -> anyhow::Result<Client> {
+        let token = self
+            .token
+            .clone()
+            .context("an admin credential is needed: set WRIT_TOKEN or pass --token")?;
+        Ok(Client::new(&self.addr, Some(Secret::new(token)))?)
+    }
+
+    /// A client with the given credential, else the admin one, else none.
+    pub fn client_with(&self, token: Option<&str>) -> anyhow::Result<Client> {
+        let token = token.map(str::to_owned).or_else(|| self.token.clone());
+        Ok(Client::new(&self.addr, token.map(Secret::new))?)
+    }
+
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the broker.
+    Serve(Box<serve::ServeArgs>),
+    /// Register and manage agents.
+    #[command(subcommand)]
+    Agent(agent::AgentCmd),
+    /// Register and list tools.
+    #[command(subcommand)]
+    Tool(tool::ToolCmd),
+    /// Attest as an agent instance and get an instance token.
+    Attest(attest::AttestArgs),
+    /// Start, keep alive, complete and read tasks.
+    #[command(subcommand)]
+    Task(task::TaskCmd),
+    /// Inspect, introspect and revoke tokens.
+    #[command(subcommand)]
+    Token(token::TokenCmd),
+    /// Read and verify the audit chain.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCmd),
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Serve(args) => serve::run(*args).await,
+        Command::Agent(c) => agent::run(g, c).await,
+        Command::Tool(c) => tool::run(g, c).await,
+        Command::Attest(a) => attest::run(g, a).await,
+        Command::Task(c) => task::run(g, c).await,
+        Command::Token(c) => token::run(g, c).await,
+        Command::Audit(c) => audit::run(g, c).await,
+        Command::Keys(c) => keys::run(g, c).await,
+    }
+}

@@ -1,0 +1,294 @@
+//! `writ serve`: run the broker.
+//!
+//! Every setting comes from a flag, else its `WRIT_*` environment variable,
+//! else the TOML file given with `--config`, else its default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use serde::Deserialize;
+use writ_broker::{Broker, BrokerConfig, DataDir};
+use writ_core::api::{RegisterAgent, RegisterTool};
+use writ_core::{Secret, SystemClock};
+use writ_policy::{PolicySet, PolicySource};
+
+use crate::output::EXIT_OK;
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// A TOML file with any of the settings below (snake_case keys).
+    #[arg(long, env = "WRIT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8750].
+    #[arg(long, env = "WRIT_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Where state lives (SQLite database, master key) [default: ./writ-data].
+    #[arg(long, env = "WRIT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// A directory of Cedar `*.cedar` policies [default with --dev: the shipped examples].
+    #[arg(long, env = "WRIT_POLICY_DIR")]
+    policy_dir: Option<PathBuf>,
+    /// The token issuer URL [default: http://<listen>].
+    #[arg(long, env = "WRIT_ISSUER")]
+    issuer: Option<String>,
+    /// SPIFFE trust domain of agent identities [default: writ.local].
+    #[arg(long, env = "WRIT_TRUST_DOMAIN")]
+    trust_domain: Option<String>,
+    /// The master key file [default: <data-dir>/master.key].
+    #[arg(long, env = "WRIT_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// Seconds a task lease lasts without a heartbeat [default: 120].
+    #[arg(long, env = "WRIT_LEASE_TTL")]
+    lease_ttl: Option<i64>,
+    /// The longest hard lifetime a task may ask for, in seconds [default: 28800].
+    #[arg(long, env = "WRIT_MAX_TASK_TTL")]
+    max_task_ttl: Option<i64>,
+    /// How often lapsed tasks are swept, in milliseconds [default: 1000].
+    #[arg(long, env = "WRIT_SWEEP_INTERVAL_MS")]
+    sweep_interval_ms: Option<u64>,
+    /// Worker threads [default: the number of cores].
+    #[arg(long, env = "WRIT_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+    /// Development mode: example policies, a demo agent and tool, and
+    /// printed commands for a first task. Not for production.
+    #[arg(long, env = "WRIT_DEV")]
+    dev: bool,
+    /// With --dev: use this admin token instead of a random one.
+    #[arg(
+        long,
+        env = "WRIT_DEV_ADMIN_TOKEN",
+        hide_env_values = true,
+        requires = "dev"
+    )]
+    dev_admin_token: Option<String>,
+}
+
+/// The `--config` file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    policy_dir: Option<PathBuf>,
+    issuer: Option<String>,
+    trust_domain: Option<String>,
+    master_key_file: Option<PathBuf>,
+    lease_ttl: Option<i64>,
+    max_task_ttl: Option<i64>,
+    sweep_interval_ms: Option<u64>,
+}
+
+const EXAMPLE_POLICIES: &[(&str, &str)] = &[(
+    "tasks.cedar",
+    include_str!("../../../../examples/policies/tasks.cedar"),
+)];
+const DEMO_AGENT: &str = include_str!("../../../../examples/agents/demo-agent.json");
+const DEMO_TOOL: &str = include_str!("../../../../examples/tools/tickets.json");
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
+    init_tracing();
+    let file = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading config {}", p.display()))?;
+            toml::from_str::<FileConfig>(&text)
+                .with_context(|| format!("parsing config {}", p.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8750)));
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("./writ-data"));
+    let policy_dir = args.policy_dir.or(file.policy_dir);
+
+    let policy = match (&policy_dir, args.dev) {
+        (Some(dir), _) => PolicySet::load_dir(dir)
+            .with_context(|| format!("loading policies from {}", dir.display()))?,
+        (None, true) => PolicySet::compile(
+            EXAMPLE_POLICIES
+                .iter()
+                .map(|(n, t)| PolicySource {
+                    name: (*n).to_owned(),
+                    text: (*t).to_owned(),
+                })
+                .collect(),
+        )?,
+        (None, false) => {
+            tracing::warn!(
+                "no --policy-dir: the policy set is empty and every task will be denied"
+            );
+            PolicySet::empty()?
+        }
+    };
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let bound = listener.local_addr()?;
+    let issuer = args
+        .issuer
+        .or(file.issuer)
+        .unwrap_or_else(|| format!("http://{bound}"));
+    if !(issuer.starts_with("http://") || issuer.starts_with("https://")) {
+        bail!("--issuer must be an http(s) URL");
+    }
+    let mut config = BrokerConfig::new(issuer.trim_end_matches('/'));
+    if let Some(td) = args.trust_domain.or(file.trust_domain) {
+        config.trust_domain = td;
+    }
+    if let Some(v) = args.lease_ttl.or(file.lease_ttl) {
+        if v < 1 {
+            bail!("--lease-ttl must be at least 1 second");
+        }
+        config.lease_ttl = v;
+    }
+    if let Some(v) = args.max_task_ttl.or(file.max_task_ttl) {
+        if v < 1 {
+            bail!("--max-task-ttl must be at least 1 second");
+        }
+        config.max_task_ttl = v;
+        config.default_task_ttl = config.default_task_ttl.min(v);
+    }
+    if let Some(ms) = args.sweep_interval_ms.or(file.sweep_interval_ms) {
+        config.sweep_interval = Duration::from_millis(ms.max(10));
+    }
+
+    let mut dir = DataDir::new(&data_dir);
+    dir.master_key_file = args.master_key_file.or(file.master_key_file);
+
+    // In dev mode, an admin token is printed at every start: the given one,
+    // or a fresh random one.
+    let dev_token = if args.dev {
+        Some(Secret::new(match args.dev_admin_token {
+            Some(t) if !t.is_empty() => t,
+            Some(_) => bail!("--dev-admin-token must not be empty"),
+            None => format!("writ_admin_{}", writ_core::random::token_256()?),
+        }))
+    } else {
+        None
+    };
+
+    let opened = writ_broker::open(
+        &dir,
+        config,
+        policy,
+        Arc::new(SystemClock),
+        dev_token.as_ref(),
+    )
+    .await?;
+    let broker = opened.broker;
+
+    println!("writ listening on http://{bound}");
+    if let Some(t) = &opened.bootstrap_admin_token {
+        println!();
+        println!("Bootstrap admin token (shown once, stored only as a hash; keep it safe):");
+        println!("    {}", t.expose());
+        println!();
+    }
+    if let Some(t) = &dev_token {
+        dev_banner(&broker, bound, &data_dir, t).await?;
+    }
+
+    writ_broker::serve(listener, broker, shutdown_signal()).await?;
+    tracing::info!("writ stopped");
+    Ok(EXIT_OK)
+}
+
+/// Registers the demo agent and tool (once) and prints a first session.
+async fn dev_banner(
+    broker: &Broker,
+    bound: SocketAddr,
+    data_dir: &Path,
+    admin: &Secret,
+) -> anyhow::Result<()> {
+    let agent: RegisterAgent =
+        serde_json::from_str(DEMO_AGENT).context("examples/agents/demo-agent.json")?;
+    let tool: RegisterTool =
+        serde_json::from_str(DEMO_TOOL).context("examples/tools/tickets.json")?;
+    let agent_name = agent.name.clone();
+    if broker.store.get_agent(&agent.name).await?.is_none() {
+        broker.register_agent(agent).await?;
+    }
+    if broker.store.get_tool(&tool.name).await?.is_none() {
+        broker.register_tool(tool).await?;
+    }
+    let jt = broker
+        .create_join_token(&agent_name, writ_core::api::CreateJoinToken { ttl: 3600 })
+        .await?;
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "writ".into());
+    println!(
+        r#"
+writ is running in DEV mode: example policies, demo agent "{agent_name}" and tool "tickets",
+state in {data}. Not for production.
+
+In another shell:
+
+    alias writ='{exe}'
+    export WRIT_ADDR=http://{bound}
+    export WRIT_TOKEN='{admin}'
+
+    # 1. Attest as the demo agent with a one-time join token (valid 1 h):
+    eval "$(writ attest {agent_name} --join-token {jt} --export)"
+
+    # 2. A read-only task: allowed by policy "read-only".
+    eval "$(writ task start --intent 'summarise open tickets' --cap tickets:read --export)"
+    writ token inspect "$WRIT_TASK_TOKEN"      # signature valid, introspection active
+
+    # 3. A delete: denied by policy "no-deletes" (exit code 3).
+    writ task start --intent 'clean up old tickets' --cap tickets:delete --on-behalf-of user:alice
+
+    # 4. End the task: every token issued under it stops working.
+    writ task complete
+    writ token inspect "$WRIT_TASK_TOKEN"      # introspection: active false
+
+    writ audit tail && writ audit verify
+"#,
+        data = data_dir.display(),
+        admin = admin.expose(),
+        jt = jt.join_token,
+    );
+    Ok(())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WRIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,70 @@
+//! `writ token inspect|introspect|revoke`
+
+use clap::Subcommand;
+use serde_json::json;
+use writ_core::token::{insecure_peek, verify_with_jwks};
+use writ_core::{Clock as _, SystemClock};
+
+use super::Global;
+use crate::output::{EXIT_OK, print};
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Decode a token, verify it against the broker's JWKS, and (with an
+    /// admin credential) ask whether it is still active.
+    Inspect {
+        #[arg(value_name = "TOKEN")]
+        jwt: String,
+    },
+    /// RFC 7662 introspection (admin).
+    Introspect {
+        #[arg(value_name = "TOKEN")]
+        jwt: String,
+    },
+    /// RFC 7009 revocation (admin, or the agent's own token).
+    Revoke {
+        #[arg(value_name = "TOKEN")]
+        jwt: String,
+        /// Authenticate as this agent token instead of WRIT_TOKEN.
+        #[arg(long, env = "WRIT_INSTANCE_TOKEN", hide_env_values = true)]
+        instance_token: Option<String>,
+    },
+}
+
+pub async fn run(g: &Global, cmd: TokenCmd) -> anyhow::Result<u8> {
+    match cmd {
+        TokenCmd::Inspect { jwt: token } => {
+            let (header, claims) = insecure_peek(&token)?;
+            let anon = g.client_with(None)?;
+            let meta = anon.metadata().await?;
+            let issuer = meta
+                .get("issuer")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            let jwks = serde_json::from_value(anon.jwks().await?)?;
+            let signature = match verify_with_jwks(&token, &jwks, issuer, SystemClock.now()) {
+                Ok(_) => json!("valid"),
+                Err(e) => json!(format!("invalid: {e}")),
+            };
+            let mut out = json!({ "header": header, "claims": claims, "verified": signature });
+            if g.token.is_some() {
+                let i = g.admin()?.introspect(&token).await?;
+                out["introspection"] = serde_json::to_value(i)?;
+            }
+            print(&out, g.field())?;
+        }
+        TokenCmd::Introspect { jwt: token } => {
+            print(&g.admin()?.introspect(&token).await?, g.field())?
+        }
+        TokenCmd::Revoke {
+            jwt: token,
+            instance_token,
+        } => {
+            g.client_with(instance_token.as_deref())?
+                .revoke(&token)
+                .await?;
+            print(&json!({ "revoked": true }), g.field())?;
+        }
+    }
+    Ok(EXIT_OK)
+}
