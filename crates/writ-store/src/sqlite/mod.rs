@@ -153,6 +153,23 @@ impl SqliteStore {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// The writer connection's `(journal_mode, synchronous)`: acknowledged
+    /// writes are durable only with `("wal", 2)` (FULL).
+    pub async fn durability(&self) -> Result<(String, i64)> {
+        self.write(|ctx| {
+            let mode: String = ctx
+                .tx
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .map_err(db)?;
+            let sync: i64 = ctx
+                .tx
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .map_err(db)?;
+            Ok((mode, sync))
+        })
+        .await
+    }
+
     /// Runs `f` on a read-only connection off the async threads.
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
     where
@@ -262,5 +279,17 @@ fn run_batch(conn: &mut Connection, head: &mut (u64, String), batch: Vec<Job>) {
     }
     for c in completions {
         c(result.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn s6_wal_with_full_sync_on_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        assert_eq!(store.durability().await.unwrap(), ("wal".to_owned(), 2));
     }
 }

@@ -187,7 +187,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     .await?;
     let broker = opened.broker;
 
-    println!("writ listening on http://{bound}");
     if let Some(t) = &opened.bootstrap_admin_token {
         println!();
         println!("Bootstrap admin token (shown once, stored only as a hash; keep it safe):");
@@ -197,6 +196,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     if let Some(t) = &dev_token {
         dev_banner(&broker, bound, &data_dir, t).await?;
     }
+    // Last, so that whoever waits for this line has seen everything above.
+    println!("writ listening on http://{bound}");
 
     writ_broker::serve(listener, broker, shutdown_signal()).await?;
     tracing::info!("writ stopped");

@@ -1,0 +1,108 @@
+//! State survives restarts and crashes.
+
+use crate::harness::Broker;
+
+#[tokio::test]
+async fn restart_keeps_state_and_keys() {
+    let mut b = Broker::start();
+    b.agent("keeper", &[("owner", "ops")]).await;
+    let inst = b.attest("demo-agent").await;
+    let t = b
+        .start_task(&inst.access_token, &["tickets:read"])
+        .await
+        .unwrap();
+    let jwks_before = b.anon().jwks().await.unwrap();
+    let head_before = b.admin().audit_verify().await.unwrap();
+
+    b.restart();
+
+    assert_eq!(
+        b.anon().jwks().await.unwrap(),
+        jwks_before,
+        "signing key survives"
+    );
+    assert!(b.active(&inst.access_token).await);
+    assert!(b.active(&t.access_token).await);
+    let names: Vec<String> = b
+        .admin()
+        .agents()
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.name.to_string())
+        .collect();
+    assert_eq!(names, ["demo-agent", "keeper"]);
+    assert_eq!(b.admin().tools().await.unwrap().len(), 1);
+    // The audit chain continues from where it was.
+    let v = b.admin().audit_verify().await.unwrap();
+    assert!(v.valid);
+    assert!(v.records > head_before.records);
+    // The old instance token still works for new tasks.
+    assert!(
+        b.start_task(&inst.access_token, &["tickets:read"])
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn s1_kill9_right_after_a_revocation_keeps_it() {
+    let mut b = Broker::start();
+    let inst = b.attest("demo-agent").await;
+    let t = b
+        .start_task(&inst.access_token, &["tickets:read"])
+        .await
+        .unwrap();
+    let keep = b
+        .start_task(&inst.access_token, &["tickets:read"])
+        .await
+        .unwrap();
+    b.admin().revoke(&t.access_token).await.unwrap();
+    let other = b
+        .start_task(&inst.access_token, &["tickets:read"])
+        .await
+        .unwrap();
+    b.as_token(&inst.access_token)
+        .complete(&other.task_id)
+        .await
+        .unwrap();
+
+    b.kill9();
+    b.restart();
+
+    assert!(
+        !b.active(&t.access_token).await,
+        "revocation lost in the crash"
+    );
+    assert!(
+        !b.active(&other.access_token).await,
+        "task end lost in the crash"
+    );
+    assert!(b.active(&keep.access_token).await);
+    assert!(b.admin().audit_verify().await.unwrap().valid);
+}
+
+#[test]
+fn s6_sqlite_runs_in_wal_with_full_sync() {
+    let b = Broker::start();
+    let db = b.data_dir().join("writ.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    // (synchronous=FULL is per connection; the store's own test checks the writer's.)
+    // The master key file is private.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(b.data_dir().join("master.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // The signing key is not stored in the clear: no PKCS#8 Ed25519 prefix in the database.
+    let bytes = std::fs::read(&db).unwrap();
+    let pkcs8_prefix = [
+        0x30u8, 0x53, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70,
+    ];
+    assert!(!bytes.windows(pkcs8_prefix.len()).any(|w| w == pkcs8_prefix));
+}
