@@ -30,8 +30,11 @@ pub async fn run(g: &Global, cmd: AuditCmd) -> anyhow::Result<u8> {
             for r in &page.records {
                 println!("{}", serde_json::to_string(r)?);
             }
+            if !follow {
+                return Ok(EXIT_OK);
+            }
             let mut after = page.next;
-            while follow {
+            loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let page = c.audit(after, 1000).await?;
                 for r in &page.records {
@@ -39,7 +42,6 @@ pub async fn run(g: &Global, cmd: AuditCmd) -> anyhow::Result<u8> {
                 }
                 after = page.next;
             }
-            Ok(EXIT_OK)
         }
         AuditCmd::Verify => {
             let v = c.audit_verify().await?;

@@ -46,10 +46,13 @@ pub async fn run(g: &Global, cmd: TokenCmd) -> anyhow::Result<u8> {
                 Ok(_) => json!("valid"),
                 Err(e) => json!(format!("invalid: {e}")),
             };
+            let introspection = match &g.token {
+                Some(_) => Some(g.admin()?.introspect(&token).await?),
+                None => None,
+            };
             let mut out = json!({ "header": header, "claims": claims, "verified": signature });
-            if g.token.is_some() {
-                let i = g.admin()?.introspect(&token).await?;
-                out["introspection"] = serde_json::to_value(i)?;
+            if let (Some(i), Some(obj)) = (introspection, out.as_object_mut()) {
+                obj.insert("introspection".into(), serde_json::to_value(i)?);
             }
             print(&out, g.field())?;
         }

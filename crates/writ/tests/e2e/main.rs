@@ -1,4 +1,11 @@
 //! End-to-end tests: the real `writ` binary, over HTTP and through its CLI.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a panic is a failed test"
+)]
 
 mod attest;
 mod audit;
