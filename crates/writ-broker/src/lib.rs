@@ -15,6 +15,8 @@ mod oidc;
 mod routes;
 pub mod service;
 mod sweeper;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -154,7 +154,10 @@ impl Issuer {
     }
 }
 
-#[expect(clippy::disallowed_methods, reason = "outside tokens are minted against the real clock the broker reads")]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "outside tokens are minted against the real clock the broker reads"
+)]
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

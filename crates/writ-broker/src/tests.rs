@@ -1,0 +1,187 @@
+//! In-process tests of the broker's logic, with a clock the test moves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use tower::ServiceExt as _;
+use writ_core::api::{
+    AttestRequest, CreateJoinToken, RegisterAgent, RegisterTool, StartTask, TaskStatus,
+};
+use writ_core::token::TokenKind;
+use writ_core::{Capability, ManualClock, Timestamp};
+use writ_policy::{PolicySet, PolicySource};
+
+use crate::service::{AgentCaller, Broker};
+use crate::{BrokerConfig, DataDir};
+
+const T0: Timestamp = Timestamp::from_secs(1_795_780_800); // a Tuesday, noon UTC
+
+struct Fixture {
+    broker: Arc<Broker>,
+    clock: ManualClock,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let policy = PolicySet::compile(vec![PolicySource {
+        name: "p.cedar".into(),
+        text: r#"@id("reads") permit (principal, action, resource) when { ["read"].containsAll(context.scopes) };"#.into(),
+    }])
+    .unwrap();
+    let opened = crate::open(
+        &DataDir::new(dir.path()),
+        BrokerConfig::new("http://writ.test"),
+        policy,
+        Arc::new(clock.clone()),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(opened.bootstrap_admin_token.is_some());
+    let b = opened.broker;
+    b.register_agent(
+        serde_json::from_value::<RegisterAgent>(
+            serde_json::json!({"name": "a", "attestation": {"kind": "join_token"}}),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    b.register_tool(RegisterTool {
+        name: "t".parse().unwrap(),
+        audience: "https://t".into(),
+        scopes: vec!["read".parse().unwrap(), "write".parse().unwrap()],
+    })
+    .await
+    .unwrap();
+    Fixture {
+        broker: b,
+        clock,
+        _dir: dir,
+    }
+}
+
+async fn instance(b: &Broker) -> (String, AgentCaller) {
+    let jt = b
+        .create_join_token(&"a".parse().unwrap(), CreateJoinToken { ttl: 60 })
+        .await
+        .unwrap();
+    let att = b
+        .attest(AttestRequest {
+            agent: "a".parse().unwrap(),
+            join_token: Some(jt.join_token),
+            oidc_token: None,
+        })
+        .await
+        .unwrap();
+    let caller = b
+        .authenticate(&att.access_token, TokenKind::Instance)
+        .await
+        .unwrap();
+    (att.access_token, caller)
+}
+
+fn read_task(ttl: Option<u64>) -> StartTask {
+    StartTask {
+        intent: "read things".into(),
+        capabilities: vec![Capability::parse_short("t:read").unwrap()],
+        on_behalf_of: None,
+        ttl,
+    }
+}
+
+#[tokio::test]
+async fn tokens_and_leases_never_pass_the_task_end() {
+    let f = fixture().await;
+    let b = &f.broker;
+    let (_, inst) = instance(b).await;
+    let t = b.start_task(&inst, read_task(Some(300))).await.unwrap();
+    let task = b.store.get_task(&t.task_id).await.unwrap().unwrap();
+    assert_eq!(task.expires_at, T0.add_secs(300));
+    assert_eq!(t.expires_in, 300, "10 min token clamped to the 5 min task");
+    assert_eq!(task.lease_expires_at, T0.add_secs(120));
+
+    f.clock.advance(Duration::from_secs(100));
+    let hb = b.heartbeat(&inst, &t.task_id).await.unwrap();
+    assert_eq!(hb.lease_expires_at, T0.add_secs(220));
+    f.clock.advance(Duration::from_secs(100));
+    let hb = b.heartbeat(&inst, &t.task_id).await.unwrap();
+    assert_eq!(
+        hb.lease_expires_at,
+        T0.add_secs(300),
+        "lease clamped to the hard end"
+    );
+    assert_eq!(hb.expires_in, 100);
+    // Past the hard end nothing renews it.
+    f.clock.advance(Duration::from_secs(100));
+    assert!(b.heartbeat(&inst, &t.task_id).await.is_err());
+}
+
+#[tokio::test]
+async fn the_sweeper_ends_lapsed_tasks_and_their_tokens() {
+    let f = fixture().await;
+    let b = &f.broker;
+    let (_, inst) = instance(b).await;
+    let t = b.start_task(&inst, read_task(None)).await.unwrap();
+    let kept = b.start_task(&inst, read_task(None)).await.unwrap();
+
+    f.clock.advance(Duration::from_secs(100));
+    assert_eq!(crate::sweeper::sweep_once(b).await, 0);
+    b.heartbeat(&inst, &kept.task_id).await.unwrap();
+
+    f.clock.advance(Duration::from_secs(30));
+    assert_eq!(crate::sweeper::sweep_once(b).await, 1);
+    assert!(!b.introspect(&t.access_token).await.unwrap().active);
+    assert!(b.introspect(&kept.access_token).await.unwrap().active);
+    let ended = b.store.get_task(&t.task_id).await.unwrap().unwrap();
+    assert_eq!(ended.status, TaskStatus::Expired);
+    assert_eq!(ended.end_reason.as_deref(), Some("lease lapsed"));
+}
+
+#[tokio::test]
+async fn instance_tokens_expire_on_time() {
+    let f = fixture().await;
+    let b = &f.broker;
+    let (token, _) = instance(b).await;
+    f.clock.advance(Duration::from_secs(899));
+    assert!(b.authenticate(&token, TokenKind::Instance).await.is_ok());
+    // The issuer's own clock needs no skew leeway: at `exp` the grant is dead.
+    f.clock.advance(Duration::from_secs(1));
+    assert!(b.authenticate(&token, TokenKind::Instance).await.is_err());
+    assert!(!b.introspect(&token).await.unwrap().active);
+}
+
+#[tokio::test]
+async fn a_write_is_denied_by_default_and_audited() {
+    let f = fixture().await;
+    let b = &f.broker;
+    let (_, inst) = instance(b).await;
+    let mut req = read_task(None);
+    req.capabilities = vec![Capability::parse_short("t:write").unwrap()];
+    let head = b.store.audit_head().await.unwrap();
+    let err = b.start_task(&inst, req).await.unwrap_err();
+    assert!(matches!(err, crate::ApiError::Denied(ref d) if !d.allowed));
+    assert_eq!(b.store.audit_head().await.unwrap(), head + 1);
+}
+
+#[tokio::test]
+async fn the_router_answers_problems_in_process() {
+    let f = fixture().await;
+    let app = crate::router(Arc::clone(&f.broker));
+    let resp = app
+        .clone()
+        .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = app
+        .oneshot(Request::post("/v1/agents").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+}
