@@ -572,6 +572,130 @@ mod tests {
         assert_eq!(ring.verify("a.b", e, now, 900), Err(TokenError::Malformed));
     }
 
+    /// Signs arbitrary header and claims JSON with the ring's key, through
+    /// the JOSE crate directly (bypassing `KeyRing::sign`).
+    fn raw_token(ring: &KeyRing, header: serde_json::Value, claims: serde_json::Value) -> String {
+        let key = ring.active().unwrap();
+        let h = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap());
+        let c = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+        let msg = format!("{h}.{c}");
+        let sig =
+            jsonwebtoken::crypto::sign(msg.as_bytes(), &key.encoding, Algorithm::EdDSA).unwrap();
+        format!("{msg}.{sig}")
+    }
+
+    #[test]
+    fn header_and_claim_rules_are_enforced_on_validly_signed_tokens() {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let ring = KeyRing::new(vec![SigningKey::generate(now).unwrap()]);
+        let kid = ring.active().unwrap().kid().to_owned();
+        let good = serde_json::to_value(claims(now, None)).unwrap();
+        let hdr = serde_json::json!({"alg": "EdDSA", "typ": "at+jwt", "kid": kid});
+        let e = expect(TokenKind::Any);
+        let check = |h: serde_json::Value, c: serde_json::Value| {
+            ring.verify(&raw_token(&ring, h, c), e, now, 900)
+        };
+
+        assert!(
+            check(hdr.clone(), good.clone()).is_ok(),
+            "the control case verifies"
+        );
+
+        let mut h = hdr.clone();
+        h["crit"] = serde_json::json!(["exp"]);
+        assert_eq!(
+            check(h, good.clone()),
+            Err(TokenError::ForbiddenHeader("crit")),
+            "J9"
+        );
+
+        let mut h = hdr.clone();
+        h["jwk"] = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"});
+        assert_eq!(
+            check(h, good.clone()),
+            Err(TokenError::ForbiddenHeader("jwk")),
+            "J6"
+        );
+
+        for typ in ["JWT", "dpop+jwt"] {
+            let mut h = hdr.clone();
+            h["typ"] = serde_json::json!(typ);
+            assert_eq!(
+                check(h, good.clone()),
+                Err(TokenError::WrongType),
+                "J12 {typ}"
+            );
+        }
+        let mut h = hdr.clone();
+        h.as_object_mut().unwrap().remove("typ");
+        assert_eq!(
+            check(h, good.clone()),
+            Err(TokenError::WrongType),
+            "J12 no typ"
+        );
+
+        let mut c = good.clone();
+        c["exp"] = serde_json::json!(c["exp"].to_string());
+        assert_eq!(
+            check(hdr.clone(), c),
+            Err(TokenError::Malformed),
+            "J10 exp as string"
+        );
+        let mut c = good.clone();
+        c["nbf"] = serde_json::json!("0");
+        assert_eq!(
+            check(hdr.clone(), c),
+            Err(TokenError::Malformed),
+            "J10 nbf as string"
+        );
+
+        for claim in ["exp", "aud", "iss", "jti"] {
+            let mut c = good.clone();
+            c.as_object_mut().unwrap().remove(claim);
+            assert_eq!(
+                check(hdr.clone(), c),
+                Err(TokenError::Malformed),
+                "J11 no {claim}"
+            );
+        }
+
+        let mut c = good.clone();
+        c["aud"] = serde_json::json!("https://other-tool.example");
+        assert_eq!(check(hdr.clone(), c), Err(TokenError::Audience), "J13");
+        let mut c = good.clone();
+        c["iss"] = serde_json::json!("https://evil.example");
+        assert_eq!(check(hdr.clone(), c), Err(TokenError::Issuer));
+
+        let mut h = hdr.clone();
+        h["kid"] = serde_json::json!("x".repeat(64 * 1024));
+        assert!(check(h, good.clone()).is_err(), "J8 64 KB kid");
+        let mut h = hdr.clone();
+        h["kid"] = serde_json::json!("' OR 1=1 --");
+        assert_eq!(
+            check(h, good.clone()),
+            Err(TokenError::UnknownKey),
+            "J8 SQL kid"
+        );
+
+        // J15: a duplicate claim is refused, not resolved either way.
+        let key = ring.active().unwrap();
+        let h = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&hdr).unwrap());
+        let body = serde_json::to_string(&good).unwrap().replacen(
+            '{',
+            r#"{"iss":"https://evil.example","#,
+            1,
+        );
+        let c = URL_SAFE_NO_PAD.encode(body.as_bytes());
+        let msg = format!("{h}.{c}");
+        let sig =
+            jsonwebtoken::crypto::sign(msg.as_bytes(), &key.encoding, Algorithm::EdDSA).unwrap();
+        assert_eq!(
+            ring.verify(&format!("{msg}.{sig}"), e, now, 900),
+            Err(TokenError::Malformed),
+            "J15 duplicate key"
+        );
+    }
+
     #[test]
     fn rfc8037_thumbprint_known_answer() {
         // RFC 8037 Appendix A.3.
