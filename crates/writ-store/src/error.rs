@@ -23,7 +23,7 @@ pub enum StoreError {
     JoinToken(#[from] JoinTokenError),
     #[error("agent is quarantined")]
     Quarantined,
-    #[error("instance is revoked")]
+    #[error("instance is revoked or expired")]
     InstanceRevoked,
     #[error("task is not active ({0})")]
     NotActive(&'static str),

@@ -88,9 +88,22 @@ impl WriteCtx<'_> {
 
 /// The embedded store: a database file in the data directory.
 pub struct SqliteStore {
-    jobs: mpsc::Sender<Job>,
+    jobs: Option<mpsc::Sender<Job>>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SqliteStore {
+    /// Closes deterministically: the writer finishes its queue and closes
+    /// its connection before this returns, so a store reopened on the same
+    /// file never races a close still in flight.
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -130,14 +143,15 @@ impl SqliteStore {
         }
 
         let (tx, rx) = mpsc::channel::<Job>(QUEUE);
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("writ-sqlite-writer".into())
             .spawn(move || writer(conn, head, rx))
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
         Ok(Self {
-            jobs: tx,
+            jobs: Some(tx),
             readers: Arc::new(readers),
             next_reader: AtomicUsize::new(0),
+            writer: Some(writer),
         })
     }
 
@@ -149,7 +163,8 @@ impl SqliteStore {
     {
         let (reply, rx) = oneshot::channel();
         let job: Job = Box::new(Queued { f, reply });
-        self.jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        let jobs = self.jobs.as_ref().ok_or(StoreError::Closed)?;
+        jobs.send(job).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -367,6 +367,13 @@ impl Store for SqliteStore {
                         params![name, now.millis()],
                     )
                     .map_err(db)?;
+                // Outstanding join tokens die too: a release never revives them.
+                ctx.tx
+                    .execute(
+                        "UPDATE join_tokens SET used_at = ?2 WHERE agent = ?1 AND used_at IS NULL",
+                        params![name, now.millis()],
+                    )
+                    .map_err(db)?;
                 out.ended_tasks = ctx
                     .tx
                     .execute(
@@ -392,7 +399,9 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         let (agent, hash) = (agent.to_string(), hash.to_owned());
         self.write(move |ctx: &mut WriteCtx<'_>| {
-            agent_quarantined(ctx.tx, &agent)?;
+            if agent_quarantined(ctx.tx, &agent)? {
+                return Err(StoreError::Quarantined);
+            }
             ctx.tx
                 .execute(
                     "INSERT INTO join_tokens (hash, agent, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -541,19 +550,25 @@ impl Store for SqliteStore {
             if agent_quarantined(ctx.tx, t.agent.as_str())? {
                 return Err(StoreError::Quarantined);
             }
-            let revoked: Option<Option<i64>> = ctx
+            let instance: Option<(String, i64, Option<i64>)> = ctx
                 .tx
                 .query_row(
-                    "SELECT revoked_at FROM instances WHERE id = ?1",
+                    "SELECT agent, expires_at, revoked_at FROM instances WHERE id = ?1",
                     [t.instance_id.as_str()],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()
                 .map_err(db)?;
-            match revoked {
+            match instance {
                 None => return Err(StoreError::NotFound("instance")),
-                Some(Some(_)) => return Err(StoreError::InstanceRevoked),
-                Some(None) => {}
+                Some((agent, _, _)) if agent != t.agent.as_str() => {
+                    return Err(StoreError::Corrupt("task names an instance of another agent".into()));
+                }
+                Some((_, _, Some(_))) => return Err(StoreError::InstanceRevoked),
+                Some((_, expires_at, None)) if t.created_at.millis() >= expires_at => {
+                    return Err(StoreError::InstanceRevoked);
+                }
+                Some(_) => {}
             }
             ctx.tx
                 .execute(
@@ -603,7 +618,10 @@ impl Store for SqliteStore {
             if now >= task.lease_expires_at || now >= task.expires_at {
                 return Err(StoreError::NotActive("lapsed"));
             }
-            let lease = lease_expires_at.min(task.expires_at);
+            // A heartbeat only ever extends, and never past the hard end.
+            let lease = lease_expires_at
+                .min(task.expires_at)
+                .max(task.lease_expires_at);
             ctx.tx
                 .execute(
                     "UPDATE tasks SET lease_expires_at = ?2 WHERE id = ?1",
@@ -673,7 +691,8 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut stmt = c
                 .prepare(
-                    "SELECT id FROM tasks WHERE status = 'active' AND lease_expires_at <= ?1 \
+                    "SELECT id FROM tasks WHERE status = 'active' \
+                     AND (lease_expires_at <= ?1 OR expires_at <= ?1) \
                      ORDER BY lease_expires_at LIMIT ?2",
                 )
                 .map_err(db)?;
@@ -791,7 +810,7 @@ impl Store for SqliteStore {
                 .prepare("SELECT seq, ts, event, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2")
                 .map_err(db)?;
             let rows = stmt
-                .query_map(params![after as i64, limit], |r| {
+                .query_map(params![i64::try_from(after).unwrap_or(i64::MAX), limit], |r| {
                     Ok(AuditRecord {
                         seq: r.get::<_, i64>(0)? as u64,
                         ts: ts(r.get(1)?),

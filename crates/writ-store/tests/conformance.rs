@@ -1,0 +1,1843 @@
+//! Conformance suite for the [`Store`] trait.
+//!
+//! Every check is a backend-neutral `async fn` that takes an
+//! `Arc<dyn Store>` (or, for the checks that close and reopen the database or
+//! tamper with it underneath the store, a [`Harness`]). The `sqlite` module
+//! at the bottom runs the whole suite against [`SqliteStore`]; another
+//! backend runs it by implementing [`Harness`] and invoking the same
+//! `conformance_tests!` macro.
+//!
+//! Time is always a fixed [`Timestamp`], never the wall clock.
+
+// The checks are plain `async fn`s rather than `#[test]` functions (so that
+// any backend can call them), which the workspace's test exemptions for
+// these lints do not cover. A failed check is meant to panic.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failed expectation panics"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use writ_core::api::{Agent, Attestation, Task, TaskStatus, Tool};
+use writ_core::audit::{self, AuditEvent, AuditKind, AuditRecord, Outcome};
+use writ_core::{AgentName, Capability, InstanceId, TaskId, Timestamp, ToolName};
+use writ_store::{
+    Grant, GrantKind, GrantState, Instance, JoinTokenError, QuarantineOutcome, Store, StoreError,
+    StoredKey, TaskEnd,
+};
+
+// ---------------------------------------------------------------------------
+// Harness: what a backend provides to run the suite.
+// ---------------------------------------------------------------------------
+
+/// One database for one test.
+#[async_trait]
+pub trait Harness: Send + Sync {
+    /// Opens the store over this test's database (again, after a drop).
+    async fn open(&self) -> Arc<dyn Store>;
+    /// Runs one SQL statement on the raw database, bypassing the store;
+    /// returns the number of rows changed. The store must be dropped first.
+    async fn exec_raw(&self, sql: &str) -> Result<u64, String>;
+    /// Removes whatever guards the audit table against UPDATE and DELETE.
+    async fn drop_audit_guards(&self);
+}
+
+// ---------------------------------------------------------------------------
+// Fixtures.
+// ---------------------------------------------------------------------------
+
+const T0: i64 = 1_800_000_000;
+
+/// `T0 + secs`.
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_secs(T0 + secs)
+}
+
+fn name(s: &str) -> AgentName {
+    s.parse::<AgentName>().unwrap()
+}
+
+fn ev(kind: AuditKind) -> AuditEvent {
+    AuditEvent::new(kind, Outcome::Success, "admin")
+}
+
+fn agent_record(n: &str, created_at: Timestamp) -> Agent {
+    Agent {
+        name: name(n),
+        spiffe_id: format!("spiffe://writ.test/agent/{n}"),
+        attestation: Attestation::JoinToken,
+        attributes: BTreeMap::from([("team".to_owned(), "infra".to_owned())]),
+        quarantined: false,
+        created_at,
+    }
+}
+
+async fn register(s: &dyn Store, n: &str) -> AgentName {
+    let a = agent_record(n, at(0));
+    s.create_agent(&a, vec![ev(AuditKind::AgentRegister).agent(n)])
+        .await
+        .unwrap();
+    a.name
+}
+
+async fn join_token(s: &dyn Store, agent: &AgentName, hash: &str, expires_at: Timestamp) {
+    s.create_join_token(
+        agent,
+        hash,
+        expires_at,
+        at(0),
+        vec![ev(AuditKind::JoinTokenCreate).agent(agent)],
+    )
+    .await
+    .unwrap();
+}
+
+fn instance_and_grant(agent: &AgentName, jti: &str, now: Timestamp) -> (Instance, Grant) {
+    let inst = Instance {
+        id: InstanceId::generate().unwrap(),
+        agent: agent.clone(),
+        attestation: "join_token".to_owned(),
+        created_at: now,
+        expires_at: now.add_secs(86_400),
+        revoked_at: None,
+    };
+    let grant = Grant {
+        jti: jti.to_owned(),
+        kind: GrantKind::InstanceToken,
+        agent: agent.clone(),
+        instance_id: inst.id.clone(),
+        task_id: None,
+        issued_at: now,
+        expires_at: now.add_secs(3_600),
+    };
+    (inst, grant)
+}
+
+fn attest_events(inst: &Instance, jti: &str) -> Vec<AuditEvent> {
+    vec![
+        ev(AuditKind::Attest).agent(&inst.agent).instance(&inst.id),
+        ev(AuditKind::TokenIssue).instance(&inst.id).jti(jti),
+    ]
+}
+
+/// Attests an instance of `agent` (consuming `join` if given) with an
+/// instance token `jti`.
+async fn attest(
+    s: &dyn Store,
+    agent: &AgentName,
+    join: Option<&str>,
+    jti: &str,
+    now: Timestamp,
+) -> Result<Instance, StoreError> {
+    let (inst, grant) = instance_and_grant(agent, jti, now);
+    s.create_instance(&inst, join, &grant, attest_events(&inst, jti))
+        .await?;
+    Ok(inst)
+}
+
+fn task_and_grant(
+    inst: &Instance,
+    jti: &str,
+    now: Timestamp,
+    lease: Timestamp,
+    expires: Timestamp,
+) -> (Task, Grant) {
+    let task = Task {
+        task_id: TaskId::generate().unwrap(),
+        agent: inst.agent.clone(),
+        instance_id: inst.id.clone(),
+        intent: "triage the open issues".to_owned(),
+        capabilities: vec![Capability::parse_short("github:read,write").unwrap()],
+        on_behalf_of: Some("user:alice".to_owned()),
+        status: TaskStatus::Active,
+        created_at: now,
+        lease_expires_at: lease,
+        expires_at: expires,
+        ended_at: None,
+        end_reason: None,
+        policy_version: "policy-v1".to_owned(),
+    };
+    let grant = Grant {
+        jti: jti.to_owned(),
+        kind: GrantKind::TaskToken,
+        agent: inst.agent.clone(),
+        instance_id: inst.id.clone(),
+        task_id: Some(task.task_id.clone()),
+        issued_at: now,
+        expires_at: lease,
+    };
+    (task, grant)
+}
+
+async fn start_task(
+    s: &dyn Store,
+    inst: &Instance,
+    jti: &str,
+    now: Timestamp,
+    lease: Timestamp,
+    expires: Timestamp,
+) -> Result<Task, StoreError> {
+    let (task, grant) = task_and_grant(inst, jti, now, lease, expires);
+    let audit = vec![ev(AuditKind::TaskStart).task(&task.task_id).jti(jti)];
+    s.create_task(&task, &grant, audit).await?;
+    Ok(task)
+}
+
+async fn heartbeat(
+    s: &dyn Store,
+    task: &Task,
+    jti: &str,
+    now: Timestamp,
+    lease: Timestamp,
+) -> Result<Task, StoreError> {
+    let grant = Grant {
+        jti: jti.to_owned(),
+        kind: GrantKind::TaskToken,
+        agent: task.agent.clone(),
+        instance_id: task.instance_id.clone(),
+        task_id: Some(task.task_id.clone()),
+        issued_at: now,
+        expires_at: lease,
+    };
+    let audit = vec![ev(AuditKind::TaskHeartbeat).task(&task.task_id).jti(jti)];
+    s.heartbeat_task(&task.task_id, lease, &grant, audit).await
+}
+
+async fn end(s: &dyn Store, task: &TaskId, how: TaskEnd, now: Timestamp) -> Option<(Task, u64)> {
+    s.end_task(task, how, now, vec![ev(AuditKind::TaskEnd).task(task)])
+        .await
+        .unwrap()
+}
+
+async fn grant(s: &dyn Store, jti: &str) -> GrantState {
+    s.grant_state(jti)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("grant {jti} is missing"))
+}
+
+async fn task_of(s: &dyn Store, id: &TaskId) -> Task {
+    s.get_task(id).await.unwrap().unwrap()
+}
+
+async fn all_audit(s: &dyn Store) -> Vec<AuditRecord> {
+    s.audit_after(0, u32::MAX).await.unwrap()
+}
+
+async fn audit_len(s: &dyn Store) -> usize {
+    all_audit(s).await.len()
+}
+
+/// Verifies the whole chain, checks seqs are exactly 1..=n, returns n.
+async fn assert_chain(s: &dyn Store) -> u64 {
+    let records = all_audit(s).await;
+    let (head, _) =
+        audit::verify(&records).unwrap_or_else(|e| panic!("chain does not verify: {e}"));
+    let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    let expected: Vec<u64> = (1..=records.len() as u64).collect();
+    assert_eq!(seqs, expected, "audit seqs are not contiguous from 1");
+    assert_eq!(head, records.len() as u64);
+    assert_eq!(
+        s.audit_head().await.unwrap(),
+        head,
+        "audit_head disagrees with the chain"
+    );
+    head
+}
+
+fn sorted_ids(mut v: Vec<TaskId>) -> Vec<TaskId> {
+    v.sort();
+    v
+}
+
+fn sql_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+// ---------------------------------------------------------------------------
+// Admin tokens, signing keys, tools.
+// ---------------------------------------------------------------------------
+
+pub async fn admin_tokens(s: Arc<dyn Store>) {
+    let s = &*s;
+    assert_eq!(s.admin_token_count().await.unwrap(), 0);
+    assert!(!s.admin_token_valid("h1").await.unwrap());
+    s.add_admin_token("h1", at(0), vec![ev(AuditKind::AdminTokenCreate)])
+        .await
+        .unwrap();
+    s.add_admin_token("h2", at(1), vec![ev(AuditKind::AdminTokenCreate)])
+        .await
+        .unwrap();
+    assert!(s.admin_token_valid("h1").await.unwrap());
+    assert!(s.admin_token_valid("h2").await.unwrap());
+    assert!(!s.admin_token_valid("h3").await.unwrap());
+    assert_eq!(s.admin_token_count().await.unwrap(), 2);
+    assert_chain(s).await;
+}
+
+pub async fn signing_keys_rotate_atomically(s: Arc<dyn Store>) {
+    let s = &*s;
+    let key = |kid: &str, t: Timestamp| StoredKey {
+        kid: kid.to_owned(),
+        alg: "EdDSA".to_owned(),
+        sealed: vec![1, 2, 3, kid.len() as u8],
+        created_at: t,
+        retired_at: None,
+    };
+    s.add_signing_key(key("k1", at(0)), at(0), vec![ev(AuditKind::KeyRotate)])
+        .await
+        .unwrap();
+    s.add_signing_key(key("k2", at(10)), at(10), vec![ev(AuditKind::KeyRotate)])
+        .await
+        .unwrap();
+    let keys = s.signing_keys().await.unwrap();
+    let by_kid: BTreeMap<&str, &StoredKey> = keys.iter().map(|k| (k.kid.as_str(), k)).collect();
+    assert_eq!(by_kid.len(), 2);
+    assert_eq!(by_kid["k1"].retired_at, Some(at(10)));
+    assert_eq!(by_kid["k2"].retired_at, None);
+    assert_eq!(by_kid["k2"].sealed, vec![1, 2, 3, 2]);
+    assert_eq!(by_kid["k2"].alg, "EdDSA");
+
+    // A duplicate kid fails as a whole: k2 is not retired by it, no audit.
+    let before = audit_len(s).await;
+    let err = s
+        .add_signing_key(key("k2", at(20)), at(20), vec![ev(AuditKind::KeyRotate)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let keys = s.signing_keys().await.unwrap();
+    let k2 = keys.iter().find(|k| k.kid == "k2").unwrap();
+    assert_eq!(
+        k2.retired_at, None,
+        "a failed rotation retired the current key"
+    );
+    assert_eq!(audit_len(s).await, before);
+    assert_chain(s).await;
+}
+
+pub async fn tools_create_get_list(s: Arc<dyn Store>) {
+    let s = &*s;
+    let tool = |n: &str, aud: &str| Tool {
+        name: n.parse::<ToolName>().unwrap(),
+        audience: aud.to_owned(),
+        scopes: vec!["read".parse().unwrap(), "write".parse().unwrap()],
+        created_at: at(5),
+    };
+    let github = tool("github", "https://api.github.test");
+    let jira = tool("jira", "https://jira.test");
+    s.create_tool(&jira, vec![ev(AuditKind::ToolRegister)])
+        .await
+        .unwrap();
+    s.create_tool(&github, vec![ev(AuditKind::ToolRegister)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_tool(&github.name).await.unwrap(),
+        Some(github.clone())
+    );
+    assert_eq!(s.get_tool(&"nope".parse().unwrap()).await.unwrap(), None);
+    let mut listed = s.list_tools().await.unwrap();
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(listed, vec![github.clone(), jira]);
+
+    let before = audit_len(s).await;
+    let err = s
+        .create_tool(
+            &tool("github", "https://evil.test"),
+            vec![ev(AuditKind::ToolRegister)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(s.get_tool(&github.name).await.unwrap(), Some(github));
+    assert_eq!(audit_len(s).await, before);
+}
+
+// ---------------------------------------------------------------------------
+// 1. Agents.
+// ---------------------------------------------------------------------------
+
+pub async fn agents_create_get_list(s: Arc<dyn Store>) {
+    let s = &*s;
+    assert!(s.list_agents().await.unwrap().is_empty());
+    let beta = agent_record("beta", at(2));
+    let alpha = agent_record("alpha", at(1));
+    s.create_agent(&beta, vec![ev(AuditKind::AgentRegister)])
+        .await
+        .unwrap();
+    s.create_agent(&alpha, vec![ev(AuditKind::AgentRegister)])
+        .await
+        .unwrap();
+
+    assert_eq!(s.get_agent(&alpha.name).await.unwrap(), Some(alpha.clone()));
+    assert_eq!(s.get_agent(&beta.name).await.unwrap(), Some(beta.clone()));
+    assert_eq!(s.get_agent(&name("gamma")).await.unwrap(), None);
+
+    let mut listed = s.list_agents().await.unwrap();
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(listed, vec![alpha, beta]);
+    assert_eq!(assert_chain(s).await, 2);
+}
+
+pub async fn agent_duplicate_name_conflicts(s: Arc<dyn Store>) {
+    let s = &*s;
+    let original = agent_record("alpha", at(1));
+    s.create_agent(&original, vec![ev(AuditKind::AgentRegister)])
+        .await
+        .unwrap();
+    let audit_before = all_audit(s).await;
+
+    let mut imposter = agent_record("alpha", at(9));
+    imposter.spiffe_id = "spiffe://evil.test/agent/alpha".to_owned();
+    imposter
+        .attributes
+        .insert("team".to_owned(), "evil".to_owned());
+    imposter.quarantined = true;
+    let err = s
+        .create_agent(&imposter, vec![ev(AuditKind::AgentRegister)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+
+    assert_eq!(
+        s.get_agent(&original.name).await.unwrap(),
+        Some(original.clone())
+    );
+    assert_eq!(s.list_agents().await.unwrap(), vec![original]);
+    assert_eq!(
+        all_audit(s).await,
+        audit_before,
+        "a refused write changed the audit log"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 2. Join tokens.
+// ---------------------------------------------------------------------------
+
+pub async fn join_token_is_consumed_once(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    join_token(s, &alpha, "jt-1", at(600)).await;
+
+    let inst = attest(s, &alpha, Some("jt-1"), "jti_1", at(10))
+        .await
+        .unwrap();
+    assert_eq!(s.get_instance(&inst.id).await.unwrap(), Some(inst.clone()));
+    let g = grant(s, "jti_1").await;
+    assert_eq!(g.grant.kind, GrantKind::InstanceToken);
+    assert_eq!(g.grant.instance_id, inst.id);
+    assert_eq!(g.grant.task_id, None);
+    assert_eq!(g.revoked_at, None);
+    assert_eq!(g.task_status, None);
+    assert!(g.is_live(at(10)));
+
+    let before = audit_len(s).await;
+    let (second, second_grant) = instance_and_grant(&alpha, "jti_2", at(20));
+    let err = s
+        .create_instance(
+            &second,
+            Some("jt-1"),
+            &second_grant,
+            attest_events(&second, "jti_2"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::JoinToken(JoinTokenError::Used));
+    assert_eq!(s.get_instance(&second.id).await.unwrap(), None);
+    assert_eq!(s.grant_state("jti_2").await.unwrap(), None);
+    assert_eq!(audit_len(s).await, before);
+    // The first instance is untouched by the refused second use.
+    assert_eq!(s.get_instance(&inst.id).await.unwrap(), Some(inst));
+    assert_chain(s).await;
+}
+
+pub async fn join_token_refusals(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let beta = register(s, "beta").await;
+    join_token(s, &alpha, "jt-expiring", at(60)).await;
+    join_token(s, &alpha, "jt-alpha", at(600)).await;
+
+    let refused = |join: &'static str, agent: AgentName, jti: &'static str, now: Timestamp| async move {
+        let before = audit_len(s).await;
+        let (inst, g) = instance_and_grant(&agent, jti, now);
+        let err = s
+            .create_instance(&inst, Some(join), &g, attest_events(&inst, jti))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            s.get_instance(&inst.id).await.unwrap(),
+            None,
+            "{join}: instance left behind"
+        );
+        assert_eq!(
+            s.grant_state(jti).await.unwrap(),
+            None,
+            "{join}: grant left behind"
+        );
+        assert_eq!(
+            audit_len(s).await,
+            before,
+            "{join}: audit appended on failure"
+        );
+        err
+    };
+
+    // Expired: at the expiry instant and after it.
+    assert_eq!(
+        refused("jt-expiring", alpha.clone(), "jti_e1", at(60)).await,
+        StoreError::JoinToken(JoinTokenError::Expired)
+    );
+    assert_eq!(
+        refused("jt-expiring", alpha.clone(), "jti_e2", at(61)).await,
+        StoreError::JoinToken(JoinTokenError::Expired)
+    );
+    // Another agent's token.
+    assert_eq!(
+        refused("jt-alpha", beta.clone(), "jti_w", at(10)).await,
+        StoreError::JoinToken(JoinTokenError::WrongAgent)
+    );
+    // Unknown token.
+    assert_eq!(
+        refused("jt-nope", alpha.clone(), "jti_u", at(10)).await,
+        StoreError::JoinToken(JoinTokenError::Unknown)
+    );
+
+    // None of the refusals consumed the token it named.
+    attest(s, &alpha, Some("jt-alpha"), "jti_ok", at(10))
+        .await
+        .unwrap();
+    // A token one millisecond before its expiry still works.
+    join_token(s, &alpha, "jt-edge", at(60)).await;
+    attest(
+        s,
+        &alpha,
+        Some("jt-edge"),
+        "jti_edge",
+        Timestamp::from_millis(at(60).millis() - 1),
+    )
+    .await
+    .unwrap();
+    assert_chain(s).await;
+}
+
+pub async fn join_token_creation_rules(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    join_token(s, &alpha, "jt-1", at(600)).await;
+    let before = audit_len(s).await;
+
+    let err = s
+        .create_join_token(
+            &alpha,
+            "jt-1",
+            at(900),
+            at(1),
+            vec![ev(AuditKind::JoinTokenCreate)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+
+    let err = s
+        .create_join_token(
+            &name("ghost"),
+            "jt-2",
+            at(900),
+            at(1),
+            vec![ev(AuditKind::JoinTokenCreate)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(audit_len(s).await, before);
+
+    // The duplicate did not extend or reset the original token: it still
+    // expires at 600.
+    let (inst, g) = instance_and_grant(&alpha, "jti_late", at(700));
+    let err = s
+        .create_instance(&inst, Some("jt-1"), &g, attest_events(&inst, "jti_late"))
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::JoinToken(JoinTokenError::Expired));
+
+    // A quarantined agent gets no join tokens.
+    s.set_quarantine(&alpha, true, at(2), vec![ev(AuditKind::AgentQuarantine)])
+        .await
+        .unwrap();
+    let before = audit_len(s).await;
+    let err = s
+        .create_join_token(
+            &alpha,
+            "jt-3",
+            at(900),
+            at(3),
+            vec![ev(AuditKind::JoinTokenCreate)],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::Quarantined);
+    assert_eq!(audit_len(s).await, before);
+}
+
+/// A failure after the token check (a duplicate instance id or jti) rolls
+/// the consumption back with everything else.
+pub async fn failed_attest_does_not_consume_join_token(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    join_token(s, &alpha, "jt-1", at(600)).await;
+    let existing = attest(s, &alpha, None, "jti_taken", at(1)).await.unwrap();
+    let before = audit_len(s).await;
+
+    // Duplicate jti.
+    let (inst, g) = instance_and_grant(&alpha, "jti_taken", at(2));
+    let err = s
+        .create_instance(&inst, Some("jt-1"), &g, attest_events(&inst, "jti_taken"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(s.get_instance(&inst.id).await.unwrap(), None);
+    assert_eq!(grant(s, "jti_taken").await.grant.instance_id, existing.id);
+
+    // Duplicate instance id.
+    let (mut inst, g) = instance_and_grant(&alpha, "jti_fresh", at(3));
+    inst.id = existing.id.clone();
+    let g = Grant {
+        instance_id: existing.id.clone(),
+        ..g
+    };
+    let err = s
+        .create_instance(&inst, Some("jt-1"), &g, attest_events(&inst, "jti_fresh"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(s.grant_state("jti_fresh").await.unwrap(), None);
+    assert_eq!(s.get_instance(&existing.id).await.unwrap(), Some(existing));
+    assert_eq!(audit_len(s).await, before);
+
+    // The token is still good, once.
+    attest(s, &alpha, Some("jt-1"), "jti_ok", at(4))
+        .await
+        .unwrap();
+    assert_eq!(
+        attest(s, &alpha, Some("jt-1"), "jti_again", at(5))
+            .await
+            .unwrap_err(),
+        StoreError::JoinToken(JoinTokenError::Used)
+    );
+    assert_chain(s).await;
+}
+
+pub async fn join_token_race_has_one_winner(s: Arc<dyn Store>) {
+    let alpha = register(&*s, "alpha").await;
+    join_token(&*s, &alpha, "jt-race", at(600)).await;
+    let before = audit_len(&*s).await;
+
+    let mut handles = Vec::new();
+    for n in 0..20 {
+        let s = Arc::clone(&s);
+        let alpha = alpha.clone();
+        handles.push(tokio::spawn(async move {
+            let jti = format!("jti_{n}");
+            let (inst, g) = instance_and_grant(&alpha, &jti, at(10));
+            let res = s
+                .create_instance(&inst, Some("jt-race"), &g, attest_events(&inst, &jti))
+                .await;
+            (inst, jti, res)
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut losers = Vec::new();
+    for h in handles {
+        let (inst, jti, res) = h.await.unwrap();
+        match res {
+            Ok(()) => winners.push((inst, jti)),
+            Err(e) => {
+                assert_eq!(e, StoreError::JoinToken(JoinTokenError::Used));
+                losers.push((inst, jti));
+            }
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "{} attestations won the race",
+        winners.len()
+    );
+    assert_eq!(losers.len(), 19);
+
+    let (inst, jti) = &winners[0];
+    assert_eq!(s.get_instance(&inst.id).await.unwrap().as_ref(), Some(inst));
+    assert!(grant(&*s, jti).await.is_live(at(10)));
+    for (inst, jti) in &losers {
+        assert_eq!(s.get_instance(&inst.id).await.unwrap(), None);
+        assert_eq!(s.grant_state(jti).await.unwrap(), None);
+    }
+    // Exactly the winner's two events were appended.
+    assert_eq!(audit_len(&*s).await, before + 2);
+    assert_chain(&*s).await;
+}
+
+// ---------------------------------------------------------------------------
+// 3. Tasks.
+// ---------------------------------------------------------------------------
+
+pub async fn task_round_trip(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let inst = attest(s, &alpha, None, "jti_i", at(0)).await.unwrap();
+    let task = start_task(s, &inst, "jti_t", at(1), at(61), at(301))
+        .await
+        .unwrap();
+    assert_eq!(task_of(s, &task.task_id).await, task);
+    assert_eq!(
+        s.get_task(&TaskId::generate().unwrap()).await.unwrap(),
+        None
+    );
+    let g = grant(s, "jti_t").await;
+    assert_eq!(g.grant.kind, GrantKind::TaskToken);
+    assert_eq!(g.grant.task_id.as_ref(), Some(&task.task_id));
+    assert_eq!(g.task_status, Some(TaskStatus::Active));
+    assert!(g.is_live(at(1)));
+    assert!(!g.is_live(at(61)), "a grant must die at its own expiry");
+
+    // A task on an unknown instance is refused and leaves nothing behind.
+    let (ghost, _) = instance_and_grant(&alpha, "unused", at(0));
+    let before = audit_len(s).await;
+    let err = start_task(s, &ghost, "jti_ghost", at(2), at(62), at(302))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(s.grant_state("jti_ghost").await.unwrap(), None);
+    assert_eq!(audit_len(s).await, before);
+
+    // A duplicate task id is a conflict.
+    let (mut dup, dup_grant) = task_and_grant(&inst, "jti_dup", at(3), at(63), at(303));
+    dup.task_id = task.task_id.clone();
+    let dup_grant = Grant {
+        task_id: Some(task.task_id.clone()),
+        ..dup_grant
+    };
+    let err = s
+        .create_task(&dup, &dup_grant, vec![ev(AuditKind::TaskStart)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(s.grant_state("jti_dup").await.unwrap(), None);
+    assert_eq!(task_of(s, &task.task_id).await, task);
+    assert_eq!(audit_len(s).await, before);
+}
+
+pub async fn end_task_revokes_its_grants(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let inst = attest(s, &alpha, None, "jti_inst", at(0)).await.unwrap();
+    let task = start_task(s, &inst, "jti_t1", at(1), at(61), at(3_600))
+        .await
+        .unwrap();
+    heartbeat(s, &task, "jti_t2", at(30), at(90)).await.unwrap();
+    heartbeat(s, &task, "jti_t3", at(60), at(120))
+        .await
+        .unwrap();
+    let other = start_task(s, &inst, "jti_other", at(2), at(62), at(3_600))
+        .await
+        .unwrap();
+
+    let (ended, revoked) = end(s, &task.task_id, TaskEnd::Completed, at(100))
+        .await
+        .unwrap();
+    assert_eq!(revoked, 3);
+    assert_eq!(ended.status, TaskStatus::Completed);
+    assert_eq!(ended.ended_at, Some(at(100)));
+    assert!(ended.end_reason.is_some());
+    assert_eq!(task_of(s, &task.task_id).await, ended);
+
+    for jti in ["jti_t1", "jti_t2", "jti_t3"] {
+        let g = grant(s, jti).await;
+        assert_eq!(g.revoked_at, Some(at(100)), "{jti}");
+        assert_eq!(g.task_status, Some(TaskStatus::Completed), "{jti}");
+        assert!(!g.is_live(at(100)), "{jti}");
+        assert!(
+            !g.is_live(at(50)),
+            "{jti}: a revoked grant is dead at any time"
+        );
+    }
+    // Siblings are untouched: the instance token and the other task's token.
+    assert!(grant(s, "jti_inst").await.is_live(at(100)));
+    let g = grant(s, "jti_other").await;
+    assert_eq!(g.revoked_at, None);
+    assert!(g.is_live(at(61)));
+    assert_eq!(task_of(s, &other.task_id).await.status, TaskStatus::Active);
+
+    // Ending again, in any way, is a no-op that reports None.
+    let before = all_audit(s).await;
+    assert_eq!(
+        end(s, &task.task_id, TaskEnd::Completed, at(200)).await,
+        None
+    );
+    assert_eq!(
+        end(s, &task.task_id, TaskEnd::Revoked("again".into()), at(200)).await,
+        None
+    );
+    assert_eq!(
+        end(s, &task.task_id, TaskEnd::Lapsed, at(9_999)).await,
+        None
+    );
+    assert_eq!(task_of(s, &task.task_id).await, ended);
+    assert_eq!(grant(s, "jti_t1").await.revoked_at, Some(at(100)));
+    assert_eq!(
+        all_audit(s).await,
+        before,
+        "a no-op end appended audit records"
+    );
+
+    // An admin revocation records its reason.
+    let (revoked_task, n) = end(
+        s,
+        &other.task_id,
+        TaskEnd::Revoked("kill switch".into()),
+        at(101),
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(revoked_task.status, TaskStatus::Revoked);
+    assert_eq!(revoked_task.end_reason.as_deref(), Some("kill switch"));
+    assert_eq!(task_of(s, &other.task_id).await, revoked_task);
+
+    // Unknown task.
+    let err = s
+        .end_task(
+            &TaskId::generate().unwrap(),
+            TaskEnd::Completed,
+            at(102),
+            vec![],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_chain(s).await;
+}
+
+pub async fn heartbeat_extends_lease_within_lifetime(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let inst = attest(s, &alpha, None, "jti_inst", at(0)).await.unwrap();
+    let task = start_task(s, &inst, "jti_t0", at(0), at(60), at(300))
+        .await
+        .unwrap();
+
+    let t = heartbeat(s, &task, "jti_t1", at(30), at(90)).await.unwrap();
+    assert_eq!(t.lease_expires_at, at(90));
+    assert_eq!(t.status, TaskStatus::Active);
+    assert_eq!(task_of(s, &task.task_id).await.lease_expires_at, at(90));
+    let g = grant(s, "jti_t1").await;
+    assert_eq!(g.grant.task_id.as_ref(), Some(&task.task_id));
+    assert!(g.is_live(at(31)));
+
+    // Asking past the hard lifetime gets the hard lifetime.
+    let t = heartbeat(s, &task, "jti_t2", at(80), at(10_000))
+        .await
+        .unwrap();
+    assert_eq!(t.lease_expires_at, at(300));
+    assert_eq!(t.expires_at, at(300));
+    assert_eq!(task_of(s, &task.task_id).await.lease_expires_at, at(300));
+
+    // A heartbeat with a jti already in use fails whole: lease unchanged.
+    let before = audit_len(s).await;
+    let err = heartbeat(s, &task, "jti_t1", at(90), at(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(task_of(s, &task.task_id).await.lease_expires_at, at(300));
+    assert_eq!(audit_len(s).await, before);
+
+    // At the end of the hard lifetime it is too late.
+    let err = heartbeat(s, &task, "jti_late", at(300), at(400))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotActive(_)), "{err:?}");
+    assert_eq!(s.grant_state("jti_late").await.unwrap(), None);
+
+    // Unknown task.
+    let (ghost, _) = task_and_grant(&inst, "unused", at(0), at(60), at(300));
+    let err = heartbeat(s, &ghost, "jti_ghost", at(10), at(70))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(s.grant_state("jti_ghost").await.unwrap(), None);
+    assert_eq!(audit_len(s).await, before);
+    assert_chain(s).await;
+}
+
+pub async fn heartbeat_after_end_is_refused(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let inst = attest(s, &alpha, None, "jti_inst", at(0)).await.unwrap();
+    let task = start_task(s, &inst, "jti_t0", at(0), at(60), at(300))
+        .await
+        .unwrap();
+    end(s, &task.task_id, TaskEnd::Completed, at(10))
+        .await
+        .unwrap();
+
+    let before = audit_len(s).await;
+    let err = heartbeat(s, &task, "jti_t1", at(20), at(80))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotActive(_)), "{err:?}");
+    assert_eq!(s.grant_state("jti_t1").await.unwrap(), None);
+    let t = task_of(s, &task.task_id).await;
+    assert_eq!(t.status, TaskStatus::Completed);
+    assert_eq!(t.lease_expires_at, at(60));
+    assert_eq!(audit_len(s).await, before);
+}
+
+pub async fn lapsed_tasks_are_reaped_and_only_they(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let inst = attest(s, &alpha, None, "jti_inst", at(0)).await.unwrap();
+    let a = start_task(s, &inst, "jti_a", at(0), at(60), at(3_600))
+        .await
+        .unwrap();
+    let b = start_task(s, &inst, "jti_b", at(0), at(120), at(3_600))
+        .await
+        .unwrap();
+    let c = start_task(s, &inst, "jti_c", at(0), at(600), at(3_600))
+        .await
+        .unwrap();
+    // D started with a short lease but kept it alive.
+    let d = start_task(s, &inst, "jti_d", at(0), at(60), at(3_600))
+        .await
+        .unwrap();
+    heartbeat(s, &d, "jti_d2", at(50), at(200)).await.unwrap();
+    // E lapsed but was completed before anyone reaped it.
+    let e = start_task(s, &inst, "jti_e", at(0), at(30), at(3_600))
+        .await
+        .unwrap();
+    end(s, &e.task_id, TaskEnd::Completed, at(20))
+        .await
+        .unwrap();
+
+    assert!(s.lapsed_tasks(at(59), 100).await.unwrap().is_empty());
+    assert_eq!(
+        s.lapsed_tasks(at(60), 100).await.unwrap(),
+        vec![a.task_id.clone()]
+    );
+    assert_eq!(
+        sorted_ids(s.lapsed_tasks(at(130), 100).await.unwrap()),
+        sorted_ids(vec![a.task_id.clone(), b.task_id.clone()])
+    );
+    let limited = s.lapsed_tasks(at(130), 1).await.unwrap();
+    assert_eq!(limited.len(), 1);
+    assert!(limited[0] == a.task_id || limited[0] == b.task_id);
+
+    // Lapsed does not end a task whose lease is still in the future, even
+    // when asked to directly.
+    assert_eq!(end(s, &c.task_id, TaskEnd::Lapsed, at(130)).await, None);
+    assert_eq!(end(s, &d.task_id, TaskEnd::Lapsed, at(130)).await, None);
+    for (t, jti) in [(&c, "jti_c"), (&d, "jti_d2")] {
+        assert_eq!(task_of(s, &t.task_id).await.status, TaskStatus::Active);
+        assert!(grant(s, jti).await.is_live(at(130)), "{jti}");
+    }
+
+    // Reap everything lapsed at 130.
+    for id in s.lapsed_tasks(at(130), 100).await.unwrap() {
+        let (t, n) = end(s, &id, TaskEnd::Lapsed, at(130)).await.unwrap();
+        assert_eq!(t.status, TaskStatus::Expired);
+        assert_eq!(t.ended_at, Some(at(130)));
+        assert_eq!(n, 1);
+    }
+    for (t, jti) in [(&a, "jti_a"), (&b, "jti_b")] {
+        assert_eq!(task_of(s, &t.task_id).await.status, TaskStatus::Expired);
+        let g = grant(s, jti).await;
+        assert_eq!(g.revoked_at, Some(at(130)), "{jti}");
+        assert_eq!(g.task_status, Some(TaskStatus::Expired));
+    }
+    assert_eq!(task_of(s, &c.task_id).await.status, TaskStatus::Active);
+    assert_eq!(task_of(s, &d.task_id).await.status, TaskStatus::Active);
+    assert_eq!(task_of(s, &e.task_id).await.status, TaskStatus::Completed);
+    assert!(s.lapsed_tasks(at(130), 100).await.unwrap().is_empty());
+
+    // A heartbeat cannot revive a lapsed lease.
+    let f = start_task(s, &inst, "jti_f", at(0), at(100), at(3_600))
+        .await
+        .unwrap();
+    let err = heartbeat(s, &f, "jti_f2", at(100), at(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotActive(_)), "{err:?}");
+    assert_eq!(task_of(s, &f.task_id).await.lease_expires_at, at(100));
+
+    // Later, D and C lapse in turn.
+    assert_eq!(
+        sorted_ids(s.lapsed_tasks(at(600), 100).await.unwrap()),
+        sorted_ids(vec![
+            c.task_id.clone(),
+            d.task_id.clone(),
+            f.task_id.clone()
+        ])
+    );
+    assert_chain(s).await;
+}
+
+/// The trait promises `lapsed_tasks` finds tasks whose lease *or* hard
+/// lifetime has run out, and `end_task(Lapsed)` ends a task past its hard
+/// lifetime even when its lease is still in the future.
+pub async fn lapsed_tasks_include_hard_lifetime(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let inst = attest(s, &alpha, None, "jti_inst", at(0)).await.unwrap();
+    // Lease (600) beyond the hard lifetime (100): nothing in the Store
+    // contract forbids recording it.
+    let t = start_task(s, &inst, "jti_t", at(0), at(600), at(100))
+        .await
+        .unwrap();
+    assert!(s.lapsed_tasks(at(99), 100).await.unwrap().is_empty());
+    assert_eq!(
+        s.lapsed_tasks(at(100), 100).await.unwrap(),
+        vec![t.task_id.clone()],
+        "a task past its hard lifetime is not reported by lapsed_tasks"
+    );
+    let (ended, _) = end(s, &t.task_id, TaskEnd::Lapsed, at(100)).await.unwrap();
+    assert_eq!(ended.status, TaskStatus::Expired);
+}
+
+// ---------------------------------------------------------------------------
+// 4. Quarantine.
+// ---------------------------------------------------------------------------
+
+pub async fn quarantine_revokes_everything_and_release_restores(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let beta = register(s, "beta").await;
+    join_token(s, &alpha, "jt-first", at(3_600)).await;
+    join_token(s, &alpha, "jt-later", at(3_600)).await;
+
+    let i1 = attest(s, &alpha, Some("jt-first"), "jti_i1", at(1))
+        .await
+        .unwrap();
+    let i2 = attest(s, &alpha, None, "jti_i2", at(2)).await.unwrap();
+    let t1 = start_task(s, &i1, "jti_t1", at(3), at(600), at(3_600))
+        .await
+        .unwrap();
+    heartbeat(s, &t1, "jti_t1b", at(10), at(700)).await.unwrap();
+    let t2 = start_task(s, &i2, "jti_t2", at(4), at(600), at(3_600))
+        .await
+        .unwrap();
+    let done = start_task(s, &i1, "jti_done", at(5), at(600), at(3_600))
+        .await
+        .unwrap();
+    let (done, _) = end(s, &done.task_id, TaskEnd::Completed, at(6))
+        .await
+        .unwrap();
+
+    let bi = attest(s, &beta, None, "jti_bi", at(1)).await.unwrap();
+    let bt = start_task(s, &bi, "jti_bt", at(3), at(600), at(3_600))
+        .await
+        .unwrap();
+
+    let before = audit_len(s).await;
+    let out = s
+        .set_quarantine(
+            &alpha,
+            true,
+            at(100),
+            vec![ev(AuditKind::AgentQuarantine).agent(&alpha)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        QuarantineOutcome {
+            revoked_tokens: 5,
+            ended_tasks: 2
+        }
+    );
+    assert_eq!(audit_len(s).await, before + 1);
+    assert!(s.get_agent(&alpha).await.unwrap().unwrap().quarantined);
+    assert!(!s.get_agent(&beta).await.unwrap().unwrap().quarantined);
+
+    for jti in ["jti_i1", "jti_i2", "jti_t1", "jti_t1b", "jti_t2"] {
+        let g = grant(s, jti).await;
+        assert_eq!(g.revoked_at, Some(at(100)), "{jti}");
+        assert!(g.agent_quarantined, "{jti}");
+        assert!(g.instance_revoked, "{jti}");
+        assert!(!g.is_live(at(100)), "{jti}");
+    }
+    // Already revoked before: keeps its original revocation time.
+    assert_eq!(grant(s, "jti_done").await.revoked_at, Some(at(6)));
+    for i in [&i1, &i2] {
+        assert_eq!(
+            s.get_instance(&i.id).await.unwrap().unwrap().revoked_at,
+            Some(at(100))
+        );
+    }
+    for t in [&t1, &t2] {
+        let t = task_of(s, &t.task_id).await;
+        assert_eq!(t.status, TaskStatus::Revoked);
+        assert_eq!(t.ended_at, Some(at(100)));
+        assert!(t.end_reason.is_some());
+    }
+    assert_eq!(task_of(s, &done.task_id).await, done);
+
+    // Another agent is untouched.
+    assert!(grant(s, "jti_bi").await.is_live(at(100)));
+    assert!(grant(s, "jti_bt").await.is_live(at(100)));
+    assert_eq!(
+        s.get_instance(&bi.id).await.unwrap().unwrap().revoked_at,
+        None
+    );
+    assert_eq!(task_of(s, &bt.task_id).await.status, TaskStatus::Active);
+
+    // While quarantined: no new tasks, no new instances, nothing lingers.
+    let before = audit_len(s).await;
+    let err = start_task(s, &i1, "jti_q1", at(110), at(700), at(3_600))
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::Quarantined);
+    assert_eq!(s.grant_state("jti_q1").await.unwrap(), None);
+    let (qi, qg) = instance_and_grant(&alpha, "jti_q2", at(110));
+    assert_eq!(
+        s.create_instance(&qi, None, &qg, attest_events(&qi, "jti_q2"))
+            .await
+            .unwrap_err(),
+        StoreError::Quarantined
+    );
+    let (qi2, qg2) = instance_and_grant(&alpha, "jti_q3", at(110));
+    assert_eq!(
+        s.create_instance(&qi2, Some("jt-later"), &qg2, attest_events(&qi2, "jti_q3"))
+            .await
+            .unwrap_err(),
+        StoreError::Quarantined
+    );
+    for (i, jti) in [(&qi, "jti_q2"), (&qi2, "jti_q3")] {
+        assert_eq!(s.get_instance(&i.id).await.unwrap(), None);
+        assert_eq!(s.grant_state(jti).await.unwrap(), None);
+    }
+    let err = heartbeat(s, &t1, "jti_q4", at(110), at(800))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotActive(_)), "{err:?}");
+    assert_eq!(end(s, &t1.task_id, TaskEnd::Completed, at(110)).await, None);
+    assert_eq!(audit_len(s).await, before);
+
+    // Quarantining again changes nothing more.
+    let again = s
+        .set_quarantine(&alpha, true, at(120), vec![ev(AuditKind::AgentQuarantine)])
+        .await
+        .unwrap();
+    assert_eq!(again, QuarantineOutcome::default());
+    assert_eq!(grant(s, "jti_i1").await.revoked_at, Some(at(100)));
+
+    // Release.
+    let out = s
+        .set_quarantine(
+            &alpha,
+            false,
+            at(200),
+            vec![ev(AuditKind::AgentRelease).agent(&alpha)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, QuarantineOutcome::default());
+    assert!(!s.get_agent(&alpha).await.unwrap().unwrap().quarantined);
+    // What was revoked stays revoked.
+    for jti in ["jti_i1", "jti_t1", "jti_t1b"] {
+        let g = grant(s, jti).await;
+        assert!(!g.agent_quarantined, "{jti}");
+        assert!(!g.is_live(at(200)), "{jti}");
+    }
+    assert_eq!(task_of(s, &t1.task_id).await.status, TaskStatus::Revoked);
+    let err = start_task(s, &i1, "jti_r1", at(210), at(800), at(3_600))
+        .await
+        .unwrap_err();
+    assert_eq!(err, StoreError::InstanceRevoked);
+    // Join tokens outstanding at quarantine were burned: a release does not
+    // revive them. A join token minted after the release works.
+    let (li, lg) = instance_and_grant(&alpha, "jti_r0", at(205));
+    assert_eq!(
+        s.create_instance(&li, Some("jt-later"), &lg, attest_events(&li, "jti_r0"))
+            .await
+            .unwrap_err(),
+        StoreError::JoinToken(JoinTokenError::Used)
+    );
+    join_token(s, &alpha, "jt-after-release", at(3_600)).await;
+    let fresh = attest(s, &alpha, Some("jt-after-release"), "jti_r2", at(210))
+        .await
+        .unwrap();
+    let t = start_task(s, &fresh, "jti_r3", at(211), at(800), at(3_600))
+        .await
+        .unwrap();
+    assert!(grant(s, "jti_r3").await.is_live(at(211)));
+    assert_eq!(task_of(s, &t.task_id).await.status, TaskStatus::Active);
+
+    // Unknown agent.
+    let err = s
+        .set_quarantine(
+            &name("ghost"),
+            true,
+            at(300),
+            vec![ev(AuditKind::AgentQuarantine)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_chain(s).await;
+}
+
+pub async fn revoke_single_grant(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let inst = attest(s, &alpha, None, "jti_inst", at(0)).await.unwrap();
+    let task = start_task(s, &inst, "jti_t", at(0), at(60), at(300))
+        .await
+        .unwrap();
+    let before = audit_len(s).await;
+    assert!(
+        s.revoke_grant(
+            "jti_t",
+            at(5),
+            vec![ev(AuditKind::TokenRevoke).jti("jti_t")]
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(audit_len(s).await, before + 1);
+    let g = grant(s, "jti_t").await;
+    assert_eq!(g.revoked_at, Some(at(5)));
+    assert!(!g.is_live(at(5)));
+    // The task itself carries on, and so does the instance token.
+    assert_eq!(task_of(s, &task.task_id).await.status, TaskStatus::Active);
+    assert!(grant(s, "jti_inst").await.is_live(at(5)));
+
+    // Already revoked, or unknown: false, nothing recorded.
+    assert!(
+        !s.revoke_grant("jti_t", at(6), vec![ev(AuditKind::TokenRevoke)])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.revoke_grant("jti_nope", at(6), vec![ev(AuditKind::TokenRevoke)])
+            .await
+            .unwrap()
+    );
+    assert_eq!(grant(s, "jti_t").await.revoked_at, Some(at(5)));
+    assert_eq!(audit_len(s).await, before + 1);
+    assert_eq!(s.grant_state("jti_nope").await.unwrap(), None);
+
+    // Ending the task counts only what was still unrevoked.
+    let (_, n) = end(s, &task.task_id, TaskEnd::Completed, at(10))
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    assert_eq!(grant(s, "jti_t").await.revoked_at, Some(at(5)));
+    assert_chain(s).await;
+}
+
+// ---------------------------------------------------------------------------
+// 5. Audit chain.
+// ---------------------------------------------------------------------------
+
+pub async fn audit_chain_survives_concurrent_writes(s: Arc<dyn Store>) {
+    register(&*s, "taken").await;
+    let before = audit_len(&*s).await;
+
+    let mut handles = Vec::new();
+    for n in 0..200u32 {
+        let s = Arc::clone(&s);
+        handles.push(tokio::spawn(async move {
+            // Every tenth writer also registers an agent, and every tenth
+            // tries (and fails) to register a taken name, so successful and
+            // failing jobs share group-commit batches.
+            if n % 10 == 0 {
+                let a = agent_record(&format!("agent-{n}"), at(i64::from(n)));
+                s.create_agent(
+                    &a,
+                    vec![ev(AuditKind::AgentRegister).detail(serde_json::json!({ "agent": n }))],
+                )
+                .await
+                .unwrap();
+            }
+            if n % 10 == 5 {
+                let err = s
+                    .create_agent(
+                        &agent_record("taken", at(i64::from(n))),
+                        vec![ev(AuditKind::AgentRegister).detail(serde_json::json!({ "dup": n }))],
+                    )
+                    .await
+                    .unwrap_err();
+                assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+            }
+            let events = vec![
+                AuditEvent::new(AuditKind::PolicyLoad, Outcome::Deny, "system")
+                    .detail(serde_json::json!({ "n": n, "part": 0 })),
+                AuditEvent::new(AuditKind::PolicyLoad, Outcome::Deny, "system")
+                    .detail(serde_json::json!({ "n": n, "part": 1 })),
+            ];
+            s.append_audit(at(i64::from(n)), events).await.unwrap();
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+
+    let n = assert_chain(&*s).await;
+    assert_eq!(n as usize, before + 200 * 2 + 20);
+    let records = all_audit(&*s).await;
+    let mut appended = BTreeSet::new();
+    let mut registered = BTreeSet::new();
+    for r in &records[before..] {
+        let e = r.parsed().unwrap();
+        if let Some(n) = e.detail.get("n").and_then(serde_json::Value::as_u64) {
+            let part = e.detail["part"].as_u64().unwrap();
+            assert!(
+                appended.insert((n, part)),
+                "event {n}/{part} appended twice"
+            );
+            assert_eq!(r.ts, at(n as i64));
+        } else if let Some(n) = e.detail.get("agent").and_then(serde_json::Value::as_u64) {
+            registered.insert(n);
+        } else {
+            panic!("unexpected audit event {}", r.event);
+        }
+    }
+    assert_eq!(appended.len(), 400);
+    // The two events of one call are adjacent: a call's events are not
+    // interleaved with another's.
+    for w in records[before..].windows(2) {
+        let (a, b) = (w[0].parsed().unwrap(), w[1].parsed().unwrap());
+        if a.detail.get("part").and_then(serde_json::Value::as_u64) == Some(0) {
+            assert_eq!(b.detail["n"], a.detail["n"]);
+            assert_eq!(b.detail["part"], 1);
+        }
+    }
+    assert_eq!(registered, (0..200).step_by(10).collect::<BTreeSet<u64>>());
+    assert_eq!(s.list_agents().await.unwrap().len(), 21);
+}
+
+pub async fn failed_writes_append_no_audit(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let inst = attest(s, &alpha, None, "jti_inst", at(0)).await.unwrap();
+    let task = start_task(s, &inst, "jti_t", at(0), at(60), at(300))
+        .await
+        .unwrap();
+    end(s, &task.task_id, TaskEnd::Completed, at(1))
+        .await
+        .unwrap();
+    let before = all_audit(s).await;
+
+    let err = s
+        .create_agent(
+            &agent_record("alpha", at(2)),
+            vec![ev(AuditKind::AgentRegister)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(
+        attest(s, &alpha, Some("jt-none"), "jti_x1", at(2))
+            .await
+            .is_err()
+    );
+    assert!(
+        attest(s, &name("ghost"), None, "jti_x2", at(2))
+            .await
+            .is_err()
+    );
+    assert!(heartbeat(s, &task, "jti_x3", at(2), at(60)).await.is_err());
+    assert!(
+        start_task(s, &inst, "jti_t", at(2), at(60), at(300))
+            .await
+            .is_err()
+    );
+    assert!(
+        s.create_join_token(
+            &name("ghost"),
+            "jt",
+            at(60),
+            at(2),
+            vec![ev(AuditKind::JoinTokenCreate)]
+        )
+        .await
+        .is_err()
+    );
+    assert!(
+        s.set_quarantine(
+            &name("ghost"),
+            true,
+            at(2),
+            vec![ev(AuditKind::AgentQuarantine)]
+        )
+        .await
+        .is_err()
+    );
+
+    assert_eq!(
+        all_audit(s).await,
+        before,
+        "a failed write appended audit records"
+    );
+    // And the chain carries on from the same head.
+    s.append_audit(at(3), vec![ev(AuditKind::PolicyLoad)])
+        .await
+        .unwrap();
+    let after = all_audit(s).await;
+    assert_eq!(after.len(), before.len() + 1);
+    assert_eq!(after.last().unwrap().prev_hash, before.last().unwrap().hash);
+    assert_chain(s).await;
+}
+
+pub async fn audit_pages(s: Arc<dyn Store>) {
+    let s = &*s;
+    assert!(all_audit(s).await.is_empty());
+    assert_eq!(s.audit_head().await.unwrap(), 0);
+    s.append_audit(at(0), vec![]).await.unwrap();
+    assert!(
+        all_audit(s).await.is_empty(),
+        "an empty append made a record"
+    );
+    assert_eq!(s.audit_head().await.unwrap(), 0);
+    let events: Vec<AuditEvent> = (0..10)
+        .map(|i| ev(AuditKind::PolicyLoad).reason(format!("r{i}")))
+        .collect();
+    s.append_audit(at(1), events.clone()).await.unwrap();
+
+    let all = all_audit(s).await;
+    assert_eq!(all.len(), 10);
+    assert_eq!(all[0].prev_hash, audit::GENESIS);
+    for (r, e) in all.iter().zip(&events) {
+        assert_eq!(r.event, e.to_canonical_json());
+        assert_eq!(r.parsed().unwrap(), *e);
+        assert_eq!(r.ts, at(1));
+    }
+    let page = s.audit_after(5, 3).await.unwrap();
+    assert_eq!(
+        page.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![6, 7, 8]
+    );
+    assert_eq!(page, all[5..8].to_vec());
+    assert!(s.audit_after(10, 5).await.unwrap().is_empty());
+    assert!(s.audit_after(0, 0).await.unwrap().is_empty());
+
+    // Reading the chain page by page verifies like reading it whole.
+    let mut v = audit::Verifier::default();
+    let mut after = 0;
+    loop {
+        let page = s.audit_after(after, 4).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for r in &page {
+            v.push(r).unwrap();
+        }
+    }
+    assert_eq!(v.head().0, 10);
+    assert_eq!(v.head().1, all[9].hash);
+}
+
+/// A cursor past the end reads nothing, however large it is.
+pub async fn audit_after_huge_cursor_is_empty(s: Arc<dyn Store>) {
+    let s = &*s;
+    s.append_audit(
+        at(0),
+        vec![ev(AuditKind::PolicyLoad), ev(AuditKind::PolicyLoad)],
+    )
+    .await
+    .unwrap();
+    assert!(s.audit_after(2, 10).await.unwrap().is_empty());
+    for cursor in [
+        u64::from(u32::MAX),
+        i64::MAX as u64,
+        i64::MAX as u64 + 1,
+        u64::MAX,
+    ] {
+        let page = s.audit_after(cursor, 10).await.unwrap();
+        assert!(
+            page.is_empty(),
+            "audit_after({cursor}) returned seqs {:?}",
+            page.iter().map(|r| r.seq).collect::<Vec<_>>()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 6. Durability across reopen.
+// ---------------------------------------------------------------------------
+
+pub async fn durable_across_reopen(h: &dyn Harness) {
+    let s = h.open().await;
+    let alpha = register(&*s, "alpha").await;
+    join_token(&*s, &alpha, "jt-1", at(600)).await;
+    join_token(&*s, &alpha, "jt-2", at(600)).await;
+    let inst = attest(&*s, &alpha, Some("jt-1"), "jti_inst", at(1))
+        .await
+        .unwrap();
+    let task = start_task(&*s, &inst, "jti_t", at(2), at(60), at(300))
+        .await
+        .unwrap();
+    let done = start_task(&*s, &inst, "jti_done", at(3), at(60), at(300))
+        .await
+        .unwrap();
+    let (done, _) = end(&*s, &done.task_id, TaskEnd::Completed, at(4))
+        .await
+        .unwrap();
+    s.add_admin_token("admin-hash", at(0), vec![ev(AuditKind::AdminTokenCreate)])
+        .await
+        .unwrap();
+    let agent = s.get_agent(&alpha).await.unwrap();
+    let records = all_audit(&*s).await;
+    let head = assert_chain(&*s).await;
+    drop(s);
+
+    let s = h.open().await;
+    assert_eq!(s.get_agent(&alpha).await.unwrap(), agent);
+    assert_eq!(s.get_instance(&inst.id).await.unwrap(), Some(inst.clone()));
+    assert_eq!(task_of(&*s, &task.task_id).await, task);
+    assert_eq!(task_of(&*s, &done.task_id).await, done);
+    assert!(grant(&*s, "jti_t").await.is_live(at(5)));
+    assert_eq!(grant(&*s, "jti_done").await.revoked_at, Some(at(4)));
+    assert!(s.admin_token_valid("admin-hash").await.unwrap());
+    assert_eq!(all_audit(&*s).await, records);
+    // Consumed join tokens stay consumed; unused ones stay usable.
+    assert_eq!(
+        attest(&*s, &alpha, Some("jt-1"), "jti_x", at(6))
+            .await
+            .unwrap_err(),
+        StoreError::JoinToken(JoinTokenError::Used)
+    );
+    attest(&*s, &alpha, Some("jt-2"), "jti_inst2", at(6))
+        .await
+        .unwrap();
+
+    // The chain continues from the stored head.
+    s.append_audit(at(7), vec![ev(AuditKind::PolicyLoad)])
+        .await
+        .unwrap();
+    let after = all_audit(&*s).await;
+    let first_new = &after[records.len()];
+    assert_eq!(first_new.seq, head + 1);
+    assert_eq!(first_new.prev_hash, records.last().unwrap().hash);
+    let head2 = assert_chain(&*s).await;
+    assert_eq!(head2, head + 3);
+    drop(s);
+
+    // And once more.
+    let s = h.open().await;
+    assert_eq!(assert_chain(&*s).await, head2);
+    s.append_audit(at(8), vec![ev(AuditKind::PolicyLoad)])
+        .await
+        .unwrap();
+    assert_eq!(assert_chain(&*s).await, head2 + 1);
+}
+
+// ---------------------------------------------------------------------------
+// 7. Tamper detection.
+// ---------------------------------------------------------------------------
+
+/// Writes a few distinguishable records and closes the store; returns them.
+async fn seed_audit(h: &dyn Harness) -> Vec<AuditRecord> {
+    let s = h.open().await;
+    register(&*s, "alpha").await;
+    for i in 0..5 {
+        s.append_audit(
+            at(i),
+            vec![ev(AuditKind::PolicyLoad).reason(format!("load-{i}"))],
+        )
+        .await
+        .unwrap();
+    }
+    let records = all_audit(&*s).await;
+    assert_eq!(records.len(), 6);
+    assert_chain(&*s).await;
+    records
+}
+
+async fn reopened_chain(h: &dyn Harness) -> Vec<AuditRecord> {
+    let s = h.open().await;
+    all_audit(&*s).await
+}
+
+pub async fn audit_table_is_append_only(h: &dyn Harness) {
+    let records = seed_audit(h).await;
+    let upd = h
+        .exec_raw("UPDATE audit SET event = '{}' WHERE seq = 2")
+        .await;
+    assert!(upd.is_err(), "UPDATE of the audit table succeeded: {upd:?}");
+    let del = h.exec_raw("DELETE FROM audit WHERE seq = 2").await;
+    assert!(
+        del.is_err(),
+        "DELETE from the audit table succeeded: {del:?}"
+    );
+    assert_eq!(reopened_chain(h).await, records);
+    let s = h.open().await;
+    assert_chain(&*s).await;
+}
+
+pub async fn tamper_edit_is_detected(h: &dyn Harness) {
+    let records = seed_audit(h).await;
+    h.drop_audit_guards().await;
+    let edited = records[2].event.replace("load-1", "load-X");
+    assert_ne!(edited, records[2].event);
+    let n = h
+        .exec_raw(&format!(
+            "UPDATE audit SET event = {} WHERE seq = 3",
+            sql_str(&edited)
+        ))
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let chain = reopened_chain(h).await;
+    assert_eq!(chain[2].event, edited, "the edit did not reach the store");
+    let brk = audit::verify(&chain).unwrap_err();
+    assert_eq!(brk.seq, 3, "{brk}");
+}
+
+/// Rewriting a record's hash to match its edited event moves the break to
+/// the next record, whose `prev_hash` no longer matches.
+pub async fn tamper_edit_with_rehash_is_detected(h: &dyn Harness) {
+    let records = seed_audit(h).await;
+    h.drop_audit_guards().await;
+    let r = &records[2];
+    let edited = r.event.replace("load-1", "load-X");
+    let rehash = audit::chain_hash(r.seq, r.ts, &r.prev_hash, &edited);
+    let n = h
+        .exec_raw(&format!(
+            "UPDATE audit SET event = {}, hash = {} WHERE seq = 3",
+            sql_str(&edited),
+            sql_str(&rehash)
+        ))
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let brk = audit::verify(&reopened_chain(h).await).unwrap_err();
+    assert_eq!(brk.seq, 4, "{brk}");
+}
+
+pub async fn tamper_delete_is_detected(h: &dyn Harness) {
+    let records = seed_audit(h).await;
+    h.drop_audit_guards().await;
+    let n = h.exec_raw("DELETE FROM audit WHERE seq = 3").await.unwrap();
+    assert_eq!(n, 1);
+    let chain = reopened_chain(h).await;
+    assert_eq!(chain.len(), records.len() - 1);
+    let brk = audit::verify(&chain).unwrap_err();
+    assert_eq!(brk.seq, 3, "{brk}");
+}
+
+pub async fn tamper_swap_is_detected(h: &dyn Harness) {
+    let records = seed_audit(h).await;
+    h.drop_audit_guards().await;
+    let (a, b) = (&records[2], &records[3]);
+    for (target, source) in [(a, b), (b, a)] {
+        let n = h
+            .exec_raw(&format!(
+                "UPDATE audit SET event = {}, hash = {} WHERE seq = {}",
+                sql_str(&source.event),
+                sql_str(&source.hash),
+                target.seq
+            ))
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    let chain = reopened_chain(h).await;
+    assert_eq!(chain[2].event, b.event);
+    assert_eq!(chain[3].event, a.event);
+    let brk = audit::verify(&chain).unwrap_err();
+    assert_eq!(brk.seq, 3, "{brk}");
+}
+
+// ---------------------------------------------------------------------------
+// Running the suite.
+// ---------------------------------------------------------------------------
+
+/// Expands to one `#[tokio::test]` per check, opening a fresh database from
+/// `$harness` (an expression yielding a [`Harness`]) for each.
+macro_rules! conformance_tests {
+    ($harness:expr; store: [$($store_test:ident),* $(,)?]; harness: [$($harness_test:ident),* $(,)?] $(;)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $store_test() {
+                let h = $harness;
+                super::$store_test(super::Harness::open(&h).await).await;
+            }
+        )*
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $harness_test() {
+                let h = $harness;
+                super::$harness_test(&h).await;
+            }
+        )*
+    };
+}
+
+mod sqlite {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use writ_store::{SqliteStore, Store};
+
+    pub struct SqliteHarness {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    }
+
+    impl SqliteHarness {
+        pub fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("writ.db");
+            Self { _dir: dir, path }
+        }
+
+        fn raw(&self) -> rusqlite::Connection {
+            rusqlite::Connection::open(&self.path).unwrap()
+        }
+    }
+
+    #[async_trait]
+    impl super::Harness for SqliteHarness {
+        /// Opens a new store on the harness's file.
+        async fn open(&self) -> Arc<dyn Store> {
+            Arc::new(SqliteStore::open(&self.path).unwrap())
+        }
+
+        async fn exec_raw(&self, sql: &str) -> Result<u64, String> {
+            self.raw()
+                .execute(sql, [])
+                .map(|n| n as u64)
+                .map_err(|e| e.to_string())
+        }
+
+        async fn drop_audit_guards(&self) {
+            self.raw()
+                .execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;")
+                .unwrap();
+        }
+    }
+
+    const CLOSE_RACE_CHILD: &str = "WRIT_STORE_CLOSE_RACE_CHILD";
+    const ROUNDS: i64 = 200;
+
+    /// Opens, uses and drops `SqliteStore`s in a loop on a few threads.
+    fn close_race_child() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let path = dir.path().join(format!("close-race-{t}.db"));
+                let handle = rt.handle().clone();
+                std::thread::spawn(move || {
+                    for i in 0..ROUNDS {
+                        let store = SqliteStore::open(&path).unwrap();
+                        handle.block_on(async {
+                            store
+                                .append_audit(
+                                    super::at(i),
+                                    vec![super::ev(super::AuditKind::PolicyLoad)],
+                                )
+                                .await
+                                .unwrap();
+                            store.audit_after(0, 1).await.unwrap();
+                        });
+                        drop(store);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    /// Dropping a `SqliteStore` must never hang. Today the drop closes the
+    /// reader connections on the dropping thread while the writer thread
+    /// closes the writer connection in the background (possibly while the
+    /// next store on the same file is opening); with the bundled SQLite
+    /// 3.51.1 that is an ABBA deadlock in the unix VFS (`unixClose` holds
+    /// the global VFS mutex and waits for the inode mutex; `sqlite3WalClose`
+    /// -> `unixLock` -> `unixIsSharingShmNode` holds the inode mutex and
+    /// waits for the global one), after which every SQLite call in the
+    /// process hangs. Fixed in SQLite 3.51.2. Runs in a child process so a
+    /// hang cannot take the other checks with it.
+    #[test]
+    fn store_drop_does_not_deadlock() {
+        if std::env::var_os(CLOSE_RACE_CHILD).is_some() {
+            close_race_child();
+            return;
+        }
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sqlite::store_drop_does_not_deadlock",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env(CLOSE_RACE_CHILD, "1")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() >= deadline {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("opening and dropping SqliteStores hung (SQLite unix-VFS close deadlock)");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert!(status.success(), "close-race child failed: {status}");
+    }
+
+    conformance_tests! {
+        SqliteHarness::new();
+        store: [
+            admin_tokens,
+            signing_keys_rotate_atomically,
+            tools_create_get_list,
+            agents_create_get_list,
+            agent_duplicate_name_conflicts,
+            join_token_is_consumed_once,
+            join_token_refusals,
+            join_token_creation_rules,
+            failed_attest_does_not_consume_join_token,
+            join_token_race_has_one_winner,
+            task_round_trip,
+            end_task_revokes_its_grants,
+            heartbeat_extends_lease_within_lifetime,
+            heartbeat_after_end_is_refused,
+            lapsed_tasks_are_reaped_and_only_they,
+            lapsed_tasks_include_hard_lifetime,
+            quarantine_revokes_everything_and_release_restores,
+            revoke_single_grant,
+            audit_chain_survives_concurrent_writes,
+            failed_writes_append_no_audit,
+            audit_pages,
+            audit_after_huge_cursor_is_empty,
+        ];
+        harness: [
+            durable_across_reopen,
+            audit_table_is_append_only,
+            tamper_edit_is_detected,
+            tamper_edit_with_rehash_is_detected,
+            tamper_delete_is_detected,
+            tamper_swap_is_detected,
+        ];
+    }
+}
