@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod dpop;
 pub mod ids;
 pub mod random;
 pub mod scope;

@@ -1,0 +1,402 @@
+//! DPoP (RFC 9449): proofs of possession for sender-constrained tokens.
+//!
+//! [`verify_proof`] performs the checks of RFC 9449 §4.3 that need no state:
+//! size, `typ`, an algorithm allow-list, a public-only `jwk` in the header,
+//! the signature under that key, `htm`, `htu` (normalised), `iat` within a
+//! window, and `ath`. Replay (`jti`) and server nonces are the caller's,
+//! since they need memory: the result carries a hash of the `jti` and the
+//! nonce for that. [`Proof`] builds proofs, for clients.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, ThumbprintHash};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::time::Timestamp;
+
+/// The `typ` of a DPoP proof.
+pub const PROOF_TYP: &str = "dpop+jwt";
+/// Algorithms accepted for proofs.
+pub const ALGORITHMS: &[Algorithm] = &[Algorithm::EdDSA, Algorithm::ES256];
+/// Proofs longer than this are refused before parsing.
+pub const MAX_PROOF_LEN: usize = 4096;
+/// How old a proof's `iat` may be.
+pub const MAX_AGE_SECS: i64 = 60;
+/// How far in the future a proof's `iat` may be (clock skew).
+pub const MAX_SKEW_SECS: i64 = 30;
+/// Longest accepted `jti`.
+pub const MAX_JTI_LEN: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DpopError {
+    #[error("DPoP proof is larger than {MAX_PROOF_LEN} bytes")]
+    TooLarge,
+    #[error("DPoP proof is malformed")]
+    Malformed,
+    #[error("DPoP proof typ must be dpop+jwt")]
+    Type,
+    #[error("DPoP proof algorithm is not allowed (EdDSA, ES256)")]
+    Algorithm,
+    #[error("DPoP proof must carry a public jwk")]
+    MissingKey,
+    #[error("DPoP proof jwk must not contain private key material")]
+    PrivateKey,
+    #[error("DPoP proof jwk does not match its algorithm")]
+    KeyMismatch,
+    #[error("DPoP proof signature is invalid")]
+    Signature,
+    #[error("DPoP proof htm does not match the request method")]
+    Method,
+    #[error("DPoP proof htu does not match the request URL")]
+    Url,
+    #[error("DPoP proof iat is outside the accepted window")]
+    Time,
+    #[error("DPoP proof jti is missing or too long")]
+    Jti,
+    #[error("DPoP proof ath does not match the access token")]
+    AccessTokenHash,
+    #[error("DPoP proof was signed by a key other than the token's")]
+    WrongKey,
+    #[error("DPoP proof was already used")]
+    Replay,
+    #[error("DPoP proof needs a fresh server nonce")]
+    UseNonce,
+    #[error("cannot build a DPoP proof: {0}")]
+    Build(String),
+}
+
+/// What a verified proof says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedProof {
+    /// RFC 7638 SHA-256 thumbprint of the proof's key.
+    pub jkt: String,
+    /// SHA-256 of the `jti` (hex): what a replay cache keeps.
+    pub jti_hash: String,
+    pub iat: i64,
+    pub nonce: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ProofClaims {
+    jti: String,
+    htm: String,
+    htu: String,
+    iat: i64,
+    #[serde(default)]
+    ath: Option<String>,
+    #[serde(default)]
+    nonce: Option<String>,
+}
+
+/// The request a proof must match.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    pub method: &'a str,
+    /// The full request URL as the client addressed it (no query).
+    pub url: &'a str,
+    /// The access token presented with the proof, if any.
+    pub access_token: Option<&'a str>,
+    pub now: Timestamp,
+}
+
+/// `base64url(SHA-256(token))`, the `ath` claim.
+pub fn ath(access_token: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, access_token.as_bytes());
+    URL_SAFE_NO_PAD.encode(d.as_ref())
+}
+
+/// RFC 7638 thumbprint of a JWK.
+pub fn thumbprint(jwk: &Jwk) -> Result<String, DpopError> {
+    jwk.thumbprint(ThumbprintHash::SHA256)
+        .map_err(|_| DpopError::MissingKey)
+}
+
+/// `htu` comparison (RFC 9449 §4.3 check 9): scheme and host are
+/// case-insensitive, default ports are implied, query and fragment ignored.
+pub fn same_url(a: &str, b: &str) -> bool {
+    let (Ok(a), Ok(b)) = (url::Url::parse(a), url::Url::parse(b)) else {
+        return false;
+    };
+    a.scheme() == b.scheme()
+        && a.host_str().map(str::to_ascii_lowercase) == b.host_str().map(str::to_ascii_lowercase)
+        && a.port_or_known_default() == b.port_or_known_default()
+        && a.path() == b.path()
+}
+
+/// Verifies a proof for one request. Replay and nonce checks remain the
+/// caller's.
+pub fn verify_proof(proof: &str, expected: &Expected<'_>) -> Result<VerifiedProof, DpopError> {
+    if proof.len() > MAX_PROOF_LEN {
+        return Err(DpopError::TooLarge);
+    }
+    if proof.bytes().filter(|b| *b == b'.').count() != 2 {
+        return Err(DpopError::Malformed);
+    }
+    // Private key members would be dropped by the typed JWK parser, so look
+    // at the raw header for them first.
+    let raw_header = proof.split('.').next().ok_or(DpopError::Malformed)?;
+    let raw: serde_json::Value = URL_SAFE_NO_PAD
+        .decode(raw_header)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(DpopError::Malformed)?;
+    let raw_jwk = raw
+        .get("jwk")
+        .and_then(|j| j.as_object())
+        .ok_or(DpopError::MissingKey)?;
+    if ["d", "p", "q", "dp", "dq", "qi", "k"]
+        .iter()
+        .any(|m| raw_jwk.contains_key(*m))
+    {
+        return Err(DpopError::PrivateKey);
+    }
+    let header = jsonwebtoken::decode_header(proof).map_err(|_| DpopError::Malformed)?;
+    if !header
+        .typ
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case(PROOF_TYP))
+    {
+        return Err(DpopError::Type);
+    }
+    if !ALGORITHMS.contains(&header.alg) {
+        return Err(DpopError::Algorithm);
+    }
+    if header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() || header.crit.is_some()
+    {
+        return Err(DpopError::Malformed);
+    }
+    let jwk = header.jwk.ok_or(DpopError::MissingKey)?;
+    let key_fits = match (&jwk.algorithm, header.alg) {
+        (AlgorithmParameters::OctetKeyPair(p), Algorithm::EdDSA) => {
+            p.curve == EllipticCurve::Ed25519
+        }
+        (AlgorithmParameters::EllipticCurve(p), Algorithm::ES256) => p.curve == EllipticCurve::P256,
+        _ => false,
+    };
+    if !key_fits {
+        return Err(DpopError::KeyMismatch);
+    }
+    let key = DecodingKey::from_jwk(&jwk).map_err(|_| DpopError::KeyMismatch)?;
+    let mut v = Validation::new(header.alg);
+    v.required_spec_claims = Default::default();
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = false;
+    let claims: ProofClaims = jsonwebtoken::decode(proof, &key, &v)
+        .map(|d| d.claims)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => DpopError::Signature,
+            _ => DpopError::Malformed,
+        })?;
+    if claims.htm != expected.method {
+        return Err(DpopError::Method);
+    }
+    if !same_url(&claims.htu, expected.url) {
+        return Err(DpopError::Url);
+    }
+    let now = expected.now.secs();
+    if claims.iat < now.saturating_sub(MAX_AGE_SECS)
+        || claims.iat > now.saturating_add(MAX_SKEW_SECS)
+    {
+        return Err(DpopError::Time);
+    }
+    if claims.jti.is_empty() || claims.jti.len() > MAX_JTI_LEN {
+        return Err(DpopError::Jti);
+    }
+    match (expected.access_token, &claims.ath) {
+        (Some(t), Some(a))
+            if aws_lc_rs::constant_time::verify_slices_are_equal(
+                ath(t).as_bytes(),
+                a.as_bytes(),
+            )
+            .is_ok() => {}
+        (Some(_), _) => return Err(DpopError::AccessTokenHash),
+        (None, _) => {}
+    }
+    let jti_hash = crate::audit::hex(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, claims.jti.as_bytes()).as_ref(),
+    );
+    Ok(VerifiedProof {
+        jkt: thumbprint(&jwk)?,
+        jti_hash,
+        iat: claims.iat,
+        nonce: claims.nonce,
+    })
+}
+
+/// A client's DPoP key (Ed25519), which signs proofs.
+pub struct ProofKey {
+    encoding: EncodingKey,
+    jwk: Jwk,
+}
+
+impl std::fmt::Debug for ProofKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProofKey").finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize)]
+struct OutClaims<'a> {
+    jti: String,
+    htm: &'a str,
+    htu: &'a str,
+    iat: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ath: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
+}
+
+impl ProofKey {
+    /// From an Ed25519 PKCS#8 document.
+    pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, DpopError> {
+        let signing = crate::token::SigningKey::from_pkcs8(pkcs8, Timestamp::from_millis(0), None)
+            .map_err(|e| DpopError::Build(e.to_string()))?;
+        let mut jwk = signing.jwk();
+        jwk.common = Default::default();
+        Ok(Self {
+            encoding: EncodingKey::from_ed_der(pkcs8),
+            jwk,
+        })
+    }
+
+    /// A fresh key; returns it with its PKCS#8 document for saving.
+    pub fn generate() -> Result<(Self, Vec<u8>), DpopError> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let doc = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+            .map_err(|_| DpopError::Build("key generation failed".into()))?;
+        let pkcs8 = doc.as_ref().to_vec();
+        Ok((Self::from_pkcs8(&pkcs8)?, pkcs8))
+    }
+
+    pub fn thumbprint(&self) -> Result<String, DpopError> {
+        thumbprint(&self.jwk)
+    }
+
+    /// A proof for `method url`, bound to `access_token` when given.
+    pub fn proof(
+        &self,
+        method: &str,
+        url: &str,
+        access_token: Option<&str>,
+        nonce: Option<&str>,
+        now: Timestamp,
+    ) -> Result<String, DpopError> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(PROOF_TYP.to_owned());
+        header.jwk = Some(self.jwk.clone());
+        let claims = OutClaims {
+            jti: crate::random::token_128().map_err(|e| DpopError::Build(e.to_string()))?,
+            htm: method,
+            htu: url,
+            iat: now.secs(),
+            ath: access_token.map(ath),
+            nonce,
+        };
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
+            .map_err(|e| DpopError::Build(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Timestamp = Timestamp::from_secs(1_800_000_000);
+    const URL: &str = "https://writ.example/oauth2/token";
+
+    fn expected(token: Option<&str>) -> Expected<'_> {
+        Expected {
+            method: "POST",
+            url: URL,
+            access_token: token,
+            now: NOW,
+        }
+    }
+
+    #[test]
+    fn rfc9449_figure_2_thumbprint() {
+        let jwk: Jwk = serde_json::from_value(serde_json::json!({
+            "kty": "EC",
+            "x": "l8tFrhx-34tV3hRICRDY9zCkDlpBhF42UQUfWVAWBFs",
+            "y": "9VE4jf_Ok_o64zbTTlcuNJajHmt6v9TDVrU0CdvGRDA",
+            "crv": "P-256"
+        }))
+        .unwrap();
+        assert_eq!(
+            thumbprint(&jwk).unwrap(),
+            "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
+        );
+    }
+
+    #[test]
+    fn a_fresh_proof_verifies_and_binds_its_key() {
+        let (key, _) = ProofKey::generate().unwrap();
+        let p = key.proof("POST", URL, Some("tok"), None, NOW).unwrap();
+        let v = verify_proof(&p, &expected(Some("tok"))).unwrap();
+        assert_eq!(v.jkt, key.thumbprint().unwrap());
+        assert_eq!(v.jti_hash.len(), 64);
+    }
+
+    #[test]
+    fn every_stateless_check_refuses() {
+        let (key, _) = ProofKey::generate().unwrap();
+        let p = key.proof("POST", URL, Some("tok"), None, NOW).unwrap();
+        assert_eq!(
+            verify_proof(
+                &p,
+                &Expected {
+                    method: "GET",
+                    ..expected(Some("tok"))
+                }
+            ),
+            Err(DpopError::Method)
+        );
+        assert_eq!(
+            verify_proof(
+                &p,
+                &Expected {
+                    url: "https://writ.example/v1/tasks",
+                    ..expected(Some("tok"))
+                }
+            ),
+            Err(DpopError::Url)
+        );
+        assert_eq!(
+            verify_proof(&p, &expected(Some("other"))),
+            Err(DpopError::AccessTokenHash)
+        );
+        let no_ath = key.proof("POST", URL, None, None, NOW).unwrap();
+        assert_eq!(
+            verify_proof(&no_ath, &expected(Some("tok"))),
+            Err(DpopError::AccessTokenHash)
+        );
+        let old = key
+            .proof("POST", URL, None, None, NOW.add_secs(-600))
+            .unwrap();
+        assert_eq!(verify_proof(&old, &expected(None)), Err(DpopError::Time));
+        let future = key
+            .proof("POST", URL, None, None, NOW.add_secs(600))
+            .unwrap();
+        assert_eq!(verify_proof(&future, &expected(None)), Err(DpopError::Time));
+        assert_eq!(
+            verify_proof("a.b", &expected(None)),
+            Err(DpopError::Malformed)
+        );
+        assert_eq!(
+            verify_proof(&"a".repeat(5000), &expected(None)),
+            Err(DpopError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn htu_is_compared_normalised() {
+        assert!(same_url("HTTPS://Writ.Example:443/oauth2/token", URL));
+        assert!(same_url("https://writ.example/oauth2/token?x=1", URL));
+        assert!(!same_url("https://writ.example/oauth2/Token", URL));
+        assert!(!same_url("http://writ.example/oauth2/token", URL));
+        assert!(!same_url("https://writ.example:8443/oauth2/token", URL));
+    }
+}
