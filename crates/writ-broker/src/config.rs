@@ -25,6 +25,12 @@ pub struct BrokerConfig {
     pub sweep_interval: Duration,
     /// Time limit for fetching an OIDC issuer's JWKS.
     pub oidc_fetch_timeout: Duration,
+    /// Tool token lifetime (seconds), never past the task's end.
+    pub tool_token_ttl: i64,
+    /// The deepest delegation chain (a root task is depth 0).
+    pub max_delegation_depth: u32,
+    /// Require server-issued nonces in DPoP proofs.
+    pub dpop_nonces: bool,
 }
 
 impl BrokerConfig {
@@ -40,13 +46,18 @@ impl BrokerConfig {
             max_join_token_ttl: 24 * 60 * 60,
             sweep_interval: Duration::from_secs(1),
             oidc_fetch_timeout: Duration::from_secs(5),
+            tool_token_ttl: 5 * 60,
+            max_delegation_depth: 3,
+            dpop_nonces: false,
         }
     }
 
     /// The longest any token writ issues can live; old signing keys stay
     /// published this long after rotation.
     pub fn max_token_lifetime(&self) -> i64 {
-        self.instance_token_ttl.max(self.task_token_ttl)
+        self.instance_token_ttl
+            .max(self.task_token_ttl)
+            .max(self.tool_token_ttl)
     }
 
     /// `issuer` joined with an absolute path.

@@ -31,6 +31,14 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A DPoP proof was refused (`invalid_dpop_proof`) or needs a server
+    /// nonce (`use_dpop_nonce`, with a fresh one to use).
+    #[error("{detail}")]
+    Dpop {
+        error: &'static str,
+        detail: String,
+        nonce: Option<String>,
+    },
     /// A dependency (the store, the disk) cannot serve now; the cause is logged.
     #[error("service unavailable")]
     Unavailable(String),
@@ -65,7 +73,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) | ApiError::Dpop { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::Denied(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -125,6 +133,8 @@ pub struct OAuthError {
     pub description: String,
     /// Logged, never sent.
     pub cause: Option<String>,
+    /// A fresh server nonce to send in `DPoP-Nonce`.
+    pub nonce: Option<String>,
 }
 
 impl OAuthError {
@@ -134,7 +144,24 @@ impl OAuthError {
             error,
             description: description.into(),
             cause: None,
+            nonce: None,
         }
+    }
+
+    pub fn invalid_grant(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_grant", d)
+    }
+
+    pub fn invalid_scope(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_scope", d)
+    }
+
+    pub fn invalid_target(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_target", d)
+    }
+
+    pub fn access_denied(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "access_denied", d)
     }
 
     pub fn invalid_request(d: impl Into<String>) -> Self {
@@ -187,6 +214,15 @@ impl From<ApiError> for OAuthError {
             | ApiError::PayloadTooLarge(d)
             | ApiError::UnsupportedMediaType(d) => OAuthError::invalid_request(d),
             ApiError::MethodNotAllowed => OAuthError::invalid_request("method not allowed"),
+            ApiError::Dpop {
+                error,
+                detail,
+                nonce,
+            } => {
+                let mut e = OAuthError::new(StatusCode::BAD_REQUEST, error, detail);
+                e.nonce = nonce;
+                e
+            }
             ApiError::Unavailable(c) => OAuthError::unavailable(c),
             ApiError::Internal(c) => OAuthError::server_error(c),
         }
@@ -211,6 +247,13 @@ impl IntoResponse for OAuthError {
         let mut resp = (self.status, axum::Json(body)).into_response();
         let h = resp.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(v) = self
+            .nonce
+            .as_deref()
+            .and_then(|n| HeaderValue::from_str(n).ok())
+        {
+            h.insert("dpop-nonce", v);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             h.insert(
                 header::WWW_AUTHENTICATE,

@@ -71,6 +71,71 @@ fn form_rejection(rej: FormRejection) -> OAuthError {
     }
 }
 
+/// A credential as presented: its scheme, and a DPoP proof if any.
+#[derive(Debug, Clone, Copy)]
+pub struct Presented<'a> {
+    pub token: &'a str,
+    /// `Authorization: DPoP` rather than `Bearer`.
+    pub dpop: bool,
+    pub proof: Option<&'a str>,
+}
+
+/// The `DPoP` header, if there is exactly one (RFC 9449 §4.3 check 1).
+pub fn dpop_proof(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut values = headers.get_all("dpop").iter();
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    let refused = |d: &str| ApiError::Dpop {
+        error: "invalid_dpop_proof",
+        detail: d.to_owned(),
+        nonce: None,
+    };
+    if values.next().is_some() {
+        return Err(refused("more than one DPoP header"));
+    }
+    v.to_str()
+        .map(Some)
+        .map_err(|_| refused("malformed DPoP header"))
+}
+
+/// The credential of the `Authorization` header (`Bearer` or `DPoP`).
+pub fn presented(headers: &HeaderMap) -> Result<Option<Presented<'_>>, ApiError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest(
+            "more than one Authorization header".into(),
+        ));
+    }
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| ApiError::Unauthorized("malformed Authorization header".into()))?;
+    let dpop = if scheme.eq_ignore_ascii_case("bearer") {
+        false
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        true
+    } else {
+        return Err(ApiError::Unauthorized(format!(
+            "unsupported authorization scheme {scheme:?}"
+        )));
+    };
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(ApiError::Unauthorized("empty access token".into()));
+    }
+    Ok(Some(Presented {
+        token,
+        dpop,
+        proof: dpop_proof(headers)?,
+    }))
+}
+
 /// The bearer token of the `Authorization` header, if there is exactly one.
 pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();

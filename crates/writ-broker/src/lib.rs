@@ -7,6 +7,7 @@
 
 pub mod bootstrap;
 mod config;
+mod dpop;
 mod error;
 mod extract;
 mod keys;

@@ -71,18 +71,34 @@ async fn instance(b: &Broker) -> (String, AgentCaller) {
         .await
         .unwrap();
     let att = b
-        .attest(AttestRequest {
-            agent: "a".parse().unwrap(),
-            join_token: Some(jt.join_token),
-            oidc_token: None,
-        })
+        .attest(
+            AttestRequest {
+                agent: "a".parse().unwrap(),
+                join_token: Some(jt.join_token),
+                oidc_token: None,
+            },
+            None,
+        )
         .await
         .unwrap();
     let caller = b
-        .authenticate(&att.access_token, TokenKind::Instance)
+        .authenticate(
+            &bearer(&att.access_token),
+            "POST",
+            "/v1/tasks",
+            TokenKind::Instance,
+        )
         .await
         .unwrap();
     (att.access_token, caller)
+}
+
+fn bearer(token: &str) -> crate::extract::Presented<'_> {
+    crate::extract::Presented {
+        token,
+        dpop: false,
+        proof: None,
+    }
 }
 
 fn read_task(ttl: Option<u64>) -> StartTask {
@@ -148,10 +164,18 @@ async fn instance_tokens_expire_on_time() {
     let b = &f.broker;
     let (token, _) = instance(b).await;
     f.clock.advance(Duration::from_secs(899));
-    assert!(b.authenticate(&token, TokenKind::Instance).await.is_ok());
+    assert!(
+        b.authenticate(&bearer(&token), "POST", "/v1/tasks", TokenKind::Instance)
+            .await
+            .is_ok()
+    );
     // The issuer's own clock needs no skew leeway: at `exp` the grant is dead.
     f.clock.advance(Duration::from_secs(1));
-    assert!(b.authenticate(&token, TokenKind::Instance).await.is_err());
+    assert!(
+        b.authenticate(&bearer(&token), "POST", "/v1/tasks", TokenKind::Instance)
+            .await
+            .is_err()
+    );
     assert!(!b.introspect(&token).await.unwrap().active);
 }
 

@@ -4,12 +4,16 @@
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
 use writ_core::api::{
     Agent, AttestRequest, Attested, AuditPage, AuditVerified, CreateJoinToken, Introspection,
     JoinTokenCreated, KeyRotated, OAuthErrorBody, Problem, Quarantined, RegisterAgent,
     RegisterTool, StartTask, Task, TaskEnded, TaskToken, Tool,
 };
-use writ_core::{AgentName, Secret, TaskId};
+
+use writ_core::api::TokenExchanged;
+use writ_core::dpop::ProofKey;
+use writ_core::{AgentName, Clock as _, Secret, SystemClock, TaskId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -58,7 +62,12 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<Secret>,
+    /// With a key, the token is presented as `DPoP` with a fresh proof.
+    dpop: Option<Arc<ProofKey>>,
 }
+
+/// RFC 8693 token type of every token writ exchanges.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 impl Client {
     pub fn new(addr: &str, token: Option<Secret>) -> Result<Self> {
@@ -76,6 +85,7 @@ impl Client {
             http,
             base: addr.trim_end_matches('/').to_owned(),
             token,
+            dpop: None,
         })
     }
 
@@ -87,15 +97,45 @@ impl Client {
         }
     }
 
+    /// The same client, proving possession of `key` with every request.
+    pub fn with_dpop(&self, key: Arc<ProofKey>) -> Self {
+        Self {
+            dpop: Some(key),
+            ..self.clone()
+        }
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }
 
+    /// A DPoP proof for `method path`, bound to `token` when given.
+    fn proof(&self, method: &Method, path: &str, token: Option<&str>) -> Option<String> {
+        let key = self.dpop.as_ref()?;
+        key.proof(
+            method.as_str(),
+            &format!("{}{}", self.base, path),
+            token,
+            None,
+            SystemClock.now(),
+        )
+        .ok()
+    }
+
     fn req(&self, method: Method, path: &str) -> RequestBuilder {
-        let r = self.http.request(method, format!("{}{}", self.base, path));
-        match &self.token {
-            Some(t) => r.bearer_auth(t.expose()),
-            None => r,
+        let r = self
+            .http
+            .request(method.clone(), format!("{}{}", self.base, path));
+        match (&self.token, &self.dpop) {
+            (Some(t), Some(_)) => {
+                let r = r.header("authorization", format!("DPoP {}", t.expose()));
+                match self.proof(&method, path, Some(t.expose())) {
+                    Some(p) => r.header("dpop", p),
+                    None => r,
+                }
+            }
+            (Some(t), None) => r.bearer_auth(t.expose()),
+            (None, _) => r,
         }
     }
 
@@ -182,8 +222,54 @@ impl Client {
 
     // --- agents ---
 
+    /// Attests; with a DPoP key, binds the instance token to it.
     pub async fn attest(&self, req: &AttestRequest) -> Result<Attested> {
-        self.post("/v1/attest", req).await
+        let mut r = self.http.post(format!("{}/v1/attest", self.base)).json(req);
+        if let Some(p) = self.proof(&Method::POST, "/v1/attest", None) {
+            r = r.header("dpop", p);
+        }
+        self.call(r).await
+    }
+    pub async fn task_tree(&self, id: &TaskId) -> Result<Vec<Task>> {
+        self.get(&format!("/v1/tasks/{id}/tree")).await
+    }
+
+    /// RFC 8693: exchanges `subject_token` for a token for one tool
+    /// (`actor_token` None), or delegates its task to the sub-agent whose
+    /// instance token is `actor_token`.
+    pub async fn exchange(
+        &self,
+        subject_token: &str,
+        actor_token: Option<&str>,
+        audience: Option<&str>,
+        scope: Option<&str>,
+    ) -> Result<TokenExchanged> {
+        let mut form: Vec<(&str, &str)> = vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", subject_token),
+            ("subject_token_type", ACCESS_TOKEN_TYPE),
+        ];
+        if let Some(a) = actor_token {
+            form.push(("actor_token", a));
+            form.push(("actor_token_type", ACCESS_TOKEN_TYPE));
+        }
+        if let Some(a) = audience {
+            form.push(("audience", a));
+        }
+        if let Some(s) = scope {
+            form.push(("scope", s));
+        }
+        let mut r = self
+            .http
+            .post(format!("{}/oauth2/token", self.base))
+            .form(&form);
+        if let Some(p) = self.proof(&Method::POST, "/oauth2/token", None) {
+            r = r.header("dpop", p);
+        }
+        self.call(r).await
     }
     pub async fn start_task(&self, req: &StartTask) -> Result<TaskToken> {
         self.post("/v1/tasks", req).await

@@ -189,13 +189,23 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<String>,
     pub policy_version: String,
+    /// The task this one was delegated from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_task_id: Option<TaskId>,
+    /// 0 for a root task, parent's depth + 1 for a delegated one.
+    #[serde(default)]
+    pub depth: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskEnded {
     pub task_id: TaskId,
     pub status: TaskStatus,
+    /// Tokens revoked across the task and its delegated tasks.
     pub revoked_tokens: u64,
+    /// Delegated tasks ended with it.
+    #[serde(default)]
+    pub ended_descendants: u64,
 }
 
 /// RFC 7662 introspection response.
@@ -226,6 +236,10 @@ pub struct Introspection {
     pub task: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub obo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<crate::token::Confirmation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<crate::token::Actor>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -276,4 +290,17 @@ pub struct OAuthErrorBody {
     pub error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_description: Option<String>,
+}
+
+/// RFC 8693 §2.2.1 token exchange response, plus the child task's id on a
+/// delegation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenExchanged {
+    pub access_token: String,
+    pub issued_token_type: String,
+    pub token_type: String,
+    pub expires_in: i64,
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<TaskId>,
 }

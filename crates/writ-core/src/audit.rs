@@ -29,6 +29,7 @@ pub enum AuditKind {
     TaskHeartbeat,
     TaskEnd,
     TokenIssue,
+    TokenExchange,
     TokenRevoke,
     KeyRotate,
     PolicyLoad,

@@ -69,6 +69,23 @@ pub struct Confirmation {
     pub jkt: String,
 }
 
+/// An actor in a delegation chain (RFC 8693 §4.1): the outermost is the
+/// current actor, each nested `act` the one before it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// Number of hops, this one included.
+    pub fn depth(&self) -> usize {
+        1 + self.act.as_ref().map_or(0, |a| a.depth())
+    }
+}
+
 /// The claims of every token writ issues.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,13 +110,18 @@ pub struct AccessClaims {
     pub obo: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// The delegation chain, on delegated tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
 }
 
 /// What a verifier expects of a token beyond its signature.
 #[derive(Clone, Copy, Debug)]
 pub struct Expect<'a> {
     pub issuer: &'a str,
-    pub audience: &'a str,
+    /// `None` accepts any audience: only for the issuer's own bookkeeping
+    /// (introspection, revocation), never for authorising a request.
+    pub audience: Option<&'a str>,
     pub kind: TokenKind,
 }
 
@@ -268,7 +290,7 @@ impl KeyRing {
         if claims.iss != expect.issuer {
             return Err(TokenError::Issuer);
         }
-        if claims.aud != expect.audience {
+        if expect.audience.is_some_and(|a| a != claims.aud) {
             return Err(TokenError::Audience);
         }
         match (expect.kind, claims.task.is_some()) {
@@ -490,13 +512,14 @@ mod tests {
             task: task.map(str::to_owned),
             obo: None,
             cnf: None,
+            act: None,
         }
     }
 
     fn expect(kind: TokenKind) -> Expect<'static> {
         Expect {
             issuer: ISS,
-            audience: ISS,
+            audience: Some(ISS),
             kind,
         }
     }

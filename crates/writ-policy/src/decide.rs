@@ -65,28 +65,50 @@ pub struct ToolFacts<'a> {
     pub scopes: Vec<&'a str>,
 }
 
-/// The facts of one `StartTask` request.
+/// Which decision is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// An instance starts a task.
+    StartTask,
+    /// A task token is exchanged for a tool token.
+    ExchangeToken,
+    /// A task delegates to a sub-agent (the principal).
+    DelegateTask,
+}
+
+impl Action {
+    pub fn cedar_id(self) -> &'static str {
+        match self {
+            Action::StartTask => "StartTask",
+            Action::ExchangeToken => "ExchangeToken",
+            Action::DelegateTask => "DelegateTask",
+        }
+    }
+}
+
+/// The facts of one request about a task.
 #[derive(Clone, Debug)]
-pub struct StartTaskFacts<'a> {
+pub struct TaskFacts<'a> {
+    pub action: Action,
+    /// The principal: the agent acting now.
     pub agent: AgentFacts<'a>,
+    /// Every other agent in the delegation chain, root first.
+    pub chain: Vec<AgentFacts<'a>>,
     pub intent: &'a str,
     pub capabilities: &'a [Capability],
     pub on_behalf_of: Option<&'a str>,
     pub ttl_secs: i64,
     pub attestation: &'a str,
+    pub depth: u32,
     pub now: Timestamp,
 }
 
 const KNOWN_AGENT_ATTRS: [&str; 3] = ["owner", "environment", "risk_tier"];
 
 impl PolicySet {
-    /// Decides a task start: one Cedar request per requested tool; the task
-    /// is allowed only when every one of them is.
-    pub fn decide_start_task(
-        &self,
-        facts: &StartTaskFacts<'_>,
-        tools: &[ToolFacts<'_>],
-    ) -> Decision {
+    /// Decides a task action: one Cedar request per tool in the
+    /// capabilities; allowed only when every one of them is.
+    pub fn decide(&self, facts: &TaskFacts<'_>, tools: &[ToolFacts<'_>]) -> Decision {
         let mut allowed_by: Vec<String> = Vec::new();
         let mut denied_by: Vec<String> = Vec::new();
         let mut errors: Vec<String> = Vec::new();
@@ -123,7 +145,7 @@ impl PolicySet {
 
     fn decide_one(
         &self,
-        facts: &StartTaskFacts<'_>,
+        facts: &TaskFacts<'_>,
         tool: &ToolFacts<'_>,
         cap: &Capability,
     ) -> Result<Decision, String> {
@@ -142,6 +164,11 @@ impl PolicySet {
                 "hour": facts.now.hour_utc(),
                 "weekday": facts.now.weekday_utc(),
             },
+            "depth": facts.depth,
+            "chain": facts.chain.iter().chain(std::iter::once(&facts.agent))
+                .map(|a| json!({"__entity": {"type": "Agent", "id": a.name}}))
+                .collect::<Vec<_>>(),
+            "root_agent": {"__entity": {"type": "Agent", "id": facts.chain.first().unwrap_or(&facts.agent).name}},
         });
         if let (Some(obo), Some(obj)) = (facts.on_behalf_of, context.as_object_mut()) {
             obj.insert(
@@ -149,7 +176,7 @@ impl PolicySet {
                 json!({"__entity": {"type": "Human", "id": obo}}),
             );
         }
-        let action: EntityUid = r#"Action::"StartTask""#
+        let action: EntityUid = format!("Action::\"{}\"", facts.action.cedar_id())
             .parse()
             .map_err(|e| format!("action: {e}"))?;
         let context = Context::from_json_value(context, Some((&self.schema, &action)))
@@ -177,43 +204,48 @@ impl PolicySet {
         })
     }
 
-    fn entities(
-        &self,
-        facts: &StartTaskFacts<'_>,
-        tool: &ToolFacts<'_>,
-    ) -> Result<Entities, String> {
-        let a = &facts.agent;
-        let mut attrs = json!({
-            "spiffe_id": a.spiffe_id,
-            "attestation": a.attestation,
-            "quarantined": a.quarantined,
-        });
-        if let Some(obj) = attrs.as_object_mut() {
-            for k in KNOWN_AGENT_ATTRS {
-                if let Some(v) = a.attributes.get(k) {
-                    obj.insert(k.to_owned(), Value::String(v.clone()));
-                }
+    fn entities(&self, facts: &TaskFacts<'_>, tool: &ToolFacts<'_>) -> Result<Entities, String> {
+        let mut list: Vec<Value> = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for a in facts.chain.iter().chain(std::iter::once(&facts.agent)) {
+            if seen.contains(&a.name) {
+                continue;
             }
+            seen.push(a.name);
+            list.push(agent_entity(a));
         }
-        let mut list = vec![
-            json!({
-                "uid": {"type": "Agent", "id": a.name},
-                "attrs": attrs,
-                "parents": [],
-                "tags": a.attributes,
-            }),
-            json!({
-                "uid": {"type": "Tool", "id": tool.name},
-                "attrs": {"audience": tool.audience, "scopes": tool.scopes},
-                "parents": [],
-            }),
-        ];
+        list.push(json!({
+            "uid": {"type": "Tool", "id": tool.name},
+            "attrs": {"audience": tool.audience, "scopes": tool.scopes},
+            "parents": [],
+        }));
         if let Some(obo) = facts.on_behalf_of {
             list.push(json!({"uid": {"type": "Human", "id": obo}, "attrs": {}, "parents": []}));
         }
         Entities::from_json_value(Value::Array(list), Some(&self.schema))
             .map_err(|e| format!("entities: {e}"))
     }
+}
+
+fn agent_entity(a: &AgentFacts<'_>) -> Value {
+    let mut attrs = json!({
+        "spiffe_id": a.spiffe_id,
+        "attestation": a.attestation,
+        "quarantined": a.quarantined,
+    });
+    if let Some(obj) = attrs.as_object_mut() {
+        for k in KNOWN_AGENT_ATTRS {
+            if let Some(v) = a.attributes.get(k) {
+                obj.insert(k.to_owned(), Value::String(v.clone()));
+            }
+        }
+    }
+    json!({
+        "uid": {"type": "Agent", "id": a.name},
+        "attrs": attrs,
+        "parents": [],
+        "tags": a.attributes,
+    })
 }
 
 fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
@@ -260,7 +292,10 @@ mod tests {
             .iter()
             .map(|c| Capability::parse_short(c).unwrap())
             .collect();
-        let facts = StartTaskFacts {
+        let facts = TaskFacts {
+            action: Action::StartTask,
+            chain: Vec::new(),
+            depth: 0,
             agent: AgentFacts {
                 name: "demo-agent",
                 spiffe_id: "spiffe://writ.local/agent/demo-agent",
@@ -280,7 +315,7 @@ mod tests {
             audience: "https://tickets.example",
             scopes: vec!["read", "write", "delete"],
         }];
-        p.decide_start_task(&facts, &tools)
+        p.decide(&facts, &tools)
     }
 
     const NOON_TUESDAY: Timestamp = Timestamp::from_secs(1_795_780_800); // 2026-11-24T12:00:00Z

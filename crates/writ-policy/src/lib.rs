@@ -8,7 +8,7 @@
 mod decide;
 mod set;
 
-pub use decide::{AgentFacts, Decision, StartTaskFacts, ToolFacts};
+pub use decide::{Action, AgentFacts, Decision, TaskFacts, ToolFacts};
 pub use set::{PolicyError, PolicySet, PolicySource};
 
 /// The schema text, as shipped in `policies/writ.cedarschema`.

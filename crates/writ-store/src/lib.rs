@@ -17,7 +17,9 @@ use writ_core::audit::{AuditEvent, AuditRecord};
 use writ_core::{AgentName, InstanceId, TaskId, Timestamp, ToolName};
 
 pub use error::{JoinTokenError, StoreError};
-pub use model::{Grant, GrantKind, GrantState, Instance, QuarantineOutcome, StoredKey, TaskEnd};
+pub use model::{
+    Ended, Grant, GrantKind, GrantState, Instance, QuarantineOutcome, StoredKey, TaskEnd,
+};
 pub use sqlite::SqliteStore;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -83,7 +85,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     async fn get_instance(&self, id: &InstanceId) -> Result<Option<Instance>>;
     /// Records a started task and its token; refused if the agent is
-    /// quarantined or the instance revoked by then.
+    /// quarantined, the instance revoked, or (for a delegated task) the
+    /// parent no longer active by then.
     async fn create_task(&self, task: &Task, grant: &Grant, audit: Vec<AuditEvent>) -> Result<()>;
     async fn get_task(&self, id: &TaskId) -> Result<Option<Task>>;
     /// Extends an active task's lease and records its fresh token.
@@ -94,18 +97,25 @@ pub trait Store: Send + Sync + 'static {
         grant: &Grant,
         audit: Vec<AuditEvent>,
     ) -> Result<Task>;
-    /// Ends an active task and revokes every grant under it. `None` when it
-    /// was not active (or, for [`TaskEnd::Lapsed`], not lapsed after all).
+    /// Ends an active task and every active task delegated from it (at any
+    /// depth), revoking every grant under all of them, in one transaction.
+    /// `None` when it was not active (or, for [`TaskEnd::Lapsed`], not
+    /// lapsed after all).
     async fn end_task(
         &self,
         id: &TaskId,
         end: TaskEnd,
         now: Timestamp,
         audit: Vec<AuditEvent>,
-    ) -> Result<Option<(Task, u64)>>;
+    ) -> Result<Option<Ended>>;
+    /// A task and all its descendants, root first.
+    async fn task_tree(&self, id: &TaskId) -> Result<Vec<Task>>;
     /// Active tasks whose lease or hard lifetime has run out.
     async fn lapsed_tasks(&self, now: Timestamp, limit: u32) -> Result<Vec<TaskId>>;
     async fn grant_state(&self, jti: &str) -> Result<Option<GrantState>>;
+    /// Records a token issued under an active task (a tool token); refused
+    /// with `NotActive` if the task ended first.
+    async fn record_grant(&self, grant: &Grant, audit: Vec<AuditEvent>) -> Result<()>;
     /// Revokes one grant. `false` if it was unknown or already revoked.
     async fn revoke_grant(&self, jti: &str, now: Timestamp, audit: Vec<AuditEvent>)
     -> Result<bool>;

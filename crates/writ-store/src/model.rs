@@ -23,6 +23,8 @@ pub struct Instance {
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    /// The DPoP key thumbprint its tokens are bound to, if any.
+    pub jkt: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +32,8 @@ pub struct Instance {
 pub enum GrantKind {
     InstanceToken,
     TaskToken,
+    /// A token exchanged for one tool (RFC 8693).
+    ToolToken,
 }
 
 impl GrantKind {
@@ -37,6 +41,7 @@ impl GrantKind {
         match self {
             GrantKind::InstanceToken => "instance_token",
             GrantKind::TaskToken => "task_token",
+            GrantKind::ToolToken => "tool_token",
         }
     }
 
@@ -44,6 +49,7 @@ impl GrantKind {
         match s {
             "instance_token" => Some(GrantKind::InstanceToken),
             "task_token" => Some(GrantKind::TaskToken),
+            "tool_token" => Some(GrantKind::ToolToken),
             _ => None,
         }
     }
@@ -59,6 +65,10 @@ pub struct Grant {
     pub task_id: Option<TaskId>,
     pub issued_at: Timestamp,
     pub expires_at: Timestamp,
+    /// The DPoP key thumbprint the token is bound to (`cnf.jkt`).
+    pub jkt: Option<String>,
+    /// For tool tokens: the tool's audience.
+    pub audience: Option<String>,
 }
 
 /// A grant and everything that decides whether it is still alive.
@@ -92,6 +102,17 @@ pub enum TaskEnd {
     Revoked(String),
     /// Its lease or hard lifetime ran out; ends only if that is still so.
     Lapsed,
+}
+
+/// What ending a task (and its descendants) changed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ended {
+    /// The task itself, as it ended.
+    pub task: writ_core::api::Task,
+    /// Grants revoked across the task and every descendant.
+    pub revoked_tokens: u64,
+    /// Descendant tasks ended with it.
+    pub descendants: u64,
 }
 
 /// What a quarantine changed.

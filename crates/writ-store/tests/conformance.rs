@@ -106,6 +106,7 @@ fn instance_and_grant(agent: &AgentName, jti: &str, now: Timestamp) -> (Instance
         created_at: now,
         expires_at: now.add_secs(86_400),
         revoked_at: None,
+        jkt: None,
     };
     let grant = Grant {
         jti: jti.to_owned(),
@@ -115,6 +116,8 @@ fn instance_and_grant(agent: &AgentName, jti: &str, now: Timestamp) -> (Instance
         task_id: None,
         issued_at: now,
         expires_at: now.add_secs(3_600),
+        jkt: None,
+        audience: None,
     };
     (inst, grant)
 }
@@ -162,6 +165,8 @@ fn task_and_grant(
         ended_at: None,
         end_reason: None,
         policy_version: "policy-v1".to_owned(),
+        parent_task_id: None,
+        depth: 0,
     };
     let grant = Grant {
         jti: jti.to_owned(),
@@ -171,6 +176,8 @@ fn task_and_grant(
         task_id: Some(task.task_id.clone()),
         issued_at: now,
         expires_at: lease,
+        jkt: None,
+        audience: None,
     };
     (task, grant)
 }
@@ -204,6 +211,8 @@ async fn heartbeat(
         task_id: Some(task.task_id.clone()),
         issued_at: now,
         expires_at: lease,
+        jkt: None,
+        audience: None,
     };
     let audit = vec![ev(AuditKind::TaskHeartbeat).task(&task.task_id).jti(jti)];
     s.heartbeat_task(&task.task_id, lease, &grant, audit).await
@@ -213,6 +222,7 @@ async fn end(s: &dyn Store, task: &TaskId, how: TaskEnd, now: Timestamp) -> Opti
     s.end_task(task, how, now, vec![ev(AuditKind::TaskEnd).task(task)])
         .await
         .unwrap()
+        .map(|e| (e.task, e.revoked_tokens))
 }
 
 async fn grant(s: &dyn Store, jti: &str) -> GrantState {
@@ -585,6 +595,122 @@ pub async fn join_token_creation_rules(s: Arc<dyn Store>) {
         .unwrap_err();
     assert_eq!(err, StoreError::Quarantined);
     assert_eq!(audit_len(s).await, before);
+}
+
+/// A child task delegated from `parent` to the instance `inst`.
+async fn delegate(
+    s: &dyn Store,
+    parent: &Task,
+    inst: &Instance,
+    jti: &str,
+    now: Timestamp,
+) -> Result<Task, StoreError> {
+    let (mut task, grant) =
+        task_and_grant(inst, jti, now, parent.lease_expires_at, parent.expires_at);
+    task.parent_task_id = Some(parent.task_id.clone());
+    task.depth = parent.depth + 1;
+    let audit = vec![ev(AuditKind::TaskStart).task(&task.task_id).jti(jti)];
+    s.create_task(&task, &grant, audit).await?;
+    Ok(task)
+}
+
+/// Ending a task ends its whole delegation tree, revoking every grant in
+/// it, in one call; a dead parent takes no new children.
+pub async fn delegation_tree_ends_as_one(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let beta = register(s, "beta").await;
+    let gamma = register(s, "gamma").await;
+    let ia = attest(s, &alpha, None, "jti_ia", at(1)).await.unwrap();
+    let ib = attest(s, &beta, None, "jti_ib", at(1)).await.unwrap();
+    let ic = attest(s, &gamma, None, "jti_ic", at(1)).await.unwrap();
+    let root = start_task(s, &ia, "jti_root", at(2), at(600), at(3_600))
+        .await
+        .unwrap();
+    let sibling = start_task(s, &ia, "jti_sib", at(2), at(600), at(3_600))
+        .await
+        .unwrap();
+    let child = delegate(s, &root, &ib, "jti_child", at(3)).await.unwrap();
+    let grandchild = delegate(s, &child, &ic, "jti_grand", at(4)).await.unwrap();
+    assert_eq!(grandchild.depth, 2);
+
+    let tree = s.task_tree(&root.task_id).await.unwrap();
+    let ids: Vec<&TaskId> = tree.iter().map(|t| &t.task_id).collect();
+    assert_eq!(ids, [&root.task_id, &child.task_id, &grandchild.task_id]);
+    assert_eq!(tree[1].parent_task_id.as_ref(), Some(&root.task_id));
+
+    let ended = s
+        .end_task(
+            &root.task_id,
+            TaskEnd::Completed,
+            at(10),
+            vec![ev(AuditKind::TaskEnd)],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.descendants, 2);
+    assert_eq!(ended.revoked_tokens, 3);
+    for jti in ["jti_root", "jti_child", "jti_grand"] {
+        assert!(
+            !grant(s, jti).await.is_live(at(11)),
+            "{jti} outlived its tree"
+        );
+    }
+    assert!(
+        grant(s, "jti_sib").await.is_live(at(11)),
+        "a sibling tree is untouched"
+    );
+    assert!(
+        grant(s, "jti_ib").await.is_live(at(11)),
+        "instances live on"
+    );
+    assert_eq!(task_of(s, &child.task_id).await.status, TaskStatus::Revoked);
+    assert_eq!(
+        task_of(s, &grandchild.task_id).await.status,
+        TaskStatus::Revoked
+    );
+    assert_eq!(
+        task_of(s, &sibling.task_id).await.status,
+        TaskStatus::Active
+    );
+
+    let before = audit_len(s).await;
+    let err = delegate(s, &root, &ib, "jti_late", at(12))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotActive(_)), "{err:?}");
+    assert_eq!(s.grant_state("jti_late").await.unwrap(), None);
+    assert_eq!(audit_len(s).await, before);
+}
+
+/// Quarantining an agent ends the tasks delegated from its tasks, even
+/// when other agents run them.
+pub async fn quarantine_cascades_into_delegated_tasks(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let beta = register(s, "beta").await;
+    let ia = attest(s, &alpha, None, "jti_ia", at(1)).await.unwrap();
+    let ib = attest(s, &beta, None, "jti_ib", at(1)).await.unwrap();
+    let root = start_task(s, &ia, "jti_root", at(2), at(600), at(3_600))
+        .await
+        .unwrap();
+    let child = delegate(s, &root, &ib, "jti_child", at(3)).await.unwrap();
+    let own = start_task(s, &ib, "jti_own", at(3), at(600), at(3_600))
+        .await
+        .unwrap();
+    let out = s
+        .set_quarantine(&alpha, true, at(10), vec![ev(AuditKind::AgentQuarantine)])
+        .await
+        .unwrap();
+    assert_eq!(out.ended_tasks, 2);
+    assert!(!grant(s, "jti_child").await.is_live(at(11)));
+    assert_eq!(task_of(s, &child.task_id).await.status, TaskStatus::Revoked);
+    assert!(
+        grant(s, "jti_own").await.is_live(at(11)),
+        "beta's own work is untouched"
+    );
+    assert_eq!(task_of(s, &own.task_id).await.status, TaskStatus::Active);
 }
 
 /// A failure after the token check (a duplicate instance id or jti) rolls
@@ -1826,6 +1952,8 @@ mod sqlite {
             lapsed_tasks_include_hard_lifetime,
             quarantine_revokes_everything_and_release_restores,
             revoke_single_grant,
+            delegation_tree_ends_as_one,
+            quarantine_cascades_into_delegated_tasks,
             audit_chain_survives_concurrent_writes,
             failed_writes_append_no_audit,
             audit_pages,

@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use axum::Json as AxumJson;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use writ_core::TaskId;
 use writ_core::api::{AttestRequest, Attested, StartTask, Task, TaskEnded, TaskToken};
 
 use super::{AgentAuth, AnyCaller};
 use crate::error::ApiError;
-use crate::extract::Json;
+use crate::extract::{Json, dpop_proof};
 use crate::service::Broker;
 
 fn task_id(s: &str) -> Result<TaskId, ApiError> {
@@ -19,11 +19,26 @@ fn task_id(s: &str) -> Result<TaskId, ApiError> {
         .map_err(|_| ApiError::NotFound(format!("task {s:.64} not found")))
 }
 
+/// An instance binds its token to its key with a `DPoP` proof (RFC 9449 §5).
 pub async fn attest(
     State(b): State<Arc<Broker>>,
+    headers: HeaderMap,
     Json(req): Json<AttestRequest>,
 ) -> Result<(StatusCode, AxumJson<Attested>), ApiError> {
-    Ok((StatusCode::CREATED, AxumJson(b.attest(req).await?)))
+    let jkt = match dpop_proof(&headers)? {
+        Some(proof) => {
+            let url = b.config.url("/v1/attest");
+            let expected = writ_core::dpop::Expected {
+                method: "POST",
+                url: &url,
+                access_token: None,
+                now: b.now(),
+            };
+            Some(b.dpop.check(proof, &expected, None)?.jkt)
+        }
+        None => None,
+    };
+    Ok((StatusCode::CREATED, AxumJson(b.attest(req, jkt).await?)))
 }
 
 pub async fn start_task(
@@ -59,4 +74,15 @@ pub async fn show_task(
     Path(id): Path<String>,
 ) -> Result<AxumJson<Task>, ApiError> {
     Ok(AxumJson(b.show_task(&caller, &task_id(&id)?).await?))
+}
+
+/// The delegation tree under a task: its own instance, or an admin.
+pub async fn tree(
+    State(b): State<Arc<Broker>>,
+    AnyCaller(caller): AnyCaller,
+    Path(id): Path<String>,
+) -> Result<AxumJson<Vec<Task>>, ApiError> {
+    let id = task_id(&id)?;
+    b.show_task(&caller, &id).await?;
+    Ok(AxumJson(b.store.task_tree(&id).await?))
 }

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use writ_core::token::TokenKind;
 
 use crate::error::ApiError;
-use crate::extract::{MAX_BODY_BYTES, bearer};
+use crate::extract::{MAX_BODY_BYTES, bearer, presented};
 use crate::service::{AgentCaller, Broker, Caller};
 
 pub fn router(broker: Arc<Broker>) -> Router {
@@ -50,6 +50,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/tasks/{id}", get(agent::show_task))
         .route("/v1/tasks/{id}/heartbeat", post(agent::heartbeat))
         .route("/v1/tasks/{id}/complete", post(agent::complete))
+        .route("/v1/tasks/{id}/tree", get(agent::tree))
         .fallback(wellknown::not_found)
         .method_not_allowed_fallback(wellknown::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -75,9 +76,13 @@ impl FromRequestParts<Arc<Broker>> for AnyCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers)?
-            .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
-        Ok(AnyCaller(broker.caller(token).await?))
+        let p = presented(&parts.headers)?
+            .ok_or_else(|| ApiError::Unauthorized("missing credential".into()))?;
+        Ok(AnyCaller(
+            broker
+                .caller(&p, parts.method.as_str(), parts.uri.path())
+                .await?,
+        ))
     }
 }
 
@@ -88,8 +93,12 @@ impl FromRequestParts<Arc<Broker>> for AgentAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers)?
-            .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
-        Ok(AgentAuth(broker.authenticate(token, TokenKind::Any).await?))
+        let p = presented(&parts.headers)?
+            .ok_or_else(|| ApiError::Unauthorized("missing credential".into()))?;
+        Ok(AgentAuth(
+            broker
+                .authenticate(&p, parts.method.as_str(), parts.uri.path(), TokenKind::Any)
+                .await?,
+        ))
     }
 }

@@ -1,6 +1,5 @@
 //! `/oauth2/*`: answers in the RFC 6749 error form.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -10,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::error::OAuthError;
-use crate::extract::{Form, bearer};
+use crate::extract::{Form, dpop_proof, presented};
+use crate::service::exchange::{TokenRequest, TokenResponse};
 use crate::service::{Broker, Caller};
 
 fn no_store(resp: impl IntoResponse) -> Response {
@@ -20,19 +20,22 @@ fn no_store(resp: impl IntoResponse) -> Response {
     resp
 }
 
-async fn caller(b: &Broker, headers: &HeaderMap) -> Result<Caller, OAuthError> {
-    let token = bearer(headers).map_err(OAuthError::from)?.ok_or_else(|| {
-        OAuthError::invalid_token("the caller must authenticate with a bearer token")
-    })?;
-    Ok(b.caller(token).await?)
+async fn caller(b: &Broker, headers: &HeaderMap, path: &str) -> Result<Caller, OAuthError> {
+    let p = presented(headers)
+        .map_err(OAuthError::from)?
+        .ok_or_else(|| OAuthError::invalid_token("the caller must authenticate"))?;
+    Ok(b.caller(&p, "POST", path).await?)
 }
 
-/// No grant type is enabled on this endpoint yet.
-pub async fn token(Form(form): Form<HashMap<String, String>>) -> OAuthError {
-    match form.get("grant_type") {
-        None => OAuthError::invalid_request("grant_type is required"),
-        Some(g) => OAuthError::unsupported_grant_type(format!("grant type {g:?} is not supported")),
-    }
+/// RFC 8693 token exchange, the grant type writ issues tokens for here.
+pub async fn token(
+    State(b): State<Arc<Broker>>,
+    headers: HeaderMap,
+    Form(form): Form<TokenRequest>,
+) -> Result<Response, OAuthError> {
+    let proof = dpop_proof(&headers).map_err(OAuthError::from)?;
+    let out: TokenResponse = b.token_exchange(form, proof).await?;
+    Ok(no_store(Json(out)))
 }
 
 #[derive(Deserialize)]
@@ -49,7 +52,7 @@ pub async fn introspect(
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Result<Response, OAuthError> {
-    match caller(&b, &headers).await? {
+    match caller(&b, &headers, "/oauth2/introspect").await? {
         Caller::Admin => {}
         Caller::Agent(_) => {
             return Err(OAuthError::invalid_token(
@@ -69,7 +72,7 @@ pub async fn revoke(
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Result<Response, OAuthError> {
-    let caller = caller(&b, &headers).await?;
+    let caller = caller(&b, &headers, "/oauth2/revoke").await?;
     let token = form
         .token
         .ok_or_else(|| OAuthError::invalid_request("token is required"))?;

@@ -12,7 +12,12 @@ use crate::metrics;
 use crate::oidc::{self, KeySource};
 
 impl Broker {
-    pub async fn attest(&self, req: AttestRequest) -> Result<Attested, ApiError> {
+    /// `jkt`: the DPoP key the instance proved it holds, to bind its token to.
+    pub async fn attest(
+        &self,
+        req: AttestRequest,
+        jkt: Option<String>,
+    ) -> Result<Attested, ApiError> {
         let now = self.now();
         let Some(agent) = self.store.get_agent(&req.agent).await? else {
             return Err(self.attest_failed(&req.agent, None, "unknown agent").await);
@@ -83,7 +88,10 @@ impl Broker {
             scope: None,
             task: None,
             obo: None,
-            cnf: None,
+            cnf: jkt
+                .clone()
+                .map(|jkt| writ_core::token::Confirmation { jkt }),
+            act: None,
         };
         let token = self.mint(&claims)?;
         let instance = Instance {
@@ -93,6 +101,7 @@ impl Broker {
             created_at: now,
             expires_at,
             revoked_at: None,
+            jkt: jkt.clone(),
         };
         let grant = Grant {
             jti: jti.to_string(),
@@ -102,6 +111,8 @@ impl Broker {
             task_id: None,
             issued_at: now,
             expires_at,
+            jkt: jkt.clone(),
+            audience: None,
         };
         let audit = vec![
             AuditEvent::new(
@@ -141,7 +152,7 @@ impl Broker {
         Ok(Attested {
             instance_id,
             access_token: token,
-            token_type: "Bearer".into(),
+            token_type: if jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
             expires_in: ttl,
         })
     }

@@ -4,6 +4,7 @@
 mod admin;
 mod attest;
 mod audit;
+pub mod exchange;
 mod tasks;
 mod tokens;
 
@@ -17,7 +18,9 @@ use writ_policy::PolicySet;
 use writ_store::{GrantState, Store};
 
 use crate::config::BrokerConfig;
+use crate::dpop::DpopGuard;
 use crate::error::ApiError;
+use crate::extract::Presented;
 use crate::keys::KeyService;
 use crate::metrics::Metrics;
 use crate::oidc::OidcVerifier;
@@ -33,6 +36,7 @@ pub struct Broker {
     policy: RwLock<Arc<PolicySet>>,
     master: Arc<MasterKey>,
     oidc: OidcVerifier,
+    pub(crate) dpop: DpopGuard,
     pub(crate) metrics: Metrics,
 }
 
@@ -56,6 +60,8 @@ pub enum Caller {
 pub struct AgentCaller {
     pub claims: AccessClaims,
     pub state: GrantState,
+    /// The DPoP key the caller proved it holds, if its token is bound.
+    pub jkt: Option<String>,
 }
 
 impl AgentCaller {
@@ -84,6 +90,7 @@ impl Broker {
     ) -> Result<Self, ApiError> {
         let oidc = OidcVerifier::new(config.oidc_fetch_timeout)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let dpop = DpopGuard::new(config.dpop_nonces)?;
         Ok(Self {
             store,
             keys,
@@ -92,6 +99,7 @@ impl Broker {
             policy: RwLock::new(Arc::new(policy)),
             master,
             oidc,
+            dpop,
             metrics: Metrics::default(),
         })
     }
@@ -126,15 +134,21 @@ impl Broker {
         &self.master
     }
 
-    /// Resolves a bearer credential: an admin token, or a live agent token.
-    pub async fn caller(&self, token: &str) -> Result<Caller, ApiError> {
-        if looks_like_jwt(token) {
+    /// Resolves a credential: an admin token, or a live agent token
+    /// presented for `method path`.
+    pub async fn caller(
+        &self,
+        p: &Presented<'_>,
+        method: &str,
+        path: &str,
+    ) -> Result<Caller, ApiError> {
+        if looks_like_jwt(p.token) {
             return self
-                .authenticate(token, TokenKind::Any)
+                .authenticate(p, method, path, TokenKind::Any)
                 .await
                 .map(|a| Caller::Agent(Box::new(a)));
         }
-        if self.store.admin_token_valid(&hash_secret(token)).await? {
+        if !p.dpop && self.store.admin_token_valid(&hash_secret(p.token)).await? {
             Ok(Caller::Admin)
         } else {
             Err(ApiError::Unauthorized("invalid credential".into()))
@@ -152,13 +166,60 @@ impl Broker {
         }
     }
 
-    /// Verifies a token writ issued and checks that it is still live.
+    /// Verifies a token writ issued as presented for `method path`: its
+    /// signature and claims, its DPoP binding (a bound token needs the DPoP
+    /// scheme and a fresh proof by its key), and that it is still live.
     pub async fn authenticate(
         &self,
-        token: &str,
+        p: &Presented<'_>,
+        method: &str,
+        path: &str,
         kind: TokenKind,
     ) -> Result<AgentCaller, ApiError> {
-        let claims = self.verify_token(token, kind)?;
+        let claims = self.verify_token(p.token, kind)?;
+        let jkt = self.check_binding(&claims, p, method, path)?;
+        let state = self.live_grant(&claims).await?;
+        Ok(AgentCaller { claims, state, jkt })
+    }
+
+    /// The DPoP rules for a presented token. Returns the proven key.
+    pub(crate) fn check_binding(
+        &self,
+        claims: &AccessClaims,
+        p: &Presented<'_>,
+        method: &str,
+        path: &str,
+    ) -> Result<Option<String>, ApiError> {
+        match (&claims.cnf, p.dpop) {
+            (Some(cnf), true) => {
+                let proof = p.proof.ok_or_else(|| ApiError::Dpop {
+                    error: "invalid_dpop_proof",
+                    detail: "a DPoP proof is required with this token".into(),
+                    nonce: None,
+                })?;
+                let url = self.config.url(path);
+                let expected = writ_core::dpop::Expected {
+                    method,
+                    url: &url,
+                    access_token: Some(p.token),
+                    now: self.now(),
+                };
+                self.dpop.check(proof, &expected, Some(&cnf.jkt))?;
+                Ok(Some(cnf.jkt.clone()))
+            }
+            (Some(_), false) => Err(ApiError::Unauthorized(
+                "this token is bound to a DPoP key: present it with the DPoP scheme and a proof"
+                    .into(),
+            )),
+            (None, true) => Err(ApiError::Unauthorized(
+                "this token is not DPoP-bound: present it with the Bearer scheme".into(),
+            )),
+            (None, false) => Ok(None),
+        }
+    }
+
+    /// The grant behind verified claims, if it is still live.
+    pub(crate) async fn live_grant(&self, claims: &AccessClaims) -> Result<GrantState, ApiError> {
         let state = self
             .store
             .grant_state(&claims.jti)
@@ -172,14 +233,26 @@ impl Broker {
                 "token does not match its issuance record".into(),
             ));
         }
-        Ok(AgentCaller { claims, state })
+        Ok(state)
     }
 
-    /// Signature, header and claim checks only (no store lookup).
+    /// Signature, header and claim checks only (no store lookup), for a
+    /// token presented to writ itself.
     pub fn verify_token(&self, token: &str, kind: TokenKind) -> Result<AccessClaims, ApiError> {
+        self.verify_token_for(token, kind, Some(&self.config.issuer))
+    }
+
+    /// As [`Broker::verify_token`], with any audience (`None`): for the
+    /// issuer's own bookkeeping (introspection, revocation) only.
+    pub fn verify_token_for(
+        &self,
+        token: &str,
+        kind: TokenKind,
+        audience: Option<&str>,
+    ) -> Result<AccessClaims, ApiError> {
         let expect = Expect {
             issuer: &self.config.issuer,
-            audience: &self.config.issuer,
+            audience,
             kind,
         };
         self.keys

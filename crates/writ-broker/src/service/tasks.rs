@@ -5,7 +5,7 @@ use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::scope;
 use writ_core::token::AccessClaims;
 use writ_core::{Jti, TaskId, Timestamp};
-use writ_policy::{AgentFacts, StartTaskFacts, ToolFacts};
+use writ_policy::{Action, AgentFacts, TaskFacts, ToolFacts};
 use writ_store::{Grant, GrantKind, StoreError, TaskEnd};
 
 use super::{AgentCaller, Broker, Caller};
@@ -103,7 +103,10 @@ impl Broker {
                 scopes: t.scopes.iter().map(|s| s.as_str()).collect(),
             })
             .collect();
-        let facts = StartTaskFacts {
+        let facts = TaskFacts {
+            action: Action::StartTask,
+            chain: Vec::new(),
+            depth: 0,
             agent: AgentFacts {
                 name: agent.name.as_str(),
                 spiffe_id: &agent.spiffe_id,
@@ -118,7 +121,7 @@ impl Broker {
             attestation: &attestation,
             now,
         };
-        let decision = policy.decide_start_task(&facts, &tool_facts);
+        let decision = policy.decide(&facts, &tool_facts);
         let request_detail = serde_json::json!({
             "intent": intent,
             "capabilities": capabilities,
@@ -157,8 +160,11 @@ impl Broker {
             ended_at: None,
             end_reason: None,
             policy_version: decision.policy_version.clone(),
+            parent_task_id: None,
+            depth: 0,
         };
-        let (token, grant, exp) = self.task_token(&task, &agent.spiffe_id, now)?;
+        let (token, grant, exp) =
+            self.task_token(&task, &agent.spiffe_id, None, caller.jkt.clone(), None, now)?;
         let audit = vec![
             AuditEvent::new(AuditKind::TaskStart, Outcome::Success, caller.actor())
                 .agent(&task.agent)
@@ -176,7 +182,7 @@ impl Broker {
         self.store.create_task(&task, &grant, audit).await?;
         metrics::inc(&self.metrics.tasks_started);
         metrics::inc(&self.metrics.tokens_issued);
-        Ok(token_response(&task, token, now, exp))
+        Ok(token_response(&task, token, now, exp, caller.jkt.is_some()))
     }
 
     /// Extends the lease (never past the task's hard end) and returns a
@@ -194,9 +200,13 @@ impl Broker {
             )));
         }
         let now = self.now();
-        let agent = self.agent(&task.agent).await?;
         let lease = now.add_secs(self.config.lease_ttl).min(task.expires_at);
-        let (token, grant, exp) = self.task_token(&task, &agent.spiffe_id, now)?;
+        // The renewed token names the same subject and chain, bound to the
+        // key the instance proved (its instance's key).
+        let lineage = self.lineage(&task).await?;
+        let (sub, act) = self.subject_and_actors(&lineage).await?;
+        let (token, grant, exp) =
+            self.task_token(&task, &sub, act, caller.jkt.clone(), None, now)?;
         let audit = vec![
             AuditEvent::new(AuditKind::TaskHeartbeat, Outcome::Success, caller.actor())
                 .agent(&task.agent)
@@ -207,7 +217,7 @@ impl Broker {
         ];
         let task = self.store.heartbeat_task(id, lease, &grant, audit).await?;
         metrics::inc(&self.metrics.tokens_issued);
-        Ok(token_response(&task, token, now, exp))
+        Ok(token_response(&task, token, now, exp, caller.jkt.is_some()))
     }
 
     /// Ends a task and revokes every grant issued under it.
@@ -237,13 +247,14 @@ impl Broker {
                 _ => "completed".to_owned(),
             });
         match self.store.end_task(id, end, now, vec![event]).await? {
-            Some((task, revoked)) => {
-                metrics::inc(&self.metrics.tasks_ended);
-                metrics::add(&self.metrics.tokens_revoked, revoked);
+            Some(ended) => {
+                metrics::add(&self.metrics.tasks_ended, 1 + ended.descendants);
+                metrics::add(&self.metrics.tokens_revoked, ended.revoked_tokens);
                 Ok(TaskEnded {
-                    task_id: task.task_id,
-                    status: task.status,
-                    revoked_tokens: revoked,
+                    task_id: ended.task.task_id,
+                    status: ended.task.status,
+                    revoked_tokens: ended.revoked_tokens,
+                    ended_descendants: ended.descendants,
                 })
             }
             None => {
@@ -274,9 +285,9 @@ impl Broker {
             .store
             .end_task(id, TaskEnd::Lapsed, now, vec![event])
             .await?;
-        if let Some((_, revoked)) = &ended {
-            metrics::inc(&self.metrics.tasks_ended);
-            metrics::add(&self.metrics.tokens_revoked, *revoked);
+        if let Some(e) = &ended {
+            metrics::add(&self.metrics.tasks_ended, 1 + e.descendants);
+            metrics::add(&self.metrics.tokens_revoked, e.revoked_tokens);
         }
         Ok(ended.is_some())
     }
@@ -303,20 +314,27 @@ impl Broker {
         }
     }
 
-    /// Mints a task token: the configured lifetime, never past the task's end.
-    fn task_token(
+    /// Mints a task token: the configured lifetime, never past the task's
+    /// end (nor `cap`, the lifetime of the token it derives from).
+    pub(crate) fn task_token(
         &self,
         task: &Task,
-        spiffe_id: &str,
+        sub: &str,
+        act: Option<writ_core::token::Actor>,
+        jkt: Option<String>,
+        cap: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<(String, Grant, Timestamp), ApiError> {
-        let exp = now
+        let mut exp = now
             .add_secs(self.config.task_token_ttl)
             .min(task.expires_at);
+        if let Some(cap) = cap {
+            exp = exp.min(cap);
+        }
         let jti = Jti::generate()?;
         let claims = AccessClaims {
             iss: self.config.issuer.clone(),
-            sub: spiffe_id.to_owned(),
+            sub: sub.to_owned(),
             aud: self.config.issuer.clone(),
             exp: exp.secs(),
             iat: now.secs(),
@@ -326,7 +344,10 @@ impl Broker {
             scope: Some(scope::to_claim(&task.capabilities)),
             task: Some(task.task_id.to_string()),
             obo: task.on_behalf_of.clone(),
-            cnf: None,
+            cnf: jkt
+                .clone()
+                .map(|jkt| writ_core::token::Confirmation { jkt }),
+            act,
         };
         let token = self.mint(&claims)?;
         let grant = Grant {
@@ -337,12 +358,14 @@ impl Broker {
             task_id: Some(task.task_id.clone()),
             issued_at: now,
             expires_at: exp,
+            jkt,
+            audience: None,
         };
         Ok((token, grant, exp))
     }
 }
 
-fn issue_event(task: &Task, grant: &Grant, exp: Timestamp) -> AuditEvent {
+pub(crate) fn issue_event(task: &Task, grant: &Grant, exp: Timestamp) -> AuditEvent {
     AuditEvent::new(AuditKind::TokenIssue, Outcome::Success, "system")
         .agent(&task.agent)
         .instance(&task.instance_id)
@@ -356,11 +379,17 @@ fn issue_event(task: &Task, grant: &Grant, exp: Timestamp) -> AuditEvent {
         }))
 }
 
-fn token_response(task: &Task, token: String, now: Timestamp, exp: Timestamp) -> TaskToken {
+pub(crate) fn token_response(
+    task: &Task,
+    token: String,
+    now: Timestamp,
+    exp: Timestamp,
+    bound: bool,
+) -> TaskToken {
     TaskToken {
         task_id: task.task_id.clone(),
         access_token: token,
-        token_type: "Bearer".into(),
+        token_type: if bound { "DPoP" } else { "Bearer" }.into(),
         expires_in: now.secs_until(exp),
         lease_expires_at: task.lease_expires_at,
         scope: scope::to_claim(&task.capabilities),

@@ -29,7 +29,7 @@ impl Broker {
     /// all still live.
     pub async fn introspect(&self, token: &str) -> Result<Introspection, ApiError> {
         metrics::inc(&self.metrics.introspections);
-        let Ok(claims) = self.verify_token(token, TokenKind::Any) else {
+        let Ok(claims) = self.verify_token_for(token, TokenKind::Any, None) else {
             return Ok(Introspection::default());
         };
         let live = self.store.grant_state(&claims.jti).await?.is_some_and(|s| {
@@ -52,6 +52,8 @@ impl Broker {
             jti: Some(claims.jti),
             task: claims.task,
             obo: claims.obo,
+            cnf: claims.cnf,
+            act: claims.act,
         })
     }
 
@@ -59,7 +61,7 @@ impl Broker {
     /// as already invalid (success, nothing changes). An agent may revoke
     /// only tokens of its own instance.
     pub async fn revoke(&self, caller: &Caller, token: &str) -> Result<(), ApiError> {
-        let Ok(claims) = self.verify_token(token, TokenKind::Any) else {
+        let Ok(claims) = self.verify_token_for(token, TokenKind::Any, None) else {
             return Ok(());
         };
         let Some(state) = self.store.grant_state(&claims.jti).await? else {

@@ -1,6 +1,7 @@
 //! SQLite schema, applied in order and tracked by `PRAGMA user_version`.
 
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE admin_tokens (
     hash        TEXT PRIMARY KEY,
     created_at  INTEGER NOT NULL
@@ -88,4 +89,14 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-"#];
+"#,
+    // 2: delegation (parent tasks, depth) and sender constraint (DPoP jkt).
+    r#"
+ALTER TABLE tasks ADD COLUMN parent_id TEXT REFERENCES tasks(id);
+ALTER TABLE tasks ADD COLUMN depth INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE instances ADD COLUMN jkt TEXT;
+ALTER TABLE grants ADD COLUMN jkt TEXT;
+ALTER TABLE grants ADD COLUMN audience TEXT;
+CREATE INDEX tasks_parent ON tasks(parent_id);
+"#,
+];

@@ -8,8 +8,8 @@ use writ_core::{AgentName, InstanceId, TaskId, Timestamp, ToolName};
 
 use super::{SqliteStore, WriteCtx, db};
 use crate::{
-    Grant, GrantKind, GrantState, Instance, JoinTokenError, QuarantineOutcome, Result, Store,
-    StoreError, StoredKey, TaskEnd,
+    Ended, Grant, GrantKind, GrantState, Instance, JoinTokenError, QuarantineOutcome, Result,
+    Store, StoreError, StoredKey, TaskEnd,
 };
 
 fn ts(v: i64) -> Timestamp {
@@ -83,7 +83,7 @@ fn tool_from(row: (String, String, String, i64)) -> Result<Tool> {
 }
 
 const TASK_COLS: &str = "id, agent, instance_id, intent, capabilities, on_behalf_of, status, created_at, \
-                         lease_expires_at, expires_at, ended_at, end_reason, policy_version";
+                         lease_expires_at, expires_at, ended_at, end_reason, policy_version, parent_id, depth";
 
 struct TaskRow {
     id: String,
@@ -99,6 +99,8 @@ struct TaskRow {
     ended_at: Option<i64>,
     end_reason: Option<String>,
     policy_version: String,
+    parent_id: Option<String>,
+    depth: i64,
 }
 
 fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
@@ -116,6 +118,8 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
         ended_at: r.get(10)?,
         end_reason: r.get(11)?,
         policy_version: r.get(12)?,
+        parent_id: r.get(13)?,
+        depth: r.get(14)?,
     })
 }
 
@@ -135,6 +139,13 @@ fn task_from(r: TaskRow) -> Result<Task> {
         ended_at: r.ended_at.map(ts),
         end_reason: r.end_reason,
         policy_version: r.policy_version,
+        parent_task_id: r
+            .parent_id
+            .as_deref()
+            .map(|p| parse("task id", p))
+            .transpose()?,
+        depth: u32::try_from(r.depth)
+            .map_err(|_| StoreError::Corrupt(format!("task depth {}", r.depth)))?,
     })
 }
 
@@ -152,8 +163,8 @@ fn load_task(conn: &Connection, id: &str) -> Result<Option<Task>> {
 
 fn insert_grant(conn: &Connection, g: &Grant) -> Result<()> {
     conn.execute(
-        "INSERT INTO grants (jti, kind, agent, instance_id, task_id, issued_at, expires_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO grants (jti, kind, agent, instance_id, task_id, issued_at, expires_at, jkt, audience) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             g.jti,
             g.kind.as_str(),
@@ -161,7 +172,9 @@ fn insert_grant(conn: &Connection, g: &Grant) -> Result<()> {
             g.instance_id.as_str(),
             g.task_id.as_ref().map(TaskId::as_str),
             g.issued_at.millis(),
-            g.expires_at.millis()
+            g.expires_at.millis(),
+            g.jkt,
+            g.audience
         ],
     )
     .map_err(insert_err(format!("grant {}", g.jti)))?;
@@ -197,6 +210,53 @@ fn agent_quarantined(conn: &Connection, agent: &str) -> Result<bool> {
     .optional()
     .map_err(db)?
     .ok_or(StoreError::NotFound("agent"))
+}
+
+/// Ends `root` (with `status` and `reason`) and every active descendant
+/// (revoked, naming the root), and revokes every grant under all of them.
+/// Returns `(grants revoked, descendants ended)`.
+fn end_tree(
+    conn: &Connection,
+    root: &str,
+    status: TaskStatus,
+    reason: &str,
+    now: Timestamp,
+) -> Result<(u64, u64)> {
+    const TREE: &str = "WITH RECURSIVE tree(id) AS ( \
+                          SELECT ?1 UNION ALL SELECT t.id FROM tasks t JOIN tree ON t.parent_id = tree.id)";
+    conn.execute(
+        "UPDATE tasks SET status = ?2, ended_at = ?3, end_reason = ?4 WHERE id = ?1 AND status = 'active'",
+        params![root, status.as_str(), now.millis(), reason],
+    )
+    .map_err(db)?;
+    let descendants = conn
+        .execute(
+            &format!(
+                "{TREE} UPDATE tasks SET status = 'revoked', ended_at = ?2, end_reason = ?3 \
+                 WHERE id IN (SELECT id FROM tree) AND id != ?1 AND status = 'active'"
+            ),
+            params![root, now.millis(), format!("ancestor task {root} ended")],
+        )
+        .map_err(db)? as u64;
+    conn.execute(
+        &format!(
+            "{TREE} INSERT INTO revocations (jti, expires_at, revoked_at) \
+             SELECT jti, expires_at, ?2 FROM grants \
+             WHERE task_id IN (SELECT id FROM tree) AND revoked_at IS NULL AND expires_at > ?2"
+        ),
+        params![root, now.millis()],
+    )
+    .map_err(db)?;
+    let revoked = conn
+        .execute(
+            &format!(
+                "{TREE} UPDATE grants SET revoked_at = ?2 \
+                 WHERE task_id IN (SELECT id FROM tree) AND revoked_at IS NULL"
+            ),
+            params![root, now.millis()],
+        )
+        .map_err(db)? as u64;
+    Ok((revoked, descendants))
 }
 
 #[async_trait]
@@ -374,14 +434,27 @@ impl Store for SqliteStore {
                         params![name, now.millis()],
                     )
                     .map_err(db)?;
-                out.ended_tasks = ctx
-                    .tx
-                    .execute(
-                        "UPDATE tasks SET status = 'revoked', ended_at = ?2, end_reason = 'agent quarantined' \
-                         WHERE agent = ?1 AND status = 'active'",
-                        params![name, now.millis()],
-                    )
-                    .map_err(db)? as u64;
+                let active: Vec<String> = {
+                    let mut stmt = ctx
+                        .tx
+                        .prepare("SELECT id FROM tasks WHERE agent = ?1 AND status = 'active'")
+                        .map_err(db)?;
+                    let rows = stmt.query_map([&name], |r| r.get::<_, String>(0)).map_err(db)?;
+                    rows.collect::<rusqlite::Result<_>>().map_err(db)?
+                };
+                for id in active {
+                    // A task already ended as another's descendant is skipped.
+                    let still: bool = ctx
+                        .tx
+                        .query_row("SELECT status = 'active' FROM tasks WHERE id = ?1", [&id], |r| r.get(0))
+                        .map_err(db)?;
+                    if still {
+                        let (revoked, descendants) =
+                            end_tree(ctx.tx, &id, TaskStatus::Revoked, "agent quarantined", now)?;
+                        out.revoked_tokens += revoked;
+                        out.ended_tasks += 1 + descendants;
+                    }
+                }
             }
             ctx.audit(now, &audit)?;
             Ok(out)
@@ -501,13 +574,15 @@ impl Store for SqliteStore {
             }
             ctx.tx
                 .execute(
-                    "INSERT INTO instances (id, agent, attestation, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO instances (id, agent, attestation, created_at, expires_at, jkt) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![
                         i.id.as_str(),
                         i.agent.as_str(),
                         i.attestation,
                         i.created_at.millis(),
-                        i.expires_at.millis()
+                        i.expires_at.millis(),
+                        i.jkt
                     ],
                 )
                 .map_err(insert_err(format!("instance {}", i.id)))?;
@@ -520,15 +595,16 @@ impl Store for SqliteStore {
     async fn get_instance(&self, id: &InstanceId) -> Result<Option<Instance>> {
         let id = id.to_string();
         self.read(move |c| {
-            let row: Option<(String, String, String, i64, i64, Option<i64>)> = c
+            type Row = (String, String, String, i64, i64, Option<i64>, Option<String>);
+            let row: Option<Row> = c
                 .query_row(
-                    "SELECT id, agent, attestation, created_at, expires_at, revoked_at FROM instances WHERE id = ?1",
+                    "SELECT id, agent, attestation, created_at, expires_at, revoked_at, jkt FROM instances WHERE id = ?1",
                     [id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
                 )
                 .optional()
                 .map_err(db)?;
-            row.map(|(id, agent, attestation, created_at, expires_at, revoked_at)| {
+            row.map(|(id, agent, attestation, created_at, expires_at, revoked_at, jkt)| {
                 Ok(Instance {
                     id: parse("instance id", &id)?,
                     agent: parse("agent name", &agent)?,
@@ -536,6 +612,7 @@ impl Store for SqliteStore {
                     created_at: ts(created_at),
                     expires_at: ts(expires_at),
                     revoked_at: revoked_at.map(ts),
+                    jkt,
                 })
             })
             .transpose()
@@ -570,10 +647,23 @@ impl Store for SqliteStore {
                 }
                 Some(_) => {}
             }
+            if let Some(parent) = &t.parent_task_id {
+                let status: Option<String> = ctx
+                    .tx
+                    .query_row("SELECT status FROM tasks WHERE id = ?1", [parent.as_str()], |r| r.get(0))
+                    .optional()
+                    .map_err(db)?;
+                match status.as_deref() {
+                    None => return Err(StoreError::NotFound("parent task")),
+                    Some("active") => {}
+                    Some(_) => return Err(StoreError::NotActive("parent task ended")),
+                }
+            }
             ctx.tx
                 .execute(
                     &format!(
-                        "INSERT INTO tasks ({TASK_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, ?11)"
+                        "INSERT INTO tasks ({TASK_COLS}) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, ?11, ?12, ?13)"
                     ),
                     params![
                         t.task_id.as_str(),
@@ -586,7 +676,9 @@ impl Store for SqliteStore {
                         t.created_at.millis(),
                         t.lease_expires_at.millis(),
                         t.expires_at.millis(),
-                        t.policy_version
+                        t.policy_version,
+                        t.parent_task_id.as_ref().map(TaskId::as_str),
+                        i64::from(t.depth)
                     ],
                 )
                 .map_err(insert_err(format!("task {}", t.task_id)))?;
@@ -644,7 +736,7 @@ impl Store for SqliteStore {
         end: TaskEnd,
         now: Timestamp,
         audit: Vec<AuditEvent>,
-    ) -> Result<Option<(Task, u64)>> {
+    ) -> Result<Option<Ended>> {
         let id = id.to_string();
         self.write(move |ctx: &mut WriteCtx<'_>| {
             let task = load_task(ctx.tx, &id)?.ok_or(StoreError::NotFound("task"))?;
@@ -666,23 +758,39 @@ impl Store for SqliteStore {
                     (TaskStatus::Expired, why.to_owned())
                 }
             };
-            ctx.tx
-                .execute(
-                    "UPDATE tasks SET status = ?2, ended_at = ?3, end_reason = ?4 WHERE id = ?1",
-                    params![id, status.as_str(), now.millis(), reason],
-                )
-                .map_err(db)?;
-            let revoked = revoke_where(ctx.tx, "task_id = ?1", &id, now)?;
+            let (revoked_tokens, descendants) = end_tree(ctx.tx, &id, status, &reason, now)?;
             ctx.audit(now, &audit)?;
-            Ok(Some((
-                Task {
+            Ok(Some(Ended {
+                task: Task {
                     status,
                     ended_at: Some(now),
                     end_reason: Some(reason),
                     ..task
                 },
-                revoked,
-            )))
+                revoked_tokens,
+                descendants,
+            }))
+        })
+        .await
+    }
+
+    async fn task_tree(&self, id: &TaskId) -> Result<Vec<Task>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare(&format!(
+                    "WITH RECURSIVE tree(id, d) AS ( \
+                       SELECT ?1, 0 UNION ALL SELECT t.id, tree.d + 1 FROM tasks t JOIN tree ON t.parent_id = tree.id) \
+                     SELECT {cols} FROM tasks JOIN tree ON tasks.id = tree.id ORDER BY tree.d, tasks.created_at",
+                    cols = TASK_COLS
+                        .split(", ")
+                        .map(|c| format!("tasks.{}", c.trim()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .map_err(db)?;
+            let rows = stmt.query_map([id], task_row).map_err(db)?;
+            rows.map(|r| r.map_err(db).and_then(task_from)).collect()
         })
         .await
     }
@@ -708,24 +816,26 @@ impl Store for SqliteStore {
     async fn grant_state(&self, jti: &str) -> Result<Option<GrantState>> {
         let jti = jti.to_owned();
         self.read(move |c| {
-            type Row = (
-                String,
-                String,
-                String,
-                String,
-                Option<String>,
-                i64,
-                i64,
-                Option<i64>,
-                Option<bool>,
-                Option<String>,
-                Option<i64>,
-                Option<String>,
-            );
-            let row: Option<Row> = c
+            struct Raw {
+                jti: String,
+                kind: String,
+                agent: String,
+                instance_id: String,
+                task_id: Option<String>,
+                issued_at: i64,
+                expires_at: i64,
+                revoked_at: Option<i64>,
+                quarantined: Option<bool>,
+                instance_row: Option<String>,
+                instance_revoked_at: Option<i64>,
+                task_status: Option<String>,
+                jkt: Option<String>,
+                audience: Option<String>,
+            }
+            let raw = c
                 .query_row(
                     "SELECT g.jti, g.kind, g.agent, g.instance_id, g.task_id, g.issued_at, g.expires_at, \
-                            g.revoked_at, a.quarantined, i.id, i.revoked_at, t.status \
+                            g.revoked_at, a.quarantined, i.id, i.revoked_at, t.status, g.jkt, g.audience \
                      FROM grants g \
                      LEFT JOIN agents a ON a.name = g.agent \
                      LEFT JOIN instances i ON i.id = g.instance_id \
@@ -733,51 +843,82 @@ impl Store for SqliteStore {
                      WHERE g.jti = ?1",
                     [jti],
                     |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                            r.get(6)?,
-                            r.get(7)?,
-                            r.get(8)?,
-                            r.get(9)?,
-                            r.get(10)?,
-                            r.get(11)?,
-                        ))
+                        Ok(Raw {
+                            jti: r.get(0)?,
+                            kind: r.get(1)?,
+                            agent: r.get(2)?,
+                            instance_id: r.get(3)?,
+                            task_id: r.get(4)?,
+                            issued_at: r.get(5)?,
+                            expires_at: r.get(6)?,
+                            revoked_at: r.get(7)?,
+                            quarantined: r.get(8)?,
+                            instance_row: r.get(9)?,
+                            instance_revoked_at: r.get(10)?,
+                            task_status: r.get(11)?,
+                            jkt: r.get(12)?,
+                            audience: r.get(13)?,
+                        })
                     },
                 )
                 .optional()
                 .map_err(db)?;
-            let Some((jti, kind, agent, instance_id, task_id, issued, expires, revoked, quarantined, inst_id, inst_revoked, status)) =
-                row
-            else {
+            let Some(raw) = raw else {
                 return Ok(None);
             };
-            let task_status = match (&task_id, status) {
+            let task_status = match (&raw.task_id, &raw.task_status) {
                 (None, _) => None,
-                (Some(_), Some(s)) => Some(TaskStatus::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("task status {s}")))?),
+                (Some(_), Some(s)) => Some(
+                    TaskStatus::parse(s).ok_or_else(|| StoreError::Corrupt(format!("task status {s}")))?,
+                ),
                 // A grant whose task row is missing is treated as ended.
                 (Some(_), None) => Some(TaskStatus::Revoked),
             };
             Ok(Some(GrantState {
                 grant: Grant {
-                    jti,
-                    kind: GrantKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("grant kind {kind}")))?,
-                    agent: parse("agent name", &agent)?,
-                    instance_id: parse("instance id", &instance_id)?,
-                    task_id: task_id.as_deref().map(|t| parse("task id", t)).transpose()?,
-                    issued_at: ts(issued),
-                    expires_at: ts(expires),
+                    kind: GrantKind::parse(&raw.kind)
+                        .ok_or_else(|| StoreError::Corrupt(format!("grant kind {}", raw.kind)))?,
+                    agent: parse("agent name", &raw.agent)?,
+                    instance_id: parse("instance id", &raw.instance_id)?,
+                    task_id: raw.task_id.as_deref().map(|t| parse("task id", t)).transpose()?,
+                    issued_at: ts(raw.issued_at),
+                    expires_at: ts(raw.expires_at),
+                    jti: raw.jti,
+                    jkt: raw.jkt,
+                    audience: raw.audience,
                 },
-                revoked_at: revoked.map(ts),
+                revoked_at: raw.revoked_at.map(ts),
                 // A missing agent or instance row counts as dead, never alive.
-                agent_quarantined: quarantined.unwrap_or(true),
-                instance_revoked: inst_id.is_none() || inst_revoked.is_some(),
+                agent_quarantined: raw.quarantined.unwrap_or(true),
+                instance_revoked: raw.instance_row.is_none() || raw.instance_revoked_at.is_some(),
                 task_status,
             }))
+        })
+        .await
+    }
+
+    async fn record_grant(&self, grant: &Grant, audit: Vec<AuditEvent>) -> Result<()> {
+        let g = grant.clone();
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let task = g.task_id.as_ref().ok_or(StoreError::NotFound("task"))?;
+            let status: String = ctx
+                .tx
+                .query_row(
+                    "SELECT status FROM tasks WHERE id = ?1",
+                    [task.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?
+                .ok_or(StoreError::NotFound("task"))?;
+            if status != "active" {
+                return Err(StoreError::NotActive("task ended"));
+            }
+            if agent_quarantined(ctx.tx, g.agent.as_str())? {
+                return Err(StoreError::Quarantined);
+            }
+            insert_grant(ctx.tx, &g)?;
+            ctx.audit(g.issued_at, &audit)
         })
         .await
     }

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use writ_client::Client;
 use writ_core::AgentName;
 use writ_core::api::AttestRequest;
 
@@ -44,7 +43,7 @@ pub async fn run(g: &Global, a: AttestArgs) -> anyhow::Result<u8> {
         join_token: a.join_token,
         oidc_token,
     };
-    let out = Client::new(&g.addr, None)?.attest(&req).await?;
+    let out = g.agent_client(None)?.attest(&req).await?;
     if a.export {
         print_exports(&[
             ("WRIT_INSTANCE_TOKEN", &out.access_token),

@@ -3,6 +3,7 @@
 mod agent;
 mod attest;
 mod audit;
+mod dpop;
 mod keys;
 mod serve;
 mod task;
@@ -55,6 +56,10 @@ pub struct Global {
     /// Print only this top-level field of the response.
     #[arg(long, global = true)]
     pub field: Option<String>,
+    /// A DPoP key file (from `writ dpop keygen`): bind tokens to it at
+    /// attestation, and prove possession with every agent request.
+    #[arg(long, global = true, env = "WRIT_DPOP_KEY")]
+    pub dpop_key: Option<std::path::PathBuf>,
 }
 
 impl Global {
@@ -67,10 +72,25 @@ impl Global {
         Ok(Client::new(&self.addr, Some(Secret::new(token)))?)
     }
 
-    /// A client with the given credential, else the admin one, else none.
+    /// A client with the given agent credential (proving the DPoP key if
+    /// one is configured), else the admin one, else none.
     pub fn client_with(&self, token: Option<&str>) -> anyhow::Result<Client> {
-        let token = token.map(str::to_owned).or_else(|| self.token.clone());
-        Ok(Client::new(&self.addr, token.map(Secret::new))?)
+        match token {
+            Some(t) => self.agent_client(Some(t)),
+            None => Ok(Client::new(
+                &self.addr,
+                self.token.clone().map(Secret::new),
+            )?),
+        }
+    }
+
+    /// A client for agent requests: the token, and the DPoP key if any.
+    pub fn agent_client(&self, token: Option<&str>) -> anyhow::Result<Client> {
+        let c = Client::new(&self.addr, token.map(Secret::new))?;
+        Ok(match &self.dpop_key {
+            Some(path) => c.with_dpop(std::sync::Arc::new(dpop::load(path)?)),
+            None => c,
+        })
     }
 
     pub fn field(&self) -> Option<&str> {
@@ -102,6 +122,9 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(keys::KeysCmd),
+    /// DPoP keys for agents.
+    #[command(subcommand)]
+    Dpop(dpop::DpopCmd),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -115,5 +138,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Token(c) => token::run(g, c).await,
         Command::Audit(c) => audit::run(g, c).await,
         Command::Keys(c) => keys::run(g, c).await,
+        Command::Dpop(c) => dpop::run(g, c),
     }
 }

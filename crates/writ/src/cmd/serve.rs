@@ -50,6 +50,12 @@ pub struct ServeArgs {
     /// How often lapsed tasks are swept, in milliseconds [default: 1000].
     #[arg(long, env = "WRIT_SWEEP_INTERVAL_MS")]
     sweep_interval_ms: Option<u64>,
+    /// Require server-issued nonces in DPoP proofs (RFC 9449 §8).
+    #[arg(long, env = "WRIT_DPOP_NONCES")]
+    dpop_nonces: bool,
+    /// The deepest delegation chain (a root task is 0) [default: 3].
+    #[arg(long, env = "WRIT_MAX_DELEGATION_DEPTH")]
+    max_delegation_depth: Option<u32>,
     /// Worker threads [default: the number of cores].
     #[arg(long, env = "WRIT_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -80,6 +86,8 @@ struct FileConfig {
     lease_ttl: Option<i64>,
     max_task_ttl: Option<i64>,
     sweep_interval_ms: Option<u64>,
+    dpop_nonces: Option<bool>,
+    max_delegation_depth: Option<u32>,
 }
 
 const EXAMPLE_POLICIES: &[(&str, &str)] = &[(
@@ -160,6 +168,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     }
     if let Some(ms) = args.sweep_interval_ms.or(file.sweep_interval_ms) {
         config.sweep_interval = Duration::from_millis(ms.max(10));
+    }
+
+    config.dpop_nonces = args.dpop_nonces || file.dpop_nonces.unwrap_or(false);
+    if let Some(d) = args.max_delegation_depth.or(file.max_delegation_depth) {
+        config.max_delegation_depth = d;
     }
 
     let mut dir = DataDir::new(&data_dir);

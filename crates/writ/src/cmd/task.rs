@@ -66,6 +66,32 @@ pub enum TaskCmd {
         #[command(flatten)]
         task: TaskRef,
     },
+    /// Show the delegation tree under a task and each node's state.
+    Tree {
+        #[command(flatten)]
+        auth: AgentToken,
+        #[command(flatten)]
+        task: TaskRef,
+    },
+    /// Hand part of a task to a sub-agent (RFC 8693 delegation): the child
+    /// task's token is bound to the sub-agent's key and names every hop.
+    Delegate {
+        /// The parent's task token (proved with --dpop-key if bound).
+        #[arg(long, env = "WRIT_TASK_TOKEN", hide_env_values = true)]
+        subject_token: String,
+        /// The sub-agent's instance token.
+        #[arg(long, hide_env_values = true)]
+        actor_token: String,
+        /// Narrow to one tool (name or audience).
+        #[arg(long)]
+        audience: Option<String>,
+        /// Narrow to these capabilities: "tool:scope tool:scope".
+        #[arg(long)]
+        scope: Option<String>,
+        /// Print `export WRIT_CHILD_TASK_ID=... WRIT_CHILD_TASK_TOKEN=...`.
+        #[arg(long)]
+        export: bool,
+    },
 }
 
 fn parse_cap(s: &str) -> Result<Capability, String> {
@@ -85,7 +111,7 @@ pub async fn run(g: &Global, cmd: TaskCmd) -> anyhow::Result<u8> {
             let token = auth.instance_token.context(
                 "an instance token is needed: set WRIT_INSTANCE_TOKEN (see `writ attest`)",
             )?;
-            let c = g.client_with(Some(&token))?;
+            let c = g.agent_client(Some(&token))?;
             let out = c
                 .start_task(&StartTask {
                     intent,
@@ -104,7 +130,7 @@ pub async fn run(g: &Global, cmd: TaskCmd) -> anyhow::Result<u8> {
             }
         }
         TaskCmd::Heartbeat { auth, task } => {
-            let c = g.client_with(auth.instance_token.as_deref())?;
+            let c = g.agent_client(auth.instance_token.as_deref())?;
             print(&c.heartbeat(&task.id).await?, g.field())?;
         }
         TaskCmd::Complete { auth, task } => {
@@ -114,6 +140,55 @@ pub async fn run(g: &Global, cmd: TaskCmd) -> anyhow::Result<u8> {
         TaskCmd::Show { auth, task } => {
             let c = g.client_with(auth.instance_token.as_deref())?;
             print(&c.task(&task.id).await?, g.field())?;
+        }
+        TaskCmd::Tree { auth, task } => {
+            let c = g.client_with(auth.instance_token.as_deref())?;
+            let tree = c.task_tree(&task.id).await?;
+            if g.field().is_some() {
+                print(&tree, g.field())?;
+            } else {
+                for t in &tree {
+                    println!(
+                        "{}{}  {}  agent={}  depth={}  scope={}",
+                        "  ".repeat(t.depth as usize),
+                        t.task_id,
+                        t.status.as_str(),
+                        t.agent,
+                        t.depth,
+                        writ_core::scope::to_claim(&t.capabilities)
+                    );
+                }
+            }
+        }
+        TaskCmd::Delegate {
+            subject_token,
+            actor_token,
+            audience,
+            scope,
+            export,
+        } => {
+            let c = g.agent_client(None)?;
+            let out = c
+                .exchange(
+                    &subject_token,
+                    Some(&actor_token),
+                    audience.as_deref(),
+                    scope.as_deref(),
+                )
+                .await?;
+            if export {
+                let id = out
+                    .task_id
+                    .as_ref()
+                    .map(|t| t.to_string())
+                    .unwrap_or_default();
+                print_exports(&[
+                    ("WRIT_CHILD_TASK_ID", &id),
+                    ("WRIT_CHILD_TASK_TOKEN", &out.access_token),
+                ]);
+            } else {
+                print(&out, g.field())?;
+            }
         }
     }
     Ok(EXIT_OK)

@@ -21,6 +21,18 @@ pub enum TokenCmd {
         #[arg(value_name = "TOKEN")]
         jwt: String,
     },
+    /// RFC 8693: exchange a task token for a token for one tool, narrowed.
+    Exchange {
+        /// The task token (proved with --dpop-key if bound).
+        #[arg(long, env = "WRIT_TASK_TOKEN", hide_env_values = true)]
+        subject_token: String,
+        /// The tool (name or audience URI).
+        #[arg(long)]
+        audience: String,
+        /// Scopes on that tool, space separated (default: all the task holds).
+        #[arg(long)]
+        scope: Option<String>,
+    },
     /// RFC 7009 revocation (admin, or the agent's own token).
     Revoke {
         #[arg(value_name = "TOKEN")]
@@ -54,6 +66,17 @@ pub async fn run(g: &Global, cmd: TokenCmd) -> anyhow::Result<u8> {
             if let (Some(i), Some(obj)) = (introspection, out.as_object_mut()) {
                 obj.insert("introspection".into(), serde_json::to_value(i)?);
             }
+            print(&out, g.field())?;
+        }
+        TokenCmd::Exchange {
+            subject_token,
+            audience,
+            scope,
+        } => {
+            let out = g
+                .agent_client(None)?
+                .exchange(&subject_token, None, Some(&audience), scope.as_deref())
+                .await?;
             print(&out, g.field())?;
         }
         TokenCmd::Introspect { jwt: token } => {

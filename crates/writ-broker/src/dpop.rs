@@ -1,0 +1,192 @@
+//! The stateful half of DPoP: the replay cache and server nonces.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use aws_lc_rs::hmac;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use writ_core::Timestamp;
+use writ_core::dpop::{self, DpopError, Expected, VerifiedProof};
+
+use crate::error::ApiError;
+
+/// Most proofs remembered at once; past this (after purging the expired)
+/// new proofs are refused rather than risk a replay.
+const MAX_REMEMBERED: usize = 1_000_000;
+/// How long a server nonce stays valid.
+const NONCE_TTL_SECS: i64 = 300;
+
+#[derive(Debug)]
+pub struct DpopGuard {
+    /// `jti` hash to the second it may be forgotten.
+    seen: Mutex<HashMap<String, i64>>,
+    nonce_key: Option<hmac::Key>,
+}
+
+fn refused(e: DpopError) -> ApiError {
+    ApiError::Dpop {
+        error: "invalid_dpop_proof",
+        detail: e.to_string(),
+        nonce: None,
+    }
+}
+
+impl DpopGuard {
+    /// `nonces`: require server-issued nonces in proofs.
+    pub fn new(nonces: bool) -> Result<Self, writ_core::random::RandomError> {
+        let nonce_key = if nonces {
+            Some(hmac::Key::new(
+                hmac::HMAC_SHA256,
+                &writ_core::random::bytes::<32>()?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            seen: Mutex::new(HashMap::new()),
+            nonce_key,
+        })
+    }
+
+    /// Verifies a proof for this request, bound to `jkt` when given, and
+    /// records its `jti` so it is never accepted again.
+    pub fn check(
+        &self,
+        proof: &str,
+        expected: &Expected<'_>,
+        jkt: Option<&str>,
+    ) -> Result<VerifiedProof, ApiError> {
+        let v = dpop::verify_proof(proof, expected).map_err(refused)?;
+        if jkt.is_some_and(|j| j != v.jkt) {
+            return Err(refused(DpopError::WrongKey));
+        }
+        if let Some(key) = &self.nonce_key {
+            let ok = v
+                .nonce
+                .as_deref()
+                .is_some_and(|n| nonce_valid(key, n, expected.now));
+            if !ok {
+                return Err(ApiError::Dpop {
+                    error: "use_dpop_nonce",
+                    detail: DpopError::UseNonce.to_string(),
+                    nonce: Some(make_nonce(key, expected.now)),
+                });
+            }
+        }
+        self.remember(&v.jti_hash, v.iat, expected.now)?;
+        Ok(v)
+    }
+
+    fn remember(&self, jti_hash: &str, iat: i64, now: Timestamp) -> Result<(), ApiError> {
+        let mut seen = self
+            .seen
+            .lock()
+            .map_err(|_| ApiError::Internal("replay cache lock poisoned".into()))?;
+        let forget_at = iat.saturating_add(dpop::MAX_AGE_SECS + dpop::MAX_SKEW_SECS);
+        if seen.contains_key(jti_hash) {
+            return Err(refused(DpopError::Replay));
+        }
+        if seen.len() >= MAX_REMEMBERED {
+            let now = now.secs();
+            seen.retain(|_, t| *t > now);
+            if seen.len() >= MAX_REMEMBERED {
+                return Err(ApiError::Unavailable("DPoP replay cache is full".into()));
+            }
+        }
+        seen.insert(jti_hash.to_owned(), forget_at);
+        Ok(())
+    }
+}
+
+fn make_nonce(key: &hmac::Key, now: Timestamp) -> String {
+    let ts = now.secs().to_be_bytes();
+    let tag = hmac::sign(key, &ts);
+    let mut raw = ts.to_vec();
+    raw.extend_from_slice(tag.as_ref().get(..16).unwrap_or_default());
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn nonce_valid(key: &hmac::Key, nonce: &str, now: Timestamp) -> bool {
+    let Ok(raw) = URL_SAFE_NO_PAD.decode(nonce) else {
+        return false;
+    };
+    let (Some(ts), Some(tag)) = (raw.get(..8), raw.get(8..)) else {
+        return false;
+    };
+    let Ok(ts_bytes) = <[u8; 8]>::try_from(ts) else {
+        return false;
+    };
+    let issued = i64::from_be_bytes(ts_bytes);
+    let fresh = issued <= now.secs() + 5 && now.secs() - issued <= NONCE_TTL_SECS;
+    let expected = hmac::sign(key, ts);
+    fresh
+        && tag.len() == 16
+        && aws_lc_rs::constant_time::verify_slices_are_equal(
+            expected.as_ref().get(..16).unwrap_or_default(),
+            tag,
+        )
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use writ_core::dpop::ProofKey;
+
+    const NOW: Timestamp = Timestamp::from_secs(1_800_000_000);
+
+    fn expected<'a>(url: &'a str) -> Expected<'a> {
+        Expected {
+            method: "POST",
+            url,
+            access_token: None,
+            now: NOW,
+        }
+    }
+
+    #[test]
+    fn a_proof_is_accepted_once() {
+        let g = DpopGuard::new(false).unwrap();
+        let (k, _) = ProofKey::generate().unwrap();
+        let p = k.proof("POST", "https://w/x", None, None, NOW).unwrap();
+        assert!(g.check(&p, &expected("https://w/x"), None).is_ok());
+        assert!(matches!(
+            g.check(&p, &expected("https://w/x"), None),
+            Err(ApiError::Dpop { .. })
+        ));
+        let other = ProofKey::generate().unwrap().0.thumbprint().unwrap();
+        let p2 = k.proof("POST", "https://w/x", None, None, NOW).unwrap();
+        assert!(
+            g.check(&p2, &expected("https://w/x"), Some(&other))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn nonces_are_required_and_expire() {
+        let g = DpopGuard::new(true).unwrap();
+        let (k, _) = ProofKey::generate().unwrap();
+        let p = k.proof("POST", "https://w/x", None, None, NOW).unwrap();
+        let Err(ApiError::Dpop {
+            error,
+            nonce: Some(n),
+            ..
+        }) = g.check(&p, &expected("https://w/x"), None)
+        else {
+            panic!("a proof without a nonce was accepted")
+        };
+        assert_eq!(error, "use_dpop_nonce");
+        let p = k.proof("POST", "https://w/x", None, Some(&n), NOW).unwrap();
+        assert!(g.check(&p, &expected("https://w/x"), None).is_ok());
+        let later = Expected {
+            now: NOW.add_secs(NONCE_TTL_SECS + 1),
+            ..expected("https://w/x")
+        };
+        let p = k
+            .proof("POST", "https://w/x", None, Some(&n), later.now)
+            .unwrap();
+        assert!(g.check(&p, &later, None).is_err());
+        assert!(!nonce_valid(g.nonce_key.as_ref().unwrap(), "garbage", NOW));
+    }
+}

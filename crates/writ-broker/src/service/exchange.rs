@@ -1,0 +1,694 @@
+//! RFC 8693 token exchange: a task token for a tool token (narrowed), or a
+//! task delegated to a sub-agent (a child task, narrowed, with the whole
+//! actor chain). Every exchange is a policy decision and is audited.
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+use writ_core::api::{Task, TaskStatus, Tool};
+use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+use writ_core::ids::agent_spiffe_id;
+use writ_core::scope::{self, Capability};
+use writ_core::token::{AccessClaims, Actor, TokenKind};
+use writ_core::{Jti, Scope, TaskId};
+use writ_policy::{Action, AgentFacts, TaskFacts, ToolFacts};
+use writ_store::{Grant, GrantKind, StoreError};
+
+use super::Broker;
+use crate::error::{ApiError, OAuthError};
+use crate::extract::Presented;
+use crate::metrics;
+
+pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// The form of `POST /oauth2/token`.
+#[derive(Debug, Deserialize)]
+pub struct TokenRequest {
+    pub grant_type: Option<String>,
+    pub subject_token: Option<String>,
+    pub subject_token_type: Option<String>,
+    pub actor_token: Option<String>,
+    pub actor_token_type: Option<String>,
+    pub audience: Option<String>,
+    pub resource: Option<String>,
+    pub scope: Option<String>,
+    pub requested_token_type: Option<String>,
+}
+
+pub use writ_core::api::TokenExchanged as TokenResponse;
+
+fn oauth(e: ApiError) -> OAuthError {
+    e.into()
+}
+
+impl Broker {
+    /// `POST /oauth2/token`. `proof` is the request's DPoP header.
+    pub async fn token_exchange(
+        &self,
+        req: TokenRequest,
+        proof: Option<&str>,
+    ) -> Result<TokenResponse, OAuthError> {
+        match req.grant_type.as_deref() {
+            None => return Err(OAuthError::invalid_request("grant_type is required")),
+            Some(GRANT_TYPE) => {}
+            Some(g) => {
+                return Err(OAuthError::unsupported_grant_type(format!(
+                    "grant type {g:?} is not supported"
+                )));
+            }
+        }
+        let subject = req
+            .subject_token
+            .as_deref()
+            .ok_or_else(|| OAuthError::invalid_request("subject_token is required"))?;
+        if req.subject_token_type.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+            return Err(OAuthError::invalid_request(format!(
+                "subject_token_type must be {ACCESS_TOKEN_TYPE}"
+            )));
+        }
+        if req
+            .requested_token_type
+            .as_deref()
+            .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
+        {
+            return Err(OAuthError::invalid_request(format!(
+                "only {ACCESS_TOKEN_TYPE} can be issued"
+            )));
+        }
+        if req.actor_token.is_some() && req.actor_token_type.as_deref() != Some(ACCESS_TOKEN_TYPE) {
+            return Err(OAuthError::invalid_request(format!(
+                "actor_token_type must be {ACCESS_TOKEN_TYPE}"
+            )));
+        }
+        if req.audience.is_some() && req.resource.is_some() {
+            return Err(OAuthError::invalid_request(
+                "give audience or resource, not both",
+            ));
+        }
+
+        // The subject: a live task token. If bound, the request's proof must
+        // be signed by its key (the proof carries no `ath`: the token is in
+        // the body, not the Authorization header).
+        let claims = self
+            .verify_token(subject, TokenKind::Task)
+            .map_err(|e| OAuthError::invalid_grant(format!("subject_token: {e}")))?;
+        let proven = self
+            .check_binding(
+                &claims,
+                &Presented {
+                    token: subject,
+                    dpop: claims.cnf.is_some(),
+                    proof,
+                },
+                "POST",
+                "/oauth2/token",
+            )
+            .map_err(|e| match e {
+                ApiError::Dpop { .. } => oauth(e),
+                other => OAuthError::invalid_grant(other.to_string()),
+            });
+        let proven = match proven {
+            Ok(j) => j,
+            Err(e) => {
+                self.audit_refusal(&claims, None, &e.description).await?;
+                return Err(e);
+            }
+        };
+        let state = match self.live_grant(&claims).await {
+            Ok(s) => s,
+            Err(e) => {
+                let e = OAuthError::invalid_grant(format!("subject_token: {e}"));
+                self.audit_refusal(&claims, None, &e.description).await?;
+                return Err(e);
+            }
+        };
+        let task_id = state
+            .grant
+            .task_id
+            .clone()
+            .ok_or_else(|| OAuthError::invalid_grant("subject_token is not a task token"))?;
+        let task = self
+            .store
+            .get_task(&task_id)
+            .await?
+            .ok_or_else(|| OAuthError::invalid_grant("task not found"))?;
+        if task.status != TaskStatus::Active {
+            return Err(OAuthError::invalid_grant(
+                "the subject token's task has ended",
+            ));
+        }
+        let subject_exp = writ_core::Timestamp::from_secs(claims.exp);
+
+        match req.actor_token.as_deref() {
+            None => {
+                self.exchange_for_tool(&claims, &task, proven, subject_exp, &req)
+                    .await
+            }
+            Some(actor) => {
+                self.delegate(&claims, &task, actor, subject_exp, &req)
+                    .await
+            }
+        }
+    }
+
+    async fn exchange_for_tool(
+        &self,
+        claims: &AccessClaims,
+        task: &Task,
+        jkt: Option<String>,
+        subject_exp: writ_core::Timestamp,
+        req: &TokenRequest,
+    ) -> Result<TokenResponse, OAuthError> {
+        let target = req.audience.as_deref().or(req.resource.as_deref());
+        let Some(target) = target else {
+            return Err(OAuthError::invalid_request(
+                "audience or resource (a registered tool) is required",
+            ));
+        };
+        let tool = match self.find_tool(target).await? {
+            Some(t) => t,
+            None => {
+                return self
+                    .refuse(
+                        claims,
+                        OAuthError::invalid_target(format!("{target} is not a registered tool")),
+                    )
+                    .await;
+            }
+        };
+        let Some(held) = task.capabilities.iter().find(|c| c.tool == tool.name) else {
+            let e = OAuthError::invalid_target(format!(
+                "the task holds nothing for tool {}",
+                tool.name
+            ));
+            return self.refuse(claims, e).await;
+        };
+        let scopes = match requested_scopes(req.scope.as_deref(), Some(&tool), &held.scopes) {
+            Ok(s) => s,
+            Err(e) => return self.refuse(claims, e).await,
+        };
+        let cap = Capability {
+            tool: tool.name.clone(),
+            scopes,
+        };
+
+        let now = self.now();
+        let lineage = self.lineage(task).await.map_err(oauth)?;
+        let decision = self
+            .decide_for(
+                Action::ExchangeToken,
+                task,
+                &lineage,
+                &task.agent,
+                std::slice::from_ref(&cap),
+                std::slice::from_ref(&tool),
+                now,
+            )
+            .await?;
+        let detail = serde_json::json!({
+            "tool": tool.name,
+            "scope": cap.scopes,
+            "reason": decision.reason(),
+        });
+        if !decision.allowed {
+            let event = self
+                .exchange_event(claims, task, Outcome::Deny, &decision, detail)
+                .reason(decision.reason());
+            self.store.append_audit(now, vec![event]).await?;
+            return Err(OAuthError::access_denied(decision.reason()));
+        }
+
+        let exp = now
+            .add_secs(self.config.tool_token_ttl)
+            .min(task.expires_at)
+            .min(subject_exp);
+        let jti = Jti::generate().map_err(|e| OAuthError::server_error(e.to_string()))?;
+        let scope_claim = cap
+            .scopes
+            .iter()
+            .map(Scope::as_str)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let tool_claims = AccessClaims {
+            iss: self.config.issuer.clone(),
+            sub: claims.sub.clone(),
+            aud: tool.audience.clone(),
+            exp: exp.secs(),
+            iat: now.secs(),
+            nbf: now.secs(),
+            jti: jti.to_string(),
+            client_id: claims.client_id.clone(),
+            scope: Some(scope_claim.clone()),
+            task: claims.task.clone(),
+            obo: claims.obo.clone(),
+            cnf: jkt
+                .clone()
+                .map(|jkt| writ_core::token::Confirmation { jkt }),
+            act: claims.act.clone(),
+        };
+        let token = self.mint(&tool_claims).map_err(oauth)?;
+        let grant = Grant {
+            jti: jti.to_string(),
+            kind: GrantKind::ToolToken,
+            agent: task.agent.clone(),
+            instance_id: task.instance_id.clone(),
+            task_id: Some(task.task_id.clone()),
+            issued_at: now,
+            expires_at: exp,
+            jkt: jkt.clone(),
+            audience: Some(tool.audience.clone()),
+        };
+        let audit = vec![
+            self.exchange_event(claims, task, Outcome::Success, &decision, detail),
+            AuditEvent::new(AuditKind::TokenIssue, Outcome::Success, "system")
+                .agent(&task.agent)
+                .instance(&task.instance_id)
+                .task(&task.task_id)
+                .on_behalf_of(task.on_behalf_of.as_ref())
+                .jti(&jti)
+                .detail(serde_json::json!({"kind": "tool_token", "aud": tool.audience, "scope": scope_claim, "exp": exp.secs()})),
+        ];
+        self.store.record_grant(&grant, audit).await?;
+        metrics::inc(&self.metrics.tokens_issued);
+        Ok(TokenResponse {
+            access_token: token,
+            issued_token_type: ACCESS_TOKEN_TYPE.into(),
+            token_type: if jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
+            expires_in: now.secs_until(exp),
+            scope: scope_claim,
+            task_id: None,
+        })
+    }
+
+    async fn delegate(
+        &self,
+        claims: &AccessClaims,
+        parent: &Task,
+        actor_token: &str,
+        subject_exp: writ_core::Timestamp,
+        req: &TokenRequest,
+    ) -> Result<TokenResponse, OAuthError> {
+        // The actor: a live instance token of the sub-agent. Its key (if
+        // any) is the one the child's token is bound to.
+        let actor_claims = match self.verify_token(actor_token, TokenKind::Instance) {
+            Ok(c) => c,
+            Err(e) => {
+                return self
+                    .refuse(
+                        claims,
+                        OAuthError::invalid_grant(format!("actor_token: {e}")),
+                    )
+                    .await;
+            }
+        };
+        let actor_state = match self.live_grant(&actor_claims).await {
+            Ok(s) => s,
+            Err(e) => {
+                return self
+                    .refuse(
+                        claims,
+                        OAuthError::invalid_grant(format!("actor_token: {e}")),
+                    )
+                    .await;
+            }
+        };
+        let actor_agent = self.agent(&actor_state.grant.agent).await.map_err(oauth)?;
+        let lineage = self.lineage(parent).await.map_err(oauth)?;
+        if lineage.iter().any(|t| t.agent == actor_agent.name) {
+            let e = OAuthError::invalid_grant(format!(
+                "agent {} is already in the delegation chain (a cycle)",
+                actor_agent.name
+            ));
+            return self.refuse(claims, e).await;
+        }
+        let depth = parent.depth + 1;
+        if depth > self.config.max_delegation_depth {
+            let e = OAuthError::invalid_grant(format!(
+                "delegation depth {depth} exceeds the limit of {}",
+                self.config.max_delegation_depth
+            ));
+            return self.refuse(claims, e).await;
+        }
+
+        // What the child may hold: the parent's capabilities, narrowed to
+        // the target tool and the requested scopes.
+        let mut caps: Vec<Capability> = parent.capabilities.clone();
+        let mut tools: Vec<Tool> = Vec::new();
+        if let Some(target) = req.audience.as_deref().or(req.resource.as_deref()) {
+            let Some(tool) = self.find_tool(target).await? else {
+                return self
+                    .refuse(
+                        claims,
+                        OAuthError::invalid_target(format!("{target} is not a registered tool")),
+                    )
+                    .await;
+            };
+            caps.retain(|c| c.tool == tool.name);
+            if caps.is_empty() {
+                let e = OAuthError::invalid_target(format!(
+                    "the task holds nothing for tool {}",
+                    tool.name
+                ));
+                return self.refuse(claims, e).await;
+            }
+        }
+        if let Some(requested) = req.scope.as_deref() {
+            let wanted = match scope::from_claim(requested) {
+                Ok(w) => w,
+                Err(e) => {
+                    return self
+                        .refuse(claims, OAuthError::invalid_scope(format!("scope: {e}")))
+                        .await;
+                }
+            };
+            let mut narrowed = Vec::new();
+            for w in wanted {
+                let Some(held) = caps.iter().find(|c| c.tool == w.tool) else {
+                    let e = OAuthError::invalid_scope(format!(
+                        "the task holds nothing for tool {}",
+                        w.tool
+                    ));
+                    return self.refuse(claims, e).await;
+                };
+                if !w.scopes.is_subset(&held.scopes) {
+                    let e = OAuthError::invalid_scope(format!(
+                        "scope on {} exceeds what the task holds",
+                        w.tool
+                    ));
+                    return self.refuse(claims, e).await;
+                }
+                narrowed.push(w);
+            }
+            caps = scope::normalize(&narrowed);
+        }
+        for c in &caps {
+            if let Some(t) = self.store.get_tool(&c.tool).await? {
+                tools.push(t);
+            }
+        }
+
+        let now = self.now();
+        let decision = self
+            .decide_for(
+                Action::DelegateTask,
+                parent,
+                &lineage,
+                &actor_agent.name,
+                &caps,
+                &tools,
+                now,
+            )
+            .await?;
+        let detail = serde_json::json!({
+            "actor": actor_agent.name,
+            "actor_instance": actor_state.grant.instance_id,
+            "capabilities": caps,
+            "depth": depth,
+            "reason": decision.reason(),
+        });
+        if !decision.allowed {
+            let event = self
+                .exchange_event(claims, parent, Outcome::Deny, &decision, detail)
+                .reason(decision.reason());
+            self.store.append_audit(now, vec![event]).await?;
+            return Err(OAuthError::access_denied(decision.reason()));
+        }
+
+        let child_id = TaskId::generate().map_err(|e| OAuthError::server_error(e.to_string()))?;
+        let child = Task {
+            task_id: child_id.clone(),
+            agent: actor_agent.name.clone(),
+            instance_id: actor_state.grant.instance_id.clone(),
+            intent: parent.intent.clone(),
+            capabilities: caps,
+            on_behalf_of: parent.on_behalf_of.clone(),
+            status: TaskStatus::Active,
+            created_at: now,
+            lease_expires_at: now.add_secs(self.config.lease_ttl).min(parent.expires_at),
+            expires_at: parent.expires_at,
+            ended_at: None,
+            end_reason: None,
+            policy_version: decision.policy_version.clone(),
+            parent_task_id: Some(parent.task_id.clone()),
+            depth,
+        };
+        // Nested `act`: the new actor outermost, the earlier ones inside.
+        let act = Actor {
+            sub: actor_agent.spiffe_id.clone(),
+            act: claims.act.clone().map(Box::new),
+        };
+        let jkt = actor_claims.cnf.as_ref().map(|c| c.jkt.clone());
+        let (token, grant, exp) = self
+            .task_token(
+                &child,
+                &claims.sub,
+                Some(act),
+                jkt.clone(),
+                Some(subject_exp),
+                now,
+            )
+            .map_err(oauth)?;
+        let audit = vec![
+            self.exchange_event(claims, parent, Outcome::Success, &decision, detail),
+            AuditEvent::new(AuditKind::TaskStart, Outcome::Success, format!("instance:{}", claims.client_id))
+                .agent(&child.agent)
+                .instance(&child.instance_id)
+                .task(&child_id)
+                .on_behalf_of(child.on_behalf_of.as_ref())
+                .policy(&decision.policy_version, decision.determining_policies.clone())
+                .reason(format!("delegated from {}", parent.task_id))
+                .detail(serde_json::json!({"parent": parent.task_id, "depth": depth, "capabilities": child.capabilities})),
+            super::tasks::issue_event(&child, &grant, exp),
+        ];
+        match self.store.create_task(&child, &grant, audit).await {
+            Ok(()) => {}
+            Err(StoreError::NotActive(why)) => return Err(OAuthError::invalid_grant(why)),
+            Err(e) => return Err(e.into()),
+        }
+        metrics::inc(&self.metrics.tasks_started);
+        metrics::inc(&self.metrics.tokens_issued);
+        Ok(TokenResponse {
+            access_token: token,
+            issued_token_type: ACCESS_TOKEN_TYPE.into(),
+            token_type: if jkt.is_some() { "DPoP" } else { "Bearer" }.into(),
+            expires_in: now.secs_until(exp),
+            scope: scope::to_claim(&child.capabilities),
+            task_id: Some(child_id),
+        })
+    }
+
+    /// A tool by name or by audience URI.
+    async fn find_tool(&self, target: &str) -> Result<Option<Tool>, OAuthError> {
+        if let Ok(name) = target.parse()
+            && let Some(t) = self.store.get_tool(&name).await?
+        {
+            return Ok(Some(t));
+        }
+        Ok(self
+            .store
+            .list_tools()
+            .await?
+            .into_iter()
+            .find(|t| t.audience == target))
+    }
+
+    /// The task and its ancestors, root first.
+    pub(crate) async fn lineage(&self, task: &Task) -> Result<Vec<Task>, ApiError> {
+        let mut out = vec![task.clone()];
+        let mut next = task.parent_task_id.clone();
+        while let Some(id) = next {
+            if out.len() > 64 {
+                return Err(ApiError::Internal(
+                    "delegation chain too long or cyclic".into(),
+                ));
+            }
+            let t = self
+                .store
+                .get_task(&id)
+                .await?
+                .ok_or_else(|| ApiError::Internal(format!("parent task {id} missing")))?;
+            next = t.parent_task_id.clone();
+            out.push(t);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// `sub` (the root task's agent) and the nested `act` of every later hop.
+    pub(crate) async fn subject_and_actors(
+        &self,
+        lineage: &[Task],
+    ) -> Result<(String, Option<Actor>), ApiError> {
+        let td = &self.config.trust_domain;
+        let Some(root) = lineage.first() else {
+            return Err(ApiError::Internal("empty lineage".into()));
+        };
+        let mut act: Option<Actor> = None;
+        for t in lineage.iter().skip(1) {
+            act = Some(Actor {
+                sub: agent_spiffe_id(td, &t.agent),
+                act: act.map(Box::new),
+            });
+        }
+        Ok((agent_spiffe_id(td, &root.agent), act))
+    }
+
+    /// Builds the policy facts for an action on `task`'s chain, with
+    /// `principal` acting now.
+    #[allow(clippy::too_many_arguments, reason = "the facts of one decision")]
+    async fn decide_for(
+        &self,
+        action: Action,
+        task: &Task,
+        lineage: &[Task],
+        principal: &writ_core::AgentName,
+        caps: &[Capability],
+        tools: &[Tool],
+        now: writ_core::Timestamp,
+    ) -> Result<writ_policy::Decision, OAuthError> {
+        let mut agents = Vec::new();
+        for t in lineage {
+            agents.push(self.agent(&t.agent).await.map_err(oauth)?);
+        }
+        let me = self.agent(principal).await.map_err(oauth)?;
+        if me.quarantined {
+            return Err(OAuthError::invalid_grant("the acting agent is quarantined"));
+        }
+        fn facts_of(a: &writ_core::api::Agent) -> AgentFacts<'_> {
+            AgentFacts {
+                name: a.name.as_str(),
+                spiffe_id: &a.spiffe_id,
+                attestation: a.attestation.kind(),
+                quarantined: a.quarantined,
+                attributes: &a.attributes,
+            }
+        }
+        // For an exchange the principal is the task's own agent, already the
+        // chain's last hop.
+        let chain: Vec<AgentFacts<'_>> = agents
+            .iter()
+            .filter(|a| a.name != me.name)
+            .map(facts_of)
+            .collect();
+        let tool_facts: Vec<ToolFacts<'_>> = tools
+            .iter()
+            .map(|t| ToolFacts {
+                name: t.name.as_str(),
+                audience: &t.audience,
+                scopes: t.scopes.iter().map(Scope::as_str).collect(),
+            })
+            .collect();
+        let depth = match action {
+            Action::DelegateTask => task.depth + 1,
+            _ => task.depth,
+        };
+        let facts = TaskFacts {
+            action,
+            agent: facts_of(&me),
+            chain,
+            intent: &task.intent,
+            capabilities: caps,
+            on_behalf_of: task.on_behalf_of.as_deref(),
+            ttl_secs: now.secs_until(task.expires_at),
+            attestation: me.attestation.kind(),
+            depth,
+            now,
+        };
+        let decision = self.policy().decide(&facts, &tool_facts);
+        Ok(decision)
+    }
+
+    fn exchange_event(
+        &self,
+        claims: &AccessClaims,
+        task: &Task,
+        outcome: Outcome,
+        decision: &writ_policy::Decision,
+        detail: serde_json::Value,
+    ) -> AuditEvent {
+        let mut e = AuditEvent::new(
+            AuditKind::TokenExchange,
+            outcome,
+            format!("instance:{}", claims.client_id),
+        )
+        .agent(&task.agent)
+        .instance(&task.instance_id)
+        .task(&task.task_id)
+        .on_behalf_of(task.on_behalf_of.as_ref())
+        .jti(&claims.jti)
+        .policy(
+            &decision.policy_version,
+            decision.determining_policies.clone(),
+        )
+        .detail(detail);
+        if let (Some(act), Some(obj)) = (&claims.act, e.detail.as_object_mut()) {
+            obj.insert("subject_act".into(), serde_json::to_value(act).unwrap_or_default());
+        }
+        e
+    }
+
+    /// Audits a refused exchange, then answers with the refusal.
+    async fn refuse<T>(&self, claims: &AccessClaims, e: OAuthError) -> Result<T, OAuthError> {
+        self.audit_refusal(claims, None, &format!("{}: {}", e.error, e.description))
+            .await?;
+        Err(e)
+    }
+
+    async fn audit_refusal(
+        &self,
+        claims: &AccessClaims,
+        task: Option<&TaskId>,
+        reason: &str,
+    ) -> Result<(), OAuthError> {
+        let mut event = AuditEvent::new(
+            AuditKind::TokenExchange,
+            Outcome::Deny,
+            format!("instance:{}", claims.client_id),
+        )
+        .jti(&claims.jti)
+        .reason(reason);
+        if let Some(t) = task.or(claims.task.as_ref().and_then(|t| t.parse().ok()).as_ref()) {
+            event = event.task(t);
+        }
+        self.store.append_audit(self.now(), vec![event]).await?;
+        Ok(())
+    }
+}
+
+/// The scopes asked for on one tool: `read write` or `tool:read`, each a
+/// subset of `held`; none asked means all of `held`.
+fn requested_scopes(
+    requested: Option<&str>,
+    tool: Option<&Tool>,
+    held: &BTreeSet<Scope>,
+) -> Result<BTreeSet<Scope>, OAuthError> {
+    let Some(requested) = requested else {
+        return Ok(held.clone());
+    };
+    let mut out = BTreeSet::new();
+    for item in requested.split(' ').filter(|s| !s.is_empty()) {
+        let bare = match (item.split_once(':'), tool) {
+            (Some((t, s)), Some(tool)) if t == tool.name.as_str() => s,
+            (Some(_), _) => {
+                return Err(OAuthError::invalid_scope(format!(
+                    "scope {item:?} is for another tool"
+                )));
+            }
+            (None, _) => item,
+        };
+        let s: Scope = bare
+            .parse()
+            .map_err(|_| OAuthError::invalid_scope(format!("scope {item:?} is malformed")))?;
+        if !held.contains(&s) {
+            return Err(OAuthError::invalid_scope(format!(
+                "scope {s} exceeds what the task holds"
+            )));
+        }
+        out.insert(s);
+    }
+    if out.is_empty() {
+        return Err(OAuthError::invalid_scope("scope is empty"));
+    }
+    Ok(out)
+}
