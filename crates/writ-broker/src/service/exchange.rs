@@ -90,9 +90,16 @@ impl Broker {
         // The subject: a live task token. If bound, the request's proof must
         // be signed by its key (the proof carries no `ath`: the token is in
         // the body, not the Authorization header).
+        // A token that does not verify is not audited (anyone can send
+        // garbage); a real token used wrongly is.
         let claims = self
-            .verify_token(subject, TokenKind::Task)
+            .verify_token(subject, TokenKind::Any)
             .map_err(|e| OAuthError::invalid_grant(format!("subject_token: {e}")))?;
+        if claims.task.is_none() {
+            let e = OAuthError::invalid_grant("subject_token must be a task token");
+            self.audit_refusal(&claims, None, &e.description).await?;
+            return Err(e);
+        }
         let proven = self
             .check_binding(
                 &claims,
@@ -103,6 +110,7 @@ impl Broker {
                 },
                 "POST",
                 "/oauth2/token",
+                false,
             )
             .map_err(|e| match e {
                 ApiError::Dpop { .. } => oauth(e),
@@ -623,7 +631,10 @@ impl Broker {
         )
         .detail(detail);
         if let (Some(act), Some(obj)) = (&claims.act, e.detail.as_object_mut()) {
-            obj.insert("subject_act".into(), serde_json::to_value(act).unwrap_or_default());
+            obj.insert(
+                "subject_act".into(),
+                serde_json::to_value(act).unwrap_or_default(),
+            );
         }
         e
     }

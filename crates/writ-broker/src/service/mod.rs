@@ -177,18 +177,22 @@ impl Broker {
         kind: TokenKind,
     ) -> Result<AgentCaller, ApiError> {
         let claims = self.verify_token(p.token, kind)?;
-        let jkt = self.check_binding(&claims, p, method, path)?;
+        let jkt = self.check_binding(&claims, p, method, path, true)?;
         let state = self.live_grant(&claims).await?;
         Ok(AgentCaller { claims, state, jkt })
     }
 
-    /// The DPoP rules for a presented token. Returns the proven key.
+    /// The DPoP rules for a presented token. Returns the proven key. `ath`:
+    /// the proof must carry the token's hash (a token in the Authorization
+    /// header); at the token endpoint the token travels in the body and the
+    /// proof names none (RFC 9449 §5).
     pub(crate) fn check_binding(
         &self,
         claims: &AccessClaims,
         p: &Presented<'_>,
         method: &str,
         path: &str,
+        ath: bool,
     ) -> Result<Option<String>, ApiError> {
         match (&claims.cnf, p.dpop) {
             (Some(cnf), true) => {
@@ -201,7 +205,7 @@ impl Broker {
                 let expected = writ_core::dpop::Expected {
                     method,
                     url: &url,
-                    access_token: Some(p.token),
+                    access_token: ath.then_some(p.token),
                     now: self.now(),
                 };
                 self.dpop.check(proof, &expected, Some(&cnf.jkt))?;

@@ -11,6 +11,7 @@ mod attest;
 mod audit;
 mod bad_input;
 mod cli;
+mod delegation;
 mod faults;
 mod harness;
 mod kill_switch;

@@ -1,0 +1,435 @@
+//! Sender-constrained tokens and safe delegation, as users run them.
+
+use std::sync::Arc;
+
+use writ_core::Capability;
+use writ_core::api::{AttestRequest, RegisterTool, StartTask};
+use writ_core::dpop::ProofKey;
+
+use crate::harness::{Broker, json, stdout};
+
+fn exports(out: &std::process::Output) -> Vec<(String, String)> {
+    stdout(out)
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+        .collect()
+}
+
+fn get<'a>(e: &'a [(String, String)], k: &str) -> &'a str {
+    &e.iter().find(|(n, _)| n == k).unwrap().1
+}
+
+/// DESIGN.md promise 3 and issue 4's "done when": agent → sub-agent → tool
+/// token from the CLI; ending the root ends the whole tree.
+#[tokio::test]
+async fn a_three_hop_chain_from_the_cli() {
+    let b = Broker::start();
+    let dir = b.data_dir().to_owned();
+    let root_key = dir.join("root.pem");
+    let sub_key = dir.join("sub.pem");
+    for k in [&root_key, &sub_key] {
+        let out = b.cli(&["dpop", "keygen", "--out", k.to_str().unwrap()]);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(json(&out)["jkt"].as_str().unwrap().len(), 43);
+    }
+    assert!(b.cli(&["agent", "register", "helper-bot"]).status.success());
+    let jt = |agent: &str| {
+        stdout(&b.cli(&["agent", "join-token", agent, "--field", "join_token"]))
+            .trim()
+            .to_owned()
+    };
+    let root_env = [("WRIT_DPOP_KEY", root_key.to_str().unwrap())];
+    let sub_env = [("WRIT_DPOP_KEY", sub_key.to_str().unwrap())];
+
+    let out = b.cli_env(
+        &[
+            "attest",
+            "demo-agent",
+            "--join-token",
+            &jt("demo-agent"),
+            "--export",
+        ],
+        &root_env,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let root_instance = get(&exports(&out), "WRIT_INSTANCE_TOKEN").to_owned();
+    let out = b.cli_env(
+        &[
+            "attest",
+            "helper-bot",
+            "--join-token",
+            &jt("helper-bot"),
+            "--export",
+        ],
+        &sub_env,
+    );
+    let sub_instance = get(&exports(&out), "WRIT_INSTANCE_TOKEN").to_owned();
+
+    let env = [
+        ("WRIT_DPOP_KEY", root_key.to_str().unwrap()),
+        ("WRIT_INSTANCE_TOKEN", root_instance.as_str()),
+    ];
+    let out = b.cli_env(
+        &[
+            "task",
+            "start",
+            "--intent",
+            "summarise tickets",
+            "--cap",
+            "tickets:read,comment",
+            "--on-behalf-of",
+            "user:alice",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let root = json(&out);
+    assert_eq!(root["token_type"], "DPoP");
+    let root_task = root["task_id"].as_str().unwrap().to_owned();
+    let root_token = root["access_token"].as_str().unwrap().to_owned();
+
+    // Delegate read only (the example policy gives sub-agents read-only work).
+    let out = b.cli_env(
+        &[
+            "task",
+            "delegate",
+            "--subject-token",
+            &root_token,
+            "--actor-token",
+            &sub_instance,
+            "--scope",
+            "tickets:read",
+            "--export",
+        ],
+        &root_env,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let e = exports(&out);
+    let child_token = get(&e, "WRIT_CHILD_TASK_TOKEN").to_owned();
+    let child_task = get(&e, "WRIT_CHILD_TASK_ID").to_owned();
+    let (_, c) = writ_core::token::insecure_peek(&child_token).unwrap();
+    assert_eq!(c["sub"], "spiffe://writ.local/agent/demo-agent");
+    assert_eq!(c["act"]["sub"], "spiffe://writ.local/agent/helper-bot");
+    assert_eq!(c["scope"], "tickets:read");
+    assert_eq!(c["obo"], "user:alice");
+    let sub_jkt = ProofKey::from_pkcs8(&pem_der(&sub_key))
+        .unwrap()
+        .thumbprint()
+        .unwrap();
+    assert_eq!(
+        c["cnf"]["jkt"],
+        sub_jkt.as_str(),
+        "bound to the sub-agent's key"
+    );
+
+    // The parent's key cannot use the child's token; the sub-agent's can.
+    let out = b.cli_env(
+        &[
+            "token",
+            "exchange",
+            "--subject-token",
+            &child_token,
+            "--audience",
+            "tickets",
+        ],
+        &root_env,
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_dpop_proof"));
+    let out = b.cli_env(
+        &[
+            "token",
+            "exchange",
+            "--subject-token",
+            &child_token,
+            "--audience",
+            "tickets",
+            "--scope",
+            "read",
+        ],
+        &sub_env,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let tool = json(&out);
+    assert_eq!(
+        tool["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    assert_eq!(tool["scope"], "read");
+    assert!(tool["expires_in"].as_i64().unwrap() <= 300);
+    let tool_token = tool["access_token"].as_str().unwrap().to_owned();
+    let (_, t) = writ_core::token::insecure_peek(&tool_token).unwrap();
+    assert_eq!(t["aud"], "https://tickets.example.com");
+    assert_eq!(t["act"]["sub"], "spiffe://writ.local/agent/helper-bot");
+    assert!(t["exp"].as_i64() <= c["exp"].as_i64());
+
+    let tree = stdout(&b.cli(&["task", "tree", &root_task]));
+    assert_eq!(tree.lines().count(), 2, "{tree}");
+    assert!(tree.lines().nth(1).unwrap().contains(&child_task), "{tree}");
+
+    let intro = b.admin().introspect(&child_token).await.unwrap();
+    assert!(intro.active);
+    assert_eq!(intro.cnf.unwrap().jkt, sub_jkt);
+    assert!(intro.act.is_some());
+
+    // End the root: everything in the tree goes inactive at once.
+    let out = b.cli_env(&["task", "complete", &root_task], &env);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(json(&out)["ended_descendants"], 1);
+    for tok in [&root_token, &child_token, &tool_token] {
+        assert!(!b.active(tok).await);
+    }
+    assert!(stdout(&b.cli(&["task", "tree", &root_task])).contains("revoked"));
+    assert!(b.admin().audit_verify().await.unwrap().valid);
+}
+
+fn pem_der(path: &std::path::Path) -> Vec<u8> {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(path).unwrap();
+    let b64: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
+}
+
+async fn bound_instance(b: &Broker, agent: &str, key: &Arc<ProofKey>) -> String {
+    let name = agent.parse().unwrap();
+    let jt = b.admin().join_token(&name, 60).await.unwrap().join_token;
+    let att = b
+        .anon()
+        .with_dpop(Arc::clone(key))
+        .attest(&AttestRequest {
+            agent: name,
+            join_token: Some(jt),
+            oidc_token: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(att.token_type, "DPoP");
+    att.access_token
+}
+
+fn read_task() -> StartTask {
+    StartTask {
+        intent: "read".into(),
+        capabilities: vec![Capability::parse_short("tickets:read").unwrap()],
+        on_behalf_of: None,
+        ttl: None,
+    }
+}
+
+#[tokio::test]
+async fn d11_n4_a_bound_token_is_useless_without_its_key() {
+    let b = Broker::start();
+    let key = Arc::new(ProofKey::generate().unwrap().0);
+    let other = Arc::new(ProofKey::generate().unwrap().0);
+    let token = bound_instance(&b, "demo-agent", &key).await;
+
+    // As a bearer token (a stolen token on an unattested host): refused.
+    let e = b
+        .as_token(&token)
+        .start_task(&read_task())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(401));
+    assert!(e.to_string().contains("DPoP"), "{e}");
+    // With a proof by another key: refused.
+    let e = b
+        .as_token(&token)
+        .with_dpop(other)
+        .start_task(&read_task())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(401));
+    // With its own key: works, and the task token is bound to the same key.
+    let t = b
+        .as_token(&token)
+        .with_dpop(Arc::clone(&key))
+        .start_task(&read_task())
+        .await
+        .unwrap();
+    assert_eq!(t.token_type, "DPoP");
+    let (_, c) = writ_core::token::insecure_peek(&t.access_token).unwrap();
+    assert_eq!(c["cnf"]["jkt"], key.thumbprint().unwrap().as_str());
+    // Heartbeats need the key too.
+    assert!(
+        b.as_token(&t.access_token)
+            .heartbeat(&t.task_id)
+            .await
+            .is_err()
+    );
+    assert!(
+        b.as_token(&t.access_token)
+            .with_dpop(key)
+            .heartbeat(&t.task_id)
+            .await
+            .is_ok()
+    );
+    let m = b.anon().metadata().await.unwrap();
+    assert_eq!(
+        m["dpop_signing_alg_values_supported"],
+        serde_json::json!(["EdDSA", "ES256"])
+    );
+}
+
+#[tokio::test]
+async fn x1_x2_x3_x7_exchange_only_narrows_and_refusals_are_audited() {
+    let b = Broker::start();
+    b.admin()
+        .register_tool(&RegisterTool {
+            name: "wiki".parse().unwrap(),
+            audience: "https://wiki.example.com".into(),
+            scopes: vec!["read".parse().unwrap()],
+        })
+        .await
+        .unwrap();
+    let key = Arc::new(ProofKey::generate().unwrap().0);
+    let inst = bound_instance(&b, "demo-agent", &key).await;
+    let agent = b.as_token(&inst).with_dpop(Arc::clone(&key));
+    let t = agent
+        .start_task(&StartTask {
+            ttl: Some(120),
+            ..read_task()
+        })
+        .await
+        .unwrap();
+    let c = b.anon().with_dpop(Arc::clone(&key));
+
+    let ok = c
+        .exchange(
+            &t.access_token,
+            None,
+            Some("https://tickets.example.com"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.scope, "read");
+    assert!(ok.expires_in <= 120, "X2: never past the task's end");
+
+    let err = |e: writ_client::ClientError| e.to_string();
+    assert!(
+        err(c
+            .exchange(&t.access_token, None, Some("tickets"), Some("write"))
+            .await
+            .unwrap_err())
+        .contains("invalid_scope")
+    );
+    assert!(
+        err(c
+            .exchange(&t.access_token, None, Some("tickets"), Some("read delete"))
+            .await
+            .unwrap_err())
+        .contains("invalid_scope")
+    );
+    assert!(
+        err(c
+            .exchange(&t.access_token, None, Some("wiki"), None)
+            .await
+            .unwrap_err())
+        .contains("invalid_target")
+    );
+    assert!(
+        err(c
+            .exchange(&t.access_token, None, Some("nowhere"), None)
+            .await
+            .unwrap_err())
+        .contains("invalid_target")
+    );
+    // An instance token is not a subject for exchange.
+    assert!(
+        err(c
+            .exchange(&inst, None, Some("tickets"), None)
+            .await
+            .unwrap_err())
+        .contains("invalid_grant")
+    );
+
+    agent.complete(&t.task_id).await.unwrap();
+    assert!(
+        !b.active(&ok.access_token).await,
+        "the tool token died with its task"
+    );
+    assert!(
+        err(c
+            .exchange(&t.access_token, None, Some("tickets"), None)
+            .await
+            .unwrap_err())
+        .contains("invalid_grant")
+    );
+
+    let denials = b
+        .admin()
+        .audit(0, 1000)
+        .await
+        .unwrap()
+        .records
+        .iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(&r.event).unwrap())
+        .filter(|e| e["kind"] == "token_exchange" && e["outcome"] == "deny")
+        .count();
+    assert_eq!(denials, 6);
+}
+
+#[tokio::test]
+async fn x5_depth_limit_and_cycles_are_refused() {
+    let b = Broker::start_with(crate::harness::Opts {
+        extra: vec!["--max-delegation-depth".into(), "2".into()],
+        ..Default::default()
+    });
+    let mut keys = Vec::new();
+    let mut insts = Vec::new();
+    for name in ["demo-agent", "a1", "a2", "a3"] {
+        if name != "demo-agent" {
+            b.agent(name, &[]).await;
+        }
+        let k = Arc::new(ProofKey::generate().unwrap().0);
+        insts.push(bound_instance(&b, name, &k).await);
+        keys.push(k);
+    }
+    let root = b
+        .as_token(&insts[0])
+        .with_dpop(Arc::clone(&keys[0]))
+        .start_task(&read_task())
+        .await
+        .unwrap();
+    let mut token = root.access_token.clone();
+    for hop in 1..=2 {
+        let d = b
+            .anon()
+            .with_dpop(Arc::clone(&keys[hop - 1]))
+            .exchange(&token, Some(&insts[hop]), None, None)
+            .await
+            .unwrap();
+        let (_, c) = writ_core::token::insecure_peek(&d.access_token).unwrap();
+        let depth = {
+            let mut n = 0;
+            let mut a = &c["act"];
+            while a.is_object() {
+                n += 1;
+                a = &a["act"];
+            }
+            n
+        };
+        assert_eq!(depth, hop, "one act per hop");
+        token = d.access_token;
+    }
+    // Depth 3 is past the configured 2.
+    let e = b
+        .anon()
+        .with_dpop(Arc::clone(&keys[2]))
+        .exchange(&token, Some(&insts[3]), None, None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("depth"), "{e}");
+    // Back to an agent already in the chain: a cycle.
+    let e = b
+        .anon()
+        .with_dpop(Arc::clone(&keys[2]))
+        .exchange(&token, Some(&insts[0]), None, None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("cycle"), "{e}");
+}
