@@ -114,10 +114,18 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if status == StatusCode::UNAUTHORIZED {
+        if let ApiError::Dpop { error, nonce, .. } = &self {
+            let challenge = format!("DPoP error=\"{error}\", algs=\"EdDSA ES256\"");
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                h.insert(header::WWW_AUTHENTICATE, v);
+            }
+            if let Some(v) = nonce.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+                h.insert("dpop-nonce", v);
+            }
+        } else if status == StatusCode::UNAUTHORIZED {
             h.insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"writ\""),
+                HeaderValue::from_static("Bearer realm=\"writ\", DPoP algs=\"EdDSA ES256\""),
             );
         }
         resp

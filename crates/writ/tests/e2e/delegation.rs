@@ -433,3 +433,61 @@ async fn x5_depth_limit_and_cycles_are_refused() {
         .unwrap_err();
     assert!(e.to_string().contains("cycle"), "{e}");
 }
+
+/// D9: with server nonces on, a proof without one gets `use_dpop_nonce` and
+/// a fresh nonce; the retry with it succeeds.
+#[tokio::test]
+async fn d9_server_nonces_when_configured() {
+    let b = Broker::start_with(crate::harness::Opts {
+        extra: vec!["--dpop-nonces".into()],
+        ..Default::default()
+    });
+    let jt = b
+        .admin()
+        .join_token(&"demo-agent".parse().unwrap(), 60)
+        .await
+        .unwrap()
+        .join_token;
+    let key = ProofKey::generate().unwrap().0;
+    let url = b.url("/v1/attest");
+    let body = serde_json::json!({"agent": "demo-agent", "join_token": jt});
+    let now = || {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "proofs are checked against the broker's real clock"
+        )]
+        let s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        writ_core::Timestamp::from_secs(s as i64)
+    };
+    let r = b
+        .http()
+        .post(&url)
+        .header("dpop", key.proof("POST", &url, None, None, now()).unwrap())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("use_dpop_nonce")
+    );
+    let nonce = r.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    let r = b
+        .http()
+        .post(&url)
+        .header(
+            "dpop",
+            key.proof("POST", &url, None, Some(&nonce), now()).unwrap(),
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+}
