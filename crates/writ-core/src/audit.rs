@@ -30,6 +30,9 @@ pub enum AuditKind {
     TaskEnd,
     TokenIssue,
     TokenExchange,
+    /// A real (validly signed) token presented the wrong way: as Bearer
+    /// when bound, or with a bad, replayed or foreign DPoP proof.
+    TokenRefused,
     TokenRevoke,
     KeyRotate,
     PolicyLoad,

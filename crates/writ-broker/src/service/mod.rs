@@ -177,7 +177,25 @@ impl Broker {
         kind: TokenKind,
     ) -> Result<AgentCaller, ApiError> {
         let claims = self.verify_token(p.token, kind)?;
-        let jkt = self.check_binding(&claims, p, method, path, true)?;
+        let jkt = match self.check_binding(&claims, p, method, path, true) {
+            Ok(j) => j,
+            Err(e) => {
+                // The token is real, so this is its holder (or its thief)
+                // trying it without its key: worth a record.
+                use writ_core::audit::{AuditKind, Outcome};
+                let event = AuditEvent::new(
+                    AuditKind::TokenRefused,
+                    Outcome::Deny,
+                    format!("instance:{}", claims.client_id),
+                )
+                .instance(&claims.client_id)
+                .jti(&claims.jti)
+                .reason(e.to_string())
+                .detail(serde_json::json!({ "method": method, "path": path }));
+                self.store.append_audit(self.now(), vec![event]).await?;
+                return Err(e);
+            }
+        };
         let state = self.live_grant(&claims).await?;
         Ok(AgentCaller { claims, state, jkt })
     }
