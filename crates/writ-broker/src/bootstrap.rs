@@ -63,11 +63,20 @@ pub struct Opened {
     pub bootstrap_admin_token: Option<Secret>,
 }
 
+/// Where the first live policy set comes from.
+#[derive(Debug)]
+pub enum InitialPolicy {
+    /// A compiled set from `config.policy_dir` or shipped with the binary.
+    Set { set: PolicySet, origin: String },
+    /// The set that was live last (pushed through the API), else empty.
+    Stored,
+}
+
 /// Opens (creating on first start) the broker's state in `dir`.
 pub async fn open(
     dir: &DataDir,
     config: BrokerConfig,
-    policy: PolicySet,
+    policy: InitialPolicy,
     clock: Arc<dyn Clock>,
     given_admin_token: Option<&Secret>,
 ) -> Result<Opened, BootstrapError> {
@@ -95,17 +104,32 @@ pub async fn open(
         bootstrap_admin_token = Some(token);
     }
 
-    let version = policy.version().to_owned();
-    let broker = Broker::new(
-        store,
-        keys,
-        PolicySet::empty().map_err(|e| crate::error::ApiError::Internal(e.to_string()))?,
-        clock,
-        config,
-        master,
-    )?;
-    broker.set_policy(policy, "system").await?;
-    tracing::info!(policy_version = %version, "policy set loaded");
+    let empty = PolicySet::empty().map_err(|e| crate::error::ApiError::Internal(e.to_string()))?;
+    let (set, origin) = match policy {
+        InitialPolicy::Set { set, origin } => (set, origin),
+        InitialPolicy::Stored => match store.latest_policy().await? {
+            Some((version, sources)) => {
+                let set = PolicySet::compile(
+                    sources
+                        .into_iter()
+                        .map(|(name, text)| writ_policy::PolicySource { name, text })
+                        .collect(),
+                )
+                .map_err(|e| {
+                    crate::error::ApiError::Internal(format!("stored policy set {version}: {e}"))
+                })?;
+                (set, "store".to_owned())
+            }
+            None => {
+                tracing::warn!(
+                    "no policy set: every task is denied until one is pushed (writ policy push)"
+                );
+                (empty.clone(), "empty".to_owned())
+            }
+        },
+    };
+    let broker = Broker::new(store, keys, empty, clock, config, master)?;
+    broker.set_policy(set, &origin, "system").await?;
     Ok(Opened {
         broker: Arc::new(broker),
         bootstrap_admin_token,

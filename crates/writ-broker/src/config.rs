@@ -31,6 +31,10 @@ pub struct BrokerConfig {
     pub max_delegation_depth: u32,
     /// Require server-issued nonces in DPoP proofs.
     pub dpop_nonces: bool,
+    /// A directory of `*.cedar` files to watch; changes go live within
+    /// [`BrokerConfig::policy_poll`].
+    pub policy_dir: Option<std::path::PathBuf>,
+    pub policy_poll: Duration,
 }
 
 impl BrokerConfig {
@@ -49,6 +53,8 @@ impl BrokerConfig {
             tool_token_ttl: 5 * 60,
             max_delegation_depth: 3,
             dpop_nonces: false,
+            policy_dir: None,
+            policy_poll: Duration::from_millis(500),
         }
     }
 

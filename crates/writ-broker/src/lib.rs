@@ -13,6 +13,7 @@ mod extract;
 mod keys;
 mod metrics;
 mod oidc;
+mod policy_watch;
 mod routes;
 pub mod service;
 mod sweeper;
@@ -22,7 +23,7 @@ mod tests;
 use std::future::Future;
 use std::sync::Arc;
 
-pub use bootstrap::{BootstrapError, DataDir, Opened, open};
+pub use bootstrap::{BootstrapError, DataDir, InitialPolicy, Opened, open};
 pub use config::BrokerConfig;
 pub use error::{ApiError, OAuthError};
 pub use keys::KeyService;
@@ -36,11 +37,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let sweeper = tokio::spawn(sweeper::run(Arc::clone(&broker)));
+    let watcher = tokio::spawn(policy_watch::run(Arc::clone(&broker)));
     let app = routes::router(broker);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     sweeper.abort();
+    watcher.abort();
     result
 }
 

@@ -35,7 +35,10 @@ async fn fixture() -> Fixture {
     let opened = crate::open(
         &DataDir::new(dir.path()),
         BrokerConfig::new("http://writ.test"),
-        policy,
+        crate::InitialPolicy::Set {
+            set: policy,
+            origin: "test".into(),
+        },
         Arc::new(clock.clone()),
         None,
     )

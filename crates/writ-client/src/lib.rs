@@ -216,6 +216,19 @@ impl Client {
     pub async fn audit_last(&self, n: u32) -> Result<AuditPage> {
         self.get(&format!("/v1/audit?last={n}")).await
     }
+    pub async fn policies(&self) -> Result<writ_core::api::PolicyInfo> {
+        self.get("/v1/policies").await
+    }
+    pub async fn push_policies(
+        &self,
+        req: &writ_core::api::PushPolicies,
+    ) -> Result<writ_core::api::PolicyInfo> {
+        self.call(self.req(Method::PUT, "/v1/policies").json(req))
+            .await
+    }
+    pub async fn policy_history(&self) -> Result<Vec<writ_core::api::PolicyVersion>> {
+        self.get("/v1/policies/history").await
+    }
     pub async fn audit_verify(&self) -> Result<AuditVerified> {
         self.get("/v1/audit/verify").await
     }

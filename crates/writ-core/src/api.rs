@@ -304,3 +304,27 @@ pub struct TokenExchanged {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<TaskId>,
 }
+
+/// One time a policy set became live.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PolicyVersion {
+    pub version: String,
+    /// `dir:<path>`, `push`, `embedded` or `store`.
+    pub origin: String,
+    pub loaded_at: Timestamp,
+}
+
+/// `PUT /v1/policies`: a whole policy set, file name to Cedar text.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushPolicies {
+    pub files: BTreeMap<String, String>,
+}
+
+/// The live policy set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    pub version: String,
+    pub policies: usize,
+    pub files: BTreeMap<String, String>,
+}

@@ -34,6 +34,8 @@ pub enum AuditKind {
     /// when bound, or with a bad, replayed or foreign DPoP proof.
     TokenRefused,
     TokenRevoke,
+    /// A decision asked for by an enforcement point (AuthZEN).
+    Decision,
     KeyRotate,
     PolicyLoad,
 }

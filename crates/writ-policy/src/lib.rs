@@ -9,7 +9,7 @@ mod decide;
 mod set;
 
 pub use decide::{Action, AgentFacts, Decision, TaskFacts, ToolFacts};
-pub use set::{PolicyError, PolicySet, PolicySource};
+pub use set::{PolicyError, PolicySet, PolicySource, version_of};
 
 /// The schema text, as shipped in `policies/writ.cedarschema`.
 pub const SCHEMA_SRC: &str = include_str!("../../../policies/writ.cedarschema");

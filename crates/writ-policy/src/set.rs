@@ -118,7 +118,7 @@ impl PolicySet {
         Ok(Self {
             policies: Arc::new(set),
             schema,
-            version: version(&sources),
+            version: version(sources.iter()),
             sources: Arc::new(sources),
         })
     }
@@ -206,7 +206,14 @@ pub(crate) fn schema() -> Result<Schema, PolicyError> {
         .map_err(|e| PolicyError::Schema(e.to_string()))
 }
 
-fn version(sources: &[PolicySource]) -> String {
+/// The version a set of sources would have once compiled.
+pub fn version_of(sources: &[PolicySource]) -> String {
+    let mut sorted: Vec<&PolicySource> = sources.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    version(sorted.into_iter())
+}
+
+fn version<'a>(sources: impl IntoIterator<Item = &'a PolicySource>) -> String {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     for s in sources {
         ctx.update(s.name.as_bytes());

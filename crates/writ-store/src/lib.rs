@@ -120,6 +120,22 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_grant(&self, jti: &str, now: Timestamp, audit: Vec<AuditEvent>)
     -> Result<bool>;
 
+    // --- policy sets ---
+
+    /// Records that a policy set (file name to text) became live.
+    async fn activate_policy(
+        &self,
+        version: &str,
+        sources: &[(String, String)],
+        origin: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    /// The most recent activations, newest first.
+    async fn policy_history(&self, limit: u32) -> Result<Vec<writ_core::api::PolicyVersion>>;
+    /// The set that was live last, if any: `(version, sources)`.
+    async fn latest_policy(&self) -> Result<Option<(String, Vec<(String, String)>)>>;
+
     // --- audit ---
 
     /// Appends events that record no other change (a denial, a failure).

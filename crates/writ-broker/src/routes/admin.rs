@@ -120,3 +120,39 @@ pub async fn audit(
 pub async fn audit_verify(State(b): State<Arc<Broker>>, _: Admin) -> R<AuditVerified> {
     Ok(AxumJson(b.audit_verify().await?))
 }
+
+pub async fn policies(State(b): State<Arc<Broker>>, _: Admin) -> R<writ_core::api::PolicyInfo> {
+    Ok(AxumJson(b.policy_info()))
+}
+
+pub async fn push_policies(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    Json(req): Json<writ_core::api::PushPolicies>,
+) -> R<writ_core::api::PolicyInfo> {
+    Ok(AxumJson(b.push_policies(req).await?))
+}
+
+pub async fn policy_history(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+) -> R<Vec<writ_core::api::PolicyVersion>> {
+    Ok(AxumJson(b.policy_history(100).await?))
+}
+
+/// AuthZEN access evaluation (enforcement points authenticate as admin for now).
+pub async fn evaluation(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    Json(req): Json<crate::service::authzen::Evaluation>,
+) -> R<crate::service::authzen::EvaluationResponse> {
+    Ok(AxumJson(b.evaluate(req).await?))
+}
+
+pub async fn evaluations(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    Json(req): Json<crate::service::authzen::Evaluations>,
+) -> R<crate::service::authzen::EvaluationsResponse> {
+    Ok(AxumJson(b.evaluate_batch(req).await?))
+}

@@ -43,6 +43,17 @@ pub fn router(broker: Arc<Broker>) -> Router {
         )
         .route("/v1/tools/{name}", get(admin::get_tool))
         .route("/v1/keys/rotate", post(admin::rotate_keys))
+        .route(
+            "/v1/policies",
+            get(admin::policies).put(admin::push_policies),
+        )
+        .route("/v1/policies/history", get(admin::policy_history))
+        .route("/access/v1/evaluation", post(admin::evaluation))
+        .route("/access/v1/evaluations", post(admin::evaluations))
+        .route(
+            "/.well-known/authzen-configuration",
+            get(wellknown::authzen),
+        )
         .route("/v1/audit", get(admin::audit))
         .route("/v1/audit/verify", get(admin::audit_verify))
         .route("/v1/attest", post(agent::attest))

@@ -60,3 +60,13 @@ pub async fn not_found() -> ApiError {
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
+
+/// AuthZEN PDP metadata.
+pub async fn authzen(State(b): State<Arc<Broker>>) -> Json<serde_json::Value> {
+    let c = &b.config;
+    Json(json!({
+        "policy_decision_point": c.issuer,
+        "access_evaluation_endpoint": c.url("/access/v1/evaluation"),
+        "access_evaluations_endpoint": c.url("/access/v1/evaluations"),
+    }))
+}

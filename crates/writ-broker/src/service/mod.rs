@@ -4,7 +4,9 @@
 mod admin;
 mod attest;
 mod audit;
+pub mod authzen;
 pub mod exchange;
+mod policy;
 mod tasks;
 mod tokens;
 
@@ -38,6 +40,7 @@ pub struct Broker {
     oidc: OidcVerifier,
     pub(crate) dpop: DpopGuard,
     pub(crate) metrics: Metrics,
+    policy_loaded: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Broker {
@@ -101,6 +104,7 @@ impl Broker {
             oidc,
             dpop,
             metrics: Metrics::default(),
+            policy_loaded: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -116,17 +120,61 @@ impl Broker {
         }
     }
 
-    /// Replaces the live policy set (already validated by construction).
-    pub async fn set_policy(&self, set: PolicySet, actor: &str) -> Result<(), ApiError> {
+    /// Makes `set` the live policy set (it was validated when compiled),
+    /// recording the version and where it came from. A set identical to the
+    /// live one changes nothing.
+    pub async fn set_policy(
+        &self,
+        set: PolicySet,
+        origin: &str,
+        actor: &str,
+    ) -> Result<bool, ApiError> {
         use writ_core::audit::{AuditKind, Outcome};
-        let event = AuditEvent::new(AuditKind::PolicyLoad, Outcome::Success, actor).policy(set.version(), Vec::new()).detail(
-            serde_json::json!({ "policies": set.len(), "files": set.sources().iter().map(|s| s.name.clone()).collect::<Vec<_>>() }),
-        );
-        self.store.append_audit(self.now(), vec![event]).await?;
+        if self.policy().version() == set.version() && self.policy_loaded() {
+            return Ok(false);
+        }
+        let event = AuditEvent::new(AuditKind::PolicyLoad, Outcome::Success, actor)
+            .policy(set.version(), Vec::new())
+            .detail(serde_json::json!({
+                "origin": origin,
+                "policies": set.len(),
+                "files": set.sources().iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+            }));
+        let sources: Vec<(String, String)> = set
+            .sources()
+            .iter()
+            .map(|s| (s.name.clone(), s.text.clone()))
+            .collect();
+        self.store
+            .activate_policy(set.version(), &sources, origin, self.now(), vec![event])
+            .await?;
+        tracing::info!(policy_version = %set.version(), %origin, policies = set.len(), "policy set is live");
         match self.policy.write() {
             Ok(mut g) => *g = Arc::new(set),
             Err(p) => *p.into_inner() = Arc::new(set),
         }
+        self.policy_loaded
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(true)
+    }
+
+    fn policy_loaded(&self) -> bool {
+        self.policy_loaded.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Records a policy set that was refused (the live one stays).
+    pub async fn policy_refused(
+        &self,
+        origin: &str,
+        actor: &str,
+        error: &str,
+    ) -> Result<(), ApiError> {
+        use writ_core::audit::{AuditKind, Outcome};
+        tracing::error!(%origin, %error, "policy set refused; the previous set stays live");
+        let event = AuditEvent::new(AuditKind::PolicyLoad, Outcome::Failure, actor)
+            .reason(error)
+            .detail(serde_json::json!({ "origin": origin }));
+        self.store.append_audit(self.now(), vec![event]).await?;
         Ok(())
     }
 

@@ -99,4 +99,18 @@ ALTER TABLE grants ADD COLUMN jkt TEXT;
 ALTER TABLE grants ADD COLUMN audience TEXT;
 CREATE INDEX tasks_parent ON tasks(parent_id);
 "#,
+    // 3: versioned policy sets and when each became live.
+    r#"
+CREATE TABLE policy_sets (
+    version         TEXT PRIMARY KEY,
+    sources         TEXT NOT NULL,
+    first_loaded_at INTEGER NOT NULL
+);
+CREATE TABLE policy_history (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    version     TEXT NOT NULL REFERENCES policy_sets(version),
+    origin      TEXT NOT NULL,
+    loaded_at   INTEGER NOT NULL
+);
+"#,
 ];

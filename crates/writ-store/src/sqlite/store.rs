@@ -940,6 +940,69 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn activate_policy(
+        &self,
+        version: &str,
+        sources: &[(String, String)],
+        origin: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        let (version, origin) = (version.to_owned(), origin.to_owned());
+        let sources = to_json(&sources)?;
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            ctx.tx
+                .execute(
+                    "INSERT OR IGNORE INTO policy_sets (version, sources, first_loaded_at) VALUES (?1, ?2, ?3)",
+                    params![version, sources, now.millis()],
+                )
+                .map_err(db)?;
+            ctx.tx
+                .execute(
+                    "INSERT INTO policy_history (version, origin, loaded_at) VALUES (?1, ?2, ?3)",
+                    params![version, origin, now.millis()],
+                )
+                .map_err(db)?;
+            ctx.audit(now, &audit)
+        })
+        .await
+    }
+
+    async fn policy_history(&self, limit: u32) -> Result<Vec<writ_core::api::PolicyVersion>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare("SELECT version, origin, loaded_at FROM policy_history ORDER BY seq DESC LIMIT ?1")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([limit], |r| {
+                    Ok(writ_core::api::PolicyVersion {
+                        version: r.get(0)?,
+                        origin: r.get(1)?,
+                        loaded_at: ts(r.get(2)?),
+                    })
+                })
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn latest_policy(&self) -> Result<Option<(String, Vec<(String, String)>)>> {
+        self.read(|c| {
+            let row: Option<(String, String)> = c
+                .query_row(
+                    "SELECT s.version, s.sources FROM policy_history h JOIN policy_sets s ON s.version = h.version \
+                     ORDER BY h.seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            row.map(|(v, s)| Ok((v, json("policy sources", &s)?))).transpose()
+        })
+        .await
+    }
+
     async fn append_audit(&self, now: Timestamp, audit: Vec<AuditEvent>) -> Result<()> {
         self.write(move |ctx: &mut WriteCtx<'_>| ctx.audit(now, &audit))
             .await

@@ -5,6 +5,7 @@ mod attest;
 mod audit;
 mod dpop;
 mod keys;
+mod policy;
 mod serve;
 mod task;
 mod token;
@@ -122,6 +123,9 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(keys::KeysCmd),
+    /// Validate, push and list policy sets.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
     /// DPoP keys for agents.
     #[command(subcommand)]
     Dpop(dpop::DpopCmd),
@@ -139,5 +143,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Audit(c) => audit::run(g, c).await,
         Command::Keys(c) => keys::run(g, c).await,
         Command::Dpop(c) => dpop::run(g, c),
+        Command::Policy(c) => policy::run(g, c).await,
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Args;
 use serde::Deserialize;
-use writ_broker::{Broker, BrokerConfig, DataDir};
+use writ_broker::{Broker, BrokerConfig, DataDir, InitialPolicy};
 use writ_core::api::{RegisterAgent, RegisterTool};
 use writ_core::{Secret, SystemClock};
 use writ_policy::{PolicySet, PolicySource};
@@ -118,24 +118,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         .unwrap_or_else(|| PathBuf::from("./writ-data"));
     let policy_dir = args.policy_dir.or(file.policy_dir);
 
+    // A policy directory is loaded now and watched; without one, --dev uses
+    // the shipped examples and otherwise the last pushed set stays live.
     let policy = match (&policy_dir, args.dev) {
-        (Some(dir), _) => PolicySet::load_dir(dir)
-            .with_context(|| format!("loading policies from {}", dir.display()))?,
-        (None, true) => PolicySet::compile(
-            EXAMPLE_POLICIES
-                .iter()
-                .map(|(n, t)| PolicySource {
-                    name: (*n).to_owned(),
-                    text: (*t).to_owned(),
-                })
-                .collect(),
-        )?,
-        (None, false) => {
-            tracing::warn!(
-                "no --policy-dir: the policy set is empty and every task will be denied"
-            );
-            PolicySet::empty()?
-        }
+        (Some(dir), _) => InitialPolicy::Set {
+            set: PolicySet::load_dir(dir)
+                .with_context(|| format!("loading policies from {}", dir.display()))?,
+            origin: format!("dir:{}", dir.display()),
+        },
+        (None, true) => InitialPolicy::Set {
+            set: PolicySet::compile(
+                EXAMPLE_POLICIES
+                    .iter()
+                    .map(|(n, t)| PolicySource {
+                        name: (*n).to_owned(),
+                        text: (*t).to_owned(),
+                    })
+                    .collect(),
+            )?,
+            origin: "embedded".into(),
+        },
+        (None, false) => InitialPolicy::Stored,
     };
 
     let listener = tokio::net::TcpListener::bind(listen)
@@ -170,6 +173,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         config.sweep_interval = Duration::from_millis(ms.max(10));
     }
 
+    config.policy_dir = policy_dir.clone();
     config.dpop_nonces = args.dpop_nonces || file.dpop_nonces.unwrap_or(false);
     if let Some(d) = args.max_delegation_depth.or(file.max_delegation_depth) {
         config.max_delegation_depth = d;

@@ -1,0 +1,55 @@
+//! Hot policy: the policy directory is read again on a short interval; a
+//! changed set goes live if it validates, and is refused (and audited, once
+//! per version) if it does not, leaving the previous set live.
+
+use std::sync::Arc;
+
+use writ_policy::PolicySet;
+
+use crate::service::Broker;
+
+pub async fn run(broker: Arc<Broker>) {
+    let Some(dir) = broker.config.policy_dir.clone() else {
+        return;
+    };
+    let origin = format!("dir:{}", dir.display());
+    let mut tick = tokio::time::interval(broker.config.policy_poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_refused: Option<String> = None;
+    loop {
+        tick.tick().await;
+        let read = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || PolicySet::read_dir(&dir)).await
+        };
+        let sources = match read {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "policy directory unreadable; the live set stays");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        // Cheap check first: unchanged text, nothing to do.
+        let probe_version = writ_policy::version_of(&sources);
+        if probe_version == broker.policy().version()
+            || last_refused.as_deref() == Some(&probe_version)
+        {
+            continue;
+        }
+        match PolicySet::compile(sources) {
+            Ok(set) => {
+                last_refused = None;
+                if let Err(e) = broker.set_policy(set, &origin, "system").await {
+                    tracing::error!(error = %e, "cannot record the new policy set; the previous set stays live");
+                }
+            }
+            Err(e) => {
+                let _ = broker
+                    .policy_refused(&origin, "system", &e.to_string())
+                    .await;
+                last_refused = Some(probe_version);
+            }
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! The OpenID AuthZEN Authorization API 1.0 for enforcement points: an
+//! access evaluation names a subject (an agent or an instance), an action
+//! (a Cedar action id), a resource (a tool) and a context, and gets a
+//! decision with its reasons. Every decision is audited.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use writ_core::api::Task;
+use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+use writ_core::{Capability, InstanceId, Scope, TaskId};
+use writ_policy::{Action, AgentFacts, TaskFacts, ToolFacts};
+
+use super::Broker;
+use crate::error::ApiError;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subject {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub id: String,
+    #[serde(default)]
+    pub properties: Value,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRef {
+    pub name: String,
+    #[serde(default)]
+    pub properties: Value,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resource {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub id: String,
+    #[serde(default)]
+    pub properties: Value,
+}
+
+/// The context writ understands; all optional.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalContext {
+    /// Decide in the context of this task (its intent, human and chain).
+    #[serde(default)]
+    pub task: Option<TaskId>,
+    #[serde(default)]
+    pub intent: Option<String>,
+    #[serde(default)]
+    pub on_behalf_of: Option<String>,
+    /// Seconds.
+    #[serde(default)]
+    pub ttl: Option<i64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evaluation {
+    pub subject: Subject,
+    pub action: ActionRef,
+    pub resource: Resource,
+    #[serde(default)]
+    pub context: EvalContext,
+}
+
+/// One item of a batch: anything it leaves out comes from the request.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartialEvaluation {
+    pub subject: Option<Subject>,
+    pub action: Option<ActionRef>,
+    pub resource: Option<Resource>,
+    pub context: Option<EvalContext>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchOptions {
+    #[serde(default)]
+    pub evaluations_semantic: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Evaluations {
+    pub subject: Option<Subject>,
+    pub action: Option<ActionRef>,
+    pub resource: Option<Resource>,
+    pub context: Option<EvalContext>,
+    #[serde(default)]
+    pub evaluations: Vec<PartialEvaluation>,
+    #[serde(default)]
+    pub options: Option<BatchOptions>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DecisionContext {
+    pub reason: String,
+    pub policy_version: String,
+    pub determining_policies: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvaluationResponse {
+    pub decision: bool,
+    pub context: DecisionContext,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvaluationsResponse {
+    pub evaluations: Vec<EvaluationResponse>,
+}
+
+const MAX_BATCH: usize = 64;
+
+fn deny(version: &str, reason: impl Into<String>) -> EvaluationResponse {
+    EvaluationResponse {
+        decision: false,
+        context: DecisionContext {
+            reason: reason.into(),
+            policy_version: version.to_owned(),
+            determining_policies: Vec::new(),
+        },
+    }
+}
+
+impl Broker {
+    /// One access evaluation. Unknown subjects, actions or tools are a
+    /// denial with a reason, not an error.
+    pub async fn evaluate(&self, e: Evaluation) -> Result<EvaluationResponse, ApiError> {
+        let out = self.evaluate_inner(&e).await?;
+        let event = AuditEvent::new(
+            AuditKind::Decision,
+            if out.decision {
+                Outcome::Success
+            } else {
+                Outcome::Deny
+            },
+            "enforcement-point",
+        )
+        .policy(
+            &out.context.policy_version,
+            out.context.determining_policies.clone(),
+        )
+        .reason(out.context.reason.clone())
+        .detail(serde_json::json!({
+            "subject": {"type": e.subject.type_, "id": e.subject.id},
+            "action": e.action.name,
+            "resource": {"type": e.resource.type_, "id": e.resource.id},
+            "task": e.context.task,
+        }));
+        self.store.append_audit(self.now(), vec![event]).await?;
+        Ok(out)
+    }
+
+    /// A batch, with the AuthZEN evaluation semantics (`execute_all`,
+    /// `deny_on_first_deny`, `permit_on_first_permit`).
+    pub async fn evaluate_batch(&self, req: Evaluations) -> Result<EvaluationsResponse, ApiError> {
+        let semantic = req
+            .options
+            .as_ref()
+            .and_then(|o| o.evaluations_semantic.clone())
+            .unwrap_or_else(|| "execute_all".into());
+        if !matches!(
+            semantic.as_str(),
+            "execute_all" | "deny_on_first_deny" | "permit_on_first_permit"
+        ) {
+            return Err(ApiError::BadRequest(format!(
+                "unknown evaluations_semantic {semantic:?}"
+            )));
+        }
+        if req.evaluations.len() > MAX_BATCH {
+            return Err(ApiError::BadRequest(format!(
+                "at most {MAX_BATCH} evaluations per request"
+            )));
+        }
+        let items: Vec<PartialEvaluation> = if req.evaluations.is_empty() {
+            vec![PartialEvaluation {
+                subject: None,
+                action: None,
+                resource: None,
+                context: None,
+            }]
+        } else {
+            req.evaluations
+        };
+        let mut full = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let missing =
+                |what: &str| ApiError::BadRequest(format!("evaluation {i} has no {what}"));
+            full.push(Evaluation {
+                subject: item
+                    .subject
+                    .or_else(|| req.subject.clone())
+                    .ok_or_else(|| missing("subject"))?,
+                action: item
+                    .action
+                    .or_else(|| req.action.clone())
+                    .ok_or_else(|| missing("action"))?,
+                resource: item
+                    .resource
+                    .or_else(|| req.resource.clone())
+                    .ok_or_else(|| missing("resource"))?,
+                context: item
+                    .context
+                    .or_else(|| req.context.clone())
+                    .unwrap_or_default(),
+            });
+        }
+        let mut out = Vec::with_capacity(full.len());
+        for e in full {
+            let r = self.evaluate(e).await?;
+            let stop = (semantic == "deny_on_first_deny" && !r.decision)
+                || (semantic == "permit_on_first_permit" && r.decision);
+            out.push(r);
+            if stop {
+                break;
+            }
+        }
+        Ok(EvaluationsResponse { evaluations: out })
+    }
+
+    async fn evaluate_inner(&self, e: &Evaluation) -> Result<EvaluationResponse, ApiError> {
+        let policy = self.policy();
+        let version = policy.version().to_owned();
+        let action = match e.action.name.as_str() {
+            "StartTask" => Action::StartTask,
+            "ExchangeToken" => Action::ExchangeToken,
+            "DelegateTask" => Action::DelegateTask,
+            other => return Ok(deny(&version, format!("unknown action {other:?}"))),
+        };
+        if e.resource.type_ != "tool" {
+            return Ok(deny(
+                &version,
+                format!("unknown resource type {:?}", e.resource.type_),
+            ));
+        }
+        let Ok(tool_name) = e.resource.id.parse() else {
+            return Ok(deny(&version, "malformed tool id"));
+        };
+        let Some(tool) = self.store.get_tool(&tool_name).await? else {
+            return Ok(deny(&version, format!("unknown tool {}", e.resource.id)));
+        };
+        // Subject: an agent, or an instance (whose agent and attestation count).
+        let (agent_name, attestation, instance) = match e.subject.type_.as_str() {
+            "agent" => (e.subject.id.clone(), None, None),
+            "instance" => {
+                let Ok(id) = e.subject.id.parse::<InstanceId>() else {
+                    return Ok(deny(&version, "malformed instance id"));
+                };
+                let Some(i) = self.store.get_instance(&id).await? else {
+                    return Ok(deny(&version, "unknown instance"));
+                };
+                if i.revoked_at.is_some() || self.now() >= i.expires_at {
+                    return Ok(deny(&version, "instance is revoked or expired"));
+                }
+                (i.agent.to_string(), Some(i.attestation), Some(i.id))
+            }
+            other => return Ok(deny(&version, format!("unknown subject type {other:?}"))),
+        };
+        let Ok(agent_name) = agent_name.parse() else {
+            return Ok(deny(&version, "malformed agent name"));
+        };
+        let Some(agent) = self.store.get_agent(&agent_name).await? else {
+            return Ok(deny(&version, "unknown agent"));
+        };
+        let scopes: BTreeSet<Scope> =
+            match scopes_of(&e.resource.properties).or_else(|| scopes_of(&e.action.properties)) {
+                Some(Ok(s)) => s,
+                Some(Err(m)) => return Err(ApiError::BadRequest(m)),
+                None => BTreeSet::new(),
+            };
+        let cap = Capability {
+            tool: tool.name.clone(),
+            scopes,
+        };
+        // With a task: its facts and chain, and it must be the subject's.
+        let task: Option<Task> = match &e.context.task {
+            Some(id) => match self.store.get_task(id).await? {
+                Some(t)
+                    if t.agent == agent.name
+                        && instance.as_ref().is_none_or(|i| *i == t.instance_id) =>
+                {
+                    Some(t)
+                }
+                Some(_) => return Ok(deny(&version, "the task is not the subject's")),
+                None => return Ok(deny(&version, "unknown task")),
+            },
+            None => None,
+        };
+        let lineage = match &task {
+            Some(t) => self.lineage(t).await?,
+            None => Vec::new(),
+        };
+        let mut chain_agents = Vec::new();
+        for t in lineage.iter().filter(|t| t.agent != agent.name) {
+            chain_agents.push(self.agent(&t.agent).await?);
+        }
+        fn facts_of(a: &writ_core::api::Agent) -> AgentFacts<'_> {
+            AgentFacts {
+                name: a.name.as_str(),
+                spiffe_id: &a.spiffe_id,
+                attestation: a.attestation.kind(),
+                quarantined: a.quarantined,
+                attributes: &a.attributes,
+            }
+        }
+        let intent = task
+            .as_ref()
+            .map(|t| t.intent.clone())
+            .or_else(|| e.context.intent.clone())
+            .unwrap_or_default();
+        let obo = task
+            .as_ref()
+            .and_then(|t| t.on_behalf_of.clone())
+            .or_else(|| e.context.on_behalf_of.clone());
+        let now = self.now();
+        let attestation = attestation.unwrap_or_else(|| agent.attestation.kind().to_owned());
+        let caps = [cap];
+        let facts = TaskFacts {
+            action,
+            agent: facts_of(&agent),
+            chain: chain_agents.iter().map(facts_of).collect(),
+            intent: &intent,
+            capabilities: &caps,
+            on_behalf_of: obo.as_deref(),
+            ttl_secs: task
+                .as_ref()
+                .map(|t| now.secs_until(t.expires_at))
+                .or(e.context.ttl)
+                .unwrap_or(0),
+            attestation: &attestation,
+            depth: task.as_ref().map_or(0, |t| t.depth),
+            now,
+        };
+        let tool_facts = [ToolFacts {
+            name: tool.name.as_str(),
+            audience: &tool.audience,
+            scopes: tool.scopes.iter().map(Scope::as_str).collect(),
+        }];
+        let d = policy.decide(&facts, &tool_facts);
+        Ok(EvaluationResponse {
+            decision: d.allowed,
+            context: DecisionContext {
+                reason: d.reason(),
+                policy_version: d.policy_version,
+                determining_policies: d.determining_policies,
+            },
+        })
+    }
+}
+
+/// `{"scopes": [..]}` from a properties object, if present.
+fn scopes_of(props: &Value) -> Option<Result<BTreeSet<Scope>, String>> {
+    let list = props.get("scopes")?;
+    let Some(items) = list.as_array() else {
+        return Some(Err("scopes must be an array of strings".into()));
+    };
+    Some(
+        items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| "scopes must be an array of strings".to_owned())
+                    .and_then(|s| s.parse::<Scope>().map_err(|e| e.to_string()))
+            })
+            .collect(),
+    )
+}

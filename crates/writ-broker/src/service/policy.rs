@@ -1,0 +1,62 @@
+//! Policy sets through the API: read the live one, push a new one, history.
+
+use writ_core::api::{PolicyInfo, PolicyVersion, PushPolicies};
+use writ_policy::{PolicySet, PolicySource};
+
+use super::Broker;
+use crate::error::ApiError;
+
+const MAX_FILES: usize = 256;
+
+impl Broker {
+    pub fn policy_info(&self) -> PolicyInfo {
+        let set = self.policy();
+        PolicyInfo {
+            version: set.version().to_owned(),
+            policies: set.len(),
+            files: set
+                .sources()
+                .iter()
+                .map(|s| (s.name.clone(), s.text.clone()))
+                .collect(),
+        }
+    }
+
+    /// Validates a whole set and makes it live; an invalid set is refused
+    /// with its location and the live set stays.
+    pub async fn push_policies(&self, req: PushPolicies) -> Result<PolicyInfo, ApiError> {
+        if req.files.len() > MAX_FILES {
+            return Err(ApiError::BadRequest(format!("at most {MAX_FILES} files")));
+        }
+        for name in req.files.keys() {
+            let ok = name.ends_with(".cedar")
+                && !name.contains('/')
+                && !name.contains('\\')
+                && !name.starts_with('.')
+                && name.len() <= 128;
+            if !ok {
+                return Err(ApiError::BadRequest(format!(
+                    "file name {name:?} must be a plain *.cedar name"
+                )));
+            }
+        }
+        let sources = req
+            .files
+            .into_iter()
+            .map(|(name, text)| PolicySource { name, text })
+            .collect();
+        let set = match PolicySet::compile(sources) {
+            Ok(s) => s,
+            Err(e) => {
+                self.policy_refused("push", "admin", &e.to_string()).await?;
+                return Err(ApiError::BadRequest(format!("policy set refused: {e}")));
+            }
+        };
+        self.set_policy(set, "push", "admin").await?;
+        Ok(self.policy_info())
+    }
+
+    pub async fn policy_history(&self, limit: u32) -> Result<Vec<PolicyVersion>, ApiError> {
+        Ok(self.store.policy_history(limit.clamp(1, 1000)).await?)
+    }
+}
