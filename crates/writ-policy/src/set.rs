@@ -210,7 +210,7 @@ pub(crate) fn schema() -> Result<Schema, PolicyError> {
 pub fn version_of(sources: &[PolicySource]) -> String {
     let mut sorted: Vec<&PolicySource> = sources.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    version(sorted.into_iter())
+    version(sorted)
 }
 
 fn version<'a>(sources: impl IntoIterator<Item = &'a PolicySource>) -> String {
