@@ -15,6 +15,7 @@ mod delegation;
 mod faults;
 mod harness;
 mod kill_switch;
+mod policy;
 mod restart;
 mod tasks;
 mod tokens;

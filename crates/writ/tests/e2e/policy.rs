@@ -1,0 +1,272 @@
+//! Hot, versioned policy sets, and the AuthZEN decision API.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{ADMIN, Broker, Opts, eventually, json};
+
+const READS: &str = r#"@id("reads") permit (principal, action == Action::"StartTask", resource) when { ["read"].containsAll(context.scopes) };"#;
+const WRITES: &str = r#"@id("writes") permit (principal, action == Action::"StartTask", resource) when { ["read", "write"].containsAll(context.scopes) };"#;
+
+fn dir_broker() -> (Broker, tempfile::TempDir) {
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::write(policies.path().join("base.cedar"), READS).unwrap();
+    let b = Broker::start_with(Opts {
+        dev: true,
+        policy_dir: Some(policies.path().to_owned()),
+        ..Default::default()
+    });
+    (b, policies)
+}
+
+#[tokio::test]
+async fn a_policy_edit_goes_live_without_restart_and_a_bad_one_never_does() {
+    let (b, tmp) = dir_broker();
+    let dir = tmp.path();
+    let inst = b.attest("demo-agent").await;
+    let before = b.admin().policies().await.unwrap().version;
+    let e = b
+        .start_task(&inst.access_token, &["tickets:write"])
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(403));
+
+    // An invalid file: refused, audited, and the live set stays.
+    std::fs::write(
+        dir.join("broken.cedar"),
+        "permit (principal, action, resource) when { context.nope };",
+    )
+    .unwrap();
+    let refused = eventually(Duration::from_secs(5), || async {
+        b.admin()
+            .audit_last(20)
+            .await
+            .unwrap()
+            .records
+            .iter()
+            .any(|r| {
+                r.event.contains("policy_load")
+                    && r.event.contains("failure")
+                    && r.event.contains("broken.cedar")
+            })
+    })
+    .await;
+    assert!(refused, "the refused set was not audited");
+    assert_eq!(b.admin().policies().await.unwrap().version, before);
+    std::fs::remove_file(dir.join("broken.cedar")).unwrap();
+
+    // A valid edit: live within a couple of seconds, named in decisions.
+    std::fs::write(dir.join("writes.cedar"), WRITES).unwrap();
+    let live = eventually(Duration::from_secs(5), || async {
+        b.admin().policies().await.unwrap().version != before
+    })
+    .await;
+    assert!(live, "the edit did not go live");
+    let t = b
+        .start_task(&inst.access_token, &["tickets:write"])
+        .await
+        .unwrap();
+    let task = b.admin().task(&t.task_id).await.unwrap();
+    let now_version = b.admin().policies().await.unwrap().version;
+    assert_eq!(task.policy_version, now_version);
+
+    let history = json(&b.cli(&["policy", "history"]));
+    let versions: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions.first(), Some(&now_version.as_str()));
+    assert!(versions.contains(&before.as_str()));
+}
+
+#[tokio::test]
+async fn policy_push_validates_and_survives_restart() {
+    let mut b = Broker::start_with(Opts {
+        dev: false,
+        policy_dir: None,
+        extra: vec!["--sweep-interval-ms".into(), "50".into()],
+    });
+    // Not dev: take the bootstrap admin token from the first start's output.
+    let token = b
+        .stdout()
+        .iter()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("writ_admin_")
+                .map(|t| format!("writ_admin_{t}"))
+        })
+        .expect("bootstrap admin token printed");
+    let env = [("WRIT_TOKEN", token.as_str())];
+    let dir = b.data_dir().join("p");
+    std::fs::create_dir(&dir).unwrap();
+
+    std::fs::write(
+        dir.join("bad.cedar"),
+        "permit (principal, action, resource)\nwhen { context.nope == 1 };",
+    )
+    .unwrap();
+    let out = b.cli_env(&["policy", "validate", dir.to_str().unwrap()], &env);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad.cedar:2:"),
+        "{out:?}"
+    );
+    let out = b.cli_env(&["policy", "push", dir.to_str().unwrap()], &env);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let empty_version = json(&b.cli_env(&["policy", "show"], &env))["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    std::fs::remove_file(dir.join("bad.cedar")).unwrap();
+    std::fs::write(dir.join("reads.cedar"), READS).unwrap();
+    let out = b.cli_env(&["policy", "validate", dir.to_str().unwrap()], &env);
+    assert!(out.status.success(), "{out:?}");
+    let out = b.cli_env(&["policy", "push", dir.to_str().unwrap()], &env);
+    assert!(out.status.success(), "{out:?}");
+    let pushed = json(&out)["version"].as_str().unwrap().to_owned();
+    assert_ne!(pushed, empty_version);
+
+    b.restart();
+    let shown = json(&b.cli_env(&["policy", "show"], &env));
+    assert_eq!(
+        shown["version"],
+        pushed.as_str(),
+        "the pushed set is live after a restart"
+    );
+}
+
+#[tokio::test]
+async fn authzen_evaluations_for_enforcement_points() {
+    let b = Broker::start();
+    let inst = b.attest("demo-agent").await;
+    let conf: serde_json::Value = b
+        .http()
+        .get(b.url("/.well-known/authzen-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        conf["access_evaluation_endpoint"],
+        b.url("/access/v1/evaluation")
+    );
+
+    let eval = |body: serde_json::Value, auth: Option<&str>| {
+        let mut r = b.http().post(b.url("/access/v1/evaluation")).json(&body);
+        if let Some(a) = auth {
+            r = r.bearer_auth(a);
+        }
+        r.send()
+    };
+    let read = json!({
+        "subject": {"type": "agent", "id": "demo-agent"},
+        "action": {"name": "StartTask"},
+        "resource": {"type": "tool", "id": "tickets", "properties": {"scopes": ["read"]}},
+        "context": {"intent": "summarise"}
+    });
+    let r = eval(read.clone(), None).await.unwrap();
+    assert_eq!(r.status(), 401, "only authenticated enforcement points");
+    let d: serde_json::Value = eval(read.clone(), Some(ADMIN))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["decision"], true);
+    assert_eq!(d["context"]["determining_policies"], json!(["read-only"]));
+    assert!(
+        d["context"]["policy_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+
+    let mut delete = read.clone();
+    delete["resource"]["properties"]["scopes"] = json!(["delete"]);
+    delete["subject"] = json!({"type": "instance", "id": inst.instance_id.as_str()});
+    let d: serde_json::Value = eval(delete, Some(ADMIN))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["decision"], false);
+    assert_eq!(d["context"]["determining_policies"], json!(["no-deletes"]));
+
+    let mut unknown = read.clone();
+    unknown["resource"]["id"] = json!("nope");
+    let d: serde_json::Value = eval(unknown, Some(ADMIN))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["decision"], false);
+    assert!(
+        d["context"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown tool")
+    );
+
+    let mut extra = read.clone();
+    extra["colour"] = json!("red");
+    assert_eq!(eval(extra, Some(ADMIN)).await.unwrap().status(), 400);
+
+    // Batch: defaults from the top level, per-item overrides, and semantics.
+    let batch = |semantic: &str| {
+        json!({
+            "subject": {"type": "agent", "id": "demo-agent"},
+            "action": {"name": "StartTask"},
+            "evaluations": [
+                {"resource": {"type": "tool", "id": "tickets", "properties": {"scopes": ["delete"]}}},
+                {"resource": {"type": "tool", "id": "tickets", "properties": {"scopes": ["read"]}}},
+            ],
+            "options": {"evaluations_semantic": semantic}
+        })
+    };
+    let post = |body: serde_json::Value| {
+        b.http()
+            .post(b.url("/access/v1/evaluations"))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+    };
+    let all: serde_json::Value = post(batch("execute_all"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let decisions: Vec<bool> = all["evaluations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["decision"].as_bool().unwrap())
+        .collect();
+    assert_eq!(decisions, [false, true]);
+    let first_deny: serde_json::Value = post(batch("deny_on_first_deny"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first_deny["evaluations"].as_array().unwrap().len(), 1);
+
+    let decisions = b
+        .admin()
+        .audit(0, 1000)
+        .await
+        .unwrap()
+        .records
+        .iter()
+        .filter(|r| r.event.contains("\"kind\":\"decision\""))
+        .count();
+    assert_eq!(decisions, 6, "every decision is audited");
+}
