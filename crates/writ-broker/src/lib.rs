@@ -7,6 +7,7 @@
 
 pub mod bootstrap;
 mod config;
+mod denials;
 mod dpop;
 mod error;
 mod extract;

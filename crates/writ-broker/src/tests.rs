@@ -58,6 +58,7 @@ async fn fixture() -> Fixture {
         name: "t".parse().unwrap(),
         audience: "https://t".into(),
         scopes: vec!["read".parse().unwrap(), "write".parse().unwrap()],
+        attributes: Default::default(),
     })
     .await
     .unwrap();

@@ -79,6 +79,9 @@ pub struct RegisterTool {
     pub name: ToolName,
     pub audience: String,
     pub scopes: Vec<Scope>,
+    /// Free-form attributes, visible to policy as tags (e.g. `data: user`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -86,6 +89,8 @@ pub struct Tool {
     pub name: ToolName,
     pub audience: String,
     pub scopes: Vec<Scope>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
     pub created_at: Timestamp,
 }
 

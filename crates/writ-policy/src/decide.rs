@@ -63,6 +63,7 @@ pub struct ToolFacts<'a> {
     pub name: &'a str,
     pub audience: &'a str,
     pub scopes: Vec<&'a str>,
+    pub attributes: &'a BTreeMap<String, String>,
 }
 
 /// Which decision is asked for.
@@ -100,6 +101,8 @@ pub struct TaskFacts<'a> {
     pub ttl_secs: i64,
     pub attestation: &'a str,
     pub depth: u32,
+    /// Requests of the principal denied in the last five minutes.
+    pub recent_denials: u32,
     pub now: Timestamp,
 }
 
@@ -169,6 +172,7 @@ impl PolicySet {
                 .map(|a| json!({"__entity": {"type": "Agent", "id": a.name}}))
                 .collect::<Vec<_>>(),
             "root_agent": {"__entity": {"type": "Agent", "id": facts.chain.first().unwrap_or(&facts.agent).name}},
+            "behaviour": {"denials_5m": facts.recent_denials},
         });
         if let (Some(obo), Some(obj)) = (facts.on_behalf_of, context.as_object_mut()) {
             obj.insert(
@@ -218,6 +222,7 @@ impl PolicySet {
             "uid": {"type": "Tool", "id": tool.name},
             "attrs": {"audience": tool.audience, "scopes": tool.scopes},
             "parents": [],
+            "tags": tool.attributes,
         }));
         if let Some(obo) = facts.on_behalf_of {
             list.push(json!({"uid": {"type": "Human", "id": obo}, "attrs": {}, "parents": []}));
@@ -296,6 +301,7 @@ mod tests {
             action: Action::StartTask,
             chain: Vec::new(),
             depth: 0,
+            recent_denials: 0,
             agent: AgentFacts {
                 name: "demo-agent",
                 spiffe_id: "spiffe://writ.local/agent/demo-agent",
@@ -310,10 +316,12 @@ mod tests {
             attestation: "join_token",
             now,
         };
+        let no_attrs = BTreeMap::new();
         let tools = [ToolFacts {
             name: "tickets",
             audience: "https://tickets.example",
             scopes: vec!["read", "write", "delete"],
+            attributes: &no_attrs,
         }];
         p.decide(&facts, &tools)
     }
@@ -428,5 +436,92 @@ mod tests {
         assert_eq!(a.version(), b.version());
         assert_ne!(a.version(), c.version());
         assert!(a.version().starts_with("sha256:"));
+    }
+
+    fn facts_for<'a>(
+        caps: &'a [Capability],
+        obo: Option<&'a str>,
+        agent_attrs: &'a BTreeMap<String, String>,
+        denials: u32,
+    ) -> TaskFacts<'a> {
+        TaskFacts {
+            action: Action::StartTask,
+            agent: AgentFacts {
+                name: "demo-agent",
+                spiffe_id: "spiffe://writ.local/agent/demo-agent",
+                attestation: "join_token",
+                quarantined: false,
+                attributes: agent_attrs,
+            },
+            chain: Vec::new(),
+            intent: "work",
+            capabilities: caps,
+            on_behalf_of: obo,
+            ttl_secs: 600,
+            attestation: "join_token",
+            depth: 0,
+            recent_denials: denials,
+            now: NOON_TUESDAY,
+        }
+    }
+
+    #[test]
+    fn user_data_tools_need_a_human_and_noisy_agents_are_stopped() {
+        let p = examples();
+        let none = BTreeMap::new();
+        let user_data: BTreeMap<String, String> = [("data".to_owned(), "user".to_owned())].into();
+        let crm = [ToolFacts {
+            name: "crm",
+            audience: "https://crm.example",
+            scopes: vec!["read"],
+            attributes: &user_data,
+        }];
+        let caps = [Capability::parse_short("crm:read").unwrap()];
+        let d = p.decide(&facts_for(&caps, None, &none, 0), &crm);
+        assert_eq!(d.determining_policies, vec!["user-data-needs-a-human"]);
+        assert!(
+            p.decide(&facts_for(&caps, Some("user:alice"), &none, 0), &crm)
+                .allowed
+        );
+
+        let plain = [ToolFacts {
+            name: "crm",
+            audience: "https://crm.example",
+            scopes: vec!["read"],
+            attributes: &none,
+        }];
+        assert!(p.decide(&facts_for(&caps, None, &none, 9), &plain).allowed);
+        let d = p.decide(&facts_for(&caps, None, &none, 10), &plain);
+        assert_eq!(d.determining_policies, vec!["stop-after-many-denials"]);
+    }
+
+    #[test]
+    fn delegation_depth_is_capped_by_the_example_pack() {
+        let p = examples();
+        let none = BTreeMap::new();
+        let tools = [ToolFacts {
+            name: "tickets",
+            audience: "https://tickets.example",
+            scopes: vec!["read"],
+            attributes: &none,
+        }];
+        let caps = [Capability::parse_short("tickets:read").unwrap()];
+        let mut f = facts_for(&caps, None, &none, 0);
+        f.action = Action::DelegateTask;
+        f.depth = 2;
+        assert!(p.decide(&f, &tools).allowed);
+        f.depth = 3;
+        assert_eq!(
+            p.decide(&f, &tools).determining_policies,
+            vec!["delegation-depth-2"]
+        );
+        let write = [Capability::parse_short("tickets:write").unwrap()];
+        let mut f = facts_for(&write, Some("user:alice"), &none, 0);
+        f.action = Action::DelegateTask;
+        f.depth = 1;
+        assert!(
+            !p.decide(&f, &tools).allowed,
+            "sub-agents get read-only work"
+        );
     }
 }

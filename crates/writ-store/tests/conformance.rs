@@ -337,6 +337,7 @@ pub async fn tools_create_get_list(s: Arc<dyn Store>) {
         name: n.parse::<ToolName>().unwrap(),
         audience: aud.to_owned(),
         scopes: vec!["read".parse().unwrap(), "write".parse().unwrap()],
+        attributes: [("data".to_owned(), "user".to_owned())].into(),
         created_at: at(5),
     };
     let github = tool("github", "https://api.github.test");

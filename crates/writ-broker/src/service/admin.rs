@@ -20,27 +20,7 @@ const MAX_SCOPES: usize = 64;
 impl Broker {
     pub async fn register_agent(&self, req: RegisterAgent) -> Result<Agent, ApiError> {
         check_attestation(&req.attestation)?;
-        if req.attributes.len() > MAX_ATTRIBUTES {
-            return Err(ApiError::BadRequest(format!(
-                "at most {MAX_ATTRIBUTES} attributes"
-            )));
-        }
-        for (k, v) in &req.attributes {
-            let key_ok = !k.is_empty()
-                && k.len() <= 64
-                && k.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-            if !key_ok {
-                return Err(ApiError::BadRequest(format!(
-                    "attribute name {k:?} must be 1-64 characters of a-z, 0-9 and '_'"
-                )));
-            }
-            if v.len() > MAX_ATTRIBUTE_LEN || v.chars().any(char::is_control) {
-                return Err(ApiError::BadRequest(format!(
-                    "attribute {k:?} must be at most {MAX_ATTRIBUTE_LEN} printable characters"
-                )));
-            }
-        }
+        check_attributes(&req.attributes)?;
         let agent = Agent {
             spiffe_id: agent_spiffe_id(&self.config.trust_domain, &req.name),
             name: req.name,
@@ -154,10 +134,12 @@ impl Broker {
         if scopes.len() != before {
             return Err(ApiError::BadRequest("scopes must be unique".into()));
         }
+        check_attributes(&req.attributes)?;
         let tool = Tool {
             name: req.name,
             audience: req.audience,
             scopes,
+            attributes: req.attributes,
             created_at: self.now(),
         };
         let event = AuditEvent::new(AuditKind::ToolRegister, Outcome::Success, "admin").detail(
@@ -165,6 +147,7 @@ impl Broker {
                 "tool": tool.name,
                 "audience": tool.audience,
                 "scopes": tool.scopes,
+                "attributes": tool.attributes,
             }),
         );
         self.store.create_tool(&tool, vec![event]).await?;
@@ -227,5 +210,31 @@ fn check_attestation(a: &Attestation) -> Result<(), ApiError> {
     }
     oidc::algorithms(algorithms)
         .map_err(|e| ApiError::BadRequest(format!("oidc attestation: {e}")))?;
+    Ok(())
+}
+
+/// Attribute names `[a-z0-9_]{1,64}`, values printable, at most 256 characters.
+fn check_attributes(attrs: &std::collections::BTreeMap<String, String>) -> Result<(), ApiError> {
+    if attrs.len() > MAX_ATTRIBUTES {
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_ATTRIBUTES} attributes"
+        )));
+    }
+    for (k, v) in attrs {
+        let key_ok = !k.is_empty()
+            && k.len() <= 64
+            && k.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !key_ok {
+            return Err(ApiError::BadRequest(format!(
+                "attribute name {k:?} must be 1-64 characters of a-z, 0-9 and '_'"
+            )));
+        }
+        if v.len() > MAX_ATTRIBUTE_LEN || v.chars().any(char::is_control) {
+            return Err(ApiError::BadRequest(format!(
+                "attribute {k:?} must be at most {MAX_ATTRIBUTE_LEN} printable characters"
+            )));
+        }
+    }
     Ok(())
 }

@@ -337,14 +337,19 @@ impl Broker {
                 .unwrap_or(0),
             attestation: &attestation,
             depth: task.as_ref().map_or(0, |t| t.depth),
+            recent_denials: self.denials.recent(&agent.name, now),
             now,
         };
         let tool_facts = [ToolFacts {
             name: tool.name.as_str(),
             audience: &tool.audience,
             scopes: tool.scopes.iter().map(Scope::as_str).collect(),
+            attributes: &tool.attributes,
         }];
         let d = policy.decide(&facts, &tool_facts);
+        if !d.allowed {
+            self.denials.record(&agent.name, now);
+        }
         Ok(EvaluationResponse {
             decision: d.allowed,
             context: DecisionContext {

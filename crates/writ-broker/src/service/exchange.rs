@@ -220,6 +220,7 @@ impl Broker {
             "reason": decision.reason(),
         });
         if !decision.allowed {
+            self.denials.record(&task.agent, now);
             let event = self
                 .exchange_event(claims, task, Outcome::Deny, &decision, detail)
                 .reason(decision.reason());
@@ -416,6 +417,7 @@ impl Broker {
             "reason": decision.reason(),
         });
         if !decision.allowed {
+            self.denials.record(&actor_agent.name, now);
             let event = self
                 .exchange_event(claims, parent, Outcome::Deny, &decision, detail)
                 .reason(decision.reason());
@@ -585,6 +587,7 @@ impl Broker {
                 name: t.name.as_str(),
                 audience: &t.audience,
                 scopes: t.scopes.iter().map(Scope::as_str).collect(),
+                attributes: &t.attributes,
             })
             .collect();
         let depth = match action {
@@ -601,6 +604,7 @@ impl Broker {
             ttl_secs: now.secs_until(task.expires_at),
             attestation: me.attestation.kind(),
             depth,
+            recent_denials: self.denials.recent(&me.name, now),
             now,
         };
         let decision = self.policy().decide(&facts, &tool_facts);

@@ -39,6 +39,7 @@ pub struct Broker {
     master: Arc<MasterKey>,
     oidc: OidcVerifier,
     pub(crate) dpop: DpopGuard,
+    pub(crate) denials: crate::denials::Denials,
     pub(crate) metrics: Metrics,
     policy_loaded: std::sync::atomic::AtomicBool,
 }
@@ -103,6 +104,7 @@ impl Broker {
             master,
             oidc,
             dpop,
+            denials: crate::denials::Denials::default(),
             metrics: Metrics::default(),
             policy_loaded: std::sync::atomic::AtomicBool::new(false),
         })

@@ -101,12 +101,14 @@ impl Broker {
                 name: t.name.as_str(),
                 audience: &t.audience,
                 scopes: t.scopes.iter().map(|s| s.as_str()).collect(),
+                attributes: &t.attributes,
             })
             .collect();
         let facts = TaskFacts {
             action: Action::StartTask,
             chain: Vec::new(),
             depth: 0,
+            recent_denials: self.denials.recent(caller.agent(), now),
             agent: AgentFacts {
                 name: agent.name.as_str(),
                 spiffe_id: &agent.spiffe_id,
@@ -130,6 +132,7 @@ impl Broker {
         });
         if !decision.allowed {
             metrics::inc(&self.metrics.tasks_denied);
+            self.denials.record(caller.agent(), now);
             let event = AuditEvent::new(AuditKind::TaskStart, Outcome::Deny, caller.actor())
                 .agent(caller.agent())
                 .instance(caller.instance_id())

@@ -113,4 +113,8 @@ CREATE TABLE policy_history (
     loaded_at   INTEGER NOT NULL
 );
 "#,
+    // 4: tool attributes (policy tags).
+    r#"
+ALTER TABLE tools ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}';
+"#,
 ];

@@ -66,18 +66,19 @@ fn agent_from(row: (String, String, String, String, bool, i64)) -> Result<Agent>
     })
 }
 
-const TOOL_COLS: &str = "name, audience, scopes, created_at";
+const TOOL_COLS: &str = "name, audience, scopes, created_at, attributes";
 
-fn tool_row(r: &Row<'_>) -> rusqlite::Result<(String, String, String, i64)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+fn tool_row(r: &Row<'_>) -> rusqlite::Result<(String, String, String, i64, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
-fn tool_from(row: (String, String, String, i64)) -> Result<Tool> {
-    let (name, audience, scopes, created_at) = row;
+fn tool_from(row: (String, String, String, i64, String)) -> Result<Tool> {
+    let (name, audience, scopes, created_at, attributes) = row;
     Ok(Tool {
         name: parse("tool name", &name)?,
         audience,
         scopes: json("scopes", &scopes)?,
+        attributes: json("tool attributes", &attributes)?,
         created_at: ts(created_at),
     })
 }
@@ -489,11 +490,18 @@ impl Store for SqliteStore {
     async fn create_tool(&self, tool: &Tool, audit: Vec<AuditEvent>) -> Result<()> {
         let t = tool.clone();
         let scopes = to_json(&t.scopes)?;
+        let attributes = to_json(&t.attributes)?;
         self.write(move |ctx: &mut WriteCtx<'_>| {
             ctx.tx
                 .execute(
-                    &format!("INSERT INTO tools ({TOOL_COLS}) VALUES (?1, ?2, ?3, ?4)"),
-                    params![t.name.as_str(), t.audience, scopes, t.created_at.millis()],
+                    &format!("INSERT INTO tools ({TOOL_COLS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
+                    params![
+                        t.name.as_str(),
+                        t.audience,
+                        scopes,
+                        t.created_at.millis(),
+                        attributes
+                    ],
                 )
                 .map_err(insert_err(format!("tool {}", t.name)))?;
             ctx.audit(t.created_at, &audit)

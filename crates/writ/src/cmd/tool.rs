@@ -24,6 +24,9 @@ pub enum ToolCmd {
         /// A scope the tool understands (repeatable, or comma separated).
         #[arg(long = "scope", value_delimiter = ',')]
         scopes: Vec<Scope>,
+        /// An attribute, KEY=VALUE (repeatable), visible to policy as a tag.
+        #[arg(long = "attr", value_name = "KEY=VALUE")]
+        attrs: Vec<String>,
     },
     /// List tools.
     List,
@@ -37,6 +40,7 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
             file,
             audience,
             scopes,
+            attrs,
         } => {
             let req = match file {
                 Some(f) => serde_json::from_str(
@@ -48,6 +52,14 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
                     name: name.context("give a tool name or --file")?,
                     audience: audience.context("--audience is required")?,
                     scopes,
+                    attributes: attrs
+                        .iter()
+                        .map(|a| {
+                            a.split_once('=')
+                                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                                .with_context(|| format!("attribute {a:?} is not KEY=VALUE"))
+                        })
+                        .collect::<anyhow::Result<_>>()?,
                 },
             };
             print(&c.register_tool(&req).await?, g.field())?;

@@ -282,6 +282,7 @@ async fn x1_x2_x3_x7_exchange_only_narrows_and_refusals_are_audited() {
             name: "wiki".parse().unwrap(),
             audience: "https://wiki.example.com".into(),
             scopes: vec!["read".parse().unwrap()],
+            attributes: Default::default(),
         })
         .await
         .unwrap();

@@ -270,3 +270,48 @@ async fn authzen_evaluations_for_enforcement_points() {
         .count();
     assert_eq!(decisions, 6, "every decision is audited");
 }
+
+#[tokio::test]
+async fn tool_tags_and_recent_behaviour_reach_policy() {
+    let b = Broker::start();
+    let out = b.cli(&[
+        "tool",
+        "register",
+        "crm",
+        "--audience",
+        "https://crm.example",
+        "--scope",
+        "read",
+        "--attr",
+        "data=user",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(json(&out)["attributes"]["data"], "user");
+    let inst = b.attest("demo-agent").await;
+
+    let writ_client::ClientError::Api(p) = b
+        .start_task(&inst.access_token, &["crm:read"])
+        .await
+        .unwrap_err()
+    else {
+        panic!("not a policy denial")
+    };
+    assert_eq!(p.determining_policies, ["user-data-needs-a-human"]);
+
+    // Nine more denials (ten in five minutes) and even a read is refused.
+    for _ in 0..9 {
+        assert!(
+            b.start_task(&inst.access_token, &["tickets:delete"])
+                .await
+                .is_err()
+        );
+    }
+    let writ_client::ClientError::Api(p) = b
+        .start_task(&inst.access_token, &["tickets:read"])
+        .await
+        .unwrap_err()
+    else {
+        panic!("not a policy denial")
+    };
+    assert_eq!(p.determining_policies, ["stop-after-many-denials"]);
+}
