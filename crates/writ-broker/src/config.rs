@@ -35,6 +35,10 @@ pub struct BrokerConfig {
     /// [`BrokerConfig::policy_poll`].
     pub policy_dir: Option<std::path::PathBuf>,
     pub policy_poll: Duration,
+    /// How long an approval request waits for a person (seconds).
+    pub approval_ttl: i64,
+    /// The longest lifetime an approved exception may have (seconds).
+    pub max_exception_ttl: i64,
 }
 
 impl BrokerConfig {
@@ -55,6 +59,8 @@ impl BrokerConfig {
             dpop_nonces: false,
             policy_dir: None,
             policy_poll: Duration::from_millis(500),
+            approval_ttl: 15 * 60,
+            max_exception_ttl: 7 * 24 * 60 * 60,
         }
     }
 

@@ -17,6 +17,9 @@ pub async fn run(broker: Arc<Broker>) {
 
 /// One pass; returns how many tasks it ended.
 pub async fn sweep_once(broker: &Broker) -> usize {
+    if let Err(e) = broker.expire_approvals().await {
+        tracing::error!(error = %e, "sweep: cannot expire approvals");
+    }
     let mut ended = 0;
     loop {
         let ids = match broker.store.lapsed_tasks(broker.now(), BATCH).await {

@@ -111,6 +111,7 @@ fn read_task(ttl: Option<u64>) -> StartTask {
         capabilities: vec![Capability::parse_short("t:read").unwrap()],
         on_behalf_of: None,
         ttl,
+        justification: None,
     }
 }
 
@@ -119,17 +120,32 @@ async fn tokens_and_leases_never_pass_the_task_end() {
     let f = fixture().await;
     let b = &f.broker;
     let (_, inst) = instance(b).await;
-    let t = b.start_task(&inst, read_task(Some(300))).await.unwrap();
+    let t = b
+        .start_task(&inst, read_task(Some(300)))
+        .await
+        .unwrap()
+        .into_token()
+        .unwrap();
     let task = b.store.get_task(&t.task_id).await.unwrap().unwrap();
     assert_eq!(task.expires_at, T0.add_secs(300));
     assert_eq!(t.expires_in, 300, "10 min token clamped to the 5 min task");
     assert_eq!(task.lease_expires_at, T0.add_secs(120));
 
     f.clock.advance(Duration::from_secs(100));
-    let hb = b.heartbeat(&inst, &t.task_id).await.unwrap();
+    let hb = b
+        .heartbeat(&inst, &t.task_id)
+        .await
+        .unwrap()
+        .into_token()
+        .unwrap();
     assert_eq!(hb.lease_expires_at, T0.add_secs(220));
     f.clock.advance(Duration::from_secs(100));
-    let hb = b.heartbeat(&inst, &t.task_id).await.unwrap();
+    let hb = b
+        .heartbeat(&inst, &t.task_id)
+        .await
+        .unwrap()
+        .into_token()
+        .unwrap();
     assert_eq!(
         hb.lease_expires_at,
         T0.add_secs(300),
@@ -146,12 +162,26 @@ async fn the_sweeper_ends_lapsed_tasks_and_their_tokens() {
     let f = fixture().await;
     let b = &f.broker;
     let (_, inst) = instance(b).await;
-    let t = b.start_task(&inst, read_task(None)).await.unwrap();
-    let kept = b.start_task(&inst, read_task(None)).await.unwrap();
+    let t = b
+        .start_task(&inst, read_task(None))
+        .await
+        .unwrap()
+        .into_token()
+        .unwrap();
+    let kept = b
+        .start_task(&inst, read_task(None))
+        .await
+        .unwrap()
+        .into_token()
+        .unwrap();
 
     f.clock.advance(Duration::from_secs(100));
     assert_eq!(crate::sweeper::sweep_once(b).await, 0);
-    b.heartbeat(&inst, &kept.task_id).await.unwrap();
+    b.heartbeat(&inst, &kept.task_id)
+        .await
+        .unwrap()
+        .into_token()
+        .unwrap();
 
     f.clock.advance(Duration::from_secs(30));
     assert_eq!(crate::sweeper::sweep_once(b).await, 1);

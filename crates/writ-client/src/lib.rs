@@ -27,6 +27,9 @@ pub enum ClientError {
     Unexpected { status: u16, message: String },
     #[error("invalid address {0:?}")]
     Address(String),
+    /// The task waits for a person's approval (HTTP 202).
+    #[error("task {} is waiting for approval {}", .0.task_id, .0.approval_id)]
+    Pending(Box<writ_core::api::TaskPending>),
 }
 
 impl ClientError {
@@ -37,6 +40,7 @@ impl ClientError {
             ClientError::OAuth { status, .. } | ClientError::Unexpected { status, .. } => {
                 Some(*status)
             }
+            ClientError::Pending(_) => Some(202),
             _ => None,
         }
     }
@@ -153,6 +157,11 @@ impl Client {
             addr: self.base.clone(),
             message: e.to_string(),
         })?;
+        if status == StatusCode::ACCEPTED
+            && let Ok(p) = serde_json::from_slice::<writ_core::api::TaskPending>(&body)
+        {
+            return Err(ClientError::Pending(Box::new(p)));
+        }
         if status.is_success() {
             let body: &[u8] = if body.is_empty() { b"null" } else { &body };
             return serde_json::from_slice(body).map_err(|e| ClientError::Unexpected {
@@ -228,6 +237,28 @@ impl Client {
     }
     pub async fn policy_history(&self) -> Result<Vec<writ_core::api::PolicyVersion>> {
         self.get("/v1/policies/history").await
+    }
+    pub async fn approvals(&self, all: bool) -> Result<Vec<writ_core::api::Approval>> {
+        self.get(&format!("/v1/approvals?all={all}")).await
+    }
+    pub async fn decide_approval(
+        &self,
+        id: &writ_core::ApprovalId,
+        approve: bool,
+        reason: &str,
+    ) -> Result<writ_core::api::Approval> {
+        let verb = if approve { "approve" } else { "deny" };
+        self.post(
+            &format!("/v1/approvals/{id}/{verb}"),
+            &writ_core::api::DecideApproval {
+                reason: reason.to_owned(),
+            },
+        )
+        .await
+    }
+    pub async fn tasks(&self, exceptions: bool) -> Result<Vec<Task>> {
+        self.get(&format!("/v1/tasks?exceptions={exceptions}"))
+            .await
     }
     pub async fn audit_verify(&self) -> Result<AuditVerified> {
         self.get("/v1/audit/verify").await

@@ -134,6 +134,10 @@ pub struct StartTask {
     /// Hard maximum lifetime in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u64>,
+    /// Why a lifetime beyond the configured maximum is needed (an exception;
+    /// required then, and always reviewed by a person).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -149,24 +153,32 @@ pub struct TaskToken {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
+    /// Allowed, waiting for a person to approve it.
+    PendingApproval,
     Active,
     Completed,
     Expired,
     Revoked,
+    /// Its approval was denied.
+    Denied,
 }
 
 impl TaskStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            TaskStatus::PendingApproval => "pending_approval",
             TaskStatus::Active => "active",
             TaskStatus::Completed => "completed",
             TaskStatus::Expired => "expired",
             TaskStatus::Revoked => "revoked",
+            TaskStatus::Denied => "denied",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
+            "pending_approval" => TaskStatus::PendingApproval,
+            "denied" => TaskStatus::Denied,
             "active" => TaskStatus::Active,
             "completed" => TaskStatus::Completed,
             "expired" => TaskStatus::Expired,
@@ -200,6 +212,9 @@ pub struct Task {
     /// 0 for a root task, parent's depth + 1 for a delegated one.
     #[serde(default)]
     pub depth: u32,
+    /// Lives beyond the configured maximum by an approved exception.
+    #[serde(default)]
+    pub exception: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -332,4 +347,70 @@ pub struct PolicyInfo {
     pub version: String,
     pub policies: usize,
     pub files: BTreeMap<String, String>,
+}
+
+/// `202` from `POST /v1/tasks` (and heartbeats) while a person decides.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskPending {
+    pub task_id: TaskId,
+    pub status: TaskStatus,
+    pub approval_id: crate::ids::ApprovalId,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+}
+
+impl ApprovalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Denied => "denied",
+            ApprovalStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => ApprovalStatus::Pending,
+            "approved" => ApprovalStatus::Approved,
+            "denied" => ApprovalStatus::Denied,
+            "expired" => ApprovalStatus::Expired,
+            _ => return None,
+        })
+    }
+}
+
+/// A request for a person to approve a task.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Approval {
+    pub approval_id: crate::ids::ApprovalId,
+    pub task_id: TaskId,
+    pub status: ApprovalStatus,
+    /// The hard lifetime the task asked for, seconds.
+    pub ttl: i64,
+    pub exception: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+    pub requested_at: Timestamp,
+    pub expires_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The task as requested.
+    pub task: Task,
+}
+
+/// `POST /v1/approvals/{id}/approve|deny`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideApproval {
+    pub reason: String,
 }

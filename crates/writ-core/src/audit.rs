@@ -36,6 +36,8 @@ pub enum AuditKind {
     TokenRevoke,
     /// A decision asked for by an enforcement point (AuthZEN).
     Decision,
+    /// A person approved or denied a task (or the request expired).
+    Approval,
     KeyRotate,
     PolicyLoad,
 }

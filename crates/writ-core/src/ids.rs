@@ -166,6 +166,12 @@ random_id!(
     "instance id"
 );
 random_id!(
+    /// One approval request: `apr_` and 22 base64url characters.
+    ApprovalId,
+    "apr_",
+    "approval id"
+);
+random_id!(
     /// The id of one issued token (the JWT `jti`).
     Jti,
     "jti_",

@@ -15,7 +15,7 @@ pub mod secret;
 pub mod time;
 pub mod token;
 
-pub use ids::{AgentName, InstanceId, Jti, NameError, TaskId, ToolName};
+pub use ids::{AgentName, ApprovalId, InstanceId, Jti, NameError, TaskId, ToolName};
 pub use scope::{Capability, Scope, ScopeError};
 pub use secret::Secret;
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

@@ -113,6 +113,9 @@ pub struct AccessClaims {
     /// The delegation chain, on delegated tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Actor>,
+    /// Set on tokens of a task that lives by an approved exception.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exception: bool,
 }
 
 /// What a verifier expects of a token beyond its signature.
@@ -513,6 +516,7 @@ mod tests {
             obo: None,
             cnf: None,
             act: None,
+            exception: false,
         }
     }
 

@@ -18,6 +18,21 @@ pub struct Decision {
     /// Evaluation errors; any error makes the decision a deny.
     pub errors: Vec<String>,
     pub policy_version: String,
+    /// What the permits that allowed it ask for, by annotation.
+    pub obligations: Obligations,
+}
+
+/// Conditions attached to an allow by annotations on the permits that
+/// decided it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Obligations {
+    /// `@approval("required")`: a person must approve first.
+    pub approval_required: bool,
+    /// `@max_ttl("SECONDS")`: the shortest such cap.
+    pub max_ttl: Option<i64>,
+    /// `@exception("allowed")` on a permit for every tool: a lifetime beyond
+    /// the configured maximum may be asked for (with approval).
+    pub exception_allowed: bool,
 }
 
 impl Decision {
@@ -43,6 +58,7 @@ impl Decision {
             determining_policies: Vec::new(),
             errors: vec![error],
             policy_version: version.to_owned(),
+            obligations: Obligations::default(),
         }
     }
 }
@@ -103,6 +119,8 @@ pub struct TaskFacts<'a> {
     pub depth: u32,
     /// Requests of the principal denied in the last five minutes.
     pub recent_denials: u32,
+    /// The request asks for a lifetime beyond the configured maximum.
+    pub exception: bool,
     pub now: Timestamp,
 }
 
@@ -116,6 +134,10 @@ impl PolicySet {
         let mut denied_by: Vec<String> = Vec::new();
         let mut errors: Vec<String> = Vec::new();
         let mut all_allowed = !facts.capabilities.is_empty();
+        let mut obligations = Obligations {
+            exception_allowed: true,
+            ..Obligations::default()
+        };
         for cap in facts.capabilities {
             let Some(tool) = tools.iter().find(|t| t.name == cap.tool.as_str()) else {
                 return Decision::deny(self.version(), format!("unknown tool {}", cap.tool));
@@ -125,6 +147,15 @@ impl PolicySet {
                 Err(e) => return Decision::deny(self.version(), e),
             };
             all_allowed &= d.allowed;
+            if d.allowed {
+                let o = self.obligations_of(&d.determining_policies);
+                obligations.approval_required |= o.approval_required;
+                obligations.exception_allowed &= o.exception_allowed;
+                obligations.max_ttl = match (obligations.max_ttl, o.max_ttl) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
             let target = if d.allowed {
                 &mut allowed_by
             } else {
@@ -143,7 +174,34 @@ impl PolicySet {
             determining_policies: if allowed { allowed_by } else { denied_by },
             errors,
             policy_version: self.version().to_owned(),
+            obligations: if allowed {
+                obligations
+            } else {
+                Obligations::default()
+            },
         }
+    }
+
+    /// The annotations of the permits that decided an allow.
+    fn obligations_of(&self, permits: &[String]) -> Obligations {
+        let mut o = Obligations::default();
+        for id in permits {
+            let Some(p) = self.policies.policy(&cedar_policy::PolicyId::new(id)) else {
+                continue;
+            };
+            if p.annotation("approval") == Some("required") {
+                o.approval_required = true;
+            }
+            if p.annotation("exception") == Some("allowed") {
+                o.exception_allowed = true;
+            }
+            // An unparsable cap is the tightest one: fail towards shorter.
+            if let Some(v) = p.annotation("max_ttl") {
+                let cap = v.trim().parse::<i64>().unwrap_or(0).max(0);
+                o.max_ttl = Some(o.max_ttl.map_or(cap, |m| m.min(cap)));
+            }
+        }
+        o
     }
 
     fn decide_one(
@@ -173,6 +231,7 @@ impl PolicySet {
                 .collect::<Vec<_>>(),
             "root_agent": {"__entity": {"type": "Agent", "id": facts.chain.first().unwrap_or(&facts.agent).name}},
             "behaviour": {"denials_5m": facts.recent_denials},
+            "exception": facts.exception,
         });
         if let (Some(obo), Some(obj)) = (facts.on_behalf_of, context.as_object_mut()) {
             obj.insert(
@@ -205,6 +264,7 @@ impl PolicySet {
             determining_policies: determining,
             errors,
             policy_version: self.version().to_owned(),
+            obligations: Obligations::default(),
         })
     }
 
@@ -302,6 +362,7 @@ mod tests {
             chain: Vec::new(),
             depth: 0,
             recent_denials: 0,
+            exception: false,
             agent: AgentFacts {
                 name: "demo-agent",
                 spiffe_id: "spiffe://writ.local/agent/demo-agent",
@@ -461,6 +522,7 @@ mod tests {
             attestation: "join_token",
             depth: 0,
             recent_denials: denials,
+            exception: false,
             now: NOON_TUESDAY,
         }
     }

@@ -8,7 +8,7 @@
 mod decide;
 mod set;
 
-pub use decide::{Action, AgentFacts, Decision, TaskFacts, ToolFacts};
+pub use decide::{Action, AgentFacts, Decision, Obligations, TaskFacts, ToolFacts};
 pub use set::{PolicyError, PolicySet, PolicySource, version_of};
 
 /// The schema text, as shipped in `policies/writ.cedarschema`.

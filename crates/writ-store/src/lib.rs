@@ -12,9 +12,9 @@ mod model;
 pub mod sqlite;
 
 use async_trait::async_trait;
-use writ_core::api::{Agent, Task, Tool};
+use writ_core::api::{Agent, Approval, Task, Tool};
 use writ_core::audit::{AuditEvent, AuditRecord};
-use writ_core::{AgentName, InstanceId, TaskId, Timestamp, ToolName};
+use writ_core::{AgentName, ApprovalId, InstanceId, TaskId, Timestamp, ToolName};
 
 pub use error::{JoinTokenError, StoreError};
 pub use model::{
@@ -119,6 +119,51 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes one grant. `false` if it was unknown or already revoked.
     async fn revoke_grant(&self, jti: &str, now: Timestamp, audit: Vec<AuditEvent>)
     -> Result<bool>;
+
+    // --- approvals ---
+
+    /// Records a task waiting for approval, and its approval request.
+    async fn create_pending_task(
+        &self,
+        task: &Task,
+        approval: &Approval,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    async fn get_approval(&self, id: &ApprovalId) -> Result<Option<Approval>>;
+    async fn approval_for_task(&self, task: &TaskId) -> Result<Option<Approval>>;
+    async fn list_approvals(&self, pending_only: bool) -> Result<Vec<Approval>>;
+    /// Approves or denies a pending, unexpired approval; a denial ends its
+    /// task as `denied`. `NotActive` when it was already decided or expired.
+    async fn decide_approval(
+        &self,
+        id: &ApprovalId,
+        approve: bool,
+        reason: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<Approval>;
+    /// Expires one pending approval past its deadline (and its task).
+    /// `false` if it was no longer pending.
+    async fn expire_approval(
+        &self,
+        id: &ApprovalId,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<bool>;
+    /// Pending approvals past their deadline.
+    async fn overdue_approvals(&self, now: Timestamp, limit: u32) -> Result<Vec<ApprovalId>>;
+    /// Turns an approved pending task active: its lease and hard end start
+    /// now, and its first token is recorded.
+    async fn activate_task(
+        &self,
+        id: &TaskId,
+        lease_expires_at: Timestamp,
+        expires_at: Timestamp,
+        grant: &Grant,
+        audit: Vec<AuditEvent>,
+    ) -> Result<Task>;
+    /// Tasks, newest first; optionally only live exceptions.
+    async fn list_tasks(&self, exceptions_only: bool, limit: u32) -> Result<Vec<Task>>;
 
     // --- policy sets ---
 

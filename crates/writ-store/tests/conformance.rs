@@ -167,6 +167,7 @@ fn task_and_grant(
         policy_version: "policy-v1".to_owned(),
         parent_task_id: None,
         depth: 0,
+        exception: false,
     };
     let grant = Grant {
         jti: jti.to_owned(),

@@ -156,3 +156,63 @@ pub async fn evaluations(
 ) -> R<crate::service::authzen::EvaluationsResponse> {
     Ok(AxumJson(b.evaluate_batch(req).await?))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+pub async fn approvals(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    q: Result<Query<ApprovalQuery>, axum::extract::rejection::QueryRejection>,
+) -> R<Vec<writ_core::api::Approval>> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    Ok(AxumJson(b.approvals(q.all).await?))
+}
+
+fn approval_id(s: &str) -> Result<writ_core::ApprovalId, ApiError> {
+    s.parse()
+        .map_err(|_| ApiError::NotFound(format!("approval {s:.64} not found")))
+}
+
+pub async fn approve(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    Path(id): Path<String>,
+    Json(req): Json<writ_core::api::DecideApproval>,
+) -> R<writ_core::api::Approval> {
+    Ok(AxumJson(
+        b.decide_approval(&approval_id(&id)?, true, req).await?,
+    ))
+}
+
+pub async fn deny(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    Path(id): Path<String>,
+    Json(req): Json<writ_core::api::DecideApproval>,
+) -> R<writ_core::api::Approval> {
+    Ok(AxumJson(
+        b.decide_approval(&approval_id(&id)?, false, req).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskQuery {
+    #[serde(default)]
+    exceptions: bool,
+}
+
+/// Tasks, newest first (`?exceptions=true`: live exceptions only).
+pub async fn list_tasks(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    q: Result<Query<TaskQuery>, axum::extract::rejection::QueryRejection>,
+) -> R<Vec<writ_core::api::Task>> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    Ok(AxumJson(b.tasks(q.exceptions).await?))
+}

@@ -6,12 +6,14 @@ use axum::Json as AxumJson;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use writ_core::TaskId;
-use writ_core::api::{AttestRequest, Attested, StartTask, Task, TaskEnded, TaskToken};
+use writ_core::api::{AttestRequest, Attested, StartTask, Task, TaskEnded};
 
 use super::{AgentAuth, AnyCaller};
 use crate::error::ApiError;
 use crate::extract::{Json, dpop_proof};
 use crate::service::Broker;
+use crate::service::tasks::Started;
+use axum::response::{IntoResponse, Response};
 
 fn task_id(s: &str) -> Result<TaskId, ApiError> {
     // A malformed id cannot name a task: answer as for an unknown one.
@@ -41,14 +43,22 @@ pub async fn attest(
     Ok((StatusCode::CREATED, AxumJson(b.attest(req, jkt).await?)))
 }
 
+/// 201 with a task token, or 202 while a person decides.
+fn started(s: Started, ok: StatusCode) -> Response {
+    match s {
+        Started::Token(t) => (ok, AxumJson(t)).into_response(),
+        Started::Pending(p) => (StatusCode::ACCEPTED, AxumJson(p)).into_response(),
+    }
+}
+
 pub async fn start_task(
     State(b): State<Arc<Broker>>,
     AgentAuth(caller): AgentAuth,
     Json(req): Json<StartTask>,
-) -> Result<(StatusCode, AxumJson<TaskToken>), ApiError> {
-    Ok((
+) -> Result<Response, ApiError> {
+    Ok(started(
+        b.start_task(&caller, req).await?,
         StatusCode::CREATED,
-        AxumJson(b.start_task(&caller, req).await?),
     ))
 }
 
@@ -56,8 +66,11 @@ pub async fn heartbeat(
     State(b): State<Arc<Broker>>,
     AgentAuth(caller): AgentAuth,
     Path(id): Path<String>,
-) -> Result<AxumJson<TaskToken>, ApiError> {
-    Ok(AxumJson(b.heartbeat(&caller, &task_id(&id)?).await?))
+) -> Result<Response, ApiError> {
+    Ok(started(
+        b.heartbeat(&caller, &task_id(&id)?).await?,
+        StatusCode::OK,
+    ))
 }
 
 pub async fn complete(

@@ -92,6 +92,7 @@ impl Broker {
                 .clone()
                 .map(|jkt| writ_core::token::Confirmation { jkt }),
             act: None,
+            exception: false,
         };
         let token = self.mint(&claims)?;
         let instance = Instance {

@@ -338,6 +338,7 @@ impl Broker {
             attestation: &attestation,
             depth: task.as_ref().map_or(0, |t| t.depth),
             recent_denials: self.denials.recent(&agent.name, now),
+            exception: task.as_ref().is_some_and(|t| t.exception),
             now,
         };
         let tool_facts = [ToolFacts {

@@ -255,6 +255,7 @@ impl Broker {
                 .clone()
                 .map(|jkt| writ_core::token::Confirmation { jkt }),
             act: claims.act.clone(),
+            exception: claims.exception,
         };
         let token = self.mint(&tool_claims).map_err(oauth)?;
         let grant = Grant {
@@ -442,6 +443,7 @@ impl Broker {
             policy_version: decision.policy_version.clone(),
             parent_task_id: Some(parent.task_id.clone()),
             depth,
+            exception: parent.exception,
         };
         // Nested `act`: the new actor outermost, the earlier ones inside.
         let act = Actor {
@@ -605,6 +607,7 @@ impl Broker {
             attestation: me.attestation.kind(),
             depth,
             recent_denials: self.denials.recent(&me.name, now),
+            exception: task.exception,
             now,
         };
         let decision = self.policy().decide(&facts, &tool_facts);

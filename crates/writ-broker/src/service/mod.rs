@@ -2,12 +2,13 @@
 //! caller, and returns typed output or an [`ApiError`].
 
 mod admin;
+mod approvals;
 mod attest;
 mod audit;
 pub mod authzen;
 pub mod exchange;
 mod policy;
-mod tasks;
+pub mod tasks;
 mod tokens;
 
 use std::sync::{Arc, RwLock};

@@ -1,6 +1,8 @@
 //! Tasks: start (a policy decision), heartbeat, complete, read.
 
-use writ_core::api::{StartTask, Task, TaskEnded, TaskStatus, TaskToken};
+use writ_core::api::{
+    Approval, ApprovalStatus, StartTask, Task, TaskEnded, TaskPending, TaskStatus, TaskToken,
+};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::scope;
 use writ_core::token::AccessClaims;
@@ -16,13 +18,30 @@ const MAX_INTENT: usize = 1024;
 const MAX_CAPABILITIES: usize = 32;
 const MAX_OBO: usize = 256;
 
+/// A task start (or a heartbeat of a pending task): a token, or a wait.
+#[derive(Debug)]
+pub enum Started {
+    Token(TaskToken),
+    Pending(TaskPending),
+}
+
+impl Started {
+    /// The token, or the pending task if a person must decide first.
+    pub fn into_token(self) -> Result<TaskToken, TaskPending> {
+        match self {
+            Started::Token(t) => Ok(t),
+            Started::Pending(p) => Err(p),
+        }
+    }
+}
+
 impl Broker {
     /// Decides and, if allowed, starts a task for the calling instance.
     pub async fn start_task(
         &self,
         caller: &AgentCaller,
         req: StartTask,
-    ) -> Result<TaskToken, ApiError> {
+    ) -> Result<Started, ApiError> {
         if caller.task_id().is_some() {
             return Err(ApiError::Forbidden(
                 "start tasks with the instance token, not a task token".into(),
@@ -54,18 +73,44 @@ impl Broker {
             )));
         }
         let max = self.config.max_task_ttl;
-        let ttl = match req.ttl {
-            None => self.config.default_task_ttl.min(max),
+        let max_exception = self.config.max_exception_ttl;
+        let (ttl, exception) = match req.ttl {
+            None => (self.config.default_task_ttl.min(max), false),
             Some(t) => {
                 let t = i64::try_from(t).unwrap_or(i64::MAX);
-                if t < 1 || t > max {
-                    return Err(ApiError::BadRequest(format!(
-                        "ttl must be between 1 and {max} seconds (the configured maximum task lifetime)"
-                    )));
+                if t < 1 {
+                    return Err(ApiError::BadRequest("ttl must be at least 1 second".into()));
                 }
-                t
+                if t <= max {
+                    (t, false)
+                } else if t > max_exception {
+                    return Err(ApiError::BadRequest(format!(
+                        "ttl exceeds the maximum task lifetime of {max} seconds and the longest exception of \
+                         {max_exception} seconds"
+                    )));
+                } else if req
+                    .justification
+                    .as_deref()
+                    .is_none_or(|j| j.trim().is_empty())
+                {
+                    return Err(ApiError::BadRequest(format!(
+                        "ttl exceeds the maximum task lifetime of {max} seconds: an exception needs a justification \
+                         (and a policy that allows it, and approval)"
+                    )));
+                } else {
+                    (t, true)
+                }
             }
         };
+        if req
+            .justification
+            .as_deref()
+            .is_some_and(|j| j.len() > MAX_INTENT || j.chars().any(char::is_control))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "justification must be at most {MAX_INTENT} printable characters"
+            )));
+        }
         let capabilities = scope::normalize(&req.capabilities);
         let mut tools = Vec::with_capacity(capabilities.len());
         for cap in &capabilities {
@@ -109,6 +154,7 @@ impl Broker {
             chain: Vec::new(),
             depth: 0,
             recent_denials: self.denials.recent(caller.agent(), now),
+            exception,
             agent: AgentFacts {
                 name: agent.name.as_str(),
                 spiffe_id: &agent.spiffe_id,
@@ -123,11 +169,25 @@ impl Broker {
             attestation: &attestation,
             now,
         };
-        let decision = policy.decide(&facts, &tool_facts);
+        let mut decision = policy.decide(&facts, &tool_facts);
+        if decision.allowed && exception && !decision.obligations.exception_allowed {
+            // An exception needs a permit that says so, for every tool.
+            decision.allowed = false;
+            decision
+                .errors
+                .push("no policy allows an exception for this request".into());
+        }
+        let ttl = decision
+            .obligations
+            .max_ttl
+            .map_or(ttl, |cap| ttl.min(cap.max(1)));
         let request_detail = serde_json::json!({
             "intent": intent,
             "capabilities": capabilities,
             "ttl": ttl,
+            "exception": exception,
+            "justification": req.justification,
+            "approval_required": decision.obligations.approval_required,
             "reason": decision.reason(),
         });
         if !decision.allowed {
@@ -165,7 +225,21 @@ impl Broker {
             policy_version: decision.policy_version.clone(),
             parent_task_id: None,
             depth: 0,
+            exception,
         };
+        if exception || decision.obligations.approval_required {
+            return self
+                .request_approval(
+                    caller,
+                    task,
+                    ttl,
+                    req.justification,
+                    &decision,
+                    request_detail,
+                )
+                .await
+                .map(Started::Pending);
+        }
         let (token, grant, exp) =
             self.task_token(&task, &agent.spiffe_id, None, caller.jkt.clone(), None, now)?;
         let audit = vec![
@@ -185,17 +259,32 @@ impl Broker {
         self.store.create_task(&task, &grant, audit).await?;
         metrics::inc(&self.metrics.tasks_started);
         metrics::inc(&self.metrics.tokens_issued);
-        Ok(token_response(&task, token, now, exp, caller.jkt.is_some()))
+        Ok(Started::Token(token_response(
+            &task,
+            token,
+            now,
+            exp,
+            caller.jkt.is_some(),
+        )))
     }
 
     /// Extends the lease (never past the task's hard end) and returns a
     /// fresh task token.
-    pub async fn heartbeat(
-        &self,
-        caller: &AgentCaller,
-        id: &TaskId,
-    ) -> Result<TaskToken, ApiError> {
+    pub async fn heartbeat(&self, caller: &AgentCaller, id: &TaskId) -> Result<Started, ApiError> {
         let task = self.owned_task(caller, id).await?;
+        match task.status {
+            TaskStatus::PendingApproval => return self.poll_approval(caller, task).await,
+            TaskStatus::Denied => {
+                let why = self
+                    .store
+                    .approval_for_task(id)
+                    .await?
+                    .and_then(|a| a.reason)
+                    .unwrap_or_default();
+                return Err(ApiError::Forbidden(format!("approval denied: {why}")));
+            }
+            _ => {}
+        }
         if task.status != TaskStatus::Active {
             return Err(ApiError::Conflict(format!(
                 "task is not active ({})",
@@ -220,7 +309,13 @@ impl Broker {
         ];
         let task = self.store.heartbeat_task(id, lease, &grant, audit).await?;
         metrics::inc(&self.metrics.tokens_issued);
-        Ok(token_response(&task, token, now, exp, caller.jkt.is_some()))
+        Ok(Started::Token(token_response(
+            &task,
+            token,
+            now,
+            exp,
+            caller.jkt.is_some(),
+        )))
     }
 
     /// Ends a task and revokes every grant issued under it.
@@ -295,6 +390,121 @@ impl Broker {
         Ok(ended.is_some())
     }
 
+    /// Records an allowed task that a person must approve first.
+    async fn request_approval(
+        &self,
+        caller: &AgentCaller,
+        mut task: Task,
+        ttl: i64,
+        justification: Option<String>,
+        decision: &writ_policy::Decision,
+        detail: serde_json::Value,
+    ) -> Result<TaskPending, ApiError> {
+        let now = task.created_at;
+        task.status = TaskStatus::PendingApproval;
+        // The lifetime starts at approval; until then the task holds nothing.
+        task.lease_expires_at = now;
+        task.expires_at = now;
+        let approval = Approval {
+            approval_id: writ_core::ApprovalId::generate()?,
+            task_id: task.task_id.clone(),
+            status: ApprovalStatus::Pending,
+            ttl,
+            exception: task.exception,
+            justification,
+            requested_at: now,
+            expires_at: now.add_secs(self.config.approval_ttl),
+            decided_at: None,
+            reason: None,
+            task: task.clone(),
+        };
+        let event = AuditEvent::new(AuditKind::TaskStart, Outcome::Success, caller.actor())
+            .agent(&task.agent)
+            .instance(&task.instance_id)
+            .task(&task.task_id)
+            .on_behalf_of(task.on_behalf_of.as_ref())
+            .policy(
+                &decision.policy_version,
+                decision.determining_policies.clone(),
+            )
+            .reason(format!("pending approval {}", approval.approval_id))
+            .detail(detail);
+        self.store
+            .create_pending_task(&task, &approval, vec![event])
+            .await?;
+        Ok(TaskPending {
+            task_id: task.task_id,
+            status: TaskStatus::PendingApproval,
+            approval_id: approval.approval_id,
+        })
+    }
+
+    /// A pending task's heartbeat: still waiting, or (once approved) its
+    /// first token, with its lease and hard lifetime starting now.
+    async fn poll_approval(&self, caller: &AgentCaller, task: Task) -> Result<Started, ApiError> {
+        let approval = self
+            .store
+            .approval_for_task(&task.task_id)
+            .await?
+            .ok_or_else(|| {
+                ApiError::Internal(format!("pending task {} without approval", task.task_id))
+            })?;
+        match approval.status {
+            ApprovalStatus::Pending => Ok(Started::Pending(TaskPending {
+                task_id: task.task_id,
+                status: TaskStatus::PendingApproval,
+                approval_id: approval.approval_id,
+            })),
+            ApprovalStatus::Denied => Err(ApiError::Forbidden(format!(
+                "approval denied: {}",
+                approval.reason.unwrap_or_default()
+            ))),
+            ApprovalStatus::Expired => Err(ApiError::Forbidden("approval expired".into())),
+            ApprovalStatus::Approved => {
+                let now = self.now();
+                let expires_at = now.add_secs(approval.ttl);
+                let lease = now.add_secs(self.config.lease_ttl).min(expires_at);
+                let live = Task {
+                    expires_at,
+                    lease_expires_at: lease,
+                    status: TaskStatus::Active,
+                    ..task
+                };
+                let (token, grant, exp) = self.task_token(
+                    &live,
+                    &caller.claims.sub,
+                    None,
+                    caller.jkt.clone(),
+                    None,
+                    now,
+                )?;
+                let audit = vec![
+                    AuditEvent::new(AuditKind::TaskStart, Outcome::Success, caller.actor())
+                        .agent(&live.agent)
+                        .instance(&live.instance_id)
+                        .task(&live.task_id)
+                        .on_behalf_of(live.on_behalf_of.as_ref())
+                        .reason(format!("approved ({})", approval.approval_id))
+                        .detail(serde_json::json!({ "exception": live.exception, "expires_at": expires_at })),
+                    issue_event(&live, &grant, exp),
+                ];
+                let task = self
+                    .store
+                    .activate_task(&live.task_id, lease, expires_at, &grant, audit)
+                    .await?;
+                metrics::inc(&self.metrics.tasks_started);
+                metrics::inc(&self.metrics.tokens_issued);
+                Ok(Started::Token(token_response(
+                    &task,
+                    token,
+                    now,
+                    exp,
+                    caller.jkt.is_some(),
+                )))
+            }
+        }
+    }
+
     async fn task(&self, id: &TaskId) -> Result<Task, ApiError> {
         self.store
             .get_task(id)
@@ -351,6 +561,7 @@ impl Broker {
                 .clone()
                 .map(|jkt| writ_core::token::Confirmation { jkt }),
             act,
+            exception: task.exception,
         };
         let token = self.mint(&claims)?;
         let grant = Grant {

@@ -117,4 +117,22 @@ CREATE TABLE policy_history (
     r#"
 ALTER TABLE tools ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}';
 "#,
+    // 5: approvals and exceptions.
+    r#"
+ALTER TABLE tasks ADD COLUMN exception INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN ttl INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE approvals (
+    id            TEXT PRIMARY KEY,
+    task_id       TEXT NOT NULL UNIQUE REFERENCES tasks(id),
+    status        TEXT NOT NULL,
+    ttl           INTEGER NOT NULL,
+    exception     INTEGER NOT NULL,
+    justification TEXT,
+    requested_at  INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    decided_at    INTEGER,
+    reason        TEXT
+);
+CREATE INDEX approvals_pending ON approvals(expires_at) WHERE status = 'pending';
+"#,
 ];

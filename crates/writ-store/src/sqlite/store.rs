@@ -2,9 +2,9 @@
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use writ_core::api::{Agent, Task, TaskStatus, Tool};
+use writ_core::api::{Agent, Approval, ApprovalStatus, Task, TaskStatus, Tool};
 use writ_core::audit::{AuditEvent, AuditRecord};
-use writ_core::{AgentName, InstanceId, TaskId, Timestamp, ToolName};
+use writ_core::{AgentName, ApprovalId, InstanceId, TaskId, Timestamp, ToolName};
 
 use super::{SqliteStore, WriteCtx, db};
 use crate::{
@@ -84,7 +84,8 @@ fn tool_from(row: (String, String, String, i64, String)) -> Result<Tool> {
 }
 
 const TASK_COLS: &str = "id, agent, instance_id, intent, capabilities, on_behalf_of, status, created_at, \
-                         lease_expires_at, expires_at, ended_at, end_reason, policy_version, parent_id, depth";
+                         lease_expires_at, expires_at, ended_at, end_reason, policy_version, parent_id, depth, \
+                         exception, ttl";
 
 struct TaskRow {
     id: String,
@@ -102,6 +103,7 @@ struct TaskRow {
     policy_version: String,
     parent_id: Option<String>,
     depth: i64,
+    exception: bool,
 }
 
 fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
@@ -121,6 +123,7 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
         policy_version: r.get(12)?,
         parent_id: r.get(13)?,
         depth: r.get(14)?,
+        exception: r.get(15)?,
     })
 }
 
@@ -147,6 +150,7 @@ fn task_from(r: TaskRow) -> Result<Task> {
             .transpose()?,
         depth: u32::try_from(r.depth)
             .map_err(|_| StoreError::Corrupt(format!("task depth {}", r.depth)))?,
+        exception: r.exception,
     })
 }
 
@@ -258,6 +262,148 @@ fn end_tree(
         )
         .map_err(db)? as u64;
     Ok((revoked, descendants))
+}
+
+/// What must hold for a task to be recorded: its agent not quarantined, its
+/// instance live and the agent's own, its parent (if any) still active.
+fn task_preconditions(conn: &Connection, t: &Task) -> Result<()> {
+    if agent_quarantined(conn, t.agent.as_str())? {
+        return Err(StoreError::Quarantined);
+    }
+    let instance: Option<(String, i64, Option<i64>)> = conn
+        .query_row(
+            "SELECT agent, expires_at, revoked_at FROM instances WHERE id = ?1",
+            [t.instance_id.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(db)?;
+    match instance {
+        None => return Err(StoreError::NotFound("instance")),
+        Some((agent, _, _)) if agent != t.agent.as_str() => {
+            return Err(StoreError::Corrupt(
+                "task names an instance of another agent".into(),
+            ));
+        }
+        Some((_, _, Some(_))) => return Err(StoreError::InstanceRevoked),
+        Some((_, expires_at, None)) if t.created_at.millis() >= expires_at => {
+            return Err(StoreError::InstanceRevoked);
+        }
+        Some(_) => {}
+    }
+    if let Some(parent) = &t.parent_task_id {
+        let status: Option<String> = conn
+            .query_row(
+                "SELECT status FROM tasks WHERE id = ?1",
+                [parent.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        match status.as_deref() {
+            None => return Err(StoreError::NotFound("parent task")),
+            Some("active") => {}
+            Some(_) => return Err(StoreError::NotActive("parent task ended")),
+        }
+    }
+    Ok(())
+}
+
+fn insert_task(conn: &Connection, t: &Task, caps: &str, ttl: i64) -> Result<()> {
+    conn.execute(
+        &format!(
+            "INSERT INTO tasks ({TASK_COLS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, ?11, ?12, ?13, ?14, ?15)"
+        ),
+        params![
+            t.task_id.as_str(),
+            t.agent.as_str(),
+            t.instance_id.as_str(),
+            t.intent,
+            caps,
+            t.on_behalf_of,
+            t.status.as_str(),
+            t.created_at.millis(),
+            t.lease_expires_at.millis(),
+            t.expires_at.millis(),
+            t.policy_version,
+            t.parent_task_id.as_ref().map(TaskId::as_str),
+            i64::from(t.depth),
+            t.exception,
+            ttl
+        ],
+    )
+    .map_err(insert_err(format!("task {}", t.task_id)))?;
+    Ok(())
+}
+
+const APPROVAL_COLS: &str = "id, task_id, status, ttl, exception, justification, requested_at, expires_at, decided_at, reason";
+
+fn load_approval(conn: &Connection, filter: &str, arg: &str) -> Result<Option<Approval>> {
+    type Row = (
+        String,
+        String,
+        String,
+        i64,
+        bool,
+        Option<String>,
+        i64,
+        i64,
+        Option<i64>,
+        Option<String>,
+    );
+    let row: Option<Row> = conn
+        .query_row(
+            &format!("SELECT {APPROVAL_COLS} FROM approvals WHERE {filter}"),
+            [arg],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(db)?;
+    let Some((
+        id,
+        task_id,
+        status,
+        ttl,
+        exception,
+        justification,
+        requested_at,
+        expires_at,
+        decided_at,
+        reason,
+    )) = row
+    else {
+        return Ok(None);
+    };
+    let task = load_task(conn, &task_id)?
+        .ok_or_else(|| StoreError::Corrupt(format!("approval {id} without its task")))?;
+    Ok(Some(Approval {
+        approval_id: parse("approval id", &id)?,
+        task_id: parse("task id", &task_id)?,
+        status: ApprovalStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("approval status {status}")))?,
+        ttl,
+        exception,
+        justification,
+        requested_at: ts(requested_at),
+        expires_at: ts(expires_at),
+        decided_at: decided_at.map(ts),
+        reason,
+        task,
+    }))
 }
 
 #[async_trait]
@@ -425,6 +571,22 @@ impl Store for SqliteStore {
                 ctx.tx
                     .execute(
                         "UPDATE instances SET revoked_at = ?2 WHERE agent = ?1 AND revoked_at IS NULL",
+                        params![name, now.millis()],
+                    )
+                    .map_err(db)?;
+                // Tasks waiting for approval die too.
+                out.ended_tasks += ctx
+                    .tx
+                    .execute(
+                        "UPDATE tasks SET status = 'revoked', ended_at = ?2, end_reason = 'agent quarantined' \
+                         WHERE agent = ?1 AND status = 'pending_approval'",
+                        params![name, now.millis()],
+                    )
+                    .map_err(db)? as u64;
+                ctx.tx
+                    .execute(
+                        "UPDATE approvals SET status = 'expired', decided_at = ?2, reason = 'agent quarantined' \
+                         WHERE status = 'pending' AND task_id IN (SELECT id FROM tasks WHERE agent = ?1)",
                         params![name, now.millis()],
                     )
                     .map_err(db)?;
@@ -632,64 +794,8 @@ impl Store for SqliteStore {
         let (t, g) = (task.clone(), grant.clone());
         let caps = to_json(&t.capabilities)?;
         self.write(move |ctx: &mut WriteCtx<'_>| {
-            if agent_quarantined(ctx.tx, t.agent.as_str())? {
-                return Err(StoreError::Quarantined);
-            }
-            let instance: Option<(String, i64, Option<i64>)> = ctx
-                .tx
-                .query_row(
-                    "SELECT agent, expires_at, revoked_at FROM instances WHERE id = ?1",
-                    [t.instance_id.as_str()],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()
-                .map_err(db)?;
-            match instance {
-                None => return Err(StoreError::NotFound("instance")),
-                Some((agent, _, _)) if agent != t.agent.as_str() => {
-                    return Err(StoreError::Corrupt("task names an instance of another agent".into()));
-                }
-                Some((_, _, Some(_))) => return Err(StoreError::InstanceRevoked),
-                Some((_, expires_at, None)) if t.created_at.millis() >= expires_at => {
-                    return Err(StoreError::InstanceRevoked);
-                }
-                Some(_) => {}
-            }
-            if let Some(parent) = &t.parent_task_id {
-                let status: Option<String> = ctx
-                    .tx
-                    .query_row("SELECT status FROM tasks WHERE id = ?1", [parent.as_str()], |r| r.get(0))
-                    .optional()
-                    .map_err(db)?;
-                match status.as_deref() {
-                    None => return Err(StoreError::NotFound("parent task")),
-                    Some("active") => {}
-                    Some(_) => return Err(StoreError::NotActive("parent task ended")),
-                }
-            }
-            ctx.tx
-                .execute(
-                    &format!(
-                        "INSERT INTO tasks ({TASK_COLS}) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, ?11, ?12, ?13)"
-                    ),
-                    params![
-                        t.task_id.as_str(),
-                        t.agent.as_str(),
-                        t.instance_id.as_str(),
-                        t.intent,
-                        caps,
-                        t.on_behalf_of,
-                        t.status.as_str(),
-                        t.created_at.millis(),
-                        t.lease_expires_at.millis(),
-                        t.expires_at.millis(),
-                        t.policy_version,
-                        t.parent_task_id.as_ref().map(TaskId::as_str),
-                        i64::from(t.depth)
-                    ],
-                )
-                .map_err(insert_err(format!("task {}", t.task_id)))?;
+            task_preconditions(ctx.tx, &t)?;
+            insert_task(ctx.tx, &t, &caps, 0)?;
             insert_grant(ctx.tx, &g)?;
             ctx.audit(t.created_at, &audit)
         })
@@ -944,6 +1050,229 @@ impl Store for SqliteStore {
                 ctx.audit(now, &audit)?;
             }
             Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn create_pending_task(
+        &self,
+        task: &Task,
+        approval: &Approval,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        let (t, a) = (task.clone(), approval.clone());
+        let caps = to_json(&t.capabilities)?;
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            task_preconditions(ctx.tx, &t)?;
+            insert_task(ctx.tx, &t, &caps, a.ttl)?;
+            ctx.tx
+                .execute(
+                    &format!("INSERT INTO approvals ({APPROVAL_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL)"),
+                    params![
+                        a.approval_id.as_str(),
+                        a.task_id.as_str(),
+                        a.status.as_str(),
+                        a.ttl,
+                        a.exception,
+                        a.justification,
+                        a.requested_at.millis(),
+                        a.expires_at.millis()
+                    ],
+                )
+                .map_err(insert_err(format!("approval {}", a.approval_id)))?;
+            ctx.audit(t.created_at, &audit)
+        })
+        .await
+    }
+
+    async fn get_approval(&self, id: &ApprovalId) -> Result<Option<Approval>> {
+        let id = id.to_string();
+        self.read(move |c| load_approval(c, "id = ?1", &id)).await
+    }
+
+    async fn approval_for_task(&self, task: &TaskId) -> Result<Option<Approval>> {
+        let id = task.to_string();
+        self.read(move |c| load_approval(c, "task_id = ?1", &id))
+            .await
+    }
+
+    async fn list_approvals(&self, pending_only: bool) -> Result<Vec<Approval>> {
+        self.read(move |c| {
+            let sql = if pending_only {
+                "SELECT id FROM approvals WHERE status = 'pending' ORDER BY requested_at"
+            } else {
+                "SELECT id FROM approvals ORDER BY requested_at DESC LIMIT 1000"
+            };
+            let mut stmt = c.prepare(sql).map_err(db)?;
+            let ids = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(db)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(a) = load_approval(c, "id = ?1", &id)? {
+                    out.push(a);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn decide_approval(
+        &self,
+        id: &ApprovalId,
+        approve: bool,
+        reason: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<Approval> {
+        let (id, reason) = (id.to_string(), reason.to_owned());
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let a =
+                load_approval(ctx.tx, "id = ?1", &id)?.ok_or(StoreError::NotFound("approval"))?;
+            if a.status != ApprovalStatus::Pending {
+                return Err(StoreError::NotActive("approval already decided"));
+            }
+            if now >= a.expires_at {
+                return Err(StoreError::NotActive("approval expired"));
+            }
+            let status = if approve {
+                ApprovalStatus::Approved
+            } else {
+                ApprovalStatus::Denied
+            };
+            ctx.tx
+                .execute(
+                    "UPDATE approvals SET status = ?2, decided_at = ?3, reason = ?4 WHERE id = ?1",
+                    params![id, status.as_str(), now.millis(), reason],
+                )
+                .map_err(db)?;
+            if !approve {
+                ctx.tx
+                    .execute(
+                        "UPDATE tasks SET status = 'denied', ended_at = ?2, end_reason = ?3 \
+                         WHERE id = ?1 AND status = 'pending_approval'",
+                        params![
+                            a.task_id.as_str(),
+                            now.millis(),
+                            format!("approval denied: {reason}")
+                        ],
+                    )
+                    .map_err(db)?;
+            }
+            ctx.audit(now, &audit)?;
+            load_approval(ctx.tx, "id = ?1", &id)?.ok_or(StoreError::NotFound("approval"))
+        })
+        .await
+    }
+
+    async fn expire_approval(
+        &self,
+        id: &ApprovalId,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<bool> {
+        let id = id.to_string();
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let Some(a) = load_approval(ctx.tx, "id = ?1", &id)? else {
+                return Ok(false);
+            };
+            if a.status != ApprovalStatus::Pending || now < a.expires_at {
+                return Ok(false);
+            }
+            ctx.tx
+                .execute(
+                    "UPDATE approvals SET status = 'expired', decided_at = ?2 WHERE id = ?1",
+                    params![id, now.millis()],
+                )
+                .map_err(db)?;
+            ctx.tx
+                .execute(
+                    "UPDATE tasks SET status = 'expired', ended_at = ?2, end_reason = 'approval expired' \
+                     WHERE id = ?1 AND status = 'pending_approval'",
+                    params![a.task_id.as_str(), now.millis()],
+                )
+                .map_err(db)?;
+            ctx.audit(now, &audit)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn overdue_approvals(&self, now: Timestamp, limit: u32) -> Result<Vec<ApprovalId>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare("SELECT id FROM approvals WHERE status = 'pending' AND expires_at <= ?1 LIMIT ?2")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![now.millis(), limit], |r| r.get::<_, String>(0))
+                .map_err(db)?;
+            rows.map(|r| r.map_err(db).and_then(|s| parse("approval id", &s))).collect()
+        })
+        .await
+    }
+
+    async fn activate_task(
+        &self,
+        id: &TaskId,
+        lease_expires_at: Timestamp,
+        expires_at: Timestamp,
+        grant: &Grant,
+        audit: Vec<AuditEvent>,
+    ) -> Result<Task> {
+        let (id, g) = (id.to_string(), grant.clone());
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let task = load_task(ctx.tx, &id)?.ok_or(StoreError::NotFound("task"))?;
+            if task.status != TaskStatus::PendingApproval {
+                return Err(StoreError::NotActive(task.status.as_str()));
+            }
+            let approved: Option<String> = ctx
+                .tx
+                .query_row("SELECT status FROM approvals WHERE task_id = ?1", [&id], |r| r.get(0))
+                .optional()
+                .map_err(db)?;
+            if approved.as_deref() != Some("approved") {
+                return Err(StoreError::NotActive("not approved"));
+            }
+            let probe = Task {
+                created_at: g.issued_at,
+                ..task.clone()
+            };
+            task_preconditions(ctx.tx, &probe)?;
+            ctx.tx
+                .execute(
+                    "UPDATE tasks SET status = 'active', lease_expires_at = ?2, expires_at = ?3 WHERE id = ?1",
+                    params![id, lease_expires_at.millis(), expires_at.millis()],
+                )
+                .map_err(db)?;
+            insert_grant(ctx.tx, &g)?;
+            ctx.audit(g.issued_at, &audit)?;
+            Ok(Task {
+                status: TaskStatus::Active,
+                lease_expires_at,
+                expires_at,
+                ..task
+            })
+        })
+        .await
+    }
+
+    async fn list_tasks(&self, exceptions_only: bool, limit: u32) -> Result<Vec<Task>> {
+        self.read(move |c| {
+            let filter = if exceptions_only {
+                "WHERE exception = 1 AND status = 'active'"
+            } else {
+                ""
+            };
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {TASK_COLS} FROM tasks {filter} ORDER BY created_at DESC LIMIT ?1"
+                ))
+                .map_err(db)?;
+            let rows = stmt.query_map([limit], task_row).map_err(db)?;
+            rows.map(|r| r.map_err(db).and_then(task_from)).collect()
         })
         .await
     }

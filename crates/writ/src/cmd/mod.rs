@@ -1,6 +1,7 @@
 //! The subcommands, one file each.
 
 mod agent;
+mod approval;
 mod attest;
 mod audit;
 mod dpop;
@@ -123,6 +124,9 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(keys::KeysCmd),
+    /// Decide tasks that wait for a person.
+    #[command(subcommand)]
+    Approval(approval::ApprovalCmd),
     /// Validate, push and list policy sets.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
@@ -144,5 +148,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Keys(c) => keys::run(g, c).await,
         Command::Dpop(c) => dpop::run(g, c),
         Command::Policy(c) => policy::run(g, c).await,
+        Command::Approval(c) => approval::run(g, c).await,
     }
 }

@@ -41,6 +41,9 @@ pub enum TaskCmd {
         /// Hard lifetime in seconds.
         #[arg(long)]
         ttl: Option<u64>,
+        /// Why a lifetime beyond the maximum is needed (an exception).
+        #[arg(long)]
+        justification: Option<String>,
         /// Print `export WRIT_TASK_ID=... WRIT_TASK_TOKEN=...` for `eval`.
         #[arg(long)]
         export: bool,
@@ -58,6 +61,12 @@ pub enum TaskCmd {
         auth: AgentToken,
         #[command(flatten)]
         task: TaskRef,
+    },
+    /// List tasks (admin), newest first.
+    List {
+        /// Only live exceptions.
+        #[arg(long)]
+        exceptions: bool,
     },
     /// Show a task.
     Show {
@@ -106,6 +115,7 @@ pub async fn run(g: &Global, cmd: TaskCmd) -> anyhow::Result<u8> {
             caps,
             on_behalf_of,
             ttl,
+            justification,
             export,
         } => {
             let token = auth.instance_token.context(
@@ -118,8 +128,24 @@ pub async fn run(g: &Global, cmd: TaskCmd) -> anyhow::Result<u8> {
                     capabilities: caps,
                     on_behalf_of,
                     ttl,
+                    justification,
                 })
-                .await?;
+                .await;
+            let out = match out {
+                Err(writ_client::ClientError::Pending(p)) => {
+                    eprintln!(
+                        "task {} waits for approval {}; `writ task heartbeat` collects its token once approved",
+                        p.task_id, p.approval_id
+                    );
+                    if export {
+                        print_exports(&[("WRIT_TASK_ID", p.task_id.as_str())]);
+                    } else {
+                        print(&p, g.field())?;
+                    }
+                    return Ok(EXIT_OK);
+                }
+                other => other?,
+            };
             if export {
                 print_exports(&[
                     ("WRIT_TASK_ID", out.task_id.as_str()),
@@ -131,8 +157,12 @@ pub async fn run(g: &Global, cmd: TaskCmd) -> anyhow::Result<u8> {
         }
         TaskCmd::Heartbeat { auth, task } => {
             let c = g.agent_client(auth.instance_token.as_deref())?;
-            print(&c.heartbeat(&task.id).await?, g.field())?;
+            match c.heartbeat(&task.id).await {
+                Err(writ_client::ClientError::Pending(p)) => print(&p, g.field())?,
+                other => print(&other?, g.field())?,
+            }
         }
+        TaskCmd::List { exceptions } => print(&g.admin()?.tasks(exceptions).await?, g.field())?,
         TaskCmd::Complete { auth, task } => {
             let c = g.client_with(auth.instance_token.as_deref())?;
             print(&c.complete(&task.id).await?, g.field())?;

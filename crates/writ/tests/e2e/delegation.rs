@@ -217,6 +217,7 @@ fn read_task() -> StartTask {
         capabilities: vec![Capability::parse_short("tickets:read").unwrap()],
         on_behalf_of: None,
         ttl: None,
+        justification: None,
     }
 }
 

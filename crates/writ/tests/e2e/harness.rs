@@ -190,6 +190,7 @@ impl Broker {
                     .collect(),
                 on_behalf_of: None,
                 ttl: None,
+                justification: None,
             })
             .await
     }

@@ -16,6 +16,7 @@ fn start(caps: &[&str], obo: Option<&str>, ttl: Option<u64>) -> StartTask {
             .collect(),
         on_behalf_of: obo.map(str::to_owned),
         ttl,
+        justification: None,
     }
 }
 
