@@ -283,6 +283,15 @@ impl Broker {
                     .unwrap_or_default();
                 return Err(ApiError::Forbidden(format!("approval denied: {why}")));
             }
+            TaskStatus::Expired
+                if self
+                    .store
+                    .approval_for_task(id)
+                    .await?
+                    .is_some_and(|a| a.status == ApprovalStatus::Expired) =>
+            {
+                return Err(ApiError::Forbidden("approval expired undecided".into()));
+            }
             _ => {}
         }
         if task.status != TaskStatus::Active {

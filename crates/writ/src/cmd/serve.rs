@@ -53,6 +53,12 @@ pub struct ServeArgs {
     /// Require server-issued nonces in DPoP proofs (RFC 9449 §8).
     #[arg(long, env = "WRIT_DPOP_NONCES")]
     dpop_nonces: bool,
+    /// How long an approval request waits for a person, seconds [default: 900].
+    #[arg(long, env = "WRIT_APPROVAL_TTL")]
+    approval_ttl: Option<i64>,
+    /// The longest lifetime an approved exception may have, seconds [default: 604800].
+    #[arg(long, env = "WRIT_MAX_EXCEPTION_TTL")]
+    max_exception_ttl: Option<i64>,
     /// The deepest delegation chain (a root task is 0) [default: 3].
     #[arg(long, env = "WRIT_MAX_DELEGATION_DEPTH")]
     max_delegation_depth: Option<u32>,
@@ -88,6 +94,8 @@ struct FileConfig {
     sweep_interval_ms: Option<u64>,
     dpop_nonces: Option<bool>,
     max_delegation_depth: Option<u32>,
+    approval_ttl: Option<i64>,
+    max_exception_ttl: Option<i64>,
 }
 
 const EXAMPLE_POLICIES: &[(&str, &str)] = &[(
@@ -177,6 +185,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     config.dpop_nonces = args.dpop_nonces || file.dpop_nonces.unwrap_or(false);
     if let Some(d) = args.max_delegation_depth.or(file.max_delegation_depth) {
         config.max_delegation_depth = d;
+    }
+
+    if let Some(v) = args.approval_ttl.or(file.approval_ttl) {
+        if v < 1 {
+            bail!("--approval-ttl must be at least 1 second");
+        }
+        config.approval_ttl = v;
+    }
+    if let Some(v) = args.max_exception_ttl.or(file.max_exception_ttl) {
+        if v < config.max_task_ttl {
+            bail!("--max-exception-ttl must be at least --max-task-ttl");
+        }
+        config.max_exception_ttl = v;
     }
 
     let mut dir = DataDir::new(&data_dir);

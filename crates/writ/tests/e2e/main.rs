@@ -7,6 +7,7 @@
     reason = "test code: a panic is a failed test"
 )]
 
+mod approvals;
 mod attest;
 mod audit;
 mod bad_input;
