@@ -13,6 +13,7 @@ pub struct Metrics {
     pub tokens_issued: AtomicU64,
     pub tokens_revoked: AtomicU64,
     pub introspections: AtomicU64,
+    pub shadow_differences: AtomicU64,
 }
 
 pub fn inc(c: &AtomicU64) {
@@ -67,6 +68,11 @@ impl Metrics {
             "writ_introspections_total",
             "Introspection requests.",
             &[("", &self.introspections)],
+        );
+        counter(
+            "writ_shadow_differences_total",
+            "Decisions where the shadow policy set disagreed with the live one.",
+            &[("", &self.shadow_differences)],
         );
         out
     }

@@ -235,6 +235,24 @@ impl Client {
         self.call(self.req(Method::PUT, "/v1/policies").json(req))
             .await
     }
+    pub async fn push_shadow(
+        &self,
+        req: &writ_core::api::PushPolicies,
+    ) -> Result<writ_core::api::PolicyInfo> {
+        self.call(self.req(Method::PUT, "/v1/policies/shadow").json(req))
+            .await
+    }
+    pub async fn clear_shadow(&self) -> Result<()> {
+        let resp = self
+            .send(self.req(Method::DELETE, "/v1/policies/shadow"))
+            .await?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = resp.bytes().await.unwrap_or_default();
+        Err(error_from(status, &body))
+    }
     pub async fn policy_history(&self) -> Result<Vec<writ_core::api::PolicyVersion>> {
         self.get("/v1/policies/history").await
     }

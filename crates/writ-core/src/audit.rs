@@ -38,6 +38,8 @@ pub enum AuditKind {
     Decision,
     /// A person approved or denied a task (or the request expired).
     Approval,
+    /// A shadow policy set was installed, removed, or disagreed with the live one.
+    PolicyShadow,
     KeyRotate,
     PolicyLoad,
 }

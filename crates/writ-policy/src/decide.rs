@@ -22,6 +22,22 @@ pub struct Decision {
     pub obligations: Obligations,
 }
 
+/// The anatomy of a decision.
+#[derive(Clone, Debug)]
+pub struct Explanation {
+    pub decision: Decision,
+    pub tools: Vec<ToolExplanation>,
+}
+
+/// For one tool: every permit and every forbid whose conditions hold.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ToolExplanation {
+    pub tool: String,
+    pub permits: Vec<String>,
+    pub forbids: Vec<String>,
+    pub errors: Vec<String>,
+}
+
 /// Conditions attached to an allow by annotations on the permits that
 /// decided it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -210,6 +226,70 @@ impl PolicySet {
         tool: &ToolFacts<'_>,
         cap: &Capability,
     ) -> Result<Decision, String> {
+        self.decide_with(&self.policies, facts, tool, cap)
+    }
+
+    /// Which policies permit and which forbid a request, tool by tool, and
+    /// the decision: for people writing and debugging policies.
+    pub fn explain(
+        &self,
+        facts: &TaskFacts<'_>,
+        tools: &[ToolFacts<'_>],
+    ) -> Result<Explanation, String> {
+        let mut permits = cedar_policy::PolicySet::new();
+        let mut forbids = cedar_policy::PolicySet::new();
+        for p in self.policies.policies() {
+            let target = match p.effect() {
+                cedar_policy::Effect::Permit => &mut permits,
+                cedar_policy::Effect::Forbid => &mut forbids,
+            };
+            target.add(p.clone()).map_err(|e| e.to_string())?;
+        }
+        // With every request permitted, the forbids that match are the reason for a deny.
+        let all = cedar_policy::Policy::parse(
+            Some(cedar_policy::PolicyId::new("writ-explain-permit-all")),
+            "permit (principal, action, resource);",
+        )
+        .map_err(|e| e.to_string())?;
+        forbids.add(all).map_err(|e| e.to_string())?;
+        let mut per_tool = Vec::new();
+        for cap in facts.capabilities {
+            let tool = tools
+                .iter()
+                .find(|t| t.name == cap.tool.as_str())
+                .ok_or_else(|| format!("unknown tool {}", cap.tool))?;
+            let p = self.decide_with(&permits, facts, tool, cap)?;
+            let f = self.decide_with(&forbids, facts, tool, cap)?;
+            let mut errors = p.errors;
+            errors.extend(f.errors);
+            per_tool.push(ToolExplanation {
+                tool: cap.tool.to_string(),
+                permits: if p.allowed {
+                    p.determining_policies
+                } else {
+                    Vec::new()
+                },
+                forbids: if f.allowed {
+                    Vec::new()
+                } else {
+                    f.determining_policies
+                },
+                errors,
+            });
+        }
+        Ok(Explanation {
+            decision: self.decide(facts, tools),
+            tools: per_tool,
+        })
+    }
+
+    fn decide_with(
+        &self,
+        policies: &cedar_policy::PolicySet,
+        facts: &TaskFacts<'_>,
+        tool: &ToolFacts<'_>,
+        cap: &Capability,
+    ) -> Result<Decision, String> {
         let entities = self.entities(facts, tool)?;
         let mut context = json!({
             "intent": facts.intent,
@@ -248,7 +328,7 @@ impl PolicySet {
         let resource = uid("Tool", tool.name)?;
         let request = Request::new(principal, action, resource, context, Some(&self.schema))
             .map_err(|e| format!("request: {e}"))?;
-        let response = Authorizer::new().is_authorized(&request, &self.policies, &entities);
+        let response = Authorizer::new().is_authorized(&request, policies, &entities);
         let determining: Vec<String> = response
             .diagnostics()
             .reason()

@@ -8,7 +8,9 @@
 mod decide;
 mod set;
 
-pub use decide::{Action, AgentFacts, Decision, Obligations, TaskFacts, ToolFacts};
+pub use decide::{
+    Action, AgentFacts, Decision, Explanation, Obligations, TaskFacts, ToolExplanation, ToolFacts,
+};
 pub use set::{PolicyError, PolicySet, PolicySource, version_of};
 
 /// The schema text, as shipped in `policies/writ.cedarschema`.

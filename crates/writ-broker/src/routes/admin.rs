@@ -216,3 +216,17 @@ pub async fn list_tasks(
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     Ok(AxumJson(b.tasks(q.exceptions).await?))
 }
+
+/// Shadow mode: a candidate set decides beside the live one; differences are audited.
+pub async fn push_shadow(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    Json(req): Json<writ_core::api::PushPolicies>,
+) -> R<writ_core::api::PolicyInfo> {
+    Ok(AxumJson(b.push_shadow(req).await?))
+}
+
+pub async fn clear_shadow(State(b): State<Arc<Broker>>, _: Admin) -> Result<StatusCode, ApiError> {
+    b.set_shadow(None, "admin").await?;
+    Ok(StatusCode::NO_CONTENT)
+}

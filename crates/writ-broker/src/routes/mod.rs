@@ -48,6 +48,10 @@ pub fn router(broker: Arc<Broker>) -> Router {
             get(admin::policies).put(admin::push_policies),
         )
         .route("/v1/policies/history", get(admin::policy_history))
+        .route(
+            "/v1/policies/shadow",
+            axum::routing::put(admin::push_shadow).delete(admin::clear_shadow),
+        )
         .route("/access/v1/evaluation", post(admin::evaluation))
         .route("/access/v1/evaluations", post(admin::evaluations))
         .route(

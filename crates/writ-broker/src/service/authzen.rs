@@ -347,7 +347,7 @@ impl Broker {
             scopes: tool.scopes.iter().map(Scope::as_str).collect(),
             attributes: &tool.attributes,
         }];
-        let d = policy.decide(&facts, &tool_facts);
+        let d = self.decide(&policy, &facts, &tool_facts).await?;
         if !d.allowed {
             self.denials.record(&agent.name, now);
         }

@@ -610,7 +610,7 @@ impl Broker {
             exception: task.exception,
             now,
         };
-        let decision = self.policy().decide(&facts, &tool_facts);
+        let decision = self.decide(&self.policy(), &facts, &tool_facts).await?;
         Ok(decision)
     }
 

@@ -8,6 +8,7 @@ mod audit;
 pub mod authzen;
 pub mod exchange;
 mod policy;
+mod shadow;
 pub mod tasks;
 mod tokens;
 
@@ -43,6 +44,7 @@ pub struct Broker {
     pub(crate) denials: crate::denials::Denials,
     pub(crate) metrics: Metrics,
     policy_loaded: std::sync::atomic::AtomicBool,
+    shadow: RwLock<Option<Arc<PolicySet>>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -108,6 +110,7 @@ impl Broker {
             denials: crate::denials::Denials::default(),
             metrics: Metrics::default(),
             policy_loaded: std::sync::atomic::AtomicBool::new(false),
+            shadow: RwLock::new(None),
         })
     }
 

@@ -56,6 +56,28 @@ impl Broker {
         Ok(self.policy_info())
     }
 
+    /// Installs a candidate set to decide beside the live one (shadow mode).
+    pub async fn push_shadow(&self, req: PushPolicies) -> Result<PolicyInfo, ApiError> {
+        let sources = req
+            .files
+            .into_iter()
+            .map(|(name, text)| PolicySource { name, text })
+            .collect();
+        let set = PolicySet::compile(sources)
+            .map_err(|e| ApiError::BadRequest(format!("shadow policy set refused: {e}")))?;
+        let info = PolicyInfo {
+            version: set.version().to_owned(),
+            policies: set.len(),
+            files: set
+                .sources()
+                .iter()
+                .map(|s| (s.name.clone(), s.text.clone()))
+                .collect(),
+        };
+        self.set_shadow(Some(set), "admin").await?;
+        Ok(info)
+    }
+
     pub async fn policy_history(&self, limit: u32) -> Result<Vec<PolicyVersion>, ApiError> {
         Ok(self.store.policy_history(limit.clamp(1, 1000)).await?)
     }

@@ -169,7 +169,7 @@ impl Broker {
             attestation: &attestation,
             now,
         };
-        let mut decision = policy.decide(&facts, &tool_facts);
+        let mut decision = self.decide(&policy, &facts, &tool_facts).await?;
         if decision.allowed && exception && !decision.obligations.exception_allowed {
             // An exception needs a permit that says so, for every tool.
             decision.allowed = false;

@@ -7,6 +7,7 @@ mod audit;
 mod dpop;
 mod keys;
 mod policy;
+mod policy_cases;
 mod serve;
 mod task;
 mod token;

@@ -315,3 +315,119 @@ async fn tool_tags_and_recent_behaviour_reach_policy() {
     };
     assert_eq!(p.determining_policies, ["stop-after-many-denials"]);
 }
+
+/// The shipped example pack passes its own tests; a wrong expectation fails
+/// with a diff and exit code 3.
+#[test]
+fn policy_test_runs_the_example_pack_and_reports_mismatches() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/policies");
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["policy", "test", &format!("{root}/tests.toml")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(" 0 failed"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "policy_dir = {root:?}\n[[case]]\nname = \"wrong\"\nagent = {{ name = \"a\" }}\ntool = {{ name = \"t\", scopes = [\"delete\"] }}\nscopes = [\"delete\"]\nexpect = \"allow\"\n"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["policy", "test", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("FAIL wrong")
+            && text.contains("expected: allow")
+            && text.contains("no-deletes"),
+        "{text}"
+    );
+
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args([
+            "policy",
+            "explain",
+            &format!("{root}/tests.toml"),
+            "--case",
+            "nobody deletes",
+        ])
+        .output()
+        .unwrap();
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e[0]["tools"][0]["forbids"], json!(["no-deletes"]));
+}
+
+#[tokio::test]
+async fn shadow_mode_records_differences_without_changing_decisions() {
+    let b = Broker::start();
+    let dir = b.data_dir().join("candidate");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("strict.cedar"),
+        r#"@id("nothing") forbid (principal, action, resource);"#,
+    )
+    .unwrap();
+    let out = b.cli(&["policy", "shadow", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let candidate = json(&out)["version"].as_str().unwrap().to_owned();
+
+    let inst = b.attest("demo-agent").await;
+    // The live set decides: allowed.
+    assert!(
+        b.start_task(&inst.access_token, &["tickets:read"])
+            .await
+            .is_ok()
+    );
+    let metrics = b
+        .http()
+        .get(b.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("writ_shadow_differences_total 1"),
+        "{metrics}"
+    );
+    let diff = b
+        .admin()
+        .audit_last(10)
+        .await
+        .unwrap()
+        .records
+        .into_iter()
+        .map(|r| r.event)
+        .find(|e| e.contains("policy_shadow") && e.contains("failure"))
+        .expect("a shadow difference record");
+    assert!(diff.contains(&candidate), "{diff}");
+
+    assert!(b.cli(&["policy", "shadow", "--clear"]).status.success());
+    assert!(
+        b.start_task(&inst.access_token, &["tickets:read"])
+            .await
+            .is_ok()
+    );
+    let metrics = b
+        .http()
+        .get(b.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("writ_shadow_differences_total 1"),
+        "{metrics}"
+    );
+}

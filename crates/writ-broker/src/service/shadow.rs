@@ -1,0 +1,77 @@
+//! Shadow mode: a candidate policy set decides beside the live one on real
+//! traffic. Only the live set's decision counts; every difference is
+//! audited and counted, so a change can be judged before it goes live.
+
+use std::sync::Arc;
+
+use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+use writ_policy::{Decision, PolicySet, TaskFacts, ToolFacts};
+
+use super::Broker;
+use crate::error::ApiError;
+use crate::metrics;
+
+impl Broker {
+    /// The live decision; the shadow set (if any) decides too, and a
+    /// difference is recorded.
+    pub(crate) async fn decide(
+        &self,
+        live: &PolicySet,
+        facts: &TaskFacts<'_>,
+        tools: &[ToolFacts<'_>],
+    ) -> Result<Decision, ApiError> {
+        let d = live.decide(facts, tools);
+        let Some(shadow) = self.shadow_policy() else {
+            return Ok(d);
+        };
+        let s = shadow.decide(facts, tools);
+        if s.allowed != d.allowed {
+            metrics::inc(&self.metrics.shadow_differences);
+            let event = AuditEvent::new(AuditKind::PolicyShadow, Outcome::Failure, "system")
+                .agent(facts.agent.name)
+                .policy(&d.policy_version, d.determining_policies.clone())
+                .reason(format!(
+                    "shadow set {} would {} ({}); live set {} {}",
+                    s.policy_version,
+                    if s.allowed { "allow" } else { "deny" },
+                    s.reason(),
+                    d.policy_version,
+                    if d.allowed { "allows" } else { "denies" },
+                ))
+                .detail(serde_json::json!({
+                    "action": facts.action.cedar_id(),
+                    "intent": facts.intent,
+                    "capabilities": facts.capabilities,
+                    "shadow_version": s.policy_version,
+                    "shadow_policies": s.determining_policies,
+                }));
+            self.store.append_audit(self.now(), vec![event]).await?;
+        }
+        Ok(d)
+    }
+
+    pub fn shadow_policy(&self) -> Option<Arc<PolicySet>> {
+        match self.shadow.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Sets (or clears) the shadow set; audited.
+    pub async fn set_shadow(&self, set: Option<PolicySet>, actor: &str) -> Result<(), ApiError> {
+        let mut event = AuditEvent::new(AuditKind::PolicyShadow, Outcome::Success, actor);
+        event = match &set {
+            Some(s) => event
+                .policy(s.version(), Vec::new())
+                .reason("shadow set installed"),
+            None => event.reason("shadow set removed"),
+        };
+        self.store.append_audit(self.now(), vec![event]).await?;
+        let set = set.map(Arc::new);
+        match self.shadow.write() {
+            Ok(mut g) => *g = set,
+            Err(p) => *p.into_inner() = set,
+        }
+        Ok(())
+    }
+}
