@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use cedar_policy::{Authorizer, Context, Decision as CedarDecision, Entities, EntityUid, Request};
-use serde_json::{Value, json};
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, Request, RestrictedExpression,
+};
 use writ_core::{Capability, Timestamp};
 
 use crate::PolicySet;
@@ -226,7 +228,11 @@ impl PolicySet {
         tool: &ToolFacts<'_>,
         cap: &Capability,
     ) -> Result<Decision, String> {
-        self.decide_with(&self.policies, facts, tool, cap)
+        let slice = self
+            .slices
+            .get(facts.action.cedar_id(), tool.name)
+            .unwrap_or(&self.policies);
+        self.decide_with(slice, facts, tool, cap)
     }
 
     /// Which policies permit and which forbid a request, tool by tool, and
@@ -290,44 +296,100 @@ impl PolicySet {
         tool: &ToolFacts<'_>,
         cap: &Capability,
     ) -> Result<Decision, String> {
-        let entities = self.entities(facts, tool)?;
-        let mut context = json!({
-            "intent": facts.intent,
-            "scopes": cap.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-            "capabilities": facts.capabilities.iter().map(|c| json!({
-                "tool": c.tool.as_str(),
-                "scopes": c.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-            "ttl": facts.ttl_secs,
-            "attestation": facts.attestation,
-            "time": {
-                "unix": facts.now.secs(),
-                "hour": facts.now.hour_utc(),
-                "weekday": facts.now.weekday_utc(),
-            },
-            "depth": facts.depth,
-            "chain": facts.chain.iter().chain(std::iter::once(&facts.agent))
-                .map(|a| json!({"__entity": {"type": "Agent", "id": a.name}}))
-                .collect::<Vec<_>>(),
-            "root_agent": {"__entity": {"type": "Agent", "id": facts.chain.first().unwrap_or(&facts.agent).name}},
-            "behaviour": {"denials_5m": facts.recent_denials},
-            "exception": facts.exception,
-        });
-        if let (Some(obo), Some(obj)) = (facts.on_behalf_of, context.as_object_mut()) {
-            obj.insert(
-                "on_behalf_of".into(),
-                json!({"__entity": {"type": "Human", "id": obo}}),
-            );
+        let n = &self.names;
+        let agent_uid =
+            |name: &str| EntityUid::from_type_name_and_id(n.agent.clone(), EntityId::new(name));
+        let strings = |items: &mut dyn Iterator<Item = &str>| {
+            RestrictedExpression::new_set(
+                items.map(|s| RestrictedExpression::new_string(s.to_owned())),
+            )
+        };
+        let record = |fields: Vec<(&str, RestrictedExpression)>| {
+            RestrictedExpression::new_record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)))
+                .map_err(|e| format!("context: {e}"))
+        };
+        let mut caps = Vec::with_capacity(facts.capabilities.len());
+        for c in facts.capabilities {
+            caps.push(record(vec![
+                ("tool", RestrictedExpression::new_string(c.tool.to_string())),
+                ("scopes", strings(&mut c.scopes.iter().map(|s| s.as_str()))),
+            ])?);
         }
-        let action: EntityUid = format!("Action::\"{}\"", facts.action.cedar_id())
-            .parse()
-            .map_err(|e| format!("action: {e}"))?;
-        let context = Context::from_json_value(context, Some((&self.schema, &action)))
-            .map_err(|e| format!("context: {e}"))?;
-        let principal = uid("Agent", facts.agent.name)?;
-        let resource = uid("Tool", tool.name)?;
+        let root = facts.chain.first().unwrap_or(&facts.agent);
+        let mut pairs: Vec<(String, RestrictedExpression)> = vec![
+            (
+                "intent".into(),
+                RestrictedExpression::new_string(facts.intent.to_owned()),
+            ),
+            (
+                "scopes".into(),
+                strings(&mut cap.scopes.iter().map(|s| s.as_str())),
+            ),
+            ("capabilities".into(), RestrictedExpression::new_set(caps)),
+            ("ttl".into(), RestrictedExpression::new_long(facts.ttl_secs)),
+            (
+                "attestation".into(),
+                RestrictedExpression::new_string(facts.attestation.to_owned()),
+            ),
+            (
+                "time".into(),
+                record(vec![
+                    ("unix", RestrictedExpression::new_long(facts.now.secs())),
+                    ("hour", RestrictedExpression::new_long(facts.now.hour_utc())),
+                    (
+                        "weekday",
+                        RestrictedExpression::new_long(facts.now.weekday_utc()),
+                    ),
+                ])?,
+            ),
+            (
+                "depth".into(),
+                RestrictedExpression::new_long(i64::from(facts.depth)),
+            ),
+            (
+                "chain".into(),
+                RestrictedExpression::new_set(
+                    facts
+                        .chain
+                        .iter()
+                        .chain(std::iter::once(&facts.agent))
+                        .map(|a| RestrictedExpression::new_entity_uid(agent_uid(a.name))),
+                ),
+            ),
+            (
+                "root_agent".into(),
+                RestrictedExpression::new_entity_uid(agent_uid(root.name)),
+            ),
+            (
+                "behaviour".into(),
+                record(vec![(
+                    "denials_5m",
+                    RestrictedExpression::new_long(i64::from(facts.recent_denials)),
+                )])?,
+            ),
+            (
+                "exception".into(),
+                RestrictedExpression::new_bool(facts.exception),
+            ),
+        ];
+        if let Some(obo) = facts.on_behalf_of {
+            pairs.push((
+                "on_behalf_of".into(),
+                RestrictedExpression::new_entity_uid(EntityUid::from_type_name_and_id(
+                    n.human.clone(),
+                    EntityId::new(obo),
+                )),
+            ));
+        }
+        let context = Context::from_pairs(pairs).map_err(|e| format!("context: {e}"))?;
+        let action = n.action(facts.action).clone();
+        let principal = agent_uid(facts.agent.name);
+        let resource = EntityUid::from_type_name_and_id(n.tool.clone(), EntityId::new(tool.name));
+        // The request (and its context) is validated against the schema:
+        // anything that does not fit is an error, and an error denies.
         let request = Request::new(principal, action, resource, context, Some(&self.schema))
             .map_err(|e| format!("request: {e}"))?;
+        let entities = self.entities(facts, tool)?;
         let response = Authorizer::new().is_authorized(&request, policies, &entities);
         let determining: Vec<String> = response
             .diagnostics()
@@ -349,56 +411,110 @@ impl PolicySet {
     }
 
     fn entities(&self, facts: &TaskFacts<'_>, tool: &ToolFacts<'_>) -> Result<Entities, String> {
-        let mut list: Vec<Value> = Vec::new();
+        let n = &self.names;
+        let tags = |m: &BTreeMap<String, String>| -> Vec<(String, RestrictedExpression)> {
+            m.iter()
+                .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())))
+                .collect()
+        };
+        let mut list: Vec<Entity> = Vec::new();
         let mut seen: Vec<&str> = Vec::new();
         for a in facts.chain.iter().chain(std::iter::once(&facts.agent)) {
             if seen.contains(&a.name) {
                 continue;
             }
             seen.push(a.name);
-            list.push(agent_entity(a));
-        }
-        list.push(json!({
-            "uid": {"type": "Tool", "id": tool.name},
-            "attrs": {"audience": tool.audience, "scopes": tool.scopes},
-            "parents": [],
-            "tags": tool.attributes,
-        }));
-        if let Some(obo) = facts.on_behalf_of {
-            list.push(json!({"uid": {"type": "Human", "id": obo}, "attrs": {}, "parents": []}));
-        }
-        Entities::from_json_value(Value::Array(list), Some(&self.schema))
-            .map_err(|e| format!("entities: {e}"))
-    }
-}
-
-fn agent_entity(a: &AgentFacts<'_>) -> Value {
-    let mut attrs = json!({
-        "spiffe_id": a.spiffe_id,
-        "attestation": a.attestation,
-        "quarantined": a.quarantined,
-    });
-    if let Some(obj) = attrs.as_object_mut() {
-        for k in KNOWN_AGENT_ATTRS {
-            if let Some(v) = a.attributes.get(k) {
-                obj.insert(k.to_owned(), Value::String(v.clone()));
+            let mut attrs: Vec<(String, RestrictedExpression)> = vec![
+                (
+                    "spiffe_id".into(),
+                    RestrictedExpression::new_string(a.spiffe_id.to_owned()),
+                ),
+                (
+                    "attestation".into(),
+                    RestrictedExpression::new_string(a.attestation.to_owned()),
+                ),
+                (
+                    "quarantined".into(),
+                    RestrictedExpression::new_bool(a.quarantined),
+                ),
+            ];
+            for k in KNOWN_AGENT_ATTRS {
+                if let Some(v) = a.attributes.get(k) {
+                    attrs.push((k.to_owned(), RestrictedExpression::new_string(v.clone())));
+                }
             }
+            let uid = EntityUid::from_type_name_and_id(n.agent.clone(), EntityId::new(a.name));
+            list.push(
+                Entity::new_with_tags(uid, attrs, [], tags(a.attributes))
+                    .map_err(|e| format!("entities: {e}"))?,
+            );
         }
+        let tool_uid = EntityUid::from_type_name_and_id(n.tool.clone(), EntityId::new(tool.name));
+        let tool_attrs = vec![
+            (
+                "audience".to_owned(),
+                RestrictedExpression::new_string(tool.audience.to_owned()),
+            ),
+            (
+                "scopes".to_owned(),
+                RestrictedExpression::new_set(
+                    tool.scopes
+                        .iter()
+                        .map(|s| RestrictedExpression::new_string((*s).to_owned())),
+                ),
+            ),
+        ];
+        list.push(
+            Entity::new_with_tags(tool_uid, tool_attrs, [], tags(tool.attributes))
+                .map_err(|e| format!("entities: {e}"))?,
+        );
+        if let Some(obo) = facts.on_behalf_of {
+            let uid = EntityUid::from_type_name_and_id(n.human.clone(), EntityId::new(obo));
+            list.push(Entity::new_no_attrs(uid, std::collections::HashSet::new()));
+        }
+        // Built from typed facts, so no schema pass is needed here; the
+        // request above was checked against the schema.
+        Entities::from_entities(list, None).map_err(|e| format!("entities: {e}"))
     }
-    json!({
-        "uid": {"type": "Agent", "id": a.name},
-        "attrs": attrs,
-        "parents": [],
-        "tags": a.attributes,
-    })
 }
 
-fn uid(ty: &str, id: &str) -> Result<EntityUid, String> {
-    let ty = ty.parse().map_err(|e| format!("entity type: {e}"))?;
-    Ok(EntityUid::from_type_name_and_id(
-        ty,
-        id.parse().map_err(|e| format!("entity id: {e}"))?,
-    ))
+/// Entity type names and action ids, parsed once per policy set.
+#[derive(Debug)]
+pub(crate) struct Names {
+    agent: EntityTypeName,
+    tool: EntityTypeName,
+    human: EntityTypeName,
+    start_task: EntityUid,
+    exchange_token: EntityUid,
+    delegate_task: EntityUid,
+}
+
+impl Names {
+    pub(crate) fn new() -> Result<Self, String> {
+        let ty = |s: &str| s.parse::<EntityTypeName>().map_err(|e| e.to_string());
+        let action = |id: &str| {
+            Ok::<_, String>(EntityUid::from_type_name_and_id(
+                ty("Action")?,
+                EntityId::new(id),
+            ))
+        };
+        Ok(Self {
+            agent: ty("Agent")?,
+            tool: ty("Tool")?,
+            human: ty("Human")?,
+            start_task: action("StartTask")?,
+            exchange_token: action("ExchangeToken")?,
+            delegate_task: action("DelegateTask")?,
+        })
+    }
+
+    fn action(&self, a: Action) -> &EntityUid {
+        match a {
+            Action::StartTask => &self.start_task,
+            Action::ExchangeToken => &self.exchange_token,
+            Action::DelegateTask => &self.delegate_task,
+        }
+    }
 }
 
 #[cfg(test)]

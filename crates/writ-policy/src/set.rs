@@ -36,6 +36,10 @@ pub enum PolicyError {
 #[derive(Debug, Clone)]
 pub struct PolicySet {
     pub(crate) policies: Arc<cedar_policy::PolicySet>,
+    /// The policies that can apply to one (action, tool), so a decision
+    /// evaluates only those, not the whole set.
+    pub(crate) slices: Arc<Slices>,
+    pub(crate) names: Arc<crate::decide::Names>,
     pub(crate) schema: Arc<Schema>,
     version: String,
     sources: Arc<Vec<PolicySource>>,
@@ -115,7 +119,11 @@ impl PolicySet {
                 .unwrap_or_default();
             return Err(located(&name, text, first));
         }
+        let slices = Arc::new(Slices::build(&set)?);
+        let names = Arc::new(crate::decide::Names::new().map_err(PolicyError::Schema)?);
         Ok(Self {
+            slices,
+            names,
             policies: Arc::new(set),
             schema,
             version: version(sources.iter()),
@@ -223,4 +231,74 @@ fn version<'a>(sources: impl IntoIterator<Item = &'a PolicySource>) -> String {
     }
     let hex = writ_core::audit::hex(ctx.finish().as_ref());
     format!("sha256:{}", hex.get(..24).unwrap_or(&hex))
+}
+
+/// Policies partitioned by what their scope can match: per action, the
+/// policies whose resource is not one named tool (`general`), and per named
+/// tool those plus the ones naming it.
+#[derive(Debug, Default)]
+pub(crate) struct Slices {
+    general: std::collections::HashMap<&'static str, cedar_policy::PolicySet>,
+    by_tool: std::collections::HashMap<(&'static str, String), cedar_policy::PolicySet>,
+}
+
+const ACTIONS: [&str; 3] = ["StartTask", "ExchangeToken", "DelegateTask"];
+
+impl Slices {
+    fn build(set: &cedar_policy::PolicySet) -> Result<Self, PolicyError> {
+        use cedar_policy::{ActionConstraint, ResourceConstraint};
+        let err = |e: cedar_policy::PolicySetError| PolicyError::Invalid {
+            location: "policies".into(),
+            message: e.to_string(),
+        };
+        let mut s = Slices::default();
+        let mut named: Vec<(&'static str, String, Policy)> = Vec::new();
+        for action in ACTIONS {
+            s.general.insert(action, cedar_policy::PolicySet::new());
+        }
+        for policy in set.policies() {
+            let applies = |action: &str| match policy.action_constraint() {
+                ActionConstraint::Any => true,
+                ActionConstraint::Eq(uid) => uid.id().unescaped() == action,
+                ActionConstraint::In(uids) => uids.iter().any(|u| u.id().unescaped() == action),
+            };
+            let tool = match policy.resource_constraint() {
+                ResourceConstraint::Eq(uid) if uid.type_name().to_string() == "Tool" => {
+                    Some(uid.id().unescaped().to_owned())
+                }
+                _ => None,
+            };
+            for action in ACTIONS.into_iter().filter(|a| applies(a)) {
+                match &tool {
+                    Some(t) => named.push((action, t.clone(), policy.clone())),
+                    None => {
+                        if let Some(g) = s.general.get_mut(action) {
+                            g.add(policy.clone()).map_err(err)?;
+                        }
+                    }
+                }
+            }
+        }
+        for (action, tool, policy) in named {
+            let slice = match s.by_tool.entry((action, tool)) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(s.general.get(action).cloned().unwrap_or_default())
+                }
+            };
+            slice.add(policy).map_err(err)?;
+        }
+        Ok(s)
+    }
+
+    /// The policies that can apply to `action` on `tool`.
+    pub(crate) fn get(&self, action: &str, tool: &str) -> Option<&cedar_policy::PolicySet> {
+        self.by_tool
+            .get(&(action_key(action)?, tool.to_owned()))
+            .or_else(|| self.general.get(action))
+    }
+}
+
+fn action_key(action: &str) -> Option<&'static str> {
+    ACTIONS.into_iter().find(|a| *a == action)
 }
