@@ -33,6 +33,22 @@ when {{ ["read", "list"].containsAll(context.scopes) && principal has owner && p
     ])
 }
 
+/// The policy text of [`policy_set`], for peers that evaluate it their way.
+pub fn policy_text(n: usize) -> String {
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!(
+            r#"@id("tool-{i}")
+permit (principal, action == Action::"StartTask", resource == Tool::"tool-{i}")
+when {{ ["read", "list"].containsAll(context.scopes) && principal has owner && principal.owner == "team-{}" }};
+"#,
+            i % 10
+        ));
+    }
+    text.push_str(include_str!("../../examples/policies/tasks.cedar"));
+    text
+}
+
 /// Decides one StartTask for `tool-{tool}` as an agent of `team-{tool % 10}`.
 pub fn decide_once(set: &PolicySet, tool: usize) -> bool {
     let attrs: BTreeMap<String, String> =

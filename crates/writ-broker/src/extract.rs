@@ -136,31 +136,14 @@ pub fn presented(headers: &HeaderMap) -> Result<Option<Presented<'_>>, ApiError>
     }))
 }
 
-/// The bearer token of the `Authorization` header, if there is exactly one.
+/// The bearer token of the `Authorization` header, if there is exactly one
+/// (admin credentials are always `Bearer`).
 pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(ApiError::BadRequest(
-            "more than one Authorization header".into(),
-        ));
+    match presented(headers)? {
+        None => Ok(None),
+        Some(p) if p.dpop => Err(ApiError::Unauthorized(
+            "this credential uses the Bearer scheme".into(),
+        )),
+        Some(p) => Ok(Some(p.token)),
     }
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or_else(|| ApiError::Unauthorized("malformed Authorization header".into()))?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(ApiError::Unauthorized(format!(
-            "unsupported authorization scheme {scheme:?}"
-        )));
-    }
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(ApiError::Unauthorized("empty bearer token".into()));
-    }
-    Ok(Some(token))
 }
