@@ -32,7 +32,9 @@ fn main() {
     println!();
     println!("| peer: cedar-policy, whole set, JSON inputs | p50 | p99 | p99.9 |");
     println!("|---:|---:|---:|---:|");
-    let schema = cedar_policy::Schema::from_cedarschema_str(writ_policy::SCHEMA_SRC).unwrap().0;
+    let schema = cedar_policy::Schema::from_cedarschema_str(writ_policy::SCHEMA_SRC)
+        .unwrap()
+        .0;
     for n in [10usize, 100, 1000] {
         let set: cedar_policy::PolicySet = writ_bench::policy_text(n).parse().unwrap();
         let (p50, p99, p999) = percentiles(20_000, |i| {
@@ -91,5 +93,8 @@ fn peer_decide(set: &cedar_policy::PolicySet, schema: &cedar_policy::Schema, too
         Some(schema),
     )
     .unwrap();
-    cedar_policy::Authorizer::new().is_authorized(&request, set, &entities).decision() == cedar_policy::Decision::Allow
+    cedar_policy::Authorizer::new()
+        .is_authorized(&request, set, &entities)
+        .decision()
+        == cedar_policy::Decision::Allow
 }
