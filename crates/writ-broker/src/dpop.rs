@@ -1,6 +1,6 @@
 //! The stateful half of DPoP: the replay cache and server nonces.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Mutex;
 
 use aws_lc_rs::hmac;
@@ -11,16 +11,61 @@ use writ_core::dpop::{self, DpopError, Expected, VerifiedProof};
 
 use crate::error::ApiError;
 
-/// Most proofs remembered at once; past this (after purging the expired)
-/// new proofs are refused rather than risk a replay.
+/// Most proofs remembered at once for requests with a bound token; past
+/// this, new proofs are refused rather than risk a replay.
 const MAX_REMEMBERED: usize = 1_000_000;
+/// Attestation proofs are remembered apart (and fewer), so that anyone who
+/// can reach `/v1/attest` cannot crowd out the proofs of bound tokens.
+const MAX_REMEMBERED_ATTEST: usize = 100_000;
 /// How long a server nonce stays valid.
 const NONCE_TTL_SECS: i64 = 300;
+/// A proof is accepted at most this long after it could first be used.
+const WINDOW_SECS: i64 = dpop::MAX_AGE_SECS + dpop::MAX_SKEW_SECS;
+
+/// Seen `jti` hashes in two generations: entries live between one and two
+/// windows, and forgetting is O(1) (drop the older generation).
+#[derive(Debug)]
+struct Seen {
+    current: HashSet<String>,
+    previous: HashSet<String>,
+    rotated_at: i64,
+    max: usize,
+}
+
+impl Seen {
+    fn new(max: usize) -> Self {
+        Self {
+            current: HashSet::new(),
+            previous: HashSet::new(),
+            rotated_at: i64::MIN,
+            max,
+        }
+    }
+
+    fn insert(&mut self, jti_hash: &str, now: Timestamp) -> Result<(), ApiError> {
+        let now = now.secs();
+        if now.saturating_sub(self.rotated_at) >= WINDOW_SECS {
+            self.previous = std::mem::take(&mut self.current);
+            if now.saturating_sub(self.rotated_at) >= 2 * WINDOW_SECS {
+                self.previous.clear();
+            }
+            self.rotated_at = now;
+        }
+        if self.current.contains(jti_hash) || self.previous.contains(jti_hash) {
+            return Err(refused(DpopError::Replay));
+        }
+        if self.current.len() >= self.max {
+            return Err(ApiError::Unavailable("DPoP replay cache is full".into()));
+        }
+        self.current.insert(jti_hash.to_owned());
+        Ok(())
+    }
+}
 
 #[derive(Debug)]
 pub struct DpopGuard {
-    /// `jti` hash to the second it may be forgotten.
-    seen: Mutex<HashMap<String, i64>>,
+    seen: Mutex<Seen>,
+    seen_attest: Mutex<Seen>,
     nonce_key: Option<hmac::Key>,
 }
 
@@ -44,15 +89,36 @@ impl DpopGuard {
             None
         };
         Ok(Self {
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Seen::new(MAX_REMEMBERED)),
+            seen_attest: Mutex::new(Seen::new(MAX_REMEMBERED_ATTEST)),
             nonce_key,
         })
     }
 
-    /// Verifies a proof for this request, bound to `jkt` when given, and
-    /// records its `jti` so it is never accepted again.
+    /// Verifies a proof for a request with a bound token (`jkt`: the key
+    /// it must be signed by) and records its `jti` so it is never accepted
+    /// again.
     pub fn check(
         &self,
+        proof: &str,
+        expected: &Expected<'_>,
+        jkt: Option<&str>,
+    ) -> Result<VerifiedProof, ApiError> {
+        self.check_in(&self.seen, proof, expected, jkt)
+    }
+
+    /// As [`DpopGuard::check`], for attestation (no token yet).
+    pub fn check_attest(
+        &self,
+        proof: &str,
+        expected: &Expected<'_>,
+    ) -> Result<VerifiedProof, ApiError> {
+        self.check_in(&self.seen_attest, proof, expected, None)
+    }
+
+    fn check_in(
+        &self,
+        seen: &Mutex<Seen>,
         proof: &str,
         expected: &Expected<'_>,
         jkt: Option<&str>,
@@ -74,28 +140,10 @@ impl DpopGuard {
                 });
             }
         }
-        self.remember(&v.jti_hash, v.iat, expected.now)?;
+        seen.lock()
+            .map_err(|_| ApiError::Internal("replay cache lock poisoned".into()))?
+            .insert(&v.jti_hash, expected.now)?;
         Ok(v)
-    }
-
-    fn remember(&self, jti_hash: &str, iat: i64, now: Timestamp) -> Result<(), ApiError> {
-        let mut seen = self
-            .seen
-            .lock()
-            .map_err(|_| ApiError::Internal("replay cache lock poisoned".into()))?;
-        let forget_at = iat.saturating_add(dpop::MAX_AGE_SECS + dpop::MAX_SKEW_SECS);
-        if seen.contains_key(jti_hash) {
-            return Err(refused(DpopError::Replay));
-        }
-        if seen.len() >= MAX_REMEMBERED {
-            let now = now.secs();
-            seen.retain(|_, t| *t > now);
-            if seen.len() >= MAX_REMEMBERED {
-                return Err(ApiError::Unavailable("DPoP replay cache is full".into()));
-            }
-        }
-        seen.insert(jti_hash.to_owned(), forget_at);
-        Ok(())
     }
 }
 
@@ -117,16 +165,19 @@ fn nonce_valid(key: &hmac::Key, nonce: &str, now: Timestamp) -> bool {
     let Ok(ts_bytes) = <[u8; 8]>::try_from(ts) else {
         return false;
     };
-    let issued = i64::from_be_bytes(ts_bytes);
-    let fresh = issued <= now.secs() + 5 && now.secs() - issued <= NONCE_TTL_SECS;
+    // Authenticity first, then freshness, with no arithmetic that can
+    // overflow on unchecked input.
     let expected = hmac::sign(key, ts);
-    fresh
-        && tag.len() == 16
+    let authentic = tag.len() == 16
         && aws_lc_rs::constant_time::verify_slices_are_equal(
             expected.as_ref().get(..16).unwrap_or_default(),
             tag,
         )
-        .is_ok()
+        .is_ok();
+    let issued = i64::from_be_bytes(ts_bytes);
+    authentic
+        && issued <= now.secs().saturating_add(5)
+        && now.secs().saturating_sub(issued) <= NONCE_TTL_SECS
 }
 
 #[cfg(test)]
@@ -161,6 +212,24 @@ mod tests {
             g.check(&p2, &expected("https://w/x"), Some(&other))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn remembered_for_a_window_and_bounded() {
+        let mut s = Seen::new(2);
+        assert!(s.insert("a", NOW).is_ok());
+        assert!(
+            s.insert("a", NOW.add_secs(WINDOW_SECS - 1)).is_err(),
+            "replay inside the window"
+        );
+        assert!(s.insert("b", NOW).is_ok());
+        assert!(
+            matches!(s.insert("c", NOW), Err(ApiError::Unavailable(_))),
+            "full: fail closed"
+        );
+        // After one rotation "a" is still remembered; after two it is gone.
+        assert!(s.insert("a", NOW.add_secs(WINDOW_SECS)).is_err());
+        assert!(s.insert("a", NOW.add_secs(3 * WINDOW_SECS)).is_ok());
     }
 
     #[test]

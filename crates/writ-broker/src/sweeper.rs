@@ -30,20 +30,21 @@ pub async fn sweep_once(broker: &Broker) -> usize {
             }
         };
         let full = ids.len() == BATCH as usize;
+        let mut progressed = false;
         for id in ids {
             match broker.end_lapsed(&id).await {
                 Ok(true) => {
                     ended += 1;
+                    progressed = true;
                     tracing::info!(task = %id, "task ended: lease lapsed or lifetime reached");
                 }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::error!(task = %id, error = %e, "lease sweep: cannot end task");
-                    return ended;
-                }
+                Ok(false) => progressed = true,
+                // One task that cannot be ended must not hold up the rest;
+                // the next pass tries it again.
+                Err(e) => tracing::error!(task = %id, error = %e, "lease sweep: cannot end task"),
             }
         }
-        if !full {
+        if !full || !progressed {
             return ended;
         }
     }

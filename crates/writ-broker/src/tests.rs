@@ -243,3 +243,31 @@ async fn the_router_answers_problems_in_process() {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
 }
+
+#[tokio::test]
+async fn a_lapsed_lease_kills_tokens_before_any_sweep() {
+    let f = fixture().await;
+    let b = &f.broker;
+    let (_, inst) = instance(b).await;
+    let t = b
+        .start_task(&inst, read_task(None))
+        .await
+        .unwrap()
+        .into_token()
+        .unwrap();
+    assert!(b.introspect(&t.access_token).await.unwrap().active);
+    // Past the 120 s lease, with no sweeper having run.
+    f.clock.advance(Duration::from_secs(121));
+    assert!(!b.introspect(&t.access_token).await.unwrap().active);
+    assert!(
+        b.authenticate(
+            &bearer(&t.access_token),
+            "POST",
+            "/v1/tasks",
+            TokenKind::Task
+        )
+        .await
+        .is_err()
+    );
+    assert!(b.heartbeat(&inst, &t.task_id).await.is_err());
+}

@@ -79,6 +79,8 @@ pub struct GrantState {
     pub agent_quarantined: bool,
     pub instance_revoked: bool,
     pub task_status: Option<TaskStatus>,
+    /// The task's lease and hard end, for task-scoped grants.
+    pub task_deadline: Option<Timestamp>,
 }
 
 impl GrantState {
@@ -90,6 +92,9 @@ impl GrantState {
             && !self.agent_quarantined
             && !self.instance_revoked
             && self.task_status.is_none_or(|s| s == TaskStatus::Active)
+            // A lapsed lease kills the task's grants at once, not when the
+            // sweeper gets to it.
+            && self.task_deadline.is_none_or(|d| now < d)
     }
 }
 

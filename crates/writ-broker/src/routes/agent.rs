@@ -36,7 +36,7 @@ pub async fn attest(
                 access_token: None,
                 now: b.now(),
             };
-            Some(b.dpop.check(proof, &expected, None)?.jkt)
+            Some(b.dpop.check_attest(proof, &expected)?.jkt)
         }
         None => None,
     };

@@ -122,6 +122,11 @@ impl Broker {
                 "audience must be a non-empty URI of at most 512 characters without spaces".into(),
             ));
         }
+        if req.audience.trim_end_matches('/') == self.config.issuer.trim_end_matches('/') {
+            return Err(ApiError::BadRequest(
+                "a tool's audience must not be writ's own issuer".into(),
+            ));
+        }
         if req.scopes.is_empty() || req.scopes.len() > MAX_SCOPES {
             return Err(ApiError::BadRequest(format!(
                 "a tool needs 1 to {MAX_SCOPES} scopes"

@@ -270,6 +270,10 @@ impl Broker {
         let Some(agent) = self.store.get_agent(&agent_name).await? else {
             return Ok(deny(&version, "unknown agent"));
         };
+        // What the broker refuses before asking policy, it refuses here too.
+        if agent.quarantined {
+            return Ok(deny(&version, "agent is quarantined"));
+        }
         let scopes: BTreeSet<Scope> =
             match scopes_of(&e.resource.properties).or_else(|| scopes_of(&e.action.properties)) {
                 Some(Ok(s)) => s,
@@ -294,6 +298,22 @@ impl Broker {
             },
             None => None,
         };
+        if let Some(t) = &task {
+            let now = self.now();
+            if t.status != writ_core::api::TaskStatus::Active
+                || now >= t.lease_expires_at
+                || now >= t.expires_at
+            {
+                return Ok(deny(&version, "the task is not active"));
+            }
+            let held = t.capabilities.iter().find(|c| c.tool == tool.name);
+            if held.is_none_or(|h| !cap.scopes.is_subset(&h.scopes)) {
+                return Ok(deny(
+                    &version,
+                    "the task does not hold this tool and these scopes",
+                ));
+            }
+        }
         let lineage = match &task {
             Some(t) => self.lineage(t).await?,
             None => Vec::new(),

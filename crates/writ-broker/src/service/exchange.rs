@@ -219,6 +219,7 @@ impl Broker {
             "scope": cap.scopes,
             "reason": decision.reason(),
         });
+        let decision = refuse_unsupported_approval(decision);
         if !decision.allowed {
             self.denials.record(&task.agent, now);
             let event = self
@@ -228,10 +229,13 @@ impl Broker {
             return Err(OAuthError::access_denied(decision.reason()));
         }
 
-        let exp = now
+        let mut exp = now
             .add_secs(self.config.tool_token_ttl)
             .min(task.expires_at)
             .min(subject_exp);
+        if let Some(cap) = decision.obligations.max_ttl {
+            exp = exp.min(now.add_secs(cap.max(1)));
+        }
         let jti = Jti::generate().map_err(|e| OAuthError::server_error(e.to_string()))?;
         let scope_claim = cap
             .scopes
@@ -417,6 +421,7 @@ impl Broker {
             "depth": depth,
             "reason": decision.reason(),
         });
+        let decision = refuse_unsupported_approval(decision);
         if !decision.allowed {
             self.denials.record(&actor_agent.name, now);
             let event = self
@@ -426,6 +431,17 @@ impl Broker {
             return Err(OAuthError::access_denied(decision.reason()));
         }
 
+        // The child's lifetime: never past the parent's, capped by @max_ttl;
+        // an exception passes on only where a policy allows it for the
+        // sub-agent too, else the child gets an ordinary lifetime.
+        let mut expires_at = parent.expires_at;
+        if let Some(cap) = decision.obligations.max_ttl {
+            expires_at = expires_at.min(now.add_secs(cap.max(1)));
+        }
+        let exception = parent.exception && decision.obligations.exception_allowed;
+        if parent.exception && !exception {
+            expires_at = expires_at.min(now.add_secs(self.config.max_task_ttl));
+        }
         let child_id = TaskId::generate().map_err(|e| OAuthError::server_error(e.to_string()))?;
         let child = Task {
             task_id: child_id.clone(),
@@ -436,14 +452,14 @@ impl Broker {
             on_behalf_of: parent.on_behalf_of.clone(),
             status: TaskStatus::Active,
             created_at: now,
-            lease_expires_at: now.add_secs(self.config.lease_ttl).min(parent.expires_at),
-            expires_at: parent.expires_at,
+            lease_expires_at: now.add_secs(self.config.lease_ttl).min(expires_at),
+            expires_at,
             ended_at: None,
             end_reason: None,
             policy_version: decision.policy_version.clone(),
             parent_task_id: Some(parent.task_id.clone()),
             depth,
-            exception: parent.exception,
+            exception,
         };
         // Nested `act`: the new actor outermost, the earlier ones inside.
         let act = Actor {
@@ -709,4 +725,16 @@ fn requested_scopes(
         return Err(OAuthError::invalid_scope("scope is empty"));
     }
     Ok(out)
+}
+
+/// `@approval("required")` can only hold a task start for a person; on an
+/// exchange or a delegation nobody could approve, so it denies.
+fn refuse_unsupported_approval(mut d: writ_policy::Decision) -> writ_policy::Decision {
+    if d.allowed && d.obligations.approval_required {
+        d.allowed = false;
+        d.errors.push(
+            "an @approval permit applies to task starts only; this request is refused".into(),
+        );
+    }
+    d
 }

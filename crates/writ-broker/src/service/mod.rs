@@ -309,6 +309,15 @@ impl Broker {
                 "token does not match its issuance record".into(),
             ));
         }
+        // Tool tokens are for tools, never for writ itself.
+        let kind_ok = match state.grant.kind {
+            writ_store::GrantKind::InstanceToken => claims.task.is_none(),
+            writ_store::GrantKind::TaskToken => claims.task.is_some(),
+            writ_store::GrantKind::ToolToken => false,
+        };
+        if !kind_ok {
+            return Err(ApiError::Unauthorized("this token is not for writ".into()));
+        }
         Ok(state)
     }
 

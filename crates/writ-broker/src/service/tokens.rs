@@ -42,7 +42,14 @@ impl Broker {
             active: true,
             scope: claims.scope,
             client_id: Some(claims.client_id),
-            token_type: Some("Bearer".into()),
+            token_type: Some(
+                if claims.cnf.is_some() {
+                    "DPoP"
+                } else {
+                    "Bearer"
+                }
+                .into(),
+            ),
             exp: Some(claims.exp),
             iat: Some(claims.iat),
             nbf: Some(claims.nbf),

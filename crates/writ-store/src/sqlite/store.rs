@@ -292,17 +292,17 @@ fn task_preconditions(conn: &Connection, t: &Task) -> Result<()> {
         Some(_) => {}
     }
     if let Some(parent) = &t.parent_task_id {
-        let status: Option<String> = conn
+        let parent_row: Option<(String, i64)> = conn
             .query_row(
-                "SELECT status FROM tasks WHERE id = ?1",
+                "SELECT status, MIN(lease_expires_at, expires_at) FROM tasks WHERE id = ?1",
                 [parent.as_str()],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(db)?;
-        match status.as_deref() {
+        match parent_row {
             None => return Err(StoreError::NotFound("parent task")),
-            Some("active") => {}
+            Some((status, deadline)) if status == "active" && t.created_at.millis() < deadline => {}
             Some(_) => return Err(StoreError::NotActive("parent task ended")),
         }
     }
@@ -945,11 +945,13 @@ impl Store for SqliteStore {
                 task_status: Option<String>,
                 jkt: Option<String>,
                 audience: Option<String>,
+                deadline: Option<i64>,
             }
             let raw = c
                 .query_row(
                     "SELECT g.jti, g.kind, g.agent, g.instance_id, g.task_id, g.issued_at, g.expires_at, \
-                            g.revoked_at, a.quarantined, i.id, i.revoked_at, t.status, g.jkt, g.audience \
+                            g.revoked_at, a.quarantined, i.id, i.revoked_at, t.status, g.jkt, g.audience, \
+                            MIN(t.lease_expires_at, t.expires_at) \
                      FROM grants g \
                      LEFT JOIN agents a ON a.name = g.agent \
                      LEFT JOIN instances i ON i.id = g.instance_id \
@@ -972,6 +974,7 @@ impl Store for SqliteStore {
                             task_status: r.get(11)?,
                             jkt: r.get(12)?,
                             audience: r.get(13)?,
+                            deadline: r.get(14)?,
                         })
                     },
                 )
@@ -1005,6 +1008,10 @@ impl Store for SqliteStore {
                 // A missing agent or instance row counts as dead, never alive.
                 agent_quarantined: raw.quarantined.unwrap_or(true),
                 instance_revoked: raw.instance_row.is_none() || raw.instance_revoked_at.is_some(),
+                task_deadline: match task_status {
+                    Some(TaskStatus::Active) => raw.deadline.map(ts),
+                    _ => None,
+                },
                 task_status,
             }))
         })
@@ -1027,6 +1034,17 @@ impl Store for SqliteStore {
                 .ok_or(StoreError::NotFound("task"))?;
             if status != "active" {
                 return Err(StoreError::NotActive("task ended"));
+            }
+            let deadline: i64 = ctx
+                .tx
+                .query_row(
+                    "SELECT MIN(lease_expires_at, expires_at) FROM tasks WHERE id = ?1",
+                    [task.as_str()],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if g.issued_at.millis() >= deadline {
+                return Err(StoreError::NotActive("lapsed"));
             }
             if agent_quarantined(ctx.tx, g.agent.as_str())? {
                 return Err(StoreError::Quarantined);

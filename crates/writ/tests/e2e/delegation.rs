@@ -493,3 +493,121 @@ async fn d9_server_nonces_when_configured() {
         .unwrap();
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
 }
+
+/// Tool tokens are for tools: writ refuses them as credentials and as
+/// exchange subjects; introspection calls bound tokens DPoP.
+#[tokio::test]
+async fn tool_tokens_are_not_writ_credentials() {
+    let b = Broker::start();
+    let key = Arc::new(ProofKey::generate().unwrap().0);
+    let inst = bound_instance(&b, "demo-agent", &key).await;
+    let t = b
+        .as_token(&inst)
+        .with_dpop(Arc::clone(&key))
+        .start_task(&read_task())
+        .await
+        .unwrap();
+    let tool = b
+        .anon()
+        .with_dpop(Arc::clone(&key))
+        .exchange(&t.access_token, None, Some("tickets"), None)
+        .await
+        .unwrap();
+    let i = b.admin().introspect(&tool.access_token).await.unwrap();
+    assert!(i.active);
+    assert_eq!(i.token_type.as_deref(), Some("DPoP"));
+    let e = b
+        .as_token(&tool.access_token)
+        .with_dpop(Arc::clone(&key))
+        .start_task(&read_task())
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(401));
+    let e = b
+        .anon()
+        .with_dpop(Arc::clone(&key))
+        .exchange(&tool.access_token, None, Some("tickets"), None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("invalid_grant"), "{e}");
+    // A tool may not claim writ's own issuer as its audience.
+    let e = b
+        .admin()
+        .register_tool(&RegisterTool {
+            name: "sneaky".parse().unwrap(),
+            audience: b.addr.clone(),
+            scopes: vec!["read".parse().unwrap()],
+            attributes: Default::default(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400));
+}
+
+/// Policy obligations hold on delegation too: `@max_ttl` caps the child,
+/// and `@approval` (which nobody could give there) denies.
+#[tokio::test]
+async fn delegation_honours_max_ttl_and_refuses_approval_gated_permits() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.cedar"),
+        r#"
+@id("start") permit (principal, action == Action::"StartTask", resource);
+@id("exchange") permit (principal, action == Action::"ExchangeToken", resource);
+@id("delegate-reads") @max_ttl("60")
+permit (principal, action == Action::"DelegateTask", resource) when { context.scopes == ["read"] };
+@id("delegate-comments") @approval("required")
+permit (principal, action == Action::"DelegateTask", resource) when { context.scopes.contains("comment") };
+"#,
+    )
+    .unwrap();
+    let b = Broker::start_with(crate::harness::Opts {
+        dev: true,
+        policy_dir: Some(dir.path().to_owned()),
+        ..Default::default()
+    });
+    b.agent("helper", &[]).await;
+    let k1 = Arc::new(ProofKey::generate().unwrap().0);
+    let k2 = Arc::new(ProofKey::generate().unwrap().0);
+    let root_inst = bound_instance(&b, "demo-agent", &k1).await;
+    let helper = bound_instance(&b, "helper", &k2).await;
+    let root = b
+        .as_token(&root_inst)
+        .with_dpop(Arc::clone(&k1))
+        .start_task(&StartTask {
+            capabilities: vec![Capability::parse_short("tickets:read,comment").unwrap()],
+            ..read_task()
+        })
+        .await
+        .unwrap();
+    let c = b.anon().with_dpop(Arc::clone(&k1));
+    let child = c
+        .exchange(
+            &root.access_token,
+            Some(&helper),
+            None,
+            Some("tickets:read"),
+        )
+        .await
+        .unwrap();
+    let task = b
+        .admin()
+        .task(child.task_id.as_ref().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        task.expires_at.millis() - task.created_at.millis() <= 60_000,
+        "@max_ttl capped the child"
+    );
+    assert!(child.expires_in <= 60);
+    let e = c
+        .exchange(
+            &root.access_token,
+            Some(&helper),
+            None,
+            Some("tickets:comment"),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("access_denied"), "{e}");
+}

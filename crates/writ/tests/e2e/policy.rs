@@ -431,3 +431,76 @@ async fn shadow_mode_records_differences_without_changing_decisions() {
         "{metrics}"
     );
 }
+
+/// AuthZEN refuses what the broker refuses before policy: an ended task,
+/// scopes the task does not hold, a quarantined agent.
+#[tokio::test]
+async fn authzen_respects_task_state_and_quarantine() {
+    let b = Broker::start();
+    let inst = b.attest("demo-agent").await;
+    let t = b
+        .start_task(&inst.access_token, &["tickets:read"])
+        .await
+        .unwrap();
+    let ask = |scopes: serde_json::Value| {
+        json!({
+            "subject": {"type": "instance", "id": inst.instance_id.as_str()},
+            "action": {"name": "ExchangeToken"},
+            "resource": {"type": "tool", "id": "tickets", "properties": {"scopes": scopes}},
+            "context": {"task": t.task_id.as_str()}
+        })
+    };
+    let post = |body: serde_json::Value| {
+        b.http()
+            .post(b.url("/access/v1/evaluation"))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+    };
+    let d: serde_json::Value = post(ask(json!(["read"])))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["decision"], true, "{d}");
+    let d: serde_json::Value = post(ask(json!(["comment"])))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["decision"], false, "scopes the task does not hold");
+    b.as_token(&inst.access_token)
+        .complete(&t.task_id)
+        .await
+        .unwrap();
+    let d: serde_json::Value = post(ask(json!(["read"])))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["decision"], false, "an ended task");
+    b.admin()
+        .quarantine(&"demo-agent".parse().unwrap())
+        .await
+        .unwrap();
+    let d: serde_json::Value = post(json!({
+        "subject": {"type": "agent", "id": "demo-agent"},
+        "action": {"name": "StartTask"},
+        "resource": {"type": "tool", "id": "tickets", "properties": {"scopes": ["read"]}}
+    }))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(d["decision"], false);
+    assert!(
+        d["context"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("quarantined")
+    );
+}

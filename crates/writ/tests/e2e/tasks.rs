@@ -83,8 +83,14 @@ async fn a_lapsed_lease_ends_the_task() {
     })
     .await;
     assert!(ended, "the task token outlived its lease");
+    // The token dies with the lease at once; the sweeper then records the
+    // task's end.
+    let swept = eventually(Duration::from_secs(10), || async {
+        b.admin().task(&t.task_id).await.unwrap().status == TaskStatus::Expired
+    })
+    .await;
+    assert!(swept, "the sweeper did not end the task");
     let task = b.admin().task(&t.task_id).await.unwrap();
-    assert_eq!(task.status, TaskStatus::Expired);
     assert!(task.end_reason.is_some());
     let e = agent.heartbeat(&t.task_id).await.unwrap_err();
     assert_eq!(e.status(), Some(409));
