@@ -12,6 +12,7 @@ mod attest;
 mod audit;
 mod bad_input;
 mod cli;
+mod crash;
 mod delegation;
 mod faults;
 mod harness;
