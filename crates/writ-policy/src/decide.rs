@@ -782,4 +782,37 @@ mod tests {
             "sub-agents get read-only work"
         );
     }
+
+    #[test]
+    fn p1_p2_conflicts_silence_and_evaluation_errors_all_deny() {
+        let none = BTreeMap::new();
+        let tools = [ToolFacts {
+            name: "tickets",
+            audience: "https://tickets.example",
+            scopes: vec!["read"],
+            attributes: &none,
+        }];
+        let caps = [Capability::parse_short("tickets:read").unwrap()];
+        // permit and forbid both match: deny.
+        let both = set(
+            "@id(\"p\") permit (principal, action, resource);\n@id(\"f\") forbid (principal, action, resource);",
+        );
+        let d = both.decide(&facts_for(&caps, None, &none, 0), &tools);
+        assert!(!d.allowed);
+        assert_eq!(d.determining_policies, vec!["f"]);
+        // nothing matches: deny.
+        let silent =
+            set("@id(\"p\") permit (principal, action, resource) when { context.depth > 5 };");
+        assert!(
+            !silent
+                .decide(&facts_for(&caps, None, &none, 0), &tools)
+                .allowed
+        );
+        // An evaluation error (overflow) in a forbid does not let a permit through.
+        let overflow = set("@id(\"p\") permit (principal, action, resource);\n\
+             @id(\"f\") forbid (principal, action, resource) when { context.ttl * 9223372036854775807 > 0 };");
+        let d = overflow.decide(&facts_for(&caps, None, &none, 0), &tools);
+        assert!(!d.allowed, "an evaluation error must deny: {d:?}");
+        assert!(!d.errors.is_empty());
+    }
 }
