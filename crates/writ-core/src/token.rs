@@ -731,4 +731,30 @@ mod tests {
             "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+            /// Any change of one character of a token (to another character a
+            /// token can contain) fails verification.
+            #[test]
+            fn any_one_character_change_fails(index in any::<prop::sample::Index>(), replacement in 0usize..65) {
+                let now = Timestamp::from_secs(1_800_000_000);
+                let ring = KeyRing::new(vec![SigningKey::generate(now).unwrap()]);
+                let token = ring.sign(&claims(now, Some("task_1"))).unwrap();
+                const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.";
+                let mut bytes = token.clone().into_bytes();
+                let i = index.index(bytes.len());
+                let new = ALPHABET[replacement % ALPHABET.len()];
+                prop_assume!(bytes[i] != new);
+                bytes[i] = new;
+                let tampered = String::from_utf8(bytes).unwrap();
+                prop_assert!(ring.verify(&tampered, expect(TokenKind::Any), now, 900).is_err());
+            }
+        }
+    }
 }

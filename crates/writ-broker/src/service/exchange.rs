@@ -2,8 +2,6 @@
 //! task delegated to a sub-agent (a child task, narrowed, with the whole
 //! actor chain). Every exchange is a policy decision and is audited.
 
-use std::collections::BTreeSet;
-
 use serde::Deserialize;
 use writ_core::api::{Task, TaskStatus, Tool};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
@@ -192,7 +190,9 @@ impl Broker {
             ));
             return self.refuse(claims, e).await;
         };
-        let scopes = match requested_scopes(req.scope.as_deref(), Some(&tool), &held.scopes) {
+        let scopes = match scope::narrow_for_tool(held, req.scope.as_deref())
+            .map_err(|e| OAuthError::invalid_scope(e.to_string()))
+        {
             Ok(s) => s,
             Err(e) => return self.refuse(claims, e).await,
         };
@@ -367,34 +367,15 @@ impl Broker {
                 return self.refuse(claims, e).await;
             }
         }
-        if let Some(requested) = req.scope.as_deref() {
-            let wanted = match scope::from_claim(requested) {
-                Ok(w) => w,
+        if req.scope.is_some() {
+            caps = match scope::narrow(&caps, req.scope.as_deref()) {
+                Ok(c) => c,
                 Err(e) => {
                     return self
-                        .refuse(claims, OAuthError::invalid_scope(format!("scope: {e}")))
+                        .refuse(claims, OAuthError::invalid_scope(e.to_string()))
                         .await;
                 }
             };
-            let mut narrowed = Vec::new();
-            for w in wanted {
-                let Some(held) = caps.iter().find(|c| c.tool == w.tool) else {
-                    let e = OAuthError::invalid_scope(format!(
-                        "the task holds nothing for tool {}",
-                        w.tool
-                    ));
-                    return self.refuse(claims, e).await;
-                };
-                if !w.scopes.is_subset(&held.scopes) {
-                    let e = OAuthError::invalid_scope(format!(
-                        "scope on {} exceeds what the task holds",
-                        w.tool
-                    ));
-                    return self.refuse(claims, e).await;
-                }
-                narrowed.push(w);
-            }
-            caps = scope::normalize(&narrowed);
         }
         for c in &caps {
             if let Some(t) = self.store.get_tool(&c.tool).await? {
@@ -688,43 +669,6 @@ impl Broker {
         self.store.append_audit(self.now(), vec![event]).await?;
         Ok(())
     }
-}
-
-/// The scopes asked for on one tool: `read write` or `tool:read`, each a
-/// subset of `held`; none asked means all of `held`.
-fn requested_scopes(
-    requested: Option<&str>,
-    tool: Option<&Tool>,
-    held: &BTreeSet<Scope>,
-) -> Result<BTreeSet<Scope>, OAuthError> {
-    let Some(requested) = requested else {
-        return Ok(held.clone());
-    };
-    let mut out = BTreeSet::new();
-    for item in requested.split(' ').filter(|s| !s.is_empty()) {
-        let bare = match (item.split_once(':'), tool) {
-            (Some((t, s)), Some(tool)) if t == tool.name.as_str() => s,
-            (Some(_), _) => {
-                return Err(OAuthError::invalid_scope(format!(
-                    "scope {item:?} is for another tool"
-                )));
-            }
-            (None, _) => item,
-        };
-        let s: Scope = bare
-            .parse()
-            .map_err(|_| OAuthError::invalid_scope(format!("scope {item:?} is malformed")))?;
-        if !held.contains(&s) {
-            return Err(OAuthError::invalid_scope(format!(
-                "scope {s} exceeds what the task holds"
-            )));
-        }
-        out.insert(s);
-    }
-    if out.is_empty() {
-        return Err(OAuthError::invalid_scope("scope is empty"));
-    }
-    Ok(out)
 }
 
 /// `@approval("required")` can only hold a task start for a person; on an
