@@ -16,6 +16,7 @@ mod crash;
 mod delegation;
 mod faults;
 mod harness;
+mod hostile;
 mod kill_switch;
 mod policy;
 mod restart;
