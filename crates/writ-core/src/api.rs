@@ -276,6 +276,10 @@ pub struct AuditVerified {
     pub head: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<crate::audit::ChainBreak>,
+    /// A signed statement of `records` and `head` (when valid): keep it
+    /// outside writ and a later truncation of the log is detectable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -275,6 +275,15 @@ impl KeyRing {
         jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|_| TokenError::Sign)
     }
 
+    /// Signs an audit head checkpoint (`typ` `writ-checkpoint+jwt`).
+    pub fn sign_checkpoint(&self, c: &Checkpoint) -> Result<String, TokenError> {
+        let key = self.active().ok_or(TokenError::Key)?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(CHECKPOINT_TYP.to_owned());
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, c, &key.encoding).map_err(|_| TokenError::Sign)
+    }
+
     /// Verifies a token this issuer signed. `now` decides expiry.
     pub fn verify(
         &self,
@@ -400,6 +409,49 @@ pub fn verify_with_jwks(
         return Err(TokenError::Issuer);
     }
     Ok(claims)
+}
+
+/// The `typ` of a signed audit head checkpoint.
+pub const CHECKPOINT_TYP: &str = "writ-checkpoint+jwt";
+
+/// A signed statement that the audit chain had `seq` records ending in
+/// `hash` at `iat`: kept outside writ, it makes truncation detectable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub iss: String,
+    pub seq: u64,
+    pub hash: String,
+    pub iat: i64,
+}
+
+/// Verifies a checkpoint against a published JWKS. `Ok(None)` when its key
+/// is no longer published (the claims are then returned unverified, for the
+/// caller to say so).
+pub fn verify_checkpoint(
+    token: &str,
+    jwks: &JwkSet,
+    issuer: &str,
+) -> Result<(Checkpoint, bool), TokenError> {
+    let header = checked_header(token)?;
+    if header.alg != Algorithm::EdDSA {
+        return Err(TokenError::Algorithm);
+    }
+    if header.typ.as_deref() != Some(CHECKPOINT_TYP) {
+        return Err(TokenError::WrongType);
+    }
+    let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+    let Some(jwk) = jwks.find(&kid) else {
+        let (_, claims) = insecure_peek(token)?;
+        let c: Checkpoint = serde_json::from_value(claims).map_err(|_| TokenError::Malformed)?;
+        return Ok((c, false));
+    };
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| TokenError::UnknownKey)?;
+    let c: Checkpoint = signature_only(token, &key, &[Algorithm::EdDSA])?;
+    if c.iss != issuer {
+        return Err(TokenError::Issuer);
+    }
+    Ok((c, true))
 }
 
 /// Reads the claims of a token without verifying anything; for display only.

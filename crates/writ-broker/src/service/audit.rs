@@ -48,16 +48,28 @@ impl Broker {
                         records: seq,
                         head: head.to_owned(),
                         error: Some(brk),
+                        checkpoint: None,
                     });
                 }
             }
         }
         let (seq, head) = v.head();
+        let checkpoint = self
+            .keys
+            .ring()
+            .sign_checkpoint(&writ_core::token::Checkpoint {
+                iss: self.config.issuer.clone(),
+                seq,
+                hash: head.to_owned(),
+                iat: self.now().secs(),
+            })
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok(AuditVerified {
             valid: true,
             records: seq,
             head: head.to_owned(),
             error: None,
+            checkpoint: Some(checkpoint),
         })
     }
 }

@@ -18,8 +18,13 @@ pub enum AuditCmd {
         #[arg(short, long)]
         follow: bool,
     },
-    /// Verify the whole hash chain; exits 4 if it is broken.
-    Verify,
+    /// Verify the whole hash chain; exits 4 if it is broken. With
+    /// --checkpoint, also check the log against the checkpoint saved there
+    /// last time (truncation is detected), then save the new one.
+    Verify {
+        #[arg(long)]
+        checkpoint: Option<std::path::PathBuf>,
+    },
 }
 
 pub async fn run(g: &Global, cmd: AuditCmd) -> anyhow::Result<u8> {
@@ -43,10 +48,89 @@ pub async fn run(g: &Global, cmd: AuditCmd) -> anyhow::Result<u8> {
                 after = page.next;
             }
         }
-        AuditCmd::Verify => {
+        AuditCmd::Verify { checkpoint } => {
             let v = c.audit_verify().await?;
-            print(&v, g.field())?;
-            Ok(if v.valid { EXIT_OK } else { EXIT_INTEGRITY })
+            if !v.valid {
+                print(&v, g.field())?;
+                return Ok(EXIT_INTEGRITY);
+            }
+            let mut report = serde_json::to_value(&v)?;
+            if let Some(path) = checkpoint {
+                match check_checkpoint(&c, &path, &v).await? {
+                    Ok(note) => {
+                        if let Some(obj) = report.as_object_mut() {
+                            obj.insert("checkpoint_check".into(), note);
+                        }
+                    }
+                    Err(problem) => {
+                        eprintln!("error: {problem}");
+                        print(&report, g.field())?;
+                        return Ok(EXIT_INTEGRITY);
+                    }
+                }
+                if let Some(token) = &v.checkpoint {
+                    write_private(&path, token)?;
+                }
+            }
+            print(&report, g.field())?;
+            Ok(EXIT_OK)
         }
     }
+}
+
+/// Compares the log with the checkpoint saved at `path` (if any). The outer
+/// `Err` is a failure to check; the inner one an integrity problem.
+async fn check_checkpoint(
+    c: &writ_client::Client,
+    path: &std::path::Path,
+    v: &writ_core::api::AuditVerified,
+) -> anyhow::Result<Result<serde_json::Value, String>> {
+    let Ok(saved) = std::fs::read_to_string(path) else {
+        return Ok(Ok(serde_json::json!({ "previous": null })));
+    };
+    let meta = c.metadata().await?;
+    let issuer = meta
+        .get("issuer")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let jwks = serde_json::from_value(c.jwks().await?)?;
+    let (cp, signed) = match writ_core::token::verify_checkpoint(saved.trim(), &jwks, issuer) {
+        Ok(x) => x,
+        Err(e) => return Ok(Err(format!("the saved checkpoint does not verify: {e}"))),
+    };
+    if v.records < cp.seq {
+        return Ok(Err(format!(
+            "the audit log was truncated: the checkpoint saw {} records, the log has {}",
+            cp.seq, v.records
+        )));
+    }
+    let page = c.audit(cp.seq.saturating_sub(1), 1).await?;
+    match page.records.first() {
+        Some(r) if r.seq == cp.seq && r.hash == cp.hash => {}
+        _ => {
+            return Ok(Err(format!(
+                "record {} differs from the checkpoint",
+                cp.seq
+            )));
+        }
+    }
+    Ok(Ok(serde_json::json!({
+        "previous_seq": cp.seq,
+        "signature": if signed { "valid" } else { "key retired; seq and hash checked" },
+    })))
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    Ok(())
 }

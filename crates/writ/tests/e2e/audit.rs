@@ -142,3 +142,48 @@ async fn every_kind_of_change_is_recorded_with_who_and_why() {
             .starts_with("sha256:")
     );
 }
+
+/// S4: truncating the tail of the log is caught against a checkpoint kept
+/// outside writ (signed by writ's key).
+#[tokio::test]
+async fn s4_a_truncated_tail_is_detected_against_a_saved_checkpoint() {
+    let mut b = Broker::start();
+    let inst = b.attest("demo-agent").await;
+    b.start_task(&inst.access_token, &["tickets:read"])
+        .await
+        .unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let cp = outside.path().join("audit.checkpoint");
+    let out = b.cli(&["audit", "verify", "--checkpoint", cp.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let first = json(&out);
+    assert!(cp.exists());
+    // More activity, then a verify against the saved checkpoint passes and moves it on.
+    b.start_task(&inst.access_token, &["tickets:read"])
+        .await
+        .unwrap();
+    let out = b.cli(&["audit", "verify", "--checkpoint", cp.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let second = json(&out);
+    assert_eq!(second["checkpoint_check"]["previous_seq"], first["records"]);
+    assert_eq!(second["checkpoint_check"]["signature"], "valid");
+
+    // Someone with the data directory cuts the tail: the chain alone still verifies...
+    b.stop();
+    {
+        let c = rusqlite::Connection::open(b.data_dir().join("writ.db")).unwrap();
+        c.execute_batch("DROP TRIGGER audit_no_delete;").unwrap();
+        let keep = first["records"].as_u64().unwrap() - 2;
+        c.execute("DELETE FROM audit WHERE seq > ?1", [keep as i64])
+            .unwrap();
+    }
+    b.restart();
+    assert!(b.admin().audit_verify().await.unwrap().valid);
+    // ...but not against the checkpoint.
+    let out = b.cli(&["audit", "verify", "--checkpoint", cp.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("truncated"),
+        "{out:?}"
+    );
+}
