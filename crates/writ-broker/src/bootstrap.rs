@@ -91,7 +91,7 @@ pub async fn open(
         let hash = hash_secret(t.expose());
         if !store.admin_token_valid(&hash).await? {
             let event = AuditEvent::new(AuditKind::AdminTokenCreate, Outcome::Success, "system")
-                .reason("admin token given at start (--dev-admin-token)");
+                .reason("admin token given at start (dev mode)");
             store.add_admin_token(&hash, now, vec![event]).await?;
         }
     } else if store.admin_token_count().await? == 0 {
