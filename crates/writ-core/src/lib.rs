@@ -7,6 +7,7 @@
 pub mod api;
 pub mod audit;
 pub mod dpop;
+pub mod fuzz_targets;
 pub mod ids;
 pub mod random;
 pub mod scope;

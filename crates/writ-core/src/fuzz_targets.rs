@@ -1,0 +1,121 @@
+//! Entry points for fuzzing (`fuzz/`) and for replaying the fuzz corpora as
+//! ordinary regression tests. Each takes arbitrary bytes and must never
+//! panic; each also checks an invariant of its own.
+
+use std::sync::OnceLock;
+
+use crate::dpop::{self, Expected};
+use crate::scope::{self, Capability};
+use crate::time::Timestamp;
+use crate::token::{AccessClaims, Expect, KeyRing, SigningKey, TokenKind};
+
+const NOW: Timestamp = Timestamp::from_secs(1_800_000_000);
+const ISS: &str = "https://writ.fuzz";
+
+fn ring() -> Option<&'static KeyRing> {
+    static RING: OnceLock<Option<KeyRing>> = OnceLock::new();
+    RING.get_or_init(|| {
+        SigningKey::generate(NOW)
+            .ok()
+            .map(|k| KeyRing::new(vec![k]))
+    })
+    .as_ref()
+}
+
+/// The access-token verifier. A token it accepts must be one it signed.
+pub fn access_token(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Some(ring) = ring() else { return };
+    let expect = Expect {
+        issuer: ISS,
+        audience: Some(ISS),
+        kind: TokenKind::Any,
+    };
+    if let Ok(claims) = ring.verify(text, expect, NOW, 900) {
+        // Only possible for a token signed by the ring's own key.
+        let again = ring.sign(&claims);
+        assert!(again.is_ok(), "an accepted token's claims must be signable");
+    }
+    // Also: a token signed now, with the input in a claim, round-trips.
+    let claims = AccessClaims {
+        iss: ISS.into(),
+        sub: text.chars().take(64).collect(),
+        aud: ISS.into(),
+        exp: NOW.secs() + 60,
+        iat: NOW.secs(),
+        nbf: NOW.secs(),
+        jti: "jti_fuzz".into(),
+        client_id: "ins_fuzz".into(),
+        scope: None,
+        task: None,
+        obo: None,
+        cnf: None,
+        act: None,
+        exception: false,
+    };
+    if let Ok(tok) = ring.sign(&claims) {
+        let back = ring.verify(&tok, expect, NOW, 900);
+        assert_eq!(
+            back.ok().as_ref(),
+            Some(&claims),
+            "a token writ signs must verify to the same claims"
+        );
+    }
+}
+
+/// The DPoP proof verifier. A proof it accepts carries a thumbprint and a
+/// jti hash of the right shapes.
+pub fn dpop_proof(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let expected = Expected {
+        method: "POST",
+        url: "https://writ.fuzz/oauth2/token",
+        access_token: Some("token"),
+        now: NOW,
+    };
+    if let Ok(v) = dpop::verify_proof(text, &expected) {
+        assert_eq!(v.jkt.len(), 43);
+        assert_eq!(v.jti_hash.len(), 64);
+    }
+}
+
+/// Token-exchange scope requests: whatever is asked, a narrowing never
+/// yields more than is held.
+pub fn scope_request(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let held = [
+        Capability::parse_short("tickets:read,comment"),
+        Capability::parse_short("wiki:read"),
+    ];
+    let held: Vec<Capability> = held.into_iter().filter_map(Result::ok).collect();
+    if let Ok(narrowed) = scope::narrow(&held, Some(text)) {
+        for c in &narrowed {
+            let h = held.iter().find(|h| h.tool == c.tool);
+            assert!(
+                h.is_some_and(|h| c.scopes.is_subset(&h.scopes)),
+                "narrowing widened {c:?}"
+            );
+        }
+    }
+    if let Some(first) = held.first()
+        && let Ok(s) = scope::narrow_for_tool(first, Some(text))
+    {
+        assert!(s.is_subset(&first.scopes));
+    }
+    let _ = scope::from_claim(text);
+    let _ = Capability::parse_short(text);
+}
+
+/// The v1 request bodies: any bytes parse to a typed request or an error.
+pub fn api_request(data: &[u8]) {
+    let _ = serde_json::from_slice::<crate::api::StartTask>(data);
+    let _ = serde_json::from_slice::<crate::api::RegisterAgent>(data);
+    let _ = serde_json::from_slice::<crate::api::AttestRequest>(data);
+    let _ = serde_json::from_slice::<crate::api::PushPolicies>(data);
+}
