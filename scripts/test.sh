@@ -21,5 +21,21 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test (unit, store conformance, end-to-end against the real binary)"
 cargo test --workspace --locked
 
+step "fuzzing: ${FUZZ_SECONDS:-30} s a target (cargo fuzz, libFuzzer, on a copy of the corpus)"
+command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
+fuzz_dir=$(mktemp -d)
+for target in access_token dpop_proof scope_request api_request; do
+  cp -r "fuzz/corpus/$target" "$fuzz_dir/$target"
+  if (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$fuzz_dir/$target" -- \
+        -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=2048 >"$fuzz_dir/$target.log" 2>&1); then
+    printf '%s: %s\n' "$target" "$(grep -E '^Done [0-9]+ runs' "$fuzz_dir/$target.log" | tail -n 1)"
+  else
+    cat "$fuzz_dir/$target.log"
+    echo "fuzz target $target failed (crash inputs are under fuzz/artifacts/$target)"
+    exit 1
+  fi
+done
+rm -rf "$fuzz_dir"
+
 step "interop: PyJWT against a running writ"
 WRIT_BIN="$PWD/target/debug/writ" .venv/bin/python -m pytest -q interop/python
