@@ -278,6 +278,15 @@ impl Client {
         self.get(&format!("/v1/tasks?exceptions={exceptions}"))
             .await
     }
+    /// The revocation feed after `after`, waiting up to `wait` seconds.
+    pub async fn revocations(
+        &self,
+        after: u64,
+        wait: u64,
+    ) -> Result<writ_core::api::RevocationPage> {
+        self.get(&format!("/v1/revocations?after={after}&wait={wait}"))
+            .await
+    }
     pub async fn audit_verify(&self) -> Result<AuditVerified> {
         self.get("/v1/audit/verify").await
     }

@@ -308,6 +308,25 @@ fn about_blank() -> String {
     "about:blank".into()
 }
 
+/// One entry of the revocation feed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Revocation {
+    pub seq: u64,
+    pub jti: String,
+    /// When the token would have expired anyway: a follower may forget the
+    /// entry after this (plus verification leeway).
+    pub expires_at: Timestamp,
+    pub revoked_at: Timestamp,
+}
+
+/// `GET /v1/revocations?after=SEQ`: entries after SEQ, in order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RevocationPage {
+    pub revocations: Vec<Revocation>,
+    /// Pass as `after` to read on.
+    pub next: u64,
+}
+
 /// RFC 6749 §5.2 error, as OAuth endpoints answer errors.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct OAuthErrorBody {

@@ -181,6 +181,15 @@ pub trait Store: Send + Sync + 'static {
     /// The set that was live last, if any: `(version, sources)`.
     async fn latest_policy(&self) -> Result<Option<(String, Vec<(String, String)>)>>;
 
+    // --- revocation feed ---
+
+    /// Revocations after `after`, in order (the feed gateways follow).
+    async fn revocations_after(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<writ_core::api::Revocation>>;
+
     // --- audit ---
 
     /// Appends events that record no other change (a denial, a failure).

@@ -230,3 +230,24 @@ pub async fn clear_shadow(State(b): State<Arc<Broker>>, _: Admin) -> Result<Stat
     b.set_shadow(None, "admin").await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedQuery {
+    #[serde(default)]
+    after: u64,
+    /// Seconds to wait for news when there is none (at most 30).
+    #[serde(default)]
+    wait: u64,
+}
+
+/// The revocation feed (long-poll), for enforcement points.
+pub async fn revocations(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    q: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> R<writ_core::api::RevocationPage> {
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let wait = std::time::Duration::from_secs(q.wait);
+    Ok(AxumJson(b.revocations(q.after, wait).await?))
+}

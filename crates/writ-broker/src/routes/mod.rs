@@ -58,6 +58,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
             "/.well-known/authzen-configuration",
             get(wellknown::authzen),
         )
+        .route("/v1/revocations", get(admin::revocations))
         .route("/v1/audit", get(admin::audit))
         .route("/v1/audit/verify", get(admin::audit_verify))
         .route("/v1/attest", post(agent::attest))

@@ -7,6 +7,7 @@ mod attest;
 mod audit;
 pub mod authzen;
 pub mod exchange;
+mod feed;
 mod policy;
 mod shadow;
 pub mod tasks;
@@ -42,6 +43,8 @@ pub struct Broker {
     oidc: OidcVerifier,
     pub(crate) dpop: DpopGuard,
     pub(crate) denials: crate::denials::Denials,
+    /// Woken whenever a revocation may have been written.
+    pub(crate) revoked: tokio::sync::Notify,
     pub(crate) metrics: Metrics,
     policy_loaded: std::sync::atomic::AtomicBool,
     shadow: RwLock<Option<Arc<PolicySet>>>,
@@ -108,6 +111,7 @@ impl Broker {
             oidc,
             dpop,
             denials: crate::denials::Denials::default(),
+            revoked: tokio::sync::Notify::new(),
             metrics: Metrics::default(),
             policy_loaded: std::sync::atomic::AtomicBool::new(false),
             shadow: RwLock::new(None),

@@ -355,6 +355,7 @@ impl Broker {
             });
         match self.store.end_task(id, end, now, vec![event]).await? {
             Some(ended) => {
+                self.revocations_changed();
                 metrics::add(&self.metrics.tasks_ended, 1 + ended.descendants);
                 metrics::add(&self.metrics.tokens_revoked, ended.revoked_tokens);
                 Ok(TaskEnded {
@@ -393,6 +394,7 @@ impl Broker {
             .end_task(id, TaskEnd::Lapsed, now, vec![event])
             .await?;
         if let Some(e) = &ended {
+            self.revocations_changed();
             metrics::add(&self.metrics.tasks_ended, 1 + e.descendants);
             metrics::add(&self.metrics.tokens_revoked, e.revoked_tokens);
         }

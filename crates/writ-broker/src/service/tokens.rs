@@ -102,6 +102,7 @@ impl Broker {
             .revoke_grant(&claims.jti, self.now(), vec![event])
             .await?
         {
+            self.revocations_changed();
             metrics::inc(&self.metrics.tokens_revoked);
         }
         Ok(())

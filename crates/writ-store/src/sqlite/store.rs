@@ -192,7 +192,7 @@ fn revoke_where(conn: &Connection, filter: &str, arg: &str, now: Timestamp) -> R
     conn.execute(
         &format!(
             "INSERT INTO revocations (jti, expires_at, revoked_at) \
-             SELECT jti, expires_at, ?2 FROM grants WHERE {filter} AND revoked_at IS NULL AND expires_at > ?2"
+             SELECT jti, expires_at, ?2 FROM grants WHERE {filter} AND revoked_at IS NULL AND expires_at + 30000 > ?2"
         ),
         params![arg, now.millis()],
     )
@@ -247,7 +247,7 @@ fn end_tree(
         &format!(
             "{TREE} INSERT INTO revocations (jti, expires_at, revoked_at) \
              SELECT jti, expires_at, ?2 FROM grants \
-             WHERE task_id IN (SELECT id FROM tree) AND revoked_at IS NULL AND expires_at > ?2"
+             WHERE task_id IN (SELECT id FROM tree) AND revoked_at IS NULL AND expires_at + 30000 > ?2"
         ),
         params![root, now.millis()],
     )
@@ -1354,6 +1354,32 @@ impl Store for SqliteStore {
                 .optional()
                 .map_err(db)?;
             row.map(|(v, s)| Ok((v, json("policy sources", &s)?))).transpose()
+        })
+        .await
+    }
+
+    async fn revocations_after(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<writ_core::api::Revocation>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT seq, jti, expires_at, revoked_at FROM revocations WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![i64::try_from(after).unwrap_or(i64::MAX), limit], |r| {
+                    Ok(writ_core::api::Revocation {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        jti: r.get(1)?,
+                        expires_at: ts(r.get(2)?),
+                        revoked_at: ts(r.get(3)?),
+                    })
+                })
+                .map_err(db)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
         })
         .await
     }

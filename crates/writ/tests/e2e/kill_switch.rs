@@ -85,3 +85,66 @@ async fn quarantine_of_an_unknown_agent_is_not_found() {
         .unwrap_err();
     assert_eq!(e.status(), Some(404));
 }
+
+/// The revocation feed: every revocation, in order, resumable by sequence; a
+/// waiting reader is woken by the next one.
+#[tokio::test]
+async fn the_revocation_feed_delivers_every_revocation_in_order() {
+    let b = Broker::start();
+    let inst = b.attest("demo-agent").await;
+    let t = b
+        .start_task(&inst.access_token, &["tickets:read"])
+        .await
+        .unwrap();
+    let hb = b
+        .as_token(&inst.access_token)
+        .heartbeat(&t.task_id)
+        .await
+        .unwrap();
+    let jti = |tok: &str| {
+        writ_core::token::insecure_peek(tok).unwrap().1["jti"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    let start = b.admin().revocations(0, 0).await.unwrap();
+    assert!(start.revocations.is_empty());
+    // A reader waits; completing the task wakes it with both task tokens.
+    let admin = b.admin();
+    let waiting = tokio::spawn(async move { admin.revocations(start.next, 20).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    b.as_token(&inst.access_token)
+        .complete(&t.task_id)
+        .await
+        .unwrap();
+    let page = waiting.await.unwrap().unwrap();
+    let got: Vec<String> = page.revocations.iter().map(|r| r.jti.clone()).collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.contains(&jti(&t.access_token)) && got.contains(&jti(&hb.access_token)));
+    assert!(page.revocations.windows(2).all(|w| w[0].seq < w[1].seq));
+
+    // Quarantine feeds the instance token; reading on from `next` resumes.
+    b.admin()
+        .quarantine(&"demo-agent".parse().unwrap())
+        .await
+        .unwrap();
+    let more = b.admin().revocations(page.next, 0).await.unwrap();
+    assert_eq!(more.revocations.len(), 1);
+    assert_eq!(more.revocations[0].jti, jti(&inst.access_token));
+    assert!(
+        b.admin()
+            .revocations(more.next, 0)
+            .await
+            .unwrap()
+            .revocations
+            .is_empty()
+    );
+    // Only enforcement points (admin for now) may read it.
+    let e = b
+        .as_token(&t.access_token)
+        .revocations(0, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(401));
+}
