@@ -68,6 +68,8 @@ pub struct Client {
     token: Option<Secret>,
     /// With a key, the token is presented as `DPoP` with a fresh proof.
     dpop: Option<Arc<ProofKey>>,
+    /// The last server nonce (RFC 9449 §8), shared by clones.
+    nonce: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// RFC 8693 token type of every token writ exchanges.
@@ -90,6 +92,7 @@ impl Client {
             base: addr.trim_end_matches('/').to_owned(),
             token,
             dpop: None,
+            nonce: Arc::default(),
         })
     }
 
@@ -115,15 +118,14 @@ impl Client {
 
     /// A DPoP proof for `method path`, bound to `token` when given.
     fn proof(&self, method: &Method, path: &str, token: Option<&str>) -> Option<String> {
+        self.proof_for(method.as_str(), &format!("{}{}", self.base, path), token)
+    }
+
+    fn proof_for(&self, method: &str, url: &str, token: Option<&str>) -> Option<String> {
         let key = self.dpop.as_ref()?;
-        key.proof(
-            method.as_str(),
-            &format!("{}{}", self.base, path),
-            token,
-            None,
-            SystemClock.now(),
-        )
-        .ok()
+        let nonce = self.nonce.lock().ok().and_then(|n| n.clone());
+        key.proof(method, url, token, nonce.as_deref(), SystemClock.now())
+            .ok()
     }
 
     fn req(&self, method: Method, path: &str) -> RequestBuilder {
@@ -143,11 +145,54 @@ impl Client {
         }
     }
 
+    /// Sends; when the server asks for a DPoP nonce, remembers it and
+    /// retries once with a fresh proof that carries it.
     async fn send(&self, r: RequestBuilder) -> Result<Response> {
-        r.send().await.map_err(|e| ClientError::Connect {
+        let connect = |e: reqwest::Error| ClientError::Connect {
             addr: self.base.clone(),
             message: e.without_url().to_string(),
-        })
+        };
+        let retry = if self.dpop.is_some() {
+            r.try_clone()
+        } else {
+            None
+        };
+        let resp = r.send().await.map_err(connect)?;
+        let nonce = resp
+            .headers()
+            .get("dpop-nonce")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (Some(retry), Some(nonce)) = (retry, nonce) else {
+            return Ok(resp);
+        };
+        if !matches!(
+            resp.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST
+        ) {
+            return Ok(resp);
+        }
+        if let Ok(mut n) = self.nonce.lock() {
+            *n = Some(nonce);
+        }
+        let mut req = retry.build().map_err(connect)?;
+        let token = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|a| a.strip_prefix("DPoP "))
+            .map(str::to_owned);
+        let mut url = req.url().clone();
+        url.set_query(None);
+        let Some(proof) = self.proof_for(req.method().as_str(), url.as_str(), token.as_deref())
+        else {
+            return Ok(resp);
+        };
+        let Ok(value) = reqwest::header::HeaderValue::from_str(&proof) else {
+            return Ok(resp);
+        };
+        req.headers_mut().insert("dpop", value);
+        self.http.execute(req).await.map_err(connect)
     }
 
     async fn call<T: DeserializeOwned>(&self, r: RequestBuilder) -> Result<T> {

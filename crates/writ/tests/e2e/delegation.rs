@@ -611,3 +611,68 @@ permit (principal, action == Action::"DelegateTask", resource) when { context.sc
         .unwrap_err();
     assert!(e.to_string().contains("access_denied"), "{e}");
 }
+
+/// With server nonces on, the CLI (through writ-client) learns the nonce
+/// from the first refusal and retries: attest, start and exchange all work.
+#[tokio::test]
+async fn the_cli_follows_server_nonces() {
+    let b = Broker::start_with(crate::harness::Opts {
+        extra: vec!["--dpop-nonces".into()],
+        ..Default::default()
+    });
+    let key = b.data_dir().join("k.pem");
+    assert!(
+        b.cli(&["dpop", "keygen", "--out", key.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let env = [("WRIT_DPOP_KEY", key.to_str().unwrap())];
+    let jt = stdout(&b.cli(&["agent", "join-token", "demo-agent", "--field", "join_token"]))
+        .trim()
+        .to_owned();
+    let out = b.cli_env(
+        &[
+            "attest",
+            "demo-agent",
+            "--join-token",
+            &jt,
+            "--field",
+            "access_token",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let inst = stdout(&out).trim().to_owned();
+    let env2 = [
+        ("WRIT_DPOP_KEY", key.to_str().unwrap()),
+        ("WRIT_INSTANCE_TOKEN", inst.as_str()),
+    ];
+    let out = b.cli_env(
+        &[
+            "task",
+            "start",
+            "--intent",
+            "read",
+            "--cap",
+            "tickets:read",
+            "--field",
+            "access_token",
+        ],
+        &env2,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let task_token = stdout(&out).trim().to_owned();
+    let out = b.cli_env(
+        &[
+            "token",
+            "exchange",
+            "--subject-token",
+            &task_token,
+            "--audience",
+            "tickets",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(json(&out)["token_type"], "DPoP");
+}
