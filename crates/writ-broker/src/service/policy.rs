@@ -10,16 +10,7 @@ const MAX_FILES: usize = 256;
 
 impl Broker {
     pub fn policy_info(&self) -> PolicyInfo {
-        let set = self.policy();
-        PolicyInfo {
-            version: set.version().to_owned(),
-            policies: set.len(),
-            files: set
-                .sources()
-                .iter()
-                .map(|s| (s.name.clone(), s.text.clone()))
-                .collect(),
-        }
+        info_of(&self.policy())
     }
 
     /// Validates a whole set and makes it live; an invalid set is refused
@@ -65,20 +56,24 @@ impl Broker {
             .collect();
         let set = PolicySet::compile(sources)
             .map_err(|e| ApiError::BadRequest(format!("shadow policy set refused: {e}")))?;
-        let info = PolicyInfo {
-            version: set.version().to_owned(),
-            policies: set.len(),
-            files: set
-                .sources()
-                .iter()
-                .map(|s| (s.name.clone(), s.text.clone()))
-                .collect(),
-        };
+        let info = info_of(&set);
         self.set_shadow(Some(set), "admin").await?;
         Ok(info)
     }
 
     pub async fn policy_history(&self, limit: u32) -> Result<Vec<PolicyVersion>, ApiError> {
         Ok(self.store.policy_history(limit.clamp(1, 1000)).await?)
+    }
+}
+
+fn info_of(set: &PolicySet) -> PolicyInfo {
+    PolicyInfo {
+        version: set.version().to_owned(),
+        policies: set.len(),
+        files: set
+            .sources()
+            .iter()
+            .map(|s| (s.name.clone(), s.text.clone()))
+            .collect(),
     }
 }
