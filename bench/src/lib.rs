@@ -77,6 +77,7 @@ pub fn decide_once(set: &PolicySet, tool: usize) -> bool {
         recent_denials: 0,
         exception: false,
         now: Timestamp::from_secs(1_795_780_800),
+        request: None,
     };
     let none = BTreeMap::new();
     let tools = [ToolFacts {

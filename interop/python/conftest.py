@@ -19,16 +19,20 @@ class Writ:
         env = {"PATH": os.environ.get("PATH", ""), "WRIT_LOG": "warn"}
         self.proc = subprocess.Popen(
             [BIN, "serve", "--dev", "--dev-admin-token", ADMIN,
-             "--data-dir", self.dir.name, "--listen", "127.0.0.1:0"],
+             "--data-dir", self.dir.name, "--listen", "127.0.0.1:0",
+             "--gateway-listen", "127.0.0.1:0"],
             stdout=subprocess.PIPE, text=True, env=env,
         )
         self.lines = []
         self.addr = None
+        self.gateway = None
         ready = threading.Event()
 
         def read():
             for line in self.proc.stdout:
                 self.lines.append(line)
+                if line.startswith("gateway listening on "):
+                    self.gateway = line.split()[-1]
                 if line.startswith("writ listening on "):
                     self.addr = line.split()[-1]
                     ready.set()

@@ -1,6 +1,5 @@
 //! The stateful half of DPoP: the replay cache and server nonces.
 
-use std::collections::HashSet;
 use std::sync::Mutex;
 
 use aws_lc_rs::hmac;
@@ -14,53 +13,12 @@ use crate::error::ApiError;
 /// Most proofs remembered at once for requests with a bound token; past
 /// this, new proofs are refused rather than risk a replay.
 const MAX_REMEMBERED: usize = 1_000_000;
+use writ_core::dpop::{ReplayCache as Seen, ReplayError};
 /// Attestation proofs are remembered apart (and fewer), so that anyone who
 /// can reach `/v1/attest` cannot crowd out the proofs of bound tokens.
 const MAX_REMEMBERED_ATTEST: usize = 100_000;
 /// How long a server nonce stays valid.
 const NONCE_TTL_SECS: i64 = 300;
-/// A proof is accepted at most this long after it could first be used.
-const WINDOW_SECS: i64 = dpop::MAX_AGE_SECS + dpop::MAX_SKEW_SECS;
-
-/// Seen `jti` hashes in two generations: entries live between one and two
-/// windows, and forgetting is O(1) (drop the older generation).
-#[derive(Debug)]
-struct Seen {
-    current: HashSet<String>,
-    previous: HashSet<String>,
-    rotated_at: i64,
-    max: usize,
-}
-
-impl Seen {
-    fn new(max: usize) -> Self {
-        Self {
-            current: HashSet::new(),
-            previous: HashSet::new(),
-            rotated_at: i64::MIN,
-            max,
-        }
-    }
-
-    fn insert(&mut self, jti_hash: &str, now: Timestamp) -> Result<(), ApiError> {
-        let now = now.secs();
-        if now.saturating_sub(self.rotated_at) >= WINDOW_SECS {
-            self.previous = std::mem::take(&mut self.current);
-            if now.saturating_sub(self.rotated_at) >= 2 * WINDOW_SECS {
-                self.previous.clear();
-            }
-            self.rotated_at = now;
-        }
-        if self.current.contains(jti_hash) || self.previous.contains(jti_hash) {
-            return Err(refused(DpopError::Replay));
-        }
-        if self.current.len() >= self.max {
-            return Err(ApiError::Unavailable("DPoP replay cache is full".into()));
-        }
-        self.current.insert(jti_hash.to_owned());
-        Ok(())
-    }
-}
 
 #[derive(Debug)]
 pub struct DpopGuard {
@@ -142,7 +100,11 @@ impl DpopGuard {
         }
         seen.lock()
             .map_err(|_| ApiError::Internal("replay cache lock poisoned".into()))?
-            .insert(&v.jti_hash, expected.now)?;
+            .insert(&v.jti_hash, expected.now)
+            .map_err(|e| match e {
+                ReplayError::Replay => refused(DpopError::Replay),
+                ReplayError::Full => ApiError::Unavailable("DPoP replay cache is full".into()),
+            })?;
         Ok(v)
     }
 }
@@ -212,24 +174,6 @@ mod tests {
             g.check(&p2, &expected("https://w/x"), Some(&other))
                 .is_err()
         );
-    }
-
-    #[test]
-    fn remembered_for_a_window_and_bounded() {
-        let mut s = Seen::new(2);
-        assert!(s.insert("a", NOW).is_ok());
-        assert!(
-            s.insert("a", NOW.add_secs(WINDOW_SECS - 1)).is_err(),
-            "replay inside the window"
-        );
-        assert!(s.insert("b", NOW).is_ok());
-        assert!(
-            matches!(s.insert("c", NOW), Err(ApiError::Unavailable(_))),
-            "full: fail closed"
-        );
-        // After one rotation "a" is still remembered; after two it is gone.
-        assert!(s.insert("a", NOW.add_secs(WINDOW_SECS)).is_err());
-        assert!(s.insert("a", NOW.add_secs(3 * WINDOW_SECS)).is_ok());
     }
 
     #[test]

@@ -7,7 +7,6 @@
 
 pub mod bootstrap;
 mod config;
-mod denials;
 mod dpop;
 mod error;
 mod extract;

@@ -59,6 +59,7 @@ async fn fixture() -> Fixture {
         audience: "https://t".into(),
         scopes: vec!["read".parse().unwrap(), "write".parse().unwrap()],
         attributes: Default::default(),
+        upstream: None,
     })
     .await
     .unwrap();

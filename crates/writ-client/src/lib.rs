@@ -260,6 +260,28 @@ impl Client {
     pub async fn tools(&self) -> Result<Vec<Tool>> {
         self.get("/v1/tools").await
     }
+    /// Sets the upstream secret a gateway injects for a tool.
+    pub async fn set_tool_secret(
+        &self,
+        tool: &str,
+        req: &writ_core::api::SetToolSecret,
+    ) -> Result<writ_core::api::ToolSecretSet> {
+        self.call(
+            self.req(Method::PUT, &format!("/v1/tools/{tool}/secret"))
+                .json(req),
+        )
+        .await
+    }
+    /// A credential for a standalone gateway.
+    pub async fn register_gateway(&self, name: &str) -> Result<writ_core::api::GatewayRegistered> {
+        self.post(
+            "/v1/gateways",
+            &writ_core::api::RegisterGateway {
+                name: name.to_owned(),
+            },
+        )
+        .await
+    }
     pub async fn rotate_keys(&self) -> Result<KeyRotated> {
         self.post_empty("/v1/keys/rotate").await
     }

@@ -82,6 +82,9 @@ pub struct RegisterTool {
     /// Free-form attributes, visible to policy as tags (e.g. `data: user`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, String>,
+    /// Where a gateway forwards the tool's requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<Upstream>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -91,7 +94,116 @@ pub struct Tool {
     pub scopes: Vec<Scope>,
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<Upstream>,
+    /// The header a gateway injects upstream, when a secret is set (never
+    /// the value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_header: Option<String>,
     pub created_at: Timestamp,
+}
+
+/// A tool's upstream, as a gateway reaches it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Upstream {
+    /// A plain HTTP API: `/{tool}/rest` is forwarded to `url` + `/rest`.
+    Http { url: String },
+    /// An MCP server on streamable HTTP at `url`.
+    Mcp { url: String },
+    /// A local MCP server on stdio, spawned by the gateway (one process per
+    /// MCP session).
+    McpStdio { command: Vec<String> },
+}
+
+impl Upstream {
+    pub fn is_mcp(&self) -> bool {
+        !matches!(self, Upstream::Http { .. })
+    }
+}
+
+/// `PUT /v1/tools/{name}/secret`: the credential a gateway adds to every
+/// upstream request of the tool.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetToolSecret {
+    pub header: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for SetToolSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetToolSecret")
+            .field("header", &self.header)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The answer to setting a tool secret: never the value.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ToolSecretSet {
+    pub tool: ToolName,
+    pub header: String,
+    pub updated_at: Timestamp,
+}
+
+/// A tool secret as delivered to a gateway (and to nothing else).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct GatewaySecret {
+    pub tool: ToolName,
+    pub header: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for GatewaySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewaySecret")
+            .field("tool", &self.tool)
+            .field("header", &self.header)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `POST /v1/gateways`: a credential for one gateway.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterGateway {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GatewayRegistered {
+    pub name: String,
+    /// Shown once: the gateway presents it as a bearer token.
+    pub token: String,
+}
+
+/// `GET /v1/gateway/bundle`: everything a gateway decides with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GatewayBundle {
+    pub issuer: String,
+    pub policy_version: String,
+    /// The live policy set's files, by name.
+    pub files: BTreeMap<String, String>,
+    pub tools: Vec<Tool>,
+    pub agents: Vec<Agent>,
+}
+
+/// `POST /v1/gateway/decisions`: decisions a gateway made, numbered by the
+/// gateway from 1 so that redelivery is idempotent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayDecisions {
+    pub first_seq: u64,
+    pub decisions: Vec<crate::audit::AuditEvent>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GatewayDecisionsAck {
+    /// The highest decision number the broker holds for this gateway.
+    pub acked: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

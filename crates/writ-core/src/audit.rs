@@ -42,6 +42,12 @@ pub enum AuditKind {
     PolicyShadow,
     KeyRotate,
     PolicyLoad,
+    /// A tool's upstream secret was set (never its value).
+    ToolSecretSet,
+    /// A gateway credential was created.
+    GatewayRegister,
+    /// A request through a gateway to a tool, as the gateway decided it.
+    ToolCall,
 }
 
 /// How it ended.

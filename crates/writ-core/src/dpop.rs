@@ -14,6 +14,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::time::Timestamp;
+use std::collections::HashSet;
 
 /// The `typ` of a DPoP proof.
 pub const PROOF_TYP: &str = "dpop+jwt";
@@ -300,6 +301,58 @@ impl ProofKey {
     }
 }
 
+/// A proof is accepted at most this long after it could first be used.
+const WINDOW_SECS: i64 = MAX_AGE_SECS + MAX_SKEW_SECS;
+
+/// Why a replay cache refused a proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayError {
+    /// The proof was seen before.
+    Replay,
+    /// The cache is full: refuse rather than risk a replay.
+    Full,
+}
+
+/// A DPoP replay cache: seen `jti` hashes in two generations: entries live between one and two
+/// windows, and forgetting is O(1) (drop the older generation).
+#[derive(Debug)]
+pub struct ReplayCache {
+    current: HashSet<String>,
+    previous: HashSet<String>,
+    rotated_at: i64,
+    max: usize,
+}
+
+impl ReplayCache {
+    pub fn new(max: usize) -> Self {
+        Self {
+            current: HashSet::new(),
+            previous: HashSet::new(),
+            rotated_at: i64::MIN,
+            max,
+        }
+    }
+
+    pub fn insert(&mut self, jti_hash: &str, now: Timestamp) -> Result<(), ReplayError> {
+        let now = now.secs();
+        if now.saturating_sub(self.rotated_at) >= WINDOW_SECS {
+            self.previous = std::mem::take(&mut self.current);
+            if now.saturating_sub(self.rotated_at) >= 2 * WINDOW_SECS {
+                self.previous.clear();
+            }
+            self.rotated_at = now;
+        }
+        if self.current.contains(jti_hash) || self.previous.contains(jti_hash) {
+            return Err(ReplayError::Replay);
+        }
+        if self.current.len() >= self.max {
+            return Err(ReplayError::Full);
+        }
+        self.current.insert(jti_hash.to_owned());
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,5 +451,22 @@ mod tests {
         assert!(!same_url("https://writ.example/oauth2/Token", URL));
         assert!(!same_url("http://writ.example/oauth2/token", URL));
         assert!(!same_url("https://writ.example:8443/oauth2/token", URL));
+    }
+    #[test]
+    fn remembered_for_a_window_and_bounded() {
+        let mut s = ReplayCache::new(2);
+        assert!(s.insert("a", NOW).is_ok());
+        assert!(
+            s.insert("a", NOW.add_secs(WINDOW_SECS - 1)).is_err(),
+            "replay inside the window"
+        );
+        assert!(s.insert("b", NOW).is_ok());
+        assert!(
+            matches!(s.insert("c", NOW), Err(ReplayError::Full)),
+            "full: fail closed"
+        );
+        // After one rotation "a" is still remembered; after two it is gone.
+        assert!(s.insert("a", NOW.add_secs(WINDOW_SECS)).is_err());
+        assert!(s.insert("a", NOW.add_secs(3 * WINDOW_SECS)).is_ok());
     }
 }

@@ -109,6 +109,8 @@ pub enum Action {
     ExchangeToken,
     /// A task delegates to a sub-agent (the principal).
     DelegateTask,
+    /// A request through a gateway to a tool, with a tool token.
+    CallTool,
 }
 
 impl Action {
@@ -117,6 +119,7 @@ impl Action {
             Action::StartTask => "StartTask",
             Action::ExchangeToken => "ExchangeToken",
             Action::DelegateTask => "DelegateTask",
+            Action::CallTool => "CallTool",
         }
     }
 }
@@ -140,6 +143,23 @@ pub struct TaskFacts<'a> {
     /// The request asks for a lifetime beyond the configured maximum.
     pub exception: bool,
     pub now: Timestamp,
+    /// The request itself, for `CallTool`.
+    pub request: Option<RequestFacts<'a>>,
+}
+
+/// What a gateway saw of one request to a tool.
+#[derive(Clone, Debug, Default)]
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    /// The path below the tool's prefix, starting with `/`.
+    pub path: &'a str,
+    pub query: &'a str,
+    /// For MCP: the JSON-RPC method (`tools/call`, `tools/list`, ...).
+    pub mcp_method: Option<&'a str>,
+    /// For MCP `tools/call`: the tool's name.
+    pub mcp_tool: Option<&'a str>,
+    /// For MCP `tools/call`: the arguments as compact JSON text.
+    pub arguments: Option<&'a str>,
 }
 
 const KNOWN_AGENT_ATTRS: [&str; 3] = ["owner", "environment", "risk_tier"];
@@ -318,18 +338,8 @@ impl PolicySet {
         let root = facts.chain.first().unwrap_or(&facts.agent);
         let mut pairs: Vec<(String, RestrictedExpression)> = vec![
             (
-                "intent".into(),
-                RestrictedExpression::new_string(facts.intent.to_owned()),
-            ),
-            (
                 "scopes".into(),
                 strings(&mut cap.scopes.iter().map(|s| s.as_str())),
-            ),
-            ("capabilities".into(), RestrictedExpression::new_set(caps)),
-            ("ttl".into(), RestrictedExpression::new_long(facts.ttl_secs)),
-            (
-                "attestation".into(),
-                RestrictedExpression::new_string(facts.attestation.to_owned()),
             ),
             (
                 "time".into(),
@@ -372,6 +382,49 @@ impl PolicySet {
                 RestrictedExpression::new_bool(facts.exception),
             ),
         ];
+        match &facts.request {
+            // A gateway knows the token and the request, not the task's
+            // declaration: CallTool's context is its own.
+            Some(r) if facts.action == Action::CallTool => {
+                let mut req = vec![
+                    (
+                        "method",
+                        RestrictedExpression::new_string(r.method.to_owned()),
+                    ),
+                    ("path", RestrictedExpression::new_string(r.path.to_owned())),
+                    (
+                        "query",
+                        RestrictedExpression::new_string(r.query.to_owned()),
+                    ),
+                ];
+                let optional = [
+                    ("mcp_method", r.mcp_method),
+                    ("mcp_tool", r.mcp_tool),
+                    ("arguments", r.arguments),
+                ];
+                for (k, v) in optional {
+                    if let Some(v) = v {
+                        req.push((k, RestrictedExpression::new_string(v.to_owned())));
+                    }
+                }
+                pairs.push(("request".into(), record(req)?));
+            }
+            _ if facts.action == Action::CallTool => {
+                return Err("a CallTool decision needs the request".into());
+            }
+            _ => {
+                pairs.push((
+                    "intent".into(),
+                    RestrictedExpression::new_string(facts.intent.to_owned()),
+                ));
+                pairs.push(("capabilities".into(), RestrictedExpression::new_set(caps)));
+                pairs.push(("ttl".into(), RestrictedExpression::new_long(facts.ttl_secs)));
+                pairs.push((
+                    "attestation".into(),
+                    RestrictedExpression::new_string(facts.attestation.to_owned()),
+                ));
+            }
+        }
         if let Some(obo) = facts.on_behalf_of {
             pairs.push((
                 "on_behalf_of".into(),
@@ -487,6 +540,7 @@ pub(crate) struct Names {
     start_task: EntityUid,
     exchange_token: EntityUid,
     delegate_task: EntityUid,
+    call_tool: EntityUid,
 }
 
 impl Names {
@@ -505,6 +559,7 @@ impl Names {
             start_task: action("StartTask")?,
             exchange_token: action("ExchangeToken")?,
             delegate_task: action("DelegateTask")?,
+            call_tool: action("CallTool")?,
         })
     }
 
@@ -513,6 +568,7 @@ impl Names {
             Action::StartTask => &self.start_task,
             Action::ExchangeToken => &self.exchange_token,
             Action::DelegateTask => &self.delegate_task,
+            Action::CallTool => &self.call_tool,
         }
     }
 }
@@ -572,6 +628,7 @@ mod tests {
             ttl_secs: 600,
             attestation: "join_token",
             now,
+            request: None,
         };
         let no_attrs = BTreeMap::new();
         let tools = [ToolFacts {
@@ -720,6 +777,7 @@ mod tests {
             recent_denials: denials,
             exception: false,
             now: NOON_TUESDAY,
+            request: None,
         }
     }
 

@@ -9,7 +9,8 @@ mod decide;
 mod set;
 
 pub use decide::{
-    Action, AgentFacts, Decision, Explanation, Obligations, TaskFacts, ToolExplanation, ToolFacts,
+    Action, AgentFacts, Decision, Explanation, Obligations, RequestFacts, TaskFacts,
+    ToolExplanation, ToolFacts,
 };
 pub use set::{PolicyError, PolicySet, PolicySource, version_of};
 

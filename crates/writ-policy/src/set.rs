@@ -242,7 +242,7 @@ pub(crate) struct Slices {
     by_tool: std::collections::HashMap<(&'static str, String), cedar_policy::PolicySet>,
 }
 
-const ACTIONS: [&str; 3] = ["StartTask", "ExchangeToken", "DelegateTask"];
+const ACTIONS: [&str; 4] = ["StartTask", "ExchangeToken", "DelegateTask", "CallTool"];
 
 impl Slices {
     fn build(set: &cedar_policy::PolicySet) -> Result<Self, PolicyError> {

@@ -18,7 +18,8 @@ use writ_core::{AgentName, ApprovalId, InstanceId, TaskId, Timestamp, ToolName};
 
 pub use error::{JoinTokenError, StoreError};
 pub use model::{
-    Ended, Grant, GrantKind, GrantState, Instance, QuarantineOutcome, StoredKey, TaskEnd,
+    Ended, Grant, GrantKind, GrantState, Instance, QuarantineOutcome, StoredKey, StoredSecret,
+    TaskEnd,
 };
 pub use sqlite::SqliteStore;
 
@@ -71,6 +72,38 @@ pub trait Store: Send + Sync + 'static {
     async fn create_tool(&self, tool: &Tool, audit: Vec<AuditEvent>) -> Result<()>;
     async fn get_tool(&self, name: &ToolName) -> Result<Option<Tool>>;
     async fn list_tools(&self) -> Result<Vec<Tool>>;
+
+    /// Sets (or replaces) a tool's upstream secret, sealed by the caller.
+    /// `NotFound` for an unknown tool.
+    async fn set_tool_secret(
+        &self,
+        tool: &ToolName,
+        header: &str,
+        sealed: Vec<u8>,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    async fn tool_secrets(&self) -> Result<Vec<StoredSecret>>;
+
+    /// A gateway credential (by the hash of its token).
+    async fn create_gateway(
+        &self,
+        name: &str,
+        token_hash: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    async fn gateway_by_token(&self, token_hash: &str) -> Result<Option<String>>;
+    /// Appends a gateway's decisions numbered from `first_seq`, skipping the
+    /// ones already held; returns the highest number held. A batch that
+    /// would leave a gap is a `Conflict`.
+    async fn append_gateway_decisions(
+        &self,
+        gateway: &str,
+        first_seq: u64,
+        events: Vec<AuditEvent>,
+        now: Timestamp,
+    ) -> Result<u64>;
 
     // --- instances, tasks, grants ---
 

@@ -14,6 +14,23 @@ pub struct StoredKey {
     pub retired_at: Option<Timestamp>,
 }
 
+/// A tool's upstream secret as stored: the value sealed under the master key.
+#[derive(Clone)]
+pub struct StoredSecret {
+    pub tool: writ_core::ToolName,
+    pub header: String,
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSecret")
+            .field("tool", &self.tool)
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One attested instance of an agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Instance {

@@ -339,6 +339,10 @@ pub async fn tools_create_get_list(s: Arc<dyn Store>) {
         audience: aud.to_owned(),
         scopes: vec!["read".parse().unwrap(), "write".parse().unwrap()],
         attributes: [("data".to_owned(), "user".to_owned())].into(),
+        upstream: Some(writ_core::api::Upstream::Http {
+            url: format!("{aud}/v1"),
+        }),
+        secret_header: None,
         created_at: at(5),
     };
     let github = tool("github", "https://api.github.test");
@@ -369,6 +373,116 @@ pub async fn tools_create_get_list(s: Arc<dyn Store>) {
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     assert_eq!(s.get_tool(&github.name).await.unwrap(), Some(github));
     assert_eq!(audit_len(s).await, before);
+}
+
+/// Tool secrets are kept sealed as given, replaced in place, and reported
+/// by header only; an unknown tool is refused with nothing written.
+pub async fn tool_secrets_set_replace_list(s: Arc<dyn Store>) {
+    let s = &*s;
+    let tool = Tool {
+        name: "crm".parse().unwrap(),
+        audience: "https://crm.test".into(),
+        scopes: vec!["read".parse().unwrap()],
+        attributes: Default::default(),
+        upstream: None,
+        secret_header: None,
+        created_at: at(5),
+    };
+    s.create_tool(&tool, vec![]).await.unwrap();
+    let before = audit_len(s).await;
+    let err = s
+        .set_tool_secret(
+            &"nope".parse().unwrap(),
+            "x-api-key",
+            vec![1],
+            at(6),
+            vec![ev(AuditKind::ToolSecretSet)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(audit_len(s).await, before);
+    s.set_tool_secret(
+        &tool.name,
+        "x-api-key",
+        vec![1, 2, 3],
+        at(6),
+        vec![ev(AuditKind::ToolSecretSet)],
+    )
+    .await
+    .unwrap();
+    s.set_tool_secret(
+        &tool.name,
+        "authorization",
+        vec![4, 5],
+        at(7),
+        vec![ev(AuditKind::ToolSecretSet)],
+    )
+    .await
+    .unwrap();
+    let all = s.tool_secrets().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].header, "authorization");
+    assert_eq!(all[0].sealed, vec![4, 5]);
+    assert_eq!(
+        s.get_tool(&tool.name)
+            .await
+            .unwrap()
+            .unwrap()
+            .secret_header
+            .as_deref(),
+        Some("authorization")
+    );
+    assert_eq!(audit_len(s).await, before + 2);
+}
+
+/// A gateway's decisions are recorded once each, in order: redelivery is
+/// skipped, a gap is refused with nothing written.
+pub async fn gateway_decisions_are_recorded_once(s: Arc<dyn Store>) {
+    let s = &*s;
+    s.create_gateway("gw-1", "hash-1", at(1), vec![])
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.create_gateway("gw-1", "hash-2", at(1), vec![]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        s.gateway_by_token("hash-1").await.unwrap().as_deref(),
+        Some("gw-1")
+    );
+    assert_eq!(s.gateway_by_token("hash-2").await.unwrap(), None);
+    let before = audit_len(s).await;
+    let evs = |n: usize| vec![ev(AuditKind::ToolCall); n];
+    assert_eq!(
+        s.append_gateway_decisions("gw-1", 1, vec![], at(2))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.append_gateway_decisions("gw-1", 1, evs(3), at(2))
+            .await
+            .unwrap(),
+        3
+    );
+    // 2..=5: 2 and 3 are held already, 4 and 5 are new.
+    assert_eq!(
+        s.append_gateway_decisions("gw-1", 2, evs(4), at(3))
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(audit_len(s).await, before + 5);
+    assert!(matches!(
+        s.append_gateway_decisions("gw-1", 9, evs(1), at(4)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.append_gateway_decisions("nope", 1, evs(1), at(4)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(audit_len(s).await, before + 5);
 }
 
 // ---------------------------------------------------------------------------
@@ -1939,6 +2053,8 @@ mod sqlite {
             admin_tokens,
             signing_keys_rotate_atomically,
             tools_create_get_list,
+            tool_secrets_set_replace_list,
+            gateway_decisions_are_recorded_once,
             agents_create_get_list,
             agent_duplicate_name_conflicts,
             join_token_is_consumed_once,

@@ -244,7 +244,7 @@ pub struct FeedQuery {
 /// The revocation feed (long-poll), for enforcement points.
 pub async fn revocations(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    _: super::AdminOrGateway,
     q: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> R<writ_core::api::RevocationPage> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;

@@ -2,6 +2,7 @@
 
 mod admin;
 mod agent;
+mod gateway;
 mod oauth;
 mod wellknown;
 
@@ -42,6 +43,14 @@ pub fn router(broker: Arc<Broker>) -> Router {
             post(admin::register_tool).get(admin::list_tools),
         )
         .route("/v1/tools/{name}", get(admin::get_tool))
+        .route(
+            "/v1/tools/{name}/secret",
+            axum::routing::put(gateway::set_secret),
+        )
+        .route("/v1/gateways", post(gateway::register))
+        .route("/v1/gateway/bundle", get(gateway::bundle))
+        .route("/v1/gateway/secrets", get(gateway::secrets))
+        .route("/v1/gateway/decisions", post(gateway::decisions))
         .route("/v1/keys/rotate", post(admin::rotate_keys))
         .route(
             "/v1/policies",
@@ -85,6 +94,33 @@ impl FromRequestParts<Arc<Broker>> for Admin {
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
         broker.require_admin(bearer(&parts.headers)?).await?;
         Ok(Admin)
+    }
+}
+
+/// A gateway credential was presented; the gateway's name.
+pub struct GatewayAuth(pub String);
+
+impl FromRequestParts<Arc<Broker>> for GatewayAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
+        Ok(GatewayAuth(
+            broker.require_gateway(bearer(&parts.headers)?).await?,
+        ))
+    }
+}
+
+/// An admin or a gateway credential.
+pub struct AdminOrGateway;
+
+impl FromRequestParts<Arc<Broker>> for AdminOrGateway {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
+        broker
+            .require_admin_or_gateway(bearer(&parts.headers)?)
+            .await?;
+        Ok(AdminOrGateway)
     }
 }
 

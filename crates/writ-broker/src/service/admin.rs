@@ -141,11 +141,16 @@ impl Broker {
             return Err(ApiError::BadRequest("scopes must be unique".into()));
         }
         check_attributes(&req.attributes)?;
+        if let Some(u) = &req.upstream {
+            super::gateway::check_upstream(u)?;
+        }
         let tool = Tool {
             name: req.name,
             audience: req.audience,
             scopes,
             attributes: req.attributes,
+            upstream: req.upstream,
+            secret_header: None,
             created_at: self.now(),
         };
         let event = AuditEvent::new(AuditKind::ToolRegister, Outcome::Success, "admin").detail(
@@ -154,6 +159,7 @@ impl Broker {
                 "audience": tool.audience,
                 "scopes": tool.scopes,
                 "attributes": tool.attributes,
+                "upstream": tool.upstream,
             }),
         );
         self.store.create_tool(&tool, vec![event]).await?;

@@ -360,6 +360,7 @@ impl Broker {
             recent_denials: self.denials.recent(&agent.name, now),
             exception: task.as_ref().is_some_and(|t| t.exception),
             now,
+            request: None,
         };
         let tool_facts = [ToolFacts {
             name: tool.name.as_str(),

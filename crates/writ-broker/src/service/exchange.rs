@@ -606,6 +606,7 @@ impl Broker {
             recent_denials: self.denials.recent(&me.name, now),
             exception: task.exception,
             now,
+            request: None,
         };
         let decision = self.decide(&self.policy(), &facts, &tool_facts).await?;
         Ok(decision)

@@ -8,6 +8,7 @@ mod audit;
 pub mod authzen;
 pub mod exchange;
 mod feed;
+pub mod gateway;
 mod policy;
 mod shadow;
 pub mod tasks;
@@ -42,12 +43,13 @@ pub struct Broker {
     master: Arc<MasterKey>,
     oidc: OidcVerifier,
     pub(crate) dpop: DpopGuard,
-    pub(crate) denials: crate::denials::Denials,
+    pub(crate) denials: writ_core::denials::Denials,
     /// Woken whenever a revocation may have been written.
     pub(crate) revoked: tokio::sync::Notify,
     pub(crate) metrics: Metrics,
     policy_loaded: std::sync::atomic::AtomicBool,
     shadow: RwLock<Option<Arc<PolicySet>>>,
+    embedded_gateway: gateway::EmbeddedGateway,
 }
 
 impl std::fmt::Debug for Broker {
@@ -110,11 +112,12 @@ impl Broker {
             master,
             oidc,
             dpop,
-            denials: crate::denials::Denials::default(),
+            denials: writ_core::denials::Denials::default(),
             revoked: tokio::sync::Notify::new(),
             metrics: Metrics::default(),
             policy_loaded: std::sync::atomic::AtomicBool::new(false),
             shadow: RwLock::new(None),
+            embedded_gateway: gateway::EmbeddedGateway::default(),
         })
     }
 

@@ -168,6 +168,7 @@ impl Broker {
             ttl_secs: ttl,
             attestation: &attestation,
             now,
+            request: None,
         };
         let mut decision = self.decide(&policy, &facts, &tool_facts).await?;
         if decision.allowed && exception && !decision.obligations.exception_allowed {

@@ -135,4 +135,21 @@ CREATE TABLE approvals (
 );
 CREATE INDEX approvals_pending ON approvals(expires_at) WHERE status = 'pending';
 "#,
+    // 6: gateways: tool upstreams, sealed upstream secrets, gateway
+    // credentials and how far each gateway's decisions are recorded.
+    r#"
+ALTER TABLE tools ADD COLUMN upstream TEXT;
+CREATE TABLE tool_secrets (
+    tool        TEXT PRIMARY KEY REFERENCES tools(name),
+    header      TEXT NOT NULL,
+    sealed      BLOB NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE TABLE gateways (
+    name        TEXT PRIMARY KEY,
+    token_hash  TEXT NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL,
+    acked_seq   INTEGER NOT NULL DEFAULT 0
+);
+"#,
 ];

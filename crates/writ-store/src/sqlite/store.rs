@@ -9,7 +9,7 @@ use writ_core::{AgentName, ApprovalId, InstanceId, TaskId, Timestamp, ToolName};
 use super::{SqliteStore, WriteCtx, db};
 use crate::{
     Ended, Grant, GrantKind, GrantState, Instance, JoinTokenError, QuarantineOutcome, Result,
-    Store, StoreError, StoredKey, TaskEnd,
+    Store, StoreError, StoredKey, StoredSecret, TaskEnd,
 };
 
 fn ts(v: i64) -> Timestamp {
@@ -66,19 +66,41 @@ fn agent_from(row: (String, String, String, String, bool, i64)) -> Result<Agent>
     })
 }
 
-const TOOL_COLS: &str = "name, audience, scopes, created_at, attributes";
+const TOOL_COLS: &str = "name, audience, scopes, created_at, attributes, upstream";
+const TOOL_SELECT: &str = "SELECT t.name, t.audience, t.scopes, t.created_at, t.attributes, \
+                           t.upstream, s.header FROM tools t LEFT JOIN tool_secrets s ON s.tool = t.name";
 
-fn tool_row(r: &Row<'_>) -> rusqlite::Result<(String, String, String, i64, String)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+type ToolRow = (
+    String,
+    String,
+    String,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
+fn tool_row(r: &Row<'_>) -> rusqlite::Result<ToolRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
 }
 
-fn tool_from(row: (String, String, String, i64, String)) -> Result<Tool> {
-    let (name, audience, scopes, created_at, attributes) = row;
+fn tool_from(row: ToolRow) -> Result<Tool> {
+    let (name, audience, scopes, created_at, attributes, upstream, secret_header) = row;
     Ok(Tool {
         name: parse("tool name", &name)?,
         audience,
         scopes: json("scopes", &scopes)?,
         attributes: json("tool attributes", &attributes)?,
+        upstream: upstream.map(|u| json("tool upstream", &u)).transpose()?,
+        secret_header,
         created_at: ts(created_at),
     })
 }
@@ -653,16 +675,18 @@ impl Store for SqliteStore {
         let t = tool.clone();
         let scopes = to_json(&t.scopes)?;
         let attributes = to_json(&t.attributes)?;
+        let upstream = t.upstream.as_ref().map(to_json).transpose()?;
         self.write(move |ctx: &mut WriteCtx<'_>| {
             ctx.tx
                 .execute(
-                    &format!("INSERT INTO tools ({TOOL_COLS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
+                    &format!("INSERT INTO tools ({TOOL_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
                     params![
                         t.name.as_str(),
                         t.audience,
                         scopes,
                         t.created_at.millis(),
-                        attributes
+                        attributes,
+                        upstream
                     ],
                 )
                 .map_err(insert_err(format!("tool {}", t.name)))?;
@@ -675,7 +699,7 @@ impl Store for SqliteStore {
         let name = name.to_string();
         self.read(move |c| {
             c.query_row(
-                &format!("SELECT {TOOL_COLS} FROM tools WHERE name = ?1"),
+                &format!("{TOOL_SELECT} WHERE t.name = ?1"),
                 [name],
                 tool_row,
             )
@@ -690,10 +714,148 @@ impl Store for SqliteStore {
     async fn list_tools(&self) -> Result<Vec<Tool>> {
         self.read(|c| {
             let mut stmt = c
-                .prepare(&format!("SELECT {TOOL_COLS} FROM tools ORDER BY name"))
+                .prepare(&format!("{TOOL_SELECT} ORDER BY t.name"))
                 .map_err(db)?;
             let rows = stmt.query_map([], tool_row).map_err(db)?;
             rows.map(|r| r.map_err(db).and_then(tool_from)).collect()
+        })
+        .await
+    }
+
+    async fn set_tool_secret(
+        &self,
+        tool: &ToolName,
+        header: &str,
+        sealed: Vec<u8>,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        let (tool, header) = (tool.to_string(), header.to_owned());
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let known = ctx
+                .tx
+                .query_row("SELECT 1 FROM tools WHERE name = ?1", [&tool], |_| Ok(()))
+                .optional()
+                .map_err(db)?;
+            if known.is_none() {
+                return Err(StoreError::NotFound("tool"));
+            }
+            ctx.tx
+                .execute(
+                    "INSERT INTO tool_secrets (tool, header, sealed, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT(tool) DO UPDATE SET header = excluded.header, \
+                     sealed = excluded.sealed, updated_at = excluded.updated_at",
+                    params![tool, header, sealed, now.millis()],
+                )
+                .map_err(db)?;
+            ctx.audit(now, &audit)
+        })
+        .await
+    }
+
+    async fn tool_secrets(&self) -> Result<Vec<StoredSecret>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare("SELECT tool, header, sealed FROM tool_secrets ORDER BY tool")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                })
+                .map_err(db)?;
+            rows.map(|r| {
+                let (tool, header, sealed) = r.map_err(db)?;
+                Ok(StoredSecret {
+                    tool: parse("tool name", &tool)?,
+                    header,
+                    sealed,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn create_gateway(
+        &self,
+        name: &str,
+        token_hash: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        let (name, hash) = (name.to_owned(), token_hash.to_owned());
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            ctx.tx
+                .execute(
+                    "INSERT INTO gateways (name, token_hash, created_at) VALUES (?1, ?2, ?3)",
+                    params![name, hash, now.millis()],
+                )
+                .map_err(insert_err(format!("gateway {name}")))?;
+            ctx.audit(now, &audit)
+        })
+        .await
+    }
+
+    async fn gateway_by_token(&self, token_hash: &str) -> Result<Option<String>> {
+        let hash = token_hash.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT name FROM gateways WHERE token_hash = ?1",
+                [hash],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn append_gateway_decisions(
+        &self,
+        gateway: &str,
+        first_seq: u64,
+        events: Vec<AuditEvent>,
+        now: Timestamp,
+    ) -> Result<u64> {
+        let gateway = gateway.to_owned();
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let acked: i64 = ctx
+                .tx
+                .query_row(
+                    "SELECT acked_seq FROM gateways WHERE name = ?1",
+                    [&gateway],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?
+                .ok_or(StoreError::NotFound("gateway"))?;
+            let acked = acked.max(0) as u64;
+            if first_seq > acked.saturating_add(1) {
+                return Err(StoreError::Conflict(format!(
+                    "decisions from {first_seq} would leave a gap after {acked}"
+                )));
+            }
+            // Redelivered decisions (numbered at or below what is held) are
+            // skipped: delivery is at least once, recording exactly once.
+            let skip = usize::try_from(acked.saturating_add(1).saturating_sub(first_seq))
+                .unwrap_or(usize::MAX);
+            let fresh = events.get(skip..).unwrap_or_default();
+            if fresh.is_empty() {
+                return Ok(acked);
+            }
+            let new_acked = acked.saturating_add(fresh.len() as u64);
+            ctx.audit(now, fresh)?;
+            ctx.tx
+                .execute(
+                    "UPDATE gateways SET acked_seq = ?1 WHERE name = ?2",
+                    params![new_acked as i64, gateway],
+                )
+                .map_err(db)?;
+            Ok(new_acked)
         })
         .await
     }

@@ -5,6 +5,7 @@ mod approval;
 mod attest;
 mod audit;
 mod dpop;
+mod gateway;
 mod keys;
 mod policy;
 mod policy_cases;
@@ -33,6 +34,7 @@ impl Cli {
     pub fn worker_threads(&self) -> usize {
         match &self.command {
             Command::Serve(s) => s.worker_threads.unwrap_or_else(default_threads),
+            Command::Gateway(_) => default_threads(),
             _ => 1,
         }
     }
@@ -134,6 +136,8 @@ pub enum Command {
     /// DPoP keys for agents.
     #[command(subcommand)]
     Dpop(dpop::DpopCmd),
+    /// Run a standalone gateway in front of tools (or create its credential).
+    Gateway(gateway::GatewayArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -150,5 +154,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Dpop(c) => dpop::run(g, c),
         Command::Policy(c) => policy::run(g, c).await,
         Command::Approval(c) => approval::run(g, c).await,
+        Command::Gateway(a) => gateway::run(g, a).await,
     }
 }

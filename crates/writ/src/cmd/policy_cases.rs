@@ -163,6 +163,7 @@ pub fn with_facts<T>(
         recent_denials: case.denials_5m,
         exception: case.exception,
         now: Timestamp::from_secs(case.now.unwrap_or(DEFAULT_NOW)),
+        request: None,
     };
     let tools = [ToolFacts {
         name: &case.tool.name,

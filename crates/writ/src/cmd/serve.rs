@@ -69,6 +69,15 @@ pub struct ServeArgs {
     /// printed commands for a first task. Not for production.
     #[arg(long, env = "WRIT_DEV")]
     dev: bool,
+    /// Address of the gateway inside the broker [default: 127.0.0.1:8751].
+    #[arg(long, env = "WRIT_GATEWAY_LISTEN")]
+    gateway_listen: Option<SocketAddr>,
+    /// Do not run the gateway inside the broker.
+    #[arg(long, env = "WRIT_NO_GATEWAY")]
+    no_gateway: bool,
+    /// The URL agents address the embedded gateway by [default: http://<gateway-listen>].
+    #[arg(long, env = "WRIT_GATEWAY_PUBLIC_URL")]
+    gateway_public_url: Option<String>,
     /// With --dev: use this admin token instead of a random one.
     #[arg(
         long,
@@ -96,6 +105,9 @@ struct FileConfig {
     max_delegation_depth: Option<u32>,
     approval_ttl: Option<i64>,
     max_exception_ttl: Option<i64>,
+    gateway_listen: Option<SocketAddr>,
+    no_gateway: Option<bool>,
+    gateway_public_url: Option<String>,
 }
 
 const EXAMPLE_POLICIES: &[(&str, &str)] = &[(
@@ -234,6 +246,40 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     if let Some(t) = &dev_token {
         dev_banner(&broker, bound, &data_dir, t).await?;
     }
+    let no_gateway = args.no_gateway || file.no_gateway.unwrap_or(false);
+    if !no_gateway {
+        let gw_listen = args
+            .gateway_listen
+            .or(file.gateway_listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8751)));
+        let gw_listener = tokio::net::TcpListener::bind(gw_listen)
+            .await
+            .with_context(|| format!("binding the gateway to {gw_listen}"))?;
+        let gw_bound = gw_listener.local_addr()?;
+        let public = args
+            .gateway_public_url
+            .or(file.gateway_public_url)
+            .unwrap_or_else(|| format!("http://{gw_bound}"));
+        // The embedded gateway reaches the broker over loopback, like any
+        // other gateway, with a credential that lives in this process only.
+        let mut local = bound;
+        if local.ip().is_unspecified() {
+            local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let mut cfg = writ_gateway::Config::new(
+            format!("http://{local}"),
+            broker.embedded_gateway_token().await?,
+            public,
+        );
+        cfg.spool_dir = Some(data_dir.join("gateway-spool"));
+        let gw = writ_gateway::Gateway::start(cfg, Arc::new(SystemClock))?;
+        tokio::spawn(async move {
+            if let Err(e) = writ_gateway::serve(gw, gw_listener).await {
+                tracing::error!(error = %e, "gateway stopped");
+            }
+        });
+        println!("gateway listening on http://{gw_bound}");
+    }
     // Last, so that whoever waits for this line has seen everything above.
     println!("writ listening on http://{bound}");
 
@@ -300,7 +346,7 @@ In another shell:
     Ok(())
 }
 
-fn init_tracing() {
+pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WRIT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -310,7 +356,7 @@ fn init_tracing() {
         .try_init();
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

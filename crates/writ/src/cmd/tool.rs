@@ -4,11 +4,27 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use writ_core::api::RegisterTool;
+use writ_core::api::{RegisterTool, SetToolSecret, Upstream};
 use writ_core::{Scope, ToolName};
 
 use super::Global;
 use crate::output::{EXIT_OK, print};
+
+#[derive(Subcommand, Debug)]
+pub enum SecretCmd {
+    /// Set (or replace) the header a gateway adds to every upstream request
+    /// of the tool. The value is read from standard input (one line), so it
+    /// stays out of shell history and process listings.
+    Set {
+        tool: ToolName,
+        /// The header, e.g. `X-Api-Key` or `Authorization`.
+        #[arg(long)]
+        header: String,
+        /// Read the value from this environment variable instead.
+        #[arg(long, value_name = "VAR")]
+        value_env: Option<String>,
+    },
+}
 
 #[derive(Subcommand, Debug)]
 pub enum ToolCmd {
@@ -27,7 +43,20 @@ pub enum ToolCmd {
         /// An attribute, KEY=VALUE (repeatable), visible to policy as a tag.
         #[arg(long = "attr", value_name = "KEY=VALUE")]
         attrs: Vec<String>,
+        /// The upstream a gateway forwards to: an http(s) URL.
+        #[arg(long, conflicts_with = "mcp_command")]
+        upstream: Option<String>,
+        /// The upstream speaks MCP (streamable HTTP) rather than plain HTTP.
+        #[arg(long, requires = "upstream")]
+        mcp: bool,
+        /// A local MCP server on stdio the gateway spawns, e.g.
+        /// `--mcp-command npx -y @modelcontextprotocol/server-everything`.
+        #[arg(long, num_args = 1.., allow_hyphen_values = true)]
+        mcp_command: Vec<String>,
     },
+    /// Upstream secrets a gateway injects.
+    #[command(subcommand)]
+    Secret(SecretCmd),
     /// List tools.
     List,
 }
@@ -41,7 +70,18 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
             audience,
             scopes,
             attrs,
+            upstream,
+            mcp,
+            mcp_command,
         } => {
+            let upstream = match (upstream, mcp_command.is_empty()) {
+                (Some(url), _) if mcp => Some(Upstream::Mcp { url }),
+                (Some(url), _) => Some(Upstream::Http { url }),
+                (None, false) => Some(Upstream::McpStdio {
+                    command: mcp_command,
+                }),
+                (None, true) => None,
+            };
             let req = match file {
                 Some(f) => serde_json::from_str(
                     &std::fs::read_to_string(&f)
@@ -60,11 +100,32 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
                                 .with_context(|| format!("attribute {a:?} is not KEY=VALUE"))
                         })
                         .collect::<anyhow::Result<_>>()?,
+                    upstream,
                 },
             };
             print(&c.register_tool(&req).await?, g.field())?;
         }
         ToolCmd::List => print(&c.tools().await?, g.field())?,
+        ToolCmd::Secret(SecretCmd::Set {
+            tool,
+            header,
+            value_env,
+        }) => {
+            let value = match value_env {
+                Some(var) => std::env::var(&var)
+                    .with_context(|| format!("environment variable {var} is not set"))?,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("reading the secret from standard input")?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            anyhow::ensure!(!value.is_empty(), "the secret is empty");
+            let req = SetToolSecret { header, value };
+            print(&c.set_tool_secret(tool.as_str(), &req).await?, g.field())?;
+        }
     }
     Ok(EXIT_OK)
 }

@@ -284,6 +284,7 @@ async fn x1_x2_x3_x7_exchange_only_narrows_and_refusals_are_audited() {
             audience: "https://wiki.example.com".into(),
             scopes: vec!["read".parse().unwrap()],
             attributes: Default::default(),
+            upstream: None,
         })
         .await
         .unwrap();
@@ -538,6 +539,7 @@ async fn tool_tokens_are_not_writ_credentials() {
             audience: b.addr.clone(),
             scopes: vec!["read".parse().unwrap()],
             attributes: Default::default(),
+            upstream: None,
         })
         .await
         .unwrap_err();

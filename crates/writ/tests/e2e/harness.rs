@@ -37,6 +37,8 @@ pub struct Broker {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub addr: String,
+    /// The embedded gateway's base URL.
+    pub gateway: String,
     pub opts: Opts,
     stdout: Arc<Mutex<Vec<String>>>,
 }
@@ -48,11 +50,12 @@ impl Broker {
 
     pub fn start_with(opts: Opts) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (child, addr, stdout) = spawn(dir.path(), &opts, "127.0.0.1:0");
+        let (child, addr, gateway, stdout) = spawn(dir.path(), &opts, "127.0.0.1:0", "127.0.0.1:0");
         Self {
             child: Some(child),
             dir,
             addr,
+            gateway,
             opts,
             stdout,
         }
@@ -98,9 +101,12 @@ impl Broker {
     pub fn restart(&mut self) {
         self.stop();
         let listen = self.addr.trim_start_matches("http://").to_owned();
-        let (child, addr, stdout) = spawn(self.dir.path(), &self.opts, &listen);
+        let gw_listen = self.gateway.trim_start_matches("http://").to_owned();
+        let (child, addr, gateway, stdout) =
+            spawn(self.dir.path(), &self.opts, &listen, &gw_listen);
         self.child = Some(child);
         self.addr = addr;
+        self.gateway = gateway;
         self.stdout = stdout;
     }
 
@@ -206,13 +212,24 @@ impl Drop for Broker {
     }
 }
 
-fn spawn(dir: &Path, opts: &Opts, listen: &str) -> (Child, String, Arc<Mutex<Vec<String>>>) {
+fn spawn(
+    dir: &Path,
+    opts: &Opts,
+    listen: &str,
+    gw_listen: &str,
+) -> (Child, String, String, Arc<Mutex<Vec<String>>>) {
     let mut cmd = Command::new(BIN);
     cmd.arg("serve")
         .arg("--data-dir")
         .arg(dir)
         .arg("--listen")
         .arg(listen)
+        .arg("--gateway-listen")
+        .arg(if gw_listen.is_empty() {
+            "127.0.0.1:0"
+        } else {
+            gw_listen
+        })
         .args(&opts.extra)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -231,18 +248,22 @@ fn spawn(dir: &Path, opts: &Opts, listen: &str) -> (Child, String, Arc<Mutex<Vec
     let (tx, rx) = std::sync::mpsc::channel();
     let sink = Arc::clone(&lines);
     std::thread::spawn(move || {
+        let mut gateway = String::new();
         for line in BufReader::new(out).lines() {
             let Ok(line) = line else { break };
+            if let Some(a) = line.strip_prefix("gateway listening on ") {
+                gateway = a.trim().to_owned();
+            }
             if let Some(a) = line.strip_prefix("writ listening on ") {
-                let _ = tx.send(a.trim().to_owned());
+                let _ = tx.send((a.trim().to_owned(), gateway.clone()));
             }
             sink.lock().unwrap().push(line);
         }
     });
-    let addr = rx
+    let (addr, gateway) = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("writ serve did not report its address");
-    (child, addr, lines)
+    (child, addr, gateway, lines)
 }
 
 /// Polls `f` until it is true or `timeout` passes; returns the last value.

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use writ_core::{AgentName, Timestamp};
+use crate::{AgentName, Timestamp};
 
 /// The window policy sees (`context.behaviour.denials_5m`).
 const WINDOW_MS: i64 = 5 * 60 * 1000;

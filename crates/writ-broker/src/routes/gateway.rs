@@ -1,0 +1,59 @@
+//! Routes for gateways and for managing them.
+
+use std::sync::Arc;
+
+use axum::Json as AxumJson;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use writ_core::ToolName;
+use writ_core::api::{
+    GatewayBundle, GatewayDecisions, GatewayDecisionsAck, GatewayRegistered, GatewaySecret,
+    RegisterGateway, SetToolSecret, ToolSecretSet,
+};
+
+use super::{Admin, GatewayAuth};
+use crate::error::ApiError;
+use crate::extract::Json;
+use crate::service::Broker;
+
+type R<T> = Result<AxumJson<T>, ApiError>;
+
+pub async fn register(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    Json(req): Json<RegisterGateway>,
+) -> Result<(StatusCode, AxumJson<GatewayRegistered>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        AxumJson(b.register_gateway(req).await?),
+    ))
+}
+
+pub async fn set_secret(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    Path(name): Path<String>,
+    Json(req): Json<SetToolSecret>,
+) -> R<ToolSecretSet> {
+    let tool: ToolName = name
+        .parse()
+        .map_err(|e| ApiError::BadRequest(format!("{e}")))?;
+    Ok(AxumJson(b.set_tool_secret(&tool, req).await?))
+}
+
+pub async fn bundle(State(b): State<Arc<Broker>>, _: GatewayAuth) -> R<GatewayBundle> {
+    Ok(AxumJson(b.gateway_bundle().await?))
+}
+
+/// Upstream secrets: a gateway credential only, never an admin one.
+pub async fn secrets(State(b): State<Arc<Broker>>, _: GatewayAuth) -> R<Vec<GatewaySecret>> {
+    Ok(AxumJson(b.gateway_secrets().await?))
+}
+
+pub async fn decisions(
+    State(b): State<Arc<Broker>>,
+    GatewayAuth(name): GatewayAuth,
+    Json(batch): Json<GatewayDecisions>,
+) -> R<GatewayDecisionsAck> {
+    Ok(AxumJson(b.gateway_decisions(&name, batch).await?))
+}

@@ -1,0 +1,276 @@
+//! What gateways need from the broker: their credentials, the bundle they
+//! decide with, the upstream secrets they inject, and a place to record
+//! their decisions.
+
+use std::sync::OnceLock;
+
+use writ_core::api::{
+    GatewayBundle, GatewayDecisions, GatewayDecisionsAck, GatewayRegistered, GatewaySecret,
+    RegisterGateway, SetToolSecret, ToolSecretSet, Upstream,
+};
+use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+use writ_core::{ToolName, random};
+
+use super::Broker;
+use super::tokens::hash_secret;
+use crate::error::ApiError;
+
+/// Most decisions one delivery may carry.
+pub const MAX_DECISIONS: usize = 1000;
+/// Longest upstream secret value.
+const MAX_SECRET_LEN: usize = 8 * 1024;
+/// The name the gateway inside `writ serve` records its decisions under.
+pub const EMBEDDED_GATEWAY: &str = "embedded";
+
+/// Headers a secret may not be injected as: the gateway owns these.
+const RESERVED_HEADERS: [&str; 12] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+    "dpop",
+    "forwarded",
+];
+
+/// The process-local credential of the gateway inside `writ serve`: never
+/// stored, gone with the process.
+#[derive(Debug, Default)]
+pub(crate) struct EmbeddedGateway(OnceLock<String>);
+
+impl Broker {
+    /// The bearer token of the embedded gateway (made on first use), and
+    /// its record so its decisions can be numbered.
+    pub async fn embedded_gateway_token(&self) -> Result<String, ApiError> {
+        // No token hashes to this (hashes are hex): the row only numbers
+        // the embedded gateway's decisions.
+        match self
+            .store
+            .create_gateway(
+                EMBEDDED_GATEWAY,
+                "embedded:process-local",
+                self.now(),
+                Vec::new(),
+            )
+            .await
+        {
+            Ok(()) | Err(writ_store::StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if self.embedded_gateway.0.get().is_some() {
+            return Err(ApiError::Internal(
+                "the embedded gateway token was already handed out".into(),
+            ));
+        }
+        let token = format!("wgw_{}", random::token_256()?);
+        self.embedded_gateway
+            .0
+            .set(hash_secret(&token))
+            .map_err(|_| ApiError::Internal("embedded gateway token raced".into()))?;
+        Ok(token)
+    }
+
+    /// Resolves a gateway credential to the gateway's name.
+    pub async fn require_gateway(&self, token: Option<&str>) -> Result<String, ApiError> {
+        let token =
+            token.ok_or_else(|| ApiError::Unauthorized("missing gateway credential".into()))?;
+        let hash = hash_secret(token);
+        if self.embedded_gateway.0.get().is_some_and(|h| {
+            aws_lc_rs::constant_time::verify_slices_are_equal(h.as_bytes(), hash.as_bytes()).is_ok()
+        }) {
+            return Ok(EMBEDDED_GATEWAY.to_owned());
+        }
+        self.store
+            .gateway_by_token(&hash)
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized("invalid gateway credential".into()))
+    }
+
+    /// An admin or a gateway.
+    pub async fn require_admin_or_gateway(&self, token: Option<&str>) -> Result<(), ApiError> {
+        if self.require_admin(token).await.is_ok() {
+            return Ok(());
+        }
+        self.require_gateway(token)
+            .await
+            .map(|_| ())
+            .map_err(|_| ApiError::Unauthorized("invalid admin or gateway credential".into()))
+    }
+
+    pub async fn register_gateway(
+        &self,
+        req: RegisterGateway,
+    ) -> Result<GatewayRegistered, ApiError> {
+        let name = req.name;
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name != EMBEDDED_GATEWAY
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+        if !valid {
+            return Err(ApiError::BadRequest(format!(
+                "gateway name must be 1-64 characters of [A-Za-z0-9._-] and not {EMBEDDED_GATEWAY:?}"
+            )));
+        }
+        let token = format!("wgw_{}", random::token_256()?);
+        let event = AuditEvent::new(AuditKind::GatewayRegister, Outcome::Success, "admin")
+            .detail(serde_json::json!({ "gateway": name }));
+        self.store
+            .create_gateway(&name, &hash_secret(&token), self.now(), vec![event])
+            .await?;
+        Ok(GatewayRegistered { name, token })
+    }
+
+    /// Stores a tool's upstream secret sealed under the master key. The
+    /// answer, the audit record and the logs name the header only.
+    pub async fn set_tool_secret(
+        &self,
+        tool: &ToolName,
+        req: SetToolSecret,
+    ) -> Result<ToolSecretSet, ApiError> {
+        let header = req.header.trim().to_ascii_lowercase();
+        if axum::http::HeaderName::from_bytes(header.as_bytes()).is_err()
+            || RESERVED_HEADERS.contains(&header.as_str())
+            || header.starts_with("x-forwarded-")
+        {
+            return Err(ApiError::BadRequest(format!(
+                "header {:?} cannot carry an upstream secret (a valid header name, not one the gateway sets itself)",
+                req.header
+            )));
+        }
+        if req.value.is_empty()
+            || req.value.len() > MAX_SECRET_LEN
+            || axum::http::HeaderValue::from_str(&req.value).is_err()
+        {
+            return Err(ApiError::BadRequest(format!(
+                "the secret must be a valid header value of 1 to {MAX_SECRET_LEN} bytes"
+            )));
+        }
+        let sealed = self
+            .master()
+            .seal(&secret_purpose(tool), req.value.as_bytes())
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let now = self.now();
+        let event = AuditEvent::new(AuditKind::ToolSecretSet, Outcome::Success, "admin")
+            .detail(serde_json::json!({ "tool": tool, "header": header }));
+        self.store
+            .set_tool_secret(tool, &header, sealed, now, vec![event])
+            .await?;
+        Ok(ToolSecretSet {
+            tool: tool.clone(),
+            header,
+            updated_at: now,
+        })
+    }
+
+    /// Every tool secret, opened: for gateways only.
+    pub async fn gateway_secrets(&self) -> Result<Vec<GatewaySecret>, ApiError> {
+        let mut out = Vec::new();
+        for s in self.store.tool_secrets().await? {
+            let value = self
+                .master()
+                .open(&secret_purpose(&s.tool), &s.sealed)
+                .map_err(|e| ApiError::Internal(format!("tool secret of {}: {e}", s.tool)))?;
+            let value = String::from_utf8(value.to_vec()).map_err(|_| {
+                ApiError::Internal(format!("tool secret of {} is not text", s.tool))
+            })?;
+            out.push(GatewaySecret {
+                tool: s.tool,
+                header: s.header,
+                value,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The live policy set, the tools and the agents.
+    pub async fn gateway_bundle(&self) -> Result<GatewayBundle, ApiError> {
+        let policy = self.policy();
+        Ok(GatewayBundle {
+            issuer: self.config.issuer.clone(),
+            policy_version: policy.version().to_owned(),
+            files: policy
+                .sources()
+                .iter()
+                .map(|s| (s.name.clone(), s.text.clone()))
+                .collect(),
+            tools: self.store.list_tools().await?,
+            agents: self.store.list_agents().await?,
+        })
+    }
+
+    /// Records a gateway's decisions, exactly once each, in its order.
+    pub async fn gateway_decisions(
+        &self,
+        gateway: &str,
+        batch: GatewayDecisions,
+    ) -> Result<GatewayDecisionsAck, ApiError> {
+        if batch.first_seq == 0 {
+            return Err(ApiError::BadRequest("decisions are numbered from 1".into()));
+        }
+        if batch.decisions.len() > MAX_DECISIONS {
+            return Err(ApiError::BadRequest(format!(
+                "at most {MAX_DECISIONS} decisions per delivery"
+            )));
+        }
+        let actor = format!("gateway:{gateway}");
+        let mut events = Vec::with_capacity(batch.decisions.len());
+        for mut e in batch.decisions {
+            if e.kind != AuditKind::ToolCall {
+                return Err(ApiError::BadRequest(
+                    "a gateway records tool_call decisions only".into(),
+                ));
+            }
+            e.actor.clone_from(&actor);
+            events.push(e);
+        }
+        let acked = self
+            .store
+            .append_gateway_decisions(gateway, batch.first_seq, events, self.now())
+            .await?;
+        Ok(GatewayDecisionsAck { acked })
+    }
+}
+
+fn secret_purpose(tool: &ToolName) -> String {
+    format!("writ tool secret {tool}")
+}
+
+/// Checks a tool's upstream at registration.
+pub(crate) fn check_upstream(u: &Upstream) -> Result<(), ApiError> {
+    match u {
+        Upstream::Http { url } | Upstream::Mcp { url } => {
+            let ok = url::Url::parse(url).is_ok_and(|p| {
+                matches!(p.scheme(), "http" | "https")
+                    && p.host_str().is_some()
+                    && p.query().is_none()
+                    && p.fragment().is_none()
+                    && p.username().is_empty()
+                    && p.password().is_none()
+            });
+            if !ok || url.len() > 2048 {
+                return Err(ApiError::BadRequest(format!(
+                    "upstream url {url:?} must be an http(s) URL without credentials, query or fragment"
+                )));
+            }
+        }
+        Upstream::McpStdio { command } => {
+            if command.is_empty()
+                || command.len() > 64
+                || command.iter().any(|a| a.is_empty() || a.len() > 4096)
+                || command.first().is_some_and(|p| p.contains('\0'))
+            {
+                return Err(ApiError::BadRequest(
+                    "an mcp-stdio upstream needs a command: 1 to 64 non-empty arguments".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! How the gateway refuses: RFC 9457 problem details, with RFC 6750 /
+//! RFC 9449 challenges on 401 and the protected resource's metadata URL.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use writ_core::api::Problem;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No token, or a token that does not verify here.
+    #[error("{detail}")]
+    Unauthorized {
+        /// `invalid_token`, `invalid_dpop_proof` or none (no credential).
+        error: Option<&'static str>,
+        detail: String,
+        /// The protected resource metadata URL for the challenge.
+        metadata: String,
+    },
+    /// Policy (or the token's scopes) refused the request.
+    #[error("{reason}")]
+    Forbidden {
+        reason: String,
+        policy_version: Option<String>,
+        determining_policies: Vec<String>,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The gateway cannot decide safely now (stale revocations, no bundle).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The upstream failed.
+    #[error("{0}")]
+    BadGateway(String),
+}
+
+impl GatewayError {
+    fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            GatewayError::Unavailable(c) | GatewayError::BadGateway(c) => {
+                tracing::warn!(cause = %c, status = status.as_u16(), "gateway request failed")
+            }
+            _ => tracing::debug!(status = status.as_u16(), error = %self, "gateway refused"),
+        }
+        let mut problem = Problem {
+            type_: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: Some(self.to_string()),
+            determining_policies: Vec::new(),
+            policy_version: None,
+        };
+        if let GatewayError::Forbidden {
+            policy_version,
+            determining_policies,
+            ..
+        } = &self
+        {
+            problem.policy_version.clone_from(policy_version);
+            problem
+                .determining_policies
+                .clone_from(determining_policies);
+        }
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut resp = (status, body).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let GatewayError::Unauthorized {
+            error, metadata, ..
+        } = &self
+        {
+            let err = error
+                .map(|e| format!(", error=\"{e}\""))
+                .unwrap_or_default();
+            for scheme in ["Bearer", "DPoP"] {
+                let algs = if scheme == "DPoP" {
+                    ", algs=\"EdDSA ES256\""
+                } else {
+                    ""
+                };
+                let v = format!("{scheme} resource_metadata=\"{metadata}\"{err}{algs}");
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    h.append(header::WWW_AUTHENTICATE, v);
+                }
+            }
+        }
+        if let GatewayError::Unavailable(_) = &self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}

@@ -1,0 +1,427 @@
+//! The writ gateway: an enforcement point in front of tools.
+//!
+//! Every request names a tool by its first path segment (`/{tool}/...`).
+//! The gateway verifies the tool token locally (JWKS, audience, lifetime,
+//! DPoP binding with a replay cache, the revocation set it follows from the
+//! broker), decides with Cedar over the live policy bundle and the request's
+//! facts, records the decision for the broker's audit chain, and forwards:
+//! plain HTTP with the tool's upstream secret injected and the agent's own
+//! credentials stripped, or MCP with `tools/call` decided per call and
+//! `tools/list` filtered to what the task may use.
+//!
+//! It fails closed: with no bundle yet, or a revocation view older than the
+//! staleness bound, it refuses everything.
+
+mod auth;
+mod error;
+mod mcp;
+mod proxy;
+mod spool;
+mod state;
+mod stdio;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+use writ_core::{Capability, Clock, Scope};
+use writ_policy::{Action, AgentFacts, Decision, RequestFacts, TaskFacts, ToolFacts};
+
+pub use error::GatewayError;
+pub use state::View;
+
+/// How a gateway is run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The broker's base URL.
+    pub broker: String,
+    /// The gateway credential (`POST /v1/gateways`).
+    pub token: String,
+    /// The base URL agents address the gateway by (DPoP `htu`, metadata).
+    pub public_url: String,
+    /// Past this age of its revocation view, the gateway refuses everything.
+    pub staleness: Duration,
+    /// How often the bundle (policies, tools, agents, secrets) is refreshed.
+    pub refresh: Duration,
+    /// Where undelivered decisions are kept across restarts.
+    pub spool_dir: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn new(broker: String, token: String, public_url: String) -> Self {
+        Self {
+            broker,
+            token,
+            public_url,
+            staleness: Duration::from_secs(5),
+            refresh: Duration::from_secs(1),
+            spool_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("gateway HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("decision spool: {0}")]
+    Spool(#[from] std::io::Error),
+}
+
+/// A running gateway's shared state.
+#[derive(Debug)]
+pub struct Gateway {
+    pub view: Arc<View>,
+    replay: auth::Replay,
+    denials: writ_core::denials::Denials,
+    spool: Arc<spool::Spool>,
+    upstream: reqwest::Client,
+    sessions: stdio::Sessions,
+}
+
+impl Gateway {
+    /// Builds the gateway and starts following the broker (bundle, JWKS,
+    /// revocations, decision delivery) in the background.
+    pub fn start(cfg: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
+        let spool = Arc::new(spool::Spool::open(cfg.spool_dir.clone())?);
+        let view = Arc::new(View::new(cfg, clock)?);
+        let upstream = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(256)
+            .build()?;
+        let gw = Arc::new(Self {
+            view: Arc::clone(&view),
+            replay: auth::Replay::default(),
+            denials: writ_core::denials::Denials::default(),
+            spool: Arc::clone(&spool),
+            upstream,
+            sessions: stdio::Sessions::default(),
+        });
+        let v = Arc::clone(&view);
+        tokio::spawn(async move {
+            // The first bundle and JWKS as soon as the broker answers.
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                let b = v.refresh_bundle().await;
+                let j = v.refresh_jwks().await;
+                match (b, j) {
+                    (Ok(()), Ok(())) => break,
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::warn!(error = %e, "gateway cannot load its bundle yet");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+            tracing::info!("gateway bundle loaded");
+            v.follow_bundle().await;
+        });
+        tokio::spawn(Arc::clone(&view).follow_revocations());
+        tokio::spawn(spool.run(Arc::clone(&view)));
+        let sweeper = Arc::clone(&gw);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                sweeper.sessions.sweep().await;
+            }
+        });
+        Ok(gw)
+    }
+
+    /// Whether the gateway can decide now (bundle loaded, revocations fresh).
+    pub fn ready(&self) -> bool {
+        self.view.bundle().is_some() && self.view.fresh()
+    }
+
+    /// Undelivered decisions.
+    pub fn pending_decisions(&self) -> usize {
+        self.spool.pending()
+    }
+
+    /// Decides one request of `caller` on `tool`, records the decision, and
+    /// returns it.
+    pub(crate) fn decide(
+        &self,
+        bundle: &state::Bundle,
+        caller: &auth::Caller,
+        tool: &writ_core::api::Tool,
+        request: RequestFacts<'_>,
+    ) -> Decision {
+        let decision = self.evaluate(bundle, caller, tool, request.clone());
+        if !decision.allowed {
+            self.denials.record(&caller.agent.name, self.view.now());
+        }
+        self.record(caller, tool, &request, &decision);
+        decision
+    }
+
+    /// Records a refusal made before policy (an MCP tool outside the scopes).
+    pub(crate) fn record_denial(
+        &self,
+        caller: &auth::Caller,
+        tool: &writ_core::api::Tool,
+        mcp_method: &str,
+        mcp_tool: Option<&str>,
+        path: &str,
+        decision: &Decision,
+    ) {
+        self.denials.record(&caller.agent.name, self.view.now());
+        let request = RequestFacts {
+            method: "POST",
+            path,
+            query: "",
+            mcp_method: Some(mcp_method),
+            mcp_tool,
+            arguments: None,
+        };
+        self.record(caller, tool, &request, decision);
+    }
+
+    /// Decides without recording (filtering `tools/list`).
+    pub(crate) fn evaluate(
+        &self,
+        bundle: &state::Bundle,
+        caller: &auth::Caller,
+        tool: &writ_core::api::Tool,
+        request: RequestFacts<'_>,
+    ) -> Decision {
+        let now = self.view.now();
+        fn agent_facts(a: &writ_core::api::Agent) -> AgentFacts<'_> {
+            AgentFacts {
+                name: a.name.as_str(),
+                spiffe_id: &a.spiffe_id,
+                attestation: a.attestation.kind(),
+                quarantined: a.quarantined,
+                attributes: &a.attributes,
+            }
+        }
+        let chain: Vec<AgentFacts<'_>> = caller.chain.iter().map(agent_facts).collect();
+        let scopes: std::collections::BTreeSet<Scope> = caller
+            .scopes
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        let caps = [Capability {
+            tool: tool.name.clone(),
+            scopes,
+        }];
+        let facts = TaskFacts {
+            action: Action::CallTool,
+            agent: agent_facts(&caller.agent),
+            chain,
+            intent: "",
+            capabilities: &caps,
+            on_behalf_of: caller.claims.obo.as_deref(),
+            ttl_secs: 0,
+            attestation: caller.agent.attestation.kind(),
+            depth: caller.depth,
+            recent_denials: self.denials.recent(&caller.agent.name, now),
+            exception: caller.claims.exception,
+            now,
+            request: Some(request.clone()),
+        };
+        let tool_facts = ToolFacts {
+            name: tool.name.as_str(),
+            audience: &tool.audience,
+            scopes: tool.scopes.iter().map(Scope::as_str).collect(),
+            attributes: &tool.attributes,
+        };
+        bundle.policy.decide(&facts, &[tool_facts])
+    }
+
+    fn record(
+        &self,
+        caller: &auth::Caller,
+        tool: &writ_core::api::Tool,
+        request: &RequestFacts<'_>,
+        decision: &Decision,
+    ) {
+        let outcome = if decision.allowed {
+            Outcome::Success
+        } else {
+            Outcome::Deny
+        };
+        let chain: Vec<&str> = caller
+            .chain
+            .iter()
+            .map(|a| a.name.as_str())
+            .chain(std::iter::once(caller.agent.name.as_str()))
+            .collect();
+        let mut event = AuditEvent::new(AuditKind::ToolCall, outcome, "gateway")
+            .agent(&caller.agent.name)
+            .instance(&caller.claims.client_id)
+            .jti(&caller.claims.jti)
+            .on_behalf_of(caller.claims.obo.as_ref())
+            .policy(
+                decision.policy_version.clone(),
+                decision.determining_policies.clone(),
+            )
+            .reason(decision.reason())
+            .detail(serde_json::json!({
+                "tool": tool.name,
+                "method": request.method,
+                "path": request.path,
+                "mcp_method": request.mcp_method,
+                "mcp_tool": request.mcp_tool,
+                "chain": chain,
+            }));
+        if let Some(t) = &caller.claims.task {
+            event = event.task(t);
+        }
+        self.spool.push(event);
+    }
+}
+
+/// The gateway's HTTP surface.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(resource_metadata_root),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/{tool}",
+            get(resource_metadata),
+        )
+        .route("/healthz", get(healthz))
+        .fallback(dispatch)
+        .with_state(gw)
+}
+
+/// Serves the gateway on `listener` until the future is dropped.
+pub async fn serve(gw: Arc<Gateway>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(gw).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
+
+pub(crate) fn metadata_url(public_url: &str, tool: &str) -> String {
+    format!(
+        "{}/.well-known/oauth-protected-resource/{tool}",
+        public_url.trim_end_matches('/')
+    )
+}
+
+async fn healthz(State(gw): State<Arc<Gateway>>) -> Response {
+    let body = serde_json::json!({
+        "ready": gw.ready(),
+        "bundle": gw.view.bundle().is_some(),
+        "revocations_fresh": gw.view.fresh(),
+        "pending_decisions": gw.pending_decisions(),
+    });
+    let status = if gw.ready() {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// RFC 9728 metadata for the gateway as a whole.
+async fn resource_metadata_root(State(gw): State<Arc<Gateway>>) -> Response {
+    let Some(b) = gw.view.bundle() else {
+        return GatewayError::Unavailable("gateway has no bundle yet".into()).into_response();
+    };
+    axum::Json(serde_json::json!({
+        "resource": gw.view.cfg.public_url.trim_end_matches('/'),
+        "authorization_servers": [b.issuer],
+        "bearer_methods_supported": ["header"],
+        "dpop_signing_alg_values_supported": ["EdDSA", "ES256"],
+        "resource_name": "writ gateway",
+    }))
+    .into_response()
+}
+
+/// RFC 9728 metadata for one tool behind the gateway.
+async fn resource_metadata(State(gw): State<Arc<Gateway>>, Path(tool): Path<String>) -> Response {
+    let Some(b) = gw.view.bundle() else {
+        return GatewayError::Unavailable("gateway has no bundle yet".into()).into_response();
+    };
+    let Some(t) = b.tools.get(&tool).filter(|t| t.upstream.is_some()) else {
+        return GatewayError::NotFound(format!("no tool {tool} behind this gateway"))
+            .into_response();
+    };
+    axum::Json(serde_json::json!({
+        "resource": format!("{}/{}", gw.view.cfg.public_url.trim_end_matches('/'), t.name),
+        "authorization_servers": [b.issuer],
+        "bearer_methods_supported": ["header"],
+        "dpop_signing_alg_values_supported": ["EdDSA", "ES256"],
+        "scopes_supported": t.scopes,
+        "resource_name": t.name,
+    }))
+    .into_response()
+}
+
+/// Routes `/{tool}/...` to the tool's kind of proxy.
+async fn dispatch(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    match route(gw, peer, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn route(gw: Arc<Gateway>, peer: SocketAddr, req: Request) -> Result<Response, GatewayError> {
+    let path = req.uri().path().to_owned();
+    let trimmed = path.trim_start_matches('/');
+    let (tool_name, rest) = match trimmed.split_once('/') {
+        Some((t, r)) => (t.to_owned(), format!("/{r}")),
+        None => (trimmed.to_owned(), String::new()),
+    };
+    let bundle = gw
+        .view
+        .bundle()
+        .ok_or_else(|| GatewayError::Unavailable("gateway has no policy bundle yet".into()))?;
+    let tool = bundle
+        .tools
+        .get(&tool_name)
+        .filter(|t| t.upstream.is_some())
+        .cloned()
+        .ok_or_else(|| {
+            GatewayError::NotFound(format!("no tool {tool_name:?} behind this gateway"))
+        })?;
+    if !gw.view.fresh() {
+        return Err(GatewayError::Unavailable(
+            "the gateway's revocation view is stale; refusing until it catches up".into(),
+        ));
+    }
+    let caller = auth::authenticate(
+        &gw.view,
+        &gw.replay,
+        &bundle,
+        &tool,
+        req.method(),
+        &path,
+        req.headers(),
+    )
+    .await?;
+    match &tool.upstream {
+        Some(writ_core::api::Upstream::Http { url }) => {
+            proxy::forward(&gw, &bundle, &caller, &tool, url, &rest, peer, req).await
+        }
+        Some(u) => mcp::handle(&gw, &bundle, &caller, &tool, u, peer, req).await,
+        None => Err(GatewayError::NotFound(format!(
+            "no tool {tool_name:?} behind this gateway"
+        ))),
+    }
+}
+
+pub(crate) fn forbidden(d: &Decision) -> GatewayError {
+    GatewayError::Forbidden {
+        reason: d.reason(),
+        policy_version: Some(d.policy_version.clone()),
+        determining_policies: d.determining_policies.clone(),
+    }
+}

@@ -1,0 +1,457 @@
+//! MCP over streamable HTTP: every JSON-RPC message is inspected.
+//! `tools/call` is decided per call (the MCP tool must be one of the
+//! token's scopes, then Cedar decides with the arguments in the context);
+//! a denied call becomes a JSON-RPC error and never reaches the server.
+//! `tools/list` answers are filtered to the tools the call would be allowed
+//! for. Batches are taken apart, so one cannot carry a forbidden call.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use writ_core::api::{Tool, Upstream};
+use writ_policy::{Decision, RequestFacts};
+
+use crate::Gateway;
+use crate::auth::Caller;
+use crate::error::GatewayError;
+use crate::proxy::{relay, upstream_headers};
+use crate::state::Bundle;
+
+/// Largest MCP message body accepted from an agent.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Largest upstream answer the gateway reads to inspect.
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+/// JSON-RPC error code of a call writ refused.
+pub const DENIED: i64 = -32001;
+
+/// Methods that are protocol plumbing: allowed to a valid token without a
+/// policy decision (`tools/list` is filtered on the way back instead).
+fn plumbing(method: &str) -> bool {
+    matches!(method, "initialize" | "ping" | "tools/list") || method.starts_with("notifications/")
+}
+
+/// One MCP request's context.
+#[derive(Clone, Copy)]
+pub(crate) struct Call<'a> {
+    pub gw: &'a Gateway,
+    pub bundle: &'a Bundle,
+    pub caller: &'a Caller,
+    pub tool: &'a Tool,
+    pub path: &'a str,
+}
+
+/// What became of each message of a POST.
+#[derive(Debug, Default)]
+pub(crate) struct Inspected {
+    /// Messages to forward, in order.
+    pub forward: Vec<Value>,
+    /// Error answers for refused requests.
+    pub refused: Vec<Value>,
+    /// Ids of forwarded `tools/list` requests.
+    pub lists: HashSet<String>,
+    /// Ids of forwarded requests (answers expected).
+    pub requests: Vec<Value>,
+    /// Whether the body was a single message (not a batch).
+    pub single: bool,
+}
+
+fn rpc_error(id: &Value, code: i64, message: impl Into<String>, data: Option<Value>) -> Value {
+    let mut err = json!({ "code": code, "message": message.into() });
+    if let (Some(d), Some(o)) = (data, err.as_object_mut()) {
+        o.insert("data".into(), d);
+    }
+    json!({ "jsonrpc": "2.0", "id": id, "error": err })
+}
+
+pub(crate) fn id_key(id: &Value) -> String {
+    id.to_string()
+}
+
+/// Decides a `tools/call` (or another gated method): the token's scopes
+/// first, then policy; recorded either way.
+fn decide_call(
+    c: Call<'_>,
+    method: &str,
+    mcp_tool: Option<&str>,
+    arguments: Option<&str>,
+    record: bool,
+) -> Decision {
+    let Call {
+        gw,
+        bundle,
+        caller,
+        tool,
+        path,
+    } = c;
+    if method == "tools/call" {
+        let granted = mcp_tool.is_some_and(|t| caller.scopes.iter().any(|s| s == t));
+        if !granted {
+            let d = Decision {
+                allowed: false,
+                determining_policies: Vec::new(),
+                errors: vec![format!(
+                    "MCP tool {:?} is not among the token's scopes",
+                    mcp_tool.unwrap_or_default()
+                )],
+                policy_version: bundle.policy.version().to_owned(),
+                obligations: writ_policy::Obligations::default(),
+            };
+            if record {
+                gw.record_denial(caller, tool, method, mcp_tool, path, &d);
+            }
+            return d;
+        }
+    }
+    let facts = RequestFacts {
+        method: "POST",
+        path,
+        query: "",
+        mcp_method: Some(method),
+        mcp_tool,
+        arguments,
+    };
+    if record {
+        gw.decide(bundle, caller, tool, facts)
+    } else {
+        gw.evaluate(bundle, caller, tool, facts)
+    }
+}
+
+/// Takes a POST body apart and decides each message.
+pub(crate) fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value> {
+    let parsed: Value = serde_json::from_slice(body)
+        .map_err(|e| rpc_error(&Value::Null, -32700, format!("parse error: {e}"), None))?;
+    let (messages, single) = match parsed {
+        Value::Array(items) if !items.is_empty() => (items, false),
+        Value::Array(_) => {
+            return Err(rpc_error(&Value::Null, -32600, "empty batch", None));
+        }
+        obj @ Value::Object(_) => (vec![obj], true),
+        _ => return Err(rpc_error(&Value::Null, -32600, "invalid request", None)),
+    };
+    let mut out = Inspected {
+        single,
+        ..Inspected::default()
+    };
+    for msg in messages {
+        let Some(obj) = msg.as_object() else {
+            out.refused
+                .push(rpc_error(&Value::Null, -32600, "invalid request", None));
+            continue;
+        };
+        let id = obj.get("id").cloned();
+        let Some(method) = obj.get("method").and_then(Value::as_str) else {
+            // A response to a server request: passes through.
+            out.forward.push(msg);
+            continue;
+        };
+        let method = method.to_owned();
+        if plumbing(&method) {
+            if let Some(id) = &id {
+                if method == "tools/list" {
+                    out.lists.insert(id_key(id));
+                }
+                out.requests.push(id.clone());
+            }
+            out.forward.push(msg);
+            continue;
+        }
+        let params = obj.get("params");
+        let (mcp_tool, arguments) = if method == "tools/call" {
+            let name = params
+                .and_then(|p| p.get("name"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let Some(name) = name else {
+                if let Some(id) = &id {
+                    out.refused
+                        .push(rpc_error(id, -32602, "tools/call needs params.name", None));
+                }
+                continue;
+            };
+            let args = params
+                .and_then(|p| p.get("arguments"))
+                .map(Value::to_string);
+            (Some(name), args)
+        } else {
+            (None, None)
+        };
+        let d = decide_call(c, &method, mcp_tool.as_deref(), arguments.as_deref(), true);
+        if d.allowed {
+            if let Some(id) = &id {
+                out.requests.push(id.clone());
+            }
+            out.forward.push(msg);
+        } else if let Some(id) = &id {
+            out.refused.push(rpc_error(
+                id,
+                DENIED,
+                format!("writ: {}", d.reason()),
+                Some(json!({
+                    "policy_version": d.policy_version,
+                    "determining_policies": d.determining_policies,
+                })),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Filters `tools/list` results in an upstream message.
+pub(crate) fn filter(c: Call<'_>, lists: &HashSet<String>, msg: &mut Value) {
+    let is_list = msg.get("id").is_some_and(|id| lists.contains(&id_key(id)));
+    if !is_list {
+        return;
+    }
+    if let Some(tools) = msg
+        .get_mut("result")
+        .and_then(|r| r.get_mut("tools"))
+        .and_then(Value::as_array_mut)
+    {
+        tools.retain(|t| {
+            let name = t.get("name").and_then(Value::as_str);
+            name.is_some_and(|n| decide_call(c, "tools/call", Some(n), None, false).allowed)
+        });
+    }
+}
+
+fn json_response(status: StatusCode, value: &Value, extra: &HeaderMap) -> Response {
+    let mut resp = (status, value.to_string()).into_response();
+    let h = resp.headers_mut();
+    for (k, v) in extra {
+        h.insert(k.clone(), v.clone());
+    }
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Assembles the answer to a POST from the upstream's answers and the
+/// gateway's own refusals.
+pub(crate) fn answer(
+    single: bool,
+    mut answers: Vec<Value>,
+    refused: Vec<Value>,
+    extra: &HeaderMap,
+) -> Response {
+    answers.extend(refused);
+    if answers.is_empty() {
+        let mut r = StatusCode::ACCEPTED.into_response();
+        for (k, v) in extra {
+            r.headers_mut().insert(k.clone(), v.clone());
+        }
+        return r;
+    }
+    let body = if single && answers.len() == 1 {
+        answers.pop().unwrap_or(Value::Null)
+    } else {
+        Value::Array(answers)
+    };
+    json_response(StatusCode::OK, &body, extra)
+}
+
+pub(crate) async fn handle(
+    gw: &Gateway,
+    bundle: &Bundle,
+    caller: &Caller,
+    tool: &Tool,
+    upstream: &Upstream,
+    peer: SocketAddr,
+    req: Request,
+) -> Result<Response, GatewayError> {
+    let path = req.uri().path().to_owned();
+    match (req.method().clone(), upstream) {
+        (Method::POST, _) => {
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+                GatewayError::PayloadTooLarge(format!(
+                    "MCP messages are limited to {MAX_BODY} bytes"
+                ))
+            })?;
+            let call = Call {
+                gw,
+                bundle,
+                caller,
+                tool,
+                path: &path,
+            };
+            let inspected = match inspect(call, &body) {
+                Ok(i) => i,
+                Err(e) => {
+                    return Ok(json_response(
+                        StatusCode::BAD_REQUEST,
+                        &e,
+                        &HeaderMap::new(),
+                    ));
+                }
+            };
+            match upstream {
+                Upstream::Mcp { url } => {
+                    post_http(call, url, peer, &parts.headers, inspected).await
+                }
+                Upstream::McpStdio { command } => {
+                    crate::stdio::post(call, command, &parts.headers, inspected).await
+                }
+                Upstream::Http { .. } => Err(GatewayError::NotFound("not an MCP tool".into())),
+            }
+        }
+        (Method::GET | Method::DELETE, Upstream::Mcp { url }) => {
+            let headers = upstream_headers(req.headers(), caller, tool, gw, peer)?;
+            let resp = gw
+                .upstream
+                .request(req.method().clone(), url)
+                .headers(headers)
+                .send()
+                .await
+                .map_err(|e| GatewayError::BadGateway(format!("upstream of {}: {e}", tool.name)))?;
+            Ok(relay(resp))
+        }
+        (Method::DELETE, Upstream::McpStdio { .. }) => {
+            crate::stdio::delete(gw, caller, req.headers()).await
+        }
+        _ => Err(GatewayError::MethodNotAllowed),
+    }
+}
+
+async fn post_http(
+    c: Call<'_>,
+    url: &str,
+    peer: SocketAddr,
+    incoming: &HeaderMap,
+    ins: Inspected,
+) -> Result<Response, GatewayError> {
+    let Call {
+        gw, caller, tool, ..
+    } = c;
+    if ins.forward.is_empty() {
+        return Ok(answer(
+            ins.single,
+            Vec::new(),
+            ins.refused,
+            &HeaderMap::new(),
+        ));
+    }
+    let body = if ins.single && ins.forward.len() == 1 {
+        ins.forward.into_iter().next().unwrap_or(Value::Null)
+    } else {
+        Value::Array(ins.forward)
+    };
+    let headers = upstream_headers(incoming, caller, tool, gw, peer)?;
+    let resp = gw
+        .upstream
+        .post(url)
+        .headers(headers)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .map_err(|e| GatewayError::BadGateway(format!("upstream of {}: {e}", tool.name)))?;
+    let status = resp.status();
+    let mut keep = HeaderMap::new();
+    for name in ["mcp-session-id", "mcp-protocol-version"] {
+        if let Some(v) = resp.headers().get(name) {
+            keep.insert(name, v.clone());
+        }
+    }
+    let ctype = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if status == StatusCode::ACCEPTED {
+        return Ok(answer(ins.single, Vec::new(), ins.refused, &keep));
+    }
+    if !status.is_success() {
+        return Ok(relay(resp));
+    }
+    let bytes = read_bounded(resp).await?;
+    if ctype.starts_with("application/json") {
+        let mut v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| GatewayError::BadGateway(format!("upstream sent bad JSON: {e}")))?;
+        let mut answers = match v.take() {
+            Value::Array(items) => items,
+            other => vec![other],
+        };
+        for a in &mut answers {
+            filter(c, &ins.lists, a);
+        }
+        return Ok(answer(ins.single, answers, ins.refused, &keep));
+    }
+    if ctype.starts_with("text/event-stream") {
+        let text = String::from_utf8_lossy(&bytes);
+        let mut out = String::new();
+        for event in text.split("\n\n").filter(|e| !e.trim().is_empty()) {
+            let mut data = String::new();
+            let mut other = String::new();
+            for line in event.lines() {
+                if let Some(d) = line.strip_prefix("data:") {
+                    if !data.is_empty() {
+                        data.push('\n');
+                    }
+                    data.push_str(d.strip_prefix(' ').unwrap_or(d));
+                } else {
+                    other.push_str(line);
+                    other.push('\n');
+                }
+            }
+            out.push_str(&other);
+            if !data.is_empty() {
+                match serde_json::from_str::<Value>(&data) {
+                    Ok(mut m) => {
+                        filter(c, &ins.lists, &mut m);
+                        out.push_str(&format!("data: {m}\n"));
+                    }
+                    Err(_) => {
+                        for l in data.lines() {
+                            out.push_str(&format!("data: {l}\n"));
+                        }
+                    }
+                }
+            }
+            out.push('\n');
+        }
+        for r in ins.refused {
+            out.push_str(&format!("event: message\ndata: {r}\n\n"));
+        }
+        let mut resp = Response::new(Body::from(out));
+        let h = resp.headers_mut();
+        for (k, v) in &keep {
+            h.insert(k.clone(), v.clone());
+        }
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        return Ok(resp);
+    }
+    Err(GatewayError::BadGateway(format!(
+        "upstream of {} answered with content type {ctype:?}",
+        tool.name
+    )))
+}
+
+async fn read_bounded(resp: reqwest::Response) -> Result<bytes::Bytes, GatewayError> {
+    if resp.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
+        return Err(GatewayError::BadGateway("upstream answer too large".into()));
+    }
+    let mut buf = Vec::new();
+    let mut stream = resp.bytes_stream();
+    use futures_util::StreamExt as _;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| GatewayError::BadGateway(format!("upstream: {e}")))?;
+        if buf.len() + chunk.len() > MAX_ANSWER {
+            return Err(GatewayError::BadGateway("upstream answer too large".into()));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(bytes::Bytes::from(buf))
+}

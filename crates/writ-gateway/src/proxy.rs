@@ -1,0 +1,163 @@
+//! Plain HTTP: decide on method, path and query, then forward with the
+//! upstream secret injected and the agent's credentials stripped.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::response::Response;
+use futures_util::TryStreamExt as _;
+use writ_core::api::Tool;
+use writ_policy::RequestFacts;
+
+use crate::auth::Caller;
+use crate::error::GatewayError;
+use crate::state::Bundle;
+use crate::{Gateway, forbidden};
+
+/// Never forwarded in either direction (RFC 9110 §7.6.1), plus what names
+/// the agent or claims to: the gateway alone says who is calling.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Request headers the agent may not pass upstream.
+fn stripped_request_header(name: &str, secret_header: Option<&HeaderName>) -> bool {
+    HOP_BY_HOP.contains(&name)
+        || matches!(
+            name,
+            "host" | "authorization" | "dpop" | "forwarded" | "x-real-ip"
+        )
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("x-writ-")
+        || secret_header.is_some_and(|h| h.as_str() == name)
+}
+
+/// The headers an upstream receives: the agent's, filtered, then the
+/// gateway's own.
+pub(crate) fn upstream_headers(
+    incoming: &HeaderMap,
+    caller: &Caller,
+    tool: &Tool,
+    gw: &Gateway,
+    peer: SocketAddr,
+) -> Result<HeaderMap, GatewayError> {
+    let secret = match &tool.secret_header {
+        Some(_) => Some(gw.view.secret(tool.name.as_str()).ok_or_else(|| {
+            GatewayError::Unavailable(format!(
+                "the upstream secret of {} is not loaded",
+                tool.name
+            ))
+        })?),
+        None => None,
+    };
+    // Headers the agent's `Connection` header names are hop-by-hop too.
+    let connection_named: Vec<String> = incoming
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::new();
+    for (name, value) in incoming {
+        let n = name.as_str();
+        if stripped_request_header(n, secret.as_ref().map(|s| &s.header))
+            || connection_named.iter().any(|c| c == n)
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    let public = url::Url::parse(&gw.view.cfg.public_url).ok();
+    if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
+        out.insert("x-forwarded-for", v);
+    }
+    if let Some(Ok(v)) = public.as_ref().map(|u| HeaderValue::from_str(u.scheme())) {
+        out.insert("x-forwarded-proto", v);
+    }
+    if let Some(h) = incoming.get(header::HOST) {
+        out.insert("x-forwarded-host", h.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(caller.agent.name.as_str()) {
+        out.insert("x-writ-agent", v);
+    }
+    if let Some(Ok(v)) = caller.claims.task.as_deref().map(HeaderValue::from_str) {
+        out.insert("x-writ-task", v);
+    }
+    if let Some(s) = secret {
+        out.insert(s.header, s.value);
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments, reason = "one request's context")]
+pub(crate) async fn forward(
+    gw: &Gateway,
+    bundle: &Bundle,
+    caller: &Caller,
+    tool: &Tool,
+    upstream: &str,
+    rest: &str,
+    peer: SocketAddr,
+    req: Request,
+) -> Result<Response, GatewayError> {
+    let (parts, body) = req.into_parts();
+    let query = parts.uri.query().unwrap_or_default();
+    let path = if rest.is_empty() { "/" } else { rest };
+    let decision = gw.decide(
+        bundle,
+        caller,
+        tool,
+        RequestFacts {
+            method: parts.method.as_str(),
+            path,
+            query,
+            ..RequestFacts::default()
+        },
+    );
+    if !decision.allowed {
+        return Err(forbidden(&decision));
+    }
+    let mut url = format!("{}{rest}", upstream.trim_end_matches('/'));
+    if !query.is_empty() {
+        url.push('?');
+        url.push_str(query);
+    }
+    let headers = upstream_headers(&parts.headers, caller, tool, gw, peer)?;
+    let body = reqwest::Body::wrap_stream(body.into_data_stream());
+    let resp = gw
+        .upstream
+        .request(parts.method.clone(), &url)
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| GatewayError::BadGateway(format!("upstream of {}: {e}", tool.name)))?;
+    Ok(relay(resp))
+}
+
+/// The upstream's answer, streamed back without hop-by-hop headers.
+pub(crate) fn relay(resp: reqwest::Response) -> Response {
+    let status = resp.status();
+    let mut headers = HeaderMap::new();
+    for (name, value) in resp.headers() {
+        if !HOP_BY_HOP.contains(&name.as_str()) && name != header::CONTENT_LENGTH {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let stream = resp.bytes_stream().map_err(std::io::Error::other);
+    let mut out = Response::new(Body::from_stream(stream));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    out
+}

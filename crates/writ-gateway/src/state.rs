@@ -1,0 +1,297 @@
+//! What a gateway knows, and how it keeps it current: the bundle (policy
+//! set, tools, agents), the JWKS, the upstream secrets (memory only) and the
+//! revocation set followed from the broker's feed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderName, HeaderValue};
+use jsonwebtoken::jwk::JwkSet;
+use writ_core::api::{Agent, GatewayBundle, GatewaySecret, RevocationPage, Tool};
+use writ_core::{Clock, Timestamp};
+use writ_policy::{PolicySet, PolicySource};
+
+use crate::Config;
+
+/// A compiled bundle.
+#[derive(Debug)]
+pub struct Bundle {
+    pub issuer: String,
+    pub policy: Arc<PolicySet>,
+    pub tools: HashMap<String, Tool>,
+    pub agents_by_spiffe: HashMap<String, Agent>,
+    pub agents: HashMap<String, Agent>,
+}
+
+/// An upstream secret, marked sensitive so it never shows in debug output.
+#[derive(Clone)]
+pub struct Secret {
+    pub header: HeaderName,
+    pub value: HeaderValue,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The gateway's view of the broker.
+#[derive(Debug)]
+pub struct View {
+    pub cfg: Config,
+    pub clock: Arc<dyn Clock>,
+    pub broker: reqwest::Client,
+    bundle: RwLock<Option<Arc<Bundle>>>,
+    jwks: RwLock<JwkSet>,
+    jwks_refreshed: Mutex<Option<Instant>>,
+    secrets: RwLock<HashMap<String, Secret>>,
+    /// Revoked `jti` → when the token expires anyway (seconds).
+    revoked: RwLock<HashMap<String, i64>>,
+    feed_next: AtomicU64,
+    /// When the feed last answered.
+    synced: Mutex<Option<Instant>>,
+    /// Woken when the revocation set changes (for tests and benchmarks).
+    pub revocations_seen: tokio::sync::Notify,
+}
+
+/// Unknown `kid`s trigger a JWKS refetch at most this often.
+const JWKS_MIN_INTERVAL: Duration = Duration::from_millis(500);
+
+impl View {
+    pub fn new(cfg: Config, clock: Arc<dyn Clock>) -> Result<Self, reqwest::Error> {
+        let broker = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(40))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            cfg,
+            clock,
+            broker,
+            bundle: RwLock::new(None),
+            jwks: RwLock::new(JwkSet { keys: Vec::new() }),
+            jwks_refreshed: Mutex::new(None),
+            secrets: RwLock::new(HashMap::new()),
+            revoked: RwLock::new(HashMap::new()),
+            feed_next: AtomicU64::new(0),
+            synced: Mutex::new(None),
+            revocations_seen: tokio::sync::Notify::new(),
+        })
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.cfg.broker.trim_end_matches('/'))
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+        let resp = self
+            .broker
+            .get(self.url(path))
+            .bearer_auth(&self.cfg.token)
+            .send()
+            .await
+            .map_err(|e| format!("broker unreachable: {e}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(format!("broker answered {status} for {path}: {body}"));
+        }
+        resp.json()
+            .await
+            .map_err(|e| format!("broker sent a bad {path}: {e}"))
+    }
+
+    pub fn bundle(&self) -> Option<Arc<Bundle>> {
+        match self.bundle.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn secret(&self, tool: &str) -> Option<Secret> {
+        self.secrets.read().ok().and_then(|m| m.get(tool).cloned())
+    }
+
+    /// Fetches the bundle and the secrets; recompiles the policy set only
+    /// when its version changed.
+    pub async fn refresh_bundle(&self) -> Result<(), String> {
+        let b: GatewayBundle = self.get("/v1/gateway/bundle").await?;
+        let current = self.bundle();
+        let policy = match &current {
+            Some(c) if c.policy.version() == b.policy_version => Arc::clone(&c.policy),
+            _ => {
+                let sources = b
+                    .files
+                    .iter()
+                    .map(|(name, text)| PolicySource {
+                        name: name.clone(),
+                        text: text.clone(),
+                    })
+                    .collect();
+                let set = PolicySet::compile(sources)
+                    .map_err(|e| format!("the broker's policy set does not compile here: {e}"))?;
+                if set.version() != b.policy_version {
+                    return Err(format!(
+                        "policy version mismatch: broker says {}, files hash to {}",
+                        b.policy_version,
+                        set.version()
+                    ));
+                }
+                tracing::info!(policy_version = %set.version(), "gateway policy set is live");
+                Arc::new(set)
+            }
+        };
+        let bundle = Bundle {
+            issuer: b.issuer,
+            policy,
+            tools: b
+                .tools
+                .into_iter()
+                .map(|t| (t.name.to_string(), t))
+                .collect(),
+            agents_by_spiffe: b
+                .agents
+                .iter()
+                .map(|a| (a.spiffe_id.clone(), a.clone()))
+                .collect(),
+            agents: b
+                .agents
+                .into_iter()
+                .map(|a| (a.name.to_string(), a))
+                .collect(),
+        };
+        let secrets: Vec<GatewaySecret> = self.get("/v1/gateway/secrets").await?;
+        let mut map = HashMap::new();
+        for s in secrets {
+            let (Ok(header), Ok(mut value)) = (
+                HeaderName::from_bytes(s.header.as_bytes()),
+                HeaderValue::from_str(&s.value),
+            ) else {
+                tracing::error!(tool = %s.tool, "tool secret is not a valid header; the tool is refused");
+                continue;
+            };
+            value.set_sensitive(true);
+            map.insert(s.tool.to_string(), Secret { header, value });
+        }
+        if let Ok(mut g) = self.secrets.write() {
+            *g = map;
+        }
+        if let Ok(mut g) = self.bundle.write() {
+            *g = Some(Arc::new(bundle));
+        }
+        Ok(())
+    }
+
+    pub async fn refresh_jwks(&self) -> Result<(), String> {
+        let set: JwkSet = self.get("/.well-known/jwks.json").await?;
+        if let Ok(mut g) = self.jwks.write() {
+            *g = set;
+        }
+        if let Ok(mut g) = self.jwks_refreshed.lock() {
+            *g = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// The JWKS; on an unknown `kid`, refetched (rate-limited) first.
+    pub async fn jwks_for(&self, kid: Option<&str>) -> JwkSet {
+        let known = |s: &JwkSet| kid.is_none_or(|k| s.find(k).is_some());
+        let current = self
+            .jwks
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or(JwkSet { keys: Vec::new() });
+        if known(&current) {
+            return current;
+        }
+        let due = self
+            .jwks_refreshed
+            .lock()
+            .map(|g| g.is_none_or(|t| t.elapsed() >= JWKS_MIN_INTERVAL))
+            .unwrap_or(true);
+        if due && let Err(e) = self.refresh_jwks().await {
+            tracing::warn!(error = %e, "JWKS refresh failed");
+        }
+        self.jwks.read().map(|g| g.clone()).unwrap_or(current)
+    }
+
+    /// Whether the revocation set is fresh enough to decide with.
+    pub fn fresh(&self) -> bool {
+        self.synced
+            .lock()
+            .ok()
+            .and_then(|g| *g)
+            .is_some_and(|t| t.elapsed() <= self.cfg.staleness)
+    }
+
+    pub fn is_revoked(&self, jti: &str) -> bool {
+        // A poisoned lock fails closed.
+        self.revoked.read().map_or(true, |m| m.contains_key(jti))
+    }
+
+    /// One long-poll of the revocation feed.
+    pub async fn poll_revocations(&self) -> Result<(), String> {
+        // Answer well inside the staleness bound even when nothing happens.
+        let wait = (self.cfg.staleness.as_secs() / 2).clamp(1, 30);
+        let after = self.feed_next.load(Ordering::SeqCst);
+        let page: RevocationPage = self
+            .get(&format!("/v1/revocations?after={after}&wait={wait}"))
+            .await?;
+        let now = self.now().secs();
+        let changed = !page.revocations.is_empty();
+        if let Ok(mut m) = self.revoked.write() {
+            for r in page.revocations {
+                m.insert(r.jti, r.expires_at.secs());
+            }
+            // Forget what has expired anyway (with verification leeway).
+            m.retain(|_, exp| *exp + writ_core::token::LEEWAY_SECS >= now);
+        }
+        self.feed_next.store(page.next, Ordering::SeqCst);
+        if let Ok(mut g) = self.synced.lock() {
+            *g = Some(Instant::now());
+        }
+        if changed {
+            self.revocations_seen.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// Follows the feed for ever, backing off on errors.
+    pub async fn follow_revocations(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.poll_revocations().await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(error = %e, "revocation feed failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Refreshes the bundle and secrets for ever.
+    pub async fn follow_bundle(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(self.cfg.refresh).await;
+            if let Err(e) = self.refresh_bundle().await {
+                tracing::warn!(error = %e, "bundle refresh failed; keeping the last one");
+            }
+        }
+    }
+
+    /// How many revoked tokens are tracked.
+    pub fn revoked_len(&self) -> usize {
+        self.revoked.read().map(|m| m.len()).unwrap_or(0)
+    }
+}

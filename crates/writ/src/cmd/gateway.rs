@@ -1,0 +1,82 @@
+//! `writ gateway`: run a standalone gateway, or create its credential.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use writ_core::SystemClock;
+
+use super::Global;
+use crate::output::{EXIT_OK, print};
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct GatewayArgs {
+    #[command(subcommand)]
+    cmd: Option<GatewayCmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum GatewayCmd {
+    /// Create a credential for a standalone gateway (admin; shown once).
+    Register { name: String },
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The broker's URL.
+    #[arg(long, env = "WRIT_BROKER", default_value = "http://127.0.0.1:8750")]
+    broker: String,
+    /// Address to listen on.
+    #[arg(long, env = "WRIT_GATEWAY_LISTEN", default_value = "127.0.0.1:8751")]
+    listen: SocketAddr,
+    /// The gateway credential from `writ gateway register`.
+    #[arg(long, env = "WRIT_GATEWAY_TOKEN", hide_env_values = true)]
+    gateway_token: Option<String>,
+    /// The URL agents address this gateway by [default: http://<listen>].
+    #[arg(long, env = "WRIT_GATEWAY_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Refuse everything once the revocation view is older than this, in
+    /// milliseconds.
+    #[arg(long, env = "WRIT_GATEWAY_STALENESS_MS", default_value_t = 5000)]
+    staleness_ms: u64,
+    /// Where decisions wait while the broker is unreachable.
+    #[arg(
+        long,
+        env = "WRIT_GATEWAY_SPOOL_DIR",
+        default_value = "./writ-gateway-spool"
+    )]
+    spool_dir: PathBuf,
+}
+
+pub async fn run(g: &Global, args: GatewayArgs) -> anyhow::Result<u8> {
+    if let Some(GatewayCmd::Register { name }) = args.cmd {
+        print(&g.admin()?.register_gateway(&name).await?, g.field())?;
+        return Ok(EXIT_OK);
+    }
+    super::serve::init_tracing();
+    let a = args.run;
+    let token = a
+        .gateway_token
+        .context("a gateway credential is needed: set WRIT_GATEWAY_TOKEN (from `writ gateway register NAME`)")?;
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("binding {}", a.listen))?;
+    let bound = listener.local_addr()?;
+    let public = a.public_url.unwrap_or_else(|| format!("http://{bound}"));
+    let mut cfg = writ_gateway::Config::new(a.broker, token, public);
+    cfg.staleness = Duration::from_millis(a.staleness_ms.max(100));
+    cfg.spool_dir = Some(a.spool_dir);
+    let gw = writ_gateway::Gateway::start(cfg, Arc::new(SystemClock))?;
+    println!("gateway listening on http://{bound}");
+    tokio::select! {
+        r = writ_gateway::serve(gw, listener) => r?,
+        () = super::serve::shutdown_signal() => {}
+    }
+    Ok(EXIT_OK)
+}
