@@ -12,6 +12,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r interop/python/requirements.txt
 
+step "node packages for the interop tests (interop/node, npm ci)"
+(cd interop/node && npm ci --silent --no-audit --no-fund)
+
 step "cargo fmt"
 cargo fmt --all -- --check
 
@@ -37,5 +40,5 @@ for target in access_token dpop_proof scope_request api_request; do
 done
 rm -rf "$fuzz_dir"
 
-step "interop: PyJWT against a running writ"
+step "interop: PyJWT, the MCP Python SDK and MCP servers against a running writ and its gateway"
 WRIT_BIN="$PWD/target/debug/writ" .venv/bin/python -m pytest -q interop/python

@@ -14,14 +14,17 @@ ADMIN = "interop-admin-token"
 
 
 class Writ:
-    def __init__(self):
+    def __init__(self, log="warn", extra=()):
         self.dir = tempfile.TemporaryDirectory()
-        env = {"PATH": os.environ.get("PATH", ""), "WRIT_LOG": "warn"}
+        env = {"PATH": os.environ.get("PATH", ""), "WRIT_LOG": log}
+        # Everything writ logs, for tests that look for what must never be logged.
+        self.log_path = pathlib.Path(self.dir.name) / "stderr.log"
+        self.log_file = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [BIN, "serve", "--dev", "--dev-admin-token", ADMIN,
              "--data-dir", self.dir.name, "--listen", "127.0.0.1:0",
-             "--gateway-listen", "127.0.0.1:0"],
-            stdout=subprocess.PIPE, text=True, env=env,
+             "--gateway-listen", "127.0.0.1:0", *extra],
+            stdout=subprocess.PIPE, stderr=self.log_file, text=True, env=env,
         )
         self.lines = []
         self.addr = None
@@ -46,9 +49,17 @@ class Writ:
     def url(self, path):
         return self.addr + path
 
+    def gw(self, path):
+        return self.gateway + path
+
+    def stdout_and_logs(self):
+        self.log_file.flush()
+        return "".join(self.lines) + self.log_path.read_text()
+
     def stop(self):
         self.proc.terminate()
         self.proc.wait(10)
+        self.log_file.close()
         self.dir.cleanup()
 
 

@@ -39,6 +39,9 @@ pub struct BrokerConfig {
     pub approval_ttl: i64,
     /// The longest lifetime an approved exception may have (seconds).
     pub max_exception_ttl: i64,
+    /// How long a revocation (complete, revoke, quarantine) waits, before
+    /// it is acknowledged, for every connected gateway to have taken it.
+    pub propagation_wait: Duration,
 }
 
 impl BrokerConfig {
@@ -61,6 +64,7 @@ impl BrokerConfig {
             policy_poll: Duration::from_millis(500),
             approval_ttl: 15 * 60,
             max_exception_ttl: 7 * 24 * 60 * 60,
+            propagation_wait: Duration::from_millis(500),
         }
     }
 

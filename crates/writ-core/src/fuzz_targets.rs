@@ -54,6 +54,7 @@ pub fn access_token(data: &[u8]) {
         cnf: None,
         act: None,
         exception: false,
+        intent: None,
     };
     if let Ok(tok) = ring.sign(&claims) {
         let back = ring.verify(&tok, expect, NOW, 900);

@@ -116,6 +116,10 @@ pub struct AccessClaims {
     /// Set on tokens of a task that lives by an approved exception.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exception: bool,
+    /// The task's declared intent, on tool tokens: what a gateway's policy
+    /// sees of why the agent is calling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
 }
 
 /// What a verifier expects of a token beyond its signature.
@@ -569,6 +573,7 @@ mod tests {
             cnf: None,
             act: None,
             exception: false,
+            intent: None,
         }
     }
 

@@ -32,7 +32,10 @@ pub const DENIED: i64 = -32001;
 /// Methods that are protocol plumbing: allowed to a valid token without a
 /// policy decision (`tools/list` is filtered on the way back instead).
 fn plumbing(method: &str) -> bool {
-    matches!(method, "initialize" | "ping" | "tools/list") || method.starts_with("notifications/")
+    matches!(
+        method,
+        "initialize" | "server/discover" | "ping" | "tools/list"
+    ) || method.starts_with("notifications/")
 }
 
 /// One MCP request's context.

@@ -383,8 +383,8 @@ impl PolicySet {
             ),
         ];
         match &facts.request {
-            // A gateway knows the token and the request, not the task's
-            // declaration: CallTool's context is its own.
+            // What a gateway saw of the request: CallTool's context has
+            // everything the task actions' has, and this.
             Some(r) if facts.action == Action::CallTool => {
                 let mut req = vec![
                     (
@@ -412,19 +412,18 @@ impl PolicySet {
             _ if facts.action == Action::CallTool => {
                 return Err("a CallTool decision needs the request".into());
             }
-            _ => {
-                pairs.push((
-                    "intent".into(),
-                    RestrictedExpression::new_string(facts.intent.to_owned()),
-                ));
-                pairs.push(("capabilities".into(), RestrictedExpression::new_set(caps)));
-                pairs.push(("ttl".into(), RestrictedExpression::new_long(facts.ttl_secs)));
-                pairs.push((
-                    "attestation".into(),
-                    RestrictedExpression::new_string(facts.attestation.to_owned()),
-                ));
-            }
+            _ => {}
         }
+        pairs.push((
+            "intent".into(),
+            RestrictedExpression::new_string(facts.intent.to_owned()),
+        ));
+        pairs.push(("capabilities".into(), RestrictedExpression::new_set(caps)));
+        pairs.push(("ttl".into(), RestrictedExpression::new_long(facts.ttl_secs)));
+        pairs.push((
+            "attestation".into(),
+            RestrictedExpression::new_string(facts.attestation.to_owned()),
+        ));
         if let Some(obo) = facts.on_behalf_of {
             pairs.push((
                 "on_behalf_of".into(),

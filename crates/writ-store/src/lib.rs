@@ -226,6 +226,8 @@ pub trait Store: Send + Sync + 'static {
     // --- audit ---
 
     /// Appends events that record no other change (a denial, a failure).
+    /// The sequence number of the latest revocation (0 for none).
+    async fn revocation_head(&self) -> Result<u64>;
     async fn append_audit(&self, now: Timestamp, audit: Vec<AuditEvent>) -> Result<()>;
     async fn audit_after(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>>;
     /// The sequence number of the last record (0 when empty).

@@ -244,10 +244,12 @@ pub struct FeedQuery {
 /// The revocation feed (long-poll), for enforcement points.
 pub async fn revocations(
     State(b): State<Arc<Broker>>,
-    _: super::AdminOrGateway,
+    super::AdminOrGateway(gateway): super::AdminOrGateway,
     q: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> R<writ_core::api::RevocationPage> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let wait = std::time::Duration::from_secs(q.wait);
-    Ok(AxumJson(b.revocations(q.after, wait).await?))
+    Ok(AxumJson(
+        b.revocations(gateway.as_deref(), q.after, wait).await?,
+    ))
 }

@@ -110,17 +110,18 @@ impl FromRequestParts<Arc<Broker>> for GatewayAuth {
     }
 }
 
-/// An admin or a gateway credential.
-pub struct AdminOrGateway;
+/// An admin or a gateway credential (the gateway's name).
+pub struct AdminOrGateway(pub Option<String>);
 
 impl FromRequestParts<Arc<Broker>> for AdminOrGateway {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
-        broker
-            .require_admin_or_gateway(bearer(&parts.headers)?)
-            .await?;
-        Ok(AdminOrGateway)
+        Ok(AdminOrGateway(
+            broker
+                .require_admin_or_gateway(bearer(&parts.headers)?)
+                .await?,
+        ))
     }
 }
 

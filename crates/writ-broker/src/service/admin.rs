@@ -102,7 +102,7 @@ impl Broker {
             .await?;
         metrics::add(&self.metrics.tokens_revoked, out.revoked_tokens);
         metrics::add(&self.metrics.tasks_ended, out.ended_tasks);
-        self.revocations_changed();
+        self.revocations_changed().await;
         if on {
             tracing::warn!(agent = %name, revoked = out.revoked_tokens, tasks = out.ended_tasks, "agent quarantined");
         }

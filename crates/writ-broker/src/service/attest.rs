@@ -93,6 +93,7 @@ impl Broker {
                 .map(|jkt| writ_core::token::Confirmation { jkt }),
             act: None,
             exception: false,
+            intent: None,
         };
         let token = self.mint(&claims)?;
         let instance = Instance {

@@ -260,6 +260,7 @@ impl Broker {
                 .map(|jkt| writ_core::token::Confirmation { jkt }),
             act: claims.act.clone(),
             exception: claims.exception,
+            intent: Some(task.intent.clone()),
         };
         let token = self.mint(&tool_claims).map_err(oauth)?;
         let grant = Grant {

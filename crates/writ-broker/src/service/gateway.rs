@@ -91,14 +91,17 @@ impl Broker {
             .ok_or_else(|| ApiError::Unauthorized("invalid gateway credential".into()))
     }
 
-    /// An admin or a gateway.
-    pub async fn require_admin_or_gateway(&self, token: Option<&str>) -> Result<(), ApiError> {
+    /// An admin (`None`) or a gateway (its name).
+    pub async fn require_admin_or_gateway(
+        &self,
+        token: Option<&str>,
+    ) -> Result<Option<String>, ApiError> {
         if self.require_admin(token).await.is_ok() {
-            return Ok(());
+            return Ok(None);
         }
         self.require_gateway(token)
             .await
-            .map(|_| ())
+            .map(Some)
             .map_err(|_| ApiError::Unauthorized("invalid admin or gateway credential".into()))
     }
 

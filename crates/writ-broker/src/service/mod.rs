@@ -50,6 +50,7 @@ pub struct Broker {
     policy_loaded: std::sync::atomic::AtomicBool,
     shadow: RwLock<Option<Arc<PolicySet>>>,
     embedded_gateway: gateway::EmbeddedGateway,
+    pub(crate) followers: feed::Followers,
 }
 
 impl std::fmt::Debug for Broker {
@@ -118,6 +119,7 @@ impl Broker {
             policy_loaded: std::sync::atomic::AtomicBool::new(false),
             shadow: RwLock::new(None),
             embedded_gateway: gateway::EmbeddedGateway::default(),
+            followers: feed::Followers::default(),
         })
     }
 

@@ -356,7 +356,7 @@ impl Broker {
             });
         match self.store.end_task(id, end, now, vec![event]).await? {
             Some(ended) => {
-                self.revocations_changed();
+                self.revocations_changed().await;
                 metrics::add(&self.metrics.tasks_ended, 1 + ended.descendants);
                 metrics::add(&self.metrics.tokens_revoked, ended.revoked_tokens);
                 Ok(TaskEnded {
@@ -395,7 +395,7 @@ impl Broker {
             .end_task(id, TaskEnd::Lapsed, now, vec![event])
             .await?;
         if let Some(e) = &ended {
-            self.revocations_changed();
+            self.revocations_changed().await;
             metrics::add(&self.metrics.tasks_ended, 1 + e.descendants);
             metrics::add(&self.metrics.tokens_revoked, e.revoked_tokens);
         }
@@ -574,6 +574,7 @@ impl Broker {
                 .map(|jkt| writ_core::token::Confirmation { jkt }),
             act,
             exception: task.exception,
+            intent: None,
         };
         let token = self.mint(&claims)?;
         let grant = Grant {

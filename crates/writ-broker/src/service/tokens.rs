@@ -102,7 +102,7 @@ impl Broker {
             .revoke_grant(&claims.jti, self.now(), vec![event])
             .await?
         {
-            self.revocations_changed();
+            self.revocations_changed().await;
             metrics::inc(&self.metrics.tokens_revoked);
         }
         Ok(())

@@ -1546,6 +1546,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn revocation_head(&self) -> Result<u64> {
+        self.read(|c| {
+            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM revocations", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n.max(0) as u64)
+            .map_err(db)
+        })
+        .await
+    }
+
     async fn append_audit(&self, now: Timestamp, audit: Vec<AuditEvent>) -> Result<()> {
         self.write(move |ctx: &mut WriteCtx<'_>| ctx.audit(now, &audit))
             .await
