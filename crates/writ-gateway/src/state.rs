@@ -238,13 +238,20 @@ impl View {
         self.revoked.read().map_or(true, |m| m.contains_key(jti))
     }
 
-    /// One long-poll of the revocation feed.
-    pub async fn poll_revocations(&self) -> Result<(), String> {
+    /// One long-poll of the revocation feed (`wait`: false for the first,
+    /// which must answer at once).
+    pub async fn poll_revocations(&self, wait: bool) -> Result<(), String> {
         // Answer well inside the staleness bound even when nothing happens.
-        let wait = (self.cfg.staleness.as_secs() / 2).clamp(1, 30);
+        let wait_ms = if wait {
+            u64::try_from(self.cfg.staleness.as_millis() / 2)
+                .unwrap_or(u64::MAX)
+                .clamp(50, 30_000)
+        } else {
+            0
+        };
         let after = self.feed_next.load(Ordering::SeqCst);
         let page: RevocationPage = self
-            .get(&format!("/v1/revocations?after={after}&wait={wait}"))
+            .get(&format!("/v1/revocations?after={after}&wait_ms={wait_ms}"))
             .await?;
         let now = self.now().secs();
         let changed = !page.revocations.is_empty();
@@ -268,10 +275,15 @@ impl View {
     /// Follows the feed for ever, backing off on errors.
     pub async fn follow_revocations(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(100);
+        let mut caught_up = false;
         loop {
-            match self.poll_revocations().await {
-                Ok(()) => backoff = Duration::from_millis(100),
+            match self.poll_revocations(caught_up).await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    caught_up = true;
+                }
                 Err(e) => {
+                    caught_up = false;
                     tracing::warn!(error = %e, "revocation feed failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));

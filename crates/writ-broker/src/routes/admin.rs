@@ -239,6 +239,9 @@ pub struct FeedQuery {
     /// Seconds to wait for news when there is none (at most 30).
     #[serde(default)]
     wait: u64,
+    /// The same in milliseconds (wins over `wait`).
+    #[serde(default)]
+    wait_ms: Option<u64>,
 }
 
 /// The revocation feed (long-poll), for enforcement points.
@@ -248,7 +251,10 @@ pub async fn revocations(
     q: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> R<writ_core::api::RevocationPage> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let wait = std::time::Duration::from_secs(q.wait);
+    let wait = match q.wait_ms {
+        Some(ms) => std::time::Duration::from_millis(ms),
+        None => std::time::Duration::from_secs(q.wait),
+    };
     Ok(AxumJson(
         b.revocations(gateway.as_deref(), q.after, wait).await?,
     ))

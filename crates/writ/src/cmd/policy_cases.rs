@@ -84,9 +84,35 @@ pub struct Case {
     pub exception: bool,
     /// Unix seconds (UTC).
     pub now: Option<i64>,
+    /// For `CallTool`: the request through the gateway.
+    pub request: Option<RequestSpec>,
     /// "allow" or "deny"; optional for `explain`.
     pub expect: Option<String>,
     pub expect_policies: Option<Vec<String>>,
+}
+
+/// What a gateway saw of a request (`CallTool` cases).
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSpec {
+    #[serde(default = "get")]
+    pub method: String,
+    #[serde(default = "root")]
+    pub path: String,
+    #[serde(default)]
+    pub query: String,
+    pub mcp_method: Option<String>,
+    pub mcp_tool: Option<String>,
+    /// MCP arguments, as a JSON value (compacted as the gateway does).
+    pub arguments: Option<serde_json::Value>,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+
+fn root() -> String {
+    "/".into()
 }
 
 fn start_task() -> String {
@@ -126,11 +152,26 @@ pub fn with_facts<T>(
         "StartTask" => Action::StartTask,
         "ExchangeToken" => Action::ExchangeToken,
         "DelegateTask" => Action::DelegateTask,
+        "CallTool" => Action::CallTool,
         other => bail!("case {:?}: unknown action {other:?}", case.name),
     };
     let cap = Capability::parse_short(&format!("{}:{}", case.tool.name, case.scopes.join(",")))
         .with_context(|| format!("case {:?}: tool and scopes", case.name))?;
     let caps = [cap];
+    let req = match (&case.request, action) {
+        (Some(r), Action::CallTool) => Some(r.clone()),
+        (None, Action::CallTool) => Some(RequestSpec {
+            method: get(),
+            path: root(),
+            ..RequestSpec::default()
+        }),
+        (Some(_), _) => bail!("case {:?}: `request` is for CallTool cases", case.name),
+        (None, _) => None,
+    };
+    let arguments = req
+        .as_ref()
+        .and_then(|r| r.arguments.as_ref())
+        .map(serde_json::Value::to_string);
     let facts_of = |a: &AgentSpec| -> (String, AgentSpec) {
         (format!("spiffe://writ.local/agent/{}", a.name), a.clone())
     };
@@ -163,7 +204,14 @@ pub fn with_facts<T>(
         recent_denials: case.denials_5m,
         exception: case.exception,
         now: Timestamp::from_secs(case.now.unwrap_or(DEFAULT_NOW)),
-        request: None,
+        request: req.as_ref().map(|r| writ_policy::RequestFacts {
+            method: &r.method,
+            path: &r.path,
+            query: &r.query,
+            mcp_method: r.mcp_method.as_deref(),
+            mcp_tool: r.mcp_tool.as_deref(),
+            arguments: arguments.as_deref(),
+        }),
     };
     let tools = [ToolFacts {
         name: &case.tool.name,

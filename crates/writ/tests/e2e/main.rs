@@ -15,6 +15,7 @@ mod cli;
 mod crash;
 mod delegation;
 mod faults;
+mod gateway;
 mod harness;
 mod hostile;
 mod kill_switch;
