@@ -1,7 +1,8 @@
 //! Who is calling: the tool token, verified here against the broker's JWKS,
 //! bound to its DPoP key, checked against the revocation set.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, Method, header};
 use writ_core::api::{Agent, Tool};
@@ -13,6 +14,36 @@ use crate::state::{Bundle, View};
 
 /// Most DPoP proofs remembered at once.
 const MAX_PROOFS: usize = 1_000_000;
+
+/// Tokens whose signature and claims verified, until they expire: a
+/// repeated token skips the signature check (revocation, binding, agent
+/// state and policy are still checked on every request).
+#[derive(Debug, Default)]
+pub struct Verified(Mutex<HashMap<String, Arc<AccessClaims>>>);
+
+/// Most verified tokens remembered.
+const MAX_VERIFIED: usize = 100_000;
+
+impl Verified {
+    fn get(&self, token: &str, now: i64) -> Option<Arc<AccessClaims>> {
+        let m = self.0.lock().ok()?;
+        m.get(token)
+            .filter(|c| now <= c.exp && now >= c.nbf.saturating_sub(token::LEEWAY_SECS))
+            .cloned()
+    }
+
+    fn put(&self, token: &str, claims: Arc<AccessClaims>, now: i64) {
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= MAX_VERIFIED {
+                m.retain(|_, c| c.exp >= now);
+                if m.len() >= MAX_VERIFIED {
+                    m.clear();
+                }
+            }
+            m.insert(token.to_owned(), claims);
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Replay(Mutex<ReplayCache>);
@@ -26,7 +57,7 @@ impl Default for Replay {
 /// A verified caller of one tool.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub claims: AccessClaims,
+    pub claims: Arc<AccessClaims>,
     /// The agent acting now (the outermost actor, or the subject).
     pub agent: Agent,
     /// Every earlier agent of the delegation chain, root first.
@@ -49,9 +80,11 @@ fn unauthorized(
 }
 
 /// Verifies the request's credential for `tool`.
+#[allow(clippy::too_many_arguments, reason = "one request's context")]
 pub async fn authenticate(
     view: &View,
     replay: &Replay,
+    verified: &Verified,
     bundle: &Bundle,
     tool: &Tool,
     method: &Method,
@@ -85,17 +118,25 @@ pub async fn authenticate(
     };
     let tok = tok.trim();
     let now = view.now();
-    let kid = token::insecure_peek(tok)
-        .ok()
-        .and_then(|(h, _)| h.get("kid").and_then(|k| k.as_str()).map(str::to_owned));
-    let jwks = view.jwks_for(kid.as_deref()).await;
-    let claims = token::verify_with_jwks(tok, &jwks, &bundle.issuer, now).map_err(|e| {
-        let detail = match e {
-            TokenError::UnknownKey => "token is signed by an unknown key".to_owned(),
-            other => other.to_string(),
-        };
-        unauthorized(view, name, Some("invalid_token"), detail)
-    })?;
+    let claims = match verified.get(tok, now.secs()) {
+        Some(c) if c.iss == bundle.issuer => c,
+        _ => {
+            let kid = token::insecure_peek(tok)
+                .ok()
+                .and_then(|(h, _)| h.get("kid").and_then(|k| k.as_str()).map(str::to_owned));
+            let jwks = view.jwks_for(kid.as_deref()).await;
+            let c = token::verify_with_jwks(tok, &jwks, &bundle.issuer, now).map_err(|e| {
+                let detail = match e {
+                    TokenError::UnknownKey => "token is signed by an unknown key".to_owned(),
+                    other => other.to_string(),
+                };
+                unauthorized(view, name, Some("invalid_token"), detail)
+            })?;
+            let c = Arc::new(c);
+            verified.put(tok, Arc::clone(&c), now.secs());
+            c
+        }
+    };
     if claims.aud != tool.audience {
         return Err(unauthorized(
             view,

@@ -79,6 +79,7 @@ pub enum StartError {
 pub struct Gateway {
     pub view: Arc<View>,
     replay: auth::Replay,
+    verified: auth::Verified,
     denials: writ_core::denials::Denials,
     spool: Arc<spool::Spool>,
     upstream: reqwest::Client,
@@ -94,11 +95,13 @@ impl Gateway {
         let upstream = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
             .pool_max_idle_per_host(256)
             .build()?;
         let gw = Arc::new(Self {
             view: Arc::clone(&view),
             replay: auth::Replay::default(),
+            verified: auth::Verified::default(),
             denials: writ_core::denials::Denials::default(),
             spool: Arc::clone(&spool),
             upstream,
@@ -297,6 +300,13 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 
 /// Serves the gateway on `listener` until the future is dropped.
 pub async fn serve(gw: Arc<Gateway>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    // A proxy relays small writes both ways: never hold them back (Nagle).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(
         listener,
         router(gw).into_make_service_with_connect_info::<SocketAddr>(),
@@ -400,6 +410,7 @@ async fn route(gw: Arc<Gateway>, peer: SocketAddr, req: Request) -> Result<Respo
     let caller = auth::authenticate(
         &gw.view,
         &gw.replay,
+        &gw.verified,
         &bundle,
         &tool,
         req.method(),

@@ -134,12 +134,21 @@ pub(crate) async fn forward(
         url.push_str(query);
     }
     let headers = upstream_headers(&parts.headers, caller, tool, gw, peer)?;
-    let body = reqwest::Body::wrap_stream(body.into_data_stream());
-    let resp = gw
+    // A request without a body is sent without one (an empty streamed
+    // body would go out chunked, in a second write).
+    let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING)
+        || parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let mut out = gw
         .upstream
         .request(parts.method.clone(), &url)
-        .headers(headers)
-        .body(body)
+        .headers(headers);
+    if has_body {
+        out = out.body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    }
+    let resp = out
         .send()
         .await
         .map_err(|e| GatewayError::BadGateway(format!("upstream of {}: {e}", tool.name)))?;
@@ -151,7 +160,7 @@ pub(crate) fn relay(resp: reqwest::Response) -> Response {
     let status = resp.status();
     let mut headers = HeaderMap::new();
     for (name, value) in resp.headers() {
-        if !HOP_BY_HOP.contains(&name.as_str()) && name != header::CONTENT_LENGTH {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
             headers.append(name.clone(), value.clone());
         }
     }

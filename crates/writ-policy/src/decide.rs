@@ -81,6 +81,24 @@ impl Decision {
     }
 }
 
+/// What one policy's annotations oblige.
+pub(crate) fn obligations_of_policy(p: &cedar_policy::Policy) -> Obligations {
+    let mut o = Obligations::default();
+    for (key, value) in p.annotations() {
+        match key {
+            "approval" if value == "required" => o.approval_required = true,
+            "exception" if value == "allowed" => o.exception_allowed = true,
+            // An unparsable cap is the tightest one: fail towards shorter.
+            "max_ttl" => {
+                let cap = value.trim().parse::<i64>().unwrap_or(0).max(0);
+                o.max_ttl = Some(o.max_ttl.map_or(cap, |m| m.min(cap)));
+            }
+            _ => {}
+        }
+    }
+    o
+}
+
 /// What policy knows about the agent.
 #[derive(Clone, Debug)]
 pub struct AgentFacts<'a> {
@@ -224,18 +242,12 @@ impl PolicySet {
     fn obligations_of(&self, permits: &[String]) -> Obligations {
         let mut o = Obligations::default();
         for id in permits {
-            let Some(p) = self.policies.policy(&cedar_policy::PolicyId::new(id)) else {
+            let Some(p) = self.obligations.get(id) else {
                 continue;
             };
-            if p.annotation("approval") == Some("required") {
-                o.approval_required = true;
-            }
-            if p.annotation("exception") == Some("allowed") {
-                o.exception_allowed = true;
-            }
-            // An unparsable cap is the tightest one: fail towards shorter.
-            if let Some(v) = p.annotation("max_ttl") {
-                let cap = v.trim().parse::<i64>().unwrap_or(0).max(0);
+            o.approval_required |= p.approval_required;
+            o.exception_allowed |= p.exception_allowed;
+            if let Some(cap) = p.max_ttl {
                 o.max_ttl = Some(o.max_ttl.map_or(cap, |m| m.min(cap)));
             }
         }
@@ -437,9 +449,12 @@ impl PolicySet {
         let action = n.action(facts.action).clone();
         let principal = agent_uid(facts.agent.name);
         let resource = EntityUid::from_type_name_and_id(n.tool.clone(), EntityId::new(tool.name));
-        // The request (and its context) is validated against the schema:
-        // anything that does not fit is an error, and an error denies.
-        let request = Request::new(principal, action, resource, context, Some(&self.schema))
+        // The request is built from typed facts, so its shape is fixed by
+        // this code; debug builds (every test) validate it against the
+        // schema, release builds skip that cost. A context that did not fit
+        // would still deny: missing attributes are evaluation errors.
+        let schema = cfg!(debug_assertions).then_some(&*self.schema);
+        let request = Request::new(principal, action, resource, context, schema)
             .map_err(|e| format!("request: {e}"))?;
         let entities = self.entities(facts, tool)?;
         let response = Authorizer::new().is_authorized(&request, policies, &entities);

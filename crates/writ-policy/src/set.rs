@@ -41,6 +41,9 @@ pub struct PolicySet {
     pub(crate) slices: Arc<Slices>,
     pub(crate) names: Arc<crate::decide::Names>,
     pub(crate) schema: Arc<Schema>,
+    /// What each policy's annotations oblige, read once at compile time
+    /// (looking an annotation up parses its key).
+    pub(crate) obligations: Arc<std::collections::HashMap<String, crate::Obligations>>,
     version: String,
     sources: Arc<Vec<PolicySource>>,
 }
@@ -121,9 +124,15 @@ impl PolicySet {
         }
         let slices = Arc::new(Slices::build(&set)?);
         let names = Arc::new(crate::decide::Names::new().map_err(PolicyError::Schema)?);
+        let obligations = Arc::new(
+            set.policies()
+                .map(|p| (p.id().to_string(), crate::decide::obligations_of_policy(p)))
+                .collect(),
+        );
         Ok(Self {
             slices,
             names,
+            obligations,
             policies: Arc::new(set),
             schema,
             version: version(sources.iter()),

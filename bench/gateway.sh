@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Gateway overhead and revocation propagation: `bench/gateway.sh`
+#
+# Builds in release. A one-thread upstream runs on core 1 with wrk; wrk
+# calls it directly and through a gateway (a Bearer tool token: every
+# request verified, revocation-checked, decided with Cedar and audited):
+# 3 s warm-up, then 15 s at 32 connections and at 1.
+#  - embedded: `writ serve --dev` with its gateway, one worker thread, on
+#    core 0 (the broker also records every decision there);
+#  - standalone: `writ gateway` alone on core 0, its broker on core 1.
+# Then revocation propagation over 200 tasks (embedded).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y wrk >/dev/null); }
+cargo build --release -q -p writ -p writ-bench --bins
+w=target/release/writ
+dir=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$dir"' EXIT
+uport=18799
+taskset -c 1 target/release/upstream 127.0.0.1:$uport >/dev/null &
+pids+=($!)
+export WRIT_TOKEN=bench-admin
+
+wait_for() { for _ in $(seq 100); do curl -sf "$1" >/dev/null && return; sleep 0.1; done; echo "no answer from $1"; exit 1; }
+
+# broker CORE PORT [serve args...]: starts a dev broker, registers the tool.
+broker() {
+  local core=$1 port=$2; shift 2
+  WRIT_LOG=error taskset -c "$core" $w serve --dev --dev-admin-token bench-admin --data-dir "$dir/$port" \
+    --listen 127.0.0.1:$port --worker-threads 1 "$@" >/dev/null 2>&1 &
+  pids+=($!)
+  wait_for http://127.0.0.1:$port/healthz
+  export WRIT_ADDR=http://127.0.0.1:$port
+  $w tool register bench --audience https://bench.example --scope read --upstream http://127.0.0.1:$uport >/dev/null
+  echo -n "bench-upstream-secret" | $w tool secret set bench --header X-Api-Key >/dev/null
+}
+
+# token GATEWAY: a task on bench and a tool token for it, once the gateway serves bench.
+token() {
+  wait_for "$1/.well-known/oauth-protected-resource/bench"
+  local jt; jt=$($w agent join-token demo-agent --field join_token | tr -d '"')
+  eval "$($w attest demo-agent --join-token "$jt" --export)"
+  eval "$($w task start --intent 'gateway bench' --cap bench:read --ttl 3600 --export)"
+  WRIT_TOOL_TOKEN=$($w token exchange --audience bench --scope read --field access_token | tr -d '"')
+  export WRIT_TOOL_TOKEN
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $WRIT_TOOL_TOKEN" "$1/bench/x")" = 200 ] \
+    || { echo "the gateway refused the bench token"; exit 1; }
+}
+
+run() { # LABEL URL CONNECTIONS
+  printf "| %s | %s " "$1" "$3"; taskset -c 1 wrk -t1 -c"$3" -d15s -s bench/gateway.lua "$2" | tail -1
+}
+
+echo "| path | connections | requests | req/s | p50 | p99 | p99.9 | errors |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+broker 0 18790 --gateway-listen 127.0.0.1:18791
+token http://127.0.0.1:18791
+taskset -c 1 wrk -t1 -c32 -d3s -s bench/gateway.lua http://127.0.0.1:18791/bench/x >/dev/null
+for c in 32 1; do
+  run "upstream directly" http://127.0.0.1:$uport/x $c
+  run "embedded gateway" http://127.0.0.1:18791/bench/x $c
+done
+taskset -c 1 target/release/propagation http://127.0.0.1:18790 http://127.0.0.1:18791 bench-admin bench 200 > "$dir/propagation.md"
+
+broker 1 18890 --no-gateway
+gtok=$($w gateway register edge --field token | tr -d '"')
+WRIT_LOG=error WRIT_GATEWAY_TOKEN=$gtok taskset -c 0 $w gateway --broker http://127.0.0.1:18890 \
+  --listen 127.0.0.1:18891 --spool-dir "$dir/spool" >/dev/null 2>&1 &
+pids+=($!)
+token http://127.0.0.1:18891
+taskset -c 1 wrk -t1 -c32 -d3s -s bench/gateway.lua http://127.0.0.1:18891/bench/x >/dev/null
+for c in 32 1; do
+  run "standalone gateway" http://127.0.0.1:18891/bench/x $c
+done
+run "gateway metadata (no auth, no upstream)" http://127.0.0.1:18891/.well-known/oauth-protected-resource/bench 1
+echo
+cat "$dir/propagation.md"
