@@ -129,7 +129,7 @@ def debug_writ():
     w.stop()
 
 
-def test_http_upstream_gets_the_secret_and_never_the_agents_token(debug_writ, recorder):
+def test_g1_g2_g3_http_upstream_gets_the_secret_and_never_the_agents_token(debug_writ, recorder):
     writ = debug_writ
     register_tool(writ, {"name": "crm", "audience": "https://crm.example", "scopes": ["read", "write"],
                          "upstream": {"kind": "http", "url": recorder + "/api"}})
@@ -240,7 +240,7 @@ def text_of(result):
     return " ".join(getattr(c, "text", "") for c in result.content)
 
 
-def test_mcp_stdio_server_everything_through_the_gateway(writ):
+def test_g6_mcp_stdio_server_everything_through_the_gateway(writ):
     assert EVERYTHING.exists(), "run `npm ci` in interop/node first (scripts/test.sh does)"
     register_tool(writ, {"name": "everything", "audience": "urn:mcp:everything",
                          "scopes": ["echo", "get-sum", "get-env"], "attributes": {"protocol": "mcp"},

@@ -5,7 +5,10 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 async fn answer() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], r#"{"ok":true}"#)
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"ok":true}"#,
+    )
 }
 
 fn main() -> anyhow::Result<()> {

@@ -108,9 +108,18 @@ pub struct Tool {
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Upstream {
     /// A plain HTTP API: `/{tool}/rest` is forwarded to `url` + `/rest`.
-    Http { url: String },
+    Http {
+        url: String,
+        /// Refuse to forward (fail closed) while no secret is set.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        require_secret: bool,
+    },
     /// An MCP server on streamable HTTP at `url`.
-    Mcp { url: String },
+    Mcp {
+        url: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        require_secret: bool,
+    },
     /// A local MCP server on stdio, spawned by the gateway (one process per
     /// MCP session).
     McpStdio { command: Vec<String> },
@@ -119,6 +128,16 @@ pub enum Upstream {
 impl Upstream {
     pub fn is_mcp(&self) -> bool {
         !matches!(self, Upstream::Http { .. })
+    }
+
+    /// Whether the gateway must refuse to forward without a secret.
+    pub fn requires_secret(&self) -> bool {
+        match self {
+            Upstream::Http { require_secret, .. } | Upstream::Mcp { require_secret, .. } => {
+                *require_secret
+            }
+            Upstream::McpStdio { .. } => false,
+        }
     }
 }
 

@@ -419,7 +419,7 @@ async fn route(gw: Arc<Gateway>, peer: SocketAddr, req: Request) -> Result<Respo
     )
     .await?;
     match &tool.upstream {
-        Some(writ_core::api::Upstream::Http { url }) => {
+        Some(writ_core::api::Upstream::Http { url, .. }) => {
             proxy::forward(&gw, &bundle, &caller, &tool, url, &rest, peer, req).await
         }
         Some(u) => mcp::handle(&gw, &bundle, &caller, &tool, u, peer, req).await,

@@ -296,7 +296,7 @@ pub(crate) async fn handle(
                 }
             };
             match upstream {
-                Upstream::Mcp { url } => {
+                Upstream::Mcp { url, .. } => {
                     post_http(call, url, peer, &parts.headers, inspected).await
                 }
                 Upstream::McpStdio { command } => {
@@ -305,7 +305,7 @@ pub(crate) async fn handle(
                 Upstream::Http { .. } => Err(GatewayError::NotFound("not an MCP tool".into())),
             }
         }
-        (Method::GET | Method::DELETE, Upstream::Mcp { url }) => {
+        (Method::GET | Method::DELETE, Upstream::Mcp { url, .. }) => {
             let headers = upstream_headers(req.headers(), caller, tool, gw, peer)?;
             let resp = gw
                 .upstream
@@ -457,4 +457,57 @@ async fn read_bounded(resp: reqwest::Response) -> Result<bytes::Bytes, GatewayEr
         buf.extend_from_slice(&chunk);
     }
     Ok(bytes::Bytes::from(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
+    use super::*;
+
+    #[test]
+    fn plumbing_is_not_gated_and_calls_are() {
+        for m in [
+            "initialize",
+            "ping",
+            "tools/list",
+            "notifications/initialized",
+        ] {
+            assert!(plumbing(m), "{m}");
+        }
+        for m in [
+            "tools/call",
+            "resources/read",
+            "prompts/get",
+            "sampling/createMessage",
+        ] {
+            assert!(!plumbing(m), "{m}");
+        }
+    }
+
+    #[test]
+    fn answers_keep_the_shape_of_the_request() {
+        let none = HeaderMap::new();
+        let one = json!({"jsonrpc": "2.0", "id": 1, "result": {}});
+        let r = answer(true, vec![one.clone()], Vec::new(), &none);
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = answer(true, Vec::new(), Vec::new(), &none);
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "notifications only");
+        let refused = rpc_error(&json!(2), DENIED, "no", None);
+        let r = answer(false, vec![one], vec![refused], &none);
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn errors_name_their_id_and_code() {
+        let e = rpc_error(&json!("a"), DENIED, "writ: denied", Some(json!({"x": 1})));
+        assert_eq!(e["id"], "a");
+        assert_eq!(e["error"]["code"], DENIED);
+        assert_eq!(e["error"]["data"]["x"], 1);
+        assert_eq!(id_key(&json!(1)), id_key(&json!(1)));
+        assert_ne!(
+            id_key(&json!(1)),
+            id_key(&json!("1")),
+            "ids keep their type"
+        );
+    }
 }

@@ -51,13 +51,20 @@ pub(crate) fn upstream_headers(
     gw: &Gateway,
     peer: SocketAddr,
 ) -> Result<HeaderMap, GatewayError> {
-    let secret = match &tool.secret_header {
-        Some(_) => Some(gw.view.secret(tool.name.as_str()).ok_or_else(|| {
-            GatewayError::Unavailable(format!(
-                "the upstream secret of {} is not loaded",
+    let required = tool.secret_header.is_some()
+        || tool
+            .upstream
+            .as_ref()
+            .is_some_and(writ_core::api::Upstream::requires_secret);
+    let secret = match gw.view.secret(tool.name.as_str()) {
+        Some(s) => Some(s),
+        // Fail closed: nothing is forwarded without the credential.
+        None if required => {
+            return Err(GatewayError::Unavailable(format!(
+                "the upstream secret of {} is not available",
                 tool.name
-            ))
-        })?),
+            )));
+        }
         None => None,
     };
     // Headers the agent's `Connection` header names are hop-by-hop too.
@@ -169,4 +176,38 @@ pub(crate) fn relay(resp: reqwest::Response) -> Response {
     *out.status_mut() = status;
     *out.headers_mut() = headers;
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn g1_g2_agent_credentials_and_identity_headers_are_stripped() {
+        let secret = HeaderName::from_static("x-api-key");
+        for h in [
+            "authorization",
+            "dpop",
+            "host",
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-real-ip",
+            "x-writ-agent",
+            "connection",
+            "transfer-encoding",
+            "x-api-key",
+        ] {
+            assert!(stripped_request_header(h, Some(&secret)), "{h}");
+        }
+        for h in [
+            "accept",
+            "content-type",
+            "content-length",
+            "cookie",
+            "x-request-id",
+        ] {
+            assert!(!stripped_request_header(h, Some(&secret)), "{h}");
+        }
+    }
 }

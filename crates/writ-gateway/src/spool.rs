@@ -256,3 +256,72 @@ impl Spool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
+    use super::*;
+    use writ_core::audit::{AuditKind, Outcome};
+
+    fn ev(n: u64) -> AuditEvent {
+        AuditEvent::new(AuditKind::ToolCall, Outcome::Success, "gateway").reason(format!("{n}"))
+    }
+
+    #[test]
+    fn numbered_in_order_and_acknowledged_from_the_front() {
+        let s = Spool::open(None).unwrap();
+        for n in 0..5 {
+            s.push(ev(n));
+        }
+        let seqs: Vec<u64> = s
+            .inner
+            .lock()
+            .unwrap()
+            .queue
+            .iter()
+            .map(|(q, _)| *q)
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+        s.acked(3);
+        let g = s.inner.lock().unwrap();
+        assert_eq!(g.queue.front().unwrap().0, 4);
+        assert_eq!(g.next_seq, 6);
+    }
+
+    #[test]
+    fn spilled_decisions_survive_a_restart_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(Some(dir.path().to_owned())).unwrap();
+        for n in 0..3 {
+            s.push(ev(n));
+        }
+        {
+            let mut g = s.inner.lock().unwrap();
+            s.spill(&mut g);
+        }
+        // Pushed after the spill: straight to disk as well.
+        s.push(ev(3));
+        drop(s);
+        let again = Spool::open(Some(dir.path().to_owned())).unwrap();
+        let g = again.inner.lock().unwrap();
+        let got: Vec<(u64, String)> = g
+            .queue
+            .iter()
+            .map(|(q, e)| (*q, e.reason.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, "0".into()),
+                (2, "1".into()),
+                (3, "2".into()),
+                (4, "3".into())
+            ]
+        );
+        assert_eq!(g.next_seq, 5);
+        drop(g);
+        // Everything acknowledged: the file goes.
+        again.acked(4);
+        assert!(!dir.path().join("decisions.jsonl").exists());
+    }
+}

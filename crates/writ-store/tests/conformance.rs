@@ -341,6 +341,7 @@ pub async fn tools_create_get_list(s: Arc<dyn Store>) {
         attributes: [("data".to_owned(), "user".to_owned())].into(),
         upstream: Some(writ_core::api::Upstream::Http {
             url: format!("{aud}/v1"),
+            require_secret: true,
         }),
         secret_header: None,
         created_at: at(5),

@@ -248,7 +248,7 @@ fn secret_purpose(tool: &ToolName) -> String {
 /// Checks a tool's upstream at registration.
 pub(crate) fn check_upstream(u: &Upstream) -> Result<(), ApiError> {
     match u {
-        Upstream::Http { url } | Upstream::Mcp { url } => {
+        Upstream::Http { url, .. } | Upstream::Mcp { url, .. } => {
             let ok = url::Url::parse(url).is_ok_and(|p| {
                 matches!(p.scheme(), "http" | "https")
                     && p.host_str().is_some()

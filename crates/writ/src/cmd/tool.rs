@@ -49,6 +49,9 @@ pub enum ToolCmd {
         /// The upstream speaks MCP (streamable HTTP) rather than plain HTTP.
         #[arg(long, requires = "upstream")]
         mcp: bool,
+        /// Gateways refuse to forward (fail closed) while no secret is set.
+        #[arg(long, requires = "upstream")]
+        require_secret: bool,
         /// A local MCP server on stdio the gateway spawns, e.g.
         /// `--mcp-command npx -y @modelcontextprotocol/server-everything`.
         #[arg(long, num_args = 1.., allow_hyphen_values = true)]
@@ -72,11 +75,18 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
             attrs,
             upstream,
             mcp,
+            require_secret,
             mcp_command,
         } => {
             let upstream = match (upstream, mcp_command.is_empty()) {
-                (Some(url), _) if mcp => Some(Upstream::Mcp { url }),
-                (Some(url), _) => Some(Upstream::Http { url }),
+                (Some(url), _) if mcp => Some(Upstream::Mcp {
+                    url,
+                    require_secret,
+                }),
+                (Some(url), _) => Some(Upstream::Http {
+                    url,
+                    require_secret,
+                }),
                 (None, false) => Some(Upstream::McpStdio {
                     command: mcp_command,
                 }),

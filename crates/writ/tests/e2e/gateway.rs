@@ -60,7 +60,10 @@ async fn register_http_tool(b: &Broker, name: &str, url: &str) {
             audience: format!("https://{name}.example"),
             scopes: vec!["read".parse().unwrap(), "write".parse().unwrap()],
             attributes: Default::default(),
-            upstream: Some(Upstream::Http { url: url.into() }),
+            upstream: Some(Upstream::Http {
+                url: url.into(),
+                require_secret: false,
+            }),
         })
         .await
         .unwrap();
@@ -104,7 +107,7 @@ async fn wait_for_tool(gateway: &str, tool: &str) {
 }
 
 #[tokio::test]
-async fn g1_quarantine_cuts_off_the_very_next_call() {
+async fn r4_revocation_and_quarantine_cut_off_the_very_next_call() {
     let b = Broker::start();
     let up = upstream().await;
     register_http_tool(&b, "crm", &up.url).await;
@@ -127,7 +130,7 @@ async fn g1_quarantine_cuts_off_the_very_next_call() {
 }
 
 #[tokio::test]
-async fn g2_dpop_bound_tool_tokens_need_a_fresh_proof_at_the_gateway() {
+async fn dpop_bound_tool_tokens_need_a_fresh_proof_at_the_gateway() {
     let b = Broker::start();
     let up = upstream().await;
     register_http_tool(&b, "crm", &up.url).await;
@@ -262,7 +265,7 @@ fn standalone(broker: &str, token: &str, spool: &std::path::Path) -> StandaloneG
 }
 
 #[tokio::test]
-async fn g3_standalone_gateway_fails_closed_without_the_broker_and_delivers_its_spool() {
+async fn g5_standalone_gateway_fails_closed_without_the_broker_and_delivers_its_spool() {
     let mut b = Broker::start();
     let up = upstream().await;
     register_http_tool(&b, "crm", &up.url).await;
@@ -321,4 +324,72 @@ async fn g3_standalone_gateway_fails_closed_without_the_broker_and_delivers_its_
     );
     let v = admin.audit_verify().await.unwrap();
     assert!(v.valid, "{v:?}");
+}
+
+#[tokio::test]
+async fn g4_a_tool_that_needs_a_secret_is_not_reached_without_one() {
+    let b = Broker::start();
+    let up = upstream().await;
+    let out = b.cli(&[
+        "tool",
+        "register",
+        "vault-backed",
+        "--audience",
+        "https://vault-backed.example",
+        "--scope",
+        "read",
+        "--upstream",
+        &up.url,
+        "--require-secret",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for_tool(&b.gateway, "vault-backed").await;
+    let (_t, tok) = tool_token(&b, "vault-backed").await;
+    let url = format!("{}/vault-backed/x", b.gateway);
+    assert_eq!(get(&url, &tok).await, 503, "fail closed without the secret");
+    assert_eq!(up.hits.load(Ordering::SeqCst), 0, "nothing forwarded");
+
+    // Once the secret is set (and the gateway has it), calls go through.
+    let mut child = Command::new(BIN)
+        .args([
+            "tool",
+            "secret",
+            "set",
+            "vault-backed",
+            "--header",
+            "authorization",
+        ])
+        .env("WRIT_ADDR", &b.addr)
+        .env("WRIT_TOKEN", crate::harness::ADMIN)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"Bearer upstream-credential\n").unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            get(&url, &tok).await == 200
+        })
+        .await
+    );
+    // A header the gateway owns cannot carry a secret.
+    let out = b.cli_env(
+        &[
+            "tool",
+            "secret",
+            "set",
+            "vault-backed",
+            "--header",
+            "host",
+            "--value-env",
+            "V",
+        ],
+        &[("V", "x")],
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
 }
