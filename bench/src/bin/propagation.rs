@@ -52,10 +52,10 @@ async fn main() -> anyhow::Result<()> {
         let t0 = Instant::now();
         let hammer = tokio::spawn(async move {
             loop {
-                if let Ok(r) = h.get(&u).bearer_auth(&t).send().await {
-                    if r.status() == 401 {
-                        return t0.elapsed();
-                    }
+                if let Ok(r) = h.get(&u).bearer_auth(&t).send().await
+                    && r.status() == 401
+                {
+                    return t0.elapsed();
                 }
                 if t0.elapsed() > Duration::from_secs(10) {
                     return Duration::MAX;
