@@ -360,6 +360,13 @@ def test_mcp_http_server_with_a_dpop_bound_token(writ, mcp_http_server):
 
     assert asyncio.run(run_mcp(url, story, auth=Dpop(token, key)))
 
+    # A session id the gateway did not see opened by this task is refused.
+    r = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                      headers={"Authorization": f"DPoP {token}", "Mcp-Session-Id": "guessed-session",
+                               "DPoP": key.proof("POST", url, token),
+                               "Accept": "application/json, text/event-stream"})
+    assert r.status_code == 404, r.text
+
     # Without its proof, the bound token is refused.
     r = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
                       headers={"Authorization": f"Bearer {token}"})

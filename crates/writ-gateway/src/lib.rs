@@ -84,6 +84,7 @@ pub struct Gateway {
     spool: Arc<spool::Spool>,
     upstream: reqwest::Client,
     sessions: stdio::Sessions,
+    mcp_owners: mcp::SessionOwners,
 }
 
 impl Gateway {
@@ -106,6 +107,7 @@ impl Gateway {
             spool: Arc::clone(&spool),
             upstream,
             sessions: stdio::Sessions::default(),
+            mcp_owners: mcp::SessionOwners::default(),
         });
         let v = Arc::clone(&view);
         tokio::spawn(async move {

@@ -5,7 +5,7 @@
 //! `tools/list` answers are filtered to the tools the call would be allowed
 //! for. Batches are taken apart, so one cannot carry a forbidden call.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use axum::body::Body;
@@ -36,6 +36,44 @@ fn plumbing(method: &str) -> bool {
         method,
         "initialize" | "server/discover" | "ping" | "tools/list"
     ) || method.starts_with("notifications/")
+}
+
+/// Which task opened each upstream MCP session: a session id is honoured
+/// only for tokens of the same task (and an unknown one not at all).
+#[derive(Debug, Default)]
+pub(crate) struct SessionOwners(std::sync::Mutex<HashMap<String, (String, std::time::Instant)>>);
+
+/// Most upstream sessions remembered; the idle ones go first.
+const MAX_OWNED: usize = 100_000;
+const OWNED_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl SessionOwners {
+    fn check(&self, sid: &str, task: &str) -> bool {
+        let Ok(mut m) = self.0.lock() else {
+            return false;
+        };
+        match m.get_mut(sid) {
+            Some((owner, seen)) if owner == task => {
+                *seen = std::time::Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn bind(&self, sid: &str, task: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            if m.len() >= MAX_OWNED {
+                m.retain(|_, (_, seen)| seen.elapsed() < OWNED_IDLE);
+            }
+            m.entry(sid.to_owned())
+                .or_insert_with(|| (task.to_owned(), std::time::Instant::now()));
+        }
+    }
+}
+
+fn session_of(headers: &HeaderMap) -> Option<&str> {
+    headers.get("mcp-session-id").and_then(|v| v.to_str().ok())
 }
 
 /// One MCP request's context.
@@ -270,6 +308,14 @@ pub(crate) async fn handle(
     req: Request,
 ) -> Result<Response, GatewayError> {
     let path = req.uri().path().to_owned();
+    let task = caller.claims.task.as_deref().unwrap_or_default();
+    if let (Upstream::Mcp { .. }, Some(sid)) = (upstream, session_of(req.headers()))
+        && !gw.mcp_owners.check(sid, task)
+    {
+        return Err(GatewayError::NotFound(
+            "unknown or ended MCP session".into(),
+        ));
+    }
     match (req.method().clone(), upstream) {
         (Method::POST, _) => {
             let (parts, body) = req.into_parts();
@@ -357,6 +403,10 @@ async fn post_http(
         .await
         .map_err(|e| GatewayError::BadGateway(format!("upstream of {}: {e}", tool.name)))?;
     let status = resp.status();
+    if let Some(sid) = session_of(resp.headers()) {
+        gw.mcp_owners
+            .bind(sid, caller.claims.task.as_deref().unwrap_or_default());
+    }
     let mut keep = HeaderMap::new();
     for name in ["mcp-session-id", "mcp-protocol-version"] {
         if let Some(v) = resp.headers().get(name) {
