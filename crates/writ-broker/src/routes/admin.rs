@@ -140,21 +140,30 @@ pub async fn policy_history(
     Ok(AxumJson(b.policy_history(100).await?))
 }
 
-/// AuthZEN access evaluation (enforcement points authenticate as admin for now).
+fn enforcement_point(gateway: Option<String>) -> String {
+    gateway.map_or_else(|| "admin".to_owned(), |g| format!("gateway:{g}"))
+}
+
+/// AuthZEN access evaluation, for enforcement points: a gateway credential
+/// (`writ gateway register`) or an admin one.
 pub async fn evaluation(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    super::AdminOrGateway(gateway): super::AdminOrGateway,
     Json(req): Json<crate::service::authzen::Evaluation>,
 ) -> R<crate::service::authzen::EvaluationResponse> {
-    Ok(AxumJson(b.evaluate(req).await?))
+    Ok(AxumJson(
+        b.evaluate(req, &enforcement_point(gateway)).await?,
+    ))
 }
 
 pub async fn evaluations(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    super::AdminOrGateway(gateway): super::AdminOrGateway,
     Json(req): Json<crate::service::authzen::Evaluations>,
 ) -> R<crate::service::authzen::EvaluationsResponse> {
-    Ok(AxumJson(b.evaluate_batch(req).await?))
+    Ok(AxumJson(
+        b.evaluate_batch(req, &enforcement_point(gateway)).await?,
+    ))
 }
 
 #[derive(Deserialize)]

@@ -57,6 +57,26 @@ pub struct EvalContext {
     /// Seconds.
     #[serde(default)]
     pub ttl: Option<i64>,
+    /// For `CallTool`: the request the enforcement point is deciding.
+    #[serde(default)]
+    pub request: Option<EvalRequest>,
+}
+
+/// What an enforcement point saw of a request to a tool (`CallTool`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalRequest {
+    pub method: String,
+    pub path: String,
+    #[serde(default)]
+    pub query: String,
+    #[serde(default)]
+    pub mcp_method: Option<String>,
+    #[serde(default)]
+    pub mcp_tool: Option<String>,
+    /// MCP arguments, any JSON (policy sees it as compact JSON text).
+    #[serde(default)]
+    pub arguments: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -133,7 +153,12 @@ fn deny(version: &str, reason: impl Into<String>) -> EvaluationResponse {
 impl Broker {
     /// One access evaluation. Unknown subjects, actions or tools are a
     /// denial with a reason, not an error.
-    pub async fn evaluate(&self, e: Evaluation) -> Result<EvaluationResponse, ApiError> {
+    /// `actor`: the enforcement point asking (`admin` or `gateway:<name>`).
+    pub async fn evaluate(
+        &self,
+        e: Evaluation,
+        actor: &str,
+    ) -> Result<EvaluationResponse, ApiError> {
         let out = self.evaluate_inner(&e).await?;
         let event = AuditEvent::new(
             AuditKind::Decision,
@@ -142,7 +167,7 @@ impl Broker {
             } else {
                 Outcome::Deny
             },
-            "enforcement-point",
+            actor,
         )
         .policy(
             &out.context.policy_version,
@@ -161,7 +186,11 @@ impl Broker {
 
     /// A batch, with the AuthZEN evaluation semantics (`execute_all`,
     /// `deny_on_first_deny`, `permit_on_first_permit`).
-    pub async fn evaluate_batch(&self, req: Evaluations) -> Result<EvaluationsResponse, ApiError> {
+    pub async fn evaluate_batch(
+        &self,
+        req: Evaluations,
+        actor: &str,
+    ) -> Result<EvaluationsResponse, ApiError> {
         let semantic = req
             .options
             .as_ref()
@@ -215,7 +244,7 @@ impl Broker {
         }
         let mut out = Vec::with_capacity(full.len());
         for e in full {
-            let r = self.evaluate(e).await?;
+            let r = self.evaluate(e, actor).await?;
             let stop = (semantic == "deny_on_first_deny" && !r.decision)
                 || (semantic == "permit_on_first_permit" && r.decision);
             out.push(r);
@@ -233,8 +262,18 @@ impl Broker {
             "StartTask" => Action::StartTask,
             "ExchangeToken" => Action::ExchangeToken,
             "DelegateTask" => Action::DelegateTask,
+            "CallTool" => Action::CallTool,
             other => return Ok(deny(&version, format!("unknown action {other:?}"))),
         };
+        if action == Action::CallTool && e.context.request.is_none() {
+            return Ok(deny(&version, "CallTool needs context.request"));
+        }
+        let arguments = e
+            .context
+            .request
+            .as_ref()
+            .and_then(|r| r.arguments.as_ref())
+            .map(serde_json::Value::to_string);
         if e.resource.type_ != "tool" {
             return Ok(deny(
                 &version,
@@ -360,7 +399,19 @@ impl Broker {
             recent_denials: self.denials.recent(&agent.name, now),
             exception: task.as_ref().is_some_and(|t| t.exception),
             now,
-            request: None,
+            request: e
+                .context
+                .request
+                .as_ref()
+                .filter(|_| action == Action::CallTool)
+                .map(|r| writ_policy::RequestFacts {
+                    method: &r.method,
+                    path: &r.path,
+                    query: &r.query,
+                    mcp_method: r.mcp_method.as_deref(),
+                    mcp_tool: r.mcp_tool.as_deref(),
+                    arguments: arguments.as_deref(),
+                }),
         };
         let tool_facts = [ToolFacts {
             name: tool.name.as_str(),

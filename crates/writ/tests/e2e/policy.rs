@@ -187,6 +187,59 @@ async fn authzen_evaluations_for_enforcement_points() {
             .starts_with("sha256:")
     );
 
+    // A gateway credential is an enforcement point too, and CallTool
+    // decides a request with its facts (method, path, MCP tool, arguments).
+    let out = b.cli(&["gateway", "register", "pep-1", "--field", "token"]);
+    assert!(out.status.success(), "{out:?}");
+    let pep = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .trim_matches('"')
+        .to_owned();
+    let call = |method: &str, args: serde_json::Value| {
+        json!({
+            "subject": {"type": "agent", "id": "demo-agent"},
+            "action": {"name": "CallTool"},
+            "resource": {"type": "tool", "id": "tickets", "properties": {"scopes": ["read"]}},
+            "context": {"request": {"method": method, "path": "/tickets/1", "mcp_method": "tools/call",
+                                    "mcp_tool": "read", "arguments": args}}
+        })
+    };
+    let d: serde_json::Value = eval(call("POST", json!({"q": "open"})), Some(&pep))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["decision"], true, "{d}");
+    assert_eq!(
+        d["context"]["determining_policies"],
+        json!(["gateway-mcp-calls"])
+    );
+    let d: serde_json::Value = eval(
+        call("POST", json!({"key": "-----BEGIN PRIVATE KEY-----"})),
+        Some(&pep),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(d["decision"], false);
+    assert_eq!(
+        d["context"]["determining_policies"],
+        json!(["no-private-keys-in-arguments"])
+    );
+    let mut no_request = call("GET", json!({}));
+    no_request["context"] = json!({});
+    let d: serde_json::Value = eval(no_request, Some(&pep))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["decision"], false, "CallTool without its request");
+
     let mut delete = read.clone();
     delete["resource"]["properties"]["scopes"] = json!(["delete"]);
     delete["subject"] = json!({"type": "instance", "id": inst.instance_id.as_str()});
@@ -259,16 +312,20 @@ async fn authzen_evaluations_for_enforcement_points() {
         .unwrap();
     assert_eq!(first_deny["evaluations"].as_array().unwrap().len(), 1);
 
-    let decisions = b
-        .admin()
-        .audit(0, 1000)
-        .await
-        .unwrap()
-        .records
+    let records = b.admin().audit(0, 1000).await.unwrap().records;
+    let decisions: Vec<_> = records
         .iter()
         .filter(|r| r.event.contains("\"kind\":\"decision\""))
-        .count();
-    assert_eq!(decisions, 6, "every decision is audited");
+        .collect();
+    assert_eq!(decisions.len(), 9, "every decision is audited");
+    assert_eq!(
+        decisions
+            .iter()
+            .filter(|r| r.event.contains("\"actor\":\"gateway:pep-1\""))
+            .count(),
+        3,
+        "each names the enforcement point that asked"
+    );
 }
 
 #[tokio::test]
