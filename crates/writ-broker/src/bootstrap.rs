@@ -130,6 +130,7 @@ pub async fn open(
     };
     let broker = Broker::new(store, keys, empty, clock, config, master)?;
     broker.set_policy(set, &origin, "system").await?;
+    broker.restore_shadow().await?;
     Ok(Opened {
         broker: Arc::new(broker),
         bootstrap_admin_token,

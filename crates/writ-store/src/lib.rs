@@ -226,6 +226,16 @@ pub trait Store: Send + Sync + 'static {
     // --- audit ---
 
     /// Appends events that record no other change (a denial, a failure).
+    /// Installs (`Some`) or removes (`None`) the shadow policy set.
+    async fn set_shadow_policy(
+        &self,
+        set: Option<(String, Vec<(String, String)>)>,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    /// The shadow policy set, if one is installed: version and sources.
+    async fn shadow_policy(&self) -> Result<Option<(String, Vec<(String, String)>)>>;
+
     /// The sequence number of the latest revocation (0 for none).
     async fn revocation_head(&self) -> Result<u64>;
     async fn append_audit(&self, now: Timestamp, audit: Vec<AuditEvent>) -> Result<()>;

@@ -437,6 +437,37 @@ pub async fn tool_secrets_set_replace_list(s: Arc<dyn Store>) {
     assert_eq!(audit_len(s).await, before + 2);
 }
 
+/// The shadow policy set is kept, replaced and removed, with its audit.
+pub async fn shadow_policy_round_trip(s: Arc<dyn Store>) {
+    let s = &*s;
+    assert_eq!(s.shadow_policy().await.unwrap(), None);
+    let before = audit_len(s).await;
+    let files = vec![(
+        "a.cedar".to_owned(),
+        "permit (principal, action, resource);".to_owned(),
+    )];
+    s.set_shadow_policy(
+        Some(("v1".into(), files.clone())),
+        at(1),
+        vec![ev(AuditKind::PolicyShadow)],
+    )
+    .await
+    .unwrap();
+    s.set_shadow_policy(
+        Some(("v2".into(), files.clone())),
+        at(2),
+        vec![ev(AuditKind::PolicyShadow)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.shadow_policy().await.unwrap(), Some(("v2".into(), files)));
+    s.set_shadow_policy(None, at(3), vec![ev(AuditKind::PolicyShadow)])
+        .await
+        .unwrap();
+    assert_eq!(s.shadow_policy().await.unwrap(), None);
+    assert_eq!(audit_len(s).await, before + 3);
+}
+
 /// A gateway's decisions are recorded once each, in order: redelivery is
 /// skipped, a gap is refused with nothing written.
 pub async fn gateway_decisions_are_recorded_once(s: Arc<dyn Store>) {
@@ -2056,6 +2087,7 @@ mod sqlite {
             tools_create_get_list,
             tool_secrets_set_replace_list,
             gateway_decisions_are_recorded_once,
+            shadow_policy_round_trip,
             agents_create_get_list,
             agent_duplicate_name_conflicts,
             join_token_is_consumed_once,

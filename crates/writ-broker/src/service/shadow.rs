@@ -58,6 +58,27 @@ impl Broker {
     }
 
     /// Sets (or clears) the shadow set; audited.
+    /// Installs the shadow set kept in the store, if any (at start).
+    pub(crate) async fn restore_shadow(&self) -> Result<(), ApiError> {
+        let Some((version, sources)) = self.store.shadow_policy().await? else {
+            return Ok(());
+        };
+        let set = PolicySet::compile(
+            sources
+                .into_iter()
+                .map(|(name, text)| writ_policy::PolicySource { name, text })
+                .collect(),
+        )
+        .map_err(|e| ApiError::Internal(format!("stored shadow policy set {version}: {e}")))?;
+        tracing::info!(shadow_version = %set.version(), "shadow policy set restored");
+        match self.shadow.write() {
+            Ok(mut g) => *g = Some(Arc::new(set)),
+            Err(p) => *p.into_inner() = Some(Arc::new(set)),
+        }
+        Ok(())
+    }
+
+    /// Installs (or with `None` removes) the shadow set, durably.
     pub async fn set_shadow(&self, set: Option<PolicySet>, actor: &str) -> Result<(), ApiError> {
         let mut event = AuditEvent::new(AuditKind::PolicyShadow, Outcome::Success, actor);
         event = match &set {
@@ -66,7 +87,18 @@ impl Broker {
                 .reason("shadow set installed"),
             None => event.reason("shadow set removed"),
         };
-        self.store.append_audit(self.now(), vec![event]).await?;
+        let stored = set.as_ref().map(|s| {
+            (
+                s.version().to_owned(),
+                s.sources()
+                    .iter()
+                    .map(|src| (src.name.clone(), src.text.clone()))
+                    .collect(),
+            )
+        });
+        self.store
+            .set_shadow_policy(stored, self.now(), vec![event])
+            .await?;
         let set = set.map(Arc::new);
         match self.shadow.write() {
             Ok(mut g) => *g = set,

@@ -152,4 +152,13 @@ CREATE TABLE gateways (
     acked_seq   INTEGER NOT NULL DEFAULT 0
 );
 "#,
+    // 7: the shadow policy set, kept across restarts.
+    r#"
+CREATE TABLE shadow_policy (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    version     TEXT NOT NULL,
+    sources     TEXT NOT NULL,
+    set_at      INTEGER NOT NULL
+);
+"#,
 ];

@@ -1546,6 +1546,53 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_shadow_policy(
+        &self,
+        set: Option<(String, Vec<(String, String)>)>,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        let row = match set {
+            Some((version, sources)) => Some((version, to_json(&sources)?)),
+            None => None,
+        };
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            match &row {
+                Some((version, sources)) => ctx
+                    .tx
+                    .execute(
+                        "INSERT INTO shadow_policy (id, version, sources, set_at) VALUES (1, ?1, ?2, ?3) \
+                         ON CONFLICT(id) DO UPDATE SET version = excluded.version, \
+                         sources = excluded.sources, set_at = excluded.set_at",
+                        params![version, sources, now.millis()],
+                    )
+                    .map_err(db)?,
+                None => ctx
+                    .tx
+                    .execute("DELETE FROM shadow_policy", [])
+                    .map_err(db)?,
+            };
+            ctx.audit(now, &audit)
+        })
+        .await
+    }
+
+    async fn shadow_policy(&self) -> Result<Option<(String, Vec<(String, String)>)>> {
+        self.read(|c| {
+            let row: Option<(String, String)> = c
+                .query_row(
+                    "SELECT version, sources FROM shadow_policy WHERE id = 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            row.map(|(v, s)| Ok((v, json("shadow policy sources", &s)?)))
+                .transpose()
+        })
+        .await
+    }
+
     async fn revocation_head(&self) -> Result<u64> {
         self.read(|c| {
             c.query_row("SELECT COALESCE(MAX(seq), 0) FROM revocations", [], |r| {

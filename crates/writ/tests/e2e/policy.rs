@@ -424,7 +424,7 @@ fn policy_test_runs_the_example_pack_and_reports_mismatches() {
 
 #[tokio::test]
 async fn shadow_mode_records_differences_without_changing_decisions() {
-    let b = Broker::start();
+    let mut b = Broker::start();
     let dir = b.data_dir().join("candidate");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(
@@ -435,6 +435,8 @@ async fn shadow_mode_records_differences_without_changing_decisions() {
     let out = b.cli(&["policy", "shadow", dir.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
     let candidate = json(&out)["version"].as_str().unwrap().to_owned();
+    // The shadow set is kept across restarts.
+    b.restart();
 
     let inst = b.attest("demo-agent").await;
     // The live set decides: allowed.
