@@ -78,6 +78,8 @@ pub fn decide_once(set: &PolicySet, tool: usize) -> bool {
         exception: false,
         now: Timestamp::from_secs(1_795_780_800),
         request: None,
+        instance: None,
+        task: None,
     };
     let none = BTreeMap::new();
     let tools = [ToolFacts {

@@ -231,6 +231,17 @@ impl Gateway {
             exception: caller.claims.exception,
             now,
             request: Some(request.clone()),
+            instance: Some(&caller.claims.client_id),
+            task: caller
+                .claims
+                .task
+                .as_deref()
+                .map(|id| writ_policy::TaskRef {
+                    id,
+                    capabilities: &caps,
+                    parent: None,
+                    started_at: None,
+                }),
         };
         let tool_facts = ToolFacts {
             name: tool.name.as_str(),

@@ -163,6 +163,24 @@ pub struct TaskFacts<'a> {
     pub now: Timestamp,
     /// The request itself, for `CallTool`.
     pub request: Option<RequestFacts<'a>>,
+    /// The instance acting (`context.instance`), when known.
+    pub instance: Option<&'a str>,
+    /// The task acted under (`context.task`), when it exists already: its
+    /// intent, capabilities, human, depth and exception flag are the
+    /// facts above.
+    pub task: Option<TaskRef<'a>>,
+}
+
+/// The identity of an existing task and what the facts do not say.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskRef<'a> {
+    pub id: &'a str,
+    /// Everything the task holds (the facts' capabilities may be only what
+    /// this request asks for).
+    pub capabilities: &'a [Capability],
+    pub parent: Option<&'a str>,
+    /// Unix seconds.
+    pub started_at: Option<i64>,
 }
 
 /// What a gateway saw of one request to a tool.
@@ -436,6 +454,24 @@ impl PolicySet {
             "attestation".into(),
             RestrictedExpression::new_string(facts.attestation.to_owned()),
         ));
+        if let Some(i) = facts.instance {
+            pairs.push((
+                "instance".into(),
+                RestrictedExpression::new_entity_uid(EntityUid::from_type_name_and_id(
+                    n.instance.clone(),
+                    EntityId::new(i),
+                )),
+            ));
+        }
+        if let Some(t) = &facts.task {
+            pairs.push((
+                "task".into(),
+                RestrictedExpression::new_entity_uid(EntityUid::from_type_name_and_id(
+                    n.task.clone(),
+                    EntityId::new(t.id),
+                )),
+            ));
+        }
         if let Some(obo) = facts.on_behalf_of {
             pairs.push((
                 "on_behalf_of".into(),
@@ -535,9 +571,104 @@ impl PolicySet {
             Entity::new_with_tags(tool_uid, tool_attrs, [], tags(tool.attributes))
                 .map_err(|e| format!("entities: {e}"))?,
         );
-        if let Some(obo) = facts.on_behalf_of {
-            let uid = EntityUid::from_type_name_and_id(n.human.clone(), EntityId::new(obo));
-            list.push(Entity::new_no_attrs(uid, std::collections::HashSet::new()));
+        let human = facts
+            .on_behalf_of
+            .map(|obo| EntityUid::from_type_name_and_id(n.human.clone(), EntityId::new(obo)));
+        if let Some(uid) = &human {
+            list.push(Entity::new_no_attrs(
+                uid.clone(),
+                std::collections::HashSet::new(),
+            ));
+        }
+        if let Some(i) = facts.instance {
+            let uid = EntityUid::from_type_name_and_id(n.instance.clone(), EntityId::new(i));
+            let attrs = vec![
+                (
+                    "agent".to_owned(),
+                    RestrictedExpression::new_entity_uid(EntityUid::from_type_name_and_id(
+                        n.agent.clone(),
+                        EntityId::new(facts.agent.name),
+                    )),
+                ),
+                (
+                    "attestation".to_owned(),
+                    RestrictedExpression::new_string(facts.attestation.to_owned()),
+                ),
+            ];
+            list.push(
+                Entity::new(
+                    uid,
+                    attrs.into_iter().collect(),
+                    std::collections::HashSet::new(),
+                )
+                .map_err(|e| format!("entities: {e}"))?,
+            );
+        }
+        if let Some(t) = &facts.task {
+            let uid = EntityUid::from_type_name_and_id(n.task.clone(), EntityId::new(t.id));
+            let caps = t.capabilities.iter().map(|c| {
+                RestrictedExpression::new_record([
+                    (
+                        "tool".to_owned(),
+                        RestrictedExpression::new_string(c.tool.to_string()),
+                    ),
+                    (
+                        "scopes".to_owned(),
+                        RestrictedExpression::new_set(
+                            c.scopes
+                                .iter()
+                                .map(|s| RestrictedExpression::new_string(s.as_str().to_owned())),
+                        ),
+                    ),
+                ])
+            });
+            let mut attrs: Vec<(String, RestrictedExpression)> = vec![
+                (
+                    "intent".to_owned(),
+                    RestrictedExpression::new_string(facts.intent.to_owned()),
+                ),
+                (
+                    "capabilities".to_owned(),
+                    RestrictedExpression::new_set(
+                        caps.collect::<Result<Vec<_>, _>>()
+                            .map_err(|e| format!("entities: {e}"))?,
+                    ),
+                ),
+                (
+                    "depth".to_owned(),
+                    RestrictedExpression::new_long(i64::from(facts.depth)),
+                ),
+                (
+                    "exception".to_owned(),
+                    RestrictedExpression::new_bool(facts.exception),
+                ),
+            ];
+            if let Some(h) = &human {
+                attrs.push((
+                    "on_behalf_of".to_owned(),
+                    RestrictedExpression::new_entity_uid(h.clone()),
+                ));
+            }
+            if let Some(p) = t.parent {
+                attrs.push((
+                    "parent".to_owned(),
+                    RestrictedExpression::new_entity_uid(EntityUid::from_type_name_and_id(
+                        n.task.clone(),
+                        EntityId::new(p),
+                    )),
+                ));
+            }
+            if let Some(s) = t.started_at {
+                attrs.push(("started_at".to_owned(), RestrictedExpression::new_long(s)));
+            }
+            list.push(
+                Entity::new(
+                    uid,
+                    attrs.into_iter().collect(),
+                    std::collections::HashSet::new(),
+                )
+                .map_err(|e| format!("entities: {e}"))?,
+            );
         }
         // Built from typed facts, so no schema pass is needed here; the
         // request above was checked against the schema.
@@ -555,6 +686,8 @@ pub(crate) struct Names {
     exchange_token: EntityUid,
     delegate_task: EntityUid,
     call_tool: EntityUid,
+    instance: EntityTypeName,
+    task: EntityTypeName,
 }
 
 impl Names {
@@ -574,6 +707,8 @@ impl Names {
             exchange_token: action("ExchangeToken")?,
             delegate_task: action("DelegateTask")?,
             call_tool: action("CallTool")?,
+            instance: ty("Instance")?,
+            task: ty("Task")?,
         })
     }
 
@@ -643,6 +778,8 @@ mod tests {
             attestation: "join_token",
             now,
             request: None,
+            instance: None,
+            task: None,
         };
         let no_attrs = BTreeMap::new();
         let tools = [ToolFacts {
@@ -792,6 +929,8 @@ mod tests {
             exception: false,
             now: NOON_TUESDAY,
             request: None,
+            instance: None,
+            task: None,
         }
     }
 
@@ -886,5 +1025,72 @@ mod tests {
         let d = overflow.decide(&facts_for(&caps, None, &none, 0), &tools);
         assert!(!d.allowed, "an evaluation error must deny: {d:?}");
         assert!(!d.errors.is_empty());
+    }
+
+    #[test]
+    fn policies_see_the_instance_and_the_task_as_entities() {
+        let p = set(r#"
+            @id("own-instance-read-only-children")
+            permit (principal, action == Action::"ExchangeToken", resource)
+            when {
+              context has instance && context.instance.agent == principal &&
+              context.instance.attestation == "join_token" &&
+              context has task && context.task.intent like "*tickets*" &&
+              context.task has started_at && context.task.started_at > 0 &&
+              context.task.capabilities.contains({tool: "tickets", scopes: ["read", "write"]})
+            };
+            @id("no-children-of-children")
+            forbid (principal, action, resource)
+            when { context has task && context.task has parent };
+        "#);
+        let none = BTreeMap::new();
+        let tools = [ToolFacts {
+            name: "tickets",
+            audience: "https://tickets.example",
+            scopes: vec!["read", "write"],
+            attributes: &none,
+        }];
+        let held = [Capability::parse_short("tickets:read,write").unwrap()];
+        let asked = [Capability::parse_short("tickets:read").unwrap()];
+        let mut facts = TaskFacts {
+            action: Action::ExchangeToken,
+            chain: Vec::new(),
+            depth: 0,
+            recent_denials: 0,
+            exception: false,
+            agent: AgentFacts {
+                name: "demo-agent",
+                spiffe_id: "spiffe://writ.local/agent/demo-agent",
+                attestation: "join_token",
+                quarantined: false,
+                attributes: &none,
+            },
+            intent: "triage tickets",
+            capabilities: &asked,
+            on_behalf_of: None,
+            ttl_secs: 600,
+            attestation: "join_token",
+            now: Timestamp::from_secs(1_800_000_000),
+            request: None,
+            instance: Some("ins_1"),
+            task: Some(TaskRef {
+                id: "task_1",
+                capabilities: &held,
+                parent: None,
+                started_at: Some(1_799_999_000),
+            }),
+        };
+        let d = p.decide(&facts, &tools);
+        assert!(d.allowed, "{d:?}");
+        facts.task = facts.task.map(|t| TaskRef {
+            parent: Some("task_0"),
+            ..t
+        });
+        let d = p.decide(&facts, &tools);
+        assert_eq!(d.determining_policies, vec!["no-children-of-children"]);
+        // Without the entities, the permit's conditions do not hold.
+        facts.task = None;
+        facts.instance = None;
+        assert!(!p.decide(&facts, &tools).allowed);
     }
 }

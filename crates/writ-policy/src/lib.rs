@@ -9,7 +9,7 @@ mod decide;
 mod set;
 
 pub use decide::{
-    Action, AgentFacts, Decision, Explanation, Obligations, RequestFacts, TaskFacts,
+    Action, AgentFacts, Decision, Explanation, Obligations, RequestFacts, TaskFacts, TaskRef,
     ToolExplanation, ToolFacts,
 };
 pub use set::{PolicyError, PolicySet, PolicySource, version_of};

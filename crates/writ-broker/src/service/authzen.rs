@@ -412,6 +412,13 @@ impl Broker {
                     mcp_tool: r.mcp_tool.as_deref(),
                     arguments: arguments.as_deref(),
                 }),
+            instance: instance.as_ref().map(|i| i.as_str()),
+            task: task.as_ref().map(|t| writ_policy::TaskRef {
+                id: t.task_id.as_str(),
+                capabilities: &t.capabilities,
+                parent: t.parent_task_id.as_ref().map(|p| p.as_str()),
+                started_at: Some(t.created_at.secs()),
+            }),
         };
         let tool_facts = [ToolFacts {
             name: tool.name.as_str(),

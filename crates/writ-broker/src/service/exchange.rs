@@ -608,6 +608,15 @@ impl Broker {
             exception: task.exception,
             now,
             request: None,
+            // The sub-agent's instance is not the task's: named only when
+            // the task's own instance acts.
+            instance: (action == Action::ExchangeToken).then_some(task.instance_id.as_str()),
+            task: Some(writ_policy::TaskRef {
+                id: task.task_id.as_str(),
+                capabilities: &task.capabilities,
+                parent: task.parent_task_id.as_ref().map(|p| p.as_str()),
+                started_at: Some(task.created_at.secs()),
+            }),
         };
         let decision = self.decide(&self.policy(), &facts, &tool_facts).await?;
         Ok(decision)

@@ -169,6 +169,8 @@ impl Broker {
             attestation: &attestation,
             now,
             request: None,
+            instance: Some(caller.instance_id().as_str()),
+            task: None,
         };
         let mut decision = self.decide(&policy, &facts, &tool_facts).await?;
         if decision.allowed && exception && !decision.obligations.exception_allowed {

@@ -212,6 +212,8 @@ pub fn with_facts<T>(
             mcp_tool: r.mcp_tool.as_deref(),
             arguments: arguments.as_deref(),
         }),
+        instance: None,
+        task: None,
     };
     let tools = [ToolFacts {
         name: &case.tool.name,
