@@ -120,3 +120,43 @@ pub fn api_request(data: &[u8]) {
     let _ = serde_json::from_slice::<crate::api::AttestRequest>(data);
     let _ = serde_json::from_slice::<crate::api::PushPolicies>(data);
 }
+
+/// The MCP JSON-RPC inspector an enforcement point decides with. Every
+/// message of a body is classified, and a tool call's name is exactly the
+/// string the server will read as `params.name`.
+pub fn mcp_message(data: &[u8]) {
+    let Ok((messages, single)) = crate::mcp::parse(data) else {
+        return;
+    };
+    assert!(!messages.is_empty());
+    assert!(!single || messages.len() == 1);
+    for m in &messages {
+        match crate::mcp::classify(m) {
+            crate::mcp::Kind::ToolCall { name, .. } => {
+                let server_reads = m
+                    .get("params")
+                    .and_then(|p| p.get("name"))
+                    .and_then(serde_json::Value::as_str);
+                assert_eq!(name.as_deref(), server_reads);
+                assert_eq!(
+                    m.get("method").and_then(serde_json::Value::as_str),
+                    Some("tools/call")
+                );
+            }
+            crate::mcp::Kind::Plumbing { method } => {
+                assert!(crate::mcp::is_plumbing(&method));
+                assert_ne!(method, "tools/call");
+            }
+            crate::mcp::Kind::Other { method } => {
+                assert!(!crate::mcp::is_plumbing(&method) && method != "tools/call");
+            }
+            crate::mcp::Kind::Response | crate::mcp::Kind::Invalid => {
+                assert!(
+                    m.get("method")
+                        .and_then(serde_json::Value::as_str)
+                        .is_none()
+                );
+            }
+        }
+    }
+}

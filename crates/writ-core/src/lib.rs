@@ -10,6 +10,7 @@ pub mod denials;
 pub mod dpop;
 pub mod fuzz_targets;
 pub mod ids;
+pub mod mcp;
 pub mod random;
 pub mod scope;
 pub mod seal;

@@ -42,3 +42,8 @@ fn scope_request_corpus() {
 fn api_request_corpus() {
     replay("api_request", writ_core::fuzz_targets::api_request);
 }
+
+#[test]
+fn mcp_message_corpus() {
+    replay("mcp_message", writ_core::fuzz_targets::mcp_message);
+}

@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use writ_core::api::{Tool, Upstream};
+use writ_core::mcp::{self, Kind};
 use writ_policy::{Decision, RequestFacts};
 
 use crate::Gateway;
@@ -28,15 +29,6 @@ pub const MAX_BODY: usize = 4 * 1024 * 1024;
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
 /// JSON-RPC error code of a call writ refused.
 pub const DENIED: i64 = -32001;
-
-/// Methods that are protocol plumbing: allowed to a valid token without a
-/// policy decision (`tools/list` is filtered on the way back instead).
-fn plumbing(method: &str) -> bool {
-    matches!(
-        method,
-        "initialize" | "server/discover" | "ping" | "tools/list"
-    ) || method.starts_with("notifications/")
-}
 
 /// Which task opened each upstream MCP session: a session id is honoured
 /// only for tokens of the same task (and an unknown one not at all).
@@ -165,62 +157,47 @@ fn decide_call(
 
 /// Takes a POST body apart and decides each message.
 pub(crate) fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value> {
-    let parsed: Value = serde_json::from_slice(body)
-        .map_err(|e| rpc_error(&Value::Null, -32700, format!("parse error: {e}"), None))?;
-    let (messages, single) = match parsed {
-        Value::Array(items) if !items.is_empty() => (items, false),
-        Value::Array(_) => {
-            return Err(rpc_error(&Value::Null, -32600, "empty batch", None));
-        }
-        obj @ Value::Object(_) => (vec![obj], true),
-        _ => return Err(rpc_error(&Value::Null, -32600, "invalid request", None)),
-    };
+    let (messages, single) =
+        mcp::parse(body).map_err(|e| rpc_error(&Value::Null, e.code, e.message, None))?;
     let mut out = Inspected {
         single,
         ..Inspected::default()
     };
     for msg in messages {
-        let Some(obj) = msg.as_object() else {
-            out.refused
-                .push(rpc_error(&Value::Null, -32600, "invalid request", None));
-            continue;
-        };
-        let id = obj.get("id").cloned();
-        let Some(method) = obj.get("method").and_then(Value::as_str) else {
-            // A response to a server request: passes through.
-            out.forward.push(msg);
-            continue;
-        };
-        let method = method.to_owned();
-        if plumbing(&method) {
-            if let Some(id) = &id {
-                if method == "tools/list" {
-                    out.lists.insert(id_key(id));
-                }
-                out.requests.push(id.clone());
+        let id = msg.get("id").cloned();
+        let (method, mcp_tool, arguments) = match mcp::classify(&msg) {
+            Kind::Invalid => {
+                out.refused
+                    .push(rpc_error(&Value::Null, -32600, "invalid request", None));
+                continue;
             }
-            out.forward.push(msg);
-            continue;
-        }
-        let params = obj.get("params");
-        let (mcp_tool, arguments) = if method == "tools/call" {
-            let name = params
-                .and_then(|p| p.get("name"))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let Some(name) = name else {
+            // A response to a server request: passes through.
+            Kind::Response => {
+                out.forward.push(msg);
+                continue;
+            }
+            Kind::Plumbing { method } => {
+                if let Some(id) = &id {
+                    if method == "tools/list" {
+                        out.lists.insert(id_key(id));
+                    }
+                    out.requests.push(id.clone());
+                }
+                out.forward.push(msg);
+                continue;
+            }
+            Kind::ToolCall {
+                name: Some(name),
+                arguments,
+            } => ("tools/call".to_owned(), Some(name), arguments),
+            Kind::ToolCall { name: None, .. } => {
                 if let Some(id) = &id {
                     out.refused
                         .push(rpc_error(id, -32602, "tools/call needs params.name", None));
                 }
                 continue;
-            };
-            let args = params
-                .and_then(|p| p.get("arguments"))
-                .map(Value::to_string);
-            (Some(name), args)
-        } else {
-            (None, None)
+            }
+            Kind::Other { method } => (method, None, None),
         };
         let d = decide_call(c, &method, mcp_tool.as_deref(), arguments.as_deref(), true);
         if d.allowed {
@@ -522,7 +499,7 @@ mod tests {
             "tools/list",
             "notifications/initialized",
         ] {
-            assert!(plumbing(m), "{m}");
+            assert!(mcp::is_plumbing(m), "{m}");
         }
         for m in [
             "tools/call",
@@ -530,7 +507,7 @@ mod tests {
             "prompts/get",
             "sampling/createMessage",
         ] {
-            assert!(!plumbing(m), "{m}");
+            assert!(!mcp::is_plumbing(m), "{m}");
         }
     }
 
