@@ -21,6 +21,10 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo deny: licences, sources, bans (offline; see deny.toml)"
+command -v cargo-deny >/dev/null || cargo install --quiet --locked cargo-deny
+cargo deny --offline check licenses bans sources
+
 step "cargo test (unit, store conformance, end-to-end against the real binary)"
 cargo test --workspace --locked
 
