@@ -31,7 +31,7 @@ cargo test --workspace --locked
 step "fuzzing: ${FUZZ_SECONDS:-30} s a target (cargo fuzz, libFuzzer, on a copy of the corpus)"
 command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
 fuzz_dir=$(mktemp -d)
-for target in access_token dpop_proof scope_request api_request mcp_message; do
+for target in access_token dpop_proof scope_request api_request mcp_message token_exchange_form authzen_request; do
   cp -r "fuzz/corpus/$target" "$fuzz_dir/$target"
   if (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$fuzz_dir/$target" -- \
         -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=2048 >"$fuzz_dir/$target.log" 2>&1); then

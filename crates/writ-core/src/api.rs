@@ -568,3 +568,79 @@ pub struct Approval {
 pub struct DecideApproval {
     pub reason: String,
 }
+
+/// RFC 8693 token exchange grant type.
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// RFC 8693 token type of writ's access tokens.
+pub const ACCESS_TOKEN_TYPE_URN: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// The form of `POST /oauth2/token` (RFC 8693).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TokenRequest {
+    pub grant_type: Option<String>,
+    pub subject_token: Option<String>,
+    pub subject_token_type: Option<String>,
+    pub actor_token: Option<String>,
+    pub actor_token_type: Option<String>,
+    pub audience: Option<String>,
+    pub resource: Option<String>,
+    pub scope: Option<String>,
+    pub requested_token_type: Option<String>,
+}
+
+/// Why a token request is refused before any token in it is looked at:
+/// the RFC 6749 error code and a description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequestError {
+    pub error: &'static str,
+    pub description: String,
+}
+
+impl TokenRequest {
+    /// The checks that need nothing but the form: the grant type, the token
+    /// types, and `audience` and `resource` not both. Returns the subject
+    /// token.
+    pub fn check(&self) -> Result<&str, TokenRequestError> {
+        let bad = |d: String| TokenRequestError {
+            error: "invalid_request",
+            description: d,
+        };
+        match self.grant_type.as_deref() {
+            None => return Err(bad("grant_type is required".into())),
+            Some(TOKEN_EXCHANGE_GRANT) => {}
+            Some(g) => {
+                return Err(TokenRequestError {
+                    error: "unsupported_grant_type",
+                    description: format!("grant type {g:?} is not supported"),
+                });
+            }
+        }
+        let subject = self
+            .subject_token
+            .as_deref()
+            .ok_or_else(|| bad("subject_token is required".into()))?;
+        if self.subject_token_type.as_deref() != Some(ACCESS_TOKEN_TYPE_URN) {
+            return Err(bad(format!(
+                "subject_token_type must be {ACCESS_TOKEN_TYPE_URN}"
+            )));
+        }
+        if self
+            .requested_token_type
+            .as_deref()
+            .is_some_and(|t| t != ACCESS_TOKEN_TYPE_URN)
+        {
+            return Err(bad(format!("only {ACCESS_TOKEN_TYPE_URN} can be issued")));
+        }
+        if self.actor_token.is_some()
+            && self.actor_token_type.as_deref() != Some(ACCESS_TOKEN_TYPE_URN)
+        {
+            return Err(bad(format!(
+                "actor_token_type must be {ACCESS_TOKEN_TYPE_URN}"
+            )));
+        }
+        if self.audience.is_some() && self.resource.is_some() {
+            return Err(bad("give audience or resource, not both".into()));
+        }
+        Ok(subject)
+    }
+}

@@ -160,3 +160,55 @@ pub fn mcp_message(data: &[u8]) {
         }
     }
 }
+
+/// The token-exchange form (`POST /oauth2/token`), read as the broker reads
+/// it: a form it accepts names the exchange grant and a subject token, and
+/// the scope it asks for never widens what the task holds.
+pub fn token_exchange_form(data: &[u8]) {
+    let Ok(req) = serde_urlencoded::from_bytes::<crate::api::TokenRequest>(data) else {
+        return;
+    };
+    if let Ok(subject) = req.check() {
+        assert_eq!(
+            req.grant_type.as_deref(),
+            Some(crate::api::TOKEN_EXCHANGE_GRANT)
+        );
+        assert_eq!(req.subject_token.as_deref(), Some(subject));
+        assert!(req.audience.is_none() || req.resource.is_none());
+    }
+    let Some(held) = Capability::parse_short("tickets:read,comment").ok() else {
+        return;
+    };
+    if let Ok(narrowed) = scope::narrow_for_tool(&held, req.scope.as_deref()) {
+        assert!(narrowed.is_subset(&held.scopes), "a narrowing never widens");
+    }
+}
+
+/// The AuthZEN request mapper: a batch expands to one evaluation per item
+/// (one for none), each item's parts or else the request's, up to the
+/// batch limit.
+pub fn authzen_request(data: &[u8]) {
+    let _ = serde_json::from_slice::<crate::authzen::Evaluation>(data);
+    let Ok(req) = serde_json::from_slice::<crate::authzen::Evaluations>(data) else {
+        return;
+    };
+    let items = req.evaluations.len();
+    let top_subject = req.subject.as_ref().map(|s| s.id.clone());
+    let item_subjects: Vec<Option<String>> = req
+        .evaluations
+        .iter()
+        .map(|e| e.subject.as_ref().map(|s| s.id.clone()))
+        .collect();
+    if let Ok((_, full)) = crate::authzen::expand(req) {
+        assert_eq!(full.len(), items.max(1));
+        assert!(full.len() <= crate::authzen::MAX_BATCH.max(1));
+        for (i, e) in full.iter().enumerate() {
+            let expected = item_subjects
+                .get(i)
+                .cloned()
+                .flatten()
+                .or_else(|| top_subject.clone());
+            assert_eq!(Some(e.subject.id.clone()), expected);
+        }
+    }
+}

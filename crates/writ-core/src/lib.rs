@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod authzen;
 pub mod denials;
 pub mod dpop;
 pub mod fuzz_targets;

@@ -47,3 +47,16 @@ fn api_request_corpus() {
 fn mcp_message_corpus() {
     replay("mcp_message", writ_core::fuzz_targets::mcp_message);
 }
+
+#[test]
+fn token_exchange_form_corpus() {
+    replay(
+        "token_exchange_form",
+        writ_core::fuzz_targets::token_exchange_form,
+    );
+}
+
+#[test]
+fn authzen_request_corpus() {
+    replay("authzen_request", writ_core::fuzz_targets::authzen_request);
+}

@@ -5,139 +5,16 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use writ_core::api::Task;
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
-use writ_core::{Capability, InstanceId, Scope, TaskId};
+use writ_core::{Capability, InstanceId, Scope};
 use writ_policy::{Action, AgentFacts, TaskFacts, ToolFacts};
 
 use super::Broker;
 use crate::error::ApiError;
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Subject {
-    #[serde(rename = "type")]
-    pub type_: String,
-    pub id: String,
-    #[serde(default)]
-    pub properties: Value,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActionRef {
-    pub name: String,
-    #[serde(default)]
-    pub properties: Value,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Resource {
-    #[serde(rename = "type")]
-    pub type_: String,
-    pub id: String,
-    #[serde(default)]
-    pub properties: Value,
-}
-
-/// The context writ understands; all optional.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct EvalContext {
-    /// Decide in the context of this task (its intent, human and chain).
-    #[serde(default)]
-    pub task: Option<TaskId>,
-    #[serde(default)]
-    pub intent: Option<String>,
-    #[serde(default)]
-    pub on_behalf_of: Option<String>,
-    /// Seconds.
-    #[serde(default)]
-    pub ttl: Option<i64>,
-    /// For `CallTool`: the request the enforcement point is deciding.
-    #[serde(default)]
-    pub request: Option<EvalRequest>,
-}
-
-/// What an enforcement point saw of a request to a tool (`CallTool`).
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct EvalRequest {
-    pub method: String,
-    pub path: String,
-    #[serde(default)]
-    pub query: String,
-    #[serde(default)]
-    pub mcp_method: Option<String>,
-    #[serde(default)]
-    pub mcp_tool: Option<String>,
-    /// MCP arguments, any JSON (policy sees it as compact JSON text).
-    #[serde(default)]
-    pub arguments: Option<serde_json::Value>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Evaluation {
-    pub subject: Subject,
-    pub action: ActionRef,
-    pub resource: Resource,
-    #[serde(default)]
-    pub context: EvalContext,
-}
-
-/// One item of a batch: anything it leaves out comes from the request.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PartialEvaluation {
-    pub subject: Option<Subject>,
-    pub action: Option<ActionRef>,
-    pub resource: Option<Resource>,
-    pub context: Option<EvalContext>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchOptions {
-    #[serde(default)]
-    pub evaluations_semantic: Option<String>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Evaluations {
-    pub subject: Option<Subject>,
-    pub action: Option<ActionRef>,
-    pub resource: Option<Resource>,
-    pub context: Option<EvalContext>,
-    #[serde(default)]
-    pub evaluations: Vec<PartialEvaluation>,
-    #[serde(default)]
-    pub options: Option<BatchOptions>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DecisionContext {
-    pub reason: String,
-    pub policy_version: String,
-    pub determining_policies: Vec<String>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EvaluationResponse {
-    pub decision: bool,
-    pub context: DecisionContext,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct EvaluationsResponse {
-    pub evaluations: Vec<EvaluationResponse>,
-}
-
-const MAX_BATCH: usize = 64;
+pub use writ_core::authzen::*;
 
 fn deny(version: &str, reason: impl Into<String>) -> EvaluationResponse {
     EvaluationResponse {
@@ -191,62 +68,11 @@ impl Broker {
         req: Evaluations,
         actor: &str,
     ) -> Result<EvaluationsResponse, ApiError> {
-        let semantic = req
-            .options
-            .as_ref()
-            .and_then(|o| o.evaluations_semantic.clone())
-            .unwrap_or_else(|| "execute_all".into());
-        if !matches!(
-            semantic.as_str(),
-            "execute_all" | "deny_on_first_deny" | "permit_on_first_permit"
-        ) {
-            return Err(ApiError::BadRequest(format!(
-                "unknown evaluations_semantic {semantic:?}"
-            )));
-        }
-        if req.evaluations.len() > MAX_BATCH {
-            return Err(ApiError::BadRequest(format!(
-                "at most {MAX_BATCH} evaluations per request"
-            )));
-        }
-        let items: Vec<PartialEvaluation> = if req.evaluations.is_empty() {
-            vec![PartialEvaluation {
-                subject: None,
-                action: None,
-                resource: None,
-                context: None,
-            }]
-        } else {
-            req.evaluations
-        };
-        let mut full = Vec::with_capacity(items.len());
-        for (i, item) in items.into_iter().enumerate() {
-            let missing =
-                |what: &str| ApiError::BadRequest(format!("evaluation {i} has no {what}"));
-            full.push(Evaluation {
-                subject: item
-                    .subject
-                    .or_else(|| req.subject.clone())
-                    .ok_or_else(|| missing("subject"))?,
-                action: item
-                    .action
-                    .or_else(|| req.action.clone())
-                    .ok_or_else(|| missing("action"))?,
-                resource: item
-                    .resource
-                    .or_else(|| req.resource.clone())
-                    .ok_or_else(|| missing("resource"))?,
-                context: item
-                    .context
-                    .or_else(|| req.context.clone())
-                    .unwrap_or_default(),
-            });
-        }
+        let (semantic, full) = expand(req).map_err(ApiError::BadRequest)?;
         let mut out = Vec::with_capacity(full.len());
         for e in full {
             let r = self.evaluate(e, actor).await?;
-            let stop = (semantic == "deny_on_first_deny" && !r.decision)
-                || (semantic == "permit_on_first_permit" && r.decision);
+            let stop = semantic.stops_at(r.decision);
             out.push(r);
             if stop {
                 break;

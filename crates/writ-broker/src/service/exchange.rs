@@ -2,7 +2,6 @@
 //! task delegated to a sub-agent (a child task, narrowed, with the whole
 //! actor chain). Every exchange is a policy decision and is audited.
 
-use serde::Deserialize;
 use writ_core::api::{Task, TaskStatus, Tool};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::ids::agent_spiffe_id;
@@ -17,24 +16,11 @@ use crate::error::{ApiError, OAuthError};
 use crate::extract::Presented;
 use crate::metrics;
 
-pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
-
-/// The form of `POST /oauth2/token`.
-#[derive(Debug, Deserialize)]
-pub struct TokenRequest {
-    pub grant_type: Option<String>,
-    pub subject_token: Option<String>,
-    pub subject_token_type: Option<String>,
-    pub actor_token: Option<String>,
-    pub actor_token_type: Option<String>,
-    pub audience: Option<String>,
-    pub resource: Option<String>,
-    pub scope: Option<String>,
-    pub requested_token_type: Option<String>,
-}
+pub const GRANT_TYPE: &str = writ_core::api::TOKEN_EXCHANGE_GRANT;
+pub const ACCESS_TOKEN_TYPE: &str = writ_core::api::ACCESS_TOKEN_TYPE_URN;
 
 pub use writ_core::api::TokenExchanged as TokenResponse;
+pub use writ_core::api::TokenRequest;
 
 fn oauth(e: ApiError) -> OAuthError {
     e.into()
@@ -47,43 +33,10 @@ impl Broker {
         req: TokenRequest,
         proof: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
-        match req.grant_type.as_deref() {
-            None => return Err(OAuthError::invalid_request("grant_type is required")),
-            Some(GRANT_TYPE) => {}
-            Some(g) => {
-                return Err(OAuthError::unsupported_grant_type(format!(
-                    "grant type {g:?} is not supported"
-                )));
-            }
-        }
-        let subject = req
-            .subject_token
-            .as_deref()
-            .ok_or_else(|| OAuthError::invalid_request("subject_token is required"))?;
-        if req.subject_token_type.as_deref() != Some(ACCESS_TOKEN_TYPE) {
-            return Err(OAuthError::invalid_request(format!(
-                "subject_token_type must be {ACCESS_TOKEN_TYPE}"
-            )));
-        }
-        if req
-            .requested_token_type
-            .as_deref()
-            .is_some_and(|t| t != ACCESS_TOKEN_TYPE)
-        {
-            return Err(OAuthError::invalid_request(format!(
-                "only {ACCESS_TOKEN_TYPE} can be issued"
-            )));
-        }
-        if req.actor_token.is_some() && req.actor_token_type.as_deref() != Some(ACCESS_TOKEN_TYPE) {
-            return Err(OAuthError::invalid_request(format!(
-                "actor_token_type must be {ACCESS_TOKEN_TYPE}"
-            )));
-        }
-        if req.audience.is_some() && req.resource.is_some() {
-            return Err(OAuthError::invalid_request(
-                "give audience or resource, not both",
-            ));
-        }
+        let subject = req.check().map_err(|e| match e.error {
+            "unsupported_grant_type" => OAuthError::unsupported_grant_type(e.description),
+            _ => OAuthError::invalid_request(e.description),
+        })?;
 
         // The subject: a live task token. If bound, the request's proof must
         // be signed by its key (the proof carries no `ath`: the token is in
