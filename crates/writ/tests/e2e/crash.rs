@@ -109,7 +109,13 @@ async fn s2_kill9_at_random_points_loses_nothing_acknowledged() {
     let mut rng = Lcg(seed);
     eprintln!("crash test seed {seed}");
     let mut checked = (0usize, 0usize, 0usize);
-    for round in 0..20 {
+    // 20 in every test run; set WRIT_CRASH_ROUNDS for a longer one.
+    let rounds: u64 = std::env::var("WRIT_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+        .max(20);
+    for round in 0..rounds {
         let shared = Arc::new((b.addr.clone(), Mutex::new(Acked::default())));
         let run_for = Duration::from_millis(100 + rng.next(400));
         let stop = Instant::now() + Duration::from_secs(5);
@@ -165,7 +171,7 @@ async fn s2_kill9_at_random_points_loses_nothing_acknowledged() {
         checked.2 += acked.ended.len();
     }
     eprintln!(
-        "crash test: 20 kills, {} tokens, {} revocations, {} task ends checked",
+        "crash test: {rounds} kills, {} tokens, {} revocations, {} task ends checked",
         checked.0, checked.1, checked.2
     );
     assert!(checked.0 > 0, "the load did nothing");
