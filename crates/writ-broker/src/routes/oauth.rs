@@ -46,12 +46,22 @@ pub struct TokenForm {
     token_type_hint: Option<String>,
 }
 
-/// RFC 7662. Only an admin (later: a gateway) may introspect.
+/// RFC 7662. Only an admin or a gateway may introspect.
 pub async fn introspect(
     State(b): State<Arc<Broker>>,
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Result<Response, OAuthError> {
+    let gateway = match crate::extract::bearer(&headers) {
+        Ok(Some(t)) if t.starts_with("wgw_") => b.require_gateway(Some(t)).await.is_ok(),
+        _ => false,
+    };
+    if gateway {
+        let token = form
+            .token
+            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        return Ok(no_store(Json(b.introspect(&token).await?)));
+    }
     match caller(&b, &headers, "/oauth2/introspect").await? {
         Caller::Admin => {}
         Caller::Agent(_) => {

@@ -230,6 +230,19 @@ async fn authzen_evaluations_for_enforcement_points() {
         d["context"]["determining_policies"],
         json!(["no-private-keys-in-arguments"])
     );
+    // A gateway credential may introspect (RFC 7662), as an admin may.
+    let intro: serde_json::Value = b
+        .http()
+        .post(b.url("/oauth2/introspect"))
+        .bearer_auth(&pep)
+        .form(&[("token", inst.access_token.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(intro["active"], true, "{intro}");
     let mut no_request = call("GET", json!({}));
     no_request["context"] = json!({});
     let d: serde_json::Value = eval(no_request, Some(&pep))
