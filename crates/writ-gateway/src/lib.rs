@@ -398,11 +398,12 @@ async fn dispatch(
 
 async fn route(gw: Arc<Gateway>, peer: SocketAddr, req: Request) -> Result<Response, GatewayError> {
     let path = req.uri().path().to_owned();
-    let trimmed = path.trim_start_matches('/');
+    let trimmed = path.strip_prefix('/').unwrap_or(&path);
     let (tool_name, rest) = match trimmed.split_once('/') {
         Some((t, r)) => (t.to_owned(), format!("/{r}")),
         None => (trimmed.to_owned(), String::new()),
     };
+    check_path(&rest)?;
     let bundle = gw
         .view
         .bundle()
@@ -442,10 +443,55 @@ async fn route(gw: Arc<Gateway>, peer: SocketAddr, req: Request) -> Result<Respo
     }
 }
 
+/// Refuses paths that would mean something else upstream than what policy
+/// decided: dot segments (which an upstream URL resolves, escaping the
+/// tool's base path) and encoded dots, slashes and backslashes.
+fn check_path(rest: &str) -> Result<(), GatewayError> {
+    for segment in rest.split('/') {
+        let lower = segment.to_ascii_lowercase();
+        let decoded_dot = lower.replace("%2e", ".");
+        if decoded_dot == "."
+            || decoded_dot == ".."
+            || lower.contains("%2f")
+            || lower.contains("%5c")
+            || segment.contains('\\')
+        {
+            return Err(GatewayError::BadRequest(
+                "dot segments and encoded slashes are not allowed in tool paths".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn forbidden(d: &Decision) -> GatewayError {
     GatewayError::Forbidden {
         reason: d.reason(),
         policy_version: Some(d.policy_version.clone()),
         determining_policies: d.determining_policies.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_path;
+
+    #[test]
+    fn paths_cannot_escape_the_tools_base() {
+        for ok in ["", "/", "/customers/42", "/a.b/c..d", "/v1/x.json", "/%41"] {
+            assert!(check_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/..",
+            "/a/../b",
+            "/./a",
+            "/%2e%2e/x",
+            "/%2E./x",
+            "/a%2fb",
+            "/a%5Cb",
+            "/a\\b",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
     }
 }
