@@ -360,6 +360,28 @@ def test_mcp_http_server_with_a_dpop_bound_token(writ, mcp_http_server):
 
     assert asyncio.run(run_mcp(url, story, auth=Dpop(token, key)))
 
+    # Raw JSON-RPC with generous whitespace: the gateway re-serializes the
+    # body, and the upstream still gets a well-formed request.
+    def raw(body, sid=None):
+        h = {"Authorization": f"DPoP {token}", "DPoP": key.proof("POST", url, token),
+             "Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        if sid:
+            h["Mcp-Session-Id"] = sid
+        return requests.post(url, data=json.dumps(body, indent=4), headers=h)
+
+    r = raw({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}})
+    assert r.status_code == 200, r.text
+    sid = r.headers["mcp-session-id"]
+    raw({"jsonrpc": "2.0", "method": "notifications/initialized"}, sid)
+    r = raw({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+             "params": {"name": "lookup", "arguments": {"customer": "c-9"}}}, sid)
+    assert r.status_code == 200, r.text
+    assert "customer c-9: active" in r.text
+    r = raw({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+             "params": {"name": "wipe", "arguments": {"customer": "c-9"}}}, sid)
+    assert r.status_code == 200 and '"code":-32001' in r.text.replace(" ", ""), r.text
+
     # A session id the gateway did not see opened by this task is refused.
     r = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
                       headers={"Authorization": f"DPoP {token}", "Mcp-Session-Id": "guessed-session",

@@ -16,9 +16,11 @@ pub struct RpcError {
 /// What one message is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
-    /// Not an object: invalid.
+    /// Not an object, a `method` that is not a string, or neither a method
+    /// nor a result: invalid, never forwarded.
     Invalid,
-    /// No `method`: a response to a server request.
+    /// No `method`, a `result` or an `error`: a response to a server
+    /// request.
     Response,
     /// Protocol plumbing (`initialize`, `ping`, `tools/list`,
     /// `notifications/*`, ...): no decision of its own.
@@ -66,8 +68,16 @@ pub fn classify(msg: &Value) -> Kind {
     let Some(obj) = msg.as_object() else {
         return Kind::Invalid;
     };
-    let Some(method) = obj.get("method").and_then(Value::as_str) else {
-        return Kind::Response;
+    let Some(method) = obj.get("method") else {
+        // A response to a server request carries a result or an error.
+        return if obj.contains_key("result") || obj.contains_key("error") {
+            Kind::Response
+        } else {
+            Kind::Invalid
+        };
+    };
+    let Some(method) = method.as_str() else {
+        return Kind::Invalid;
     };
     if is_plumbing(method) {
         return Kind::Plumbing {

@@ -137,7 +137,15 @@ pub async fn authenticate(
             c
         }
     };
-    if claims.aud != tool.audience {
+    // A token names its tool by audience; an audience shared by two tools
+    // (registered before writ refused that) names neither.
+    let shared = bundle
+        .tools
+        .values()
+        .filter(|t| t.audience == claims.aud)
+        .count()
+        > 1;
+    if claims.aud != tool.audience || shared {
         return Err(unauthorized(
             view,
             name,

@@ -36,8 +36,11 @@ use writ_policy::{Action, AgentFacts, Decision, RequestFacts, TaskFacts, ToolFac
 pub use error::GatewayError;
 pub use state::View;
 
+/// Longest request text (path, MCP method or tool name) kept in a record.
+const MAX_RECORDED: usize = 512;
+
 /// How a gateway is run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// The broker's base URL.
     pub broker: String,
@@ -51,6 +54,19 @@ pub struct Config {
     pub refresh: Duration,
     /// Where undelivered decisions are kept across restarts.
     pub spool_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("broker", &self.broker)
+            .field("token", &"<redacted>")
+            .field("public_url", &self.public_url)
+            .field("staleness", &self.staleness)
+            .field("refresh", &self.refresh)
+            .field("spool_dir", &self.spool_dir)
+            .finish()
+    }
 }
 
 impl Config {
@@ -270,6 +286,18 @@ impl Gateway {
             .map(|a| a.name.as_str())
             .chain(std::iter::once(caller.agent.name.as_str()))
             .collect();
+        // What the agent chose (path, tool name) is capped: a record stays
+        // small whatever the request was.
+        let cap = |s: &str| -> String {
+            if s.len() <= MAX_RECORDED {
+                return s.to_owned();
+            }
+            let mut end = MAX_RECORDED;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}…", s.get(..end).unwrap_or_default())
+        };
         let mut event = AuditEvent::new(AuditKind::ToolCall, outcome, "gateway")
             .agent(&caller.agent.name)
             .instance(&caller.claims.client_id)
@@ -282,10 +310,10 @@ impl Gateway {
             .reason(decision.reason())
             .detail(serde_json::json!({
                 "tool": tool.name,
-                "method": request.method,
-                "path": request.path,
-                "mcp_method": request.mcp_method,
-                "mcp_tool": request.mcp_tool,
+                "method": cap(request.method),
+                "path": cap(request.path),
+                "mcp_method": request.mcp_method.map(cap),
+                "mcp_tool": request.mcp_tool.map(cap),
                 "chain": chain,
             }));
         if let Some(t) = &caller.claims.task {
@@ -447,7 +475,22 @@ async fn route(gw: Arc<Gateway>, peer: SocketAddr, req: Request) -> Result<Respo
 /// decided: dot segments (which an upstream URL resolves, escaping the
 /// tool's base path) and encoded dots, slashes and backslashes.
 fn check_path(rest: &str) -> Result<(), GatewayError> {
-    for segment in rest.split('/') {
+    let segments: Vec<&str> = rest.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, segment) in segments.iter().enumerate() {
+        // `//` (an upstream may merge it) and percent-encoded unreserved
+        // characters (an upstream may decode them) would let a request mean
+        // another path than the one policy saw.
+        if segment.is_empty() && i != last {
+            return Err(GatewayError::BadRequest(
+                "empty path segments are not allowed in tool paths".into(),
+            ));
+        }
+        if encodes_unreserved(segment) {
+            return Err(GatewayError::BadRequest(
+                "percent-encoded letters, digits or -._~ are not allowed in tool paths".into(),
+            ));
+        }
         let lower = segment.to_ascii_lowercase();
         let decoded_dot = lower.replace("%2e", ".");
         if decoded_dot == "."
@@ -464,6 +507,24 @@ fn check_path(rest: &str) -> Result<(), GatewayError> {
     Ok(())
 }
 
+fn encodes_unreserved(segment: &str) -> bool {
+    let b = segment.as_bytes();
+    b.windows(3).any(|w| {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            w,
+            hex(w.get(1).copied().unwrap_or(0)),
+            hex(w.get(2).copied().unwrap_or(0)),
+        ) {
+            ([b'%', _, _], Some(h), Some(l)) => {
+                let c = (h * 16 + l) as u8;
+                c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
+            }
+            _ => false,
+        }
+    })
+}
+
 pub(crate) fn forbidden(d: &Decision) -> GatewayError {
     GatewayError::Forbidden {
         reason: d.reason(),
@@ -478,10 +539,23 @@ mod tests {
 
     #[test]
     fn paths_cannot_escape_the_tools_base() {
-        for ok in ["", "/", "/customers/42", "/a.b/c..d", "/v1/x.json", "/%41"] {
+        for ok in [
+            "",
+            "/",
+            "/customers/42",
+            "/customers/",
+            "/a.b/c..d",
+            "/v1/x.json",
+            "/a%20b",
+            "/%2Bx",
+        ] {
             assert!(check_path(ok).is_ok(), "{ok}");
         }
         for bad in [
+            "//admin",
+            "/a//b",
+            "/%61dmin",
+            "/x%7E",
             "/..",
             "/a/../b",
             "/./a",

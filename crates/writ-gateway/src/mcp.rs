@@ -23,6 +23,8 @@ use crate::error::GatewayError;
 use crate::proxy::{relay, upstream_headers};
 use crate::state::Bundle;
 
+/// How long an agent may take to send an MCP message body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Largest MCP message body accepted from an agent.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 /// Largest upstream answer the gateway reads to inspect.
@@ -64,8 +66,22 @@ impl SessionOwners {
     }
 }
 
-fn session_of(headers: &HeaderMap) -> Option<&str> {
-    headers.get("mcp-session-id").and_then(|v| v.to_str().ok())
+/// The request's MCP session: `Err` for more than one value or a value
+/// that is not visible ASCII.
+fn session_of(headers: &HeaderMap) -> Result<Option<&str>, GatewayError> {
+    let mut values = headers.get_all("mcp-session-id").iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(GatewayError::BadRequest(
+            "more than one Mcp-Session-Id".into(),
+        ));
+    }
+    first
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| GatewayError::BadRequest("malformed Mcp-Session-Id".into()))
+        })
+        .transpose()
 }
 
 /// One MCP request's context.
@@ -129,7 +145,11 @@ fn decide_call(
                 determining_policies: Vec::new(),
                 errors: vec![format!(
                     "MCP tool {:?} is not among the token's scopes",
-                    mcp_tool.unwrap_or_default()
+                    mcp_tool
+                        .unwrap_or_default()
+                        .chars()
+                        .take(128)
+                        .collect::<String>()
                 )],
                 policy_version: bundle.policy.version().to_owned(),
                 obligations: writ_policy::Obligations::default(),
@@ -286,7 +306,8 @@ pub(crate) async fn handle(
 ) -> Result<Response, GatewayError> {
     let path = req.uri().path().to_owned();
     let task = caller.claims.task.as_deref().unwrap_or_default();
-    if let (Upstream::Mcp { .. }, Some(sid)) = (upstream, session_of(req.headers()))
+    let sid = session_of(req.headers())?;
+    if let (Upstream::Mcp { .. }, Some(sid)) = (upstream, sid)
         && !gw.mcp_owners.check(sid, task)
     {
         return Err(GatewayError::NotFound(
@@ -296,11 +317,28 @@ pub(crate) async fn handle(
     match (req.method().clone(), upstream) {
         (Method::POST, _) => {
             let (parts, body) = req.into_parts();
-            let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
-                GatewayError::PayloadTooLarge(format!(
-                    "MCP messages are limited to {MAX_BODY} bytes"
-                ))
-            })?;
+            let body = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY))
+                .await
+                .map_err(|_| GatewayError::BadRequest("the request body took too long".into()))?
+                .map_err(|_| {
+                    GatewayError::PayloadTooLarge(format!(
+                        "MCP messages are limited to {MAX_BODY} bytes"
+                    ))
+                })?;
+            // The token was checked when the headers arrived; a revocation
+            // taken while the body came in still counts.
+            if gw.view.is_revoked(&caller.claims.jti) {
+                return Err(GatewayError::Unauthorized {
+                    error: Some("invalid_token"),
+                    detail: "token has been revoked".into(),
+                    metadata: crate::metadata_url(&gw.view.cfg.public_url, tool.name.as_str()),
+                });
+            }
+            if !gw.view.fresh() {
+                return Err(GatewayError::Unavailable(
+                    "the gateway's revocation view is stale; refusing until it catches up".into(),
+                ));
+            }
             let call = Call {
                 gw,
                 bundle,
@@ -369,7 +407,15 @@ async fn post_http(
     } else {
         Value::Array(ins.forward)
     };
-    let headers = upstream_headers(incoming, caller, tool, gw, peer)?;
+    let mut headers = upstream_headers(incoming, caller, tool, gw, peer)?;
+    // The body is re-serialized: its length and encoding are the gateway's.
+    for h in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_ENCODING,
+        header::CONTENT_TYPE,
+    ] {
+        headers.remove(h);
+    }
     let resp = gw
         .upstream
         .post(url)
@@ -380,7 +426,7 @@ async fn post_http(
         .await
         .map_err(|e| GatewayError::BadGateway(format!("upstream of {}: {e}", tool.name)))?;
     let status = resp.status();
-    if let Some(sid) = session_of(resp.headers()) {
+    if let Ok(Some(sid)) = session_of(resp.headers()) {
         gw.mcp_owners
             .bind(sid, caller.claims.task.as_deref().unwrap_or_default());
     }

@@ -39,6 +39,15 @@ fn stripped_request_header(name: &str, secret_header: Option<&HeaderName>) -> bo
         )
         || name.starts_with("x-forwarded-")
         || name.starts_with("x-writ-")
+        // Method and URL overrides would make the upstream do something
+        // else than what was decided; names with `_` are aliases of `-` ones
+        // on some servers (CGI/WSGI).
+        || matches!(
+            name,
+            "x-http-method-override" | "x-http-method" | "x-method-override" | "x-original-url"
+                | "x-rewrite-url" | "x-original-method"
+        )
+        || name.contains('_')
         || secret_header.is_some_and(|h| h.as_str() == name)
 }
 
@@ -92,8 +101,17 @@ pub(crate) fn upstream_headers(
     if let Some(Ok(v)) = public.as_ref().map(|u| HeaderValue::from_str(u.scheme())) {
         out.insert("x-forwarded-proto", v);
     }
-    if let Some(h) = incoming.get(header::HOST) {
-        out.insert("x-forwarded-host", h.clone());
+    if let Some(Ok(v)) = public
+        .as_ref()
+        .and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_owned(),
+            })
+        })
+        .map(|h| HeaderValue::from_str(&h))
+    {
+        out.insert("x-forwarded-host", v);
     }
     if let Ok(v) = HeaderValue::from_str(caller.agent.name.as_str()) {
         out.insert("x-writ-agent", v);
@@ -197,6 +215,10 @@ mod tests {
             "connection",
             "transfer-encoding",
             "x-api-key",
+            "x_forwarded_for",
+            "x_writ_agent",
+            "x-http-method-override",
+            "x-original-url",
         ] {
             assert!(stripped_request_header(h, Some(&secret)), "{h}");
         }

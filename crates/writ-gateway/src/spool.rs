@@ -17,8 +17,9 @@ use writ_core::audit::AuditEvent;
 
 use crate::state::View;
 
-/// Most decisions per delivery (the broker's limit).
-const BATCH: usize = 1000;
+/// Most decisions per delivery (the broker takes 1,000 and 8 MiB; events
+/// are at most a few KiB, their free-text fields being capped).
+const BATCH: usize = 500;
 /// Past this many undelivered decisions in memory, new ones go to disk only.
 const MAX_QUEUED: usize = 100_000;
 
@@ -57,14 +58,37 @@ impl Spool {
         if let Some(f) = &file
             && let Ok(fh) = std::fs::File::open(f)
         {
+            let mut damaged = false;
             for line in std::io::BufReader::new(fh).lines() {
                 let line = line?;
                 match serde_json::from_str::<Spooled>(&line) {
                     Ok(s) => inner.queue.push_back((s.seq, s.event)),
                     // A torn last line from a crash: the decision was
                     // never acknowledged to anyone, so skipping it is safe.
-                    Err(e) => tracing::warn!(error = %e, "skipping a damaged spool line"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping a damaged spool line");
+                        damaged = true;
+                    }
                 }
+            }
+            if damaged {
+                // Rewrite the file without it, so that the next append does
+                // not run into the torn line.
+                let tmp = f.with_extension("jsonl.tmp");
+                let mut buf = Vec::new();
+                for (seq, event) in &inner.queue {
+                    serde_json::to_writer(
+                        &mut buf,
+                        &Spooled {
+                            seq: *seq,
+                            event: event.clone(),
+                        },
+                    )
+                    .map_err(std::io::Error::other)?;
+                    buf.push(b'\n');
+                }
+                std::fs::write(&tmp, &buf)?;
+                std::fs::rename(&tmp, f)?;
             }
             inner.on_disk = !inner.queue.is_empty();
             inner.next_seq = inner.queue.back().map_or(0, |(s, _)| s.saturating_add(1));
@@ -302,6 +326,15 @@ mod tests {
         // Pushed after the spill: straight to disk as well.
         s.push(ev(3));
         drop(s);
+        // A crash tore a last line: it is dropped when the spool is opened.
+        {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(dir.path().join("decisions.jsonl"))
+                .unwrap();
+            f.write_all(b"{\"seq\":5,\"ev").unwrap();
+        }
         let again = Spool::open(Some(dir.path().to_owned())).unwrap();
         let g = again.inner.lock().unwrap();
         let got: Vec<(u64, String)> = g

@@ -55,6 +55,10 @@ pub struct View {
     feed_next: AtomicU64,
     /// When the feed last answered.
     synced: Mutex<Option<Instant>>,
+    /// When the bundle was last refreshed.
+    bundled: Mutex<Option<Instant>>,
+    /// This process, among the gateways sharing one credential.
+    follower: String,
     /// Woken when the revocation set changes (for tests and benchmarks).
     pub revocations_seen: tokio::sync::Notify,
 }
@@ -80,6 +84,8 @@ impl View {
             revoked: RwLock::new(HashMap::new()),
             feed_next: AtomicU64::new(0),
             synced: Mutex::new(None),
+            bundled: Mutex::new(None),
+            follower: writ_core::random::token_128().unwrap_or_else(|_| "0".into()),
             revocations_seen: tokio::sync::Notify::new(),
         })
     }
@@ -188,6 +194,9 @@ impl View {
         if let Ok(mut g) = self.bundle.write() {
             *g = Some(Arc::new(bundle));
         }
+        if let Ok(mut g) = self.bundled.lock() {
+            *g = Some(Instant::now());
+        }
         Ok(())
     }
 
@@ -224,13 +233,18 @@ impl View {
         self.jwks.read().map(|g| g.clone()).unwrap_or(current)
     }
 
-    /// Whether the revocation set is fresh enough to decide with.
+    /// Whether the revocation set and the bundle are fresh enough to decide
+    /// with: the feed within the staleness bound, the bundle (policies,
+    /// agents, secrets) within six times it.
     pub fn fresh(&self) -> bool {
-        self.synced
-            .lock()
-            .ok()
-            .and_then(|g| *g)
-            .is_some_and(|t| t.elapsed() <= self.cfg.staleness)
+        let within = |m: &Mutex<Option<Instant>>, bound: Duration| {
+            m.lock()
+                .ok()
+                .and_then(|g| *g)
+                .is_some_and(|t| t.elapsed() <= bound)
+        };
+        within(&self.synced, self.cfg.staleness)
+            && within(&self.bundled, self.cfg.staleness.saturating_mul(6))
     }
 
     pub fn is_revoked(&self, jti: &str) -> bool {
@@ -251,7 +265,10 @@ impl View {
         };
         let after = self.feed_next.load(Ordering::SeqCst);
         let page: RevocationPage = self
-            .get(&format!("/v1/revocations?after={after}&wait_ms={wait_ms}"))
+            .get(&format!(
+                "/v1/revocations?after={after}&wait_ms={wait_ms}&follower={}",
+                self.follower
+            ))
             .await?;
         let now = self.now().secs();
         let changed = !page.revocations.is_empty();

@@ -24,8 +24,9 @@ use crate::mcp::{Call, Inspected, answer, filter, id_key};
 const IDLE: Duration = Duration::from_secs(600);
 /// How long an answer from the server may take.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
-/// Most sessions at once (each is a process).
+/// Most sessions at once (each is a process), and per task.
 const MAX_SESSIONS: usize = 256;
+const MAX_SESSIONS_PER_TASK: usize = 8;
 const SESSION_HEADER: &str = "mcp-session-id";
 
 type Pending = std::sync::Mutex<HashMap<String, oneshot::Sender<Value>>>;
@@ -84,10 +85,14 @@ fn spawn_shared(command: &[String], tool: &str, task: &str) -> Result<Arc<Sessio
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // The gateway's own settings are not the server's business.
-        .env_remove("WRIT_TOKEN")
-        .env_remove("WRIT_ADMIN_TOKEN")
-        .env_remove("WRIT_GATEWAY_TOKEN")
+        // Nothing of the gateway's environment (credentials, key paths)
+        // reaches the server: only what a program needs to run.
+        .env_clear()
+        .envs(
+            ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"]
+                .iter()
+                .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
+        )
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
@@ -207,17 +212,25 @@ pub(crate) async fn post(
                     "missing Mcp-Session-Id (start with initialize)".into(),
                 ));
             }
-            if gw.sessions.map.lock().await.len() >= MAX_SESSIONS {
-                return Err(GatewayError::Unavailable("too many MCP sessions".into()));
-            }
             let id = writ_core::random::token_128()
                 .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+            // Count and insert under one lock: no race past the limits.
+            let mut map = gw.sessions.map.lock().await;
+            if map.len() >= MAX_SESSIONS {
+                return Err(GatewayError::Unavailable("too many MCP sessions".into()));
+            }
+            if map.values().filter(|s| s.task == task).count() >= MAX_SESSIONS_PER_TASK {
+                return Err(GatewayError::Forbidden {
+                    reason: format!(
+                        "a task may have at most {MAX_SESSIONS_PER_TASK} MCP sessions open"
+                    ),
+                    policy_version: None,
+                    determining_policies: Vec::new(),
+                });
+            }
             let s = spawn_shared(command, tool.name.as_str(), &task)?;
-            gw.sessions
-                .map
-                .lock()
-                .await
-                .insert(id.clone(), Arc::clone(&s));
+            map.insert(id.clone(), Arc::clone(&s));
+            drop(map);
             (id, s)
         }
     };

@@ -251,6 +251,9 @@ pub struct FeedQuery {
     /// The same in milliseconds (wins over `wait`).
     #[serde(default)]
     wait_ms: Option<u64>,
+    /// Which process of a gateway credential follows (each is tracked).
+    #[serde(default)]
+    follower: Option<String>,
 }
 
 /// The revocation feed (long-poll), for enforcement points.
@@ -264,7 +267,11 @@ pub async fn revocations(
         Some(ms) => std::time::Duration::from_millis(ms),
         None => std::time::Duration::from_secs(q.wait),
     };
+    let who = gateway.map(|g| match q.follower.as_deref() {
+        Some(f) if !f.is_empty() && f.len() <= 64 => format!("{g}/{f}"),
+        _ => g,
+    });
     Ok(AxumJson(
-        b.revocations(gateway.as_deref(), q.after, wait).await?,
+        b.revocations(who.as_deref(), q.after, wait).await?,
     ))
 }

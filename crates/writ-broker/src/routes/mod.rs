@@ -18,6 +18,9 @@ use crate::error::ApiError;
 use crate::extract::{MAX_BODY_BYTES, bearer, presented};
 use crate::service::{AgentCaller, Broker, Caller};
 
+/// The body limit of a decision batch from a gateway.
+const DECISIONS_BODY_BYTES: usize = 8 * 1024 * 1024;
+
 pub fn router(broker: Arc<Broker>) -> Router {
     Router::new()
         .route("/healthz", get(wellknown::healthz))
@@ -50,7 +53,11 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/gateways", post(gateway::register))
         .route("/v1/gateway/bundle", get(gateway::bundle))
         .route("/v1/gateway/secrets", get(gateway::secrets))
-        .route("/v1/gateway/decisions", post(gateway::decisions))
+        // Decision batches are larger than other bodies (up to 1,000 records).
+        .route(
+            "/v1/gateway/decisions",
+            post(gateway::decisions).layer(DefaultBodyLimit::max(DECISIONS_BODY_BYTES)),
+        )
         .route("/v1/keys/rotate", post(admin::rotate_keys))
         .route(
             "/v1/policies",

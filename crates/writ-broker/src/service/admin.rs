@@ -141,6 +141,20 @@ impl Broker {
             return Err(ApiError::BadRequest("scopes must be unique".into()));
         }
         check_attributes(&req.attributes)?;
+        // A token names its tool by audience: two tools with one audience
+        // would each accept the other's tokens.
+        if self
+            .store
+            .list_tools()
+            .await?
+            .iter()
+            .any(|t| t.audience.trim_end_matches('/') == req.audience.trim_end_matches('/'))
+        {
+            return Err(ApiError::Conflict(format!(
+                "another tool already has audience {}",
+                req.audience
+            )));
+        }
         if let Some(u) = &req.upstream {
             super::gateway::check_upstream(u)?;
         }
