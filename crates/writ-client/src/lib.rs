@@ -272,6 +272,11 @@ impl Client {
         )
         .await
     }
+    /// Revokes a gateway's credential.
+    pub async fn revoke_gateway(&self, name: &str) -> Result<()> {
+        self.call(self.req(Method::DELETE, &format!("/v1/gateways/{name}")))
+            .await
+    }
     /// A credential for a standalone gateway.
     pub async fn register_gateway(&self, name: &str) -> Result<writ_core::api::GatewayRegistered> {
         self.post(

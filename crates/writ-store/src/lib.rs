@@ -93,7 +93,15 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
+    /// The gateway a live (not revoked) credential belongs to.
     async fn gateway_by_token(&self, token_hash: &str) -> Result<Option<String>>;
+    /// Revokes a gateway's credential; `NotFound` for an unknown gateway.
+    async fn revoke_gateway(
+        &self,
+        name: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
     /// Appends a gateway's decisions numbered from `first_seq`, skipping the
     /// ones already held; returns the highest number held. A batch that
     /// would leave a gap is a `Conflict`.

@@ -515,6 +515,14 @@ pub async fn gateway_decisions_are_recorded_once(s: Arc<dyn Store>) {
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(audit_len(s).await, before + 5);
+    // A revoked credential resolves to nothing; revoking twice is fine.
+    s.revoke_gateway("gw-1", at(5), vec![]).await.unwrap();
+    s.revoke_gateway("gw-1", at(6), vec![]).await.unwrap();
+    assert_eq!(s.gateway_by_token("hash-1").await.unwrap(), None);
+    assert!(matches!(
+        s.revoke_gateway("nope", at(6), vec![]).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 // ---------------------------------------------------------------------------

@@ -29,6 +29,15 @@ pub async fn register(
     ))
 }
 
+pub async fn revoke(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    b.revoke_gateway(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub async fn set_secret(
     State(b): State<Arc<Broker>>,
     _: Admin,

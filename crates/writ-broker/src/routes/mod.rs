@@ -51,6 +51,10 @@ pub fn router(broker: Arc<Broker>) -> Router {
             axum::routing::put(gateway::set_secret),
         )
         .route("/v1/gateways", post(gateway::register))
+        .route(
+            "/v1/gateways/{name}",
+            axum::routing::delete(gateway::revoke),
+        )
         .route("/v1/gateway/bundle", get(gateway::bundle))
         .route("/v1/gateway/secrets", get(gateway::secrets))
         // Decision batches are larger than other bodies (up to 1,000 records).

@@ -130,6 +130,18 @@ impl Broker {
         Ok(GatewayRegistered { name, token })
     }
 
+    /// Revokes a gateway's credential: its next call to the broker is
+    /// refused, and it fails closed once its view goes stale.
+    pub async fn revoke_gateway(&self, name: &str) -> Result<(), ApiError> {
+        let event = AuditEvent::new(AuditKind::GatewayRegister, Outcome::Success, "admin")
+            .reason("gateway credential revoked")
+            .detail(serde_json::json!({ "gateway": name, "revoked": true }));
+        self.store
+            .revoke_gateway(name, self.now(), vec![event])
+            .await?;
+        Ok(())
+    }
+
     /// Stores a tool's upstream secret sealed under the master key. The
     /// answer, the audit record and the logs name the header only.
     pub async fn set_tool_secret(

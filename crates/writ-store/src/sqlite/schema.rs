@@ -161,4 +161,8 @@ CREATE TABLE shadow_policy (
     set_at      INTEGER NOT NULL
 );
 "#,
+    // 8: gateway credentials can be revoked.
+    r#"
+ALTER TABLE gateways ADD COLUMN revoked_at INTEGER;
+"#,
 ];

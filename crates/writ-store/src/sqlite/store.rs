@@ -804,12 +804,35 @@ impl Store for SqliteStore {
         let hash = token_hash.to_owned();
         self.read(move |c| {
             c.query_row(
-                "SELECT name FROM gateways WHERE token_hash = ?1",
+                "SELECT name FROM gateways WHERE token_hash = ?1 AND revoked_at IS NULL",
                 [hash],
                 |r| r.get::<_, String>(0),
             )
             .optional()
             .map_err(db)
+        })
+        .await
+    }
+
+    async fn revoke_gateway(
+        &self,
+        name: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        let name = name.to_owned();
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let n = ctx
+                .tx
+                .execute(
+                    "UPDATE gateways SET revoked_at = COALESCE(revoked_at, ?1) WHERE name = ?2",
+                    params![now.millis(), name],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("gateway"));
+            }
+            ctx.audit(now, &audit)
         })
         .await
     }

@@ -25,6 +25,9 @@ pub struct GatewayArgs {
 enum GatewayCmd {
     /// Create a credential for a standalone gateway (admin; shown once).
     Register { name: String },
+    /// Revoke a gateway's credential (admin): its next call to the broker
+    /// is refused and it fails closed once its view is stale.
+    Revoke { name: String },
 }
 
 #[derive(Args, Debug)]
@@ -55,9 +58,20 @@ struct RunArgs {
 }
 
 pub async fn run(g: &Global, args: GatewayArgs) -> anyhow::Result<u8> {
-    if let Some(GatewayCmd::Register { name }) = args.cmd {
-        print(&g.admin()?.register_gateway(&name).await?, g.field())?;
-        return Ok(EXIT_OK);
+    match args.cmd {
+        Some(GatewayCmd::Register { name }) => {
+            print(&g.admin()?.register_gateway(&name).await?, g.field())?;
+            return Ok(EXIT_OK);
+        }
+        Some(GatewayCmd::Revoke { name }) => {
+            g.admin()?.revoke_gateway(&name).await?;
+            print(
+                &serde_json::json!({ "gateway": name, "revoked": true }),
+                g.field(),
+            )?;
+            return Ok(EXIT_OK);
+        }
+        None => {}
     }
     super::serve::init_tracing();
     let a = args.run;

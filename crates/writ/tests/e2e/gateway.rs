@@ -324,6 +324,25 @@ async fn g5_standalone_gateway_fails_closed_without_the_broker_and_delivers_its_
     );
     let v = admin.audit_verify().await.unwrap();
     assert!(v.valid, "{v:?}");
+
+    // A revoked credential: the broker refuses the gateway, which then
+    // fails closed.
+    let out = b.cli(&["gateway", "revoke", "edge-1"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            get(&url, &tok).await == 503
+        })
+        .await,
+        "a gateway whose credential is revoked must fail closed"
+    );
+    let secrets = reqwest::Client::new()
+        .get(format!("{}/v1/gateway/secrets", b.addr))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(secrets.status(), 401);
 }
 
 #[tokio::test]
