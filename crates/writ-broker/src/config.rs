@@ -64,7 +64,7 @@ impl BrokerConfig {
             policy_poll: Duration::from_millis(500),
             approval_ttl: 15 * 60,
             max_exception_ttl: 7 * 24 * 60 * 60,
-            propagation_wait: Duration::from_millis(500),
+            propagation_wait: Duration::from_secs(2),
         }
     }
 

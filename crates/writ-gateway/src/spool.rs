@@ -116,7 +116,7 @@ impl Spool {
             g.on_disk = true;
         }
         g.queue.push_back((seq, event));
-        if g.queue.len() >= 64 {
+        if g.queue.len() >= 512 {
             self.wake.notify_one();
         }
     }
