@@ -187,27 +187,15 @@ impl Spool {
         first_seq: u64,
         batch: Vec<AuditEvent>,
     ) -> Result<u64, String> {
-        let url = format!(
-            "{}/v1/gateway/decisions",
-            view.cfg.broker.trim_end_matches('/')
-        );
-        let resp = view
-            .broker
-            .post(url)
-            .bearer_auth(&view.cfg.token)
-            .json(&GatewayDecisions {
-                first_seq,
-                decisions: batch,
-            })
-            .send()
-            .await
-            .map_err(|e| format!("broker unreachable: {e}"))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(format!("broker answered {status}: {body}"));
-        }
-        let ack: GatewayDecisionsAck = resp.json().await.map_err(|e| e.to_string())?;
+        let ack: GatewayDecisionsAck = view
+            .post(
+                "/v1/gateway/decisions",
+                &GatewayDecisions {
+                    first_seq,
+                    decisions: batch,
+                },
+            )
+            .await?;
         Ok(ack.acked)
     }
 

@@ -99,9 +99,25 @@ impl View {
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
-        let resp = self
-            .broker
-            .get(self.url(path))
+        self.call(self.broker.get(self.url(path)), path).await
+    }
+
+    /// POSTs `body` as JSON to the broker with the gateway credential.
+    pub(crate) async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, String> {
+        self.call(self.broker.post(self.url(path)).json(body), path)
+            .await
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        path: &str,
+    ) -> Result<T, String> {
+        let resp = req
             .bearer_auth(&self.cfg.token)
             .send()
             .await
