@@ -66,7 +66,7 @@ pub struct Caller {
     pub depth: u32,
 }
 
-fn unauthorized(
+pub(crate) fn unauthorized(
     view: &View,
     tool: &str,
     error: Option<&'static str>,
@@ -139,13 +139,7 @@ pub async fn authenticate(
     };
     // A token names its tool by audience; an audience shared by two tools
     // (registered before writ refused that) names neither.
-    let shared = bundle
-        .tools
-        .values()
-        .filter(|t| t.audience == claims.aud)
-        .count()
-        > 1;
-    if claims.aud != tool.audience || shared {
+    if claims.aud != tool.audience || bundle.shared_audiences.contains(&claims.aud) {
         return Err(unauthorized(
             view,
             name,

@@ -328,11 +328,12 @@ pub(crate) async fn handle(
             // The token was checked when the headers arrived; a revocation
             // taken while the body came in still counts.
             if gw.view.is_revoked(&caller.claims.jti) {
-                return Err(GatewayError::Unauthorized {
-                    error: Some("invalid_token"),
-                    detail: "token has been revoked".into(),
-                    metadata: crate::metadata_url(&gw.view.cfg.public_url, tool.name.as_str()),
-                });
+                return Err(crate::auth::unauthorized(
+                    &gw.view,
+                    tool.name.as_str(),
+                    Some("invalid_token"),
+                    "token has been revoked",
+                ));
             }
             if !gw.view.fresh() {
                 return Err(GatewayError::Unavailable(

@@ -94,24 +94,12 @@ pub(crate) fn upstream_headers(
         }
         out.append(name.clone(), value.clone());
     }
-    let public = url::Url::parse(&gw.view.cfg.public_url).ok();
     if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
         out.insert("x-forwarded-for", v);
     }
-    if let Some(Ok(v)) = public.as_ref().map(|u| HeaderValue::from_str(u.scheme())) {
-        out.insert("x-forwarded-proto", v);
-    }
-    if let Some(Ok(v)) = public
-        .as_ref()
-        .and_then(|u| {
-            u.host_str().map(|h| match u.port() {
-                Some(p) => format!("{h}:{p}"),
-                None => h.to_owned(),
-            })
-        })
-        .map(|h| HeaderValue::from_str(&h))
-    {
-        out.insert("x-forwarded-host", v);
+    if let Some((proto, host)) = &gw.view.forwarded {
+        out.insert("x-forwarded-proto", proto.clone());
+        out.insert("x-forwarded-host", host.clone());
     }
     if let Ok(v) = HeaderValue::from_str(caller.agent.name.as_str()) {
         out.insert("x-writ-agent", v);

@@ -22,7 +22,9 @@ pub struct Bundle {
     pub policy: Arc<PolicySet>,
     pub tools: HashMap<String, Tool>,
     pub agents_by_spiffe: HashMap<String, Agent>,
-    pub agents: HashMap<String, Agent>,
+    /// Audiences registered for more than one tool (before writ refused
+    /// that): a token with one of them names no tool.
+    pub shared_audiences: std::collections::HashSet<String>,
 }
 
 /// An upstream secret, marked sensitive so it never shows in debug output.
@@ -59,8 +61,24 @@ pub struct View {
     bundled: Mutex<Option<Instant>>,
     /// This process, among the gateways sharing one credential.
     follower: String,
+    /// `X-Forwarded-Proto` and `-Host` for upstreams, from the public URL
+    /// (read once).
+    pub forwarded: Option<(HeaderValue, HeaderValue)>,
     /// Woken when the revocation set changes (for tests and benchmarks).
     pub revocations_seen: tokio::sync::Notify,
+}
+
+/// The scheme and host[:port] of the gateway's public URL, as header values.
+fn forwarded_of(public_url: &str) -> Option<(HeaderValue, HeaderValue)> {
+    let u = url::Url::parse(public_url).ok()?;
+    let host = match (u.host_str()?, u.port()) {
+        (h, Some(p)) => format!("{h}:{p}"),
+        (h, None) => h.to_owned(),
+    };
+    Some((
+        HeaderValue::from_str(u.scheme()).ok()?,
+        HeaderValue::from_str(&host).ok()?,
+    ))
 }
 
 /// Unknown `kid`s trigger a JWKS refetch at most this often.
@@ -73,6 +91,7 @@ impl View {
             .timeout(Duration::from_secs(40))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        let forwarded = forwarded_of(&cfg.public_url);
         Ok(Self {
             cfg,
             clock,
@@ -86,6 +105,7 @@ impl View {
             synced: Mutex::new(None),
             bundled: Mutex::new(None),
             follower: writ_core::random::token_128().unwrap_or_else(|_| "0".into()),
+            forwarded,
             revocations_seen: tokio::sync::Notify::new(),
         })
     }
@@ -172,6 +192,13 @@ impl View {
                 Arc::new(set)
             }
         };
+        let mut seen = std::collections::HashSet::new();
+        let shared_audiences = b
+            .tools
+            .iter()
+            .filter(|t| !seen.insert(t.audience.as_str()))
+            .map(|t| t.audience.clone())
+            .collect();
         let bundle = Bundle {
             issuer: b.issuer,
             policy,
@@ -182,14 +209,10 @@ impl View {
                 .collect(),
             agents_by_spiffe: b
                 .agents
-                .iter()
-                .map(|a| (a.spiffe_id.clone(), a.clone()))
-                .collect(),
-            agents: b
-                .agents
                 .into_iter()
-                .map(|a| (a.name.to_string(), a))
+                .map(|a| (a.spiffe_id.clone(), a))
                 .collect(),
+            shared_audiences,
         };
         let secrets: Vec<GatewaySecret> = self.get("/v1/gateway/secrets").await?;
         let mut map = HashMap::new();
