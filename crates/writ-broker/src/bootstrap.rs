@@ -9,7 +9,7 @@ use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::seal::MasterKey;
 use writ_core::{Clock, Secret, random};
 use writ_policy::PolicySet;
-use writ_store::{SqliteStore, Store};
+use writ_store::{SqlStore, Store};
 
 use crate::config::BrokerConfig;
 use crate::keys::KeyService;
@@ -82,7 +82,7 @@ pub async fn open(
 ) -> Result<Opened, BootstrapError> {
     create_dir(&dir.path)?;
     let master = Arc::new(load_or_create_master(&dir.master_key_path())?);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.database_path())?);
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(&dir.database_path())?);
     let now = clock.now();
     let keys = KeyService::load(store.as_ref(), &master, now).await?;
 

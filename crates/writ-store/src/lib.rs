@@ -5,23 +5,44 @@
 //! them to the hash chain in the same transaction, so a change is never
 //! durable without its audit record, nor the other way round. A call
 //! returns only after its transaction is committed (SQLite: WAL with
-//! `synchronous=FULL`).
+//! `synchronous=FULL`; PostgreSQL: `synchronous_commit=on`).
 
+mod engine;
 mod error;
 mod model;
-pub mod sqlite;
+mod postgres;
+pub mod sql;
+mod sqlite;
+mod store;
 
 use async_trait::async_trait;
 use writ_core::api::{Agent, Approval, Task, Tool};
 use writ_core::audit::{AuditEvent, AuditRecord};
 use writ_core::{AgentName, ApprovalId, InstanceId, TaskId, Timestamp, ToolName};
 
+pub use engine::SqlStore;
 pub use error::{JoinTokenError, StoreError};
 pub use model::{
     Ended, Grant, GrantKind, GrantState, Instance, QuarantineOutcome, StoredKey, StoredSecret,
     TaskEnd,
 };
-pub use sqlite::SqliteStore;
+
+/// A change another process committed to a shared store, which this one
+/// must pick up: only stores shared by several brokers announce them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// New revocations (feed followers should look again).
+    Revocations,
+    /// A signing key was added or retired.
+    Keys,
+    /// A policy set became live.
+    Policy,
+    /// The shadow policy set was installed or removed.
+    Shadow,
+    /// Announcements may have been missed (the listener reconnected):
+    /// reload everything.
+    Resync,
+}
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -250,4 +271,10 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_after(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>>;
     /// The sequence number of the last record (0 when empty).
     async fn audit_head(&self) -> Result<u64>;
+
+    /// Changes committed by other processes sharing this store; `None`
+    /// when this process is the only writer.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
 }

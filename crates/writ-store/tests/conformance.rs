@@ -3,7 +3,7 @@
 //! Every check is a backend-neutral `async fn` that takes an
 //! `Arc<dyn Store>` (or, for the checks that close and reopen the database or
 //! tamper with it underneath the store, a [`Harness`]). The `sqlite` module
-//! at the bottom runs the whole suite against [`SqliteStore`]; another
+//! at the bottom runs the whole suite against [`SqlStore`]; another
 //! backend runs it by implementing [`Harness`] and invoking the same
 //! `conformance_tests!` macro.
 //!
@@ -1948,14 +1948,14 @@ macro_rules! conformance_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $store_test() {
-                let h = $harness;
+                let Some(h) = $harness else { return };
                 super::$store_test(super::Harness::open(&h).await).await;
             }
         )*
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $harness_test() {
-                let h = $harness;
+                let Some(h) = $harness else { return };
                 super::$harness_test(&h).await;
             }
         )*
@@ -1967,7 +1967,7 @@ mod sqlite {
     use std::sync::Arc;
 
     use async_trait::async_trait;
-    use writ_store::{SqliteStore, Store};
+    use writ_store::{SqlStore, Store};
 
     pub struct SqliteHarness {
         _dir: tempfile::TempDir,
@@ -1990,7 +1990,7 @@ mod sqlite {
     impl super::Harness for SqliteHarness {
         /// Opens a new store on the harness's file.
         async fn open(&self) -> Arc<dyn Store> {
-            Arc::new(SqliteStore::open(&self.path).unwrap())
+            Arc::new(SqlStore::open_sqlite(&self.path).unwrap())
         }
 
         async fn exec_raw(&self, sql: &str) -> Result<u64, String> {
@@ -2010,7 +2010,7 @@ mod sqlite {
     const CLOSE_RACE_CHILD: &str = "WRIT_STORE_CLOSE_RACE_CHILD";
     const ROUNDS: i64 = 200;
 
-    /// Opens, uses and drops `SqliteStore`s in a loop on a few threads.
+    /// Opens, uses and drops `SqlStore`s in a loop on a few threads.
     fn close_race_child() {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(4)
@@ -2024,7 +2024,7 @@ mod sqlite {
                 let handle = rt.handle().clone();
                 std::thread::spawn(move || {
                     for i in 0..ROUNDS {
-                        let store = SqliteStore::open(&path).unwrap();
+                        let store = SqlStore::open_sqlite(&path).unwrap();
                         handle.block_on(async {
                             store
                                 .append_audit(
@@ -2045,7 +2045,7 @@ mod sqlite {
         }
     }
 
-    /// Dropping a `SqliteStore` must never hang. Today the drop closes the
+    /// Dropping a `SqlStore` must never hang. Today the drop closes the
     /// reader connections on the dropping thread while the writer thread
     /// closes the writer connection in the background (possibly while the
     /// next store on the same file is opening); with the bundled SQLite
@@ -2080,7 +2080,7 @@ mod sqlite {
             if std::time::Instant::now() >= deadline {
                 child.kill().unwrap();
                 child.wait().unwrap();
-                panic!("opening and dropping SqliteStores hung (SQLite unix-VFS close deadlock)");
+                panic!("opening and dropping SqlStores hung (SQLite unix-VFS close deadlock)");
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         };
@@ -2088,7 +2088,216 @@ mod sqlite {
     }
 
     conformance_tests! {
-        SqliteHarness::new();
+        Some(SqliteHarness::new());
+        store: [
+            admin_tokens,
+            signing_keys_rotate_atomically,
+            tools_create_get_list,
+            tool_secrets_set_replace_list,
+            gateway_decisions_are_recorded_once,
+            shadow_policy_round_trip,
+            agents_create_get_list,
+            agent_duplicate_name_conflicts,
+            join_token_is_consumed_once,
+            join_token_refusals,
+            join_token_creation_rules,
+            failed_attest_does_not_consume_join_token,
+            join_token_race_has_one_winner,
+            task_round_trip,
+            end_task_revokes_its_grants,
+            heartbeat_extends_lease_within_lifetime,
+            heartbeat_after_end_is_refused,
+            lapsed_tasks_are_reaped_and_only_they,
+            lapsed_tasks_include_hard_lifetime,
+            quarantine_revokes_everything_and_release_restores,
+            revoke_single_grant,
+            delegation_tree_ends_as_one,
+            quarantine_cascades_into_delegated_tasks,
+            audit_chain_survives_concurrent_writes,
+            failed_writes_append_no_audit,
+            audit_pages,
+            audit_after_huge_cursor_is_empty,
+        ];
+        harness: [
+            durable_across_reopen,
+            audit_table_is_append_only,
+            tamper_edit_is_detected,
+            tamper_edit_with_rehash_is_detected,
+            tamper_delete_is_detected,
+            tamper_swap_is_detected,
+        ];
+    }
+}
+
+/// The same suite against a real PostgreSQL server: one fresh database per
+/// test on the server named by `WRIT_TEST_POSTGRES` (a superuser URL;
+/// `scripts/postgres.sh` starts one, and `scripts/test.sh` always sets it).
+/// Without it the PostgreSQL checks are skipped, except under CI, where
+/// they fail.
+mod postgres {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use async_trait::async_trait;
+    use writ_store::{SqlStore, Store};
+
+    pub struct PgHarness {
+        admin: String,
+        url: String,
+        db: String,
+    }
+
+    /// Runs blocking client work off the async threads.
+    fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::spawn(f).join().unwrap()
+    }
+
+    fn client(url: &str) -> ::postgres::Client {
+        ::postgres::Client::connect(url, ::postgres::NoTls).unwrap()
+    }
+
+    /// `url` with its database replaced by `db`.
+    pub fn with_db(url: &str, db: &str) -> String {
+        let (base, _) = url.rsplit_once('/').unwrap();
+        format!("{base}/{db}")
+    }
+
+    /// A fresh, empty database on the test server, or `None` to skip.
+    pub fn fresh_database() -> Option<(String, String, String)> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let Ok(admin) = std::env::var("WRIT_TEST_POSTGRES") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "WRIT_TEST_POSTGRES is not set: CI must run the PostgreSQL checks"
+            );
+            eprintln!(
+                "skipped: WRIT_TEST_POSTGRES is not set (scripts/postgres.sh starts a server)"
+            );
+            return None;
+        };
+        let db = format!(
+            "writ_t{}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::UNIX_EPOCH
+                .elapsed()
+                .unwrap()
+                .subsec_nanos()
+        );
+        let (a, d) = (admin.clone(), db.clone());
+        blocking(move || {
+            client(&a)
+                .batch_execute(&format!("CREATE DATABASE {d}"))
+                .unwrap()
+        });
+        let url = with_db(&admin, &db);
+        Some((admin, url, db))
+    }
+
+    impl PgHarness {
+        pub fn new() -> Option<Self> {
+            let (admin, url, db) = fresh_database()?;
+            Some(Self { admin, url, db })
+        }
+    }
+
+    impl Drop for PgHarness {
+        fn drop(&mut self) {
+            let (admin, db) = (self.admin.clone(), self.db.clone());
+            blocking(move || {
+                let _ = client(&admin)
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+            });
+        }
+    }
+
+    #[async_trait]
+    impl super::Harness for PgHarness {
+        async fn open(&self) -> Arc<dyn Store> {
+            Arc::new(SqlStore::connect_postgres(&self.url).await.unwrap())
+        }
+
+        async fn exec_raw(&self, sql: &str) -> Result<u64, String> {
+            let (url, sql) = (self.url.clone(), sql.to_owned());
+            blocking(move || {
+                client(&url)
+                    .execute(sql.as_str(), &[])
+                    .map_err(|e| e.to_string())
+            })
+        }
+
+        async fn drop_audit_guards(&self) {
+            let url = self.url.clone();
+            blocking(move || {
+                client(&url)
+                    .batch_execute(
+                        "DROP TRIGGER audit_no_update ON audit; DROP TRIGGER audit_no_truncate ON audit;",
+                    )
+                    .unwrap();
+            });
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn s6_postgres_commits_are_synchronous() {
+        let Some(h) = PgHarness::new() else { return };
+        let store = SqlStore::connect_postgres(&h.url).await.unwrap();
+        assert!(store.durable_commits().await.unwrap());
+    }
+
+    /// Two stores on one database (two broker replicas) writing at once
+    /// extend one chain, and each hears of the other's revocations.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn replicas_share_one_chain_and_announce_revocations() {
+        use writ_store::Change;
+        let Some(h) = PgHarness::new() else { return };
+        let a: Arc<dyn Store> = Arc::new(SqlStore::connect_postgres(&h.url).await.unwrap());
+        let b: Arc<dyn Store> = Arc::new(SqlStore::connect_postgres(&h.url).await.unwrap());
+        let mut heard_by_b = b.changes().expect("a shared store announces changes");
+
+        let mut writers = Vec::new();
+        for n in 0..100u32 {
+            let s = Arc::clone(if n % 2 == 0 { &a } else { &b });
+            writers.push(tokio::spawn(async move {
+                let e =
+                    super::ev(super::AuditKind::PolicyLoad).detail(serde_json::json!({ "n": n }));
+                s.append_audit(super::at(i64::from(n)), vec![e.clone(), e])
+                    .await
+                    .unwrap();
+            }));
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        assert_eq!(super::assert_chain(&*a).await, 200);
+        assert_eq!(super::assert_chain(&*b).await, 200);
+
+        // A grant revoked through A reaches B's feed and B's listener.
+        let agent = super::register(&*a, "shared").await;
+        super::attest(&*a, &agent, None, "jti-shared", super::at(1))
+            .await
+            .unwrap();
+        assert!(
+            a.revoke_grant("jti-shared", super::at(5), vec![])
+                .await
+                .unwrap()
+        );
+        let change = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                match heard_by_b.recv().await.unwrap() {
+                    Change::Revocations => break,
+                    _ => continue,
+                }
+            }
+        })
+        .await;
+        assert!(change.is_ok(), "B never heard of the revocation");
+        let feed = b.revocations_after(0, 100).await.unwrap();
+        assert!(feed.iter().any(|r| r.jti == "jti-shared"), "{feed:?}");
+    }
+
+    conformance_tests! {
+        PgHarness::new();
         store: [
             admin_tokens,
             signing_keys_rotate_atomically,
@@ -2166,7 +2375,7 @@ mod revoked_stays_revoked {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
                 let dir = tempfile::tempdir().unwrap();
-                let store: Arc<dyn Store> = Arc::new(writ_store::SqliteStore::open(&dir.path().join("p.db")).unwrap());
+                let store: Arc<dyn Store> = Arc::new(writ_store::SqlStore::open_sqlite(&dir.path().join("p.db")).unwrap());
                 let s = &*store;
                 let alpha = register(s, "alpha").await;
                 let inst = attest(s, &alpha, None, "jti_i", at(1)).await.unwrap();

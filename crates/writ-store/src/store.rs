@@ -1,12 +1,13 @@
-//! The [`Store`] implementation for SQLite: one method, one transaction.
+//! The [`Store`] implementation, once for both databases: one method, one
+//! transaction.
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use writ_core::api::{Agent, Approval, ApprovalStatus, Task, TaskStatus, Tool};
 use writ_core::audit::{AuditEvent, AuditRecord};
 use writ_core::{AgentName, ApprovalId, InstanceId, TaskId, Timestamp, ToolName};
 
-use super::{SqliteStore, WriteCtx, db};
+use crate::engine::{SqlStore, WriteCtx};
+use crate::sql::{DbError, DbResult, OptionalExtension, Row, Sql, db, params};
 use crate::{
     Ended, Grant, GrantKind, GrantState, Instance, JoinTokenError, QuarantineOutcome, Result,
     Store, StoreError, StoredKey, StoredSecret, TaskEnd,
@@ -30,20 +31,16 @@ fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T> {
 }
 
 /// A unique-constraint failure becomes `Conflict(what)`.
-fn insert_err(what: String) -> impl FnOnce(rusqlite::Error) -> StoreError {
-    move |e| match &e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            StoreError::Conflict(what)
-        }
-        _ => db(e),
+fn insert_err(what: String) -> impl FnOnce(DbError) -> StoreError {
+    move |e| match e {
+        DbError::Constraint(_) => StoreError::Conflict(what),
+        e => db(e),
     }
 }
 
 const AGENT_COLS: &str = "name, spiffe_id, attestation, attributes, quarantined, created_at";
 
-fn agent_row(r: &Row<'_>) -> rusqlite::Result<(String, String, String, String, bool, i64)> {
+fn agent_row(r: &Row) -> DbResult<(String, String, String, String, bool, i64)> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -80,7 +77,7 @@ type ToolRow = (
     Option<String>,
 );
 
-fn tool_row(r: &Row<'_>) -> rusqlite::Result<ToolRow> {
+fn tool_row(r: &Row) -> DbResult<ToolRow> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -128,7 +125,7 @@ struct TaskRow {
     exception: bool,
 }
 
-fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
+fn task_row(r: &Row) -> DbResult<TaskRow> {
     Ok(TaskRow {
         id: r.get(0)?,
         agent: r.get(1)?,
@@ -176,10 +173,10 @@ fn task_from(r: TaskRow) -> Result<Task> {
     })
 }
 
-fn load_task(conn: &Connection, id: &str) -> Result<Option<Task>> {
+fn load_task(conn: &dyn Sql, id: &str) -> Result<Option<Task>> {
     conn.query_row(
         &format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?1"),
-        [id],
+        params![id],
         task_row,
     )
     .optional()
@@ -188,7 +185,7 @@ fn load_task(conn: &Connection, id: &str) -> Result<Option<Task>> {
     .transpose()
 }
 
-fn insert_grant(conn: &Connection, g: &Grant) -> Result<()> {
+fn insert_grant(conn: &dyn Sql, g: &Grant) -> Result<()> {
     conn.execute(
         "INSERT INTO grants (jti, kind, agent, instance_id, task_id, issued_at, expires_at, jkt, audience) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -210,7 +207,7 @@ fn insert_grant(conn: &Connection, g: &Grant) -> Result<()> {
 
 /// Revokes the live grants matching `filter` (a WHERE clause over `grants`
 /// with `?1` bound to `arg`), feeding each to the revocation feed.
-fn revoke_where(conn: &Connection, filter: &str, arg: &str, now: Timestamp) -> Result<u64> {
+fn revoke_where(conn: &dyn Sql, filter: &str, arg: &str, now: Timestamp) -> Result<u64> {
     conn.execute(
         &format!(
             "INSERT INTO revocations (jti, expires_at, revoked_at) \
@@ -228,10 +225,10 @@ fn revoke_where(conn: &Connection, filter: &str, arg: &str, now: Timestamp) -> R
     Ok(n as u64)
 }
 
-fn agent_quarantined(conn: &Connection, agent: &str) -> Result<bool> {
+fn agent_quarantined(conn: &dyn Sql, agent: &str) -> Result<bool> {
     conn.query_row(
         "SELECT quarantined FROM agents WHERE name = ?1",
-        [agent],
+        params![agent],
         |r| r.get::<_, bool>(0),
     )
     .optional()
@@ -243,7 +240,7 @@ fn agent_quarantined(conn: &Connection, agent: &str) -> Result<bool> {
 /// (revoked, naming the root), and revokes every grant under all of them.
 /// Returns `(grants revoked, descendants ended)`.
 fn end_tree(
-    conn: &Connection,
+    conn: &dyn Sql,
     root: &str,
     status: TaskStatus,
     reason: &str,
@@ -288,14 +285,14 @@ fn end_tree(
 
 /// What must hold for a task to be recorded: its agent not quarantined, its
 /// instance live and the agent's own, its parent (if any) still active.
-fn task_preconditions(conn: &Connection, t: &Task) -> Result<()> {
+fn task_preconditions(conn: &dyn Sql, t: &Task) -> Result<()> {
     if agent_quarantined(conn, t.agent.as_str())? {
         return Err(StoreError::Quarantined);
     }
     let instance: Option<(String, i64, Option<i64>)> = conn
         .query_row(
             "SELECT agent, expires_at, revoked_at FROM instances WHERE id = ?1",
-            [t.instance_id.as_str()],
+            params![t.instance_id.as_str()],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()
@@ -316,8 +313,8 @@ fn task_preconditions(conn: &Connection, t: &Task) -> Result<()> {
     if let Some(parent) = &t.parent_task_id {
         let parent_row: Option<(String, i64)> = conn
             .query_row(
-                "SELECT status, MIN(lease_expires_at, expires_at) FROM tasks WHERE id = ?1",
-                [parent.as_str()],
+                "SELECT status, CASE WHEN lease_expires_at < expires_at THEN lease_expires_at ELSE expires_at END FROM tasks WHERE id = ?1",
+                params![parent.as_str()],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
@@ -331,7 +328,7 @@ fn task_preconditions(conn: &Connection, t: &Task) -> Result<()> {
     Ok(())
 }
 
-fn insert_task(conn: &Connection, t: &Task, caps: &str, ttl: i64) -> Result<()> {
+fn insert_task(conn: &dyn Sql, t: &Task, caps: &str, ttl: i64) -> Result<()> {
     conn.execute(
         &format!(
             "INSERT INTO tasks ({TASK_COLS}) \
@@ -361,7 +358,7 @@ fn insert_task(conn: &Connection, t: &Task, caps: &str, ttl: i64) -> Result<()> 
 
 const APPROVAL_COLS: &str = "id, task_id, status, ttl, exception, justification, requested_at, expires_at, decided_at, reason";
 
-fn load_approval(conn: &Connection, filter: &str, arg: &str) -> Result<Option<Approval>> {
+fn load_approval(conn: &dyn Sql, filter: &str, arg: &str) -> Result<Option<Approval>> {
     type Row = (
         String,
         String,
@@ -377,7 +374,7 @@ fn load_approval(conn: &Connection, filter: &str, arg: &str) -> Result<Option<Ap
     let row: Option<Row> = conn
         .query_row(
             &format!("SELECT {APPROVAL_COLS} FROM approvals WHERE {filter}"),
-            [arg],
+            params![arg],
             |r| {
                 Ok((
                     r.get(0)?,
@@ -429,13 +426,15 @@ fn load_approval(conn: &Connection, filter: &str, arg: &str) -> Result<Option<Ap
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Store for SqlStore {
     async fn admin_token_valid(&self, hash: &str) -> Result<bool> {
         let hash = hash.to_owned();
         self.read(move |c| {
-            c.query_row("SELECT 1 FROM admin_tokens WHERE hash = ?1", [hash], |_| {
-                Ok(())
-            })
+            c.query_row(
+                "SELECT 1 FROM admin_tokens WHERE hash = ?1",
+                params![hash],
+                |_| Ok(()),
+            )
             .optional()
             .map(|o| o.is_some())
             .map_err(db)
@@ -445,7 +444,7 @@ impl Store for SqliteStore {
 
     async fn admin_token_count(&self) -> Result<u64> {
         self.read(|c| {
-            c.query_row("SELECT COUNT(*) FROM admin_tokens", [], |r| {
+            c.query_row("SELECT COUNT(*) FROM admin_tokens", params![], |r| {
                 r.get::<_, i64>(0)
             })
             .map(|n| n as u64)
@@ -464,7 +463,7 @@ impl Store for SqliteStore {
         self.write(move |ctx: &mut WriteCtx<'_>| {
             ctx.tx
                 .execute(
-                    "INSERT OR IGNORE INTO admin_tokens (hash, created_at) VALUES (?1, ?2)",
+                    "INSERT INTO admin_tokens (hash, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                     params![hash, now.millis()],
                 )
                 .map_err(db)?;
@@ -479,7 +478,7 @@ impl Store for SqliteStore {
                 .prepare("SELECT kid, alg, sealed, created_at, retired_at FROM signing_keys ORDER BY created_at")
                 .map_err(db)?;
             let rows = stmt
-                .query_map([], |r| {
+                .query_map(params![], |r| {
                     Ok(StoredKey {
                         kid: r.get(0)?,
                         alg: r.get(1)?,
@@ -489,7 +488,7 @@ impl Store for SqliteStore {
                     })
                 })
                 .map_err(db)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+            rows.collect::<DbResult<Vec<_>>>().map_err(db)
         })
         .await
     }
@@ -504,7 +503,7 @@ impl Store for SqliteStore {
             ctx.tx
                 .execute(
                     "UPDATE signing_keys SET retired_at = ?1 WHERE retired_at IS NULL",
-                    [now.millis()],
+                    params![now.millis()],
                 )
                 .map_err(db)?;
             ctx.tx
@@ -546,7 +545,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             c.query_row(
                 &format!("SELECT {AGENT_COLS} FROM agents WHERE name = ?1"),
-                [name],
+                params![name],
                 agent_row,
             )
             .optional()
@@ -562,7 +561,7 @@ impl Store for SqliteStore {
             let mut stmt = c
                 .prepare(&format!("SELECT {AGENT_COLS} FROM agents ORDER BY name"))
                 .map_err(db)?;
-            let rows = stmt.query_map([], agent_row).map_err(db)?;
+            let rows = stmt.query_map(params![], agent_row).map_err(db)?;
             rows.map(|r| r.map_err(db).and_then(agent_from)).collect()
         })
         .await
@@ -624,14 +623,14 @@ impl Store for SqliteStore {
                         .tx
                         .prepare("SELECT id FROM tasks WHERE agent = ?1 AND status = 'active'")
                         .map_err(db)?;
-                    let rows = stmt.query_map([&name], |r| r.get::<_, String>(0)).map_err(db)?;
-                    rows.collect::<rusqlite::Result<_>>().map_err(db)?
+                    let rows = stmt.query_map(params![&name], |r| r.get::<_, String>(0)).map_err(db)?;
+                    rows.collect::<DbResult<_>>().map_err(db)?
                 };
                 for id in active {
                     // A task already ended as another's descendant is skipped.
                     let still: bool = ctx
                         .tx
-                        .query_row("SELECT status = 'active' FROM tasks WHERE id = ?1", [&id], |r| r.get(0))
+                        .query_row("SELECT status = 'active' FROM tasks WHERE id = ?1", params![&id], |r| r.get(0))
                         .map_err(db)?;
                     if still {
                         let (revoked, descendants) =
@@ -700,7 +699,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             c.query_row(
                 &format!("{TOOL_SELECT} WHERE t.name = ?1"),
-                [name],
+                params![name],
                 tool_row,
             )
             .optional()
@@ -716,7 +715,7 @@ impl Store for SqliteStore {
             let mut stmt = c
                 .prepare(&format!("{TOOL_SELECT} ORDER BY t.name"))
                 .map_err(db)?;
-            let rows = stmt.query_map([], tool_row).map_err(db)?;
+            let rows = stmt.query_map(params![], tool_row).map_err(db)?;
             rows.map(|r| r.map_err(db).and_then(tool_from)).collect()
         })
         .await
@@ -734,7 +733,7 @@ impl Store for SqliteStore {
         self.write(move |ctx: &mut WriteCtx<'_>| {
             let known = ctx
                 .tx
-                .query_row("SELECT 1 FROM tools WHERE name = ?1", [&tool], |_| Ok(()))
+                .query_row("SELECT 1 FROM tools WHERE name = ?1", params![&tool], |_| Ok(()))
                 .optional()
                 .map_err(db)?;
             if known.is_none() {
@@ -759,7 +758,7 @@ impl Store for SqliteStore {
                 .prepare("SELECT tool, header, sealed FROM tool_secrets ORDER BY tool")
                 .map_err(db)?;
             let rows = stmt
-                .query_map([], |r| {
+                .query_map(params![], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
@@ -805,7 +804,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             c.query_row(
                 "SELECT name FROM gateways WHERE token_hash = ?1 AND revoked_at IS NULL",
-                [hash],
+                params![hash],
                 |r| r.get::<_, String>(0),
             )
             .optional()
@@ -850,7 +849,7 @@ impl Store for SqliteStore {
                 .tx
                 .query_row(
                     "SELECT acked_seq FROM gateways WHERE name = ?1",
-                    [&gateway],
+                    params![&gateway],
                     |r| r.get(0),
                 )
                 .optional()
@@ -905,7 +904,7 @@ impl Store for SqliteStore {
                     .tx
                     .query_row(
                         "SELECT agent, expires_at, used_at FROM join_tokens WHERE hash = ?1",
-                        [&hash],
+                        params![&hash],
                         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                     )
                     .optional()
@@ -954,7 +953,7 @@ impl Store for SqliteStore {
             let row: Option<Row> = c
                 .query_row(
                     "SELECT id, agent, attestation, created_at, expires_at, revoked_at, jkt FROM instances WHERE id = ?1",
-                    [id],
+                    params![id],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
                 )
                 .optional()
@@ -1088,7 +1087,7 @@ impl Store for SqliteStore {
                         .join(", ")
                 ))
                 .map_err(db)?;
-            let rows = stmt.query_map([id], task_row).map_err(db)?;
+            let rows = stmt.query_map(params![id], task_row).map_err(db)?;
             rows.map(|r| r.map_err(db).and_then(task_from)).collect()
         })
         .await
@@ -1136,13 +1135,13 @@ impl Store for SqliteStore {
                 .query_row(
                     "SELECT g.jti, g.kind, g.agent, g.instance_id, g.task_id, g.issued_at, g.expires_at, \
                             g.revoked_at, a.quarantined, i.id, i.revoked_at, t.status, g.jkt, g.audience, \
-                            MIN(t.lease_expires_at, t.expires_at) \
+                            CASE WHEN t.lease_expires_at < t.expires_at THEN t.lease_expires_at ELSE t.expires_at END \
                      FROM grants g \
                      LEFT JOIN agents a ON a.name = g.agent \
                      LEFT JOIN instances i ON i.id = g.instance_id \
                      LEFT JOIN tasks t ON t.id = g.task_id \
                      WHERE g.jti = ?1",
-                    [jti],
+                    params![jti],
                     |r| {
                         Ok(Raw {
                             jti: r.get(0)?,
@@ -1211,7 +1210,7 @@ impl Store for SqliteStore {
                 .tx
                 .query_row(
                     "SELECT status FROM tasks WHERE id = ?1",
-                    [task.as_str()],
+                    params![task.as_str()],
                     |r| r.get(0),
                 )
                 .optional()
@@ -1223,8 +1222,8 @@ impl Store for SqliteStore {
             let deadline: i64 = ctx
                 .tx
                 .query_row(
-                    "SELECT MIN(lease_expires_at, expires_at) FROM tasks WHERE id = ?1",
-                    [task.as_str()],
+                    "SELECT CASE WHEN lease_expires_at < expires_at THEN lease_expires_at ELSE expires_at END FROM tasks WHERE id = ?1",
+                    params![task.as_str()],
                     |r| r.get(0),
                 )
                 .map_err(db)?;
@@ -1308,9 +1307,9 @@ impl Store for SqliteStore {
             };
             let mut stmt = c.prepare(sql).map_err(db)?;
             let ids = stmt
-                .query_map([], |r| r.get::<_, String>(0))
+                .query_map(params![], |r| r.get::<_, String>(0))
                 .map_err(db)?
-                .collect::<rusqlite::Result<Vec<_>>>()
+                .collect::<DbResult<Vec<_>>>()
                 .map_err(db)?;
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
@@ -1433,7 +1432,7 @@ impl Store for SqliteStore {
             }
             let approved: Option<String> = ctx
                 .tx
-                .query_row("SELECT status FROM approvals WHERE task_id = ?1", [&id], |r| r.get(0))
+                .query_row("SELECT status FROM approvals WHERE task_id = ?1", params![&id], |r| r.get(0))
                 .optional()
                 .map_err(db)?;
             if approved.as_deref() != Some("approved") {
@@ -1474,7 +1473,7 @@ impl Store for SqliteStore {
                     "SELECT {TASK_COLS} FROM tasks {filter} ORDER BY created_at DESC LIMIT ?1"
                 ))
                 .map_err(db)?;
-            let rows = stmt.query_map([limit], task_row).map_err(db)?;
+            let rows = stmt.query_map(params![limit], task_row).map_err(db)?;
             rows.map(|r| r.map_err(db).and_then(task_from)).collect()
         })
         .await
@@ -1493,7 +1492,8 @@ impl Store for SqliteStore {
         self.write(move |ctx: &mut WriteCtx<'_>| {
             ctx.tx
                 .execute(
-                    "INSERT OR IGNORE INTO policy_sets (version, sources, first_loaded_at) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO policy_sets (version, sources, first_loaded_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT DO NOTHING",
                     params![version, sources, now.millis()],
                 )
                 .map_err(db)?;
@@ -1514,7 +1514,7 @@ impl Store for SqliteStore {
                 .prepare("SELECT version, origin, loaded_at FROM policy_history ORDER BY seq DESC LIMIT ?1")
                 .map_err(db)?;
             let rows = stmt
-                .query_map([limit], |r| {
+                .query_map(params![limit], |r| {
                     Ok(writ_core::api::PolicyVersion {
                         version: r.get(0)?,
                         origin: r.get(1)?,
@@ -1522,7 +1522,7 @@ impl Store for SqliteStore {
                     })
                 })
                 .map_err(db)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+            rows.collect::<DbResult<Vec<_>>>().map_err(db)
         })
         .await
     }
@@ -1533,7 +1533,7 @@ impl Store for SqliteStore {
                 .query_row(
                     "SELECT s.version, s.sources FROM policy_history h JOIN policy_sets s ON s.version = h.version \
                      ORDER BY h.seq DESC LIMIT 1",
-                    [],
+                    params![],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()
@@ -1564,7 +1564,7 @@ impl Store for SqliteStore {
                     })
                 })
                 .map_err(db)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+            rows.collect::<DbResult<Vec<_>>>().map_err(db)
         })
         .await
     }
@@ -1592,7 +1592,7 @@ impl Store for SqliteStore {
                     .map_err(db)?,
                 None => ctx
                     .tx
-                    .execute("DELETE FROM shadow_policy", [])
+                    .execute("DELETE FROM shadow_policy", params![])
                     .map_err(db)?,
             };
             ctx.audit(now, &audit)
@@ -1605,7 +1605,7 @@ impl Store for SqliteStore {
             let row: Option<(String, String)> = c
                 .query_row(
                     "SELECT version, sources FROM shadow_policy WHERE id = 1",
-                    [],
+                    params![],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()
@@ -1618,9 +1618,11 @@ impl Store for SqliteStore {
 
     async fn revocation_head(&self) -> Result<u64> {
         self.read(|c| {
-            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM revocations", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            c.query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM revocations",
+                params![],
+                |r| r.get::<_, i64>(0),
+            )
             .map(|n| n.max(0) as u64)
             .map_err(db)
         })
@@ -1648,19 +1650,25 @@ impl Store for SqliteStore {
                     })
                 })
                 .map_err(db)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db)
+            rows.collect::<DbResult<Vec<_>>>().map_err(db)
         })
         .await
     }
 
     async fn audit_head(&self) -> Result<u64> {
         self.read(|c| {
-            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| {
+            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", params![], |r| {
                 r.get::<_, i64>(0)
             })
             .map(|n| n as u64)
             .map_err(db)
         })
         .await
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<crate::Change>> {
+        self.changes
+            .as_ref()
+            .map(tokio::sync::broadcast::Sender::subscribe)
     }
 }

@@ -1,0 +1,296 @@
+//! The engine both backends share.
+//!
+//! One writer thread owns the only read-write connection. It takes jobs from
+//! a queue, runs as many as are waiting inside one transaction (each in its
+//! own savepoint, so one failing job does not spoil the others), commits once
+//! with a durable commit, and only then answers every job: group commit,
+//! durable before acknowledged. Each batch reads the head of the audit chain
+//! inside its transaction, so several processes writing one database (broker
+//! replicas on PostgreSQL, whose transactions take one advisory lock) extend
+//! a single chain. Reads run on a small pool of other connections.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use writ_core::Timestamp;
+use writ_core::audit::{self, AuditEvent, GENESIS};
+
+use crate::sql::{DbResult, Sql, db};
+use crate::{Change, Result, StoreError};
+
+const MAX_BATCH: usize = 256;
+const QUEUE: usize = 4096;
+
+/// A connection the engine can own and move to its threads.
+pub(crate) type Conn = Box<dyn Sql + Send>;
+
+type Completion = Box<dyn FnOnce(Result<()>) + Send>;
+type Job = Box<dyn WriteJob>;
+
+/// A queued write: run it in the batch's transaction, or fail it unrun.
+trait WriteJob: Send {
+    /// Runs the job; says whether it succeeded and how to answer once the
+    /// batch's commit is known.
+    fn run(self: Box<Self>, ctx: &mut WriteCtx<'_>) -> (bool, Completion);
+    fn fail(self: Box<Self>, err: StoreError);
+}
+
+struct Queued<F, T> {
+    f: F,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<F, T> WriteJob for Queued<F, T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut WriteCtx<'_>) -> Result<T> + Send + 'static,
+{
+    fn run(self: Box<Self>, ctx: &mut WriteCtx<'_>) -> (bool, Completion) {
+        let Queued { f, reply } = *self;
+        let res = f(ctx);
+        let ok = res.is_ok();
+        (
+            ok,
+            Box::new(move |commit| {
+                let _ = reply.send(commit.and(res));
+            }),
+        )
+    }
+
+    fn fail(self: Box<Self>, err: StoreError) {
+        let _ = self.reply.send(Err(err));
+    }
+}
+
+/// What a write job sees: the open transaction and the audit chain head.
+pub(crate) struct WriteCtx<'a> {
+    pub(crate) tx: &'a dyn Sql,
+    head: &'a mut (u64, String),
+}
+
+impl WriteCtx<'_> {
+    /// Appends events to the chain inside the current transaction.
+    pub(crate) fn audit(&mut self, now: Timestamp, events: &[AuditEvent]) -> Result<()> {
+        for e in events {
+            let r = audit::next_record(self.head.0, &self.head.1, now, e);
+            self.tx
+                .exec(
+                    "INSERT INTO audit (seq, ts, event, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    crate::sql::params![r.seq as i64, r.ts.millis(), r.event, r.prev_hash, r.hash],
+                )
+                .map_err(db)?;
+            *self.head = (r.seq, r.hash);
+        }
+        Ok(())
+    }
+}
+
+/// A store on a SQL database: the embedded SQLite file
+/// ([`SqlStore::open_sqlite`]) or a PostgreSQL server shared by replicas
+/// ([`SqlStore::connect_postgres`]).
+pub struct SqlStore {
+    jobs: Option<mpsc::Sender<Job>>,
+    readers: Arc<Vec<Mutex<Conn>>>,
+    next_reader: AtomicUsize,
+    writer: Option<std::thread::JoinHandle<()>>,
+    pub(crate) changes: Option<broadcast::Sender<Change>>,
+    /// Background threads to stop on drop (the PostgreSQL listener).
+    pub(crate) stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl Drop for SqlStore {
+    /// Closes deterministically: the writer finishes its queue and closes
+    /// its connection before this returns, so a store reopened on the same
+    /// file never races a close still in flight.
+    fn drop(&mut self) {
+        if let Some(stop) = &self.stop {
+            stop.store(true, Ordering::Relaxed);
+        }
+        self.jobs = None;
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        // Connections are closed on a thread of their own: a PostgreSQL
+        // client blocks to close and must not do so on an async thread.
+        let readers = std::mem::take(&mut self.readers);
+        if let Ok(closer) = std::thread::Builder::new()
+            .name("writ-store-close".into())
+            .spawn(move || drop(readers))
+        {
+            let _ = closer.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore").finish_non_exhaustive()
+    }
+}
+
+impl SqlStore {
+    /// Migrates the database on `writer`, then starts the engine.
+    pub(crate) fn start(
+        writer: Conn,
+        readers: Vec<Conn>,
+        migrations: &'static [&'static str],
+        name: &str,
+    ) -> Result<Self> {
+        migrate(writer.as_ref(), migrations)?;
+        let (tx, rx) = mpsc::channel::<Job>(QUEUE);
+        let writer = std::thread::Builder::new()
+            .name(format!("writ-{name}-writer"))
+            .spawn(move || writer_loop(writer, rx))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
+        Ok(Self {
+            jobs: Some(tx),
+            readers: Arc::new(readers.into_iter().map(Mutex::new).collect()),
+            next_reader: AtomicUsize::new(0),
+            writer: Some(writer),
+            changes: None,
+            stop: None,
+        })
+    }
+
+    /// Runs `f` in the writer's transaction; returns once it is committed.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job: Job = Box::new(Queued { f, reply });
+        let jobs = self.jobs.as_ref().ok_or(StoreError::Closed)?;
+        jobs.send(job).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Whether the writer's commits are durable before they are
+    /// acknowledged (SQLite: WAL with `synchronous=FULL`; PostgreSQL:
+    /// `synchronous_commit` on).
+    pub async fn durable_commits(&self) -> Result<bool> {
+        self.write(|ctx| ctx.tx.durable_commits().map_err(db)).await
+    }
+
+    /// Runs `f` on a read connection off the async threads.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Sql) -> Result<T> + Send + 'static,
+    {
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len().max(1);
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || {
+            let conn = readers
+                .get(i)
+                .ok_or(StoreError::Closed)?
+                .lock()
+                .map_err(|_| StoreError::Unavailable("reader lock poisoned".into()))?;
+            f(conn.as_ref())
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+}
+
+/// Applies the migrations `conn` has not seen yet, each in its own
+/// transaction (which, on PostgreSQL, holds the writers' lock: replicas
+/// starting together migrate once).
+fn migrate(conn: &dyn Sql, migrations: &[&str]) -> Result<()> {
+    loop {
+        conn.begin().map_err(db)?;
+        let step = (|| -> Result<bool> {
+            let version = conn.schema_version().map_err(db)?;
+            let current = usize::try_from(version).unwrap_or(usize::MAX);
+            if current > migrations.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "database schema version {version} is newer than this writ understands"
+                )));
+            }
+            let Some(sql) = migrations.get(current) else {
+                return Ok(false);
+            };
+            conn.batch(sql).map_err(db)?;
+            conn.set_schema_version(version + 1).map_err(db)?;
+            Ok(true)
+        })();
+        match step {
+            Ok(more) => {
+                conn.commit().map_err(db)?;
+                if !more {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                let _ = conn.rollback();
+                return Err(e);
+            }
+        }
+    }
+}
+
+fn load_head(conn: &dyn Sql) -> DbResult<(u64, String)> {
+    let rows = conn.rows("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])?;
+    Ok(match rows.first() {
+        Some(r) => (u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0), r.get(1)?),
+        None => (0, GENESIS.to_owned()),
+    })
+}
+
+/// The writer loop: batch, savepoint each job, commit once, then answer.
+fn writer_loop(conn: Conn, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(conn.as_ref(), batch);
+    }
+}
+
+fn run_batch(conn: &dyn Sql, batch: Vec<Job>) {
+    let begun = conn.begin().and_then(|()| load_head(conn));
+    let mut head = match begun {
+        Ok(head) => head,
+        Err(e) => {
+            let _ = conn.rollback();
+            let err = db(e);
+            for job in batch {
+                job.fail(err.clone());
+            }
+            return;
+        }
+    };
+    let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+    for job in batch {
+        if let Err(e) = conn.batch("SAVEPOINT job") {
+            job.fail(db(e));
+            continue;
+        }
+        let job_head = head.clone();
+        let (ok, completion) = job.run(&mut WriteCtx {
+            tx: conn,
+            head: &mut head,
+        });
+        let undo = if ok {
+            conn.batch("RELEASE SAVEPOINT job")
+        } else {
+            conn.batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
+        };
+        if !ok || undo.is_err() {
+            head = job_head;
+        }
+        completions.push(completion);
+    }
+    let result = conn.commit().map_err(db);
+    if result.is_err() {
+        let _ = conn.rollback();
+    }
+    for c in completions {
+        c(result.clone());
+    }
+}

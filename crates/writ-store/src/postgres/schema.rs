@@ -1,0 +1,170 @@
+//! PostgreSQL schema, applied in order and tracked in `writ_schema`.
+//!
+//! The first migration creates what SQLite reaches after its eighth, in
+//! PostgreSQL's types (64-bit integers, `bytea`); later migrations follow
+//! both backends in step. Every write transaction holds one advisory lock,
+//! so identity columns are assigned in commit order and a reader that
+//! resumes from a sequence number never misses a row.
+
+pub(super) const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE admin_tokens (
+    hash        TEXT PRIMARY KEY,
+    created_at  BIGINT NOT NULL
+);
+CREATE TABLE signing_keys (
+    kid         TEXT PRIMARY KEY,
+    alg         TEXT NOT NULL,
+    sealed      BYTEA NOT NULL,
+    created_at  BIGINT NOT NULL,
+    retired_at  BIGINT
+);
+CREATE TABLE agents (
+    name        TEXT PRIMARY KEY,
+    spiffe_id   TEXT NOT NULL,
+    attestation TEXT NOT NULL,
+    attributes  TEXT NOT NULL,
+    quarantined BIGINT NOT NULL DEFAULT 0,
+    created_at  BIGINT NOT NULL
+);
+CREATE TABLE join_tokens (
+    hash        TEXT PRIMARY KEY,
+    agent       TEXT NOT NULL REFERENCES agents(name),
+    expires_at  BIGINT NOT NULL,
+    used_at     BIGINT,
+    created_at  BIGINT NOT NULL
+);
+CREATE TABLE tools (
+    name        TEXT PRIMARY KEY,
+    audience    TEXT NOT NULL,
+    scopes      TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    attributes  TEXT NOT NULL DEFAULT '{}',
+    upstream    TEXT
+);
+CREATE TABLE instances (
+    id          TEXT PRIMARY KEY,
+    agent       TEXT NOT NULL REFERENCES agents(name),
+    attestation TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL,
+    revoked_at  BIGINT,
+    jkt         TEXT
+);
+CREATE INDEX instances_agent ON instances(agent);
+CREATE TABLE tasks (
+    id               TEXT PRIMARY KEY,
+    agent            TEXT NOT NULL REFERENCES agents(name),
+    instance_id      TEXT NOT NULL REFERENCES instances(id),
+    intent           TEXT NOT NULL,
+    capabilities     TEXT NOT NULL,
+    on_behalf_of     TEXT,
+    status           TEXT NOT NULL,
+    created_at       BIGINT NOT NULL,
+    lease_expires_at BIGINT NOT NULL,
+    expires_at       BIGINT NOT NULL,
+    ended_at         BIGINT,
+    end_reason       TEXT,
+    policy_version   TEXT NOT NULL,
+    parent_id        TEXT REFERENCES tasks(id),
+    depth            BIGINT NOT NULL DEFAULT 0,
+    exception        BIGINT NOT NULL DEFAULT 0,
+    ttl              BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX tasks_active_deadline ON tasks(lease_expires_at) WHERE status = 'active';
+CREATE INDEX tasks_agent ON tasks(agent);
+CREATE INDEX tasks_parent ON tasks(parent_id);
+CREATE INDEX tasks_created ON tasks(created_at);
+CREATE TABLE grants (
+    jti         TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    agent       TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    task_id     TEXT,
+    issued_at   BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL,
+    revoked_at  BIGINT,
+    jkt         TEXT,
+    audience    TEXT
+);
+CREATE INDEX grants_task ON grants(task_id);
+CREATE INDEX grants_agent ON grants(agent);
+CREATE TABLE revocations (
+    seq         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    jti         TEXT NOT NULL,
+    expires_at  BIGINT NOT NULL,
+    revoked_at  BIGINT NOT NULL
+);
+CREATE TABLE audit (
+    seq         BIGINT PRIMARY KEY,
+    ts          BIGINT NOT NULL,
+    event       TEXT NOT NULL,
+    prev_hash   TEXT NOT NULL,
+    hash        TEXT NOT NULL
+);
+CREATE FUNCTION writ_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the audit log is append-only';
+END $$;
+CREATE TRIGGER audit_no_update BEFORE UPDATE OR DELETE ON audit
+    FOR EACH ROW EXECUTE FUNCTION writ_audit_append_only();
+CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+    FOR EACH STATEMENT EXECUTE FUNCTION writ_audit_append_only();
+CREATE TABLE policy_sets (
+    version         TEXT PRIMARY KEY,
+    sources         TEXT NOT NULL,
+    first_loaded_at BIGINT NOT NULL
+);
+CREATE TABLE policy_history (
+    seq         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    version     TEXT NOT NULL REFERENCES policy_sets(version),
+    origin      TEXT NOT NULL,
+    loaded_at   BIGINT NOT NULL
+);
+CREATE TABLE approvals (
+    id            TEXT PRIMARY KEY,
+    task_id       TEXT NOT NULL UNIQUE REFERENCES tasks(id),
+    status        TEXT NOT NULL,
+    ttl           BIGINT NOT NULL,
+    exception     BIGINT NOT NULL,
+    justification TEXT,
+    requested_at  BIGINT NOT NULL,
+    expires_at    BIGINT NOT NULL,
+    decided_at    BIGINT,
+    reason        TEXT
+);
+CREATE INDEX approvals_pending ON approvals(expires_at) WHERE status = 'pending';
+CREATE TABLE tool_secrets (
+    tool        TEXT PRIMARY KEY REFERENCES tools(name),
+    header      TEXT NOT NULL,
+    sealed      BYTEA NOT NULL,
+    updated_at  BIGINT NOT NULL
+);
+CREATE TABLE gateways (
+    name        TEXT PRIMARY KEY,
+    token_hash  TEXT NOT NULL UNIQUE,
+    created_at  BIGINT NOT NULL,
+    acked_seq   BIGINT NOT NULL DEFAULT 0,
+    revoked_at  BIGINT
+);
+CREATE TABLE shadow_policy (
+    id          BIGINT PRIMARY KEY CHECK (id = 1),
+    version     TEXT NOT NULL,
+    sources     TEXT NOT NULL,
+    set_at      BIGINT NOT NULL
+);
+
+-- What other replicas must pick up, announced at commit.
+CREATE FUNCTION writ_announce() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('writ_changes', TG_ARGV[0]);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER revocations_announce AFTER INSERT ON revocations
+    FOR EACH STATEMENT EXECUTE FUNCTION writ_announce('revocations');
+CREATE TRIGGER signing_keys_announce AFTER INSERT OR UPDATE ON signing_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION writ_announce('keys');
+CREATE TRIGGER policy_history_announce AFTER INSERT ON policy_history
+    FOR EACH STATEMENT EXECUTE FUNCTION writ_announce('policy');
+CREATE TRIGGER shadow_policy_announce AFTER INSERT OR UPDATE OR DELETE ON shadow_policy
+    FOR EACH STATEMENT EXECUTE FUNCTION writ_announce('shadow');
+"#];

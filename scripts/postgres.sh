@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Starts a throwaway PostgreSQL server for the tests (installing Debian's
+# package first if the machine has none) and prints the URL of its
+# superuser. Idempotent: a server already running in the directory is kept.
+#
+#   WRIT_PG_DIR   where the cluster lives (default /tmp/writ-pg)
+#   WRIT_PG_PORT  its port on 127.0.0.1 (default 55432)
+set -euo pipefail
+
+dir=${WRIT_PG_DIR:-/tmp/writ-pg}
+port=${WRIT_PG_PORT:-55432}
+password=writ-test
+
+find_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+bin=$(find_bin)
+if [ -z "$bin" ]; then
+  echo "installing PostgreSQL (Debian package postgresql)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq postgresql >&2
+  bin=$(find_bin)
+fi
+
+# The server refuses to run as root: run it as the package's user.
+as_owner() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+if ! as_owner "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  [ "$(id -u)" = 0 ] && chown postgres "$dir"
+  pwfile=$(mktemp)
+  printf '%s\n' "$password" >"$pwfile"
+  chmod 644 "$pwfile"
+  as_owner "$bin/initdb" -D "$dir" -U writ --pwfile="$pwfile" \
+    --auth-host=scram-sha-256 --auth-local=scram-sha-256 >"$dir.initdb.log" 2>&1 \
+    || { cat "$dir.initdb.log" >&2; exit 1; }
+  rm -f "$pwfile"
+  as_owner "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on -c synchronous_commit=on" \
+    start >&2
+fi
+echo "postgres://writ:$password@127.0.0.1:$port/postgres"
