@@ -2,6 +2,7 @@
 # Starts a throwaway PostgreSQL server for the tests (installing Debian's
 # package first if the machine has none) and prints the URL of its
 # superuser. Idempotent: a server already running in the directory is kept.
+# `scripts/postgres.sh stop` stops it.
 #
 #   WRIT_PG_DIR   where the cluster lives (default /tmp/writ-pg)
 #   WRIT_PG_PORT  its port on 127.0.0.1 (default 55432)
@@ -25,6 +26,11 @@ fi
 as_owner() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
+
+if [ "${1:-}" = stop ]; then
+  as_owner "$bin/pg_ctl" -D "$dir" -m fast stop >/dev/null 2>&1 || true
+  exit 0
+fi
 
 if ! as_owner "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
   rm -rf "$dir"

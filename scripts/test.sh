@@ -25,7 +25,12 @@ step "cargo deny: licences, sources, bans (offline; see deny.toml)"
 command -v cargo-deny >/dev/null || cargo install --quiet --locked cargo-deny
 cargo deny --offline check licenses bans sources
 
-step "cargo test (unit, store conformance, end-to-end against the real binary)"
+step "PostgreSQL for the store conformance and replica tests (scripts/postgres.sh)"
+WRIT_TEST_POSTGRES=$(scripts/postgres.sh)
+export WRIT_TEST_POSTGRES
+trap 'scripts/postgres.sh stop' EXIT
+
+step "cargo test (unit, store conformance on SQLite and PostgreSQL, end-to-end against the real binary)"
 cargo test --workspace --locked
 
 step "fuzzing: ${FUZZ_SECONDS:-30} s a target (cargo fuzz, libFuzzer, on a copy of the corpus)"

@@ -23,6 +23,8 @@ pub enum BootstrapError {
     MasterKey { path: String, message: String },
     #[error("store: {0}")]
     Store(#[from] writ_store::StoreError),
+    #[error("store address: {0}")]
+    StoreAddress(String),
     #[error("{0}")]
     Broker(#[from] crate::error::ApiError),
     #[error(transparent)]
@@ -35,6 +37,8 @@ pub struct DataDir {
     pub path: PathBuf,
     /// Defaults to `<path>/master.key`.
     pub master_key_file: Option<PathBuf>,
+    /// A PostgreSQL URL to keep state in instead of `<path>/writ.db`.
+    pub store: Option<Secret>,
 }
 
 impl DataDir {
@@ -42,6 +46,7 @@ impl DataDir {
         Self {
             path: path.into(),
             master_key_file: None,
+            store: None,
         }
     }
 
@@ -82,7 +87,10 @@ pub async fn open(
 ) -> Result<Opened, BootstrapError> {
     create_dir(&dir.path)?;
     let master = Arc::new(load_or_create_master(&dir.master_key_path())?);
-    let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite(&dir.database_path())?);
+    let store: Arc<dyn Store> = match &dir.store {
+        None => Arc::new(SqlStore::open_sqlite(&dir.database_path())?),
+        Some(url) => Arc::new(open_postgres(url.expose()).await?),
+    };
     let now = clock.now();
     let keys = KeyService::load(store.as_ref(), &master, now).await?;
 
@@ -135,6 +143,16 @@ pub async fn open(
         broker: Arc::new(broker),
         bootstrap_admin_token,
     })
+}
+
+/// A store at `url`: PostgreSQL is the one kind of address accepted.
+async fn open_postgres(url: &str) -> Result<SqlStore, BootstrapError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(BootstrapError::StoreAddress(
+            "expected postgres://user:password@host:port/database (leave it unset for SQLite in the data directory)".into(),
+        ));
+    }
+    Ok(SqlStore::connect_postgres(url).await?)
 }
 
 fn create_dir(path: &Path) -> Result<(), BootstrapError> {

@@ -14,6 +14,7 @@ mod keys;
 mod metrics;
 mod oidc;
 mod policy_watch;
+mod replicas;
 mod routes;
 pub mod service;
 mod sweeper;
@@ -30,7 +31,8 @@ pub use keys::KeyService;
 pub use service::Broker;
 
 /// Serves the broker on `listener` until `shutdown` completes; runs the
-/// lease sweeper alongside.
+/// lease sweeper, the policy directory watcher and (on a shared store) the
+/// follower of other replicas alongside.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     broker: Arc<Broker>,
@@ -38,12 +40,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let sweeper = tokio::spawn(sweeper::run(Arc::clone(&broker)));
     let watcher = tokio::spawn(policy_watch::run(Arc::clone(&broker)));
+    let follower = tokio::spawn(replicas::run(Arc::clone(&broker)));
     let app = routes::router(broker);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     sweeper.abort();
     watcher.abort();
+    follower.abort();
     result
 }
 

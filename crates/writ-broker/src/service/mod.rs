@@ -173,6 +173,36 @@ impl Broker {
         Ok(true)
     }
 
+    /// Makes the set that went live last in the store this replica's live
+    /// set, after another replica activated it (nothing is recorded: the
+    /// replica that activated it did).
+    pub(crate) async fn reload_policy(&self) -> Result<(), ApiError> {
+        let Some((version, sources)) = self.store.latest_policy().await? else {
+            return Ok(());
+        };
+        if self.policy().version() == version {
+            return Ok(());
+        }
+        let set = PolicySet::compile(
+            sources
+                .into_iter()
+                .map(|(name, text)| writ_policy::PolicySource { name, text })
+                .collect(),
+        )
+        .map_err(|e| ApiError::Internal(format!("stored policy set {version}: {e}")))?;
+        tracing::info!(policy_version = %set.version(), "policy set activated by another replica is live");
+        match self.policy.write() {
+            Ok(mut g) => *g = Arc::new(set),
+            Err(p) => *p.into_inner() = Arc::new(set),
+        }
+        Ok(())
+    }
+
+    /// Re-reads the signing keys, after another replica rotated them.
+    pub(crate) async fn reload_keys(&self) -> Result<(), ApiError> {
+        self.keys.reload(self.store.as_ref(), &self.master).await
+    }
+
     fn policy_loaded(&self) -> bool {
         self.policy_loaded.load(std::sync::atomic::Ordering::SeqCst)
     }

@@ -63,6 +63,35 @@ impl Broker {
         let Some((version, sources)) = self.store.shadow_policy().await? else {
             return Ok(());
         };
+        self.install_stored_shadow(version, sources)
+    }
+
+    /// Makes the stored shadow set (or its absence) this replica's, after
+    /// another replica changed it.
+    pub(crate) async fn reload_shadow(&self) -> Result<(), ApiError> {
+        match self.store.shadow_policy().await? {
+            Some((version, sources)) => {
+                let same = self.shadow_policy().is_some_and(|s| s.version() == version);
+                if same {
+                    return Ok(());
+                }
+                self.install_stored_shadow(version, sources)
+            }
+            None => {
+                match self.shadow.write() {
+                    Ok(mut g) => *g = None,
+                    Err(p) => *p.into_inner() = None,
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn install_stored_shadow(
+        &self,
+        version: String,
+        sources: Vec<(String, String)>,
+    ) -> Result<(), ApiError> {
         let set = PolicySet::compile(
             sources
                 .into_iter()

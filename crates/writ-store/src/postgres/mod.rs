@@ -107,7 +107,9 @@ impl PgConn {
     fn connect(config: &Config) -> DbResult<Client> {
         let mut client = config.connect(NoTls).map_err(err)?;
         client
-            .batch_execute("SET synchronous_commit = on; SET TIME ZONE 'UTC'")
+            .batch_execute(
+                "SET synchronous_commit = on; SET TIME ZONE 'UTC'; SET client_min_messages = warning",
+            )
             .map_err(err)?;
         Ok(client)
     }

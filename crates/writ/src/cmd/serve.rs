@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// Where state lives (SQLite database, master key) [default: ./writ-data].
     #[arg(long, env = "WRIT_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep state in PostgreSQL (postgres://user:password@host:port/db)
+    /// instead of SQLite in the data directory; replicas share one.
+    #[arg(long, env = "WRIT_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// A directory of Cedar `*.cedar` policies [default with --dev: the shipped examples].
     #[arg(long, env = "WRIT_POLICY_DIR")]
     policy_dir: Option<PathBuf>,
@@ -94,6 +98,7 @@ pub struct ServeArgs {
 struct FileConfig {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    store: Option<String>,
     policy_dir: Option<PathBuf>,
     issuer: Option<String>,
     trust_domain: Option<String>,
@@ -214,6 +219,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
 
     let mut dir = DataDir::new(&data_dir);
     dir.master_key_file = args.master_key_file.or(file.master_key_file);
+    dir.store = args.store.or(file.store).map(Secret::new);
 
     // In dev mode, an admin token is printed at every start: the given one,
     // or a fresh random one.

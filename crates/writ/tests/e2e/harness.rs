@@ -297,3 +297,35 @@ pub fn json(o: &Output) -> serde_json::Value {
         )
     })
 }
+
+/// A fresh database on the PostgreSQL server named by `WRIT_TEST_POSTGRES`
+/// (a superuser URL; `scripts/test.sh` starts one and sets it), as a URL.
+/// `None` skips the test when the variable is unset, except under CI.
+pub fn postgres_database() -> Option<String> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let Ok(admin) = std::env::var("WRIT_TEST_POSTGRES") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "WRIT_TEST_POSTGRES is not set: CI must run the PostgreSQL tests"
+        );
+        eprintln!("skipped: WRIT_TEST_POSTGRES is not set (scripts/postgres.sh starts a server)");
+        return None;
+    };
+    let db = format!(
+        "writ_e2e{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let url = admin.clone();
+    let name = db.clone();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    })
+    .join()
+    .unwrap();
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    Some(format!("{base}/{db}"))
+}

@@ -20,6 +20,7 @@ mod harness;
 mod hostile;
 mod kill_switch;
 mod policy;
+mod replicas;
 mod restart;
 mod tasks;
 mod tokens;

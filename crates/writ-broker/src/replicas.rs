@@ -1,0 +1,44 @@
+//! Following the other replicas of a shared store: what another broker
+//! commits (revocations, signing keys, policy sets) is picked up here as
+//! soon as the store announces it, so any replica answers as the one that
+//! made the change would.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast::error::RecvError;
+use writ_store::Change;
+
+use crate::error::ApiError;
+use crate::service::Broker;
+
+pub async fn run(broker: Arc<Broker>) {
+    let Some(mut changes) = broker.store.changes() else {
+        return;
+    };
+    loop {
+        let change = match changes.recv().await {
+            Ok(c) => c,
+            Err(RecvError::Lagged(_)) => Change::Resync,
+            Err(RecvError::Closed) => return,
+        };
+        if let Err(e) = apply(&broker, change).await {
+            tracing::error!(error = %e, ?change, "cannot pick up a change from another replica");
+        }
+    }
+}
+
+async fn apply(broker: &Broker, change: Change) -> Result<(), ApiError> {
+    match change {
+        Change::Revocations => broker.revoked.notify_waiters(),
+        Change::Keys => broker.reload_keys().await?,
+        Change::Policy => broker.reload_policy().await?,
+        Change::Shadow => broker.reload_shadow().await?,
+        Change::Resync => {
+            broker.revoked.notify_waiters();
+            broker.reload_keys().await?;
+            broker.reload_policy().await?;
+            broker.reload_shadow().await?;
+        }
+    }
+    Ok(())
+}
