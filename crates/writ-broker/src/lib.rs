@@ -31,7 +31,7 @@ pub use keys::KeyService;
 pub use service::Broker;
 
 /// Serves the broker on `listener` until `shutdown` completes; runs the
-/// lease sweeper, the policy directory watcher and (on a shared store) the
+/// lease sweeper, the reaper of database roles, the policy directory watcher and (on a shared store) the
 /// follower of other replicas alongside.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -39,6 +39,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let sweeper = tokio::spawn(sweeper::run(Arc::clone(&broker)));
+    let reaper = tokio::spawn(sweeper::reap(Arc::clone(&broker)));
     let watcher = tokio::spawn(policy_watch::run(Arc::clone(&broker)));
     let follower = tokio::spawn(replicas::run(Arc::clone(&broker)));
     let app = routes::router(broker);
@@ -46,6 +47,7 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await;
     sweeper.abort();
+    reaper.abort();
     watcher.abort();
     follower.abort();
     result

@@ -1,4 +1,5 @@
-//! Ends tasks whose lease or hard lifetime ran out, revoking their grants.
+//! Ends tasks whose lease or hard lifetime ran out, revoking their grants;
+//! drops the database roles of tasks that are over.
 
 use std::sync::Arc;
 
@@ -12,6 +13,20 @@ pub async fn run(broker: Arc<Broker>) {
     loop {
         tick.tick().await;
         sweep_once(&broker).await;
+    }
+}
+
+/// Drops the database roles of ended tasks: at start (a crash may have
+/// left some), at once when a task ends, and on every sweep interval.
+pub async fn reap(broker: Arc<Broker>) {
+    let mut tick = tokio::time::interval(broker.config.sweep_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = broker.tasks_ended.notified() => {}
+        }
+        broker.reap_db_roles().await;
     }
 }
 

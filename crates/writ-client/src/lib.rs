@@ -420,6 +420,15 @@ impl Client {
     pub async fn heartbeat(&self, id: &TaskId) -> Result<TaskToken> {
         self.post_empty(&format!("/v1/tasks/{id}/heartbeat")).await
     }
+    /// A database role of the task's own for a postgres tool (shown once).
+    pub async fn db_credential(
+        &self,
+        id: &TaskId,
+        tool: &writ_core::ToolName,
+    ) -> Result<writ_core::api::DbCredential> {
+        self.post_empty(&format!("/v1/tasks/{id}/credentials/{tool}"))
+            .await
+    }
     pub async fn complete(&self, id: &TaskId) -> Result<TaskEnded> {
         self.post_empty(&format!("/v1/tasks/{id}/complete")).await
     }

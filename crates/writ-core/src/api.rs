@@ -123,11 +123,27 @@ pub enum Upstream {
     /// A local MCP server on stdio, spawned by the gateway (one process per
     /// MCP session).
     McpStdio { command: Vec<String> },
+    /// A PostgreSQL database: no gateway in between; a task granted the tool
+    /// gets a role of its own (`POST /v1/tasks/{id}/credentials/{tool}`)
+    /// that lives as long as the task. The admin connection is the tool's
+    /// secret (`PUT /v1/tools/{name}/secret` with only a `value`).
+    Postgres {
+        /// Statements run as the admin after the role is created, with
+        /// `{role}` standing for the new role's quoted name, e.g.
+        /// `GRANT SELECT ON ALL TABLES IN SCHEMA reporting TO {role}`.
+        grants: Vec<String>,
+    },
 }
 
 impl Upstream {
     pub fn is_mcp(&self) -> bool {
-        !matches!(self, Upstream::Http { .. })
+        matches!(self, Upstream::Mcp { .. } | Upstream::McpStdio { .. })
+    }
+
+    /// Whether a gateway serves it (a database is reached directly, with a
+    /// credential of the task's own).
+    pub fn is_gateway(&self) -> bool {
+        !matches!(self, Upstream::Postgres { .. })
     }
 
     /// Whether the gateway must refuse to forward without a secret.
@@ -136,18 +152,48 @@ impl Upstream {
             Upstream::Http { require_secret, .. } | Upstream::Mcp { require_secret, .. } => {
                 *require_secret
             }
-            Upstream::McpStdio { .. } => false,
+            Upstream::McpStdio { .. } | Upstream::Postgres { .. } => false,
         }
     }
 }
 
 /// `PUT /v1/tools/{name}/secret`: the credential a gateway adds to every
-/// upstream request of the tool.
+/// upstream request of the tool, or for a `postgres` tool (no `header`)
+/// the admin connection URL that creates and drops task roles.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetToolSecret {
+    #[serde(default)]
     pub header: String,
     pub value: String,
+}
+
+/// `POST /v1/tasks/{id}/credentials/{tool}`: a database role of the task's
+/// own, shown once. It stops working when the task ends (the role is
+/// dropped and its sessions ended) and at the task's hard end at the latest
+/// (`VALID UNTIL`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbCredential {
+    pub tool: ToolName,
+    pub task_id: TaskId,
+    pub username: String,
+    pub password: String,
+    /// Where to connect, with this credential in it.
+    pub url: String,
+    pub expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for DbCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbCredential")
+            .field("tool", &self.tool)
+            .field("task_id", &self.task_id)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for SetToolSecret {

@@ -48,6 +48,10 @@ pub enum AuditKind {
     GatewayRegister,
     /// A request through a gateway to a tool, as the gateway decided it.
     ToolCall,
+    /// A dynamic credential (a database role) was created for a task.
+    CredentialIssue,
+    /// A dynamic credential was revoked: its sessions ended, the role dropped.
+    CredentialRevoke,
 }
 
 /// How it ended.

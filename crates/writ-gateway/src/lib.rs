@@ -29,6 +29,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use writ_core::api::Upstream;
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::{Capability, Clock, Scope};
 use writ_policy::{Action, AgentFacts, Decision, RequestFacts, TaskFacts, ToolFacts};
@@ -439,7 +440,7 @@ async fn route(gw: Arc<Gateway>, peer: SocketAddr, req: Request) -> Result<Respo
     let tool = bundle
         .tools
         .get(&tool_name)
-        .filter(|t| t.upstream.is_some())
+        .filter(|t| t.upstream.as_ref().is_some_and(Upstream::is_gateway))
         .cloned()
         .ok_or_else(|| {
             GatewayError::NotFound(format!("no tool {tool_name:?} behind this gateway"))
@@ -461,7 +462,7 @@ async fn route(gw: Arc<Gateway>, peer: SocketAddr, req: Request) -> Result<Respo
     )
     .await?;
     match &tool.upstream {
-        Some(writ_core::api::Upstream::Http { url, .. }) => {
+        Some(Upstream::Http { url, .. }) => {
             proxy::forward(&gw, &bundle, &caller, &tool, url, &rest, peer, req).await
         }
         Some(u) => mcp::handle(&gw, &bundle, &caller, &tool, u, peer, req).await,

@@ -364,7 +364,9 @@ pub(crate) async fn handle(
                 Upstream::McpStdio { command } => {
                     crate::stdio::post(call, command, &parts.headers, inspected).await
                 }
-                Upstream::Http { .. } => Err(GatewayError::NotFound("not an MCP tool".into())),
+                Upstream::Http { .. } | Upstream::Postgres { .. } => {
+                    Err(GatewayError::NotFound("not an MCP tool".into()))
+                }
             }
         }
         (Method::GET | Method::DELETE, Upstream::Mcp { url, .. }) => {

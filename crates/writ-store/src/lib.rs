@@ -23,8 +23,8 @@ use writ_core::{AgentName, ApprovalId, InstanceId, TaskId, Timestamp, ToolName};
 pub use engine::SqlStore;
 pub use error::{JoinTokenError, StoreError};
 pub use model::{
-    Ended, Grant, GrantKind, GrantState, Instance, QuarantineOutcome, StoredKey, StoredSecret,
-    TaskEnd,
+    DbLease, Ended, Grant, GrantKind, GrantState, Instance, QuarantineOutcome, StoredKey,
+    StoredSecret, TaskEnd,
 };
 
 /// A change another process committed to a shared store, which this one
@@ -133,6 +133,23 @@ pub trait Store: Send + Sync + 'static {
         events: Vec<AuditEvent>,
         now: Timestamp,
     ) -> Result<u64>;
+
+    // --- dynamic database credentials ---
+
+    /// Records a role about to be created for an active task; refused with
+    /// `NotActive` if the task ended (or lapsed) first.
+    async fn create_db_lease(&self, lease: &DbLease, audit: Vec<AuditEvent>) -> Result<()>;
+    /// Leases whose role must go: not dropped yet, and their task no longer
+    /// active or their end reached.
+    async fn overdue_db_leases(&self, now: Timestamp, limit: u32) -> Result<Vec<DbLease>>;
+    /// Marks a lease's role dropped; `false` if it already was (another
+    /// replica dropped it first).
+    async fn db_lease_dropped(
+        &self,
+        role: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<bool>;
 
     // --- instances, tasks, grants ---
 

@@ -31,6 +31,18 @@ impl std::fmt::Debug for StoredSecret {
     }
 }
 
+/// A database role created for a task (a dynamic credential): recorded
+/// before the role exists, so a crash in between leaves a lease to clean up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DbLease {
+    pub role: String,
+    pub task_id: TaskId,
+    pub tool: writ_core::ToolName,
+    pub created_at: Timestamp,
+    /// The task's hard end: the role's `VALID UNTIL`.
+    pub expires_at: Timestamp,
+}
+
 /// One attested instance of an agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Instance {

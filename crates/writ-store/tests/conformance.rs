@@ -28,8 +28,8 @@ use writ_core::api::{Agent, Attestation, Task, TaskStatus, Tool};
 use writ_core::audit::{self, AuditEvent, AuditKind, AuditRecord, Outcome};
 use writ_core::{AgentName, Capability, InstanceId, TaskId, Timestamp, ToolName};
 use writ_store::{
-    Grant, GrantKind, GrantState, Instance, JoinTokenError, QuarantineOutcome, Store, StoreError,
-    StoredKey, TaskEnd,
+    DbLease, Grant, GrantKind, GrantState, Instance, JoinTokenError, QuarantineOutcome, Store,
+    StoreError, StoredKey, TaskEnd,
 };
 
 // ---------------------------------------------------------------------------
@@ -1015,6 +1015,105 @@ pub async fn task_round_trip(s: Arc<dyn Store>) {
     assert_eq!(s.grant_state("jti_dup").await.unwrap(), None);
     assert_eq!(task_of(s, &task.task_id).await, task);
     assert_eq!(audit_len(s).await, before);
+}
+
+/// A database role's lease: recorded only for an active task, overdue once
+/// the task ends or its hard end passes, dropped once.
+pub async fn db_leases_follow_their_task(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let db = Tool {
+        name: "warehouse".parse::<ToolName>().unwrap(),
+        audience: "postgres://warehouse".to_owned(),
+        scopes: vec!["read".parse().unwrap()],
+        attributes: BTreeMap::new(),
+        upstream: Some(writ_core::api::Upstream::Postgres {
+            grants: vec!["GRANT pg_read_all_data TO {role}".to_owned()],
+        }),
+        secret_header: None,
+        created_at: at(0),
+    };
+    s.create_tool(&db, vec![ev(AuditKind::ToolRegister)])
+        .await
+        .unwrap();
+    let inst = attest(s, &alpha, None, "jti_inst", at(0)).await.unwrap();
+    let task = start_task(s, &inst, "jti_t1", at(1), at(61), at(3_600))
+        .await
+        .unwrap();
+    let other = start_task(s, &inst, "jti_t2", at(1), at(61), at(3_600))
+        .await
+        .unwrap();
+    let lease = |role: &str, t: &Task, now: Timestamp| DbLease {
+        role: role.to_owned(),
+        task_id: t.task_id.clone(),
+        tool: db.name.clone(),
+        created_at: now,
+        expires_at: t.expires_at,
+    };
+    let before = audit_len(s).await;
+    s.create_db_lease(
+        &lease("writ_a", &task, at(2)),
+        vec![ev(AuditKind::CredentialIssue)],
+    )
+    .await
+    .unwrap();
+    s.create_db_lease(
+        &lease("writ_b", &other, at(2)),
+        vec![ev(AuditKind::CredentialIssue)],
+    )
+    .await
+    .unwrap();
+    let dup = s
+        .create_db_lease(
+            &lease("writ_a", &other, at(3)),
+            vec![ev(AuditKind::CredentialIssue)],
+        )
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    // Past the lease of the task (61 s), no new role.
+    let late = s
+        .create_db_lease(
+            &lease("writ_c", &task, at(70)),
+            vec![ev(AuditKind::CredentialIssue)],
+        )
+        .await;
+    assert!(matches!(late, Err(StoreError::NotActive(_))), "{late:?}");
+    assert_eq!(audit_len(s).await, before + 2);
+
+    assert!(s.overdue_db_leases(at(10), 100).await.unwrap().is_empty());
+    // Past the hard end, both are overdue, whatever the task's status.
+    let roles = |v: Vec<DbLease>| v.into_iter().map(|l| l.role).collect::<Vec<_>>();
+    assert_eq!(
+        roles(s.overdue_db_leases(at(3_600), 100).await.unwrap()),
+        ["writ_a", "writ_b"]
+    );
+    end(s, &task.task_id, TaskEnd::Completed, at(20))
+        .await
+        .unwrap();
+    let overdue = s.overdue_db_leases(at(21), 100).await.unwrap();
+    assert_eq!(overdue, vec![lease("writ_a", &task, at(2))]);
+
+    assert!(
+        s.db_lease_dropped("writ_a", at(22), vec![ev(AuditKind::CredentialRevoke)])
+            .await
+            .unwrap()
+    );
+    let n = audit_len(s).await;
+    assert!(
+        !s.db_lease_dropped("writ_a", at(23), vec![ev(AuditKind::CredentialRevoke)])
+            .await
+            .unwrap()
+    );
+    assert_eq!(audit_len(s).await, n, "a second drop is not recorded");
+    assert!(s.overdue_db_leases(at(24), 100).await.unwrap().is_empty());
+    let ended = s
+        .create_db_lease(
+            &lease("writ_d", &task, at(25)),
+            vec![ev(AuditKind::CredentialIssue)],
+        )
+        .await;
+    assert!(matches!(ended, Err(StoreError::NotActive(_))), "{ended:?}");
+    assert_chain(s).await;
 }
 
 pub async fn end_task_revokes_its_grants(s: Arc<dyn Store>) {
@@ -2105,6 +2204,7 @@ mod sqlite {
             join_token_race_has_one_winner,
             task_round_trip,
             end_task_revokes_its_grants,
+            db_leases_follow_their_task,
             heartbeat_extends_lease_within_lifetime,
             heartbeat_after_end_is_refused,
             lapsed_tasks_are_reaped_and_only_they,
@@ -2314,6 +2414,7 @@ mod postgres {
             join_token_race_has_one_winner,
             task_round_trip,
             end_task_revokes_its_grants,
+            db_leases_follow_their_task,
             heartbeat_extends_lease_within_lifetime,
             heartbeat_after_end_is_refused,
             lapsed_tasks_are_reaped_and_only_they,

@@ -81,6 +81,21 @@ pub async fn complete(
     Ok(AxumJson(b.complete(&caller, &task_id(&id)?).await?))
 }
 
+/// A database role of the task's own for a postgres tool it was granted.
+pub async fn db_credential(
+    State(b): State<Arc<Broker>>,
+    AnyCaller(caller): AnyCaller,
+    Path((id, tool)): Path<(String, String)>,
+) -> Result<(StatusCode, AxumJson<writ_core::api::DbCredential>), ApiError> {
+    let tool: writ_core::ToolName = tool
+        .parse()
+        .map_err(|_| ApiError::NotFound(format!("tool {tool:?} not found")))?;
+    let cred = b
+        .issue_db_credential(&caller, &task_id(&id)?, &tool)
+        .await?;
+    Ok((StatusCode::CREATED, AxumJson(cred)))
+}
+
 pub async fn show_task(
     State(b): State<Arc<Broker>>,
     AnyCaller(caller): AnyCaller,

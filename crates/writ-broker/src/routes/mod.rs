@@ -89,6 +89,10 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/tasks/{id}", get(agent::show_task))
         .route("/v1/tasks/{id}/heartbeat", post(agent::heartbeat))
         .route("/v1/tasks/{id}/complete", post(agent::complete))
+        .route(
+            "/v1/tasks/{id}/credentials/{tool}",
+            post(agent::db_credential),
+        )
         .route("/v1/tasks/{id}/tree", get(agent::tree))
         .fallback(wellknown::not_found)
         .method_not_allowed_fallback(wellknown::method_not_allowed)

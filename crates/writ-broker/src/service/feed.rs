@@ -88,6 +88,7 @@ impl Broker {
     /// request through any live gateway is refused.
     pub(crate) async fn revocations_changed(&self) {
         self.revoked.notify_waiters();
+        self.tasks_ended.notify_one();
         let head = match self.store.revocation_head().await {
             Ok(h) => h,
             Err(e) => {

@@ -149,6 +149,14 @@ impl Broker {
         tool: &ToolName,
         req: SetToolSecret,
     ) -> Result<ToolSecretSet, ApiError> {
+        let tool_record = self
+            .store
+            .get_tool(tool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("tool {tool} not found")))?;
+        if let Some(Upstream::Postgres { .. }) = tool_record.upstream {
+            return self.set_postgres_admin(tool, req).await;
+        }
         let header = req.header.trim().to_ascii_lowercase();
         if axum::http::HeaderName::from_bytes(header.as_bytes()).is_err()
             || RESERVED_HEADERS.contains(&header.as_str())
@@ -184,10 +192,44 @@ impl Broker {
         })
     }
 
+    /// A postgres tool's admin connection: sealed like a header secret, but
+    /// with no header, and never handed to a gateway.
+    async fn set_postgres_admin(
+        &self,
+        tool: &ToolName,
+        req: SetToolSecret,
+    ) -> Result<ToolSecretSet, ApiError> {
+        if !req.header.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "tool {tool} is a postgres tool: its secret is the admin connection URL, without a header"
+            )));
+        }
+        super::dbcreds::check_admin_url(&req.value)?;
+        let sealed = self
+            .master()
+            .seal(&super::dbcreds::admin_purpose(tool), req.value.as_bytes())
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let now = self.now();
+        let event = AuditEvent::new(AuditKind::ToolSecretSet, Outcome::Success, "admin")
+            .detail(serde_json::json!({ "tool": tool, "postgres_admin": true }));
+        self.store
+            .set_tool_secret(tool, "", sealed, now, vec![event])
+            .await?;
+        Ok(ToolSecretSet {
+            tool: tool.clone(),
+            header: String::new(),
+            updated_at: now,
+        })
+    }
+
     /// Every tool secret, opened: for gateways only.
     pub async fn gateway_secrets(&self) -> Result<Vec<GatewaySecret>, ApiError> {
         let mut out = Vec::new();
         for s in self.store.tool_secrets().await? {
+            // A postgres tool's admin connection (no header) stays here.
+            if s.header.is_empty() {
+                continue;
+            }
             // One secret that cannot be opened withholds that tool's only
             // (its gateways then refuse to forward), not every tool's.
             let Ok(value) = self.master().open(&secret_purpose(&s.tool), &s.sealed) else {
@@ -278,6 +320,7 @@ pub(crate) fn check_upstream(u: &Upstream) -> Result<(), ApiError> {
                 )));
             }
         }
+        Upstream::Postgres { grants } => super::dbcreds::check_grants(grants)?,
         Upstream::McpStdio { command } => {
             if command.is_empty()
                 || command.len() > 64

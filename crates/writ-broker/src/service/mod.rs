@@ -6,6 +6,7 @@ mod approvals;
 mod attest;
 mod audit;
 pub mod authzen;
+mod dbcreds;
 pub mod exchange;
 mod feed;
 pub mod gateway;
@@ -46,6 +47,8 @@ pub struct Broker {
     pub(crate) denials: writ_core::denials::Denials,
     /// Woken whenever a revocation may have been written.
     pub(crate) revoked: tokio::sync::Notify,
+    /// Woken when a task ends, so its database roles are dropped at once.
+    pub(crate) tasks_ended: tokio::sync::Notify,
     pub(crate) metrics: Metrics,
     policy_loaded: std::sync::atomic::AtomicBool,
     shadow: RwLock<Option<Arc<PolicySet>>>,
@@ -115,6 +118,7 @@ impl Broker {
             dpop,
             denials: writ_core::denials::Denials::default(),
             revoked: tokio::sync::Notify::new(),
+            tasks_ended: tokio::sync::Notify::new(),
             metrics: Metrics::default(),
             policy_loaded: std::sync::atomic::AtomicBool::new(false),
             shadow: RwLock::new(None),

@@ -528,7 +528,11 @@ impl Broker {
 
     /// The task, if the caller's instance runs it (or the caller holds its
     /// token). Someone else's task is "not found", not "forbidden".
-    async fn owned_task(&self, caller: &AgentCaller, id: &TaskId) -> Result<Task, ApiError> {
+    pub(crate) async fn owned_task(
+        &self,
+        caller: &AgentCaller,
+        id: &TaskId,
+    ) -> Result<Task, ApiError> {
         let task = self.task(id).await?;
         let owns = match caller.task_id() {
             Some(t) => t == id,

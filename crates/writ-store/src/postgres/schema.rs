@@ -6,7 +6,9 @@
 //! so identity columns are assigned in commit order and a reader that
 //! resumes from a sequence number never misses a row.
 
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: everything up to SQLite's 8.
+    r#"
 CREATE TABLE admin_tokens (
     hash        TEXT PRIMARY KEY,
     created_at  BIGINT NOT NULL
@@ -167,4 +169,17 @@ CREATE TRIGGER policy_history_announce AFTER INSERT ON policy_history
     FOR EACH STATEMENT EXECUTE FUNCTION writ_announce('policy');
 CREATE TRIGGER shadow_policy_announce AFTER INSERT OR UPDATE OR DELETE ON shadow_policy
     FOR EACH STATEMENT EXECUTE FUNCTION writ_announce('shadow');
-"#];
+"#,
+    // 2 (SQLite's 9): database roles created for tasks.
+    r#"
+CREATE TABLE db_leases (
+    role        TEXT PRIMARY KEY,
+    task_id     TEXT NOT NULL REFERENCES tasks(id),
+    tool        TEXT NOT NULL REFERENCES tools(name),
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL,
+    dropped_at  BIGINT
+);
+CREATE INDEX db_leases_live ON db_leases(task_id) WHERE dropped_at IS NULL;
+"#,
+];

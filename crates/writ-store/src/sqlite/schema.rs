@@ -165,4 +165,16 @@ CREATE TABLE shadow_policy (
     r#"
 ALTER TABLE gateways ADD COLUMN revoked_at INTEGER;
 "#,
+    // 9: database roles created for tasks (dynamic credentials).
+    r#"
+CREATE TABLE db_leases (
+    role        TEXT PRIMARY KEY,
+    task_id     TEXT NOT NULL REFERENCES tasks(id),
+    tool        TEXT NOT NULL REFERENCES tools(name),
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    dropped_at  INTEGER
+);
+CREATE INDEX db_leases_live ON db_leases(task_id) WHERE dropped_at IS NULL;
+"#,
 ];

@@ -62,6 +62,17 @@ pub enum TaskCmd {
         #[command(flatten)]
         task: TaskRef,
     },
+    /// A database role of the task's own for a postgres tool it was
+    /// granted: user, password and URL, shown once; dropped when the task
+    /// ends. `--field url` prints just the connection URL.
+    Credentials {
+        #[command(flatten)]
+        auth: AgentToken,
+        /// The postgres tool.
+        tool: writ_core::ToolName,
+        #[command(flatten)]
+        task: TaskRef,
+    },
     /// List tasks (admin), newest first.
     List {
         /// Only live exceptions.
@@ -166,6 +177,10 @@ pub async fn run(g: &Global, cmd: TaskCmd) -> anyhow::Result<u8> {
         TaskCmd::Complete { auth, task } => {
             let c = g.client_with(auth.instance_token.as_deref())?;
             print(&c.complete(&task.id).await?, g.field())?;
+        }
+        TaskCmd::Credentials { auth, tool, task } => {
+            let c = g.client_with(auth.instance_token.as_deref())?;
+            print(&c.db_credential(&task.id, &tool).await?, g.field())?;
         }
         TaskCmd::Show { auth, task } => {
             let c = g.client_with(auth.instance_token.as_deref())?;

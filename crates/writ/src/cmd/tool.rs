@@ -1,4 +1,4 @@
-//! `writ tool register|list`
+//! `writ tool register|list|secret`
 
 use std::path::PathBuf;
 
@@ -13,12 +13,14 @@ use crate::output::{EXIT_OK, print};
 #[derive(Subcommand, Debug)]
 pub enum SecretCmd {
     /// Set (or replace) the header a gateway adds to every upstream request
-    /// of the tool. The value is read from standard input (one line), so it
+    /// of the tool, or a postgres tool's admin connection URL (no
+    /// --header). The value is read from standard input (one line), so it
     /// stays out of shell history and process listings.
     Set {
         tool: ToolName,
-        /// The header, e.g. `X-Api-Key` or `Authorization`.
-        #[arg(long)]
+        /// The header, e.g. `X-Api-Key` or `Authorization` (not for a
+        /// postgres tool).
+        #[arg(long, default_value = "")]
         header: String,
         /// Read the value from this environment variable instead.
         #[arg(long, value_name = "VAR")]
@@ -56,6 +58,11 @@ pub enum ToolCmd {
         /// `--mcp-command npx -y @modelcontextprotocol/server-everything`.
         #[arg(long, num_args = 1.., allow_hyphen_values = true)]
         mcp_command: Vec<String>,
+        /// A PostgreSQL database: tasks get roles of their own, with these
+        /// grants (repeatable; `{role}` is the new role), e.g.
+        /// `--postgres-grant 'GRANT SELECT ON ALL TABLES IN SCHEMA reporting TO {role}'`.
+        #[arg(long = "postgres-grant", value_name = "STATEMENT", conflicts_with_all = ["upstream", "mcp_command"])]
+        postgres_grants: Vec<String>,
     },
     /// Upstream secrets a gateway injects.
     #[command(subcommand)]
@@ -77,8 +84,12 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
             mcp,
             require_secret,
             mcp_command,
+            postgres_grants,
         } => {
             let upstream = match (upstream, mcp_command.is_empty()) {
+                (None, true) if !postgres_grants.is_empty() => Some(Upstream::Postgres {
+                    grants: postgres_grants,
+                }),
                 (Some(url), _) if mcp => Some(Upstream::Mcp {
                     url,
                     require_secret,

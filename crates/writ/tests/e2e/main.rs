@@ -13,6 +13,7 @@ mod audit;
 mod bad_input;
 mod cli;
 mod crash;
+mod dbcreds;
 mod delegation;
 mod faults;
 mod gateway;

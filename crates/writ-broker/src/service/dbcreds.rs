@@ -1,0 +1,354 @@
+//! Dynamic database credentials: a PostgreSQL role per task, created on
+//! request with the tool's grants and `VALID UNTIL` the task's hard end,
+//! and dropped (its sessions ended first) as soon as the task is over.
+//!
+//! The lease is recorded before the role is created, so whatever happens
+//! in between (a crash, a lost connection) leaves a record the reaper
+//! finds: on every replica, at every start, after every task end, a role
+//! whose task is no longer active is dropped.
+
+use std::time::Duration;
+
+use writ_core::api::{DbCredential, Task, Upstream};
+use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+use writ_core::{TaskId, ToolName, random};
+use writ_store::DbLease;
+
+use super::{Broker, Caller};
+use crate::error::ApiError;
+
+/// At most this many roles are dropped per pass.
+const BATCH: u32 = 64;
+
+/// The seal purpose of a postgres tool's admin connection.
+pub(crate) fn admin_purpose(tool: &ToolName) -> String {
+    format!("writ postgres admin {tool}")
+}
+
+/// Checks a postgres tool's admin connection URL.
+pub(crate) fn check_admin_url(url: &str) -> Result<(), ApiError> {
+    let ok = (url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        && url.len() <= 4096
+        && url
+            .parse::<postgres::Config>()
+            .is_ok_and(|c| c.get_user().is_some() && !c.get_hosts().is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(
+            "a postgres tool's secret is its admin connection: postgres://user:password@host:port/database".into(),
+        ))
+    }
+}
+
+/// Checks a postgres tool's grants at registration.
+pub(crate) fn check_grants(grants: &[String]) -> Result<(), ApiError> {
+    let ok = !grants.is_empty()
+        && grants.len() <= 32
+        && grants.iter().all(|g| {
+            !g.trim().is_empty()
+                && g.len() <= 4096
+                && g.contains("{role}")
+                && !g.contains(';')
+                && !g.contains('\0')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(
+            "a postgres upstream needs 1 to 32 grants, each one statement naming {role}".into(),
+        ))
+    }
+}
+
+impl Broker {
+    /// Creates a role for an active task granted `tool` and returns its
+    /// credential, once.
+    pub async fn issue_db_credential(
+        &self,
+        caller: &Caller,
+        task_id: &TaskId,
+        tool_name: &ToolName,
+    ) -> Result<DbCredential, ApiError> {
+        let Caller::Agent(agent) = caller else {
+            return Err(ApiError::Forbidden(
+                "a task's database credential is issued to the task's agent".into(),
+            ));
+        };
+        let task = self.owned_task(agent, task_id).await?;
+        if !task.capabilities.iter().any(|c| &c.tool == tool_name) {
+            return Err(ApiError::Forbidden(format!(
+                "task {task_id} was not granted tool {tool_name}"
+            )));
+        }
+        let tool = self
+            .store
+            .get_tool(tool_name)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("tool {tool_name} not found")))?;
+        let Some(Upstream::Postgres { grants }) = tool.upstream else {
+            return Err(ApiError::BadRequest(format!(
+                "tool {tool_name} is not a postgres tool"
+            )));
+        };
+        let admin_url = self.admin_url(tool_name).await?;
+
+        let now = self.now();
+        let role = format!(
+            "writ_{}",
+            random::bytes::<8>()
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let password = random::token_256().map_err(|e| ApiError::Internal(e.to_string()))?;
+        let lease = DbLease {
+            role: role.clone(),
+            task_id: task.task_id.clone(),
+            tool: tool_name.clone(),
+            created_at: now,
+            expires_at: task.expires_at,
+        };
+        let event = AuditEvent::new(AuditKind::CredentialIssue, Outcome::Success, agent.actor())
+            .agent(agent.agent().as_str())
+            .task(&task.task_id)
+            .detail(serde_json::json!({ "tool": tool_name, "role": role, "expires_at": task.expires_at }));
+        self.store.create_db_lease(&lease, vec![event]).await?;
+
+        let created = {
+            let (url, role, password, grants) =
+                (admin_url.clone(), role.clone(), password.clone(), grants);
+            let until = task.expires_at.to_rfc3339();
+            blocking(move || pg::create_role(&url, &role, &password, &until, &grants)).await
+        };
+        if let Err(e) = created {
+            // The role may or may not exist: the lease is dropped now
+            // (dropping is idempotent), and by the reaper if that fails.
+            self.drop_lease_role(&lease, &admin_url, "creation failed")
+                .await;
+            return Err(ApiError::Unavailable(format!(
+                "cannot create the database role: {e}"
+            )));
+        }
+        if !self.task_still_active(&task).await {
+            // Ended while the role was being created: it must not outlive it.
+            self.drop_lease_role(&lease, &admin_url, "task ended").await;
+            return Err(ApiError::Conflict(format!("task {task_id} ended")));
+        }
+        Ok(DbCredential {
+            tool: tool_name.clone(),
+            task_id: task.task_id,
+            url: pg::client_url(&admin_url, &role, &password).map_err(ApiError::Internal)?,
+            username: role,
+            password,
+            expires_at: lease.expires_at,
+        })
+    }
+
+    async fn task_still_active(&self, task: &Task) -> bool {
+        matches!(
+            self.store.get_task(&task.task_id).await,
+            Ok(Some(t)) if t.status == writ_core::api::TaskStatus::Active
+        )
+    }
+
+    /// The opened admin connection URL of a postgres tool.
+    async fn admin_url(&self, tool: &ToolName) -> Result<String, ApiError> {
+        let secret = self
+            .store
+            .tool_secrets()
+            .await?
+            .into_iter()
+            .find(|s| &s.tool == tool)
+            .ok_or_else(|| {
+                ApiError::Unavailable(format!(
+                    "tool {tool} has no admin connection (writ tool secret set {tool})"
+                ))
+            })?;
+        let opened = self
+            .master()
+            .open(&admin_purpose(tool), &secret.sealed)
+            .map_err(|e| ApiError::Internal(format!("tool {tool}'s admin connection: {e}")))?;
+        String::from_utf8(opened.to_vec())
+            .map_err(|_| ApiError::Internal(format!("tool {tool}'s admin connection is not text")))
+    }
+
+    /// Drops every role whose task is over (or whose end has passed);
+    /// returns how many. Runs on every replica: dropping is idempotent and
+    /// the store records each drop once.
+    pub(crate) async fn reap_db_roles(&self) -> usize {
+        let mut dropped = 0;
+        let leases = match self.store.overdue_db_leases(self.now(), BATCH).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list database roles to drop");
+                return 0;
+            }
+        };
+        for lease in leases {
+            let url = match self.admin_url(&lease.tool).await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::error!(role = %lease.role, error = %e, "cannot drop a task's database role");
+                    continue;
+                }
+            };
+            if self.drop_lease_role(&lease, &url, "task over").await {
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Ends the role's sessions, drops it, and records that; `false` (and
+    /// the lease stays for the next pass) if the database refused.
+    async fn drop_lease_role(&self, lease: &DbLease, admin_url: &str, why: &str) -> bool {
+        let result = {
+            let (url, role) = (admin_url.to_owned(), lease.role.clone());
+            blocking(move || pg::drop_role(&url, &role)).await
+        };
+        let terminated = match result {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(role = %lease.role, error = %e, "cannot drop a task's database role yet");
+                return false;
+            }
+        };
+        let event = AuditEvent::new(AuditKind::CredentialRevoke, Outcome::Success, "system")
+            .task(&lease.task_id)
+            .reason(why)
+            .detail(serde_json::json!({
+                "tool": lease.tool, "role": lease.role, "sessions_ended": terminated
+            }));
+        match self
+            .store
+            .db_lease_dropped(&lease.role, self.now(), vec![event])
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(role = %lease.role, task = %lease.task_id, "task's database role dropped");
+                true
+            }
+            Err(e) => {
+                tracing::error!(role = %lease.role, error = %e, "database role dropped but not recorded");
+                false
+            }
+        }
+    }
+}
+
+/// Runs blocking client work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+/// The statements run on the tool's database, as its admin.
+mod pg {
+    use super::Duration;
+
+    fn connect(admin_url: &str) -> Result<postgres::Client, String> {
+        let mut config: postgres::Config = admin_url.parse().map_err(|e| format!("{e}"))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config
+            .application_name("writ")
+            .connect(postgres::NoTls)
+            .map_err(|e| format!("{e}"))
+    }
+
+    fn ident(role: &str) -> String {
+        format!("\"{}\"", role.replace('"', "\"\""))
+    }
+
+    pub(super) fn create_role(
+        admin_url: &str,
+        role: &str,
+        password: &str,
+        valid_until: &str,
+        grants: &[String],
+    ) -> Result<(), String> {
+        let mut client = connect(admin_url)?;
+        let mut tx = client.transaction().map_err(|e| format!("{e}"))?;
+        // Role and password are generated (hex and base64url): nothing to
+        // escape, but quoted all the same.
+        tx.batch_execute(&format!(
+            "CREATE ROLE {} LOGIN PASSWORD '{}' VALID UNTIL '{}'",
+            ident(role),
+            password.replace('\'', "''"),
+            valid_until.replace('\'', "''"),
+        ))
+        .map_err(|e| format!("{e}"))?;
+        for g in grants {
+            tx.batch_execute(&g.replace("{role}", &ident(role)))
+                .map_err(|e| format!("grant {g:?}: {e}"))?;
+        }
+        tx.commit().map_err(|e| format!("{e}"))
+    }
+
+    /// Refuses new logins, ends the role's sessions, hands what it owns to
+    /// the admin and drops it; the number of sessions ended. A role that
+    /// does not exist (any more) is done.
+    pub(super) fn drop_role(admin_url: &str, role: &str) -> Result<u64, String> {
+        let mut client = connect(admin_url)?;
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+            .map_err(|e| format!("{e}"))?
+            .is_some();
+        if !exists {
+            return Ok(0);
+        }
+        client
+            .batch_execute(&format!("ALTER ROLE {} NOLOGIN", ident(role)))
+            .map_err(|e| format!("{e}"))?;
+        let ended = client
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+                &[&role],
+            )
+            .map_err(|e| format!("{e}"))?
+            .len() as u64;
+        client
+            .batch_execute(&format!(
+                "REASSIGN OWNED BY {r} TO CURRENT_USER; DROP OWNED BY {r}; DROP ROLE {r}",
+                r = ident(role)
+            ))
+            .map_err(|e| format!("{e}"))?;
+        Ok(ended)
+    }
+
+    /// Where the agent connects: the admin connection's host, port and
+    /// database, with the role's name and password.
+    pub(super) fn client_url(
+        admin_url: &str,
+        role: &str,
+        password: &str,
+    ) -> Result<String, String> {
+        let config: postgres::Config = admin_url.parse().map_err(|e| format!("{e}"))?;
+        let host = config
+            .get_hosts()
+            .iter()
+            .find_map(|h| match h {
+                postgres::config::Host::Tcp(h) => Some(h.clone()),
+                #[cfg(unix)]
+                postgres::config::Host::Unix(_) => None,
+            })
+            .ok_or("the admin connection has no TCP host")?;
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let db = config.get_dbname().unwrap_or(role);
+        let mut url = url::Url::parse("postgres://localhost/").map_err(|e| e.to_string())?;
+        url.set_host(Some(&host)).map_err(|e| e.to_string())?;
+        url.set_port(Some(port))
+            .map_err(|()| "bad port".to_owned())?;
+        url.set_username(role).map_err(|()| "bad role".to_owned())?;
+        url.set_password(Some(password))
+            .map_err(|()| "bad password".to_owned())?;
+        url.set_path(db);
+        Ok(url.to_string())
+    }
+}
