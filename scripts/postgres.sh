@@ -2,7 +2,8 @@
 # Starts a throwaway PostgreSQL server for the tests (installing Debian's
 # package first if the machine has none) and prints the URL of its
 # superuser. Idempotent: a server already running in the directory is kept.
-# `scripts/postgres.sh stop` stops it.
+# `scripts/postgres.sh stop` stops it; `scripts/postgres.sh crash` kills it
+# with SIGKILL (the next start recovers).
 #
 #   WRIT_PG_DIR   where the cluster lives (default /tmp/writ-pg)
 #   WRIT_PG_PORT  its port on 127.0.0.1 (default 55432)
@@ -27,12 +28,21 @@ as_owner() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-if [ "${1:-}" = stop ]; then
-  as_owner "$bin/pg_ctl" -D "$dir" -m fast stop >/dev/null 2>&1 || true
-  exit 0
-fi
+case "${1:-}" in
+  stop)
+    as_owner "$bin/pg_ctl" -D "$dir" -m fast stop >/dev/null 2>&1 || true
+    exit 0 ;;
+  crash)
+    # kill -9 of the server and every backend: no shutdown, no checkpoint;
+    # the next start recovers from the write-ahead log.
+    pid=$(head -n 1 "$dir/postmaster.pid")
+    pkill -9 -P "$pid" || true
+    kill -9 "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    exit 0 ;;
+esac
 
-if ! as_owner "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+if [ ! -f "$dir/PG_VERSION" ]; then
   rm -rf "$dir"
   mkdir -p "$dir"
   [ "$(id -u)" = 0 ] && chown postgres "$dir"
@@ -43,6 +53,10 @@ if ! as_owner "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
     --auth-host=scram-sha-256 --auth-local=scram-sha-256 >"$dir.initdb.log" 2>&1 \
     || { cat "$dir.initdb.log" >&2; exit 1; }
   rm -f "$pwfile"
+fi
+# A cluster that is not running (never started, stopped, or killed) is
+# started; after a kill it recovers from its write-ahead log first.
+if ! as_owner "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
   as_owner "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 \
     -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on -c synchronous_commit=on" \
     start >&2

@@ -176,3 +176,126 @@ async fn s2_kill9_at_random_points_loses_nothing_acknowledged() {
     );
     assert!(checked.0 > 0, "the load did nothing");
 }
+
+/// A private PostgreSQL server for one test (its own directory and port),
+/// driven by `scripts/postgres.sh`, which installs and starts it.
+struct PrivatePostgres {
+    dir: String,
+    port: u16,
+}
+
+impl PrivatePostgres {
+    fn script(&self, arg: Option<&str>) -> String {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/postgres.sh");
+        let out = std::process::Command::new(script)
+            .args(arg)
+            .env("WRIT_PG_DIR", &self.dir)
+            .env("WRIT_PG_PORT", self.port.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "postgres.sh {arg:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn start() -> Option<(Self, String)> {
+        // Only where the PostgreSQL tests run (scripts/test.sh, CI).
+        crate::harness::postgres_database()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = Self {
+            dir: format!("/tmp/writ-pg-s5-{}-{port}", std::process::id()),
+            port,
+        };
+        let url = pg.script(None);
+        Some((pg, url))
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.script(Some("stop"));
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(format!("{}.initdb.log", self.dir));
+    }
+}
+
+/// S5: the PostgreSQL server is killed (SIGKILL, server and backends) under
+/// load; after it recovers, every write the broker acknowledged is there,
+/// and the broker serves again without a restart of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s5_postgres_killed_mid_load_loses_nothing_acknowledged() {
+    let Some((pg, url)) = PrivatePostgres::start() else {
+        return;
+    };
+    let b = Broker::start_with(crate::harness::Opts {
+        extra: vec!["--store".into(), url],
+        ..Default::default()
+    });
+    let shared = Arc::new((b.addr.clone(), Mutex::new(Acked::default())));
+    let stop = Instant::now() + Duration::from_secs(10);
+    let workers: Vec<_> = (0..4)
+        .map(|w| tokio::spawn(load(Arc::clone(&shared), w, stop)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    pg.script(Some("crash"));
+    for w in workers {
+        let _ = w.await;
+    }
+    pg.script(None);
+
+    // The broker reconnects by itself.
+    let admin = b.admin();
+    assert!(
+        crate::harness::eventually(Duration::from_secs(20), || {
+            let admin = admin.clone();
+            async move { admin.audit_verify().await.is_ok() }
+        })
+        .await,
+        "the broker did not come back after the database recovered"
+    );
+    let acked = std::mem::take(&mut *shared.1.lock().unwrap());
+    assert!(
+        !acked.issued.is_empty() && !acked.revoked.is_empty(),
+        "the load did nothing before the kill"
+    );
+    for tok in &acked.revoked {
+        assert!(
+            !admin.introspect(tok).await.unwrap().active,
+            "an acknowledged revocation was lost"
+        );
+    }
+    for id in &acked.ended {
+        assert_ne!(
+            admin.task(id).await.unwrap().status,
+            writ_core::api::TaskStatus::Active,
+            "an acknowledged task end was lost"
+        );
+    }
+    let ended: std::collections::HashSet<_> = acked.ended.iter().collect();
+    for (tok, task) in &acked.issued {
+        let dead = acked.revoked.contains(tok) || task.as_ref().is_some_and(|t| ended.contains(t));
+        if !dead && !acked.attempted.contains(tok) {
+            assert!(
+                admin.introspect(tok).await.unwrap().active,
+                "a returned token has no issuance record"
+            );
+        }
+    }
+    let v = admin.audit_verify().await.unwrap();
+    assert!(v.valid, "audit chain broken: {:?}", v.error);
+    eprintln!(
+        "s5: {} tokens, {} revocations, {} task ends acknowledged before the kill, all present",
+        acked.issued.len(),
+        acked.revoked.len(),
+        acked.ended.len()
+    );
+    // And it takes writes again.
+    b.attest("demo-agent").await;
+}
