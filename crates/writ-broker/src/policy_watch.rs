@@ -15,7 +15,10 @@ pub async fn run(broker: Arc<Broker>) {
     let origin = format!("dir:{}", dir.display());
     let mut tick = tokio::time::interval(broker.config.policy_poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_refused: Option<String> = None;
+    // The directory's version when last looked at: only a change of the
+    // directory activates anything, so a set pushed through the API (or by
+    // another replica) stays live until the directory itself changes.
+    let mut last_seen: Option<String> = None;
     loop {
         tick.tick().await;
         let read = {
@@ -32,23 +35,27 @@ pub async fn run(broker: Arc<Broker>) {
         };
         // Cheap check first: unchanged text, nothing to do.
         let probe_version = writ_policy::version_of(&sources);
-        if probe_version == broker.policy().version()
-            || last_refused.as_deref() == Some(&probe_version)
-        {
+        if last_seen.as_deref() == Some(&probe_version) {
+            continue;
+        }
+        let first_look = last_seen.is_none();
+        last_seen = Some(probe_version.clone());
+        if probe_version == broker.policy().version() || first_look {
+            // At the first look the directory is what the broker started
+            // with (or what it was when another replica's set went live).
             continue;
         }
         match PolicySet::compile(sources) {
             Ok(set) => {
-                last_refused = None;
                 if let Err(e) = broker.set_policy(set, &origin, "system").await {
                     tracing::error!(error = %e, "cannot record the new policy set; the previous set stays live");
+                    last_seen = None;
                 }
             }
             Err(e) => {
                 let _ = broker
                     .policy_refused(&origin, "system", &e.to_string())
                     .await;
-                last_refused = Some(probe_version);
             }
         }
     }

@@ -15,17 +15,30 @@ pub async fn run(broker: Arc<Broker>) {
     let Some(mut changes) = broker.store.changes() else {
         return;
     };
+    // Whatever changed between this replica's start and its subscription.
+    let mut pending = Some(Change::Resync);
     loop {
-        let change = match changes.recv().await {
+        if let Some(change) = pending.take()
+            && let Err(e) = apply(&broker, change).await
+        {
+            tracing::error!(error = %e, ?change, "cannot pick up a change from another replica; retrying");
+            pending = Some(Change::Resync);
+            // Retry soon, or at the next announcement if sooner.
+            tokio::select! {
+                () = tokio::time::sleep(RETRY) => {}
+                next = changes.recv() => if let Err(RecvError::Closed) = next { return },
+            }
+            continue;
+        }
+        pending = Some(match changes.recv().await {
             Ok(c) => c,
             Err(RecvError::Lagged(_)) => Change::Resync,
             Err(RecvError::Closed) => return,
-        };
-        if let Err(e) = apply(&broker, change).await {
-            tracing::error!(error = %e, ?change, "cannot pick up a change from another replica");
-        }
+        });
     }
 }
+
+const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn apply(broker: &Broker, change: Change) -> Result<(), ApiError> {
     match change {

@@ -114,11 +114,22 @@ impl Drop for SqlStore {
         // Connections are closed on a thread of their own: a PostgreSQL
         // client blocks to close and must not do so on an async thread.
         let readers = std::mem::take(&mut self.readers);
-        if let Ok(closer) = std::thread::Builder::new()
+        let slot = Arc::new(Mutex::new(Some(readers)));
+        let theirs = Arc::clone(&slot);
+        let closed = std::thread::Builder::new()
             .name("writ-store-close".into())
-            .spawn(move || drop(readers))
-        {
-            let _ = closer.join();
+            .spawn(move || {
+                let taken = theirs.lock().ok().and_then(|mut s| s.take());
+                drop(taken);
+            })
+            .map(|closer| closer.join().is_ok())
+            .unwrap_or(false);
+        if !closed {
+            // No thread to close them on: leak them rather than close a
+            // PostgreSQL client on what may be an async thread.
+            if let Ok(mut s) = slot.lock() {
+                std::mem::forget(s.take());
+            }
         }
     }
 }
@@ -266,9 +277,19 @@ fn run_batch(conn: &dyn Sql, batch: Vec<Job>) {
         }
     };
     let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+    // A savepoint step that fails leaves the transaction in a state no
+    // later job may build on (PostgreSQL would even turn the COMMIT of an
+    // aborted transaction into a silent ROLLBACK): the whole batch fails.
+    let mut broken: Option<StoreError> = None;
     for job in batch {
+        if let Some(e) = &broken {
+            job.fail(e.clone());
+            continue;
+        }
         if let Err(e) = conn.batch("SAVEPOINT job") {
-            job.fail(db(e));
+            let e = db(e);
+            job.fail(e.clone());
+            broken = Some(e);
             continue;
         }
         let job_head = head.clone();
@@ -281,12 +302,18 @@ fn run_batch(conn: &dyn Sql, batch: Vec<Job>) {
         } else {
             conn.batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
         };
-        if !ok || undo.is_err() {
+        if !ok {
             head = job_head;
+        }
+        if let Err(e) = undo {
+            broken = Some(db(e));
         }
         completions.push(completion);
     }
-    let result = conn.commit().map_err(db);
+    let result = match broken {
+        Some(e) => Err(e),
+        None => conn.commit().map_err(db),
+    };
     if result.is_err() {
         let _ = conn.rollback();
     }

@@ -137,11 +137,34 @@ pub trait Store: Send + Sync + 'static {
     // --- dynamic database credentials ---
 
     /// Records a role about to be created for an active task; refused with
-    /// `NotActive` if the task ended (or lapsed) first.
-    async fn create_db_lease(&self, lease: &DbLease, audit: Vec<AuditEvent>) -> Result<()>;
-    /// Leases whose role must go: not dropped yet, and their task no longer
-    /// active or their end reached.
-    async fn overdue_db_leases(&self, now: Timestamp, limit: u32) -> Result<Vec<DbLease>>;
+    /// `NotActive` if the task ended (or lapsed) first, and with `Conflict`
+    /// when the task already holds `max_live` roles.
+    async fn create_db_lease(
+        &self,
+        lease: &DbLease,
+        max_live: u32,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    /// Records that the lease's role now exists; `NotActive` if its task
+    /// ended meanwhile (the caller then drops the role itself).
+    async fn confirm_db_lease(
+        &self,
+        role: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    /// Leases whose role must go, oldest first: not dropped yet, not to be
+    /// retried before `now`, and either confirmed with their task no longer
+    /// active or their end reached, or never confirmed and recorded before
+    /// `unconfirmed_before` (their creation failed or was cut short).
+    async fn overdue_db_leases(
+        &self,
+        now: Timestamp,
+        unconfirmed_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<DbLease>>;
+    /// Puts a lease whose role could not be dropped back until `at`.
+    async fn retry_db_lease(&self, role: &str, at: Timestamp) -> Result<()>;
     /// Marks a lease's role dropped; `false` if it already was (another
     /// replica dropped it first).
     async fn db_lease_dropped(

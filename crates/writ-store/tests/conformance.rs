@@ -1017,8 +1017,10 @@ pub async fn task_round_trip(s: Arc<dyn Store>) {
     assert_eq!(audit_len(s).await, before);
 }
 
-/// A database role's lease: recorded only for an active task, overdue once
-/// the task ends or its hard end passes, dropped once.
+/// A database role's lease: recorded only for an active task and within a
+/// cap, confirmed once the role exists, overdue once its task ends or its
+/// hard end passes (or, never confirmed, after a grace), retried later when
+/// a drop fails, dropped once.
 pub async fn db_leases_follow_their_task(s: Arc<dyn Store>) {
     let s = &*s;
     let alpha = register(s, "alpha").await;
@@ -1050,69 +1052,121 @@ pub async fn db_leases_follow_their_task(s: Arc<dyn Store>) {
         created_at: now,
         expires_at: t.expires_at,
     };
+    let roles = |v: Vec<DbLease>| v.into_iter().map(|l| l.role).collect::<Vec<_>>();
     let before = audit_len(s).await;
-    s.create_db_lease(
-        &lease("writ_a", &task, at(2)),
-        vec![ev(AuditKind::CredentialIssue)],
-    )
-    .await
-    .unwrap();
-    s.create_db_lease(
-        &lease("writ_b", &other, at(2)),
-        vec![ev(AuditKind::CredentialIssue)],
-    )
-    .await
-    .unwrap();
+    s.create_db_lease(&lease("writ_a", &task, at(2)), 8, vec![])
+        .await
+        .unwrap();
+    s.create_db_lease(&lease("writ_b", &other, at(2)), 8, vec![])
+        .await
+        .unwrap();
     let dup = s
-        .create_db_lease(
-            &lease("writ_a", &other, at(3)),
-            vec![ev(AuditKind::CredentialIssue)],
-        )
+        .create_db_lease(&lease("writ_a", &other, at(3)), 8, vec![])
         .await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    let capped = s
+        .create_db_lease(&lease("writ_x", &task, at(3)), 1, vec![])
+        .await;
+    assert!(matches!(capped, Err(StoreError::Conflict(_))), "{capped:?}");
     // Past the lease of the task (61 s), no new role.
     let late = s
-        .create_db_lease(
-            &lease("writ_c", &task, at(70)),
-            vec![ev(AuditKind::CredentialIssue)],
-        )
+        .create_db_lease(&lease("writ_c", &task, at(70)), 8, vec![])
         .await;
     assert!(matches!(late, Err(StoreError::NotActive(_))), "{late:?}");
-    assert_eq!(audit_len(s).await, before + 2);
 
-    assert!(s.overdue_db_leases(at(10), 100).await.unwrap().is_empty());
+    // Unconfirmed and young: left to the request creating it.
+    assert!(
+        s.overdue_db_leases(at(3_600), at(0), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for role in ["writ_a", "writ_b"] {
+        s.confirm_db_lease(role, at(3), vec![ev(AuditKind::CredentialIssue)])
+            .await
+            .unwrap();
+    }
+    assert_eq!(audit_len(s).await, before + 2);
+    assert!(
+        s.overdue_db_leases(at(10), at(0), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Past the hard end, both are overdue, whatever the task's status.
-    let roles = |v: Vec<DbLease>| v.into_iter().map(|l| l.role).collect::<Vec<_>>();
     assert_eq!(
-        roles(s.overdue_db_leases(at(3_600), 100).await.unwrap()),
+        roles(s.overdue_db_leases(at(3_600), at(0), 100).await.unwrap()),
         ["writ_a", "writ_b"]
     );
     end(s, &task.task_id, TaskEnd::Completed, at(20))
         .await
         .unwrap();
-    let overdue = s.overdue_db_leases(at(21), 100).await.unwrap();
+    let overdue = s.overdue_db_leases(at(21), at(0), 100).await.unwrap();
     assert_eq!(overdue, vec![lease("writ_a", &task, at(2))]);
+    // A failed drop waits for its retry time.
+    s.retry_db_lease("writ_a", at(50)).await.unwrap();
+    assert!(
+        s.overdue_db_leases(at(22), at(0), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        roles(s.overdue_db_leases(at(50), at(0), 100).await.unwrap()),
+        ["writ_a"]
+    );
 
     assert!(
-        s.db_lease_dropped("writ_a", at(22), vec![ev(AuditKind::CredentialRevoke)])
+        s.db_lease_dropped("writ_a", at(51), vec![ev(AuditKind::CredentialRevoke)])
             .await
             .unwrap()
     );
     let n = audit_len(s).await;
     assert!(
-        !s.db_lease_dropped("writ_a", at(23), vec![ev(AuditKind::CredentialRevoke)])
+        !s.db_lease_dropped("writ_a", at(52), vec![ev(AuditKind::CredentialRevoke)])
             .await
             .unwrap()
     );
     assert_eq!(audit_len(s).await, n, "a second drop is not recorded");
-    assert!(s.overdue_db_leases(at(24), 100).await.unwrap().is_empty());
+    assert!(
+        s.overdue_db_leases(at(53), at(0), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let ended = s
-        .create_db_lease(
-            &lease("writ_d", &task, at(25)),
-            vec![ev(AuditKind::CredentialIssue)],
-        )
+        .create_db_lease(&lease("writ_d", &task, at(54)), 8, vec![])
         .await;
     assert!(matches!(ended, Err(StoreError::NotActive(_))), "{ended:?}");
+
+    // Never confirmed: overdue once older than the grace, task or not.
+    s.create_db_lease(&lease("writ_e", &other, at(30)), 8, vec![])
+        .await
+        .unwrap();
+    assert!(
+        s.overdue_db_leases(at(31), at(29), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        roles(s.overdue_db_leases(at(40), at(30), 100).await.unwrap()),
+        ["writ_e"]
+    );
+    // A confirmation after the task ended is refused.
+    s.create_db_lease(&lease("writ_f", &other, at(31)), 8, vec![])
+        .await
+        .unwrap();
+    end(s, &other.task_id, TaskEnd::Completed, at(32))
+        .await
+        .unwrap();
+    let refused = s
+        .confirm_db_lease("writ_f", at(33), vec![ev(AuditKind::CredentialIssue)])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::NotActive(_))),
+        "{refused:?}"
+    );
     assert_chain(s).await;
 }
 
@@ -2343,6 +2397,66 @@ mod postgres {
         let Some(h) = PgHarness::new() else { return };
         let store = SqlStore::connect_postgres(&h.url).await.unwrap();
         assert!(store.durable_commits().await.unwrap());
+    }
+
+    /// A write whose wait for the writers' lock is cancelled (a statement
+    /// or lock timeout, an operator's `pg_cancel_backend`) fails alone: the
+    /// next write goes through.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_cancelled_lock_wait_does_not_wedge_the_writer() {
+        let Some(h) = PgHarness::new() else { return };
+        let store: Arc<dyn Store> = Arc::new(SqlStore::connect_postgres(&h.url).await.unwrap());
+        let e = || vec![super::ev(super::AuditKind::PolicyLoad)];
+        store.append_audit(super::at(0), e()).await.unwrap();
+
+        // Another session holds the writers' lock.
+        let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+        let url = h.url.clone();
+        let holder = std::thread::spawn(move || {
+            let mut c = client(&url);
+            let mut tx = c.transaction().unwrap();
+            tx.batch_execute("SELECT pg_advisory_xact_lock(2003986804)")
+                .unwrap();
+            held_tx.send(()).unwrap();
+            hold_rx.recv().unwrap();
+            tx.commit().unwrap();
+        });
+        held_rx.recv().unwrap();
+        let waiting = {
+            let s = Arc::clone(&store);
+            tokio::spawn(async move { s.append_audit(super::at(1), e()).await })
+        };
+        // Cancel the writer's wait once it is waiting.
+        let url = h.url.clone();
+        blocking(move || {
+            let mut c = client(&url);
+            for _ in 0..200 {
+                let rows = c
+                    .query(
+                        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+                         WHERE application_name = 'writ' AND wait_event_type = 'Lock'",
+                        &[],
+                    )
+                    .unwrap();
+                if !rows.is_empty() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            panic!("the writer never waited for the lock");
+        });
+        assert!(
+            waiting.await.unwrap().is_err(),
+            "the cancelled write succeeded"
+        );
+        hold_tx.send(()).unwrap();
+        holder.join().unwrap();
+        store
+            .append_audit(super::at(2), vec![super::ev(super::AuditKind::PolicyLoad)])
+            .await
+            .expect("the writer is wedged after a cancelled lock wait");
+        assert_eq!(super::assert_chain(&*store).await, 2);
     }
 
     /// Two stores on one database (two broker replicas) writing at once

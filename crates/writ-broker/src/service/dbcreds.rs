@@ -2,14 +2,16 @@
 //! request with the tool's grants and `VALID UNTIL` the task's hard end,
 //! and dropped (its sessions ended first) as soon as the task is over.
 //!
-//! The lease is recorded before the role is created, so whatever happens
-//! in between (a crash, a lost connection) leaves a record the reaper
-//! finds: on every replica, at every start, after every task end, a role
-//! whose task is no longer active is dropped.
+//! The lease is recorded before the role is created and confirmed once it
+//! exists, so whatever happens in between (a crash, a lost connection)
+//! leaves a record the reaper finds: on every replica, at every start,
+//! after every task end, a confirmed role whose task is no longer active is
+//! dropped, and so is a role never confirmed within a grace period (its
+//! password was never handed out).
 
 use std::time::Duration;
 
-use writ_core::api::{DbCredential, Task, Upstream};
+use writ_core::api::{DbCredential, Upstream};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::{TaskId, ToolName, random};
 use writ_store::DbLease;
@@ -19,6 +21,14 @@ use crate::error::ApiError;
 
 /// At most this many roles are dropped per pass.
 const BATCH: u32 = 64;
+/// Live roles a task may hold at once.
+const MAX_LIVE_PER_TASK: u32 = 8;
+/// How long a lease may stay unconfirmed before the reaper takes it: well
+/// past the longest a creation can take (connect, lock and statement
+/// timeouts below).
+const UNCONFIRMED_GRACE_SECS: i64 = 60;
+/// How long a role that could not be dropped waits for the next attempt.
+const RETRY_SECS: i64 = 30;
 
 /// The seal purpose of a postgres tool's admin connection.
 pub(crate) fn admin_purpose(tool: &ToolName) -> String {
@@ -43,14 +53,12 @@ pub(crate) fn check_admin_url(url: &str) -> Result<(), ApiError> {
 
 /// Checks a postgres tool's grants at registration.
 pub(crate) fn check_grants(grants: &[String]) -> Result<(), ApiError> {
+    // Each grant runs as one prepared statement, which PostgreSQL refuses
+    // to hold more than one command.
     let ok = !grants.is_empty()
         && grants.len() <= 32
         && grants.iter().all(|g| {
-            !g.trim().is_empty()
-                && g.len() <= 4096
-                && g.contains("{role}")
-                && !g.contains(';')
-                && !g.contains('\0')
+            !g.trim().is_empty() && g.len() <= 4096 && g.contains("{role}") && !g.contains('\0')
         });
     if ok {
         Ok(())
@@ -103,6 +111,10 @@ impl Broker {
                 .collect::<String>()
         );
         let password = random::token_256().map_err(|e| ApiError::Internal(e.to_string()))?;
+        // Where the agent connects, worked out before anything is created.
+        let url = pg::client_url(&admin_url, &role, &password).map_err(|e| {
+            ApiError::Unavailable(format!("tool {tool_name}'s admin connection: {e}"))
+        })?;
         let lease = DbLease {
             role: role.clone(),
             task_id: task.task_id.clone(),
@@ -110,11 +122,9 @@ impl Broker {
             created_at: now,
             expires_at: task.expires_at,
         };
-        let event = AuditEvent::new(AuditKind::CredentialIssue, Outcome::Success, agent.actor())
-            .agent(agent.agent().as_str())
-            .task(&task.task_id)
-            .detail(serde_json::json!({ "tool": tool_name, "role": role, "expires_at": task.expires_at }));
-        self.store.create_db_lease(&lease, vec![event]).await?;
+        self.store
+            .create_db_lease(&lease, MAX_LIVE_PER_TASK, Vec::new())
+            .await?;
 
         let created = {
             let (url, role, password, grants) =
@@ -123,34 +133,37 @@ impl Broker {
             blocking(move || pg::create_role(&url, &role, &password, &until, &grants)).await
         };
         if let Err(e) = created {
-            // The role may or may not exist: the lease is dropped now
-            // (dropping is idempotent), and by the reaper if that fails.
+            tracing::error!(tool = %tool_name, role = %role, error = %e, "cannot create a task's database role");
+            // The role may or may not exist: dropping is idempotent, and the
+            // reaper takes the lease after the grace if this fails too.
             self.drop_lease_role(&lease, &admin_url, "creation failed")
                 .await;
-            return Err(ApiError::Unavailable(format!(
-                "cannot create the database role: {e}"
-            )));
+            return Err(ApiError::Unavailable(
+                "cannot create the database role (the broker's log says why)".into(),
+            ));
         }
-        if !self.task_still_active(&task).await {
+        let event = AuditEvent::new(AuditKind::CredentialIssue, Outcome::Success, agent.actor())
+            .agent(agent.agent().as_str())
+            .task(&task.task_id)
+            .detail(serde_json::json!({ "tool": tool_name, "role": role, "expires_at": task.expires_at }));
+        if let Err(e) = self
+            .store
+            .confirm_db_lease(&role, self.now(), vec![event])
+            .await
+        {
             // Ended while the role was being created: it must not outlive it.
-            self.drop_lease_role(&lease, &admin_url, "task ended").await;
-            return Err(ApiError::Conflict(format!("task {task_id} ended")));
+            self.drop_lease_role(&lease, &admin_url, "task ended during creation")
+                .await;
+            return Err(e.into());
         }
         Ok(DbCredential {
             tool: tool_name.clone(),
             task_id: task.task_id,
-            url: pg::client_url(&admin_url, &role, &password).map_err(ApiError::Internal)?,
+            url,
             username: role,
             password,
             expires_at: lease.expires_at,
         })
-    }
-
-    async fn task_still_active(&self, task: &Task) -> bool {
-        matches!(
-            self.store.get_task(&task.task_id).await,
-            Ok(Some(t)) if t.status == writ_core::api::TaskStatus::Active
-        )
     }
 
     /// The opened admin connection URL of a postgres tool.
@@ -179,7 +192,9 @@ impl Broker {
     /// the store records each drop once.
     pub(crate) async fn reap_db_roles(&self) -> usize {
         let mut dropped = 0;
-        let leases = match self.store.overdue_db_leases(self.now(), BATCH).await {
+        let now = self.now();
+        let cutoff = now.add_secs(-UNCONFIRMED_GRACE_SECS);
+        let leases = match self.store.overdue_db_leases(now, cutoff, BATCH).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list database roles to drop");
@@ -212,6 +227,10 @@ impl Broker {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(role = %lease.role, error = %e, "cannot drop a task's database role yet");
+                let at = self.now().add_secs(RETRY_SECS);
+                if let Err(e) = self.store.retry_db_lease(&lease.role, at).await {
+                    tracing::error!(role = %lease.role, error = %e, "cannot schedule the next drop attempt");
+                }
                 return false;
             }
         };
@@ -251,15 +270,26 @@ async fn blocking<T: Send + 'static>(
 mod pg {
     use super::Duration;
 
+    /// Errors as text, with the server's message when there is one.
+    fn text(e: &postgres::Error) -> String {
+        match e.as_db_error() {
+            Some(d) => format!("{}: {}", d.code().code(), d.message()),
+            None => e.to_string(),
+        }
+    }
+
     fn connect(admin_url: &str) -> Result<postgres::Client, String> {
         let mut config: postgres::Config = admin_url.parse().map_err(|e| format!("{e}"))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
+        // Nothing here may wait long: a lock held elsewhere fails the
+        // attempt, which the reaper repeats later.
         config
             .application_name("writ")
+            .options("-c statement_timeout=10000 -c lock_timeout=5000")
             .connect(postgres::NoTls)
-            .map_err(|e| format!("{e}"))
+            .map_err(|e| text(&e))
     }
 
     fn ident(role: &str) -> String {
@@ -274,21 +304,24 @@ mod pg {
         grants: &[String],
     ) -> Result<(), String> {
         let mut client = connect(admin_url)?;
-        let mut tx = client.transaction().map_err(|e| format!("{e}"))?;
-        // Role and password are generated (hex and base64url): nothing to
-        // escape, but quoted all the same.
+        let mut tx = client.transaction().map_err(|e| text(&e))?;
+        // Only a SCRAM verifier of the password reaches the server (and its
+        // logs). The role is generated hex; the verifier and the time are
+        // quoted all the same.
+        let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
         tx.batch_execute(&format!(
             "CREATE ROLE {} LOGIN PASSWORD '{}' VALID UNTIL '{}'",
             ident(role),
-            password.replace('\'', "''"),
+            verifier.replace('\'', "''"),
             valid_until.replace('\'', "''"),
         ))
-        .map_err(|e| format!("{e}"))?;
-        for g in grants {
-            tx.batch_execute(&g.replace("{role}", &ident(role)))
-                .map_err(|e| format!("grant {g:?}: {e}"))?;
+        .map_err(|e| text(&e))?;
+        for (i, g) in grants.iter().enumerate() {
+            // One prepared statement each: never more than one command.
+            tx.execute(g.replace("{role}", &ident(role)).as_str(), &[])
+                .map_err(|e| format!("grant {}: {}", i + 1, text(&e)))?;
         }
-        tx.commit().map_err(|e| format!("{e}"))
+        tx.commit().map_err(|e| text(&e))
     }
 
     /// Refuses new logins, ends the role's sessions, hands what it owns to
@@ -298,27 +331,27 @@ mod pg {
         let mut client = connect(admin_url)?;
         let exists = client
             .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
-            .map_err(|e| format!("{e}"))?
+            .map_err(|e| text(&e))?
             .is_some();
         if !exists {
             return Ok(0);
         }
         client
             .batch_execute(&format!("ALTER ROLE {} NOLOGIN", ident(role)))
-            .map_err(|e| format!("{e}"))?;
+            .map_err(|e| text(&e))?;
         let ended = client
             .query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
                 &[&role],
             )
-            .map_err(|e| format!("{e}"))?
+            .map_err(|e| text(&e))?
             .len() as u64;
         client
             .batch_execute(&format!(
                 "REASSIGN OWNED BY {r} TO CURRENT_USER; DROP OWNED BY {r}; DROP ROLE {r}",
                 r = ident(role)
             ))
-            .map_err(|e| format!("{e}"))?;
+            .map_err(|e| text(&e))?;
         Ok(ended)
     }
 
@@ -340,7 +373,11 @@ mod pg {
             })
             .ok_or("the admin connection has no TCP host")?;
         let port = config.get_ports().first().copied().unwrap_or(5432);
-        let db = config.get_dbname().unwrap_or(role);
+        // PostgreSQL's default database is the one named after the user.
+        let db = config
+            .get_dbname()
+            .or(config.get_user())
+            .ok_or("the admin connection names no user")?;
         let mut url = url::Url::parse("postgres://localhost/").map_err(|e| e.to_string())?;
         url.set_host(Some(&host)).map_err(|e| e.to_string())?;
         url.set_port(Some(port))

@@ -33,6 +33,7 @@ const READERS: usize = 4;
 /// The advisory lock every write transaction holds ("writ" in ASCII).
 const WRITE_LOCK: i64 = 0x7772_6974;
 const CHANNEL: &str = "writ_changes";
+const RESYNC_EVERY: Duration = Duration::from_secs(60);
 
 impl ToSql for Value {
     fn to_sql(
@@ -193,11 +194,12 @@ impl Sql for PgConn {
     }
 
     fn begin(&self) -> DbResult<()> {
-        self.batch(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
-        ))?;
+        // In a transaction from here on, whatever happens next: a lock wait
+        // that fails (cancelled, timed out) leaves an aborted transaction
+        // that `rollback` must end.
+        self.batch("BEGIN")?;
         self.in_tx.set(true);
-        Ok(())
+        self.batch(&format!("SELECT pg_advisory_xact_lock({WRITE_LOCK})"))
     }
 
     fn commit(&self) -> DbResult<()> {
@@ -253,6 +255,13 @@ fn config(url: &str) -> Result<Config> {
     if config.get_application_name().is_none() {
         config.application_name("writ");
     }
+    // A connection that died without a word (a half-open TCP connection)
+    // is noticed within a minute rather than the system's two hours.
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(20))
+        .keepalives_interval(Duration::from_secs(10))
+        .keepalives_retries(3);
     Ok(config)
 }
 
@@ -316,7 +325,14 @@ impl Listener {
 
     fn run(self, first: Client) {
         let mut client = Some(first);
+        let mut last_resync = std::time::Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
+            // A safety net under the announcements: whatever may have been
+            // missed is picked up within a minute.
+            if last_resync.elapsed() >= RESYNC_EVERY {
+                last_resync = std::time::Instant::now();
+                let _ = self.tx.send(Change::Resync);
+            }
             let Some(c) = client.as_mut() else {
                 std::thread::sleep(Duration::from_millis(500));
                 match self.connect() {

@@ -173,6 +173,10 @@ CREATE TABLE db_leases (
     tool        TEXT NOT NULL REFERENCES tools(name),
     created_at  INTEGER NOT NULL,
     expires_at  INTEGER NOT NULL,
+    -- 1 once the role exists in the database (and was handed out).
+    created     INTEGER NOT NULL DEFAULT 0,
+    -- Not tried again before then (a drop that failed).
+    retry_at    INTEGER NOT NULL DEFAULT 0,
     dropped_at  INTEGER
 );
 CREATE INDEX db_leases_live ON db_leases(task_id) WHERE dropped_at IS NULL;
