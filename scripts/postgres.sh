@@ -13,7 +13,13 @@ dir=${WRIT_PG_DIR:-/tmp/writ-pg}
 port=${WRIT_PG_PORT:-55432}
 password=writ-test
 
-find_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+# The newest installed server (a client-only install has no initdb).
+find_bin() {
+  local initdb
+  initdb=$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$initdb" ] && dirname "$initdb"
+  return 0
+}
 bin=$(find_bin)
 if [ -z "$bin" ]; then
   echo "installing PostgreSQL (Debian package postgresql)" >&2
