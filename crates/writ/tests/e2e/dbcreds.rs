@@ -19,7 +19,7 @@ fn connect(url: &str) -> Result<postgres::Client, postgres::Error> {
 }
 
 /// A database standing in for the team's warehouse: one schema, one table.
-fn warehouse() -> Option<String> {
+pub(crate) fn warehouse() -> Option<String> {
     let url = postgres_database()?;
     let u = url.clone();
     blocking(move || {
@@ -37,7 +37,7 @@ fn warehouse() -> Option<String> {
 
 /// Registers the `warehouse` postgres tool (read-only on `reporting`) with
 /// its admin connection.
-async fn register_warehouse(b: &Broker, admin_url: &str) {
+pub(crate) async fn register_warehouse(b: &Broker, admin_url: &str) {
     let admin = b.admin();
     admin
         .register_tool(&RegisterTool {
@@ -66,7 +66,7 @@ async fn register_warehouse(b: &Broker, admin_url: &str) {
         .unwrap();
 }
 
-fn sum_sales(url: &str) -> Result<i64, String> {
+pub(crate) fn sum_sales(url: &str) -> Result<i64, String> {
     let url = url.to_owned();
     blocking(move || {
         let mut c = connect(&url).map_err(|e| e.to_string())?;
@@ -76,7 +76,7 @@ fn sum_sales(url: &str) -> Result<i64, String> {
     })
 }
 
-fn role_exists(admin_url: &str, role: &str) -> bool {
+pub(crate) fn role_exists(admin_url: &str, role: &str) -> bool {
     let (url, role) = (admin_url.to_owned(), role.to_owned());
     blocking(move || {
         connect(&url)
@@ -87,7 +87,7 @@ fn role_exists(admin_url: &str, role: &str) -> bool {
     })
 }
 
-async fn credential(b: &Broker, token: &str, task: &writ_core::TaskId) -> DbCredential {
+pub(crate) async fn credential(b: &Broker, token: &str, task: &writ_core::TaskId) -> DbCredential {
     b.as_token(token)
         .db_credential(task, &"warehouse".parse().unwrap())
         .await

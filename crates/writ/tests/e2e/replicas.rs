@@ -119,6 +119,19 @@ async fn alternate(
             .unwrap()
             .issued
             .push((hb.access_token.clone(), t.task_id.clone()));
+        // A tool token for the task, exchanged at the other replica.
+        let Ok(tool) = Client::new(&next(), None)
+            .unwrap()
+            .exchange(&hb.access_token, None, Some("tickets"), None)
+            .await
+        else {
+            continue;
+        };
+        acked
+            .lock()
+            .unwrap()
+            .issued
+            .push((tool.access_token, t.task_id.clone()));
         match steps % 3 {
             0 => {
                 acked
@@ -219,8 +232,9 @@ async fn futures_all<T>(futs: Vec<impl std::future::Future<Output = T>>) -> Vec<
 }
 
 /// Issue 6: two replicas under concurrent load from clients that alternate
-/// between them (join token on one, attest on the other, task and heartbeat
-/// and revocation each on the next) agree on everything afterwards, and
+/// between them (join token on one, attest on the other, task, heartbeat,
+/// token exchange and revocation each on the next) agree on everything
+/// afterwards (a tool token dies with its task on both), and
 /// `writ audit verify` finds one valid chain through either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_under_alternating_load_act_as_one_broker() {
@@ -409,4 +423,39 @@ async fn replicas_survive_kill9_of_one_under_load() {
     check_agreement(&[&b.addr], &acked).await;
     a.restart();
     check_agreement(&[&a.addr, &b.addr], &acked).await;
+}
+
+/// A database role issued through a replica that is then killed is dropped
+/// by the other when the task ends there: the leases live in the shared
+/// store, not in a process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_drop_the_roles_of_a_killed_replica() {
+    let Some(warehouse) = crate::dbcreds::warehouse() else {
+        return;
+    };
+    let Some((mut a, b, _shared)) = pair(&[]) else {
+        return;
+    };
+    crate::dbcreds::register_warehouse(&a, &warehouse).await;
+    let inst = a.attest("demo-agent").await;
+    let task = a
+        .start_task(&inst.access_token, &["warehouse:read"])
+        .await
+        .unwrap();
+    let cred = crate::dbcreds::credential(&a, &task.access_token, &task.task_id).await;
+    assert_eq!(crate::dbcreds::sum_sales(&cred.url).unwrap(), 60);
+    a.kill9();
+    b.as_token(&inst.access_token)
+        .complete(&task.task_id)
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let (db, role) = (warehouse.clone(), cred.username.clone());
+            async move { !crate::dbcreds::role_exists(&db, &role) }
+        })
+        .await,
+        "the role outlived its task when its replica died"
+    );
+    assert!(crate::dbcreds::sum_sales(&cred.url).is_err());
 }
