@@ -23,6 +23,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo deny: licences, sources, bans (offline; see deny.toml)"
 command -v cargo-deny >/dev/null || cargo install --quiet --locked cargo-deny
+# cargo deny reads the metadata of every platform's dependencies: fetch them
+# all first (the build above fetched this platform's only).
+cargo fetch --locked --quiet
 cargo deny --offline check licenses bans sources
 
 step "PostgreSQL for the store conformance and replica tests (scripts/postgres.sh)"
