@@ -27,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
                 agent: "demo-agent".parse()?,
                 join_token: Some(jt),
                 oidc_token: None,
+                jwt_svid: None,
             })
             .await?
             .access_token;

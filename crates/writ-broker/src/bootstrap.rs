@@ -93,6 +93,8 @@ pub async fn open(
     };
     let now = clock.now();
     let keys = KeyService::load(store.as_ref(), &master, now).await?;
+    let spiffe =
+        crate::spiffe::Authority::load(store.as_ref(), &master, &config.trust_domain, now).await?;
 
     let mut bootstrap_admin_token = None;
     if let Some(t) = given_admin_token {
@@ -136,7 +138,7 @@ pub async fn open(
             }
         },
     };
-    let broker = Broker::new(store, keys, empty, clock, config, master)?;
+    let broker = Broker::new(store, keys, spiffe, empty, clock, config, master)?;
     broker.set_policy(set, &origin, "system").await?;
     broker.restore_shadow().await?;
     Ok(Opened {

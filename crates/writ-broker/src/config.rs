@@ -42,6 +42,10 @@ pub struct BrokerConfig {
     /// How long a revocation (complete, revoke, quarantine) waits, before
     /// it is acknowledged, for every connected gateway to have taken it.
     pub propagation_wait: Duration,
+    /// X.509-SVID lifetime (seconds); nodes renew at half of it.
+    pub x509_svid_ttl: i64,
+    /// JWT-SVID lifetime (seconds).
+    pub jwt_svid_ttl: i64,
 }
 
 impl BrokerConfig {
@@ -58,6 +62,8 @@ impl BrokerConfig {
             sweep_interval: Duration::from_secs(1),
             oidc_fetch_timeout: Duration::from_secs(5),
             tool_token_ttl: 5 * 60,
+            x509_svid_ttl: 60 * 60,
+            jwt_svid_ttl: 5 * 60,
             max_delegation_depth: 3,
             dpop_nonces: false,
             policy_dir: None,

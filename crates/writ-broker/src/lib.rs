@@ -17,6 +17,7 @@ mod policy_watch;
 mod replicas;
 mod routes;
 pub mod service;
+pub mod spiffe;
 mod sweeper;
 #[cfg(test)]
 mod tests;

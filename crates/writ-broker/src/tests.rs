@@ -81,6 +81,7 @@ async fn instance(b: &Broker) -> (String, AgentCaller) {
                 agent: "a".parse().unwrap(),
                 join_token: Some(jt.join_token),
                 oidc_token: None,
+                jwt_svid: None,
             },
             None,
         )

@@ -277,6 +277,38 @@ impl Client {
         self.call(self.req(Method::DELETE, &format!("/v1/gateways/{name}")))
             .await
     }
+    /// Registers a node (a host running `writ node`).
+    pub async fn register_node(&self, name: &str) -> Result<writ_core::api::Node> {
+        self.post(
+            "/v1/nodes",
+            &writ_core::api::RegisterNode {
+                name: name.to_owned(),
+                attestation: writ_core::api::Attestation::JoinToken,
+            },
+        )
+        .await
+    }
+    pub async fn nodes(&self) -> Result<Vec<writ_core::api::Node>> {
+        self.get("/v1/nodes").await
+    }
+    pub async fn node_join_token(&self, name: &str, ttl: u64) -> Result<JoinTokenCreated> {
+        self.post(
+            &format!("/v1/nodes/{name}/join-tokens"),
+            &writ_core::api::CreateJoinToken { ttl },
+        )
+        .await
+    }
+    pub async fn quarantine_node(&self, name: &str) -> Result<writ_core::api::Node> {
+        self.post_empty(&format!("/v1/nodes/{name}/quarantine"))
+            .await
+    }
+    pub async fn release_node(&self, name: &str) -> Result<writ_core::api::Node> {
+        self.post_empty(&format!("/v1/nodes/{name}/release")).await
+    }
+    /// The trust domain's SPIFFE bundle.
+    pub async fn spiffe_bundle(&self) -> Result<serde_json::Value> {
+        self.get("/v1/bundle").await
+    }
     /// A credential for a standalone gateway.
     pub async fn register_gateway(&self, name: &str) -> Result<writ_core::api::GatewayRegistered> {
         self.post(

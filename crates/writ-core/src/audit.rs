@@ -52,6 +52,10 @@ pub enum AuditKind {
     CredentialIssue,
     /// A dynamic credential was revoked: its sessions ended, the role dropped.
     CredentialRevoke,
+    /// A node was registered, attested, quarantined or released.
+    Node,
+    /// An X.509- or JWT-SVID was issued to a workload through a node.
+    SvidIssue,
 }
 
 /// How it ended.

@@ -16,7 +16,7 @@ mod sqlite;
 mod store;
 
 use async_trait::async_trait;
-use writ_core::api::{Agent, Approval, Task, Tool};
+use writ_core::api::{Agent, Approval, Node, Task, Tool};
 use writ_core::audit::{AuditEvent, AuditRecord};
 use writ_core::{AgentName, ApprovalId, InstanceId, TaskId, Timestamp, ToolName};
 
@@ -24,7 +24,7 @@ pub use engine::SqlStore;
 pub use error::{JoinTokenError, StoreError};
 pub use model::{
     DbLease, Ended, Grant, GrantKind, GrantState, Instance, QuarantineOutcome, StoredKey,
-    StoredSecret, TaskEnd,
+    StoredSecret, StoredSpiffeKey, TaskEnd,
 };
 
 /// A change another process committed to a shared store, which this one
@@ -133,6 +133,48 @@ pub trait Store: Send + Sync + 'static {
         events: Vec<AuditEvent>,
         now: Timestamp,
     ) -> Result<u64>;
+
+    // --- SPIFFE: nodes and the trust domain's keys ---
+
+    async fn create_node(&self, node: &Node, audit: Vec<AuditEvent>) -> Result<()>;
+    async fn get_node(&self, name: &str) -> Result<Option<Node>>;
+    async fn list_nodes(&self) -> Result<Vec<Node>>;
+    /// Quarantines (also revoking its credential and outstanding join
+    /// tokens) or releases a node; `NotFound` for an unknown one.
+    async fn set_node_quarantine(
+        &self,
+        name: &str,
+        quarantined: bool,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    async fn create_node_join_token(
+        &self,
+        node: &str,
+        hash: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    /// Consumes a node join token (exactly once) and makes `token_hash` the
+    /// node's credential, replacing any earlier one.
+    async fn attest_node(
+        &self,
+        node: &str,
+        join_hash: &str,
+        token_hash: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    /// The node a live credential belongs to (a quarantined node has none).
+    async fn node_by_token(&self, token_hash: &str) -> Result<Option<Node>>;
+    async fn spiffe_keys(&self) -> Result<Vec<StoredSpiffeKey>>;
+    async fn add_spiffe_key(
+        &self,
+        key: StoredSpiffeKey,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
 
     // --- dynamic database credentials ---
 

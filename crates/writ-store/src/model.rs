@@ -31,6 +31,29 @@ impl std::fmt::Debug for StoredSecret {
     }
 }
 
+/// A key of the trust domain's SPIFFE authorities, sealed under the
+/// master key: the X.509 CA (`kind` `x509-ca`, with its certificate) or a
+/// JWT-SVID signing key (`jwt-svid`).
+#[derive(Clone)]
+pub struct StoredSpiffeKey {
+    pub kid: String,
+    pub kind: String,
+    pub sealed: Vec<u8>,
+    pub cert: Option<Vec<u8>>,
+    pub created_at: Timestamp,
+    pub not_after: Timestamp,
+}
+
+impl std::fmt::Debug for StoredSpiffeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSpiffeKey")
+            .field("kid", &self.kid)
+            .field("kind", &self.kind)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A database role created for a task (a dynamic credential): recorded
 /// before the role exists, so a crash in between leaves a lease to clean up.
 #[derive(Clone, Debug, PartialEq, Eq)]

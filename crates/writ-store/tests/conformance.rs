@@ -73,6 +73,7 @@ fn agent_record(n: &str, created_at: Timestamp) -> Agent {
         spiffe_id: format!("spiffe://writ.test/agent/{n}"),
         attestation: Attestation::JoinToken,
         attributes: BTreeMap::from([("team".to_owned(), "infra".to_owned())]),
+        workload: None,
         quarantined: false,
         created_at,
     }

@@ -3,6 +3,7 @@
 mod admin;
 mod agent;
 mod gateway;
+mod nodes;
 mod oauth;
 mod wellknown;
 
@@ -62,6 +63,16 @@ pub fn router(broker: Arc<Broker>) -> Router {
             "/v1/gateway/decisions",
             post(gateway::decisions).layer(DefaultBodyLimit::max(DECISIONS_BODY_BYTES)),
         )
+        .route("/v1/nodes", post(nodes::register).get(nodes::list))
+        .route("/v1/nodes/{name}", get(nodes::show))
+        .route("/v1/nodes/{name}/join-tokens", post(nodes::join_token))
+        .route("/v1/nodes/{name}/quarantine", post(nodes::quarantine))
+        .route("/v1/nodes/{name}/release", post(nodes::release))
+        .route("/v1/node/attest", post(nodes::attest))
+        .route("/v1/node/entries", get(nodes::entries))
+        .route("/v1/node/x509-svid", post(nodes::x509_svid))
+        .route("/v1/node/jwt-svid", post(nodes::jwt_svid))
+        .route("/v1/bundle", get(nodes::bundle))
         .route("/v1/keys/rotate", post(admin::rotate_keys))
         .route(
             "/v1/policies",

@@ -21,11 +21,13 @@ impl Broker {
     pub async fn register_agent(&self, req: RegisterAgent) -> Result<Agent, ApiError> {
         check_attestation(&req.attestation)?;
         check_attributes(&req.attributes)?;
+        super::nodes::check_workload(&req.attestation, req.workload.as_ref())?;
         let agent = Agent {
             spiffe_id: agent_spiffe_id(&self.config.trust_domain, &req.name),
             name: req.name,
             attestation: req.attestation,
             attributes: req.attributes,
+            workload: req.workload,
             quarantined: false,
             created_at: self.now(),
         };

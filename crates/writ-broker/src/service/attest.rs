@@ -27,10 +27,29 @@ impl Broker {
                 .attest_failed(&req.agent, None, "agent is quarantined")
                 .await);
         }
+        if let Some(svid) = req.jwt_svid {
+            if req.join_token.is_some() || req.oidc_token.is_some() {
+                return Err(ApiError::BadRequest(
+                    "give exactly one of join_token, oidc_token and jwt_svid".into(),
+                ));
+            }
+            if agent.attestation != Attestation::Spiffe {
+                let m = format!("agent attests with {}", agent.attestation.kind());
+                return Err(self.attest_failed(&req.agent, None, &m).await);
+            }
+            if let Err(e) =
+                self.spiffe
+                    .verify_jwt(&svid, &agent.spiffe_id, &self.config.issuer, now)
+            {
+                let m = format!("jwt-svid rejected: {e}");
+                return Err(self.attest_failed(&req.agent, Some("spiffe"), &m).await);
+            }
+            return self.attested(&agent, "spiffe", None, jkt, now).await;
+        }
         let (method, join_hash) = match (&agent.attestation, req.join_token, req.oidc_token) {
             (_, Some(_), Some(_)) | (_, None, None) => {
                 return Err(ApiError::BadRequest(
-                    "give exactly one of join_token and oidc_token".into(),
+                    "give exactly one of join_token, oidc_token and jwt_svid".into(),
                 ));
             }
             (Attestation::JoinToken, Some(jt), None) => ("join_token", Some(hash_secret(&jt))),
@@ -72,6 +91,18 @@ impl Broker {
             }
         };
 
+        self.attested(&agent, method, join_hash, jkt, now).await
+    }
+
+    /// Records the attested instance and its token.
+    async fn attested(
+        &self,
+        agent: &writ_core::api::Agent,
+        method: &'static str,
+        join_hash: Option<String>,
+        jkt: Option<String>,
+        now: writ_core::Timestamp,
+    ) -> Result<Attested, ApiError> {
         let instance_id = InstanceId::generate()?;
         let jti = Jti::generate()?;
         let ttl = self.config.instance_token_ttl;

@@ -10,6 +10,7 @@ mod dbcreds;
 pub mod exchange;
 mod feed;
 pub mod gateway;
+pub mod nodes;
 mod policy;
 mod shadow;
 pub mod tasks;
@@ -38,6 +39,8 @@ pub use tokens::hash_secret;
 pub struct Broker {
     pub store: Arc<dyn Store>,
     pub keys: KeyService,
+    /// The trust domain's SPIFFE authorities (X.509 CA, JWT-SVID keys).
+    pub spiffe: crate::spiffe::Authority,
     pub clock: Arc<dyn Clock>,
     pub config: BrokerConfig,
     policy: RwLock<Arc<PolicySet>>,
@@ -99,6 +102,7 @@ impl Broker {
     pub fn new(
         store: Arc<dyn Store>,
         keys: KeyService,
+        spiffe: crate::spiffe::Authority,
         policy: PolicySet,
         clock: Arc<dyn Clock>,
         config: BrokerConfig,
@@ -110,6 +114,7 @@ impl Broker {
         Ok(Self {
             store,
             keys,
+            spiffe,
             clock,
             config,
             policy: RwLock::new(Arc::new(policy)),
@@ -204,7 +209,8 @@ impl Broker {
 
     /// Re-reads the signing keys, after another replica rotated them.
     pub(crate) async fn reload_keys(&self) -> Result<(), ApiError> {
-        self.keys.reload(self.store.as_ref(), &self.master).await
+        self.keys.reload(self.store.as_ref(), &self.master).await?;
+        self.spiffe.reload(self.store.as_ref(), &self.master).await
     }
 
     fn policy_loaded(&self) -> bool {

@@ -186,4 +186,34 @@ CREATE TABLE db_leases (
 );
 CREATE INDEX db_leases_live ON db_leases(task_id) WHERE dropped_at IS NULL;
 "#,
+    // 3 (SQLite's 10): SPIFFE: agents' workloads, nodes and their join tokens, the
+    // trust domain's X.509 authority and JWT-SVID keys.
+    r#"
+ALTER TABLE agents ADD COLUMN workload TEXT;
+CREATE TABLE nodes (
+    name        TEXT PRIMARY KEY,
+    attestation TEXT NOT NULL,
+    quarantined BIGINT NOT NULL DEFAULT 0,
+    created_at  BIGINT NOT NULL,
+    token_hash  TEXT UNIQUE,
+    attested_at BIGINT
+);
+CREATE TABLE node_join_tokens (
+    hash        TEXT PRIMARY KEY,
+    node        TEXT NOT NULL REFERENCES nodes(name),
+    expires_at  BIGINT NOT NULL,
+    used_at     BIGINT,
+    created_at  BIGINT NOT NULL
+);
+CREATE TABLE spiffe_keys (
+    kid         TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    sealed      BYTEA NOT NULL,
+    cert        BYTEA,
+    created_at  BIGINT NOT NULL,
+    not_after   BIGINT NOT NULL
+);
+CREATE TRIGGER spiffe_keys_announce AFTER INSERT OR UPDATE ON spiffe_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION writ_announce('keys');
+"#,
 ];

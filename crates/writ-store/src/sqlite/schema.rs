@@ -181,4 +181,32 @@ CREATE TABLE db_leases (
 );
 CREATE INDEX db_leases_live ON db_leases(task_id) WHERE dropped_at IS NULL;
 "#,
+    // 10: SPIFFE: agents' workloads, nodes and their join tokens, the
+    // trust domain's X.509 authority and JWT-SVID keys.
+    r#"
+ALTER TABLE agents ADD COLUMN workload TEXT;
+CREATE TABLE nodes (
+    name        TEXT PRIMARY KEY,
+    attestation TEXT NOT NULL,
+    quarantined INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL,
+    token_hash  TEXT UNIQUE,
+    attested_at INTEGER
+);
+CREATE TABLE node_join_tokens (
+    hash        TEXT PRIMARY KEY,
+    node        TEXT NOT NULL REFERENCES nodes(name),
+    expires_at  INTEGER NOT NULL,
+    used_at     INTEGER,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE spiffe_keys (
+    kid         TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    sealed      BLOB NOT NULL,
+    cert        BLOB,
+    created_at  INTEGER NOT NULL,
+    not_after   INTEGER NOT NULL
+);
+"#,
 ];

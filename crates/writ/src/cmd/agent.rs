@@ -12,6 +12,7 @@ use super::Global;
 use crate::output::{EXIT_OK, print};
 
 #[derive(Subcommand, Debug)]
+#[expect(clippy::large_enum_variant, reason = "parsed once from the command line")]
 pub enum AgentCmd {
     /// Register an agent (join-token attestation unless OIDC flags are given).
     Register {
@@ -37,6 +38,14 @@ pub enum AgentCmd {
         /// Accepted signature algorithms (repeatable; default EdDSA).
         #[arg(long = "oidc-alg", requires = "oidc_issuer")]
         oidc_algs: Vec<String>,
+        /// Attest with SPIFFE JWT-SVIDs issued through this node (`writ node`)
+        /// to workloads matching every --selector.
+        #[arg(long, conflicts_with = "oidc_issuer", requires = "selectors")]
+        spiffe_node: Option<String>,
+        /// A workload selector (repeatable): unix:uid:N, unix:gid:N,
+        /// unix:path:/ABS/EXE, unix:sha256:HEX.
+        #[arg(long = "selector", requires = "spiffe_node")]
+        selectors: Vec<String>,
     },
     /// List agents.
     List,
@@ -68,6 +77,8 @@ pub async fn run(g: &Global, cmd: AgentCmd) -> anyhow::Result<u8> {
             oidc_jwks_uri,
             oidc_jwks_file,
             oidc_algs,
+            spiffe_node,
+            selectors,
         } => {
             let req = if let Some(f) = file {
                 let text = std::fs::read_to_string(&f)
@@ -75,7 +86,9 @@ pub async fn run(g: &Global, cmd: AgentCmd) -> anyhow::Result<u8> {
                 serde_json::from_str(&text).with_context(|| format!("parsing {}", f.display()))?
             } else {
                 let name = name.context("give an agent name or --file")?;
+                let workload = spiffe_node.map(|node| writ_core::api::Workload { node, selectors });
                 let attestation = match oidc_issuer {
+                    None if workload.is_some() => Attestation::Spiffe,
                     None => Attestation::JoinToken,
                     Some(issuer) => {
                         let jwks = match oidc_jwks_file {
@@ -106,6 +119,7 @@ pub async fn run(g: &Global, cmd: AgentCmd) -> anyhow::Result<u8> {
                     name,
                     attestation,
                     attributes,
+                    workload,
                 }
             };
             print(&c.register_agent(&req).await?, g.field())?;

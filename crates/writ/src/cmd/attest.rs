@@ -1,4 +1,4 @@
-//! `writ attest AGENT --join-token T | --oidc-token T`
+//! `writ attest AGENT --join-token T | --oidc-token T | --jwt-svid T`
 
 use std::path::PathBuf;
 
@@ -23,6 +23,10 @@ pub struct AttestArgs {
     /// Read the OIDC token from a file (e.g. a projected service-account token).
     #[arg(long)]
     oidc_token_file: Option<PathBuf>,
+    /// A SPIFFE JWT-SVID for the agent (audience: writ's issuer), e.g. from
+    /// the Workload API of `writ node`.
+    #[arg(long, env = "WRIT_JWT_SVID", hide_env_values = true, conflicts_with_all = ["join_token", "oidc_token", "oidc_token_file"])]
+    jwt_svid: Option<String>,
     /// Print `export WRIT_INSTANCE_TOKEN=...` for `eval`.
     #[arg(long)]
     export: bool,
@@ -42,6 +46,7 @@ pub async fn run(g: &Global, a: AttestArgs) -> anyhow::Result<u8> {
         agent: a.agent,
         join_token: a.join_token,
         oidc_token,
+        jwt_svid: a.jwt_svid,
     };
     let out = g.agent_client(None)?.attest(&req).await?;
     if a.export {

@@ -7,6 +7,7 @@ mod audit;
 mod dpop;
 mod gateway;
 mod keys;
+mod node;
 mod policy;
 mod policy_cases;
 mod serve;
@@ -34,7 +35,7 @@ impl Cli {
     pub fn worker_threads(&self) -> usize {
         match &self.command {
             Command::Serve(s) => s.worker_threads.unwrap_or_else(default_threads),
-            Command::Gateway(_) => default_threads(),
+            Command::Gateway(_) | Command::Node(_) => default_threads(),
             _ => 1,
         }
     }
@@ -138,6 +139,9 @@ pub enum Command {
     Dpop(dpop::DpopCmd),
     /// Run a standalone gateway in front of tools (or create its credential).
     Gateway(gateway::GatewayArgs),
+    /// Run the node agent (the SPIFFE Workload API for this host), or
+    /// register and manage nodes.
+    Node(node::NodeArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -155,5 +159,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Policy(c) => policy::run(g, c).await,
         Command::Approval(c) => approval::run(g, c).await,
         Command::Gateway(a) => gateway::run(g, a).await,
+        Command::Node(a) => node::run(g, a).await,
     }
 }

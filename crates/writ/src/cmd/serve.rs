@@ -66,6 +66,12 @@ pub struct ServeArgs {
     /// The deepest delegation chain (a root task is 0) [default: 3].
     #[arg(long, env = "WRIT_MAX_DELEGATION_DEPTH")]
     max_delegation_depth: Option<u32>,
+    /// Lifetime of X.509-SVIDs, seconds; nodes renew at half of it [default: 3600].
+    #[arg(long, env = "WRIT_X509_SVID_TTL")]
+    x509_svid_ttl: Option<i64>,
+    /// Lifetime of JWT-SVIDs, seconds [default: 300].
+    #[arg(long, env = "WRIT_JWT_SVID_TTL")]
+    jwt_svid_ttl: Option<i64>,
     /// Worker threads [default: the number of cores].
     #[arg(long, env = "WRIT_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -108,6 +114,8 @@ struct FileConfig {
     sweep_interval_ms: Option<u64>,
     dpop_nonces: Option<bool>,
     max_delegation_depth: Option<u32>,
+    x509_svid_ttl: Option<i64>,
+    jwt_svid_ttl: Option<i64>,
     approval_ttl: Option<i64>,
     max_exception_ttl: Option<i64>,
     gateway_listen: Option<SocketAddr>,
@@ -200,6 +208,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
 
     config.policy_dir = policy_dir.clone();
     config.dpop_nonces = args.dpop_nonces || file.dpop_nonces.unwrap_or(false);
+    if let Some(v) = args.x509_svid_ttl.or(file.x509_svid_ttl) {
+        if !(2..=30 * 86_400).contains(&v) {
+            bail!("--x509-svid-ttl must be between 2 seconds and 30 days");
+        }
+        config.x509_svid_ttl = v;
+    }
+    if let Some(v) = args.jwt_svid_ttl.or(file.jwt_svid_ttl) {
+        if !(10..=86_400).contains(&v) {
+            bail!("--jwt-svid-ttl must be between 10 seconds and a day");
+        }
+        config.jwt_svid_ttl = v;
+    }
     if let Some(d) = args.max_delegation_depth.or(file.max_delegation_depth) {
         config.max_delegation_depth = d;
     }

@@ -15,6 +15,7 @@ fn attest_req(agent: &str, jt: Option<&str>, oidc: Option<&str>) -> AttestReques
         agent: agent.parse().unwrap(),
         join_token: jt.map(str::to_owned),
         oidc_token: oidc.map(str::to_owned),
+        jwt_svid: None,
     }
 }
 
@@ -185,6 +186,7 @@ async fn a2_oidc_attestation_checks_issuer_key_audience_subject_and_time() {
             algorithms: vec![],
         },
         attributes: Default::default(),
+        workload: None,
     };
     b.admin().register_agent(&req).await.unwrap();
     let sub = "repo:acme/app:ref:refs/heads/main";
@@ -262,6 +264,7 @@ async fn oidc_jwks_uri_is_fetched_and_a_dead_issuer_fails_closed_in_time() {
             algorithms: vec![],
         },
         attributes: Default::default(),
+        workload: None,
     };
     b.admin().register_agent(&req).await.unwrap();
     let tok = issuer.mint(
@@ -312,6 +315,7 @@ async fn j7_jku_header_is_refused_without_fetching() {
             algorithms: vec![],
         },
         attributes: Default::default(),
+        workload: None,
     };
     b.admin().register_agent(&req).await.unwrap();
     let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);

@@ -49,6 +49,7 @@ async fn load(b: Arc<(String, Mutex<Acked>)>, worker: u64, stop: Instant) {
                 agent: "demo-agent".parse().unwrap(),
                 join_token: Some(jt.join_token),
                 oidc_token: None,
+                jwt_svid: None,
             })
             .await
         else {

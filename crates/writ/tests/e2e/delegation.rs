@@ -204,6 +204,7 @@ async fn bound_instance(b: &Broker, agent: &str, key: &Arc<ProofKey>) -> String 
             agent: name,
             join_token: Some(jt),
             oidc_token: None,
+            jwt_svid: None,
         })
         .await
         .unwrap();

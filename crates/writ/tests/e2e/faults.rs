@@ -32,6 +32,7 @@ async fn s3_store_unwritable_means_503_and_nothing_minted() {
         agent: "demo-agent".parse().unwrap(),
         join_token: Some(jt.clone()),
         oidc_token: None,
+        jwt_svid: None,
     };
     let attest = anon.attest(&req);
     let start = b.start_task(&inst.access_token, &["tickets:read"]);
@@ -60,6 +61,7 @@ async fn s3_store_unwritable_means_503_and_nothing_minted() {
             agent: "demo-agent".parse().unwrap(),
             join_token: Some(jt),
             oidc_token: None,
+            jwt_svid: None,
         })
         .await
         .unwrap();

@@ -149,6 +149,7 @@ async fn dpop_bound_tool_tokens_need_a_fresh_proof_at_the_gateway() {
             agent: "demo-agent".parse().unwrap(),
             join_token: Some(jt),
             oidc_token: None,
+            jwt_svid: None,
         })
         .await
         .unwrap()

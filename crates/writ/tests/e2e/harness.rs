@@ -159,6 +159,7 @@ impl Broker {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            workload: None,
         };
         self.admin().register_agent(&req).await.unwrap();
     }
@@ -177,6 +178,7 @@ impl Broker {
                 agent: name,
                 join_token: Some(jt),
                 oidc_token: None,
+                jwt_svid: None,
             })
             .await
             .unwrap()

@@ -39,6 +39,7 @@ async fn oidc_agent(b: &Broker, name: &str, jwks: serde_json::Value, algorithms:
                 algorithms: algorithms.iter().map(|s| s.to_string()).collect(),
             },
             attributes: Default::default(),
+            workload: None,
         })
         .await
         .unwrap();
@@ -50,6 +51,7 @@ async fn attest(b: &Broker, agent: &str, token: &str) -> Result<(), writ_client:
             agent: agent.parse().unwrap(),
             join_token: None,
             oidc_token: Some(token.to_owned()),
+            jwt_svid: None,
         })
         .await
         .map(|_| ())
@@ -208,6 +210,7 @@ async fn d1_two_dpop_headers_are_refused() {
                 agent: "demo-agent".parse().unwrap(),
                 join_token: Some(jt),
                 oidc_token: None,
+                jwt_svid: None,
             })
             .await
             .is_ok()

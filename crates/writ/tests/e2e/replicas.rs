@@ -86,6 +86,7 @@ async fn alternate(
                 agent: "demo-agent".parse().unwrap(),
                 join_token: Some(jt.join_token),
                 oidc_token: None,
+                jwt_svid: None,
             })
             .await
         else {

@@ -1,0 +1,333 @@
+//! Between the Workload API socket and the HTTP/2 server: many gRPC
+//! clients on Unix sockets (gRPC C-core since 1.57, and so Python's
+//! `grpcio` and py-spiffe; grpc-java; Swift) send the socket's path,
+//! percent-encoded, as the `:authority` of every request. The HTTP/2
+//! server refuses any authority that is not `host[:port]`, resetting the
+//! stream. This shim decodes each header block the client sends (HPACK,
+//! with the client's dynamic table), puts `localhost` in place of an
+//! authority that is not one, and passes the block on re-encoded without
+//! indexing; every other frame, and everything the server sends, passes
+//! through untouched. The peer credentials of the real socket go with the
+//! connection, so workload attestation still sees the real caller.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{
+    AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, DuplexStream, ReadBuf,
+};
+use tokio::net::UnixStream;
+use tonic::transport::server::{Connected, UdsConnectInfo};
+
+const PREFACE_LEN: usize = 24;
+const HEADERS: u8 = 0x1;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const PADDED: u8 = 0x8;
+const PRIORITY: u8 = 0x20;
+/// The largest frame passed on (the HTTP/2 maximum).
+const MAX_FRAME: usize = (1 << 24) - 1;
+/// The frames this shim writes stay within the default maximum size.
+const OUT_FRAME: usize = 16_384;
+/// A header block larger than this is refused (the connection closes).
+const MAX_BLOCK: usize = 64 * 1024;
+
+/// One accepted connection, as the gRPC server sees it.
+pub struct Shimmed {
+    io: DuplexStream,
+    info: UdsConnectInfo,
+}
+
+impl Connected for Shimmed {
+    type ConnectInfo = UdsConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for Shimmed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Shimmed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Puts the shim between an accepted socket and the server.
+pub fn wrap(stream: UnixStream) -> Shimmed {
+    let info = UdsConnectInfo {
+        peer_addr: stream.peer_addr().ok().map(Arc::new),
+        peer_cred: stream.peer_cred().ok(),
+    };
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let (client_r, mut client_w) = stream.into_split();
+    let (mut server_r, server_w) = tokio::io::split(ours);
+    tokio::spawn(async move {
+        if let Err(e) = rewrite(client_r, server_w).await {
+            tracing::debug!(error = %e, "workload API connection closed by the shim");
+        }
+    });
+    tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut server_r, &mut client_w).await;
+        let _ = client_w.shutdown().await;
+    });
+    Shimmed { io: theirs, info }
+}
+
+fn bad(m: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, m.to_owned())
+}
+
+/// A header block being assembled from HEADERS and CONTINUATION frames.
+struct Pending {
+    stream: [u8; 4],
+    flags: u8,
+    priority: Vec<u8>,
+    block: Vec<u8>,
+}
+
+async fn rewrite(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+) -> io::Result<()> {
+    let mut preface = [0u8; PREFACE_LEN];
+    from.read_exact(&mut preface).await?;
+    to.write_all(&preface).await?;
+    let mut decoder = hpack::Decoder::new();
+    let mut pending: Option<Pending> = None;
+    loop {
+        let mut head = [0u8; 9];
+        match from.read_exact(&mut head).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e),
+        }
+        let [l0, l1, l2, ty, flags, s0, s1, s2, s3] = head;
+        let len = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
+        if len > MAX_FRAME {
+            return Err(bad("frame too large"));
+        }
+        let mut payload = vec![0u8; len];
+        from.read_exact(&mut payload).await?;
+        let stream = [s0, s1, s2, s3];
+        match (ty, pending.take()) {
+            (HEADERS, None) => {
+                let mut body = payload.as_slice();
+                if flags & PADDED != 0 {
+                    let (&pad, rest) = body.split_first().ok_or_else(|| bad("bad padding"))?;
+                    body = rest
+                        .get(
+                            ..rest
+                                .len()
+                                .checked_sub(usize::from(pad))
+                                .ok_or_else(|| bad("bad padding"))?,
+                        )
+                        .ok_or_else(|| bad("bad padding"))?;
+                }
+                let mut priority = Vec::new();
+                if flags & PRIORITY != 0 {
+                    let (p, rest) = body
+                        .split_at_checked(5)
+                        .ok_or_else(|| bad("bad priority"))?;
+                    priority = p.to_vec();
+                    body = rest;
+                }
+                let p = Pending {
+                    stream,
+                    flags,
+                    priority,
+                    block: body.to_vec(),
+                };
+                if flags & END_HEADERS != 0 {
+                    emit(&mut to, &mut decoder, p).await?;
+                } else {
+                    pending = Some(p);
+                }
+            }
+            (CONTINUATION, Some(mut p)) if stream == p.stream => {
+                p.block.extend_from_slice(&payload);
+                if p.block.len() > MAX_BLOCK {
+                    return Err(bad("header block too large"));
+                }
+                if flags & END_HEADERS != 0 {
+                    emit(&mut to, &mut decoder, p).await?;
+                } else {
+                    pending = Some(p);
+                }
+            }
+            (_, Some(_)) | (CONTINUATION, None) => {
+                return Err(bad("interleaved header block"));
+            }
+            (_, None) => {
+                to.write_all(&head).await?;
+                to.write_all(&payload).await?;
+            }
+        }
+    }
+    to.shutdown().await
+}
+
+/// Whether `value` is a valid `host[:port]` authority.
+fn valid_authority(value: &[u8]) -> bool {
+    tonic::codegen::http::uri::Authority::try_from(value).is_ok()
+}
+
+/// Re-encodes one header block (literal fields without indexing, so the
+/// server's table never changes) and writes it as HEADERS (and
+/// CONTINUATION) frames.
+async fn emit(
+    to: &mut (impl AsyncWrite + Unpin),
+    decoder: &mut hpack::Decoder<'_>,
+    p: Pending,
+) -> io::Result<()> {
+    let fields = decoder
+        .decode(&p.block)
+        .map_err(|e| bad(&format!("bad header block: {e:?}")))?;
+    let mut block = Vec::with_capacity(p.block.len() + 32);
+    for (name, value) in &fields {
+        let value: &[u8] = if name.as_slice() == b":authority" && !valid_authority(value) {
+            b"localhost"
+        } else {
+            value
+        };
+        // Literal header field without indexing, new name (RFC 7541 6.2.2).
+        block.push(0);
+        hpack::encoder::encode_integer_into(name.len(), 7, 0, &mut block)?;
+        block.extend_from_slice(name);
+        hpack::encoder::encode_integer_into(value.len(), 7, 0, &mut block)?;
+        block.extend_from_slice(value);
+    }
+    let mut body = p.priority.clone();
+    body.extend_from_slice(&block);
+    let mut chunks = body.chunks(OUT_FRAME).peekable();
+    let mut first = true;
+    while let Some(chunk) = chunks.next() {
+        let last = chunks.peek().is_none();
+        let (ty, mut flags) = if first {
+            (HEADERS, p.flags & (END_STREAM | PRIORITY))
+        } else {
+            (CONTINUATION, 0)
+        };
+        if last {
+            flags |= END_HEADERS;
+        }
+        let len = chunk.len();
+        let head = [
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            ty,
+            flags,
+            p.stream[0],
+            p.stream[1],
+            p.stream[2],
+            p.stream[3],
+        ];
+        to.write_all(&head).await?;
+        to.write_all(chunk).await?;
+        first = false;
+    }
+    if body.is_empty() {
+        // An empty block still needs its HEADERS frame.
+        let head = [
+            0,
+            0,
+            0,
+            HEADERS,
+            (p.flags & END_STREAM) | END_HEADERS,
+            p.stream[0],
+            p.stream[1],
+            p.stream[2],
+            p.stream[3],
+        ];
+        to.write_all(&head).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_paths_are_not_authorities_and_hosts_are() {
+        assert!(!valid_authority(b"tmp%2Fsp%2Fagent.sock"));
+        assert!(!valid_authority(b"/run/writ/agent.sock"));
+        assert!(valid_authority(b"localhost"));
+        assert!(valid_authority(b"127.0.0.1:8080"));
+    }
+
+    /// A HEADERS frame with a socket path as authority comes out with
+    /// `localhost` and every other field unchanged.
+    #[tokio::test]
+    async fn the_authority_is_rewritten_and_the_rest_kept() {
+        let mut enc = hpack::Encoder::new();
+        let fields: Vec<(&[u8], &[u8])> = vec![
+            (b":method", b"POST"),
+            (b":authority", b"%2Frun%2Fwrit%2Fagent.sock"),
+            (b":path", b"/SpiffeWorkloadAPI/FetchX509SVID"),
+            (b"workload.spiffe.io", b"true"),
+        ];
+        let block = enc.encode(fields.clone());
+        let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        let len = block.len();
+        input.extend_from_slice(&[
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            HEADERS,
+            END_HEADERS,
+            0,
+            0,
+            0,
+            1,
+        ]);
+        input.extend_from_slice(&block);
+        // A DATA frame passes as it is.
+        input.extend_from_slice(&[0, 0, 2, 0, END_STREAM, 0, 0, 0, 1, 7, 7]);
+        let mut out = Vec::new();
+        rewrite(input.as_slice(), &mut out).await.unwrap();
+        assert_eq!(&out[..PREFACE_LEN], &input[..PREFACE_LEN]);
+        let rest = &out[PREFACE_LEN..];
+        let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+        assert_eq!(rest[3], HEADERS);
+        assert_eq!(rest[4], END_HEADERS);
+        let decoded = hpack::Decoder::new().decode(&rest[9..9 + len]).unwrap();
+        let got: Vec<(&[u8], &[u8])> = decoded
+            .iter()
+            .map(|(n, v)| (n.as_slice(), v.as_slice()))
+            .collect();
+        assert_eq!(got[1], (&b":authority"[..], &b"localhost"[..]));
+        assert_eq!(got[0], fields[0]);
+        assert_eq!(got[2], fields[2]);
+        assert_eq!(got[3], fields[3]);
+        assert_eq!(
+            &rest[9 + len..],
+            &[0, 0, 2, 0, END_STREAM, 0, 0, 0, 1, 7, 7]
+        );
+    }
+}

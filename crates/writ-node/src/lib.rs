@@ -1,0 +1,134 @@
+//! `writ node`: the node agent. It attests its host to the broker with a
+//! join token, then serves the SPIFFE Workload API on a Unix socket. A
+//! workload that connects is identified by the kernel (the socket's peer
+//! credentials: uid, gid, pid, and from the pid its executable and that
+//! file's SHA-256), never by anything it says; it gets the SVIDs of every
+//! agent registered on this node whose selectors all match, and nothing
+//! otherwise.
+//!
+//! Keys are made here and never leave the node: the broker signs a
+//! certificate for the public key. X.509-SVIDs are renewed at half their
+//! life and pushed to every open stream.
+
+mod attestor;
+mod authority;
+mod broker;
+mod service;
+mod state;
+mod validate;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::UnixListenerStream;
+
+pub use broker::BrokerClient;
+
+/// The generated Workload API types and server.
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs,
+    reason = "generated code"
+)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/_.rs"));
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("broker: {0}")]
+    Broker(String),
+    #[error("socket {path}: {message}")]
+    Socket { path: String, message: String },
+    #[error("serving the Workload API: {0}")]
+    Serve(String),
+}
+
+/// How the node runs.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// The broker's base URL.
+    pub broker: String,
+    /// This node's registered name.
+    pub name: String,
+    /// A one-time join token for the first attestation.
+    pub join_token: writ_core::Secret,
+    /// The Workload API socket (a path; `unix://` is stripped).
+    pub socket: PathBuf,
+    /// How often entries are fetched and SVIDs checked for renewal.
+    pub refresh: Duration,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("broker", &self.broker)
+            .field("name", &self.name)
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Attests, then serves until `shutdown` completes.
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let broker = BrokerClient::attest(&config.broker, &config.name, &config.join_token).await?;
+    tracing::info!(node = %config.name, "node attested");
+    let state = Arc::new(state::State::new(broker));
+    state.refresh().await;
+    let refresher = {
+        let state = Arc::clone(&state);
+        let every = config.refresh;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                state.refresh().await;
+            }
+        })
+    };
+
+    let path = &config.socket;
+    let socket_err = |e: std::io::Error| NodeError::Socket {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    if path.exists() {
+        std::fs::remove_file(path).map_err(socket_err)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(socket_err)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(socket_err)?;
+    // Any local process may ask; what it gets depends on who it is.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))
+            .map_err(socket_err)?;
+    }
+    println!("workload API listening on unix://{}", path.display());
+    let served = tonic::transport::Server::builder()
+        .add_service(
+            proto::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(
+                service::WorkloadApi::new(Arc::clone(&state)),
+            ),
+        )
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener).map(|conn| conn.map(authority::wrap)),
+            shutdown,
+        )
+        .await;
+    refresher.abort();
+    let _ = std::fs::remove_file(path);
+    served.map_err(|e| NodeError::Serve(e.to_string()))
+}
