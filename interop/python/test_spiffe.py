@@ -166,7 +166,7 @@ def test_py_spiffe_gets_svids_that_verify_and_attest_to_writ(spiffe_writ):
     assert all(f"unix:uid:{os.getuid()}" in e["detail"]["selectors"] for e in issued)
 
 
-def test_rotation_is_pushed_and_quarantine_stops_the_node(spiffe_writ):
+def test_rotation_is_pushed_and_quarantine_stops_svids(spiffe_writ):
     writ, node = spiffe_writ
     client = WorkloadApiClient(node.endpoint)
     serials, errors = [], []
@@ -183,15 +183,31 @@ def test_rotation_is_pushed_and_quarantine_stops_the_node(spiffe_writ):
     assert done.wait(15), f"no rotation seen: {serials} {errors}"
     handle.cancel()
 
-    # Quarantining the node: its workloads get nothing more.
-    requests.post(writ.url("/v1/nodes/node-1/quarantine"), headers=writ.admin).raise_for_status()
+    def denied_within(seconds):
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            try:
+                client.fetch_x509_svid(timeout=5)
+            except Exception as e:  # noqa: BLE001
+                assert "PERMISSION_DENIED" in str(e) or "no identity" in str(e), e
+                return True
+            time.sleep(0.2)
+        return False
+
+    # Quarantining the agent: its SVIDs stop at the node's next refresh.
+    requests.post(writ.url("/v1/agents/py-agent/quarantine"), headers=writ.admin).raise_for_status()
+    assert denied_within(10), "the quarantined agent still gets SVIDs"
+    requests.post(writ.url("/v1/agents/py-agent/release"), headers=writ.admin).raise_for_status()
     deadline = time.time() + 10
     while time.time() < deadline:
         try:
             client.fetch_x509_svid(timeout=5)
-        except Exception as e:  # noqa: BLE001
-            assert "PERMISSION_DENIED" in str(e) or "no identity" in str(e), e
             break
-        time.sleep(0.2)
+        except Exception:  # noqa: BLE001
+            time.sleep(0.2)
     else:
-        pytest.fail("the quarantined node still serves SVIDs")
+        pytest.fail("the released agent gets no SVID")
+
+    # Quarantining the node: its workloads get nothing more.
+    requests.post(writ.url("/v1/nodes/node-1/quarantine"), headers=writ.admin).raise_for_status()
+    assert denied_within(10), "the quarantined node still serves SVIDs"

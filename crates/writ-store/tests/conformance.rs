@@ -1018,6 +1018,160 @@ pub async fn task_round_trip(s: Arc<dyn Store>) {
     assert_eq!(audit_len(s).await, before);
 }
 
+/// Nodes: registered once, attested with a join token exactly once (the
+/// credential replaced by each attestation), found by their credential
+/// until quarantined; the trust domain's keys round-trip.
+pub async fn nodes_and_spiffe_keys(s: Arc<dyn Store>) {
+    let s = &*s;
+    let node = |n: &str| writ_core::api::Node {
+        name: n.to_owned(),
+        attestation: writ_core::api::Attestation::JoinToken,
+        quarantined: false,
+        created_at: at(0),
+        attested_at: None,
+    };
+    s.create_node(&node("node-b"), vec![ev(AuditKind::Node)])
+        .await
+        .unwrap();
+    s.create_node(&node("node-a"), vec![ev(AuditKind::Node)])
+        .await
+        .unwrap();
+    let dup = s
+        .create_node(&node("node-a"), vec![ev(AuditKind::Node)])
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    let names: Vec<String> = s
+        .list_nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(names, ["node-a", "node-b"]);
+    assert_eq!(s.get_node("node-a").await.unwrap(), Some(node("node-a")));
+    assert_eq!(s.get_node("nope").await.unwrap(), None);
+
+    s.create_node_join_token("node-a", "jt-a", at(100), at(1), vec![])
+        .await
+        .unwrap();
+    let wrong = s
+        .attest_node("node-b", "jt-a", "cred-x", at(2), vec![])
+        .await;
+    assert!(
+        matches!(
+            wrong,
+            Err(StoreError::JoinToken(JoinTokenError::WrongAgent))
+        ),
+        "{wrong:?}"
+    );
+    let unknown = s
+        .attest_node("node-a", "jt-zz", "cred-x", at(2), vec![])
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::JoinToken(JoinTokenError::Unknown))),
+        "{unknown:?}"
+    );
+    s.attest_node("node-a", "jt-a", "cred-1", at(3), vec![ev(AuditKind::Node)])
+        .await
+        .unwrap();
+    let again = s
+        .attest_node("node-a", "jt-a", "cred-2", at(4), vec![])
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::JoinToken(JoinTokenError::Used))),
+        "{again:?}"
+    );
+    let found = s.node_by_token("cred-1").await.unwrap().unwrap();
+    assert_eq!(
+        (found.name.as_str(), found.attested_at),
+        ("node-a", Some(at(3)))
+    );
+    s.create_node_join_token("node-a", "jt-late", at(10), at(5), vec![])
+        .await
+        .unwrap();
+    let late = s
+        .attest_node("node-a", "jt-late", "cred-3", at(10), vec![])
+        .await;
+    assert!(
+        matches!(late, Err(StoreError::JoinToken(JoinTokenError::Expired))),
+        "{late:?}"
+    );
+
+    // Quarantine: the credential and outstanding join tokens die.
+    s.create_node_join_token("node-a", "jt-q", at(100), at(6), vec![])
+        .await
+        .unwrap();
+    s.set_node_quarantine("node-a", true, at(7), vec![ev(AuditKind::Node)])
+        .await
+        .unwrap();
+    assert_eq!(s.node_by_token("cred-1").await.unwrap(), None);
+    let q = s
+        .attest_node("node-a", "jt-q", "cred-4", at(8), vec![])
+        .await;
+    assert!(matches!(q, Err(StoreError::Quarantined)), "{q:?}");
+    let q = s
+        .create_node_join_token("node-a", "jt-q2", at(100), at(8), vec![])
+        .await;
+    assert!(matches!(q, Err(StoreError::Quarantined)), "{q:?}");
+    s.set_node_quarantine("node-a", false, at(9), vec![ev(AuditKind::Node)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.node_by_token("cred-1").await.unwrap(),
+        None,
+        "a release revives nothing"
+    );
+    let released_old = s
+        .attest_node("node-a", "jt-q", "cred-5", at(10), vec![])
+        .await;
+    assert!(
+        matches!(
+            released_old,
+            Err(StoreError::JoinToken(JoinTokenError::Used))
+        ),
+        "{released_old:?}"
+    );
+    let missing = s.set_node_quarantine("nope", true, at(11), vec![]).await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+
+    let key = |kid: &str, kind: &str, cert: Option<Vec<u8>>| writ_store::StoredSpiffeKey {
+        kid: kid.to_owned(),
+        kind: kind.to_owned(),
+        sealed: vec![1, 2, 3],
+        cert,
+        created_at: at(1),
+        not_after: at(1_000),
+    };
+    s.add_spiffe_key(
+        key("ca-1", "x509-ca", Some(vec![0x30, 0x01])),
+        at(1),
+        vec![ev(AuditKind::KeyRotate)],
+    )
+    .await
+    .unwrap();
+    s.add_spiffe_key(
+        key("jwt-1", "jwt-svid", None),
+        at(1),
+        vec![ev(AuditKind::KeyRotate)],
+    )
+    .await
+    .unwrap();
+    let keys = s.spiffe_keys().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].kid, "ca-1");
+    assert_eq!(keys[0].cert.as_deref(), Some(&[0x30, 0x01][..]));
+    assert_eq!(
+        (keys[1].kind.as_str(), keys[1].cert.as_ref()),
+        ("jwt-svid", None)
+    );
+    assert_eq!(keys[1].sealed, vec![1, 2, 3]);
+    assert_eq!(keys[1].not_after, at(1_000));
+    assert_chain(s).await;
+}
+
 /// A database role's lease: recorded only for an active task and within a
 /// cap, confirmed once the role exists, overdue once its task ends or its
 /// hard end passes (or, never confirmed, after a grace), retried later when
@@ -2260,6 +2414,7 @@ mod sqlite {
             task_round_trip,
             end_task_revokes_its_grants,
             db_leases_follow_their_task,
+            nodes_and_spiffe_keys,
             heartbeat_extends_lease_within_lifetime,
             heartbeat_after_end_is_refused,
             lapsed_tasks_are_reaped_and_only_they,
@@ -2530,6 +2685,7 @@ mod postgres {
             task_round_trip,
             end_task_revokes_its_grants,
             db_leases_follow_their_task,
+            nodes_and_spiffe_keys,
             heartbeat_extends_lease_within_lifetime,
             heartbeat_after_end_is_refused,
             lapsed_tasks_are_reaped_and_only_they,

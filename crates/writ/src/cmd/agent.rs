@@ -12,7 +12,10 @@ use super::Global;
 use crate::output::{EXIT_OK, print};
 
 #[derive(Subcommand, Debug)]
-#[expect(clippy::large_enum_variant, reason = "parsed once from the command line")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once from the command line"
+)]
 pub enum AgentCmd {
     /// Register an agent (join-token attestation unless OIDC flags are given).
     Register {

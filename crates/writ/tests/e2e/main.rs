@@ -23,5 +23,6 @@ mod kill_switch;
 mod policy;
 mod replicas;
 mod restart;
+mod spiffe;
 mod tasks;
 mod tokens;
