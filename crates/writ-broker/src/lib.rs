@@ -41,6 +41,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let sweeper = tokio::spawn(sweeper::run(Arc::clone(&broker)));
     let reaper = tokio::spawn(sweeper::reap(Arc::clone(&broker)));
+    let spiffe = tokio::spawn(sweeper::spiffe_keys(Arc::clone(&broker)));
     let watcher = tokio::spawn(policy_watch::run(Arc::clone(&broker)));
     let follower = tokio::spawn(replicas::run(Arc::clone(&broker)));
     let app = routes::router(broker);
@@ -49,6 +50,7 @@ pub async fn serve(
         .await;
     sweeper.abort();
     reaper.abort();
+    spiffe.abort();
     watcher.abort();
     follower.abort();
     result

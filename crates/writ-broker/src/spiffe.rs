@@ -187,7 +187,8 @@ fn serial() -> Result<SerialNumber, ApiError> {
 }
 
 impl Authority {
-    /// Loads the trust domain's keys, creating those missing or expired.
+    /// Loads the trust domain's keys, creating those missing or past half
+    /// their life.
     pub async fn load(
         store: &dyn Store,
         master: &MasterKey,
@@ -199,25 +200,60 @@ impl Authority {
             keys: RwLock::new(Arc::new(Keys::default())),
         };
         this.reload(store, master).await?;
-        let keys = this.current();
-        let ca_ok = keys
-            .cas
-            .last()
-            .is_some_and(|c| c.not_after.secs() > now.secs() + CA_LIFETIME_SECS / 2);
-        let jwt_ok = keys
-            .jwt
-            .last()
-            .is_some_and(|k| k.not_after.secs() > now.secs() + JWT_KEY_LIFETIME_SECS / 2);
+        this.rotate(store, master, now, false).await?;
+        Ok(this)
+    }
+
+    /// Adds a new X.509 authority and JWT-SVID key when the current ones
+    /// are past half their life (or always, with `force`); the old ones
+    /// stay in the bundle until they expire, so SVIDs they signed go on
+    /// verifying. Returns whether anything was added.
+    pub async fn rotate(
+        &self,
+        store: &dyn Store,
+        master: &MasterKey,
+        now: Timestamp,
+        force: bool,
+    ) -> Result<bool, ApiError> {
+        let keys = self.current();
+        let ca_ok = !force
+            && keys
+                .cas
+                .last()
+                .is_some_and(|c| c.not_after.secs() > now.secs() + CA_LIFETIME_SECS / 2);
+        let jwt_ok = !force
+            && keys
+                .jwt
+                .iter()
+                .map(|k| k.not_after.secs())
+                .max()
+                .is_some_and(|t| t > now.secs() + JWT_KEY_LIFETIME_SECS / 2);
         if !ca_ok {
-            this.add_ca(store, master, now).await?;
+            self.add_ca(store, master, now).await?;
         }
         if !jwt_ok {
-            this.add_jwt_key(store, master, now).await?;
+            self.add_jwt_key(store, master, now).await?;
         }
-        if !(ca_ok && jwt_ok) {
-            this.reload(store, master).await?;
+        let added = !(ca_ok && jwt_ok);
+        if added {
+            self.reload(store, master).await?;
         }
-        Ok(this)
+        Ok(added)
+    }
+
+    /// How many X.509 authorities and JWT-SVID keys are published at `now`.
+    pub fn published(&self, now: Timestamp) -> (usize, usize) {
+        let keys = self.current();
+        (
+            keys.cas
+                .iter()
+                .filter(|c| c.not_after.secs() > now.secs())
+                .count(),
+            keys.jwt
+                .iter()
+                .filter(|k| k.not_after.secs() > now.secs())
+                .count(),
+        )
     }
 
     fn current(&self) -> Arc<Keys> {

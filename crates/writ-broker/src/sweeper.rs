@@ -30,6 +30,23 @@ pub async fn reap(broker: Arc<Broker>) {
     }
 }
 
+/// Renews the SPIFFE authorities when they pass half their life (checked
+/// hourly; also at every start).
+pub async fn spiffe_keys(broker: Arc<Broker>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = broker
+            .spiffe
+            .rotate(broker.store.as_ref(), broker.master(), broker.now(), false)
+            .await
+        {
+            tracing::error!(error = %e, "cannot renew the SPIFFE authorities");
+        }
+    }
+}
+
 /// One pass; returns how many tasks it ended.
 pub async fn sweep_once(broker: &Broker) -> usize {
     if let Err(e) = broker.expire_approvals().await {

@@ -319,6 +319,10 @@ impl Client {
         )
         .await
     }
+    /// A new X.509 authority and JWT-SVID key for the trust domain.
+    pub async fn rotate_spiffe_keys(&self) -> Result<serde_json::Value> {
+        self.post_empty("/v1/keys/rotate-spiffe").await
+    }
     pub async fn rotate_keys(&self) -> Result<KeyRotated> {
         self.post_empty("/v1/keys/rotate").await
     }

@@ -89,6 +89,10 @@ pub async fn get_tool(State(b): State<Arc<Broker>>, _: Admin, Path(name): Path<S
     Ok(AxumJson(b.tool(&tool_name(&name)?).await?))
 }
 
+pub async fn rotate_spiffe_keys(State(b): State<Arc<Broker>>, _: Admin) -> R<serde_json::Value> {
+    Ok(AxumJson(b.rotate_spiffe_keys().await?))
+}
+
 pub async fn rotate_keys(State(b): State<Arc<Broker>>, _: Admin) -> R<KeyRotated> {
     Ok(AxumJson(b.rotate_keys().await?))
 }

@@ -74,6 +74,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/node/jwt-svid", post(nodes::jwt_svid))
         .route("/v1/bundle", get(nodes::bundle))
         .route("/v1/keys/rotate", post(admin::rotate_keys))
+        .route("/v1/keys/rotate-spiffe", post(admin::rotate_spiffe_keys))
         .route(
             "/v1/policies",
             get(admin::policies).put(admin::push_policies),

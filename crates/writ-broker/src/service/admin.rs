@@ -193,6 +193,20 @@ impl Broker {
         Ok(self.store.list_tools().await?)
     }
 
+    /// A new X.509 authority and JWT-SVID key for the trust domain, now.
+    pub async fn rotate_spiffe_keys(&self) -> Result<serde_json::Value, ApiError> {
+        let now = self.now();
+        self.spiffe
+            .rotate(self.store.as_ref(), self.master(), now, true)
+            .await?;
+        let (x509, jwt) = self.spiffe.published(now);
+        Ok(serde_json::json!({
+            "trust_domain": self.spiffe.trust_domain(),
+            "x509_authorities": x509,
+            "jwt_keys": jwt,
+        }))
+    }
+
     pub async fn rotate_keys(&self) -> Result<KeyRotated, ApiError> {
         let (kid, previous_kid) = self
             .keys

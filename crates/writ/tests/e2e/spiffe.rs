@@ -326,6 +326,55 @@ async fn spiffe_nodes_issue_only_what_is_registered_on_them() {
     let both = json!({ "agent": "alpha", "jwt_svid": alpha_svid, "join_token": "x" });
     assert_eq!(post(&b, "/v1/attest", None, both).await.0, 400);
 
+    // Rotation: a new authority signs from now on, the old one stays in
+    // the bundle (and what it signed goes on verifying).
+    let (s, rotated) = post(&b, "/v1/keys/rotate-spiffe", Some(ADMIN), json!({})).await;
+    assert_eq!(s, 200, "{rotated}");
+    assert_eq!(
+        (
+            rotated["x509_authorities"].as_u64(),
+            rotated["jwt_keys"].as_u64()
+        ),
+        (Some(2), Some(2))
+    );
+    let (_, bundle) = get(&b, "/v1/bundle", None).await;
+    let authorities: Vec<Vec<u8>> = bundle["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["use"] == "x509-svid")
+        .map(|k| {
+            base64::engine::general_purpose::STANDARD
+                .decode(k["x5c"][0].as_str().unwrap())
+                .unwrap()
+        })
+        .collect();
+    let issuer_of = |v: &Value| {
+        URL_SAFE_NO_PAD
+            .decode(v["chain"][1].as_str().unwrap())
+            .unwrap()
+    };
+    assert_eq!(authorities.len(), 2);
+    assert!(
+        authorities.contains(&issuer_of(&svid)),
+        "the old authority left the bundle"
+    );
+    let (_, renewed) = post(
+        &b,
+        "/v1/node/x509-svid",
+        Some(&node1),
+        x509("alpha", all.clone(), public_key()),
+    )
+    .await;
+    assert_ne!(
+        issuer_of(&renewed),
+        issuer_of(&svid),
+        "the old authority still signs"
+    );
+    assert!(authorities.contains(&issuer_of(&renewed)));
+    let (s, v) = post(&b, "/v1/attest", None, attest("alpha", &alpha_svid)).await;
+    assert_eq!(s, 201, "a JWT-SVID signed before the rotation: {v}");
+
     // Quarantining an agent: no more SVIDs for it, and it leaves the entries.
     b.admin()
         .quarantine(&"alpha".parse().unwrap())
