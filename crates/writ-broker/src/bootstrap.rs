@@ -93,8 +93,14 @@ pub async fn open(
     };
     let now = clock.now();
     let keys = KeyService::load(store.as_ref(), &master, now).await?;
-    let spiffe =
-        crate::spiffe::Authority::load(store.as_ref(), &master, &config.trust_domain, now).await?;
+    let spiffe = crate::spiffe::Authority::load(
+        store.as_ref(),
+        &master,
+        &config.trust_domain,
+        config.federated.clone(),
+        now,
+    )
+    .await?;
 
     let mut bootstrap_admin_token = None;
     if let Some(t) = given_admin_token {

@@ -46,6 +46,8 @@ pub struct BrokerConfig {
     pub x509_svid_ttl: i64,
     /// JWT-SVID lifetime (seconds).
     pub jwt_svid_ttl: i64,
+    /// Federated trust domains: their JWT authorities, by trust domain.
+    pub federated: std::collections::BTreeMap<String, jsonwebtoken::jwk::JwkSet>,
 }
 
 impl BrokerConfig {
@@ -64,6 +66,7 @@ impl BrokerConfig {
             tool_token_ttl: 5 * 60,
             x509_svid_ttl: 60 * 60,
             jwt_svid_ttl: 5 * 60,
+            federated: std::collections::BTreeMap::new(),
             max_delegation_depth: 3,
             dpop_nonces: false,
             policy_dir: None,

@@ -134,10 +134,60 @@ struct Keys {
     jwt: Vec<JwtKey>,
 }
 
-/// The authorities of one trust domain.
+/// The trust domain of a SPIFFE ID (`spiffe://<td>/...`).
+pub fn trust_domain_of(id: &str) -> Option<&str> {
+    let rest = id.strip_prefix("spiffe://")?;
+    let td = rest.split('/').next()?;
+    let ok = !td.is_empty()
+        && td.len() <= 255
+        && td.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        });
+    (ok && rest.len() > td.len() + 1).then_some(td)
+}
+
+/// Algorithms a foreign JWT-SVID may use (the SPIFFE JWT-SVID profile).
+const FOREIGN_ALGS: [jsonwebtoken::Algorithm; 8] = [
+    jsonwebtoken::Algorithm::RS256,
+    jsonwebtoken::Algorithm::RS384,
+    jsonwebtoken::Algorithm::RS512,
+    jsonwebtoken::Algorithm::ES256,
+    jsonwebtoken::Algorithm::ES384,
+    jsonwebtoken::Algorithm::PS256,
+    jsonwebtoken::Algorithm::PS384,
+    jsonwebtoken::Algorithm::PS512,
+];
+
+/// The authorities of one trust domain, and the JWT authorities of the
+/// trust domains federated with it.
 pub struct Authority {
     trust_domain: String,
     keys: RwLock<Arc<Keys>>,
+    federated: std::collections::BTreeMap<String, jsonwebtoken::jwk::JwkSet>,
+}
+
+/// A federated trust domain's bundle (a SPIFFE bundle or a JWKS), parsed:
+/// its JWT authorities (keys with a `kid`, `use` `jwt-svid` or none).
+pub fn parse_federated_bundle(json: &str) -> Result<jsonwebtoken::jwk::JwkSet, String> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let keys = v
+        .get("keys")
+        .and_then(serde_json::Value::as_array)
+        .ok_or("no \"keys\" array")?;
+    let jwt: Vec<serde_json::Value> = keys
+        .iter()
+        .filter(|k| {
+            k.get("kid").is_some()
+                && k.get("use")
+                    .and_then(serde_json::Value::as_str)
+                    .is_none_or(|u| u == "jwt-svid")
+        })
+        .cloned()
+        .collect();
+    if jwt.is_empty() {
+        return Err("no JWT authorities (keys with a kid and use jwt-svid)".into());
+    }
+    serde_json::from_value(serde_json::json!({ "keys": jwt })).map_err(|e| e.to_string())
 }
 
 impl std::fmt::Debug for Authority {
@@ -193,11 +243,13 @@ impl Authority {
         store: &dyn Store,
         master: &MasterKey,
         trust_domain: &str,
+        federated: std::collections::BTreeMap<String, jsonwebtoken::jwk::JwkSet>,
         now: Timestamp,
     ) -> Result<Self, ApiError> {
         let this = Self {
             trust_domain: trust_domain.to_owned(),
             keys: RwLock::new(Arc::new(Keys::default())),
+            federated,
         };
         this.reload(store, master).await?;
         this.rotate(store, master, now, false).await?;
@@ -360,6 +412,11 @@ impl Authority {
         &self.trust_domain
     }
 
+    /// The trust domains whose JWT-SVIDs are accepted besides this one.
+    pub fn federated_domains(&self) -> Vec<String> {
+        self.federated.keys().cloned().collect()
+    }
+
     /// The X.509 authorities still valid at `now`, DER.
     pub fn x509_authorities(&self, now: Timestamp) -> Vec<Vec<u8>> {
         self.current()
@@ -492,20 +549,40 @@ impl Authority {
         now: Timestamp,
     ) -> Result<(), String> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
-        if header.alg != jsonwebtoken::Algorithm::ES256 {
-            return Err(format!("algorithm {:?} is not accepted", header.alg));
-        }
         let kid = header.kid.ok_or("no kid")?;
-        let keys = self.current();
-        let k = keys
-            .jwt
-            .iter()
-            .find(|k| k.kid == kid)
-            .ok_or("unknown kid")?;
-        let (x, y) = k.key.jwk_xy().map_err(|e| e.to_string())?;
-        let dec =
-            jsonwebtoken::DecodingKey::from_ec_components(&x, &y).map_err(|e| e.to_string())?;
-        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        let td = trust_domain_of(spiffe_id).ok_or("not a SPIFFE ID")?;
+        let dec = if td == self.trust_domain {
+            if header.alg != jsonwebtoken::Algorithm::ES256 {
+                return Err(format!("algorithm {:?} is not accepted", header.alg));
+            }
+            let keys = self.current();
+            let k = keys
+                .jwt
+                .iter()
+                .find(|k| k.kid == kid)
+                .ok_or("unknown kid")?;
+            let (x, y) = k.key.jwk_xy().map_err(|e| e.to_string())?;
+            jsonwebtoken::DecodingKey::from_ec_components(&x, &y).map_err(|e| e.to_string())?
+        } else {
+            // A federated trust domain: its own keys, the profile's algorithms.
+            let set = self
+                .federated
+                .get(td)
+                .ok_or_else(|| format!("trust domain {td} is not federated"))?;
+            if !FOREIGN_ALGS.contains(&header.alg) {
+                return Err(format!("algorithm {:?} is not accepted", header.alg));
+            }
+            let jwk = set.find(&kid).ok_or("unknown kid")?;
+            if jwk
+                .common
+                .key_algorithm
+                .is_some_and(|a| a.to_string() != format!("{:?}", header.alg))
+            {
+                return Err("the key is for another algorithm".into());
+            }
+            jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?
+        };
+        let mut v = jsonwebtoken::Validation::new(header.alg);
         v.set_audience(&[audience]);
         v.set_required_spec_claims(&["exp", "sub", "aud"]);
         v.validate_exp = false;

@@ -30,9 +30,14 @@ pub enum Attestation {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         algorithms: Vec<String>,
     },
-    /// A SPIFFE JWT-SVID for the agent's SPIFFE ID, from a writ node agent
-    /// (the workload the agent runs as is named by `workload`).
-    Spiffe,
+    /// A SPIFFE JWT-SVID for the agent: by default for its own SPIFFE ID,
+    /// from a writ node (the workload it runs as is named by `workload`);
+    /// with `spiffe_id`, for that ID in a federated trust domain (an
+    /// existing SPIRE deployment, say), checked against its bundle.
+    Spiffe {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        spiffe_id: Option<String>,
+    },
 }
 
 impl Attestation {
@@ -40,7 +45,7 @@ impl Attestation {
         match self {
             Attestation::JoinToken => "join_token",
             Attestation::Oidc { .. } => "oidc",
-            Attestation::Spiffe => "spiffe",
+            Attestation::Spiffe { .. } => "spiffe",
         }
     }
 }

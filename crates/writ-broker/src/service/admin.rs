@@ -21,7 +21,12 @@ impl Broker {
     pub async fn register_agent(&self, req: RegisterAgent) -> Result<Agent, ApiError> {
         check_attestation(&req.attestation)?;
         check_attributes(&req.attributes)?;
-        super::nodes::check_workload(&req.attestation, req.workload.as_ref())?;
+        super::nodes::check_workload(
+            &req.attestation,
+            req.workload.as_ref(),
+            &self.config.trust_domain,
+            &self.spiffe.federated_domains(),
+        )?;
         let agent = Agent {
             spiffe_id: agent_spiffe_id(&self.config.trust_domain, &req.name),
             name: req.name,

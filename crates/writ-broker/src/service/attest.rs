@@ -33,13 +33,18 @@ impl Broker {
                     "give exactly one of join_token, oidc_token and jwt_svid".into(),
                 ));
             }
-            if agent.attestation != Attestation::Spiffe {
-                let m = format!("agent attests with {}", agent.attestation.kind());
-                return Err(self.attest_failed(&req.agent, None, &m).await);
-            }
-            if let Err(e) =
-                self.spiffe
-                    .verify_jwt(&svid, &agent.spiffe_id, &self.config.issuer, now)
+            let expected = match &agent.attestation {
+                Attestation::Spiffe { spiffe_id } => {
+                    spiffe_id.clone().unwrap_or_else(|| agent.spiffe_id.clone())
+                }
+                other => {
+                    let m = format!("agent attests with {}", other.kind());
+                    return Err(self.attest_failed(&req.agent, None, &m).await);
+                }
+            };
+            if let Err(e) = self
+                .spiffe
+                .verify_jwt(&svid, &expected, &self.config.issuer, now)
             {
                 let m = format!("jwt-svid rejected: {e}");
                 return Err(self.attest_failed(&req.agent, Some("spiffe"), &m).await);

@@ -45,11 +45,40 @@ fn valid_selector(s: &str) -> bool {
     }
 }
 
-/// A SPIFFE agent needs a workload (a node and selectors); no other agent
-/// may have one.
-pub(crate) fn check_workload(a: &Attestation, w: Option<&Workload>) -> Result<(), ApiError> {
+/// A SPIFFE agent of writ's own trust domain needs a workload (a node and
+/// selectors); one of a federated trust domain names its SPIFFE ID there
+/// and has none; no other agent has one.
+pub(crate) fn check_workload(
+    a: &Attestation,
+    w: Option<&Workload>,
+    trust_domain: &str,
+    federated: &[String],
+) -> Result<(), ApiError> {
     match (a, w) {
-        (Attestation::Spiffe, Some(w)) => {
+        (
+            Attestation::Spiffe {
+                spiffe_id: Some(id),
+            },
+            None,
+        ) => {
+            let td = crate::spiffe::trust_domain_of(id)
+                .ok_or_else(|| ApiError::BadRequest(format!("{id:?} is not a SPIFFE ID")))?;
+            if td == trust_domain {
+                return Err(ApiError::BadRequest(format!(
+                    "{id} is in writ's own trust domain: register the agent with a workload instead"
+                )));
+            }
+            if !federated.iter().any(|f| f == td) {
+                return Err(ApiError::BadRequest(format!(
+                    "trust domain {td} is not federated (writ serve --federate {td}=BUNDLE)"
+                )));
+            }
+            Ok(())
+        }
+        (Attestation::Spiffe { spiffe_id: Some(_) }, Some(_)) => Err(ApiError::BadRequest(
+            "an agent of a federated trust domain has no workload on a writ node".into(),
+        )),
+        (Attestation::Spiffe { spiffe_id: None }, Some(w)) => {
             if !valid_node_name(&w.node) {
                 return Err(ApiError::BadRequest(format!("bad node name {:?}", w.node)));
             }
@@ -65,7 +94,7 @@ pub(crate) fn check_workload(a: &Attestation, w: Option<&Workload>) -> Result<()
             }
             Ok(())
         }
-        (Attestation::Spiffe, None) => Err(ApiError::BadRequest(
+        (Attestation::Spiffe { spiffe_id: None }, None) => Err(ApiError::BadRequest(
             "a spiffe agent needs a workload: {\"node\": ..., \"selectors\": [...]}".into(),
         )),
         (_, Some(_)) => Err(ApiError::BadRequest(

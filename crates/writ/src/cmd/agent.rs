@@ -49,6 +49,10 @@ pub enum AgentCmd {
         /// unix:path:/ABS/EXE, unix:sha256:HEX.
         #[arg(long = "selector", requires = "spiffe_node")]
         selectors: Vec<String>,
+        /// Attest with JWT-SVIDs for this SPIFFE ID of a federated trust
+        /// domain (`writ serve --federate`), e.g. from an existing SPIRE.
+        #[arg(long, conflicts_with_all = ["oidc_issuer", "spiffe_node"])]
+        spiffe_id: Option<String>,
     },
     /// List agents.
     List,
@@ -82,6 +86,7 @@ pub async fn run(g: &Global, cmd: AgentCmd) -> anyhow::Result<u8> {
             oidc_algs,
             spiffe_node,
             selectors,
+            spiffe_id,
         } => {
             let req = if let Some(f) = file {
                 let text = std::fs::read_to_string(&f)
@@ -91,7 +96,9 @@ pub async fn run(g: &Global, cmd: AgentCmd) -> anyhow::Result<u8> {
                 let name = name.context("give an agent name or --file")?;
                 let workload = spiffe_node.map(|node| writ_core::api::Workload { node, selectors });
                 let attestation = match oidc_issuer {
-                    None if workload.is_some() => Attestation::Spiffe,
+                    None if workload.is_some() || spiffe_id.is_some() => {
+                        Attestation::Spiffe { spiffe_id }
+                    }
                     None => Attestation::JoinToken,
                     Some(issuer) => {
                         let jwks = match oidc_jwks_file {

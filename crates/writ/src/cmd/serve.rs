@@ -72,6 +72,15 @@ pub struct ServeArgs {
     /// Lifetime of JWT-SVIDs, seconds [default: 300].
     #[arg(long, env = "WRIT_JWT_SVID_TTL")]
     jwt_svid_ttl: Option<i64>,
+    /// Accept JWT-SVIDs of another trust domain: TRUST_DOMAIN=BUNDLE_FILE
+    /// (its SPIFFE bundle or JWKS; repeatable, or comma separated).
+    #[arg(
+        long = "federate",
+        env = "WRIT_FEDERATE",
+        value_name = "TD=FILE",
+        value_delimiter = ','
+    )]
+    federate: Vec<String>,
     /// Worker threads [default: the number of cores].
     #[arg(long, env = "WRIT_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -116,6 +125,8 @@ struct FileConfig {
     max_delegation_depth: Option<u32>,
     x509_svid_ttl: Option<i64>,
     jwt_svid_ttl: Option<i64>,
+    #[serde(default)]
+    federate: Vec<String>,
     approval_ttl: Option<i64>,
     max_exception_ttl: Option<i64>,
     gateway_listen: Option<SocketAddr>,
@@ -219,6 +230,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
             bail!("--jwt-svid-ttl must be between 10 seconds and a day");
         }
         config.jwt_svid_ttl = v;
+    }
+    let federate = if args.federate.is_empty() {
+        file.federate
+    } else {
+        args.federate
+    };
+    for f in federate {
+        let (td, path) = f
+            .split_once('=')
+            .with_context(|| format!("--federate {f:?}: expected TRUST_DOMAIN=BUNDLE_FILE"))?;
+        if writ_broker::spiffe::trust_domain_of(&format!("spiffe://{td}/x")) != Some(td) {
+            bail!("--federate: {td:?} is not a trust domain name");
+        }
+        if td == config.trust_domain {
+            bail!("--federate: {td} is writ's own trust domain");
+        }
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the bundle of {td} from {path}"))?;
+        let set = writ_broker::spiffe::parse_federated_bundle(&text)
+            .map_err(|e| anyhow::anyhow!("the bundle of {td} ({path}): {e}"))?;
+        config.federated.insert(td.to_owned(), set);
     }
     if let Some(d) = args.max_delegation_depth.or(file.max_delegation_depth) {
         config.max_delegation_depth = d;

@@ -456,3 +456,108 @@ async fn spiffe_nodes_issue_only_what_is_registered_on_them() {
             .all(|e| e["detail"]["node"].is_string() && e["detail"]["selectors"].is_array())
     );
 }
+
+/// A federated trust domain (an existing SPIRE deployment, say): its
+/// JWT-SVIDs attest agents registered with their SPIFFE ID, checked against
+/// the bundle given at start, and nothing else passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spiffe_federated_jwt_svids_attest() {
+    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+        .unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref()).unwrap();
+    let point = pair.public_key().as_ref();
+    let bundle = json!({ "keys": [{
+        "kty": "EC", "crv": "P-256", "use": "jwt-svid", "kid": "spire-1",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+    }]});
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.bundle.json");
+    std::fs::write(&path, bundle.to_string()).unwrap();
+    let mut opts = crate::harness::Opts::default();
+    opts.extra.extend([
+        "--federate".into(),
+        format!("other.example={}", path.display()),
+    ]);
+    let b = Broker::start_with(opts);
+
+    let id = "spiffe://other.example/ns/prod/sa/agent";
+    let register = |name: &str, id: &str| json!({ "name": name, "attestation": { "kind": "spiffe", "spiffe_id": id } });
+    let (s, v) = post(&b, "/v1/agents", Some(ADMIN), register("fed", id)).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        post(
+            &b,
+            "/v1/agents",
+            Some(ADMIN),
+            register("x1", "spiffe://unknown.example/a")
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        post(
+            &b,
+            "/v1/agents",
+            Some(ADMIN),
+            register("x2", "spiffe://writ.local/agent/x")
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        post(
+            &b,
+            "/v1/agents",
+            Some(ADMIN),
+            register("x3", "https://other.example/a")
+        )
+        .await
+        .0,
+        400
+    );
+
+    let key = jsonwebtoken::EncodingKey::from_ec_der(doc.as_ref());
+    let mint = |alg: jsonwebtoken::Algorithm, kid: &str, sub: &str, aud: &str| {
+        let mut h = jsonwebtoken::Header::new(alg);
+        h.kid = Some(kid.to_owned());
+        let exp = std::time::SystemTime::UNIX_EPOCH
+            .elapsed()
+            .unwrap()
+            .as_secs()
+            + 300;
+        jsonwebtoken::encode(&h, &json!({ "sub": sub, "aud": [aud], "exp": exp }), &key).unwrap()
+    };
+    let attest = |svid: String| json!({ "agent": "fed", "jwt_svid": svid });
+    let good = mint(jsonwebtoken::Algorithm::ES256, "spire-1", id, &b.addr);
+    let (s, v) = post(&b, "/v1/attest", None, attest(good)).await;
+    assert_eq!(s, 201, "{v}");
+    for (svid, what) in [
+        (
+            mint(
+                jsonwebtoken::Algorithm::ES256,
+                "spire-1",
+                "spiffe://other.example/other",
+                &b.addr,
+            ),
+            "another ID",
+        ),
+        (
+            mint(jsonwebtoken::Algorithm::ES256, "spire-2", id, &b.addr),
+            "an unknown key",
+        ),
+        (
+            mint(
+                jsonwebtoken::Algorithm::ES256,
+                "spire-1",
+                id,
+                "https://elsewhere.example",
+            ),
+            "another audience",
+        ),
+    ] {
+        let (s, v) = post(&b, "/v1/attest", None, attest(svid)).await;
+        assert_eq!(s, 401, "{what}: {v}");
+    }
+}
