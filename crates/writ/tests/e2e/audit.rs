@@ -31,17 +31,30 @@ async fn tamper(edit: impl FnOnce(&rusqlite::Connection)) -> (Option<i32>, serde
 
 #[tokio::test]
 async fn s4_an_edited_record_is_detected() {
-    let (code, v) = tamper(|c| {
-        c.execute(
-            "UPDATE audit SET event = replace(event, 'demo-agent', 'someone-else') WHERE seq = 4",
-            [],
-        )
-        .unwrap();
+    // The first record that names the agent is rewritten to name another.
+    let edited = std::sync::Arc::new(std::sync::Mutex::new(0i64));
+    let seen = std::sync::Arc::clone(&edited);
+    let (code, v) = tamper(move |c| {
+        let seq: i64 = c
+            .query_row(
+                "SELECT MIN(seq) FROM audit WHERE event LIKE '%demo-agent%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let n = c
+            .execute(
+                "UPDATE audit SET event = replace(event, 'demo-agent', 'someone-else') WHERE seq = ?1",
+                [seq],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        *seen.lock().unwrap() = seq;
     })
     .await;
     assert_eq!(code, Some(4));
     assert_eq!(v["valid"], false);
-    assert_eq!(v["error"]["seq"], 4);
+    assert_eq!(v["error"]["seq"], *edited.lock().unwrap());
 }
 
 #[tokio::test]
