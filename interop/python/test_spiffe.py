@@ -12,6 +12,7 @@ on a short TTL; quarantining the node stops everything it serves.
 import base64
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import tempfile
@@ -33,15 +34,19 @@ NOBODY = 65534
 class Node:
     """`writ node` for node-1, serving a socket in a directory any user can reach."""
 
-    def __init__(self, writ, refresh_ms=300):
-        self.dir = tempfile.mkdtemp(prefix="writ-node-")
+    def __init__(self, writ, refresh_ms=300, directory=None, join=True):
+        self.dir = directory or tempfile.mkdtemp(prefix="writ-node-")
         os.chmod(self.dir, 0o755)
         self.socket = os.path.join(self.dir, "agent.sock")
-        jt = requests.post(writ.url("/v1/nodes/node-1/join-tokens"), headers=writ.admin,
-                           json={"ttl": 600}).json()["join_token"]
+        args = []
+        if join:
+            jt = requests.post(writ.url("/v1/nodes/node-1/join-tokens"), headers=writ.admin,
+                               json={"ttl": 600}).json()["join_token"]
+            args = ["--join-token", jt]
         self.proc = subprocess.Popen(
-            [BIN, "node", "--broker", writ.addr, "--name", "node-1", "--join-token", jt,
-             "--socket", "unix://" + self.socket, "--refresh-ms", str(refresh_ms)],
+            [BIN, "node", "--broker", writ.addr, "--name", "node-1", *args,
+             "--socket", "unix://" + self.socket, "--refresh-ms", str(refresh_ms),
+             "--state-dir", os.path.join(self.dir, "state")],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env={"PATH": os.environ.get("PATH", ""), "WRIT_LOG": "warn"},
         )
@@ -166,6 +171,20 @@ def test_py_spiffe_gets_svids_that_verify_and_attest_to_writ(spiffe_writ):
     assert all(f"unix:uid:{os.getuid()}" in e["detail"]["selectors"] for e in issued)
 
 
+def test_a_restarted_node_keeps_its_credential(spiffe_writ):
+    writ, node = spiffe_writ
+    node.stop()
+    # No join token this time: the credential kept in the state directory.
+    again = Node(writ, directory=node.dir, join=False)
+    try:
+        svid = WorkloadApiClient(again.endpoint).fetch_x509_svid(timeout=10)
+        assert str(svid.spiffe_id) == "spiffe://writ.local/agent/py-agent"
+        state = pathlib.Path(node.dir) / "state" / "node.credential"
+        assert oct(state.stat().st_mode & 0o777) == "0o600"
+    finally:
+        again.stop()
+
+
 def test_rotation_is_pushed_and_quarantine_stops_svids(spiffe_writ):
     writ, node = spiffe_writ
     client = WorkloadApiClient(node.endpoint)
@@ -208,6 +227,10 @@ def test_rotation_is_pushed_and_quarantine_stops_svids(spiffe_writ):
     else:
         pytest.fail("the released agent gets no SVID")
 
-    # Quarantining the node: its workloads get nothing more.
+    # Quarantining the node: it is cut off, stops (non-zero, for its
+    # supervisor to see) and its workloads get nothing more.
     requests.post(writ.url("/v1/nodes/node-1/quarantine"), headers=writ.admin).raise_for_status()
-    assert denied_within(10), "the quarantined node still serves SVIDs"
+    assert node.proc.wait(15) != 0, "the quarantined node kept running"
+    with pytest.raises(Exception) as gone:
+        client.fetch_x509_svid(timeout=5)
+    assert "UNAVAILABLE" in str(gone.value) or "PERMISSION_DENIED" in str(gone.value), gone.value

@@ -164,6 +164,8 @@ pub struct Authority {
     trust_domain: String,
     keys: RwLock<Arc<Keys>>,
     federated: std::collections::BTreeMap<String, jsonwebtoken::jwk::JwkSet>,
+    /// JWT-SVIDs already used to attest, until they expire (per process).
+    used: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 /// A federated trust domain's bundle (a SPIFFE bundle or a JWKS), parsed:
@@ -250,6 +252,7 @@ impl Authority {
             trust_domain: trust_domain.to_owned(),
             keys: RwLock::new(Arc::new(Keys::default())),
             federated,
+            used: std::sync::Mutex::new(std::collections::HashMap::new()),
         };
         this.reload(store, master).await?;
         this.rotate(store, master, now, false).await?;
@@ -480,7 +483,8 @@ impl Authority {
         let ca = keys
             .cas
             .last()
-            .ok_or_else(|| ApiError::Unavailable("no X.509 authority".into()))?;
+            .filter(|c| c.not_after.secs() > now.secs() + 60)
+            .ok_or_else(|| ApiError::Unavailable("no valid X.509 authority".into()))?;
         let not_after =
             Timestamp::from_secs(now.secs().saturating_add(ttl_secs).min(ca.not_after.secs()));
         let mut p = CertificateParams::default();
@@ -547,7 +551,7 @@ impl Authority {
         spiffe_id: &str,
         audience: &str,
         now: Timestamp,
-    ) -> Result<(), String> {
+    ) -> Result<(String, i64), String> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
         let kid = header.kid.ok_or("no kid")?;
         let td = trust_domain_of(spiffe_id).ok_or("not a SPIFFE ID")?;
@@ -559,8 +563,8 @@ impl Authority {
             let k = keys
                 .jwt
                 .iter()
-                .find(|k| k.kid == kid)
-                .ok_or("unknown kid")?;
+                .find(|k| k.kid == kid && k.not_after.secs() > now.secs())
+                .ok_or("unknown or retired kid")?;
             let (x, y) = k.key.jwk_xy().map_err(|e| e.to_string())?;
             jsonwebtoken::DecodingKey::from_ec_components(&x, &y).map_err(|e| e.to_string())?
         } else {
@@ -599,6 +603,28 @@ impl Authority {
         }
         if data.claims.get("sub").and_then(serde_json::Value::as_str) != Some(spiffe_id) {
             return Err("sub is not the agent's SPIFFE ID".into());
+        }
+        // Without a jti the token itself names the use.
+        let jti = data
+            .claims
+            .get("jti")
+            .and_then(serde_json::Value::as_str)
+            .map_or_else(|| token.to_owned(), str::to_owned);
+        Ok((jti, exp))
+    }
+
+    /// Accepts each JWT-SVID for attestation once (until it expires).
+    pub fn first_use(&self, jti: &str, exp: i64, now: Timestamp) -> Result<(), String> {
+        let mut used = match self.used.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        used.retain(|_, e| *e + 30 > now.secs());
+        if used.len() >= 100_000 {
+            return Err("too many JWT-SVIDs in flight; try again".into());
+        }
+        if used.insert(jti.to_owned(), exp).is_some() {
+            return Err("this JWT-SVID was already used".into());
         }
         Ok(())
     }

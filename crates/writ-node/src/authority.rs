@@ -19,7 +19,7 @@ use tokio::io::{
     AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, DuplexStream, ReadBuf,
 };
 use tokio::net::UnixStream;
-use tonic::transport::server::{Connected, UdsConnectInfo};
+use tonic::transport::server::Connected;
 
 const PREFACE_LEN: usize = 24;
 const HEADERS: u8 = 0x1;
@@ -28,21 +28,26 @@ const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
-/// The largest frame passed on (the HTTP/2 maximum).
-const MAX_FRAME: usize = (1 << 24) - 1;
-/// The frames this shim writes stay within the default maximum size.
+/// The largest frame taken: the server's (default) maximum frame size, so
+/// a connection never holds more than this in the shim.
+const MAX_FRAME: usize = 16_384;
+/// The frames this shim writes stay within the same size.
 const OUT_FRAME: usize = 16_384;
 /// A header block larger than this is refused (the connection closes).
-const MAX_BLOCK: usize = 64 * 1024;
+const MAX_BLOCK: usize = 16_384;
+/// The decoded header list may not exceed the server's limit (HTTP/2
+/// counts each field as name + value + 32).
+const MAX_HEADER_LIST: usize = 16_384;
 
-/// One accepted connection, as the gRPC server sees it.
+/// One accepted connection, as the gRPC server sees it: who connected,
+/// attested when it did.
 pub struct Shimmed {
     io: DuplexStream,
-    info: UdsConnectInfo,
+    info: crate::attestor::Peer,
 }
 
 impl Connected for Shimmed {
-    type ConnectInfo = UdsConnectInfo;
+    type ConnectInfo = crate::attestor::Peer;
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.info.clone()
@@ -77,23 +82,31 @@ impl AsyncWrite for Shimmed {
     }
 }
 
-/// Puts the shim between an accepted socket and the server.
-pub fn wrap(stream: UnixStream) -> Shimmed {
-    let info = UdsConnectInfo {
-        peer_addr: stream.peer_addr().ok().map(Arc::new),
-        peer_cred: stream.peer_cred().ok(),
+/// Attests the peer, then puts the shim between the socket and the server.
+pub async fn wrap(stream: UnixStream, digests: Arc<crate::attestor::Digests>) -> Shimmed {
+    let selectors = match stream.peer_cred() {
+        Ok(cred) => tokio::task::spawn_blocking(move || digests.selectors(&cred))
+            .await
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let info = crate::attestor::Peer {
+        selectors: Arc::new(selectors),
     };
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
     let (client_r, mut client_w) = stream.into_split();
-    let (mut server_r, server_w) = tokio::io::split(ours);
-    tokio::spawn(async move {
-        if let Err(e) = rewrite(client_r, server_w).await {
+    let (mut server_r, mut server_w) = tokio::io::split(ours);
+    let to_server = tokio::spawn(async move {
+        if let Err(e) = rewrite(client_r, &mut server_w).await {
             tracing::debug!(error = %e, "workload API connection closed by the shim");
         }
+        // Whatever happened, the server sees the end of the connection.
+        let _ = server_w.shutdown().await;
     });
     tokio::spawn(async move {
         let _ = tokio::io::copy(&mut server_r, &mut client_w).await;
         let _ = client_w.shutdown().await;
+        to_server.abort();
     });
     Shimmed { io: theirs, info }
 }
@@ -110,12 +123,17 @@ struct Pending {
     block: Vec<u8>,
 }
 
+const PREFACE: &[u8; PREFACE_LEN] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 async fn rewrite(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
 ) -> io::Result<()> {
     let mut preface = [0u8; PREFACE_LEN];
     from.read_exact(&mut preface).await?;
+    if &preface != PREFACE {
+        return Err(bad("not HTTP/2"));
+    }
     to.write_all(&preface).await?;
     let mut decoder = hpack::Decoder::new();
     let mut pending: Option<Pending> = None;
@@ -156,6 +174,9 @@ async fn rewrite(
                     priority = p.to_vec();
                     body = rest;
                 }
+                if body.len() > MAX_BLOCK {
+                    return Err(bad("header block too large"));
+                }
                 let p = Pending {
                     stream,
                     flags,
@@ -188,7 +209,32 @@ async fn rewrite(
             }
         }
     }
-    to.shutdown().await
+    to.flush().await
+}
+
+/// Decodes one header block with the client's table, within the header
+/// list budget; a block the decoder cannot take (it panics on some
+/// malformed input) ends the connection.
+fn decode(decoder: &mut hpack::Decoder<'_>, block: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut fields = Vec::new();
+    let mut size = 0usize;
+    let mut over = false;
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decoder.decode_with_cb(block, |name, value| {
+            size = size.saturating_add(name.len() + value.len() + 32);
+            if size > MAX_HEADER_LIST {
+                over = true;
+            } else {
+                fields.push((name.into_owned(), value.into_owned()));
+            }
+        })
+    }));
+    match decoded {
+        Ok(Ok(())) if !over => Ok(fields),
+        Ok(Ok(())) => Err(bad("header list too large")),
+        Ok(Err(e)) => Err(bad(&format!("bad header block: {e:?}"))),
+        Err(_) => Err(bad("bad header block")),
+    }
 }
 
 /// Whether `value` is a valid `host[:port]` authority.
@@ -204,9 +250,7 @@ async fn emit(
     decoder: &mut hpack::Decoder<'_>,
     p: Pending,
 ) -> io::Result<()> {
-    let fields = decoder
-        .decode(&p.block)
-        .map_err(|e| bad(&format!("bad header block: {e:?}")))?;
+    let fields = decode(decoder, &p.block)?;
     let mut block = Vec::with_capacity(p.block.len() + 32);
     for (name, value) in &fields {
         let value: &[u8] = if name.as_slice() == b":authority" && !valid_authority(value) {
@@ -279,6 +323,55 @@ mod tests {
         assert!(!valid_authority(b"/run/writ/agent.sock"));
         assert!(valid_authority(b"localhost"));
         assert!(valid_authority(b"127.0.0.1:8080"));
+    }
+
+    fn frame(ty: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut f = vec![
+            (len >> 16) as u8,
+            (len >> 8) as u8,
+            len as u8,
+            ty,
+            flags,
+            0,
+            0,
+            0,
+            1,
+        ];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// Oversized frames, oversized header lists and blocks the decoder
+    /// cannot take close the connection instead of growing or crashing it.
+    #[tokio::test]
+    async fn hostile_input_closes_the_connection() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        let mut too_big = preface.clone();
+        too_big.extend_from_slice(&frame(0, 0, &vec![0; MAX_FRAME + 1]));
+        // One large literal in the table, then many references to it.
+        let mut amplify = vec![0x40, 0x01, b'x', 0x7f];
+        hpack::encoder::encode_integer_into(4000, 7, 0, &mut amplify).unwrap();
+        amplify.extend(std::iter::repeat_n(b'y', 4000));
+        amplify.extend(std::iter::repeat_n(0xbe, 2000));
+        let mut list = preface.clone();
+        list.extend_from_slice(&frame(HEADERS, END_HEADERS, &amplify));
+        // A table size update cut short.
+        let mut cut = preface.clone();
+        cut.extend_from_slice(&frame(HEADERS, END_HEADERS, &[0x3f]));
+        let mut not_h2 = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        not_h2.resize(PREFACE_LEN + 9, b' ');
+        for (input, what) in [
+            (too_big, "frame"),
+            (list, "list"),
+            (cut, "cut"),
+            (not_h2, "not h2"),
+        ] {
+            let mut out = Vec::new();
+            let r = rewrite(input.as_slice(), &mut out).await;
+            assert!(r.is_err(), "{what}: {r:?}");
+            assert!(out.len() <= PREFACE_LEN, "{what}: something was passed on");
+        }
     }
 
     /// A HEADERS frame with a socket path as authority comes out with

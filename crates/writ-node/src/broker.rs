@@ -34,7 +34,28 @@ impl std::fmt::Debug for BrokerClient {
     }
 }
 
+fn http() -> Result<reqwest::Client, NodeError> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| NodeError::Broker(e.to_string()))
+}
+
 impl BrokerClient {
+    /// A client with a credential kept from an earlier attestation.
+    pub fn resume(base: &str, token: String) -> Result<Self, NodeError> {
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            http: http()?,
+        })
+    }
+
+    /// The node's credential, to keep across restarts.
+    pub fn credential(&self) -> &str {
+        &self.token
+    }
+
     /// Attests the node with its join token.
     pub async fn attest(
         base: &str,
@@ -42,10 +63,7 @@ impl BrokerClient {
         join_token: &writ_core::Secret,
     ) -> Result<Self, NodeError> {
         let base = base.trim_end_matches('/').to_owned();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| NodeError::Broker(e.to_string()))?;
+        let http = http()?;
         let resp = http
             .post(format!("{base}/v1/node/attest"))
             .json(&NodeAttest {

@@ -49,6 +49,10 @@ pub enum NodeError {
     Socket { path: String, message: String },
     #[error("serving the Workload API: {0}")]
     Serve(String),
+    #[error("state directory {path}: {message}")]
+    State { path: String, message: String },
+    #[error("the broker refused this node's credential (quarantined?); stopped")]
+    CutOff,
 }
 
 /// How the node runs.
@@ -58,8 +62,11 @@ pub struct NodeConfig {
     pub broker: String,
     /// This node's registered name.
     pub name: String,
-    /// A one-time join token for the first attestation.
-    pub join_token: writ_core::Secret,
+    /// A one-time join token for the first attestation (not needed once
+    /// the node holds a credential in `state_dir`).
+    pub join_token: Option<writ_core::Secret>,
+    /// Where the node keeps its credential across restarts (mode 0600).
+    pub state_dir: PathBuf,
     /// The Workload API socket (a path; `unix://` is stripped).
     pub socket: PathBuf,
     /// How often entries are fetched and SVIDs checked for renewal.
@@ -76,14 +83,62 @@ impl std::fmt::Debug for NodeConfig {
     }
 }
 
-/// Attests, then serves until `shutdown` completes.
+/// The node's credential: the one kept from an earlier start if the broker
+/// still takes it, else a fresh attestation with the join token (kept).
+async fn credential(config: &NodeConfig) -> Result<BrokerClient, NodeError> {
+    let state = |e: std::io::Error| NodeError::State {
+        path: config.state_dir.display().to_string(),
+        message: e.to_string(),
+    };
+    let file = config.state_dir.join("node.credential");
+    if let Ok(token) = std::fs::read_to_string(&file) {
+        let broker = BrokerClient::resume(&config.broker, token.trim().to_owned())?;
+        match broker.entries().await {
+            Ok(_) => {
+                tracing::info!(node = %config.name, "node credential kept from an earlier start");
+                return Ok(broker);
+            }
+            Err(broker::CallError::Unauthorized) => {
+                tracing::warn!("the kept node credential was refused; attesting again");
+            }
+            Err(e) => return Err(NodeError::Broker(format!("{e:?}"))),
+        }
+    }
+    let join = config.join_token.as_ref().ok_or_else(|| {
+        NodeError::Broker(
+            "no usable node credential: a join token is needed (writ node join-token NAME)".into(),
+        )
+    })?;
+    let broker = BrokerClient::attest(&config.broker, &config.name, join).await?;
+    tracing::info!(node = %config.name, "node attested");
+    std::fs::create_dir_all(&config.state_dir).map_err(state)?;
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let tmp = config.state_dir.join("node.credential.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(state)?;
+        f.write_all(broker.credential().as_bytes()).map_err(state)?;
+        f.sync_all().map_err(state)?;
+        std::fs::rename(&tmp, &file).map_err(state)?;
+    }
+    Ok(broker)
+}
+
+/// Attests, then serves until `shutdown` completes, or until the broker
+/// refuses the node's credential (quarantine): then it stops with an error.
 pub async fn run(
     config: NodeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
-    let broker = BrokerClient::attest(&config.broker, &config.name, &config.join_token).await?;
-    tracing::info!(node = %config.name, "node attested");
+    let broker = credential(&config).await?;
     let state = Arc::new(state::State::new(broker));
+    let digests = Arc::new(attestor::Digests::default());
     state.refresh().await;
     let refresher = {
         let state = Arc::clone(&state);
@@ -117,6 +172,24 @@ pub async fn run(
             .map_err(socket_err)?;
     }
     println!("workload API listening on unix://{}", path.display());
+    // Stop when the broker cuts the node off, so a supervisor notices.
+    let cut_off = {
+        let state = Arc::clone(&state);
+        async move {
+            let mut v = state.watch();
+            while !state.cut_off() {
+                if v.changed().await.is_err() {
+                    break;
+                }
+            }
+        }
+    };
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = cut_off => {}
+        }
+    };
     let served = tonic::transport::Server::builder()
         .add_service(
             proto::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(
@@ -124,11 +197,24 @@ pub async fn run(
             ),
         )
         .serve_with_incoming_shutdown(
-            UnixListenerStream::new(listener).map(|conn| conn.map(authority::wrap)),
+            UnixListenerStream::new(listener).then(move |conn| {
+                let digests = Arc::clone(&digests);
+                async move {
+                    match conn {
+                        Ok(stream) => Ok(authority::wrap(stream, digests).await),
+                        Err(e) => Err(e),
+                    }
+                }
+            }),
             shutdown,
         )
         .await;
     refresher.abort();
     let _ = std::fs::remove_file(path);
-    served.map_err(|e| NodeError::Serve(e.to_string()))
+    served.map_err(|e| NodeError::Serve(e.to_string()))?;
+    if state.cut_off() {
+        let _ = std::fs::remove_file(config.state_dir.join("node.credential"));
+        return Err(NodeError::CutOff);
+    }
+    Ok(())
 }

@@ -43,12 +43,12 @@ impl WorkloadApi {
                 "security header missing from request",
             ));
         }
-        let cred = req
+        let peer = req
             .extensions()
-            .get::<tonic::transport::server::UdsConnectInfo>()
-            .and_then(|i| i.peer_cred)
+            .get::<crate::attestor::Peer>()
+            .filter(|p| !p.selectors.is_empty())
             .ok_or_else(|| Status::permission_denied("the caller cannot be identified"))?;
-        Ok(self.state.digests.selectors(&cred))
+        Ok(peer.selectors.as_ref().clone())
     }
 }
 

@@ -52,7 +52,6 @@ pub struct State {
     /// served any more.
     cut_off: AtomicBool,
     version: watch::Sender<u64>,
-    pub digests: crate::attestor::Digests,
 }
 
 fn new_key() -> Option<(Vec<u8>, Vec<u8>)> {
@@ -69,7 +68,6 @@ impl State {
             held: RwLock::new(Held::default()),
             cut_off: AtomicBool::new(false),
             version: watch::channel(0).0,
-            digests: crate::attestor::Digests::default(),
         }
     }
 

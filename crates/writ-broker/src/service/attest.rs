@@ -42,9 +42,21 @@ impl Broker {
                     return Err(self.attest_failed(&req.agent, None, &m).await);
                 }
             };
+            // A quarantined node's SVIDs attest nothing, even unexpired.
+            if let Some(w) = &agent.workload
+                && self
+                    .store
+                    .get_node(&w.node)
+                    .await?
+                    .is_none_or(|n| n.quarantined)
+            {
+                let m = format!("node {} is quarantined", w.node);
+                return Err(self.attest_failed(&req.agent, Some("spiffe"), &m).await);
+            }
             if let Err(e) = self
                 .spiffe
                 .verify_jwt(&svid, &expected, &self.config.issuer, now)
+                .and_then(|(jti, exp)| self.spiffe.first_use(&jti, exp, now))
             {
                 let m = format!("jwt-svid rejected: {e}");
                 return Err(self.attest_failed(&req.agent, Some("spiffe"), &m).await);

@@ -92,6 +92,18 @@ pub(crate) fn check_workload(
                     "bad selector {bad:?}: expected unix:uid:N, unix:gid:N, unix:path:/ABS or unix:sha256:HEX"
                 )));
             }
+            // The kernel fixes uid and gid when a workload connects; path
+            // and digest only narrow an identity down within a user.
+            if !w
+                .selectors
+                .iter()
+                .any(|s| s.starts_with("unix:uid:") || s.starts_with("unix:gid:"))
+            {
+                return Err(ApiError::BadRequest(
+                    "a workload's selectors must name a user or group (unix:uid:N or unix:gid:N)"
+                        .into(),
+                ));
+            }
             Ok(())
         }
         (Attestation::Spiffe { spiffe_id: None }, None) => Err(ApiError::BadRequest(
@@ -191,6 +203,11 @@ impl Broker {
     }
 
     pub async fn attest_node(&self, req: NodeAttest) -> Result<NodeAttested, ApiError> {
+        if !valid_node_name(&req.node) || req.join_token.len() > 256 {
+            return Err(ApiError::Unauthorized(
+                "node attestation failed: unknown node".into(),
+            ));
+        }
         let now = self.now();
         let token = format!("wnt_{}", random::token_256()?);
         let event = AuditEvent::new(

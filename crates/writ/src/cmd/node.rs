@@ -49,7 +49,8 @@ struct RunArgs {
     /// This node's registered name.
     #[arg(long, env = "WRIT_NODE_NAME")]
     name: Option<String>,
-    /// A one-time join token from `writ node join-token NAME`.
+    /// A one-time join token from `writ node join-token NAME` (prefer the
+    /// environment variable: a command line is visible to every user).
     #[arg(long, env = "WRIT_NODE_JOIN_TOKEN", hide_env_values = true)]
     join_token: Option<String>,
     /// Where to serve the Workload API.
@@ -59,6 +60,9 @@ struct RunArgs {
         default_value = "unix:///run/writ/agent.sock"
     )]
     socket: String,
+    /// Where the node keeps its credential across restarts.
+    #[arg(long, env = "WRIT_NODE_STATE_DIR", default_value = "./writ-node-state")]
+    state_dir: PathBuf,
     /// How often entries are fetched and SVIDs checked for renewal, in
     /// milliseconds.
     #[arg(long, env = "WRIT_NODE_REFRESH_MS", default_value_t = 5000)]
@@ -85,9 +89,7 @@ pub async fn run(g: &Global, args: NodeArgs) -> anyhow::Result<u8> {
     let name = a
         .name
         .context("the node's name is needed: --name (from `writ node register NAME`)")?;
-    let join_token = a
-        .join_token
-        .context("a join token is needed: --join-token (from `writ node join-token NAME`)")?;
+    let join_token = a.join_token.map(writ_core::Secret::new);
     let socket = a.socket.strip_prefix("unix://").unwrap_or(&a.socket);
     anyhow::ensure!(
         socket.starts_with('/'),
@@ -96,7 +98,8 @@ pub async fn run(g: &Global, args: NodeArgs) -> anyhow::Result<u8> {
     let config = writ_node::NodeConfig {
         broker: a.broker,
         name,
-        join_token: writ_core::Secret::new(join_token),
+        join_token,
+        state_dir: a.state_dir,
         socket: PathBuf::from(socket),
         refresh: Duration::from_millis(a.refresh_ms.max(100)),
     };

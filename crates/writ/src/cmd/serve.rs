@@ -406,7 +406,8 @@ In another shell:
 
 pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WRIT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // The HPACK decoder behind the node's shim logs every table update.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hpack=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

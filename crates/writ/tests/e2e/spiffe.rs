@@ -121,6 +121,8 @@ async fn spiffe_nodes_issue_only_what_is_registered_on_them() {
         "unix:path:relative",
         "unix:sha256:ABC",
         "unix:pid:1",
+        // A path alone would let any user running that binary have it.
+        "unix:path:/usr/bin/python3",
     ] {
         assert_eq!(
             spiffe_agent(&b, "a0", "node-1", &[bad]).await.0,
@@ -272,6 +274,9 @@ async fn spiffe_nodes_issue_only_what_is_registered_on_them() {
     let attest = |agent: &str, svid: &str| json!({ "agent": agent, "jwt_svid": svid });
     let (s, v) = post(&b, "/v1/attest", None, attest("alpha", &alpha_svid)).await;
     assert_eq!(s, 201, "{v}");
+    // Once only.
+    let (s, v) = post(&b, "/v1/attest", None, attest("alpha", &alpha_svid)).await;
+    assert_eq!(s, 401, "a replayed JWT-SVID: {v}");
     // Another agent's SVID, another audience, a tampered one, a join-token agent.
     let (_, beta_tok) = post(
         &b,
@@ -328,6 +333,7 @@ async fn spiffe_nodes_issue_only_what_is_registered_on_them() {
 
     // Rotation: a new authority signs from now on, the old one stays in
     // the bundle (and what it signed goes on verifying).
+    let (_, before) = post(&b, "/v1/node/jwt-svid", Some(&node1), jwt("alpha", &b.addr)).await;
     let (s, rotated) = post(&b, "/v1/keys/rotate-spiffe", Some(ADMIN), json!({})).await;
     assert_eq!(s, 200, "{rotated}");
     assert_eq!(
@@ -372,7 +378,13 @@ async fn spiffe_nodes_issue_only_what_is_registered_on_them() {
         "the old authority still signs"
     );
     assert!(authorities.contains(&issuer_of(&renewed)));
-    let (s, v) = post(&b, "/v1/attest", None, attest("alpha", &alpha_svid)).await;
+    let (s, v) = post(
+        &b,
+        "/v1/attest",
+        None,
+        attest("alpha", before["token"].as_str().unwrap()),
+    )
+    .await;
     assert_eq!(s, 201, "a JWT-SVID signed before the rotation: {v}");
 
     // Quarantining an agent: no more SVIDs for it, and it leaves the entries.
@@ -401,9 +413,19 @@ async fn spiffe_nodes_issue_only_what_is_registered_on_them() {
         403
     );
 
-    // Quarantining a node: its credential is dead at once.
+    // Quarantining a node: its credential is dead at once, and the
+    // JWT-SVIDs it obtained attest nothing more.
+    let (_, unused) = post(
+        &b,
+        "/v1/node/jwt-svid",
+        Some(&node2),
+        json!({ "agent": "beta", "audience": [b.addr], "selectors": ["unix:uid:1000"] }),
+    )
+    .await;
     let (s, _) = post(&b, "/v1/nodes/node-2/quarantine", Some(ADMIN), json!({})).await;
     assert_eq!(s, 200);
+    let beta = json!({ "agent": "beta", "jwt_svid": unused["token"] });
+    assert_eq!(post(&b, "/v1/attest", None, beta).await.0, 401);
     assert_eq!(get(&b, "/v1/node/entries", Some(&node2)).await.0, 401);
     assert_eq!(
         post(
