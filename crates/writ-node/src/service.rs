@@ -52,6 +52,27 @@ impl WorkloadApi {
     }
 }
 
+impl WorkloadApi {
+    /// A stream of bundles for a caller with some identity here, ending
+    /// when it has none any more.
+    fn bundles<T, R, F>(&self, req: &Request<R>, make: F) -> Result<Response<Streamed<T>>, Status>
+    where
+        T: Clone + PartialEq + Send + 'static,
+        F: Fn(&State) -> T + Send + 'static,
+    {
+        let selectors = self.identify(req)?;
+        if self.state.entries_for(&selectors).is_empty() {
+            return Err(no_identity());
+        }
+        Ok(Response::new(watched(Arc::clone(&self.state), move |s| {
+            if s.entries_for(&selectors).is_empty() {
+                return Err(no_identity());
+            }
+            Ok(make(s))
+        })))
+    }
+}
+
 fn no_identity() -> Status {
     Status::permission_denied("no identity issued")
 }
@@ -137,19 +158,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        let selectors = self.identify(&req)?;
-        if self.state.entries_for(&selectors).is_empty() {
-            return Err(no_identity());
-        }
-        Ok(Response::new(watched(Arc::clone(&self.state), move |s| {
-            if s.entries_for(&selectors).is_empty() {
-                return Err(no_identity());
-            }
-            Ok(X509BundlesResponse {
-                crl: Vec::new(),
-                bundles: HashMap::from([(s.trust_domain(), concat(&s.x509_bundle()))]),
-            })
-        })))
+        self.bundles(&req, |s| X509BundlesResponse {
+            crl: Vec::new(),
+            bundles: HashMap::from([(s.trust_domain(), concat(&s.x509_bundle()))]),
+        })
     }
 
     async fn fetch_jwtsvid(
@@ -201,18 +213,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let selectors = self.identify(&req)?;
-        if self.state.entries_for(&selectors).is_empty() {
-            return Err(no_identity());
-        }
-        Ok(Response::new(watched(Arc::clone(&self.state), move |s| {
-            if s.entries_for(&selectors).is_empty() {
-                return Err(no_identity());
-            }
-            Ok(JwtBundlesResponse {
-                bundles: HashMap::from([(s.trust_domain(), s.jwt_bundle())]),
-            })
-        })))
+        self.bundles(&req, |s| JwtBundlesResponse {
+            bundles: HashMap::from([(s.trust_domain(), s.jwt_bundle())]),
+        })
     }
 
     async fn validate_jwtsvid(

@@ -2270,6 +2270,54 @@ macro_rules! conformance_tests {
     };
 }
 
+/// Every check of the suite, for one backend's harness.
+macro_rules! every_check {
+    ($harness:expr) => {
+        conformance_tests! {
+            $harness;
+        store: [
+                admin_tokens,
+                signing_keys_rotate_atomically,
+                tools_create_get_list,
+                tool_secrets_set_replace_list,
+                gateway_decisions_are_recorded_once,
+                shadow_policy_round_trip,
+                agents_create_get_list,
+                agent_duplicate_name_conflicts,
+                join_token_is_consumed_once,
+                join_token_refusals,
+                join_token_creation_rules,
+                failed_attest_does_not_consume_join_token,
+                join_token_race_has_one_winner,
+                task_round_trip,
+                end_task_revokes_its_grants,
+                db_leases_follow_their_task,
+                nodes_and_spiffe_keys,
+                heartbeat_extends_lease_within_lifetime,
+                heartbeat_after_end_is_refused,
+                lapsed_tasks_are_reaped_and_only_they,
+                lapsed_tasks_include_hard_lifetime,
+                quarantine_revokes_everything_and_release_restores,
+                revoke_single_grant,
+                delegation_tree_ends_as_one,
+                quarantine_cascades_into_delegated_tasks,
+                audit_chain_survives_concurrent_writes,
+                failed_writes_append_no_audit,
+                audit_pages,
+                audit_after_huge_cursor_is_empty,
+            ];
+            harness: [
+                durable_across_reopen,
+                audit_table_is_append_only,
+                tamper_edit_is_detected,
+                tamper_edit_with_rehash_is_detected,
+                tamper_delete_is_detected,
+                tamper_swap_is_detected,
+            ];
+        }
+    };
+}
+
 mod sqlite {
     use std::path::PathBuf;
     use std::sync::Arc;
@@ -2395,48 +2443,7 @@ mod sqlite {
         assert!(status.success(), "close-race child failed: {status}");
     }
 
-    conformance_tests! {
-        Some(SqliteHarness::new());
-        store: [
-            admin_tokens,
-            signing_keys_rotate_atomically,
-            tools_create_get_list,
-            tool_secrets_set_replace_list,
-            gateway_decisions_are_recorded_once,
-            shadow_policy_round_trip,
-            agents_create_get_list,
-            agent_duplicate_name_conflicts,
-            join_token_is_consumed_once,
-            join_token_refusals,
-            join_token_creation_rules,
-            failed_attest_does_not_consume_join_token,
-            join_token_race_has_one_winner,
-            task_round_trip,
-            end_task_revokes_its_grants,
-            db_leases_follow_their_task,
-            nodes_and_spiffe_keys,
-            heartbeat_extends_lease_within_lifetime,
-            heartbeat_after_end_is_refused,
-            lapsed_tasks_are_reaped_and_only_they,
-            lapsed_tasks_include_hard_lifetime,
-            quarantine_revokes_everything_and_release_restores,
-            revoke_single_grant,
-            delegation_tree_ends_as_one,
-            quarantine_cascades_into_delegated_tasks,
-            audit_chain_survives_concurrent_writes,
-            failed_writes_append_no_audit,
-            audit_pages,
-            audit_after_huge_cursor_is_empty,
-        ];
-        harness: [
-            durable_across_reopen,
-            audit_table_is_append_only,
-            tamper_edit_is_detected,
-            tamper_edit_with_rehash_is_detected,
-            tamper_delete_is_detected,
-            tamper_swap_is_detected,
-        ];
-    }
+    every_check!(Some(SqliteHarness::new()));
 }
 
 /// The same suite against a real PostgreSQL server: one fresh database per
@@ -2666,48 +2673,7 @@ mod postgres {
         assert!(feed.iter().any(|r| r.jti == "jti-shared"), "{feed:?}");
     }
 
-    conformance_tests! {
-        PgHarness::new();
-        store: [
-            admin_tokens,
-            signing_keys_rotate_atomically,
-            tools_create_get_list,
-            tool_secrets_set_replace_list,
-            gateway_decisions_are_recorded_once,
-            shadow_policy_round_trip,
-            agents_create_get_list,
-            agent_duplicate_name_conflicts,
-            join_token_is_consumed_once,
-            join_token_refusals,
-            join_token_creation_rules,
-            failed_attest_does_not_consume_join_token,
-            join_token_race_has_one_winner,
-            task_round_trip,
-            end_task_revokes_its_grants,
-            db_leases_follow_their_task,
-            nodes_and_spiffe_keys,
-            heartbeat_extends_lease_within_lifetime,
-            heartbeat_after_end_is_refused,
-            lapsed_tasks_are_reaped_and_only_they,
-            lapsed_tasks_include_hard_lifetime,
-            quarantine_revokes_everything_and_release_restores,
-            revoke_single_grant,
-            delegation_tree_ends_as_one,
-            quarantine_cascades_into_delegated_tasks,
-            audit_chain_survives_concurrent_writes,
-            failed_writes_append_no_audit,
-            audit_pages,
-            audit_after_huge_cursor_is_empty,
-        ];
-        harness: [
-            durable_across_reopen,
-            audit_table_is_append_only,
-            tamper_edit_is_detected,
-            tamper_edit_with_rehash_is_detected,
-            tamper_delete_is_detected,
-            tamper_swap_is_detected,
-        ];
-    }
+    every_check!(PgHarness::new());
 }
 
 /// A revoked grant never becomes active again, whatever follows: heartbeats,

@@ -62,13 +62,7 @@ impl Broker {
         name: &AgentName,
         req: CreateJoinToken,
     ) -> Result<JoinTokenCreated, ApiError> {
-        let max = self.config.max_join_token_ttl;
-        let ttl = i64::try_from(req.ttl).unwrap_or(i64::MAX);
-        if ttl < 1 || ttl > max {
-            return Err(ApiError::BadRequest(format!(
-                "ttl must be between 1 and {max} seconds"
-            )));
-        }
+        let ttl = self.join_token_ttl(&req)?;
         let agent = self.agent(name).await?;
         if agent.attestation != Attestation::JoinToken {
             return Err(ApiError::BadRequest(format!(
@@ -92,6 +86,18 @@ impl Broker {
             join_token: token,
             expires_at,
         })
+    }
+
+    /// A join token's lifetime, within the configured bounds.
+    pub(crate) fn join_token_ttl(&self, req: &CreateJoinToken) -> Result<i64, ApiError> {
+        let max = self.config.max_join_token_ttl;
+        let ttl = i64::try_from(req.ttl).unwrap_or(i64::MAX);
+        if ttl < 1 || ttl > max {
+            return Err(ApiError::BadRequest(format!(
+                "ttl must be between 1 and {max} seconds"
+            )));
+        }
+        Ok(ttl)
     }
 
     /// The kill switch: revokes every live grant of the agent at once and

@@ -157,13 +157,7 @@ impl Broker {
         name: &str,
         req: CreateJoinToken,
     ) -> Result<JoinTokenCreated, ApiError> {
-        let max = self.config.max_join_token_ttl;
-        let ttl = i64::try_from(req.ttl).unwrap_or(i64::MAX);
-        if ttl < 1 || ttl > max {
-            return Err(ApiError::BadRequest(format!(
-                "ttl must be between 1 and {max} seconds"
-            )));
-        }
+        let ttl = self.join_token_ttl(&req)?;
         let node = self.node(name).await?;
         if node.quarantined {
             return Err(ApiError::Forbidden(format!("node {name} is quarantined")));
