@@ -29,6 +29,7 @@ class Writ:
         self.lines = []
         self.addr = None
         self.gateway = None
+        self.mtls = None
         ready = threading.Event()
 
         def read():
@@ -36,6 +37,8 @@ class Writ:
                 self.lines.append(line)
                 if line.startswith("gateway listening on "):
                     self.gateway = line.split()[-1]
+                if line.startswith("mTLS attestation listening on "):
+                    self.mtls = line.split()[-1]
                 if line.startswith("writ listening on "):
                     self.addr = line.split()[-1]
                     ready.set()

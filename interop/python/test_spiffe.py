@@ -24,6 +24,7 @@ import pytest
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from spiffe import WorkloadApiClient
 
 from conftest import ADMIN, BIN, Writ
@@ -61,7 +62,7 @@ class Node:
 
 @pytest.fixture()
 def spiffe_writ():
-    w = Writ(extra=("--x509-svid-ttl", "4"))
+    w = Writ(extra=("--x509-svid-ttl", "4", "--mtls-listen", "127.0.0.1:0"))
     requests.post(w.url("/v1/nodes"), headers=w.admin, json={"name": "node-1"}).raise_for_status()
     # This process, as the kernel sees it.
     selectors = [f"unix:uid:{os.getuid()}", f"unix:path:{os.path.realpath(sys.executable)}"]
@@ -234,3 +235,35 @@ def test_rotation_is_pushed_and_quarantine_stops_svids(spiffe_writ):
     with pytest.raises(Exception) as gone:
         client.fetch_x509_svid(timeout=5)
     assert "UNAVAILABLE" in str(gone.value) or "PERMISSION_DENIED" in str(gone.value), gone.value
+
+
+def test_the_x509_svid_attests_over_mtls(spiffe_writ):
+    writ, node = spiffe_writ
+    svid = WorkloadApiClient(node.endpoint).fetch_x509_svid(timeout=10)
+    d = pathlib.Path(tempfile.mkdtemp())
+    cert, key, bundle = d / "svid.pem", d / "svid.key", d / "bundle.pem"
+    cert.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in svid.cert_chain))
+    key.write_bytes(svid.private_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    cas, _ = published_authorities(writ)
+    bundle.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in cas))
+    # writ's own certificate verifies against the same bundle.
+    r = requests.post(writ.mtls + "/v1/attest", json={"agent": "py-agent"},
+                      cert=(str(cert), str(key)), verify=str(bundle))
+    assert r.status_code == 201, r.text
+    instance = r.json()["access_token"]
+    r = requests.post(writ.url("/v1/tasks"), headers={"Authorization": f"Bearer {instance}"}, json={
+        "intent": "read the tickets", "capabilities": [{"tool": "tickets", "scopes": ["read"]}],
+    })
+    assert r.status_code == 201, r.text
+
+    # The certificate names py-agent: it attests as no other agent.
+    requests.post(writ.url("/v1/agents"), headers=writ.admin, json={
+        "name": "other", "attestation": {"kind": "spiffe"},
+        "workload": {"node": "node-1", "selectors": ["unix:uid:4242"]},
+    }).raise_for_status()
+    r = requests.post(writ.mtls + "/v1/attest", json={"agent": "other"},
+                      cert=(str(cert), str(key)), verify=str(bundle))
+    assert r.status_code == 401, r.text
+    # Without a client certificate there is no connection.
+    with pytest.raises(requests.exceptions.RequestException):
+        requests.post(writ.mtls + "/v1/attest", json={"agent": "py-agent"}, verify=str(bundle), timeout=10)

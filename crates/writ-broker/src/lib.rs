@@ -12,6 +12,7 @@ mod error;
 mod extract;
 mod keys;
 mod metrics;
+pub mod mtls;
 mod oidc;
 mod policy_watch;
 mod replicas;

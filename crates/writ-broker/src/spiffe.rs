@@ -114,6 +114,15 @@ impl PublicKeyData for WorkloadKey {
     }
 }
 
+/// writ's own X.509-SVID for its mTLS listener.
+pub struct ServerSvid {
+    /// DER, the SVID first.
+    pub chain: Vec<Vec<u8>>,
+    /// PKCS#8 DER.
+    pub key: Vec<u8>,
+    pub until: Timestamp,
+}
+
 struct Ca {
     cert: Vec<u8>,
     key: P256,
@@ -468,6 +477,57 @@ impl Authority {
             "spiffe_sequence": sequence,
             "spiffe_refresh_hint": 300,
         }))
+    }
+
+    /// writ's own server certificate for its mTLS listener: an X.509-SVID
+    /// for `spiffe://<td>/writ` (also naming `hosts`, IPs or DNS names),
+    /// with a key made here.
+    pub fn server_svid(
+        &self,
+        hosts: &[String],
+        now: Timestamp,
+        ttl_secs: i64,
+    ) -> Result<ServerSvid, ApiError> {
+        let key = P256::generate()?;
+        let keys = self.current();
+        let ca = keys
+            .cas
+            .last()
+            .filter(|c| c.not_after.secs() > now.secs() + 60)
+            .ok_or_else(|| ApiError::Unavailable("no valid X.509 authority".into()))?;
+        let not_after =
+            Timestamp::from_secs(now.secs().saturating_add(ttl_secs).min(ca.not_after.secs()));
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "SPIFFE");
+        p.distinguished_name = dn;
+        let mut sans = vec![SanType::URI(
+            format!("spiffe://{}/writ", self.trust_domain)
+                .try_into()
+                .map_err(internal)?,
+        )];
+        for h in hosts {
+            sans.push(match h.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(h.as_str().try_into().map_err(internal)?),
+            });
+        }
+        p.subject_alt_names = sans;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.not_before = offset(now.add_secs(-BACKDATE_SECS))?;
+        p.not_after = offset(not_after)?;
+        p.serial_number = Some(serial()?);
+        p.use_authority_key_identifier_extension = true;
+        let ca_key = ca.key.rcgen()?;
+        let issuer = Issuer::new(ca_params(&self.trust_domain)?, &ca_key);
+        let cert = p.signed_by(&key.rcgen()?, &issuer).map_err(internal)?;
+        Ok(ServerSvid {
+            chain: vec![cert.der().to_vec(), ca.cert.clone()],
+            key: key.pkcs8,
+            until: not_after,
+        })
     }
 
     /// An X.509-SVID for `spiffe_id` and the workload's public key, valid

@@ -111,6 +111,43 @@ impl Broker {
         self.attested(&agent, method, join_hash, jkt, now).await
     }
 
+    /// Attestation over mTLS: the client's X.509-SVID (already verified to
+    /// chain to the trust domain's authorities) names `peer_id`, which must
+    /// be the agent's SPIFFE ID.
+    pub async fn attest_x509(
+        &self,
+        name: &writ_core::AgentName,
+        peer_id: &str,
+    ) -> Result<Attested, ApiError> {
+        let now = self.now();
+        let Some(agent) = self.store.get_agent(name).await? else {
+            return Err(self.attest_failed(name, None, "unknown agent").await);
+        };
+        if agent.quarantined {
+            return Err(self.attest_failed(name, None, "agent is quarantined").await);
+        }
+        let Attestation::Spiffe { spiffe_id } = &agent.attestation else {
+            let m = format!("agent attests with {}", agent.attestation.kind());
+            return Err(self.attest_failed(name, None, &m).await);
+        };
+        let expected = spiffe_id.clone().unwrap_or_else(|| agent.spiffe_id.clone());
+        if peer_id != expected {
+            let m = format!("the client certificate names {peer_id}, not the agent");
+            return Err(self.attest_failed(name, Some("spiffe_x509"), &m).await);
+        }
+        if let Some(w) = &agent.workload
+            && self
+                .store
+                .get_node(&w.node)
+                .await?
+                .is_none_or(|n| n.quarantined)
+        {
+            let m = format!("node {} is quarantined", w.node);
+            return Err(self.attest_failed(name, Some("spiffe_x509"), &m).await);
+        }
+        self.attested(&agent, "spiffe_x509", None, None, now).await
+    }
+
     /// Records the attested instance and its token.
     async fn attested(
         &self,

@@ -91,6 +91,10 @@ pub struct ServeArgs {
     /// Address of the gateway inside the broker [default: 127.0.0.1:8751].
     #[arg(long, env = "WRIT_GATEWAY_LISTEN")]
     gateway_listen: Option<SocketAddr>,
+    /// Also listen here for attestation with X.509-SVIDs over mutual TLS
+    /// (`POST /v1/attest` with the agent's SVID as client certificate).
+    #[arg(long, env = "WRIT_MTLS_LISTEN")]
+    mtls_listen: Option<SocketAddr>,
     /// Do not run the gateway inside the broker.
     #[arg(long, env = "WRIT_NO_GATEWAY")]
     no_gateway: bool,
@@ -130,6 +134,7 @@ struct FileConfig {
     approval_ttl: Option<i64>,
     max_exception_ttl: Option<i64>,
     gateway_listen: Option<SocketAddr>,
+    mtls_listen: Option<SocketAddr>,
     no_gateway: Option<bool>,
     gateway_public_url: Option<String>,
 }
@@ -337,6 +342,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
             }
         });
         println!("gateway listening on http://{gw_bound}");
+    }
+    if let Some(addr) = args.mtls_listen.or(file.mtls_listen) {
+        let mtls = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the mTLS listener to {addr}"))?;
+        println!(
+            "mTLS attestation listening on https://{}",
+            mtls.local_addr()?
+        );
+        let broker = Arc::clone(&broker);
+        tokio::spawn(async move {
+            if let Err(e) = writ_broker::mtls::serve(mtls, broker, std::future::pending()).await {
+                tracing::error!(error = %e, "the mTLS listener stopped");
+            }
+        });
     }
     // Last, so that whoever waits for this line has seen everything above.
     println!("writ listening on http://{bound}");
