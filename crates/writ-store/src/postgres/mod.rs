@@ -125,23 +125,33 @@ impl PgConn {
     }
 
     /// Runs `f` on a live client. A connection lost outside a transaction
-    /// is replaced; inside one, the transaction is lost and so is the call.
-    fn with<T>(&self, f: impl FnOnce(&mut Client) -> DbResult<T>) -> DbResult<T> {
+    /// is replaced (also when the loss only shows as `f` fails: an idle
+    /// client learns that the server went away on its next call, and `f`
+    /// then runs again on a new connection, which is safe outside a
+    /// transaction); inside one, the transaction is lost and so is the call.
+    fn with<T>(&self, mut f: impl FnMut(&mut Client) -> DbResult<T>) -> DbResult<T> {
         let mut slot = self.client.borrow_mut();
-        let closed = slot.as_ref().is_none_or(Client::is_closed);
-        if closed {
-            if self.in_tx.get() {
-                return Err(DbError::Other(
-                    "postgres: connection lost during a transaction".into(),
-                ));
+        for attempt in 0..2 {
+            let closed = slot.as_ref().is_none_or(Client::is_closed);
+            if closed {
+                if self.in_tx.get() {
+                    return Err(DbError::Other(
+                        "postgres: connection lost during a transaction".into(),
+                    ));
+                }
+                self.prepared.borrow_mut().clear();
+                *slot = Some(Self::connect(&self.config)?);
             }
-            self.prepared.borrow_mut().clear();
-            *slot = Some(Self::connect(&self.config)?);
+            let client = slot
+                .as_mut()
+                .ok_or_else(|| DbError::Other("postgres: not connected".into()))?;
+            let result = f(client);
+            let lost = result.is_err() && client.is_closed() && !self.in_tx.get();
+            if !lost || attempt == 1 {
+                return result;
+            }
         }
-        let client = slot
-            .as_mut()
-            .ok_or_else(|| DbError::Other("postgres: not connected".into()))?;
-        f(client)
+        Err(DbError::Other("postgres: not connected".into()))
     }
 
     fn statement(&self, client: &mut Client, sql: &str) -> DbResult<Statement> {
