@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Token issuance side by side, and its bound: `bench/issuance.sh`
+#
+# Sets up everything itself (a release build of writ and the bench tools,
+# oidc-provider from npm into bench/oidc, wrk from Debian, `cryptography`
+# in .venv) and prints markdown tables:
+#  - node oidc-provider 9: client credentials, one confidential client
+#    (client_secret_basic), JWT access tokens, Ed25519 and ES256;
+#  - writ: task-token issuance (Cedar decision, task and grant records and
+#    their audit records committed durably before the answer), token
+#    exchange (a tool token for a task token, recorded), introspection;
+#  - the raw signature rate of aws-lc-rs on one thread (the ceiling).
+# Each server runs alone on core 0 (writ with one worker thread;
+# oidc-provider is single-threaded), wrk on core 1: 3 s warm-up, then 32
+# connections for 15 s and 1 connection for 15 s. One token from each
+# server is verified with `cryptography` against the server's JWKS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y wrk >/dev/null); }
+cargo build --release -q -p writ -p writ-bench --bins
+(cd bench/oidc && npm ci --silent --no-audit --no-fund)
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -c 'import cryptography' 2>/dev/null || .venv/bin/pip install -q cryptography
+w=target/release/writ
+dir=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$dir"' EXIT
+export WRIT_TOKEN=bench-admin
+secret=bench-client-secret-0123456789abcdef
+OIDC_BASIC=$(printf 'bench:%s' "$secret" | base64 -w0)
+export OIDC_BASIC
+
+wait_for() { for _ in $(seq 100); do curl -sf "$1" >/dev/null && return; sleep 0.1; done; echo "no answer from $1"; exit 1; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+peak_mib() { awk '/VmHWM/ {printf "%d", $2 / 1024}' "/proc/$1/status"; }
+
+# row LABEL URL PID CONNECTIONS: one wrk run and the server's CPU and memory.
+row() {
+  local before after
+  before=$(ticks "$3")
+  printf "| %s | %s | " "$1" "$4"
+  taskset -c 1 wrk -t1 -c"$4" -d15s -s bench/issuance.lua "$2" | tail -n 1
+  after=$(ticks "$3")
+  printf " | %s s | %s MiB |\n" "$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t / hz}')" "$(peak_mib "$3")"
+}
+
+# measure LABEL URL PID: warm-up, then 32 connections and 1.
+measure() {
+  taskset -c 1 wrk -t1 -c32 -d3s -s bench/issuance.lua "$2" >/dev/null
+  row "$1" "$2" "$3" 32
+  row "$1" "$2" "$3" 1
+}
+
+echo "| server: what | connections | req/s | p50 | p99 | p99.9 | errors | server CPU | peak RSS |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+checks=()
+for alg in Ed25519 ES256; do
+  port=18800
+  (cd bench/oidc && PORT=$port ALG=$alg exec taskset -c 0 node server.js >/dev/null 2>&1) &
+  pid=$!
+  pids+=("$pid")
+  wait_for "http://127.0.0.1:$port/jwks"
+  node_pid=$(pgrep -P "$pid" node || echo "$pid")
+  tok=$(curl -s -u "bench:$secret" -d grant_type=client_credentials -d scope=read "http://127.0.0.1:$port/token" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+  checks+=("oidc-provider $alg: $(.venv/bin/python bench/verify_token.py "http://127.0.0.1:$port/jwks" "$tok")")
+  ISSUE=oidc measure "oidc-provider 9: client credentials, $alg" "http://127.0.0.1:$port/token" "$node_pid"
+  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+done
+
+port=18790
+WRIT_LOG=error taskset -c 0 $w serve --dev --dev-admin-token bench-admin --no-gateway --data-dir "$dir/writ" \
+  --listen 127.0.0.1:$port --worker-threads 1 >/dev/null 2>&1 &
+writ_pid=$!
+pids+=("$writ_pid")
+wait_for "http://127.0.0.1:$port/healthz"
+export WRIT_ADDR=http://127.0.0.1:$port
+jt=$($w agent join-token demo-agent --field join_token | tr -d '"')
+eval "$($w attest demo-agent --join-token "$jt" --export)"
+eval "$($w task start --intent 'issuance bench' --cap tickets:read --ttl 3600 --export)"
+export WRIT_INSTANCE_TOKEN WRIT_TASK_TOKEN
+checks+=("writ task token: $(.venv/bin/python bench/verify_token.py "$WRIT_ADDR/.well-known/jwks.json" "$WRIT_TASK_TOKEN")")
+ISSUE=task measure "writ: task token (decision + durable audit), EdDSA" "$WRIT_ADDR/v1/tasks" "$writ_pid"
+ISSUE=exchange measure "writ: token exchange (recorded), EdDSA" "$WRIT_ADDR/oauth2/token" "$writ_pid"
+ISSUE=introspect measure "writ: introspection" "$WRIT_ADDR/oauth2/introspect" "$writ_pid"
+echo
+taskset -c 0 target/release/signrate 3
+echo
+for c in "${checks[@]}"; do echo "- $c"; done

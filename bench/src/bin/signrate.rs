@@ -1,0 +1,47 @@
+//! The physical limit of token issuance: how many signatures one thread
+//! makes per second with the crypto backend writ uses (aws-lc-rs), for
+//! Ed25519 and ES256, over a JWT-sized signing input.
+//!
+//! `signrate [SECONDS]` prints one markdown row per algorithm.
+
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+
+/// A header and claims of about the size of writ's task tokens.
+const INPUT: &[u8] = &[b'x'; 600];
+
+fn rate(seconds: f64, mut sign: impl FnMut() -> usize) -> (f64, usize) {
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut n = 0u64;
+    let mut len = 0;
+    let start = Instant::now();
+    while Instant::now() < until {
+        for _ in 0..100 {
+            len = sign();
+        }
+        n += 100;
+    }
+    (n as f64 / start.elapsed().as_secs_f64(), len)
+}
+
+fn main() -> anyhow::Result<()> {
+    let seconds: f64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let rng = SystemRandom::new();
+    let ed = Ed25519KeyPair::generate()?;
+    let ec_doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)?;
+    let ec = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, ec_doc.as_ref())?;
+    println!("| algorithm | signatures/s (one thread) | µs each |");
+    println!("|---|---:|---:|");
+    let (r, _) = rate(seconds, || ed.sign(INPUT).as_ref().len());
+    println!("| Ed25519 | {r:.0} | {:.1} |", 1e6 / r);
+    let (r, _) = rate(seconds, || {
+        ec.sign(&rng, INPUT).map_or(0, |s| s.as_ref().len())
+    });
+    println!("| ES256 (P-256) | {r:.0} | {:.1} |", 1e6 / r);
+    Ok(())
+}
