@@ -97,6 +97,10 @@ pub struct SqlStore {
     pub(crate) changes: Option<broadcast::Sender<Change>>,
     /// Background threads to stop on drop (the PostgreSQL listener).
     pub(crate) stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Point lookups may run on the calling thread: the backend answers
+    /// them from memory in microseconds (SQLite's page cache), so a hop to
+    /// a blocking thread and back would cost more than the lookup.
+    pub(crate) inline_reads: bool,
 }
 
 impl Drop for SqlStore {
@@ -161,6 +165,7 @@ impl SqlStore {
             writer: Some(writer),
             changes: None,
             stop: None,
+            inline_reads: false,
         })
     }
 
@@ -182,6 +187,23 @@ impl SqlStore {
     /// `synchronous_commit` on).
     pub async fn durable_commits(&self) -> Result<bool> {
         self.write(|ctx| ctx.tx.durable_commits().map_err(db)).await
+    }
+
+    /// Runs a point lookup: on the calling thread when the backend allows
+    /// it and a read connection is free, else as [`SqlStore::read`].
+    pub(crate) async fn read_quick<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Sql) -> Result<T> + Send + 'static,
+    {
+        if self.inline_reads {
+            for reader in self.readers.iter() {
+                if let Ok(conn) = reader.try_lock() {
+                    return f(conn.as_ref());
+                }
+            }
+        }
+        self.read(f).await
     }
 
     /// Runs `f` on a read connection off the async threads.

@@ -446,7 +446,7 @@ fn load_approval(conn: &dyn Sql, filter: &str, arg: &str) -> Result<Option<Appro
 impl Store for SqlStore {
     async fn admin_token_valid(&self, hash: &str) -> Result<bool> {
         let hash = hash.to_owned();
-        self.read(move |c| {
+        self.read_quick(move |c| {
             c.query_row(
                 "SELECT 1 FROM admin_tokens WHERE hash = ?1",
                 params![hash],
@@ -563,7 +563,7 @@ impl Store for SqlStore {
 
     async fn get_agent(&self, name: &AgentName) -> Result<Option<Agent>> {
         let name = name.to_string();
-        self.read(move |c| {
+        self.read_quick(move |c| {
             c.query_row(
                 &format!("SELECT {AGENT_COLS} FROM agents WHERE name = ?1"),
                 params![name],
@@ -717,7 +717,7 @@ impl Store for SqlStore {
 
     async fn get_tool(&self, name: &ToolName) -> Result<Option<Tool>> {
         let name = name.to_string();
-        self.read(move |c| {
+        self.read_quick(move |c| {
             c.query_row(
                 &format!("{TOOL_SELECT} WHERE t.name = ?1"),
                 params![name],
@@ -822,7 +822,7 @@ impl Store for SqlStore {
 
     async fn gateway_by_token(&self, token_hash: &str) -> Result<Option<String>> {
         let hash = token_hash.to_owned();
-        self.read(move |c| {
+        self.read_quick(move |c| {
             c.query_row(
                 "SELECT name FROM gateways WHERE token_hash = ?1 AND revoked_at IS NULL",
                 params![hash],
@@ -969,7 +969,7 @@ impl Store for SqlStore {
 
     async fn get_instance(&self, id: &InstanceId) -> Result<Option<Instance>> {
         let id = id.to_string();
-        self.read(move |c| {
+        self.read_quick(move |c| {
             type Row = (String, String, String, i64, i64, Option<i64>, Option<String>);
             let row: Option<Row> = c
                 .query_row(
@@ -1009,7 +1009,7 @@ impl Store for SqlStore {
 
     async fn get_task(&self, id: &TaskId) -> Result<Option<Task>> {
         let id = id.to_string();
-        self.read(move |c| load_task(c, &id)).await
+        self.read_quick(move |c| load_task(c, &id)).await
     }
 
     async fn heartbeat_task(
@@ -1134,7 +1134,7 @@ impl Store for SqlStore {
 
     async fn grant_state(&self, jti: &str) -> Result<Option<GrantState>> {
         let jti = jti.to_owned();
-        self.read(move |c| {
+        self.read_quick(move |c| {
             struct Raw {
                 jti: String,
                 kind: String,
@@ -1240,7 +1240,7 @@ impl Store for SqlStore {
 
     async fn get_node(&self, name: &str) -> Result<Option<Node>> {
         let name = name.to_owned();
-        self.read(move |c| {
+        self.read_quick(move |c| {
             c.rows(
                 &format!("SELECT {NODE_COLS} FROM nodes WHERE name = ?1"),
                 params![name],
@@ -1400,7 +1400,7 @@ impl Store for SqlStore {
 
     async fn node_by_token(&self, token_hash: &str) -> Result<Option<Node>> {
         let hash = token_hash.to_owned();
-        self.read(move |c| {
+        self.read_quick(move |c| {
             c.rows(
                 &format!("SELECT {NODE_COLS} FROM nodes WHERE token_hash = ?1 AND quarantined = 0"),
                 params![hash],

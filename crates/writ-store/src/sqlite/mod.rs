@@ -42,7 +42,9 @@ impl SqlStore {
             r.set_prepared_statement_cache_capacity(64);
             readers.push(Box::new(r));
         }
-        Self::start(Box::new(conn), readers, schema::MIGRATIONS, "sqlite")
+        let mut store = Self::start(Box::new(conn), readers, schema::MIGRATIONS, "sqlite")?;
+        store.inline_reads = true;
+        Ok(store)
     }
 }
 
