@@ -125,15 +125,7 @@ pub async fn open(
         InitialPolicy::Set { set, origin } => (set, origin),
         InitialPolicy::Stored => match store.latest_policy().await? {
             Some((version, sources)) => {
-                let set = PolicySet::compile(
-                    sources
-                        .into_iter()
-                        .map(|(name, text)| writ_policy::PolicySource { name, text })
-                        .collect(),
-                )
-                .map_err(|e| {
-                    crate::error::ApiError::Internal(format!("stored policy set {version}: {e}"))
-                })?;
+                let set = crate::service::compile_stored("policy set", &version, sources)?;
                 (set, "store".to_owned())
             }
             None => {

@@ -127,6 +127,12 @@ pub async fn serve(
     let local: SocketAddr = listener.local_addr()?;
     let hosts = vec![local.ip().to_string(), "localhost".to_owned()];
     let cert = Arc::new(RwLock::new(None));
+    let app = axum::Router::new()
+        .route("/v1/attest", post(attest))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::extract::MAX_BODY_BYTES,
+        ))
+        .with_state(Arc::clone(&broker));
     tokio::pin!(shutdown);
     loop {
         let (tcp, _) = tokio::select! {
@@ -146,7 +152,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let broker = Arc::clone(&broker);
+        let app = app.clone();
         tokio::spawn(async move {
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
             let accepted =
@@ -166,13 +172,7 @@ pub async fn serve(
             let [id] = ids.as_slice() else {
                 return;
             };
-            let app = axum::Router::new()
-                .route("/v1/attest", post(attest))
-                .layer(Extension(PeerId(id.clone())))
-                .layer(axum::extract::DefaultBodyLimit::max(
-                    crate::extract::MAX_BODY_BYTES,
-                ))
-                .with_state(broker);
+            let app = app.layer(Extension(PeerId(id.clone())));
             let service = hyper_util::service::TowerToHyperService::new(app);
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), service)

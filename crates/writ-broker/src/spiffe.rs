@@ -114,6 +114,13 @@ impl PublicKeyData for WorkloadKey {
     }
 }
 
+/// What a leaf certificate names and may be used for.
+struct Leaf {
+    sans: Vec<SanType>,
+    key_usages: Vec<KeyUsagePurpose>,
+    extended: Vec<ExtendedKeyUsagePurpose>,
+}
+
 /// writ's own X.509-SVID for its mTLS listener.
 pub struct ServerSvid {
     /// DER, the SVID first.
@@ -489,18 +496,6 @@ impl Authority {
         ttl_secs: i64,
     ) -> Result<ServerSvid, ApiError> {
         let key = P256::generate()?;
-        let keys = self.current();
-        let ca = keys
-            .cas
-            .last()
-            .filter(|c| c.not_after.secs() > now.secs() + 60)
-            .ok_or_else(|| ApiError::Unavailable("no valid X.509 authority".into()))?;
-        let not_after =
-            Timestamp::from_secs(now.secs().saturating_add(ttl_secs).min(ca.not_after.secs()));
-        let mut p = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "SPIFFE");
-        p.distinguished_name = dn;
         let mut sans = vec![SanType::URI(
             format!("spiffe://{}/writ", self.trust_domain)
                 .try_into()
@@ -512,21 +507,16 @@ impl Authority {
                 Err(_) => SanType::DnsName(h.as_str().try_into().map_err(internal)?),
             });
         }
-        p.subject_alt_names = sans;
-        p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        p.not_before = offset(now.add_secs(-BACKDATE_SECS))?;
-        p.not_after = offset(not_after)?;
-        p.serial_number = Some(serial()?);
-        p.use_authority_key_identifier_extension = true;
-        let ca_key = ca.key.rcgen()?;
-        let issuer = Issuer::new(ca_params(&self.trust_domain)?, &ca_key);
-        let cert = p.signed_by(&key.rcgen()?, &issuer).map_err(internal)?;
+        let leaf = Leaf {
+            sans,
+            key_usages: vec![KeyUsagePurpose::DigitalSignature],
+            extended: vec![ExtendedKeyUsagePurpose::ServerAuth],
+        };
+        let (chain, until) = self.sign_leaf(leaf, &key.rcgen()?, now, ttl_secs)?;
         Ok(ServerSvid {
-            chain: vec![cert.der().to_vec(), ca.cert.clone()],
+            chain,
             key: key.pkcs8,
-            until: not_after,
+            until,
         })
     }
 
@@ -536,6 +526,31 @@ impl Authority {
         &self,
         spiffe_id: &str,
         key: &WorkloadKey,
+        now: Timestamp,
+        ttl_secs: i64,
+    ) -> Result<(Vec<Vec<u8>>, Timestamp), ApiError> {
+        let leaf = Leaf {
+            sans: vec![SanType::URI(spiffe_id.try_into().map_err(internal)?)],
+            key_usages: vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+                KeyUsagePurpose::KeyAgreement,
+            ],
+            extended: vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        };
+        self.sign_leaf(leaf, key, now, ttl_secs)
+    }
+
+    /// Signs a leaf certificate (CA:false, SPIFFE as organisation) for
+    /// `public_key` with the current authority, valid from now for
+    /// `ttl_secs` and never past the authority: the DER chain and its end.
+    fn sign_leaf(
+        &self,
+        leaf: Leaf,
+        public_key: &impl PublicKeyData,
         now: Timestamp,
         ttl_secs: i64,
     ) -> Result<(Vec<Vec<u8>>, Timestamp), ApiError> {
@@ -551,24 +566,17 @@ impl Authority {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "SPIFFE");
         p.distinguished_name = dn;
-        p.subject_alt_names = vec![SanType::URI(spiffe_id.try_into().map_err(internal)?)];
+        p.subject_alt_names = leaf.sans;
         p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-            KeyUsagePurpose::KeyAgreement,
-        ];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        p.key_usages = leaf.key_usages;
+        p.extended_key_usages = leaf.extended;
         p.not_before = offset(now.add_secs(-BACKDATE_SECS))?;
         p.not_after = offset(not_after)?;
         p.serial_number = Some(serial()?);
         p.use_authority_key_identifier_extension = true;
         let ca_key = ca.key.rcgen()?;
         let issuer = Issuer::new(ca_params(&self.trust_domain)?, &ca_key);
-        let cert = p.signed_by(key, &issuer).map_err(internal)?;
+        let cert = p.signed_by(public_key, &issuer).map_err(internal)?;
         Ok((vec![cert.der().to_vec(), ca.cert.clone()], not_after))
     }
 

@@ -33,6 +33,7 @@ use crate::keys::KeyService;
 use crate::metrics::Metrics;
 use crate::oidc::OidcVerifier;
 
+pub(crate) use policy::compile_stored;
 pub use tokens::hash_secret;
 
 /// Everything a request handler needs, shared by all of them.
@@ -192,13 +193,7 @@ impl Broker {
         if self.policy().version() == version {
             return Ok(());
         }
-        let set = PolicySet::compile(
-            sources
-                .into_iter()
-                .map(|(name, text)| writ_policy::PolicySource { name, text })
-                .collect(),
-        )
-        .map_err(|e| ApiError::Internal(format!("stored policy set {version}: {e}")))?;
+        let set = policy::compile_stored("policy set", &version, sources)?;
         tracing::info!(policy_version = %set.version(), "policy set activated by another replica is live");
         match self.policy.write() {
             Ok(mut g) => *g = Arc::new(set),

@@ -77,3 +77,18 @@ fn info_of(set: &PolicySet) -> PolicyInfo {
             .collect(),
     }
 }
+
+/// Compiles a policy set kept in the store (`what` names it in errors).
+pub(crate) fn compile_stored(
+    what: &str,
+    version: &str,
+    sources: Vec<(String, String)>,
+) -> Result<PolicySet, ApiError> {
+    PolicySet::compile(
+        sources
+            .into_iter()
+            .map(|(name, text)| writ_policy::PolicySource { name, text })
+            .collect(),
+    )
+    .map_err(|e| ApiError::Internal(format!("stored {what} {version}: {e}")))
+}

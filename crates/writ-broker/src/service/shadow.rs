@@ -92,13 +92,7 @@ impl Broker {
         version: String,
         sources: Vec<(String, String)>,
     ) -> Result<(), ApiError> {
-        let set = PolicySet::compile(
-            sources
-                .into_iter()
-                .map(|(name, text)| writ_policy::PolicySource { name, text })
-                .collect(),
-        )
-        .map_err(|e| ApiError::Internal(format!("stored shadow policy set {version}: {e}")))?;
+        let set = super::compile_stored("shadow policy set", &version, sources)?;
         tracing::info!(shadow_version = %set.version(), "shadow policy set restored");
         match self.shadow.write() {
             Ok(mut g) => *g = Some(Arc::new(set)),
