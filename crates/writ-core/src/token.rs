@@ -6,7 +6,8 @@
 //! the caller's clock. Signature checking and base64/JSON decoding are the
 //! `jsonwebtoken` crate's, on `aws-lc-rs`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
 use base64::Engine as _;
@@ -227,17 +228,102 @@ pub fn ed25519_thumbprint(x: &str) -> String {
     URL_SAFE_NO_PAD.encode(d.as_ref())
 }
 
+/// Tokens whose signature verified, keyed by the SHA-256 of their bytes,
+/// with the `kid` that signed them: a token seen again skips the signature
+/// check and the JSON decoding, never the claim checks. Entries are dropped
+/// once expired when the map is full; past `max` live entries it starts
+/// over (a miss only costs a verification).
+pub struct VerifiedTokens {
+    map: Mutex<HashMap<[u8; 32], Remembered>>,
+    max: usize,
+}
+
+/// A verified token's signing `kid` and claims.
+pub type Remembered = (Arc<str>, Arc<AccessClaims>);
+
+/// Most verified tokens a [`VerifiedTokens`] remembers by default.
+pub const MAX_VERIFIED: usize = 100_000;
+
+impl Default for VerifiedTokens {
+    fn default() -> Self {
+        Self::new(MAX_VERIFIED)
+    }
+}
+
+impl std::fmt::Debug for VerifiedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedTokens")
+            .field("len", &self.len())
+            .field("max", &self.max)
+            .finish()
+    }
+}
+
+fn token_digest(token: &str) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+impl VerifiedTokens {
+    pub fn new(max: usize) -> Self {
+        Self {
+            map: Mutex::new(HashMap::new()),
+            max: max.max(1),
+        }
+    }
+
+    /// The claims and signing `kid` of `token` if it verified before and
+    /// has not expired at `now` (seconds).
+    pub fn get(&self, token: &str, now: i64) -> Option<Remembered> {
+        let key = token_digest(token);
+        let m = self.map.lock().ok()?;
+        m.get(&key)
+            .filter(|(_, c)| now <= c.exp.saturating_add(LEEWAY_SECS))
+            .cloned()
+    }
+
+    /// Remembers a token whose signature (by `kid`) verified.
+    pub fn put(&self, token: &str, kid: Arc<str>, claims: Arc<AccessClaims>, now: i64) {
+        let key = token_digest(token);
+        if let Ok(mut m) = self.map.lock() {
+            if m.len() >= self.max {
+                m.retain(|_, (_, c)| c.exp.saturating_add(LEEWAY_SECS) >= now);
+                if m.len() >= self.max {
+                    m.clear();
+                }
+            }
+            m.insert(key, (kid, claims));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The issuer's signing keys: one active, older ones kept for verification.
+/// A ring is replaced, never changed, when keys rotate, so the tokens it
+/// has verified are forgotten with it.
 #[derive(Debug, Default)]
 pub struct KeyRing {
     keys: Vec<SigningKey>,
+    verified: VerifiedTokens,
 }
 
 impl KeyRing {
     /// Builds a ring; the newest unretired key signs.
     pub fn new(mut keys: Vec<SigningKey>) -> Self {
         keys.sort_by_key(|k| k.created_at);
-        Self { keys }
+        Self {
+            keys,
+            verified: VerifiedTokens::default(),
+        }
     }
 
     pub fn keys(&self) -> &[SigningKey] {
@@ -296,12 +382,25 @@ impl KeyRing {
         now: Timestamp,
         max_token_lifetime_secs: i64,
     ) -> Result<AccessClaims, TokenError> {
-        let kid = access_token_kid(token)?;
-        let key = self
-            .published(now, max_token_lifetime_secs)
-            .find(|k| k.kid == kid)
-            .ok_or(TokenError::UnknownKey)?;
-        let claims: AccessClaims = signature_only(token, &key.decoding, &[Algorithm::EdDSA])?;
+        let cached = self.verified.get(token, now.secs()).filter(|(kid, _)| {
+            self.published(now, max_token_lifetime_secs)
+                .any(|k| k.kid == **kid)
+        });
+        let claims = match cached {
+            Some((_, claims)) => claims,
+            None => {
+                let kid = access_token_kid(token)?;
+                let key = self
+                    .published(now, max_token_lifetime_secs)
+                    .find(|k| k.kid == kid)
+                    .ok_or(TokenError::UnknownKey)?;
+                let claims: Arc<AccessClaims> =
+                    Arc::new(signature_only(token, &key.decoding, &[Algorithm::EdDSA])?);
+                self.verified
+                    .put(token, Arc::from(kid), Arc::clone(&claims), now.secs());
+                claims
+            }
+        };
         check_times(claims.exp, claims.nbf, Some(claims.iat), now)?;
         if claims.iss != expect.issuer {
             return Err(TokenError::Issuer);
@@ -314,7 +413,7 @@ impl KeyRing {
             (TokenKind::Task, false) => return Err(TokenError::WrongKind("task token")),
             _ => {}
         }
-        Ok(claims)
+        Ok(Arc::unwrap_or_clone(claims))
     }
 }
 
@@ -618,6 +717,80 @@ mod tests {
             ring2.verify(&tok, expect(TokenKind::Any), now.add_secs(2000), 900),
             Err(TokenError::UnknownKey)
         );
+    }
+
+    #[test]
+    fn a_remembered_token_is_still_checked_in_full() {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let old = SigningKey::generate(now).unwrap();
+        let pkcs8 = old.expose_pkcs8().to_vec();
+        let ring = KeyRing::new(vec![old]);
+        let mut long = claims(now, Some("task_1"));
+        long.exp = now.secs() + 10_000;
+        let tok = ring.sign(&long).unwrap();
+        let retired = SigningKey::from_pkcs8(&pkcs8, now, Some(now)).unwrap();
+        let ring = KeyRing::new(vec![
+            retired,
+            SigningKey::generate(now.add_secs(1)).unwrap(),
+        ]);
+
+        // Verified once, then remembered: every claim check still applies.
+        assert!(ring.verify(&tok, expect(TokenKind::Task), now, 900).is_ok());
+        assert_eq!(ring.verified.len(), 1);
+        assert_eq!(
+            ring.verify(&tok, expect(TokenKind::Instance), now, 900),
+            Err(TokenError::WrongKind("instance token"))
+        );
+        let other = Expect {
+            issuer: ISS,
+            audience: Some("elsewhere"),
+            kind: TokenKind::Task,
+        };
+        assert_eq!(
+            ring.verify(&tok, other, now, 900),
+            Err(TokenError::Audience)
+        );
+        assert_eq!(
+            ring.verify(
+                &tok,
+                expect(TokenKind::Task),
+                now.add_secs(-LEEWAY_SECS - 1),
+                900
+            ),
+            Err(TokenError::NotYetValid)
+        );
+        // The retired key leaves the published set before the token expires:
+        // the remembered token dies with it.
+        assert_eq!(
+            ring.verify(&tok, expect(TokenKind::Task), now.add_secs(2000), 900),
+            Err(TokenError::UnknownKey)
+        );
+        // A token differing in one byte is not the remembered one.
+        let mut forged = tok.clone().into_bytes();
+        let last = forged.len() - 2;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        let forged = String::from_utf8(forged).unwrap();
+        assert!(
+            ring.verify(&forged, expect(TokenKind::Task), now, 900)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn verified_tokens_forget_expired_ones_when_full() {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let cache = VerifiedTokens::new(2);
+        let mut c = claims(now, None);
+        c.exp = now.secs() + 1;
+        let kid: Arc<str> = Arc::from("k");
+        cache.put("a", Arc::clone(&kid), Arc::new(c.clone()), now.secs());
+        c.exp = now.secs() + 600;
+        cache.put("b", Arc::clone(&kid), Arc::new(c.clone()), now.secs());
+        assert!(cache.get("a", now.secs() + 1 + LEEWAY_SECS + 1).is_none());
+        cache.put("c", Arc::clone(&kid), Arc::new(c), now.secs() + 100);
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get("b", now.secs() + 100).is_some());
+        assert!(cache.get("c", now.secs() + 100).is_some());
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Who is calling: the tool token, verified here against the broker's JWKS,
 //! bound to its DPoP key, checked against the revocation set.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, Method, header};
@@ -18,32 +17,7 @@ const MAX_PROOFS: usize = 1_000_000;
 /// Tokens whose signature and claims verified, until they expire: a
 /// repeated token skips the signature check (revocation, binding, agent
 /// state and policy are still checked on every request).
-#[derive(Debug, Default)]
-pub struct Verified(Mutex<HashMap<String, Arc<AccessClaims>>>);
-
-/// Most verified tokens remembered.
-const MAX_VERIFIED: usize = 100_000;
-
-impl Verified {
-    fn get(&self, token: &str, now: i64) -> Option<Arc<AccessClaims>> {
-        let m = self.0.lock().ok()?;
-        m.get(token)
-            .filter(|c| now <= c.exp && now >= c.nbf.saturating_sub(token::LEEWAY_SECS))
-            .cloned()
-    }
-
-    fn put(&self, token: &str, claims: Arc<AccessClaims>, now: i64) {
-        if let Ok(mut m) = self.0.lock() {
-            if m.len() >= MAX_VERIFIED {
-                m.retain(|_, c| c.exp >= now);
-                if m.len() >= MAX_VERIFIED {
-                    m.clear();
-                }
-            }
-            m.insert(token.to_owned(), claims);
-        }
-    }
-}
+pub type Verified = token::VerifiedTokens;
 
 #[derive(Debug)]
 pub struct Replay(Mutex<ReplayCache>);
@@ -118,9 +92,12 @@ pub async fn authenticate(
     };
     let tok = tok.trim();
     let now = view.now();
-    let claims = match verified.get(tok, now.secs()) {
-        Some(c) if c.iss == bundle.issuer => c,
-        _ => {
+    let cached = verified.get(tok, now.secs()).map(|(_, c)| c).filter(|c| {
+        c.iss == bundle.issuer && now.secs() >= c.nbf.saturating_sub(token::LEEWAY_SECS)
+    });
+    let claims = match cached {
+        Some(c) => c,
+        None => {
             let kid = token::insecure_peek(tok)
                 .ok()
                 .and_then(|(h, _)| h.get("kid").and_then(|k| k.as_str()).map(str::to_owned));
@@ -133,7 +110,8 @@ pub async fn authenticate(
                 unauthorized(view, name, Some("invalid_token"), detail)
             })?;
             let c = Arc::new(c);
-            verified.put(tok, Arc::clone(&c), now.secs());
+            let kid: Arc<str> = Arc::from(kid.unwrap_or_default());
+            verified.put(tok, kid, Arc::clone(&c), now.secs());
             c
         }
     };
