@@ -16,7 +16,7 @@ use jsonwebtoken::jwk::{
     AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm,
     OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse,
 };
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -149,7 +149,12 @@ pub struct SigningKey {
     kid: String,
     pkcs8: Zeroizing<Vec<u8>>,
     public: Vec<u8>,
-    encoding: EncodingKey,
+    /// The parsed key pair, made once: parsing PKCS#8 for each token cost
+    /// as much as the signature.
+    pair: Ed25519KeyPair,
+    /// The same key for the JOSE crate, which tests sign with directly.
+    #[cfg(test)]
+    encoding: jsonwebtoken::EncodingKey,
     decoding: DecodingKey,
     pub created_at: Timestamp,
     /// When a newer key replaced this one; it still verifies until every
@@ -187,7 +192,9 @@ impl SigningKey {
             kid: ed25519_thumbprint(&x),
             pkcs8: Zeroizing::new(pkcs8.to_vec()),
             public,
-            encoding: EncodingKey::from_ed_der(pkcs8),
+            pair,
+            #[cfg(test)]
+            encoding: jsonwebtoken::EncodingKey::from_ed_der(pkcs8),
             decoding,
             created_at,
             retired_at,
@@ -196,6 +203,23 @@ impl SigningKey {
 
     pub fn kid(&self) -> &str {
         &self.kid
+    }
+
+    /// The JWS compact serialization (RFC 7515 §7.1) of `claims` under
+    /// `header`, signed with this key: the same bytes `jsonwebtoken::encode`
+    /// makes (Ed25519 is deterministic; a test holds them equal), without
+    /// parsing the key again for every token.
+    fn compact<T: Serialize>(&self, header: &Header, claims: &T) -> Result<String, TokenError> {
+        let header = serde_json::to_vec(header).map_err(|_| TokenError::Sign)?;
+        let claims = serde_json::to_vec(claims).map_err(|_| TokenError::Sign)?;
+        let mut out = String::with_capacity((header.len() + claims.len() + 64) * 4 / 3 + 4);
+        URL_SAFE_NO_PAD.encode_string(&header, &mut out);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(&claims, &mut out);
+        let sig = self.pair.sign(out.as_bytes());
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(sig.as_ref(), &mut out);
+        Ok(out)
     }
 
     /// The private key, PKCS#8. Callers seal it before it touches disk.
@@ -362,7 +386,7 @@ impl KeyRing {
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
         header.kid = Some(key.kid.clone());
-        jsonwebtoken::encode(&header, claims, &key.encoding).map_err(|_| TokenError::Sign)
+        key.compact(&header, claims)
     }
 
     /// Signs an audit head checkpoint (`typ` `writ-checkpoint+jwt`).
@@ -371,7 +395,7 @@ impl KeyRing {
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(CHECKPOINT_TYP.to_owned());
         header.kid = Some(key.kid.clone());
-        jsonwebtoken::encode(&header, c, &key.encoding).map_err(|_| TokenError::Sign)
+        key.compact(&header, c)
     }
 
     /// Verifies a token this issuer signed. `now` decides expiry.
@@ -716,6 +740,33 @@ mod tests {
         assert_eq!(
             ring2.verify(&tok, expect(TokenKind::Any), now.add_secs(2000), 900),
             Err(TokenError::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn signed_tokens_are_the_jose_crates_bytes() {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let ring = KeyRing::new(vec![SigningKey::generate(now).unwrap()]);
+        let key = ring.active().unwrap();
+        let mut c = claims(now, Some("task_1"));
+        c.intent = Some("résumé \"quoted\" \u{1f600}".into());
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+        header.kid = Some(key.kid.clone());
+        assert_eq!(
+            ring.sign(&c).unwrap(),
+            jsonwebtoken::encode(&header, &c, &key.encoding).unwrap()
+        );
+        let cp = Checkpoint {
+            iss: ISS.into(),
+            seq: 7,
+            hash: "ab".repeat(32),
+            iat: now.secs(),
+        };
+        header.typ = Some(CHECKPOINT_TYP.to_owned());
+        assert_eq!(
+            ring.sign_checkpoint(&cp).unwrap(),
+            jsonwebtoken::encode(&header, &cp, &key.encoding).unwrap()
         );
     }
 
