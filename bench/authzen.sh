@@ -2,7 +2,7 @@
 # AuthZEN decision throughput over HTTP: `bench/authzen.sh`
 # Builds writ in release, starts `writ serve --dev` (SQLite, every decision
 # audited durably) pinned to core 0, and drives it with wrk from core 1:
-# 3 s warm-up, then 32 connections for 15 s, then 1 connection for 15 s.
+# 3 s warm-up, then 32 connections for 15 s, then 1 connection for 5 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y wrk >/dev/null); }
@@ -19,4 +19,4 @@ taskset -c 1 wrk -t1 -c32 -d3s -s bench/authzen.lua "$url" >/dev/null
 echo "| connections | requests | req/s | p50 | p99 | p99.9 | errors |"
 echo "|---:|---:|---:|---:|---:|---:|---:|"
 printf "| 32 "; taskset -c 1 wrk -t1 -c32 -d15s -s bench/authzen.lua "$url" | tail -1
-printf "| 1 "; taskset -c 1 wrk -t1 -c1 -d15s -s bench/authzen.lua "$url" | tail -1
+printf "| 1 "; taskset -c 1 wrk -t1 -c1 -d5s -s bench/authzen.lua "$url" | tail -1

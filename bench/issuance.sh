@@ -12,7 +12,7 @@
 #  - the raw signature rate of aws-lc-rs on one thread (the ceiling).
 # Each server runs alone on core 0 (writ with one worker thread;
 # oidc-provider is single-threaded), wrk on core 1: 3 s warm-up, then 32
-# connections for 15 s and 1 connection for 15 s. One token from each
+# connections for 15 s and 1 connection for 5 s. One token from each
 # server is verified with `cryptography` against the server's JWKS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,21 +34,21 @@ wait_for() { for _ in $(seq 100); do curl -sf "$1" >/dev/null && return; sleep 0
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 peak_mib() { awk '/VmHWM/ {printf "%d", $2 / 1024}' "/proc/$1/status"; }
 
-# row LABEL URL PID CONNECTIONS: one wrk run and the server's CPU and memory.
+# row LABEL URL PID CONNECTIONS DURATION: one wrk run and the server's CPU and memory.
 row() {
   local before after
   before=$(ticks "$3")
   printf "| %s | %s | " "$1" "$4"
-  taskset -c 1 wrk -t1 -c"$4" -d15s -s bench/issuance.lua "$2" | tail -n 1
+  taskset -c 1 wrk -t1 -c"$4" -d"$5" -s bench/issuance.lua "$2" | tail -n 1
   after=$(ticks "$3")
   printf " | %s s | %s MiB |\n" "$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t / hz}')" "$(peak_mib "$3")"
 }
 
-# measure LABEL URL PID: warm-up, then 32 connections and 1.
+# measure LABEL URL PID: warm-up, then 32 connections (15 s) and 1 (5 s).
 measure() {
   taskset -c 1 wrk -t1 -c32 -d3s -s bench/issuance.lua "$2" >/dev/null
-  row "$1" "$2" "$3" 32
-  row "$1" "$2" "$3" 1
+  row "$1" "$2" "$3" 32 15s
+  row "$1" "$2" "$3" 1 5s
 }
 
 echo "| server: what | connections | req/s | p50 | p99 | p99.9 | errors | server CPU | peak RSS |"

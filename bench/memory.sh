@@ -1,43 +1,47 @@
 #!/usr/bin/env bash
-# Memory for N live tokens in the broker: `bench/memory.sh [N...]`
-# (default 100000 1000000). Starts `writ serve --dev` (release, one worker
-# thread, leases of an hour so nothing lapses), issues task tokens with wrk
-# (bench/issuance.lua, 32 connections) until N are live, then reads the
-# server's resident memory (now and peak) and the size of its data
-# directory. One markdown row per N.
+# Memory for N live tokens in the broker and in a gateway:
+# `bench/memory.sh [N,N,...]` (default 100000,1000000).
+#
+# Starts `writ serve --dev` without its gateway (leases of an hour, so
+# nothing lapses) and a standalone `writ gateway` in front of a small
+# upstream. target/release/livetokens makes tool tokens by token exchange
+# (each one a grant the broker records and keeps live until it expires)
+# and calls the gateway once with each (the gateway verifies it and keeps
+# it in its verified-token cache); at each N it reads both processes'
+# resident memory (now and peak) and the size of the broker's data
+# directory. Memory is what is measured here, not speed: the processes
+# share both cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y wrk >/dev/null); }
-cargo build --release -q -p writ
+counts=${1:-100000,1000000}
+cargo build --release -q -p writ -p writ-bench --bins
 w=target/release/writ
-counts=("${@:-100000 1000000}")
-# shellcheck disable=SC2206
-counts=(${counts[*]})
 dir=$(mktemp -d)
-pid=
-trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
-echo "| live tokens | issued in | broker RSS | broker peak RSS | data directory |"
-echo "|---:|---:|---:|---:|---:|"
-for n in "${counts[@]}"; do
-  rm -rf "$dir/d"
-  port=18792
-  WRIT_LOG=error taskset -c 0 $w serve --dev --dev-admin-token bench-admin --no-gateway --data-dir "$dir/d" \
-    --listen 127.0.0.1:$port --worker-threads 1 --lease-ttl 3600 >/dev/null 2>&1 &
-  pid=$!
-  for _ in $(seq 100); do curl -sf http://127.0.0.1:$port/healthz >/dev/null && break; sleep 0.1; done
-  export WRIT_ADDR=http://127.0.0.1:$port WRIT_TOKEN=bench-admin
-  jt=$($w agent join-token demo-agent --field join_token | tr -d '"')
-  eval "$($w attest demo-agent --join-token "$jt" --export)"
-  export WRIT_INSTANCE_TOKEN
-  issued() { curl -s "$WRIT_ADDR/metrics" | awk '/^writ_tokens_issued_total/ {print $2}'; }
-  start=$(date +%s)
-  while [ "$(issued)" -lt "$n" ]; do
-    ISSUE=task taskset -c 1 wrk -t1 -c32 -d5s -s bench/issuance.lua "$WRIT_ADDR/v1/tasks" >/dev/null
-  done
-  secs=$(( $(date +%s) - start ))
-  rss=$(awk '/VmRSS/ {printf "%d", $2 / 1024}' /proc/$pid/status)
-  peak=$(awk '/VmHWM/ {printf "%d", $2 / 1024}' /proc/$pid/status)
-  disk=$(du -sm "$dir/d" | cut -f1)
-  printf "| %s (%s issued) | %s s | %s MiB | %s MiB | %s MiB |\n" "$n" "$(issued)" "$secs" "$rss" "$peak" "$disk"
-  kill $pid; wait $pid 2>/dev/null || true
-done
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$dir"' EXIT
+wait_for() { for _ in $(seq 100); do curl -sf "$1" >/dev/null && return; sleep 0.1; done; echo "no answer from $1"; exit 1; }
+
+uport=18699
+target/release/upstream 127.0.0.1:$uport >/dev/null &
+pids+=($!)
+bport=18690
+WRIT_LOG=error $w serve --dev --dev-admin-token bench-admin --no-gateway --data-dir "$dir/broker" \
+  --listen 127.0.0.1:$bport --lease-ttl 3600 >/dev/null 2>&1 &
+broker_pid=$!
+pids+=("$broker_pid")
+wait_for http://127.0.0.1:$bport/healthz
+export WRIT_ADDR=http://127.0.0.1:$bport WRIT_TOKEN=bench-admin
+$w tool register bench --audience https://bench.example --scope read --upstream http://127.0.0.1:$uport >/dev/null
+echo -n "bench-upstream-secret" | $w tool secret set bench --header X-Api-Key >/dev/null
+gtok=$($w gateway register edge --field token | tr -d '"')
+gport=18691
+WRIT_LOG=error WRIT_GATEWAY_TOKEN=$gtok $w gateway --broker http://127.0.0.1:$bport \
+  --listen 127.0.0.1:$gport --spool-dir "$dir/spool" >/dev/null 2>&1 &
+gateway_pid=$!
+pids+=("$gateway_pid")
+wait_for "http://127.0.0.1:$gport/.well-known/oauth-protected-resource/bench"
+jt=$($w agent join-token demo-agent --field join_token | tr -d '"')
+eval "$($w attest demo-agent --join-token "$jt" --export)"
+eval "$($w task start --intent 'memory bench' --cap bench:read --ttl 3600 --export)"
+target/release/livetokens "$WRIT_ADDR" "http://127.0.0.1:$gport" bench "$WRIT_TASK_TOKEN" \
+  "$broker_pid" "$gateway_pid" "$dir/broker" "$counts"

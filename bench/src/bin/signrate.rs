@@ -2,12 +2,18 @@
 //! makes per second with the crypto backend writ uses (aws-lc-rs), for
 //! Ed25519 and ES256, over a JWT-sized signing input.
 //!
+//! Beside them, writ's own stateless issuance in process: a task token's
+//! claims made into a signed JWT by `KeyRing::sign` (serialization,
+//! base64 and the signature; no HTTP, no policy, no store).
+//!
 //! `signrate [SECONDS]` prints one markdown row per algorithm.
 
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+use writ_core::Timestamp;
+use writ_core::token::{AccessClaims, KeyRing, SigningKey};
 
 /// A header and claims of about the size of writ's task tokens.
 const INPUT: &[u8] = &[b'x'; 600];
@@ -43,5 +49,29 @@ fn main() -> anyhow::Result<()> {
         ec.sign(&rng, INPUT).map_or(0, |s| s.as_ref().len())
     });
     println!("| ES256 (P-256) | {r:.0} | {:.1} |", 1e6 / r);
+    let now = Timestamp::from_secs(1_800_000_000);
+    let ring = KeyRing::new(vec![SigningKey::generate(now)?]);
+    let claims = AccessClaims {
+        iss: "http://127.0.0.1:18790".into(),
+        sub: "spiffe://writ.local/agent/demo-agent".into(),
+        aud: "http://127.0.0.1:18790".into(),
+        exp: now.secs() + 900,
+        iat: now.secs(),
+        nbf: now.secs(),
+        jti: "jti_0123456789abcdefghijkl".into(),
+        client_id: "ins_0123456789abcdefghijkl".into(),
+        scope: Some("tickets:read".into()),
+        task: Some("task_0123456789abcdefghijkl".into()),
+        obo: None,
+        cnf: None,
+        act: None,
+        exception: false,
+        intent: Some("issuance bench".into()),
+    };
+    let (r, len) = rate(seconds, || ring.sign(&claims).map_or(0, |t| t.len()));
+    println!(
+        "| writ: a task token signed in process (EdDSA, {len} bytes, no HTTP, no store) | {r:.0} | {:.1} |",
+        1e6 / r
+    );
     Ok(())
 }

@@ -39,8 +39,7 @@ impl SqlStore {
              PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
              PRAGMA busy_timeout = 5000;
-             PRAGMA temp_store = MEMORY;
-             PRAGMA mmap_size = 268435456;",
+             PRAGMA temp_store = MEMORY;",
         )
         .map_err(open_err)?;
         conn.set_prepared_statement_cache_capacity(64);
@@ -53,10 +52,8 @@ impl SqlStore {
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
             .map_err(open_err)?;
-            r.execute_batch(
-                "PRAGMA busy_timeout = 5000; PRAGMA query_only = ON; PRAGMA mmap_size = 268435456;",
-            )
-            .map_err(open_err)?;
+            r.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")
+                .map_err(open_err)?;
             r.set_prepared_statement_cache_capacity(64);
             stable_plans(&r)?;
             readers.push(Box::new(r));

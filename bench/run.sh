@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Every benchmark in one command: `bench/run.sh > bench.md`
+#
+# Sets everything up itself (wrk from Debian, a release build of writ and
+# the bench tools, the pinned oidc-provider from npm, `cryptography` in
+# .venv), then runs, in order, and prints as one markdown document:
+#  1. policy decisions in process at 10 / 100 / 1,000 policies, beside
+#     cedar-policy used directly (bench/benches/policy.rs);
+#  2. AuthZEN decisions over HTTP (bench/authzen.sh);
+#  3. token issuance beside node oidc-provider and the signature ceiling
+#     (bench/issuance.sh);
+#  4. gateway added latency and throughput beside the upstream called
+#     directly, and revocation propagation (bench/gateway.sh);
+#  5. memory for 100k and 1M live tokens in the broker and a gateway
+#     (bench/memory.sh).
+# Progress goes to stderr; BENCHMARKS.md keeps the latest output with the
+# prose that reads it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+say() { echo "[bench/run.sh $(( $(date +%s) - start )) s] $*" >&2; }
+
+say "setting up"
+command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y wrk >/dev/null); }
+cargo build --release -q -p writ -p writ-bench --bins
+cargo bench -q -p writ-bench --bench policy --no-run 2>/dev/null
+(cd bench/oidc && npm ci --silent --no-audit --no-fund)
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -c 'import cryptography' 2>/dev/null || .venv/bin/pip install -q cryptography
+
+echo "# writ benchmarks"
+echo
+echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), \
+$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), \
+$(. /etc/os-release && echo "$PRETTY_NAME"), $(rustc --version | cut -d' ' -f1-2), \
+node $(node --version). Run on $(date -u +%Y-%m-%d)."
+echo
+
+say "policy decisions"
+echo "## Policy decisions, in process"
+echo
+cargo bench -q -p writ-bench --bench policy -- --warm-up-time 1 --measurement-time 3 2>/dev/null \
+  | awk '/^policy_decision/ && !fence {print "\n```"; fence = 1} {print} END {if (fence) print "```"}'
+echo
+
+say "AuthZEN"
+echo "## AuthZEN decisions over HTTP"
+echo
+bench/authzen.sh
+echo
+
+say "issuance"
+echo "## Token issuance side by side"
+echo
+bench/issuance.sh
+echo
+
+say "gateway"
+echo "## Gateway: added latency and throughput, revocation propagation"
+echo
+bench/gateway.sh
+echo
+
+say "memory"
+echo "## Memory for live tokens"
+echo
+bench/memory.sh
+echo
+
+echo "The whole run took $(( $(date +%s) - start )) s (\`bench/run.sh\`)."
+say "done"
