@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y wrk >/dev/null); }
-cargo build --release -q -p writ
+[ -n "${WRIT_BENCH_BUILT:-}" ] || cargo build --release -q -p writ -p writ-bench --bins
 dir=$(mktemp -d)
 port=18790
 taskset -c 0 target/release/writ serve --dev --dev-admin-token bench-admin --no-gateway --data-dir "$dir" \

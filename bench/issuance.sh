@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y wrk >/dev/null); }
-cargo build --release -q -p writ -p writ-bench --bins
+[ -n "${WRIT_BENCH_BUILT:-}" ] || cargo build --release -q -p writ -p writ-bench --bins
 (cd bench/oidc && npm ci --silent --no-audit --no-fund)
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -c 'import cryptography' 2>/dev/null || .venv/bin/pip install -q cryptography

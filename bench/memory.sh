@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 counts=${1:-100000,1000000}
-cargo build --release -q -p writ -p writ-bench --bins
+[ -n "${WRIT_BENCH_BUILT:-}" ] || cargo build --release -q -p writ -p writ-bench --bins
 w=target/release/writ
 dir=$(mktemp -d)
 pids=()
