@@ -20,3 +20,7 @@ echo "| connections | requests | req/s | p50 | p99 | p99.9 | errors |"
 echo "|---:|---:|---:|---:|---:|---:|---:|"
 printf "| 32 "; taskset -c 1 wrk -t1 -c32 -d15s -s bench/authzen.lua "$url" | tail -1
 printf "| 1 "; taskset -c 1 wrk -t1 -c1 -d5s -s bench/authzen.lua "$url" | tail -1
+# The bound of a lone client: each decision waits for one durable commit.
+secs=$(dd if=/dev/zero of="$dir/dsync" bs=4k count=1000 oflag=dsync 2>&1 | awk -F', ' '/copied/ {split($3, a, " "); print a[1]}')
+echo
+awk -v s="$secs" 'BEGIN {printf "Bound, same disk: %.0f synchronous 4 KiB writes/s (`dd oflag=dsync`), %.0f µs each: a lone client waits for at least one per decision.\n", 1000 / s, s * 1000}'

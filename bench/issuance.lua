@@ -1,5 +1,6 @@
 -- wrk script for bench/issuance.sh: one issuance request, chosen by
--- ISSUE (oidc | task | exchange | introspect), and a markdown row.
+-- ISSUE (oidc | oidc-introspect | task | exchange | introspect), and a
+-- markdown row.
 local kind = os.getenv("ISSUE") or "task"
 wrk.method = "POST"
 if kind == "oidc" then
@@ -7,6 +8,10 @@ if kind == "oidc" then
   wrk.headers["Authorization"] = "Basic " .. os.getenv("OIDC_BASIC")
   wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
   wrk.body = "grant_type=client_credentials&scope=read"
+elseif kind == "oidc-introspect" then
+  wrk.headers["Authorization"] = "Basic " .. os.getenv("OIDC_BASIC")
+  wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+  wrk.body = "token=" .. os.getenv("OIDC_TOKEN")
 elseif kind == "task" then
   wrk.headers["Authorization"] = "Bearer " .. os.getenv("WRIT_INSTANCE_TOKEN")
   wrk.headers["Content-Type"] = "application/json"

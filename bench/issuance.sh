@@ -8,7 +8,8 @@
 #    (client_secret_basic), JWT access tokens, Ed25519 and ES256;
 #  - writ: task-token issuance (Cedar decision, task and grant records and
 #    their audit records committed durably before the answer), token
-#    exchange (a tool token for a task token, recorded), introspection;
+#    exchange (a tool token for a task token, recorded), introspection
+#    (beside oidc-provider's introspection of an opaque token);
 #  - the raw signature rate of aws-lc-rs on one thread (the ceiling).
 # Each server runs alone on core 0 (writ with one worker thread;
 # oidc-provider is single-threaded), wrk on core 1: 3 s warm-up, then 32
@@ -67,6 +68,20 @@ for alg in Ed25519 ES256; do
   kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
 done
 
+# The peer's introspection: an opaque token in its in-memory store.
+port=18801
+(cd bench/oidc && PORT=$port FORMAT=opaque exec taskset -c 0 node server.js >/dev/null 2>&1) &
+pid=$!
+pids+=("$pid")
+wait_for "http://127.0.0.1:$port/jwks"
+node_pid=$(pgrep -P "$pid" node || echo "$pid")
+OIDC_TOKEN=$(curl -s -u "bench:$secret" -d grant_type=client_credentials -d scope=read "http://127.0.0.1:$port/token" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+export OIDC_TOKEN
+curl -s -u "bench:$secret" -d "token=$OIDC_TOKEN" "http://127.0.0.1:$port/token/introspection" | grep -q '"active":true' \
+  || { echo "oidc-provider does not introspect its token as active"; exit 1; }
+ISSUE=oidc-introspect measure "oidc-provider 9: introspection (opaque token, in-memory store)" "http://127.0.0.1:$port/token/introspection" "$node_pid"
+kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+
 port=18790
 WRIT_LOG=error taskset -c 0 $w serve --dev --dev-admin-token bench-admin --no-gateway --data-dir "$dir/writ" \
   --listen 127.0.0.1:$port --worker-threads 1 >/dev/null 2>&1 &
@@ -83,6 +98,6 @@ ISSUE=task measure "writ: task token (decision + durable audit), EdDSA" "$WRIT_A
 ISSUE=exchange measure "writ: token exchange (recorded), EdDSA" "$WRIT_ADDR/oauth2/token" "$writ_pid"
 ISSUE=introspect measure "writ: introspection" "$WRIT_ADDR/oauth2/introspect" "$writ_pid"
 echo
-taskset -c 0 target/release/signrate 3
+taskset -c 0 target/release/signrate 1
 echo
 for c in "${checks[@]}"; do echo "- $c"; done

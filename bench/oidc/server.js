@@ -1,11 +1,15 @@
-// The peer for bench/issuance.sh: node oidc-provider issuing JWT access
-// tokens with the client-credentials grant to one confidential client
-// (client_secret_basic), signed with ALG (Ed25519 or ES256), on PORT.
+// The peer for bench/issuance.sh: node oidc-provider issuing access tokens
+// with the client-credentials grant to one confidential client
+// (client_secret_basic), on PORT. FORMAT=jwt (the default): JWT access
+// tokens signed with ALG (Ed25519 or ES256). FORMAT=opaque: opaque tokens
+// kept in the provider's in-memory store, which its introspection
+// endpoint (/token/introspection) answers for.
 import { generateKeyPairSync } from 'node:crypto';
 import Provider from 'oidc-provider';
 
 const port = Number(process.env.PORT || 18800);
 const alg = process.env.ALG || 'Ed25519';
+const format = process.env.FORMAT || 'jwt';
 const audience = 'https://tickets.example.com';
 const { privateKey } = alg === 'ES256'
   ? generateKeyPairSync('ec', { namedCurve: 'P-256' })
@@ -29,6 +33,7 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
+    introspection: { enabled: true },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => audience,
@@ -37,7 +42,7 @@ const provider = new Provider(issuer, {
         scope: 'read',
         audience,
         accessTokenTTL: 600,
-        accessTokenFormat: 'jwt',
+        accessTokenFormat: format,
         jwt: { sign: { alg } },
       }),
     },
