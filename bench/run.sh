@@ -22,16 +22,22 @@ say() { echo "[bench/run.sh $(( $(date +%s) - start )) s] $*" >&2; }
 
 say "setting up"
 command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y wrk >/dev/null); }
+# The peer and the token checker install while writ builds.
+(
+  (cd bench/oidc && npm ci --silent --no-audit --no-fund)
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -c 'import cryptography' 2>/dev/null || .venv/bin/pip install -q cryptography
+) &
+installs=$!
 # One build for everything, the in-process bench included: building the
 # bench apart (`cargo bench`) would unify features differently and compile
-# the dependencies a second time.
-policy_bench=$(cargo build --release -q -p writ -p writ-bench --bins --benches --message-format=json \
-  | sed -n 's/.*"executable":"\([^"]*\/policy-[^"]*\)".*/\1/p' | tail -n 1)
+# the dependencies a second time. No debug line tables: nothing here
+# profiles, and they cost build time.
+policy_bench=$(CARGO_PROFILE_RELEASE_DEBUG=false cargo build --release -q -p writ -p writ-bench --bins --benches \
+  --message-format=json | sed -n 's/.*"executable":"\([^"]*\/policy-[^"]*\)".*/\1/p' | tail -n 1)
 [ -x "$policy_bench" ] || { echo "bench/run.sh: the policy bench did not build" >&2; exit 1; }
 export WRIT_BENCH_BUILT=1
-(cd bench/oidc && npm ci --silent --no-audit --no-fund)
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -c 'import cryptography' 2>/dev/null || .venv/bin/pip install -q cryptography
+wait "$installs" || { echo "bench/run.sh: installing oidc-provider or cryptography failed" >&2; exit 1; }
 
 echo "# writ benchmarks"
 echo
