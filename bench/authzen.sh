@@ -5,15 +5,16 @@
 # 3 s warm-up, then 32 connections for 15 s, then 1 connection for 5 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y wrk >/dev/null); }
-[ -n "${WRIT_BENCH_BUILT:-}" ] || cargo build --release -q -p writ -p writ-bench --bins
+. bench/common.sh
+need_wrk
+build
 dir=$(mktemp -d)
 port=18790
 taskset -c 0 target/release/writ serve --dev --dev-admin-token bench-admin --no-gateway --data-dir "$dir" \
   --listen 127.0.0.1:$port --worker-threads 1 >/dev/null 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 50); do curl -sf http://127.0.0.1:$port/healthz >/dev/null && break; sleep 0.1; done
+wait_for http://127.0.0.1:$port/healthz
 url=http://127.0.0.1:$port/access/v1/evaluation
 taskset -c 1 wrk -t1 -c32 -d3s -s bench/authzen.lua "$url" >/dev/null
 echo "| connections | requests | req/s | p50 | p99 | p99.9 | errors |"

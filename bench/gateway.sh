@@ -11,8 +11,9 @@
 # Then revocation propagation over 200 tasks (embedded).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y wrk >/dev/null); }
-[ -n "${WRIT_BENCH_BUILT:-}" ] || cargo build --release -q -p writ -p writ-bench --bins
+. bench/common.sh
+need_wrk
+build
 w=target/release/writ
 dir=$(mktemp -d)
 pids=()
@@ -22,7 +23,6 @@ taskset -c 1 target/release/upstream 127.0.0.1:$uport >/dev/null &
 pids+=($!)
 export WRIT_TOKEN=bench-admin
 
-wait_for() { for _ in $(seq 100); do curl -sf "$1" >/dev/null && return; sleep 0.1; done; echo "no answer from $1"; exit 1; }
 
 # broker CORE PORT [serve args...]: starts a dev broker, registers the tool.
 broker() {

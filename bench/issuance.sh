@@ -17,8 +17,9 @@
 # server is verified with `cryptography` against the server's JWKS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y wrk >/dev/null); }
-[ -n "${WRIT_BENCH_BUILT:-}" ] || cargo build --release -q -p writ -p writ-bench --bins
+. bench/common.sh
+need_wrk
+build
 (cd bench/oidc && npm ci --silent --no-audit --no-fund)
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -c 'import cryptography' 2>/dev/null || .venv/bin/pip install -q cryptography
@@ -31,7 +32,6 @@ secret=bench-client-secret-0123456789abcdef
 OIDC_BASIC=$(printf 'bench:%s' "$secret" | base64 -w0)
 export OIDC_BASIC
 
-wait_for() { for _ in $(seq 100); do curl -sf "$1" >/dev/null && return; sleep 0.1; done; echo "no answer from $1"; exit 1; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 peak_mib() { awk '/VmHWM/ {printf "%d", $2 / 1024}' "/proc/$1/status"; }
 
@@ -54,33 +54,35 @@ measure() {
 
 echo "| server: what | connections | req/s | p50 | p99 | p99.9 | errors | server CPU | peak RSS |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+# peer PORT ALG FORMAT: oidc-provider on core 0; sets peer_pid (the shell)
+# and node_pid (the server), and OIDC_TOKEN to a token it issued.
+peer() {
+  (cd bench/oidc && PORT=$1 ALG=$2 FORMAT=$3 exec taskset -c 0 node server.js >/dev/null 2>&1) &
+  peer_pid=$!
+  pids+=("$peer_pid")
+  wait_for "http://127.0.0.1:$1/jwks"
+  node_pid=$(pgrep -P "$peer_pid" node || echo "$peer_pid")
+  OIDC_TOKEN=$(curl -s -u "bench:$secret" -d grant_type=client_credentials -d scope=read "http://127.0.0.1:$1/token" \
+    | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+  export OIDC_TOKEN
+}
+stop_peer() { kill "$peer_pid" 2>/dev/null; wait "$peer_pid" 2>/dev/null || true; }
+
 checks=()
+port=18800
 for alg in Ed25519 ES256; do
-  port=18800
-  (cd bench/oidc && PORT=$port ALG=$alg exec taskset -c 0 node server.js >/dev/null 2>&1) &
-  pid=$!
-  pids+=("$pid")
-  wait_for "http://127.0.0.1:$port/jwks"
-  node_pid=$(pgrep -P "$pid" node || echo "$pid")
-  tok=$(curl -s -u "bench:$secret" -d grant_type=client_credentials -d scope=read "http://127.0.0.1:$port/token" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
-  checks+=("oidc-provider $alg: $(.venv/bin/python bench/verify_token.py "http://127.0.0.1:$port/jwks" "$tok")")
+  peer $port $alg jwt
+  checks+=("oidc-provider $alg: $(.venv/bin/python bench/verify_token.py "http://127.0.0.1:$port/jwks" "$OIDC_TOKEN")")
   ISSUE=oidc measure "oidc-provider 9: client credentials, $alg" "http://127.0.0.1:$port/token" "$node_pid"
-  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+  stop_peer
 done
 
 # The peer's introspection: an opaque token in its in-memory store.
-port=18801
-(cd bench/oidc && PORT=$port FORMAT=opaque exec taskset -c 0 node server.js >/dev/null 2>&1) &
-pid=$!
-pids+=("$pid")
-wait_for "http://127.0.0.1:$port/jwks"
-node_pid=$(pgrep -P "$pid" node || echo "$pid")
-OIDC_TOKEN=$(curl -s -u "bench:$secret" -d grant_type=client_credentials -d scope=read "http://127.0.0.1:$port/token" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
-export OIDC_TOKEN
+peer $port Ed25519 opaque
 curl -s -u "bench:$secret" -d "token=$OIDC_TOKEN" "http://127.0.0.1:$port/token/introspection" | grep -q '"active":true' \
   || { echo "oidc-provider does not introspect its token as active"; exit 1; }
 ISSUE=oidc-introspect measure "oidc-provider 9: introspection (opaque token, in-memory store)" "http://127.0.0.1:$port/token/introspection" "$node_pid"
-kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+stop_peer
 
 port=18790
 WRIT_LOG=error taskset -c 0 $w serve --dev --dev-admin-token bench-admin --no-gateway --data-dir "$dir/writ" \

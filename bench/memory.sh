@@ -13,13 +13,13 @@
 # share both cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 counts=${1:-100000,1000000}
-[ -n "${WRIT_BENCH_BUILT:-}" ] || cargo build --release -q -p writ -p writ-bench --bins
+build
 w=target/release/writ
 dir=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$dir"' EXIT
-wait_for() { for _ in $(seq 100); do curl -sf "$1" >/dev/null && return; sleep 0.1; done; echo "no answer from $1"; exit 1; }
 
 uport=18699
 target/release/upstream 127.0.0.1:$uport >/dev/null &

@@ -17,11 +17,12 @@
 # prose that reads it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 start=$(date +%s)
 say() { echo "[bench/run.sh $(( $(date +%s) - start )) s] $*" >&2; }
 
 say "setting up"
-command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y wrk >/dev/null); }
+need_wrk
 # The peer and the token checker install while writ builds.
 (
   (cd bench/oidc && npm ci --silent --no-audit --no-fund)

@@ -308,6 +308,14 @@ impl VerifiedTokens {
             .cloned()
     }
 
+    /// A remembered token's claims if they still hold at `now` for
+    /// `issuer` (times with leeway, issuer): for a verifier that checks
+    /// everything else about the token itself.
+    pub fn recall(&self, token: &str, issuer: &str, now: Timestamp) -> Option<Arc<AccessClaims>> {
+        let (_, c) = self.get(token, now.secs())?;
+        (c.iss == issuer && check_times(c.exp, c.nbf, Some(c.iat), now).is_ok()).then_some(c)
+    }
+
     /// Remembers a token whose signature (by `kid`) verified.
     pub fn put(&self, token: &str, kid: Arc<str>, claims: Arc<AccessClaims>, now: i64) {
         let key = token_digest(token);
@@ -842,6 +850,26 @@ mod tests {
         assert_eq!(cache.len(), 2);
         assert!(cache.get("b", now.secs() + 100).is_some());
         assert!(cache.get("c", now.secs() + 100).is_some());
+    }
+
+    #[test]
+    fn recall_checks_issuer_and_times() {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let cache = VerifiedTokens::default();
+        cache.put("t", Arc::from("k"), Arc::new(claims(now, None)), now.secs());
+        assert!(cache.recall("t", ISS, now).is_some());
+        assert!(cache.recall("t", "https://other.example", now).is_none());
+        assert!(
+            cache
+                .recall("t", ISS, now.add_secs(-LEEWAY_SECS - 1))
+                .is_none()
+        );
+        assert!(
+            cache
+                .recall("t", ISS, now.add_secs(600 + LEEWAY_SECS + 1))
+                .is_none()
+        );
+        assert!(cache.recall("u", ISS, now).is_none());
     }
 
     #[test]

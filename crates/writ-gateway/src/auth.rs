@@ -92,10 +92,7 @@ pub async fn authenticate(
     };
     let tok = tok.trim();
     let now = view.now();
-    let cached = verified.get(tok, now.secs()).map(|(_, c)| c).filter(|c| {
-        c.iss == bundle.issuer && now.secs() >= c.nbf.saturating_sub(token::LEEWAY_SECS)
-    });
-    let claims = match cached {
+    let claims = match verified.recall(tok, &bundle.issuer, now) {
         Some(c) => c,
         None => {
             let kid = token::insecure_peek(tok)

@@ -42,17 +42,7 @@ impl Broker {
                     return Err(self.attest_failed(&req.agent, None, &m).await);
                 }
             };
-            // A quarantined node's SVIDs attest nothing, even unexpired.
-            if let Some(w) = &agent.workload
-                && self
-                    .store
-                    .get_node(&w.node)
-                    .await?
-                    .is_none_or(|n| n.quarantined)
-            {
-                let m = format!("node {} is quarantined", w.node);
-                return Err(self.attest_failed(&req.agent, Some("spiffe"), &m).await);
-            }
+            self.refuse_quarantined_node(&agent, "spiffe").await?;
             if let Err(e) = self
                 .spiffe
                 .verify_jwt(&svid, &expected, &self.config.issuer, now)
@@ -135,6 +125,17 @@ impl Broker {
             let m = format!("the client certificate names {peer_id}, not the agent");
             return Err(self.attest_failed(name, Some("spiffe_x509"), &m).await);
         }
+        self.refuse_quarantined_node(&agent, "spiffe_x509").await?;
+        self.attested(&agent, "spiffe_x509", None, None, now).await
+    }
+
+    /// A quarantined (or removed) node's SVIDs attest nothing, even
+    /// unexpired ones: refuses, audited, an agent running on such a node.
+    async fn refuse_quarantined_node(
+        &self,
+        agent: &writ_core::api::Agent,
+        method: &str,
+    ) -> Result<(), ApiError> {
         if let Some(w) = &agent.workload
             && self
                 .store
@@ -143,9 +144,9 @@ impl Broker {
                 .is_none_or(|n| n.quarantined)
         {
             let m = format!("node {} is quarantined", w.node);
-            return Err(self.attest_failed(name, Some("spiffe_x509"), &m).await);
+            return Err(self.attest_failed(&agent.name, Some(method), &m).await);
         }
-        self.attested(&agent, "spiffe_x509", None, None, now).await
+        Ok(())
     }
 
     /// Records the attested instance and its token.

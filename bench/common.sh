@@ -1,0 +1,20 @@
+# Shared by the bench scripts (sourced from the repository root, not run).
+
+# need_wrk: wrk from Debian's packages, installed if missing.
+need_wrk() {
+  command -v wrk >/dev/null && return
+  apt-get install -y wrk >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y wrk >/dev/null)
+}
+
+# build: writ and the bench tools in release, unless bench/run.sh has
+# already built everything once.
+build() {
+  [ -n "${WRIT_BENCH_BUILT:-}" ] || cargo build --release -q -p writ -p writ-bench --bins
+}
+
+# wait_for URL: until URL answers (10 s at most), or stop the script.
+wait_for() {
+  for _ in $(seq 100); do curl -sf "$1" >/dev/null && return; sleep 0.1; done
+  echo "no answer from $1"
+  exit 1
+}
