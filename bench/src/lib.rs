@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use writ_core::api::{Agent, Attestation, Tool};
 use writ_core::{Capability, Timestamp};
-use writ_policy::{Action, AgentFacts, PolicySet, PolicySource, TaskFacts, ToolFacts};
+use writ_policy::{Behaviour, Facts, InstanceFacts, PolicySet, PolicySource, TaskAsk, Verdict};
 
 /// `n` policies the way a large deployment has them: each names its own
 /// tool and checks scopes and an agent attribute; plus the example pack's
@@ -49,46 +50,60 @@ when {{ ["read", "list"].containsAll(context.scopes) && principal has owner && p
     text
 }
 
-/// Decides one StartTask for `tool-{tool}` as an agent of `team-{tool % 10}`.
+/// Decides one StartTask for `tool-{tool}` as an agent of `team-{tool % 10}`,
+/// the facts built as the broker builds them.
 pub fn decide_once(set: &PolicySet, tool: usize) -> bool {
-    let attrs: BTreeMap<String, String> =
-        [("owner".to_owned(), format!("team-{}", tool % 10))].into();
-    let tool_name = format!("tool-{tool}");
-    let caps = match Capability::parse_short(&format!("{tool_name}:read")) {
-        Ok(c) => [c],
-        Err(_) => return false,
+    let Ok(name) = "bench-agent".parse() else {
+        return false;
     };
-    let facts = TaskFacts {
-        action: Action::StartTask,
-        agent: AgentFacts {
-            name: "bench-agent",
-            spiffe_id: "spiffe://writ.local/agent/bench-agent",
-            attestation: "join_token",
-            quarantined: false,
-            attributes: &attrs,
-        },
-        chain: Vec::new(),
+    let agent = Agent {
+        name,
+        spiffe_id: "spiffe://writ.local/agent/bench-agent".into(),
+        attestation: Attestation::JoinToken,
+        attributes: [("owner".to_owned(), format!("team-{}", tool % 10))].into(),
+        workload: None,
+        quarantined: false,
+        created_at: Timestamp::from_secs(0),
+    };
+    let tool_name = format!("tool-{tool}");
+    let (Ok(cap), Ok(tname)) = (
+        Capability::parse_short(&format!("{tool_name}:read")),
+        tool_name.parse(),
+    ) else {
+        return false;
+    };
+    let caps = [cap];
+    let tool = Tool {
+        name: tname,
+        audience: "https://tool.example".into(),
+        scopes: ["read", "list", "write"]
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect(),
+        attributes: BTreeMap::new(),
+        upstream: None,
+        secret_header: None,
+        created_at: Timestamp::from_secs(0),
+    };
+    let ask = TaskAsk {
         intent: "benchmark",
         capabilities: &caps,
         on_behalf_of: None,
-        ttl_secs: 600,
-        attestation: "join_token",
-        depth: 0,
-        recent_denials: 0,
+        ttl: 600,
         exception: false,
-        now: Timestamp::from_secs(1_795_780_800),
-        request: None,
-        instance: None,
-        task: None,
     };
-    let none = BTreeMap::new();
-    let tools = [ToolFacts {
-        name: &tool_name,
-        audience: "https://tool.example",
-        scopes: vec!["read", "list", "write"],
-        attributes: &none,
-    }];
-    set.decide(&facts, &tools).allowed
+    let facts = Facts::start_task(
+        &agent,
+        InstanceFacts {
+            id: "ins_benchmark00000000000000",
+            attestation: "join_token",
+        },
+        &ask,
+        vec![&tool],
+        Behaviour::default(),
+        Timestamp::from_secs(1_795_780_800),
+    );
+    set.decide(&facts).verdict() == Verdict::Allow
 }
 
 /// Latency percentiles of `iterations` calls of `f`.

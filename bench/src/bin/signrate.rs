@@ -67,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         act: None,
         exception: false,
         intent: Some("issuance bench".into()),
+        task_ctx: None,
     };
     let (r, len) = rate(seconds, || ring.sign(&claims).map_or(0, |t| t.len()));
     println!(

@@ -31,6 +31,9 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A bound on how much one caller may have open at once was reached.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// A DPoP proof was refused (`invalid_dpop_proof`) or needs a server
     /// nonce (`use_dpop_nonce`, with a fresh one to use).
     #[error("{detail}")]
@@ -80,6 +83,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -104,8 +108,8 @@ impl IntoResponse for ApiError {
             ..Problem::default()
         };
         if let ApiError::Denied(d) = &self {
-            problem.determining_policies = d.determining_policies.clone();
-            problem.policy_version = Some(d.policy_version.clone());
+            problem.determining_policies = d.determining_policies().to_vec();
+            problem.policy_version = Some(d.policy_version().to_owned());
         }
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut resp = (status, body).into_response();
@@ -220,7 +224,8 @@ impl From<ApiError> for OAuthError {
             ApiError::Denied(d) => OAuthError::unauthorized_client(d.reason()),
             ApiError::BadRequest(d)
             | ApiError::PayloadTooLarge(d)
-            | ApiError::UnsupportedMediaType(d) => OAuthError::invalid_request(d),
+            | ApiError::UnsupportedMediaType(d)
+            | ApiError::TooManyRequests(d) => OAuthError::invalid_request(d),
             ApiError::MethodNotAllowed => OAuthError::invalid_request("method not allowed"),
             ApiError::Dpop {
                 error,

@@ -278,6 +278,31 @@ pub struct GatewayBundle {
     pub files: BTreeMap<String, String>,
     pub tools: Vec<Tool>,
     pub agents: Vec<Agent>,
+    /// Each agent's refusals in the last five minutes, across the
+    /// deployment (`context.behaviour.denials_5m`); agents with none are
+    /// left out.
+    #[serde(default)]
+    pub behaviour: BTreeMap<AgentName, u32>,
+}
+
+/// `POST /v1/gateway/approvals`: a gateway holds a call for approval and
+/// asks where it stands.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldCall {
+    pub task: TaskId,
+    /// The scopes of the tool token the call was made with.
+    pub scopes: std::collections::BTreeSet<Scope>,
+    /// The call (its `window_secs` and `used_at` are the broker's to set).
+    pub call: ApprovalCall,
+}
+
+/// Where a held call stands: `approved` (let it through) or `pending`,
+/// `denied` or `expired` (refuse it, naming the approval).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CallHeld {
+    pub approval_id: crate::ids::ApprovalId,
+    pub status: ApprovalStatus,
 }
 
 /// `POST /v1/gateway/decisions`: decisions a gateway made, numbered by the
@@ -626,6 +651,9 @@ pub struct Problem {
     pub determining_policies: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_version: Option<String>,
+    /// A request held for a person's approval: the approval to ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<crate::ids::ApprovalId>,
 }
 
 fn about_blank() -> String {
@@ -751,8 +779,41 @@ pub struct Approval {
     pub decided_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The task as requested.
+    /// The task as requested (for a call approval: the task the call is
+    /// made under).
     pub task: Task,
+    /// Set when a person must approve one request through a gateway (or
+    /// one an AuthZEN enforcement point asked about), not a task start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<ApprovalCall>,
+}
+
+/// The request a call approval is about: what an approver sees, and what a
+/// later request must match exactly to be let through.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalCall {
+    pub tool: ToolName,
+    /// The agent making the call (the outermost actor of a delegation).
+    pub agent: AgentName,
+    pub method: String,
+    /// The path below the tool's prefix.
+    pub path: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub query: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_tool: Option<String>,
+    /// MCP arguments as compact JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+    /// Once approved, how long the same call passes (seconds from the
+    /// approval); 0: exactly once.
+    pub window_secs: i64,
+    /// When an approved once-only call was let through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_at: Option<Timestamp>,
 }
 
 /// `POST /v1/approvals/{id}/approve|deny`.

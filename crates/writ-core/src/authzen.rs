@@ -52,6 +52,11 @@ pub struct EvalContext {
     /// For `CallTool`: the request the enforcement point is deciding.
     #[serde(default)]
     pub request: Option<EvalRequest>,
+    /// The enforcement point enforces this answer (it is not a what-if): a
+    /// refusal then counts against the subject's agent, as a refusal at
+    /// writ's own enforcement points does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enforced: bool,
 }
 
 /// What an enforcement point saw of a request to a tool (`CallTool`).
@@ -113,9 +118,13 @@ pub struct Evaluations {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DecisionContext {
+    /// Why: `approval_required` when a person must approve first (then
+    /// `approval_id` names the approval to ask for), else the cause.
     pub reason: String,
     pub policy_version: String,
     pub determining_policies: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<crate::ApprovalId>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -55,6 +55,7 @@ pub fn access_token(data: &[u8]) {
         act: None,
         exception: false,
         intent: None,
+        task_ctx: None,
     };
     if let Ok(tok) = ring.sign(&claims) {
         let back = ring.verify(&tok, expect, NOW, 900);

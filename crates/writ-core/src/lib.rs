@@ -7,7 +7,6 @@
 pub mod api;
 pub mod audit;
 pub mod authzen;
-pub mod denials;
 pub mod dpop;
 pub mod fuzz_targets;
 pub mod ids;

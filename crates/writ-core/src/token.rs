@@ -121,6 +121,30 @@ pub struct AccessClaims {
     /// sees of why the agent is calling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<String>,
+    /// The task's facts, on tool tokens: a gateway decides without the
+    /// store, and must see the same task as every other enforcement point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_ctx: Option<TaskContext>,
+}
+
+/// What a tool token says of its task, for policy at a gateway: the same
+/// facts the broker reads from its store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskContext {
+    /// Everything the task holds, in `scope` claim form (`tool:scope ...`).
+    pub capabilities: String,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// The task's hard end, unix seconds.
+    pub expires_at: i64,
+    /// The task it was delegated from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    pub depth: u32,
+    /// How the task's instance attested (`join_token`, `oidc`, `spiffe`,
+    /// `spiffe_x509`).
+    pub attestation: String,
 }
 
 /// What a verifier expects of a token beyond its signature.
@@ -705,6 +729,7 @@ mod tests {
             act: None,
             exception: false,
             intent: None,
+            task_ctx: None,
         }
     }
 

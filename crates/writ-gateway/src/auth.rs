@@ -37,7 +37,6 @@ pub struct Caller {
     /// Every earlier agent of the delegation chain, root first.
     pub chain: Vec<Agent>,
     pub scopes: Vec<String>,
-    pub depth: u32,
 }
 
 pub(crate) fn unauthorized(
@@ -210,6 +209,13 @@ pub async fn authenticate(
             "token has been revoked",
         ));
     }
+    caller_of(bundle, claims)
+}
+
+/// The caller a verified tool token names: the agent acting now (the
+/// outermost actor, or the subject) and the chain before it, each a
+/// registered agent that is not quarantined.
+pub fn caller_of(bundle: &Bundle, claims: Arc<AccessClaims>) -> Result<Caller, GatewayError> {
     // Principal and chain, from `sub` (the root) and the nested `act`s
     // (outermost = acting now).
     let mut hops: Vec<&str> = vec![claims.sub.as_str()];
@@ -230,12 +236,14 @@ pub async fn authenticate(
                 reason: format!("{spiffe} is not a registered agent"),
                 policy_version: None,
                 determining_policies: Vec::new(),
+                approval_id: None,
             })?;
         if agent.quarantined {
             return Err(GatewayError::Forbidden {
                 reason: format!("agent {} is quarantined", agent.name),
                 policy_version: None,
                 determining_policies: Vec::new(),
+                approval_id: None,
             });
         }
         agents.push(agent.clone());
@@ -251,12 +259,10 @@ pub async fn authenticate(
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect();
-    let depth = u32::try_from(claims.act.as_ref().map_or(0, |a| a.depth())).unwrap_or(u32::MAX);
     Ok(Caller {
         claims,
         agent,
         chain: agents,
         scopes,
-        depth,
     })
 }

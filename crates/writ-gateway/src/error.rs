@@ -22,6 +22,8 @@ pub enum GatewayError {
         reason: String,
         policy_version: Option<String>,
         determining_policies: Vec<String>,
+        /// A call held for a person: the approval to ask for.
+        approval_id: Option<writ_core::ApprovalId>,
     },
     #[error("{0}")]
     NotFound(String),
@@ -70,10 +72,12 @@ impl IntoResponse for GatewayError {
             detail: Some(self.to_string()),
             determining_policies: Vec::new(),
             policy_version: None,
+            approval_id: None,
         };
         if let GatewayError::Forbidden {
             policy_version,
             determining_policies,
+            approval_id,
             ..
         } = &self
         {
@@ -81,6 +85,7 @@ impl IntoResponse for GatewayError {
             problem
                 .determining_policies
                 .clone_from(determining_policies);
+            problem.approval_id.clone_from(approval_id);
         }
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut resp = (status, body).into_response();

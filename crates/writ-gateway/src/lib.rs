@@ -29,13 +29,14 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use writ_core::api::Upstream;
+use writ_core::api::{ApprovalCall, ApprovalStatus, CallHeld, HoldCall, Upstream};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
-use writ_core::{Capability, Clock, Scope};
-use writ_policy::{Action, AgentFacts, Decision, RequestFacts, TaskFacts, ToolFacts};
+use writ_core::{ApprovalId, Clock, Scope, Timestamp};
+use writ_policy::{Behaviour, CallRequest, Chain, Decision, Facts, TaskView, Verdict};
 
+pub use auth::{Caller, caller_of};
 pub use error::GatewayError;
-pub use state::View;
+pub use state::{Bundle, View};
 
 /// Longest request text (path, MCP method or tool name) kept in a record.
 const MAX_RECORDED: usize = 512;
@@ -97,7 +98,6 @@ pub struct Gateway {
     pub view: Arc<View>,
     replay: auth::Replay,
     verified: auth::Verified,
-    denials: writ_core::denials::Denials,
     spool: Arc<spool::Spool>,
     upstream: reqwest::Client,
     sessions: stdio::Sessions,
@@ -120,7 +120,6 @@ impl Gateway {
             view: Arc::clone(&view),
             replay: auth::Replay::default(),
             verified: auth::Verified::default(),
-            denials: writ_core::denials::Denials::default(),
             spool: Arc::clone(&spool),
             upstream,
             sessions: stdio::Sessions::default(),
@@ -167,119 +166,117 @@ impl Gateway {
         self.spool.pending()
     }
 
-    /// Decides one request of `caller` on `tool`, records the decision, and
-    /// returns it.
-    pub(crate) fn decide(
+    /// Decides one request of `caller` on `tool`, holds it for approval
+    /// when policy says so (asking the broker where the approval stands),
+    /// records the outcome, and returns it.
+    pub(crate) async fn enforce(
         &self,
         bundle: &state::Bundle,
         caller: &auth::Caller,
         tool: &writ_core::api::Tool,
-        request: RequestFacts<'_>,
-    ) -> Decision {
+        request: CallRequest<'_>,
+    ) -> Enforced {
         let decision = self.evaluate(bundle, caller, tool, request.clone());
-        if !decision.allowed {
-            self.denials.record(&caller.agent.name, self.view.now());
-        }
-        self.record(caller, tool, &request, &decision);
-        decision
+        let out = match decision.verdict() {
+            Verdict::Allow => Enforced::Pass(decision),
+            Verdict::Deny => Enforced::Refused(decision),
+            Verdict::NeedsApproval => match self.hold(caller, tool, &request).await {
+                Ok(CallHeld {
+                    approval_id,
+                    status: ApprovalStatus::Approved,
+                }) => Enforced::Approved(decision, approval_id),
+                Ok(CallHeld {
+                    approval_id,
+                    status,
+                }) => Enforced::Held(decision, approval_id, status),
+                Err(e) => Enforced::Refused(Decision::refused(
+                    decision.policy_version(),
+                    format!(
+                        "{}; the approval cannot be looked up now ({e}), so the call is refused",
+                        decision.reason()
+                    ),
+                )),
+            },
+        };
+        self.record(caller, tool, &request, &out);
+        out
     }
 
-    /// Records a refusal made before policy (an MCP tool outside the scopes).
-    pub(crate) fn record_denial(
+    /// Asks the broker where the approval of a held call stands.
+    async fn hold(
         &self,
         caller: &auth::Caller,
         tool: &writ_core::api::Tool,
-        mcp_method: &str,
-        mcp_tool: Option<&str>,
-        path: &str,
-        decision: &Decision,
-    ) {
-        self.denials.record(&caller.agent.name, self.view.now());
-        let request = RequestFacts {
-            method: "POST",
-            path,
-            query: "",
-            mcp_method: Some(mcp_method),
-            mcp_tool,
-            arguments: None,
+        r: &CallRequest<'_>,
+    ) -> Result<CallHeld, String> {
+        let task = caller
+            .claims
+            .task
+            .as_deref()
+            .ok_or("the token names no task")?
+            .parse()
+            .map_err(|_| "the token's task id is malformed".to_owned())?;
+        let req = HoldCall {
+            task,
+            scopes: caller
+                .scopes
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
+            call: ApprovalCall {
+                tool: tool.name.clone(),
+                agent: caller.agent.name.clone(),
+                method: r.method.to_owned(),
+                path: r.path.to_owned(),
+                query: r.query.to_owned(),
+                mcp_method: r.mcp_method.map(str::to_owned),
+                mcp_tool: r.mcp_tool.map(str::to_owned),
+                arguments: r.arguments.map(str::to_owned),
+                window_secs: 0,
+                used_at: None,
+            },
         };
-        self.record(caller, tool, &request, decision);
+        self.view.post("/v1/gateway/approvals", &req).await
     }
 
-    /// Decides without recording (filtering `tools/list`).
+    /// Records a refusal made before policy (an MCP tool outside the scopes).
+    pub(crate) fn record_refusal(
+        &self,
+        caller: &auth::Caller,
+        tool: &writ_core::api::Tool,
+        request: &CallRequest<'_>,
+        decision: Decision,
+    ) -> Enforced {
+        let out = Enforced::Refused(decision);
+        self.record(caller, tool, request, &out);
+        out
+    }
+
+    /// Decides without recording or holding (filtering `tools/list`).
     pub(crate) fn evaluate(
         &self,
         bundle: &state::Bundle,
         caller: &auth::Caller,
         tool: &writ_core::api::Tool,
-        request: RequestFacts<'_>,
+        request: CallRequest<'_>,
     ) -> Decision {
-        let now = self.view.now();
-        fn agent_facts(a: &writ_core::api::Agent) -> AgentFacts<'_> {
-            AgentFacts {
-                name: a.name.as_str(),
-                spiffe_id: &a.spiffe_id,
-                attestation: a.attestation.kind(),
-                quarantined: a.quarantined,
-                attributes: &a.attributes,
-            }
-        }
-        let chain: Vec<AgentFacts<'_>> = caller.chain.iter().map(agent_facts).collect();
-        let scopes: std::collections::BTreeSet<Scope> = caller
-            .scopes
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect();
-        let caps = [Capability {
-            tool: tool.name.clone(),
-            scopes,
-        }];
-        let facts = TaskFacts {
-            action: Action::CallTool,
-            agent: agent_facts(&caller.agent),
-            chain,
-            intent: caller.claims.intent.as_deref().unwrap_or_default(),
-            capabilities: &caps,
-            on_behalf_of: caller.claims.obo.as_deref(),
-            ttl_secs: caller.claims.exp.saturating_sub(now.secs()).max(0),
-            attestation: caller.agent.attestation.kind(),
-            depth: caller.depth,
-            recent_denials: self.denials.recent(&caller.agent.name, now),
-            exception: caller.claims.exception,
-            now,
-            request: Some(request.clone()),
-            instance: Some(&caller.claims.client_id),
-            task: caller
-                .claims
-                .task
-                .as_deref()
-                .map(|id| writ_policy::TaskRef {
-                    id,
-                    capabilities: &caps,
-                    parent: None,
-                    started_at: None,
-                }),
-        };
-        let tool_facts = ToolFacts {
-            name: tool.name.as_str(),
-            audience: &tool.audience,
-            scopes: tool.scopes.iter().map(Scope::as_str).collect(),
-            attributes: &tool.attributes,
-        };
-        bundle.policy.decide(&facts, &[tool_facts])
+        decide_call(bundle, caller, tool, request, self.view.now())
     }
 
     fn record(
         &self,
         caller: &auth::Caller,
         tool: &writ_core::api::Tool,
-        request: &RequestFacts<'_>,
-        decision: &Decision,
+        request: &CallRequest<'_>,
+        out: &Enforced,
     ) {
-        let outcome = if decision.allowed {
-            Outcome::Success
-        } else {
-            Outcome::Deny
+        let (decision, outcome, approval) = match out {
+            Enforced::Pass(d) => (d, Outcome::Success, None),
+            Enforced::Approved(d, id) => {
+                (d, Outcome::Success, Some((id, ApprovalStatus::Approved)))
+            }
+            Enforced::Refused(d) => (d, Outcome::Deny, None),
+            Enforced::Held(d, id, status) => (d, Outcome::Deny, Some((id, *status))),
         };
         let chain: Vec<&str> = caller
             .chain
@@ -305,10 +302,10 @@ impl Gateway {
             .jti(&caller.claims.jti)
             .on_behalf_of(caller.claims.obo.as_ref())
             .policy(
-                decision.policy_version.clone(),
-                decision.determining_policies.clone(),
+                decision.policy_version(),
+                decision.determining_policies().to_vec(),
             )
-            .reason(decision.reason())
+            .reason(out.reason())
             .detail(serde_json::json!({
                 "tool": tool.name,
                 "method": cap(request.method),
@@ -316,12 +313,119 @@ impl Gateway {
                 "mcp_method": request.mcp_method.map(cap),
                 "mcp_tool": request.mcp_tool.map(cap),
                 "chain": chain,
+                "verdict": decision.verdict().as_str(),
+                // Held for a person: refused for now, but not counted as
+                // misbehaviour (the broker skips these when counting).
+                "held": matches!(out, Enforced::Held(..)),
+                "approval_id": approval.as_ref().map(|(id, _)| id),
+                "approval_status": approval.map(|(_, s)| s),
             }));
         if let Some(t) = &caller.claims.task {
             event = event.task(t);
         }
         self.spool.push(event);
     }
+}
+
+/// What the gateway does with one request.
+#[derive(Debug, Clone)]
+pub(crate) enum Enforced {
+    /// Policy allows it.
+    Pass(Decision),
+    /// Policy holds it for approval, and a person approved it.
+    Approved(Decision, ApprovalId),
+    /// Refused.
+    Refused(Decision),
+    /// Held for a person: the approval is pending, or was denied or expired.
+    Held(Decision, ApprovalId, ApprovalStatus),
+}
+
+impl Enforced {
+    pub(crate) fn passes(&self) -> bool {
+        match self {
+            Enforced::Pass(_) | Enforced::Approved(..) => true,
+            Enforced::Refused(_) | Enforced::Held(..) => false,
+        }
+    }
+
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            Enforced::Pass(d) | Enforced::Refused(d) => d.reason(),
+            Enforced::Approved(d, id) => format!("approved ({id}); {}", d.reason()),
+            Enforced::Held(d, id, ApprovalStatus::Denied) => {
+                format!("approval {id} was denied; {}", d.reason())
+            }
+            Enforced::Held(d, id, ApprovalStatus::Expired) => {
+                format!("approval {id} expired undecided; {}", d.reason())
+            }
+            Enforced::Held(d, id, ApprovalStatus::Pending | ApprovalStatus::Approved) => {
+                format!("held for approval {id}: {}", d.reason())
+            }
+        }
+    }
+
+    /// The refusal to answer with (`None` when the request passes).
+    pub(crate) fn refusal(&self) -> Option<GatewayError> {
+        match self {
+            Enforced::Pass(_) | Enforced::Approved(..) => None,
+            Enforced::Refused(d) => Some(GatewayError::Forbidden {
+                reason: self.reason(),
+                policy_version: Some(d.policy_version().to_owned()),
+                determining_policies: d.determining_policies().to_vec(),
+                approval_id: None,
+            }),
+            Enforced::Held(d, id, _) => Some(GatewayError::Forbidden {
+                reason: self.reason(),
+                policy_version: Some(d.policy_version().to_owned()),
+                determining_policies: d.determining_policies().to_vec(),
+                approval_id: Some(id.clone()),
+            }),
+        }
+    }
+}
+
+/// The gateway's decision about one request: the caller's tool token and
+/// the bundle's policy set, agents and behaviour counts, through the same
+/// fact constructor the broker uses for `CallTool`.
+pub fn decide_call(
+    bundle: &state::Bundle,
+    caller: &auth::Caller,
+    tool: &writ_core::api::Tool,
+    request: CallRequest<'_>,
+    now: Timestamp,
+) -> Decision {
+    let version = bundle.policy.version();
+    let task = match TaskView::of_token(&caller.claims) {
+        Ok(t) => t,
+        Err(e) => {
+            return Decision::refused(
+                version,
+                format!("{e}: exchange the task token for a new tool token"),
+            );
+        }
+    };
+    let scopes: std::collections::BTreeSet<Scope> = caller
+        .scopes
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let behaviour = Behaviour {
+        denials_5m: bundle
+            .behaviour
+            .get(&caller.agent.name)
+            .copied()
+            .unwrap_or(0),
+    };
+    let facts = Facts::call_tool(
+        Chain::new(&caller.agent, caller.chain.iter()),
+        &task,
+        scopes,
+        tool,
+        request,
+        behaviour,
+        now,
+    );
+    bundle.policy.decide(&facts)
 }
 
 /// The gateway's HTTP surface.
@@ -524,14 +628,6 @@ fn encodes_unreserved(segment: &str) -> bool {
             _ => false,
         }
     })
-}
-
-pub(crate) fn forbidden(d: &Decision) -> GatewayError {
-    GatewayError::Forbidden {
-        reason: d.reason(),
-        policy_version: Some(d.policy_version.clone()),
-        determining_policies: d.determining_policies.clone(),
-    }
 }
 
 #[cfg(test)]

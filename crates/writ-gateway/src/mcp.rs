@@ -15,13 +15,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use writ_core::api::{Tool, Upstream};
 use writ_core::mcp::{self, Kind};
-use writ_policy::{Decision, RequestFacts};
+use writ_policy::{CallRequest, Decision, Verdict};
 
-use crate::Gateway;
 use crate::auth::Caller;
 use crate::error::GatewayError;
 use crate::proxy::{relay, upstream_headers};
 use crate::state::Bundle;
+use crate::{Enforced, Gateway};
 
 /// How long an agent may take to send an MCP message body.
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -121,62 +121,89 @@ pub(crate) fn id_key(id: &Value) -> String {
     id.to_string()
 }
 
-/// Decides a `tools/call` (or another gated method): the token's scopes
-/// first, then policy; recorded either way.
-fn decide_call(
-    c: Call<'_>,
-    method: &str,
-    mcp_tool: Option<&str>,
-    arguments: Option<&str>,
-    record: bool,
-) -> Decision {
-    let Call {
-        gw,
-        bundle,
-        caller,
-        tool,
-        path,
-    } = c;
-    if method == "tools/call" {
-        let granted = mcp_tool.is_some_and(|t| caller.scopes.iter().any(|s| s == t));
-        if !granted {
-            let d = Decision {
-                allowed: false,
-                determining_policies: Vec::new(),
-                errors: vec![format!(
-                    "MCP tool {:?} is not among the token's scopes",
-                    mcp_tool
-                        .unwrap_or_default()
-                        .chars()
-                        .take(128)
-                        .collect::<String>()
-                )],
-                policy_version: bundle.policy.version().to_owned(),
-                obligations: writ_policy::Obligations::default(),
-            };
-            if record {
-                gw.record_denial(caller, tool, method, mcp_tool, path, &d);
-            }
-            return d;
-        }
-    }
-    let facts = RequestFacts {
+/// The token's scopes for a `tools/call`: `None` when the MCP tool is one
+/// of them, else the refusal.
+fn outside_scopes(c: Call<'_>, method: &str, mcp_tool: Option<&str>) -> Option<Decision> {
+    let granted = mcp_tool.is_some_and(|t| c.caller.scopes.iter().any(|s| s == t));
+    (method == "tools/call" && !granted).then(|| {
+        Decision::refused(
+            c.bundle.policy.version(),
+            format!(
+                "MCP tool {:?} is not among the token's scopes",
+                mcp_tool
+                    .unwrap_or_default()
+                    .chars()
+                    .take(128)
+                    .collect::<String>()
+            ),
+        )
+    })
+}
+
+fn call_request<'a>(
+    path: &'a str,
+    method: &'a str,
+    mcp_tool: Option<&'a str>,
+    arguments: Option<&'a str>,
+) -> CallRequest<'a> {
+    CallRequest {
         method: "POST",
         path,
         query: "",
         mcp_method: Some(method),
         mcp_tool,
         arguments,
-    };
-    if record {
-        gw.decide(bundle, caller, tool, facts)
-    } else {
-        gw.evaluate(bundle, caller, tool, facts)
     }
 }
 
+/// Decides a `tools/call` (or another gated method): the token's scopes
+/// first, then policy (holding it for approval when a permit says so);
+/// recorded either way.
+async fn enforce_call(
+    c: Call<'_>,
+    method: &str,
+    mcp_tool: Option<&str>,
+    arguments: Option<&str>,
+) -> Enforced {
+    let request = call_request(c.path, method, mcp_tool, arguments);
+    if let Some(refused) = outside_scopes(c, method, mcp_tool) {
+        return c.gw.record_refusal(c.caller, c.tool, &request, refused);
+    }
+    c.gw.enforce(c.bundle, c.caller, c.tool, request).await
+}
+
+/// Whether a tool would be offered: allowed, or held for approval (the
+/// agent may ask, and a person may let it through).
+fn offered(c: Call<'_>, name: &str) -> bool {
+    let request = call_request(c.path, "tools/call", Some(name), None);
+    if outside_scopes(c, "tools/call", Some(name)).is_some() {
+        return false;
+    }
+    match c.gw.evaluate(c.bundle, c.caller, c.tool, request).verdict() {
+        Verdict::Allow | Verdict::NeedsApproval => true,
+        Verdict::Deny => false,
+    }
+}
+
+/// The JSON-RPC error for a refused or held message.
+fn refusal(id: &Value, out: &Enforced) -> Value {
+    let (d, approval) = match out {
+        Enforced::Refused(d) | Enforced::Pass(d) | Enforced::Approved(d, _) => (d, None),
+        Enforced::Held(d, id, status) => (d, Some((id, status))),
+    };
+    let mut data = json!({
+        "policy_version": d.policy_version(),
+        "determining_policies": d.determining_policies(),
+    });
+    if let (Some((approval_id, status)), Some(o)) = (approval, data.as_object_mut()) {
+        o.insert("approval_id".into(), json!(approval_id));
+        o.insert("approval_status".into(), json!(status));
+    }
+    rpc_error(id, DENIED, format!("writ: {}", out.reason()), Some(data))
+}
+
 /// Takes a POST body apart and decides each message.
-pub(crate) fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value> {
+pub(crate) async fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value> {
     let (messages, single) =
         mcp::parse(body).map_err(|e| rpc_error(&Value::Null, e.code, e.message, None))?;
     let mut out = Inspected {
@@ -219,22 +246,14 @@ pub(crate) fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value> {
             }
             Kind::Other { method } => (method, None, None),
         };
-        let d = decide_call(c, &method, mcp_tool.as_deref(), arguments.as_deref(), true);
-        if d.allowed {
+        let e = enforce_call(c, &method, mcp_tool.as_deref(), arguments.as_deref()).await;
+        if e.passes() {
             if let Some(id) = &id {
                 out.requests.push(id.clone());
             }
             out.forward.push(msg);
         } else if let Some(id) = &id {
-            out.refused.push(rpc_error(
-                id,
-                DENIED,
-                format!("writ: {}", d.reason()),
-                Some(json!({
-                    "policy_version": d.policy_version,
-                    "determining_policies": d.determining_policies,
-                })),
-            ));
+            out.refused.push(refusal(id, &e));
         }
     }
     Ok(out)
@@ -253,7 +272,7 @@ pub(crate) fn filter(c: Call<'_>, lists: &HashSet<String>, msg: &mut Value) {
     {
         tools.retain(|t| {
             let name = t.get("name").and_then(Value::as_str);
-            name.is_some_and(|n| decide_call(c, "tools/call", Some(n), None, false).allowed)
+            name.is_some_and(|n| offered(c, n))
         });
     }
 }
@@ -347,7 +366,7 @@ pub(crate) async fn handle(
                 tool,
                 path: &path,
             };
-            let inspected = match inspect(call, &body) {
+            let inspected = match inspect(call, &body).await {
                 Ok(i) => i,
                 Err(e) => {
                     return Ok(json_response(

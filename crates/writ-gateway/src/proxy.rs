@@ -9,12 +9,12 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::Response;
 use futures_util::TryStreamExt as _;
 use writ_core::api::Tool;
-use writ_policy::RequestFacts;
+use writ_policy::CallRequest;
 
+use crate::Gateway;
 use crate::auth::Caller;
 use crate::error::GatewayError;
 use crate::state::Bundle;
-use crate::{Gateway, forbidden};
 
 /// Never forwarded in either direction (RFC 9110 §7.6.1), plus what names
 /// the agent or claims to: the gateway alone says who is calling.
@@ -127,19 +127,21 @@ pub(crate) async fn forward(
     let (parts, body) = req.into_parts();
     let query = parts.uri.query().unwrap_or_default();
     let path = if rest.is_empty() { "/" } else { rest };
-    let decision = gw.decide(
-        bundle,
-        caller,
-        tool,
-        RequestFacts {
-            method: parts.method.as_str(),
-            path,
-            query,
-            ..RequestFacts::default()
-        },
-    );
-    if !decision.allowed {
-        return Err(forbidden(&decision));
+    let out = gw
+        .enforce(
+            bundle,
+            caller,
+            tool,
+            CallRequest {
+                method: parts.method.as_str(),
+                path,
+                query,
+                ..CallRequest::default()
+            },
+        )
+        .await;
+    if let Some(refusal) = out.refusal() {
+        return Err(refusal);
     }
     let mut url = format!("{}{rest}", upstream.trim_end_matches('/'));
     if !query.is_empty() {

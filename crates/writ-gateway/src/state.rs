@@ -25,6 +25,63 @@ pub struct Bundle {
     /// Audiences registered for more than one tool (before writ refused
     /// that): a token with one of them names no tool.
     pub shared_audiences: std::collections::HashSet<String>,
+    /// Each agent's refusals in the last five minutes, as the broker counted
+    /// them when it made this bundle (`context.behaviour.denials_5m`).
+    pub behaviour: HashMap<writ_core::AgentName, u32>,
+}
+
+impl Bundle {
+    /// Compiles what the broker sent; `current`'s policy set is kept when
+    /// the version is the same.
+    pub fn compile(b: GatewayBundle, current: Option<&Bundle>) -> Result<Self, String> {
+        let policy = match current {
+            Some(c) if c.policy.version() == b.policy_version => Arc::clone(&c.policy),
+            _ => {
+                let sources = b
+                    .files
+                    .iter()
+                    .map(|(name, text)| PolicySource {
+                        name: name.clone(),
+                        text: text.clone(),
+                    })
+                    .collect();
+                let set = PolicySet::compile(sources)
+                    .map_err(|e| format!("the broker's policy set does not compile here: {e}"))?;
+                if set.version() != b.policy_version {
+                    return Err(format!(
+                        "policy version mismatch: broker says {}, files hash to {}",
+                        b.policy_version,
+                        set.version()
+                    ));
+                }
+                tracing::info!(policy_version = %set.version(), "gateway policy set is live");
+                Arc::new(set)
+            }
+        };
+        let mut seen = std::collections::HashSet::new();
+        let shared_audiences = b
+            .tools
+            .iter()
+            .filter(|t| !seen.insert(t.audience.as_str()))
+            .map(|t| t.audience.clone())
+            .collect();
+        Ok(Bundle {
+            issuer: b.issuer,
+            policy,
+            tools: b
+                .tools
+                .into_iter()
+                .map(|t| (t.name.to_string(), t))
+                .collect(),
+            agents_by_spiffe: b
+                .agents
+                .into_iter()
+                .map(|a| (a.spiffe_id.clone(), a))
+                .collect(),
+            shared_audiences,
+            behaviour: b.behaviour.into_iter().collect(),
+        })
+    }
 }
 
 /// An upstream secret, marked sensitive so it never shows in debug output.
@@ -168,52 +225,7 @@ impl View {
     pub async fn refresh_bundle(&self) -> Result<(), String> {
         let b: GatewayBundle = self.get("/v1/gateway/bundle").await?;
         let current = self.bundle();
-        let policy = match &current {
-            Some(c) if c.policy.version() == b.policy_version => Arc::clone(&c.policy),
-            _ => {
-                let sources = b
-                    .files
-                    .iter()
-                    .map(|(name, text)| PolicySource {
-                        name: name.clone(),
-                        text: text.clone(),
-                    })
-                    .collect();
-                let set = PolicySet::compile(sources)
-                    .map_err(|e| format!("the broker's policy set does not compile here: {e}"))?;
-                if set.version() != b.policy_version {
-                    return Err(format!(
-                        "policy version mismatch: broker says {}, files hash to {}",
-                        b.policy_version,
-                        set.version()
-                    ));
-                }
-                tracing::info!(policy_version = %set.version(), "gateway policy set is live");
-                Arc::new(set)
-            }
-        };
-        let mut seen = std::collections::HashSet::new();
-        let shared_audiences = b
-            .tools
-            .iter()
-            .filter(|t| !seen.insert(t.audience.as_str()))
-            .map(|t| t.audience.clone())
-            .collect();
-        let bundle = Bundle {
-            issuer: b.issuer,
-            policy,
-            tools: b
-                .tools
-                .into_iter()
-                .map(|t| (t.name.to_string(), t))
-                .collect(),
-            agents_by_spiffe: b
-                .agents
-                .into_iter()
-                .map(|a| (a.spiffe_id.clone(), a))
-                .collect(),
-            shared_audiences,
-        };
+        let bundle = Bundle::compile(b, current.as_deref())?;
         let secrets: Vec<GatewaySecret> = self.get("/v1/gateway/secrets").await?;
         let mut map = HashMap::new();
         for s in secrets {

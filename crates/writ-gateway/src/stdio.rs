@@ -226,6 +226,7 @@ pub(crate) async fn post(
                     ),
                     policy_version: None,
                     determining_policies: Vec::new(),
+                    approval_id: None,
                 });
             }
             let s = spawn_shared(command, tool.name.as_str(), &task)?;

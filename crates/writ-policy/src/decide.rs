@@ -1,4 +1,5 @@
-//! Decisions: the facts of a request in, allow or deny with reasons out.
+//! Decisions: [`Facts`] in, a [`Decision`] out: a [`Verdict`] with the
+//! policies that reached it, the set's version and the reasons.
 
 use std::collections::BTreeMap;
 
@@ -6,22 +7,51 @@ use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
     EntityUid, Request, RestrictedExpression,
 };
-use writ_core::{Capability, Timestamp};
+use writ_core::Capability;
+use writ_core::api::{Agent, Tool};
 
 use crate::PolicySet;
+use crate::facts::{Action, Facts};
 
-/// Allow or deny, with the policies that decided it and the set's version.
+/// What an enforcement point must do. Every enforcement point matches on
+/// it exhaustively; there is no other way to read a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Let it through.
+    Allow,
+    /// Refuse it.
+    Deny,
+    /// A person must approve first: a permit that allowed it is annotated
+    /// `@approval("required")`, or a task start asks for an exception.
+    NeedsApproval,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::NeedsApproval => "needs_approval",
+        }
+    }
+}
+
+/// A verdict with the policies that reached it and the set's version.
+/// Its fields are private: read it through [`Decision::verdict`], so that
+/// no caller can treat a held or failed decision as an allow.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
-    pub allowed: bool,
-    /// For an allow: the permits that matched. For a deny: the forbids that
-    /// matched (empty when no permit matched).
-    pub determining_policies: Vec<String>,
-    /// Evaluation errors; any error makes the decision a deny.
-    pub errors: Vec<String>,
-    pub policy_version: String,
+    verdict: Verdict,
+    /// A task start that asks for a lifetime beyond the configured maximum.
+    exception: bool,
+    /// For an allow (or a hold): the permits that matched. For a deny: the
+    /// forbids that matched (empty when no permit matched).
+    determining_policies: Vec<String>,
+    /// Evaluation errors and refusals; any error makes the verdict a deny.
+    errors: Vec<String>,
+    policy_version: String,
     /// What the permits that allowed it ask for, by annotation.
-    pub obligations: Obligations,
+    obligations: Obligations,
 }
 
 /// The anatomy of a decision.
@@ -46,6 +76,9 @@ pub struct ToolExplanation {
 pub struct Obligations {
     /// `@approval("required")`: a person must approve first.
     pub approval_required: bool,
+    /// `@approval_window("SECONDS")`: once approved, the same request passes
+    /// for this long (the shortest such window); absent: exactly once.
+    pub approval_window: Option<i64>,
     /// `@max_ttl("SECONDS")`: the shortest such cap.
     pub max_ttl: Option<i64>,
     /// `@exception("allowed")` on a permit for every tool: a lifetime beyond
@@ -53,157 +86,134 @@ pub struct Obligations {
     pub exception_allowed: bool,
 }
 
+fn min_of(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 impl Decision {
+    pub fn verdict(&self) -> Verdict {
+        self.verdict
+    }
+
+    /// A task start that lives beyond the configured maximum, by exception.
+    pub fn exception(&self) -> bool {
+        self.exception
+    }
+
+    pub fn determining_policies(&self) -> &[String] {
+        &self.determining_policies
+    }
+
+    pub fn errors(&self) -> &[String] {
+        &self.errors
+    }
+
+    pub fn policy_version(&self) -> &str {
+        &self.policy_version
+    }
+
+    /// The shortest `@max_ttl` of the permits that allowed it.
+    pub fn max_ttl(&self) -> Option<i64> {
+        self.obligations.max_ttl
+    }
+
+    /// Every tool's permits allow an exception to be passed on.
+    pub fn exception_allowed(&self) -> bool {
+        self.verdict != Verdict::Deny && self.obligations.exception_allowed
+    }
+
+    /// How long an approval of this request lets the same request through
+    /// (seconds); 0: once.
+    pub fn approval_window(&self) -> i64 {
+        self.obligations.approval_window.unwrap_or(0).max(0)
+    }
+
+    /// A refusal made before policy was asked (a request outside what the
+    /// token holds), in the same shape as policy's own.
+    pub fn refused(policy_version: &str, reason: impl Into<String>) -> Self {
+        Self {
+            verdict: Verdict::Deny,
+            exception: false,
+            determining_policies: Vec::new(),
+            errors: vec![reason.into()],
+            policy_version: policy_version.to_owned(),
+            obligations: Obligations::default(),
+        }
+    }
+
     /// A one-line reason for people and audit records.
     pub fn reason(&self) -> String {
-        if self.allowed {
-            format!("permitted by {}", self.determining_policies.join(", "))
-        } else if !self.errors.is_empty() {
-            format!(
-                "denied: policy evaluation failed ({})",
-                self.errors.join("; ")
-            )
-        } else if self.determining_policies.is_empty() {
-            "denied: no policy permits this request".to_owned()
-        } else {
-            format!("denied by {}", self.determining_policies.join(", "))
+        match self.verdict {
+            Verdict::Allow => format!("permitted by {}", self.determining_policies.join(", ")),
+            Verdict::NeedsApproval if self.exception && !self.obligations.approval_required => {
+                format!(
+                    "an exception needs approval (permitted by {})",
+                    self.determining_policies.join(", ")
+                )
+            }
+            Verdict::NeedsApproval => format!(
+                "approval required by {}",
+                self.determining_policies.join(", ")
+            ),
+            Verdict::Deny if !self.errors.is_empty() => {
+                if self.determining_policies.is_empty() {
+                    format!(
+                        "denied: policy evaluation failed ({})",
+                        self.errors.join("; ")
+                    )
+                } else {
+                    format!(
+                        "denied by {} ({})",
+                        self.determining_policies.join(", "),
+                        self.errors.join("; ")
+                    )
+                }
+            }
+            Verdict::Deny if self.determining_policies.is_empty() => {
+                "denied: no policy permits this request".to_owned()
+            }
+            Verdict::Deny => format!("denied by {}", self.determining_policies.join(", ")),
         }
     }
 
     fn deny(version: &str, error: String) -> Self {
-        Self {
-            allowed: false,
-            determining_policies: Vec::new(),
-            errors: vec![error],
-            policy_version: version.to_owned(),
-            obligations: Obligations::default(),
-        }
+        Self::refused(version, error)
     }
 }
 
 /// What one policy's annotations oblige.
 pub(crate) fn obligations_of_policy(p: &cedar_policy::Policy) -> Obligations {
     let mut o = Obligations::default();
+    // An unparsable number is the tightest one: fail towards shorter.
+    let secs = |v: &str| v.trim().parse::<i64>().unwrap_or(0).max(0);
     for (key, value) in p.annotations() {
         match key {
             "approval" if value == "required" => o.approval_required = true,
             "exception" if value == "allowed" => o.exception_allowed = true,
-            // An unparsable cap is the tightest one: fail towards shorter.
-            "max_ttl" => {
-                let cap = value.trim().parse::<i64>().unwrap_or(0).max(0);
-                o.max_ttl = Some(o.max_ttl.map_or(cap, |m| m.min(cap)));
-            }
+            "max_ttl" => o.max_ttl = min_of(o.max_ttl, Some(secs(value))),
+            "approval_window" => o.approval_window = min_of(o.approval_window, Some(secs(value))),
             _ => {}
         }
     }
     o
 }
 
-/// What policy knows about the agent.
-#[derive(Clone, Debug)]
-pub struct AgentFacts<'a> {
-    pub name: &'a str,
-    pub spiffe_id: &'a str,
-    pub attestation: &'a str,
-    pub quarantined: bool,
-    pub attributes: &'a BTreeMap<String, String>,
-}
-
-/// What policy knows about a tool.
-#[derive(Clone, Debug)]
-pub struct ToolFacts<'a> {
-    pub name: &'a str,
-    pub audience: &'a str,
-    pub scopes: Vec<&'a str>,
-    pub attributes: &'a BTreeMap<String, String>,
-}
-
-/// Which decision is asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// An instance starts a task.
-    StartTask,
-    /// A task token is exchanged for a tool token.
-    ExchangeToken,
-    /// A task delegates to a sub-agent (the principal).
-    DelegateTask,
-    /// A request through a gateway to a tool, with a tool token.
-    CallTool,
-}
-
-impl Action {
-    pub fn cedar_id(self) -> &'static str {
-        match self {
-            Action::StartTask => "StartTask",
-            Action::ExchangeToken => "ExchangeToken",
-            Action::DelegateTask => "DelegateTask",
-            Action::CallTool => "CallTool",
-        }
-    }
-}
-
-/// The facts of one request about a task.
-#[derive(Clone, Debug)]
-pub struct TaskFacts<'a> {
-    pub action: Action,
-    /// The principal: the agent acting now.
-    pub agent: AgentFacts<'a>,
-    /// Every other agent in the delegation chain, root first.
-    pub chain: Vec<AgentFacts<'a>>,
-    pub intent: &'a str,
-    pub capabilities: &'a [Capability],
-    pub on_behalf_of: Option<&'a str>,
-    pub ttl_secs: i64,
-    pub attestation: &'a str,
-    pub depth: u32,
-    /// Requests of the principal denied in the last five minutes.
-    pub recent_denials: u32,
-    /// The request asks for a lifetime beyond the configured maximum.
-    pub exception: bool,
-    pub now: Timestamp,
-    /// The request itself, for `CallTool`.
-    pub request: Option<RequestFacts<'a>>,
-    /// The instance acting (`context.instance`), when known.
-    pub instance: Option<&'a str>,
-    /// The task acted under (`context.task`), when it exists already: its
-    /// intent, capabilities, human, depth and exception flag are the
-    /// facts above.
-    pub task: Option<TaskRef<'a>>,
-}
-
-/// The identity of an existing task and what the facts do not say.
-#[derive(Clone, Copy, Debug)]
-pub struct TaskRef<'a> {
-    pub id: &'a str,
-    /// Everything the task holds (the facts' capabilities may be only what
-    /// this request asks for).
-    pub capabilities: &'a [Capability],
-    pub parent: Option<&'a str>,
-    /// Unix seconds.
-    pub started_at: Option<i64>,
-}
-
-/// What a gateway saw of one request to a tool.
-#[derive(Clone, Debug, Default)]
-pub struct RequestFacts<'a> {
-    pub method: &'a str,
-    /// The path below the tool's prefix, starting with `/`.
-    pub path: &'a str,
-    pub query: &'a str,
-    /// For MCP: the JSON-RPC method (`tools/call`, `tools/list`, ...).
-    pub mcp_method: Option<&'a str>,
-    /// For MCP `tools/call`: the tool's name.
-    pub mcp_tool: Option<&'a str>,
-    /// For MCP `tools/call`: the arguments as compact JSON text.
-    pub arguments: Option<&'a str>,
-}
-
 const KNOWN_AGENT_ATTRS: [&str; 3] = ["owner", "environment", "risk_tier"];
 
+/// One tool's Cedar answer, before the verdict is drawn.
+struct Answer {
+    allowed: bool,
+    determining: Vec<String>,
+    errors: Vec<String>,
+}
+
 impl PolicySet {
-    /// Decides a task action: one Cedar request per tool in the
-    /// capabilities; allowed only when every one of them is.
-    pub fn decide(&self, facts: &TaskFacts<'_>, tools: &[ToolFacts<'_>]) -> Decision {
+    /// Decides: one Cedar request per tool asked for; allowed only when
+    /// every one of them is, held when a permit asks for approval.
+    pub fn decide(&self, facts: &Facts<'_>) -> Decision {
         let mut allowed_by: Vec<String> = Vec::new();
         let mut denied_by: Vec<String> = Vec::new();
         let mut errors: Vec<String> = Vec::new();
@@ -212,46 +222,66 @@ impl PolicySet {
             exception_allowed: true,
             ..Obligations::default()
         };
-        for cap in facts.capabilities {
-            let Some(tool) = tools.iter().find(|t| t.name == cap.tool.as_str()) else {
+        for cap in facts.capabilities.iter() {
+            let Some(tool) = facts.tools.iter().find(|t| t.name == cap.tool) else {
                 return Decision::deny(self.version(), format!("unknown tool {}", cap.tool));
             };
-            let d = match self.decide_one(facts, tool, cap) {
-                Ok(d) => d,
+            let slice = self
+                .slices
+                .get(facts.action.cedar_id(), tool.name.as_str())
+                .unwrap_or(&self.policies);
+            let a = match self.answer(slice, facts, tool, cap) {
+                Ok(a) => a,
                 Err(e) => return Decision::deny(self.version(), e),
             };
-            all_allowed &= d.allowed;
-            if d.allowed {
-                let o = self.obligations_of(&d.determining_policies);
+            all_allowed &= a.allowed;
+            if a.allowed {
+                let o = self.obligations_of(&a.determining);
                 obligations.approval_required |= o.approval_required;
                 obligations.exception_allowed &= o.exception_allowed;
-                obligations.max_ttl = match (obligations.max_ttl, o.max_ttl) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                obligations.max_ttl = min_of(obligations.max_ttl, o.max_ttl);
+                obligations.approval_window =
+                    min_of(obligations.approval_window, o.approval_window);
             }
-            let target = if d.allowed {
+            let target = if a.allowed {
                 &mut allowed_by
             } else {
                 &mut denied_by
             };
-            for p in d.determining_policies {
+            for p in a.determining {
                 if !target.contains(&p) {
                     target.push(p);
                 }
             }
-            errors.extend(d.errors);
+            errors.extend(a.errors);
         }
-        let allowed = all_allowed && errors.is_empty();
+        let exception = facts.action == Action::StartTask && facts.exception;
+        if exception && all_allowed && errors.is_empty() && !obligations.exception_allowed {
+            // An exception needs a permit that says so, for every tool.
+            errors.push("no policy allows an exception for this request".into());
+        }
+        let verdict = if !(all_allowed && errors.is_empty()) {
+            Verdict::Deny
+        } else if obligations.approval_required || exception {
+            Verdict::NeedsApproval
+        } else {
+            Verdict::Allow
+        };
         Decision {
-            allowed,
-            determining_policies: if allowed { allowed_by } else { denied_by },
+            verdict,
+            exception,
+            determining_policies: match verdict {
+                Verdict::Allow | Verdict::NeedsApproval => allowed_by,
+                // Permits that matched did not decide a deny: the forbids
+                // (or nothing) did.
+                Verdict::Deny if !all_allowed => denied_by,
+                Verdict::Deny => allowed_by,
+            },
             errors,
             policy_version: self.version().to_owned(),
-            obligations: if allowed {
-                obligations
-            } else {
-                Obligations::default()
+            obligations: match verdict {
+                Verdict::Deny => Obligations::default(),
+                Verdict::Allow | Verdict::NeedsApproval => obligations,
             },
         }
     }
@@ -265,33 +295,15 @@ impl PolicySet {
             };
             o.approval_required |= p.approval_required;
             o.exception_allowed |= p.exception_allowed;
-            if let Some(cap) = p.max_ttl {
-                o.max_ttl = Some(o.max_ttl.map_or(cap, |m| m.min(cap)));
-            }
+            o.max_ttl = min_of(o.max_ttl, p.max_ttl);
+            o.approval_window = min_of(o.approval_window, p.approval_window);
         }
         o
     }
 
-    fn decide_one(
-        &self,
-        facts: &TaskFacts<'_>,
-        tool: &ToolFacts<'_>,
-        cap: &Capability,
-    ) -> Result<Decision, String> {
-        let slice = self
-            .slices
-            .get(facts.action.cedar_id(), tool.name)
-            .unwrap_or(&self.policies);
-        self.decide_with(slice, facts, tool, cap)
-    }
-
     /// Which policies permit and which forbid a request, tool by tool, and
     /// the decision: for people writing and debugging policies.
-    pub fn explain(
-        &self,
-        facts: &TaskFacts<'_>,
-        tools: &[ToolFacts<'_>],
-    ) -> Result<Explanation, String> {
+    pub fn explain(&self, facts: &Facts<'_>) -> Result<Explanation, String> {
         let mut permits = cedar_policy::PolicySet::new();
         let mut forbids = cedar_policy::PolicySet::new();
         for p in self.policies.policies() {
@@ -309,43 +321,37 @@ impl PolicySet {
         .map_err(|e| e.to_string())?;
         forbids.add(all).map_err(|e| e.to_string())?;
         let mut per_tool = Vec::new();
-        for cap in facts.capabilities {
-            let tool = tools
+        for cap in facts.capabilities.iter() {
+            let tool = facts
+                .tools
                 .iter()
-                .find(|t| t.name == cap.tool.as_str())
+                .find(|t| t.name == cap.tool)
                 .ok_or_else(|| format!("unknown tool {}", cap.tool))?;
-            let p = self.decide_with(&permits, facts, tool, cap)?;
-            let f = self.decide_with(&forbids, facts, tool, cap)?;
+            let p = self.answer(&permits, facts, tool, cap)?;
+            let f = self.answer(&forbids, facts, tool, cap)?;
             let mut errors = p.errors;
             errors.extend(f.errors);
             per_tool.push(ToolExplanation {
                 tool: cap.tool.to_string(),
-                permits: if p.allowed {
-                    p.determining_policies
-                } else {
-                    Vec::new()
-                },
-                forbids: if f.allowed {
-                    Vec::new()
-                } else {
-                    f.determining_policies
-                },
+                permits: if p.allowed { p.determining } else { Vec::new() },
+                forbids: if f.allowed { Vec::new() } else { f.determining },
                 errors,
             });
         }
         Ok(Explanation {
-            decision: self.decide(facts, tools),
+            decision: self.decide(facts),
             tools: per_tool,
         })
     }
 
-    fn decide_with(
+    /// The one place a Cedar request is assembled.
+    fn answer(
         &self,
         policies: &cedar_policy::PolicySet,
-        facts: &TaskFacts<'_>,
-        tool: &ToolFacts<'_>,
+        facts: &Facts<'_>,
+        tool: &Tool,
         cap: &Capability,
-    ) -> Result<Decision, String> {
+    ) -> Result<Answer, String> {
         let n = &self.names;
         let agent_uid =
             |name: &str| EntityUid::from_type_name_and_id(n.agent.clone(), EntityId::new(name));
@@ -359,13 +365,11 @@ impl PolicySet {
                 .map_err(|e| format!("context: {e}"))
         };
         let mut caps = Vec::with_capacity(facts.capabilities.len());
-        for c in facts.capabilities {
-            caps.push(record(vec![
-                ("tool", RestrictedExpression::new_string(c.tool.to_string())),
-                ("scopes", strings(&mut c.scopes.iter().map(|s| s.as_str()))),
-            ])?);
+        for c in facts.capabilities.iter() {
+            caps.push(capability_expr(c).map_err(|e| format!("context: {e}"))?);
         }
-        let root = facts.chain.first().unwrap_or(&facts.agent);
+        let principal = facts.chain.principal;
+        let root = facts.chain.earlier.first().copied().unwrap_or(principal);
         let mut pairs: Vec<(String, RestrictedExpression)> = vec![
             (
                 "scopes".into(),
@@ -391,31 +395,43 @@ impl PolicySet {
                 RestrictedExpression::new_set(
                     facts
                         .chain
+                        .earlier
                         .iter()
-                        .chain(std::iter::once(&facts.agent))
-                        .map(|a| RestrictedExpression::new_entity_uid(agent_uid(a.name))),
+                        .copied()
+                        .chain(std::iter::once(principal))
+                        .map(|a| RestrictedExpression::new_entity_uid(agent_uid(a.name.as_str()))),
                 ),
             ),
             (
                 "root_agent".into(),
-                RestrictedExpression::new_entity_uid(agent_uid(root.name)),
+                RestrictedExpression::new_entity_uid(agent_uid(root.name.as_str())),
             ),
             (
                 "behaviour".into(),
                 record(vec![(
                     "denials_5m",
-                    RestrictedExpression::new_long(i64::from(facts.recent_denials)),
+                    RestrictedExpression::new_long(i64::from(facts.behaviour.denials_5m)),
                 )])?,
             ),
             (
                 "exception".into(),
                 RestrictedExpression::new_bool(facts.exception),
             ),
+            (
+                "intent".into(),
+                RestrictedExpression::new_string(facts.intent.to_owned()),
+            ),
+            ("capabilities".into(), RestrictedExpression::new_set(caps)),
+            ("ttl".into(), RestrictedExpression::new_long(facts.ttl)),
+            (
+                "attestation".into(),
+                RestrictedExpression::new_string(facts.attestation.to_owned()),
+            ),
         ];
-        match &facts.request {
+        match (&facts.request, facts.action) {
             // What a gateway saw of the request: CallTool's context has
             // everything the task actions' has, and this.
-            Some(r) if facts.action == Action::CallTool => {
+            (Some(r), Action::CallTool) => {
                 let mut req = vec![
                     (
                         "method",
@@ -439,36 +455,26 @@ impl PolicySet {
                 }
                 pairs.push(("request".into(), record(req)?));
             }
-            _ if facts.action == Action::CallTool => {
+            (None, Action::CallTool) => {
                 return Err("a CallTool decision needs the request".into());
             }
             _ => {}
         }
-        pairs.push((
-            "intent".into(),
-            RestrictedExpression::new_string(facts.intent.to_owned()),
-        ));
-        pairs.push(("capabilities".into(), RestrictedExpression::new_set(caps)));
-        pairs.push(("ttl".into(), RestrictedExpression::new_long(facts.ttl_secs)));
-        pairs.push((
-            "attestation".into(),
-            RestrictedExpression::new_string(facts.attestation.to_owned()),
-        ));
-        if let Some(i) = facts.instance {
+        if let Some(i) = &facts.instance {
             pairs.push((
                 "instance".into(),
                 RestrictedExpression::new_entity_uid(EntityUid::from_type_name_and_id(
                     n.instance.clone(),
-                    EntityId::new(i),
+                    EntityId::new(i.id),
                 )),
             ));
         }
-        if let Some(t) = &facts.task {
+        if let Some(t) = facts.task {
             pairs.push((
                 "task".into(),
                 RestrictedExpression::new_entity_uid(EntityUid::from_type_name_and_id(
                     n.task.clone(),
-                    EntityId::new(t.id),
+                    EntityId::new(t.id()),
                 )),
             ));
         }
@@ -483,14 +489,15 @@ impl PolicySet {
         }
         let context = Context::from_pairs(pairs).map_err(|e| format!("context: {e}"))?;
         let action = n.action(facts.action).clone();
-        let principal = agent_uid(facts.agent.name);
-        let resource = EntityUid::from_type_name_and_id(n.tool.clone(), EntityId::new(tool.name));
+        let principal_uid = agent_uid(principal.name.as_str());
+        let resource =
+            EntityUid::from_type_name_and_id(n.tool.clone(), EntityId::new(tool.name.as_str()));
         // The request is built from typed facts, so its shape is fixed by
         // this code; debug builds (every test) validate it against the
         // schema, release builds skip that cost. A context that did not fit
         // would still deny: missing attributes are evaluation errors.
         let schema = cfg!(debug_assertions).then_some(&*self.schema);
-        let request = Request::new(principal, action, resource, context, schema)
+        let request = Request::new(principal_uid, action, resource, context, schema)
             .map_err(|e| format!("request: {e}"))?;
         let entities = self.entities(facts, tool)?;
         let response = Authorizer::new().is_authorized(&request, policies, &entities);
@@ -504,37 +511,43 @@ impl PolicySet {
             .errors()
             .map(ToString::to_string)
             .collect();
-        Ok(Decision {
+        Ok(Answer {
             allowed: response.decision() == CedarDecision::Allow && errors.is_empty(),
-            determining_policies: determining,
+            determining,
             errors,
-            policy_version: self.version().to_owned(),
-            obligations: Obligations::default(),
         })
     }
 
-    fn entities(&self, facts: &TaskFacts<'_>, tool: &ToolFacts<'_>) -> Result<Entities, String> {
+    fn entities(&self, facts: &Facts<'_>, tool: &Tool) -> Result<Entities, String> {
         let n = &self.names;
         let tags = |m: &BTreeMap<String, String>| -> Vec<(String, RestrictedExpression)> {
             m.iter()
                 .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())))
                 .collect()
         };
+        let principal = facts.chain.principal;
         let mut list: Vec<Entity> = Vec::new();
         let mut seen: Vec<&str> = Vec::new();
-        for a in facts.chain.iter().chain(std::iter::once(&facts.agent)) {
-            if seen.contains(&a.name) {
+        let agents: Vec<&Agent> = facts
+            .chain
+            .earlier
+            .iter()
+            .copied()
+            .chain(std::iter::once(principal))
+            .collect();
+        for a in agents {
+            if seen.contains(&a.name.as_str()) {
                 continue;
             }
-            seen.push(a.name);
+            seen.push(a.name.as_str());
             let mut attrs: Vec<(String, RestrictedExpression)> = vec![
                 (
                     "spiffe_id".into(),
-                    RestrictedExpression::new_string(a.spiffe_id.to_owned()),
+                    RestrictedExpression::new_string(a.spiffe_id.clone()),
                 ),
                 (
                     "attestation".into(),
-                    RestrictedExpression::new_string(a.attestation.to_owned()),
+                    RestrictedExpression::new_string(a.attestation.kind().to_owned()),
                 ),
                 (
                     "quarantined".into(),
@@ -546,53 +559,62 @@ impl PolicySet {
                     attrs.push((k.to_owned(), RestrictedExpression::new_string(v.clone())));
                 }
             }
-            let uid = EntityUid::from_type_name_and_id(n.agent.clone(), EntityId::new(a.name));
+            let uid =
+                EntityUid::from_type_name_and_id(n.agent.clone(), EntityId::new(a.name.as_str()));
             list.push(
-                Entity::new_with_tags(uid, attrs, [], tags(a.attributes))
+                Entity::new_with_tags(uid, attrs, [], tags(&a.attributes))
                     .map_err(|e| format!("entities: {e}"))?,
             );
         }
-        let tool_uid = EntityUid::from_type_name_and_id(n.tool.clone(), EntityId::new(tool.name));
+        let tool_uid =
+            EntityUid::from_type_name_and_id(n.tool.clone(), EntityId::new(tool.name.as_str()));
         let tool_attrs = vec![
             (
                 "audience".to_owned(),
-                RestrictedExpression::new_string(tool.audience.to_owned()),
+                RestrictedExpression::new_string(tool.audience.clone()),
             ),
             (
                 "scopes".to_owned(),
                 RestrictedExpression::new_set(
                     tool.scopes
                         .iter()
-                        .map(|s| RestrictedExpression::new_string((*s).to_owned())),
+                        .map(|s| RestrictedExpression::new_string(s.as_str().to_owned())),
                 ),
             ),
         ];
         list.push(
-            Entity::new_with_tags(tool_uid, tool_attrs, [], tags(tool.attributes))
+            Entity::new_with_tags(tool_uid, tool_attrs, [], tags(&tool.attributes))
                 .map_err(|e| format!("entities: {e}"))?,
         );
-        let human = facts
+        let human =
+            |obo: &str| EntityUid::from_type_name_and_id(n.human.clone(), EntityId::new(obo));
+        let humans = facts
             .on_behalf_of
-            .map(|obo| EntityUid::from_type_name_and_id(n.human.clone(), EntityId::new(obo)));
-        if let Some(uid) = &human {
-            list.push(Entity::new_no_attrs(
-                uid.clone(),
-                std::collections::HashSet::new(),
-            ));
+            .into_iter()
+            .chain(facts.task.and_then(|t| t.on_behalf_of.as_deref()));
+        let mut seen_humans: Vec<&str> = Vec::new();
+        for obo in humans {
+            if !seen_humans.contains(&obo) {
+                seen_humans.push(obo);
+                list.push(Entity::new_no_attrs(
+                    human(obo),
+                    std::collections::HashSet::new(),
+                ));
+            }
         }
-        if let Some(i) = facts.instance {
-            let uid = EntityUid::from_type_name_and_id(n.instance.clone(), EntityId::new(i));
+        if let Some(i) = &facts.instance {
+            let uid = EntityUid::from_type_name_and_id(n.instance.clone(), EntityId::new(i.id));
             let attrs = vec![
                 (
                     "agent".to_owned(),
                     RestrictedExpression::new_entity_uid(EntityUid::from_type_name_and_id(
                         n.agent.clone(),
-                        EntityId::new(facts.agent.name),
+                        EntityId::new(principal.name.as_str()),
                     )),
                 ),
                 (
                     "attestation".to_owned(),
-                    RestrictedExpression::new_string(facts.attestation.to_owned()),
+                    RestrictedExpression::new_string(i.attestation.to_owned()),
                 ),
             ];
             list.push(
@@ -604,52 +626,43 @@ impl PolicySet {
                 .map_err(|e| format!("entities: {e}"))?,
             );
         }
-        if let Some(t) = &facts.task {
-            let uid = EntityUid::from_type_name_and_id(n.task.clone(), EntityId::new(t.id));
-            let caps = t.capabilities.iter().map(|c| {
-                RestrictedExpression::new_record([
-                    (
-                        "tool".to_owned(),
-                        RestrictedExpression::new_string(c.tool.to_string()),
-                    ),
-                    (
-                        "scopes".to_owned(),
-                        RestrictedExpression::new_set(
-                            c.scopes
-                                .iter()
-                                .map(|s| RestrictedExpression::new_string(s.as_str().to_owned())),
-                        ),
-                    ),
-                ])
-            });
+        if let Some(t) = facts.task {
+            let uid = EntityUid::from_type_name_and_id(n.task.clone(), EntityId::new(t.id()));
+            let caps = t
+                .capabilities
+                .iter()
+                .map(capability_expr)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("entities: {e}"))?;
             let mut attrs: Vec<(String, RestrictedExpression)> = vec![
                 (
                     "intent".to_owned(),
-                    RestrictedExpression::new_string(facts.intent.to_owned()),
+                    RestrictedExpression::new_string(t.intent.to_string()),
                 ),
                 (
                     "capabilities".to_owned(),
-                    RestrictedExpression::new_set(
-                        caps.collect::<Result<Vec<_>, _>>()
-                            .map_err(|e| format!("entities: {e}"))?,
-                    ),
+                    RestrictedExpression::new_set(caps),
                 ),
                 (
                     "depth".to_owned(),
-                    RestrictedExpression::new_long(i64::from(facts.depth)),
+                    RestrictedExpression::new_long(i64::from(t.depth)),
                 ),
                 (
                     "exception".to_owned(),
-                    RestrictedExpression::new_bool(facts.exception),
+                    RestrictedExpression::new_bool(t.exception),
+                ),
+                (
+                    "started_at".to_owned(),
+                    RestrictedExpression::new_long(t.started_at),
                 ),
             ];
-            if let Some(h) = &human {
+            if let Some(h) = t.on_behalf_of.as_deref() {
                 attrs.push((
                     "on_behalf_of".to_owned(),
-                    RestrictedExpression::new_entity_uid(h.clone()),
+                    RestrictedExpression::new_entity_uid(human(h)),
                 ));
             }
-            if let Some(p) = t.parent {
+            if let Some(p) = t.parent.as_deref() {
                 attrs.push((
                     "parent".to_owned(),
                     RestrictedExpression::new_entity_uid(EntityUid::from_type_name_and_id(
@@ -657,9 +670,6 @@ impl PolicySet {
                         EntityId::new(p),
                     )),
                 ));
-            }
-            if let Some(s) = t.started_at {
-                attrs.push(("started_at".to_owned(), RestrictedExpression::new_long(s)));
             }
             list.push(
                 Entity::new(
@@ -674,6 +684,25 @@ impl PolicySet {
         // request above was checked against the schema.
         Entities::from_entities(list, None).map_err(|e| format!("entities: {e}"))
     }
+}
+
+fn capability_expr(
+    c: &Capability,
+) -> Result<RestrictedExpression, cedar_policy::ExpressionConstructionError> {
+    RestrictedExpression::new_record([
+        (
+            "tool".to_owned(),
+            RestrictedExpression::new_string(c.tool.to_string()),
+        ),
+        (
+            "scopes".to_owned(),
+            RestrictedExpression::new_set(
+                c.scopes
+                    .iter()
+                    .map(|s| RestrictedExpression::new_string(s.as_str().to_owned())),
+            ),
+        ),
+    ])
 }
 
 /// Entity type names and action ids, parsed once per policy set.
@@ -726,6 +755,9 @@ impl Names {
 mod tests {
     use super::*;
     use crate::PolicySource;
+    use crate::facts::{Behaviour, CallRequest, Chain, InstanceFacts, TaskAsk, TaskView};
+    use writ_core::Timestamp;
+    use writ_core::api::{Attestation, Task, TaskStatus};
 
     fn set(text: &str) -> PolicySet {
         PolicySet::compile(vec![PolicySource {
@@ -743,6 +775,74 @@ mod tests {
         .unwrap()
     }
 
+    fn agent(name: &str, attrs: &[(&str, &str)]) -> Agent {
+        Agent {
+            name: name.parse().unwrap(),
+            spiffe_id: format!("spiffe://writ.local/agent/{name}"),
+            attestation: Attestation::JoinToken,
+            attributes: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            workload: None,
+            quarantined: false,
+            created_at: Timestamp::from_secs(0),
+        }
+    }
+
+    fn tool(name: &str, scopes: &[&str], attrs: &[(&str, &str)]) -> Tool {
+        Tool {
+            name: name.parse().unwrap(),
+            audience: format!("https://{name}.example"),
+            scopes: scopes.iter().map(|s| s.parse().unwrap()).collect(),
+            attributes: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            upstream: None,
+            secret_header: None,
+            created_at: Timestamp::from_secs(0),
+        }
+    }
+
+    const INSTANCE: InstanceFacts<'static> = InstanceFacts {
+        id: "ins_1",
+        attestation: "join_token",
+    };
+
+    fn start(
+        p: &PolicySet,
+        a: &Agent,
+        tools: &[Tool],
+        caps: &[&str],
+        obo: Option<&str>,
+        denials: u32,
+        now: Timestamp,
+    ) -> Decision {
+        let capabilities: Vec<Capability> = caps
+            .iter()
+            .map(|c| Capability::parse_short(c).unwrap())
+            .collect();
+        let ask = TaskAsk {
+            intent: "triage tickets",
+            capabilities: &capabilities,
+            on_behalf_of: obo,
+            ttl: 600,
+            exception: false,
+        };
+        let facts = Facts::start_task(
+            a,
+            INSTANCE,
+            &ask,
+            tools.iter().collect(),
+            Behaviour {
+                denials_5m: denials,
+            },
+            now,
+        );
+        p.decide(&facts)
+    }
+
     fn decide(
         p: &PolicySet,
         caps: &[&str],
@@ -750,45 +850,36 @@ mod tests {
         attrs: &[(&str, &str)],
         now: Timestamp,
     ) -> Decision {
-        let attributes: BTreeMap<String, String> = attrs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let capabilities: Vec<Capability> = caps
-            .iter()
-            .map(|c| Capability::parse_short(c).unwrap())
-            .collect();
-        let facts = TaskFacts {
-            action: Action::StartTask,
-            chain: Vec::new(),
-            depth: 0,
-            recent_denials: 0,
+        let a = agent("demo-agent", attrs);
+        let tools = [tool("tickets", &["read", "write", "delete"], &[])];
+        start(p, &a, &tools, caps, obo, 0, now)
+    }
+
+    fn task(caps: &[&str], parent: Option<&str>, depth: u32) -> Task {
+        Task {
+            task_id: "task_0123456789abcdefghij01".parse().unwrap(),
+            agent: "demo-agent".parse().unwrap(),
+            instance_id: "ins_0123456789abcdefghij01".parse().unwrap(),
+            intent: "triage tickets".into(),
+            // As the broker stores them: normalised (sorted by tool).
+            capabilities: writ_core::scope::normalize(
+                &caps
+                    .iter()
+                    .map(|c| Capability::parse_short(c).unwrap())
+                    .collect::<Vec<_>>(),
+            ),
+            on_behalf_of: None,
+            status: TaskStatus::Active,
+            created_at: Timestamp::from_secs(1_799_999_000),
+            lease_expires_at: Timestamp::from_secs(1_800_000_300),
+            expires_at: Timestamp::from_secs(1_800_000_600),
+            ended_at: None,
+            end_reason: None,
+            policy_version: "v".into(),
+            parent_task_id: parent.map(|_| "task_0123456789abcdefghij00".parse().unwrap()),
+            depth,
             exception: false,
-            agent: AgentFacts {
-                name: "demo-agent",
-                spiffe_id: "spiffe://writ.local/agent/demo-agent",
-                attestation: "join_token",
-                quarantined: false,
-                attributes: &attributes,
-            },
-            intent: "triage tickets",
-            capabilities: &capabilities,
-            on_behalf_of: obo,
-            ttl_secs: 600,
-            attestation: "join_token",
-            now,
-            request: None,
-            instance: None,
-            task: None,
-        };
-        let no_attrs = BTreeMap::new();
-        let tools = [ToolFacts {
-            name: "tickets",
-            audience: "https://tickets.example",
-            scopes: vec!["read", "write", "delete"],
-            attributes: &no_attrs,
-        }];
-        p.decide(&facts, &tools)
+        }
     }
 
     const NOON_TUESDAY: Timestamp = Timestamp::from_secs(1_795_780_800); // 2026-11-24T12:00:00Z
@@ -797,24 +888,22 @@ mod tests {
     fn example_pack_decides_as_documented() {
         let p = examples();
         let d = decide(&p, &["tickets:read"], None, &[], NOON_TUESDAY);
-        assert!(d.allowed, "{d:?}");
-        assert_eq!(d.determining_policies, vec!["read-only"]);
+        assert_eq!(d.verdict(), Verdict::Allow, "{d:?}");
+        assert_eq!(d.determining_policies(), ["read-only"]);
 
         let d = decide(&p, &["tickets:write"], None, &[], NOON_TUESDAY);
-        assert!(!d.allowed);
-        assert!(d.determining_policies.is_empty());
+        assert_eq!(d.verdict(), Verdict::Deny);
+        assert!(d.determining_policies().is_empty());
         assert_eq!(d.reason(), "denied: no policy permits this request");
 
-        assert!(
-            decide(
-                &p,
-                &["tickets:write"],
-                Some("user:alice"),
-                &[],
-                NOON_TUESDAY
-            )
-            .allowed
+        let d = decide(
+            &p,
+            &["tickets:write"],
+            Some("user:alice"),
+            &[],
+            NOON_TUESDAY,
         );
+        assert_eq!(d.verdict(), Verdict::Allow);
 
         let d = decide(
             &p,
@@ -823,21 +912,24 @@ mod tests {
             &[],
             NOON_TUESDAY,
         );
-        assert!(!d.allowed);
-        assert_eq!(d.determining_policies, vec!["no-deletes"]);
+        assert_eq!(d.verdict(), Verdict::Deny);
+        assert_eq!(d.determining_policies(), ["no-deletes"]);
 
         let high = [("risk_tier", "high")];
-        assert!(decide(&p, &["tickets:read"], None, &high, NOON_TUESDAY).allowed);
+        let d = decide(&p, &["tickets:read"], None, &high, NOON_TUESDAY);
+        assert_eq!(d.verdict(), Verdict::Allow);
         let night = NOON_TUESDAY.add_secs(12 * 3600);
         let d = decide(&p, &["tickets:read"], None, &high, night);
-        assert_eq!(d.determining_policies, vec!["high-risk-business-hours"]);
+        assert_eq!(d.determining_policies(), ["high-risk-business-hours"]);
     }
 
     #[test]
     fn empty_set_and_empty_request_deny() {
         let p = PolicySet::empty().unwrap();
-        assert!(!decide(&p, &["tickets:read"], None, &[], NOON_TUESDAY).allowed);
-        assert!(!decide(&examples(), &[], None, &[], NOON_TUESDAY).allowed);
+        let d = decide(&p, &["tickets:read"], None, &[], NOON_TUESDAY);
+        assert_eq!(d.verdict(), Verdict::Deny);
+        let d = decide(&examples(), &[], None, &[], NOON_TUESDAY);
+        assert_eq!(d.verdict(), Verdict::Deny);
     }
 
     #[test]
@@ -845,26 +937,9 @@ mod tests {
         let p = set(
             r#"permit (principal, action, resource) when { principal.hasTag("team") && principal.getTag("team") == "payments" };"#,
         );
-        assert!(
-            decide(
-                &p,
-                &["tickets:read"],
-                None,
-                &[("team", "payments")],
-                NOON_TUESDAY
-            )
-            .allowed
-        );
-        assert!(
-            !decide(
-                &p,
-                &["tickets:read"],
-                None,
-                &[("team", "growth")],
-                NOON_TUESDAY
-            )
-            .allowed
-        );
+        let team = |t| decide(&p, &["tickets:read"], None, &[("team", t)], NOON_TUESDAY);
+        assert_eq!(team("payments").verdict(), Verdict::Allow);
+        assert_eq!(team("growth").verdict(), Verdict::Deny);
     }
 
     #[test]
@@ -903,128 +978,161 @@ mod tests {
         assert!(a.version().starts_with("sha256:"));
     }
 
-    fn facts_for<'a>(
-        caps: &'a [Capability],
-        obo: Option<&'a str>,
-        agent_attrs: &'a BTreeMap<String, String>,
-        denials: u32,
-    ) -> TaskFacts<'a> {
-        TaskFacts {
-            action: Action::StartTask,
-            agent: AgentFacts {
-                name: "demo-agent",
-                spiffe_id: "spiffe://writ.local/agent/demo-agent",
-                attestation: "join_token",
-                quarantined: false,
-                attributes: agent_attrs,
-            },
-            chain: Vec::new(),
-            intent: "work",
-            capabilities: caps,
-            on_behalf_of: obo,
-            ttl_secs: 600,
-            attestation: "join_token",
-            depth: 0,
-            recent_denials: denials,
-            exception: false,
-            now: NOON_TUESDAY,
-            request: None,
-            instance: None,
-            task: None,
-        }
-    }
-
     #[test]
     fn user_data_tools_need_a_human_and_noisy_agents_are_stopped() {
         let p = examples();
-        let none = BTreeMap::new();
-        let user_data: BTreeMap<String, String> = [("data".to_owned(), "user".to_owned())].into();
-        let crm = [ToolFacts {
-            name: "crm",
-            audience: "https://crm.example",
-            scopes: vec!["read"],
-            attributes: &user_data,
-        }];
-        let caps = [Capability::parse_short("crm:read").unwrap()];
-        let d = p.decide(&facts_for(&caps, None, &none, 0), &crm);
-        assert_eq!(d.determining_policies, vec!["user-data-needs-a-human"]);
-        assert!(
-            p.decide(&facts_for(&caps, Some("user:alice"), &none, 0), &crm)
-                .allowed
+        let a = agent("demo-agent", &[]);
+        let crm = [tool("crm", &["read"], &[("data", "user")])];
+        let d = start(&p, &a, &crm, &["crm:read"], None, 0, NOON_TUESDAY);
+        assert_eq!(d.determining_policies(), ["user-data-needs-a-human"]);
+        let d = start(
+            &p,
+            &a,
+            &crm,
+            &["crm:read"],
+            Some("user:alice"),
+            0,
+            NOON_TUESDAY,
         );
+        assert_eq!(d.verdict(), Verdict::Allow);
 
-        let plain = [ToolFacts {
-            name: "crm",
-            audience: "https://crm.example",
-            scopes: vec!["read"],
-            attributes: &none,
-        }];
-        assert!(p.decide(&facts_for(&caps, None, &none, 9), &plain).allowed);
-        let d = p.decide(&facts_for(&caps, None, &none, 10), &plain);
-        assert_eq!(d.determining_policies, vec!["stop-after-many-denials"]);
+        let plain = [tool("crm", &["read"], &[])];
+        let d = start(&p, &a, &plain, &["crm:read"], None, 9, NOON_TUESDAY);
+        assert_eq!(d.verdict(), Verdict::Allow);
+        let d = start(&p, &a, &plain, &["crm:read"], None, 10, NOON_TUESDAY);
+        assert_eq!(d.determining_policies(), ["stop-after-many-denials"]);
+    }
+
+    fn delegate(p: &PolicySet, parent: &Task, caps: &[&str]) -> Decision {
+        let planner = agent("demo-agent", &[]);
+        let helper = agent("helper", &[]);
+        let tools = [tool("tickets", &["read", "write"], &[])];
+        let view = TaskView::of_task(parent, "join_token");
+        let facts = Facts::delegate_task(
+            Chain::new(&helper, [&planner]),
+            "join_token",
+            &view,
+            caps.iter()
+                .map(|c| Capability::parse_short(c).unwrap())
+                .collect(),
+            tools.iter().collect(),
+            Behaviour::default(),
+            Timestamp::from_secs(1_800_000_000),
+        );
+        p.decide(&facts)
     }
 
     #[test]
     fn delegation_depth_is_capped_by_the_example_pack() {
         let p = examples();
-        let none = BTreeMap::new();
-        let tools = [ToolFacts {
-            name: "tickets",
-            audience: "https://tickets.example",
-            scopes: vec!["read"],
-            attributes: &none,
-        }];
-        let caps = [Capability::parse_short("tickets:read").unwrap()];
-        let mut f = facts_for(&caps, None, &none, 0);
-        f.action = Action::DelegateTask;
-        f.depth = 2;
-        assert!(p.decide(&f, &tools).allowed);
-        f.depth = 3;
-        assert_eq!(
-            p.decide(&f, &tools).determining_policies,
-            vec!["delegation-depth-2"]
+        // A child of a depth-1 task is at depth 2: allowed; of a depth-2
+        // task, at depth 3: refused.
+        let d = delegate(
+            &p,
+            &task(&["tickets:read"], Some("task_0"), 1),
+            &["tickets:read"],
         );
-        let write = [Capability::parse_short("tickets:write").unwrap()];
-        let mut f = facts_for(&write, Some("user:alice"), &none, 0);
-        f.action = Action::DelegateTask;
-        f.depth = 1;
-        assert!(
-            !p.decide(&f, &tools).allowed,
-            "sub-agents get read-only work"
+        assert_eq!(d.verdict(), Verdict::Allow, "{d:?}");
+        let d = delegate(
+            &p,
+            &task(&["tickets:read"], Some("task_0"), 2),
+            &["tickets:read"],
         );
+        assert_eq!(d.determining_policies(), ["delegation-depth-2"]);
+        let d = delegate(&p, &task(&["tickets:write"], None, 0), &["tickets:write"]);
+        assert_eq!(d.verdict(), Verdict::Deny, "sub-agents get read-only work");
     }
 
     #[test]
     fn p1_p2_conflicts_silence_and_evaluation_errors_all_deny() {
-        let none = BTreeMap::new();
-        let tools = [ToolFacts {
-            name: "tickets",
-            audience: "https://tickets.example",
-            scopes: vec!["read"],
-            attributes: &none,
-        }];
-        let caps = [Capability::parse_short("tickets:read").unwrap()];
+        let d = |p: &PolicySet| decide(p, &["tickets:read"], None, &[], NOON_TUESDAY);
         // permit and forbid both match: deny.
         let both = set(
             "@id(\"p\") permit (principal, action, resource);\n@id(\"f\") forbid (principal, action, resource);",
         );
-        let d = both.decide(&facts_for(&caps, None, &none, 0), &tools);
-        assert!(!d.allowed);
-        assert_eq!(d.determining_policies, vec!["f"]);
+        let r = d(&both);
+        assert_eq!(r.verdict(), Verdict::Deny);
+        assert_eq!(r.determining_policies(), ["f"]);
         // nothing matches: deny.
         let silent =
             set("@id(\"p\") permit (principal, action, resource) when { context.depth > 5 };");
-        assert!(
-            !silent
-                .decide(&facts_for(&caps, None, &none, 0), &tools)
-                .allowed
-        );
+        assert_eq!(d(&silent).verdict(), Verdict::Deny);
         // An evaluation error (overflow) in a forbid does not let a permit through.
         let overflow = set("@id(\"p\") permit (principal, action, resource);\n\
              @id(\"f\") forbid (principal, action, resource) when { context.ttl * 9223372036854775807 > 0 };");
-        let d = overflow.decide(&facts_for(&caps, None, &none, 0), &tools);
-        assert!(!d.allowed, "an evaluation error must deny: {d:?}");
-        assert!(!d.errors.is_empty());
+        let r = d(&overflow);
+        assert_eq!(
+            r.verdict(),
+            Verdict::Deny,
+            "an evaluation error must deny: {r:?}"
+        );
+        assert!(!r.errors().is_empty());
+        // ...nor one in a permit annotated for approval.
+        let held = set(
+            "@id(\"p\") @approval(\"required\") permit (principal, action, resource);\n\
+             @id(\"f\") forbid (principal, action, resource) when { context.ttl * 9223372036854775807 > 0 };",
+        );
+        assert_eq!(d(&held).verdict(), Verdict::Deny);
+    }
+
+    #[test]
+    fn approval_annotations_hold_the_request_with_their_window() {
+        let p = set(
+            "@id(\"held\") @approval(\"required\") @approval_window(\"300\") permit (principal, action, resource);",
+        );
+        let d = decide(&p, &["tickets:read"], None, &[], NOON_TUESDAY);
+        assert_eq!(d.verdict(), Verdict::NeedsApproval);
+        assert_eq!(d.determining_policies(), ["held"]);
+        assert_eq!(d.approval_window(), 300);
+        assert_eq!(d.reason(), "approval required by held");
+        let once =
+            set("@id(\"held\") @approval(\"required\") permit (principal, action, resource);");
+        assert_eq!(
+            decide(&once, &["tickets:read"], None, &[], NOON_TUESDAY).approval_window(),
+            0
+        );
+        // A forbid still wins over a permit that would hold.
+        let forbidden = set(
+            "@id(\"held\") @approval(\"required\") permit (principal, action, resource);\n\
+             @id(\"no\") forbid (principal, action, resource);",
+        );
+        let d = decide(&forbidden, &["tickets:read"], None, &[], NOON_TUESDAY);
+        assert_eq!(d.verdict(), Verdict::Deny);
+        assert_eq!(d.determining_policies(), ["no"]);
+    }
+
+    #[test]
+    fn exceptions_need_a_permit_that_allows_them_and_then_approval() {
+        let a = agent("demo-agent", &[]);
+        let tools = [tool("tickets", &["read"], &[])];
+        let caps = [Capability::parse_short("tickets:read").unwrap()];
+        let ask = TaskAsk {
+            intent: "long job",
+            capabilities: &caps,
+            on_behalf_of: None,
+            ttl: 86_400,
+            exception: true,
+        };
+        let facts = Facts::start_task(
+            &a,
+            INSTANCE,
+            &ask,
+            tools.iter().collect(),
+            Behaviour::default(),
+            NOON_TUESDAY,
+        );
+        let plain = set("@id(\"p\") permit (principal, action, resource);");
+        let d = plain.decide(&facts);
+        assert_eq!(d.verdict(), Verdict::Deny);
+        assert_eq!(
+            d.reason(),
+            "denied by p (no policy allows an exception for this request)"
+        );
+        let allowing =
+            set("@id(\"p\") @exception(\"allowed\") permit (principal, action, resource);");
+        let d = allowing.decide(&facts);
+        assert_eq!(d.verdict(), Verdict::NeedsApproval);
+        assert!(d.exception());
     }
 
     #[test]
@@ -1043,54 +1151,102 @@ mod tests {
             forbid (principal, action, resource)
             when { context has task && context.task has parent };
         "#);
-        let none = BTreeMap::new();
-        let tools = [ToolFacts {
-            name: "tickets",
-            audience: "https://tickets.example",
-            scopes: vec!["read", "write"],
-            attributes: &none,
-        }];
-        let held = [Capability::parse_short("tickets:read,write").unwrap()];
-        let asked = [Capability::parse_short("tickets:read").unwrap()];
-        let mut facts = TaskFacts {
-            action: Action::ExchangeToken,
-            chain: Vec::new(),
-            depth: 0,
-            recent_denials: 0,
-            exception: false,
-            agent: AgentFacts {
-                name: "demo-agent",
-                spiffe_id: "spiffe://writ.local/agent/demo-agent",
-                attestation: "join_token",
-                quarantined: false,
-                attributes: &none,
-            },
-            intent: "triage tickets",
-            capabilities: &asked,
-            on_behalf_of: None,
-            ttl_secs: 600,
-            attestation: "join_token",
-            now: Timestamp::from_secs(1_800_000_000),
-            request: None,
-            instance: Some("ins_1"),
-            task: Some(TaskRef {
-                id: "task_1",
-                capabilities: &held,
-                parent: None,
-                started_at: Some(1_799_999_000),
-            }),
+        let a = agent("demo-agent", &[]);
+        let tickets = tool("tickets", &["read", "write"], &[]);
+        let exchange = |t: &Task| {
+            let view = TaskView::of_task(t, "join_token");
+            let facts = Facts::exchange_token(
+                Chain::alone(&a),
+                &view,
+                Capability::parse_short("tickets:read").unwrap(),
+                &tickets,
+                Behaviour::default(),
+                Timestamp::from_secs(1_800_000_000),
+            );
+            p.decide(&facts)
         };
-        let d = p.decide(&facts, &tools);
-        assert!(d.allowed, "{d:?}");
-        facts.task = facts.task.map(|t| TaskRef {
-            parent: Some("task_0"),
-            ..t
-        });
-        let d = p.decide(&facts, &tools);
-        assert_eq!(d.determining_policies, vec!["no-children-of-children"]);
-        // Without the entities, the permit's conditions do not hold.
-        facts.task = None;
-        facts.instance = None;
-        assert!(!p.decide(&facts, &tools).allowed);
+        let d = exchange(&task(&["tickets:read,write"], None, 0));
+        assert_eq!(d.verdict(), Verdict::Allow, "{d:?}");
+        let d = exchange(&task(&["tickets:read,write"], Some("task_0"), 1));
+        assert_eq!(d.determining_policies(), ["no-children-of-children"]);
+        // Without the task and the instance (an AuthZEN question about no
+        // task), the permit's conditions do not hold.
+        let caps = [Capability::parse_short("tickets:read").unwrap()];
+        let ask = TaskAsk {
+            intent: "triage tickets",
+            capabilities: &caps,
+            on_behalf_of: None,
+            ttl: 600,
+            exception: false,
+        };
+        let facts = Facts::untasked(
+            Action::ExchangeToken,
+            &a,
+            None,
+            &ask,
+            &tickets,
+            None,
+            Behaviour::default(),
+            Timestamp::from_secs(1_800_000_000),
+        );
+        assert_eq!(p.decide(&facts).verdict(), Verdict::Deny);
+    }
+
+    #[test]
+    fn a_tool_token_and_the_store_give_a_gateway_the_same_task() {
+        let t = task(&["tickets:read,write", "crm:read"], Some("task_0"), 1);
+        let ctx = TaskView::of_task_claim(&t, "spiffe_x509");
+        let claims = writ_core::token::AccessClaims {
+            iss: "i".into(),
+            sub: "s".into(),
+            aud: "a".into(),
+            exp: 0,
+            iat: 0,
+            nbf: 0,
+            jti: "j".into(),
+            client_id: t.instance_id.to_string(),
+            scope: Some("read".into()),
+            task: Some(t.task_id.to_string()),
+            obo: t.on_behalf_of.clone(),
+            cnf: None,
+            act: None,
+            exception: t.exception,
+            intent: Some(t.intent.clone()),
+            task_ctx: Some(ctx),
+        };
+        let from_token = TaskView::of_token(&claims).unwrap();
+        let from_store = TaskView::of_task(&t, "spiffe_x509");
+        assert_eq!(format!("{from_token:?}"), format!("{from_store:?}"));
+
+        let p = examples();
+        let a = agent("demo-agent", &[]);
+        let tickets = tool("tickets", &["read", "write"], &[]);
+        let req = CallRequest {
+            method: "GET",
+            path: "/x",
+            ..CallRequest::default()
+        };
+        let scopes: std::collections::BTreeSet<writ_core::Scope> = ["read".parse().unwrap()].into();
+        let now = Timestamp::from_secs(1_800_000_000);
+        let d1 = p.decide(&Facts::call_tool(
+            Chain::alone(&a),
+            &from_token,
+            scopes.clone(),
+            &tickets,
+            req.clone(),
+            Behaviour::default(),
+            now,
+        ));
+        let d2 = p.decide(&Facts::call_tool(
+            Chain::alone(&a),
+            &from_store,
+            scopes,
+            &tickets,
+            req,
+            Behaviour::default(),
+            now,
+        ));
+        assert_eq!(d1, d2);
+        assert_eq!(d1.verdict(), Verdict::Allow);
     }
 }

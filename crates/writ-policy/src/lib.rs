@@ -1,16 +1,20 @@
 //! Policy-as-code for writ: the built-in Cedar schema, versioned policy sets
-//! validated strictly against it, and decisions that carry their reasons.
+//! validated strictly against it, the facts every enforcement point decides
+//! on, and decisions that carry their reasons.
 //!
-//! A decision is a value, never a bare `bool`: it names the policies that
-//! decided it and the version of the set, and any evaluation error turns it
-//! into a denial.
+//! [`Facts`] are made by one constructor per action from the store's model
+//! types; no other crate assembles a Cedar request. A [`Decision`] is a
+//! value, never a bare `bool`: a [`Verdict`] (allow, deny, needs approval),
+//! the policies that reached it and the version of the set, and any
+//! evaluation error turns it into a denial.
 
 mod decide;
+mod facts;
 mod set;
 
-pub use decide::{
-    Action, AgentFacts, Decision, Explanation, Obligations, RequestFacts, TaskFacts, TaskRef,
-    ToolExplanation, ToolFacts,
+pub use decide::{Decision, Explanation, Obligations, ToolExplanation, Verdict};
+pub use facts::{
+    Action, Behaviour, CallRequest, Chain, Facts, InstanceFacts, TaskAsk, TaskView, TaskViewError,
 };
 pub use set::{PolicyError, PolicySet, PolicySource, version_of};
 

@@ -46,6 +46,13 @@ pub enum Change {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Refusals are counted in buckets this many seconds wide (unix time
+/// rounded down), so what one agent keeps is bounded whatever its rate.
+pub const DENIAL_BUCKET_SECS: i64 = 10;
+/// An agent's buckets this much older than a refusal being recorded for
+/// it are deleted then: far more than any window policy looks at.
+pub const DENIAL_RETENTION_SECS: i64 = 3600;
+
 /// Everything the broker keeps. Object-safe, so a backend is picked at run time.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -74,7 +81,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_agent(&self, name: &AgentName) -> Result<Option<Agent>>;
     async fn list_agents(&self) -> Result<Vec<Agent>>;
     /// Quarantine (revoking every live grant, instance and task of the agent
-    /// at once) or release an agent.
+    /// at once, and expiring its pending approvals of both kinds) or release
+    /// an agent.
     async fn set_quarantine(
         &self,
         name: &AgentName,
@@ -125,7 +133,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// Appends a gateway's decisions numbered from `first_seq`, skipping the
     /// ones already held; returns the highest number held. A batch that
-    /// would leave a gap is a `Conflict`.
+    /// would leave a gap is a `Conflict`. Each newly held refusal that
+    /// names an agent counts against it at `now` (see
+    /// [`Store::record_denial`]).
     async fn append_gateway_decisions(
         &self,
         gateway: &str,
@@ -273,11 +283,16 @@ pub trait Store: Send + Sync + 'static {
         approval: &Approval,
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
+    /// An approval of either kind: a task start's or a call's.
     async fn get_approval(&self, id: &ApprovalId) -> Result<Option<Approval>>;
+    /// The approval a task's start waits for (never a call approval).
     async fn approval_for_task(&self, task: &TaskId) -> Result<Option<Approval>>;
+    /// Approvals of both kinds: pending ones oldest first, or all of them
+    /// newest first (at most 1000).
     async fn list_approvals(&self, pending_only: bool) -> Result<Vec<Approval>>;
-    /// Approves or denies a pending, unexpired approval; a denial ends its
-    /// task as `denied`. `NotActive` when it was already decided or expired.
+    /// Approves or denies a pending, unexpired approval; denying a task
+    /// start ends its task as `denied` (denying a call leaves the task be).
+    /// `NotActive` when it was already decided or expired.
     async fn decide_approval(
         &self,
         id: &ApprovalId,
@@ -286,15 +301,15 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<Approval>;
-    /// Expires one pending approval past its deadline (and its task).
-    /// `false` if it was no longer pending.
+    /// Expires one pending approval past its deadline (and, for a task
+    /// start, its task). `false` if it was no longer pending.
     async fn expire_approval(
         &self,
         id: &ApprovalId,
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<bool>;
-    /// Pending approvals past their deadline.
+    /// Pending approvals of both kinds past their deadline, earliest first.
     async fn overdue_approvals(&self, now: Timestamp, limit: u32) -> Result<Vec<ApprovalId>>;
     /// Turns an approved pending task active: its lease and hard end start
     /// now, and its first token is recorded.
@@ -308,6 +323,50 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Task>;
     /// Tasks, newest first; optionally only live exceptions.
     async fn list_tasks(&self, exceptions_only: bool, limit: u32) -> Result<Vec<Task>>;
+
+    // --- call approvals ---
+
+    /// Records a pending call approval (`approval.call` is `Some`), found
+    /// again by its task and `fingerprint`. Refused with `NotFound` for an
+    /// unknown task, `Quarantined` when its agent is, `NotActive` when the
+    /// task is no longer active, and `Conflict` for an id already taken by
+    /// either kind of approval.
+    async fn create_call_approval(
+        &self,
+        approval: &Approval,
+        fingerprint: &str,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    /// The newest call approval (by requested_at, then id) of `task` with
+    /// `fingerprint`, whatever its status.
+    async fn call_approval(&self, task: &TaskId, fingerprint: &str) -> Result<Option<Approval>>;
+    /// Marks an approved call approval used at `now` (for once-only
+    /// approvals). `false` when it is not approved or was used already
+    /// (exactly one of two concurrent callers gets `true`); its audit
+    /// events are appended only with `true`.
+    async fn use_call_approval(
+        &self,
+        id: &ApprovalId,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<bool>;
+    /// How many call approvals of `task` are pending (a bound on how many
+    /// one task may open).
+    async fn pending_call_approvals(&self, task: &TaskId) -> Result<u32>;
+
+    // --- behaviour: refusals counted per agent for the whole deployment ---
+
+    /// Counts one refusal against `agent` at `at`, and forgets the agent's
+    /// refusals older than [`DENIAL_RETENTION_SECS`] before it.
+    async fn record_denial(&self, agent: &AgentName, at: Timestamp) -> Result<()>;
+    /// Refusals of `agent` in buckets starting at or after `since` rounded
+    /// down to its bucket (saturating at `u32::MAX`).
+    async fn denials_since(&self, agent: &AgentName, since: Timestamp) -> Result<u32>;
+    /// Every agent with refusals since `since` (same rounding), and how
+    /// many, by agent name.
+    async fn denial_counts(&self, since: Timestamp) -> Result<Vec<(AgentName, u32)>>;
+    /// Forgets every refusal of `agent` (when an operator releases it).
+    async fn clear_denials(&self, agent: &AgentName) -> Result<()>;
 
     // --- policy sets ---
 

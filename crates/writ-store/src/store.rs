@@ -2,15 +2,16 @@
 //! transaction.
 
 use async_trait::async_trait;
-use writ_core::api::{Agent, Approval, ApprovalStatus, Node, Task, TaskStatus, Tool};
-use writ_core::audit::{AuditEvent, AuditRecord};
+use writ_core::api::{Agent, Approval, ApprovalCall, ApprovalStatus, Node, Task, TaskStatus, Tool};
+use writ_core::audit::{AuditEvent, AuditRecord, Outcome};
 use writ_core::{AgentName, ApprovalId, InstanceId, TaskId, Timestamp, ToolName};
 
 use crate::engine::{SqlStore, WriteCtx};
-use crate::sql::{DbError, DbResult, OptionalExtension, Row, Sql, db, params};
+use crate::sql::{DbError, DbResult, OptionalExtension, Row, Sql, Value, db, params};
 use crate::{
-    DbLease, Ended, Grant, GrantKind, GrantState, Instance, JoinTokenError, QuarantineOutcome,
-    Result, Store, StoreError, StoredKey, StoredSecret, StoredSpiffeKey, TaskEnd,
+    DENIAL_BUCKET_SECS, DENIAL_RETENTION_SECS, DbLease, Ended, Grant, GrantKind, GrantState,
+    Instance, JoinTokenError, QuarantineOutcome, Result, Store, StoreError, StoredKey,
+    StoredSecret, StoredSpiffeKey, TaskEnd,
 };
 
 fn ts(v: i64) -> Timestamp {
@@ -439,7 +440,153 @@ fn load_approval(conn: &dyn Sql, filter: &str, arg: &str) -> Result<Option<Appro
         decided_at: decided_at.map(ts),
         reason,
         task,
+        call: None,
     }))
+}
+
+const CALL_APPROVAL_COLS: &str = "id, task_id, call, status, ttl, exception, justification, \
+                                  requested_at, expires_at, decided_at, reason, used_at";
+
+/// The first call approval `tail` (a WHERE clause, possibly ordered, over
+/// `call_approvals`, with `args` bound) selects, with its task.
+fn load_call_approval(conn: &dyn Sql, tail: &str, args: &[Value]) -> Result<Option<Approval>> {
+    struct Raw {
+        id: String,
+        task_id: String,
+        call: String,
+        status: String,
+        ttl: i64,
+        exception: bool,
+        justification: Option<String>,
+        requested_at: i64,
+        expires_at: i64,
+        decided_at: Option<i64>,
+        reason: Option<String>,
+        used_at: Option<i64>,
+    }
+    let raw = conn
+        .query_row(
+            &format!("SELECT {CALL_APPROVAL_COLS} FROM call_approvals WHERE {tail}"),
+            args,
+            |r| {
+                Ok(Raw {
+                    id: r.get(0)?,
+                    task_id: r.get(1)?,
+                    call: r.get(2)?,
+                    status: r.get(3)?,
+                    ttl: r.get(4)?,
+                    exception: r.get(5)?,
+                    justification: r.get(6)?,
+                    requested_at: r.get(7)?,
+                    expires_at: r.get(8)?,
+                    decided_at: r.get(9)?,
+                    reason: r.get(10)?,
+                    used_at: r.get(11)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(db)?;
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let task = load_task(conn, &raw.task_id)?
+        .ok_or_else(|| StoreError::Corrupt(format!("call approval {} without its task", raw.id)))?;
+    let call = ApprovalCall {
+        used_at: raw.used_at.map(ts),
+        ..json("approval call", &raw.call)?
+    };
+    Ok(Some(Approval {
+        approval_id: parse("approval id", &raw.id)?,
+        task_id: parse("task id", &raw.task_id)?,
+        status: ApprovalStatus::parse(&raw.status)
+            .ok_or_else(|| StoreError::Corrupt(format!("approval status {}", raw.status)))?,
+        ttl: raw.ttl,
+        exception: raw.exception,
+        justification: raw.justification,
+        requested_at: ts(raw.requested_at),
+        expires_at: ts(raw.expires_at),
+        decided_at: raw.decided_at.map(ts),
+        reason: raw.reason,
+        task,
+        call: Some(call),
+    }))
+}
+
+/// An approval of either kind by its id (the two tables share one id
+/// space); `call` is `Some` for a call approval.
+fn approval_by_id(conn: &dyn Sql, id: &str) -> Result<Option<Approval>> {
+    match load_approval(conn, "id = ?1", id)? {
+        Some(a) => Ok(Some(a)),
+        None => load_call_approval(conn, "id = ?1", params![id]),
+    }
+}
+
+/// The table an approval lives in.
+fn approval_table(a: &Approval) -> &'static str {
+    if a.call.is_some() {
+        "call_approvals"
+    } else {
+        "approvals"
+    }
+}
+
+/// Loads the approvals a listing query selected as `(id, is_call)`.
+fn load_listed(conn: &dyn Sql, sql: &str, args: &[Value]) -> Result<Vec<Approval>> {
+    let listed = conn
+        .rows(sql, args)
+        .map_err(db)?
+        .iter()
+        .map(|r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))
+        .collect::<DbResult<Vec<_>>>()
+        .map_err(db)?;
+    let mut out = Vec::with_capacity(listed.len());
+    for (id, is_call) in listed {
+        let a = if is_call {
+            load_call_approval(conn, "id = ?1", params![id])?
+        } else {
+            load_approval(conn, "id = ?1", &id)?
+        };
+        out.extend(a);
+    }
+    Ok(out)
+}
+
+/// The bucket (unix seconds, a multiple of [`DENIAL_BUCKET_SECS`]) a
+/// refusal at `at` is counted in.
+fn denial_bucket(at: Timestamp) -> i64 {
+    at.millis()
+        .div_euclid(1000 * DENIAL_BUCKET_SECS)
+        .saturating_mul(DENIAL_BUCKET_SECS)
+}
+
+/// Counts one refusal against `agent` at `at` inside a write, and drops the
+/// agent's buckets past retention: an agent's rows stay bounded however
+/// fast it is refused.
+fn record_denial_in(conn: &dyn Sql, agent: &str, at: Timestamp) -> Result<()> {
+    let bucket = denial_bucket(at);
+    // A bucket stops counting at u32::MAX, so a sum over an hour of them
+    // cannot overflow 64 bits either.
+    conn.execute(
+        &format!(
+            "INSERT INTO denials (agent, bucket, count) VALUES (?1, ?2, 1) \
+             ON CONFLICT (agent, bucket) DO UPDATE SET count = \
+             CASE WHEN denials.count < {max} THEN denials.count + 1 ELSE denials.count END",
+            max = u32::MAX
+        ),
+        params![agent, bucket],
+    )
+    .map_err(db)?;
+    conn.execute(
+        "DELETE FROM denials WHERE agent = ?1 AND bucket < ?2",
+        params![agent, bucket.saturating_sub(DENIAL_RETENTION_SECS)],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+fn saturating_count(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
 
 #[async_trait]
@@ -625,13 +772,17 @@ impl Store for SqlStore {
                         params![name, now.millis()],
                     )
                     .map_err(db)? as u64;
-                ctx.tx
-                    .execute(
-                        "UPDATE approvals SET status = 'expired', decided_at = ?2, reason = 'agent quarantined' \
-                         WHERE status = 'pending' AND task_id IN (SELECT id FROM tasks WHERE agent = ?1)",
-                        params![name, now.millis()],
-                    )
-                    .map_err(db)?;
+                for table in ["approvals", "call_approvals"] {
+                    ctx.tx
+                        .execute(
+                            &format!(
+                                "UPDATE {table} SET status = 'expired', decided_at = ?2, reason = 'agent quarantined' \
+                                 WHERE status = 'pending' AND task_id IN (SELECT id FROM tasks WHERE agent = ?1)"
+                            ),
+                            params![name, now.millis()],
+                        )
+                        .map_err(db)?;
+                }
                 // Outstanding join tokens die too: a release never revives them.
                 ctx.tx
                     .execute(
@@ -892,6 +1043,22 @@ impl Store for SqlStore {
             }
             let new_acked = acked.saturating_add(fresh.len() as u64);
             ctx.audit(now, fresh)?;
+            // Only decisions held for the first time count, so a
+            // redelivered batch never counts a refusal twice. A name that
+            // is not a valid agent name is not counted: no agent could be
+            // looked up by it, and it would spoil every listing. A call held
+            // for a person's approval (`detail.held`) is refused for now,
+            // not misbehaviour: it does not count, as a held task start
+            // does not.
+            let counted = |e: &&AuditEvent| {
+                e.outcome == Outcome::Deny
+                    && e.detail.get("held").and_then(serde_json::Value::as_bool) != Some(true)
+            };
+            for e in fresh.iter().filter(counted) {
+                if let Some(agent) = e.agent.as_deref().and_then(|a| a.parse::<AgentName>().ok()) {
+                    record_denial_in(ctx.tx, agent.as_str(), now)?;
+                }
+            }
             ctx.tx
                 .execute(
                     "UPDATE gateways SET acked_seq = ?1 WHERE name = ?2",
@@ -1724,7 +1891,7 @@ impl Store for SqlStore {
 
     async fn get_approval(&self, id: &ApprovalId) -> Result<Option<Approval>> {
         let id = id.to_string();
-        self.read(move |c| load_approval(c, "id = ?1", &id)).await
+        self.read(move |c| approval_by_id(c, &id)).await
     }
 
     async fn approval_for_task(&self, task: &TaskId) -> Result<Option<Approval>> {
@@ -1735,24 +1902,20 @@ impl Store for SqlStore {
 
     async fn list_approvals(&self, pending_only: bool) -> Result<Vec<Approval>> {
         self.read(move |c| {
+            // Both kinds in one order; the id breaks ties so the order is
+            // the same on every backend.
             let sql = if pending_only {
-                "SELECT id FROM approvals WHERE status = 'pending' ORDER BY requested_at"
+                "SELECT id, 0 AS is_call, requested_at FROM approvals WHERE status = 'pending' \
+                 UNION ALL \
+                 SELECT id, 1 AS is_call, requested_at FROM call_approvals WHERE status = 'pending' \
+                 ORDER BY requested_at, id"
             } else {
-                "SELECT id FROM approvals ORDER BY requested_at DESC LIMIT 1000"
+                "SELECT id, 0 AS is_call, requested_at FROM approvals \
+                 UNION ALL \
+                 SELECT id, 1 AS is_call, requested_at FROM call_approvals \
+                 ORDER BY requested_at DESC, id DESC LIMIT 1000"
             };
-            let mut stmt = c.prepare(sql).map_err(db)?;
-            let ids = stmt
-                .query_map(params![], |r| r.get::<_, String>(0))
-                .map_err(db)?
-                .collect::<DbResult<Vec<_>>>()
-                .map_err(db)?;
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                if let Some(a) = load_approval(c, "id = ?1", &id)? {
-                    out.push(a);
-                }
-            }
-            Ok(out)
+            load_listed(c, sql, params![])
         })
         .await
     }
@@ -1767,8 +1930,7 @@ impl Store for SqlStore {
     ) -> Result<Approval> {
         let (id, reason) = (id.to_string(), reason.to_owned());
         self.write(move |ctx: &mut WriteCtx<'_>| {
-            let a =
-                load_approval(ctx.tx, "id = ?1", &id)?.ok_or(StoreError::NotFound("approval"))?;
+            let a = approval_by_id(ctx.tx, &id)?.ok_or(StoreError::NotFound("approval"))?;
             if a.status != ApprovalStatus::Pending {
                 return Err(StoreError::NotActive("approval already decided"));
             }
@@ -1782,11 +1944,16 @@ impl Store for SqlStore {
             };
             ctx.tx
                 .execute(
-                    "UPDATE approvals SET status = ?2, decided_at = ?3, reason = ?4 WHERE id = ?1",
+                    &format!(
+                        "UPDATE {} SET status = ?2, decided_at = ?3, reason = ?4 WHERE id = ?1",
+                        approval_table(&a)
+                    ),
                     params![id, status.as_str(), now.millis(), reason],
                 )
                 .map_err(db)?;
-            if !approve {
+            // Denying one call refuses that call, not the task it was made
+            // under.
+            if !approve && a.call.is_none() {
                 ctx.tx
                     .execute(
                         "UPDATE tasks SET status = 'denied', ended_at = ?2, end_reason = ?3 \
@@ -1800,7 +1967,7 @@ impl Store for SqlStore {
                     .map_err(db)?;
             }
             ctx.audit(now, &audit)?;
-            load_approval(ctx.tx, "id = ?1", &id)?.ok_or(StoreError::NotFound("approval"))
+            approval_by_id(ctx.tx, &id)?.ok_or(StoreError::NotFound("approval"))
         })
         .await
     }
@@ -1813,7 +1980,7 @@ impl Store for SqlStore {
     ) -> Result<bool> {
         let id = id.to_string();
         self.write(move |ctx: &mut WriteCtx<'_>| {
-            let Some(a) = load_approval(ctx.tx, "id = ?1", &id)? else {
+            let Some(a) = approval_by_id(ctx.tx, &id)? else {
                 return Ok(false);
             };
             if a.status != ApprovalStatus::Pending || now < a.expires_at {
@@ -1821,17 +1988,23 @@ impl Store for SqlStore {
             }
             ctx.tx
                 .execute(
-                    "UPDATE approvals SET status = 'expired', decided_at = ?2 WHERE id = ?1",
+                    &format!(
+                        "UPDATE {} SET status = 'expired', decided_at = ?2 WHERE id = ?1",
+                        approval_table(&a)
+                    ),
                     params![id, now.millis()],
                 )
                 .map_err(db)?;
-            ctx.tx
-                .execute(
-                    "UPDATE tasks SET status = 'expired', ended_at = ?2, end_reason = 'approval expired' \
-                     WHERE id = ?1 AND status = 'pending_approval'",
-                    params![a.task_id.as_str(), now.millis()],
-                )
-                .map_err(db)?;
+            // A call that was never decided leaves its task running.
+            if a.call.is_none() {
+                ctx.tx
+                    .execute(
+                        "UPDATE tasks SET status = 'expired', ended_at = ?2, end_reason = 'approval expired' \
+                         WHERE id = ?1 AND status = 'pending_approval'",
+                        params![a.task_id.as_str(), now.millis()],
+                    )
+                    .map_err(db)?;
+            }
             ctx.audit(now, &audit)?;
             Ok(true)
         })
@@ -1841,7 +2014,12 @@ impl Store for SqlStore {
     async fn overdue_approvals(&self, now: Timestamp, limit: u32) -> Result<Vec<ApprovalId>> {
         self.read(move |c| {
             let mut stmt = c
-                .prepare("SELECT id FROM approvals WHERE status = 'pending' AND expires_at <= ?1 LIMIT ?2")
+                .prepare(
+                    "SELECT id, expires_at FROM approvals WHERE status = 'pending' AND expires_at <= ?1 \
+                     UNION ALL \
+                     SELECT id, expires_at FROM call_approvals WHERE status = 'pending' AND expires_at <= ?1 \
+                     ORDER BY expires_at, id LIMIT ?2",
+                )
                 .map_err(db)?;
             let rows = stmt
                 .query_map(params![now.millis(), limit], |r| r.get::<_, String>(0))
@@ -1910,6 +2088,193 @@ impl Store for SqlStore {
                 .map_err(db)?;
             let rows = stmt.query_map(params![limit], task_row).map_err(db)?;
             rows.map(|r| r.map_err(db).and_then(task_from)).collect()
+        })
+        .await
+    }
+
+    async fn create_call_approval(
+        &self,
+        approval: &Approval,
+        fingerprint: &str,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        let (a, fingerprint) = (approval.clone(), fingerprint.to_owned());
+        let call = a.call.clone().ok_or_else(|| {
+            StoreError::Corrupt(format!("approval {} is not about a call", a.approval_id))
+        })?;
+        // Whether the call was used is the `used_at` column's alone.
+        let call = to_json(&ApprovalCall {
+            used_at: None,
+            ..call
+        })?;
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let task: (String, String) = ctx
+                .tx
+                .query_row(
+                    "SELECT status, agent FROM tasks WHERE id = ?1",
+                    params![a.task_id.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db)?
+                .ok_or(StoreError::NotFound("task"))?;
+            // A quarantine expires pending call approvals: one created
+            // after it must not slip past.
+            if agent_quarantined(ctx.tx, &task.1)? {
+                return Err(StoreError::Quarantined);
+            }
+            if task.0 != "active" {
+                return Err(StoreError::NotActive("task ended"));
+            }
+            // Both tables share one id space, which no key spans.
+            let taken = ctx
+                .tx
+                .query_row(
+                    "SELECT 1 FROM approvals WHERE id = ?1",
+                    params![a.approval_id.as_str()],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(db)?;
+            if taken.is_some() {
+                return Err(StoreError::Conflict(format!("approval {}", a.approval_id)));
+            }
+            ctx.tx
+                .execute(
+                    &format!(
+                        "INSERT INTO call_approvals (fingerprint, {CALL_APPROVAL_COLS}) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, NULL)"
+                    ),
+                    params![
+                        fingerprint,
+                        a.approval_id.as_str(),
+                        a.task_id.as_str(),
+                        call,
+                        a.status.as_str(),
+                        a.ttl,
+                        a.exception,
+                        a.justification,
+                        a.requested_at.millis(),
+                        a.expires_at.millis()
+                    ],
+                )
+                .map_err(insert_err(format!("approval {}", a.approval_id)))?;
+            ctx.audit(a.requested_at, &audit)
+        })
+        .await
+    }
+
+    async fn call_approval(&self, task: &TaskId, fingerprint: &str) -> Result<Option<Approval>> {
+        let (task, fingerprint) = (task.to_string(), fingerprint.to_owned());
+        self.read_quick(move |c| {
+            load_call_approval(
+                c,
+                "task_id = ?1 AND fingerprint = ?2 ORDER BY requested_at DESC, id DESC LIMIT 1",
+                params![task, fingerprint],
+            )
+        })
+        .await
+    }
+
+    async fn use_call_approval(
+        &self,
+        id: &ApprovalId,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<bool> {
+        let id = id.to_string();
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            // One conditional update: writes are serialized, so of two
+            // callers racing for a once-only approval exactly one sees a
+            // row change.
+            let n = ctx
+                .tx
+                .execute(
+                    "UPDATE call_approvals SET used_at = ?2 \
+                     WHERE id = ?1 AND status = 'approved' AND used_at IS NULL",
+                    params![id, now.millis()],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            ctx.audit(now, &audit)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn pending_call_approvals(&self, task: &TaskId) -> Result<u32> {
+        let task = task.to_string();
+        self.read_quick(move |c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM call_approvals WHERE task_id = ?1 AND status = 'pending'",
+                params![task],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(saturating_count)
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn record_denial(&self, agent: &AgentName, at: Timestamp) -> Result<()> {
+        let agent = agent.to_string();
+        self.write(move |ctx: &mut WriteCtx<'_>| record_denial_in(ctx.tx, &agent, at))
+            .await
+    }
+
+    async fn denials_since(&self, agent: &AgentName, since: Timestamp) -> Result<u32> {
+        let agent = agent.to_string();
+        // On the path of every decision: a point read on the primary key.
+        self.read_quick(move |c| {
+            c.query_row(
+                "SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM denials \
+                 WHERE agent = ?1 AND bucket >= ?2",
+                params![agent, denial_bucket(since)],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(saturating_count)
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn denial_counts(&self, since: Timestamp) -> Result<Vec<(AgentName, u32)>> {
+        self.read(move |c| {
+            let rows = c
+                .rows(
+                    "SELECT agent, CAST(SUM(count) AS BIGINT) FROM denials \
+                     WHERE bucket >= ?1 GROUP BY agent",
+                    params![denial_bucket(since)],
+                )
+                .map_err(db)?;
+            let mut out = rows
+                .iter()
+                .map(|r| {
+                    let agent: String = r.get(0).map_err(db)?;
+                    let n: i64 = r.get(1).map_err(db)?;
+                    Ok((
+                        parse::<AgentName>("agent name", &agent)?,
+                        saturating_count(n),
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            // Sorted here, not in SQL: PostgreSQL would sort by the
+            // database's collation, SQLite by bytes.
+            out.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn clear_denials(&self, agent: &AgentName) -> Result<()> {
+        let agent = agent.to_string();
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            ctx.tx
+                .execute("DELETE FROM denials WHERE agent = ?1", params![agent])
+                .map_err(db)?;
+            Ok(())
         })
         .await
     }

@@ -7,8 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use writ_core::ToolName;
 use writ_core::api::{
-    GatewayBundle, GatewayDecisions, GatewayDecisionsAck, GatewayRegistered, GatewaySecret,
-    RegisterGateway, SetToolSecret, ToolSecretSet,
+    CallHeld, GatewayBundle, GatewayDecisions, GatewayDecisionsAck, GatewayRegistered,
+    GatewaySecret, HoldCall, RegisterGateway, SetToolSecret, ToolSecretSet,
 };
 
 use super::{Admin, GatewayAuth};
@@ -65,4 +65,13 @@ pub async fn decisions(
     Json(batch): Json<GatewayDecisions>,
 ) -> R<GatewayDecisionsAck> {
     Ok(AxumJson(b.gateway_decisions(&name, batch).await?))
+}
+
+/// A gateway holds a call for approval: where it stands.
+pub async fn hold_call(
+    State(b): State<Arc<Broker>>,
+    GatewayAuth(name): GatewayAuth,
+    Json(req): Json<HoldCall>,
+) -> R<CallHeld> {
+    Ok(AxumJson(b.gateway_hold_call(&name, req).await?))
 }

@@ -58,6 +58,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         )
         .route("/v1/gateway/bundle", get(gateway::bundle))
         .route("/v1/gateway/secrets", get(gateway::secrets))
+        .route("/v1/gateway/approvals", post(gateway::hold_call))
         // Decision batches are larger than other bodies (up to 1,000 records).
         .route(
             "/v1/gateway/decisions",

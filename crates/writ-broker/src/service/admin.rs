@@ -113,6 +113,11 @@ impl Broker {
             .store
             .set_quarantine(name, on, self.now(), vec![event])
             .await?;
+        if !on {
+            // Released: the agent starts with a clean record, so a
+            // `stop-after-many-denials` rule does not stop it again at once.
+            self.store.clear_denials(name).await?;
+        }
         metrics::add(&self.metrics.tokens_revoked, out.revoked_tokens);
         metrics::add(&self.metrics.tasks_ended, out.ended_tasks);
         self.revocations_changed().await;

@@ -1,11 +1,50 @@
-//! People deciding: approvals of tasks a policy (or an exception) holds back.
+//! People deciding: approvals of tasks a policy (or an exception) holds
+//! back, and of single calls through a gateway that a permit annotated
+//! `@approval("required")` holds.
+//!
+//! A held call is found again by a fingerprint of its task and request
+//! facts: once approved, the same call (same task, tool, agent, method,
+//! path, query, MCP method, tool and arguments) passes once, or for the
+//! window its permit names (`@approval_window("SECONDS")`, counted from the
+//! approval). A denied or expired approval keeps refusing that call for
+//! the rest of the task; any other call is a new approval.
 
 use writ_core::ApprovalId;
-use writ_core::api::{Approval, DecideApproval, Task};
+use writ_core::api::{Approval, ApprovalCall, ApprovalStatus, DecideApproval, Task, TaskStatus};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 
 use super::Broker;
 use crate::error::ApiError;
+
+/// Most call approvals one task may have waiting at once: a task cannot
+/// flood approvers (nor the store) by varying its requests.
+pub const MAX_PENDING_CALL_APPROVALS: u32 = 16;
+
+/// Where a held call stands.
+#[derive(Debug, Clone)]
+pub enum CallApproval {
+    /// Approved: let this call through.
+    Approved(ApprovalId),
+    /// Waiting for a person, or denied or expired: refuse it, naming the
+    /// approval.
+    Held(Box<Approval>),
+}
+
+/// The fingerprint a held call is found again by.
+fn fingerprint(task: &Task, call: &ApprovalCall) -> String {
+    let facts = serde_json::json!([
+        task.task_id,
+        call.tool,
+        call.agent,
+        call.method,
+        call.path,
+        call.query,
+        call.mcp_method,
+        call.mcp_tool,
+        call.arguments,
+    ]);
+    super::hash_secret(&facts.to_string())
+}
 
 impl Broker {
     pub async fn approvals(&self, all: bool) -> Result<Vec<Approval>, ApiError> {
@@ -49,11 +88,161 @@ impl Broker {
             "exception": a.exception,
             "justification": a.justification,
             "ttl": a.ttl,
+            "call": a.call,
         }));
         Ok(self
             .store
             .decide_approval(id, approve, reason, self.now(), vec![event])
             .await?)
+    }
+
+    /// Where the held call `call` under `task` stands: approved (and, for
+    /// a once-only approval, used up now), or held, with a new pending
+    /// approval opened when none applies. `decision` is the one that held
+    /// it; `actor` the enforcement point asking.
+    pub async fn resolve_call_approval(
+        &self,
+        task: &Task,
+        mut call: ApprovalCall,
+        decision: &writ_policy::Decision,
+        actor: &str,
+    ) -> Result<CallApproval, ApiError> {
+        if task.status != TaskStatus::Active {
+            return Err(ApiError::Conflict(format!(
+                "task {} is not active ({})",
+                task.task_id,
+                task.status.as_str()
+            )));
+        }
+        if call.agent != task.agent || !task.capabilities.iter().any(|c| c.tool == call.tool) {
+            return Err(ApiError::Forbidden(
+                "the call is not made by the task's agent on one of its tools".into(),
+            ));
+        }
+        call.window_secs = decision.approval_window();
+        call.used_at = None;
+        let fp = fingerprint(task, &call);
+        let now = self.now();
+        if let Some(a) = self.store.call_approval(&task.task_id, &fp).await? {
+            let window = a.call.as_ref().map_or(0, |c| c.window_secs);
+            let used = a.call.as_ref().is_some_and(|c| c.used_at.is_some());
+            match a.status {
+                ApprovalStatus::Approved if window > 0 => {
+                    let from = a.decided_at.unwrap_or(a.requested_at);
+                    if now < from.add_secs(window) {
+                        return Ok(CallApproval::Approved(a.approval_id));
+                    }
+                }
+                ApprovalStatus::Approved if !used => {
+                    let event = AuditEvent::new(AuditKind::Approval, Outcome::Success, actor)
+                        .agent(&task.agent)
+                        .instance(&task.instance_id)
+                        .task(&task.task_id)
+                        .reason("approved call let through once")
+                        .detail(serde_json::json!({ "approval": a.approval_id }));
+                    if self
+                        .store
+                        .use_call_approval(&a.approval_id, now, vec![event])
+                        .await?
+                    {
+                        return Ok(CallApproval::Approved(a.approval_id));
+                    }
+                }
+                // Used up, or its window over: the call needs a new approval.
+                ApprovalStatus::Approved => {}
+                ApprovalStatus::Pending if now < a.expires_at => {
+                    return Ok(CallApproval::Held(Box::new(a)));
+                }
+                // Denied, or expired undecided (even before the sweeper
+                // marks it): that call stays refused.
+                ApprovalStatus::Pending | ApprovalStatus::Denied | ApprovalStatus::Expired => {
+                    return Ok(CallApproval::Held(Box::new(a)));
+                }
+            }
+        }
+        if self.store.pending_call_approvals(&task.task_id).await? >= MAX_PENDING_CALL_APPROVALS {
+            return Err(ApiError::TooManyRequests(format!(
+                "task {} already has {MAX_PENDING_CALL_APPROVALS} calls waiting for approval",
+                task.task_id
+            )));
+        }
+        let approval = Approval {
+            approval_id: ApprovalId::generate()?,
+            task_id: task.task_id.clone(),
+            status: ApprovalStatus::Pending,
+            ttl: 0,
+            exception: false,
+            justification: None,
+            requested_at: now,
+            expires_at: now.add_secs(self.config.approval_ttl),
+            decided_at: None,
+            reason: None,
+            task: task.clone(),
+            call: Some(call),
+        };
+        let event = AuditEvent::new(AuditKind::Approval, Outcome::Success, actor)
+            .agent(&task.agent)
+            .instance(&task.instance_id)
+            .task(&task.task_id)
+            .on_behalf_of(task.on_behalf_of.as_ref())
+            .policy(
+                decision.policy_version(),
+                decision.determining_policies().to_vec(),
+            )
+            .reason(format!("call held for approval {}", approval.approval_id))
+            .detail(serde_json::json!({
+                "approval": approval.approval_id,
+                "call": approval.call,
+            }));
+        self.store
+            .create_call_approval(&approval, &fp, vec![event])
+            .await?;
+        Ok(CallApproval::Held(Box::new(approval)))
+    }
+
+    /// Decides a call under `task` from the store's facts: what a gateway
+    /// holding it decided from its token, and what AuthZEN answers.
+    pub(crate) async fn call_decision(
+        &self,
+        task: &Task,
+        scopes: std::collections::BTreeSet<writ_core::Scope>,
+        call: &ApprovalCall,
+    ) -> Result<writ_policy::Decision, ApiError> {
+        let tool = self
+            .store
+            .get_tool(&call.tool)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("tool {} not found", call.tool)))?;
+        let lineage = self.lineage(task).await?;
+        let agents = self.lineage_agents(&lineage).await?;
+        let agent = agents
+            .iter()
+            .find(|a| a.name == call.agent && a.name == task.agent)
+            .ok_or_else(|| {
+                ApiError::Forbidden("the call is not made by the task's agent".into())
+            })?;
+        let attestation = self.instance_attestation(&task.instance_id).await?;
+        let view = writ_policy::TaskView::of_task(task, &attestation);
+        let now = self.now();
+        let behaviour = self.behaviour(&agent.name, now).await?;
+        let request = writ_policy::CallRequest {
+            method: &call.method,
+            path: &call.path,
+            query: &call.query,
+            mcp_method: call.mcp_method.as_deref(),
+            mcp_tool: call.mcp_tool.as_deref(),
+            arguments: call.arguments.as_deref(),
+        };
+        let facts = writ_policy::Facts::call_tool(
+            writ_policy::Chain::new(agent, agents.iter()),
+            &view,
+            scopes,
+            &tool,
+            request,
+            behaviour,
+            now,
+        );
+        self.decide(&self.policy(), &facts).await
     }
 
     /// Expires overdue approvals (and their tasks); returns how many.

@@ -180,6 +180,7 @@ impl Broker {
             act: None,
             exception: false,
             intent: None,
+            task_ctx: None,
         };
         let token = self.mint(&claims)?;
         let instance = Instance {

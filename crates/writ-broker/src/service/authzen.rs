@@ -2,16 +2,21 @@
 //! access evaluation names a subject (an agent or an instance), an action
 //! (a Cedar action id), a resource (a tool) and a context, and gets a
 //! decision with its reasons. Every decision is audited.
+//!
+//! The facts come from the same constructors the broker and the gateway
+//! use for the same action, so the answer is theirs: a call a gateway
+//! would hold for approval is `false` with `reason: approval_required` and
+//! the approval to ask for; once approved, it is `true`.
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use writ_core::api::Task;
+use writ_core::api::{ApprovalCall, ApprovalStatus, Task, TaskStatus};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::{Capability, InstanceId, Scope};
-use writ_policy::{Action, AgentFacts, TaskFacts, ToolFacts};
+use writ_policy::{Action, CallRequest, Chain, Facts, InstanceFacts, TaskAsk, TaskView, Verdict};
 
-use super::Broker;
+use super::{Broker, CallApproval};
 use crate::error::ApiError;
 
 pub use writ_core::authzen::*;
@@ -23,7 +28,26 @@ fn deny(version: &str, reason: impl Into<String>) -> EvaluationResponse {
             reason: reason.into(),
             policy_version: version.to_owned(),
             determining_policies: Vec::new(),
+            approval_id: None,
         },
+    }
+}
+
+/// The reason AuthZEN gives for a call held for a person.
+pub const APPROVAL_REQUIRED: &str = "approval_required";
+
+/// One evaluation's answer and whose agent a refusal would count against.
+struct Evaluated {
+    response: EvaluationResponse,
+    agent: Option<writ_core::AgentName>,
+}
+
+impl From<EvaluationResponse> for Evaluated {
+    fn from(response: EvaluationResponse) -> Self {
+        Self {
+            response,
+            agent: None,
+        }
     }
 }
 
@@ -36,7 +60,16 @@ impl Broker {
         e: Evaluation,
         actor: &str,
     ) -> Result<EvaluationResponse, ApiError> {
-        let out = self.evaluate_inner(&e).await?;
+        let Evaluated {
+            response: out,
+            agent,
+        } = self.evaluate_inner(&e, actor).await?;
+        let now = self.now();
+        // A question is not a request: only an answer the enforcement point
+        // says it enforced counts against the subject.
+        if let (false, true, Some(agent)) = (out.decision, e.context.enforced, &agent) {
+            self.count_denial(agent, now).await?;
+        }
         let event = AuditEvent::new(
             AuditKind::Decision,
             if out.decision {
@@ -56,8 +89,10 @@ impl Broker {
             "action": e.action.name,
             "resource": {"type": e.resource.type_, "id": e.resource.id},
             "task": e.context.task,
+            "enforced": e.context.enforced,
+            "approval_id": out.context.approval_id,
         }));
-        self.store.append_audit(self.now(), vec![event]).await?;
+        self.store.append_audit(now, vec![event]).await?;
         Ok(out)
     }
 
@@ -81,18 +116,14 @@ impl Broker {
         Ok(EvaluationsResponse { evaluations: out })
     }
 
-    async fn evaluate_inner(&self, e: &Evaluation) -> Result<EvaluationResponse, ApiError> {
+    async fn evaluate_inner(&self, e: &Evaluation, actor: &str) -> Result<Evaluated, ApiError> {
         let policy = self.policy();
         let version = policy.version().to_owned();
-        let action = match e.action.name.as_str() {
-            "StartTask" => Action::StartTask,
-            "ExchangeToken" => Action::ExchangeToken,
-            "DelegateTask" => Action::DelegateTask,
-            "CallTool" => Action::CallTool,
-            other => return Ok(deny(&version, format!("unknown action {other:?}"))),
+        let Some(action) = Action::from_cedar_id(&e.action.name) else {
+            return Ok(deny(&version, format!("unknown action {:?}", e.action.name)).into());
         };
         if action == Action::CallTool && e.context.request.is_none() {
-            return Ok(deny(&version, "CallTool needs context.request"));
+            return Ok(deny(&version, "CallTool needs context.request").into());
         }
         let arguments = e
             .context
@@ -104,40 +135,47 @@ impl Broker {
             return Ok(deny(
                 &version,
                 format!("unknown resource type {:?}", e.resource.type_),
-            ));
+            )
+            .into());
         }
         let Ok(tool_name) = e.resource.id.parse() else {
-            return Ok(deny(&version, "malformed tool id"));
+            return Ok(deny(&version, "malformed tool id").into());
         };
         let Some(tool) = self.store.get_tool(&tool_name).await? else {
-            return Ok(deny(&version, format!("unknown tool {}", e.resource.id)));
+            return Ok(deny(&version, format!("unknown tool {}", e.resource.id)).into());
         };
+        let now = self.now();
         // Subject: an agent, or an instance (whose agent and attestation count).
-        let (agent_name, attestation, instance) = match e.subject.type_.as_str() {
-            "agent" => (e.subject.id.clone(), None, None),
+        let (agent_name, instance) = match e.subject.type_.as_str() {
+            "agent" => (e.subject.id.clone(), None),
             "instance" => {
                 let Ok(id) = e.subject.id.parse::<InstanceId>() else {
-                    return Ok(deny(&version, "malformed instance id"));
+                    return Ok(deny(&version, "malformed instance id").into());
                 };
                 let Some(i) = self.store.get_instance(&id).await? else {
-                    return Ok(deny(&version, "unknown instance"));
+                    return Ok(deny(&version, "unknown instance").into());
                 };
-                if i.revoked_at.is_some() || self.now() >= i.expires_at {
-                    return Ok(deny(&version, "instance is revoked or expired"));
+                if i.revoked_at.is_some() || now >= i.expires_at {
+                    return Ok(deny(&version, "instance is revoked or expired").into());
                 }
-                (i.agent.to_string(), Some(i.attestation), Some(i.id))
+                (i.agent.to_string(), Some(i))
             }
-            other => return Ok(deny(&version, format!("unknown subject type {other:?}"))),
+            other => {
+                return Ok(deny(&version, format!("unknown subject type {other:?}")).into());
+            }
         };
         let Ok(agent_name) = agent_name.parse() else {
-            return Ok(deny(&version, "malformed agent name"));
+            return Ok(deny(&version, "malformed agent name").into());
         };
         let Some(agent) = self.store.get_agent(&agent_name).await? else {
-            return Ok(deny(&version, "unknown agent"));
+            return Ok(deny(&version, "unknown agent").into());
         };
         // What the broker refuses before asking policy, it refuses here too.
         if agent.quarantined {
-            return Ok(deny(&version, "agent is quarantined"));
+            return Ok(Evaluated {
+                response: deny(&version, "agent is quarantined"),
+                agent: Some(agent.name.clone()),
+            });
         }
         let scopes: BTreeSet<Scope> =
             match scopes_of(&e.resource.properties).or_else(|| scopes_of(&e.action.properties)) {
@@ -149,122 +187,168 @@ impl Broker {
             tool: tool.name.clone(),
             scopes,
         };
-        // With a task: its facts and chain, and it must be the subject's.
+        // With a task: its facts and chain. The task must be the subject's,
+        // except for a delegation, whose subject is the sub-agent being
+        // handed part of the task.
         let task: Option<Task> = match &e.context.task {
             Some(id) => match self.store.get_task(id).await? {
+                Some(t) if action == Action::DelegateTask => Some(t),
                 Some(t)
                     if t.agent == agent.name
-                        && instance.as_ref().is_none_or(|i| *i == t.instance_id) =>
+                        && instance.as_ref().is_none_or(|i| i.id == t.instance_id) =>
                 {
                     Some(t)
                 }
-                Some(_) => return Ok(deny(&version, "the task is not the subject's")),
-                None => return Ok(deny(&version, "unknown task")),
+                Some(_) => return Ok(deny(&version, "the task is not the subject's").into()),
+                None => return Ok(deny(&version, "unknown task").into()),
             },
             None => None,
         };
-        if let Some(t) = &task {
-            let now = self.now();
-            if t.status != writ_core::api::TaskStatus::Active
-                || now >= t.lease_expires_at
-                || now >= t.expires_at
-            {
-                return Ok(deny(&version, "the task is not active"));
-            }
-            let held = t.capabilities.iter().find(|c| c.tool == tool.name);
-            if held.is_none_or(|h| !cap.scopes.is_subset(&h.scopes)) {
-                return Ok(deny(
-                    &version,
-                    "the task does not hold this tool and these scopes",
-                ));
-            }
-        }
-        let lineage = match &task {
-            Some(t) => self.lineage(t).await?,
-            None => Vec::new(),
-        };
-        let mut chain_agents = Vec::new();
-        for t in lineage.iter().filter(|t| t.agent != agent.name) {
-            chain_agents.push(self.agent(&t.agent).await?);
-        }
-        fn facts_of(a: &writ_core::api::Agent) -> AgentFacts<'_> {
-            AgentFacts {
-                name: a.name.as_str(),
-                spiffe_id: &a.spiffe_id,
-                attestation: a.attestation.kind(),
-                quarantined: a.quarantined,
-                attributes: &a.attributes,
-            }
-        }
-        let intent = task
+        let instance_facts = instance.as_ref().map(|i| InstanceFacts {
+            id: i.id.as_str(),
+            attestation: &i.attestation,
+        });
+        let behaviour = self.behaviour(&agent.name, now).await?;
+        let request = e
+            .context
+            .request
             .as_ref()
-            .map(|t| t.intent.clone())
-            .or_else(|| e.context.intent.clone())
-            .unwrap_or_default();
-        let obo = task
-            .as_ref()
-            .and_then(|t| t.on_behalf_of.clone())
-            .or_else(|| e.context.on_behalf_of.clone());
-        let now = self.now();
-        let attestation = attestation.unwrap_or_else(|| agent.attestation.kind().to_owned());
-        let caps = [cap];
-        let facts = TaskFacts {
-            action,
-            agent: facts_of(&agent),
-            chain: chain_agents.iter().map(facts_of).collect(),
-            intent: &intent,
-            capabilities: &caps,
-            on_behalf_of: obo.as_deref(),
-            ttl_secs: task
-                .as_ref()
-                .map(|t| now.secs_until(t.expires_at))
-                .or(e.context.ttl)
-                .unwrap_or(0),
-            attestation: &attestation,
-            depth: task.as_ref().map_or(0, |t| t.depth),
-            recent_denials: self.denials.recent(&agent.name, now),
-            exception: task.as_ref().is_some_and(|t| t.exception),
-            now,
-            request: e
-                .context
-                .request
-                .as_ref()
-                .filter(|_| action == Action::CallTool)
-                .map(|r| writ_policy::RequestFacts {
-                    method: &r.method,
-                    path: &r.path,
-                    query: &r.query,
-                    mcp_method: r.mcp_method.as_deref(),
-                    mcp_tool: r.mcp_tool.as_deref(),
-                    arguments: arguments.as_deref(),
-                }),
-            instance: instance.as_ref().map(|i| i.as_str()),
-            task: task.as_ref().map(|t| writ_policy::TaskRef {
-                id: t.task_id.as_str(),
-                capabilities: &t.capabilities,
-                parent: t.parent_task_id.as_ref().map(|p| p.as_str()),
-                started_at: Some(t.created_at.secs()),
-            }),
+            .filter(|_| action == Action::CallTool)
+            .map(|r| CallRequest {
+                method: &r.method,
+                path: &r.path,
+                query: &r.query,
+                mcp_method: r.mcp_method.as_deref(),
+                mcp_tool: r.mcp_tool.as_deref(),
+                arguments: arguments.as_deref(),
+            });
+        let Some(t) = &task else {
+            let caps = [cap];
+            let ask = TaskAsk {
+                intent: e.context.intent.as_deref().unwrap_or_default(),
+                capabilities: &caps,
+                on_behalf_of: e.context.on_behalf_of.as_deref(),
+                ttl: e.context.ttl.unwrap_or(0),
+                exception: false,
+            };
+            let facts = Facts::untasked(
+                action,
+                &agent,
+                instance_facts,
+                &ask,
+                &tool,
+                request,
+                behaviour,
+                now,
+            );
+            let d = self.decide(&policy, &facts).await?;
+            return Ok(Evaluated {
+                response: answer(&d, None),
+                agent: Some(agent.name.clone()),
+            });
         };
-        let tool_facts = [ToolFacts {
-            name: tool.name.as_str(),
-            audience: &tool.audience,
-            scopes: tool.scopes.iter().map(Scope::as_str).collect(),
-            attributes: &tool.attributes,
-        }];
-        let d = self.decide(&policy, &facts, &tool_facts).await?;
-        if !d.allowed {
-            self.denials.record(&agent.name, now);
+        if t.status != TaskStatus::Active || now >= t.lease_expires_at || now >= t.expires_at {
+            return Ok(deny(&version, "the task is not active").into());
         }
-        Ok(EvaluationResponse {
-            decision: d.allowed,
-            context: DecisionContext {
-                reason: d.reason(),
-                policy_version: d.policy_version,
-                determining_policies: d.determining_policies,
-            },
+        let held = t.capabilities.iter().find(|c| c.tool == tool.name);
+        if held.is_none_or(|h| !cap.scopes.is_subset(&h.scopes)) {
+            return Ok(deny(
+                &version,
+                "the task does not hold this tool and these scopes",
+            )
+            .into());
+        }
+        if action == Action::StartTask {
+            return Ok(deny(
+                &version,
+                "StartTask is decided before a task exists: leave out context.task",
+            )
+            .into());
+        }
+        let lineage = self.lineage(t).await?;
+        let agents = self.lineage_agents(&lineage).await?;
+        let task_attestation = self.instance_attestation(&t.instance_id).await?;
+        let view = TaskView::of_task(t, &task_attestation);
+        let chain = Chain::new(&agent, agents.iter());
+        let facts = match (action, request.clone()) {
+            (Action::ExchangeToken, _) => {
+                Facts::exchange_token(chain, &view, cap, &tool, behaviour, now)
+            }
+            (Action::DelegateTask, _) => Facts::delegate_task(
+                chain,
+                instance_facts.map_or(agent.attestation.kind(), |i| i.attestation),
+                &view,
+                vec![cap],
+                vec![&tool],
+                behaviour,
+                now,
+            ),
+            (Action::CallTool, Some(r)) => {
+                Facts::call_tool(chain, &view, cap.scopes, &tool, r, behaviour, now)
+            }
+            (Action::StartTask | Action::CallTool, _) => {
+                return Ok(deny(&version, "CallTool needs context.request").into());
+            }
+        };
+        let d = self.decide(&policy, &facts).await?;
+        let approval = match (d.verdict(), action, request) {
+            // A call a gateway would hold is held here too, on the same
+            // approval: the enforcement point asking shows its id.
+            (Verdict::NeedsApproval, Action::CallTool, Some(r)) => {
+                let call = ApprovalCall {
+                    tool: tool.name.clone(),
+                    agent: agent.name.clone(),
+                    method: r.method.to_owned(),
+                    path: r.path.to_owned(),
+                    query: r.query.to_owned(),
+                    mcp_method: r.mcp_method.map(str::to_owned),
+                    mcp_tool: r.mcp_tool.map(str::to_owned),
+                    arguments: r.arguments.map(str::to_owned),
+                    window_secs: 0,
+                    used_at: None,
+                };
+                Some(self.resolve_call_approval(t, call, &d, actor).await?)
+            }
+            _ => None,
+        };
+        Ok(Evaluated {
+            response: answer(&d, approval.as_ref()),
+            agent: Some(agent.name.clone()),
         })
     }
+}
+
+/// The AuthZEN answer to a decision (and, for a held call, its approval).
+fn answer(d: &writ_policy::Decision, approval: Option<&CallApproval>) -> EvaluationResponse {
+    let mut context = DecisionContext {
+        reason: d.reason(),
+        policy_version: d.policy_version().to_owned(),
+        determining_policies: d.determining_policies().to_vec(),
+        approval_id: None,
+    };
+    let decision = match (d.verdict(), approval) {
+        (Verdict::Allow, _) => true,
+        (Verdict::Deny, _) => false,
+        (Verdict::NeedsApproval, Some(CallApproval::Approved(id))) => {
+            context.reason = format!("approved ({id}); {}", d.reason());
+            context.approval_id = Some(id.clone());
+            true
+        }
+        (Verdict::NeedsApproval, Some(CallApproval::Held(a))) => {
+            context.reason = match a.status {
+                ApprovalStatus::Denied => "approval_denied".to_owned(),
+                ApprovalStatus::Expired => "approval_expired".to_owned(),
+                ApprovalStatus::Pending | ApprovalStatus::Approved => APPROVAL_REQUIRED.to_owned(),
+            };
+            context.approval_id = Some(a.approval_id.clone());
+            false
+        }
+        (Verdict::NeedsApproval, None) => {
+            context.reason = APPROVAL_REQUIRED.to_owned();
+            false
+        }
+    };
+    EvaluationResponse { decision, context }
 }
 
 /// `{"scopes": [..]}` from a properties object, if present.

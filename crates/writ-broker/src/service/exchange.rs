@@ -8,7 +8,7 @@ use writ_core::ids::agent_spiffe_id;
 use writ_core::scope::{self, Capability};
 use writ_core::token::{AccessClaims, Actor, TokenKind};
 use writ_core::{Jti, Scope, TaskId};
-use writ_policy::{Action, AgentFacts, TaskFacts, ToolFacts};
+use writ_policy::{Chain, Decision, Facts, TaskView, Verdict};
 use writ_store::{Grant, GrantKind, StoreError};
 
 use super::Broker;
@@ -156,37 +156,48 @@ impl Broker {
 
         let now = self.now();
         let lineage = self.lineage(task).await.map_err(oauth)?;
-        let decision = self
-            .decide_for(
-                Action::ExchangeToken,
-                task,
-                &lineage,
-                &task.agent,
-                std::slice::from_ref(&cap),
-                std::slice::from_ref(&tool),
-                now,
-            )
-            .await?;
+        let agents = self.lineage_agents(&lineage).await.map_err(oauth)?;
+        let me = self.acting_agent(&task.agent).await?;
+        let attestation = self
+            .instance_attestation(&task.instance_id)
+            .await
+            .map_err(oauth)?;
+        let view = TaskView::of_task(task, &attestation);
+        let behaviour = self.behaviour(&task.agent, now).await.map_err(oauth)?;
+        let facts = Facts::exchange_token(
+            Chain::new(&me, agents.iter()),
+            &view,
+            cap.clone(),
+            &tool,
+            behaviour,
+            now,
+        );
+        let decision = self.decide(&self.policy(), &facts).await?;
         let detail = serde_json::json!({
             "tool": tool.name,
             "scope": cap.scopes,
+            "verdict": decision.verdict().as_str(),
             "reason": decision.reason(),
         });
-        let decision = refuse_unsupported_approval(decision);
-        if !decision.allowed {
-            self.denials.record(&task.agent, now);
-            let event = self
-                .exchange_event(claims, task, Outcome::Deny, &decision, detail)
-                .reason(decision.reason());
-            self.store.append_audit(now, vec![event]).await?;
-            return Err(OAuthError::access_denied(decision.reason()));
+        match decision.verdict() {
+            Verdict::Allow => {}
+            Verdict::Deny | Verdict::NeedsApproval => {
+                // The task's own instance asked: the refusal is its agent's.
+                self.count_denial(&task.agent, now).await.map_err(oauth)?;
+                let reason = refusal_reason(&decision);
+                let event = self
+                    .exchange_event(claims, task, Outcome::Deny, &decision, detail)
+                    .reason(reason.clone());
+                self.store.append_audit(now, vec![event]).await?;
+                return Err(OAuthError::access_denied(reason));
+            }
         }
 
         let mut exp = now
             .add_secs(self.config.tool_token_ttl)
             .min(task.expires_at)
             .min(subject_exp);
-        if let Some(cap) = decision.obligations.max_ttl {
+        if let Some(cap) = decision.max_ttl() {
             exp = exp.min(now.add_secs(cap.max(1)));
         }
         let jti = Jti::generate().map_err(|e| OAuthError::server_error(e.to_string()))?;
@@ -214,6 +225,7 @@ impl Broker {
             act: claims.act.clone(),
             exception: claims.exception,
             intent: Some(task.intent.clone()),
+            task_ctx: Some(TaskView::of_task_claim(task, &attestation)),
         };
         let token = self.mint(&tool_claims).map_err(oauth)?;
         let grant = Grant {
@@ -281,7 +293,7 @@ impl Broker {
                     .await;
             }
         };
-        let actor_agent = self.agent(&actor_state.grant.agent).await.map_err(oauth)?;
+        let actor_agent = self.acting_agent(&actor_state.grant.agent).await?;
         let lineage = self.lineage(parent).await.map_err(oauth)?;
         if lineage.iter().any(|t| t.agent == actor_agent.name) {
             let e = OAuthError::invalid_grant(format!(
@@ -338,42 +350,62 @@ impl Broker {
         }
 
         let now = self.now();
-        let decision = self
-            .decide_for(
-                Action::DelegateTask,
-                parent,
-                &lineage,
-                &actor_agent.name,
-                &caps,
-                &tools,
-                now,
-            )
-            .await?;
+        let agents = self.lineage_agents(&lineage).await.map_err(oauth)?;
+        let actor_attestation = self
+            .instance_attestation(&actor_state.grant.instance_id)
+            .await
+            .map_err(oauth)?;
+        let parent_attestation = self
+            .instance_attestation(&parent.instance_id)
+            .await
+            .map_err(oauth)?;
+        let view = TaskView::of_task(parent, &parent_attestation);
+        // Policy sees what the sub-agent (the principal) has been doing.
+        let behaviour = self
+            .behaviour(&actor_agent.name, now)
+            .await
+            .map_err(oauth)?;
+        let facts = Facts::delegate_task(
+            Chain::new(&actor_agent, agents.iter()),
+            &actor_attestation,
+            &view,
+            caps.clone(),
+            tools.iter().collect(),
+            behaviour,
+            now,
+        );
+        let decision = self.decide(&self.policy(), &facts).await?;
         let detail = serde_json::json!({
             "actor": actor_agent.name,
             "actor_instance": actor_state.grant.instance_id,
             "capabilities": caps,
             "depth": depth,
+            "verdict": decision.verdict().as_str(),
             "reason": decision.reason(),
         });
-        let decision = refuse_unsupported_approval(decision);
-        if !decision.allowed {
-            self.denials.record(&actor_agent.name, now);
-            let event = self
-                .exchange_event(claims, parent, Outcome::Deny, &decision, detail)
-                .reason(decision.reason());
-            self.store.append_audit(now, vec![event]).await?;
-            return Err(OAuthError::access_denied(decision.reason()));
+        match decision.verdict() {
+            Verdict::Allow => {}
+            Verdict::Deny | Verdict::NeedsApproval => {
+                // The planner holding the task token asked, not the
+                // sub-agent it named: the refusal is the planner's.
+                self.count_denial(&parent.agent, now).await.map_err(oauth)?;
+                let reason = refusal_reason(&decision);
+                let event = self
+                    .exchange_event(claims, parent, Outcome::Deny, &decision, detail)
+                    .reason(reason.clone());
+                self.store.append_audit(now, vec![event]).await?;
+                return Err(OAuthError::access_denied(reason));
+            }
         }
 
         // The child's lifetime: never past the parent's, capped by @max_ttl;
         // an exception passes on only where a policy allows it for the
         // sub-agent too, else the child gets an ordinary lifetime.
         let mut expires_at = parent.expires_at;
-        if let Some(cap) = decision.obligations.max_ttl {
+        if let Some(cap) = decision.max_ttl() {
             expires_at = expires_at.min(now.add_secs(cap.max(1)));
         }
-        let exception = parent.exception && decision.obligations.exception_allowed;
+        let exception = parent.exception && decision.exception_allowed();
         if parent.exception && !exception {
             expires_at = expires_at.min(now.add_secs(self.config.max_task_ttl));
         }
@@ -391,7 +423,7 @@ impl Broker {
             expires_at,
             ended_at: None,
             end_reason: None,
-            policy_version: decision.policy_version.clone(),
+            policy_version: decision.policy_version().to_owned(),
             parent_task_id: Some(parent.task_id.clone()),
             depth,
             exception,
@@ -419,7 +451,7 @@ impl Broker {
                 .instance(&child.instance_id)
                 .task(&child_id)
                 .on_behalf_of(child.on_behalf_of.as_ref())
-                .policy(&decision.policy_version, decision.determining_policies.clone())
+                .policy(decision.policy_version(), decision.determining_policies().to_vec())
                 .reason(format!("delegated from {}", parent.task_id))
                 .detail(serde_json::json!({"parent": parent.task_id, "depth": depth, "capabilities": child.capabilities})),
             super::tasks::issue_event(&child, &grant, exp),
@@ -497,82 +529,40 @@ impl Broker {
         Ok((agent_spiffe_id(td, &root.agent), act))
     }
 
-    /// Builds the policy facts for an action on `task`'s chain, with
-    /// `principal` acting now.
-    #[allow(clippy::too_many_arguments, reason = "the facts of one decision")]
-    async fn decide_for(
+    /// The agents of a lineage, root first.
+    pub(crate) async fn lineage_agents(
         &self,
-        action: Action,
-        task: &Task,
         lineage: &[Task],
-        principal: &writ_core::AgentName,
-        caps: &[Capability],
-        tools: &[Tool],
-        now: writ_core::Timestamp,
-    ) -> Result<writ_policy::Decision, OAuthError> {
-        let mut agents = Vec::new();
+    ) -> Result<Vec<writ_core::api::Agent>, ApiError> {
+        let mut agents = Vec::with_capacity(lineage.len());
         for t in lineage {
-            agents.push(self.agent(&t.agent).await.map_err(oauth)?);
+            agents.push(self.agent(&t.agent).await?);
         }
-        let me = self.agent(principal).await.map_err(oauth)?;
+        Ok(agents)
+    }
+
+    /// How an instance attested, as policy sees it.
+    pub(crate) async fn instance_attestation(
+        &self,
+        id: &writ_core::InstanceId,
+    ) -> Result<String, ApiError> {
+        self.store
+            .get_instance(id)
+            .await?
+            .map(|i| i.attestation)
+            .ok_or_else(|| ApiError::Unauthorized(format!("instance {id} is not known")))
+    }
+
+    /// The agent acting on a task; a quarantined one gets nothing.
+    async fn acting_agent(
+        &self,
+        name: &writ_core::AgentName,
+    ) -> Result<writ_core::api::Agent, OAuthError> {
+        let me = self.agent(name).await.map_err(oauth)?;
         if me.quarantined {
             return Err(OAuthError::invalid_grant("the acting agent is quarantined"));
         }
-        fn facts_of(a: &writ_core::api::Agent) -> AgentFacts<'_> {
-            AgentFacts {
-                name: a.name.as_str(),
-                spiffe_id: &a.spiffe_id,
-                attestation: a.attestation.kind(),
-                quarantined: a.quarantined,
-                attributes: &a.attributes,
-            }
-        }
-        // For an exchange the principal is the task's own agent, already the
-        // chain's last hop.
-        let chain: Vec<AgentFacts<'_>> = agents
-            .iter()
-            .filter(|a| a.name != me.name)
-            .map(facts_of)
-            .collect();
-        let tool_facts: Vec<ToolFacts<'_>> = tools
-            .iter()
-            .map(|t| ToolFacts {
-                name: t.name.as_str(),
-                audience: &t.audience,
-                scopes: t.scopes.iter().map(Scope::as_str).collect(),
-                attributes: &t.attributes,
-            })
-            .collect();
-        let depth = match action {
-            Action::DelegateTask => task.depth + 1,
-            _ => task.depth,
-        };
-        let facts = TaskFacts {
-            action,
-            agent: facts_of(&me),
-            chain,
-            intent: &task.intent,
-            capabilities: caps,
-            on_behalf_of: task.on_behalf_of.as_deref(),
-            ttl_secs: now.secs_until(task.expires_at),
-            attestation: me.attestation.kind(),
-            depth,
-            recent_denials: self.denials.recent(&me.name, now),
-            exception: task.exception,
-            now,
-            request: None,
-            // The sub-agent's instance is not the task's: named only when
-            // the task's own instance acts.
-            instance: (action == Action::ExchangeToken).then_some(task.instance_id.as_str()),
-            task: Some(writ_policy::TaskRef {
-                id: task.task_id.as_str(),
-                capabilities: &task.capabilities,
-                parent: task.parent_task_id.as_ref().map(|p| p.as_str()),
-                started_at: Some(task.created_at.secs()),
-            }),
-        };
-        let decision = self.decide(&self.policy(), &facts, &tool_facts).await?;
-        Ok(decision)
+        Ok(me)
     }
 
     fn exchange_event(
@@ -580,7 +570,7 @@ impl Broker {
         claims: &AccessClaims,
         task: &Task,
         outcome: Outcome,
-        decision: &writ_policy::Decision,
+        decision: &Decision,
         detail: serde_json::Value,
     ) -> AuditEvent {
         let mut e = AuditEvent::new(
@@ -594,8 +584,8 @@ impl Broker {
         .on_behalf_of(task.on_behalf_of.as_ref())
         .jti(&claims.jti)
         .policy(
-            &decision.policy_version,
-            decision.determining_policies.clone(),
+            decision.policy_version(),
+            decision.determining_policies().to_vec(),
         )
         .detail(detail);
         if let (Some(act), Some(obj)) = (&claims.act, e.detail.as_object_mut()) {
@@ -635,14 +625,15 @@ impl Broker {
     }
 }
 
-/// `@approval("required")` can only hold a task start for a person; on an
-/// exchange or a delegation nobody could approve, so it denies.
-fn refuse_unsupported_approval(mut d: writ_policy::Decision) -> writ_policy::Decision {
-    if d.allowed && d.obligations.approval_required {
-        d.allowed = false;
-        d.errors.push(
-            "an @approval permit applies to task starts only; this request is refused".into(),
-        );
+/// Why an exchange or a delegation is refused. `@approval("required")`
+/// holds task starts and gateway calls for a person; an exchange or a
+/// delegation has nobody waiting to be approved, so it is refused.
+fn refusal_reason(d: &Decision) -> String {
+    match d.verdict() {
+        Verdict::NeedsApproval => format!(
+            "{}; approval holds task starts and tool calls only, so this request is refused",
+            d.reason()
+        ),
+        Verdict::Allow | Verdict::Deny => d.reason(),
     }
-    d
 }

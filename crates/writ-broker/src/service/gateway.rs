@@ -5,8 +5,9 @@
 use std::sync::OnceLock;
 
 use writ_core::api::{
-    GatewayBundle, GatewayDecisions, GatewayDecisionsAck, GatewayRegistered, GatewaySecret,
-    RegisterGateway, SetToolSecret, ToolSecretSet, Upstream,
+    ApprovalStatus, CallHeld, GatewayBundle, GatewayDecisions, GatewayDecisionsAck,
+    GatewayRegistered, GatewaySecret, HoldCall, RegisterGateway, SetToolSecret, ToolSecretSet,
+    Upstream,
 };
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::{ToolName, random};
@@ -262,6 +263,48 @@ impl Broker {
                 .collect(),
             tools: self.store.list_tools().await?,
             agents: self.store.list_agents().await?,
+            behaviour: self.behaviour_counts().await?,
+        })
+    }
+
+    /// A gateway holds a call whose permit asks for approval: where it
+    /// stands, opening an approval when none applies. The gateway decided
+    /// with the live set; the broker decides again from its store, so a
+    /// gateway credential cannot open approvals for calls policy would
+    /// refuse or let through anyway.
+    pub async fn gateway_hold_call(
+        &self,
+        gateway: &str,
+        req: HoldCall,
+    ) -> Result<CallHeld, ApiError> {
+        let task = self
+            .store
+            .get_task(&req.task)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("task {} not found", req.task)))?;
+        let decision = self.call_decision(&task, req.scopes, &req.call).await?;
+        let actor = format!("gateway:{gateway}");
+        let out = match decision.verdict() {
+            writ_policy::Verdict::NeedsApproval => {
+                self.resolve_call_approval(&task, req.call, &decision, &actor)
+                    .await?
+            }
+            writ_policy::Verdict::Allow | writ_policy::Verdict::Deny => {
+                return Err(ApiError::Conflict(format!(
+                    "this call needs no approval now ({}); decide it again",
+                    decision.reason()
+                )));
+            }
+        };
+        Ok(match out {
+            super::CallApproval::Approved(id) => CallHeld {
+                approval_id: id,
+                status: ApprovalStatus::Approved,
+            },
+            super::CallApproval::Held(a) => CallHeld {
+                approval_id: a.approval_id,
+                status: a.status,
+            },
         })
     }
 

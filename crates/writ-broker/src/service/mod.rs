@@ -6,6 +6,7 @@ mod approvals;
 mod attest;
 mod audit;
 pub mod authzen;
+mod behaviour;
 mod dbcreds;
 pub mod exchange;
 mod feed;
@@ -33,6 +34,8 @@ use crate::keys::KeyService;
 use crate::metrics::Metrics;
 use crate::oidc::OidcVerifier;
 
+pub use approvals::{CallApproval, MAX_PENDING_CALL_APPROVALS};
+pub use behaviour::DENIAL_WINDOW_SECS;
 pub(crate) use policy::compile_stored;
 pub use tokens::hash_secret;
 
@@ -48,7 +51,6 @@ pub struct Broker {
     master: Arc<MasterKey>,
     oidc: OidcVerifier,
     pub(crate) dpop: DpopGuard,
-    pub(crate) denials: writ_core::denials::Denials,
     /// Woken whenever a revocation may have been written.
     pub(crate) revoked: tokio::sync::Notify,
     /// Woken when a task ends, so its database roles are dropped at once.
@@ -122,7 +124,6 @@ impl Broker {
             master,
             oidc,
             dpop,
-            denials: writ_core::denials::Denials::default(),
             revoked: tokio::sync::Notify::new(),
             tasks_ended: tokio::sync::Notify::new(),
             metrics: Metrics::default(),

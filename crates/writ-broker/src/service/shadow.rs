@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
-use writ_policy::{Decision, PolicySet, TaskFacts, ToolFacts};
+use writ_policy::{Decision, Facts, PolicySet};
 
 use super::Broker;
 use crate::error::ApiError;
@@ -17,33 +17,32 @@ impl Broker {
     pub(crate) async fn decide(
         &self,
         live: &PolicySet,
-        facts: &TaskFacts<'_>,
-        tools: &[ToolFacts<'_>],
+        facts: &Facts<'_>,
     ) -> Result<Decision, ApiError> {
-        let d = live.decide(facts, tools);
+        let d = live.decide(facts);
         let Some(shadow) = self.shadow_policy() else {
             return Ok(d);
         };
-        let s = shadow.decide(facts, tools);
-        if s.allowed != d.allowed {
+        let s = shadow.decide(facts);
+        if s.verdict() != d.verdict() {
             metrics::inc(&self.metrics.shadow_differences);
             let event = AuditEvent::new(AuditKind::PolicyShadow, Outcome::Failure, "system")
-                .agent(facts.agent.name)
-                .policy(&d.policy_version, d.determining_policies.clone())
+                .agent(&facts.principal().name)
+                .policy(d.policy_version(), d.determining_policies().to_vec())
                 .reason(format!(
-                    "shadow set {} would {} ({}); live set {} {}",
-                    s.policy_version,
-                    if s.allowed { "allow" } else { "deny" },
+                    "shadow set {} would {} ({}); live set {} says {}",
+                    s.policy_version(),
+                    s.verdict().as_str(),
                     s.reason(),
-                    d.policy_version,
-                    if d.allowed { "allows" } else { "denies" },
+                    d.policy_version(),
+                    d.verdict().as_str(),
                 ))
                 .detail(serde_json::json!({
-                    "action": facts.action.cedar_id(),
-                    "intent": facts.intent,
-                    "capabilities": facts.capabilities,
-                    "shadow_version": s.policy_version,
-                    "shadow_policies": s.determining_policies,
+                    "action": facts.action().cedar_id(),
+                    "intent": facts.intent(),
+                    "capabilities": facts.capabilities(),
+                    "shadow_version": s.policy_version(),
+                    "shadow_policies": s.determining_policies(),
                 }));
             self.store.append_audit(self.now(), vec![event]).await?;
         }

@@ -7,7 +7,7 @@ use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::scope;
 use writ_core::token::AccessClaims;
 use writ_core::{Jti, TaskId, Timestamp};
-use writ_policy::{Action, AgentFacts, TaskFacts, ToolFacts};
+use writ_policy::{Facts, InstanceFacts, TaskAsk, Verdict};
 use writ_store::{Grant, GrantKind, StoreError, TaskEnd};
 
 use super::{AgentCaller, Broker, Caller};
@@ -140,75 +140,57 @@ impl Broker {
 
         let now = self.now();
         let policy = self.policy();
-        let tool_facts: Vec<ToolFacts<'_>> = tools
-            .iter()
-            .map(|t| ToolFacts {
-                name: t.name.as_str(),
-                audience: &t.audience,
-                scopes: t.scopes.iter().map(|s| s.as_str()).collect(),
-                attributes: &t.attributes,
-            })
-            .collect();
-        let facts = TaskFacts {
-            action: Action::StartTask,
-            chain: Vec::new(),
-            depth: 0,
-            recent_denials: self.denials.recent(caller.agent(), now),
-            exception,
-            agent: AgentFacts {
-                name: agent.name.as_str(),
-                spiffe_id: &agent.spiffe_id,
-                attestation: agent.attestation.kind(),
-                quarantined: agent.quarantined,
-                attributes: &agent.attributes,
-            },
+        let behaviour = self.behaviour(caller.agent(), now).await?;
+        let ask = TaskAsk {
             intent,
             capabilities: &capabilities,
             on_behalf_of: req.on_behalf_of.as_deref(),
-            ttl_secs: ttl,
-            attestation: &attestation,
-            now,
-            request: None,
-            instance: Some(caller.instance_id().as_str()),
-            task: None,
+            ttl,
+            exception,
         };
-        let mut decision = self.decide(&policy, &facts, &tool_facts).await?;
-        if decision.allowed && exception && !decision.obligations.exception_allowed {
-            // An exception needs a permit that says so, for every tool.
-            decision.allowed = false;
-            decision
-                .errors
-                .push("no policy allows an exception for this request".into());
-        }
-        let ttl = decision
-            .obligations
-            .max_ttl
-            .map_or(ttl, |cap| ttl.min(cap.max(1)));
+        let facts = Facts::start_task(
+            &agent,
+            InstanceFacts {
+                id: caller.instance_id().as_str(),
+                attestation: &attestation,
+            },
+            &ask,
+            tools.iter().collect(),
+            behaviour,
+            now,
+        );
+        let decision = self.decide(&policy, &facts).await?;
+        let ttl = decision.max_ttl().map_or(ttl, |cap| ttl.min(cap.max(1)));
         let request_detail = serde_json::json!({
             "intent": intent,
             "capabilities": capabilities,
             "ttl": ttl,
             "exception": exception,
             "justification": req.justification,
-            "approval_required": decision.obligations.approval_required,
+            "verdict": decision.verdict().as_str(),
             "reason": decision.reason(),
         });
-        if !decision.allowed {
-            metrics::inc(&self.metrics.tasks_denied);
-            self.denials.record(caller.agent(), now);
-            let event = AuditEvent::new(AuditKind::TaskStart, Outcome::Deny, caller.actor())
-                .agent(caller.agent())
-                .instance(caller.instance_id())
-                .on_behalf_of(req.on_behalf_of.as_ref())
-                .policy(
-                    &decision.policy_version,
-                    decision.determining_policies.clone(),
-                )
-                .reason(decision.reason())
-                .detail(request_detail);
-            self.store.append_audit(now, vec![event]).await?;
-            return Err(ApiError::Denied(decision));
-        }
+        let held = match decision.verdict() {
+            Verdict::Allow => false,
+            Verdict::NeedsApproval => true,
+            Verdict::Deny => {
+                metrics::inc(&self.metrics.tasks_denied);
+                // The instance asked: the refusal counts against its agent.
+                self.count_denial(caller.agent(), now).await?;
+                let event = AuditEvent::new(AuditKind::TaskStart, Outcome::Deny, caller.actor())
+                    .agent(caller.agent())
+                    .instance(caller.instance_id())
+                    .on_behalf_of(req.on_behalf_of.as_ref())
+                    .policy(
+                        decision.policy_version(),
+                        decision.determining_policies().to_vec(),
+                    )
+                    .reason(decision.reason())
+                    .detail(request_detail);
+                self.store.append_audit(now, vec![event]).await?;
+                return Err(ApiError::Denied(decision));
+            }
+        };
 
         let task_id = TaskId::generate()?;
         let expires_at = now.add_secs(ttl);
@@ -225,12 +207,12 @@ impl Broker {
             expires_at,
             ended_at: None,
             end_reason: None,
-            policy_version: decision.policy_version.clone(),
+            policy_version: decision.policy_version().to_owned(),
             parent_task_id: None,
             depth: 0,
             exception,
         };
-        if exception || decision.obligations.approval_required {
+        if held {
             return self
                 .request_approval(
                     caller,
@@ -252,8 +234,8 @@ impl Broker {
                 .task(&task_id)
                 .on_behalf_of(task.on_behalf_of.as_ref())
                 .policy(
-                    &decision.policy_version,
-                    decision.determining_policies.clone(),
+                    decision.policy_version(),
+                    decision.determining_policies().to_vec(),
                 )
                 .reason(decision.reason())
                 .detail(request_detail),
@@ -431,6 +413,7 @@ impl Broker {
             decided_at: None,
             reason: None,
             task: task.clone(),
+            call: None,
         };
         let event = AuditEvent::new(AuditKind::TaskStart, Outcome::Success, caller.actor())
             .agent(&task.agent)
@@ -438,8 +421,8 @@ impl Broker {
             .task(&task.task_id)
             .on_behalf_of(task.on_behalf_of.as_ref())
             .policy(
-                &decision.policy_version,
-                decision.determining_policies.clone(),
+                decision.policy_version(),
+                decision.determining_policies().to_vec(),
             )
             .reason(format!("pending approval {}", approval.approval_id))
             .detail(detail);
@@ -581,6 +564,7 @@ impl Broker {
             act,
             exception: task.exception,
             intent: None,
+            task_ctx: None,
         };
         let token = self.mint(&claims)?;
         let grant = Grant {

@@ -216,4 +216,33 @@ CREATE TABLE spiffe_keys (
 CREATE TRIGGER spiffe_keys_announce AFTER INSERT OR UPDATE ON spiffe_keys
     FOR EACH STATEMENT EXECUTE FUNCTION writ_announce('keys');
 "#,
+    // 4 (SQLite's 11): requests held for a person's approval (call
+    // approvals), and refusals counted per agent in 10-second buckets,
+    // shared by replicas.
+    r#"
+CREATE TABLE call_approvals (
+    id            TEXT PRIMARY KEY,
+    task_id       TEXT NOT NULL REFERENCES tasks(id),
+    fingerprint   TEXT NOT NULL,
+    -- The ApprovalCall as JSON, without used_at (kept in its own column).
+    call          TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    ttl           BIGINT NOT NULL DEFAULT 0,
+    exception     BIGINT NOT NULL DEFAULT 0,
+    justification TEXT,
+    requested_at  BIGINT NOT NULL,
+    expires_at    BIGINT NOT NULL,
+    decided_at    BIGINT,
+    reason        TEXT,
+    used_at       BIGINT
+);
+CREATE INDEX call_approvals_task ON call_approvals(task_id, fingerprint);
+CREATE INDEX call_approvals_pending ON call_approvals(expires_at) WHERE status = 'pending';
+CREATE TABLE denials (
+    agent       TEXT NOT NULL,
+    bucket      BIGINT NOT NULL,
+    count       BIGINT NOT NULL,
+    PRIMARY KEY (agent, bucket)
+);
+"#,
 ];

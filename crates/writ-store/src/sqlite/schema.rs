@@ -209,4 +209,32 @@ CREATE TABLE spiffe_keys (
     not_after   INTEGER NOT NULL
 );
 "#,
+    // 11: requests held for a person's approval (call approvals), and
+    // refusals counted per agent in 10-second buckets, shared by replicas.
+    r#"
+CREATE TABLE call_approvals (
+    id            TEXT PRIMARY KEY,
+    task_id       TEXT NOT NULL REFERENCES tasks(id),
+    fingerprint   TEXT NOT NULL,
+    -- The ApprovalCall as JSON, without used_at (kept in its own column).
+    call          TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    ttl           INTEGER NOT NULL DEFAULT 0,
+    exception     INTEGER NOT NULL DEFAULT 0,
+    justification TEXT,
+    requested_at  INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    decided_at    INTEGER,
+    reason        TEXT,
+    used_at       INTEGER
+);
+CREATE INDEX call_approvals_task ON call_approvals(task_id, fingerprint);
+CREATE INDEX call_approvals_pending ON call_approvals(expires_at) WHERE status = 'pending';
+CREATE TABLE denials (
+    agent       TEXT NOT NULL,
+    bucket      INTEGER NOT NULL,
+    count       INTEGER NOT NULL,
+    PRIMARY KEY (agent, bucket)
+);
+"#,
 ];

@@ -76,8 +76,8 @@ pub async fn run(g: &Global, cmd: PolicyCmd) -> anyhow::Result<u8> {
             let (cases, set) = super::policy_cases::load(&file, policy_dir.as_deref())?;
             let (mut passed, mut failed) = (0, 0);
             for case in &cases.cases {
-                let d = super::policy_cases::with_facts(case, |f, t| set.decide(f, t))?;
-                let got = if d.allowed { "allow" } else { "deny" };
+                let d = super::policy_cases::with_facts(case, |f| set.decide(f))?;
+                let got = d.verdict().as_str();
                 let mut problems = Vec::new();
                 match case.expect.as_deref() {
                     Some(e) if e == got => {}
@@ -89,7 +89,7 @@ pub async fn run(g: &Global, cmd: PolicyCmd) -> anyhow::Result<u8> {
                 }
                 if let Some(want) = &case.expect_policies {
                     let mut w = want.clone();
-                    let mut g = d.determining_policies.clone();
+                    let mut g = d.determining_policies().to_vec();
                     w.sort();
                     g.sort();
                     if w != g {
@@ -121,13 +121,13 @@ pub async fn run(g: &Global, cmd: PolicyCmd) -> anyhow::Result<u8> {
                 .iter()
                 .filter(|c| case.as_ref().is_none_or(|n| *n == c.name))
             {
-                let e = super::policy_cases::with_facts(c, |f, t| set.explain(f, t))?
+                let e = super::policy_cases::with_facts(c, |f| set.explain(f))?
                     .map_err(|e| anyhow::anyhow!("case {:?}: {e}", c.name))?;
                 out.push(serde_json::json!({
                     "case": c.name,
-                    "decision": if e.decision.allowed { "allow" } else { "deny" },
+                    "decision": e.decision.verdict().as_str(),
                     "reason": e.decision.reason(),
-                    "policy_version": e.decision.policy_version,
+                    "policy_version": e.decision.policy_version(),
                     "tools": e.tools,
                 }));
             }

@@ -18,8 +18,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
+use writ_core::api::{Agent, Attestation, Task, TaskStatus, Tool};
 use writ_core::{Capability, Timestamp};
-use writ_policy::{Action, AgentFacts, PolicySet, TaskFacts, ToolFacts};
+use writ_policy::{
+    Action, Behaviour, CallRequest, Chain, Facts, InstanceFacts, PolicySet, TaskAsk, TaskView,
+};
 
 /// Tuesday 2026-11-24 12:00 UTC, business hours: the default `now`.
 const DEFAULT_NOW: i64 = 1_795_780_800;
@@ -86,7 +89,7 @@ pub struct Case {
     pub now: Option<i64>,
     /// For `CallTool`: the request through the gateway.
     pub request: Option<RequestSpec>,
-    /// "allow" or "deny"; optional for `explain`.
+    /// "allow", "deny" or "needs_approval"; optional for `explain`.
     pub expect: Option<String>,
     pub expect_policies: Option<Vec<String>>,
 }
@@ -143,22 +146,57 @@ pub fn load(file: &Path, dir: Option<&Path>) -> anyhow::Result<(CaseFile, Policy
     Ok((cases, set))
 }
 
-/// Runs `f` with the policy facts of a case.
-pub fn with_facts<T>(
-    case: &Case,
-    f: impl FnOnce(&TaskFacts<'_>, &[ToolFacts<'_>]) -> T,
-) -> anyhow::Result<T> {
-    let action = match case.action.as_str() {
-        "StartTask" => Action::StartTask,
-        "ExchangeToken" => Action::ExchangeToken,
-        "DelegateTask" => Action::DelegateTask,
-        "CallTool" => Action::CallTool,
-        other => bail!("case {:?}: unknown action {other:?}", case.name),
+/// The store's records a case describes, from which its facts are built
+/// by the same constructors the broker and the gateway use.
+struct Records {
+    action: Action,
+    agent: Agent,
+    chain: Vec<Agent>,
+    tool: Tool,
+    cap: Capability,
+    /// The task the request is made under (every action but `StartTask`).
+    task: Task,
+    request: Option<RequestSpec>,
+    arguments: Option<String>,
+    now: Timestamp,
+}
+
+fn agent_of(case: &str, a: &AgentSpec) -> anyhow::Result<Agent> {
+    Ok(Agent {
+        name: a
+            .name
+            .parse()
+            .with_context(|| format!("case {case:?}: agent name {:?}", a.name))?,
+        spiffe_id: format!("spiffe://writ.local/agent/{}", a.name),
+        attestation: match a.attestation.as_str() {
+            "join_token" => Attestation::JoinToken,
+            "spiffe" | "spiffe_x509" => Attestation::Spiffe { spiffe_id: None },
+            "oidc" => Attestation::Oidc {
+                issuer: String::new(),
+                jwks_uri: None,
+                jwks: None,
+                audience: String::new(),
+                subject: String::new(),
+                algorithms: Vec::new(),
+            },
+            other => bail!(
+                "case {case:?}: attestation {other:?} is not join_token, oidc, spiffe or spiffe_x509"
+            ),
+        },
+        attributes: a.attributes.clone(),
+        workload: None,
+        quarantined: a.quarantined,
+        created_at: Timestamp::from_secs(0),
+    })
+}
+
+fn records(case: &Case) -> anyhow::Result<Records> {
+    let Some(action) = Action::from_cedar_id(&case.action) else {
+        bail!("case {:?}: unknown action {:?}", case.name, case.action);
     };
     let cap = Capability::parse_short(&format!("{}:{}", case.tool.name, case.scopes.join(",")))
         .with_context(|| format!("case {:?}: tool and scopes", case.name))?;
-    let caps = [cap];
-    let req = match (&case.request, action) {
+    let request = match (&case.request, action) {
         (Some(r), Action::CallTool) => Some(r.clone()),
         (None, Action::CallTool) => Some(RequestSpec {
             method: get(),
@@ -168,58 +206,138 @@ pub fn with_facts<T>(
         (Some(_), _) => bail!("case {:?}: `request` is for CallTool cases", case.name),
         (None, _) => None,
     };
-    let arguments = req
+    let arguments = request
         .as_ref()
         .and_then(|r| r.arguments.as_ref())
         .map(serde_json::Value::to_string);
-    let facts_of = |a: &AgentSpec| -> (String, AgentSpec) {
-        (format!("spiffe://writ.local/agent/{}", a.name), a.clone())
+    let tool = Tool {
+        name: case
+            .tool
+            .name
+            .parse()
+            .with_context(|| format!("case {:?}: tool name", case.name))?,
+        audience: case
+            .tool
+            .audience
+            .clone()
+            .unwrap_or_else(|| format!("https://{}.example", case.tool.name)),
+        scopes: case
+            .tool
+            .scopes
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("case {:?}: tool scopes", case.name))?,
+        attributes: case.tool.attributes.clone(),
+        upstream: None,
+        secret_header: None,
+        created_at: Timestamp::from_secs(0),
     };
-    let me = facts_of(&case.agent);
-    let chain: Vec<(String, AgentSpec)> = case.chain.iter().map(facts_of).collect();
-    let audience = case
-        .tool
-        .audience
-        .clone()
-        .unwrap_or_else(|| format!("https://{}.example", case.tool.name));
-    fn agent_facts((spiffe, a): &(String, AgentSpec)) -> AgentFacts<'_> {
-        AgentFacts {
-            name: &a.name,
-            spiffe_id: spiffe,
-            attestation: &a.attestation,
-            quarantined: a.quarantined,
-            attributes: &a.attributes,
-        }
-    }
-    let facts = TaskFacts {
-        action,
-        agent: agent_facts(&me),
-        chain: chain.iter().map(agent_facts).collect(),
-        intent: &case.intent,
-        capabilities: &caps,
-        on_behalf_of: case.on_behalf_of.as_deref(),
-        ttl_secs: case.ttl,
-        attestation: &case.agent.attestation,
-        depth: case.depth,
-        recent_denials: case.denials_5m,
+    let now = Timestamp::from_secs(case.now.unwrap_or(DEFAULT_NOW));
+    // The task the case runs under: it holds what the case asks for, for
+    // the case's human, and has `ttl` seconds left. A delegation's depth
+    // is the new task's, so the parent is one hop shallower.
+    let depth = match action {
+        Action::DelegateTask => case.depth.saturating_sub(1),
+        _ => case.depth,
+    };
+    let task = Task {
+        task_id: "task_policytestcase00000000"
+            .parse()
+            .context("the test task id")?,
+        agent: "policy-test".parse().context("the test agent")?,
+        instance_id: "ins_policytestcase00000000"
+            .parse()
+            .context("the test instance id")?,
+        intent: case.intent.clone(),
+        capabilities: vec![cap.clone()],
+        on_behalf_of: case.on_behalf_of.clone(),
+        status: TaskStatus::Active,
+        created_at: now,
+        lease_expires_at: now.add_secs(case.ttl),
+        expires_at: now.add_secs(case.ttl),
+        ended_at: None,
+        end_reason: None,
+        policy_version: String::new(),
+        parent_task_id: None,
+        depth,
         exception: case.exception,
-        now: Timestamp::from_secs(case.now.unwrap_or(DEFAULT_NOW)),
-        request: req.as_ref().map(|r| writ_policy::RequestFacts {
-            method: &r.method,
-            path: &r.path,
-            query: &r.query,
-            mcp_method: r.mcp_method.as_deref(),
-            mcp_tool: r.mcp_tool.as_deref(),
-            arguments: arguments.as_deref(),
-        }),
-        instance: None,
-        task: None,
     };
-    let tools = [ToolFacts {
-        name: &case.tool.name,
-        audience: &audience,
-        scopes: case.tool.scopes.iter().map(String::as_str).collect(),
-        attributes: &case.tool.attributes,
-    }];
-    Ok(f(&facts, &tools))
+    Ok(Records {
+        action,
+        agent: agent_of(&case.name, &case.agent)?,
+        chain: case
+            .chain
+            .iter()
+            .map(|a| agent_of(&case.name, a))
+            .collect::<anyhow::Result<_>>()?,
+        tool,
+        cap,
+        task,
+        request,
+        arguments,
+        now,
+    })
+}
+
+/// Runs `f` with the policy facts of a case.
+pub fn with_facts<T>(case: &Case, f: impl FnOnce(&Facts<'_>) -> T) -> anyhow::Result<T> {
+    let r = records(case)?;
+    let behaviour = Behaviour {
+        denials_5m: case.denials_5m,
+    };
+    let view = TaskView::of_task(&r.task, &case.agent.attestation);
+    let chain = Chain::new(&r.agent, r.chain.iter());
+    let caps = [r.cap.clone()];
+    let facts = match r.action {
+        Action::StartTask => {
+            let ask = TaskAsk {
+                intent: &case.intent,
+                capabilities: &caps,
+                on_behalf_of: case.on_behalf_of.as_deref(),
+                ttl: case.ttl,
+                exception: case.exception,
+            };
+            let instance = InstanceFacts {
+                id: r.task.instance_id.as_str(),
+                attestation: &case.agent.attestation,
+            };
+            Facts::start_task(&r.agent, instance, &ask, vec![&r.tool], behaviour, r.now)
+        }
+        Action::ExchangeToken => {
+            Facts::exchange_token(chain, &view, r.cap.clone(), &r.tool, behaviour, r.now)
+        }
+        Action::DelegateTask => Facts::delegate_task(
+            chain,
+            &case.agent.attestation,
+            &view,
+            caps.to_vec(),
+            vec![&r.tool],
+            behaviour,
+            r.now,
+        ),
+        Action::CallTool => {
+            let req = r.request.as_ref().map(|q| CallRequest {
+                method: &q.method,
+                path: &q.path,
+                query: &q.query,
+                mcp_method: q.mcp_method.as_deref(),
+                mcp_tool: q.mcp_tool.as_deref(),
+                arguments: r.arguments.as_deref(),
+            });
+            let Some(req) = req else {
+                bail!("case {:?}: a CallTool case needs a request", case.name);
+            };
+            Facts::call_tool(
+                chain,
+                &view,
+                r.cap.scopes.clone(),
+                &r.tool,
+                req,
+                behaviour,
+                r.now,
+            )
+        }
+    };
+    Ok(f(&facts))
 }
