@@ -14,6 +14,8 @@ mod keys;
 mod metrics;
 pub mod mtls;
 mod oidc;
+#[cfg(test)]
+mod one_answer_tests;
 mod policy_watch;
 mod replicas;
 mod routes;
