@@ -29,7 +29,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use writ_core::api::{ApprovalCall, ApprovalStatus, CallHeld, HoldCall, Upstream};
+use writ_core::api::{ApprovalStatus, CallHeld, HoldCall, Upstream};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::{ApprovalId, Clock, Scope, Timestamp};
 use writ_policy::{Behaviour, CallRequest, Chain, Decision, Facts, TaskView, Verdict};
@@ -223,18 +223,7 @@ impl Gateway {
                 .iter()
                 .filter_map(|s| s.parse().ok())
                 .collect(),
-            call: ApprovalCall {
-                tool: tool.name.clone(),
-                agent: caller.agent.name.clone(),
-                method: r.method.to_owned(),
-                path: r.path.to_owned(),
-                query: r.query.to_owned(),
-                mcp_method: r.mcp_method.map(str::to_owned),
-                mcp_tool: r.mcp_tool.map(str::to_owned),
-                arguments: r.arguments.map(str::to_owned),
-                window_secs: 0,
-                used_at: None,
-            },
+            call: r.to_approval(&tool.name, &caller.agent.name),
         };
         self.view.post("/v1/gateway/approvals", &req).await
     }

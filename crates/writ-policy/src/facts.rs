@@ -210,6 +210,41 @@ pub struct CallRequest<'a> {
     pub arguments: Option<&'a str>,
 }
 
+impl<'a> CallRequest<'a> {
+    /// The request an approval of `agent`'s call on `tool` is about (its
+    /// window is the broker's to set).
+    pub fn to_approval(
+        &self,
+        tool: &writ_core::ToolName,
+        agent: &writ_core::AgentName,
+    ) -> writ_core::api::ApprovalCall {
+        writ_core::api::ApprovalCall {
+            tool: tool.clone(),
+            agent: agent.clone(),
+            method: self.method.to_owned(),
+            path: self.path.to_owned(),
+            query: self.query.to_owned(),
+            mcp_method: self.mcp_method.map(str::to_owned),
+            mcp_tool: self.mcp_tool.map(str::to_owned),
+            arguments: self.arguments.map(str::to_owned),
+            window_secs: 0,
+            used_at: None,
+        }
+    }
+
+    /// The request an approval is about.
+    pub fn of_approval(call: &'a writ_core::api::ApprovalCall) -> Self {
+        Self {
+            method: &call.method,
+            path: &call.path,
+            query: &call.query,
+            mcp_method: call.mcp_method.as_deref(),
+            mcp_tool: call.mcp_tool.as_deref(),
+            arguments: call.arguments.as_deref(),
+        }
+    }
+}
+
 /// Everything one decision sees. Made only by the constructors below.
 #[derive(Clone, Debug)]
 pub struct Facts<'a> {

@@ -225,14 +225,7 @@ impl Broker {
         let view = writ_policy::TaskView::of_task(task, &attestation);
         let now = self.now();
         let behaviour = self.behaviour(&agent.name, now).await?;
-        let request = writ_policy::CallRequest {
-            method: &call.method,
-            path: &call.path,
-            query: &call.query,
-            mcp_method: call.mcp_method.as_deref(),
-            mcp_tool: call.mcp_tool.as_deref(),
-            arguments: call.arguments.as_deref(),
-        };
+        let request = writ_policy::CallRequest::of_approval(call);
         let facts = writ_policy::Facts::call_tool(
             writ_policy::Chain::new(agent, agents.iter()),
             &view,

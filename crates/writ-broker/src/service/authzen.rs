@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use writ_core::api::{ApprovalCall, ApprovalStatus, Task, TaskStatus};
+use writ_core::api::{ApprovalStatus, Task, TaskStatus};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::{Capability, InstanceId, Scope};
 use writ_policy::{Action, CallRequest, Chain, Facts, InstanceFacts, TaskAsk, TaskView, Verdict};
@@ -295,18 +295,7 @@ impl Broker {
             // A call a gateway would hold is held here too, on the same
             // approval: the enforcement point asking shows its id.
             (Verdict::NeedsApproval, Action::CallTool, Some(r)) => {
-                let call = ApprovalCall {
-                    tool: tool.name.clone(),
-                    agent: agent.name.clone(),
-                    method: r.method.to_owned(),
-                    path: r.path.to_owned(),
-                    query: r.query.to_owned(),
-                    mcp_method: r.mcp_method.map(str::to_owned),
-                    mcp_tool: r.mcp_tool.map(str::to_owned),
-                    arguments: r.arguments.map(str::to_owned),
-                    window_secs: 0,
-                    used_at: None,
-                };
+                let call = r.to_approval(&tool.name, &agent.name);
                 Some(self.resolve_call_approval(t, call, &d, actor).await?)
             }
             _ => None,

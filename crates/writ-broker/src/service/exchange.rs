@@ -181,15 +181,11 @@ impl Broker {
         });
         match decision.verdict() {
             Verdict::Allow => {}
+            // The task's own instance asked: the refusal is its agent's.
             Verdict::Deny | Verdict::NeedsApproval => {
-                // The task's own instance asked: the refusal is its agent's.
-                self.count_denial(&task.agent, now).await.map_err(oauth)?;
-                let reason = refusal_reason(&decision);
-                let event = self
-                    .exchange_event(claims, task, Outcome::Deny, &decision, detail)
-                    .reason(reason.clone());
-                self.store.append_audit(now, vec![event]).await?;
-                return Err(OAuthError::access_denied(reason));
+                return Err(self
+                    .refuse_decision(claims, task, &decision, detail, &task.agent, now)
+                    .await);
             }
         }
 
@@ -385,16 +381,12 @@ impl Broker {
         });
         match decision.verdict() {
             Verdict::Allow => {}
+            // The planner holding the task token asked, not the sub-agent
+            // it named: the refusal is the planner's.
             Verdict::Deny | Verdict::NeedsApproval => {
-                // The planner holding the task token asked, not the
-                // sub-agent it named: the refusal is the planner's.
-                self.count_denial(&parent.agent, now).await.map_err(oauth)?;
-                let reason = refusal_reason(&decision);
-                let event = self
-                    .exchange_event(claims, parent, Outcome::Deny, &decision, detail)
-                    .reason(reason.clone());
-                self.store.append_audit(now, vec![event]).await?;
-                return Err(OAuthError::access_denied(reason));
+                return Err(self
+                    .refuse_decision(claims, parent, &decision, detail, &parent.agent, now)
+                    .await);
             }
         }
 
@@ -595,6 +587,29 @@ impl Broker {
             );
         }
         e
+    }
+
+    /// A refusal by policy: counted against `charged`, audited, answered.
+    async fn refuse_decision(
+        &self,
+        claims: &AccessClaims,
+        task: &Task,
+        decision: &Decision,
+        detail: serde_json::Value,
+        charged: &writ_core::AgentName,
+        now: writ_core::Timestamp,
+    ) -> OAuthError {
+        if let Err(e) = self.count_denial(charged, now).await {
+            return oauth(e);
+        }
+        let reason = refusal_reason(decision);
+        let event = self
+            .exchange_event(claims, task, Outcome::Deny, decision, detail)
+            .reason(reason.clone());
+        if let Err(e) = self.store.append_audit(now, vec![event]).await {
+            return e.into();
+        }
+        OAuthError::access_denied(reason)
     }
 
     /// Audits a refused exchange, then answers with the refusal.
