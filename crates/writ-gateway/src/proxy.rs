@@ -11,9 +11,9 @@ use futures_util::TryStreamExt as _;
 use writ_core::api::Tool;
 use writ_policy::CallRequest;
 
-use crate::Gateway;
 use crate::auth::Caller;
 use crate::error::GatewayError;
+use crate::gateway::Gateway;
 use crate::state::Bundle;
 
 /// Never forwarded in either direction (RFC 9110 §7.6.1), plus what names

@@ -112,10 +112,10 @@ pub struct View {
     /// Revoked `jti` → when the token expires anyway (seconds).
     revoked: RwLock<HashMap<String, i64>>,
     feed_next: AtomicU64,
-    /// When the feed last answered.
-    synced: Mutex<Option<Instant>>,
-    /// When the bundle was last refreshed.
-    bundled: Mutex<Option<Instant>>,
+    /// When the feed last answered (the injected clock's time).
+    synced: Mutex<Option<Timestamp>>,
+    /// When the bundle was last refreshed (the injected clock's time).
+    bundled: Mutex<Option<Timestamp>>,
     /// This process, among the gateways sharing one credential.
     follower: String,
     /// `X-Forwarded-Proto` and `-Host` for upstreams, from the public URL
@@ -246,7 +246,7 @@ impl View {
             *g = Some(Arc::new(bundle));
         }
         if let Ok(mut g) = self.bundled.lock() {
-            *g = Some(Instant::now());
+            *g = Some(self.now());
         }
         Ok(())
     }
@@ -288,11 +288,12 @@ impl View {
     /// with: the feed within the staleness bound, the bundle (policies,
     /// agents, secrets) within six times it.
     pub fn fresh(&self) -> bool {
-        let within = |m: &Mutex<Option<Instant>>, bound: Duration| {
+        let now = self.now();
+        let within = |m: &Mutex<Option<Timestamp>>, bound: Duration| {
             m.lock()
                 .ok()
                 .and_then(|g| *g)
-                .is_some_and(|t| t.elapsed() <= bound)
+                .is_some_and(|t| now <= t.plus(bound))
         };
         within(&self.synced, self.cfg.staleness)
             && within(&self.bundled, self.cfg.staleness.saturating_mul(6))
@@ -332,7 +333,7 @@ impl View {
         }
         self.feed_next.store(page.next, Ordering::SeqCst);
         if let Ok(mut g) = self.synced.lock() {
-            *g = Some(Instant::now());
+            *g = Some(self.now());
         }
         if changed {
             self.revocations_seen.notify_waiters();

@@ -15,10 +15,10 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{Mutex, oneshot};
 
-use crate::Gateway;
 use crate::auth::Caller;
 use crate::error::GatewayError;
-use crate::mcp::{Call, Inspected, answer, filter, id_key};
+use crate::gateway::Gateway;
+use crate::mcp_messages::{Call, Inspected, answer, filter, id_key};
 
 /// A session unused this long is ended.
 const IDLE: Duration = Duration::from_secs(600);

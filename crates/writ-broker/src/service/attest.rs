@@ -2,10 +2,12 @@
 
 use writ_core::api::{AttestRequest, Attestation, Attested};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
-use writ_core::token::{AccessClaims, ExternalExpect};
-use writ_core::{AgentName, InstanceId, Jti};
-use writ_store::{Grant, GrantKind, Instance, StoreError};
+use writ_core::lifetime::Lifetime;
+use writ_core::token::ExternalExpect;
+use writ_core::{AgentName, InstanceId};
+use writ_store::{GrantKind, Instance, StoreError};
 
+use super::issue::{Issue, Issued};
 use super::{Broker, hash_secret};
 use crate::error::ApiError;
 use crate::metrics;
@@ -159,30 +161,26 @@ impl Broker {
         now: writ_core::Timestamp,
     ) -> Result<Attested, ApiError> {
         let instance_id = InstanceId::generate()?;
-        let jti = Jti::generate()?;
         let ttl = self.config.instance_token_ttl;
-        let expires_at = now.add_secs(ttl);
-        let claims = AccessClaims {
-            iss: self.config.issuer.clone(),
+        let Issued {
+            token,
+            grant,
+            exp: expires_at,
+            event: issued,
+        } = self.issue(Issue {
+            kind: GrantKind::InstanceToken,
+            agent: &agent.name,
+            instance: &instance_id,
             sub: agent.spiffe_id.clone(),
-            aud: self.config.issuer.clone(),
-            exp: expires_at.secs(),
-            iat: now.secs(),
-            nbf: now.secs(),
-            jti: jti.to_string(),
-            client_id: instance_id.to_string(),
-            scope: None,
-            task: None,
-            obo: None,
-            cnf: jkt
-                .clone()
-                .map(|jkt| writ_core::token::Confirmation { jkt }),
             act: None,
-            exception: false,
+            task: None,
+            audience: None,
+            scope: None,
+            jkt: jkt.clone(),
+            lifetime: Lifetime::new(now, ttl),
             intent: None,
             task_ctx: None,
-        };
-        let token = self.mint(&claims)?;
+        })?;
         let instance = Instance {
             id: instance_id.clone(),
             agent: agent.name.clone(),
@@ -191,17 +189,6 @@ impl Broker {
             expires_at,
             revoked_at: None,
             jkt: jkt.clone(),
-        };
-        let grant = Grant {
-            jti: jti.to_string(),
-            kind: GrantKind::InstanceToken,
-            agent: agent.name.clone(),
-            instance_id: instance_id.clone(),
-            task_id: None,
-            issued_at: now,
-            expires_at,
-            jkt: jkt.clone(),
-            audience: None,
         };
         let audit = vec![
             AuditEvent::new(
@@ -212,11 +199,7 @@ impl Broker {
             .agent(&agent.name)
             .instance(&instance_id)
             .detail(serde_json::json!({ "method": method })),
-            AuditEvent::new(AuditKind::TokenIssue, Outcome::Success, "system")
-                .agent(&agent.name)
-                .instance(&instance_id)
-                .jti(&jti)
-                .detail(serde_json::json!({ "kind": "instance_token", "exp": claims.exp })),
+            issued,
         ];
         match self
             .store

@@ -5,13 +5,15 @@
 use writ_core::api::{Task, TaskStatus, Tool};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::ids::agent_spiffe_id;
+use writ_core::lifetime::Lifetime;
 use writ_core::scope::{self, Capability};
 use writ_core::token::{AccessClaims, Actor, TokenKind};
-use writ_core::{Jti, Scope, TaskId};
+use writ_core::{Scope, TaskId};
 use writ_policy::{Chain, Decision, Facts, TaskView, Verdict};
-use writ_store::{Grant, GrantKind, StoreError};
+use writ_store::{GrantKind, StoreError};
 
 use super::Broker;
+use super::issue::{Issue, Issued};
 use crate::error::{ApiError, OAuthError};
 use crate::extract::Presented;
 use crate::metrics;
@@ -189,61 +191,39 @@ impl Broker {
             }
         }
 
-        let mut exp = now
-            .add_secs(self.config.tool_token_ttl)
-            .min(task.expires_at)
-            .min(subject_exp);
-        if let Some(cap) = decision.max_ttl() {
-            exp = exp.min(now.add_secs(cap.max(1)));
-        }
-        let jti = Jti::generate().map_err(|e| OAuthError::server_error(e.to_string()))?;
         let scope_claim = cap
             .scopes
             .iter()
             .map(Scope::as_str)
             .collect::<Vec<_>>()
             .join(" ");
-        let tool_claims = AccessClaims {
-            iss: self.config.issuer.clone(),
-            sub: claims.sub.clone(),
-            aud: tool.audience.clone(),
-            exp: exp.secs(),
-            iat: now.secs(),
-            nbf: now.secs(),
-            jti: jti.to_string(),
-            client_id: claims.client_id.clone(),
-            scope: Some(scope_claim.clone()),
-            task: claims.task.clone(),
-            obo: claims.obo.clone(),
-            cnf: jkt
-                .clone()
-                .map(|jkt| writ_core::token::Confirmation { jkt }),
-            act: claims.act.clone(),
-            exception: claims.exception,
-            intent: Some(task.intent.clone()),
-            task_ctx: Some(TaskView::of_task_claim(task, &attestation)),
-        };
-        let token = self.mint(&tool_claims).map_err(oauth)?;
-        let grant = Grant {
-            jti: jti.to_string(),
-            kind: GrantKind::ToolToken,
-            agent: task.agent.clone(),
-            instance_id: task.instance_id.clone(),
-            task_id: Some(task.task_id.clone()),
-            issued_at: now,
-            expires_at: exp,
-            jkt: jkt.clone(),
-            audience: Some(tool.audience.clone()),
-        };
+        let Issued {
+            token,
+            grant,
+            exp,
+            event: issued,
+        } = self
+            .issue(Issue {
+                kind: GrantKind::ToolToken,
+                agent: &task.agent,
+                instance: &task.instance_id,
+                sub: claims.sub.clone(),
+                act: claims.act.clone(),
+                task: Some(task),
+                audience: Some(tool.audience.clone()),
+                scope: Some(scope_claim.clone()),
+                jkt: jkt.clone(),
+                lifetime: Lifetime::new(now, self.config.tool_token_ttl)
+                    .within(task.expires_at)
+                    .within(subject_exp)
+                    .capped(decision.max_ttl()),
+                intent: Some(task.intent.clone()),
+                task_ctx: Some(TaskView::of_task_claim(task, &attestation)),
+            })
+            .map_err(oauth)?;
         let audit = vec![
             self.exchange_event(claims, task, Outcome::Success, &decision, detail),
-            AuditEvent::new(AuditKind::TokenIssue, Outcome::Success, "system")
-                .agent(&task.agent)
-                .instance(&task.instance_id)
-                .task(&task.task_id)
-                .on_behalf_of(task.on_behalf_of.as_ref())
-                .jti(&jti)
-                .detail(serde_json::json!({"kind": "tool_token", "aud": tool.audience, "scope": scope_claim, "exp": exp.secs()})),
+            issued,
         ];
         self.store.record_grant(&grant, audit).await?;
         metrics::inc(&self.metrics.tokens_issued);
@@ -393,14 +373,11 @@ impl Broker {
         // The child's lifetime: never past the parent's, capped by @max_ttl;
         // an exception passes on only where a policy allows it for the
         // sub-agent too, else the child gets an ordinary lifetime.
-        let mut expires_at = parent.expires_at;
-        if let Some(cap) = decision.max_ttl() {
-            expires_at = expires_at.min(now.add_secs(cap.max(1)));
-        }
         let exception = parent.exception && decision.exception_allowed();
-        if parent.exception && !exception {
-            expires_at = expires_at.min(now.add_secs(self.config.max_task_ttl));
-        }
+        let expires_at = Lifetime::until(now, parent.expires_at)
+            .capped(decision.max_ttl())
+            .capped((parent.exception && !exception).then_some(self.config.max_task_ttl))
+            .end();
         let child_id = TaskId::generate().map_err(|e| OAuthError::server_error(e.to_string()))?;
         let child = Task {
             task_id: child_id.clone(),
@@ -411,7 +388,9 @@ impl Broker {
             on_behalf_of: parent.on_behalf_of.clone(),
             status: TaskStatus::Active,
             created_at: now,
-            lease_expires_at: now.add_secs(self.config.lease_ttl).min(expires_at),
+            lease_expires_at: Lifetime::new(now, self.config.lease_ttl)
+                .within(expires_at)
+                .end(),
             expires_at,
             ended_at: None,
             end_reason: None,
@@ -426,7 +405,12 @@ impl Broker {
             act: claims.act.clone().map(Box::new),
         };
         let jkt = actor_claims.cnf.as_ref().map(|c| c.jkt.clone());
-        let (token, grant, exp) = self
+        let Issued {
+            token,
+            grant,
+            exp,
+            event: issued,
+        } = self
             .task_token(
                 &child,
                 &claims.sub,
@@ -446,7 +430,7 @@ impl Broker {
                 .policy(decision.policy_version(), decision.determining_policies().to_vec())
                 .reason(format!("delegated from {}", parent.task_id))
                 .detail(serde_json::json!({"parent": parent.task_id, "depth": depth, "capabilities": child.capabilities})),
-            super::tasks::issue_event(&child, &grant, exp),
+            issued,
         ];
         match self.store.create_task(&child, &grant, audit).await {
             Ok(()) => {}

@@ -11,6 +11,7 @@ mod dbcreds;
 pub mod exchange;
 mod feed;
 pub mod gateway;
+mod issue;
 pub mod nodes;
 mod policy;
 mod shadow;

@@ -4,11 +4,13 @@ use writ_core::api::{
     Approval, ApprovalStatus, StartTask, Task, TaskEnded, TaskPending, TaskStatus, TaskToken,
 };
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+use writ_core::lifetime::Lifetime;
 use writ_core::scope;
-use writ_core::token::AccessClaims;
-use writ_core::{Jti, TaskId, Timestamp};
+use writ_core::{TaskId, Timestamp};
 use writ_policy::{Facts, InstanceFacts, TaskAsk, Verdict};
-use writ_store::{Grant, GrantKind, StoreError, TaskEnd};
+use writ_store::{GrantKind, StoreError, TaskEnd};
+
+use super::issue::{Issue, Issued};
 
 use super::{AgentCaller, Broker, Caller};
 use crate::error::ApiError;
@@ -160,7 +162,8 @@ impl Broker {
             now,
         );
         let decision = self.decide(&policy, &facts).await?;
-        let ttl = decision.max_ttl().map_or(ttl, |cap| ttl.min(cap.max(1)));
+        let lifetime = Lifetime::new(now, ttl).capped(decision.max_ttl());
+        let ttl = lifetime.secs();
         let request_detail = serde_json::json!({
             "intent": intent,
             "capabilities": capabilities,
@@ -193,7 +196,7 @@ impl Broker {
         };
 
         let task_id = TaskId::generate()?;
-        let expires_at = now.add_secs(ttl);
+        let expires_at = lifetime.end();
         let task = Task {
             task_id: task_id.clone(),
             agent: agent.name.clone(),
@@ -203,7 +206,9 @@ impl Broker {
             on_behalf_of: req.on_behalf_of,
             status: TaskStatus::Active,
             created_at: now,
-            lease_expires_at: now.add_secs(self.config.lease_ttl).min(expires_at),
+            lease_expires_at: Lifetime::new(now, self.config.lease_ttl)
+                .within(expires_at)
+                .end(),
             expires_at,
             ended_at: None,
             end_reason: None,
@@ -225,8 +230,12 @@ impl Broker {
                 .await
                 .map(Started::Pending);
         }
-        let (token, grant, exp) =
-            self.task_token(&task, &agent.spiffe_id, None, caller.jkt.clone(), None, now)?;
+        let Issued {
+            token,
+            grant,
+            exp,
+            event: issued,
+        } = self.task_token(&task, &agent.spiffe_id, None, caller.jkt.clone(), None, now)?;
         let audit = vec![
             AuditEvent::new(AuditKind::TaskStart, Outcome::Success, caller.actor())
                 .agent(&task.agent)
@@ -239,7 +248,7 @@ impl Broker {
                 )
                 .reason(decision.reason())
                 .detail(request_detail),
-            issue_event(&task, &grant, exp),
+            issued,
         ];
         self.store.create_task(&task, &grant, audit).await?;
         metrics::inc(&self.metrics.tasks_started);
@@ -286,20 +295,26 @@ impl Broker {
             )));
         }
         let now = self.now();
-        let lease = now.add_secs(self.config.lease_ttl).min(task.expires_at);
+        let lease = Lifetime::new(now, self.config.lease_ttl)
+            .within(task.expires_at)
+            .end();
         // The renewed token names the same subject and chain, bound to the
         // key the instance proved (its instance's key).
         let lineage = self.lineage(&task).await?;
         let (sub, act) = self.subject_and_actors(&lineage).await?;
-        let (token, grant, exp) =
-            self.task_token(&task, &sub, act, caller.jkt.clone(), None, now)?;
+        let Issued {
+            token,
+            grant,
+            exp,
+            event: issued,
+        } = self.task_token(&task, &sub, act, caller.jkt.clone(), None, now)?;
         let audit = vec![
             AuditEvent::new(AuditKind::TaskHeartbeat, Outcome::Success, caller.actor())
                 .agent(&task.agent)
                 .instance(&task.instance_id)
                 .task(id)
                 .detail(serde_json::json!({ "lease_expires_at": lease })),
-            issue_event(&task, &grant, exp),
+            issued,
         ];
         let task = self.store.heartbeat_task(id, lease, &grant, audit).await?;
         metrics::inc(&self.metrics.tokens_issued);
@@ -459,15 +474,22 @@ impl Broker {
             ApprovalStatus::Expired => Err(ApiError::Forbidden("approval expired".into())),
             ApprovalStatus::Approved => {
                 let now = self.now();
-                let expires_at = now.add_secs(approval.ttl);
-                let lease = now.add_secs(self.config.lease_ttl).min(expires_at);
+                let expires_at = Lifetime::new(now, approval.ttl).end();
+                let lease = Lifetime::new(now, self.config.lease_ttl)
+                    .within(expires_at)
+                    .end();
                 let live = Task {
                     expires_at,
                     lease_expires_at: lease,
                     status: TaskStatus::Active,
                     ..task
                 };
-                let (token, grant, exp) = self.task_token(
+                let Issued {
+                    token,
+                    grant,
+                    exp,
+                    event: issued,
+                } = self.task_token(
                     &live,
                     &caller.claims.sub,
                     None,
@@ -483,7 +505,7 @@ impl Broker {
                         .on_behalf_of(live.on_behalf_of.as_ref())
                         .reason(format!("approved ({})", approval.approval_id))
                         .detail(serde_json::json!({ "exception": live.exception, "expires_at": expires_at })),
-                    issue_event(&live, &grant, exp),
+                    issued,
                 ];
                 let task = self
                     .store
@@ -538,62 +560,24 @@ impl Broker {
         jkt: Option<String>,
         cap: Option<Timestamp>,
         now: Timestamp,
-    ) -> Result<(String, Grant, Timestamp), ApiError> {
-        let mut exp = now
-            .add_secs(self.config.task_token_ttl)
-            .min(task.expires_at);
-        if let Some(cap) = cap {
-            exp = exp.min(cap);
-        }
-        let jti = Jti::generate()?;
-        let claims = AccessClaims {
-            iss: self.config.issuer.clone(),
+    ) -> Result<Issued, ApiError> {
+        self.issue(Issue {
+            kind: GrantKind::TaskToken,
+            agent: &task.agent,
+            instance: &task.instance_id,
             sub: sub.to_owned(),
-            aud: self.config.issuer.clone(),
-            exp: exp.secs(),
-            iat: now.secs(),
-            nbf: now.secs(),
-            jti: jti.to_string(),
-            client_id: task.instance_id.to_string(),
-            scope: Some(scope::to_claim(&task.capabilities)),
-            task: Some(task.task_id.to_string()),
-            obo: task.on_behalf_of.clone(),
-            cnf: jkt
-                .clone()
-                .map(|jkt| writ_core::token::Confirmation { jkt }),
             act,
-            exception: task.exception,
+            task: Some(task),
+            audience: None,
+            scope: Some(scope::to_claim(&task.capabilities)),
+            jkt,
+            lifetime: Lifetime::new(now, self.config.task_token_ttl)
+                .within(task.expires_at)
+                .within_opt(cap),
             intent: None,
             task_ctx: None,
-        };
-        let token = self.mint(&claims)?;
-        let grant = Grant {
-            jti: jti.to_string(),
-            kind: GrantKind::TaskToken,
-            agent: task.agent.clone(),
-            instance_id: task.instance_id.clone(),
-            task_id: Some(task.task_id.clone()),
-            issued_at: now,
-            expires_at: exp,
-            jkt,
-            audience: None,
-        };
-        Ok((token, grant, exp))
+        })
     }
-}
-
-pub(crate) fn issue_event(task: &Task, grant: &Grant, exp: Timestamp) -> AuditEvent {
-    AuditEvent::new(AuditKind::TokenIssue, Outcome::Success, "system")
-        .agent(&task.agent)
-        .instance(&task.instance_id)
-        .task(&task.task_id)
-        .on_behalf_of(task.on_behalf_of.as_ref())
-        .jti(&grant.jti)
-        .detail(serde_json::json!({
-            "kind": "task_token",
-            "exp": exp.secs(),
-            "scope": scope::to_claim(&task.capabilities),
-        }))
 }
 
 pub(crate) fn token_response(

@@ -88,9 +88,6 @@ pub async fn run(g: &Global, args: GatewayArgs) -> anyhow::Result<u8> {
     cfg.spool_dir = Some(a.spool_dir);
     let gw = writ_gateway::Gateway::start(cfg, Arc::new(SystemClock))?;
     println!("gateway listening on http://{bound}");
-    tokio::select! {
-        r = writ_gateway::serve(gw, listener) => r?,
-        () = super::serve::shutdown_signal() => {}
-    }
+    writ_gateway::serve(gw, listener, super::serve::shutdown_signal()).await?;
     Ok(EXIT_OK)
 }

@@ -337,7 +337,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         cfg.spool_dir = Some(data_dir.join("gateway-spool"));
         let gw = writ_gateway::Gateway::start(cfg, Arc::new(SystemClock))?;
         tokio::spawn(async move {
-            if let Err(e) = writ_gateway::serve(gw, gw_listener).await {
+            // It lives as long as the broker's process.
+            let forever = std::future::pending::<()>();
+            if let Err(e) = writ_gateway::serve(gw, gw_listener, forever).await {
                 tracing::error!(error = %e, "gateway stopped");
             }
         });

@@ -1,0 +1,270 @@
+//! Deciding one request, below the HTTP and MCP proxies: the facts from
+//! the caller's tool token and the bundle, the verdict, a hold for approval
+//! when policy asks for one, and the record the broker's audit chain gets.
+
+use writ_core::ApprovalId;
+use writ_core::Scope;
+use writ_core::Timestamp;
+use writ_core::api::{ApprovalStatus, CallHeld, HoldCall};
+use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+use writ_policy::{Behaviour, CallRequest, Chain, Decision, Facts, TaskView, Verdict};
+
+use crate::auth;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::state;
+
+/// Longest request text (path, MCP method or tool name) kept in a record.
+const MAX_RECORDED: usize = 512;
+
+/// What the gateway does with one request.
+#[derive(Debug, Clone)]
+pub(crate) enum Enforced {
+    /// Policy allows it.
+    Pass(Decision),
+    /// Policy holds it for approval, and a person approved it.
+    Approved(Decision, ApprovalId),
+    /// Refused.
+    Refused(Decision),
+    /// Held for a person: the approval is pending, or was denied or expired.
+    Held(Decision, ApprovalId, ApprovalStatus),
+}
+
+impl Enforced {
+    pub(crate) fn passes(&self) -> bool {
+        match self {
+            Enforced::Pass(_) | Enforced::Approved(..) => true,
+            Enforced::Refused(_) | Enforced::Held(..) => false,
+        }
+    }
+
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            Enforced::Pass(d) | Enforced::Refused(d) => d.reason(),
+            Enforced::Approved(d, id) => format!("approved ({id}); {}", d.reason()),
+            Enforced::Held(d, id, ApprovalStatus::Denied) => {
+                format!("approval {id} was denied; {}", d.reason())
+            }
+            Enforced::Held(d, id, ApprovalStatus::Expired) => {
+                format!("approval {id} expired undecided; {}", d.reason())
+            }
+            Enforced::Held(d, id, ApprovalStatus::Pending | ApprovalStatus::Approved) => {
+                format!("held for approval {id}: {}", d.reason())
+            }
+        }
+    }
+
+    /// The refusal to answer with (`None` when the request passes).
+    pub(crate) fn refusal(&self) -> Option<GatewayError> {
+        match self {
+            Enforced::Pass(_) | Enforced::Approved(..) => None,
+            Enforced::Refused(d) => Some(GatewayError::Forbidden {
+                reason: self.reason(),
+                policy_version: Some(d.policy_version().to_owned()),
+                determining_policies: d.determining_policies().to_vec(),
+                approval_id: None,
+            }),
+            Enforced::Held(d, id, _) => Some(GatewayError::Forbidden {
+                reason: self.reason(),
+                policy_version: Some(d.policy_version().to_owned()),
+                determining_policies: d.determining_policies().to_vec(),
+                approval_id: Some(id.clone()),
+            }),
+        }
+    }
+}
+
+/// The gateway's decision about one request: the caller's tool token and
+/// the bundle's policy set, agents and behaviour counts, through the same
+/// fact constructor the broker uses for `CallTool`.
+pub fn decide_call(
+    bundle: &state::Bundle,
+    caller: &auth::Caller,
+    tool: &writ_core::api::Tool,
+    request: CallRequest<'_>,
+    now: Timestamp,
+) -> Decision {
+    let version = bundle.policy.version();
+    let task = match TaskView::of_token(&caller.claims) {
+        Ok(t) => t,
+        Err(e) => {
+            return Decision::refused(
+                version,
+                format!("{e}: exchange the task token for a new tool token"),
+            );
+        }
+    };
+    let scopes: std::collections::BTreeSet<Scope> = caller
+        .scopes
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let behaviour = Behaviour {
+        denials_5m: bundle
+            .behaviour
+            .get(&caller.agent.name)
+            .copied()
+            .unwrap_or(0),
+    };
+    let facts = Facts::call_tool(
+        Chain::new(&caller.agent, caller.chain.iter()),
+        &task,
+        scopes,
+        tool,
+        request,
+        behaviour,
+        now,
+    );
+    bundle.policy.decide(&facts)
+}
+
+impl Gateway {
+    /// Decides one request of `caller` on `tool`, holds it for approval
+    /// when policy says so (asking the broker where the approval stands),
+    /// records the outcome, and returns it.
+    pub(crate) async fn enforce(
+        &self,
+        bundle: &state::Bundle,
+        caller: &auth::Caller,
+        tool: &writ_core::api::Tool,
+        request: CallRequest<'_>,
+    ) -> Enforced {
+        let decision = self.evaluate(bundle, caller, tool, request.clone());
+        let out = match decision.verdict() {
+            Verdict::Allow => Enforced::Pass(decision),
+            Verdict::Deny => Enforced::Refused(decision),
+            Verdict::NeedsApproval => match self.hold(caller, tool, &request).await {
+                Ok(CallHeld {
+                    approval_id,
+                    status: ApprovalStatus::Approved,
+                }) => Enforced::Approved(decision, approval_id),
+                Ok(CallHeld {
+                    approval_id,
+                    status,
+                }) => Enforced::Held(decision, approval_id, status),
+                Err(e) => Enforced::Refused(Decision::refused(
+                    decision.policy_version(),
+                    format!(
+                        "{}; the approval cannot be looked up now ({e}), so the call is refused",
+                        decision.reason()
+                    ),
+                )),
+            },
+        };
+        self.record(caller, tool, &request, &out);
+        out
+    }
+
+    /// Asks the broker where the approval of a held call stands.
+    async fn hold(
+        &self,
+        caller: &auth::Caller,
+        tool: &writ_core::api::Tool,
+        r: &CallRequest<'_>,
+    ) -> Result<CallHeld, String> {
+        let task = caller
+            .claims
+            .task
+            .as_deref()
+            .ok_or("the token names no task")?
+            .parse()
+            .map_err(|_| "the token's task id is malformed".to_owned())?;
+        let req = HoldCall {
+            task,
+            scopes: caller
+                .scopes
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .collect(),
+            call: r.to_approval(&tool.name, &caller.agent.name),
+        };
+        self.view.post("/v1/gateway/approvals", &req).await
+    }
+
+    /// Records a refusal made before policy (an MCP tool outside the scopes).
+    pub(crate) fn record_refusal(
+        &self,
+        caller: &auth::Caller,
+        tool: &writ_core::api::Tool,
+        request: &CallRequest<'_>,
+        decision: Decision,
+    ) -> Enforced {
+        let out = Enforced::Refused(decision);
+        self.record(caller, tool, request, &out);
+        out
+    }
+
+    /// Decides without recording or holding (filtering `tools/list`).
+    pub(crate) fn evaluate(
+        &self,
+        bundle: &state::Bundle,
+        caller: &auth::Caller,
+        tool: &writ_core::api::Tool,
+        request: CallRequest<'_>,
+    ) -> Decision {
+        decide_call(bundle, caller, tool, request, self.view.now())
+    }
+
+    fn record(
+        &self,
+        caller: &auth::Caller,
+        tool: &writ_core::api::Tool,
+        request: &CallRequest<'_>,
+        out: &Enforced,
+    ) {
+        let (decision, outcome, approval) = match out {
+            Enforced::Pass(d) => (d, Outcome::Success, None),
+            Enforced::Approved(d, id) => {
+                (d, Outcome::Success, Some((id, ApprovalStatus::Approved)))
+            }
+            Enforced::Refused(d) => (d, Outcome::Deny, None),
+            Enforced::Held(d, id, status) => (d, Outcome::Deny, Some((id, *status))),
+        };
+        let chain: Vec<&str> = caller
+            .chain
+            .iter()
+            .map(|a| a.name.as_str())
+            .chain(std::iter::once(caller.agent.name.as_str()))
+            .collect();
+        // What the agent chose (path, tool name) is capped: a record stays
+        // small whatever the request was.
+        let cap = |s: &str| -> String {
+            if s.len() <= MAX_RECORDED {
+                return s.to_owned();
+            }
+            let mut end = MAX_RECORDED;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}…", s.get(..end).unwrap_or_default())
+        };
+        let mut event = AuditEvent::new(AuditKind::ToolCall, outcome, "gateway")
+            .agent(&caller.agent.name)
+            .instance(&caller.claims.client_id)
+            .jti(&caller.claims.jti)
+            .on_behalf_of(caller.claims.obo.as_ref())
+            .policy(
+                decision.policy_version(),
+                decision.determining_policies().to_vec(),
+            )
+            .reason(out.reason())
+            .detail(serde_json::json!({
+                "tool": tool.name,
+                "method": cap(request.method),
+                "path": cap(request.path),
+                "mcp_method": request.mcp_method.map(cap),
+                "mcp_tool": request.mcp_tool.map(cap),
+                "chain": chain,
+                "verdict": decision.verdict().as_str(),
+                // Held for a person: refused for now, but not counted as
+                // misbehaviour (the broker skips these when counting).
+                "held": matches!(out, Enforced::Held(..)),
+                "approval_id": approval.as_ref().map(|(id, _)| id),
+                "approval_status": approval.map(|(_, s)| s),
+            }));
+        if let Some(t) = &caller.claims.task {
+            event = event.task(t);
+        }
+        self.spool.push(event);
+    }
+}

@@ -1,0 +1,157 @@
+//! A running gateway: its configuration, what it knows of the broker, its
+//! caches and the tasks that keep them current.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use writ_core::Clock;
+
+use crate::state::View;
+use crate::{auth, mcp, spool, stdio};
+
+/// How a gateway is run.
+#[derive(Clone)]
+pub struct Config {
+    /// The broker's base URL.
+    pub broker: String,
+    /// The gateway credential (`POST /v1/gateways`).
+    pub token: String,
+    /// The base URL agents address the gateway by (DPoP `htu`, metadata).
+    pub public_url: String,
+    /// Past this age of its revocation view, the gateway refuses everything.
+    pub staleness: Duration,
+    /// How often the bundle (policies, tools, agents, secrets) is refreshed.
+    pub refresh: Duration,
+    /// Where undelivered decisions are kept across restarts.
+    pub spool_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("broker", &self.broker)
+            .field("token", &"<redacted>")
+            .field("public_url", &self.public_url)
+            .field("staleness", &self.staleness)
+            .field("refresh", &self.refresh)
+            .field("spool_dir", &self.spool_dir)
+            .finish()
+    }
+}
+
+impl Config {
+    pub fn new(broker: String, token: String, public_url: String) -> Self {
+        Self {
+            broker,
+            token,
+            public_url,
+            staleness: Duration::from_secs(5),
+            refresh: Duration::from_secs(1),
+            spool_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("gateway HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("decision spool: {0}")]
+    Spool(#[from] std::io::Error),
+}
+
+/// A running gateway's shared state.
+#[derive(Debug)]
+pub struct Gateway {
+    pub view: Arc<View>,
+    pub(crate) replay: auth::Replay,
+    pub(crate) verified: auth::Verified,
+    pub(crate) spool: Arc<spool::Spool>,
+    pub(crate) upstream: reqwest::Client,
+    pub(crate) sessions: stdio::Sessions,
+    pub(crate) mcp_owners: mcp::SessionOwners,
+    /// What keeps the view current (bundle, JWKS, revocations, decision
+    /// delivery, session sweeping): owned here, stopped by [`Gateway::stop`].
+    background: std::sync::Mutex<tokio::task::JoinSet<()>>,
+}
+
+impl Gateway {
+    /// Builds the gateway and starts following the broker (bundle, JWKS,
+    /// revocations, decision delivery) in the background.
+    pub fn start(cfg: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
+        let spool = Arc::new(spool::Spool::open(cfg.spool_dir.clone())?);
+        let view = Arc::new(View::new(cfg, clock)?);
+        let upstream = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(256)
+            .build()?;
+        let gw = Arc::new(Self {
+            view: Arc::clone(&view),
+            replay: auth::Replay::default(),
+            verified: auth::Verified::default(),
+            spool: Arc::clone(&spool),
+            upstream,
+            sessions: stdio::Sessions::default(),
+            mcp_owners: mcp::SessionOwners::default(),
+            background: std::sync::Mutex::new(tokio::task::JoinSet::new()),
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        let v = Arc::clone(&view);
+        tasks.spawn(async move {
+            // The first bundle and JWKS as soon as the broker answers.
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                let b = v.refresh_bundle().await;
+                let j = v.refresh_jwks().await;
+                match (b, j) {
+                    (Ok(()), Ok(())) => break,
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::warn!(error = %e, "gateway cannot load its bundle yet");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+            tracing::info!("gateway bundle loaded");
+            v.follow_bundle().await;
+        });
+        tasks.spawn(Arc::clone(&view).follow_revocations());
+        tasks.spawn(spool.run(Arc::clone(&view)));
+        // The sweeper does not keep the gateway alive.
+        let sweeper = Arc::downgrade(&gw);
+        tasks.spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                let Some(gw) = sweeper.upgrade() else { return };
+                gw.sessions.sweep().await;
+            }
+        });
+        match gw.background.lock() {
+            Ok(mut g) => *g = tasks,
+            Err(p) => *p.into_inner() = tasks,
+        }
+        Ok(gw)
+    }
+
+    /// Stops following the broker. Undelivered decisions stay in the spool
+    /// (on disk when it has a directory) for the next start.
+    pub fn stop(&self) {
+        match self.background.lock() {
+            Ok(mut g) => g.abort_all(),
+            Err(p) => p.into_inner().abort_all(),
+        }
+    }
+
+    /// Whether the gateway can decide now (bundle loaded, revocations fresh).
+    pub fn ready(&self) -> bool {
+        self.view.bundle().is_some() && self.view.fresh()
+    }
+
+    /// Undelivered decisions.
+    pub fn pending_decisions(&self) -> usize {
+        self.spool.pending()
+    }
+}

@@ -1,0 +1,304 @@
+//! MCP messages, whatever carries them (streamable HTTP or a local stdio
+//! server): a POST body taken apart, each message decided (`tools/call`
+//! per call, every other gated method too), `tools/list` answers filtered,
+//! and the answer assembled in the shape of the request.
+
+use std::collections::HashSet;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use writ_core::api::Tool;
+use writ_core::mcp::{self, Kind};
+use writ_policy::{CallRequest, Decision, Verdict};
+
+use crate::auth::Caller;
+use crate::decide::Enforced;
+use crate::gateway::Gateway;
+use crate::state::Bundle;
+
+/// JSON-RPC error code of a call writ refused.
+pub const DENIED: i64 = -32001;
+
+/// One MCP request's context.
+#[derive(Clone, Copy)]
+pub(crate) struct Call<'a> {
+    pub gw: &'a Gateway,
+    pub bundle: &'a Bundle,
+    pub caller: &'a Caller,
+    pub tool: &'a Tool,
+    pub path: &'a str,
+}
+
+/// What became of each message of a POST.
+#[derive(Debug, Default)]
+pub(crate) struct Inspected {
+    /// Messages to forward, in order.
+    pub forward: Vec<Value>,
+    /// Error answers for refused requests.
+    pub refused: Vec<Value>,
+    /// Ids of forwarded `tools/list` requests.
+    pub lists: HashSet<String>,
+    /// Ids of forwarded requests (answers expected).
+    pub requests: Vec<Value>,
+    /// Whether the body was a single message (not a batch).
+    pub single: bool,
+}
+
+fn rpc_error(id: &Value, code: i64, message: impl Into<String>, data: Option<Value>) -> Value {
+    let mut err = json!({ "code": code, "message": message.into() });
+    if let (Some(d), Some(o)) = (data, err.as_object_mut()) {
+        o.insert("data".into(), d);
+    }
+    json!({ "jsonrpc": "2.0", "id": id, "error": err })
+}
+
+pub(crate) fn id_key(id: &Value) -> String {
+    id.to_string()
+}
+
+/// The token's scopes for a `tools/call`: `None` when the MCP tool is one
+/// of them, else the refusal.
+fn outside_scopes(c: Call<'_>, method: &str, mcp_tool: Option<&str>) -> Option<Decision> {
+    let granted = mcp_tool.is_some_and(|t| c.caller.scopes.iter().any(|s| s == t));
+    (method == "tools/call" && !granted).then(|| {
+        Decision::refused(
+            c.bundle.policy.version(),
+            format!(
+                "MCP tool {:?} is not among the token's scopes",
+                mcp_tool
+                    .unwrap_or_default()
+                    .chars()
+                    .take(128)
+                    .collect::<String>()
+            ),
+        )
+    })
+}
+
+fn call_request<'a>(
+    path: &'a str,
+    method: &'a str,
+    mcp_tool: Option<&'a str>,
+    arguments: Option<&'a str>,
+) -> CallRequest<'a> {
+    CallRequest {
+        method: "POST",
+        path,
+        query: "",
+        mcp_method: Some(method),
+        mcp_tool,
+        arguments,
+    }
+}
+
+/// Decides a `tools/call` (or another gated method): the token's scopes
+/// first, then policy (holding it for approval when a permit says so);
+/// recorded either way.
+async fn enforce_call(
+    c: Call<'_>,
+    method: &str,
+    mcp_tool: Option<&str>,
+    arguments: Option<&str>,
+) -> Enforced {
+    let request = call_request(c.path, method, mcp_tool, arguments);
+    if let Some(refused) = outside_scopes(c, method, mcp_tool) {
+        return c.gw.record_refusal(c.caller, c.tool, &request, refused);
+    }
+    c.gw.enforce(c.bundle, c.caller, c.tool, request).await
+}
+
+/// Whether a tool would be offered: allowed, or held for approval (the
+/// agent may ask, and a person may let it through).
+fn offered(c: Call<'_>, name: &str) -> bool {
+    let request = call_request(c.path, "tools/call", Some(name), None);
+    if outside_scopes(c, "tools/call", Some(name)).is_some() {
+        return false;
+    }
+    match c.gw.evaluate(c.bundle, c.caller, c.tool, request).verdict() {
+        Verdict::Allow | Verdict::NeedsApproval => true,
+        Verdict::Deny => false,
+    }
+}
+
+/// The JSON-RPC error for a refused or held message.
+fn refusal(id: &Value, out: &Enforced) -> Value {
+    let (d, approval) = match out {
+        Enforced::Refused(d) | Enforced::Pass(d) | Enforced::Approved(d, _) => (d, None),
+        Enforced::Held(d, id, status) => (d, Some((id, status))),
+    };
+    let mut data = json!({
+        "policy_version": d.policy_version(),
+        "determining_policies": d.determining_policies(),
+    });
+    if let (Some((approval_id, status)), Some(o)) = (approval, data.as_object_mut()) {
+        o.insert("approval_id".into(), json!(approval_id));
+        o.insert("approval_status".into(), json!(status));
+    }
+    rpc_error(id, DENIED, format!("writ: {}", out.reason()), Some(data))
+}
+
+/// Takes a POST body apart and decides each message.
+pub(crate) async fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value> {
+    let (messages, single) =
+        mcp::parse(body).map_err(|e| rpc_error(&Value::Null, e.code, e.message, None))?;
+    let mut out = Inspected {
+        single,
+        ..Inspected::default()
+    };
+    for msg in messages {
+        let id = msg.get("id").cloned();
+        let (method, mcp_tool, arguments) = match mcp::classify(&msg) {
+            Kind::Invalid => {
+                out.refused
+                    .push(rpc_error(&Value::Null, -32600, "invalid request", None));
+                continue;
+            }
+            // A response to a server request: passes through.
+            Kind::Response => {
+                out.forward.push(msg);
+                continue;
+            }
+            Kind::Plumbing { method } => {
+                if let Some(id) = &id {
+                    if method == "tools/list" {
+                        out.lists.insert(id_key(id));
+                    }
+                    out.requests.push(id.clone());
+                }
+                out.forward.push(msg);
+                continue;
+            }
+            Kind::ToolCall {
+                name: Some(name),
+                arguments,
+            } => ("tools/call".to_owned(), Some(name), arguments),
+            Kind::ToolCall { name: None, .. } => {
+                if let Some(id) = &id {
+                    out.refused
+                        .push(rpc_error(id, -32602, "tools/call needs params.name", None));
+                }
+                continue;
+            }
+            Kind::Other { method } => (method, None, None),
+        };
+        let e = enforce_call(c, &method, mcp_tool.as_deref(), arguments.as_deref()).await;
+        if e.passes() {
+            if let Some(id) = &id {
+                out.requests.push(id.clone());
+            }
+            out.forward.push(msg);
+        } else if let Some(id) = &id {
+            out.refused.push(refusal(id, &e));
+        }
+    }
+    Ok(out)
+}
+
+/// Filters `tools/list` results in an upstream message.
+pub(crate) fn filter(c: Call<'_>, lists: &HashSet<String>, msg: &mut Value) {
+    let is_list = msg.get("id").is_some_and(|id| lists.contains(&id_key(id)));
+    if !is_list {
+        return;
+    }
+    if let Some(tools) = msg
+        .get_mut("result")
+        .and_then(|r| r.get_mut("tools"))
+        .and_then(Value::as_array_mut)
+    {
+        tools.retain(|t| {
+            let name = t.get("name").and_then(Value::as_str);
+            name.is_some_and(|n| offered(c, n))
+        });
+    }
+}
+
+pub(crate) fn json_response(status: StatusCode, value: &Value, extra: &HeaderMap) -> Response {
+    let mut resp = (status, value.to_string()).into_response();
+    let h = resp.headers_mut();
+    for (k, v) in extra {
+        h.insert(k.clone(), v.clone());
+    }
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Assembles the answer to a POST from the upstream's answers and the
+/// gateway's own refusals.
+pub(crate) fn answer(
+    single: bool,
+    mut answers: Vec<Value>,
+    refused: Vec<Value>,
+    extra: &HeaderMap,
+) -> Response {
+    answers.extend(refused);
+    if answers.is_empty() {
+        let mut r = StatusCode::ACCEPTED.into_response();
+        for (k, v) in extra {
+            r.headers_mut().insert(k.clone(), v.clone());
+        }
+        return r;
+    }
+    let body = if single && answers.len() == 1 {
+        answers.pop().unwrap_or(Value::Null)
+    } else {
+        Value::Array(answers)
+    };
+    json_response(StatusCode::OK, &body, extra)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
+    use super::*;
+
+    #[test]
+    fn plumbing_is_not_gated_and_calls_are() {
+        for m in [
+            "initialize",
+            "ping",
+            "tools/list",
+            "notifications/initialized",
+        ] {
+            assert!(mcp::is_plumbing(m), "{m}");
+        }
+        for m in [
+            "tools/call",
+            "resources/read",
+            "prompts/get",
+            "sampling/createMessage",
+        ] {
+            assert!(!mcp::is_plumbing(m), "{m}");
+        }
+    }
+
+    #[test]
+    fn answers_keep_the_shape_of_the_request() {
+        let none = HeaderMap::new();
+        let one = json!({"jsonrpc": "2.0", "id": 1, "result": {}});
+        let r = answer(true, vec![one.clone()], Vec::new(), &none);
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = answer(true, Vec::new(), Vec::new(), &none);
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "notifications only");
+        let refused = rpc_error(&json!(2), DENIED, "no", None);
+        let r = answer(false, vec![one], vec![refused], &none);
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn errors_name_their_id_and_code() {
+        let e = rpc_error(&json!("a"), DENIED, "writ: denied", Some(json!({"x": 1})));
+        assert_eq!(e["id"], "a");
+        assert_eq!(e["error"]["code"], DENIED);
+        assert_eq!(e["error"]["data"]["x"], 1);
+        assert_eq!(id_key(&json!(1)), id_key(&json!(1)));
+        assert_ne!(
+            id_key(&json!(1)),
+            id_key(&json!("1")),
+            "ids keep their type"
+        );
+    }
+}
