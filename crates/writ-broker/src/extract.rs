@@ -71,14 +71,7 @@ fn form_rejection(rej: FormRejection) -> OAuthError {
     }
 }
 
-/// A credential as presented: its scheme, and a DPoP proof if any.
-#[derive(Debug, Clone, Copy)]
-pub struct Presented<'a> {
-    pub token: &'a str,
-    /// `Authorization: DPoP` rather than `Bearer`.
-    pub dpop: bool,
-    pub proof: Option<&'a str>,
-}
+pub use crate::service::Presented;
 
 /// The `DPoP` header, if there is exactly one (RFC 9449 §4.3 check 1).
 pub fn dpop_proof(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {

@@ -66,8 +66,11 @@ impl Broker {
         } = self.evaluate_inner(&e, actor).await?;
         let now = self.now();
         // A question is not a request: only an answer the enforcement point
-        // says it enforced counts against the subject.
-        if let (false, true, Some(agent)) = (out.decision, e.context.enforced, &agent) {
+        // says it enforced counts against the subject, and a call held for
+        // a person is not misbehaviour (as at the gateway).
+        let held = out.context.approval_id.is_some() || out.context.reason == APPROVAL_REQUIRED;
+        if let (false, true, false, Some(agent)) = (out.decision, e.context.enforced, held, &agent)
+        {
             self.count_denial(agent, now).await?;
         }
         let event = AuditEvent::new(

@@ -13,9 +13,9 @@ use writ_policy::{Chain, Decision, Facts, TaskView, Verdict};
 use writ_store::{GrantKind, StoreError};
 
 use super::Broker;
+use super::Presented;
 use super::issue::{Issue, Issued};
 use crate::error::{ApiError, OAuthError};
-use crate::extract::Presented;
 use crate::metrics;
 
 pub const GRANT_TYPE: &str = writ_core::api::TOKEN_EXCHANGE_GRANT;

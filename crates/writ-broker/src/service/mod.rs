@@ -30,7 +30,6 @@ use writ_store::{GrantState, Store};
 use crate::config::BrokerConfig;
 use crate::dpop::DpopGuard;
 use crate::error::ApiError;
-use crate::extract::Presented;
 use crate::keys::KeyService;
 use crate::metrics::Metrics;
 use crate::oidc::OidcVerifier;
@@ -69,6 +68,16 @@ impl std::fmt::Debug for Broker {
             .field("issuer", &self.config.issuer)
             .finish_non_exhaustive()
     }
+}
+
+/// A credential as presented: its scheme, and a DPoP proof if any (the
+/// HTTP edge reads it from the headers; the services check it).
+#[derive(Debug, Clone, Copy)]
+pub struct Presented<'a> {
+    pub token: &'a str,
+    /// `Authorization: DPoP` rather than `Bearer`.
+    pub dpop: bool,
+    pub proof: Option<&'a str>,
 }
 
 /// Who is calling.

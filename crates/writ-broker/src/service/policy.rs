@@ -1,14 +1,55 @@
-//! Policy sets through the API: read the live one, push a new one, history.
+//! Policy: every decision the broker makes (the live set decides, a shadow
+//! set beside it), and policy sets through the API: read the live one, push
+//! a new one, history.
 
 use writ_core::api::{PolicyInfo, PolicyVersion, PushPolicies};
-use writ_policy::{PolicySet, PolicySource};
+use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+use writ_policy::{Decision, Facts, PolicySet, PolicySource};
 
 use super::Broker;
 use crate::error::ApiError;
+use crate::metrics;
 
 const MAX_FILES: usize = 256;
 
 impl Broker {
+    /// The live decision; the shadow set (if any) decides too, and a
+    /// difference is recorded.
+    pub(crate) async fn decide(
+        &self,
+        live: &PolicySet,
+        facts: &Facts<'_>,
+    ) -> Result<Decision, ApiError> {
+        let d = live.decide(facts);
+        let Some(shadow) = self.shadow_policy() else {
+            return Ok(d);
+        };
+        let s = shadow.decide(facts);
+        if s.verdict() != d.verdict() {
+            metrics::inc(&self.metrics.shadow_differences);
+            let event = AuditEvent::new(AuditKind::PolicyShadow, Outcome::Failure, "system")
+                .agent(&facts.principal().name)
+                .policy(d.policy_version(), d.determining_policies().to_vec())
+                .reason(format!(
+                    "shadow set {} would {} ({}); live set {} says {}",
+                    s.policy_version(),
+                    s.verdict().as_str(),
+                    s.reason(),
+                    d.policy_version(),
+                    d.verdict().as_str(),
+                ))
+                .detail(serde_json::json!({
+                    "action": facts.action().cedar_id(),
+                    "intent": facts.intent(),
+                    "capabilities": facts.capabilities(),
+                    "shadow_version": s.policy_version(),
+                    "shadow_policies": s.determining_policies(),
+                }));
+            self.store.append_audit(self.now(), vec![event]).await?;
+        }
+        Ok(d)
+    }
+
     pub fn policy_info(&self) -> PolicyInfo {
         info_of(&self.policy())
     }

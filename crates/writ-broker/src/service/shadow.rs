@@ -5,50 +5,12 @@
 use std::sync::Arc;
 
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
-use writ_policy::{Decision, Facts, PolicySet};
+use writ_policy::PolicySet;
 
 use super::Broker;
 use crate::error::ApiError;
-use crate::metrics;
 
 impl Broker {
-    /// The live decision; the shadow set (if any) decides too, and a
-    /// difference is recorded.
-    pub(crate) async fn decide(
-        &self,
-        live: &PolicySet,
-        facts: &Facts<'_>,
-    ) -> Result<Decision, ApiError> {
-        let d = live.decide(facts);
-        let Some(shadow) = self.shadow_policy() else {
-            return Ok(d);
-        };
-        let s = shadow.decide(facts);
-        if s.verdict() != d.verdict() {
-            metrics::inc(&self.metrics.shadow_differences);
-            let event = AuditEvent::new(AuditKind::PolicyShadow, Outcome::Failure, "system")
-                .agent(&facts.principal().name)
-                .policy(d.policy_version(), d.determining_policies().to_vec())
-                .reason(format!(
-                    "shadow set {} would {} ({}); live set {} says {}",
-                    s.policy_version(),
-                    s.verdict().as_str(),
-                    s.reason(),
-                    d.policy_version(),
-                    d.verdict().as_str(),
-                ))
-                .detail(serde_json::json!({
-                    "action": facts.action().cedar_id(),
-                    "intent": facts.intent(),
-                    "capabilities": facts.capabilities(),
-                    "shadow_version": s.policy_version(),
-                    "shadow_policies": s.determining_policies(),
-                }));
-            self.store.append_audit(self.now(), vec![event]).await?;
-        }
-        Ok(d)
-    }
-
     pub fn shadow_policy(&self) -> Option<Arc<PolicySet>> {
         match self.shadow.read() {
             Ok(g) => g.clone(),
