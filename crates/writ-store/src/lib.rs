@@ -53,11 +53,54 @@ pub const DENIAL_BUCKET_SECS: i64 = 10;
 /// it are deleted then: far more than any window policy looks at.
 pub const DENIAL_RETENTION_SECS: i64 = 3600;
 
-/// Everything the broker keeps. Object-safe, so a backend is picked at run time.
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    // --- admin credentials and signing keys ---
+/// Everything the broker keeps, one trait per aggregate. Object-safe, so a
+/// backend is picked at run time. Bring the traits into scope with
+/// `use writ_store::prelude::*`.
+pub trait Store:
+    KeyStore
+    + AgentStore
+    + GatewayStore
+    + NodeStore
+    + LeaseStore
+    + TaskStore
+    + ApprovalStore
+    + BehaviourStore
+    + PolicyStore
+    + AuditStore
+    + Send
+    + Sync
+    + 'static
+{
+}
 
+impl<T> Store for T where
+    T: KeyStore
+        + AgentStore
+        + GatewayStore
+        + NodeStore
+        + LeaseStore
+        + TaskStore
+        + ApprovalStore
+        + BehaviourStore
+        + PolicyStore
+        + AuditStore
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The store's traits, to call any of their methods.
+pub mod prelude {
+    pub use crate::{
+        AgentStore, ApprovalStore, AuditStore, BehaviourStore, GatewayStore, KeyStore, LeaseStore,
+        NodeStore, PolicyStore, Store, TaskStore,
+    };
+}
+
+/// Admin credentials and the broker's signing keys.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
     async fn admin_token_valid(&self, hash: &str) -> Result<bool>;
     async fn admin_token_count(&self) -> Result<u64>;
     async fn add_admin_token(
@@ -74,9 +117,11 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
+}
 
-    // --- agents, join tokens, tools ---
-
+/// Agents (with their join tokens and quarantine) and tools (with their upstream secrets).
+#[async_trait]
+pub trait AgentStore: Send + Sync {
     async fn create_agent(&self, agent: &Agent, audit: Vec<AuditEvent>) -> Result<()>;
     async fn get_agent(&self, name: &AgentName) -> Result<Option<Agent>>;
     async fn list_agents(&self) -> Result<Vec<Agent>>;
@@ -101,7 +146,6 @@ pub trait Store: Send + Sync + 'static {
     async fn create_tool(&self, tool: &Tool, audit: Vec<AuditEvent>) -> Result<()>;
     async fn get_tool(&self, name: &ToolName) -> Result<Option<Tool>>;
     async fn list_tools(&self) -> Result<Vec<Tool>>;
-
     /// Sets (or replaces) a tool's upstream secret, sealed by the caller.
     /// `NotFound` for an unknown tool.
     async fn set_tool_secret(
@@ -113,7 +157,11 @@ pub trait Store: Send + Sync + 'static {
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
     async fn tool_secrets(&self) -> Result<Vec<StoredSecret>>;
+}
 
+/// Gateway credentials and the decisions gateways deliver.
+#[async_trait]
+pub trait GatewayStore: Send + Sync {
     /// A gateway credential (by the hash of its token).
     async fn create_gateway(
         &self,
@@ -143,9 +191,11 @@ pub trait Store: Send + Sync + 'static {
         events: Vec<AuditEvent>,
         now: Timestamp,
     ) -> Result<u64>;
+}
 
-    // --- SPIFFE: nodes and the trust domain's keys ---
-
+/// SPIFFE: nodes and the trust domain's keys.
+#[async_trait]
+pub trait NodeStore: Send + Sync {
     async fn create_node(&self, node: &Node, audit: Vec<AuditEvent>) -> Result<()>;
     async fn get_node(&self, name: &str) -> Result<Option<Node>>;
     async fn list_nodes(&self) -> Result<Vec<Node>>;
@@ -185,9 +235,11 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
+}
 
-    // --- dynamic database credentials ---
-
+/// Dynamic database credentials (roles leased to tasks).
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
     /// Records a role about to be created for an active task; refused with
     /// `NotActive` if the task ended (or lapsed) first, and with `Conflict`
     /// when the task already holds `max_live` roles.
@@ -225,9 +277,11 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<bool>;
+}
 
-    // --- instances, tasks, grants ---
-
+/// Instances, tasks and the grants issued under them.
+#[async_trait]
+pub trait TaskStore: Send + Sync {
     /// Records an attested instance and its token. With a join token hash,
     /// the join token is consumed in the same transaction (exactly once).
     async fn create_instance(
@@ -273,9 +327,23 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes one grant. `false` if it was unknown or already revoked.
     async fn revoke_grant(&self, jti: &str, now: Timestamp, audit: Vec<AuditEvent>)
     -> Result<bool>;
+    /// Turns an approved pending task active: its lease and hard end start
+    /// now, and its first token is recorded.
+    async fn activate_task(
+        &self,
+        id: &TaskId,
+        lease_expires_at: Timestamp,
+        expires_at: Timestamp,
+        grant: &Grant,
+        audit: Vec<AuditEvent>,
+    ) -> Result<Task>;
+    /// Tasks, newest first; optionally only live exceptions.
+    async fn list_tasks(&self, exceptions_only: bool, limit: u32) -> Result<Vec<Task>>;
+}
 
-    // --- approvals ---
-
+/// Approvals: of task starts, and of single calls held at a gateway.
+#[async_trait]
+pub trait ApprovalStore: Send + Sync {
     /// Records a task waiting for approval, and its approval request.
     async fn create_pending_task(
         &self,
@@ -311,21 +379,6 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
     /// Pending approvals of both kinds past their deadline, earliest first.
     async fn overdue_approvals(&self, now: Timestamp, limit: u32) -> Result<Vec<ApprovalId>>;
-    /// Turns an approved pending task active: its lease and hard end start
-    /// now, and its first token is recorded.
-    async fn activate_task(
-        &self,
-        id: &TaskId,
-        lease_expires_at: Timestamp,
-        expires_at: Timestamp,
-        grant: &Grant,
-        audit: Vec<AuditEvent>,
-    ) -> Result<Task>;
-    /// Tasks, newest first; optionally only live exceptions.
-    async fn list_tasks(&self, exceptions_only: bool, limit: u32) -> Result<Vec<Task>>;
-
-    // --- call approvals ---
-
     /// Records a pending call approval (`approval.call` is `Some`), found
     /// again by its task and `fingerprint`. Refused with `NotFound` for an
     /// unknown task, `Quarantined` when its agent is, `NotActive` when the
@@ -353,9 +406,11 @@ pub trait Store: Send + Sync + 'static {
     /// How many call approvals of `task` are pending (a bound on how many
     /// one task may open).
     async fn pending_call_approvals(&self, task: &TaskId) -> Result<u32>;
+}
 
-    // --- behaviour: refusals counted per agent for the whole deployment ---
-
+/// Behaviour: refusals counted per agent for the whole deployment.
+#[async_trait]
+pub trait BehaviourStore: Send + Sync {
     /// Counts one refusal against `agent` at `at`, and forgets the agent's
     /// refusals older than [`DENIAL_RETENTION_SECS`] before it.
     async fn record_denial(&self, agent: &AgentName, at: Timestamp) -> Result<()>;
@@ -367,9 +422,11 @@ pub trait Store: Send + Sync + 'static {
     async fn denial_counts(&self, since: Timestamp) -> Result<Vec<(AgentName, u32)>>;
     /// Forgets every refusal of `agent` (when an operator releases it).
     async fn clear_denials(&self, agent: &AgentName) -> Result<()>;
+}
 
-    // --- policy sets ---
-
+/// Policy sets: the live one's history and the shadow set.
+#[async_trait]
+pub trait PolicyStore: Send + Sync {
     /// Records that a policy set (file name to text) became live.
     async fn activate_policy(
         &self,
@@ -383,18 +440,6 @@ pub trait Store: Send + Sync + 'static {
     async fn policy_history(&self, limit: u32) -> Result<Vec<writ_core::api::PolicyVersion>>;
     /// The set that was live last, if any: `(version, sources)`.
     async fn latest_policy(&self) -> Result<Option<(String, Vec<(String, String)>)>>;
-
-    // --- revocation feed ---
-
-    /// Revocations after `after`, in order (the feed gateways follow).
-    async fn revocations_after(
-        &self,
-        after: u64,
-        limit: u32,
-    ) -> Result<Vec<writ_core::api::Revocation>>;
-
-    // --- audit ---
-
     /// Appends events that record no other change (a denial, a failure).
     /// Installs (`Some`) or removes (`None`) the shadow policy set.
     async fn set_shadow_policy(
@@ -405,14 +450,23 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// The shadow policy set, if one is installed: version and sources.
     async fn shadow_policy(&self) -> Result<Option<(String, Vec<(String, String)>)>>;
+}
 
+/// The audit chain, the revocation feed, and changes other processes commit.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Revocations after `after`, in order (the feed gateways follow).
+    async fn revocations_after(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<writ_core::api::Revocation>>;
     /// The sequence number of the latest revocation (0 for none).
     async fn revocation_head(&self) -> Result<u64>;
     async fn append_audit(&self, now: Timestamp, audit: Vec<AuditEvent>) -> Result<()>;
     async fn audit_after(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>>;
     /// The sequence number of the last record (0 when empty).
     async fn audit_head(&self) -> Result<u64>;
-
     /// Changes committed by other processes sharing this store; `None`
     /// when this process is the only writer.
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {

@@ -2834,7 +2834,8 @@ mod sqlite {
     use std::sync::Arc;
 
     use async_trait::async_trait;
-    use writ_store::{SqlStore, Store};
+    use writ_store::SqlStore;
+    use writ_store::prelude::*;
 
     pub struct SqliteHarness {
         _dir: tempfile::TempDir,
@@ -2967,7 +2968,8 @@ mod postgres {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use async_trait::async_trait;
-    use writ_store::{SqlStore, Store};
+    use writ_store::SqlStore;
+    use writ_store::prelude::*;
 
     pub struct PgHarness {
         admin: String,

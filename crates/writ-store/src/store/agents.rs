@@ -1,0 +1,276 @@
+//! Agents (with their join tokens and quarantine) and tools (with their upstream secrets).
+
+use super::*;
+
+#[async_trait]
+impl AgentStore for SqlStore {
+    async fn create_agent(&self, agent: &Agent, audit: Vec<AuditEvent>) -> Result<()> {
+        let a = agent.clone();
+        let attestation = to_json(&a.attestation)?;
+        let attributes = to_json(&a.attributes)?;
+        let workload = a.workload.as_ref().map(to_json).transpose()?;
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            ctx.tx
+                .execute(
+                    &format!(
+                        "INSERT INTO agents ({AGENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                    ),
+                    params![
+                        a.name.as_str(),
+                        a.spiffe_id,
+                        attestation,
+                        attributes,
+                        a.quarantined,
+                        a.created_at.millis(),
+                        workload
+                    ],
+                )
+                .map_err(insert_err(format!("agent {}", a.name)))?;
+            ctx.audit(a.created_at, &audit)
+        })
+        .await
+    }
+
+    async fn get_agent(&self, name: &AgentName) -> Result<Option<Agent>> {
+        let name = name.to_string();
+        self.read_quick(move |c| {
+            c.query_row(
+                &format!("SELECT {AGENT_COLS} FROM agents WHERE name = ?1"),
+                params![name],
+                agent_row,
+            )
+            .optional()
+            .map_err(db)?
+            .map(agent_from)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_agents(&self) -> Result<Vec<Agent>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare(&format!("SELECT {AGENT_COLS} FROM agents ORDER BY name"))
+                .map_err(db)?;
+            let rows = stmt.query_map(params![], agent_row).map_err(db)?;
+            rows.map(|r| r.map_err(db).and_then(agent_from)).collect()
+        })
+        .await
+    }
+
+    async fn set_quarantine(
+        &self,
+        name: &AgentName,
+        quarantined: bool,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<QuarantineOutcome> {
+        let name = name.to_string();
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let changed = ctx
+                .tx
+                .execute(
+                    "UPDATE agents SET quarantined = ?2 WHERE name = ?1",
+                    params![name, quarantined],
+                )
+                .map_err(db)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound("agent"));
+            }
+            let mut out = QuarantineOutcome::default();
+            if quarantined {
+                out.revoked_tokens = revoke_where(ctx.tx, "agent = ?1", &name, now)?;
+                ctx.tx
+                    .execute(
+                        "UPDATE instances SET revoked_at = ?2 WHERE agent = ?1 AND revoked_at IS NULL",
+                        params![name, now.millis()],
+                    )
+                    .map_err(db)?;
+                // Tasks waiting for approval die too.
+                out.ended_tasks += ctx
+                    .tx
+                    .execute(
+                        "UPDATE tasks SET status = 'revoked', ended_at = ?2, end_reason = 'agent quarantined' \
+                         WHERE agent = ?1 AND status = 'pending_approval'",
+                        params![name, now.millis()],
+                    )
+                    .map_err(db)? as u64;
+                for table in ["approvals", "call_approvals"] {
+                    ctx.tx
+                        .execute(
+                            &format!(
+                                "UPDATE {table} SET status = 'expired', decided_at = ?2, reason = 'agent quarantined' \
+                                 WHERE status = 'pending' AND task_id IN (SELECT id FROM tasks WHERE agent = ?1)"
+                            ),
+                            params![name, now.millis()],
+                        )
+                        .map_err(db)?;
+                }
+                // Outstanding join tokens die too: a release never revives them.
+                ctx.tx
+                    .execute(
+                        "UPDATE join_tokens SET used_at = ?2 WHERE agent = ?1 AND used_at IS NULL",
+                        params![name, now.millis()],
+                    )
+                    .map_err(db)?;
+                let active: Vec<String> = {
+                    let mut stmt = ctx
+                        .tx
+                        .prepare("SELECT id FROM tasks WHERE agent = ?1 AND status = 'active'")
+                        .map_err(db)?;
+                    let rows = stmt.query_map(params![&name], |r| r.get::<_, String>(0)).map_err(db)?;
+                    rows.collect::<DbResult<_>>().map_err(db)?
+                };
+                for id in active {
+                    // A task already ended as another's descendant is skipped.
+                    let still: bool = ctx
+                        .tx
+                        .query_row("SELECT status = 'active' FROM tasks WHERE id = ?1", params![&id], |r| r.get(0))
+                        .map_err(db)?;
+                    if still {
+                        let (revoked, descendants) =
+                            end_tree(ctx.tx, &id, TaskStatus::Revoked, "agent quarantined", now)?;
+                        out.revoked_tokens += revoked;
+                        out.ended_tasks += 1 + descendants;
+                    }
+                }
+            }
+            ctx.audit(now, &audit)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn create_join_token(
+        &self,
+        agent: &AgentName,
+        hash: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        let (agent, hash) = (agent.to_string(), hash.to_owned());
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            if agent_quarantined(ctx.tx, &agent)? {
+                return Err(StoreError::Quarantined);
+            }
+            ctx.tx
+                .execute(
+                    "INSERT INTO join_tokens (hash, agent, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![hash, agent, expires_at.millis(), now.millis()],
+                )
+                .map_err(insert_err("join token".into()))?;
+            ctx.audit(now, &audit)
+        })
+        .await
+    }
+
+    async fn create_tool(&self, tool: &Tool, audit: Vec<AuditEvent>) -> Result<()> {
+        let t = tool.clone();
+        let scopes = to_json(&t.scopes)?;
+        let attributes = to_json(&t.attributes)?;
+        let upstream = t.upstream.as_ref().map(to_json).transpose()?;
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            ctx.tx
+                .execute(
+                    &format!("INSERT INTO tools ({TOOL_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                    params![
+                        t.name.as_str(),
+                        t.audience,
+                        scopes,
+                        t.created_at.millis(),
+                        attributes,
+                        upstream
+                    ],
+                )
+                .map_err(insert_err(format!("tool {}", t.name)))?;
+            ctx.audit(t.created_at, &audit)
+        })
+        .await
+    }
+
+    async fn get_tool(&self, name: &ToolName) -> Result<Option<Tool>> {
+        let name = name.to_string();
+        self.read_quick(move |c| {
+            c.query_row(
+                &format!("{TOOL_SELECT} WHERE t.name = ?1"),
+                params![name],
+                tool_row,
+            )
+            .optional()
+            .map_err(db)?
+            .map(tool_from)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_tools(&self) -> Result<Vec<Tool>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare(&format!("{TOOL_SELECT} ORDER BY t.name"))
+                .map_err(db)?;
+            let rows = stmt.query_map(params![], tool_row).map_err(db)?;
+            rows.map(|r| r.map_err(db).and_then(tool_from)).collect()
+        })
+        .await
+    }
+
+    async fn set_tool_secret(
+        &self,
+        tool: &ToolName,
+        header: &str,
+        sealed: Vec<u8>,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        let (tool, header) = (tool.to_string(), header.to_owned());
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let known = ctx
+                .tx
+                .query_row("SELECT 1 FROM tools WHERE name = ?1", params![&tool], |_| Ok(()))
+                .optional()
+                .map_err(db)?;
+            if known.is_none() {
+                return Err(StoreError::NotFound("tool"));
+            }
+            ctx.tx
+                .execute(
+                    "INSERT INTO tool_secrets (tool, header, sealed, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT(tool) DO UPDATE SET header = excluded.header, \
+                     sealed = excluded.sealed, updated_at = excluded.updated_at",
+                    params![tool, header, sealed, now.millis()],
+                )
+                .map_err(db)?;
+            ctx.audit(now, &audit)
+        })
+        .await
+    }
+
+    async fn tool_secrets(&self) -> Result<Vec<StoredSecret>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare("SELECT tool, header, sealed FROM tool_secrets ORDER BY tool")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                })
+                .map_err(db)?;
+            rows.map(|r| {
+                let (tool, header, sealed) = r.map_err(db)?;
+                Ok(StoredSecret {
+                    tool: parse("tool name", &tool)?,
+                    header,
+                    sealed,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+}
