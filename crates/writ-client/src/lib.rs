@@ -60,6 +60,58 @@ fn problem_text(p: &Problem) -> String {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+mod gateway;
+mod node;
+
+/// How the underlying HTTP client behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientOptions {
+    /// The limit on establishing a connection (none: the overall timeout).
+    pub connect_timeout: Option<std::time::Duration>,
+    /// The limit on a whole request, long-polls included.
+    pub timeout: std::time::Duration,
+    /// Whether redirects are followed.
+    pub follow_redirects: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: None,
+            timeout: std::time::Duration::from_secs(30),
+            follow_redirects: true,
+        }
+    }
+}
+
+impl ClientOptions {
+    /// A gateway's or node's link to the broker: no redirects, a short
+    /// connect timeout, and `timeout` for the whole request (long enough
+    /// for the revocation long-poll).
+    pub fn service(
+        connect_timeout: Option<std::time::Duration>,
+        timeout: std::time::Duration,
+    ) -> Self {
+        Self {
+            connect_timeout,
+            timeout,
+            follow_redirects: false,
+        }
+    }
+
+    /// The HTTP client these options describe.
+    pub fn http(&self) -> std::result::Result<reqwest::Client, reqwest::Error> {
+        let mut builder = reqwest::Client::builder().timeout(self.timeout);
+        if let Some(c) = self.connect_timeout {
+            builder = builder.connect_timeout(c);
+        }
+        if !self.follow_redirects {
+            builder = builder.redirect(reqwest::redirect::Policy::none());
+        }
+        builder.build()
+    }
+}
+
 /// A client bound to one writ address and (optionally) one bearer credential.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -77,23 +129,31 @@ pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_tok
 
 impl Client {
     pub fn new(addr: &str, token: Option<Secret>) -> Result<Self> {
+        Self::with_options(addr, token, ClientOptions::default())
+    }
+
+    /// A client whose HTTP timeouts and redirect policy are `options`.
+    pub fn with_options(addr: &str, token: Option<Secret>, options: ClientOptions) -> Result<Self> {
         if !(addr.starts_with("http://") || addr.starts_with("https://")) {
             return Err(ClientError::Address(addr.to_owned()));
         }
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .map_err(|e| ClientError::Connect {
-                addr: addr.to_owned(),
-                message: e.to_string(),
-            })?;
-        Ok(Self {
+        let http = options.http().map_err(|e| ClientError::Connect {
+            addr: addr.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Self::with_http(addr, token, http))
+    }
+
+    /// A client over an HTTP client built with [`ClientOptions::http`]. The
+    /// address is not checked: a bad one fails each request instead.
+    pub fn with_http(addr: &str, token: Option<Secret>, http: reqwest::Client) -> Self {
+        Self {
             http,
             base: addr.trim_end_matches('/').to_owned(),
             token,
             dpop: None,
             nonce: Arc::default(),
-        })
+        }
     }
 
     /// The same client with another credential.
@@ -114,6 +174,11 @@ impl Client {
 
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// The bearer credential this client presents, if any.
+    pub fn token(&self) -> Option<&Secret> {
+        self.token.as_ref()
     }
 
     /// A DPoP proof for `method path`, bound to `token` when given.
@@ -518,5 +583,31 @@ fn error_from(status: StatusCode, body: &[u8]) -> ClientError {
     ClientError::Unexpected {
         status: status.as_u16(),
         message: String::from_utf8_lossy(body).chars().take(512).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_client_never_shows_its_credential() {
+        let options = ClientOptions::service(
+            Some(std::time::Duration::from_secs(2)),
+            std::time::Duration::from_secs(40),
+        );
+        let c = Client::with_options(
+            "http://127.0.0.1:1/",
+            Some(Secret::new("writ_gw_secret")),
+            options,
+        )
+        .unwrap();
+        assert_eq!(c.base(), "http://127.0.0.1:1");
+        assert!(!format!("{c:?}").contains("writ_gw_secret"));
+        assert_eq!(c.token().map(Secret::expose), Some("writ_gw_secret"));
+        assert!(matches!(
+            Client::with_options("127.0.0.1:1", None, options),
+            Err(ClientError::Address(_))
+        ));
     }
 }

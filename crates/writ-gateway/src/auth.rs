@@ -129,6 +129,55 @@ pub async fn authenticate(
             "only task-scoped tool tokens are accepted",
         ));
     }
+    check_binding(
+        view,
+        replay,
+        name,
+        &claims,
+        dpop_scheme,
+        Presented {
+            token: tok,
+            method,
+            path,
+            headers,
+        },
+    )?;
+    if view.is_revoked(&claims.jti) {
+        return Err(unauthorized(
+            view,
+            name,
+            Some("invalid_token"),
+            "token has been revoked",
+        ));
+    }
+    caller_of(bundle, claims)
+}
+
+/// What the agent sent with its token.
+struct Presented<'a> {
+    token: &'a str,
+    method: &'a Method,
+    path: &'a str,
+    headers: &'a HeaderMap,
+}
+
+/// A bound token comes with a fresh proof of its key (once only), an
+/// unbound one as Bearer: RFC 9449 §7.1.
+fn check_binding(
+    view: &View,
+    replay: &Replay,
+    name: &str,
+    claims: &AccessClaims,
+    dpop_scheme: bool,
+    p: Presented<'_>,
+) -> Result<(), GatewayError> {
+    let Presented {
+        token: tok,
+        method,
+        path,
+        headers,
+    } = p;
+    let now = view.now();
     match (&claims.cnf, dpop_scheme) {
         (Some(cnf), true) => {
             let proof = headers
@@ -201,15 +250,7 @@ pub async fn authenticate(
         }
         (None, false) => {}
     }
-    if view.is_revoked(&claims.jti) {
-        return Err(unauthorized(
-            view,
-            name,
-            Some("invalid_token"),
-            "token has been revoked",
-        ));
-    }
-    caller_of(bundle, claims)
+    Ok(())
 }
 
 /// The caller a verified tool token names: the agent acting now (the

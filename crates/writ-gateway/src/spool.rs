@@ -188,14 +188,13 @@ impl Spool {
         batch: Vec<AuditEvent>,
     ) -> Result<u64, String> {
         let ack: GatewayDecisionsAck = view
-            .post(
-                "/v1/gateway/decisions",
-                &GatewayDecisions {
-                    first_seq,
-                    decisions: batch,
-                },
-            )
-            .await?;
+            .broker()
+            .deliver_decisions(&GatewayDecisions {
+                first_seq,
+                decisions: batch,
+            })
+            .await
+            .map_err(|e| crate::state::broker_error("/v1/gateway/decisions", &e))?;
         Ok(ack.acked)
     }
 

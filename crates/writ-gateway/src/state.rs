@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderName, HeaderValue};
 use jsonwebtoken::jwk::JwkSet;
+use writ_client::{Client, ClientError, ClientOptions};
 use writ_core::api::{Agent, GatewayBundle, GatewaySecret, RevocationPage, Tool};
 use writ_core::{Clock, Timestamp};
 use writ_policy::{PolicySet, PolicySource};
@@ -28,6 +29,8 @@ pub struct Bundle {
     /// Each agent's refusals in the last five minutes, as the broker counted
     /// them when it made this bundle (`context.behaviour.denials_5m`).
     pub behaviour: HashMap<writ_core::AgentName, u32>,
+    /// When the broker counted them.
+    pub behaviour_at: Option<writ_core::Timestamp>,
 }
 
 impl Bundle {
@@ -80,6 +83,7 @@ impl Bundle {
                 .collect(),
             shared_audiences,
             behaviour: b.behaviour.into_iter().collect(),
+            behaviour_at: b.behaviour_at,
         })
     }
 }
@@ -104,7 +108,8 @@ impl std::fmt::Debug for Secret {
 pub struct View {
     pub cfg: Config,
     pub clock: Arc<dyn Clock>,
-    pub broker: reqwest::Client,
+    /// The broker, with the gateway credential.
+    broker: Client,
     bundle: RwLock<Option<Arc<Bundle>>>,
     jwks: RwLock<JwkSet>,
     jwks_refreshed: Mutex<Option<Instant>>,
@@ -138,16 +143,23 @@ fn forwarded_of(public_url: &str) -> Option<(HeaderValue, HeaderValue)> {
     ))
 }
 
+/// A readable message for a failed broker call to `path`.
+pub(crate) fn broker_error(path: &str, e: &ClientError) -> String {
+    match e.status() {
+        Some(status) => format!("broker answered {status} for {path}: {e}"),
+        None => format!("broker unreachable ({path}): {e}"),
+    }
+}
+
 /// Unknown `kid`s trigger a JWKS refetch at most this often.
 const JWKS_MIN_INTERVAL: Duration = Duration::from_millis(500);
 
 impl View {
     pub fn new(cfg: Config, clock: Arc<dyn Clock>) -> Result<Self, reqwest::Error> {
-        let broker = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(40))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        // A 40 s limit leaves room for the revocation long-poll (30 s at most).
+        let http =
+            ClientOptions::service(Some(Duration::from_secs(2)), Duration::from_secs(40)).http()?;
+        let broker = Client::with_http(&cfg.broker, Some(cfg.token.clone()), http);
         let forwarded = forwarded_of(&cfg.public_url);
         Ok(Self {
             cfg,
@@ -171,42 +183,9 @@ impl View {
         self.clock.now()
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.cfg.broker.trim_end_matches('/'))
-    }
-
-    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
-        self.call(self.broker.get(self.url(path)), path).await
-    }
-
-    /// POSTs `body` as JSON to the broker with the gateway credential.
-    pub(crate) async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, String> {
-        self.call(self.broker.post(self.url(path)).json(body), path)
-            .await
-    }
-
-    async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        req: reqwest::RequestBuilder,
-        path: &str,
-    ) -> Result<T, String> {
-        let resp = req
-            .bearer_auth(&self.cfg.token)
-            .send()
-            .await
-            .map_err(|e| format!("broker unreachable: {e}"))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(format!("broker answered {status} for {path}: {body}"));
-        }
-        resp.json()
-            .await
-            .map_err(|e| format!("broker sent a bad {path}: {e}"))
+    /// The gateway's broker client (with its credential).
+    pub(crate) fn broker(&self) -> &Client {
+        &self.broker
     }
 
     pub fn bundle(&self) -> Option<Arc<Bundle>> {
@@ -223,10 +202,18 @@ impl View {
     /// Fetches the bundle and the secrets; recompiles the policy set only
     /// when its version changed.
     pub async fn refresh_bundle(&self) -> Result<(), String> {
-        let b: GatewayBundle = self.get("/v1/gateway/bundle").await?;
+        let b = self
+            .broker
+            .gateway_bundle()
+            .await
+            .map_err(|e| broker_error("/v1/gateway/bundle", &e))?;
         let current = self.bundle();
         let bundle = Bundle::compile(b, current.as_deref())?;
-        let secrets: Vec<GatewaySecret> = self.get("/v1/gateway/secrets").await?;
+        let secrets: Vec<GatewaySecret> = self
+            .broker
+            .gateway_secrets()
+            .await
+            .map_err(|e| broker_error("/v1/gateway/secrets", &e))?;
         let mut map = HashMap::new();
         for s in secrets {
             let (Ok(header), Ok(mut value)) = (
@@ -252,7 +239,13 @@ impl View {
     }
 
     pub async fn refresh_jwks(&self) -> Result<(), String> {
-        let set: JwkSet = self.get("/.well-known/jwks.json").await?;
+        let jwks = self
+            .broker
+            .jwks()
+            .await
+            .map_err(|e| broker_error("/.well-known/jwks.json", &e))?;
+        let set: JwkSet = serde_json::from_value(jwks)
+            .map_err(|e| format!("broker sent a bad /.well-known/jwks.json: {e}"))?;
         if let Ok(mut g) = self.jwks.write() {
             *g = set;
         }
@@ -317,11 +310,10 @@ impl View {
         };
         let after = self.feed_next.load(Ordering::SeqCst);
         let page: RevocationPage = self
-            .get(&format!(
-                "/v1/revocations?after={after}&wait_ms={wait_ms}&follower={}",
-                self.follower
-            ))
-            .await?;
+            .broker
+            .follow_revocations(after, wait_ms, &self.follower)
+            .await
+            .map_err(|e| broker_error("/v1/revocations", &e))?;
         let now = self.now().secs();
         let changed = !page.revocations.is_empty();
         if let Ok(mut m) = self.revoked.write() {

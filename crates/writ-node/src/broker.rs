@@ -1,146 +1,88 @@
-//! The node's side of the broker's node API.
+//! The node's link to the broker: a [`writ_client::Client`] with the node's
+//! timeouts, and what a refused call means to the node.
 
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
-use writ_core::api::{
-    JwtSvidIssued, JwtSvidRequest, NodeAttest, NodeAttested, NodeEntries, X509SvidIssued,
-    X509SvidRequest,
-};
+use writ_client::{Client, ClientError, ClientOptions};
+use writ_core::Secret;
 
 use crate::NodeError;
 
 /// Why a broker call failed: the node's credential was refused (the node
 /// was quarantined or re-attested elsewhere), the agent was refused, or
 /// the broker could not be reached.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum CallError {
+    #[error("the broker refused the node's credential")]
     Unauthorized,
+    #[error("the broker refused: {0}")]
     Forbidden(String),
+    #[error("{0}")]
     Other(String),
 }
 
-pub struct BrokerClient {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl std::fmt::Debug for BrokerClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BrokerClient")
-            .field("base", &self.base)
-            .finish_non_exhaustive()
+impl From<ClientError> for CallError {
+    fn from(e: ClientError) -> Self {
+        match e.status() {
+            Some(401) => CallError::Unauthorized,
+            Some(403) => CallError::Forbidden(e.to_string()),
+            _ => CallError::Other(e.to_string()),
+        }
     }
 }
 
-fn http() -> Result<reqwest::Client, NodeError> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
+/// Every broker call gives up after this long.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client of the broker at `base`, presenting `token` when given.
+fn client(base: &str, token: Option<Secret>) -> Result<Client, NodeError> {
+    Client::with_options(base, token, ClientOptions::service(None, TIMEOUT))
         .map_err(|e| NodeError::Broker(e.to_string()))
 }
 
-impl BrokerClient {
-    /// A client with a credential kept from an earlier attestation.
-    pub fn resume(base: &str, token: String) -> Result<Self, NodeError> {
-        Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
-            token,
-            http: http()?,
-        })
-    }
+/// A client with a credential kept from an earlier attestation.
+pub fn resume(base: &str, token: Secret) -> Result<Client, NodeError> {
+    client(base, Some(token))
+}
 
-    /// The node's credential, to keep across restarts.
-    pub fn credential(&self) -> &str {
-        &self.token
-    }
+/// Attests the node with its join token; the client holds the node
+/// credential.
+pub async fn attest(base: &str, node: &str, join_token: &Secret) -> Result<Client, NodeError> {
+    client(base, None)?
+        .node_credential(node, join_token)
+        .await
+        .map_err(|e| NodeError::Broker(format!("attestation refused: {e}")))
+}
 
-    /// Attests the node with its join token.
-    pub async fn attest(
-        base: &str,
-        node: &str,
-        join_token: &writ_core::Secret,
-    ) -> Result<Self, NodeError> {
-        let base = base.trim_end_matches('/').to_owned();
-        let http = http()?;
-        let resp = http
-            .post(format!("{base}/v1/node/attest"))
-            .json(&NodeAttest {
-                node: node.to_owned(),
-                join_token: join_token.expose().to_owned(),
-            })
-            .send()
-            .await
-            .map_err(|e| NodeError::Broker(e.to_string()))?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let body = resp.text().await.unwrap_or_default();
-            return Err(NodeError::Broker(format!(
-                "attestation refused ({status}): {body}"
-            )));
-        }
-        let attested: NodeAttested = resp
-            .json()
-            .await
-            .map_err(|e| NodeError::Broker(e.to_string()))?;
-        Ok(Self {
-            base,
-            token: attested.node_token,
-            http,
-        })
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    async fn call<T: DeserializeOwned>(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<T, CallError> {
-        let resp = req
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| CallError::Other(e.to_string()))?;
-        match resp.status() {
-            s if s.is_success() => resp
-                .json()
-                .await
-                .map_err(|e| CallError::Other(e.to_string())),
-            reqwest::StatusCode::UNAUTHORIZED => Err(CallError::Unauthorized),
-            reqwest::StatusCode::FORBIDDEN => {
-                Err(CallError::Forbidden(resp.text().await.unwrap_or_default()))
-            }
-            s => Err(CallError::Other(format!(
-                "{s}: {}",
-                resp.text().await.unwrap_or_default()
-            ))),
+    fn answered(status: u16) -> ClientError {
+        ClientError::Unexpected {
+            status,
+            message: "no".into(),
         }
     }
 
-    pub async fn entries(&self) -> Result<NodeEntries, CallError> {
-        self.call(self.http.get(format!("{}/v1/node/entries", self.base)))
-            .await
-    }
-
-    pub async fn bundle(&self) -> Result<serde_json::Value, CallError> {
-        self.call(self.http.get(format!("{}/v1/bundle", self.base)))
-            .await
-    }
-
-    pub async fn x509_svid(&self, req: &X509SvidRequest) -> Result<X509SvidIssued, CallError> {
-        self.call(
-            self.http
-                .post(format!("{}/v1/node/x509-svid", self.base))
-                .json(req),
-        )
-        .await
-    }
-
-    pub async fn jwt_svid(&self, req: &JwtSvidRequest) -> Result<JwtSvidIssued, CallError> {
-        self.call(
-            self.http
-                .post(format!("{}/v1/node/jwt-svid", self.base))
-                .json(req),
-        )
-        .await
+    #[test]
+    fn refusals_are_told_apart() {
+        assert!(matches!(
+            CallError::from(answered(401)),
+            CallError::Unauthorized
+        ));
+        assert!(matches!(
+            CallError::from(answered(403)),
+            CallError::Forbidden(m) if m.contains("no")
+        ));
+        assert!(matches!(
+            CallError::from(answered(503)),
+            CallError::Other(_)
+        ));
+        let unreachable = ClientError::Connect {
+            addr: "http://x".into(),
+            message: "refused".into(),
+        };
+        assert!(matches!(CallError::from(unreachable), CallError::Other(_)));
     }
 }

@@ -21,10 +21,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use writ_core::Secret;
+
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::UnixListenerStream;
-
-pub use broker::BrokerClient;
 
 /// The generated Workload API types and server.
 #[allow(
@@ -85,15 +85,15 @@ impl std::fmt::Debug for NodeConfig {
 
 /// The node's credential: the one kept from an earlier start if the broker
 /// still takes it, else a fresh attestation with the join token (kept).
-async fn credential(config: &NodeConfig) -> Result<BrokerClient, NodeError> {
+async fn credential(config: &NodeConfig) -> Result<writ_client::Client, NodeError> {
     let state = |e: std::io::Error| NodeError::State {
         path: config.state_dir.display().to_string(),
         message: e.to_string(),
     };
     let file = config.state_dir.join("node.credential");
     if let Ok(token) = std::fs::read_to_string(&file) {
-        let broker = BrokerClient::resume(&config.broker, token.trim().to_owned())?;
-        match broker.entries().await {
+        let broker = broker::resume(&config.broker, Secret::new(token.trim()))?;
+        match broker.node_entries().await.map_err(broker::CallError::from) {
             Ok(_) => {
                 tracing::info!(node = %config.name, "node credential kept from an earlier start");
                 return Ok(broker);
@@ -101,7 +101,7 @@ async fn credential(config: &NodeConfig) -> Result<BrokerClient, NodeError> {
             Err(broker::CallError::Unauthorized) => {
                 tracing::warn!("the kept node credential was refused; attesting again");
             }
-            Err(e) => return Err(NodeError::Broker(format!("{e:?}"))),
+            Err(e) => return Err(NodeError::Broker(e.to_string())),
         }
     }
     let join = config.join_token.as_ref().ok_or_else(|| {
@@ -109,7 +109,7 @@ async fn credential(config: &NodeConfig) -> Result<BrokerClient, NodeError> {
             "no usable node credential: a join token is needed (writ node join-token NAME)".into(),
         )
     })?;
-    let broker = BrokerClient::attest(&config.broker, &config.name, join).await?;
+    let broker = broker::attest(&config.broker, &config.name, join).await?;
     tracing::info!(node = %config.name, "node attested");
     std::fs::create_dir_all(&config.state_dir).map_err(state)?;
     {
@@ -123,7 +123,8 @@ async fn credential(config: &NodeConfig) -> Result<BrokerClient, NodeError> {
             .mode(0o600)
             .open(&tmp)
             .map_err(state)?;
-        f.write_all(broker.credential().as_bytes()).map_err(state)?;
+        let credential = broker.token().map(Secret::expose).unwrap_or_default();
+        f.write_all(credential.as_bytes()).map_err(state)?;
         f.sync_all().map_err(state)?;
         std::fs::rename(&tmp, &file).map_err(state)?;
     }

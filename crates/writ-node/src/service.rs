@@ -193,7 +193,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
                     selectors: e.selectors.clone(),
                 })
                 .await
-                .map_err(|err| match err {
+                .map_err(|err| match crate::broker::CallError::from(err) {
                     crate::broker::CallError::Forbidden(_)
                     | crate::broker::CallError::Unauthorized => no_identity(),
                     crate::broker::CallError::Other(m) => {

@@ -14,7 +14,8 @@ use tokio::sync::watch;
 use writ_core::api::{NodeEntry, X509SvidRequest};
 use writ_core::{Clock as _, SystemClock, Timestamp};
 
-use crate::broker::{BrokerClient, CallError};
+use crate::broker::CallError;
+use writ_client::Client;
 
 /// One agent's current X.509-SVID.
 #[derive(Clone)]
@@ -46,7 +47,7 @@ struct Held {
 }
 
 pub struct State {
-    broker: BrokerClient,
+    broker: Client,
     held: RwLock<Held>,
     /// Set once the broker refuses the node's credential: nothing is
     /// served any more.
@@ -62,7 +63,7 @@ fn new_key() -> Option<(Vec<u8>, Vec<u8>)> {
 }
 
 impl State {
-    pub fn new(broker: BrokerClient) -> Self {
+    pub fn new(broker: Client) -> Self {
         Self {
             broker,
             held: RwLock::new(Held::default()),
@@ -71,7 +72,7 @@ impl State {
         }
     }
 
-    pub fn broker(&self) -> &BrokerClient {
+    pub fn broker(&self) -> &Client {
         &self.broker
     }
 
@@ -144,7 +145,7 @@ impl State {
         if self.cut_off() {
             return;
         }
-        let entries = match self.broker.entries().await {
+        let entries = match self.broker.node_entries().await.map_err(CallError::from) {
             Ok(e) => e,
             Err(CallError::Unauthorized) => {
                 tracing::warn!("the broker refused this node's credential; serving nothing");
@@ -154,12 +155,12 @@ impl State {
                 return;
             }
             Err(e) => {
-                tracing::warn!(error = ?e, "cannot fetch this node's entries; keeping what it has");
+                tracing::warn!(error = %e, "cannot fetch this node's entries; keeping what it has");
                 return;
             }
         };
         let mut changed = false;
-        if let Ok(bundle) = self.broker.bundle().await {
+        if let Ok(bundle) = self.broker.spiffe_bundle().await {
             let (x509, jwt) = split_bundle(&bundle);
             changed |= self.write(|h| {
                 let c = h.x509_bundle != x509 || h.jwt_bundle != jwt;
@@ -192,7 +193,7 @@ impl State {
                     return;
                 }
                 Err(err) => {
-                    tracing::warn!(agent = %e.agent, error = ?err, "cannot renew an X.509-SVID");
+                    tracing::warn!(agent = %e.agent, error = %err, "cannot renew an X.509-SVID");
                     // Refused (the agent was quarantined meanwhile): gone.
                     if matches!(err, CallError::Forbidden(_))
                         && svids.remove(e.agent.as_str()).is_some()

@@ -344,14 +344,8 @@ impl PolicySet {
         })
     }
 
-    /// The one place a Cedar request is assembled.
-    fn answer(
-        &self,
-        policies: &cedar_policy::PolicySet,
-        facts: &Facts<'_>,
-        tool: &Tool,
-        cap: &Capability,
-    ) -> Result<Answer, String> {
+    /// The request's context: what `context.*` is for this tool.
+    fn context(&self, facts: &Facts<'_>, cap: &Capability) -> Result<Context, String> {
         let n = &self.names;
         let agent_uid =
             |name: &str| EntityUid::from_type_name_and_id(n.agent.clone(), EntityId::new(name));
@@ -487,7 +481,23 @@ impl PolicySet {
                 )),
             ));
         }
-        let context = Context::from_pairs(pairs).map_err(|e| format!("context: {e}"))?;
+        Context::from_pairs(pairs).map_err(|e| format!("context: {e}"))
+    }
+
+    /// The one place a Cedar request is assembled.
+    fn answer(
+        &self,
+        policies: &cedar_policy::PolicySet,
+        facts: &Facts<'_>,
+        tool: &Tool,
+        cap: &Capability,
+    ) -> Result<Answer, String> {
+        let n = &self.names;
+        let context = self.context(facts, cap)?;
+        let principal = facts.chain.principal;
+        let agent_uid =
+            |name: &str| EntityUid::from_type_name_and_id(n.agent.clone(), EntityId::new(name));
+
         let action = n.action(facts.action).clone();
         let principal_uid = agent_uid(principal.name.as_str());
         let resource =
@@ -627,62 +637,68 @@ impl PolicySet {
             );
         }
         if let Some(t) = facts.task {
-            let uid = EntityUid::from_type_name_and_id(n.task.clone(), EntityId::new(t.id()));
-            let caps = t
-                .capabilities
-                .iter()
-                .map(capability_expr)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("entities: {e}"))?;
-            let mut attrs: Vec<(String, RestrictedExpression)> = vec![
-                (
-                    "intent".to_owned(),
-                    RestrictedExpression::new_string(t.intent.to_string()),
-                ),
-                (
-                    "capabilities".to_owned(),
-                    RestrictedExpression::new_set(caps),
-                ),
-                (
-                    "depth".to_owned(),
-                    RestrictedExpression::new_long(i64::from(t.depth)),
-                ),
-                (
-                    "exception".to_owned(),
-                    RestrictedExpression::new_bool(t.exception),
-                ),
-                (
-                    "started_at".to_owned(),
-                    RestrictedExpression::new_long(t.started_at),
-                ),
-            ];
-            if let Some(h) = t.on_behalf_of.as_deref() {
-                attrs.push((
-                    "on_behalf_of".to_owned(),
-                    RestrictedExpression::new_entity_uid(human(h)),
-                ));
-            }
-            if let Some(p) = t.parent.as_deref() {
-                attrs.push((
-                    "parent".to_owned(),
-                    RestrictedExpression::new_entity_uid(EntityUid::from_type_name_and_id(
-                        n.task.clone(),
-                        EntityId::new(p),
-                    )),
-                ));
-            }
-            list.push(
-                Entity::new(
-                    uid,
-                    attrs.into_iter().collect(),
-                    std::collections::HashSet::new(),
-                )
-                .map_err(|e| format!("entities: {e}"))?,
-            );
+            list.push(self.task_entity(t)?);
         }
         // Built from typed facts, so no schema pass is needed here; the
         // request above was checked against the schema.
         Entities::from_entities(list, None).map_err(|e| format!("entities: {e}"))
+    }
+
+    /// The task acted under, as the `Task` entity.
+    fn task_entity(&self, t: &crate::facts::TaskView<'_>) -> Result<Entity, String> {
+        let n = &self.names;
+        let human =
+            |obo: &str| EntityUid::from_type_name_and_id(n.human.clone(), EntityId::new(obo));
+        let uid = EntityUid::from_type_name_and_id(n.task.clone(), EntityId::new(t.id()));
+        let caps = t
+            .capabilities
+            .iter()
+            .map(capability_expr)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("entities: {e}"))?;
+        let mut attrs: Vec<(String, RestrictedExpression)> = vec![
+            (
+                "intent".to_owned(),
+                RestrictedExpression::new_string(t.intent.to_string()),
+            ),
+            (
+                "capabilities".to_owned(),
+                RestrictedExpression::new_set(caps),
+            ),
+            (
+                "depth".to_owned(),
+                RestrictedExpression::new_long(i64::from(t.depth)),
+            ),
+            (
+                "exception".to_owned(),
+                RestrictedExpression::new_bool(t.exception),
+            ),
+            (
+                "started_at".to_owned(),
+                RestrictedExpression::new_long(t.started_at),
+            ),
+        ];
+        if let Some(h) = t.on_behalf_of.as_deref() {
+            attrs.push((
+                "on_behalf_of".to_owned(),
+                RestrictedExpression::new_entity_uid(human(h)),
+            ));
+        }
+        if let Some(p) = t.parent.as_deref() {
+            attrs.push((
+                "parent".to_owned(),
+                RestrictedExpression::new_entity_uid(EntityUid::from_type_name_and_id(
+                    n.task.clone(),
+                    EntityId::new(p),
+                )),
+            ));
+        }
+        Entity::new(
+            uid,
+            attrs.into_iter().collect(),
+            std::collections::HashSet::new(),
+        )
+        .map_err(|e| format!("entities: {e}"))
     }
 }
 

@@ -10,7 +10,7 @@ use writ_core::scope::{self, Capability};
 use writ_core::token::{AccessClaims, Actor, TokenKind};
 use writ_core::{Scope, TaskId};
 use writ_policy::{Chain, Decision, Facts, TaskView, Verdict};
-use writ_store::{GrantKind, StoreError};
+use writ_store::{GrantKind, GrantState, StoreError};
 
 use super::Broker;
 use super::Presented;
@@ -245,85 +245,10 @@ impl Broker {
         subject_exp: writ_core::Timestamp,
         req: &TokenRequest,
     ) -> Result<TokenResponse, OAuthError> {
-        // The actor: a live instance token of the sub-agent. Its key (if
-        // any) is the one the child's token is bound to.
-        let actor_claims = match self.verify_token(actor_token, TokenKind::Instance) {
-            Ok(c) => c,
-            Err(e) => {
-                return self
-                    .refuse(
-                        claims,
-                        OAuthError::invalid_grant(format!("actor_token: {e}")),
-                    )
-                    .await;
-            }
-        };
-        let actor_state = match self.live_grant(&actor_claims).await {
-            Ok(s) => s,
-            Err(e) => {
-                return self
-                    .refuse(
-                        claims,
-                        OAuthError::invalid_grant(format!("actor_token: {e}")),
-                    )
-                    .await;
-            }
-        };
-        let actor_agent = self.acting_agent(&actor_state.grant.agent).await?;
-        let lineage = self.lineage(parent).await.map_err(oauth)?;
-        if lineage.iter().any(|t| t.agent == actor_agent.name) {
-            let e = OAuthError::invalid_grant(format!(
-                "agent {} is already in the delegation chain (a cycle)",
-                actor_agent.name
-            ));
-            return self.refuse(claims, e).await;
-        }
+        let (actor_claims, actor_state, actor_agent, lineage) =
+            self.delegation_actor(claims, parent, actor_token).await?;
         let depth = parent.depth + 1;
-        if depth > self.config.max_delegation_depth {
-            let e = OAuthError::invalid_grant(format!(
-                "delegation depth {depth} exceeds the limit of {}",
-                self.config.max_delegation_depth
-            ));
-            return self.refuse(claims, e).await;
-        }
-
-        // What the child may hold: the parent's capabilities, narrowed to
-        // the target tool and the requested scopes.
-        let mut caps: Vec<Capability> = parent.capabilities.clone();
-        let mut tools: Vec<Tool> = Vec::new();
-        if let Some(target) = req.audience.as_deref().or(req.resource.as_deref()) {
-            let Some(tool) = self.find_tool(target).await? else {
-                return self
-                    .refuse(
-                        claims,
-                        OAuthError::invalid_target(format!("{target} is not a registered tool")),
-                    )
-                    .await;
-            };
-            caps.retain(|c| c.tool == tool.name);
-            if caps.is_empty() {
-                let e = OAuthError::invalid_target(format!(
-                    "the task holds nothing for tool {}",
-                    tool.name
-                ));
-                return self.refuse(claims, e).await;
-            }
-        }
-        if req.scope.is_some() {
-            caps = match scope::narrow(&caps, req.scope.as_deref()) {
-                Ok(c) => c,
-                Err(e) => {
-                    return self
-                        .refuse(claims, OAuthError::invalid_scope(e.to_string()))
-                        .await;
-                }
-            };
-        }
-        for c in &caps {
-            if let Some(t) = self.store.get_tool(&c.tool).await? {
-                tools.push(t);
-            }
-        }
+        let (caps, tools) = self.delegated_capabilities(claims, parent, req).await?;
 
         let now = self.now();
         let agents = self.lineage_agents(&lineage).await.map_err(oauth)?;
@@ -447,6 +372,108 @@ impl Broker {
             scope: scope::to_claim(&child.capabilities),
             task_id: Some(child_id),
         })
+    }
+
+    /// The sub-agent a delegation names: a live instance token (its key,
+    /// if any, is the one the child's token is bound to), an agent not
+    /// quarantined and not already in the chain, within the depth limit.
+    /// Also the parent's lineage, root first.
+    async fn delegation_actor(
+        &self,
+        claims: &AccessClaims,
+        parent: &Task,
+        actor_token: &str,
+    ) -> Result<(AccessClaims, GrantState, writ_core::api::Agent, Vec<Task>), OAuthError> {
+        // The actor: a live instance token of the sub-agent. Its key (if
+        // any) is the one the child's token is bound to.
+        let actor_claims = match self.verify_token(actor_token, TokenKind::Instance) {
+            Ok(c) => c,
+            Err(e) => {
+                return self
+                    .refuse(
+                        claims,
+                        OAuthError::invalid_grant(format!("actor_token: {e}")),
+                    )
+                    .await;
+            }
+        };
+        let actor_state = match self.live_grant(&actor_claims).await {
+            Ok(s) => s,
+            Err(e) => {
+                return self
+                    .refuse(
+                        claims,
+                        OAuthError::invalid_grant(format!("actor_token: {e}")),
+                    )
+                    .await;
+            }
+        };
+        let actor_agent = self.acting_agent(&actor_state.grant.agent).await?;
+        let lineage = self.lineage(parent).await.map_err(oauth)?;
+        if lineage.iter().any(|t| t.agent == actor_agent.name) {
+            let e = OAuthError::invalid_grant(format!(
+                "agent {} is already in the delegation chain (a cycle)",
+                actor_agent.name
+            ));
+            return self.refuse(claims, e).await;
+        }
+        let depth = parent.depth + 1;
+        if depth > self.config.max_delegation_depth {
+            let e = OAuthError::invalid_grant(format!(
+                "delegation depth {depth} exceeds the limit of {}",
+                self.config.max_delegation_depth
+            ));
+            return self.refuse(claims, e).await;
+        }
+
+        Ok((actor_claims, actor_state, actor_agent, lineage))
+    }
+
+    /// What the child may hold: the parent's capabilities, narrowed to the
+    /// target tool and the requested scopes; and their tools.
+    async fn delegated_capabilities(
+        &self,
+        claims: &AccessClaims,
+        parent: &Task,
+        req: &TokenRequest,
+    ) -> Result<(Vec<Capability>, Vec<Tool>), OAuthError> {
+        let mut caps: Vec<Capability> = parent.capabilities.clone();
+        let mut tools: Vec<Tool> = Vec::new();
+        if let Some(target) = req.audience.as_deref().or(req.resource.as_deref()) {
+            let Some(tool) = self.find_tool(target).await? else {
+                return self
+                    .refuse(
+                        claims,
+                        OAuthError::invalid_target(format!("{target} is not a registered tool")),
+                    )
+                    .await;
+            };
+            caps.retain(|c| c.tool == tool.name);
+            if caps.is_empty() {
+                let e = OAuthError::invalid_target(format!(
+                    "the task holds nothing for tool {}",
+                    tool.name
+                ));
+                return self.refuse(claims, e).await;
+            }
+        }
+        if req.scope.is_some() {
+            caps = match scope::narrow(&caps, req.scope.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    return self
+                        .refuse(claims, OAuthError::invalid_scope(e.to_string()))
+                        .await;
+                }
+            };
+        }
+        for c in &caps {
+            if let Some(t) = self.store.get_tool(&c.tool).await? {
+                tools.push(t);
+            }
+        }
+
+        Ok((caps, tools))
     }
 
     /// A tool by name or by audience URI.

@@ -49,86 +49,10 @@ impl Broker {
                 "start tasks with the instance token, not a task token".into(),
             ));
         }
-        let intent = req.intent.trim();
-        if intent.is_empty() || intent.len() > MAX_INTENT || intent.chars().any(char::is_control) {
-            return Err(ApiError::BadRequest(format!(
-                "intent must be 1 to {MAX_INTENT} printable characters"
-            )));
-        }
-        if req.capabilities.is_empty() || req.capabilities.len() > MAX_CAPABILITIES {
-            return Err(ApiError::BadRequest(format!(
-                "ask for 1 to {MAX_CAPABILITIES} capabilities"
-            )));
-        }
-        if req.capabilities.iter().any(|c| c.scopes.is_empty()) {
-            return Err(ApiError::BadRequest(
-                "every capability needs at least one scope".into(),
-            ));
-        }
-        if let Some(obo) = &req.on_behalf_of
-            && (obo.is_empty()
-                || obo.len() > MAX_OBO
-                || obo.chars().any(|c| c.is_control() || c.is_whitespace()))
-        {
-            return Err(ApiError::BadRequest(format!(
-                "on_behalf_of must be 1 to {MAX_OBO} characters without spaces, e.g. \"user:alice\""
-            )));
-        }
-        let max = self.config.max_task_ttl;
-        let max_exception = self.config.max_exception_ttl;
-        let (ttl, exception) = match req.ttl {
-            None => (self.config.default_task_ttl.min(max), false),
-            Some(t) => {
-                let t = i64::try_from(t).unwrap_or(i64::MAX);
-                if t < 1 {
-                    return Err(ApiError::BadRequest("ttl must be at least 1 second".into()));
-                }
-                if t <= max {
-                    (t, false)
-                } else if t > max_exception {
-                    return Err(ApiError::BadRequest(format!(
-                        "ttl exceeds the maximum task lifetime of {max} seconds and the longest exception of \
-                         {max_exception} seconds"
-                    )));
-                } else if req
-                    .justification
-                    .as_deref()
-                    .is_none_or(|j| j.trim().is_empty())
-                {
-                    return Err(ApiError::BadRequest(format!(
-                        "ttl exceeds the maximum task lifetime of {max} seconds: an exception needs a justification \
-                         (and a policy that allows it, and approval)"
-                    )));
-                } else {
-                    (t, true)
-                }
-            }
-        };
-        if req
-            .justification
-            .as_deref()
-            .is_some_and(|j| j.len() > MAX_INTENT || j.chars().any(char::is_control))
-        {
-            return Err(ApiError::BadRequest(format!(
-                "justification must be at most {MAX_INTENT} printable characters"
-            )));
-        }
+        let intent = checked_intent(&req)?;
+        let (ttl, exception) = self.task_lifetime(&req)?;
         let capabilities = scope::normalize(&req.capabilities);
-        let mut tools = Vec::with_capacity(capabilities.len());
-        for cap in &capabilities {
-            let tool = self
-                .store
-                .get_tool(&cap.tool)
-                .await?
-                .ok_or_else(|| ApiError::BadRequest(format!("unknown tool {}", cap.tool)))?;
-            if let Some(s) = cap.scopes.iter().find(|s| !tool.scopes.contains(s)) {
-                return Err(ApiError::BadRequest(format!(
-                    "tool {} has no scope {s}",
-                    cap.tool
-                )));
-            }
-            tools.push(tool);
-        }
+        let tools = self.tools_for(&capabilities).await?;
         let agent = self.agent(caller.agent()).await?;
         if agent.quarantined {
             return Err(ApiError::Forbidden("agent is quarantined".into()));
@@ -260,6 +184,74 @@ impl Broker {
             exp,
             caller.jkt.is_some(),
         )))
+    }
+
+    /// The lifetime a task start asks for, and whether it is an exception
+    /// (beyond the maximum, up to the longest exception, with a reason).
+    fn task_lifetime(&self, req: &StartTask) -> Result<(i64, bool), ApiError> {
+        let max = self.config.max_task_ttl;
+        let max_exception = self.config.max_exception_ttl;
+        let lifetime = match req.ttl {
+            None => (self.config.default_task_ttl.min(max), false),
+            Some(t) => {
+                let t = i64::try_from(t).unwrap_or(i64::MAX);
+                if t < 1 {
+                    return Err(ApiError::BadRequest("ttl must be at least 1 second".into()));
+                }
+                if t <= max {
+                    (t, false)
+                } else if t > max_exception {
+                    return Err(ApiError::BadRequest(format!(
+                        "ttl exceeds the maximum task lifetime of {max} seconds and the longest exception of \
+                         {max_exception} seconds"
+                    )));
+                } else if req
+                    .justification
+                    .as_deref()
+                    .is_none_or(|j| j.trim().is_empty())
+                {
+                    return Err(ApiError::BadRequest(format!(
+                        "ttl exceeds the maximum task lifetime of {max} seconds: an exception needs a justification \
+                         (and a policy that allows it, and approval)"
+                    )));
+                } else {
+                    (t, true)
+                }
+            }
+        };
+        if req
+            .justification
+            .as_deref()
+            .is_some_and(|j| j.len() > MAX_INTENT || j.chars().any(char::is_control))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "justification must be at most {MAX_INTENT} printable characters"
+            )));
+        }
+        Ok(lifetime)
+    }
+
+    /// The registered tools of `capabilities`, each holding the scopes asked.
+    async fn tools_for(
+        &self,
+        capabilities: &[writ_core::Capability],
+    ) -> Result<Vec<writ_core::api::Tool>, ApiError> {
+        let mut tools = Vec::with_capacity(capabilities.len());
+        for cap in capabilities {
+            let tool = self
+                .store
+                .get_tool(&cap.tool)
+                .await?
+                .ok_or_else(|| ApiError::BadRequest(format!("unknown tool {}", cap.tool)))?;
+            if let Some(s) = cap.scopes.iter().find(|s| !tool.scopes.contains(s)) {
+                return Err(ApiError::BadRequest(format!(
+                    "tool {} has no scope {s}",
+                    cap.tool
+                )));
+            }
+            tools.push(tool);
+        }
+        Ok(tools)
     }
 
     /// Extends the lease (never past the task's hard end) and returns a
@@ -578,6 +570,37 @@ impl Broker {
             task_ctx: None,
         })
     }
+}
+
+/// The request's intent, capabilities and human, checked for shape: the
+/// intent (trimmed) if every check passes.
+fn checked_intent(req: &StartTask) -> Result<&str, ApiError> {
+    let intent = req.intent.trim();
+    if intent.is_empty() || intent.len() > MAX_INTENT || intent.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(format!(
+            "intent must be 1 to {MAX_INTENT} printable characters"
+        )));
+    }
+    if req.capabilities.is_empty() || req.capabilities.len() > MAX_CAPABILITIES {
+        return Err(ApiError::BadRequest(format!(
+            "ask for 1 to {MAX_CAPABILITIES} capabilities"
+        )));
+    }
+    if req.capabilities.iter().any(|c| c.scopes.is_empty()) {
+        return Err(ApiError::BadRequest(
+            "every capability needs at least one scope".into(),
+        ));
+    }
+    if let Some(obo) = &req.on_behalf_of
+        && (obo.is_empty()
+            || obo.len() > MAX_OBO
+            || obo.chars().any(|c| c.is_control() || c.is_whitespace()))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "on_behalf_of must be 1 to {MAX_OBO} characters without spaces, e.g. \"user:alice\""
+        )));
+    }
+    Ok(intent)
 }
 
 pub(crate) fn token_response(
