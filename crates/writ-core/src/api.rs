@@ -283,6 +283,10 @@ pub struct GatewayBundle {
     /// left out.
     #[serde(default)]
     pub behaviour: BTreeMap<AgentName, u32>,
+    /// When `behaviour` was counted. A refusal a gateway makes on counts
+    /// taken before an agent's release is forgiven with the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behaviour_at: Option<Timestamp>,
 }
 
 /// `POST /v1/gateway/approvals`: a gateway holds a call for approval and

@@ -28,13 +28,18 @@ pub(crate) enum Enforced {
     Refused(Decision),
     /// Held for a person: the approval is pending, or was denied or expired.
     Held(Decision, ApprovalId, ApprovalStatus),
+    /// Policy holds it for approval, but where the approval stands cannot
+    /// be asked now (the broker is unreachable, or the task already has as
+    /// many calls waiting as it may): refused, and, like a held call, not
+    /// charged to the agent as a denial.
+    Unheld(Decision, String),
 }
 
 impl Enforced {
     pub(crate) fn passes(&self) -> bool {
         match self {
             Enforced::Pass(_) | Enforced::Approved(..) => true,
-            Enforced::Refused(_) | Enforced::Held(..) => false,
+            Enforced::Refused(_) | Enforced::Held(..) | Enforced::Unheld(..) => false,
         }
     }
 
@@ -51,6 +56,10 @@ impl Enforced {
             Enforced::Held(d, id, ApprovalStatus::Pending | ApprovalStatus::Approved) => {
                 format!("held for approval {id}: {}", d.reason())
             }
+            Enforced::Unheld(d, why) => format!(
+                "{}; the approval cannot be asked for now ({why}), so the call is refused",
+                d.reason()
+            ),
         }
     }
 
@@ -58,7 +67,7 @@ impl Enforced {
     pub(crate) fn refusal(&self) -> Option<GatewayError> {
         match self {
             Enforced::Pass(_) | Enforced::Approved(..) => None,
-            Enforced::Refused(d) => Some(GatewayError::Forbidden {
+            Enforced::Refused(d) | Enforced::Unheld(d, _) => Some(GatewayError::Forbidden {
                 reason: self.reason(),
                 policy_version: Some(d.policy_version().to_owned()),
                 determining_policies: d.determining_policies().to_vec(),
@@ -142,16 +151,10 @@ impl Gateway {
                     approval_id,
                     status,
                 }) => Enforced::Held(decision, approval_id, status),
-                Err(e) => Enforced::Refused(Decision::refused(
-                    decision.policy_version(),
-                    format!(
-                        "{}; the approval cannot be looked up now ({e}), so the call is refused",
-                        decision.reason()
-                    ),
-                )),
+                Err(e) => Enforced::Unheld(decision, e),
             },
         };
-        self.record(caller, tool, &request, &out);
+        self.record(bundle, caller, tool, &request, &out);
         out
     }
 
@@ -178,19 +181,24 @@ impl Gateway {
                 .collect(),
             call: r.to_approval(&tool.name, &caller.agent.name),
         };
-        self.view.post("/v1/gateway/approvals", &req).await
+        self.view
+            .broker()
+            .hold_call(&req)
+            .await
+            .map_err(|e| crate::state::broker_error("/v1/gateway/approvals", &e))
     }
 
     /// Records a refusal made before policy (an MCP tool outside the scopes).
     pub(crate) fn record_refusal(
         &self,
+        bundle: &state::Bundle,
         caller: &auth::Caller,
         tool: &writ_core::api::Tool,
         request: &CallRequest<'_>,
         decision: Decision,
     ) -> Enforced {
         let out = Enforced::Refused(decision);
-        self.record(caller, tool, request, &out);
+        self.record(bundle, caller, tool, request, &out);
         out
     }
 
@@ -207,6 +215,7 @@ impl Gateway {
 
     fn record(
         &self,
+        bundle: &state::Bundle,
         caller: &auth::Caller,
         tool: &writ_core::api::Tool,
         request: &CallRequest<'_>,
@@ -217,7 +226,7 @@ impl Gateway {
             Enforced::Approved(d, id) => {
                 (d, Outcome::Success, Some((id, ApprovalStatus::Approved)))
             }
-            Enforced::Refused(d) => (d, Outcome::Deny, None),
+            Enforced::Refused(d) | Enforced::Unheld(d, _) => (d, Outcome::Deny, None),
             Enforced::Held(d, id, status) => (d, Outcome::Deny, Some((id, *status))),
         };
         let chain: Vec<&str> = caller
@@ -258,9 +267,16 @@ impl Gateway {
                 "verdict": decision.verdict().as_str(),
                 // Held for a person: refused for now, but not counted as
                 // misbehaviour (the broker skips these when counting).
-                "held": matches!(out, Enforced::Held(..)),
+                "held": matches!(out, Enforced::Held(..) | Enforced::Unheld(..)),
                 "approval_id": approval.as_ref().map(|(id, _)| id),
                 "approval_status": approval.map(|(_, s)| s),
+                // When it was decided (unix ms): a refusal counts in the
+                // window it was made in, not when the broker hears of it.
+                "decided_at": self.view.now().millis(),
+                // When the behaviour counts it was decided on were taken:
+                // a refusal on counts from before an agent's release is
+                // forgiven with the rest.
+                "behaviour_at": bundle.behaviour_at.map(writ_core::Timestamp::millis),
             }));
         if let Some(t) = &caller.claims.task {
             event = event.task(t);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use writ_core::Clock;
+use writ_core::{Clock, Secret};
 
 use crate::state::View;
 use crate::{auth, mcp, spool, stdio};
@@ -16,7 +16,7 @@ pub struct Config {
     /// The broker's base URL.
     pub broker: String,
     /// The gateway credential (`POST /v1/gateways`).
-    pub token: String,
+    pub token: Secret,
     /// The base URL agents address the gateway by (DPoP `htu`, metadata).
     pub public_url: String,
     /// Past this age of its revocation view, the gateway refuses everything.
@@ -41,10 +41,10 @@ impl std::fmt::Debug for Config {
 }
 
 impl Config {
-    pub fn new(broker: String, token: String, public_url: String) -> Self {
+    pub fn new(broker: String, token: impl Into<Secret>, public_url: String) -> Self {
         Self {
             broker,
-            token,
+            token: token.into(),
             public_url,
             staleness: Duration::from_secs(5),
             refresh: Duration::from_secs(1),

@@ -205,7 +205,7 @@ async fn route(gw: Arc<Gateway>, peer: SocketAddr, req: Request) -> Result<Respo
         Some(Upstream::Http { url, .. }) => {
             proxy::forward(&gw, &bundle, &caller, &tool, url, &rest, peer, req).await
         }
-        Some(u) => mcp::handle(&gw, &bundle, &caller, &tool, u, peer, req).await,
+        Some(u) => mcp::handle(&gw, &bundle, &caller, &tool, u, &rest, peer, req).await,
         None => Err(GatewayError::NotFound(format!(
             "no tool {tool_name:?} behind this gateway"
         ))),

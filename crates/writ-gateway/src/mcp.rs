@@ -81,16 +81,20 @@ fn session_of(headers: &HeaderMap) -> Result<Option<&str>, GatewayError> {
         .transpose()
 }
 
+/// `rest`: the path below the tool's prefix, which policy sees as
+/// `context.request.path`, as for plain HTTP.
+#[allow(clippy::too_many_arguments, reason = "one request's context")]
 pub(crate) async fn handle(
     gw: &Gateway,
     bundle: &Bundle,
     caller: &Caller,
     tool: &Tool,
     upstream: &Upstream,
+    rest: &str,
     peer: SocketAddr,
     req: Request,
 ) -> Result<Response, GatewayError> {
-    let path = req.uri().path().to_owned();
+    let path = if rest.is_empty() { "/" } else { rest }.to_owned();
     let task = caller.claims.task.as_deref().unwrap_or_default();
     let sid = session_of(req.headers())?;
     if let (Upstream::Mcp { .. }, Some(sid)) = (upstream, sid)

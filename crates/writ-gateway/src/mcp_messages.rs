@@ -103,7 +103,9 @@ async fn enforce_call(
 ) -> Enforced {
     let request = call_request(c.path, method, mcp_tool, arguments);
     if let Some(refused) = outside_scopes(c, method, mcp_tool) {
-        return c.gw.record_refusal(c.caller, c.tool, &request, refused);
+        return c
+            .gw
+            .record_refusal(c.bundle, c.caller, c.tool, &request, refused);
     }
     c.gw.enforce(c.bundle, c.caller, c.tool, request).await
 }
@@ -124,7 +126,10 @@ fn offered(c: Call<'_>, name: &str) -> bool {
 /// The JSON-RPC error for a refused or held message.
 fn refusal(id: &Value, out: &Enforced) -> Value {
     let (d, approval) = match out {
-        Enforced::Refused(d) | Enforced::Pass(d) | Enforced::Approved(d, _) => (d, None),
+        Enforced::Refused(d)
+        | Enforced::Unheld(d, _)
+        | Enforced::Pass(d)
+        | Enforced::Approved(d, _) => (d, None),
         Enforced::Held(d, id, status) => (d, Some((id, status))),
     };
     let mut data = json!({

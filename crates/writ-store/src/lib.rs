@@ -420,8 +420,10 @@ pub trait BehaviourStore: Send + Sync {
     /// Every agent with refusals since `since` (same rounding), and how
     /// many, by agent name.
     async fn denial_counts(&self, since: Timestamp) -> Result<Vec<(AgentName, u32)>>;
-    /// Forgets every refusal of `agent` (when an operator releases it).
-    async fn clear_denials(&self, agent: &AgentName) -> Result<()>;
+    /// Forgets every refusal of `agent` (when an operator releases it at
+    /// `at`); a refusal recorded later but made before `at` (a gateway's,
+    /// delivered late) is not counted either.
+    async fn clear_denials(&self, agent: &AgentName, at: Timestamp) -> Result<()>;
 }
 
 /// Policy sets: the live one's history and the shadow set.

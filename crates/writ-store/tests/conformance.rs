@@ -2657,10 +2657,20 @@ pub async fn denials_are_counted_in_buckets(s: Arc<dyn Store>) {
     assert_eq!(s.denials_since(&a, at(0)).await.unwrap(), 2);
     assert_eq!(s.denials_since(&b, at(0)).await.unwrap(), 2);
 
-    s.clear_denials(&b).await.unwrap();
-    s.clear_denials(&name("gamma")).await.unwrap();
+    s.clear_denials(&b, at(3_630)).await.unwrap();
+    s.clear_denials(&name("gamma"), at(3_630)).await.unwrap();
     assert_eq!(s.denials_since(&b, at(0)).await.unwrap(), 0);
     assert_eq!(s.denial_counts(at(0)).await.unwrap(), vec![(a.clone(), 2)]);
+    // A refusal made before the release, recorded after it (a gateway's,
+    // delivered late), is forgiven with the rest; one made after counts.
+    s.record_denial(&b, at(3_629)).await.unwrap();
+    assert_eq!(s.denials_since(&b, at(0)).await.unwrap(), 0);
+    s.record_denial(&b, at(3_631)).await.unwrap();
+    assert_eq!(s.denials_since(&b, at(0)).await.unwrap(), 1);
+    // An earlier release does not move the line back.
+    s.clear_denials(&b, at(3_000)).await.unwrap();
+    s.record_denial(&b, at(3_100)).await.unwrap();
+    assert_eq!(s.denials_since(&b, at(0)).await.unwrap(), 0);
     assert_eq!(audit_len(s).await, before);
 }
 

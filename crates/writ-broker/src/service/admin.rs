@@ -116,7 +116,7 @@ impl Broker {
         if !on {
             // Released: the agent starts with a clean record, so a
             // `stop-after-many-denials` rule does not stop it again at once.
-            self.store.clear_denials(name).await?;
+            self.store.clear_denials(name, self.now()).await?;
         }
         metrics::add(&self.metrics.tokens_revoked, out.revoked_tokens);
         metrics::add(&self.metrics.tasks_ended, out.ended_tasks);

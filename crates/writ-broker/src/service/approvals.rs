@@ -30,6 +30,17 @@ pub enum CallApproval {
     Held(Box<Approval>),
 }
 
+/// Who asks where a held call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// An enforcement point that lets the call through when approved: a
+    /// once-only approval is used up by asking.
+    Enforcing,
+    /// A question (an AuthZEN evaluation that does not say it enforces):
+    /// it sees the approval and leaves it for the call it approves.
+    Question,
+}
+
 /// The fingerprint a held call is found again by.
 fn fingerprint(task: &Task, call: &ApprovalCall) -> String {
     let facts = serde_json::json!([
@@ -97,15 +108,16 @@ impl Broker {
     }
 
     /// Where the held call `call` under `task` stands: approved (and, for
-    /// a once-only approval, used up now), or held, with a new pending
-    /// approval opened when none applies. `decision` is the one that held
-    /// it; `actor` the enforcement point asking.
+    /// a once-only approval the asker will enforce, used up now), or held,
+    /// with a new pending approval opened when none applies. `decision` is
+    /// the one that held it; `actor` the enforcement point asking.
     pub async fn resolve_call_approval(
         &self,
         task: &Task,
         mut call: ApprovalCall,
         decision: &writ_policy::Decision,
         actor: &str,
+        asked: Asked,
     ) -> Result<CallApproval, ApiError> {
         if task.status != TaskStatus::Active {
             return Err(ApiError::Conflict(format!(
@@ -132,6 +144,11 @@ impl Broker {
                     if now < from.add_secs(window) {
                         return Ok(CallApproval::Approved(a.approval_id));
                     }
+                }
+                // A question nobody enforces (an AuthZEN evaluation without
+                // `enforced`) sees the approval without using it up.
+                ApprovalStatus::Approved if !used && asked == Asked::Question => {
+                    return Ok(CallApproval::Approved(a.approval_id));
                 }
                 ApprovalStatus::Approved if !used => {
                     let event = AuditEvent::new(AuditKind::Approval, Outcome::Success, actor)

@@ -16,7 +16,7 @@ use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::{Capability, InstanceId, Scope};
 use writ_policy::{Action, CallRequest, Chain, Facts, InstanceFacts, TaskAsk, TaskView, Verdict};
 
-use super::{Broker, CallApproval};
+use super::{Asked, Broker, CallApproval};
 use crate::error::ApiError;
 
 pub use writ_core::authzen::*;
@@ -35,6 +35,32 @@ fn deny(version: &str, reason: impl Into<String>) -> EvaluationResponse {
 
 /// The reason AuthZEN gives for a call held for a person.
 pub const APPROVAL_REQUIRED: &str = "approval_required";
+
+/// What an evaluation names, found.
+type Resolved = (
+    writ_core::api::Tool,
+    writ_core::api::Agent,
+    Option<writ_store::Instance>,
+);
+
+/// Why an evaluation is refused before policy is asked.
+enum Refused {
+    Deny(String),
+    /// The subject's agent is quarantined (a refusal that names it).
+    Quarantined(writ_core::AgentName),
+}
+
+impl Refused {
+    fn answer(self, version: &str) -> Evaluated {
+        match self {
+            Refused::Deny(reason) => deny(version, reason).into(),
+            Refused::Quarantined(agent) => Evaluated {
+                response: deny(version, "agent is quarantined"),
+                agent: Some(agent),
+            },
+        }
+    }
+}
 
 /// One evaluation's answer and whose agent a refusal would count against.
 struct Evaluated {
@@ -134,52 +160,11 @@ impl Broker {
             .as_ref()
             .and_then(|r| r.arguments.as_ref())
             .map(serde_json::Value::to_string);
-        if e.resource.type_ != "tool" {
-            return Ok(deny(
-                &version,
-                format!("unknown resource type {:?}", e.resource.type_),
-            )
-            .into());
-        }
-        let Ok(tool_name) = e.resource.id.parse() else {
-            return Ok(deny(&version, "malformed tool id").into());
-        };
-        let Some(tool) = self.store.get_tool(&tool_name).await? else {
-            return Ok(deny(&version, format!("unknown tool {}", e.resource.id)).into());
+        let (tool, agent, instance) = match self.resolve(e).await? {
+            Ok(found) => found,
+            Err(refused) => return Ok(refused.answer(&version)),
         };
         let now = self.now();
-        // Subject: an agent, or an instance (whose agent and attestation count).
-        let (agent_name, instance) = match e.subject.type_.as_str() {
-            "agent" => (e.subject.id.clone(), None),
-            "instance" => {
-                let Ok(id) = e.subject.id.parse::<InstanceId>() else {
-                    return Ok(deny(&version, "malformed instance id").into());
-                };
-                let Some(i) = self.store.get_instance(&id).await? else {
-                    return Ok(deny(&version, "unknown instance").into());
-                };
-                if i.revoked_at.is_some() || now >= i.expires_at {
-                    return Ok(deny(&version, "instance is revoked or expired").into());
-                }
-                (i.agent.to_string(), Some(i))
-            }
-            other => {
-                return Ok(deny(&version, format!("unknown subject type {other:?}")).into());
-            }
-        };
-        let Ok(agent_name) = agent_name.parse() else {
-            return Ok(deny(&version, "malformed agent name").into());
-        };
-        let Some(agent) = self.store.get_agent(&agent_name).await? else {
-            return Ok(deny(&version, "unknown agent").into());
-        };
-        // What the broker refuses before asking policy, it refuses here too.
-        if agent.quarantined {
-            return Ok(Evaluated {
-                response: deny(&version, "agent is quarantined"),
-                agent: Some(agent.name.clone()),
-            });
-        }
         let scopes: BTreeSet<Scope> =
             match scopes_of(&e.resource.properties).or_else(|| scopes_of(&e.action.properties)) {
                 Some(Ok(s)) => s,
@@ -299,7 +284,15 @@ impl Broker {
             // approval: the enforcement point asking shows its id.
             (Verdict::NeedsApproval, Action::CallTool, Some(r)) => {
                 let call = r.to_approval(&tool.name, &agent.name);
-                Some(self.resolve_call_approval(t, call, &d, actor).await?)
+                let asked = if e.context.enforced {
+                    Asked::Enforcing
+                } else {
+                    Asked::Question
+                };
+                Some(
+                    self.resolve_call_approval(t, call, &d, actor, asked)
+                        .await?,
+                )
             }
             _ => None,
         };
@@ -307,6 +300,59 @@ impl Broker {
             response: answer(&d, approval.as_ref()),
             agent: Some(agent.name.clone()),
         })
+    }
+
+    /// The tool and the subject an evaluation names (an agent, or an
+    /// instance whose agent and attestation count): found, or the refusal.
+    async fn resolve(&self, e: &Evaluation) -> Result<Result<Resolved, Refused>, ApiError> {
+        let deny = |r: &str| Ok(Err(Refused::Deny(r.to_owned())));
+        if e.resource.type_ != "tool" {
+            return Ok(Err(Refused::Deny(format!(
+                "unknown resource type {:?}",
+                e.resource.type_
+            ))));
+        }
+        let Ok(tool_name) = e.resource.id.parse() else {
+            return deny("malformed tool id");
+        };
+        let Some(tool) = self.store.get_tool(&tool_name).await? else {
+            return Ok(Err(Refused::Deny(format!(
+                "unknown tool {}",
+                e.resource.id
+            ))));
+        };
+        let now = self.now();
+        let (agent_name, instance) = match e.subject.type_.as_str() {
+            "agent" => (e.subject.id.clone(), None),
+            "instance" => {
+                let Ok(id) = e.subject.id.parse::<InstanceId>() else {
+                    return deny("malformed instance id");
+                };
+                let Some(i) = self.store.get_instance(&id).await? else {
+                    return deny("unknown instance");
+                };
+                if i.revoked_at.is_some() || now >= i.expires_at {
+                    return deny("instance is revoked or expired");
+                }
+                (i.agent.to_string(), Some(i))
+            }
+            other => {
+                return Ok(Err(Refused::Deny(format!(
+                    "unknown subject type {other:?}"
+                ))));
+            }
+        };
+        let Ok(agent_name) = agent_name.parse() else {
+            return deny("malformed agent name");
+        };
+        let Some(agent) = self.store.get_agent(&agent_name).await? else {
+            return deny("unknown agent");
+        };
+        // What the broker refuses before asking policy, it refuses here too.
+        if agent.quarantined {
+            return Ok(Err(Refused::Quarantined(agent.name)));
+        }
+        Ok(Ok((tool, agent, instance)))
     }
 }
 

@@ -263,6 +263,7 @@ impl Broker {
                 .collect(),
             tools: self.store.list_tools().await?,
             agents: self.store.list_agents().await?,
+            behaviour_at: Some(self.now()),
             behaviour: self.behaviour_counts().await?,
         })
     }
@@ -286,8 +287,14 @@ impl Broker {
         let actor = format!("gateway:{gateway}");
         let out = match decision.verdict() {
             writ_policy::Verdict::NeedsApproval => {
-                self.resolve_call_approval(&task, req.call, &decision, &actor)
-                    .await?
+                self.resolve_call_approval(
+                    &task,
+                    req.call,
+                    &decision,
+                    &actor,
+                    super::Asked::Enforcing,
+                )
+                .await?
             }
             writ_policy::Verdict::Allow | writ_policy::Verdict::Deny => {
                 return Err(ApiError::Conflict(format!(

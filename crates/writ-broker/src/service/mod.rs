@@ -34,7 +34,7 @@ use crate::keys::KeyService;
 use crate::metrics::Metrics;
 use crate::oidc::OidcVerifier;
 
-pub use approvals::{CallApproval, MAX_PENDING_CALL_APPROVALS};
+pub use approvals::{Asked, CallApproval, MAX_PENDING_CALL_APPROVALS};
 pub use behaviour::DENIAL_WINDOW_SECS;
 pub(crate) use policy::compile_stored;
 pub use tokens::hash_secret;

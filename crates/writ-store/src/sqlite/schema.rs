@@ -237,4 +237,12 @@ CREATE TABLE denials (
     PRIMARY KEY (agent, bucket)
 );
 "#,
+    // 12: when each agent's refusals were last forgotten (a release):
+    // a refusal made before it, delivered late by a gateway, is not counted.
+    r#"
+CREATE TABLE denials_cleared (
+    agent       TEXT PRIMARY KEY,
+    at          INTEGER NOT NULL
+);
+"#,
 ];

@@ -6,7 +6,7 @@ use super::*;
 impl BehaviourStore for SqlStore {
     async fn record_denial(&self, agent: &AgentName, at: Timestamp) -> Result<()> {
         let agent = agent.to_string();
-        self.write(move |ctx: &mut WriteCtx<'_>| record_denial_in(ctx.tx, &agent, at))
+        self.write(move |ctx: &mut WriteCtx<'_>| record_denial_in(ctx.tx, &agent, at, at))
             .await
     }
 
@@ -54,11 +54,19 @@ impl BehaviourStore for SqlStore {
         .await
     }
 
-    async fn clear_denials(&self, agent: &AgentName) -> Result<()> {
+    async fn clear_denials(&self, agent: &AgentName, at: Timestamp) -> Result<()> {
         let agent = agent.to_string();
         self.write(move |ctx: &mut WriteCtx<'_>| {
             ctx.tx
                 .execute("DELETE FROM denials WHERE agent = ?1", params![agent])
+                .map_err(db)?;
+            ctx.tx
+                .execute(
+                    "INSERT INTO denials_cleared (agent, at) VALUES (?1, ?2) \
+                     ON CONFLICT (agent) DO UPDATE SET at = \
+                     CASE WHEN denials_cleared.at < ?2 THEN ?2 ELSE denials_cleared.at END",
+                    params![agent, at.millis()],
+                )
                 .map_err(db)?;
             Ok(())
         })

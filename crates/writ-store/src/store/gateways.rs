@@ -109,7 +109,8 @@ impl GatewayStore for SqlStore {
             };
             for e in fresh.iter().filter(counted) {
                 if let Some(agent) = e.agent.as_deref().and_then(|a| a.parse::<AgentName>().ok()) {
-                    record_denial_in(ctx.tx, agent.as_str(), now)?;
+                    let (at, seen) = decided_at(e, now);
+                    record_denial_in(ctx.tx, agent.as_str(), at, seen)?;
                 }
             }
             ctx.tx
@@ -122,4 +123,23 @@ impl GatewayStore for SqlStore {
         })
         .await
     }
+}
+
+/// When a delivered refusal was made, and when what it was decided on was
+/// seen (the earlier of that and when the bundle's behaviour counts were
+/// taken): the gateway's `detail.decided_at` and `detail.behaviour_at`,
+/// each kept between the start of the counting retention and `now` (a
+/// gateway's clock cannot put a refusal in the future, nor out of the
+/// count), or `now` when the record does not say.
+fn decided_at(e: &AuditEvent, now: Timestamp) -> (Timestamp, Timestamp) {
+    let oldest = now.add_secs(-DENIAL_RETENTION_SECS);
+    let field = |name: &str| {
+        e.detail
+            .get(name)
+            .and_then(serde_json::Value::as_i64)
+            .map(|ms| Timestamp::from_millis(ms.clamp(oldest.millis(), now.millis())))
+    };
+    let at = field("decided_at").unwrap_or(now);
+    let seen = field("behaviour_at").map_or(at, |b| b.min(at));
+    (at, seen)
 }

@@ -579,7 +579,20 @@ fn denial_bucket(at: Timestamp) -> i64 {
 /// Counts one refusal against `agent` at `at` inside a write, and drops the
 /// agent's buckets past retention: an agent's rows stay bounded however
 /// fast it is refused.
-fn record_denial_in(conn: &dyn Sql, agent: &str, at: Timestamp) -> Result<()> {
+fn record_denial_in(conn: &dyn Sql, agent: &str, at: Timestamp, seen: Timestamp) -> Result<()> {
+    // Made before the agent was last released, or on what was known before
+    // it (`seen`): forgiven with the rest.
+    let cleared = conn
+        .query_row(
+            "SELECT at FROM denials_cleared WHERE agent = ?1",
+            params![agent],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()
+        .map_err(db)?;
+    if cleared.is_some_and(|c| seen.millis() < c) {
+        return Ok(());
+    }
     let bucket = denial_bucket(at);
     // A bucket stops counting at u32::MAX, so a sum over an hour of them
     // cannot overflow 64 bits either.

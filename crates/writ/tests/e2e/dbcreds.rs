@@ -149,10 +149,12 @@ async fn dynamic_postgres_role_lives_exactly_as_long_as_its_task() {
     // A session held open across the end of the task.
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (open_tx, open_rx) = std::sync::mpsc::channel::<()>();
     let url = cred.url.clone();
     std::thread::spawn(move || {
         let mut c = connect(&url).unwrap();
         c.query_one("SELECT 1", &[]).unwrap();
+        open_tx.send(()).unwrap();
         rx.recv().unwrap();
         let r = c
             .query_one("SELECT 1", &[])
@@ -160,6 +162,11 @@ async fn dynamic_postgres_role_lives_exactly_as_long_as_its_task() {
             .map_err(|e| e.to_string());
         done_tx.send(r).unwrap();
     });
+    // The session must be open before the task ends, or the test races the
+    // broker's termination of the role's sessions.
+    open_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the session opened");
 
     b.as_token(&inst.access_token)
         .complete(&task.task_id)

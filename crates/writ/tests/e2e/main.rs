@@ -20,6 +20,7 @@ mod gateway;
 mod harness;
 mod hostile;
 mod kill_switch;
+mod one_answer;
 mod policy;
 mod replicas;
 mod restart;

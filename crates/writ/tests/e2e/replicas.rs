@@ -460,3 +460,110 @@ async fn replicas_drop_the_roles_of_a_killed_replica() {
     );
     assert!(crate::dbcreds::sum_sales(&cred.url).is_err());
 }
+
+/// Refusals are counted in the shared store: ten on replica A are the
+/// count on replica B (its gateway bundle, its own decisions and its
+/// embedded gateway's), a refusal on B is seen on A, and a release on B
+/// clears the count everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_see_one_denial_count() {
+    use crate::one_answer::{call, count_of, counts, recorder, register_tool, tool_token};
+
+    let Some((a, b, _shared)) = pair(&[]) else {
+        return;
+    };
+    let gw = b.admin().register_gateway("observer").await.unwrap().token;
+    let up = recorder().await;
+    register_tool(
+        &b,
+        "crm",
+        &["read"],
+        writ_core::api::Upstream::Http {
+            url: up.url.clone(),
+            require_secret: false,
+        },
+    )
+    .await;
+    // A tool token from B, for B's own gateway.
+    let (_task, tok) = tool_token(&b, "crm", &["read"]).await;
+    assert_eq!(call(&b, "GET", "/crm/customers", &tok).await.0, 200);
+
+    let inst = a.attest("demo-agent").await.access_token;
+    for _ in 0..10 {
+        let e = a.start_task(&inst, &["tickets:delete"]).await.unwrap_err();
+        assert_eq!(e.status(), Some(403));
+    }
+    assert_eq!(count_of(&counts(&b.addr, &gw).await, "demo-agent"), 10);
+    assert_eq!(count_of(&counts(&a.addr, &gw).await, "demo-agent"), 10);
+
+    // B decides with A's refusals: even a read is stopped...
+    let writ_client::ClientError::Api(p) =
+        b.start_task(&inst, &["tickets:read"]).await.unwrap_err()
+    else {
+        panic!("not a policy denial")
+    };
+    assert_eq!(p.determining_policies, ["stop-after-many-denials"]);
+    let d: serde_json::Value = b
+        .http()
+        .post(b.url("/access/v1/evaluation"))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({
+            "subject": {"type": "agent", "id": "demo-agent"},
+            "action": {"name": "StartTask"},
+            "resource": {"type": "tool", "id": "tickets", "properties": {"scopes": ["read"]}}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["decision"], false, "{d}");
+    assert_eq!(
+        d["context"]["determining_policies"],
+        serde_json::json!(["stop-after-many-denials"])
+    );
+    // ...and so is B's gateway, once its bundle has the count.
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let (b, tok) = (&b, tok.clone());
+            async move { call(b, "GET", "/crm/customers", &tok).await.0 == 403 }
+        })
+        .await,
+        "B's gateway never saw the refusals made on A"
+    );
+    // B's refusals are A's count too (the task start; the gateway's
+    // refusals once delivered).
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            count_of(&counts(&a.addr, &gw).await, "demo-agent") >= 12
+        })
+        .await,
+        "A never saw the refusals made on B"
+    );
+    let forwarded = up.requests().len();
+    assert_eq!(call(&b, "GET", "/crm/customers", &tok).await.0, 403);
+    assert_eq!(
+        up.requests().len(),
+        forwarded,
+        "a stopped agent reaches nothing"
+    );
+
+    // Released through B: a clean record on A.
+    crate::one_answer::delivered(&b.gateway).await;
+    assert!(
+        a.cli(&["agent", "quarantine", "demo-agent"])
+            .status
+            .success()
+    );
+    let out = b.cli(&["agent", "release", "demo-agent"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(count_of(&counts(&a.addr, &gw).await, "demo-agent"), 0);
+    let inst = a.attest("demo-agent").await.access_token;
+    if let Err(e) = a.start_task(&inst, &["tickets:read"]).await {
+        panic!(
+            "refused after release: {e}; counts {:?}",
+            counts(&a.addr, &gw).await
+        );
+    }
+}
