@@ -77,6 +77,11 @@ pub enum InitialPolicy {
     Stored,
 }
 
+/// The name of the admin credential a dev start makes.
+pub const DEV_ADMIN: &str = "dev";
+/// The name of the admin credential the first start without `--dev` makes.
+pub const BOOTSTRAP_ADMIN: &str = "bootstrap";
+
 /// Opens (creating on first start) the broker's state in `dir`.
 pub async fn open(
     dir: &DataDir,
@@ -85,6 +90,9 @@ pub async fn open(
     clock: Arc<dyn Clock>,
     given_admin_token: Option<&Secret>,
 ) -> Result<Opened, BootstrapError> {
+    let mut config = config;
+    // Given a credential to use means a dev start.
+    config.dev |= given_admin_token.is_some();
     create_dir(&dir.path)?;
     let master = Arc::new(load_or_create_master(&dir.master_key_path())?);
     let store: Arc<dyn Store> = match &dir.store {
@@ -104,20 +112,45 @@ pub async fn open(
 
     let mut bootstrap_admin_token = None;
     if let Some(t) = given_admin_token {
+        // A dev start's credential replaces the last dev start's, and is
+        // marked: a start without --dev refuses it.
         let hash = hash_secret(t.expose());
-        if !store.admin_token_valid(&hash).await? {
+        if store.admin_token(&hash).await?.is_none_or(|c| !c.dev) {
             let event = AuditEvent::new(AuditKind::AdminTokenCreate, Outcome::Success, "system")
-                .reason("admin token given at start (dev mode)");
-            store.add_admin_token(&hash, now, vec![event]).await?;
+                .reason(format!("admin credential {DEV_ADMIN} given at a dev start"));
+            store
+                .add_admin_token(DEV_ADMIN, &hash, true, now, vec![event])
+                .await?;
         }
     } else if store.admin_token_count().await? == 0 {
         let token = Secret::new(format!("writ_admin_{}", random::token_256()?));
-        let event = AuditEvent::new(AuditKind::Bootstrap, Outcome::Success, "system")
-            .reason("bootstrap admin token created");
+        let event = AuditEvent::new(AuditKind::Bootstrap, Outcome::Success, "system").reason(
+            format!("bootstrap admin credential {BOOTSTRAP_ADMIN} created"),
+        );
         store
-            .add_admin_token(&hash_secret(token.expose()), now, vec![event])
+            .add_admin_token(
+                BOOTSTRAP_ADMIN,
+                &hash_secret(token.expose()),
+                false,
+                now,
+                vec![event],
+            )
             .await?;
         bootstrap_admin_token = Some(token);
+    }
+    if given_admin_token.is_none() {
+        let dev = store
+            .admin_tokens()
+            .await?
+            .into_iter()
+            .filter(|c| c.dev)
+            .count();
+        if dev > 0 {
+            tracing::warn!(
+                credentials = dev,
+                "this data directory holds admin credentials made by `writ serve --dev`; they are refused by this start (remove them with `writ admin token revoke {DEV_ADMIN}`)"
+            );
+        }
     }
 
     let empty = PolicySet::empty().map_err(|e| crate::error::ApiError::Internal(e.to_string()))?;

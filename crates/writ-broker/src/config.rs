@@ -48,6 +48,9 @@ pub struct BrokerConfig {
     pub jwt_svid_ttl: i64,
     /// Federated trust domains: their JWT authorities, by trust domain.
     pub federated: std::collections::BTreeMap<String, jsonwebtoken::jwk::JwkSet>,
+    /// A dev start (`writ serve --dev`): only then do the admin credentials
+    /// dev starts made count.
+    pub dev: bool,
 }
 
 impl BrokerConfig {
@@ -74,6 +77,7 @@ impl BrokerConfig {
             approval_ttl: 15 * 60,
             max_exception_ttl: 7 * 24 * 60 * 60,
             propagation_wait: Duration::from_secs(2),
+            dev: false,
         }
     }
 

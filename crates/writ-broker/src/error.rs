@@ -56,6 +56,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
             StoreError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
             StoreError::JoinToken(j) => ApiError::Unauthorized(format!("attestation failed: {j}")),
+            e @ StoreError::LastAdminCredential(_) => ApiError::Conflict(e.to_string()),
             StoreError::Quarantined => ApiError::Forbidden("agent is quarantined".into()),
             StoreError::InstanceRevoked => ApiError::Unauthorized("instance is revoked".into()),
             StoreError::NotActive(s) => ApiError::Conflict(format!("task is not active ({s})")),

@@ -388,6 +388,15 @@ impl Client {
     pub async fn rotate_spiffe_keys(&self) -> Result<serde_json::Value> {
         self.post_empty("/v1/keys/rotate-spiffe").await
     }
+    /// Every admin credential (names, never values).
+    pub async fn admin_tokens(&self) -> Result<Vec<writ_core::api::AdminCredential>> {
+        self.get("/v1/admin/tokens").await
+    }
+    /// Revokes the admin credential `name`.
+    pub async fn revoke_admin_token(&self, name: &str) -> Result<()> {
+        self.call(self.req(Method::DELETE, &format!("/v1/admin/tokens/{name}")))
+            .await
+    }
     pub async fn rotate_keys(&self) -> Result<KeyRotated> {
         self.post_empty("/v1/keys/rotate").await
     }

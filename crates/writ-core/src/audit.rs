@@ -19,6 +19,8 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 pub enum AuditKind {
     Bootstrap,
     AdminTokenCreate,
+    /// An admin credential was revoked (its name in `reason`).
+    AdminTokenRevoke,
     AgentRegister,
     AgentQuarantine,
     AgentRelease,

@@ -21,6 +21,8 @@ pub enum StoreError {
     Conflict(String),
     #[error(transparent)]
     JoinToken(#[from] JoinTokenError),
+    #[error("{0} is the last admin credential; revoking it would leave no way to manage writ")]
+    LastAdminCredential(String),
     #[error("agent is quarantined")]
     Quarantined,
     #[error("instance is revoked or expired")]

@@ -16,6 +16,7 @@ mod sqlite;
 mod store;
 
 use async_trait::async_trait;
+use writ_core::api::AdminCredential;
 use writ_core::api::{Agent, Approval, Node, Task, Tool};
 use writ_core::audit::{AuditEvent, AuditRecord};
 use writ_core::{AgentName, ApprovalId, InstanceId, TaskId, Timestamp, ToolName};
@@ -101,14 +102,32 @@ pub mod prelude {
 /// Admin credentials and the broker's signing keys.
 #[async_trait]
 pub trait KeyStore: Send + Sync {
-    async fn admin_token_valid(&self, hash: &str) -> Result<bool>;
+    /// The admin credential whose secret hashes to `hash`.
+    async fn admin_token(&self, hash: &str) -> Result<Option<AdminCredential>>;
+    /// Every admin credential, by name.
+    async fn admin_tokens(&self) -> Result<Vec<AdminCredential>>;
+    /// Admin credentials not made by a dev start.
     async fn admin_token_count(&self) -> Result<u64>;
+    /// Adds the admin credential `name` (a [`StoreError::Conflict`] if the
+    /// name is taken). A dev credential replaces every other dev one: a
+    /// dev start leaves one behind, not one per start.
     async fn add_admin_token(
         &self,
+        name: &str,
         hash: &str,
+        dev: bool,
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
+    /// Removes the admin credential `name`: `false` if there is none; a
+    /// [`StoreError::Conflict`] if it is the last one not made by a dev
+    /// start (the deployment would have no way in).
+    async fn revoke_admin_token(
+        &self,
+        name: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<bool>;
     async fn signing_keys(&self) -> Result<Vec<StoredKey>>;
     /// Adds a key and retires every other unretired key at `now`.
     async fn add_signing_key(

@@ -280,18 +280,73 @@ fn sql_str(s: &str) -> String {
 
 pub async fn admin_tokens(s: Arc<dyn Store>) {
     let s = &*s;
+    let create = || vec![ev(AuditKind::AdminTokenCreate)];
     assert_eq!(s.admin_token_count().await.unwrap(), 0);
-    assert!(!s.admin_token_valid("h1").await.unwrap());
-    s.add_admin_token("h1", at(0), vec![ev(AuditKind::AdminTokenCreate)])
+    assert_eq!(s.admin_token("h1").await.unwrap(), None);
+    s.add_admin_token("ops", "h1", false, at(0), create())
         .await
         .unwrap();
-    s.add_admin_token("h2", at(1), vec![ev(AuditKind::AdminTokenCreate)])
+    s.add_admin_token("ci", "h2", false, at(1), create())
         .await
         .unwrap();
-    assert!(s.admin_token_valid("h1").await.unwrap());
-    assert!(s.admin_token_valid("h2").await.unwrap());
-    assert!(!s.admin_token_valid("h3").await.unwrap());
+    let ops = s.admin_token("h1").await.unwrap().unwrap();
+    assert_eq!((ops.name.as_str(), ops.dev), ("ops", false));
+    assert!(s.admin_token("h2").await.unwrap().is_some());
+    assert_eq!(s.admin_token("h3").await.unwrap(), None);
     assert_eq!(s.admin_token_count().await.unwrap(), 2);
+    // A name or a secret is taken once.
+    let before = audit_len(s).await;
+    assert!(matches!(
+        s.add_admin_token("ops", "h9", false, at(2), create()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.add_admin_token("other", "h2", false, at(2), create())
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(audit_len(s).await, before, "a refused add records nothing");
+
+    // A dev credential replaces the last dev one, and is not counted.
+    s.add_admin_token("dev", "d1", true, at(3), create())
+        .await
+        .unwrap();
+    s.add_admin_token("dev", "d2", true, at(4), create())
+        .await
+        .unwrap();
+    assert_eq!(s.admin_token("d1").await.unwrap(), None);
+    assert!(s.admin_token("d2").await.unwrap().unwrap().dev);
+    assert_eq!(s.admin_token_count().await.unwrap(), 2);
+    let names: Vec<_> = s
+        .admin_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.name, c.dev))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("ci".to_owned(), false),
+            ("dev".to_owned(), true),
+            ("ops".to_owned(), false)
+        ]
+    );
+
+    // Revoked: gone. Unknown: false. The last one not made by a dev start
+    // stays, and the refusal records nothing.
+    let revoke = || vec![ev(AuditKind::AdminTokenRevoke)];
+    assert!(s.revoke_admin_token("dev", at(5), revoke()).await.unwrap());
+    assert!(s.revoke_admin_token("ci", at(5), revoke()).await.unwrap());
+    assert!(!s.revoke_admin_token("ci", at(5), revoke()).await.unwrap());
+    assert_eq!(s.admin_token("h2").await.unwrap(), None);
+    let before = audit_len(s).await;
+    assert!(matches!(
+        s.revoke_admin_token("ops", at(6), revoke()).await,
+        Err(StoreError::LastAdminCredential(_))
+    ));
+    assert_eq!(audit_len(s).await, before);
+    assert!(s.admin_token("h1").await.unwrap().is_some());
     assert_chain(s).await;
 }
 
@@ -2081,9 +2136,15 @@ pub async fn durable_across_reopen(h: &dyn Harness) {
     let (done, _) = end(&*s, &done.task_id, TaskEnd::Completed, at(4))
         .await
         .unwrap();
-    s.add_admin_token("admin-hash", at(0), vec![ev(AuditKind::AdminTokenCreate)])
-        .await
-        .unwrap();
+    s.add_admin_token(
+        "ops",
+        "admin-hash",
+        false,
+        at(0),
+        vec![ev(AuditKind::AdminTokenCreate)],
+    )
+    .await
+    .unwrap();
     let agent = s.get_agent(&alpha).await.unwrap();
     let records = all_audit(&*s).await;
     let head = assert_chain(&*s).await;
@@ -2096,7 +2157,7 @@ pub async fn durable_across_reopen(h: &dyn Harness) {
     assert_eq!(task_of(&*s, &done.task_id).await, done);
     assert!(grant(&*s, "jti_t").await.is_live(at(5)));
     assert_eq!(grant(&*s, "jti_done").await.revoked_at, Some(at(4)));
-    assert!(s.admin_token_valid("admin-hash").await.unwrap());
+    assert!(s.admin_token("admin-hash").await.unwrap().is_some());
     assert_eq!(all_audit(&*s).await, records);
     // Consumed join tokens stay consumed; unused ones stay usable.
     assert_eq!(

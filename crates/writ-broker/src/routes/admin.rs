@@ -7,8 +7,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use writ_core::api::{
-    Agent, AuditPage, AuditVerified, CreateJoinToken, JoinTokenCreated, KeyRotated, Quarantined,
-    RegisterAgent, RegisterTool, Tool,
+    AdminCredential, Agent, AuditPage, AuditVerified, CreateJoinToken, JoinTokenCreated,
+    KeyRotated, Quarantined, RegisterAgent, RegisterTool, Tool,
 };
 use writ_core::{AgentName, ToolName};
 
@@ -55,6 +55,19 @@ pub async fn join_token(
 ) -> Result<(StatusCode, AxumJson<JoinTokenCreated>), ApiError> {
     let created = b.create_join_token(&agent_name(&name)?, req).await?;
     Ok((StatusCode::CREATED, AxumJson(created)))
+}
+
+pub async fn admin_tokens(State(b): State<Arc<Broker>>, _: Admin) -> R<Vec<AdminCredential>> {
+    Ok(AxumJson(b.admin_credentials().await?))
+}
+
+pub async fn revoke_admin_token(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    b.revoke_admin_credential(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn quarantine(

@@ -40,6 +40,11 @@ pub fn router(broker: Arc<Broker>) -> Router {
         )
         .route("/v1/agents/{name}", get(admin::get_agent))
         .route("/v1/agents/{name}/join-tokens", post(admin::join_token))
+        .route("/v1/admin/tokens", get(admin::admin_tokens))
+        .route(
+            "/v1/admin/tokens/{name}",
+            axum::routing::delete(admin::revoke_admin_token),
+        )
         .route("/v1/agents/{name}/quarantine", post(admin::quarantine))
         .route("/v1/agents/{name}/release", post(admin::release))
         .route(

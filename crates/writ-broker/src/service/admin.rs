@@ -100,6 +100,31 @@ impl Broker {
         Ok(ttl)
     }
 
+    /// Every admin credential (names, never values).
+    pub async fn admin_credentials(
+        &self,
+    ) -> Result<Vec<writ_core::api::AdminCredential>, ApiError> {
+        Ok(self.store.admin_tokens().await?)
+    }
+
+    /// Revokes the admin credential `name`: its very next use is refused.
+    pub async fn revoke_admin_credential(&self, name: &str) -> Result<(), ApiError> {
+        let event = AuditEvent::new(AuditKind::AdminTokenRevoke, Outcome::Success, "admin")
+            .reason(format!("admin credential {name} revoked"));
+        if self
+            .store
+            .revoke_admin_token(name, self.now(), vec![event])
+            .await?
+        {
+            tracing::warn!(credential = name, "admin credential revoked");
+            Ok(())
+        } else {
+            Err(ApiError::NotFound(format!(
+                "no admin credential named {name:?}"
+            )))
+        }
+    }
+
     /// The kill switch: revokes every live grant of the agent at once and
     /// refuses new ones until released.
     pub async fn quarantine(&self, name: &AgentName, on: bool) -> Result<Quarantined, ApiError> {

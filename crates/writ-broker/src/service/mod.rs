@@ -257,18 +257,31 @@ impl Broker {
                 .await
                 .map(|a| Caller::Agent(Box::new(a)));
         }
-        if !p.dpop && self.store.admin_token_valid(&hash_secret(p.token)).await? {
+        if !p.dpop && self.admin_credential(p.token).await?.is_some() {
             Ok(Caller::Admin)
         } else {
             Err(ApiError::Unauthorized("invalid credential".into()))
         }
     }
 
+    /// The admin credential `token` is: one a dev start made counts only
+    /// on a dev start.
+    async fn admin_credential(
+        &self,
+        token: &str,
+    ) -> Result<Option<writ_core::api::AdminCredential>, ApiError> {
+        Ok(self
+            .store
+            .admin_token(&hash_secret(token))
+            .await?
+            .filter(|c| !c.dev || self.config.dev))
+    }
+
     /// Requires an admin credential.
     pub async fn require_admin(&self, token: Option<&str>) -> Result<(), ApiError> {
         let token =
             token.ok_or_else(|| ApiError::Unauthorized("missing admin credential".into()))?;
-        if !looks_like_jwt(token) && self.store.admin_token_valid(&hash_secret(token)).await? {
+        if !looks_like_jwt(token) && self.admin_credential(token).await?.is_some() {
             Ok(())
         } else {
             Err(ApiError::Unauthorized("invalid admin credential".into()))

@@ -245,4 +245,12 @@ CREATE TABLE denials_cleared (
     at          INTEGER NOT NULL
 );
 "#,
+    // 13: admin credentials have names (those from before are named by
+    // their hash's start) and say whether a dev start made them.
+    r#"
+ALTER TABLE admin_tokens ADD COLUMN name TEXT;
+ALTER TABLE admin_tokens ADD COLUMN dev INTEGER NOT NULL DEFAULT 0;
+UPDATE admin_tokens SET name = 'admin-' || substr(hash, 1, 12) WHERE name IS NULL;
+CREATE UNIQUE INDEX admin_tokens_name ON admin_tokens(name);
+"#,
 ];

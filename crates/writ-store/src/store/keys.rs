@@ -4,27 +4,45 @@ use super::*;
 
 #[async_trait]
 impl KeyStore for SqlStore {
-    async fn admin_token_valid(&self, hash: &str) -> Result<bool> {
+    async fn admin_token(&self, hash: &str) -> Result<Option<AdminCredential>> {
         let hash = hash.to_owned();
         self.read_quick(move |c| {
             c.query_row(
-                "SELECT 1 FROM admin_tokens WHERE hash = ?1",
+                "SELECT name, created_at, dev FROM admin_tokens WHERE hash = ?1",
                 params![hash],
-                |_| Ok(()),
+                admin_credential,
             )
             .optional()
-            .map(|o| o.is_some())
             .map_err(db)
+        })
+        .await
+    }
+
+    async fn admin_tokens(&self) -> Result<Vec<AdminCredential>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare("SELECT name, created_at, dev FROM admin_tokens")
+                .map_err(db)?;
+            let mut out = stmt
+                .query_map(params![], admin_credential)
+                .map_err(db)?
+                .collect::<DbResult<Vec<_>>>()
+                .map_err(db)?;
+            // Sorted here: the databases' collations differ.
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
         })
         .await
     }
 
     async fn admin_token_count(&self) -> Result<u64> {
         self.read(|c| {
-            c.query_row("SELECT COUNT(*) FROM admin_tokens", params![], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map(|n| n as u64)
+            c.query_row(
+                "SELECT COUNT(*) FROM admin_tokens WHERE dev = 0",
+                params![],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| u64::try_from(n).unwrap_or(0))
             .map_err(db)
         })
         .await
@@ -32,19 +50,82 @@ impl KeyStore for SqlStore {
 
     async fn add_admin_token(
         &self,
+        name: &str,
         hash: &str,
+        dev: bool,
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<()> {
-        let hash = hash.to_owned();
+        let (name, hash) = (name.to_owned(), hash.to_owned());
         self.write(move |ctx: &mut WriteCtx<'_>| {
+            if dev {
+                ctx.tx
+                    .execute("DELETE FROM admin_tokens WHERE dev = 1", params![])
+                    .map_err(db)?;
+            }
+            let taken = ctx
+                .tx
+                .query_row(
+                    "SELECT 1 FROM admin_tokens WHERE name = ?1 OR hash = ?2",
+                    params![&name, &hash],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(db)?;
+            if taken.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "admin credential {name} (or one with the same secret)"
+                )));
+            }
             ctx.tx
                 .execute(
-                    "INSERT INTO admin_tokens (hash, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                    params![hash, now.millis()],
+                    "INSERT INTO admin_tokens (hash, created_at, name, dev) VALUES (?1, ?2, ?3, ?4)",
+                    params![hash, now.millis(), name, i64::from(dev)],
                 )
                 .map_err(db)?;
             ctx.audit(now, &audit)
+        })
+        .await
+    }
+
+    async fn revoke_admin_token(
+        &self,
+        name: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<bool> {
+        let name = name.to_owned();
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let dev = ctx
+                .tx
+                .query_row(
+                    "SELECT dev FROM admin_tokens WHERE name = ?1",
+                    params![&name],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()
+                .map_err(db)?;
+            let Some(dev) = dev else {
+                return Ok(false);
+            };
+            if dev == 0 {
+                let others = ctx
+                    .tx
+                    .query_row(
+                        "SELECT COUNT(*) FROM admin_tokens WHERE dev = 0 AND name <> ?1",
+                        params![&name],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .map_err(db)?;
+                if others == 0 {
+                    return Err(StoreError::LastAdminCredential(name));
+                }
+            }
+            ctx.tx
+                .execute("DELETE FROM admin_tokens WHERE name = ?1", params![&name])
+                .map_err(db)?;
+            ctx.audit(now, &audit)?;
+            Ok(true)
         })
         .await
     }
@@ -93,4 +174,12 @@ impl KeyStore for SqlStore {
         })
         .await
     }
+}
+
+fn admin_credential(r: &Row) -> DbResult<AdminCredential> {
+    Ok(AdminCredential {
+        name: r.get(0)?,
+        created_at: Timestamp::from_millis(r.get(1)?),
+        dev: r.get::<_, i64>(2)? != 0,
+    })
 }

@@ -13,7 +13,9 @@ mod policies;
 mod tasks;
 
 use async_trait::async_trait;
-use writ_core::api::{Agent, Approval, ApprovalCall, ApprovalStatus, Node, Task, TaskStatus, Tool};
+use writ_core::api::{
+    AdminCredential, Agent, Approval, ApprovalCall, ApprovalStatus, Node, Task, TaskStatus, Tool,
+};
 use writ_core::audit::{AuditEvent, AuditRecord, Outcome};
 use writ_core::{AgentName, ApprovalId, InstanceId, TaskId, Timestamp, ToolName};
 

@@ -1,5 +1,6 @@
 //! The subcommands, one file each.
 
+mod admin;
 mod agent;
 mod approval;
 mod attest;
@@ -128,6 +129,9 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(keys::KeysCmd),
+    /// Admin credentials.
+    #[command(subcommand)]
+    Admin(admin::AdminCmd),
     /// Decide tasks that wait for a person.
     #[command(subcommand)]
     Approval(approval::ApprovalCmd),
@@ -155,6 +159,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Token(c) => token::run(g, c).await,
         Command::Audit(c) => audit::run(g, c).await,
         Command::Keys(c) => keys::run(g, c).await,
+        Command::Admin(c) => admin::run(g, c).await,
         Command::Dpop(c) => dpop::run(g, c),
         Command::Policy(c) => policy::run(g, c).await,
         Command::Approval(c) => approval::run(g, c).await,

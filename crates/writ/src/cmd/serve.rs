@@ -202,6 +202,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         bail!("--issuer must be an http(s) URL");
     }
     let mut config = BrokerConfig::new(issuer.trim_end_matches('/'));
+    config.dev = args.dev;
     if let Some(td) = args.trust_domain.or(file.trust_domain) {
         config.trust_domain = td;
     }
