@@ -93,6 +93,9 @@ pub async fn open(
     let mut config = config;
     // Given a credential to use means a dev start.
     config.dev |= given_admin_token.is_some();
+    if config.audit_checkpoint_file.is_none() {
+        config.audit_checkpoint_file = Some(dir.path.join("audit-checkpoint.jwt"));
+    }
     create_dir(&dir.path)?;
     let master = Arc::new(load_or_create_master(&dir.master_key_path())?);
     let store: Arc<dyn Store> = match &dir.store {

@@ -51,6 +51,15 @@ pub struct BrokerConfig {
     /// A dev start (`writ serve --dev`): only then do the admin credentials
     /// dev starts made count.
     pub dev: bool,
+    /// The broker signs and keeps a checkpoint of the audit chain every
+    /// this many records ...
+    pub audit_checkpoint_records: u64,
+    /// ... or, when there are new records, this many seconds.
+    pub audit_checkpoint_secs: i64,
+    /// Where the latest checkpoint is also written, outside the database
+    /// (`audit-checkpoint.jwt` in the data directory): rows removed from
+    /// the database cannot take it with them.
+    pub audit_checkpoint_file: Option<std::path::PathBuf>,
 }
 
 impl BrokerConfig {
@@ -78,6 +87,9 @@ impl BrokerConfig {
             max_exception_ttl: 7 * 24 * 60 * 60,
             propagation_wait: Duration::from_secs(2),
             dev: false,
+            audit_checkpoint_records: 1000,
+            audit_checkpoint_secs: 60,
+            audit_checkpoint_file: None,
         }
     }
 

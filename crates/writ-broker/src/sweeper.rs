@@ -49,6 +49,9 @@ pub async fn spiffe_keys(broker: Arc<Broker>) {
 
 /// One pass; returns how many tasks it ended.
 pub async fn sweep_once(broker: &Broker) -> usize {
+    if let Err(e) = broker.seal_audit().await {
+        tracing::error!(error = %e, "sweep: cannot checkpoint the audit chain");
+    }
     if let Err(e) = broker.expire_approvals().await {
         tracing::error!(error = %e, "sweep: cannot expire approvals");
     }

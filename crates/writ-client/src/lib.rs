@@ -472,6 +472,15 @@ impl Client {
     pub async fn audit_verify(&self) -> Result<AuditVerified> {
         self.get("/v1/audit/verify").await
     }
+    /// The audit checkpoints the broker signed and kept.
+    pub async fn audit_checkpoints(&self) -> Result<Vec<String>> {
+        self.get("/v1/audit/checkpoints").await
+    }
+    /// Every key that signed for this issuer (public halves, retired ones
+    /// included), as a JWKS.
+    pub async fn audit_keys(&self) -> Result<serde_json::Value> {
+        self.get("/v1/audit/keys").await
+    }
 
     // --- agents ---
 

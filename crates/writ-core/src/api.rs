@@ -642,6 +642,13 @@ pub struct AuditVerified {
     /// outside writ and a later truncation of the log is detectable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<String>,
+    /// Checkpoints the broker signed and kept as it went, each checked.
+    #[serde(default)]
+    pub checkpoints: u64,
+    /// The last record a kept checkpoint covers: records after it are
+    /// covered by the chain alone until the next checkpoint.
+    #[serde(default)]
+    pub sealed_through: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -226,11 +226,15 @@ pub struct ChainBreak {
     pub reason: String,
 }
 
-/// Incremental verifier: feed records in order from seq 1.
+/// Incremental verifier: feed records in order from seq 1. Given signed
+/// checkpoints (already verified), it also checks each record a checkpoint
+/// names against the hash signed for it: a chain rewritten and re-hashed
+/// by someone without the signing keys no longer matches them.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     seq: u64,
     hash: String,
+    checkpoints: std::collections::BTreeMap<u64, String>,
 }
 
 impl Default for Verifier {
@@ -238,11 +242,41 @@ impl Default for Verifier {
         Self {
             seq: 0,
             hash: GENESIS.to_owned(),
+            checkpoints: std::collections::BTreeMap::new(),
         }
     }
 }
 
 impl Verifier {
+    /// A verifier that also holds the chain to `checkpoints`, `(seq, hash)`
+    /// pairs whose signatures the caller verified.
+    pub fn with_checkpoints(checkpoints: impl IntoIterator<Item = (u64, String)>) -> Self {
+        Self {
+            checkpoints: checkpoints.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// After the last record: a checkpoint past the end means records were
+    /// removed from the end.
+    pub fn finish(&self) -> Result<(), ChainBreak> {
+        match self.checkpoints.keys().next_back() {
+            Some(&last) if last > self.seq => Err(ChainBreak {
+                seq: self.seq.saturating_add(1),
+                reason: format!(
+                    "the log ends at record {} but a signed checkpoint covers record {last}: records were removed",
+                    self.seq
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The highest record a checkpoint covers (0 for none).
+    pub fn sealed_through(&self) -> u64 {
+        self.checkpoints.keys().next_back().copied().unwrap_or(0)
+    }
+
     pub fn push(&mut self, r: &AuditRecord) -> Result<(), ChainBreak> {
         let expected_seq = self.seq.saturating_add(1);
         let brk = |reason: String| ChainBreak { seq: r.seq, reason };
@@ -264,6 +298,11 @@ impl Verifier {
         if r.parsed().is_err() {
             return Err(brk("record event is not a valid audit event".into()));
         }
+        if self.checkpoints.get(&r.seq).is_some_and(|h| *h != r.hash) {
+            return Err(brk(
+                "the record differs from the hash its signed checkpoint holds".into(),
+            ));
+        }
         self.seq = r.seq;
         self.hash.clone_from(&r.hash);
         Ok(())
@@ -273,6 +312,17 @@ impl Verifier {
     pub fn head(&self) -> (u64, &str) {
         (self.seq, &self.hash)
     }
+}
+
+/// Checks that kept checkpoints, `(seq, prev)` in `seq` order, form an
+/// unbroken list: each names as `prev` one that is there (or 0). Returns
+/// the `seq` of the first that names a missing one.
+pub fn checkpoint_gap(checkpoints: &[(u64, u64)]) -> Option<u64> {
+    let seqs: std::collections::BTreeSet<u64> = checkpoints.iter().map(|c| c.0).collect();
+    checkpoints
+        .iter()
+        .find(|(seq, prev)| *prev != 0 && (!seqs.contains(prev) || prev >= seq))
+        .map(|c| c.0)
 }
 
 /// Verifies a whole chain from its first record.
@@ -330,5 +380,50 @@ mod tests {
         renumbered[1].seq = 2;
         renumbered[2].seq = 3;
         assert!(verify(&renumbered).is_err());
+    }
+
+    /// Rehash from the edit on: the chain alone verifies again, which is
+    /// why a checkpoint signed earlier must hold it.
+    fn rewritten(mut c: Vec<AuditRecord>, at: usize) -> Vec<AuditRecord> {
+        c[at].event = c[at].event.replace(&format!("t{at}"), "tX");
+        for i in at..c.len() {
+            if i > 0 {
+                c[i].prev_hash = c[i - 1].hash.clone();
+            }
+            c[i].hash = chain_hash(c[i].seq, c[i].ts, &c[i].prev_hash, &c[i].event);
+        }
+        c
+    }
+
+    #[test]
+    fn a_rewritten_and_rehashed_chain_fails_its_checkpoints() {
+        let c = chain(10);
+        let sealed = [(4, c[3].hash.clone()), (8, c[7].hash.clone())];
+        let forged = rewritten(c.clone(), 2);
+        assert!(verify(&forged).is_ok(), "the chain alone is fooled");
+        let mut v = Verifier::with_checkpoints(sealed.clone());
+        let brk = forged.iter().try_for_each(|r| v.push(r)).unwrap_err();
+        assert_eq!(brk.seq, 4);
+
+        // Edited past the last checkpoint: the chain holds (the tail is
+        // sealed by the next checkpoint, or one kept outside writ).
+        let tail = rewritten(c.clone(), 9);
+        let mut v = Verifier::with_checkpoints(sealed.clone());
+        assert!(tail.iter().try_for_each(|r| v.push(r)).is_ok());
+        assert_eq!(v.sealed_through(), 8);
+
+        // Cut below a checkpoint: caught at the end.
+        let mut v = Verifier::with_checkpoints(sealed);
+        assert!(c[..6].iter().try_for_each(|r| v.push(r)).is_ok());
+        assert_eq!(v.finish().unwrap_err().seq, 7);
+    }
+
+    #[test]
+    fn a_checkpoint_removed_from_the_middle_is_missed() {
+        assert_eq!(checkpoint_gap(&[(4, 0), (8, 4), (12, 8)]), None);
+        assert_eq!(checkpoint_gap(&[(4, 0), (12, 8)]), Some(12));
+        // Two replicas checkpointing after the same one.
+        assert_eq!(checkpoint_gap(&[(4, 0), (8, 4), (9, 4)]), None);
+        assert_eq!(checkpoint_gap(&[(4, 4)]), Some(4));
     }
 }

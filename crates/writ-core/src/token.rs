@@ -412,6 +412,14 @@ impl KeyRing {
         }
     }
 
+    /// Every key's public half, retired ones included: what verifies the
+    /// audit checkpoints of the whole history.
+    pub fn all_jwks(&self) -> JwkSet {
+        JwkSet {
+            keys: self.keys.iter().map(SigningKey::jwk).collect(),
+        }
+    }
+
     /// Signs claims with the active key.
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, TokenError> {
         let key = self.active().ok_or(TokenError::Key)?;
@@ -582,6 +590,10 @@ pub struct Checkpoint {
     pub seq: u64,
     pub hash: String,
     pub iat: i64,
+    /// The `seq` of the checkpoint the broker kept before this one (0 for
+    /// the first): a checkpoint removed from the middle is missed.
+    #[serde(default)]
+    pub prev: u64,
 }
 
 /// Verifies a checkpoint against a published JWKS. `Ok(None)` when its key
@@ -795,6 +807,7 @@ mod tests {
             seq: 7,
             hash: "ab".repeat(32),
             iat: now.secs(),
+            prev: 0,
         };
         header.typ = Some(CHECKPOINT_TYP.to_owned());
         assert_eq!(

@@ -488,6 +488,13 @@ pub trait AuditStore: Send + Sync {
     async fn audit_after(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>>;
     /// The sequence number of the last record (0 when empty).
     async fn audit_head(&self) -> Result<u64>;
+    /// Keeps a signed checkpoint of the chain at `seq` (the token as
+    /// signed); a second one at the same `seq` is ignored.
+    async fn add_audit_checkpoint(&self, seq: u64, token: &str) -> Result<()>;
+    /// Every kept checkpoint, `(seq, token)` by `seq`.
+    async fn audit_checkpoints(&self) -> Result<Vec<(u64, String)>>;
+    /// The kept checkpoint with the highest `seq`.
+    async fn last_audit_checkpoint(&self) -> Result<Option<(u64, String)>>;
     /// Changes committed by other processes sharing this store; `None`
     /// when this process is the only writer.
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {

@@ -350,6 +350,28 @@ pub async fn admin_tokens(s: Arc<dyn Store>) {
     assert_chain(s).await;
 }
 
+pub async fn audit_checkpoints_are_kept_once_per_record(s: Arc<dyn Store>) {
+    let s = &*s;
+    assert_eq!(s.last_audit_checkpoint().await.unwrap(), None);
+    s.add_audit_checkpoint(4, "cp4").await.unwrap();
+    s.add_audit_checkpoint(12, "cp12").await.unwrap();
+    s.add_audit_checkpoint(8, "cp8").await.unwrap();
+    // A second one for the same record (another replica) is ignored.
+    s.add_audit_checkpoint(8, "cp8-again").await.unwrap();
+    assert_eq!(
+        s.audit_checkpoints().await.unwrap(),
+        vec![
+            (4, "cp4".to_owned()),
+            (8, "cp8".to_owned()),
+            (12, "cp12".to_owned())
+        ]
+    );
+    assert_eq!(
+        s.last_audit_checkpoint().await.unwrap(),
+        Some((12, "cp12".to_owned()))
+    );
+}
+
 pub async fn signing_keys_rotate_atomically(s: Arc<dyn Store>) {
     let s = &*s;
     let key = |kid: &str, t: Timestamp| StoredKey {
@@ -2852,6 +2874,7 @@ macro_rules! every_check {
             $harness;
         store: [
                 admin_tokens,
+                audit_checkpoints_are_kept_once_per_record,
                 signing_keys_rotate_atomically,
                 tools_create_get_list,
                 tool_secrets_set_replace_list,

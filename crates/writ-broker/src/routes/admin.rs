@@ -138,6 +138,16 @@ pub async fn audit_verify(State(b): State<Arc<Broker>>, _: Admin) -> R<AuditVeri
     Ok(AxumJson(b.audit_verify().await?))
 }
 
+/// The checkpoints the broker signed and kept, as signed.
+pub async fn audit_checkpoints(State(b): State<Arc<Broker>>, _: Admin) -> R<Vec<String>> {
+    Ok(AxumJson(b.audit_checkpoint_tokens().await?))
+}
+
+/// Every signing key's public half, retired ones included.
+pub async fn audit_keys(State(b): State<Arc<Broker>>, _: Admin) -> R<jsonwebtoken::jwk::JwkSet> {
+    Ok(AxumJson(b.audit_keys()))
+}
+
 pub async fn policies(State(b): State<Arc<Broker>>, _: Admin) -> R<writ_core::api::PolicyInfo> {
     Ok(AxumJson(b.policy_info()))
 }

@@ -99,6 +99,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/revocations", get(admin::revocations))
         .route("/v1/audit", get(admin::audit))
         .route("/v1/audit/verify", get(admin::audit_verify))
+        .route("/v1/audit/checkpoints", get(admin::audit_checkpoints))
+        .route("/v1/audit/keys", get(admin::audit_keys))
         .route("/v1/attest", post(agent::attest))
         .route("/v1/tasks", post(agent::start_task).get(admin::list_tasks))
         .route("/v1/approvals", get(admin::approvals))

@@ -261,4 +261,12 @@ ALTER TABLE admin_tokens ADD COLUMN dev BIGINT NOT NULL DEFAULT 0;
 UPDATE admin_tokens SET name = 'admin-' || substr(hash, 1, 12) WHERE name IS NULL;
 CREATE UNIQUE INDEX admin_tokens_name ON admin_tokens(name);
 "#,
+    // 14: signed checkpoints of the audit chain, kept apart from its
+    // rows: whoever rewrites the rows cannot sign new ones.
+    r#"
+CREATE TABLE audit_checkpoints (
+    seq         BIGINT PRIMARY KEY,
+    token       TEXT NOT NULL
+);
+"#,
 ];

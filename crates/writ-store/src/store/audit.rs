@@ -69,6 +69,48 @@ impl AuditStore for SqlStore {
         .await
     }
 
+    async fn add_audit_checkpoint(&self, seq: u64, token: &str) -> Result<()> {
+        let (seq, token) = (i64::try_from(seq).unwrap_or(i64::MAX), token.to_owned());
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            ctx.tx
+                .execute(
+                    "INSERT INTO audit_checkpoints (seq, token) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    params![seq, token],
+                )
+                .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit_checkpoints(&self) -> Result<Vec<(u64, String)>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare("SELECT seq, token FROM audit_checkpoints ORDER BY seq")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![], |r| {
+                    Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, String>(1)?))
+                })
+                .map_err(db)?;
+            rows.collect::<DbResult<Vec<_>>>().map_err(db)
+        })
+        .await
+    }
+
+    async fn last_audit_checkpoint(&self) -> Result<Option<(u64, String)>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT seq, token FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+                params![],
+                |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, String>(1)?)),
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
     async fn audit_head(&self) -> Result<u64> {
         self.read(|c| {
             c.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", params![], |r| {

@@ -21,10 +21,19 @@ pub enum AuditCmd {
     /// Verify the whole hash chain; exits 4 if it is broken. With
     /// --checkpoint, also check the log against the checkpoint saved there
     /// last time (truncation is detected), then save the new one.
+    ///
+    /// With --keys (a JWKS file saved from `writ audit keys`), the records
+    /// and the checkpoints the broker kept are also checked here, with
+    /// those public keys alone, without trusting the broker's answer.
     Verify {
         #[arg(long)]
         checkpoint: Option<std::path::PathBuf>,
+        #[arg(long)]
+        keys: Option<std::path::PathBuf>,
     },
+    /// Print every key that signed for this issuer (public halves, retired
+    /// ones included) as a JWKS: save it to verify checkpoints offline.
+    Keys,
 }
 
 pub async fn run(g: &Global, cmd: AuditCmd) -> anyhow::Result<u8> {
@@ -48,13 +57,31 @@ pub async fn run(g: &Global, cmd: AuditCmd) -> anyhow::Result<u8> {
                 after = page.next;
             }
         }
-        AuditCmd::Verify { checkpoint } => {
+        AuditCmd::Keys => {
+            print(&c.audit_keys().await?, g.field())?;
+            Ok(EXIT_OK)
+        }
+        AuditCmd::Verify { checkpoint, keys } => {
             let v = c.audit_verify().await?;
             if !v.valid {
                 print(&v, g.field())?;
                 return Ok(EXIT_INTEGRITY);
             }
             let mut report = serde_json::to_value(&v)?;
+            if let Some(path) = keys {
+                match verify_here(&c, &path).await? {
+                    Ok(note) => {
+                        if let Some(obj) = report.as_object_mut() {
+                            obj.insert("verified_here".into(), note);
+                        }
+                    }
+                    Err(problem) => {
+                        eprintln!("error: {problem}");
+                        print(&report, g.field())?;
+                        return Ok(EXIT_INTEGRITY);
+                    }
+                }
+            }
             if let Some(path) = checkpoint {
                 match check_checkpoint(&c, &path, &v).await? {
                     Ok(note) => {
@@ -76,6 +103,71 @@ pub async fn run(g: &Global, cmd: AuditCmd) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
     }
+}
+
+/// Walks the whole log here and holds it to the checkpoints the broker
+/// kept, each verified with the keys in the JWKS file at `keys`. The outer
+/// `Err` is a failure to check; the inner one an integrity problem.
+async fn verify_here(
+    c: &writ_client::Client,
+    keys: &std::path::Path,
+) -> anyhow::Result<Result<serde_json::Value, String>> {
+    use writ_core::audit::{Verifier, checkpoint_gap};
+    let text = std::fs::read_to_string(keys)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", keys.display()))?;
+    let jwks = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a JWKS: {e}", keys.display()))?;
+    let meta = c.metadata().await?;
+    let issuer = meta
+        .get("issuer")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let mut sealed = Vec::new();
+    let mut links = Vec::new();
+    for token in c.audit_checkpoints().await? {
+        match writ_core::token::verify_checkpoint(&token, &jwks, issuer) {
+            Ok((cp, true)) => {
+                links.push((cp.seq, cp.prev));
+                sealed.push((cp.seq, cp.hash));
+            }
+            Ok((cp, false)) => {
+                return Ok(Err(format!(
+                    "the checkpoint of record {} is signed by a key not in {}",
+                    cp.seq,
+                    keys.display()
+                )));
+            }
+            Err(e) => return Ok(Err(format!("a kept checkpoint does not verify: {e}"))),
+        }
+    }
+    if let Some(seq) = checkpoint_gap(&links) {
+        return Ok(Err(format!(
+            "the checkpoint before the one for record {seq} is missing"
+        )));
+    }
+    let count = sealed.len();
+    let mut v = Verifier::with_checkpoints(sealed);
+    let mut after = 0;
+    loop {
+        let page = c.audit(after, 1000).await?;
+        if page.records.is_empty() {
+            break;
+        }
+        for r in &page.records {
+            if let Err(brk) = v.push(r) {
+                return Ok(Err(brk.to_string()));
+            }
+        }
+        after = page.next;
+    }
+    if let Err(brk) = v.finish() {
+        return Ok(Err(brk.to_string()));
+    }
+    Ok(Ok(serde_json::json!({
+        "records": v.head().0,
+        "checkpoints": count,
+        "sealed_through": v.sealed_through(),
+    })))
 }
 
 /// Compares the log with the checkpoint saved at `path` (if any). The outer

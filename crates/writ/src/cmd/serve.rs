@@ -54,6 +54,13 @@ pub struct ServeArgs {
     /// How often lapsed tasks are swept, in milliseconds [default: 1000].
     #[arg(long, env = "WRIT_SWEEP_INTERVAL_MS")]
     sweep_interval_ms: Option<u64>,
+    /// Sign and keep a checkpoint of the audit chain every this many
+    /// records [default: 1000] ...
+    #[arg(long, env = "WRIT_AUDIT_CHECKPOINT_RECORDS")]
+    audit_checkpoint_records: Option<u64>,
+    /// ... or every this many seconds when there are new records [default: 60].
+    #[arg(long, env = "WRIT_AUDIT_CHECKPOINT_SECS")]
+    audit_checkpoint_secs: Option<i64>,
     /// Require server-issued nonces in DPoP proofs (RFC 9449 §8).
     #[arg(long, env = "WRIT_DPOP_NONCES")]
     dpop_nonces: bool,
@@ -125,6 +132,8 @@ struct FileConfig {
     lease_ttl: Option<i64>,
     max_task_ttl: Option<i64>,
     sweep_interval_ms: Option<u64>,
+    audit_checkpoint_records: Option<u64>,
+    audit_checkpoint_secs: Option<i64>,
     dpop_nonces: Option<bool>,
     max_delegation_depth: Option<u32>,
     x509_svid_ttl: Option<i64>,
@@ -221,6 +230,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     }
     if let Some(ms) = args.sweep_interval_ms.or(file.sweep_interval_ms) {
         config.sweep_interval = Duration::from_millis(ms.max(10));
+    }
+    if let Some(n) = args
+        .audit_checkpoint_records
+        .or(file.audit_checkpoint_records)
+    {
+        if n < 1 {
+            bail!("--audit-checkpoint-records must be at least 1");
+        }
+        config.audit_checkpoint_records = n;
+    }
+    if let Some(s) = args.audit_checkpoint_secs.or(file.audit_checkpoint_secs) {
+        if s < 1 {
+            bail!("--audit-checkpoint-secs must be at least 1");
+        }
+        config.audit_checkpoint_secs = s;
     }
 
     config.policy_dir = policy_dir.clone();

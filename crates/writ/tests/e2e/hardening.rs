@@ -124,3 +124,147 @@ async fn h9_admin_credentials_are_named_and_revocable_and_dev_ones_die_outside_d
         200
     );
 }
+
+/// Rewrites the record at `seq` to name `someone-else` and re-hashes every
+/// record from it on, as someone with the database but not the signing
+/// keys can; the chain alone then verifies.
+fn rewrite_and_rehash(c: &rusqlite::Connection, seq: i64) {
+    c.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;")
+        .unwrap();
+    c.execute(
+        "UPDATE audit SET event = replace(event, 'demo-agent', 'someone-else') WHERE seq = ?1",
+        [seq],
+    )
+    .unwrap();
+    let rows: Vec<(i64, i64, String, String)> = c
+        .prepare("SELECT seq, ts, event, prev_hash FROM audit WHERE seq >= ?1 ORDER BY seq")
+        .unwrap()
+        .query_map([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut prev = rows[0].3.clone();
+    for (s, ts, event, _) in rows {
+        let hash = writ_core::audit::chain_hash(
+            s as u64,
+            writ_core::Timestamp::from_millis(ts),
+            &prev,
+            &event,
+        );
+        c.execute(
+            "UPDATE audit SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
+            rusqlite::params![prev, hash, s],
+        )
+        .unwrap();
+        prev = hash;
+    }
+}
+
+/// H5: the broker signs and keeps checkpoints of the audit chain as it
+/// goes; a record rewritten and the chain re-hashed by someone with write
+/// access to the database, but not the signing keys, is caught by
+/// `writ audit verify`, by the broker and offline with the public keys
+/// alone, even when the kept checkpoints are deleted too.
+#[tokio::test]
+async fn h5_a_rewritten_and_rehashed_audit_chain_is_caught() {
+    let mut b = Broker::start_with(Opts {
+        extra: vec![
+            "--sweep-interval-ms".into(),
+            "50".into(),
+            "--audit-checkpoint-records".into(),
+            "4".into(),
+        ],
+        ..Opts::default()
+    });
+    let inst = b.attest("demo-agent").await;
+    for _ in 0..3 {
+        let t = b
+            .start_task(&inst.access_token, &["tickets:read"])
+            .await
+            .unwrap();
+        b.as_token(&inst.access_token)
+            .complete(&t.task_id)
+            .await
+            .unwrap();
+    }
+    let admin = b.admin();
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || async {
+            let v = admin.audit_verify().await.unwrap();
+            v.valid && v.checkpoints >= 2 && v.sealed_through >= 8
+        })
+        .await,
+        "the broker kept no checkpoints"
+    );
+    let keys = b.data_dir().join("keys.json");
+    let out = b.cli(&["audit", "keys"]);
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(&keys, &out.stdout).unwrap();
+    let out = b.cli(&["audit", "verify", "--keys", keys.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        json(&out)["verified_here"]["sealed_through"]
+            .as_u64()
+            .unwrap()
+            >= 8
+    );
+
+    // Rewritten and re-hashed: the chain holds, the checkpoints do not.
+    b.stop();
+    let db = b.data_dir().join("writ.db");
+    let first: i64 = {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let seq: i64 = c
+            .query_row(
+                "SELECT MIN(seq) FROM audit WHERE event LIKE '%demo-agent%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        rewrite_and_rehash(&c, seq);
+        let records: Vec<writ_core::audit::AuditRecord> = c
+            .prepare("SELECT seq, ts, event, prev_hash, hash FROM audit ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| {
+                Ok(writ_core::audit::AuditRecord {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    ts: writ_core::Timestamp::from_millis(r.get(1)?),
+                    event: r.get(2)?,
+                    prev_hash: r.get(3)?,
+                    hash: r.get(4)?,
+                })
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            writ_core::audit::verify(&records).is_ok(),
+            "the re-hashed chain verifies on its own"
+        );
+        seq
+    };
+    b.restart();
+    let out = b.cli(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let v = json(&out);
+    assert_eq!(v["valid"], false);
+    assert!(v["error"]["seq"].as_i64().unwrap() >= first, "{v}");
+
+    // The kept checkpoints deleted as well: the copy outside the database
+    // still catches it.
+    b.stop();
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute("DELETE FROM audit_checkpoints", []).unwrap();
+    }
+    b.restart();
+    let out = b.cli(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(
+        json(&out)["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("checkpoint"),
+        "{out:?}"
+    );
+}
