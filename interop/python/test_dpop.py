@@ -104,11 +104,14 @@ def start_task(writ, inst, key, caps=READ):
     return r.json()
 
 
-def exchange(writ, subject, key, actor=None, proof=None, **form):
-    """POST /oauth2/token; the proof is `key`'s (no ath: the token is in the body)."""
+def exchange(writ, subject, key, actor=None, proof=None, actor_key=None, **form):
+    """POST /oauth2/token; the proof is `key`'s (no ath: the token is in the body).
+    A bound `actor` proves it takes part with `actor_key` (ath of its token)."""
     data = {"grant_type": EXCHANGE, "subject_token": subject, "subject_token_type": ACCESS_TOKEN, **form}
     if actor is not None:
         data.update(actor_token=actor, actor_token_type=ACCESS_TOKEN)
+    if actor_key is not None:
+        data["actor_token_proof"] = actor_key.proof("POST", writ.url("/oauth2/token"), actor)
     headers = {}
     if proof is None and key is not None:
         proof = key.proof("POST", writ.url("/oauth2/token"))
@@ -167,7 +170,7 @@ def test_three_hop_chain_with_pyjwt_proofs(writ):
     assert "act" not in root_claims
 
     # Hop 2: delegated to the sub-agent, with the parent's proof.
-    r = exchange(writ, root["access_token"], root_key, actor=sub_inst, scope="tickets:read")
+    r = exchange(writ, root["access_token"], root_key, actor=sub_inst, actor_key=sub_key, scope="tickets:read")
     assert r.status_code == 200, r.text
     d = r.json()
     assert d["issued_token_type"] == ACCESS_TOKEN
@@ -366,8 +369,10 @@ def test_escalation_at_the_token_endpoint_is_refused_and_audited(writ):
         ("another tool", exchange(writ, tok, key, audience="wiki"), "invalid_target"),
         ("another tool by URI", exchange(writ, tok, key, audience="https://wiki.example.com"), "invalid_target"),
         ("unknown tool", exchange(writ, tok, key, audience="https://nowhere.example.com"), "invalid_target"),
-        ("delegating delete", exchange(writ, tok, key, actor=sub_inst, scope="tickets:delete"), "invalid_scope"),
-        ("delegating wider", exchange(writ, tok, key, actor=sub_inst, scope="tickets:read tickets:write"),
+        ("delegating delete", exchange(writ, tok, key, actor=sub_inst, actor_key=sub_key, scope="tickets:delete"),
+         "invalid_scope"),
+        ("delegating wider", exchange(writ, tok, key, actor=sub_inst, actor_key=sub_key,
+                                      scope="tickets:read tickets:write"),
          "invalid_scope"),
     ]
     bodies = []
@@ -412,7 +417,7 @@ def build_chain(writ, names):
 
 def delegate(writ, hop, to):
     _, key, _, token = hop
-    return exchange(writ, token, key, actor=to[2])
+    return exchange(writ, token, key, actor=to[2], actor_key=to[1])
 
 
 def test_delegation_depth_and_cycles(writ):

@@ -65,6 +65,31 @@ impl DpopGuard {
         self.check_in(&self.seen, proof, expected, jkt)
     }
 
+    /// Verifies the proof a sub-agent made for its own delegation (an
+    /// `actor_token_proof`): signed by `jkt`, with `ath` of the actor
+    /// token, used once. No server nonce: the sub-agent makes it ahead of
+    /// the planner's request, and its `iat` window bounds it.
+    pub fn check_actor(
+        &self,
+        proof: &str,
+        expected: &Expected<'_>,
+        jkt: &str,
+    ) -> Result<VerifiedProof, ApiError> {
+        let v = dpop::verify_proof(proof, expected).map_err(refused)?;
+        if v.jkt != jkt {
+            return Err(refused(DpopError::WrongKey));
+        }
+        self.seen
+            .lock()
+            .map_err(|_| ApiError::Internal("replay cache lock poisoned".into()))?
+            .insert(&v.jti_hash, expected.now)
+            .map_err(|e| match e {
+                ReplayError::Replay => refused(DpopError::Replay),
+                ReplayError::Full => ApiError::Unavailable("DPoP replay cache is full".into()),
+            })?;
+        Ok(v)
+    }
+
     /// As [`DpopGuard::check`], for attestation (no token yet).
     pub fn check_attest(
         &self,

@@ -331,6 +331,7 @@ fn exchange(subject: &str, actor: Option<&str>, tool: &str, scope: &str) -> Toke
         subject_token_type: Some(ACCESS_TOKEN_TYPE.into()),
         actor_token: actor.map(str::to_owned),
         actor_token_type: actor.map(|_| ACCESS_TOKEN_TYPE.to_owned()),
+        actor_token_proof: None,
         audience: Some(tool.into()),
         resource: None,
         scope: Some(scope.into()),

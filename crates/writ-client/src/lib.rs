@@ -506,6 +506,49 @@ impl Client {
         audience: Option<&str>,
         scope: Option<&str>,
     ) -> Result<TokenExchanged> {
+        self.exchange_with(
+            subject_token,
+            actor_token.map(|a| (a, None)),
+            audience,
+            scope,
+        )
+        .await
+    }
+
+    /// RFC 8693 delegation to the sub-agent whose instance token is
+    /// `actor_token`; `actor_proof` is the proof it made with its own key
+    /// ([`Client::actor_proof`]), needed when its token is DPoP-bound.
+    pub async fn delegate(
+        &self,
+        subject_token: &str,
+        actor_token: &str,
+        actor_proof: Option<&str>,
+        audience: Option<&str>,
+        scope: Option<&str>,
+    ) -> Result<TokenExchanged> {
+        self.exchange_with(
+            subject_token,
+            Some((actor_token, actor_proof)),
+            audience,
+            scope,
+        )
+        .await
+    }
+
+    /// What a sub-agent gives the planner that delegates to it: a proof,
+    /// by this client's DPoP key, for the token endpoint and its instance
+    /// token `actor_token` (`None` without a key).
+    pub fn actor_proof(&self, actor_token: &str) -> Option<String> {
+        self.proof(&Method::POST, "/oauth2/token", Some(actor_token))
+    }
+
+    async fn exchange_with(
+        &self,
+        subject_token: &str,
+        actor: Option<(&str, Option<&str>)>,
+        audience: Option<&str>,
+        scope: Option<&str>,
+    ) -> Result<TokenExchanged> {
         let mut form: Vec<(&str, &str)> = vec![
             (
                 "grant_type",
@@ -514,9 +557,12 @@ impl Client {
             ("subject_token", subject_token),
             ("subject_token_type", ACCESS_TOKEN_TYPE),
         ];
-        if let Some(a) = actor_token {
+        if let Some((a, proof)) = actor {
             form.push(("actor_token", a));
             form.push(("actor_token_type", ACCESS_TOKEN_TYPE));
+            if let Some(p) = proof {
+                form.push(("actor_token_proof", p));
+            }
         }
         if let Some(a) = audience {
             form.push(("audience", a));

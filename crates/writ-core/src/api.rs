@@ -856,6 +856,10 @@ pub struct TokenRequest {
     pub subject_token_type: Option<String>,
     pub actor_token: Option<String>,
     pub actor_token_type: Option<String>,
+    /// With a DPoP-bound `actor_token`: a DPoP proof the sub-agent made
+    /// with its own key for `POST` to the token endpoint, with `ath` of the
+    /// actor token: the sub-agent takes part in its delegation.
+    pub actor_token_proof: Option<String>,
     pub audience: Option<String>,
     pub resource: Option<String>,
     pub scope: Option<String>,
@@ -914,6 +918,9 @@ impl TokenRequest {
         }
         if self.audience.is_some() && self.resource.is_some() {
             return Err(bad("give audience or resource, not both".into()));
+        }
+        if self.actor_token_proof.is_some() && self.actor_token.is_none() {
+            return Err(bad("actor_token_proof needs an actor_token".into()));
         }
         Ok(subject)
     }

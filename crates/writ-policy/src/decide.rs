@@ -84,6 +84,10 @@ pub struct Obligations {
     /// `@exception("allowed")` on a permit for every tool: a lifetime beyond
     /// the configured maximum may be asked for (with approval).
     pub exception_allowed: bool,
+    /// `@unbound_delegation("allowed")` on a `DelegateTask` permit for every
+    /// tool: a DPoP-bound task may be handed to a sub-agent whose instance
+    /// is not bound (its child token is then a bearer token).
+    pub unbound_delegation: bool,
 }
 
 fn min_of(a: Option<i64>, b: Option<i64>) -> Option<i64> {
@@ -123,6 +127,11 @@ impl Decision {
     /// Every tool's permits allow an exception to be passed on.
     pub fn exception_allowed(&self) -> bool {
         self.verdict != Verdict::Deny && self.obligations.exception_allowed
+    }
+
+    /// Every tool's permits let a bound task go to an unbound sub-agent.
+    pub fn unbound_delegation_allowed(&self) -> bool {
+        self.verdict != Verdict::Deny && self.obligations.unbound_delegation
     }
 
     /// How long an approval of this request lets the same request through
@@ -193,6 +202,7 @@ pub(crate) fn obligations_of_policy(p: &cedar_policy::Policy) -> Obligations {
         match key {
             "approval" if value == "required" => o.approval_required = true,
             "exception" if value == "allowed" => o.exception_allowed = true,
+            "unbound_delegation" if value == "allowed" => o.unbound_delegation = true,
             "max_ttl" => o.max_ttl = min_of(o.max_ttl, Some(secs(value))),
             "approval_window" => o.approval_window = min_of(o.approval_window, Some(secs(value))),
             _ => {}
@@ -220,6 +230,7 @@ impl PolicySet {
         let mut all_allowed = !facts.capabilities.is_empty();
         let mut obligations = Obligations {
             exception_allowed: true,
+            unbound_delegation: true,
             ..Obligations::default()
         };
         for cap in facts.capabilities.iter() {
@@ -239,6 +250,7 @@ impl PolicySet {
                 let o = self.obligations_of(&a.determining);
                 obligations.approval_required |= o.approval_required;
                 obligations.exception_allowed &= o.exception_allowed;
+                obligations.unbound_delegation &= o.unbound_delegation;
                 obligations.max_ttl = min_of(obligations.max_ttl, o.max_ttl);
                 obligations.approval_window =
                     min_of(obligations.approval_window, o.approval_window);
@@ -295,6 +307,7 @@ impl PolicySet {
             };
             o.approval_required |= p.approval_required;
             o.exception_allowed |= p.exception_allowed;
+            o.unbound_delegation |= p.unbound_delegation;
             o.max_ttl = min_of(o.max_ttl, p.max_ttl);
             o.approval_window = min_of(o.approval_window, p.approval_window);
         }

@@ -245,8 +245,14 @@ impl Broker {
         subject_exp: writ_core::Timestamp,
         req: &TokenRequest,
     ) -> Result<TokenResponse, OAuthError> {
-        let (actor_claims, actor_state, actor_agent, lineage) =
-            self.delegation_actor(claims, parent, actor_token).await?;
+        let (actor_claims, actor_state, actor_agent, lineage) = self
+            .delegation_actor(
+                claims,
+                parent,
+                actor_token,
+                req.actor_token_proof.as_deref(),
+            )
+            .await?;
         let depth = parent.depth + 1;
         let (caps, tools) = self.delegated_capabilities(claims, parent, req).await?;
 
@@ -276,6 +282,9 @@ impl Broker {
             now,
         );
         let decision = self.decide(&self.policy(), &facts).await?;
+        // A bound task never yields a bearer descendant unless policy says
+        // so for every tool: a stolen bearer child would undo the binding.
+        let unbound = claims.cnf.is_some() && actor_claims.cnf.is_none();
         let detail = serde_json::json!({
             "actor": actor_agent.name,
             "actor_instance": actor_state.grant.instance_id,
@@ -283,7 +292,17 @@ impl Broker {
             "depth": depth,
             "verdict": decision.verdict().as_str(),
             "reason": decision.reason(),
+            "unbound": unbound,
         });
+        if unbound && decision.verdict() == Verdict::Allow && !decision.unbound_delegation_allowed()
+        {
+            let e = OAuthError::invalid_grant(
+                "the task is bound to a DPoP key and the actor_token is not: a bound task is \
+                 delegated only to a bound instance (or where a DelegateTask permit says \
+                 @unbound_delegation(\"allowed\"))",
+            );
+            return self.refuse(claims, e).await;
+        }
         match decision.verdict() {
             Verdict::Allow => {}
             // The planner holding the task token asked, not the sub-agent
@@ -383,6 +402,7 @@ impl Broker {
         claims: &AccessClaims,
         parent: &Task,
         actor_token: &str,
+        actor_proof: Option<&str>,
     ) -> Result<(AccessClaims, GrantState, writ_core::api::Agent, Vec<Task>), OAuthError> {
         // The actor: a live instance token of the sub-agent. Its key (if
         // any) is the one the child's token is bound to.
@@ -408,6 +428,34 @@ impl Broker {
                     .await;
             }
         };
+        // A bound sub-agent proves it takes part: a proof by its own key,
+        // fresh, for this endpoint and this actor token. Holding another
+        // instance's token is not enough to hand it work.
+        if let Some(cnf) = &actor_claims.cnf {
+            let Some(proof) = actor_proof else {
+                let e = OAuthError::invalid_grant(
+                    "actor_token is bound to a DPoP key: send actor_token_proof, a DPoP proof \
+                     the sub-agent makes with that key for POST to this endpoint with ath of \
+                     the actor_token",
+                );
+                return self.refuse(claims, e).await;
+            };
+            let url = self.config.url("/oauth2/token");
+            let expected = writ_core::dpop::Expected {
+                method: "POST",
+                url: &url,
+                access_token: Some(actor_token),
+                now: self.now(),
+            };
+            if let Err(e) = self.dpop.check_actor(proof, &expected, &cnf.jkt) {
+                let detail = match e {
+                    ApiError::Dpop { detail, .. } => detail,
+                    other => return Err(oauth(other)),
+                };
+                let e = OAuthError::invalid_grant(format!("actor_token_proof: {detail}"));
+                return self.refuse(claims, e).await;
+            }
+        }
         let actor_agent = self.acting_agent(&actor_state.grant.agent).await?;
         let lineage = self.lineage(parent).await.map_err(oauth)?;
         if lineage.iter().any(|t| t.agent == actor_agent.name) {

@@ -20,6 +20,14 @@ pub enum DpopCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// As the sub-agent (with its key in --dpop-key / WRIT_DPOP_KEY): the
+    /// proof a planner sends as `actor_token_proof` to delegate to it. It
+    /// is good for one use within a minute.
+    ActorProof {
+        /// The sub-agent's own (DPoP-bound) instance token.
+        #[arg(long, env = "WRIT_TOKEN", hide_env_values = true)]
+        actor_token: String,
+    },
 }
 
 const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
@@ -27,6 +35,17 @@ const END: &str = "-----END PRIVATE KEY-----";
 
 pub fn run(g: &Global, cmd: DpopCmd) -> anyhow::Result<u8> {
     match cmd {
+        DpopCmd::ActorProof { actor_token } => {
+            if g.dpop_key.is_none() {
+                anyhow::bail!("an actor proof needs the sub-agent's key: give --dpop-key");
+            }
+            let proof = g
+                .agent_client(None)?
+                .actor_proof(&actor_token)
+                .ok_or_else(|| anyhow::anyhow!("cannot make a proof with that key"))?;
+            println!("{proof}");
+            Ok(EXIT_OK)
+        }
         DpopCmd::Keygen { out } => {
             let (key, pkcs8) = ProofKey::generate()?;
             let mut opts = std::fs::OpenOptions::new();

@@ -102,6 +102,10 @@ pub enum TaskCmd {
         /// The sub-agent's instance token.
         #[arg(long, hide_env_values = true)]
         actor_token: String,
+        /// When the sub-agent's token is DPoP-bound: the proof it made with
+        /// its own key (`writ dpop actor-proof`).
+        #[arg(long, hide_env_values = true)]
+        actor_token_proof: Option<String>,
         /// Narrow to one tool (name or audience).
         #[arg(long)]
         audience: Option<String>,
@@ -208,15 +212,17 @@ pub async fn run(g: &Global, cmd: TaskCmd) -> anyhow::Result<u8> {
         TaskCmd::Delegate {
             subject_token,
             actor_token,
+            actor_token_proof,
             audience,
             scope,
             export,
         } => {
             let c = g.agent_client(None)?;
             let out = c
-                .exchange(
+                .delegate(
                     &subject_token,
-                    Some(&actor_token),
+                    &actor_token,
+                    actor_token_proof.as_deref(),
                     audience.as_deref(),
                     scope.as_deref(),
                 )

@@ -90,6 +90,14 @@ async fn a_three_hop_chain_from_the_cli() {
     let root_task = root["task_id"].as_str().unwrap().to_owned();
     let root_token = root["access_token"].as_str().unwrap().to_owned();
 
+    // The sub-agent takes part: a proof with its own key for its token.
+    let out = b.cli_env(
+        &["dpop", "actor-proof", "--actor-token", &sub_instance],
+        &sub_env,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let proof = stdout(&out).trim().to_owned();
+
     // Delegate read only (the example policy gives sub-agents read-only work).
     let out = b.cli_env(
         &[
@@ -99,6 +107,8 @@ async fn a_three_hop_chain_from_the_cli() {
             &root_token,
             "--actor-token",
             &sub_instance,
+            "--actor-token-proof",
+            &proof,
             "--scope",
             "tickets:read",
             "--export",
@@ -194,7 +204,7 @@ fn pem_der(path: &std::path::Path) -> Vec<u8> {
         .unwrap()
 }
 
-async fn bound_instance(b: &Broker, agent: &str, key: &Arc<ProofKey>) -> String {
+pub(crate) async fn bound_instance(b: &Broker, agent: &str, key: &Arc<ProofKey>) -> String {
     let name = agent.parse().unwrap();
     let jt = b.admin().join_token(&name, 60).await.unwrap().join_token;
     let att = b
@@ -401,10 +411,11 @@ async fn x5_depth_limit_and_cycles_are_refused() {
         .unwrap();
     let mut token = root.access_token.clone();
     for hop in 1..=2 {
+        let proof = actor_proof(&b, &keys[hop], &insts[hop]);
         let d = b
             .anon()
             .with_dpop(Arc::clone(&keys[hop - 1]))
-            .exchange(&token, Some(&insts[hop]), None, None)
+            .delegate(&token, &insts[hop], Some(&proof), None, None)
             .await
             .unwrap();
         let (_, c) = writ_core::token::insecure_peek(&d.access_token).unwrap();
@@ -424,7 +435,13 @@ async fn x5_depth_limit_and_cycles_are_refused() {
     let e = b
         .anon()
         .with_dpop(Arc::clone(&keys[2]))
-        .exchange(&token, Some(&insts[3]), None, None)
+        .delegate(
+            &token,
+            &insts[3],
+            Some(&actor_proof(&b, &keys[3], &insts[3])),
+            None,
+            None,
+        )
         .await
         .unwrap_err();
     assert!(e.to_string().contains("depth"), "{e}");
@@ -432,7 +449,13 @@ async fn x5_depth_limit_and_cycles_are_refused() {
     let e = b
         .anon()
         .with_dpop(Arc::clone(&keys[2]))
-        .exchange(&token, Some(&insts[0]), None, None)
+        .delegate(
+            &token,
+            &insts[0],
+            Some(&actor_proof(&b, &keys[0], &insts[0])),
+            None,
+            None,
+        )
         .await
         .unwrap_err();
     assert!(e.to_string().contains("cycle"), "{e}");
@@ -585,9 +608,10 @@ permit (principal, action == Action::"DelegateTask", resource) when { context.sc
         .unwrap();
     let c = b.anon().with_dpop(Arc::clone(&k1));
     let child = c
-        .exchange(
+        .delegate(
             &root.access_token,
-            Some(&helper),
+            &helper,
+            Some(&actor_proof(&b, &k2, &helper)),
             None,
             Some("tickets:read"),
         )
@@ -604,9 +628,10 @@ permit (principal, action == Action::"DelegateTask", resource) when { context.sc
     );
     assert!(child.expires_in <= 60);
     let e = c
-        .exchange(
+        .delegate(
             &root.access_token,
-            Some(&helper),
+            &helper,
+            Some(&actor_proof(&b, &k2, &helper)),
             None,
             Some("tickets:comment"),
         )
@@ -678,4 +703,13 @@ async fn the_cli_follows_server_nonces() {
     );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(json(&out)["token_type"], "DPoP");
+}
+
+/// The proof a sub-agent holding `key` makes so that a planner may
+/// delegate to its bound instance `inst`.
+pub(crate) fn actor_proof(b: &Broker, key: &Arc<ProofKey>, inst: &str) -> String {
+    b.anon()
+        .with_dpop(Arc::clone(key))
+        .actor_proof(inst)
+        .unwrap()
 }

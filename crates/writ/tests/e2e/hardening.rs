@@ -268,3 +268,120 @@ async fn h5_a_rewritten_and_rehashed_audit_chain_is_caught() {
         "{out:?}"
     );
 }
+
+/// H10: a bound task is never handed to an unbound sub-agent (a bearer
+/// child anyone holding it could use) unless a permit says so, audited;
+/// and a planner cannot delegate to a bound instance that does not take
+/// part: it must bring a fresh proof made with the sub-agent's own key.
+#[tokio::test]
+async fn h10_delegation_keeps_the_binding_and_the_actor_proves_its_key() {
+    use std::sync::Arc;
+    use writ_core::dpop::ProofKey;
+
+    use crate::delegation::{actor_proof, bound_instance};
+
+    let dir = tempfile::tempdir().unwrap();
+    let write = |unbound: bool| {
+        std::fs::write(
+            dir.path().join("p.cedar"),
+            format!(
+                r#"
+@id("start") permit (principal, action == Action::"StartTask", resource);
+@id("exchange") permit (principal, action == Action::"ExchangeToken", resource);
+@id("delegate") {}
+permit (principal, action == Action::"DelegateTask", resource);
+"#,
+                if unbound {
+                    r#"@unbound_delegation("allowed")"#
+                } else {
+                    ""
+                }
+            ),
+        )
+        .unwrap();
+    };
+    write(false);
+    let b = Broker::start_with(Opts {
+        policy_dir: Some(dir.path().to_owned()),
+        ..Opts::default()
+    });
+    b.agent("helper", &[]).await;
+    let planner_key = Arc::new(ProofKey::generate().unwrap().0);
+    let helper_key = Arc::new(ProofKey::generate().unwrap().0);
+    let planner = bound_instance(&b, "demo-agent", &planner_key).await;
+    let root = b
+        .as_token(&planner)
+        .with_dpop(Arc::clone(&planner_key))
+        .start_task(&writ_core::api::StartTask {
+            intent: "read".into(),
+            capabilities: vec![writ_core::Capability::parse_short("tickets:read").unwrap()],
+            on_behalf_of: None,
+            ttl: None,
+            justification: None,
+        })
+        .await
+        .unwrap();
+    let c = b.anon().with_dpop(Arc::clone(&planner_key));
+
+    // An unbound sub-agent: refused, and the refusal is the planner's.
+    let bearer_helper = b.attest("helper").await.access_token;
+    let e = c
+        .exchange(&root.access_token, Some(&bearer_helper), None, None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("invalid_grant"), "{e}");
+    assert!(e.to_string().contains("bound"), "{e}");
+
+    // A bound sub-agent, without its proof, with a proof by another key,
+    // for another actor token, or replayed: refused.
+    let helper = bound_instance(&b, "helper", &helper_key).await;
+    let e = c
+        .exchange(&root.access_token, Some(&helper), None, None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("actor_token_proof"), "{e}");
+    let forged = actor_proof(&b, &planner_key, &helper);
+    let e = c
+        .delegate(&root.access_token, &helper, Some(&forged), None, None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("actor_token_proof"), "{e}");
+    let other = actor_proof(&b, &helper_key, &bearer_helper);
+    let e = c
+        .delegate(&root.access_token, &helper, Some(&other), None, None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("actor_token_proof"), "{e}");
+
+    // With it: a child bound to the sub-agent's key. Used twice: refused.
+    let proof = actor_proof(&b, &helper_key, &helper);
+    let child = c
+        .delegate(&root.access_token, &helper, Some(&proof), None, None)
+        .await
+        .unwrap();
+    assert_eq!(child.token_type, "DPoP");
+    let e = c
+        .delegate(&root.access_token, &helper, Some(&proof), None, None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("actor_token_proof"), "{e}");
+
+    // Where a permit says so, the unbound hand-off is allowed, audited.
+    write(true);
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || async {
+            c.exchange(&root.access_token, Some(&bearer_helper), None, None)
+                .await
+                .is_ok_and(|t| t.token_type == "Bearer")
+        })
+        .await,
+        "@unbound_delegation(\"allowed\") was not honoured"
+    );
+    let records = b.admin().audit_last(200).await.unwrap().records;
+    assert!(
+        records
+            .iter()
+            .any(|r| r.event.contains("\"unbound\":true") && r.event.contains("\"success\"")),
+        "the unbound delegation is not in the audit trail"
+    );
+}

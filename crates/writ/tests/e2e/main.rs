@@ -14,7 +14,7 @@ mod bad_input;
 mod cli;
 mod crash;
 mod dbcreds;
-mod delegation;
+pub(crate) mod delegation;
 mod faults;
 mod gateway;
 mod hardening;
