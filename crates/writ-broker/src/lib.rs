@@ -37,9 +37,11 @@ pub use service::Broker;
 /// Serves the broker on `listener` until `shutdown` completes; runs the
 /// lease sweeper, the reaper of database roles, the policy directory watcher and (on a shared store) the
 /// follower of other replicas alongside.
+/// The connection limits and timeouts of `limits` hold on the listener.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     broker: Arc<Broker>,
+    limits: writ_listen::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let sweeper = tokio::spawn(sweeper::run(Arc::clone(&broker)));
@@ -48,9 +50,7 @@ pub async fn serve(
     let watcher = tokio::spawn(policy_watch::run(Arc::clone(&broker)));
     let follower = tokio::spawn(replicas::run(Arc::clone(&broker)));
     let app = routes::router(broker);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = writ_listen::serve(listener, app, limits, shutdown, SHUTDOWN_GRACE).await;
     sweeper.abort();
     reaper.abort();
     spiffe.abort();
@@ -58,6 +58,9 @@ pub async fn serve(
     follower.abort();
     result
 }
+
+/// How long requests in flight may take to finish once shutdown is asked.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The application router, for in-process tests (`tower::ServiceExt::oneshot`).
 pub fn router(broker: Arc<Broker>) -> axum::Router {

@@ -54,41 +54,24 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .with_state(gw)
 }
 
-/// Serves the gateway on `listener` until `shutdown` completes (requests
-/// in flight finish), then stops its background work.
+/// Serves the gateway on `listener` within `limits` until `shutdown`
+/// completes (requests in flight get [`SHUTDOWN_GRACE`]; a long-lived
+/// stream, an MCP SSE GET, does not hold the process up past it), then
+/// stops its background work.
 pub async fn serve(
     gw: Arc<Gateway>,
     listener: tokio::net::TcpListener,
+    limits: writ_listen::Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    // A proxy relays small writes both ways: never hold them back (Nagle).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let (asked, stopping) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(
+    let served = writ_listen::serve(
         listener,
-        router(Arc::clone(&gw)).into_make_service_with_connect_info::<SocketAddr>(),
+        router(Arc::clone(&gw)),
+        limits,
+        shutdown,
+        SHUTDOWN_GRACE,
     )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = asked.send(());
-    });
-    // Requests in flight get a grace period; a long-lived stream (an MCP
-    // SSE GET) does not hold the process up past it.
-    let grace = async {
-        match stopping.await {
-            Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
-            Err(_) => std::future::pending().await,
-        }
-    };
-    let served = tokio::select! {
-        r = server => r,
-        () = grace => Ok(()),
-    };
+    .await;
     gw.stop();
     served
 }

@@ -55,6 +55,8 @@ struct RunArgs {
         default_value = "./writ-gateway-spool"
     )]
     spool_dir: PathBuf,
+    #[command(flatten)]
+    limits: super::limits::LimitArgs,
 }
 
 pub async fn run(g: &Global, args: GatewayArgs) -> anyhow::Result<u8> {
@@ -78,6 +80,7 @@ pub async fn run(g: &Global, args: GatewayArgs) -> anyhow::Result<u8> {
     let token = a
         .gateway_token
         .context("a gateway credential is needed: set WRIT_GATEWAY_TOKEN (from `writ gateway register NAME`)")?;
+    let limits = a.limits.limits()?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("binding {}", a.listen))?;
@@ -88,6 +91,6 @@ pub async fn run(g: &Global, args: GatewayArgs) -> anyhow::Result<u8> {
     cfg.spool_dir = Some(a.spool_dir);
     let gw = writ_gateway::Gateway::start(cfg, Arc::new(SystemClock))?;
     println!("gateway listening on http://{bound}");
-    writ_gateway::serve(gw, listener, super::serve::shutdown_signal()).await?;
+    writ_gateway::serve(gw, listener, limits, super::serve::shutdown_signal()).await?;
     Ok(EXIT_OK)
 }

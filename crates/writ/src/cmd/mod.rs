@@ -8,6 +8,7 @@ mod audit;
 mod dpop;
 mod gateway;
 mod keys;
+mod limits;
 mod node;
 mod policy;
 mod policy_cases;

@@ -23,6 +23,9 @@ pub struct ServeArgs {
     /// A TOML file with any of the settings below (snake_case keys).
     #[arg(long, env = "WRIT_CONFIG")]
     config: Option<PathBuf>,
+    /// The limits of the broker's listener and the embedded gateway's.
+    #[command(flatten)]
+    limits: super::limits::LimitArgs,
     /// Address to listen on [default: 127.0.0.1:8750].
     #[arg(long, env = "WRIT_LISTEN")]
     listen: Option<SocketAddr>,
@@ -199,6 +202,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         (None, false) => InitialPolicy::Stored,
     };
 
+    let limits = args.limits.limits()?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -361,10 +365,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         );
         cfg.spool_dir = Some(data_dir.join("gateway-spool"));
         let gw = writ_gateway::Gateway::start(cfg, Arc::new(SystemClock))?;
+        let gw_limits = limits.clone();
         tokio::spawn(async move {
             // It lives as long as the broker's process.
             let forever = std::future::pending::<()>();
-            if let Err(e) = writ_gateway::serve(gw, gw_listener, forever).await {
+            if let Err(e) = writ_gateway::serve(gw, gw_listener, gw_limits, forever).await {
                 tracing::error!(error = %e, "gateway stopped");
             }
         });
@@ -388,7 +393,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     // Last, so that whoever waits for this line has seen everything above.
     println!("writ listening on http://{bound}");
 
-    writ_broker::serve(listener, broker, shutdown_signal()).await?;
+    writ_broker::serve(listener, broker, limits, shutdown_signal()).await?;
     tracing::info!("writ stopped");
     Ok(EXIT_OK)
 }

@@ -385,3 +385,109 @@ permit (principal, action == Action::"DelegateTask", resource);
         "the unbound delegation is not in the audit trail"
     );
 }
+
+/// Opens a connection from `from` to `to` and sends half a request head.
+async fn slow_client(from: &str, to: std::net::SocketAddr) -> Option<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt as _;
+    let s = tokio::net::TcpSocket::new_v4().ok()?;
+    s.bind(format!("{from}:0").parse().ok()?).ok()?;
+    let mut c = s.connect(to).await.ok()?;
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .ok()?;
+    Some(c)
+}
+
+/// Whether the server closed `c` within `wait`.
+async fn closed_within(mut c: tokio::net::TcpStream, wait: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 512];
+    loop {
+        match tokio::time::timeout(wait, c.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            // An error response (408) before the close is a close too.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// H4: a thousand half-sent requests from one address neither hang the
+/// broker nor the embedded gateway: past its share that address's
+/// connections are closed at once, the rest when their headers run late,
+/// and health, JWKS and other clients answer throughout.
+#[tokio::test]
+async fn h4_a_flood_of_slow_connections_leaves_health_jwks_and_clients_answering() {
+    use std::time::{Duration, Instant};
+
+    let b = Broker::start_with(Opts {
+        extra: vec![
+            "--limit-client-connections".into(),
+            "32".into(),
+            "--limit-header-secs".into(),
+            "3".into(),
+        ],
+        ..Opts::default()
+    });
+    let broker: std::net::SocketAddr = b.addr.trim_start_matches("http://").parse().unwrap();
+    let gateway: std::net::SocketAddr = b.gateway.trim_start_matches("http://").parse().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..500 {
+        for to in [broker, gateway] {
+            if let Some(c) = slow_client("127.0.0.2", to).await {
+                held.push(c);
+            }
+        }
+    }
+    assert!(
+        held.len() >= 900,
+        "the flood opened {} connections",
+        held.len()
+    );
+
+    // Everyone else is answered, promptly.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    for url in [
+        format!("{}/healthz", b.addr),
+        format!("{}/.well-known/jwks.json", b.addr),
+        format!("{}/healthz", b.gateway),
+    ] {
+        let t = Instant::now();
+        let r = http.get(&url).send().await.unwrap();
+        assert!(r.status().is_success(), "{url}: {}", r.status());
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "{url} took {:?}",
+            t.elapsed()
+        );
+    }
+    let inst = b.attest("demo-agent").await;
+    b.start_task(&inst.access_token, &["tickets:read"])
+        .await
+        .unwrap();
+
+    // Past its share, the flood's connections were closed at once; the
+    // rest close when their headers run late.
+    let mut checks = tokio::task::JoinSet::new();
+    for c in held {
+        checks.spawn(closed_within(c, Duration::from_millis(1500)));
+    }
+    let mut open = 0;
+    while let Some(closed) = checks.join_next().await {
+        if !closed.unwrap() {
+            open += 1;
+        }
+    }
+    assert!(
+        open <= 64,
+        "{open} slow connections still held (at most 2 x 32)"
+    );
+    let late = slow_client("127.0.0.2", broker).await.unwrap();
+    assert!(
+        closed_within(late, Duration::from_secs(6)).await,
+        "a connection whose headers never came was kept"
+    );
+}
