@@ -10,7 +10,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, ThumbprintHash};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
 use crate::time::Timestamp;
@@ -20,6 +20,18 @@ use std::collections::HashSet;
 pub const PROOF_TYP: &str = "dpop+jwt";
 /// Algorithms accepted for proofs.
 pub const ALGORITHMS: &[Algorithm] = &[Algorithm::EdDSA, Algorithm::ES256];
+/// The names proofs may give them in `alg`: RFC 9864's `Ed25519` is the
+/// fully specified name of what `EdDSA` means with an Ed25519 key.
+pub const ALGORITHM_NAMES: &[&str] = &["EdDSA", "Ed25519", "ES256"];
+
+/// The algorithm an `alg` name stands for, if proofs may use it.
+pub fn algorithm_named(name: &str) -> Option<Algorithm> {
+    match name {
+        "EdDSA" | "Ed25519" => Some(Algorithm::EdDSA),
+        "ES256" => Some(Algorithm::ES256),
+        _ => None,
+    }
+}
 /// Proofs longer than this are refused before parsing.
 pub const MAX_PROOF_LEN: usize = 4096;
 /// How old a proof's `iat` may be.
@@ -33,11 +45,11 @@ pub const MAX_JTI_LEN: usize = 256;
 pub enum DpopError {
     #[error("DPoP proof is larger than {MAX_PROOF_LEN} bytes")]
     TooLarge,
-    #[error("DPoP proof is malformed")]
-    Malformed,
+    #[error("DPoP proof is malformed: {0}")]
+    Malformed(&'static str),
     #[error("DPoP proof typ must be dpop+jwt")]
     Type,
-    #[error("DPoP proof algorithm is not allowed (EdDSA, ES256)")]
+    #[error("DPoP proof algorithm is not allowed (EdDSA or Ed25519, ES256)")]
     Algorithm,
     #[error("DPoP proof must carry a public jwk")]
     MissingKey,
@@ -132,16 +144,24 @@ pub fn verify_proof(proof: &str, expected: &Expected<'_>) -> Result<VerifiedProo
         return Err(DpopError::TooLarge);
     }
     if proof.bytes().filter(|b| *b == b'.').count() != 2 {
-        return Err(DpopError::Malformed);
+        return Err(DpopError::Malformed("not three dot-separated parts"));
     }
-    // Private key members would be dropped by the typed JWK parser, so look
-    // at the raw header for them first.
-    let raw_header = proof.split('.').next().ok_or(DpopError::Malformed)?;
-    let raw: serde_json::Value = URL_SAFE_NO_PAD
+    // The header is read as JSON first: private key members would be
+    // dropped by the typed JWK parser, and `alg` may be RFC 9864's
+    // `Ed25519`, which the JOSE crate's header type does not name.
+    let (message, signature) = proof
+        .rsplit_once('.')
+        .ok_or(DpopError::Malformed("not three dot-separated parts"))?;
+    let raw_header = proof
+        .split('.')
+        .next()
+        .ok_or(DpopError::Malformed("no header"))?;
+    let mut raw: serde_json::Value = URL_SAFE_NO_PAD
         .decode(raw_header)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or(DpopError::Malformed)?;
+        .map_err(|_| DpopError::Malformed("the header is not base64url"))
+        .and_then(|b| {
+            serde_json::from_slice(&b).map_err(|_| DpopError::Malformed("the header is not JSON"))
+        })?;
     let raw_jwk = raw
         .get("jwk")
         .and_then(|j| j.as_object())
@@ -152,7 +172,19 @@ pub fn verify_proof(proof: &str, expected: &Expected<'_>) -> Result<VerifiedProo
     {
         return Err(DpopError::PrivateKey);
     }
-    let header = jsonwebtoken::decode_header(proof).map_err(|_| DpopError::Malformed)?;
+    let alg = raw
+        .get("alg")
+        .and_then(serde_json::Value::as_str)
+        .and_then(algorithm_named)
+        .ok_or(DpopError::Algorithm)?;
+    if let Some(obj) = raw.as_object_mut() {
+        obj.insert(
+            "alg".into(),
+            serde_json::to_value(alg).map_err(|_| DpopError::Algorithm)?,
+        );
+    }
+    let header: Header = serde_json::from_value(raw)
+        .map_err(|_| DpopError::Malformed("the header does not fit a JOSE header"))?;
     if !header
         .typ
         .as_deref()
@@ -160,15 +192,14 @@ pub fn verify_proof(proof: &str, expected: &Expected<'_>) -> Result<VerifiedProo
     {
         return Err(DpopError::Type);
     }
-    if !ALGORITHMS.contains(&header.alg) {
-        return Err(DpopError::Algorithm);
-    }
     if header.jku.is_some() || header.x5u.is_some() || header.x5c.is_some() || header.crit.is_some()
     {
-        return Err(DpopError::Malformed);
+        return Err(DpopError::Malformed(
+            "the header names keys or extensions by reference (jku, x5u, x5c, crit)",
+        ));
     }
     let jwk = header.jwk.ok_or(DpopError::MissingKey)?;
-    let key_fits = match (&jwk.algorithm, header.alg) {
+    let key_fits = match (&jwk.algorithm, alg) {
         (AlgorithmParameters::OctetKeyPair(p), Algorithm::EdDSA) => {
             p.curve == EllipticCurve::Ed25519
         }
@@ -179,16 +210,17 @@ pub fn verify_proof(proof: &str, expected: &Expected<'_>) -> Result<VerifiedProo
         return Err(DpopError::KeyMismatch);
     }
     let key = DecodingKey::from_jwk(&jwk).map_err(|_| DpopError::KeyMismatch)?;
-    let mut v = Validation::new(header.alg);
-    v.required_spec_claims = Default::default();
-    v.validate_exp = false;
-    v.validate_nbf = false;
-    v.validate_aud = false;
-    let claims: ProofClaims = jsonwebtoken::decode(proof, &key, &v)
-        .map(|d| d.claims)
-        .map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::InvalidSignature => DpopError::Signature,
-            _ => DpopError::Malformed,
+    // The signature over the exact bytes sent, by the JOSE crate.
+    let signed = jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key, alg)
+        .map_err(|_| DpopError::Malformed("the signature is not base64url"))?;
+    if !signed {
+        return Err(DpopError::Signature);
+    }
+    let claims: ProofClaims =
+        jsonwebtoken::dangerous::insecure_decode_claims(proof).map_err(|_| {
+            DpopError::Malformed(
+                "the claims are not JSON with string jti, htm, htu and integer iat",
+            )
         })?;
     if claims.htm != expected.method {
         return Err(DpopError::Method);
@@ -434,14 +466,60 @@ mod tests {
             .proof("POST", URL, None, None, NOW.add_secs(600))
             .unwrap();
         assert_eq!(verify_proof(&future, &expected(None)), Err(DpopError::Time));
-        assert_eq!(
+        assert!(matches!(
             verify_proof("a.b", &expected(None)),
-            Err(DpopError::Malformed)
-        );
+            Err(DpopError::Malformed(_))
+        ));
         assert_eq!(
             verify_proof(&"a".repeat(5000), &expected(None)),
             Err(DpopError::TooLarge)
         );
+    }
+
+    /// Signs `claims` under a header naming `alg` as given, with `key`.
+    fn signed_as(key: &ProofKey, alg: &str, claims: &serde_json::Value) -> String {
+        let header = serde_json::json!({"typ": "dpop+jwt", "alg": alg, "jwk": key.jwk});
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &key.encoding, Algorithm::EdDSA)
+            .unwrap();
+        format!("{message}.{sig}")
+    }
+
+    #[test]
+    fn rfc_9864_ed25519_is_accepted_and_every_refusal_says_why() {
+        let (key, _) = ProofKey::generate().unwrap();
+        let claims = serde_json::json!({"jti": "j1", "htm": "POST", "htu": URL, "iat": NOW.secs()});
+        let p = signed_as(&key, "Ed25519", &claims);
+        let v = verify_proof(&p, &expected(None)).unwrap();
+        assert_eq!(v.jkt, key.thumbprint().unwrap());
+        // The same bytes with another name for the algorithm: refused,
+        // and a flipped signature still fails as a signature.
+        assert_eq!(
+            verify_proof(&signed_as(&key, "EdDSA25519", &claims), &expected(None)),
+            Err(DpopError::Algorithm)
+        );
+        assert_eq!(
+            verify_proof(&signed_as(&key, "none", &claims), &expected(None)),
+            Err(DpopError::Algorithm)
+        );
+        let mut flipped = p.clone().into_bytes();
+        let last = flipped.len() - 2;
+        flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            verify_proof(&String::from_utf8(flipped).unwrap(), &expected(None)),
+            Err(DpopError::Signature)
+        );
+        let bad_claims = signed_as(&key, "Ed25519", &serde_json::json!({"htm": "POST"}));
+        let e = verify_proof(&bad_claims, &expected(None)).unwrap_err();
+        assert!(e.to_string().contains("claims"), "{e}");
+        let e = verify_proof("e30.e30.e30", &expected(None)).unwrap_err();
+        assert_eq!(e, DpopError::MissingKey, "{e}");
+        let e = verify_proof("!!.e30.e30", &expected(None)).unwrap_err();
+        assert!(e.to_string().contains("base64url"), "{e}");
     }
 
     #[test]

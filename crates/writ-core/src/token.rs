@@ -506,6 +506,11 @@ fn checked_header(token: &str) -> Result<Header, TokenError> {
         return Err(TokenError::Malformed);
     }
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+    header_rules(header)
+}
+
+/// The header rules every token here is held to.
+fn header_rules(header: Header) -> Result<Header, TokenError> {
     if header.jwk.is_some() {
         return Err(TokenError::ForbiddenHeader("jwk"));
     }
@@ -522,6 +527,50 @@ fn checked_header(token: &str) -> Result<Header, TokenError> {
         return Err(TokenError::ForbiddenHeader("crit"));
     }
     Ok(header)
+}
+
+/// An outside token's header, which may name its algorithm `Ed25519`
+/// (RFC 9864's fully specified name for EdDSA with an Ed25519 key, which
+/// the JOSE crate's header type does not know): the header with `EdDSA`
+/// in its place, and whether that was done.
+fn external_header(token: &str) -> Result<(Header, bool), TokenError> {
+    match checked_header(token) {
+        Ok(h) => Ok((h, false)),
+        Err(TokenError::Malformed) if token.bytes().filter(|b| *b == b'.').count() == 2 => {
+            let raw = token.split('.').next().ok_or(TokenError::Malformed)?;
+            let mut json: serde_json::Value = URL_SAFE_NO_PAD
+                .decode(raw)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .ok_or(TokenError::Malformed)?;
+            if json.get("alg").and_then(serde_json::Value::as_str) != Some("Ed25519") {
+                return Err(TokenError::Malformed);
+            }
+            if let Some(o) = json.as_object_mut() {
+                o.insert("alg".into(), serde_json::Value::from("EdDSA"));
+            }
+            let header: Header = serde_json::from_value(json).map_err(|_| TokenError::Malformed)?;
+            Ok((header_rules(header)?, true))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The signature of `token` over its exact bytes, by the JOSE crate, with
+/// `alg` (the header's own name for it may differ: `Ed25519`), then its
+/// claims.
+fn signature_as<T: serde::de::DeserializeOwned>(
+    token: &str,
+    key: &DecodingKey,
+    alg: Algorithm,
+) -> Result<T, TokenError> {
+    let (message, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+    if !jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, alg)
+        .map_err(|_| TokenError::Malformed)?
+    {
+        return Err(TokenError::Signature);
+    }
+    jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(|_| TokenError::Malformed)
 }
 
 /// Checks the signature (and only the signature) with the crate's verifier.
@@ -682,7 +731,7 @@ pub fn verify_external(
     expect: &ExternalExpect<'_>,
     now: Timestamp,
 ) -> Result<(), TokenError> {
-    let header = checked_header(token)?;
+    let (header, renamed) = external_header(token)?;
     if !expect.algorithms.contains(&header.alg) {
         return Err(TokenError::Algorithm);
     }
@@ -700,7 +749,11 @@ pub fn verify_external(
         }
     }
     let key = DecodingKey::from_jwk(jwk).map_err(|_| TokenError::UnknownKey)?;
-    let claims: ExternalClaims = signature_only(token, &key, &[header.alg])?;
+    let claims: ExternalClaims = if renamed {
+        signature_as(token, &key, header.alg)?
+    } else {
+        signature_only(token, &key, &[header.alg])?
+    };
     check_times(claims.exp, claims.nbf.unwrap_or(i64::MIN), claims.iat, now)?;
     if claims.iss != expect.issuer {
         return Err(TokenError::Issuer);
@@ -721,6 +774,64 @@ pub fn verify_external(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outside_token_may_name_ed25519_as_rfc_9864_does() {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let key = SigningKey::generate(now).unwrap();
+        let jwks = JwkSet {
+            keys: vec![key.jwk()],
+        };
+        let claims = serde_json::json!({
+            "iss": "https://idp.example", "aud": "writ", "sub": "ci-runner",
+            "exp": now.secs() + 60, "iat": now.secs(),
+        });
+        let signed = |alg: &str| {
+            let header = serde_json::json!({"alg": alg, "typ": "JWT", "kid": key.kid()});
+            let mut out = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            );
+            let sig = key.pair.sign(out.as_bytes());
+            out.push('.');
+            out.push_str(&URL_SAFE_NO_PAD.encode(sig.as_ref()));
+            out
+        };
+        let expect = ExternalExpect {
+            issuer: "https://idp.example",
+            audience: "writ",
+            subject: "ci-runner",
+            algorithms: &[Algorithm::EdDSA],
+        };
+        assert_eq!(
+            verify_external(&signed("EdDSA"), &jwks, &expect, now),
+            Ok(())
+        );
+        assert_eq!(
+            verify_external(&signed("Ed25519"), &jwks, &expect, now),
+            Ok(())
+        );
+        assert_eq!(
+            verify_external(&signed("Ed448"), &jwks, &expect, now),
+            Err(TokenError::Malformed)
+        );
+        let mut forged = signed("Ed25519").into_bytes();
+        let last = forged.len() - 2;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            verify_external(&String::from_utf8(forged).unwrap(), &jwks, &expect, now),
+            Err(TokenError::Signature)
+        );
+        let other = ExternalExpect {
+            subject: "someone-else",
+            ..expect
+        };
+        assert_eq!(
+            verify_external(&signed("Ed25519"), &jwks, &other, now),
+            Err(TokenError::Subject)
+        );
+    }
 
     const ISS: &str = "http://writ.test";
 

@@ -33,9 +33,12 @@ pub async fn metadata(State(b): State<Arc<Broker>>) -> Json<serde_json::Value> {
         "jwks_uri": c.url("/.well-known/jwks.json"),
         "introspection_endpoint": c.url("/oauth2/introspect"),
         "revocation_endpoint": c.url("/oauth2/revoke"),
-        "response_types_supported": [],
+        // Required by RFC 8414 and non-empty for strict validators; writ
+        // has no authorization endpoint, and `none` (OAuth 2.0 Multiple
+        // Response Types) claims no flow that hands anything out there.
+        "response_types_supported": ["none"],
         "grant_types_supported": ["urn:ietf:params:oauth:grant-type:token-exchange"],
-        "dpop_signing_alg_values_supported": ["EdDSA", "ES256"],
+        "dpop_signing_alg_values_supported": writ_core::dpop::ALGORITHM_NAMES,
         "token_endpoint_auth_methods_supported": ["none"],
         "introspection_endpoint_auth_methods_supported": ["bearer"],
         "revocation_endpoint_auth_methods_supported": ["bearer"],

@@ -282,8 +282,10 @@ async fn d11_n4_a_bound_token_is_useless_without_its_key() {
     let m = b.anon().metadata().await.unwrap();
     assert_eq!(
         m["dpop_signing_alg_values_supported"],
-        serde_json::json!(["EdDSA", "ES256"])
+        serde_json::json!(["EdDSA", "Ed25519", "ES256"])
     );
+    // Strict RFC 8414 validators want a response type; writ claims none.
+    assert_eq!(m["response_types_supported"], serde_json::json!(["none"]));
 }
 
 #[tokio::test]
