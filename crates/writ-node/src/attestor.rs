@@ -39,8 +39,11 @@ pub const ATTEST_TIME: Duration = Duration::from_secs(10);
 const HASH_TIME: Duration = Duration::from_secs(8);
 /// Connections of one uid being attested at once; more are closed at once.
 const PENDING_PER_UID: usize = 64;
-/// Executables of one uid's processes being opened and hashed at once.
-const WORK_PER_UID: usize = 2;
+/// Executables of one uid's processes being opened at once (and looked up
+/// among the digests already known).
+const LOOK_PER_UID: usize = 8;
+/// Executables of one uid's processes being hashed at once.
+const HASH_PER_UID: usize = 2;
 
 /// An executable as the kernel identifies it: device, inode, size,
 /// modification and change times (the last cannot be set by its owner).
@@ -52,15 +55,17 @@ pub struct Digests {
     cache: Mutex<HashMap<FileKey, String>>,
 }
 
+/// An executable opened, and either its digest known already or the file
+/// to hash.
+enum Looked {
+    Known(String),
+    ToHash(std::fs::File, FileKey),
+}
+
 impl Digests {
-    /// The SHA-256 of `file`, unless it is too large, cannot be read, or
-    /// takes past `deadline` or until `stop` is set.
-    fn sha256(
-        &self,
-        mut file: std::fs::File,
-        deadline: Instant,
-        stop: &AtomicBool,
-    ) -> Option<String> {
+    /// The digest of `file` if it is known; else the file, unless it is
+    /// too large to hash.
+    fn look(&self, file: std::fs::File) -> Option<Looked> {
         let m = file.metadata().ok()?;
         let key = (
             m.dev(),
@@ -74,11 +79,20 @@ impl Digests {
         if let Ok(c) = self.cache.lock()
             && let Some(digest) = c.get(&key)
         {
-            return Some(digest.clone());
+            return Some(Looked::Known(digest.clone()));
         }
-        if m.size() > MAX_EXE {
-            return None;
-        }
+        (m.size() <= MAX_EXE).then_some(Looked::ToHash(file, key))
+    }
+
+    /// The SHA-256 of `file`, remembered, unless it cannot be read or
+    /// takes past `deadline` or until `stop` is set.
+    fn hash(
+        &self,
+        mut file: std::fs::File,
+        key: FileKey,
+        deadline: Instant,
+        stop: &AtomicBool,
+    ) -> Option<String> {
         let hex = digest_of(&mut file, deadline, stop)?;
         if let Ok(mut c) = self.cache.lock() {
             if c.len() >= CACHE {
@@ -126,14 +140,26 @@ fn digest_of(
 
 struct PerUid {
     pending: usize,
-    work: Arc<Semaphore>,
+    look: Arc<Semaphore>,
+    hash: Arc<Semaphore>,
+}
+
+impl PerUid {
+    fn idle(&self) -> bool {
+        self.pending == 0
+            && self.look.available_permits() == LOOK_PER_UID
+            && self.hash.available_permits() == HASH_PER_UID
+    }
 }
 
 /// Admission to attestation: how many connections of each uid are being
-/// attested, and how much blocking work (opening and hashing executables)
-/// each uid has under way. A blocking read cannot be interrupted: its
-/// permit stays taken until it returns, so a user whose executables stall
-/// (a hung filesystem) runs out of its own permits and nobody else's.
+/// attested, and how much blocking work each uid has under way: opening
+/// executables (quick, but on a filesystem the peer may choose) and
+/// hashing them (slow for a large one). Hashing has permits of its own, so
+/// a peer whose executable is known already is not kept waiting behind
+/// large ones. A blocking read cannot be interrupted: its permit stays
+/// taken until it returns, so a user whose executables stall (a hung
+/// filesystem) runs out of its own permits and nobody else's.
 #[derive(Default)]
 pub struct Gate {
     digests: Digests,
@@ -144,7 +170,8 @@ pub struct Gate {
 pub struct Ticket {
     gate: Arc<Gate>,
     uid: u32,
-    work: Arc<Semaphore>,
+    look: Arc<Semaphore>,
+    hash: Arc<Semaphore>,
 }
 
 impl Gate {
@@ -154,7 +181,8 @@ impl Gate {
         let mut uids = self.uids.lock().ok()?;
         let entry = uids.entry(uid).or_insert_with(|| PerUid {
             pending: 0,
-            work: Arc::new(Semaphore::new(WORK_PER_UID)),
+            look: Arc::new(Semaphore::new(LOOK_PER_UID)),
+            hash: Arc::new(Semaphore::new(HASH_PER_UID)),
         });
         if entry.pending >= PENDING_PER_UID {
             return None;
@@ -163,7 +191,8 @@ impl Gate {
         Some(Ticket {
             gate: Arc::clone(self),
             uid,
-            work: Arc::clone(&entry.work),
+            look: Arc::clone(&entry.look),
+            hash: Arc::clone(&entry.hash),
         })
     }
 }
@@ -176,7 +205,7 @@ impl Drop for Ticket {
             entry.pending = entry.pending.saturating_sub(1);
             // Forgotten once idle, unless blocking work still holds
             // permits (it goes on counting against the uid).
-            if entry.pending == 0 && entry.work.available_permits() == WORK_PER_UID {
+            if entry.idle() {
                 uids.remove(&self.uid);
             }
         }
@@ -194,19 +223,32 @@ impl Drop for StopOnDrop {
 }
 
 impl Ticket {
-    /// The SHA-256 of the process's executable, computed on a blocking
-    /// thread under one of the uid's permits, within [`HASH_TIME`].
+    /// The SHA-256 of the process's executable: opened and looked up on a
+    /// blocking thread under one of the uid's look permits, then if need
+    /// be hashed under one of its hash permits, within [`HASH_TIME`].
     async fn sha256(&self, process: &Arc<Process>) -> Option<String> {
-        let permit = Arc::clone(&self.work).acquire_owned().await.ok()?;
         let stop = Arc::new(AtomicBool::new(false));
         let _stop = StopOnDrop(Arc::clone(&stop));
+        let permit = Arc::clone(&self.look).acquire_owned().await.ok()?;
         let gate = Arc::clone(&self.gate);
         let process = Arc::clone(process);
+        let looked = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            gate.digests.look(process.open_exe()?)
+        })
+        .await
+        .ok()
+        .flatten()?;
+        let (file, key) = match looked {
+            Looked::Known(hex) => return Some(hex),
+            Looked::ToHash(file, key) => (file, key),
+        };
+        let permit = Arc::clone(&self.hash).acquire_owned().await.ok()?;
+        let gate = Arc::clone(&self.gate);
         let deadline = Instant::now() + HASH_TIME;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let file = process.open_exe()?;
-            gate.digests.sha256(file, deadline, &stop)
+            gate.digests.hash(file, key, deadline, &stop)
         })
         .await
         .ok()
@@ -377,20 +419,22 @@ mod tests {
         assert!(gate.enter(1000).is_none(), "past the cap");
         // ...another uid's are not affected.
         let other = gate.enter(1001).unwrap();
-        // All of one uid's work permits taken (stalled hashing)...
-        let held: Vec<_> = (0..WORK_PER_UID)
-            .map(|_| Arc::clone(&tickets[0].work).try_acquire_owned().unwrap())
+        // All of one uid's hash permits taken (stalled hashing)...
+        let held: Vec<_> = (0..HASH_PER_UID)
+            .map(|_| Arc::clone(&tickets[0].hash).try_acquire_owned().unwrap())
             .collect();
-        assert!(Arc::clone(&tickets[1].work).try_acquire_owned().is_err());
-        // ...leaves another uid's free.
-        assert!(Arc::clone(&other.work).try_acquire_owned().is_ok());
+        assert!(Arc::clone(&tickets[1].hash).try_acquire_owned().is_err());
+        // ...leaves its look permits (a known executable is not held up
+        // behind them) and another uid's hash permits free.
+        assert!(Arc::clone(&tickets[1].look).try_acquire_owned().is_ok());
+        assert!(Arc::clone(&other.hash).try_acquire_owned().is_ok());
         // Stalled work keeps counting against its uid after its
         // connections are gone; once it ends, the uid is forgotten.
         drop(tickets);
         assert!(gate.uids.lock().unwrap().contains_key(&1000));
         drop(held);
         let t = gate.enter(1000).unwrap();
-        assert_eq!(t.work.available_permits(), WORK_PER_UID);
+        assert_eq!(t.hash.available_permits(), HASH_PER_UID);
         drop(t);
         drop(other);
         assert!(gate.uids.lock().unwrap().is_empty());

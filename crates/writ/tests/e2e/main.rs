@@ -20,6 +20,7 @@ mod gateway;
 mod harness;
 mod hostile;
 mod kill_switch;
+mod node;
 mod one_answer;
 mod policy;
 mod replicas;
