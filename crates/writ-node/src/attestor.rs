@@ -281,8 +281,9 @@ impl Peer {
 }
 
 /// Attests the peer on `socket` whose peer credentials are `pid`, `uid`
-/// and `gid`. `None` if it connected but cannot be pinned (it has gone
-/// already, or its pid names someone else now): such a connection is
+/// and `gid`. A process that cannot be pinned (gone already, or hidden
+/// from the node) is attested by its uid and gid alone. `None` if it ran
+/// another executable while it was being attested: such a connection is
 /// closed.
 pub async fn attest(
     socket: &impl AsFd,
@@ -303,25 +304,33 @@ pub async fn attest(
     let process = match Process::pin(socket, pid, uid, gid) {
         Ok(p) => Arc::new(p),
         Err(e) => {
-            tracing::debug!(pid, error = %e, "workload API peer not attested");
-            return None;
+            tracing::debug!(pid, error = %e, "workload API peer attested by uid and gid only");
+            return Some(Peer {
+                selectors: Arc::new(selectors),
+                process: None,
+            });
         }
     };
     if process.same_user_namespace()
         && let Some(path) = process.exe().map(str::to_owned)
     {
+        let started = Instant::now();
         let digest = tokio::time::timeout(ATTEST_TIME, ticket.sha256(&process))
             .await
             .ok()
             .flatten();
+        tracing::debug!(
+            pid,
+            hashed = digest.is_some(),
+            took_ms = started.elapsed().as_millis(),
+            "workload API peer's executable looked at"
+        );
         // What was hashed is what the process ran when it was pinned.
         if process.check().is_err() {
             return None;
         }
         if let Some(digest) = digest {
             selectors.push(format!("unix:sha256:{digest}"));
-        } else {
-            tracing::debug!(pid, "workload API peer's executable not hashed");
         }
         selectors.push(format!("unix:path:{path}"));
     }

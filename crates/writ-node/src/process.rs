@@ -12,14 +12,28 @@
 //! Two things go beyond that. Where the kernel has it (`SO_PEERPIDFD`,
 //! Linux 6.5), the connecting process is named by a pidfd from the socket
 //! itself, so no other process can take its number between the connection
-//! and the handle. And the link `/proc/PID/exe` is recorded when pinned
-//! and must be unchanged at every answer: a process that has run another
-//! executable since it connected is not the process that was attested.
+//! and the handle (without it, as SPIRE does, the process found under the
+//! number must have the uid and gid that connected). And the link
+//! `/proc/PID/exe` is recorded when pinned and must be unchanged at every
+//! answer: a process that has run another executable since it was pinned
+//! is not the process that was attested.
 //!
 //! Which process sends each request is the shim's business
 //! (`authority.rs`, per-message credentials): together, a request is
 //! answered only if it was sent by the process pinned here, and that
-//! process still runs what it ran when it connected.
+//! process still runs what it ran when it was pinned. A child that
+//! inherited the socket, or a process it was passed to, is refused
+//! whatever its parent runs by then.
+//!
+//! What is left: the kernel keeps no record of when a process last ran
+//! `execve`, so a process that sends a request itself and then execs
+//! another binary, both before the node pins it (between its `connect`
+//! and the node's `accept`, which the node does at once), is attested as
+//! that binary, and its answer goes to whoever holds the socket. Pinning
+//! right at accept keeps that window as short as the node can make it.
+//! Path selectors never held against a process of the same uid that
+//! starts the allowed binary under its own control (`LD_PRELOAD`,
+//! `ptrace`), which is why every agent's selectors must name a uid or gid.
 
 use std::ffi::OsString;
 use std::io::Read as _;

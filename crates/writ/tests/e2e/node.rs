@@ -372,6 +372,22 @@ fn helper_role_for_child_processes() {
             }
             std::io::stdout().flush().unwrap();
         }
+        // Connect and ask for itself.
+        "fetch-self" => {
+            let verdict = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(fetch_as_this_process(
+                    Path::new(&socket),
+                    Duration::from_secs(60),
+                ));
+            match verdict {
+                Ok(ids) => println!("VERDICT: served {ids:?}"),
+                Err(e) => println!("VERDICT: refused ({e})"),
+            }
+            std::io::stdout().flush().unwrap();
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -477,7 +493,60 @@ async fn h2_peers_slow_to_attest_do_not_delay_a_workload() {
         Ok(&["spiffe://writ.local/agent/workload".to_owned()][..])
     );
     assert!(
-        took < Duration::from_secs(3),
+        took < Duration::from_secs(5),
         "the workload waited {took:?} behind peers slow to attest"
+    );
+}
+
+/// H1. A process in a user namespace of its own can claim another pid in
+/// the credentials it sends (it holds capabilities over its own pid
+/// namespace), so per-message credentials prove nothing about it: it is
+/// attested by uid and gid only, never by its executable. Here this very
+/// test binary, started in a new user namespace (mapped to this uid), is
+/// refused the identity this binary has outside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_a_process_in_another_user_namespace_is_attested_by_uid_and_gid_only() {
+    let probe = Command::new("unshare")
+        .args(["--user", "--map-root-user", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: cannot make a user namespace here (unshare)");
+        return;
+    }
+    let b = Broker::start();
+    let node = Node::start(
+        &b,
+        &[(
+            "tester",
+            vec![
+                format!("unix:uid:{}", uid()),
+                format!("unix:path:{}", this_exe().display()),
+            ],
+        )],
+    )
+    .await;
+    let own = fetch_as_this_process(&node.socket, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(own, ["spiffe://writ.local/agent/tester"]);
+
+    let mut inside = Command::new("unshare");
+    inside.args(["--user", "--map-root-user"]);
+    let helper = helper(&this_exe(), "fetch-self");
+    inside
+        .arg(helper.get_program())
+        .args(helper.get_args())
+        .env(ROLE, "fetch-self")
+        .env(SOCKET, &node.socket)
+        .stdout(Stdio::piped());
+    let mut child = inside.spawn().unwrap();
+    let rx = lines_of(&mut child);
+    let verdict = wait_for(&rx, "VERDICT:", Duration::from_secs(60));
+    let _ = child.kill();
+    let _ = child.wait();
+    let verdict = verdict.expect("no verdict");
+    assert!(
+        verdict.starts_with("VERDICT: refused") && verdict.contains("grpc-status \"7\""),
+        "{verdict}"
     );
 }
