@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
@@ -178,7 +178,7 @@ impl Gate {
     /// Admits one more connection of `uid`, unless it already has
     /// [`PENDING_PER_UID`] being attested.
     pub fn enter(self: &Arc<Self>, uid: u32) -> Option<Ticket> {
-        let mut uids = self.uids.lock().ok()?;
+        let mut uids = self.uids.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = uids.entry(uid).or_insert_with(|| PerUid {
             pending: 0,
             look: Arc::new(Semaphore::new(LOOK_PER_UID)),
@@ -199,9 +199,12 @@ impl Gate {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if let Ok(mut uids) = self.gate.uids.lock()
-            && let Some(entry) = uids.get_mut(&self.uid)
-        {
+        let mut uids = self
+            .gate
+            .uids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = uids.get_mut(&self.uid) {
             entry.pending = entry.pending.saturating_sub(1);
             // Forgotten once idle, unless blocking work still holds
             // permits (it goes on counting against the uid).

@@ -13,11 +13,10 @@
 //! attested ([`SenderChecked`]).
 
 use std::io;
+use std::os::fd::{AsRawFd as _, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-
-use std::os::fd::{AsRawFd as _, RawFd};
 
 use tokio::io::{
     AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, DuplexStream, Interest, ReadBuf,
@@ -129,8 +128,9 @@ fn receive(fd: RawFd, into: &mut [u8]) -> io::Result<(usize, Option<Sender>)> {
     )
     .map_err(io::Error::from)?;
     let mut sender = None;
-    // A control message that did not fit (descriptors sent along) is
-    // refused: the kernel has closed them.
+    // There is room for the credentials only: descriptors sent along do
+    // not fit, so the kernel closes them and reports the truncation, which
+    // ends the connection.
     for c in msg.cmsgs().map_err(io::Error::from)? {
         match c {
             ControlMessageOwned::ScmCredentials(c) => {
@@ -190,7 +190,8 @@ pub fn pass_credentials(listener: &impl std::os::fd::AsFd) -> io::Result<()> {
 /// Attests the peer (within [`crate::attestor::ATTEST_TIME`] and its uid's
 /// share of the work), then puts the shim between the socket and the
 /// server. `None`: the connection is closed unanswered (its uid has too
-/// many being attested, or the process that connected cannot be pinned).
+/// many being attested, or the process ran another executable while it
+/// was being attested).
 pub async fn admit(stream: UnixStream, gate: Arc<crate::attestor::Gate>) -> Option<Shimmed> {
     let cred = stream.peer_cred().ok()?;
     let Some(ticket) = gate.enter(cred.uid()) else {

@@ -4,7 +4,9 @@
 //! credentials: uid, gid, pid, and from the pid its executable and that
 //! file's SHA-256), never by anything it says; it gets the SVIDs of every
 //! agent registered on this node whose selectors all match, and nothing
-//! otherwise.
+//! otherwise. Only the process that connected may ask on its connection
+//! (the kernel names the sender of every byte), and only while it runs
+//! what it ran when it connected.
 //!
 //! Keys are made here and never leave the node: the broker signs a
 //! certificate for the public key. X.509-SVIDs are renewed at half their
