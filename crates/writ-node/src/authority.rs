@@ -8,17 +8,21 @@
 //! authority that is not one, and passes the block on re-encoded without
 //! indexing; every other frame, and everything the server sends, passes
 //! through untouched. The peer credentials of the real socket go with the
-//! connection, so workload attestation still sees the real caller.
+//! connection, so workload attestation still sees the real caller; and
+//! every byte read from the client is checked to come from the process
+//! attested ([`SenderChecked`]).
 
 use std::io;
+use std::os::fd::{AsRawFd as _, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{
-    AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, DuplexStream, ReadBuf,
+    AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, DuplexStream, Interest, ReadBuf,
 };
 use tokio::net::UnixStream;
+use tokio::net::unix::OwnedReadHalf;
 use tonic::transport::server::Connected;
 
 const PREFACE_LEN: usize = 24;
@@ -82,30 +86,162 @@ impl AsyncWrite for Shimmed {
     }
 }
 
-/// Attests the peer, then puts the shim between the socket and the server.
-pub async fn wrap(stream: UnixStream, digests: Arc<crate::attestor::Digests>) -> Shimmed {
-    let selectors = match stream.peer_cred() {
-        Ok(cred) => tokio::task::spawn_blocking(move || digests.selectors(&cred))
-            .await
-            .unwrap_or_default(),
-        Err(_) => Vec::new(),
+/// The identity of whoever sends on a connection, as the kernel states it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sender {
+    pid: i32,
+    uid: u32,
+    gid: u32,
+}
+
+/// The client's side of a connection, read with the credentials the
+/// kernel attaches to everything sent on a Unix socket (`SO_PASSCRED`, set
+/// on the listening socket so that no byte arrives without them). The
+/// kernel never returns the writes of two processes in one read, so every
+/// byte passed on is known to come from `expect`: the process that
+/// connected, and was attested. Anything from another process (a child
+/// that inherited the socket, or one it was passed to) ends the
+/// connection: the identity attested is that process's alone.
+struct SenderChecked {
+    half: OwnedReadHalf,
+    expect: Sender,
+}
+
+/// Why a connection is cut.
+fn foreign(got: Option<Sender>) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("sent by a process other than the one attested ({got:?})"),
+    )
+}
+
+/// One `recvmsg` into `into`: the bytes read, and who sent them.
+fn receive(fd: RawFd, into: &mut [u8]) -> io::Result<(usize, Option<Sender>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixCredentials, recvmsg};
+    let mut space = nix::cmsg_space!(UnixCredentials);
+    let mut iov = [io::IoSliceMut::new(into)];
+    let msg = recvmsg::<()>(
+        fd,
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    let mut sender = None;
+    // There is room for the credentials only: descriptors sent along do
+    // not fit, so the kernel closes them and reports the truncation, which
+    // ends the connection.
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        match c {
+            ControlMessageOwned::ScmCredentials(c) => {
+                sender = Some(Sender {
+                    pid: c.pid(),
+                    uid: c.uid(),
+                    gid: c.gid(),
+                });
+            }
+            ControlMessageOwned::ScmRights(fds) => {
+                for fd in fds {
+                    let _ = nix::unistd::close(fd);
+                }
+                return Err(bad("descriptors sent on the Workload API socket"));
+            }
+            _ => {}
+        }
+    }
+    Ok((msg.bytes, sender))
+}
+
+impl AsyncRead for SenderChecked {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let stream: &UnixStream = this.half.as_ref();
+        loop {
+            std::task::ready!(stream.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match stream.try_io(Interest::READABLE, || receive(stream.as_raw_fd(), unfilled)) {
+                Ok((0, _)) => return Poll::Ready(Ok(())),
+                Ok((n, sender)) => {
+                    if sender != Some(this.expect) {
+                        return Poll::Ready(Err(foreign(sender)));
+                    }
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// Has the listening socket attach the sender's credentials to everything
+/// sent to its connections (inherited by each accepted socket; before a
+/// connection is accepted the kernel attaches them anyway).
+pub fn pass_credentials(listener: &impl std::os::fd::AsFd) -> io::Result<()> {
+    nix::sys::socket::setsockopt(listener, nix::sys::socket::sockopt::PassCred, &true)
+        .map_err(io::Error::from)
+}
+
+/// Attests the peer (within [`crate::attestor::ATTEST_TIME`] and its uid's
+/// share of the work), then puts the shim between the socket and the
+/// server. `None`: the connection is closed unanswered (its uid has too
+/// many being attested, or the process ran another executable while it
+/// was being attested).
+pub async fn admit(stream: UnixStream, gate: Arc<crate::attestor::Gate>) -> Option<Shimmed> {
+    let cred = stream.peer_cred().ok()?;
+    let Some(ticket) = gate.enter(cred.uid()) else {
+        tracing::warn!(
+            uid = cred.uid(),
+            "too many Workload API connections of one uid being attested; one closed"
+        );
+        return None;
     };
-    let info = crate::attestor::Peer {
-        selectors: Arc::new(selectors),
+    pass_credentials(&stream).ok()?;
+    let info =
+        crate::attestor::attest(&stream, cred.pid(), cred.uid(), cred.gid(), &ticket).await?;
+    drop(ticket);
+    let expect = Sender {
+        pid: cred.pid().unwrap_or(0),
+        uid: cred.uid(),
+        gid: cred.gid(),
     };
+    Some(wrap(stream, expect, info))
+}
+
+/// Puts the shim between the socket and the server.
+fn wrap(stream: UnixStream, expect: Sender, info: crate::attestor::Peer) -> Shimmed {
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
     let (client_r, mut client_w) = stream.into_split();
     let (mut server_r, mut server_w) = tokio::io::split(ours);
+    let to_client = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut server_r, &mut client_w).await;
+        let _ = client_w.shutdown().await;
+    });
+    let to_client_abort = to_client.abort_handle();
     let to_server = tokio::spawn(async move {
-        if let Err(e) = rewrite(client_r, &mut server_w).await {
-            tracing::debug!(error = %e, "workload API connection closed by the shim");
+        let from = SenderChecked {
+            half: client_r,
+            expect,
+        };
+        match rewrite(from, &mut server_w).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                // Nothing more goes either way.
+                tracing::warn!(error = %e, "workload API connection cut");
+                to_client_abort.abort();
+            }
+            Err(e) => tracing::debug!(error = %e, "workload API connection closed by the shim"),
         }
         // Whatever happened, the server sees the end of the connection.
         let _ = server_w.shutdown().await;
     });
     tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut server_r, &mut client_w).await;
-        let _ = client_w.shutdown().await;
+        let _ = to_client.await;
         to_server.abort();
     });
     Shimmed { io: theirs, info }
@@ -316,6 +452,53 @@ async fn emit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bytes from the process that connected pass, those written before
+    /// the connection was accepted included; the first byte from any other
+    /// process (here a child that inherited the socket) ends the reading.
+    #[tokio::test]
+    async fn h1_only_the_process_that_connected_may_send() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        pass_credentials(&listener).unwrap();
+        let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        client.write_all(b"early").unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let cred = server.peer_cred().unwrap();
+        let expect = Sender {
+            pid: cred.pid().unwrap(),
+            uid: cred.uid(),
+            gid: cred.gid(),
+        };
+        assert_eq!(expect.pid, std::process::id() as i32);
+        let (half, _w) = server.into_split();
+        let mut from = SenderChecked { half, expect };
+        let mut got = [0u8; 5];
+        from.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"early");
+        client.write_all(b"late").unwrap();
+        let mut got = [0u8; 4];
+        from.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"late");
+
+        // A child holding the same socket writes: refused, though its
+        // parent (the process that connected) is still there.
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("printf child >&0")
+            .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+                client.try_clone().unwrap(),
+            )))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut rest = Vec::new();
+        let err = from.read_to_end(&mut rest).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        assert!(rest.is_empty(), "{rest:?}");
+    }
 
     #[test]
     fn socket_paths_are_not_authorities_and_hosts_are() {

@@ -4,7 +4,9 @@
 //! credentials: uid, gid, pid, and from the pid its executable and that
 //! file's SHA-256), never by anything it says; it gets the SVIDs of every
 //! agent registered on this node whose selectors all match, and nothing
-//! otherwise.
+//! otherwise. Only the process that connected may ask on its connection
+//! (the kernel names the sender of every byte), and only while it runs
+//! what it ran when it connected.
 //!
 //! Keys are made here and never leave the node: the broker signs a
 //! certificate for the public key. X.509-SVIDs are renewed at half their
@@ -13,6 +15,7 @@
 mod attestor;
 mod authority;
 mod broker;
+mod process;
 mod service;
 mod state;
 mod validate;
@@ -24,7 +27,7 @@ use std::time::Duration;
 use writ_core::Secret;
 
 use tokio_stream::StreamExt as _;
-use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::wrappers::ReceiverStream;
 
 /// The generated Workload API types and server.
 #[allow(
@@ -139,7 +142,7 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let broker = credential(&config).await?;
     let state = Arc::new(state::State::new(broker));
-    let digests = Arc::new(attestor::Digests::default());
+    let gate = Arc::new(attestor::Gate::default());
     state.refresh().await;
     let refresher = {
         let state = Arc::clone(&state);
@@ -166,6 +169,7 @@ pub async fn run(
         std::fs::create_dir_all(dir).map_err(socket_err)?;
     }
     let listener = tokio::net::UnixListener::bind(path).map_err(socket_err)?;
+    authority::pass_credentials(&listener).map_err(socket_err)?;
     // Any local process may ask; what it gets depends on who it is.
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -191,6 +195,8 @@ pub async fn run(
             () = cut_off => {}
         }
     };
+    let (admitted, incoming) = tokio::sync::mpsc::channel(64);
+    let acceptor = tokio::spawn(accept(listener, gate, admitted));
     let served = tonic::transport::Server::builder()
         .add_service(
             proto::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(
@@ -198,18 +204,11 @@ pub async fn run(
             ),
         )
         .serve_with_incoming_shutdown(
-            UnixListenerStream::new(listener).then(move |conn| {
-                let digests = Arc::clone(&digests);
-                async move {
-                    match conn {
-                        Ok(stream) => Ok(authority::wrap(stream, digests).await),
-                        Err(e) => Err(e),
-                    }
-                }
-            }),
+            ReceiverStream::new(incoming).map(Ok::<_, std::io::Error>),
             shutdown,
         )
         .await;
+    acceptor.abort();
     refresher.abort();
     let _ = std::fs::remove_file(path);
     served.map_err(|e| NodeError::Serve(e.to_string()))?;
@@ -218,4 +217,35 @@ pub async fn run(
         return Err(NodeError::CutOff);
     }
     Ok(())
+}
+
+/// Accepts connections as they come and attests each in a task of its own:
+/// a peer that is slow to attest (a large executable to hash) delays
+/// nobody else. Attested connections go to the server through `admitted`.
+async fn accept(
+    listener: tokio::net::UnixListener,
+    gate: Arc<attestor::Gate>,
+    admitted: tokio::sync::mpsc::Sender<authority::Shimmed>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let gate = Arc::clone(&gate);
+                let admitted = admitted.clone();
+                tokio::spawn(async move {
+                    if let Some(conn) = authority::admit(stream, gate).await {
+                        let _ = admitted.send(conn).await;
+                    }
+                });
+            }
+            Err(e) => {
+                if admitted.is_closed() {
+                    return;
+                }
+                // Out of descriptors, most likely: wait rather than spin.
+                tracing::warn!(error = %e, "cannot accept a workload API connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }

@@ -30,9 +30,9 @@ impl WorkloadApi {
         Self { state }
     }
 
-    /// The caller's selectors, from the kernel; the request must carry the
-    /// Workload API's security header.
-    fn identify<T>(&self, req: &Request<T>) -> Result<Vec<String>, Status> {
+    /// The caller, as attested when it connected; the request must carry
+    /// the Workload API's security header.
+    fn caller<T>(&self, req: &Request<T>) -> Result<crate::attestor::Peer, Status> {
         if req
             .metadata()
             .get(SECURITY_HEADER)
@@ -43,12 +43,33 @@ impl WorkloadApi {
                 "security header missing from request",
             ));
         }
-        let peer = req
-            .extensions()
+        req.extensions()
             .get::<crate::attestor::Peer>()
-            .filter(|p| !p.selectors.is_empty())
-            .ok_or_else(|| Status::permission_denied("the caller cannot be identified"))?;
-        Ok(peer.selectors.as_ref().clone())
+            .cloned()
+            .ok_or_else(|| Status::permission_denied("the caller cannot be identified"))
+    }
+
+    /// The caller and its selectors, checked now: the process that
+    /// connected must still be there, running what it ran then.
+    fn identify<T>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<(crate::attestor::Peer, Vec<String>), Status> {
+        let peer = self.caller(req)?;
+        let selectors = attested_now(&peer)?;
+        Ok((peer, selectors))
+    }
+}
+
+/// The peer's selectors as of now (see [`crate::attestor::Peer::selectors`]).
+fn attested_now(peer: &crate::attestor::Peer) -> Result<Vec<String>, Status> {
+    match peer.selectors() {
+        Ok(s) if !s.is_empty() => Ok(s),
+        Ok(_) => Err(Status::permission_denied("the caller cannot be identified")),
+        Err(e) => {
+            tracing::warn!(pid = ?peer.pid(), error = %e, "workload API caller no longer attested");
+            Err(Status::permission_denied(e.to_string()))
+        }
     }
 }
 
@@ -60,12 +81,13 @@ impl WorkloadApi {
         T: Clone + PartialEq + Send + 'static,
         F: Fn(&State) -> T + Send + 'static,
     {
-        let selectors = self.identify(req)?;
+        let (peer, selectors) = self.identify(req)?;
         if self.state.entries_for(&selectors).is_empty() {
             return Err(no_identity());
         }
         Ok(Response::new(watched(Arc::clone(&self.state), move |s| {
-            if s.entries_for(&selectors).is_empty() {
+            // Checked again for every message sent.
+            if s.entries_for(&attested_now(&peer)?).is_empty() {
                 return Err(no_identity());
             }
             Ok(make(s))
@@ -126,12 +148,13 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let selectors = self.identify(&req)?;
+        let (peer, selectors) = self.identify(&req)?;
         if self.state.entries_for(&selectors).is_empty() {
             return Err(no_identity());
         }
         Ok(Response::new(watched(Arc::clone(&self.state), move |s| {
-            let svids = s.svids_for(&selectors);
+            // Checked again for every message sent.
+            let svids = s.svids_for(&attested_now(&peer)?);
             if svids.is_empty() {
                 return Err(no_identity());
             }
@@ -168,7 +191,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
-        let selectors = self.identify(&req)?;
+        let (peer, selectors) = self.identify(&req)?;
         let body = req.into_inner();
         if body.audience.is_empty() {
             return Err(Status::invalid_argument("audience must be specified"));
@@ -206,6 +229,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 hint: String::new(),
             });
         }
+        // The broker took a while: the caller is checked again before it
+        // is answered.
+        attested_now(&peer)?;
         Ok(Response::new(JwtsvidResponse { svids }))
     }
 

@@ -21,6 +21,7 @@ mod hardening;
 mod harness;
 mod hostile;
 mod kill_switch;
+mod node;
 mod one_answer;
 mod policy;
 mod replicas;
