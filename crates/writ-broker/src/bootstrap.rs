@@ -12,7 +12,7 @@ use writ_policy::PolicySet;
 use writ_store::{SqlStore, Store};
 
 use crate::config::BrokerConfig;
-use crate::keys::KeyService;
+use crate::keys::{KeyError, KeyService};
 use crate::service::{Broker, hash_secret};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,10 +25,29 @@ pub enum BootstrapError {
     Store(#[from] writ_store::StoreError),
     #[error("store address: {0}")]
     StoreAddress(String),
+    /// The store was made with another master key: nothing sealed in it
+    /// opens with this one.
+    #[error(
+        "the store's signing keys (key {kid}) were sealed with a different master key than \
+         {path}: every replica, and every restart, must use the master key the store was created \
+         with (the same --master-key-file on every replica, or a copy of the first one's \
+         <data-dir>/master.key)"
+    )]
+    WrongMasterKey { path: String, kid: String },
+    #[error("signing keys: {0}")]
+    Keys(String),
+    /// A failure the broker would answer as an internal error, with its
+    /// cause: at startup the operator needs the cause, not the HTTP text.
     #[error("{0}")]
-    Broker(#[from] crate::error::ApiError),
+    Broker(String),
     #[error(transparent)]
     Random(#[from] writ_core::random::RandomError),
+}
+
+impl From<crate::error::ApiError> for BootstrapError {
+    fn from(e: crate::error::ApiError) -> Self {
+        BootstrapError::Broker(e.cause())
+    }
 }
 
 /// Where the broker keeps its state.
@@ -86,13 +105,23 @@ pub async fn open(
     given_admin_token: Option<&Secret>,
 ) -> Result<Opened, BootstrapError> {
     create_dir(&dir.path)?;
-    let master = Arc::new(load_or_create_master(&dir.master_key_path())?);
+    let master_path = dir.master_key_path();
+    let master = Arc::new(load_or_create_master(&master_path)?);
     let store: Arc<dyn Store> = match &dir.store {
         None => Arc::new(SqlStore::open_sqlite(&dir.database_path())?),
         Some(url) => Arc::new(open_postgres(url.expose()).await?),
     };
     let now = clock.now();
-    let keys = KeyService::load(store.as_ref(), &master, now).await?;
+    let keys = KeyService::load(store.as_ref(), &master, now)
+        .await
+        .map_err(|e| match e {
+            KeyError::WrongMasterKey { kid } => BootstrapError::WrongMasterKey {
+                path: master_path.display().to_string(),
+                kid,
+            },
+            KeyError::Store(s) => BootstrapError::Store(s),
+            other => BootstrapError::Keys(other.to_string()),
+        })?;
     let spiffe = crate::spiffe::Authority::load(
         store.as_ref(),
         &master,

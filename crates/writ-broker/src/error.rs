@@ -73,6 +73,16 @@ impl From<writ_core::random::RandomError> for ApiError {
 }
 
 impl ApiError {
+    /// The whole story, internal causes included: for the operator (a
+    /// startup failure, a log line), never for an HTTP client.
+    pub fn cause(&self) -> String {
+        match self {
+            ApiError::Unavailable(cause) => format!("service unavailable: {cause}"),
+            ApiError::Internal(cause) => format!("internal error: {cause}"),
+            other => other.to_string(),
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -331,7 +331,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         }
         let mut cfg = writ_gateway::Config::new(
             format!("http://{local}"),
-            broker.embedded_gateway_token().await?,
+            broker.embedded_gateway_token().await.map_err(startup)?,
             public,
         );
         cfg.spool_dir = Some(data_dir.join("gateway-spool"));
@@ -381,14 +381,15 @@ async fn dev_banner(
         serde_json::from_str(DEMO_TOOL).context("examples/tools/tickets.json")?;
     let agent_name = agent.name.clone();
     if broker.store.get_agent(&agent.name).await?.is_none() {
-        broker.register_agent(agent).await?;
+        broker.register_agent(agent).await.map_err(startup)?;
     }
     if broker.store.get_tool(&tool.name).await?.is_none() {
-        broker.register_tool(tool).await?;
+        broker.register_tool(tool).await.map_err(startup)?;
     }
     let jt = broker
         .create_join_token(&agent_name, writ_core::api::CreateJoinToken { ttl: 3600 })
-        .await?;
+        .await
+        .map_err(startup)?;
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "writ".into());
@@ -424,6 +425,12 @@ In another shell:
         jt = jt.join_token,
     );
     Ok(())
+}
+
+/// A broker error at startup, with its cause: an HTTP client is told only
+/// "internal error", the operator starting writ needs to know why.
+fn startup(e: writ_broker::ApiError) -> anyhow::Error {
+    anyhow::anyhow!(e.cause())
 }
 
 pub(crate) fn init_tracing() {
