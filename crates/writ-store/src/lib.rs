@@ -23,7 +23,7 @@ use writ_core::{AgentName, ApprovalId, InstanceId, TaskId, Timestamp, ToolName};
 pub use engine::SqlStore;
 pub use error::{JoinTokenError, StoreError};
 pub use model::{
-    DbLease, Ended, Grant, GrantKind, GrantState, Instance, QuarantineOutcome, StoredKey,
+    DbLease, Ended, Grant, GrantKind, GrantState, Instance, QuarantineOutcome, Revoked, StoredKey,
     StoredSecret, StoredSpiffeKey, TaskEnd,
 };
 
@@ -324,9 +324,16 @@ pub trait TaskStore: Send + Sync {
     /// Records a token issued under an active task (a tool token); refused
     /// with `NotActive` if the task ended first.
     async fn record_grant(&self, grant: &Grant, audit: Vec<AuditEvent>) -> Result<()>;
-    /// Revokes one grant. `false` if it was unknown or already revoked.
-    async fn revoke_grant(&self, jti: &str, now: Timestamp, audit: Vec<AuditEvent>)
-    -> Result<bool>;
+    /// Revokes one grant; `None` (and nothing recorded) if it was unknown
+    /// or already revoked. Revoking an instance token revokes the instance:
+    /// every grant it holds, and every task it started ends (revoked, with
+    /// its descendants and their grants), in the same transaction.
+    async fn revoke_grant(
+        &self,
+        jti: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<Option<Revoked>>;
     /// Turns an approved pending task active: its lease and hard end start
     /// now, and its first token is recorded.
     async fn activate_task(

@@ -172,6 +172,17 @@ pub struct Ended {
     pub descendants: u64,
 }
 
+/// What revoking a grant changed: the grant itself and, for an instance
+/// token, everything issued on the instance's authority.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Revoked {
+    /// Grants revoked: the one named, and for an instance token every
+    /// grant of the instance and of the tasks that ended with it.
+    pub revoked_tokens: u64,
+    /// Tasks ended (an instance's tasks and their descendants).
+    pub ended_tasks: u64,
+}
+
 /// What a quarantine changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QuarantineOutcome {
