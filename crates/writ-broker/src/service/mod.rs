@@ -121,7 +121,7 @@ impl Broker {
         config: BrokerConfig,
         master: Arc<MasterKey>,
     ) -> Result<Self, ApiError> {
-        let oidc = OidcVerifier::new(config.oidc_fetch_timeout)
+        let oidc = OidcVerifier::new(config.oidc_fetch_timeout, Arc::clone(&clock))
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         let dpop = DpopGuard::new(config.dpop_nonces)?;
         Ok(Self {
