@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+/// The default of [`BrokerConfig::attest_per_minute`]: an instance
+/// attests once per instance token (15 minutes), so this is 1,800 agent
+/// instances behind one address, and a burst of 120 at once.
+pub const DEFAULT_ATTEST_PER_MINUTE: u32 = 120;
+
 /// Lifetimes and limits. Defaults follow DESIGN.md.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
@@ -48,6 +53,9 @@ pub struct BrokerConfig {
     pub jwt_svid_ttl: i64,
     /// Federated trust domains: their JWT authorities, by trust domain.
     pub federated: std::collections::BTreeMap<String, jsonwebtoken::jwk::JwkSet>,
+    /// Attestation requests (`/v1/attest`, `/v1/node/attest`) one client
+    /// address may make a minute, in a burst or spread out; 0 for no limit.
+    pub attest_per_minute: u32,
 }
 
 impl BrokerConfig {
@@ -74,6 +82,7 @@ impl BrokerConfig {
             approval_ttl: 15 * 60,
             max_exception_ttl: 7 * 24 * 60 * 60,
             propagation_wait: Duration::from_secs(2),
+            attest_per_minute: DEFAULT_ATTEST_PER_MINUTE,
         }
     }
 

@@ -11,6 +11,7 @@ mod dpop;
 mod error;
 mod extract;
 mod keys;
+mod limit;
 mod metrics;
 pub mod mtls;
 mod oidc;
@@ -29,7 +30,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use bootstrap::{BootstrapError, DataDir, InitialPolicy, Opened, open};
-pub use config::BrokerConfig;
+pub use config::{BrokerConfig, DEFAULT_ATTEST_PER_MINUTE};
 pub use error::{ApiError, OAuthError};
 pub use keys::KeyService;
 pub use service::Broker;
@@ -47,7 +48,9 @@ pub async fn serve(
     let spiffe = tokio::spawn(sweeper::spiffe_keys(Arc::clone(&broker)));
     let watcher = tokio::spawn(policy_watch::run(Arc::clone(&broker)));
     let follower = tokio::spawn(replicas::run(Arc::clone(&broker)));
-    let app = routes::router(broker);
+    // Each request knows its peer's address: the attestation rate limit
+    // counts per client.
+    let app = routes::router(broker).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

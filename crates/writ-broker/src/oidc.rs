@@ -99,6 +99,10 @@ struct Shared {
 pub struct OidcVerifier {
     shared: Arc<Shared>,
     timeout: Duration,
+    /// The public half of a key whose private half was thrown away: what a
+    /// token is verified against when its agent is unknown, so that an
+    /// unknown agent costs what a known one does.
+    decoy: serde_json::Value,
 }
 
 impl OidcVerifier {
@@ -116,7 +120,31 @@ impl OidcVerifier {
                 issuers: Mutex::new(HashMap::new()),
             }),
             timeout,
+            decoy: decoy_key()?,
         })
+    }
+
+    /// Verifies `token` as an agent with the default algorithms would, but
+    /// against the decoy key (under the token's own `kid`), and forgets the
+    /// result: always a failure, at the price of a real one. For an
+    /// attestation naming an agent that does not exist, or that attests
+    /// another way (as a login form hashes the password of a user who
+    /// does not exist).
+    pub fn verify_decoy(&self, token: &str, now: Timestamp) {
+        let mut key = self.decoy.clone();
+        if let (Ok(Some(kid)), Some(fields)) = (token::external_kid(token), key.as_object_mut()) {
+            fields.insert("kid".into(), serde_json::Value::String(kid));
+        }
+        let Ok(set) = parse_jwks(serde_json::json!({ "keys": [key] })) else {
+            return;
+        };
+        let expect = ExternalExpect {
+            issuer: "",
+            audience: "",
+            subject: "",
+            algorithms: DEFAULT_ALGS,
+        };
+        let _ = token::verify_external(token, &set, &expect, now);
     }
 
     pub async fn verify(
@@ -241,7 +269,7 @@ impl OidcVerifier {
                             .failure
                             .as_ref()
                             .map_or(1, |f| f.failures.saturating_add(1));
-                        tracing::warn!(jwks_uri = %uri, error = %e, failures, "cannot fetch an OIDC issuer's JWKS");
+                        tracing::warn!(jwks_uri = %uri, error = %e, failures, "OIDC issuer keys not refreshed");
                         entry.failure = Some(Failure {
                             error: e.to_string(),
                             failures,
@@ -255,6 +283,18 @@ impl OidcVerifier {
         });
         rx
     }
+}
+
+/// An Ed25519 public key nobody holds the private key of, as a JWK.
+fn decoy_key() -> Result<serde_json::Value, OidcError> {
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+    use base64::Engine as _;
+    let doc = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+        .map_err(|_| OidcError::BadJwks("cannot make the decoy key".into()))?;
+    let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref())
+        .map_err(|_| OidcError::BadJwks("cannot make the decoy key".into()))?;
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+    Ok(serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "x": x }))
 }
 
 /// The wait before the next fetch after `failures` failures in a row.

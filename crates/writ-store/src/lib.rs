@@ -23,8 +23,8 @@ use writ_core::{AgentName, ApprovalId, InstanceId, TaskId, Timestamp, ToolName};
 pub use engine::SqlStore;
 pub use error::{JoinTokenError, StoreError};
 pub use model::{
-    DbLease, Ended, Grant, GrantKind, GrantState, Instance, QuarantineOutcome, Revoked, StoredKey,
-    StoredSecret, StoredSpiffeKey, TaskEnd,
+    DbLease, Ended, Grant, GrantKind, GrantState, Instance, JoinTokenState, QuarantineOutcome,
+    Revoked, StoredKey, StoredSecret, StoredSpiffeKey, TaskEnd,
 };
 
 /// A change another process committed to a shared store, which this one
@@ -143,6 +143,11 @@ pub trait AgentStore: Send + Sync {
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
+    /// A join token (by its hash) as it stands, read without consuming it:
+    /// what an attestation checks before it does anything else.
+    /// Attestation consumes it with [`TaskStore::create_instance`], which
+    /// checks it again in its own transaction.
+    async fn join_token(&self, hash: &str) -> Result<Option<JoinTokenState>>;
     async fn create_tool(&self, tool: &Tool, audit: Vec<AuditEvent>) -> Result<()>;
     async fn get_tool(&self, name: &ToolName) -> Result<Option<Tool>>;
     async fn list_tools(&self) -> Result<Vec<Tool>>;

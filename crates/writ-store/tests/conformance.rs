@@ -627,6 +627,41 @@ pub async fn join_token_is_consumed_once(s: Arc<dyn Store>) {
     assert_chain(s).await;
 }
 
+/// H13: attestation reads a join token before anything else (so that an
+/// unknown agent and an unknown token cost the same), without consuming
+/// it, and refuses it for the same reasons, in the same order, as the
+/// store does when it consumes it.
+pub async fn h13_a_join_token_is_read_without_being_consumed(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let beta = register(s, "beta").await;
+    join_token(s, &alpha, "jt-1", at(600)).await;
+    let before = audit_len(s).await;
+    assert_eq!(s.join_token("jt-unknown").await.unwrap(), None);
+    let jt = s.join_token("jt-1").await.unwrap().unwrap();
+    assert_eq!(jt.agent, alpha);
+    assert_eq!(jt.expires_at, at(600));
+    assert_eq!(jt.used_at, None);
+    assert_eq!(jt.refusal(&alpha, at(1)), None);
+    assert_eq!(jt.refusal(&beta, at(1)), Some(JoinTokenError::WrongAgent));
+    assert_eq!(jt.refusal(&alpha, at(600)), Some(JoinTokenError::Expired));
+    assert_eq!(s.join_token("jt-1").await.unwrap(), Some(jt));
+    assert_eq!(audit_len(s).await, before, "reading records nothing");
+
+    attest(s, &alpha, Some("jt-1"), "jti_1", at(2))
+        .await
+        .unwrap();
+    let used = s.join_token("jt-1").await.unwrap().unwrap();
+    assert_eq!(used.used_at, Some(at(2)));
+    assert_eq!(used.refusal(&alpha, at(3)), Some(JoinTokenError::Used));
+    assert_eq!(
+        attest(s, &alpha, Some("jt-1"), "jti_2", at(3))
+            .await
+            .unwrap_err(),
+        StoreError::JoinToken(JoinTokenError::Used)
+    );
+}
+
 pub async fn join_token_refusals(s: Arc<dyn Store>) {
     let s = &*s;
     let alpha = register(s, "alpha").await;
@@ -2961,6 +2996,7 @@ macro_rules! every_check {
                 agent_duplicate_name_conflicts,
                 join_token_is_consumed_once,
                 join_token_refusals,
+                h13_a_join_token_is_read_without_being_consumed,
                 join_token_creation_rules,
                 failed_attest_does_not_consume_join_token,
                 join_token_race_has_one_winner,

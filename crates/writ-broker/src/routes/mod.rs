@@ -113,6 +113,25 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .with_state(broker)
 }
 
+/// An unauthenticated attestation request within its client's rate: the
+/// client is its peer address, as the listener saw it. Checked before the
+/// body is read. (Served without connection info, in-process, there is no
+/// peer and no limit.)
+pub struct AttestAdmitted;
+
+impl FromRequestParts<Arc<Broker>> for AttestAdmitted {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        broker.admit_attestation(peer)?;
+        Ok(AttestAdmitted)
+    }
+}
+
 /// An admin credential was presented and is valid.
 pub struct Admin;
 

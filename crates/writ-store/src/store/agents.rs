@@ -128,6 +128,29 @@ impl AgentStore for SqlStore {
         .await
     }
 
+    async fn join_token(&self, hash: &str) -> Result<Option<JoinTokenState>> {
+        let hash = hash.to_owned();
+        self.read_quick(move |c| {
+            let row: Option<(String, i64, Option<i64>)> = c
+                .query_row(
+                    "SELECT agent, expires_at, used_at FROM join_tokens WHERE hash = ?1",
+                    params![hash],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            row.map(|(agent, expires_at, used_at)| {
+                Ok(JoinTokenState {
+                    agent: parse("agent name", &agent)?,
+                    expires_at: ts(expires_at),
+                    used_at: used_at.map(ts),
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
     async fn create_tool(&self, tool: &Tool, audit: Vec<AuditEvent>) -> Result<()> {
         let t = tool.clone();
         let scopes = to_json(&t.scopes)?;

@@ -57,6 +57,11 @@ pub struct ServeArgs {
     /// Require server-issued nonces in DPoP proofs (RFC 9449 §8).
     #[arg(long, env = "WRIT_DPOP_NONCES")]
     dpop_nonces: bool,
+    /// Attestation requests (`/v1/attest`, `/v1/node/attest`) one client
+    /// address may make a minute, at once or spread out; more get 429 with
+    /// Retry-After. 0: no limit [default: 120].
+    #[arg(long, env = "WRIT_LIMIT_ATTEST_PER_MINUTE")]
+    limit_attest_per_minute: Option<u32>,
     /// How long an approval request waits for a person, seconds [default: 900].
     #[arg(long, env = "WRIT_APPROVAL_TTL")]
     approval_ttl: Option<i64>,
@@ -126,6 +131,7 @@ struct FileConfig {
     max_task_ttl: Option<i64>,
     sweep_interval_ms: Option<u64>,
     dpop_nonces: Option<bool>,
+    limit_attest_per_minute: Option<u32>,
     max_delegation_depth: Option<u32>,
     x509_svid_ttl: Option<i64>,
     jwt_svid_ttl: Option<i64>,
@@ -224,6 +230,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
 
     config.policy_dir = policy_dir.clone();
     config.dpop_nonces = args.dpop_nonces || file.dpop_nonces.unwrap_or(false);
+    if let Some(v) = args
+        .limit_attest_per_minute
+        .or(file.limit_attest_per_minute)
+    {
+        config.attest_per_minute = v;
+    }
     if let Some(v) = args.x509_svid_ttl.or(file.x509_svid_ttl) {
         if !(2..=30 * 86_400).contains(&v) {
             bail!("--x509-svid-ttl must be between 2 seconds and 30 days");
