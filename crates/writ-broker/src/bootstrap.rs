@@ -22,7 +22,10 @@ pub enum BootstrapError {
     #[error("master key {path}: {message}")]
     MasterKey { path: String, message: String },
     #[error("store: {0}")]
-    Store(#[from] writ_store::StoreError),
+    Store(writ_store::StoreError),
+    /// The store could not be opened at all: why, and what to check.
+    #[error("cannot open the store: {cause}; {fix}")]
+    OpenStore { cause: String, fix: String },
     #[error("store address: {0}")]
     StoreAddress(String),
     /// The store was made with another master key: nothing sealed in it
@@ -42,6 +45,14 @@ pub enum BootstrapError {
     Broker(String),
     #[error(transparent)]
     Random(#[from] writ_core::random::RandomError),
+}
+
+// By hand rather than `#[from]`: the store's message is the whole of this
+// one, and a source would print it twice.
+impl From<writ_store::StoreError> for BootstrapError {
+    fn from(e: writ_store::StoreError) -> Self {
+        BootstrapError::Store(e)
+    }
 }
 
 impl From<crate::error::ApiError> for BootstrapError {
@@ -108,7 +119,19 @@ pub async fn open(
     let master_path = dir.master_key_path();
     let master = Arc::new(load_or_create_master(&master_path)?);
     let store: Arc<dyn Store> = match &dir.store {
-        None => Arc::new(SqlStore::open_sqlite(&dir.database_path())?),
+        None => {
+            let path = dir.database_path();
+            Arc::new(
+                SqlStore::open_sqlite(&path).map_err(|e| BootstrapError::OpenStore {
+                    cause: e.to_string(),
+                    fix: format!(
+                        "check that {} can be read and written by this user and that no \
+                         other program holds it",
+                        path.display()
+                    ),
+                })?,
+            )
+        }
         Some(url) => Arc::new(open_postgres(url.expose()).await?),
     };
     let now = clock.now();
@@ -181,7 +204,14 @@ async fn open_postgres(url: &str) -> Result<SqlStore, BootstrapError> {
             "expected postgres://user:password@host:port/database (leave it unset for SQLite in the data directory)".into(),
         ));
     }
-    Ok(SqlStore::connect_postgres(url).await?)
+    SqlStore::connect_postgres(url)
+        .await
+        .map_err(|e| BootstrapError::OpenStore {
+            cause: e.to_string(),
+            fix: "check --store (the server's host and port, that it is up, and the user, \
+                  password and database; the address is not printed, as it holds the password)"
+                .into(),
+        })
 }
 
 fn create_dir(path: &Path) -> Result<(), BootstrapError> {

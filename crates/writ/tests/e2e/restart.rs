@@ -201,3 +201,26 @@ async fn h13_another_master_key_is_named_at_startup() {
         first.addr.as_str()
     );
 }
+
+/// H13: a store that cannot be opened is named with what to check, once,
+/// and the address (which holds the password) is not printed.
+#[tokio::test]
+async fn h13_a_store_that_cannot_be_opened_is_named_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = "postgres://writ:secret-password-h13@127.0.0.1:1/writ";
+    let stderr = refused_start(&[
+        "--data-dir",
+        &dir.path().display().to_string(),
+        "--store",
+        url,
+    ]);
+    assert!(stderr.contains("cannot open the store"), "{stderr}");
+    assert!(stderr.contains("check --store"), "{stderr}");
+    assert!(!stderr.contains("secret-password-h13"), "{stderr}");
+    assert_eq!(
+        stderr.matches("store unavailable").count(),
+        1,
+        "said once: {stderr}"
+    );
+    assert!(!stderr.contains("internal error"), "{stderr}");
+}
