@@ -12,7 +12,7 @@ use writ_policy::PolicySet;
 use writ_store::{SqlStore, Store};
 
 use crate::config::BrokerConfig;
-use crate::keys::KeyService;
+use crate::keys::{KeyError, KeyService};
 use crate::service::{Broker, hash_secret};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,13 +22,43 @@ pub enum BootstrapError {
     #[error("master key {path}: {message}")]
     MasterKey { path: String, message: String },
     #[error("store: {0}")]
-    Store(#[from] writ_store::StoreError),
+    Store(writ_store::StoreError),
+    /// The store could not be opened at all: why, and what to check.
+    #[error("cannot open the store: {cause}; {fix}")]
+    OpenStore { cause: String, fix: String },
     #[error("store address: {0}")]
     StoreAddress(String),
+    /// The store was made with another master key: nothing sealed in it
+    /// opens with this one.
+    #[error(
+        "the store's signing keys (key {kid}) were sealed with a different master key than \
+         {path}: every replica, and every restart, must use the master key the store was created \
+         with (the same --master-key-file on every replica, or a copy of the first one's \
+         <data-dir>/master.key)"
+    )]
+    WrongMasterKey { path: String, kid: String },
+    #[error("signing keys: {0}")]
+    Keys(String),
+    /// A failure the broker would answer as an internal error, with its
+    /// cause: at startup the operator needs the cause, not the HTTP text.
     #[error("{0}")]
-    Broker(#[from] crate::error::ApiError),
+    Broker(String),
     #[error(transparent)]
     Random(#[from] writ_core::random::RandomError),
+}
+
+// By hand rather than `#[from]`: the store's message is the whole of this
+// one, and a source would print it twice.
+impl From<writ_store::StoreError> for BootstrapError {
+    fn from(e: writ_store::StoreError) -> Self {
+        BootstrapError::Store(e)
+    }
+}
+
+impl From<crate::error::ApiError> for BootstrapError {
+    fn from(e: crate::error::ApiError) -> Self {
+        BootstrapError::Broker(e.cause())
+    }
 }
 
 /// Where the broker keeps its state.
@@ -97,13 +127,35 @@ pub async fn open(
         config.audit_checkpoint_file = Some(dir.path.join("audit-checkpoint.jwt"));
     }
     create_dir(&dir.path)?;
-    let master = Arc::new(load_or_create_master(&dir.master_key_path())?);
+    let master_path = dir.master_key_path();
+    let master = Arc::new(load_or_create_master(&master_path)?);
     let store: Arc<dyn Store> = match &dir.store {
-        None => Arc::new(SqlStore::open_sqlite(&dir.database_path())?),
+        None => {
+            let path = dir.database_path();
+            Arc::new(
+                SqlStore::open_sqlite(&path).map_err(|e| BootstrapError::OpenStore {
+                    cause: e.to_string(),
+                    fix: format!(
+                        "check that {} can be read and written by this user and that no \
+                         other program holds it",
+                        path.display()
+                    ),
+                })?,
+            )
+        }
         Some(url) => Arc::new(open_postgres(url.expose()).await?),
     };
     let now = clock.now();
-    let keys = KeyService::load(store.as_ref(), &master, now).await?;
+    let keys = KeyService::load(store.as_ref(), &master, now)
+        .await
+        .map_err(|e| match e {
+            KeyError::WrongMasterKey { kid } => BootstrapError::WrongMasterKey {
+                path: master_path.display().to_string(),
+                kid,
+            },
+            KeyError::Store(s) => BootstrapError::Store(s),
+            other => BootstrapError::Keys(other.to_string()),
+        })?;
     let spiffe = crate::spiffe::Authority::load(
         store.as_ref(),
         &master,
@@ -188,7 +240,14 @@ async fn open_postgres(url: &str) -> Result<SqlStore, BootstrapError> {
             "expected postgres://user:password@host:port/database (leave it unset for SQLite in the data directory)".into(),
         ));
     }
-    Ok(SqlStore::connect_postgres(url).await?)
+    SqlStore::connect_postgres(url)
+        .await
+        .map_err(|e| BootstrapError::OpenStore {
+            cause: e.to_string(),
+            fix: "check --store (the server's host and port, that it is up, and the user, \
+                  password and database; the address is not printed, as it holds the password)"
+                .into(),
+        })
 }
 
 fn create_dir(path: &Path) -> Result<(), BootstrapError> {

@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+/// The default of [`BrokerConfig::attest_per_minute`]: an instance
+/// attests once per instance token (15 minutes), so this is 1,800 agent
+/// instances behind one address, and a burst of 120 at once.
+pub const DEFAULT_ATTEST_PER_MINUTE: u32 = 120;
+
 /// Lifetimes and limits. Defaults follow DESIGN.md.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
@@ -60,6 +65,9 @@ pub struct BrokerConfig {
     /// (`audit-checkpoint.jwt` in the data directory): rows removed from
     /// the database cannot take it with them.
     pub audit_checkpoint_file: Option<std::path::PathBuf>,
+    /// Attestation requests (`/v1/attest`, `/v1/node/attest`) one client
+    /// address may make a minute, in a burst or spread out; 0 for no limit.
+    pub attest_per_minute: u32,
 }
 
 impl BrokerConfig {
@@ -90,6 +98,7 @@ impl BrokerConfig {
             audit_checkpoint_records: 1000,
             audit_checkpoint_secs: 60,
             audit_checkpoint_file: None,
+            attest_per_minute: DEFAULT_ATTEST_PER_MINUTE,
         }
     }
 

@@ -15,7 +15,8 @@ use crate::error::ApiError;
 const MAX_REMEMBERED: usize = 1_000_000;
 use writ_core::dpop::{ReplayCache as Seen, ReplayError};
 /// Attestation proofs are remembered apart (and fewer), so that anyone who
-/// can reach `/v1/attest` cannot crowd out the proofs of bound tokens.
+/// can reach `/v1/attest` cannot crowd out the proofs of bound tokens; and
+/// only once their request's credential was accepted.
 const MAX_REMEMBERED_ATTEST: usize = 100_000;
 /// How long a server nonce stays valid.
 const NONCE_TTL_SECS: i64 = 300;
@@ -51,6 +52,15 @@ impl DpopGuard {
             seen_attest: Mutex::new(Seen::new(MAX_REMEMBERED_ATTEST)),
             nonce_key,
         })
+    }
+
+    #[cfg(test)]
+    fn with_attest_capacity(n: usize) -> Self {
+        Self {
+            seen: Mutex::new(Seen::new(MAX_REMEMBERED)),
+            seen_attest: Mutex::new(Seen::new(n)),
+            nonce_key: None,
+        }
     }
 
     /// Verifies a proof for a request with a bound token (`jkt`: the key
@@ -90,18 +100,59 @@ impl DpopGuard {
         Ok(v)
     }
 
-    /// As [`DpopGuard::check`], for attestation (no token yet).
-    pub fn check_attest(
+    /// Verifies a proof on an attestation request (no token yet), without
+    /// remembering it: an attestation proof is remembered only once the
+    /// request's credential has been checked ([`DpopGuard::remember_attest`]),
+    /// so that requests with throwaway keys and no valid credential cannot
+    /// fill the cache.
+    pub fn verify_attest(
         &self,
         proof: &str,
         expected: &Expected<'_>,
     ) -> Result<VerifiedProof, ApiError> {
-        self.check_in(&self.seen_attest, proof, expected, None)
+        self.verify(proof, expected, None)
+    }
+
+    /// Records an attestation proof's `jti`, refusing a replay. The cache
+    /// holds only proofs that came with a credential writ accepted, so it
+    /// fills only as fast as real attestations happen; should it be full
+    /// all the same, an attestation with a single-use credential (a join
+    /// token, a JWT-SVID) goes ahead, since the store consumes that
+    /// credential exactly once and a replayed proof cannot attest twice
+    /// with it, while one with a reusable credential (an OIDC token) is
+    /// refused for now (503).
+    pub fn remember_attest(
+        &self,
+        proof: &VerifiedProof,
+        now: Timestamp,
+        single_use: bool,
+    ) -> Result<(), ApiError> {
+        match self.remember(&self.seen_attest, proof, now) {
+            Err(ApiError::Unavailable(_)) if single_use => {
+                tracing::warn!(
+                    "the attestation replay cache is full; attesting with a single-use credential"
+                );
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     fn check_in(
         &self,
         seen: &Mutex<Seen>,
+        proof: &str,
+        expected: &Expected<'_>,
+        jkt: Option<&str>,
+    ) -> Result<VerifiedProof, ApiError> {
+        let v = self.verify(proof, expected, jkt)?;
+        self.remember(seen, &v, expected.now)?;
+        Ok(v)
+    }
+
+    /// Signature, claims, key and nonce: everything but the replay cache.
+    fn verify(
+        &self,
         proof: &str,
         expected: &Expected<'_>,
         jkt: Option<&str>,
@@ -123,14 +174,22 @@ impl DpopGuard {
                 });
             }
         }
+        Ok(v)
+    }
+
+    fn remember(
+        &self,
+        seen: &Mutex<Seen>,
+        v: &VerifiedProof,
+        now: Timestamp,
+    ) -> Result<(), ApiError> {
         seen.lock()
             .map_err(|_| ApiError::Internal("replay cache lock poisoned".into()))?
-            .insert(&v.jti_hash, expected.now)
+            .insert(&v.jti_hash, now)
             .map_err(|e| match e {
                 ReplayError::Replay => refused(DpopError::Replay),
                 ReplayError::Full => ApiError::Unavailable("DPoP replay cache is full".into()),
-            })?;
-        Ok(v)
+            })
     }
 }
 
@@ -199,6 +258,36 @@ mod tests {
             g.check(&p2, &expected("https://w/x"), Some(&other))
                 .is_err()
         );
+    }
+
+    /// H7: an attestation proof is verified without being remembered, and
+    /// remembered only when asked (once its credential was accepted); a
+    /// full cache refuses only attestations whose credential is reusable.
+    #[test]
+    fn h7_attestation_proofs_are_remembered_only_when_asked() {
+        let g = DpopGuard::with_attest_capacity(1);
+        let url = "https://w/v1/attest";
+        let (k, _) = ProofKey::generate().unwrap();
+        let p = k.proof("POST", url, None, None, NOW).unwrap();
+        let v = g.verify_attest(&p, &expected(url)).unwrap();
+        assert!(
+            g.verify_attest(&p, &expected(url)).is_ok(),
+            "not remembered"
+        );
+        g.remember_attest(&v, NOW, false).unwrap();
+        assert!(matches!(
+            g.remember_attest(&v, NOW, true),
+            Err(ApiError::Dpop { .. })
+        ));
+        let p2 = k.proof("POST", url, None, None, NOW).unwrap();
+        let v2 = g.verify_attest(&p2, &expected(url)).unwrap();
+        assert!(matches!(
+            g.remember_attest(&v2, NOW, false),
+            Err(ApiError::Unavailable(_))
+        ));
+        assert!(g.remember_attest(&v2, NOW, true).is_ok());
+        // The bound-token cache is another one.
+        assert!(g.check(&p2, &expected(url), None).is_ok());
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub enum ApiError {
     /// A bound on how much one caller may have open at once was reached.
     #[error("{0}")]
     TooManyRequests(String),
+    /// A client asked more often than its rate allows; it may try again
+    /// after `retry_after` seconds (sent as `Retry-After`).
+    #[error("{detail}")]
+    RateLimited { detail: String, retry_after: u64 },
     /// A DPoP proof was refused (`invalid_dpop_proof`) or needs a server
     /// nonce (`use_dpop_nonce`, with a fresh one to use).
     #[error("{detail}")]
@@ -74,6 +78,16 @@ impl From<writ_core::random::RandomError> for ApiError {
 }
 
 impl ApiError {
+    /// The whole story, internal causes included: for the operator (a
+    /// startup failure, a log line), never for an HTTP client.
+    pub fn cause(&self) -> String {
+        match self {
+            ApiError::Unavailable(cause) => format!("service unavailable: {cause}"),
+            ApiError::Internal(cause) => format!("internal error: {cause}"),
+            other => other.to_string(),
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -84,7 +98,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests(_) | ApiError::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -119,6 +135,9 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let ApiError::RateLimited { retry_after, .. } = &self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
         if let ApiError::Dpop { error, nonce, .. } = &self {
             let challenge = format!("DPoP error=\"{error}\", algs=\"EdDSA ES256\"");
             if let Ok(v) = HeaderValue::from_str(&challenge) {
@@ -226,7 +245,8 @@ impl From<ApiError> for OAuthError {
             ApiError::BadRequest(d)
             | ApiError::PayloadTooLarge(d)
             | ApiError::UnsupportedMediaType(d)
-            | ApiError::TooManyRequests(d) => OAuthError::invalid_request(d),
+            | ApiError::TooManyRequests(d)
+            | ApiError::RateLimited { detail: d, .. } => OAuthError::invalid_request(d),
             ApiError::MethodNotAllowed => OAuthError::invalid_request("method not allowed"),
             ApiError::Dpop {
                 error,

@@ -6,9 +6,35 @@ use writ_core::Timestamp;
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::seal::MasterKey;
 use writ_core::token::{KeyRing, SigningKey};
-use writ_store::{Store, StoredKey};
+use writ_store::{Store, StoreError, StoredKey};
 
 use crate::error::ApiError;
+
+/// Why the signing keys cannot be loaded or added.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A stored key does not open with the master key given: the store
+    /// was made with another master key (or the sealed key was altered).
+    #[error("signing key {kid} cannot be unsealed with this master key")]
+    WrongMasterKey { kid: String },
+    /// A stored key opened but is not usable.
+    #[error("signing key {kid}: {message}")]
+    Invalid { kid: String, message: String },
+    /// A new key could not be made or sealed.
+    #[error("cannot make a signing key: {0}")]
+    Generate(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::Store(s) => s.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
 
 const ALG: &str = "EdDSA";
 
@@ -28,7 +54,7 @@ impl KeyService {
         store: &dyn Store,
         master: &MasterKey,
         now: Timestamp,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, KeyError> {
         let mut stored = store.signing_keys().await?;
         if stored.is_empty() {
             let key = seal_new(master, now)?;
@@ -81,11 +107,11 @@ impl KeyService {
     }
 }
 
-fn seal_new(master: &MasterKey, now: Timestamp) -> Result<StoredKey, ApiError> {
-    let key = SigningKey::generate(now).map_err(|e| ApiError::Internal(e.to_string()))?;
+fn seal_new(master: &MasterKey, now: Timestamp) -> Result<StoredKey, KeyError> {
+    let key = SigningKey::generate(now).map_err(|e| KeyError::Generate(e.to_string()))?;
     let sealed = master
         .seal(&purpose(key.kid()), key.expose_pkcs8())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| KeyError::Generate(e.to_string()))?;
     Ok(StoredKey {
         kid: key.kid().to_owned(),
         alg: ALG.to_owned(),
@@ -95,28 +121,23 @@ fn seal_new(master: &MasterKey, now: Timestamp) -> Result<StoredKey, ApiError> {
     })
 }
 
-fn unseal_all(master: &MasterKey, stored: &[StoredKey]) -> Result<KeyRing, ApiError> {
+fn unseal_all(master: &MasterKey, stored: &[StoredKey]) -> Result<KeyRing, KeyError> {
     let mut keys = Vec::with_capacity(stored.len());
     for s in stored {
+        let invalid = |message: String| KeyError::Invalid {
+            kid: s.kid.clone(),
+            message,
+        };
         if s.alg != ALG {
-            return Err(ApiError::Internal(format!(
-                "signing key {} has unsupported alg {}",
-                s.kid, s.alg
-            )));
+            return Err(invalid(format!("unsupported alg {}", s.alg)));
         }
-        let pkcs8 = master.open(&purpose(&s.kid), &s.sealed).map_err(|_| {
-            ApiError::Internal(format!(
-                "signing key {} cannot be unsealed: is this the master key the data was created with?",
-                s.kid
-            ))
-        })?;
+        let pkcs8 = master
+            .open(&purpose(&s.kid), &s.sealed)
+            .map_err(|_| KeyError::WrongMasterKey { kid: s.kid.clone() })?;
         let key = SigningKey::from_pkcs8(&pkcs8, s.created_at, s.retired_at)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| invalid(e.to_string()))?;
         if key.kid() != s.kid {
-            return Err(ApiError::Internal(format!(
-                "signing key {} does not match its id",
-                s.kid
-            )));
+            return Err(invalid("does not match its id".into()));
         }
         keys.push(key);
     }

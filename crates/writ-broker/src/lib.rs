@@ -11,6 +11,7 @@ mod dpop;
 mod error;
 mod extract;
 mod keys;
+mod limit;
 mod metrics;
 pub mod mtls;
 mod oidc;
@@ -29,7 +30,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use bootstrap::{BootstrapError, DataDir, InitialPolicy, Opened, open};
-pub use config::BrokerConfig;
+pub use config::{BrokerConfig, DEFAULT_ATTEST_PER_MINUTE};
 pub use error::{ApiError, OAuthError};
 pub use keys::KeyService;
 pub use service::Broker;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Metrics {
     pub attest_ok: AtomicU64,
     pub attest_failed: AtomicU64,
+    pub attest_rate_limited: AtomicU64,
     pub tasks_started: AtomicU64,
     pub tasks_denied: AtomicU64,
     pub tasks_ended: AtomicU64,
@@ -39,6 +40,7 @@ impl Metrics {
             &[
                 ("{outcome=\"success\"}", &self.attest_ok),
                 ("{outcome=\"failure\"}", &self.attest_failed),
+                ("{outcome=\"rate_limited\"}", &self.attest_rate_limited),
             ],
         );
         counter(

@@ -24,8 +24,8 @@ use writ_core::{AgentName, ApprovalId, InstanceId, TaskId, Timestamp, ToolName};
 pub use engine::SqlStore;
 pub use error::{JoinTokenError, StoreError};
 pub use model::{
-    DbLease, Ended, Grant, GrantKind, GrantState, Instance, QuarantineOutcome, StoredKey,
-    StoredSecret, StoredSpiffeKey, TaskEnd,
+    DbLease, Ended, Grant, GrantKind, GrantState, Instance, JoinTokenState, QuarantineOutcome,
+    Revoked, StoredKey, StoredSecret, StoredSpiffeKey, TaskEnd,
 };
 
 /// A change another process committed to a shared store, which this one
@@ -162,6 +162,11 @@ pub trait AgentStore: Send + Sync {
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
+    /// A join token (by its hash) as it stands, read without consuming it:
+    /// what an attestation checks before it does anything else.
+    /// Attestation consumes it with [`TaskStore::create_instance`], which
+    /// checks it again in its own transaction.
+    async fn join_token(&self, hash: &str) -> Result<Option<JoinTokenState>>;
     async fn create_tool(&self, tool: &Tool, audit: Vec<AuditEvent>) -> Result<()>;
     async fn get_tool(&self, name: &ToolName) -> Result<Option<Tool>>;
     async fn list_tools(&self) -> Result<Vec<Tool>>;
@@ -343,9 +348,16 @@ pub trait TaskStore: Send + Sync {
     /// Records a token issued under an active task (a tool token); refused
     /// with `NotActive` if the task ended first.
     async fn record_grant(&self, grant: &Grant, audit: Vec<AuditEvent>) -> Result<()>;
-    /// Revokes one grant. `false` if it was unknown or already revoked.
-    async fn revoke_grant(&self, jti: &str, now: Timestamp, audit: Vec<AuditEvent>)
-    -> Result<bool>;
+    /// Revokes one grant; `None` (and nothing recorded) if it was unknown
+    /// or already revoked. Revoking an instance token revokes the instance:
+    /// every grant it holds, and every task it started ends (revoked, with
+    /// its descendants and their grants), in the same transaction.
+    async fn revoke_grant(
+        &self,
+        jti: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<Option<Revoked>>;
     /// Turns an approved pending task active: its lease and hard end start
     /// now, and its first token is recorded.
     async fn activate_task(

@@ -66,6 +66,31 @@ pub struct DbLease {
     pub expires_at: Timestamp,
 }
 
+/// A join token as it stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinTokenState {
+    /// The agent it attests.
+    pub agent: AgentName,
+    pub expires_at: Timestamp,
+    pub used_at: Option<Timestamp>,
+}
+
+impl JoinTokenState {
+    /// Why it cannot attest `agent` at `now`, checked in the order the
+    /// store checks them when it consumes the token.
+    pub fn refusal(&self, agent: &AgentName, now: Timestamp) -> Option<crate::JoinTokenError> {
+        if &self.agent != agent {
+            Some(crate::JoinTokenError::WrongAgent)
+        } else if self.used_at.is_some() {
+            Some(crate::JoinTokenError::Used)
+        } else if now >= self.expires_at {
+            Some(crate::JoinTokenError::Expired)
+        } else {
+            None
+        }
+    }
+}
+
 /// One attested instance of an agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
@@ -170,6 +195,17 @@ pub struct Ended {
     pub revoked_tokens: u64,
     /// Descendant tasks ended with it.
     pub descendants: u64,
+}
+
+/// What revoking a grant changed: the grant itself and, for an instance
+/// token, everything issued on the instance's authority.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Revoked {
+    /// Grants revoked: the one named, and for an instance token every
+    /// grant of the instance and of the tasks that ended with it.
+    pub revoked_tokens: u64,
+    /// Tasks ended (an instance's tasks and their descendants).
+    pub ended_tasks: u64,
 }
 
 /// What a quarantine changed.

@@ -30,8 +30,8 @@ use writ_core::api::{
 use writ_core::audit::{self, AuditEvent, AuditKind, AuditRecord, Outcome};
 use writ_core::{AgentName, ApprovalId, Capability, InstanceId, TaskId, Timestamp, ToolName};
 use writ_store::{
-    DbLease, Grant, GrantKind, GrantState, Instance, JoinTokenError, QuarantineOutcome, Store,
-    StoreError, StoredKey, TaskEnd,
+    DbLease, Grant, GrantKind, GrantState, Instance, JoinTokenError, QuarantineOutcome, Revoked,
+    Store, StoreError, StoredKey, TaskEnd,
 };
 
 // ---------------------------------------------------------------------------
@@ -704,6 +704,41 @@ pub async fn join_token_is_consumed_once(s: Arc<dyn Store>) {
     assert_chain(s).await;
 }
 
+/// H13: attestation reads a join token before anything else (so that an
+/// unknown agent and an unknown token cost the same), without consuming
+/// it, and refuses it for the same reasons, in the same order, as the
+/// store does when it consumes it.
+pub async fn h13_a_join_token_is_read_without_being_consumed(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let beta = register(s, "beta").await;
+    join_token(s, &alpha, "jt-1", at(600)).await;
+    let before = audit_len(s).await;
+    assert_eq!(s.join_token("jt-unknown").await.unwrap(), None);
+    let jt = s.join_token("jt-1").await.unwrap().unwrap();
+    assert_eq!(jt.agent, alpha);
+    assert_eq!(jt.expires_at, at(600));
+    assert_eq!(jt.used_at, None);
+    assert_eq!(jt.refusal(&alpha, at(1)), None);
+    assert_eq!(jt.refusal(&beta, at(1)), Some(JoinTokenError::WrongAgent));
+    assert_eq!(jt.refusal(&alpha, at(600)), Some(JoinTokenError::Expired));
+    assert_eq!(s.join_token("jt-1").await.unwrap(), Some(jt));
+    assert_eq!(audit_len(s).await, before, "reading records nothing");
+
+    attest(s, &alpha, Some("jt-1"), "jti_1", at(2))
+        .await
+        .unwrap();
+    let used = s.join_token("jt-1").await.unwrap().unwrap();
+    assert_eq!(used.used_at, Some(at(2)));
+    assert_eq!(used.refusal(&alpha, at(3)), Some(JoinTokenError::Used));
+    assert_eq!(
+        attest(s, &alpha, Some("jt-1"), "jti_2", at(3))
+            .await
+            .unwrap_err(),
+        StoreError::JoinToken(JoinTokenError::Used)
+    );
+}
+
 pub async fn join_token_refusals(s: Arc<dyn Store>) {
     let s = &*s;
     let alpha = register(s, "alpha").await;
@@ -947,6 +982,154 @@ pub async fn quarantine_cascades_into_delegated_tasks(s: Arc<dyn Store>) {
         "beta's own work is untouched"
     );
     assert_eq!(task_of(s, &own.task_id).await.status, TaskStatus::Active);
+}
+
+/// H12: revoking an instance token revokes the instance, and what it
+/// started dies with it: its tasks (active and waiting for approval), their
+/// tool tokens, the tasks delegated from them and their tokens, and calls
+/// held for approval. Other instances, of the same agent or another, and a
+/// sub-agent's own work are untouched.
+pub async fn h12_revoking_an_instance_token_ends_the_instance_and_its_tasks(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let beta = register(s, "beta").await;
+    let ia = attest(s, &alpha, None, "jti_ia", at(1)).await.unwrap();
+    let ia2 = attest(s, &alpha, None, "jti_ia2", at(1)).await.unwrap();
+    let ib = attest(s, &beta, None, "jti_ib", at(1)).await.unwrap();
+    let root = start_task(s, &ia, "jti_root", at(2), at(600), at(3_600))
+        .await
+        .unwrap();
+    let tool = Grant {
+        jti: "jti_tool".into(),
+        kind: GrantKind::ToolToken,
+        agent: alpha.clone(),
+        instance_id: ia.id.clone(),
+        task_id: Some(root.task_id.clone()),
+        issued_at: at(3),
+        expires_at: at(300),
+        jkt: None,
+        audience: Some("https://github.example".into()),
+    };
+    s.record_grant(&tool, vec![ev(AuditKind::TokenIssue).jti("jti_tool")])
+        .await
+        .unwrap();
+    let child = delegate(s, &root, &ib, "jti_child", at(3)).await.unwrap();
+    let held = call_approval_record(&root, "/a", at(4));
+    hold_call(s, &held, "fp1").await.unwrap();
+    let (mut waiting, _) = task_and_grant(&ia, "unused", at(4), at(600), at(3_600));
+    waiting.status = TaskStatus::PendingApproval;
+    let approval = Approval {
+        approval_id: ApprovalId::generate().unwrap(),
+        task_id: waiting.task_id.clone(),
+        status: ApprovalStatus::Pending,
+        ttl: 3_600,
+        exception: false,
+        justification: None,
+        requested_at: at(4),
+        expires_at: at(604),
+        decided_at: None,
+        reason: None,
+        task: waiting.clone(),
+        call: None,
+    };
+    s.create_pending_task(&waiting, &approval, vec![ev(AuditKind::Approval)])
+        .await
+        .unwrap();
+    let sibling = start_task(s, &ia2, "jti_sibling", at(5), at(600), at(3_600))
+        .await
+        .unwrap();
+    let own = start_task(s, &ib, "jti_own", at(5), at(600), at(3_600))
+        .await
+        .unwrap();
+    let head = s.revocation_head().await.unwrap();
+    let before = audit_len(s).await;
+
+    let out = s
+        .revoke_grant(
+            "jti_ia",
+            at(10),
+            vec![ev(AuditKind::TokenRevoke).jti("jti_ia")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        Some(Revoked {
+            revoked_tokens: 4,
+            ended_tasks: 3
+        }),
+        "the instance token, the task token, its tool token and the child's token; \
+         the task, its child and the task waiting for approval"
+    );
+    assert_eq!(audit_len(s).await, before + 1);
+    assert_eq!(
+        s.get_instance(&ia.id).await.unwrap().unwrap().revoked_at,
+        Some(at(10))
+    );
+    for jti in ["jti_ia", "jti_root", "jti_tool", "jti_child"] {
+        let g = grant(s, jti).await;
+        assert_eq!(g.revoked_at, Some(at(10)), "{jti}");
+        assert!(!g.is_live(at(10)), "{jti}");
+    }
+    let root_now = task_of(s, &root.task_id).await;
+    assert_eq!(root_now.status, TaskStatus::Revoked);
+    assert_eq!(root_now.end_reason.as_deref(), Some("instance revoked"));
+    assert_eq!(task_of(s, &child.task_id).await.status, TaskStatus::Revoked);
+    let w = task_of(s, &waiting.task_id).await;
+    assert_eq!(w.status, TaskStatus::Revoked);
+    assert_eq!(w.end_reason.as_deref(), Some("instance revoked"));
+    for id in [&approval.approval_id, &held.approval_id] {
+        let a = s.get_approval(id).await.unwrap().unwrap();
+        assert_eq!(a.status, ApprovalStatus::Expired);
+        assert_eq!(a.reason.as_deref(), Some("instance revoked"));
+    }
+    // Every revoked token reaches the feed gateways follow.
+    let fed: BTreeSet<String> = s
+        .revocations_after(head, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.jti)
+        .collect();
+    for jti in ["jti_ia", "jti_root", "jti_tool", "jti_child"] {
+        assert!(fed.contains(jti), "{jti} is not in the feed");
+    }
+
+    // Nothing revives it: no heartbeat, no tool token, no new task.
+    assert_eq!(
+        heartbeat(s, &root, "jti_hb", at(11), at(700)).await,
+        Err(StoreError::NotActive("revoked"))
+    );
+    let mut again = tool.clone();
+    again.jti = "jti_tool2".into();
+    again.issued_at = at(11);
+    assert!(s.record_grant(&again, vec![]).await.is_err());
+    assert_eq!(
+        start_task(s, &ia, "jti_new", at(11), at(600), at(3_600))
+            .await
+            .unwrap_err(),
+        StoreError::InstanceRevoked
+    );
+
+    // The rest carries on.
+    for jti in ["jti_ia2", "jti_sibling", "jti_ib", "jti_own"] {
+        assert!(grant(s, jti).await.is_live(at(11)), "{jti}");
+    }
+    assert_eq!(
+        task_of(s, &sibling.task_id).await.status,
+        TaskStatus::Active
+    );
+    assert_eq!(task_of(s, &own.task_id).await.status, TaskStatus::Active);
+
+    // Revoking it again changes and records nothing.
+    assert_eq!(
+        s.revoke_grant("jti_ia", at(12), vec![ev(AuditKind::TokenRevoke)])
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(audit_len(s).await, before + 1);
+    assert_chain(s).await;
 }
 
 /// A failure after the token check (a duplicate instance id or jti) rolls
@@ -1870,14 +2053,18 @@ pub async fn revoke_single_grant(s: Arc<dyn Store>) {
         .await
         .unwrap();
     let before = audit_len(s).await;
-    assert!(
+    assert_eq!(
         s.revoke_grant(
             "jti_t",
             at(5),
             vec![ev(AuditKind::TokenRevoke).jti("jti_t")]
         )
         .await
-        .unwrap()
+        .unwrap(),
+        Some(Revoked {
+            revoked_tokens: 1,
+            ended_tasks: 0
+        })
     );
     assert_eq!(audit_len(s).await, before + 1);
     let g = grant(s, "jti_t").await;
@@ -1889,14 +2076,16 @@ pub async fn revoke_single_grant(s: Arc<dyn Store>) {
 
     // Already revoked, or unknown: false, nothing recorded.
     assert!(
-        !s.revoke_grant("jti_t", at(6), vec![ev(AuditKind::TokenRevoke)])
+        s.revoke_grant("jti_t", at(6), vec![ev(AuditKind::TokenRevoke)])
             .await
             .unwrap()
+            .is_none()
     );
     assert!(
-        !s.revoke_grant("jti_nope", at(6), vec![ev(AuditKind::TokenRevoke)])
+        s.revoke_grant("jti_nope", at(6), vec![ev(AuditKind::TokenRevoke)])
             .await
             .unwrap()
+            .is_none()
     );
     assert_eq!(grant(s, "jti_t").await.revoked_at, Some(at(5)));
     assert_eq!(audit_len(s).await, before + 1);
@@ -2891,6 +3080,7 @@ macro_rules! every_check {
                 agent_duplicate_name_conflicts,
                 join_token_is_consumed_once,
                 join_token_refusals,
+                h13_a_join_token_is_read_without_being_consumed,
                 join_token_creation_rules,
                 failed_attest_does_not_consume_join_token,
                 join_token_race_has_one_winner,
@@ -2906,6 +3096,7 @@ macro_rules! every_check {
                 revoke_single_grant,
                 delegation_tree_ends_as_one,
                 quarantine_cascades_into_delegated_tasks,
+                h12_revoking_an_instance_token_ends_the_instance_and_its_tasks,
                 audit_chain_survives_concurrent_writes,
                 failed_writes_append_no_audit,
                 audit_pages,
@@ -3265,6 +3456,7 @@ mod postgres {
             a.revoke_grant("jti-shared", super::at(5), vec![])
                 .await
                 .unwrap()
+                .is_some()
         );
         let change = tokio::time::timeout(std::time::Duration::from_secs(5), async {
             loop {
@@ -3325,7 +3517,7 @@ mod revoked_stays_revoked {
                 let alpha = register(s, "alpha").await;
                 let inst = attest(s, &alpha, None, "jti_i", at(1)).await.unwrap();
                 let task = start_task(s, &inst, "jti_t", at(2), at(600), at(3_600)).await.unwrap();
-                assert!(s.revoke_grant("jti_t", at(3), vec![ev(AuditKind::TokenRevoke)]).await.unwrap());
+                assert!(s.revoke_grant("jti_t", at(3), vec![ev(AuditKind::TokenRevoke)]).await.unwrap().is_some());
                 let mut now = 3;
                 for (n, op) in ops.iter().enumerate() {
                     now += 1;
@@ -3348,7 +3540,7 @@ mod revoked_stays_revoked {
                         }
                         Op::RevokeAgain => {
                             let again = s.revoke_grant("jti_t", at(now), vec![ev(AuditKind::TokenRevoke)]).await.unwrap();
-                            assert!(!again, "a revoked grant was revoked twice");
+                            assert!(again.is_none(), "a revoked grant was revoked twice");
                         }
                         Op::Wait(secs) => now += secs,
                     }

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use writ_core::TaskId;
 use writ_core::api::{AttestRequest, Attested, StartTask, Task, TaskEnded};
 
-use super::{AgentAuth, AnyCaller};
+use super::{AgentAuth, AnyCaller, AttestAdmitted};
 use crate::error::ApiError;
 use crate::extract::{Json, dpop_proof};
 use crate::service::Broker;
@@ -22,12 +22,15 @@ fn task_id(s: &str) -> Result<TaskId, ApiError> {
 }
 
 /// An instance binds its token to its key with a `DPoP` proof (RFC 9449 §5).
+/// Within the client's rate only; the proof is verified here and
+/// remembered by the service once the credential has been checked.
 pub async fn attest(
     State(b): State<Arc<Broker>>,
+    _: AttestAdmitted,
     headers: HeaderMap,
     Json(req): Json<AttestRequest>,
 ) -> Result<(StatusCode, AxumJson<Attested>), ApiError> {
-    let jkt = match dpop_proof(&headers)? {
+    let proof = match dpop_proof(&headers)? {
         Some(proof) => {
             let url = b.config.url("/v1/attest");
             let expected = writ_core::dpop::Expected {
@@ -36,11 +39,11 @@ pub async fn attest(
                 access_token: None,
                 now: b.now(),
             };
-            Some(b.dpop.check_attest(proof, &expected)?.jkt)
+            Some(b.dpop.verify_attest(proof, &expected)?)
         }
         None => None,
     };
-    Ok((StatusCode::CREATED, AxumJson(b.attest(req, jkt).await?)))
+    Ok((StatusCode::CREATED, AxumJson(b.attest(req, proof).await?)))
 }
 
 /// 201 with a task token, or 202 while a person decides.

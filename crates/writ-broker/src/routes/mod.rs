@@ -120,6 +120,33 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .with_state(broker)
 }
 
+/// An unauthenticated attestation request within its client's rate: the
+/// client is its peer address, as the listener saw it. Checked before the
+/// body is read. (Served without connection info, in-process, there is no
+/// peer and no limit.)
+pub struct AttestAdmitted;
+
+impl FromRequestParts<Arc<Broker>> for AttestAdmitted {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
+        // The client as the listener sees it: the peer, or the address a
+        // trusted proxy named (`--trusted-proxy`).
+        let client = parts
+            .extensions
+            .get::<writ_listen::ClientAddr>()
+            .map(|c| c.0)
+            .or_else(|| {
+                parts
+                    .extensions
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .map(|c| c.0.ip())
+            });
+        broker.admit_attestation(client)?;
+        Ok(AttestAdmitted)
+    }
+}
+
 /// An admin credential was presented and is valid.
 pub struct Admin;
 

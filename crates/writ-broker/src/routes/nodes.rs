@@ -12,7 +12,7 @@ use writ_core::api::{
     NodeAttested, NodeEntries, RegisterNode, X509SvidIssued, X509SvidRequest,
 };
 
-use super::Admin;
+use super::{Admin, AttestAdmitted};
 use crate::error::ApiError;
 use crate::extract::{Json, bearer};
 use crate::service::Broker;
@@ -70,7 +70,11 @@ pub async fn release(State(b): State<Arc<Broker>>, _: Admin, Path(name): Path<St
     Ok(AxumJson(b.quarantine_node(&name, false).await?))
 }
 
-pub async fn attest(State(b): State<Arc<Broker>>, Json(req): Json<NodeAttest>) -> R<NodeAttested> {
+pub async fn attest(
+    State(b): State<Arc<Broker>>,
+    _: AttestAdmitted,
+    Json(req): Json<NodeAttest>,
+) -> R<NodeAttested> {
     Ok(AxumJson(b.attest_node(req).await?))
 }
 

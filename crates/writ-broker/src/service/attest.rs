@@ -2,10 +2,11 @@
 
 use writ_core::api::{AttestRequest, Attestation, Attested};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+use writ_core::dpop::VerifiedProof;
 use writ_core::lifetime::Lifetime;
-use writ_core::token::ExternalExpect;
-use writ_core::{AgentName, InstanceId};
-use writ_store::{GrantKind, Instance, StoreError};
+use writ_core::token::{self, ExternalExpect};
+use writ_core::{AgentName, InstanceId, Timestamp};
+use writ_store::{GrantKind, Instance, JoinTokenError, StoreError};
 
 use super::issue::{Issue, Issued};
 use super::{Broker, hash_secret};
@@ -13,94 +14,231 @@ use crate::error::ApiError;
 use crate::metrics;
 use crate::oidc::{self, KeySource};
 
+/// What an attestation refused before its credential was proven tells
+/// the caller: the same status and the same words for an unknown agent, an
+/// unknown join token, an agent that attests another way and a token that
+/// does not verify, so that `/v1/attest` says nothing of which agents
+/// exist (as Vault's AppRole login answers "invalid role or secret ID"
+/// whichever of the two was wrong). The audit record has the reason.
+pub const NOT_ATTESTED: &str = "attestation failed: unknown agent, or a credential that does not attest it \
+     (the reason is in the audit log)";
+
+/// How much a refusal tells the caller.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Told {
+    /// [`NOT_ATTESTED`]: the caller has proven nothing.
+    Nothing,
+    /// The reason: the caller holds a real credential (or the reason
+    /// depends on nothing but the request itself).
+    Reason,
+}
+
 impl Broker {
-    /// `jkt`: the DPoP key the instance proved it holds, to bind its token to.
+    /// Takes one attestation request from `client`'s allowance (no client:
+    /// no limit), or refuses it with the seconds to wait.
+    pub fn admit_attestation(&self, client: Option<std::net::IpAddr>) -> Result<(), ApiError> {
+        let Some(ip) = client else {
+            return Ok(());
+        };
+        self.attest_limit.check(ip, self.now()).map_err(|l| {
+            metrics::inc(&self.metrics.attest_rate_limited);
+            ApiError::RateLimited {
+                detail: format!(
+                    "too many attestation requests from this address; try again in {} s",
+                    l.retry_after_secs
+                ),
+                retry_after: l.retry_after_secs,
+            }
+        })
+    }
+
+    /// `proof`: the DPoP proof of the key the instance will be bound to,
+    /// verified but not yet remembered. It is remembered (and a replay
+    /// refused) only once the credential has been checked, just before
+    /// anything is consumed or issued.
     pub async fn attest(
         &self,
         req: AttestRequest,
-        jkt: Option<String>,
+        proof: Option<VerifiedProof>,
     ) -> Result<Attested, ApiError> {
         let now = self.now();
-        let Some(agent) = self.store.get_agent(&req.agent).await? else {
-            return Err(self.attest_failed(&req.agent, None, "unknown agent").await);
+        match (req.join_token, req.oidc_token, req.jwt_svid) {
+            (Some(jt), None, None) => self.attest_join_token(&req.agent, &jt, proof, now).await,
+            (None, Some(tok), None) => self.attest_oidc(&req.agent, &tok, proof, now).await,
+            (None, None, Some(svid)) => self.attest_svid(&req.agent, &svid, proof, now).await,
+            _ => Err(ApiError::BadRequest(
+                "give exactly one of join_token, oidc_token and jwt_svid".into(),
+            )),
+        }
+    }
+
+    /// The join token is looked at first, before the agent: whatever agent
+    /// is named, an unknown token costs one read and gets [`NOT_ATTESTED`].
+    async fn attest_join_token(
+        &self,
+        name: &AgentName,
+        jt: &str,
+        proof: Option<VerifiedProof>,
+        now: Timestamp,
+    ) -> Result<Attested, ApiError> {
+        const M: Option<&str> = Some("join_token");
+        let hash = hash_secret(jt);
+        let Some(token) = self.store.join_token(&hash).await? else {
+            return Err(self
+                .attest_failed(name, M, "join token is unknown", Told::Nothing)
+                .await);
+        };
+        if &token.agent != name {
+            let e = JoinTokenError::WrongAgent.to_string();
+            return Err(self.attest_failed(name, M, &e, Told::Reason).await);
+        }
+        let Some(agent) = self.store.get_agent(name).await? else {
+            return Err(self
+                .attest_failed(name, M, "unknown agent", Told::Nothing)
+                .await);
         };
         if agent.quarantined {
+            return Err(self.quarantined(name, M).await);
+        }
+        if !matches!(agent.attestation, Attestation::JoinToken) {
+            let m = format!("agent attests with {}", agent.attestation.kind());
+            return Err(self.attest_failed(name, M, &m, Told::Nothing).await);
+        }
+        if let Some(e) = token.refusal(name, now) {
             return Err(self
-                .attest_failed(&req.agent, None, "agent is quarantined")
+                .attest_failed(name, M, &e.to_string(), Told::Reason)
                 .await);
         }
-        if let Some(svid) = req.jwt_svid {
-            if req.join_token.is_some() || req.oidc_token.is_some() {
-                return Err(ApiError::BadRequest(
-                    "give exactly one of join_token, oidc_token and jwt_svid".into(),
-                ));
-            }
-            let expected = match &agent.attestation {
-                Attestation::Spiffe { spiffe_id } => {
-                    spiffe_id.clone().unwrap_or_else(|| agent.spiffe_id.clone())
-                }
-                other => {
-                    let m = format!("agent attests with {}", other.kind());
-                    return Err(self.attest_failed(&req.agent, None, &m).await);
-                }
-            };
-            self.refuse_quarantined_node(&agent, "spiffe").await?;
-            if let Err(e) = self
-                .spiffe
-                .verify_jwt(&svid, &expected, &self.config.issuer, now)
-                .and_then(|(jti, exp)| self.spiffe.first_use(&jti, exp, now))
-            {
-                let m = format!("jwt-svid rejected: {e}");
-                return Err(self.attest_failed(&req.agent, Some("spiffe"), &m).await);
-            }
-            return self.attested(&agent, "spiffe", None, jkt, now).await;
+        // Single use: the store consumes the token exactly once.
+        let jkt = self.remember_proof(proof, now, true)?;
+        self.attested(&agent, "join_token", Some(hash), jkt, now)
+            .await
+    }
+
+    async fn attest_oidc(
+        &self,
+        name: &AgentName,
+        tok: &str,
+        proof: Option<VerifiedProof>,
+        now: Timestamp,
+    ) -> Result<Attested, ApiError> {
+        const M: Option<&str> = Some("oidc");
+        // The header rules hold for every token, whatever agent is named:
+        // a token with `jku`/`x5u` is refused before any fetch.
+        if let Err(e) = token::external_kid(tok) {
+            let m = format!("oidc token rejected: {e}");
+            return Err(self.attest_failed(name, M, &m, Told::Reason).await);
         }
-        let (method, join_hash) = match (&agent.attestation, req.join_token, req.oidc_token) {
-            (_, Some(_), Some(_)) | (_, None, None) => {
-                return Err(ApiError::BadRequest(
-                    "give exactly one of join_token, oidc_token and jwt_svid".into(),
-                ));
-            }
-            (Attestation::JoinToken, Some(jt), None) => ("join_token", Some(hash_secret(&jt))),
-            (
-                Attestation::Oidc {
-                    issuer,
-                    jwks_uri,
-                    jwks,
-                    audience,
-                    subject,
-                    algorithms,
-                },
-                None,
-                Some(tok),
-            ) => {
-                let algs = oidc::algorithms(algorithms).map_err(ApiError::Internal)?;
-                let source = match (jwks, jwks_uri) {
-                    (Some(set), _) => KeySource::Inline(set),
-                    (None, Some(uri)) => KeySource::Uri(uri),
-                    (None, None) => {
-                        return Err(ApiError::Internal("oidc agent without keys".into()));
-                    }
-                };
-                let expect = ExternalExpect {
-                    issuer,
-                    audience,
-                    subject,
-                    algorithms: &algs,
-                };
-                if let Err(e) = self.oidc.verify(&tok, source, &expect, now).await {
-                    let m = format!("oidc token rejected: {e}");
-                    return Err(self.attest_failed(&req.agent, Some("oidc"), &m).await);
-                }
-                ("oidc", None)
-            }
-            (a, _, _) => {
-                let m = format!("agent attests with {}", a.kind());
-                return Err(self.attest_failed(&req.agent, None, &m).await);
+        let agent = self.store.get_agent(name).await?;
+        let Some((
+            agent,
+            Attestation::Oidc {
+                issuer,
+                jwks_uri,
+                jwks,
+                audience,
+                subject,
+                algorithms,
+            },
+        )) = agent.as_ref().map(|a| (a, &a.attestation))
+        else {
+            self.oidc.verify_decoy(tok, now);
+            let m = match &agent {
+                None => "unknown agent".to_owned(),
+                Some(a) => format!("agent attests with {}", a.attestation.kind()),
+            };
+            return Err(self.attest_failed(name, M, &m, Told::Nothing).await);
+        };
+        let algs = oidc::algorithms(algorithms).map_err(ApiError::Internal)?;
+        let source = match (jwks, jwks_uri) {
+            (Some(set), _) => KeySource::Inline(set),
+            (None, Some(uri)) => KeySource::Uri(uri),
+            (None, None) => {
+                return Err(ApiError::Internal("oidc agent without keys".into()));
             }
         };
+        let expect = ExternalExpect {
+            issuer,
+            audience,
+            subject,
+            algorithms: &algs,
+        };
+        if let Err(e) = self.oidc.verify(tok, source, &expect, now).await {
+            let m = format!("oidc token rejected: {e}");
+            return Err(self.attest_failed(name, M, &m, Told::Nothing).await);
+        }
+        if agent.quarantined {
+            return Err(self.quarantined(name, M).await);
+        }
+        // Reusable within its lifetime: a full replay cache refuses it.
+        let jkt = self.remember_proof(proof, now, false)?;
+        self.attested(agent, "oidc", None, jkt, now).await
+    }
 
-        self.attested(&agent, method, join_hash, jkt, now).await
+    async fn attest_svid(
+        &self,
+        name: &AgentName,
+        svid: &str,
+        proof: Option<VerifiedProof>,
+        now: Timestamp,
+    ) -> Result<Attested, ApiError> {
+        const M: Option<&str> = Some("spiffe");
+        let agent = self.store.get_agent(name).await?;
+        // An unknown agent's SVID is checked against the ID it would have.
+        let expected = match agent.as_ref().map(|a| (a, &a.attestation)) {
+            Some((a, Attestation::Spiffe { spiffe_id })) => {
+                spiffe_id.clone().unwrap_or_else(|| a.spiffe_id.clone())
+            }
+            Some((a, _)) => a.spiffe_id.clone(),
+            None => writ_core::ids::agent_spiffe_id(&self.config.trust_domain, name),
+        };
+        let verified = self
+            .spiffe
+            .verify_jwt(svid, &expected, &self.config.issuer, now);
+        let agent = match agent {
+            Some(a) if matches!(a.attestation, Attestation::Spiffe { .. }) => a,
+            other => {
+                let m = match other {
+                    None => "unknown agent".to_owned(),
+                    Some(a) => format!("agent attests with {}", a.attestation.kind()),
+                };
+                return Err(self.attest_failed(name, M, &m, Told::Nothing).await);
+            }
+        };
+        let (jti, exp) = match verified {
+            Ok(v) => v,
+            Err(e) => {
+                let m = format!("jwt-svid rejected: {e}");
+                return Err(self.attest_failed(name, M, &m, Told::Nothing).await);
+            }
+        };
+        if agent.quarantined {
+            return Err(self.quarantined(name, M).await);
+        }
+        self.refuse_quarantined_node(&agent, "spiffe").await?;
+        // Single use: remembered below, before the instance is recorded.
+        let jkt = self.remember_proof(proof, now, true)?;
+        if let Err(e) = self.spiffe.first_use(&jti, exp, now) {
+            let m = format!("jwt-svid rejected: {e}");
+            return Err(self.attest_failed(name, M, &m, Told::Reason).await);
+        }
+        self.attested(&agent, "spiffe", None, jkt, now).await
+    }
+
+    /// Remembers the attestation's DPoP proof, if any; its key thumbprint.
+    fn remember_proof(
+        &self,
+        proof: Option<VerifiedProof>,
+        now: Timestamp,
+        single_use: bool,
+    ) -> Result<Option<String>, ApiError> {
+        match proof {
+            Some(p) => {
+                self.dpop.remember_attest(&p, now, single_use)?;
+                Ok(Some(p.jkt))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Attestation over mTLS: the client's X.509-SVID (already verified to
@@ -111,21 +249,24 @@ impl Broker {
         name: &writ_core::AgentName,
         peer_id: &str,
     ) -> Result<Attested, ApiError> {
+        const M: Option<&str> = Some("spiffe_x509");
         let now = self.now();
         let Some(agent) = self.store.get_agent(name).await? else {
-            return Err(self.attest_failed(name, None, "unknown agent").await);
+            return Err(self
+                .attest_failed(name, M, "unknown agent", Told::Nothing)
+                .await);
         };
-        if agent.quarantined {
-            return Err(self.attest_failed(name, None, "agent is quarantined").await);
-        }
         let Attestation::Spiffe { spiffe_id } = &agent.attestation else {
             let m = format!("agent attests with {}", agent.attestation.kind());
-            return Err(self.attest_failed(name, None, &m).await);
+            return Err(self.attest_failed(name, M, &m, Told::Nothing).await);
         };
         let expected = spiffe_id.clone().unwrap_or_else(|| agent.spiffe_id.clone());
         if peer_id != expected {
             let m = format!("the client certificate names {peer_id}, not the agent");
-            return Err(self.attest_failed(name, Some("spiffe_x509"), &m).await);
+            return Err(self.attest_failed(name, M, &m, Told::Nothing).await);
+        }
+        if agent.quarantined {
+            return Err(self.quarantined(name, M).await);
         }
         self.refuse_quarantined_node(&agent, "spiffe_x509").await?;
         self.attested(&agent, "spiffe_x509", None, None, now).await
@@ -146,7 +287,9 @@ impl Broker {
                 .is_none_or(|n| n.quarantined)
         {
             let m = format!("node {} is quarantined", w.node);
-            return Err(self.attest_failed(&agent.name, Some(method), &m).await);
+            return Err(self
+                .attest_failed(&agent.name, Some(method), &m, Told::Reason)
+                .await);
         }
         Ok(())
     }
@@ -207,15 +350,15 @@ impl Broker {
             .await
         {
             Ok(()) => {}
+            // A race with another use of the join token, or a quarantine:
+            // the credential was real, so the reason may be told.
             Err(StoreError::JoinToken(e)) => {
                 return Err(self
-                    .attest_failed(&agent.name, Some(method), &e.to_string())
+                    .attest_failed(&agent.name, Some(method), &e.to_string(), Told::Reason)
                     .await);
             }
             Err(StoreError::Quarantined) => {
-                return Err(self
-                    .attest_failed(&agent.name, Some(method), "agent is quarantined")
-                    .await);
+                return Err(self.quarantined(&agent.name, Some(method)).await);
             }
             Err(e) => return Err(e.into()),
         }
@@ -229,15 +372,44 @@ impl Broker {
         })
     }
 
-    /// Audits a failed attestation and builds the error to answer. If the
-    /// audit record cannot be written, the answer is 503: never an
+    /// Refuses a quarantined agent (403): said only to a caller whose
+    /// credential for the agent was accepted.
+    async fn quarantined(&self, agent: &AgentName, method: Option<&str>) -> ApiError {
+        match self
+            .audit_attest_failure(agent, method, "agent is quarantined")
+            .await
+        {
+            Ok(()) => ApiError::Forbidden("attestation failed: agent is quarantined".into()),
+            Err(e) => e,
+        }
+    }
+
+    /// Audits a failed attestation, with its reason, and builds the error
+    /// to answer (401), which tells the reason or nothing as `told` says.
+    /// If the audit record cannot be written, the answer is 503: never an
     /// unaudited refusal.
     async fn attest_failed(
         &self,
         agent: &AgentName,
         method: Option<&str>,
         reason: &str,
+        told: Told,
     ) -> ApiError {
+        if let Err(e) = self.audit_attest_failure(agent, method, reason).await {
+            return e;
+        }
+        match told {
+            Told::Nothing => ApiError::Unauthorized(NOT_ATTESTED.into()),
+            Told::Reason => ApiError::Unauthorized(format!("attestation failed: {reason}")),
+        }
+    }
+
+    async fn audit_attest_failure(
+        &self,
+        agent: &AgentName,
+        method: Option<&str>,
+        reason: &str,
+    ) -> Result<(), ApiError> {
         metrics::inc(&self.metrics.attest_failed);
         let mut event = AuditEvent::new(
             AuditKind::Attest,
@@ -249,13 +421,7 @@ impl Broker {
         if let Some(m) = method {
             event = event.detail(serde_json::json!({ "method": m }));
         }
-        if let Err(e) = self.store.append_audit(self.now(), vec![event]).await {
-            return e.into();
-        }
-        if reason == "agent is quarantined" {
-            ApiError::Forbidden(format!("attestation failed: {reason}"))
-        } else {
-            ApiError::Unauthorized(format!("attestation failed: {reason}"))
-        }
+        self.store.append_audit(self.now(), vec![event]).await?;
+        Ok(())
     }
 }

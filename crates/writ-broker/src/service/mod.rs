@@ -51,6 +51,8 @@ pub struct Broker {
     master: Arc<MasterKey>,
     oidc: OidcVerifier,
     pub(crate) dpop: DpopGuard,
+    /// Per-client rate of attestation requests.
+    pub(crate) attest_limit: crate::limit::RateLimiter,
     /// Woken whenever a revocation may have been written.
     pub(crate) revoked: tokio::sync::Notify,
     /// Woken when a task ends, so its database roles are dropped at once.
@@ -121,9 +123,10 @@ impl Broker {
         config: BrokerConfig,
         master: Arc<MasterKey>,
     ) -> Result<Self, ApiError> {
-        let oidc = OidcVerifier::new(config.oidc_fetch_timeout)
+        let oidc = OidcVerifier::new(config.oidc_fetch_timeout, Arc::clone(&clock))
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         let dpop = DpopGuard::new(config.dpop_nonces)?;
+        let attest_limit = crate::limit::RateLimiter::new(config.attest_per_minute);
         Ok(Self {
             store,
             keys,
@@ -134,6 +137,7 @@ impl Broker {
             master,
             oidc,
             dpop,
+            attest_limit,
             revoked: tokio::sync::Notify::new(),
             tasks_ended: tokio::sync::Notify::new(),
             metrics: Metrics::default(),

@@ -3,6 +3,7 @@
 use writ_core::api::Introspection;
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::token::{AccessClaims, TokenKind};
+use writ_store::GrantKind;
 
 use super::{Broker, Caller};
 use crate::error::ApiError;
@@ -66,7 +67,9 @@ impl Broker {
 
     /// RFC 7009: revokes one token. A token that does not verify is treated
     /// as already invalid (success, nothing changes). An agent may revoke
-    /// only tokens of its own instance.
+    /// only tokens of its own instance. An instance token stands for its
+    /// instance: revoking it ends the instance's tasks too (and what was
+    /// delegated from them), as Vault revokes a token's children with it.
     pub async fn revoke(&self, caller: &Caller, token: &str) -> Result<(), ApiError> {
         let Ok(claims) = self.verify_token_for(token, TokenKind::Any, None) else {
             return Ok(());
@@ -97,13 +100,32 @@ impl Broker {
         if let Some(t) = &state.grant.task_id {
             event = event.task(t);
         }
-        if self
+        let instance = state.grant.kind == GrantKind::InstanceToken;
+        if instance {
+            // An instance token is the instance: revoking it revokes the
+            // instance, and its tasks end with it (the store does it all in
+            // the revocation's transaction).
+            event = event.detail(serde_json::json!({
+                "kind": GrantKind::InstanceToken.as_str(),
+                "cascade": "the instance, its tasks and every task delegated from them",
+            }));
+        }
+        if let Some(out) = self
             .store
             .revoke_grant(&claims.jti, self.now(), vec![event])
             .await?
         {
             self.revocations_changed().await;
-            metrics::inc(&self.metrics.tokens_revoked);
+            metrics::add(&self.metrics.tokens_revoked, out.revoked_tokens);
+            metrics::add(&self.metrics.tasks_ended, out.ended_tasks);
+            if instance {
+                tracing::info!(
+                    instance = %state.grant.instance_id,
+                    revoked = out.revoked_tokens,
+                    tasks = out.ended_tasks,
+                    "instance revoked"
+                );
+            }
         }
         Ok(())
     }

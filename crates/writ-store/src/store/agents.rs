@@ -86,26 +86,6 @@ impl AgentStore for SqlStore {
                         params![name, now.millis()],
                     )
                     .map_err(db)?;
-                // Tasks waiting for approval die too.
-                out.ended_tasks += ctx
-                    .tx
-                    .execute(
-                        "UPDATE tasks SET status = 'revoked', ended_at = ?2, end_reason = 'agent quarantined' \
-                         WHERE agent = ?1 AND status = 'pending_approval'",
-                        params![name, now.millis()],
-                    )
-                    .map_err(db)? as u64;
-                for table in ["approvals", "call_approvals"] {
-                    ctx.tx
-                        .execute(
-                            &format!(
-                                "UPDATE {table} SET status = 'expired', decided_at = ?2, reason = 'agent quarantined' \
-                                 WHERE status = 'pending' AND task_id IN (SELECT id FROM tasks WHERE agent = ?1)"
-                            ),
-                            params![name, now.millis()],
-                        )
-                        .map_err(db)?;
-                }
                 // Outstanding join tokens die too: a release never revives them.
                 ctx.tx
                     .execute(
@@ -113,27 +93,10 @@ impl AgentStore for SqlStore {
                         params![name, now.millis()],
                     )
                     .map_err(db)?;
-                let active: Vec<String> = {
-                    let mut stmt = ctx
-                        .tx
-                        .prepare("SELECT id FROM tasks WHERE agent = ?1 AND status = 'active'")
-                        .map_err(db)?;
-                    let rows = stmt.query_map(params![&name], |r| r.get::<_, String>(0)).map_err(db)?;
-                    rows.collect::<DbResult<_>>().map_err(db)?
-                };
-                for id in active {
-                    // A task already ended as another's descendant is skipped.
-                    let still: bool = ctx
-                        .tx
-                        .query_row("SELECT status = 'active' FROM tasks WHERE id = ?1", params![&id], |r| r.get(0))
-                        .map_err(db)?;
-                    if still {
-                        let (revoked, descendants) =
-                            end_tree(ctx.tx, &id, TaskStatus::Revoked, "agent quarantined", now)?;
-                        out.revoked_tokens += revoked;
-                        out.ended_tasks += 1 + descendants;
-                    }
-                }
+                let (revoked, ended) =
+                    end_tasks_where(ctx.tx, "agent = ?1", &name, "agent quarantined", now)?;
+                out.revoked_tokens += revoked;
+                out.ended_tasks += ended;
             }
             ctx.audit(now, &audit)?;
             Ok(out)
@@ -161,6 +124,29 @@ impl AgentStore for SqlStore {
                 )
                 .map_err(insert_err("join token".into()))?;
             ctx.audit(now, &audit)
+        })
+        .await
+    }
+
+    async fn join_token(&self, hash: &str) -> Result<Option<JoinTokenState>> {
+        let hash = hash.to_owned();
+        self.read_quick(move |c| {
+            let row: Option<(String, i64, Option<i64>)> = c
+                .query_row(
+                    "SELECT agent, expires_at, used_at FROM join_tokens WHERE hash = ?1",
+                    params![hash],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            row.map(|(agent, expires_at, used_at)| {
+                Ok(JoinTokenState {
+                    agent: parse("agent name", &agent)?,
+                    expires_at: ts(expires_at),
+                    used_at: used_at.map(ts),
+                })
+            })
+            .transpose()
         })
         .await
     }

@@ -28,8 +28,8 @@ use crate::prelude::*;
 use crate::sql::{DbError, DbResult, OptionalExtension, Row, Sql, Value, db, params};
 use crate::{
     DENIAL_BUCKET_SECS, DENIAL_RETENTION_SECS, DbLease, Ended, Grant, GrantKind, GrantState,
-    Instance, JoinTokenError, QuarantineOutcome, Result, StoreError, StoredKey, StoredSecret,
-    StoredSpiffeKey, TaskEnd,
+    Instance, JoinTokenError, JoinTokenState, QuarantineOutcome, Result, Revoked, StoreError,
+    StoredKey, StoredSecret, StoredSpiffeKey, TaskEnd,
 };
 
 fn ts(v: i64) -> Timestamp {
@@ -317,6 +317,90 @@ fn end_tree(
         )
         .map_err(db)? as u64;
     Ok((revoked, descendants))
+}
+
+/// Ends every task matching `filter` (a WHERE clause over `tasks` with `?1`
+/// bound to `arg`), all for `reason`: a task waiting for approval is
+/// revoked and its approval expires, a call held for approval expires, and
+/// an active task ends with every task delegated from it, at any depth, and
+/// every grant under them. The one way a kill switch ends tasks, so that a
+/// quarantine and a revoked instance leave nothing behind either.
+/// Returns `(grants revoked, tasks ended)`.
+fn end_tasks_where(
+    conn: &dyn Sql,
+    filter: &str,
+    arg: &str,
+    reason: &str,
+    now: Timestamp,
+) -> Result<(u64, u64)> {
+    let mut ended = conn
+        .execute(
+            &format!(
+                "UPDATE tasks SET status = 'revoked', ended_at = ?2, end_reason = ?3 \
+                 WHERE {filter} AND status = 'pending_approval'"
+            ),
+            params![arg, now.millis(), reason],
+        )
+        .map_err(db)? as u64;
+    for table in ["approvals", "call_approvals"] {
+        conn.execute(
+            &format!(
+                "UPDATE {table} SET status = 'expired', decided_at = ?2, reason = ?3 \
+                 WHERE status = 'pending' AND task_id IN (SELECT id FROM tasks WHERE {filter})"
+            ),
+            params![arg, now.millis(), reason],
+        )
+        .map_err(db)?;
+    }
+    let active: Vec<String> = {
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT id FROM tasks WHERE {filter} AND status = 'active'"
+            ))
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![arg], |r| r.get::<_, String>(0))
+            .map_err(db)?;
+        rows.collect::<DbResult<_>>().map_err(db)?
+    };
+    let mut revoked = 0;
+    for id in active {
+        // A task already ended as another's descendant is skipped.
+        let still: bool = conn
+            .query_row(
+                "SELECT status = 'active' FROM tasks WHERE id = ?1",
+                params![&id],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if still {
+            let (tokens, descendants) = end_tree(conn, &id, TaskStatus::Revoked, reason, now)?;
+            revoked += tokens;
+            ended += 1 + descendants;
+        }
+    }
+    Ok((revoked, ended))
+}
+
+/// Revokes an instance and everything that hangs from it: its grants, and
+/// (through [`end_tasks_where`]) its tasks and every task delegated from
+/// them. As Vault revokes a token's children with it: an instance's tasks
+/// exist on its authority, so they cannot outlive it.
+/// Returns `(grants revoked, tasks ended)`.
+fn end_instance(
+    conn: &dyn Sql,
+    instance: &str,
+    reason: &str,
+    now: Timestamp,
+) -> Result<(u64, u64)> {
+    conn.execute(
+        "UPDATE instances SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+        params![instance, now.millis()],
+    )
+    .map_err(db)?;
+    let grants = revoke_where(conn, "instance_id = ?1", instance, now)?;
+    let (tokens, tasks) = end_tasks_where(conn, "instance_id = ?1", instance, reason, now)?;
+    Ok((grants + tokens, tasks))
 }
 
 /// What must hold for a task to be recorded: its agent not quarantined, its

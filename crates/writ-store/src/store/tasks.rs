@@ -366,14 +366,32 @@ impl TaskStore for SqlStore {
         jti: &str,
         now: Timestamp,
         audit: Vec<AuditEvent>,
-    ) -> Result<bool> {
+    ) -> Result<Option<Revoked>> {
         let jti = jti.to_owned();
         self.write(move |ctx: &mut WriteCtx<'_>| {
-            let n = revoke_where(ctx.tx, "jti = ?1", &jti, now)?;
-            if n > 0 {
-                ctx.audit(now, &audit)?;
+            let live: Option<(String, String)> = ctx
+                .tx
+                .query_row(
+                    "SELECT kind, instance_id FROM grants WHERE jti = ?1 AND revoked_at IS NULL",
+                    params![&jti],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(db)?;
+            let Some((kind, instance)) = live else {
+                return Ok(None);
+            };
+            let mut out = Revoked {
+                revoked_tokens: revoke_where(ctx.tx, "jti = ?1", &jti, now)?,
+                ended_tasks: 0,
+            };
+            if kind == GrantKind::InstanceToken.as_str() {
+                let (tokens, tasks) = end_instance(ctx.tx, &instance, "instance revoked", now)?;
+                out.revoked_tokens += tokens;
+                out.ended_tasks += tasks;
             }
-            Ok(n > 0)
+            ctx.audit(now, &audit)?;
+            Ok(Some(out))
         })
         .await
     }

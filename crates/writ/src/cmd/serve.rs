@@ -67,6 +67,11 @@ pub struct ServeArgs {
     /// Require server-issued nonces in DPoP proofs (RFC 9449 §8).
     #[arg(long, env = "WRIT_DPOP_NONCES")]
     dpop_nonces: bool,
+    /// Attestation requests (`/v1/attest`, `/v1/node/attest`) one client
+    /// address may make a minute, at once or spread out; more get 429 with
+    /// Retry-After. 0: no limit [default: 120].
+    #[arg(long, env = "WRIT_LIMIT_ATTEST_PER_MINUTE")]
+    limit_attest_per_minute: Option<u32>,
     /// How long an approval request waits for a person, seconds [default: 900].
     #[arg(long, env = "WRIT_APPROVAL_TTL")]
     approval_ttl: Option<i64>,
@@ -138,6 +143,7 @@ struct FileConfig {
     audit_checkpoint_records: Option<u64>,
     audit_checkpoint_secs: Option<i64>,
     dpop_nonces: Option<bool>,
+    limit_attest_per_minute: Option<u32>,
     max_delegation_depth: Option<u32>,
     x509_svid_ttl: Option<i64>,
     jwt_svid_ttl: Option<i64>,
@@ -253,6 +259,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
 
     config.policy_dir = policy_dir.clone();
     config.dpop_nonces = args.dpop_nonces || file.dpop_nonces.unwrap_or(false);
+    if let Some(v) = args
+        .limit_attest_per_minute
+        .or(file.limit_attest_per_minute)
+    {
+        config.attest_per_minute = v;
+    }
     if let Some(v) = args.x509_svid_ttl.or(file.x509_svid_ttl) {
         if !(2..=30 * 86_400).contains(&v) {
             bail!("--x509-svid-ttl must be between 2 seconds and 30 days");
@@ -360,7 +372,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         }
         let mut cfg = writ_gateway::Config::new(
             format!("http://{local}"),
-            broker.embedded_gateway_token().await?,
+            broker.embedded_gateway_token().await.map_err(startup)?,
             public,
         );
         cfg.spool_dir = Some(data_dir.join("gateway-spool"));
@@ -411,14 +423,15 @@ async fn dev_banner(
         serde_json::from_str(DEMO_TOOL).context("examples/tools/tickets.json")?;
     let agent_name = agent.name.clone();
     if broker.store.get_agent(&agent.name).await?.is_none() {
-        broker.register_agent(agent).await?;
+        broker.register_agent(agent).await.map_err(startup)?;
     }
     if broker.store.get_tool(&tool.name).await?.is_none() {
-        broker.register_tool(tool).await?;
+        broker.register_tool(tool).await.map_err(startup)?;
     }
     let jt = broker
         .create_join_token(&agent_name, writ_core::api::CreateJoinToken { ttl: 3600 })
-        .await?;
+        .await
+        .map_err(startup)?;
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "writ".into());
@@ -454,6 +467,12 @@ In another shell:
         jt = jt.join_token,
     );
     Ok(())
+}
+
+/// A broker error at startup, with its cause: an HTTP client is told only
+/// "internal error", the operator starting writ needs to know why.
+fn startup(e: writ_broker::ApiError) -> anyhow::Error {
+    anyhow::anyhow!(e.cause())
 }
 
 pub(crate) fn init_tracing() {

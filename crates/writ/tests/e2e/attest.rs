@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 use writ_core::api::{AttestRequest, Attestation, RegisterAgent};
 
-use crate::harness::{Broker, eventually};
+use crate::harness::{Broker, Opts, eventually};
 
 fn attest_req(agent: &str, jt: Option<&str>, oidc: Option<&str>) -> AttestRequest {
     AttestRequest {
@@ -27,6 +27,16 @@ async fn audit_events(b: &Broker) -> Vec<serde_json::Value> {
         .records
         .iter()
         .map(|r| serde_json::from_str(&r.event).unwrap())
+        .collect()
+}
+
+/// The reasons of the failed attestations in the audit log, oldest first.
+async fn attest_failures(b: &Broker) -> Vec<String> {
+    audit_events(b)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "attest" && e["outcome"] == "failure")
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
         .collect()
 }
 
@@ -292,8 +302,17 @@ async fn oidc_jwks_uri_is_fetched_and_a_dead_issuer_fails_closed_in_time() {
     );
     let e = attempt.await.unwrap().unwrap_err();
     assert_eq!(e.status(), Some(401), "{e}");
-    assert!(e.to_string().contains("JWKS"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(30));
+    // Why is for the operator (the caller is told no more than for an
+    // unknown agent: H13).
+    assert!(
+        attest_failures(&b)
+            .await
+            .iter()
+            .any(|r| r.contains("cannot fetch the issuer's JWKS")),
+        "{:?}",
+        attest_failures(&b).await
+    );
 }
 
 #[tokio::test]
@@ -335,4 +354,366 @@ async fn j7_jku_header_is_refused_without_fetching() {
     assert_eq!(e.status(), Some(401));
     assert!(e.to_string().contains("jku"), "{e}");
     assert!(trap.accept().is_err(), "writ fetched the jku URL");
+}
+
+/// A JWKS endpoint on loopback: answers every request with `jwks`.
+fn serve_jwks(jwks: serde_json::Value) -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    let body = jwks.to_string();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+fn oidc_agent(
+    name: &str,
+    jwks_uri: Option<String>,
+    jwks: Option<serde_json::Value>,
+) -> RegisterAgent {
+    RegisterAgent {
+        name: name.parse().unwrap(),
+        attestation: Attestation::Oidc {
+            issuer: "https://idp.example".into(),
+            jwks_uri,
+            jwks,
+            audience: "writ".into(),
+            subject: "workload".into(),
+            algorithms: vec![],
+        },
+        attributes: Default::default(),
+        workload: None,
+    }
+}
+
+/// H3: attestations naming an agent whose OIDC issuer never answers share
+/// one fetch of its keys and slow nobody else: meanwhile another OIDC agent
+/// (its keys fetched by URI too) attests at once. Once the fetch has failed,
+/// the next attempt is refused at once, without fetching again.
+#[tokio::test]
+async fn h3_a_slow_oidc_issuer_never_slows_another_agents_attestation() {
+    let b = Broker::start();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&connections);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().flatten() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    let slow = Issuer::new("k1");
+    let fast = Issuer::new("k1");
+    let admin = b.admin();
+    admin
+        .register_agent(&oidc_agent(
+            "slow-agent",
+            Some(format!("http://{silent_addr}/jwks")),
+            None,
+        ))
+        .await
+        .unwrap();
+    admin
+        .register_agent(&oidc_agent(
+            "fast-agent",
+            Some(serve_jwks(fast.jwks.clone())),
+            None,
+        ))
+        .await
+        .unwrap();
+    let slow_tok = slow.mint("k1", claims("https://idp.example", "writ", "workload", 300));
+    let fast_tok = fast.mint("k1", claims("https://idp.example", "writ", "workload", 300));
+    b.anon()
+        .attest(&attest_req("fast-agent", None, Some(&fast_tok)))
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let stuck: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, tok) = (b.anon(), slow_tok.clone());
+            tokio::spawn(async move { c.attest(&attest_req("slow-agent", None, Some(&tok))).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    b.anon()
+        .attest(&attest_req("fast-agent", None, Some(&fast_tok)))
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "another issuer's agent waited {:?}",
+        t.elapsed()
+    );
+    for s in stuck {
+        assert_eq!(s.await.unwrap().unwrap_err().status(), Some(401));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "the four waited one after another: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one fetch for the four"
+    );
+    // The failure is remembered: refused at once, no new fetch.
+    let t = Instant::now();
+    let e = b
+        .anon()
+        .attest(&attest_req("slow-agent", None, Some(&slow_tok)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(401));
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let reasons = attest_failures(&b).await;
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    assert!(reasons.iter().all(|r| r.contains("JWKS")), "{reasons:?}");
+    assert!(reasons[4].contains("next attempt in"), "{reasons:?}");
+}
+
+/// Now, as the broker reads it (`now` reads the wall clock).
+fn wall_clock() -> writ_core::Timestamp {
+    writ_core::Timestamp::from_secs(now())
+}
+
+/// H7: a DPoP proof on an attestation whose credential is refused is not
+/// remembered, so requests with throwaway keys and no valid credential
+/// cannot fill the attestation replay cache (100,000 of them used to lock
+/// every DPoP attestation out for minutes). A proof that came with an
+/// accepted credential is remembered: a replay is refused, and consumes
+/// nothing.
+#[tokio::test]
+async fn h7_a_proof_is_remembered_only_with_an_accepted_credential() {
+    let b = Broker::start();
+    let key = writ_core::dpop::ProofKey::generate().unwrap().0;
+    let url = b.url("/v1/attest");
+    let proof = key.proof("POST", &url, None, None, wall_clock()).unwrap();
+    let post = |body: serde_json::Value| {
+        b.http()
+            .post(&url)
+            .header("dpop", proof.clone())
+            .json(&body)
+            .send()
+    };
+    for body in [
+        json!({"agent": "demo-agent", "join_token": "wjt_made-up"}),
+        json!({"agent": "nobody", "join_token": "wjt_made-up"}),
+        json!({"agent": "demo-agent", "oidc_token": "a.b.c"}),
+    ] {
+        assert_eq!(post(body).await.unwrap().status(), 401);
+    }
+    let name = "demo-agent".parse().unwrap();
+    let jt = b.admin().join_token(&name, 60).await.unwrap().join_token;
+    let r = post(json!({"agent": "demo-agent", "join_token": jt}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let jt2 = b.admin().join_token(&name, 60).await.unwrap().join_token;
+    let r = post(json!({"agent": "demo-agent", "join_token": jt2}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("already used"),
+        "{body}"
+    );
+    // The replay consumed nothing.
+    b.anon()
+        .attest(&attest_req("demo-agent", Some(&jt2), None))
+        .await
+        .unwrap();
+}
+
+/// H7: anyone may call `/v1/attest` and `/v1/node/attest`, so each client
+/// address has an allowance (`--limit-attest-per-minute`); past it, 429
+/// with `Retry-After`, and nothing is done. Another address has its own.
+#[tokio::test]
+async fn h7_unauthenticated_attestation_is_rate_limited_per_client() {
+    let b = Broker::start_with(Opts {
+        extra: vec!["--limit-attest-per-minute".into(), "5".into()],
+        ..Opts::default()
+    });
+    let http = b.http();
+    let bogus = json!({"agent": "demo-agent", "join_token": "wjt_made-up"});
+    for _ in 0..4 {
+        let r = http
+            .post(b.url("/v1/attest"))
+            .json(&bogus)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = http
+        .post(b.url("/v1/node/attest"))
+        .json(&json!({"node": "node-1", "join_token": "wjt_made-up"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "the node endpoint draws on the same allowance"
+    );
+    let name = "demo-agent".parse().unwrap();
+    let jt = b.admin().join_token(&name, 60).await.unwrap().join_token;
+    let valid = json!({"agent": "demo-agent", "join_token": jt});
+    let r = http
+        .post(b.url("/v1/attest"))
+        .json(&valid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After: {retry}");
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["status"], 429);
+    let r = http
+        .post(b.url("/v1/node/attest"))
+        .json(&json!({"node": "node-1", "join_token": "wjt_made-up"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    // Another address on this host has its own allowance, and the join
+    // token the refused request carried was not consumed.
+    let other = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let r = other
+        .post(b.url("/v1/attest"))
+        .json(&valid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let metrics = http
+        .get(b.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("writ_attestations_total{outcome=\"rate_limited\"} 2"),
+        "{metrics}"
+    );
+}
+
+/// H13: an attestation refused before its credential is proven answers
+/// the same (status, headers that matter, body) whether the agent exists,
+/// is quarantined, attests another way, or does not exist: `/v1/attest`
+/// does not tell which agents exist. The audit log keeps the reasons apart.
+#[tokio::test]
+async fn h13_attestation_failures_do_not_tell_which_agents_exist() {
+    let b = Broker::start();
+    let issuer = Issuer::new("k1");
+    let admin = b.admin();
+    admin
+        .register_agent(&oidc_agent("ci-agent", None, Some(issuer.jwks.clone())))
+        .await
+        .unwrap();
+    b.agent("parked", &[]).await;
+    admin.quarantine(&"parked".parse().unwrap()).await.unwrap();
+    let forged =
+        Issuer::new("k1").mint("k1", claims("https://idp.example", "writ", "workload", 300));
+    let cases = [
+        (
+            "unknown agent, join token",
+            json!({"agent": "ghost", "join_token": "wjt_made-up"}),
+        ),
+        (
+            "known agent, unknown join token",
+            json!({"agent": "demo-agent", "join_token": "wjt_made-up"}),
+        ),
+        (
+            "quarantined agent, unknown join token",
+            json!({"agent": "parked", "join_token": "wjt_made-up"}),
+        ),
+        (
+            "unknown agent, OIDC token",
+            json!({"agent": "ghost", "oidc_token": forged}),
+        ),
+        (
+            "join-token agent, OIDC token",
+            json!({"agent": "demo-agent", "oidc_token": forged}),
+        ),
+        (
+            "OIDC agent, token by another key",
+            json!({"agent": "ci-agent", "oidc_token": forged}),
+        ),
+        (
+            "quarantined agent, OIDC token",
+            json!({"agent": "parked", "oidc_token": forged}),
+        ),
+        (
+            "unknown agent, JWT-SVID",
+            json!({"agent": "ghost", "jwt_svid": forged}),
+        ),
+        (
+            "join-token agent, JWT-SVID",
+            json!({"agent": "demo-agent", "jwt_svid": forged}),
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (what, body) in &cases {
+        let r = b
+            .http()
+            .post(b.url("/v1/attest"))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let challenge = r.headers().get("www-authenticate").cloned();
+        let text = r.text().await.unwrap();
+        answers.push((*what, status, challenge, text));
+    }
+    let (_, status, challenge, text) = &answers[0];
+    assert_eq!(*status, 401);
+    assert!(text.contains("unknown agent"), "{text}");
+    for (what, s, c, t) in &answers {
+        assert_eq!(
+            (s, c, t),
+            (status, challenge, text),
+            "{what} is told apart from an unknown agent"
+        );
+    }
+    let reasons = attest_failures(&b).await;
+    for r in [
+        "unknown agent",
+        "join token is unknown",
+        "agent attests with join_token",
+        "oidc token rejected",
+    ] {
+        assert!(reasons.iter().any(|x| x.contains(r)), "{r}: {reasons:?}");
+    }
 }

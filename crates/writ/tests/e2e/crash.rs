@@ -34,6 +34,15 @@ impl Lcg {
     }
 }
 
+/// A broker for a load test: its load comes from one address, which the
+/// per-client attestation limit would thin out, and the limit is not what
+/// these tests are about.
+fn without_attest_limit(mut opts: crate::harness::Opts) -> crate::harness::Opts {
+    opts.extra
+        .extend(["--limit-attest-per-minute".into(), "0".into()]);
+    opts
+}
+
 async fn load(b: Arc<(String, Mutex<Acked>)>, worker: u64, stop: Instant) {
     let (addr, acked) = (&b.0, &b.1);
     let admin = writ_client::Client::new(addr, Some(writ_core::Secret::new(crate::harness::ADMIN)))
@@ -101,7 +110,7 @@ async fn load(b: Arc<(String, Mutex<Acked>)>, worker: u64, stop: Instant) {
 /// record, no grant outlives its task, and the audit chain verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s2_kill9_at_random_points_loses_nothing_acknowledged() {
-    let mut b = Broker::start();
+    let mut b = Broker::start_with(without_attest_limit(Default::default()));
     #[expect(clippy::disallowed_methods, reason = "a seed, not a time decision")]
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -235,10 +244,10 @@ async fn s5_postgres_killed_mid_load_loses_nothing_acknowledged() {
     let Some((pg, url)) = PrivatePostgres::start() else {
         return;
     };
-    let b = Broker::start_with(crate::harness::Opts {
+    let b = Broker::start_with(without_attest_limit(crate::harness::Opts {
         extra: vec!["--store".into(), url],
         ..Default::default()
-    });
+    }));
     let shared = Arc::new((b.addr.clone(), Mutex::new(Acked::default())));
     let stop = Instant::now() + Duration::from_secs(10);
     let workers: Vec<_> = (0..4)

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use writ_core::Capability;
-use writ_core::api::{AttestRequest, RegisterTool, StartTask};
+use writ_core::api::{AttestRequest, RegisterTool, StartTask, TaskStatus};
 use writ_core::dpop::ProofKey;
 
 use crate::harness::{Broker, json, stdout};
@@ -714,4 +714,113 @@ pub(crate) fn actor_proof(b: &Broker, key: &Arc<ProofKey>, inst: &str) -> String
         .with_dpop(Arc::clone(key))
         .actor_proof(inst)
         .unwrap()
+}
+
+fn jti_of(token: &str) -> String {
+    writ_core::token::insecure_peek(token).unwrap().1["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// H12: an admin revokes an instance token; the tasks that instance started
+/// end with it (as Vault revokes a token's children), and with them their
+/// tool tokens and the tasks delegated from them. No heartbeat, no fresh
+/// tool token; the sub-agent's own work carries on.
+#[tokio::test]
+async fn h12_revoking_an_instance_ends_its_tasks() {
+    let b = Broker::start();
+    b.agent("helper-bot", &[]).await;
+    let key = Arc::new(ProofKey::generate().unwrap().0);
+    let helper_key = Arc::new(ProofKey::generate().unwrap().0);
+    let inst = bound_instance(&b, "demo-agent", &key).await;
+    let helper = bound_instance(&b, "helper-bot", &helper_key).await;
+    let t = b
+        .as_token(&inst)
+        .with_dpop(Arc::clone(&key))
+        .start_task(&read_task())
+        .await
+        .unwrap();
+    let c = b.anon().with_dpop(Arc::clone(&key));
+    let tool = c
+        .exchange(&t.access_token, None, Some("tickets"), None)
+        .await
+        .unwrap();
+    let child = c
+        .delegate(
+            &t.access_token,
+            &helper,
+            Some(&actor_proof(&b, &helper_key, &helper)),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let child_id = child.task_id.clone().unwrap();
+    let own = b
+        .as_token(&helper)
+        .with_dpop(Arc::clone(&helper_key))
+        .start_task(&read_task())
+        .await
+        .unwrap();
+    let task = b.as_token(&t.access_token).with_dpop(Arc::clone(&key));
+    task.heartbeat(&t.task_id).await.unwrap();
+    let head = b.admin().revocations(0, 0).await.unwrap().next;
+
+    b.admin().revoke(&inst).await.unwrap();
+
+    let e = task.heartbeat(&t.task_id).await.unwrap_err();
+    assert_eq!(
+        e.status(),
+        Some(401),
+        "heartbeat after the instance was revoked: {e}"
+    );
+    let e = c
+        .exchange(&t.access_token, None, Some("tickets"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.status(), Some(400 | 401)),
+        "a fresh tool token after the instance was revoked: {e}"
+    );
+    for (what, tok) in [
+        ("instance", &inst),
+        ("task", &t.access_token),
+        ("tool", &tool.access_token),
+        ("delegated", &child.access_token),
+    ] {
+        assert!(!b.active(tok).await, "the {what} token is still active");
+    }
+    let ended = b.admin().task(&t.task_id).await.unwrap();
+    assert_eq!(ended.status, TaskStatus::Revoked);
+    assert_eq!(ended.end_reason.as_deref(), Some("instance revoked"));
+    assert_eq!(
+        b.admin().task(&child_id).await.unwrap().status,
+        TaskStatus::Revoked
+    );
+    // Gateways hear of the tool token through the feed.
+    let fed: Vec<String> = b
+        .admin()
+        .revocations(head, 0)
+        .await
+        .unwrap()
+        .revocations
+        .into_iter()
+        .map(|r| r.jti)
+        .collect();
+    for tok in [&tool.access_token, &child.access_token] {
+        assert!(fed.contains(&jti_of(tok)), "{fed:?}");
+    }
+    // The sub-agent's own instance and task are not the revoked instance's.
+    assert!(b.active(&helper).await);
+    assert!(b.active(&own.access_token).await);
+    // One record says what happened.
+    let records = b.admin().audit_last(20).await.unwrap().records;
+    let revoke: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(&r.event).unwrap())
+        .filter(|e| e["kind"] == "token_revoke")
+        .collect();
+    assert_eq!(revoke.len(), 1, "{revoke:?}");
+    assert_eq!(revoke[0]["detail"]["kind"], "instance_token");
 }

@@ -26,6 +26,10 @@ fn pair(extra: &[&str]) -> Option<(Broker, Broker, tempfile::TempDir)> {
         key.display().to_string(),
         "--issuer".into(),
         "http://writ.replicas.test".into(),
+        // Load from one address: the per-client attestation limit would
+        // thin it out, and it is not what these tests are about.
+        "--limit-attest-per-minute".into(),
+        "0".into(),
     ];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     let opts = Opts {

@@ -106,3 +106,121 @@ fn s6_sqlite_runs_in_wal_with_full_sync() {
     ];
     assert!(!bytes.windows(pkcs8_prefix.len()).any(|w| w == pkcs8_prefix));
 }
+
+/// A master key that is valid, just not the one a store was made with.
+fn foreign_master_key(dir: &std::path::Path) -> std::path::PathBuf {
+    use base64::Engine as _;
+    let path = dir.join("another-master.key");
+    let key = writ_core::random::bytes::<32>().unwrap();
+    std::fs::write(
+        &path,
+        base64::engine::general_purpose::STANDARD.encode(key) + "\n",
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    path
+}
+
+/// Runs `writ serve` with `args` and expects it to refuse to start: its
+/// standard error.
+fn refused_start(args: &[&str]) -> String {
+    let out = std::process::Command::new(crate::harness::BIN)
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--no-gateway"])
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("WRIT_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "writ started: {stderr}");
+    stderr
+}
+
+fn names_the_master_key_and_the_fix(stderr: &str) {
+    assert!(stderr.contains("different master key"), "{stderr}");
+    assert!(stderr.contains("--master-key-file"), "{stderr}");
+    assert!(!stderr.contains("internal error"), "{stderr}");
+}
+
+/// H13: a broker (a restart, or another replica) started with another
+/// master key than its store was made with says so and names the fix,
+/// instead of dying with "internal error: internal error".
+#[tokio::test]
+async fn h13_another_master_key_is_named_at_startup() {
+    let mut b = Broker::start();
+    b.stop();
+    let other = foreign_master_key(b.data_dir());
+    let dir = b.data_dir().display().to_string();
+    let stderr = refused_start(&[
+        "--data-dir",
+        &dir,
+        "--master-key-file",
+        &other.display().to_string(),
+    ]);
+    names_the_master_key_and_the_fix(&stderr);
+
+    // Replicas on one PostgreSQL store: the second with its own key.
+    let Some(url) = crate::harness::postgres_database() else {
+        return;
+    };
+    let shared = tempfile::tempdir().unwrap();
+    let key = shared.path().join("master.key");
+    let first = Broker::start_with(crate::harness::Opts {
+        extra: vec![
+            "--store".into(),
+            url.clone(),
+            "--master-key-file".into(),
+            key.display().to_string(),
+        ],
+        ..Default::default()
+    });
+    let replica_dir = tempfile::tempdir().unwrap();
+    let stderr = refused_start(&[
+        "--data-dir",
+        &replica_dir.path().display().to_string(),
+        "--store",
+        &url,
+        "--master-key-file",
+        &foreign_master_key(replica_dir.path()).display().to_string(),
+    ]);
+    names_the_master_key_and_the_fix(&stderr);
+    assert!(
+        !stderr.contains(&url),
+        "the store URL (and its password) is not printed"
+    );
+    // The first replica is unharmed.
+    assert_eq!(
+        first.anon().metadata().await.unwrap()["issuer"],
+        first.addr.as_str()
+    );
+}
+
+/// H13: a store that cannot be opened is named with what to check, once,
+/// and the address (which holds the password) is not printed.
+#[tokio::test]
+async fn h13_a_store_that_cannot_be_opened_is_named_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = "postgres://writ:secret-password-h13@127.0.0.1:1/writ";
+    let stderr = refused_start(&[
+        "--data-dir",
+        &dir.path().display().to_string(),
+        "--store",
+        url,
+    ]);
+    assert!(stderr.contains("cannot open the store"), "{stderr}");
+    assert!(stderr.contains("check --store"), "{stderr}");
+    assert!(!stderr.contains("secret-password-h13"), "{stderr}");
+    assert_eq!(
+        stderr.matches("store unavailable").count(),
+        1,
+        "said once: {stderr}"
+    );
+    assert!(!stderr.contains("internal error"), "{stderr}");
+}
