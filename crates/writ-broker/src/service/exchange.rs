@@ -314,35 +314,15 @@ impl Broker {
             }
         }
 
-        // The child's lifetime: never past the parent's, capped by @max_ttl;
-        // an exception passes on only where a policy allows it for the
-        // sub-agent too, else the child gets an ordinary lifetime.
-        let exception = parent.exception && decision.exception_allowed();
-        let expires_at = Lifetime::until(now, parent.expires_at)
-            .capped(decision.max_ttl())
-            .capped((parent.exception && !exception).then_some(self.config.max_task_ttl))
-            .end();
-        let child_id = TaskId::generate().map_err(|e| OAuthError::server_error(e.to_string()))?;
-        let child = Task {
-            task_id: child_id.clone(),
-            agent: actor_agent.name.clone(),
-            instance_id: actor_state.grant.instance_id.clone(),
-            intent: parent.intent.clone(),
-            capabilities: caps,
-            on_behalf_of: parent.on_behalf_of.clone(),
-            status: TaskStatus::Active,
-            created_at: now,
-            lease_expires_at: Lifetime::new(now, self.config.lease_ttl)
-                .within(expires_at)
-                .end(),
-            expires_at,
-            ended_at: None,
-            end_reason: None,
-            policy_version: decision.policy_version().to_owned(),
-            parent_task_id: Some(parent.task_id.clone()),
-            depth,
-            exception,
-        };
+        let child = self.child_task(
+            parent,
+            &actor_agent.name,
+            &actor_state,
+            caps,
+            &decision,
+            now,
+        )?;
+        let child_id = child.task_id.clone();
         // Nested `act`: the new actor outermost, the earlier ones inside.
         let act = Actor {
             sub: actor_agent.spiffe_id.clone(),
@@ -390,6 +370,47 @@ impl Broker {
             expires_in: now.secs_until(exp),
             scope: scope::to_claim(&child.capabilities),
             task_id: Some(child_id),
+        })
+    }
+
+    /// The child task a delegation allowed by `decision` makes: the
+    /// sub-agent's, for the parent's intent and human, its lifetime never
+    /// past the parent's and capped by `@max_ttl`; an exception passes on
+    /// only where a policy allows it for the sub-agent too, else the child
+    /// gets an ordinary lifetime.
+    fn child_task(
+        &self,
+        parent: &Task,
+        agent: &writ_core::AgentName,
+        actor: &GrantState,
+        capabilities: Vec<Capability>,
+        decision: &writ_policy::Decision,
+        now: writ_core::Timestamp,
+    ) -> Result<Task, OAuthError> {
+        let exception = parent.exception && decision.exception_allowed();
+        let expires_at = Lifetime::until(now, parent.expires_at)
+            .capped(decision.max_ttl())
+            .capped((parent.exception && !exception).then_some(self.config.max_task_ttl))
+            .end();
+        Ok(Task {
+            task_id: TaskId::generate().map_err(|e| OAuthError::server_error(e.to_string()))?,
+            agent: agent.clone(),
+            instance_id: actor.grant.instance_id.clone(),
+            intent: parent.intent.clone(),
+            capabilities,
+            on_behalf_of: parent.on_behalf_of.clone(),
+            status: TaskStatus::Active,
+            created_at: now,
+            lease_expires_at: Lifetime::new(now, self.config.lease_ttl)
+                .within(expires_at)
+                .end(),
+            expires_at,
+            ended_at: None,
+            end_reason: None,
+            policy_version: decision.policy_version().to_owned(),
+            parent_task_id: Some(parent.task_id.clone()),
+            depth: parent.depth + 1,
+            exception,
         })
     }
 

@@ -164,9 +164,9 @@ const EXAMPLE_POLICIES: &[(&str, &str)] = &[(
 const DEMO_AGENT: &str = include_str!("../../../../examples/agents/demo-agent.json");
 const DEMO_TOOL: &str = include_str!("../../../../examples/tools/tickets.json");
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
+pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     init_tracing();
-    let file = match &args.config {
+    let mut file = match &args.config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("reading config {}", p.display()))?;
@@ -181,9 +181,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8750)));
     let data_dir = args
         .data_dir
-        .or(file.data_dir)
+        .take()
+        .or(file.data_dir.take())
         .unwrap_or_else(|| PathBuf::from("./writ-data"));
-    let policy_dir = args.policy_dir.or(file.policy_dir);
+    let policy_dir = args.policy_dir.take().or(file.policy_dir.take());
 
     // A policy directory is loaded now and watched; without one, --dev uses
     // the shipped examples and otherwise the last pushed set stays live.
@@ -215,14 +216,83 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     let bound = listener.local_addr()?;
     let issuer = args
         .issuer
-        .or(file.issuer)
+        .clone()
+        .or_else(|| file.issuer.clone())
         .unwrap_or_else(|| format!("http://{bound}"));
     if !(issuer.starts_with("http://") || issuer.starts_with("https://")) {
         bail!("--issuer must be an http(s) URL");
     }
+    let config = broker_config(&issuer, &args, &file, policy_dir.clone())?;
+
+    let mut dir = DataDir::new(&data_dir);
+    dir.master_key_file = args.master_key_file.take().or(file.master_key_file.take());
+    dir.store = args
+        .store
+        .clone()
+        .or_else(|| file.store.clone())
+        .map(Secret::new);
+
+    // In dev mode, an admin token is printed at every start: the given one,
+    // or a fresh random one.
+    let dev_token = if args.dev {
+        Some(Secret::new(match args.dev_admin_token.take() {
+            Some(t) if !t.is_empty() => t,
+            Some(_) => bail!("--dev-admin-token must not be empty"),
+            None => format!("writ_admin_{}", writ_core::random::token_256()?),
+        }))
+    } else {
+        None
+    };
+
+    let opened = writ_broker::open(
+        &dir,
+        config,
+        policy,
+        Arc::new(SystemClock),
+        dev_token.as_ref(),
+    )
+    .await?;
+    let broker = opened.broker;
+
+    if let Some(t) = &opened.bootstrap_admin_token {
+        println!();
+        println!("Bootstrap admin token (shown once, stored only as a hash; keep it safe):");
+        println!("    {}", t.expose());
+        println!();
+    }
+    if let Some(t) = &dev_token {
+        dev_banner(&broker, bound, &data_dir, t).await?;
+    }
+    let no_gateway = args.no_gateway || file.no_gateway.unwrap_or(false);
+    if !no_gateway {
+        start_gateway(&args, &file, &broker, bound, &data_dir, &limits).await?;
+    }
+    if let Some(addr) = args.mtls_listen.or(file.mtls_listen) {
+        start_mtls(addr, &broker).await?;
+    }
+    // Last, so that whoever waits for this line has seen everything above.
+    println!("writ listening on http://{bound}");
+
+    writ_broker::serve(listener, broker, limits, shutdown_signal()).await?;
+    tracing::info!("writ stopped");
+    Ok(EXIT_OK)
+}
+
+/// The broker's settings from flags, then the config file, then defaults,
+/// each checked.
+fn broker_config(
+    issuer: &str,
+    args: &ServeArgs,
+    file: &FileConfig,
+    policy_dir: Option<PathBuf>,
+) -> anyhow::Result<BrokerConfig> {
     let mut config = BrokerConfig::new(issuer.trim_end_matches('/'));
     config.dev = args.dev;
-    if let Some(td) = args.trust_domain.or(file.trust_domain) {
+    if let Some(td) = args
+        .trust_domain
+        .clone()
+        .or_else(|| file.trust_domain.clone())
+    {
         config.trust_domain = td;
     }
     if let Some(v) = args.lease_ttl.or(file.lease_ttl) {
@@ -257,7 +327,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         config.audit_checkpoint_secs = s;
     }
 
-    config.policy_dir = policy_dir.clone();
+    config.policy_dir = policy_dir;
     config.dpop_nonces = args.dpop_nonces || file.dpop_nonces.unwrap_or(false);
     if let Some(v) = args
         .limit_attest_per_minute
@@ -278,9 +348,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         config.jwt_svid_ttl = v;
     }
     let federate = if args.federate.is_empty() {
-        file.federate
+        &file.federate
     } else {
-        args.federate
+        &args.federate
     };
     for f in federate {
         let (td, path) = f
@@ -314,100 +384,73 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         }
         config.max_exception_ttl = v;
     }
+    Ok(config)
+}
 
-    let mut dir = DataDir::new(&data_dir);
-    dir.master_key_file = args.master_key_file.or(file.master_key_file);
-    dir.store = args.store.or(file.store).map(Secret::new);
-
-    // In dev mode, an admin token is printed at every start: the given one,
-    // or a fresh random one.
-    let dev_token = if args.dev {
-        Some(Secret::new(match args.dev_admin_token {
-            Some(t) if !t.is_empty() => t,
-            Some(_) => bail!("--dev-admin-token must not be empty"),
-            None => format!("writ_admin_{}", writ_core::random::token_256()?),
-        }))
-    } else {
-        None
-    };
-
-    let opened = writ_broker::open(
-        &dir,
-        config,
-        policy,
-        Arc::new(SystemClock),
-        dev_token.as_ref(),
-    )
-    .await?;
-    let broker = opened.broker;
-
-    if let Some(t) = &opened.bootstrap_admin_token {
-        println!();
-        println!("Bootstrap admin token (shown once, stored only as a hash; keep it safe):");
-        println!("    {}", t.expose());
-        println!();
+/// The embedded gateway, on its own listener, reaching the broker over
+/// loopback like any other gateway.
+async fn start_gateway(
+    args: &ServeArgs,
+    file: &FileConfig,
+    broker: &Arc<writ_broker::Broker>,
+    bound: SocketAddr,
+    data_dir: &std::path::Path,
+    limits: &writ_listen::Limits,
+) -> anyhow::Result<()> {
+    let gw_listen = args
+        .gateway_listen
+        .or(file.gateway_listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8751)));
+    let gw_listener = tokio::net::TcpListener::bind(gw_listen)
+        .await
+        .with_context(|| format!("binding the gateway to {gw_listen}"))?;
+    let gw_bound = gw_listener.local_addr()?;
+    let public = args
+        .gateway_public_url
+        .clone()
+        .or_else(|| file.gateway_public_url.clone())
+        .unwrap_or_else(|| format!("http://{gw_bound}"));
+    // The embedded gateway reaches the broker over loopback, like any
+    // other gateway, with a credential that lives in this process only.
+    let mut local = bound;
+    if local.ip().is_unspecified() {
+        local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    if let Some(t) = &dev_token {
-        dev_banner(&broker, bound, &data_dir, t).await?;
-    }
-    let no_gateway = args.no_gateway || file.no_gateway.unwrap_or(false);
-    if !no_gateway {
-        let gw_listen = args
-            .gateway_listen
-            .or(file.gateway_listen)
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8751)));
-        let gw_listener = tokio::net::TcpListener::bind(gw_listen)
-            .await
-            .with_context(|| format!("binding the gateway to {gw_listen}"))?;
-        let gw_bound = gw_listener.local_addr()?;
-        let public = args
-            .gateway_public_url
-            .or(file.gateway_public_url)
-            .unwrap_or_else(|| format!("http://{gw_bound}"));
-        // The embedded gateway reaches the broker over loopback, like any
-        // other gateway, with a credential that lives in this process only.
-        let mut local = bound;
-        if local.ip().is_unspecified() {
-            local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    let mut cfg = writ_gateway::Config::new(
+        format!("http://{local}"),
+        broker.embedded_gateway_token().await.map_err(startup)?,
+        public,
+    );
+    cfg.spool_dir = Some(data_dir.join("gateway-spool"));
+    let gw = writ_gateway::Gateway::start(cfg, Arc::new(SystemClock))?;
+    let gw_limits = limits.clone();
+    tokio::spawn(async move {
+        // It lives as long as the broker's process.
+        let forever = std::future::pending::<()>();
+        if let Err(e) = writ_gateway::serve(gw, gw_listener, gw_limits, forever).await {
+            tracing::error!(error = %e, "gateway stopped");
         }
-        let mut cfg = writ_gateway::Config::new(
-            format!("http://{local}"),
-            broker.embedded_gateway_token().await.map_err(startup)?,
-            public,
-        );
-        cfg.spool_dir = Some(data_dir.join("gateway-spool"));
-        let gw = writ_gateway::Gateway::start(cfg, Arc::new(SystemClock))?;
-        let gw_limits = limits.clone();
-        tokio::spawn(async move {
-            // It lives as long as the broker's process.
-            let forever = std::future::pending::<()>();
-            if let Err(e) = writ_gateway::serve(gw, gw_listener, gw_limits, forever).await {
-                tracing::error!(error = %e, "gateway stopped");
-            }
-        });
-        println!("gateway listening on http://{gw_bound}");
-    }
-    if let Some(addr) = args.mtls_listen.or(file.mtls_listen) {
-        let mtls = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the mTLS listener to {addr}"))?;
-        println!(
-            "mTLS attestation listening on https://{}",
-            mtls.local_addr()?
-        );
-        let broker = Arc::clone(&broker);
-        tokio::spawn(async move {
-            if let Err(e) = writ_broker::mtls::serve(mtls, broker, std::future::pending()).await {
-                tracing::error!(error = %e, "the mTLS listener stopped");
-            }
-        });
-    }
-    // Last, so that whoever waits for this line has seen everything above.
-    println!("writ listening on http://{bound}");
+    });
+    println!("gateway listening on http://{gw_bound}");
+    Ok(())
+}
 
-    writ_broker::serve(listener, broker, limits, shutdown_signal()).await?;
-    tracing::info!("writ stopped");
-    Ok(EXIT_OK)
+/// The mTLS attestation listener (X.509-SVIDs).
+async fn start_mtls(addr: SocketAddr, broker: &Arc<writ_broker::Broker>) -> anyhow::Result<()> {
+    let mtls = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the mTLS listener to {addr}"))?;
+    println!(
+        "mTLS attestation listening on https://{}",
+        mtls.local_addr()?
+    );
+    let broker = Arc::clone(broker);
+    tokio::spawn(async move {
+        if let Err(e) = writ_broker::mtls::serve(mtls, broker, std::future::pending()).await {
+            tracing::error!(error = %e, "the mTLS listener stopped");
+        }
+    });
+    Ok(())
 }
 
 /// Registers the demo agent and tool (once) and prints a first session.
