@@ -166,18 +166,68 @@ pub(crate) async fn forward(
     let resp = out
         .send()
         .await
-        .map_err(|e| GatewayError::BadGateway(format!("upstream of {}: {e}", tool.name)))?;
-    Ok(relay(resp))
+        .map_err(|e| GatewayError::upstream(tool.name.as_str(), &e))?;
+    Ok(relay(resp, upstream, &public_base(gw, tool)))
 }
 
-/// The upstream's answer, streamed back without hop-by-hop headers.
-pub(crate) fn relay(resp: reqwest::Response) -> Response {
+/// Where agents reach `tool` on this gateway.
+pub(crate) fn public_base(gw: &Gateway, tool: &Tool) -> String {
+    format!(
+        "{}/{}",
+        gw.view.cfg.public_url.trim_end_matches('/'),
+        tool.name
+    )
+}
+
+/// A redirect into the upstream's own base URL, pointed at the gateway's
+/// path for the tool instead, as nginx's `proxy_redirect default` does:
+/// agents see where the tool is on the gateway, not where it runs. A
+/// relative reference that does not start at the root already resolves
+/// below the tool on the gateway, and is left alone.
+fn rewrite_location(value: &HeaderValue, upstream: &str, public: &str) -> Option<HeaderValue> {
+    let location = value.to_str().ok()?;
+    let relative_path = !location.starts_with('/') && !location.contains("://");
+    if relative_path {
+        return None;
+    }
+    let base = url::Url::parse(upstream).ok()?;
+    let target = base.join(location).ok()?;
+    let same_origin = target.scheme() == base.scheme()
+        && target.host_str() == base.host_str()
+        && target.port_or_known_default() == base.port_or_known_default();
+    let base_path = base.path().trim_end_matches('/');
+    let below = target.path().strip_prefix(base_path)?;
+    if !same_origin || !(below.is_empty() || below.starts_with('/')) {
+        return None;
+    }
+    let mut out = format!("{public}{below}");
+    if let Some(q) = target.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    if let Some(f) = target.fragment() {
+        out.push('#');
+        out.push_str(f);
+    }
+    HeaderValue::from_str(&out).ok()
+}
+
+/// The upstream's answer, streamed back without hop-by-hop headers, its
+/// redirects into `upstream` pointed at `public` (the tool on the gateway).
+pub(crate) fn relay(resp: reqwest::Response, upstream: &str, public: &str) -> Response {
     let status = resp.status();
     let mut headers = HeaderMap::new();
     for (name, value) in resp.headers() {
-        if !HOP_BY_HOP.contains(&name.as_str()) {
-            headers.append(name.clone(), value.clone());
+        if HOP_BY_HOP.contains(&name.as_str()) {
+            continue;
         }
+        if matches!(*name, header::LOCATION | header::CONTENT_LOCATION)
+            && let Some(v) = rewrite_location(value, upstream, public)
+        {
+            headers.append(name.clone(), v);
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
     }
     let stream = resp.bytes_stream().map_err(std::io::Error::other);
     let mut out = Response::new(Body::from_stream(stream));
@@ -189,6 +239,32 @@ pub(crate) fn relay(resp: reqwest::Response) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn h13_redirects_into_the_upstream_name_the_tool_on_the_gateway() {
+        let up = "http://crm.internal:8080/api";
+        let public = "https://gw.example/crm";
+        let rewrite = |l: &str| {
+            rewrite_location(&HeaderValue::from_str(l).unwrap(), up, public)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            rewrite("http://crm.internal:8080/api/customers/43?x=1#top").as_deref(),
+            Some("https://gw.example/crm/customers/43?x=1#top")
+        );
+        assert_eq!(
+            rewrite("HTTP://CRM.internal:8080/api").as_deref(),
+            Some("https://gw.example/crm")
+        );
+        assert_eq!(
+            rewrite("/api/login").as_deref(),
+            Some("https://gw.example/crm/login")
+        );
+        // Elsewhere, or a relative path (already right on the gateway).
+        assert_eq!(rewrite("https://sso.example/login"), None);
+        assert_eq!(rewrite("http://crm.internal:8080/apix"), None);
+        assert_eq!(rewrite("customers/43"), None);
+    }
 
     #[test]
     fn g1_g2_agent_credentials_and_identity_headers_are_stripped() {

@@ -77,9 +77,9 @@ impl Sessions {
 }
 
 fn spawn_shared(command: &[String], tool: &str, task: &str) -> Result<Arc<Session>, GatewayError> {
-    let (program, args) = command
-        .split_first()
-        .ok_or_else(|| GatewayError::BadGateway(format!("tool {tool} has no command")))?;
+    let (program, args) = command.split_first().ok_or_else(|| {
+        GatewayError::BadGateway(format!("tool {tool} has no MCP server command"))
+    })?;
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
@@ -96,12 +96,16 @@ fn spawn_shared(command: &[String], tool: &str, task: &str) -> Result<Arc<Sessio
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
-            GatewayError::BadGateway(format!("cannot start the MCP server of {tool}: {e}"))
+            // The command line is the operator's, not the agent's business.
+            tracing::warn!(tool, error = %e, "cannot start an MCP server");
+            GatewayError::BadGateway(format!("the MCP server of tool {tool} cannot be started"))
         })?;
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
-        return Err(GatewayError::BadGateway("MCP server pipes missing".into()));
+        return Err(GatewayError::BadGateway(format!(
+            "the MCP server of tool {tool} cannot be started"
+        )));
     };
     let pending: Arc<Pending> = Arc::default();
     let alive = Arc::new(AtomicBool::new(true));
@@ -248,7 +252,8 @@ pub(crate) async fn post(
     }
     for m in &ins.forward {
         session.write(m).await.map_err(|e| {
-            GatewayError::BadGateway(format!("MCP server of {} is gone: {e}", tool.name))
+            tracing::warn!(tool = %tool.name, error = %e, "cannot write to an MCP server");
+            GatewayError::BadGateway(format!("the MCP server of tool {} is gone", tool.name))
         })?;
     }
     let mut answers = Vec::new();
@@ -260,13 +265,13 @@ pub(crate) async fn post(
             }
             Ok(Err(_)) => {
                 return Err(GatewayError::BadGateway(format!(
-                    "MCP server of {} exited",
+                    "the MCP server of tool {} exited",
                     tool.name
                 )));
             }
             Err(_) => {
                 return Err(GatewayError::BadGateway(format!(
-                    "MCP server of {} did not answer in time",
+                    "the MCP server of tool {} did not answer in time",
                     tool.name
                 )));
             }

@@ -17,6 +17,7 @@ mod dbcreds;
 mod delegation;
 mod faults;
 mod gateway;
+mod gateway_edges;
 mod harness;
 mod hostile;
 mod kill_switch;

@@ -1,0 +1,207 @@
+//! The gateway at its edges, as an agent or a stolen gateway credential
+//! meets them: upstreams that fail, paths spelled to mean something else
+//! upstream, MCP sessions as a shared resource, and what a gateway
+//! credential may read and record at the broker.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt as _;
+use writ_core::api::{RegisterTool, Upstream};
+
+use crate::harness::{Broker, eventually};
+
+/// Registers `name` with `upstream` (and `attrs`), then waits until the
+/// embedded gateway serves it.
+async fn tool(b: &Broker, name: &str, scopes: &[&str], attrs: &[(&str, &str)], up: Upstream) {
+    b.admin()
+        .register_tool(&RegisterTool {
+            name: name.parse().unwrap(),
+            audience: format!("https://{name}.example"),
+            scopes: scopes.iter().map(|s| s.parse().unwrap()).collect(),
+            attributes: attrs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+            upstream: Some(up),
+        })
+        .await
+        .unwrap();
+    let url = format!("{}/.well-known/oauth-protected-resource/{name}", b.gateway);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            reqwest::get(&url).await.is_ok_and(|r| r.status() == 200)
+        })
+        .await,
+        "the gateway never saw tool {name}"
+    );
+}
+
+/// A tool token for `tool` with `scope`, under `task_token`'s task.
+async fn exchange(b: &Broker, task_token: &str, tool: &str, scope: &str) -> String {
+    b.anon()
+        .exchange(task_token, None, Some(tool), Some(scope))
+        .await
+        .unwrap()
+        .access_token
+}
+
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A server that answers every connection with bytes that are neither
+/// HTTP nor TLS, then hangs up.
+async fn garbage_server() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let _ = s.write_all(b"SSH-2.0-nothing-like-http\r\n\r\n").await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}"#;
+
+async fn mcp_post(url: &str, token: &str, body: &str, session: Option<&str>) -> reqwest::Response {
+    let mut r = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_owned());
+    if let Some(s) = session {
+        r = r.header("mcp-session-id", s);
+    }
+    r.send().await.unwrap()
+}
+
+/// Every way an upstream can fail (refused connection, an answer that is
+/// not HTTP, a TLS handshake with something that is not TLS, an MCP server
+/// that cannot be reached or started) is a 502 naming the tool, and never
+/// the upstream's address, path or command.
+#[tokio::test]
+async fn h13_upstream_failures_name_the_tool_never_its_address() {
+    let b = Broker::start();
+    let closed = closed_port();
+    let garbage = garbage_server().await;
+    let base = "internal-base-h13";
+    let http = |url: String| Upstream::Http {
+        url,
+        require_secret: false,
+    };
+    tool(
+        &b,
+        "down",
+        &["read"],
+        &[],
+        http(format!("http://127.0.0.1:{closed}/{base}")),
+    )
+    .await;
+    tool(
+        &b,
+        "garbled",
+        &["read"],
+        &[],
+        http(format!("http://{garbage}/{base}")),
+    )
+    .await;
+    tool(
+        &b,
+        "nottls",
+        &["read"],
+        &[],
+        http(format!("https://{garbage}/{base}")),
+    )
+    .await;
+    tool(
+        &b,
+        "mcpdown",
+        &["echo"],
+        &[("protocol", "mcp")],
+        Upstream::Mcp {
+            url: format!("http://127.0.0.1:{closed}/{base}"),
+            require_secret: false,
+        },
+    )
+    .await;
+    tool(
+        &b,
+        "mcpmissing",
+        &["echo"],
+        &[("protocol", "mcp")],
+        Upstream::McpStdio {
+            command: vec![format!("/nonexistent/{base}/server"), "--flag".into()],
+        },
+    )
+    .await;
+    let inst = b.attest("demo-agent").await.access_token;
+    let task = b
+        .start_task(
+            &inst,
+            &[
+                "down:read",
+                "garbled:read",
+                "nottls:read",
+                "mcpdown:echo",
+                "mcpmissing:echo",
+            ],
+        )
+        .await
+        .unwrap()
+        .access_token;
+    let (garbage_host, garbage_port) = garbage.split_once(':').unwrap();
+    let leaks = |body: &str| -> Vec<String> {
+        [
+            base.to_owned(),
+            closed.to_string(),
+            garbage_port.to_owned(),
+            garbage_host.to_owned(),
+            "http://".into(),
+            "https://".into(),
+            "/nonexistent".into(),
+        ]
+        .into_iter()
+        .filter(|s| body.contains(s.as_str()))
+        .collect()
+    };
+    for name in ["down", "garbled", "nottls"] {
+        let tok = exchange(&b, &task, name, "read").await;
+        let r = reqwest::Client::new()
+            .get(format!("{}/{name}/customers/42", b.gateway))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502, "{name}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains(&format!("tool {name}")), "{name}: {body}");
+        assert!(
+            leaks(&body).is_empty(),
+            "{name} leaks {:?}: {body}",
+            leaks(&body)
+        );
+    }
+    for name in ["mcpdown", "mcpmissing"] {
+        let tok = exchange(&b, &task, name, "echo").await;
+        let r = mcp_post(&format!("{}/{name}", b.gateway), &tok, INITIALIZE, None).await;
+        assert_eq!(r.status(), 502, "{name}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains(&format!("tool {name}")), "{name}: {body}");
+        assert!(
+            leaks(&body).is_empty(),
+            "{name} leaks {:?}: {body}",
+            leaks(&body)
+        );
+    }
+}
