@@ -143,11 +143,7 @@ pub(crate) async fn forward(
     if let Some(refusal) = out.refusal() {
         return Err(refusal);
     }
-    let mut url = format!("{}{rest}", upstream.trim_end_matches('/'));
-    if !query.is_empty() {
-        url.push('?');
-        url.push_str(query);
-    }
+    let url = forwarded_url(tool.name.as_str(), upstream, rest, query)?;
     let headers = upstream_headers(&parts.headers, caller, tool, gw, peer)?;
     // A request without a body is sent without one (an empty streamed
     // body would go out chunked, in a second write).
@@ -158,7 +154,7 @@ pub(crate) async fn forward(
             .is_some_and(|v| v.as_bytes() != b"0");
     let mut out = gw
         .upstream
-        .request(parts.method.clone(), &url)
+        .request(parts.method.clone(), url)
         .headers(headers);
     if has_body {
         out = out.body(reqwest::Body::wrap_stream(body.into_data_stream()));
@@ -168,6 +164,38 @@ pub(crate) async fn forward(
         .await
         .map_err(|e| GatewayError::upstream(tool.name.as_str(), &e))?;
     Ok(relay(resp, upstream, &public_base(gw, tool)))
+}
+
+/// The URL a request is forwarded to: the upstream's base, then the path
+/// policy decided on, exactly. URL parsing resolves dot segments and some
+/// escapes on its own; should it make the path anything else than the
+/// base and `rest` side by side, the request is refused, so what reaches
+/// the upstream is never a path policy did not see.
+fn forwarded_url(
+    tool: &str,
+    upstream: &str,
+    rest: &str,
+    query: &str,
+) -> Result<url::Url, GatewayError> {
+    let mut text = format!("{}{rest}", upstream.trim_end_matches('/'));
+    if !query.is_empty() {
+        text.push('?');
+        text.push_str(query);
+    }
+    let base = url::Url::parse(upstream)
+        .map_err(|_| GatewayError::BadGateway(format!("tool {tool} has an unusable upstream")))?;
+    let url = url::Url::parse(&text)
+        .map_err(|_| GatewayError::BadRequest("the path cannot be forwarded".into()))?;
+    let mut expected = format!("{}{rest}", base.path().trim_end_matches('/'));
+    if expected.is_empty() {
+        expected.push('/');
+    }
+    if url.path() != expected {
+        return Err(GatewayError::BadRequest(
+            "the path would reach the upstream as another path than the one decided on".into(),
+        ));
+    }
+    Ok(url)
 }
 
 /// Where agents reach `tool` on this gateway.
@@ -239,6 +267,29 @@ pub(crate) fn relay(resp: reqwest::Response, upstream: &str, public: &str) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn h8_the_upstream_gets_exactly_the_path_policy_saw() {
+        let url = |base: &str, rest: &str, q: &str| {
+            forwarded_url("crm", base, rest, q).map(|u| u.to_string())
+        };
+        assert_eq!(
+            url("http://crm.internal/api", "/customers/42", "a=1").unwrap(),
+            "http://crm.internal/api/customers/42?a=1"
+        );
+        assert_eq!(
+            url("http://crm.internal/api/", "", "").unwrap(),
+            "http://crm.internal/api"
+        );
+        assert_eq!(
+            url("http://crm.internal", "", "").unwrap(),
+            "http://crm.internal/"
+        );
+        // Anything URL parsing would resolve is refused, even past check_path.
+        for rest in ["/../admin", "/a/%2e%2e/admin", "/a\\..\\admin", "/a/./b"] {
+            assert!(url("http://crm.internal/api", rest, "").is_err(), "{rest}");
+        }
+    }
 
     #[test]
     fn h13_redirects_into_the_upstream_name_the_tool_on_the_gateway() {

@@ -205,3 +205,98 @@ async fn h13_upstream_failures_name_the_tool_never_its_address() {
         );
     }
 }
+
+/// A request sent byte for byte as written (HTTP clients normalise dot
+/// segments and backslashes before sending): the status code.
+async fn raw_get(gateway: &str, target: &str, token: &str) -> u16 {
+    use tokio::io::AsyncReadExt as _;
+    let addr = gateway.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {target} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line for {target}: {text}"))
+}
+
+const ADMIN_FORBIDDEN: &str = r#"
+@id("start") permit (principal, action == Action::"StartTask", resource);
+@id("exchange") permit (principal, action == Action::"ExchangeToken", resource);
+@id("reads") permit (principal, action == Action::"CallTool", resource)
+when { context.request.method == "GET" };
+@id("no-admin") forbid (principal, action == Action::"CallTool", resource)
+when { context.request.path like "/admin*" };
+"#;
+
+/// A path-based `forbid` cannot be walked around: every traversal spelling
+/// a Tomcat/Spring-family upstream would resolve into `/admin` (path
+/// parameters, encoded and double-encoded dots and slashes, backslashes,
+/// overlong UTF-8) is refused with 400 and reaches nothing; what is
+/// forwarded is exactly the path policy decided on.
+#[tokio::test]
+async fn h8_semicolon_segments_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.cedar"), ADMIN_FORBIDDEN).unwrap();
+    let b = Broker::start_with(crate::harness::Opts {
+        policy_dir: Some(dir.path().to_owned()),
+        ..Default::default()
+    });
+    let up = crate::one_answer::recorder().await;
+    tool(
+        &b,
+        "crm",
+        &["read"],
+        &[],
+        Upstream::Http {
+            url: format!("{}/app/public", up.url),
+            require_secret: false,
+        },
+    )
+    .await;
+    let inst = b.attest("demo-agent").await.access_token;
+    let task = b
+        .start_task(&inst, &["crm:read"])
+        .await
+        .unwrap()
+        .access_token;
+    let tok = exchange(&b, &task, "crm", "read").await;
+
+    assert_eq!(raw_get(&b.gateway, "/crm/reports/1", &tok).await, 200);
+    assert_eq!(raw_get(&b.gateway, "/crm/admin/users", &tok).await, 403);
+    for target in [
+        "/crm/..;/admin/users",
+        "/crm/..;jsessionid=x/admin/users",
+        "/crm/..%3B/admin/users",
+        "/crm/..%3b/admin/users",
+        "/crm/.;/..;/admin/users",
+        "/crm/reports;jsessionid=abc/..;/admin/users",
+        "/crm/reports;x=1",
+        "/crm/%2e%2e/admin/users",
+        "/crm/%2E./admin/users",
+        "/crm/reports%2f..%2fadmin",
+        "/crm/reports%5c..%5cadmin",
+        "/crm/reports\\..\\admin",
+        "/crm/%252e%252e/admin/users",
+        "/crm/%252fadmin",
+        "/crm/%c0%ae%c0%ae/admin/users",
+        "/crm/%u002e%u002e/admin/users",
+        "/crm/admin%00/users",
+        "/crm/../admin/users",
+        "/crm//admin/users",
+    ] {
+        let status = raw_get(&b.gateway, target, &tok).await;
+        assert_eq!(status, 400, "{target}");
+    }
+    let seen: Vec<String> = up.requests().into_iter().map(|(_, p, _)| p).collect();
+    assert_eq!(
+        seen,
+        ["/app/public/reports/1"],
+        "only the allowed call reached the upstream, with exactly its path"
+    );
+}
