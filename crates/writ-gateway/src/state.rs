@@ -128,6 +128,9 @@ pub struct View {
     pub forwarded: Option<(HeaderValue, HeaderValue)>,
     /// Woken when the revocation set changes (for tests and benchmarks).
     pub revocations_seen: tokio::sync::Notify,
+    /// Told when revocations or the bundle changed: MCP sessions whose
+    /// task or agent ended are ended then.
+    pub(crate) changed: tokio::sync::Notify,
 }
 
 /// The scheme and host[:port] of the gateway's public URL, as header values.
@@ -176,6 +179,7 @@ impl View {
             follower: writ_core::random::token_128().unwrap_or_else(|_| "0".into()),
             forwarded,
             revocations_seen: tokio::sync::Notify::new(),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -235,6 +239,7 @@ impl View {
         if let Ok(mut g) = self.bundled.lock() {
             *g = Some(self.now());
         }
+        self.changed.notify_one();
         Ok(())
     }
 
@@ -329,6 +334,7 @@ impl View {
         }
         if changed {
             self.revocations_seen.notify_waiters();
+            self.changed.notify_one();
         }
         Ok(())
     }

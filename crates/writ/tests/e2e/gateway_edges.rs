@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use serde_json::Value;
 use tokio::io::AsyncWriteExt as _;
 use writ_core::api::{RegisterTool, Upstream};
 
@@ -299,4 +300,146 @@ async fn h8_semicolon_segments_are_refused() {
         ["/app/public/reports/1"],
         "only the allowed call reached the upstream, with exactly its path"
     );
+}
+
+/// A minimal MCP server on stdio: writes its PID to `$1`, then answers
+/// every request (a line with a numeric `id`) with an empty result.
+const MCP_SH: &str = r#"echo $$ >> "$1"
+while IFS= read -r line; do
+  id=$(printf '%s\n' "$line" | sed -n 's/.*"id":\([0-9][0-9]*\).*/\1/p')
+  if [ -n "$id" ]; then
+    printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-06-18","capabilities":{},"serverInfo":{"name":"sh","version":"1"}}}\n' "$id"
+  fi
+done"#;
+
+/// The PIDs of the MCP servers started so far, in order.
+fn pids(file: &std::path::Path) -> Vec<u32> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect()
+}
+
+fn running(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Opens an MCP session on `tool` with `token`: the status and session id.
+async fn open_session(b: &Broker, tool: &str, token: &str) -> (u16, Option<String>) {
+    let r = mcp_post(&format!("{}/{tool}", b.gateway), token, INITIALIZE, None).await;
+    let sid = r
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (r.status().as_u16(), sid)
+}
+
+/// A task of `instance` on the stdio tool and a tool token for it.
+async fn mcp_task(b: &Broker, instance: &str) -> (writ_core::TaskId, String) {
+    let t = b.start_task(instance, &["shmcp:echo"]).await.unwrap();
+    let tok = exchange(b, &t.access_token, "shmcp", "echo").await;
+    (t.task_id, tok)
+}
+
+/// Stdio MCP sessions are processes shared by every agent: one agent gets
+/// at most 32 however many tasks it starts, so another still gets one; and
+/// a session's process is killed when its task ends or its agent is
+/// quarantined, not ten idle minutes later, which also frees its place.
+#[tokio::test]
+async fn h6_one_agent_cannot_take_every_mcp_session() {
+    let b = Broker::start();
+    b.agent("other-agent", &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pids");
+    tool(
+        &b,
+        "shmcp",
+        &["echo"],
+        &[("protocol", "mcp")],
+        Upstream::McpStdio {
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                MCP_SH.into(),
+                "mcp-sh".into(),
+                pid_file.to_str().unwrap().into(),
+            ],
+        },
+    )
+    .await;
+
+    // One agent, four tasks, eight sessions each: its whole share.
+    let inst = b.attest("demo-agent").await.access_token;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (task, tok) = mcp_task(&b, &inst).await;
+        for _ in 0..8 {
+            let (status, sid) = open_session(&b, "shmcp", &tok).await;
+            assert_eq!(status, 200);
+            assert!(sid.is_some());
+        }
+        tasks.push((task, tok));
+    }
+    assert_eq!(pids(&pid_file).len(), 32);
+    // A fifth task gets none...
+    let (_fifth, fifth_tok) = mcp_task(&b, &inst).await;
+    let r = mcp_post(
+        &format!("{}/shmcp", b.gateway),
+        &fifth_tok,
+        INITIALIZE,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    let p: Value = r.json().await.unwrap();
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("an agent may have at most 32"),
+        "{p}"
+    );
+    assert_eq!(pids(&pid_file).len(), 32, "no process was started for it");
+    // ...while another agent still does.
+    let other = b.attest("other-agent").await.access_token;
+    let (_other_task, other_tok) = mcp_task(&b, &other).await;
+    let (status, other_sid) = open_session(&b, "shmcp", &other_tok).await;
+    assert_eq!(status, 200);
+    let other_pid = *pids(&pid_file).last().unwrap();
+
+    // The first task ends: its eight processes are killed at once...
+    let first: Vec<u32> = pids(&pid_file)[..8].to_vec();
+    assert!(first.iter().all(|p| running(*p)));
+    b.as_token(&inst).complete(&tasks[0].0).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            first.iter().all(|p| !running(*p))
+        })
+        .await,
+        "the ended task's MCP servers are still running"
+    );
+    assert!(pids(&pid_file)[8..32].iter().all(|p| running(*p)));
+    // ...and the agent has room again.
+    let (status, _) = open_session(&b, "shmcp", &fifth_tok).await;
+    assert_eq!(status, 200);
+
+    // Quarantine: the other agent's session goes too, and its session id
+    // answers nothing any more (its token is revoked as well).
+    b.admin()
+        .quarantine(&"other-agent".parse().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || async { !running(other_pid) }).await,
+        "a quarantined agent's MCP server is still running"
+    );
+    let r = mcp_post(
+        &format!("{}/shmcp", b.gateway),
+        &other_tok,
+        r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#,
+        other_sid.as_deref(),
+    )
+    .await;
+    assert_eq!(r.status(), 401);
 }
