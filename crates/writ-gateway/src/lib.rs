@@ -138,7 +138,7 @@ async fn resource_metadata(State(gw): State<Arc<Gateway>>, Path(tool): Path<Stri
     let Some(b) = gw.view.bundle() else {
         return GatewayError::Unavailable("gateway has no bundle yet".into()).into_response();
     };
-    let Some(t) = b.tools.get(&tool).filter(|t| t.upstream.is_some()) else {
+    let Some(t) = b.served(&tool) else {
         return GatewayError::NotFound(format!("no tool {tool} behind this gateway"))
             .into_response();
     };
@@ -177,14 +177,9 @@ async fn route(gw: Arc<Gateway>, peer: SocketAddr, req: Request) -> Result<Respo
         .view
         .bundle()
         .ok_or_else(|| GatewayError::Unavailable("gateway has no policy bundle yet".into()))?;
-    let tool = bundle
-        .tools
-        .get(&tool_name)
-        .filter(|t| t.upstream.as_ref().is_some_and(Upstream::is_gateway))
-        .cloned()
-        .ok_or_else(|| {
-            GatewayError::NotFound(format!("no tool {tool_name:?} behind this gateway"))
-        })?;
+    let tool = bundle.served(&tool_name).cloned().ok_or_else(|| {
+        GatewayError::NotFound(format!("no tool {tool_name:?} behind this gateway"))
+    })?;
     if !gw.view.fresh() {
         return Err(GatewayError::Unavailable(
             "the gateway's revocation view is stale; refusing until it catches up".into(),

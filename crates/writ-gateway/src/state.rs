@@ -31,9 +31,23 @@ pub struct Bundle {
     pub behaviour: HashMap<writ_core::AgentName, u32>,
     /// When the broker counted them.
     pub behaviour_at: Option<writ_core::Timestamp>,
+    /// This gateway's name, as the broker knows it (`None` from a broker
+    /// that does not say: every tool is served).
+    pub gateway: Option<String>,
 }
 
 impl Bundle {
+    /// The tool `name`, when this gateway serves it.
+    pub fn served(&self, name: &str) -> Option<&Tool> {
+        self.tools.get(name).filter(|t| match &self.gateway {
+            Some(g) => t.served_by(g),
+            None => t
+                .upstream
+                .as_ref()
+                .is_some_and(writ_core::api::Upstream::is_gateway),
+        })
+    }
+
     /// Compiles what the broker sent; `current`'s policy set is kept when
     /// the version is the same.
     pub fn compile(b: GatewayBundle, current: Option<&Bundle>) -> Result<Self, String> {
@@ -84,6 +98,7 @@ impl Bundle {
             shared_audiences,
             behaviour: b.behaviour.into_iter().collect(),
             behaviour_at: b.behaviour_at,
+            gateway: b.gateway,
         })
     }
 }

@@ -176,6 +176,7 @@ impl Broker {
         if let Some(u) = &req.upstream {
             super::gateway::check_upstream(u)?;
         }
+        let gateway = super::gateway::check_binding(req.gateway, req.upstream.as_ref())?;
         let tool = Tool {
             name: req.name,
             audience: req.audience,
@@ -183,6 +184,7 @@ impl Broker {
             attributes: req.attributes,
             upstream: req.upstream,
             secret_header: None,
+            gateway,
             created_at: self.now(),
         };
         let event = AuditEvent::new(AuditKind::ToolRegister, Outcome::Success, "admin").detail(
@@ -192,6 +194,7 @@ impl Broker {
                 "scopes": tool.scopes,
                 "attributes": tool.attributes,
                 "upstream": tool.upstream,
+                "gateway": tool.gateway,
             }),
         );
         self.store.create_tool(&tool, vec![event]).await?;

@@ -5,9 +5,9 @@
 use std::sync::OnceLock;
 
 use writ_core::api::{
-    ApprovalStatus, CallHeld, GatewayBundle, GatewayDecisions, GatewayDecisionsAck,
-    GatewayRegistered, GatewaySecret, HoldCall, RegisterGateway, SetToolSecret, ToolSecretSet,
-    Upstream,
+    ApprovalStatus, CallHeld, EMBEDDED_GATEWAY, GatewayBundle, GatewayDecisions,
+    GatewayDecisionsAck, GatewayRegistered, GatewaySecret, HoldCall, RegisterGateway,
+    SetToolSecret, ToolSecretSet, Upstream, valid_gateway_name,
 };
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::{ToolName, random};
@@ -20,8 +20,6 @@ use crate::error::ApiError;
 pub const MAX_DECISIONS: usize = 1000;
 /// Longest upstream secret value.
 const MAX_SECRET_LEN: usize = 8 * 1024;
-/// The name the gateway inside `writ serve` records its decisions under.
-pub const EMBEDDED_GATEWAY: &str = "embedded";
 
 /// Headers a secret may not be injected as: the gateway owns these.
 const RESERVED_HEADERS: [&str; 12] = [
@@ -111,13 +109,7 @@ impl Broker {
         req: RegisterGateway,
     ) -> Result<GatewayRegistered, ApiError> {
         let name = req.name;
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name != EMBEDDED_GATEWAY
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-        if !valid {
+        if !valid_gateway_name(&name) || name == EMBEDDED_GATEWAY {
             return Err(ApiError::BadRequest(format!(
                 "gateway name must be 1-64 characters of [A-Za-z0-9._-] and not {EMBEDDED_GATEWAY:?}"
             )));
@@ -223,12 +215,23 @@ impl Broker {
         })
     }
 
-    /// Every tool secret, opened: for gateways only.
-    pub async fn gateway_secrets(&self) -> Result<Vec<GatewaySecret>, ApiError> {
+    /// The secrets of the tools `gateway` serves, opened: for that gateway
+    /// only. As Vault scopes a token to the paths its policy names, a
+    /// gateway credential reads the secrets of the tools bound to it and
+    /// no others, so one stolen credential is not every upstream's.
+    pub async fn gateway_secrets(&self, gateway: &str) -> Result<Vec<GatewaySecret>, ApiError> {
+        let served: std::collections::HashSet<ToolName> = self
+            .store
+            .list_tools()
+            .await?
+            .into_iter()
+            .filter(|t| t.served_by(gateway))
+            .map(|t| t.name)
+            .collect();
         let mut out = Vec::new();
         for s in self.store.tool_secrets().await? {
             // A postgres tool's admin connection (no header) stays here.
-            if s.header.is_empty() {
+            if s.header.is_empty() || !served.contains(&s.tool) {
                 continue;
             }
             // One secret that cannot be opened withholds that tool's only
@@ -250,8 +253,8 @@ impl Broker {
         Ok(out)
     }
 
-    /// The live policy set, the tools and the agents.
-    pub async fn gateway_bundle(&self) -> Result<GatewayBundle, ApiError> {
+    /// The live policy set, the tools and the agents, for `gateway`.
+    pub async fn gateway_bundle(&self, gateway: &str) -> Result<GatewayBundle, ApiError> {
         let policy = self.policy();
         Ok(GatewayBundle {
             issuer: self.config.issuer.clone(),
@@ -265,6 +268,7 @@ impl Broker {
             agents: self.store.list_agents().await?,
             behaviour_at: Some(self.now()),
             behaviour: self.behaviour_counts().await?,
+            gateway: Some(gateway.to_owned()),
         })
     }
 
@@ -278,6 +282,18 @@ impl Broker {
         gateway: &str,
         req: HoldCall,
     ) -> Result<CallHeld, ApiError> {
+        // Only for a tool the gateway serves: no other call reaches it.
+        let served = self
+            .store
+            .get_tool(&req.call.tool)
+            .await?
+            .is_some_and(|t| t.served_by(gateway));
+        if !served {
+            return Err(ApiError::Forbidden(format!(
+                "gateway {gateway} does not serve tool {}",
+                req.call.tool
+            )));
+        }
         let task = self
             .store
             .get_task(&req.task)
@@ -346,6 +362,30 @@ impl Broker {
             .await?;
         Ok(GatewayDecisionsAck { acked })
     }
+}
+
+/// Checks a tool's gateway at registration: a gateway name, for a tool a
+/// gateway serves. The embedded gateway is the default, so it is not
+/// recorded by name. The gateway need not be registered yet: the binding
+/// names who will serve the tool once it is.
+pub(crate) fn check_binding(
+    gateway: Option<String>,
+    upstream: Option<&Upstream>,
+) -> Result<Option<String>, ApiError> {
+    let Some(g) = gateway.filter(|g| g != EMBEDDED_GATEWAY) else {
+        return Ok(None);
+    };
+    if !valid_gateway_name(&g) {
+        return Err(ApiError::BadRequest(
+            "gateway name must be 1-64 characters of [A-Za-z0-9._-]".into(),
+        ));
+    }
+    if !upstream.is_some_and(Upstream::is_gateway) {
+        return Err(ApiError::BadRequest(
+            "only a tool with an HTTP or MCP upstream is served by a gateway".into(),
+        ));
+    }
+    Ok(Some(g))
 }
 
 fn secret_purpose(tool: &ToolName) -> String {

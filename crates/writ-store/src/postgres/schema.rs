@@ -253,4 +253,9 @@ CREATE TABLE denials_cleared (
     at          BIGINT NOT NULL
 );
 "#,
+    // 13: the gateway that serves each tool (and alone gets its secret);
+    // NULL: the gateway inside `writ serve`.
+    r#"
+ALTER TABLE tools ADD COLUMN gateway TEXT;
+"#,
 ];

@@ -173,14 +173,15 @@ impl AgentStore for SqlStore {
         self.write(move |ctx: &mut WriteCtx<'_>| {
             ctx.tx
                 .execute(
-                    &format!("INSERT INTO tools ({TOOL_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                    &format!("INSERT INTO tools ({TOOL_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
                     params![
                         t.name.as_str(),
                         t.audience,
                         scopes,
                         t.created_at.millis(),
                         attributes,
-                        upstream
+                        upstream,
+                        t.gateway
                     ],
                 )
                 .map_err(insert_err(format!("tool {}", t.name)))?;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
 use writ_core::api::{RegisterTool, Upstream};
 
@@ -25,6 +25,7 @@ async fn tool(b: &Broker, name: &str, scopes: &[&str], attrs: &[(&str, &str)], u
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect::<BTreeMap<_, _>>(),
             upstream: Some(up),
+            gateway: None,
         })
         .await
         .unwrap();
@@ -442,4 +443,171 @@ async fn h6_one_agent_cannot_take_every_mcp_session() {
     )
     .await;
     assert_eq!(r.status(), 401);
+}
+
+/// Registers `name` (plain HTTP to `url`), bound to `gateway`.
+async fn tool_on(b: &Broker, name: &str, url: &str, gateway: Option<&str>) {
+    b.admin()
+        .register_tool(&RegisterTool {
+            name: name.parse().unwrap(),
+            audience: format!("https://{name}.example"),
+            scopes: vec!["read".parse().unwrap()],
+            attributes: BTreeMap::new(),
+            upstream: Some(Upstream::Http {
+                url: url.into(),
+                require_secret: false,
+            }),
+            gateway: gateway.map(str::to_owned),
+        })
+        .await
+        .unwrap();
+}
+
+async fn gateway_get(b: &Broker, path: &str, token: &str) -> (u16, String) {
+    let r = b
+        .http()
+        .get(b.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// A gateway credential reads the upstream secrets of the tools bound to
+/// it and of no other tool; a gateway routes only its own tools; an
+/// unbound tool is the embedded gateway's.
+#[tokio::test]
+async fn h11_a_gateway_reads_only_the_secrets_of_the_tools_it_serves() {
+    let b = Broker::start();
+    let edge1 = b.admin().register_gateway("edge-1").await.unwrap().token;
+    let edge2 = b.admin().register_gateway("edge-2").await.unwrap().token;
+    let up = crate::one_answer::recorder().await;
+    // With the CLI, as a user binds a tool to a gateway.
+    let out = b.cli(&[
+        "tool",
+        "register",
+        "crm",
+        "--audience",
+        "https://crm.example",
+        "--scope",
+        "read",
+        "--upstream",
+        &up.url,
+        "--gateway",
+        "edge-1",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(crate::harness::json(&out)["gateway"], "edge-1");
+    tool_on(&b, "erp", &up.url, Some("edge-2")).await;
+    tool(
+        &b,
+        "wiki",
+        &["read"],
+        &[],
+        Upstream::Http {
+            url: up.url.clone(),
+            require_secret: false,
+        },
+    )
+    .await;
+    for name in ["crm", "erp", "wiki"] {
+        b.admin()
+            .set_tool_secret(
+                name,
+                &writ_core::api::SetToolSecret {
+                    header: "x-api-key".into(),
+                    value: format!("{name}-canary"),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    for (token, mine) in [(&edge1, "crm"), (&edge2, "erp")] {
+        let (status, body) = gateway_get(&b, "/v1/gateway/secrets", token).await;
+        assert_eq!(status, 200);
+        let secrets: Value = serde_json::from_str(&body).unwrap();
+        let tools: Vec<&str> = secrets
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["tool"].as_str().unwrap())
+            .collect();
+        assert_eq!(tools, [mine], "{body}");
+        for other in ["crm", "erp", "wiki"].into_iter().filter(|o| *o != mine) {
+            assert!(!body.contains(&format!("{other}-canary")), "{body}");
+        }
+        let (_, bundle) = gateway_get(&b, "/v1/gateway/bundle", token).await;
+        let bundle: Value = serde_json::from_str(&bundle).unwrap();
+        assert_eq!(
+            bundle["gateway"],
+            if mine == "crm" { "edge-1" } else { "edge-2" }
+        );
+    }
+
+    // Bindings that cannot be: a malformed name, a tool no gateway serves.
+    for bad in [
+        json!({"name": "x1", "audience": "https://x1.example", "scopes": ["read"],
+               "upstream": {"kind": "http", "url": up.url}, "gateway": "edge 1"}),
+        json!({"name": "x2", "audience": "https://x2.example", "scopes": ["read"],
+               "gateway": "edge-1"}),
+        json!({"name": "x3", "audience": "https://x3.example", "scopes": ["read"],
+               "upstream": {"kind": "postgres", "grants": []}, "gateway": "edge-1"}),
+    ] {
+        let r = b
+            .http()
+            .post(b.url("/v1/tools"))
+            .bearer_auth(crate::harness::ADMIN)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+
+    // The embedded gateway serves wiki, not crm; edge-1 serves crm, not wiki.
+    let meta = |gw: &str, t: &str| format!("{gw}/.well-known/oauth-protected-resource/{t}");
+    assert_eq!(
+        reqwest::get(meta(&b.gateway, "crm"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let spool = tempfile::tempdir().unwrap();
+    let gw = crate::gateway::standalone(&b.addr, &edge1, spool.path());
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            reqwest::get(meta(&gw.url, "crm"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await
+    );
+    assert_eq!(
+        reqwest::get(meta(&gw.url, "wiki")).await.unwrap().status(),
+        404
+    );
+    let inst = b.attest("demo-agent").await.access_token;
+    let task = b
+        .start_task(&inst, &["crm:read", "wiki:read"])
+        .await
+        .unwrap()
+        .access_token;
+    let crm = exchange(&b, &task, "crm", "read").await;
+    let wiki = exchange(&b, &task, "wiki", "read").await;
+    let get = |url: String, tok: String| async move {
+        reqwest::Client::new()
+            .get(url)
+            .bearer_auth(tok)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(get(format!("{}/crm/a", gw.url), crm.clone()).await, 200);
+    assert_eq!(get(format!("{}/wiki/a", gw.url), wiki.clone()).await, 404);
+    assert_eq!(get(format!("{}/crm/a", b.gateway), crm).await, 404);
+    assert_eq!(get(format!("{}/wiki/a", b.gateway), wiki).await, 200);
 }
