@@ -611,3 +611,110 @@ async fn h11_a_gateway_reads_only_the_secrets_of_the_tools_it_serves() {
     assert_eq!(get(format!("{}/crm/a", b.gateway), crm).await, 404);
     assert_eq!(get(format!("{}/wiki/a", b.gateway), wiki).await, 200);
 }
+
+/// The claims of a token (unverified: the test made it).
+fn claims(token: &str) -> Value {
+    writ_core::token::insecure_peek(token).unwrap().1
+}
+
+/// A decision record is recorded as one only for a tool token writ issued,
+/// for a tool the delivering gateway serves, naming that token's own agent,
+/// instance, task and human, decided while it was valid. An invented record
+/// is kept as a `failure` naming no one, so it counts against no agent.
+#[tokio::test]
+async fn h11_a_gateway_records_only_decisions_it_could_have_made() {
+    let b = Broker::start();
+    b.agent("victim", &[]).await;
+    let edge = b.admin().register_gateway("edge-1").await.unwrap().token;
+    let up = crate::one_answer::recorder().await;
+    tool_on(&b, "crm", &up.url, Some("edge-1")).await;
+    tool_on(&b, "wiki", &up.url, None).await;
+    let inst = b.attest("demo-agent").await.access_token;
+    let t = b
+        .start_task(&inst, &["crm:read", "wiki:read"])
+        .await
+        .unwrap();
+    let crm = claims(&exchange(&b, &t.access_token, "crm", "read").await);
+    let wiki = claims(&exchange(&b, &t.access_token, "wiki", "read").await);
+    let now = writ_core::Clock::now(&writ_core::SystemClock).millis();
+    let record = |c: &Value, tool: &str, agent: &str, obo: Option<&str>, decided_at: i64| {
+        let mut r = json!({
+            "kind": "tool_call",
+            "outcome": "deny",
+            "actor": "admin",
+            "agent": agent,
+            "instance": c["client_id"],
+            "task": c["task"],
+            "jti": c["jti"],
+            "reason": "refused",
+            "detail": {"tool": tool, "method": "GET", "path": "/x", "decided_at": decided_at},
+        });
+        if let Some(h) = obo {
+            r["on_behalf_of"] = json!(h);
+        }
+        r
+    };
+    let invented = json!({
+        "client_id": crm["client_id"], "task": crm["task"], "jti": "made-up-jti",
+    });
+    let batch = json!({"first_seq": 1, "decisions": [
+        record(&crm, "crm", "demo-agent", None, now),
+        record(&invented, "crm", "victim", None, now),
+        record(&wiki, "wiki", "demo-agent", None, now),
+        record(&wiki, "crm", "demo-agent", None, now),
+        record(&crm, "crm", "victim", None, now),
+        record(&crm, "crm", "demo-agent", Some("user:mallory"), now),
+        record(&crm, "crm", "demo-agent", None, now - 86_400_000),
+    ]});
+    let r = b
+        .http()
+        .post(b.url("/v1/gateway/decisions"))
+        .bearer_auth(&edge)
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ack: Value = r.json().await.unwrap();
+    assert_eq!(ack["acked"], 7, "the gateway's numbering moves on");
+
+    let page = b.admin().audit(0, 10_000).await.unwrap();
+    let calls: Vec<writ_core::audit::AuditEvent> = page
+        .records
+        .iter()
+        .map(|r| r.parsed().unwrap())
+        .filter(|e| e.kind == writ_core::audit::AuditKind::ToolCall)
+        .collect();
+    assert_eq!(calls.len(), 7);
+    assert!(calls.iter().all(|e| e.actor == "gateway:edge-1"));
+    let (kept, refused) = calls.split_at(1);
+    assert_eq!(kept[0].outcome, writ_core::audit::Outcome::Deny);
+    assert_eq!(kept[0].agent.as_deref(), Some("demo-agent"));
+    for e in refused {
+        assert_eq!(e.outcome, writ_core::audit::Outcome::Failure, "{e:?}");
+        assert_eq!((&e.agent, &e.task, &e.on_behalf_of), (&None, &None, &None));
+        assert!(
+            e.reason.as_deref().unwrap().contains("could not have made"),
+            "{e:?}"
+        );
+    }
+    assert_eq!(refused[0].detail["claimed"]["agent"], "victim");
+    let counts = crate::one_answer::counts(&b.addr, &edge).await;
+    assert_eq!(counts.get("demo-agent").copied(), Some(1));
+    assert_eq!(counts.get("victim").copied().unwrap_or(0), 0);
+
+    // Nor does it hold calls for approval on a tool it does not serve.
+    let hold = |tool: &str| {
+        json!({"task": t.task_id, "scopes": ["read"], "call": {
+            "tool": tool, "agent": "demo-agent", "method": "PUT", "path": "/x", "window_secs": 0}})
+    };
+    let r = b
+        .http()
+        .post(b.url("/v1/gateway/approvals"))
+        .bearer_auth(&edge)
+        .json(&hold("wiki"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
