@@ -720,6 +720,10 @@ pub struct RevocationPage {
     pub revocations: Vec<Revocation>,
     /// Pass as `after` to read on.
     pub next: u64,
+    /// The newest revocation when the request came: a follower whose
+    /// `next` is below it is still catching up (its view is not current).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<u64>,
 }
 
 /// RFC 6749 §5.2 error, as OAuth endpoints answer errors.

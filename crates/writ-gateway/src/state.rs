@@ -318,8 +318,12 @@ impl View {
     }
 
     /// One long-poll of the revocation feed (`wait`: false for the first,
-    /// which must answer at once).
-    pub async fn poll_revocations(&self, wait: bool) -> Result<(), String> {
+    /// which must answer at once). `Ok(true)` once the view holds every
+    /// revocation there was when the broker answered: only then does it
+    /// count as fresh. A gateway that lags (the broker no longer waits for
+    /// it to acknowledge) thus fails closed once it has lagged for its
+    /// staleness bound.
+    pub async fn poll_revocations(&self, wait: bool) -> Result<bool, String> {
         // Answer well inside the staleness bound even when nothing happens.
         let wait_ms = if wait {
             u64::try_from(self.cfg.staleness.as_millis() / 2)
@@ -336,6 +340,7 @@ impl View {
             .map_err(|e| broker_error("/v1/revocations", &e))?;
         let now = self.now().secs();
         let changed = !page.revocations.is_empty();
+        let caught_up = page.head.is_none_or(|h| page.next >= h);
         if let Ok(mut m) = self.revoked.write() {
             for r in page.revocations {
                 m.insert(r.jti, r.expires_at.secs());
@@ -344,14 +349,14 @@ impl View {
             m.retain(|_, exp| *exp + writ_core::token::LEEWAY_SECS >= now);
         }
         self.feed_next.store(page.next, Ordering::SeqCst);
-        if let Ok(mut g) = self.synced.lock() {
+        if caught_up && let Ok(mut g) = self.synced.lock() {
             *g = Some(self.now());
         }
         if changed {
             self.revocations_seen.notify_waiters();
             self.changed.notify_one();
         }
-        Ok(())
+        Ok(caught_up)
     }
 
     /// Follows the feed for ever, backing off on errors.
@@ -360,9 +365,10 @@ impl View {
         let mut caught_up = false;
         loop {
             match self.poll_revocations(caught_up).await {
-                Ok(()) => {
+                Ok(current) => {
                     backoff = Duration::from_millis(100);
-                    caught_up = true;
+                    // Behind: read on at once.
+                    caught_up = current;
                 }
                 Err(e) => {
                     caught_up = false;

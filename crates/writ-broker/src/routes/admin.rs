@@ -271,11 +271,10 @@ pub async fn revocations(
         Some(ms) => std::time::Duration::from_millis(ms),
         None => std::time::Duration::from_secs(q.wait),
     };
-    let who = gateway.map(|g| match q.follower.as_deref() {
-        Some(f) if !f.is_empty() && f.len() <= 64 => format!("{g}/{f}"),
-        _ => g,
-    });
-    Ok(AxumJson(
-        b.revocations(who.as_deref(), q.after, wait).await?,
-    ))
+    let follower = match q.follower.as_deref() {
+        Some(f) if !f.is_empty() && f.len() <= 64 => f,
+        _ => "",
+    };
+    let who = gateway.as_deref().map(|g| (g, follower));
+    Ok(AxumJson(b.revocations(who, q.after, wait).await?))
 }

@@ -718,3 +718,36 @@ async fn h11_a_gateway_records_only_decisions_it_could_have_made() {
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+/// A gateway credential that follows the revocation feed from an old
+/// sequence, again and again, does not hold acknowledgements up: only
+/// followers that keep up are waited for.
+#[tokio::test]
+async fn h11_a_stale_follower_does_not_delay_revocations() {
+    let b = Broker::start();
+    let rogue = b.admin().register_gateway("rogue").await.unwrap().token;
+    let inst = b.attest("demo-agent").await.access_token;
+    let t = b.start_task(&inst, &["tickets:read"]).await.unwrap();
+    b.as_token(&inst).complete(&t.task_id).await.unwrap();
+    let url = b.url("/v1/revocations?after=0&wait_ms=30000&follower=rogue");
+    let follower = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        loop {
+            let _ = http.get(&url).bearer_auth(&rogue).send().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut fastest = Duration::MAX;
+    for _ in 0..3 {
+        let t = b.start_task(&inst, &["tickets:read"]).await.unwrap();
+        let started = std::time::Instant::now();
+        b.as_token(&inst).complete(&t.task_id).await.unwrap();
+        fastest = fastest.min(started.elapsed());
+    }
+    follower.abort();
+    assert!(
+        fastest < Duration::from_millis(1000),
+        "a stale follower held the acknowledgement up for {fastest:?}"
+    );
+}
