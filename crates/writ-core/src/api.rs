@@ -115,6 +115,15 @@ pub struct RegisterTool {
     pub gateway: Option<String>,
 }
 
+/// `PUT /v1/tools/{name}/gateway`: serve a tool from another gateway
+/// (none: the gateway inside `writ serve`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindTool {
+    #[serde(default)]
+    pub gateway: Option<String>,
+}
+
 /// The name of the gateway inside `writ serve`: it serves every tool not
 /// bound to another gateway.
 pub const EMBEDDED_GATEWAY: &str = "embedded";

@@ -412,6 +412,34 @@ pub async fn h11_tools_keep_the_gateway_that_serves_them(s: Arc<dyn Store>) {
     let wiki = listed.iter().find(|t| t.name == plain.name).unwrap();
     assert_eq!(wiki.gateway, None);
     assert!(wiki.served_by("embedded") && !wiki.served_by("edge-1"));
+
+    // Rebound, and back; an unknown tool is refused with nothing written.
+    s.set_tool_gateway(
+        &plain.name,
+        Some("edge-2"),
+        at(6),
+        vec![ev(AuditKind::ToolRegister)],
+    )
+    .await
+    .unwrap();
+    let got = s.get_tool(&plain.name).await.unwrap().unwrap();
+    assert_eq!(got.gateway.as_deref(), Some("edge-2"));
+    s.set_tool_gateway(&edge.name, None, at(7), vec![ev(AuditKind::ToolRegister)])
+        .await
+        .unwrap();
+    assert_eq!(s.get_tool(&edge.name).await.unwrap().unwrap().gateway, None);
+    let before = audit_len(s).await;
+    let err = s
+        .set_tool_gateway(
+            &"nope".parse().unwrap(),
+            Some("edge-1"),
+            at(8),
+            vec![ev(AuditKind::ToolRegister)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(audit_len(s).await, before);
     assert_chain(s).await;
 }
 

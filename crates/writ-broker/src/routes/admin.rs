@@ -7,8 +7,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use writ_core::api::{
-    Agent, AuditPage, AuditVerified, CreateJoinToken, JoinTokenCreated, KeyRotated, Quarantined,
-    RegisterAgent, RegisterTool, Tool,
+    Agent, AuditPage, AuditVerified, BindTool, CreateJoinToken, JoinTokenCreated, KeyRotated,
+    Quarantined, RegisterAgent, RegisterTool, Tool,
 };
 use writ_core::{AgentName, ToolName};
 
@@ -87,6 +87,16 @@ pub async fn list_tools(State(b): State<Arc<Broker>>, _: Admin) -> R<Vec<Tool>> 
 
 pub async fn get_tool(State(b): State<Arc<Broker>>, _: Admin, Path(name): Path<String>) -> R<Tool> {
     Ok(AxumJson(b.tool(&tool_name(&name)?).await?))
+}
+
+/// Serves a tool from another gateway.
+pub async fn bind_tool(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    Path(name): Path<String>,
+    Json(req): Json<BindTool>,
+) -> R<Tool> {
+    Ok(AxumJson(b.bind_tool(&tool_name(&name)?, req).await?))
 }
 
 pub async fn rotate_spiffe_keys(State(b): State<Arc<Broker>>, _: Admin) -> R<serde_json::Value> {

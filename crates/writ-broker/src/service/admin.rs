@@ -1,8 +1,8 @@
 //! Admin operations: agents, join tokens, quarantine, tools, keys.
 
 use writ_core::api::{
-    Agent, Attestation, CreateJoinToken, JoinTokenCreated, KeyRotated, Quarantined, RegisterAgent,
-    RegisterTool, Tool,
+    Agent, Attestation, BindTool, CreateJoinToken, JoinTokenCreated, KeyRotated, Quarantined,
+    RegisterAgent, RegisterTool, Tool,
 };
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::ids::agent_spiffe_id;
@@ -130,6 +130,28 @@ impl Broker {
             revoked_tokens: out.revoked_tokens,
             ended_tasks: out.ended_tasks,
         })
+    }
+
+    /// Binds a tool to the gateway that serves it: from then on only that
+    /// gateway routes it and gets its secret.
+    pub async fn bind_tool(&self, name: &ToolName, req: BindTool) -> Result<Tool, ApiError> {
+        let tool = self
+            .store
+            .get_tool(name)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("tool {name} not found")))?;
+        let gateway = super::gateway::check_binding(req.gateway, tool.upstream.as_ref())?;
+        let event = AuditEvent::new(AuditKind::ToolRegister, Outcome::Success, "admin")
+            .reason("tool bound to another gateway")
+            .detail(serde_json::json!({
+                "tool": name,
+                "gateway": gateway,
+                "previous_gateway": tool.gateway,
+            }));
+        self.store
+            .set_tool_gateway(name, gateway.as_deref(), self.now(), vec![event])
+            .await?;
+        Ok(Tool { gateway, ..tool })
     }
 
     pub async fn register_tool(&self, req: RegisterTool) -> Result<Tool, ApiError> {

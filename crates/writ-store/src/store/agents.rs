@@ -248,6 +248,30 @@ impl AgentStore for SqlStore {
         .await
     }
 
+    async fn set_tool_gateway(
+        &self,
+        tool: &ToolName,
+        gateway: Option<&str>,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        let (tool, gateway) = (tool.to_string(), gateway.map(str::to_owned));
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let n = ctx
+                .tx
+                .execute(
+                    "UPDATE tools SET gateway = ?1 WHERE name = ?2",
+                    params![gateway, tool],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("tool"));
+            }
+            ctx.audit(now, &audit)
+        })
+        .await
+    }
+
     async fn tool_secrets(&self) -> Result<Vec<StoredSecret>> {
         self.read(|c| {
             let mut stmt = c

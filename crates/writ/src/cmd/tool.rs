@@ -1,4 +1,4 @@
-//! `writ tool register|list|secret`
+//! `writ tool register|list|bind|secret`
 
 use std::path::PathBuf;
 
@@ -69,6 +69,14 @@ pub enum ToolCmd {
         #[arg(long, value_name = "NAME", conflicts_with = "postgres_grants")]
         gateway: Option<String>,
     },
+    /// Serve a tool from another gateway (it alone then routes the tool and
+    /// gets its upstream secret); without --gateway, from the gateway
+    /// inside `writ serve`.
+    Bind {
+        tool: ToolName,
+        #[arg(long, value_name = "NAME")]
+        gateway: Option<String>,
+    },
     /// Upstream secrets a gateway injects.
     #[command(subcommand)]
     Secret(SecretCmd),
@@ -134,6 +142,10 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
             print(&c.register_tool(&req).await?, g.field())?;
         }
         ToolCmd::List => print(&c.tools().await?, g.field())?,
+        ToolCmd::Bind { tool, gateway } => print(
+            &c.bind_tool(tool.as_str(), gateway.as_deref()).await?,
+            g.field(),
+        )?,
         ToolCmd::Secret(SecretCmd::Set {
             tool,
             header,

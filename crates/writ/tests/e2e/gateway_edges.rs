@@ -609,7 +609,37 @@ async fn h11_a_gateway_reads_only_the_secrets_of_the_tools_it_serves() {
     assert_eq!(get(format!("{}/crm/a", gw.url), crm.clone()).await, 200);
     assert_eq!(get(format!("{}/wiki/a", gw.url), wiki.clone()).await, 404);
     assert_eq!(get(format!("{}/crm/a", b.gateway), crm).await, 404);
-    assert_eq!(get(format!("{}/wiki/a", b.gateway), wiki).await, 200);
+    assert_eq!(
+        get(format!("{}/wiki/a", b.gateway), wiki.clone()).await,
+        200
+    );
+
+    // A tool registered before bindings existed (or bound by mistake) moves
+    // to another gateway, secret and all.
+    let out = b.cli(&["tool", "bind", "wiki", "--gateway", "edge-1"]);
+    assert!(out.status.success(), "{out:?}");
+    let (_, body) = gateway_get(&b, "/v1/gateway/secrets", &edge1).await;
+    assert!(body.contains("wiki-canary"), "{body}");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            get(format!("{}/wiki/a", gw.url), wiki.clone()).await == 200
+                && get(format!("{}/wiki/a", b.gateway), wiki.clone()).await == 404
+        })
+        .await,
+        "the tool did not move to edge-1"
+    );
+    let out = b.cli(&["tool", "bind", "nope", "--gateway", "edge-1"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    // Only an admin binds: a gateway cannot take another's tools.
+    let r = b
+        .http()
+        .put(b.url("/v1/tools/erp/gateway"))
+        .bearer_auth(&edge1)
+        .json(&json!({"gateway": "edge-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }
 
 /// The claims of a token (unverified: the test made it).
