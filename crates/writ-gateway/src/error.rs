@@ -154,3 +154,45 @@ impl std::fmt::Display for ErrorChain<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    /// What reqwest says about a failed request names the URL; what the
+    /// agent is told names the tool and the kind of failure only.
+    #[tokio::test]
+    async fn h13_upstream_errors_never_show_the_address() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        // Accepts and never answers.
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_millis(200))
+            .build()
+            .unwrap();
+        for (addr, how) in [
+            (closed, "cannot be reached"),
+            (silent_addr, "did not answer in time"),
+        ] {
+            let url = format!("http://{addr}/internal/base");
+            let e = client.get(&url).send().await.unwrap_err();
+            assert!(e.to_string().contains(&addr.to_string()), "{e}");
+            let GatewayError::BadGateway(told) = GatewayError::upstream("crm", &e) else {
+                panic!("not a 502")
+            };
+            assert_eq!(told, format!("the upstream of tool crm {how}"));
+        }
+        hold.abort();
+    }
+}
