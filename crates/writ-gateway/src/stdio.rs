@@ -40,9 +40,9 @@ const AFTER_LAST_TOKEN_SECS: i64 = 60;
 /// How long an answer from the server may take.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Most sessions at once (each is a process), per agent and per task.
-pub(crate) const MAX_SESSIONS: usize = 256;
-pub(crate) const MAX_SESSIONS_PER_AGENT: usize = 32;
-pub(crate) const MAX_SESSIONS_PER_TASK: usize = 8;
+const MAX_SESSIONS: usize = 256;
+const MAX_SESSIONS_PER_AGENT: usize = 32;
+const MAX_SESSIONS_PER_TASK: usize = 8;
 /// Most tokens remembered per session (the newest are kept).
 const MAX_TOKENS: usize = 64;
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -423,42 +423,43 @@ async fn open(
     let id =
         writ_core::random::token_128().map_err(|e| GatewayError::Unavailable(e.to_string()))?;
     let owner = Owner::of(caller);
+    // Count and insert under one lock: no race past the limits. Sessions
+    // that have ended but were not swept yet do not count.
+    let mut map = gw.sessions.map.lock().await;
+    let ended = Sessions::take_ended(&mut map, &gw.view, gw.view.now().secs());
+    let opened = within_limits(&map, &owner).and_then(|()| spawn_shared(command, tool, owner));
+    if let Ok(s) = &opened {
+        map.insert(id.clone(), Arc::clone(s));
+    }
+    drop(map);
+    end(ended).await;
+    Ok((id, opened?))
+}
+
+/// Whether `owner` may open one more session: 403 past its task's or its
+/// agent's share, 503 when the gateway has no room left.
+fn within_limits(map: &HashMap<String, Arc<Session>>, owner: &Owner) -> Result<(), GatewayError> {
     let limited = |reason: String| GatewayError::Forbidden {
         reason,
         policy_version: None,
         determining_policies: Vec::new(),
         approval_id: None,
     };
-    // Count and insert under one lock: no race past the limits. Sessions
-    // that have ended but were not swept yet do not count.
-    let mut map = gw.sessions.map.lock().await;
-    let ended = Sessions::take_ended(&mut map, &gw.view, gw.view.now().secs());
-    let opened = (|| {
-        if map.values().filter(|s| s.owner.task == owner.task).count() >= MAX_SESSIONS_PER_TASK {
-            return Err(limited(format!(
-                "a task may have at most {MAX_SESSIONS_PER_TASK} MCP sessions open"
-            )));
-        }
-        if map
-            .values()
-            .filter(|s| s.owner.agent == owner.agent)
-            .count()
-            >= MAX_SESSIONS_PER_AGENT
-        {
-            return Err(limited(format!(
-                "an agent may have at most {MAX_SESSIONS_PER_AGENT} MCP sessions open on a gateway"
-            )));
-        }
-        if map.len() >= MAX_SESSIONS {
-            return Err(GatewayError::Unavailable("too many MCP sessions".into()));
-        }
-        let s = spawn_shared(command, tool, owner)?;
-        map.insert(id.clone(), Arc::clone(&s));
-        Ok(s)
-    })();
-    drop(map);
-    end(ended).await;
-    Ok((id, opened?))
+    let count = |f: &dyn Fn(&Owner) -> bool| map.values().filter(|s| f(&s.owner)).count();
+    if count(&|o| o.task == owner.task) >= MAX_SESSIONS_PER_TASK {
+        return Err(limited(format!(
+            "a task may have at most {MAX_SESSIONS_PER_TASK} MCP sessions open"
+        )));
+    }
+    if count(&|o| o.agent == owner.agent) >= MAX_SESSIONS_PER_AGENT {
+        return Err(limited(format!(
+            "an agent may have at most {MAX_SESSIONS_PER_AGENT} MCP sessions open on a gateway"
+        )));
+    }
+    if map.len() >= MAX_SESSIONS {
+        return Err(GatewayError::Unavailable("too many MCP sessions".into()));
+    }
+    Ok(())
 }
 
 pub(crate) async fn delete(
