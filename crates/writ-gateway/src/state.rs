@@ -395,3 +395,38 @@ impl View {
         self.revoked.read().map(|m| m.len()).unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    /// A gateway behind the feed's head is not fresh: the broker stops
+    /// waiting for a follower that lags, so the follower must not go on
+    /// serving as if it held everything.
+    #[tokio::test]
+    async fn h11_a_gateway_behind_the_head_is_not_fresh() {
+        let answers = Arc::new(Mutex::new(vec![
+            serde_json::json!({"revocations": [], "next": 9, "head": 9}),
+            serde_json::json!({"revocations": [], "next": 5, "head": 9}),
+        ]));
+        let app = axum::Router::new().route(
+            "/v1/revocations",
+            axum::routing::get(move || {
+                let answers = Arc::clone(&answers);
+                async move { axum::Json(answers.lock().unwrap().pop().unwrap()) }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(l, app).await });
+        let cfg = Config::new(url, "wgw_test".to_owned(), "http://gw.test".into());
+        let view = View::new(cfg, Arc::new(writ_core::SystemClock)).unwrap();
+        let synced = || view.synced.lock().unwrap().is_some();
+        assert!(!view.poll_revocations(false).await.unwrap());
+        assert!(!synced(), "behind the head: not a current view");
+        assert!(view.poll_revocations(false).await.unwrap());
+        assert!(synced());
+        server.abort();
+    }
+}
