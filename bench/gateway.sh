@@ -24,7 +24,8 @@ pids+=($!)
 export WRIT_TOKEN=bench-admin
 
 
-# broker CORE PORT [serve args...]: starts a dev broker, registers the tool.
+# broker CORE PORT [serve args...]: starts a dev broker, registers the tool
+# (served by the gateway named $TOOL_GATEWAY, else the embedded one).
 broker() {
   local core=$1 port=$2; shift 2
   WRIT_LOG=error taskset -c "$core" $w serve --dev --dev-admin-token bench-admin --data-dir "$dir/$port" \
@@ -32,7 +33,8 @@ broker() {
   pids+=($!)
   wait_for http://127.0.0.1:$port/healthz
   export WRIT_ADDR=http://127.0.0.1:$port
-  $w tool register bench --audience https://bench.example --scope read --upstream http://127.0.0.1:$uport >/dev/null
+  $w tool register bench --audience https://bench.example --scope read --upstream http://127.0.0.1:$uport \
+    ${TOOL_GATEWAY:+--gateway "$TOOL_GATEWAY"} >/dev/null
   echo -n "bench-upstream-secret" | $w tool secret set bench --header X-Api-Key >/dev/null
 }
 
@@ -65,7 +67,7 @@ for c in 32 1; do
 done
 taskset -c 1 target/release/propagation http://127.0.0.1:18790 http://127.0.0.1:18791 bench-admin bench 200 > "$dir/propagation.md"
 
-broker 1 18890 --no-gateway
+TOOL_GATEWAY=edge broker 1 18890 --no-gateway
 gtok=$($w gateway register edge --field token | tr -d '"')
 WRIT_LOG=error WRIT_GATEWAY_TOKEN=$gtok taskset -c 0 $w gateway --broker http://127.0.0.1:18890 \
   --listen 127.0.0.1:18891 --spool-dir "$dir/spool" >/dev/null 2>&1 &

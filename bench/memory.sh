@@ -31,7 +31,8 @@ broker_pid=$!
 pids+=("$broker_pid")
 wait_for http://127.0.0.1:$bport/healthz
 export WRIT_ADDR=http://127.0.0.1:$bport WRIT_TOKEN=bench-admin
-$w tool register bench --audience https://bench.example --scope read --upstream http://127.0.0.1:$uport >/dev/null
+$w tool register bench --audience https://bench.example --scope read --upstream http://127.0.0.1:$uport \
+  --gateway edge >/dev/null
 echo -n "bench-upstream-secret" | $w tool secret set bench --header X-Api-Key >/dev/null
 gtok=$($w gateway register edge --field token | tr -d '"')
 gport=18691

@@ -83,6 +83,7 @@ pub fn decide_once(set: &PolicySet, tool: usize) -> bool {
         attributes: BTreeMap::new(),
         upstream: None,
         secret_header: None,
+        gateway: None,
         created_at: Timestamp::from_secs(0),
     };
     let ask = TaskAsk {

@@ -598,7 +598,13 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
     };
     let (_, payload) = writ_core::token::insecure_peek(&tool_token).unwrap();
     let claims: Arc<AccessClaims> = Arc::new(serde_json::from_value(payload).unwrap());
-    let bundle = writ_gateway::Bundle::compile(b.gateway_bundle().await.unwrap(), None).unwrap();
+    let bundle = writ_gateway::Bundle::compile(
+        b.gateway_bundle(writ_core::api::EMBEDDED_GATEWAY)
+            .await
+            .unwrap(),
+        None,
+    )
+    .unwrap();
     let caller = writ_gateway::caller_of(&bundle, Arc::clone(&claims)).unwrap();
     assert_eq!(caller.agent.name.as_str(), leaf_agent);
     let tool_record = bundle.tools.get(&tool).unwrap().clone();

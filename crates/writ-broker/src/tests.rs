@@ -60,6 +60,7 @@ async fn fixture() -> Fixture {
         scopes: vec!["read".parse().unwrap(), "write".parse().unwrap()],
         attributes: Default::default(),
         upstream: None,
+        gateway: None,
     })
     .await
     .unwrap();

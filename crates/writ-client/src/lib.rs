@@ -337,6 +337,18 @@ impl Client {
         )
         .await
     }
+    /// Serves a tool from the gateway named `gateway` (`None`: the one
+    /// inside `writ serve`).
+    pub async fn bind_tool(&self, tool: &str, gateway: Option<&str>) -> Result<Tool> {
+        let req = writ_core::api::BindTool {
+            gateway: gateway.map(str::to_owned),
+        };
+        self.call(
+            self.req(Method::PUT, &format!("/v1/tools/{tool}/gateway"))
+                .json(&req),
+        )
+        .await
+    }
     /// Revokes a gateway's credential.
     pub async fn revoke_gateway(&self, name: &str) -> Result<()> {
         self.call(self.req(Method::DELETE, &format!("/v1/gateways/{name}")))

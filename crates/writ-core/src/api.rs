@@ -109,6 +109,33 @@ pub struct RegisterTool {
     /// Where a gateway forwards the tool's requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<Upstream>,
+    /// The gateway that serves it (and alone gets its upstream secret);
+    /// none: the gateway inside `writ serve` ([`EMBEDDED_GATEWAY`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+}
+
+/// `PUT /v1/tools/{name}/gateway`: serve a tool from another gateway
+/// (none: the gateway inside `writ serve`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindTool {
+    #[serde(default)]
+    pub gateway: Option<String>,
+}
+
+/// The name of the gateway inside `writ serve`: it serves every tool not
+/// bound to another gateway.
+pub const EMBEDDED_GATEWAY: &str = "embedded";
+
+/// Whether `name` can name a gateway: 1 to 64 characters of
+/// `[A-Za-z0-9._-]`.
+pub fn valid_gateway_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -124,7 +151,24 @@ pub struct Tool {
     /// the value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_header: Option<String>,
+    /// The gateway that serves it; none: [`EMBEDDED_GATEWAY`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
     pub created_at: Timestamp,
+}
+
+impl Tool {
+    /// The gateway that serves it.
+    pub fn gateway_name(&self) -> &str {
+        self.gateway.as_deref().unwrap_or(EMBEDDED_GATEWAY)
+    }
+
+    /// Whether the gateway named `gateway` serves it: its upstream is
+    /// reached through a gateway, and that gateway is the one it is bound
+    /// to.
+    pub fn served_by(&self, gateway: &str) -> bool {
+        self.upstream.as_ref().is_some_and(Upstream::is_gateway) && self.gateway_name() == gateway
+    }
 }
 
 /// A tool's upstream, as a gateway reaches it.
@@ -287,6 +331,10 @@ pub struct GatewayBundle {
     /// taken before an agent's release is forgiven with the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub behaviour_at: Option<Timestamp>,
+    /// The gateway the bundle was made for: it serves the tools bound to
+    /// it ([`Tool::served_by`]), and gets their secrets only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
 }
 
 /// `POST /v1/gateway/approvals`: a gateway holds a call for approval and
@@ -697,6 +745,10 @@ pub struct RevocationPage {
     pub revocations: Vec<Revocation>,
     /// Pass as `after` to read on.
     pub next: u64,
+    /// The newest revocation when the request came: a follower whose
+    /// `next` is below it is still catching up (its view is not current).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<u64>,
 }
 
 /// RFC 6749 §5.2 error, as OAuth endpoints answer errors.

@@ -42,6 +42,25 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// A request to `tool`'s upstream failed. The agent learns which tool
+    /// and how, never where the upstream is: reqwest's message names the
+    /// URL, and the errors under it can name the host (DNS, a certificate
+    /// for another name), so the agent gets a fixed sentence and the
+    /// operator's log gets the whole error.
+    pub(crate) fn upstream(tool: &str, e: &reqwest::Error) -> Self {
+        tracing::warn!(tool, error = %ErrorChain(e), "upstream request failed");
+        let how = if e.is_timeout() {
+            "did not answer in time"
+        } else if e.is_connect() {
+            "cannot be reached"
+        } else if e.is_body() || e.is_decode() {
+            "sent an answer that cannot be read"
+        } else {
+            "failed"
+        };
+        GatewayError::BadGateway(format!("the upstream of tool {tool} {how}"))
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
@@ -118,5 +137,62 @@ impl IntoResponse for GatewayError {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
+    }
+}
+
+/// An error and its sources, one after the other (for the log only).
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    /// What reqwest says about a failed request names the URL; what the
+    /// agent is told names the tool and the kind of failure only.
+    #[tokio::test]
+    async fn h13_upstream_errors_never_show_the_address() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        // Accepts and never answers.
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_millis(200))
+            .build()
+            .unwrap();
+        for (addr, how) in [
+            (closed, "cannot be reached"),
+            (silent_addr, "did not answer in time"),
+        ] {
+            let url = format!("http://{addr}/internal/base");
+            let e = client.get(&url).send().await.unwrap_err();
+            assert!(e.to_string().contains(&addr.to_string()), "{e}");
+            let GatewayError::BadGateway(told) = GatewayError::upstream("crm", &e) else {
+                panic!("not a 502")
+            };
+            assert_eq!(told, format!("the upstream of tool crm {how}"));
+        }
+        hold.abort();
     }
 }

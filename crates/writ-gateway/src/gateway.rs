@@ -10,6 +10,9 @@ use writ_core::{Clock, Secret};
 use crate::state::View;
 use crate::{auth, mcp, spool, stdio};
 
+/// How often MCP sessions are looked at when nothing changes.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// How a gateway is run.
 #[derive(Clone)]
 pub struct Config {
@@ -120,13 +123,16 @@ impl Gateway {
         });
         tasks.spawn(Arc::clone(&view).follow_revocations());
         tasks.spawn(spool.run(Arc::clone(&view)));
-        // The sweeper does not keep the gateway alive.
+        // The sweeper does not keep the gateway alive. It looks when
+        // revocations or the bundle change (a task ended, an agent was
+        // quarantined), and every few seconds for what time ends.
         let sweeper = Arc::downgrade(&gw);
+        let v = Arc::clone(&view);
         tasks.spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(30)).await;
+                let _ = tokio::time::timeout(SWEEP_EVERY, v.changed.notified()).await;
                 let Some(gw) = sweeper.upgrade() else { return };
-                gw.sessions.sweep().await;
+                gw.sessions.sweep(&gw.view).await;
             }
         });
         match gw.background.lock() {

@@ -121,7 +121,7 @@ async fn resource_metadata(State(gw): State<Arc<Gateway>>, Path(tool): Path<Stri
     let Some(b) = gw.view.bundle() else {
         return GatewayError::Unavailable("gateway has no bundle yet".into()).into_response();
     };
-    let Some(t) = b.tools.get(&tool).filter(|t| t.upstream.is_some()) else {
+    let Some(t) = b.served(&tool) else {
         return GatewayError::NotFound(format!("no tool {tool} behind this gateway"))
             .into_response();
     };
@@ -160,14 +160,9 @@ async fn route(gw: Arc<Gateway>, peer: SocketAddr, req: Request) -> Result<Respo
         .view
         .bundle()
         .ok_or_else(|| GatewayError::Unavailable("gateway has no policy bundle yet".into()))?;
-    let tool = bundle
-        .tools
-        .get(&tool_name)
-        .filter(|t| t.upstream.as_ref().is_some_and(Upstream::is_gateway))
-        .cloned()
-        .ok_or_else(|| {
-            GatewayError::NotFound(format!("no tool {tool_name:?} behind this gateway"))
-        })?;
+    let tool = bundle.served(&tool_name).cloned().ok_or_else(|| {
+        GatewayError::NotFound(format!("no tool {tool_name:?} behind this gateway"))
+    })?;
     if !gw.view.fresh() {
         return Err(GatewayError::Unavailable(
             "the gateway's revocation view is stale; refusing until it catches up".into(),
@@ -196,39 +191,77 @@ async fn route(gw: Arc<Gateway>, peer: SocketAddr, req: Request) -> Result<Respo
 }
 
 /// Refuses paths that would mean something else upstream than what policy
-/// decided: dot segments (which an upstream URL resolves, escaping the
-/// tool's base path) and encoded dots, slashes and backslashes.
+/// decided. Envoy's hardening for path-based authorization normalises dot
+/// segments and refuses escaped slashes and backslashes
+/// (`path_with_escaped_slashes_action: REJECT_REQUEST`), but leaves `;`
+/// alone, which servers of the Tomcat/Spring family read as the start of
+/// path parameters (`/..;/admin` is `/../admin` there). writ forwards the
+/// path exactly as written, so it refuses, rather than rewrites, every
+/// spelling an upstream could resolve differently, as Spring Security's
+/// `StrictHttpFirewall` does:
+/// - `//` (merged by some servers), `.` and `..` segments, in any encoding;
+/// - `;` and `%3B` anywhere (path parameters, `;jsessionid=`);
+/// - `%2F`, `%5C` and `\` (a segment that becomes two);
+/// - `%25` (a second round of decoding: `%252e` is `%2e` is `.`);
+/// - percent-encoded unreserved characters (decoded by some servers
+///   only), control characters, malformed escapes and escapes that do not
+///   decode to UTF-8 (overlong forms of `.` and `/`).
 fn check_path(rest: &str) -> Result<(), GatewayError> {
+    let refuse = |why: &str| {
+        Err(GatewayError::BadRequest(format!(
+            "{why} are not allowed in tool paths"
+        )))
+    };
     let segments: Vec<&str> = rest.split('/').skip(1).collect();
     let last = segments.len().saturating_sub(1);
     for (i, segment) in segments.iter().enumerate() {
-        // `//` (an upstream may merge it) and percent-encoded unreserved
-        // characters (an upstream may decode them) would let a request mean
-        // another path than the one policy saw.
         if segment.is_empty() && i != last {
-            return Err(GatewayError::BadRequest(
-                "empty path segments are not allowed in tool paths".into(),
-            ));
+            return refuse("empty path segments");
+        }
+        let Some(decoded) = percent_decoded(segment) else {
+            return refuse("malformed percent-encodings");
+        };
+        if segment.contains(';') || decoded.contains(';') {
+            return refuse("path parameters (;)");
+        }
+        if decoded.contains('%') {
+            return refuse("encoded percent signs (double encoding)");
+        }
+        if segment.contains('\\') || decoded.contains('/') || decoded.contains('\\') {
+            return refuse("encoded slashes and backslashes");
+        }
+        if decoded.chars().any(char::is_control) {
+            return refuse("control characters");
+        }
+        if decoded == "." || decoded == ".." {
+            return refuse("dot segments");
         }
         if encodes_unreserved(segment) {
-            return Err(GatewayError::BadRequest(
-                "percent-encoded letters, digits or -._~ are not allowed in tool paths".into(),
-            ));
-        }
-        let lower = segment.to_ascii_lowercase();
-        let decoded_dot = lower.replace("%2e", ".");
-        if decoded_dot == "."
-            || decoded_dot == ".."
-            || lower.contains("%2f")
-            || lower.contains("%5c")
-            || segment.contains('\\')
-        {
-            return Err(GatewayError::BadRequest(
-                "dot segments and encoded slashes are not allowed in tool paths".into(),
-            ));
+            return refuse("percent-encoded letters, digits or -._~");
         }
     }
     Ok(())
+}
+
+/// `segment` with its percent-escapes decoded, or `None` when an escape is
+/// malformed or the bytes are not UTF-8.
+fn percent_decoded(segment: &str) -> Option<String> {
+    let hex = |c: u8| (c as char).to_digit(16);
+    let b = segment.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let h = hex(*b.get(i + 1)?)?;
+            let l = hex(*b.get(i + 2)?)?;
+            out.push(u8::try_from(h * 16 + l).ok()?);
+            i += 3;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn encodes_unreserved(segment: &str) -> bool {
@@ -268,6 +301,8 @@ mod tests {
             assert!(check_path(ok).is_ok(), "{ok}");
         }
         for bad in [
+            "/%zz",
+            "/a%2",
             "//admin",
             "/a//b",
             "/%61dmin",
@@ -282,6 +317,50 @@ mod tests {
             "/a\\b",
         ] {
             assert!(check_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The known traversal spellings: path parameters (Tomcat, Spring,
+    /// Jetty), encoded and double-encoded dots and slashes, backslashes,
+    /// overlong UTF-8, IIS `%u` escapes, NUL.
+    #[test]
+    fn h8_semicolon_segments_are_refused() {
+        for bad in [
+            "/..;/admin",
+            "/a/..;/admin",
+            "/..%3B/admin",
+            "/..%3b/admin",
+            "/.;/admin",
+            "/%2e%2e;/admin",
+            "/public;jsessionid=abc/../admin",
+            "/public;jsessionid=abc",
+            "/public;/x",
+            "/x;a=b/y",
+            "/public%3Bx",
+            "/%2e%2e/admin",
+            "/%2E%2e/admin",
+            "/.%2e/admin",
+            "/a%2fadmin",
+            "/a%2Fadmin",
+            "/a%5cadmin",
+            "/a\\admin",
+            "/..\\admin",
+            "/%252e%252e/admin",
+            "/%252fadmin",
+            "/a%25",
+            "/%c0%ae%c0%ae/admin",
+            "/%c0%afadmin",
+            "/%u002e%u002e/admin",
+            "/admin%00.json",
+            "/a%0d%0aX-Injected:1",
+            "/../admin",
+            "/./admin",
+            "//admin",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        for ok in ["/public/a.b", "/caf%C3%A9", "/a%20b/c", "/%2Bx", "/a/"] {
+            assert!(check_path(ok).is_ok(), "{ok}");
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::auth::Caller;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::mcp_messages::{Call, Inspected, answer, filter, inspect, json_response};
-use crate::proxy::{relay, upstream_headers};
+use crate::proxy::{public_base, relay, upstream_headers};
 use crate::state::Bundle;
 
 /// How long an agent may take to send an MCP message body.
@@ -167,8 +167,8 @@ pub(crate) async fn handle(
                 .headers(headers)
                 .send()
                 .await
-                .map_err(|e| GatewayError::BadGateway(format!("upstream of {}: {e}", tool.name)))?;
-            Ok(relay(resp))
+                .map_err(|e| GatewayError::upstream(tool.name.as_str(), &e))?;
+            Ok(relay(resp, url, &public_base(gw, tool)))
         }
         (Method::DELETE, Upstream::McpStdio { .. }) => {
             crate::stdio::delete(gw, caller, req.headers()).await
@@ -217,7 +217,7 @@ async fn post_http(
         .body(body.to_string())
         .send()
         .await
-        .map_err(|e| GatewayError::BadGateway(format!("upstream of {}: {e}", tool.name)))?;
+        .map_err(|e| GatewayError::upstream(tool.name.as_str(), &e))?;
     let status = resp.status();
     if let Ok(Some(sid)) = session_of(resp.headers()) {
         gw.mcp_owners
@@ -239,12 +239,16 @@ async fn post_http(
         return Ok(answer(ins.single, Vec::new(), ins.refused, &keep));
     }
     if !status.is_success() {
-        return Ok(relay(resp));
+        return Ok(relay(resp, url, &public_base(gw, tool)));
     }
-    let bytes = read_bounded(resp).await?;
+    let bytes = read_bounded(tool.name.as_str(), resp).await?;
     if ctype.starts_with("application/json") {
-        let mut v: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| GatewayError::BadGateway(format!("upstream sent bad JSON: {e}")))?;
+        let mut v: Value = serde_json::from_slice(&bytes).map_err(|_| {
+            GatewayError::BadGateway(format!(
+                "the MCP server of tool {} sent bad JSON",
+                tool.name
+            ))
+        })?;
         let mut answers = match v.take() {
             Value::Array(items) => items,
             other => vec![other],
@@ -303,22 +307,27 @@ async fn post_http(
         return Ok(resp);
     }
     Err(GatewayError::BadGateway(format!(
-        "upstream of {} answered with content type {ctype:?}",
+        "the MCP server of tool {} answered with content type {ctype:?}",
         tool.name
     )))
 }
 
-async fn read_bounded(resp: reqwest::Response) -> Result<bytes::Bytes, GatewayError> {
+async fn read_bounded(tool: &str, resp: reqwest::Response) -> Result<bytes::Bytes, GatewayError> {
+    let too_large = || {
+        GatewayError::BadGateway(format!(
+            "the MCP server of tool {tool} sent an answer over {MAX_ANSWER} bytes"
+        ))
+    };
     if resp.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
-        return Err(GatewayError::BadGateway("upstream answer too large".into()));
+        return Err(too_large());
     }
     let mut buf = Vec::new();
     let mut stream = resp.bytes_stream();
     use futures_util::StreamExt as _;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| GatewayError::BadGateway(format!("upstream: {e}")))?;
+        let chunk = chunk.map_err(|e| GatewayError::upstream(tool, &e))?;
         if buf.len() + chunk.len() > MAX_ANSWER {
-            return Err(GatewayError::BadGateway("upstream answer too large".into()));
+            return Err(too_large());
         }
         buf.extend_from_slice(&chunk);
     }

@@ -143,11 +143,7 @@ pub(crate) async fn forward(
     if let Some(refusal) = out.refusal() {
         return Err(refusal);
     }
-    let mut url = format!("{}{rest}", upstream.trim_end_matches('/'));
-    if !query.is_empty() {
-        url.push('?');
-        url.push_str(query);
-    }
+    let url = forwarded_url(tool.name.as_str(), upstream, rest, query)?;
     let headers = upstream_headers(&parts.headers, caller, tool, gw, peer)?;
     // A request without a body is sent without one (an empty streamed
     // body would go out chunked, in a second write).
@@ -158,7 +154,7 @@ pub(crate) async fn forward(
             .is_some_and(|v| v.as_bytes() != b"0");
     let mut out = gw
         .upstream
-        .request(parts.method.clone(), &url)
+        .request(parts.method.clone(), url)
         .headers(headers);
     if has_body {
         out = out.body(reqwest::Body::wrap_stream(body.into_data_stream()));
@@ -166,18 +162,102 @@ pub(crate) async fn forward(
     let resp = out
         .send()
         .await
-        .map_err(|e| GatewayError::BadGateway(format!("upstream of {}: {e}", tool.name)))?;
-    Ok(relay(resp))
+        .map_err(|e| GatewayError::upstream(tool.name.as_str(), &e))?;
+    Ok(relay(resp, upstream, &public_base(gw, tool)))
 }
 
-/// The upstream's answer, streamed back without hop-by-hop headers.
-pub(crate) fn relay(resp: reqwest::Response) -> Response {
+/// The URL a request is forwarded to: the upstream's base, then the path
+/// policy decided on, exactly. URL parsing resolves dot segments and some
+/// escapes on its own; should it make the path anything else than the
+/// base and `rest` side by side, the request is refused, so what reaches
+/// the upstream is never a path policy did not see.
+fn forwarded_url(
+    tool: &str,
+    upstream: &str,
+    rest: &str,
+    query: &str,
+) -> Result<url::Url, GatewayError> {
+    let mut text = format!("{}{rest}", upstream.trim_end_matches('/'));
+    if !query.is_empty() {
+        text.push('?');
+        text.push_str(query);
+    }
+    let base = url::Url::parse(upstream)
+        .map_err(|_| GatewayError::BadGateway(format!("tool {tool} has an unusable upstream")))?;
+    let url = url::Url::parse(&text)
+        .map_err(|_| GatewayError::BadRequest("the path cannot be forwarded".into()))?;
+    let mut expected = format!("{}{rest}", base.path().trim_end_matches('/'));
+    if expected.is_empty() {
+        expected.push('/');
+    }
+    if url.path() != expected {
+        return Err(GatewayError::BadRequest(
+            "the path would reach the upstream as another path than the one decided on \
+             (send characters such as {, } and \" percent-encoded)"
+                .into(),
+        ));
+    }
+    Ok(url)
+}
+
+/// Where agents reach `tool` on this gateway.
+pub(crate) fn public_base(gw: &Gateway, tool: &Tool) -> String {
+    format!(
+        "{}/{}",
+        gw.view.cfg.public_url.trim_end_matches('/'),
+        tool.name
+    )
+}
+
+/// A redirect into the upstream's own base URL, pointed at the gateway's
+/// path for the tool instead, as nginx's `proxy_redirect default` does:
+/// agents see where the tool is on the gateway, not where it runs. A
+/// relative reference that does not start at the root already resolves
+/// below the tool on the gateway, and is left alone.
+fn rewrite_location(value: &HeaderValue, upstream: &str, public: &str) -> Option<HeaderValue> {
+    let location = value.to_str().ok()?;
+    let relative_path = !location.starts_with('/') && !location.contains("://");
+    if relative_path {
+        return None;
+    }
+    let base = url::Url::parse(upstream).ok()?;
+    let target = base.join(location).ok()?;
+    let same_origin = target.scheme() == base.scheme()
+        && target.host_str() == base.host_str()
+        && target.port_or_known_default() == base.port_or_known_default();
+    let base_path = base.path().trim_end_matches('/');
+    let below = target.path().strip_prefix(base_path)?;
+    if !same_origin || !(below.is_empty() || below.starts_with('/')) {
+        return None;
+    }
+    let mut out = format!("{public}{below}");
+    if let Some(q) = target.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    if let Some(f) = target.fragment() {
+        out.push('#');
+        out.push_str(f);
+    }
+    HeaderValue::from_str(&out).ok()
+}
+
+/// The upstream's answer, streamed back without hop-by-hop headers, its
+/// redirects into `upstream` pointed at `public` (the tool on the gateway).
+pub(crate) fn relay(resp: reqwest::Response, upstream: &str, public: &str) -> Response {
     let status = resp.status();
     let mut headers = HeaderMap::new();
     for (name, value) in resp.headers() {
-        if !HOP_BY_HOP.contains(&name.as_str()) {
-            headers.append(name.clone(), value.clone());
+        if HOP_BY_HOP.contains(&name.as_str()) {
+            continue;
         }
+        if matches!(*name, header::LOCATION | header::CONTENT_LOCATION)
+            && let Some(v) = rewrite_location(value, upstream, public)
+        {
+            headers.append(name.clone(), v);
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
     }
     let stream = resp.bytes_stream().map_err(std::io::Error::other);
     let mut out = Response::new(Body::from_stream(stream));
@@ -189,6 +269,62 @@ pub(crate) fn relay(resp: reqwest::Response) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn h8_the_upstream_gets_exactly_the_path_policy_saw() {
+        let url = |base: &str, rest: &str, q: &str| {
+            forwarded_url("crm", base, rest, q).map(|u| u.to_string())
+        };
+        assert_eq!(
+            url("http://crm.internal/api", "/customers/42", "a=1").unwrap(),
+            "http://crm.internal/api/customers/42?a=1"
+        );
+        assert_eq!(
+            url("http://crm.internal/api/", "", "").unwrap(),
+            "http://crm.internal/api"
+        );
+        assert_eq!(
+            url("http://crm.internal", "", "").unwrap(),
+            "http://crm.internal/"
+        );
+        // Anything URL parsing would resolve is refused, even past check_path.
+        for rest in [
+            "/../admin",
+            "/a/%2e%2e/admin",
+            "/a\\..\\admin",
+            "/a/./b",
+            // Escaped by URL parsing: forwarded as %7B, decided as {.
+            "/a{b}",
+        ] {
+            assert!(url("http://crm.internal/api", rest, "").is_err(), "{rest}");
+        }
+    }
+
+    #[test]
+    fn h13_redirects_into_the_upstream_name_the_tool_on_the_gateway() {
+        let up = "http://crm.internal:8080/api";
+        let public = "https://gw.example/crm";
+        let rewrite = |l: &str| {
+            rewrite_location(&HeaderValue::from_str(l).unwrap(), up, public)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            rewrite("http://crm.internal:8080/api/customers/43?x=1#top").as_deref(),
+            Some("https://gw.example/crm/customers/43?x=1#top")
+        );
+        assert_eq!(
+            rewrite("HTTP://CRM.internal:8080/api").as_deref(),
+            Some("https://gw.example/crm")
+        );
+        assert_eq!(
+            rewrite("/api/login").as_deref(),
+            Some("https://gw.example/crm/login")
+        );
+        // Elsewhere, or a relative path (already right on the gateway).
+        assert_eq!(rewrite("https://sso.example/login"), None);
+        assert_eq!(rewrite("http://crm.internal:8080/apix"), None);
+        assert_eq!(rewrite("customers/43"), None);
+    }
 
     #[test]
     fn g1_g2_agent_credentials_and_identity_headers_are_stripped() {

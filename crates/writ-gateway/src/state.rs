@@ -31,9 +31,23 @@ pub struct Bundle {
     pub behaviour: HashMap<writ_core::AgentName, u32>,
     /// When the broker counted them.
     pub behaviour_at: Option<writ_core::Timestamp>,
+    /// This gateway's name, as the broker knows it (`None` from a broker
+    /// that does not say: every tool is served).
+    pub gateway: Option<String>,
 }
 
 impl Bundle {
+    /// The tool `name`, when this gateway serves it.
+    pub fn served(&self, name: &str) -> Option<&Tool> {
+        self.tools.get(name).filter(|t| match &self.gateway {
+            Some(g) => t.served_by(g),
+            None => t
+                .upstream
+                .as_ref()
+                .is_some_and(writ_core::api::Upstream::is_gateway),
+        })
+    }
+
     /// Compiles what the broker sent; `current`'s policy set is kept when
     /// the version is the same.
     pub fn compile(b: GatewayBundle, current: Option<&Bundle>) -> Result<Self, String> {
@@ -84,6 +98,7 @@ impl Bundle {
             shared_audiences,
             behaviour: b.behaviour.into_iter().collect(),
             behaviour_at: b.behaviour_at,
+            gateway: b.gateway,
         })
     }
 }
@@ -128,6 +143,9 @@ pub struct View {
     pub forwarded: Option<(HeaderValue, HeaderValue)>,
     /// Woken when the revocation set changes (for tests and benchmarks).
     pub revocations_seen: tokio::sync::Notify,
+    /// Told when revocations or the bundle changed: MCP sessions whose
+    /// task or agent ended are ended then.
+    pub(crate) changed: tokio::sync::Notify,
 }
 
 /// The scheme and host[:port] of the gateway's public URL, as header values.
@@ -176,6 +194,7 @@ impl View {
             follower: writ_core::random::token_128().unwrap_or_else(|_| "0".into()),
             forwarded,
             revocations_seen: tokio::sync::Notify::new(),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -235,6 +254,7 @@ impl View {
         if let Ok(mut g) = self.bundled.lock() {
             *g = Some(self.now());
         }
+        self.changed.notify_one();
         Ok(())
     }
 
@@ -298,8 +318,12 @@ impl View {
     }
 
     /// One long-poll of the revocation feed (`wait`: false for the first,
-    /// which must answer at once).
-    pub async fn poll_revocations(&self, wait: bool) -> Result<(), String> {
+    /// which must answer at once). `Ok(true)` once the view holds every
+    /// revocation there was when the broker answered: only then does it
+    /// count as fresh. A gateway that lags (the broker no longer waits for
+    /// it to acknowledge) thus fails closed once it has lagged for its
+    /// staleness bound.
+    pub async fn poll_revocations(&self, wait: bool) -> Result<bool, String> {
         // Answer well inside the staleness bound even when nothing happens.
         let wait_ms = if wait {
             u64::try_from(self.cfg.staleness.as_millis() / 2)
@@ -316,6 +340,7 @@ impl View {
             .map_err(|e| broker_error("/v1/revocations", &e))?;
         let now = self.now().secs();
         let changed = !page.revocations.is_empty();
+        let caught_up = page.head.is_none_or(|h| page.next >= h);
         if let Ok(mut m) = self.revoked.write() {
             for r in page.revocations {
                 m.insert(r.jti, r.expires_at.secs());
@@ -324,13 +349,14 @@ impl View {
             m.retain(|_, exp| *exp + writ_core::token::LEEWAY_SECS >= now);
         }
         self.feed_next.store(page.next, Ordering::SeqCst);
-        if let Ok(mut g) = self.synced.lock() {
+        if caught_up && let Ok(mut g) = self.synced.lock() {
             *g = Some(self.now());
         }
         if changed {
             self.revocations_seen.notify_waiters();
+            self.changed.notify_one();
         }
-        Ok(())
+        Ok(caught_up)
     }
 
     /// Follows the feed for ever, backing off on errors.
@@ -339,9 +365,10 @@ impl View {
         let mut caught_up = false;
         loop {
             match self.poll_revocations(caught_up).await {
-                Ok(()) => {
+                Ok(current) => {
                     backoff = Duration::from_millis(100);
-                    caught_up = true;
+                    // Behind: read on at once.
+                    caught_up = current;
                 }
                 Err(e) => {
                     caught_up = false;
@@ -366,5 +393,40 @@ impl View {
     /// How many revoked tokens are tracked.
     pub fn revoked_len(&self) -> usize {
         self.revoked.read().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    /// A gateway behind the feed's head is not fresh: the broker stops
+    /// waiting for a follower that lags, so the follower must not go on
+    /// serving as if it held everything.
+    #[tokio::test]
+    async fn h11_a_gateway_behind_the_head_is_not_fresh() {
+        let answers = Arc::new(Mutex::new(vec![
+            serde_json::json!({"revocations": [], "next": 9, "head": 9}),
+            serde_json::json!({"revocations": [], "next": 5, "head": 9}),
+        ]));
+        let app = axum::Router::new().route(
+            "/v1/revocations",
+            axum::routing::get(move || {
+                let answers = Arc::clone(&answers);
+                async move { axum::Json(answers.lock().unwrap().pop().unwrap()) }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(l, app).await });
+        let cfg = Config::new(url, "wgw_test".to_owned(), "http://gw.test".into());
+        let view = View::new(cfg, Arc::new(writ_core::SystemClock)).unwrap();
+        let synced = || view.synced.lock().unwrap().is_some();
+        assert!(!view.poll_revocations(false).await.unwrap());
+        assert!(!synced(), "behind the head: not a current view");
+        assert!(view.poll_revocations(false).await.unwrap());
+        assert!(synced());
+        server.abort();
     }
 }

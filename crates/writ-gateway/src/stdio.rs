@@ -1,6 +1,15 @@
 //! Local MCP servers on stdio: one child process per MCP session, spawned
 //! by the gateway on `initialize`, bound to the task that opened it, and
-//! killed when the session ends, idles out, or the gateway stops.
+//! killed when the session ends, idles out, or the gateway stops; when its
+//! task ends or its agent is quarantined (a token it was used with is
+//! revoked, the task's hard end passes, the bundle marks an agent of its
+//! chain quarantined, or a minute passes after the last such token
+//! expired, since a task that ended after that revokes nothing the gateway
+//! saw).
+//!
+//! Processes are a shared resource: a task may hold 8 sessions, an agent
+//! 32 (over all its tasks), the gateway 256, so that one agent cannot take
+//! what every other agent needs.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -14,28 +23,129 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{Mutex, oneshot};
+use writ_core::AgentName;
 
 use crate::auth::Caller;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::mcp_messages::{Call, Inspected, answer, filter, id_key};
+use crate::state::View;
 
 /// A session unused this long is ended.
 const IDLE: Duration = Duration::from_secs(600);
+/// A session whose every token has expired ends this long after the last
+/// one did: its task may have ended meanwhile without revoking anything
+/// this gateway saw.
+const AFTER_LAST_TOKEN_SECS: i64 = 60;
 /// How long an answer from the server may take.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
-/// Most sessions at once (each is a process), and per task.
+/// Most sessions at once (each is a process), per agent and per task.
 const MAX_SESSIONS: usize = 256;
+const MAX_SESSIONS_PER_AGENT: usize = 32;
 const MAX_SESSIONS_PER_TASK: usize = 8;
+/// Most tokens remembered per session (the newest are kept).
+const MAX_TOKENS: usize = 64;
 const SESSION_HEADER: &str = "mcp-session-id";
 
 type Pending = std::sync::Mutex<HashMap<String, oneshot::Sender<Value>>>;
 
+/// Whom a session belongs to, and what ends it.
+#[derive(Debug)]
+struct Owner {
+    /// The task that opened it: no other task may use it.
+    task: String,
+    /// The agent acting when it was opened (counted against).
+    agent: AgentName,
+    /// The SPIFFE IDs of every agent of the delegation chain: quarantining
+    /// any of them ends the session.
+    chain: Vec<String>,
+    /// The task's hard end (unix seconds).
+    task_end: Option<i64>,
+    tokens: std::sync::Mutex<Tokens>,
+}
+
+/// The tokens a session was used with.
+#[derive(Debug, Default)]
+struct Tokens {
+    /// Those that may still be revoked: `jti` → expiry (unix seconds).
+    live: HashMap<String, i64>,
+    /// When the last of them all expires.
+    last_exp: i64,
+}
+
+impl Owner {
+    fn of(caller: &Caller) -> Self {
+        let claims = &caller.claims;
+        let chain = caller
+            .chain
+            .iter()
+            .chain(std::iter::once(&caller.agent))
+            .map(|a| a.spiffe_id.clone())
+            .collect();
+        let owner = Self {
+            task: claims.task.clone().unwrap_or_default(),
+            agent: caller.agent.name.clone(),
+            chain,
+            task_end: claims.task_ctx.as_ref().map(|t| t.expires_at),
+            tokens: std::sync::Mutex::new(Tokens::default()),
+        };
+        owner.used_with(caller);
+        owner
+    }
+
+    /// Remembers the token a request came with.
+    fn used_with(&self, caller: &Caller) {
+        if let Ok(mut t) = self.tokens.lock() {
+            t.last_exp = t.last_exp.max(caller.claims.exp);
+            let m = &mut t.live;
+            if m.len() >= MAX_TOKENS && !m.contains_key(&caller.claims.jti) {
+                let oldest = m
+                    .iter()
+                    .min_by_key(|(_, exp)| **exp)
+                    .map(|(j, _)| j.clone());
+                if let Some(j) = oldest {
+                    m.remove(&j);
+                }
+            }
+            m.insert(caller.claims.jti.clone(), caller.claims.exp);
+        }
+    }
+
+    /// Why the session must end now, if it must: `revoked` says whether a
+    /// token is revoked, `agent_live` whether an agent (by SPIFFE ID) is
+    /// registered and not quarantined.
+    fn ended(
+        &self,
+        now: i64,
+        revoked: &dyn Fn(&str) -> bool,
+        agent_live: &dyn Fn(&str) -> bool,
+    ) -> Option<&'static str> {
+        if self.task_end.is_some_and(|end| now >= end) {
+            return Some("its task reached its hard end");
+        }
+        let Ok(mut tokens) = self.tokens.lock() else {
+            return Some("its state is unreadable");
+        };
+        if tokens.live.keys().any(|jti| revoked(jti)) {
+            return Some("a token it was used with was revoked (task ended or agent quarantined)");
+        }
+        if now > tokens.last_exp.saturating_add(AFTER_LAST_TOKEN_SECS) {
+            return Some("every token it was used with has expired");
+        }
+        // Expired tokens are not revoked any more: forget them.
+        tokens
+            .live
+            .retain(|_, exp| exp.saturating_add(writ_core::token::LEEWAY_SECS) >= now);
+        drop(tokens);
+        (!self.chain.iter().all(|id| agent_live(id)))
+            .then_some("an agent of its chain is quarantined or no longer registered")
+    }
+}
+
 #[derive(Debug)]
 struct Session {
     tool: String,
-    /// The task that opened it: no other task may use it.
-    task: String,
+    owner: Owner,
     stdin: Mutex<ChildStdin>,
     child: Mutex<Child>,
     pending: Arc<Pending>,
@@ -49,26 +159,51 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Ends dead and idle sessions.
-    pub async fn sweep(&self) {
+    /// Ends dead and idle sessions, and those whose task or agent ended.
+    pub(crate) async fn sweep(&self, view: &View) {
+        let now = view.now().secs();
         let mut map = self.map.lock().await;
+        let ended = Self::take_ended(&mut map, view, now);
+        drop(map);
+        end(ended).await;
+    }
+
+    fn take_ended(
+        map: &mut HashMap<String, Arc<Session>>,
+        view: &View,
+        now: i64,
+    ) -> Vec<Arc<Session>> {
+        let bundle = view.bundle();
         let mut ended = Vec::new();
-        map.retain(|_, s| {
+        map.retain(|id, s| {
             let idle = s
                 .last_used
                 .lock()
                 .map(|t| t.elapsed() > IDLE)
                 .unwrap_or(true);
-            let keep = s.alive.load(Ordering::SeqCst) && !idle;
-            if !keep {
-                ended.push(Arc::clone(s));
+            let why = if !s.alive.load(Ordering::SeqCst) {
+                Some("its process exited")
+            } else if idle {
+                Some("it was idle")
+            } else {
+                s.owner.ended(now, &|jti| view.is_revoked(jti), &|id| {
+                    // No bundle yet: nothing is known to have ended.
+                    bundle.as_ref().is_none_or(|b| {
+                        b.agents_by_spiffe.get(id).is_some_and(|a| !a.quarantined)
+                    })
+                })
+            };
+            match why {
+                Some(why) => {
+                    tracing::info!(session = %id, tool = %s.tool, task = %s.owner.task, why, "MCP session ended");
+                    s.alive.store(false, Ordering::SeqCst);
+                    ended.push(Arc::clone(s));
+                    false
+                }
+                None => true,
             }
-            keep
         });
-        drop(map);
-        for s in ended {
-            let _ = s.child.lock().await.kill().await;
-        }
+        ended
     }
 
     async fn get(&self, id: &str) -> Option<Arc<Session>> {
@@ -76,10 +211,21 @@ impl Sessions {
     }
 }
 
-fn spawn_shared(command: &[String], tool: &str, task: &str) -> Result<Arc<Session>, GatewayError> {
-    let (program, args) = command
-        .split_first()
-        .ok_or_else(|| GatewayError::BadGateway(format!("tool {tool} has no command")))?;
+/// Kills the processes of ended sessions.
+async fn end(sessions: Vec<Arc<Session>>) {
+    for s in sessions {
+        let _ = s.child.lock().await.kill().await;
+    }
+}
+
+fn spawn_shared(
+    command: &[String],
+    tool: &str,
+    owner: Owner,
+) -> Result<Arc<Session>, GatewayError> {
+    let (program, args) = command.split_first().ok_or_else(|| {
+        GatewayError::BadGateway(format!("tool {tool} has no MCP server command"))
+    })?;
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
@@ -96,12 +242,16 @@ fn spawn_shared(command: &[String], tool: &str, task: &str) -> Result<Arc<Sessio
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
-            GatewayError::BadGateway(format!("cannot start the MCP server of {tool}: {e}"))
+            // The command line is the operator's, not the agent's business.
+            tracing::warn!(tool, error = %e, "cannot start an MCP server");
+            GatewayError::BadGateway(format!("the MCP server of tool {tool} cannot be started"))
         })?;
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
-        return Err(GatewayError::BadGateway("MCP server pipes missing".into()));
+        return Err(GatewayError::BadGateway(format!(
+            "the MCP server of tool {tool} cannot be started"
+        )));
     };
     let pending: Arc<Pending> = Arc::default();
     let alive = Arc::new(AtomicBool::new(true));
@@ -150,7 +300,7 @@ fn spawn_shared(command: &[String], tool: &str, task: &str) -> Result<Arc<Sessio
     });
     let session = Arc::new(Session {
         tool: tool.to_owned(),
-        task: task.to_owned(),
+        owner,
         stdin,
         child: Mutex::new(child),
         pending,
@@ -197,9 +347,12 @@ pub(crate) async fn post(
                 .get(id)
                 .await
                 .filter(|s| {
-                    s.task == task && s.tool == tool.name.as_str() && s.alive.load(Ordering::SeqCst)
+                    s.owner.task == task
+                        && s.tool == tool.name.as_str()
+                        && s.alive.load(Ordering::SeqCst)
                 })
                 .ok_or_else(|| GatewayError::NotFound("unknown or ended MCP session".into()))?;
+            s.owner.used_with(caller);
             (id.to_owned(), s)
         }
         None => {
@@ -212,27 +365,7 @@ pub(crate) async fn post(
                     "missing Mcp-Session-Id (start with initialize)".into(),
                 ));
             }
-            let id = writ_core::random::token_128()
-                .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
-            // Count and insert under one lock: no race past the limits.
-            let mut map = gw.sessions.map.lock().await;
-            if map.len() >= MAX_SESSIONS {
-                return Err(GatewayError::Unavailable("too many MCP sessions".into()));
-            }
-            if map.values().filter(|s| s.task == task).count() >= MAX_SESSIONS_PER_TASK {
-                return Err(GatewayError::Forbidden {
-                    reason: format!(
-                        "a task may have at most {MAX_SESSIONS_PER_TASK} MCP sessions open"
-                    ),
-                    policy_version: None,
-                    determining_policies: Vec::new(),
-                    approval_id: None,
-                });
-            }
-            let s = spawn_shared(command, tool.name.as_str(), &task)?;
-            map.insert(id.clone(), Arc::clone(&s));
-            drop(map);
-            (id, s)
+            open(gw, command, tool.name.as_str(), caller).await?
         }
     };
     if let Ok(mut t) = session.last_used.lock() {
@@ -248,7 +381,8 @@ pub(crate) async fn post(
     }
     for m in &ins.forward {
         session.write(m).await.map_err(|e| {
-            GatewayError::BadGateway(format!("MCP server of {} is gone: {e}", tool.name))
+            tracing::warn!(tool = %tool.name, error = %e, "cannot write to an MCP server");
+            GatewayError::BadGateway(format!("the MCP server of tool {} is gone", tool.name))
         })?;
     }
     let mut answers = Vec::new();
@@ -260,13 +394,13 @@ pub(crate) async fn post(
             }
             Ok(Err(_)) => {
                 return Err(GatewayError::BadGateway(format!(
-                    "MCP server of {} exited",
+                    "the MCP server of tool {} exited",
                     tool.name
                 )));
             }
             Err(_) => {
                 return Err(GatewayError::BadGateway(format!(
-                    "MCP server of {} did not answer in time",
+                    "the MCP server of tool {} did not answer in time",
                     tool.name
                 )));
             }
@@ -277,6 +411,55 @@ pub(crate) async fn post(
         extra.insert(SESSION_HEADER, v);
     }
     Ok(answer(ins.single, answers, ins.refused, &extra))
+}
+
+/// Opens a session for `caller`'s task, within the limits.
+async fn open(
+    gw: &Gateway,
+    command: &[String],
+    tool: &str,
+    caller: &Caller,
+) -> Result<(String, Arc<Session>), GatewayError> {
+    let id =
+        writ_core::random::token_128().map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+    let owner = Owner::of(caller);
+    // Count and insert under one lock: no race past the limits. Sessions
+    // that have ended but were not swept yet do not count.
+    let mut map = gw.sessions.map.lock().await;
+    let ended = Sessions::take_ended(&mut map, &gw.view, gw.view.now().secs());
+    let opened = within_limits(&map, &owner).and_then(|()| spawn_shared(command, tool, owner));
+    if let Ok(s) = &opened {
+        map.insert(id.clone(), Arc::clone(s));
+    }
+    drop(map);
+    end(ended).await;
+    Ok((id, opened?))
+}
+
+/// Whether `owner` may open one more session: 403 past its task's or its
+/// agent's share, 503 when the gateway has no room left.
+fn within_limits(map: &HashMap<String, Arc<Session>>, owner: &Owner) -> Result<(), GatewayError> {
+    let limited = |reason: String| GatewayError::Forbidden {
+        reason,
+        policy_version: None,
+        determining_policies: Vec::new(),
+        approval_id: None,
+    };
+    let count = |f: &dyn Fn(&Owner) -> bool| map.values().filter(|s| f(&s.owner)).count();
+    if count(&|o| o.task == owner.task) >= MAX_SESSIONS_PER_TASK {
+        return Err(limited(format!(
+            "a task may have at most {MAX_SESSIONS_PER_TASK} MCP sessions open"
+        )));
+    }
+    if count(&|o| o.agent == owner.agent) >= MAX_SESSIONS_PER_AGENT {
+        return Err(limited(format!(
+            "an agent may have at most {MAX_SESSIONS_PER_AGENT} MCP sessions open on a gateway"
+        )));
+    }
+    if map.len() >= MAX_SESSIONS {
+        return Err(GatewayError::Unavailable("too many MCP sessions".into()));
+    }
+    Ok(())
 }
 
 pub(crate) async fn delete(
@@ -290,7 +473,7 @@ pub(crate) async fn delete(
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| GatewayError::BadRequest("missing Mcp-Session-Id".into()))?;
     let mut map = gw.sessions.map.lock().await;
-    let owned = map.get(id).is_some_and(|s| s.task == task);
+    let owned = map.get(id).is_some_and(|s| s.owner.task == task);
     if !owned {
         return Err(GatewayError::NotFound("unknown MCP session".into()));
     }
@@ -300,4 +483,65 @@ pub(crate) async fn delete(
         let _ = s.child.lock().await.kill().await;
     }
     Ok(StatusCode::OK.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    fn owner(task_end: Option<i64>, tokens: &[(&str, i64)]) -> Owner {
+        Owner {
+            task: "t1".into(),
+            agent: "a".parse().unwrap(),
+            chain: vec![
+                "spiffe://writ.local/agent/root".into(),
+                "spiffe://writ.local/agent/a".into(),
+            ],
+            task_end,
+            tokens: std::sync::Mutex::new(Tokens {
+                live: tokens.iter().map(|(j, e)| ((*j).to_owned(), *e)).collect(),
+                last_exp: tokens.iter().map(|(_, e)| *e).max().unwrap_or(0),
+            }),
+        }
+    }
+
+    #[test]
+    fn h6_a_session_ends_with_its_task_and_its_agents() {
+        let none = |_: &str| false;
+        let all = |_: &str| true;
+        let now = 1_000_000;
+        let o = owner(Some(now + 600), &[("j1", now + 300)]);
+        assert_eq!(o.ended(now, &none, &all), None);
+        // The task ended (its tokens revoked), or its agent was quarantined.
+        assert!(o.ended(now, &|j| j == "j1", &all).is_some());
+        assert!(
+            o.ended(now, &none, &|id| !id.ends_with("/root")).is_some(),
+            "an earlier agent of the chain counts too"
+        );
+        // The task's hard end.
+        assert!(o.ended(now + 600, &none, &all).is_some());
+        // Every token expired a minute ago: the task may be over unseen.
+        let o = owner(None, &[("j1", now - 61), ("j2", now - 100)]);
+        assert!(o.ended(now, &none, &all).is_some());
+        let o = owner(None, &[("j1", now - 59)]);
+        assert_eq!(o.ended(now, &none, &all), None);
+        // A token expired past the leeway is forgotten (it is never
+        // revoked any more); a live one is kept.
+        let o = owner(None, &[("old", now - 40), ("new", now + 10)]);
+        assert_eq!(o.ended(now, &none, &all), None);
+        assert_eq!(
+            o.tokens
+                .lock()
+                .unwrap()
+                .live
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>(),
+            vec!["new".to_owned()]
+        );
+        // Forgotten tokens still say when the last one expired.
+        assert_eq!(o.ended(now + 60, &none, &all), None);
+        assert!(o.ended(now + 71, &none, &all).is_some());
+    }
 }

@@ -830,6 +830,7 @@ mod tests {
                 .collect(),
             upstream: None,
             secret_header: None,
+            gateway: None,
             created_at: Timestamp::from_secs(0),
         }
     }

@@ -181,6 +181,15 @@ pub trait AgentStore: Send + Sync {
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
     async fn tool_secrets(&self) -> Result<Vec<StoredSecret>>;
+    /// Binds a tool to the gateway that serves it (`None`: the embedded
+    /// one); `NotFound` for an unknown tool.
+    async fn set_tool_gateway(
+        &self,
+        tool: &ToolName,
+        gateway: Option<&str>,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
 }
 
 /// Gateway credentials and the decisions gateways deliver.

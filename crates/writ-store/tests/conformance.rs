@@ -424,6 +424,7 @@ pub async fn tools_create_get_list(s: Arc<dyn Store>) {
             require_secret: true,
         }),
         secret_header: None,
+        gateway: None,
         created_at: at(5),
     };
     let github = tool("github", "https://api.github.test");
@@ -456,6 +457,69 @@ pub async fn tools_create_get_list(s: Arc<dyn Store>) {
     assert_eq!(audit_len(s).await, before);
 }
 
+/// A tool keeps the gateway it is bound to (migration 13); one bound to
+/// none is the embedded gateway's, which is how tools registered before
+/// the binding existed read back.
+pub async fn h11_tools_keep_the_gateway_that_serves_them(s: Arc<dyn Store>) {
+    let s = &*s;
+    let tool = |n: &str, gateway: Option<&str>| Tool {
+        name: n.parse::<ToolName>().unwrap(),
+        audience: format!("https://{n}.test"),
+        scopes: vec!["read".parse().unwrap()],
+        attributes: Default::default(),
+        upstream: Some(writ_core::api::Upstream::Http {
+            url: format!("https://{n}.internal"),
+            require_secret: false,
+        }),
+        secret_header: None,
+        gateway: gateway.map(str::to_owned),
+        created_at: at(5),
+    };
+    let edge = tool("crm", Some("edge-1"));
+    let plain = tool("wiki", None);
+    for t in [&edge, &plain] {
+        s.create_tool(t, vec![ev(AuditKind::ToolRegister)])
+            .await
+            .unwrap();
+    }
+    let got = s.get_tool(&edge.name).await.unwrap().unwrap();
+    assert_eq!(got, edge);
+    assert!(got.served_by("edge-1") && !got.served_by("embedded"));
+    let listed = s.list_tools().await.unwrap();
+    let wiki = listed.iter().find(|t| t.name == plain.name).unwrap();
+    assert_eq!(wiki.gateway, None);
+    assert!(wiki.served_by("embedded") && !wiki.served_by("edge-1"));
+
+    // Rebound, and back; an unknown tool is refused with nothing written.
+    s.set_tool_gateway(
+        &plain.name,
+        Some("edge-2"),
+        at(6),
+        vec![ev(AuditKind::ToolRegister)],
+    )
+    .await
+    .unwrap();
+    let got = s.get_tool(&plain.name).await.unwrap().unwrap();
+    assert_eq!(got.gateway.as_deref(), Some("edge-2"));
+    s.set_tool_gateway(&edge.name, None, at(7), vec![ev(AuditKind::ToolRegister)])
+        .await
+        .unwrap();
+    assert_eq!(s.get_tool(&edge.name).await.unwrap().unwrap().gateway, None);
+    let before = audit_len(s).await;
+    let err = s
+        .set_tool_gateway(
+            &"nope".parse().unwrap(),
+            Some("edge-1"),
+            at(8),
+            vec![ev(AuditKind::ToolRegister)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(audit_len(s).await, before);
+    assert_chain(s).await;
+}
+
 /// Tool secrets are kept sealed as given, replaced in place, and reported
 /// by header only; an unknown tool is refused with nothing written.
 pub async fn tool_secrets_set_replace_list(s: Arc<dyn Store>) {
@@ -467,6 +531,7 @@ pub async fn tool_secrets_set_replace_list(s: Arc<dyn Store>) {
         attributes: Default::default(),
         upstream: None,
         secret_header: None,
+        gateway: None,
         created_at: at(5),
     };
     s.create_tool(&tool, vec![]).await.unwrap();
@@ -1450,6 +1515,7 @@ pub async fn db_leases_follow_their_task(s: Arc<dyn Store>) {
             grants: vec!["GRANT pg_read_all_data TO {role}".to_owned()],
         }),
         secret_header: None,
+        gateway: None,
         created_at: at(0),
     };
     s.create_tool(&db, vec![ev(AuditKind::ToolRegister)])
@@ -3066,6 +3132,7 @@ macro_rules! every_check {
                 audit_checkpoints_are_kept_once_per_record,
                 signing_keys_rotate_atomically,
                 tools_create_get_list,
+                h11_tools_keep_the_gateway_that_serves_them,
                 tool_secrets_set_replace_list,
                 gateway_decisions_are_recorded_once,
                 call_approvals_round_trip,

@@ -7,8 +7,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use writ_core::api::{
-    AdminCredential, Agent, AuditPage, AuditVerified, CreateJoinToken, JoinTokenCreated,
-    KeyRotated, Quarantined, RegisterAgent, RegisterTool, Tool,
+    AdminCredential, Agent, AuditPage, AuditVerified, BindTool, CreateJoinToken,
+    JoinTokenCreated, KeyRotated, Quarantined, RegisterAgent, RegisterTool, Tool,
 };
 use writ_core::{AgentName, ToolName};
 
@@ -100,6 +100,16 @@ pub async fn list_tools(State(b): State<Arc<Broker>>, _: Admin) -> R<Vec<Tool>> 
 
 pub async fn get_tool(State(b): State<Arc<Broker>>, _: Admin, Path(name): Path<String>) -> R<Tool> {
     Ok(AxumJson(b.tool(&tool_name(&name)?).await?))
+}
+
+/// Serves a tool from another gateway.
+pub async fn bind_tool(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    Path(name): Path<String>,
+    Json(req): Json<BindTool>,
+) -> R<Tool> {
+    Ok(AxumJson(b.bind_tool(&tool_name(&name)?, req).await?))
 }
 
 pub async fn rotate_spiffe_keys(State(b): State<Arc<Broker>>, _: Admin) -> R<serde_json::Value> {
@@ -294,11 +304,10 @@ pub async fn revocations(
         Some(ms) => std::time::Duration::from_millis(ms),
         None => std::time::Duration::from_secs(q.wait),
     };
-    let who = gateway.map(|g| match q.follower.as_deref() {
-        Some(f) if !f.is_empty() && f.len() <= 64 => format!("{g}/{f}"),
-        _ => g,
-    });
-    Ok(AxumJson(
-        b.revocations(who.as_deref(), q.after, wait).await?,
-    ))
+    let follower = match q.follower.as_deref() {
+        Some(f) if !f.is_empty() && f.len() <= 64 => f,
+        _ => "",
+    };
+    let who = gateway.as_deref().map(|g| (g, follower));
+    Ok(AxumJson(b.revocations(who, q.after, wait).await?))
 }

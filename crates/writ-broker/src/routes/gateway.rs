@@ -50,13 +50,20 @@ pub async fn set_secret(
     Ok(AxumJson(b.set_tool_secret(&tool, req).await?))
 }
 
-pub async fn bundle(State(b): State<Arc<Broker>>, _: GatewayAuth) -> R<GatewayBundle> {
-    Ok(AxumJson(b.gateway_bundle().await?))
+pub async fn bundle(
+    State(b): State<Arc<Broker>>,
+    GatewayAuth(name): GatewayAuth,
+) -> R<GatewayBundle> {
+    Ok(AxumJson(b.gateway_bundle(&name).await?))
 }
 
-/// Upstream secrets: a gateway credential only, never an admin one.
-pub async fn secrets(State(b): State<Arc<Broker>>, _: GatewayAuth) -> R<Vec<GatewaySecret>> {
-    Ok(AxumJson(b.gateway_secrets().await?))
+/// Upstream secrets: a gateway credential only, never an admin one, and
+/// only for the tools that gateway serves.
+pub async fn secrets(
+    State(b): State<Arc<Broker>>,
+    GatewayAuth(name): GatewayAuth,
+) -> R<Vec<GatewaySecret>> {
+    Ok(AxumJson(b.gateway_secrets(&name).await?))
 }
 
 pub async fn decisions(

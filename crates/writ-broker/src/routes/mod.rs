@@ -56,6 +56,10 @@ pub fn router(broker: Arc<Broker>) -> Router {
             "/v1/tools/{name}/secret",
             axum::routing::put(gateway::set_secret),
         )
+        .route(
+            "/v1/tools/{name}/gateway",
+            axum::routing::put(admin::bind_tool),
+        )
         .route("/v1/gateways", post(gateway::register))
         .route(
             "/v1/gateways/{name}",

@@ -1,8 +1,8 @@
 //! Admin operations: agents, join tokens, quarantine, tools, keys.
 
 use writ_core::api::{
-    Agent, Attestation, CreateJoinToken, JoinTokenCreated, KeyRotated, Quarantined, RegisterAgent,
-    RegisterTool, Tool,
+    Agent, Attestation, BindTool, CreateJoinToken, JoinTokenCreated, KeyRotated, Quarantined,
+    RegisterAgent, RegisterTool, Tool,
 };
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::ids::agent_spiffe_id;
@@ -157,6 +157,28 @@ impl Broker {
         })
     }
 
+    /// Binds a tool to the gateway that serves it: from then on only that
+    /// gateway routes it and gets its secret.
+    pub async fn bind_tool(&self, name: &ToolName, req: BindTool) -> Result<Tool, ApiError> {
+        let tool = self
+            .store
+            .get_tool(name)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("tool {name} not found")))?;
+        let gateway = super::gateway::check_binding(req.gateway, tool.upstream.as_ref())?;
+        let event = AuditEvent::new(AuditKind::ToolRegister, Outcome::Success, "admin")
+            .reason("tool bound to another gateway")
+            .detail(serde_json::json!({
+                "tool": name,
+                "gateway": gateway,
+                "previous_gateway": tool.gateway,
+            }));
+        self.store
+            .set_tool_gateway(name, gateway.as_deref(), self.now(), vec![event])
+            .await?;
+        Ok(Tool { gateway, ..tool })
+    }
+
     pub async fn register_tool(&self, req: RegisterTool) -> Result<Tool, ApiError> {
         if req.audience.trim().is_empty()
             || req.audience.len() > 512
@@ -201,6 +223,7 @@ impl Broker {
         if let Some(u) = &req.upstream {
             super::gateway::check_upstream(u)?;
         }
+        let gateway = super::gateway::check_binding(req.gateway, req.upstream.as_ref())?;
         let tool = Tool {
             name: req.name,
             audience: req.audience,
@@ -208,6 +231,7 @@ impl Broker {
             attributes: req.attributes,
             upstream: req.upstream,
             secret_header: None,
+            gateway,
             created_at: self.now(),
         };
         let event = AuditEvent::new(AuditKind::ToolRegister, Outcome::Success, "admin").detail(
@@ -217,6 +241,7 @@ impl Broker {
                 "scopes": tool.scopes,
                 "attributes": tool.attributes,
                 "upstream": tool.upstream,
+                "gateway": tool.gateway,
             }),
         );
         self.store.create_tool(&tool, vec![event]).await?;

@@ -14,58 +14,170 @@ use crate::error::ApiError;
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 const PAGE: u32 = 1000;
 
+/// A follower that took news has this long to come back for more before
+/// acknowledgements stop waiting for it.
+const COME_BACK: Duration = Duration::from_secs(1);
+/// A follower not seen for this long is forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(300);
+/// Most followers tracked per gateway credential (the least recently seen
+/// one goes first).
+const MAX_FOLLOWERS_PER_GATEWAY: usize = 64;
+
 /// The gateways following the feed, and how far each has taken it: a
 /// follower's `after` says it holds everything up to there.
+///
+/// An acknowledgement waits only for followers that keep up: one that asked
+/// holding everything it was handed last (a new one: everything there was),
+/// and is in its poll or just out of it. A follower that asks with an old
+/// sequence is catching up and is not waited for, so one stale long-poll
+/// cannot hold every revocation up; it fails closed on its side once its
+/// view is older than its staleness bound. A follower that took news and
+/// does not come back within [`COME_BACK`] is not waited for either.
 #[derive(Debug, Default)]
 pub(crate) struct Followers {
-    by_gateway: Mutex<HashMap<String, Follower>>,
+    by_key: Mutex<HashMap<(String, String), Follower>>,
     acked: tokio::sync::Notify,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Follower {
     acked: u64,
-    /// Live until then: the poll it is in, plus a second to come back.
+    /// The `next` of its last answer: what it should hold when it asks
+    /// again.
+    handed: u64,
+    /// Whether it held what it was handed when it last asked.
+    keeping_up: bool,
+    /// Waited for until then: the poll it is in, then a moment to come
+    /// back.
     live_until: Instant,
+    seen: Instant,
+}
+
+/// Whether every follower an acknowledgement waits for holds a sequence.
+#[derive(Debug, PartialEq, Eq)]
+enum Holding {
+    All,
+    /// Not yet; the soonest one of those that do not stops being waited
+    /// for then.
+    Waiting(Instant),
+}
+
+/// A follower's poll in progress: when it ends (answered or dropped), the
+/// follower has [`COME_BACK`] to ask again.
+pub(crate) struct Following<'a> {
+    followers: &'a Followers,
+    key: (String, String),
+    next: Option<u64>,
+}
+
+impl Following<'_> {
+    fn answered(&mut self, next: u64) {
+        self.next = Some(next);
+    }
+}
+
+impl Drop for Following<'_> {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        if let Ok(mut m) = self.followers.by_key.lock()
+            && let Some(f) = m.get_mut(&self.key)
+        {
+            if let Some(n) = self.next {
+                f.handed = f.handed.max(n);
+            }
+            f.live_until = f.live_until.min(now + COME_BACK);
+            f.seen = now;
+        }
+    }
 }
 
 impl Followers {
-    fn ack(&self, gateway: &str, after: u64, wait: Duration) {
-        if let Ok(mut m) = self.by_gateway.lock() {
-            let f = m.entry(gateway.to_owned()).or_insert(Follower {
+    /// `follower` of `gateway` asks for what follows `after`, `head` being
+    /// the newest revocation now; it waits up to `wait`.
+    fn asked(
+        &self,
+        gateway: &str,
+        follower: &str,
+        after: u64,
+        head: u64,
+        wait: Duration,
+    ) -> Following<'_> {
+        let key = (gateway.to_owned(), follower.to_owned());
+        let now = Instant::now();
+        if let Ok(mut m) = self.by_key.lock() {
+            if !m.contains_key(&key) {
+                forget_stale(&mut m, gateway, now);
+            }
+            let f = m.entry(key.clone()).or_insert(Follower {
                 acked: 0,
-                live_until: Instant::now(),
+                handed: head,
+                keeping_up: false,
+                live_until: now,
+                seen: now,
             });
+            f.keeping_up = after >= f.handed;
             f.acked = f.acked.max(after);
-            f.live_until = Instant::now() + wait.min(MAX_WAIT) + Duration::from_secs(1);
+            f.live_until = now + wait.min(MAX_WAIT) + COME_BACK;
+            f.seen = now;
         }
         self.acked.notify_waiters();
+        Following {
+            followers: self,
+            key,
+            next: None,
+        }
     }
 
-    /// Whether every live follower holds `seq`.
-    fn all_hold(&self, seq: u64) -> bool {
+    /// Whether every follower that keeps up and is live holds `seq`.
+    fn holding(&self, seq: u64) -> Holding {
         let now = Instant::now();
-        self.by_gateway.lock().map_or(true, |m| {
-            m.values()
-                .filter(|f| f.live_until > now)
-                .all(|f| f.acked >= seq)
-        })
+        let Ok(m) = self.by_key.lock() else {
+            return Holding::All;
+        };
+        m.values()
+            .filter(|f| f.keeping_up && f.live_until > now && f.acked < seq)
+            .map(|f| f.live_until)
+            .min()
+            .map_or(Holding::All, Holding::Waiting)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_key.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// Forgets followers not seen for a while, and makes room for one more of
+/// `gateway`.
+fn forget_stale(m: &mut HashMap<(String, String), Follower>, gateway: &str, now: Instant) {
+    m.retain(|_, f| f.live_until > now || now.duration_since(f.seen) < FORGET_AFTER);
+    let mine = m.keys().filter(|(g, _)| g == gateway).count();
+    if mine >= MAX_FOLLOWERS_PER_GATEWAY {
+        let oldest = m
+            .iter()
+            .filter(|((g, _), _)| g == gateway)
+            .min_by_key(|(_, f)| f.seen)
+            .map(|(k, _)| k.clone());
+        if let Some(k) = oldest {
+            m.remove(&k);
+        }
     }
 }
 
 impl Broker {
     /// Revocations after `after`; with nothing new, waits up to `wait` for
-    /// the next one. `gateway`: the follower asking (its `after` is its
-    /// acknowledgement).
+    /// the next one. `follower`: the gateway asking and which of its
+    /// processes (its `after` is its acknowledgement).
     pub async fn revocations(
         &self,
-        gateway: Option<&str>,
+        follower: Option<(&str, &str)>,
         after: u64,
         wait: Duration,
     ) -> Result<RevocationPage, ApiError> {
-        if let Some(g) = gateway {
-            self.followers.ack(g, after, wait);
-        }
+        // Everything up to the head now is in the page read below (unless
+        // it is full): a follower that reaches it is caught up.
+        let head = self.store.revocation_head().await?;
+        let mut following = follower.map(|(g, f)| self.followers.asked(g, f, after, head, wait));
         let notified = self.revoked.notified();
         tokio::pin!(notified);
         // Register for the wake-up before looking, so none is missed.
@@ -76,16 +188,20 @@ impl Broker {
             page = self.store.revocations_after(after, PAGE).await?;
         }
         let next = page.last().map_or(after, |r| r.seq);
+        if let Some(f) = following.as_mut() {
+            f.answered(next);
+        }
         Ok(RevocationPage {
             revocations: page,
             next,
+            head: Some(head),
         })
     }
 
     /// Wakes feed readers after a change that may have revoked something,
-    /// then waits (bounded by `propagation_wait`) until every connected
-    /// gateway holds it, so that once the change is acknowledged the next
-    /// request through any live gateway is refused.
+    /// then waits (bounded by `propagation_wait`) until every gateway that
+    /// keeps up holds it, so that once the change is acknowledged the next
+    /// request through any such gateway is refused.
     pub(crate) async fn revocations_changed(&self) {
         self.revoked.notify_waiters();
         self.tasks_ended.notify_one();
@@ -101,10 +217,13 @@ impl Broker {
             let notified = self.followers.acked.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.followers.all_hold(head) {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let until = match self.followers.holding(head) {
+                Holding::All => return,
+                Holding::Waiting(at) => deadline.min(tokio::time::Instant::from_std(at)),
+            };
+            if tokio::time::timeout_at(until, notified).await.is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
                 tracing::warn!(
                     seq = head,
                     "a gateway did not take a revocation in time; it fails closed once stale"
@@ -112,5 +231,74 @@ impl Broker {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn h11_a_stale_follower_is_not_waited_for() {
+        let f = Followers::default();
+        // An honest follower, caught up at 10, in its poll.
+        let honest = f.asked("edge", "p1", 10, 10, WAIT);
+        // A stale one: asks from 0 with 10 revocations out.
+        let stale = f.asked("edge", "p2", 0, 10, WAIT);
+        assert!(matches!(f.holding(11), Holding::Waiting(_)));
+        drop(honest);
+        // The honest one comes back holding 11: nothing else is waited for.
+        let _again = f.asked("edge", "p1", 11, 11, WAIT);
+        assert_eq!(f.holding(11), Holding::All);
+        drop(stale);
+    }
+
+    #[test]
+    fn h11_a_follower_keeps_up_by_holding_what_it_was_handed() {
+        let f = Followers::default();
+        let mut poll = f.asked("edge", "p1", 10, 10, WAIT);
+        poll.answered(12);
+        drop(poll);
+        // Handed 12, back with 12 while the head moved to 13: keeping up,
+        // so revocation 13 waits for it.
+        let back = f.asked("edge", "p1", 12, 13, WAIT);
+        assert!(matches!(f.holding(13), Holding::Waiting(_)));
+        drop(back);
+        // Back with 10 instead (it did not take what it was handed): not
+        // waited for.
+        let _stale = f.asked("edge", "p1", 10, 13, WAIT);
+        assert_eq!(f.holding(13), Holding::All);
+    }
+
+    #[test]
+    fn h11_a_follower_that_took_news_has_a_moment_to_come_back() {
+        let f = Followers::default();
+        let mut poll = f.asked("edge", "p1", 10, 10, WAIT);
+        poll.answered(11);
+        drop(poll);
+        match f.holding(11) {
+            Holding::Waiting(until) => assert!(until <= Instant::now() + COME_BACK),
+            Holding::All => panic!("a follower just answered is waited for a moment"),
+        }
+    }
+
+    #[test]
+    fn h11_followers_are_pruned_and_bounded_per_gateway() {
+        let f = Followers::default();
+        for i in 0..(MAX_FOLLOWERS_PER_GATEWAY + 10) {
+            drop(f.asked("edge", &format!("p{i}"), 0, 0, Duration::ZERO));
+        }
+        drop(f.asked("other", "p0", 0, 0, Duration::ZERO));
+        assert_eq!(f.len(), MAX_FOLLOWERS_PER_GATEWAY + 1);
+        // Followers long unseen are forgotten when a new one comes.
+        let later = Instant::now() + FORGET_AFTER + WAIT + COME_BACK;
+        if let Ok(mut m) = f.by_key.lock() {
+            forget_stale(&mut m, "edge", later);
+        }
+        assert_eq!(f.len(), 0);
+        drop(f.asked("edge", "new", 0, 0, Duration::ZERO));
+        assert_eq!(f.len(), 1);
     }
 }

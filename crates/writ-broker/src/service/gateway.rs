@@ -5,9 +5,9 @@
 use std::sync::OnceLock;
 
 use writ_core::api::{
-    ApprovalStatus, CallHeld, GatewayBundle, GatewayDecisions, GatewayDecisionsAck,
-    GatewayRegistered, GatewaySecret, HoldCall, RegisterGateway, SetToolSecret, ToolSecretSet,
-    Upstream,
+    ApprovalStatus, CallHeld, EMBEDDED_GATEWAY, GatewayBundle, GatewayDecisions,
+    GatewayDecisionsAck, GatewayRegistered, GatewaySecret, HoldCall, RegisterGateway,
+    SetToolSecret, ToolSecretSet, Upstream, valid_gateway_name,
 };
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::{ToolName, random};
@@ -20,8 +20,6 @@ use crate::error::ApiError;
 pub const MAX_DECISIONS: usize = 1000;
 /// Longest upstream secret value.
 const MAX_SECRET_LEN: usize = 8 * 1024;
-/// The name the gateway inside `writ serve` records its decisions under.
-pub const EMBEDDED_GATEWAY: &str = "embedded";
 
 /// Headers a secret may not be injected as: the gateway owns these.
 const RESERVED_HEADERS: [&str; 12] = [
@@ -111,13 +109,7 @@ impl Broker {
         req: RegisterGateway,
     ) -> Result<GatewayRegistered, ApiError> {
         let name = req.name;
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name != EMBEDDED_GATEWAY
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-        if !valid {
+        if !valid_gateway_name(&name) || name == EMBEDDED_GATEWAY {
             return Err(ApiError::BadRequest(format!(
                 "gateway name must be 1-64 characters of [A-Za-z0-9._-] and not {EMBEDDED_GATEWAY:?}"
             )));
@@ -223,12 +215,23 @@ impl Broker {
         })
     }
 
-    /// Every tool secret, opened: for gateways only.
-    pub async fn gateway_secrets(&self) -> Result<Vec<GatewaySecret>, ApiError> {
+    /// The secrets of the tools `gateway` serves, opened: for that gateway
+    /// only. As Vault scopes a token to the paths its policy names, a
+    /// gateway credential reads the secrets of the tools bound to it and
+    /// no others, so one stolen credential is not every upstream's.
+    pub async fn gateway_secrets(&self, gateway: &str) -> Result<Vec<GatewaySecret>, ApiError> {
+        let served: std::collections::HashSet<ToolName> = self
+            .store
+            .list_tools()
+            .await?
+            .into_iter()
+            .filter(|t| t.served_by(gateway))
+            .map(|t| t.name)
+            .collect();
         let mut out = Vec::new();
         for s in self.store.tool_secrets().await? {
             // A postgres tool's admin connection (no header) stays here.
-            if s.header.is_empty() {
+            if s.header.is_empty() || !served.contains(&s.tool) {
                 continue;
             }
             // One secret that cannot be opened withholds that tool's only
@@ -250,8 +253,8 @@ impl Broker {
         Ok(out)
     }
 
-    /// The live policy set, the tools and the agents.
-    pub async fn gateway_bundle(&self) -> Result<GatewayBundle, ApiError> {
+    /// The live policy set, the tools and the agents, for `gateway`.
+    pub async fn gateway_bundle(&self, gateway: &str) -> Result<GatewayBundle, ApiError> {
         let policy = self.policy();
         Ok(GatewayBundle {
             issuer: self.config.issuer.clone(),
@@ -265,6 +268,7 @@ impl Broker {
             agents: self.store.list_agents().await?,
             behaviour_at: Some(self.now()),
             behaviour: self.behaviour_counts().await?,
+            gateway: Some(gateway.to_owned()),
         })
     }
 
@@ -278,6 +282,18 @@ impl Broker {
         gateway: &str,
         req: HoldCall,
     ) -> Result<CallHeld, ApiError> {
+        // Only for a tool the gateway serves: no other call reaches it.
+        let served = self
+            .store
+            .get_tool(&req.call.tool)
+            .await?
+            .is_some_and(|t| t.served_by(gateway));
+        if !served {
+            return Err(ApiError::Forbidden(format!(
+                "gateway {gateway} does not serve tool {}",
+                req.call.tool
+            )));
+        }
         let task = self
             .store
             .get_task(&req.task)
@@ -316,6 +332,16 @@ impl Broker {
     }
 
     /// Records a gateway's decisions, exactly once each, in its order.
+    ///
+    /// A record is taken as the gateway's word on what it decided, but only
+    /// about a request it could have seen: the token it names (`jti`) is a
+    /// tool token writ issued, for a tool this gateway serves (the record's
+    /// `tool`), and the record names that token's own agent, instance, task
+    /// and human. Anything else is not recorded as a decision: in its place
+    /// goes a `failure` record saying what the gateway claimed, which names
+    /// no agent, so it counts against no one. Either way the gateway's
+    /// numbering moves on, and every record is stamped with the gateway's
+    /// name.
     pub async fn gateway_decisions(
         &self,
         gateway: &str,
@@ -330,6 +356,15 @@ impl Broker {
             )));
         }
         let actor = format!("gateway:{gateway}");
+        let mut known = Vouching::new(
+            self.store
+                .list_tools()
+                .await?
+                .into_iter()
+                .filter(|t| t.served_by(gateway))
+                .map(|t| (t.name.to_string(), t.audience))
+                .collect(),
+        );
         let mut events = Vec::with_capacity(batch.decisions.len());
         for mut e in batch.decisions {
             if e.kind != AuditKind::ToolCall {
@@ -338,6 +373,17 @@ impl Broker {
                 ));
             }
             e.actor.clone_from(&actor);
+            let e = match self.vouch(&mut known, &e).await? {
+                Ok(()) => e,
+                Err(why) => {
+                    tracing::warn!(
+                        gateway,
+                        why,
+                        "a gateway delivered a decision it could not have made"
+                    );
+                    unvouched(&actor, gateway, why, &e)
+                }
+            };
             events.push(e);
         }
         let acked = self
@@ -346,6 +392,138 @@ impl Broker {
             .await?;
         Ok(GatewayDecisionsAck { acked })
     }
+
+    /// Whether a delivered decision is about a request its gateway could
+    /// have seen (`Err` says why not).
+    async fn vouch(
+        &self,
+        known: &mut Vouching,
+        e: &AuditEvent,
+    ) -> Result<Result<(), &'static str>, ApiError> {
+        let Some(jti) = e.jti.as_deref() else {
+            return Ok(Err("it names no token"));
+        };
+        let Some(tool) = e.detail.get("tool").and_then(serde_json::Value::as_str) else {
+            return Ok(Err("it names no tool"));
+        };
+        let Some(audience) = known.served.get(tool) else {
+            return Ok(Err("it names a tool this gateway does not serve"));
+        };
+        if !known.grants.contains_key(jti) {
+            let g = self.store.grant_state(jti).await?.map(|s| s.grant);
+            known.grants.insert(jti.to_owned(), g);
+        }
+        let Some(Some(grant)) = known.grants.get(jti) else {
+            return Ok(Err("it names a token writ did not issue"));
+        };
+        if grant.kind != writ_store::GrantKind::ToolToken
+            || grant.audience.as_deref() != Some(audience.as_str())
+        {
+            return Ok(Err("its token is not a tool token for its tool"));
+        }
+        let Some(task_id) = &grant.task_id else {
+            return Ok(Err("its token belongs to no task"));
+        };
+        let same = e.agent.as_deref() == Some(grant.agent.as_str())
+            && e.instance.as_deref() == Some(grant.instance_id.as_str())
+            && e.task.as_deref() == Some(task_id.as_str());
+        if !same {
+            return Ok(Err(
+                "it names another agent, instance or task than its token's",
+            ));
+        }
+        // A decision is made while its token is valid (with the leeway a
+        // gateway verifies with, on either side).
+        let leeway = 2 * writ_core::token::LEEWAY_SECS;
+        let decided = e
+            .detail
+            .get("decided_at")
+            .and_then(serde_json::Value::as_i64)
+            .map(writ_core::Timestamp::from_millis);
+        if decided.is_some_and(|d| {
+            d < grant.issued_at.add_secs(-leeway) || d > grant.expires_at.add_secs(leeway)
+        }) {
+            return Ok(Err("it was decided when its token was not valid"));
+        }
+        if !known.tasks.contains_key(task_id.as_str()) {
+            let obo = self.store.get_task(task_id).await?.map(|t| t.on_behalf_of);
+            known.tasks.insert(task_id.to_string(), obo);
+        }
+        match known.tasks.get(task_id.as_str()) {
+            Some(Some(obo)) if *obo == e.on_behalf_of => Ok(Ok(())),
+            Some(Some(_)) => Ok(Err("it names another human than its task acts for")),
+            _ => Ok(Err("its task is unknown")),
+        }
+    }
+}
+
+/// What one delivery's records are checked against, looked up once each.
+struct Vouching {
+    /// The tools the gateway serves: name → audience.
+    served: std::collections::HashMap<String, String>,
+    grants: std::collections::HashMap<String, Option<writ_store::Grant>>,
+    /// Task → the human it acts for (`None`: no such task).
+    tasks: std::collections::HashMap<String, Option<Option<String>>>,
+}
+
+impl Vouching {
+    fn new(served: std::collections::HashMap<String, String>) -> Self {
+        Self {
+            served,
+            grants: std::collections::HashMap::new(),
+            tasks: std::collections::HashMap::new(),
+        }
+    }
+}
+
+/// The record kept instead of a decision the gateway could not have made:
+/// what it claimed, in `detail`, and no agent, task or human of its own.
+fn unvouched(actor: &str, gateway: &str, why: &str, e: &AuditEvent) -> AuditEvent {
+    // What the gateway chose is capped, so the record stays small.
+    let cap = |s: &Option<String>| {
+        s.as_deref()
+            .map(|v| v.chars().take(256).collect::<String>())
+    };
+    AuditEvent::new(AuditKind::ToolCall, Outcome::Failure, actor)
+        .reason(format!(
+            "gateway {gateway} delivered a decision it could not have made: {why}; not recorded as one"
+        ))
+        .detail(serde_json::json!({
+            "unvouched": true,
+            "claimed": {
+                "outcome": e.outcome,
+                "agent": cap(&e.agent),
+                "instance": cap(&e.instance),
+                "task": cap(&e.task),
+                "on_behalf_of": cap(&e.on_behalf_of),
+                "jti": cap(&e.jti),
+                "tool": cap(&e.detail.get("tool").and_then(serde_json::Value::as_str).map(str::to_owned)),
+            },
+        }))
+}
+
+/// Checks a tool's gateway at registration: a gateway name, for a tool a
+/// gateway serves. The embedded gateway is the default, so it is not
+/// recorded by name. The gateway need not be registered yet: the binding
+/// names who will serve the tool once it is.
+pub(crate) fn check_binding(
+    gateway: Option<String>,
+    upstream: Option<&Upstream>,
+) -> Result<Option<String>, ApiError> {
+    let Some(g) = gateway.filter(|g| g != EMBEDDED_GATEWAY) else {
+        return Ok(None);
+    };
+    if !valid_gateway_name(&g) {
+        return Err(ApiError::BadRequest(
+            "gateway name must be 1-64 characters of [A-Za-z0-9._-]".into(),
+        ));
+    }
+    if !upstream.is_some_and(Upstream::is_gateway) {
+        return Err(ApiError::BadRequest(
+            "only a tool with an HTTP or MCP upstream is served by a gateway".into(),
+        ));
+    }
+    Ok(Some(g))
 }
 
 fn secret_purpose(tool: &ToolName) -> String {

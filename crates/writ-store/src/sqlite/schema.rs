@@ -261,4 +261,9 @@ CREATE TABLE audit_checkpoints (
     token       TEXT NOT NULL
 );
 "#,
+    // 15: the gateway that serves each tool (and alone gets its secret);
+    // NULL: the gateway inside `writ serve`.
+    r#"
+ALTER TABLE tools ADD COLUMN gateway TEXT;
+"#,
 ];

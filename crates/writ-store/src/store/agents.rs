@@ -159,14 +159,15 @@ impl AgentStore for SqlStore {
         self.write(move |ctx: &mut WriteCtx<'_>| {
             ctx.tx
                 .execute(
-                    &format!("INSERT INTO tools ({TOOL_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                    &format!("INSERT INTO tools ({TOOL_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
                     params![
                         t.name.as_str(),
                         t.audience,
                         scopes,
                         t.created_at.millis(),
                         attributes,
-                        upstream
+                        upstream,
+                        t.gateway
                     ],
                 )
                 .map_err(insert_err(format!("tool {}", t.name)))?;
@@ -228,6 +229,30 @@ impl AgentStore for SqlStore {
                     params![tool, header, sealed, now.millis()],
                 )
                 .map_err(db)?;
+            ctx.audit(now, &audit)
+        })
+        .await
+    }
+
+    async fn set_tool_gateway(
+        &self,
+        tool: &ToolName,
+        gateway: Option<&str>,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        let (tool, gateway) = (tool.to_string(), gateway.map(str::to_owned));
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let n = ctx
+                .tx
+                .execute(
+                    "UPDATE tools SET gateway = ?1 WHERE name = ?2",
+                    params![gateway, tool],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("tool"));
+            }
             ctx.audit(now, &audit)
         })
         .await

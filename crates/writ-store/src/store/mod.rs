@@ -99,9 +99,9 @@ fn node_from(r: &Row) -> Result<Node> {
     })
 }
 
-const TOOL_COLS: &str = "name, audience, scopes, created_at, attributes, upstream";
+const TOOL_COLS: &str = "name, audience, scopes, created_at, attributes, upstream, gateway";
 const TOOL_SELECT: &str = "SELECT t.name, t.audience, t.scopes, t.created_at, t.attributes, \
-                           t.upstream, s.header FROM tools t LEFT JOIN tool_secrets s ON s.tool = t.name";
+                           t.upstream, s.header, t.gateway FROM tools t LEFT JOIN tool_secrets s ON s.tool = t.name";
 
 type ToolRow = (
     String,
@@ -109,6 +109,7 @@ type ToolRow = (
     String,
     i64,
     String,
+    Option<String>,
     Option<String>,
     Option<String>,
 );
@@ -122,11 +123,12 @@ fn tool_row(r: &Row) -> DbResult<ToolRow> {
         r.get(4)?,
         r.get(5)?,
         r.get(6)?,
+        r.get(7)?,
     ))
 }
 
 fn tool_from(row: ToolRow) -> Result<Tool> {
-    let (name, audience, scopes, created_at, attributes, upstream, secret_header) = row;
+    let (name, audience, scopes, created_at, attributes, upstream, secret_header, gateway) = row;
     Ok(Tool {
         name: parse("tool name", &name)?,
         audience,
@@ -134,6 +136,7 @@ fn tool_from(row: ToolRow) -> Result<Tool> {
         attributes: json("tool attributes", &attributes)?,
         upstream: upstream.map(|u| json("tool upstream", &u)).transpose()?,
         secret_header,
+        gateway,
         created_at: ts(created_at),
     })
 }

@@ -231,6 +231,7 @@ fn records(case: &Case) -> anyhow::Result<Records> {
         attributes: case.tool.attributes.clone(),
         upstream: None,
         secret_header: None,
+        gateway: None,
         created_at: Timestamp::from_secs(0),
     };
     let now = Timestamp::from_secs(case.now.unwrap_or(DEFAULT_NOW));

@@ -1,4 +1,4 @@
-//! `writ tool register|list|secret`
+//! `writ tool register|list|bind|secret`
 
 use std::path::PathBuf;
 
@@ -63,6 +63,19 @@ pub enum ToolCmd {
         /// `--postgres-grant 'GRANT SELECT ON ALL TABLES IN SCHEMA reporting TO {role}'`.
         #[arg(long = "postgres-grant", value_name = "STATEMENT", conflicts_with_all = ["upstream", "mcp_command"])]
         postgres_grants: Vec<String>,
+        /// The gateway that serves the tool, by its `writ gateway register`
+        /// name: it alone routes the tool and gets its upstream secret
+        /// [default: the gateway inside `writ serve`].
+        #[arg(long, value_name = "NAME", conflicts_with = "postgres_grants")]
+        gateway: Option<String>,
+    },
+    /// Serve a tool from another gateway (it alone then routes the tool and
+    /// gets its upstream secret); without --gateway, from the gateway
+    /// inside `writ serve`.
+    Bind {
+        tool: ToolName,
+        #[arg(long, value_name = "NAME")]
+        gateway: Option<String>,
     },
     /// Upstream secrets a gateway injects.
     #[command(subcommand)]
@@ -85,6 +98,7 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
             require_secret,
             mcp_command,
             postgres_grants,
+            gateway,
         } => {
             let upstream = match (upstream, mcp_command.is_empty()) {
                 (None, true) if !postgres_grants.is_empty() => Some(Upstream::Postgres {
@@ -122,11 +136,16 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
                         })
                         .collect::<anyhow::Result<_>>()?,
                     upstream,
+                    gateway,
                 },
             };
             print(&c.register_tool(&req).await?, g.field())?;
         }
         ToolCmd::List => print(&c.tools().await?, g.field())?,
+        ToolCmd::Bind { tool, gateway } => print(
+            &c.bind_tool(tool.as_str(), gateway.as_deref()).await?,
+            g.field(),
+        )?,
         ToolCmd::Secret(SecretCmd::Set {
             tool,
             header,

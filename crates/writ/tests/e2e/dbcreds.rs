@@ -51,6 +51,7 @@ pub(crate) async fn register_warehouse(b: &Broker, admin_url: &str) {
                     "GRANT SELECT ON ALL TABLES IN SCHEMA reporting TO {role}".into(),
                 ],
             }),
+            gateway: None,
         })
         .await
         .unwrap();

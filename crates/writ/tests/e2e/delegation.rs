@@ -298,6 +298,7 @@ async fn x1_x2_x3_x7_exchange_only_narrows_and_refusals_are_audited() {
             scopes: vec!["read".parse().unwrap()],
             attributes: Default::default(),
             upstream: None,
+            gateway: None,
         })
         .await
         .unwrap();
@@ -566,6 +567,7 @@ async fn tool_tokens_are_not_writ_credentials() {
             scopes: vec!["read".parse().unwrap()],
             attributes: Default::default(),
             upstream: None,
+            gateway: None,
         })
         .await
         .unwrap_err();

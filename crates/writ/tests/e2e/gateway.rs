@@ -54,6 +54,12 @@ async fn upstream() -> Upstream200 {
 }
 
 async fn register_http_tool(b: &Broker, name: &str, url: &str) {
+    register_http_tool_on(b, name, url, None).await;
+}
+
+/// Registers `name`, served by the gateway named `gateway` (the embedded
+/// one when `None`).
+async fn register_http_tool_on(b: &Broker, name: &str, url: &str, gateway: Option<&str>) {
     b.admin()
         .register_tool(&RegisterTool {
             name: name.parse().unwrap(),
@@ -64,6 +70,7 @@ async fn register_http_tool(b: &Broker, name: &str, url: &str) {
                 url: url.into(),
                 require_secret: false,
             }),
+            gateway: gateway.map(str::to_owned),
         })
         .await
         .unwrap();
@@ -214,9 +221,9 @@ async fn dpop_bound_tool_tokens_need_a_fresh_proof_at_the_gateway() {
 }
 
 /// A standalone `writ gateway`, killed on drop.
-struct StandaloneGateway {
+pub(crate) struct StandaloneGateway {
     child: Child,
-    url: String,
+    pub url: String,
 }
 
 impl Drop for StandaloneGateway {
@@ -226,7 +233,7 @@ impl Drop for StandaloneGateway {
     }
 }
 
-fn standalone(broker: &str, token: &str, spool: &std::path::Path) -> StandaloneGateway {
+pub(crate) fn standalone(broker: &str, token: &str, spool: &std::path::Path) -> StandaloneGateway {
     let mut child = Command::new(BIN)
         .args([
             "gateway",
@@ -269,7 +276,6 @@ fn standalone(broker: &str, token: &str, spool: &std::path::Path) -> StandaloneG
 async fn g5_standalone_gateway_fails_closed_without_the_broker_and_delivers_its_spool() {
     let mut b = Broker::start();
     let up = upstream().await;
-    register_http_tool(&b, "crm", &up.url).await;
     // A gateway credential, made with the CLI; refused for an admin's secrets.
     let out = b.cli(&["gateway", "register", "edge-1", "--field", "token"]);
     assert!(out.status.success(), "{out:?}");
@@ -278,6 +284,8 @@ async fn g5_standalone_gateway_fails_closed_without_the_broker_and_delivers_its_
         .trim()
         .trim_matches('"')
         .to_owned();
+    // The tool it serves.
+    register_http_tool_on(&b, "crm", &up.url, Some("edge-1")).await;
     let spool = tempfile::tempdir().unwrap();
     let gw = standalone(&b.addr, &token, spool.path());
     wait_for_tool(&gw.url, "crm").await;

@@ -17,6 +17,7 @@ mod dbcreds;
 pub(crate) mod delegation;
 mod faults;
 mod gateway;
+mod gateway_edges;
 mod hardening;
 mod harness;
 mod hostile;

@@ -165,6 +165,7 @@ pub(crate) async fn register_tool(b: &Broker, name: &str, scopes: &[&str], upstr
             scopes: scopes.iter().map(|s| s.parse().unwrap()).collect(),
             attributes: Default::default(),
             upstream: Some(upstream),
+            gateway: None,
         })
         .await
         .unwrap();
