@@ -7,8 +7,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use writ_core::api::{
-    AdminCredential, Agent, AuditPage, AuditVerified, BindTool, CreateJoinToken,
-    JoinTokenCreated, KeyRotated, Quarantined, RegisterAgent, RegisterTool, Tool,
+    AdminCredential, Agent, AuditPage, AuditVerified, BindTool, CreateJoinToken, JoinTokenCreated,
+    KeyRotated, Quarantined, RegisterAgent, RegisterTool, Tool,
 };
 use writ_core::{AgentName, ToolName};
 

@@ -59,29 +59,9 @@ impl Broker {
             Err(brk) => return Ok(broken(brk.seq, brk.reason)),
         }
         let mut v = Verifier::with_checkpoints(sealed);
-        let mut after = 0;
-        loop {
-            let page = self.store.audit_after(after, MAX_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            for r in &page {
-                if let Err(brk) = v.push(r) {
-                    let (seq, head) = v.head();
-                    return Ok(AuditVerified {
-                        valid: false,
-                        records: seq,
-                        head: head.to_owned(),
-                        error: Some(brk),
-                        checkpoint: None,
-                        checkpoints: count,
-                        sealed_through: v.sealed_through(),
-                    });
-                }
-            }
-        }
-        if let Err(brk) = v.finish() {
+        let failed = |v: &Verifier, brk: ChainBreak| {
             let (seq, head) = v.head();
-            return Ok(AuditVerified {
+            AuditVerified {
                 valid: false,
                 records: seq,
                 head: head.to_owned(),
@@ -89,7 +69,21 @@ impl Broker {
                 checkpoint: None,
                 checkpoints: count,
                 sealed_through: v.sealed_through(),
-            });
+            }
+        };
+        let mut after = 0;
+        loop {
+            let page = self.store.audit_after(after, MAX_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for r in &page {
+                if let Err(brk) = v.push(r) {
+                    return Ok(failed(&v, brk));
+                }
+            }
+        }
+        if let Err(brk) = v.finish() {
+            return Ok(failed(&v, brk));
         }
         let (seq, head) = v.head();
         let checkpoint = self

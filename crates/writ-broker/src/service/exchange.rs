@@ -427,27 +427,15 @@ impl Broker {
     ) -> Result<(AccessClaims, GrantState, writ_core::api::Agent, Vec<Task>), OAuthError> {
         // The actor: a live instance token of the sub-agent. Its key (if
         // any) is the one the child's token is bound to.
+        let bad_actor =
+            |e: &dyn std::fmt::Display| OAuthError::invalid_grant(format!("actor_token: {e}"));
         let actor_claims = match self.verify_token(actor_token, TokenKind::Instance) {
             Ok(c) => c,
-            Err(e) => {
-                return self
-                    .refuse(
-                        claims,
-                        OAuthError::invalid_grant(format!("actor_token: {e}")),
-                    )
-                    .await;
-            }
+            Err(e) => return self.refuse(claims, bad_actor(&e)).await,
         };
         let actor_state = match self.live_grant(&actor_claims).await {
             Ok(s) => s,
-            Err(e) => {
-                return self
-                    .refuse(
-                        claims,
-                        OAuthError::invalid_grant(format!("actor_token: {e}")),
-                    )
-                    .await;
-            }
+            Err(e) => return self.refuse(claims, bad_actor(&e)).await,
         };
         // A bound sub-agent proves it takes part: a proof by its own key,
         // fresh, for this endpoint and this actor token. Holding another
