@@ -554,3 +554,46 @@ async fn entities_pushed_through_the_api_are_validated_and_go_live_whole() {
     assert_eq!(d["decision"], true, "{d}");
     assert_ne!(d["context"]["policy_version"], version);
 }
+
+/// `entities.json` in the policy directory is reloaded like the policies;
+/// a broken one is refused and the live data stays.
+#[tokio::test]
+async fn entities_json_is_reloaded_with_the_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(examples()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let b = Broker::start_with(Opts {
+        policy_dir: Some(dir.path().to_owned()),
+        ..Opts::default()
+    });
+    let (_, d) = post(&b, "/access/v1/evaluation", &create_todo(JERRY)).await;
+    assert_eq!(d["decision"], false);
+    let path = dir.path().join("entities.json");
+    let mut entities: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    std::fs::write(&path, "[{\"uid\": ").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let (_, d) = post(&b, "/access/v1/evaluation", &create_todo(MORTY)).await;
+    assert_eq!(
+        d["decision"], true,
+        "a broken file leaves the live data: {d}"
+    );
+    for e in entities.as_array_mut().unwrap() {
+        if e["uid"] == json!({"type": "user", "id": JERRY}) {
+            e["parents"] = json!([{"type": "Role", "id": "editor"}]);
+        }
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&entities).unwrap()).unwrap();
+    let b = &b;
+    let became_editor =
+        crate::harness::eventually(std::time::Duration::from_secs(10), || async move {
+            post(b, "/access/v1/evaluation", &create_todo(JERRY))
+                .await
+                .1["decision"]
+                == true
+        })
+        .await;
+    assert!(became_editor);
+}
