@@ -24,6 +24,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     }
 }
 
+/// A JSON body on the AuthZEN endpoints, where the specification answers a
+/// body that is not JSON, or not sent as JSON, with 400.
+pub struct AuthzenJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AuthzenJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(AuthzenJson(v)),
+            Err(rej) => Err(match json_rejection(rej) {
+                ApiError::UnsupportedMediaType(m) => ApiError::BadRequest(m),
+                other => other,
+            }),
+        }
+    }
+}
+
 fn json_rejection(rej: JsonRejection) -> ApiError {
     let text = rej.body_text();
     match rej.status() {

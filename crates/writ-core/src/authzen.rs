@@ -7,8 +7,10 @@ use serde_json::Value;
 
 use crate::TaskId;
 
+// Receivers ignore fields they do not know (AuthZEN §4): no type here
+// refuses unknown fields.
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct Subject {
     #[serde(rename = "type")]
     pub type_: String,
@@ -18,7 +20,6 @@ pub struct Subject {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct ActionRef {
     pub name: String,
     #[serde(default)]
@@ -26,7 +27,6 @@ pub struct ActionRef {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct Resource {
     #[serde(rename = "type")]
     pub type_: String,
@@ -35,9 +35,10 @@ pub struct Resource {
     pub properties: Value,
 }
 
-/// The context writ understands; all optional.
+/// What writ reads of the context for its own actions (`StartTask`,
+/// `ExchangeToken`, `DelegateTask`, `CallTool`); all optional. For the
+/// user's own actions the context is free-form and goes to policy whole.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct EvalContext {
     /// Decide in the context of this task (its intent, human and chain).
     #[serde(default)]
@@ -61,7 +62,6 @@ pub struct EvalContext {
 
 /// What an enforcement point saw of a request to a tool (`CallTool`).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct EvalRequest {
     pub method: String,
     pub path: String,
@@ -76,44 +76,136 @@ pub struct EvalRequest {
     pub arguments: Option<serde_json::Value>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Evaluation {
     pub subject: Subject,
     pub action: ActionRef,
     pub resource: Resource,
+    /// Any JSON object; see [`Evaluation::writ_context`].
     #[serde(default)]
-    pub context: EvalContext,
+    pub context: Value,
 }
 
-/// One item of a batch: anything it leaves out comes from the request.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PartialEvaluation {
-    pub subject: Option<Subject>,
-    pub action: Option<ActionRef>,
-    pub resource: Option<Resource>,
-    pub context: Option<EvalContext>,
+impl Evaluation {
+    /// The context as writ's own actions read it.
+    pub fn writ_context(&self) -> Result<EvalContext, String> {
+        match &self.context {
+            Value::Null => Ok(EvalContext::default()),
+            c => serde_json::from_value(c.clone()).map_err(|e| format!("context: {e}")),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct BatchOptions {
     #[serde(default)]
     pub evaluations_semantic: Option<String>,
 }
 
+/// `/access/v1/evaluations`: defaults at the top level, items in
+/// `evaluations`. Items stay JSON until expanded, so one malformed item is
+/// that item's error, not the whole batch's.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Evaluations {
     pub subject: Option<Subject>,
     pub action: Option<ActionRef>,
     pub resource: Option<Resource>,
-    pub context: Option<EvalContext>,
     #[serde(default)]
-    pub evaluations: Vec<PartialEvaluation>,
+    pub context: Option<Value>,
+    #[serde(default)]
+    pub evaluations: Option<Vec<Value>>,
     #[serde(default)]
     pub options: Option<BatchOptions>,
+}
+
+/// A subject or resource of a search: its type, and an id that is ignored
+/// for the side searched.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct SearchRef {
+    #[serde(rename = "type")]
+    pub type_: String,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub properties: Value,
+}
+
+/// A page asked for: the `next_token` of the previous page, and a limit.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct PageRequest {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub limit: Option<u64>,
+}
+
+/// `/access/v1/search/subject`: which subjects of a type may do this.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SubjectSearch {
+    pub subject: SearchRef,
+    pub action: ActionRef,
+    pub resource: Resource,
+    #[serde(default)]
+    pub context: Value,
+    #[serde(default)]
+    pub page: Option<PageRequest>,
+}
+
+/// `/access/v1/search/resource`: which resources of a type this subject may act on.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ResourceSearch {
+    pub subject: Subject,
+    pub action: ActionRef,
+    pub resource: SearchRef,
+    #[serde(default)]
+    pub context: Value,
+    #[serde(default)]
+    pub page: Option<PageRequest>,
+}
+
+/// `/access/v1/search/action`: which actions this subject may take on this resource.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ActionSearch {
+    pub subject: Subject,
+    pub resource: Resource,
+    #[serde(default)]
+    pub context: Value,
+    #[serde(default)]
+    pub page: Option<PageRequest>,
+}
+
+/// One subject or resource found.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Found {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub id: String,
+}
+
+/// One action found.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FoundAction {
+    pub name: String,
+}
+
+/// A page of results: `next_token` is empty on the last page.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PageResponse {
+    pub next_token: String,
+    pub count: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SearchResponse<T> {
+    pub results: Vec<T>,
+    pub page: PageResponse,
+}
+
+/// Why one item of a batch could not be evaluated.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ItemError {
+    pub status: u16,
+    pub message: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -125,6 +217,9 @@ pub struct DecisionContext {
     pub determining_policies: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<crate::ApprovalId>,
+    /// A batch item that could not be evaluated (it is `false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ItemError>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -136,6 +231,15 @@ pub struct EvaluationResponse {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvaluationsResponse {
     pub evaluations: Vec<EvaluationResponse>,
+}
+
+/// The answer of `/access/v1/evaluations`: a batch's decisions, or, for a
+/// request without items, the single decision (as `/access/v1/evaluation`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BatchResponse {
+    Many(EvaluationsResponse),
+    Single(EvaluationResponse),
 }
 
 /// Most evaluations in one batch.
@@ -160,9 +264,18 @@ impl Semantic {
     }
 }
 
-/// A batch as full evaluations: each item's missing parts come from the
-/// request's top level; no items means one evaluation of the top level.
-pub fn expand(req: Evaluations) -> Result<(Semantic, Vec<Evaluation>), String> {
+/// A batch expanded: a request without items is one evaluation of its top
+/// level; each item otherwise takes what it leaves out from the top level.
+#[derive(Clone, Debug)]
+pub enum Expanded {
+    Single(Box<Evaluation>),
+    /// Per item, the evaluation or why the item is not one.
+    Batch(Vec<Result<Evaluation, String>>),
+}
+
+/// Expands a batch. An error is the whole request's (an unknown semantic,
+/// too many items, a request without items that is not an evaluation).
+pub fn expand(req: Evaluations) -> Result<(Semantic, Expanded), String> {
     let semantic = match req
         .options
         .as_ref()
@@ -173,40 +286,58 @@ pub fn expand(req: Evaluations) -> Result<(Semantic, Vec<Evaluation>), String> {
         Some("permit_on_first_permit") => Semantic::PermitOnFirstPermit,
         Some(other) => return Err(format!("unknown evaluations_semantic {other:?}")),
     };
-    if req.evaluations.len() > MAX_BATCH {
+    let items = req.evaluations.unwrap_or_default();
+    if items.len() > MAX_BATCH {
         return Err(format!("at most {MAX_BATCH} evaluations per request"));
     }
-    let items: Vec<PartialEvaluation> = if req.evaluations.is_empty() {
-        vec![PartialEvaluation {
-            subject: None,
-            action: None,
-            resource: None,
-            context: None,
-        }]
-    } else {
-        req.evaluations
-    };
-    let mut full = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let missing = |what: &str| format!("evaluation {i} has no {what}");
-        full.push(Evaluation {
-            subject: item
-                .subject
-                .or_else(|| req.subject.clone())
-                .ok_or_else(|| missing("subject"))?,
-            action: item
-                .action
-                .or_else(|| req.action.clone())
-                .ok_or_else(|| missing("action"))?,
-            resource: item
-                .resource
-                .or_else(|| req.resource.clone())
-                .ok_or_else(|| missing("resource"))?,
-            context: item
-                .context
-                .or_else(|| req.context.clone())
-                .unwrap_or_default(),
-        });
+    if items.is_empty() {
+        let missing = |what: &str| format!("the request has no {what} and no evaluations");
+        return Ok((
+            semantic,
+            Expanded::Single(Box::new(Evaluation {
+                subject: req.subject.ok_or_else(|| missing("subject"))?,
+                action: req.action.ok_or_else(|| missing("action"))?,
+                resource: req.resource.ok_or_else(|| missing("resource"))?,
+                context: req.context.unwrap_or(Value::Null),
+            })),
+        ));
     }
-    Ok((semantic, full))
+    let defaults = [
+        (
+            "subject",
+            req.subject
+                .as_ref()
+                .and_then(|v| serde_json::to_value(v).ok()),
+        ),
+        (
+            "action",
+            req.action
+                .as_ref()
+                .and_then(|v| serde_json::to_value(v).ok()),
+        ),
+        (
+            "resource",
+            req.resource
+                .as_ref()
+                .and_then(|v| serde_json::to_value(v).ok()),
+        ),
+        ("context", req.context.clone()),
+    ];
+    let full = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let Value::Object(mut item) = item else {
+                return Err(format!("evaluation {i} is not a JSON object"));
+            };
+            for (key, value) in &defaults {
+                if let (false, Some(v)) = (item.contains_key(*key), value) {
+                    item.insert((*key).to_owned(), v.clone());
+                }
+            }
+            serde_json::from_value::<Evaluation>(Value::Object(item))
+                .map_err(|e| format!("evaluation {i}: {e}"))
+        })
+        .collect();
+    Ok((semantic, Expanded::Batch(full)))
 }

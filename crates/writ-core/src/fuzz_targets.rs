@@ -193,23 +193,37 @@ pub fn authzen_request(data: &[u8]) {
     let Ok(req) = serde_json::from_slice::<crate::authzen::Evaluations>(data) else {
         return;
     };
-    let items = req.evaluations.len();
+    let items = req.evaluations.as_ref().map_or(0, Vec::len);
     let top_subject = req.subject.as_ref().map(|s| s.id.clone());
     let item_subjects: Vec<Option<String>> = req
         .evaluations
         .iter()
-        .map(|e| e.subject.as_ref().map(|s| s.id.clone()))
+        .flatten()
+        .map(|e| {
+            e.get("subject")
+                .and_then(|s| s.get("id"))
+                .and_then(|i| i.as_str())
+                .map(str::to_owned)
+        })
         .collect();
-    if let Ok((_, full)) = crate::authzen::expand(req) {
-        assert_eq!(full.len(), items.max(1));
-        assert!(full.len() <= crate::authzen::MAX_BATCH.max(1));
-        for (i, e) in full.iter().enumerate() {
-            let expected = item_subjects
-                .get(i)
-                .cloned()
-                .flatten()
-                .or_else(|| top_subject.clone());
-            assert_eq!(Some(e.subject.id.clone()), expected);
+    match crate::authzen::expand(req) {
+        Ok((_, crate::authzen::Expanded::Single(e))) => {
+            assert_eq!(items, 0);
+            assert_eq!(Some(e.subject.id), top_subject);
         }
+        Ok((_, crate::authzen::Expanded::Batch(full))) => {
+            assert_eq!(full.len(), items);
+            assert!(full.len() <= crate::authzen::MAX_BATCH);
+            for (i, e) in full.iter().enumerate() {
+                let Ok(e) = e else { continue };
+                let expected = item_subjects
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .or_else(|| top_subject.clone());
+                assert_eq!(Some(e.subject.id.clone()), expected);
+            }
+        }
+        Err(_) => {}
     }
 }

@@ -52,6 +52,8 @@ pub struct Decision {
     policy_version: String,
     /// What the permits that allowed it ask for, by annotation.
     obligations: Obligations,
+    /// Refused before policy was asked: `errors` says why.
+    unanswerable: bool,
 }
 
 /// The anatomy of a decision.
@@ -150,6 +152,7 @@ impl Decision {
             errors: vec![reason.into()],
             policy_version: policy_version.to_owned(),
             obligations: Obligations::default(),
+            unanswerable: false,
         }
     }
 
@@ -167,6 +170,7 @@ impl Decision {
                 "approval required by {}",
                 self.determining_policies.join(", ")
             ),
+            Verdict::Deny if self.unanswerable => format!("denied: {}", self.errors.join("; ")),
             Verdict::Deny if !self.errors.is_empty() => {
                 if self.determining_policies.is_empty() {
                     format!(
@@ -190,6 +194,43 @@ impl Decision {
 
     fn deny(version: &str, error: String) -> Self {
         Self::refused(version, error)
+    }
+
+    /// A question policy cannot answer (an unknown type or action, an
+    /// action that does not apply to these types): a denial that says why.
+    pub(crate) fn unanswerable(policy_version: &str, why: impl Into<String>) -> Self {
+        let mut d = Self::refused(policy_version, why);
+        d.unanswerable = true;
+        d
+    }
+
+    /// A decision from one Cedar answer, with the obligations of its permits.
+    pub(crate) fn of_answer(
+        set: &PolicySet,
+        allowed: bool,
+        determining: Vec<String>,
+        errors: Vec<String>,
+    ) -> Self {
+        let allowed = allowed && errors.is_empty();
+        let obligations = if allowed {
+            set.obligations_of(&determining)
+        } else {
+            Obligations::default()
+        };
+        let verdict = match (allowed, obligations.approval_required) {
+            (false, _) => Verdict::Deny,
+            (true, true) => Verdict::NeedsApproval,
+            (true, false) => Verdict::Allow,
+        };
+        Self {
+            verdict,
+            exception: false,
+            determining_policies: determining,
+            errors,
+            policy_version: set.version().to_owned(),
+            obligations,
+            unanswerable: false,
+        }
     }
 }
 
@@ -295,11 +336,12 @@ impl PolicySet {
                 Verdict::Deny => Obligations::default(),
                 Verdict::Allow | Verdict::NeedsApproval => obligations,
             },
+            unanswerable: false,
         }
     }
 
     /// The annotations of the permits that decided an allow.
-    fn obligations_of(&self, permits: &[String]) -> Obligations {
+    pub(crate) fn obligations_of(&self, permits: &[String]) -> Obligations {
         let mut o = Obligations::default();
         for id in permits {
             let Some(p) = self.obligations.get(id) else {
@@ -543,11 +585,6 @@ impl PolicySet {
 
     fn entities(&self, facts: &Facts<'_>, tool: &Tool) -> Result<Entities, String> {
         let n = &self.names;
-        let tags = |m: &BTreeMap<String, String>| -> Vec<(String, RestrictedExpression)> {
-            m.iter()
-                .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())))
-                .collect()
-        };
         let principal = facts.chain.principal;
         let mut list: Vec<Entity> = Vec::new();
         let mut seen: Vec<&str> = Vec::new();
@@ -563,52 +600,9 @@ impl PolicySet {
                 continue;
             }
             seen.push(a.name.as_str());
-            let mut attrs: Vec<(String, RestrictedExpression)> = vec![
-                (
-                    "spiffe_id".into(),
-                    RestrictedExpression::new_string(a.spiffe_id.clone()),
-                ),
-                (
-                    "attestation".into(),
-                    RestrictedExpression::new_string(a.attestation.kind().to_owned()),
-                ),
-                (
-                    "quarantined".into(),
-                    RestrictedExpression::new_bool(a.quarantined),
-                ),
-            ];
-            for k in KNOWN_AGENT_ATTRS {
-                if let Some(v) = a.attributes.get(k) {
-                    attrs.push((k.to_owned(), RestrictedExpression::new_string(v.clone())));
-                }
-            }
-            let uid =
-                EntityUid::from_type_name_and_id(n.agent.clone(), EntityId::new(a.name.as_str()));
-            list.push(
-                Entity::new_with_tags(uid, attrs, [], tags(&a.attributes))
-                    .map_err(|e| format!("entities: {e}"))?,
-            );
+            list.push(self.agent_entity(a)?);
         }
-        let tool_uid =
-            EntityUid::from_type_name_and_id(n.tool.clone(), EntityId::new(tool.name.as_str()));
-        let tool_attrs = vec![
-            (
-                "audience".to_owned(),
-                RestrictedExpression::new_string(tool.audience.clone()),
-            ),
-            (
-                "scopes".to_owned(),
-                RestrictedExpression::new_set(
-                    tool.scopes
-                        .iter()
-                        .map(|s| RestrictedExpression::new_string(s.as_str().to_owned())),
-                ),
-            ),
-        ];
-        list.push(
-            Entity::new_with_tags(tool_uid, tool_attrs, [], tags(&tool.attributes))
-                .map_err(|e| format!("entities: {e}"))?,
-        );
+        list.push(self.tool_entity(tool)?);
         let human =
             |obo: &str| EntityUid::from_type_name_and_id(n.human.clone(), EntityId::new(obo));
         let humans = facts
@@ -655,6 +649,57 @@ impl PolicySet {
         // Built from typed facts, so no schema pass is needed here; the
         // request above was checked against the schema.
         Entities::from_entities(list, None).map_err(|e| format!("entities: {e}"))
+    }
+
+    /// A registered agent as the `Agent` entity: its registration facts as
+    /// attributes, its free-form attributes as tags.
+    pub(crate) fn agent_entity(&self, a: &Agent) -> Result<Entity, String> {
+        let n = &self.names;
+        let mut attrs: Vec<(String, RestrictedExpression)> = vec![
+            (
+                "spiffe_id".into(),
+                RestrictedExpression::new_string(a.spiffe_id.clone()),
+            ),
+            (
+                "attestation".into(),
+                RestrictedExpression::new_string(a.attestation.kind().to_owned()),
+            ),
+            (
+                "quarantined".into(),
+                RestrictedExpression::new_bool(a.quarantined),
+            ),
+        ];
+        for k in KNOWN_AGENT_ATTRS {
+            if let Some(v) = a.attributes.get(k) {
+                attrs.push((k.to_owned(), RestrictedExpression::new_string(v.clone())));
+            }
+        }
+        let uid = EntityUid::from_type_name_and_id(n.agent.clone(), EntityId::new(a.name.as_str()));
+        Entity::new_with_tags(uid, attrs, [], tags_of(&a.attributes))
+            .map_err(|e| format!("entities: {e}"))
+    }
+
+    /// A registered tool as the `Tool` entity.
+    pub(crate) fn tool_entity(&self, tool: &Tool) -> Result<Entity, String> {
+        let n = &self.names;
+        let tool_uid =
+            EntityUid::from_type_name_and_id(n.tool.clone(), EntityId::new(tool.name.as_str()));
+        let tool_attrs = vec![
+            (
+                "audience".to_owned(),
+                RestrictedExpression::new_string(tool.audience.clone()),
+            ),
+            (
+                "scopes".to_owned(),
+                RestrictedExpression::new_set(
+                    tool.scopes
+                        .iter()
+                        .map(|s| RestrictedExpression::new_string(s.as_str().to_owned())),
+                ),
+            ),
+        ];
+        Entity::new_with_tags(tool_uid, tool_attrs, [], tags_of(&tool.attributes))
+            .map_err(|e| format!("entities: {e}"))
     }
 
     /// The task acted under, as the `Task` entity.
@@ -715,6 +760,12 @@ impl PolicySet {
     }
 }
 
+fn tags_of(m: &BTreeMap<String, String>) -> Vec<(String, RestrictedExpression)> {
+    m.iter()
+        .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())))
+        .collect()
+}
+
 fn capability_expr(
     c: &Capability,
 ) -> Result<RestrictedExpression, cedar_policy::ExpressionConstructionError> {
@@ -737,8 +788,8 @@ fn capability_expr(
 /// Entity type names and action ids, parsed once per policy set.
 #[derive(Debug)]
 pub(crate) struct Names {
-    agent: EntityTypeName,
-    tool: EntityTypeName,
+    pub(crate) agent: EntityTypeName,
+    pub(crate) tool: EntityTypeName,
     human: EntityTypeName,
     start_task: EntityUid,
     exchange_token: EntityUid,

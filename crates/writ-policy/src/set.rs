@@ -1,15 +1,20 @@
-//! Policy sets: the `*.cedar` files of a directory, compiled and validated as one.
+//! Policy sets: the `*.cedar` files of a directory, compiled and validated
+//! as one against writ's schema and any `*.cedarschema` files beside them,
+//! with the entity data of an `entities.json`.
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use cedar_policy::{Policy, PolicyId, Schema, ValidationMode, Validator};
+use cedar_policy::{Entities, Policy, PolicyId, Schema, SchemaFragment, ValidationMode, Validator};
 use miette::Diagnostic;
 
 use crate::SCHEMA_SRC;
 
-/// A policy file: its name (for ids and error locations) and its text.
+/// A file of a policy set: its name (for ids and error locations) and its
+/// text. `*.cedar` holds policies, `*.cedarschema` declares entity types and
+/// actions of the user's own (merged with writ's schema), and `entities.json`
+/// holds entity data in Cedar's entity JSON format.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicySource {
     pub name: String,
@@ -32,6 +37,36 @@ pub enum PolicyError {
     Schema(String),
 }
 
+/// The name of the entity data file of a policy set.
+pub const ENTITIES_FILE: &str = "entities.json";
+/// Most entities an `entities.json` may hold.
+pub const MAX_ENTITIES: usize = 10_000;
+/// Largest file of a policy directory read.
+pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// What a file of a policy set is, by its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Policies,
+    Schema,
+    Entities,
+}
+
+impl FileKind {
+    /// The kind of a file name, if it is one a policy set holds.
+    pub fn of(name: &str) -> Option<Self> {
+        if name == ENTITIES_FILE {
+            Some(FileKind::Entities)
+        } else if name.ends_with(".cedarschema") {
+            Some(FileKind::Schema)
+        } else if name.ends_with(".cedar") {
+            Some(FileKind::Policies)
+        } else {
+            None
+        }
+    }
+}
+
 /// A compiled, validated policy set and its content version.
 #[derive(Debug, Clone)]
 pub struct PolicySet {
@@ -44,12 +79,18 @@ pub struct PolicySet {
     /// What each policy's annotations oblige, read once at compile time
     /// (looking an annotation up parses its key).
     pub(crate) obligations: Arc<std::collections::HashMap<String, crate::Obligations>>,
+    /// The entity data of `entities.json` (validated against the schema).
+    pub(crate) entities: Arc<Entities>,
+    /// The user's own entity types and actions, as read from their schema.
+    pub(crate) vocabulary: Arc<crate::vocabulary::Vocabulary>,
     version: String,
     sources: Arc<Vec<PolicySource>>,
 }
 
 impl PolicySet {
-    /// Reads every `*.cedar` file of `dir` (not recursive).
+    /// Reads every `*.cedar` and `*.cedarschema` file of `dir` and its
+    /// `entities.json` (not recursive). A copy of writ's own schema is
+    /// skipped: it is built in.
     pub fn read_dir(dir: &Path) -> Result<Vec<PolicySource>, PolicyError> {
         let err = |e: std::io::Error| PolicyError::Read {
             path: dir.display().to_string(),
@@ -58,15 +99,24 @@ impl PolicySet {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(err)? {
             let path = entry.map_err(err)?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("cedar") {
-                continue;
-            }
             let name = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default()
                 .to_owned();
+            let Some(kind) = FileKind::of(&name) else {
+                continue;
+            };
+            if std::fs::metadata(&path).map_err(err)?.len() > MAX_FILE_BYTES {
+                return Err(PolicyError::Invalid {
+                    location: name,
+                    message: format!("larger than {MAX_FILE_BYTES} bytes"),
+                });
+            }
             let text = std::fs::read_to_string(&path).map_err(err)?;
+            if kind == FileKind::Schema && text == SCHEMA_SRC {
+                continue;
+            }
             out.push(PolicySource { name, text });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -86,10 +136,49 @@ impl PolicySet {
     /// Parses, names and strictly validates the sources as one set.
     pub fn compile(mut sources: Vec<PolicySource>) -> Result<Self, PolicyError> {
         sources.sort_by(|a, b| a.name.cmp(&b.name));
-        let schema = Arc::new(schema()?);
+        let mut fragments = vec![builtin_fragment()?];
+        let mut user_fragments = Vec::new();
+        let mut entities_src: Option<&PolicySource> = None;
+        for src in &sources {
+            match FileKind::of(&src.name) {
+                Some(FileKind::Policies) => {}
+                Some(FileKind::Schema) => {
+                    let (fragment, _warnings) = SchemaFragment::from_cedarschema_str(&src.text)
+                        .map_err(|e| located(&src.name, &src.text, &e))?;
+                    user_fragments.push((src.name.clone(), fragment.clone()));
+                    fragments.push(fragment);
+                }
+                Some(FileKind::Entities) => entities_src = Some(src),
+                None => {
+                    return Err(PolicyError::Invalid {
+                        location: src.name.clone(),
+                        message:
+                            "not a policy (*.cedar), schema (*.cedarschema) or entities.json file"
+                                .into(),
+                    });
+                }
+            }
+        }
+        let schema =
+            Schema::from_schema_fragments(fragments).map_err(|e| PolicyError::Invalid {
+                location: "schema".into(),
+                message: diagnostic_text(&e),
+            })?;
+        let vocabulary = Arc::new(crate::vocabulary::Vocabulary::read(
+            &schema,
+            user_fragments,
+        )?);
+        let schema = Arc::new(schema);
+        let entities = Arc::new(match entities_src {
+            Some(src) => crate::vocabulary::load_entities(&src.text, &schema)?,
+            None => Entities::empty(),
+        });
         let mut set = cedar_policy::PolicySet::new();
         let mut seen: Vec<(String, String)> = Vec::new();
-        for src in &sources {
+        for src in sources
+            .iter()
+            .filter(|s| FileKind::of(&s.name) == Some(FileKind::Policies))
+        {
             let parsed = parse_file(src)?;
             for (index, policy) in parsed.into_iter().enumerate() {
                 let id = policy
@@ -135,6 +224,8 @@ impl PolicySet {
             obligations,
             policies: Arc::new(set),
             schema,
+            entities,
+            vocabulary,
             version: version(sources.iter()),
             sources: Arc::new(sources),
         })
@@ -155,6 +246,11 @@ impl PolicySet {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The number of entities in the set's `entities.json`.
+    pub fn entity_count(&self) -> usize {
+        self.entities.len()
     }
 
     /// The ids of the policies in the set.
@@ -217,10 +313,18 @@ fn located(name: &str, text: &str, e: &(impl Diagnostic + std::fmt::Display)) ->
     PolicyError::Invalid { location, message }
 }
 
-pub(crate) fn schema() -> Result<Schema, PolicyError> {
-    Schema::from_cedarschema_str(SCHEMA_SRC)
-        .map(|(s, _warnings)| s)
+fn builtin_fragment() -> Result<SchemaFragment, PolicyError> {
+    SchemaFragment::from_cedarschema_str(SCHEMA_SRC)
+        .map(|(f, _warnings)| f)
         .map_err(|e| PolicyError::Schema(e.to_string()))
+}
+
+/// A diagnostic's message with its help, on one line.
+pub(crate) fn diagnostic_text(e: &(impl Diagnostic + std::fmt::Display)) -> String {
+    match e.help() {
+        Some(help) => format!("{e} ({help})"),
+        None => e.to_string(),
+    }
 }
 
 /// The version a set of sources would have once compiled.

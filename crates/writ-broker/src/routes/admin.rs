@@ -14,8 +14,8 @@ use writ_core::{AgentName, ToolName};
 
 use super::Admin;
 use crate::error::ApiError;
-use crate::extract::Json;
-use crate::service::Broker;
+use crate::extract::{AuthzenJson, Json};
+use crate::service::{Broker, authzen};
 
 type R<T> = Result<AxumJson<T>, ApiError>;
 
@@ -186,8 +186,8 @@ fn enforcement_point(gateway: Option<String>) -> String {
 pub async fn evaluation(
     State(b): State<Arc<Broker>>,
     super::AdminOrGateway(gateway): super::AdminOrGateway,
-    Json(req): Json<crate::service::authzen::Evaluation>,
-) -> R<crate::service::authzen::EvaluationResponse> {
+    AuthzenJson(req): AuthzenJson<authzen::Evaluation>,
+) -> R<authzen::EvaluationResponse> {
     Ok(AxumJson(
         b.evaluate(req, &enforcement_point(gateway)).await?,
     ))
@@ -196,11 +196,50 @@ pub async fn evaluation(
 pub async fn evaluations(
     State(b): State<Arc<Broker>>,
     super::AdminOrGateway(gateway): super::AdminOrGateway,
-    Json(req): Json<crate::service::authzen::Evaluations>,
-) -> R<crate::service::authzen::EvaluationsResponse> {
+    AuthzenJson(req): AuthzenJson<authzen::Evaluations>,
+) -> R<authzen::BatchResponse> {
     Ok(AxumJson(
         b.evaluate_batch(req, &enforcement_point(gateway)).await?,
     ))
+}
+
+pub async fn search_subject(
+    State(b): State<Arc<Broker>>,
+    super::AdminOrGateway(gateway): super::AdminOrGateway,
+    AuthzenJson(req): AuthzenJson<authzen::SubjectSearch>,
+) -> R<authzen::SearchResponse<authzen::Found>> {
+    Ok(AxumJson(
+        b.search_subjects(req, &enforcement_point(gateway)).await?,
+    ))
+}
+
+pub async fn search_resource(
+    State(b): State<Arc<Broker>>,
+    super::AdminOrGateway(gateway): super::AdminOrGateway,
+    AuthzenJson(req): AuthzenJson<authzen::ResourceSearch>,
+) -> R<authzen::SearchResponse<authzen::Found>> {
+    Ok(AxumJson(
+        b.search_resources(req, &enforcement_point(gateway)).await?,
+    ))
+}
+
+pub async fn search_action(
+    State(b): State<Arc<Broker>>,
+    super::AdminOrGateway(gateway): super::AdminOrGateway,
+    AuthzenJson(req): AuthzenJson<authzen::ActionSearch>,
+) -> R<authzen::SearchResponse<authzen::FoundAction>> {
+    Ok(AxumJson(
+        b.search_actions(req, &enforcement_point(gateway)).await?,
+    ))
+}
+
+/// Replaces the entity data policy decides with (`entities.json`).
+pub async fn push_entities(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    Json(req): Json<serde_json::Value>,
+) -> R<writ_core::api::PolicyInfo> {
+    Ok(AxumJson(b.push_entities(req).await?))
 }
 
 #[derive(Deserialize)]

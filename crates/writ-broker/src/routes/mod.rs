@@ -94,11 +94,11 @@ pub fn router(broker: Arc<Broker>) -> Router {
             "/v1/policies/shadow",
             axum::routing::put(admin::push_shadow).delete(admin::clear_shadow),
         )
-        .route("/access/v1/evaluation", post(admin::evaluation))
-        .route("/access/v1/evaluations", post(admin::evaluations))
+        .merge(authzen_routes())
         .route(
-            "/.well-known/authzen-configuration",
-            get(wellknown::authzen),
+            "/v1/entities",
+            axum::routing::put(admin::push_entities)
+                .layer(DefaultBodyLimit::max(ENTITIES_BODY_BYTES)),
         )
         .route("/v1/revocations", get(admin::revocations))
         .route("/v1/audit", get(admin::audit))
@@ -122,6 +122,45 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .method_not_allowed_fallback(wellknown::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(broker)
+}
+
+/// The body limit of entity data pushed with `PUT /v1/entities`.
+const ENTITIES_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// The AuthZEN endpoints (the ones discovery lists), each answering with
+/// the `X-Request-ID` it was sent.
+fn authzen_routes() -> Router<Arc<Broker>> {
+    Router::new()
+        .route(AUTHZEN_EVALUATION, post(admin::evaluation))
+        .route(AUTHZEN_EVALUATIONS, post(admin::evaluations))
+        .route(AUTHZEN_SEARCH_SUBJECT, post(admin::search_subject))
+        .route(AUTHZEN_SEARCH_RESOURCE, post(admin::search_resource))
+        .route(AUTHZEN_SEARCH_ACTION, post(admin::search_action))
+        .route(
+            "/.well-known/authzen-configuration",
+            get(wellknown::authzen),
+        )
+        .layer(axum::middleware::from_fn(echo_request_id))
+}
+
+pub(crate) const AUTHZEN_EVALUATION: &str = "/access/v1/evaluation";
+pub(crate) const AUTHZEN_EVALUATIONS: &str = "/access/v1/evaluations";
+pub(crate) const AUTHZEN_SEARCH_SUBJECT: &str = "/access/v1/search/subject";
+pub(crate) const AUTHZEN_SEARCH_RESOURCE: &str = "/access/v1/search/resource";
+pub(crate) const AUTHZEN_SEARCH_ACTION: &str = "/access/v1/search/action";
+
+/// AuthZEN §10: a response carries the request's `X-Request-ID`, whatever
+/// its status.
+async fn echo_request_id(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let id = req.headers().get("x-request-id").cloned();
+    let mut resp = next.run(req).await;
+    if let Some(id) = id {
+        resp.headers_mut().insert("x-request-id", id);
+    }
+    resp
 }
 
 /// An unauthenticated attestation request within its client's rate: the

@@ -64,12 +64,19 @@ pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// AuthZEN PDP metadata.
+/// AuthZEN PDP metadata: exactly the endpoints served.
 pub async fn authzen(State(b): State<Arc<Broker>>) -> Json<serde_json::Value> {
+    use super::{
+        AUTHZEN_EVALUATION, AUTHZEN_EVALUATIONS, AUTHZEN_SEARCH_ACTION, AUTHZEN_SEARCH_RESOURCE,
+        AUTHZEN_SEARCH_SUBJECT,
+    };
     let c = &b.config;
     Json(json!({
         "policy_decision_point": c.issuer,
-        "access_evaluation_endpoint": c.url("/access/v1/evaluation"),
-        "access_evaluations_endpoint": c.url("/access/v1/evaluations"),
+        "access_evaluation_endpoint": c.url(AUTHZEN_EVALUATION),
+        "access_evaluations_endpoint": c.url(AUTHZEN_EVALUATIONS),
+        "search_subject_endpoint": c.url(AUTHZEN_SEARCH_SUBJECT),
+        "search_resource_endpoint": c.url(AUTHZEN_SEARCH_RESOURCE),
+        "search_action_endpoint": c.url(AUTHZEN_SEARCH_ACTION),
     }))
 }

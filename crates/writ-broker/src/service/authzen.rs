@@ -1,12 +1,15 @@
 //! The OpenID AuthZEN Authorization API 1.0 for enforcement points: an
-//! access evaluation names a subject (an agent or an instance), an action
-//! (a Cedar action id), a resource (a tool) and a context, and gets a
-//! decision with its reasons. Every decision is audited.
+//! access evaluation names a subject, an action, a resource and a context,
+//! and gets a decision with its reasons. Every decision is audited.
 //!
-//! The facts come from the same constructors the broker and the gateway
-//! use for the same action, so the answer is theirs: a call a gateway
-//! would hold for approval is `false` with `reason: approval_required` and
-//! the approval to ask for; once approved, it is `true`.
+//! writ's own actions (`StartTask`, `ExchangeToken`, `DelegateTask`,
+//! `CallTool`) about agents, instances and tools take their facts from the
+//! same constructors the broker and the gateway use for the same action, so
+//! the answer is theirs: a call a gateway would hold for approval is
+//! `false` with `reason: approval_required` and the approval to ask for;
+//! once approved, it is `true`. Any other action is one of the user's own
+//! schema, decided as a [`Question`] over their types, `entities.json`, and
+//! writ's agents and tools.
 
 use std::collections::BTreeSet;
 
@@ -14,7 +17,9 @@ use serde_json::Value;
 use writ_core::api::{ApprovalStatus, Task, TaskStatus};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::{Capability, InstanceId, Scope};
-use writ_policy::{Action, CallRequest, Chain, Facts, InstanceFacts, TaskAsk, TaskView, Verdict};
+use writ_policy::{
+    Action, CallRequest, Chain, Facts, InstanceFacts, Party, Question, TaskAsk, TaskView, Verdict,
+};
 
 use super::{Asked, Broker, CallApproval};
 use crate::error::ApiError;
@@ -29,9 +34,33 @@ fn deny(version: &str, reason: impl Into<String>) -> EvaluationResponse {
             policy_version: version.to_owned(),
             determining_policies: Vec::new(),
             approval_id: None,
+            error: None,
         },
     }
 }
+
+/// A batch item that could not be evaluated: `false`, with why.
+fn item_error(version: &str, message: String) -> EvaluationResponse {
+    let mut r = deny(version, message.clone());
+    r.context.error = Some(ItemError {
+        status: 400,
+        message,
+    });
+    r
+}
+
+/// How an evaluation is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// An access evaluation: a held call resolves its approval.
+    Evaluate,
+    /// A candidate of a search: nothing is created or used up, and only an
+    /// allow counts.
+    Search,
+}
+
+/// The request does not fit: a 400 for one evaluation, the item's error in a batch.
+pub(crate) struct BadInput(pub(crate) String);
 
 /// The reason AuthZEN gives for a call held for a person.
 pub const APPROVAL_REQUIRED: &str = "approval_required";
@@ -63,8 +92,8 @@ impl Refused {
 }
 
 /// One evaluation's answer and whose agent a refusal would count against.
-struct Evaluated {
-    response: EvaluationResponse,
+pub(crate) struct Evaluated {
+    pub(crate) response: EvaluationResponse,
     agent: Option<writ_core::AgentName>,
 }
 
@@ -78,25 +107,41 @@ impl From<EvaluationResponse> for Evaluated {
 }
 
 impl Broker {
-    /// One access evaluation. Unknown subjects, actions or tools are a
-    /// denial with a reason, not an error.
+    /// One access evaluation. Unknown subjects, actions or resources are a
+    /// denial with a reason, not an error; a request that does not fit the
+    /// schema (properties or context of the wrong shape) is a 400.
     /// `actor`: the enforcement point asking (`admin` or `gateway:<name>`).
     pub async fn evaluate(
         &self,
         e: Evaluation,
         actor: &str,
     ) -> Result<EvaluationResponse, ApiError> {
+        match self.evaluate_audited(&e, actor).await? {
+            Ok(r) => Ok(r),
+            Err(BadInput(m)) => Err(ApiError::BadRequest(m)),
+        }
+    }
+
+    /// One evaluation, its refusal counted when enforced, and audited.
+    async fn evaluate_audited(
+        &self,
+        e: &Evaluation,
+        actor: &str,
+    ) -> Result<Result<EvaluationResponse, BadInput>, ApiError> {
         let Evaluated {
             response: out,
             agent,
-        } = self.evaluate_inner(&e, actor).await?;
+        } = match self.evaluate_inner(e, actor, Mode::Evaluate).await? {
+            Ok(ev) => ev,
+            Err(bad) => return Ok(Err(bad)),
+        };
+        let ctx = e.writ_context().unwrap_or_default();
         let now = self.now();
         // A question is not a request: only an answer the enforcement point
         // says it enforced counts against the subject, and a call held for
         // a person is not misbehaviour (as at the gateway).
         let held = out.context.approval_id.is_some() || out.context.reason == APPROVAL_REQUIRED;
-        if let (false, true, false, Some(agent)) = (out.decision, e.context.enforced, held, &agent)
-        {
+        if let (false, true, false, Some(agent)) = (out.decision, ctx.enforced, held, &agent) {
             self.count_denial(agent, now).await?;
         }
         let event = AuditEvent::new(
@@ -117,45 +162,161 @@ impl Broker {
             "subject": {"type": e.subject.type_, "id": e.subject.id},
             "action": e.action.name,
             "resource": {"type": e.resource.type_, "id": e.resource.id},
-            "task": e.context.task,
-            "enforced": e.context.enforced,
+            "task": ctx.task,
+            "enforced": ctx.enforced,
             "approval_id": out.context.approval_id,
         }));
         self.store.append_audit(now, vec![event]).await?;
-        Ok(out)
+        Ok(Ok(out))
     }
 
     /// A batch, with the AuthZEN evaluation semantics (`execute_all`,
-    /// `deny_on_first_deny`, `permit_on_first_permit`).
+    /// `deny_on_first_deny`, `permit_on_first_permit`). A request without
+    /// items answers as one evaluation; an item that is not a valid
+    /// evaluation is `false` with its reason, and the others are decided.
     pub async fn evaluate_batch(
         &self,
         req: Evaluations,
         actor: &str,
-    ) -> Result<EvaluationsResponse, ApiError> {
-        let (semantic, full) = expand(req).map_err(ApiError::BadRequest)?;
-        let mut out = Vec::with_capacity(full.len());
-        for e in full {
-            let r = self.evaluate(e, actor).await?;
+    ) -> Result<BatchResponse, ApiError> {
+        let (semantic, expanded) = expand(req).map_err(ApiError::BadRequest)?;
+        let items = match expanded {
+            Expanded::Single(e) => {
+                return Ok(BatchResponse::Single(self.evaluate(*e, actor).await?));
+            }
+            Expanded::Batch(items) => items,
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let r = match item {
+                Ok(e) => match self.evaluate_audited(&e, actor).await? {
+                    Ok(r) => r,
+                    Err(BadInput(m)) => item_error(self.policy().version(), m),
+                },
+                Err(m) => item_error(self.policy().version(), m),
+            };
             let stop = semantic.stops_at(r.decision);
             out.push(r);
             if stop {
                 break;
             }
         }
-        Ok(EvaluationsResponse { evaluations: out })
+        Ok(BatchResponse::Many(EvaluationsResponse {
+            evaluations: out,
+        }))
     }
 
-    async fn evaluate_inner(&self, e: &Evaluation, actor: &str) -> Result<Evaluated, ApiError> {
+    /// One evaluation, unaudited: writ's own actions by their facts, any
+    /// other action as a question in the user's vocabulary.
+    pub(crate) async fn evaluate_inner(
+        &self,
+        e: &Evaluation,
+        actor: &str,
+        mode: Mode,
+    ) -> Result<Result<Evaluated, BadInput>, ApiError> {
+        match Action::from_cedar_id(&e.action.name) {
+            Some(action) => self.evaluate_writ(e, action, actor, mode).await,
+            None => self.evaluate_question(e).await,
+        }
+    }
+
+    /// A question in the user's vocabulary: agents, instances and tools
+    /// are found in the store, every other type is the user's.
+    async fn evaluate_question(
+        &self,
+        e: &Evaluation,
+    ) -> Result<Result<Evaluated, BadInput>, ApiError> {
         let policy = self.policy();
         let version = policy.version().to_owned();
-        let Some(action) = Action::from_cedar_id(&e.action.name) else {
-            return Ok(deny(&version, format!("unknown action {:?}", e.action.name)).into());
+        if !policy.is_user_action(&e.action.name) {
+            return Ok(Ok(deny(
+                &version,
+                format!("unknown action {:?}", e.action.name),
+            )
+            .into()));
+        }
+        let mut agent_name = None;
+        let subject_agent = match e.subject.type_.as_str() {
+            "agent" | "instance" => match self.resolve_subject(e).await? {
+                Ok((agent, _)) => Some(agent),
+                Err(refused) => return Ok(Ok(refused.answer(&version))),
+            },
+            _ => None,
         };
-        if action == Action::CallTool && e.context.request.is_none() {
+        let resource_tool = match e.resource.type_.as_str() {
+            "tool" => match self.resolve_tool(e).await? {
+                Ok(t) => Some(t),
+                Err(refused) => return Ok(Ok(refused.answer(&version))),
+            },
+            _ => None,
+        };
+        let subject = match &subject_agent {
+            Some(a) => {
+                agent_name = Some(a.name.clone());
+                Party::Agent(a)
+            }
+            None => Party::Entity {
+                type_: &e.subject.type_,
+                id: &e.subject.id,
+                properties: &e.subject.properties,
+            },
+        };
+        let resource = match &resource_tool {
+            Some(t) => Party::Tool(t),
+            None => Party::Entity {
+                type_: &e.resource.type_,
+                id: &e.resource.id,
+                properties: &e.resource.properties,
+            },
+        };
+        let q = Question::new(subject, &e.action.name, resource, &e.context);
+        match policy.decide_question(&q) {
+            Ok(d) => Ok(Ok(Evaluated {
+                response: answer(&d, None),
+                agent: agent_name,
+            })),
+            Err(err) => Ok(Err(BadInput(err.0))),
+        }
+    }
+
+    /// One of writ's own actions, from the facts its enforcement points use.
+    async fn evaluate_writ(
+        &self,
+        e: &Evaluation,
+        action: Action,
+        actor: &str,
+        mode: Mode,
+    ) -> Result<Result<Evaluated, BadInput>, ApiError> {
+        let ctx = match e.writ_context() {
+            Ok(c) => c,
+            Err(m) => return Ok(Err(BadInput(m))),
+        };
+        let scopes: BTreeSet<Scope> =
+            match scopes_of(&e.resource.properties).or_else(|| scopes_of(&e.action.properties)) {
+                Some(Ok(s)) => s,
+                Some(Err(m)) => return Ok(Err(BadInput(m))),
+                None => BTreeSet::new(),
+            };
+        self.evaluate_facts(e, &ctx, action, scopes, actor, mode)
+            .await
+            .map(Ok)
+    }
+
+    async fn evaluate_facts(
+        &self,
+        e: &Evaluation,
+        ctx: &EvalContext,
+        action: Action,
+        scopes: BTreeSet<Scope>,
+        actor: &str,
+        mode: Mode,
+    ) -> Result<Evaluated, ApiError> {
+        let policy = self.policy();
+        let version = policy.version().to_owned();
+        if action == Action::CallTool && ctx.request.is_none() {
             return Ok(deny(&version, "CallTool needs context.request").into());
         }
-        let arguments = e
-            .context
+        let arguments = ctx
             .request
             .as_ref()
             .and_then(|r| r.arguments.as_ref())
@@ -165,12 +326,6 @@ impl Broker {
             Err(refused) => return Ok(refused.answer(&version)),
         };
         let now = self.now();
-        let scopes: BTreeSet<Scope> =
-            match scopes_of(&e.resource.properties).or_else(|| scopes_of(&e.action.properties)) {
-                Some(Ok(s)) => s,
-                Some(Err(m)) => return Err(ApiError::BadRequest(m)),
-                None => BTreeSet::new(),
-            };
         let cap = Capability {
             tool: tool.name.clone(),
             scopes,
@@ -178,7 +333,7 @@ impl Broker {
         // With a task: its facts and chain. The task must be the subject's,
         // except for a delegation, whose subject is the sub-agent being
         // handed part of the task.
-        let task: Option<Task> = match &e.context.task {
+        let task: Option<Task> = match &ctx.task {
             Some(id) => match self.store.get_task(id).await? {
                 Some(t) if action == Action::DelegateTask => Some(t),
                 Some(t)
@@ -197,8 +352,7 @@ impl Broker {
             attestation: &i.attestation,
         });
         let behaviour = self.behaviour(&agent.name, now).await?;
-        let request = e
-            .context
+        let request = ctx
             .request
             .as_ref()
             .filter(|_| action == Action::CallTool)
@@ -213,10 +367,10 @@ impl Broker {
         let Some(t) = &task else {
             let caps = [cap];
             let ask = TaskAsk {
-                intent: e.context.intent.as_deref().unwrap_or_default(),
+                intent: ctx.intent.as_deref().unwrap_or_default(),
                 capabilities: &caps,
-                on_behalf_of: e.context.on_behalf_of.as_deref(),
-                ttl: e.context.ttl.unwrap_or(0),
+                on_behalf_of: ctx.on_behalf_of.as_deref(),
+                ttl: ctx.ttl.unwrap_or(0),
                 exception: false,
             };
             let facts = Facts::untasked(
@@ -279,12 +433,13 @@ impl Broker {
             }
         };
         let d = self.decide(&policy, &facts).await?;
-        let approval = match (d.verdict(), action, request) {
+        let approval = match (d.verdict(), action, request, mode) {
             // A call a gateway would hold is held here too, on the same
-            // approval: the enforcement point asking shows its id.
-            (Verdict::NeedsApproval, Action::CallTool, Some(r)) => {
+            // approval: the enforcement point asking shows its id. A search
+            // leaves approvals alone.
+            (Verdict::NeedsApproval, Action::CallTool, Some(r), Mode::Evaluate) => {
                 let call = r.to_approval(&tool.name, &agent.name);
-                let asked = if e.context.enforced {
+                let asked = if ctx.enforced {
                     Asked::Enforcing
                 } else {
                     Asked::Question
@@ -305,7 +460,21 @@ impl Broker {
     /// The tool and the subject an evaluation names (an agent, or an
     /// instance whose agent and attestation count): found, or the refusal.
     async fn resolve(&self, e: &Evaluation) -> Result<Result<Resolved, Refused>, ApiError> {
-        let deny = |r: &str| Ok(Err(Refused::Deny(r.to_owned())));
+        let tool = match self.resolve_tool(e).await? {
+            Ok(t) => t,
+            Err(r) => return Ok(Err(r)),
+        };
+        Ok(self
+            .resolve_subject(e)
+            .await?
+            .map(|(agent, instance)| (tool, agent, instance)))
+    }
+
+    /// The tool an evaluation names.
+    async fn resolve_tool(
+        &self,
+        e: &Evaluation,
+    ) -> Result<Result<writ_core::api::Tool, Refused>, ApiError> {
         if e.resource.type_ != "tool" {
             return Ok(Err(Refused::Deny(format!(
                 "unknown resource type {:?}",
@@ -313,14 +482,25 @@ impl Broker {
             ))));
         }
         let Ok(tool_name) = e.resource.id.parse() else {
-            return deny("malformed tool id");
+            return Ok(Err(Refused::Deny("malformed tool id".into())));
         };
-        let Some(tool) = self.store.get_tool(&tool_name).await? else {
-            return Ok(Err(Refused::Deny(format!(
+        match self.store.get_tool(&tool_name).await? {
+            Some(tool) => Ok(Ok(tool)),
+            None => Ok(Err(Refused::Deny(format!(
                 "unknown tool {}",
                 e.resource.id
-            ))));
-        };
+            )))),
+        }
+    }
+
+    /// The subject an evaluation names: an agent, or an instance whose
+    /// agent and attestation count.
+    async fn resolve_subject(
+        &self,
+        e: &Evaluation,
+    ) -> Result<Result<(writ_core::api::Agent, Option<writ_store::Instance>), Refused>, ApiError>
+    {
+        let deny = |r: &str| Ok(Err(Refused::Deny(r.to_owned())));
         let now = self.now();
         let (agent_name, instance) = match e.subject.type_.as_str() {
             "agent" => (e.subject.id.clone(), None),
@@ -352,7 +532,7 @@ impl Broker {
         if agent.quarantined {
             return Ok(Err(Refused::Quarantined(agent.name)));
         }
-        Ok(Ok((tool, agent, instance)))
+        Ok(Ok((agent, instance)))
     }
 }
 
@@ -363,6 +543,7 @@ fn answer(d: &writ_policy::Decision, approval: Option<&CallApproval>) -> Evaluat
         policy_version: d.policy_version().to_owned(),
         determining_policies: d.determining_policies().to_vec(),
         approval_id: None,
+        error: None,
     };
     let decision = match (d.verdict(), approval) {
         (Verdict::Allow, _) => true,

@@ -14,6 +14,7 @@ pub mod gateway;
 mod issue;
 pub mod nodes;
 mod policy;
+mod search;
 mod shadow;
 pub mod tasks;
 mod tokens;

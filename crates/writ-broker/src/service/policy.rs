@@ -61,14 +61,14 @@ impl Broker {
             return Err(ApiError::BadRequest(format!("at most {MAX_FILES} files")));
         }
         for name in req.files.keys() {
-            let ok = name.ends_with(".cedar")
+            let ok = writ_policy::FileKind::of(name).is_some()
                 && !name.contains('/')
                 && !name.contains('\\')
                 && !name.starts_with('.')
                 && name.len() <= 128;
             if !ok {
                 return Err(ApiError::BadRequest(format!(
-                    "file name {name:?} must be a plain *.cedar name"
+                    "file name {name:?} must be a plain *.cedar, *.cedarschema or entities.json name"
                 )));
             }
         }
@@ -85,6 +85,47 @@ impl Broker {
             }
         };
         self.set_policy(set, "push", "admin").await?;
+        Ok(self.policy_info())
+    }
+
+    /// Replaces the live set's entity data (`entities.json`) with `entities`
+    /// (Cedar's entity JSON), validated against the live schema: the set
+    /// with the new data goes live as a new version, or is refused and the
+    /// live one stays.
+    pub async fn push_entities(&self, entities: serde_json::Value) -> Result<PolicyInfo, ApiError> {
+        let Some(list) = entities.as_array() else {
+            return Err(ApiError::BadRequest(
+                "entities must be a JSON array (Cedar's entity JSON format)".into(),
+            ));
+        };
+        if list.len() > writ_policy::MAX_ENTITIES {
+            return Err(ApiError::BadRequest(format!(
+                "at most {} entities",
+                writ_policy::MAX_ENTITIES
+            )));
+        }
+        let mut sources: Vec<PolicySource> = self
+            .policy()
+            .sources()
+            .iter()
+            .filter(|s| s.name != writ_policy::ENTITIES_FILE)
+            .cloned()
+            .collect();
+        let text = serde_json::to_string_pretty(&entities)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        sources.push(PolicySource {
+            name: writ_policy::ENTITIES_FILE.into(),
+            text,
+        });
+        let set = match PolicySet::compile(sources) {
+            Ok(s) => s,
+            Err(e) => {
+                self.policy_refused("push entities", "admin", &e.to_string())
+                    .await?;
+                return Err(ApiError::BadRequest(format!("entities refused: {e}")));
+            }
+        };
+        self.set_policy(set, "push entities", "admin").await?;
         Ok(self.policy_info())
     }
 

@@ -10,6 +10,7 @@
 mod approvals;
 mod attest;
 mod audit;
+mod authzen_pdp;
 mod bad_input;
 mod cli;
 mod crash;

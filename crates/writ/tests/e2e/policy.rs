@@ -281,9 +281,16 @@ async fn authzen_evaluations_for_enforcement_points() {
             .contains("unknown tool")
     );
 
+    // AuthZEN receivers ignore fields they do not know: the same question
+    // with one more field gets the same answer.
     let mut extra = read.clone();
     extra["colour"] = json!("red");
-    assert_eq!(eval(extra, Some(ADMIN)).await.unwrap().status(), 400);
+    extra["subject"]["colour"] = json!("red");
+    let r = eval(extra, Some(ADMIN)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let d: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(d["decision"], true);
+    assert_eq!(d["context"]["determining_policies"], json!(["read-only"]));
 
     // Batch: defaults from the top level, per-item overrides, and semantics.
     let batch = |semantic: &str| {
@@ -330,7 +337,8 @@ async fn authzen_evaluations_for_enforcement_points() {
         .iter()
         .filter(|r| r.event.contains("\"kind\":\"decision\""))
         .collect();
-    assert_eq!(decisions.len(), 9, "every decision is audited");
+    // Ten: the question with unknown fields is answered (and audited) too.
+    assert_eq!(decisions.len(), 10, "every decision is audited");
     assert_eq!(
         decisions
             .iter()
