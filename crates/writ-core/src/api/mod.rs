@@ -1,0 +1,27 @@
+//! The v1 wire types, shared by the broker, the client and the tests.
+//!
+//! Every request type rejects unknown fields.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AgentName, InstanceId, TaskId, ToolName};
+use crate::scope::{Capability, Scope};
+use crate::time::Timestamp;
+
+mod agents;
+mod audit;
+mod gateways;
+mod nodes;
+mod oauth;
+mod tasks;
+mod tools;
+
+pub use agents::*;
+pub use audit::*;
+pub use gateways::*;
+pub use nodes::*;
+pub use oauth::*;
+pub use tasks::*;
+pub use tools::*;
