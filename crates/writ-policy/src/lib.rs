@@ -13,6 +13,7 @@
 mod decide;
 mod facts;
 mod question;
+mod request;
 mod set;
 mod vocabulary;
 

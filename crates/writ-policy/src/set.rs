@@ -74,7 +74,7 @@ pub struct PolicySet {
     /// The policies that can apply to one (action, tool), so a decision
     /// evaluates only those, not the whole set.
     pub(crate) slices: Arc<Slices>,
-    pub(crate) names: Arc<crate::decide::Names>,
+    pub(crate) names: Arc<crate::request::Names>,
     pub(crate) schema: Arc<Schema>,
     /// What each policy's annotations oblige, read once at compile time
     /// (looking an annotation up parses its key).
@@ -212,7 +212,7 @@ impl PolicySet {
             return Err(located(&name, text, first));
         }
         let slices = Arc::new(Slices::build(&set)?);
-        let names = Arc::new(crate::decide::Names::new().map_err(PolicyError::Schema)?);
+        let names = Arc::new(crate::request::Names::new().map_err(PolicyError::Schema)?);
         let obligations = Arc::new(
             set.policies()
                 .map(|p| (p.id().to_string(), crate::decide::obligations_of_policy(p)))
