@@ -1,0 +1,395 @@
+//! Admin tokens, signing keys, tools.
+
+use super::*;
+
+pub async fn admin_tokens(s: Arc<dyn Store>) {
+    let s = &*s;
+    let create = || vec![ev(AuditKind::AdminTokenCreate)];
+    assert_eq!(s.admin_token_count().await.unwrap(), 0);
+    assert_eq!(s.admin_token("h1").await.unwrap(), None);
+    s.add_admin_token("ops", "h1", false, at(0), create())
+        .await
+        .unwrap();
+    s.add_admin_token("ci", "h2", false, at(1), create())
+        .await
+        .unwrap();
+    let ops = s.admin_token("h1").await.unwrap().unwrap();
+    assert_eq!((ops.name.as_str(), ops.dev), ("ops", false));
+    assert!(s.admin_token("h2").await.unwrap().is_some());
+    assert_eq!(s.admin_token("h3").await.unwrap(), None);
+    assert_eq!(s.admin_token_count().await.unwrap(), 2);
+    // A name or a secret is taken once.
+    let before = audit_len(s).await;
+    assert!(matches!(
+        s.add_admin_token("ops", "h9", false, at(2), create()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.add_admin_token("other", "h2", false, at(2), create())
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(audit_len(s).await, before, "a refused add records nothing");
+
+    // A dev credential replaces the last dev one, and is not counted.
+    s.add_admin_token("dev", "d1", true, at(3), create())
+        .await
+        .unwrap();
+    s.add_admin_token("dev", "d2", true, at(4), create())
+        .await
+        .unwrap();
+    assert_eq!(s.admin_token("d1").await.unwrap(), None);
+    assert!(s.admin_token("d2").await.unwrap().unwrap().dev);
+    assert_eq!(s.admin_token_count().await.unwrap(), 2);
+    let names: Vec<_> = s
+        .admin_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.name, c.dev))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("ci".to_owned(), false),
+            ("dev".to_owned(), true),
+            ("ops".to_owned(), false)
+        ]
+    );
+
+    // Revoked: gone. Unknown: false. The last one not made by a dev start
+    // stays, and the refusal records nothing.
+    let revoke = || vec![ev(AuditKind::AdminTokenRevoke)];
+    assert!(s.revoke_admin_token("dev", at(5), revoke()).await.unwrap());
+    assert!(s.revoke_admin_token("ci", at(5), revoke()).await.unwrap());
+    assert!(!s.revoke_admin_token("ci", at(5), revoke()).await.unwrap());
+    assert_eq!(s.admin_token("h2").await.unwrap(), None);
+    let before = audit_len(s).await;
+    assert!(matches!(
+        s.revoke_admin_token("ops", at(6), revoke()).await,
+        Err(StoreError::LastAdminCredential(_))
+    ));
+    assert_eq!(audit_len(s).await, before);
+    assert!(s.admin_token("h1").await.unwrap().is_some());
+    assert_chain(s).await;
+}
+
+pub async fn audit_checkpoints_are_kept_once_per_record(s: Arc<dyn Store>) {
+    let s = &*s;
+    assert_eq!(s.last_audit_checkpoint().await.unwrap(), None);
+    s.add_audit_checkpoint(4, "cp4").await.unwrap();
+    s.add_audit_checkpoint(12, "cp12").await.unwrap();
+    s.add_audit_checkpoint(8, "cp8").await.unwrap();
+    // A second one for the same record (another replica) is ignored.
+    s.add_audit_checkpoint(8, "cp8-again").await.unwrap();
+    assert_eq!(
+        s.audit_checkpoints().await.unwrap(),
+        vec![
+            (4, "cp4".to_owned()),
+            (8, "cp8".to_owned()),
+            (12, "cp12".to_owned())
+        ]
+    );
+    assert_eq!(
+        s.last_audit_checkpoint().await.unwrap(),
+        Some((12, "cp12".to_owned()))
+    );
+}
+
+pub async fn signing_keys_rotate_atomically(s: Arc<dyn Store>) {
+    let s = &*s;
+    let key = |kid: &str, t: Timestamp| StoredKey {
+        kid: kid.to_owned(),
+        alg: "EdDSA".to_owned(),
+        sealed: vec![1, 2, 3, kid.len() as u8],
+        created_at: t,
+        retired_at: None,
+    };
+    s.add_signing_key(key("k1", at(0)), at(0), vec![ev(AuditKind::KeyRotate)])
+        .await
+        .unwrap();
+    s.add_signing_key(key("k2", at(10)), at(10), vec![ev(AuditKind::KeyRotate)])
+        .await
+        .unwrap();
+    let keys = s.signing_keys().await.unwrap();
+    let by_kid: BTreeMap<&str, &StoredKey> = keys.iter().map(|k| (k.kid.as_str(), k)).collect();
+    assert_eq!(by_kid.len(), 2);
+    assert_eq!(by_kid["k1"].retired_at, Some(at(10)));
+    assert_eq!(by_kid["k2"].retired_at, None);
+    assert_eq!(by_kid["k2"].sealed, vec![1, 2, 3, 2]);
+    assert_eq!(by_kid["k2"].alg, "EdDSA");
+
+    // A duplicate kid fails as a whole: k2 is not retired by it, no audit.
+    let before = audit_len(s).await;
+    let err = s
+        .add_signing_key(key("k2", at(20)), at(20), vec![ev(AuditKind::KeyRotate)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let keys = s.signing_keys().await.unwrap();
+    let k2 = keys.iter().find(|k| k.kid == "k2").unwrap();
+    assert_eq!(
+        k2.retired_at, None,
+        "a failed rotation retired the current key"
+    );
+    assert_eq!(audit_len(s).await, before);
+    assert_chain(s).await;
+}
+
+pub async fn tools_create_get_list(s: Arc<dyn Store>) {
+    let s = &*s;
+    let tool = |n: &str, aud: &str| Tool {
+        name: n.parse::<ToolName>().unwrap(),
+        audience: aud.to_owned(),
+        scopes: vec!["read".parse().unwrap(), "write".parse().unwrap()],
+        attributes: [("data".to_owned(), "user".to_owned())].into(),
+        upstream: Some(writ_core::api::Upstream::Http {
+            url: format!("{aud}/v1"),
+            require_secret: true,
+        }),
+        secret_header: None,
+        gateway: None,
+        created_at: at(5),
+    };
+    let github = tool("github", "https://api.github.test");
+    let jira = tool("jira", "https://jira.test");
+    s.create_tool(&jira, vec![ev(AuditKind::ToolRegister)])
+        .await
+        .unwrap();
+    s.create_tool(&github, vec![ev(AuditKind::ToolRegister)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_tool(&github.name).await.unwrap(),
+        Some(github.clone())
+    );
+    assert_eq!(s.get_tool(&"nope".parse().unwrap()).await.unwrap(), None);
+    let mut listed = s.list_tools().await.unwrap();
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(listed, vec![github.clone(), jira]);
+
+    let before = audit_len(s).await;
+    let err = s
+        .create_tool(
+            &tool("github", "https://evil.test"),
+            vec![ev(AuditKind::ToolRegister)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(s.get_tool(&github.name).await.unwrap(), Some(github));
+    assert_eq!(audit_len(s).await, before);
+}
+
+/// A tool keeps the gateway it is bound to (migration 13); one bound to
+/// none is the embedded gateway's, which is how tools registered before
+/// the binding existed read back.
+pub async fn h11_tools_keep_the_gateway_that_serves_them(s: Arc<dyn Store>) {
+    let s = &*s;
+    let tool = |n: &str, gateway: Option<&str>| Tool {
+        name: n.parse::<ToolName>().unwrap(),
+        audience: format!("https://{n}.test"),
+        scopes: vec!["read".parse().unwrap()],
+        attributes: Default::default(),
+        upstream: Some(writ_core::api::Upstream::Http {
+            url: format!("https://{n}.internal"),
+            require_secret: false,
+        }),
+        secret_header: None,
+        gateway: gateway.map(str::to_owned),
+        created_at: at(5),
+    };
+    let edge = tool("crm", Some("edge-1"));
+    let plain = tool("wiki", None);
+    for t in [&edge, &plain] {
+        s.create_tool(t, vec![ev(AuditKind::ToolRegister)])
+            .await
+            .unwrap();
+    }
+    let got = s.get_tool(&edge.name).await.unwrap().unwrap();
+    assert_eq!(got, edge);
+    assert!(got.served_by("edge-1") && !got.served_by("embedded"));
+    let listed = s.list_tools().await.unwrap();
+    let wiki = listed.iter().find(|t| t.name == plain.name).unwrap();
+    assert_eq!(wiki.gateway, None);
+    assert!(wiki.served_by("embedded") && !wiki.served_by("edge-1"));
+
+    // Rebound, and back; an unknown tool is refused with nothing written.
+    s.set_tool_gateway(
+        &plain.name,
+        Some("edge-2"),
+        at(6),
+        vec![ev(AuditKind::ToolRegister)],
+    )
+    .await
+    .unwrap();
+    let got = s.get_tool(&plain.name).await.unwrap().unwrap();
+    assert_eq!(got.gateway.as_deref(), Some("edge-2"));
+    s.set_tool_gateway(&edge.name, None, at(7), vec![ev(AuditKind::ToolRegister)])
+        .await
+        .unwrap();
+    assert_eq!(s.get_tool(&edge.name).await.unwrap().unwrap().gateway, None);
+    let before = audit_len(s).await;
+    let err = s
+        .set_tool_gateway(
+            &"nope".parse().unwrap(),
+            Some("edge-1"),
+            at(8),
+            vec![ev(AuditKind::ToolRegister)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(audit_len(s).await, before);
+    assert_chain(s).await;
+}
+
+/// Tool secrets are kept sealed as given, replaced in place, and reported
+/// by header only; an unknown tool is refused with nothing written.
+pub async fn tool_secrets_set_replace_list(s: Arc<dyn Store>) {
+    let s = &*s;
+    let tool = Tool {
+        name: "crm".parse().unwrap(),
+        audience: "https://crm.test".into(),
+        scopes: vec!["read".parse().unwrap()],
+        attributes: Default::default(),
+        upstream: None,
+        secret_header: None,
+        gateway: None,
+        created_at: at(5),
+    };
+    s.create_tool(&tool, vec![]).await.unwrap();
+    let before = audit_len(s).await;
+    let err = s
+        .set_tool_secret(
+            &"nope".parse().unwrap(),
+            "x-api-key",
+            vec![1],
+            at(6),
+            vec![ev(AuditKind::ToolSecretSet)],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(audit_len(s).await, before);
+    s.set_tool_secret(
+        &tool.name,
+        "x-api-key",
+        vec![1, 2, 3],
+        at(6),
+        vec![ev(AuditKind::ToolSecretSet)],
+    )
+    .await
+    .unwrap();
+    s.set_tool_secret(
+        &tool.name,
+        "authorization",
+        vec![4, 5],
+        at(7),
+        vec![ev(AuditKind::ToolSecretSet)],
+    )
+    .await
+    .unwrap();
+    let all = s.tool_secrets().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].header, "authorization");
+    assert_eq!(all[0].sealed, vec![4, 5]);
+    assert_eq!(
+        s.get_tool(&tool.name)
+            .await
+            .unwrap()
+            .unwrap()
+            .secret_header
+            .as_deref(),
+        Some("authorization")
+    );
+    assert_eq!(audit_len(s).await, before + 2);
+}
+
+/// The shadow policy set is kept, replaced and removed, with its audit.
+pub async fn shadow_policy_round_trip(s: Arc<dyn Store>) {
+    let s = &*s;
+    assert_eq!(s.shadow_policy().await.unwrap(), None);
+    let before = audit_len(s).await;
+    let files = vec![(
+        "a.cedar".to_owned(),
+        "permit (principal, action, resource);".to_owned(),
+    )];
+    s.set_shadow_policy(
+        Some(("v1".into(), files.clone())),
+        at(1),
+        vec![ev(AuditKind::PolicyShadow)],
+    )
+    .await
+    .unwrap();
+    s.set_shadow_policy(
+        Some(("v2".into(), files.clone())),
+        at(2),
+        vec![ev(AuditKind::PolicyShadow)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.shadow_policy().await.unwrap(), Some(("v2".into(), files)));
+    s.set_shadow_policy(None, at(3), vec![ev(AuditKind::PolicyShadow)])
+        .await
+        .unwrap();
+    assert_eq!(s.shadow_policy().await.unwrap(), None);
+    assert_eq!(audit_len(s).await, before + 3);
+}
+
+/// A gateway's decisions are recorded once each, in order: redelivery is
+/// skipped, a gap is refused with nothing written.
+pub async fn gateway_decisions_are_recorded_once(s: Arc<dyn Store>) {
+    let s = &*s;
+    s.create_gateway("gw-1", "hash-1", at(1), vec![])
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.create_gateway("gw-1", "hash-2", at(1), vec![]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        s.gateway_by_token("hash-1").await.unwrap().as_deref(),
+        Some("gw-1")
+    );
+    assert_eq!(s.gateway_by_token("hash-2").await.unwrap(), None);
+    let before = audit_len(s).await;
+    let evs = |n: usize| vec![ev(AuditKind::ToolCall); n];
+    assert_eq!(
+        s.append_gateway_decisions("gw-1", 1, vec![], at(2))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.append_gateway_decisions("gw-1", 1, evs(3), at(2))
+            .await
+            .unwrap(),
+        3
+    );
+    // 2..=5: 2 and 3 are held already, 4 and 5 are new.
+    assert_eq!(
+        s.append_gateway_decisions("gw-1", 2, evs(4), at(3))
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(audit_len(s).await, before + 5);
+    assert!(matches!(
+        s.append_gateway_decisions("gw-1", 9, evs(1), at(4)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.append_gateway_decisions("nope", 1, evs(1), at(4)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(audit_len(s).await, before + 5);
+    // A revoked credential resolves to nothing; revoking twice is fine.
+    s.revoke_gateway("gw-1", at(5), vec![]).await.unwrap();
+    s.revoke_gateway("gw-1", at(6), vec![]).await.unwrap();
+    assert_eq!(s.gateway_by_token("hash-1").await.unwrap(), None);
+    assert!(matches!(
+        s.revoke_gateway("nope", at(6), vec![]).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
