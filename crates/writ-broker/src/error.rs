@@ -137,9 +137,13 @@ impl IntoResponse for ApiError {
         );
         if let ApiError::RateLimited { retry_after, .. } = &self {
             h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            // Refused before its body was read: the connection cannot carry
+            // another request, and the client is told so rather than finding
+            // out on its next write.
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let ApiError::Dpop { error, nonce, .. } = &self {
-            let challenge = format!("DPoP error=\"{error}\", algs=\"EdDSA ES256\"");
+            let challenge = format!("DPoP error=\"{error}\", algs=\"EdDSA Ed25519 ES256\"");
             if let Ok(v) = HeaderValue::from_str(&challenge) {
                 h.insert(header::WWW_AUTHENTICATE, v);
             }
@@ -149,7 +153,7 @@ impl IntoResponse for ApiError {
         } else if status == StatusCode::UNAUTHORIZED {
             h.insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"writ\", DPoP algs=\"EdDSA ES256\""),
+                HeaderValue::from_static("Bearer realm=\"writ\", DPoP algs=\"EdDSA Ed25519 ES256\""),
             );
         }
         resp

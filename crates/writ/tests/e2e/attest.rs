@@ -588,6 +588,8 @@ async fn h7_unauthenticated_attestation_is_rate_limited_per_client() {
         .parse()
         .unwrap();
     assert!((1..=60).contains(&retry), "Retry-After: {retry}");
+    // Refused before its body was read: the connection says it closes.
+    assert_eq!(r.headers()["connection"], "close");
     assert_eq!(
         r.headers()["content-type"].to_str().unwrap(),
         "application/problem+json"
