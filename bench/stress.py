@@ -611,8 +611,7 @@ class Run:
         def runs(interp, as_uid):
             probe = peers_dir / "probe"
             shutil.copy(interp, probe)
-            os.chown(probe, as_uid, as_uid)
-            os.chmod(probe, 0o755)
+            give(probe, as_uid)
             try:
                 return subprocess.run([str(probe), "-S", "-E", "-c", "import json, socket, struct"],
                                       capture_output=True, timeout=30, **as_user(as_uid)).returncode == 0
@@ -634,8 +633,7 @@ class Run:
             exe = peers_dir / f"python-{i}"
             shutil.copy(interp, exe)
             os.truncate(exe, self.args.exe_mb * 1024 * 1024)
-            os.chown(exe, uid, uid)
-            os.chmod(exe, 0o755)
+            give(exe, uid)
             self.peer_exes.append(str(exe))
 
     # - sampling -
@@ -810,6 +808,13 @@ def as_user(uid):
     """Popen's arguments to run as `uid` (and the group of the same number),
     when that is another user."""
     return {} if uid == os.getuid() else {"user": uid, "group": uid}
+
+
+def give(path, uid):
+    """An executable for `uid`, who may also touch it."""
+    if uid != os.getuid():
+        os.chown(path, uid, uid)
+    os.chmod(path, 0o755)
 
 
 def free_port():
