@@ -153,7 +153,9 @@ impl IntoResponse for ApiError {
         } else if status == StatusCode::UNAUTHORIZED {
             h.insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"writ\", DPoP algs=\"EdDSA Ed25519 ES256\""),
+                HeaderValue::from_static(
+                    "Bearer realm=\"writ\", DPoP algs=\"EdDSA Ed25519 ES256\"",
+                ),
             );
         }
         resp

@@ -93,6 +93,15 @@ impl Paging {
     }
 }
 
+/// One page of a search: which candidates were allowed, where the next
+/// page starts.
+struct Page<'a> {
+    candidates: &'a [String],
+    allowed: &'a [usize],
+    next: usize,
+    paging: &'a Paging,
+}
+
 impl Broker {
     /// The ids writ knows of one type, sorted: registered agents or tools,
     /// or the entities of a user type in `entities.json`.
@@ -148,6 +157,37 @@ impl Broker {
         Ok((allowed, i))
     }
 
+    /// The answer to a subject or resource search: the allowed candidates
+    /// of `type_` on this page, the token of the next, audited once.
+    async fn found(
+        &self,
+        actor: &str,
+        what: &str,
+        question: Value,
+        type_: &str,
+        page: Page<'_>,
+        version: &str,
+    ) -> Result<SearchResponse<Found>, ApiError> {
+        let results: Vec<Found> = page
+            .allowed
+            .iter()
+            .filter_map(|i| page.candidates.get(*i))
+            .map(|id| Found {
+                type_: type_.to_owned(),
+                id: id.clone(),
+            })
+            .collect();
+        self.audit_search(actor, what, question, results.len(), version)
+            .await?;
+        Ok(SearchResponse {
+            page: PageResponse {
+                next_token: page.paging.token(page.next, page.candidates.len()),
+                count: results.len(),
+            },
+            results,
+        })
+    }
+
     async fn audit_search(
         &self,
         actor: &str,
@@ -193,23 +233,21 @@ impl Broker {
                 context: req.context.clone(),
             })
             .await?;
-        let results: Vec<Found> = allowed
-            .iter()
-            .filter_map(|i| candidates.get(*i))
-            .map(|id| Found {
-                type_: req.subject.type_.clone(),
-                id: id.clone(),
-            })
-            .collect();
-        self.audit_search(actor, "subject", question, results.len(), policy.version())
-            .await?;
-        Ok(SearchResponse {
-            page: PageResponse {
-                next_token: paging.token(next, candidates.len()),
-                count: results.len(),
-            },
-            results,
-        })
+        let page = Page {
+            candidates: &candidates,
+            allowed: &allowed,
+            next,
+            paging: &paging,
+        };
+        self.found(
+            actor,
+            "subject",
+            question,
+            &req.subject.type_,
+            page,
+            policy.version(),
+        )
+        .await
     }
 
     /// `/access/v1/search/resource`: e.g. which tools an agent may call.
@@ -237,23 +275,21 @@ impl Broker {
                 context: req.context.clone(),
             })
             .await?;
-        let results: Vec<Found> = allowed
-            .iter()
-            .filter_map(|i| candidates.get(*i))
-            .map(|id| Found {
-                type_: req.resource.type_.clone(),
-                id: id.clone(),
-            })
-            .collect();
-        self.audit_search(actor, "resource", question, results.len(), policy.version())
-            .await?;
-        Ok(SearchResponse {
-            page: PageResponse {
-                next_token: paging.token(next, candidates.len()),
-                count: results.len(),
-            },
-            results,
-        })
+        let page = Page {
+            candidates: &candidates,
+            allowed: &allowed,
+            next,
+            paging: &paging,
+        };
+        self.found(
+            actor,
+            "resource",
+            question,
+            &req.resource.type_,
+            page,
+            policy.version(),
+        )
+        .await
     }
 
     /// `/access/v1/search/action`: the actions whose schema applies to the
