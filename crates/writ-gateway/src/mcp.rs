@@ -81,6 +81,35 @@ fn session_of(headers: &HeaderMap) -> Result<Option<&str>, GatewayError> {
         .transpose()
 }
 
+/// The MCP transport's defence against DNS rebinding: a request from a web
+/// page (it carries `Origin`) is refused unless that origin is on the
+/// tool's allow-list; other clients send none and pass.
+fn check_origin(headers: &HeaderMap, tool: &Tool, upstream: &Upstream) -> Result<(), GatewayError> {
+    let mut values = headers.get_all(header::ORIGIN).iter();
+    let Some(origin) = values.next() else {
+        return Ok(());
+    };
+    if values.next().is_some() {
+        return Err(GatewayError::BadRequest("more than one Origin".into()));
+    }
+    let allowed = origin
+        .to_str()
+        .is_ok_and(|o| upstream.origins().iter().any(|a| a == o));
+    if allowed {
+        Ok(())
+    } else {
+        Err(GatewayError::Forbidden {
+            reason: format!(
+                "requests from this Origin may not call tool {}; an admin lists the origins a tool accepts",
+                tool.name
+            ),
+            policy_version: None,
+            determining_policies: Vec::new(),
+            approval_id: None,
+        })
+    }
+}
+
 /// `rest`: the path below the tool's prefix, which policy sees as
 /// `context.request.path`, as for plain HTTP.
 #[allow(clippy::too_many_arguments, reason = "one request's context")]
@@ -95,6 +124,7 @@ pub(crate) async fn handle(
     req: Request,
 ) -> Result<Response, GatewayError> {
     let path = if rest.is_empty() { "/" } else { rest }.to_owned();
+    check_origin(req.headers(), tool, upstream)?;
     let task = caller.claims.task.as_deref().unwrap_or_default();
     let sid = session_of(req.headers())?;
     if let (Upstream::Mcp { .. }, Some(sid)) = (upstream, sid)
@@ -151,7 +181,7 @@ pub(crate) async fn handle(
                 Upstream::Mcp { url, .. } => {
                     post_http(call, url, peer, &parts.headers, inspected).await
                 }
-                Upstream::McpStdio { command } => {
+                Upstream::McpStdio { command, .. } => {
                     crate::stdio::post(call, command, &parts.headers, inspected).await
                 }
                 Upstream::Http { .. } | Upstream::Postgres { .. } => {

@@ -532,6 +532,12 @@ fn secret_purpose(tool: &ToolName) -> String {
 
 /// Checks a tool's upstream at registration.
 pub(crate) fn check_upstream(u: &Upstream) -> Result<(), ApiError> {
+    let origins = u.origins();
+    if origins.len() > 32 || origins.iter().any(|o| !writ_core::api::valid_origin(o)) {
+        return Err(ApiError::BadRequest(
+            "origins must be at most 32 lower-case http(s)://host[:port] origins".into(),
+        ));
+    }
     match u {
         Upstream::Http { url, .. } | Upstream::Mcp { url, .. } => {
             let ok = url::Url::parse(url).is_ok_and(|p| {
@@ -549,7 +555,7 @@ pub(crate) fn check_upstream(u: &Upstream) -> Result<(), ApiError> {
             }
         }
         Upstream::Postgres { grants } => super::dbcreds::check_grants(grants)?,
-        Upstream::McpStdio { command } => {
+        Upstream::McpStdio { command, .. } => {
             if command.is_empty()
                 || command.len() > 64
                 || command.iter().any(|a| a.is_empty() || a.len() > 4096)

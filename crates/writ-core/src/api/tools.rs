@@ -92,10 +92,20 @@ pub enum Upstream {
         url: String,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         require_secret: bool,
+        /// Browser origins (`scheme://host[:port]`) whose pages may call
+        /// the tool; a request with any other `Origin` is refused (the MCP
+        /// transport's defence against DNS rebinding). Empty: none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        origins: Vec<String>,
     },
     /// A local MCP server on stdio, spawned by the gateway (one process per
     /// MCP session).
-    McpStdio { command: Vec<String> },
+    McpStdio {
+        command: Vec<String>,
+        /// As for [`Upstream::Mcp`].
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        origins: Vec<String>,
+    },
     /// A PostgreSQL database: no gateway in between; a task granted the tool
     /// gets a role of its own (`POST /v1/tasks/{id}/credentials/{tool}`)
     /// that lives as long as the task. The admin connection is the tool's
@@ -108,7 +118,29 @@ pub enum Upstream {
     },
 }
 
+/// Whether `origin` is a serialised web origin: `http(s)://host[:port]`,
+/// lower case, nothing after the authority.
+pub fn valid_origin(origin: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !authority.is_empty()
+        && origin.len() <= 255
+        && authority
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.:[]".contains(&b))
+}
+
 impl Upstream {
+    /// The browser origins allowed to call an MCP tool (none for others).
+    pub fn origins(&self) -> &[String] {
+        match self {
+            Upstream::Mcp { origins, .. } | Upstream::McpStdio { origins, .. } => origins,
+            Upstream::Http { .. } | Upstream::Postgres { .. } => &[],
+        }
+    }
+
     pub fn is_mcp(&self) -> bool {
         matches!(self, Upstream::Mcp { .. } | Upstream::McpStdio { .. })
     }

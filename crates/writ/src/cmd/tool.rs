@@ -58,6 +58,11 @@ pub enum ToolCmd {
         /// `--mcp-command npx -y @modelcontextprotocol/server-everything`.
         #[arg(long, num_args = 1.., allow_hyphen_values = true)]
         mcp_command: Vec<String>,
+        /// For an MCP tool: a browser origin whose pages may call it
+        /// (repeatable), e.g. `--mcp-origin https://app.example`; a
+        /// request with any other `Origin` is refused [default: none].
+        #[arg(long = "mcp-origin", value_name = "ORIGIN")]
+        mcp_origins: Vec<String>,
         /// A PostgreSQL database: tasks get roles of their own, with these
         /// grants (repeatable; `{role}` is the new role), e.g.
         /// `--postgres-grant 'GRANT SELECT ON ALL TABLES IN SCHEMA reporting TO {role}'`.
@@ -97,6 +102,7 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
             mcp,
             require_secret,
             mcp_command,
+            mcp_origins,
             postgres_grants,
             gateway,
         } => {
@@ -107,6 +113,7 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
                 (Some(url), _) if mcp => Some(Upstream::Mcp {
                     url,
                     require_secret,
+                    origins: mcp_origins,
                 }),
                 (Some(url), _) => Some(Upstream::Http {
                     url,
@@ -114,6 +121,7 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
                 }),
                 (None, false) => Some(Upstream::McpStdio {
                     command: mcp_command,
+                    origins: mcp_origins,
                 }),
                 (None, true) => None,
             };

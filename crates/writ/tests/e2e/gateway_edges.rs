@@ -134,6 +134,7 @@ async fn h13_upstream_failures_name_the_tool_never_its_address() {
         Upstream::Mcp {
             url: format!("http://127.0.0.1:{closed}/{base}"),
             require_secret: false,
+            origins: Vec::new(),
         },
     )
     .await;
@@ -144,6 +145,7 @@ async fn h13_upstream_failures_name_the_tool_never_its_address() {
         &[("protocol", "mcp")],
         Upstream::McpStdio {
             command: vec![format!("/nonexistent/{base}/server"), "--flag".into()],
+            origins: Vec::new(),
         },
     )
     .await;
@@ -366,6 +368,7 @@ async fn h6_one_agent_cannot_take_every_mcp_session() {
                 "mcp-sh".into(),
                 pid_file.to_str().unwrap().into(),
             ],
+            origins: Vec::new(),
         },
     )
     .await;

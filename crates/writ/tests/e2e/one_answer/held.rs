@@ -302,6 +302,7 @@ async fn a_held_mcp_tool_call_is_a_json_rpc_error_naming_the_approval() {
         Upstream::Mcp {
             url,
             require_secret: false,
+            origins: Vec::new(),
         },
     )
     .await;
@@ -451,4 +452,70 @@ async fn an_undecided_call_approval_expires_and_keeps_refusing() {
     assert_eq!(d["context"]["approval_id"], id.as_str());
     assert!(up.requests().is_empty(), "nothing was forwarded");
     assert_eq!(admin.approvals(true).await.unwrap().len(), 1);
+}
+
+/// The MCP transport's defence against DNS rebinding, at the gateway: a
+/// request a web page makes (it carries `Origin`) reaches the server only
+/// from an origin the tool lists; clients that send no `Origin` pass.
+#[tokio::test]
+async fn an_mcp_request_from_a_web_page_needs_an_allowed_origin() {
+    let (b, _dir) = broker();
+    let up = recorder().await;
+    // An origin must be exactly scheme://host[:port], lower case.
+    let bad = b
+        .admin()
+        .register_tool(&RegisterTool {
+            name: "sloppy".parse().unwrap(),
+            audience: "urn:mcp:sloppy".into(),
+            scopes: vec!["status".parse().unwrap()],
+            attributes: Default::default(),
+            upstream: Some(Upstream::Mcp {
+                url: up.url.clone(),
+                require_secret: false,
+                origins: vec!["https://App.example/".into()],
+            }),
+            gateway: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.status(), Some(400), "{bad}");
+    register_tool(
+        &b,
+        "deployer",
+        &["deploy", "status"],
+        Upstream::Mcp {
+            url: up.url.clone(),
+            require_secret: false,
+            origins: vec!["https://app.example".into()],
+        },
+    )
+    .await;
+    let (_task, tok) = tool_token(&b, "deployer", &["status"]).await;
+    let send = |origins: &[&str]| {
+        let mut r = reqwest::Client::new()
+            .post(format!("{}/deployer", b.gateway))
+            .bearer_auth(&tok)
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({
+                "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "status", "arguments": {}}
+            }));
+        for o in origins {
+            r = r.header("origin", *o);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(send(&["https://evil.example"]).await, 403);
+    assert_eq!(send(&["null"]).await, 403);
+    assert_eq!(
+        send(&["https://app.example", "https://evil.example"]).await,
+        400
+    );
+    assert!(
+        up.requests().is_empty(),
+        "a refused page reached the server"
+    );
+    assert_eq!(send(&["https://app.example"]).await, 200);
+    assert_eq!(send(&[]).await, 200);
+    assert_eq!(up.requests().len(), 2);
 }
