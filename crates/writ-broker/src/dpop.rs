@@ -85,18 +85,8 @@ impl DpopGuard {
         expected: &Expected<'_>,
         jkt: &str,
     ) -> Result<VerifiedProof, ApiError> {
-        let v = dpop::verify_proof(proof, expected).map_err(refused)?;
-        if v.jkt != jkt {
-            return Err(refused(DpopError::WrongKey));
-        }
-        self.seen
-            .lock()
-            .map_err(|_| ApiError::Internal("replay cache lock poisoned".into()))?
-            .insert(&v.jti_hash, expected.now)
-            .map_err(|e| match e {
-                ReplayError::Replay => refused(DpopError::Replay),
-                ReplayError::Full => ApiError::Unavailable("DPoP replay cache is full".into()),
-            })?;
+        let v = signed_by(proof, expected, Some(jkt))?;
+        self.remember(&self.seen, &v, expected.now)?;
         Ok(v)
     }
 
@@ -157,10 +147,7 @@ impl DpopGuard {
         expected: &Expected<'_>,
         jkt: Option<&str>,
     ) -> Result<VerifiedProof, ApiError> {
-        let v = dpop::verify_proof(proof, expected).map_err(refused)?;
-        if jkt.is_some_and(|j| j != v.jkt) {
-            return Err(refused(DpopError::WrongKey));
-        }
+        let v = signed_by(proof, expected, jkt)?;
         if let Some(key) = &self.nonce_key {
             let ok = v
                 .nonce
@@ -191,6 +178,19 @@ impl DpopGuard {
                 ReplayError::Full => ApiError::Unavailable("DPoP replay cache is full".into()),
             })
     }
+}
+
+/// The stateless checks of a proof, and that `jkt` (when given) signed it.
+fn signed_by(
+    proof: &str,
+    expected: &Expected<'_>,
+    jkt: Option<&str>,
+) -> Result<VerifiedProof, ApiError> {
+    let v = dpop::verify_proof(proof, expected).map_err(refused)?;
+    if jkt.is_some_and(|j| j != v.jkt) {
+        return Err(refused(DpopError::WrongKey));
+    }
+    Ok(v)
 }
 
 fn make_nonce(key: &hmac::Key, now: Timestamp) -> String {

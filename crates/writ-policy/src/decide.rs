@@ -229,6 +229,16 @@ impl Decision {
     }
 }
 
+/// What Cedar says reached an answer: the policies that determined it and
+/// the evaluation errors on the way.
+pub(crate) fn reasons(response: &cedar_policy::Response) -> (Vec<String>, Vec<String>) {
+    let d = response.diagnostics();
+    (
+        d.reason().map(ToString::to_string).collect(),
+        d.errors().map(ToString::to_string).collect(),
+    )
+}
+
 /// What one policy's annotations oblige.
 pub(crate) fn obligations_of_policy(p: &cedar_policy::Policy) -> Obligations {
     let mut o = Obligations::default();
@@ -419,16 +429,7 @@ impl PolicySet {
             .map_err(|e| format!("request: {e}"))?;
         let entities = self.entities(facts, tool)?;
         let response = Authorizer::new().is_authorized(&request, policies, &entities);
-        let determining: Vec<String> = response
-            .diagnostics()
-            .reason()
-            .map(ToString::to_string)
-            .collect();
-        let errors: Vec<String> = response
-            .diagnostics()
-            .errors()
-            .map(ToString::to_string)
-            .collect();
+        let (determining, errors) = crate::decide::reasons(&response);
         Ok(Answer {
             allowed: response.decision() == CedarDecision::Allow && errors.is_empty(),
             determining,

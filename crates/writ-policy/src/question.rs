@@ -184,16 +184,7 @@ impl PolicySet {
                 .map_err(|e| QuestionError(crate::set::diagnostic_text(&e)))?
         };
         let response = Authorizer::new().is_authorized(&request, &self.policies, &entities);
-        let determining: Vec<String> = response
-            .diagnostics()
-            .reason()
-            .map(ToString::to_string)
-            .collect();
-        let errors: Vec<String> = response
-            .diagnostics()
-            .errors()
-            .map(ToString::to_string)
-            .collect();
+        let (determining, errors) = crate::decide::reasons(&response);
         Ok(Decision::of_answer(
             self,
             response.decision() == cedar_policy::Decision::Allow,

@@ -164,27 +164,19 @@ async fn echo_request_id(
 }
 
 /// An unauthenticated attestation request within its client's rate: the
-/// client is its peer address, as the listener saw it. Checked before the
-/// body is read. (Served without connection info, in-process, there is no
-/// peer and no limit.)
+/// client as `writ-listen` names it (the peer, or the address a
+/// `--trusted-proxy` appended). Checked before the body is read. (Served
+/// in-process, without the listener, there is no client and no limit.)
 pub struct AttestAdmitted;
 
 impl FromRequestParts<Arc<Broker>> for AttestAdmitted {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
-        // The client as the listener sees it: the peer, or the address a
-        // trusted proxy named (`--trusted-proxy`).
         let client = parts
             .extensions
             .get::<writ_listen::ClientAddr>()
-            .map(|c| c.0)
-            .or_else(|| {
-                parts
-                    .extensions
-                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                    .map(|c| c.0.ip())
-            });
+            .map(|c| c.0);
         broker.admit_attestation(client)?;
         Ok(AttestAdmitted)
     }

@@ -93,15 +93,6 @@ impl Paging {
     }
 }
 
-/// One page of a search: which candidates were allowed, where the next
-/// page starts.
-struct Page<'a> {
-    candidates: &'a [String],
-    allowed: &'a [usize],
-    next: usize,
-    paging: &'a Paging,
-}
-
 impl Broker {
     /// The ids writ knows of one type, sorted: registered agents or tools,
     /// or the entities of a user type in `entities.json`.
@@ -157,21 +148,30 @@ impl Broker {
         Ok((allowed, i))
     }
 
-    /// The answer to a subject or resource search: the allowed candidates
-    /// of `type_` on this page, the token of the next, audited once.
-    async fn found(
+    /// A subject or resource search over `candidates` of `type_`: this
+    /// page's allowed ones, the token of the next, audited once.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one search's question and answer"
+    )]
+    async fn search_among(
         &self,
         actor: &str,
         what: &str,
         question: Value,
         type_: &str,
-        page: Page<'_>,
+        candidates: Vec<String>,
+        page: Option<&PageRequest>,
         version: &str,
+        evaluation: impl Fn(&String) -> Evaluation,
     ) -> Result<SearchResponse<Found>, ApiError> {
-        let results: Vec<Found> = page
-            .allowed
+        let paging = Paging::new(page, &question, candidates.len())?;
+        let (allowed, next) = self
+            .page_of(&candidates, &paging, actor, evaluation)
+            .await?;
+        let results: Vec<Found> = allowed
             .iter()
-            .filter_map(|i| page.candidates.get(*i))
+            .filter_map(|i| candidates.get(*i))
             .map(|id| Found {
                 type_: type_.to_owned(),
                 id: id.clone(),
@@ -181,7 +181,7 @@ impl Broker {
             .await?;
         Ok(SearchResponse {
             page: PageResponse {
-                next_token: page.paging.token(page.next, page.candidates.len()),
+                next_token: paging.token(next, candidates.len()),
                 count: results.len(),
             },
             results,
@@ -220,9 +220,16 @@ impl Broker {
         } else {
             self.known(&policy, &req.subject.type_).await?
         };
-        let paging = Paging::new(req.page.as_ref(), &question, candidates.len())?;
-        let (allowed, next) = self
-            .page_of(&candidates, &paging, actor, |id| Evaluation {
+        let version = policy.version().to_owned();
+        self.search_among(
+            actor,
+            "subject",
+            question,
+            &req.subject.type_,
+            candidates,
+            req.page.as_ref(),
+            &version,
+            |id| Evaluation {
                 subject: Subject {
                     type_: req.subject.type_.clone(),
                     id: id.clone(),
@@ -231,21 +238,7 @@ impl Broker {
                 action: req.action.clone(),
                 resource: req.resource.clone(),
                 context: req.context.clone(),
-            })
-            .await?;
-        let page = Page {
-            candidates: &candidates,
-            allowed: &allowed,
-            next,
-            paging: &paging,
-        };
-        self.found(
-            actor,
-            "subject",
-            question,
-            &req.subject.type_,
-            page,
-            policy.version(),
+            },
         )
         .await
     }
@@ -262,9 +255,16 @@ impl Broker {
             "resource": req.resource.type_, "context": req.context,
         });
         let candidates = self.known(&policy, &req.resource.type_).await?;
-        let paging = Paging::new(req.page.as_ref(), &question, candidates.len())?;
-        let (allowed, next) = self
-            .page_of(&candidates, &paging, actor, |id| Evaluation {
+        let version = policy.version().to_owned();
+        self.search_among(
+            actor,
+            "resource",
+            question,
+            &req.resource.type_,
+            candidates,
+            req.page.as_ref(),
+            &version,
+            |id| Evaluation {
                 subject: req.subject.clone(),
                 action: req.action.clone(),
                 resource: Resource {
@@ -273,21 +273,7 @@ impl Broker {
                     properties: req.resource.properties.clone(),
                 },
                 context: req.context.clone(),
-            })
-            .await?;
-        let page = Page {
-            candidates: &candidates,
-            allowed: &allowed,
-            next,
-            paging: &paging,
-        };
-        self.found(
-            actor,
-            "resource",
-            question,
-            &req.resource.type_,
-            page,
-            policy.version(),
+            },
         )
         .await
     }
