@@ -40,8 +40,13 @@ pub async fn metadata(State(b): State<Arc<Broker>>) -> Json<serde_json::Value> {
         "grant_types_supported": ["urn:ietf:params:oauth:grant-type:token-exchange"],
         "dpop_signing_alg_values_supported": writ_core::dpop::ALGORITHM_NAMES,
         "token_endpoint_auth_methods_supported": ["none"],
-        "introspection_endpoint_auth_methods_supported": ["bearer"],
-        "revocation_endpoint_auth_methods_supported": ["bearer"],
+        // RFC 7662/7009 client authentication, by the registered names
+        // (writ's own bearer credentials work too, unadvertised: the
+        // registry has no name for them).
+        "introspection_endpoint_auth_methods_supported": crate::client_auth::METHODS,
+        "introspection_endpoint_auth_signing_alg_values_supported": crate::client_auth::ASSERTION_ALGS,
+        "revocation_endpoint_auth_methods_supported": crate::client_auth::METHODS,
+        "revocation_endpoint_auth_signing_alg_values_supported": crate::client_auth::ASSERTION_ALGS,
         "scopes_supported": [],
     }))
 }

@@ -67,6 +67,11 @@ pub struct ServeArgs {
     /// Require server-issued nonces in DPoP proofs (RFC 9449 §8).
     #[arg(long, env = "WRIT_DPOP_NONCES")]
     dpop_nonces: bool,
+    /// What tokens are signed with: EdDSA (Ed25519) or ES256 (P-256), for
+    /// verifiers that refuse EdDSA. Changing it adds a new signing key; the
+    /// old one stays published until its tokens have expired [default: EdDSA].
+    #[arg(long, env = "WRIT_SIGNING_ALG")]
+    signing_alg: Option<writ_core::token::SigningAlg>,
     /// Attestation requests (`/v1/attest`, `/v1/node/attest`) one client
     /// address may make a minute, at once or spread out; more get 429 with
     /// Retry-After. 0: no limit [default: 120].
@@ -143,6 +148,7 @@ struct FileConfig {
     audit_checkpoint_records: Option<u64>,
     audit_checkpoint_secs: Option<i64>,
     dpop_nonces: Option<bool>,
+    signing_alg: Option<writ_core::token::SigningAlg>,
     limit_attest_per_minute: Option<u32>,
     max_delegation_depth: Option<u32>,
     x509_svid_ttl: Option<i64>,
@@ -329,6 +335,9 @@ fn broker_config(
 
     config.policy_dir = policy_dir;
     config.dpop_nonces = args.dpop_nonces || file.dpop_nonces.unwrap_or(false);
+    if let Some(alg) = args.signing_alg.or(file.signing_alg) {
+        config.signing_alg = alg;
+    }
     if let Some(v) = args
         .limit_attest_per_minute
         .or(file.limit_attest_per_minute)
