@@ -211,6 +211,11 @@ impl OAuthError {
         Self::new(StatusCode::UNAUTHORIZED, "invalid_token", d)
     }
 
+    /// Client authentication failed (RFC 6749 §5.2).
+    pub fn invalid_client(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", d)
+    }
+
     pub fn unauthorized_client(d: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", d)
     }
@@ -295,9 +300,15 @@ impl IntoResponse for OAuthError {
             h.insert("dpop-nonce", v);
         }
         if self.status == StatusCode::UNAUTHORIZED {
+            // A client that failed to authenticate is told the scheme to
+            // use (RFC 6749 §5.2); a bad bearer credential, RFC 6750's.
             h.insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"writ\", error=\"invalid_token\""),
+                HeaderValue::from_static(if self.error == "invalid_client" {
+                    "Basic realm=\"writ\""
+                } else {
+                    "Bearer realm=\"writ\", error=\"invalid_token\""
+                }),
             );
         }
         resp

@@ -6,6 +6,8 @@
 //! bound listener and a shutdown future, so tests start a broker on port 0.
 
 pub mod bootstrap;
+mod client_auth;
+mod clients;
 mod config;
 mod dpop;
 mod error;

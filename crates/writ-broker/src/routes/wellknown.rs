@@ -51,14 +51,15 @@ pub async fn metadata(State(b): State<Arc<Broker>>) -> Json<serde_json::Value> {
     }))
 }
 
-pub async fn jwks(State(b): State<Arc<Broker>>) -> Response {
-    let set = b.keys.ring().jwks(b.now(), b.config.max_token_lifetime());
+/// The signing keys, and the keys gateways sign transaction tokens with.
+pub async fn jwks(State(b): State<Arc<Broker>>) -> Result<Response, ApiError> {
+    let set = b.published_jwks().await?;
     let mut resp = Json(set).into_response();
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=60"),
     );
-    resp
+    Ok(resp)
 }
 
 pub async fn not_found() -> ApiError {
