@@ -354,6 +354,20 @@ impl Client {
         self.call(self.req(Method::DELETE, &format!("/v1/gateways/{name}")))
             .await
     }
+    /// Registers an OAuth client of introspection and revocation.
+    pub async fn register_client(
+        &self,
+        req: &writ_core::api::RegisterClient,
+    ) -> Result<writ_core::api::ClientRegistered> {
+        self.post("/v1/clients", req).await
+    }
+    pub async fn list_clients(&self) -> Result<Vec<writ_core::api::OAuthClientInfo>> {
+        self.get("/v1/clients").await
+    }
+    pub async fn revoke_client(&self, id: &str) -> Result<()> {
+        self.call(self.req(Method::DELETE, &format!("/v1/clients/{id}")))
+            .await
+    }
     /// Registers a node (a host running `writ node`).
     pub async fn register_node(&self, name: &str) -> Result<writ_core::api::Node> {
         self.post(

@@ -22,6 +22,7 @@ mod proxy;
 mod spool;
 mod state;
 mod stdio;
+mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

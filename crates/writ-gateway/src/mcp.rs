@@ -190,7 +190,12 @@ pub(crate) async fn handle(
             }
         }
         (Method::GET | Method::DELETE, Upstream::Mcp { url, .. }) => {
-            let headers = upstream_headers(req.headers(), caller, tool, gw, peer)?;
+            let path = crate::txn::url_path(url);
+            let asked = crate::txn::Asked {
+                method: req.method().as_str(),
+                path: &path,
+            };
+            let headers = upstream_headers(req.headers(), caller, tool, gw, peer, asked)?;
             let resp = gw
                 .upstream
                 .request(req.method().clone(), url)
@@ -230,7 +235,12 @@ async fn post_http(
     } else {
         Value::Array(ins.forward)
     };
-    let mut headers = upstream_headers(incoming, caller, tool, gw, peer)?;
+    let path = crate::txn::url_path(url);
+    let asked = crate::txn::Asked {
+        method: "POST",
+        path: &path,
+    };
+    let mut headers = upstream_headers(incoming, caller, tool, gw, peer, asked)?;
     // The body is re-serialized: its length and encoding are the gateway's.
     for h in [
         header::CONTENT_LENGTH,

@@ -202,6 +202,11 @@ impl View {
         self.clock.now()
     }
 
+    /// The base URL agents address the gateway by.
+    pub(crate) fn public_url(&self) -> &str {
+        &self.cfg.public_url
+    }
+
     /// The gateway's broker client (with its credential).
     pub(crate) fn broker(&self) -> &Client {
         &self.broker

@@ -5,6 +5,7 @@ mod agent;
 mod approval;
 mod attest;
 mod audit;
+mod client;
 mod dpop;
 mod gateway;
 mod keys;
@@ -144,6 +145,9 @@ pub enum Command {
     Dpop(dpop::DpopCmd),
     /// Run a standalone gateway in front of tools (or create its credential).
     Gateway(gateway::GatewayArgs),
+    /// OAuth clients of introspection and revocation (resource servers).
+    #[command(subcommand)]
+    Client(client::ClientCmd),
     /// Run the node agent (the SPIFFE Workload API for this host), or
     /// register and manage nodes.
     Node(node::NodeArgs),
@@ -165,6 +169,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Policy(c) => policy::run(g, c).await,
         Command::Approval(c) => approval::run(g, c).await,
         Command::Gateway(a) => gateway::run(g, a).await,
+        Command::Client(c) => client::run(g, c).await,
         Command::Node(a) => node::run(g, a).await,
     }
 }
