@@ -967,7 +967,7 @@ pub struct AssertionClaims {
 
 /// Longest lifetime a client assertion may have left: it is remembered
 /// (against replay) until it expires.
-pub const MAX_ASSERTION_SECS: i64 = 300;
+pub const MAX_ASSERTION_SECS: i64 = 3600;
 
 /// Why a client assertion is refused, beyond the token rules.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
