@@ -52,5 +52,8 @@ for target in access_token dpop_proof scope_request api_request mcp_message toke
 done
 rm -rf "$fuzz_dir"
 
-step "interop: PyJWT, the MCP Python SDK and MCP servers against a running writ and its gateway"
+step "interop: PyJWT, authlib, joserfc, the MCP Python SDK and MCP servers against a running writ and its gateway"
 WRIT_BIN="$PWD/target/debug/writ" .venv/bin/python -m pytest -q interop/python
+
+step "interop: oauth4webapi and jose (node) against a running writ and its gateway"
+WRIT_BIN="$PWD/target/debug/writ" node --test interop/node/stock_clients.test.mjs
