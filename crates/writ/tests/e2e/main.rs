@@ -12,6 +12,7 @@ mod attest;
 mod audit;
 mod authzen_pdp;
 mod bad_input;
+mod client_auth;
 mod cli;
 mod crash;
 mod dbcreds;
