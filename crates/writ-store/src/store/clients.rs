@@ -145,14 +145,17 @@ impl ClientStore for SqlStore {
                     params![now.millis()],
                 )
                 .map_err(db)?;
-            match ctx.tx.execute(
-                "INSERT INTO client_assertions (client_id, jti, expires_at) VALUES (?1, ?2, ?3)",
-                params![id, jti, expires_at.millis()],
-            ) {
-                Ok(_) => Ok(true),
-                Err(DbError::Constraint(_)) => Ok(false),
-                Err(e) => Err(db(e)),
-            }
+            // A conflict is no error here (an error would abort the
+            // transaction on PostgreSQL): no row inserted is a replay.
+            let n = ctx
+                .tx
+                .execute(
+                    "INSERT INTO client_assertions (client_id, jti, expires_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (client_id, jti) DO NOTHING",
+                    params![id, jti, expires_at.millis()],
+                )
+                .map_err(db)?;
+            Ok(n == 1)
         })
         .await
     }
