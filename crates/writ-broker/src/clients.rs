@@ -6,8 +6,7 @@
 use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use writ_core::api::{
-    ClientRegistered, OAuthClientInfo, RegisterClient, TxnKeyPublished,
-    valid_client_id,
+    ClientRegistered, OAuthClientInfo, RegisterClient, TxnKeyPublished, valid_client_id,
 };
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::random;
@@ -53,10 +52,7 @@ fn invalid_client() -> OAuthError {
 
 impl Broker {
     /// `POST /v1/clients`.
-    pub async fn register_client(
-        &self,
-        req: RegisterClient,
-    ) -> Result<ClientRegistered, ApiError> {
+    pub async fn register_client(&self, req: RegisterClient) -> Result<ClientRegistered, ApiError> {
         if !valid_client_id(&req.client_id) {
             return Err(ApiError::BadRequest(
                 "client_id must be 1-64 characters of [A-Za-z0-9._-]".into(),
@@ -70,9 +66,8 @@ impl Broker {
         let (secret, jwks) = match req.jwks {
             None => (Some(format!("wcs_{}", random::token_256()?)), None),
             Some(v) => {
-                let set: JwkSet = serde_json::from_value(v.clone()).map_err(|e| {
-                    ApiError::BadRequest(format!("jwks is not a JWK Set: {e}"))
-                })?;
+                let set: JwkSet = serde_json::from_value(v.clone())
+                    .map_err(|e| ApiError::BadRequest(format!("jwks is not a JWK Set: {e}")))?;
                 check_client_jwks(&set)?;
                 let text = v.to_string();
                 if text.len() > MAX_CLIENT_JWKS {
@@ -186,7 +181,9 @@ impl Broker {
                 let (_, claims) = writ_core::token::insecure_peek(&assertion)
                     .map_err(|_| OAuthError::invalid_client("the client assertion is malformed"))?;
                 let Some(iss) = claims.get("iss").and_then(|v| v.as_str()) else {
-                    return Err(OAuthError::invalid_client("the client assertion has no iss"));
+                    return Err(OAuthError::invalid_client(
+                        "the client assertion has no iss",
+                    ));
                 };
                 if client_id.as_deref().is_some_and(|id| id != iss) {
                     return Err(OAuthError::invalid_client(
@@ -298,9 +295,13 @@ impl Broker {
         })?;
         let kid = jwk.common.key_id.clone().unwrap_or_default();
         let text = serde_json::to_string(&jwk).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let event = AuditEvent::new(AuditKind::KeyRotate, Outcome::Success, format!("gateway:{gateway}"))
-            .reason("gateway transaction-token key published")
-            .detail(serde_json::json!({ "gateway": gateway, "kid": kid }));
+        let event = AuditEvent::new(
+            AuditKind::KeyRotate,
+            Outcome::Success,
+            format!("gateway:{gateway}"),
+        )
+        .reason("gateway transaction-token key published")
+        .detail(serde_json::json!({ "gateway": gateway, "kid": kid }));
         match self
             .store
             .put_gateway_key(gateway, &kid, &text, self.now(), vec![event])

@@ -129,8 +129,7 @@ impl KeyService {
 }
 
 fn seal_new(master: &MasterKey, now: Timestamp, alg: SigningAlg) -> Result<StoredKey, KeyError> {
-    let key =
-        SigningKey::generate_for(alg, now).map_err(|e| KeyError::Generate(e.to_string()))?;
+    let key = SigningKey::generate_for(alg, now).map_err(|e| KeyError::Generate(e.to_string()))?;
     let sealed = master
         .seal(&purpose(key.kid()), key.expose_pkcs8())
         .map_err(|e| KeyError::Generate(e.to_string()))?;

@@ -213,7 +213,9 @@ impl std::str::FromStr for SigningAlg {
         match s {
             "EdDSA" => Ok(SigningAlg::EdDSA),
             "ES256" => Ok(SigningAlg::ES256),
-            other => Err(format!("unsupported signing algorithm {other:?} (EdDSA or ES256)")),
+            other => Err(format!(
+                "unsupported signing algorithm {other:?} (EdDSA or ES256)"
+            )),
         }
     }
 }
@@ -309,7 +311,12 @@ impl SigningKey {
                     curve: EllipticCurve::Ed25519,
                     x: x.clone(),
                 });
-                (ed25519_thumbprint(&x), params, Pair::Ed25519(pair), decoding)
+                (
+                    ed25519_thumbprint(&x),
+                    params,
+                    Pair::Ed25519(pair),
+                    decoding,
+                )
             }
             SigningAlg::ES256 => {
                 let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
@@ -1027,12 +1034,7 @@ pub fn verify_client_assertion(
     if !aud_ok {
         return Err(TokenError::Audience.into());
     }
-    check_times(
-        claims.exp,
-        claims.nbf.unwrap_or(i64::MIN),
-        claims.iat,
-        now,
-    )?;
+    check_times(claims.exp, claims.nbf.unwrap_or(i64::MIN), claims.iat, now)?;
     if claims.exp > now.secs().saturating_add(MAX_ASSERTION_SECS + LEEWAY_SECS) {
         return Err(AssertionError::TooLong);
     }
@@ -1142,8 +1144,8 @@ mod tests {
     fn es256_tokens_verify_by_the_ring_and_by_the_published_jwks() {
         let now = Timestamp::from_secs(1_800_000_000);
         let key = SigningKey::generate_for(SigningAlg::ES256, now).unwrap();
-        let again = SigningKey::from_pkcs8_for(SigningAlg::ES256, key.expose_pkcs8(), now, None)
-            .unwrap();
+        let again =
+            SigningKey::from_pkcs8_for(SigningAlg::ES256, key.expose_pkcs8(), now, None).unwrap();
         assert_eq!(again.kid(), key.kid());
         let ring = KeyRing::new(vec![key]);
         let tok = ring.sign(&claims(now, Some("task_1"))).unwrap();

@@ -6,11 +6,11 @@
 //! publishes in its JWKS under a `kid` starting with
 //! [`TXN_KID_PREFIX`], which no verifier of writ's access tokens accepts.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{
     AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse,
 };
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use crate::time::Timestamp;

@@ -66,14 +66,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
             "/v1/gateways/{name}",
             axum::routing::delete(gateway::revoke),
         )
-        .route(
-            "/v1/clients",
-            post(clients::register).get(clients::list),
-        )
-        .route(
-            "/v1/clients/{id}",
-            axum::routing::delete(clients::revoke),
-        )
+        .route("/v1/clients", post(clients::register).get(clients::list))
+        .route("/v1/clients/{id}", axum::routing::delete(clients::revoke))
         .route("/v1/gateway/txn-keys", post(clients::publish_txn_key))
         .route("/v1/gateway/bundle", get(gateway::bundle))
         .route("/v1/gateway/secrets", get(gateway::secrets))

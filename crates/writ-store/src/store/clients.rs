@@ -89,9 +89,7 @@ impl ClientStore for SqlStore {
     async fn clients(&self) -> Result<Vec<OAuthClient>> {
         let rows = self
             .read(|c| {
-                let mut stmt = c
-                    .prepare(&format!("SELECT {CLIENT_COLS}"))
-                    .map_err(db)?;
+                let mut stmt = c.prepare(&format!("SELECT {CLIENT_COLS}")).map_err(db)?;
                 stmt.query_map(params![], client_row)
                     .map_err(db)?
                     .collect::<DbResult<Vec<_>>>()

@@ -66,7 +66,13 @@ async fn introspection_clients_authenticate_with_client_secret_basic_and_private
     assert!(secret.starts_with("wcs_"));
     let listed = b.cli(&["client", "list"]);
     assert!(!crate::harness::stdout(&listed).contains(secret));
-    let r = form(&b, "/oauth2/introspect", Some(("rs-basic", secret)), &[("token", token)]).await;
+    let r = form(
+        &b,
+        "/oauth2/introspect",
+        Some(("rs-basic", secret)),
+        &[("token", token)],
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["active"], true);
 
@@ -77,13 +83,20 @@ async fn introspection_clients_authenticate_with_client_secret_basic_and_private
     let rs = register(&b, &["rs-jwt", "--jwks", jwks.to_str().unwrap()]);
     assert_eq!(rs["token_endpoint_auth_method"], "private_key_jwt");
     assert!(rs.get("client_secret").is_none());
-    for (n, aud) in [b.url("/oauth2/introspect"), b.addr.clone()].iter().enumerate() {
+    for (n, aud) in [b.url("/oauth2/introspect"), b.addr.clone()]
+        .iter()
+        .enumerate()
+    {
         let a = assertion(&key, "rs-jwt", aud, &format!("jti-{n}"));
         let r = form(
             &b,
             "/oauth2/introspect",
             None,
-            &[("token", token), ("client_assertion_type", JWT_BEARER), ("client_assertion", &a)],
+            &[
+                ("token", token),
+                ("client_assertion_type", JWT_BEARER),
+                ("client_assertion", &a),
+            ],
         )
         .await;
         assert_eq!(r.status(), 200);
@@ -93,7 +106,13 @@ async fn introspection_clients_authenticate_with_client_secret_basic_and_private
     // A gateway authenticates with its name and its own credential.
     let out = b.cli(&["gateway", "register", "edge-1"]);
     let gw = out_json(&out)["token"].as_str().unwrap().to_owned();
-    let r = form(&b, "/oauth2/introspect", Some(("edge-1", &gw)), &[("token", token)]).await;
+    let r = form(
+        &b,
+        "/oauth2/introspect",
+        Some(("edge-1", &gw)),
+        &[("token", token)],
+    )
+    .await;
     assert_eq!(r.status(), 200);
     // writ's own bearer credentials keep working.
     assert!(b.active(token).await);
@@ -129,7 +148,11 @@ async fn a_wrong_client_secret_is_invalid_client_with_a_challenge_and_changes_no
         &b,
         "/oauth2/introspect",
         Some(("rs", secret)),
-        &[("token", token), ("client_assertion_type", JWT_BEARER), ("client_assertion", "a.b.c")],
+        &[
+            ("token", token),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", "a.b.c"),
+        ],
     )
     .await;
     assert_eq!(r.status(), 400);
@@ -140,13 +163,28 @@ async fn a_wrong_client_secret_is_invalid_client_with_a_challenge_and_changes_no
         "nothing recorded, nothing changed"
     );
     // A client may revoke only tokens of its audiences.
-    let r = form(&b, "/oauth2/revoke", Some(("rs", secret)), &[("token", token)]).await;
+    let r = form(
+        &b,
+        "/oauth2/revoke",
+        Some(("rs", secret)),
+        &[("token", token)],
+    )
+    .await;
     assert_eq!(r.status(), 400);
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "unauthorized_client");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "unauthorized_client"
+    );
     assert!(b.active(token).await);
     // A revoked client is refused.
     assert!(b.cli(&["client", "revoke", "rs"]).status.success());
-    let r = form(&b, "/oauth2/introspect", Some(("rs", secret)), &[("token", token)]).await;
+    let r = form(
+        &b,
+        "/oauth2/introspect",
+        Some(("rs", secret)),
+        &[("token", token)],
+    )
+    .await;
     assert_eq!(r.status(), 401);
 }
 
@@ -167,7 +205,11 @@ async fn a_client_assertion_is_accepted_once_and_only_from_its_clients_key() {
                 b,
                 "/oauth2/introspect",
                 None,
-                &[("token", token), ("client_assertion_type", JWT_BEARER), ("client_assertion", &a)],
+                &[
+                    ("token", token),
+                    ("client_assertion_type", JWT_BEARER),
+                    ("client_assertion", &a),
+                ],
             )
             .await
             .status()
@@ -177,9 +219,18 @@ async fn a_client_assertion_is_accepted_once_and_only_from_its_clients_key() {
     assert_eq!(send(once.clone()).await, 200);
     assert_eq!(send(once).await, 401, "a replayed jti is refused");
     let other = SigningKey::generate_for(SigningAlg::ES256, now()).unwrap();
-    assert_eq!(send(assertion(&other, "rs-jwt", &endpoint, "j2")).await, 401);
-    assert_eq!(send(assertion(&key, "rs-jwt", "https://elsewhere.example", "j3")).await, 401);
-    assert_eq!(send(assertion(&key, "someone-else", &endpoint, "j4")).await, 401);
+    assert_eq!(
+        send(assertion(&other, "rs-jwt", &endpoint, "j2")).await,
+        401
+    );
+    assert_eq!(
+        send(assertion(&key, "rs-jwt", "https://elsewhere.example", "j3")).await,
+        401
+    );
+    assert_eq!(
+        send(assertion(&key, "someone-else", &endpoint, "j4")).await,
+        401
+    );
 }
 
 #[tokio::test]
@@ -208,11 +259,17 @@ async fn es256_signing_keys_sign_tokens_and_switching_back_keeps_the_old_key_pub
     assert!(b.active(&inst.access_token).await);
     let out = b.cli(&["token", "inspect", &inst.access_token]);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(out_json(&out)["verified"], "valid", "verified against the JWKS");
+    assert_eq!(
+        out_json(&out)["verified"],
+        "valid",
+        "verified against the JWKS"
+    );
 
     // Back to EdDSA: a new key signs, the ES256 one stays published (and
     // its tokens valid) until they have expired.
-    b.opts.extra.retain(|a| a != "--signing-alg" && a != "ES256");
+    b.opts
+        .extra
+        .retain(|a| a != "--signing-alg" && a != "ES256");
     b.restart();
     let keys = signing(b.anon().jwks().await.unwrap());
     let algs: Vec<&str> = keys.iter().map(|k| k["alg"].as_str().unwrap()).collect();
@@ -221,7 +278,9 @@ async fn es256_signing_keys_sign_tokens_and_switching_back_keeps_the_old_key_pub
     assert!(b.active(&inst.access_token).await);
     let again = b.attest("demo-agent").await;
     assert_eq!(
-        writ_core::token::insecure_peek(&again.access_token).unwrap().0["alg"],
+        writ_core::token::insecure_peek(&again.access_token)
+            .unwrap()
+            .0["alg"],
         "EdDSA"
     );
 }
