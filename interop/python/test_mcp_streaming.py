@@ -12,6 +12,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx2
@@ -20,7 +21,7 @@ import requests
 from mcp import ClientSession, types
 from mcp.client.streamable_http import streamable_http_client
 
-from test_gateway import (free_port, register_tool, task_and_tool_token, text_of, wait_for_tool,
+from test_gateway import (complete, free_port, register_tool, task_and_tool_token, text_of, wait_for_tool,
                           wait_ready)
 
 SERVER = pathlib.Path(__file__).with_name("mcp_stream_server.py")
@@ -54,8 +55,8 @@ def streams_tool(request, writ):
                          "attributes": {"protocol": "mcp"}, "upstream": upstream})
     wait_ready(writ)
     wait_for_tool(writ, "streams")
-    _, token = task_and_tool_token(writ, [{"tool": "streams", "scopes": TOOLS}], "streams", " ".join(TOOLS))
-    yield writ.gw("/streams"), token, request.param
+    task, token = task_and_tool_token(writ, [{"tool": "streams", "scopes": TOOLS}], "streams", " ".join(TOOLS))
+    yield writ.gw("/streams"), token, task
     if proc:
         proc.terminate()
         proc.wait(10)
@@ -71,7 +72,7 @@ async def with_session(url, token, body, **callbacks):
 
 
 def test_progress_arrives_when_it_is_sent(streams_tool):
-    url, token, _ = streams_tool
+    url, token, _task = streams_tool
 
     async def story(session):
         arrivals = []
@@ -92,7 +93,7 @@ def test_progress_arrives_when_it_is_sent(streams_tool):
 
 
 def test_sampling_elicitation_and_roots_round_trip(streams_tool):
-    url, token, _ = streams_tool
+    url, token, _task = streams_tool
     asked = {}
 
     async def sampling(context, params):
@@ -123,7 +124,7 @@ def test_sampling_elicitation_and_roots_round_trip(streams_tool):
 
 
 def test_a_notification_unrelated_to_any_request_comes_on_the_get_stream(streams_tool):
-    url, token, _ = streams_tool
+    url, token, _task = streams_tool
 
     async def run():
         changed = asyncio.Event()
@@ -145,7 +146,7 @@ def test_a_notification_unrelated_to_any_request_comes_on_the_get_stream(streams
 def test_a_streamed_batch_ends_with_its_refusals_in_order(streams_tool):
     """A batch's allowed call streams its progress; the calls the gateway
     refused are answered at the end of the same stream, in batch order."""
-    url, token, _ = streams_tool
+    url, token, _task = streams_tool
     h = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
          "Content-Type": "application/json"}
     init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -179,7 +180,7 @@ def test_a_streamed_batch_ends_with_its_refusals_in_order(streams_tool):
 def test_a_client_answer_cannot_carry_a_tool_call(streams_tool):
     """A message shaped as an answer to a server request but naming a
     method is decided as that method: a tool the token lacks stays refused."""
-    url, token, _ = streams_tool
+    url, token, _task = streams_tool
     h = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
          "Content-Type": "application/json"}
     init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -190,6 +191,33 @@ def test_a_client_answer_cannot_carry_a_tool_call(streams_tool):
                                  "params": {"name": "wipe", "arguments": {}}}, headers=h)
     assert r.status_code == 200, r.text
     assert '"code":-32001' in r.text.replace(" ", ""), r.text
+
+
+def test_an_open_stream_ends_when_its_task_ends(writ, streams_tool):
+    """What the gateway refuses stays refused: the GET stream a token
+    opened does not outlive the task."""
+    url, token, task = streams_tool
+    h = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
+         "Content-Type": "application/json"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+    with httpx2.Client(timeout=30) as http:
+        r = http.post(url, json=init, headers=h)
+        h["Mcp-Session-Id"] = r.headers["mcp-session-id"]
+        http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=h)
+        with http.stream("GET", url, headers=h) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            def finish():
+                time.sleep(0.5)
+                complete(writ, task)
+
+            threading.Thread(target=finish, daemon=True).start()
+            start = time.monotonic()
+            for _ in r.iter_lines():
+                pass
+            ended = time.monotonic() - start
+        assert ended < 8, ended
 
 
 def test_a_broken_stream_resumes_with_last_event_id(writ):
@@ -269,8 +297,11 @@ def test_a_dns_rebinding_protected_upstream_accepts_the_gateways_requests(writ):
         # The protection is on: another Host is refused by the server itself.
         r = requests.post(up, json=init, headers={**accept, "Host": "rebound.example"})
         assert r.status_code in (400, 403, 421), r.status_code
+        own_origin = f"http://127.0.0.1:{port}"
         register_tool(writ, {"name": "guarded", "audience": "urn:mcp:guarded", "scopes": TOOLS,
-                             "attributes": {"protocol": "mcp"}, "upstream": {"kind": "mcp", "url": up}})
+                             "attributes": {"protocol": "mcp"},
+                             "upstream": {"kind": "mcp", "url": up,
+                                          "origins": [own_origin, "https://app.example"]}})
         wait_ready(writ)
         wait_for_tool(writ, "guarded")
         _, token = task_and_tool_token(writ, [{"tool": "guarded", "scopes": TOOLS}], "guarded", "countdown")
@@ -279,6 +310,15 @@ def test_a_dns_rebinding_protected_upstream_accepts_the_gateways_requests(writ):
             return text_of(await session.call_tool("countdown", {}))
 
         assert asyncio.run(with_session(writ.gw("/guarded"), token, story)) == "liftoff"
+
+        # The Origin passes on as sent, so the server's own check still
+        # holds: an origin the gateway lists but the server does not is
+        # refused by the server.
+        via = {**accept, "Authorization": f"Bearer {token}"}
+        r = requests.post(writ.gw("/guarded"), json=init, headers={**via, "Origin": own_origin})
+        assert r.status_code == 200, r.text
+        r = requests.post(writ.gw("/guarded"), json=init, headers={**via, "Origin": "https://app.example"})
+        assert r.status_code == 403, r.text
     finally:
         proc.terminate()
         proc.wait(10)

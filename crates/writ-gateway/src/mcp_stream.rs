@@ -164,6 +164,10 @@ where
             let next = tokio::select! {
                 e = events.next() => e,
                 _ = tick.tick() => {
+                    if tx.is_closed() {
+                        // The client went away: so does the upstream stream.
+                        return;
+                    }
                     if ctx.still_valid() { continue } else { break }
                 }
                 () = sleep_until(deadline) => break,

@@ -786,6 +786,52 @@ mod tests {
         }
     }
 
+    fn sent_to(t: Target, rx: &mut mpsc::Receiver<Value>) -> Option<Value> {
+        match t {
+            Target::Send(tx) => {
+                tx.try_send(json!({"probe": true})).unwrap();
+                rx.try_recv().ok()
+            }
+            Target::Backlog | Target::Drop => None,
+        }
+    }
+
+    #[test]
+    fn server_messages_go_where_the_streamable_transport_would_put_them() {
+        let mut r = Routes::default();
+        let (json_tx, mut json_rx) = mpsc::channel(8);
+        let (a_tx, mut a_rx) = mpsc::channel(8);
+        let (b_tx, mut b_rx) = mpsc::channel(8);
+        // A POST whose client takes only JSON, then two that take streams.
+        r.open_post(json_tx, false, &[json!(1)], &[]);
+        let a = r.open_post(a_tx, true, &[json!("a")], &[json!("tok-a")]);
+        r.open_post(b_tx, true, &[json!(2)], &[]);
+        // An answer goes to the POST that asked, once.
+        let answer = json!({"jsonrpc": "2.0", "id": 1, "result": {}});
+        assert!(sent_to(r.target(&answer), &mut json_rx).is_some());
+        assert!(matches!(r.target(&answer), Target::Drop), "asked once");
+        // Progress follows its token; other messages go to the newest stream.
+        let progress =
+            json!({"method": "notifications/progress", "params": {"progressToken": "tok-a"}});
+        assert!(sent_to(r.target(&progress), &mut a_rx).is_some());
+        let sampling = json!({"jsonrpc": "2.0", "id": 9, "method": "sampling/createMessage"});
+        assert!(sent_to(r.target(&sampling), &mut b_rx).is_some());
+        // With no POST streaming, the GET stream; with none, the backlog.
+        r.close_post(a);
+        r.posts.retain(|_, (_, streams)| !*streams);
+        assert!(matches!(r.target(&sampling), Target::Backlog));
+        let (get_tx, mut get_rx) = mpsc::channel(8);
+        r.get = Some(get_tx);
+        assert!(sent_to(r.target(&sampling), &mut get_rx).is_some());
+        // The backlog is bounded: the oldest go first.
+        for i in 0..MAX_BACKLOG + 5 {
+            r.keep_for_get(json!({ "n": i }));
+        }
+        assert_eq!(r.backlog.len(), MAX_BACKLOG);
+        assert_eq!(r.backlog.front().unwrap()["n"], 5);
+        assert!(r.progress.is_empty(), "a closed POST leaves no route");
+    }
+
     #[test]
     fn h6_a_session_ends_with_its_task_and_its_agents() {
         let none = |_: &str| false;
