@@ -217,8 +217,28 @@ where
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "test code")]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
     use super::*;
+
+    #[tokio::test]
+    async fn an_event_past_the_limit_ends_the_stream_and_those_before_pass_whole() {
+        let first = Bytes::from_static(b"id: 7\nevent: message\ndata: {\"jsonrpc\":\"2.0\"}\n\n");
+        let chunk = Bytes::from(format!("data: {}\n", "x".repeat(1024 * 1024)));
+        let chunks: Vec<Result<Bytes, std::io::Error>> = std::iter::once(Ok(first))
+            .chain((0..20).map(|_| Ok(chunk.clone())))
+            .collect();
+        let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+        let resp = reqwest::Response::from(axum::http::Response::new(body));
+        let got: Vec<_> = events_of(resp).collect().await;
+        assert_eq!(got.len(), 2, "one event, then the error");
+        let ev = got[0].as_ref().unwrap();
+        assert_eq!(ev.id.as_deref(), Some("7"));
+        assert_eq!(ev.data.as_deref(), Some(r#"{"jsonrpc":"2.0"}"#));
+        assert!(
+            got[1].is_err(),
+            "an event over {MAX_EVENT} bytes is not read on"
+        );
+    }
 
     #[test]
     fn events_keep_their_id_and_name() {
