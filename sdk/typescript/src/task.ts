@@ -139,6 +139,7 @@ export class Task {
   private readonly tools = new Map<string, Promise<ToolToken>>();
   private timer?: NodeJS.Timeout;
   private running = false;
+  private completed = false;
 
   constructor(
     private readonly client: Client,
@@ -186,7 +187,10 @@ export class Task {
     this.scheduleHeartbeat();
     try {
       const cancelled = new Promise<never>((_, reject) => {
-        const fail = (): void => reject(this.ended ?? outer?.reason ?? this.controller.signal.reason);
+        const fail = (): void => {
+          // Completed from inside the scope: the body finishes on its own.
+          if (!this.completed) reject(this.ended ?? outer?.reason ?? this.controller.signal.reason);
+        };
         if (this.controller.signal.aborted) fail();
         else this.controller.signal.addEventListener("abort", fail, { once: true });
       });
@@ -265,6 +269,7 @@ export class Task {
     });
     if (res.status !== 200) throw await errorFromResponse(res, `complete ${this.id}`);
     await res.body?.cancel().catch(() => undefined);
+    this.completed = true;
     this.end(new TaskEnded(`task ${this.id} is completed`, { taskId: this.id, taskStatus: "completed" }));
   }
 
