@@ -77,12 +77,13 @@ export class InstanceKey {
       const { d: _d, ...pub } = jwk;
       return InstanceKey.from(a, priv, pub);
     }
+    const pem = ed25519V1(trimmed) ?? trimmed;
     // Try the asked-for algorithm first, then the other.
     const order: KeyAlgorithm[] = alg === "ES256" ? ["ES256", "EdDSA"] : ["EdDSA", "ES256"];
     let last: unknown;
     for (const a of order) {
       try {
-        const priv = await importPKCS8(trimmed, a === "EdDSA" ? "Ed25519" : "ES256", { extractable: true });
+        const priv = await importPKCS8(pem, a === "EdDSA" ? "Ed25519" : "ES256", { extractable: true });
         const full = await exportJWK(priv);
         const { d: _d, ...pub } = full;
         return InstanceKey.from(a, priv, pub);
@@ -121,4 +122,22 @@ export class InstanceKey {
 /** `ath`: base64url of the SHA-256 of the access token. */
 export function accessTokenHash(token: string): string {
   return createHash("sha256").update(token, "ascii").digest("base64url");
+}
+
+/**
+ * OpenSSL (under Node's crypto) refuses an Ed25519 PKCS#8 v2 key that
+ * carries its public key (RFC 5958 `OneAsymmetricKey`), the form
+ * `writ dpop keygen` writes. The same seed as a v1 `PrivateKeyInfo`: the
+ * fixed RFC 8410 prefix and the 32 bytes of the seed.
+ */
+function ed25519V1(pem: string): string | undefined {
+  const m = /-----BEGIN PRIVATE KEY-----([\s\S]+?)-----END PRIVATE KEY-----/.exec(pem);
+  if (!m?.[1]) return undefined;
+  const der = Buffer.from(m[1].replace(/\s+/g, ""), "base64");
+  // SEQUENCE { INTEGER 1, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING (32) }, [1] public key }
+  const head = Buffer.from("020101300506032b657004220420", "hex");
+  if (der[0] !== 0x30 || der.length < 2 + head.length + 32 || !der.subarray(2, 2 + head.length).equals(head)) return undefined;
+  const seed = der.subarray(2 + head.length, 2 + head.length + 32);
+  const v1 = Buffer.concat([Buffer.from("302e020100300506032b657004220420", "hex"), seed]);
+  return `-----BEGIN PRIVATE KEY-----\n${v1.toString("base64")}\n-----END PRIVATE KEY-----\n`;
 }

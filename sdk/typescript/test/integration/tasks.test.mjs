@@ -7,7 +7,11 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import { decodeJwt } from "jose";
 import { Client, Denied, InvalidScope, InvalidTarget, Quarantined, TaskEnded } from "../../dist/index.js";
-import { Writ } from "./harness.mjs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { BIN, Writ } from "./harness.mjs";
 
 let writ;
 let upstream;
@@ -135,6 +139,14 @@ test("ES256 instance keys work as well as Ed25519", async () => {
     assert.equal(t.tokenType, "DPoP");
     assert.equal((await client.key()).alg, "ES256");
   });
+});
+
+test("a key made by `writ dpop keygen` is the instance key, with the thumbprint writ printed", async () => {
+  const file = join(mkdtempSync(join(tmpdir(), "writ-keygen-")), "agent.pem");
+  const made = JSON.parse(execFileSync(BIN, ["dpop", "keygen", "--out", file], { encoding: "utf8" }));
+  const client = await demo({ key: { file } });
+  const inst = await client.attest();
+  assert.equal(decodeJwt(inst.accessToken).cnf.jkt, made.jkt);
 });
 
 test("fetch through the gateway: DPoP per request, policy refusals typed, dead after the task", async () => {
