@@ -61,4 +61,4 @@ step "TypeScript SDK (sdk/typescript): npm ci, tsc, unit tests, integration suit
 
 step "the TypeScript example agent (examples/agents/typescript) against writ serve --dev"
 (cd examples/agents/typescript && npm ci --silent --no-audit --no-fund)
-WRIT_BIN="$PWD/target/debug/writ" scripts/with-dev-writ.sh npm --prefix examples/agents/typescript --silent start
+scripts/example-agent.sh npm --prefix examples/agents/typescript --silent start
