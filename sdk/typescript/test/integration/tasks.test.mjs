@@ -11,7 +11,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BIN, Writ } from "./harness.mjs";
+import { ADMIN, BIN, Writ } from "./harness.mjs";
 
 let writ;
 let upstream;
@@ -168,6 +168,27 @@ test("fetch through the gateway: DPoP per request, policy refusals typed, dead a
     );
   });
   await assert.rejects(fetchCrm(writ.gw("/crm/customers/1")), TaskEnded);
+});
+
+test("a 401 from the gateway (its tool token revoked): the fetch exchanges again and retries once", async () => {
+  const { f, counts } = counting();
+  const client = await demo({ fetch: f });
+  await client.withTask({ intent: "x", capabilities: { crm: ["read"] } }, async (task) => {
+    const api = task.fetch("crm", { scopes: ["read"] });
+    assert.equal((await api(writ.gw("/crm/a"))).status, 200);
+    const first = await task.tokenFor("crm", { scopes: ["read"] });
+    const r = await fetch(writ.url("/oauth2/revoke"), {
+      method: "POST", body: new URLSearchParams({ token: first.accessToken }),
+      headers: { authorization: `Bearer ${ADMIN}` },
+    });
+    assert.equal(r.status, 200);
+    const before = counts.get("/oauth2/token");
+    const res = await api(writ.gw("/crm/b"));
+    assert.equal(res.status, 200);
+    assert.equal(counts.get("/crm/b"), 2, "refused once, then retried");
+    assert.equal(counts.get("/oauth2/token"), before + 1, "one new exchange");
+    assert.notEqual((await task.tokenFor("crm", { scopes: ["read"] })).accessToken, first.accessToken);
+  });
 });
 
 test("delegation: a child task bound to the sub-agent's key, with its proof", async () => {
