@@ -1,7 +1,7 @@
-// SPIFFE: a JWT-SVID from `writ node`'s Workload API attests. The harness
-// fetches it with py-spiffe (the SPIFFE Python library, from the .venv the
-// test command makes) as the workload the node identifies by its kernel
-// facts, and hands it to the SDK as a callback and as a file.
+// SPIFFE: a JWT-SVID from `writ node`'s Workload API attests: fetched by
+// the SDK itself over gRPC (this node process is the workload), and by
+// py-spiffe (the SPIFFE Python library, from the .venv the test command
+// makes) as another workload, handed to the SDK as a callback and a file.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { decodeJwt } from "jose";
 import { Client } from "../../dist/index.js";
+import { workloadApiJwtSvid } from "../../dist/spiffe.js";
 import { BIN, ROOT, Writ } from "./harness.mjs";
 
 const PYTHON = process.env.WRIT_PYTHON ?? join(ROOT, ".venv", "bin", "python");
@@ -29,6 +30,11 @@ before(async () => {
   await writ.admin("POST", "/v1/agents", {
     name: "ts-agent", attestation: { kind: "spiffe" },
     workload: { node: "node-1", selectors: [`unix:uid:${process.getuid()}`, `unix:path:${realpathSync(PYTHON)}`] },
+  });
+  // This node process, as the kernel sees it: the SDK's own Workload API client.
+  await writ.admin("POST", "/v1/agents", {
+    name: "ts-node-agent", attestation: { kind: "spiffe" },
+    workload: { node: "node-1", selectors: [`unix:uid:${process.getuid()}`, `unix:path:${realpathSync(process.execPath)}`] },
   });
   const dir = mkdtempSync(join(tmpdir(), "writ-node-"));
   chmodSync(dir, 0o755);
@@ -64,4 +70,24 @@ test("a JWT-SVID from the Workload API attests, by callback and from a file", as
   writeFileSync(file, fetchSvid());
   const fromFile = new Client({ baseUrl: writ.addr, agent: "ts-agent", attestation: { jwtSvidFile: file } });
   assert.equal(decodeJwt((await fromFile.attest()).accessToken).sub, "spiffe://writ.local/agent/ts-agent");
+});
+
+test("the SDK fetches the JWT-SVID itself from the Workload API (gRPC), for every attestation", async () => {
+  const client = new Client({
+    baseUrl: writ.addr, agent: "ts-node-agent",
+    attestation: { jwtSvid: workloadApiJwtSvid({ endpoint, audience: writ.addr }) },
+  });
+  const first = await client.attest();
+  assert.equal(decodeJwt(first.accessToken).sub, "spiffe://writ.local/agent/ts-node-agent");
+  await client.withTask({ intent: "read", capabilities: { tickets: ["read"] } }, async (task) => {
+    await task.tokenFor("tickets", { scopes: ["read"] });
+  });
+  const second = await client.attest();
+  assert.notEqual(second.instanceId, first.instanceId);
+  // Another agent's identity is not this process's to have.
+  const other = new Client({
+    baseUrl: writ.addr, agent: "ts-agent",
+    attestation: { jwtSvid: workloadApiJwtSvid({ endpoint, audience: writ.addr, spiffeId: "spiffe://writ.local/agent/ts-agent" }) },
+  });
+  await assert.rejects(other.attest(), /Workload API|no JWT-SVID/);
 });
