@@ -2,7 +2,8 @@
 // StreamableHTTPClientTransport: RFC 9728 discovery from the gateway's 401,
 // a tool token bound to the agent's key, a proof per request. Servers:
 // @modelcontextprotocol/server-everything on stdio (run by the gateway) and
-// one built with the MCP TypeScript SDK on streamable HTTP.
+// one built with the MCP TypeScript SDK on streamable HTTP, answering with
+// JSON and with an event stream.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -14,24 +15,31 @@ import { discover, mcpTransport, writCall } from "../../dist/mcp.js";
 import { EVERYTHING, HERE, Writ } from "./harness.mjs";
 
 let writ;
-let httpServer;
-let httpUrl;
+const servers = [];
+
+/** The MCP TS SDK server: answering POSTs with JSON, or (sse) with an event stream. */
+async function mcpServer(sse) {
+  const p = spawn(process.execPath, [join(HERE, "mcp_http_server.mjs"), "0"],
+    { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, ...(sse ? { MCP_SSE: "1" } : {}) } });
+  servers.push(p);
+  return new Promise((ok) => createInterface({ input: p.stdout }).once("line", ok));
+}
 
 before(async () => {
   writ = await Writ.start();
-  httpServer = spawn(process.execPath, [join(HERE, "mcp_http_server.mjs"), "0"], { stdio: ["ignore", "pipe", "inherit"] });
-  httpUrl = await new Promise((ok) => createInterface({ input: httpServer.stdout }).once("line", ok));
   await writ.registerTool({
-    name: "everything", audience: "urn:mcp:everything", scopes: ["echo", "get-sum", "get-env"],
+    name: "everything", audience: "urn:mcp:everything", scopes: ["echo", "get-sum", "get-env", "trigger-long-running-operation"],
     attributes: { protocol: "mcp" }, upstream: { kind: "mcp-stdio", command: [process.execPath, EVERYTHING, "stdio"] },
   });
-  await writ.registerTool({
-    name: "crm-mcp", audience: "urn:mcp:crm", scopes: ["lookup", "wipe"],
-    attributes: { protocol: "mcp" }, upstream: { kind: "mcp", url: httpUrl },
-  });
+  for (const [name, sse] of [["crm-mcp", false], ["crm-mcp-sse", true]]) {
+    await writ.registerTool({
+      name, audience: `urn:mcp:${name}`, scopes: ["lookup", "wipe"],
+      attributes: { protocol: "mcp" }, upstream: { kind: "mcp", url: await mcpServer(sse) },
+    });
+  }
 });
 after(async () => {
-  httpServer.kill();
+  for (const p of servers) p.kill();
   await writ.stop();
 });
 
@@ -65,14 +73,14 @@ test("server-everything (stdio) through the gateway: listTools filtered, callToo
   });
 });
 
-test("an MCP TS SDK server on streamable HTTP, with a DPoP-bound tool token; dead after the task", async () => {
+for (const tool of ["crm-mcp", "crm-mcp-sse"]) test(`an MCP TS SDK server on streamable HTTP (${tool}: ${tool.endsWith("sse") ? "event-stream" : "JSON"} answers), with a DPoP-bound tool token; dead after the task`, async () => {
   const client = await demo();
   let mcp;
-  await client.withTask({ intent: "look up a customer", capabilities: { "crm-mcp": ["lookup", "wipe"] } }, async (task) => {
-    const t = await task.tokenFor("crm-mcp", { scopes: ["lookup"] });
+  await client.withTask({ intent: "look up a customer", capabilities: { [tool]: ["lookup", "wipe"] } }, async (task) => {
+    const t = await task.tokenFor(tool, { scopes: ["lookup"] });
     assert.equal(t.tokenType, "DPoP");
     mcp = new McpClient({ name: "writ-sdk-test", version: "1.0.0" });
-    await mcp.connect(await mcpTransport(task, writ.gw("/crm-mcp"), { scopes: ["lookup"] }));
+    await mcp.connect(await mcpTransport(task, writ.gw(`/${tool}`), { scopes: ["lookup"] }));
     assert.deepEqual((await mcp.listTools()).tools.map((t) => t.name), ["lookup"]);
     assert.match(text(await mcp.callTool({ name: "lookup", arguments: { customer: "c-7" } })), /customer c-7: active/);
     await assert.rejects(writCall(() => mcp.callTool({ name: "wipe", arguments: { customer: "c-7" } })), Denied);
@@ -80,4 +88,23 @@ test("an MCP TS SDK server on streamable HTTP, with a DPoP-bound tool token; dea
   // The task completed: the next call is refused, as TaskEnded.
   await assert.rejects(mcp.callTool({ name: "lookup", arguments: { customer: "c-8" } }), (e) => e instanceof TaskEnded || /TaskEnded|completed/.test(String(e)));
   await mcp.close().catch(() => undefined);
+});
+
+// Waits on streaming through the gateway (the MCP-fidelity issue): with the
+// gateway as it is, the result arrives but the progress notifications sent
+// before it do not. Drop `todo` once that lands.
+test("progress notifications of a long call stream back through the gateway", {
+  todo: "waits on streaming through the gateway: progress notifications are dropped",
+}, async () => {
+  const client = await demo();
+  await client.withTask({ intent: "a long job", capabilities: { everything: ["trigger-long-running-operation"] } }, async (task) => {
+    const mcp = new McpClient({ name: "writ-sdk-test", version: "1.0.0" });
+    await mcp.connect(await mcpTransport(task, writ.gw("/everything")));
+    const progress = [];
+    const r = await mcp.callTool({ name: "trigger-long-running-operation", arguments: { duration: 1, steps: 3 } }, undefined,
+      { onprogress: (p) => progress.push(p.progress), timeout: 20_000 });
+    assert.match(text(r), /complete|Completed/i);
+    assert.deepEqual(progress, [1, 2, 3], "each step's progress arrived before the result");
+    await mcp.close();
+  });
 });

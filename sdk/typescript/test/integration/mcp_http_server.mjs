@@ -27,7 +27,7 @@ const httpServer = http.createServer(async (req, res) => {
     }
     transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
-      enableJsonResponse: true,
+      enableJsonResponse: process.env.MCP_SSE ? false : true,
       onsessioninitialized: (id) => sessions.set(id, transport),
     });
     await server().connect(transport);
