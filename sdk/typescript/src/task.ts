@@ -182,7 +182,8 @@ export class Task {
   async run<T>(body: (task: Task) => Promise<T>): Promise<T> {
     const outer = this.opts.signal;
     const onAbort = (): void => this.controller.abort(outer?.reason);
-    outer?.addEventListener("abort", onAbort, { once: true });
+    if (outer?.aborted) onAbort();
+    else outer?.addEventListener("abort", onAbort, { once: true });
     this.running = true;
     this.scheduleHeartbeat();
     try {
