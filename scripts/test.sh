@@ -54,3 +54,11 @@ rm -rf "$fuzz_dir"
 
 step "interop: PyJWT, the MCP Python SDK and MCP servers against a running writ and its gateway"
 WRIT_BIN="$PWD/target/debug/writ" .venv/bin/python -m pytest -q interop/python
+
+step "TypeScript SDK (sdk/typescript): npm ci, tsc, unit tests, integration suite against writ serve, its gateway, writ node and MCP servers"
+(cd sdk/typescript && npm ci --silent --no-audit --no-fund && npm run --silent build && npm test \
+  && WRIT_BIN="$PWD/../../target/debug/writ" WRIT_PYTHON="$PWD/../../.venv/bin/python" npm run --silent test:integration)
+
+step "the TypeScript example agent (examples/agents/typescript) against writ serve --dev"
+(cd examples/agents/typescript && npm ci --silent --no-audit --no-fund)
+scripts/example-agent.sh npm --prefix examples/agents/typescript --silent start
