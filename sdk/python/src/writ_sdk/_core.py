@@ -216,9 +216,12 @@ class AsyncClient:
         """Once every token is refused: asks attestation, which tells a
         caller holding a real credential that its agent is quarantined."""
         try:
+            # The credential it attested with last: real, so writ says why it
+            # refuses it (a one-time join token already used still names a
+            # quarantine, which is checked first).
             cred = self._used_credential
-            if cred is None or getattr(self.attestation, "reusable", True):
-                cred = await self.attestation.credential(await self.issuer())
+            if cred is None:
+                return None
             r = await self._broker.send("POST", "/v1/attest",
                                         json={"agent": self.agent, self.attestation.field: cred})
         except Exception:  # noqa: BLE001 - a probe: no answer tells nothing
@@ -361,6 +364,7 @@ class AsyncTask:
         self._tools: dict[tuple[str, tuple[str, ...] | None], ToolToken] = {}
         self._exchange_lock = asyncio.Lock()
         self._failure: WritError | None = None
+        self._failure_seen = False
         self._ended: TaskResult | None = None
         self._beat: asyncio.Task[None] | None = None
         if heartbeat:
@@ -421,6 +425,7 @@ class AsyncTask:
 
     def _raise_if_over(self) -> None:
         if self._failure is not None:
+            self._failure_seen = True
             raise self._failure
         if self._ended is not None:
             raise TaskEnded(f"task {self.task_id} is over ({self._ended.status})", task_id=self.task_id,
@@ -433,6 +438,7 @@ class AsyncTask:
             err = await self._diagnose(err)
         if isinstance(err, (TaskEnded, Quarantined)):
             self._failure = err
+            self._failure_seen = True
         return err
 
     async def _diagnose(self, err: WritError) -> WritError:
@@ -565,7 +571,12 @@ class AsyncTask:
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
-        if et is None:
+        await self._exit(et is None)
+
+    async def _exit(self, normally: bool) -> None:
+        """A normal exit completes the task, and says so if the task was cut
+        off (ended, quarantined) without the agent having been told yet."""
+        if normally and not (self._failure is not None and self._failure_seen):
             await self.complete()
         else:
             await self.end()

@@ -211,7 +211,4 @@ class Task:
         return self
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: Any) -> None:
-        if et is None:
-            self.complete()
-        else:
-            self.end()
+        self._call(lambda: self.aio._exit(et is None))

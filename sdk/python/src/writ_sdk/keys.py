@@ -34,6 +34,23 @@ def access_token_hash(token: str) -> str:
     return b64url(hashlib.sha256(token.encode()).digest())
 
 
+# An Ed25519 PKCS#8 v2 (RFC 5958 OneAsymmetricKey: version 1, with the public
+# key), as `writ dpop keygen` writes it; `cryptography` reads only v1.
+_ED25519_V2 = bytes.fromhex("3051020101300506032b657004220420")
+
+
+def _ed25519_v2(pem: bytes) -> ed25519.Ed25519PrivateKey:
+    body = b"".join(line.strip() for line in pem.splitlines() if line and not line.startswith(b"-----"))
+    raw = base64.b64decode(body)
+    if len(raw) != 83 or not raw.startswith(_ED25519_V2) or raw[48:51] != bytes.fromhex("812100"):
+        raise ValueError("not a PKCS#8 private key this SDK reads (Ed25519 or P-256)")
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(raw[16:48])
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    if public != raw[51:]:
+        raise ValueError("the key file's public key does not match its private key")
+    return key
+
+
 class InstanceKey:
     """An Ed25519 (``EdDSA``, the default) or P-256 (``ES256``) key.
 
@@ -76,7 +93,11 @@ class InstanceKey:
             with os.fdopen(fd, "wb") as f:
                 f.write(pem)
             return key
-        private = serialization.load_pem_private_key(p.read_bytes(), password=None)
+        pem = p.read_bytes()
+        try:
+            private = serialization.load_pem_private_key(pem, password=None)
+        except ValueError:
+            private = _ed25519_v2(pem)
         if not isinstance(private, (ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey)):
             raise ValueError(f"{p}: an instance key is Ed25519 or P-256")
         return cls(private)
