@@ -139,6 +139,8 @@ def main() -> int:
             task.delegate(actor=helper, scopes=[f"{tickets}:lookup", f"{notes}:read"])
         except Denied as e:
             print(f"   refused: {e}")
+        else:
+            raise SystemExit("a delegation beyond read-only work was not refused")
 
         step("delegate read-only work on the notes to the helper (its own key proves it takes part)")
         delegation = task.delegate(actor=helper, scopes=[f"{notes}:read"])
