@@ -64,6 +64,9 @@ rm -rf "$fuzz_dir"
 step "interop: PyJWT, the MCP Python SDK and MCP servers against a running writ and its gateway"
 WRIT_BIN="$PWD/target/debug/writ" .venv/bin/python -m pytest -q interop/python
 
+step "Python SDK: types (mypy --strict)"
+.venv-sdk/bin/mypy --strict sdk/python/src/writ_sdk
+
 step "Python SDK: unit and integration tests (a real writ serve, its gateway, writ node, MCP servers)"
 WRIT_BIN="$PWD/target/debug/writ" .venv-sdk/bin/python -m pytest -q sdk/python/tests
 

@@ -58,7 +58,7 @@ def wants_nonce(status: int, headers: Any, body: dict[str, Any] | None) -> bool:
         return False
     if 'error="use_dpop_nonce"' in (headers.get("www-authenticate") or ""):
         return True
-    return bool(body) and body.get("error") == "use_dpop_nonce"
+    return body is not None and body.get("error") == "use_dpop_nonce"
 
 
 def _json(r: httpx2.Response) -> dict[str, Any]:

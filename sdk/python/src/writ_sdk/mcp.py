@@ -133,7 +133,7 @@ def writ_error(e: BaseException) -> WritError | None:
 def _session_class() -> type:
     from mcp import ClientSession
 
-    class WritSession(ClientSession):  # type: ignore[misc]
+    class WritSession(ClientSession):
         """``mcp.ClientSession`` whose calls raise writ's refusals as types."""
 
         writ_auth: McpAuth

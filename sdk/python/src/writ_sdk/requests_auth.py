@@ -34,7 +34,7 @@ class RequestsDpopAuth(AuthBase):
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         self._sign(r, self._token())
-        r.register_hook("response", self._retry)
+        r.register_hook("response", self._retry)  # type: ignore[no-untyped-call]
         setattr(r, "_writ_retried", set())
         return r
 
