@@ -130,3 +130,40 @@ def test_mcp_stdio_server_and_quarantine_mid_session(writ):
                     await task.token_for("tickets-mcp")
 
     asyncio.run(main())
+
+
+CALL_APPROVAL_POLICY = """
+@id("tasks") permit (principal, action == Action::"StartTask", resource);
+@id("exchange") permit (principal, action == Action::"ExchangeToken", resource);
+@id("lookups")
+permit (principal, action == Action::"CallTool", resource)
+when { context.request has mcp_tool && context.request.mcp_tool == "lookup" };
+@id("closing-needs-a-person")
+@approval("required")
+permit (principal, action == Action::"CallTool", resource)
+when { context.request has mcp_tool && context.request.mcp_tool == "close" };
+"""
+
+
+def test_an_mcp_call_held_for_approval_then_approved(make_writ, tmp_path, mcp_http_server):
+    (tmp_path / "calls.cedar").write_text(CALL_APPROVAL_POLICY)
+    writ = make_writ("--policy-dir", str(tmp_path))
+    mcp_tool(writ, {"kind": "mcp", "url": mcp_http_server})
+    from writ_sdk import PendingApproval
+
+    async def main():
+        async with AsyncClient(writ.addr, JoinToken(writ.join_token()), agent="demo-agent") as c:
+            async with c.task(intent="close T-5", capabilities={"tickets-mcp": ["lookup", "close"]}) as task:
+                async with connect(task, writ.gw("/tickets-mcp")) as session:
+                    with pytest.raises(PendingApproval) as held:
+                        await session.call_tool("close", {"ticket": "T-5"})
+                    approval = held.value.approval_id
+                    assert approval
+                    await asyncio.to_thread(writ.post, f"/v1/approvals/{approval}/approve", {"reason": "ok"})
+                    done = await session.call_tool("close", {"ticket": "T-5"})
+                    assert "ticket T-5: closed" in text_of(done)
+                    # Once only: the next close is a new approval.
+                    with pytest.raises(PendingApproval):
+                        await session.call_tool("close", {"ticket": "T-5"})
+
+    asyncio.run(main())
