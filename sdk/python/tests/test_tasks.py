@@ -262,3 +262,23 @@ def test_delegation_to_a_sub_agent_with_its_proof_of_possession(writ):
         with pytest.raises(TaskEnded):
             sub.token_for("tickets", fresh=True)
         assert sub.end() is None
+
+
+def test_async_pending_approval_is_awaitable(approval_writ):
+    writ = approval_writ
+
+    async def main():
+        async with AsyncClient(writ.addr, JoinToken(writ.join_token()), agent="demo-agent") as c:
+            try:
+                async with c.task(intent="refund", capabilities={"payments": ["refund"]}):
+                    raise AssertionError("started without approval")
+            except PendingApproval as e:
+                pending = e
+            with pytest.raises(PendingApproval):
+                await pending.wait(0.3)
+            await asyncio.to_thread(writ.post, f"/v1/approvals/{pending.approval_id}/approve", {"reason": "ok"})
+            async with await pending.wait(10) as task:
+                await task.token_for("payments")
+            return task.task_id
+
+    assert writ.task(asyncio.run(main()))["status"] == "completed"

@@ -127,3 +127,64 @@ def test_small_pieces(tmp_path):
     assert asyncio.run(JoinToken("wjt").credential("iss")) == "wjt"
     with pytest.raises(ValueError):
         OidcToken()
+
+
+class FakeTask:
+    """Just what the auths use of a task: its loop, its key, token_for."""
+
+    def __init__(self, loop):
+        from types import SimpleNamespace
+        self.loop = loop
+        self.client = SimpleNamespace(key=InstanceKey.generate())
+        self.issued = []
+
+    async def token_for(self, tool, scopes=None, *, fresh=False):
+        from writ_sdk import ToolToken
+        if fresh or not self.issued:
+            self.issued.append(f"tok-{len(self.issued)}")
+        return ToolToken(tool, self.issued[-1], "DPoP", "read", time.time(), time.time() + 300)
+
+
+def resource_server(seen):
+    """A resource server that asks for a nonce (RFC 9449 §9) and refuses the
+    first token it sees once."""
+
+    def handle(request):
+        proof = jwt.decode(request.headers["DPoP"], options={"verify_signature": False})
+        token = request.headers["Authorization"].removeprefix("DPoP ")
+        seen.append((token, proof.get("nonce"), proof["jti"]))
+        if proof.get("nonce") != "n-1":
+            return httpx2.Response(401, headers={"WWW-Authenticate": 'DPoP error="use_dpop_nonce"',
+                                                 "DPoP-Nonce": "n-1"})
+        if token == "tok-0":
+            return httpx2.Response(401, headers={"WWW-Authenticate": 'DPoP error="invalid_token"'})
+        return httpx2.Response(200, json={"ok": True})
+
+    return handle
+
+
+def test_http_auth_follows_the_nonce_and_refreshes_on_401():
+    from writ_sdk._sync import _Portal
+    from writ_sdk.auth import DpopAuth
+
+    portal = _Portal()
+    try:
+        task = FakeTask(portal.loop)
+        seen = []
+        auth = DpopAuth(task, "crm")
+        with httpx2.Client(auth=auth, transport=httpx2.MockTransport(resource_server(seen))) as h:
+            assert h.post("https://rs.example/crm/x?q=1", json={"a": 1}).status_code == 200
+        # no nonce -> nonce -> fresh token with the nonce
+        assert [(t, n) for t, n, _ in seen] == [("tok-0", None), ("tok-0", "n-1"), ("tok-1", "n-1")]
+        assert len({j for _, _, j in seen}) == 3, "a fresh proof per request"
+
+        async def async_side():
+            seen.clear()
+            async with httpx2.AsyncClient(auth=DpopAuth(task, "crm"),
+                                          transport=httpx2.MockTransport(resource_server(seen))) as h:
+                return (await h.get("https://rs.example/crm/y")).status_code
+
+        assert asyncio.run(async_side()) == 200
+        assert seen[-1][0] == "tok-1" and seen[-1][1] == "n-1"
+    finally:
+        portal.close()
