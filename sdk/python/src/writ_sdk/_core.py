@@ -206,9 +206,11 @@ class AsyncClient:
         async with self._lock():
             inst = self._instance
             if inst is None or time.time() >= _renew_at(inst.issued_at, inst.expires_at):
-                if inst is not None and isinstance(self.attestation, JoinToken) and not self.attestation.reusable \
-                        and time.time() < inst.expires_at:
-                    return inst.access_token  # a one-time join token: use what is left
+                if inst is not None and isinstance(self.attestation, JoinToken) and not self.attestation.reusable:
+                    if time.time() < inst.expires_at:
+                        return inst.access_token  # a one-time join token: use what is left
+                    raise AttestationFailed("the instance token expired, and a one-time join token cannot attest "
+                                            "again: give JoinToken a callable, or attest with OIDC or SPIFFE")
                 inst = await self._attest()
             return inst.access_token
 

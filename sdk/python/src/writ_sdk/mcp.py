@@ -22,7 +22,7 @@ from typing import Any, AsyncGenerator, AsyncIterator, Sequence
 import httpx2
 
 from ._core import AsyncTask, ToolToken, on_loop
-from ._http import Nonces
+from ._http import Nonces, origin
 from .errors import Denied, PendingApproval, WritError
 
 #: The JSON-RPC error code writ's gateway refuses an MCP request with.
@@ -68,12 +68,21 @@ class McpAuth(httpx2.Auth):
         request.headers["DPoP"] = self.task.client.key.proof(request.method, url, token.access_token,
                                                             self.nonces.get(url))
 
-    async def _learn(self, meta_response: httpx2.Response) -> None:
-        """RFC 9728: which tool this is, and that writ issues its tokens."""
+    async def _learn(self, request: httpx2.Request, meta_response: httpx2.Response) -> None:
+        """RFC 9728: which tool this is, and that writ issues its tokens. The
+        metadata must be the resource's own (§3.3): its ``resource`` is the
+        URL being called (or a prefix of it), so a server cannot point the
+        client at another tool's metadata to be sent that tool's token."""
         await meta_response.aread()
         if meta_response.status_code != 200:
             return
         meta = meta_response.json()
+        resource = str(meta.get("resource", "")).rstrip("/")
+        called = str(request.url).split("?", 1)[0].rstrip("/")
+        if not resource or not (called == resource or called.startswith(resource + "/")):
+            self.failure = WritError(f"the protected resource metadata names {resource!r}, not {called!r}: "
+                                     "no token is sent", code="invalid_target")
+            return
         issuer = await on_loop(self.task.loop, self.task.client.issuer)
         servers = [str(s).rstrip("/") for s in meta.get("authorization_servers", [])]
         if issuer.rstrip("/") not in servers:
@@ -102,10 +111,10 @@ class McpAuth(httpx2.Auth):
             if self.tool is None and not tried["discover"]:
                 tried["discover"] = True
                 m = _METADATA.search(www)
-                if not m:
-                    return
+                if not m or origin(m.group(1)) != origin(str(request.url)):
+                    return  # metadata elsewhere than the resource: not followed
                 meta_response = yield httpx2.Request("GET", m.group(1))
-                await self._learn(meta_response)
+                await self._learn(request, meta_response)
                 token = await self._token()
                 continue
             if token is not None and not tried["refresh"]:
