@@ -15,7 +15,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from conftest import HERE, Recorder
 from writ_sdk import AsyncClient, Client, Denied, JoinToken, Quarantined
-from writ_sdk.mcp import connect
+from writ_sdk.mcp import McpAuth, connect
 
 
 def client_for(writ, agent="demo-agent"):
@@ -90,15 +90,17 @@ def test_mcp_through_the_gateway_with_the_sdks_own_client_and_discovery(writ, mc
         async with AsyncClient(writ.addr, JoinToken(writ.join_token()), agent="demo-agent") as c:
             async with c.task(intent="triage", capabilities={"tickets-mcp": ["lookup", "close"]}) as task:
                 # The MCP SDK's own client, with writ's auth: no tool name given,
-                # found from the gateway's 401 (RFC 9728).
-                auth = task.mcp_auth()
-                async with httpx2.AsyncClient(auth=auth, timeout=30) as http:
-                    async with streamable_http_client(url, http_client=http) as (read, write, *_):
-                        async with ClientSession(read, write) as session:
-                            await session.initialize()
-                            assert auth.tool == "tickets-mcp"
-                            result = await session.call_tool("lookup", {"ticket": "T-1"})
-                            assert "ticket T-1: open" in text_of(result)
+                # found from the RFC 9728 metadata: at its well-known URL, or
+                # named in the gateway's 401.
+                for auth in (task.mcp_auth(), McpAuth(task.aio if hasattr(task, "aio") else task,
+                                                      well_known_first=False)):
+                    async with httpx2.AsyncClient(auth=auth, timeout=30) as http:
+                        async with streamable_http_client(url, http_client=http) as (read, write, *_):
+                            async with ClientSession(read, write) as session:
+                                await session.initialize()
+                                assert auth.tool == "tickets-mcp"
+                                result = await session.call_tool("lookup", {"ticket": "T-1"})
+                                assert "ticket T-1: open" in text_of(result)
                 # The helper: refusals come back as types.
                 async with connect(task, url, tool="tickets-mcp", scopes=["lookup"]) as session:
                     names = sorted(t.name for t in (await session.list_tools()).tools)

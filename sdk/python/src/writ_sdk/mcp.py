@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from urllib.parse import urlsplit
 from typing import Any, AsyncGenerator, AsyncIterator, Sequence
 
 import httpx2
@@ -31,19 +32,30 @@ REFUSED = -32001
 _METADATA = re.compile(r'resource_metadata="([^"]+)"')
 
 
+def well_known(url: str) -> str:
+    """Where RFC 9728 puts the metadata of the resource at ``url``."""
+    p = urlsplit(url)
+    return f"{p.scheme}://{p.netloc}/.well-known/oauth-protected-resource{p.path.rstrip('/')}"
+
+
 class McpAuth(httpx2.Auth):
     """DPoP auth for the MCP SDK's ``streamable_http_client``:
     ``httpx2.AsyncClient(auth=task.mcp_auth())``."""
 
     requires_request_body = True
 
-    def __init__(self, task: AsyncTask, tool: str | None = None, scopes: Sequence[str] | None = None) -> None:
+    def __init__(self, task: AsyncTask, tool: str | None = None, scopes: Sequence[str] | None = None, *,
+                 well_known_first: bool = True) -> None:
+        """``well_known_first``: without a tool name, ask the RFC 9728
+        well-known URL before the first call; otherwise learn it from the
+        gateway's 401 only."""
         self.task = task
         self.tool = tool
         self.scopes = list(scopes) if scopes is not None else None
         self.nonces = Nonces()
         #: The typed failure behind the last refused request, if any.
         self.failure: WritError | None = None
+        self._asked_well_known = not well_known_first
 
     async def _token(self, fresh: bool = False) -> ToolToken | None:
         if self.tool is None:
@@ -94,8 +106,15 @@ class McpAuth(httpx2.Auth):
 
     async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
         await request.aread()
-        token = await self._token()
         tried = {"nonce": False, "refresh": False, "discover": False}
+        if self.tool is None and not self._asked_well_known:
+            # RFC 9728 §3.1: the metadata of https://gw/tool is at
+            # https://gw/.well-known/oauth-protected-resource/tool. Asked first,
+            # so the call itself goes out with its token.
+            self._asked_well_known = True
+            meta_response = yield httpx2.Request("GET", well_known(str(request.url)))
+            await self._learn(request, meta_response)
+        token = await self._token()
         while True:
             self._sign(request, token)
             response = yield request
