@@ -144,7 +144,7 @@ def main() -> int:
 
         step("delegate read-only work on the notes to the helper (its own key proves it takes part)")
         delegation = task.delegate(actor=helper, scopes=[f"{notes}:read"])
-        with helper.accept(delegation) as sub:
+        with helper.adopt(delegation) as sub:
             with httpx2.Client(auth=sub.httpx_auth(notes), timeout=30) as http:
                 r = http.get(f"{GATEWAY}/{notes}/tickets/T-8")
                 r.raise_for_status()

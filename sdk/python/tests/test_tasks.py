@@ -241,15 +241,15 @@ def test_delegation_to_a_sub_agent_with_its_proof_of_possession(writ):
     with client_for(writ) as planner, client_for(writ, agent="helper-bot") as helper:
         with planner.task(intent="triage", capabilities={"tickets": ["read", "comment"]},
                           on_behalf_of="user:alice") as task:
-            d = task.delegate(actor=helper, scopes=["tickets:read"])
+            d = task.delegate(actor=helper, scopes={"tickets": ["read"]})
             c_ = claims(d.access_token)
             assert c_["act"]["sub"].endswith("/helper-bot")
             assert c_["cnf"]["jkt"] == helper.key.thumbprint
             with pytest.raises(InvalidScope):
-                task.delegate(actor=helper.actor_proof(), scopes=["tickets:comment", "tickets:write"])
+                task.delegate(actor=helper.actor_credentials(), scopes=["tickets:comment", "tickets:write"])
             with pytest.raises(Denied):  # policy: sub-agents get read-only work
                 task.delegate(actor=helper, scopes=["tickets:comment"])
-            sub = helper.accept(d)
+            sub = helper.adopt(d)
             tool = sub.token_for("tickets", scopes=["read"])
             assert claims(tool.access_token)["cnf"]["jkt"] == helper.key.thumbprint
             # The planner's key cannot use the child's token.

@@ -10,11 +10,11 @@ with client.task(intent="summarise open tickets", capabilities={"tickets": ["rea
 """
 
 from ._core import (
-    ActorProof,
+    ActorCredentials,
     AsyncClient,
     AsyncTask,
     AsyncTaskScope,
-    Delegation,
+    DelegatedGrant,
     Instance,
     TaskResult,
     ToolToken,
@@ -38,14 +38,14 @@ from .keys import InstanceKey
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActorProof",
+    "ActorCredentials",
     "AsyncClient",
     "AsyncTask",
     "AsyncTaskScope",
     "Attestation",
     "AttestationFailed",
     "Client",
-    "Delegation",
+    "DelegatedGrant",
     "Denied",
     "DpopError",
     "Instance",

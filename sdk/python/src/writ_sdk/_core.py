@@ -104,7 +104,7 @@ class ToolToken:
 
 
 @dataclass(frozen=True)
-class ActorProof:
+class ActorCredentials:
     """What a sub-agent hands its planner so it can delegate to it: its
     instance token and a DPoP proof by its own key for the token endpoint
     (``ath`` of that token), good for one use within a minute."""
@@ -114,10 +114,10 @@ class ActorProof:
 
 
 @dataclass(frozen=True)
-class Delegation:
+class DelegatedGrant:
     """A task delegated to a sub-agent: the child task and its token, bound
     to the sub-agent's key. The sub-agent takes it up with
-    ``client.accept(delegation)``."""
+    ``client.adopt(delegation)``."""
 
     task_id: str
     access_token: str = field(repr=False)
@@ -301,16 +301,16 @@ class AsyncClient:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
 
-    async def actor_proof(self) -> ActorProof:
+    async def actor_credentials(self) -> ActorCredentials:
         """As a sub-agent: what a planner needs to delegate to this instance
         (``task.delegate(actor=...)``)."""
         token = await self.instance_token()
         url = self._broker.url("/oauth2/token")
-        return ActorProof(token, self.key.proof("POST", url, token, self._broker.nonces.get(url)))
+        return ActorCredentials(token, self.key.proof("POST", url, token, self._broker.nonces.get(url)))
 
-    async def accept(self, delegation: Delegation, *, heartbeat: bool = True) -> AsyncTask:
+    async def adopt(self, delegation: DelegatedGrant, *, heartbeat: bool = True) -> AsyncTask:
         """As a sub-agent: takes up a task delegated to it (its token is bound
-        to this instance's key). ``async with await client.accept(d) as task:``"""
+        to this instance's key). ``async with await client.adopt(d) as task:``"""
         info = {"task_id": delegation.task_id, "access_token": delegation.access_token,
                 "expires_in": delegation.expires_in, "scope": delegation.scope}
         task = AsyncTask(self, info, heartbeat=False)
@@ -494,21 +494,22 @@ class AsyncTask:
         for k in [k for k in self._tools if k[0] == tool]:
             del self._tools[k]
 
-    async def delegate(self, actor: ActorProof | AsyncClient | Any, scopes: Sequence[str]) -> Delegation:
+    async def delegate(self, actor: ActorCredentials | AsyncClient | Any,
+                       scopes: Sequence[str] | Mapping[str, Sequence[str]]) -> DelegatedGrant:
         """Hands part of this task to a sub-agent: a child task with
-        ``scopes`` (tool-qualified, ``"tickets:read"``; never more than this
-        task holds), bound to the sub-agent's key. ``actor`` is the
-        sub-agent's :class:`ActorProof` or its client."""
+        ``scopes`` (``{"tickets": ["read"]}`` or ``["tickets:read"]``; never
+        more than this task holds), bound to the sub-agent's key. ``actor`` is the
+        sub-agent's :class:`ActorCredentials` or its client."""
         self._raise_if_over()
-        proof = await _actor_proof(actor)
+        proof = await _actor_credentials(actor)
         form = {"grant_type": EXCHANGE, "subject_token": self._token, "subject_token_type": ACCESS_TOKEN,
                 "actor_token": proof.actor_token, "actor_token_type": ACCESS_TOKEN,
-                "actor_token_proof": proof.actor_token_proof, "scope": " ".join(scopes)}
+                "actor_token_proof": proof.actor_token_proof, "scope": " ".join(_qualified(scopes))}
         r = await self.client._broker.send("POST", "/oauth2/token", form=form)
         if r.status_code != 200:
             raise await self._fail(error_from(r, task_id=self.task_id))
         b = body_of(r)
-        return Delegation(str(b["task_id"]), str(b["access_token"]), str(b.get("token_type", "DPoP")),
+        return DelegatedGrant(str(b["task_id"]), str(b["access_token"]), str(b.get("token_type", "DPoP")),
                           str(b.get("scope", "")), int(b.get("expires_in", 0)))
 
     # -- HTTP integrations -------------------------------------------------
@@ -584,19 +585,25 @@ class AsyncTask:
             await self.end()
 
 
-async def _actor_proof(actor: Any) -> ActorProof:
-    if isinstance(actor, ActorProof):
+def _qualified(scopes: Sequence[str] | Mapping[str, Sequence[str]]) -> list[str]:
+    if isinstance(scopes, Mapping):
+        return [f"{tool}:{s}" for tool, names in scopes.items() for s in names]
+    return list(scopes)
+
+
+async def _actor_credentials(actor: Any) -> ActorCredentials:
+    if isinstance(actor, ActorCredentials):
         return actor
     if isinstance(actor, AsyncClient):
         loop = actor._loop
         if loop is None:
-            return await actor.actor_proof()
-        return await on_loop(loop, actor.actor_proof)
-    proof = getattr(actor, "actor_proof", None)
+            return await actor.actor_credentials()
+        return await on_loop(loop, actor.actor_credentials)
+    proof = getattr(actor, "actor_credentials", None)
     if proof is None:
-        raise TypeError("actor: an ActorProof, or the sub-agent's Client / AsyncClient")
+        raise TypeError("actor: an ActorCredentials, or the sub-agent's Client / AsyncClient")
     return await asyncio.to_thread(proof)
 
 
-__all__ = ["AsyncClient", "AsyncTask", "AsyncTaskScope", "ActorProof", "Delegation", "Instance", "TaskResult",
+__all__ = ["AsyncClient", "AsyncTask", "AsyncTaskScope", "ActorCredentials", "DelegatedGrant", "Instance", "TaskResult",
            "ToolToken", "AttestationFailed", "blocking", "on_loop"]

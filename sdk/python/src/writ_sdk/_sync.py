@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 import httpx2  # noqa: F401 - the core's transport
 
 from ._core import (
-    ActorProof,
+    ActorCredentials,
     AsyncClient,
     AsyncTask,
     Capabilities,
-    Delegation,
+    DelegatedGrant,
     Instance,
     TaskResult,
     ToolToken,
@@ -116,11 +116,11 @@ class Client:
         return PendingApproval(str(p), approval_id=p.approval_id, task_id=p.task_id, timed_out=p.timed_out,
                                waiter=wait)
 
-    def actor_proof(self) -> ActorProof:
-        return self._portal.call(self._async.actor_proof)
+    def actor_credentials(self) -> ActorCredentials:
+        return self._portal.call(self._async.actor_credentials)
 
-    def accept(self, delegation: Delegation, *, heartbeat: bool = True) -> Task:
-        return Task(self, self._portal.call(lambda: self._async.accept(delegation, heartbeat=heartbeat)))
+    def adopt(self, delegation: DelegatedGrant, *, heartbeat: bool = True) -> Task:
+        return Task(self, self._portal.call(lambda: self._async.adopt(delegation, heartbeat=heartbeat)))
 
     def close(self) -> None:
         try:
@@ -187,9 +187,9 @@ class Task:
     def token_for(self, tool: str, scopes: Sequence[str] | None = None, *, fresh: bool = False) -> ToolToken:
         return self._call(lambda: self.aio.token_for(tool, scopes, fresh=fresh))
 
-    def delegate(self, actor: Any, scopes: Sequence[str]) -> Delegation:
+    def delegate(self, actor: Any, scopes: Sequence[str] | Mapping[str, Sequence[str]]) -> DelegatedGrant:
         if isinstance(actor, Client):
-            actor = actor.actor_proof()
+            actor = actor.actor_credentials()
         return self._call(lambda: self.aio.delegate(actor, scopes))
 
     def httpx_auth(self, tool: str, scopes: Sequence[str] | None = None) -> Any:
