@@ -14,7 +14,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from conftest import HERE, Recorder
-from writ_sdk import AsyncClient, Client, Denied, JoinToken, Quarantined
+from writ_sdk import AsyncClient, Client, Denied, JoinToken, Quarantined, raise_for_writ
 from writ_sdk.mcp import McpAuth, connect
 
 
@@ -45,10 +45,10 @@ def test_http_tool_with_httpx_httpx2_and_requests(writ, recorder):
                 assert "authorization" not in seen["headers"] and "dpop" not in seen["headers"]
             # A write with a read token: the gateway's refusal, as a type.
             r = requests.post(writ.gw("/crm/customers"), json={}, auth=task.requests_auth("crm"))
-            assert r.status_code == 403
-            from writ_sdk._http import error_from
-            err = error_from(httpx2.Response(403, headers=dict(r.headers), content=r.content))
-            assert isinstance(err, Denied) and err.policy_version
+            with pytest.raises(Denied) as e:
+                raise_for_writ(r)
+            assert e.value.status == 403 and e.value.policy_version
+            assert raise_for_writ(requests.get(writ.gw("/crm/c/1"), auth=task.requests_auth("crm"))).ok
 
 
 def test_a_401_gets_a_fresh_token_and_the_call_goes_through(writ, recorder):

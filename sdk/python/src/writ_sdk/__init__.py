@@ -19,7 +19,7 @@ from ._core import (
     TaskResult,
     ToolToken,
 )
-from ._http import Unauthenticated
+from ._http import Unauthenticated, raise_for_writ
 from ._sync import Client, Task, TaskScope
 from .attestation import Attestation, JoinToken, OidcToken, SpiffeJwtSvid
 from .errors import (
@@ -64,4 +64,5 @@ __all__ = [
     "ToolToken",
     "Unauthenticated",
     "WritError",
+    "raise_for_writ",
 ]

@@ -61,7 +61,7 @@ def wants_nonce(status: int, headers: Any, body: dict[str, Any] | None) -> bool:
     return body is not None and body.get("error") == "use_dpop_nonce"
 
 
-def _json(r: httpx2.Response) -> dict[str, Any]:
+def _json(r: Any) -> dict[str, Any]:
     try:
         body = r.json()
     except ValueError:
@@ -85,13 +85,15 @@ def _policies_from(text: str) -> list[str]:
 _NOT_ACTIVE = re.compile(r"task is not active \((\w+)\)")
 
 
-def error_from(r: httpx2.Response, *, attesting: bool = False, task_id: str | None = None) -> WritError:
-    """The typed error for a refusal from writ (broker or gateway)."""
+def error_from(r: Any, *, attesting: bool = False, task_id: str | None = None) -> WritError:
+    """The typed error for a refusal from writ (broker or gateway); ``r`` is
+    an ``httpx``, ``httpx2`` or ``requests`` response."""
     body = _json(r)
-    status = r.status_code
+    status = int(r.status_code)
     # RFC 6749 form (/oauth2/*) or RFC 9457 problem details (everything else).
     code = body.get("error") if isinstance(body.get("error"), str) else None
-    detail = str(body.get("error_description") or body.get("detail") or body.get("title") or r.reason_phrase)
+    detail = str(body.get("error_description") or body.get("detail") or body.get("title")
+                 or getattr(r, "reason_phrase", None) or getattr(r, "reason", "") or status)
     www = r.headers.get("www-authenticate") or ""
     if code in ("invalid_dpop_proof", "use_dpop_nonce") or 'DPoP error="invalid_dpop_proof"' in www \
             or 'error="use_dpop_nonce"' in www:
@@ -123,6 +125,16 @@ def error_from(r: httpx2.Response, *, attesting: bool = False, task_id: str | No
     if status == 401:
         return Unauthenticated(detail, status=status, code=code or "invalid_token")
     return WritError(detail, status=status, code=code or body.get("title"))
+
+
+def raise_for_writ(response: Any) -> Any:
+    """Raises the typed error for a refusal by writ or its gateway (an
+    ``httpx``, ``httpx2`` or ``requests`` response with a status of 400 or
+    more): :class:`Denied` with the deciding policies, :class:`PendingApproval`
+    for a call held for a person, ...; returns the response otherwise."""
+    if int(response.status_code) >= 400:
+        raise error_from(response)
+    return response
 
 
 class Broker:
