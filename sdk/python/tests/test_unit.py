@@ -188,3 +188,45 @@ def test_http_auth_follows_the_nonce_and_refreshes_on_401():
         assert seen[-1][0] == "tok-1" and seen[-1][1] == "n-1"
     finally:
         portal.close()
+
+
+def test_requests_auth_follows_the_nonce_and_refreshes_on_401():
+    import http.server
+    import threading
+
+    import requests
+
+    from writ_sdk._sync import _Portal
+    from writ_sdk.requests_auth import RequestsDpopAuth
+
+    seen = []
+    handle = resource_server(seen)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            r = handle(httpx2.Request("POST", "http://x/", headers=dict(self.headers)))
+            self.send_response(r.status_code)
+            for k, v in r.headers.items():
+                if k.lower() not in ("content-length",):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(r.content)))
+            self.end_headers()
+            self.wfile.write(r.content)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    portal = _Portal()
+    try:
+        task = FakeTask(portal.loop)
+        r = requests.post(f"http://127.0.0.1:{srv.server_address[1]}/crm/x", json={"a": 1},
+                          auth=RequestsDpopAuth(task, "crm"))
+        assert r.status_code == 200, r.text
+        assert [(t, n) for t, n, _ in seen] == [("tok-0", None), ("tok-0", "n-1"), ("tok-1", "n-1")]
+        assert len(r.history) == 2
+    finally:
+        portal.close()
+        srv.shutdown()

@@ -60,6 +60,6 @@ class RequestsDpopAuth(AuthBase):
         self._sign(again, token)
         connection = response.connection
         new = connection.send(again, **kwargs)
-        new.history.append(response)
+        new.history = [*response.history, response]
         new.request = again
         return self._retry(new, **kwargs)
