@@ -3,7 +3,9 @@ tests: `python mcp_server.py PORT` (streamable HTTP) or `python mcp_server.py st
 
 import sys
 
-from mcp.server.mcpserver import MCPServer
+import asyncio
+
+from mcp.server.mcpserver import Context, MCPServer
 
 server = MCPServer("tickets")
 
@@ -18,6 +20,15 @@ def lookup(ticket: str) -> str:
 def close(ticket: str) -> str:
     """Close a ticket."""
     return f"ticket {ticket}: closed"
+
+
+@server.tool()
+async def triage(ticket: str, ctx: Context) -> str:
+    """Triage a ticket, reporting progress as it goes."""
+    for step in range(3):
+        await ctx.report_progress(step + 1, 3, f"step {step + 1}")
+        await asyncio.sleep(0.05)
+    return f"ticket {ticket}: triaged"
 
 
 if __name__ == "__main__":
