@@ -606,4 +606,4 @@ async def _actor_credentials(actor: Any) -> ActorCredentials:
 
 
 __all__ = ["AsyncClient", "AsyncTask", "AsyncTaskScope", "ActorCredentials", "DelegatedGrant", "Instance", "TaskResult",
-           "ToolToken", "AttestationFailed", "blocking", "on_loop"]
+           "ToolToken", "blocking", "on_loop"]
