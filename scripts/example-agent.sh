@@ -19,5 +19,9 @@ done
 addr=$(grep '^writ listening on ' "$dir/stdout" | awk '{print $NF}')
 gateway=$(grep '^gateway listening on ' "$dir/stdout" | awk '{print $NF}')
 [ -n "$addr" ] && [ -n "$gateway" ] || { echo "writ serve did not start"; cat "$dir/stderr"; exit 1; }
-env -i PATH="$PATH" HOME="${HOME:-/tmp}" WRIT_ADDR="$addr" WRIT_TOKEN="$token" WRIT_GATEWAY="$gateway" \
-  timeout 300 "$@"
+if ! env -i PATH="$PATH" HOME="${HOME:-/tmp}" WRIT_ADDR="$addr" WRIT_TOKEN="$token" WRIT_GATEWAY="$gateway" \
+  timeout 300 "$@"; then
+  echo "the example agent failed; writ serve's log:"
+  cat "$dir/stderr"
+  exit 1
+fi
