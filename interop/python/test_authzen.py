@@ -12,6 +12,7 @@ from conftest import ROOT, Writ
 VECTORS = ROOT / "interop" / "authzen-vectors"
 FILES = {
     "todo-1.0-implementers-draft.json": 40,
+    "todo-authorization-api-1_0-02.json": 40,
     "api-gateway-decisions.json": 25,
 }
 
@@ -59,3 +60,17 @@ def test_the_same_vectors_as_one_batch(pdp):
     assert r.status_code == 200, r.text
     got = [e["decision"] for e in r.json()["evaluations"]]
     assert got == [c["expected"] for c in cases]
+
+
+def test_the_published_batches_answer_item_by_item(pdp):
+    """The 1.0 Todo file's own `evaluations` cases: subject and action given
+    once at the top as defaults, one resource per item, sent as published
+    to /access/v1/evaluations."""
+    cases = json.loads((VECTORS / "todo-authorization-api-1_0-02.json").read_text())["evaluations"]
+    assert len(cases) == 3
+    for case in cases:
+        r = requests.post(pdp.url("/access/v1/evaluations"), headers=pdp.admin,
+                          json=case["request"])
+        assert r.status_code == 200, (case, r.text)
+        got = [{"decision": e["decision"]} for e in r.json()["evaluations"]]
+        assert got == case["expected"], (case, r.text)
