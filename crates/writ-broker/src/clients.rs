@@ -333,7 +333,7 @@ impl Broker {
 
 impl AuthenticatedClient {
     fn may_revoke(&self, claims: &AccessClaims) -> bool {
-        self.audiences.iter().any(|a| *a == claims.aud)
+        self.audiences.contains(&claims.aud)
     }
 }
 

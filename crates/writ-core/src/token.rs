@@ -1013,10 +1013,10 @@ pub fn verify_client_assertion(
         None => None,
     }
     .ok_or(TokenError::UnknownKey)?;
-    if let Some(ka) = jwk.common.key_algorithm {
-        if ka.to_string() != format!("{:?}", header.alg) {
-            return Err(TokenError::Algorithm.into());
-        }
+    if let Some(ka) = jwk.common.key_algorithm
+        && ka.to_string() != format!("{:?}", header.alg)
+    {
+        return Err(TokenError::Algorithm.into());
     }
     let key = DecodingKey::from_jwk(jwk).map_err(|_| TokenError::UnknownKey)?;
     let claims: AssertionClaims = if renamed {

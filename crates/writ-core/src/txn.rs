@@ -202,6 +202,27 @@ mod tests {
     }
 
     #[test]
+    fn a_transaction_token_key_never_verifies_an_access_token() {
+        // A gateway's key is in the broker's JWKS: an `at+jwt` it signed
+        // (a gateway minting itself access) is refused by writ's verifier.
+        let now = Timestamp::from_secs(1_800_000_000);
+        let signer = TxnSigner::generate(now).unwrap();
+        let jwks = jsonwebtoken::jwk::JwkSet {
+            keys: vec![published_txn_jwk(&signer.jwk()).unwrap()],
+        };
+        let claims = serde_json::json!({
+            "iss": "http://writ.test", "sub": "spiffe://writ.local/agent/a",
+            "aud": "https://tickets.example", "exp": now.secs() + 60, "iat": now.secs(),
+            "nbf": now.secs(), "jti": "j", "client_id": "ins_x",
+        });
+        let forged = signer.key.sign_typed("at+jwt", &claims).unwrap();
+        assert_eq!(
+            crate::token::verify_with_jwks(&forged, &jwks, "http://writ.test", now),
+            Err(TokenError::UnknownKey)
+        );
+    }
+
+    #[test]
     fn only_a_public_p256_key_is_published() {
         let now = Timestamp::from_secs(1_800_000_000);
         let ed = SigningKey::generate(now).unwrap();
