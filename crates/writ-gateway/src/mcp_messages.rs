@@ -1,7 +1,8 @@
 //! MCP messages, whatever carries them (streamable HTTP or a local stdio
-//! server): a POST body taken apart, each message decided (`tools/call`
-//! per call, every other gated method too), `tools/list` answers filtered,
-//! and the answer assembled in the shape of the request.
+//! server): a POST body taken apart, each request decided with the facts
+//! writ-policy builds from it (its method and the MCP tool, resource or
+//! prompt it names), `tools/list` answers filtered, and the answer
+//! assembled in the shape of the request.
 
 use std::collections::HashSet;
 
@@ -9,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use writ_core::api::Tool;
-use writ_core::mcp::{self, Kind};
+use writ_core::mcp::{self, Kind, Named};
 use writ_policy::{CallRequest, Decision, Verdict};
 
 use crate::auth::Caller;
@@ -58,10 +59,11 @@ pub(crate) fn id_key(id: &Value) -> String {
 }
 
 /// The token's scopes for a `tools/call`: `None` when the MCP tool is one
-/// of them, else the refusal.
-fn outside_scopes(c: Call<'_>, method: &str, mcp_tool: Option<&str>) -> Option<Decision> {
+/// of them (or the request is not a tool call), else the refusal.
+fn outside_scopes(c: Call<'_>, request: &CallRequest<'_>) -> Option<Decision> {
+    let mcp_tool = request.mcp_tool;
     let granted = mcp_tool.is_some_and(|t| c.caller.scopes.iter().any(|s| s == t));
-    (method == "tools/call" && !granted).then(|| {
+    (request.mcp_method == Some("tools/call") && !granted).then(|| {
         Decision::refused(
             c.bundle.policy.version(),
             format!(
@@ -76,33 +78,12 @@ fn outside_scopes(c: Call<'_>, method: &str, mcp_tool: Option<&str>) -> Option<D
     })
 }
 
-fn call_request<'a>(
-    path: &'a str,
-    method: &'a str,
-    mcp_tool: Option<&'a str>,
-    arguments: Option<&'a str>,
-) -> CallRequest<'a> {
-    CallRequest {
-        method: "POST",
-        path,
-        query: "",
-        mcp_method: Some(method),
-        mcp_tool,
-        arguments,
-    }
-}
-
-/// Decides a `tools/call` (or another gated method): the token's scopes
-/// first, then policy (holding it for approval when a permit says so);
-/// recorded either way.
-async fn enforce_call(
-    c: Call<'_>,
-    method: &str,
-    mcp_tool: Option<&str>,
-    arguments: Option<&str>,
-) -> Enforced {
-    let request = call_request(c.path, method, mcp_tool, arguments);
-    if let Some(refused) = outside_scopes(c, method, mcp_tool) {
+/// Decides a request (`tools/call`, `resources/read`, ...): for a tool
+/// call the token's scopes first, then policy (holding it for approval when
+/// a permit says so); recorded either way.
+async fn enforce_call(c: Call<'_>, named: &Named) -> Enforced {
+    let request = CallRequest::mcp(c.path, named);
+    if let Some(refused) = outside_scopes(c, &request) {
         return c
             .gw
             .record_refusal(c.bundle, c.caller, c.tool, &request, refused);
@@ -113,8 +94,13 @@ async fn enforce_call(
 /// Whether a tool would be offered: allowed, or held for approval (the
 /// agent may ask, and a person may let it through).
 fn offered(c: Call<'_>, name: &str) -> bool {
-    let request = call_request(c.path, "tools/call", Some(name), None);
-    if outside_scopes(c, "tools/call", Some(name)).is_some() {
+    let named = Named {
+        method: "tools/call".to_owned(),
+        tool: Some(name.to_owned()),
+        ..Named::default()
+    };
+    let request = CallRequest::mcp(c.path, &named);
+    if outside_scopes(c, &request).is_some() {
         return false;
     }
     match c.gw.evaluate(c.bundle, c.caller, c.tool, request).verdict() {
@@ -153,7 +139,7 @@ pub(crate) async fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value
     };
     for msg in messages {
         let id = msg.get("id").cloned();
-        let (method, mcp_tool, arguments) = match mcp::classify(&msg) {
+        let named = match mcp::classify(&msg) {
             Kind::Invalid => {
                 out.refused
                     .push(rpc_error(&Value::Null, -32600, "invalid request", None));
@@ -174,20 +160,16 @@ pub(crate) async fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value
                 out.forward.push(msg);
                 continue;
             }
-            Kind::ToolCall {
-                name: Some(name),
-                arguments,
-            } => ("tools/call".to_owned(), Some(name), arguments),
-            Kind::ToolCall { name: None, .. } => {
+            Kind::Request(n) if n.method == "tools/call" && n.tool.is_none() => {
                 if let Some(id) = &id {
                     out.refused
                         .push(rpc_error(id, -32602, "tools/call needs params.name", None));
                 }
                 continue;
             }
-            Kind::Other { method } => (method, None, None),
+            Kind::Request(n) => n,
         };
-        let e = enforce_call(c, &method, mcp_tool.as_deref(), arguments.as_deref()).await;
+        let e = enforce_call(c, &named).await;
         if e.passes() {
             if let Some(id) = &id {
                 out.requests.push(id.clone());
