@@ -306,3 +306,4 @@ pub(crate) fn count_of(counts: &BTreeMap<String, u64>, agent: &str) -> u64 {
 
 mod counts;
 mod held;
+mod mcp_methods;
