@@ -18,6 +18,7 @@ mod error;
 mod gateway;
 mod mcp;
 mod mcp_messages;
+mod mcp_stream;
 mod proxy;
 mod spool;
 mod state;

@@ -185,9 +185,13 @@ pub(crate) async fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value
 /// Filters `tools/list` results in an upstream message.
 pub(crate) fn filter(c: Call<'_>, lists: &HashSet<String>, msg: &mut Value) {
     let is_list = msg.get("id").is_some_and(|id| lists.contains(&id_key(id)));
-    if !is_list {
-        return;
+    if is_list {
+        filter_listing(c, msg);
     }
+}
+
+/// Keeps only the offered tools of a `tools/list` result.
+pub(crate) fn filter_listing(c: Call<'_>, msg: &mut Value) {
     if let Some(tools) = msg
         .get_mut("result")
         .and_then(|r| r.get_mut("tools"))
