@@ -166,6 +166,14 @@ def watched() -> str:
     return "Watched resource content"
 
 
+# A file of the server's host: the example policies keep it from agents
+# (no-host-files), so through the gateway it is neither listed nor read.
+@server.resource("file:///writ-interop/host-file", name="host-file", description="A file of the host",
+                 mime_type="text/plain")
+def host_file() -> str:
+    return "host secrets"
+
+
 @server.resource("test://template/{id}/data", name="template", description="A resource template",
                  mime_type="application/json")
 def template(id: str) -> str:

@@ -1,6 +1,8 @@
 // The MCP TypeScript SDK client (@modelcontextprotocol/sdk) walks the MCP
 // Python SDK server's features at a URL, with an optional bearer token:
-//   node sdk_client.mjs URL [TOKEN]
+//   node sdk_client.mjs URL [TOKEN [through]]
+// ("through": the URL is writ's gateway under the example policies, which
+// keep the server's file:// resource from the agent.)
 // It prints one JSON object: {check: {ok, detail}}.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -9,7 +11,8 @@ import {
   ElicitRequestSchema,
 } from "@modelcontextprotocol/sdk/types.js";
 
-const [url, token] = process.argv.slice(2);
+const [url, token, via] = process.argv.slice(2);
+const through = via === "through";
 const headers = token ? { Authorization: `Bearer ${token}` } : {};
 const transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers } });
 const client = new Client(
@@ -75,6 +78,17 @@ await check("resources", async () => {
   const tpl = await client.readResource({ uri: "test://template/7/data" });
   if (!read.contents[0].text.includes("static text")) throw new Error(JSON.stringify(read));
   if (!tpl.contents[0].text.includes("Data for ID: 7")) throw new Error(JSON.stringify(tpl));
+  const hostFile = "file:///writ-interop/host-file";
+  if (listed.includes(hostFile) === through) throw new Error(`listed: ${listed}`);
+  if (through) {
+    let refused = null;
+    try {
+      await client.readResource({ uri: hostFile });
+    } catch (e) {
+      refused = String(e.message);
+    }
+    if (!refused || !refused.includes("writ")) throw new Error(`reading ${hostFile}: ${refused}`);
+  }
   return listed;
 });
 

@@ -57,7 +57,7 @@ def through(writ):
 
 def test_the_typescript_sdk_client_through_the_gateway(through):
     url, token = through
-    p = subprocess.run([str(NODE), str(CONF / "sdk_client.mjs"), url, token],
+    p = subprocess.run([str(NODE), str(CONF / "sdk_client.mjs"), url, token, "through"],
                        capture_output=True, text=True, timeout=120, cwd=CONF)
     assert p.returncode == 0, p.stderr[-3000:]
     out = json.loads(p.stdout.strip().splitlines()[-1])
@@ -101,6 +101,11 @@ def test_the_python_sdk_client_through_the_gateway(through):
 
                 got["resources"] = sorted(str(x.uri) for x in (await s.list_resources()).resources)
                 got["read"] = (await s.read_resource("test://static-text")).contents[0].text
+                try:
+                    await s.read_resource("file:///writ-interop/host-file")
+                    got["host_file"] = "read"
+                except Exception as e:  # the SDK raises on a JSON-RPC error
+                    got["host_file"] = str(e)
                 got["prompts"] = sorted(p.name for p in (await s.list_prompts()).prompts)
                 got["prompt"] = (await s.get_prompt("test_prompt_with_arguments",
                                                     {"arg1": "x", "arg2": "y"})).messages[0].content.text
@@ -131,6 +136,9 @@ def test_the_python_sdk_client_through_the_gateway(through):
     assert "bob@example.com" in got["elicitation"] and "accept" in got["elicitation"]
     assert got["resources"] == ["test://static-binary", "test://static-text", "test://watched-resource"]
     assert got["read"] == "This is the content of the static text resource."
+    # The host file is listed directly (see the conformance test) but not
+    # through the gateway, and reading it is refused by policy.
+    assert "writ" in got["host_file"] and "no-host-files" in got["host_file"], got["host_file"]
     assert "test_prompt_with_arguments" in got["prompts"]
     assert got["prompt"] == "Prompt with arguments: arg1='x', arg2='y'"
     assert got["cancel_took"] < 2

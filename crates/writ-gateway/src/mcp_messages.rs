@@ -38,7 +38,8 @@ pub(crate) struct Inspected {
     pub forward: Vec<Value>,
     /// Error answers for refused requests.
     pub refused: Vec<Value>,
-    /// Ids of forwarded `tools/list` requests.
+    /// Ids of forwarded listings (`tools/list`, `resources/list`,
+    /// `prompts/list`), whose answers are filtered.
     pub lists: HashSet<String>,
     /// Ids of forwarded requests (answers expected).
     pub requests: Vec<Value>,
@@ -91,15 +92,11 @@ async fn enforce_call(c: Call<'_>, named: &Named) -> Enforced {
     c.gw.enforce(c.bundle, c.caller, c.tool, request).await
 }
 
-/// Whether a tool would be offered: allowed, or held for approval (the
-/// agent may ask, and a person may let it through).
-fn offered(c: Call<'_>, name: &str) -> bool {
-    let named = Named {
-        method: "tools/call".to_owned(),
-        tool: Some(name.to_owned()),
-        ..Named::default()
-    };
-    let request = CallRequest::mcp(c.path, &named);
+/// Whether a listed item would be offered: asking for it (`named`) is
+/// allowed, or held for approval (the agent may ask, and a person may let
+/// it through).
+fn offered(c: Call<'_>, named: &Named) -> bool {
+    let request = CallRequest::mcp(c.path, named);
     if outside_scopes(c, &request).is_some() {
         return false;
     }
@@ -152,7 +149,7 @@ pub(crate) async fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value
             }
             Kind::Plumbing { method } => {
                 if let Some(id) = &id {
-                    if method == "tools/list" {
+                    if is_listing(&method) {
                         out.lists.insert(id_key(id));
                     }
                     out.requests.push(id.clone());
@@ -172,6 +169,9 @@ pub(crate) async fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value
         let e = enforce_call(c, &named).await;
         if e.passes() {
             if let Some(id) = &id {
+                if is_listing(&named.method) {
+                    out.lists.insert(id_key(id));
+                }
                 out.requests.push(id.clone());
             }
             out.forward.push(msg);
@@ -190,18 +190,44 @@ pub(crate) fn filter(c: Call<'_>, lists: &HashSet<String>, msg: &mut Value) {
     }
 }
 
-/// Keeps only the offered tools of a `tools/list` result.
+/// Keeps only the offered items of a listing: the tools of a `tools/list`
+/// result a `tools/call` would be allowed for, the resources of a
+/// `resources/list` result a `resources/read` would be, the prompts of a
+/// `prompts/list` result a `prompts/get` would be.
 pub(crate) fn filter_listing(c: Call<'_>, msg: &mut Value) {
-    if let Some(tools) = msg
-        .get_mut("result")
-        .and_then(|r| r.get_mut("tools"))
-        .and_then(Value::as_array_mut)
-    {
-        tools.retain(|t| {
-            let name = t.get("name").and_then(Value::as_str);
-            name.is_some_and(|n| offered(c, n))
+    let Some(result) = msg.get_mut("result").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let kinds = [
+        ("tools", "name", "tools/call"),
+        ("resources", "uri", "resources/read"),
+        ("prompts", "name", "prompts/get"),
+    ];
+    for (key, field, method) in kinds {
+        let Some(items) = result.get_mut(key).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        items.retain(|item| {
+            let Some(named) = item.get(field).and_then(Value::as_str) else {
+                return false;
+            };
+            let mut n = Named {
+                method: method.to_owned(),
+                ..Named::default()
+            };
+            match key {
+                "tools" => n.tool = Some(named.to_owned()),
+                "resources" => n.resource = Some(named.to_owned()),
+                _ => n.prompt = Some(named.to_owned()),
+            }
+            offered(c, &n)
         });
     }
+}
+
+/// The listings whose answers are filtered.
+fn is_listing(method: &str) -> bool {
+    matches!(method, "tools/list" | "resources/list" | "prompts/list")
 }
 
 pub(crate) fn json_response(status: StatusCode, value: &Value, extra: &HeaderMap) -> Response {
