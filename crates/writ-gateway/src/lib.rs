@@ -23,6 +23,7 @@ mod proxy;
 mod spool;
 mod state;
 mod stdio;
+mod stdio_routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -9,10 +9,11 @@
 //!
 //! The server's messages go where the streamable HTTP transport would put
 //! them: an answer to the POST that asked; a progress notification to the
-//! POST whose request carries its token; any other request or
-//! notification (sampling, elicitation, roots, logging) to the newest POST
-//! still waiting whose client accepts a stream, else to the session's GET
-//! stream (kept for it, up to [`MAX_BACKLOG`], while none is open). A POST
+//! POST whose request carries its token; a server request (sampling,
+//! elicitation, roots) to the newest POST still waiting whose client
+//! accepts a stream; other notifications, and requests no POST can carry,
+//! to the session's GET stream (kept for it, up to
+//! [`crate::stdio_routes::MAX_BACKLOG`], while none is open). A POST
 //! answers in JSON when only answers came, and turns into an event stream
 //! as soon as anything else must go through it. The client's answers to
 //! server requests are written to the server like any other message.
@@ -21,7 +22,7 @@
 //! 32 (over all its tasks), the gateway 256, so that one agent cannot take
 //! what every other agent needs.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,12 +30,10 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{Mutex, mpsc};
-use tokio_util::codec::{FramedRead, LinesCodec};
 use writ_core::AgentName;
 
 use crate::auth::Caller;
@@ -43,6 +42,7 @@ use crate::gateway::Gateway;
 use crate::mcp_messages::{Inspected, answer, filter, id_key};
 use crate::mcp_stream::{Lists, Owned, message_event, respond};
 use crate::state::View;
+use crate::stdio_routes::{MAX_BACKLOG, SharedRoutes, Waiting, route_output};
 
 /// A session unused this long is ended.
 const IDLE: Duration = Duration::from_secs(600);
@@ -55,15 +55,8 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a POST's event stream may go without any message (a server
 /// request may wait for a person).
 const STREAM_IDLE: Duration = Duration::from_secs(600);
-/// How long a message waits for a slow client's stream before it is
-/// handed elsewhere.
-const SEND_WAIT: Duration = Duration::from_secs(30);
-/// Messages kept for the GET stream while none is open.
-const MAX_BACKLOG: usize = 256;
 /// Messages queued on one POST's stream.
 const POST_QUEUE: usize = 64;
-/// Longest line (one JSON-RPC message) read from a server.
-const MAX_LINE: usize = crate::mcp_stream::MAX_EVENT;
 /// Most sessions at once (each is a process), per agent and per task.
 const MAX_SESSIONS: usize = 256;
 const MAX_SESSIONS_PER_AGENT: usize = 32;
@@ -71,157 +64,6 @@ const MAX_SESSIONS_PER_TASK: usize = 8;
 /// Most tokens remembered per session (the newest are kept).
 const MAX_TOKENS: usize = 64;
 const SESSION_HEADER: &str = "mcp-session-id";
-
-/// Where the server's messages go.
-#[derive(Debug, Default)]
-struct Routes {
-    /// A forwarded request's id → the POST waiting for its answer.
-    answers: HashMap<String, u64>,
-    /// A progress token → the POST whose request carries it.
-    progress: HashMap<String, u64>,
-    /// POSTs waiting: their queue, and whether their client takes a stream
-    /// (so other messages may go there too).
-    posts: BTreeMap<u64, (mpsc::Sender<Value>, bool)>,
-    /// The GET stream, when one is open.
-    get: Option<mpsc::Sender<Value>>,
-    /// Messages for the GET stream while none is open.
-    backlog: VecDeque<Value>,
-    next: u64,
-}
-
-/// Where one message from the server goes.
-enum Target {
-    Send(mpsc::Sender<Value>),
-    Backlog,
-    Drop,
-}
-
-impl Routes {
-    fn target(&mut self, msg: &Value) -> Target {
-        let Some(obj) = msg.as_object() else {
-            return Target::Drop;
-        };
-        let is_answer = !obj.contains_key("method");
-        if is_answer {
-            let post = obj
-                .get("id")
-                .and_then(|id| self.answers.remove(&id_key(id)));
-            return match post.and_then(|p| self.posts.get(&p)) {
-                Some((tx, _)) => Target::Send(tx.clone()),
-                // Nobody asked (or the POST is gone): nowhere to go.
-                None => Target::Drop,
-            };
-        }
-        let token = (obj.get("method").and_then(Value::as_str) == Some("notifications/progress"))
-            .then(|| obj.get("params").and_then(|p| p.get("progressToken")))
-            .flatten();
-        let by_token = token
-            .and_then(|t| self.progress.get(&id_key(t)))
-            .and_then(|p| self.posts.get(p))
-            .filter(|(_, streams)| *streams);
-        let newest = || self.posts.values().rev().find(|(_, streams)| *streams);
-        match by_token.or_else(newest) {
-            Some((tx, _)) => Target::Send(tx.clone()),
-            None => match &self.get {
-                Some(tx) => Target::Send(tx.clone()),
-                None => Target::Backlog,
-            },
-        }
-    }
-
-    fn keep_for_get(&mut self, msg: Value) {
-        if self.backlog.len() >= MAX_BACKLOG {
-            tracing::warn!(
-                "an MCP session's client opens no stream: its oldest message is dropped"
-            );
-            self.backlog.pop_front();
-        }
-        self.backlog.push_back(msg);
-    }
-
-    /// Registers a POST waiting for answers to `requests`.
-    fn open_post(
-        &mut self,
-        tx: mpsc::Sender<Value>,
-        streams: bool,
-        requests: &[Value],
-        tokens: &[Value],
-    ) -> u64 {
-        self.next += 1;
-        let n = self.next;
-        for id in requests {
-            self.answers.insert(id_key(id), n);
-        }
-        for t in tokens {
-            self.progress.insert(id_key(t), n);
-        }
-        self.posts.insert(n, (tx, streams));
-        n
-    }
-
-    fn close_post(&mut self, n: u64) {
-        self.posts.remove(&n);
-        self.answers.retain(|_, p| *p != n);
-        self.progress.retain(|_, p| *p != n);
-    }
-}
-
-type SharedRoutes = Arc<std::sync::Mutex<Routes>>;
-
-/// A POST's place in the routes, given up when its answer is done.
-struct Waiting {
-    routes: SharedRoutes,
-    n: u64,
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        if let Ok(mut r) = self.routes.lock() {
-            r.close_post(self.n);
-        }
-    }
-}
-
-/// Hands the server's messages out as [`Routes`] says.
-async fn route_output(stdout: tokio::process::ChildStdout, routes: SharedRoutes, tool: String) {
-    let mut lines = FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_LINE));
-    while let Some(line) = lines.next().await {
-        let line = match line {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(tool = %tool, error = %e, "MCP server output unreadable; ending the session");
-                break;
-            }
-        };
-        let Ok(msg) = serde_json::from_str::<Value>(&line) else {
-            tracing::debug!(tool = %tool, "MCP server wrote a non-JSON line");
-            continue;
-        };
-        let target = match routes.lock() {
-            Ok(mut r) => r.target(&msg),
-            Err(_) => break,
-        };
-        let is_answer = msg.get("method").is_none();
-        let undelivered = match target {
-            Target::Send(tx) => match tokio::time::timeout(SEND_WAIT, tx.send(msg)).await {
-                Ok(Ok(())) => None,
-                Ok(Err(mpsc::error::SendError(m))) => Some(m),
-                Err(_) => None,
-            },
-            Target::Backlog => Some(msg),
-            Target::Drop => None,
-        };
-        if let (Some(m), false) = (undelivered, is_answer)
-            && let Ok(mut r) = routes.lock()
-        {
-            r.keep_for_get(m);
-        }
-    }
-    // The server is gone: every stream waiting on it ends.
-    if let Ok(mut r) = routes.lock() {
-        *r = Routes::default();
-    }
-}
 
 /// Whom a session belongs to, and what ends it.
 #[derive(Debug)]
@@ -784,52 +626,6 @@ mod tests {
                 last_exp: tokens.iter().map(|(_, e)| *e).max().unwrap_or(0),
             }),
         }
-    }
-
-    fn sent_to(t: Target, rx: &mut mpsc::Receiver<Value>) -> Option<Value> {
-        match t {
-            Target::Send(tx) => {
-                tx.try_send(json!({"probe": true})).unwrap();
-                rx.try_recv().ok()
-            }
-            Target::Backlog | Target::Drop => None,
-        }
-    }
-
-    #[test]
-    fn server_messages_go_where_the_streamable_transport_would_put_them() {
-        let mut r = Routes::default();
-        let (json_tx, mut json_rx) = mpsc::channel(8);
-        let (a_tx, mut a_rx) = mpsc::channel(8);
-        let (b_tx, mut b_rx) = mpsc::channel(8);
-        // A POST whose client takes only JSON, then two that take streams.
-        r.open_post(json_tx, false, &[json!(1)], &[]);
-        let a = r.open_post(a_tx, true, &[json!("a")], &[json!("tok-a")]);
-        r.open_post(b_tx, true, &[json!(2)], &[]);
-        // An answer goes to the POST that asked, once.
-        let answer = json!({"jsonrpc": "2.0", "id": 1, "result": {}});
-        assert!(sent_to(r.target(&answer), &mut json_rx).is_some());
-        assert!(matches!(r.target(&answer), Target::Drop), "asked once");
-        // Progress follows its token; other messages go to the newest stream.
-        let progress =
-            json!({"method": "notifications/progress", "params": {"progressToken": "tok-a"}});
-        assert!(sent_to(r.target(&progress), &mut a_rx).is_some());
-        let sampling = json!({"jsonrpc": "2.0", "id": 9, "method": "sampling/createMessage"});
-        assert!(sent_to(r.target(&sampling), &mut b_rx).is_some());
-        // With no POST streaming, the GET stream; with none, the backlog.
-        r.close_post(a);
-        r.posts.retain(|_, (_, streams)| !*streams);
-        assert!(matches!(r.target(&sampling), Target::Backlog));
-        let (get_tx, mut get_rx) = mpsc::channel(8);
-        r.get = Some(get_tx);
-        assert!(sent_to(r.target(&sampling), &mut get_rx).is_some());
-        // The backlog is bounded: the oldest go first.
-        for i in 0..MAX_BACKLOG + 5 {
-            r.keep_for_get(json!({ "n": i }));
-        }
-        assert_eq!(r.backlog.len(), MAX_BACKLOG);
-        assert_eq!(r.backlog.front().unwrap()["n"], 5);
-        assert!(r.progress.is_empty(), "a closed POST leaves no route");
     }
 
     #[test]
