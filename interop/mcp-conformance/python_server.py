@@ -13,6 +13,7 @@ import sys
 
 from mcp import types
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.streamable_http import EventMessage, EventStore
 from pydantic import BaseModel, Field
 
 # A 1x1 red PNG and a minimal WAV, as the scenarios suggest.
@@ -22,6 +23,30 @@ WAV = base64.b64encode(b"RIFF$\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x01\x
                        b"D\xac\x00\x00\x88X\x01\x00\x02\x00\x10\x00data\x00\x00\x00\x00").decode()
 
 server = MCPServer("writ-conformance-python")
+
+
+class Events(EventStore):
+    """Every event kept in memory, so a client may resume a stream with
+    Last-Event-ID (the suite's SSE polling scenario closes one mid-call)."""
+
+    def __init__(self):
+        self.events = []  # (event id, stream id, message)
+
+    async def store_event(self, stream_id, message):
+        event_id = str(len(self.events) + 1)
+        self.events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id, send_callback):
+        ids = [e[0] for e in self.events]
+        if last_event_id not in ids:
+            return None
+        at = ids.index(last_event_id)
+        stream = self.events[at][1]
+        for event_id, stream_id, message in self.events[at + 1:]:
+            if stream_id == stream and message is not None:
+                await send_callback(EventMessage(message, event_id))
+        return stream
 
 
 def text(t):
@@ -128,6 +153,14 @@ async def test_elicitation_sep1034_defaults(ctx: Context) -> str:
     r = await ctx.elicit("Please review your information", Defaults)
     data = r.data.model_dump() if getattr(r, "data", None) is not None else None
     return f"Elicitation completed: action={r.action}, content={json.dumps(data)}"
+
+
+@server.tool(description="Closes its SSE stream mid-call; the client resumes it")
+async def test_reconnection(ctx: Context) -> str:
+    await asyncio.sleep(0.05)
+    await ctx.close_sse_stream()
+    await asyncio.sleep(0.3)
+    return "Reconnection test completed"
 
 
 CANCELLED = []
@@ -239,4 +272,5 @@ low.add_request_handler("resources/subscribe", types.SubscribeRequestParams, sub
 low.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, unsubscribe)
 
 if __name__ == "__main__":
-    server.run(transport="streamable-http", host="127.0.0.1", port=int(sys.argv[1]))
+    server.run(transport="streamable-http", host="127.0.0.1", port=int(sys.argv[1]),
+               event_store=Events(), retry_interval=100)

@@ -8,7 +8,8 @@ ask for sampling and elicitation.
 
 The suite's server mode takes only a URL, so a forwarding shim
 (interop/mcp-conformance/shim.py) adds the tool token in front of the
-gateway. Each scenario must end the same both ways; the per-scenario table
+gateway. Each scenario must end the same both ways (the same numbers of checks
+passed, failed and warned); the per-scenario table
 of both runs is printed either way (pytest -s, or on failure).
 """
 
@@ -141,9 +142,10 @@ def through_gateway(writ, name, url):
 
 
 def run_suite(url, out):
-    """Every active server scenario; {scenario: (checks passed, failed)}."""
+    """Every server scenario, pending ones included; {scenario: (checks
+    passed, failed, warned, why)}."""
     started = time.monotonic()
-    p = subprocess.run([str(NODE), str(SUITE), "server", "--url", url, "-o", str(out)],
+    p = subprocess.run([str(NODE), str(SUITE), "server", "--url", url, "--suite", "all", "-o", str(out)],
                        capture_output=True, text=True, timeout=RUN_TIMEOUT * 10)
     results = {}
     for d in sorted(out.iterdir()):
@@ -152,23 +154,25 @@ def run_suite(url, out):
         checks = json.loads(f.read_text()) if f.exists() else []
         ok = sum(1 for c in checks if c.get("status") == "SUCCESS")
         bad = [c for c in checks if c.get("status") == "FAILURE"]
-        results[name] = (ok, len(bad), "; ".join(str(c.get("errorMessage"))[:90] for c in bad))
+        warned = [c for c in checks if c.get("status") == "WARNING"]
+        results[name] = (ok, len(bad), len(warned),
+                         "; ".join(str(c.get("errorMessage"))[:90] for c in bad + warned))
     assert results, f"the suite ran nothing:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
     return results, time.monotonic() - started
 
 
 def table(server, direct, through):
     lines = [f"\n{server}: scenario | direct | through writ's gateway | same",
-             "-" * 78]
+             "-" * 96]
     for s in sorted(set(direct) | set(through)):
         d, t = direct.get(s), through.get(s)
-        fmt = lambda r: "missing" if r is None else f"{r[0]} passed, {r[1]} failed"
-        same = d is not None and t is not None and d[:2] == t[:2]
-        lines.append(f"{s:34} | {fmt(d):18} | {fmt(t):18} | {'yes' if same else 'NO'}")
-        if not same and t is not None and t[2]:
-            lines.append(f"{'':34}   through: {t[2]}")
-        if not same and d is not None and d[2]:
-            lines.append(f"{'':34}   direct:  {d[2]}")
+        fmt = lambda r: "missing" if r is None else f"{r[0]} ok, {r[1]} failed, {r[2]} warned"
+        same = d is not None and t is not None and d[:3] == t[:3]
+        lines.append(f"{s:30} | {fmt(d):25} | {fmt(t):25} | {'yes' if same else 'NO'}")
+        if not same and t is not None and t[3]:
+            lines.append(f"{'':30}   through: {t[3]}")
+        if not same and d is not None and d[3]:
+            lines.append(f"{'':30}   direct:  {d[3]}")
     return "\n".join(lines)
 
 
@@ -201,11 +205,11 @@ def test_the_conformance_suite_ends_the_same_directly_and_through_the_gateway(wr
         report.append(f"{name}: direct {sum(r[0] for r in direct.values())} checks passed in {dt:.1f} s, "
                       f"through the gateway {sum(r[0] for r in through.values())} in {tt:.1f} s")
         for s in sorted(set(direct) | set(through)):
-            d, t = direct.get(s, (None, None)), through.get(s, (None, None))
+            d, t = direct.get(s, (None,) * 4), through.get(s, (None,) * 4)
             if (name, s) in EXPECTED:
                 report.append(f"{name}/{s}: differs as expected: {EXPECTED[(name, s)]}")
                 assert t[1] == 0, f"{name}/{s} through the gateway: {t}"
-            elif d[:2] != t[:2]:
+            elif d[:3] != t[:3]:
                 differ.append(f"{name}/{s}")
     text = "\n".join(report)
     print(text)
