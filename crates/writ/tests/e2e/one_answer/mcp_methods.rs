@@ -1,7 +1,8 @@
 //! Every MCP request is decided with facts of its own, under the shipped
 //! example pack: a task holding an MCP server may list and read its
-//! resources and prompts, while calling a tool still needs the tool's
-//! scope; AuthZEN, asked the same question, gives the same answer.
+//! resources and prompts (a listing shows only what it may read), while
+//! calling a tool still needs the tool's scope; AuthZEN, asked the same
+//! question, gives the same answer.
 
 use serde_json::{Value, json};
 use writ_core::api::{RegisterTool, Upstream};
@@ -109,6 +110,14 @@ async fn a_task_holding_an_mcp_server_reads_its_resources_and_prompts_but_calls_
     }
     assert_eq!(up.requests().len(), allowed.len());
 
+    // A listing shows only what a read would be allowed for.
+    let listed = rpc(&b, &tok, 50, "resources/list", json!({})).await;
+    assert_eq!(
+        listed["result"]["resources"],
+        json!([{"uri": "demo://runbook", "name": "runbook"}]),
+        "{listed}"
+    );
+
     // Refused, and never forwarded: a tool outside the token's scopes, a
     // host file by URI, a prompt carrying a private key, a method the pack
     // does not name.
@@ -141,7 +150,7 @@ async fn a_task_holding_an_mcp_server_reads_its_resources_and_prompts_but_calls_
     }
     assert_eq!(
         up.requests().len(),
-        allowed.len(),
+        allowed.len() + 1,
         "nothing refused was forwarded"
     );
 
