@@ -24,6 +24,9 @@ fi
 step "node packages for the interop tests (interop/node, npm ci)"
 (cd interop/node && npm ci --silent --no-audit --no-fund)
 
+step "the MCP conformance suite, the MCP TypeScript SDK and Node 22 (interop/mcp-conformance, npm ci)"
+(cd interop/mcp-conformance && npm ci --silent --no-audit --no-fund)
+
 step "cargo fmt"
 cargo fmt --all -- --check
 
@@ -61,7 +64,7 @@ for target in access_token dpop_proof scope_request api_request mcp_message toke
 done
 rm -rf "$fuzz_dir"
 
-step "interop: PyJWT, authlib, joserfc, the MCP Python SDK and MCP servers against a running writ and its gateway"
+step "interop: PyJWT, authlib, joserfc, the MCP Python SDK and MCP servers against a running writ and its gateway; the MCP conformance suite and both MCP SDK clients, directly and through the gateway"
 WRIT_BIN="$PWD/target/debug/writ" .venv/bin/python -m pytest -q interop/python
 
 step "interop: oauth4webapi and jose (node) against a running writ and its gateway"

@@ -178,11 +178,9 @@ def test_an_mcp_call_held_for_approval_then_approved(make_writ, tmp_path, mcp_ht
     asyncio.run(main())
 
 
-@pytest.mark.xfail(reason="waits on streaming through the gateway: today it answers a call's event stream "
-                          "(progress, then the result) as one body the MCP client cannot read", strict=False)
 def test_mcp_progress_notifications_of_a_long_call(writ, mcp_http_server):
     """Progress of a call streamed back on its event stream, through the
-    gateway (this depends on the gateway streaming answers through)."""
+    gateway, which relays the call's event stream event by event."""
     writ.register_tool({"name": "tickets-mcp", "audience": "urn:mcp:tickets-mcp", "scopes": ["triage"],
                         "attributes": {"protocol": "mcp"}, "upstream": {"kind": "mcp", "url": mcp_http_server}})
     writ.wait_for_tool("tickets-mcp")

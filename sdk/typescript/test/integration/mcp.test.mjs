@@ -90,12 +90,9 @@ for (const tool of ["crm-mcp", "crm-mcp-sse"]) test(`an MCP TS SDK server on str
   await mcp.close().catch(() => undefined);
 });
 
-// Waits on streaming through the gateway (the MCP-fidelity issue): with the
-// gateway as it is, the result arrives but the progress notifications sent
-// before it do not. Drop `todo` once that lands.
-test("progress notifications of a long call stream back through the gateway", {
-  todo: "waits on streaming through the gateway: progress notifications are dropped",
-}, async () => {
+// The gateway relays a call's event stream event by event, so progress
+// notifications sent before the result reach the client.
+test("progress notifications of a long call stream back through the gateway", async () => {
   const client = await demo();
   await client.withTask({ intent: "a long job", capabilities: { everything: ["trigger-long-running-operation"] } }, async (task) => {
     const mcp = new McpClient({ name: "writ-sdk-test", version: "1.0.0" });
