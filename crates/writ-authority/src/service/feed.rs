@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use writ_core::api::RevocationPage;
 
 use super::Broker;
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// The longest a feed request waits for news.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -173,7 +173,7 @@ impl Broker {
         follower: Option<(&str, &str)>,
         after: u64,
         wait: Duration,
-    ) -> Result<RevocationPage, ApiError> {
+    ) -> Result<RevocationPage, Error> {
         // Everything up to the head now is in the page read below (unless
         // it is full): a follower that reaches it is caught up.
         let head = self.store.revocation_head().await?;

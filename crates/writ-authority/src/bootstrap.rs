@@ -55,8 +55,8 @@ impl From<writ_store::StoreError> for BootstrapError {
     }
 }
 
-impl From<crate::error::ApiError> for BootstrapError {
-    fn from(e: crate::error::ApiError) -> Self {
+impl From<crate::error::Error> for BootstrapError {
+    fn from(e: crate::error::Error) -> Self {
         BootstrapError::Broker(e.cause())
     }
 }
@@ -208,7 +208,7 @@ pub async fn open(
         }
     }
 
-    let empty = PolicySet::empty().map_err(|e| crate::error::ApiError::Internal(e.to_string()))?;
+    let empty = PolicySet::empty().map_err(|e| crate::error::Error::Internal(e.to_string()))?;
     let (set, origin) = match policy {
         InitialPolicy::Set { set, origin } => (set, origin),
         InitialPolicy::Stored => match store.latest_policy().await? {

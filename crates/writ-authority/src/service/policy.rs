@@ -7,7 +7,7 @@ use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_policy::{Decision, Facts, PolicySet, PolicySource};
 
 use super::Broker;
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::metrics;
 
 const MAX_FILES: usize = 256;
@@ -19,7 +19,7 @@ impl Broker {
         &self,
         live: &PolicySet,
         facts: &Facts<'_>,
-    ) -> Result<Decision, ApiError> {
+    ) -> Result<Decision, Error> {
         let d = live.decide(facts);
         let Some(shadow) = self.shadow_policy() else {
             return Ok(d);
@@ -56,9 +56,9 @@ impl Broker {
 
     /// Validates a whole set and makes it live; an invalid set is refused
     /// with its location and the live set stays.
-    pub async fn push_policies(&self, req: PushPolicies) -> Result<PolicyInfo, ApiError> {
+    pub async fn push_policies(&self, req: PushPolicies) -> Result<PolicyInfo, Error> {
         if req.files.len() > MAX_FILES {
-            return Err(ApiError::BadRequest(format!("at most {MAX_FILES} files")));
+            return Err(Error::Invalid(format!("at most {MAX_FILES} files")));
         }
         for name in req.files.keys() {
             let ok = writ_policy::FileKind::of(name).is_some()
@@ -67,7 +67,7 @@ impl Broker {
                 && !name.starts_with('.')
                 && name.len() <= 128;
             if !ok {
-                return Err(ApiError::BadRequest(format!(
+                return Err(Error::Invalid(format!(
                     "file name {name:?} must be a plain *.cedar, *.cedarschema or entities.json name"
                 )));
             }
@@ -81,7 +81,7 @@ impl Broker {
             Ok(s) => s,
             Err(e) => {
                 self.policy_refused("push", "admin", &e.to_string()).await?;
-                return Err(ApiError::BadRequest(format!("policy set refused: {e}")));
+                return Err(Error::Invalid(format!("policy set refused: {e}")));
             }
         };
         self.set_policy(set, "push", "admin").await?;
@@ -92,14 +92,14 @@ impl Broker {
     /// (Cedar's entity JSON), validated against the live schema: the set
     /// with the new data goes live as a new version, or is refused and the
     /// live one stays.
-    pub async fn push_entities(&self, entities: serde_json::Value) -> Result<PolicyInfo, ApiError> {
+    pub async fn push_entities(&self, entities: serde_json::Value) -> Result<PolicyInfo, Error> {
         let Some(list) = entities.as_array() else {
-            return Err(ApiError::BadRequest(
+            return Err(Error::Invalid(
                 "entities must be a JSON array (Cedar's entity JSON format)".into(),
             ));
         };
         if list.len() > writ_policy::MAX_ENTITIES {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "at most {} entities",
                 writ_policy::MAX_ENTITIES
             )));
@@ -111,8 +111,8 @@ impl Broker {
             .filter(|s| s.name != writ_policy::ENTITIES_FILE)
             .cloned()
             .collect();
-        let text = serde_json::to_string_pretty(&entities)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&entities).map_err(|e| Error::Internal(e.to_string()))?;
         sources.push(PolicySource {
             name: writ_policy::ENTITIES_FILE.into(),
             text,
@@ -122,7 +122,7 @@ impl Broker {
             Err(e) => {
                 self.policy_refused("push entities", "admin", &e.to_string())
                     .await?;
-                return Err(ApiError::BadRequest(format!("entities refused: {e}")));
+                return Err(Error::Invalid(format!("entities refused: {e}")));
             }
         };
         self.set_policy(set, "push entities", "admin").await?;
@@ -130,20 +130,20 @@ impl Broker {
     }
 
     /// Installs a candidate set to decide beside the live one (shadow mode).
-    pub async fn push_shadow(&self, req: PushPolicies) -> Result<PolicyInfo, ApiError> {
+    pub async fn push_shadow(&self, req: PushPolicies) -> Result<PolicyInfo, Error> {
         let sources = req
             .files
             .into_iter()
             .map(|(name, text)| PolicySource { name, text })
             .collect();
         let set = PolicySet::compile(sources)
-            .map_err(|e| ApiError::BadRequest(format!("shadow policy set refused: {e}")))?;
+            .map_err(|e| Error::Invalid(format!("shadow policy set refused: {e}")))?;
         let info = info_of(&set);
         self.set_shadow(Some(set), "admin").await?;
         Ok(info)
     }
 
-    pub async fn policy_history(&self, limit: u32) -> Result<Vec<PolicyVersion>, ApiError> {
+    pub async fn policy_history(&self, limit: u32) -> Result<Vec<PolicyVersion>, Error> {
         Ok(self.store.policy_history(limit.clamp(1, 1000)).await?)
     }
 }
@@ -165,12 +165,12 @@ pub(crate) fn compile_stored(
     what: &str,
     version: &str,
     sources: Vec<(String, String)>,
-) -> Result<PolicySet, ApiError> {
+) -> Result<PolicySet, Error> {
     PolicySet::compile(
         sources
             .into_iter()
             .map(|(name, text)| writ_policy::PolicySource { name, text })
             .collect(),
     )
-    .map_err(|e| ApiError::Internal(format!("stored {what} {version}: {e}")))
+    .map_err(|e| Error::Internal(format!("stored {what} {version}: {e}")))
 }

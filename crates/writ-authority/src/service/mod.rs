@@ -1,5 +1,5 @@
 //! The broker's logic, free of HTTP: each operation takes typed input and a
-//! caller, and returns typed output or an [`ApiError`].
+//! caller, and returns typed output or an [`Error`].
 
 mod admin;
 mod approvals;
@@ -30,7 +30,7 @@ use writ_store::{GrantState, Store};
 
 use crate::config::BrokerConfig;
 use crate::dpop::DpopGuard;
-use crate::error::ApiError;
+use crate::error::{Binding, Error};
 use crate::keys::KeyService;
 use crate::metrics::Metrics;
 use crate::oidc::OidcVerifier;
@@ -58,7 +58,7 @@ pub struct Broker {
     pub(crate) revoked: tokio::sync::Notify,
     /// Woken when a task ends, so its database roles are dropped at once.
     pub(crate) tasks_ended: tokio::sync::Notify,
-    pub(crate) metrics: Metrics,
+    pub metrics: Metrics,
     policy_loaded: std::sync::atomic::AtomicBool,
     shadow: RwLock<Option<Arc<PolicySet>>>,
     embedded_gateway: gateway::EmbeddedGateway,
@@ -123,9 +123,9 @@ impl Broker {
         clock: Arc<dyn Clock>,
         config: BrokerConfig,
         master: Arc<MasterKey>,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, Error> {
         let oidc = OidcVerifier::new(config.oidc_fetch_timeout, Arc::clone(&clock))
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| Error::Internal(e.to_string()))?;
         let dpop = DpopGuard::new(config.dpop_nonces)?;
         let attest_limit = crate::limit::RateLimiter::new(config.attest_per_minute);
         Ok(Self {
@@ -169,7 +169,7 @@ impl Broker {
         set: PolicySet,
         origin: &str,
         actor: &str,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, Error> {
         use writ_core::audit::{AuditKind, Outcome};
         if self.policy().version() == set.version() && self.policy_loaded() {
             return Ok(false);
@@ -202,7 +202,7 @@ impl Broker {
     /// Makes the set that went live last in the store this replica's live
     /// set, after another replica activated it (nothing is recorded: the
     /// replica that activated it did).
-    pub(crate) async fn reload_policy(&self) -> Result<(), ApiError> {
+    pub(crate) async fn reload_policy(&self) -> Result<(), Error> {
         let Some((version, sources)) = self.store.latest_policy().await? else {
             return Ok(());
         };
@@ -219,7 +219,7 @@ impl Broker {
     }
 
     /// Re-reads the signing keys, after another replica rotated them.
-    pub(crate) async fn reload_keys(&self) -> Result<(), ApiError> {
+    pub(crate) async fn reload_keys(&self) -> Result<(), Error> {
         self.keys.reload(self.store.as_ref(), &self.master).await?;
         self.spiffe.reload(self.store.as_ref(), &self.master).await
     }
@@ -234,7 +234,7 @@ impl Broker {
         origin: &str,
         actor: &str,
         error: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         use writ_core::audit::{AuditKind, Outcome};
         tracing::error!(%origin, %error, "policy set refused; the previous set stays live");
         let event = AuditEvent::new(AuditKind::PolicyLoad, Outcome::Failure, actor)
@@ -255,7 +255,7 @@ impl Broker {
         p: &Presented<'_>,
         method: &str,
         path: &str,
-    ) -> Result<Caller, ApiError> {
+    ) -> Result<Caller, Error> {
         if looks_like_jwt(p.token) {
             return self
                 .authenticate(p, method, path, TokenKind::Any)
@@ -265,7 +265,7 @@ impl Broker {
         if !p.dpop && self.admin_credential(p.token).await?.is_some() {
             Ok(Caller::Admin)
         } else {
-            Err(ApiError::Unauthorized("invalid credential".into()))
+            Err(Error::Unauthenticated("invalid credential".into()))
         }
     }
 
@@ -274,7 +274,7 @@ impl Broker {
     async fn admin_credential(
         &self,
         token: &str,
-    ) -> Result<Option<writ_core::api::AdminCredential>, ApiError> {
+    ) -> Result<Option<writ_core::api::AdminCredential>, Error> {
         Ok(self
             .store
             .admin_token(&hash_secret(token))
@@ -283,13 +283,13 @@ impl Broker {
     }
 
     /// Requires an admin credential.
-    pub async fn require_admin(&self, token: Option<&str>) -> Result<(), ApiError> {
+    pub async fn require_admin(&self, token: Option<&str>) -> Result<(), Error> {
         let token =
-            token.ok_or_else(|| ApiError::Unauthorized("missing admin credential".into()))?;
+            token.ok_or_else(|| Error::Unauthenticated("missing admin credential".into()))?;
         if !looks_like_jwt(token) && self.admin_credential(token).await?.is_some() {
             Ok(())
         } else {
-            Err(ApiError::Unauthorized("invalid admin credential".into()))
+            Err(Error::Unauthenticated("invalid admin credential".into()))
         }
     }
 
@@ -302,7 +302,7 @@ impl Broker {
         method: &str,
         path: &str,
         kind: TokenKind,
-    ) -> Result<AgentCaller, ApiError> {
+    ) -> Result<AgentCaller, Error> {
         let claims = self.verify_token(p.token, kind)?;
         let jkt = match self.check_binding(&claims, p, method, path, true) {
             Ok(j) => j,
@@ -338,14 +338,10 @@ impl Broker {
         method: &str,
         path: &str,
         ath: bool,
-    ) -> Result<Option<String>, ApiError> {
+    ) -> Result<Option<String>, Error> {
         match (&claims.cnf, p.dpop) {
             (Some(cnf), true) => {
-                let proof = p.proof.ok_or_else(|| ApiError::Dpop {
-                    error: "invalid_dpop_proof",
-                    detail: "a DPoP proof is required with this token".into(),
-                    nonce: None,
-                })?;
+                let proof = p.proof.ok_or(Error::Binding(Binding::ProofMissing))?;
                 let url = self.config.url(path);
                 let expected = writ_core::dpop::Expected {
                     method,
@@ -356,11 +352,11 @@ impl Broker {
                 self.dpop.check(proof, &expected, Some(&cnf.jkt))?;
                 Ok(Some(cnf.jkt.clone()))
             }
-            (Some(_), false) => Err(ApiError::Unauthorized(
+            (Some(_), false) => Err(Error::Unauthenticated(
                 "this token is bound to a DPoP key: present it with the DPoP scheme and a proof"
                     .into(),
             )),
-            (None, true) => Err(ApiError::Unauthorized(
+            (None, true) => Err(Error::Unauthenticated(
                 "this token is not DPoP-bound: present it with the Bearer scheme".into(),
             )),
             (None, false) => Ok(None),
@@ -368,17 +364,17 @@ impl Broker {
     }
 
     /// The grant behind verified claims, if it is still live.
-    pub(crate) async fn live_grant(&self, claims: &AccessClaims) -> Result<GrantState, ApiError> {
+    pub(crate) async fn live_grant(&self, claims: &AccessClaims) -> Result<GrantState, Error> {
         let state = self
             .store
             .grant_state(&claims.jti)
             .await?
-            .ok_or_else(|| ApiError::Unauthorized("token is not known".into()))?;
+            .ok_or_else(|| Error::Unauthenticated("token is not known".into()))?;
         if !state.is_live(self.now()) {
-            return Err(ApiError::Unauthorized("token is no longer active".into()));
+            return Err(Error::Unauthenticated("token is no longer active".into()));
         }
         if state.grant.instance_id.as_str() != claims.client_id {
-            return Err(ApiError::Unauthorized(
+            return Err(Error::Unauthenticated(
                 "token does not match its issuance record".into(),
             ));
         }
@@ -389,14 +385,14 @@ impl Broker {
             writ_store::GrantKind::ToolToken => false,
         };
         if !kind_ok {
-            return Err(ApiError::Unauthorized("this token is not for writ".into()));
+            return Err(Error::Unauthenticated("this token is not for writ".into()));
         }
         Ok(state)
     }
 
     /// Signature, header and claim checks only (no store lookup), for a
     /// token presented to writ itself.
-    pub fn verify_token(&self, token: &str, kind: TokenKind) -> Result<AccessClaims, ApiError> {
+    pub fn verify_token(&self, token: &str, kind: TokenKind) -> Result<AccessClaims, Error> {
         self.verify_token_for(token, kind, Some(&self.config.issuer))
     }
 
@@ -407,7 +403,7 @@ impl Broker {
         token: &str,
         kind: TokenKind,
         audience: Option<&str>,
-    ) -> Result<AccessClaims, ApiError> {
+    ) -> Result<AccessClaims, Error> {
         let expect = Expect {
             issuer: &self.config.issuer,
             audience,
@@ -416,7 +412,7 @@ impl Broker {
         self.keys
             .ring()
             .verify(token, expect, self.now(), self.config.max_token_lifetime())
-            .map_err(|e| ApiError::Unauthorized(e.to_string()))
+            .map_err(|e| Error::Unauthenticated(e.to_string()))
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 use writ_store::Change;
 
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::service::Broker;
 
 pub async fn run(broker: Arc<Broker>) {
@@ -40,7 +40,7 @@ pub async fn run(broker: Arc<Broker>) {
 
 const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
-async fn apply(broker: &Broker, change: Change) -> Result<(), ApiError> {
+async fn apply(broker: &Broker, change: Change) -> Result<(), Error> {
     match change {
         Change::Revocations => broker.revoked.notify_waiters(),
         Change::Keys => broker.reload_keys().await?,

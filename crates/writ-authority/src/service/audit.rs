@@ -5,7 +5,7 @@ use writ_core::audit::{ChainBreak, Verifier, checkpoint_gap};
 use writ_core::token::{Checkpoint, verify_checkpoint};
 
 use super::Broker;
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// Largest page of audit records per request.
 pub const MAX_PAGE: u32 = 1000;
@@ -17,7 +17,7 @@ impl Broker {
         after: u64,
         limit: u32,
         last: Option<u32>,
-    ) -> Result<AuditPage, ApiError> {
+    ) -> Result<AuditPage, Error> {
         let mut limit = limit.clamp(1, MAX_PAGE);
         let mut after = after;
         if let Some(n) = last {
@@ -35,7 +35,7 @@ impl Broker {
 
     /// Walks the whole chain from its first record, holding it to every
     /// checkpoint the broker signed and kept on the way.
-    pub async fn audit_verify(&self) -> Result<AuditVerified, ApiError> {
+    pub async fn audit_verify(&self) -> Result<AuditVerified, Error> {
         let kept = self.store.audit_checkpoints().await?;
         let count = kept.len() as u64;
         let broken = |seq: u64, reason: String| AuditVerified {
@@ -96,7 +96,7 @@ impl Broker {
                 iat: self.now().secs(),
                 prev: 0,
             })
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| Error::Internal(e.to_string()))?;
         Ok(AuditVerified {
             valid: true,
             records: seq,
@@ -152,7 +152,7 @@ impl Broker {
         &self,
         last: Option<&(u64, String)>,
         head: u64,
-    ) -> Result<Option<writ_core::audit::AuditRecord>, ApiError> {
+    ) -> Result<Option<writ_core::audit::AuditRecord>, Error> {
         // A tamper alarm, not a failure of this pass: said loudly, and the
         // chain is left unsigned until someone looks.
         let refuse = |why: String| {
@@ -242,7 +242,7 @@ impl Broker {
     }
 
     /// The kept checkpoints, as signed.
-    pub async fn audit_checkpoint_tokens(&self) -> Result<Vec<String>, ApiError> {
+    pub async fn audit_checkpoint_tokens(&self) -> Result<Vec<String>, Error> {
         Ok(self
             .store
             .audit_checkpoints()
@@ -258,7 +258,7 @@ impl Broker {
     /// does not hold the signing keys can then no longer rewrite and
     /// re-hash the chain below it unseen. (Vault's audit devices rely on an
     /// outside log; a signed, kept head is this chain's equivalent.)
-    pub async fn seal_audit(&self) -> Result<Option<u64>, ApiError> {
+    pub async fn seal_audit(&self) -> Result<Option<u64>, Error> {
         let head = self.store.audit_head().await?;
         let last = self.store.last_audit_checkpoint().await?;
         let (last_seq, last_iat) = match &last {
@@ -293,7 +293,7 @@ impl Broker {
                 iat: now,
                 prev: last_seq,
             })
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| Error::Internal(e.to_string()))?;
         self.store.add_audit_checkpoint(r.seq, &token).await?;
         if let Some(path) = &self.config.audit_checkpoint_file
             && let Err(e) = write_atomically(path, &token)

@@ -22,7 +22,7 @@ use writ_policy::{
 };
 
 use super::{Asked, Broker, CallApproval};
-use crate::error::ApiError;
+use crate::error::Error;
 
 pub use writ_core::authzen::*;
 
@@ -111,14 +111,10 @@ impl Broker {
     /// denial with a reason, not an error; a request that does not fit the
     /// schema (properties or context of the wrong shape) is a 400.
     /// `actor`: the enforcement point asking (`admin` or `gateway:<name>`).
-    pub async fn evaluate(
-        &self,
-        e: Evaluation,
-        actor: &str,
-    ) -> Result<EvaluationResponse, ApiError> {
+    pub async fn evaluate(&self, e: Evaluation, actor: &str) -> Result<EvaluationResponse, Error> {
         match self.evaluate_audited(&e, actor).await? {
             Ok(r) => Ok(r),
-            Err(BadInput(m)) => Err(ApiError::BadRequest(m)),
+            Err(BadInput(m)) => Err(Error::Invalid(m)),
         }
     }
 
@@ -127,7 +123,7 @@ impl Broker {
         &self,
         e: &Evaluation,
         actor: &str,
-    ) -> Result<Result<EvaluationResponse, BadInput>, ApiError> {
+    ) -> Result<Result<EvaluationResponse, BadInput>, Error> {
         let Evaluated {
             response: out,
             agent,
@@ -178,8 +174,8 @@ impl Broker {
         &self,
         req: Evaluations,
         actor: &str,
-    ) -> Result<BatchResponse, ApiError> {
-        let (semantic, expanded) = expand(req).map_err(ApiError::BadRequest)?;
+    ) -> Result<BatchResponse, Error> {
+        let (semantic, expanded) = expand(req).map_err(Error::Invalid)?;
         let items = match expanded {
             Expanded::Single(e) => {
                 return Ok(BatchResponse::Single(self.evaluate(*e, actor).await?));
@@ -213,7 +209,7 @@ impl Broker {
         e: &Evaluation,
         actor: &str,
         mode: Mode,
-    ) -> Result<Result<Evaluated, BadInput>, ApiError> {
+    ) -> Result<Result<Evaluated, BadInput>, Error> {
         match Action::from_cedar_id(&e.action.name) {
             Some(action) => self.evaluate_writ(e, action, actor, mode).await,
             None => self.evaluate_question(e).await,
@@ -225,7 +221,7 @@ impl Broker {
     async fn evaluate_question(
         &self,
         e: &Evaluation,
-    ) -> Result<Result<Evaluated, BadInput>, ApiError> {
+    ) -> Result<Result<Evaluated, BadInput>, Error> {
         let policy = self.policy();
         let version = policy.version().to_owned();
         if !policy.is_user_action(&e.action.name) {
@@ -286,7 +282,7 @@ impl Broker {
         action: Action,
         actor: &str,
         mode: Mode,
-    ) -> Result<Result<Evaluated, BadInput>, ApiError> {
+    ) -> Result<Result<Evaluated, BadInput>, Error> {
         let ctx = match e.writ_context() {
             Ok(c) => c,
             Err(m) => return Ok(Err(BadInput(m))),
@@ -310,7 +306,7 @@ impl Broker {
         scopes: BTreeSet<Scope>,
         actor: &str,
         mode: Mode,
-    ) -> Result<Evaluated, ApiError> {
+    ) -> Result<Evaluated, Error> {
         let policy = self.policy();
         let version = policy.version().to_owned();
         if action == Action::CallTool && ctx.request.is_none() {
@@ -459,7 +455,7 @@ impl Broker {
 
     /// The tool and the subject an evaluation names (an agent, or an
     /// instance whose agent and attestation count): found, or the refusal.
-    async fn resolve(&self, e: &Evaluation) -> Result<Result<Resolved, Refused>, ApiError> {
+    async fn resolve(&self, e: &Evaluation) -> Result<Result<Resolved, Refused>, Error> {
         let tool = match self.resolve_tool(e).await? {
             Ok(t) => t,
             Err(r) => return Ok(Err(r)),
@@ -474,7 +470,7 @@ impl Broker {
     async fn resolve_tool(
         &self,
         e: &Evaluation,
-    ) -> Result<Result<writ_core::api::Tool, Refused>, ApiError> {
+    ) -> Result<Result<writ_core::api::Tool, Refused>, Error> {
         if e.resource.type_ != "tool" {
             return Ok(Err(Refused::Deny(format!(
                 "unknown resource type {:?}",
@@ -498,8 +494,7 @@ impl Broker {
     async fn resolve_subject(
         &self,
         e: &Evaluation,
-    ) -> Result<Result<(writ_core::api::Agent, Option<writ_store::Instance>), Refused>, ApiError>
-    {
+    ) -> Result<Result<(writ_core::api::Agent, Option<writ_store::Instance>), Refused>, Error> {
         let deny = |r: &str| Ok(Err(Refused::Deny(r.to_owned())));
         let now = self.now();
         let (agent_name, instance) = match e.subject.type_.as_str() {
