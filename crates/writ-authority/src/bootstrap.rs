@@ -225,8 +225,8 @@ pub async fn open(
         },
     };
     let broker = Broker::new(store, keys, spiffe, empty, clock, config, master)?;
-    broker.set_policy(set, &origin, "system").await?;
-    broker.restore_shadow().await?;
+    broker.policies.set_live(set, &origin, "system").await?;
+    broker.policies.restore_shadow().await?;
     Ok(Opened {
         broker: Arc::new(broker),
         bootstrap_admin_token,

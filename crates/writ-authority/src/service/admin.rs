@@ -90,14 +90,7 @@ impl Broker {
 
     /// A join token's lifetime, within the configured bounds.
     pub(crate) fn join_token_ttl(&self, req: &CreateJoinToken) -> Result<i64, Error> {
-        let max = self.config.max_join_token_ttl;
-        let ttl = i64::try_from(req.ttl).unwrap_or(i64::MAX);
-        if ttl < 1 || ttl > max {
-            return Err(Error::Invalid(format!(
-                "ttl must be between 1 and {max} seconds"
-            )));
-        }
-        Ok(ttl)
+        join_token_ttl(req, self.config.max_join_token_ttl)
     }
 
     /// Every admin credential (names, never values).
@@ -143,7 +136,7 @@ impl Broker {
         }
         metrics::add(&self.metrics.tokens_revoked, out.revoked_tokens);
         metrics::add(&self.metrics.tasks_ended, out.ended_tasks);
-        self.revocations_changed().await;
+        self.revocations.changed().await;
         if on {
             tracing::warn!(agent = %name, revoked = out.revoked_tokens, tasks = out.ended_tasks, "agent quarantined");
         }
@@ -342,4 +335,15 @@ fn check_attributes(attrs: &std::collections::BTreeMap<String, String>) -> Resul
         }
     }
     Ok(())
+}
+
+/// A join token's lifetime as asked: from 1 s to `max`.
+pub(crate) fn join_token_ttl(req: &CreateJoinToken, max: i64) -> Result<i64, Error> {
+    let ttl = i64::try_from(req.ttl).unwrap_or(i64::MAX);
+    if ttl < 1 || ttl > max {
+        return Err(Error::Invalid(format!(
+            "ttl must be between 1 and {max} seconds"
+        )));
+    }
+    Ok(ttl)
 }

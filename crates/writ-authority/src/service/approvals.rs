@@ -250,7 +250,7 @@ impl Broker {
             behaviour,
             now,
         );
-        self.decide(&self.policy(), &facts).await
+        self.policies.decide(&self.policies.live(), &facts).await
     }
 
     /// Expires overdue approvals (and their tasks); returns how many.

@@ -187,9 +187,9 @@ impl Broker {
             let r = match item {
                 Ok(e) => match self.evaluate_audited(&e, actor).await? {
                     Ok(r) => r,
-                    Err(BadInput(m)) => item_error(self.policy().version(), m),
+                    Err(BadInput(m)) => item_error(self.policies.live().version(), m),
                 },
-                Err(m) => item_error(self.policy().version(), m),
+                Err(m) => item_error(self.policies.live().version(), m),
             };
             let stop = semantic.stops_at(r.decision);
             out.push(r);
@@ -222,7 +222,7 @@ impl Broker {
         &self,
         e: &Evaluation,
     ) -> Result<Result<Evaluated, BadInput>, Error> {
-        let policy = self.policy();
+        let policy = self.policies.live();
         let version = policy.version().to_owned();
         if !policy.is_user_action(&e.action.name) {
             return Ok(Ok(deny(
@@ -307,7 +307,7 @@ impl Broker {
         actor: &str,
         mode: Mode,
     ) -> Result<Evaluated, Error> {
-        let policy = self.policy();
+        let policy = self.policies.live();
         let version = policy.version().to_owned();
         if action == Action::CallTool && ctx.request.is_none() {
             return Ok(deny(&version, "CallTool needs context.request").into());
@@ -379,7 +379,7 @@ impl Broker {
                 behaviour,
                 now,
             );
-            let d = self.decide(&policy, &facts).await?;
+            let d = self.policies.decide(&policy, &facts).await?;
             return Ok(Evaluated {
                 response: answer(&d, None),
                 agent: Some(agent.name.clone()),
@@ -428,7 +428,7 @@ impl Broker {
                 return Ok(deny(&version, "CallTool needs context.request").into());
             }
         };
-        let d = self.decide(&policy, &facts).await?;
+        let d = self.policies.decide(&policy, &facts).await?;
         let approval = match (d.verdict(), action, request, mode) {
             // A call a gateway would hold is held here too, on the same
             // approval: the enforcement point asking shows its id. A search

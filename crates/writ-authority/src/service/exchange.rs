@@ -162,7 +162,7 @@ impl Broker {
             behaviour,
             now,
         );
-        let decision = self.decide(&self.policy(), &facts).await?;
+        let decision = self.policies.decide(&self.policies.live(), &facts).await?;
         let detail = serde_json::json!({
             "tool": tool.name,
             "scope": cap.scopes,
@@ -260,7 +260,7 @@ impl Broker {
             behaviour,
             now,
         );
-        let decision = self.decide(&self.policy(), &facts).await?;
+        let decision = self.policies.decide(&self.policies.live(), &facts).await?;
         // A bound task never yields a bearer descendant unless policy says
         // so for every tool: a stolen bearer child would undo the binding.
         let unbound = claims.cnf.is_some() && actor_claims.cnf.is_none();
@@ -371,7 +371,7 @@ impl Broker {
             .capped((parent.exception && !exception).then_some(self.config.max_task_ttl))
             .end();
         Ok(Task {
-            task_id: TaskId::generate().map_err(|e| Error::Internal(e.to_string()))?,
+            task_id: TaskId::generate()?,
             agent: agent.clone(),
             instance_id: actor.grant.instance_id.clone(),
             intent: parent.intent.clone(),

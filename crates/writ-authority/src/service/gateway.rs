@@ -252,7 +252,7 @@ impl Broker {
 
     /// The live policy set, the tools and the agents, for `gateway`.
     pub async fn gateway_bundle(&self, gateway: &str) -> Result<GatewayBundle, Error> {
-        let policy = self.policy();
+        let policy = self.policies.live();
         Ok(GatewayBundle {
             issuer: self.config.issuer.clone(),
             policy_version: policy.version().to_owned(),

@@ -1,25 +1,31 @@
 //! The broker's logic, free of HTTP: each operation takes typed input and a
 //! caller, and returns typed output or an [`Error`].
+//!
+//! Services with one job hold only the handles they need and are composed
+//! here: [`audit::Audit`], [`policy::Policies`] (every decision),
+//! [`nodes::Nodes`], [`feed::Revocations`]. The rest (agents and their
+//! attestation, tasks, exchange, approvals, AuthZEN, gateways, database
+//! credentials) are still methods of [`Broker`], one file each.
 
 mod admin;
 mod approvals;
 mod attest;
-mod audit;
+pub mod audit;
 pub mod authzen;
 mod behaviour;
 mod dbcreds;
 pub mod exchange;
-mod feed;
+pub mod feed;
 pub mod gateway;
 mod issue;
 pub mod nodes;
-mod policy;
+pub mod policy;
 mod search;
 mod shadow;
 pub mod tasks;
 mod tokens;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use writ_core::audit::AuditEvent;
 use writ_core::seal::MasterKey;
@@ -40,29 +46,30 @@ pub use behaviour::DENIAL_WINDOW_SECS;
 pub(crate) use policy::compile_stored;
 pub use tokens::hash_secret;
 
-/// Everything a request handler needs, shared by all of them.
+/// Everything a request handler needs, shared by all of them: the services
+/// and the handles the methods not yet split out use.
 pub struct Broker {
     pub store: Arc<dyn Store>,
-    pub keys: KeyService,
+    pub keys: Arc<KeyService>,
+    /// The audit chain: reading, verifying, sealing.
+    pub audit: audit::Audit,
+    /// The live policy set, the shadow set beside it, and every decision.
+    pub policies: policy::Policies,
+    /// Nodes and their workloads' SVIDs.
+    pub nodes: nodes::Nodes,
+    /// The revocation feed and who follows it.
+    pub revocations: feed::Revocations,
     /// The trust domain's SPIFFE authorities (X.509 CA, JWT-SVID keys).
-    pub spiffe: crate::spiffe::Authority,
+    pub spiffe: Arc<crate::spiffe::Authority>,
     pub clock: Arc<dyn Clock>,
     pub config: BrokerConfig,
-    policy: RwLock<Arc<PolicySet>>,
     master: Arc<MasterKey>,
     oidc: OidcVerifier,
     pub(crate) dpop: DpopGuard,
     /// Per-client rate of attestation requests.
     pub(crate) attest_limit: crate::limit::RateLimiter,
-    /// Woken whenever a revocation may have been written.
-    pub(crate) revoked: tokio::sync::Notify,
-    /// Woken when a task ends, so its database roles are dropped at once.
-    pub(crate) tasks_ended: tokio::sync::Notify,
-    pub metrics: Metrics,
-    policy_loaded: std::sync::atomic::AtomicBool,
-    shadow: RwLock<Option<Arc<PolicySet>>>,
+    pub metrics: Arc<Metrics>,
     embedded_gateway: gateway::EmbeddedGateway,
-    pub(crate) followers: feed::Followers,
 }
 
 impl std::fmt::Debug for Broker {
@@ -128,24 +135,44 @@ impl Broker {
             .map_err(|e| Error::Internal(e.to_string()))?;
         let dpop = DpopGuard::new(config.dpop_nonces)?;
         let attest_limit = crate::limit::RateLimiter::new(config.attest_per_minute);
+        let keys = Arc::new(keys);
+        let audit = audit::Audit::new(
+            Arc::clone(&store),
+            Arc::clone(&keys),
+            Arc::clone(&clock),
+            &config,
+        );
+        let spiffe = Arc::new(spiffe);
+        let nodes = nodes::Nodes::new(
+            Arc::clone(&store),
+            Arc::clone(&spiffe),
+            Arc::clone(&clock),
+            &config,
+        );
+        let revocations = feed::Revocations::new(Arc::clone(&store), config.propagation_wait);
+        let metrics = Arc::new(Metrics::default());
+        let policies = policy::Policies::new(
+            policy,
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+        );
         Ok(Self {
             store,
+            audit,
+            policies,
+            nodes,
             keys,
             spiffe,
             clock,
             config,
-            policy: RwLock::new(Arc::new(policy)),
             master,
             oidc,
             dpop,
             attest_limit,
-            revoked: tokio::sync::Notify::new(),
-            tasks_ended: tokio::sync::Notify::new(),
-            metrics: Metrics::default(),
-            policy_loaded: std::sync::atomic::AtomicBool::new(false),
-            shadow: RwLock::new(None),
+            metrics,
             embedded_gateway: gateway::EmbeddedGateway::default(),
-            followers: feed::Followers::default(),
+            revocations,
         })
     }
 
@@ -153,95 +180,10 @@ impl Broker {
         self.clock.now()
     }
 
-    /// The live policy set.
-    pub fn policy(&self) -> Arc<PolicySet> {
-        match self.policy.read() {
-            Ok(g) => Arc::clone(&g),
-            Err(p) => Arc::clone(&p.into_inner()),
-        }
-    }
-
-    /// Makes `set` the live policy set (it was validated when compiled),
-    /// recording the version and where it came from. A set identical to the
-    /// live one changes nothing.
-    pub async fn set_policy(
-        &self,
-        set: PolicySet,
-        origin: &str,
-        actor: &str,
-    ) -> Result<bool, Error> {
-        use writ_core::audit::{AuditKind, Outcome};
-        if self.policy().version() == set.version() && self.policy_loaded() {
-            return Ok(false);
-        }
-        let event = AuditEvent::new(AuditKind::PolicyLoad, Outcome::Success, actor)
-            .policy(set.version(), Vec::new())
-            .detail(serde_json::json!({
-                "origin": origin,
-                "policies": set.len(),
-                "files": set.sources().iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
-            }));
-        let sources: Vec<(String, String)> = set
-            .sources()
-            .iter()
-            .map(|s| (s.name.clone(), s.text.clone()))
-            .collect();
-        self.store
-            .activate_policy(set.version(), &sources, origin, self.now(), vec![event])
-            .await?;
-        tracing::info!(policy_version = %set.version(), %origin, policies = set.len(), "policy set is live");
-        match self.policy.write() {
-            Ok(mut g) => *g = Arc::new(set),
-            Err(p) => *p.into_inner() = Arc::new(set),
-        }
-        self.policy_loaded
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        Ok(true)
-    }
-
-    /// Makes the set that went live last in the store this replica's live
-    /// set, after another replica activated it (nothing is recorded: the
-    /// replica that activated it did).
-    pub(crate) async fn reload_policy(&self) -> Result<(), Error> {
-        let Some((version, sources)) = self.store.latest_policy().await? else {
-            return Ok(());
-        };
-        if self.policy().version() == version {
-            return Ok(());
-        }
-        let set = policy::compile_stored("policy set", &version, sources)?;
-        tracing::info!(policy_version = %set.version(), "policy set activated by another replica is live");
-        match self.policy.write() {
-            Ok(mut g) => *g = Arc::new(set),
-            Err(p) => *p.into_inner() = Arc::new(set),
-        }
-        Ok(())
-    }
-
     /// Re-reads the signing keys, after another replica rotated them.
     pub(crate) async fn reload_keys(&self) -> Result<(), Error> {
         self.keys.reload(self.store.as_ref(), &self.master).await?;
         self.spiffe.reload(self.store.as_ref(), &self.master).await
-    }
-
-    fn policy_loaded(&self) -> bool {
-        self.policy_loaded.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Records a policy set that was refused (the live one stays).
-    pub async fn policy_refused(
-        &self,
-        origin: &str,
-        actor: &str,
-        error: &str,
-    ) -> Result<(), Error> {
-        use writ_core::audit::{AuditKind, Outcome};
-        tracing::error!(%origin, %error, "policy set refused; the previous set stays live");
-        let event = AuditEvent::new(AuditKind::PolicyLoad, Outcome::Failure, actor)
-            .reason(error)
-            .detail(serde_json::json!({ "origin": origin }));
-        self.store.append_audit(self.now(), vec![event]).await?;
-        Ok(())
     }
 
     pub fn master(&self) -> &MasterKey {

@@ -2,18 +2,22 @@
 //! then obtain SVIDs for the local workloads they identified, only for the
 //! agents registered on them, and only while neither side is quarantined.
 
+use std::sync::Arc;
 use writ_core::api::{
     Agent, Attestation, CreateJoinToken, JoinTokenCreated, JwtSvidIssued, JwtSvidRequest, Node,
     NodeAttest, NodeAttested, NodeEntries, NodeEntry, RegisterNode, Workload, X509SvidIssued,
     X509SvidRequest,
 };
-use writ_core::audit::{AuditEvent, AuditKind, Outcome};
-use writ_core::random;
-use writ_store::StoreError;
 
-use super::{Broker, hash_secret};
+use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+use writ_core::{Clock, random};
+use writ_store::{Store, StoreError};
+
+use super::admin::join_token_ttl;
+use super::hash_secret;
+use crate::config::BrokerConfig;
 use crate::error::Error;
-use crate::spiffe::WorkloadKey;
+use crate::spiffe::{Authority, WorkloadKey};
 
 const MAX_SELECTORS: usize = 16;
 
@@ -116,8 +120,57 @@ pub(crate) fn check_workload(
     }
 }
 
-impl Broker {
-    pub async fn register_node(&self, req: RegisterNode) -> Result<Node, Error> {
+/// Nodes and the SVIDs they obtain for their workloads: a service of its
+/// own, holding only the store, the SPIFFE authority, the clock and the
+/// settings it reads.
+pub struct Nodes {
+    store: Arc<dyn Store>,
+    spiffe: Arc<Authority>,
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+}
+
+/// What nodes read of the broker's configuration.
+struct Settings {
+    trust_domain: String,
+    max_join_token_ttl: i64,
+    x509_svid_ttl: i64,
+    jwt_svid_ttl: i64,
+}
+
+impl std::fmt::Debug for Nodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nodes")
+            .field("trust_domain", &self.settings.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Nodes {
+    pub fn new(
+        store: Arc<dyn Store>,
+        spiffe: Arc<Authority>,
+        clock: Arc<dyn Clock>,
+        config: &BrokerConfig,
+    ) -> Self {
+        Self {
+            store,
+            spiffe,
+            clock,
+            settings: Settings {
+                trust_domain: config.trust_domain.clone(),
+                max_join_token_ttl: config.max_join_token_ttl,
+                x509_svid_ttl: config.x509_svid_ttl,
+                jwt_svid_ttl: config.jwt_svid_ttl,
+            },
+        }
+    }
+
+    fn now(&self) -> writ_core::Timestamp {
+        self.clock.now()
+    }
+
+    pub async fn register(&self, req: RegisterNode) -> Result<Node, Error> {
         if !valid_node_name(&req.name) {
             return Err(Error::Invalid(format!(
                 "bad node name {:?}: 1 to 64 of A-Z a-z 0-9 - _ .",
@@ -141,24 +194,24 @@ impl Broker {
         Ok(node)
     }
 
-    pub async fn node(&self, name: &str) -> Result<Node, Error> {
+    pub async fn get(&self, name: &str) -> Result<Node, Error> {
         self.store
             .get_node(name)
             .await?
             .ok_or_else(|| Error::NotFound(format!("node {name} not found")))
     }
 
-    pub async fn nodes(&self) -> Result<Vec<Node>, Error> {
+    pub async fn list(&self) -> Result<Vec<Node>, Error> {
         Ok(self.store.list_nodes().await?)
     }
 
-    pub async fn create_node_join_token(
+    pub async fn create_join_token(
         &self,
         name: &str,
         req: CreateJoinToken,
     ) -> Result<JoinTokenCreated, Error> {
-        let ttl = self.join_token_ttl(&req)?;
-        let node = self.node(name).await?;
+        let ttl = join_token_ttl(&req, self.settings.max_join_token_ttl)?;
+        let node = self.get(name).await?;
         if node.quarantined {
             return Err(Error::Quarantined(format!("node {name} is quarantined")));
         }
@@ -178,7 +231,7 @@ impl Broker {
 
     /// Quarantine stops everything a node serves at once: its credential
     /// dies (its SVID requests fail), and its workloads get nothing more.
-    pub async fn quarantine_node(&self, name: &str, on: bool) -> Result<Node, Error> {
+    pub async fn quarantine(&self, name: &str, on: bool) -> Result<Node, Error> {
         let event = AuditEvent::new(AuditKind::Node, Outcome::Success, "admin")
             .reason(if on {
                 "node quarantined"
@@ -193,10 +246,10 @@ impl Broker {
                 StoreError::NotFound(_) => Error::NotFound(format!("node {name} not found")),
                 e => e.into(),
             })?;
-        self.node(name).await
+        self.get(name).await
     }
 
-    pub async fn attest_node(&self, req: NodeAttest) -> Result<NodeAttested, Error> {
+    pub async fn attest(&self, req: NodeAttest) -> Result<NodeAttested, Error> {
         if !valid_node_name(&req.node) || req.join_token.len() > 256 {
             return Err(Error::Unauthenticated(
                 "node attestation failed: unknown node".into(),
@@ -246,7 +299,7 @@ impl Broker {
     }
 
     /// The node a credential belongs to.
-    pub async fn authenticate_node(&self, token: &str) -> Result<Node, Error> {
+    pub async fn authenticate(&self, token: &str) -> Result<Node, Error> {
         self.store
             .node_by_token(&hash_secret(token))
             .await?
@@ -254,7 +307,7 @@ impl Broker {
     }
 
     /// The agents a node may issue SVIDs for (not quarantined).
-    pub async fn node_entries(&self, node: &Node) -> Result<NodeEntries, Error> {
+    pub async fn entries(&self, node: &Node) -> Result<NodeEntries, Error> {
         let entries = self
             .store
             .list_agents()
@@ -271,7 +324,7 @@ impl Broker {
             })
             .collect();
         Ok(NodeEntries {
-            trust_domain: self.config.trust_domain.clone(),
+            trust_domain: self.settings.trust_domain.clone(),
             entries,
         })
     }
@@ -325,7 +378,7 @@ impl Broker {
         let now = self.now();
         let (chain, expires_at) =
             self.spiffe
-                .sign_x509(&a.spiffe_id, &key, now, self.config.x509_svid_ttl)?;
+                .sign_x509(&a.spiffe_id, &key, now, self.settings.x509_svid_ttl)?;
         self.store
             .append_audit(
                 now,
@@ -362,7 +415,7 @@ impl Broker {
         let now = self.now();
         let (token, expires_at) =
             self.spiffe
-                .sign_jwt(&a.spiffe_id, &req.audience, now, self.config.jwt_svid_ttl)?;
+                .sign_jwt(&a.spiffe_id, &req.audience, now, self.settings.jwt_svid_ttl)?;
         let event = Self::svid_event(node, &a, &req.selectors, "jwt").detail(serde_json::json!({
             "node": node.name,
             "svid": "jwt",

@@ -210,7 +210,7 @@ impl Broker {
         req: SubjectSearch,
         actor: &str,
     ) -> Result<SearchResponse<Found>, Error> {
-        let policy = self.policy();
+        let policy = self.policies.live();
         let question = json!({
             "search": "subject", "subject": req.subject.type_, "action": req.action,
             "resource": req.resource, "context": req.context,
@@ -249,7 +249,7 @@ impl Broker {
         req: ResourceSearch,
         actor: &str,
     ) -> Result<SearchResponse<Found>, Error> {
-        let policy = self.policy();
+        let policy = self.policies.live();
         let question = json!({
             "search": "resource", "subject": req.subject, "action": req.action,
             "resource": req.resource.type_, "context": req.context,
@@ -285,7 +285,7 @@ impl Broker {
         req: ActionSearch,
         actor: &str,
     ) -> Result<SearchResponse<FoundAction>, Error> {
-        let policy = self.policy();
+        let policy = self.policies.live();
         let question = json!({
             "search": "action", "subject": req.subject, "resource": req.resource,
             "context": req.context,

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_policy::PolicySet;
 
-use super::Broker;
+use super::policy::Policies;
 use crate::error::Error;
 
-impl Broker {
-    pub fn shadow_policy(&self) -> Option<Arc<PolicySet>> {
+impl Policies {
+    pub fn shadow(&self) -> Option<Arc<PolicySet>> {
         match self.shadow.read() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
@@ -32,7 +32,7 @@ impl Broker {
     pub(crate) async fn reload_shadow(&self) -> Result<(), Error> {
         match self.store.shadow_policy().await? {
             Some((version, sources)) => {
-                let same = self.shadow_policy().is_some_and(|s| s.version() == version);
+                let same = self.shadow().is_some_and(|s| s.version() == version);
                 if same {
                     return Ok(());
                 }

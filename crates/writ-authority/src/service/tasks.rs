@@ -61,7 +61,7 @@ impl Broker {
             .ok_or_else(|| Error::Unauthenticated("instance is not known".into()))?;
 
         let now = self.now();
-        let policy = self.policy();
+        let policy = self.policies.live();
         let behaviour = self.behaviour(caller.agent(), now).await?;
         let ask = TaskAsk {
             intent,
@@ -81,7 +81,7 @@ impl Broker {
             behaviour,
             now,
         );
-        let decision = self.decide(&policy, &facts).await?;
+        let decision = self.policies.decide(&policy, &facts).await?;
         let lifetime = Lifetime::new(now, ttl).capped(decision.max_ttl());
         let ttl = lifetime.secs();
         let request_detail = serde_json::json!({
@@ -343,7 +343,7 @@ impl Broker {
             });
         match self.store.end_task(id, end, now, vec![event]).await? {
             Some(ended) => {
-                self.revocations_changed().await;
+                self.revocations.changed().await;
                 metrics::add(&self.metrics.tasks_ended, 1 + ended.descendants);
                 metrics::add(&self.metrics.tokens_revoked, ended.revoked_tokens);
                 Ok(TaskEnded {
@@ -382,7 +382,7 @@ impl Broker {
             .end_task(id, TaskEnd::Lapsed, now, vec![event])
             .await?;
         if let Some(e) = &ended {
-            self.revocations_changed().await;
+            self.revocations.changed().await;
             metrics::add(&self.metrics.tasks_ended, 1 + e.descendants);
             metrics::add(&self.metrics.tokens_revoked, e.revoked_tokens);
         }

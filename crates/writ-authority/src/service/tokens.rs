@@ -115,7 +115,7 @@ impl Broker {
             .revoke_grant(&claims.jti, self.now(), vec![event])
             .await?
         {
-            self.revocations_changed().await;
+            self.revocations.changed().await;
             metrics::add(&self.metrics.tokens_revoked, out.revoked_tokens);
             metrics::add(&self.metrics.tasks_ended, out.ended_tasks);
             if instance {
