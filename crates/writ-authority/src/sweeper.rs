@@ -26,7 +26,7 @@ pub async fn reap(broker: Arc<Broker>) {
             _ = tick.tick() => {}
             () = broker.revocations.tasks_ended.notified() => {}
         }
-        broker.reap_db_roles().await;
+        broker.db_credentials.reap().await;
     }
 }
 

@@ -9,14 +9,16 @@
 //! dropped, and so is a role never confirmed within a grace period (its
 //! password was never handed out).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use writ_core::api::{DbCredential, Upstream};
+use writ_core::api::{DbCredential, Task, Upstream};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
-use writ_core::{TaskId, ToolName, random};
-use writ_store::DbLease;
+use writ_core::seal::MasterKey;
+use writ_core::{Clock, TaskId, ToolName, random};
+use writ_store::{DbLease, Store};
 
-use super::{Broker, Caller};
+use super::{AgentCaller, Broker, Caller};
 use crate::error::Error;
 
 /// At most this many roles are dropped per pass.
@@ -70,8 +72,8 @@ pub(crate) fn check_grants(grants: &[String]) -> Result<(), Error> {
 }
 
 impl Broker {
-    /// Creates a role for an active task granted `tool` and returns its
-    /// credential, once.
+    /// Creates a role for an active task of the caller's granted `tool` and
+    /// returns its credential, once.
     pub async fn issue_db_credential(
         &self,
         caller: &Caller,
@@ -84,6 +86,47 @@ impl Broker {
             ));
         };
         let task = self.owned_task(agent, task_id).await?;
+        self.db_credentials.issue(agent, task, tool_name).await
+    }
+}
+
+/// Database roles per task as a service of its own: it holds only the
+/// store (leases), the master key (the tools' admin connections) and the
+/// clock.
+pub struct DbCredentials {
+    store: Arc<dyn Store>,
+    master: Arc<MasterKey>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for DbCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbCredentials").finish_non_exhaustive()
+    }
+}
+
+impl DbCredentials {
+    pub fn new(store: Arc<dyn Store>, master: Arc<MasterKey>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            master,
+            clock,
+        }
+    }
+
+    fn now(&self) -> writ_core::Timestamp {
+        self.clock.now()
+    }
+
+    /// Creates a role for `task` (the caller's, active) if it was granted
+    /// `tool`, and returns its credential, once.
+    async fn issue(
+        &self,
+        agent: &AgentCaller,
+        task: Task,
+        tool_name: &ToolName,
+    ) -> Result<DbCredential, Error> {
+        let task_id = &task.task_id;
         if !task.capabilities.iter().any(|c| &c.tool == tool_name) {
             return Err(Error::Forbidden(format!(
                 "task {task_id} was not granted tool {tool_name}"
@@ -179,7 +222,7 @@ impl Broker {
                 ))
             })?;
         let opened = self
-            .master()
+            .master
             .open(&admin_purpose(tool), &secret.sealed)
             .map_err(|e| Error::Internal(format!("tool {tool}'s admin connection: {e}")))?;
         String::from_utf8(opened.to_vec())
@@ -189,7 +232,7 @@ impl Broker {
     /// Drops every role whose task is over (or whose end has passed);
     /// returns how many. Runs on every replica: dropping is idempotent and
     /// the store records each drop once.
-    pub(crate) async fn reap_db_roles(&self) -> usize {
+    pub(crate) async fn reap(&self) -> usize {
         let mut dropped = 0;
         let now = self.now();
         let cutoff = now.add_secs(-UNCONFIRMED_GRACE_SECS);

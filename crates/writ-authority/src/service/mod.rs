@@ -3,9 +3,9 @@
 //!
 //! Services with one job hold only the handles they need and are composed
 //! here: [`audit::Audit`], [`policy::Policies`] (every decision),
-//! [`nodes::Nodes`], [`feed::Revocations`]. The rest (agents and their
-//! attestation, tasks, exchange, approvals, AuthZEN, gateways, database
-//! credentials) are still methods of [`Broker`], one file each.
+//! [`nodes::Nodes`], [`feed::Revocations`], [`dbcreds::DbCredentials`]. The
+//! rest (agents and their attestation, tasks, exchange, approvals, AuthZEN,
+//! gateways) are still methods of [`Broker`], one file each.
 
 mod admin;
 mod approvals;
@@ -13,7 +13,7 @@ mod attest;
 pub mod audit;
 pub mod authzen;
 mod behaviour;
-mod dbcreds;
+pub mod dbcreds;
 pub mod exchange;
 pub mod feed;
 pub mod gateway;
@@ -59,6 +59,8 @@ pub struct Broker {
     pub nodes: nodes::Nodes,
     /// The revocation feed and who follows it.
     pub revocations: feed::Revocations,
+    /// Database roles per task.
+    pub db_credentials: dbcreds::DbCredentials,
     /// The trust domain's SPIFFE authorities (X.509 CA, JWT-SVID keys).
     pub spiffe: Arc<crate::spiffe::Authority>,
     pub clock: Arc<dyn Clock>,
@@ -150,6 +152,11 @@ impl Broker {
             &config,
         );
         let revocations = feed::Revocations::new(Arc::clone(&store), config.propagation_wait);
+        let db_credentials = dbcreds::DbCredentials::new(
+            Arc::clone(&store),
+            Arc::clone(&master),
+            Arc::clone(&clock),
+        );
         let metrics = Arc::new(Metrics::default());
         let policies = policy::Policies::new(
             policy,
@@ -173,6 +180,7 @@ impl Broker {
             metrics,
             embedded_gateway: gateway::EmbeddedGateway::default(),
             revocations,
+            db_credentials,
         })
     }
 
