@@ -37,14 +37,6 @@ struct Checkpoints {
     file: Option<PathBuf>,
 }
 
-impl std::fmt::Debug for Audit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Audit")
-            .field("issuer", &self.issuer)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Audit {
     pub fn new(
         store: Arc<dyn Store>,

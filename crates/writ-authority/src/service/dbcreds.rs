@@ -99,12 +99,6 @@ pub struct DbCredentials {
     clock: Arc<dyn Clock>,
 }
 
-impl std::fmt::Debug for DbCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DbCredentials").finish_non_exhaustive()
-    }
-}
-
 impl DbCredentials {
     pub fn new(store: Arc<dyn Store>, master: Arc<MasterKey>, clock: Arc<dyn Clock>) -> Self {
         Self {

@@ -178,14 +178,6 @@ pub struct Revocations {
     propagation_wait: Duration,
 }
 
-impl std::fmt::Debug for Revocations {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Revocations")
-            .field("followers", &self.followers)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Revocations {
     pub fn new(store: Arc<dyn Store>, propagation_wait: Duration) -> Self {
         Self {

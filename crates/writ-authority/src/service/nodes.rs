@@ -138,14 +138,6 @@ struct Settings {
     jwt_svid_ttl: i64,
 }
 
-impl std::fmt::Debug for Nodes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Nodes")
-            .field("trust_domain", &self.settings.trust_domain)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Nodes {
     pub fn new(
         store: Arc<dyn Store>,

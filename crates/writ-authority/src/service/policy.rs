@@ -29,14 +29,6 @@ pub struct Policies {
     metrics: Arc<Metrics>,
 }
 
-impl std::fmt::Debug for Policies {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Policies")
-            .field("live", &self.live().version())
-            .finish_non_exhaustive()
-    }
-}
-
 impl Policies {
     pub fn new(
         live: PolicySet,
