@@ -2,7 +2,7 @@
 //! caller, and returns typed output or an [`Error`].
 //!
 //! Services with one job hold only the handles they need and are composed
-//! here: [`audit::Audit`], [`policy::Policies`] (every decision),
+//! here: [`audit::Audit`], [`policies::Policies`] (every decision),
 //! [`nodes::Nodes`], [`feed::Revocations`], [`dbcreds::DbCredentials`]. The
 //! rest (agents and their attestation, tasks, exchange, approvals, AuthZEN,
 //! gateways) are still methods of [`Broker`], one file each.
@@ -19,7 +19,8 @@ pub mod feed;
 pub mod gateway;
 mod issue;
 pub mod nodes;
-pub mod policy;
+pub mod policies;
+mod policy;
 mod search;
 mod shadow;
 pub mod tasks;
@@ -54,7 +55,7 @@ pub struct Broker {
     /// The audit chain: reading, verifying, sealing.
     pub audit: audit::Audit,
     /// The live policy set, the shadow set beside it, and every decision.
-    pub policies: policy::Policies,
+    pub policies: policies::Policies,
     /// Nodes and their workloads' SVIDs.
     pub nodes: nodes::Nodes,
     /// The revocation feed and who follows it.
@@ -158,7 +159,7 @@ impl Broker {
             Arc::clone(&clock),
         );
         let metrics = Arc::new(Metrics::default());
-        let policies = policy::Policies::new(
+        let policies = policies::Policies::new(
             policy,
             Arc::clone(&store),
             Arc::clone(&clock),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_policy::PolicySet;
 
-use super::policy::Policies;
+use super::policies::Policies;
 use crate::error::Error;
 
 impl Policies {
