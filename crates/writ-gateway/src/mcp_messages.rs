@@ -2,8 +2,11 @@
 //! server): a POST body taken apart, each message decided (`tools/call`
 //! per call, every other gated method too), `tools/list` answers filtered,
 //! and the answer assembled in the shape of the request.
-
-use std::collections::HashSet;
+//!
+//! A request id must be a string or an integer within ±(2^53 − 1): other
+//! ids (`1.0`, `1e0`, larger integers) may come back from a server in
+//! another form. Whatever its id, every message answering with a `tools`
+//! list is filtered.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -37,8 +40,6 @@ pub(crate) struct Inspected {
     pub forward: Vec<Value>,
     /// Error answers for refused requests.
     pub refused: Vec<Value>,
-    /// Ids of forwarded `tools/list` requests.
-    pub lists: HashSet<String>,
     /// Ids of forwarded requests (answers expected).
     pub requests: Vec<Value>,
     /// Whether the body was a single message (not a batch).
@@ -55,6 +56,20 @@ fn rpc_error(id: &Value, code: i64, message: impl Into<String>, data: Option<Val
 
 pub(crate) fn id_key(id: &Value) -> String {
     id.to_string()
+}
+
+/// Largest integer id: beyond it, JSON numbers lose precision in many
+/// implementations.
+const MAX_SAFE_ID: i64 = (1 << 53) - 1;
+
+/// Whether a request id is one every party reads the same: a string or
+/// an integer within ±[`MAX_SAFE_ID`].
+pub(crate) fn valid_id(id: &Value) -> bool {
+    match id {
+        Value::String(_) => true,
+        Value::Number(n) => n.as_i64().is_some_and(|i| i.abs() <= MAX_SAFE_ID),
+        _ => false,
+    }
 }
 
 /// The token's scopes for a `tools/call`: `None` when the MCP tool is one
@@ -153,6 +168,15 @@ pub(crate) async fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value
     };
     for msg in messages {
         let id = msg.get("id").cloned();
+        if msg.get("method").is_some() && id.as_ref().is_some_and(|id| !valid_id(id)) {
+            out.refused.push(rpc_error(
+                &Value::Null,
+                -32600,
+                "invalid request: an id must be a string or an integer within ±(2^53 - 1)",
+                None,
+            ));
+            continue;
+        }
         let (method, mcp_tool, arguments) = match mcp::classify(&msg) {
             Kind::Invalid => {
                 out.refused
@@ -164,11 +188,8 @@ pub(crate) async fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value
                 out.forward.push(msg);
                 continue;
             }
-            Kind::Plumbing { method } => {
+            Kind::Plumbing { .. } => {
                 if let Some(id) = &id {
-                    if method == "tools/list" {
-                        out.lists.insert(id_key(id));
-                    }
                     out.requests.push(id.clone());
                 }
                 out.forward.push(msg);
@@ -200,16 +221,9 @@ pub(crate) async fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value
     Ok(out)
 }
 
-/// Filters `tools/list` results in an upstream message.
-pub(crate) fn filter(c: Call<'_>, lists: &HashSet<String>, msg: &mut Value) {
-    let is_list = msg.get("id").is_some_and(|id| lists.contains(&id_key(id)));
-    if is_list {
-        filter_listing(c, msg);
-    }
-}
-
-/// Keeps only the offered tools of a `tools/list` result.
-pub(crate) fn filter_listing(c: Call<'_>, msg: &mut Value) {
+/// Keeps only the offered tools of an upstream message that answers with
+/// a `tools` list, whatever its id (or method).
+pub(crate) fn filter(c: Call<'_>, msg: &mut Value) {
     if let Some(tools) = msg
         .get_mut("result")
         .and_then(|r| r.get_mut("tools"))
@@ -295,6 +309,26 @@ mod tests {
         let refused = rpc_error(&json!(2), DENIED, "no", None);
         let r = answer(false, vec![one], vec![refused], &none);
         assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn f2_request_ids_a_server_may_rewrite_are_refused() {
+        for ok in [
+            json!("1"),
+            json!(1),
+            json!(-7),
+            json!(MAX_SAFE_ID),
+            json!(-MAX_SAFE_ID),
+        ] {
+            assert!(valid_id(&ok), "{ok}");
+        }
+        let rewritten: Value = serde_json::from_str(
+            "[1.0, 1e0, 9007199254740993, 9007199254740992, null, {}, [1], true]",
+        )
+        .unwrap();
+        for bad in rewritten.as_array().unwrap() {
+            assert!(!valid_id(bad), "{bad}");
+        }
     }
 
     #[test]
