@@ -318,12 +318,12 @@ impl Routes {
             Target::Drop => None,
         };
         if let (Some(m), false) = (unqueued, is_answer) {
-            self.to_get(m, size);
+            self.send_to_get(m, size);
         }
     }
 
     /// Sends a message on the GET stream, or keeps it for the next one.
-    fn to_get(&mut self, msg: Value, size: usize) {
+    fn send_to_get(&mut self, msg: Value, size: usize) {
         let Some(get) = &self.get else {
             return self.keep_for_get(msg, size);
         };
