@@ -25,7 +25,7 @@ from test_gateway import (complete, free_port, register_tool, task_and_tool_toke
                           wait_ready)
 
 SERVER = pathlib.Path(__file__).with_name("mcp_stream_server.py")
-TOOLS = ["countdown", "ask_model", "ask_person", "roots", "announce", "interrupted"]
+TOOLS = ["countdown", "ask_model", "ask_person", "roots", "announce", "interrupted", "flood"]
 
 
 def start_http_server(*extra):
@@ -470,3 +470,32 @@ def test_a_get_with_last_event_id_needs_its_own_session(writ):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_client_that_stops_reading_a_stream_does_not_stall_its_stdio_session(writ):
+    """A POST whose client stops reading while the server floods it: the
+    session's other requests are answered at once, and that POST's stream
+    ends with an error for its call instead of holding the session up."""
+    register_streams(writ, "flooded", "stdio")
+    _, token = task_and_tool_token(writ, [{"tool": "flooded", "scopes": TOOLS}], "flooded", "flood")
+    url = writ.gw("/flooded")
+    with httpx2.Client(timeout=30) as http:
+        h = raw_session(http, url, token)
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "flood", "arguments": {"count": 400, "size": 100_000}, "_meta": {"progressToken": "f"}}}
+        with http.stream("POST", url, json=call, headers=h) as flooded:
+            assert flooded.status_code == 200
+            assert flooded.headers["content-type"].startswith("text/event-stream")
+            time.sleep(4)
+            start = time.monotonic()
+            r = http.post(url, json={"jsonrpc": "2.0", "id": "p", "method": "ping"}, headers=h)
+            elapsed = time.monotonic() - start
+            assert r.status_code == 200, r.text
+            assert [m["id"] for m in messages_of(r)] == ["p"]
+            assert elapsed < 5, elapsed
+            last = None
+            for line in flooded.iter_lines():
+                if line.startswith("data:") and line[5:].strip():
+                    last = json.loads(line[5:])
+        assert last["id"] == 1 and last["error"]["code"] == -32603, str(last)[:300]
+        assert "did not read" in last["error"]["message"]
