@@ -221,9 +221,15 @@ pub(crate) async fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value
     Ok(out)
 }
 
-/// Keeps only the offered tools of an upstream message that answers with
-/// a `tools` list, whatever its id (or method).
+/// Filters an upstream message that answers with a listing, whatever its
+/// id (or method): an id the server rewrote (`1.0` → `1`) or took from
+/// another request cannot carry an unfiltered list past.
 pub(crate) fn filter(c: Call<'_>, msg: &mut Value) {
+    filter_listing(c, msg);
+}
+
+/// Keeps only the offered tools of a `tools/list` result.
+fn filter_listing(c: Call<'_>, msg: &mut Value) {
     if let Some(tools) = msg
         .get_mut("result")
         .and_then(|r| r.get_mut("tools"))
