@@ -1,20 +1,14 @@
 //! Client authentication at the HTTP edge (RFC 6749 §2.3, RFC 7523 §2.2):
 //! which method a request at introspection or revocation uses, read from
-//! its `Authorization` header and form.
+//! its `Authorization` header and form. Checking the credentials is
+//! `writ-authority`'s (`service::clients`).
 
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::clients::ClientCredentials;
 use crate::error::OAuthError;
-
-/// The client authentication methods of introspection and revocation, by
-/// their registered names (writ's own bearer credentials are accepted
-/// too; the registry has no name for them).
-pub const METHODS: &[&str] = &["client_secret_basic", "private_key_jwt"];
-/// What a `private_key_jwt` assertion may be signed with.
-pub const ASSERTION_ALGS: &[&str] = &["EdDSA", "Ed25519", "ES256"];
+use crate::service::clients::ClientCredentials;
 
 /// RFC 7523 §2.2's `client_assertion_type`.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -27,7 +21,8 @@ pub struct FormFields<'a> {
     pub client_assertion: Option<&'a str>,
 }
 
-/// The client credentials of a request, if it uses one of [`METHODS`]:
+/// The client credentials of a request, if it uses one of the
+/// [`METHODS`](crate::service::clients::METHODS):
 /// `None` leaves the request to writ's bearer credentials. A request
 /// that uses more than one method, or a malformed one, is refused.
 pub fn credentials(

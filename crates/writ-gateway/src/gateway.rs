@@ -79,6 +79,7 @@ pub struct Gateway {
     /// The key it signs transaction tokens with (made at start, kept in
     /// memory only, published through the broker's JWKS).
     pub(crate) txn: Arc<writ_core::txn::TxnSigner>,
+    pub(crate) mcp_streams: crate::mcp_stream::OpenStreams,
     /// What keeps the view current (bundle, JWKS, revocations, decision
     /// delivery, session sweeping): owned here, stopped by [`Gateway::stop`].
     background: std::sync::Mutex<tokio::task::JoinSet<()>>,
@@ -109,6 +110,7 @@ impl Gateway {
             sessions: stdio::Sessions::default(),
             mcp_owners: mcp::SessionOwners::default(),
             txn: Arc::clone(&txn),
+            mcp_streams: crate::mcp_stream::OpenStreams::default(),
             background: std::sync::Mutex::new(tokio::task::JoinSet::new()),
         });
         let mut tasks = tokio::task::JoinSet::new();

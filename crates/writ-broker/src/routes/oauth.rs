@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::client_auth::{self, FormFields};
-use crate::clients::AuthenticatedClient;
 use crate::error::OAuthError;
 use crate::extract::{Form, dpop_proof, presented};
+use crate::service::clients::AuthenticatedClient;
 use crate::service::exchange::{TokenRequest, TokenResponse};
 use crate::service::{Broker, Caller};
 

@@ -43,10 +43,10 @@ pub async fn metadata(State(b): State<Arc<Broker>>) -> Json<serde_json::Value> {
         // RFC 7662/7009 client authentication, by the registered names
         // (writ's own bearer credentials work too, unadvertised: the
         // registry has no name for them).
-        "introspection_endpoint_auth_methods_supported": crate::client_auth::METHODS,
-        "introspection_endpoint_auth_signing_alg_values_supported": crate::client_auth::ASSERTION_ALGS,
-        "revocation_endpoint_auth_methods_supported": crate::client_auth::METHODS,
-        "revocation_endpoint_auth_signing_alg_values_supported": crate::client_auth::ASSERTION_ALGS,
+        "introspection_endpoint_auth_methods_supported": writ_authority::service::clients::METHODS,
+        "introspection_endpoint_auth_signing_alg_values_supported": writ_authority::service::clients::ASSERTION_ALGS,
+        "revocation_endpoint_auth_methods_supported": writ_authority::service::clients::METHODS,
+        "revocation_endpoint_auth_signing_alg_values_supported": writ_authority::service::clients::ASSERTION_ALGS,
         "scopes_supported": [],
     }))
 }

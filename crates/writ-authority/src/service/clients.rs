@@ -13,9 +13,8 @@ use writ_core::random;
 use writ_core::token::{AccessClaims, TokenKind, verify_client_assertion};
 use writ_store::OAuthClient;
 
-use crate::error::{ApiError, OAuthError};
-use crate::service::Broker;
-use crate::service::hash_secret;
+use super::{Broker, hash_secret};
+use crate::error::Error;
 
 /// How a client authenticated (RFC 6749 §2.3, RFC 7523 §2.2).
 #[derive(Debug)]
@@ -39,6 +38,13 @@ pub struct AuthenticatedClient {
     audiences: Vec<String>,
 }
 
+/// The client authentication methods of introspection and revocation, by
+/// their registered names (writ's own bearer credentials are accepted
+/// too; the registry has no name for them).
+pub const METHODS: &[&str] = &["client_secret_basic", "private_key_jwt"];
+/// What a `private_key_jwt` assertion may be signed with, by name.
+pub const ASSERTION_ALGS: &[&str] = &["EdDSA", "Ed25519", "ES256"];
+
 /// Algorithms a client assertion may be signed with (`Ed25519` is read
 /// as `EdDSA`).
 const ASSERTION_ALGORITHMS: &[Algorithm] = &[Algorithm::EdDSA, Algorithm::ES256];
@@ -46,20 +52,20 @@ const ASSERTION_ALGORITHMS: &[Algorithm] = &[Algorithm::EdDSA, Algorithm::ES256]
 /// Longest JWKS a client may register.
 const MAX_CLIENT_JWKS: usize = 16 * 1024;
 
-fn invalid_client() -> OAuthError {
-    OAuthError::invalid_client("client authentication failed")
+fn invalid_client() -> Error {
+    Error::InvalidClient("client authentication failed".into())
 }
 
 impl Broker {
     /// `POST /v1/clients`.
-    pub async fn register_client(&self, req: RegisterClient) -> Result<ClientRegistered, ApiError> {
+    pub async fn register_client(&self, req: RegisterClient) -> Result<ClientRegistered, Error> {
         if !valid_client_id(&req.client_id) {
-            return Err(ApiError::BadRequest(
+            return Err(Error::Invalid(
                 "client_id must be 1-64 characters of [A-Za-z0-9._-]".into(),
             ));
         }
         if req.audiences.iter().any(|a| a.is_empty() || a.len() > 512) {
-            return Err(ApiError::BadRequest(
+            return Err(Error::Invalid(
                 "an audience must be 1-512 characters".into(),
             ));
         }
@@ -67,11 +73,11 @@ impl Broker {
             None => (Some(format!("wcs_{}", random::token_256()?)), None),
             Some(v) => {
                 let set: JwkSet = serde_json::from_value(v.clone())
-                    .map_err(|e| ApiError::BadRequest(format!("jwks is not a JWK Set: {e}")))?;
+                    .map_err(|e| Error::Invalid(format!("jwks is not a JWK Set: {e}")))?;
                 check_client_jwks(&set)?;
                 let text = v.to_string();
                 if text.len() > MAX_CLIENT_JWKS {
-                    return Err(ApiError::BadRequest(format!(
+                    return Err(Error::Invalid(format!(
                         "jwks is larger than {MAX_CLIENT_JWKS} bytes"
                     )));
                 }
@@ -107,7 +113,7 @@ impl Broker {
         })
     }
 
-    pub async fn list_clients(&self) -> Result<Vec<OAuthClientInfo>, ApiError> {
+    pub async fn list_clients(&self) -> Result<Vec<OAuthClientInfo>, Error> {
         Ok(self
             .store
             .clients()
@@ -123,7 +129,7 @@ impl Broker {
             .collect())
     }
 
-    pub async fn revoke_client(&self, client_id: &str) -> Result<(), ApiError> {
+    pub async fn revoke_client(&self, client_id: &str) -> Result<(), Error> {
         let event = AuditEvent::new(AuditKind::GatewayRegister, Outcome::Success, "admin")
             .reason("OAuth client revoked")
             .detail(serde_json::json!({ "client_id": client_id, "revoked": true }));
@@ -141,7 +147,7 @@ impl Broker {
         &self,
         creds: ClientCredentials,
         endpoint: &str,
-    ) -> Result<AuthenticatedClient, OAuthError> {
+    ) -> Result<AuthenticatedClient, Error> {
         match creds {
             ClientCredentials::Basic { client_id, secret } => {
                 if let Some(c) = self.live_client(&client_id).await? {
@@ -178,16 +184,17 @@ impl Broker {
             } => {
                 // Whose it claims to be: read before verifying, to find
                 // the keys; everything is checked against them after.
-                let (_, claims) = writ_core::token::insecure_peek(&assertion)
-                    .map_err(|_| OAuthError::invalid_client("the client assertion is malformed"))?;
+                let (_, claims) = writ_core::token::insecure_peek(&assertion).map_err(|_| {
+                    Error::InvalidClient("the client assertion is malformed".into())
+                })?;
                 let Some(iss) = claims.get("iss").and_then(|v| v.as_str()) else {
-                    return Err(OAuthError::invalid_client(
-                        "the client assertion has no iss",
+                    return Err(Error::InvalidClient(
+                        "the client assertion has no iss".into(),
                     ));
                 };
                 if client_id.as_deref().is_some_and(|id| id != iss) {
-                    return Err(OAuthError::invalid_client(
-                        "client_id is not the client assertion's issuer",
+                    return Err(Error::InvalidClient(
+                        "client_id is not the client assertion's issuer".into(),
                     ));
                 }
                 let c = self.live_client(iss).await?.ok_or_else(invalid_client)?;
@@ -195,7 +202,7 @@ impl Broker {
                     return Err(invalid_client());
                 };
                 let set: JwkSet =
-                    serde_json::from_str(jwks).map_err(|e| ApiError::Internal(e.to_string()))?;
+                    serde_json::from_str(jwks).map_err(|e| Error::Internal(e.to_string()))?;
                 let issuer = self.config.issuer.clone();
                 let now = self.now();
                 let verified = verify_client_assertion(
@@ -206,9 +213,7 @@ impl Broker {
                     ASSERTION_ALGORITHMS,
                     now,
                 )
-                .map_err(|e| {
-                    OAuthError::invalid_client(format!("client assertion refused: {e}"))
-                })?;
+                .map_err(|e| Error::InvalidClient(format!("client assertion refused: {e}")))?;
                 let fresh = self
                     .store
                     .use_client_assertion(
@@ -219,8 +224,8 @@ impl Broker {
                     )
                     .await?;
                 if !fresh {
-                    return Err(OAuthError::invalid_client(
-                        "client assertion refused: its jti was used before",
+                    return Err(Error::InvalidClient(
+                        "client assertion refused: its jti was used before".into(),
                     ));
                 }
                 Ok(AuthenticatedClient {
@@ -232,7 +237,7 @@ impl Broker {
         }
     }
 
-    async fn live_client(&self, client_id: &str) -> Result<Option<OAuthClient>, ApiError> {
+    async fn live_client(&self, client_id: &str) -> Result<Option<OAuthClient>, Error> {
         Ok(self
             .store
             .client(client_id)
@@ -241,7 +246,7 @@ impl Broker {
     }
 
     /// The audiences of the tools a gateway serves.
-    async fn gateway_audiences(&self, gateway: &str) -> Result<Vec<String>, ApiError> {
+    async fn gateway_audiences(&self, gateway: &str) -> Result<Vec<String>, Error> {
         Ok(self
             .store
             .list_tools()
@@ -259,7 +264,7 @@ impl Broker {
         &self,
         client: &AuthenticatedClient,
         token: &str,
-    ) -> Result<(), OAuthError> {
+    ) -> Result<(), Error> {
         let Ok(claims) = self.verify_token_for(token, TokenKind::Any, None) else {
             return Ok(());
         };
@@ -277,11 +282,11 @@ impl Broker {
                 .jti(&claims.jti)
                 .reason("the token's audience is not the client's");
             self.store.append_audit(self.now(), vec![event]).await?;
-            return Err(OAuthError::unauthorized_client(
-                "the token was not issued for this client's audiences",
+            return Err(Error::Forbidden(
+                "the token was not issued for this client's audiences".into(),
             ));
         }
-        Ok(self.revoke_grant_as(actor, &claims, state).await?)
+        self.revoke_grant_as(actor, &claims, state).await
     }
 
     /// Publishes a gateway's transaction-token key in the JWKS.
@@ -289,12 +294,12 @@ impl Broker {
         &self,
         gateway: &str,
         submitted: &Jwk,
-    ) -> Result<TxnKeyPublished, ApiError> {
+    ) -> Result<TxnKeyPublished, Error> {
         let jwk = writ_core::txn::published_txn_jwk(submitted).map_err(|_| {
-            ApiError::BadRequest("a transaction-token key must be a public P-256 JWK".into())
+            Error::Invalid("a transaction-token key must be a public P-256 JWK".into())
         })?;
         let kid = jwk.common.key_id.clone().unwrap_or_default();
-        let text = serde_json::to_string(&jwk).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let text = serde_json::to_string(&jwk).map_err(|e| Error::Internal(e.to_string()))?;
         let event = AuditEvent::new(
             AuditKind::KeyRotate,
             Outcome::Success,
@@ -316,7 +321,7 @@ impl Broker {
 
     /// The JWKS: the signing keys, then the transaction-token keys of
     /// every live gateway.
-    pub async fn published_jwks(&self) -> Result<JwkSet, ApiError> {
+    pub async fn published_jwks(&self) -> Result<JwkSet, Error> {
         let mut set = self
             .keys
             .ring()
@@ -346,20 +351,19 @@ fn auth_method(jwks: bool) -> &'static str {
 }
 
 /// A client's JWKS: public keys only, each usable for an assertion.
-fn check_client_jwks(set: &JwkSet) -> Result<(), ApiError> {
+fn check_client_jwks(set: &JwkSet) -> Result<(), Error> {
     if set.keys.is_empty() {
-        return Err(ApiError::BadRequest("jwks has no key".into()));
+        return Err(Error::Invalid("jwks has no key".into()));
     }
     for k in &set.keys {
-        jsonwebtoken::DecodingKey::from_jwk(k).map_err(|_| {
-            ApiError::BadRequest("jwks holds a key that cannot verify signatures".into())
-        })?;
+        jsonwebtoken::DecodingKey::from_jwk(k)
+            .map_err(|_| Error::Invalid("jwks holds a key that cannot verify signatures".into()))?;
         if !matches!(
             k.algorithm,
             jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_)
                 | jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_)
         ) {
-            return Err(ApiError::BadRequest(
+            return Err(Error::Invalid(
                 "jwks keys must be EC P-256 or OKP Ed25519 (ES256, EdDSA)".into(),
             ));
         }
