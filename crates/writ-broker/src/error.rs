@@ -369,3 +369,32 @@ impl IntoResponse for OAuthError {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_that_fails_to_authenticate_is_told_invalid_client() {
+        let e = OAuthError::from(Error::InvalidClient("client authentication failed".into()));
+        assert_eq!(e.error, "invalid_client");
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        let resp = e.into_response();
+        assert_eq!(
+            resp.headers().get(header::WWW_AUTHENTICATE).unwrap(),
+            "Basic realm=\"writ\""
+        );
+        // Elsewhere it is an authentication failure like any other.
+        let api = ApiError::from(Error::InvalidClient("no".into()));
+        assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn a_token_outside_the_clients_audiences_is_unauthorized_client() {
+        let e = OAuthError::from(Error::Forbidden(
+            "the token was not issued for this client's audiences".into(),
+        ));
+        assert_eq!(e.error, "unauthorized_client");
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+}
