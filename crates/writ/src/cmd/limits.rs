@@ -53,6 +53,7 @@ impl LimitArgs {
             body_timeout: secs("body", self.limit_body_secs)?,
             idle_timeout: secs("idle", self.limit_idle_secs)?,
             trusted_proxies: self.trusted_proxies.clone(),
+            tls: None,
         })
     }
 }

@@ -14,6 +14,7 @@ mod policy;
 mod policy_cases;
 mod serve;
 mod task;
+mod tls;
 mod token;
 mod tool;
 
@@ -68,6 +69,10 @@ pub struct Global {
     /// attestation, and prove possession with every agent request.
     #[arg(long, global = true, env = "WRIT_DPOP_KEY")]
     pub dpop_key: Option<std::path::PathBuf>,
+    /// CA certificates (PEM) to trust for https connections instead of the
+    /// system's: the broker's, from the CLI, a gateway or a node.
+    #[arg(long, global = true, env = "WRIT_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Global {
@@ -151,6 +156,7 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let g = &cli.global;
+    tls::trust_ca_file(g.ca_file.as_deref())?;
     match cli.command {
         Command::Serve(args) => serve::run(*args).await,
         Command::Agent(c) => agent::run(g, c).await,
