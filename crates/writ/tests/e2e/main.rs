@@ -16,6 +16,7 @@ mod cli;
 mod crash;
 mod dbcreds;
 pub(crate) mod delegation;
+mod deploy;
 mod faults;
 mod gateway;
 mod gateway_edges;

@@ -1,0 +1,451 @@
+//! Deployable writ: TLS on every listener (checked with curl, a TLS client
+//! that is not ours), certificates rotated without a restart, PostgreSQL
+//! over verified TLS, plaintext refused where others can listen, and rate
+//! limits that answer 429 with Retry-After.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PublicKeyData as _,
+};
+
+use super::harness::{BIN, Broker, Opts, stdout};
+
+/// A test CA that issues server certificates.
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A server certificate for `names`: (chain PEM, key PEM, curl's pin of
+    /// its public key).
+    fn server(&self, names: &[&str]) -> (String, String, String) {
+        let params =
+            CertificateParams::new(names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+                .unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let spki =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &key.subject_public_key_info());
+        let pin = format!(
+            "sha256//{}",
+            base64::engine::general_purpose::STANDARD.encode(spki.as_ref())
+        );
+        (cert.pem(), key.serialize_pem(), pin)
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Replaces a file the way cert-manager and ACME clients do: a new file
+/// renamed over the old one.
+fn replace(path: &Path, text: &str) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn curl(args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl is installed")
+}
+
+fn ok(o: &Output) -> bool {
+    o.status.success()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status={:?} stdout={} stderr={}",
+        o.status.code(),
+        stdout(o),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The host:port of a URL.
+fn authority(url: &str) -> &str {
+    url.split("://").nth(1).unwrap().trim_end_matches('/')
+}
+
+/// Waits until curl, pinned to `pin`, reaches `url` (the listener serves
+/// the certificate behind that key).
+fn serves(url: &str, ca: &Path, pin: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let o = curl(&[
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--pinnedpubkey",
+            pin,
+            "-o",
+            "/dev/null",
+            &format!("{url}/healthz"),
+        ]);
+        if ok(&o) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// Waits until the gateway at `gw` says it is ready.
+fn ready(gw: &str, ca: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let o = curl(&["--cacert", ca, &format!("{gw}/healthz")]);
+        if stdout(&o).contains("\"ready\":true") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Points `localhost` URLs at the listener (the certificate names
+/// `localhost`; the listener reports 127.0.0.1).
+fn local(url: &str) -> String {
+    url.replace("127.0.0.1", "localhost")
+}
+
+#[test]
+fn tls_only_listeners_rotate_certificates_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new("writ e2e test CA");
+    let ca_file = write(tmp.path(), "ca.pem", &ca.pem);
+    let (cert, key, pin1) = ca.server(&["localhost"]);
+    let (gcert, gkey, gpin1) = ca.server(&["localhost"]);
+    let cert_file = write(tmp.path(), "broker.crt", &cert);
+    let key_file = write(tmp.path(), "broker.key", &key);
+    let gcert_file = write(tmp.path(), "gateway.crt", &gcert);
+    let gkey_file = write(tmp.path(), "gateway.key", &gkey);
+    let p = |p: &PathBuf| p.to_str().unwrap().to_owned();
+    let broker = Broker::start_with(Opts {
+        extra: vec![
+            "--tls-cert".into(),
+            p(&cert_file),
+            "--tls-key".into(),
+            p(&key_file),
+            "--gateway-tls-cert".into(),
+            p(&gcert_file),
+            "--gateway-tls-key".into(),
+            p(&gkey_file),
+            "--limit-attest-per-minute".into(),
+            "3".into(),
+        ],
+        ..Opts::default()
+    });
+    assert!(broker.addr.starts_with("https://"), "{}", broker.addr);
+    assert!(broker.gateway.starts_with("https://"), "{}", broker.gateway);
+    let (api, gw) = (local(&broker.addr), local(&broker.gateway));
+    let ca_arg = ca_file.to_str().unwrap();
+
+    // Both listeners speak TLS, with the certificates given, to a client
+    // that trusts the test CA; the embedded gateway reached the broker
+    // over TLS too (it is ready: it has the bundle and the revocations).
+    assert!(serves(&api, &ca_file, &pin1));
+    assert!(serves(&gw, &ca_file, &gpin1));
+    assert!(ready(&gw, ca_arg), "the embedded gateway is not ready");
+
+    // Nothing in plaintext, nothing below TLS 1.2, no unknown CA.
+    let plain = format!("http://{}/healthz", authority(&api));
+    let o = curl(&["-o", "/dev/null", "-w", "%{http_code}", &plain]);
+    assert!(!ok(&o) || stdout(&o) != "200", "{}", text(&o));
+    let o = curl(&[
+        "--cacert",
+        ca_arg,
+        "--tlsv1.1",
+        "--tls-max",
+        "1.1",
+        &format!("{api}/healthz"),
+    ]);
+    assert!(!ok(&o), "TLS 1.1 was accepted: {}", text(&o));
+    let o = curl(&[&format!("{api}/healthz")]);
+    assert!(
+        !ok(&o),
+        "a certificate from an unknown CA was trusted: {}",
+        text(&o)
+    );
+
+    // The CLI trusts the CA it is given (--ca-file / WRIT_CA_FILE), and
+    // only then.
+    let o = broker.cli_env(&["agent", "list"], &[("WRIT_ADDR", &api)]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let o = broker.cli_env(
+        &["agent", "list"],
+        &[("WRIT_ADDR", &api), ("WRIT_CA_FILE", ca_arg)],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(stdout(&o).contains("demo-agent"), "{}", text(&o));
+
+    // Rotation: new keys and certificates land in the files; the same
+    // process serves them.
+    let (cert2, key2, pin2) = ca.server(&["localhost"]);
+    let (gcert2, gkey2, gpin2) = ca.server(&["localhost"]);
+    replace(&key_file, &key2);
+    replace(&cert_file, &cert2);
+    replace(&gkey_file, &gkey2);
+    replace(&gcert_file, &gcert2);
+    assert!(
+        serves(&api, &ca_file, &pin2),
+        "the broker kept its old certificate"
+    );
+    assert!(
+        serves(&gw, &ca_file, &gpin2),
+        "the gateway kept its old certificate"
+    );
+    let o = curl(&[
+        "--cacert",
+        ca_arg,
+        "--pinnedpubkey",
+        &pin1,
+        &format!("{api}/healthz"),
+    ]);
+    assert!(!ok(&o), "the old certificate is still served");
+    // The embedded gateway follows the broker's new certificate.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(ready(&gw, ca_arg), "the embedded gateway lost the broker");
+
+    // A rate limit: unauthenticated attestation, 3 a minute here.
+    let mut codes = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..5 {
+        let o = curl(&[
+            "--cacert",
+            ca_arg,
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            r#"{"agent":"demo-agent","join_token":"nope"}"#,
+            &format!("{api}/v1/attest"),
+        ]);
+        let head = stdout(&o);
+        let status = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+        if status == "429" {
+            retry_after = head.lines().find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("retry-after:")
+                    .map(|v| v.trim().to_owned())
+            });
+        }
+        codes.push(status);
+    }
+    assert_eq!(codes.iter().filter(|c| *c == "429").count(), 2, "{codes:?}");
+    let secs: u64 = retry_after.expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&secs), "{secs}");
+    let o = curl(&["--cacert", ca_arg, &format!("{api}/metrics")]);
+    assert!(
+        stdout(&o).contains("429") || stdout(&o).contains("rate_limited"),
+        "the refusals are not counted in the metrics"
+    );
+}
+
+#[test]
+fn plaintext_on_an_address_others_can_reach_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(tmp.path())
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["--listen", "0.0.0.0:0", "--dev"][..],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "0.0.0.0:0",
+            "--dev",
+        ][..],
+    ] {
+        let o = run(args);
+        assert!(!o.status.success(), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("refusing to listen in plaintext"), "{err}");
+        assert!(err.contains("--insecure-plaintext"), "{err}");
+        assert!(err.contains("--tls-cert"), "{err}");
+    }
+    // The standalone gateway holds to the same rule.
+    let o = Command::new(BIN)
+        .args(["gateway", "--listen", "0.0.0.0:0"])
+        .env_clear()
+        .env("WRIT_GATEWAY_TOKEN", "x")
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("refusing to listen in plaintext"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// A PostgreSQL server of this test's own, with TLS on (its certificate
+/// from the test CA, for `localhost` only). Stopped on drop.
+struct TlsPostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl TlsPostgres {
+    fn start(ca: &Ca) -> Option<Self> {
+        if std::env::var_os("WRIT_TEST_POSTGRES").is_none() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "WRIT_TEST_POSTGRES is not set: CI must run the PostgreSQL tests"
+            );
+            eprintln!(
+                "skipped: WRIT_TEST_POSTGRES is not set (scripts/postgres.sh starts a server)"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ssl = dir.path().join("ssl");
+        std::fs::create_dir(&ssl).unwrap();
+        let (cert, key, _) = ca.server(&["localhost"]);
+        write(&ssl, "server.crt", &cert);
+        write(&ssl, "server.key", &key);
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let pg = Self { dir, port };
+        let o = pg.script(&[]);
+        assert!(o.status.success(), "{}", text(&o));
+        Some(pg)
+    }
+
+    fn script(&self, args: &[&str]) -> Output {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/postgres.sh");
+        Command::new(root)
+            .args(args)
+            .env("WRIT_PG_DIR", self.dir.path().join("cluster"))
+            .env("WRIT_PG_PORT", self.port.to_string())
+            .env("WRIT_PG_SSL_DIR", self.dir.path().join("ssl"))
+            .output()
+            .unwrap()
+    }
+
+    fn url(&self, host: &str, query: &str) -> String {
+        format!(
+            "postgres://writ:writ-test@{host}:{}/postgres{query}",
+            self.port
+        )
+    }
+}
+
+impl Drop for TlsPostgres {
+    fn drop(&mut self) {
+        let _ = self.script(&["stop"]);
+    }
+}
+
+#[test]
+fn the_store_reaches_postgresql_over_verified_tls() {
+    let ca = Ca::new("writ e2e postgres CA");
+    let Some(pg) = TlsPostgres::start(&ca) else {
+        return;
+    };
+    let ca_file = write(pg.dir.path(), "ca.pem", &ca.pem);
+    let ca_q = ca_file.to_str().unwrap();
+    let verify_full = format!("?sslmode=verify-full&sslrootcert={ca_q}");
+
+    // The right CA and the name in the certificate: writ runs, every
+    // connection it holds is encrypted.
+    let broker = Broker::start_with(Opts {
+        extra: vec!["--store".into(), pg.url("localhost", &verify_full)],
+        ..Opts::default()
+    });
+    let o = broker.cli(&["agent", "list"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut c = postgres::Client::connect(&pg.url("127.0.0.1", ""), postgres::NoTls).unwrap();
+    let rows = c
+        .query(
+            "SELECT s.ssl, s.version FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'writ'",
+            &[],
+        )
+        .unwrap();
+    assert!(!rows.is_empty(), "writ holds no connection");
+    for r in &rows {
+        let ssl: bool = r.get(0);
+        let version: Option<String> = r.get(1);
+        assert!(ssl, "a connection of writ's is in plaintext");
+        assert!(
+            matches!(version.as_deref(), Some("TLSv1.2" | "TLSv1.3")),
+            "{version:?}"
+        );
+    }
+    drop(broker);
+
+    // A server whose certificate does not chain to the given CA, or does
+    // not name the host: writ does not start.
+    let other = Ca::new("someone else");
+    let other_file = write(pg.dir.path(), "other.pem", &other.pem);
+    for url in [
+        pg.url(
+            "localhost",
+            &format!(
+                "?sslmode=verify-full&sslrootcert={}",
+                other_file.to_str().unwrap()
+            ),
+        ),
+        pg.url("127.0.0.1", &verify_full),
+        // A verifying mode with nothing to verify against.
+        pg.url("localhost", "?sslmode=verify-full"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = Command::new(BIN)
+            .args([
+                "serve",
+                "--no-gateway",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                &url,
+            ])
+            .arg("--data-dir")
+            .arg(tmp.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{url}: {}", text(&o));
+    }
+}
