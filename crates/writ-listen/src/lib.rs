@@ -20,8 +20,10 @@
 //! With [`Limits::tls`], the listener speaks TLS only (see [`tls`]); the
 //! handshake must finish within [`Limits::header_timeout`].
 
+pub mod rate;
 pub mod tls;
 
+pub use rate::RateLimits;
 pub use tls::{PeerCertificates, Tls, TlsError};
 
 use std::collections::HashMap;
@@ -65,6 +67,8 @@ pub struct Limits {
     pub trusted_proxies: Vec<IpAddr>,
     /// TLS on this listener; `None` serves plaintext.
     pub tls: Option<Tls>,
+    /// Requests a minute per credential and per client (see [`rate`]).
+    pub rate: RateLimits,
 }
 
 impl Default for Limits {
@@ -77,6 +81,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             trusted_proxies: Vec::new(),
             tls: None,
+            rate: RateLimits::default(),
         }
     }
 }
@@ -121,6 +126,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
+    let limiter = Arc::new(rate::Limiter::new(limits.rate));
     let limits = Arc::new(limits);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let clients = Arc::new(Clients::default());
@@ -165,6 +171,7 @@ pub async fn serve(
         let conn = Connection {
             app: app.clone(),
             limits: Arc::clone(&limits),
+            limiter: Arc::clone(&limiter),
             peer,
             stopping: stopping.clone(),
         };
@@ -255,6 +262,7 @@ impl Drop for ClientSlot {
 struct Connection {
     app: Router,
     limits: Arc<Limits>,
+    limiter: Arc<rate::Limiter>,
     peer: SocketAddr,
     stopping: watch::Receiver<bool>,
 }
@@ -273,14 +281,22 @@ impl Connection {
             last_read: Arc::clone(&last_read),
         });
         let (app, limits, peer) = (self.app, Arc::clone(&self.limits), self.peer);
+        let limiter = Arc::clone(&self.limiter);
         let flights = Arc::clone(&in_flight);
         let service = hyper::service::service_fn(move |req: axum::http::Request<Incoming>| {
-            let (app, limits) = (app.clone(), Arc::clone(&limits));
+            let (app, limits, limiter) = (app.clone(), Arc::clone(&limits), Arc::clone(&limiter));
             let peer_certs = peer_certs.clone();
             let guard = Flight::start(&flights);
             async move {
                 let (mut parts, body) = req.into_parts();
                 let client = limits.client_of(peer.ip(), &parts.headers);
+                // Health checks come from load balancers, often many a
+                // second from one address: never limited.
+                let refused = if parts.uri.path() == "/healthz" {
+                    None
+                } else {
+                    limiter.check(client, &parts.headers, Instant::now()).err()
+                };
                 parts.extensions.insert(ConnectInfo(peer));
                 parts.extensions.insert(ClientAddr(client));
                 if let Some(c) = &peer_certs {
@@ -291,7 +307,10 @@ impl Connection {
                     deadline: Box::pin(tokio::time::sleep(limits.body_timeout)),
                 });
                 let req = axum::http::Request::from_parts(parts, body);
-                let res = app.oneshot(req).await;
+                let res = match refused {
+                    Some(r) => Ok(r.response()),
+                    None => app.oneshot(req).await,
+                };
                 res.map(|r| {
                     r.map(|b| {
                         axum::body::Body::new(Guarded {

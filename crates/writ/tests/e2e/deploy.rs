@@ -158,6 +158,8 @@ fn tls_only_listeners_rotate_certificates_without_a_restart() {
             p(&gkey_file),
             "--limit-attest-per-minute".into(),
             "3".into(),
+            "--limit-anonymous-per-minute".into(),
+            "12".into(),
         ],
         ..Opts::default()
     });
@@ -263,10 +265,50 @@ fn tls_only_listeners_rotate_certificates_without_a_restart() {
     assert_eq!(codes.iter().filter(|c| *c == "429").count(), 2, "{codes:?}");
     let secs: u64 = retry_after.expect("Retry-After").parse().unwrap();
     assert!((1..=60).contains(&secs), "{secs}");
-    let o = curl(&["--cacert", ca_arg, &format!("{api}/metrics")]);
+
+    // Requests without a credential: 12 a minute from one client here
+    // (the 5 attestations above took 5 of them).
+    let mut limited = None;
+    for i in 0..12 {
+        let o = curl(&[
+            "--cacert",
+            ca_arg,
+            "-D",
+            "-",
+            &format!("{api}/.well-known/jwks.json"),
+        ]);
+        let out = stdout(&o);
+        if out.starts_with("HTTP/1.1 429") {
+            limited = Some((i, out));
+            break;
+        }
+    }
+    let (i, out) = limited.expect("no 429 for requests without a credential");
+    assert_eq!(i, 7, "{out}");
+    assert!(out.to_ascii_lowercase().contains("retry-after: "), "{out}");
+    assert!(out.contains("application/problem+json"), "{out}");
+    // A credential has its own allowance.
+    let o = broker.cli_env(
+        &["agent", "list"],
+        &[("WRIT_ADDR", &api), ("WRIT_CA_FILE", ca_arg)],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // Both kinds of refusal are counted.
+    let o = curl(&[
+        "--cacert",
+        ca_arg,
+        "-H",
+        "authorization: Bearer e2e-admin-token",
+        &format!("{api}/metrics"),
+    ]);
+    let metrics = stdout(&o);
     assert!(
-        stdout(&o).contains("429") || stdout(&o).contains("rate_limited"),
-        "the refusals are not counted in the metrics"
+        metrics.contains("writ_attestations_total{outcome=\"rate_limited\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("writ_http_rate_limited_total{limit=\"anonymous\"} 1"),
+        "{metrics}"
     );
 }
 
