@@ -68,6 +68,9 @@ pub struct BrokerConfig {
     /// Attestation requests (`/v1/attest`, `/v1/node/attest`) one client
     /// address may make a minute, in a burst or spread out; 0 for no limit.
     pub attest_per_minute: u32,
+    /// Identical attestation failures within this many milliseconds make
+    /// one audit record (see `attest_digest`); 0 writes each.
+    pub attest_fold_ms: i64,
 }
 
 impl BrokerConfig {
@@ -99,6 +102,7 @@ impl BrokerConfig {
             audit_checkpoint_secs: 60,
             audit_checkpoint_file: None,
             attest_per_minute: DEFAULT_ATTEST_PER_MINUTE,
+            attest_fold_ms: crate::attest_digest::WINDOW_MS,
         }
     }
 

@@ -5,6 +5,7 @@
 //! decisions live in `service`, which knows nothing of HTTP. `serve` takes a
 //! bound listener and a shutdown future, so tests start a broker on port 0.
 
+mod attest_digest;
 pub mod bootstrap;
 mod config;
 mod dpop;

@@ -54,6 +54,8 @@ pub struct Broker {
     pub(crate) dpop: DpopGuard,
     /// Per-client rate of attestation requests.
     pub(crate) attest_limit: crate::limit::RateLimiter,
+    /// Identical attestation failures, folded in the audit.
+    pub(crate) attest_digest: crate::attest_digest::AttestDigest,
     /// Woken whenever a revocation may have been written.
     pub(crate) revoked: tokio::sync::Notify,
     /// Woken when a task ends, so its database roles are dropped at once.
@@ -128,6 +130,7 @@ impl Broker {
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         let dpop = DpopGuard::new(config.dpop_nonces)?;
         let attest_limit = crate::limit::RateLimiter::new(config.attest_per_minute);
+        let attest_digest = crate::attest_digest::AttestDigest::new(config.attest_fold_ms);
         Ok(Self {
             store,
             keys,
@@ -139,6 +142,7 @@ impl Broker {
             oidc,
             dpop,
             attest_limit,
+            attest_digest,
             revoked: tokio::sync::Notify::new(),
             tasks_ended: tokio::sync::Notify::new(),
             metrics: Metrics::default(),

@@ -82,6 +82,11 @@ pub struct ServeArgs {
     /// Retry-After. 0: no limit [default: 120].
     #[arg(long, env = "WRIT_LIMIT_ATTEST_PER_MINUTE")]
     limit_attest_per_minute: Option<u32>,
+    /// Identical attestation failures (same agent, method and reason)
+    /// within this many seconds make one audit record with their count
+    /// (the first is written at once). 0: one record each [default: 60].
+    #[arg(long, env = "WRIT_AUDIT_FOLD_SECS")]
+    audit_fold_secs: Option<u32>,
     /// How long an approval request waits for a person, seconds [default: 900].
     #[arg(long, env = "WRIT_APPROVAL_TTL")]
     approval_ttl: Option<i64>,
@@ -154,6 +159,7 @@ struct FileConfig {
     audit_checkpoint_secs: Option<i64>,
     dpop_nonces: Option<bool>,
     limit_attest_per_minute: Option<u32>,
+    audit_fold_secs: Option<u32>,
     max_delegation_depth: Option<u32>,
     x509_svid_ttl: Option<i64>,
     jwt_svid_ttl: Option<i64>,
@@ -382,6 +388,9 @@ fn broker_config(
         .or(file.limit_attest_per_minute)
     {
         config.attest_per_minute = v;
+    }
+    if let Some(s) = args.audit_fold_secs.or(file.audit_fold_secs) {
+        config.attest_fold_ms = i64::from(s) * 1000;
     }
     if let Some(v) = args.x509_svid_ttl.or(file.x509_svid_ttl) {
         if !(2..=30 * 86_400).contains(&v) {
