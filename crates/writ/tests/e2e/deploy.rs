@@ -491,3 +491,118 @@ fn the_store_reaches_postgresql_over_verified_tls() {
         assert!(!o.status.success(), "{url}: {}", text(&o));
     }
 }
+
+/// The shipped systemd unit, pointed at the built binary, passes
+/// `systemd-analyze verify` without a word, and its exposure score (of
+/// `systemd-analyze security`) stays low.
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/systemd/writ.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    assert!(text.contains("ExecStart=/usr/local/bin/writ serve"));
+    let tmp = tempfile::tempdir().unwrap();
+    let ours = write(
+        tmp.path(),
+        "writ.service",
+        &text.replace("ExecStart=/usr/local/bin/writ", &format!("ExecStart={BIN}")),
+    );
+    let o = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&ours)
+        .output()
+        .expect(
+            "systemd-analyze is installed (Debian package systemd; scripts/test.sh installs it)",
+        );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.stderr.is_empty(), "warnings: {}", text(&o));
+    // A unit that names a missing binary fails: the check is real.
+    let bad = write(
+        tmp.path(),
+        "writ-bad.service",
+        &text.replace(
+            "ExecStart=/usr/local/bin/writ",
+            "ExecStart=/nonexistent/writ",
+        ),
+    );
+    let o = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", text(&o));
+
+    let o = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&ours)
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    let score: f64 = out
+        .split("Overall exposure level for writ.service:")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level: {}", text(&o)));
+    assert!(score <= 2.0, "exposure {score}: {out}");
+}
+
+/// Shell completions and manual pages come from the CLI's definition.
+#[test]
+fn completions_and_manual_pages_generate() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{shell}: {}", text(&o));
+        let script = stdout(&o);
+        assert!(
+            script.contains("serve") && script.contains("--tls-cert"),
+            "{shell}"
+        );
+        if shell == "bash" {
+            // bash itself parses it.
+            let tmp = tempfile::tempdir().unwrap();
+            let f = write(tmp.path(), "writ.bash", &script);
+            let o = Command::new("bash").arg("-n").arg(&f).output().unwrap();
+            assert!(o.status.success(), "{}", text(&o));
+        }
+    }
+    let o = Command::new(BIN)
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Command::new(BIN)
+        .args(["man", "--dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let serve = std::fs::read_to_string(tmp.path().join("writ-serve.1")).unwrap();
+    assert!(serve.contains(".TH writ-serve 1"), "{serve}");
+    assert!(serve.contains("tls\\-cert"), "{serve}");
+    assert!(tmp.path().join("writ.1").exists());
+    assert!(tmp.path().join("writ-completions.1").exists());
+}
+
+/// Lists print as a table when asked (the default on a terminal) and as
+/// JSON when piped.
+#[test]
+fn lists_print_as_tables_for_people_and_json_for_scripts() {
+    let b = Broker::start();
+    let o = b.cli(&["agent", "list"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["name"], "demo-agent");
+    let o = b.cli(&["--output", "table", "agent", "list"]);
+    let out = stdout(&o);
+    let mut lines = out.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("NAME "), "{out}");
+    assert!(header.contains("SPIFFE_ID"), "{out}");
+    assert!(lines.next().unwrap().starts_with("demo-agent "), "{out}");
+    let o = b.cli_env(&["tool", "list"], &[("WRIT_OUTPUT", "table")]);
+    assert!(stdout(&o).starts_with("NAME "), "{}", text(&o));
+}
