@@ -498,13 +498,13 @@ fn the_store_reaches_postgresql_over_verified_tls() {
 #[test]
 fn the_systemd_unit_verifies() {
     let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/systemd/writ.service");
-    let text = std::fs::read_to_string(&unit).unwrap();
-    assert!(text.contains("ExecStart=/usr/local/bin/writ serve"));
+    let unit_text = std::fs::read_to_string(&unit).unwrap();
+    assert!(unit_text.contains("ExecStart=/usr/local/bin/writ serve"));
     let tmp = tempfile::tempdir().unwrap();
     let ours = write(
         tmp.path(),
         "writ.service",
-        &text.replace("ExecStart=/usr/local/bin/writ", &format!("ExecStart={BIN}")),
+        &unit_text.replace("ExecStart=/usr/local/bin/writ", &format!("ExecStart={BIN}")),
     );
     let o = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
@@ -519,7 +519,7 @@ fn the_systemd_unit_verifies() {
     let bad = write(
         tmp.path(),
         "writ-bad.service",
-        &text.replace(
+        &unit_text.replace(
             "ExecStart=/usr/local/bin/writ",
             "ExecStart=/nonexistent/writ",
         ),
