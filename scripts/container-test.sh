@@ -92,6 +92,7 @@ mkdir -p "$ctx/tls" "$ctx/secrets"
   # The writ user (65532) and the postgres user of the image read them.
   chmod 644 ./*.crt ca.pem writ.key server.key
 )
+: >"$ctx/secrets/gateway.env"
 head -c 32 /dev/urandom | base64 >"$ctx/secrets/master.key"
 chmod 600 "$ctx/secrets/master.key"
 chown 65532:65532 "$ctx/secrets/master.key" 2>/dev/null || true
@@ -124,7 +125,9 @@ jt=$(WRIT_ADDR=$one w agent join-token demo-agent --field join_token)
 
 step "the gateway, with a credential made on replica 2"
 gw_token=$(WRIT_ADDR=$two w gateway register compose-gateway --field token)
-WRIT_GATEWAY_TOKEN=$gw_token podman-compose up -d gateway
+printf 'WRIT_GATEWAY_TOKEN=%s\n' "$gw_token" >"$ctx/secrets/gateway.env"
+chmod 644 "$ctx/secrets/gateway.env"
+podman-compose up -d gateway
 wait_for https://localhost:8751
 
 step "attest and start a task on replica 2; inspect and end it on replica 1"
