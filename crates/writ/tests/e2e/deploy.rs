@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    PublicKeyData as _,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PublicKeyData as _,
 };
 
 use super::harness::{BIN, Broker, Opts, stdout};
@@ -50,6 +50,18 @@ impl Ca {
             base64::engine::general_purpose::STANDARD.encode(spki.as_ref())
         );
         (cert.pem(), key.serialize_pem(), pin)
+    }
+}
+
+impl Ca {
+    /// A client certificate (chain PEM, key PEM).
+    fn client(&self, name: &str) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
     }
 }
 
@@ -605,4 +617,54 @@ fn lists_print_as_tables_for_people_and_json_for_scripts() {
     assert!(lines.next().unwrap().starts_with("demo-agent "), "{out}");
     let o = b.cli_env(&["tool", "list"], &[("WRIT_OUTPUT", "table")]);
     assert!(stdout(&o).starts_with("NAME "), "{}", text(&o));
+}
+
+/// With `--tls-client-ca`, a client certificate is verified against that
+/// CA: one from another CA ends the handshake; none at all is still
+/// served (the endpoints decide what they need).
+#[test]
+fn a_client_certificate_must_come_from_the_client_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new("writ e2e server CA");
+    let clients = Ca::new("writ e2e client CA");
+    let stranger = Ca::new("someone else");
+    let (cert, key, _) = ca.server(&["localhost"]);
+    let p = |name: &str, text: &str| write(tmp.path(), name, text).to_str().unwrap().to_owned();
+    let ca_file = p("ca.pem", &ca.pem);
+    let broker = Broker::start_with(Opts {
+        extra: vec![
+            "--tls-cert".into(),
+            p("s.crt", &cert),
+            "--tls-key".into(),
+            p("s.key", &key),
+            "--tls-client-ca".into(),
+            p("clients.pem", &clients.pem),
+            "--no-gateway".into(),
+        ],
+        ..Opts::default()
+    });
+    let url = format!("{}/healthz", local(&broker.addr));
+    let (good, good_key) = clients.client("gateway-1");
+    let (bad, bad_key) = stranger.client("gateway-1");
+    let with = |c: &str, k: &str| {
+        curl(&[
+            "--cacert",
+            &ca_file,
+            "--cert",
+            &p("c.crt", c),
+            "--key",
+            &p("c.key", k),
+            &url,
+        ])
+    };
+    let o = with(&good, &good_key);
+    assert!(ok(&o), "{}", text(&o));
+    let o = with(&bad, &bad_key);
+    assert!(
+        !ok(&o),
+        "a certificate from another CA was accepted: {}",
+        text(&o)
+    );
+    let o = curl(&["--cacert", &ca_file, &url]);
+    assert!(ok(&o), "{}", text(&o));
 }
