@@ -12,8 +12,20 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r interop/python/requirements.txt
 
+step "the Python SDK into a venv of its own (.venv-sdk), as its README installs it"
+if [ ! -x .venv-sdk/bin/python ]; then
+  python3 -m venv .venv-sdk
+fi
+.venv-sdk/bin/pip install --quiet --disable-pip-version-check './sdk/python[all]' \
+  -r examples/agents/python/requirements.txt -r sdk/python/tests/requirements.txt
+# The package as it is now, not a build left from an earlier run.
+.venv-sdk/bin/pip install --quiet --disable-pip-version-check --no-deps --force-reinstall ./sdk/python
+
 step "node packages for the interop tests (interop/node, npm ci)"
 (cd interop/node && npm ci --silent --no-audit --no-fund)
+
+step "the MCP conformance suite, the MCP TypeScript SDK and Node 22 (interop/mcp-conformance, npm ci)"
+(cd interop/mcp-conformance && npm ci --silent --no-audit --no-fund)
 
 step "cargo fmt"
 cargo fmt --all -- --check
@@ -63,5 +75,22 @@ for target in access_token dpop_proof scope_request api_request mcp_message toke
 done
 rm -rf "$fuzz_dir"
 
-step "interop: PyJWT, the MCP Python SDK and MCP servers against a running writ and its gateway"
+step "interop: PyJWT, the MCP Python SDK and MCP servers against a running writ and its gateway; the MCP conformance suite and both MCP SDK clients, directly and through the gateway"
 WRIT_BIN="$PWD/target/debug/writ" .venv/bin/python -m pytest -q interop/python
+
+step "Python SDK: types (mypy --strict)"
+.venv-sdk/bin/mypy --strict sdk/python/src/writ_sdk
+
+step "Python SDK: unit and integration tests (a real writ serve, its gateway, writ node, MCP servers)"
+WRIT_BIN="$PWD/target/debug/writ" .venv-sdk/bin/python -m pytest -q sdk/python/tests
+
+step "Python SDK: the example agent against writ serve --dev"
+scripts/example-agent.sh .venv-sdk/bin/python examples/agents/python/agent.py
+
+step "TypeScript SDK (sdk/typescript): npm ci, tsc, unit tests, integration suite against writ serve, its gateway, writ node and MCP servers"
+(cd sdk/typescript && npm ci --silent --no-audit --no-fund && npm run --silent build && npm test \
+  && WRIT_BIN="$PWD/../../target/debug/writ" WRIT_PYTHON="$PWD/../../.venv/bin/python" npm run --silent test:integration)
+
+step "the TypeScript example agent (examples/agents/typescript) against writ serve --dev"
+(cd examples/agents/typescript && npm ci --silent --no-audit --no-fund)
+scripts/example-agent.sh npm --prefix examples/agents/typescript --silent start

@@ -488,3 +488,22 @@ def test_writ_limits_depth_whatever_the_policy(permissive_writ):
     assert len(exchange_denials(writ)) == before + 1
     # Cycles are refused before any policy is asked.
     oauth_error(delegate(writ, chain[3], chain[1]), "invalid_grant")
+
+
+def test_a_key_from_writ_dpop_keygen_loads_in_cryptography(tmp_path):
+    """`writ dpop keygen` writes a PKCS#8 PEM that `cryptography` (OpenSSL)
+    loads as it is, and the thumbprint writ prints is the key's RFC 7638
+    thumbprint computed here."""
+    from cryptography.hazmat.primitives import serialization
+
+    from conftest import BIN
+
+    path = tmp_path / "agent.pem"
+    out = subprocess.run([BIN, "dpop", "keygen", "--out", str(path)],
+                         capture_output=True, text=True, check=True)
+    printed = json.loads(out.stdout)["jkt"]
+    private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    assert isinstance(private, ed25519.Ed25519PrivateKey)
+    key = Key()
+    key.private = private
+    assert key.thumbprint() == printed

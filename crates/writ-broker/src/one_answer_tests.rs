@@ -186,7 +186,11 @@ fn case() -> impl Strategy<Value = Case> {
                     3 => Just(None),
                     2 => Just(Some(("tools/call", "read"))),
                     1 => Just(Some(("tools/call", "get-env"))),
-                    1 => Just(Some(("resources/read", "")))
+                    1 => Just(Some(("resources/read", ""))),
+                    1 => Just(Some(("resources/read", "ui://tickets/1"))),
+                    1 => Just(Some(("resources/read", "file:///etc/passwd"))),
+                    1 => Just(Some(("prompts/get", "summarise"))),
+                    1 => Just(Some(("prompts/get", "exfiltrate")))
                 ],
             ),
             Just((tool_scopes, held, ask, start_scopes)),
@@ -608,18 +612,26 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
     let caller = writ_gateway::caller_of(&bundle, Arc::clone(&claims)).unwrap();
     assert_eq!(caller.agent.name.as_str(), leaf_agent);
     let tool_record = bundle.tools.get(&tool).unwrap().clone();
-    let (mcp_method, mcp_tool) = match c.mcp {
+    let (mcp_method, named) = match c.mcp {
         Some((m, "")) => (Some(m), None),
         Some((m, t)) => (Some(m), Some(t)),
         None => (None, None),
     };
-    let arguments = mcp_tool.map(|_| r#"{"q":"x"}"#);
+    let names = |method: &str| named.filter(|_| mcp_method == Some(method));
+    let (mcp_tool, mcp_resource, mcp_prompt) = (
+        names("tools/call"),
+        names("resources/read"),
+        names("prompts/get"),
+    );
+    let arguments = mcp_tool.or(mcp_prompt).map(|_| r#"{"q":"x"}"#);
     let request = CallRequest {
         method: c.method,
         path: c.path,
         query: "",
         mcp_method,
         mcp_tool,
+        mcp_resource,
+        mcp_prompt,
         arguments,
     };
     let gateway = answer_of(&writ_gateway::decide_call(
@@ -642,6 +654,14 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
     }
     if let Some(t) = mcp_tool {
         req["mcp_tool"] = t.into();
+    }
+    if let Some(r) = mcp_resource {
+        req["mcp_resource"] = r.into();
+    }
+    if let Some(p) = mcp_prompt {
+        req["mcp_prompt"] = p.into();
+    }
+    if arguments.is_some() {
         req["arguments"] = serde_json::json!({"q": "x"});
     }
     let az = authzen(

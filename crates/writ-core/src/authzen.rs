@@ -71,6 +71,12 @@ pub struct EvalRequest {
     pub mcp_method: Option<String>,
     #[serde(default)]
     pub mcp_tool: Option<String>,
+    /// The resource URI an MCP message names (`resources/read`, ...).
+    #[serde(default)]
+    pub mcp_resource: Option<String>,
+    /// The prompt an MCP message names (`prompts/get`, ...).
+    #[serde(default)]
+    pub mcp_prompt: Option<String>,
     /// MCP arguments, any JSON (policy sees it as compact JSON text).
     #[serde(default)]
     pub arguments: Option<serde_json::Value>,

@@ -295,12 +295,19 @@ impl ProofKey {
         })
     }
 
-    /// A fresh key; returns it with its PKCS#8 document for saving.
+    /// A fresh key; returns it with its PKCS#8 document for saving: the
+    /// v1 form (RFC 8410's `PrivateKeyInfo`), the one OpenSSL, Python's
+    /// `cryptography` and Node's crypto load as written.
     pub fn generate() -> Result<(Self, Vec<u8>), DpopError> {
+        use aws_lc_rs::signature::Ed25519KeyPair;
+        let failed = |_| DpopError::Build("key generation failed".into());
         let rng = aws_lc_rs::rand::SystemRandom::new();
-        let doc = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng)
-            .map_err(|_| DpopError::Build("key generation failed".into()))?;
-        let pkcs8 = doc.as_ref().to_vec();
+        let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(failed)?;
+        let v1 = Ed25519KeyPair::from_pkcs8(doc.as_ref())
+            .map_err(|_| DpopError::Build("key generation failed".into()))?
+            .to_pkcs8v1()
+            .map_err(failed)?;
+        let pkcs8 = v1.as_ref().to_vec();
         Ok((Self::from_pkcs8(&pkcs8)?, pkcs8))
     }
 
@@ -399,6 +406,19 @@ mod tests {
             access_token: token,
             now: NOW,
         }
+    }
+
+    #[test]
+    fn a_generated_key_is_saved_in_the_pkcs8_form_every_toolkit_loads() {
+        let (key, pkcs8) = ProofKey::generate().unwrap();
+        // RFC 8410 PrivateKeyInfo: version 0, id-Ed25519, the 32-byte seed.
+        assert_eq!(pkcs8.len(), 48);
+        assert!(pkcs8.starts_with(&[
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20
+        ]));
+        let again = ProofKey::from_pkcs8(&pkcs8).unwrap();
+        assert_eq!(key.thumbprint().unwrap(), again.thumbprint().unwrap());
     }
 
     #[test]

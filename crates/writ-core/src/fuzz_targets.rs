@@ -133,23 +133,28 @@ pub fn mcp_message(data: &[u8]) {
     assert!(!single || messages.len() == 1);
     for m in &messages {
         match crate::mcp::classify(m) {
-            crate::mcp::Kind::ToolCall { name, .. } => {
-                let server_reads = m
-                    .get("params")
-                    .and_then(|p| p.get("name"))
-                    .and_then(serde_json::Value::as_str);
-                assert_eq!(name.as_deref(), server_reads);
+            crate::mcp::Kind::Request(n) => {
+                // What policy is told a message names is what the server reads.
+                let server_reads = |k: &str| {
+                    m.get("params")
+                        .and_then(|p| p.get(k))
+                        .and_then(serde_json::Value::as_str)
+                };
                 assert_eq!(
                     m.get("method").and_then(serde_json::Value::as_str),
-                    Some("tools/call")
+                    Some(n.method.as_str())
                 );
+                assert!(!crate::mcp::is_plumbing(&n.method));
+                match n.method.as_str() {
+                    "tools/call" => assert_eq!(n.tool.as_deref(), server_reads("name")),
+                    "prompts/get" => assert_eq!(n.prompt.as_deref(), server_reads("name")),
+                    "resources/read" => assert_eq!(n.resource.as_deref(), server_reads("uri")),
+                    _ => assert!(n.tool.is_none()),
+                }
             }
             crate::mcp::Kind::Plumbing { method } => {
                 assert!(crate::mcp::is_plumbing(&method));
                 assert_ne!(method, "tools/call");
-            }
-            crate::mcp::Kind::Other { method } => {
-                assert!(!crate::mcp::is_plumbing(&method) && method != "tools/call");
             }
             crate::mcp::Kind::Response | crate::mcp::Kind::Invalid => {
                 assert!(

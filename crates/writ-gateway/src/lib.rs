@@ -18,10 +18,12 @@ mod error;
 mod gateway;
 mod mcp;
 mod mcp_messages;
+mod mcp_stream;
 mod proxy;
 mod spool;
 mod state;
 mod stdio;
+mod stdio_routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,13 +4,17 @@
 //! a denied call becomes a JSON-RPC error and never reaches the server.
 //! `tools/list` answers are filtered to the tools the call would be allowed
 //! for. Batches are taken apart, so one cannot carry a forbidden call.
+//! Answers streamed as server-sent events (on a POST or the session's GET
+//! stream) are relayed event by event ([`crate::mcp_stream`]), so progress,
+//! server requests (sampling, elicitation, roots) and their answers flow
+//! as they would without the gateway.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
 use serde_json::Value;
 use writ_core::api::{Tool, Upstream};
@@ -18,7 +22,8 @@ use writ_core::api::{Tool, Upstream};
 use crate::auth::Caller;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::mcp_messages::{Call, Inspected, answer, filter, inspect, json_response};
+use crate::mcp_messages::{Inspected, answer, filter, inspect, json_response};
+use crate::mcp_stream::{Lists, Owned, events_of, respond};
 use crate::proxy::{public_base, relay, upstream_headers};
 use crate::state::Bundle;
 
@@ -114,8 +119,8 @@ fn check_origin(headers: &HeaderMap, tool: &Tool, upstream: &Upstream) -> Result
 /// `context.request.path`, as for plain HTTP.
 #[allow(clippy::too_many_arguments, reason = "one request's context")]
 pub(crate) async fn handle(
-    gw: &Gateway,
-    bundle: &Bundle,
+    gw: &Arc<Gateway>,
+    bundle: &Arc<Bundle>,
     caller: &Caller,
     tool: &Tool,
     upstream: &Upstream,
@@ -160,14 +165,14 @@ pub(crate) async fn handle(
                     "the gateway's revocation view is stale; refusing until it catches up".into(),
                 ));
             }
-            let call = Call {
-                gw,
-                bundle,
-                caller,
-                tool,
-                path: &path,
+            let owned = Owned {
+                gw: Arc::clone(gw),
+                bundle: Arc::clone(bundle),
+                caller: caller.clone(),
+                tool: tool.clone(),
+                path,
             };
-            let inspected = match inspect(call, &body).await {
+            let inspected = match inspect(owned.call(), &body).await {
                 Ok(i) => i,
                 Err(e) => {
                     return Ok(json_response(
@@ -179,10 +184,10 @@ pub(crate) async fn handle(
             };
             match upstream {
                 Upstream::Mcp { url, .. } => {
-                    post_http(call, url, peer, &parts.headers, inspected).await
+                    post_http(owned, url, peer, &parts.headers, inspected).await
                 }
                 Upstream::McpStdio { command, .. } => {
-                    crate::stdio::post(call, command, &parts.headers, inspected).await
+                    crate::stdio::post(owned, command, &parts.headers, inspected).await
                 }
                 Upstream::Http { .. } | Upstream::Postgres { .. } => {
                     Err(GatewayError::NotFound("not an MCP tool".into()))
@@ -190,6 +195,8 @@ pub(crate) async fn handle(
             }
         }
         (Method::GET | Method::DELETE, Upstream::Mcp { url, .. }) => {
+            // `Last-Event-ID` is among the headers passed on: resumption
+            // is the server's.
             let headers = upstream_headers(req.headers(), caller, tool, gw, peer)?;
             let resp = gw
                 .upstream
@@ -198,7 +205,34 @@ pub(crate) async fn handle(
                 .send()
                 .await
                 .map_err(|e| GatewayError::upstream(tool.name.as_str(), &e))?;
+            if req.method() == Method::GET && resp.status().is_success() && is_sse(&resp) {
+                let owned = Owned {
+                    gw: Arc::clone(gw),
+                    bundle: Arc::clone(bundle),
+                    caller: caller.clone(),
+                    tool: tool.clone(),
+                    path,
+                };
+                let keep = kept_headers(resp.headers());
+                return Ok(respond(
+                    owned,
+                    Lists::Any,
+                    events_of(resp),
+                    Vec::new(),
+                    &keep,
+                ));
+            }
             Ok(relay(resp, url, &public_base(gw, tool)))
+        }
+        (Method::GET, Upstream::McpStdio { .. }) => {
+            let owned = Owned {
+                gw: Arc::clone(gw),
+                bundle: Arc::clone(bundle),
+                caller: caller.clone(),
+                tool: tool.clone(),
+                path,
+            };
+            crate::stdio::get(owned, req.headers()).await
         }
         (Method::DELETE, Upstream::McpStdio { .. }) => {
             crate::stdio::delete(gw, caller, req.headers()).await
@@ -207,16 +241,38 @@ pub(crate) async fn handle(
     }
 }
 
+/// The headers of an upstream answer the client gets.
+fn kept_headers(upstream: &HeaderMap) -> HeaderMap {
+    let mut keep = HeaderMap::new();
+    for name in ["mcp-session-id", "mcp-protocol-version"] {
+        if let Some(v) = upstream.get(name) {
+            keep.insert(name, v.clone());
+        }
+    }
+    keep
+}
+
+fn content_type(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+fn is_sse(resp: &reqwest::Response) -> bool {
+    content_type(resp).starts_with("text/event-stream")
+}
+
 async fn post_http(
-    c: Call<'_>,
+    owned: Owned,
     url: &str,
     peer: SocketAddr,
     incoming: &HeaderMap,
     ins: Inspected,
 ) -> Result<Response, GatewayError> {
-    let Call {
-        gw, caller, tool, ..
-    } = c;
+    let c = owned.call();
+    let (gw, caller, tool) = (c.gw, c.caller, c.tool);
     if ins.forward.is_empty() {
         return Ok(answer(
             ins.single,
@@ -225,7 +281,9 @@ async fn post_http(
             &HeaderMap::new(),
         ));
     }
-    let body = if ins.single && ins.forward.len() == 1 {
+    // What is left of a batch after refusals goes as the one message it
+    // may be: servers of protocol versions without batches take it.
+    let body = if ins.forward.len() == 1 {
         ins.forward.into_iter().next().unwrap_or(Value::Null)
     } else {
         Value::Array(ins.forward)
@@ -253,26 +311,22 @@ async fn post_http(
         gw.mcp_owners
             .bind(sid, caller.claims.task.as_deref().unwrap_or_default());
     }
-    let mut keep = HeaderMap::new();
-    for name in ["mcp-session-id", "mcp-protocol-version"] {
-        if let Some(v) = resp.headers().get(name) {
-            keep.insert(name, v.clone());
-        }
-    }
-    let ctype = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let keep = kept_headers(resp.headers());
+    let ctype = content_type(&resp);
     if status == StatusCode::ACCEPTED {
         return Ok(answer(ins.single, Vec::new(), ins.refused, &keep));
     }
     if !status.is_success() {
         return Ok(relay(resp, url, &public_base(gw, tool)));
     }
-    let bytes = read_bounded(tool.name.as_str(), resp).await?;
+    if ctype.starts_with("text/event-stream") {
+        // Event by event: progress and server requests arrive when sent.
+        let lists = Lists::Ids(ins.lists);
+        let events = events_of(resp);
+        return Ok(respond(owned, lists, events, ins.refused, &keep));
+    }
     if ctype.starts_with("application/json") {
+        let bytes = read_bounded(tool.name.as_str(), resp).await?;
         let mut v: Value = serde_json::from_slice(&bytes).map_err(|_| {
             GatewayError::BadGateway(format!(
                 "the MCP server of tool {} sent bad JSON",
@@ -287,54 +341,6 @@ async fn post_http(
             filter(c, &ins.lists, a);
         }
         return Ok(answer(ins.single, answers, ins.refused, &keep));
-    }
-    if ctype.starts_with("text/event-stream") {
-        let text = String::from_utf8_lossy(&bytes);
-        let mut out = String::new();
-        for event in text.split("\n\n").filter(|e| !e.trim().is_empty()) {
-            let mut data = String::new();
-            let mut other = String::new();
-            for line in event.lines() {
-                if let Some(d) = line.strip_prefix("data:") {
-                    if !data.is_empty() {
-                        data.push('\n');
-                    }
-                    data.push_str(d.strip_prefix(' ').unwrap_or(d));
-                } else {
-                    other.push_str(line);
-                    other.push('\n');
-                }
-            }
-            out.push_str(&other);
-            if !data.is_empty() {
-                match serde_json::from_str::<Value>(&data) {
-                    Ok(mut m) => {
-                        filter(c, &ins.lists, &mut m);
-                        out.push_str(&format!("data: {m}\n"));
-                    }
-                    Err(_) => {
-                        for l in data.lines() {
-                            out.push_str(&format!("data: {l}\n"));
-                        }
-                    }
-                }
-            }
-            out.push('\n');
-        }
-        for r in ins.refused {
-            out.push_str(&format!("event: message\ndata: {r}\n\n"));
-        }
-        let mut resp = Response::new(Body::from(out));
-        let h = resp.headers_mut();
-        for (k, v) in &keep {
-            h.insert(k.clone(), v.clone());
-        }
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        return Ok(resp);
     }
     Err(GatewayError::BadGateway(format!(
         "the MCP server of tool {} answered with content type {ctype:?}",

@@ -1,7 +1,8 @@
 //! MCP messages, whatever carries them (streamable HTTP or a local stdio
-//! server): a POST body taken apart, each message decided (`tools/call`
-//! per call, every other gated method too), `tools/list` answers filtered,
-//! and the answer assembled in the shape of the request.
+//! server): a POST body taken apart, each request decided with the facts
+//! writ-policy builds from it (its method and the MCP tool, resource or
+//! prompt it names), `tools/list` answers filtered, and the answer
+//! assembled in the shape of the request.
 
 use std::collections::HashSet;
 
@@ -9,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use writ_core::api::Tool;
-use writ_core::mcp::{self, Kind};
+use writ_core::mcp::{self, Kind, Named};
 use writ_policy::{CallRequest, Decision, Verdict};
 
 use crate::auth::Caller;
@@ -37,7 +38,8 @@ pub(crate) struct Inspected {
     pub forward: Vec<Value>,
     /// Error answers for refused requests.
     pub refused: Vec<Value>,
-    /// Ids of forwarded `tools/list` requests.
+    /// Ids of forwarded listings (`tools/list`, `resources/list`,
+    /// `prompts/list`), whose answers are filtered.
     pub lists: HashSet<String>,
     /// Ids of forwarded requests (answers expected).
     pub requests: Vec<Value>,
@@ -58,10 +60,11 @@ pub(crate) fn id_key(id: &Value) -> String {
 }
 
 /// The token's scopes for a `tools/call`: `None` when the MCP tool is one
-/// of them, else the refusal.
-fn outside_scopes(c: Call<'_>, method: &str, mcp_tool: Option<&str>) -> Option<Decision> {
+/// of them (or the request is not a tool call), else the refusal.
+fn outside_scopes(c: Call<'_>, request: &CallRequest<'_>) -> Option<Decision> {
+    let mcp_tool = request.mcp_tool;
     let granted = mcp_tool.is_some_and(|t| c.caller.scopes.iter().any(|s| s == t));
-    (method == "tools/call" && !granted).then(|| {
+    (request.mcp_method == Some("tools/call") && !granted).then(|| {
         Decision::refused(
             c.bundle.policy.version(),
             format!(
@@ -76,33 +79,12 @@ fn outside_scopes(c: Call<'_>, method: &str, mcp_tool: Option<&str>) -> Option<D
     })
 }
 
-fn call_request<'a>(
-    path: &'a str,
-    method: &'a str,
-    mcp_tool: Option<&'a str>,
-    arguments: Option<&'a str>,
-) -> CallRequest<'a> {
-    CallRequest {
-        method: "POST",
-        path,
-        query: "",
-        mcp_method: Some(method),
-        mcp_tool,
-        arguments,
-    }
-}
-
-/// Decides a `tools/call` (or another gated method): the token's scopes
-/// first, then policy (holding it for approval when a permit says so);
-/// recorded either way.
-async fn enforce_call(
-    c: Call<'_>,
-    method: &str,
-    mcp_tool: Option<&str>,
-    arguments: Option<&str>,
-) -> Enforced {
-    let request = call_request(c.path, method, mcp_tool, arguments);
-    if let Some(refused) = outside_scopes(c, method, mcp_tool) {
+/// Decides a request (`tools/call`, `resources/read`, ...): for a tool
+/// call the token's scopes first, then policy (holding it for approval when
+/// a permit says so); recorded either way.
+async fn enforce_call(c: Call<'_>, named: &Named) -> Enforced {
+    let request = CallRequest::mcp(c.path, named);
+    if let Some(refused) = outside_scopes(c, &request) {
         return c
             .gw
             .record_refusal(c.bundle, c.caller, c.tool, &request, refused);
@@ -110,11 +92,12 @@ async fn enforce_call(
     c.gw.enforce(c.bundle, c.caller, c.tool, request).await
 }
 
-/// Whether a tool would be offered: allowed, or held for approval (the
-/// agent may ask, and a person may let it through).
-fn offered(c: Call<'_>, name: &str) -> bool {
-    let request = call_request(c.path, "tools/call", Some(name), None);
-    if outside_scopes(c, "tools/call", Some(name)).is_some() {
+/// Whether a listed item would be offered: asking for it (`named`) is
+/// allowed, or held for approval (the agent may ask, and a person may let
+/// it through).
+fn offered(c: Call<'_>, named: &Named) -> bool {
+    let request = CallRequest::mcp(c.path, named);
+    if outside_scopes(c, &request).is_some() {
         return false;
     }
     match c.gw.evaluate(c.bundle, c.caller, c.tool, request).verdict() {
@@ -153,7 +136,7 @@ pub(crate) async fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value
     };
     for msg in messages {
         let id = msg.get("id").cloned();
-        let (method, mcp_tool, arguments) = match mcp::classify(&msg) {
+        let named = match mcp::classify(&msg) {
             Kind::Invalid => {
                 out.refused
                     .push(rpc_error(&Value::Null, -32600, "invalid request", None));
@@ -166,7 +149,7 @@ pub(crate) async fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value
             }
             Kind::Plumbing { method } => {
                 if let Some(id) = &id {
-                    if method == "tools/list" {
+                    if is_listing(&method) {
                         out.lists.insert(id_key(id));
                     }
                     out.requests.push(id.clone());
@@ -174,22 +157,21 @@ pub(crate) async fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value
                 out.forward.push(msg);
                 continue;
             }
-            Kind::ToolCall {
-                name: Some(name),
-                arguments,
-            } => ("tools/call".to_owned(), Some(name), arguments),
-            Kind::ToolCall { name: None, .. } => {
+            Kind::Request(n) if n.method == "tools/call" && n.tool.is_none() => {
                 if let Some(id) = &id {
                     out.refused
                         .push(rpc_error(id, -32602, "tools/call needs params.name", None));
                 }
                 continue;
             }
-            Kind::Other { method } => (method, None, None),
+            Kind::Request(n) => n,
         };
-        let e = enforce_call(c, &method, mcp_tool.as_deref(), arguments.as_deref()).await;
+        let e = enforce_call(c, &named).await;
         if e.passes() {
             if let Some(id) = &id {
+                if is_listing(&named.method) {
+                    out.lists.insert(id_key(id));
+                }
                 out.requests.push(id.clone());
             }
             out.forward.push(msg);
@@ -203,19 +185,49 @@ pub(crate) async fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value
 /// Filters `tools/list` results in an upstream message.
 pub(crate) fn filter(c: Call<'_>, lists: &HashSet<String>, msg: &mut Value) {
     let is_list = msg.get("id").is_some_and(|id| lists.contains(&id_key(id)));
-    if !is_list {
-        return;
+    if is_list {
+        filter_listing(c, msg);
     }
-    if let Some(tools) = msg
-        .get_mut("result")
-        .and_then(|r| r.get_mut("tools"))
-        .and_then(Value::as_array_mut)
-    {
-        tools.retain(|t| {
-            let name = t.get("name").and_then(Value::as_str);
-            name.is_some_and(|n| offered(c, n))
+}
+
+/// Keeps only the offered items of a listing: the tools of a `tools/list`
+/// result a `tools/call` would be allowed for, the resources of a
+/// `resources/list` result a `resources/read` would be, the prompts of a
+/// `prompts/list` result a `prompts/get` would be.
+pub(crate) fn filter_listing(c: Call<'_>, msg: &mut Value) {
+    let Some(result) = msg.get_mut("result").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let kinds = [
+        ("tools", "name", "tools/call"),
+        ("resources", "uri", "resources/read"),
+        ("prompts", "name", "prompts/get"),
+    ];
+    for (key, field, method) in kinds {
+        let Some(items) = result.get_mut(key).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        items.retain(|item| {
+            let Some(named) = item.get(field).and_then(Value::as_str) else {
+                return false;
+            };
+            let mut n = Named {
+                method: method.to_owned(),
+                ..Named::default()
+            };
+            match key {
+                "tools" => n.tool = Some(named.to_owned()),
+                "resources" => n.resource = Some(named.to_owned()),
+                _ => n.prompt = Some(named.to_owned()),
+            }
+            offered(c, &n)
         });
     }
+}
+
+/// The listings whose answers are filtered.
+fn is_listing(method: &str) -> bool {
+    matches!(method, "tools/list" | "resources/list" | "prompts/list")
 }
 
 pub(crate) fn json_response(status: StatusCode, value: &Value, extra: &HeaderMap) -> Response {

@@ -7,29 +7,42 @@
 //! expired, since a task that ended after that revokes nothing the gateway
 //! saw).
 //!
+//! The server's messages go where the streamable HTTP transport would put
+//! them: an answer to the POST that asked; a progress notification to the
+//! POST whose request carries its token; a server request (sampling,
+//! elicitation, roots) to the newest POST still waiting whose client
+//! accepts a stream; other notifications, and requests no POST can carry,
+//! to the session's GET stream (kept for it, up to
+//! [`crate::stdio_routes::MAX_BACKLOG`], while none is open). A POST
+//! answers in JSON when only answers came, and turns into an event stream
+//! as soon as anything else must go through it. The client's answers to
+//! server requests are written to the server like any other message.
+//!
 //! Processes are a shared resource: a task may hold 8 sessions, an agent
 //! 32 (over all its tasks), the gateway 256, so that one agent cannot take
 //! what every other agent needs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::{Mutex, mpsc};
 use writ_core::AgentName;
 
 use crate::auth::Caller;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::mcp_messages::{Call, Inspected, answer, filter, id_key};
+use crate::mcp_messages::{Inspected, answer, filter, id_key};
+use crate::mcp_stream::{Lists, Owned, message_event, respond};
 use crate::state::View;
+use crate::stdio_routes::{MAX_BACKLOG, SharedRoutes, Waiting, route_output};
 
 /// A session unused this long is ended.
 const IDLE: Duration = Duration::from_secs(600);
@@ -39,6 +52,11 @@ const IDLE: Duration = Duration::from_secs(600);
 const AFTER_LAST_TOKEN_SECS: i64 = 60;
 /// How long an answer from the server may take.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a POST's event stream may go without any message (a server
+/// request may wait for a person).
+const STREAM_IDLE: Duration = Duration::from_secs(600);
+/// Messages queued on one POST's stream.
+const POST_QUEUE: usize = 64;
 /// Most sessions at once (each is a process), per agent and per task.
 const MAX_SESSIONS: usize = 256;
 const MAX_SESSIONS_PER_AGENT: usize = 32;
@@ -46,8 +64,6 @@ const MAX_SESSIONS_PER_TASK: usize = 8;
 /// Most tokens remembered per session (the newest are kept).
 const MAX_TOKENS: usize = 64;
 const SESSION_HEADER: &str = "mcp-session-id";
-
-type Pending = std::sync::Mutex<HashMap<String, oneshot::Sender<Value>>>;
 
 /// Whom a session belongs to, and what ends it.
 #[derive(Debug)]
@@ -148,7 +164,7 @@ struct Session {
     owner: Owner,
     stdin: Mutex<ChildStdin>,
     child: Mutex<Child>,
-    pending: Arc<Pending>,
+    routes: SharedRoutes,
     alive: Arc<AtomicBool>,
     last_used: std::sync::Mutex<Instant>,
 }
@@ -253,43 +269,12 @@ fn spawn_shared(
             "the MCP server of tool {tool} cannot be started"
         )));
     };
-    let pending: Arc<Pending> = Arc::default();
+    let routes: SharedRoutes = Arc::default();
     let alive = Arc::new(AtomicBool::new(true));
-    let (p, a) = (Arc::clone(&pending), Arc::clone(&alive));
-    let stdin = Mutex::new(stdin);
-    let tool_name = tool.to_owned();
-    // Answers are routed to their waiting request by id. Requests from the
-    // server (sampling, roots) are not supported through the gateway and are
-    // answered with an error so the server does not wait for ever.
-    let (reply_tx, mut reply_rx) = tokio::sync::mpsc::channel::<Value>(64);
+    let (r, a, tool_name) = (Arc::clone(&routes), Arc::clone(&alive), tool.to_owned());
     tokio::spawn(async move {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let Ok(msg) = serde_json::from_str::<Value>(&line) else {
-                tracing::debug!(tool = %tool_name, "MCP server wrote a non-JSON line");
-                continue;
-            };
-            let id = msg.get("id").cloned();
-            let is_request = msg.get("method").is_some();
-            match (id, is_request) {
-                (Some(id), false) => {
-                    let sender = p.lock().ok().and_then(|mut m| m.remove(&id_key(&id)));
-                    if let Some(s) = sender {
-                        let _ = s.send(msg);
-                    }
-                }
-                (Some(id), true) => {
-                    let _ = reply_tx
-                        .send(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "not supported through the writ gateway"}}))
-                        .await;
-                }
-                (None, _) => {}
-            }
-        }
+        route_output(stdout, r, tool_name).await;
         a.store(false, Ordering::SeqCst);
-        if let Ok(mut m) = p.lock() {
-            m.clear();
-        }
     });
     let tool_name = tool.to_owned();
     tokio::spawn(async move {
@@ -298,25 +283,15 @@ fn spawn_shared(
             tracing::debug!(tool = %tool_name, "mcp server: {line}");
         }
     });
-    let session = Arc::new(Session {
+    Ok(Arc::new(Session {
         tool: tool.to_owned(),
         owner,
-        stdin,
+        stdin: Mutex::new(stdin),
         child: Mutex::new(child),
-        pending,
+        routes,
         alive,
         last_used: std::sync::Mutex::new(Instant::now()),
-    });
-    let writer = Arc::downgrade(&session);
-    tokio::spawn(async move {
-        while let Some(reply) = reply_rx.recv().await {
-            let Some(s) = writer.upgrade() else { break };
-            if s.write(&reply).await.is_err() {
-                break;
-            }
-        }
-    });
-    Ok(session)
+    }))
 }
 
 impl Session {
@@ -329,32 +304,64 @@ impl Session {
     }
 }
 
+/// The session `headers` name, if `ctx`'s task opened it for this tool.
+async fn session_for(
+    ctx: &Owned,
+    headers: &HeaderMap,
+) -> Result<Option<(String, Arc<Session>)>, GatewayError> {
+    let task = ctx.caller.claims.task.clone().unwrap_or_default();
+    let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let s = ctx
+        .gw
+        .sessions
+        .get(id)
+        .await
+        .filter(|s| {
+            s.owner.task == task
+                && s.tool == ctx.tool.name.as_str()
+                && s.alive.load(Ordering::SeqCst)
+        })
+        .ok_or_else(|| GatewayError::NotFound("unknown or ended MCP session".into()))?;
+    s.owner.used_with(&ctx.caller);
+    if let Ok(mut t) = s.last_used.lock() {
+        *t = Instant::now();
+    }
+    Ok(Some((id.to_owned(), s)))
+}
+
+fn accepts_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
+}
+
+fn session_headers(id: &str) -> HeaderMap {
+    let mut extra = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(id) {
+        extra.insert(SESSION_HEADER, v);
+    }
+    extra
+}
+
+/// The answer a request gets when the server gave none in time.
+fn unanswered(id: &Value, why: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603, "message": why}})
+}
+
 pub(crate) async fn post(
-    c: Call<'_>,
+    ctx: Owned,
     command: &[String],
     headers: &HeaderMap,
     ins: Inspected,
 ) -> Result<Response, GatewayError> {
-    let Call {
-        gw, caller, tool, ..
-    } = c;
-    let task = caller.claims.task.clone().unwrap_or_default();
-    let given = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok());
-    let (session_id, session) = match given {
-        Some(id) => {
-            let s = gw
-                .sessions
-                .get(id)
-                .await
-                .filter(|s| {
-                    s.owner.task == task
-                        && s.tool == tool.name.as_str()
-                        && s.alive.load(Ordering::SeqCst)
-                })
-                .ok_or_else(|| GatewayError::NotFound("unknown or ended MCP session".into()))?;
-            s.owner.used_with(caller);
-            (id.to_owned(), s)
-        }
+    let c = ctx.call();
+    let (gw, caller, tool) = (c.gw, c.caller, c.tool);
+    let (session_id, session) = match session_for(&ctx, headers).await? {
+        Some(found) => found,
         None => {
             let initializing = ins
                 .forward
@@ -368,31 +375,39 @@ pub(crate) async fn post(
             open(gw, command, tool.name.as_str(), caller).await?
         }
     };
-    if let Ok(mut t) = session.last_used.lock() {
-        *t = Instant::now();
-    }
-    let mut waiting = Vec::new();
-    for id in &ins.requests {
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut m) = session.pending.lock() {
-            m.insert(id_key(id), tx);
+    let extra = session_headers(&session_id);
+    let tokens: Vec<Value> = ins
+        .forward
+        .iter()
+        .filter_map(|m| m.pointer("/params/_meta/progressToken").cloned())
+        .collect();
+    let (tx, mut rx) = mpsc::channel(POST_QUEUE);
+    let streams = accepts_stream(headers);
+    let waiting = match session.routes.lock() {
+        Ok(mut r) => Waiting {
+            routes: Arc::clone(&session.routes),
+            n: r.open_post(tx, streams, &ins.requests, &tokens),
+        },
+        Err(_) => {
+            return Err(GatewayError::BadGateway(format!(
+                "the MCP session of tool {} is broken",
+                tool.name
+            )));
         }
-        waiting.push(rx);
-    }
+    };
     for m in &ins.forward {
         session.write(m).await.map_err(|e| {
             tracing::warn!(tool = %tool.name, error = %e, "cannot write to an MCP server");
             GatewayError::BadGateway(format!("the MCP server of tool {} is gone", tool.name))
         })?;
     }
+    let mut open: HashSet<String> = ins.requests.iter().map(id_key).collect();
     let mut answers = Vec::new();
-    for rx in waiting {
-        match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
-            Ok(Ok(mut a)) => {
-                filter(c, &ins.lists, &mut a);
-                answers.push(a);
-            }
-            Ok(Err(_)) => {
+    // JSON while only answers come; a stream once anything else must pass.
+    while !open.is_empty() {
+        let msg = match tokio::time::timeout(ANSWER_TIMEOUT, rx.recv()).await {
+            Ok(Some(m)) => m,
+            Ok(None) => {
                 return Err(GatewayError::BadGateway(format!(
                     "the MCP server of tool {} exited",
                     tool.name
@@ -404,13 +419,120 @@ pub(crate) async fn post(
                     tool.name
                 )));
             }
+        };
+        if msg.get("method").is_some() {
+            let mut first = answers;
+            first.push(msg);
+            return Ok(stream_answers(ctx, waiting, rx, first, open, ins, &extra));
         }
+        if let Some(id) = msg.get("id") {
+            open.remove(&id_key(id));
+        }
+        answers.push(msg);
     }
-    let mut extra = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&session_id) {
-        extra.insert(SESSION_HEADER, v);
+    drop(waiting);
+    for a in &mut answers {
+        filter(c, &ins.lists, a);
     }
     Ok(answer(ins.single, answers, ins.refused, &extra))
+}
+
+/// The rest of a POST's answer as an event stream: `first`, then what
+/// comes until every request in `open` is answered, then the refusals.
+fn stream_answers(
+    ctx: Owned,
+    waiting: Waiting,
+    rx: mpsc::Receiver<Value>,
+    first: Vec<Value>,
+    open: HashSet<String>,
+    ins: Inspected,
+    extra: &HeaderMap,
+) -> Response {
+    struct State {
+        rx: mpsc::Receiver<Value>,
+        queued: VecDeque<Value>,
+        open: HashSet<String>,
+        requests: Vec<Value>,
+        _waiting: Waiting,
+    }
+    let state = State {
+        rx,
+        queued: first.into(),
+        open,
+        requests: ins.requests,
+        _waiting: waiting,
+    };
+    let events = futures_util::stream::unfold(state, |mut st| async move {
+        if let Some(m) = st.queued.pop_front() {
+            return Some((Ok::<_, std::convert::Infallible>(message_event(&m)), st));
+        }
+        if st.open.is_empty() {
+            return None;
+        }
+        let why = match tokio::time::timeout(STREAM_IDLE, st.rx.recv()).await {
+            Ok(Some(m)) => {
+                if m.get("method").is_none()
+                    && let Some(id) = m.get("id")
+                {
+                    st.open.remove(&id_key(id));
+                }
+                return Some((Ok(message_event(&m)), st));
+            }
+            Ok(None) => "the MCP server exited",
+            Err(_) => "the MCP server did not answer in time",
+        };
+        // Whatever is still open gets an error, then the stream ends.
+        let open = std::mem::take(&mut st.open);
+        st.queued = st
+            .requests
+            .iter()
+            .filter(|id| open.contains(&id_key(id)))
+            .map(|id| unanswered(id, why))
+            .collect();
+        let m = st.queued.pop_front()?;
+        Some((Ok(message_event(&m)), st))
+    });
+    respond(ctx, Lists::Ids(ins.lists), events, ins.refused, extra)
+}
+
+/// The session's GET stream: the server's requests and notifications that
+/// no POST carries, starting with those kept while none was open. A new
+/// GET takes over from an older one.
+pub(crate) async fn get(ctx: Owned, headers: &HeaderMap) -> Result<Response, GatewayError> {
+    let Some((id, session)) = session_for(&ctx, headers).await? else {
+        return Err(GatewayError::BadRequest("missing Mcp-Session-Id".into()));
+    };
+    if !accepts_stream(headers) {
+        return Err(GatewayError::BadRequest(
+            "the GET stream needs Accept: text/event-stream".into(),
+        ));
+    }
+    let (tx, rx) = mpsc::channel(MAX_BACKLOG + POST_QUEUE);
+    match session.routes.lock() {
+        Ok(mut r) => {
+            for m in r.backlog.drain(..) {
+                let _ = tx.try_send(m);
+            }
+            r.get = Some(tx);
+        }
+        Err(_) => {
+            return Err(GatewayError::BadGateway(format!(
+                "the MCP session of tool {} is broken",
+                ctx.tool.name
+            )));
+        }
+    }
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        let m = rx.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(message_event(&m)), rx))
+    });
+    Ok(respond(
+        ctx,
+        Lists::Any,
+        events,
+        Vec::new(),
+        &session_headers(&id),
+    ))
 }
 
 /// Opens a session for `caller`'s task, within the limits.

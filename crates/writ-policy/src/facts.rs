@@ -202,15 +202,39 @@ pub struct CallRequest<'a> {
     /// The path below the tool's prefix, starting with `/`.
     pub path: &'a str,
     pub query: &'a str,
-    /// For MCP: the JSON-RPC method (`tools/call`, `tools/list`, ...).
+    /// For MCP: the JSON-RPC method (`tools/call`, `resources/read`, ...).
     pub mcp_method: Option<&'a str>,
     /// For MCP `tools/call`: the tool's name.
     pub mcp_tool: Option<&'a str>,
-    /// For MCP `tools/call`: the arguments as compact JSON text.
+    /// For MCP `resources/read`, `resources/subscribe`,
+    /// `resources/unsubscribe`, and `completion/complete` on a resource
+    /// template: the resource's URI (or URI template).
+    pub mcp_resource: Option<&'a str>,
+    /// For MCP `prompts/get`, and `completion/complete` on a prompt: the
+    /// prompt's name.
+    pub mcp_prompt: Option<&'a str>,
+    /// For MCP `tools/call` and `prompts/get`: the arguments, and for
+    /// `completion/complete` the argument completed, as compact JSON text.
     pub arguments: Option<&'a str>,
 }
 
 impl<'a> CallRequest<'a> {
+    /// One MCP request a client POSTed to `path`: the facts of its method
+    /// and of what it names. Every enforcement point that decides an MCP
+    /// message builds its request here.
+    pub fn mcp(path: &'a str, named: &'a writ_core::mcp::Named) -> Self {
+        Self {
+            method: "POST",
+            path,
+            query: "",
+            mcp_method: Some(&named.method),
+            mcp_tool: named.tool.as_deref(),
+            mcp_resource: named.resource.as_deref(),
+            mcp_prompt: named.prompt.as_deref(),
+            arguments: named.arguments.as_deref(),
+        }
+    }
+
     /// The request an approval of `agent`'s call on `tool` is about (its
     /// window is the broker's to set).
     pub fn to_approval(
@@ -226,6 +250,8 @@ impl<'a> CallRequest<'a> {
             query: self.query.to_owned(),
             mcp_method: self.mcp_method.map(str::to_owned),
             mcp_tool: self.mcp_tool.map(str::to_owned),
+            mcp_resource: self.mcp_resource.map(str::to_owned),
+            mcp_prompt: self.mcp_prompt.map(str::to_owned),
             arguments: self.arguments.map(str::to_owned),
             window_secs: 0,
             used_at: None,
@@ -240,6 +266,8 @@ impl<'a> CallRequest<'a> {
             query: &call.query,
             mcp_method: call.mcp_method.as_deref(),
             mcp_tool: call.mcp_tool.as_deref(),
+            mcp_resource: call.mcp_resource.as_deref(),
+            mcp_prompt: call.mcp_prompt.as_deref(),
             arguments: call.arguments.as_deref(),
         }
     }

@@ -113,6 +113,8 @@ impl PolicySet {
                 let optional = [
                     ("mcp_method", r.mcp_method),
                     ("mcp_tool", r.mcp_tool),
+                    ("mcp_resource", r.mcp_resource),
+                    ("mcp_prompt", r.mcp_prompt),
                     ("arguments", r.arguments),
                 ];
                 for (k, v) in optional {

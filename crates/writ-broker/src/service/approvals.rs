@@ -54,6 +54,12 @@ fn fingerprint(task: &Task, call: &ApprovalCall) -> String {
         call.mcp_tool,
         call.arguments,
     ]);
+    // Named resources and prompts extend the fingerprint only when present,
+    // so calls held before they were facts are found again as they were.
+    let facts = match (&call.mcp_resource, &call.mcp_prompt) {
+        (None, None) => facts,
+        (r, p) => serde_json::json!([facts, r, p]),
+    };
     super::hash_secret(&facts.to_string())
 }
 

@@ -362,6 +362,8 @@ impl Broker {
                 query: &r.query,
                 mcp_method: r.mcp_method.as_deref(),
                 mcp_tool: r.mcp_tool.as_deref(),
+                mcp_resource: r.mcp_resource.as_deref(),
+                mcp_prompt: r.mcp_prompt.as_deref(),
                 arguments: arguments.as_deref(),
             });
         let Some(t) = &task else {

@@ -196,6 +196,10 @@ pub struct ApprovalCall {
     pub mcp_method: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp_tool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_prompt: Option<String>,
     /// MCP arguments as compact JSON text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<String>,

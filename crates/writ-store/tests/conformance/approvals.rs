@@ -25,6 +25,8 @@ pub(crate) fn call_approval_record(task: &Task, path: &str, requested_at: Timest
             query: String::new(),
             mcp_method: None,
             mcp_tool: None,
+            mcp_resource: None,
+            mcp_prompt: None,
             arguments: None,
             window_secs: 0,
             used_at: None,

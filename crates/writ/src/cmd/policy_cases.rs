@@ -106,6 +106,8 @@ pub struct RequestSpec {
     pub query: String,
     pub mcp_method: Option<String>,
     pub mcp_tool: Option<String>,
+    pub mcp_resource: Option<String>,
+    pub mcp_prompt: Option<String>,
     /// MCP arguments, as a JSON value (compacted as the gateway does).
     pub arguments: Option<serde_json::Value>,
 }
@@ -324,6 +326,8 @@ pub fn with_facts<T>(case: &Case, f: impl FnOnce(&Facts<'_>) -> T) -> anyhow::Re
                 query: &q.query,
                 mcp_method: q.mcp_method.as_deref(),
                 mcp_tool: q.mcp_tool.as_deref(),
+                mcp_resource: q.mcp_resource.as_deref(),
+                mcp_prompt: q.mcp_prompt.as_deref(),
                 arguments: r.arguments.as_deref(),
             });
             let Some(req) = req else {

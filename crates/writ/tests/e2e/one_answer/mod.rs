@@ -135,6 +135,15 @@ pub(crate) async fn recorder() -> Recorder {
                         let method = first.next().unwrap_or_default().to_owned();
                         let path = first.next().unwrap_or_default().to_owned();
                         let answer = match serde_json::from_str::<Value>(&body) {
+                            // Listings name one item policy lets through and one it keeps back.
+                            Ok(v) if v["method"] == "resources/list" => json!({
+                                "jsonrpc": "2.0",
+                                "id": v["id"],
+                                "result": {"resources": [
+                                    {"uri": "demo://runbook", "name": "runbook"},
+                                    {"uri": "file:///etc/passwd", "name": "passwd"}
+                                ]}
+                            }),
                             Ok(v) if v.get("jsonrpc").is_some() => json!({
                                 "jsonrpc": "2.0",
                                 "id": v["id"],
@@ -306,3 +315,4 @@ pub(crate) fn count_of(counts: &BTreeMap<String, u64>, agent: &str) -> u64 {
 
 mod counts;
 mod held;
+mod mcp_methods;

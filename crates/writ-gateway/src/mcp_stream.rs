@@ -1,0 +1,253 @@
+//! MCP messages relayed as server-sent events, one event at a time: each
+//! event's JSON-RPC message is inspected on its way (`tools/list` answers
+//! filtered), its id and name kept (`Last-Event-ID` resumption), and the
+//! gateway's own refusals for the same POST appended when the stream ends.
+//!
+//! A stream ends when the token that opened it is revoked or expires, or
+//! the gateway's revocation view goes stale (what is refused stays
+//! refused); after [`MAX_STREAM`] (the client reconnects); when one event
+//! passes [`MAX_EVENT`] bytes; and when the client stops reading for
+//! [`MAX_STREAM`] (a slow client holds at most a few events in memory: the
+//! upstream is read only as fast as the client reads).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt as _};
+use serde_json::Value;
+use sse_stream::{Sse, SseByteStream};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use writ_core::api::Tool;
+
+use crate::auth::Caller;
+use crate::gateway::Gateway;
+use crate::mcp_messages::{Call, filter, filter_listing};
+use crate::state::Bundle;
+
+/// Longest a stream lasts; the client reconnects (with `Last-Event-ID`
+/// where the server keeps events).
+pub(crate) const MAX_STREAM: Duration = Duration::from_secs(3600);
+/// Largest single event read from an upstream.
+pub(crate) const MAX_EVENT: usize = 16 * 1024 * 1024;
+/// Events encoded ahead of a client that reads slowly.
+const AHEAD: usize = 8;
+
+/// One MCP request's context, owned, for a stream that outlives the handler.
+#[derive(Clone)]
+pub(crate) struct Owned {
+    pub gw: Arc<Gateway>,
+    pub bundle: Arc<Bundle>,
+    pub caller: Caller,
+    pub tool: Tool,
+    pub path: String,
+}
+
+impl Owned {
+    pub(crate) fn call(&self) -> Call<'_> {
+        Call {
+            gw: &self.gw,
+            bundle: &self.bundle,
+            caller: &self.caller,
+            tool: &self.tool,
+            path: &self.path,
+        }
+    }
+
+    /// Whether the token that opened the stream still counts.
+    fn still_valid(&self) -> bool {
+        let now = self.gw.view.now().secs();
+        let claims = &self.caller.claims;
+        self.gw.view.fresh()
+            && !self.gw.view.is_revoked(&claims.jti)
+            && now <= claims.exp.saturating_add(writ_core::token::LEEWAY_SECS)
+    }
+}
+
+/// Which answers on a stream are `tools/list` results to filter.
+pub(crate) enum Lists {
+    /// Answers to these request ids (a POST's own stream).
+    Ids(HashSet<String>),
+    /// Any answer shaped like one (a GET stream, which may replay a POST's
+    /// events on resumption).
+    Any,
+}
+
+impl Lists {
+    fn filter(&self, c: Call<'_>, msg: &mut Value) {
+        match self {
+            Lists::Ids(ids) => filter(c, ids, msg),
+            Lists::Any => {
+                if msg.get("method").is_none() {
+                    filter_listing(c, msg);
+                }
+            }
+        }
+    }
+}
+
+/// The events of an upstream's SSE body; an event past [`MAX_EVENT`]
+/// bytes ends it with an error.
+pub(crate) fn events_of(
+    resp: reqwest::Response,
+) -> impl Stream<Item = Result<Sse, sse_stream::Error>> + Send + 'static {
+    let pending = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&pending);
+    let bytes = resp.bytes_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        let held = counted.fetch_add(chunk.len(), Ordering::SeqCst) + chunk.len();
+        if held > MAX_EVENT {
+            return Err(std::io::Error::other(format!(
+                "an event over {MAX_EVENT} bytes"
+            )));
+        }
+        Ok(chunk)
+    });
+    // Bytes held count from the last event out.
+    SseByteStream::new(bytes).inspect(move |_| pending.store(0, Ordering::SeqCst))
+}
+
+/// An SSE event carrying one JSON-RPC message.
+pub(crate) fn message_event(msg: &Value) -> Sse {
+    Sse::default().event("message").data(msg.to_string())
+}
+
+fn inspect_event(c: Call<'_>, lists: &Lists, mut ev: Sse) -> Sse {
+    let parsed = ev
+        .data
+        .as_deref()
+        .and_then(|d| serde_json::from_str::<Value>(d).ok());
+    if let Some(mut v) = parsed {
+        match &mut v {
+            Value::Array(items) => items.iter_mut().for_each(|m| lists.filter(c, m)),
+            m => lists.filter(c, m),
+        }
+        ev.data = Some(v.to_string());
+    }
+    ev
+}
+
+/// Relays `events` to the client as they come, inspected, then `trailer`
+/// (the gateway's refusals), with `keep`'s headers.
+pub(crate) fn respond<S, E>(
+    ctx: Owned,
+    lists: Lists,
+    events: S,
+    trailer: Vec<Value>,
+    keep: &HeaderMap,
+) -> Response
+where
+    S: Stream<Item = Result<Sse, E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(AHEAD);
+    tokio::spawn(async move {
+        let deadline = Instant::now() + MAX_STREAM;
+        let mut events = Box::pin(events);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let send = |bytes: Bytes| {
+            let tx = tx.clone();
+            async move {
+                tokio::select! {
+                    r = tx.send(Ok(bytes)) => r.is_ok(),
+                    () = sleep_until(deadline) => false,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                e = events.next() => e,
+                _ = tick.tick() => {
+                    if tx.is_closed() {
+                        // The client went away: so does the upstream stream.
+                        return;
+                    }
+                    if ctx.still_valid() { continue } else { break }
+                }
+                () = sleep_until(deadline) => break,
+            };
+            let ev = match next {
+                Some(Ok(ev)) => ev,
+                Some(Err(e)) => {
+                    tracing::warn!(tool = %ctx.tool.name, error = %e, "MCP event stream broke off");
+                    break;
+                }
+                None => break,
+            };
+            if !ctx.still_valid() {
+                break;
+            }
+            let ev = inspect_event(ctx.call(), &lists, ev);
+            let Ok(bytes) = ev.encode() else { continue };
+            if !send(bytes).await {
+                // The client went away or stopped reading.
+                return;
+            }
+        }
+        drop(events);
+        for refusal in trailer {
+            if let Ok(bytes) = message_event(&refusal).encode()
+                && !send(bytes).await
+            {
+                return;
+            }
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    let h = resp.headers_mut();
+    for (k, v) in keep {
+        h.insert(k.clone(), v.clone());
+    }
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
+    use super::*;
+
+    #[tokio::test]
+    async fn an_event_past_the_limit_ends_the_stream_and_those_before_pass_whole() {
+        let first = Bytes::from_static(b"id: 7\nevent: message\ndata: {\"jsonrpc\":\"2.0\"}\n\n");
+        let chunk = Bytes::from(format!("data: {}\n", "x".repeat(1024 * 1024)));
+        let chunks: Vec<Result<Bytes, std::io::Error>> = std::iter::once(Ok(first))
+            .chain((0..20).map(|_| Ok(chunk.clone())))
+            .collect();
+        let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+        let resp = reqwest::Response::from(axum::http::Response::new(body));
+        let got: Vec<_> = events_of(resp).collect().await;
+        assert_eq!(got.len(), 2, "one event, then the error");
+        let ev = got[0].as_ref().unwrap();
+        assert_eq!(ev.id.as_deref(), Some("7"));
+        assert_eq!(ev.data.as_deref(), Some(r#"{"jsonrpc":"2.0"}"#));
+        assert!(
+            got[1].is_err(),
+            "an event over {MAX_EVENT} bytes is not read on"
+        );
+    }
+
+    #[test]
+    fn events_keep_their_id_and_name() {
+        let ev = Sse::default()
+            .event("message")
+            .id("17")
+            .data(r#"{"jsonrpc":"2.0","method":"notifications/progress"}"#);
+        let text = String::from_utf8(ev.encode().unwrap().to_vec()).unwrap();
+        assert!(text.contains("id: 17") || text.contains("id:17"), "{text}");
+        assert!(text.contains("event: message") || text.contains("event:message"));
+    }
+}
