@@ -86,6 +86,15 @@ async def interrupted(ctx: Context) -> str:
     return "resumed"
 
 
+@server.tool()
+async def flood(count: int, size: int, ctx: Context) -> str:
+    """Reports progress `count` times, each with a message of `size` bytes,
+    as fast as it can, then answers."""
+    for step in range(count):
+        await ctx.report_progress(step, count, "x" * size)
+    return "flooded"
+
+
 class Events(EventStore):
     """Every event, in memory, for replay after Last-Event-ID."""
 

@@ -25,7 +25,7 @@ from test_gateway import (complete, free_port, register_tool, task_and_tool_toke
                           wait_ready)
 
 SERVER = pathlib.Path(__file__).with_name("mcp_stream_server.py")
-TOOLS = ["countdown", "ask_model", "ask_person", "roots", "announce", "interrupted"]
+TOOLS = ["countdown", "ask_model", "ask_person", "roots", "announce", "interrupted", "flood"]
 
 
 def start_http_server(*extra):
@@ -322,3 +322,180 @@ def test_a_dns_rebinding_protected_upstream_accepts_the_gateways_requests(writ):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+RAW = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}}
+
+
+def messages_of(r):
+    """The JSON-RPC messages of an answer, JSON or an event stream."""
+    if r.headers.get("content-type", "").startswith("text/event-stream"):
+        return [json.loads(line[5:]) for line in r.text.splitlines()
+                if line.startswith("data:") and line[5:].strip()]
+    body = r.json()
+    return body if isinstance(body, list) else [body]
+
+
+def raw_session(http, url, token):
+    h = {**RAW, "Authorization": f"Bearer {token}"}
+    r = http.post(url, json=INIT, headers=h)
+    assert r.status_code == 200, r.text
+    h["Mcp-Session-Id"] = r.headers["mcp-session-id"]
+    http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=h)
+    return h
+
+
+def register_streams(writ, name, kind):
+    if kind == "http":
+        proc, port = start_http_server()
+        upstream = {"kind": "mcp", "url": f"http://127.0.0.1:{port}/mcp"}
+    else:
+        proc = None
+        upstream = {"kind": "mcp-stdio", "command": [sys.executable, str(SERVER), "stdio"]}
+    register_tool(writ, {"name": name, "audience": f"urn:mcp:{name}", "scopes": TOOLS,
+                         "attributes": {"protocol": "mcp"}, "upstream": upstream})
+    wait_ready(writ)
+    wait_for_tool(writ, name)
+    return proc
+
+
+def test_two_requests_with_the_same_id_on_one_stdio_session_each_get_their_own_answer(writ):
+    """A slow call and a tools/list with the same JSON-RPC id, on two POSTs
+    of one session: neither gets the other's answer (the gateway gives each
+    request an id of its own upstream)."""
+    register_streams(writ, "sameid", "stdio")
+    _, token = task_and_tool_token(writ, [{"tool": "sameid", "scopes": TOOLS}], "sameid", "countdown")
+    url = writ.gw("/sameid")
+    with httpx2.Client(timeout=20) as http:
+        h = raw_session(http, url, token)
+        got = {}
+
+        def call():
+            r = http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                     "params": {"name": "countdown", "arguments": {}}}, headers=h)
+            got["call"] = (r.status_code, messages_of(r))
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        time.sleep(0.5)
+        r = http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers=h)
+        listed = messages_of(r)
+        caller.join(20)
+    assert [m["id"] for m in listed] == [1], listed
+    assert [t["name"] for t in listed[0]["result"]["tools"]] == ["countdown"], "filtered to the token's scope"
+    status, called = got["call"]
+    assert status == 200, called
+    assert [m["id"] for m in called if "method" not in m] == [1], called
+    assert "liftoff" in json.dumps(called[-1]["result"]), called
+
+
+@pytest.mark.parametrize("kind", ["http", "stdio"])
+def test_a_tools_list_cannot_dodge_the_filter_with_an_id_the_server_rewrites(writ, kind):
+    """`1.0`, `1e0` or 2^53+1 may come back from a server as another id: such
+    ids are refused as invalid requests, and no tool outside the token's
+    scopes is ever listed."""
+    proc = register_streams(writ, "dodge", kind)
+    try:
+        _, token = task_and_tool_token(writ, [{"tool": "dodge", "scopes": TOOLS}], "dodge", "countdown")
+        url = writ.gw("/dodge")
+        with httpx2.Client(timeout=20) as http:
+            h = raw_session(http, url, token)
+            for raw in ["1.0", "1e0", "9007199254740993", "-9007199254740993", "null"]:
+                body = '{"jsonrpc":"2.0","id":%s,"method":"tools/list"}' % raw
+                r = http.post(url, content=body.encode(), headers=h)
+                assert r.status_code in (200, 400), r.text
+                for m in messages_of(r):
+                    assert m.get("error", {}).get("code") == -32600, (raw, m)
+            batch = '[{"jsonrpc":"2.0","id":1e0,"method":"tools/list"},{"jsonrpc":"2.0","id":"ok","method":"tools/list"}]'
+            r = http.post(url, content=batch.encode(), headers=h)
+            answers = messages_of(r)
+            assert sorted(json.dumps(m.get("id")) for m in answers) == ['"ok"', "null"], answers
+            for m in answers:
+                if "result" in m:
+                    assert [t["name"] for t in m["result"]["tools"]] == ["countdown"], m
+                else:
+                    assert m["error"]["code"] == -32600, m
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(10)
+
+
+@pytest.mark.parametrize("kind", ["http", "stdio"])
+def test_an_open_stream_ends_when_its_agent_is_quarantined(writ, kind):
+    """What the gateway refuses stays refused: quarantining the agent ends
+    the GET stream its token opened."""
+    proc = register_streams(writ, "quarantined", kind)
+    try:
+        _, token = task_and_tool_token(writ, [{"tool": "quarantined", "scopes": TOOLS}], "quarantined",
+                                       "countdown")
+        url = writ.gw("/quarantined")
+        with httpx2.Client(timeout=30) as http:
+            h = raw_session(http, url, token)
+            with http.stream("GET", url, headers=h) as r:
+                assert r.status_code == 200
+                assert r.headers["content-type"].startswith("text/event-stream")
+
+                def quarantine():
+                    time.sleep(0.5)
+                    requests.post(writ.url("/v1/agents/demo-agent/quarantine"),
+                                  headers=writ.admin).raise_for_status()
+
+                threading.Thread(target=quarantine, daemon=True).start()
+                start = time.monotonic()
+                for _ in r.iter_lines():
+                    pass
+                ended = time.monotonic() - start
+            assert ended < 8, ended
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(10)
+
+
+def test_a_get_with_last_event_id_needs_its_own_session(writ):
+    """Resumption replays a session's events: without a session the task
+    owns, a GET with Last-Event-ID is refused before the server sees it."""
+    proc = register_streams(writ, "resume", "http")
+    try:
+        _, token = task_and_tool_token(writ, [{"tool": "resume", "scopes": TOOLS}], "resume", "countdown")
+        h = {**RAW, "Authorization": f"Bearer {token}", "Last-Event-ID": "1"}
+        r = requests.get(writ.gw("/resume"), headers=h, timeout=10)
+        assert r.status_code == 400, r.text
+        assert "Mcp-Session-Id" in r.text
+        r = requests.get(writ.gw("/resume"), headers={**h, "Mcp-Session-Id": "not-ours"}, timeout=10)
+        assert r.status_code == 404, r.text
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_client_that_stops_reading_a_stream_does_not_stall_its_stdio_session(writ):
+    """A POST whose client stops reading while the server floods it: the
+    session's other requests are answered at once, and that POST's stream
+    ends with an error for its call instead of holding the session up."""
+    register_streams(writ, "flooded", "stdio")
+    _, token = task_and_tool_token(writ, [{"tool": "flooded", "scopes": TOOLS}], "flooded", "flood")
+    url = writ.gw("/flooded")
+    with httpx2.Client(timeout=30) as http:
+        h = raw_session(http, url, token)
+        call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "flood", "arguments": {"count": 400, "size": 100_000}, "_meta": {"progressToken": "f"}}}
+        with http.stream("POST", url, json=call, headers=h) as flooded:
+            assert flooded.status_code == 200
+            assert flooded.headers["content-type"].startswith("text/event-stream")
+            time.sleep(4)
+            start = time.monotonic()
+            r = http.post(url, json={"jsonrpc": "2.0", "id": "p", "method": "ping"}, headers=h)
+            elapsed = time.monotonic() - start
+            assert r.status_code == 200, r.text
+            assert [m["id"] for m in messages_of(r)] == ["p"]
+            assert elapsed < 5, elapsed
+            last = None
+            for line in flooded.iter_lines():
+                if line.startswith("data:") and line[5:].strip():
+                    last = json.loads(line[5:])
+        assert last["id"] == 1 and last["error"]["code"] == -32603, str(last)[:300]
+        assert "did not read" in last["error"]["message"]

@@ -1,11 +1,15 @@
 //! The one place errors become HTTP responses.
 //!
 //! `ApiError` answers RFC 9457 problem details; `OAuthError` answers the
-//! RFC 6749 §5.2 form on `/oauth2/*`. Internal causes are logged here and
-//! never sent to the client.
+//! RFC 6749 §5.2 form on `/oauth2/*`. The broker's logic answers
+//! [`writ_authority::Error`]: the route chooses the form (by the error type
+//! its handler returns), the variant chooses the status and the code.
+//! Internal causes are logged here and never sent to the client.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use writ_authority::error::store_cause;
+use writ_authority::{Binding, Error, GrantError};
 use writ_core::api::{OAuthErrorBody, Problem};
 use writ_policy::Decision;
 use writ_store::StoreError;
@@ -54,26 +58,58 @@ pub enum ApiError {
     Internal(String),
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+/// The one mapping of the broker's errors to problem details: the variant
+/// chooses the status.
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
         match e {
-            StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
-            StoreError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
-            StoreError::JoinToken(j) => ApiError::Unauthorized(format!("attestation failed: {j}")),
-            e @ StoreError::LastAdminCredential(_) => ApiError::Conflict(e.to_string()),
-            StoreError::Quarantined => ApiError::Forbidden("agent is quarantined".into()),
-            StoreError::InstanceRevoked => ApiError::Unauthorized("instance is revoked".into()),
-            StoreError::NotActive(s) => ApiError::Conflict(format!("task is not active ({s})")),
-            StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
-            StoreError::Closed => ApiError::Unavailable("store closed".into()),
-            StoreError::Corrupt(cause) => ApiError::Internal(cause),
+            Error::Invalid(d) => ApiError::BadRequest(d),
+            Error::Unauthenticated(d) => ApiError::Unauthorized(d),
+            Error::Forbidden(d) | Error::Quarantined(d) | Error::ApprovalRefused(d) => {
+                ApiError::Forbidden(d)
+            }
+            Error::Denied(decision) => ApiError::Denied(decision),
+            Error::NotFound(d) => ApiError::NotFound(d),
+            Error::Conflict(d) | Error::TaskEnded(d) => ApiError::Conflict(d),
+            Error::TooMany(d) => ApiError::TooManyRequests(d),
+            Error::RateLimited {
+                detail,
+                retry_after,
+            } => ApiError::RateLimited {
+                detail,
+                retry_after,
+            },
+            Error::Binding(b) => {
+                let detail = b.to_string();
+                match b {
+                    Binding::UseNonce { nonce } => ApiError::Dpop {
+                        error: "use_dpop_nonce",
+                        detail,
+                        nonce: Some(nonce),
+                    },
+                    Binding::ProofMissing | Binding::Proof(_) => ApiError::Dpop {
+                        error: "invalid_dpop_proof",
+                        detail,
+                        nonce: None,
+                    },
+                }
+            }
+            Error::Grant(GrantError::Denied(d)) => ApiError::Forbidden(d),
+            Error::Grant(g) => ApiError::BadRequest(g.to_string()),
+            Error::Store(e @ StoreError::Corrupt(_)) => ApiError::Internal(store_cause(&e)),
+            Error::Store(e @ (StoreError::Unavailable(_) | StoreError::Closed)) => {
+                ApiError::Unavailable(store_cause(&e))
+            }
+            Error::Store(answer) => Error::from(answer).into(),
+            Error::Unavailable(cause) => ApiError::Unavailable(cause),
+            Error::Internal(cause) => ApiError::Internal(cause),
         }
     }
 }
 
-impl From<writ_core::random::RandomError> for ApiError {
-    fn from(e: writ_core::random::RandomError) -> Self {
-        ApiError::Internal(e.to_string())
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Error::from(e).into()
     }
 }
 
@@ -269,9 +305,27 @@ impl From<ApiError> for OAuthError {
     }
 }
 
+/// The one mapping of the broker's errors to RFC 6749 §5.2 errors on
+/// `/oauth2/*`: a refused exchange says which of its parts was wrong;
+/// anything else answers as it would elsewhere, in this form.
+impl From<Error> for OAuthError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Grant(g) => match g {
+                GrantError::Invalid(d) => OAuthError::invalid_grant(d),
+                GrantError::Scope(d) => OAuthError::invalid_scope(d),
+                GrantError::Target(d) => OAuthError::invalid_target(d),
+                GrantError::Denied(d) => OAuthError::access_denied(d),
+                GrantError::UnsupportedType(d) => OAuthError::unsupported_grant_type(d),
+            },
+            other => ApiError::from(other).into(),
+        }
+    }
+}
+
 impl From<StoreError> for OAuthError {
     fn from(e: StoreError) -> Self {
-        ApiError::from(e).into()
+        Error::from(e).into()
     }
 }
 

@@ -2,39 +2,29 @@
 //! log, as an axum application.
 //!
 //! The HTTP layer (`routes`) only parses, authenticates and maps errors; the
-//! decisions live in `service`, which knows nothing of HTTP. `serve` takes a
-//! bound listener and a shutdown future, so tests start a broker on port 0.
+//! decisions live in `writ-authority`, which knows nothing of HTTP and
+//! answers errors in its own words; `error` turns them into responses.
+//! `serve` takes a bound listener and a shutdown future, so tests start a
+//! broker on port 0.
 
-mod attest_digest;
-pub mod bootstrap;
-mod config;
-mod dpop;
 mod error;
 mod extract;
-mod keys;
-mod limit;
-mod metrics;
 pub mod mtls;
-mod oidc;
 #[cfg(test)]
 mod one_answer_tests;
-mod policy_watch;
-mod replicas;
 mod routes;
-pub mod service;
-pub mod spiffe;
-mod sweeper;
 #[cfg(test)]
 mod tests;
 
 use std::future::Future;
 use std::sync::Arc;
 
-pub use bootstrap::{BootstrapError, DataDir, InitialPolicy, Opened, open};
-pub use config::{BrokerConfig, DEFAULT_ATTEST_PER_MINUTE};
 pub use error::{ApiError, OAuthError};
-pub use keys::KeyService;
-pub use service::Broker;
+pub use writ_authority::{
+    BootstrapError, Broker, BrokerConfig, DEFAULT_ATTEST_PER_MINUTE, DataDir, InitialPolicy,
+    KeyService, Opened, open, service, spiffe,
+};
+use writ_authority::{policy_watch, replicas, sweeper};
 
 /// Serves the broker on `listener` until `shutdown` completes; runs the
 /// lease sweeper, the reaper of database roles, the policy directory watcher and (on a shared store) the

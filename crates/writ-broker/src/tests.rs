@@ -226,7 +226,7 @@ async fn a_write_is_denied_by_default_and_audited() {
     let head = b.store.audit_head().await.unwrap();
     let err = b.start_task(&inst, req).await.unwrap_err();
     assert!(
-        matches!(err, crate::ApiError::Denied(ref d) if d.verdict() == writ_policy::Verdict::Deny)
+        matches!(err, writ_authority::Error::Denied(ref d) if d.verdict() == writ_policy::Verdict::Deny)
     );
     assert_eq!(b.store.audit_head().await.unwrap(), head + 1);
 }

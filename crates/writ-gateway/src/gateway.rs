@@ -78,6 +78,7 @@ pub struct Gateway {
     pub(crate) upstream: reqwest::Client,
     pub(crate) sessions: stdio::Sessions,
     pub(crate) mcp_owners: mcp::SessionOwners,
+    pub(crate) mcp_streams: crate::mcp_stream::OpenStreams,
     /// What keeps the view current (bundle, JWKS, revocations, decision
     /// delivery, session sweeping): owned here, stopped by [`Gateway::stop`].
     background: std::sync::Mutex<tokio::task::JoinSet<()>>,
@@ -103,6 +104,7 @@ impl Gateway {
             upstream,
             sessions: stdio::Sessions::default(),
             mcp_owners: mcp::SessionOwners::default(),
+            mcp_streams: crate::mcp_stream::OpenStreams::default(),
             background: std::sync::Mutex::new(tokio::task::JoinSet::new()),
         });
         let mut tasks = tokio::task::JoinSet::new();

@@ -23,7 +23,7 @@ use crate::auth::Caller;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::mcp_messages::{Inspected, answer, filter, inspect, json_response};
-use crate::mcp_stream::{Lists, Owned, events_of, respond};
+use crate::mcp_stream::{MAX_STREAMS_PER_TASK, Owned, StreamSlot, events_of, respond};
 use crate::proxy::{public_base, relay, upstream_headers};
 use crate::state::Bundle;
 
@@ -196,7 +196,29 @@ pub(crate) async fn handle(
         }
         (Method::GET | Method::DELETE, Upstream::Mcp { url, .. }) => {
             // `Last-Event-ID` is among the headers passed on: resumption
-            // is the server's.
+            // is the server's, within a session the task owns (checked
+            // above), so that one task cannot replay another's events.
+            if req.method() == Method::GET
+                && sid.is_none()
+                && req.headers().contains_key("last-event-id")
+            {
+                return Err(GatewayError::BadRequest(
+                    "Last-Event-ID resumes a stream of an MCP session: send its Mcp-Session-Id"
+                        .into(),
+                ));
+            }
+            let owned = Owned {
+                gw: Arc::clone(gw),
+                bundle: Arc::clone(bundle),
+                caller: caller.clone(),
+                tool: tool.clone(),
+                path,
+            };
+            let slot = if req.method() == Method::GET {
+                Some(stream_slot(&owned)?)
+            } else {
+                None
+            };
             let headers = upstream_headers(req.headers(), caller, tool, gw, peer)?;
             let resp = gw
                 .upstream
@@ -206,21 +228,9 @@ pub(crate) async fn handle(
                 .await
                 .map_err(|e| GatewayError::upstream(tool.name.as_str(), &e))?;
             if req.method() == Method::GET && resp.status().is_success() && is_sse(&resp) {
-                let owned = Owned {
-                    gw: Arc::clone(gw),
-                    bundle: Arc::clone(bundle),
-                    caller: caller.clone(),
-                    tool: tool.clone(),
-                    path,
-                };
                 let keep = kept_headers(resp.headers());
-                return Ok(respond(
-                    owned,
-                    Lists::Any,
-                    events_of(resp),
-                    Vec::new(),
-                    &keep,
-                ));
+                let events = held_by(events_of(resp), slot);
+                return Ok(respond(owned, events, Vec::new(), &keep));
             }
             Ok(relay(resp, url, &public_base(gw, tool)))
         }
@@ -239,6 +249,34 @@ pub(crate) async fn handle(
         }
         _ => Err(GatewayError::MethodNotAllowed),
     }
+}
+
+/// A place for one more stream of the caller's task from an HTTP upstream.
+fn stream_slot(owned: &Owned) -> Result<StreamSlot, GatewayError> {
+    owned
+        .gw
+        .mcp_streams
+        .take(&owned.stream_key())
+        .ok_or_else(|| GatewayError::Forbidden {
+            reason: format!(
+                "a task may have at most {MAX_STREAMS_PER_TASK} MCP requests or streams open at once"
+            ),
+            policy_version: None,
+            determining_policies: Vec::new(),
+            approval_id: None,
+        })
+}
+
+/// `events`, holding `slot` for as long as the stream lasts.
+fn held_by<S: futures_util::Stream>(
+    events: S,
+    slot: Option<StreamSlot>,
+) -> impl futures_util::Stream<Item = S::Item> {
+    use futures_util::StreamExt as _;
+    events.map(move |e| {
+        let _held = &slot;
+        e
+    })
 }
 
 /// The headers of an upstream answer the client gets.
@@ -288,6 +326,7 @@ async fn post_http(
     } else {
         Value::Array(ins.forward)
     };
+    let slot = stream_slot(&owned)?;
     let mut headers = upstream_headers(incoming, caller, tool, gw, peer)?;
     // The body is re-serialized: its length and encoding are the gateway's.
     for h in [
@@ -321,9 +360,8 @@ async fn post_http(
     }
     if ctype.starts_with("text/event-stream") {
         // Event by event: progress and server requests arrive when sent.
-        let lists = Lists::Ids(ins.lists);
-        let events = events_of(resp);
-        return Ok(respond(owned, lists, events, ins.refused, &keep));
+        let events = held_by(events_of(resp), Some(slot));
+        return Ok(respond(owned, events, ins.refused, &keep));
     }
     if ctype.starts_with("application/json") {
         let bytes = read_bounded(tool.name.as_str(), resp).await?;
@@ -338,7 +376,7 @@ async fn post_http(
             other => vec![other],
         };
         for a in &mut answers {
-            filter(c, &ins.lists, a);
+            filter(c, a);
         }
         return Ok(answer(ins.single, answers, ins.refused, &keep));
     }

@@ -1,10 +1,13 @@
 //! MCP messages, whatever carries them (streamable HTTP or a local stdio
 //! server): a POST body taken apart, each request decided with the facts
 //! writ-policy builds from it (its method and the MCP tool, resource or
-//! prompt it names), `tools/list` answers filtered, and the answer
+//! prompt it names), listing answers filtered, and the answer
 //! assembled in the shape of the request.
-
-use std::collections::HashSet;
+//!
+//! A request id must be a string or an integer within ±(2^53 − 1): other
+//! ids (`1.0`, `1e0`, larger integers) may come back from a server in
+//! another form. Whatever its id, every message answering with a listing
+//! is filtered.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -38,9 +41,6 @@ pub(crate) struct Inspected {
     pub forward: Vec<Value>,
     /// Error answers for refused requests.
     pub refused: Vec<Value>,
-    /// Ids of forwarded listings (`tools/list`, `resources/list`,
-    /// `prompts/list`), whose answers are filtered.
-    pub lists: HashSet<String>,
     /// Ids of forwarded requests (answers expected).
     pub requests: Vec<Value>,
     /// Whether the body was a single message (not a batch).
@@ -57,6 +57,20 @@ fn rpc_error(id: &Value, code: i64, message: impl Into<String>, data: Option<Val
 
 pub(crate) fn id_key(id: &Value) -> String {
     id.to_string()
+}
+
+/// Largest integer id: beyond it, JSON numbers lose precision in many
+/// implementations.
+const MAX_SAFE_ID: i64 = (1 << 53) - 1;
+
+/// Whether a request id is one every party reads the same: a string or
+/// an integer within ±[`MAX_SAFE_ID`].
+pub(crate) fn valid_id(id: &Value) -> bool {
+    match id {
+        Value::String(_) => true,
+        Value::Number(n) => n.as_i64().is_some_and(|i| i.abs() <= MAX_SAFE_ID),
+        _ => false,
+    }
 }
 
 /// The token's scopes for a `tools/call`: `None` when the MCP tool is one
@@ -136,6 +150,15 @@ pub(crate) async fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value
     };
     for msg in messages {
         let id = msg.get("id").cloned();
+        if msg.get("method").is_some() && id.as_ref().is_some_and(|id| !valid_id(id)) {
+            out.refused.push(rpc_error(
+                &Value::Null,
+                -32600,
+                "invalid request: an id must be a string or an integer within ±(2^53 - 1)",
+                None,
+            ));
+            continue;
+        }
         let named = match mcp::classify(&msg) {
             Kind::Invalid => {
                 out.refused
@@ -147,11 +170,8 @@ pub(crate) async fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value
                 out.forward.push(msg);
                 continue;
             }
-            Kind::Plumbing { method } => {
+            Kind::Plumbing { .. } => {
                 if let Some(id) = &id {
-                    if is_listing(&method) {
-                        out.lists.insert(id_key(id));
-                    }
                     out.requests.push(id.clone());
                 }
                 out.forward.push(msg);
@@ -169,9 +189,6 @@ pub(crate) async fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value
         let e = enforce_call(c, &named).await;
         if e.passes() {
             if let Some(id) = &id {
-                if is_listing(&named.method) {
-                    out.lists.insert(id_key(id));
-                }
                 out.requests.push(id.clone());
             }
             out.forward.push(msg);
@@ -182,19 +199,14 @@ pub(crate) async fn inspect(c: Call<'_>, body: &[u8]) -> Result<Inspected, Value
     Ok(out)
 }
 
-/// Filters `tools/list` results in an upstream message.
-pub(crate) fn filter(c: Call<'_>, lists: &HashSet<String>, msg: &mut Value) {
-    let is_list = msg.get("id").is_some_and(|id| lists.contains(&id_key(id)));
-    if is_list {
-        filter_listing(c, msg);
-    }
-}
-
-/// Keeps only the offered items of a listing: the tools of a `tools/list`
-/// result a `tools/call` would be allowed for, the resources of a
-/// `resources/list` result a `resources/read` would be, the prompts of a
-/// `prompts/list` result a `prompts/get` would be.
-pub(crate) fn filter_listing(c: Call<'_>, msg: &mut Value) {
+/// Filters an upstream message that answers with a listing, whatever its
+/// id (or method): an id the server rewrote (`1.0` → `1`) or took from
+/// another request cannot carry an unfiltered list past. Keeps only the
+/// offered items: the tools of a `tools/list` result a `tools/call` would
+/// be allowed for, the resources of a `resources/list` result a
+/// `resources/read` would be, the prompts of a `prompts/list` result a
+/// `prompts/get` would be.
+pub(crate) fn filter(c: Call<'_>, msg: &mut Value) {
     let Some(result) = msg.get_mut("result").and_then(Value::as_object_mut) else {
         return;
     };
@@ -223,11 +235,6 @@ pub(crate) fn filter_listing(c: Call<'_>, msg: &mut Value) {
             offered(c, &n)
         });
     }
-}
-
-/// The listings whose answers are filtered.
-fn is_listing(method: &str) -> bool {
-    matches!(method, "tools/list" | "resources/list" | "prompts/list")
 }
 
 pub(crate) fn json_response(status: StatusCode, value: &Value, extra: &HeaderMap) -> Response {
@@ -303,6 +310,26 @@ mod tests {
         let refused = rpc_error(&json!(2), DENIED, "no", None);
         let r = answer(false, vec![one], vec![refused], &none);
         assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn f2_request_ids_a_server_may_rewrite_are_refused() {
+        for ok in [
+            json!("1"),
+            json!(1),
+            json!(-7),
+            json!(MAX_SAFE_ID),
+            json!(-MAX_SAFE_ID),
+        ] {
+            assert!(valid_id(&ok), "{ok}");
+        }
+        let rewritten: Value = serde_json::from_str(
+            "[1.0, 1e0, 9007199254740993, 9007199254740992, null, {}, [1], true]",
+        )
+        .unwrap();
+        for bad in rewritten.as_array().unwrap() {
+            assert!(!valid_id(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -3,14 +3,19 @@
 //! filtered), its id and name kept (`Last-Event-ID` resumption), and the
 //! gateway's own refusals for the same POST appended when the stream ends.
 //!
-//! A stream ends when the token that opened it is revoked or expires, or
+//! Every message that answers with a `tools` list is filtered, whatever
+//! its id: an id the server normalises (`1.0` → `1`) cannot dodge it.
+//!
+//! A stream ends when the token that opened it is revoked or expires, its
+//! task reaches its hard end, an agent of its chain is quarantined, or
 //! the gateway's revocation view goes stale (what is refused stays
 //! refused); after [`MAX_STREAM`] (the client reconnects); when one event
 //! passes [`MAX_EVENT`] bytes; and when the client stops reading for
-//! [`MAX_STREAM`] (a slow client holds at most a few events in memory: the
-//! upstream is read only as fast as the client reads).
+//! [`MAX_STREAM`] (a slow client holds at most [`AHEAD_BYTES`] in memory:
+//! the upstream is read only as fast as the client reads). A task may
+//! hold [`MAX_STREAMS_PER_TASK`] streams from HTTP upstreams at once.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -22,22 +27,29 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
 use serde_json::Value;
 use sse_stream::{Sse, SseByteStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, sleep_until};
 use writ_core::api::Tool;
 
 use crate::auth::Caller;
 use crate::gateway::Gateway;
-use crate::mcp_messages::{Call, filter, filter_listing};
+use crate::mcp_messages::{Call, filter};
 use crate::state::Bundle;
+use crate::stdio::{Owner, agent_live};
 
 /// Longest a stream lasts; the client reconnects (with `Last-Event-ID`
 /// where the server keeps events).
 pub(crate) const MAX_STREAM: Duration = Duration::from_secs(3600);
-/// Largest single event read from an upstream.
-pub(crate) const MAX_EVENT: usize = 16 * 1024 * 1024;
-/// Events encoded ahead of a client that reads slowly.
+/// Largest single event (one JSON-RPC message or batch) read from an
+/// upstream, on a stream or a stdio server's line: 4 MiB, as large as a
+/// message an agent may send.
+pub(crate) const MAX_EVENT: usize = crate::mcp::MAX_BODY;
+/// Events encoded ahead of a client that reads slowly, and their bytes.
 const AHEAD: usize = 8;
+const AHEAD_BYTES: usize = 4 * 1024 * 1024;
+/// Streams a task (or a token without one) may hold open from HTTP
+/// upstreams at once.
+pub(crate) const MAX_STREAMS_PER_TASK: usize = 16;
 
 /// One MCP request's context, owned, for a stream that outlives the handler.
 #[derive(Clone)]
@@ -60,33 +72,70 @@ impl Owned {
         }
     }
 
-    /// Whether the token that opened the stream still counts.
-    fn still_valid(&self) -> bool {
-        let now = self.gw.view.now().secs();
-        let claims = &self.caller.claims;
-        self.gw.view.fresh()
-            && !self.gw.view.is_revoked(&claims.jti)
-            && now <= claims.exp.saturating_add(writ_core::token::LEEWAY_SECS)
+    /// Whether the token that opened the stream still counts: as for a
+    /// stdio session (`owner`), and the token itself has not expired.
+    fn still_valid(&self, owner: &Owner) -> bool {
+        let view = &self.gw.view;
+        let now = view.now().secs();
+        let bundle = view.bundle();
+        view.fresh()
+            && now
+                <= self
+                    .caller
+                    .claims
+                    .exp
+                    .saturating_add(writ_core::token::LEEWAY_SECS)
+            && owner
+                .ended(now, &|jti| view.is_revoked(jti), &|id| {
+                    agent_live(bundle.as_deref(), id)
+                })
+                .is_none()
+    }
+
+    /// Whom the streams of this request count against.
+    pub(crate) fn stream_key(&self) -> String {
+        match &self.caller.claims.task {
+            Some(task) => format!("task:{task}"),
+            None => format!("token:{}", self.caller.claims.jti),
+        }
     }
 }
 
-/// Which answers on a stream are `tools/list` results to filter.
-pub(crate) enum Lists {
-    /// Answers to these request ids (a POST's own stream).
-    Ids(HashSet<String>),
-    /// Any answer shaped like one (a GET stream, which may replay a POST's
-    /// events on resumption).
-    Any,
+/// The streams open from HTTP upstreams, per task.
+#[derive(Debug, Default)]
+pub(crate) struct OpenStreams(Arc<std::sync::Mutex<HashMap<String, usize>>>);
+
+/// One open stream's place, given back when it is dropped.
+#[derive(Debug)]
+pub(crate) struct StreamSlot {
+    open: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    key: String,
 }
 
-impl Lists {
-    fn filter(&self, c: Call<'_>, msg: &mut Value) {
-        match self {
-            Lists::Ids(ids) => filter(c, ids, msg),
-            Lists::Any => {
-                if msg.get("method").is_none() {
-                    filter_listing(c, msg);
-                }
+impl OpenStreams {
+    /// A place for one more stream of `key`, if it has one left.
+    pub(crate) fn take(&self, key: &str) -> Option<StreamSlot> {
+        let mut m = self.0.lock().ok()?;
+        let n = m.entry(key.to_owned()).or_insert(0);
+        if *n >= MAX_STREAMS_PER_TASK {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot {
+            open: Arc::clone(&self.0),
+            key: key.to_owned(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.open.lock()
+            && let Some(n) = m.get_mut(&self.key)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.key);
             }
         }
     }
@@ -118,15 +167,15 @@ pub(crate) fn message_event(msg: &Value) -> Sse {
     Sse::default().event("message").data(msg.to_string())
 }
 
-fn inspect_event(c: Call<'_>, lists: &Lists, mut ev: Sse) -> Sse {
+fn inspect_event(c: Call<'_>, mut ev: Sse) -> Sse {
     let parsed = ev
         .data
         .as_deref()
         .and_then(|d| serde_json::from_str::<Value>(d).ok());
     if let Some(mut v) = parsed {
         match &mut v {
-            Value::Array(items) => items.iter_mut().for_each(|m| lists.filter(c, m)),
-            m => lists.filter(c, m),
+            Value::Array(items) => items.iter_mut().for_each(|m| filter(c, m)),
+            m => filter(c, m),
         }
         ev.data = Some(v.to_string());
     }
@@ -137,7 +186,6 @@ fn inspect_event(c: Call<'_>, lists: &Lists, mut ev: Sse) -> Sse {
 /// (the gateway's refusals), with `keep`'s headers.
 pub(crate) fn respond<S, E>(
     ctx: Owned,
-    lists: Lists,
     events: S,
     trailer: Vec<Value>,
     keep: &HeaderMap,
@@ -146,16 +194,26 @@ where
     S: Stream<Item = Result<Sse, E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(AHEAD);
+    let (tx, rx) = mpsc::channel::<(Bytes, OwnedSemaphorePermit)>(AHEAD);
+    let ahead = Arc::new(Semaphore::new(AHEAD_BYTES));
     tokio::spawn(async move {
         let deadline = Instant::now() + MAX_STREAM;
+        let owner = Owner::of(&ctx.caller);
         let mut events = Box::pin(events);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let send = |bytes: Bytes| {
             let tx = tx.clone();
+            let ahead = Arc::clone(&ahead);
+            // Bytes held for the client count until its body takes them.
+            let n = u32::try_from(bytes.len().min(AHEAD_BYTES)).unwrap_or(u32::MAX);
             async move {
                 tokio::select! {
-                    r = tx.send(Ok(bytes)) => r.is_ok(),
+                    r = async {
+                        let Ok(permit) = ahead.acquire_many_owned(n).await else {
+                            return false;
+                        };
+                        tx.send((bytes, permit)).await.is_ok()
+                    } => r,
                     () = sleep_until(deadline) => false,
                 }
             }
@@ -168,7 +226,7 @@ where
                         // The client went away: so does the upstream stream.
                         return;
                     }
-                    if ctx.still_valid() { continue } else { break }
+                    if ctx.still_valid(&owner) { continue } else { break }
                 }
                 () = sleep_until(deadline) => break,
             };
@@ -180,10 +238,10 @@ where
                 }
                 None => break,
             };
-            if !ctx.still_valid() {
+            if !ctx.still_valid(&owner) {
                 break;
             }
-            let ev = inspect_event(ctx.call(), &lists, ev);
+            let ev = inspect_event(ctx.call(), ev);
             let Ok(bytes) = ev.encode() else { continue };
             if !send(bytes).await {
                 // The client went away or stopped reading.
@@ -200,7 +258,9 @@ where
         }
     });
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+        let (bytes, permit) = rx.recv().await?;
+        drop(permit);
+        Some((Ok::<_, std::io::Error>(bytes), rx))
     });
     let mut resp = Response::new(Body::from_stream(body));
     let h = resp.headers_mut();
@@ -238,6 +298,23 @@ mod tests {
             got[1].is_err(),
             "an event over {MAX_EVENT} bytes is not read on"
         );
+    }
+
+    #[test]
+    fn f3_a_task_holds_at_most_max_streams_per_task() {
+        let open = OpenStreams::default();
+        let mut held: Vec<_> = (0..MAX_STREAMS_PER_TASK)
+            .map(|_| open.take("task:t1").unwrap())
+            .collect();
+        assert!(open.take("task:t1").is_none(), "one over the limit");
+        assert!(open.take("task:t2").is_some(), "another task has its own");
+        held.pop();
+        assert!(
+            open.take("task:t1").is_some(),
+            "a closed stream gives its place back"
+        );
+        drop(held);
+        assert_eq!(open.0.lock().unwrap().get("task:t1"), None);
     }
 
     #[test]

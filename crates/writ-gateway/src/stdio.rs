@@ -13,7 +13,7 @@
 //! elicitation, roots) to the newest POST still waiting whose client
 //! accepts a stream; other notifications, and requests no POST can carry,
 //! to the session's GET stream (kept for it, up to
-//! [`crate::stdio_routes::MAX_BACKLOG`], while none is open). A POST
+//! [`crate::stdio_routes::MAX_QUEUED_BYTES`], while none is open). A POST
 //! answers in JSON when only answers came, and turns into an event stream
 //! as soon as anything else must go through it. The client's answers to
 //! server requests are written to the server like any other message.
@@ -33,16 +33,16 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::Mutex;
 use writ_core::AgentName;
 
 use crate::auth::Caller;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::mcp_messages::{Inspected, answer, filter, id_key};
-use crate::mcp_stream::{Lists, Owned, message_event, respond};
-use crate::state::View;
-use crate::stdio_routes::{MAX_BACKLOG, SharedRoutes, Waiting, route_output};
+use crate::mcp_stream::{Owned, message_event, respond};
+use crate::state::{Bundle, View};
+use crate::stdio_routes::{QueueRx, SharedRoutes, Waiting, queue, route_output};
 
 /// A session unused this long is ended.
 const IDLE: Duration = Duration::from_secs(600);
@@ -55,8 +55,11 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a POST's event stream may go without any message (a server
 /// request may wait for a person).
 const STREAM_IDLE: Duration = Duration::from_secs(600);
-/// Messages queued on one POST's stream.
+/// Messages queued on one POST's stream (and bytes: see
+/// [`crate::stdio_routes::MAX_QUEUED_BYTES`]).
 const POST_QUEUE: usize = 64;
+/// Messages queued on a session's GET stream.
+const GET_QUEUE: usize = 1024;
 /// Most sessions at once (each is a process), per agent and per task.
 const MAX_SESSIONS: usize = 256;
 const MAX_SESSIONS_PER_AGENT: usize = 32;
@@ -65,9 +68,9 @@ const MAX_SESSIONS_PER_TASK: usize = 8;
 const MAX_TOKENS: usize = 64;
 const SESSION_HEADER: &str = "mcp-session-id";
 
-/// Whom a session belongs to, and what ends it.
+/// Whom a session (or a stream) belongs to, and what ends it.
 #[derive(Debug)]
-struct Owner {
+pub(crate) struct Owner {
     /// The task that opened it: no other task may use it.
     task: String,
     /// The agent acting when it was opened (counted against).
@@ -90,7 +93,7 @@ struct Tokens {
 }
 
 impl Owner {
-    fn of(caller: &Caller) -> Self {
+    pub(crate) fn of(caller: &Caller) -> Self {
         let claims = &caller.claims;
         let chain = caller
             .chain
@@ -130,7 +133,7 @@ impl Owner {
     /// Why the session must end now, if it must: `revoked` says whether a
     /// token is revoked, `agent_live` whether an agent (by SPIFFE ID) is
     /// registered and not quarantined.
-    fn ended(
+    pub(crate) fn ended(
         &self,
         now: i64,
         revoked: &dyn Fn(&str) -> bool,
@@ -156,6 +159,12 @@ impl Owner {
         (!self.chain.iter().all(|id| agent_live(id)))
             .then_some("an agent of its chain is quarantined or no longer registered")
     }
+}
+
+/// Whether an agent (by SPIFFE ID) is registered and not quarantined, as
+/// `bundle` says; with no bundle yet, nothing is known to have ended.
+pub(crate) fn agent_live(bundle: Option<&Bundle>, id: &str) -> bool {
+    bundle.is_none_or(|b| b.agents_by_spiffe.get(id).is_some_and(|a| !a.quarantined))
 }
 
 #[derive(Debug)]
@@ -192,21 +201,20 @@ impl Sessions {
         let bundle = view.bundle();
         let mut ended = Vec::new();
         map.retain(|id, s| {
-            let idle = s
-                .last_used
-                .lock()
-                .map(|t| t.elapsed() > IDLE)
-                .unwrap_or(true);
+            // An open stream is use: a client may only listen.
+            let streaming = s.routes.lock().is_ok_and(|r| r.streaming());
+            let idle = !streaming
+                && s.last_used
+                    .lock()
+                    .map(|t| t.elapsed() > IDLE)
+                    .unwrap_or(true);
             let why = if !s.alive.load(Ordering::SeqCst) {
                 Some("its process exited")
             } else if idle {
                 Some("it was idle")
             } else {
                 s.owner.ended(now, &|jti| view.is_revoked(jti), &|id| {
-                    // No bundle yet: nothing is known to have ended.
-                    bundle.as_ref().is_none_or(|b| {
-                        b.agents_by_spiffe.get(id).is_some_and(|a| !a.quarantined)
-                    })
+                    agent_live(bundle.as_deref(), id)
                 })
             };
             match why {
@@ -356,7 +364,7 @@ pub(crate) async fn post(
     ctx: Owned,
     command: &[String],
     headers: &HeaderMap,
-    ins: Inspected,
+    mut ins: Inspected,
 ) -> Result<Response, GatewayError> {
     let c = ctx.call();
     let (gw, caller, tool) = (c.gw, c.caller, c.tool);
@@ -381,12 +389,14 @@ pub(crate) async fn post(
         .iter()
         .filter_map(|m| m.pointer("/params/_meta/progressToken").cloned())
         .collect();
-    let (tx, mut rx) = mpsc::channel(POST_QUEUE);
+    let (tx, mut rx) = queue(POST_QUEUE);
     let streams = accepts_stream(headers);
+    // Requests go up with ids of the session's own (their answers come
+    // back with the client's): two with the same id never cross.
     let waiting = match session.routes.lock() {
         Ok(mut r) => Waiting {
             routes: Arc::clone(&session.routes),
-            n: r.open_post(tx, streams, &ins.requests, &tokens),
+            n: r.open_post(tx, streams, &mut ins.forward, &tokens),
         },
         Err(_) => {
             return Err(GatewayError::BadGateway(format!(
@@ -409,8 +419,13 @@ pub(crate) async fn post(
             Ok(Some(m)) => m,
             Ok(None) => {
                 return Err(GatewayError::BadGateway(format!(
-                    "the MCP server of tool {} exited",
-                    tool.name
+                    "the MCP server of tool {} {}",
+                    tool.name,
+                    if rx.overflowed() {
+                        "sent more than the client read in time"
+                    } else {
+                        "exited"
+                    }
                 )));
             }
             Err(_) => {
@@ -432,7 +447,7 @@ pub(crate) async fn post(
     }
     drop(waiting);
     for a in &mut answers {
-        filter(c, &ins.lists, a);
+        filter(c, a);
     }
     Ok(answer(ins.single, answers, ins.refused, &extra))
 }
@@ -442,14 +457,14 @@ pub(crate) async fn post(
 fn stream_answers(
     ctx: Owned,
     waiting: Waiting,
-    rx: mpsc::Receiver<Value>,
+    rx: QueueRx,
     first: Vec<Value>,
     open: HashSet<String>,
     ins: Inspected,
     extra: &HeaderMap,
 ) -> Response {
     struct State {
-        rx: mpsc::Receiver<Value>,
+        rx: QueueRx,
         queued: VecDeque<Value>,
         open: HashSet<String>,
         requests: Vec<Value>,
@@ -478,6 +493,9 @@ fn stream_answers(
                 }
                 return Some((Ok(message_event(&m)), st));
             }
+            Ok(None) if st.rx.overflowed() => {
+                "the client did not read this stream in time: messages were dropped"
+            }
             Ok(None) => "the MCP server exited",
             Err(_) => "the MCP server did not answer in time",
         };
@@ -492,7 +510,7 @@ fn stream_answers(
         let m = st.queued.pop_front()?;
         Some((Ok(message_event(&m)), st))
     });
-    respond(ctx, Lists::Ids(ins.lists), events, ins.refused, extra)
+    respond(ctx, events, ins.refused, extra)
 }
 
 /// The session's GET stream: the server's requests and notifications that
@@ -507,11 +525,18 @@ pub(crate) async fn get(ctx: Owned, headers: &HeaderMap) -> Result<Response, Gat
             "the GET stream needs Accept: text/event-stream".into(),
         ));
     }
-    let (tx, rx) = mpsc::channel(MAX_BACKLOG + POST_QUEUE);
+    let (tx, rx) = queue(GET_QUEUE);
     match session.routes.lock() {
         Ok(mut r) => {
-            for m in r.backlog.drain(..) {
-                let _ = tx.try_send(m);
+            let mut kept = r.take_backlog().into_iter();
+            for (m, size) in kept.by_ref() {
+                if tx.offer(m, size).is_err() {
+                    break;
+                }
+            }
+            // What did not fit waits for the next GET stream.
+            for (m, size) in kept {
+                r.keep_for_get(m, size);
             }
             r.get = Some(tx);
         }
@@ -526,13 +551,7 @@ pub(crate) async fn get(ctx: Owned, headers: &HeaderMap) -> Result<Response, Gat
         let m = rx.recv().await?;
         Some((Ok::<_, std::convert::Infallible>(message_event(&m)), rx))
     });
-    Ok(respond(
-        ctx,
-        Lists::Any,
-        events,
-        Vec::new(),
-        &session_headers(&id),
-    ))
+    Ok(respond(ctx, events, Vec::new(), &session_headers(&id)))
 }
 
 /// Opens a session for `caller`'s task, within the limits.

@@ -141,25 +141,25 @@ pub async fn audit(
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> R<AuditPage> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    Ok(AxumJson(b.audit_page(q.after, q.limit, q.last).await?))
+    Ok(AxumJson(b.audit.page(q.after, q.limit, q.last).await?))
 }
 
 pub async fn audit_verify(State(b): State<Arc<Broker>>, _: Admin) -> R<AuditVerified> {
-    Ok(AxumJson(b.audit_verify().await?))
+    Ok(AxumJson(b.audit.verify().await?))
 }
 
 /// The checkpoints the broker signed and kept, as signed.
 pub async fn audit_checkpoints(State(b): State<Arc<Broker>>, _: Admin) -> R<Vec<String>> {
-    Ok(AxumJson(b.audit_checkpoint_tokens().await?))
+    Ok(AxumJson(b.audit.checkpoint_tokens().await?))
 }
 
 /// Every signing key's public half, retired ones included.
 pub async fn audit_keys(State(b): State<Arc<Broker>>, _: Admin) -> R<jsonwebtoken::jwk::JwkSet> {
-    Ok(AxumJson(b.audit_keys()))
+    Ok(AxumJson(b.audit.keys()))
 }
 
 pub async fn policies(State(b): State<Arc<Broker>>, _: Admin) -> R<writ_core::api::PolicyInfo> {
-    Ok(AxumJson(b.policy_info()))
+    Ok(AxumJson(b.policies.info()))
 }
 
 pub async fn push_policies(
@@ -167,14 +167,14 @@ pub async fn push_policies(
     _: Admin,
     Json(req): Json<writ_core::api::PushPolicies>,
 ) -> R<writ_core::api::PolicyInfo> {
-    Ok(AxumJson(b.push_policies(req).await?))
+    Ok(AxumJson(b.policies.push(req).await?))
 }
 
 pub async fn policy_history(
     State(b): State<Arc<Broker>>,
     _: Admin,
 ) -> R<Vec<writ_core::api::PolicyVersion>> {
-    Ok(AxumJson(b.policy_history(100).await?))
+    Ok(AxumJson(b.policies.history(100).await?))
 }
 
 fn enforcement_point(gateway: Option<String>) -> String {
@@ -239,7 +239,7 @@ pub async fn push_entities(
     _: Admin,
     Json(req): Json<serde_json::Value>,
 ) -> R<writ_core::api::PolicyInfo> {
-    Ok(AxumJson(b.push_entities(req).await?))
+    Ok(AxumJson(b.policies.push_entities(req).await?))
 }
 
 #[derive(Deserialize)]
@@ -308,11 +308,11 @@ pub async fn push_shadow(
     _: Admin,
     Json(req): Json<writ_core::api::PushPolicies>,
 ) -> R<writ_core::api::PolicyInfo> {
-    Ok(AxumJson(b.push_shadow(req).await?))
+    Ok(AxumJson(b.policies.push_shadow(req).await?))
 }
 
 pub async fn clear_shadow(State(b): State<Arc<Broker>>, _: Admin) -> Result<StatusCode, ApiError> {
-    b.set_shadow(None, "admin").await?;
+    b.policies.set_shadow(None, "admin").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -348,5 +348,5 @@ pub async fn revocations(
         _ => "",
     };
     let who = gateway.as_deref().map(|g| (g, follower));
-    Ok(AxumJson(b.revocations(who, q.after, wait).await?))
+    Ok(AxumJson(b.revocations.page(who, q.after, wait).await?))
 }

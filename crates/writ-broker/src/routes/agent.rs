@@ -31,16 +31,7 @@ pub async fn attest(
     Json(req): Json<AttestRequest>,
 ) -> Result<(StatusCode, AxumJson<Attested>), ApiError> {
     let proof = match dpop_proof(&headers)? {
-        Some(proof) => {
-            let url = b.config.url("/v1/attest");
-            let expected = writ_core::dpop::Expected {
-                method: "POST",
-                url: &url,
-                access_token: None,
-                now: b.now(),
-            };
-            Some(b.dpop.verify_attest(proof, &expected)?)
-        }
+        Some(proof) => Some(b.attest_proof(proof)?),
         None => None,
     };
     Ok((StatusCode::CREATED, AxumJson(b.attest(req, proof).await?)))

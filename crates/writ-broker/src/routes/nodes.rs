@@ -28,7 +28,7 @@ impl FromRequestParts<Arc<Broker>> for NodeAuth {
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
         let token = bearer(&parts.headers)?
             .ok_or_else(|| ApiError::Unauthorized("a node credential is required".into()))?;
-        Ok(NodeAuth(broker.authenticate_node(token).await?))
+        Ok(NodeAuth(broker.nodes.authenticate(token).await?))
     }
 }
 
@@ -37,15 +37,15 @@ pub async fn register(
     _: Admin,
     Json(req): Json<RegisterNode>,
 ) -> Result<(StatusCode, AxumJson<Node>), ApiError> {
-    Ok((StatusCode::CREATED, AxumJson(b.register_node(req).await?)))
+    Ok((StatusCode::CREATED, AxumJson(b.nodes.register(req).await?)))
 }
 
 pub async fn list(State(b): State<Arc<Broker>>, _: Admin) -> R<Vec<Node>> {
-    Ok(AxumJson(b.nodes().await?))
+    Ok(AxumJson(b.nodes.list().await?))
 }
 
 pub async fn show(State(b): State<Arc<Broker>>, _: Admin, Path(name): Path<String>) -> R<Node> {
-    Ok(AxumJson(b.node(&name).await?))
+    Ok(AxumJson(b.nodes.get(&name).await?))
 }
 
 pub async fn join_token(
@@ -54,7 +54,7 @@ pub async fn join_token(
     Path(name): Path<String>,
     Json(req): Json<CreateJoinToken>,
 ) -> Result<(StatusCode, AxumJson<JoinTokenCreated>), ApiError> {
-    let created = b.create_node_join_token(&name, req).await?;
+    let created = b.nodes.create_join_token(&name, req).await?;
     Ok((StatusCode::CREATED, AxumJson(created)))
 }
 
@@ -63,11 +63,11 @@ pub async fn quarantine(
     _: Admin,
     Path(name): Path<String>,
 ) -> R<Node> {
-    Ok(AxumJson(b.quarantine_node(&name, true).await?))
+    Ok(AxumJson(b.nodes.quarantine(&name, true).await?))
 }
 
 pub async fn release(State(b): State<Arc<Broker>>, _: Admin, Path(name): Path<String>) -> R<Node> {
-    Ok(AxumJson(b.quarantine_node(&name, false).await?))
+    Ok(AxumJson(b.nodes.quarantine(&name, false).await?))
 }
 
 pub async fn attest(
@@ -75,11 +75,11 @@ pub async fn attest(
     _: AttestAdmitted,
     Json(req): Json<NodeAttest>,
 ) -> R<NodeAttested> {
-    Ok(AxumJson(b.attest_node(req).await?))
+    Ok(AxumJson(b.nodes.attest(req).await?))
 }
 
 pub async fn entries(State(b): State<Arc<Broker>>, NodeAuth(node): NodeAuth) -> R<NodeEntries> {
-    Ok(AxumJson(b.node_entries(&node).await?))
+    Ok(AxumJson(b.nodes.entries(&node).await?))
 }
 
 pub async fn x509_svid(
@@ -87,7 +87,7 @@ pub async fn x509_svid(
     NodeAuth(node): NodeAuth,
     Json(req): Json<X509SvidRequest>,
 ) -> R<X509SvidIssued> {
-    Ok(AxumJson(b.issue_x509_svid(&node, req).await?))
+    Ok(AxumJson(b.nodes.issue_x509_svid(&node, req).await?))
 }
 
 pub async fn jwt_svid(
@@ -95,7 +95,7 @@ pub async fn jwt_svid(
     NodeAuth(node): NodeAuth,
     Json(req): Json<JwtSvidRequest>,
 ) -> R<JwtSvidIssued> {
-    Ok(AxumJson(b.issue_jwt_svid(&node, req).await?))
+    Ok(AxumJson(b.nodes.issue_jwt_svid(&node, req).await?))
 }
 
 /// The SPIFFE bundle of the trust domain: X.509 authorities and JWT-SVID

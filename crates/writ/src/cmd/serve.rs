@@ -594,7 +594,7 @@ In another shell:
 
 /// A broker error at startup, with its cause: an HTTP client is told only
 /// "internal error", the operator starting writ needs to know why.
-fn startup(e: writ_broker::ApiError) -> anyhow::Error {
+fn startup(e: writ_authority::Error) -> anyhow::Error {
     anyhow::anyhow!(e.cause())
 }
 

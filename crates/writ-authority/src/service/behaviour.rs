@@ -15,7 +15,7 @@ use writ_core::{AgentName, Timestamp};
 use writ_policy::Behaviour;
 
 use super::Broker;
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// The window `denials_5m` counts, seconds.
 pub const DENIAL_WINDOW_SECS: i64 = 300;
@@ -26,7 +26,7 @@ impl Broker {
         &self,
         agent: &AgentName,
         now: Timestamp,
-    ) -> Result<Behaviour, ApiError> {
+    ) -> Result<Behaviour, Error> {
         let denials_5m = self
             .store
             .denials_since(agent, now.add_secs(-DENIAL_WINDOW_SECS))
@@ -39,12 +39,12 @@ impl Broker {
         &self,
         agent: &AgentName,
         now: Timestamp,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         Ok(self.store.record_denial(agent, now).await?)
     }
 
     /// Every agent's count in the window, for gateways' bundles.
-    pub async fn behaviour_counts(&self) -> Result<BTreeMap<AgentName, u32>, ApiError> {
+    pub async fn behaviour_counts(&self) -> Result<BTreeMap<AgentName, u32>, Error> {
         let since = self.now().add_secs(-DENIAL_WINDOW_SECS);
         Ok(self.store.denial_counts(since).await?.into_iter().collect())
     }

@@ -6,7 +6,7 @@ use writ_core::token::{AccessClaims, TokenKind};
 use writ_store::GrantKind;
 
 use super::{Broker, Caller};
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::metrics;
 
 /// SHA-256 of a high-entropy secret (join tokens, admin tokens), hex. Only
@@ -18,17 +18,17 @@ pub fn hash_secret(secret: &str) -> String {
 
 impl Broker {
     /// Signs claims with the active key.
-    pub(crate) fn mint(&self, claims: &AccessClaims) -> Result<String, ApiError> {
+    pub(crate) fn mint(&self, claims: &AccessClaims) -> Result<String, Error> {
         self.keys
             .ring()
             .sign(claims)
-            .map_err(|e| ApiError::Internal(e.to_string()))
+            .map_err(|e| Error::Internal(e.to_string()))
     }
 
     /// RFC 7662: active only if the signature verifies, the token is within
     /// its lifetime, and its issuance record, task, instance and agent are
     /// all still live.
-    pub async fn introspect(&self, token: &str) -> Result<Introspection, ApiError> {
+    pub async fn introspect(&self, token: &str) -> Result<Introspection, Error> {
         metrics::inc(&self.metrics.introspections);
         let Ok(claims) = self.verify_token_for(token, TokenKind::Any, None) else {
             return Ok(Introspection::default());
@@ -70,7 +70,7 @@ impl Broker {
     /// only tokens of its own instance. An instance token stands for its
     /// instance: revoking it ends the instance's tasks too (and what was
     /// delegated from them), as Vault revokes a token's children with it.
-    pub async fn revoke(&self, caller: &Caller, token: &str) -> Result<(), ApiError> {
+    pub async fn revoke(&self, caller: &Caller, token: &str) -> Result<(), Error> {
         let Ok(claims) = self.verify_token_for(token, TokenKind::Any, None) else {
             return Ok(());
         };
@@ -86,7 +86,7 @@ impl Broker {
                         .jti(&claims.jti)
                         .reason("token belongs to another instance");
                     self.store.append_audit(self.now(), vec![event]).await?;
-                    return Err(ApiError::Forbidden(
+                    return Err(Error::Forbidden(
                         "the token was not issued to this client".into(),
                     ));
                 }
@@ -115,7 +115,7 @@ impl Broker {
             .revoke_grant(&claims.jti, self.now(), vec![event])
             .await?
         {
-            self.revocations_changed().await;
+            self.revocations.changed().await;
             metrics::add(&self.metrics.tokens_revoked, out.revoked_tokens);
             metrics::add(&self.metrics.tasks_ended, out.ended_tasks);
             if instance {

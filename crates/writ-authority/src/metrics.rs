@@ -76,7 +76,6 @@ impl Metrics {
             "Decisions where the shadow policy set disagreed with the live one.",
             &[("", &self.shadow_differences)],
         );
-        writ_listen::rate::render_metrics(&mut out);
         out
     }
 }

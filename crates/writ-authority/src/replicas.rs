@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 use writ_store::Change;
 
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::service::Broker;
 
 pub async fn run(broker: Arc<Broker>) {
@@ -40,17 +40,17 @@ pub async fn run(broker: Arc<Broker>) {
 
 const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
-async fn apply(broker: &Broker, change: Change) -> Result<(), ApiError> {
+async fn apply(broker: &Broker, change: Change) -> Result<(), Error> {
     match change {
-        Change::Revocations => broker.revoked.notify_waiters(),
+        Change::Revocations => broker.revocations.wake_readers(),
         Change::Keys => broker.reload_keys().await?,
-        Change::Policy => broker.reload_policy().await?,
-        Change::Shadow => broker.reload_shadow().await?,
+        Change::Policy => broker.policies.reload().await?,
+        Change::Shadow => broker.policies.reload_shadow().await?,
         Change::Resync => {
-            broker.revoked.notify_waiters();
+            broker.revocations.wake_readers();
             broker.reload_keys().await?;
-            broker.reload_policy().await?;
-            broker.reload_shadow().await?;
+            broker.policies.reload().await?;
+            broker.policies.reload_shadow().await?;
         }
     }
     Ok(())

@@ -22,7 +22,7 @@ use writ_policy::{
 };
 
 use super::{Asked, Broker, CallApproval};
-use crate::error::ApiError;
+use crate::error::Error;
 
 pub use writ_core::authzen::*;
 
@@ -111,14 +111,10 @@ impl Broker {
     /// denial with a reason, not an error; a request that does not fit the
     /// schema (properties or context of the wrong shape) is a 400.
     /// `actor`: the enforcement point asking (`admin` or `gateway:<name>`).
-    pub async fn evaluate(
-        &self,
-        e: Evaluation,
-        actor: &str,
-    ) -> Result<EvaluationResponse, ApiError> {
+    pub async fn evaluate(&self, e: Evaluation, actor: &str) -> Result<EvaluationResponse, Error> {
         match self.evaluate_audited(&e, actor).await? {
             Ok(r) => Ok(r),
-            Err(BadInput(m)) => Err(ApiError::BadRequest(m)),
+            Err(BadInput(m)) => Err(Error::Invalid(m)),
         }
     }
 
@@ -127,7 +123,7 @@ impl Broker {
         &self,
         e: &Evaluation,
         actor: &str,
-    ) -> Result<Result<EvaluationResponse, BadInput>, ApiError> {
+    ) -> Result<Result<EvaluationResponse, BadInput>, Error> {
         let Evaluated {
             response: out,
             agent,
@@ -178,8 +174,8 @@ impl Broker {
         &self,
         req: Evaluations,
         actor: &str,
-    ) -> Result<BatchResponse, ApiError> {
-        let (semantic, expanded) = expand(req).map_err(ApiError::BadRequest)?;
+    ) -> Result<BatchResponse, Error> {
+        let (semantic, expanded) = expand(req).map_err(Error::Invalid)?;
         let items = match expanded {
             Expanded::Single(e) => {
                 return Ok(BatchResponse::Single(self.evaluate(*e, actor).await?));
@@ -191,9 +187,9 @@ impl Broker {
             let r = match item {
                 Ok(e) => match self.evaluate_audited(&e, actor).await? {
                     Ok(r) => r,
-                    Err(BadInput(m)) => item_error(self.policy().version(), m),
+                    Err(BadInput(m)) => item_error(self.policies.live().version(), m),
                 },
-                Err(m) => item_error(self.policy().version(), m),
+                Err(m) => item_error(self.policies.live().version(), m),
             };
             let stop = semantic.stops_at(r.decision);
             out.push(r);
@@ -213,7 +209,7 @@ impl Broker {
         e: &Evaluation,
         actor: &str,
         mode: Mode,
-    ) -> Result<Result<Evaluated, BadInput>, ApiError> {
+    ) -> Result<Result<Evaluated, BadInput>, Error> {
         match Action::from_cedar_id(&e.action.name) {
             Some(action) => self.evaluate_writ(e, action, actor, mode).await,
             None => self.evaluate_question(e).await,
@@ -225,8 +221,8 @@ impl Broker {
     async fn evaluate_question(
         &self,
         e: &Evaluation,
-    ) -> Result<Result<Evaluated, BadInput>, ApiError> {
-        let policy = self.policy();
+    ) -> Result<Result<Evaluated, BadInput>, Error> {
+        let policy = self.policies.live();
         let version = policy.version().to_owned();
         if !policy.is_user_action(&e.action.name) {
             return Ok(Ok(deny(
@@ -286,7 +282,7 @@ impl Broker {
         action: Action,
         actor: &str,
         mode: Mode,
-    ) -> Result<Result<Evaluated, BadInput>, ApiError> {
+    ) -> Result<Result<Evaluated, BadInput>, Error> {
         let ctx = match e.writ_context() {
             Ok(c) => c,
             Err(m) => return Ok(Err(BadInput(m))),
@@ -310,8 +306,8 @@ impl Broker {
         scopes: BTreeSet<Scope>,
         actor: &str,
         mode: Mode,
-    ) -> Result<Evaluated, ApiError> {
-        let policy = self.policy();
+    ) -> Result<Evaluated, Error> {
+        let policy = self.policies.live();
         let version = policy.version().to_owned();
         if action == Action::CallTool && ctx.request.is_none() {
             return Ok(deny(&version, "CallTool needs context.request").into());
@@ -385,7 +381,7 @@ impl Broker {
                 behaviour,
                 now,
             );
-            let d = self.decide(&policy, &facts).await?;
+            let d = self.policies.decide(&policy, &facts).await?;
             return Ok(Evaluated {
                 response: answer(&d, None),
                 agent: Some(agent.name.clone()),
@@ -434,7 +430,7 @@ impl Broker {
                 return Ok(deny(&version, "CallTool needs context.request").into());
             }
         };
-        let d = self.decide(&policy, &facts).await?;
+        let d = self.policies.decide(&policy, &facts).await?;
         let approval = match (d.verdict(), action, request, mode) {
             // A call a gateway would hold is held here too, on the same
             // approval: the enforcement point asking shows its id. A search
@@ -461,7 +457,7 @@ impl Broker {
 
     /// The tool and the subject an evaluation names (an agent, or an
     /// instance whose agent and attestation count): found, or the refusal.
-    async fn resolve(&self, e: &Evaluation) -> Result<Result<Resolved, Refused>, ApiError> {
+    async fn resolve(&self, e: &Evaluation) -> Result<Result<Resolved, Refused>, Error> {
         let tool = match self.resolve_tool(e).await? {
             Ok(t) => t,
             Err(r) => return Ok(Err(r)),
@@ -476,7 +472,7 @@ impl Broker {
     async fn resolve_tool(
         &self,
         e: &Evaluation,
-    ) -> Result<Result<writ_core::api::Tool, Refused>, ApiError> {
+    ) -> Result<Result<writ_core::api::Tool, Refused>, Error> {
         if e.resource.type_ != "tool" {
             return Ok(Err(Refused::Deny(format!(
                 "unknown resource type {:?}",
@@ -500,8 +496,7 @@ impl Broker {
     async fn resolve_subject(
         &self,
         e: &Evaluation,
-    ) -> Result<Result<(writ_core::api::Agent, Option<writ_store::Instance>), Refused>, ApiError>
-    {
+    ) -> Result<Result<(writ_core::api::Agent, Option<writ_store::Instance>), Refused>, Error> {
         let deny = |r: &str| Ok(Err(Refused::Deny(r.to_owned())));
         let now = self.now();
         let (agent_name, instance) = match e.subject.type_.as_str() {

@@ -10,7 +10,7 @@ use writ_store::{GrantKind, Instance, JoinTokenError, StoreError};
 
 use super::issue::{Issue, Issued};
 use super::{Broker, hash_secret};
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::metrics;
 use crate::oidc::{self, KeySource};
 
@@ -34,15 +34,29 @@ enum Told {
 }
 
 impl Broker {
+    /// The stateless and nonce checks of an attestation request's DPoP
+    /// proof; it is remembered (against replay) only once the request's
+    /// credential is accepted.
+    pub fn attest_proof(&self, proof: &str) -> Result<VerifiedProof, Error> {
+        let url = self.config.url("/v1/attest");
+        let expected = writ_core::dpop::Expected {
+            method: "POST",
+            url: &url,
+            access_token: None,
+            now: self.now(),
+        };
+        self.dpop.verify_attest(proof, &expected)
+    }
+
     /// Takes one attestation request from `client`'s allowance (no client:
     /// no limit), or refuses it with the seconds to wait.
-    pub fn admit_attestation(&self, client: Option<std::net::IpAddr>) -> Result<(), ApiError> {
+    pub fn admit_attestation(&self, client: Option<std::net::IpAddr>) -> Result<(), Error> {
         let Some(ip) = client else {
             return Ok(());
         };
         self.attest_limit.check(ip, self.now()).map_err(|l| {
             metrics::inc(&self.metrics.attest_rate_limited);
-            ApiError::RateLimited {
+            Error::RateLimited {
                 detail: format!(
                     "too many attestation requests from this address; try again in {} s",
                     l.retry_after_secs
@@ -60,13 +74,13 @@ impl Broker {
         &self,
         req: AttestRequest,
         proof: Option<VerifiedProof>,
-    ) -> Result<Attested, ApiError> {
+    ) -> Result<Attested, Error> {
         let now = self.now();
         match (req.join_token, req.oidc_token, req.jwt_svid) {
             (Some(jt), None, None) => self.attest_join_token(&req.agent, &jt, proof, now).await,
             (None, Some(tok), None) => self.attest_oidc(&req.agent, &tok, proof, now).await,
             (None, None, Some(svid)) => self.attest_svid(&req.agent, &svid, proof, now).await,
-            _ => Err(ApiError::BadRequest(
+            _ => Err(Error::Invalid(
                 "give exactly one of join_token, oidc_token and jwt_svid".into(),
             )),
         }
@@ -80,7 +94,7 @@ impl Broker {
         jt: &str,
         proof: Option<VerifiedProof>,
         now: Timestamp,
-    ) -> Result<Attested, ApiError> {
+    ) -> Result<Attested, Error> {
         const M: Option<&str> = Some("join_token");
         let hash = hash_secret(jt);
         let Some(token) = self.store.join_token(&hash).await? else {
@@ -121,7 +135,7 @@ impl Broker {
         tok: &str,
         proof: Option<VerifiedProof>,
         now: Timestamp,
-    ) -> Result<Attested, ApiError> {
+    ) -> Result<Attested, Error> {
         const M: Option<&str> = Some("oidc");
         // The header rules hold for every token, whatever agent is named:
         // a token with `jku`/`x5u` is refused before any fetch.
@@ -149,12 +163,12 @@ impl Broker {
             };
             return Err(self.attest_failed(name, M, &m, Told::Nothing).await);
         };
-        let algs = oidc::algorithms(algorithms).map_err(ApiError::Internal)?;
+        let algs = oidc::algorithms(algorithms).map_err(Error::Internal)?;
         let source = match (jwks, jwks_uri) {
             (Some(set), _) => KeySource::Inline(set),
             (None, Some(uri)) => KeySource::Uri(uri),
             (None, None) => {
-                return Err(ApiError::Internal("oidc agent without keys".into()));
+                return Err(Error::Internal("oidc agent without keys".into()));
             }
         };
         let expect = ExternalExpect {
@@ -181,7 +195,7 @@ impl Broker {
         svid: &str,
         proof: Option<VerifiedProof>,
         now: Timestamp,
-    ) -> Result<Attested, ApiError> {
+    ) -> Result<Attested, Error> {
         const M: Option<&str> = Some("spiffe");
         let agent = self.store.get_agent(name).await?;
         // An unknown agent's SVID is checked against the ID it would have.
@@ -231,7 +245,7 @@ impl Broker {
         proof: Option<VerifiedProof>,
         now: Timestamp,
         single_use: bool,
-    ) -> Result<Option<String>, ApiError> {
+    ) -> Result<Option<String>, Error> {
         match proof {
             Some(p) => {
                 self.dpop.remember_attest(&p, now, single_use)?;
@@ -248,7 +262,7 @@ impl Broker {
         &self,
         name: &writ_core::AgentName,
         peer_id: &str,
-    ) -> Result<Attested, ApiError> {
+    ) -> Result<Attested, Error> {
         const M: Option<&str> = Some("spiffe_x509");
         let now = self.now();
         let Some(agent) = self.store.get_agent(name).await? else {
@@ -278,7 +292,7 @@ impl Broker {
         &self,
         agent: &writ_core::api::Agent,
         method: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         if let Some(w) = &agent.workload
             && self
                 .store
@@ -302,7 +316,7 @@ impl Broker {
         join_hash: Option<String>,
         jkt: Option<String>,
         now: writ_core::Timestamp,
-    ) -> Result<Attested, ApiError> {
+    ) -> Result<Attested, Error> {
         let instance_id = InstanceId::generate()?;
         let ttl = self.config.instance_token_ttl;
         let Issued {
@@ -374,12 +388,12 @@ impl Broker {
 
     /// Refuses a quarantined agent (403): said only to a caller whose
     /// credential for the agent was accepted.
-    async fn quarantined(&self, agent: &AgentName, method: Option<&str>) -> ApiError {
+    async fn quarantined(&self, agent: &AgentName, method: Option<&str>) -> Error {
         match self
             .audit_attest_failure(agent, method, "agent is quarantined")
             .await
         {
-            Ok(()) => ApiError::Forbidden("attestation failed: agent is quarantined".into()),
+            Ok(()) => Error::Quarantined("attestation failed: agent is quarantined".into()),
             Err(e) => e,
         }
     }
@@ -394,13 +408,13 @@ impl Broker {
         method: Option<&str>,
         reason: &str,
         told: Told,
-    ) -> ApiError {
+    ) -> Error {
         if let Err(e) = self.audit_attest_failure(agent, method, reason).await {
             return e;
         }
         match told {
-            Told::Nothing => ApiError::Unauthorized(NOT_ATTESTED.into()),
-            Told::Reason => ApiError::Unauthorized(format!("attestation failed: {reason}")),
+            Told::Nothing => Error::Unauthenticated(NOT_ATTESTED.into()),
+            Told::Reason => Error::Unauthenticated(format!("attestation failed: {reason}")),
         }
     }
 
@@ -409,7 +423,7 @@ impl Broker {
         agent: &AgentName,
         method: Option<&str>,
         reason: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         metrics::inc(&self.metrics.attest_failed);
         let now = self.now();
         // Identical failures within a window are counted, not each
@@ -441,7 +455,7 @@ impl Broker {
     }
 
     /// Writes the folded attestation failures whose windows are over.
-    pub async fn flush_attest_digest(&self) -> Result<(), ApiError> {
+    pub async fn flush_attest_digest(&self) -> Result<(), Error> {
         let now = self.now();
         let events = self.attest_digest.due(now);
         if !events.is_empty() {

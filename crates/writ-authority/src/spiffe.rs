@@ -20,7 +20,7 @@ use writ_core::seal::MasterKey;
 use writ_core::{Timestamp, random};
 use writ_store::{Store, StoredSpiffeKey};
 
-use crate::error::ApiError;
+use crate::error::Error;
 
 const CA: &str = "x509-ca";
 const JWT: &str = "jwt-svid";
@@ -31,8 +31,8 @@ const JWT_KEY_LIFETIME_SECS: i64 = 90 * 86_400;
 /// Clock skew allowed for at the start of a certificate's validity.
 const BACKDATE_SECS: i64 = 60;
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::Internal(e.to_string())
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::Internal(e.to_string())
 }
 
 fn purpose(kid: &str) -> String {
@@ -47,14 +47,14 @@ struct P256 {
 }
 
 impl P256 {
-    fn generate() -> Result<Self, ApiError> {
+    fn generate() -> Result<Self, Error> {
         let doc =
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
                 .map_err(|_| internal("cannot generate a P-256 key"))?;
         Self::from_pkcs8(doc.as_ref())
     }
 
-    fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, ApiError> {
+    fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, Error> {
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
             .map_err(|_| internal("a stored SPIFFE key is not a P-256 key"))?;
         Ok(Self {
@@ -64,7 +64,7 @@ impl P256 {
     }
 
     /// `(x, y)` in base64url, for a JWK.
-    fn jwk_xy(&self) -> Result<(String, String), ApiError> {
+    fn jwk_xy(&self) -> Result<(String, String), Error> {
         let (x, y) = self
             .public
             .get(1..33)
@@ -73,7 +73,7 @@ impl P256 {
         Ok((URL_SAFE_NO_PAD.encode(x), URL_SAFE_NO_PAD.encode(y)))
     }
 
-    fn rcgen(&self) -> Result<KeyPair, ApiError> {
+    fn rcgen(&self) -> Result<KeyPair, Error> {
         KeyPair::try_from(self.pkcs8.as_slice()).map_err(internal)
     }
 }
@@ -83,10 +83,10 @@ impl P256 {
 pub struct WorkloadKey(Vec<u8>);
 
 impl WorkloadKey {
-    pub fn parse(b64: &str) -> Result<Self, ApiError> {
+    pub fn parse(b64: &str) -> Result<Self, Error> {
         let raw = URL_SAFE_NO_PAD
             .decode(b64.trim_end_matches('='))
-            .map_err(|_| ApiError::BadRequest("public_key is not base64url".into()))?;
+            .map_err(|_| Error::Invalid("public_key is not base64url".into()))?;
         // Checked as a verifying key: a point off the curve is refused.
         let ok = raw.len() == 65
             && raw.first() == Some(&4)
@@ -96,7 +96,7 @@ impl WorkloadKey {
             )
             .is_ok();
         if !ok {
-            return Err(ApiError::BadRequest(
+            return Err(Error::Invalid(
                 "public_key must be an uncompressed P-256 point".into(),
             ));
         }
@@ -218,7 +218,7 @@ impl std::fmt::Debug for Authority {
 
 /// The X.509 authority's name: rebuilt the same way whenever it signs, so
 /// that issued certificates name exactly the CA certificate's subject.
-fn ca_params(trust_domain: &str) -> Result<CertificateParams, ApiError> {
+fn ca_params(trust_domain: &str) -> Result<CertificateParams, Error> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "writ");
@@ -241,11 +241,11 @@ fn ca_params(trust_domain: &str) -> Result<CertificateParams, ApiError> {
     Ok(p)
 }
 
-fn offset(t: Timestamp) -> Result<time::OffsetDateTime, ApiError> {
+fn offset(t: Timestamp) -> Result<time::OffsetDateTime, Error> {
     time::OffsetDateTime::from_unix_timestamp(t.secs()).map_err(internal)
 }
 
-fn serial() -> Result<SerialNumber, ApiError> {
+fn serial() -> Result<SerialNumber, Error> {
     let mut bytes = random::bytes::<16>().map_err(internal)?;
     // Positive, non-zero.
     if let Some(b) = bytes.first_mut() {
@@ -263,7 +263,7 @@ impl Authority {
         trust_domain: &str,
         federated: std::collections::BTreeMap<String, jsonwebtoken::jwk::JwkSet>,
         now: Timestamp,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, Error> {
         let this = Self {
             trust_domain: trust_domain.to_owned(),
             keys: RwLock::new(Arc::new(Keys::default())),
@@ -285,7 +285,7 @@ impl Authority {
         master: &MasterKey,
         now: Timestamp,
         force: bool,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, Error> {
         let keys = self.current();
         let ca_ok = !force
             && keys
@@ -335,7 +335,7 @@ impl Authority {
     }
 
     /// Re-reads the keys from the store (another replica may have added one).
-    pub async fn reload(&self, store: &dyn Store, master: &MasterKey) -> Result<(), ApiError> {
+    pub async fn reload(&self, store: &dyn Store, master: &MasterKey) -> Result<(), Error> {
         let mut keys = Keys::default();
         for s in store.spiffe_keys().await? {
             let pkcs8 = master
@@ -369,7 +369,7 @@ impl Authority {
         store: &dyn Store,
         master: &MasterKey,
         now: Timestamp,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let key = P256::generate()?;
         let mut params = ca_params(&self.trust_domain)?;
         params.not_before = offset(now.add_secs(-BACKDATE_SECS))?;
@@ -403,7 +403,7 @@ impl Authority {
         store: &dyn Store,
         master: &MasterKey,
         now: Timestamp,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let key = P256::generate()?;
         let kid = random::token_128().map_err(internal)?;
         let not_after = now.add_secs(JWT_KEY_LIFETIME_SECS);
@@ -448,7 +448,7 @@ impl Authority {
 
     /// The JWT-SVID keys still published at `now`, as a JWKS (`use` =
     /// `jwt-svid`), the form the Workload API hands out.
-    pub fn jwt_jwks(&self, now: Timestamp) -> Result<serde_json::Value, ApiError> {
+    pub fn jwt_jwks(&self, now: Timestamp) -> Result<serde_json::Value, Error> {
         let mut keys = Vec::new();
         for k in self
             .current()
@@ -465,7 +465,7 @@ impl Authority {
     }
 
     /// The SPIFFE bundle (a JWKS with `use` `x509-svid` and `jwt-svid` keys).
-    pub fn bundle(&self, now: Timestamp) -> Result<serde_json::Value, ApiError> {
+    pub fn bundle(&self, now: Timestamp) -> Result<serde_json::Value, Error> {
         let keys = self.current();
         let mut out = Vec::new();
         for c in keys.cas.iter().filter(|c| c.not_after.secs() > now.secs()) {
@@ -494,7 +494,7 @@ impl Authority {
         hosts: &[String],
         now: Timestamp,
         ttl_secs: i64,
-    ) -> Result<ServerSvid, ApiError> {
+    ) -> Result<ServerSvid, Error> {
         let key = P256::generate()?;
         let mut sans = vec![SanType::URI(
             format!("spiffe://{}/writ", self.trust_domain)
@@ -528,7 +528,7 @@ impl Authority {
         key: &WorkloadKey,
         now: Timestamp,
         ttl_secs: i64,
-    ) -> Result<(Vec<Vec<u8>>, Timestamp), ApiError> {
+    ) -> Result<(Vec<Vec<u8>>, Timestamp), Error> {
         let leaf = Leaf {
             sans: vec![SanType::URI(spiffe_id.try_into().map_err(internal)?)],
             key_usages: vec![
@@ -553,13 +553,13 @@ impl Authority {
         public_key: &impl PublicKeyData,
         now: Timestamp,
         ttl_secs: i64,
-    ) -> Result<(Vec<Vec<u8>>, Timestamp), ApiError> {
+    ) -> Result<(Vec<Vec<u8>>, Timestamp), Error> {
         let keys = self.current();
         let ca = keys
             .cas
             .last()
             .filter(|c| c.not_after.secs() > now.secs() + 60)
-            .ok_or_else(|| ApiError::Unavailable("no valid X.509 authority".into()))?;
+            .ok_or_else(|| Error::Unavailable("no valid X.509 authority".into()))?;
         let not_after =
             Timestamp::from_secs(now.secs().saturating_add(ttl_secs).min(ca.not_after.secs()));
         let mut p = CertificateParams::default();
@@ -587,14 +587,14 @@ impl Authority {
         audience: &[String],
         now: Timestamp,
         ttl_secs: i64,
-    ) -> Result<(String, Timestamp), ApiError> {
+    ) -> Result<(String, Timestamp), Error> {
         let keys = self.current();
         let k = keys
             .jwt
             .iter()
             .filter(|k| k.not_after.secs() > now.secs() + ttl_secs)
             .max_by_key(|k| k.created_at.millis())
-            .ok_or_else(|| ApiError::Unavailable("no JWT-SVID key".into()))?;
+            .ok_or_else(|| Error::Unavailable("no JWT-SVID key".into()))?;
         let exp = now.add_secs(ttl_secs);
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         header.kid = Some(k.kid.clone());

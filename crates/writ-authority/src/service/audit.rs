@@ -1,23 +1,73 @@
-//! Reading and verifying the audit chain.
+//! Reading, verifying and checkpointing the audit chain: a service of its
+//! own, holding only the store, the signing keys, the clock and the
+//! checkpoint settings.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use writ_core::Clock;
 use writ_core::api::{AuditPage, AuditVerified};
 use writ_core::audit::{ChainBreak, Verifier, checkpoint_gap};
 use writ_core::token::{Checkpoint, verify_checkpoint};
+use writ_store::Store;
 
-use super::Broker;
-use crate::error::ApiError;
+use crate::config::BrokerConfig;
+use crate::error::Error;
+use crate::keys::KeyService;
 
 /// Largest page of audit records per request.
 pub const MAX_PAGE: u32 = 1000;
 
-impl Broker {
+/// The audit chain as the broker reads, verifies and seals it.
+pub struct Audit {
+    store: Arc<dyn Store>,
+    keys: Arc<KeyService>,
+    clock: Arc<dyn Clock>,
+    issuer: String,
+    checkpoints: Checkpoints,
+}
+
+/// When and where the chain is sealed.
+struct Checkpoints {
+    /// A checkpoint after this many records...
+    records: u64,
+    /// ...or this many seconds, whichever comes first.
+    secs: i64,
+    /// A copy of the latest checkpoint kept outside the store.
+    file: Option<PathBuf>,
+}
+
+impl Audit {
+    pub fn new(
+        store: Arc<dyn Store>,
+        keys: Arc<KeyService>,
+        clock: Arc<dyn Clock>,
+        config: &BrokerConfig,
+    ) -> Self {
+        Self {
+            store,
+            keys,
+            clock,
+            issuer: config.issuer.clone(),
+            checkpoints: Checkpoints {
+                records: config.audit_checkpoint_records,
+                secs: config.audit_checkpoint_secs,
+                file: config.audit_checkpoint_file.clone(),
+            },
+        }
+    }
+
+    fn now(&self) -> writ_core::Timestamp {
+        self.clock.now()
+    }
+
     /// Records after `after`; with `last`, the last `last` records instead.
-    pub async fn audit_page(
+    pub async fn page(
         &self,
         after: u64,
         limit: u32,
         last: Option<u32>,
-    ) -> Result<AuditPage, ApiError> {
+    ) -> Result<AuditPage, Error> {
         let mut limit = limit.clamp(1, MAX_PAGE);
         let mut after = after;
         if let Some(n) = last {
@@ -35,7 +85,7 @@ impl Broker {
 
     /// Walks the whole chain from its first record, holding it to every
     /// checkpoint the broker signed and kept on the way.
-    pub async fn audit_verify(&self) -> Result<AuditVerified, ApiError> {
+    pub async fn verify(&self) -> Result<AuditVerified, Error> {
         let kept = self.store.audit_checkpoints().await?;
         let count = kept.len() as u64;
         let broken = |seq: u64, reason: String| AuditVerified {
@@ -90,13 +140,13 @@ impl Broker {
             .keys
             .ring()
             .sign_checkpoint(&Checkpoint {
-                iss: self.config.issuer.clone(),
+                iss: self.issuer.clone(),
                 seq,
                 hash: head.to_owned(),
                 iat: self.now().secs(),
                 prev: 0,
             })
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| Error::Internal(e.to_string()))?;
         Ok(AuditVerified {
             valid: true,
             records: seq,
@@ -123,7 +173,7 @@ impl Broker {
                 seq: *seq,
                 reason: format!("the checkpoint kept for record {seq} {why}"),
             };
-            let (c, signed) = verify_checkpoint(token, &keys, &self.config.issuer)
+            let (c, signed) = verify_checkpoint(token, &keys, &self.issuer)
                 .map_err(|e| bad(format!("does not verify: {e}")))?;
             if !signed {
                 return Err(bad("is signed by a key this issuer never had".into()));
@@ -152,7 +202,7 @@ impl Broker {
         &self,
         last: Option<&(u64, String)>,
         head: u64,
-    ) -> Result<Option<writ_core::audit::AuditRecord>, ApiError> {
+    ) -> Result<Option<writ_core::audit::AuditRecord>, Error> {
         // A tamper alarm, not a failure of this pass: said loudly, and the
         // chain is left unsigned until someone looks.
         let refuse = |why: String| {
@@ -212,14 +262,14 @@ impl Broker {
     /// The checkpoint written outside the database, verified: `None` when
     /// there is none (a new data directory, or no file configured).
     fn mirrored_checkpoint(&self) -> Result<Option<(u64, String)>, ChainBreak> {
-        let Some(path) = &self.config.audit_checkpoint_file else {
+        let Some(path) = &self.checkpoints.file else {
             return Ok(None);
         };
         let Ok(text) = std::fs::read_to_string(path) else {
             return Ok(None);
         };
         let keys = self.keys.ring().all_jwks();
-        match verify_checkpoint(text.trim(), &keys, &self.config.issuer) {
+        match verify_checkpoint(text.trim(), &keys, &self.issuer) {
             Ok((c, true)) => Ok(Some((c.seq, c.hash))),
             Ok((c, false)) => Err(ChainBreak {
                 seq: c.seq,
@@ -237,12 +287,12 @@ impl Broker {
 
     /// Every key that ever signed (public halves): what verifies the kept
     /// checkpoints offline.
-    pub fn audit_keys(&self) -> jsonwebtoken::jwk::JwkSet {
+    pub fn keys(&self) -> jsonwebtoken::jwk::JwkSet {
         self.keys.ring().all_jwks()
     }
 
     /// The kept checkpoints, as signed.
-    pub async fn audit_checkpoint_tokens(&self) -> Result<Vec<String>, ApiError> {
+    pub async fn checkpoint_tokens(&self) -> Result<Vec<String>, Error> {
         Ok(self
             .store
             .audit_checkpoints()
@@ -258,7 +308,7 @@ impl Broker {
     /// does not hold the signing keys can then no longer rewrite and
     /// re-hash the chain below it unseen. (Vault's audit devices rely on an
     /// outside log; a signed, kept head is this chain's equivalent.)
-    pub async fn seal_audit(&self) -> Result<Option<u64>, ApiError> {
+    pub async fn seal(&self) -> Result<Option<u64>, Error> {
         let head = self.store.audit_head().await?;
         let last = self.store.last_audit_checkpoint().await?;
         let (last_seq, last_iat) = match &last {
@@ -273,8 +323,8 @@ impl Broker {
         };
         let now = self.now().secs();
         let due = head > last_seq
-            && (head - last_seq >= self.config.audit_checkpoint_records
-                || now.saturating_sub(last_iat) >= self.config.audit_checkpoint_secs);
+            && (head - last_seq >= self.checkpoints.records
+                || now.saturating_sub(last_iat) >= self.checkpoints.secs);
         if !due {
             return Ok(None);
         }
@@ -287,15 +337,15 @@ impl Broker {
             .keys
             .ring()
             .sign_checkpoint(&Checkpoint {
-                iss: self.config.issuer.clone(),
+                iss: self.issuer.clone(),
                 seq: r.seq,
                 hash: r.hash,
                 iat: now,
                 prev: last_seq,
             })
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| Error::Internal(e.to_string()))?;
         self.store.add_audit_checkpoint(r.seq, &token).await?;
-        if let Some(path) = &self.config.audit_checkpoint_file
+        if let Some(path) = &self.checkpoints.file
             && let Err(e) = write_atomically(path, &token)
         {
             tracing::error!(error = %e, path = %path.display(), "cannot write the audit checkpoint file");

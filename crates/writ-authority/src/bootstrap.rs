@@ -55,8 +55,8 @@ impl From<writ_store::StoreError> for BootstrapError {
     }
 }
 
-impl From<crate::error::ApiError> for BootstrapError {
-    fn from(e: crate::error::ApiError) -> Self {
+impl From<crate::error::Error> for BootstrapError {
+    fn from(e: crate::error::Error) -> Self {
         BootstrapError::Broker(e.cause())
     }
 }
@@ -208,7 +208,7 @@ pub async fn open(
         }
     }
 
-    let empty = PolicySet::empty().map_err(|e| crate::error::ApiError::Internal(e.to_string()))?;
+    let empty = PolicySet::empty().map_err(|e| crate::error::Error::Internal(e.to_string()))?;
     let (set, origin) = match policy {
         InitialPolicy::Set { set, origin } => (set, origin),
         InitialPolicy::Stored => match store.latest_policy().await? {
@@ -225,8 +225,8 @@ pub async fn open(
         },
     };
     let broker = Broker::new(store, keys, spiffe, empty, clock, config, master)?;
-    broker.set_policy(set, &origin, "system").await?;
-    broker.restore_shadow().await?;
+    broker.policies.set_live(set, &origin, "system").await?;
+    broker.policies.restore_shadow().await?;
     Ok(Opened {
         broker: Arc::new(broker),
         bootstrap_admin_token,

@@ -2,13 +2,14 @@
 //! long-polled by enforcement points.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use writ_core::api::RevocationPage;
+use writ_store::Store;
 
-use super::Broker;
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// The longest a feed request waits for news.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -164,16 +165,44 @@ fn forget_stale(m: &mut HashMap<(String, String), Follower>, gateway: &str, now:
     }
 }
 
-impl Broker {
+/// The revocation feed as a service of its own: the store it reads, who
+/// follows it, and the wake-ups a revocation sends.
+pub struct Revocations {
+    store: Arc<dyn Store>,
+    followers: Followers,
+    /// Woken whenever a revocation may have been written.
+    revoked: Notify,
+    /// Woken when a task ends, so its database roles are dropped at once.
+    pub(crate) tasks_ended: Notify,
+    /// How long a change waits for the gateways that keep up to hold it.
+    propagation_wait: Duration,
+}
+
+impl Revocations {
+    pub fn new(store: Arc<dyn Store>, propagation_wait: Duration) -> Self {
+        Self {
+            store,
+            followers: Followers::default(),
+            revoked: Notify::new(),
+            tasks_ended: Notify::new(),
+            propagation_wait,
+        }
+    }
+
+    /// Wakes feed readers after another replica wrote revocations.
+    pub(crate) fn wake_readers(&self) {
+        self.revoked.notify_waiters();
+    }
+
     /// Revocations after `after`; with nothing new, waits up to `wait` for
     /// the next one. `follower`: the gateway asking and which of its
     /// processes (its `after` is its acknowledgement).
-    pub async fn revocations(
+    pub async fn page(
         &self,
         follower: Option<(&str, &str)>,
         after: u64,
         wait: Duration,
-    ) -> Result<RevocationPage, ApiError> {
+    ) -> Result<RevocationPage, Error> {
         // Everything up to the head now is in the page read below (unless
         // it is full): a follower that reaches it is caught up.
         let head = self.store.revocation_head().await?;
@@ -202,7 +231,7 @@ impl Broker {
     /// then waits (bounded by `propagation_wait`) until every gateway that
     /// keeps up holds it, so that once the change is acknowledged the next
     /// request through any such gateway is refused.
-    pub(crate) async fn revocations_changed(&self) {
+    pub(crate) async fn changed(&self) {
         self.revoked.notify_waiters();
         self.tasks_ended.notify_one();
         let head = match self.store.revocation_head().await {
@@ -212,7 +241,7 @@ impl Broker {
                 return;
             }
         };
-        let deadline = tokio::time::Instant::now() + self.config.propagation_wait;
+        let deadline = tokio::time::Instant::now() + self.propagation_wait;
         loop {
             let notified = self.followers.acked.notified();
             tokio::pin!(notified);

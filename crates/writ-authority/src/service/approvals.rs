@@ -14,7 +14,7 @@ use writ_core::api::{Approval, ApprovalCall, ApprovalStatus, DecideApproval, Tas
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 
 use super::Broker;
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// Most call approvals one task may have waiting at once: a task cannot
 /// flood approvers (nor the store) by varying its requests.
@@ -64,7 +64,7 @@ fn fingerprint(task: &Task, call: &ApprovalCall) -> String {
 }
 
 impl Broker {
-    pub async fn approvals(&self, all: bool) -> Result<Vec<Approval>, ApiError> {
+    pub async fn approvals(&self, all: bool) -> Result<Vec<Approval>, Error> {
         Ok(self.store.list_approvals(!all).await?)
     }
 
@@ -74,10 +74,10 @@ impl Broker {
         id: &ApprovalId,
         approve: bool,
         req: DecideApproval,
-    ) -> Result<Approval, ApiError> {
+    ) -> Result<Approval, Error> {
         let reason = req.reason.trim();
         if reason.is_empty() || reason.len() > 1024 || reason.chars().any(char::is_control) {
-            return Err(ApiError::BadRequest(
+            return Err(Error::Invalid(
                 "a reason of 1 to 1024 printable characters is required".into(),
             ));
         }
@@ -85,7 +85,7 @@ impl Broker {
             .store
             .get_approval(id)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("approval {id} not found")))?;
+            .ok_or_else(|| Error::NotFound(format!("approval {id} not found")))?;
         let event = AuditEvent::new(
             AuditKind::Approval,
             if approve {
@@ -124,16 +124,16 @@ impl Broker {
         decision: &writ_policy::Decision,
         actor: &str,
         asked: Asked,
-    ) -> Result<CallApproval, ApiError> {
+    ) -> Result<CallApproval, Error> {
         if task.status != TaskStatus::Active {
-            return Err(ApiError::Conflict(format!(
+            return Err(Error::TaskEnded(format!(
                 "task {} is not active ({})",
                 task.task_id,
                 task.status.as_str()
             )));
         }
         if call.agent != task.agent || !task.capabilities.iter().any(|c| c.tool == call.tool) {
-            return Err(ApiError::Forbidden(
+            return Err(Error::Forbidden(
                 "the call is not made by the task's agent on one of its tools".into(),
             ));
         }
@@ -184,7 +184,7 @@ impl Broker {
             }
         }
         if self.store.pending_call_approvals(&task.task_id).await? >= MAX_PENDING_CALL_APPROVALS {
-            return Err(ApiError::TooManyRequests(format!(
+            return Err(Error::TooMany(format!(
                 "task {} already has {MAX_PENDING_CALL_APPROVALS} calls waiting for approval",
                 task.task_id
             )));
@@ -230,20 +230,18 @@ impl Broker {
         task: &Task,
         scopes: std::collections::BTreeSet<writ_core::Scope>,
         call: &ApprovalCall,
-    ) -> Result<writ_policy::Decision, ApiError> {
+    ) -> Result<writ_policy::Decision, Error> {
         let tool = self
             .store
             .get_tool(&call.tool)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("tool {} not found", call.tool)))?;
+            .ok_or_else(|| Error::NotFound(format!("tool {} not found", call.tool)))?;
         let lineage = self.lineage(task).await?;
         let agents = self.lineage_agents(&lineage).await?;
         let agent = agents
             .iter()
             .find(|a| a.name == call.agent && a.name == task.agent)
-            .ok_or_else(|| {
-                ApiError::Forbidden("the call is not made by the task's agent".into())
-            })?;
+            .ok_or_else(|| Error::Forbidden("the call is not made by the task's agent".into()))?;
         let attestation = self.instance_attestation(&task.instance_id).await?;
         let view = writ_policy::TaskView::of_task(task, &attestation);
         let now = self.now();
@@ -258,11 +256,11 @@ impl Broker {
             behaviour,
             now,
         );
-        self.decide(&self.policy(), &facts).await
+        self.policies.decide(&self.policies.live(), &facts).await
     }
 
     /// Expires overdue approvals (and their tasks); returns how many.
-    pub(crate) async fn expire_approvals(&self) -> Result<usize, ApiError> {
+    pub(crate) async fn expire_approvals(&self) -> Result<usize, Error> {
         let now = self.now();
         let mut n = 0;
         for id in self.store.overdue_approvals(now, 256).await? {
@@ -277,7 +275,7 @@ impl Broker {
     }
 
     /// Tasks, newest first; `exceptions`: only live exceptions.
-    pub async fn tasks(&self, exceptions: bool) -> Result<Vec<Task>, ApiError> {
+    pub async fn tasks(&self, exceptions: bool) -> Result<Vec<Task>, Error> {
         Ok(self.store.list_tasks(exceptions, 1000).await?)
     }
 }

@@ -1,25 +1,32 @@
 //! The broker's logic, free of HTTP: each operation takes typed input and a
-//! caller, and returns typed output or an [`ApiError`].
+//! caller, and returns typed output or an [`Error`].
+//!
+//! Services with one job hold only the handles they need and are composed
+//! here: [`audit::Audit`], [`policies::Policies`] (every decision),
+//! [`nodes::Nodes`], [`feed::Revocations`], [`dbcreds::DbCredentials`]. The
+//! rest (agents and their attestation, tasks, exchange, approvals, AuthZEN,
+//! gateways) are still methods of [`Broker`], one file each.
 
 mod admin;
 mod approvals;
 mod attest;
-mod audit;
+pub mod audit;
 pub mod authzen;
 mod behaviour;
-mod dbcreds;
+pub mod dbcreds;
 pub mod exchange;
-mod feed;
+pub mod feed;
 pub mod gateway;
 mod issue;
 pub mod nodes;
+pub mod policies;
 mod policy;
 mod search;
 mod shadow;
 pub mod tasks;
 mod tokens;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use writ_core::audit::AuditEvent;
 use writ_core::seal::MasterKey;
@@ -30,7 +37,7 @@ use writ_store::{GrantState, Store};
 
 use crate::config::BrokerConfig;
 use crate::dpop::DpopGuard;
-use crate::error::ApiError;
+use crate::error::{Binding, Error};
 use crate::keys::KeyService;
 use crate::metrics::Metrics;
 use crate::oidc::OidcVerifier;
@@ -40,15 +47,25 @@ pub use behaviour::DENIAL_WINDOW_SECS;
 pub(crate) use policy::compile_stored;
 pub use tokens::hash_secret;
 
-/// Everything a request handler needs, shared by all of them.
+/// Everything a request handler needs, shared by all of them: the services
+/// and the handles the methods not yet split out use.
 pub struct Broker {
     pub store: Arc<dyn Store>,
-    pub keys: KeyService,
+    pub keys: Arc<KeyService>,
+    /// The audit chain: reading, verifying, sealing.
+    pub audit: audit::Audit,
+    /// The live policy set, the shadow set beside it, and every decision.
+    pub policies: policies::Policies,
+    /// Nodes and their workloads' SVIDs.
+    pub nodes: nodes::Nodes,
+    /// The revocation feed and who follows it.
+    pub revocations: feed::Revocations,
+    /// Database roles per task.
+    pub db_credentials: dbcreds::DbCredentials,
     /// The trust domain's SPIFFE authorities (X.509 CA, JWT-SVID keys).
-    pub spiffe: crate::spiffe::Authority,
+    pub spiffe: Arc<crate::spiffe::Authority>,
     pub clock: Arc<dyn Clock>,
     pub config: BrokerConfig,
-    policy: RwLock<Arc<PolicySet>>,
     master: Arc<MasterKey>,
     oidc: OidcVerifier,
     pub(crate) dpop: DpopGuard,
@@ -56,15 +73,8 @@ pub struct Broker {
     pub(crate) attest_limit: crate::limit::RateLimiter,
     /// Identical attestation failures, folded in the audit.
     pub(crate) attest_digest: crate::attest_digest::AttestDigest,
-    /// Woken whenever a revocation may have been written.
-    pub(crate) revoked: tokio::sync::Notify,
-    /// Woken when a task ends, so its database roles are dropped at once.
-    pub(crate) tasks_ended: tokio::sync::Notify,
-    pub(crate) metrics: Metrics,
-    policy_loaded: std::sync::atomic::AtomicBool,
-    shadow: RwLock<Option<Arc<PolicySet>>>,
+    pub metrics: Arc<Metrics>,
     embedded_gateway: gateway::EmbeddedGateway,
-    pub(crate) followers: feed::Followers,
 }
 
 impl std::fmt::Debug for Broker {
@@ -125,31 +135,57 @@ impl Broker {
         clock: Arc<dyn Clock>,
         config: BrokerConfig,
         master: Arc<MasterKey>,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, Error> {
         let oidc = OidcVerifier::new(config.oidc_fetch_timeout, Arc::clone(&clock))
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| Error::Internal(e.to_string()))?;
         let dpop = DpopGuard::new(config.dpop_nonces)?;
         let attest_limit = crate::limit::RateLimiter::new(config.attest_per_minute);
         let attest_digest = crate::attest_digest::AttestDigest::new(config.attest_fold_ms);
+        let keys = Arc::new(keys);
+        let audit = audit::Audit::new(
+            Arc::clone(&store),
+            Arc::clone(&keys),
+            Arc::clone(&clock),
+            &config,
+        );
+        let spiffe = Arc::new(spiffe);
+        let nodes = nodes::Nodes::new(
+            Arc::clone(&store),
+            Arc::clone(&spiffe),
+            Arc::clone(&clock),
+            &config,
+        );
+        let revocations = feed::Revocations::new(Arc::clone(&store), config.propagation_wait);
+        let db_credentials = dbcreds::DbCredentials::new(
+            Arc::clone(&store),
+            Arc::clone(&master),
+            Arc::clone(&clock),
+        );
+        let metrics = Arc::new(Metrics::default());
+        let policies = policies::Policies::new(
+            policy,
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+        );
         Ok(Self {
             store,
+            audit,
+            policies,
+            nodes,
             keys,
             spiffe,
             clock,
             config,
-            policy: RwLock::new(Arc::new(policy)),
             master,
             oidc,
             dpop,
             attest_limit,
             attest_digest,
-            revoked: tokio::sync::Notify::new(),
-            tasks_ended: tokio::sync::Notify::new(),
-            metrics: Metrics::default(),
-            policy_loaded: std::sync::atomic::AtomicBool::new(false),
-            shadow: RwLock::new(None),
+            metrics,
             embedded_gateway: gateway::EmbeddedGateway::default(),
-            followers: feed::Followers::default(),
+            revocations,
+            db_credentials,
         })
     }
 
@@ -157,95 +193,10 @@ impl Broker {
         self.clock.now()
     }
 
-    /// The live policy set.
-    pub fn policy(&self) -> Arc<PolicySet> {
-        match self.policy.read() {
-            Ok(g) => Arc::clone(&g),
-            Err(p) => Arc::clone(&p.into_inner()),
-        }
-    }
-
-    /// Makes `set` the live policy set (it was validated when compiled),
-    /// recording the version and where it came from. A set identical to the
-    /// live one changes nothing.
-    pub async fn set_policy(
-        &self,
-        set: PolicySet,
-        origin: &str,
-        actor: &str,
-    ) -> Result<bool, ApiError> {
-        use writ_core::audit::{AuditKind, Outcome};
-        if self.policy().version() == set.version() && self.policy_loaded() {
-            return Ok(false);
-        }
-        let event = AuditEvent::new(AuditKind::PolicyLoad, Outcome::Success, actor)
-            .policy(set.version(), Vec::new())
-            .detail(serde_json::json!({
-                "origin": origin,
-                "policies": set.len(),
-                "files": set.sources().iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
-            }));
-        let sources: Vec<(String, String)> = set
-            .sources()
-            .iter()
-            .map(|s| (s.name.clone(), s.text.clone()))
-            .collect();
-        self.store
-            .activate_policy(set.version(), &sources, origin, self.now(), vec![event])
-            .await?;
-        tracing::info!(policy_version = %set.version(), %origin, policies = set.len(), "policy set is live");
-        match self.policy.write() {
-            Ok(mut g) => *g = Arc::new(set),
-            Err(p) => *p.into_inner() = Arc::new(set),
-        }
-        self.policy_loaded
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        Ok(true)
-    }
-
-    /// Makes the set that went live last in the store this replica's live
-    /// set, after another replica activated it (nothing is recorded: the
-    /// replica that activated it did).
-    pub(crate) async fn reload_policy(&self) -> Result<(), ApiError> {
-        let Some((version, sources)) = self.store.latest_policy().await? else {
-            return Ok(());
-        };
-        if self.policy().version() == version {
-            return Ok(());
-        }
-        let set = policy::compile_stored("policy set", &version, sources)?;
-        tracing::info!(policy_version = %set.version(), "policy set activated by another replica is live");
-        match self.policy.write() {
-            Ok(mut g) => *g = Arc::new(set),
-            Err(p) => *p.into_inner() = Arc::new(set),
-        }
-        Ok(())
-    }
-
     /// Re-reads the signing keys, after another replica rotated them.
-    pub(crate) async fn reload_keys(&self) -> Result<(), ApiError> {
+    pub(crate) async fn reload_keys(&self) -> Result<(), Error> {
         self.keys.reload(self.store.as_ref(), &self.master).await?;
         self.spiffe.reload(self.store.as_ref(), &self.master).await
-    }
-
-    fn policy_loaded(&self) -> bool {
-        self.policy_loaded.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Records a policy set that was refused (the live one stays).
-    pub async fn policy_refused(
-        &self,
-        origin: &str,
-        actor: &str,
-        error: &str,
-    ) -> Result<(), ApiError> {
-        use writ_core::audit::{AuditKind, Outcome};
-        tracing::error!(%origin, %error, "policy set refused; the previous set stays live");
-        let event = AuditEvent::new(AuditKind::PolicyLoad, Outcome::Failure, actor)
-            .reason(error)
-            .detail(serde_json::json!({ "origin": origin }));
-        self.store.append_audit(self.now(), vec![event]).await?;
-        Ok(())
     }
 
     pub fn master(&self) -> &MasterKey {
@@ -259,7 +210,7 @@ impl Broker {
         p: &Presented<'_>,
         method: &str,
         path: &str,
-    ) -> Result<Caller, ApiError> {
+    ) -> Result<Caller, Error> {
         if looks_like_jwt(p.token) {
             return self
                 .authenticate(p, method, path, TokenKind::Any)
@@ -269,7 +220,7 @@ impl Broker {
         if !p.dpop && self.admin_credential(p.token).await?.is_some() {
             Ok(Caller::Admin)
         } else {
-            Err(ApiError::Unauthorized("invalid credential".into()))
+            Err(Error::Unauthenticated("invalid credential".into()))
         }
     }
 
@@ -278,7 +229,7 @@ impl Broker {
     async fn admin_credential(
         &self,
         token: &str,
-    ) -> Result<Option<writ_core::api::AdminCredential>, ApiError> {
+    ) -> Result<Option<writ_core::api::AdminCredential>, Error> {
         Ok(self
             .store
             .admin_token(&hash_secret(token))
@@ -287,13 +238,13 @@ impl Broker {
     }
 
     /// Requires an admin credential.
-    pub async fn require_admin(&self, token: Option<&str>) -> Result<(), ApiError> {
+    pub async fn require_admin(&self, token: Option<&str>) -> Result<(), Error> {
         let token =
-            token.ok_or_else(|| ApiError::Unauthorized("missing admin credential".into()))?;
+            token.ok_or_else(|| Error::Unauthenticated("missing admin credential".into()))?;
         if !looks_like_jwt(token) && self.admin_credential(token).await?.is_some() {
             Ok(())
         } else {
-            Err(ApiError::Unauthorized("invalid admin credential".into()))
+            Err(Error::Unauthenticated("invalid admin credential".into()))
         }
     }
 
@@ -306,7 +257,7 @@ impl Broker {
         method: &str,
         path: &str,
         kind: TokenKind,
-    ) -> Result<AgentCaller, ApiError> {
+    ) -> Result<AgentCaller, Error> {
         let claims = self.verify_token(p.token, kind)?;
         let jkt = match self.check_binding(&claims, p, method, path, true) {
             Ok(j) => j,
@@ -342,14 +293,10 @@ impl Broker {
         method: &str,
         path: &str,
         ath: bool,
-    ) -> Result<Option<String>, ApiError> {
+    ) -> Result<Option<String>, Error> {
         match (&claims.cnf, p.dpop) {
             (Some(cnf), true) => {
-                let proof = p.proof.ok_or_else(|| ApiError::Dpop {
-                    error: "invalid_dpop_proof",
-                    detail: "a DPoP proof is required with this token".into(),
-                    nonce: None,
-                })?;
+                let proof = p.proof.ok_or(Error::Binding(Binding::ProofMissing))?;
                 let url = self.config.url(path);
                 let expected = writ_core::dpop::Expected {
                     method,
@@ -360,11 +307,11 @@ impl Broker {
                 self.dpop.check(proof, &expected, Some(&cnf.jkt))?;
                 Ok(Some(cnf.jkt.clone()))
             }
-            (Some(_), false) => Err(ApiError::Unauthorized(
+            (Some(_), false) => Err(Error::Unauthenticated(
                 "this token is bound to a DPoP key: present it with the DPoP scheme and a proof"
                     .into(),
             )),
-            (None, true) => Err(ApiError::Unauthorized(
+            (None, true) => Err(Error::Unauthenticated(
                 "this token is not DPoP-bound: present it with the Bearer scheme".into(),
             )),
             (None, false) => Ok(None),
@@ -372,17 +319,17 @@ impl Broker {
     }
 
     /// The grant behind verified claims, if it is still live.
-    pub(crate) async fn live_grant(&self, claims: &AccessClaims) -> Result<GrantState, ApiError> {
+    pub(crate) async fn live_grant(&self, claims: &AccessClaims) -> Result<GrantState, Error> {
         let state = self
             .store
             .grant_state(&claims.jti)
             .await?
-            .ok_or_else(|| ApiError::Unauthorized("token is not known".into()))?;
+            .ok_or_else(|| Error::Unauthenticated("token is not known".into()))?;
         if !state.is_live(self.now()) {
-            return Err(ApiError::Unauthorized("token is no longer active".into()));
+            return Err(Error::Unauthenticated("token is no longer active".into()));
         }
         if state.grant.instance_id.as_str() != claims.client_id {
-            return Err(ApiError::Unauthorized(
+            return Err(Error::Unauthenticated(
                 "token does not match its issuance record".into(),
             ));
         }
@@ -393,14 +340,14 @@ impl Broker {
             writ_store::GrantKind::ToolToken => false,
         };
         if !kind_ok {
-            return Err(ApiError::Unauthorized("this token is not for writ".into()));
+            return Err(Error::Unauthenticated("this token is not for writ".into()));
         }
         Ok(state)
     }
 
     /// Signature, header and claim checks only (no store lookup), for a
     /// token presented to writ itself.
-    pub fn verify_token(&self, token: &str, kind: TokenKind) -> Result<AccessClaims, ApiError> {
+    pub fn verify_token(&self, token: &str, kind: TokenKind) -> Result<AccessClaims, Error> {
         self.verify_token_for(token, kind, Some(&self.config.issuer))
     }
 
@@ -411,7 +358,7 @@ impl Broker {
         token: &str,
         kind: TokenKind,
         audience: Option<&str>,
-    ) -> Result<AccessClaims, ApiError> {
+    ) -> Result<AccessClaims, Error> {
         let expect = Expect {
             issuer: &self.config.issuer,
             audience,
@@ -420,7 +367,7 @@ impl Broker {
         self.keys
             .ring()
             .verify(token, expect, self.now(), self.config.max_token_lifetime())
-            .map_err(|e| ApiError::Unauthorized(e.to_string()))
+            .map_err(|e| Error::Unauthenticated(e.to_string()))
     }
 }
 

@@ -2,18 +2,22 @@
 //! then obtain SVIDs for the local workloads they identified, only for the
 //! agents registered on them, and only while neither side is quarantined.
 
+use std::sync::Arc;
 use writ_core::api::{
     Agent, Attestation, CreateJoinToken, JoinTokenCreated, JwtSvidIssued, JwtSvidRequest, Node,
     NodeAttest, NodeAttested, NodeEntries, NodeEntry, RegisterNode, Workload, X509SvidIssued,
     X509SvidRequest,
 };
-use writ_core::audit::{AuditEvent, AuditKind, Outcome};
-use writ_core::random;
-use writ_store::StoreError;
 
-use super::{Broker, hash_secret};
-use crate::error::ApiError;
-use crate::spiffe::WorkloadKey;
+use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+use writ_core::{Clock, random};
+use writ_store::{Store, StoreError};
+
+use super::admin::join_token_ttl;
+use super::hash_secret;
+use crate::config::BrokerConfig;
+use crate::error::Error;
+use crate::spiffe::{Authority, WorkloadKey};
 
 const MAX_SELECTORS: usize = 16;
 
@@ -53,7 +57,7 @@ pub(crate) fn check_workload(
     w: Option<&Workload>,
     trust_domain: &str,
     federated: &[String],
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     match (a, w) {
         (
             Attestation::Spiffe {
@@ -62,33 +66,33 @@ pub(crate) fn check_workload(
             None,
         ) => {
             let td = crate::spiffe::trust_domain_of(id)
-                .ok_or_else(|| ApiError::BadRequest(format!("{id:?} is not a SPIFFE ID")))?;
+                .ok_or_else(|| Error::Invalid(format!("{id:?} is not a SPIFFE ID")))?;
             if td == trust_domain {
-                return Err(ApiError::BadRequest(format!(
+                return Err(Error::Invalid(format!(
                     "{id} is in writ's own trust domain: register the agent with a workload instead"
                 )));
             }
             if !federated.iter().any(|f| f == td) {
-                return Err(ApiError::BadRequest(format!(
+                return Err(Error::Invalid(format!(
                     "trust domain {td} is not federated (writ serve --federate {td}=BUNDLE)"
                 )));
             }
             Ok(())
         }
-        (Attestation::Spiffe { spiffe_id: Some(_) }, Some(_)) => Err(ApiError::BadRequest(
+        (Attestation::Spiffe { spiffe_id: Some(_) }, Some(_)) => Err(Error::Invalid(
             "an agent of a federated trust domain has no workload on a writ node".into(),
         )),
         (Attestation::Spiffe { spiffe_id: None }, Some(w)) => {
             if !valid_node_name(&w.node) {
-                return Err(ApiError::BadRequest(format!("bad node name {:?}", w.node)));
+                return Err(Error::Invalid(format!("bad node name {:?}", w.node)));
             }
             if w.selectors.is_empty() || w.selectors.len() > MAX_SELECTORS {
-                return Err(ApiError::BadRequest(format!(
+                return Err(Error::Invalid(format!(
                     "a workload needs 1 to {MAX_SELECTORS} selectors"
                 )));
             }
             if let Some(bad) = w.selectors.iter().find(|s| !valid_selector(s)) {
-                return Err(ApiError::BadRequest(format!(
+                return Err(Error::Invalid(format!(
                     "bad selector {bad:?}: expected unix:uid:N, unix:gid:N, unix:path:/ABS or unix:sha256:HEX"
                 )));
             }
@@ -99,33 +103,74 @@ pub(crate) fn check_workload(
                 .iter()
                 .any(|s| s.starts_with("unix:uid:") || s.starts_with("unix:gid:"))
             {
-                return Err(ApiError::BadRequest(
+                return Err(Error::Invalid(
                     "a workload's selectors must name a user or group (unix:uid:N or unix:gid:N)"
                         .into(),
                 ));
             }
             Ok(())
         }
-        (Attestation::Spiffe { spiffe_id: None }, None) => Err(ApiError::BadRequest(
+        (Attestation::Spiffe { spiffe_id: None }, None) => Err(Error::Invalid(
             "a spiffe agent needs a workload: {\"node\": ..., \"selectors\": [...]}".into(),
         )),
-        (_, Some(_)) => Err(ApiError::BadRequest(
+        (_, Some(_)) => Err(Error::Invalid(
             "only an agent attesting with spiffe has a workload".into(),
         )),
         (_, None) => Ok(()),
     }
 }
 
-impl Broker {
-    pub async fn register_node(&self, req: RegisterNode) -> Result<Node, ApiError> {
+/// Nodes and the SVIDs they obtain for their workloads: a service of its
+/// own, holding only the store, the SPIFFE authority, the clock and the
+/// settings it reads.
+pub struct Nodes {
+    store: Arc<dyn Store>,
+    spiffe: Arc<Authority>,
+    clock: Arc<dyn Clock>,
+    settings: Settings,
+}
+
+/// What nodes read of the broker's configuration.
+struct Settings {
+    trust_domain: String,
+    max_join_token_ttl: i64,
+    x509_svid_ttl: i64,
+    jwt_svid_ttl: i64,
+}
+
+impl Nodes {
+    pub fn new(
+        store: Arc<dyn Store>,
+        spiffe: Arc<Authority>,
+        clock: Arc<dyn Clock>,
+        config: &BrokerConfig,
+    ) -> Self {
+        Self {
+            store,
+            spiffe,
+            clock,
+            settings: Settings {
+                trust_domain: config.trust_domain.clone(),
+                max_join_token_ttl: config.max_join_token_ttl,
+                x509_svid_ttl: config.x509_svid_ttl,
+                jwt_svid_ttl: config.jwt_svid_ttl,
+            },
+        }
+    }
+
+    fn now(&self) -> writ_core::Timestamp {
+        self.clock.now()
+    }
+
+    pub async fn register(&self, req: RegisterNode) -> Result<Node, Error> {
         if !valid_node_name(&req.name) {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "bad node name {:?}: 1 to 64 of A-Z a-z 0-9 - _ .",
                 req.name
             )));
         }
         if req.attestation != Attestation::JoinToken {
-            return Err(ApiError::BadRequest("nodes attest with join tokens".into()));
+            return Err(Error::Invalid("nodes attest with join tokens".into()));
         }
         let node = Node {
             name: req.name,
@@ -141,26 +186,26 @@ impl Broker {
         Ok(node)
     }
 
-    pub async fn node(&self, name: &str) -> Result<Node, ApiError> {
+    pub async fn get(&self, name: &str) -> Result<Node, Error> {
         self.store
             .get_node(name)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("node {name} not found")))
+            .ok_or_else(|| Error::NotFound(format!("node {name} not found")))
     }
 
-    pub async fn nodes(&self) -> Result<Vec<Node>, ApiError> {
+    pub async fn list(&self) -> Result<Vec<Node>, Error> {
         Ok(self.store.list_nodes().await?)
     }
 
-    pub async fn create_node_join_token(
+    pub async fn create_join_token(
         &self,
         name: &str,
         req: CreateJoinToken,
-    ) -> Result<JoinTokenCreated, ApiError> {
-        let ttl = self.join_token_ttl(&req)?;
-        let node = self.node(name).await?;
+    ) -> Result<JoinTokenCreated, Error> {
+        let ttl = join_token_ttl(&req, self.settings.max_join_token_ttl)?;
+        let node = self.get(name).await?;
         if node.quarantined {
-            return Err(ApiError::Forbidden(format!("node {name} is quarantined")));
+            return Err(Error::Quarantined(format!("node {name} is quarantined")));
         }
         let token = format!("wnj_{}", random::token_256()?);
         let now = self.now();
@@ -178,7 +223,7 @@ impl Broker {
 
     /// Quarantine stops everything a node serves at once: its credential
     /// dies (its SVID requests fail), and its workloads get nothing more.
-    pub async fn quarantine_node(&self, name: &str, on: bool) -> Result<Node, ApiError> {
+    pub async fn quarantine(&self, name: &str, on: bool) -> Result<Node, Error> {
         let event = AuditEvent::new(AuditKind::Node, Outcome::Success, "admin")
             .reason(if on {
                 "node quarantined"
@@ -190,15 +235,15 @@ impl Broker {
             .set_node_quarantine(name, on, self.now(), vec![event])
             .await
             .map_err(|e| match e {
-                StoreError::NotFound(_) => ApiError::NotFound(format!("node {name} not found")),
+                StoreError::NotFound(_) => Error::NotFound(format!("node {name} not found")),
                 e => e.into(),
             })?;
-        self.node(name).await
+        self.get(name).await
     }
 
-    pub async fn attest_node(&self, req: NodeAttest) -> Result<NodeAttested, ApiError> {
+    pub async fn attest(&self, req: NodeAttest) -> Result<NodeAttested, Error> {
         if !valid_node_name(&req.node) || req.join_token.len() > 256 {
-            return Err(ApiError::Unauthorized(
+            return Err(Error::Unauthenticated(
                 "node attestation failed: unknown node".into(),
             ));
         }
@@ -235,7 +280,7 @@ impl Broker {
             .reason(format!("node attestation failed: {reason}"))
             .detail(serde_json::json!({ "node": req.node }));
             let _ = self.store.append_audit(now, vec![event]).await;
-            return Err(ApiError::Unauthorized(format!(
+            return Err(Error::Unauthenticated(format!(
                 "node attestation failed: {reason}"
             )));
         }
@@ -246,15 +291,15 @@ impl Broker {
     }
 
     /// The node a credential belongs to.
-    pub async fn authenticate_node(&self, token: &str) -> Result<Node, ApiError> {
+    pub async fn authenticate(&self, token: &str) -> Result<Node, Error> {
         self.store
             .node_by_token(&hash_secret(token))
             .await?
-            .ok_or_else(|| ApiError::Unauthorized("unknown or revoked node credential".into()))
+            .ok_or_else(|| Error::Unauthenticated("unknown or revoked node credential".into()))
     }
 
     /// The agents a node may issue SVIDs for (not quarantined).
-    pub async fn node_entries(&self, node: &Node) -> Result<NodeEntries, ApiError> {
+    pub async fn entries(&self, node: &Node) -> Result<NodeEntries, Error> {
         let entries = self
             .store
             .list_agents()
@@ -271,7 +316,7 @@ impl Broker {
             })
             .collect();
         Ok(NodeEntries {
-            trust_domain: self.config.trust_domain.clone(),
+            trust_domain: self.settings.trust_domain.clone(),
             entries,
         })
     }
@@ -282,9 +327,8 @@ impl Broker {
         node: &Node,
         agent: &writ_core::AgentName,
         selectors: &[String],
-    ) -> Result<Agent, ApiError> {
-        let refuse =
-            || ApiError::Forbidden(format!("node {} issues no SVID for {agent}", node.name));
+    ) -> Result<Agent, Error> {
+        let refuse = || Error::Forbidden(format!("node {} issues no SVID for {agent}", node.name));
         let a = self.store.get_agent(agent).await?.ok_or_else(refuse)?;
         let Some(w) = &a.workload else {
             return Err(refuse());
@@ -318,7 +362,7 @@ impl Broker {
         &self,
         node: &Node,
         req: X509SvidRequest,
-    ) -> Result<X509SvidIssued, ApiError> {
+    ) -> Result<X509SvidIssued, Error> {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let a = self.entry_for(node, &req.agent, &req.selectors).await?;
@@ -326,7 +370,7 @@ impl Broker {
         let now = self.now();
         let (chain, expires_at) =
             self.spiffe
-                .sign_x509(&a.spiffe_id, &key, now, self.config.x509_svid_ttl)?;
+                .sign_x509(&a.spiffe_id, &key, now, self.settings.x509_svid_ttl)?;
         self.store
             .append_audit(
                 now,
@@ -350,12 +394,12 @@ impl Broker {
         &self,
         node: &Node,
         req: JwtSvidRequest,
-    ) -> Result<JwtSvidIssued, ApiError> {
+    ) -> Result<JwtSvidIssued, Error> {
         if req.audience.is_empty()
             || req.audience.len() > 8
             || req.audience.iter().any(|a| a.is_empty() || a.len() > 512)
         {
-            return Err(ApiError::BadRequest(
+            return Err(Error::Invalid(
                 "a JWT-SVID needs 1 to 8 non-empty audiences".into(),
             ));
         }
@@ -363,7 +407,7 @@ impl Broker {
         let now = self.now();
         let (token, expires_at) =
             self.spiffe
-                .sign_jwt(&a.spiffe_id, &req.audience, now, self.config.jwt_svid_ttl)?;
+                .sign_jwt(&a.spiffe_id, &req.audience, now, self.settings.jwt_svid_ttl)?;
         let event = Self::svid_event(node, &a, &req.selectors, "jwt").detail(serde_json::json!({
             "node": node.name,
             "svid": "jwt",

@@ -11,7 +11,7 @@ use writ_core::{AgentName, InstanceId, Jti, Timestamp};
 use writ_store::{Grant, GrantKind};
 
 use super::Broker;
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// What one token is for.
 pub(crate) struct Issue<'a> {
@@ -46,7 +46,7 @@ pub(crate) struct Issued {
 impl Broker {
     /// Signs the token `i` describes; nothing is stored here (the caller
     /// commits the grant and the event with whatever else it records).
-    pub(crate) fn issue(&self, i: Issue<'_>) -> Result<Issued, ApiError> {
+    pub(crate) fn issue(&self, i: Issue<'_>) -> Result<Issued, Error> {
         let jti = Jti::generate()?;
         let (now, exp) = (i.lifetime.start(), i.lifetime.end());
         let claims = AccessClaims {

@@ -9,7 +9,7 @@ use writ_core::ids::agent_spiffe_id;
 use writ_core::{AgentName, ToolName, random};
 
 use super::{Broker, hash_secret};
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::metrics;
 use crate::oidc;
 
@@ -18,7 +18,7 @@ const MAX_ATTRIBUTE_LEN: usize = 256;
 const MAX_SCOPES: usize = 64;
 
 impl Broker {
-    pub async fn register_agent(&self, req: RegisterAgent) -> Result<Agent, ApiError> {
+    pub async fn register_agent(&self, req: RegisterAgent) -> Result<Agent, Error> {
         check_attestation(&req.attestation)?;
         check_attributes(&req.attributes)?;
         super::nodes::check_workload(
@@ -46,14 +46,14 @@ impl Broker {
         Ok(agent)
     }
 
-    pub async fn agent(&self, name: &AgentName) -> Result<Agent, ApiError> {
+    pub async fn agent(&self, name: &AgentName) -> Result<Agent, Error> {
         self.store
             .get_agent(name)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("agent {name} not found")))
+            .ok_or_else(|| Error::NotFound(format!("agent {name} not found")))
     }
 
-    pub async fn agents(&self) -> Result<Vec<Agent>, ApiError> {
+    pub async fn agents(&self) -> Result<Vec<Agent>, Error> {
         Ok(self.store.list_agents().await?)
     }
 
@@ -61,17 +61,17 @@ impl Broker {
         &self,
         name: &AgentName,
         req: CreateJoinToken,
-    ) -> Result<JoinTokenCreated, ApiError> {
+    ) -> Result<JoinTokenCreated, Error> {
         let ttl = self.join_token_ttl(&req)?;
         let agent = self.agent(name).await?;
         if agent.attestation != Attestation::JoinToken {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "agent {name} attests with {}, not join tokens",
                 agent.attestation.kind()
             )));
         }
         if agent.quarantined {
-            return Err(ApiError::Forbidden(format!("agent {name} is quarantined")));
+            return Err(Error::Quarantined(format!("agent {name} is quarantined")));
         }
         let token = format!("wjt_{}", random::token_256()?);
         let now = self.now();
@@ -89,26 +89,17 @@ impl Broker {
     }
 
     /// A join token's lifetime, within the configured bounds.
-    pub(crate) fn join_token_ttl(&self, req: &CreateJoinToken) -> Result<i64, ApiError> {
-        let max = self.config.max_join_token_ttl;
-        let ttl = i64::try_from(req.ttl).unwrap_or(i64::MAX);
-        if ttl < 1 || ttl > max {
-            return Err(ApiError::BadRequest(format!(
-                "ttl must be between 1 and {max} seconds"
-            )));
-        }
-        Ok(ttl)
+    pub(crate) fn join_token_ttl(&self, req: &CreateJoinToken) -> Result<i64, Error> {
+        join_token_ttl(req, self.config.max_join_token_ttl)
     }
 
     /// Every admin credential (names, never values).
-    pub async fn admin_credentials(
-        &self,
-    ) -> Result<Vec<writ_core::api::AdminCredential>, ApiError> {
+    pub async fn admin_credentials(&self) -> Result<Vec<writ_core::api::AdminCredential>, Error> {
         Ok(self.store.admin_tokens().await?)
     }
 
     /// Revokes the admin credential `name`: its very next use is refused.
-    pub async fn revoke_admin_credential(&self, name: &str) -> Result<(), ApiError> {
+    pub async fn revoke_admin_credential(&self, name: &str) -> Result<(), Error> {
         let event = AuditEvent::new(AuditKind::AdminTokenRevoke, Outcome::Success, "admin")
             .reason(format!("admin credential {name} revoked"));
         if self
@@ -119,7 +110,7 @@ impl Broker {
             tracing::warn!(credential = name, "admin credential revoked");
             Ok(())
         } else {
-            Err(ApiError::NotFound(format!(
+            Err(Error::NotFound(format!(
                 "no admin credential named {name:?}"
             )))
         }
@@ -127,7 +118,7 @@ impl Broker {
 
     /// The kill switch: revokes every live grant of the agent at once and
     /// refuses new ones until released.
-    pub async fn quarantine(&self, name: &AgentName, on: bool) -> Result<Quarantined, ApiError> {
+    pub async fn quarantine(&self, name: &AgentName, on: bool) -> Result<Quarantined, Error> {
         let kind = if on {
             AuditKind::AgentQuarantine
         } else {
@@ -145,7 +136,7 @@ impl Broker {
         }
         metrics::add(&self.metrics.tokens_revoked, out.revoked_tokens);
         metrics::add(&self.metrics.tasks_ended, out.ended_tasks);
-        self.revocations_changed().await;
+        self.revocations.changed().await;
         if on {
             tracing::warn!(agent = %name, revoked = out.revoked_tokens, tasks = out.ended_tasks, "agent quarantined");
         }
@@ -159,12 +150,12 @@ impl Broker {
 
     /// Binds a tool to the gateway that serves it: from then on only that
     /// gateway routes it and gets its secret.
-    pub async fn bind_tool(&self, name: &ToolName, req: BindTool) -> Result<Tool, ApiError> {
+    pub async fn bind_tool(&self, name: &ToolName, req: BindTool) -> Result<Tool, Error> {
         let tool = self
             .store
             .get_tool(name)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("tool {name} not found")))?;
+            .ok_or_else(|| Error::NotFound(format!("tool {name} not found")))?;
         let gateway = super::gateway::check_binding(req.gateway, tool.upstream.as_ref())?;
         let event = AuditEvent::new(AuditKind::ToolRegister, Outcome::Success, "admin")
             .reason("tool bound to another gateway")
@@ -179,22 +170,22 @@ impl Broker {
         Ok(Tool { gateway, ..tool })
     }
 
-    pub async fn register_tool(&self, req: RegisterTool) -> Result<Tool, ApiError> {
+    pub async fn register_tool(&self, req: RegisterTool) -> Result<Tool, Error> {
         if req.audience.trim().is_empty()
             || req.audience.len() > 512
             || req.audience.chars().any(char::is_whitespace)
         {
-            return Err(ApiError::BadRequest(
+            return Err(Error::Invalid(
                 "audience must be a non-empty URI of at most 512 characters without spaces".into(),
             ));
         }
         if req.audience.trim_end_matches('/') == self.config.issuer.trim_end_matches('/') {
-            return Err(ApiError::BadRequest(
+            return Err(Error::Invalid(
                 "a tool's audience must not be writ's own issuer".into(),
             ));
         }
         if req.scopes.is_empty() || req.scopes.len() > MAX_SCOPES {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "a tool needs 1 to {MAX_SCOPES} scopes"
             )));
         }
@@ -203,7 +194,7 @@ impl Broker {
         let before = scopes.len();
         scopes.dedup();
         if scopes.len() != before {
-            return Err(ApiError::BadRequest("scopes must be unique".into()));
+            return Err(Error::Invalid("scopes must be unique".into()));
         }
         check_attributes(&req.attributes)?;
         // A token names its tool by audience: two tools with one audience
@@ -215,7 +206,7 @@ impl Broker {
             .iter()
             .any(|t| t.audience.trim_end_matches('/') == req.audience.trim_end_matches('/'))
         {
-            return Err(ApiError::Conflict(format!(
+            return Err(Error::Conflict(format!(
                 "another tool already has audience {}",
                 req.audience
             )));
@@ -248,19 +239,19 @@ impl Broker {
         Ok(tool)
     }
 
-    pub async fn tool(&self, name: &ToolName) -> Result<Tool, ApiError> {
+    pub async fn tool(&self, name: &ToolName) -> Result<Tool, Error> {
         self.store
             .get_tool(name)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("tool {name} not found")))
+            .ok_or_else(|| Error::NotFound(format!("tool {name} not found")))
     }
 
-    pub async fn tools(&self) -> Result<Vec<Tool>, ApiError> {
+    pub async fn tools(&self) -> Result<Vec<Tool>, Error> {
         Ok(self.store.list_tools().await?)
     }
 
     /// A new X.509 authority and JWT-SVID key for the trust domain, now.
-    pub async fn rotate_spiffe_keys(&self) -> Result<serde_json::Value, ApiError> {
+    pub async fn rotate_spiffe_keys(&self) -> Result<serde_json::Value, Error> {
         let now = self.now();
         self.spiffe
             .rotate(self.store.as_ref(), self.master(), now, true)
@@ -273,7 +264,7 @@ impl Broker {
         }))
     }
 
-    pub async fn rotate_keys(&self) -> Result<KeyRotated, ApiError> {
+    pub async fn rotate_keys(&self) -> Result<KeyRotated, Error> {
         let (kid, previous_kid) = self
             .keys
             .rotate(self.store.as_ref(), self.master(), self.now(), "admin")
@@ -282,7 +273,7 @@ impl Broker {
     }
 }
 
-fn check_attestation(a: &Attestation) -> Result<(), ApiError> {
+fn check_attestation(a: &Attestation) -> Result<(), Error> {
     let Attestation::Oidc {
         issuer,
         jwks_uri,
@@ -294,7 +285,7 @@ fn check_attestation(a: &Attestation) -> Result<(), ApiError> {
     else {
         return Ok(());
     };
-    let bad = |m: &str| Err(ApiError::BadRequest(format!("oidc attestation: {m}")));
+    let bad = |m: &str| Err(Error::Invalid(format!("oidc attestation: {m}")));
     if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
         return bad("issuer must be an http(s) URL");
     }
@@ -309,22 +300,21 @@ fn check_attestation(a: &Attestation) -> Result<(), ApiError> {
         }
         (None, Some(set)) => {
             let set = oidc::parse_jwks(set.clone())
-                .map_err(|e| ApiError::BadRequest(format!("oidc attestation: {e}")))?;
+                .map_err(|e| Error::Invalid(format!("oidc attestation: {e}")))?;
             if set.keys.is_empty() {
                 return bad("jwks has no keys");
             }
         }
         _ => return bad("give exactly one of jwks_uri and jwks"),
     }
-    oidc::algorithms(algorithms)
-        .map_err(|e| ApiError::BadRequest(format!("oidc attestation: {e}")))?;
+    oidc::algorithms(algorithms).map_err(|e| Error::Invalid(format!("oidc attestation: {e}")))?;
     Ok(())
 }
 
 /// Attribute names `[a-z0-9_]{1,64}`, values printable, at most 256 characters.
-fn check_attributes(attrs: &std::collections::BTreeMap<String, String>) -> Result<(), ApiError> {
+fn check_attributes(attrs: &std::collections::BTreeMap<String, String>) -> Result<(), Error> {
     if attrs.len() > MAX_ATTRIBUTES {
-        return Err(ApiError::BadRequest(format!(
+        return Err(Error::Invalid(format!(
             "at most {MAX_ATTRIBUTES} attributes"
         )));
     }
@@ -334,15 +324,26 @@ fn check_attributes(attrs: &std::collections::BTreeMap<String, String>) -> Resul
             && k.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !key_ok {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "attribute name {k:?} must be 1-64 characters of a-z, 0-9 and '_'"
             )));
         }
         if v.len() > MAX_ATTRIBUTE_LEN || v.chars().any(char::is_control) {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "attribute {k:?} must be at most {MAX_ATTRIBUTE_LEN} printable characters"
             )));
         }
     }
     Ok(())
+}
+
+/// A join token's lifetime as asked: from 1 s to `max`.
+pub(crate) fn join_token_ttl(req: &CreateJoinToken, max: i64) -> Result<i64, Error> {
+    let ttl = i64::try_from(req.ttl).unwrap_or(i64::MAX);
+    if ttl < 1 || ttl > max {
+        return Err(Error::Invalid(format!(
+            "ttl must be between 1 and {max} seconds"
+        )));
+    }
+    Ok(ttl)
 }

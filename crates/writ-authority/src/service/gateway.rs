@@ -14,7 +14,7 @@ use writ_core::{ToolName, random};
 
 use super::Broker;
 use super::tokens::hash_secret;
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// Most decisions one delivery may carry.
 pub const MAX_DECISIONS: usize = 1000;
@@ -45,7 +45,7 @@ pub(crate) struct EmbeddedGateway(OnceLock<String>);
 impl Broker {
     /// The bearer token of the embedded gateway (made on first use), and
     /// its record so its decisions can be numbered.
-    pub async fn embedded_gateway_token(&self) -> Result<String, ApiError> {
+    pub async fn embedded_gateway_token(&self) -> Result<String, Error> {
         // No token hashes to this (hashes are hex): the row only numbers
         // the embedded gateway's decisions.
         match self
@@ -62,7 +62,7 @@ impl Broker {
             Err(e) => return Err(e.into()),
         }
         if self.embedded_gateway.0.get().is_some() {
-            return Err(ApiError::Internal(
+            return Err(Error::Internal(
                 "the embedded gateway token was already handed out".into(),
             ));
         }
@@ -70,14 +70,14 @@ impl Broker {
         self.embedded_gateway
             .0
             .set(hash_secret(&token))
-            .map_err(|_| ApiError::Internal("embedded gateway token raced".into()))?;
+            .map_err(|_| Error::Internal("embedded gateway token raced".into()))?;
         Ok(token)
     }
 
     /// Resolves a gateway credential to the gateway's name.
-    pub async fn require_gateway(&self, token: Option<&str>) -> Result<String, ApiError> {
+    pub async fn require_gateway(&self, token: Option<&str>) -> Result<String, Error> {
         let token =
-            token.ok_or_else(|| ApiError::Unauthorized("missing gateway credential".into()))?;
+            token.ok_or_else(|| Error::Unauthenticated("missing gateway credential".into()))?;
         let hash = hash_secret(token);
         if self.embedded_gateway.0.get().is_some_and(|h| {
             aws_lc_rs::constant_time::verify_slices_are_equal(h.as_bytes(), hash.as_bytes()).is_ok()
@@ -87,30 +87,27 @@ impl Broker {
         self.store
             .gateway_by_token(&hash)
             .await?
-            .ok_or_else(|| ApiError::Unauthorized("invalid gateway credential".into()))
+            .ok_or_else(|| Error::Unauthenticated("invalid gateway credential".into()))
     }
 
     /// An admin (`None`) or a gateway (its name).
     pub async fn require_admin_or_gateway(
         &self,
         token: Option<&str>,
-    ) -> Result<Option<String>, ApiError> {
+    ) -> Result<Option<String>, Error> {
         if self.require_admin(token).await.is_ok() {
             return Ok(None);
         }
         self.require_gateway(token)
             .await
             .map(Some)
-            .map_err(|_| ApiError::Unauthorized("invalid admin or gateway credential".into()))
+            .map_err(|_| Error::Unauthenticated("invalid admin or gateway credential".into()))
     }
 
-    pub async fn register_gateway(
-        &self,
-        req: RegisterGateway,
-    ) -> Result<GatewayRegistered, ApiError> {
+    pub async fn register_gateway(&self, req: RegisterGateway) -> Result<GatewayRegistered, Error> {
         let name = req.name;
         if !valid_gateway_name(&name) || name == EMBEDDED_GATEWAY {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "gateway name must be 1-64 characters of [A-Za-z0-9._-] and not {EMBEDDED_GATEWAY:?}"
             )));
         }
@@ -125,7 +122,7 @@ impl Broker {
 
     /// Revokes a gateway's credential: its next call to the broker is
     /// refused, and it fails closed once its view goes stale.
-    pub async fn revoke_gateway(&self, name: &str) -> Result<(), ApiError> {
+    pub async fn revoke_gateway(&self, name: &str) -> Result<(), Error> {
         let event = AuditEvent::new(AuditKind::GatewayRegister, Outcome::Success, "admin")
             .reason("gateway credential revoked")
             .detail(serde_json::json!({ "gateway": name, "revoked": true }));
@@ -141,37 +138,37 @@ impl Broker {
         &self,
         tool: &ToolName,
         req: SetToolSecret,
-    ) -> Result<ToolSecretSet, ApiError> {
+    ) -> Result<ToolSecretSet, Error> {
         let tool_record = self
             .store
             .get_tool(tool)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("tool {tool} not found")))?;
+            .ok_or_else(|| Error::NotFound(format!("tool {tool} not found")))?;
         if let Some(Upstream::Postgres { .. }) = tool_record.upstream {
             return self.set_postgres_admin(tool, req).await;
         }
         let header = req.header.trim().to_ascii_lowercase();
-        if axum::http::HeaderName::from_bytes(header.as_bytes()).is_err()
+        if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err()
             || RESERVED_HEADERS.contains(&header.as_str())
             || header.starts_with("x-forwarded-")
         {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "header {:?} cannot carry an upstream secret (a valid header name, not one the gateway sets itself)",
                 req.header
             )));
         }
         if req.value.is_empty()
             || req.value.len() > MAX_SECRET_LEN
-            || axum::http::HeaderValue::from_str(&req.value).is_err()
+            || reqwest::header::HeaderValue::from_str(&req.value).is_err()
         {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "the secret must be a valid header value of 1 to {MAX_SECRET_LEN} bytes"
             )));
         }
         let sealed = self
             .master()
             .seal(&secret_purpose(tool), req.value.as_bytes())
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| Error::Internal(e.to_string()))?;
         let now = self.now();
         let event = AuditEvent::new(AuditKind::ToolSecretSet, Outcome::Success, "admin")
             .detail(serde_json::json!({ "tool": tool, "header": header }));
@@ -191,9 +188,9 @@ impl Broker {
         &self,
         tool: &ToolName,
         req: SetToolSecret,
-    ) -> Result<ToolSecretSet, ApiError> {
+    ) -> Result<ToolSecretSet, Error> {
         if !req.header.is_empty() {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "tool {tool} is a postgres tool: its secret is the admin connection URL, without a header"
             )));
         }
@@ -201,7 +198,7 @@ impl Broker {
         let sealed = self
             .master()
             .seal(&super::dbcreds::admin_purpose(tool), req.value.as_bytes())
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+            .map_err(|e| Error::Internal(e.to_string()))?;
         let now = self.now();
         let event = AuditEvent::new(AuditKind::ToolSecretSet, Outcome::Success, "admin")
             .detail(serde_json::json!({ "tool": tool, "postgres_admin": true }));
@@ -219,7 +216,7 @@ impl Broker {
     /// only. As Vault scopes a token to the paths its policy names, a
     /// gateway credential reads the secrets of the tools bound to it and
     /// no others, so one stolen credential is not every upstream's.
-    pub async fn gateway_secrets(&self, gateway: &str) -> Result<Vec<GatewaySecret>, ApiError> {
+    pub async fn gateway_secrets(&self, gateway: &str) -> Result<Vec<GatewaySecret>, Error> {
         let served: std::collections::HashSet<ToolName> = self
             .store
             .list_tools()
@@ -254,8 +251,8 @@ impl Broker {
     }
 
     /// The live policy set, the tools and the agents, for `gateway`.
-    pub async fn gateway_bundle(&self, gateway: &str) -> Result<GatewayBundle, ApiError> {
-        let policy = self.policy();
+    pub async fn gateway_bundle(&self, gateway: &str) -> Result<GatewayBundle, Error> {
+        let policy = self.policies.live();
         Ok(GatewayBundle {
             issuer: self.config.issuer.clone(),
             policy_version: policy.version().to_owned(),
@@ -277,11 +274,7 @@ impl Broker {
     /// with the live set; the broker decides again from its store, so a
     /// gateway credential cannot open approvals for calls policy would
     /// refuse or let through anyway.
-    pub async fn gateway_hold_call(
-        &self,
-        gateway: &str,
-        req: HoldCall,
-    ) -> Result<CallHeld, ApiError> {
+    pub async fn gateway_hold_call(&self, gateway: &str, req: HoldCall) -> Result<CallHeld, Error> {
         // Only for a tool the gateway serves: no other call reaches it.
         let served = self
             .store
@@ -289,7 +282,7 @@ impl Broker {
             .await?
             .is_some_and(|t| t.served_by(gateway));
         if !served {
-            return Err(ApiError::Forbidden(format!(
+            return Err(Error::Forbidden(format!(
                 "gateway {gateway} does not serve tool {}",
                 req.call.tool
             )));
@@ -298,7 +291,7 @@ impl Broker {
             .store
             .get_task(&req.task)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("task {} not found", req.task)))?;
+            .ok_or_else(|| Error::NotFound(format!("task {} not found", req.task)))?;
         let decision = self.call_decision(&task, req.scopes, &req.call).await?;
         let actor = format!("gateway:{gateway}");
         let out = match decision.verdict() {
@@ -313,7 +306,7 @@ impl Broker {
                 .await?
             }
             writ_policy::Verdict::Allow | writ_policy::Verdict::Deny => {
-                return Err(ApiError::Conflict(format!(
+                return Err(Error::Conflict(format!(
                     "this call needs no approval now ({}); decide it again",
                     decision.reason()
                 )));
@@ -346,12 +339,12 @@ impl Broker {
         &self,
         gateway: &str,
         batch: GatewayDecisions,
-    ) -> Result<GatewayDecisionsAck, ApiError> {
+    ) -> Result<GatewayDecisionsAck, Error> {
         if batch.first_seq == 0 {
-            return Err(ApiError::BadRequest("decisions are numbered from 1".into()));
+            return Err(Error::Invalid("decisions are numbered from 1".into()));
         }
         if batch.decisions.len() > MAX_DECISIONS {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "at most {MAX_DECISIONS} decisions per delivery"
             )));
         }
@@ -368,7 +361,7 @@ impl Broker {
         let mut events = Vec::with_capacity(batch.decisions.len());
         for mut e in batch.decisions {
             if e.kind != AuditKind::ToolCall {
-                return Err(ApiError::BadRequest(
+                return Err(Error::Invalid(
                     "a gateway records tool_call decisions only".into(),
                 ));
             }
@@ -399,7 +392,7 @@ impl Broker {
         &self,
         known: &mut Vouching,
         e: &AuditEvent,
-    ) -> Result<Result<(), &'static str>, ApiError> {
+    ) -> Result<Result<(), &'static str>, Error> {
         let Some(jti) = e.jti.as_deref() else {
             return Ok(Err("it names no token"));
         };
@@ -509,17 +502,17 @@ fn unvouched(actor: &str, gateway: &str, why: &str, e: &AuditEvent) -> AuditEven
 pub(crate) fn check_binding(
     gateway: Option<String>,
     upstream: Option<&Upstream>,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<String>, Error> {
     let Some(g) = gateway.filter(|g| g != EMBEDDED_GATEWAY) else {
         return Ok(None);
     };
     if !valid_gateway_name(&g) {
-        return Err(ApiError::BadRequest(
+        return Err(Error::Invalid(
             "gateway name must be 1-64 characters of [A-Za-z0-9._-]".into(),
         ));
     }
     if !upstream.is_some_and(Upstream::is_gateway) {
-        return Err(ApiError::BadRequest(
+        return Err(Error::Invalid(
             "only a tool with an HTTP or MCP upstream is served by a gateway".into(),
         ));
     }
@@ -531,10 +524,10 @@ fn secret_purpose(tool: &ToolName) -> String {
 }
 
 /// Checks a tool's upstream at registration.
-pub(crate) fn check_upstream(u: &Upstream) -> Result<(), ApiError> {
+pub(crate) fn check_upstream(u: &Upstream) -> Result<(), Error> {
     let origins = u.origins();
     if origins.len() > 32 || origins.iter().any(|o| !writ_core::api::valid_origin(o)) {
-        return Err(ApiError::BadRequest(
+        return Err(Error::Invalid(
             "origins must be at most 32 lower-case http(s)://host[:port] origins".into(),
         ));
     }
@@ -549,7 +542,7 @@ pub(crate) fn check_upstream(u: &Upstream) -> Result<(), ApiError> {
                     && p.password().is_none()
             });
             if !ok || url.len() > 2048 {
-                return Err(ApiError::BadRequest(format!(
+                return Err(Error::Invalid(format!(
                     "upstream url {url:?} must be an http(s) URL without credentials, query or fragment"
                 )));
             }
@@ -561,7 +554,7 @@ pub(crate) fn check_upstream(u: &Upstream) -> Result<(), ApiError> {
                 || command.iter().any(|a| a.is_empty() || a.len() > 4096)
                 || command.first().is_some_and(|p| p.contains('\0'))
             {
-                return Err(ApiError::BadRequest(
+                return Err(Error::Invalid(
                     "an mcp-stdio upstream needs a command: 1 to 64 non-empty arguments".into(),
                 ));
             }

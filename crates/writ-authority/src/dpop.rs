@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use writ_core::Timestamp;
 use writ_core::dpop::{self, DpopError, Expected, VerifiedProof};
 
-use crate::error::ApiError;
+use crate::error::{Binding, Error};
 
 /// Most proofs remembered at once for requests with a bound token; past
 /// this, new proofs are refused rather than risk a replay.
@@ -28,12 +28,8 @@ pub struct DpopGuard {
     nonce_key: Option<hmac::Key>,
 }
 
-fn refused(e: DpopError) -> ApiError {
-    ApiError::Dpop {
-        error: "invalid_dpop_proof",
-        detail: e.to_string(),
-        nonce: None,
-    }
+fn refused(e: DpopError) -> Error {
+    Error::Binding(Binding::Proof(e))
 }
 
 impl DpopGuard {
@@ -71,7 +67,7 @@ impl DpopGuard {
         proof: &str,
         expected: &Expected<'_>,
         jkt: Option<&str>,
-    ) -> Result<VerifiedProof, ApiError> {
+    ) -> Result<VerifiedProof, Error> {
         self.check_in(&self.seen, proof, expected, jkt)
     }
 
@@ -84,7 +80,7 @@ impl DpopGuard {
         proof: &str,
         expected: &Expected<'_>,
         jkt: &str,
-    ) -> Result<VerifiedProof, ApiError> {
+    ) -> Result<VerifiedProof, Error> {
         let v = signed_by(proof, expected, Some(jkt))?;
         self.remember(&self.seen, &v, expected.now)?;
         Ok(v)
@@ -99,7 +95,7 @@ impl DpopGuard {
         &self,
         proof: &str,
         expected: &Expected<'_>,
-    ) -> Result<VerifiedProof, ApiError> {
+    ) -> Result<VerifiedProof, Error> {
         self.verify(proof, expected, None)
     }
 
@@ -116,9 +112,9 @@ impl DpopGuard {
         proof: &VerifiedProof,
         now: Timestamp,
         single_use: bool,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         match self.remember(&self.seen_attest, proof, now) {
-            Err(ApiError::Unavailable(_)) if single_use => {
+            Err(Error::Unavailable(_)) if single_use => {
                 tracing::warn!(
                     "the attestation replay cache is full; attesting with a single-use credential"
                 );
@@ -134,7 +130,7 @@ impl DpopGuard {
         proof: &str,
         expected: &Expected<'_>,
         jkt: Option<&str>,
-    ) -> Result<VerifiedProof, ApiError> {
+    ) -> Result<VerifiedProof, Error> {
         let v = self.verify(proof, expected, jkt)?;
         self.remember(seen, &v, expected.now)?;
         Ok(v)
@@ -146,7 +142,7 @@ impl DpopGuard {
         proof: &str,
         expected: &Expected<'_>,
         jkt: Option<&str>,
-    ) -> Result<VerifiedProof, ApiError> {
+    ) -> Result<VerifiedProof, Error> {
         let v = signed_by(proof, expected, jkt)?;
         if let Some(key) = &self.nonce_key {
             let ok = v
@@ -154,28 +150,21 @@ impl DpopGuard {
                 .as_deref()
                 .is_some_and(|n| nonce_valid(key, n, expected.now));
             if !ok {
-                return Err(ApiError::Dpop {
-                    error: "use_dpop_nonce",
-                    detail: DpopError::UseNonce.to_string(),
-                    nonce: Some(make_nonce(key, expected.now)),
-                });
+                return Err(Error::Binding(Binding::UseNonce {
+                    nonce: make_nonce(key, expected.now),
+                }));
             }
         }
         Ok(v)
     }
 
-    fn remember(
-        &self,
-        seen: &Mutex<Seen>,
-        v: &VerifiedProof,
-        now: Timestamp,
-    ) -> Result<(), ApiError> {
+    fn remember(&self, seen: &Mutex<Seen>, v: &VerifiedProof, now: Timestamp) -> Result<(), Error> {
         seen.lock()
-            .map_err(|_| ApiError::Internal("replay cache lock poisoned".into()))?
+            .map_err(|_| Error::Internal("replay cache lock poisoned".into()))?
             .insert(&v.jti_hash, now)
             .map_err(|e| match e {
                 ReplayError::Replay => refused(DpopError::Replay),
-                ReplayError::Full => ApiError::Unavailable("DPoP replay cache is full".into()),
+                ReplayError::Full => Error::Unavailable("DPoP replay cache is full".into()),
             })
     }
 }
@@ -185,7 +174,7 @@ fn signed_by(
     proof: &str,
     expected: &Expected<'_>,
     jkt: Option<&str>,
-) -> Result<VerifiedProof, ApiError> {
+) -> Result<VerifiedProof, Error> {
     let v = dpop::verify_proof(proof, expected).map_err(refused)?;
     if jkt.is_some_and(|j| j != v.jkt) {
         return Err(refused(DpopError::WrongKey));
@@ -250,7 +239,7 @@ mod tests {
         assert!(g.check(&p, &expected("https://w/x"), None).is_ok());
         assert!(matches!(
             g.check(&p, &expected("https://w/x"), None),
-            Err(ApiError::Dpop { .. })
+            Err(Error::Binding(Binding::Proof(DpopError::Replay)))
         ));
         let other = ProofKey::generate().unwrap().0.thumbprint().unwrap();
         let p2 = k.proof("POST", "https://w/x", None, None, NOW).unwrap();
@@ -277,13 +266,13 @@ mod tests {
         g.remember_attest(&v, NOW, false).unwrap();
         assert!(matches!(
             g.remember_attest(&v, NOW, true),
-            Err(ApiError::Dpop { .. })
+            Err(Error::Binding(Binding::Proof(DpopError::Replay)))
         ));
         let p2 = k.proof("POST", url, None, None, NOW).unwrap();
         let v2 = g.verify_attest(&p2, &expected(url)).unwrap();
         assert!(matches!(
             g.remember_attest(&v2, NOW, false),
-            Err(ApiError::Unavailable(_))
+            Err(Error::Unavailable(_))
         ));
         assert!(g.remember_attest(&v2, NOW, true).is_ok());
         // The bound-token cache is another one.
@@ -295,15 +284,11 @@ mod tests {
         let g = DpopGuard::new(true).unwrap();
         let (k, _) = ProofKey::generate().unwrap();
         let p = k.proof("POST", "https://w/x", None, None, NOW).unwrap();
-        let Err(ApiError::Dpop {
-            error,
-            nonce: Some(n),
-            ..
-        }) = g.check(&p, &expected("https://w/x"), None)
+        let Err(Error::Binding(Binding::UseNonce { nonce: n })) =
+            g.check(&p, &expected("https://w/x"), None)
         else {
             panic!("a proof without a nonce was accepted")
         };
-        assert_eq!(error, "use_dpop_nonce");
         let p = k.proof("POST", "https://w/x", None, Some(&n), NOW).unwrap();
         assert!(g.check(&p, &expected("https://w/x"), None).is_ok());
         let later = Expected {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_policy::PolicySet;
 
-use super::Broker;
-use crate::error::ApiError;
+use super::policies::Policies;
+use crate::error::Error;
 
-impl Broker {
-    pub fn shadow_policy(&self) -> Option<Arc<PolicySet>> {
+impl Policies {
+    pub fn shadow(&self) -> Option<Arc<PolicySet>> {
         match self.shadow.read() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
@@ -20,7 +20,7 @@ impl Broker {
 
     /// Sets (or clears) the shadow set; audited.
     /// Installs the shadow set kept in the store, if any (at start).
-    pub(crate) async fn restore_shadow(&self) -> Result<(), ApiError> {
+    pub(crate) async fn restore_shadow(&self) -> Result<(), Error> {
         let Some((version, sources)) = self.store.shadow_policy().await? else {
             return Ok(());
         };
@@ -29,10 +29,10 @@ impl Broker {
 
     /// Makes the stored shadow set (or its absence) this replica's, after
     /// another replica changed it.
-    pub(crate) async fn reload_shadow(&self) -> Result<(), ApiError> {
+    pub(crate) async fn reload_shadow(&self) -> Result<(), Error> {
         match self.store.shadow_policy().await? {
             Some((version, sources)) => {
-                let same = self.shadow_policy().is_some_and(|s| s.version() == version);
+                let same = self.shadow().is_some_and(|s| s.version() == version);
                 if same {
                     return Ok(());
                 }
@@ -52,7 +52,7 @@ impl Broker {
         &self,
         version: String,
         sources: Vec<(String, String)>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let set = super::compile_stored("shadow policy set", &version, sources)?;
         tracing::info!(shadow_version = %set.version(), "shadow policy set restored");
         match self.shadow.write() {
@@ -63,7 +63,7 @@ impl Broker {
     }
 
     /// Installs (or with `None` removes) the shadow set, durably.
-    pub async fn set_shadow(&self, set: Option<PolicySet>, actor: &str) -> Result<(), ApiError> {
+    pub async fn set_shadow(&self, set: Option<PolicySet>, actor: &str) -> Result<(), Error> {
         let mut event = AuditEvent::new(AuditKind::PolicyShadow, Outcome::Success, actor);
         event = match &set {
             Some(s) => event

@@ -20,7 +20,7 @@ use super::authzen::{
     ActionRef, ActionSearch, Evaluation, Found, FoundAction, Mode, PageRequest, PageResponse,
     Resource, ResourceSearch, SearchResponse, Subject, SubjectSearch,
 };
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// Results per page when the request names no limit.
 pub const DEFAULT_PAGE: usize = 50;
@@ -53,7 +53,7 @@ struct Paging {
 }
 
 impl Paging {
-    fn new(page: Option<&PageRequest>, question: &Value, total: usize) -> Result<Self, ApiError> {
+    fn new(page: Option<&PageRequest>, question: &Value, total: usize) -> Result<Self, Error> {
         let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         ctx.update(question.to_string().as_bytes());
         let hex = writ_core::audit::hex(ctx.finish().as_ref());
@@ -65,7 +65,7 @@ impl Paging {
         let offset = match page.and_then(|p| p.token.as_deref()) {
             None | Some("") => 0,
             Some(token) => Self::offset_of(token, &digest, total)
-                .ok_or_else(|| ApiError::BadRequest("invalid page token".into()))?,
+                .ok_or_else(|| Error::Invalid("invalid page token".into()))?,
         };
         Ok(Self {
             offset,
@@ -96,7 +96,7 @@ impl Paging {
 impl Broker {
     /// The ids writ knows of one type, sorted: registered agents or tools,
     /// or the entities of a user type in `entities.json`.
-    async fn known(&self, policy: &PolicySet, type_: &str) -> Result<Vec<String>, ApiError> {
+    async fn known(&self, policy: &PolicySet, type_: &str) -> Result<Vec<String>, Error> {
         let mut ids: Vec<String> = match type_ {
             "agent" => self
                 .store
@@ -128,7 +128,7 @@ impl Broker {
         paging: &Paging,
         actor: &str,
         evaluation: impl Fn(&T) -> Evaluation,
-    ) -> Result<(Vec<usize>, usize), ApiError> {
+    ) -> Result<(Vec<usize>, usize), Error> {
         let mut allowed = Vec::new();
         let mut i = paging.offset;
         let mut scanned = 0;
@@ -164,7 +164,7 @@ impl Broker {
         page: Option<&PageRequest>,
         version: &str,
         evaluation: impl Fn(&String) -> Evaluation,
-    ) -> Result<SearchResponse<Found>, ApiError> {
+    ) -> Result<SearchResponse<Found>, Error> {
         let paging = Paging::new(page, &question, candidates.len())?;
         let (allowed, next) = self
             .page_of(&candidates, &paging, actor, evaluation)
@@ -195,7 +195,7 @@ impl Broker {
         detail: Value,
         count: usize,
         version: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let event = AuditEvent::new(AuditKind::Decision, Outcome::Success, actor)
             .policy(version, Vec::new())
             .reason(format!("search {what}: {count} found"))
@@ -209,8 +209,8 @@ impl Broker {
         &self,
         req: SubjectSearch,
         actor: &str,
-    ) -> Result<SearchResponse<Found>, ApiError> {
-        let policy = self.policy();
+    ) -> Result<SearchResponse<Found>, Error> {
+        let policy = self.policies.live();
         let question = json!({
             "search": "subject", "subject": req.subject.type_, "action": req.action,
             "resource": req.resource, "context": req.context,
@@ -248,8 +248,8 @@ impl Broker {
         &self,
         req: ResourceSearch,
         actor: &str,
-    ) -> Result<SearchResponse<Found>, ApiError> {
-        let policy = self.policy();
+    ) -> Result<SearchResponse<Found>, Error> {
+        let policy = self.policies.live();
         let question = json!({
             "search": "resource", "subject": req.subject, "action": req.action,
             "resource": req.resource.type_, "context": req.context,
@@ -284,8 +284,8 @@ impl Broker {
         &self,
         req: ActionSearch,
         actor: &str,
-    ) -> Result<SearchResponse<FoundAction>, ApiError> {
-        let policy = self.policy();
+    ) -> Result<SearchResponse<FoundAction>, Error> {
+        let policy = self.policies.live();
         let question = json!({
             "search": "action", "subject": req.subject, "resource": req.resource,
             "context": req.context,

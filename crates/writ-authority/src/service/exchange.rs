@@ -15,7 +15,7 @@ use writ_store::{GrantKind, GrantState, StoreError};
 use super::Broker;
 use super::Presented;
 use super::issue::{Issue, Issued};
-use crate::error::{ApiError, OAuthError};
+use crate::error::{Error, GrantError};
 use crate::metrics;
 
 pub const GRANT_TYPE: &str = writ_core::api::TOKEN_EXCHANGE_GRANT;
@@ -24,20 +24,16 @@ pub const ACCESS_TOKEN_TYPE: &str = writ_core::api::ACCESS_TOKEN_TYPE_URN;
 pub use writ_core::api::TokenExchanged as TokenResponse;
 pub use writ_core::api::TokenRequest;
 
-fn oauth(e: ApiError) -> OAuthError {
-    e.into()
-}
-
 impl Broker {
     /// `POST /oauth2/token`. `proof` is the request's DPoP header.
     pub async fn token_exchange(
         &self,
         req: TokenRequest,
         proof: Option<&str>,
-    ) -> Result<TokenResponse, OAuthError> {
+    ) -> Result<TokenResponse, Error> {
         let subject = req.check().map_err(|e| match e.error {
-            "unsupported_grant_type" => OAuthError::unsupported_grant_type(e.description),
-            _ => OAuthError::invalid_request(e.description),
+            "unsupported_grant_type" => GrantError::UnsupportedType(e.description).into(),
+            _ => Error::Invalid(e.description),
         })?;
 
         // The subject: a live task token. If bound, the request's proof must
@@ -47,11 +43,11 @@ impl Broker {
         // garbage); a real token used wrongly is.
         let claims = self
             .verify_token(subject, TokenKind::Any)
-            .map_err(|e| OAuthError::invalid_grant(format!("subject_token: {e}")))?;
+            .map_err(|e| GrantError::Invalid(format!("subject_token: {e}")))?;
         if claims.task.is_none() {
-            let e = OAuthError::invalid_grant("subject_token must be a task token");
-            self.audit_refusal(&claims, None, &e.description).await?;
-            return Err(e);
+            let e = GrantError::Invalid("subject_token must be a task token".into());
+            self.audit_refusal(&claims, None, &e.to_string()).await?;
+            return Err(e.into());
         }
         let proven = self
             .check_binding(
@@ -66,38 +62,36 @@ impl Broker {
                 false,
             )
             .map_err(|e| match e {
-                ApiError::Dpop { .. } => oauth(e),
-                other => OAuthError::invalid_grant(other.to_string()),
+                e @ Error::Binding(_) => e,
+                other => GrantError::Invalid(other.to_string()).into(),
             });
         let proven = match proven {
             Ok(j) => j,
             Err(e) => {
-                self.audit_refusal(&claims, None, &e.description).await?;
+                self.audit_refusal(&claims, None, &e.to_string()).await?;
                 return Err(e);
             }
         };
         let state = match self.live_grant(&claims).await {
             Ok(s) => s,
             Err(e) => {
-                let e = OAuthError::invalid_grant(format!("subject_token: {e}"));
-                self.audit_refusal(&claims, None, &e.description).await?;
-                return Err(e);
+                let e = GrantError::Invalid(format!("subject_token: {e}"));
+                self.audit_refusal(&claims, None, &e.to_string()).await?;
+                return Err(e.into());
             }
         };
         let task_id = state
             .grant
             .task_id
             .clone()
-            .ok_or_else(|| OAuthError::invalid_grant("subject_token is not a task token"))?;
+            .ok_or_else(|| GrantError::Invalid("subject_token is not a task token".into()))?;
         let task = self
             .store
             .get_task(&task_id)
             .await?
-            .ok_or_else(|| OAuthError::invalid_grant("task not found"))?;
+            .ok_or_else(|| GrantError::Invalid("task not found".into()))?;
         if task.status != TaskStatus::Active {
-            return Err(OAuthError::invalid_grant(
-                "the subject token's task has ended",
-            ));
+            return Err(GrantError::Invalid("the subject token's task has ended".into()).into());
         }
         let subject_exp = writ_core::Timestamp::from_secs(claims.exp);
 
@@ -120,11 +114,11 @@ impl Broker {
         jkt: Option<String>,
         subject_exp: writ_core::Timestamp,
         req: &TokenRequest,
-    ) -> Result<TokenResponse, OAuthError> {
+    ) -> Result<TokenResponse, Error> {
         let target = req.audience.as_deref().or(req.resource.as_deref());
         let Some(target) = target else {
-            return Err(OAuthError::invalid_request(
-                "audience or resource (a registered tool) is required",
+            return Err(Error::Invalid(
+                "audience or resource (a registered tool) is required".into(),
             ));
         };
         let tool = match self.find_tool(target).await? {
@@ -133,20 +127,17 @@ impl Broker {
                 return self
                     .refuse(
                         claims,
-                        OAuthError::invalid_target(format!("{target} is not a registered tool")),
+                        GrantError::Target(format!("{target} is not a registered tool")),
                     )
                     .await;
             }
         };
         let Some(held) = task.capabilities.iter().find(|c| c.tool == tool.name) else {
-            let e = OAuthError::invalid_target(format!(
-                "the task holds nothing for tool {}",
-                tool.name
-            ));
+            let e = GrantError::Target(format!("the task holds nothing for tool {}", tool.name));
             return self.refuse(claims, e).await;
         };
         let scopes = match scope::narrow_for_tool(held, req.scope.as_deref())
-            .map_err(|e| OAuthError::invalid_scope(e.to_string()))
+            .map_err(|e| GrantError::Scope(e.to_string()))
         {
             Ok(s) => s,
             Err(e) => return self.refuse(claims, e).await,
@@ -157,15 +148,12 @@ impl Broker {
         };
 
         let now = self.now();
-        let lineage = self.lineage(task).await.map_err(oauth)?;
-        let agents = self.lineage_agents(&lineage).await.map_err(oauth)?;
+        let lineage = self.lineage(task).await?;
+        let agents = self.lineage_agents(&lineage).await?;
         let me = self.acting_agent(&task.agent).await?;
-        let attestation = self
-            .instance_attestation(&task.instance_id)
-            .await
-            .map_err(oauth)?;
+        let attestation = self.instance_attestation(&task.instance_id).await?;
         let view = TaskView::of_task(task, &attestation);
-        let behaviour = self.behaviour(&task.agent, now).await.map_err(oauth)?;
+        let behaviour = self.behaviour(&task.agent, now).await?;
         let facts = Facts::exchange_token(
             Chain::new(&me, agents.iter()),
             &view,
@@ -174,7 +162,7 @@ impl Broker {
             behaviour,
             now,
         );
-        let decision = self.decide(&self.policy(), &facts).await?;
+        let decision = self.policies.decide(&self.policies.live(), &facts).await?;
         let detail = serde_json::json!({
             "tool": tool.name,
             "scope": cap.scopes,
@@ -202,25 +190,23 @@ impl Broker {
             grant,
             exp,
             event: issued,
-        } = self
-            .issue(Issue {
-                kind: GrantKind::ToolToken,
-                agent: &task.agent,
-                instance: &task.instance_id,
-                sub: claims.sub.clone(),
-                act: claims.act.clone(),
-                task: Some(task),
-                audience: Some(tool.audience.clone()),
-                scope: Some(scope_claim.clone()),
-                jkt: jkt.clone(),
-                lifetime: Lifetime::new(now, self.config.tool_token_ttl)
-                    .within(task.expires_at)
-                    .within(subject_exp)
-                    .capped(decision.max_ttl()),
-                intent: Some(task.intent.clone()),
-                task_ctx: Some(TaskView::of_task_claim(task, &attestation)),
-            })
-            .map_err(oauth)?;
+        } = self.issue(Issue {
+            kind: GrantKind::ToolToken,
+            agent: &task.agent,
+            instance: &task.instance_id,
+            sub: claims.sub.clone(),
+            act: claims.act.clone(),
+            task: Some(task),
+            audience: Some(tool.audience.clone()),
+            scope: Some(scope_claim.clone()),
+            jkt: jkt.clone(),
+            lifetime: Lifetime::new(now, self.config.tool_token_ttl)
+                .within(task.expires_at)
+                .within(subject_exp)
+                .capped(decision.max_ttl()),
+            intent: Some(task.intent.clone()),
+            task_ctx: Some(TaskView::of_task_claim(task, &attestation)),
+        })?;
         let audit = vec![
             self.exchange_event(claims, task, Outcome::Success, &decision, detail),
             issued,
@@ -244,7 +230,7 @@ impl Broker {
         actor_token: &str,
         subject_exp: writ_core::Timestamp,
         req: &TokenRequest,
-    ) -> Result<TokenResponse, OAuthError> {
+    ) -> Result<TokenResponse, Error> {
         let (actor_claims, actor_state, actor_agent, lineage) = self
             .delegation_actor(
                 claims,
@@ -257,21 +243,14 @@ impl Broker {
         let (caps, tools) = self.delegated_capabilities(claims, parent, req).await?;
 
         let now = self.now();
-        let agents = self.lineage_agents(&lineage).await.map_err(oauth)?;
+        let agents = self.lineage_agents(&lineage).await?;
         let actor_attestation = self
             .instance_attestation(&actor_state.grant.instance_id)
-            .await
-            .map_err(oauth)?;
-        let parent_attestation = self
-            .instance_attestation(&parent.instance_id)
-            .await
-            .map_err(oauth)?;
+            .await?;
+        let parent_attestation = self.instance_attestation(&parent.instance_id).await?;
         let view = TaskView::of_task(parent, &parent_attestation);
         // Policy sees what the sub-agent (the principal) has been doing.
-        let behaviour = self
-            .behaviour(&actor_agent.name, now)
-            .await
-            .map_err(oauth)?;
+        let behaviour = self.behaviour(&actor_agent.name, now).await?;
         let facts = Facts::delegate_task(
             Chain::new(&actor_agent, agents.iter()),
             &actor_attestation,
@@ -281,7 +260,7 @@ impl Broker {
             behaviour,
             now,
         );
-        let decision = self.decide(&self.policy(), &facts).await?;
+        let decision = self.policies.decide(&self.policies.live(), &facts).await?;
         // A bound task never yields a bearer descendant unless policy says
         // so for every tool: a stolen bearer child would undo the binding.
         let unbound = claims.cnf.is_some() && actor_claims.cnf.is_none();
@@ -296,10 +275,11 @@ impl Broker {
         });
         if unbound && decision.verdict() == Verdict::Allow && !decision.unbound_delegation_allowed()
         {
-            let e = OAuthError::invalid_grant(
+            let e = GrantError::Invalid(
                 "the task is bound to a DPoP key and the actor_token is not: a bound task is \
                  delegated only to a bound instance (or where a DelegateTask permit says \
-                 @unbound_delegation(\"allowed\"))",
+                 @unbound_delegation(\"allowed\"))"
+                    .into(),
             );
             return self.refuse(claims, e).await;
         }
@@ -334,16 +314,14 @@ impl Broker {
             grant,
             exp,
             event: issued,
-        } = self
-            .task_token(
-                &child,
-                &claims.sub,
-                Some(act),
-                jkt.clone(),
-                Some(subject_exp),
-                now,
-            )
-            .map_err(oauth)?;
+        } = self.task_token(
+            &child,
+            &claims.sub,
+            Some(act),
+            jkt.clone(),
+            Some(subject_exp),
+            now,
+        )?;
         let audit = vec![
             self.exchange_event(claims, parent, Outcome::Success, &decision, detail),
             AuditEvent::new(AuditKind::TaskStart, Outcome::Success, format!("instance:{}", claims.client_id))
@@ -358,7 +336,7 @@ impl Broker {
         ];
         match self.store.create_task(&child, &grant, audit).await {
             Ok(()) => {}
-            Err(StoreError::NotActive(why)) => return Err(OAuthError::invalid_grant(why)),
+            Err(StoreError::NotActive(why)) => return Err(GrantError::Invalid(why.into()).into()),
             Err(e) => return Err(e.into()),
         }
         metrics::inc(&self.metrics.tasks_started);
@@ -386,14 +364,14 @@ impl Broker {
         capabilities: Vec<Capability>,
         decision: &writ_policy::Decision,
         now: writ_core::Timestamp,
-    ) -> Result<Task, OAuthError> {
+    ) -> Result<Task, Error> {
         let exception = parent.exception && decision.exception_allowed();
         let expires_at = Lifetime::until(now, parent.expires_at)
             .capped(decision.max_ttl())
             .capped((parent.exception && !exception).then_some(self.config.max_task_ttl))
             .end();
         Ok(Task {
-            task_id: TaskId::generate().map_err(|e| OAuthError::server_error(e.to_string()))?,
+            task_id: TaskId::generate()?,
             agent: agent.clone(),
             instance_id: actor.grant.instance_id.clone(),
             intent: parent.intent.clone(),
@@ -424,11 +402,11 @@ impl Broker {
         parent: &Task,
         actor_token: &str,
         actor_proof: Option<&str>,
-    ) -> Result<(AccessClaims, GrantState, writ_core::api::Agent, Vec<Task>), OAuthError> {
+    ) -> Result<(AccessClaims, GrantState, writ_core::api::Agent, Vec<Task>), Error> {
         // The actor: a live instance token of the sub-agent. Its key (if
         // any) is the one the child's token is bound to.
         let bad_actor =
-            |e: &dyn std::fmt::Display| OAuthError::invalid_grant(format!("actor_token: {e}"));
+            |e: &dyn std::fmt::Display| GrantError::Invalid(format!("actor_token: {e}"));
         let actor_claims = match self.verify_token(actor_token, TokenKind::Instance) {
             Ok(c) => c,
             Err(e) => return self.refuse(claims, bad_actor(&e)).await,
@@ -442,10 +420,11 @@ impl Broker {
         // instance's token is not enough to hand it work.
         if let Some(cnf) = &actor_claims.cnf {
             let Some(proof) = actor_proof else {
-                let e = OAuthError::invalid_grant(
+                let e = GrantError::Invalid(
                     "actor_token is bound to a DPoP key: send actor_token_proof, a DPoP proof \
                      the sub-agent makes with that key for POST to this endpoint with ath of \
-                     the actor_token",
+                     the actor_token"
+                        .into(),
                 );
                 return self.refuse(claims, e).await;
             };
@@ -458,17 +437,17 @@ impl Broker {
             };
             if let Err(e) = self.dpop.check_actor(proof, &expected, &cnf.jkt) {
                 let detail = match e {
-                    ApiError::Dpop { detail, .. } => detail,
-                    other => return Err(oauth(other)),
+                    Error::Binding(b) => b.to_string(),
+                    other => return Err(other),
                 };
-                let e = OAuthError::invalid_grant(format!("actor_token_proof: {detail}"));
+                let e = GrantError::Invalid(format!("actor_token_proof: {detail}"));
                 return self.refuse(claims, e).await;
             }
         }
         let actor_agent = self.acting_agent(&actor_state.grant.agent).await?;
-        let lineage = self.lineage(parent).await.map_err(oauth)?;
+        let lineage = self.lineage(parent).await?;
         if lineage.iter().any(|t| t.agent == actor_agent.name) {
-            let e = OAuthError::invalid_grant(format!(
+            let e = GrantError::Invalid(format!(
                 "agent {} is already in the delegation chain (a cycle)",
                 actor_agent.name
             ));
@@ -476,7 +455,7 @@ impl Broker {
         }
         let depth = parent.depth + 1;
         if depth > self.config.max_delegation_depth {
-            let e = OAuthError::invalid_grant(format!(
+            let e = GrantError::Invalid(format!(
                 "delegation depth {depth} exceeds the limit of {}",
                 self.config.max_delegation_depth
             ));
@@ -493,7 +472,7 @@ impl Broker {
         claims: &AccessClaims,
         parent: &Task,
         req: &TokenRequest,
-    ) -> Result<(Vec<Capability>, Vec<Tool>), OAuthError> {
+    ) -> Result<(Vec<Capability>, Vec<Tool>), Error> {
         let mut caps: Vec<Capability> = parent.capabilities.clone();
         let mut tools: Vec<Tool> = Vec::new();
         if let Some(target) = req.audience.as_deref().or(req.resource.as_deref()) {
@@ -501,16 +480,14 @@ impl Broker {
                 return self
                     .refuse(
                         claims,
-                        OAuthError::invalid_target(format!("{target} is not a registered tool")),
+                        GrantError::Target(format!("{target} is not a registered tool")),
                     )
                     .await;
             };
             caps.retain(|c| c.tool == tool.name);
             if caps.is_empty() {
-                let e = OAuthError::invalid_target(format!(
-                    "the task holds nothing for tool {}",
-                    tool.name
-                ));
+                let e =
+                    GrantError::Target(format!("the task holds nothing for tool {}", tool.name));
                 return self.refuse(claims, e).await;
             }
         }
@@ -518,9 +495,7 @@ impl Broker {
             caps = match scope::narrow(&caps, req.scope.as_deref()) {
                 Ok(c) => c,
                 Err(e) => {
-                    return self
-                        .refuse(claims, OAuthError::invalid_scope(e.to_string()))
-                        .await;
+                    return self.refuse(claims, GrantError::Scope(e.to_string())).await;
                 }
             };
         }
@@ -534,7 +509,7 @@ impl Broker {
     }
 
     /// A tool by name or by audience URI.
-    async fn find_tool(&self, target: &str) -> Result<Option<Tool>, OAuthError> {
+    async fn find_tool(&self, target: &str) -> Result<Option<Tool>, Error> {
         if let Ok(name) = target.parse()
             && let Some(t) = self.store.get_tool(&name).await?
         {
@@ -549,12 +524,12 @@ impl Broker {
     }
 
     /// The task and its ancestors, root first.
-    pub(crate) async fn lineage(&self, task: &Task) -> Result<Vec<Task>, ApiError> {
+    pub(crate) async fn lineage(&self, task: &Task) -> Result<Vec<Task>, Error> {
         let mut out = vec![task.clone()];
         let mut next = task.parent_task_id.clone();
         while let Some(id) = next {
             if out.len() > 64 {
-                return Err(ApiError::Internal(
+                return Err(Error::Internal(
                     "delegation chain too long or cyclic".into(),
                 ));
             }
@@ -562,7 +537,7 @@ impl Broker {
                 .store
                 .get_task(&id)
                 .await?
-                .ok_or_else(|| ApiError::Internal(format!("parent task {id} missing")))?;
+                .ok_or_else(|| Error::Internal(format!("parent task {id} missing")))?;
             next = t.parent_task_id.clone();
             out.push(t);
         }
@@ -574,10 +549,10 @@ impl Broker {
     pub(crate) async fn subject_and_actors(
         &self,
         lineage: &[Task],
-    ) -> Result<(String, Option<Actor>), ApiError> {
+    ) -> Result<(String, Option<Actor>), Error> {
         let td = &self.config.trust_domain;
         let Some(root) = lineage.first() else {
-            return Err(ApiError::Internal("empty lineage".into()));
+            return Err(Error::Internal("empty lineage".into()));
         };
         let mut act: Option<Actor> = None;
         for t in lineage.iter().skip(1) {
@@ -593,7 +568,7 @@ impl Broker {
     pub(crate) async fn lineage_agents(
         &self,
         lineage: &[Task],
-    ) -> Result<Vec<writ_core::api::Agent>, ApiError> {
+    ) -> Result<Vec<writ_core::api::Agent>, Error> {
         let mut agents = Vec::with_capacity(lineage.len());
         for t in lineage {
             agents.push(self.agent(&t.agent).await?);
@@ -605,22 +580,22 @@ impl Broker {
     pub(crate) async fn instance_attestation(
         &self,
         id: &writ_core::InstanceId,
-    ) -> Result<String, ApiError> {
+    ) -> Result<String, Error> {
         self.store
             .get_instance(id)
             .await?
             .map(|i| i.attestation)
-            .ok_or_else(|| ApiError::Unauthorized(format!("instance {id} is not known")))
+            .ok_or_else(|| Error::Unauthenticated(format!("instance {id} is not known")))
     }
 
     /// The agent acting on a task; a quarantined one gets nothing.
     async fn acting_agent(
         &self,
         name: &writ_core::AgentName,
-    ) -> Result<writ_core::api::Agent, OAuthError> {
-        let me = self.agent(name).await.map_err(oauth)?;
+    ) -> Result<writ_core::api::Agent, Error> {
+        let me = self.agent(name).await?;
         if me.quarantined {
-            return Err(OAuthError::invalid_grant("the acting agent is quarantined"));
+            return Err(GrantError::Invalid("the acting agent is quarantined".into()).into());
         }
         Ok(me)
     }
@@ -666,9 +641,9 @@ impl Broker {
         detail: serde_json::Value,
         charged: &writ_core::AgentName,
         now: writ_core::Timestamp,
-    ) -> OAuthError {
+    ) -> Error {
         if let Err(e) = self.count_denial(charged, now).await {
-            return oauth(e);
+            return e;
         }
         let reason = refusal_reason(decision);
         let event = self
@@ -677,14 +652,14 @@ impl Broker {
         if let Err(e) = self.store.append_audit(now, vec![event]).await {
             return e.into();
         }
-        OAuthError::access_denied(reason)
+        GrantError::Denied(reason).into()
     }
 
     /// Audits a refused exchange, then answers with the refusal.
-    async fn refuse<T>(&self, claims: &AccessClaims, e: OAuthError) -> Result<T, OAuthError> {
-        self.audit_refusal(claims, None, &format!("{}: {}", e.error, e.description))
+    async fn refuse<T>(&self, claims: &AccessClaims, e: GrantError) -> Result<T, Error> {
+        self.audit_refusal(claims, None, &format!("{}: {e}", e.code()))
             .await?;
-        Err(e)
+        Err(e.into())
     }
 
     async fn audit_refusal(
@@ -692,7 +667,7 @@ impl Broker {
         claims: &AccessClaims,
         task: Option<&TaskId>,
         reason: &str,
-    ) -> Result<(), OAuthError> {
+    ) -> Result<(), Error> {
         let mut event = AuditEvent::new(
             AuditKind::TokenExchange,
             Outcome::Deny,

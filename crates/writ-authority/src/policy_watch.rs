@@ -40,21 +40,22 @@ pub async fn run(broker: Arc<Broker>) {
         }
         let first_look = last_seen.is_none();
         last_seen = Some(probe_version.clone());
-        if probe_version == broker.policy().version() || first_look {
+        if probe_version == broker.policies.live().version() || first_look {
             // At the first look the directory is what the broker started
             // with (or what it was when another replica's set went live).
             continue;
         }
         match PolicySet::compile(sources) {
             Ok(set) => {
-                if let Err(e) = broker.set_policy(set, &origin, "system").await {
+                if let Err(e) = broker.policies.set_live(set, &origin, "system").await {
                     tracing::error!(error = %e, "cannot record the new policy set; the previous set stays live");
                     last_seen = None;
                 }
             }
             Err(e) => {
                 let _ = broker
-                    .policy_refused(&origin, "system", &e.to_string())
+                    .policies
+                    .refused(&origin, "system", &e.to_string())
                     .await;
             }
         }

@@ -24,9 +24,9 @@ pub async fn reap(broker: Arc<Broker>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            () = broker.tasks_ended.notified() => {}
+            () = broker.revocations.tasks_ended.notified() => {}
         }
-        broker.reap_db_roles().await;
+        broker.db_credentials.reap().await;
     }
 }
 
@@ -49,7 +49,7 @@ pub async fn spiffe_keys(broker: Arc<Broker>) {
 
 /// One pass; returns how many tasks it ended.
 pub async fn sweep_once(broker: &Broker) -> usize {
-    if let Err(e) = broker.seal_audit().await {
+    if let Err(e) = broker.audit.seal().await {
         tracing::error!(error = %e, "sweep: cannot checkpoint the audit chain");
     }
     if let Err(e) = broker.flush_attest_digest().await {

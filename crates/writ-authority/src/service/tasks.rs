@@ -13,7 +13,7 @@ use writ_store::{GrantKind, StoreError, TaskEnd};
 use super::issue::{Issue, Issued};
 
 use super::{AgentCaller, Broker, Caller};
-use crate::error::ApiError;
+use crate::error::Error;
 use crate::metrics;
 
 const MAX_INTENT: usize = 1024;
@@ -39,13 +39,9 @@ impl Started {
 
 impl Broker {
     /// Decides and, if allowed, starts a task for the calling instance.
-    pub async fn start_task(
-        &self,
-        caller: &AgentCaller,
-        req: StartTask,
-    ) -> Result<Started, ApiError> {
+    pub async fn start_task(&self, caller: &AgentCaller, req: StartTask) -> Result<Started, Error> {
         if caller.task_id().is_some() {
-            return Err(ApiError::Forbidden(
+            return Err(Error::Forbidden(
                 "start tasks with the instance token, not a task token".into(),
             ));
         }
@@ -55,17 +51,17 @@ impl Broker {
         let tools = self.tools_for(&capabilities).await?;
         let agent = self.agent(caller.agent()).await?;
         if agent.quarantined {
-            return Err(ApiError::Forbidden("agent is quarantined".into()));
+            return Err(Error::Quarantined("agent is quarantined".into()));
         }
         let attestation = self
             .store
             .get_instance(caller.instance_id())
             .await?
             .map(|i| i.attestation)
-            .ok_or_else(|| ApiError::Unauthorized("instance is not known".into()))?;
+            .ok_or_else(|| Error::Unauthenticated("instance is not known".into()))?;
 
         let now = self.now();
-        let policy = self.policy();
+        let policy = self.policies.live();
         let behaviour = self.behaviour(caller.agent(), now).await?;
         let ask = TaskAsk {
             intent,
@@ -85,7 +81,7 @@ impl Broker {
             behaviour,
             now,
         );
-        let decision = self.decide(&policy, &facts).await?;
+        let decision = self.policies.decide(&policy, &facts).await?;
         let lifetime = Lifetime::new(now, ttl).capped(decision.max_ttl());
         let ttl = lifetime.secs();
         let request_detail = serde_json::json!({
@@ -115,7 +111,7 @@ impl Broker {
                     .reason(decision.reason())
                     .detail(request_detail);
                 self.store.append_audit(now, vec![event]).await?;
-                return Err(ApiError::Denied(decision));
+                return Err(Error::Denied(decision));
             }
         };
 
@@ -188,7 +184,7 @@ impl Broker {
 
     /// The lifetime a task start asks for, and whether it is an exception
     /// (beyond the maximum, up to the longest exception, with a reason).
-    fn task_lifetime(&self, req: &StartTask) -> Result<(i64, bool), ApiError> {
+    fn task_lifetime(&self, req: &StartTask) -> Result<(i64, bool), Error> {
         let max = self.config.max_task_ttl;
         let max_exception = self.config.max_exception_ttl;
         let lifetime = match req.ttl {
@@ -196,12 +192,12 @@ impl Broker {
             Some(t) => {
                 let t = i64::try_from(t).unwrap_or(i64::MAX);
                 if t < 1 {
-                    return Err(ApiError::BadRequest("ttl must be at least 1 second".into()));
+                    return Err(Error::Invalid("ttl must be at least 1 second".into()));
                 }
                 if t <= max {
                     (t, false)
                 } else if t > max_exception {
-                    return Err(ApiError::BadRequest(format!(
+                    return Err(Error::Invalid(format!(
                         "ttl exceeds the maximum task lifetime of {max} seconds and the longest exception of \
                          {max_exception} seconds"
                     )));
@@ -210,7 +206,7 @@ impl Broker {
                     .as_deref()
                     .is_none_or(|j| j.trim().is_empty())
                 {
-                    return Err(ApiError::BadRequest(format!(
+                    return Err(Error::Invalid(format!(
                         "ttl exceeds the maximum task lifetime of {max} seconds: an exception needs a justification \
                          (and a policy that allows it, and approval)"
                     )));
@@ -224,7 +220,7 @@ impl Broker {
             .as_deref()
             .is_some_and(|j| j.len() > MAX_INTENT || j.chars().any(char::is_control))
         {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "justification must be at most {MAX_INTENT} printable characters"
             )));
         }
@@ -235,16 +231,16 @@ impl Broker {
     async fn tools_for(
         &self,
         capabilities: &[writ_core::Capability],
-    ) -> Result<Vec<writ_core::api::Tool>, ApiError> {
+    ) -> Result<Vec<writ_core::api::Tool>, Error> {
         let mut tools = Vec::with_capacity(capabilities.len());
         for cap in capabilities {
             let tool = self
                 .store
                 .get_tool(&cap.tool)
                 .await?
-                .ok_or_else(|| ApiError::BadRequest(format!("unknown tool {}", cap.tool)))?;
+                .ok_or_else(|| Error::Invalid(format!("unknown tool {}", cap.tool)))?;
             if let Some(s) = cap.scopes.iter().find(|s| !tool.scopes.contains(s)) {
-                return Err(ApiError::BadRequest(format!(
+                return Err(Error::Invalid(format!(
                     "tool {} has no scope {s}",
                     cap.tool
                 )));
@@ -256,7 +252,7 @@ impl Broker {
 
     /// Extends the lease (never past the task's hard end) and returns a
     /// fresh task token.
-    pub async fn heartbeat(&self, caller: &AgentCaller, id: &TaskId) -> Result<Started, ApiError> {
+    pub async fn heartbeat(&self, caller: &AgentCaller, id: &TaskId) -> Result<Started, Error> {
         let task = self.owned_task(caller, id).await?;
         match task.status {
             TaskStatus::PendingApproval => return self.poll_approval(caller, task).await,
@@ -267,7 +263,7 @@ impl Broker {
                     .await?
                     .and_then(|a| a.reason)
                     .unwrap_or_default();
-                return Err(ApiError::Forbidden(format!("approval denied: {why}")));
+                return Err(Error::ApprovalRefused(format!("approval denied: {why}")));
             }
             TaskStatus::Expired
                 if self
@@ -276,12 +272,12 @@ impl Broker {
                     .await?
                     .is_some_and(|a| a.status == ApprovalStatus::Expired) =>
             {
-                return Err(ApiError::Forbidden("approval expired undecided".into()));
+                return Err(Error::ApprovalRefused("approval expired undecided".into()));
             }
             _ => {}
         }
         if task.status != TaskStatus::Active {
-            return Err(ApiError::Conflict(format!(
+            return Err(Error::TaskEnded(format!(
                 "task is not active ({})",
                 task.status.as_str()
             )));
@@ -320,7 +316,7 @@ impl Broker {
     }
 
     /// Ends a task and revokes every grant issued under it.
-    pub async fn complete(&self, caller: &Caller, id: &TaskId) -> Result<TaskEnded, ApiError> {
+    pub async fn complete(&self, caller: &Caller, id: &TaskId) -> Result<TaskEnded, Error> {
         let (end, actor) = match caller {
             Caller::Admin => {
                 self.task(id).await?;
@@ -347,7 +343,7 @@ impl Broker {
             });
         match self.store.end_task(id, end, now, vec![event]).await? {
             Some(ended) => {
-                self.revocations_changed().await;
+                self.revocations.changed().await;
                 metrics::add(&self.metrics.tasks_ended, 1 + ended.descendants);
                 metrics::add(&self.metrics.tokens_revoked, ended.revoked_tokens);
                 Ok(TaskEnded {
@@ -359,7 +355,7 @@ impl Broker {
             }
             None => {
                 let status = self.task(id).await?.status;
-                Err(ApiError::Conflict(format!(
+                Err(Error::TaskEnded(format!(
                     "task is not active ({})",
                     status.as_str()
                 )))
@@ -368,7 +364,7 @@ impl Broker {
     }
 
     /// Reads a task: its own instance or an admin.
-    pub async fn show_task(&self, caller: &Caller, id: &TaskId) -> Result<Task, ApiError> {
+    pub async fn show_task(&self, caller: &Caller, id: &TaskId) -> Result<Task, Error> {
         match caller {
             Caller::Admin => self.task(id).await,
             Caller::Agent(a) => self.owned_task(a, id).await,
@@ -386,7 +382,7 @@ impl Broker {
             .end_task(id, TaskEnd::Lapsed, now, vec![event])
             .await?;
         if let Some(e) = &ended {
-            self.revocations_changed().await;
+            self.revocations.changed().await;
             metrics::add(&self.metrics.tasks_ended, 1 + e.descendants);
             metrics::add(&self.metrics.tokens_revoked, e.revoked_tokens);
         }
@@ -402,7 +398,7 @@ impl Broker {
         justification: Option<String>,
         decision: &writ_policy::Decision,
         detail: serde_json::Value,
-    ) -> Result<TaskPending, ApiError> {
+    ) -> Result<TaskPending, Error> {
         let now = task.created_at;
         task.status = TaskStatus::PendingApproval;
         // The lifetime starts at approval; until then the task holds nothing.
@@ -445,13 +441,13 @@ impl Broker {
 
     /// A pending task's heartbeat: still waiting, or (once approved) its
     /// first token, with its lease and hard lifetime starting now.
-    async fn poll_approval(&self, caller: &AgentCaller, task: Task) -> Result<Started, ApiError> {
+    async fn poll_approval(&self, caller: &AgentCaller, task: Task) -> Result<Started, Error> {
         let approval = self
             .store
             .approval_for_task(&task.task_id)
             .await?
             .ok_or_else(|| {
-                ApiError::Internal(format!("pending task {} without approval", task.task_id))
+                Error::Internal(format!("pending task {} without approval", task.task_id))
             })?;
         match approval.status {
             ApprovalStatus::Pending => Ok(Started::Pending(TaskPending {
@@ -459,11 +455,11 @@ impl Broker {
                 status: TaskStatus::PendingApproval,
                 approval_id: approval.approval_id,
             })),
-            ApprovalStatus::Denied => Err(ApiError::Forbidden(format!(
+            ApprovalStatus::Denied => Err(Error::ApprovalRefused(format!(
                 "approval denied: {}",
                 approval.reason.unwrap_or_default()
             ))),
-            ApprovalStatus::Expired => Err(ApiError::Forbidden("approval expired".into())),
+            ApprovalStatus::Expired => Err(Error::ApprovalRefused("approval expired".into())),
             ApprovalStatus::Approved => {
                 let now = self.now();
                 let expires_at = Lifetime::new(now, approval.ttl).end();
@@ -516,11 +512,11 @@ impl Broker {
         }
     }
 
-    async fn task(&self, id: &TaskId) -> Result<Task, ApiError> {
+    async fn task(&self, id: &TaskId) -> Result<Task, Error> {
         self.store
             .get_task(id)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("task {id} not found")))
+            .ok_or_else(|| Error::NotFound(format!("task {id} not found")))
     }
 
     /// The task, if the caller's instance runs it (or the caller holds its
@@ -529,7 +525,7 @@ impl Broker {
         &self,
         caller: &AgentCaller,
         id: &TaskId,
-    ) -> Result<Task, ApiError> {
+    ) -> Result<Task, Error> {
         let task = self.task(id).await?;
         let owns = match caller.task_id() {
             Some(t) => t == id,
@@ -538,7 +534,7 @@ impl Broker {
         if owns {
             Ok(task)
         } else {
-            Err(ApiError::NotFound(format!("task {id} not found")))
+            Err(Error::NotFound(format!("task {id} not found")))
         }
     }
 
@@ -552,7 +548,7 @@ impl Broker {
         jkt: Option<String>,
         cap: Option<Timestamp>,
         now: Timestamp,
-    ) -> Result<Issued, ApiError> {
+    ) -> Result<Issued, Error> {
         self.issue(Issue {
             kind: GrantKind::TaskToken,
             agent: &task.agent,
@@ -574,20 +570,20 @@ impl Broker {
 
 /// The request's intent, capabilities and human, checked for shape: the
 /// intent (trimmed) if every check passes.
-fn checked_intent(req: &StartTask) -> Result<&str, ApiError> {
+fn checked_intent(req: &StartTask) -> Result<&str, Error> {
     let intent = req.intent.trim();
     if intent.is_empty() || intent.len() > MAX_INTENT || intent.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(format!(
+        return Err(Error::Invalid(format!(
             "intent must be 1 to {MAX_INTENT} printable characters"
         )));
     }
     if req.capabilities.is_empty() || req.capabilities.len() > MAX_CAPABILITIES {
-        return Err(ApiError::BadRequest(format!(
+        return Err(Error::Invalid(format!(
             "ask for 1 to {MAX_CAPABILITIES} capabilities"
         )));
     }
     if req.capabilities.iter().any(|c| c.scopes.is_empty()) {
-        return Err(ApiError::BadRequest(
+        return Err(Error::Invalid(
             "every capability needs at least one scope".into(),
         ));
     }
@@ -596,7 +592,7 @@ fn checked_intent(req: &StartTask) -> Result<&str, ApiError> {
             || obo.len() > MAX_OBO
             || obo.chars().any(|c| c.is_control() || c.is_whitespace()))
     {
-        return Err(ApiError::BadRequest(format!(
+        return Err(Error::Invalid(format!(
             "on_behalf_of must be 1 to {MAX_OBO} characters without spaces, e.g. \"user:alice\""
         )));
     }

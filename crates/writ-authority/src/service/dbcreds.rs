@@ -9,15 +9,17 @@
 //! dropped, and so is a role never confirmed within a grace period (its
 //! password was never handed out).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use writ_core::api::{DbCredential, Upstream};
+use writ_core::api::{DbCredential, Task, Upstream};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
-use writ_core::{TaskId, ToolName, random};
-use writ_store::DbLease;
+use writ_core::seal::MasterKey;
+use writ_core::{Clock, TaskId, ToolName, random};
+use writ_store::{DbLease, Store};
 
-use super::{Broker, Caller};
-use crate::error::ApiError;
+use super::{AgentCaller, Broker, Caller};
+use crate::error::Error;
 
 /// At most this many roles are dropped per pass.
 const BATCH: u32 = 64;
@@ -36,7 +38,7 @@ pub(crate) fn admin_purpose(tool: &ToolName) -> String {
 }
 
 /// Checks a postgres tool's admin connection URL.
-pub(crate) fn check_admin_url(url: &str) -> Result<(), ApiError> {
+pub(crate) fn check_admin_url(url: &str) -> Result<(), Error> {
     let ok = (url.starts_with("postgres://") || url.starts_with("postgresql://"))
         && url.len() <= 4096
         && url
@@ -45,14 +47,14 @@ pub(crate) fn check_admin_url(url: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(
+        Err(Error::Invalid(
             "a postgres tool's secret is its admin connection: postgres://user:password@host:port/database".into(),
         ))
     }
 }
 
 /// Checks a postgres tool's grants at registration.
-pub(crate) fn check_grants(grants: &[String]) -> Result<(), ApiError> {
+pub(crate) fn check_grants(grants: &[String]) -> Result<(), Error> {
     // Each grant runs as one prepared statement, which PostgreSQL refuses
     // to hold more than one command.
     let ok = !grants.is_empty()
@@ -63,29 +65,64 @@ pub(crate) fn check_grants(grants: &[String]) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(
+        Err(Error::Invalid(
             "a postgres upstream needs 1 to 32 grants, each one statement naming {role}".into(),
         ))
     }
 }
 
 impl Broker {
-    /// Creates a role for an active task granted `tool` and returns its
-    /// credential, once.
+    /// Creates a role for an active task of the caller's granted `tool` and
+    /// returns its credential, once.
     pub async fn issue_db_credential(
         &self,
         caller: &Caller,
         task_id: &TaskId,
         tool_name: &ToolName,
-    ) -> Result<DbCredential, ApiError> {
+    ) -> Result<DbCredential, Error> {
         let Caller::Agent(agent) = caller else {
-            return Err(ApiError::Forbidden(
+            return Err(Error::Forbidden(
                 "a task's database credential is issued to the task's agent".into(),
             ));
         };
         let task = self.owned_task(agent, task_id).await?;
+        self.db_credentials.issue(agent, task, tool_name).await
+    }
+}
+
+/// Database roles per task as a service of its own: it holds only the
+/// store (leases), the master key (the tools' admin connections) and the
+/// clock.
+pub struct DbCredentials {
+    store: Arc<dyn Store>,
+    master: Arc<MasterKey>,
+    clock: Arc<dyn Clock>,
+}
+
+impl DbCredentials {
+    pub fn new(store: Arc<dyn Store>, master: Arc<MasterKey>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            master,
+            clock,
+        }
+    }
+
+    fn now(&self) -> writ_core::Timestamp {
+        self.clock.now()
+    }
+
+    /// Creates a role for `task` (the caller's, active) if it was granted
+    /// `tool`, and returns its credential, once.
+    async fn issue(
+        &self,
+        agent: &AgentCaller,
+        task: Task,
+        tool_name: &ToolName,
+    ) -> Result<DbCredential, Error> {
+        let task_id = &task.task_id;
         if !task.capabilities.iter().any(|c| &c.tool == tool_name) {
-            return Err(ApiError::Forbidden(format!(
+            return Err(Error::Forbidden(format!(
                 "task {task_id} was not granted tool {tool_name}"
             )));
         }
@@ -93,9 +130,9 @@ impl Broker {
             .store
             .get_tool(tool_name)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("tool {tool_name} not found")))?;
+            .ok_or_else(|| Error::NotFound(format!("tool {tool_name} not found")))?;
         let Some(Upstream::Postgres { grants }) = tool.upstream else {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "tool {tool_name} is not a postgres tool"
             )));
         };
@@ -105,16 +142,15 @@ impl Broker {
         let role = format!(
             "writ_{}",
             random::bytes::<8>()
-                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(|e| Error::Internal(e.to_string()))?
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
         );
-        let password = random::token_256().map_err(|e| ApiError::Internal(e.to_string()))?;
+        let password = random::token_256().map_err(|e| Error::Internal(e.to_string()))?;
         // Where the agent connects, worked out before anything is created.
-        let url = pg::client_url(&admin_url, &role, &password).map_err(|e| {
-            ApiError::Unavailable(format!("tool {tool_name}'s admin connection: {e}"))
-        })?;
+        let url = pg::client_url(&admin_url, &role, &password)
+            .map_err(|e| Error::Unavailable(format!("tool {tool_name}'s admin connection: {e}")))?;
         let lease = DbLease {
             role: role.clone(),
             task_id: task.task_id.clone(),
@@ -138,7 +174,7 @@ impl Broker {
             // reaper takes the lease after the grace if this fails too.
             self.drop_lease_role(&lease, &admin_url, "creation failed")
                 .await;
-            return Err(ApiError::Unavailable(
+            return Err(Error::Unavailable(
                 "cannot create the database role (the broker's log says why)".into(),
             ));
         }
@@ -167,7 +203,7 @@ impl Broker {
     }
 
     /// The opened admin connection URL of a postgres tool.
-    async fn admin_url(&self, tool: &ToolName) -> Result<String, ApiError> {
+    async fn admin_url(&self, tool: &ToolName) -> Result<String, Error> {
         let secret = self
             .store
             .tool_secrets()
@@ -175,22 +211,22 @@ impl Broker {
             .into_iter()
             .find(|s| &s.tool == tool)
             .ok_or_else(|| {
-                ApiError::Unavailable(format!(
+                Error::Unavailable(format!(
                     "tool {tool} has no admin connection (writ tool secret set {tool})"
                 ))
             })?;
         let opened = self
-            .master()
+            .master
             .open(&admin_purpose(tool), &secret.sealed)
-            .map_err(|e| ApiError::Internal(format!("tool {tool}'s admin connection: {e}")))?;
+            .map_err(|e| Error::Internal(format!("tool {tool}'s admin connection: {e}")))?;
         String::from_utf8(opened.to_vec())
-            .map_err(|_| ApiError::Internal(format!("tool {tool}'s admin connection is not text")))
+            .map_err(|_| Error::Internal(format!("tool {tool}'s admin connection is not text")))
     }
 
     /// Drops every role whose task is over (or whose end has passed);
     /// returns how many. Runs on every replica: dropping is idempotent and
     /// the store records each drop once.
-    pub(crate) async fn reap_db_roles(&self) -> usize {
+    pub(crate) async fn reap(&self) -> usize {
         let mut dropped = 0;
         let now = self.now();
         let cutoff = now.add_secs(-UNCONFIRMED_GRACE_SECS);

@@ -6,22 +6,18 @@ use writ_core::api::{PolicyInfo, PolicyVersion, PushPolicies};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_policy::{Decision, Facts, PolicySet, PolicySource};
 
-use super::Broker;
-use crate::error::ApiError;
+use super::policies::Policies;
+use crate::error::Error;
 use crate::metrics;
 
 const MAX_FILES: usize = 256;
 
-impl Broker {
+impl Policies {
     /// The live decision; the shadow set (if any) decides too, and a
     /// difference is recorded.
-    pub(crate) async fn decide(
-        &self,
-        live: &PolicySet,
-        facts: &Facts<'_>,
-    ) -> Result<Decision, ApiError> {
+    pub async fn decide(&self, live: &PolicySet, facts: &Facts<'_>) -> Result<Decision, Error> {
         let d = live.decide(facts);
-        let Some(shadow) = self.shadow_policy() else {
+        let Some(shadow) = self.shadow() else {
             return Ok(d);
         };
         let s = shadow.decide(facts);
@@ -50,15 +46,15 @@ impl Broker {
         Ok(d)
     }
 
-    pub fn policy_info(&self) -> PolicyInfo {
-        info_of(&self.policy())
+    pub fn info(&self) -> PolicyInfo {
+        info_of(&self.live())
     }
 
     /// Validates a whole set and makes it live; an invalid set is refused
     /// with its location and the live set stays.
-    pub async fn push_policies(&self, req: PushPolicies) -> Result<PolicyInfo, ApiError> {
+    pub async fn push(&self, req: PushPolicies) -> Result<PolicyInfo, Error> {
         if req.files.len() > MAX_FILES {
-            return Err(ApiError::BadRequest(format!("at most {MAX_FILES} files")));
+            return Err(Error::Invalid(format!("at most {MAX_FILES} files")));
         }
         for name in req.files.keys() {
             let ok = writ_policy::FileKind::of(name).is_some()
@@ -67,7 +63,7 @@ impl Broker {
                 && !name.starts_with('.')
                 && name.len() <= 128;
             if !ok {
-                return Err(ApiError::BadRequest(format!(
+                return Err(Error::Invalid(format!(
                     "file name {name:?} must be a plain *.cedar, *.cedarschema or entities.json name"
                 )));
             }
@@ -80,39 +76,39 @@ impl Broker {
         let set = match PolicySet::compile(sources) {
             Ok(s) => s,
             Err(e) => {
-                self.policy_refused("push", "admin", &e.to_string()).await?;
-                return Err(ApiError::BadRequest(format!("policy set refused: {e}")));
+                self.refused("push", "admin", &e.to_string()).await?;
+                return Err(Error::Invalid(format!("policy set refused: {e}")));
             }
         };
-        self.set_policy(set, "push", "admin").await?;
-        Ok(self.policy_info())
+        self.set_live(set, "push", "admin").await?;
+        Ok(self.info())
     }
 
     /// Replaces the live set's entity data (`entities.json`) with `entities`
     /// (Cedar's entity JSON), validated against the live schema: the set
     /// with the new data goes live as a new version, or is refused and the
     /// live one stays.
-    pub async fn push_entities(&self, entities: serde_json::Value) -> Result<PolicyInfo, ApiError> {
+    pub async fn push_entities(&self, entities: serde_json::Value) -> Result<PolicyInfo, Error> {
         let Some(list) = entities.as_array() else {
-            return Err(ApiError::BadRequest(
+            return Err(Error::Invalid(
                 "entities must be a JSON array (Cedar's entity JSON format)".into(),
             ));
         };
         if list.len() > writ_policy::MAX_ENTITIES {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::Invalid(format!(
                 "at most {} entities",
                 writ_policy::MAX_ENTITIES
             )));
         }
         let mut sources: Vec<PolicySource> = self
-            .policy()
+            .live()
             .sources()
             .iter()
             .filter(|s| s.name != writ_policy::ENTITIES_FILE)
             .cloned()
             .collect();
-        let text = serde_json::to_string_pretty(&entities)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&entities).map_err(|e| Error::Internal(e.to_string()))?;
         sources.push(PolicySource {
             name: writ_policy::ENTITIES_FILE.into(),
             text,
@@ -120,30 +116,30 @@ impl Broker {
         let set = match PolicySet::compile(sources) {
             Ok(s) => s,
             Err(e) => {
-                self.policy_refused("push entities", "admin", &e.to_string())
+                self.refused("push entities", "admin", &e.to_string())
                     .await?;
-                return Err(ApiError::BadRequest(format!("entities refused: {e}")));
+                return Err(Error::Invalid(format!("entities refused: {e}")));
             }
         };
-        self.set_policy(set, "push entities", "admin").await?;
-        Ok(self.policy_info())
+        self.set_live(set, "push entities", "admin").await?;
+        Ok(self.info())
     }
 
     /// Installs a candidate set to decide beside the live one (shadow mode).
-    pub async fn push_shadow(&self, req: PushPolicies) -> Result<PolicyInfo, ApiError> {
+    pub async fn push_shadow(&self, req: PushPolicies) -> Result<PolicyInfo, Error> {
         let sources = req
             .files
             .into_iter()
             .map(|(name, text)| PolicySource { name, text })
             .collect();
         let set = PolicySet::compile(sources)
-            .map_err(|e| ApiError::BadRequest(format!("shadow policy set refused: {e}")))?;
+            .map_err(|e| Error::Invalid(format!("shadow policy set refused: {e}")))?;
         let info = info_of(&set);
         self.set_shadow(Some(set), "admin").await?;
         Ok(info)
     }
 
-    pub async fn policy_history(&self, limit: u32) -> Result<Vec<PolicyVersion>, ApiError> {
+    pub async fn history(&self, limit: u32) -> Result<Vec<PolicyVersion>, Error> {
         Ok(self.store.policy_history(limit.clamp(1, 1000)).await?)
     }
 }
@@ -165,12 +161,12 @@ pub(crate) fn compile_stored(
     what: &str,
     version: &str,
     sources: Vec<(String, String)>,
-) -> Result<PolicySet, ApiError> {
+) -> Result<PolicySet, Error> {
     PolicySet::compile(
         sources
             .into_iter()
             .map(|(name, text)| writ_policy::PolicySource { name, text })
             .collect(),
     )
-    .map_err(|e| ApiError::Internal(format!("stored {what} {version}: {e}")))
+    .map_err(|e| Error::Internal(format!("stored {what} {version}: {e}")))
 }

@@ -8,7 +8,7 @@ use writ_core::seal::MasterKey;
 use writ_core::token::{KeyRing, SigningKey};
 use writ_store::{Store, StoreError, StoredKey};
 
-use crate::error::ApiError;
+use crate::error::Error;
 
 /// Why the signing keys cannot be loaded or added.
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +27,11 @@ pub enum KeyError {
     Store(#[from] StoreError),
 }
 
-impl From<KeyError> for ApiError {
+impl From<KeyError> for Error {
     fn from(e: KeyError) -> Self {
         match e {
             KeyError::Store(s) => s.into(),
-            other => ApiError::Internal(other.to_string()),
+            other => Error::Internal(other.to_string()),
         }
     }
 }
@@ -85,7 +85,7 @@ impl KeyService {
         master: &MasterKey,
         now: Timestamp,
         actor: &str,
-    ) -> Result<(String, Option<String>), ApiError> {
+    ) -> Result<(String, Option<String>), Error> {
         let previous = self.ring().active().map(|k| k.kid().to_owned());
         let key = seal_new(master, now)?;
         let kid = key.kid.clone();
@@ -97,7 +97,7 @@ impl KeyService {
     }
 
     /// Re-reads the keys from the store.
-    pub async fn reload(&self, store: &dyn Store, master: &MasterKey) -> Result<(), ApiError> {
+    pub async fn reload(&self, store: &dyn Store, master: &MasterKey) -> Result<(), Error> {
         let ring = unseal_all(master, &store.signing_keys().await?)?;
         match self.ring.write() {
             Ok(mut g) => *g = Arc::new(ring),
