@@ -8,6 +8,8 @@ Not a reverse proxy for production: stdlib only, one thread a request.
 
 import http.client
 import http.server
+import select
+import socket
 import threading
 import urllib.parse
 
@@ -28,6 +30,25 @@ class Shim:
     def stop(self):
         self.srv.shutdown()
         self.srv.server_close()
+
+
+def _close_when_gone(client, upstream):
+    """Shuts the upstream connection once the client has closed its end
+    (the client sends nothing more on an HTTP/1.0 exchange, so readable
+    means gone), or once the upstream connection is closed."""
+    while upstream.sock is not None:
+        try:
+            ready, _, _ = select.select([client], [], [], 0.2)
+            if ready and not client.recv(1, socket.MSG_PEEK):
+                break
+        except (OSError, ValueError):
+            break
+    sock = upstream.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _serve(t, shim):
@@ -52,13 +73,16 @@ def _serve(t, shim):
                         self.send_header(k, v)
                 self.send_header("Connection", "close")
                 self.end_headers()
+                # A client that goes away ends the request upstream too, as
+                # a proxy's would: an idle stream otherwise stays open.
+                threading.Thread(target=_close_when_gone, args=(self.connection, conn), daemon=True).start()
                 while True:
                     chunk = resp.read1(65536)
                     if not chunk:
                         break
                     self.wfile.write(chunk)
                     self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError):
+            except (BrokenPipeError, ConnectionResetError, OSError):
                 pass
             finally:
                 conn.close()

@@ -221,11 +221,9 @@ where
         loop {
             let next = tokio::select! {
                 e = events.next() => e,
+                // The client went away: so does the upstream stream, at once.
+                () = tx.closed() => return,
                 _ = tick.tick() => {
-                    if tx.is_closed() {
-                        // The client went away: so does the upstream stream.
-                        return;
-                    }
                     if ctx.still_valid(&owner) { continue } else { break }
                 }
                 () = sleep_until(deadline) => break,
