@@ -40,6 +40,17 @@ command -v cargo-deny >/dev/null || cargo install --quiet --locked cargo-deny
 cargo fetch --locked --quiet
 cargo deny --offline check licenses bans sources
 
+step "system tools for the deployment tests: curl (a TLS client), systemd-analyze (the unit check)"
+missing=""
+command -v curl >/dev/null || missing="$missing curl"
+command -v systemd-analyze >/dev/null || missing="$missing systemd"
+if [ -n "$missing" ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  apt-get install -y -qq $missing
+fi
+
 step "PostgreSQL for the store conformance and replica tests (scripts/postgres.sh)"
 WRIT_TEST_POSTGRES=$(scripts/postgres.sh)
 export WRIT_TEST_POSTGRES

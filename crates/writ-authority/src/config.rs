@@ -70,6 +70,9 @@ pub struct BrokerConfig {
     pub attest_per_minute: u32,
     /// What the broker's tokens are signed with (EdDSA unless asked).
     pub signing_alg: writ_core::token::SigningAlg,
+    /// Identical attestation failures within this many milliseconds make
+    /// one audit record (see `attest_digest`); 0 writes each.
+    pub attest_fold_ms: i64,
 }
 
 impl BrokerConfig {
@@ -102,6 +105,7 @@ impl BrokerConfig {
             audit_checkpoint_file: None,
             attest_per_minute: DEFAULT_ATTEST_PER_MINUTE,
             signing_alg: writ_core::token::SigningAlg::EdDSA,
+            attest_fold_ms: crate::attest_digest::WINDOW_MS,
         }
     }
 

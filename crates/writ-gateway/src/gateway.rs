@@ -28,6 +28,9 @@ pub struct Config {
     pub refresh: Duration,
     /// Where undelivered decisions are kept across restarts.
     pub spool_dir: Option<PathBuf>,
+    /// The TLS configuration of the link to the broker, instead of the
+    /// default (the system's CAs, or `--ca-file`'s).
+    pub broker_tls: Option<writ_client::TlsClientConfig>,
 }
 
 impl std::fmt::Debug for Config {
@@ -52,6 +55,7 @@ impl Config {
             staleness: Duration::from_secs(5),
             refresh: Duration::from_secs(1),
             spool_dir: None,
+            broker_tls: None,
         }
     }
 }

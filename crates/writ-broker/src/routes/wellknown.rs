@@ -16,7 +16,11 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 pub async fn metrics(State(b): State<Arc<Broker>>) -> Response {
-    let mut resp = b.metrics.render().into_response();
+    // The broker's own counters, then the listeners' 429s (counted at the
+    // HTTP edge, in writ-listen).
+    let mut text = b.metrics.render();
+    writ_listen::rate::render_metrics(&mut text);
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -17,6 +17,7 @@ mod client_auth;
 mod crash;
 mod dbcreds;
 pub(crate) mod delegation;
+mod deploy;
 mod faults;
 mod gateway;
 mod gateway_edges;
