@@ -159,7 +159,8 @@ pub struct Replay {
     pub unchanged: u64,
     /// Allowed when recorded, denied (or held) by the proposal.
     pub allow_to_deny: u64,
-    /// Of those, legitimate traffic (must be 0: the proposal permits it).
+    /// Of those, legitimate calls (allowed and completed, by agents not
+    /// quarantined): 0 by construction, the proposal permits them.
     pub legitimate_allow_to_deny: u64,
     /// Denied when recorded, allowed by the proposal (must be 0).
     pub deny_to_allow: u64,

@@ -109,25 +109,20 @@ fn tools_of<'t>(caps: &[Capability], tools: &'t BTreeMap<String, Tool>) -> Optio
     caps.iter().map(|c| tools.get(c.tool.as_str())).collect()
 }
 
+/// A legitimate call: allowed and completed, by an agent not quarantined.
+/// (Grants are not use: a task start that asked for more than was used is
+/// meant to be denied by the proposal, and is listed.)
 fn is_legit(d: &Decided, legit: &BTreeMap<(String, String), Legit>) -> bool {
-    if !d.completed {
-        return false;
-    }
-    let key = |a: &str, t: &str| legit.contains_key(&(a.to_owned(), t.to_owned()));
     match &d.what {
-        Recorded::Start {
-            agent,
-            capabilities,
-            ..
-        } => capabilities.iter().all(|c| key(agent, c.tool.as_str())),
-        Recorded::Exchange { agent, tool, .. } | Recorded::Call { agent, tool, .. } => {
-            key(agent, tool)
+        Recorded::Call {
+            agent, tool, call, ..
+        } => {
+            d.completed
+                && legit
+                    .get(&(agent.clone(), tool.clone()))
+                    .is_some_and(|l| l.calls.contains_key(call))
         }
-        Recorded::Delegate {
-            actor,
-            capabilities,
-            ..
-        } => capabilities.iter().all(|c| key(actor, c.tool.as_str())),
+        _ => false,
     }
 }
 
