@@ -432,7 +432,10 @@ impl Client {
             q.push(("agent", a));
         }
         let resp = self
-            .send(self.req(Method::GET, "/v1/reports/least-privilege").query(&q))
+            .send(
+                self.req(Method::GET, "/v1/reports/least-privilege")
+                    .query(&q),
+            )
             .await?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| ClientError::Connect {

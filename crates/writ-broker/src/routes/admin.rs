@@ -369,8 +369,8 @@ pub async fn least_privilege(
     _: Admin,
     q: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse as _;
     use crate::service::report;
+    use axum::response::IntoResponse as _;
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let since_secs = match q.since.as_deref() {
         Some(s) => report::parse_since(s)?,

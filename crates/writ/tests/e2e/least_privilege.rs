@@ -40,7 +40,11 @@ fn report(b: &Broker, args: &[&str]) -> Value {
     all.extend_from_slice(args);
     all.extend_from_slice(&["--format", "json"]);
     let out = b.cli(&all);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     json(&out)
 }
 
@@ -174,7 +178,10 @@ async fn least_privilege_report_proposes_a_narrower_set_that_permits_the_recorde
             .unwrap();
         assert_eq!(resp.status(), 400, "{bad}");
         let body: Value = resp.json().await.unwrap();
-        assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{bad}: {body}");
+        assert!(
+            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{bad}: {body}"
+        );
     }
     let anon = http
         .get(b.url("/v1/reports/least-privilege"))
@@ -196,8 +203,19 @@ async fn least_privilege_report_proposes_a_narrower_set_that_permits_the_recorde
         out_dir.to_str().unwrap(),
         "--install-shadow",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let metrics = http.get(b.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metrics = http
+        .get(b.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         metrics
             .lines()
@@ -216,7 +234,11 @@ async fn least_privilege_report_proposes_a_narrower_set_that_permits_the_recorde
     // Made live: the recorded legitimate calls pass, the broad ones the
     // old set allowed are denied.
     let out = b.cli(&["policy", "push", out_dir.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let inst = b.attest("reporter").await.access_token;
     let t = b.start_task(&inst, &["crm:read"]).await.unwrap();
     let tok = b

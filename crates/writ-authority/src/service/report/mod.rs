@@ -410,21 +410,19 @@ impl Broker {
                         .push(format!("{agent}/{tool}"));
                 }
             }
-            let a = agents
-                .entry(agent.clone())
-                .or_insert_with(|| AgentReport {
-                    agent: agent.clone(),
-                    quarantined: seen.quarantined.contains(agent),
-                    tools: Vec::new(),
-                    exceptions: seen
-                        .exceptions
-                        .iter()
-                        .filter(|(_, a)| a == agent)
-                        .map(|(t, _)| t.clone())
-                        .collect(),
-                    delegation_depth_used: 0,
-                    delegation_depth_allowed: depth_allowed,
-                });
+            let a = agents.entry(agent.clone()).or_insert_with(|| AgentReport {
+                agent: agent.clone(),
+                quarantined: seen.quarantined.contains(agent),
+                tools: Vec::new(),
+                exceptions: seen
+                    .exceptions
+                    .iter()
+                    .filter(|(_, a)| a == agent)
+                    .map(|(t, _)| t.clone())
+                    .collect(),
+                delegation_depth_used: 0,
+                delegation_depth_allowed: depth_allowed,
+            });
             a.delegation_depth_used = a.delegation_depth_used.max(u.depth);
             a.tools.push(ToolReport {
                 tool: tool.clone(),

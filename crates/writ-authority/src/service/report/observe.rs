@@ -312,7 +312,8 @@ impl Observed {
             for c in &capabilities {
                 let u = self.usage(&agent, c.tool.as_str());
                 u.granted_tasks.extend(scopes_of(c));
-                u.permitted_by.extend(e.determining_policies.iter().cloned());
+                u.permitted_by
+                    .extend(e.determining_policies.iter().cloned());
             }
         }
         if d.get("intent").is_none() {
@@ -382,7 +383,8 @@ impl Observed {
         if ok {
             u.exchanges.0 += 1;
             u.exchanged.extend(scopes.iter().cloned());
-            u.permitted_by.extend(e.determining_policies.iter().cloned());
+            u.permitted_by
+                .extend(e.determining_policies.iter().cloned());
         } else {
             u.exchanges.1 += 1;
         }

@@ -187,11 +187,12 @@ pub(crate) fn permits(legit: &BTreeMap<(String, String), Legit>) -> (String, Vec
             continue;
         }
         let scopes = format!("{}.containsAll(context.scopes)", set_lit(&used));
-        let mut add = |out: &mut String, suffix: &str, note: &str, ann: &[&str], action: &str, when: &str| {
-            let id = format!("lp:{agent}:{tool}:{suffix}");
-            permit(out, &id, note, ann, agent, action, tool, when);
-            ids.push(id);
-        };
+        let mut add =
+            |out: &mut String, suffix: &str, note: &str, ann: &[&str], action: &str, when: &str| {
+                let id = format!("lp:{agent}:{tool}:{suffix}");
+                permit(out, &id, note, ann, agent, action, tool, when);
+                ids.push(id);
+            };
         if l.started {
             add(
                 &mut out,

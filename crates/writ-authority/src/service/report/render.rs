@@ -222,7 +222,11 @@ pub fn render(r: &LeastPrivilegeReport, format: Format) -> Result<String, Error>
                 let _ = writeln!(out, "- {}", md_cell(&c));
             }
             for (name, text) in &r.proposal.files {
-                let _ = writeln!(out, "\n## Proposed `{}`\n\n```cedar\n{text}```", md_cell(name));
+                let _ = writeln!(
+                    out,
+                    "\n## Proposed `{}`\n\n```cedar\n{text}```",
+                    md_cell(name)
+                );
             }
         }
         Format::Html => {

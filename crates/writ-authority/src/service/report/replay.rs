@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use writ_core::api::{Agent, Task, TaskStatus, Tool};
 use writ_core::scope::Capability;
 use writ_core::{Scope, TaskId};
-use writ_policy::{Behaviour, CallRequest, Chain, Facts, InstanceFacts, PolicySet, TaskAsk, TaskView};
+use writ_policy::{
+    Behaviour, CallRequest, Chain, Facts, InstanceFacts, PolicySet, TaskAsk, TaskView,
+};
 
 use super::observe::{Decided, Observed, Recorded, TaskSeen};
 use super::propose::Legit;
@@ -191,7 +193,10 @@ impl Broker {
     }
 
     /// One decision again: `None` when its facts cannot be rebuilt.
-    #[allow(clippy::type_complexity, reason = "one replayed verdict and its labels")]
+    #[allow(
+        clippy::type_complexity,
+        reason = "one replayed verdict and its labels"
+    )]
     async fn replay_one(
         &self,
         set: &PolicySet,
