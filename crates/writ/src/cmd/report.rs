@@ -35,6 +35,21 @@ pub enum ReportCmd {
     },
 }
 
+/// What the CLI reads of the JSON report.
+#[derive(serde::Deserialize)]
+struct Report {
+    proposal: Proposal,
+}
+
+#[derive(serde::Deserialize)]
+struct Proposal {
+    valid: bool,
+    #[serde(default)]
+    error: Option<String>,
+    files: std::collections::BTreeMap<String, String>,
+    tests: serde_json::Value,
+}
+
 pub async fn run(g: &Global, cmd: ReportCmd) -> anyhow::Result<u8> {
     let c = g.admin()?;
     match cmd {
@@ -62,11 +77,10 @@ pub async fn run(g: &Global, cmd: ReportCmd) -> anyhow::Result<u8> {
                 c.least_privilege_report(since.as_deref(), agent.as_deref(), "json")
                     .await?
             };
-            let report: serde_json::Value = serde_json::from_str(&json)?;
-            let proposal = &report["proposal"];
-            let files: std::collections::BTreeMap<String, String> =
-                serde_json::from_value(proposal["files"].clone())
-                    .context("the report carries no proposal")?;
+            let report: Report =
+                serde_json::from_str(&json).context("the broker's report carries no proposal")?;
+            let proposal = report.proposal;
+            let files = proposal.files;
             if let Some(dir) = &out {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
@@ -80,15 +94,15 @@ pub async fn run(g: &Global, cmd: ReportCmd) -> anyhow::Result<u8> {
                 }
                 std::fs::write(
                     dir.join("least-privilege.tests.json"),
-                    serde_json::to_string_pretty(&proposal["tests"])?,
+                    serde_json::to_string_pretty(&proposal.tests)?,
                 )?;
                 eprintln!("wrote the proposed set to {}", dir.display());
             }
             if install_shadow {
                 anyhow::ensure!(
-                    proposal["valid"] == serde_json::Value::Bool(true),
+                    proposal.valid,
                     "the proposed set is not valid: {}",
-                    proposal["error"]
+                    proposal.error.unwrap_or_default()
                 );
                 print(&c.push_shadow(&PushPolicies { files }).await?, g.field())?;
             } else {

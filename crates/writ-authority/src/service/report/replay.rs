@@ -273,14 +273,7 @@ impl Broker {
                     tool: tl.name.clone(),
                     scopes: scopes(s),
                 };
-                let facts = Facts::exchange_token(
-                    Chain::new(me, chain.into_iter()),
-                    &view,
-                    cap,
-                    tl,
-                    beh,
-                    now,
-                );
+                let facts = Facts::exchange_token(Chain::new(me, chain), &view, cap, tl, beh, now);
                 (
                     set.decide(&facts),
                     "ExchangeToken",
@@ -317,7 +310,7 @@ impl Broker {
                 let patt = look.attestation(p.instance_id.as_str(), planner).await?;
                 let view = TaskView::of_task(p, &patt);
                 let facts = Facts::delegate_task(
-                    Chain::new(a, chain.into_iter()),
+                    Chain::new(a, chain),
                     &att,
                     &view,
                     capabilities.clone(),
@@ -367,7 +360,7 @@ impl Broker {
                     arguments: None,
                 };
                 let facts = Facts::call_tool(
-                    Chain::new(me, chain.into_iter()),
+                    Chain::new(me, chain),
                     &view,
                     scopes(s),
                     tl,
