@@ -34,6 +34,10 @@ pub struct CallShape {
     pub mcp_method: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mcp_tool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_resource: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_prompt: Option<String>,
 }
 
 /// One recorded decision, as much of it as replaying it needs.
@@ -417,6 +421,8 @@ impl Observed {
             path: text(d, "path").unwrap_or_default(),
             mcp_method: text(d, "mcp_method"),
             mcp_tool: text(d, "mcp_tool"),
+            mcp_resource: text(d, "mcp_resource"),
+            mcp_prompt: text(d, "mcp_prompt"),
         };
         let scopes = match e.jti.as_ref().and_then(|j| self.tokens.get(j)) {
             Some((_, _, s)) => s.clone(),

@@ -140,11 +140,17 @@ fn call_condition(c: &CallShape) -> String {
         )),
         None => parts.push("!(context.request has mcp_method)".into()),
     }
-    if let Some(t) = &c.mcp_tool {
-        parts.push(format!(
-            "context.request has mcp_tool && context.request.mcp_tool == {}",
-            lit(t)
-        ));
+    for (attr, v) in [
+        ("mcp_tool", &c.mcp_tool),
+        ("mcp_resource", &c.mcp_resource),
+        ("mcp_prompt", &c.mcp_prompt),
+    ] {
+        if let Some(v) = v {
+            parts.push(format!(
+                "context.request has {attr} && context.request.{attr} == {}",
+                lit(v)
+            ));
+        }
     }
     format!("({})", parts.join(" && "))
 }
@@ -315,7 +321,8 @@ pub(crate) fn cases(
                 "name": format!("{agent} calls {tool}: {} {}{}", c.method, c.path,
                     c.mcp_tool.as_deref().map(|m| format!(" ({m})")).unwrap_or_default()),
                 "action": "CallTool", "agent": a, "tool": t, "scopes": used, "now": at,
-                "request": {"method": c.method, "path": c.path, "mcp_method": c.mcp_method, "mcp_tool": c.mcp_tool},
+                "request": {"method": c.method, "path": c.path, "mcp_method": c.mcp_method, "mcp_tool": c.mcp_tool,
+                    "mcp_resource": c.mcp_resource, "mcp_prompt": c.mcp_prompt},
                 "expect": if *approved { "needs_approval" } else { "allow" },
             }));
         }

@@ -355,8 +355,8 @@ impl Broker {
                     query: "",
                     mcp_method: call.mcp_method.as_deref(),
                     mcp_tool: call.mcp_tool.as_deref(),
-                    mcp_resource: None,
-                    mcp_prompt: None,
+                    mcp_resource: call.mcp_resource.as_deref(),
+                    mcp_prompt: call.mcp_prompt.as_deref(),
                     arguments: None,
                 };
                 let facts = Facts::call_tool(

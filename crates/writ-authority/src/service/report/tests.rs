@@ -289,3 +289,26 @@ fn documents_escape_what_agents_chose() {
         serde_json::from_str(&render(&report, Format::Json).unwrap()).unwrap();
     assert_eq!(v["proposal"]["valid"], true);
 }
+
+#[test]
+fn mcp_calls_are_permitted_by_what_they_name() {
+    let mut seen = Observed::default();
+    story(&mut seen, "reporter", "t1", &[]);
+    let e = AuditEvent::new(AuditKind::ToolCall, Outcome::Success, "gateway:embedded")
+        .agent("reporter")
+        .task("t1")
+        .jti("t1-tool")
+        .detail(json!({
+            "tool": "crm", "method": "POST", "path": "/mcp",
+            "mcp_method": "resources/read", "mcp_resource": "file:///customers.csv",
+            "verdict": "allow", "held": false,
+        }));
+    seen.push(50, Timestamp::from_secs(T0 + 50), &e, &audiences());
+    let set = proposal_of(&seen, &[]);
+    let text = &set.sources()[0].text;
+    assert!(
+        text.contains("context.request.mcp_method == \"resources/read\"")
+            && text.contains("context.request.mcp_resource == \"file:///customers.csv\""),
+        "{text}"
+    );
+}
