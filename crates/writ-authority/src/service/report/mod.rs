@@ -120,10 +120,19 @@ pub struct AgentReport {
     /// taken as legitimate.
     pub quarantined: bool,
     pub tools: Vec<ToolReport>,
-    /// Root tasks that lived beyond the maximum by exception.
-    pub exceptions: Vec<String>,
+    /// Root tasks that lived beyond the maximum by exception, and the
+    /// calls each made.
+    pub exceptions: Vec<ExceptionUse>,
     pub delegation_depth_used: u32,
     pub delegation_depth_allowed: u32,
+}
+
+/// A task that lived beyond the maximum by exception, and its use.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExceptionUse {
+    pub task: String,
+    /// Calls through a gateway that passed under it.
+    pub calls: u64,
 }
 
 /// A live permit that allowed more than was ever used.
@@ -418,7 +427,10 @@ impl Broker {
                     .exceptions
                     .iter()
                     .filter(|(_, a)| a == agent)
-                    .map(|(t, _)| t.clone())
+                    .map(|(t, _)| ExceptionUse {
+                        task: t.clone(),
+                        calls: seen.calls_by_task.get(t).copied().unwrap_or(0),
+                    })
                     .collect(),
                 delegation_depth_used: 0,
                 delegation_depth_allowed: depth_allowed,

@@ -151,6 +151,8 @@ pub(crate) struct Observed {
     /// Root tasks that asked for an exception: (task, agent).
     pub exceptions: Vec<(String, String)>,
     pub decided: Vec<Decided>,
+    /// Calls that passed, per task.
+    pub calls_by_task: BTreeMap<String, u64>,
     /// AuthZEN decisions that are not about a writ agent and tool, or
     /// that replay does not rebuild.
     pub not_replayed: u64,
@@ -434,6 +436,9 @@ impl Observed {
                 .map(scopes_of)
                 .unwrap_or_default(),
         };
+        if ok {
+            *self.calls_by_task.entry(task.clone()).or_default() += 1;
+        }
         let u = self.usage(&agent, &tool);
         if let Some(j) = &e.jti {
             u.tokens_presented.insert(j.clone());

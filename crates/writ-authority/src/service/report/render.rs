@@ -131,6 +131,20 @@ fn changed_lines(r: &LeastPrivilegeReport) -> Vec<String> {
         .collect()
 }
 
+fn exception_lines(r: &LeastPrivilegeReport) -> Vec<String> {
+    r.agents
+        .iter()
+        .flat_map(|a| {
+            a.exceptions.iter().map(move |e| {
+                format!(
+                    "{} ran task {} by exception: {} calls",
+                    a.agent, e.task, e.calls
+                )
+            })
+        })
+        .collect()
+}
+
 fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -191,6 +205,9 @@ pub fn render(r: &LeastPrivilegeReport, format: Format) -> Result<String, Error>
                     o.unused.join(", ")
                 );
             }
+            for e in exception_lines(r) {
+                let _ = writeln!(out, "exception: {e}");
+            }
             for c in changed_lines(r) {
                 let _ = writeln!(out, "would change: {c}");
             }
@@ -216,6 +233,9 @@ pub fn render(r: &LeastPrivilegeReport, format: Format) -> Result<String, Error>
                         md_cell(&o.unused.join(", "))
                     );
                 }
+            }
+            for e in exception_lines(r) {
+                let _ = writeln!(out, "- exception: {}", md_cell(&e));
             }
             let _ = writeln!(out, "\n## Replay: decisions the proposal changes\n");
             for c in changed_lines(r) {
@@ -257,6 +277,9 @@ pub fn render(r: &LeastPrivilegeReport, format: Format) -> Result<String, Error>
                     html_escape(&o.policy),
                     html_escape(&o.unused.join(", "))
                 );
+            }
+            for e in exception_lines(r) {
+                let _ = writeln!(out, "<li>exception: {}</li>", html_escape(&e));
             }
             let _ = writeln!(out, "</ul>\n<h2>Replay</h2>\n<ul>");
             for c in changed_lines(r) {

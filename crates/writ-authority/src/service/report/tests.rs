@@ -312,3 +312,31 @@ fn mcp_calls_are_permitted_by_what_they_name() {
         "{text}"
     );
 }
+
+#[test]
+fn exceptions_are_listed_with_their_use() {
+    let mut seen = Observed::default();
+    let start = AuditEvent::new(AuditKind::TaskStart, Outcome::Success, "instance:i1")
+        .agent("reporter")
+        .instance("i1")
+        .task("long")
+        .detail(json!({
+            "intent": "overnight batch",
+            "capabilities": [{"tool": "crm", "scopes": ["read"]}],
+            "ttl": 86400, "exception": true, "verdict": "allow",
+        }));
+    seen.push(1, Timestamp::from_secs(T0), &start, &audiences());
+    let call = AuditEvent::new(AuditKind::ToolCall, Outcome::Success, "gateway:embedded")
+        .agent("reporter")
+        .task("long")
+        .detail(json!({"tool": "crm", "method": "GET", "path": "/x", "verdict": "allow"}));
+    seen.push(2, Timestamp::from_secs(T0 + 1), &call, &audiences());
+    assert_eq!(
+        seen.exceptions,
+        vec![("long".to_owned(), "reporter".to_owned())]
+    );
+    assert_eq!(seen.calls_by_task.get("long"), Some(&1));
+    // The task's own scopes stand in for a token issued before the window.
+    let crm = &seen.usage[&("reporter".to_owned(), "crm".to_owned())];
+    assert_eq!(crm.used(), BTreeSet::from(["read".to_owned()]));
+}
