@@ -14,7 +14,7 @@ use crate::harness::{ADMIN, Broker, Opts, eventually, json};
 
 const BROAD: &str = r#"
 @id("broad-tasks")
-permit (principal, action in [Action::"StartTask", Action::"ExchangeToken"], resource);
+permit (principal, action in [Action::"StartTask", Action::"ExchangeToken", Action::"DelegateTask"], resource);
 
 @id("broad-calls")
 permit (principal, action == Action::"CallTool", resource);
@@ -101,6 +101,29 @@ async fn least_privilege_report_proposes_a_narrower_set_that_permits_the_recorde
     );
     assert_eq!(call(reqwest::Method::GET, &customers, &tok).await, 200);
 
+    // A sub-agent is handed all of crm and reads one customer.
+    b.agent("helper", &[]).await;
+    let helper = b.attest("helper").await.access_token;
+    let child = b
+        .anon()
+        .delegate(&t.access_token, &helper, None, Some("crm"), None)
+        .await
+        .unwrap()
+        .access_token;
+    let helper_tok = b
+        .anon()
+        .exchange(&child, None, Some("crm"), Some("read"))
+        .await
+        .unwrap()
+        .access_token;
+    let one = format!("{}/crm/customers/42", b.gateway);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            call(reqwest::Method::GET, &one, &helper_tok).await == 200
+        })
+        .await
+    );
+
     // The gateway delivers its decisions to the chain in the background.
     assert!(
         eventually(Duration::from_secs(15), || async {
@@ -118,6 +141,22 @@ async fn least_privilege_report_proposes_a_narrower_set_that_permits_the_recorde
     assert_eq!(crm["unused"], serde_json::json!(["write"]), "{r}");
     assert_eq!(crm["calls"][0]["method"], "GET");
     assert_eq!(crm["calls"][0]["path"], "/customers");
+    // Delegation: what the sub-agent was handed, used, and how deep.
+    let r_all = report(&b, &[]);
+    let h = tool(&r_all, "helper", "crm");
+    assert_eq!(
+        h["granted_by_delegations"],
+        serde_json::json!(["read", "write"])
+    );
+    assert_eq!(h["unused"], serde_json::json!(["write"]), "{h}");
+    assert_eq!(h["delegation_depth_used"], 1);
+    let helper_agent = r_all["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent"] == "helper")
+        .unwrap();
+    assert!(helper_agent["delegation_depth_allowed"].as_u64().unwrap() >= 1);
     let ledger = tool(&r, "reporter", "ledger");
     assert_eq!(ledger["unused"], serde_json::json!(["read"]), "{r}");
     assert!(r["summary"]["unused_scopes"].as_u64().unwrap() >= 2, "{r}");
@@ -259,6 +298,30 @@ async fn least_privilege_report_proposes_a_narrower_set_that_permits_the_recorde
     // ...and the recorded one still passes.
     assert_eq!(call(reqwest::Method::GET, &customers, &tok).await, 200);
     assert_eq!(call(reqwest::Method::POST, &customers, &tok).await, 403);
+    // The sub-agent, handed only what it used, still reads its customer,
+    // and nothing else.
+    let helper = b.attest("helper").await.access_token;
+    let child = b
+        .anon()
+        .delegate(&t.access_token, &helper, None, Some("crm"), None)
+        .await
+        .unwrap()
+        .access_token;
+    let helper_tok = b
+        .anon()
+        .exchange(&child, None, Some("crm"), Some("read"))
+        .await
+        .unwrap()
+        .access_token;
+    assert_eq!(call(reqwest::Method::GET, &one, &helper_tok).await, 200);
+    assert_eq!(
+        call(reqwest::Method::GET, &customers, &helper_tok).await,
+        403
+    );
+    assert!(
+        b.start_task(&helper, &["crm:read"]).await.is_err(),
+        "it never started tasks"
+    );
     assert!(b.start_task(&inst, &["crm:write"]).await.is_err());
     assert!(b.start_task(&inst, &["ledger:read"]).await.is_err());
 }
