@@ -312,6 +312,11 @@ impl Broker {
     ) -> Result<(observe::Observed, bool), Error> {
         const PAGE: u32 = 1000;
         let head = self.store.audit_head().await?;
+        // Refusals in the five minutes before the window count in the
+        // behaviour its first decisions saw.
+        let warm = since.add_secs(-super::DENIAL_WINDOW_SECS);
+        let since_window = since;
+        let since = warm;
         // The first record at or after `since`: the chain is in time order.
         let (mut lo, mut hi) = (1u64, head.saturating_add(1));
         while lo < hi {
@@ -335,8 +340,10 @@ impl Broker {
             for r in &page {
                 // A record that does not parse breaks the chain: `writ
                 // audit verify` says so; the report skips it.
-                if let Ok(e) = r.parsed() {
-                    seen.push(r.seq, r.ts, &e, by_audience);
+                match r.parsed() {
+                    Ok(e) if r.ts < since_window => seen.charge(r.ts, &e),
+                    Ok(e) => seen.push(r.seq, r.ts, &e, by_audience),
+                    Err(_) => {}
                 }
             }
         }

@@ -8,6 +8,8 @@ use writ_core::Timestamp;
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::scope::Capability;
 
+use crate::service::DENIAL_WINDOW_SECS;
+
 /// A task as its start record tells it.
 #[derive(Clone, Debug)]
 pub(crate) struct TaskSeen {
@@ -86,6 +88,9 @@ pub(crate) struct Decided {
     /// Allowed and completed: the live set allowed it and it went through.
     pub completed: bool,
     pub what: Recorded,
+    /// `context.behaviour.denials_5m` of the agent policy looked at, as
+    /// the chain tells it (refusals charged in the five minutes before).
+    pub denials_5m: u32,
 }
 
 /// One agent's use of one tool.
@@ -156,6 +161,8 @@ pub(crate) struct Observed {
     /// AuthZEN decisions that are not about a writ agent and tool, or
     /// that replay does not rebuild.
     pub not_replayed: u64,
+    /// Refusals charged to each agent (unix ms), for `denials_5m`.
+    charged: BTreeMap<String, std::collections::VecDeque<i64>>,
 }
 
 fn text(v: &Value, key: &str) -> Option<String> {
@@ -193,7 +200,79 @@ impl Observed {
 
     /// Reads one record. `tool_of_audience` names the tool an audience is
     /// (tool tokens are recorded by audience).
+    /// The refusals charged to `agent` in the window before `ts`.
+    fn denials_before(&mut self, agent: &str, ts: Timestamp) -> u32 {
+        let from = ts.millis() - DENIAL_WINDOW_SECS * 1000;
+        let Some(q) = self.charged.get_mut(agent) else {
+            return 0;
+        };
+        while q.front().is_some_and(|t| *t < from) {
+            q.pop_front();
+        }
+        u32::try_from(q.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Who a record's refusal is charged to, as the broker counts them:
+    /// a refused task start or exchange its agent, a refused delegation
+    /// its planner, a refused gateway call (not held) its agent, an
+    /// enforced AuthZEN refusal its subject. A release forgives.
+    pub fn charge(&mut self, ts: Timestamp, e: &AuditEvent) {
+        let d = &e.detail;
+        if e.kind == AuditKind::AgentRelease {
+            if let Some(a) = &e.agent {
+                self.charged.remove(a);
+            }
+            return;
+        }
+        if e.outcome != Outcome::Deny {
+            return;
+        }
+        let held = d.get("held").and_then(Value::as_bool) == Some(true)
+            || d.get("approval_id").is_some_and(|v| !v.is_null());
+        let who = match e.kind {
+            AuditKind::TaskStart => e.agent.clone(),
+            AuditKind::TokenExchange if d.get("verdict").is_some() => e.agent.clone(),
+            AuditKind::ToolCall if !held => e.agent.clone(),
+            AuditKind::Decision
+                if !held && d.get("enforced").and_then(Value::as_bool) == Some(true) =>
+            {
+                d.get("subject").and_then(|s| text(s, "id"))
+            }
+            _ => None,
+        };
+        if let Some(a) = who {
+            let at = match e.kind {
+                AuditKind::ToolCall => d
+                    .get("decided_at")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(ts.millis()),
+                _ => ts.millis(),
+            };
+            self.charged.entry(a).or_default().push_back(at);
+        }
+    }
+
     pub fn push(
+        &mut self,
+        seq: u64,
+        ts: Timestamp,
+        e: &AuditEvent,
+        tool_of_audience: &BTreeMap<String, String>,
+    ) {
+        let decided = self.decided.len();
+        self.observe(seq, ts, e, tool_of_audience);
+        // What the decision just recorded saw: the refusals before it.
+        if let Some(d) = self.decided.get(decided) {
+            let agent = d.agent().to_owned();
+            let n = self.denials_before(&agent, ts);
+            if let Some(d) = self.decided.get_mut(decided) {
+                d.denials_5m = n;
+            }
+        }
+        self.charge(ts, e);
+    }
+
+    fn observe(
         &mut self,
         seq: u64,
         ts: Timestamp,
@@ -330,6 +409,7 @@ impl Observed {
             ts,
             completed: ok && verdict == "allow",
             verdict,
+            denials_5m: 0,
             what: Recorded::Start {
                 agent,
                 instance: e.instance.clone().unwrap_or_default(),
@@ -362,6 +442,7 @@ impl Observed {
                 ts,
                 completed: ok && verdict == "allow",
                 verdict,
+                denials_5m: 0,
                 what: Recorded::Delegate {
                     planner: agent,
                     actor,
@@ -399,6 +480,7 @@ impl Observed {
             ts,
             completed: ok && verdict == "allow",
             verdict,
+            denials_5m: 0,
             what: Recorded::Exchange {
                 agent,
                 task,
@@ -459,6 +541,7 @@ impl Observed {
             // Passed: allowed, or held and approved.
             completed: ok,
             verdict,
+            denials_5m: 0,
             what: Recorded::Call {
                 agent,
                 task,

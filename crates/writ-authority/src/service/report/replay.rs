@@ -205,7 +205,9 @@ impl Broker {
         agents: &BTreeMap<String, Agent>,
         tools: &BTreeMap<String, Tool>,
     ) -> Result<Option<(&'static str, String, &'static str, Vec<String>, String)>, Error> {
-        let beh = Behaviour::default();
+        let beh = Behaviour {
+            denials_5m: d.denials_5m,
+        };
         let now = d.ts;
         let decision = match &d.what {
             Recorded::Start {

@@ -340,3 +340,44 @@ fn exceptions_are_listed_with_their_use() {
     let crm = &seen.usage[&("reporter".to_owned(), "crm".to_owned())];
     assert_eq!(crm.used(), BTreeSet::from(["read".to_owned()]));
 }
+
+#[test]
+fn replayed_behaviour_counts_the_refusals_before_each_decision() {
+    let mut seen = Observed::default();
+    story(
+        &mut seen,
+        "reporter",
+        "t1",
+        &[
+            ("GET", "/a", Outcome::Deny),
+            ("GET", "/b", Outcome::Deny),
+            ("GET", "/c", Outcome::Success),
+        ],
+    );
+    let calls: Vec<u32> = seen
+        .decided
+        .iter()
+        .filter(|d| matches!(d.what, super::observe::Recorded::Call { .. }))
+        .map(|d| d.denials_5m)
+        .collect();
+    assert_eq!(calls, vec![0, 1, 2]);
+    // A release forgives; refusals older than five minutes fall out.
+    let release =
+        AuditEvent::new(AuditKind::AgentRelease, Outcome::Success, "admin").agent("reporter");
+    seen.push(40, Timestamp::from_secs(T0 + 40), &release, &audiences());
+    story(
+        &mut seen,
+        "reporter",
+        "t2",
+        &[("GET", "/d", Outcome::Success)],
+    );
+    assert_eq!(seen.decided.last().unwrap().denials_5m, 0);
+    let mut old = Observed::default();
+    story(&mut old, "reporter", "t3", &[("GET", "/a", Outcome::Deny)]);
+    let late = AuditEvent::new(AuditKind::ToolCall, Outcome::Success, "gateway:embedded")
+        .agent("reporter")
+        .task("t3")
+        .detail(json!({"tool": "crm", "method": "GET", "path": "/x", "verdict": "allow"}));
+    old.push(500, Timestamp::from_secs(T0 + 600), &late, &audiences());
+    assert_eq!(old.decided.last().unwrap().denials_5m, 0);
+}
