@@ -177,6 +177,10 @@ async fn least_privilege_report_proposes_a_narrower_set_that_permits_the_recorde
     assert_eq!(replay["legitimate_allow_to_deny"], 0, "{replay}");
     assert_eq!(replay["deny_to_allow"], 0, "{replay}");
     assert!(replay["replayed"].as_u64().unwrap() >= 4, "{replay}");
+    // One answer: the live set, replayed on the rebuilt facts, gives every
+    // verdict the enforcement points recorded.
+    assert!(replay["live_checked"].as_u64().unwrap() >= 4, "{replay}");
+    assert_eq!(replay["live_checked"], replay["live_agreed"], "{replay}");
     let changed = replay["changed"].as_array().unwrap();
     assert!(
         changed

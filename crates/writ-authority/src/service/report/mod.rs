@@ -174,6 +174,12 @@ pub struct Replay {
     /// Denied when recorded, allowed by the proposal (must be 0).
     pub deny_to_allow: u64,
     pub changed: Vec<Changed>,
+    /// The live set replayed against the decisions it made itself: the
+    /// rebuilt facts must give the recorded verdict. A disagreement means
+    /// replay saw something the enforcement point did not (or the reverse).
+    pub live_checked: u64,
+    pub live_agreed: u64,
+    pub live_disagreements: Vec<Changed>,
 }
 
 /// The proposed set.
@@ -261,7 +267,10 @@ impl Broker {
         let legit = propose::legitimate(&seen.decided, &seen.quarantined);
         let proposal = self.proposal(&live, &legit, &seen, &agents, &tools);
         let replay = match proposal.1.as_ref() {
-            Some(set) => self.replay(set, &seen, &legit, &agents, &tools).await?,
+            Some(set) => {
+                self.replay(set, &live, &seen, &legit, &agents, &tools)
+                    .await?
+            }
             None => Replay::default(),
         };
         let (agent_reports, overbroad) =

@@ -91,6 +91,8 @@ pub(crate) struct Decided {
     /// `context.behaviour.denials_5m` of the agent policy looked at, as
     /// the chain tells it (refusals charged in the five minutes before).
     pub denials_5m: u32,
+    /// The live set's version that decided it.
+    pub policy_version: Option<String>,
 }
 
 /// One agent's use of one tool.
@@ -267,6 +269,7 @@ impl Observed {
             let n = self.denials_before(&agent, ts);
             if let Some(d) = self.decided.get_mut(decided) {
                 d.denials_5m = n;
+                d.policy_version.clone_from(&e.policy_version);
             }
         }
         self.charge(ts, e);
@@ -410,6 +413,7 @@ impl Observed {
             completed: ok && verdict == "allow",
             verdict,
             denials_5m: 0,
+            policy_version: None,
             what: Recorded::Start {
                 agent,
                 instance: e.instance.clone().unwrap_or_default(),
@@ -443,6 +447,7 @@ impl Observed {
                 completed: ok && verdict == "allow",
                 verdict,
                 denials_5m: 0,
+                policy_version: None,
                 what: Recorded::Delegate {
                     planner: agent,
                     actor,
@@ -481,6 +486,7 @@ impl Observed {
             completed: ok && verdict == "allow",
             verdict,
             denials_5m: 0,
+            policy_version: None,
             what: Recorded::Exchange {
                 agent,
                 task,
@@ -542,6 +548,7 @@ impl Observed {
             completed: ok,
             verdict,
             denials_5m: 0,
+            policy_version: None,
             what: Recorded::Call {
                 agent,
                 task,

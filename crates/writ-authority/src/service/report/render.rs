@@ -109,6 +109,10 @@ fn headline(r: &LeastPrivilegeReport) -> Vec<String> {
             r.replay.legitimate_allow_to_deny,
             r.replay.deny_to_allow
         ),
+        format!(
+            "replay fidelity: the live set, replayed, agrees with {} of the {} decisions it made",
+            r.replay.live_agreed, r.replay.live_checked
+        ),
     ]
 }
 
