@@ -150,26 +150,25 @@ impl Broker {
             ..Replay::default()
         };
         for d in &seen.decided {
-            if d.policy_version.as_deref() == Some(live.version()) {
-                if let Some((verdict, reason, action, tools_named, what)) =
+            if d.policy_version.as_deref() == Some(live.version())
+                && let Some((verdict, reason, action, tools_named, what)) =
                     self.replay_one(live, d, &mut look, agents, tools).await?
-                {
-                    out.live_checked += 1;
-                    if verdict == d.verdict {
-                        out.live_agreed += 1;
-                    } else if out.live_disagreements.len() < MAX_LISTED {
-                        out.live_disagreements.push(Changed {
-                            seq: d.seq,
-                            at: d.ts.to_rfc3339(),
-                            action,
-                            agent: d.agent().to_owned(),
-                            tools: tools_named,
-                            what,
-                            recorded: d.verdict.clone(),
-                            proposed: verdict.to_owned(),
-                            reason,
-                        });
-                    }
+            {
+                out.live_checked += 1;
+                if verdict == d.verdict {
+                    out.live_agreed += 1;
+                } else if out.live_disagreements.len() < MAX_LISTED {
+                    out.live_disagreements.push(Changed {
+                        seq: d.seq,
+                        at: d.ts.to_rfc3339(),
+                        action,
+                        agent: d.agent().to_owned(),
+                        tools: tools_named,
+                        what,
+                        recorded: d.verdict.clone(),
+                        proposed: verdict.to_owned(),
+                        reason,
+                    });
                 }
             }
             let Some((verdict, reason, action, tools_named, what)) =
