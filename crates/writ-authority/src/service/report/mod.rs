@@ -251,6 +251,7 @@ impl Broker {
             .map(|t| (t.audience.clone(), t.name.to_string()))
             .collect();
         let (mut seen, truncated) = self.observe(since, &by_audience).await?;
+        self.scopes_from_store(&mut seen).await?;
         seen.quarantined.extend(
             agents
                 .values()
@@ -357,6 +358,47 @@ impl Broker {
             }
         }
         Ok((seen, truncated))
+    }
+
+    /// Calls whose token and task were both issued before the window carry
+    /// no scopes the chain read can tell: the task's scopes for the tool,
+    /// from the store while it still holds the task, stand in.
+    async fn scopes_from_store(&self, seen: &mut observe::Observed) -> Result<(), Error> {
+        let mut tasks: BTreeMap<String, Option<writ_core::api::Task>> = BTreeMap::new();
+        for d in &mut seen.decided {
+            let observe::Recorded::Call {
+                agent,
+                task,
+                tool,
+                scopes,
+                ..
+            } = &mut d.what
+            else {
+                continue;
+            };
+            if !scopes.is_empty() {
+                continue;
+            }
+            if !tasks.contains_key(task.as_str()) {
+                let found = match task.parse() {
+                    Ok(id) => self.store.get_task(&id).await?,
+                    Err(_) => None,
+                };
+                tasks.insert(task.clone(), found);
+            }
+            let Some(Some(t)) = tasks.get(task.as_str()) else {
+                continue;
+            };
+            if let Some(c) = t.capabilities.iter().find(|c| c.tool.as_str() == tool) {
+                scopes.extend(c.scopes.iter().map(|s| s.as_str().to_owned()));
+                if d.completed
+                    && let Some(u) = seen.usage.get_mut(&(agent.clone(), tool.clone()))
+                {
+                    u.used_by_calls.extend(scopes.iter().cloned());
+                }
+            }
+        }
+        Ok(())
     }
 
     fn proposal(
