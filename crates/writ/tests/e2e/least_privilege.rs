@@ -251,6 +251,17 @@ async fn least_privilege_report_proposes_a_narrower_set_that_permits_the_recorde
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let shadow = json(&out);
+    assert!(
+        shadow["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("sha256:")),
+        "{shadow}"
+    );
+    assert!(
+        shadow["files"].get("least-privilege.cedar").is_some(),
+        "{shadow}"
+    );
     let metrics = http
         .get(b.url("/metrics"))
         .send()
