@@ -218,6 +218,8 @@ pub trait GatewayStore: Send + Sync {
     ) -> Result<()>;
     /// The gateway a live (not revoked) credential belongs to.
     async fn gateway_by_token(&self, token_hash: &str) -> Result<Option<String>>;
+    /// Whether gateway `name` is registered and not revoked.
+    async fn gateway_live(&self, name: &str) -> Result<bool>;
     /// Revokes a gateway's credential; `NotFound` for an unknown gateway.
     async fn revoke_gateway(
         &self,

@@ -90,6 +90,23 @@ impl Broker {
             .ok_or_else(|| Error::Unauthenticated("invalid gateway credential".into()))
     }
 
+    /// The gateway a verified client certificate names (its URI SAN
+    /// `urn:writ:gateway:NAME`, issued by the `--tls-client-ca` authority):
+    /// it stands in for the gateway's credential while the gateway is
+    /// registered and not revoked.
+    pub async fn require_gateway_named(&self, name: &str) -> Result<String, Error> {
+        if name != EMBEDDED_GATEWAY
+            && valid_gateway_name(name)
+            && self.store.gateway_live(name).await?
+        {
+            Ok(name.to_owned())
+        } else {
+            Err(Error::Unauthenticated(
+                "the client certificate names no live gateway".into(),
+            ))
+        }
+    }
+
     /// An admin (`None`) or a gateway (its name).
     pub async fn require_admin_or_gateway(
         &self,
