@@ -9,6 +9,8 @@ mod dpop;
 mod gateway;
 mod keys;
 mod limits;
+mod mcp;
+mod mcp_forward;
 mod node;
 mod policy;
 mod policy_cases;
@@ -144,6 +146,10 @@ pub enum Command {
     Dpop(dpop::DpopCmd),
     /// Run a standalone gateway in front of tools (or create its credential).
     Gateway(gateway::GatewayArgs),
+    /// MCP: `writ mcp bridge TOOL` puts a stock MCP client (stdio) behind
+    /// writ's gateway.
+    #[command(subcommand)]
+    Mcp(mcp::McpCmd),
     /// Run the node agent (the SPIFFE Workload API for this host), or
     /// register and manage nodes.
     Node(node::NodeArgs),
@@ -166,5 +172,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Approval(c) => approval::run(g, c).await,
         Command::Gateway(a) => gateway::run(g, a).await,
         Command::Node(a) => node::run(g, a).await,
+        Command::Mcp(c) => mcp::run(g, c).await,
     }
 }
