@@ -82,9 +82,7 @@ fn proof_key(path: Option<&Path>) -> anyhow::Result<ProofKey> {
             check_private(p)?;
             super::dpop::load(p)
         }
-        None => Ok(ProofKey::generate()
-            .context("cannot create a DPoP key")?
-            .0),
+        None => Ok(ProofKey::generate().context("cannot create a DPoP key")?.0),
     }
 }
 
@@ -152,11 +150,9 @@ async fn served_scopes(
     tool: &ToolName,
 ) -> anyhow::Result<Vec<String>> {
     let url = format!("{gateway}/.well-known/oauth-protected-resource/{tool}");
-    let resp = http
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the gateway at {gateway}: {}", e.without_url()))?;
+    let resp = http.get(&url).send().await.map_err(|e| {
+        anyhow::anyhow!("cannot reach the gateway at {gateway}: {}", e.without_url())
+    })?;
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_FOUND {
         anyhow::bail!("the gateway at {gateway} serves no tool {tool:?}");
@@ -278,10 +274,7 @@ async fn bridge(g: &Global, a: BridgeArgs) -> anyhow::Result<u8> {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(" ");
-    let outcome = serve(
-        &instance, &http, &gateway, &a.tool, &key, task, &scope_text,
-    )
-    .await;
+    let outcome = serve(&instance, &http, &gateway, &a.tool, &key, task, &scope_text).await;
     // Whatever happened, the task ends with the bridge.
     let ended = tokio::time::timeout(
         Duration::from_secs(5),
@@ -392,7 +385,10 @@ async fn keep(
     loop {
         let lease = SystemClock.now().secs_until(task.lease_expires_at);
         tokio::time::sleep(heartbeat_every(lease)).await;
-        let beat = instance.with_token(task.access_token.clone()).heartbeat(&id).await;
+        let beat = instance
+            .with_token(task.access_token.clone())
+            .heartbeat(&id)
+            .await;
         match beat {
             Ok(t) => {
                 tokens.set_task_token(Secret::new(t.access_token.clone()));

@@ -50,7 +50,9 @@ impl Tokens {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, TokenState> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn tool(&self) -> Secret {
@@ -195,7 +197,12 @@ fn set<T>(m: &Mutex<Option<T>>, v: T) {
 
 impl Forwarder {
     /// A forwarder to the MCP endpoint `url`; its answers go to stdout.
-    pub fn new(http: reqwest::Client, url: String, key: Arc<ProofKey>, tokens: Arc<Tokens>) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        url: String,
+        key: Arc<ProofKey>,
+        tokens: Arc<Tokens>,
+    ) -> Self {
         let (out, mut rx) = mpsc::channel::<String>(256);
         // The writer has a thread of its own, as the reader does.
         std::thread::spawn(move || {
@@ -341,8 +348,11 @@ impl Forwarder {
             let resp = match sent {
                 Ok(r) => r,
                 Err(e) => {
-                    self.fail(&ids, &format!("cannot reach the gateway: {}", e.without_url()))
-                        .await;
+                    self.fail(
+                        &ids,
+                        &format!("cannot reach the gateway: {}", e.without_url()),
+                    )
+                    .await;
                     return false;
                 }
             };
@@ -350,8 +360,7 @@ impl Forwarder {
                 retried = true;
                 continue;
             }
-            if initialize
-                && let Some(s) = resp.headers().get(SESSION).and_then(|v| v.to_str().ok())
+            if initialize && let Some(s) = resp.headers().get(SESSION).and_then(|v| v.to_str().ok())
             {
                 set(&self.0.session, s.to_owned());
             }
@@ -395,8 +404,11 @@ impl Forwarder {
                 false
             }
             Err(e) => {
-                self.fail(ids, &format!("the gateway's answer broke off: {}", e.without_url()))
-                    .await;
+                self.fail(
+                    ids,
+                    &format!("the gateway's answer broke off: {}", e.without_url()),
+                )
+                .await;
                 false
             }
         }
@@ -491,8 +503,12 @@ impl Forwarder {
             eprintln!("writ mcp bridge: {why}");
         }
         for id in ids {
-            self.emit(&error_answer(id, -32603, &format!("writ mcp bridge: {why}")))
-                .await;
+            self.emit(&error_answer(
+                id,
+                -32603,
+                &format!("writ mcp bridge: {why}"),
+            ))
+            .await;
         }
     }
 
@@ -523,7 +539,10 @@ mod tests {
         let answer = json!({"jsonrpc": "2.0", "id": "s1", "result": {}});
         assert_eq!(request_ids(&req), vec![json!(7)]);
         assert!(request_ids(&note).is_empty());
-        assert!(request_ids(&answer).is_empty(), "an answer to the server's request");
+        assert!(
+            request_ids(&answer).is_empty(),
+            "an answer to the server's request"
+        );
         let batch = json!([req, note, answer, {"jsonrpc": "2.0", "id": "x", "method": "ping"}]);
         assert_eq!(request_ids(&batch), vec![json!(7), json!("x")]);
     }
@@ -534,7 +553,10 @@ mod tests {
             StatusCode::FORBIDDEN,
             r#"{"type":"about:blank","title":"Forbidden","status":403,"detail":"denied by no-deletes"}"#,
         );
-        assert_eq!(s, "the gateway answered 403 Forbidden: Forbidden: denied by no-deletes");
+        assert_eq!(
+            s,
+            "the gateway answered 403 Forbidden: Forbidden: denied by no-deletes"
+        );
         assert_eq!(
             problem_summary(StatusCode::BAD_GATEWAY, "<html>"),
             "the gateway answered 502 Bad Gateway"
@@ -560,6 +582,9 @@ mod tests {
         assert_eq!(t.tool().expose(), "tool-2");
         assert!(t.task_token().is_none());
         t.set_task_token(Secret::new("task-2"));
-        assert_eq!(t.task_token().map(|s| s.expose().to_owned()).as_deref(), Some("task-2"));
+        assert_eq!(
+            t.task_token().map(|s| s.expose().to_owned()).as_deref(),
+            Some("task-2")
+        );
     }
 }
