@@ -5,6 +5,7 @@ mod agent;
 mod approval;
 mod attest;
 mod audit;
+mod discover;
 mod dpop;
 mod gateway;
 mod keys;
@@ -146,6 +147,9 @@ pub enum Command {
     Dpop(dpop::DpopCmd),
     /// Run a standalone gateway in front of tools (or create its credential).
     Gateway(gateway::GatewayArgs),
+    /// Find the standing secrets agents still hold (offline, no broker):
+    /// environment, `.env` and config files, MCP client configs.
+    Discover(discover::DiscoverArgs),
     /// MCP: `writ mcp bridge TOOL` puts a stock MCP client (stdio) behind
     /// writ's gateway.
     #[command(subcommand)]
@@ -173,5 +177,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Gateway(a) => gateway::run(g, a).await,
         Command::Node(a) => node::run(g, a).await,
         Command::Mcp(c) => mcp::run(g, c).await,
+        Command::Discover(a) => discover::run(a),
     }
 }
