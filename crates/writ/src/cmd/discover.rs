@@ -33,6 +33,17 @@ pub struct DiscoverArgs {
     /// How to print the findings.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+    /// Print the migration plan instead: for each MCP server that holds a
+    /// key, the `writ tool register` / `writ tool secret set` commands and
+    /// the client config rewritten to run `writ mcp bridge`.
+    #[arg(long)]
+    plan: bool,
+    /// With --plan: the agent the bridges attest as.
+    #[arg(long, default_value = "mcp-client", requires = "plan")]
+    agent: String,
+    /// With --plan: the gateway the rewritten configs point at.
+    #[arg(long, env = "WRIT_GATEWAY", default_value = "http://127.0.0.1:8751")]
+    gateway: String,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -407,7 +418,7 @@ pub fn discover(
     out
 }
 
-pub fn run(a: DiscoverArgs) -> anyhow::Result<u8> {
+pub fn run(g: &super::Global, a: DiscoverArgs) -> anyhow::Result<u8> {
     let s = Scanner::new()?;
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let found = discover(
@@ -418,6 +429,15 @@ pub fn run(a: DiscoverArgs) -> anyhow::Result<u8> {
         home.as_deref(),
         std::env::vars(),
     );
+    if a.plan {
+        let opts = super::discover_plan::PlanOptions {
+            agent: &a.agent,
+            addr: &g.addr,
+            gateway: &a.gateway,
+        };
+        print!("{}", super::discover_plan::plan(&found, &opts));
+        return Ok(EXIT_OK);
+    }
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&found)?),
         Format::Table => print!("{}", table(&found)),

@@ -6,6 +6,7 @@ mod approval;
 mod attest;
 mod audit;
 mod discover;
+mod discover_plan;
 mod dpop;
 mod gateway;
 mod keys;
@@ -177,6 +178,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Gateway(a) => gateway::run(g, a).await,
         Command::Node(a) => node::run(g, a).await,
         Command::Mcp(c) => mcp::run(g, c).await,
-        Command::Discover(a) => discover::run(a),
+        Command::Discover(a) => discover::run(g, a),
     }
 }
