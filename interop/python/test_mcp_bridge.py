@@ -18,7 +18,7 @@ import requests
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
 
-from conftest import BIN
+from conftest import ADMIN, BIN
 from test_gateway import audit_calls, register_tool, wait_for_tool, wait_ready
 from test_mcp_conformance import start_python_server, tool_names
 
@@ -195,3 +195,67 @@ def test_a_dpop_key_file_open_to_other_users_is_refused(writ):
         os.chmod(key, 0o644)
         p = run_bridge(writ, jt, "tickets", "--dpop-key", key)
         assert p.returncode != 0 and "chmod 600" in p.stderr, p.stderr
+
+
+def test_the_plan_applied_to_a_dev_server_leaves_a_stock_client_calling_its_tool_without_the_key(writ):
+    """`writ discover --plan` on a client config holding a key: run the plan
+    (tool registered, key moved into writ by writ itself), then the stock
+    stdio client runs the rewritten config, which holds no key, through
+    `writ mcp bridge` and the gateway."""
+    proc, url = start_python_server()
+    wait_ready(writ)
+    key = "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc9x"  # a fake Stripe key, in two pieces
+    bindir = os.path.dirname(os.path.abspath(BIN))
+    path = bindir + os.pathsep + os.environ.get("PATH", "")
+    with tempfile.TemporaryDirectory() as d:
+        cfg = os.path.join(d, "mcp.json")
+        with open(cfg, "w") as f:
+            json.dump({"mcpServers": {"PySDK": {"url": url, "headers": {"Authorization": f"Bearer {key}"}}}}, f)
+        env = {"PATH": path, "WRIT_ADDR": writ.addr, "WRIT_GATEWAY": writ.gateway, "HOME": d}
+        found = subprocess.run([BIN, "discover", d, "--format", "json"], env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert found.returncode == 0, found.stderr
+        assert key not in found.stdout
+        rules = [(x["rule"], x["mcp_server"], x["key"]) for x in json.loads(found.stdout)]
+        assert ("stripe-secret-key", "PySDK", "Authorization") in rules, rules
+        p = subprocess.run([BIN, "discover", d, "--plan", "--agent", "demo-agent"], env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        script = p.stdout
+        assert key not in script
+        # The one edit a person makes: which MCP tools the task may call.
+        script = script.replace("REPLACE-WITH-TOOL-NAMES", ",".join(tool_names(url)))
+        ran = subprocess.run(["sh", "-c", script], env={**env, "WRIT_TOKEN": ADMIN},
+                             capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert key not in ran.stdout + ran.stderr
+        wait_for_tool(writ, "pysdk")
+        with open(cfg + ".writ") as f:
+            text = f.read()
+        assert key not in text
+        entry = json.loads(text)["mcpServers"]["PySDK"]
+        assert entry["command"] == "writ"
+
+        async def call():
+            # How the bridge attests is the user's to add (here a one-time join token).
+            params = StdioServerParameters(command=entry["command"], args=entry["args"],
+                                           env={**entry["env"], "PATH": path, "WRIT_JOIN_TOKEN": join_token(writ)})
+            async with stdio_client(params, errlog=tempfile.TemporaryFile("w+")) as (read, write):
+                async with ClientSession(read, write) as s:
+                    await s.initialize()
+                    return (await s.call_tool("test_simple_text", {})).content[0].text
+
+        # The gateway learns the sealed key within a second or two
+        # (--require-secret: until then it refuses to forward).
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                got = anyio.run(call)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    proc.terminate()
+    proc.wait(10)
+    assert got == "This is a simple text response for testing."

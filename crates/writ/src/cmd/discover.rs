@@ -489,7 +489,7 @@ mod tests {
                 "postgres-connection-uri",
                 format!("postgres://app:{}@db.internal:5432/prod", "Sup3rS3cretPw"),
             ),
-            ("generic-api-key", format!("{}", "Zk29sLq0PwX8vN3mT7yR1uB5")),
+            ("generic-api-key", "Zk29sLq0PwX8vN3mT7yR1uB5".to_owned()),
         ]
     }
 

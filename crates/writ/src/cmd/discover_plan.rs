@@ -65,7 +65,14 @@ pub fn plan(found: &[Finding], opts: &PlanOptions<'_>) -> String {
          # (sealed, injected by the gateway), and the client runs `writ mcp bridge` instead.\n\
          # Replace each --scope placeholder with the MCP tools the server may be asked for.\nset -e\n",
     );
-    let _ = writeln!(out, "writ agent register {} || true", sh(opts.agent));
+    let _ = writeln!(
+        out,
+        "# The bridges attest as agent {0}: add how to each rewritten entry (--oidc-token-file or\n\
+         # --jwt-svid-file in its args, or a fresh WRIT_JOIN_TOKEN in its env).\n\
+         writ agent show {1} >/dev/null 2>&1 || writ agent register {1}",
+        opts.agent,
+        sh(opts.agent)
+    );
     for (file, servers) in &by_file {
         let Ok(text) = std::fs::read_to_string(file) else {
             let _ = writeln!(out, "# {file}: no longer readable; skipped");
@@ -153,9 +160,9 @@ pub fn plan(found: &[Finding], opts: &PlanOptions<'_>) -> String {
             for k in &env_keys {
                 let _ = writeln!(
                     out,
-                    "# gap: {k} is passed to a stdio server in its environment; writ's gateway injects \
-                     secrets as HTTP headers only, so run the server's HTTP variant behind writ or keep \
-                     {k} on the gateway's host by other means"
+                    "# gap: {k} is passed to a stdio server in its environment; writ cannot do that yet \
+                     (the gateway injects secrets as HTTP headers, and starts stdio servers with a \
+                     cleared environment): run the server's HTTP variant behind writ instead"
                 );
             }
             for f in findings.iter().filter(|f| {
