@@ -259,3 +259,46 @@ def test_the_plan_applied_to_a_dev_server_leaves_a_stock_client_calling_its_tool
     proc.terminate()
     proc.wait(10)
     assert got == "This is a simple text response for testing."
+
+
+def test_heartbeats_keep_the_task_past_its_lease_and_the_bridge_stops_when_the_task_ends():
+    """With a 6 s lease the bridge heartbeats every 2 s and renews its tool
+    token (never past the task's end): calls still work after the lease
+    would have lapsed; at the task's hard end the bridge stops by itself,
+    exit code 1."""
+    from conftest import Writ
+    writ = Writ(extra=("--lease-ttl", "6"))
+    server = None
+    try:
+        server = setup_tool(writ)
+        params = StdioServerParameters(command=BIN, args=["mcp", "bridge", "pysdk", "--ttl", "60"],
+                                       env=bridge_env(writ, join_token(writ)))
+
+        async def walk():
+            async with stdio_client(params, errlog=tempfile.TemporaryFile("w+")) as (read, write):
+                async with ClientSession(read, write) as s:
+                    await s.initialize()
+                    first = (await s.call_tool("test_simple_text", {})).content[0].text
+                    await anyio.sleep(9)
+                    later = (await s.call_tool("test_simple_text", {})).content[0].text
+                    return first, later
+
+        first, later = anyio.run(walk)
+        assert first == later == "This is a simple text response for testing."
+
+        proc = subprocess.Popen([BIN, "mcp", "bridge", "pysdk", "--ttl", "4"], env=bridge_env(writ, join_token(writ)),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            code = proc.wait(20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        err = proc.stderr.read()
+        assert code == 1, err
+        assert "stopped: task" in err, err
+        assert "eyJ" not in err
+    finally:
+        if server:
+            server.terminate()
+            server.wait(10)
+        writ.stop()
