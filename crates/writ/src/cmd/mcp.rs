@@ -211,11 +211,16 @@ async fn bridge(g: &Global, a: BridgeArgs) -> anyhow::Result<u8> {
     }
     let req = attest_request(&a)?;
     let key = Arc::new(proof_key(g.dpop_key.as_deref())?);
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .context("cannot build the HTTP client")?;
+    // To the gateway: streams may stay open for as long as the gateway
+    // keeps them (it ends them within the hour); `--ca-file` applies.
+    let http = writ_client::ClientOptions {
+        connect_timeout: Some(Duration::from_secs(5)),
+        timeout: Duration::from_secs(24 * 3600),
+        follow_redirects: false,
+        ..writ_client::ClientOptions::default()
+    }
+    .http()
+    .context("cannot build the HTTP client")?;
 
     // The gateway first: a join token is not spent on a tool that cannot
     // be reached.
@@ -240,6 +245,7 @@ async fn bridge(g: &Global, a: BridgeArgs) -> anyhow::Result<u8> {
             connect_timeout: Some(Duration::from_secs(5)),
             timeout: Duration::from_secs(30),
             follow_redirects: false,
+            ..writ_client::ClientOptions::default()
         },
     )?
     .with_dpop(Arc::clone(&key));
