@@ -185,19 +185,32 @@ enum Stop {
     TaskEnded(String),
 }
 
-async fn signalled() {
+/// Watches for SIGINT and SIGTERM from now on (a signal during start-up
+/// is kept, so the task that start-up made is still ended).
+fn watch_signals() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                let _ = tx.send(true);
+            });
+            return rx;
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = tx.send(true);
+    });
+    rx
 }
 
 fn say(msg: impl std::fmt::Display) {
@@ -210,6 +223,7 @@ async fn bridge(g: &Global, a: BridgeArgs) -> anyhow::Result<u8> {
         anyhow::bail!("invalid gateway address {gateway:?}");
     }
     let req = attest_request(&a)?;
+    let signals = watch_signals();
     let key = Arc::new(proof_key(g.dpop_key.as_deref())?);
     // To the gateway: streams may stay open for as long as the gateway
     // keeps them (it ends them within the hour); `--ca-file` applies.
@@ -280,7 +294,17 @@ async fn bridge(g: &Global, a: BridgeArgs) -> anyhow::Result<u8> {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(" ");
-    let outcome = serve(&instance, &http, &gateway, &a.tool, &key, task, &scope_text).await;
+    let outcome = serve(
+        &instance,
+        &http,
+        &gateway,
+        &a.tool,
+        &key,
+        task,
+        &scope_text,
+        signals,
+    )
+    .await;
     // Whatever happened, the task ends with the bridge.
     let ended = tokio::time::timeout(
         Duration::from_secs(5),
@@ -315,6 +339,7 @@ fn refused(step: &str, e: ClientError) -> anyhow::Error {
 
 /// Exchanges for the tool token, forwards until the client goes, the task
 /// ends or a signal comes; returns why, and the newest task token.
+#[allow(clippy::too_many_arguments, reason = "one bridge's context")]
 async fn serve(
     instance: &Client,
     http: &reqwest::Client,
@@ -323,6 +348,7 @@ async fn serve(
     key: &Arc<ProofKey>,
     task: TaskToken,
     scope: &str,
+    mut signals: tokio::sync::watch::Receiver<bool>,
 ) -> (anyhow::Result<Stop>, Secret) {
     let task_token = Secret::new(task.access_token.clone());
     let exchanged = match instance
@@ -366,7 +392,7 @@ async fn serve(
     });
     let why = tokio::select! {
         s = stop_rx.recv() => s.unwrap_or(Stop::Eof),
-        _ = signalled() => Stop::Signal,
+        _ = signals.wait_for(|s| *s) => Stop::Signal,
     };
     pump.abort();
     forwarder.close().await;
