@@ -83,6 +83,11 @@ def test_a_stock_stdio_client_calls_its_tool_through_the_bridge_and_the_gateway(
                 # answered by the client through the bridge.
                 r = await s.call_tool("test_sampling", {"prompt": "hi"})
                 got["sampling"] = r.content[0].text
+                # The server closes the POST's stream mid-call: the bridge
+                # resumes it (GET with Last-Event-ID) and the answer arrives.
+                with anyio.fail_after(20):
+                    r = await s.call_tool("test_reconnection", {})
+                got["reconnection"] = r.content[0].text
                 got["read"] = (await s.read_resource("test://static-text")).contents[0].text
                 # Policy still decides at the gateway: a host file is refused.
                 try:
@@ -105,6 +110,7 @@ def test_a_stock_stdio_client_calls_its_tool_through_the_bridge_and_the_gateway(
     assert "test_sampling" in got["tools"] and "slow_progress" in got["tools"]
     assert got["progress"] == ([1, 2], "done after 2 steps")
     assert got["sampling"] == "LLM response: sampled: hi"
+    assert got["reconnection"] == "Reconnection test completed"
     assert got["read"] == "This is the content of the static text resource."
     assert "no-host-files" in got["host_file"], got["host_file"]
     assert got["live_tasks"] == [("demo-agent", ["pysdk"])], "the bridge held one task for the tool"

@@ -134,6 +134,22 @@ fn negotiated_version(msg: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Takes the requests that `msg` answers (a result or an error, alone or
+/// in a batch) off `pending`.
+fn answered(msg: &Value, pending: &mut Vec<Value>) {
+    let one = |m: &Value, pending: &mut Vec<Value>| {
+        if (m.get("result").is_some() || m.get("error").is_some())
+            && let Some(id) = m.get("id")
+        {
+            pending.retain(|p| p != id);
+        }
+    };
+    match msg {
+        Value::Array(items) => items.iter().for_each(|m| one(m, pending)),
+        m => one(m, pending),
+    }
+}
+
 /// One line read from the client.
 enum Line {
     Text(String),
@@ -384,8 +400,7 @@ impl Forwarder {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.starts_with("text/event-stream"));
         if sse {
-            self.relay(resp, initialize, &mut None).await;
-            return true;
+            return self.relay_answers(resp, ids, initialize).await;
         }
         let bytes = tokio::select! {
             b = resp.bytes() => b,
@@ -414,6 +429,51 @@ impl Forwarder {
         }
     }
 
+    /// Relays a POST's SSE answer; when the stream breaks off before the
+    /// answers to its requests, resumes it with a GET from its last event
+    /// (streamable HTTP's resumption), and failing that answers them with
+    /// an error, so the client never waits forever.
+    async fn relay_answers(
+        &self,
+        resp: reqwest::Response,
+        ids: &[Value],
+        initialize: bool,
+    ) -> bool {
+        let mut last = None;
+        let mut pending = ids.to_vec();
+        self.relay(resp, initialize, &mut last, &mut pending).await;
+        let mut tries = 0;
+        while !pending.is_empty() && !self.0.cancel.is_cancelled() && tries < 5 {
+            let Some(id) = last.clone() else { break };
+            tries += 1;
+            let Ok(req) = self.request(Method::GET) else {
+                break;
+            };
+            let req = req
+                .header(ACCEPT, "text/event-stream")
+                .header("last-event-id", id);
+            let sent = tokio::select! {
+                r = req.send() => r,
+                () = self.0.cancel.cancelled() => return false,
+            };
+            match sent {
+                Ok(r) if r.status().is_success() => {
+                    self.relay(r, initialize, &mut last, &mut pending).await;
+                }
+                Ok(r) if self.nonce_asked(&r) => {}
+                _ => break,
+            }
+        }
+        if pending.is_empty() {
+            return true;
+        }
+        if !self.0.cancel.is_cancelled() {
+            self.fail(&pending, "the gateway's stream ended before the answer")
+                .await;
+        }
+        false
+    }
+
     fn note_version(&self, initialize: bool, v: &Value) {
         if initialize && let Some(p) = negotiated_version(v) {
             set(&self.0.protocol, p);
@@ -421,7 +481,13 @@ impl Forwarder {
     }
 
     /// Relays an SSE body's messages to stdout, keeping the last event id.
-    async fn relay(&self, resp: reqwest::Response, initialize: bool, last: &mut Option<String>) {
+    async fn relay(
+        &self,
+        resp: reqwest::Response,
+        initialize: bool,
+        last: &mut Option<String>,
+        pending: &mut Vec<Value>,
+    ) {
         let mut events = SseByteStream::new(resp.bytes_stream());
         loop {
             let ev = tokio::select! {
@@ -438,6 +504,7 @@ impl Forwarder {
             match serde_json::from_str::<Value>(&data) {
                 Ok(v) => {
                     self.note_version(initialize, &v);
+                    answered(&v, pending);
                     self.emit(&v).await;
                 }
                 Err(_) => eprintln!("writ mcp bridge: skipped an event that is not JSON"),
@@ -471,7 +538,7 @@ impl Forwarder {
                 Ok(resp) if resp.status().is_success() => {
                     failures = 0;
                     retried = false;
-                    self.relay(resp, false, &mut last).await;
+                    self.relay(resp, false, &mut last, &mut Vec::new()).await;
                 }
                 Ok(resp) => {
                     let status = resp.status();
@@ -564,6 +631,34 @@ mod tests {
         let e = error_answer(&json!(3), -32603, "x");
         assert_eq!(e["id"], 3);
         assert_eq!(e["error"]["code"], -32603);
+    }
+
+    #[test]
+    fn answers_take_their_requests_off_the_pending_list() {
+        let mut pending = vec![json!(1), json!("b")];
+        answered(
+            &json!({"jsonrpc": "2.0", "method": "notifications/progress"}),
+            &mut pending,
+        );
+        answered(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "sampling/createMessage"}),
+            &mut pending,
+        );
+        assert_eq!(
+            pending.len(),
+            2,
+            "a server request with the same id answers nothing"
+        );
+        answered(
+            &json!({"jsonrpc": "2.0", "id": 1, "result": {}}),
+            &mut pending,
+        );
+        assert_eq!(pending, vec![json!("b")]);
+        answered(
+            &json!([{"jsonrpc": "2.0", "id": "b", "error": {"code": 1, "message": "x"}}]),
+            &mut pending,
+        );
+        assert!(pending.is_empty());
     }
 
     #[test]
