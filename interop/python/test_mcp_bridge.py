@@ -308,3 +308,32 @@ def test_heartbeats_keep_the_task_past_its_lease_and_the_bridge_stops_when_the_t
             server.terminate()
             server.wait(10)
         writ.stop()
+
+
+def test_the_bridge_stops_when_the_tools_server_does_not_answer_initialize(writ):
+    """The gateway serves the tool but its MCP server is down: the client's
+    initialize gets an error answer, and the bridge stops (exit 1) and ends
+    its task rather than sit there."""
+    from test_gateway import free_port
+    wait_ready(writ)
+    url = f"http://127.0.0.1:{free_port()}/mcp"
+    register_tool(writ, {"name": "down", "audience": "urn:mcp:down", "scopes": ["echo"],
+                         "attributes": {"protocol": "mcp"}, "upstream": {"kind": "mcp", "url": url}})
+    wait_for_tool(writ, "down")
+    proc = subprocess.Popen([BIN, "mcp", "bridge", "down"], env=bridge_env(writ, join_token(writ)),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+        proc.stdin.write(json.dumps(init) + "\n")
+        proc.stdin.flush()
+        code = proc.wait(20)
+        out, err = proc.stdout.read(), proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 1, err
+    assert "did not reach down" in err, err
+    answer = json.loads(out.splitlines()[0])
+    assert answer["id"] == 1 and "error" in answer, out
+    assert [t["status"] for t in tasks(writ)] == ["completed"]

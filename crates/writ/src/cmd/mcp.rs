@@ -183,6 +183,8 @@ enum Stop {
     Signal,
     /// The task ended (or its token could no longer be renewed).
     TaskEnded(String),
+    /// The client's `initialize` did not reach the tool.
+    StartFailed(String),
 }
 
 /// Watches for SIGINT and SIGTERM from now on (a signal during start-up
@@ -325,6 +327,13 @@ async fn bridge(g: &Global, a: BridgeArgs) -> anyhow::Result<u8> {
             say(format_args!("stopped: {why}"));
             Ok(EXIT_ERROR)
         }
+        Stop::StartFailed(why) => {
+            say(format_args!(
+                "stopped: the client's initialize did not reach {}: {why}",
+                a.tool
+            ));
+            Ok(EXIT_ERROR)
+        }
     }
 }
 
@@ -386,8 +395,11 @@ async fn serve(
     let pump = tokio::spawn({
         let f = forwarder.clone();
         async move {
-            f.pump_stdin().await;
-            let _ = eof_tx.send(Stop::Eof).await;
+            let end = match f.pump_stdin().await {
+                None => Stop::Eof,
+                Some(why) => Stop::StartFailed(why),
+            };
+            let _ = eof_tx.send(end).await;
         }
     });
     let why = tokio::select! {

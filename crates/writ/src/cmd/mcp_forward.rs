@@ -199,6 +199,10 @@ struct Inner {
     out: mpsc::Sender<String>,
     listening: AtomicBool,
     cancel: CancellationToken,
+    last_failure: Mutex<Option<String>>,
+    /// Lines handed to the writer, and lines it wrote.
+    sent: std::sync::atomic::AtomicU64,
+    written: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn get<T: Clone>(m: &Mutex<Option<T>>) -> Option<T> {
@@ -221,6 +225,8 @@ impl Forwarder {
     ) -> Self {
         let (out, mut rx) = mpsc::channel::<String>(256);
         // The writer has a thread of its own, as the reader does.
+        let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = Arc::clone(&written);
         std::thread::spawn(move || {
             let stdout = std::io::stdout();
             while let Some(line) = rx.blocking_recv() {
@@ -232,6 +238,7 @@ impl Forwarder {
                 if wrote.is_err() {
                     return;
                 }
+                counter.fetch_add(1, Ordering::SeqCst);
             }
         });
         Self(Arc::new(Inner {
@@ -245,11 +252,15 @@ impl Forwarder {
             out,
             listening: AtomicBool::new(false),
             cancel: CancellationToken::new(),
+            last_failure: Mutex::default(),
+            sent: std::sync::atomic::AtomicU64::new(0),
+            written,
         }))
     }
 
-    /// Reads the client's messages until stdin ends, forwarding each.
-    pub async fn pump_stdin(&self) {
+    /// Reads the client's messages until stdin ends, forwarding each; or
+    /// until `initialize` could not reach the tool (why, then).
+    pub async fn pump_stdin(&self) -> Option<String> {
         let (tx, mut rx) = mpsc::channel::<Line>(64);
         std::thread::spawn(move || read_stdin(tx));
         while let Some(line) = rx.recv().await {
@@ -262,25 +273,30 @@ impl Forwarder {
                     ))
                     .await;
                 }
-                Line::Text(t) => self.take(t).await,
+                Line::Text(t) => {
+                    if let Err(why) = self.take(t).await {
+                        return Some(why);
+                    }
+                }
             }
         }
+        None
     }
 
     /// Forwards one line from the client. `initialize` is answered before
     /// the next line is read (the session starts with it); everything else
     /// goes concurrently, as streamable HTTP clients send it.
-    async fn take(&self, line: String) {
+    async fn take(&self, line: String) -> Result<(), String> {
         let line = line.trim();
         if line.is_empty() {
-            return;
+            return Ok(());
         }
         let msg: Value = match serde_json::from_str(line) {
             Ok(v) => v,
             Err(_) => {
                 self.emit(&error_answer(&Value::Null, -32700, "parse error"))
                     .await;
-                return;
+                return Ok(());
             }
         };
         let initialize = method_of(&msg) == Some("initialize");
@@ -288,8 +304,10 @@ impl Forwarder {
         let ids = request_ids(&msg);
         let body = msg.to_string();
         if initialize {
-            self.post(body, ids, true).await;
-            return;
+            if self.post(body, ids, true).await {
+                return Ok(());
+            }
+            return Err(get(&self.0.last_failure).unwrap_or_default());
         }
         let me = self.clone();
         tokio::spawn(async move {
@@ -298,6 +316,7 @@ impl Forwarder {
                 tokio::spawn(me.clone().listen());
             }
         });
+        Ok(())
     }
 
     /// A request to the MCP endpoint with the tool token and a fresh proof.
@@ -566,6 +585,7 @@ impl Forwarder {
 
     /// One JSON-RPC error per request id; without one, a line on stderr.
     async fn fail(&self, ids: &[Value], why: &str) {
+        set(&self.0.last_failure, why.to_owned());
         if ids.is_empty() {
             eprintln!("writ mcp bridge: {why}");
         }
@@ -580,12 +600,21 @@ impl Forwarder {
     }
 
     async fn emit(&self, v: &Value) {
-        let _ = self.0.out.send(v.to_string()).await;
+        if self.0.out.send(v.to_string()).await.is_ok() {
+            self.0.sent.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     /// Stops forwarding and ends the MCP session at the gateway.
     pub async fn close(&self) {
         self.0.cancel.cancel();
+        // What the client was sent reaches it first (a second at most).
+        for _ in 0..100 {
+            if self.0.written.load(Ordering::SeqCst) >= self.0.sent.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         if get(&self.0.session).is_none() {
             return;
         }
