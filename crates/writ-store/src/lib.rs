@@ -25,7 +25,7 @@ pub use engine::SqlStore;
 pub use error::{JoinTokenError, StoreError};
 pub use model::{
     DbLease, Ended, Grant, GrantKind, GrantState, Instance, JoinTokenState, QuarantineOutcome,
-    Revoked, StoredKey, StoredSecret, StoredSpiffeKey, TaskEnd,
+    Revoked, SealedTable, SealedValue, StoredKey, StoredSecret, StoredSpiffeKey, TaskEnd,
 };
 
 /// A change another process committed to a shared store, which this one
@@ -135,6 +135,17 @@ pub trait KeyStore: Send + Sync {
     async fn add_signing_key(
         &self,
         key: StoredKey,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    /// Every value sealed under the master key: signing keys, SPIFFE
+    /// authority keys, tool secrets.
+    async fn sealed_values(&self) -> Result<Vec<SealedValue>>;
+    /// Replaces sealed values (a master-key rotation), all or none: a
+    /// [`StoreError::Conflict`] if one of them no longer exists.
+    async fn reseal(
+        &self,
+        values: Vec<SealedValue>,
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<()>;

@@ -519,7 +519,7 @@ pub(crate) fn check_binding(
     Ok(Some(g))
 }
 
-fn secret_purpose(tool: &ToolName) -> String {
+pub(crate) fn secret_purpose(tool: &ToolName) -> String {
     format!("writ tool secret {tool}")
 }
 
