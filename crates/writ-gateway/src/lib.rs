@@ -39,7 +39,7 @@ pub use auth::{Caller, caller_of};
 pub use decide::decide_call;
 pub use error::GatewayError;
 pub use gateway::{Config, Gateway, StartError};
-pub use state::{Bundle, View};
+pub use state::{BrokerCall, Bundle, SyncError, View};
 
 /// The gateway's HTTP surface.
 pub fn router(gw: Arc<Gateway>) -> Router {
