@@ -232,3 +232,28 @@ impl Gateway {
         self.spool.pending()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    /// What serves a stream past its handler ends when the gateway stops,
+    /// and shutdown can wait for it: nothing is left running detached.
+    #[tokio::test]
+    async fn stream_tasks_end_when_the_gateway_stops() {
+        let streams = Streams::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        streams.spawn(async move {
+            let _held = tx;
+            std::future::pending::<()>().await;
+        });
+        assert!(!streams.tracker.is_empty());
+        streams.stopping.cancel();
+        streams.tracker.close();
+        tokio::time::timeout(Duration::from_secs(5), streams.tracker.wait())
+            .await
+            .unwrap();
+        assert!(rx.await.is_err(), "the task was dropped, not left running");
+    }
+}
