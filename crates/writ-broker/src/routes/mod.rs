@@ -228,10 +228,19 @@ impl FromRequestParts<Arc<Broker>> for AdminOrGateway {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
+        let token = bearer(&parts.headers)?;
+        if token.is_none()
+            && let Some(name) = parts
+                .extensions
+                .get::<writ_listen::PeerCertificates>()
+                .and_then(crate::mtls::gateway_named)
+        {
+            return Ok(AdminOrGateway(Some(
+                broker.require_gateway_named(&name).await?,
+            )));
+        }
         Ok(AdminOrGateway(
-            broker
-                .require_admin_or_gateway(bearer(&parts.headers)?)
-                .await?,
+            broker.require_admin_or_gateway(token).await?,
         ))
     }
 }
