@@ -12,6 +12,7 @@
 //! there; a decision whose task, agent or tool cannot be found is counted
 //! as not replayed, never guessed.
 
+mod evidence;
 mod observe;
 mod propose;
 mod render;
@@ -26,7 +27,11 @@ use writ_policy::{FileKind, PolicySet, PolicySource};
 
 pub use observe::CallShape;
 pub use propose::{FORBIDS_FILE, PERMITS_FILE, TESTS_FILE};
+pub use evidence::{
+    EvidenceReport, Status as EvidenceStatus, framework_names, render_evidence,
+};
 pub use render::{Format, render};
+use render::html_escape;
 
 use super::Broker;
 use crate::error::Error;
