@@ -117,9 +117,8 @@ async fn evidence_reports_list_every_item_of_every_framework_with_a_status() {
             r["items"].as_array().is_some_and(|items| {
                 items.iter().any(|i| {
                     i["evidence"].as_array().is_some_and(|e| {
-                        e.iter().any(|e| {
-                            e["check"] == "gateway-mediation" && e["status"] == "pass"
-                        })
+                        e.iter()
+                            .any(|e| e["check"] == "gateway-mediation" && e["status"] == "pass")
                     })
                 })
             })
@@ -218,7 +217,10 @@ async fn evidence_reports_list_every_item_of_every_framework_with_a_status() {
     assert_eq!(nhi7["status"], "gap", "{nhi7}");
     let secrets = evidence(&nhi7, "static-secrets");
     assert!(secrets["summary"].as_str().unwrap().contains("crm"));
-    assert!(!secrets["audit"].as_array().unwrap().is_empty(), "{secrets}");
+    assert!(
+        !secrets["audit"].as_array().unwrap().is_empty(),
+        "{secrets}"
+    );
     assert_eq!(evidence(&nhi7, "token-lifetimes")["status"], "pass");
     assert_eq!(evidence(&nhi7, "long-lived-tokens")["status"], "pass");
     let nhi4 = item("NHI4:2025");
@@ -235,7 +237,10 @@ async fn evidence_reports_list_every_item_of_every_framework_with_a_status() {
         .json()
         .await
         .unwrap();
-    assert_eq!(rec["records"][0]["seq"], seq, "the link leads to the record");
+    assert_eq!(
+        rec["records"][0]["seq"], seq,
+        "the link leads to the record"
+    );
     let integrity = evidence(&item("NHI10:2025"), "audit-integrity");
     assert_eq!(integrity["status"], "pass", "{integrity}");
 
@@ -257,7 +262,10 @@ async fn evidence_reports_list_every_item_of_every_framework_with_a_status() {
         let detail = body["detail"].as_str().unwrap_or("");
         assert!(!detail.is_empty(), "{bad}: {body}");
         if bad.starts_with("framework=iso") || bad.is_empty() {
-            assert!(detail.contains("owasp-nhi") && detail.contains("csa-maestro"), "{detail}");
+            assert!(
+                detail.contains("owasp-nhi") && detail.contains("csa-maestro"),
+                "{detail}"
+            );
         }
     }
     let anon = http
@@ -269,5 +277,8 @@ async fn evidence_reports_list_every_item_of_every_framework_with_a_status() {
     let out = b.cli(&["report", "evidence", "--framework", "iso-42001"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("owasp-nhi") && err.contains("mitre-atlas"), "{err}");
+    assert!(
+        err.contains("owasp-nhi") && err.contains("mitre-atlas"),
+        "{err}"
+    );
 }

@@ -29,7 +29,10 @@ pub const MAX_LINKS: usize = 20;
 /// The frameworks, by the name the CLI and the route take.
 const FILES: [(&str, &str); 6] = [
     ("owasp-nhi", include_str!("frameworks/owasp-nhi.toml")),
-    ("owasp-agentic", include_str!("frameworks/owasp-agentic.toml")),
+    (
+        "owasp-agentic",
+        include_str!("frameworks/owasp-agentic.toml"),
+    ),
     ("nist-ai-rmf", include_str!("frameworks/nist-ai-rmf.toml")),
     ("nist-csf", include_str!("frameworks/nist-csf.toml")),
     ("mitre-atlas", include_str!("frameworks/mitre-atlas.toml")),
@@ -249,7 +252,9 @@ pub struct Facts {
 }
 
 fn mins(secs: i64) -> String {
-    if secs % 60 == 0 {
+    if secs >= 3600 && secs % 3600 == 0 {
+        format!("{} h", secs / 3600)
+    } else if secs % 60 == 0 {
         format!("{} min", secs / 60)
     } else {
         format!("{secs} s")
@@ -274,7 +279,11 @@ pub fn check(id: &str, f: &Facts) -> Evidence {
                 .instance_token_ttl
                 .max(f.task_token_ttl)
                 .max(f.tool_token_ttl);
-            let status = if longest <= LONG_LIVED_SECS { Pass } else { Gap };
+            let status = if longest <= LONG_LIVED_SECS {
+                Pass
+            } else {
+                Gap
+            };
             ev(
                 id,
                 status,
@@ -290,7 +299,7 @@ pub fn check(id: &str, f: &Facts) -> Evidence {
         }
         "long-lived-tokens" => {
             let longest = match &f.longest_token {
-                Some((s, kind, _)) => format!("; the longest ever issued: a {kind} of {}", mins(*s)),
+                Some((s, kind, _)) => format!("; the longest ever issued: {kind}, {}", mins(*s)),
                 None => String::new(),
             };
             let mut links = f.long_tokens.links();
@@ -377,7 +386,11 @@ pub fn check(id: &str, f: &Facts) -> Evidence {
             Pass,
             format!(
                 "task and tool tokens are bound to the instance's DPoP key; server nonces {}; {} presentation(s) of a real token the wrong way refused",
-                if f.dpop_nonces { "required" } else { "not required" },
+                if f.dpop_nonces {
+                    "required"
+                } else {
+                    "not required"
+                },
                 f.refusals.count
             ),
             f.refusals.links(),
@@ -514,12 +527,7 @@ pub fn check(id: &str, f: &Facts) -> Evidence {
                 Vec::new(),
             )
         }
-        other => ev(
-            other,
-            Gap,
-            format!("unknown check {other:?}"),
-            Vec::new(),
-        ),
+        other => ev(other, Gap, format!("unknown check {other:?}"), Vec::new()),
     }
 }
 
@@ -666,7 +674,7 @@ impl Broker {
         f.checkpoints = v.checkpoints;
         f.sealed_through = v.sealed_through;
         let lp = self
-            .least_privilege(&ReportQuery {
+            .least_privilege_report(&ReportQuery {
                 since_secs: MAX_SINCE_SECS,
                 agent: None,
             })

@@ -47,7 +47,10 @@ fn every_mapping_file_parses_and_names_known_checks() {
     for name in names {
         let m = mapping(name).unwrap();
         assert_eq!(m.framework, name, "{name}: the file names its framework");
-        assert!(!m.version.is_empty(), "{name}: names the version it follows");
+        assert!(
+            !m.version.is_empty(),
+            "{name}: names the version it follows"
+        );
         assert!(!m.items.is_empty(), "{name}: has items");
         let mut ids = std::collections::BTreeSet::new();
         for i in &m.items {
@@ -96,7 +99,7 @@ fn long_lived_tokens_are_a_gap_with_their_records() {
     assert_eq!(e.status, Status::Gap);
     assert_eq!(e.audit.iter().map(|a| a.seq).collect::<Vec<_>>(), [7, 9]);
     assert_eq!(e.audit[0].href, "/v1/audit?after=6&limit=1");
-    assert!(e.summary.contains("120 min"), "{}", e.summary);
+    assert!(e.summary.contains("task_token, 2 h"), "{}", e.summary);
 }
 
 #[test]
