@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
-use writ_core::audit::{AuditKind, Outcome};
+use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 
 use super::{Format, MAX_RECORDS, MAX_SINCE_SECS, ReportQuery, html_escape};
 use crate::error::Error;
@@ -249,6 +249,52 @@ pub struct Facts {
     pub lp_overbroad: Vec<String>,
     pub lp_depth_used: u32,
     pub lp_exceptions: u64,
+}
+
+impl Facts {
+    /// Takes in one audit record (`ts` in seconds).
+    pub fn record(&mut self, seq: u64, ts: i64, e: &AuditEvent) {
+        let ok = e.outcome == Outcome::Success;
+        match e.kind {
+            AuditKind::TokenIssue if ok => {
+                let exp = e.detail.get("exp").and_then(serde_json::Value::as_i64);
+                let kind = e
+                    .detail
+                    .get("kind")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("token");
+                if let Some(exp) = exp {
+                    let life = exp - ts;
+                    if life > LONG_LIVED_SECS {
+                        self.long_tokens.push(seq);
+                    }
+                    if self.longest_token.as_ref().is_none_or(|l| life > l.0) {
+                        self.longest_token = Some((life, kind.to_owned(), seq));
+                    }
+                }
+            }
+            AuditKind::ToolSecretSet => self.secret_sets.push(seq),
+            AuditKind::AgentQuarantine if ok => self.quarantines.push(seq),
+            AuditKind::TokenRevoke if ok => self.revocations.push(seq),
+            AuditKind::TokenRefused => self.refusals.push(seq),
+            AuditKind::PolicyLoad if ok => self.policy_loads.push(seq),
+            AuditKind::Attest if ok => self.attests.push(seq),
+            AuditKind::Attest => self.attest_failures.push(seq),
+            AuditKind::Approval => self.approvals.push(seq),
+            AuditKind::ToolCall if e.outcome == Outcome::Deny => {
+                self.tool_calls_denied.push(seq);
+            }
+            AuditKind::ToolCall if ok => self.tool_calls.push(seq),
+            AuditKind::TaskStart | AuditKind::TokenExchange | AuditKind::Decision => {
+                if e.outcome == Outcome::Deny {
+                    self.decisions_denied.push(seq);
+                } else if ok {
+                    self.decisions_allowed += 1;
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 fn mins(secs: i64) -> String {
@@ -617,57 +663,19 @@ impl Broker {
         let head = self.store.audit_head().await?;
         let mut after = head.saturating_sub(MAX_RECORDS);
         f.truncated = after > 0;
-        let mut longest: Option<(i64, String, u64)> = None;
         while after < head {
             let page = self.store.audit_after(after, PAGE).await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
             for r in &page {
                 f.records += 1;
-                let Ok(e) = r.parsed() else { continue };
-                let ok = e.outcome == Outcome::Success;
-                match e.kind {
-                    AuditKind::TokenIssue if ok => {
-                        let exp = e.detail.get("exp").and_then(serde_json::Value::as_i64);
-                        let kind = e
-                            .detail
-                            .get("kind")
-                            .and_then(serde_json::Value::as_str)
-                            .unwrap_or("token");
-                        if let Some(exp) = exp {
-                            let life = exp - r.ts.secs();
-                            if life > LONG_LIVED_SECS {
-                                f.long_tokens.push(r.seq);
-                            }
-                            if longest.as_ref().is_none_or(|l| life > l.0) {
-                                longest = Some((life, kind.to_owned(), r.seq));
-                            }
-                        }
-                    }
-                    AuditKind::ToolSecretSet => f.secret_sets.push(r.seq),
-                    AuditKind::AgentQuarantine if ok => f.quarantines.push(r.seq),
-                    AuditKind::TokenRevoke if ok => f.revocations.push(r.seq),
-                    AuditKind::TokenRefused => f.refusals.push(r.seq),
-                    AuditKind::PolicyLoad if ok => f.policy_loads.push(r.seq),
-                    AuditKind::Attest if ok => f.attests.push(r.seq),
-                    AuditKind::Attest => f.attest_failures.push(r.seq),
-                    AuditKind::Approval => f.approvals.push(r.seq),
-                    AuditKind::ToolCall if e.outcome == Outcome::Deny => {
-                        f.tool_calls_denied.push(r.seq);
-                    }
-                    AuditKind::ToolCall if ok => f.tool_calls.push(r.seq),
-                    AuditKind::TaskStart | AuditKind::TokenExchange | AuditKind::Decision => {
-                        if e.outcome == Outcome::Deny {
-                            f.decisions_denied.push(r.seq);
-                        } else if ok {
-                            f.decisions_allowed += 1;
-                        }
-                    }
-                    _ => {}
+                // A record that does not parse breaks the chain: the
+                // audit-integrity check says so.
+                if let Ok(e) = r.parsed() {
+                    f.record(r.seq, r.ts.secs(), &e);
                 }
             }
         }
-        f.longest_token = longest;
         let v = self.audit.verify().await?;
         f.chain_valid = v.valid;
         f.chain_break = v.error.map(|b| (b.seq, b.reason));

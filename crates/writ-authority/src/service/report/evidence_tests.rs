@@ -195,3 +195,63 @@ fn html_is_self_contained_and_escaped() {
     let md = render_evidence(&r, Format::Markdown).unwrap();
     assert!(md.contains("| NHI7:2025 | Long-Lived Secrets | gap |"));
 }
+
+#[test]
+fn the_chain_read_finds_long_tokens_secrets_refusals_and_calls() {
+    use serde_json::json;
+    use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+    let t0 = 1_795_780_800;
+    let mut f = facts();
+    let issue = |kind: &str, life: i64| {
+        AuditEvent::new(AuditKind::TokenIssue, Outcome::Success, "system")
+            .agent("a")
+            .detail(json!({"kind": kind, "exp": t0 + life}))
+    };
+    f.record(1, t0, &issue("instance_token", 900));
+    f.record(2, t0, &issue("task_token", 3 * 3600));
+    f.record(3, t0, &issue("tool_token", 300));
+    f.record(
+        4,
+        t0,
+        &AuditEvent::new(AuditKind::ToolSecretSet, Outcome::Success, "admin"),
+    );
+    f.record(
+        5,
+        t0,
+        &AuditEvent::new(AuditKind::TokenRefused, Outcome::Failure, "instance:i"),
+    );
+    f.record(
+        6,
+        t0,
+        &AuditEvent::new(AuditKind::ToolCall, Outcome::Success, "gateway"),
+    );
+    f.record(
+        7,
+        t0,
+        &AuditEvent::new(AuditKind::ToolCall, Outcome::Deny, "gateway"),
+    );
+    f.record(
+        8,
+        t0,
+        &AuditEvent::new(AuditKind::TaskStart, Outcome::Deny, "instance:i"),
+    );
+    assert_eq!(f.long_tokens.seqs, [2]);
+    assert_eq!(f.longest_token, Some((3 * 3600, "task_token".into(), 2)));
+    assert_eq!(f.secret_sets.seqs, [4]);
+    assert_eq!(f.refusals.seqs, [5]);
+    assert_eq!(f.tool_calls.seqs, [6]);
+    assert_eq!(f.tool_calls_denied.seqs, [7]);
+    assert_eq!(f.decisions_denied.seqs, [8]);
+    assert_eq!(check("long-lived-tokens", &f).status, Status::Gap);
+    assert_eq!(check("gateway-mediation", &f).status, Status::Pass);
+}
+
+#[test]
+fn links_are_capped_but_all_are_counted() {
+    let mut s = Seqs::default();
+    for seq in 1..=100 {
+        s.push(seq);
+    }
+    assert_eq!(s.count, 100);
+    assert_eq!(s.links().len(), MAX_LINKS);
+}
