@@ -556,6 +556,22 @@ impl Client {
         }
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
+    /// `GET /v1/reports/evidence`: the document as the broker wrote it.
+    pub async fn evidence_report(&self, framework: &str, format: &str) -> Result<String> {
+        let q = [("framework", framework), ("format", format)];
+        let resp = self
+            .send(self.req(Method::GET, "/v1/reports/evidence").query(&q))
+            .await?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| ClientError::Connect {
+            addr: self.base.clone(),
+            message: e.to_string(),
+        })?;
+        if !status.is_success() {
+            return Err(error_from(status, &body));
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
     pub async fn audit_last(&self, n: u32) -> Result<AuditPage> {
         self.get(&format!("/v1/audit?last={n}")).await
     }
