@@ -431,6 +431,18 @@ async fn h4_a_flood_of_slow_connections_leaves_health_jwks_and_clients_answering
     });
     let broker: std::net::SocketAddr = b.addr.trim_start_matches("http://").parse().unwrap();
     let gateway: std::net::SocketAddr = b.gateway.trim_start_matches("http://").parse().unwrap();
+    // Healthy before the flood (the embedded gateway has its first bundle
+    // and revocation view), so that what follows measures the flood.
+    let health = format!("{}/healthz", b.gateway);
+    assert!(
+        crate::harness::eventually(Duration::from_secs(20), || async {
+            reqwest::get(&health)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await,
+        "the embedded gateway never became ready"
+    );
     let mut held = Vec::new();
     for _ in 0..500 {
         for to in [broker, gateway] {

@@ -219,6 +219,9 @@ impl Broker {
         clippy::type_complexity,
         reason = "one replayed verdict and its labels"
     )]
+    // One match over the four kinds of recorded decision, each turned into
+    // the facts the live enforcement point built: split per kind, the
+    // shared shape (facts in, verdict out) would be harder to see.
     async fn replay_one(
         &self,
         set: &PolicySet,
@@ -276,19 +279,13 @@ impl Broker {
                 tool,
                 scopes: s,
             } => {
-                let Some(lineage) = look.lineage(task).await? else {
+                let Some((lineage, chain)) = chain_of(look, agents, task).await? else {
                     return Ok(None);
                 };
                 let Some(t) = lineage.last() else {
                     return Ok(None);
                 };
-                let chain: Option<Vec<&Agent>> = lineage
-                    .iter()
-                    .map(|t| agents.get(t.agent.as_str()))
-                    .collect();
-                let (Some(me), Some(chain), Some(tl)) =
-                    (agents.get(t.agent.as_str()), chain, tools.get(tool))
-                else {
+                let (Some(me), Some(tl)) = (agents.get(t.agent.as_str()), tools.get(tool)) else {
                     return Ok(None);
                 };
                 let att = look.attestation(t.instance_id.as_str(), me).await?;
@@ -312,20 +309,15 @@ impl Broker {
                 capabilities,
                 ..
             } => {
-                let Some(lineage) = look.lineage(parent).await? else {
+                let Some((lineage, chain)) = chain_of(look, agents, parent).await? else {
                     return Ok(None);
                 };
                 let Some(p) = lineage.last() else {
                     return Ok(None);
                 };
-                let chain: Option<Vec<&Agent>> = lineage
-                    .iter()
-                    .map(|t| agents.get(t.agent.as_str()))
-                    .collect();
-                let (Some(a), Some(planner), Some(chain), Some(ts)) = (
+                let (Some(a), Some(planner), Some(ts)) = (
                     agents.get(actor),
                     agents.get(p.agent.as_str()),
-                    chain,
                     tools_of(capabilities, tools),
                 ) else {
                     return Ok(None);
@@ -356,19 +348,13 @@ impl Broker {
                 call,
                 ..
             } => {
-                let Some(lineage) = look.lineage(task).await? else {
+                let Some((lineage, chain)) = chain_of(look, agents, task).await? else {
                     return Ok(None);
                 };
                 let Some(t) = lineage.last() else {
                     return Ok(None);
                 };
-                let chain: Option<Vec<&Agent>> = lineage
-                    .iter()
-                    .map(|t| agents.get(t.agent.as_str()))
-                    .collect();
-                let (Some(me), Some(chain), Some(tl)) =
-                    (agents.get(t.agent.as_str()), chain, tools.get(tool))
-                else {
+                let (Some(me), Some(tl)) = (agents.get(t.agent.as_str()), tools.get(tool)) else {
                     return Ok(None);
                 };
                 let att = look.attestation(t.instance_id.as_str(), me).await?;
@@ -408,4 +394,21 @@ impl Broker {
             what,
         )))
     }
+}
+
+/// A recorded task's lineage (its own task last) and the agents of its
+/// chain, when the lineage and every agent in it are known.
+async fn chain_of<'g>(
+    look: &mut Lookup<'_>,
+    agents: &'g BTreeMap<String, Agent>,
+    task: &str,
+) -> Result<Option<(Vec<Task>, Vec<&'g Agent>)>, Error> {
+    let Some(lineage) = look.lineage(task).await? else {
+        return Ok(None);
+    };
+    let chain: Option<Vec<&Agent>> = lineage
+        .iter()
+        .map(|t| agents.get(t.agent.as_str()))
+        .collect();
+    Ok(chain.map(|c| (lineage, c)))
 }
