@@ -404,6 +404,30 @@ impl Client {
     pub async fn admin_tokens(&self) -> Result<Vec<writ_core::api::AdminCredential>> {
         self.get("/v1/admin/tokens").await
     }
+    /// A new named operator credential of `role` (its secret is in the
+    /// answer only).
+    pub async fn create_admin_token(
+        &self,
+        name: &str,
+        role: writ_core::api::Role,
+    ) -> Result<writ_core::api::AdminCredentialIssued> {
+        self.post(
+            "/v1/admin/tokens",
+            &writ_core::api::CreateAdminCredential {
+                name: name.to_owned(),
+                role,
+            },
+        )
+        .await
+    }
+    /// A new secret for the credential `name`; the old one dies at once.
+    pub async fn rotate_admin_token(
+        &self,
+        name: &str,
+    ) -> Result<writ_core::api::AdminCredentialIssued> {
+        self.post_empty(&format!("/v1/admin/tokens/{name}/rotate"))
+            .await
+    }
     /// Revokes the admin credential `name`.
     pub async fn revoke_admin_token(&self, name: &str) -> Result<()> {
         self.call(self.req(Method::DELETE, &format!("/v1/admin/tokens/{name}")))

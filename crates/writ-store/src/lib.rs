@@ -106,7 +106,7 @@ pub trait KeyStore: Send + Sync {
     async fn admin_token(&self, hash: &str) -> Result<Option<AdminCredential>>;
     /// Every admin credential, by name.
     async fn admin_tokens(&self) -> Result<Vec<AdminCredential>>;
-    /// Admin credentials not made by a dev start.
+    /// Credentials of role `admin` not made by a dev start.
     async fn admin_token_count(&self) -> Result<u64>;
     /// Adds the admin credential `name` (a [`StoreError::Conflict`] if the
     /// name is taken). A dev credential replaces every other dev one: a
@@ -115,13 +115,24 @@ pub trait KeyStore: Send + Sync {
         &self,
         name: &str,
         hash: &str,
+        role: writ_core::api::Role,
         dev: bool,
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
+    /// Replaces the secret of the credential `name` with one hashing to
+    /// `hash`: the old secret is refused from the commit on. `false` if
+    /// there is no such credential.
+    async fn rotate_admin_token(
+        &self,
+        name: &str,
+        hash: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<bool>;
     /// Removes the admin credential `name`: `false` if there is none; a
-    /// [`StoreError::Conflict`] if it is the last one not made by a dev
-    /// start (the deployment would have no way in).
+    /// [`StoreError::LastAdminCredential`] if it is the last one of role
+    /// `admin` not made by a dev start (the deployment would have no way in).
     async fn revoke_admin_token(
         &self,
         name: &str,
@@ -406,6 +417,7 @@ pub trait ApprovalStore: Send + Sync {
         id: &ApprovalId,
         approve: bool,
         reason: &str,
+        decided_by: &str,
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<Approval>;

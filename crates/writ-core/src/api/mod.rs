@@ -15,6 +15,7 @@ mod audit;
 mod gateways;
 mod nodes;
 mod oauth;
+mod operators;
 mod tasks;
 mod tools;
 
@@ -23,5 +24,6 @@ pub use audit::*;
 pub use gateways::*;
 pub use nodes::*;
 pub use oauth::*;
+pub use operators::*;
 pub use tasks::*;
 pub use tools::*;

@@ -274,4 +274,16 @@ CREATE TABLE audit_checkpoints (
     r#"
 ALTER TABLE tools ADD COLUMN gateway TEXT;
 "#,
+    // 16-18: taken by other branches (OAuth clients, gateway keys, ...);
+    // their migrations replace these placeholders when merged.
+    "SELECT 1;",
+    "SELECT 1;",
+    "SELECT 1;",
+    // 19: operator credentials carry a role (those from before are
+    // admins); an approval names the operator who decided it.
+    r#"
+ALTER TABLE admin_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
+ALTER TABLE approvals ADD COLUMN decided_by TEXT;
+ALTER TABLE call_approvals ADD COLUMN decided_by TEXT;
+"#,
 ];
