@@ -7,10 +7,10 @@ pub async fn admin_tokens(s: Arc<dyn Store>) {
     let create = || vec![ev(AuditKind::AdminTokenCreate)];
     assert_eq!(s.admin_token_count().await.unwrap(), 0);
     assert_eq!(s.admin_token("h1").await.unwrap(), None);
-    s.add_admin_token("ops", "h1", false, at(0), create())
+    s.add_admin_token("ops", "h1", Role::Admin, false, at(0), create())
         .await
         .unwrap();
-    s.add_admin_token("ci", "h2", false, at(1), create())
+    s.add_admin_token("ci", "h2", Role::Admin, false, at(1), create())
         .await
         .unwrap();
     let ops = s.admin_token("h1").await.unwrap().unwrap();
@@ -21,21 +21,22 @@ pub async fn admin_tokens(s: Arc<dyn Store>) {
     // A name or a secret is taken once.
     let before = audit_len(s).await;
     assert!(matches!(
-        s.add_admin_token("ops", "h9", false, at(2), create()).await,
+        s.add_admin_token("ops", "h9", Role::Admin, false, at(2), create())
+            .await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        s.add_admin_token("other", "h2", false, at(2), create())
+        s.add_admin_token("other", "h2", Role::Admin, false, at(2), create())
             .await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(audit_len(s).await, before, "a refused add records nothing");
 
     // A dev credential replaces the last dev one, and is not counted.
-    s.add_admin_token("dev", "d1", true, at(3), create())
+    s.add_admin_token("dev", "d1", Role::Admin, true, at(3), create())
         .await
         .unwrap();
-    s.add_admin_token("dev", "d2", true, at(4), create())
+    s.add_admin_token("dev", "d2", Role::Admin, true, at(4), create())
         .await
         .unwrap();
     assert_eq!(s.admin_token("d1").await.unwrap(), None);
@@ -71,6 +72,80 @@ pub async fn admin_tokens(s: Arc<dyn Store>) {
     ));
     assert_eq!(audit_len(s).await, before);
     assert!(s.admin_token("h1").await.unwrap().is_some());
+    assert_chain(s).await;
+}
+
+/// Operator credentials carry their role; rotation replaces the secret at
+/// once; only credentials of role admin count as the last way in.
+pub async fn operator_credentials_have_roles_and_rotate(s: Arc<dyn Store>) {
+    let s = &*s;
+    let create = || vec![ev(AuditKind::AdminTokenCreate)];
+    s.add_admin_token("root", "r1", Role::Admin, false, at(0), create())
+        .await
+        .unwrap();
+    s.add_admin_token("ann", "a1", Role::Approver, false, at(1), create())
+        .await
+        .unwrap();
+    s.add_admin_token("pat", "p1", Role::PolicyAuthor, false, at(1), create())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.admin_token("a1").await.unwrap().unwrap().role,
+        Role::Approver
+    );
+    assert_eq!(
+        s.admin_token("p1").await.unwrap().unwrap().role,
+        Role::PolicyAuthor
+    );
+    assert_eq!(s.admin_token_count().await.unwrap(), 1, "admins only");
+    let roles: Vec<_> = s
+        .admin_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.name, c.role))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("ann".to_owned(), Role::Approver),
+            ("pat".to_owned(), Role::PolicyAuthor),
+            ("root".to_owned(), Role::Admin)
+        ]
+    );
+    // Rotated: the old secret is gone at once, the new one has the role.
+    let rotate = || vec![ev(AuditKind::AdminTokenRotate)];
+    assert!(
+        s.rotate_admin_token("ann", "a2", at(2), rotate())
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.admin_token("a1").await.unwrap(), None);
+    let ann = s.admin_token("a2").await.unwrap().unwrap();
+    assert_eq!((ann.name.as_str(), ann.role), ("ann", Role::Approver));
+    assert!(
+        !s.rotate_admin_token("nobody", "x", at(2), rotate())
+            .await
+            .unwrap()
+    );
+    let before = audit_len(s).await;
+    assert!(matches!(
+        s.rotate_admin_token("ann", "r1", at(2), rotate()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        audit_len(s).await,
+        before,
+        "a refused rotation records nothing"
+    );
+    // The approver and the author are not the last way in; the admin is.
+    let revoke = || vec![ev(AuditKind::AdminTokenRevoke)];
+    assert!(s.revoke_admin_token("ann", at(3), revoke()).await.unwrap());
+    assert!(s.revoke_admin_token("pat", at(3), revoke()).await.unwrap());
+    assert!(matches!(
+        s.revoke_admin_token("root", at(3), revoke()).await,
+        Err(StoreError::LastAdminCredential(_))
+    ));
     assert_chain(s).await;
 }
 

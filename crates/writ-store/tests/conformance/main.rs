@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use writ_core::api::{
-    Agent, Approval, ApprovalCall, ApprovalStatus, Attestation, Task, TaskStatus, Tool,
+    Agent, Approval, ApprovalCall, ApprovalStatus, Attestation, Role, Task, TaskStatus, Tool,
 };
 use writ_core::audit::{self, AuditEvent, AuditKind, AuditRecord, Outcome};
 use writ_core::{AgentName, ApprovalId, Capability, InstanceId, TaskId, Timestamp, ToolName};
@@ -342,6 +342,7 @@ macro_rules! every_check {
             $harness;
         store: [
                 admin_tokens,
+                operator_credentials_have_roles_and_rotate,
                 audit_checkpoints_are_kept_once_per_record,
                 signing_keys_rotate_atomically,
                 tools_create_get_list,
