@@ -20,6 +20,10 @@ fn routes() -> Vec<(&'static str, String, Duty)> {
         ("POST", "/v1/agents", Operate),
         ("GET", "/v1/agents", Operate),
         ("GET", "/v1/agents/a", Operate),
+        ("PATCH", "/v1/agents/nobody", Operate),
+        ("DELETE", "/v1/agents/nobody", Operate),
+        ("PATCH", "/v1/tools/nobody", Operate),
+        ("DELETE", "/v1/tools/nobody", Operate),
         ("POST", "/v1/agents/a/join-tokens", Operate),
         ("POST", "/v1/agents/nobody/quarantine", Operate),
         ("POST", "/v1/agents/nobody/release", Operate),
@@ -103,7 +107,7 @@ async fn every_route_refuses_a_role_without_its_duty() {
                 .method(method)
                 .uri(path.as_str())
                 .header("authorization", format!("Bearer {token}"));
-            let body = if matches!(method, "POST" | "PUT") {
+            let body = if matches!(method, "POST" | "PUT" | "PATCH") {
                 req = req.header("content-type", "application/json");
                 Body::from("{}")
             } else {

@@ -155,6 +155,43 @@ pub trait AgentStore: Send + Sync {
     async fn create_agent(&self, agent: &Agent, audit: Vec<AuditEvent>) -> Result<()>;
     async fn get_agent(&self, name: &AgentName) -> Result<Option<Agent>>;
     async fn list_agents(&self) -> Result<Vec<Agent>>;
+    /// Replaces an agent's attestation, attributes and workload (its name,
+    /// SPIFFE ID and quarantine stay). [`StoreError::NotFound`] if there is
+    /// no such live agent.
+    async fn update_agent(
+        &self,
+        agent: &Agent,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    /// Deletes an agent: every live grant, instance, join token and task of
+    /// it ends at once, as in quarantine, and it is gone from every listing.
+    /// Its name stays reserved (the audit keeps naming it).
+    async fn delete_agent(
+        &self,
+        name: &AgentName,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<QuarantineOutcome>;
+    /// Replaces a tool's scopes, attributes and upstream (its name, audience
+    /// and gateway stay). Tasks that declared a scope in `removed` end (and
+    /// every grant under them dies).
+    async fn update_tool(
+        &self,
+        tool: &Tool,
+        removed: Vec<writ_core::Scope>,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<QuarantineOutcome>;
+    /// Deletes a tool: every task that declared it ends (and every grant
+    /// under them dies), its upstream secret is dropped, and it is gone from
+    /// every listing. Its name stays reserved.
+    async fn delete_tool(
+        &self,
+        name: &ToolName,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<QuarantineOutcome>;
     /// Quarantine (revoking every live grant, instance and task of the agent
     /// at once, and expiring its pending approvals of both kinds) or release
     /// an agent.

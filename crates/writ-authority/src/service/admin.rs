@@ -2,8 +2,8 @@
 
 use writ_core::api::{
     AdminCredentialIssued, Agent, Attestation, BindTool, CreateAdminCredential, CreateJoinToken,
-    JoinTokenCreated, KeyRotated, Quarantined, RegisterAgent, RegisterTool, Tool,
-    valid_operator_name,
+    JoinTokenCreated, KeyRotated, Quarantined, RegisterAgent, RegisterTool, Removed, Tool,
+    UpdateAgent, UpdateTool, valid_operator_name,
 };
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::ids::agent_spiffe_id;
@@ -275,18 +275,7 @@ impl Broker {
                 "a tool's audience must not be writ's own issuer".into(),
             ));
         }
-        if req.scopes.is_empty() || req.scopes.len() > MAX_SCOPES {
-            return Err(Error::Invalid(format!(
-                "a tool needs 1 to {MAX_SCOPES} scopes"
-            )));
-        }
-        let mut scopes = req.scopes;
-        scopes.sort();
-        let before = scopes.len();
-        scopes.dedup();
-        if scopes.len() != before {
-            return Err(Error::Invalid("scopes must be unique".into()));
-        }
+        let scopes = check_scopes(req.scopes)?;
         check_attributes(&req.attributes)?;
         // A token names its tool by audience: two tools with one audience
         // would each accept the other's tokens.
@@ -328,6 +317,125 @@ impl Broker {
         );
         self.store.create_tool(&tool, vec![event]).await?;
         Ok(tool)
+    }
+
+    /// Changes an agent's attestation or attributes. Live instances and
+    /// tasks keep running; new attestations follow the new rules.
+    pub async fn update_agent(
+        &self,
+        name: &AgentName,
+        req: UpdateAgent,
+        actor: &str,
+    ) -> Result<Agent, Error> {
+        let mut agent = self.agent(name).await?;
+        if let Some(a) = req.attestation {
+            check_attestation(&a)?;
+            agent.attestation = a;
+        }
+        if let Some(attrs) = req.attributes {
+            check_attributes(&attrs)?;
+            agent.attributes = attrs;
+        }
+        super::nodes::check_workload(
+            &agent.attestation,
+            agent.workload.as_ref(),
+            &self.config.trust_domain,
+            &self.spiffe.federated_domains(),
+        )?;
+        let event = AuditEvent::new(AuditKind::AgentUpdate, Outcome::Success, actor)
+            .agent(name)
+            .detail(serde_json::json!({
+                "attestation": agent.attestation.kind(),
+                "attributes": agent.attributes,
+            }));
+        self.store
+            .update_agent(&agent, self.now(), vec![event])
+            .await?;
+        Ok(agent)
+    }
+
+    /// Deletes an agent: every live grant, instance and task of it ends at
+    /// once (as in quarantine); its name stays reserved, and the audit keeps
+    /// naming it.
+    pub async fn delete_agent(&self, name: &AgentName, actor: &str) -> Result<Removed, Error> {
+        let event = AuditEvent::new(AuditKind::AgentDelete, Outcome::Success, actor).agent(name);
+        let out = self
+            .store
+            .delete_agent(name, self.now(), vec![event])
+            .await?;
+        Ok(self.removed(name.as_str(), out).await)
+    }
+
+    /// Changes a tool's scopes, attributes or upstream. Tasks that declared
+    /// a scope no longer offered end, and their tokens with them.
+    pub async fn update_tool(
+        &self,
+        name: &ToolName,
+        req: UpdateTool,
+        actor: &str,
+    ) -> Result<Tool, Error> {
+        let mut tool = self.tool(name).await?;
+        let mut removed = Vec::new();
+        if let Some(scopes) = req.scopes {
+            let scopes = check_scopes(scopes)?;
+            removed = tool
+                .scopes
+                .iter()
+                .filter(|s| !scopes.contains(s))
+                .cloned()
+                .collect();
+            tool.scopes = scopes;
+        }
+        if let Some(attrs) = req.attributes {
+            check_attributes(&attrs)?;
+            tool.attributes = attrs;
+        }
+        if let Some(u) = req.upstream {
+            super::gateway::check_upstream(&u)?;
+            super::gateway::check_binding(tool.gateway.clone(), Some(&u))?;
+            tool.upstream = Some(u);
+        }
+        let event = AuditEvent::new(AuditKind::ToolUpdate, Outcome::Success, actor).detail(
+            serde_json::json!({
+                "tool": tool.name,
+                "scopes": tool.scopes,
+                "removed_scopes": removed,
+                "attributes": tool.attributes,
+                "upstream": tool.upstream,
+            }),
+        );
+        let out = self
+            .store
+            .update_tool(&tool, removed, self.now(), vec![event])
+            .await?;
+        self.removed(name.as_str(), out).await;
+        Ok(tool)
+    }
+
+    /// Deletes a tool: every task that declared it ends (its tokens die),
+    /// its upstream secret is dropped; its name stays reserved.
+    pub async fn delete_tool(&self, name: &ToolName, actor: &str) -> Result<Removed, Error> {
+        let event = AuditEvent::new(AuditKind::ToolDelete, Outcome::Success, actor)
+            .detail(serde_json::json!({ "tool": name }));
+        let out = self
+            .store
+            .delete_tool(name, self.now(), vec![event])
+            .await?;
+        Ok(self.removed(name.as_str(), out).await)
+    }
+
+    /// Counts and announces what a delete or an update ended.
+    async fn removed(&self, name: &str, out: writ_store::QuarantineOutcome) -> Removed {
+        metrics::add(&self.metrics.tokens_revoked, out.revoked_tokens);
+        metrics::add(&self.metrics.tasks_ended, out.ended_tasks);
+        if out.revoked_tokens > 0 || out.ended_tasks > 0 {
+            self.revocations.changed().await;
+        }
+        Removed {
+            name: name.to_owned(),
+            revoked_tokens: out.revoked_tokens,
+            ended_tasks: out.ended_tasks,
+        }
     }
 
     pub async fn tool(&self, name: &ToolName) -> Result<Tool, Error> {
@@ -400,6 +508,22 @@ fn check_attestation(a: &Attestation) -> Result<(), Error> {
     }
     oidc::algorithms(algorithms).map_err(|e| Error::Invalid(format!("oidc attestation: {e}")))?;
     Ok(())
+}
+
+/// 1 to 64 unique scopes, sorted.
+fn check_scopes(mut scopes: Vec<writ_core::Scope>) -> Result<Vec<writ_core::Scope>, Error> {
+    if scopes.is_empty() || scopes.len() > MAX_SCOPES {
+        return Err(Error::Invalid(format!(
+            "a tool needs 1 to {MAX_SCOPES} scopes"
+        )));
+    }
+    scopes.sort();
+    let before = scopes.len();
+    scopes.dedup();
+    if scopes.len() != before {
+        return Err(Error::Invalid("scopes must be unique".into()));
+    }
+    Ok(scopes)
 }
 
 /// Attribute names `[a-z0-9_]{1,64}`, values printable, at most 256 characters.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use writ_core::api::{
     AdminCredential, AdminCredentialIssued, Agent, AuditPage, AuditVerified, BindTool,
     CreateAdminCredential, CreateJoinToken, JoinTokenCreated, KeyRotated, Quarantined,
-    RegisterAgent, RegisterTool, Tool,
+    RegisterAgent, RegisterTool, Removed, Tool, UpdateAgent, UpdateTool,
 };
 use writ_core::{AgentName, ToolName};
 
@@ -49,6 +49,53 @@ pub async fn get_agent(
     Path(name): Path<String>,
 ) -> R<Agent> {
     Ok(AxumJson(b.agent(&agent_name(&name)?).await?))
+}
+
+/// Changes an agent's attestation or attributes.
+pub async fn update_agent(
+    State(b): State<Arc<Broker>>,
+    op: Op<Operate>,
+    Path(name): Path<String>,
+    Json(req): Json<UpdateAgent>,
+) -> R<Agent> {
+    Ok(AxumJson(
+        b.update_agent(&agent_name(&name)?, req, &op.actor())
+            .await?,
+    ))
+}
+
+/// Deletes an agent; its live tasks end and their tokens die.
+pub async fn delete_agent(
+    State(b): State<Arc<Broker>>,
+    op: Op<Operate>,
+    Path(name): Path<String>,
+) -> R<Removed> {
+    Ok(AxumJson(
+        b.delete_agent(&agent_name(&name)?, &op.actor()).await?,
+    ))
+}
+
+/// Changes a tool's scopes, attributes or upstream.
+pub async fn update_tool(
+    State(b): State<Arc<Broker>>,
+    op: Op<Operate>,
+    Path(name): Path<String>,
+    Json(req): Json<UpdateTool>,
+) -> R<Tool> {
+    Ok(AxumJson(
+        b.update_tool(&tool_name(&name)?, req, &op.actor()).await?,
+    ))
+}
+
+/// Deletes a tool; the tasks that declared it end and their tokens die.
+pub async fn delete_tool(
+    State(b): State<Arc<Broker>>,
+    op: Op<Operate>,
+    Path(name): Path<String>,
+) -> R<Removed> {
+    Ok(AxumJson(
+        b.delete_tool(&tool_name(&name)?, &op.actor()).await?,
+    ))
 }
 
 pub async fn join_token(

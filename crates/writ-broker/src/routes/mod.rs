@@ -41,7 +41,12 @@ pub fn router(broker: Arc<Broker>) -> Router {
             "/v1/agents",
             post(admin::register_agent).get(admin::list_agents),
         )
-        .route("/v1/agents/{name}", get(admin::get_agent))
+        .route(
+            "/v1/agents/{name}",
+            get(admin::get_agent)
+                .patch(admin::update_agent)
+                .delete(admin::delete_agent),
+        )
         .route("/v1/agents/{name}/join-tokens", post(admin::join_token))
         .route(
             "/v1/admin/tokens",
@@ -61,7 +66,12 @@ pub fn router(broker: Arc<Broker>) -> Router {
             "/v1/tools",
             post(admin::register_tool).get(admin::list_tools),
         )
-        .route("/v1/tools/{name}", get(admin::get_tool))
+        .route(
+            "/v1/tools/{name}",
+            get(admin::get_tool)
+                .patch(admin::update_tool)
+                .delete(admin::delete_tool),
+        )
         .route(
             "/v1/tools/{name}/secret",
             axum::routing::put(gateway::set_secret),

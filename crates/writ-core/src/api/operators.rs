@@ -220,3 +220,38 @@ mod tests {
         }
     }
 }
+
+/// `PATCH /v1/agents/{name}`: what changes (absent: unchanged).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAgent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<Attestation>,
+    /// Replaces every attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<BTreeMap<String, String>>,
+}
+
+/// `PATCH /v1/tools/{name}`: what changes (absent: unchanged). The
+/// audience cannot change: tokens already name it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTool {
+    /// Replaces the scopes; tasks that declared a removed one end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<Scope>>,
+    /// Replaces every attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<Upstream>,
+}
+
+/// The answer to a delete of an agent or a tool (or an update that ended
+/// tasks): what died with it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Removed {
+    pub name: String,
+    pub revoked_tokens: u64,
+    pub ended_tasks: u64,
+}

@@ -468,3 +468,156 @@ pub async fn gateway_decisions_are_recorded_once(s: Arc<dyn Store>) {
         Err(StoreError::NotFound(_))
     ));
 }
+
+fn github_tool() -> Tool {
+    Tool {
+        name: "github".parse::<ToolName>().unwrap(),
+        audience: "https://github.example".to_owned(),
+        scopes: vec!["read".parse().unwrap(), "write".parse().unwrap()],
+        attributes: Default::default(),
+        upstream: None,
+        secret_header: None,
+        gateway: None,
+        created_at: at(0),
+    }
+}
+
+/// Deleting an agent ends its live tasks and kills its tokens at once; it
+/// is gone from every listing, its name stays reserved, and the audit
+/// keeps naming it.
+pub async fn deleting_an_agent_ends_its_tasks_and_tokens(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let beta = register(s, "beta").await;
+    let inst = attest(s, &alpha, None, "jti_a_i", at(1)).await.unwrap();
+    let task = start_task(s, &inst, "jti_a_t", at(2), at(60), at(300))
+        .await
+        .unwrap();
+    let other = attest(s, &beta, None, "jti_b_i", at(1)).await.unwrap();
+    let mut renamed = s.get_agent(&beta).await.unwrap().unwrap();
+    renamed.attributes = [("tier".to_owned(), "high".to_owned())].into();
+    s.update_agent(&renamed, at(3), vec![ev(AuditKind::AgentUpdate)])
+        .await
+        .unwrap();
+    assert_eq!(s.get_agent(&beta).await.unwrap().unwrap(), renamed);
+
+    let out = s
+        .delete_agent(
+            &alpha,
+            at(4),
+            vec![ev(AuditKind::AgentDelete).agent(&alpha)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.ended_tasks, 1);
+    assert!(out.revoked_tokens >= 2, "{out:?}");
+    assert!(!grant(s, "jti_a_t").await.is_live(at(5)));
+    assert!(!grant(s, "jti_a_i").await.is_live(at(5)));
+    assert_eq!(task_of(s, &task.task_id).await.status, TaskStatus::Revoked);
+    assert!(grant(s, "jti_b_i").await.is_live(at(5)), "others untouched");
+    assert_eq!(other.agent, beta);
+    assert_eq!(s.get_agent(&alpha).await.unwrap(), None);
+    let names: Vec<_> = s
+        .list_agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, [beta.clone()]);
+    // Gone: no second delete, no update, no quarantine release, no reuse.
+    assert!(matches!(
+        s.delete_agent(&alpha, at(5), vec![]).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.set_quarantine(&alpha, false, at(5), vec![]).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.create_agent(&agent_record("alpha", at(6)), vec![]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        all_audit(s)
+            .await
+            .iter()
+            .any(|r| r.event.contains("agent_delete") && r.event.contains("\"alpha\"")),
+        "the audit keeps the deleted agent's name"
+    );
+    assert_chain(s).await;
+}
+
+/// Deleting a tool ends every task that declared it (its tokens die);
+/// narrowing its scopes ends the tasks that declared a removed one.
+pub async fn deleting_or_narrowing_a_tool_ends_the_tasks_using_it(s: Arc<dyn Store>) {
+    let s = &*s;
+    s.create_tool(&github_tool(), vec![ev(AuditKind::ToolRegister)])
+        .await
+        .unwrap();
+    let alpha = register(s, "alpha").await;
+    let inst = attest(s, &alpha, None, "jti_i", at(1)).await.unwrap();
+    let t1 = start_task(s, &inst, "jti_t1", at(2), at(60), at(300))
+        .await
+        .unwrap();
+
+    // Narrowed without touching what the task declared: nothing ends.
+    let mut tool = github_tool();
+    tool.scopes.push("admin".parse().unwrap());
+    s.update_tool(&tool, vec![], at(3), vec![ev(AuditKind::ToolUpdate)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_tool(&tool.name).await.unwrap().unwrap().scopes.len(),
+        3
+    );
+    let out = s
+        .update_tool(
+            &github_tool(),
+            vec!["admin".parse().unwrap()],
+            at(4),
+            vec![ev(AuditKind::ToolUpdate)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.ended_tasks, 0);
+    assert!(grant(s, "jti_t1").await.is_live(at(5)));
+    // Narrowed below what it declared: the task ends.
+    let mut read_only = github_tool();
+    read_only.scopes = vec!["read".parse().unwrap()];
+    let out = s
+        .update_tool(
+            &read_only,
+            vec!["write".parse().unwrap()],
+            at(5),
+            vec![ev(AuditKind::ToolUpdate)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.ended_tasks, 1);
+    assert!(!grant(s, "jti_t1").await.is_live(at(6)));
+    assert_eq!(task_of(s, &t1.task_id).await.status, TaskStatus::Revoked);
+
+    // Deleted: a new task on it ends, the tool is gone, its name reserved.
+    let t2 = start_task(s, &inst, "jti_t2", at(6), at(60), at(300))
+        .await
+        .unwrap();
+    let out = s
+        .delete_tool(&read_only.name, at(7), vec![ev(AuditKind::ToolDelete)])
+        .await
+        .unwrap();
+    assert_eq!(out.ended_tasks, 1);
+    assert!(!grant(s, "jti_t2").await.is_live(at(8)));
+    assert_eq!(task_of(s, &t2.task_id).await.status, TaskStatus::Revoked);
+    assert_eq!(s.get_tool(&read_only.name).await.unwrap(), None);
+    assert!(s.list_tools().await.unwrap().is_empty());
+    assert!(matches!(
+        s.delete_tool(&read_only.name, at(8), vec![]).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.create_tool(&github_tool(), vec![]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_chain(s).await;
+}

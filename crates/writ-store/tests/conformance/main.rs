@@ -343,6 +343,8 @@ macro_rules! every_check {
         store: [
                 admin_tokens,
                 operator_credentials_have_roles_and_rotate,
+                deleting_an_agent_ends_its_tasks_and_tokens,
+                deleting_or_narrowing_a_tool_ends_the_tasks_using_it,
                 audit_checkpoints_are_kept_once_per_record,
                 signing_keys_rotate_atomically,
                 tools_create_get_list,
