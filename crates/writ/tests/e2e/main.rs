@@ -25,6 +25,7 @@ mod hostile;
 mod kill_switch;
 mod node;
 mod one_answer;
+mod operators;
 mod policy;
 mod replicas;
 mod restart;
