@@ -524,7 +524,7 @@ pub async fn deleting_an_agent_ends_its_tasks_and_tokens(s: Arc<dyn Store>) {
         .into_iter()
         .map(|a| a.name)
         .collect();
-    assert_eq!(names, [beta.clone()]);
+    assert_eq!(names, std::slice::from_ref(&beta));
     // Gone: no second delete, no update, no quarantine release, no reuse.
     assert!(matches!(
         s.delete_agent(&alpha, at(5), vec![]).await,
