@@ -169,6 +169,20 @@ async fn a_credential_is_rotated_and_revoked_and_refused_at_once() {
     assert_ne!(new, old);
     refused(b.as_token(&old).agents().await.unwrap_err(), 401, "");
     assert!(b.as_token(&new).agents().await.is_ok());
+    // Stored hashed: no file of the data directory holds either secret.
+    for entry in std::fs::read_dir(b.data_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            for secret in [&old, &new] {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "{} holds a credential in the clear",
+                    path.display()
+                );
+            }
+        }
+    }
 
     let out = b.cli(&["admin", "token", "revoke", "ops-bot"]);
     assert!(out.status.success(), "{out:?}");
