@@ -157,7 +157,26 @@ async fn an_approver_approves_a_pending_task_and_is_refused_an_admin_action() {
 
 #[tokio::test]
 async fn a_credential_is_rotated_and_revoked_and_refused_at_once() {
-    let b = Broker::start();
+    rotated_and_revoked(Broker::start()).await;
+}
+
+#[tokio::test]
+async fn a_credential_is_rotated_and_revoked_on_postgres() {
+    if let Some(b) = on_postgres() {
+        rotated_and_revoked(b).await;
+    }
+}
+
+/// A dev broker on a fresh PostgreSQL database (`None`: skipped).
+fn on_postgres() -> Option<Broker> {
+    let url = crate::harness::postgres_database()?;
+    Some(Broker::start_with(Opts {
+        extra: vec!["--store".into(), url],
+        ..Opts::default()
+    }))
+}
+
+async fn rotated_and_revoked(b: Broker) {
     let old = create(&b, "ops-bot", "operator");
     assert!(b.as_token(&old).agents().await.is_ok());
 
@@ -207,7 +226,17 @@ async fn a_credential_is_rotated_and_revoked_and_refused_at_once() {
 
 #[tokio::test]
 async fn a_tool_with_a_live_task_is_updated_and_deleted_and_its_tokens_die() {
-    let b = Broker::start();
+    tool_and_agent_lifecycle(Broker::start()).await;
+}
+
+#[tokio::test]
+async fn a_tool_with_a_live_task_is_updated_and_deleted_on_postgres() {
+    if let Some(b) = on_postgres() {
+        tool_and_agent_lifecycle(b).await;
+    }
+}
+
+async fn tool_and_agent_lifecycle(b: Broker) {
     let inst = b.attest("demo-agent").await;
     let task = b
         .start_task(&inst.access_token, &["tickets:read"])
