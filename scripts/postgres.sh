@@ -7,6 +7,8 @@
 #
 #   WRIT_PG_DIR   where the cluster lives (default /tmp/writ-pg)
 #   WRIT_PG_PORT  its port on 127.0.0.1 (default 55432)
+#   WRIT_PG_SSL_DIR  a directory with server.crt and server.key (PEM): the
+#                 server then also speaks TLS with them (ssl=on)
 set -euo pipefail
 
 dir=${WRIT_PG_DIR:-/tmp/writ-pg}
@@ -60,11 +62,19 @@ if [ ! -f "$dir/PG_VERSION" ]; then
     || { cat "$dir.initdb.log" >&2; exit 1; }
   rm -f "$pwfile"
 fi
+# TLS: the key must belong to the server's user and be private to it.
+ssl_opts=""
+if [ -n "${WRIT_PG_SSL_DIR:-}" ]; then
+  cp "$WRIT_PG_SSL_DIR/server.crt" "$WRIT_PG_SSL_DIR/server.key" "$dir/"
+  chmod 600 "$dir/server.key"
+  [ "$(id -u)" = 0 ] && chown postgres "$dir/server.crt" "$dir/server.key"
+  ssl_opts="-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c ssl_min_protocol_version=TLSv1.2"
+fi
 # A cluster that is not running (never started, stopped, or killed) is
 # started; after a kill it recovers from its write-ahead log first.
 if ! as_owner "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
   as_owner "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on -c synchronous_commit=on" \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on -c synchronous_commit=on $ssl_opts" \
     start >&2
 fi
 echo "postgres://writ:$password@127.0.0.1:$port/postgres"

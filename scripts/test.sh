@@ -40,6 +40,17 @@ command -v cargo-deny >/dev/null || cargo install --quiet --locked cargo-deny
 cargo fetch --locked --quiet
 cargo deny --offline check licenses bans sources
 
+step "system tools for the deployment tests: curl (a TLS client), systemd-analyze (the unit check)"
+missing=""
+command -v curl >/dev/null || missing="$missing curl"
+command -v systemd-analyze >/dev/null || missing="$missing systemd"
+if [ -n "$missing" ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  apt-get install -y -qq $missing
+fi
+
 step "PostgreSQL for the store conformance and replica tests (scripts/postgres.sh)"
 WRIT_TEST_POSTGRES=$(scripts/postgres.sh)
 export WRIT_TEST_POSTGRES
@@ -64,8 +75,11 @@ for target in access_token dpop_proof scope_request api_request mcp_message toke
 done
 rm -rf "$fuzz_dir"
 
-step "interop: PyJWT, the MCP Python SDK and MCP servers against a running writ and its gateway; the MCP conformance suite and both MCP SDK clients, directly and through the gateway"
+step "interop: PyJWT, authlib, joserfc, the MCP Python SDK and MCP servers against a running writ and its gateway; the MCP conformance suite and both MCP SDK clients, directly and through the gateway"
 WRIT_BIN="$PWD/target/debug/writ" .venv/bin/python -m pytest -q interop/python
+
+step "interop: oauth4webapi and jose (node) against a running writ and its gateway"
+WRIT_BIN="$PWD/target/debug/writ" node --test interop/node/stock_clients.test.mjs
 
 step "Python SDK: types (mypy --strict)"
 .venv-sdk/bin/mypy --strict sdk/python/src/writ_sdk

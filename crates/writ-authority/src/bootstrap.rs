@@ -147,7 +147,7 @@ pub async fn open(
         Some(url) => Arc::new(open_postgres(url.expose()).await?),
     };
     let now = clock.now();
-    let keys = KeyService::load(store.as_ref(), &master, now)
+    let keys = KeyService::load(store.as_ref(), &master, now, config.signing_alg)
         .await
         .map_err(|e| match e {
             KeyError::WrongMasterKey { kid } => BootstrapError::WrongMasterKey {

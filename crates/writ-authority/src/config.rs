@@ -68,6 +68,11 @@ pub struct BrokerConfig {
     /// Attestation requests (`/v1/attest`, `/v1/node/attest`) one client
     /// address may make a minute, in a burst or spread out; 0 for no limit.
     pub attest_per_minute: u32,
+    /// What the broker's tokens are signed with (EdDSA unless asked).
+    pub signing_alg: writ_core::token::SigningAlg,
+    /// Identical attestation failures within this many milliseconds make
+    /// one audit record (see `attest_digest`); 0 writes each.
+    pub attest_fold_ms: i64,
 }
 
 impl BrokerConfig {
@@ -99,6 +104,8 @@ impl BrokerConfig {
             audit_checkpoint_secs: 60,
             audit_checkpoint_file: None,
             attest_per_minute: DEFAULT_ATTEST_PER_MINUTE,
+            signing_alg: writ_core::token::SigningAlg::EdDSA,
+            attest_fold_ms: crate::attest_digest::WINDOW_MS,
         }
     }
 

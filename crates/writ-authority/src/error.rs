@@ -20,6 +20,11 @@ pub enum Error {
     /// longer) valid.
     #[error("{0}")]
     Unauthenticated(String),
+    /// An OAuth client (of introspection or revocation) failed to
+    /// authenticate: unknown, revoked, a wrong secret, a refused assertion
+    /// (RFC 6749 §5.2's `invalid_client`).
+    #[error("{0}")]
+    InvalidClient(String),
     /// The caller is known but may not do this (not its task, not its
     /// tool, the wrong kind of credential).
     #[error("{0}")]

@@ -5,7 +5,7 @@ use std::sync::{Arc, RwLock};
 use writ_core::Timestamp;
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::seal::MasterKey;
-use writ_core::token::{KeyRing, SigningKey};
+use writ_core::token::{KeyRing, SigningAlg, SigningKey};
 use writ_store::{Store, StoreError, StoredKey};
 
 use crate::error::Error;
@@ -36,8 +36,6 @@ impl From<KeyError> for Error {
     }
 }
 
-const ALG: &str = "EdDSA";
-
 fn purpose(kid: &str) -> String {
     format!("signing-key:{kid}")
 }
@@ -46,28 +44,51 @@ fn purpose(kid: &str) -> String {
 #[derive(Debug)]
 pub struct KeyService {
     ring: RwLock<Arc<KeyRing>>,
+    /// What new keys sign with (`writ serve --signing-alg`).
+    alg: SigningAlg,
 }
 
 impl KeyService {
-    /// Loads every stored key; creates the first one if there is none.
+    /// Loads every stored key; creates the first one if there is none,
+    /// and a new active one if the active key signs with another
+    /// algorithm than `alg` (the old one stays published until its tokens
+    /// have expired).
     pub async fn load(
         store: &dyn Store,
         master: &MasterKey,
         now: Timestamp,
+        alg: SigningAlg,
     ) -> Result<Self, KeyError> {
         let mut stored = store.signing_keys().await?;
-        if stored.is_empty() {
-            let key = seal_new(master, now)?;
+        let active_alg = stored
+            .iter()
+            .rev()
+            .find(|k| k.retired_at.is_none())
+            .map(|k| k.alg.clone());
+        let why = match active_alg {
+            None if stored.is_empty() => Some("first signing key"),
+            None => Some("no active signing key"),
+            Some(a) if a != alg.name() => Some("signing algorithm changed"),
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            let key = seal_new(master, now, alg)?;
             let event = AuditEvent::new(AuditKind::KeyRotate, Outcome::Success, "system")
-                .reason("first signing key")
-                .detail(serde_json::json!({ "kid": key.kid }));
+                .reason(why)
+                .detail(serde_json::json!({ "kid": key.kid, "alg": alg.name() }));
             store.add_signing_key(key, now, vec![event]).await?;
             stored = store.signing_keys().await?;
         }
         let ring = unseal_all(master, &stored)?;
         Ok(Self {
             ring: RwLock::new(Arc::new(ring)),
+            alg,
         })
+    }
+
+    /// What new keys sign with.
+    pub fn alg(&self) -> SigningAlg {
+        self.alg
     }
 
     pub fn ring(&self) -> Arc<KeyRing> {
@@ -87,7 +108,7 @@ impl KeyService {
         actor: &str,
     ) -> Result<(String, Option<String>), Error> {
         let previous = self.ring().active().map(|k| k.kid().to_owned());
-        let key = seal_new(master, now)?;
+        let key = seal_new(master, now, self.alg)?;
         let kid = key.kid.clone();
         let event = AuditEvent::new(AuditKind::KeyRotate, Outcome::Success, actor)
             .detail(serde_json::json!({ "kid": kid, "previous_kid": previous }));
@@ -107,14 +128,14 @@ impl KeyService {
     }
 }
 
-fn seal_new(master: &MasterKey, now: Timestamp) -> Result<StoredKey, KeyError> {
-    let key = SigningKey::generate(now).map_err(|e| KeyError::Generate(e.to_string()))?;
+fn seal_new(master: &MasterKey, now: Timestamp, alg: SigningAlg) -> Result<StoredKey, KeyError> {
+    let key = SigningKey::generate_for(alg, now).map_err(|e| KeyError::Generate(e.to_string()))?;
     let sealed = master
         .seal(&purpose(key.kid()), key.expose_pkcs8())
         .map_err(|e| KeyError::Generate(e.to_string()))?;
     Ok(StoredKey {
         kid: key.kid().to_owned(),
-        alg: ALG.to_owned(),
+        alg: alg.name().to_owned(),
         sealed,
         created_at: now,
         retired_at: None,
@@ -128,13 +149,14 @@ fn unseal_all(master: &MasterKey, stored: &[StoredKey]) -> Result<KeyRing, KeyEr
             kid: s.kid.clone(),
             message,
         };
-        if s.alg != ALG {
-            return Err(invalid(format!("unsupported alg {}", s.alg)));
-        }
+        let alg: SigningAlg = s
+            .alg
+            .parse()
+            .map_err(|_| invalid(format!("unsupported alg {}", s.alg)))?;
         let pkcs8 = master
             .open(&purpose(&s.kid), &s.sealed)
             .map_err(|_| KeyError::WrongMasterKey { kid: s.kid.clone() })?;
-        let key = SigningKey::from_pkcs8(&pkcs8, s.created_at, s.retired_at)
+        let key = SigningKey::from_pkcs8_for(alg, &pkcs8, s.created_at, s.retired_at)
             .map_err(|e| invalid(e.to_string()))?;
         if key.kid() != s.kid {
             return Err(invalid("does not match its id".into()));

@@ -5,6 +5,7 @@
 //! says what went wrong; `writ-broker` serves it over HTTP and alone decides
 //! status codes.
 
+pub mod attest_digest;
 pub mod bootstrap;
 pub mod config;
 pub mod dpop;

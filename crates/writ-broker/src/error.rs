@@ -64,7 +64,7 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
             Error::Invalid(d) => ApiError::BadRequest(d),
-            Error::Unauthenticated(d) => ApiError::Unauthorized(d),
+            Error::Unauthenticated(d) | Error::InvalidClient(d) => ApiError::Unauthorized(d),
             Error::Forbidden(d) | Error::Quarantined(d) | Error::ApprovalRefused(d) => {
                 ApiError::Forbidden(d)
             }
@@ -247,6 +247,11 @@ impl OAuthError {
         Self::new(StatusCode::UNAUTHORIZED, "invalid_token", d)
     }
 
+    /// Client authentication failed (RFC 6749 §5.2).
+    pub fn invalid_client(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", d)
+    }
+
     pub fn unauthorized_client(d: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", d)
     }
@@ -318,6 +323,7 @@ impl From<Error> for OAuthError {
                 GrantError::Denied(d) => OAuthError::access_denied(d),
                 GrantError::UnsupportedType(d) => OAuthError::unsupported_grant_type(d),
             },
+            Error::InvalidClient(d) => OAuthError::invalid_client(d),
             other => ApiError::from(other).into(),
         }
     }
@@ -349,11 +355,46 @@ impl IntoResponse for OAuthError {
             h.insert("dpop-nonce", v);
         }
         if self.status == StatusCode::UNAUTHORIZED {
+            // A client that failed to authenticate is told the scheme to
+            // use (RFC 6749 §5.2); a bad bearer credential, RFC 6750's.
             h.insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"writ\", error=\"invalid_token\""),
+                HeaderValue::from_static(if self.error == "invalid_client" {
+                    "Basic realm=\"writ\""
+                } else {
+                    "Bearer realm=\"writ\", error=\"invalid_token\""
+                }),
             );
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_that_fails_to_authenticate_is_told_invalid_client() {
+        let e = OAuthError::from(Error::InvalidClient("client authentication failed".into()));
+        assert_eq!(e.error, "invalid_client");
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        let resp = e.into_response();
+        assert_eq!(
+            resp.headers().get(header::WWW_AUTHENTICATE).unwrap(),
+            "Basic realm=\"writ\""
+        );
+        // Elsewhere it is an authentication failure like any other.
+        let api = ApiError::from(Error::InvalidClient("no".into()));
+        assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn a_token_outside_the_clients_audiences_is_unauthorized_client() {
+        let e = OAuthError::from(Error::Forbidden(
+            "the token was not issued for this client's audiences".into(),
+        ));
+        assert_eq!(e.error, "unauthorized_client");
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
     }
 }

@@ -7,6 +7,7 @@
 //! `serve` takes a bound listener and a shutdown future, so tests start a
 //! broker on port 0.
 
+mod client_auth;
 mod error;
 mod extract;
 pub mod mtls;

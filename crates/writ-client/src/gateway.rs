@@ -15,6 +15,14 @@ impl Client {
         self.get("/v1/gateway/bundle").await
     }
 
+    /// Publishes the public key the gateway signs transaction tokens with.
+    pub async fn publish_txn_key(
+        &self,
+        jwk: &serde_json::Value,
+    ) -> Result<writ_core::api::TxnKeyPublished> {
+        self.post("/v1/gateway/txn-keys", jwk).await
+    }
+
     /// The upstream secrets the gateway injects.
     pub async fn gateway_secrets(&self) -> Result<Vec<GatewaySecret>> {
         self.get("/v1/gateway/secrets").await

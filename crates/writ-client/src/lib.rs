@@ -25,6 +25,8 @@ pub enum ClientError {
     OAuth { status: u16, body: OAuthErrorBody },
     #[error("unexpected response ({status}): {message}")]
     Unexpected { status: u16, message: String },
+    #[error("reading the CA file {path}: {message}")]
+    CaFile { path: String, message: String },
     #[error("invalid address {0:?}")]
     Address(String),
     /// The task waits for a person's approval (HTTP 202).
@@ -63,8 +65,37 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 mod gateway;
 mod node;
 
+/// The TLS client configuration a [`ClientOptions`] may carry.
+pub use rustls::ClientConfig as TlsClientConfig;
+
+/// CA certificates every client in this process trusts instead of the
+/// system's (`--ca-file` / `WRIT_CA_FILE`), set once at startup.
+static TRUSTED_CAS: std::sync::RwLock<Option<Vec<reqwest::Certificate>>> =
+    std::sync::RwLock::new(None);
+
+/// From now on, every HTTP client this crate builds trusts the CA
+/// certificates in the PEM file at `path`, and only those (like curl's
+/// `--cacert`): a private CA's broker is reachable, and nothing a public CA
+/// issued for its name is believed instead.
+pub fn trust_ca_file(path: &std::path::Path) -> Result<()> {
+    let bad = |message: String| ClientError::CaFile {
+        path: path.display().to_string(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no certificate in it".into()));
+    }
+    let mut slot = TRUSTED_CAS
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    *slot = Some(certs);
+    Ok(())
+}
+
 /// How the underlying HTTP client behaves.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ClientOptions {
     /// The limit on establishing a connection (none: the overall timeout).
     pub connect_timeout: Option<std::time::Duration>,
@@ -72,6 +103,9 @@ pub struct ClientOptions {
     pub timeout: std::time::Duration,
     /// Whether redirects are followed.
     pub follow_redirects: bool,
+    /// A TLS configuration to use instead of the default one (which trusts
+    /// the system's CAs, or the ones given to [`trust_ca_file`]).
+    pub tls: Option<TlsClientConfig>,
 }
 
 impl Default for ClientOptions {
@@ -80,6 +114,7 @@ impl Default for ClientOptions {
             connect_timeout: None,
             timeout: std::time::Duration::from_secs(30),
             follow_redirects: true,
+            tls: None,
         }
     }
 }
@@ -96,6 +131,7 @@ impl ClientOptions {
             connect_timeout,
             timeout,
             follow_redirects: false,
+            tls: None,
         }
     }
 
@@ -107,6 +143,15 @@ impl ClientOptions {
         }
         if !self.follow_redirects {
             builder = builder.redirect(reqwest::redirect::Policy::none());
+        }
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_backend_preconfigured(tls.clone());
+        } else if let Some(cas) = TRUSTED_CAS
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+        {
+            builder = builder.tls_certs_only(cas.iter().cloned());
         }
         builder.build()
     }
@@ -352,6 +397,20 @@ impl Client {
     /// Revokes a gateway's credential.
     pub async fn revoke_gateway(&self, name: &str) -> Result<()> {
         self.call(self.req(Method::DELETE, &format!("/v1/gateways/{name}")))
+            .await
+    }
+    /// Registers an OAuth client of introspection and revocation.
+    pub async fn register_client(
+        &self,
+        req: &writ_core::api::RegisterClient,
+    ) -> Result<writ_core::api::ClientRegistered> {
+        self.post("/v1/clients", req).await
+    }
+    pub async fn list_clients(&self) -> Result<Vec<writ_core::api::OAuthClientInfo>> {
+        self.get("/v1/clients").await
+    }
+    pub async fn revoke_client(&self, id: &str) -> Result<()> {
+        self.call(self.req(Method::DELETE, &format!("/v1/clients/{id}")))
             .await
     }
     /// Registers a node (a host running `writ node`).
@@ -729,7 +788,7 @@ mod tests {
         let c = Client::with_options(
             "http://127.0.0.1:1/",
             Some(Secret::new("writ_gw_secret")),
-            options,
+            options.clone(),
         )
         .unwrap();
         assert_eq!(c.base(), "http://127.0.0.1:1");

@@ -18,6 +18,7 @@ pub mod seal;
 pub mod secret;
 pub mod time;
 pub mod token;
+pub mod txn;
 
 pub use ids::{AgentName, ApprovalId, InstanceId, Jti, NameError, TaskId, ToolName};
 pub use scope::{Capability, Scope, ScopeError};

@@ -1,4 +1,5 @@
-//! Access tokens: RFC 9068 JWTs signed with Ed25519, and their verification.
+//! Access tokens: RFC 9068 JWTs signed with Ed25519 (or P-256, as an
+//! option), and their verification.
 //!
 //! Verification is strict and fails closed: a size bound before any parsing,
 //! an explicit `typ`, a pinned algorithm, a known `kid`, no key material or key
@@ -9,12 +10,15 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{
-    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm,
-    OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse,
+    AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
+    EllipticCurveKeyType, Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType,
+    PublicKeyUse,
 };
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -168,14 +172,76 @@ pub enum TokenKind {
     Any,
 }
 
-/// One Ed25519 signing key.
+/// The algorithms writ signs its tokens with: EdDSA (Ed25519) by default,
+/// ES256 (P-256) as an option for verifiers that refuse EdDSA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SigningAlg {
+    #[default]
+    EdDSA,
+    ES256,
+}
+
+impl SigningAlg {
+    /// The JOSE name (`alg`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SigningAlg::EdDSA => "EdDSA",
+            SigningAlg::ES256 => "ES256",
+        }
+    }
+
+    pub fn jose(self) -> Algorithm {
+        match self {
+            SigningAlg::EdDSA => Algorithm::EdDSA,
+            SigningAlg::ES256 => Algorithm::ES256,
+        }
+    }
+
+    fn of(alg: Algorithm) -> Option<Self> {
+        match alg {
+            Algorithm::EdDSA => Some(SigningAlg::EdDSA),
+            Algorithm::ES256 => Some(SigningAlg::ES256),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for SigningAlg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "EdDSA" => Ok(SigningAlg::EdDSA),
+            "ES256" => Ok(SigningAlg::ES256),
+            other => Err(format!(
+                "unsupported signing algorithm {other:?} (EdDSA or ES256)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for SigningAlg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A parsed key pair, made once: parsing PKCS#8 for each token cost as
+/// much as the signature.
+enum Pair {
+    Ed25519(Ed25519KeyPair),
+    /// P-256; signed through the JOSE crate.
+    P256(jsonwebtoken::EncodingKey),
+}
+
+/// One signing key (Ed25519 or P-256).
 pub struct SigningKey {
     kid: String,
+    alg: SigningAlg,
     pkcs8: Zeroizing<Vec<u8>>,
-    public: Vec<u8>,
-    /// The parsed key pair, made once: parsing PKCS#8 for each token cost
-    /// as much as the signature.
-    pair: Ed25519KeyPair,
+    /// The public JWK's key parameters.
+    params: AlgorithmParameters,
+    pair: Pair,
     /// The same key for the JOSE crate, which tests sign with directly.
     #[cfg(test)]
     encoding: jsonwebtoken::EncodingKey,
@@ -190,6 +256,7 @@ impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SigningKey")
             .field("kid", &self.kid)
+            .field("alg", &self.alg)
             .field("created_at", &self.created_at)
             .field("retired_at", &self.retired_at)
             .finish_non_exhaustive()
@@ -197,28 +264,95 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
+    /// A new Ed25519 key.
     pub fn generate(now: Timestamp) -> Result<Self, TokenError> {
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| TokenError::Key)?;
-        Self::from_pkcs8(doc.as_ref(), now, None)
+        Self::generate_for(SigningAlg::EdDSA, now)
     }
 
+    /// A new key for `alg`.
+    pub fn generate_for(alg: SigningAlg, now: Timestamp) -> Result<Self, TokenError> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        match alg {
+            SigningAlg::EdDSA => {
+                let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| TokenError::Key)?;
+                Self::from_pkcs8(doc.as_ref(), now, None)
+            }
+            SigningAlg::ES256 => {
+                let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map_err(|_| TokenError::Key)?;
+                Self::from_pkcs8_for(alg, doc.as_ref(), now, None)
+            }
+        }
+    }
+
+    /// An Ed25519 key from its PKCS#8 document.
     pub fn from_pkcs8(
         pkcs8: &[u8],
         created_at: Timestamp,
         retired_at: Option<Timestamp>,
     ) -> Result<Self, TokenError> {
-        let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| TokenError::Key)?;
-        let public = pair.public_key().as_ref().to_vec();
-        let x = URL_SAFE_NO_PAD.encode(&public);
-        let decoding = DecodingKey::from_ed_components(&x).map_err(|_| TokenError::Key)?;
+        Self::from_pkcs8_for(SigningAlg::EdDSA, pkcs8, created_at, retired_at)
+    }
+
+    /// A key for `alg` from its PKCS#8 document.
+    pub fn from_pkcs8_for(
+        alg: SigningAlg,
+        pkcs8: &[u8],
+        created_at: Timestamp,
+        retired_at: Option<Timestamp>,
+    ) -> Result<Self, TokenError> {
+        let (kid, params, pair, decoding) = match alg {
+            SigningAlg::EdDSA => {
+                let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| TokenError::Key)?;
+                let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+                let decoding = DecodingKey::from_ed_components(&x).map_err(|_| TokenError::Key)?;
+                let params = AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+                    key_type: OctetKeyPairType::OctetKeyPair,
+                    curve: EllipticCurve::Ed25519,
+                    x: x.clone(),
+                });
+                (
+                    ed25519_thumbprint(&x),
+                    params,
+                    Pair::Ed25519(pair),
+                    decoding,
+                )
+            }
+            SigningAlg::ES256 => {
+                let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
+                    .map_err(|_| TokenError::Key)?;
+                // The uncompressed point: 0x04, then x and y (32 bytes each).
+                let point = pair.public_key().as_ref();
+                let (x, y) = match (point.get(1..33), point.get(33..65)) {
+                    (Some(x), Some(y)) if point.len() == 65 => {
+                        (URL_SAFE_NO_PAD.encode(x), URL_SAFE_NO_PAD.encode(y))
+                    }
+                    _ => return Err(TokenError::Key),
+                };
+                let decoding =
+                    DecodingKey::from_ec_components(&x, &y).map_err(|_| TokenError::Key)?;
+                let kid = p256_thumbprint(&x, &y);
+                let params = AlgorithmParameters::EllipticCurve(EllipticCurveKeyParameters {
+                    key_type: EllipticCurveKeyType::EC,
+                    curve: EllipticCurve::P256,
+                    x,
+                    y,
+                });
+                let encoding = jsonwebtoken::EncodingKey::from_ec_der(pkcs8);
+                (kid, params, Pair::P256(encoding), decoding)
+            }
+        };
         Ok(Self {
-            kid: ed25519_thumbprint(&x),
+            kid,
+            alg,
             pkcs8: Zeroizing::new(pkcs8.to_vec()),
-            public,
+            params,
             pair,
             #[cfg(test)]
-            encoding: jsonwebtoken::EncodingKey::from_ed_der(pkcs8),
+            encoding: match alg {
+                SigningAlg::EdDSA => jsonwebtoken::EncodingKey::from_ed_der(pkcs8),
+                SigningAlg::ES256 => jsonwebtoken::EncodingKey::from_ec_der(pkcs8),
+            },
             decoding,
             created_at,
             retired_at,
@@ -229,21 +363,52 @@ impl SigningKey {
         &self.kid
     }
 
+    pub fn alg(&self) -> SigningAlg {
+        self.alg
+    }
+
+    /// The same key under another `kid`.
+    pub fn with_kid(mut self, kid: String) -> Self {
+        self.kid = kid;
+        self
+    }
+
+    /// `claims` signed with this key as a JWT of type `typ`.
+    pub fn sign_typed<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, TokenError> {
+        self.compact(&self.header(typ), claims)
+    }
+
     /// The JWS compact serialization (RFC 7515 §7.1) of `claims` under
-    /// `header`, signed with this key: the same bytes `jsonwebtoken::encode`
-    /// makes (Ed25519 is deterministic; a test holds them equal), without
-    /// parsing the key again for every token.
+    /// `header`, signed with this key. Ed25519: the same bytes
+    /// `jsonwebtoken::encode` makes (Ed25519 is deterministic; a test holds
+    /// them equal), without parsing the key again for every token; P-256:
+    /// `jsonwebtoken::encode` itself.
     fn compact<T: Serialize>(&self, header: &Header, claims: &T) -> Result<String, TokenError> {
+        let pair = match &self.pair {
+            Pair::Ed25519(pair) => pair,
+            Pair::P256(encoding) => {
+                return jsonwebtoken::encode(header, claims, encoding)
+                    .map_err(|_| TokenError::Sign);
+            }
+        };
         let header = serde_json::to_vec(header).map_err(|_| TokenError::Sign)?;
         let claims = serde_json::to_vec(claims).map_err(|_| TokenError::Sign)?;
         let mut out = String::with_capacity((header.len() + claims.len() + 64) * 4 / 3 + 4);
         URL_SAFE_NO_PAD.encode_string(&header, &mut out);
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(&claims, &mut out);
-        let sig = self.pair.sign(out.as_bytes());
+        let sig = pair.sign(out.as_bytes());
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(sig.as_ref(), &mut out);
         Ok(out)
+    }
+
+    /// A header for a token of type `typ` signed by this key.
+    fn header(&self, typ: &str) -> Header {
+        let mut header = Header::new(self.alg.jose());
+        header.typ = Some(typ.to_owned());
+        header.kid = Some(self.kid.clone());
+        header
     }
 
     /// The private key, PKCS#8. Callers seal it before it touches disk.
@@ -256,16 +421,22 @@ impl SigningKey {
             common: CommonParameters {
                 public_key_use: Some(PublicKeyUse::Signature),
                 key_id: Some(self.kid.clone()),
-                key_algorithm: Some(KeyAlgorithm::EdDSA),
+                key_algorithm: Some(match self.alg {
+                    SigningAlg::EdDSA => KeyAlgorithm::EdDSA,
+                    SigningAlg::ES256 => KeyAlgorithm::ES256,
+                }),
                 ..Default::default()
             },
-            algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
-                key_type: OctetKeyPairType::OctetKeyPair,
-                curve: EllipticCurve::Ed25519,
-                x: URL_SAFE_NO_PAD.encode(&self.public),
-            }),
+            algorithm: self.params.clone(),
         }
     }
+}
+
+/// RFC 7638 thumbprint of a P-256 public key given as base64url `x`, `y`.
+pub fn p256_thumbprint(x: &str, y: &str) -> String {
+    let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
+    URL_SAFE_NO_PAD.encode(d.as_ref())
 }
 
 /// RFC 7638 thumbprint of an Ed25519 public key given as base64url `x`.
@@ -423,19 +594,13 @@ impl KeyRing {
     /// Signs claims with the active key.
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, TokenError> {
         let key = self.active().ok_or(TokenError::Key)?;
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
-        header.kid = Some(key.kid.clone());
-        key.compact(&header, claims)
+        key.compact(&key.header(ACCESS_TOKEN_TYP), claims)
     }
 
     /// Signs an audit head checkpoint (`typ` `writ-checkpoint+jwt`).
     pub fn sign_checkpoint(&self, c: &Checkpoint) -> Result<String, TokenError> {
         let key = self.active().ok_or(TokenError::Key)?;
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.typ = Some(CHECKPOINT_TYP.to_owned());
-        header.kid = Some(key.kid.clone());
-        key.compact(&header, c)
+        key.compact(&key.header(CHECKPOINT_TYP), c)
     }
 
     /// Verifies a token this issuer signed. `now` decides expiry.
@@ -453,13 +618,16 @@ impl KeyRing {
         let claims = match cached {
             Some((_, claims)) => claims,
             None => {
-                let kid = access_token_kid(token)?;
+                let (kid, alg) = access_token_kid(token)?;
                 let key = self
                     .published(now, max_token_lifetime_secs)
                     .find(|k| k.kid == kid)
                     .ok_or(TokenError::UnknownKey)?;
+                if key.alg != alg {
+                    return Err(TokenError::Algorithm);
+                }
                 let claims: Arc<AccessClaims> =
-                    Arc::new(signature_only(token, &key.decoding, &[Algorithm::EdDSA])?);
+                    Arc::new(signature_only(token, &key.decoding, &[alg.jose()])?);
                 self.verified
                     .put(token, Arc::from(kid), Arc::clone(&claims), now.secs());
                 claims
@@ -482,20 +650,42 @@ impl KeyRing {
 }
 
 /// The header rules of a writ access token (explicit `at+jwt` type, EdDSA
-/// only); returns its `kid`.
-fn access_token_kid(token: &str) -> Result<String, TokenError> {
+/// or ES256); returns its `kid` and algorithm.
+fn access_token_kid(token: &str) -> Result<(String, SigningAlg), TokenError> {
     let header = checked_header(token)?;
-    if header.alg != Algorithm::EdDSA {
-        return Err(TokenError::Algorithm);
-    }
+    let alg = SigningAlg::of(header.alg).ok_or(TokenError::Algorithm)?;
     let typ_ok = header.typ.as_deref().is_some_and(|t| {
         t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
     });
     if !typ_ok {
         return Err(TokenError::WrongType);
     }
-    header.kid.ok_or(TokenError::UnknownKey)
+    Ok((header.kid.ok_or(TokenError::UnknownKey)?, alg))
 }
+
+/// The key `kid` of a published JWKS, for a token signed with `alg`: the
+/// key must name that algorithm itself (RFC 8725 §3.1), and must not be a
+/// gateway's transaction-token key, which signs nothing else.
+fn published_key(jwks: &JwkSet, kid: &str, alg: SigningAlg) -> Result<DecodingKey, TokenError> {
+    if kid.starts_with(TXN_KID_PREFIX) {
+        return Err(TokenError::UnknownKey);
+    }
+    let jwk = jwks.find(kid).ok_or(TokenError::UnknownKey)?;
+    let pinned = match jwk.common.key_algorithm {
+        Some(KeyAlgorithm::EdDSA) => SigningAlg::EdDSA,
+        Some(KeyAlgorithm::ES256) => SigningAlg::ES256,
+        _ => return Err(TokenError::Algorithm),
+    };
+    if pinned != alg {
+        return Err(TokenError::Algorithm);
+    }
+    DecodingKey::from_jwk(jwk).map_err(|_| TokenError::UnknownKey)
+}
+
+/// The `kid` of every gateway transaction-token key starts so: the broker
+/// publishes them beside its own, and no verifier of writ's own tokens
+/// takes them for one of its keys.
+pub const TXN_KID_PREFIX: &str = "txn.";
 
 /// Size bound and header rules shared by every verifier.
 fn checked_header(token: &str) -> Result<Header, TokenError> {
@@ -616,10 +806,9 @@ pub fn verify_with_jwks(
     issuer: &str,
     now: Timestamp,
 ) -> Result<AccessClaims, TokenError> {
-    let kid = access_token_kid(token)?;
-    let jwk = jwks.find(&kid).ok_or(TokenError::UnknownKey)?;
-    let key = DecodingKey::from_jwk(jwk).map_err(|_| TokenError::UnknownKey)?;
-    let claims: AccessClaims = signature_only(token, &key, &[Algorithm::EdDSA])?;
+    let (kid, alg) = access_token_kid(token)?;
+    let key = published_key(jwks, &kid, alg)?;
+    let claims: AccessClaims = signature_only(token, &key, &[alg.jose()])?;
     check_times(claims.exp, claims.nbf, Some(claims.iat), now)?;
     if claims.iss != issuer {
         return Err(TokenError::Issuer);
@@ -654,20 +843,18 @@ pub fn verify_checkpoint(
     issuer: &str,
 ) -> Result<(Checkpoint, bool), TokenError> {
     let header = checked_header(token)?;
-    if header.alg != Algorithm::EdDSA {
-        return Err(TokenError::Algorithm);
-    }
+    let alg = SigningAlg::of(header.alg).ok_or(TokenError::Algorithm)?;
     if header.typ.as_deref() != Some(CHECKPOINT_TYP) {
         return Err(TokenError::WrongType);
     }
     let kid = header.kid.ok_or(TokenError::UnknownKey)?;
-    let Some(jwk) = jwks.find(&kid) else {
+    if jwks.find(&kid).is_none() {
         let (_, claims) = insecure_peek(token)?;
         let c: Checkpoint = serde_json::from_value(claims).map_err(|_| TokenError::Malformed)?;
         return Ok((c, false));
-    };
-    let key = DecodingKey::from_jwk(jwk).map_err(|_| TokenError::UnknownKey)?;
-    let c: Checkpoint = signature_only(token, &key, &[Algorithm::EdDSA])?;
+    }
+    let key = published_key(jwks, &kid, alg)?;
+    let c: Checkpoint = signature_only(token, &key, &[alg.jose()])?;
     if c.iss != issuer {
         return Err(TokenError::Issuer);
     }
@@ -711,7 +898,7 @@ struct ExternalClaims {
     iat: Option<i64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 enum OneOrMany {
     One(String),
@@ -771,6 +958,92 @@ pub fn verify_external(
     Ok(())
 }
 
+/// The claims of a client assertion (RFC 7523 §3) that writ reads.
+#[derive(Clone, Debug, Deserialize)]
+pub struct AssertionClaims {
+    pub iss: String,
+    pub sub: String,
+    aud: OneOrMany,
+    pub exp: i64,
+    #[serde(default)]
+    pub nbf: Option<i64>,
+    #[serde(default)]
+    pub iat: Option<i64>,
+    pub jti: String,
+}
+
+/// Longest lifetime a client assertion may have left: it is remembered
+/// (against replay) until it expires.
+pub const MAX_ASSERTION_SECS: i64 = 3600;
+
+/// Why a client assertion is refused, beyond the token rules.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AssertionError {
+    #[error("{0}")]
+    Token(#[from] TokenError),
+    #[error("the assertion's iss and sub must both be the client id")]
+    NotTheClient,
+    #[error("the assertion has no jti")]
+    NoJti,
+    #[error("the assertion lives longer than {MAX_ASSERTION_SECS} s")]
+    TooLong,
+}
+
+/// Verifies a `private_key_jwt` client assertion (RFC 7523 §3) against the
+/// client's registered JWKS: header rules, an algorithm of `algorithms`
+/// (`Ed25519` read as `EdDSA`), the key's own `alg` when it names one, the
+/// signature, `iss` = `sub` = `client_id`, an `aud` among `audiences`,
+/// `exp` (at most [`MAX_ASSERTION_SECS`] ahead), `nbf`/`iat` and a `jti`.
+/// The caller refuses a `jti` seen before.
+pub fn verify_client_assertion(
+    token: &str,
+    jwks: &JwkSet,
+    client_id: &str,
+    audiences: &[&str],
+    algorithms: &[Algorithm],
+    now: Timestamp,
+) -> Result<AssertionClaims, AssertionError> {
+    let (header, renamed) = external_header(token)?;
+    if !algorithms.contains(&header.alg) {
+        return Err(TokenError::Algorithm.into());
+    }
+    let jwk = match header.kid.as_deref() {
+        Some(kid) => jwks.find(kid),
+        None if jwks.keys.len() == 1 => jwks.keys.first(),
+        None => None,
+    }
+    .ok_or(TokenError::UnknownKey)?;
+    if let Some(ka) = jwk.common.key_algorithm
+        && ka.to_string() != format!("{:?}", header.alg)
+    {
+        return Err(TokenError::Algorithm.into());
+    }
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| TokenError::UnknownKey)?;
+    let claims: AssertionClaims = if renamed {
+        signature_as(token, &key, header.alg)?
+    } else {
+        signature_only(token, &key, &[header.alg])?
+    };
+    if claims.iss != client_id || claims.sub != client_id {
+        return Err(AssertionError::NotTheClient);
+    }
+    let aud_ok = match &claims.aud {
+        OneOrMany::One(a) => audiences.contains(&a.as_str()),
+        OneOrMany::Many(v) => v.iter().any(|a| audiences.contains(&a.as_str())),
+    };
+    if !aud_ok {
+        return Err(TokenError::Audience.into());
+    }
+    check_times(claims.exp, claims.nbf.unwrap_or(i64::MIN), claims.iat, now)?;
+    if claims.exp > now.secs().saturating_add(MAX_ASSERTION_SECS + LEEWAY_SECS) {
+        return Err(AssertionError::TooLong);
+    }
+    if claims.jti.is_empty() || claims.jti.len() > 256 {
+        return Err(AssertionError::NoJti);
+    }
+    Ok(claims)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -793,7 +1066,10 @@ mod tests {
                 URL_SAFE_NO_PAD.encode(header.to_string()),
                 URL_SAFE_NO_PAD.encode(claims.to_string())
             );
-            let sig = key.pair.sign(out.as_bytes());
+            let Pair::Ed25519(pair) = &key.pair else {
+                unreachable!()
+            };
+            let sig = pair.sign(out.as_bytes());
             out.push('.');
             out.push_str(&URL_SAFE_NO_PAD.encode(sig.as_ref()));
             out
@@ -862,6 +1138,35 @@ mod tests {
             audience: Some(ISS),
             kind,
         }
+    }
+
+    #[test]
+    fn es256_tokens_verify_by_the_ring_and_by_the_published_jwks() {
+        let now = Timestamp::from_secs(1_800_000_000);
+        let key = SigningKey::generate_for(SigningAlg::ES256, now).unwrap();
+        let again =
+            SigningKey::from_pkcs8_for(SigningAlg::ES256, key.expose_pkcs8(), now, None).unwrap();
+        assert_eq!(again.kid(), key.kid());
+        let ring = KeyRing::new(vec![key]);
+        let tok = ring.sign(&claims(now, Some("task_1"))).unwrap();
+        let header = jsonwebtoken::decode_header(&tok).unwrap();
+        assert_eq!(header.alg, Algorithm::ES256);
+        assert!(ring.verify(&tok, expect(TokenKind::Task), now, 900).is_ok());
+        let jwks = ring.jwks(now, 900);
+        assert!(verify_with_jwks(&tok, &jwks, ISS, now).is_ok());
+        // A JWKS entry that names another algorithm than the token's is refused.
+        let mut lying = jwks.clone();
+        lying.keys[0].common.key_algorithm = Some(KeyAlgorithm::EdDSA);
+        assert_eq!(
+            verify_with_jwks(&tok, &lying, ISS, now),
+            Err(TokenError::Algorithm)
+        );
+        // An EdDSA ring does not take the ES256 token for one of its own.
+        let ed = KeyRing::new(vec![SigningKey::generate(now).unwrap()]);
+        assert_eq!(
+            ed.verify(&tok, expect(TokenKind::Task), now, 900),
+            Err(TokenError::UnknownKey)
+        );
     }
 
     #[test]

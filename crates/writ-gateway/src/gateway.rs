@@ -28,6 +28,9 @@ pub struct Config {
     pub refresh: Duration,
     /// Where undelivered decisions are kept across restarts.
     pub spool_dir: Option<PathBuf>,
+    /// The TLS configuration of the link to the broker, instead of the
+    /// default (the system's CAs, or `--ca-file`'s).
+    pub broker_tls: Option<writ_client::TlsClientConfig>,
 }
 
 impl std::fmt::Debug for Config {
@@ -52,6 +55,7 @@ impl Config {
             staleness: Duration::from_secs(5),
             refresh: Duration::from_secs(1),
             spool_dir: None,
+            broker_tls: None,
         }
     }
 }
@@ -62,6 +66,8 @@ pub enum StartError {
     Client(#[from] reqwest::Error),
     #[error("decision spool: {0}")]
     Spool(#[from] std::io::Error),
+    #[error("transaction-token key: {0}")]
+    Key(String),
 }
 
 /// A running gateway's shared state.
@@ -74,6 +80,9 @@ pub struct Gateway {
     pub(crate) upstream: reqwest::Client,
     pub(crate) sessions: stdio::Sessions,
     pub(crate) mcp_owners: mcp::SessionOwners,
+    /// The key it signs transaction tokens with (made at start, kept in
+    /// memory only, published through the broker's JWKS).
+    pub(crate) txn: Arc<writ_core::txn::TxnSigner>,
     pub(crate) mcp_streams: crate::mcp_stream::OpenStreams,
     /// What keeps the view current (bundle, JWKS, revocations, decision
     /// delivery, session sweeping): owned here, stopped by [`Gateway::stop`].
@@ -85,6 +94,10 @@ impl Gateway {
     /// revocations, decision delivery) in the background.
     pub fn start(cfg: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>, StartError> {
         let spool = Arc::new(spool::Spool::open(cfg.spool_dir.clone())?);
+        let txn = Arc::new(
+            writ_core::txn::TxnSigner::generate(clock.now())
+                .map_err(|e| StartError::Key(e.to_string()))?,
+        );
         let view = Arc::new(View::new(cfg, clock)?);
         let upstream = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -100,15 +113,30 @@ impl Gateway {
             upstream,
             sessions: stdio::Sessions::default(),
             mcp_owners: mcp::SessionOwners::default(),
+            txn: Arc::clone(&txn),
             mcp_streams: crate::mcp_stream::OpenStreams::default(),
             background: std::sync::Mutex::new(tokio::task::JoinSet::new()),
         });
         let mut tasks = tokio::task::JoinSet::new();
         let v = Arc::clone(&view);
         tasks.spawn(async move {
-            // The first bundle and JWKS as soon as the broker answers.
+            // The first bundle and JWKS as soon as the broker answers,
+            // with the transaction-token key published first: nothing is
+            // forwarded before a tool can verify what comes with it.
             let mut backoff = Duration::from_millis(50);
+            let mut published = false;
             loop {
+                if !published {
+                    match crate::txn::publish(&v, &txn).await {
+                        Ok(()) => published = true,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "gateway cannot publish its transaction-token key yet");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                            continue;
+                        }
+                    }
+                }
                 let b = v.refresh_bundle().await;
                 let j = v.refresh_jwks().await;
                 match (b, j) {

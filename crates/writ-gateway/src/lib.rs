@@ -24,6 +24,7 @@ mod spool;
 mod state;
 mod stdio;
 mod stdio_routes;
+mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -219,7 +219,12 @@ pub(crate) async fn handle(
             } else {
                 None
             };
-            let headers = upstream_headers(req.headers(), caller, tool, gw, peer)?;
+            let url_path = crate::txn::url_path(url);
+            let asked = crate::txn::Asked {
+                method: req.method().as_str(),
+                path: &url_path,
+            };
+            let headers = upstream_headers(req.headers(), caller, tool, gw, peer, asked)?;
             let resp = gw
                 .upstream
                 .request(req.method().clone(), url)
@@ -327,7 +332,12 @@ async fn post_http(
         Value::Array(ins.forward)
     };
     let slot = stream_slot(&owned)?;
-    let mut headers = upstream_headers(incoming, caller, tool, gw, peer)?;
+    let url_path = crate::txn::url_path(url);
+    let asked = crate::txn::Asked {
+        method: "POST",
+        path: &url_path,
+    };
+    let mut headers = upstream_headers(incoming, caller, tool, gw, peer, asked)?;
     // The body is re-serialized: its length and encoding are the gateway's.
     for h in [
         header::CONTENT_LENGTH,

@@ -15,6 +15,7 @@ use crate::auth::Caller;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::state::Bundle;
+use crate::txn::Asked;
 
 /// Never forwarded in either direction (RFC 9110 §7.6.1), plus what names
 /// the agent or claims to: the gateway alone says who is calling.
@@ -39,6 +40,7 @@ fn stripped_request_header(name: &str, secret_header: Option<&HeaderName>) -> bo
         )
         || name.starts_with("x-forwarded-")
         || name.starts_with("x-writ-")
+        || name == writ_core::txn::TXN_TOKEN_HEADER
         // Method and URL overrides would make the upstream do something
         // else than what was decided; names with `_` are aliases of `-` ones
         // on some servers (CGI/WSGI).
@@ -52,13 +54,16 @@ fn stripped_request_header(name: &str, secret_header: Option<&HeaderName>) -> bo
 }
 
 /// The headers an upstream receives: the agent's, filtered, then the
-/// gateway's own.
+/// gateway's own: the signed transaction token of the call (`Txn-Token`)
+/// and, unless the tool takes the token only, the informational
+/// `X-Writ-Agent` and `X-Writ-Task`.
 pub(crate) fn upstream_headers(
     incoming: &HeaderMap,
     caller: &Caller,
     tool: &Tool,
     gw: &Gateway,
     peer: SocketAddr,
+    asked: Asked<'_>,
 ) -> Result<HeaderMap, GatewayError> {
     let required = tool.secret_header.is_some()
         || tool
@@ -101,11 +106,21 @@ pub(crate) fn upstream_headers(
         out.insert("x-forwarded-proto", proto.clone());
         out.insert("x-forwarded-host", host.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(caller.agent.name.as_str()) {
-        out.insert("x-writ-agent", v);
-    }
-    if let Some(Ok(v)) = caller.claims.task.as_deref().map(HeaderValue::from_str) {
-        out.insert("x-writ-task", v);
+    out.insert(
+        writ_core::txn::TXN_TOKEN_HEADER,
+        crate::txn::header(gw, caller, tool, asked, peer)?,
+    );
+    let token_only = tool
+        .upstream
+        .as_ref()
+        .is_some_and(writ_core::api::Upstream::txn_token_only);
+    if !token_only {
+        if let Ok(v) = HeaderValue::from_str(caller.agent.name.as_str()) {
+            out.insert("x-writ-agent", v);
+        }
+        if let Some(Ok(v)) = caller.claims.task.as_deref().map(HeaderValue::from_str) {
+            out.insert("x-writ-task", v);
+        }
     }
     if let Some(s) = secret {
         out.insert(s.header, s.value);
@@ -144,7 +159,11 @@ pub(crate) async fn forward(
         return Err(refusal);
     }
     let url = forwarded_url(tool.name.as_str(), upstream, rest, query)?;
-    let headers = upstream_headers(&parts.headers, caller, tool, gw, peer)?;
+    let asked = Asked {
+        method: parts.method.as_str(),
+        path,
+    };
+    let headers = upstream_headers(&parts.headers, caller, tool, gw, peer, asked)?;
     // A request without a body is sent without one (an empty streamed
     // body would go out chunked, in a second write).
     let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING)

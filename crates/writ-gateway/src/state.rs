@@ -175,8 +175,10 @@ const JWKS_MIN_INTERVAL: Duration = Duration::from_millis(500);
 impl View {
     pub fn new(cfg: Config, clock: Arc<dyn Clock>) -> Result<Self, reqwest::Error> {
         // A 40 s limit leaves room for the revocation long-poll (30 s at most).
-        let http =
-            ClientOptions::service(Some(Duration::from_secs(2)), Duration::from_secs(40)).http()?;
+        let mut options =
+            ClientOptions::service(Some(Duration::from_secs(2)), Duration::from_secs(40));
+        options.tls = cfg.broker_tls.clone();
+        let http = options.http()?;
         let broker = Client::with_http(&cfg.broker, Some(cfg.token.clone()), http);
         let forwarded = forwarded_of(&cfg.public_url);
         Ok(Self {
@@ -200,6 +202,11 @@ impl View {
 
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// The base URL agents address the gateway by.
+    pub(crate) fn public_url(&self) -> &str {
+        &self.cfg.public_url
     }
 
     /// The gateway's broker client (with its credential).

@@ -16,6 +16,15 @@
 //! [`Limits::trusted_proxies`], it is the address that proxy appended to
 //! `X-Forwarded-For`. Handlers find it as a [`ClientAddr`] request
 //! extension (and the peer as axum's `ConnectInfo<SocketAddr>`).
+//!
+//! With [`Limits::tls`], the listener speaks TLS only (see [`tls`]); the
+//! handshake must finish within [`Limits::header_timeout`].
+
+pub mod rate;
+pub mod tls;
+
+pub use rate::RateLimits;
+pub use tls::{PeerCertificates, Tls, TlsError};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -33,7 +42,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt as _;
 
@@ -56,6 +65,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<IpAddr>,
+    /// TLS on this listener; `None` serves plaintext.
+    pub tls: Option<Tls>,
+    /// Requests a minute per credential and per client (see [`rate`]).
+    pub rate: RateLimits,
 }
 
 impl Default for Limits {
@@ -67,6 +80,8 @@ impl Default for Limits {
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             trusted_proxies: Vec::new(),
+            tls: None,
+            rate: RateLimits::default(),
         }
     }
 }
@@ -111,6 +126,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
+    let limiter = Arc::new(rate::Limiter::new(limits.rate));
     let limits = Arc::new(limits);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let clients = Arc::new(Clients::default());
@@ -155,11 +171,34 @@ pub async fn serve(
         let conn = Connection {
             app: app.clone(),
             limits: Arc::clone(&limits),
+            limiter: Arc::clone(&limiter),
             peer,
             stopping: stopping.clone(),
         };
         conns.spawn(async move {
-            conn.run(tcp).await;
+            match limits_tls(&conn.limits) {
+                None => conn.run(tcp, None).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(conn.limits.header_timeout, acceptor.accept(tcp));
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            let peer_certs = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .map(|c| PeerCertificates(Arc::new(c.to_vec())));
+                            conn.run(stream, peer_certs).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(client = %peer.ip(), error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            tracing::debug!(client = %peer.ip(), "TLS handshake timed out");
+                        }
+                    }
+                }
+            }
             drop(slot);
             drop(permit);
         });
@@ -170,6 +209,14 @@ pub async fn serve(
         conns.abort_all();
     }
     Ok(())
+}
+
+/// The acceptor for a TLS listener.
+fn limits_tls(limits: &Limits) -> Option<tokio_rustls::TlsAcceptor> {
+    limits
+        .tls
+        .as_ref()
+        .map(|t| tokio_rustls::TlsAcceptor::from(Arc::clone(&t.config)))
 }
 
 /// Connections held per client address.
@@ -215,12 +262,16 @@ impl Drop for ClientSlot {
 struct Connection {
     app: Router,
     limits: Arc<Limits>,
+    limiter: Arc<rate::Limiter>,
     peer: SocketAddr,
     stopping: watch::Receiver<bool>,
 }
 
 impl Connection {
-    async fn run(mut self, tcp: TcpStream) {
+    async fn run<S>(mut self, tcp: S, peer_certs: Option<PeerCertificates>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let start = Instant::now();
         let last_read = Arc::new(AtomicU64::new(0));
         let in_flight = Arc::new(AtomicUsize::new(0));
@@ -230,21 +281,36 @@ impl Connection {
             last_read: Arc::clone(&last_read),
         });
         let (app, limits, peer) = (self.app, Arc::clone(&self.limits), self.peer);
+        let limiter = Arc::clone(&self.limiter);
         let flights = Arc::clone(&in_flight);
         let service = hyper::service::service_fn(move |req: axum::http::Request<Incoming>| {
-            let (app, limits) = (app.clone(), Arc::clone(&limits));
+            let (app, limits, limiter) = (app.clone(), Arc::clone(&limits), Arc::clone(&limiter));
+            let peer_certs = peer_certs.clone();
             let guard = Flight::start(&flights);
             async move {
                 let (mut parts, body) = req.into_parts();
                 let client = limits.client_of(peer.ip(), &parts.headers);
+                // Health checks come from load balancers, often many a
+                // second from one address: never limited.
+                let refused = if parts.uri.path() == "/healthz" {
+                    None
+                } else {
+                    limiter.check(client, &parts.headers, Instant::now()).err()
+                };
                 parts.extensions.insert(ConnectInfo(peer));
                 parts.extensions.insert(ClientAddr(client));
+                if let Some(c) = &peer_certs {
+                    parts.extensions.insert(c.clone());
+                }
                 let body = axum::body::Body::new(Deadline {
                     inner: body,
                     deadline: Box::pin(tokio::time::sleep(limits.body_timeout)),
                 });
                 let req = axum::http::Request::from_parts(parts, body);
-                let res = app.oneshot(req).await;
+                let res = match refused {
+                    Some(r) => Ok(r.response()),
+                    None => app.oneshot(req).await,
+                };
                 res.map(|r| {
                     r.map(|b| {
                         axum::body::Body::new(Guarded {
@@ -364,14 +430,14 @@ impl HttpBody for Deadline {
     }
 }
 
-/// The TCP stream, noting when the client last sent anything.
-struct Tracked {
-    inner: TcpStream,
+/// The connection's stream, noting when the client last sent anything.
+struct Tracked<S> {
+    inner: S,
     start: Instant,
     last_read: Arc<AtomicU64>,
 }
 
-impl AsyncRead for Tracked {
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -387,7 +453,7 @@ impl AsyncRead for Tracked {
     }
 }
 
-impl AsyncWrite for Tracked {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -422,6 +488,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
 
     use super::*;
+    use tokio::net::TcpStream;
 
     fn headers(xff: &[&str]) -> axum::http::HeaderMap {
         let mut h = axum::http::HeaderMap::new();

@@ -61,6 +61,7 @@ pub trait Store:
     KeyStore
     + AgentStore
     + GatewayStore
+    + ClientStore
     + NodeStore
     + LeaseStore
     + TaskStore
@@ -78,6 +79,7 @@ impl<T> Store for T where
     T: KeyStore
         + AgentStore
         + GatewayStore
+        + ClientStore
         + NodeStore
         + LeaseStore
         + TaskStore
@@ -94,8 +96,8 @@ impl<T> Store for T where
 /// The store's traits, to call any of their methods.
 pub mod prelude {
     pub use crate::{
-        AgentStore, ApprovalStore, AuditStore, BehaviourStore, GatewayStore, KeyStore, LeaseStore,
-        NodeStore, PolicyStore, Store, TaskStore,
+        AgentStore, ApprovalStore, AuditStore, BehaviourStore, ClientStore, GatewayStore, KeyStore,
+        LeaseStore, NodeStore, PolicyStore, Store, TaskStore,
     };
 }
 
@@ -272,6 +274,68 @@ pub trait GatewayStore: Send + Sync {
         events: Vec<AuditEvent>,
         now: Timestamp,
     ) -> Result<u64>;
+}
+
+/// An OAuth client of introspection and revocation (a resource server or
+/// a gateway), as stored: never its secret, only the secret's hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuthClient {
+    pub client_id: String,
+    /// SHA-256 of its secret (`client_secret_basic`), hex.
+    pub secret_hash: Option<String>,
+    /// Its public JWKS, JSON (`private_key_jwt`).
+    pub jwks: Option<String>,
+    /// The audiences whose tokens it may revoke.
+    pub audiences: Vec<String>,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// OAuth clients, the client assertions they used, and the keys gateways
+/// sign transaction tokens with.
+#[async_trait]
+pub trait ClientStore: Send + Sync {
+    /// Adds a client; a `Conflict` if its id is taken.
+    async fn create_client(
+        &self,
+        client: OAuthClient,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    /// A client by id, revoked or not.
+    async fn client(&self, client_id: &str) -> Result<Option<OAuthClient>>;
+    /// Every client, by id.
+    async fn clients(&self) -> Result<Vec<OAuthClient>>;
+    /// Revokes a client; `NotFound` for an unknown one.
+    async fn revoke_client(
+        &self,
+        client_id: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    /// Records that `client_id` used the assertion `jti`, valid until
+    /// `expires_at`: `false` if it was used before (a replay). Forgets
+    /// assertions expired at `now`.
+    async fn use_client_assertion(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool>;
+    /// Publishes a gateway's transaction-token key (a public JWK, JSON):
+    /// the gateway's older keys but the newest one before it are dropped.
+    async fn put_gateway_key(
+        &self,
+        gateway: &str,
+        kid: &str,
+        jwk: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    /// The published transaction-token keys (public JWKs, JSON) of every
+    /// gateway whose credential is live.
+    async fn gateway_keys(&self) -> Result<Vec<String>>;
 }
 
 /// SPIFFE: nodes and the trust domain's keys.

@@ -425,6 +425,20 @@ impl Broker {
         reason: &str,
     ) -> Result<(), Error> {
         metrics::inc(&self.metrics.attest_failed);
+        let now = self.now();
+        // Identical failures within a window are counted, not each
+        // written (see crate::attest_digest); windows that are over are
+        // written now.
+        let mut events = self.attest_digest.due(now);
+        if !self
+            .attest_digest
+            .first(agent.as_str(), method, reason, now)
+        {
+            if !events.is_empty() {
+                self.store.append_audit(now, events).await?;
+            }
+            return Ok(());
+        }
         let mut event = AuditEvent::new(
             AuditKind::Attest,
             Outcome::Failure,
@@ -435,7 +449,18 @@ impl Broker {
         if let Some(m) = method {
             event = event.detail(serde_json::json!({ "method": m }));
         }
-        self.store.append_audit(self.now(), vec![event]).await?;
+        events.push(event);
+        self.store.append_audit(now, events).await?;
+        Ok(())
+    }
+
+    /// Writes the folded attestation failures whose windows are over.
+    pub async fn flush_attest_digest(&self) -> Result<(), Error> {
+        let now = self.now();
+        let events = self.attest_digest.due(now);
+        if !events.is_empty() {
+            self.store.append_audit(now, events).await?;
+        }
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ mod attest;
 pub mod audit;
 pub mod authzen;
 mod behaviour;
+pub mod clients;
 pub mod dbcreds;
 pub mod exchange;
 pub mod feed;
@@ -71,6 +72,8 @@ pub struct Broker {
     pub(crate) dpop: DpopGuard,
     /// Per-client rate of attestation requests.
     pub(crate) attest_limit: crate::limit::RateLimiter,
+    /// Identical attestation failures, folded in the audit.
+    pub(crate) attest_digest: crate::attest_digest::AttestDigest,
     pub metrics: Arc<Metrics>,
     embedded_gateway: gateway::EmbeddedGateway,
 }
@@ -167,6 +170,7 @@ impl Broker {
             .map_err(|e| Error::Internal(e.to_string()))?;
         let dpop = DpopGuard::new(config.dpop_nonces)?;
         let attest_limit = crate::limit::RateLimiter::new(config.attest_per_minute);
+        let attest_digest = crate::attest_digest::AttestDigest::new(config.attest_fold_ms);
         let keys = Arc::new(keys);
         let audit = audit::Audit::new(
             Arc::clone(&store),
@@ -207,6 +211,7 @@ impl Broker {
             oidc,
             dpop,
             attest_limit,
+            attest_digest,
             metrics,
             embedded_gateway: gateway::EmbeddedGateway::default(),
             revocations,

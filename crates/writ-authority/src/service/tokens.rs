@@ -96,6 +96,17 @@ impl Broker {
                 a.actor()
             }
         };
+        self.revoke_grant_as(actor, &claims, state).await
+    }
+
+    /// Revokes the grant of `claims` (its `state` as read), recorded as
+    /// done by `actor`, who may.
+    pub(crate) async fn revoke_grant_as(
+        &self,
+        actor: String,
+        claims: &AccessClaims,
+        state: writ_store::GrantState,
+    ) -> Result<(), Error> {
         let mut event = AuditEvent::new(AuditKind::TokenRevoke, Outcome::Success, actor)
             .agent(&state.grant.agent)
             .instance(&state.grant.instance_id)

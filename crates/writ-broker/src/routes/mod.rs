@@ -2,6 +2,7 @@
 
 mod admin;
 mod agent;
+mod clients;
 mod gateway;
 mod nodes;
 mod oauth;
@@ -85,6 +86,9 @@ pub fn router(broker: Arc<Broker>) -> Router {
             "/v1/gateways/{name}",
             axum::routing::delete(gateway::revoke),
         )
+        .route("/v1/clients", post(clients::register).get(clients::list))
+        .route("/v1/clients/{id}", axum::routing::delete(clients::revoke))
+        .route("/v1/gateway/txn-keys", post(clients::publish_txn_key))
         .route("/v1/gateway/bundle", get(gateway::bundle))
         .route("/v1/gateway/secrets", get(gateway::secrets))
         .route("/v1/gateway/approvals", post(gateway::hold_call))

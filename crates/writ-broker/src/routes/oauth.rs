@@ -8,8 +8,10 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use crate::client_auth::{self, FormFields};
 use crate::error::OAuthError;
 use crate::extract::{Form, dpop_proof, presented};
+use crate::service::clients::AuthenticatedClient;
 use crate::service::exchange::{TokenRequest, TokenResponse};
 use crate::service::{Broker, Caller};
 
@@ -44,23 +46,66 @@ pub struct TokenForm {
     #[serde(default)]
     #[allow(dead_code, reason = "RFC 7662/7009 allow the hint; writ needs none")]
     token_type_hint: Option<String>,
+    // Client authentication (RFC 6749 §2.3.1, RFC 7523 §2.2).
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    client_assertion_type: Option<String>,
+    #[serde(default)]
+    client_assertion: Option<String>,
 }
 
-/// RFC 7662. Only an admin or a gateway may introspect.
+impl TokenForm {
+    fn token(&self) -> Result<&str, OAuthError> {
+        self.token
+            .as_deref()
+            .ok_or_else(|| OAuthError::invalid_request("token is required"))
+    }
+
+    fn client_fields(&self) -> FormFields<'_> {
+        FormFields {
+            client_id: self.client_id.as_deref(),
+            client_assertion_type: self.client_assertion_type.as_deref(),
+            client_assertion: self.client_assertion.as_deref(),
+        }
+    }
+}
+
+/// The client this request authenticates as with `client_secret_basic`
+/// or `private_key_jwt`, if it uses one.
+async fn client(
+    b: &Broker,
+    headers: &HeaderMap,
+    form: &TokenForm,
+    path: &str,
+) -> Result<Option<AuthenticatedClient>, OAuthError> {
+    match client_auth::credentials(headers, &form.client_fields())? {
+        None => Ok(None),
+        Some(creds) => Ok(Some(
+            b.authenticate_client(creds, &b.config.url(path)).await?,
+        )),
+    }
+}
+
+/// RFC 7662. An authenticated client (resource server, gateway), or an
+/// admin or gateway bearer credential, may introspect.
 pub async fn introspect(
     State(b): State<Arc<Broker>>,
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Result<Response, OAuthError> {
+    if client(&b, &headers, &form, "/oauth2/introspect")
+        .await?
+        .is_some()
+    {
+        return Ok(no_store(Json(b.introspect(form.token()?).await?)));
+    }
     let gateway = match crate::extract::bearer(&headers) {
         Ok(Some(t)) if t.starts_with("wgw_") => b.require_gateway(Some(t)).await.is_ok(),
         _ => false,
     };
     if gateway {
-        let token = form
-            .token
-            .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-        return Ok(no_store(Json(b.introspect(&token).await?)));
+        return Ok(no_store(Json(b.introspect(form.token()?).await?)));
     }
     match caller(&b, &headers, "/oauth2/introspect").await? {
         Caller::Operator(op) => op.require(writ_core::api::Duty::Operate)?,
@@ -70,22 +115,21 @@ pub async fn introspect(
             ));
         }
     }
-    let token = form
-        .token
-        .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-    Ok(no_store(Json(b.introspect(&token).await?)))
+    Ok(no_store(Json(b.introspect(form.token()?).await?)))
 }
 
-/// RFC 7009. An admin may revoke any token; an agent its own instance's.
+/// RFC 7009. An admin may revoke any token; an agent its own instance's;
+/// an authenticated client the tokens of its audiences.
 pub async fn revoke(
     State(b): State<Arc<Broker>>,
     headers: HeaderMap,
     Form(form): Form<TokenForm>,
 ) -> Result<Response, OAuthError> {
+    if let Some(c) = client(&b, &headers, &form, "/oauth2/revoke").await? {
+        b.revoke_for_client(&c, form.token()?).await?;
+        return Ok(no_store(()));
+    }
     let caller = caller(&b, &headers, "/oauth2/revoke").await?;
-    let token = form
-        .token
-        .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-    b.revoke(&caller, &token).await?;
+    b.revoke(&caller, form.token()?).await?;
     Ok(no_store(()))
 }

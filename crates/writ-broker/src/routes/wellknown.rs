@@ -16,7 +16,11 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 pub async fn metrics(State(b): State<Arc<Broker>>) -> Response {
-    let mut resp = b.metrics.render().into_response();
+    // The broker's own counters, then the listeners' 429s (counted at the
+    // HTTP edge, in writ-listen).
+    let mut text = b.metrics.render();
+    writ_listen::rate::render_metrics(&mut text);
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -40,20 +44,26 @@ pub async fn metadata(State(b): State<Arc<Broker>>) -> Json<serde_json::Value> {
         "grant_types_supported": ["urn:ietf:params:oauth:grant-type:token-exchange"],
         "dpop_signing_alg_values_supported": writ_core::dpop::ALGORITHM_NAMES,
         "token_endpoint_auth_methods_supported": ["none"],
-        "introspection_endpoint_auth_methods_supported": ["bearer"],
-        "revocation_endpoint_auth_methods_supported": ["bearer"],
+        // RFC 7662/7009 client authentication, by the registered names
+        // (writ's own bearer credentials work too, unadvertised: the
+        // registry has no name for them).
+        "introspection_endpoint_auth_methods_supported": writ_authority::service::clients::METHODS,
+        "introspection_endpoint_auth_signing_alg_values_supported": writ_authority::service::clients::ASSERTION_ALGS,
+        "revocation_endpoint_auth_methods_supported": writ_authority::service::clients::METHODS,
+        "revocation_endpoint_auth_signing_alg_values_supported": writ_authority::service::clients::ASSERTION_ALGS,
         "scopes_supported": [],
     }))
 }
 
-pub async fn jwks(State(b): State<Arc<Broker>>) -> Response {
-    let set = b.keys.ring().jwks(b.now(), b.config.max_token_lifetime());
+/// The signing keys, and the keys gateways sign transaction tokens with.
+pub async fn jwks(State(b): State<Arc<Broker>>) -> Result<Response, ApiError> {
+    let set = b.published_jwks().await?;
     let mut resp = Json(set).into_response();
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=60"),
     );
-    resp
+    Ok(resp)
 }
 
 pub async fn not_found() -> ApiError {

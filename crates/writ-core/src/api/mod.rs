@@ -12,6 +12,7 @@ use crate::time::Timestamp;
 
 mod agents;
 mod audit;
+mod clients;
 mod gateways;
 mod nodes;
 mod oauth;
@@ -21,6 +22,7 @@ mod tools;
 
 pub use agents::*;
 pub use audit::*;
+pub use clients::*;
 pub use gateways::*;
 pub use nodes::*;
 pub use oauth::*;

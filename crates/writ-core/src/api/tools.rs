@@ -86,6 +86,10 @@ pub enum Upstream {
         /// Refuse to forward (fail closed) while no secret is set.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         require_secret: bool,
+        /// Send who calls only in the signed transaction token
+        /// (`Txn-Token`), not in the informational `X-Writ-*` headers.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        txn_token_only: bool,
     },
     /// An MCP server on streamable HTTP at `url`.
     Mcp {
@@ -97,6 +101,9 @@ pub enum Upstream {
         /// transport's defence against DNS rebinding). Empty: none.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         origins: Vec<String>,
+        /// As for [`Upstream::Http`].
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        txn_token_only: bool,
     },
     /// A local MCP server on stdio, spawned by the gateway (one process per
     /// MCP session).
@@ -149,6 +156,16 @@ impl Upstream {
     /// credential of the task's own).
     pub fn is_gateway(&self) -> bool {
         !matches!(self, Upstream::Postgres { .. })
+    }
+
+    /// Whether the tool takes who calls from the transaction token only.
+    pub fn txn_token_only(&self) -> bool {
+        match self {
+            Upstream::Http { txn_token_only, .. } | Upstream::Mcp { txn_token_only, .. } => {
+                *txn_token_only
+            }
+            Upstream::McpStdio { .. } | Upstream::Postgres { .. } => false,
+        }
     }
 
     /// Whether the gateway must refuse to forward without a secret.

@@ -11,6 +11,7 @@
 //! listener thread per replica turns them into [`Change`]s.
 
 mod schema;
+mod tls;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -22,7 +23,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{IsNull, ToSql, Type};
-use postgres::{Client, Config, NoTls, Statement};
+use postgres::{Client, Config, Statement};
+
+use tls::Target;
 use tokio::sync::broadcast;
 
 use crate::engine::{Conn, SqlStore};
@@ -97,7 +100,7 @@ fn value(row: &postgres::Row, i: usize, ty: &Type) -> DbResult<Value> {
 
 /// One connection, reconnected when it drops between transactions.
 pub(crate) struct PgConn {
-    config: Config,
+    config: Target,
     client: RefCell<Option<Client>>,
     /// SQL (as written) to its prepared statement on this connection.
     prepared: RefCell<HashMap<String, Statement>>,
@@ -105,8 +108,8 @@ pub(crate) struct PgConn {
 }
 
 impl PgConn {
-    fn connect(config: &Config) -> DbResult<Client> {
-        let mut client = config.connect(NoTls).map_err(err)?;
+    fn connect(config: &Target) -> DbResult<Client> {
+        let mut client = config.connect().map_err(err)?;
         client
             .batch_execute(
                 "SET synchronous_commit = on; SET TIME ZONE 'UTC'; SET client_min_messages = warning",
@@ -115,7 +118,7 @@ impl PgConn {
         Ok(client)
     }
 
-    fn open(config: &Config) -> DbResult<Self> {
+    fn open(config: &Target) -> DbResult<Self> {
         Ok(Self {
             client: RefCell::new(Some(Self::connect(config)?)),
             config: config.clone(),
@@ -255,10 +258,12 @@ impl Sql for PgConn {
     }
 }
 
-fn config(url: &str) -> Result<Config> {
-    let mut config: Config = url
-        .parse()
-        .map_err(|e| StoreError::Unavailable(format!("bad PostgreSQL address: {e}")))?;
+fn config(url: &str) -> Result<Target> {
+    Target::parse(url, finish)
+        .map_err(|e| StoreError::Unavailable(format!("bad PostgreSQL address: {e}")))
+}
+
+fn finish(config: &mut Config) {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
@@ -272,7 +277,6 @@ fn config(url: &str) -> Result<Config> {
         .keepalives_idle(Duration::from_secs(20))
         .keepalives_interval(Duration::from_secs(10))
         .keepalives_retries(3);
-    Ok(config)
 }
 
 fn unavailable(e: DbError) -> StoreError {
@@ -319,7 +323,7 @@ impl SqlStore {
 /// for a full reload, since announcements may have been missed) when the
 /// connection drops.
 struct Listener {
-    config: Config,
+    config: Target,
     tx: broadcast::Sender<Change>,
     stop: Arc<AtomicBool>,
 }

@@ -274,10 +274,38 @@ CREATE TABLE audit_checkpoints (
     r#"
 ALTER TABLE tools ADD COLUMN gateway TEXT;
 "#,
-    // 16-18: taken by other branches (OAuth clients, gateway keys, ...);
-    // their migrations replace these placeholders when merged.
-    "SELECT 1;",
-    "SELECT 1;",
+    // 16: OAuth clients of introspection and revocation (resource servers,
+    // gateways): a hashed secret (client_secret_basic) or a public JWKS
+    // (private_key_jwt), and the client assertions already used, kept
+    // until they expire so none is accepted twice.
+    r#"
+CREATE TABLE oauth_clients (
+    client_id   TEXT PRIMARY KEY,
+    secret_hash TEXT,
+    jwks        TEXT,
+    audiences   TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    revoked_at  BIGINT
+);
+CREATE TABLE client_assertions (
+    client_id   TEXT NOT NULL,
+    jti         TEXT NOT NULL,
+    expires_at  BIGINT NOT NULL,
+    PRIMARY KEY (client_id, jti)
+);
+"#,
+    // 17: the public keys gateways sign transaction tokens with, published
+    // in the broker's JWKS while their gateway's credential lives.
+    r#"
+CREATE TABLE gateway_keys (
+    kid         TEXT PRIMARY KEY,
+    gateway     TEXT NOT NULL,
+    jwk         TEXT NOT NULL,
+    created_at  BIGINT NOT NULL
+);
+"#,
+    // 18: taken by another branch; its migration replaces this
+    // placeholder when merged.
     "SELECT 1;",
     // 19: operator credentials carry a role (those from before are
     // admins); an approval names the operator who decided it; agents and

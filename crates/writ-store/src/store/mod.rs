@@ -5,6 +5,7 @@ mod agents;
 mod approvals;
 mod audit;
 mod behaviour;
+mod clients;
 mod gateways;
 mod keys;
 mod leases;
@@ -29,8 +30,8 @@ use crate::prelude::*;
 use crate::sql::{DbError, DbResult, OptionalExtension, Row, Sql, Value, db, params};
 use crate::{
     DENIAL_BUCKET_SECS, DENIAL_RETENTION_SECS, DbLease, Ended, Grant, GrantKind, GrantState,
-    Instance, JoinTokenError, JoinTokenState, QuarantineOutcome, Result, Revoked, StoreError,
-    StoredKey, StoredSecret, StoredSpiffeKey, TaskEnd,
+    Instance, JoinTokenError, JoinTokenState, OAuthClient, QuarantineOutcome, Result, Revoked,
+    StoreError, StoredKey, StoredSecret, StoredSpiffeKey, TaskEnd,
 };
 
 fn ts(v: i64) -> Timestamp {

@@ -221,6 +221,7 @@ pub async fn tools_create_get_list(s: Arc<dyn Store>) {
         upstream: Some(writ_core::api::Upstream::Http {
             url: format!("{aud}/v1"),
             require_secret: true,
+            txn_token_only: false,
         }),
         secret_header: None,
         gateway: None,
@@ -269,6 +270,7 @@ pub async fn h11_tools_keep_the_gateway_that_serves_them(s: Arc<dyn Store>) {
         upstream: Some(writ_core::api::Upstream::Http {
             url: format!("https://{n}.internal"),
             require_secret: false,
+            txn_token_only: false,
         }),
         secret_header: None,
         gateway: gateway.map(str::to_owned),

@@ -292,6 +292,7 @@ mod agents;
 mod approvals;
 mod audit_chain;
 mod behaviour;
+mod clients;
 mod durability;
 mod join_tokens;
 mod keys;
@@ -303,6 +304,7 @@ pub use agents::*;
 pub use approvals::*;
 pub use audit_chain::*;
 pub use behaviour::*;
+pub use clients::*;
 pub use durability::*;
 pub use join_tokens::*;
 pub use keys::*;
@@ -345,6 +347,9 @@ macro_rules! every_check {
                 operator_credentials_have_roles_and_rotate,
                 deleting_an_agent_ends_its_tasks_and_tokens,
                 deleting_or_narrowing_a_tool_ends_the_tasks_using_it,
+                oauth_clients_create_list_revoke,
+                client_assertions_are_used_once,
+                gateway_keys_are_published_while_their_gateway_lives,
                 audit_checkpoints_are_kept_once_per_record,
                 signing_keys_rotate_atomically,
                 tools_create_get_list,

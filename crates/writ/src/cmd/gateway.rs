@@ -32,9 +32,9 @@ enum GatewayCmd {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// The broker's URL.
-    #[arg(long, env = "WRIT_BROKER", default_value = "http://127.0.0.1:8750")]
-    broker: String,
+    /// The broker's URL [default: --addr / WRIT_ADDR].
+    #[arg(long, env = "WRIT_BROKER")]
+    broker: Option<String>,
     /// Address to listen on.
     #[arg(long, env = "WRIT_GATEWAY_LISTEN", default_value = "127.0.0.1:8751")]
     listen: SocketAddr,
@@ -57,6 +57,8 @@ struct RunArgs {
     spool_dir: PathBuf,
     #[command(flatten)]
     limits: super::limits::LimitArgs,
+    #[command(flatten)]
+    tls: super::tls::TlsArgs,
 }
 
 pub async fn run(g: &Global, args: GatewayArgs) -> anyhow::Result<u8> {
@@ -80,17 +82,32 @@ pub async fn run(g: &Global, args: GatewayArgs) -> anyhow::Result<u8> {
     let token = a
         .gateway_token
         .context("a gateway credential is needed: set WRIT_GATEWAY_TOKEN (from `writ gateway register NAME`)")?;
-    let limits = a.limits.limits()?;
+    let mut limits = a.limits.limits()?;
+    limits.tls = super::tls::load(
+        a.tls.tls_cert.as_deref(),
+        a.tls.tls_key.as_deref(),
+        a.tls.tls_client_ca.as_deref(),
+    )?;
+    super::tls::check_plaintext(
+        "the gateway",
+        a.listen,
+        limits.tls.as_ref(),
+        a.tls.insecure_plaintext,
+    )?;
+    let scheme = super::tls::scheme(limits.tls.as_ref());
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("binding {}", a.listen))?;
     let bound = listener.local_addr()?;
-    let public = a.public_url.unwrap_or_else(|| format!("http://{bound}"));
-    let mut cfg = writ_gateway::Config::new(a.broker, token, public);
+    let public = a
+        .public_url
+        .unwrap_or_else(|| format!("{scheme}://{bound}"));
+    let broker = a.broker.unwrap_or_else(|| g.addr.clone());
+    let mut cfg = writ_gateway::Config::new(broker, token, public);
     cfg.staleness = Duration::from_millis(a.staleness_ms.max(100));
     cfg.spool_dir = Some(a.spool_dir);
     let gw = writ_gateway::Gateway::start(cfg, Arc::new(SystemClock))?;
-    println!("gateway listening on http://{bound}");
+    println!("gateway listening on {scheme}://{bound}");
     writ_gateway::serve(gw, listener, limits, super::serve::shutdown_signal()).await?;
     Ok(EXIT_OK)
 }

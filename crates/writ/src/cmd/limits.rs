@@ -27,6 +27,18 @@ pub struct LimitArgs {
     /// A reverse proxy in front of this listener (repeatable): from it, the
     /// client is the address it appended to `X-Forwarded-For`, and it is
     /// not held to the per-client connection limit.
+    /// Requests a minute one credential (`Authorization` header) may
+    /// make, wherever from; more get 429 with Retry-After. 0: no limit.
+    #[arg(long, env = "WRIT_LIMIT_CREDENTIAL_PER_MINUTE", default_value_t = 1200)]
+    pub limit_credential_per_minute: u32,
+    /// Requests a minute one client address may make, with or without a
+    /// credential. 0: no limit.
+    #[arg(long, env = "WRIT_LIMIT_CLIENT_PER_MINUTE", default_value_t = 6000)]
+    pub limit_client_per_minute: u32,
+    /// Requests a minute one client address may make without a credential
+    /// (the tightest). 0: no limit.
+    #[arg(long, env = "WRIT_LIMIT_ANONYMOUS_PER_MINUTE", default_value_t = 600)]
+    pub limit_anonymous_per_minute: u32,
     #[arg(
         long = "trusted-proxy",
         env = "WRIT_TRUSTED_PROXIES",
@@ -53,6 +65,12 @@ impl LimitArgs {
             body_timeout: secs("body", self.limit_body_secs)?,
             idle_timeout: secs("idle", self.limit_idle_secs)?,
             trusted_proxies: self.trusted_proxies.clone(),
+            tls: None,
+            rate: writ_listen::RateLimits {
+                credential_per_minute: self.limit_credential_per_minute,
+                client_per_minute: self.limit_client_per_minute,
+                anonymous_per_minute: self.limit_anonymous_per_minute,
+            },
         })
     }
 }
@@ -67,6 +85,9 @@ impl Default for LimitArgs {
             limit_body_secs: d.body_timeout.as_secs(),
             limit_idle_secs: d.idle_timeout.as_secs(),
             trusted_proxies: d.trusted_proxies,
+            limit_credential_per_minute: d.rate.credential_per_minute,
+            limit_client_per_minute: d.rate.client_per_minute,
+            limit_anonymous_per_minute: d.rate.anonymous_per_minute,
         }
     }
 }

@@ -5,6 +5,8 @@ mod agent;
 mod approval;
 mod attest;
 mod audit;
+mod client;
+mod completions;
 mod dpop;
 mod gateway;
 mod keys;
@@ -14,6 +16,7 @@ mod policy;
 mod policy_cases;
 mod serve;
 mod task;
+mod tls;
 mod token;
 mod tool;
 
@@ -68,6 +71,14 @@ pub struct Global {
     /// attestation, and prove possession with every agent request.
     #[arg(long, global = true, env = "WRIT_DPOP_KEY")]
     pub dpop_key: Option<std::path::PathBuf>,
+    /// How lists and records are printed: `table` for people, `json` for
+    /// scripts [default: table on a terminal, json otherwise].
+    #[arg(long, global = true, env = "WRIT_OUTPUT", value_enum)]
+    pub output: Option<crate::output::Format>,
+    /// CA certificates (PEM) to trust for https connections instead of the
+    /// system's: the broker's, from the CLI, a gateway or a node.
+    #[arg(long, global = true, env = "WRIT_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Global {
@@ -144,13 +155,22 @@ pub enum Command {
     Dpop(dpop::DpopCmd),
     /// Run a standalone gateway in front of tools (or create its credential).
     Gateway(gateway::GatewayArgs),
+    /// OAuth clients of introspection and revocation (resource servers).
+    #[command(subcommand)]
+    Client(client::ClientCmd),
     /// Run the node agent (the SPIFFE Workload API for this host), or
     /// register and manage nodes.
     Node(node::NodeArgs),
+    /// Print shell completions (bash, zsh, fish, ...).
+    Completions(completions::CompletionsArgs),
+    /// Print the manual page, or write one per command to a directory.
+    Man(completions::ManArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let g = &cli.global;
+    tls::trust_ca_file(g.ca_file.as_deref())?;
+    crate::output::set_format(g.output);
     match cli.command {
         Command::Serve(args) => serve::run(*args).await,
         Command::Agent(c) => agent::run(g, c).await,
@@ -165,6 +185,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Policy(c) => policy::run(g, c).await,
         Command::Approval(c) => approval::run(g, c).await,
         Command::Gateway(a) => gateway::run(g, a).await,
+        Command::Client(c) => client::run(g, c).await,
         Command::Node(a) => node::run(g, a).await,
+        Command::Completions(a) => completions::completions(a),
+        Command::Man(a) => completions::man(a),
     }
 }

@@ -43,9 +43,9 @@ enum NodeCmd {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// The broker's URL.
-    #[arg(long, env = "WRIT_BROKER", default_value = "http://127.0.0.1:8750")]
-    broker: String,
+    /// The broker's URL [default: --addr / WRIT_ADDR].
+    #[arg(long, env = "WRIT_BROKER")]
+    broker: Option<String>,
     /// This node's registered name.
     #[arg(long, env = "WRIT_NODE_NAME")]
     name: Option<String>,
@@ -96,7 +96,7 @@ pub async fn run(g: &Global, args: NodeArgs) -> anyhow::Result<u8> {
         "--socket must be an absolute path or unix:///absolute/path"
     );
     let config = writ_node::NodeConfig {
-        broker: a.broker,
+        broker: a.broker.unwrap_or_else(|| g.addr.clone()),
         name,
         join_token,
         state_dir: a.state_dir,

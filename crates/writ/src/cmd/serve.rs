@@ -26,6 +26,16 @@ pub struct ServeArgs {
     /// The limits of the broker's listener and the embedded gateway's.
     #[command(flatten)]
     limits: super::limits::LimitArgs,
+    /// TLS on the broker's listener.
+    #[command(flatten)]
+    tls: super::tls::TlsArgs,
+    /// The embedded gateway's certificate chain (PEM; read again when it
+    /// changes).
+    #[arg(long, env = "WRIT_GATEWAY_TLS_CERT", requires = "gateway_tls_key")]
+    gateway_tls_cert: Option<PathBuf>,
+    /// The private key of --gateway-tls-cert (PEM).
+    #[arg(long, env = "WRIT_GATEWAY_TLS_KEY", requires = "gateway_tls_cert")]
+    gateway_tls_key: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8750].
     #[arg(long, env = "WRIT_LISTEN")]
     listen: Option<SocketAddr>,
@@ -67,11 +77,21 @@ pub struct ServeArgs {
     /// Require server-issued nonces in DPoP proofs (RFC 9449 §8).
     #[arg(long, env = "WRIT_DPOP_NONCES")]
     dpop_nonces: bool,
+    /// What tokens are signed with: EdDSA (Ed25519) or ES256 (P-256), for
+    /// verifiers that refuse EdDSA. Changing it adds a new signing key; the
+    /// old one stays published until its tokens have expired [default: EdDSA].
+    #[arg(long, env = "WRIT_SIGNING_ALG")]
+    signing_alg: Option<writ_core::token::SigningAlg>,
     /// Attestation requests (`/v1/attest`, `/v1/node/attest`) one client
     /// address may make a minute, at once or spread out; more get 429 with
     /// Retry-After. 0: no limit [default: 120].
     #[arg(long, env = "WRIT_LIMIT_ATTEST_PER_MINUTE")]
     limit_attest_per_minute: Option<u32>,
+    /// Identical attestation failures (same agent, method and reason)
+    /// within this many seconds make one audit record with their count
+    /// (the first is written at once). 0: one record each [default: 60].
+    #[arg(long, env = "WRIT_AUDIT_FOLD_SECS")]
+    audit_fold_secs: Option<u32>,
     /// How long an approval request waits for a person, seconds [default: 900].
     #[arg(long, env = "WRIT_APPROVAL_TTL")]
     approval_ttl: Option<i64>,
@@ -143,7 +163,9 @@ struct FileConfig {
     audit_checkpoint_records: Option<u64>,
     audit_checkpoint_secs: Option<i64>,
     dpop_nonces: Option<bool>,
+    signing_alg: Option<writ_core::token::SigningAlg>,
     limit_attest_per_minute: Option<u32>,
+    audit_fold_secs: Option<u32>,
     max_delegation_depth: Option<u32>,
     x509_svid_ttl: Option<i64>,
     jwt_svid_ttl: Option<i64>,
@@ -155,6 +177,12 @@ struct FileConfig {
     mtls_listen: Option<SocketAddr>,
     no_gateway: Option<bool>,
     gateway_public_url: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    gateway_tls_cert: Option<PathBuf>,
+    gateway_tls_key: Option<PathBuf>,
+    insecure_plaintext: Option<bool>,
 }
 
 const EXAMPLE_POLICIES: &[(&str, &str)] = &[(
@@ -209,7 +237,24 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
         (None, false) => InitialPolicy::Stored,
     };
 
-    let limits = args.limits.limits()?;
+    let mut limits = args.limits.limits()?;
+    let insecure_plaintext =
+        args.tls.insecure_plaintext || file.insecure_plaintext.unwrap_or(false);
+    limits.tls = super::tls::load(
+        args.tls.tls_cert.as_deref().or(file.tls_cert.as_deref()),
+        args.tls.tls_key.as_deref().or(file.tls_key.as_deref()),
+        args.tls
+            .tls_client_ca
+            .as_deref()
+            .or(file.tls_client_ca.as_deref()),
+    )?;
+    super::tls::check_plaintext(
+        "the broker",
+        listen,
+        limits.tls.as_ref(),
+        insecure_plaintext,
+    )?;
+    let scheme = super::tls::scheme(limits.tls.as_ref());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -218,7 +263,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
         .issuer
         .clone()
         .or_else(|| file.issuer.clone())
-        .unwrap_or_else(|| format!("http://{bound}"));
+        .unwrap_or_else(|| format!("{scheme}://{bound}"));
     if !(issuer.starts_with("http://") || issuer.starts_with("https://")) {
         bail!("--issuer must be an http(s) URL");
     }
@@ -265,13 +310,28 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     }
     let no_gateway = args.no_gateway || file.no_gateway.unwrap_or(false);
     if !no_gateway {
-        start_gateway(&args, &file, &broker, bound, &data_dir, &limits).await?;
+        let mut gw_limits = limits.clone();
+        gw_limits.tls = super::tls::load(
+            args.gateway_tls_cert
+                .as_deref()
+                .or(file.gateway_tls_cert.as_deref()),
+            args.gateway_tls_key
+                .as_deref()
+                .or(file.gateway_tls_key.as_deref()),
+            None,
+        )?;
+        let gw = Embedded {
+            limits: gw_limits,
+            broker_tls: limits.tls.as_ref(),
+            insecure_plaintext,
+        };
+        start_gateway(&args, &file, &broker, bound, &data_dir, gw).await?;
     }
     if let Some(addr) = args.mtls_listen.or(file.mtls_listen) {
         start_mtls(addr, &broker).await?;
     }
     // Last, so that whoever waits for this line has seen everything above.
-    println!("writ listening on http://{bound}");
+    println!("writ listening on {scheme}://{bound}");
 
     writ_broker::serve(listener, broker, limits, shutdown_signal()).await?;
     tracing::info!("writ stopped");
@@ -329,11 +389,17 @@ fn broker_config(
 
     config.policy_dir = policy_dir;
     config.dpop_nonces = args.dpop_nonces || file.dpop_nonces.unwrap_or(false);
+    if let Some(alg) = args.signing_alg.or(file.signing_alg) {
+        config.signing_alg = alg;
+    }
     if let Some(v) = args
         .limit_attest_per_minute
         .or(file.limit_attest_per_minute)
     {
         config.attest_per_minute = v;
+    }
+    if let Some(s) = args.audit_fold_secs.or(file.audit_fold_secs) {
+        config.attest_fold_ms = i64::from(s) * 1000;
     }
     if let Some(v) = args.x509_svid_ttl.or(file.x509_svid_ttl) {
         if !(2..=30 * 86_400).contains(&v) {
@@ -387,6 +453,15 @@ fn broker_config(
     Ok(config)
 }
 
+/// How the embedded gateway listens, and how it reaches the broker.
+struct Embedded<'a> {
+    /// Its listener's limits and TLS.
+    limits: writ_listen::Limits,
+    /// The broker listener's TLS, if it has one.
+    broker_tls: Option<&'a writ_listen::Tls>,
+    insecure_plaintext: bool,
+}
+
 /// The embedded gateway, on its own listener, reaching the broker over
 /// loopback like any other gateway.
 async fn start_gateway(
@@ -395,12 +470,19 @@ async fn start_gateway(
     broker: &Arc<writ_broker::Broker>,
     bound: SocketAddr,
     data_dir: &std::path::Path,
-    limits: &writ_listen::Limits,
+    embedded: Embedded<'_>,
 ) -> anyhow::Result<()> {
     let gw_listen = args
         .gateway_listen
         .or(file.gateway_listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8751)));
+    super::tls::check_plaintext(
+        "the embedded gateway",
+        gw_listen,
+        embedded.limits.tls.as_ref(),
+        embedded.insecure_plaintext,
+    )?;
+    let gw_scheme = super::tls::scheme(embedded.limits.tls.as_ref());
     let gw_listener = tokio::net::TcpListener::bind(gw_listen)
         .await
         .with_context(|| format!("binding the gateway to {gw_listen}"))?;
@@ -409,21 +491,28 @@ async fn start_gateway(
         .gateway_public_url
         .clone()
         .or_else(|| file.gateway_public_url.clone())
-        .unwrap_or_else(|| format!("http://{gw_bound}"));
+        .unwrap_or_else(|| format!("{gw_scheme}://{gw_bound}"));
     // The embedded gateway reaches the broker over loopback, like any
     // other gateway, with a credential that lives in this process only.
     let mut local = bound;
     if local.ip().is_unspecified() {
         local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
+    // Over TLS, it trusts exactly the certificate the broker serves: on
+    // loopback, no name in it applies.
+    let broker_scheme = super::tls::scheme(embedded.broker_tls);
     let mut cfg = writ_gateway::Config::new(
-        format!("http://{local}"),
+        format!("{broker_scheme}://{local}"),
         broker.embedded_gateway_token().await.map_err(startup)?,
         public,
     );
     cfg.spool_dir = Some(data_dir.join("gateway-spool"));
+    cfg.broker_tls = embedded
+        .broker_tls
+        .map(writ_listen::Tls::same_process_client)
+        .transpose()?;
     let gw = writ_gateway::Gateway::start(cfg, Arc::new(SystemClock))?;
-    let gw_limits = limits.clone();
+    let gw_limits = embedded.limits;
     tokio::spawn(async move {
         // It lives as long as the broker's process.
         let forever = std::future::pending::<()>();
@@ -431,7 +520,7 @@ async fn start_gateway(
             tracing::error!(error = %e, "gateway stopped");
         }
     });
-    println!("gateway listening on http://{gw_bound}");
+    println!("gateway listening on {gw_scheme}://{gw_bound}");
     Ok(())
 }
 

@@ -54,6 +54,10 @@ pub enum ToolCmd {
         /// Gateways refuse to forward (fail closed) while no secret is set.
         #[arg(long, requires = "upstream")]
         require_secret: bool,
+        /// The upstream learns who calls from the signed transaction token
+        /// (`Txn-Token`) only: no informational `X-Writ-*` headers.
+        #[arg(long, requires = "upstream")]
+        txn_token_only: bool,
         /// A local MCP server on stdio the gateway spawns, e.g.
         /// `--mcp-command npx -y @modelcontextprotocol/server-everything`.
         #[arg(long, num_args = 1.., allow_hyphen_values = true)]
@@ -115,6 +119,7 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
             upstream,
             mcp,
             require_secret,
+            txn_token_only,
             mcp_command,
             mcp_origins,
             postgres_grants,
@@ -128,10 +133,12 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
                     url,
                     require_secret,
                     origins: mcp_origins,
+                    txn_token_only,
                 }),
                 (Some(url), _) => Some(Upstream::Http {
                     url,
                     require_secret,
+                    txn_token_only,
                 }),
                 (None, false) => Some(Upstream::McpStdio {
                     command: mcp_command,

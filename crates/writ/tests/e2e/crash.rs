@@ -35,11 +35,22 @@ impl Lcg {
 }
 
 /// A broker for a load test: its load comes from one address, which the
-/// per-client attestation limit would thin out, and the limit is not what
-/// these tests are about.
+/// per-client attestation and request limits would thin out, and the limits
+/// are not what these tests are about.
 fn without_attest_limit(mut opts: crate::harness::Opts) -> crate::harness::Opts {
-    opts.extra
-        .extend(["--limit-attest-per-minute".into(), "0".into()]);
+    opts.extra.extend(
+        [
+            "--limit-attest-per-minute",
+            "0",
+            "--limit-credential-per-minute",
+            "0",
+            "--limit-client-per-minute",
+            "0",
+            "--limit-anonymous-per-minute",
+            "0",
+        ]
+        .map(String::from),
+    );
     opts
 }
 

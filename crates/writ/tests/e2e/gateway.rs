@@ -69,6 +69,7 @@ async fn register_http_tool_on(b: &Broker, name: &str, url: &str, gateway: Optio
             upstream: Some(Upstream::Http {
                 url: url.into(),
                 require_secret: false,
+                txn_token_only: false,
             }),
             gateway: gateway.map(str::to_owned),
         })

@@ -101,6 +101,7 @@ async fn h13_upstream_failures_name_the_tool_never_its_address() {
     let http = |url: String| Upstream::Http {
         url,
         require_secret: false,
+        txn_token_only: false,
     };
     tool(
         &b,
@@ -135,6 +136,7 @@ async fn h13_upstream_failures_name_the_tool_never_its_address() {
             url: format!("http://127.0.0.1:{closed}/{base}"),
             require_secret: false,
             origins: Vec::new(),
+            txn_token_only: false,
         },
     )
     .await;
@@ -260,6 +262,7 @@ async fn h8_semicolon_segments_are_refused() {
         Upstream::Http {
             url: format!("{}/app/public", up.url),
             require_secret: false,
+            txn_token_only: false,
         },
     )
     .await;
@@ -459,6 +462,7 @@ async fn tool_on(b: &Broker, name: &str, url: &str, gateway: Option<&str>) {
             upstream: Some(Upstream::Http {
                 url: url.into(),
                 require_secret: false,
+                txn_token_only: false,
             }),
             gateway: gateway.map(str::to_owned),
         })
@@ -511,6 +515,7 @@ async fn h11_a_gateway_reads_only_the_secrets_of_the_tools_it_serves() {
         Upstream::Http {
             url: up.url.clone(),
             require_secret: false,
+            txn_token_only: false,
         },
     )
     .await;

@@ -485,6 +485,7 @@ async fn two_replicas_see_one_denial_count() {
         writ_core::api::Upstream::Http {
             url: up.url.clone(),
             require_secret: false,
+            txn_token_only: false,
         },
     )
     .await;

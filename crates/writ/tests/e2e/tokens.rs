@@ -22,8 +22,18 @@ async fn metadata_and_jwks_describe_the_issuer() {
         assert_eq!(m[k], b.url(path), "{k}");
     }
     let jwks = b.anon().jwks().await.unwrap();
-    let keys = jwks["keys"].as_array().unwrap();
+    // The signing keys; the gateways' transaction-token keys (`txn.`) are
+    // listed beside them, ES256 public keys too.
+    let (txn, keys): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .partition(|k| k["kid"].as_str().unwrap().starts_with("txn."));
     assert_eq!(keys.len(), 1);
+    for k in txn {
+        assert_eq!((&k["kty"], &k["alg"]), (&json!("EC"), &json!("ES256")));
+        assert!(k.get("d").is_none(), "no private key material");
+    }
     assert_eq!(keys[0]["kty"], "OKP");
     assert_eq!(keys[0]["crv"], "Ed25519");
     assert_eq!(keys[0]["alg"], "EdDSA");
@@ -236,6 +246,7 @@ async fn key_rotation_keeps_old_tokens_verifiable() {
         .unwrap()
         .iter()
         .map(|k| k["kid"].clone())
+        .filter(|k| !k.as_str().unwrap().starts_with("txn."))
         .collect();
     assert_eq!(kids.len(), 2);
     assert!(kids.contains(&old_kid) && kids.contains(&rotated["kid"]));

@@ -19,6 +19,7 @@ async fn an_enforced_hold_in_authzen_does_not_count_against_the_agent() {
         Upstream::Http {
             url,
             require_secret: false,
+            txn_token_only: false,
         },
     )
     .await;
@@ -142,6 +143,7 @@ async fn release_clears_the_count() {
         Upstream::Http {
             url,
             require_secret: false,
+            txn_token_only: false,
         },
     )
     .await;

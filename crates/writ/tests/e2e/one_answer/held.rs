@@ -15,6 +15,7 @@ async fn a_held_gateway_call_is_not_forwarded_until_approved_then_passes_once() 
         Upstream::Http {
             url,
             require_secret: false,
+            txn_token_only: false,
         },
     )
     .await;
@@ -194,6 +195,7 @@ async fn a_call_that_cannot_be_held_is_refused_but_not_counted() {
         Upstream::Http {
             url,
             require_secret: false,
+            txn_token_only: false,
         },
     )
     .await;
@@ -236,6 +238,7 @@ async fn an_approval_window_lets_the_same_call_through_repeatedly() {
         Upstream::Http {
             url,
             require_secret: false,
+            txn_token_only: false,
         },
     )
     .await;
@@ -303,6 +306,7 @@ async fn a_held_mcp_tool_call_is_a_json_rpc_error_naming_the_approval() {
             url,
             require_secret: false,
             origins: Vec::new(),
+            txn_token_only: false,
         },
     )
     .await;
@@ -403,6 +407,7 @@ async fn an_undecided_call_approval_expires_and_keeps_refusing() {
         Upstream::Http {
             url,
             require_secret: false,
+            txn_token_only: false,
         },
     )
     .await;
@@ -473,6 +478,7 @@ async fn an_mcp_request_from_a_web_page_needs_an_allowed_origin() {
                 url: up.url.clone(),
                 require_secret: false,
                 origins: vec!["https://App.example/".into()],
+                txn_token_only: false,
             }),
             gateway: None,
         })
@@ -487,6 +493,7 @@ async fn an_mcp_request_from_a_web_page_needs_an_allowed_origin() {
             url: up.url.clone(),
             require_secret: false,
             origins: vec!["https://app.example".into()],
+            txn_token_only: false,
         },
     )
     .await;

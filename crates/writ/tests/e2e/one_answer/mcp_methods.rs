@@ -26,6 +26,7 @@ async fn register(b: &Broker, url: String) {
                 url,
                 require_secret: false,
                 origins: Vec::new(),
+                txn_token_only: false,
             }),
             gateway: None,
         })
