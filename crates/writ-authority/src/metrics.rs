@@ -15,10 +15,20 @@ pub struct Metrics {
     pub tokens_revoked: AtomicU64,
     pub introspections: AtomicU64,
     pub shadow_differences: AtomicU64,
+    /// The last least-privilege report's headline numbers (gauges).
+    pub lp_unused_scopes: AtomicU64,
+    pub lp_unused_tool_tokens: AtomicU64,
+    pub lp_overbroad: AtomicU64,
+    pub lp_allow_to_deny: AtomicU64,
 }
 
 pub fn inc(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Sets a gauge.
+pub fn set(c: &AtomicU64, n: u64) {
+    c.store(n, Ordering::Relaxed);
 }
 
 pub fn add(c: &AtomicU64, n: u64) {
@@ -75,6 +85,33 @@ impl Metrics {
             "writ_shadow_differences_total",
             "Decisions where the shadow policy set disagreed with the live one.",
             &[("", &self.shadow_differences)],
+        );
+        let mut gauge = |name: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        };
+        gauge(
+            "writ_least_privilege_unused_scopes",
+            "Scopes granted and never used, in the last least-privilege report.",
+            &self.lp_unused_scopes,
+        );
+        gauge(
+            "writ_least_privilege_unused_tool_tokens",
+            "Tool tokens issued and never presented at a gateway, in the last least-privilege report.",
+            &self.lp_unused_tool_tokens,
+        );
+        gauge(
+            "writ_least_privilege_overbroad_policies",
+            "Live permits that granted scopes never used, in the last least-privilege report.",
+            &self.lp_overbroad,
+        );
+        gauge(
+            "writ_least_privilege_replay_allow_to_deny",
+            "Recorded allows the last proposed narrower policy set would deny.",
+            &self.lp_allow_to_deny,
         );
         out
     }

@@ -529,6 +529,37 @@ impl Client {
         self.get(&format!("/v1/audit?after={after}&limit={limit}"))
             .await
     }
+    /// `GET /v1/reports/least-privilege`: the document as the broker wrote
+    /// it (`format`: json, table, markdown or html).
+    pub async fn least_privilege_report(
+        &self,
+        since: Option<&str>,
+        agent: Option<&str>,
+        format: &str,
+    ) -> Result<String> {
+        let mut q: Vec<(&str, &str)> = vec![("format", format)];
+        if let Some(s) = since {
+            q.push(("since", s));
+        }
+        if let Some(a) = agent {
+            q.push(("agent", a));
+        }
+        let resp = self
+            .send(
+                self.req(Method::GET, "/v1/reports/least-privilege")
+                    .query(&q),
+            )
+            .await?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| ClientError::Connect {
+            addr: self.base.clone(),
+            message: e.to_string(),
+        })?;
+        if !status.is_success() {
+            return Err(error_from(status, &body));
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
     pub async fn audit_last(&self, n: u32) -> Result<AuditPage> {
         self.get(&format!("/v1/audit?last={n}")).await
     }

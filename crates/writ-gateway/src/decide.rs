@@ -263,6 +263,8 @@ impl Gateway {
                 "path": cap(request.path),
                 "mcp_method": request.mcp_method.map(cap),
                 "mcp_tool": request.mcp_tool.map(cap),
+                "mcp_resource": request.mcp_resource.map(cap),
+                "mcp_prompt": request.mcp_prompt.map(cap),
                 "chain": chain,
                 "verdict": decision.verdict().as_str(),
                 // Held for a person: refused for now, but not counted as

@@ -253,6 +253,31 @@ impl PolicySet {
         self.entities.len()
     }
 
+    /// The ids of the permits in the set, sorted.
+    pub fn permit_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .policies
+            .policies()
+            .filter(|p| p.effect() == cedar_policy::Effect::Permit)
+            .map(|p| p.id().to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Every forbid of the set as `(id, Cedar text)`, sorted by id: what a
+    /// narrower set derived from this one keeps.
+    pub fn forbids(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .policies
+            .policies()
+            .filter(|p| p.effect() == cedar_policy::Effect::Forbid)
+            .map(|p| (p.id().to_string(), p.to_cedar().unwrap_or_default()))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The ids of the policies in the set.
     pub fn ids(&self) -> HashSet<String> {
         self.policies

@@ -326,22 +326,12 @@ impl Broker {
             tool: tool.name.clone(),
             scopes,
         };
-        // With a task: its facts and chain. The task must be the subject's,
-        // except for a delegation, whose subject is the sub-agent being
-        // handed part of the task.
-        let task: Option<Task> = match &ctx.task {
-            Some(id) => match self.store.get_task(id).await? {
-                Some(t) if action == Action::DelegateTask => Some(t),
-                Some(t)
-                    if t.agent == agent.name
-                        && instance.as_ref().is_none_or(|i| i.id == t.instance_id) =>
-                {
-                    Some(t)
-                }
-                Some(_) => return Ok(deny(&version, "the task is not the subject's").into()),
-                None => return Ok(deny(&version, "unknown task").into()),
-            },
-            None => None,
+        let task = match self
+            .named_task(ctx.task.as_ref(), action, &agent, instance.as_ref())
+            .await?
+        {
+            Ok(t) => t,
+            Err(why) => return Ok(deny(&version, why).into()),
         };
         let instance_facts = instance.as_ref().map(|i| InstanceFacts {
             id: i.id.as_str(),
@@ -436,12 +426,12 @@ impl Broker {
             // approval: the enforcement point asking shows its id. A search
             // leaves approvals alone.
             (Verdict::NeedsApproval, Action::CallTool, Some(r), Mode::Evaluate) => {
-                let call = r.to_approval(&tool.name, &agent.name);
                 let asked = if ctx.enforced {
                     Asked::Enforcing
                 } else {
                     Asked::Question
                 };
+                let call = r.to_approval(&tool.name, &agent.name);
                 Some(
                     self.resolve_call_approval(t, call, &d, actor, asked)
                         .await?,
@@ -452,6 +442,28 @@ impl Broker {
         Ok(Evaluated {
             response: answer(&d, approval.as_ref()),
             agent: Some(agent.name.clone()),
+        })
+    }
+
+    /// The task an evaluation names, if any, or why it may not be used.
+    /// The task must be the subject's (its agent, and its instance when the
+    /// subject is one), except for a delegation, whose subject is the
+    /// sub-agent being handed part of the task.
+    async fn named_task(
+        &self,
+        id: Option<&writ_core::TaskId>,
+        action: Action,
+        agent: &writ_core::api::Agent,
+        instance: Option<&writ_store::Instance>,
+    ) -> Result<Result<Option<Task>, &'static str>, Error> {
+        let Some(id) = id else { return Ok(Ok(None)) };
+        Ok(match self.store.get_task(id).await? {
+            Some(t) if action == Action::DelegateTask => Ok(Some(t)),
+            Some(t) if t.agent == agent.name && instance.is_none_or(|i| i.id == t.instance_id) => {
+                Ok(Some(t))
+            }
+            Some(_) => Err("the task is not the subject's"),
+            None => Err("unknown task"),
         })
     }
 

@@ -22,6 +22,7 @@ mod issue;
 pub mod nodes;
 pub mod policies;
 mod policy;
+pub mod report;
 mod search;
 mod shadow;
 pub mod tasks;

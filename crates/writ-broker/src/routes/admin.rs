@@ -439,3 +439,41 @@ pub async fn revocations(
     let who = point.gateway.as_deref().map(|g| (g, follower));
     Ok(AxumJson(b.revocations.page(who, q.after, wait).await?))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportQuery {
+    /// How far back: `90s`, `15m`, `24h`, `7d` (default 24h).
+    since: Option<String>,
+    /// Only this agent.
+    agent: Option<String>,
+    /// `json` (default), `table`, `markdown` or `html`.
+    format: Option<String>,
+}
+
+/// `GET /v1/reports/least-privilege`: granted against used, the narrower
+/// policy set and its replay, as a document.
+pub async fn least_privilege(
+    State(b): State<Arc<Broker>>,
+    _: Admin,
+    q: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    use crate::service::report;
+    use axum::response::IntoResponse as _;
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let since_secs = match q.since.as_deref() {
+        Some(s) => report::parse_since(s)?,
+        None => report::DEFAULT_SINCE_SECS,
+    };
+    let agent = q.agent.as_deref().map(agent_name).transpose()?;
+    let format = report::Format::parse(q.format.as_deref().unwrap_or("json"))?;
+    let r = b
+        .least_privilege(&report::ReportQuery { since_secs, agent })
+        .await?;
+    let body = report::render(&r, format)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, format.content_type())],
+        body,
+    )
+        .into_response())
+}

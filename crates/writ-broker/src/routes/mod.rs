@@ -126,6 +126,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         )
         .route("/v1/revocations", get(admin::revocations))
         .route("/v1/audit", get(admin::audit))
+        .route("/v1/reports/least-privilege", get(admin::least_privilege))
         .route("/v1/audit/verify", get(admin::audit_verify))
         .route("/v1/audit/checkpoints", get(admin::audit_checkpoints))
         .route("/v1/audit/keys", get(admin::audit_keys))

@@ -14,6 +14,7 @@ mod limits;
 mod node;
 mod policy;
 mod policy_cases;
+mod report;
 mod serve;
 mod task;
 mod tls;
@@ -150,6 +151,9 @@ pub enum Command {
     /// Validate, push and list policy sets.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
+    /// Reports: documents the broker writes from its audit chain.
+    #[command(subcommand)]
+    Report(report::ReportCmd),
     /// DPoP keys for agents.
     #[command(subcommand)]
     Dpop(dpop::DpopCmd),
@@ -183,6 +187,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Admin(c) => admin::run(g, c).await,
         Command::Dpop(c) => dpop::run(g, c),
         Command::Policy(c) => policy::run(g, c).await,
+        Command::Report(c) => report::run(g, c).await,
         Command::Approval(c) => approval::run(g, c).await,
         Command::Gateway(a) => gateway::run(g, a).await,
         Command::Client(c) => client::run(g, c).await,

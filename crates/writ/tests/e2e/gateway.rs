@@ -14,12 +14,12 @@ use writ_core::dpop::ProofKey;
 use crate::harness::{BIN, Broker, eventually};
 
 /// A plain HTTP upstream that answers 200 to anything and counts requests.
-struct Upstream200 {
-    url: String,
-    hits: Arc<AtomicUsize>,
+pub(crate) struct Upstream200 {
+    pub(crate) url: String,
+    pub(crate) hits: Arc<AtomicUsize>,
 }
 
-async fn upstream() -> Upstream200 {
+pub(crate) async fn upstream() -> Upstream200 {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
     let hits = Arc::new(AtomicUsize::new(0));
@@ -53,7 +53,7 @@ async fn upstream() -> Upstream200 {
     Upstream200 { url, hits }
 }
 
-async fn register_http_tool(b: &Broker, name: &str, url: &str) {
+pub(crate) async fn register_http_tool(b: &Broker, name: &str, url: &str) {
     register_http_tool_on(b, name, url, None).await;
 }
 
@@ -103,7 +103,7 @@ async fn get(url: &str, token: &str) -> reqwest::StatusCode {
         .status()
 }
 
-async fn wait_for_tool(gateway: &str, tool: &str) {
+pub(crate) async fn wait_for_tool(gateway: &str, tool: &str) {
     let url = format!("{gateway}/.well-known/oauth-protected-resource/{tool}");
     assert!(
         eventually(Duration::from_secs(10), || async {

@@ -25,6 +25,7 @@ mod hardening;
 mod harness;
 mod hostile;
 mod kill_switch;
+mod least_privilege;
 mod node;
 mod one_answer;
 mod operators;
