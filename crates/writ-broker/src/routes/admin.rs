@@ -455,7 +455,7 @@ pub struct ReportQuery {
 /// policy set and its replay, as a document.
 pub async fn least_privilege(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    _: Op<Audit>,
     q: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::response::Response, ApiError> {
     use crate::service::report;
