@@ -450,10 +450,10 @@ impl Broker {
     }
 
     /// A new X.509 authority and JWT-SVID key for the trust domain, now.
-    pub async fn rotate_spiffe_keys(&self) -> Result<serde_json::Value, Error> {
+    pub async fn rotate_spiffe_keys(&self, actor: &str) -> Result<serde_json::Value, Error> {
         let now = self.now();
         self.spiffe
-            .rotate(self.store.as_ref(), self.master(), now, true)
+            .rotate(self.store.as_ref(), self.master(), now, Some(actor))
             .await?;
         let (x509, jwt) = self.spiffe.published(now);
         Ok(serde_json::json!({

@@ -203,9 +203,9 @@ pub async fn bind_tool(
 
 pub async fn rotate_spiffe_keys(
     State(b): State<Arc<Broker>>,
-    _: Op<Administer>,
+    op: Op<Administer>,
 ) -> R<serde_json::Value> {
-    Ok(AxumJson(b.rotate_spiffe_keys().await?))
+    Ok(AxumJson(b.rotate_spiffe_keys(&op.actor()).await?))
 }
 
 pub async fn rotate_keys(State(b): State<Arc<Broker>>, op: Op<Administer>) -> R<KeyRotated> {
