@@ -130,22 +130,7 @@ pub async fn open(
     create_dir(&dir.path)?;
     let master_path = dir.master_key_path();
     let master = Arc::new(load_or_create_master(&master_path)?);
-    let store: Arc<dyn Store> = match &dir.store {
-        None => {
-            let path = dir.database_path();
-            Arc::new(
-                SqlStore::open_sqlite(&path).map_err(|e| BootstrapError::OpenStore {
-                    cause: e.to_string(),
-                    fix: format!(
-                        "check that {} can be read and written by this user and that no \
-                         other program holds it",
-                        path.display()
-                    ),
-                })?,
-            )
-        }
-        Some(url) => Arc::new(open_postgres(url.expose()).await?),
-    };
+    let store = open_store(dir).await?;
     let now = clock.now();
     let keys = KeyService::load(store.as_ref(), &master, now, config.signing_alg)
         .await
@@ -235,6 +220,26 @@ pub async fn open(
     })
 }
 
+/// The store `dir` names: SQLite in the data directory, or PostgreSQL.
+async fn open_store(dir: &DataDir) -> Result<Arc<dyn Store>, BootstrapError> {
+    Ok(match &dir.store {
+        None => {
+            let path = dir.database_path();
+            Arc::new(
+                SqlStore::open_sqlite(&path).map_err(|e| BootstrapError::OpenStore {
+                    cause: e.to_string(),
+                    fix: format!(
+                        "check that {} can be read and written by this user and that no \
+                         other program holds it",
+                        path.display()
+                    ),
+                })?,
+            )
+        }
+        Some(url) => Arc::new(open_postgres(url.expose()).await?),
+    })
+}
+
 /// A store at `url`: PostgreSQL is the one kind of address accepted.
 async fn open_postgres(url: &str) -> Result<SqlStore, BootstrapError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -311,4 +316,125 @@ fn load_or_create_master(path: &Path) -> Result<MasterKey, BootstrapError> {
         }
         Err(e) => Err(err(e.to_string())),
     }
+}
+
+/// What a master-key rotation did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MasterRotated {
+    /// Values opened with the old key and sealed with the new one.
+    pub resealed: usize,
+    /// Where the new key now is (the broker's master-key path).
+    pub master_key_file: String,
+    /// Where the old key was moved: backups taken before the rotation
+    /// open only with it.
+    pub retired_key_file: String,
+}
+
+/// Re-seals everything the store keeps under the master key with the key
+/// in `new_key` (created there, mode 0600, when the file does not exist),
+/// then puts the new key at the master-key path and moves the old one
+/// beside it as `<name>.retired`. Every broker using the store must be
+/// stopped: a running one still holds the old key.
+///
+/// All or nothing: every value is opened with the old key before anything
+/// is written, and the store takes the new values in one transaction.
+pub async fn rotate_master(
+    dir: &DataDir,
+    new_key: &Path,
+    now: writ_core::Timestamp,
+) -> Result<MasterRotated, BootstrapError> {
+    let master_path = dir.master_key_path();
+    if !master_path.exists() {
+        return Err(BootstrapError::MasterKey {
+            path: master_path.display().to_string(),
+            message: "does not exist: there is nothing to rotate (is --data-dir or --master-key-file right?)".into(),
+        });
+    }
+    let old = load_or_create_master(&master_path)?;
+    let new = load_or_create_master(new_key)?;
+    if old.expose_bytes() == new.expose_bytes() {
+        return Err(BootstrapError::MasterKey {
+            path: new_key.display().to_string(),
+            message: "is the current master key; give a new one".into(),
+        });
+    }
+    let store = open_store(dir).await?;
+    let values = store.sealed_values().await?;
+    let mut resealed = Vec::with_capacity(values.len());
+    for mut v in values {
+        let purpose = sealed_purpose(&v)?;
+        let plain = old
+            .open(&purpose, &v.sealed)
+            .map_err(|_| BootstrapError::MasterKey {
+                path: master_path.display().to_string(),
+                message: format!(
+                    "does not open {:?} {} in the store: it is not the key the store was sealed with; nothing was changed",
+                    v.table, v.id
+                ),
+            })?;
+        v.sealed = new
+            .seal(&purpose, &plain)
+            .map_err(|e| BootstrapError::Broker(e.to_string()))?;
+        resealed.push(v);
+    }
+    let count = resealed.len();
+    let event = AuditEvent::new(AuditKind::KeyRotate, Outcome::Success, "system")
+        .reason("master key rotated: every sealed value re-sealed with the new key")
+        .detail(serde_json::json!({ "resealed": count }));
+    store.reseal(resealed, now, vec![event]).await?;
+
+    // The store now opens only with the new key: put it in place.
+    let retired = retired_path(&master_path);
+    let err = |path: &Path, e: std::io::Error| BootstrapError::MasterKey {
+        path: path.display().to_string(),
+        message: format!(
+            "{e}; the store is already sealed with the new key in {}: put that file at {} by hand",
+            new_key.display(),
+            master_path.display()
+        ),
+    };
+    std::fs::rename(&master_path, &retired).map_err(|e| err(&master_path, e))?;
+    std::fs::copy(new_key, &master_path).map_err(|e| err(&master_path, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&master_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| err(&master_path, e))?;
+    }
+    Ok(MasterRotated {
+        resealed: count,
+        master_key_file: master_path.display().to_string(),
+        retired_key_file: retired.display().to_string(),
+    })
+}
+
+/// `<path>.retired`, or `<path>.retired.N` when that exists already.
+fn retired_path(path: &Path) -> PathBuf {
+    let base = format!("{}.retired", path.display());
+    let mut candidate = PathBuf::from(&base);
+    let mut n = 1;
+    while candidate.exists() {
+        candidate = PathBuf::from(format!("{base}.{n}"));
+        n += 1;
+    }
+    candidate
+}
+
+/// The purpose a sealed value was sealed for (what binds it to its place).
+fn sealed_purpose(v: &writ_store::SealedValue) -> Result<String, BootstrapError> {
+    use writ_store::SealedTable;
+    Ok(match v.table {
+        SealedTable::SigningKey => crate::keys::purpose(&v.id),
+        SealedTable::SpiffeKey => crate::spiffe::purpose(&v.id),
+        SealedTable::ToolSecret => {
+            let tool: writ_core::ToolName = v.id.parse().map_err(|e| {
+                BootstrapError::Broker(format!("a stored tool secret names tool {:?}: {e}", v.id))
+            })?;
+            if v.header.is_empty() {
+                crate::service::dbcreds::admin_purpose(&tool)
+            } else {
+                crate::service::gateway::secret_purpose(&tool)
+            }
+        }
+    })
 }

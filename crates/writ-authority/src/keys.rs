@@ -36,7 +36,7 @@ impl From<KeyError> for Error {
     }
 }
 
-fn purpose(kid: &str) -> String {
+pub(crate) fn purpose(kid: &str) -> String {
     format!("signing-key:{kid}")
 }
 

@@ -20,7 +20,9 @@ pub mod service;
 pub mod spiffe;
 pub mod sweeper;
 
-pub use bootstrap::{BootstrapError, DataDir, InitialPolicy, Opened, open};
+pub use bootstrap::{
+    BootstrapError, DataDir, InitialPolicy, MasterRotated, Opened, open, rotate_master,
+};
 pub use config::{BrokerConfig, DEFAULT_ATTEST_PER_MINUTE};
 pub use error::{Binding, Error, GrantError};
 pub use keys::KeyService;

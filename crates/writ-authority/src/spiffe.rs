@@ -35,7 +35,7 @@ fn internal(e: impl std::fmt::Display) -> Error {
     Error::Internal(e.to_string())
 }
 
-fn purpose(kid: &str) -> String {
+pub(crate) fn purpose(kid: &str) -> String {
     format!("writ spiffe key {kid}")
 }
 

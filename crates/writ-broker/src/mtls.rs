@@ -48,6 +48,23 @@ async fn attest(
     ))
 }
 
+/// The URI SAN prefix that names a gateway in a client certificate.
+pub(crate) const GATEWAY_SAN_PREFIX: &str = "urn:writ:gateway:";
+
+/// The gateway a verified client certificate names: the one URI SAN
+/// `urn:writ:gateway:NAME` of its leaf (none when it names several).
+pub(crate) fn gateway_named(certs: &writ_listen::PeerCertificates) -> Option<String> {
+    let leaf = certs.0.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let mut names = san.value.general_names.iter().filter_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) => u.strip_prefix(GATEWAY_SAN_PREFIX),
+        _ => None,
+    });
+    let name = names.next()?;
+    names.next().is_none().then(|| name.to_owned())
+}
+
 /// The URI SANs that are SPIFFE IDs, from a DER certificate.
 fn spiffe_ids(der: &[u8]) -> Vec<String> {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {

@@ -295,7 +295,15 @@ impl Connection {
                 let refused = if parts.uri.path() == "/healthz" {
                     None
                 } else {
-                    limiter.check(client, &parts.headers, Instant::now()).err()
+                    {
+                        let cert = peer_certs
+                            .as_ref()
+                            .and_then(|c| c.0.first())
+                            .map(|d| d.as_ref());
+                        limiter
+                            .check(client, &parts.headers, cert, Instant::now())
+                            .err()
+                    }
                 };
                 parts.extensions.insert(ConnectInfo(peer));
                 parts.extensions.insert(ClientAddr(client));

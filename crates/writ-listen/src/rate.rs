@@ -226,6 +226,7 @@ impl Limiter {
         &self,
         client: IpAddr,
         headers: &HeaderMap,
+        certificate: Option<&[u8]>,
         now: Instant,
     ) -> Result<(), Refused> {
         let client = client_key(client);
@@ -236,9 +237,15 @@ impl Limiter {
                 retry_after_secs,
             }
         };
-        match headers.get(header::AUTHORIZATION) {
+        // A credential: the `Authorization` header, else a verified client
+        // certificate (which authenticates a gateway).
+        match headers
+            .get(header::AUTHORIZATION)
+            .map(|h| h.as_bytes())
+            .or(certificate)
+        {
             Some(cred) => {
-                let key = self.keys.hash_one(cred.as_bytes());
+                let key = self.keys.hash_one(cred);
                 self.credential
                     .take(key, now)
                     .map_err(|s| refuse(Which::Credential, s))?;
@@ -281,6 +288,27 @@ mod tests {
     }
 
     #[test]
+    fn a_client_certificate_counts_as_a_credential() {
+        let l = Limiter::new(RateLimits {
+            credential_per_minute: 3,
+            client_per_minute: 100,
+            anonymous_per_minute: 1,
+        });
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let t = Instant::now();
+        // Past the anonymous limit, with the credential's own.
+        for _ in 0..3 {
+            assert!(l.check(ip, &HeaderMap::new(), Some(b"cert-a"), t).is_ok());
+        }
+        let r = l
+            .check(ip, &HeaderMap::new(), Some(b"cert-a"), t)
+            .unwrap_err();
+        assert_eq!(r.which, Which::Credential);
+        // Another certificate is another credential.
+        assert!(l.check(ip, &HeaderMap::new(), Some(b"cert-b"), t).is_ok());
+    }
+
+    #[test]
     fn requests_without_a_credential_have_the_tightest_limit() {
         let l = Limiter::new(RateLimits {
             credential_per_minute: 10,
@@ -289,16 +317,16 @@ mod tests {
         });
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let t = Instant::now();
-        assert!(l.check(ip, &HeaderMap::new(), t).is_ok());
-        assert!(l.check(ip, &HeaderMap::new(), t).is_ok());
-        let r = l.check(ip, &HeaderMap::new(), t).unwrap_err();
+        assert!(l.check(ip, &HeaderMap::new(), None, t).is_ok());
+        assert!(l.check(ip, &HeaderMap::new(), None, t).is_ok());
+        let r = l.check(ip, &HeaderMap::new(), None, t).unwrap_err();
         assert_eq!(r.which, Which::Anonymous);
         assert_eq!(r.retry_after_secs, 30);
         // The same client with a credential still gets through.
-        assert!(l.check(ip, &auth("Bearer a"), t).is_ok());
+        assert!(l.check(ip, &auth("Bearer a"), None, t).is_ok());
         // Refilled after the wait it was told.
         assert!(
-            l.check(ip, &HeaderMap::new(), t + Duration::from_secs(30))
+            l.check(ip, &HeaderMap::new(), None, t + Duration::from_secs(30))
                 .is_ok()
         );
     }
@@ -313,15 +341,20 @@ mod tests {
         let t = Instant::now();
         for i in 0..3u8 {
             let ip = IpAddr::from([198, 51, 100, i]);
-            assert!(l.check(ip, &auth("DPoP tok"), t).is_ok());
+            assert!(l.check(ip, &auth("DPoP tok"), None, t).is_ok());
         }
         let r = l
-            .check("198.51.100.9".parse().unwrap(), &auth("DPoP tok"), t)
+            .check("198.51.100.9".parse().unwrap(), &auth("DPoP tok"), None, t)
             .unwrap_err();
         assert_eq!(r.which, Which::Credential);
         assert!(
-            l.check("198.51.100.9".parse().unwrap(), &auth("DPoP other"), t)
-                .is_ok()
+            l.check(
+                "198.51.100.9".parse().unwrap(),
+                &auth("DPoP other"),
+                None,
+                t
+            )
+            .is_ok()
         );
         let res = r.response();
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -341,15 +374,20 @@ mod tests {
         let t = Instant::now();
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
-        assert!(l.check(a, &auth("Bearer 1"), t).is_ok());
-        assert!(l.check(b, &auth("Bearer 2"), t).is_ok());
+        assert!(l.check(a, &auth("Bearer 1"), None, t).is_ok());
+        assert!(l.check(b, &auth("Bearer 2"), None, t).is_ok());
         assert_eq!(
-            l.check(a, &auth("Bearer 3"), t).unwrap_err().which,
+            l.check(a, &auth("Bearer 3"), None, t).unwrap_err().which,
             Which::Client
         );
         assert!(
-            l.check("2001:db8:1:3::1".parse().unwrap(), &auth("Bearer 4"), t)
-                .is_ok()
+            l.check(
+                "2001:db8:1:3::1".parse().unwrap(),
+                &auth("Bearer 4"),
+                None,
+                t
+            )
+            .is_ok()
         );
     }
 
@@ -365,15 +403,15 @@ mod tests {
         );
         let t = Instant::now();
         let ip = |i: u8| IpAddr::from([203, 0, 113, i]);
-        assert!(l.check(ip(1), &HeaderMap::new(), t).is_ok());
-        assert!(l.check(ip(2), &HeaderMap::new(), t).is_ok());
+        assert!(l.check(ip(1), &HeaderMap::new(), None, t).is_ok());
+        assert!(l.check(ip(2), &HeaderMap::new(), None, t).is_ok());
         // Both tracked clients are drawing on their buckets: a third goes
         // untracked.
-        assert!(l.check(ip(3), &HeaderMap::new(), t).is_ok());
-        assert!(l.check(ip(1), &HeaderMap::new(), t).is_err());
+        assert!(l.check(ip(3), &HeaderMap::new(), None, t).is_ok());
+        assert!(l.check(ip(1), &HeaderMap::new(), None, t).is_err());
         // Once theirs refill, room is made.
         let later = t + Duration::from_secs(61);
-        assert!(l.check(ip(3), &HeaderMap::new(), later).is_ok());
-        assert!(l.check(ip(3), &HeaderMap::new(), later).is_err());
+        assert!(l.check(ip(3), &HeaderMap::new(), None, later).is_ok());
+        assert!(l.check(ip(3), &HeaderMap::new(), None, later).is_err());
     }
 }

@@ -25,7 +25,7 @@ pub use engine::SqlStore;
 pub use error::{JoinTokenError, StoreError};
 pub use model::{
     DbLease, Ended, Grant, GrantKind, GrantState, Instance, JoinTokenState, QuarantineOutcome,
-    Revoked, StoredKey, StoredSecret, StoredSpiffeKey, TaskEnd,
+    Revoked, SealedTable, SealedValue, StoredKey, StoredSecret, StoredSpiffeKey, TaskEnd,
 };
 
 /// A change another process committed to a shared store, which this one
@@ -149,6 +149,17 @@ pub trait KeyStore: Send + Sync {
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
+    /// Every value sealed under the master key: signing keys, SPIFFE
+    /// authority keys, tool secrets.
+    async fn sealed_values(&self) -> Result<Vec<SealedValue>>;
+    /// Replaces sealed values (a master-key rotation), all or none: a
+    /// [`StoreError::Conflict`] if one of them no longer exists.
+    async fn reseal(
+        &self,
+        values: Vec<SealedValue>,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
 }
 
 /// Agents (with their join tokens and quarantine) and tools (with their upstream secrets).
@@ -255,6 +266,8 @@ pub trait GatewayStore: Send + Sync {
     ) -> Result<()>;
     /// The gateway a live (not revoked) credential belongs to.
     async fn gateway_by_token(&self, token_hash: &str) -> Result<Option<String>>;
+    /// Whether gateway `name` is registered and not revoked.
+    async fn gateway_live(&self, name: &str) -> Result<bool>;
     /// Revokes a gateway's credential; `NotFound` for an unknown gateway.
     async fn revoke_gateway(
         &self,

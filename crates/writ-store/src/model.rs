@@ -14,6 +14,38 @@ pub struct StoredKey {
     pub retired_at: Option<Timestamp>,
 }
 
+/// Where a value sealed under the master key is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SealedTable {
+    /// A token signing key (`id` its kid).
+    SigningKey,
+    /// A SPIFFE authority's key (`id` its kid).
+    SpiffeKey,
+    /// A tool's upstream secret (`id` the tool, `header` its header; an
+    /// empty header is a postgres tool's admin connection).
+    ToolSecret,
+}
+
+/// One value sealed under the master key, wherever it is kept: what a
+/// master-key rotation opens with the old key and seals with the new.
+#[derive(Clone)]
+pub struct SealedValue {
+    pub table: SealedTable,
+    pub id: String,
+    pub header: String,
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedValue")
+            .field("table", &self.table)
+            .field("id", &self.id)
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A tool's upstream secret as stored: the value sealed under the master key.
 #[derive(Clone)]
 pub struct StoredSecret {

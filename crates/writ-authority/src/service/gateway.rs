@@ -97,6 +97,23 @@ impl Broker {
             .ok_or_else(|| Error::Unauthenticated("invalid gateway credential".into()))
     }
 
+    /// The gateway a verified client certificate names (its URI SAN
+    /// `urn:writ:gateway:NAME`, issued by the `--tls-client-ca` authority):
+    /// it stands in for the gateway's credential while the gateway is
+    /// registered and not revoked.
+    pub async fn require_gateway_named(&self, name: &str) -> Result<String, Error> {
+        if name != EMBEDDED_GATEWAY
+            && valid_gateway_name(name)
+            && self.store.gateway_live(name).await?
+        {
+            Ok(name.to_owned())
+        } else {
+            Err(Error::Unauthenticated(
+                "the client certificate names no live gateway".into(),
+            ))
+        }
+    }
+
     /// An operator credential (with its duty still to check) or a gateway
     /// (its name).
     pub async fn require_operator_or_gateway(
@@ -533,7 +550,7 @@ pub(crate) fn check_binding(
     Ok(Some(g))
 }
 
-fn secret_purpose(tool: &ToolName) -> String {
+pub(crate) fn secret_purpose(tool: &ToolName) -> String {
     format!("writ tool secret {tool}")
 }
 

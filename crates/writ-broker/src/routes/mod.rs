@@ -265,9 +265,18 @@ impl FromRequestParts<Arc<Broker>> for GatewayAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
-        Ok(GatewayAuth(
-            broker.require_gateway(bearer(&parts.headers)?).await?,
-        ))
+        let token = bearer(&parts.headers)?;
+        // Without a bearer credential, a verified client certificate that
+        // names a gateway stands in for it (`--tls-client-ca`).
+        if token.is_none()
+            && let Some(name) = parts
+                .extensions
+                .get::<writ_listen::PeerCertificates>()
+                .and_then(crate::mtls::gateway_named)
+        {
+            return Ok(GatewayAuth(broker.require_gateway_named(&name).await?));
+        }
+        Ok(GatewayAuth(broker.require_gateway(token).await?))
     }
 }
 

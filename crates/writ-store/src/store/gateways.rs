@@ -38,6 +38,21 @@ impl GatewayStore for SqlStore {
         .await
     }
 
+    async fn gateway_live(&self, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        self.read_quick(move |c| {
+            c.query_row(
+                "SELECT name FROM gateways WHERE name = ?1 AND revoked_at IS NULL",
+                params![name],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(db)
+        })
+        .await
+    }
+
     async fn revoke_gateway(
         &self,
         name: &str,

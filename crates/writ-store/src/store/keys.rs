@@ -1,6 +1,7 @@
 //! Admin credentials and the broker's signing keys.
 
 use super::*;
+use crate::{SealedTable, SealedValue};
 
 #[async_trait]
 impl KeyStore for SqlStore {
@@ -212,6 +213,77 @@ impl KeyStore for SqlStore {
                     params![key.kid, key.alg, key.sealed, key.created_at.millis()],
                 )
                 .map_err(insert_err(format!("signing key {}", key.kid)))?;
+            ctx.audit(now, &audit)
+        })
+        .await
+    }
+
+    async fn sealed_values(&self) -> Result<Vec<SealedValue>> {
+        self.read(|c| {
+            let mut out = Vec::new();
+            let queries: [(SealedTable, &str); 3] = [
+                (
+                    SealedTable::SigningKey,
+                    "SELECT kid, '', sealed FROM signing_keys ORDER BY kid",
+                ),
+                (
+                    SealedTable::SpiffeKey,
+                    "SELECT kid, '', sealed FROM spiffe_keys ORDER BY kid",
+                ),
+                (
+                    SealedTable::ToolSecret,
+                    "SELECT tool, header, sealed FROM tool_secrets ORDER BY tool, header",
+                ),
+            ];
+            for (table, sql) in queries {
+                let mut stmt = c.prepare(sql).map_err(db)?;
+                let rows = stmt
+                    .query_map(params![], |r| {
+                        Ok(SealedValue {
+                            table,
+                            id: r.get(0)?,
+                            header: r.get(1)?,
+                            sealed: r.get(2)?,
+                        })
+                    })
+                    .map_err(db)?;
+                out.extend(rows.collect::<DbResult<Vec<_>>>().map_err(db)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn reseal(
+        &self,
+        values: Vec<SealedValue>,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            for v in &values {
+                let changed = match v.table {
+                    SealedTable::SigningKey => ctx.tx.execute(
+                        "UPDATE signing_keys SET sealed = ?1 WHERE kid = ?2",
+                        params![v.sealed, v.id],
+                    ),
+                    SealedTable::SpiffeKey => ctx.tx.execute(
+                        "UPDATE spiffe_keys SET sealed = ?1 WHERE kid = ?2",
+                        params![v.sealed, v.id],
+                    ),
+                    SealedTable::ToolSecret => ctx.tx.execute(
+                        "UPDATE tool_secrets SET sealed = ?1 WHERE tool = ?2 AND header = ?3",
+                        params![v.sealed, v.id, v.header],
+                    ),
+                }
+                .map_err(db)?;
+                if changed != 1 {
+                    return Err(StoreError::Conflict(format!(
+                        "{:?} {} changed during the re-sealing; nothing was changed",
+                        v.table, v.id
+                    )));
+                }
+            }
             ctx.audit(now, &audit)
         })
         .await

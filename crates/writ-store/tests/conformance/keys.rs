@@ -211,6 +211,97 @@ pub async fn signing_keys_rotate_atomically(s: Arc<dyn Store>) {
     assert_chain(s).await;
 }
 
+/// Every sealed value is listed with where it lives, and a re-sealing
+/// replaces them all in one transaction: one that names a value that is
+/// gone changes nothing (not the others, not the audit).
+pub async fn sealed_values_are_resealed_all_or_none(s: Arc<dyn Store>) {
+    use writ_store::{SealedTable, SealedValue};
+    let s = &*s;
+    s.add_signing_key(
+        StoredKey {
+            kid: "k1".into(),
+            alg: "EdDSA".into(),
+            sealed: vec![1],
+            created_at: at(0),
+            retired_at: None,
+        },
+        at(0),
+        vec![],
+    )
+    .await
+    .unwrap();
+    let tool = Tool {
+        name: "crm".parse().unwrap(),
+        audience: "https://crm.test".into(),
+        scopes: vec!["read".parse().unwrap()],
+        attributes: Default::default(),
+        upstream: None,
+        secret_header: None,
+        gateway: None,
+        created_at: at(1),
+    };
+    s.create_tool(&tool, vec![]).await.unwrap();
+    s.set_tool_secret(&tool.name, "x-api-key", vec![2], at(2), vec![])
+        .await
+        .unwrap();
+    let mut values = s.sealed_values().await.unwrap();
+    let find = |vs: &[SealedValue], table: SealedTable, id: &str| {
+        vs.iter()
+            .find(|v| v.table == table && v.id == id)
+            .map(|v| (v.header.clone(), v.sealed.clone()))
+    };
+    assert_eq!(
+        find(&values, SealedTable::SigningKey, "k1"),
+        Some((String::new(), vec![1]))
+    );
+    assert_eq!(
+        find(&values, SealedTable::ToolSecret, "crm"),
+        Some(("x-api-key".into(), vec![2]))
+    );
+
+    // One value that is not there: nothing changes.
+    let before = audit_len(s).await;
+    let mut bad = values.clone();
+    for v in &mut bad {
+        v.sealed.push(9);
+    }
+    bad.push(SealedValue {
+        table: SealedTable::SpiffeKey,
+        id: "gone".into(),
+        header: String::new(),
+        sealed: vec![3],
+    });
+    let err = s
+        .reseal(bad, at(3), vec![ev(AuditKind::KeyRotate)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(s.sealed_values().await.unwrap().len(), values.len());
+    assert_eq!(
+        find(
+            &s.sealed_values().await.unwrap(),
+            SealedTable::SigningKey,
+            "k1"
+        ),
+        Some((String::new(), vec![1])),
+        "a failed re-sealing changed a value"
+    );
+    assert_eq!(audit_len(s).await, before);
+
+    for v in &mut values {
+        v.sealed = vec![7, 7];
+    }
+    s.reseal(values.clone(), at(4), vec![ev(AuditKind::KeyRotate)])
+        .await
+        .unwrap();
+    let after = s.sealed_values().await.unwrap();
+    assert_eq!(after.len(), values.len());
+    assert!(after.iter().all(|v| v.sealed == vec![7, 7]));
+    assert_eq!(s.tool_secrets().await.unwrap()[0].sealed, vec![7, 7]);
+    assert_eq!(audit_len(s).await, before + 1);
+    assert_chain(s).await;
+}
+
 pub async fn tools_create_get_list(s: Arc<dyn Store>) {
     let s = &*s;
     let tool = |n: &str, aud: &str| Tool {

@@ -352,6 +352,7 @@ macro_rules! every_check {
                 gateway_keys_are_published_while_their_gateway_lives,
                 audit_checkpoints_are_kept_once_per_record,
                 signing_keys_rotate_atomically,
+                sealed_values_are_resealed_all_or_none,
                 tools_create_get_list,
                 h11_tools_keep_the_gateway_that_serves_them,
                 tool_secrets_set_replace_list,

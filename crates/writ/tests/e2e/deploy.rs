@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PublicKeyData as _,
+    KeyUsagePurpose, PublicKeyData as _, SanType,
 };
 
 use super::harness::{BIN, Broker, Opts, stdout};
@@ -56,7 +56,16 @@ impl Ca {
 impl Ca {
     /// A client certificate (chain PEM, key PEM).
     fn client(&self, name: &str) -> (String, String) {
+        self.client_with(name, &[])
+    }
+
+    /// A client certificate with these URI SANs (chain PEM, key PEM).
+    fn client_with(&self, name: &str, uris: &[&str]) -> (String, String) {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = uris
+            .iter()
+            .map(|u| SanType::URI((*u).try_into().unwrap()))
+            .collect();
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate().unwrap();
@@ -667,4 +676,122 @@ fn a_client_certificate_must_come_from_the_client_ca() {
     );
     let o = curl(&["--cacert", &ca_file, &url]);
     assert!(ok(&o), "{}", text(&o));
+}
+
+/// A client certificate from the `--tls-client-ca` authority whose URI SAN
+/// is `urn:writ:gateway:NAME` stands in for that gateway's credential, as
+/// long as the gateway is registered and not revoked; it is nothing more
+/// (no admin route), and a bearer credential, when sent, is what counts.
+#[test]
+fn a_client_certificate_naming_a_gateway_stands_in_for_its_credential() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new("writ e2e server CA");
+    let clients = Ca::new("writ e2e client CA");
+    let (cert, key, _) = ca.server(&["localhost"]);
+    let p = |name: &str, text: &str| write(tmp.path(), name, text).to_str().unwrap().to_owned();
+    let ca_file = p("ca.pem", &ca.pem);
+    let broker = Broker::start_with(Opts {
+        extra: vec![
+            "--tls-cert".into(),
+            p("s.crt", &cert),
+            "--tls-key".into(),
+            p("s.key", &key),
+            "--tls-client-ca".into(),
+            p("clients.pem", &clients.pem),
+            "--no-gateway".into(),
+        ],
+        ..Opts::default()
+    });
+    let api = local(&broker.addr);
+    let admin = format!("Authorization: Bearer {}", super::harness::ADMIN);
+    let o = curl(&[
+        "--cacert",
+        &ca_file,
+        "-H",
+        &admin,
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"name":"edge-1"}"#,
+        &format!("{api}/v1/gateways"),
+    ]);
+    assert!(ok(&o), "{}", text(&o));
+    let status = |cert: Option<(&str, &str)>, path: &str, extra: &[&str]| -> String {
+        let mut args: Vec<String> = vec![
+            "--cacert".into(),
+            ca_file.clone(),
+            "-o".into(),
+            "/dev/null".into(),
+            "-w".into(),
+            "%{http_code}".into(),
+        ];
+        if let Some((c, k)) = cert {
+            args.extend([
+                "--cert".into(),
+                p("c.crt", c),
+                "--key".into(),
+                p("c.key", k),
+            ]);
+        }
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args.push(format!("{api}{path}"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        stdout(&curl(&args))
+    };
+    let (edge, edge_key) = clients.client_with("edge-1", &["urn:writ:gateway:edge-1"]);
+    let (other, other_key) = clients.client_with("edge-2", &["urn:writ:gateway:edge-2"]);
+    let (plain, plain_key) = clients.client("edge-1");
+    let (two, two_key) = clients.client_with(
+        "both",
+        &["urn:writ:gateway:edge-1", "urn:writ:gateway:edge-2"],
+    );
+
+    assert_eq!(status(None, "/v1/gateway/bundle", &[]), "401");
+    assert_eq!(
+        status(Some((&edge, &edge_key)), "/v1/gateway/bundle", &[]),
+        "200"
+    );
+    assert_eq!(
+        status(Some((&edge, &edge_key)), "/v1/gateway/secrets", &[]),
+        "200"
+    );
+    // Not an admin for all that.
+    assert_eq!(status(Some((&edge, &edge_key)), "/v1/agents", &[]), "401");
+    // A gateway nobody registered, no gateway named, two named: refused.
+    assert_eq!(
+        status(Some((&other, &other_key)), "/v1/gateway/bundle", &[]),
+        "401"
+    );
+    assert_eq!(
+        status(Some((&plain, &plain_key)), "/v1/gateway/bundle", &[]),
+        "401"
+    );
+    assert_eq!(
+        status(Some((&two, &two_key)), "/v1/gateway/bundle", &[]),
+        "401"
+    );
+    // A bearer credential sent with it is what counts.
+    assert_eq!(
+        status(
+            Some((&edge, &edge_key)),
+            "/v1/gateway/bundle",
+            &["-H", "Authorization: Bearer wgw_wrong"]
+        ),
+        "401"
+    );
+    // Revoked: the certificate stops working at once.
+    let o = curl(&[
+        "--cacert",
+        &ca_file,
+        "-H",
+        &admin,
+        "-X",
+        "DELETE",
+        &format!("{api}/v1/gateways/edge-1"),
+    ]);
+    assert!(ok(&o), "{}", text(&o));
+    assert_eq!(
+        status(Some((&edge, &edge_key)), "/v1/gateway/bundle", &[]),
+        "401"
+    );
 }

@@ -235,3 +235,183 @@ async fn h13_a_store_that_cannot_be_opened_is_named_with_the_fix() {
     );
     assert!(!stderr.contains("internal error"), "{stderr}");
 }
+
+/// `writ keys rotate-master`: everything sealed is re-sealed under a new
+/// master key; tokens, signing keys and tool secrets work after a restart
+/// with it; the old key opens nothing any more, and a wrong or repeated key
+/// changes nothing.
+#[tokio::test]
+async fn master_key_rotation_reseals_everything_and_the_old_key_opens_nothing() {
+    use std::sync::atomic::Ordering;
+    use writ_core::api::{RegisterTool, SetToolSecret, Upstream};
+
+    let mut b = Broker::start();
+    let up = crate::gateway::upstream().await;
+    b.admin()
+        .register_tool(&RegisterTool {
+            name: "vault".parse().unwrap(),
+            audience: "https://vault.example".into(),
+            scopes: vec!["read".parse().unwrap()],
+            attributes: Default::default(),
+            upstream: Some(Upstream::Http {
+                url: up.url.clone(),
+                require_secret: true,
+                txn_token_only: false,
+            }),
+            gateway: None,
+        })
+        .await
+        .unwrap();
+    b.admin()
+        .set_tool_secret(
+            "vault",
+            &SetToolSecret {
+                header: "Authorization".into(),
+                value: "Bearer upstream-secret-1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let inst = b.attest("demo-agent").await;
+    let t = b
+        .start_task(&inst.access_token, &["vault:read"])
+        .await
+        .unwrap();
+    let jwks_before = b.anon().jwks().await.unwrap();
+    let dir = b.data_dir().to_owned();
+    let old_key = std::fs::read(dir.join("master.key")).unwrap();
+    b.stop();
+
+    let rotate = |key: &std::path::Path| {
+        std::process::Command::new(crate::harness::BIN)
+            .args(["keys", "rotate-master", "--output", "json", "--data-dir"])
+            .arg(&dir)
+            .arg("--new-key-file")
+            .arg(key)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .output()
+            .unwrap()
+    };
+    // The current key again: refused, nothing changed.
+    let same = dir.join("same.key");
+    std::fs::copy(dir.join("master.key"), &same).unwrap();
+    let o = rotate(&same);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is the current master key"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read(dir.join("master.key")).unwrap(), old_key);
+
+    // A new key, created by the command.
+    let new = dir.join("new.key");
+    let o = rotate(&new);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let done: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // Two signing-key rows at least (the first key), SPIFFE's two, the secret.
+    assert!(done["resealed"].as_u64().unwrap() >= 4, "{done}");
+    let new_bytes = std::fs::read(&new).unwrap();
+    assert_eq!(std::fs::read(dir.join("master.key")).unwrap(), new_bytes);
+    assert_eq!(
+        std::fs::read(dir.join("master.key.retired")).unwrap(),
+        old_key
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the new key is readable by its owner only");
+        let mode = std::fs::metadata(&new).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0);
+    }
+
+    // Rotating again with the retired key as "current" fails to open and
+    // changes nothing.
+    let stale = dir.join("stale");
+    std::fs::create_dir(&stale).unwrap();
+    for f in ["writ.db", "writ.db-wal", "writ.db-shm"] {
+        if dir.join(f).exists() {
+            std::fs::copy(dir.join(f), stale.join(f)).unwrap();
+        }
+    }
+    std::fs::copy(dir.join("master.key.retired"), stale.join("master.key")).unwrap();
+    let o = std::process::Command::new(crate::harness::BIN)
+        .args(["keys", "rotate-master", "--data-dir"])
+        .arg(&stale)
+        .arg("--new-key-file")
+        .arg(stale.join("another.key"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not the key the store was sealed with"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read(stale.join("master.key")).unwrap(),
+        old_key,
+        "a failed rotation moves no key"
+    );
+
+    // With the new key: the same signing keys, the old tokens, the secret.
+    b.restart();
+    assert_eq!(
+        b.anon().jwks().await.unwrap()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| !k["kid"].as_str().unwrap().starts_with("txn."))
+            .count(),
+        jwks_before["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| !k["kid"].as_str().unwrap().starts_with("txn."))
+            .count()
+    );
+    assert!(
+        b.active(&t.access_token).await,
+        "tokens issued before still verify"
+    );
+    crate::gateway::wait_for_tool(&b.gateway, "vault").await;
+    let tok = b
+        .anon()
+        .exchange(&t.access_token, None, Some("vault"), Some("read"))
+        .await
+        .unwrap()
+        .access_token;
+    let r = reqwest::Client::new()
+        .get(format!("{}/vault/x", b.gateway))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the re-sealed secret opens");
+    assert_eq!(up.hits.load(Ordering::SeqCst), 1);
+
+    // The retired key opens nothing: a broker started with it refuses.
+    b.stop();
+    let o = std::process::Command::new(crate::harness::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .arg("--master-key-file")
+        .arg(dir.join("master.key.retired"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("different master key"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
