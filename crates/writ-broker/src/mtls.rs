@@ -50,15 +50,27 @@ async fn attest(
 
 /// The URI SAN prefix that names a gateway in a client certificate.
 pub(crate) const GATEWAY_SAN_PREFIX: &str = "urn:writ:gateway:";
+/// The URI SAN prefix that names a node in a client certificate.
+pub(crate) const NODE_SAN_PREFIX: &str = "urn:writ:node:";
 
-/// The gateway a verified client certificate names: the one URI SAN
-/// `urn:writ:gateway:NAME` of its leaf (none when it names several).
+/// The gateway a verified client certificate names.
 pub(crate) fn gateway_named(certs: &writ_listen::PeerCertificates) -> Option<String> {
+    named(certs, GATEWAY_SAN_PREFIX)
+}
+
+/// The node a verified client certificate names.
+pub(crate) fn node_named(certs: &writ_listen::PeerCertificates) -> Option<String> {
+    named(certs, NODE_SAN_PREFIX)
+}
+
+/// The one URI SAN `<prefix>NAME` of a certificate's leaf: none when it
+/// names several (a certificate is one party).
+fn named(certs: &writ_listen::PeerCertificates, prefix: &str) -> Option<String> {
     let leaf = certs.0.first()?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     let san = cert.subject_alternative_name().ok()??;
     let mut names = san.value.general_names.iter().filter_map(|n| match n {
-        x509_parser::extensions::GeneralName::URI(u) => u.strip_prefix(GATEWAY_SAN_PREFIX),
+        x509_parser::extensions::GeneralName::URI(u) => u.strip_prefix(prefix),
         _ => None,
     });
     let name = names.next()?;

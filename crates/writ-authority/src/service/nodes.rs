@@ -299,6 +299,18 @@ impl Nodes {
             .ok_or_else(|| Error::Unauthenticated("unknown or revoked node credential".into()))
     }
 
+    /// The node a verified client certificate names (its URI SAN
+    /// `urn:writ:node:NAME`, issued by the `--tls-client-ca` authority):
+    /// registered and not quarantined.
+    pub async fn authenticate_named(&self, name: &str) -> Result<Node, Error> {
+        match self.store.get_node(name).await? {
+            Some(n) if !n.quarantined => Ok(n),
+            _ => Err(Error::Unauthenticated(
+                "the client certificate names no live node".into(),
+            )),
+        }
+    }
+
     /// The agents a node may issue SVIDs for (not quarantined).
     pub async fn entries(&self, node: &Node) -> Result<NodeEntries, Error> {
         let entries = self

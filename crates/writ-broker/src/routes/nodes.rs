@@ -26,8 +26,19 @@ impl FromRequestParts<Arc<Broker>> for NodeAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers)?
-            .ok_or_else(|| ApiError::Unauthorized("a node credential is required".into()))?;
+        let token = bearer(&parts.headers)?;
+        // Without a bearer credential, a verified client certificate that
+        // names a node stands in for it (`--tls-client-ca`).
+        if token.is_none()
+            && let Some(name) = parts
+                .extensions
+                .get::<writ_listen::PeerCertificates>()
+                .and_then(crate::mtls::node_named)
+        {
+            return Ok(NodeAuth(broker.nodes.authenticate_named(&name).await?));
+        }
+        let token =
+            token.ok_or_else(|| ApiError::Unauthorized("a node credential is required".into()))?;
         Ok(NodeAuth(broker.nodes.authenticate(token).await?))
     }
 }

@@ -7,10 +7,14 @@ mod attest;
 mod audit;
 mod client;
 mod completions;
+mod discover;
+mod discover_plan;
 mod dpop;
 mod gateway;
 mod keys;
 mod limits;
+mod mcp;
+mod mcp_forward;
 mod node;
 mod policy;
 mod policy_cases;
@@ -159,6 +163,13 @@ pub enum Command {
     Dpop(dpop::DpopCmd),
     /// Run a standalone gateway in front of tools (or create its credential).
     Gateway(gateway::GatewayArgs),
+    /// Find the standing secrets agents still hold (offline, no broker):
+    /// environment, `.env` and config files, MCP client configs.
+    Discover(discover::DiscoverArgs),
+    /// MCP: `writ mcp bridge TOOL` puts a stock MCP client (stdio) behind
+    /// writ's gateway.
+    #[command(subcommand)]
+    Mcp(mcp::McpCmd),
     /// OAuth clients of introspection and revocation (resource servers).
     #[command(subcommand)]
     Client(client::ClientCmd),
@@ -192,6 +203,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Gateway(a) => gateway::run(g, a).await,
         Command::Client(c) => client::run(g, c).await,
         Command::Node(a) => node::run(g, a).await,
+        Command::Mcp(c) => mcp::run(g, c).await,
+        Command::Discover(a) => discover::run(g, a),
         Command::Completions(a) => completions::completions(a),
         Command::Man(a) => completions::man(a),
     }

@@ -23,8 +23,17 @@ pub enum SecretCmd {
         #[arg(long, default_value = "")]
         header: String,
         /// Read the value from this environment variable instead.
-        #[arg(long, value_name = "VAR")]
+        #[arg(long, value_name = "VAR", conflicts_with = "from_mcp_config")]
         value_env: Option<String>,
+        /// Read the value from an MCP client config (the `headers` or `env`
+        /// entry --mcp-key of server --mcp-server), as `writ discover
+        /// --plan` does; it is never echoed.
+        #[arg(long, value_name = "FILE", requires_all = ["mcp_server", "mcp_key"])]
+        from_mcp_config: Option<PathBuf>,
+        #[arg(long, value_name = "NAME", requires = "from_mcp_config")]
+        mcp_server: Option<String>,
+        #[arg(long, value_name = "KEY", requires = "from_mcp_config")]
+        mcp_key: Option<String>,
     },
 }
 
@@ -196,8 +205,18 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
             tool,
             header,
             value_env,
+            from_mcp_config,
+            mcp_server,
+            mcp_key,
         }) => {
             let value = match value_env {
+                _ if from_mcp_config.is_some() => super::discover_plan::value_from_config(
+                    from_mcp_config
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new("")),
+                    mcp_server.as_deref().unwrap_or_default(),
+                    mcp_key.as_deref().unwrap_or_default(),
+                )?,
                 Some(var) => std::env::var(&var)
                     .with_context(|| format!("environment variable {var} is not set"))?,
                 None => {

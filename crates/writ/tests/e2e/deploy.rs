@@ -679,11 +679,12 @@ fn a_client_certificate_must_come_from_the_client_ca() {
 }
 
 /// A client certificate from the `--tls-client-ca` authority whose URI SAN
-/// is `urn:writ:gateway:NAME` stands in for that gateway's credential, as
-/// long as the gateway is registered and not revoked; it is nothing more
+/// is `urn:writ:gateway:NAME` (`urn:writ:node:NAME`) stands in for that
+/// gateway's (node's) credential, as long as it is registered and not
+/// revoked (quarantined); it is nothing more
 /// (no admin route), and a bearer credential, when sent, is what counts.
 #[test]
-fn a_client_certificate_naming_a_gateway_stands_in_for_its_credential() {
+fn a_client_certificate_naming_a_gateway_or_node_stands_in_for_its_credential() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = Ca::new("writ e2e server CA");
     let clients = Ca::new("writ e2e client CA");
@@ -792,6 +793,54 @@ fn a_client_certificate_naming_a_gateway_stands_in_for_its_credential() {
     assert!(ok(&o), "{}", text(&o));
     assert_eq!(
         status(Some((&edge, &edge_key)), "/v1/gateway/bundle", &[]),
+        "401"
+    );
+
+    // Nodes the same: `urn:writ:node:NAME`, while the node is not quarantined.
+    let o = curl(&[
+        "--cacert",
+        &ca_file,
+        "-H",
+        &admin,
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"name":"node-1"}"#,
+        &format!("{api}/v1/nodes"),
+    ]);
+    assert!(ok(&o), "{}", text(&o));
+    let (node, node_key) = clients.client_with("node-1", &["urn:writ:node:node-1"]);
+    let (stranger, stranger_key) = clients.client_with("node-2", &["urn:writ:node:node-2"]);
+    assert_eq!(status(None, "/v1/node/entries", &[]), "401");
+    assert_eq!(
+        status(Some((&node, &node_key)), "/v1/node/entries", &[]),
+        "200"
+    );
+    assert_eq!(
+        status(Some((&stranger, &stranger_key)), "/v1/node/entries", &[]),
+        "401"
+    );
+    // A gateway's certificate is not a node's, nor a node's a gateway's.
+    assert_eq!(
+        status(Some((&edge, &edge_key)), "/v1/node/entries", &[]),
+        "401"
+    );
+    assert_eq!(
+        status(Some((&node, &node_key)), "/v1/gateway/bundle", &[]),
+        "401"
+    );
+    let o = curl(&[
+        "--cacert",
+        &ca_file,
+        "-H",
+        &admin,
+        "-X",
+        "POST",
+        &format!("{api}/v1/nodes/node-1/quarantine"),
+    ]);
+    assert!(ok(&o), "{}", text(&o));
+    assert_eq!(
+        status(Some((&node, &node_key)), "/v1/node/entries", &[]),
         "401"
     );
 }

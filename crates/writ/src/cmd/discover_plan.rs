@@ -1,0 +1,321 @@
+//! `writ discover --plan`: for every MCP server whose config holds a
+//! standing secret, the commands that move it behind writ (`writ tool
+//! register`, `writ tool secret set` reading the value from its source,
+//! never echoing it) and the rewritten client config, in which the server
+//! becomes `writ mcp bridge TOOL` and holds no key.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::discover::{Finding, mcp_servers};
+
+/// What the plan needs to know besides the findings.
+pub struct PlanOptions<'a> {
+    /// The agent the bridges attest as.
+    pub agent: &'a str,
+    /// The broker and gateway the rewritten configs point at.
+    pub addr: &'a str,
+    pub gateway: &'a str,
+}
+
+/// Single-quoted for a POSIX shell.
+fn sh(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// A tool name from an MCP server's name (writ's tool names are
+/// lowercase letters, digits and `-`).
+pub fn tool_name(server: &str) -> String {
+    let mut t: String = server
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    t = t.trim_matches('-').to_owned();
+    if t.is_empty() { "mcp-tool".into() } else { t }
+}
+
+/// The plan, as a shell script to review and run.
+pub fn plan(found: &[Finding], opts: &PlanOptions<'_>) -> String {
+    // Config file -> server -> its findings.
+    let mut by_file: BTreeMap<&str, BTreeMap<&str, Vec<&Finding>>> = BTreeMap::new();
+    let mut loose = Vec::new();
+    for f in found {
+        match &f.mcp_server {
+            Some(s) => by_file
+                .entry(f.source.as_str())
+                .or_default()
+                .entry(s.as_str())
+                .or_default()
+                .push(f),
+            None => loose.push(f),
+        }
+    }
+    let mut out = String::from(
+        "#!/bin/sh\n# writ discover --plan: review, then run with WRIT_ADDR and an admin WRIT_TOKEN set.\n\
+         # Each MCP server that holds a key becomes a writ tool; the key moves into writ\n\
+         # (sealed, injected by the gateway), and the client runs `writ mcp bridge` instead.\n\
+         # Replace each --scope placeholder with the MCP tools the server may be asked for.\nset -e\n",
+    );
+    let _ = writeln!(
+        out,
+        "# The bridges attest as agent {0}: add how to each rewritten entry (--oidc-token-file or\n\
+         # --jwt-svid-file in its args, or a fresh WRIT_JOIN_TOKEN in its env).\n\
+         writ agent show {1} >/dev/null 2>&1 || writ agent register {1}",
+        opts.agent,
+        sh(opts.agent)
+    );
+    for (file, servers) in &by_file {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            let _ = writeln!(out, "# {file}: no longer readable; skipped");
+            continue;
+        };
+        let Ok(mut doc) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        let configs: BTreeMap<String, Value> = mcp_servers(&doc)
+            .into_iter()
+            .map(|(n, v)| (n, v.clone()))
+            .collect();
+        let mut rewritten = BTreeMap::new();
+        for (server, findings) in servers {
+            let Some(cfg) = configs.get(*server) else {
+                continue;
+            };
+            let tool = tool_name(server);
+            let _ = writeln!(out, "\n# MCP server {server:?} in {file}:");
+            for f in findings {
+                let _ = writeln!(
+                    out,
+                    "#   {} ({}, {})",
+                    f.key.as_deref().unwrap_or("?"),
+                    f.name,
+                    f.severity
+                );
+            }
+            let mut register = format!(
+                "writ tool register {} --audience {} --attr protocol=mcp --scope REPLACE-WITH-TOOL-NAMES",
+                sh(&tool),
+                sh(&format!("urn:mcp:{tool}"))
+            );
+            let header_keys: Vec<&str> = findings
+                .iter()
+                .filter_map(|f| f.key.as_deref())
+                .filter(|k| cfg.get("headers").and_then(|h| h.get(*k)).is_some())
+                .collect();
+            let env_keys: Vec<&str> = findings
+                .iter()
+                .filter_map(|f| f.key.as_deref())
+                .filter(|k| cfg.get("env").and_then(|h| h.get(*k)).is_some())
+                .collect();
+            if let Some(url) = cfg.get("url").and_then(Value::as_str) {
+                let _ = write!(register, " --upstream {} --mcp", sh(url));
+                if !header_keys.is_empty() {
+                    register.push_str(" --require-secret");
+                }
+            } else if let Some(cmd) = cfg.get("command").and_then(Value::as_str) {
+                register.push_str(" --mcp-command ");
+                register.push_str(&sh(cmd));
+                for a in cfg
+                    .get("args")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
+                    register.push(' ');
+                    register.push_str(&sh(a));
+                }
+            }
+            let _ = writeln!(out, "{register}");
+            match header_keys.as_slice() {
+                [] => {}
+                [h] => {
+                    let _ = writeln!(
+                        out,
+                        "writ tool secret set {} --header {} --from-mcp-config {} --mcp-server {} --mcp-key {}",
+                        sh(&tool),
+                        sh(h),
+                        sh(file),
+                        sh(server),
+                        sh(h)
+                    );
+                }
+                _ => {
+                    let _ = writeln!(
+                        out,
+                        "# gap: writ injects one header per tool; {} hold keys: move one, and the rest by hand",
+                        header_keys.join(", ")
+                    );
+                }
+            }
+            for k in &env_keys {
+                let _ = writeln!(
+                    out,
+                    "# gap: {k} is passed to a stdio server in its environment; writ cannot do that yet \
+                     (the gateway injects secrets as HTTP headers, and starts stdio servers with a \
+                     cleared environment): run the server's HTTP variant behind writ instead"
+                );
+            }
+            for f in findings.iter().filter(|f| {
+                f.key
+                    .as_deref()
+                    .is_none_or(|k| !header_keys.contains(&k) && !env_keys.contains(&k))
+            }) {
+                let _ = writeln!(
+                    out,
+                    "# gap: the key in {} ({}) is in the server's {}: remove it by hand",
+                    f.key.as_deref().unwrap_or("?"),
+                    f.rule,
+                    f.key.as_deref().unwrap_or("config")
+                );
+            }
+            rewritten.insert((*server).to_owned(), bridge_entry(&tool, opts));
+        }
+        replace_servers(&mut doc, &rewritten);
+        let target = format!("{file}.writ");
+        let _ = writeln!(
+            out,
+            "\n# {file}, rewritten without the keys (review, then move it over the original):\ncat > {} <<'WRIT_CONFIG'\n{}\nWRIT_CONFIG",
+            sh(&target),
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        );
+    }
+    if !loose.is_empty() {
+        out.push_str("\n# Keys held outside MCP configs: register the service each reaches as a tool\n# (`writ tool register NAME --upstream URL`), then `writ tool secret set NAME --header H --value-env VAR`\n# in a shell that has the variable, and remove it from where it is:\n");
+        for f in loose {
+            let place = match f.line {
+                Some(n) => format!("{}:{n}", f.source),
+                None => f.source.clone(),
+            };
+            let _ = writeln!(
+                out,
+                "#   {place} {} ({})",
+                f.key.as_deref().unwrap_or("-"),
+                f.rule
+            );
+        }
+    }
+    out
+}
+
+/// The config entry that runs the bridge for `tool`.
+fn bridge_entry(tool: &str, opts: &PlanOptions<'_>) -> Value {
+    json!({
+        "command": "writ",
+        "args": ["mcp", "bridge", tool, "--agent", opts.agent],
+        "env": {"WRIT_ADDR": opts.addr, "WRIT_GATEWAY": opts.gateway}
+    })
+}
+
+/// Puts each rewritten server where the config keeps it.
+fn replace_servers(doc: &mut Value, rewritten: &BTreeMap<String, Value>) {
+    fn into(m: Option<&mut Value>, rewritten: &BTreeMap<String, Value>) {
+        if let Some(Value::Object(m)) = m {
+            for (k, v) in m.iter_mut() {
+                if let Some(r) = rewritten.get(k) {
+                    *v = r.clone();
+                }
+            }
+        }
+    }
+    into(doc.get_mut("mcpServers"), rewritten);
+    into(doc.get_mut("servers"), rewritten);
+    into(
+        doc.get_mut("mcp").and_then(|m| m.get_mut("servers")),
+        rewritten,
+    );
+    if let Some(Value::Object(projects)) = doc.get_mut("projects") {
+        for p in projects.values_mut() {
+            into(p.get_mut("mcpServers"), rewritten);
+        }
+    }
+}
+
+/// The value of `key` in the `headers` or `env` of MCP server `server` in
+/// the config at `path` (for `writ tool secret set --from-mcp-config`).
+pub fn value_from_config(path: &Path, server: &str, key: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let doc: Value = serde_json::from_str(&text)
+        .map_err(|_| anyhow::anyhow!("{} is not JSON", path.display()))?;
+    let servers = mcp_servers(&doc);
+    let (_, cfg) = servers
+        .iter()
+        .find(|(n, _)| n == server)
+        .ok_or_else(|| anyhow::anyhow!("{} has no MCP server {server:?}", path.display()))?;
+    ["headers", "env"]
+        .iter()
+        .find_map(|f| cfg.get(*f).and_then(|m| m.get(key)).and_then(Value::as_str))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            anyhow::anyhow!("MCP server {server:?} in {} has no {key:?}", path.display())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_moves_each_key_and_the_rewritten_config_holds_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("mcp.json");
+        let key = format!("sk_live_{}", "4eC39HqLyjWDarjtT1zdp7dc9x");
+        let gh = format!("ghp_{}", "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A");
+        let doc = json!({"mcpServers": {
+            "Billing API": {"url": "http://127.0.0.1:9/mcp", "headers": {"Authorization": format!("Bearer {key}")}},
+            "github": {"command": "npx", "args": ["-y", "server-github"], "env": {"GITHUB_TOKEN": gh}},
+            "clean": {"command": "uvx", "args": ["mcp-server-time"]}
+        }});
+        std::fs::write(&cfg, doc.to_string()).unwrap();
+        let s = super::super::discover::Scanner::new().unwrap();
+        let found = super::super::discover::scan_file(&s, &cfg);
+        let opts = PlanOptions {
+            agent: "desk",
+            addr: "http://127.0.0.1:8750",
+            gateway: "http://127.0.0.1:8751",
+        };
+        let p = plan(&found, &opts);
+        assert!(!p.contains(&key) && !p.contains(&gh), "{p}");
+        assert!(p.contains("writ tool register 'billing-api'"), "{p}");
+        assert!(
+            p.contains("--upstream 'http://127.0.0.1:9/mcp' --mcp --require-secret"),
+            "{p}"
+        );
+        assert!(p.contains("--from-mcp-config"), "{p}");
+        assert!(p.contains("gap: GITHUB_TOKEN"), "{p}");
+        let start = p.find("<<'WRIT_CONFIG'\n").unwrap() + 15;
+        let end = p.rfind("\nWRIT_CONFIG").unwrap();
+        let rewritten: Value = serde_json::from_str(&p[start..end]).unwrap();
+        let b = &rewritten["mcpServers"]["Billing API"];
+        assert_eq!(b["command"], "writ");
+        assert_eq!(
+            b["args"],
+            json!(["mcp", "bridge", "billing-api", "--agent", "desk"])
+        );
+        assert_eq!(
+            rewritten["mcpServers"]["clean"]["command"], "uvx",
+            "servers without keys stay"
+        );
+        assert_eq!(
+            value_from_config(&cfg, "Billing API", "Authorization").unwrap(),
+            format!("Bearer {key}")
+        );
+        assert!(value_from_config(&cfg, "nope", "Authorization").is_err());
+    }
+
+    #[test]
+    fn tool_names_are_made_from_server_names() {
+        assert_eq!(tool_name("GitHub Copilot"), "github-copilot");
+        assert_eq!(tool_name("--"), "mcp-tool");
+    }
+}
