@@ -327,6 +327,17 @@ impl Client {
         Err(error_from(status, &body))
     }
 
+    /// A call whose success carries nothing to read (whatever its body).
+    async fn call_no_body(&self, r: RequestBuilder) -> Result<()> {
+        let resp = self.send(r).await?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = resp.bytes().await.unwrap_or_default();
+        Err(error_from(status, &body))
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.call(self.req(Method::GET, path)).await
     }
@@ -581,15 +592,8 @@ impl Client {
             .await
     }
     pub async fn clear_shadow(&self) -> Result<()> {
-        let resp = self
-            .send(self.req(Method::DELETE, "/v1/policies/shadow"))
-            .await?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let body = resp.bytes().await.unwrap_or_default();
-        Err(error_from(status, &body))
+        self.call_no_body(self.req(Method::DELETE, "/v1/policies/shadow"))
+            .await
     }
     pub async fn policy_history(&self) -> Result<Vec<writ_core::api::PolicyVersion>> {
         self.get("/v1/policies/history").await
@@ -767,18 +771,11 @@ impl Client {
         .await
     }
     pub async fn revoke(&self, token: &str) -> Result<()> {
-        let resp = self
-            .send(
-                self.req(Method::POST, "/oauth2/revoke")
-                    .form(&[("token", token)]),
-            )
-            .await?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let body = resp.bytes().await.unwrap_or_default();
-        Err(error_from(status, &body))
+        self.call_no_body(
+            self.req(Method::POST, "/oauth2/revoke")
+                .form(&[("token", token)]),
+        )
+        .await
     }
     pub async fn jwks(&self) -> Result<serde_json::Value> {
         self.get("/.well-known/jwks.json").await

@@ -32,7 +32,18 @@ pub(crate) enum Enforced {
     /// be asked now (the broker is unreachable, or the task already has as
     /// many calls waiting as it may): refused, and, like a held call, not
     /// charged to the agent as a denial.
-    Unheld(Decision, String),
+    Unheld(Decision, std::sync::Arc<HoldError>),
+}
+
+/// Why a held call could not be put to the broker.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HoldError {
+    #[error("the token names no task")]
+    NoTask,
+    #[error("the token's task id is malformed")]
+    BadTask,
+    #[error(transparent)]
+    Broker(#[from] state::BrokerCall),
 }
 
 impl Enforced {
@@ -151,7 +162,7 @@ impl Gateway {
                     approval_id,
                     status,
                 }) => Enforced::Held(decision, approval_id, status),
-                Err(e) => Enforced::Unheld(decision, e),
+                Err(e) => Enforced::Unheld(decision, std::sync::Arc::new(e)),
             },
         };
         self.record(bundle, caller, tool, &request, &out);
@@ -164,14 +175,14 @@ impl Gateway {
         caller: &auth::Caller,
         tool: &writ_core::api::Tool,
         r: &CallRequest<'_>,
-    ) -> Result<CallHeld, String> {
+    ) -> Result<CallHeld, HoldError> {
         let task = caller
             .claims
             .task
             .as_deref()
-            .ok_or("the token names no task")?
+            .ok_or(HoldError::NoTask)?
             .parse()
-            .map_err(|_| "the token's task id is malformed".to_owned())?;
+            .map_err(|_| HoldError::BadTask)?;
         let req = HoldCall {
             task,
             scopes: caller
@@ -185,7 +196,7 @@ impl Gateway {
             .broker()
             .hold_call(&req)
             .await
-            .map_err(|e| crate::state::broker_error("/v1/gateway/approvals", &e))
+            .map_err(|e| state::BrokerCall::to("/v1/gateway/approvals")(e).into())
     }
 
     /// Records a refusal made before policy (an MCP tool outside the scopes).

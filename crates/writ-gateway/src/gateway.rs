@@ -8,7 +8,7 @@ use std::time::Duration;
 use writ_core::{Clock, Secret};
 
 use crate::state::View;
-use crate::{auth, mcp, spool, stdio};
+use crate::{auth, owner, spool, stdio};
 
 /// How often MCP sessions are looked at when nothing changes.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -79,7 +79,7 @@ pub struct Gateway {
     pub(crate) spool: Arc<spool::Spool>,
     pub(crate) upstream: reqwest::Client,
     pub(crate) sessions: stdio::Sessions,
-    pub(crate) mcp_owners: mcp::SessionOwners,
+    pub(crate) mcp_owners: owner::SessionOwners,
     /// The key it signs transaction tokens with (made at start, kept in
     /// memory only, published through the broker's JWKS).
     pub(crate) txn: Arc<writ_core::txn::TxnSigner>,
@@ -87,6 +87,30 @@ pub struct Gateway {
     /// What keeps the view current (bundle, JWKS, revocations, decision
     /// delivery, session sweeping): owned here, stopped by [`Gateway::stop`].
     background: std::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// The tasks that serve requests past their handler (event streams
+    /// relayed, stdio servers' output read): spawned here only, ended by
+    /// [`Gateway::stop`] and awaited by [`Gateway::shutdown`].
+    pub(crate) streams: Streams,
+}
+
+/// The gateway's tasks that outlive a request's handler.
+#[derive(Debug, Default)]
+pub(crate) struct Streams {
+    tracker: tokio_util::task::TaskTracker,
+    stopping: tokio_util::sync::CancellationToken,
+}
+
+impl Streams {
+    /// Runs `work` until it ends or the gateway stops.
+    pub(crate) fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        let stopping = self.stopping.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = stopping.cancelled() => {}
+                () = work => {}
+            }
+        });
+    }
 }
 
 impl Gateway {
@@ -112,10 +136,11 @@ impl Gateway {
             spool: Arc::clone(&spool),
             upstream,
             sessions: stdio::Sessions::default(),
-            mcp_owners: mcp::SessionOwners::default(),
+            mcp_owners: owner::SessionOwners::default(),
             txn: Arc::clone(&txn),
             mcp_streams: crate::mcp_stream::OpenStreams::default(),
             background: std::sync::Mutex::new(tokio::task::JoinSet::new()),
+            streams: Streams::default(),
         });
         let mut tasks = tokio::task::JoinSet::new();
         let v = Arc::clone(&view);
@@ -179,6 +204,22 @@ impl Gateway {
             Ok(mut g) => g.abort_all(),
             Err(p) => p.into_inner().abort_all(),
         }
+        self.streams.stopping.cancel();
+        self.streams.tracker.close();
+    }
+
+    /// Stops (see [`Gateway::stop`]), ends every stdio session (its
+    /// process killed), and waits, up to `grace`, for the tasks that
+    /// served streams to end.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stop();
+        self.sessions.end_all().await;
+        if tokio::time::timeout(grace, self.streams.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("gateway stream tasks still running after shutdown");
+        }
     }
 
     /// Whether the gateway can decide now (bundle loaded, revocations fresh).
@@ -189,5 +230,30 @@ impl Gateway {
     /// Undelivered decisions.
     pub fn pending_decisions(&self) -> usize {
         self.spool.pending()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    /// What serves a stream past its handler ends when the gateway stops,
+    /// and shutdown can wait for it: nothing is left running detached.
+    #[tokio::test]
+    async fn stream_tasks_end_when_the_gateway_stops() {
+        let streams = Streams::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        streams.spawn(async move {
+            let _held = tx;
+            std::future::pending::<()>().await;
+        });
+        assert!(!streams.tracker.is_empty());
+        streams.stopping.cancel();
+        streams.tracker.close();
+        tokio::time::timeout(Duration::from_secs(5), streams.tracker.wait())
+            .await
+            .unwrap();
+        assert!(rx.await.is_err(), "the task was dropped, not left running");
     }
 }

@@ -19,6 +19,7 @@ mod gateway;
 mod mcp;
 mod mcp_messages;
 mod mcp_stream;
+mod owner;
 mod proxy;
 mod spool;
 mod state;
@@ -39,7 +40,7 @@ pub use auth::{Caller, caller_of};
 pub use decide::decide_call;
 pub use error::GatewayError;
 pub use gateway::{Config, Gateway, StartError};
-pub use state::{Bundle, View};
+pub use state::{BrokerCall, Bundle, SyncError, View};
 
 /// The gateway's HTTP surface.
 pub fn router(gw: Arc<Gateway>) -> Router {
@@ -60,7 +61,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 /// Serves the gateway on `listener` within `limits` until `shutdown`
 /// completes (requests in flight get [`SHUTDOWN_GRACE`]; a long-lived
 /// stream, an MCP SSE GET, does not hold the process up past it), then
-/// stops its background work.
+/// stops its background work, ends its stdio sessions and waits for its
+/// stream tasks ([`Gateway::shutdown`]).
 pub async fn serve(
     gw: Arc<Gateway>,
     listener: tokio::net::TcpListener,
@@ -75,7 +77,7 @@ pub async fn serve(
         SHUTDOWN_GRACE,
     )
     .await;
-    gw.stop();
+    gw.shutdown(SHUTDOWN_GRACE).await;
     served
 }
 

@@ -9,7 +9,6 @@
 //! server requests (sampling, elicitation, roots) and their answers flow
 //! as they would without the gateway.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -30,43 +29,9 @@ use crate::state::Bundle;
 /// How long an agent may take to send an MCP message body.
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Largest MCP message body accepted from an agent.
-pub const MAX_BODY: usize = 4 * 1024 * 1024;
+const MAX_BODY: usize = crate::mcp_messages::MAX_MESSAGE;
 /// Largest upstream answer the gateway reads to inspect.
 const MAX_ANSWER: usize = 16 * 1024 * 1024;
-
-/// Which task opened each upstream MCP session: a session id is honoured
-/// only for tokens of the same task (and an unknown one not at all).
-#[derive(Debug, Default)]
-pub(crate) struct SessionOwners(std::sync::Mutex<HashMap<String, (String, std::time::Instant)>>);
-
-/// Most upstream sessions remembered; the idle ones go first.
-const MAX_OWNED: usize = 100_000;
-const OWNED_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
-
-impl SessionOwners {
-    fn check(&self, sid: &str, task: &str) -> bool {
-        let Ok(mut m) = self.0.lock() else {
-            return false;
-        };
-        match m.get_mut(sid) {
-            Some((owner, seen)) if owner == task => {
-                *seen = std::time::Instant::now();
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn bind(&self, sid: &str, task: &str) {
-        if let Ok(mut m) = self.0.lock() {
-            if m.len() >= MAX_OWNED {
-                m.retain(|_, (_, seen)| seen.elapsed() < OWNED_IDLE);
-            }
-            m.entry(sid.to_owned())
-                .or_insert_with(|| (task.to_owned(), std::time::Instant::now()));
-        }
-    }
-}
 
 /// The request's MCP session: `Err` for more than one value or a value
 /// that is not visible ASCII.

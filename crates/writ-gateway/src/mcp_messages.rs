@@ -21,6 +21,10 @@ use crate::decide::Enforced;
 use crate::gateway::Gateway;
 use crate::state::Bundle;
 
+/// Largest MCP message (one JSON-RPC message or batch) the gateway takes
+/// from an agent or reads as one event or line from a server: 4 MiB.
+pub(crate) const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+
 /// JSON-RPC error code of a call writ refused.
 pub const DENIED: i64 = -32001;
 

@@ -34,8 +34,8 @@ use writ_core::api::Tool;
 use crate::auth::Caller;
 use crate::gateway::Gateway;
 use crate::mcp_messages::{Call, filter};
+use crate::owner::{Owner, agent_live};
 use crate::state::Bundle;
-use crate::stdio::{Owner, agent_live};
 
 /// Longest a stream lasts; the client reconnects (with `Last-Event-ID`
 /// where the server keeps events).
@@ -43,7 +43,7 @@ pub(crate) const MAX_STREAM: Duration = Duration::from_secs(3600);
 /// Largest single event (one JSON-RPC message or batch) read from an
 /// upstream, on a stream or a stdio server's line: 4 MiB, as large as a
 /// message an agent may send.
-pub(crate) const MAX_EVENT: usize = crate::mcp::MAX_BODY;
+pub(crate) const MAX_EVENT: usize = crate::mcp_messages::MAX_MESSAGE;
 /// Events encoded ahead of a client that reads slowly, and their bytes.
 const AHEAD: usize = 8;
 const AHEAD_BYTES: usize = 4 * 1024 * 1024;
@@ -196,7 +196,8 @@ where
 {
     let (tx, rx) = mpsc::channel::<(Bytes, OwnedSemaphorePermit)>(AHEAD);
     let ahead = Arc::new(Semaphore::new(AHEAD_BYTES));
-    tokio::spawn(async move {
+    let gw = Arc::clone(&ctx.gw);
+    gw.streams.spawn(async move {
         let deadline = Instant::now() + MAX_STREAM;
         let owner = Owner::of(&ctx.caller);
         let mut events = Box::pin(events);

@@ -186,7 +186,7 @@ impl Spool {
         view: &View,
         first_seq: u64,
         batch: Vec<AuditEvent>,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, crate::state::BrokerCall> {
         let ack: GatewayDecisionsAck = view
             .broker()
             .deliver_decisions(&GatewayDecisions {
@@ -194,7 +194,7 @@ impl Spool {
                 decisions: batch,
             })
             .await
-            .map_err(|e| crate::state::broker_error("/v1/gateway/decisions", &e))?;
+            .map_err(crate::state::BrokerCall::to("/v1/gateway/decisions"))?;
         Ok(ack.acked)
     }
 

@@ -50,7 +50,7 @@ impl Bundle {
 
     /// Compiles what the broker sent; `current`'s policy set is kept when
     /// the version is the same.
-    pub fn compile(b: GatewayBundle, current: Option<&Bundle>) -> Result<Self, String> {
+    pub fn compile(b: GatewayBundle, current: Option<&Bundle>) -> Result<Self, SyncError> {
         let policy = match current {
             Some(c) if c.policy.version() == b.policy_version => Arc::clone(&c.policy),
             _ => {
@@ -62,14 +62,12 @@ impl Bundle {
                         text: text.clone(),
                     })
                     .collect();
-                let set = PolicySet::compile(sources)
-                    .map_err(|e| format!("the broker's policy set does not compile here: {e}"))?;
+                let set = PolicySet::compile(sources).map_err(SyncError::Policy)?;
                 if set.version() != b.policy_version {
-                    return Err(format!(
-                        "policy version mismatch: broker says {}, files hash to {}",
-                        b.policy_version,
-                        set.version()
-                    ));
+                    return Err(SyncError::PolicyVersion {
+                        broker: b.policy_version,
+                        here: set.version().to_owned(),
+                    });
                 }
                 tracing::info!(policy_version = %set.version(), "gateway policy set is live");
                 Arc::new(set)
@@ -161,12 +159,43 @@ fn forwarded_of(public_url: &str) -> Option<(HeaderValue, HeaderValue)> {
     ))
 }
 
-/// A readable message for a failed broker call to `path`.
-pub(crate) fn broker_error(path: &str, e: &ClientError) -> String {
+/// A broker call that failed: which one, and how.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", call_text(.path, .error))]
+pub struct BrokerCall {
+    /// The broker's endpoint.
+    pub path: &'static str,
+    #[source]
+    pub error: ClientError,
+}
+
+impl BrokerCall {
+    /// A closure that wraps a failed call to `path`.
+    pub(crate) fn to(path: &'static str) -> impl Fn(ClientError) -> Self {
+        move |error| Self { path, error }
+    }
+}
+
+fn call_text(path: &str, e: &ClientError) -> String {
     match e.status() {
         Some(status) => format!("broker answered {status} for {path}: {e}"),
         None => format!("broker unreachable ({path}): {e}"),
     }
+}
+
+/// Why the gateway's view of the broker could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Broker(#[from] BrokerCall),
+    #[error("the broker's policy set does not compile here: {0}")]
+    Policy(#[source] writ_policy::PolicyError),
+    #[error("policy version mismatch: broker says {broker}, files hash to {here}")]
+    PolicyVersion { broker: String, here: String },
+    #[error("broker sent a bad /.well-known/jwks.json: {0}")]
+    Jwks(#[source] serde_json::Error),
+    #[error("the transaction-token key: {0}")]
+    TxnKey(#[source] serde_json::Error),
 }
 
 /// Unknown `kid`s trigger a JWKS refetch at most this often.
@@ -227,19 +256,19 @@ impl View {
 
     /// Fetches the bundle and the secrets; recompiles the policy set only
     /// when its version changed.
-    pub async fn refresh_bundle(&self) -> Result<(), String> {
+    pub async fn refresh_bundle(&self) -> Result<(), SyncError> {
         let b = self
             .broker
             .gateway_bundle()
             .await
-            .map_err(|e| broker_error("/v1/gateway/bundle", &e))?;
+            .map_err(BrokerCall::to("/v1/gateway/bundle"))?;
         let current = self.bundle();
         let bundle = Bundle::compile(b, current.as_deref())?;
         let secrets: Vec<GatewaySecret> = self
             .broker
             .gateway_secrets()
             .await
-            .map_err(|e| broker_error("/v1/gateway/secrets", &e))?;
+            .map_err(BrokerCall::to("/v1/gateway/secrets"))?;
         let mut map = HashMap::new();
         for s in secrets {
             let (Ok(header), Ok(mut value)) = (
@@ -265,14 +294,13 @@ impl View {
         Ok(())
     }
 
-    pub async fn refresh_jwks(&self) -> Result<(), String> {
+    pub async fn refresh_jwks(&self) -> Result<(), SyncError> {
         let jwks = self
             .broker
             .jwks()
             .await
-            .map_err(|e| broker_error("/.well-known/jwks.json", &e))?;
-        let set: JwkSet = serde_json::from_value(jwks)
-            .map_err(|e| format!("broker sent a bad /.well-known/jwks.json: {e}"))?;
+            .map_err(BrokerCall::to("/.well-known/jwks.json"))?;
+        let set: JwkSet = serde_json::from_value(jwks).map_err(SyncError::Jwks)?;
         if let Ok(mut g) = self.jwks.write() {
             *g = set;
         }
@@ -330,7 +358,7 @@ impl View {
     /// count as fresh. A gateway that lags (the broker no longer waits for
     /// it to acknowledge) thus fails closed once it has lagged for its
     /// staleness bound.
-    pub async fn poll_revocations(&self, wait: bool) -> Result<bool, String> {
+    pub async fn poll_revocations(&self, wait: bool) -> Result<bool, BrokerCall> {
         // Answer well inside the staleness bound even when nothing happens.
         let wait_ms = if wait {
             u64::try_from(self.cfg.staleness.as_millis() / 2)
@@ -344,7 +372,7 @@ impl View {
             .broker
             .follow_revocations(after, wait_ms, &self.follower)
             .await
-            .map_err(|e| broker_error("/v1/revocations", &e))?;
+            .map_err(BrokerCall::to("/v1/revocations"))?;
         let now = self.now().secs();
         let changed = !page.revocations.is_empty();
         let caught_up = page.head.is_none_or(|h| page.next >= h);

@@ -34,22 +34,18 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::Mutex;
-use writ_core::AgentName;
 
 use crate::auth::Caller;
 use crate::error::GatewayError;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Streams};
 use crate::mcp_messages::{Inspected, answer, filter, id_key};
 use crate::mcp_stream::{Owned, message_event, respond};
-use crate::state::{Bundle, View};
+use crate::owner::{Owner, agent_live};
+use crate::state::View;
 use crate::stdio_routes::{QueueRx, SharedRoutes, Waiting, queue, route_output};
 
 /// A session unused this long is ended.
 const IDLE: Duration = Duration::from_secs(600);
-/// A session whose every token has expired ends this long after the last
-/// one did: its task may have ended meanwhile without revoking anything
-/// this gateway saw.
-const AFTER_LAST_TOKEN_SECS: i64 = 60;
 /// How long an answer from the server may take.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a POST's event stream may go without any message (a server
@@ -64,108 +60,7 @@ const GET_QUEUE: usize = 1024;
 const MAX_SESSIONS: usize = 256;
 const MAX_SESSIONS_PER_AGENT: usize = 32;
 const MAX_SESSIONS_PER_TASK: usize = 8;
-/// Most tokens remembered per session (the newest are kept).
-const MAX_TOKENS: usize = 64;
 const SESSION_HEADER: &str = "mcp-session-id";
-
-/// Whom a session (or a stream) belongs to, and what ends it.
-#[derive(Debug)]
-pub(crate) struct Owner {
-    /// The task that opened it: no other task may use it.
-    task: String,
-    /// The agent acting when it was opened (counted against).
-    agent: AgentName,
-    /// The SPIFFE IDs of every agent of the delegation chain: quarantining
-    /// any of them ends the session.
-    chain: Vec<String>,
-    /// The task's hard end (unix seconds).
-    task_end: Option<i64>,
-    tokens: std::sync::Mutex<Tokens>,
-}
-
-/// The tokens a session was used with.
-#[derive(Debug, Default)]
-struct Tokens {
-    /// Those that may still be revoked: `jti` → expiry (unix seconds).
-    live: HashMap<String, i64>,
-    /// When the last of them all expires.
-    last_exp: i64,
-}
-
-impl Owner {
-    pub(crate) fn of(caller: &Caller) -> Self {
-        let claims = &caller.claims;
-        let chain = caller
-            .chain
-            .iter()
-            .chain(std::iter::once(&caller.agent))
-            .map(|a| a.spiffe_id.clone())
-            .collect();
-        let owner = Self {
-            task: claims.task.clone().unwrap_or_default(),
-            agent: caller.agent.name.clone(),
-            chain,
-            task_end: claims.task_ctx.as_ref().map(|t| t.expires_at),
-            tokens: std::sync::Mutex::new(Tokens::default()),
-        };
-        owner.used_with(caller);
-        owner
-    }
-
-    /// Remembers the token a request came with.
-    fn used_with(&self, caller: &Caller) {
-        if let Ok(mut t) = self.tokens.lock() {
-            t.last_exp = t.last_exp.max(caller.claims.exp);
-            let m = &mut t.live;
-            if m.len() >= MAX_TOKENS && !m.contains_key(&caller.claims.jti) {
-                let oldest = m
-                    .iter()
-                    .min_by_key(|(_, exp)| **exp)
-                    .map(|(j, _)| j.clone());
-                if let Some(j) = oldest {
-                    m.remove(&j);
-                }
-            }
-            m.insert(caller.claims.jti.clone(), caller.claims.exp);
-        }
-    }
-
-    /// Why the session must end now, if it must: `revoked` says whether a
-    /// token is revoked, `agent_live` whether an agent (by SPIFFE ID) is
-    /// registered and not quarantined.
-    pub(crate) fn ended(
-        &self,
-        now: i64,
-        revoked: &dyn Fn(&str) -> bool,
-        agent_live: &dyn Fn(&str) -> bool,
-    ) -> Option<&'static str> {
-        if self.task_end.is_some_and(|end| now >= end) {
-            return Some("its task reached its hard end");
-        }
-        let Ok(mut tokens) = self.tokens.lock() else {
-            return Some("its state is unreadable");
-        };
-        if tokens.live.keys().any(|jti| revoked(jti)) {
-            return Some("a token it was used with was revoked (task ended or agent quarantined)");
-        }
-        if now > tokens.last_exp.saturating_add(AFTER_LAST_TOKEN_SECS) {
-            return Some("every token it was used with has expired");
-        }
-        // Expired tokens are not revoked any more: forget them.
-        tokens
-            .live
-            .retain(|_, exp| exp.saturating_add(writ_core::token::LEEWAY_SECS) >= now);
-        drop(tokens);
-        (!self.chain.iter().all(|id| agent_live(id)))
-            .then_some("an agent of its chain is quarantined or no longer registered")
-    }
-}
-
-/// Whether an agent (by SPIFFE ID) is registered and not quarantined, as
-/// `bundle` says; with no bundle yet, nothing is known to have ended.
-pub(crate) fn agent_live(bundle: Option<&Bundle>, id: &str) -> bool {
-    bundle.is_none_or(|b| b.agents_by_spiffe.get(id).is_some_and(|a| !a.quarantined))
-}
 
 #[derive(Debug)]
 struct Session {
@@ -230,6 +125,18 @@ impl Sessions {
         ended
     }
 
+    /// Ends every session (the gateway stops).
+    pub(crate) async fn end_all(&self) {
+        let ended: Vec<Arc<Session>> = {
+            let mut map = self.map.lock().await;
+            map.drain().map(|(_, s)| s).collect()
+        };
+        for s in &ended {
+            s.alive.store(false, Ordering::SeqCst);
+        }
+        end(ended).await;
+    }
+
     async fn get(&self, id: &str) -> Option<Arc<Session>> {
         self.map.lock().await.get(id).cloned()
     }
@@ -243,6 +150,7 @@ async fn end(sessions: Vec<Arc<Session>>) {
 }
 
 fn spawn_shared(
+    streams: &Streams,
     command: &[String],
     tool: &str,
     owner: Owner,
@@ -280,12 +188,12 @@ fn spawn_shared(
     let routes: SharedRoutes = Arc::default();
     let alive = Arc::new(AtomicBool::new(true));
     let (r, a, tool_name) = (Arc::clone(&routes), Arc::clone(&alive), tool.to_owned());
-    tokio::spawn(async move {
+    streams.spawn(async move {
         route_output(stdout, r, tool_name).await;
         a.store(false, Ordering::SeqCst);
     });
     let tool_name = tool.to_owned();
-    tokio::spawn(async move {
+    streams.spawn(async move {
         let mut lines = BufReader::new(stderr).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             tracing::debug!(tool = %tool_name, "mcp server: {line}");
@@ -568,7 +476,8 @@ async fn open(
     // that have ended but were not swept yet do not count.
     let mut map = gw.sessions.map.lock().await;
     let ended = Sessions::take_ended(&mut map, &gw.view, gw.view.now().secs());
-    let opened = within_limits(&map, &owner).and_then(|()| spawn_shared(command, tool, owner));
+    let opened =
+        within_limits(&map, &owner).and_then(|()| spawn_shared(&gw.streams, command, tool, owner));
     if let Ok(s) = &opened {
         map.insert(id.clone(), Arc::clone(s));
     }
@@ -624,65 +533,4 @@ pub(crate) async fn delete(
         let _ = s.child.lock().await.kill().await;
     }
     Ok(StatusCode::OK.into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, reason = "test code")]
-    use super::*;
-
-    fn owner(task_end: Option<i64>, tokens: &[(&str, i64)]) -> Owner {
-        Owner {
-            task: "t1".into(),
-            agent: "a".parse().unwrap(),
-            chain: vec![
-                "spiffe://writ.local/agent/root".into(),
-                "spiffe://writ.local/agent/a".into(),
-            ],
-            task_end,
-            tokens: std::sync::Mutex::new(Tokens {
-                live: tokens.iter().map(|(j, e)| ((*j).to_owned(), *e)).collect(),
-                last_exp: tokens.iter().map(|(_, e)| *e).max().unwrap_or(0),
-            }),
-        }
-    }
-
-    #[test]
-    fn h6_a_session_ends_with_its_task_and_its_agents() {
-        let none = |_: &str| false;
-        let all = |_: &str| true;
-        let now = 1_000_000;
-        let o = owner(Some(now + 600), &[("j1", now + 300)]);
-        assert_eq!(o.ended(now, &none, &all), None);
-        // The task ended (its tokens revoked), or its agent was quarantined.
-        assert!(o.ended(now, &|j| j == "j1", &all).is_some());
-        assert!(
-            o.ended(now, &none, &|id| !id.ends_with("/root")).is_some(),
-            "an earlier agent of the chain counts too"
-        );
-        // The task's hard end.
-        assert!(o.ended(now + 600, &none, &all).is_some());
-        // Every token expired a minute ago: the task may be over unseen.
-        let o = owner(None, &[("j1", now - 61), ("j2", now - 100)]);
-        assert!(o.ended(now, &none, &all).is_some());
-        let o = owner(None, &[("j1", now - 59)]);
-        assert_eq!(o.ended(now, &none, &all), None);
-        // A token expired past the leeway is forgotten (it is never
-        // revoked any more); a live one is kept.
-        let o = owner(None, &[("old", now - 40), ("new", now + 10)]);
-        assert_eq!(o.ended(now, &none, &all), None);
-        assert_eq!(
-            o.tokens
-                .lock()
-                .unwrap()
-                .live
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>(),
-            vec!["new".to_owned()]
-        );
-        // Forgotten tokens still say when the last one expired.
-        assert_eq!(o.ended(now + 60, &none, &all), None);
-        assert!(o.ended(now + 71, &none, &all).is_some());
-    }
 }

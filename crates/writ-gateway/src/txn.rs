@@ -14,15 +14,15 @@ use writ_core::txn::{RequestContext, TXN_TOKEN_SECS, TxnClaims, TxnContext, TxnS
 use crate::auth::Caller;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::state::{View, broker_error};
+use crate::state::{BrokerCall, SyncError, View};
 
 /// Publishes the gateway's key with the broker.
-pub(crate) async fn publish(view: &View, signer: &TxnSigner) -> Result<(), String> {
-    let jwk = serde_json::to_value(signer.jwk()).map_err(|e| e.to_string())?;
+pub(crate) async fn publish(view: &View, signer: &TxnSigner) -> Result<(), SyncError> {
+    let jwk = serde_json::to_value(signer.jwk()).map_err(SyncError::TxnKey)?;
     view.broker()
         .publish_txn_key(&jwk)
         .await
-        .map_err(|e| broker_error("/v1/gateway/txn-keys", &e))?;
+        .map_err(BrokerCall::to("/v1/gateway/txn-keys"))?;
     Ok(())
 }
 

@@ -9,24 +9,29 @@ use writ_core::Secret;
 use crate::NodeError;
 
 /// Why a broker call failed: the node's credential was refused (the node
-/// was quarantined or re-attested elsewhere), the agent was refused, or
-/// the broker could not be reached.
+/// was quarantined or re-attested elsewhere), the agent was refused, the
+/// broker could not be reached or answered otherwise, or what it sent
+/// could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     #[error("the broker refused the node's credential")]
     Unauthorized,
     #[error("the broker refused: {0}")]
-    Forbidden(String),
+    Forbidden(#[source] ClientError),
     #[error("{0}")]
-    Other(String),
+    Other(#[source] ClientError),
+    #[error("cannot make a key")]
+    Key,
+    #[error("{0}")]
+    Chain(#[source] base64::DecodeError),
 }
 
 impl From<ClientError> for CallError {
     fn from(e: ClientError) -> Self {
         match e.status() {
             Some(401) => CallError::Unauthorized,
-            Some(403) => CallError::Forbidden(e.to_string()),
-            _ => CallError::Other(e.to_string()),
+            Some(403) => CallError::Forbidden(e),
+            _ => CallError::Other(e),
         }
     }
 }
@@ -37,7 +42,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// A client of the broker at `base`, presenting `token` when given.
 fn client(base: &str, token: Option<Secret>) -> Result<Client, NodeError> {
     Client::with_options(base, token, ClientOptions::service(None, TIMEOUT))
-        .map_err(|e| NodeError::Broker(e.to_string()))
+        .map_err(|e| NodeError::Broker(CallError::Other(e)))
 }
 
 /// A client with a credential kept from an earlier attestation.
@@ -51,7 +56,7 @@ pub async fn attest(base: &str, node: &str, join_token: &Secret) -> Result<Clien
     client(base, None)?
         .node_credential(node, join_token)
         .await
-        .map_err(|e| NodeError::Broker(format!("attestation refused: {e}")))
+        .map_err(NodeError::Attest)
 }
 
 #[cfg(test)]
@@ -73,7 +78,7 @@ mod tests {
         ));
         assert!(matches!(
             CallError::from(answered(403)),
-            CallError::Forbidden(m) if m.contains("no")
+            CallError::Forbidden(m) if m.to_string().contains("no")
         ));
         assert!(matches!(
             CallError::from(answered(503)),

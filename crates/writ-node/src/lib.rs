@@ -47,7 +47,13 @@ pub mod proto {
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("broker: {0}")]
-    Broker(String),
+    Broker(#[source] broker::CallError),
+    #[error("broker: attestation refused: {0}")]
+    Attest(#[source] writ_client::ClientError),
+    #[error(
+        "broker: no usable node credential: a join token is needed (writ node join-token NAME)"
+    )]
+    NoJoinToken,
     #[error("socket {path}: {message}")]
     Socket { path: String, message: String },
     #[error("serving the Workload API: {0}")]
@@ -94,8 +100,8 @@ async fn credential(config: &NodeConfig) -> Result<writ_client::Client, NodeErro
         message: e.to_string(),
     };
     let file = config.state_dir.join("node.credential");
-    if let Ok(token) = std::fs::read_to_string(&file) {
-        let broker = broker::resume(&config.broker, Secret::new(token.trim()))?;
+    if let Ok(token) = std::fs::read_to_string(&file).map(Secret::from) {
+        let broker = broker::resume(&config.broker, Secret::new(token.expose().trim()))?;
         match broker.node_entries().await.map_err(broker::CallError::from) {
             Ok(_) => {
                 tracing::info!(node = %config.name, "node credential kept from an earlier start");
@@ -104,14 +110,10 @@ async fn credential(config: &NodeConfig) -> Result<writ_client::Client, NodeErro
             Err(broker::CallError::Unauthorized) => {
                 tracing::warn!("the kept node credential was refused; attesting again");
             }
-            Err(e) => return Err(NodeError::Broker(e.to_string())),
+            Err(e) => return Err(NodeError::Broker(e)),
         }
     }
-    let join = config.join_token.as_ref().ok_or_else(|| {
-        NodeError::Broker(
-            "no usable node credential: a join token is needed (writ node join-token NAME)".into(),
-        )
-    })?;
+    let join = config.join_token.as_ref().ok_or(NodeError::NoJoinToken)?;
     let broker = broker::attest(&config.broker, &config.name, join).await?;
     tracing::info!(node = %config.name, "node attested");
     std::fs::create_dir_all(&config.state_dir).map_err(state)?;

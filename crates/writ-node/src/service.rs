@@ -219,9 +219,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 .map_err(|err| match crate::broker::CallError::from(err) {
                     crate::broker::CallError::Forbidden(_)
                     | crate::broker::CallError::Unauthorized => no_identity(),
-                    crate::broker::CallError::Other(m) => {
-                        Status::unavailable(format!("the broker cannot issue now: {m}"))
-                    }
+                    m => Status::unavailable(format!("the broker cannot issue now: {m}")),
                 })?;
             svids.push(Jwtsvid {
                 spiffe_id: issued.spiffe_id,

@@ -217,8 +217,7 @@ impl State {
     }
 
     async fn issue(&self, e: &NodeEntry, now: Timestamp) -> Result<Issued, CallError> {
-        let (key, public) =
-            new_key().ok_or_else(|| CallError::Other("cannot make a key".into()))?;
+        let (key, public) = new_key().ok_or(CallError::Key)?;
         let issued = self
             .broker
             .x509_svid(&X509SvidRequest {
@@ -232,7 +231,7 @@ impl State {
             .iter()
             .map(|c| URL_SAFE_NO_PAD.decode(c))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| CallError::Other(e.to_string()))?;
+            .map_err(CallError::Chain)?;
         tracing::info!(agent = %e.agent, expires_at = %issued.expires_at.to_rfc3339(), "X.509-SVID issued");
         Ok(Issued {
             spiffe_id: issued.spiffe_id,
