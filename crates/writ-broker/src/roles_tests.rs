@@ -61,6 +61,7 @@ fn routes() -> Vec<(&'static str, String, Duty)> {
         ("GET", "/v1/audit/checkpoints", Audit),
         ("GET", "/v1/audit/keys", Audit),
         ("GET", "/v1/reports/least-privilege", Audit),
+        ("GET", "/v1/reports/evidence", Audit),
         ("GET", "/v1/policies", ReadPolicy),
         ("GET", "/v1/policies/history", ReadPolicy),
         ("PUT", "/v1/policies", AuthorPolicy),

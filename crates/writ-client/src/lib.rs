@@ -27,6 +27,9 @@ pub enum ClientError {
     Unexpected { status: u16, message: String },
     #[error("reading the CA file {path}: {message}")]
     CaFile { path: String, message: String },
+    /// The client certificate or its key could not be used.
+    #[error("client certificate {path}: {message}")]
+    ClientCertificate { path: String, message: String },
     #[error("invalid address {0:?}")]
     Address(String),
     /// The task waits for a person's approval (HTTP 202).
@@ -94,6 +97,33 @@ pub fn trust_ca_file(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// The certificate every client in this process presents when a server
+/// asks for one (`--tls-client-cert` / `--tls-client-key`), set once at
+/// startup.
+static CLIENT_IDENTITY: std::sync::RwLock<Option<reqwest::Identity>> = std::sync::RwLock::new(None);
+
+/// From now on, every HTTP client this crate builds presents the
+/// certificate chain in `cert` (PEM) with the private key in `key` (PEM)
+/// to a server that asks for one: a broker started with `--tls-client-ca`
+/// authenticates a gateway or node by it.
+pub fn present_client_certificate(cert: &std::path::Path, key: &std::path::Path) -> Result<()> {
+    let bad = |path: &std::path::Path, message: String| ClientError::ClientCertificate {
+        path: path.display().to_string(),
+        message,
+    };
+    let mut pem =
+        zeroize::Zeroizing::new(std::fs::read(cert).map_err(|e| bad(cert, e.to_string()))?);
+    let key_pem = zeroize::Zeroizing::new(std::fs::read(key).map_err(|e| bad(key, e.to_string()))?);
+    pem.push(b'\n');
+    pem.extend_from_slice(&key_pem);
+    let identity = reqwest::Identity::from_pem(&pem).map_err(|e| bad(cert, e.to_string()))?;
+    let mut slot = CLIENT_IDENTITY
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    *slot = Some(identity);
+    Ok(())
+}
+
 /// How the underlying HTTP client behaves.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -146,12 +176,21 @@ impl ClientOptions {
         }
         if let Some(tls) = &self.tls {
             builder = builder.tls_backend_preconfigured(tls.clone());
-        } else if let Some(cas) = TRUSTED_CAS
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .as_ref()
-        {
-            builder = builder.tls_certs_only(cas.iter().cloned());
+        } else {
+            if let Some(cas) = TRUSTED_CAS
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+            {
+                builder = builder.tls_certs_only(cas.iter().cloned());
+            }
+            if let Some(id) = CLIENT_IDENTITY
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+            {
+                builder = builder.identity(id.clone());
+            }
         }
         builder.build()
     }
@@ -560,6 +599,22 @@ impl Client {
                 self.req(Method::GET, "/v1/reports/least-privilege")
                     .query(&q),
             )
+            .await?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| ClientError::Connect {
+            addr: self.base.clone(),
+            message: e.to_string(),
+        })?;
+        if !status.is_success() {
+            return Err(error_from(status, &body));
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+    /// `GET /v1/reports/evidence`: the document as the broker wrote it.
+    pub async fn evidence_report(&self, framework: &str, format: &str) -> Result<String> {
+        let q = [("framework", framework), ("format", format)];
+        let resp = self
+            .send(self.req(Method::GET, "/v1/reports/evidence").query(&q))
             .await?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| ClientError::Connect {

@@ -18,8 +18,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 pub struct Config {
     /// The broker's base URL.
     pub broker: String,
-    /// The gateway credential (`POST /v1/gateways`).
-    pub token: Secret,
+    /// The gateway credential (`POST /v1/gateways`); `None` when the
+    /// gateway authenticates with a client certificate instead.
+    pub token: Option<Secret>,
     /// The base URL agents address the gateway by (DPoP `htu`, metadata).
     pub public_url: String,
     /// Past this age of its revocation view, the gateway refuses everything.
@@ -47,10 +48,20 @@ impl std::fmt::Debug for Config {
 }
 
 impl Config {
+    /// A gateway that authenticates to the broker with the client
+    /// certificate every client of this process presents
+    /// ([`writ_client::present_client_certificate`]), not a credential.
+    pub fn with_client_certificate(broker: String, public_url: String) -> Self {
+        Self {
+            token: None,
+            ..Self::new(broker, Secret::new(String::new()), public_url)
+        }
+    }
+
     pub fn new(broker: String, token: impl Into<Secret>, public_url: String) -> Self {
         Self {
             broker,
-            token: token.into(),
+            token: Some(token.into()),
             public_url,
             staleness: Duration::from_secs(5),
             refresh: Duration::from_secs(1),

@@ -208,7 +208,7 @@ impl View {
             ClientOptions::service(Some(Duration::from_secs(2)), Duration::from_secs(40));
         options.tls = cfg.broker_tls.clone();
         let http = options.http()?;
-        let broker = Client::with_http(&cfg.broker, Some(cfg.token.clone()), http);
+        let broker = Client::with_http(&cfg.broker, cfg.token.clone(), http);
         let forwarded = forwarded_of(&cfg.public_url);
         Ok(Self {
             cfg,

@@ -451,6 +451,41 @@ pub struct ReportQuery {
     format: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceQuery {
+    /// One of `report::framework_names()`.
+    framework: Option<String>,
+    /// `json` (default), `table`, `markdown` or `html`.
+    format: Option<String>,
+}
+
+/// `GET /v1/reports/evidence`: a framework's items, each with the live
+/// evidence for it and a status.
+pub async fn evidence(
+    State(b): State<Arc<Broker>>,
+    _: Op<Audit>,
+    q: Result<Query<EvidenceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    use crate::service::report;
+    use axum::response::IntoResponse as _;
+    let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Some(framework) = q.framework else {
+        return Err(ApiError::BadRequest(format!(
+            "framework is required: one of {}",
+            report::framework_names().join(", ")
+        )));
+    };
+    let format = report::Format::parse(q.format.as_deref().unwrap_or("json"))?;
+    let r = b.evidence_report(&framework).await?;
+    let body = report::render_evidence(&r, format)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, format.content_type())],
+        body,
+    )
+        .into_response())
+}
+
 /// `GET /v1/reports/least-privilege`: granted against used, the narrower
 /// policy set and its replay, as a document.
 pub async fn least_privilege(

@@ -127,6 +127,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/revocations", get(admin::revocations))
         .route("/v1/audit", get(admin::audit))
         .route("/v1/reports/least-privilege", get(admin::least_privilege))
+        .route("/v1/reports/evidence", get(admin::evidence))
         .route("/v1/audit/verify", get(admin::audit_verify))
         .route("/v1/audit/checkpoints", get(admin::audit_checkpoints))
         .route("/v1/audit/keys", get(admin::audit_keys))
@@ -293,10 +294,22 @@ impl FromRequestParts<Arc<Broker>> for PointAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
-        match broker
-            .require_operator_or_gateway(bearer(&parts.headers)?)
-            .await?
+        let token = bearer(&parts.headers)?;
+        // Without a bearer credential, a verified client certificate that
+        // names a gateway stands in for it (`--tls-client-ca`).
+        if token.is_none()
+            && let Some(name) = parts
+                .extensions
+                .get::<writ_listen::PeerCertificates>()
+                .and_then(crate::mtls::gateway_named)
         {
+            let g = broker.require_gateway_named(&name).await?;
+            return Ok(PointAuth {
+                actor: format!("gateway:{g}"),
+                gateway: Some(g),
+            });
+        }
+        match broker.require_operator_or_gateway(token).await? {
             EnforcementPoint::Gateway(g) => Ok(PointAuth {
                 actor: format!("gateway:{g}"),
                 gateway: Some(g),

@@ -79,9 +79,15 @@ pub async fn run(g: &Global, args: GatewayArgs) -> anyhow::Result<u8> {
     }
     super::serve::init_tracing();
     let a = args.run;
-    let token = a
-        .gateway_token
-        .context("a gateway credential is needed: set WRIT_GATEWAY_TOKEN (from `writ gateway register NAME`)")?;
+    // A credential, or a client certificate naming the gateway.
+    let token = match (a.gateway_token, g.tls_client_cert.is_some()) {
+        (Some(t), _) => Some(t),
+        (None, true) => None,
+        (None, false) => anyhow::bail!(
+            "a gateway credential is needed: set WRIT_GATEWAY_TOKEN (from `writ gateway register NAME`), \
+             or present a client certificate naming the gateway (--tls-client-cert)"
+        ),
+    };
     let mut limits = a.limits.limits()?;
     limits.tls = super::tls::load(
         a.tls.tls_cert.as_deref(),
@@ -103,7 +109,10 @@ pub async fn run(g: &Global, args: GatewayArgs) -> anyhow::Result<u8> {
         .public_url
         .unwrap_or_else(|| format!("{scheme}://{bound}"));
     let broker = a.broker.unwrap_or_else(|| g.addr.clone());
-    let mut cfg = writ_gateway::Config::new(broker, token, public);
+    let mut cfg = match token {
+        Some(t) => writ_gateway::Config::new(broker, t, public),
+        None => writ_gateway::Config::with_client_certificate(broker, public),
+    };
     cfg.staleness = Duration::from_millis(a.staleness_ms.max(100));
     cfg.spool_dir = Some(a.spool_dir);
     let gw = writ_gateway::Gateway::start(cfg, Arc::new(SystemClock))?;

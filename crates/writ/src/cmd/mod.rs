@@ -84,6 +84,25 @@ pub struct Global {
     /// system's: the broker's, from the CLI, a gateway or a node.
     #[arg(long, global = true, env = "WRIT_CA_FILE")]
     pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate (PEM chain) to present to a broker that asks
+    /// for one (`writ serve --tls-client-ca`): with the SAN
+    /// `urn:writ:gateway:NAME` it authenticates `writ gateway` without a
+    /// credential.
+    #[arg(
+        long,
+        global = true,
+        env = "WRIT_TLS_CLIENT_CERT",
+        requires = "tls_client_key"
+    )]
+    pub tls_client_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of `--tls-client-cert`.
+    #[arg(
+        long,
+        global = true,
+        env = "WRIT_TLS_CLIENT_KEY",
+        requires = "tls_client_cert"
+    )]
+    pub tls_client_key: Option<std::path::PathBuf>,
 }
 
 impl Global {
@@ -185,6 +204,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let g = &cli.global;
     tls::trust_ca_file(g.ca_file.as_deref())?;
+    tls::present_client_certificate(g.tls_client_cert.as_deref(), g.tls_client_key.as_deref())?;
     crate::output::set_format(g.output);
     match cli.command {
         Command::Serve(args) => serve::run(*args).await,

@@ -1,4 +1,4 @@
-//! `writ report least-privilege`
+//! `writ report least-privilege` and `writ report evidence`
 
 use std::path::PathBuf;
 
@@ -33,6 +33,21 @@ pub enum ReportCmd {
         #[arg(long)]
         install_shadow: bool,
     },
+    /// A security framework's items (OWASP NHI and Agentic top tens, NIST
+    /// CSF 2.0 and AI RMF, MITRE ATLAS, CSA MAESTRO), each with the live
+    /// evidence writ holds for it and a status: pass, gap or
+    /// not-applicable, with links to audit records.
+    Evidence {
+        /// owasp-nhi, owasp-agentic, nist-ai-rmf, nist-csf, mitre-atlas or
+        /// csa-maestro.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
+            writ_authority::service::report::framework_names()
+        ))]
+        framework: String,
+        /// table, json, markdown or html.
+        #[arg(long, default_value = "table", value_parser = ["table", "json", "markdown", "html"])]
+        format: String,
+    },
 }
 
 /// What the CLI reads of the JSON report.
@@ -53,6 +68,14 @@ struct Proposal {
 pub async fn run(g: &Global, cmd: ReportCmd) -> anyhow::Result<u8> {
     let c = g.admin()?;
     match cmd {
+        ReportCmd::Evidence { framework, format } => {
+            let doc = c.evidence_report(&framework, &format).await?;
+            print!("{doc}");
+            if !doc.ends_with('\n') {
+                println!();
+            }
+            Ok(EXIT_OK)
+        }
         ReportCmd::LeastPrivilege {
             since,
             agent,

@@ -73,6 +73,17 @@ pub fn scheme(tls: Option<&writ_listen::Tls>) -> &'static str {
     if tls.is_some() { "https" } else { "http" }
 }
 
+/// Makes every client of this process present `--tls-client-cert` with
+/// `--tls-client-key` (both or neither).
+pub fn present_client_certificate(cert: Option<&Path>, key: Option<&Path>) -> anyhow::Result<()> {
+    match (cert, key) {
+        (Some(c), Some(k)) => writ_client::present_client_certificate(c, k)
+            .with_context(|| format!("--tls-client-cert {}", c.display())),
+        (None, None) => Ok(()),
+        _ => anyhow::bail!("--tls-client-cert and --tls-client-key go together"),
+    }
+}
+
 /// Reads `--ca-file` into every client this process makes.
 pub fn trust_ca_file(path: Option<&Path>) -> anyhow::Result<()> {
     if let Some(p) = path {

@@ -771,6 +771,79 @@ fn a_client_certificate_naming_a_gateway_or_node_stands_in_for_its_credential() 
         status(Some((&two, &two_key)), "/v1/gateway/bundle", &[]),
         "401"
     );
+    // `writ gateway` itself, with that certificate and no credential,
+    // gets its bundle and revocation feed over TLS: it becomes ready.
+    let spool = tempfile::tempdir().unwrap();
+    let mut gw = Command::new(BIN)
+        .args([
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--broker",
+            &api,
+            "--ca-file",
+            &ca_file,
+        ])
+        .arg("--tls-client-cert")
+        .arg(p("gw.crt", &edge))
+        .arg("--tls-client-key")
+        .arg(p("gw.key", &edge_key))
+        .arg("--spool-dir")
+        .arg(spool.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("WRIT_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(gw.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let gw_url = line
+        .trim()
+        .strip_prefix("gateway listening on ")
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        let o = curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{gw_url}/healthz"),
+        ]);
+        if stdout(&o) == "200" {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = gw.kill();
+    let _ = gw.wait();
+    assert!(
+        ready,
+        "writ gateway with a client certificate never became ready"
+    );
+    // Neither a credential nor a certificate: it says what it needs.
+    let o = Command::new(BIN)
+        .args(["gateway", "--listen", "127.0.0.1:0", "--broker", &api])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--tls-client-cert"),
+        "{}",
+        text(&o)
+    );
     // A bearer credential sent with it is what counts.
     assert_eq!(
         status(

@@ -12,6 +12,7 @@
 //! there; a decision whose task, agent or tool cannot be found is counted
 //! as not replayed, never guessed.
 
+mod evidence;
 mod observe;
 mod propose;
 mod render;
@@ -24,8 +25,10 @@ use writ_core::Timestamp;
 use writ_core::api::{Agent, Tool};
 use writ_policy::{FileKind, PolicySet, PolicySource};
 
+pub use evidence::{EvidenceReport, Status as EvidenceStatus, framework_names, render_evidence};
 pub use observe::CallShape;
 pub use propose::{FORBIDS_FILE, PERMITS_FILE, TESTS_FILE};
+use render::html_escape;
 pub use render::{Format, render};
 
 use super::Broker;
@@ -228,8 +231,26 @@ pub struct LeastPrivilegeReport {
 }
 
 impl Broker {
-    /// The least-privilege report over the last `since_secs` of the chain.
+    /// The least-privilege report over the last `since_secs` of the chain;
+    /// its headline numbers become the gauges.
     pub async fn least_privilege(&self, q: &ReportQuery) -> Result<LeastPrivilegeReport, Error> {
+        let r = self.least_privilege_report(q).await?;
+        metrics::set(&self.metrics.lp_unused_scopes, r.summary.unused_scopes);
+        metrics::set(
+            &self.metrics.lp_unused_tool_tokens,
+            r.summary.unused_tool_tokens,
+        );
+        metrics::set(&self.metrics.lp_overbroad, r.summary.overbroad_policies);
+        metrics::set(&self.metrics.lp_allow_to_deny, r.summary.allow_to_deny);
+        Ok(r)
+    }
+
+    /// The report, without touching the gauges (the evidence report reads
+    /// it over its own window).
+    pub(crate) async fn least_privilege_report(
+        &self,
+        q: &ReportQuery,
+    ) -> Result<LeastPrivilegeReport, Error> {
         let now = self.now();
         let since = now.add_secs(-q.since_secs);
         let tools: BTreeMap<String, Tool> = self
@@ -291,13 +312,6 @@ impl Broker {
             overbroad_policies: overbroad.len() as u64,
             allow_to_deny: replay.allow_to_deny,
         };
-        metrics::set(&self.metrics.lp_unused_scopes, summary.unused_scopes);
-        metrics::set(
-            &self.metrics.lp_unused_tool_tokens,
-            summary.unused_tool_tokens,
-        );
-        metrics::set(&self.metrics.lp_overbroad, summary.overbroad_policies);
-        metrics::set(&self.metrics.lp_allow_to_deny, summary.allow_to_deny);
         Ok(LeastPrivilegeReport {
             generated_at: now.to_rfc3339(),
             since: since.to_rfc3339(),

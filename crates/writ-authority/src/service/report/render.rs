@@ -149,7 +149,7 @@ fn exception_lines(r: &LeastPrivilegeReport) -> Vec<String> {
         .collect()
 }
 
-fn html_escape(s: &str) -> String {
+pub(super) fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
