@@ -1,0 +1,77 @@
+//! Outside identity tokens (OIDC): their header rules, JWKS and claims.
+
+use super::*;
+
+/// What an outside identity token (OIDC) must satisfy.
+#[derive(Clone, Debug)]
+pub struct ExternalExpect<'a> {
+    pub issuer: &'a str,
+    pub audience: &'a str,
+    pub subject: &'a str,
+    pub algorithms: &'a [Algorithm],
+}
+
+#[derive(Deserialize)]
+struct ExternalClaims {
+    iss: String,
+    sub: String,
+    aud: OneOrMany,
+    exp: i64,
+    #[serde(default)]
+    nbf: Option<i64>,
+    #[serde(default)]
+    iat: Option<i64>,
+}
+
+/// The key id of an outside token, so the caller can refresh a JWKS that
+/// lacks it. Checks the header rules first.
+pub fn external_kid(token: &str) -> Result<Option<String>, TokenError> {
+    Ok(checked_header(token)?.kid)
+}
+
+/// Verifies an outside JWT (an OIDC identity token) against its issuer's JWKS.
+pub fn verify_external(
+    token: &str,
+    jwks: &JwkSet,
+    expect: &ExternalExpect<'_>,
+    now: Timestamp,
+) -> Result<(), TokenError> {
+    let (header, renamed) = external_header(token)?;
+    if !expect.algorithms.contains(&header.alg) {
+        return Err(TokenError::Algorithm);
+    }
+    let jwk = match header.kid.as_deref() {
+        Some(kid) => jwks.find(kid),
+        None if jwks.keys.len() == 1 => jwks.keys.first(),
+        None => None,
+    }
+    .ok_or(TokenError::UnknownKey)?;
+    // The key's own algorithm, when it names one, must agree (RFC 8725 §3.1).
+    if let Some(ka) = jwk.common.key_algorithm {
+        let pinned = ka.to_string();
+        if pinned != format!("{:?}", header.alg) {
+            return Err(TokenError::Algorithm);
+        }
+    }
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| TokenError::UnknownKey)?;
+    let claims: ExternalClaims = if renamed {
+        signature_as(token, &key, header.alg)?
+    } else {
+        signature_only(token, &key, &[header.alg])?
+    };
+    check_times(claims.exp, claims.nbf.unwrap_or(i64::MIN), claims.iat, now)?;
+    if claims.iss != expect.issuer {
+        return Err(TokenError::Issuer);
+    }
+    let aud_ok = match &claims.aud {
+        OneOrMany::One(a) => a == expect.audience,
+        OneOrMany::Many(v) => v.iter().any(|a| a == expect.audience),
+    };
+    if !aud_ok {
+        return Err(TokenError::Audience);
+    }
+    if claims.sub != expect.subject {
+        return Err(TokenError::Subject);
+    }
+    Ok(())
+}
