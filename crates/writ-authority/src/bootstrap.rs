@@ -5,6 +5,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use writ_core::api::Role;
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::seal::MasterKey;
 use writ_core::{Clock, Secret, random};
@@ -159,7 +160,7 @@ pub async fn open(
             let event = AuditEvent::new(AuditKind::AdminTokenCreate, Outcome::Success, "system")
                 .reason(format!("admin credential {DEV_ADMIN} given at a dev start"));
             store
-                .add_admin_token(DEV_ADMIN, &hash, true, now, vec![event])
+                .add_admin_token(DEV_ADMIN, &hash, Role::Admin, true, now, vec![event])
                 .await?;
         }
     } else if store.admin_token_count().await? == 0 {
@@ -171,6 +172,7 @@ pub async fn open(
             .add_admin_token(
                 BOOTSTRAP_ADMIN,
                 &hash_secret(token.expose()),
+                Role::Admin,
                 false,
                 now,
                 vec![event],

@@ -271,7 +271,7 @@ impl Authority {
             used: std::sync::Mutex::new(std::collections::HashMap::new()),
         };
         this.reload(store, master).await?;
-        this.rotate(store, master, now, false).await?;
+        this.rotate(store, master, now, None).await?;
         Ok(this)
     }
 
@@ -284,8 +284,10 @@ impl Authority {
         store: &dyn Store,
         master: &MasterKey,
         now: Timestamp,
-        force: bool,
+        forced_by: Option<&str>,
     ) -> Result<bool, Error> {
+        let force = forced_by.is_some();
+        let actor = forced_by.unwrap_or("system");
         let keys = self.current();
         let ca_ok = !force
             && keys
@@ -300,10 +302,10 @@ impl Authority {
                 .max()
                 .is_some_and(|t| t > now.secs() + JWT_KEY_LIFETIME_SECS / 2);
         if !ca_ok {
-            self.add_ca(store, master, now).await?;
+            self.add_ca(store, master, now, actor).await?;
         }
         if !jwt_ok {
-            self.add_jwt_key(store, master, now).await?;
+            self.add_jwt_key(store, master, now, actor).await?;
         }
         let added = !(ca_ok && jwt_ok);
         if added {
@@ -369,6 +371,7 @@ impl Authority {
         store: &dyn Store,
         master: &MasterKey,
         now: Timestamp,
+        actor: &str,
     ) -> Result<(), Error> {
         let key = P256::generate()?;
         let mut params = ca_params(&self.trust_domain)?;
@@ -378,7 +381,7 @@ impl Authority {
         params.serial_number = Some(serial()?);
         let cert = params.self_signed(&key.rcgen()?).map_err(internal)?;
         let kid = format!("ca-{}", random::token_128().map_err(internal)?);
-        let event = AuditEvent::new(AuditKind::KeyRotate, Outcome::Success, "system")
+        let event = AuditEvent::new(AuditKind::KeyRotate, Outcome::Success, actor)
             .reason("X.509 authority for the trust domain")
             .detail(serde_json::json!({ "kid": kid, "trust_domain": self.trust_domain }));
         store
@@ -403,11 +406,12 @@ impl Authority {
         store: &dyn Store,
         master: &MasterKey,
         now: Timestamp,
+        actor: &str,
     ) -> Result<(), Error> {
         let key = P256::generate()?;
         let kid = random::token_128().map_err(internal)?;
         let not_after = now.add_secs(JWT_KEY_LIFETIME_SECS);
-        let event = AuditEvent::new(AuditKind::KeyRotate, Outcome::Success, "system")
+        let event = AuditEvent::new(AuditKind::KeyRotate, Outcome::Success, actor)
             .reason("JWT-SVID signing key for the trust domain")
             .detail(serde_json::json!({ "kid": kid, "trust_domain": self.trust_domain }));
         store

@@ -39,7 +39,7 @@ pub async fn spiffe_keys(broker: Arc<Broker>) {
         tick.tick().await;
         if let Err(e) = broker
             .spiffe
-            .rotate(broker.store.as_ref(), broker.master(), broker.now(), false)
+            .rotate(broker.store.as_ref(), broker.master(), broker.now(), None)
             .await
         {
             tracing::error!(error = %e, "cannot renew the SPIFFE authorities");

@@ -13,6 +13,8 @@ mod extract;
 pub mod mtls;
 #[cfg(test)]
 mod one_answer_tests;
+#[cfg(test)]
+mod roles_tests;
 mod routes;
 #[cfg(test)]
 mod tests;

@@ -288,6 +288,7 @@ async fn register_agent(b: &Broker, name: &str, attrs: &[(&str, Option<&str>)]) 
             "attributes": attributes,
         }))
         .unwrap(),
+        "operator:test",
     )
     .await
     .unwrap();
@@ -297,7 +298,7 @@ async fn register_agent(b: &Broker, name: &str, attrs: &[(&str, Option<&str>)]) 
 async fn attest(b: &Broker, agent: &str) -> (String, AgentCaller) {
     let name: writ_core::AgentName = agent.parse().unwrap();
     let jt = b
-        .create_join_token(&name, CreateJoinToken { ttl: 600 })
+        .create_join_token(&name, CreateJoinToken { ttl: 600 }, "operator:test")
         .await
         .unwrap();
     let att = b
@@ -428,6 +429,7 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
             "attributes": attributes,
         }))
         .unwrap(),
+        "operator:test",
     )
     .await
     .unwrap();

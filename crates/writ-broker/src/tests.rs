@@ -51,17 +51,21 @@ async fn fixture() -> Fixture {
             serde_json::json!({"name": "a", "attestation": {"kind": "join_token"}}),
         )
         .unwrap(),
+        "operator:test",
     )
     .await
     .unwrap();
-    b.register_tool(RegisterTool {
-        name: "t".parse().unwrap(),
-        audience: "https://t".into(),
-        scopes: vec!["read".parse().unwrap(), "write".parse().unwrap()],
-        attributes: Default::default(),
-        upstream: None,
-        gateway: None,
-    })
+    b.register_tool(
+        RegisterTool {
+            name: "t".parse().unwrap(),
+            audience: "https://t".into(),
+            scopes: vec!["read".parse().unwrap(), "write".parse().unwrap()],
+            attributes: Default::default(),
+            upstream: None,
+            gateway: None,
+        },
+        "operator:test",
+    )
     .await
     .unwrap();
     Fixture {
@@ -73,7 +77,11 @@ async fn fixture() -> Fixture {
 
 async fn instance(b: &Broker) -> (String, AgentCaller) {
     let jt = b
-        .create_join_token(&"a".parse().unwrap(), CreateJoinToken { ttl: 60 })
+        .create_join_token(
+            &"a".parse().unwrap(),
+            CreateJoinToken { ttl: 60 },
+            "operator:test",
+        )
         .await
         .unwrap();
     let att = b

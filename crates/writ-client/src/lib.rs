@@ -384,9 +384,63 @@ impl Client {
     pub async fn rotate_spiffe_keys(&self) -> Result<serde_json::Value> {
         self.post_empty("/v1/keys/rotate-spiffe").await
     }
+    pub async fn update_agent(
+        &self,
+        name: &str,
+        req: &writ_core::api::UpdateAgent,
+    ) -> Result<writ_core::api::Agent> {
+        self.call(
+            self.req(Method::PATCH, &format!("/v1/agents/{name}"))
+                .json(req),
+        )
+        .await
+    }
+    pub async fn delete_agent(&self, name: &str) -> Result<writ_core::api::Removed> {
+        self.call(self.req(Method::DELETE, &format!("/v1/agents/{name}")))
+            .await
+    }
+    pub async fn update_tool(
+        &self,
+        name: &str,
+        req: &writ_core::api::UpdateTool,
+    ) -> Result<writ_core::api::Tool> {
+        self.call(
+            self.req(Method::PATCH, &format!("/v1/tools/{name}"))
+                .json(req),
+        )
+        .await
+    }
+    pub async fn delete_tool(&self, name: &str) -> Result<writ_core::api::Removed> {
+        self.call(self.req(Method::DELETE, &format!("/v1/tools/{name}")))
+            .await
+    }
     /// Every admin credential (names, never values).
     pub async fn admin_tokens(&self) -> Result<Vec<writ_core::api::AdminCredential>> {
         self.get("/v1/admin/tokens").await
+    }
+    /// A new named operator credential of `role` (its secret is in the
+    /// answer only).
+    pub async fn create_admin_token(
+        &self,
+        name: &str,
+        role: writ_core::api::Role,
+    ) -> Result<writ_core::api::AdminCredentialIssued> {
+        self.post(
+            "/v1/admin/tokens",
+            &writ_core::api::CreateAdminCredential {
+                name: name.to_owned(),
+                role,
+            },
+        )
+        .await
+    }
+    /// A new secret for the credential `name`; the old one dies at once.
+    pub async fn rotate_admin_token(
+        &self,
+        name: &str,
+    ) -> Result<writ_core::api::AdminCredentialIssued> {
+        self.post_empty(&format!("/v1/admin/tokens/{name}/rotate"))
+            .await
     }
     /// Revokes the admin credential `name`.
     pub async fn revoke_admin_token(&self, name: &str) -> Result<()> {

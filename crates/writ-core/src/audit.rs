@@ -58,6 +58,16 @@ pub enum AuditKind {
     Node,
     /// An X.509- or JWT-SVID was issued to a workload through a node.
     SvidIssue,
+    /// An operator credential's secret was replaced (its name in `reason`).
+    AdminTokenRotate,
+    /// An agent's attributes or attestation were changed.
+    AgentUpdate,
+    /// An agent was deleted (its live tasks ended).
+    AgentDelete,
+    /// A tool's scopes, attributes or upstream were changed.
+    ToolUpdate,
+    /// A tool was deleted (the tasks that could reach it ended).
+    ToolDelete,
 }
 
 /// How it ended.
@@ -75,7 +85,7 @@ pub enum Outcome {
 pub struct AuditEvent {
     pub kind: AuditKind,
     pub outcome: Outcome,
-    /// Who caused it: `admin`, `instance:<id>`, `agent:<name>` or `system`.
+    /// Who caused it: `operator:<name>`, `instance:<id>`, `agent:<name>` or `system`.
     pub actor: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,

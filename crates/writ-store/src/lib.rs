@@ -108,7 +108,7 @@ pub trait KeyStore: Send + Sync {
     async fn admin_token(&self, hash: &str) -> Result<Option<AdminCredential>>;
     /// Every admin credential, by name.
     async fn admin_tokens(&self) -> Result<Vec<AdminCredential>>;
-    /// Admin credentials not made by a dev start.
+    /// Credentials of role `admin` not made by a dev start.
     async fn admin_token_count(&self) -> Result<u64>;
     /// Adds the admin credential `name` (a [`StoreError::Conflict`] if the
     /// name is taken). A dev credential replaces every other dev one: a
@@ -117,13 +117,24 @@ pub trait KeyStore: Send + Sync {
         &self,
         name: &str,
         hash: &str,
+        role: writ_core::api::Role,
         dev: bool,
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
+    /// Replaces the secret of the credential `name` with one hashing to
+    /// `hash`: the old secret is refused from the commit on. `false` if
+    /// there is no such credential.
+    async fn rotate_admin_token(
+        &self,
+        name: &str,
+        hash: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<bool>;
     /// Removes the admin credential `name`: `false` if there is none; a
-    /// [`StoreError::Conflict`] if it is the last one not made by a dev
-    /// start (the deployment would have no way in).
+    /// [`StoreError::LastAdminCredential`] if it is the last one of role
+    /// `admin` not made by a dev start (the deployment would have no way in).
     async fn revoke_admin_token(
         &self,
         name: &str,
@@ -157,6 +168,43 @@ pub trait AgentStore: Send + Sync {
     async fn create_agent(&self, agent: &Agent, audit: Vec<AuditEvent>) -> Result<()>;
     async fn get_agent(&self, name: &AgentName) -> Result<Option<Agent>>;
     async fn list_agents(&self) -> Result<Vec<Agent>>;
+    /// Replaces an agent's attestation, attributes and workload (its name,
+    /// SPIFFE ID and quarantine stay). [`StoreError::NotFound`] if there is
+    /// no such live agent.
+    async fn update_agent(
+        &self,
+        agent: &Agent,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    /// Deletes an agent: every live grant, instance, join token and task of
+    /// it ends at once, as in quarantine, and it is gone from every listing.
+    /// Its name stays reserved (the audit keeps naming it).
+    async fn delete_agent(
+        &self,
+        name: &AgentName,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<QuarantineOutcome>;
+    /// Replaces a tool's scopes, attributes and upstream (its name, audience
+    /// and gateway stay). Tasks that declared a scope in `removed` end (and
+    /// every grant under them dies).
+    async fn update_tool(
+        &self,
+        tool: &Tool,
+        removed: Vec<writ_core::Scope>,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<QuarantineOutcome>;
+    /// Deletes a tool: every task that declared it ends (and every grant
+    /// under them dies), its upstream secret is dropped, and it is gone from
+    /// every listing. Its name stays reserved.
+    async fn delete_tool(
+        &self,
+        name: &ToolName,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<QuarantineOutcome>;
     /// Quarantine (revoking every live grant, instance and task of the agent
     /// at once, and expiring its pending approvals of both kinds) or release
     /// an agent.
@@ -483,6 +531,7 @@ pub trait ApprovalStore: Send + Sync {
         id: &ApprovalId,
         approve: bool,
         reason: &str,
+        decided_by: &str,
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<Approval>;

@@ -1,8 +1,9 @@
 //! Admin operations: agents, join tokens, quarantine, tools, keys.
 
 use writ_core::api::{
-    Agent, Attestation, BindTool, CreateJoinToken, JoinTokenCreated, KeyRotated, Quarantined,
-    RegisterAgent, RegisterTool, Tool,
+    AdminCredentialIssued, Agent, Attestation, BindTool, CreateAdminCredential, CreateJoinToken,
+    JoinTokenCreated, KeyRotated, Quarantined, RegisterAgent, RegisterTool, Removed, Tool,
+    UpdateAgent, UpdateTool, valid_operator_name,
 };
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::ids::agent_spiffe_id;
@@ -18,7 +19,7 @@ const MAX_ATTRIBUTE_LEN: usize = 256;
 const MAX_SCOPES: usize = 64;
 
 impl Broker {
-    pub async fn register_agent(&self, req: RegisterAgent) -> Result<Agent, Error> {
+    pub async fn register_agent(&self, req: RegisterAgent, actor: &str) -> Result<Agent, Error> {
         check_attestation(&req.attestation)?;
         check_attributes(&req.attributes)?;
         super::nodes::check_workload(
@@ -36,7 +37,7 @@ impl Broker {
             quarantined: false,
             created_at: self.now(),
         };
-        let event = AuditEvent::new(AuditKind::AgentRegister, Outcome::Success, "admin")
+        let event = AuditEvent::new(AuditKind::AgentRegister, Outcome::Success, actor)
             .agent(&agent.name)
             .detail(serde_json::json!({
                 "attestation": agent.attestation.kind(),
@@ -61,6 +62,7 @@ impl Broker {
         &self,
         name: &AgentName,
         req: CreateJoinToken,
+        actor: &str,
     ) -> Result<JoinTokenCreated, Error> {
         let ttl = self.join_token_ttl(&req)?;
         let agent = self.agent(name).await?;
@@ -76,7 +78,7 @@ impl Broker {
         let token = format!("wjt_{}", random::token_256()?);
         let now = self.now();
         let expires_at = now.add_secs(ttl);
-        let event = AuditEvent::new(AuditKind::JoinTokenCreate, Outcome::Success, "admin")
+        let event = AuditEvent::new(AuditKind::JoinTokenCreate, Outcome::Success, actor)
             .agent(name)
             .detail(serde_json::json!({ "expires_at": expires_at }));
         self.store
@@ -98,9 +100,88 @@ impl Broker {
         Ok(self.store.admin_tokens().await?)
     }
 
+    /// A new named operator credential. Its secret is returned once and
+    /// stored only as a hash; `by` may create only roles it may grant.
+    pub async fn create_admin_credential(
+        &self,
+        by: &super::Operator,
+        req: CreateAdminCredential,
+    ) -> Result<AdminCredentialIssued, Error> {
+        if !valid_operator_name(&req.name) {
+            return Err(Error::Invalid(
+                "a credential name is 1-64 characters of a-z, 0-9 and . _ - @, starting with a letter or digit".into(),
+            ));
+        }
+        if !by.role.may_grant(req.role) {
+            return Err(Error::Forbidden(format!(
+                "credential {:?} of role {} cannot create one of role {}",
+                by.name, by.role, req.role
+            )));
+        }
+        let token = format!("writ_op_{}", random::token_256()?);
+        let event = AuditEvent::new(AuditKind::AdminTokenCreate, Outcome::Success, by.actor())
+            .reason(format!("operator credential {} created", req.name))
+            .detail(serde_json::json!({ "name": req.name, "role": req.role }));
+        self.store
+            .add_admin_token(
+                &req.name,
+                &hash_secret(&token),
+                req.role,
+                false,
+                self.now(),
+                vec![event],
+            )
+            .await?;
+        Ok(AdminCredentialIssued {
+            name: req.name,
+            role: req.role,
+            token,
+        })
+    }
+
+    /// A new secret for the credential `name`: the old one is refused from
+    /// the answer on.
+    pub async fn rotate_admin_credential(
+        &self,
+        by: &super::Operator,
+        name: &str,
+    ) -> Result<AdminCredentialIssued, Error> {
+        let found = self
+            .store
+            .admin_tokens()
+            .await?
+            .into_iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| Error::NotFound(format!("no admin credential named {name:?}")))?;
+        if !by.role.may_grant(found.role) {
+            return Err(Error::Forbidden(format!(
+                "credential {:?} of role {} cannot rotate one of role {}",
+                by.name, by.role, found.role
+            )));
+        }
+        let token = format!("writ_op_{}", random::token_256()?);
+        let event = AuditEvent::new(AuditKind::AdminTokenRotate, Outcome::Success, by.actor())
+            .reason(format!("operator credential {name} rotated"));
+        if !self
+            .store
+            .rotate_admin_token(name, &hash_secret(&token), self.now(), vec![event])
+            .await?
+        {
+            return Err(Error::NotFound(format!(
+                "no admin credential named {name:?}"
+            )));
+        }
+        tracing::warn!(credential = name, "operator credential rotated");
+        Ok(AdminCredentialIssued {
+            name: found.name,
+            role: found.role,
+            token,
+        })
+    }
+
     /// Revokes the admin credential `name`: its very next use is refused.
-    pub async fn revoke_admin_credential(&self, name: &str) -> Result<(), Error> {
-        let event = AuditEvent::new(AuditKind::AdminTokenRevoke, Outcome::Success, "admin")
+    pub async fn revoke_admin_credential(&self, name: &str, actor: &str) -> Result<(), Error> {
+        let event = AuditEvent::new(AuditKind::AdminTokenRevoke, Outcome::Success, actor)
             .reason(format!("admin credential {name} revoked"));
         if self
             .store
@@ -118,13 +199,18 @@ impl Broker {
 
     /// The kill switch: revokes every live grant of the agent at once and
     /// refuses new ones until released.
-    pub async fn quarantine(&self, name: &AgentName, on: bool) -> Result<Quarantined, Error> {
+    pub async fn quarantine(
+        &self,
+        name: &AgentName,
+        on: bool,
+        actor: &str,
+    ) -> Result<Quarantined, Error> {
         let kind = if on {
             AuditKind::AgentQuarantine
         } else {
             AuditKind::AgentRelease
         };
-        let event = AuditEvent::new(kind, Outcome::Success, "admin").agent(name);
+        let event = AuditEvent::new(kind, Outcome::Success, actor).agent(name);
         let out = self
             .store
             .set_quarantine(name, on, self.now(), vec![event])
@@ -150,14 +236,19 @@ impl Broker {
 
     /// Binds a tool to the gateway that serves it: from then on only that
     /// gateway routes it and gets its secret.
-    pub async fn bind_tool(&self, name: &ToolName, req: BindTool) -> Result<Tool, Error> {
+    pub async fn bind_tool(
+        &self,
+        name: &ToolName,
+        req: BindTool,
+        actor: &str,
+    ) -> Result<Tool, Error> {
         let tool = self
             .store
             .get_tool(name)
             .await?
             .ok_or_else(|| Error::NotFound(format!("tool {name} not found")))?;
         let gateway = super::gateway::check_binding(req.gateway, tool.upstream.as_ref())?;
-        let event = AuditEvent::new(AuditKind::ToolRegister, Outcome::Success, "admin")
+        let event = AuditEvent::new(AuditKind::ToolRegister, Outcome::Success, actor)
             .reason("tool bound to another gateway")
             .detail(serde_json::json!({
                 "tool": name,
@@ -170,7 +261,7 @@ impl Broker {
         Ok(Tool { gateway, ..tool })
     }
 
-    pub async fn register_tool(&self, req: RegisterTool) -> Result<Tool, Error> {
+    pub async fn register_tool(&self, req: RegisterTool, actor: &str) -> Result<Tool, Error> {
         if req.audience.trim().is_empty()
             || req.audience.len() > 512
             || req.audience.chars().any(char::is_whitespace)
@@ -184,18 +275,7 @@ impl Broker {
                 "a tool's audience must not be writ's own issuer".into(),
             ));
         }
-        if req.scopes.is_empty() || req.scopes.len() > MAX_SCOPES {
-            return Err(Error::Invalid(format!(
-                "a tool needs 1 to {MAX_SCOPES} scopes"
-            )));
-        }
-        let mut scopes = req.scopes;
-        scopes.sort();
-        let before = scopes.len();
-        scopes.dedup();
-        if scopes.len() != before {
-            return Err(Error::Invalid("scopes must be unique".into()));
-        }
+        let scopes = check_scopes(req.scopes)?;
         check_attributes(&req.attributes)?;
         // A token names its tool by audience: two tools with one audience
         // would each accept the other's tokens.
@@ -225,7 +305,7 @@ impl Broker {
             gateway,
             created_at: self.now(),
         };
-        let event = AuditEvent::new(AuditKind::ToolRegister, Outcome::Success, "admin").detail(
+        let event = AuditEvent::new(AuditKind::ToolRegister, Outcome::Success, actor).detail(
             serde_json::json!({
                 "tool": tool.name,
                 "audience": tool.audience,
@@ -237,6 +317,125 @@ impl Broker {
         );
         self.store.create_tool(&tool, vec![event]).await?;
         Ok(tool)
+    }
+
+    /// Changes an agent's attestation or attributes. Live instances and
+    /// tasks keep running; new attestations follow the new rules.
+    pub async fn update_agent(
+        &self,
+        name: &AgentName,
+        req: UpdateAgent,
+        actor: &str,
+    ) -> Result<Agent, Error> {
+        let mut agent = self.agent(name).await?;
+        if let Some(a) = req.attestation {
+            check_attestation(&a)?;
+            agent.attestation = a;
+        }
+        if let Some(attrs) = req.attributes {
+            check_attributes(&attrs)?;
+            agent.attributes = attrs;
+        }
+        super::nodes::check_workload(
+            &agent.attestation,
+            agent.workload.as_ref(),
+            &self.config.trust_domain,
+            &self.spiffe.federated_domains(),
+        )?;
+        let event = AuditEvent::new(AuditKind::AgentUpdate, Outcome::Success, actor)
+            .agent(name)
+            .detail(serde_json::json!({
+                "attestation": agent.attestation.kind(),
+                "attributes": agent.attributes,
+            }));
+        self.store
+            .update_agent(&agent, self.now(), vec![event])
+            .await?;
+        Ok(agent)
+    }
+
+    /// Deletes an agent: every live grant, instance and task of it ends at
+    /// once (as in quarantine); its name stays reserved, and the audit keeps
+    /// naming it.
+    pub async fn delete_agent(&self, name: &AgentName, actor: &str) -> Result<Removed, Error> {
+        let event = AuditEvent::new(AuditKind::AgentDelete, Outcome::Success, actor).agent(name);
+        let out = self
+            .store
+            .delete_agent(name, self.now(), vec![event])
+            .await?;
+        Ok(self.removed(name.as_str(), out).await)
+    }
+
+    /// Changes a tool's scopes, attributes or upstream. Tasks that declared
+    /// a scope no longer offered end, and their tokens with them.
+    pub async fn update_tool(
+        &self,
+        name: &ToolName,
+        req: UpdateTool,
+        actor: &str,
+    ) -> Result<Tool, Error> {
+        let mut tool = self.tool(name).await?;
+        let mut removed = Vec::new();
+        if let Some(scopes) = req.scopes {
+            let scopes = check_scopes(scopes)?;
+            removed = tool
+                .scopes
+                .iter()
+                .filter(|s| !scopes.contains(s))
+                .cloned()
+                .collect();
+            tool.scopes = scopes;
+        }
+        if let Some(attrs) = req.attributes {
+            check_attributes(&attrs)?;
+            tool.attributes = attrs;
+        }
+        if let Some(u) = req.upstream {
+            super::gateway::check_upstream(&u)?;
+            super::gateway::check_binding(tool.gateway.clone(), Some(&u))?;
+            tool.upstream = Some(u);
+        }
+        let event = AuditEvent::new(AuditKind::ToolUpdate, Outcome::Success, actor).detail(
+            serde_json::json!({
+                "tool": tool.name,
+                "scopes": tool.scopes,
+                "removed_scopes": removed,
+                "attributes": tool.attributes,
+                "upstream": tool.upstream,
+            }),
+        );
+        let out = self
+            .store
+            .update_tool(&tool, removed, self.now(), vec![event])
+            .await?;
+        self.removed(name.as_str(), out).await;
+        Ok(tool)
+    }
+
+    /// Deletes a tool: every task that declared it ends (its tokens die),
+    /// its upstream secret is dropped; its name stays reserved.
+    pub async fn delete_tool(&self, name: &ToolName, actor: &str) -> Result<Removed, Error> {
+        let event = AuditEvent::new(AuditKind::ToolDelete, Outcome::Success, actor)
+            .detail(serde_json::json!({ "tool": name }));
+        let out = self
+            .store
+            .delete_tool(name, self.now(), vec![event])
+            .await?;
+        Ok(self.removed(name.as_str(), out).await)
+    }
+
+    /// Counts and announces what a delete or an update ended.
+    async fn removed(&self, name: &str, out: writ_store::QuarantineOutcome) -> Removed {
+        metrics::add(&self.metrics.tokens_revoked, out.revoked_tokens);
+        metrics::add(&self.metrics.tasks_ended, out.ended_tasks);
+        if out.revoked_tokens > 0 || out.ended_tasks > 0 {
+            self.revocations.changed().await;
+        }
+        Removed {
+            name: name.to_owned(),
+            revoked_tokens: out.revoked_tokens,
+            ended_tasks: out.ended_tasks,
+        }
     }
 
     pub async fn tool(&self, name: &ToolName) -> Result<Tool, Error> {
@@ -251,10 +450,10 @@ impl Broker {
     }
 
     /// A new X.509 authority and JWT-SVID key for the trust domain, now.
-    pub async fn rotate_spiffe_keys(&self) -> Result<serde_json::Value, Error> {
+    pub async fn rotate_spiffe_keys(&self, actor: &str) -> Result<serde_json::Value, Error> {
         let now = self.now();
         self.spiffe
-            .rotate(self.store.as_ref(), self.master(), now, true)
+            .rotate(self.store.as_ref(), self.master(), now, Some(actor))
             .await?;
         let (x509, jwt) = self.spiffe.published(now);
         Ok(serde_json::json!({
@@ -264,10 +463,10 @@ impl Broker {
         }))
     }
 
-    pub async fn rotate_keys(&self) -> Result<KeyRotated, Error> {
+    pub async fn rotate_keys(&self, actor: &str) -> Result<KeyRotated, Error> {
         let (kid, previous_kid) = self
             .keys
-            .rotate(self.store.as_ref(), self.master(), self.now(), "admin")
+            .rotate(self.store.as_ref(), self.master(), self.now(), actor)
             .await?;
         Ok(KeyRotated { kid, previous_kid })
     }
@@ -309,6 +508,22 @@ fn check_attestation(a: &Attestation) -> Result<(), Error> {
     }
     oidc::algorithms(algorithms).map_err(|e| Error::Invalid(format!("oidc attestation: {e}")))?;
     Ok(())
+}
+
+/// 1 to 64 unique scopes, sorted.
+fn check_scopes(mut scopes: Vec<writ_core::Scope>) -> Result<Vec<writ_core::Scope>, Error> {
+    if scopes.is_empty() || scopes.len() > MAX_SCOPES {
+        return Err(Error::Invalid(format!(
+            "a tool needs 1 to {MAX_SCOPES} scopes"
+        )));
+    }
+    scopes.sort();
+    let before = scopes.len();
+    scopes.dedup();
+    if scopes.len() != before {
+        return Err(Error::Invalid("scopes must be unique".into()));
+    }
+    Ok(scopes)
 }
 
 /// Attribute names `[a-z0-9_]{1,64}`, values printable, at most 256 characters.

@@ -74,6 +74,7 @@ impl Broker {
         id: &ApprovalId,
         approve: bool,
         req: DecideApproval,
+        actor: &str,
     ) -> Result<Approval, Error> {
         let reason = req.reason.trim();
         if reason.is_empty() || reason.len() > 1024 || reason.chars().any(char::is_control) {
@@ -93,7 +94,7 @@ impl Broker {
             } else {
                 Outcome::Deny
             },
-            "admin",
+            actor,
         )
         .agent(&a.task.agent)
         .instance(&a.task.instance_id)
@@ -109,7 +110,7 @@ impl Broker {
         }));
         Ok(self
             .store
-            .decide_approval(id, approve, reason, self.now(), vec![event])
+            .decide_approval(id, approve, reason, actor, self.now(), vec![event])
             .await?)
     }
 
@@ -200,6 +201,7 @@ impl Broker {
             expires_at: now.add_secs(self.config.approval_ttl),
             decided_at: None,
             reason: None,
+            decided_by: None,
             task: task.clone(),
             call: Some(call),
         };

@@ -58,7 +58,11 @@ fn invalid_client() -> Error {
 
 impl Broker {
     /// `POST /v1/clients`.
-    pub async fn register_client(&self, req: RegisterClient) -> Result<ClientRegistered, Error> {
+    pub async fn register_client(
+        &self,
+        req: RegisterClient,
+        actor: &str,
+    ) -> Result<ClientRegistered, Error> {
         if !valid_client_id(&req.client_id) {
             return Err(Error::Invalid(
                 "client_id must be 1-64 characters of [A-Za-z0-9._-]".into(),
@@ -85,7 +89,7 @@ impl Broker {
             }
         };
         let method = auth_method(jwks.is_some());
-        let event = AuditEvent::new(AuditKind::GatewayRegister, Outcome::Success, "admin")
+        let event = AuditEvent::new(AuditKind::GatewayRegister, Outcome::Success, actor)
             .reason("OAuth client registered")
             .detail(serde_json::json!({
                 "client_id": req.client_id, "method": method, "audiences": req.audiences,
@@ -129,8 +133,8 @@ impl Broker {
             .collect())
     }
 
-    pub async fn revoke_client(&self, client_id: &str) -> Result<(), Error> {
-        let event = AuditEvent::new(AuditKind::GatewayRegister, Outcome::Success, "admin")
+    pub async fn revoke_client(&self, client_id: &str, actor: &str) -> Result<(), Error> {
+        let event = AuditEvent::new(AuditKind::GatewayRegister, Outcome::Success, actor)
             .reason("OAuth client revoked")
             .detail(serde_json::json!({ "client_id": client_id, "revoked": true }));
         self.store

@@ -42,6 +42,13 @@ const RESERVED_HEADERS: [&str; 12] = [
 #[derive(Debug, Default)]
 pub(crate) struct EmbeddedGateway(OnceLock<String>);
 
+/// Who asks for a decision or follows the revocation feed.
+#[derive(Debug)]
+pub enum EnforcementPoint {
+    Operator(super::Operator),
+    Gateway(String),
+}
+
 impl Broker {
     /// The bearer token of the embedded gateway (made on first use), and
     /// its record so its decisions can be numbered.
@@ -107,21 +114,26 @@ impl Broker {
         }
     }
 
-    /// An admin (`None`) or a gateway (its name).
-    pub async fn require_admin_or_gateway(
+    /// An operator credential (with its duty still to check) or a gateway
+    /// (its name).
+    pub async fn require_operator_or_gateway(
         &self,
         token: Option<&str>,
-    ) -> Result<Option<String>, Error> {
-        if self.require_admin(token).await.is_ok() {
-            return Ok(None);
+    ) -> Result<EnforcementPoint, Error> {
+        if let Ok(op) = self.require_operator(token).await {
+            return Ok(EnforcementPoint::Operator(op));
         }
         self.require_gateway(token)
             .await
-            .map(Some)
-            .map_err(|_| Error::Unauthenticated("invalid admin or gateway credential".into()))
+            .map(EnforcementPoint::Gateway)
+            .map_err(|_| Error::Unauthenticated("invalid operator or gateway credential".into()))
     }
 
-    pub async fn register_gateway(&self, req: RegisterGateway) -> Result<GatewayRegistered, Error> {
+    pub async fn register_gateway(
+        &self,
+        req: RegisterGateway,
+        actor: &str,
+    ) -> Result<GatewayRegistered, Error> {
         let name = req.name;
         if !valid_gateway_name(&name) || name == EMBEDDED_GATEWAY {
             return Err(Error::Invalid(format!(
@@ -129,7 +141,7 @@ impl Broker {
             )));
         }
         let token = format!("wgw_{}", random::token_256()?);
-        let event = AuditEvent::new(AuditKind::GatewayRegister, Outcome::Success, "admin")
+        let event = AuditEvent::new(AuditKind::GatewayRegister, Outcome::Success, actor)
             .detail(serde_json::json!({ "gateway": name }));
         self.store
             .create_gateway(&name, &hash_secret(&token), self.now(), vec![event])
@@ -139,8 +151,8 @@ impl Broker {
 
     /// Revokes a gateway's credential: its next call to the broker is
     /// refused, and it fails closed once its view goes stale.
-    pub async fn revoke_gateway(&self, name: &str) -> Result<(), Error> {
-        let event = AuditEvent::new(AuditKind::GatewayRegister, Outcome::Success, "admin")
+    pub async fn revoke_gateway(&self, name: &str, actor: &str) -> Result<(), Error> {
+        let event = AuditEvent::new(AuditKind::GatewayRegister, Outcome::Success, actor)
             .reason("gateway credential revoked")
             .detail(serde_json::json!({ "gateway": name, "revoked": true }));
         self.store
@@ -155,6 +167,7 @@ impl Broker {
         &self,
         tool: &ToolName,
         req: SetToolSecret,
+        actor: &str,
     ) -> Result<ToolSecretSet, Error> {
         let tool_record = self
             .store
@@ -162,7 +175,7 @@ impl Broker {
             .await?
             .ok_or_else(|| Error::NotFound(format!("tool {tool} not found")))?;
         if let Some(Upstream::Postgres { .. }) = tool_record.upstream {
-            return self.set_postgres_admin(tool, req).await;
+            return self.set_postgres_admin(tool, req, actor).await;
         }
         let header = req.header.trim().to_ascii_lowercase();
         if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err()
@@ -187,7 +200,7 @@ impl Broker {
             .seal(&secret_purpose(tool), req.value.as_bytes())
             .map_err(|e| Error::Internal(e.to_string()))?;
         let now = self.now();
-        let event = AuditEvent::new(AuditKind::ToolSecretSet, Outcome::Success, "admin")
+        let event = AuditEvent::new(AuditKind::ToolSecretSet, Outcome::Success, actor)
             .detail(serde_json::json!({ "tool": tool, "header": header }));
         self.store
             .set_tool_secret(tool, &header, sealed, now, vec![event])
@@ -205,6 +218,7 @@ impl Broker {
         &self,
         tool: &ToolName,
         req: SetToolSecret,
+        actor: &str,
     ) -> Result<ToolSecretSet, Error> {
         if !req.header.is_empty() {
             return Err(Error::Invalid(format!(
@@ -217,7 +231,7 @@ impl Broker {
             .seal(&super::dbcreds::admin_purpose(tool), req.value.as_bytes())
             .map_err(|e| Error::Internal(e.to_string()))?;
         let now = self.now();
-        let event = AuditEvent::new(AuditKind::ToolSecretSet, Outcome::Success, "admin")
+        let event = AuditEvent::new(AuditKind::ToolSecretSet, Outcome::Success, actor)
             .detail(serde_json::json!({ "tool": tool, "postgres_admin": true }));
         self.store
             .set_tool_secret(tool, "", sealed, now, vec![event])

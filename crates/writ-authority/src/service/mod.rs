@@ -100,8 +100,37 @@ pub struct Presented<'a> {
 /// Who is calling.
 #[derive(Debug)]
 pub enum Caller {
-    Admin,
+    Operator(Operator),
     Agent(Box<AgentCaller>),
+}
+
+/// A person (or automation) holding a named operator credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    pub name: String,
+    pub role: writ_core::api::Role,
+}
+
+impl Operator {
+    /// How audit records and approvals name this operator.
+    pub fn actor(&self) -> String {
+        format!("operator:{}", self.name)
+    }
+
+    /// Refuses a credential whose role does not hold `duty`, naming the
+    /// role needed.
+    pub fn require(&self, duty: writ_core::api::Duty) -> Result<(), Error> {
+        if self.role.holds(duty) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "this needs role {}; credential {:?} has role {}",
+                duty.needed(),
+                self.name,
+                self.role
+            )))
+        }
+    }
 }
 
 /// An agent instance, authenticated by a live instance or task token.
@@ -219,8 +248,14 @@ impl Broker {
                 .await
                 .map(|a| Caller::Agent(Box::new(a)));
         }
-        if !p.dpop && self.admin_credential(p.token).await?.is_some() {
-            Ok(Caller::Admin)
+        if p.dpop {
+            return Err(Error::Unauthenticated("invalid credential".into()));
+        }
+        if let Some(c) = self.admin_credential(p.token).await? {
+            Ok(Caller::Operator(Operator {
+                name: c.name,
+                role: c.role,
+            }))
         } else {
             Err(Error::Unauthenticated("invalid credential".into()))
         }
@@ -239,14 +274,20 @@ impl Broker {
             .filter(|c| !c.dev || self.config.dev))
     }
 
-    /// Requires an admin credential.
-    pub async fn require_admin(&self, token: Option<&str>) -> Result<(), Error> {
+    /// The operator credential `token` is (any role; the caller checks
+    /// the duty).
+    pub async fn require_operator(&self, token: Option<&str>) -> Result<Operator, Error> {
         let token =
-            token.ok_or_else(|| Error::Unauthenticated("missing admin credential".into()))?;
-        if !looks_like_jwt(token) && self.admin_credential(token).await?.is_some() {
-            Ok(())
-        } else {
-            Err(Error::Unauthenticated("invalid admin credential".into()))
+            token.ok_or_else(|| Error::Unauthenticated("missing operator credential".into()))?;
+        if looks_like_jwt(token) {
+            return Err(Error::Unauthenticated("invalid operator credential".into()));
+        }
+        match self.admin_credential(token).await? {
+            Some(c) => Ok(Operator {
+                name: c.name,
+                role: c.role,
+            }),
+            None => Err(Error::Unauthenticated("invalid operator credential".into())),
         }
     }
 

@@ -162,7 +162,7 @@ impl Nodes {
         self.clock.now()
     }
 
-    pub async fn register(&self, req: RegisterNode) -> Result<Node, Error> {
+    pub async fn register(&self, req: RegisterNode, actor: &str) -> Result<Node, Error> {
         if !valid_node_name(&req.name) {
             return Err(Error::Invalid(format!(
                 "bad node name {:?}: 1 to 64 of A-Z a-z 0-9 - _ .",
@@ -179,7 +179,7 @@ impl Nodes {
             created_at: self.now(),
             attested_at: None,
         };
-        let event = AuditEvent::new(AuditKind::Node, Outcome::Success, "admin")
+        let event = AuditEvent::new(AuditKind::Node, Outcome::Success, actor)
             .reason("node registered")
             .detail(serde_json::json!({ "node": node.name }));
         self.store.create_node(&node, vec![event]).await?;
@@ -201,6 +201,7 @@ impl Nodes {
         &self,
         name: &str,
         req: CreateJoinToken,
+        actor: &str,
     ) -> Result<JoinTokenCreated, Error> {
         let ttl = join_token_ttl(&req, self.settings.max_join_token_ttl)?;
         let node = self.get(name).await?;
@@ -210,7 +211,7 @@ impl Nodes {
         let token = format!("wnj_{}", random::token_256()?);
         let now = self.now();
         let expires_at = now.add_secs(ttl);
-        let event = AuditEvent::new(AuditKind::JoinTokenCreate, Outcome::Success, "admin")
+        let event = AuditEvent::new(AuditKind::JoinTokenCreate, Outcome::Success, actor)
             .detail(serde_json::json!({ "node": name, "expires_at": expires_at }));
         self.store
             .create_node_join_token(name, &hash_secret(&token), expires_at, now, vec![event])
@@ -223,8 +224,8 @@ impl Nodes {
 
     /// Quarantine stops everything a node serves at once: its credential
     /// dies (its SVID requests fail), and its workloads get nothing more.
-    pub async fn quarantine(&self, name: &str, on: bool) -> Result<Node, Error> {
-        let event = AuditEvent::new(AuditKind::Node, Outcome::Success, "admin")
+    pub async fn quarantine(&self, name: &str, on: bool, actor: &str) -> Result<Node, Error> {
+        let event = AuditEvent::new(AuditKind::Node, Outcome::Success, actor)
             .reason(if on {
                 "node quarantined"
             } else {

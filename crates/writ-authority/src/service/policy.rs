@@ -52,7 +52,7 @@ impl Policies {
 
     /// Validates a whole set and makes it live; an invalid set is refused
     /// with its location and the live set stays.
-    pub async fn push(&self, req: PushPolicies) -> Result<PolicyInfo, Error> {
+    pub async fn push(&self, req: PushPolicies, actor: &str) -> Result<PolicyInfo, Error> {
         if req.files.len() > MAX_FILES {
             return Err(Error::Invalid(format!("at most {MAX_FILES} files")));
         }
@@ -76,11 +76,11 @@ impl Policies {
         let set = match PolicySet::compile(sources) {
             Ok(s) => s,
             Err(e) => {
-                self.refused("push", "admin", &e.to_string()).await?;
+                self.refused("push", actor, &e.to_string()).await?;
                 return Err(Error::Invalid(format!("policy set refused: {e}")));
             }
         };
-        self.set_live(set, "push", "admin").await?;
+        self.set_live(set, "push", actor).await?;
         Ok(self.info())
     }
 
@@ -88,7 +88,11 @@ impl Policies {
     /// (Cedar's entity JSON), validated against the live schema: the set
     /// with the new data goes live as a new version, or is refused and the
     /// live one stays.
-    pub async fn push_entities(&self, entities: serde_json::Value) -> Result<PolicyInfo, Error> {
+    pub async fn push_entities(
+        &self,
+        entities: serde_json::Value,
+        actor: &str,
+    ) -> Result<PolicyInfo, Error> {
         let Some(list) = entities.as_array() else {
             return Err(Error::Invalid(
                 "entities must be a JSON array (Cedar's entity JSON format)".into(),
@@ -116,17 +120,16 @@ impl Policies {
         let set = match PolicySet::compile(sources) {
             Ok(s) => s,
             Err(e) => {
-                self.refused("push entities", "admin", &e.to_string())
-                    .await?;
+                self.refused("push entities", actor, &e.to_string()).await?;
                 return Err(Error::Invalid(format!("entities refused: {e}")));
             }
         };
-        self.set_live(set, "push entities", "admin").await?;
+        self.set_live(set, "push entities", actor).await?;
         Ok(self.info())
     }
 
     /// Installs a candidate set to decide beside the live one (shadow mode).
-    pub async fn push_shadow(&self, req: PushPolicies) -> Result<PolicyInfo, Error> {
+    pub async fn push_shadow(&self, req: PushPolicies, actor: &str) -> Result<PolicyInfo, Error> {
         let sources = req
             .files
             .into_iter()
@@ -135,7 +138,7 @@ impl Policies {
         let set = PolicySet::compile(sources)
             .map_err(|e| Error::Invalid(format!("shadow policy set refused: {e}")))?;
         let info = info_of(&set);
-        self.set_shadow(Some(set), "admin").await?;
+        self.set_shadow(Some(set), actor).await?;
         Ok(info)
     }
 

@@ -318,11 +318,12 @@ impl Broker {
     /// Ends a task and revokes every grant issued under it.
     pub async fn complete(&self, caller: &Caller, id: &TaskId) -> Result<TaskEnded, Error> {
         let (end, actor) = match caller {
-            Caller::Admin => {
+            Caller::Operator(op) => {
+                op.require(writ_core::api::Duty::Operate)?;
                 self.task(id).await?;
                 (
-                    TaskEnd::Revoked("ended by admin".into()),
-                    "admin".to_owned(),
+                    TaskEnd::Revoked(format!("ended by {}", op.actor())),
+                    op.actor(),
                 )
             }
             Caller::Agent(a) => {
@@ -366,7 +367,10 @@ impl Broker {
     /// Reads a task: its own instance or an admin.
     pub async fn show_task(&self, caller: &Caller, id: &TaskId) -> Result<Task, Error> {
         match caller {
-            Caller::Admin => self.task(id).await,
+            Caller::Operator(op) => {
+                op.require(writ_core::api::Duty::ReadTask)?;
+                self.task(id).await
+            }
             Caller::Agent(a) => self.owned_task(a, id).await,
         }
     }
@@ -415,6 +419,7 @@ impl Broker {
             expires_at: now.add_secs(self.config.approval_ttl),
             decided_at: None,
             reason: None,
+            decided_by: None,
             task: task.clone(),
             call: None,
         };

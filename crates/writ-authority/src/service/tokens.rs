@@ -78,7 +78,10 @@ impl Broker {
             return Ok(());
         };
         let actor = match caller {
-            Caller::Admin => "admin".to_owned(),
+            Caller::Operator(op) => {
+                op.require(writ_core::api::Duty::Operate)?;
+                op.actor()
+            }
             Caller::Agent(a) => {
                 if a.instance_id() != &state.grant.instance_id {
                     let event = AuditEvent::new(AuditKind::TokenRevoke, Outcome::Deny, a.actor())

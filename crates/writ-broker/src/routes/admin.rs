@@ -7,12 +7,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use writ_core::api::{
-    AdminCredential, Agent, AuditPage, AuditVerified, BindTool, CreateJoinToken, JoinTokenCreated,
-    KeyRotated, Quarantined, RegisterAgent, RegisterTool, Tool,
+    AdminCredential, AdminCredentialIssued, Agent, AuditPage, AuditVerified, BindTool,
+    CreateAdminCredential, CreateJoinToken, JoinTokenCreated, KeyRotated, Quarantined,
+    RegisterAgent, RegisterTool, Removed, Tool, UpdateAgent, UpdateTool,
 };
 use writ_core::{AgentName, ToolName};
 
-use super::Admin;
+use super::{Administer, Approve, Audit, AuthorPolicy, Op, Operate, ReadPolicy};
 use crate::error::ApiError;
 use crate::extract::{AuthzenJson, Json};
 use crate::service::{Broker, authzen};
@@ -29,95 +30,186 @@ fn tool_name(s: &str) -> Result<ToolName, ApiError> {
 
 pub async fn register_agent(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<Operate>,
     Json(req): Json<RegisterAgent>,
 ) -> Result<(StatusCode, AxumJson<Agent>), ApiError> {
-    Ok((StatusCode::CREATED, AxumJson(b.register_agent(req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        AxumJson(b.register_agent(req, &op.actor()).await?),
+    ))
 }
 
-pub async fn list_agents(State(b): State<Arc<Broker>>, _: Admin) -> R<Vec<Agent>> {
+pub async fn list_agents(State(b): State<Arc<Broker>>, _: Op<Operate>) -> R<Vec<Agent>> {
     Ok(AxumJson(b.agents().await?))
 }
 
 pub async fn get_agent(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    _: Op<Operate>,
     Path(name): Path<String>,
 ) -> R<Agent> {
     Ok(AxumJson(b.agent(&agent_name(&name)?).await?))
 }
 
+/// Changes an agent's attestation or attributes.
+pub async fn update_agent(
+    State(b): State<Arc<Broker>>,
+    op: Op<Operate>,
+    Path(name): Path<String>,
+    Json(req): Json<UpdateAgent>,
+) -> R<Agent> {
+    Ok(AxumJson(
+        b.update_agent(&agent_name(&name)?, req, &op.actor())
+            .await?,
+    ))
+}
+
+/// Deletes an agent; its live tasks end and their tokens die.
+pub async fn delete_agent(
+    State(b): State<Arc<Broker>>,
+    op: Op<Operate>,
+    Path(name): Path<String>,
+) -> R<Removed> {
+    Ok(AxumJson(
+        b.delete_agent(&agent_name(&name)?, &op.actor()).await?,
+    ))
+}
+
+/// Changes a tool's scopes, attributes or upstream.
+pub async fn update_tool(
+    State(b): State<Arc<Broker>>,
+    op: Op<Operate>,
+    Path(name): Path<String>,
+    Json(req): Json<UpdateTool>,
+) -> R<Tool> {
+    Ok(AxumJson(
+        b.update_tool(&tool_name(&name)?, req, &op.actor()).await?,
+    ))
+}
+
+/// Deletes a tool; the tasks that declared it end and their tokens die.
+pub async fn delete_tool(
+    State(b): State<Arc<Broker>>,
+    op: Op<Operate>,
+    Path(name): Path<String>,
+) -> R<Removed> {
+    Ok(AxumJson(
+        b.delete_tool(&tool_name(&name)?, &op.actor()).await?,
+    ))
+}
+
 pub async fn join_token(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<Operate>,
     Path(name): Path<String>,
     Json(req): Json<CreateJoinToken>,
 ) -> Result<(StatusCode, AxumJson<JoinTokenCreated>), ApiError> {
-    let created = b.create_join_token(&agent_name(&name)?, req).await?;
+    let created = b
+        .create_join_token(&agent_name(&name)?, req, &op.actor())
+        .await?;
     Ok((StatusCode::CREATED, AxumJson(created)))
 }
 
-pub async fn admin_tokens(State(b): State<Arc<Broker>>, _: Admin) -> R<Vec<AdminCredential>> {
+pub async fn admin_tokens(
+    State(b): State<Arc<Broker>>,
+    _: Op<Administer>,
+) -> R<Vec<AdminCredential>> {
     Ok(AxumJson(b.admin_credentials().await?))
+}
+
+/// A new named operator credential; its secret is in this answer only.
+pub async fn create_admin_token(
+    State(b): State<Arc<Broker>>,
+    op: Op<Administer>,
+    Json(req): Json<CreateAdminCredential>,
+) -> Result<(StatusCode, AxumJson<AdminCredentialIssued>), ApiError> {
+    let issued = b.create_admin_credential(&op.who, req).await?;
+    Ok((StatusCode::CREATED, AxumJson(issued)))
+}
+
+/// A new secret for a credential; the old one is refused at once.
+pub async fn rotate_admin_token(
+    State(b): State<Arc<Broker>>,
+    op: Op<Administer>,
+    Path(name): Path<String>,
+) -> R<AdminCredentialIssued> {
+    Ok(AxumJson(b.rotate_admin_credential(&op.who, &name).await?))
 }
 
 pub async fn revoke_admin_token(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<Administer>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    b.revoke_admin_credential(&name).await?;
+    b.revoke_admin_credential(&name, &op.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn quarantine(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<Operate>,
     Path(name): Path<String>,
 ) -> R<Quarantined> {
-    Ok(AxumJson(b.quarantine(&agent_name(&name)?, true).await?))
+    Ok(AxumJson(
+        b.quarantine(&agent_name(&name)?, true, &op.actor()).await?,
+    ))
 }
 
 pub async fn release(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<Operate>,
     Path(name): Path<String>,
 ) -> R<Quarantined> {
-    Ok(AxumJson(b.quarantine(&agent_name(&name)?, false).await?))
+    Ok(AxumJson(
+        b.quarantine(&agent_name(&name)?, false, &op.actor())
+            .await?,
+    ))
 }
 
 pub async fn register_tool(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<Operate>,
     Json(req): Json<RegisterTool>,
 ) -> Result<(StatusCode, AxumJson<Tool>), ApiError> {
-    Ok((StatusCode::CREATED, AxumJson(b.register_tool(req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        AxumJson(b.register_tool(req, &op.actor()).await?),
+    ))
 }
 
-pub async fn list_tools(State(b): State<Arc<Broker>>, _: Admin) -> R<Vec<Tool>> {
+pub async fn list_tools(State(b): State<Arc<Broker>>, _: Op<Operate>) -> R<Vec<Tool>> {
     Ok(AxumJson(b.tools().await?))
 }
 
-pub async fn get_tool(State(b): State<Arc<Broker>>, _: Admin, Path(name): Path<String>) -> R<Tool> {
+pub async fn get_tool(
+    State(b): State<Arc<Broker>>,
+    _: Op<Operate>,
+    Path(name): Path<String>,
+) -> R<Tool> {
     Ok(AxumJson(b.tool(&tool_name(&name)?).await?))
 }
 
 /// Serves a tool from another gateway.
 pub async fn bind_tool(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<Operate>,
     Path(name): Path<String>,
     Json(req): Json<BindTool>,
 ) -> R<Tool> {
-    Ok(AxumJson(b.bind_tool(&tool_name(&name)?, req).await?))
+    Ok(AxumJson(
+        b.bind_tool(&tool_name(&name)?, req, &op.actor()).await?,
+    ))
 }
 
-pub async fn rotate_spiffe_keys(State(b): State<Arc<Broker>>, _: Admin) -> R<serde_json::Value> {
-    Ok(AxumJson(b.rotate_spiffe_keys().await?))
+pub async fn rotate_spiffe_keys(
+    State(b): State<Arc<Broker>>,
+    op: Op<Administer>,
+) -> R<serde_json::Value> {
+    Ok(AxumJson(b.rotate_spiffe_keys(&op.actor()).await?))
 }
 
-pub async fn rotate_keys(State(b): State<Arc<Broker>>, _: Admin) -> R<KeyRotated> {
-    Ok(AxumJson(b.rotate_keys().await?))
+pub async fn rotate_keys(State(b): State<Arc<Broker>>, op: Op<Administer>) -> R<KeyRotated> {
+    Ok(AxumJson(b.rotate_keys(&op.actor()).await?))
 }
 
 #[derive(Deserialize)]
@@ -137,109 +229,101 @@ fn default_limit() -> u32 {
 
 pub async fn audit(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    _: Op<Audit>,
     q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> R<AuditPage> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     Ok(AxumJson(b.audit.page(q.after, q.limit, q.last).await?))
 }
 
-pub async fn audit_verify(State(b): State<Arc<Broker>>, _: Admin) -> R<AuditVerified> {
+pub async fn audit_verify(State(b): State<Arc<Broker>>, _: Op<Audit>) -> R<AuditVerified> {
     Ok(AxumJson(b.audit.verify().await?))
 }
 
 /// The checkpoints the broker signed and kept, as signed.
-pub async fn audit_checkpoints(State(b): State<Arc<Broker>>, _: Admin) -> R<Vec<String>> {
+pub async fn audit_checkpoints(State(b): State<Arc<Broker>>, _: Op<Audit>) -> R<Vec<String>> {
     Ok(AxumJson(b.audit.checkpoint_tokens().await?))
 }
 
 /// Every signing key's public half, retired ones included.
-pub async fn audit_keys(State(b): State<Arc<Broker>>, _: Admin) -> R<jsonwebtoken::jwk::JwkSet> {
+pub async fn audit_keys(
+    State(b): State<Arc<Broker>>,
+    _: Op<Audit>,
+) -> R<jsonwebtoken::jwk::JwkSet> {
     Ok(AxumJson(b.audit.keys()))
 }
 
-pub async fn policies(State(b): State<Arc<Broker>>, _: Admin) -> R<writ_core::api::PolicyInfo> {
+pub async fn policies(
+    State(b): State<Arc<Broker>>,
+    _: Op<ReadPolicy>,
+) -> R<writ_core::api::PolicyInfo> {
     Ok(AxumJson(b.policies.info()))
 }
 
 pub async fn push_policies(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<AuthorPolicy>,
     Json(req): Json<writ_core::api::PushPolicies>,
 ) -> R<writ_core::api::PolicyInfo> {
-    Ok(AxumJson(b.policies.push(req).await?))
+    Ok(AxumJson(b.policies.push(req, &op.actor()).await?))
 }
 
 pub async fn policy_history(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    _: Op<ReadPolicy>,
 ) -> R<Vec<writ_core::api::PolicyVersion>> {
     Ok(AxumJson(b.policies.history(100).await?))
-}
-
-fn enforcement_point(gateway: Option<String>) -> String {
-    gateway.map_or_else(|| "admin".to_owned(), |g| format!("gateway:{g}"))
 }
 
 /// AuthZEN access evaluation, for enforcement points: a gateway credential
 /// (`writ gateway register`) or an admin one.
 pub async fn evaluation(
     State(b): State<Arc<Broker>>,
-    super::AdminOrGateway(gateway): super::AdminOrGateway,
+    point: super::PointAuth,
     AuthzenJson(req): AuthzenJson<authzen::Evaluation>,
 ) -> R<authzen::EvaluationResponse> {
-    Ok(AxumJson(
-        b.evaluate(req, &enforcement_point(gateway)).await?,
-    ))
+    Ok(AxumJson(b.evaluate(req, &point.actor).await?))
 }
 
 pub async fn evaluations(
     State(b): State<Arc<Broker>>,
-    super::AdminOrGateway(gateway): super::AdminOrGateway,
+    point: super::PointAuth,
     AuthzenJson(req): AuthzenJson<authzen::Evaluations>,
 ) -> R<authzen::BatchResponse> {
-    Ok(AxumJson(
-        b.evaluate_batch(req, &enforcement_point(gateway)).await?,
-    ))
+    Ok(AxumJson(b.evaluate_batch(req, &point.actor).await?))
 }
 
 pub async fn search_subject(
     State(b): State<Arc<Broker>>,
-    super::AdminOrGateway(gateway): super::AdminOrGateway,
+    point: super::PointAuth,
     AuthzenJson(req): AuthzenJson<authzen::SubjectSearch>,
 ) -> R<authzen::SearchResponse<authzen::Found>> {
-    Ok(AxumJson(
-        b.search_subjects(req, &enforcement_point(gateway)).await?,
-    ))
+    Ok(AxumJson(b.search_subjects(req, &point.actor).await?))
 }
 
 pub async fn search_resource(
     State(b): State<Arc<Broker>>,
-    super::AdminOrGateway(gateway): super::AdminOrGateway,
+    point: super::PointAuth,
     AuthzenJson(req): AuthzenJson<authzen::ResourceSearch>,
 ) -> R<authzen::SearchResponse<authzen::Found>> {
-    Ok(AxumJson(
-        b.search_resources(req, &enforcement_point(gateway)).await?,
-    ))
+    Ok(AxumJson(b.search_resources(req, &point.actor).await?))
 }
 
 pub async fn search_action(
     State(b): State<Arc<Broker>>,
-    super::AdminOrGateway(gateway): super::AdminOrGateway,
+    point: super::PointAuth,
     AuthzenJson(req): AuthzenJson<authzen::ActionSearch>,
 ) -> R<authzen::SearchResponse<authzen::FoundAction>> {
-    Ok(AxumJson(
-        b.search_actions(req, &enforcement_point(gateway)).await?,
-    ))
+    Ok(AxumJson(b.search_actions(req, &point.actor).await?))
 }
 
 /// Replaces the entity data policy decides with (`entities.json`).
 pub async fn push_entities(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<AuthorPolicy>,
     Json(req): Json<serde_json::Value>,
 ) -> R<writ_core::api::PolicyInfo> {
-    Ok(AxumJson(b.policies.push_entities(req).await?))
+    Ok(AxumJson(b.policies.push_entities(req, &op.actor()).await?))
 }
 
 #[derive(Deserialize)]
@@ -251,7 +335,7 @@ pub struct ApprovalQuery {
 
 pub async fn approvals(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    _: Op<Approve>,
     q: Result<Query<ApprovalQuery>, axum::extract::rejection::QueryRejection>,
 ) -> R<Vec<writ_core::api::Approval>> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
@@ -265,23 +349,25 @@ fn approval_id(s: &str) -> Result<writ_core::ApprovalId, ApiError> {
 
 pub async fn approve(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<Approve>,
     Path(id): Path<String>,
     Json(req): Json<writ_core::api::DecideApproval>,
 ) -> R<writ_core::api::Approval> {
     Ok(AxumJson(
-        b.decide_approval(&approval_id(&id)?, true, req).await?,
+        b.decide_approval(&approval_id(&id)?, true, req, &op.actor())
+            .await?,
     ))
 }
 
 pub async fn deny(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<Approve>,
     Path(id): Path<String>,
     Json(req): Json<writ_core::api::DecideApproval>,
 ) -> R<writ_core::api::Approval> {
     Ok(AxumJson(
-        b.decide_approval(&approval_id(&id)?, false, req).await?,
+        b.decide_approval(&approval_id(&id)?, false, req, &op.actor())
+            .await?,
     ))
 }
 
@@ -295,7 +381,7 @@ pub struct TaskQuery {
 /// Tasks, newest first (`?exceptions=true`: live exceptions only).
 pub async fn list_tasks(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    _: Op<Operate>,
     q: Result<Query<TaskQuery>, axum::extract::rejection::QueryRejection>,
 ) -> R<Vec<writ_core::api::Task>> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
@@ -305,14 +391,17 @@ pub async fn list_tasks(
 /// Shadow mode: a candidate set decides beside the live one; differences are audited.
 pub async fn push_shadow(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<AuthorPolicy>,
     Json(req): Json<writ_core::api::PushPolicies>,
 ) -> R<writ_core::api::PolicyInfo> {
-    Ok(AxumJson(b.policies.push_shadow(req).await?))
+    Ok(AxumJson(b.policies.push_shadow(req, &op.actor()).await?))
 }
 
-pub async fn clear_shadow(State(b): State<Arc<Broker>>, _: Admin) -> Result<StatusCode, ApiError> {
-    b.policies.set_shadow(None, "admin").await?;
+pub async fn clear_shadow(
+    State(b): State<Arc<Broker>>,
+    op: Op<AuthorPolicy>,
+) -> Result<StatusCode, ApiError> {
+    b.policies.set_shadow(None, &op.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -335,7 +424,7 @@ pub struct FeedQuery {
 /// The revocation feed (long-poll), for enforcement points.
 pub async fn revocations(
     State(b): State<Arc<Broker>>,
-    super::AdminOrGateway(gateway): super::AdminOrGateway,
+    point: super::PointAuth,
     q: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> R<writ_core::api::RevocationPage> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
@@ -347,7 +436,7 @@ pub async fn revocations(
         Some(f) if !f.is_empty() && f.len() <= 64 => f,
         _ => "",
     };
-    let who = gateway.as_deref().map(|g| (g, follower));
+    let who = point.gateway.as_deref().map(|g| (g, follower));
     Ok(AxumJson(b.revocations.page(who, q.after, wait).await?))
 }
 
@@ -375,7 +464,7 @@ pub struct EvidenceQuery {
 /// evidence for it and a status.
 pub async fn evidence(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    _: Op<Audit>,
     q: Result<Query<EvidenceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::response::Response, ApiError> {
     use crate::service::report;
@@ -401,7 +490,7 @@ pub async fn evidence(
 /// policy set and its replay, as a document.
 pub async fn least_privilege(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    _: Op<Audit>,
     q: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::response::Response, ApiError> {
     use crate::service::report;

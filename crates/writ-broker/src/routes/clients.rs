@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use jsonwebtoken::jwk::Jwk;
 use writ_core::api::{ClientRegistered, OAuthClientInfo, RegisterClient, TxnKeyPublished};
 
-use super::{Admin, GatewayAuth};
+use super::{Administer, GatewayAuth, Op};
 use crate::error::ApiError;
 use crate::extract::Json;
 use crate::service::Broker;
@@ -17,25 +17,28 @@ use crate::service::Broker;
 /// Registers a client; its secret (if it has one) is in this answer only.
 pub async fn register(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<Administer>,
     Json(req): Json<RegisterClient>,
 ) -> Result<(StatusCode, AxumJson<ClientRegistered>), ApiError> {
-    Ok((StatusCode::CREATED, AxumJson(b.register_client(req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        AxumJson(b.register_client(req, &op.actor()).await?),
+    ))
 }
 
 pub async fn list(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    _: Op<Administer>,
 ) -> Result<AxumJson<Vec<OAuthClientInfo>>, ApiError> {
     Ok(AxumJson(b.list_clients().await?))
 }
 
 pub async fn revoke(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<Administer>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    b.revoke_client(&id).await?;
+    b.revoke_client(&id, &op.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

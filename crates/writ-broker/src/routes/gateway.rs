@@ -11,7 +11,7 @@ use writ_core::api::{
     GatewaySecret, HoldCall, RegisterGateway, SetToolSecret, ToolSecretSet,
 };
 
-use super::{Admin, GatewayAuth};
+use super::{Administer, GatewayAuth, Op, Operate};
 use crate::error::ApiError;
 use crate::extract::Json;
 use crate::service::Broker;
@@ -20,34 +20,34 @@ type R<T> = Result<AxumJson<T>, ApiError>;
 
 pub async fn register(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<Administer>,
     Json(req): Json<RegisterGateway>,
 ) -> Result<(StatusCode, AxumJson<GatewayRegistered>), ApiError> {
     Ok((
         StatusCode::CREATED,
-        AxumJson(b.register_gateway(req).await?),
+        AxumJson(b.register_gateway(req, &op.actor()).await?),
     ))
 }
 
 pub async fn revoke(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<Administer>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    b.revoke_gateway(&name).await?;
+    b.revoke_gateway(&name, &op.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn set_secret(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<Operate>,
     Path(name): Path<String>,
     Json(req): Json<SetToolSecret>,
 ) -> R<ToolSecretSet> {
     let tool: ToolName = name
         .parse()
         .map_err(|e| ApiError::BadRequest(format!("{e}")))?;
-    Ok(AxumJson(b.set_tool_secret(&tool, req).await?))
+    Ok(AxumJson(b.set_tool_secret(&tool, req, &op.actor()).await?))
 }
 
 pub async fn bundle(

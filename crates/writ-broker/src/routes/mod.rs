@@ -8,17 +8,20 @@ mod nodes;
 mod oauth;
 mod wellknown;
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
 use axum::routing::{get, post};
+use writ_core::api::Duty;
 use writ_core::token::TokenKind;
 
 use crate::error::ApiError;
 use crate::extract::{MAX_BODY_BYTES, bearer, presented};
-use crate::service::{AgentCaller, Broker, Caller};
+use crate::service::gateway::EnforcementPoint;
+use crate::service::{AgentCaller, Broker, Caller, Operator};
 
 /// The body limit of a decision batch from a gateway.
 const DECISIONS_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -39,12 +42,24 @@ pub fn router(broker: Arc<Broker>) -> Router {
             "/v1/agents",
             post(admin::register_agent).get(admin::list_agents),
         )
-        .route("/v1/agents/{name}", get(admin::get_agent))
+        .route(
+            "/v1/agents/{name}",
+            get(admin::get_agent)
+                .patch(admin::update_agent)
+                .delete(admin::delete_agent),
+        )
         .route("/v1/agents/{name}/join-tokens", post(admin::join_token))
-        .route("/v1/admin/tokens", get(admin::admin_tokens))
+        .route(
+            "/v1/admin/tokens",
+            get(admin::admin_tokens).post(admin::create_admin_token),
+        )
         .route(
             "/v1/admin/tokens/{name}",
             axum::routing::delete(admin::revoke_admin_token),
+        )
+        .route(
+            "/v1/admin/tokens/{name}/rotate",
+            post(admin::rotate_admin_token),
         )
         .route("/v1/agents/{name}/quarantine", post(admin::quarantine))
         .route("/v1/agents/{name}/release", post(admin::release))
@@ -52,7 +67,12 @@ pub fn router(broker: Arc<Broker>) -> Router {
             "/v1/tools",
             post(admin::register_tool).get(admin::list_tools),
         )
-        .route("/v1/tools/{name}", get(admin::get_tool))
+        .route(
+            "/v1/tools/{name}",
+            get(admin::get_tool)
+                .patch(admin::update_tool)
+                .delete(admin::delete_tool),
+        )
         .route(
             "/v1/tools/{name}/secret",
             axum::routing::put(gateway::set_secret),
@@ -188,15 +208,54 @@ impl FromRequestParts<Arc<Broker>> for AttestAdmitted {
     }
 }
 
-/// An admin credential was presented and is valid.
-pub struct Admin;
+/// An operator credential whose role holds the duty `D` was presented:
+/// any other credential gets 401, one of another role 403 naming the
+/// role needed.
+pub struct Op<D> {
+    pub who: Operator,
+    duty: PhantomData<D>,
+}
 
-impl FromRequestParts<Arc<Broker>> for Admin {
+impl<D> Op<D> {
+    /// How the audit names this operator (`operator:NAME`).
+    pub fn actor(&self) -> String {
+        self.who.actor()
+    }
+}
+
+/// A duty a route needs, as a type.
+pub trait NeedsDuty {
+    const DUTY: Duty;
+}
+
+macro_rules! duties {
+    ($($marker:ident),*) => {$(
+        /// Marker: the route needs [`Duty`]'s variant of the same name.
+        pub struct $marker;
+        impl NeedsDuty for $marker {
+            const DUTY: Duty = Duty::$marker;
+        }
+    )*};
+}
+duties!(
+    Administer,
+    Operate,
+    Approve,
+    Audit,
+    AuthorPolicy,
+    ReadPolicy
+);
+
+impl<D: NeedsDuty> FromRequestParts<Arc<Broker>> for Op<D> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
-        broker.require_admin(bearer(&parts.headers)?).await?;
-        Ok(Admin)
+        let who = broker.require_operator(bearer(&parts.headers)?).await?;
+        who.require(D::DUTY)?;
+        Ok(Op {
+            who,
+            duty: PhantomData,
+        })
     }
 }
 
@@ -222,31 +281,52 @@ impl FromRequestParts<Arc<Broker>> for GatewayAuth {
     }
 }
 
-/// An admin or a gateway credential (the gateway's name).
-pub struct AdminOrGateway(pub Option<String>);
+/// An enforcement point: a gateway credential (its name), or an operator
+/// credential whose role holds [`Duty::Administer`] (the actor).
+pub struct PointAuth {
+    /// The gateway's name, when a gateway asks.
+    pub gateway: Option<String>,
+    /// How the audit names the asker (`gateway:NAME`, `operator:NAME`).
+    pub actor: String,
+}
 
-impl FromRequestParts<Arc<Broker>> for AdminOrGateway {
+impl FromRequestParts<Arc<Broker>> for PointAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
         let token = bearer(&parts.headers)?;
+        // Without a bearer credential, a verified client certificate that
+        // names a gateway stands in for it (`--tls-client-ca`).
         if token.is_none()
             && let Some(name) = parts
                 .extensions
                 .get::<writ_listen::PeerCertificates>()
                 .and_then(crate::mtls::gateway_named)
         {
-            return Ok(AdminOrGateway(Some(
-                broker.require_gateway_named(&name).await?,
-            )));
+            let g = broker.require_gateway_named(&name).await?;
+            return Ok(PointAuth {
+                actor: format!("gateway:{g}"),
+                gateway: Some(g),
+            });
         }
-        Ok(AdminOrGateway(
-            broker.require_admin_or_gateway(token).await?,
-        ))
+        match broker.require_operator_or_gateway(token).await? {
+            EnforcementPoint::Gateway(g) => Ok(PointAuth {
+                actor: format!("gateway:{g}"),
+                gateway: Some(g),
+            }),
+            EnforcementPoint::Operator(op) => {
+                op.require(Duty::Administer)?;
+                Ok(PointAuth {
+                    gateway: None,
+                    actor: op.actor(),
+                })
+            }
+        }
     }
 }
 
-/// An admin or a live agent token.
+/// An operator credential (its duty checked by the service) or a live
+/// agent token.
 pub struct AnyCaller(pub Caller);
 
 impl FromRequestParts<Arc<Broker>> for AnyCaller {

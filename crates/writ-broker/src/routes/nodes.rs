@@ -12,7 +12,7 @@ use writ_core::api::{
     NodeAttested, NodeEntries, RegisterNode, X509SvidIssued, X509SvidRequest,
 };
 
-use super::{Admin, AttestAdmitted};
+use super::{AttestAdmitted, Op, Operate};
 use crate::error::ApiError;
 use crate::extract::{Json, bearer};
 use crate::service::Broker;
@@ -45,40 +45,55 @@ impl FromRequestParts<Arc<Broker>> for NodeAuth {
 
 pub async fn register(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<Operate>,
     Json(req): Json<RegisterNode>,
 ) -> Result<(StatusCode, AxumJson<Node>), ApiError> {
-    Ok((StatusCode::CREATED, AxumJson(b.nodes.register(req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        AxumJson(b.nodes.register(req, &op.actor()).await?),
+    ))
 }
 
-pub async fn list(State(b): State<Arc<Broker>>, _: Admin) -> R<Vec<Node>> {
+pub async fn list(State(b): State<Arc<Broker>>, _: Op<Operate>) -> R<Vec<Node>> {
     Ok(AxumJson(b.nodes.list().await?))
 }
 
-pub async fn show(State(b): State<Arc<Broker>>, _: Admin, Path(name): Path<String>) -> R<Node> {
+pub async fn show(
+    State(b): State<Arc<Broker>>,
+    _: Op<Operate>,
+    Path(name): Path<String>,
+) -> R<Node> {
     Ok(AxumJson(b.nodes.get(&name).await?))
 }
 
 pub async fn join_token(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<Operate>,
     Path(name): Path<String>,
     Json(req): Json<CreateJoinToken>,
 ) -> Result<(StatusCode, AxumJson<JoinTokenCreated>), ApiError> {
-    let created = b.nodes.create_join_token(&name, req).await?;
+    let created = b.nodes.create_join_token(&name, req, &op.actor()).await?;
     Ok((StatusCode::CREATED, AxumJson(created)))
 }
 
 pub async fn quarantine(
     State(b): State<Arc<Broker>>,
-    _: Admin,
+    op: Op<Operate>,
     Path(name): Path<String>,
 ) -> R<Node> {
-    Ok(AxumJson(b.nodes.quarantine(&name, true).await?))
+    Ok(AxumJson(
+        b.nodes.quarantine(&name, true, &op.actor()).await?,
+    ))
 }
 
-pub async fn release(State(b): State<Arc<Broker>>, _: Admin, Path(name): Path<String>) -> R<Node> {
-    Ok(AxumJson(b.nodes.quarantine(&name, false).await?))
+pub async fn release(
+    State(b): State<Arc<Broker>>,
+    op: Op<Operate>,
+    Path(name): Path<String>,
+) -> R<Node> {
+    Ok(AxumJson(
+        b.nodes.quarantine(&name, false, &op.actor()).await?,
+    ))
 }
 
 pub async fn attest(

@@ -108,10 +108,10 @@ pub async fn introspect(
         return Ok(no_store(Json(b.introspect(form.token()?).await?)));
     }
     match caller(&b, &headers, "/oauth2/introspect").await? {
-        Caller::Admin => {}
+        Caller::Operator(op) => op.require(writ_core::api::Duty::Operate)?,
         Caller::Agent(_) => {
             return Err(OAuthError::invalid_token(
-                "introspection needs an admin credential",
+                "introspection needs an operator credential",
             ));
         }
     }

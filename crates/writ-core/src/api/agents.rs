@@ -89,15 +89,6 @@ pub struct JoinTokenCreated {
     pub expires_at: Timestamp,
 }
 
-/// `GET /v1/admin/tokens`: one admin credential (never its value).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AdminCredential {
-    pub name: String,
-    pub created_at: Timestamp,
-    /// Made by `writ serve --dev`: refused by a start without `--dev`.
-    pub dev: bool,
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Quarantined {
     pub agent: AgentName,

@@ -16,6 +16,7 @@ mod clients;
 mod gateways;
 mod nodes;
 mod oauth;
+mod operators;
 mod tasks;
 mod tools;
 
@@ -25,5 +26,6 @@ pub use clients::*;
 pub use gateways::*;
 pub use nodes::*;
 pub use oauth::*;
+pub use operators::*;
 pub use tasks::*;
 pub use tools::*;

@@ -170,6 +170,9 @@ pub struct Approval {
     pub decided_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The operator credential that decided it (`operator:NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
     /// The task as requested (for a call approval: the task the call is
     /// made under).
     pub task: Task,

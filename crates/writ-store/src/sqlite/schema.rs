@@ -296,4 +296,15 @@ CREATE TABLE gateway_keys (
     created_at  INTEGER NOT NULL
 );
 "#,
+    // 18: operator credentials carry a role (those from before are
+    // admins); an approval names the operator who decided it; agents and
+    // tools can be deleted (the row stays, so the name stays reserved and
+    // what refers to it stays valid).
+    r#"
+ALTER TABLE admin_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
+ALTER TABLE approvals ADD COLUMN decided_by TEXT;
+ALTER TABLE call_approvals ADD COLUMN decided_by TEXT;
+ALTER TABLE agents ADD COLUMN deleted_at INTEGER;
+ALTER TABLE tools ADD COLUMN deleted_at INTEGER;
+"#,
 ];

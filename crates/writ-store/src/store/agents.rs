@@ -35,7 +35,7 @@ impl AgentStore for SqlStore {
         let name = name.to_string();
         self.read_quick(move |c| {
             c.query_row(
-                &format!("SELECT {AGENT_COLS} FROM agents WHERE name = ?1"),
+                &format!("SELECT {AGENT_COLS} FROM agents WHERE name = ?1 AND deleted_at IS NULL"),
                 params![name],
                 agent_row,
             )
@@ -50,7 +50,9 @@ impl AgentStore for SqlStore {
     async fn list_agents(&self) -> Result<Vec<Agent>> {
         self.read(|c| {
             let mut stmt = c
-                .prepare(&format!("SELECT {AGENT_COLS} FROM agents ORDER BY name"))
+                .prepare(&format!(
+                    "SELECT {AGENT_COLS} FROM agents WHERE deleted_at IS NULL ORDER BY name"
+                ))
                 .map_err(db)?;
             let rows = stmt.query_map(params![], agent_row).map_err(db)?;
             rows.map(|r| r.map_err(db).and_then(agent_from)).collect()
@@ -70,7 +72,7 @@ impl AgentStore for SqlStore {
             let changed = ctx
                 .tx
                 .execute(
-                    "UPDATE agents SET quarantined = ?2 WHERE name = ?1",
+                    "UPDATE agents SET quarantined = ?2 WHERE name = ?1 AND deleted_at IS NULL",
                     params![name, quarantined],
                 )
                 .map_err(db)?;
@@ -98,6 +100,145 @@ impl AgentStore for SqlStore {
                 out.revoked_tokens += revoked;
                 out.ended_tasks += ended;
             }
+            ctx.audit(now, &audit)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn update_agent(
+        &self,
+        agent: &Agent,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        let name = agent.name.to_string();
+        let attestation = to_json(&agent.attestation)?;
+        let attributes = to_json(&agent.attributes)?;
+        let workload = agent.workload.as_ref().map(to_json).transpose()?;
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let n = ctx
+                .tx
+                .execute(
+                    "UPDATE agents SET attestation = ?2, attributes = ?3, workload = ?4 \
+                     WHERE name = ?1 AND deleted_at IS NULL",
+                    params![name, attestation, attributes, workload],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("agent"));
+            }
+            ctx.audit(now, &audit)
+        })
+        .await
+    }
+
+    async fn delete_agent(
+        &self,
+        name: &AgentName,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<QuarantineOutcome> {
+        let name = name.to_string();
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            // Marked quarantined as well: every path that refuses a
+            // quarantined agent refuses a deleted one.
+            let n = ctx
+                .tx
+                .execute(
+                    "UPDATE agents SET deleted_at = ?2, quarantined = ?3 \
+                     WHERE name = ?1 AND deleted_at IS NULL",
+                    params![name, now.millis(), true],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("agent"));
+            }
+            let mut out = QuarantineOutcome {
+                revoked_tokens: revoke_where(ctx.tx, "agent = ?1", &name, now)?,
+                ended_tasks: 0,
+            };
+            ctx.tx
+                .execute(
+                    "UPDATE instances SET revoked_at = ?2 WHERE agent = ?1 AND revoked_at IS NULL",
+                    params![name, now.millis()],
+                )
+                .map_err(db)?;
+            ctx.tx
+                .execute(
+                    "UPDATE join_tokens SET used_at = ?2 WHERE agent = ?1 AND used_at IS NULL",
+                    params![name, now.millis()],
+                )
+                .map_err(db)?;
+            let (revoked, ended) =
+                end_tasks_where(ctx.tx, "agent = ?1", &name, "agent deleted", now)?;
+            out.revoked_tokens += revoked;
+            out.ended_tasks += ended;
+            ctx.audit(now, &audit)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn update_tool(
+        &self,
+        tool: &Tool,
+        removed: Vec<writ_core::Scope>,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<QuarantineOutcome> {
+        let name = tool.name.clone();
+        let scopes = to_json(&tool.scopes)?;
+        let attributes = to_json(&tool.attributes)?;
+        let upstream = tool.upstream.as_ref().map(to_json).transpose()?;
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let n = ctx
+                .tx
+                .execute(
+                    "UPDATE tools SET scopes = ?2, attributes = ?3, upstream = ?4 \
+                     WHERE name = ?1 AND deleted_at IS NULL",
+                    params![name.as_str(), scopes, attributes, upstream],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("tool"));
+            }
+            let out = if removed.is_empty() {
+                QuarantineOutcome::default()
+            } else {
+                end_tasks_using(ctx.tx, &name, Some(&removed), "tool scopes removed", now)?
+            };
+            ctx.audit(now, &audit)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_tool(
+        &self,
+        name: &ToolName,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<QuarantineOutcome> {
+        let name = name.clone();
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let n = ctx
+                .tx
+                .execute(
+                    "UPDATE tools SET deleted_at = ?2 WHERE name = ?1 AND deleted_at IS NULL",
+                    params![name.as_str(), now.millis()],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("tool"));
+            }
+            ctx.tx
+                .execute(
+                    "DELETE FROM tool_secrets WHERE tool = ?1",
+                    params![name.as_str()],
+                )
+                .map_err(db)?;
+            let out = end_tasks_using(ctx.tx, &name, None, "tool deleted", now)?;
             ctx.audit(now, &audit)?;
             Ok(out)
         })
@@ -180,7 +321,7 @@ impl AgentStore for SqlStore {
         let name = name.to_string();
         self.read_quick(move |c| {
             c.query_row(
-                &format!("{TOOL_SELECT} WHERE t.name = ?1"),
+                &format!("{TOOL_SELECT} WHERE t.name = ?1 AND t.deleted_at IS NULL"),
                 params![name],
                 tool_row,
             )
@@ -195,7 +336,9 @@ impl AgentStore for SqlStore {
     async fn list_tools(&self) -> Result<Vec<Tool>> {
         self.read(|c| {
             let mut stmt = c
-                .prepare(&format!("{TOOL_SELECT} ORDER BY t.name"))
+                .prepare(&format!(
+                    "{TOOL_SELECT} WHERE t.deleted_at IS NULL ORDER BY t.name"
+                ))
                 .map_err(db)?;
             let rows = stmt.query_map(params![], tool_row).map_err(db)?;
             rows.map(|r| r.map_err(db).and_then(tool_from)).collect()
@@ -215,7 +358,11 @@ impl AgentStore for SqlStore {
         self.write(move |ctx: &mut WriteCtx<'_>| {
             let known = ctx
                 .tx
-                .query_row("SELECT 1 FROM tools WHERE name = ?1", params![&tool], |_| Ok(()))
+                .query_row(
+                    "SELECT 1 FROM tools WHERE name = ?1 AND deleted_at IS NULL",
+                    params![&tool],
+                    |_| Ok(()),
+                )
                 .optional()
                 .map_err(db)?;
             if known.is_none() {
@@ -246,7 +393,7 @@ impl AgentStore for SqlStore {
             let n = ctx
                 .tx
                 .execute(
-                    "UPDATE tools SET gateway = ?1 WHERE name = ?2",
+                    "UPDATE tools SET gateway = ?1 WHERE name = ?2 AND deleted_at IS NULL",
                     params![gateway, tool],
                 )
                 .map_err(db)?;
@@ -284,4 +431,43 @@ impl AgentStore for SqlStore {
         })
         .await
     }
+}
+
+/// Ends every live task (active or waiting for approval) that declared
+/// `tool` (with a scope in `scopes`, when given), with its descendants and
+/// every grant under them.
+fn end_tasks_using(
+    conn: &dyn Sql,
+    tool: &ToolName,
+    scopes: Option<&[writ_core::Scope]>,
+    reason: &str,
+    now: Timestamp,
+) -> Result<QuarantineOutcome> {
+    let live: Vec<(String, String)> = {
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, capabilities FROM tasks \
+                 WHERE status IN ('active', 'pending_approval')",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(db)?;
+        rows.collect::<DbResult<_>>().map_err(db)?
+    };
+    let mut out = QuarantineOutcome::default();
+    for (id, caps) in live {
+        let caps: Vec<writ_core::Capability> = json("task capabilities", &caps)?;
+        let uses = caps.iter().any(|c| {
+            &c.tool == tool && scopes.is_none_or(|s| s.iter().any(|x| c.scopes.contains(x)))
+        });
+        if uses {
+            let (revoked, ended) = end_tasks_where(conn, "id = ?1", &id, reason, now)?;
+            out.revoked_tokens += revoked;
+            out.ended_tasks += ended;
+        }
+    }
+    Ok(out)
 }

@@ -71,10 +71,11 @@ impl ApprovalStore for SqlStore {
         id: &ApprovalId,
         approve: bool,
         reason: &str,
+        decided_by: &str,
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<Approval> {
-        let (id, reason) = (id.to_string(), reason.to_owned());
+        let (id, reason, by) = (id.to_string(), reason.to_owned(), decided_by.to_owned());
         self.write(move |ctx: &mut WriteCtx<'_>| {
             let a = approval_by_id(ctx.tx, &id)?.ok_or(StoreError::NotFound("approval"))?;
             if a.status != ApprovalStatus::Pending {
@@ -91,10 +92,11 @@ impl ApprovalStore for SqlStore {
             ctx.tx
                 .execute(
                     &format!(
-                        "UPDATE {} SET status = ?2, decided_at = ?3, reason = ?4 WHERE id = ?1",
+                        "UPDATE {} SET status = ?2, decided_at = ?3, reason = ?4, decided_by = ?5 \
+                         WHERE id = ?1",
                         approval_table(&a)
                     ),
-                    params![id, status.as_str(), now.millis(), reason],
+                    params![id, status.as_str(), now.millis(), reason, by],
                 )
                 .map_err(db)?;
             // Denying one call refuses that call, not the task it was made

@@ -9,7 +9,7 @@ impl KeyStore for SqlStore {
         let hash = hash.to_owned();
         self.read_quick(move |c| {
             c.query_row(
-                "SELECT name, created_at, dev FROM admin_tokens WHERE hash = ?1",
+                "SELECT name, created_at, dev, role FROM admin_tokens WHERE hash = ?1",
                 params![hash],
                 admin_credential,
             )
@@ -22,7 +22,7 @@ impl KeyStore for SqlStore {
     async fn admin_tokens(&self) -> Result<Vec<AdminCredential>> {
         self.read(|c| {
             let mut stmt = c
-                .prepare("SELECT name, created_at, dev FROM admin_tokens")
+                .prepare("SELECT name, created_at, dev, role FROM admin_tokens")
                 .map_err(db)?;
             let mut out = stmt
                 .query_map(params![], admin_credential)
@@ -39,7 +39,7 @@ impl KeyStore for SqlStore {
     async fn admin_token_count(&self) -> Result<u64> {
         self.read(|c| {
             c.query_row(
-                "SELECT COUNT(*) FROM admin_tokens WHERE dev = 0",
+                "SELECT COUNT(*) FROM admin_tokens WHERE dev = 0 AND role = 'admin'",
                 params![],
                 |r| r.get::<_, i64>(0),
             )
@@ -53,6 +53,7 @@ impl KeyStore for SqlStore {
         &self,
         name: &str,
         hash: &str,
+        role: Role,
         dev: bool,
         now: Timestamp,
         audit: Vec<AuditEvent>,
@@ -80,8 +81,9 @@ impl KeyStore for SqlStore {
             }
             ctx.tx
                 .execute(
-                    "INSERT INTO admin_tokens (hash, created_at, name, dev) VALUES (?1, ?2, ?3, ?4)",
-                    params![hash, now.millis(), name, i64::from(dev)],
+                    "INSERT INTO admin_tokens (hash, created_at, name, dev, role) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![hash, now.millis(), name, i64::from(dev), role.as_str()],
                 )
                 .map_err(db)?;
             ctx.audit(now, &audit)
@@ -97,23 +99,24 @@ impl KeyStore for SqlStore {
     ) -> Result<bool> {
         let name = name.to_owned();
         self.write(move |ctx: &mut WriteCtx<'_>| {
-            let dev = ctx
+            let found = ctx
                 .tx
                 .query_row(
-                    "SELECT dev FROM admin_tokens WHERE name = ?1",
+                    "SELECT dev, role FROM admin_tokens WHERE name = ?1",
                     params![&name],
-                    |r| r.get::<_, i64>(0),
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
                 )
                 .optional()
                 .map_err(db)?;
-            let Some(dev) = dev else {
+            let Some((dev, role)) = found else {
                 return Ok(false);
             };
-            if dev == 0 {
+            if dev == 0 && role == Role::Admin.as_str() {
                 let others = ctx
                     .tx
                     .query_row(
-                        "SELECT COUNT(*) FROM admin_tokens WHERE dev = 0 AND name <> ?1",
+                        "SELECT COUNT(*) FROM admin_tokens \
+                         WHERE dev = 0 AND role = 'admin' AND name <> ?1",
                         params![&name],
                         |r| r.get::<_, i64>(0),
                     )
@@ -125,6 +128,45 @@ impl KeyStore for SqlStore {
             ctx.tx
                 .execute("DELETE FROM admin_tokens WHERE name = ?1", params![&name])
                 .map_err(db)?;
+            ctx.audit(now, &audit)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn rotate_admin_token(
+        &self,
+        name: &str,
+        hash: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<bool> {
+        let (name, hash) = (name.to_owned(), hash.to_owned());
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let taken = ctx
+                .tx
+                .query_row(
+                    "SELECT 1 FROM admin_tokens WHERE hash = ?1",
+                    params![&hash],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(db)?;
+            if taken.is_some() {
+                return Err(StoreError::Conflict(
+                    "an admin credential with the same secret".into(),
+                ));
+            }
+            let n = ctx
+                .tx
+                .execute(
+                    "UPDATE admin_tokens SET hash = ?2 WHERE name = ?1",
+                    params![&name, &hash],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Ok(false);
+            }
             ctx.audit(now, &audit)?;
             Ok(true)
         })
@@ -253,5 +295,10 @@ fn admin_credential(r: &Row) -> DbResult<AdminCredential> {
         name: r.get(0)?,
         created_at: Timestamp::from_millis(r.get(1)?),
         dev: r.get::<_, i64>(2)? != 0,
+        // An unknown role (written by a newer version) fails closed.
+        role: {
+            let role: String = r.get(3)?;
+            Role::parse(&role).ok_or_else(|| DbError::Type(format!("unknown role {role:?}")))?
+        },
     })
 }

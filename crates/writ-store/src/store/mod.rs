@@ -15,7 +15,8 @@ mod tasks;
 
 use async_trait::async_trait;
 use writ_core::api::{
-    AdminCredential, Agent, Approval, ApprovalCall, ApprovalStatus, Node, Task, TaskStatus, Tool,
+    AdminCredential, Agent, Approval, ApprovalCall, ApprovalStatus, Node, Role, Task, TaskStatus,
+    Tool,
 };
 use writ_core::audit::{AuditEvent, AuditRecord, Outcome};
 use writ_core::{AgentName, ApprovalId, InstanceId, TaskId, Timestamp, ToolName};
@@ -494,10 +495,11 @@ fn load_approval(conn: &dyn Sql, filter: &str, arg: &str) -> Result<Option<Appro
         i64,
         Option<i64>,
         Option<String>,
+        Option<String>,
     );
     let row: Option<Row> = conn
         .query_row(
-            &format!("SELECT {APPROVAL_COLS} FROM approvals WHERE {filter}"),
+            &format!("SELECT {APPROVAL_COLS}, decided_by FROM approvals WHERE {filter}"),
             params![arg],
             |r| {
                 Ok((
@@ -511,6 +513,7 @@ fn load_approval(conn: &dyn Sql, filter: &str, arg: &str) -> Result<Option<Appro
                     r.get(7)?,
                     r.get(8)?,
                     r.get(9)?,
+                    r.get(10)?,
                 ))
             },
         )
@@ -527,6 +530,7 @@ fn load_approval(conn: &dyn Sql, filter: &str, arg: &str) -> Result<Option<Appro
         expires_at,
         decided_at,
         reason,
+        decided_by,
     )) = row
     else {
         return Ok(None);
@@ -545,6 +549,7 @@ fn load_approval(conn: &dyn Sql, filter: &str, arg: &str) -> Result<Option<Appro
         expires_at: ts(expires_at),
         decided_at: decided_at.map(ts),
         reason,
+        decided_by,
         task,
         call: None,
     }))
@@ -569,10 +574,11 @@ fn load_call_approval(conn: &dyn Sql, tail: &str, args: &[Value]) -> Result<Opti
         decided_at: Option<i64>,
         reason: Option<String>,
         used_at: Option<i64>,
+        decided_by: Option<String>,
     }
     let raw = conn
         .query_row(
-            &format!("SELECT {CALL_APPROVAL_COLS} FROM call_approvals WHERE {tail}"),
+            &format!("SELECT {CALL_APPROVAL_COLS}, decided_by FROM call_approvals WHERE {tail}"),
             args,
             |r| {
                 Ok(Raw {
@@ -588,6 +594,7 @@ fn load_call_approval(conn: &dyn Sql, tail: &str, args: &[Value]) -> Result<Opti
                     decided_at: r.get(9)?,
                     reason: r.get(10)?,
                     used_at: r.get(11)?,
+                    decided_by: r.get(12)?,
                 })
             },
         )
@@ -614,6 +621,7 @@ fn load_call_approval(conn: &dyn Sql, tail: &str, args: &[Value]) -> Result<Opti
         expires_at: ts(raw.expires_at),
         decided_at: raw.decided_at.map(ts),
         reason: raw.reason,
+        decided_by: raw.decided_by,
         task,
         call: Some(call),
     }))

@@ -16,6 +16,7 @@ pub(crate) fn call_approval_record(task: &Task, path: &str, requested_at: Timest
         expires_at: requested_at.add_secs(300),
         decided_at: None,
         reason: None,
+        decided_by: None,
         task: task.clone(),
         call: Some(ApprovalCall {
             tool: "github".parse::<ToolName>().unwrap(),
@@ -50,7 +51,7 @@ pub(crate) async fn decide(
     now: Timestamp,
 ) -> Result<Approval, StoreError> {
     let audit = vec![ev(AuditKind::Approval)];
-    s.decide_approval(id, approve, "looked at it", now, audit)
+    s.decide_approval(id, approve, "looked at it", "operator:ann", now, audit)
         .await
 }
 
@@ -88,6 +89,7 @@ pub(crate) async fn pending_task(
         expires_at: requested_at.add_secs(600),
         decided_at: None,
         reason: None,
+        decided_by: None,
         task: task.clone(),
         call: None,
     };
@@ -180,6 +182,7 @@ pub async fn call_approvals_round_trip(s: Arc<dyn Store>) {
     assert_eq!(approved.status, ApprovalStatus::Approved);
     assert_eq!(approved.decided_at, Some(at(40)));
     assert_eq!(approved.reason.as_deref(), Some("looked at it"));
+    assert_eq!(approved.decided_by.as_deref(), Some("operator:ann"));
     assert_eq!(approved.call.as_ref().unwrap().used_at, None);
     let denied = decide(s, &a3.approval_id, false, at(41)).await.unwrap();
     assert_eq!(denied.status, ApprovalStatus::Denied);

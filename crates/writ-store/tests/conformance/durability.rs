@@ -22,6 +22,7 @@ pub async fn durable_across_reopen(h: &dyn Harness) {
     s.add_admin_token(
         "ops",
         "admin-hash",
+        writ_core::api::Role::Admin,
         false,
         at(0),
         vec![ev(AuditKind::AdminTokenCreate)],

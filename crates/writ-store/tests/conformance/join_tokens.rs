@@ -364,6 +364,7 @@ pub async fn h12_revoking_an_instance_token_ends_the_instance_and_its_tasks(s: A
         expires_at: at(604),
         decided_at: None,
         reason: None,
+        decided_by: None,
         task: waiting.clone(),
         call: None,
     };

@@ -7,10 +7,10 @@ pub async fn admin_tokens(s: Arc<dyn Store>) {
     let create = || vec![ev(AuditKind::AdminTokenCreate)];
     assert_eq!(s.admin_token_count().await.unwrap(), 0);
     assert_eq!(s.admin_token("h1").await.unwrap(), None);
-    s.add_admin_token("ops", "h1", false, at(0), create())
+    s.add_admin_token("ops", "h1", Role::Admin, false, at(0), create())
         .await
         .unwrap();
-    s.add_admin_token("ci", "h2", false, at(1), create())
+    s.add_admin_token("ci", "h2", Role::Admin, false, at(1), create())
         .await
         .unwrap();
     let ops = s.admin_token("h1").await.unwrap().unwrap();
@@ -21,21 +21,22 @@ pub async fn admin_tokens(s: Arc<dyn Store>) {
     // A name or a secret is taken once.
     let before = audit_len(s).await;
     assert!(matches!(
-        s.add_admin_token("ops", "h9", false, at(2), create()).await,
+        s.add_admin_token("ops", "h9", Role::Admin, false, at(2), create())
+            .await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        s.add_admin_token("other", "h2", false, at(2), create())
+        s.add_admin_token("other", "h2", Role::Admin, false, at(2), create())
             .await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(audit_len(s).await, before, "a refused add records nothing");
 
     // A dev credential replaces the last dev one, and is not counted.
-    s.add_admin_token("dev", "d1", true, at(3), create())
+    s.add_admin_token("dev", "d1", Role::Admin, true, at(3), create())
         .await
         .unwrap();
-    s.add_admin_token("dev", "d2", true, at(4), create())
+    s.add_admin_token("dev", "d2", Role::Admin, true, at(4), create())
         .await
         .unwrap();
     assert_eq!(s.admin_token("d1").await.unwrap(), None);
@@ -71,6 +72,80 @@ pub async fn admin_tokens(s: Arc<dyn Store>) {
     ));
     assert_eq!(audit_len(s).await, before);
     assert!(s.admin_token("h1").await.unwrap().is_some());
+    assert_chain(s).await;
+}
+
+/// Operator credentials carry their role; rotation replaces the secret at
+/// once; only credentials of role admin count as the last way in.
+pub async fn operator_credentials_have_roles_and_rotate(s: Arc<dyn Store>) {
+    let s = &*s;
+    let create = || vec![ev(AuditKind::AdminTokenCreate)];
+    s.add_admin_token("root", "r1", Role::Admin, false, at(0), create())
+        .await
+        .unwrap();
+    s.add_admin_token("ann", "a1", Role::Approver, false, at(1), create())
+        .await
+        .unwrap();
+    s.add_admin_token("pat", "p1", Role::PolicyAuthor, false, at(1), create())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.admin_token("a1").await.unwrap().unwrap().role,
+        Role::Approver
+    );
+    assert_eq!(
+        s.admin_token("p1").await.unwrap().unwrap().role,
+        Role::PolicyAuthor
+    );
+    assert_eq!(s.admin_token_count().await.unwrap(), 1, "admins only");
+    let roles: Vec<_> = s
+        .admin_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.name, c.role))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("ann".to_owned(), Role::Approver),
+            ("pat".to_owned(), Role::PolicyAuthor),
+            ("root".to_owned(), Role::Admin)
+        ]
+    );
+    // Rotated: the old secret is gone at once, the new one has the role.
+    let rotate = || vec![ev(AuditKind::AdminTokenRotate)];
+    assert!(
+        s.rotate_admin_token("ann", "a2", at(2), rotate())
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.admin_token("a1").await.unwrap(), None);
+    let ann = s.admin_token("a2").await.unwrap().unwrap();
+    assert_eq!((ann.name.as_str(), ann.role), ("ann", Role::Approver));
+    assert!(
+        !s.rotate_admin_token("nobody", "x", at(2), rotate())
+            .await
+            .unwrap()
+    );
+    let before = audit_len(s).await;
+    assert!(matches!(
+        s.rotate_admin_token("ann", "r1", at(2), rotate()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        audit_len(s).await,
+        before,
+        "a refused rotation records nothing"
+    );
+    // The approver and the author are not the last way in; the admin is.
+    let revoke = || vec![ev(AuditKind::AdminTokenRevoke)];
+    assert!(s.revoke_admin_token("ann", at(3), revoke()).await.unwrap());
+    assert!(s.revoke_admin_token("pat", at(3), revoke()).await.unwrap());
+    assert!(matches!(
+        s.revoke_admin_token("root", at(3), revoke()).await,
+        Err(StoreError::LastAdminCredential(_))
+    ));
     assert_chain(s).await;
 }
 
@@ -485,4 +560,157 @@ pub async fn gateway_decisions_are_recorded_once(s: Arc<dyn Store>) {
         s.revoke_gateway("nope", at(6), vec![]).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+fn github_tool() -> Tool {
+    Tool {
+        name: "github".parse::<ToolName>().unwrap(),
+        audience: "https://github.example".to_owned(),
+        scopes: vec!["read".parse().unwrap(), "write".parse().unwrap()],
+        attributes: Default::default(),
+        upstream: None,
+        secret_header: None,
+        gateway: None,
+        created_at: at(0),
+    }
+}
+
+/// Deleting an agent ends its live tasks and kills its tokens at once; it
+/// is gone from every listing, its name stays reserved, and the audit
+/// keeps naming it.
+pub async fn deleting_an_agent_ends_its_tasks_and_tokens(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let beta = register(s, "beta").await;
+    let inst = attest(s, &alpha, None, "jti_a_i", at(1)).await.unwrap();
+    let task = start_task(s, &inst, "jti_a_t", at(2), at(60), at(300))
+        .await
+        .unwrap();
+    let other = attest(s, &beta, None, "jti_b_i", at(1)).await.unwrap();
+    let mut renamed = s.get_agent(&beta).await.unwrap().unwrap();
+    renamed.attributes = [("tier".to_owned(), "high".to_owned())].into();
+    s.update_agent(&renamed, at(3), vec![ev(AuditKind::AgentUpdate)])
+        .await
+        .unwrap();
+    assert_eq!(s.get_agent(&beta).await.unwrap().unwrap(), renamed);
+
+    let out = s
+        .delete_agent(
+            &alpha,
+            at(4),
+            vec![ev(AuditKind::AgentDelete).agent(&alpha)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.ended_tasks, 1);
+    assert!(out.revoked_tokens >= 2, "{out:?}");
+    assert!(!grant(s, "jti_a_t").await.is_live(at(5)));
+    assert!(!grant(s, "jti_a_i").await.is_live(at(5)));
+    assert_eq!(task_of(s, &task.task_id).await.status, TaskStatus::Revoked);
+    assert!(grant(s, "jti_b_i").await.is_live(at(5)), "others untouched");
+    assert_eq!(other.agent, beta);
+    assert_eq!(s.get_agent(&alpha).await.unwrap(), None);
+    let names: Vec<_> = s
+        .list_agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, std::slice::from_ref(&beta));
+    // Gone: no second delete, no update, no quarantine release, no reuse.
+    assert!(matches!(
+        s.delete_agent(&alpha, at(5), vec![]).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.set_quarantine(&alpha, false, at(5), vec![]).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.create_agent(&agent_record("alpha", at(6)), vec![]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        all_audit(s)
+            .await
+            .iter()
+            .any(|r| r.event.contains("agent_delete") && r.event.contains("\"alpha\"")),
+        "the audit keeps the deleted agent's name"
+    );
+    assert_chain(s).await;
+}
+
+/// Deleting a tool ends every task that declared it (its tokens die);
+/// narrowing its scopes ends the tasks that declared a removed one.
+pub async fn deleting_or_narrowing_a_tool_ends_the_tasks_using_it(s: Arc<dyn Store>) {
+    let s = &*s;
+    s.create_tool(&github_tool(), vec![ev(AuditKind::ToolRegister)])
+        .await
+        .unwrap();
+    let alpha = register(s, "alpha").await;
+    let inst = attest(s, &alpha, None, "jti_i", at(1)).await.unwrap();
+    let t1 = start_task(s, &inst, "jti_t1", at(2), at(60), at(300))
+        .await
+        .unwrap();
+
+    // Narrowed without touching what the task declared: nothing ends.
+    let mut tool = github_tool();
+    tool.scopes.push("admin".parse().unwrap());
+    s.update_tool(&tool, vec![], at(3), vec![ev(AuditKind::ToolUpdate)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_tool(&tool.name).await.unwrap().unwrap().scopes.len(),
+        3
+    );
+    let out = s
+        .update_tool(
+            &github_tool(),
+            vec!["admin".parse().unwrap()],
+            at(4),
+            vec![ev(AuditKind::ToolUpdate)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.ended_tasks, 0);
+    assert!(grant(s, "jti_t1").await.is_live(at(5)));
+    // Narrowed below what it declared: the task ends.
+    let mut read_only = github_tool();
+    read_only.scopes = vec!["read".parse().unwrap()];
+    let out = s
+        .update_tool(
+            &read_only,
+            vec!["write".parse().unwrap()],
+            at(5),
+            vec![ev(AuditKind::ToolUpdate)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.ended_tasks, 1);
+    assert!(!grant(s, "jti_t1").await.is_live(at(6)));
+    assert_eq!(task_of(s, &t1.task_id).await.status, TaskStatus::Revoked);
+
+    // Deleted: a new task on it ends, the tool is gone, its name reserved.
+    let t2 = start_task(s, &inst, "jti_t2", at(6), at(60), at(300))
+        .await
+        .unwrap();
+    let out = s
+        .delete_tool(&read_only.name, at(7), vec![ev(AuditKind::ToolDelete)])
+        .await
+        .unwrap();
+    assert_eq!(out.ended_tasks, 1);
+    assert!(!grant(s, "jti_t2").await.is_live(at(8)));
+    assert_eq!(task_of(s, &t2.task_id).await.status, TaskStatus::Revoked);
+    assert_eq!(s.get_tool(&read_only.name).await.unwrap(), None);
+    assert!(s.list_tools().await.unwrap().is_empty());
+    assert!(matches!(
+        s.delete_tool(&read_only.name, at(8), vec![]).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.create_tool(&github_tool(), vec![]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_chain(s).await;
 }

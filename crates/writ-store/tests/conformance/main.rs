@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use writ_core::api::{
-    Agent, Approval, ApprovalCall, ApprovalStatus, Attestation, Task, TaskStatus, Tool,
+    Agent, Approval, ApprovalCall, ApprovalStatus, Attestation, Role, Task, TaskStatus, Tool,
 };
 use writ_core::audit::{self, AuditEvent, AuditKind, AuditRecord, Outcome};
 use writ_core::{AgentName, ApprovalId, Capability, InstanceId, TaskId, Timestamp, ToolName};
@@ -344,6 +344,9 @@ macro_rules! every_check {
             $harness;
         store: [
                 admin_tokens,
+                operator_credentials_have_roles_and_rotate,
+                deleting_an_agent_ends_its_tasks_and_tokens,
+                deleting_or_narrowing_a_tool_ends_the_tasks_using_it,
                 oauth_clients_create_list_revoke,
                 client_assertions_are_used_once,
                 gateway_keys_are_published_while_their_gateway_lives,

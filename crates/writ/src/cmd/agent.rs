@@ -69,6 +69,15 @@ pub enum AgentCmd {
     Quarantine { name: AgentName },
     /// Lift a quarantine (instances must attest again).
     Release { name: AgentName },
+    /// Replace an agent's attributes (KEY=VALUE, repeatable).
+    Update {
+        name: AgentName,
+        #[arg(long = "attr", value_name = "KEY=VALUE", required = true)]
+        attrs: Vec<String>,
+    },
+    /// Delete an agent: its live tasks end and their tokens die, as in
+    /// quarantine. Its name stays reserved.
+    Delete { name: AgentName },
 }
 
 pub async fn run(g: &Global, cmd: AgentCmd) -> anyhow::Result<u8> {
@@ -135,6 +144,14 @@ pub async fn run(g: &Global, cmd: AgentCmd) -> anyhow::Result<u8> {
             print(&c.register_agent(&req).await?, g.field())?;
         }
         AgentCmd::List => print(&c.agents().await?, g.field())?,
+        AgentCmd::Update { name, attrs } => {
+            let req = writ_core::api::UpdateAgent {
+                attestation: None,
+                attributes: Some(super::tool::key_values(&attrs)?),
+            };
+            print(&c.update_agent(name.as_str(), &req).await?, g.field())?;
+        }
+        AgentCmd::Delete { name } => print(&c.delete_agent(name.as_str()).await?, g.field())?,
         AgentCmd::Show { name } => print(&c.agent(&name).await?, g.field())?,
         AgentCmd::JoinToken { name, ttl } => print(&c.join_token(&name, ttl).await?, g.field())?,
         AgentCmd::Quarantine { name } => print(&c.quarantine(&name).await?, g.field())?,

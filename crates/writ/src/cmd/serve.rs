@@ -555,13 +555,23 @@ async fn dev_banner(
         serde_json::from_str(DEMO_TOOL).context("examples/tools/tickets.json")?;
     let agent_name = agent.name.clone();
     if broker.store.get_agent(&agent.name).await?.is_none() {
-        broker.register_agent(agent).await.map_err(startup)?;
+        broker
+            .register_agent(agent, "system")
+            .await
+            .map_err(startup)?;
     }
     if broker.store.get_tool(&tool.name).await?.is_none() {
-        broker.register_tool(tool).await.map_err(startup)?;
+        broker
+            .register_tool(tool, "system")
+            .await
+            .map_err(startup)?;
     }
     let jt = broker
-        .create_join_token(&agent_name, writ_core::api::CreateJoinToken { ttl: 3600 })
+        .create_join_token(
+            &agent_name,
+            writ_core::api::CreateJoinToken { ttl: 3600 },
+            "system",
+        )
         .await
         .map_err(startup)?;
     let exe = std::env::current_exe()

@@ -100,6 +100,20 @@ pub enum ToolCmd {
     Secret(SecretCmd),
     /// List tools.
     List,
+    /// Change a tool's scopes or attributes (the audience cannot change).
+    /// Tasks that declared a removed scope end, and their tokens die.
+    Update {
+        tool: ToolName,
+        /// The new scopes, replacing the old (repeatable, or comma separated).
+        #[arg(long = "scope", value_delimiter = ',')]
+        scopes: Vec<Scope>,
+        /// The new attributes, KEY=VALUE, replacing the old (repeatable).
+        #[arg(long = "attr", value_name = "KEY=VALUE")]
+        attrs: Vec<String>,
+    },
+    /// Delete a tool: every task that declared it ends and its tokens die.
+    /// Its name stays reserved.
+    Delete { tool: ToolName },
 }
 
 pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
@@ -166,6 +180,23 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
             print(&c.register_tool(&req).await?, g.field())?;
         }
         ToolCmd::List => print(&c.tools().await?, g.field())?,
+        ToolCmd::Update {
+            tool,
+            scopes,
+            attrs,
+        } => {
+            let req = writ_core::api::UpdateTool {
+                scopes: (!scopes.is_empty()).then_some(scopes),
+                attributes: if attrs.is_empty() {
+                    None
+                } else {
+                    Some(key_values(&attrs)?)
+                },
+                upstream: None,
+            };
+            print(&c.update_tool(tool.as_str(), &req).await?, g.field())?;
+        }
+        ToolCmd::Delete { tool } => print(&c.delete_tool(tool.as_str()).await?, g.field())?,
         ToolCmd::Bind { tool, gateway } => print(
             &c.bind_tool(tool.as_str(), gateway.as_deref()).await?,
             g.field(),
@@ -202,4 +233,18 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
         }
     }
     Ok(EXIT_OK)
+}
+
+/// `KEY=VALUE` arguments as a map.
+pub(crate) fn key_values(
+    attrs: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    attrs
+        .iter()
+        .map(|a| {
+            a.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("attribute {a:?} is not KEY=VALUE"))
+        })
+        .collect()
 }

@@ -29,6 +29,7 @@ mod kill_switch;
 mod least_privilege;
 mod node;
 mod one_answer;
+mod operators;
 mod policy;
 mod replicas;
 mod restart;

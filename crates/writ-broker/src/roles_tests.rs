@@ -1,0 +1,213 @@
+//! Every operator route checks its role: a table of routes, each driven
+//! in process with a credential of every role.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use tower::ServiceExt as _;
+use writ_core::TaskId;
+use writ_core::api::{CreateAdminCredential, Duty, Role};
+
+use crate::service::Operator;
+use crate::{BrokerConfig, DataDir};
+
+/// Every route an operator credential reaches, with the duty it needs.
+fn routes() -> Vec<(&'static str, String, Duty)> {
+    use Duty::*;
+    let task = TaskId::generate().unwrap();
+    let mut v: Vec<(&'static str, String, Duty)> = [
+        ("POST", "/v1/agents", Operate),
+        ("GET", "/v1/agents", Operate),
+        ("GET", "/v1/agents/a", Operate),
+        ("PATCH", "/v1/agents/nobody", Operate),
+        ("DELETE", "/v1/agents/nobody", Operate),
+        ("PATCH", "/v1/tools/nobody", Operate),
+        ("DELETE", "/v1/tools/nobody", Operate),
+        ("POST", "/v1/agents/a/join-tokens", Operate),
+        ("POST", "/v1/agents/nobody/quarantine", Operate),
+        ("POST", "/v1/agents/nobody/release", Operate),
+        ("POST", "/v1/tools", Operate),
+        ("GET", "/v1/tools", Operate),
+        ("GET", "/v1/tools/t", Operate),
+        ("PUT", "/v1/tools/t/secret", Operate),
+        ("PUT", "/v1/tools/t/gateway", Operate),
+        ("GET", "/v1/tasks", Operate),
+        ("POST", "/v1/nodes", Operate),
+        ("GET", "/v1/nodes", Operate),
+        ("GET", "/v1/nodes/n", Operate),
+        ("POST", "/v1/nodes/n/join-tokens", Operate),
+        ("POST", "/v1/nodes/n/quarantine", Operate),
+        ("POST", "/v1/nodes/n/release", Operate),
+        ("GET", "/v1/admin/tokens", Administer),
+        ("POST", "/v1/admin/tokens", Administer),
+        ("DELETE", "/v1/admin/tokens/nobody", Administer),
+        ("POST", "/v1/admin/tokens/nobody/rotate", Administer),
+        ("POST", "/v1/keys/rotate", Administer),
+        ("POST", "/v1/keys/rotate-spiffe", Administer),
+        ("POST", "/v1/gateways", Administer),
+        ("POST", "/v1/clients", Administer),
+        ("GET", "/v1/clients", Administer),
+        ("DELETE", "/v1/clients/nobody", Administer),
+        ("DELETE", "/v1/gateways/nobody", Administer),
+        ("POST", "/access/v1/evaluation", Administer),
+        ("POST", "/access/v1/evaluations", Administer),
+        ("POST", "/access/v1/search/subject", Administer),
+        ("POST", "/access/v1/search/resource", Administer),
+        ("POST", "/access/v1/search/action", Administer),
+        ("GET", "/v1/revocations", Administer),
+        ("GET", "/v1/audit", Audit),
+        ("GET", "/v1/audit/verify", Audit),
+        ("GET", "/v1/audit/checkpoints", Audit),
+        ("GET", "/v1/audit/keys", Audit),
+        ("GET", "/v1/reports/least-privilege", Audit),
+        ("GET", "/v1/reports/evidence", Audit),
+        ("GET", "/v1/policies", ReadPolicy),
+        ("GET", "/v1/policies/history", ReadPolicy),
+        ("PUT", "/v1/policies", AuthorPolicy),
+        ("PUT", "/v1/policies/shadow", AuthorPolicy),
+        ("DELETE", "/v1/policies/shadow", AuthorPolicy),
+        ("PUT", "/v1/entities", AuthorPolicy),
+        ("GET", "/v1/approvals", Approve),
+        ("POST", "/v1/approvals/nobody/approve", Approve),
+        ("POST", "/v1/approvals/nobody/deny", Approve),
+    ]
+    .into_iter()
+    .map(|(m, p, d)| (m, p.to_owned(), d))
+    .collect();
+    v.push(("GET", format!("/v1/tasks/{task}"), ReadTask));
+    v.push(("GET", format!("/v1/tasks/{task}/tree"), ReadTask));
+    v.push(("POST", format!("/v1/tasks/{task}/complete"), Operate));
+    v
+}
+
+#[tokio::test]
+async fn every_route_refuses_a_role_without_its_duty() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = crate::open(
+        &DataDir::new(dir.path()),
+        BrokerConfig::new("http://writ.test"),
+        crate::InitialPolicy::Stored,
+        Arc::new(writ_core::SystemClock),
+        None,
+    )
+    .await
+    .unwrap();
+    let b = opened.broker;
+    let root = Operator {
+        name: "bootstrap".into(),
+        role: Role::Admin,
+    };
+    let mut creds = Vec::new();
+    for role in Role::ALL {
+        let name = format!("as-{role}");
+        let issued = b
+            .create_admin_credential(&root, CreateAdminCredential { name, role })
+            .await
+            .unwrap();
+        creds.push((role, issued.token));
+    }
+    let app = crate::router(Arc::clone(&b));
+    let mut checked = 0;
+    for (method, path, duty) in routes() {
+        for (role, token) in &creds {
+            let mut req = Request::builder()
+                .method(method)
+                .uri(path.as_str())
+                .header("authorization", format!("Bearer {token}"));
+            let body = if matches!(method, "POST" | "PUT" | "PATCH") {
+                req = req.header("content-type", "application/json");
+                Body::from("{}")
+            } else {
+                Body::empty()
+            };
+            let resp = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+            let status = resp.status();
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            if role.holds(duty) {
+                assert!(
+                    status != StatusCode::FORBIDDEN && status != StatusCode::UNAUTHORIZED,
+                    "{role} on {method} {path}: {status} {text}"
+                );
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{role} on {method} {path}: {text}"
+                );
+                let problem: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                let detail = problem["detail"].as_str().unwrap_or_default();
+                assert!(
+                    detail.contains(&format!("this needs role {}", duty.needed()))
+                        && detail.contains(&format!("has role {role}")),
+                    "{role} on {method} {path}: {detail}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 130, "only {checked} refusals checked");
+}
+
+#[tokio::test]
+async fn a_credential_cannot_create_a_higher_one_and_names_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let opened = crate::open(
+        &DataDir::new(dir.path()),
+        BrokerConfig::new("http://writ.test"),
+        crate::InitialPolicy::Stored,
+        Arc::new(writ_core::SystemClock),
+        None,
+    )
+    .await
+    .unwrap();
+    let b = opened.broker;
+    for role in Role::ALL.into_iter().filter(|r| *r != Role::Admin) {
+        let by = Operator {
+            name: "someone".into(),
+            role,
+        };
+        let e = b
+            .create_admin_credential(
+                &by,
+                CreateAdminCredential {
+                    name: "escalated".into(),
+                    role: Role::Admin,
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, writ_authority::Error::Forbidden(_)),
+            "{role}: {e:?}"
+        );
+    }
+    let root = Operator {
+        name: "bootstrap".into(),
+        role: Role::Admin,
+    };
+    for bad in ["", "Root", "a b", "../x", "x\u{0}"] {
+        let e = b
+            .create_admin_credential(
+                &root,
+                CreateAdminCredential {
+                    name: bad.into(),
+                    role: Role::Auditor,
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, writ_authority::Error::Invalid(_)), "{bad:?}");
+    }
+    let names: Vec<_> = b
+        .admin_credentials()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["bootstrap"], "nothing was created");
+}
