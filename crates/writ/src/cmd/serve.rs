@@ -133,6 +133,10 @@ pub struct ServeArgs {
     /// Do not run the gateway inside the broker.
     #[arg(long, env = "WRIT_NO_GATEWAY")]
     no_gateway: bool,
+    /// Serve `/metrics` (broker and embedded gateway) to anyone; without
+    /// it, an operator credential of any role is needed.
+    #[arg(long, env = "WRIT_METRICS_PUBLIC")]
+    metrics_public: bool,
     /// The URL agents address the embedded gateway by [default: http://<gateway-listen>].
     #[arg(long, env = "WRIT_GATEWAY_PUBLIC_URL")]
     gateway_public_url: Option<String>,
@@ -176,6 +180,7 @@ struct FileConfig {
     gateway_listen: Option<SocketAddr>,
     mtls_listen: Option<SocketAddr>,
     no_gateway: Option<bool>,
+    metrics_public: Option<bool>,
     gateway_public_url: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -389,6 +394,7 @@ fn broker_config(
 
     config.policy_dir = policy_dir;
     config.dpop_nonces = args.dpop_nonces || file.dpop_nonces.unwrap_or(false);
+    config.metrics_public = args.metrics_public || file.metrics_public.unwrap_or(false);
     if let Some(alg) = args.signing_alg.or(file.signing_alg) {
         config.signing_alg = alg;
     }
@@ -507,6 +513,7 @@ async fn start_gateway(
         public,
     );
     cfg.spool_dir = Some(data_dir.join("gateway-spool"));
+    cfg.metrics_public = args.metrics_public || file.metrics_public.unwrap_or(false);
     cfg.broker_tls = embedded
         .broker_tls
         .map(writ_listen::Tls::same_process_client)
