@@ -7,6 +7,7 @@ route, decisions per action and verdict, gateway calls per tool and agent,
 and the live gauges.
 """
 
+import json
 import pathlib
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from conftest import BIN, Writ
+from conftest import BIN, ROOT, Writ
 from test_gateway import (Recorder, free_port, register_tool, task_and_tool_token,
                           wait_for_tool, wait_ready)
 
@@ -151,6 +152,11 @@ def test_prometheus_scrapes_the_broker_and_gateways_with_an_auditor_credential(r
         assert query(prom, 'writ_approvals_pending{job="broker"}')
         assert query(prom, 'writ_store_commit_duration_seconds_count{job="broker"} > 0')
         assert query(prom, 'writ_tokens_issued_total{job="broker"} >= 2')
+        # Every query of the example Grafana dashboard parses and runs.
+        dashboard = json.loads((ROOT / "examples" / "grafana" / "writ.json").read_text())
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                query(prom, target["expr"].replace("$job", ".*"))
     finally:
         for p in procs:
             p.terminate()
