@@ -50,6 +50,29 @@ async fn metrics_are_read_only_with_an_operator_credential_of_any_role() {
             assert!(body.contains("route=\"/metrics\""), "{body}");
         }
     }
+    // What a gateway asks the broker: who a credential names, any role.
+    let me: serde_json::Value = b
+        .http()
+        .get(b.url("/v1/admin/whoami"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (me["name"].as_str(), me["role"].as_str()),
+        (Some("prom"), Some("auditor"))
+    );
+    let r = b
+        .http()
+        .get(b.url("/v1/admin/whoami"))
+        .bearer_auth(&agent.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     // The gauges of what is live come from the store at each scrape.
     let (_, body) = scrape(&b, &b.addr, Some(&auditor)).await;
     assert!(body.contains("writ_live_grants "), "{body}");
