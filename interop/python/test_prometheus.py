@@ -147,6 +147,9 @@ def test_prometheus_scrapes_the_broker_and_gateways_with_an_auditor_credential(r
         # The standalone gateway's own histogram: its scrapes, by route.
         eventually(prom, 'writ_http_request_duration_seconds_count{job="standalone-gateway",service="gateway",route="/metrics",status="200"}',
                    lambda r: len(r) == 1 and float(r[0]["value"][1]) >= 1)
+        # Each gateway's lag behind the revocation feed (it long-polls: small).
+        assert query(prom, 'writ_gateway_revocation_view_age_seconds{job="standalone-gateway"} < 10')
+        assert query(prom, 'writ_gateway_bundle_age_seconds{job="gateway"} < 10')
         assert query(prom, 'writ_live_tasks{job="broker"} >= 1')
         assert query(prom, 'writ_live_grants{job="broker"} >= 1')
         assert query(prom, 'writ_approvals_pending{job="broker"}')

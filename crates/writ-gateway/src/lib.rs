@@ -151,6 +151,13 @@ async fn metrics(State(gw): State<Arc<Gateway>>, headers: axum::http::HeaderMap)
             }
         }
     }
+    let (revocations, bundle) = gw.view.ages();
+    if let Some(age) = revocations {
+        metrics::gauge!(writ_listen::telemetry::REVOCATION_VIEW_AGE).set(age);
+    }
+    if let Some(age) = bundle {
+        metrics::gauge!(writ_listen::telemetry::BUNDLE_AGE).set(age);
+    }
     writ_listen::telemetry::response()
 }
 

@@ -25,6 +25,8 @@ pub const TOKEN_EXCHANGES: &str = "writ_token_exchanges_total";
 pub const LIVE_TASKS: &str = "writ_live_tasks";
 pub const LIVE_GRANTS: &str = "writ_live_grants";
 pub const APPROVALS_PENDING: &str = "writ_approvals_pending";
+pub const REVOCATION_VIEW_AGE: &str = "writ_gateway_revocation_view_age_seconds";
+pub const BUNDLE_AGE: &str = "writ_gateway_bundle_age_seconds";
 
 /// Latency buckets (seconds) of every `*_seconds` histogram: 0.5 ms to 10 s.
 const BUCKETS: [f64; 14] = [
@@ -76,6 +78,16 @@ fn describe() {
         "Time from a write's turn at the store's writer to its commit."
     );
     describe_counter!(TOKEN_EXCHANGES, "Token exchanges (RFC 8693) by outcome.");
+    describe_gauge!(
+        REVOCATION_VIEW_AGE,
+        Unit::Seconds,
+        "How long ago the gateway last heard from the broker's revocation feed (its lag), at the last scrape."
+    );
+    describe_gauge!(
+        BUNDLE_AGE,
+        Unit::Seconds,
+        "How long ago the gateway last loaded its bundle (policies, tools, agents), at the last scrape."
+    );
     describe_gauge!(LIVE_TASKS, "Tasks not ended, at the last scrape.");
     describe_gauge!(
         LIVE_GRANTS,
