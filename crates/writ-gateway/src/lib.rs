@@ -131,8 +131,9 @@ async fn metrics(State(gw): State<Arc<Gateway>>, headers: axum::http::HeaderMap)
         let token = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
             .filter(|t| !t.is_empty());
         let Some(token) = token else {
             return unauthorized("metrics need an operator credential (Bearer)");
