@@ -36,6 +36,8 @@ pub struct BrokerConfig {
     pub max_delegation_depth: u32,
     /// Require server-issued nonces in DPoP proofs.
     pub dpop_nonces: bool,
+    /// `/metrics` answers anyone (else an operator credential, any role).
+    pub metrics_public: bool,
     /// A directory of `*.cedar` files to watch; changes go live within
     /// [`BrokerConfig::policy_poll`].
     pub policy_dir: Option<std::path::PathBuf>,
@@ -94,6 +96,7 @@ impl BrokerConfig {
             federated: std::collections::BTreeMap::new(),
             max_delegation_depth: 3,
             dpop_nonces: false,
+            metrics_public: false,
             policy_dir: None,
             policy_poll: Duration::from_millis(500),
             approval_ttl: 15 * 60,

@@ -1,118 +1,153 @@
-//! Counters exposed at `/metrics` in the Prometheus text format.
+//! The broker's counters and gauges, kept by the process's `metrics`
+//! recorder (installed by `writ_listen::telemetry`, which renders them at
+//! `/metrics`). The handles are taken when the service is built, so the
+//! recorder must be installed before that.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use metrics::{Counter, Gauge, counter, describe_counter, describe_gauge, gauge};
+use writ_core::labels::Bounded;
+use writ_policy::Decision;
 
-#[derive(Debug, Default)]
+/// Distinct policy versions a process labels decisions with; a process
+/// that has decided with more counts the rest as `_other`.
+const POLICY_VERSIONS: usize = 32;
+static VERSIONS: Bounded = Bounded::new(POLICY_VERSIONS);
+
+#[derive(Debug)]
 pub struct Metrics {
-    pub attest_ok: AtomicU64,
-    pub attest_failed: AtomicU64,
-    pub attest_rate_limited: AtomicU64,
-    pub tasks_started: AtomicU64,
-    pub tasks_denied: AtomicU64,
-    pub tasks_ended: AtomicU64,
-    pub tokens_issued: AtomicU64,
-    pub tokens_revoked: AtomicU64,
-    pub introspections: AtomicU64,
-    pub shadow_differences: AtomicU64,
+    pub attest_ok: Counter,
+    pub attest_failed: Counter,
+    pub attest_rate_limited: Counter,
+    pub tasks_started: Counter,
+    pub tasks_denied: Counter,
+    pub tasks_ended: Counter,
+    pub tokens_issued: Counter,
+    pub tokens_revoked: Counter,
+    pub introspections: Counter,
+    pub shadow_differences: Counter,
+    pub exchanges_ok: Counter,
+    pub exchanges_refused: Counter,
     /// The last least-privilege report's headline numbers (gauges).
-    pub lp_unused_scopes: AtomicU64,
-    pub lp_unused_tool_tokens: AtomicU64,
-    pub lp_overbroad: AtomicU64,
-    pub lp_allow_to_deny: AtomicU64,
+    pub lp_unused_scopes: Gauge,
+    pub lp_unused_tool_tokens: Gauge,
+    pub lp_overbroad: Gauge,
+    pub lp_allow_to_deny: Gauge,
 }
 
-pub fn inc(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
+impl Default for Metrics {
+    fn default() -> Self {
+        describe();
+        let m = Self {
+            attest_ok: counter!("writ_attestations_total", "outcome" => "success"),
+            attest_failed: counter!("writ_attestations_total", "outcome" => "failure"),
+            attest_rate_limited: counter!("writ_attestations_total", "outcome" => "rate_limited"),
+            tasks_started: counter!("writ_task_decisions_total", "decision" => "allow"),
+            tasks_denied: counter!("writ_task_decisions_total", "decision" => "deny"),
+            tasks_ended: counter!("writ_tasks_ended_total"),
+            tokens_issued: counter!("writ_tokens_issued_total"),
+            tokens_revoked: counter!("writ_tokens_revoked_total"),
+            introspections: counter!("writ_introspections_total"),
+            shadow_differences: counter!("writ_shadow_differences_total"),
+            exchanges_ok: counter!("writ_token_exchanges_total", "outcome" => "issued"),
+            exchanges_refused: counter!("writ_token_exchanges_total", "outcome" => "refused"),
+            lp_unused_scopes: gauge!("writ_least_privilege_unused_scopes"),
+            lp_unused_tool_tokens: gauge!("writ_least_privilege_unused_tool_tokens"),
+            lp_overbroad: gauge!("writ_least_privilege_overbroad_policies"),
+            lp_allow_to_deny: gauge!("writ_least_privilege_replay_allow_to_deny"),
+        };
+        // Every series is exposed from the start, at zero.
+        for c in [
+            &m.attest_ok,
+            &m.attest_failed,
+            &m.attest_rate_limited,
+            &m.tasks_started,
+            &m.tasks_denied,
+            &m.tasks_ended,
+            &m.tokens_issued,
+            &m.tokens_revoked,
+            &m.introspections,
+            &m.shadow_differences,
+            &m.exchanges_ok,
+            &m.exchanges_refused,
+        ] {
+            c.increment(0);
+        }
+        for g in [
+            &m.lp_unused_scopes,
+            &m.lp_unused_tool_tokens,
+            &m.lp_overbroad,
+            &m.lp_allow_to_deny,
+        ] {
+            g.increment(0.0);
+        }
+        m
+    }
+}
+
+fn describe() {
+    describe_counter!(
+        "writ_attestations_total",
+        "Attestation attempts by outcome."
+    );
+    describe_counter!("writ_task_decisions_total", "Task start decisions.");
+    describe_counter!("writ_tasks_ended_total", "Tasks ended for any reason.");
+    describe_counter!("writ_tokens_issued_total", "Tokens issued.");
+    describe_counter!("writ_tokens_revoked_total", "Tokens revoked.");
+    describe_counter!("writ_introspections_total", "Introspection requests.");
+    describe_counter!(
+        "writ_shadow_differences_total",
+        "Decisions where the shadow policy set disagreed with the live one."
+    );
+    describe_counter!(
+        "writ_token_exchanges_total",
+        "Token exchanges (RFC 8693) by outcome."
+    );
+    describe_gauge!(
+        "writ_least_privilege_unused_scopes",
+        "Scopes granted and never used, in the last least-privilege report."
+    );
+    describe_gauge!(
+        "writ_least_privilege_unused_tool_tokens",
+        "Tool tokens issued and never presented at a gateway, in the last least-privilege report."
+    );
+    describe_gauge!(
+        "writ_least_privilege_overbroad_policies",
+        "Live permits that granted scopes never used, in the last least-privilege report."
+    );
+    describe_gauge!(
+        "writ_least_privilege_replay_allow_to_deny",
+        "Recorded allows the last proposed narrower policy set would deny."
+    );
+}
+
+pub fn inc(c: &Counter) {
+    c.increment(1);
 }
 
 /// Sets a gauge.
-pub fn set(c: &AtomicU64, n: u64) {
-    c.store(n, Ordering::Relaxed);
+pub fn set(g: &Gauge, n: u64) {
+    g.set(n as f64);
 }
 
-pub fn add(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
+pub fn add(c: &Counter, n: u64) {
+    c.increment(n);
 }
 
-impl Metrics {
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let mut counter = |name: &str, help: &str, samples: &[(&str, &AtomicU64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (labels, v) in samples {
-                let _ = writeln!(out, "{name}{labels} {}", v.load(Ordering::Relaxed));
-            }
-        };
-        counter(
-            "writ_attestations_total",
-            "Attestation attempts by outcome.",
-            &[
-                ("{outcome=\"success\"}", &self.attest_ok),
-                ("{outcome=\"failure\"}", &self.attest_failed),
-                ("{outcome=\"rate_limited\"}", &self.attest_rate_limited),
-            ],
-        );
-        counter(
-            "writ_task_decisions_total",
-            "Task start decisions.",
-            &[
-                ("{decision=\"allow\"}", &self.tasks_started),
-                ("{decision=\"deny\"}", &self.tasks_denied),
-            ],
-        );
-        counter(
-            "writ_tasks_ended_total",
-            "Tasks ended for any reason.",
-            &[("", &self.tasks_ended)],
-        );
-        counter(
-            "writ_tokens_issued_total",
-            "Tokens issued.",
-            &[("", &self.tokens_issued)],
-        );
-        counter(
-            "writ_tokens_revoked_total",
-            "Tokens revoked.",
-            &[("", &self.tokens_revoked)],
-        );
-        counter(
-            "writ_introspections_total",
-            "Introspection requests.",
-            &[("", &self.introspections)],
-        );
-        counter(
-            "writ_shadow_differences_total",
-            "Decisions where the shadow policy set disagreed with the live one.",
-            &[("", &self.shadow_differences)],
-        );
-        let mut gauge = |name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
-        };
-        gauge(
-            "writ_least_privilege_unused_scopes",
-            "Scopes granted and never used, in the last least-privilege report.",
-            &self.lp_unused_scopes,
-        );
-        gauge(
-            "writ_least_privilege_unused_tool_tokens",
-            "Tool tokens issued and never presented at a gateway, in the last least-privilege report.",
-            &self.lp_unused_tool_tokens,
-        );
-        gauge(
-            "writ_least_privilege_overbroad_policies",
-            "Live permits that granted scopes never used, in the last least-privilege report.",
-            &self.lp_overbroad,
-        );
-        gauge(
-            "writ_least_privilege_replay_allow_to_deny",
-            "Recorded allows the last proposed narrower policy set would deny.",
-            &self.lp_allow_to_deny,
-        );
-        out
-    }
+/// Counts one decision an enforcement point (`point`: broker, gateway)
+/// acted on in `writ_decisions_total{point, action, verdict, policy_version}`.
+pub fn decision(point: &'static str, action: &'static str, d: &Decision) {
+    counter!(
+        "writ_decisions_total",
+        "point" => point,
+        "action" => action,
+        "verdict" => d.verdict().as_str(),
+        "policy_version" => VERSIONS.label(d.policy_version()),
+    )
+    .increment(1);
+}
+
+/// Sets `writ_live_tasks`, `writ_live_grants` and `writ_approvals_pending`.
+pub fn live(c: &writ_store::LiveCounts) {
+    gauge!("writ_live_tasks").set(c.tasks as f64);
+    gauge!("writ_live_grants").set(c.grants as f64);
+    gauge!("writ_approvals_pending").set(c.approvals_pending as f64);
 }

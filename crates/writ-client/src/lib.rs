@@ -266,6 +266,12 @@ impl Client {
 
     // --- admin ---
 
+    /// Who this client's operator credential names (any role):
+    /// `{"name", "role"}`.
+    pub async fn whoami(&self) -> Result<serde_json::Value> {
+        self.get("/v1/admin/whoami").await
+    }
+
     pub async fn register_agent(&self, req: &RegisterAgent) -> Result<Agent> {
         self.post("/v1/agents", req).await
     }

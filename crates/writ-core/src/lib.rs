@@ -10,6 +10,7 @@ pub mod authzen;
 pub mod dpop;
 pub mod fuzz_targets;
 pub mod ids;
+pub mod labels;
 pub mod lifetime;
 pub mod mcp;
 pub mod random;

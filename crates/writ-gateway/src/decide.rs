@@ -232,6 +232,12 @@ impl Gateway {
         request: &CallRequest<'_>,
         out: &Enforced,
     ) {
+        count_call(
+            tool.name.as_str(),
+            caller.agent.name.as_str(),
+            decision_of(out),
+            out,
+        );
         let (decision, outcome, approval) = match out {
             Enforced::Pass(d) => (d, Outcome::Success, None),
             Enforced::Approved(d, id) => {
@@ -296,4 +302,50 @@ impl Gateway {
         }
         self.spool.push(event);
     }
+}
+
+/// Distinct tools, agents and policy versions the gateway's call counters
+/// label by; past each bound, a value is counted as `_other`.
+pub const METRIC_TOOLS: usize = 64;
+pub const METRIC_AGENTS: usize = 256;
+pub const METRIC_POLICY_VERSIONS: usize = 32;
+static TOOLS: writ_core::labels::Bounded = writ_core::labels::Bounded::new(METRIC_TOOLS);
+static AGENTS: writ_core::labels::Bounded = writ_core::labels::Bounded::new(METRIC_AGENTS);
+static VERSIONS: writ_core::labels::Bounded =
+    writ_core::labels::Bounded::new(METRIC_POLICY_VERSIONS);
+
+fn decision_of(out: &Enforced) -> &Decision {
+    match out {
+        Enforced::Pass(d)
+        | Enforced::Approved(d, _)
+        | Enforced::Refused(d)
+        | Enforced::Unheld(d, _)
+        | Enforced::Held(d, _, _) => d,
+    }
+}
+
+/// Counts one call in `writ_gateway_calls_total{tool, agent, outcome}`
+/// and its decision in `writ_decisions_total{point="gateway", ...}`.
+fn count_call(tool: &str, agent: &str, decision: &Decision, out: &Enforced) {
+    let outcome = match out {
+        Enforced::Pass(_) => "allowed",
+        Enforced::Approved(..) => "approved",
+        Enforced::Refused(_) => "refused",
+        Enforced::Held(..) | Enforced::Unheld(..) => "held",
+    };
+    metrics::counter!(
+        writ_listen::telemetry::GATEWAY_CALLS,
+        "tool" => TOOLS.label(tool),
+        "agent" => AGENTS.label(agent),
+        "outcome" => outcome,
+    )
+    .increment(1);
+    metrics::counter!(
+        writ_listen::telemetry::DECISIONS,
+        "point" => "gateway",
+        "action" => "CallTool",
+        "verdict" => decision.verdict().as_str(),
+        "policy_version" => VERSIONS.label(decision.policy_version()),
+    )
+    .increment(1);
 }

@@ -32,6 +32,9 @@ pub struct Config {
     /// The TLS configuration of the link to the broker, instead of the
     /// default (the system's CAs, or `--ca-file`'s).
     pub broker_tls: Option<writ_client::TlsClientConfig>,
+    /// `/metrics` answers anyone; else an operator credential (any role),
+    /// which the broker confirms.
+    pub metrics_public: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -67,6 +70,7 @@ impl Config {
             refresh: Duration::from_secs(1),
             spool_dir: None,
             broker_tls: None,
+            metrics_public: false,
         }
     }
 }

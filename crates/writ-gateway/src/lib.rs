@@ -54,7 +54,12 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             get(resource_metadata),
         )
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .fallback(dispatch)
+        .layer(axum::middleware::from_fn_with_state(
+            ("gateway", "/{tool}"),
+            writ_listen::telemetry::track,
+        ))
         .with_state(gw)
 }
 
@@ -104,6 +109,57 @@ async fn healthz(State(gw): State<Arc<Gateway>>) -> Response {
         axum::http::StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(body)).into_response()
+}
+
+/// The process's metrics in the Prometheus text format (a gateway inside
+/// the broker shares them with it): to anyone with `--metrics-public`,
+/// else to an operator credential of any role, which the broker confirms
+/// (`GET /v1/admin/whoami`) at each scrape.
+async fn metrics(State(gw): State<Arc<Gateway>>, headers: axum::http::HeaderMap) -> Response {
+    if !gw.view.cfg.metrics_public {
+        let unauthorized = |detail: &str| {
+            GatewayError::Unauthorized {
+                error: Some("invalid_token"),
+                detail: detail.to_owned(),
+                metadata: format!(
+                    "{}/.well-known/oauth-protected-resource",
+                    gw.view.cfg.public_url.trim_end_matches('/')
+                ),
+            }
+            .into_response()
+        };
+        let token = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+            .filter(|t| !t.is_empty());
+        let Some(token) = token else {
+            return unauthorized("metrics need an operator credential (Bearer)");
+        };
+        match gw.view.broker().with_token(token).whoami().await {
+            Ok(_) => {}
+            Err(e) if matches!(e.status(), Some(401 | 403)) => {
+                return unauthorized("not an operator credential");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: the broker could not confirm a credential");
+                return GatewayError::Unavailable(
+                    "the broker cannot confirm the credential now".into(),
+                )
+                .into_response();
+            }
+        }
+    }
+    let (revocations, bundle) = gw.view.ages();
+    if let Some(age) = revocations {
+        metrics::gauge!(writ_listen::telemetry::REVOCATION_VIEW_AGE).set(age);
+    }
+    if let Some(age) = bundle {
+        metrics::gauge!(writ_listen::telemetry::BUNDLE_AGE).set(age);
+    }
+    writ_listen::telemetry::response()
 }
 
 /// RFC 9728 metadata for the gateway as a whole.

@@ -347,6 +347,19 @@ impl View {
             && within(&self.bundled, self.cfg.staleness.saturating_mul(6))
     }
 
+    /// How old the revocation view and the bundle are, in seconds (`None`:
+    /// never synced), for the metrics.
+    pub fn ages(&self) -> (Option<f64>, Option<f64>) {
+        let now = self.now().millis();
+        let age = |m: &Mutex<Option<Timestamp>>| {
+            m.lock()
+                .ok()
+                .and_then(|g| *g)
+                .map(|t| now.saturating_sub(t.millis()).max(0) as f64 / 1000.0)
+        };
+        (age(&self.synced), age(&self.bundled))
+    }
+
     pub fn is_revoked(&self, jti: &str) -> bool {
         // A poisoned lock fails closed.
         self.revoked.read().map_or(true, |m| m.contains_key(jti))

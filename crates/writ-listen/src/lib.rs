@@ -21,6 +21,7 @@
 //! handshake must finish within [`Limits::header_timeout`].
 
 pub mod rate;
+pub mod telemetry;
 pub mod tls;
 
 pub use rate::RateLimits;
@@ -126,6 +127,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
+    telemetry::install();
     let limiter = Arc::new(rate::Limiter::new(limits.rate));
     let limits = Arc::new(limits);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));

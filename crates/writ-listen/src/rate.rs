@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher as _, Hash};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -73,32 +72,16 @@ impl Which {
     }
 }
 
-/// Refusals so far, process-wide, by limit.
-static REFUSED: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
-
-fn slot(w: Which) -> &'static AtomicU64 {
-    match w {
-        Which::Credential => &REFUSED[0],
-        Which::Client => &REFUSED[1],
-        Which::Anonymous => &REFUSED[2],
-    }
+/// Counts a refusal in `writ_http_rate_limited_total{limit}`.
+fn count(w: Which) {
+    metrics::counter!(crate::telemetry::RATE_LIMITED, "limit" => w.label()).increment(1);
 }
 
-/// Appends the refusal counters to a Prometheus text exposition.
-pub fn render_metrics(out: &mut String) {
-    use std::fmt::Write as _;
-    let name = "writ_http_rate_limited_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Requests refused with 429 by the listeners' rate limits, by limit.\n# TYPE {name} counter"
-    );
+/// Registers the refusal counters at zero, so that each limit has its
+/// series before the first refusal.
+pub(crate) fn register_metrics() {
     for w in [Which::Credential, Which::Client, Which::Anonymous] {
-        let _ = writeln!(
-            out,
-            "{name}{{limit=\"{}\"}} {}",
-            w.label(),
-            slot(w).load(Ordering::Relaxed)
-        );
+        metrics::counter!(crate::telemetry::RATE_LIMITED, "limit" => w.label()).increment(0);
     }
 }
 
@@ -231,7 +214,7 @@ impl Limiter {
     ) -> Result<(), Refused> {
         let client = client_key(client);
         let refuse = |which: Which, retry_after_secs: u64| {
-            slot(which).fetch_add(1, Ordering::Relaxed);
+            count(which);
             Refused {
                 which,
                 retry_after_secs,
@@ -359,9 +342,11 @@ mod tests {
         let res = r.response();
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(res.headers()[header::RETRY_AFTER], "20");
-        let mut text = String::new();
-        render_metrics(&mut text);
-        assert!(text.contains("writ_http_rate_limited_total{limit=\"credential\"}"));
+        let text = crate::telemetry::render();
+        assert!(
+            text.contains("writ_http_rate_limited_total{limit=\"credential\"}"),
+            "{text}"
+        );
     }
 
     #[test]

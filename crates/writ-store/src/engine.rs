@@ -295,6 +295,8 @@ fn writer_loop(conn: Conn, mut rx: mpsc::Receiver<Job>) {
 }
 
 fn run_batch(conn: &dyn Sql, batch: Vec<Job>) {
+    let started = std::time::Instant::now();
+    metrics::histogram!("writ_store_commit_batch_jobs").record(batch.len() as f64);
     let begun = conn.begin().and_then(|()| load_head(conn));
     let mut head = match begun {
         Ok(head) => head,
@@ -348,6 +350,11 @@ fn run_batch(conn: &dyn Sql, batch: Vec<Job>) {
     if result.is_err() {
         let _ = conn.rollback();
     }
+    metrics::histogram!(
+        "writ_store_commit_duration_seconds",
+        "result" => if result.is_ok() { "committed" } else { "failed" },
+    )
+    .record(started.elapsed().as_secs_f64());
     for c in completions {
         c(result.clone());
     }

@@ -94,6 +94,14 @@ impl<T> Store for T where
 }
 
 /// The store's traits, to call any of their methods.
+/// What is live at one moment ([`TaskStore::live_counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveCounts {
+    pub tasks: u64,
+    pub grants: u64,
+    pub approvals_pending: u64,
+}
+
 pub mod prelude {
     pub use crate::{
         AgentStore, ApprovalStore, AuditStore, BehaviourStore, ClientStore, GatewayStore, KeyStore,
@@ -440,6 +448,9 @@ pub trait LeaseStore: Send + Sync {
 /// Instances, tasks and the grants issued under them.
 #[async_trait]
 pub trait TaskStore: Send + Sync {
+    /// What is live at `now`, for the metrics' gauges: active tasks,
+    /// grants neither revoked nor expired, approvals pending.
+    async fn live_counts(&self, now: Timestamp) -> Result<LiveCounts>;
     /// Records an attested instance and its token. With a join token hash,
     /// the join token is consumed in the same transaction (exactly once).
     async fn create_instance(

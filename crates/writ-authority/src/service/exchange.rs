@@ -173,6 +173,7 @@ impl Broker {
             Verdict::Allow => {}
             // The task's own instance asked: the refusal is its agent's.
             Verdict::Deny | Verdict::NeedsApproval => {
+                metrics::inc(&self.metrics.exchanges_refused);
                 return Err(self
                     .refuse_decision(claims, task, &decision, detail, &task.agent, now)
                     .await);
@@ -213,6 +214,7 @@ impl Broker {
         ];
         self.store.record_grant(&grant, audit).await?;
         metrics::inc(&self.metrics.tokens_issued);
+        metrics::inc(&self.metrics.exchanges_ok);
         Ok(TokenResponse {
             access_token: token,
             issued_token_type: ACCESS_TOKEN_TYPE.into(),

@@ -224,6 +224,15 @@ impl Broker {
         self.clock.now()
     }
 
+    /// Sets the gauges of what is live (tasks, grants, pending approvals)
+    /// from the store: a scrape's figures are the store's at that moment,
+    /// shared by every replica.
+    pub async fn sample_live(&self) -> Result<(), Error> {
+        let c = self.store.live_counts(self.now()).await?;
+        crate::metrics::live(&c);
+        Ok(())
+    }
+
     /// Re-reads the signing keys, after another replica rotated them.
     pub(crate) async fn reload_keys(&self) -> Result<(), Error> {
         self.keys.reload(self.store.as_ref(), &self.master).await?;

@@ -17,6 +17,7 @@ impl Policies {
     /// difference is recorded.
     pub async fn decide(&self, live: &PolicySet, facts: &Facts<'_>) -> Result<Decision, Error> {
         let d = live.decide(facts);
+        metrics::decision("broker", facts.action().cedar_id(), &d);
         let Some(shadow) = self.shadow() else {
             return Ok(d);
         };

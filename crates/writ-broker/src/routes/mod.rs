@@ -30,6 +30,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
     Router::new()
         .route("/healthz", get(wellknown::healthz))
         .route("/metrics", get(wellknown::metrics))
+        .route("/v1/admin/whoami", get(wellknown::whoami))
         .route(
             "/.well-known/oauth-authorization-server",
             get(wellknown::metadata),
@@ -147,6 +148,10 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .fallback(wellknown::not_found)
         .method_not_allowed_fallback(wellknown::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            ("broker", "unmatched"),
+            writ_listen::telemetry::track,
+        ))
         .with_state(broker)
 }
 

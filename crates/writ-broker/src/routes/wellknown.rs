@@ -4,28 +4,44 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::extract::bearer;
 use crate::service::Broker;
 
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-pub async fn metrics(State(b): State<Arc<Broker>>) -> Response {
-    // The broker's own counters, then the listeners' 429s (counted at the
-    // HTTP edge, in writ-listen).
-    let mut text = b.metrics.render();
-    writ_listen::rate::render_metrics(&mut text);
-    let mut resp = text.into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    resp
+/// The process's metrics (the broker's, its listeners', and an embedded
+/// gateway's) in the Prometheus text format: to an operator credential of
+/// any role, or to anyone with `--metrics-public`.
+pub async fn metrics(
+    State(b): State<Arc<Broker>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !b.config.metrics_public {
+        b.require_operator(bearer(&headers)?).await?;
+    }
+    // A store that cannot answer leaves the gauges at their last figures;
+    // the counters are still worth a scrape.
+    if let Err(e) = b.sample_live().await {
+        tracing::warn!(error = %e, "metrics: live counts unavailable");
+    }
+    Ok(writ_listen::telemetry::response())
+}
+
+/// Who an operator credential names, for any role: a gateway asks this
+/// before it shows its metrics to a credential it cannot check itself.
+pub async fn whoami(
+    State(b): State<Arc<Broker>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = b.require_operator(bearer(&headers)?).await?;
+    Ok(Json(json!({ "name": who.name, "role": who.role.as_str() })))
 }
 
 /// RFC 8414 authorization server metadata.

@@ -1,6 +1,7 @@
 //! Instances, tasks and the grants issued under them.
 
 use super::*;
+use crate::LiveCounts;
 
 #[async_trait]
 impl TaskStore for SqlStore {
@@ -455,6 +456,27 @@ impl TaskStore for SqlStore {
                 .map_err(db)?;
             let rows = stmt.query_map(params![limit], task_row).map_err(db)?;
             rows.map(|r| r.map_err(db).and_then(task_from)).collect()
+        })
+        .await
+    }
+
+    async fn live_counts(&self, now: Timestamp) -> Result<LiveCounts> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT (SELECT COUNT(*) FROM tasks WHERE status = 'active'), \
+                        (SELECT COUNT(*) FROM grants WHERE revoked_at IS NULL AND expires_at > ?1), \
+                        (SELECT COUNT(*) FROM approvals WHERE status = 'pending') \
+                        + (SELECT COUNT(*) FROM call_approvals WHERE status = 'pending')",
+                params![now.millis()],
+                |r| {
+                    Ok(LiveCounts {
+                        tasks: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                        grants: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                        approvals_pending: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                    })
+                },
+            )
+            .map_err(db)
         })
         .await
     }

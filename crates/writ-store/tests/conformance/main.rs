@@ -381,6 +381,7 @@ macro_rules! every_check {
                 heartbeat_after_end_is_refused,
                 lapsed_tasks_are_reaped_and_only_they,
                 lapsed_tasks_include_hard_lifetime,
+                live_counts_follow_tasks_and_grants,
                 quarantine_revokes_everything_and_release_restores,
                 revoke_single_grant,
                 delegation_tree_ends_as_one,

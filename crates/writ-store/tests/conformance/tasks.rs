@@ -630,3 +630,27 @@ pub async fn lapsed_tasks_include_hard_lifetime(s: Arc<dyn Store>) {
     let (ended, _) = end(s, &t.task_id, TaskEnd::Lapsed, at(100)).await.unwrap();
     assert_eq!(ended.status, TaskStatus::Expired);
 }
+
+/// What is live, for the metrics' gauges: tasks not ended, grants neither
+/// revoked nor expired, approvals pending.
+pub async fn live_counts_follow_tasks_and_grants(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let inst = attest(s, &alpha, None, "jti_inst", at(0)).await.unwrap();
+    let before = s.live_counts(at(1)).await.unwrap();
+    assert_eq!((before.tasks, before.approvals_pending), (0, 0));
+    let a = start_task(s, &inst, "jti_a", at(0), at(60), at(3_600))
+        .await
+        .unwrap();
+    start_task(s, &inst, "jti_b", at(0), at(60), at(3_600))
+        .await
+        .unwrap();
+    let live = s.live_counts(at(1)).await.unwrap();
+    assert_eq!(live.tasks, 2);
+    assert_eq!(live.grants, before.grants + 2);
+    end(s, &a.task_id, TaskEnd::Completed, at(2)).await.unwrap();
+    let after = s.live_counts(at(3)).await.unwrap();
+    assert_eq!(after.tasks, 1);
+    assert_eq!(after.grants, before.grants + 1);
+    assert_eq!(after.approvals_pending, 0);
+}

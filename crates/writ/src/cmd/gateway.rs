@@ -55,6 +55,10 @@ struct RunArgs {
         default_value = "./writ-gateway-spool"
     )]
     spool_dir: PathBuf,
+    /// Serve `/metrics` to anyone; without it, an operator credential of
+    /// any role is needed (the broker confirms it).
+    #[arg(long, env = "WRIT_METRICS_PUBLIC")]
+    metrics_public: bool,
     #[command(flatten)]
     limits: super::limits::LimitArgs,
     #[command(flatten)]
@@ -115,6 +119,7 @@ pub async fn run(g: &Global, args: GatewayArgs) -> anyhow::Result<u8> {
     };
     cfg.staleness = Duration::from_millis(a.staleness_ms.max(100));
     cfg.spool_dir = Some(a.spool_dir);
+    cfg.metrics_public = a.metrics_public;
     let gw = writ_gateway::Gateway::start(cfg, Arc::new(SystemClock))?;
     println!("gateway listening on {scheme}://{bound}");
     writ_gateway::serve(gw, listener, limits, super::serve::shutdown_signal()).await?;

@@ -103,6 +103,10 @@ pub struct Global {
         requires = "tls_client_cert"
     )]
     pub tls_client_key: Option<std::path::PathBuf>,
+    /// How `serve`, `gateway` and `node run` log to stderr: `text` lines,
+    /// or one JSON object a line with the same fields [default: text].
+    #[arg(long, global = true, env = "WRIT_LOG_FORMAT", value_enum)]
+    pub log_format: Option<serve::LogFormat>,
 }
 
 impl Global {
@@ -206,6 +210,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     tls::trust_ca_file(g.ca_file.as_deref())?;
     tls::present_client_certificate(g.tls_client_cert.as_deref(), g.tls_client_key.as_deref())?;
     crate::output::set_format(g.output);
+    serve::set_log_format(g.log_format.unwrap_or_default());
     match cli.command {
         Command::Serve(args) => serve::run(*args).await,
         Command::Agent(c) => agent::run(g, c).await,

@@ -133,6 +133,10 @@ pub struct ServeArgs {
     /// Do not run the gateway inside the broker.
     #[arg(long, env = "WRIT_NO_GATEWAY")]
     no_gateway: bool,
+    /// Serve `/metrics` (broker and embedded gateway) to anyone; without
+    /// it, an operator credential of any role is needed.
+    #[arg(long, env = "WRIT_METRICS_PUBLIC")]
+    metrics_public: bool,
     /// The URL agents address the embedded gateway by [default: http://<gateway-listen>].
     #[arg(long, env = "WRIT_GATEWAY_PUBLIC_URL")]
     gateway_public_url: Option<String>,
@@ -176,6 +180,7 @@ struct FileConfig {
     gateway_listen: Option<SocketAddr>,
     mtls_listen: Option<SocketAddr>,
     no_gateway: Option<bool>,
+    metrics_public: Option<bool>,
     gateway_public_url: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -389,6 +394,7 @@ fn broker_config(
 
     config.policy_dir = policy_dir;
     config.dpop_nonces = args.dpop_nonces || file.dpop_nonces.unwrap_or(false);
+    config.metrics_public = args.metrics_public || file.metrics_public.unwrap_or(false);
     if let Some(alg) = args.signing_alg.or(file.signing_alg) {
         config.signing_alg = alg;
     }
@@ -507,6 +513,7 @@ async fn start_gateway(
         public,
     );
     cfg.spool_dir = Some(data_dir.join("gateway-spool"));
+    cfg.metrics_public = args.metrics_public || file.metrics_public.unwrap_or(false);
     cfg.broker_tls = embedded
         .broker_tls
         .map(writ_listen::Tls::same_process_client)
@@ -617,15 +624,41 @@ fn startup(e: writ_authority::Error) -> anyhow::Error {
     anyhow::anyhow!(e.cause())
 }
 
+/// How the long-running commands log (`--log-format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line: timestamp, level, target, message and the
+    /// event's fields, with the spans it happened in.
+    Json,
+}
+
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+pub(crate) fn set_log_format(f: LogFormat) {
+    let _ = LOG_FORMAT.set(f);
+}
+
 pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WRIT_LOG")
         // The HPACK decoder behind the node's shim logs every table update.
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hpack=warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match LOG_FORMAT.get().copied().unwrap_or_default() {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 pub(crate) async fn shutdown_signal() {

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 use writ_core::api::{AttestRequest, Attestation, RegisterAgent};
 
-use crate::harness::{Broker, Opts, eventually};
+use crate::harness::{ADMIN, Broker, Opts, eventually};
 
 fn attest_req(agent: &str, jt: Option<&str>, oidc: Option<&str>) -> AttestRequest {
     AttestRequest {
@@ -641,6 +641,7 @@ async fn h7_unauthenticated_attestation_is_rate_limited_per_client() {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let metrics = http
         .get(b.url("/metrics"))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()

@@ -264,6 +264,7 @@ async fn least_privilege_report_proposes_a_narrower_set_that_permits_the_recorde
     );
     let metrics = http
         .get(b.url("/metrics"))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()

@@ -27,6 +27,8 @@ mod harness;
 mod hostile;
 mod kill_switch;
 mod least_privilege;
+mod logs;
+mod metrics;
 mod node;
 mod one_answer;
 mod operators;

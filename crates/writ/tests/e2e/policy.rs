@@ -469,6 +469,7 @@ async fn shadow_mode_records_differences_without_changing_decisions() {
     let metrics = b
         .http()
         .get(b.url("/metrics"))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
@@ -500,6 +501,7 @@ async fn shadow_mode_records_differences_without_changing_decisions() {
     let metrics = b
         .http()
         .get(b.url("/metrics"))
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
