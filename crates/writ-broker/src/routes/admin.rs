@@ -512,3 +512,20 @@ pub async fn least_privilege(
     )
         .into_response())
 }
+
+/// Where operators sign in with single sign-on (404 when it is not
+/// configured).
+pub async fn sso_info(State(b): State<Arc<Broker>>) -> R<writ_core::api::OperatorSsoInfo> {
+    Ok(AxumJson(b.operator_sso_info()?))
+}
+
+/// An identity token from the operators' OIDC provider for a short-lived
+/// operator credential. Limited per client address as attestation is.
+pub async fn sso_sign_in(
+    State(b): State<Arc<Broker>>,
+    _: super::AttestAdmitted,
+    Json(req): Json<writ_core::api::OperatorSignIn>,
+) -> Result<(StatusCode, AxumJson<writ_core::api::OperatorSession>), ApiError> {
+    let session = b.operator_sign_in(&req.id_token).await?;
+    Ok((StatusCode::CREATED, AxumJson(session)))
+}

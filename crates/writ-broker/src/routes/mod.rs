@@ -131,6 +131,10 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/audit/verify", get(admin::audit_verify))
         .route("/v1/audit/checkpoints", get(admin::audit_checkpoints))
         .route("/v1/audit/keys", get(admin::audit_keys))
+        .route(
+            "/v1/login/oidc",
+            get(admin::sso_info).post(admin::sso_sign_in),
+        )
         .route("/v1/attest", post(agent::attest))
         .route("/v1/tasks", post(agent::start_task).get(admin::list_tasks))
         .route("/v1/approvals", get(admin::approvals))

@@ -307,4 +307,9 @@ ALTER TABLE call_approvals ADD COLUMN decided_by TEXT;
 ALTER TABLE agents ADD COLUMN deleted_at INTEGER;
 ALTER TABLE tools ADD COLUMN deleted_at INTEGER;
 "#,
+    // 19: an operator credential from a single sign-on session ends at
+    // its expiry (credentials made by a person have none).
+    r#"
+ALTER TABLE admin_tokens ADD COLUMN expires_at INTEGER;
+"#,
 ];
