@@ -211,3 +211,125 @@ async fn a_credential_cannot_create_a_higher_one_and_names_are_checked() {
         .collect();
     assert_eq!(names, ["bootstrap"], "nothing was created");
 }
+
+/// Single sign-on sessions are operator credentials with an end: refused
+/// from their end on and from their revocation on, replaced by the same
+/// person's next sign-in, never taking a name a made credential holds,
+/// and never counting as the last admin credential.
+#[tokio::test]
+async fn sso_a_session_is_refused_once_it_ends_or_is_revoked() {
+    use writ_core::{ManualClock, Timestamp};
+    let t0 = Timestamp::from_secs(1_800_000_000);
+    let clock = ManualClock::new(t0);
+    let dir = tempfile::tempdir().unwrap();
+    let opened = crate::open(
+        &DataDir::new(dir.path()),
+        BrokerConfig::new("http://writ.test"),
+        crate::InitialPolicy::Stored,
+        Arc::new(clock.clone()),
+        None,
+    )
+    .await
+    .unwrap();
+    let b = opened.broker;
+    let hash = crate::service::hash_secret;
+    let store = &b.store;
+
+    store
+        .add_operator_session(
+            "alice@example.com",
+            &hash("s1"),
+            Role::Approver,
+            t0.add_secs(60),
+            t0,
+            vec![],
+        )
+        .await
+        .unwrap();
+    let op = b.require_operator(Some("s1")).await.unwrap();
+    assert_eq!(
+        (op.name.as_str(), op.role),
+        ("alice@example.com", Role::Approver)
+    );
+    let listed = b.admin_credentials().await.unwrap();
+    let alice = listed
+        .iter()
+        .find(|c| c.name == "alice@example.com")
+        .unwrap();
+    assert_eq!(alice.expires_at, Some(t0.add_secs(60)));
+
+    // Ended: refused.
+    clock.advance(std::time::Duration::from_secs(60));
+    assert!(b.require_operator(Some("s1")).await.is_err());
+
+    // Signing in again replaces the ended session; revoked, it is refused.
+    let now = t0.add_secs(60);
+    store
+        .add_operator_session(
+            "alice@example.com",
+            &hash("s2"),
+            Role::Approver,
+            now.add_secs(60),
+            now,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(b.require_operator(Some("s2")).await.is_ok());
+    b.revoke_admin_credential("alice@example.com", "operator:test")
+        .await
+        .unwrap();
+    assert!(b.require_operator(Some("s2")).await.is_err());
+
+    // A made credential's name is not a session's to take.
+    let root = Operator {
+        name: "bootstrap".into(),
+        role: Role::Admin,
+    };
+    b.create_admin_credential(
+        &root,
+        CreateAdminCredential {
+            name: "carol@example.com".into(),
+            role: Role::Auditor,
+        },
+    )
+    .await
+    .unwrap();
+    let taken = store
+        .add_operator_session(
+            "carol@example.com",
+            &hash("s3"),
+            Role::Admin,
+            now.add_secs(60),
+            now,
+            vec![],
+        )
+        .await;
+    assert!(taken.is_err(), "{taken:?}");
+    assert!(b.require_operator(Some("s3")).await.is_err());
+
+    // An admin session does not stand in for the last made admin credential.
+    store
+        .add_operator_session(
+            "bob@example.com",
+            &hash("s4"),
+            Role::Admin,
+            now.add_secs(60),
+            now,
+            vec![],
+        )
+        .await
+        .unwrap();
+    let made_admins: Vec<_> = b
+        .admin_credentials()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.role == Role::Admin && c.expires_at.is_none() && !c.dev)
+        .collect();
+    assert_eq!(made_admins.len(), 1);
+    let refused = b
+        .revoke_admin_credential(&made_admins[0].name, "operator:test")
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+}
