@@ -57,15 +57,7 @@ pub fn session_token(g: &Global) -> Option<String> {
     let path = session_path(g)?;
     let text = std::fs::read_to_string(path).ok()?;
     let s: Session = serde_json::from_str(&text).ok()?;
-    let now = Timestamp::from_millis(
-        i64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()?
-                .as_millis(),
-        )
-        .ok()?,
-    );
+    let now = writ_core::Clock::now(&writ_core::SystemClock);
     (s.addr.trim_end_matches('/') == g.addr.trim_end_matches('/') && now < s.expires_at)
         .then_some(s.token)
 }
