@@ -1,7 +1,7 @@
 // A real OpenID Connect provider (npm `oidc-provider`) for the operator
 // sign-in tests: the device authorization grant for a public client
-// `writ-cli`, its stock login and consent pages (any password), and three
-// people with the groups writ maps to roles.
+// `writ-cli`, its stock login and consent pages (any password), and four
+// people, three with groups writ maps to roles.
 //
 //   node oidc_provider.mjs PORT   ->  prints "oidc-provider listening on URL"
 import Provider from 'oidc-provider';
@@ -13,6 +13,7 @@ const people = {
   alice: { email: 'alice@example.com', groups: ['staff', 'writ-approvers'] },
   bob: { email: 'bob@example.com', groups: ['writ-admins'] },
   mallory: { email: 'mallory@example.com', groups: ['staff'] },
+  eve: { email: 'eve@example.com', groups: [] },
 };
 
 const provider = new Provider(issuer, {

@@ -33,6 +33,12 @@ APPROVAL_POLICY = """
 @approval("required")
 permit (principal, action == Action::"StartTask", resource)
 when { context.scopes.contains("refund") };
+
+@id("payouts-by-their-person")
+@approval("required")
+@approval_by("on_behalf_of")
+permit (principal, action == Action::"StartTask", resource)
+when { context.scopes.contains("payout") };
 """
 
 
@@ -116,6 +122,11 @@ role = "admin"
 claim = "groups"
 value = "writ-approvers"
 role = "approver"
+
+[[operator_oidc_roles]]
+claim = "groups"
+value = "staff"
+role = "auditor"
 """)
     w = Writ(extra=("--config", str(config), "--policy-dir", str(policies)))
     yield w
@@ -150,14 +161,15 @@ def login(writ, session_file, person):
     return proc.returncode, out, "".join(err) + rest
 
 
-def start_refund(writ):
+def start_held(writ, scope="refund", obo=None):
     r = requests.post(writ.url("/v1/agents/demo-agent/join-tokens"), json={"ttl": 60}, headers=writ.admin)
     assert r.status_code == 201, r.text
     r = requests.post(writ.url("/v1/attest"), json={"agent": "demo-agent", "join_token": r.json()["join_token"]})
     assert r.status_code == 201, r.text
     inst = r.json()["access_token"]
     r = requests.post(writ.url("/v1/tasks"), headers={"Authorization": f"Bearer {inst}"},
-                      json={"intent": "refund an order", "capabilities": [{"tool": "payments", "scopes": ["refund"]}]})
+                      json={"intent": f"{scope} an order", "capabilities": [{"tool": "payments", "scopes": [scope]}],
+                            **({"on_behalf_of": obo} if obo else {})})
     assert r.status_code == 202, r.text
     return r.json()
 
@@ -165,9 +177,9 @@ def start_refund(writ):
 def test_an_approver_signs_in_with_the_device_flow_approves_and_is_refused_admin_work(sso_writ, tmp_path):
     writ = sso_writ
     r = requests.post(writ.url("/v1/tools"), headers=writ.admin,
-                      json={"name": "payments", "audience": "https://payments.example", "scopes": ["refund"]})
+                      json={"name": "payments", "audience": "https://payments.example", "scopes": ["refund", "payout"]})
     assert r.status_code == 201, r.text
-    pending = start_refund(writ)
+    pending = start_held(writ)
 
     session_file = tmp_path / "session" / "alice.json"
     code, out, err = login(writ, session_file, "alice")
@@ -200,8 +212,8 @@ def test_an_approver_signs_in_with_the_device_flow_approves_and_is_refused_admin
 
 
 def test_a_person_no_rule_maps_gets_no_session(sso_writ, tmp_path):
-    session_file = tmp_path / "mallory.json"
-    code, out, err = login(sso_writ, session_file, "mallory")
+    session_file = tmp_path / "eve.json"
+    code, out, err = login(sso_writ, session_file, "eve")
     assert code != 0 and "no role rule matches" in err, err
     assert not session_file.exists()
 
@@ -216,3 +228,35 @@ def test_an_identity_token_the_provider_did_not_sign_is_refused(sso_writ, idp):
     assert r.status_code == 401, r.text
     listed = requests.get(sso_writ.url("/v1/admin/tokens"), headers=sso_writ.admin).json()
     assert not any(c["name"] == "bob@example.com" for c in listed)
+
+
+def test_the_person_a_task_acts_for_approves_it_where_policy_allows(sso_writ, tmp_path):
+    """mallory is no approver (an auditor): she may decide a payout her
+    agent asks for on her behalf, since the policy says so, but not one for
+    someone else, nor a refund (held by a policy without the annotation)."""
+    writ = sso_writ
+    r = requests.post(writ.url("/v1/tools"), headers=writ.admin,
+                      json={"name": "payments", "audience": "https://payments.example", "scopes": ["refund", "payout"]})
+    assert r.status_code == 201, r.text
+    hers = start_held(writ, "payout", "mallory@example.com")
+    alices = start_held(writ, "payout", "alice@example.com")
+    refund = start_held(writ, "refund", "mallory@example.com")
+
+    session_file = tmp_path / "mallory.json"
+    code, out, err = login(writ, session_file, "mallory")
+    assert code == 0, err
+    assert '"auditor"' in out, out
+
+    for other in (alices, refund):
+        r = cli(writ, session_file, "approval", "approve", other["approval_id"], "--reason", "mine?")
+        assert r.returncode != 0 and "needs role approver" in r.stderr, r.stderr
+    r = cli(writ, session_file, "approval", "approve", "apr_AAAAAAAAAAAAAAAAAAAAAA", "--reason", "x")
+    assert r.returncode != 0 and "needs role approver" in r.stderr, r.stderr
+
+    r = cli(writ, session_file, "approval", "approve", hers["approval_id"], "--reason", "my payout")
+    assert r.returncode == 0, r.stderr
+    decided = json.loads(r.stdout)
+    assert decided["status"] == "approved" and decided["decided_by"] == "operator:mallory@example.com", decided
+    # Still no approver for anything else: the list of approvals is refused.
+    r = cli(writ, session_file, "approval", "list")
+    assert r.returncode != 0 and "needs role approver" in r.stderr, r.stderr

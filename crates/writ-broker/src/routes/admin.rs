@@ -349,24 +349,24 @@ fn approval_id(s: &str) -> Result<writ_core::ApprovalId, ApiError> {
 
 pub async fn approve(
     State(b): State<Arc<Broker>>,
-    op: Op<Approve>,
+    op: super::Decider,
     Path(id): Path<String>,
     Json(req): Json<writ_core::api::DecideApproval>,
 ) -> R<writ_core::api::Approval> {
     Ok(AxumJson(
-        b.decide_approval(&approval_id(&id)?, true, req, &op.actor())
+        b.decide_approval(&approval_id(&id)?, true, req, &op.0.actor())
             .await?,
     ))
 }
 
 pub async fn deny(
     State(b): State<Arc<Broker>>,
-    op: Op<Approve>,
+    op: super::Decider,
     Path(id): Path<String>,
     Json(req): Json<writ_core::api::DecideApproval>,
 ) -> R<writ_core::api::Approval> {
     Ok(AxumJson(
-        b.decide_approval(&approval_id(&id)?, false, req, &op.actor())
+        b.decide_approval(&approval_id(&id)?, false, req, &op.0.actor())
             .await?,
     ))
 }

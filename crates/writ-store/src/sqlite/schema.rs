@@ -308,8 +308,10 @@ ALTER TABLE agents ADD COLUMN deleted_at INTEGER;
 ALTER TABLE tools ADD COLUMN deleted_at INTEGER;
 "#,
     // 19: an operator credential from a single sign-on session ends at
-    // its expiry (credentials made by a person have none).
+    // its expiry (credentials made by a person have none); an approval
+    // may say the person its task acts for may decide it.
     r#"
 ALTER TABLE admin_tokens ADD COLUMN expires_at INTEGER;
+ALTER TABLE approvals ADD COLUMN obo_may_approve INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
