@@ -209,6 +209,8 @@ def test_an_approver_signs_in_with_the_device_flow_approves_and_is_refused_admin
     assert r.returncode == 0, r.stderr
     r = cli(writ, session_file, "approval", "list")
     assert r.returncode != 0 and "invalid" in r.stderr.lower(), (r.stdout, r.stderr)
+    r = cli(writ, session_file, "logout")
+    assert r.returncode == 0 and not session_file.exists(), r.stderr
 
 
 def test_a_person_no_rule_maps_gets_no_session(sso_writ, tmp_path):
