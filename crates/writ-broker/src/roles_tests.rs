@@ -369,7 +369,7 @@ async fn sso_the_broker_verifies_the_identity_token_itself() {
     };
     let claims = |over: serde_json::Value| {
         let mut c = serde_json::json!({"iss": "https://idp.test", "aud": "writ", "sub": "u1",
-            "email": "Alice@Example.com", "groups": ["approvers"],
+            "email": "Alice@Example.com", "email_verified": true, "groups": ["approvers"],
             "iat": t0.secs() - 5, "exp": t0.secs() + 300});
         for (k, v) in over.as_object().unwrap() {
             c[k] = v.clone();
@@ -463,6 +463,12 @@ async fn sso_the_broker_verifies_the_identity_token_itself() {
     // No rule matches: no session.
     let e = b
         .operator_sign_in(&sign(claims(serde_json::json!({"groups": ["staff"]}))))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Forbidden(_)), "{e:?}");
+    // An email the provider has not verified names nobody.
+    let e = b
+        .operator_sign_in(&sign(claims(serde_json::json!({"email_verified": false}))))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Forbidden(_)), "{e:?}");

@@ -122,8 +122,25 @@ fn check_fresh(claims: &Claims, client_id: &str, max_age: i64, now: i64) -> Resu
 }
 
 /// The session's name: the claim `name_claim`, lower-cased, which must be
-/// a valid operator credential name.
+/// a valid operator credential name. An email names nobody unless the
+/// provider says it verified it (`email_verified`): the name is what
+/// approvals and the audit name, and what a task's `on_behalf_of` is
+/// matched against.
 fn session_name(claims: &Claims, name_claim: &str) -> Result<String, Error> {
+    if name_claim == "email" {
+        let verified = matches!(
+            claims.get("email_verified"),
+            Some(serde_json::Value::Bool(true))
+        ) || claims
+            .get("email_verified")
+            .and_then(serde_json::Value::as_str)
+            == Some("true");
+        if !verified {
+            return Err(Error::Forbidden(
+                "the identity provider has not verified this email (email_verified)".into(),
+            ));
+        }
+    }
     let raw = claims
         .get(name_claim)
         .and_then(serde_json::Value::as_str)
@@ -195,8 +212,16 @@ mod tests {
 
     #[test]
     fn sessions_are_named_by_a_valid_claim() {
-        let c = claims(serde_json::json!({"email": "Alice@Example.com", "sub": "a b"}));
+        let c = claims(
+            serde_json::json!({"email": "Alice@Example.com", "email_verified": true, "sub": "a b"}),
+        );
         assert_eq!(session_name(&c, "email").unwrap(), "alice@example.com");
+        for unverified in [
+            serde_json::json!({"email": "alice@example.com"}),
+            serde_json::json!({"email": "alice@example.com", "email_verified": false}),
+        ] {
+            assert!(session_name(&claims(unverified), "email").is_err());
+        }
         assert!(session_name(&c, "sub").is_err());
         assert!(session_name(&c, "preferred_username").is_err());
     }
