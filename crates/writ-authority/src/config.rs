@@ -75,6 +75,37 @@ pub struct BrokerConfig {
     /// Identical attestation failures within this many milliseconds make
     /// one audit record (see `attest_digest`); 0 writes each.
     pub attest_fold_ms: i64,
+    /// Single sign-on for operators: their OIDC provider, and how its
+    /// claims map to roles. `None`: nobody signs in that way.
+    pub operator_sso: Option<OperatorSso>,
+}
+
+/// Operators' single sign-on: identity tokens of `issuer` for `client_id`
+/// become operator sessions of `session_ttl` seconds, named by the claim
+/// `name_claim`, of the role of the first rule their claims match.
+#[derive(Clone, Debug)]
+pub struct OperatorSso {
+    pub issuer: String,
+    pub client_id: String,
+    /// Where the issuer's keys are (from its discovery document).
+    pub jwks_uri: String,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub name_claim: String,
+    pub roles: Vec<RoleRule>,
+    pub session_ttl: i64,
+    /// An identity token issued longer ago than this (seconds) is refused:
+    /// a sign-in is fresh, not an old token replayed.
+    pub max_token_age: i64,
+}
+
+/// One claim-to-role rule: a token whose claim `claim` is `value` (or, for
+/// a list such as `groups`, contains it) gets `role`.
+#[derive(Clone, Debug, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRule {
+    pub claim: String,
+    pub value: String,
+    pub role: writ_core::api::Role,
 }
 
 impl BrokerConfig {
@@ -109,6 +140,7 @@ impl BrokerConfig {
             attest_per_minute: DEFAULT_ATTEST_PER_MINUTE,
             signing_alg: writ_core::token::SigningAlg::EdDSA,
             attest_fold_ms: crate::attest_digest::WINDOW_MS,
+            operator_sso: None,
         }
     }
 

@@ -168,6 +168,21 @@ impl OidcVerifier {
         Ok(())
     }
 
+    /// Verifies a person's identity token from `jwks_uri` (any subject)
+    /// and returns its claims: for operator sign-in, where the claims
+    /// decide the name and the role.
+    pub async fn verify_identity(
+        &self,
+        token: &str,
+        jwks_uri: &str,
+        expect: &ExternalExpect<'_>,
+        now: Timestamp,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, OidcError> {
+        let kid = token::external_kid(token)?;
+        let set = self.jwks_for(jwks_uri, kid.as_deref()).await?;
+        Ok(token::verify_external_claims(token, &set, expect, now)?)
+    }
+
     /// The issuer's key set to verify a token naming `kid` with: from the
     /// cache, or after waiting (at most the fetch time limit) for the one
     /// fetch in flight.

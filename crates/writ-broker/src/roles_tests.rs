@@ -211,3 +211,271 @@ async fn a_credential_cannot_create_a_higher_one_and_names_are_checked() {
         .collect();
     assert_eq!(names, ["bootstrap"], "nothing was created");
 }
+
+/// Single sign-on sessions are operator credentials with an end: refused
+/// from their end on and from their revocation on, replaced by the same
+/// person's next sign-in, never taking a name a made credential holds,
+/// and never counting as the last admin credential.
+#[tokio::test]
+async fn sso_a_session_is_refused_once_it_ends_or_is_revoked() {
+    use writ_core::{ManualClock, Timestamp};
+    let t0 = Timestamp::from_secs(1_800_000_000);
+    let clock = ManualClock::new(t0);
+    let dir = tempfile::tempdir().unwrap();
+    let opened = crate::open(
+        &DataDir::new(dir.path()),
+        BrokerConfig::new("http://writ.test"),
+        crate::InitialPolicy::Stored,
+        Arc::new(clock.clone()),
+        None,
+    )
+    .await
+    .unwrap();
+    let b = opened.broker;
+    let hash = crate::service::hash_secret;
+    let store = &b.store;
+
+    store
+        .add_operator_session(
+            "alice@example.com",
+            &hash("s1"),
+            Role::Approver,
+            t0.add_secs(60),
+            t0,
+            vec![],
+        )
+        .await
+        .unwrap();
+    let op = b.require_operator(Some("s1")).await.unwrap();
+    assert_eq!(
+        (op.name.as_str(), op.role),
+        ("alice@example.com", Role::Approver)
+    );
+    let listed = b.admin_credentials().await.unwrap();
+    let alice = listed
+        .iter()
+        .find(|c| c.name == "alice@example.com")
+        .unwrap();
+    assert_eq!(alice.expires_at, Some(t0.add_secs(60)));
+
+    // Ended: refused.
+    clock.advance(std::time::Duration::from_secs(60));
+    assert!(b.require_operator(Some("s1")).await.is_err());
+
+    // Signing in again replaces the ended session; revoked, it is refused.
+    let now = t0.add_secs(60);
+    store
+        .add_operator_session(
+            "alice@example.com",
+            &hash("s2"),
+            Role::Approver,
+            now.add_secs(60),
+            now,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(b.require_operator(Some("s2")).await.is_ok());
+    b.revoke_admin_credential("alice@example.com", "operator:test")
+        .await
+        .unwrap();
+    assert!(b.require_operator(Some("s2")).await.is_err());
+
+    // A made credential's name is not a session's to take.
+    let root = Operator {
+        name: "bootstrap".into(),
+        role: Role::Admin,
+    };
+    b.create_admin_credential(
+        &root,
+        CreateAdminCredential {
+            name: "carol@example.com".into(),
+            role: Role::Auditor,
+        },
+    )
+    .await
+    .unwrap();
+    let taken = store
+        .add_operator_session(
+            "carol@example.com",
+            &hash("s3"),
+            Role::Admin,
+            now.add_secs(60),
+            now,
+            vec![],
+        )
+        .await;
+    assert!(taken.is_err(), "{taken:?}");
+    assert!(b.require_operator(Some("s3")).await.is_err());
+
+    // An admin session does not stand in for the last made admin credential.
+    store
+        .add_operator_session(
+            "bob@example.com",
+            &hash("s4"),
+            Role::Admin,
+            now.add_secs(60),
+            now,
+            vec![],
+        )
+        .await
+        .unwrap();
+    let made_admins: Vec<_> = b
+        .admin_credentials()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.role == Role::Admin && c.expires_at.is_none() && !c.dev)
+        .collect();
+    assert_eq!(made_admins.len(), 1);
+    let refused = b
+        .revoke_admin_credential(&made_admins[0].name, "operator:test")
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+/// The broker verifies a sign-in's identity token itself, never on the
+/// CLI's word: the issuer's key, the issuer, the audience (and `azp` when
+/// there are several), the expiry, a recent `iat`, an accepted algorithm;
+/// then the claim rules decide the role, or refuse.
+#[tokio::test]
+async fn sso_the_broker_verifies_the_identity_token_itself() {
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+    use base64::Engine as _;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use writ_authority::Error;
+    use writ_core::{ManualClock, Timestamp};
+
+    let t0 = Timestamp::from_secs(1_800_000_000);
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).unwrap();
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+    let jwks = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k1", "alg": "EdDSA", "x": x}]});
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_uri = format!("http://{}/jwks", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let jwks = jwks.clone();
+            async move { axum::Json(jwks) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let sign = |claims: serde_json::Value| {
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some("k1".into());
+        jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ed_der(pkcs8.as_ref())).unwrap()
+    };
+    let claims = |over: serde_json::Value| {
+        let mut c = serde_json::json!({"iss": "https://idp.test", "aud": "writ", "sub": "u1",
+            "email": "Alice@Example.com", "email_verified": true, "groups": ["approvers"],
+            "iat": t0.secs() - 5, "exp": t0.secs() + 300});
+        for (k, v) in over.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+
+    let mut config = BrokerConfig::new("http://writ.test");
+    config.operator_sso = Some(crate::OperatorSso {
+        issuer: "https://idp.test".into(),
+        client_id: "writ".into(),
+        jwks_uri,
+        algorithms: vec![Algorithm::EdDSA],
+        name_claim: "email".into(),
+        roles: vec![crate::RoleRule {
+            claim: "groups".into(),
+            value: "approvers".into(),
+            role: Role::Approver,
+        }],
+        session_ttl: 600,
+        max_token_age: 600,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let b = crate::open(
+        &DataDir::new(dir.path()),
+        config,
+        crate::InitialPolicy::Stored,
+        Arc::new(ManualClock::new(t0)),
+        None,
+    )
+    .await
+    .unwrap()
+    .broker;
+    assert_eq!(b.operator_sso_info().unwrap().client_id, "writ");
+
+    let s = b
+        .operator_sign_in(&sign(claims(serde_json::json!({}))))
+        .await
+        .unwrap();
+    assert_eq!(
+        (s.name.as_str(), s.role),
+        ("alice@example.com", Role::Approver)
+    );
+    assert_eq!(s.expires_at, t0.add_secs(600));
+    let op = b.require_operator(Some(&s.token)).await.unwrap();
+    assert_eq!(op.name, "alice@example.com");
+
+    let unauthenticated = [
+        (
+            "another audience",
+            claims(serde_json::json!({"aud": "other-app"})),
+        ),
+        (
+            "another issuer",
+            claims(serde_json::json!({"iss": "https://evil.test"})),
+        ),
+        (
+            "expired",
+            claims(serde_json::json!({"exp": t0.secs() - 600})),
+        ),
+        (
+            "an old sign-in",
+            claims(serde_json::json!({"iat": t0.secs() - 3_600})),
+        ),
+        (
+            "several audiences, not for writ",
+            claims(serde_json::json!({"aud": ["writ", "other"], "azp": "other"})),
+        ),
+    ];
+    for (what, c) in unauthenticated {
+        let e = b.operator_sign_in(&sign(c)).await.unwrap_err();
+        assert!(matches!(e, Error::Unauthenticated(_)), "{what}: {e:?}");
+    }
+    // Several audiences, authorized for writ: fine.
+    b.operator_sign_in(&sign(claims(
+        serde_json::json!({"aud": ["writ", "other"], "azp": "writ"}),
+    )))
+    .await
+    .unwrap();
+    // A shared-secret token (HS256 keyed with the public key) is refused.
+    let hs = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(serde_json::json!({})),
+        &EncodingKey::from_secret(x.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(
+        b.operator_sign_in(&hs).await,
+        Err(Error::Unauthenticated(_))
+    ));
+    // No rule matches: no session.
+    let e = b
+        .operator_sign_in(&sign(claims(serde_json::json!({"groups": ["staff"]}))))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Forbidden(_)), "{e:?}");
+    // An email the provider has not verified names nobody.
+    let e = b
+        .operator_sign_in(&sign(claims(serde_json::json!({"email_verified": false}))))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Forbidden(_)), "{e:?}");
+    // A name that cannot name a credential: no session.
+    let e = b
+        .operator_sign_in(&sign(claims(serde_json::json!({"email": "a b@x"}))))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Forbidden(_)), "{e:?}");
+}

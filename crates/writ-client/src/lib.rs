@@ -272,6 +272,26 @@ impl Client {
         self.get("/v1/admin/whoami").await
     }
 
+    /// Where operators sign in (`GET /v1/login/oidc`).
+    pub async fn operator_sso_info(&self) -> Result<writ_core::api::OperatorSsoInfo> {
+        self.get("/v1/login/oidc").await
+    }
+
+    /// An identity token from the operators' OIDC provider for an
+    /// operator session (`POST /v1/login/oidc`).
+    pub async fn operator_sign_in(
+        &self,
+        id_token: &str,
+    ) -> Result<writ_core::api::OperatorSession> {
+        self.post(
+            "/v1/login/oidc",
+            &writ_core::api::OperatorSignIn {
+                id_token: id_token.to_owned(),
+            },
+        )
+        .await
+    }
+
     pub async fn register_agent(&self, req: &RegisterAgent) -> Result<Agent> {
         self.post("/v1/agents", req).await
     }

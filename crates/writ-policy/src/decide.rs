@@ -85,6 +85,18 @@ pub struct Obligations {
     /// tool: a DPoP-bound task may be handed to a sub-agent whose instance
     /// is not bound (its child token is then a bearer token).
     pub unbound_delegation: bool,
+    /// `@approval_by("on_behalf_of")` beside `@approval("required")`: the
+    /// person the task acts for may approve it themself. `None` when no
+    /// permit asked for approval; else whether every one that did says so.
+    pub approval_by_on_behalf_of: Option<bool>,
+}
+
+/// Both sides must allow it, where a side has a say.
+fn both(a: Option<bool>, b: Option<bool>) -> Option<bool> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a && b),
+        (a, b) => a.or(b),
+    }
 }
 
 fn min_of(a: Option<i64>, b: Option<i64>) -> Option<i64> {
@@ -97,6 +109,16 @@ fn min_of(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 impl Decision {
     pub fn verdict(&self) -> Verdict {
         self.verdict
+    }
+
+    /// A person must approve, and every permit that asked for it lets the
+    /// person the task acts for (its `on_behalf_of`) be that person. Never
+    /// for an exception (those stay with approvers).
+    pub fn on_behalf_of_may_approve(&self) -> bool {
+        self.verdict == Verdict::NeedsApproval
+            && !self.exception
+            && self.obligations.approval_required
+            && self.obligations.approval_by_on_behalf_of == Some(true)
     }
 
     /// A task start that lives beyond the configured maximum, by exception.
@@ -244,15 +266,20 @@ pub(crate) fn obligations_of_policy(p: &cedar_policy::Policy) -> Obligations {
     let mut o = Obligations::default();
     // An unparsable number is the tightest one: fail towards shorter.
     let secs = |v: &str| v.trim().parse::<i64>().unwrap_or(0).max(0);
+    let mut by_obo = false;
     for (key, value) in p.annotations() {
         match key {
             "approval" if value == "required" => o.approval_required = true,
+            "approval_by" if value == "on_behalf_of" => by_obo = true,
             "exception" if value == "allowed" => o.exception_allowed = true,
             "unbound_delegation" if value == "allowed" => o.unbound_delegation = true,
             "max_ttl" => o.max_ttl = min_of(o.max_ttl, Some(secs(value))),
             "approval_window" => o.approval_window = min_of(o.approval_window, Some(secs(value))),
             _ => {}
         }
+    }
+    if o.approval_required {
+        o.approval_by_on_behalf_of = Some(by_obo);
     }
     o
 }
@@ -293,6 +320,10 @@ impl PolicySet {
             if a.allowed {
                 let o = self.obligations_of(&a.determining);
                 obligations.approval_required |= o.approval_required;
+                obligations.approval_by_on_behalf_of = both(
+                    obligations.approval_by_on_behalf_of,
+                    o.approval_by_on_behalf_of,
+                );
                 obligations.exception_allowed &= o.exception_allowed;
                 obligations.unbound_delegation &= o.unbound_delegation;
                 obligations.max_ttl = min_of(obligations.max_ttl, o.max_ttl);
@@ -351,6 +382,8 @@ impl PolicySet {
                 continue;
             };
             o.approval_required |= p.approval_required;
+            o.approval_by_on_behalf_of =
+                both(o.approval_by_on_behalf_of, p.approval_by_on_behalf_of);
             o.exception_allowed |= p.exception_allowed;
             o.unbound_delegation |= p.unbound_delegation;
             o.max_ttl = min_of(o.max_ttl, p.max_ttl);
@@ -787,6 +820,37 @@ mod tests {
         let d = decide(&forbidden, &["tickets:read"], None, &[], NOON_TUESDAY);
         assert_eq!(d.verdict(), Verdict::Deny);
         assert_eq!(d.determining_policies(), ["no"]);
+    }
+
+    #[test]
+    fn the_person_acted_for_may_approve_only_when_every_holding_permit_says_so() {
+        let d = |text: &str| decide(&set(text), &["tickets:read"], None, &[], NOON_TUESDAY);
+        let own = d(
+            "@id(\"held\") @approval(\"required\") @approval_by(\"on_behalf_of\") permit (principal, action, resource);",
+        );
+        assert_eq!(own.verdict(), Verdict::NeedsApproval);
+        assert!(own.on_behalf_of_may_approve());
+        // Another holding permit without it: approvers only.
+        let mixed = d(
+            "@id(\"held\") @approval(\"required\") @approval_by(\"on_behalf_of\") permit (principal, action, resource);\n\
+             @id(\"strict\") @approval(\"required\") permit (principal, action, resource);",
+        );
+        assert!(!mixed.on_behalf_of_may_approve());
+        // A permit that does not hold has no say.
+        let plain = d(
+            "@id(\"held\") @approval(\"required\") @approval_by(\"on_behalf_of\") permit (principal, action, resource);\n\
+             @id(\"open\") permit (principal, action, resource);",
+        );
+        assert!(plain.on_behalf_of_may_approve());
+        // Without approval, or only the annotation: nothing to approve.
+        assert!(
+            !d("@id(\"x\") @approval_by(\"on_behalf_of\") permit (principal, action, resource);")
+                .on_behalf_of_may_approve()
+        );
+        assert!(
+            !d("@id(\"held\") @approval(\"required\") permit (principal, action, resource);")
+                .on_behalf_of_may_approve()
+        );
     }
 
     #[test]

@@ -130,6 +130,19 @@ pub trait KeyStore: Send + Sync {
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
+    /// Adds a single sign-on session: the operator credential `name` of
+    /// `role`, refused from `expires_at` on. It replaces an earlier session
+    /// of the same name (and every ended one); a [`StoreError::Conflict`]
+    /// if a credential that is not a session has the name.
+    async fn add_operator_session(
+        &self,
+        name: &str,
+        hash: &str,
+        role: writ_core::api::Role,
+        expires_at: Timestamp,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
     /// Replaces the secret of the credential `name` with one hashing to
     /// `hash`: the old secret is refused from the commit on. `false` if
     /// there is no such credential.

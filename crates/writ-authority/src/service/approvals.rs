@@ -114,6 +114,21 @@ impl Broker {
             .await?)
     }
 
+    /// Whether `who` is the person the pending approval `id`'s task acts
+    /// for, and the policy that held it lets them decide it (never a held
+    /// call). `false` for an approval that does not exist.
+    pub async fn on_behalf_of_may_decide(
+        &self,
+        who: &super::Operator,
+        id: &ApprovalId,
+    ) -> Result<bool, Error> {
+        Ok(self.store.get_approval(id).await?.is_some_and(|a| {
+            a.call.is_none()
+                && a.on_behalf_of_may_approve
+                && a.task.on_behalf_of.as_deref() == Some(who.name.as_str())
+        }))
+    }
+
     /// Where the held call `call` under `task` stands: approved (and, for
     /// a once-only approval the asker will enforce, used up now), or held,
     /// with a new pending approval opened when none applies. `decision` is
@@ -202,6 +217,7 @@ impl Broker {
             decided_at: None,
             reason: None,
             decided_by: None,
+            on_behalf_of_may_approve: false,
             task: task.clone(),
             call: Some(call),
         };

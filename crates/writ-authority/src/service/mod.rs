@@ -19,6 +19,7 @@ pub mod exchange;
 pub mod feed;
 pub mod gateway;
 mod issue;
+mod login;
 pub mod nodes;
 pub mod policies;
 mod policy;
@@ -276,11 +277,14 @@ impl Broker {
         &self,
         token: &str,
     ) -> Result<Option<writ_core::api::AdminCredential>, Error> {
+        let now = self.now();
         Ok(self
             .store
             .admin_token(&hash_secret(token))
             .await?
-            .filter(|c| !c.dev || self.config.dev))
+            .filter(|c| !c.dev || self.config.dev)
+            // A single sign-on session is refused from its end on.
+            .filter(|c| c.expires_at.is_none_or(|end| now < end)))
     }
 
     /// The operator credential `token` is (any role; the caller checks

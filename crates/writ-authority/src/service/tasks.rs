@@ -420,6 +420,7 @@ impl Broker {
             decided_at: None,
             reason: None,
             decided_by: None,
+            on_behalf_of_may_approve: decision.on_behalf_of_may_approve(),
             task: task.clone(),
             call: None,
         };

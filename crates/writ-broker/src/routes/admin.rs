@@ -349,24 +349,24 @@ fn approval_id(s: &str) -> Result<writ_core::ApprovalId, ApiError> {
 
 pub async fn approve(
     State(b): State<Arc<Broker>>,
-    op: Op<Approve>,
+    op: super::Decider,
     Path(id): Path<String>,
     Json(req): Json<writ_core::api::DecideApproval>,
 ) -> R<writ_core::api::Approval> {
     Ok(AxumJson(
-        b.decide_approval(&approval_id(&id)?, true, req, &op.actor())
+        b.decide_approval(&approval_id(&id)?, true, req, &op.0.actor())
             .await?,
     ))
 }
 
 pub async fn deny(
     State(b): State<Arc<Broker>>,
-    op: Op<Approve>,
+    op: super::Decider,
     Path(id): Path<String>,
     Json(req): Json<writ_core::api::DecideApproval>,
 ) -> R<writ_core::api::Approval> {
     Ok(AxumJson(
-        b.decide_approval(&approval_id(&id)?, false, req, &op.actor())
+        b.decide_approval(&approval_id(&id)?, false, req, &op.0.actor())
             .await?,
     ))
 }
@@ -511,4 +511,21 @@ pub async fn least_privilege(
         body,
     )
         .into_response())
+}
+
+/// Where operators sign in with single sign-on (404 when it is not
+/// configured).
+pub async fn sso_info(State(b): State<Arc<Broker>>) -> R<writ_core::api::OperatorSsoInfo> {
+    Ok(AxumJson(b.operator_sso_info()?))
+}
+
+/// An identity token from the operators' OIDC provider for a short-lived
+/// operator credential. Limited per client address as attestation is.
+pub async fn sso_sign_in(
+    State(b): State<Arc<Broker>>,
+    _: super::AttestAdmitted,
+    Json(req): Json<writ_core::api::OperatorSignIn>,
+) -> Result<(StatusCode, AxumJson<writ_core::api::OperatorSession>), ApiError> {
+    let session = b.operator_sign_in(&req.id_token).await?;
+    Ok((StatusCode::CREATED, AxumJson(session)))
 }

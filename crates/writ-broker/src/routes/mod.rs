@@ -132,6 +132,10 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/audit/verify", get(admin::audit_verify))
         .route("/v1/audit/checkpoints", get(admin::audit_checkpoints))
         .route("/v1/audit/keys", get(admin::audit_keys))
+        .route(
+            "/v1/login/oidc",
+            get(admin::sso_info).post(admin::sso_sign_in),
+        )
         .route("/v1/attest", post(agent::attest))
         .route("/v1/tasks", post(agent::start_task).get(admin::list_tasks))
         .route("/v1/approvals", get(admin::approvals))
@@ -261,6 +265,31 @@ impl<D: NeedsDuty> FromRequestParts<Arc<Broker>> for Op<D> {
             who,
             duty: PhantomData,
         })
+    }
+}
+
+/// Who may decide the approval named in the path: an operator whose role
+/// holds [`Duty::Approve`], or the person its task acts for when every
+/// permit that held it says `@approval_by("on_behalf_of")`. Anyone else
+/// gets the role check's 403, whether or not the approval exists.
+pub struct Decider(pub Operator);
+
+impl FromRequestParts<Arc<Broker>> for Decider {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
+        let who = broker.require_operator(bearer(&parts.headers)?).await?;
+        let Err(refused) = who.require(Duty::Approve) else {
+            return Ok(Decider(who));
+        };
+        let id = axum::extract::Path::<String>::from_request_parts(parts, broker)
+            .await
+            .ok()
+            .and_then(|axum::extract::Path(id)| id.parse::<writ_core::ApprovalId>().ok());
+        match id {
+            Some(id) if broker.on_behalf_of_may_decide(&who, &id).await? => Ok(Decider(who)),
+            _ => Err(refused.into()),
+        }
     }
 }
 

@@ -139,6 +139,10 @@ pub struct AdminCredential {
     pub created_at: Timestamp,
     /// Made by `writ serve --dev`: refused by a start without `--dev`.
     pub dev: bool,
+    /// A single sign-on session's end: refused from then on. Credentials
+    /// made with `writ admin token create` have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
 }
 
 /// `POST /v1/admin/tokens`: a new named credential (role `admin` unless
@@ -254,4 +258,48 @@ pub struct Removed {
     pub name: String,
     pub revoked_tokens: u64,
     pub ended_tasks: u64,
+}
+
+/// `GET /v1/login/oidc`: where operators sign in (the CLI runs the device
+/// flow against this issuer as this client, then hands writ the identity
+/// token).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OperatorSsoInfo {
+    pub issuer: String,
+    pub client_id: String,
+}
+
+/// `POST /v1/login/oidc`: an identity token from the operators' OIDC
+/// provider, to exchange for a session.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorSignIn {
+    pub id_token: String,
+}
+
+impl std::fmt::Debug for OperatorSignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OperatorSignIn { id_token: <redacted> }")
+    }
+}
+
+/// The answer to a sign-in: a short-lived operator credential, used like
+/// any other (shown only here).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct OperatorSession {
+    pub name: String,
+    pub role: Role,
+    pub token: String,
+    pub expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for OperatorSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorSession")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }

@@ -173,6 +173,11 @@ pub struct Approval {
     /// The operator credential that decided it (`operator:NAME`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,
+    /// The person the task acts for (its `on_behalf_of`) may decide it
+    /// themself, signed in with single sign-on: every permit that held it
+    /// says `@approval_by("on_behalf_of")`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_behalf_of_may_approve: bool,
     /// The task as requested (for a call approval: the task the call is
     /// made under).
     pub task: Task,

@@ -307,4 +307,11 @@ ALTER TABLE call_approvals ADD COLUMN decided_by TEXT;
 ALTER TABLE agents ADD COLUMN deleted_at INTEGER;
 ALTER TABLE tools ADD COLUMN deleted_at INTEGER;
 "#,
+    // 19: an operator credential from a single sign-on session ends at
+    // its expiry (credentials made by a person have none); an approval
+    // may say the person its task acts for may decide it.
+    r#"
+ALTER TABLE admin_tokens ADD COLUMN expires_at INTEGER;
+ALTER TABLE approvals ADD COLUMN obo_may_approve INTEGER NOT NULL DEFAULT 0;
+"#,
 ];

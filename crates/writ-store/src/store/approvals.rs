@@ -17,7 +17,7 @@ impl ApprovalStore for SqlStore {
             insert_task(ctx.tx, &t, &caps, a.ttl)?;
             ctx.tx
                 .execute(
-                    &format!("INSERT INTO approvals ({APPROVAL_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL)"),
+                    &format!("INSERT INTO approvals ({APPROVAL_COLS}, obo_may_approve) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL, ?9)"),
                     params![
                         a.approval_id.as_str(),
                         a.task_id.as_str(),
@@ -26,7 +26,8 @@ impl ApprovalStore for SqlStore {
                         a.exception,
                         a.justification,
                         a.requested_at.millis(),
-                        a.expires_at.millis()
+                        a.expires_at.millis(),
+                        a.on_behalf_of_may_approve
                     ],
                 )
                 .map_err(insert_err(format!("approval {}", a.approval_id)))?;

@@ -9,7 +9,7 @@ impl KeyStore for SqlStore {
         let hash = hash.to_owned();
         self.read_quick(move |c| {
             c.query_row(
-                "SELECT name, created_at, dev, role FROM admin_tokens WHERE hash = ?1",
+                "SELECT name, created_at, dev, role, expires_at FROM admin_tokens WHERE hash = ?1",
                 params![hash],
                 admin_credential,
             )
@@ -22,7 +22,7 @@ impl KeyStore for SqlStore {
     async fn admin_tokens(&self) -> Result<Vec<AdminCredential>> {
         self.read(|c| {
             let mut stmt = c
-                .prepare("SELECT name, created_at, dev, role FROM admin_tokens")
+                .prepare("SELECT name, created_at, dev, role, expires_at FROM admin_tokens")
                 .map_err(db)?;
             let mut out = stmt
                 .query_map(params![], admin_credential)
@@ -39,7 +39,8 @@ impl KeyStore for SqlStore {
     async fn admin_token_count(&self) -> Result<u64> {
         self.read(|c| {
             c.query_row(
-                "SELECT COUNT(*) FROM admin_tokens WHERE dev = 0 AND role = 'admin'",
+                "SELECT COUNT(*) FROM admin_tokens \
+                 WHERE dev = 0 AND role = 'admin' AND expires_at IS NULL",
                 params![],
                 |r| r.get::<_, i64>(0),
             )
@@ -102,21 +103,28 @@ impl KeyStore for SqlStore {
             let found = ctx
                 .tx
                 .query_row(
-                    "SELECT dev, role FROM admin_tokens WHERE name = ?1",
+                    "SELECT dev, role, expires_at FROM admin_tokens WHERE name = ?1",
                     params![&name],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Option<i64>>(2)?,
+                        ))
+                    },
                 )
                 .optional()
                 .map_err(db)?;
-            let Some((dev, role)) = found else {
+            let Some((dev, role, expires)) = found else {
                 return Ok(false);
             };
-            if dev == 0 && role == Role::Admin.as_str() {
+            if dev == 0 && role == Role::Admin.as_str() && expires.is_none() {
                 let others = ctx
                     .tx
                     .query_row(
                         "SELECT COUNT(*) FROM admin_tokens \
-                         WHERE dev = 0 AND role = 'admin' AND name <> ?1",
+                         WHERE dev = 0 AND role = 'admin' AND expires_at IS NULL \
+                         AND name <> ?1",
                         params![&name],
                         |r| r.get::<_, i64>(0),
                     )
@@ -130,6 +138,51 @@ impl KeyStore for SqlStore {
                 .map_err(db)?;
             ctx.audit(now, &audit)?;
             Ok(true)
+        })
+        .await
+    }
+
+    async fn add_operator_session(
+        &self,
+        name: &str,
+        hash: &str,
+        role: Role,
+        expires_at: Timestamp,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        let (name, hash) = (name.to_owned(), hash.to_owned());
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            // Sessions that have ended go; so does this person's last one.
+            ctx.tx
+                .execute(
+                    "DELETE FROM admin_tokens WHERE expires_at IS NOT NULL \
+                     AND (expires_at <= ?1 OR name = ?2)",
+                    params![now.millis(), &name],
+                )
+                .map_err(db)?;
+            let taken = ctx
+                .tx
+                .query_row(
+                    "SELECT 1 FROM admin_tokens WHERE name = ?1 OR hash = ?2",
+                    params![&name, &hash],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(db)?;
+            if taken.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "operator credential {name} exists and is not a sign-on session"
+                )));
+            }
+            ctx.tx
+                .execute(
+                    "INSERT INTO admin_tokens (hash, created_at, name, dev, role, expires_at) \
+                     VALUES (?1, ?2, ?3, 0, ?4, ?5)",
+                    params![hash, now.millis(), name, role.as_str(), expires_at.millis()],
+                )
+                .map_err(db)?;
+            ctx.audit(now, &audit)
         })
         .await
     }
@@ -300,5 +353,6 @@ fn admin_credential(r: &Row) -> DbResult<AdminCredential> {
             let role: String = r.get(3)?;
             Role::parse(&role).ok_or_else(|| DbError::Type(format!("unknown role {role:?}")))?
         },
+        expires_at: r.get::<_, Option<i64>>(4)?.map(Timestamp::from_millis),
     })
 }

@@ -496,10 +496,13 @@ fn load_approval(conn: &dyn Sql, filter: &str, arg: &str) -> Result<Option<Appro
         Option<i64>,
         Option<String>,
         Option<String>,
+        bool,
     );
     let row: Option<Row> = conn
         .query_row(
-            &format!("SELECT {APPROVAL_COLS}, decided_by FROM approvals WHERE {filter}"),
+            &format!(
+                "SELECT {APPROVAL_COLS}, decided_by, obo_may_approve FROM approvals WHERE {filter}"
+            ),
             params![arg],
             |r| {
                 Ok((
@@ -514,6 +517,7 @@ fn load_approval(conn: &dyn Sql, filter: &str, arg: &str) -> Result<Option<Appro
                     r.get(8)?,
                     r.get(9)?,
                     r.get(10)?,
+                    r.get(11)?,
                 ))
             },
         )
@@ -531,6 +535,7 @@ fn load_approval(conn: &dyn Sql, filter: &str, arg: &str) -> Result<Option<Appro
         decided_at,
         reason,
         decided_by,
+        obo_may_approve,
     )) = row
     else {
         return Ok(None);
@@ -550,6 +555,7 @@ fn load_approval(conn: &dyn Sql, filter: &str, arg: &str) -> Result<Option<Appro
         decided_at: decided_at.map(ts),
         reason,
         decided_by,
+        on_behalf_of_may_approve: obo_may_approve,
         task,
         call: None,
     }))
@@ -622,6 +628,7 @@ fn load_call_approval(conn: &dyn Sql, tail: &str, args: &[Value]) -> Result<Opti
         decided_at: raw.decided_at.map(ts),
         reason: raw.reason,
         decided_by: raw.decided_by,
+        on_behalf_of_may_approve: false,
         task,
         call: Some(call),
     }))

@@ -17,6 +17,7 @@ pub(crate) fn call_approval_record(task: &Task, path: &str, requested_at: Timest
         decided_at: None,
         reason: None,
         decided_by: None,
+        on_behalf_of_may_approve: false,
         task: task.clone(),
         call: Some(ApprovalCall {
             tool: "github".parse::<ToolName>().unwrap(),
@@ -90,6 +91,7 @@ pub(crate) async fn pending_task(
         decided_at: None,
         reason: None,
         decided_by: None,
+        on_behalf_of_may_approve: false,
         task: task.clone(),
         call: None,
     };

@@ -365,12 +365,19 @@ pub async fn h12_revoking_an_instance_token_ends_the_instance_and_its_tasks(s: A
         decided_at: None,
         reason: None,
         decided_by: None,
+        on_behalf_of_may_approve: true,
         task: waiting.clone(),
         call: None,
     };
     s.create_pending_task(&waiting, &approval, vec![ev(AuditKind::Approval)])
         .await
         .unwrap();
+    let kept = s
+        .get_approval(&approval.approval_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(kept.on_behalf_of_may_approve, "who may decide is kept");
     let sibling = start_task(s, &ia2, "jti_sibling", at(5), at(600), at(3_600))
         .await
         .unwrap();

@@ -75,6 +75,73 @@ pub async fn admin_tokens(s: Arc<dyn Store>) {
     assert_chain(s).await;
 }
 
+/// Single sign-on sessions: credentials with an end, which a person's next
+/// sign-in replaces (and which sweeps ended ones away), which never take a
+/// made credential's name and never count as the last admin.
+pub async fn operator_sessions_end_and_are_replaced(s: Arc<dyn Store>) {
+    let s = &*s;
+    let create = || vec![ev(AuditKind::AdminTokenCreate)];
+    s.add_admin_token("ops", "h1", Role::Admin, false, at(0), create())
+        .await
+        .unwrap();
+    s.add_operator_session("alice@x", "s1", Role::Approver, at(100), at(1), create())
+        .await
+        .unwrap();
+    let alice = s.admin_token("s1").await.unwrap().unwrap();
+    assert_eq!(
+        (alice.name.as_str(), alice.role, alice.expires_at),
+        ("alice@x", Role::Approver, Some(at(100)))
+    );
+    assert_eq!(s.admin_token("h1").await.unwrap().unwrap().expires_at, None);
+    // The same person again: the old session is gone.
+    s.add_operator_session("alice@x", "s2", Role::Approver, at(200), at(2), create())
+        .await
+        .unwrap();
+    assert_eq!(s.admin_token("s1").await.unwrap(), None);
+    assert!(s.admin_token("s2").await.unwrap().is_some());
+    // A made credential's name, or a secret in use: refused, nothing recorded.
+    let before = audit_len(s).await;
+    assert!(matches!(
+        s.add_operator_session("ops", "s3", Role::Admin, at(200), at(3), create())
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.add_operator_session("bob@x", "h1", Role::Admin, at(200), at(3), create())
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(audit_len(s).await, before);
+    // Admin sessions are not counted, and do not keep the last made admin.
+    s.add_operator_session("bob@x", "s4", Role::Admin, at(200), at(4), create())
+        .await
+        .unwrap();
+    assert_eq!(s.admin_token_count().await.unwrap(), 1);
+    let revoke = || vec![ev(AuditKind::AdminTokenRevoke)];
+    assert!(matches!(
+        s.revoke_admin_token("ops", at(5), revoke()).await,
+        Err(StoreError::LastAdminCredential(_))
+    ));
+    assert!(
+        s.revoke_admin_token("bob@x", at(5), revoke())
+            .await
+            .unwrap()
+    );
+    // A later sign-in sweeps the ended sessions away.
+    s.add_operator_session("carol@x", "s5", Role::Auditor, at(900), at(300), create())
+        .await
+        .unwrap();
+    let names: Vec<_> = s
+        .admin_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["carol@x", "ops"]);
+    assert_chain(s).await;
+}
+
 /// Operator credentials carry their role; rotation replaces the secret at
 /// once; only credentials of role admin count as the last way in.
 pub async fn operator_credentials_have_roles_and_rotate(s: Arc<dyn Store>) {

@@ -13,6 +13,7 @@ mod dpop;
 mod gateway;
 mod keys;
 mod limits;
+mod login;
 mod mcp;
 mod mcp_forward;
 mod node;
@@ -66,9 +67,13 @@ pub struct Global {
         default_value = "http://127.0.0.1:8750"
     )]
     pub addr: String,
-    /// Admin credential.
+    /// Admin credential [default: the session `writ login` stored].
     #[arg(long, global = true, env = "WRIT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Where `writ login` keeps the operator session (mode 0600)
+    /// [default: $XDG_CONFIG_HOME/writ/session.json or ~/.config/writ/session.json].
+    #[arg(long, global = true, env = "WRIT_SESSION_FILE")]
+    pub session_file: Option<std::path::PathBuf>,
     /// Print only this top-level field of the response.
     #[arg(long, global = true)]
     pub field: Option<String>,
@@ -112,10 +117,9 @@ pub struct Global {
 impl Global {
     /// A client with the admin credential.
     pub fn admin(&self) -> anyhow::Result<Client> {
-        let token = self
-            .token
-            .clone()
-            .context("an admin credential is needed: set WRIT_TOKEN or pass --token")?;
+        let token = self.operator_token().context(
+            "an admin credential is needed: set WRIT_TOKEN, pass --token or sign in with `writ login`",
+        )?;
         Ok(Client::new(&self.addr, Some(Secret::new(token)))?)
     }
 
@@ -126,7 +130,7 @@ impl Global {
             Some(t) => self.agent_client(Some(t)),
             None => Ok(Client::new(
                 &self.addr,
-                self.token.clone().map(Secret::new),
+                self.operator_token().map(Secret::new),
             )?),
         }
     }
@@ -138,6 +142,12 @@ impl Global {
             Some(path) => c.with_dpop(std::sync::Arc::new(dpop::load(path)?)),
             None => c,
         })
+    }
+
+    /// `--token` / `WRIT_TOKEN`, else the stored sign-on session for this
+    /// broker (if it has not ended).
+    pub fn operator_token(&self) -> Option<String> {
+        self.token.clone().or_else(|| login::session_token(self))
     }
 
     pub fn field(&self) -> Option<&str> {
@@ -199,6 +209,11 @@ pub enum Command {
     /// Run the node agent (the SPIFFE Workload API for this host), or
     /// register and manage nodes.
     Node(node::NodeArgs),
+    /// Sign in as an operator with the identity provider the broker names
+    /// (device authorization grant); the session is stored for later commands.
+    Login(login::LoginArgs),
+    /// Forget the stored sign-on session.
+    Logout,
     /// Print shell completions (bash, zsh, fish, ...).
     Completions(completions::CompletionsArgs),
     /// Print the manual page, or write one per command to a directory.
@@ -230,6 +245,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Node(a) => node::run(g, a).await,
         Command::Mcp(c) => mcp::run(g, c).await,
         Command::Discover(a) => discover::run(g, a),
+        Command::Login(a) => login::login(g, a).await,
+        Command::Logout => login::logout(g),
         Command::Completions(a) => completions::completions(a),
         Command::Man(a) => completions::man(a),
     }
