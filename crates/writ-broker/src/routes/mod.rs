@@ -293,6 +293,18 @@ impl FromRequestParts<Arc<Broker>> for Decider {
     }
 }
 
+/// The party a verified client certificate names (`named` reads it), for
+/// a request that carries no bearer credential (`--tls-client-ca`).
+pub(crate) fn certified(
+    parts: &Parts,
+    named: fn(&writ_listen::PeerCertificates) -> Option<String>,
+) -> Option<String> {
+    parts
+        .extensions
+        .get::<writ_listen::PeerCertificates>()
+        .and_then(named)
+}
+
 /// A gateway credential was presented; the gateway's name.
 pub struct GatewayAuth(pub String);
 
@@ -304,10 +316,7 @@ impl FromRequestParts<Arc<Broker>> for GatewayAuth {
         // Without a bearer credential, a verified client certificate that
         // names a gateway stands in for it (`--tls-client-ca`).
         if token.is_none()
-            && let Some(name) = parts
-                .extensions
-                .get::<writ_listen::PeerCertificates>()
-                .and_then(crate::mtls::gateway_named)
+            && let Some(name) = certified(parts, crate::mtls::gateway_named)
         {
             return Ok(GatewayAuth(broker.require_gateway_named(&name).await?));
         }
@@ -332,10 +341,7 @@ impl FromRequestParts<Arc<Broker>> for PointAuth {
         // Without a bearer credential, a verified client certificate that
         // names a gateway stands in for it (`--tls-client-ca`).
         if token.is_none()
-            && let Some(name) = parts
-                .extensions
-                .get::<writ_listen::PeerCertificates>()
-                .and_then(crate::mtls::gateway_named)
+            && let Some(name) = certified(parts, crate::mtls::gateway_named)
         {
             let g = broker.require_gateway_named(&name).await?;
             return Ok(PointAuth {

@@ -30,10 +30,7 @@ impl FromRequestParts<Arc<Broker>> for NodeAuth {
         // Without a bearer credential, a verified client certificate that
         // names a node stands in for it (`--tls-client-ca`).
         if token.is_none()
-            && let Some(name) = parts
-                .extensions
-                .get::<writ_listen::PeerCertificates>()
-                .and_then(crate::mtls::node_named)
+            && let Some(name) = super::certified(parts, crate::mtls::node_named)
         {
             return Ok(NodeAuth(broker.nodes.authenticate_named(&name).await?));
         }
