@@ -314,6 +314,7 @@ async fn attest(b: &Broker, agent: &str) -> (String, AgentCaller) {
         .await
         .unwrap();
     let caller = b
+        .tokens
         .authenticate(
             &crate::extract::Presented {
                 token: &att.access_token,
@@ -526,7 +527,7 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
     let Some((leaf_token, leaf_agent)) = leaf else {
         return Ok(());
     };
-    let leaf_claims: AccessClaims = b.verify_token(&leaf_token, TokenKind::Task).unwrap();
+    let leaf_claims: AccessClaims = b.tokens.verify_token(&leaf_token, TokenKind::Task).unwrap();
     let leaf_task = leaf_claims.task.clone().unwrap();
     let leaf_instance = leaf_claims.client_id.clone();
 

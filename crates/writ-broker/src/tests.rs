@@ -97,6 +97,7 @@ async fn instance(b: &Broker) -> (String, AgentCaller) {
         .await
         .unwrap();
     let caller = b
+        .tokens
         .authenticate(
             &bearer(&att.access_token),
             "POST",
@@ -196,8 +197,14 @@ async fn the_sweeper_ends_lapsed_tasks_and_their_tokens() {
 
     f.clock.advance(Duration::from_secs(30));
     assert_eq!(crate::sweeper::sweep_once(b).await, 1);
-    assert!(!b.introspect(&t.access_token).await.unwrap().active);
-    assert!(b.introspect(&kept.access_token).await.unwrap().active);
+    assert!(!b.tokens.introspect(&t.access_token).await.unwrap().active);
+    assert!(
+        b.tokens
+            .introspect(&kept.access_token)
+            .await
+            .unwrap()
+            .active
+    );
     let ended = b.store.get_task(&t.task_id).await.unwrap().unwrap();
     assert_eq!(ended.status, TaskStatus::Expired);
     assert_eq!(ended.end_reason.as_deref(), Some("lease lapsed"));
@@ -210,18 +217,20 @@ async fn instance_tokens_expire_on_time() {
     let (token, _) = instance(b).await;
     f.clock.advance(Duration::from_secs(899));
     assert!(
-        b.authenticate(&bearer(&token), "POST", "/v1/tasks", TokenKind::Instance)
+        b.tokens
+            .authenticate(&bearer(&token), "POST", "/v1/tasks", TokenKind::Instance)
             .await
             .is_ok()
     );
     // The issuer's own clock needs no skew leeway: at `exp` the grant is dead.
     f.clock.advance(Duration::from_secs(1));
     assert!(
-        b.authenticate(&bearer(&token), "POST", "/v1/tasks", TokenKind::Instance)
+        b.tokens
+            .authenticate(&bearer(&token), "POST", "/v1/tasks", TokenKind::Instance)
             .await
             .is_err()
     );
-    assert!(!b.introspect(&token).await.unwrap().active);
+    assert!(!b.tokens.introspect(&token).await.unwrap().active);
 }
 
 #[tokio::test]
@@ -268,19 +277,20 @@ async fn a_lapsed_lease_kills_tokens_before_any_sweep() {
         .unwrap()
         .into_token()
         .unwrap();
-    assert!(b.introspect(&t.access_token).await.unwrap().active);
+    assert!(b.tokens.introspect(&t.access_token).await.unwrap().active);
     // Past the 120 s lease, with no sweeper having run.
     f.clock.advance(Duration::from_secs(121));
-    assert!(!b.introspect(&t.access_token).await.unwrap().active);
+    assert!(!b.tokens.introspect(&t.access_token).await.unwrap().active);
     assert!(
-        b.authenticate(
-            &bearer(&t.access_token),
-            "POST",
-            "/v1/tasks",
-            TokenKind::Task
-        )
-        .await
-        .is_err()
+        b.tokens
+            .authenticate(
+                &bearer(&t.access_token),
+                "POST",
+                "/v1/tasks",
+                TokenKind::Task
+            )
+            .await
+            .is_err()
     );
     assert!(b.heartbeat(&inst, &t.task_id).await.is_err());
 }

@@ -8,7 +8,7 @@ use writ_core::token::{self, ExternalExpect};
 use writ_core::{AgentName, InstanceId, Timestamp};
 use writ_store::{GrantKind, Instance, JoinTokenError, StoreError};
 
-use super::issue::{Issue, Issued};
+use super::tokens::{Issue, Issued};
 use super::{Broker, hash_secret};
 use crate::error::Error;
 use crate::metrics;
@@ -324,7 +324,7 @@ impl Broker {
             grant,
             exp: expires_at,
             event: issued,
-        } = self.issue(Issue {
+        } = self.tokens.issue(Issue {
             kind: GrantKind::InstanceToken,
             agent: &agent.name,
             instance: &instance_id,

@@ -269,7 +269,7 @@ impl Broker {
         client: &AuthenticatedClient,
         token: &str,
     ) -> Result<(), Error> {
-        let Ok(claims) = self.verify_token_for(token, TokenKind::Any, None) else {
+        let Ok(claims) = self.tokens.verify_token_for(token, TokenKind::Any, None) else {
             return Ok(());
         };
         let Some(state) = self.store.grant_state(&claims.jti).await? else {
@@ -290,7 +290,7 @@ impl Broker {
                 "the token was not issued for this client's audiences".into(),
             ));
         }
-        self.revoke_grant_as(actor, &claims, state).await
+        self.tokens.revoke_grant_as(actor, &claims, state).await
     }
 
     /// Publishes a gateway's transaction-token key in the JWKS.

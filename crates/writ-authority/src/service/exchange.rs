@@ -14,7 +14,7 @@ use writ_store::{GrantKind, GrantState, StoreError};
 
 use super::Broker;
 use super::Presented;
-use super::issue::{Issue, Issued};
+use super::tokens::{Issue, Issued};
 use crate::error::{Error, GrantError};
 use crate::metrics;
 
@@ -42,6 +42,7 @@ impl Broker {
         // A token that does not verify is not audited (anyone can send
         // garbage); a real token used wrongly is.
         let claims = self
+            .tokens
             .verify_token(subject, TokenKind::Any)
             .map_err(|e| GrantError::Invalid(format!("subject_token: {e}")))?;
         if claims.task.is_none() {
@@ -50,6 +51,7 @@ impl Broker {
             return Err(e.into());
         }
         let proven = self
+            .tokens
             .check_binding(
                 &claims,
                 &Presented {
@@ -72,7 +74,7 @@ impl Broker {
                 return Err(e);
             }
         };
-        let state = match self.live_grant(&claims).await {
+        let state = match self.tokens.live_grant(&claims).await {
             Ok(s) => s,
             Err(e) => {
                 let e = GrantError::Invalid(format!("subject_token: {e}"));
@@ -191,7 +193,7 @@ impl Broker {
             grant,
             exp,
             event: issued,
-        } = self.issue(Issue {
+        } = self.tokens.issue(Issue {
             kind: GrantKind::ToolToken,
             agent: &task.agent,
             instance: &task.instance_id,
@@ -409,11 +411,11 @@ impl Broker {
         // any) is the one the child's token is bound to.
         let bad_actor =
             |e: &dyn std::fmt::Display| GrantError::Invalid(format!("actor_token: {e}"));
-        let actor_claims = match self.verify_token(actor_token, TokenKind::Instance) {
+        let actor_claims = match self.tokens.verify_token(actor_token, TokenKind::Instance) {
             Ok(c) => c,
             Err(e) => return self.refuse(claims, bad_actor(&e)).await,
         };
-        let actor_state = match self.live_grant(&actor_claims).await {
+        let actor_state = match self.tokens.live_grant(&actor_claims).await {
             Ok(s) => s,
             Err(e) => return self.refuse(claims, bad_actor(&e)).await,
         };

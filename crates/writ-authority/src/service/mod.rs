@@ -18,7 +18,6 @@ pub mod dbcreds;
 pub mod exchange;
 pub mod feed;
 pub mod gateway;
-mod issue;
 mod login;
 pub mod nodes;
 pub mod policies;
@@ -27,20 +26,19 @@ pub mod report;
 mod search;
 mod shadow;
 pub mod tasks;
-mod tokens;
+pub mod tokens;
 
 use std::sync::Arc;
 
-use writ_core::audit::AuditEvent;
 use writ_core::seal::MasterKey;
-use writ_core::token::{AccessClaims, Expect, TokenKind};
+use writ_core::token::{AccessClaims, TokenKind};
 use writ_core::{AgentName, Clock, InstanceId, TaskId, Timestamp};
 use writ_policy::PolicySet;
 use writ_store::{GrantState, Store};
 
 use crate::config::BrokerConfig;
 use crate::dpop::DpopGuard;
-use crate::error::{Binding, Error};
+use crate::error::Error;
 use crate::keys::KeyService;
 use crate::metrics::Metrics;
 use crate::oidc::OidcVerifier;
@@ -62,16 +60,18 @@ pub struct Broker {
     /// Nodes and their workloads' SVIDs.
     pub nodes: nodes::Nodes,
     /// The revocation feed and who follows it.
-    pub revocations: feed::Revocations,
+    pub revocations: Arc<feed::Revocations>,
+    /// Signing, verifying, introspecting and revoking tokens.
+    pub tokens: Arc<tokens::Tokens>,
     /// Database roles per task.
     pub db_credentials: dbcreds::DbCredentials,
     /// The trust domain's SPIFFE authorities (X.509 CA, JWT-SVID keys).
     pub spiffe: Arc<crate::spiffe::Authority>,
     pub clock: Arc<dyn Clock>,
-    pub config: BrokerConfig,
+    pub config: Arc<BrokerConfig>,
     master: Arc<MasterKey>,
     oidc: OidcVerifier,
-    pub(crate) dpop: DpopGuard,
+    pub(crate) dpop: Arc<DpopGuard>,
     /// Per-client rate of attestation requests.
     pub(crate) attest_limit: crate::limit::RateLimiter,
     /// Identical attestation failures, folded in the audit.
@@ -170,7 +170,7 @@ impl Broker {
     ) -> Result<Self, Error> {
         let oidc = OidcVerifier::new(config.oidc_fetch_timeout, Arc::clone(&clock))
             .map_err(|e| Error::Internal(e.to_string()))?;
-        let dpop = DpopGuard::new(config.dpop_nonces)?;
+        let dpop = Arc::new(DpopGuard::new(config.dpop_nonces)?);
         let attest_limit = crate::limit::RateLimiter::new(config.attest_per_minute);
         let attest_digest = crate::attest_digest::AttestDigest::new(config.attest_fold_ms);
         let keys = Arc::new(keys);
@@ -187,7 +187,10 @@ impl Broker {
             Arc::clone(&clock),
             &config,
         );
-        let revocations = feed::Revocations::new(Arc::clone(&store), config.propagation_wait);
+        let revocations = Arc::new(feed::Revocations::new(
+            Arc::clone(&store),
+            config.propagation_wait,
+        ));
         let db_credentials = dbcreds::DbCredentials::new(
             Arc::clone(&store),
             Arc::clone(&master),
@@ -200,8 +203,19 @@ impl Broker {
             Arc::clone(&clock),
             Arc::clone(&metrics),
         );
+        let config = Arc::new(config);
+        let tokens = Arc::new(tokens::Tokens::new(
+            Arc::clone(&store),
+            Arc::clone(&keys),
+            Arc::clone(&clock),
+            Arc::clone(&config),
+            Arc::clone(&dpop),
+            Arc::clone(&metrics),
+            Arc::clone(&revocations),
+        ));
         Ok(Self {
             store,
+            tokens,
             audit,
             policies,
             nodes,
@@ -254,6 +268,7 @@ impl Broker {
     ) -> Result<Caller, Error> {
         if looks_like_jwt(p.token) {
             return self
+                .tokens
                 .authenticate(p, method, path, TokenKind::Any)
                 .await
                 .map(|a| Caller::Agent(Box::new(a)));
@@ -302,128 +317,6 @@ impl Broker {
             }),
             None => Err(Error::Unauthenticated("invalid operator credential".into())),
         }
-    }
-
-    /// Verifies a token writ issued as presented for `method path`: its
-    /// signature and claims, its DPoP binding (a bound token needs the DPoP
-    /// scheme and a fresh proof by its key), and that it is still live.
-    pub async fn authenticate(
-        &self,
-        p: &Presented<'_>,
-        method: &str,
-        path: &str,
-        kind: TokenKind,
-    ) -> Result<AgentCaller, Error> {
-        let claims = self.verify_token(p.token, kind)?;
-        let jkt = match self.check_binding(&claims, p, method, path, true) {
-            Ok(j) => j,
-            Err(e) => {
-                // The token is real, so this is its holder (or its thief)
-                // trying it without its key: worth a record.
-                use writ_core::audit::{AuditKind, Outcome};
-                let event = AuditEvent::new(
-                    AuditKind::TokenRefused,
-                    Outcome::Deny,
-                    format!("instance:{}", claims.client_id),
-                )
-                .instance(&claims.client_id)
-                .jti(&claims.jti)
-                .reason(e.to_string())
-                .detail(serde_json::json!({ "method": method, "path": path }));
-                self.store.append_audit(self.now(), vec![event]).await?;
-                return Err(e);
-            }
-        };
-        let state = self.live_grant(&claims).await?;
-        Ok(AgentCaller { claims, state, jkt })
-    }
-
-    /// The DPoP rules for a presented token. Returns the proven key. `ath`:
-    /// the proof must carry the token's hash (a token in the Authorization
-    /// header); at the token endpoint the token travels in the body and the
-    /// proof names none (RFC 9449 §5).
-    pub(crate) fn check_binding(
-        &self,
-        claims: &AccessClaims,
-        p: &Presented<'_>,
-        method: &str,
-        path: &str,
-        ath: bool,
-    ) -> Result<Option<String>, Error> {
-        match (&claims.cnf, p.dpop) {
-            (Some(cnf), true) => {
-                let proof = p.proof.ok_or(Error::Binding(Binding::ProofMissing))?;
-                let url = self.config.url(path);
-                let expected = writ_core::dpop::Expected {
-                    method,
-                    url: &url,
-                    access_token: ath.then_some(p.token),
-                    now: self.now(),
-                };
-                self.dpop.check(proof, &expected, Some(&cnf.jkt))?;
-                Ok(Some(cnf.jkt.clone()))
-            }
-            (Some(_), false) => Err(Error::Unauthenticated(
-                "this token is bound to a DPoP key: present it with the DPoP scheme and a proof"
-                    .into(),
-            )),
-            (None, true) => Err(Error::Unauthenticated(
-                "this token is not DPoP-bound: present it with the Bearer scheme".into(),
-            )),
-            (None, false) => Ok(None),
-        }
-    }
-
-    /// The grant behind verified claims, if it is still live.
-    pub(crate) async fn live_grant(&self, claims: &AccessClaims) -> Result<GrantState, Error> {
-        let state = self
-            .store
-            .grant_state(&claims.jti)
-            .await?
-            .ok_or_else(|| Error::Unauthenticated("token is not known".into()))?;
-        if !state.is_live(self.now()) {
-            return Err(Error::Unauthenticated("token is no longer active".into()));
-        }
-        if state.grant.instance_id.as_str() != claims.client_id {
-            return Err(Error::Unauthenticated(
-                "token does not match its issuance record".into(),
-            ));
-        }
-        // Tool tokens are for tools, never for writ itself.
-        let kind_ok = match state.grant.kind {
-            writ_store::GrantKind::InstanceToken => claims.task.is_none(),
-            writ_store::GrantKind::TaskToken => claims.task.is_some(),
-            writ_store::GrantKind::ToolToken => false,
-        };
-        if !kind_ok {
-            return Err(Error::Unauthenticated("this token is not for writ".into()));
-        }
-        Ok(state)
-    }
-
-    /// Signature, header and claim checks only (no store lookup), for a
-    /// token presented to writ itself.
-    pub fn verify_token(&self, token: &str, kind: TokenKind) -> Result<AccessClaims, Error> {
-        self.verify_token_for(token, kind, Some(&self.config.issuer))
-    }
-
-    /// As [`Broker::verify_token`], with any audience (`None`): for the
-    /// issuer's own bookkeeping (introspection, revocation) only.
-    pub fn verify_token_for(
-        &self,
-        token: &str,
-        kind: TokenKind,
-        audience: Option<&str>,
-    ) -> Result<AccessClaims, Error> {
-        let expect = Expect {
-            issuer: &self.config.issuer,
-            audience,
-            kind,
-        };
-        self.keys
-            .ring()
-            .verify(token, expect, self.now(), self.config.max_token_lifetime())
-            .map_err(|e| Error::Unauthenticated(e.to_string()))
     }
 }
 

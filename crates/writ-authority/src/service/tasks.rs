@@ -10,7 +10,7 @@ use writ_core::{TaskId, Timestamp};
 use writ_policy::{Facts, InstanceFacts, TaskAsk, Verdict};
 use writ_store::{GrantKind, StoreError, TaskEnd};
 
-use super::issue::{Issue, Issued};
+use super::tokens::{Issue, Issued};
 
 use super::{AgentCaller, Broker, Caller};
 use crate::error::Error;
@@ -555,7 +555,7 @@ impl Broker {
         cap: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<Issued, Error> {
-        self.issue(Issue {
+        self.tokens.issue(Issue {
             kind: GrantKind::TaskToken,
             agent: &task.agent,
             instance: &task.instance_id,

@@ -394,6 +394,7 @@ impl FromRequestParts<Arc<Broker>> for AgentAuth {
             .ok_or_else(|| ApiError::Unauthorized("missing credential".into()))?;
         Ok(AgentAuth(
             broker
+                .tokens
                 .authenticate(&p, parts.method.as_str(), parts.uri.path(), TokenKind::Any)
                 .await?,
         ))

@@ -98,14 +98,14 @@ pub async fn introspect(
         .await?
         .is_some()
     {
-        return Ok(no_store(Json(b.introspect(form.token()?).await?)));
+        return Ok(no_store(Json(b.tokens.introspect(form.token()?).await?)));
     }
     let gateway = match crate::extract::bearer(&headers) {
         Ok(Some(t)) if t.starts_with("wgw_") => b.require_gateway(Some(t)).await.is_ok(),
         _ => false,
     };
     if gateway {
-        return Ok(no_store(Json(b.introspect(form.token()?).await?)));
+        return Ok(no_store(Json(b.tokens.introspect(form.token()?).await?)));
     }
     match caller(&b, &headers, "/oauth2/introspect").await? {
         Caller::Operator(op) => op.require(writ_core::api::Duty::Operate)?,
@@ -115,7 +115,7 @@ pub async fn introspect(
             ));
         }
     }
-    Ok(no_store(Json(b.introspect(form.token()?).await?)))
+    Ok(no_store(Json(b.tokens.introspect(form.token()?).await?)))
 }
 
 /// RFC 7009. An admin may revoke any token; an agent its own instance's;
@@ -130,6 +130,6 @@ pub async fn revoke(
         return Ok(no_store(()));
     }
     let caller = caller(&b, &headers, "/oauth2/revoke").await?;
-    b.revoke(&caller, form.token()?).await?;
+    b.tokens.revoke(&caller, form.token()?).await?;
     Ok(no_store(()))
 }

@@ -10,7 +10,7 @@ use writ_core::token::{AccessClaims, Actor, Confirmation, TaskContext};
 use writ_core::{AgentName, InstanceId, Jti, Timestamp};
 use writ_store::{Grant, GrantKind};
 
-use super::Broker;
+use super::Tokens;
 use crate::error::Error;
 
 /// What one token is for.
@@ -43,7 +43,7 @@ pub(crate) struct Issued {
     pub exp: Timestamp,
 }
 
-impl Broker {
+impl Tokens {
     /// Signs the token `i` describes; nothing is stored here (the caller
     /// commits the grant and the event with whatever else it records).
     pub(crate) fn issue(&self, i: Issue<'_>) -> Result<Issued, Error> {
