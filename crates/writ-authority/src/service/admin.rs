@@ -48,10 +48,7 @@ impl Broker {
     }
 
     pub async fn agent(&self, name: &AgentName) -> Result<Agent, Error> {
-        self.store
-            .get_agent(name)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("agent {name} not found")))
+        self.subjects.agent(name).await
     }
 
     pub async fn agents(&self) -> Result<Vec<Agent>, Error> {
@@ -65,7 +62,7 @@ impl Broker {
         actor: &str,
     ) -> Result<JoinTokenCreated, Error> {
         let ttl = self.join_token_ttl(&req)?;
-        let agent = self.agent(name).await?;
+        let agent = self.subjects.agent(name).await?;
         if agent.attestation != Attestation::JoinToken {
             return Err(Error::Invalid(format!(
                 "agent {name} attests with {}, not join tokens",
@@ -327,7 +324,7 @@ impl Broker {
         req: UpdateAgent,
         actor: &str,
     ) -> Result<Agent, Error> {
-        let mut agent = self.agent(name).await?;
+        let mut agent = self.subjects.agent(name).await?;
         if let Some(a) = req.attestation {
             check_attestation(&a)?;
             agent.attestation = a;

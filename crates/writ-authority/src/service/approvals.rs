@@ -254,16 +254,19 @@ impl Broker {
             .get_tool(&call.tool)
             .await?
             .ok_or_else(|| Error::NotFound(format!("tool {} not found", call.tool)))?;
-        let lineage = self.lineage(task).await?;
-        let agents = self.lineage_agents(&lineage).await?;
+        let lineage = self.subjects.lineage(task).await?;
+        let agents = self.subjects.lineage_agents(&lineage).await?;
         let agent = agents
             .iter()
             .find(|a| a.name == call.agent && a.name == task.agent)
             .ok_or_else(|| Error::Forbidden("the call is not made by the task's agent".into()))?;
-        let attestation = self.instance_attestation(&task.instance_id).await?;
+        let attestation = self
+            .subjects
+            .instance_attestation(&task.instance_id)
+            .await?;
         let view = writ_policy::TaskView::of_task(task, &attestation);
         let now = self.now();
-        let behaviour = self.behaviour(&agent.name, now).await?;
+        let behaviour = self.subjects.behaviour(&agent.name, now).await?;
         let request = writ_policy::CallRequest::of_approval(call);
         let facts = writ_policy::Facts::call_tool(
             writ_policy::Chain::new(agent, agents.iter()),

@@ -138,7 +138,7 @@ impl Broker {
         // a person is not misbehaviour (as at the gateway).
         let held = out.context.approval_id.is_some() || out.context.reason == APPROVAL_REQUIRED;
         if let (false, true, false, Some(agent)) = (out.decision, ctx.enforced, held, &agent) {
-            self.count_denial(agent, now).await?;
+            self.subjects.count_denial(agent, now).await?;
         }
         let event = AuditEvent::new(
             AuditKind::Decision,
@@ -337,7 +337,7 @@ impl Broker {
             id: i.id.as_str(),
             attestation: &i.attestation,
         });
-        let behaviour = self.behaviour(&agent.name, now).await?;
+        let behaviour = self.subjects.behaviour(&agent.name, now).await?;
         let request = ctx
             .request
             .as_ref()
@@ -395,9 +395,9 @@ impl Broker {
             )
             .into());
         }
-        let lineage = self.lineage(t).await?;
-        let agents = self.lineage_agents(&lineage).await?;
-        let task_attestation = self.instance_attestation(&t.instance_id).await?;
+        let lineage = self.subjects.lineage(t).await?;
+        let agents = self.subjects.lineage_agents(&lineage).await?;
+        let task_attestation = self.subjects.instance_attestation(&t.instance_id).await?;
         let view = TaskView::of_task(t, &task_attestation);
         let chain = Chain::new(&agent, agents.iter());
         let facts = match (action, request.clone()) {

@@ -295,7 +295,7 @@ impl Broker {
             tools: self.store.list_tools().await?,
             agents: self.store.list_agents().await?,
             behaviour_at: Some(self.now()),
-            behaviour: self.behaviour_counts().await?,
+            behaviour: self.subjects.behaviour_counts().await?,
             gateway: Some(gateway.to_owned()),
         })
     }

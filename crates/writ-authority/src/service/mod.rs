@@ -12,7 +12,6 @@ mod approvals;
 mod attest;
 pub mod audit;
 pub mod authzen;
-mod behaviour;
 pub mod clients;
 pub mod dbcreds;
 pub mod exchange;
@@ -25,6 +24,7 @@ mod policy;
 pub mod report;
 mod search;
 mod shadow;
+pub mod subjects;
 pub mod tasks;
 pub mod tokens;
 
@@ -44,8 +44,8 @@ use crate::metrics::Metrics;
 use crate::oidc::OidcVerifier;
 
 pub use approvals::{Asked, CallApproval, MAX_PENDING_CALL_APPROVALS};
-pub use behaviour::DENIAL_WINDOW_SECS;
 pub(crate) use policy::compile_stored;
+pub use subjects::DENIAL_WINDOW_SECS;
 pub use tokens::hash_secret;
 
 /// Everything a request handler needs, shared by all of them: the services
@@ -56,7 +56,9 @@ pub struct Broker {
     /// The audit chain: reading, verifying, sealing.
     pub audit: audit::Audit,
     /// The live policy set, the shadow set beside it, and every decision.
-    pub policies: policies::Policies,
+    pub policies: Arc<policies::Policies>,
+    /// What decisions know of who is asking.
+    pub subjects: Arc<subjects::Subjects>,
     /// Nodes and their workloads' SVIDs.
     pub nodes: nodes::Nodes,
     /// The revocation feed and who follows it.
@@ -197,12 +199,17 @@ impl Broker {
             Arc::clone(&clock),
         );
         let metrics = Arc::new(Metrics::default());
-        let policies = policies::Policies::new(
+        let policies = Arc::new(policies::Policies::new(
             policy,
             Arc::clone(&store),
             Arc::clone(&clock),
             Arc::clone(&metrics),
-        );
+        ));
+        let subjects = Arc::new(subjects::Subjects::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            config.trust_domain.clone(),
+        ));
         let config = Arc::new(config);
         let tokens = Arc::new(tokens::Tokens::new(
             Arc::clone(&store),
@@ -216,6 +223,7 @@ impl Broker {
         Ok(Self {
             store,
             tokens,
+            subjects,
             audit,
             policies,
             nodes,

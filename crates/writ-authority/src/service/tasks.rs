@@ -49,7 +49,7 @@ impl Broker {
         let (ttl, exception) = self.task_lifetime(&req)?;
         let capabilities = scope::normalize(&req.capabilities);
         let tools = self.tools_for(&capabilities).await?;
-        let agent = self.agent(caller.agent()).await?;
+        let agent = self.subjects.agent(caller.agent()).await?;
         if agent.quarantined {
             return Err(Error::Quarantined("agent is quarantined".into()));
         }
@@ -62,7 +62,7 @@ impl Broker {
 
         let now = self.now();
         let policy = self.policies.live();
-        let behaviour = self.behaviour(caller.agent(), now).await?;
+        let behaviour = self.subjects.behaviour(caller.agent(), now).await?;
         let ask = TaskAsk {
             intent,
             capabilities: &capabilities,
@@ -99,7 +99,7 @@ impl Broker {
             Verdict::Deny => {
                 metrics::inc(&self.metrics.tasks_denied);
                 // The instance asked: the refusal counts against its agent.
-                self.count_denial(caller.agent(), now).await?;
+                self.subjects.count_denial(caller.agent(), now).await?;
                 let event = AuditEvent::new(AuditKind::TaskStart, Outcome::Deny, caller.actor())
                     .agent(caller.agent())
                     .instance(caller.instance_id())
@@ -288,8 +288,8 @@ impl Broker {
             .end();
         // The renewed token names the same subject and chain, bound to the
         // key the instance proved (its instance's key).
-        let lineage = self.lineage(&task).await?;
-        let (sub, act) = self.subject_and_actors(&lineage).await?;
+        let lineage = self.subjects.lineage(&task).await?;
+        let (sub, act) = self.subjects.subject_and_actors(&lineage)?;
         let Issued {
             token,
             grant,
