@@ -473,6 +473,7 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(" ");
         leaf = b
+            .exchange
             .token_exchange(exchange(token, Some(&actor_token), &tool, &scope), None)
             .await
             .ok()
@@ -544,6 +545,7 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
     .await;
     let head = b.store.audit_head().await.unwrap();
     let tool_token = b
+        .exchange
         .token_exchange(
             exchange(&leaf_token, None, &tool, &ask_scopes.join(" ")),
             None,
@@ -574,6 +576,7 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
     .await;
     let head = b.store.audit_head().await.unwrap();
     let delegated = b
+        .exchange
         .token_exchange(
             exchange(
                 &leaf_token,

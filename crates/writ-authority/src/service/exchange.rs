@@ -11,11 +11,19 @@ use writ_core::{Scope, TaskId};
 use writ_policy::{Chain, Decision, Facts, TaskView, Verdict};
 use writ_store::{GrantKind, GrantState, StoreError};
 
-use super::Broker;
+use std::sync::Arc;
+
+use writ_core::{Clock, Timestamp};
+use writ_store::Store;
+
 use super::Presented;
-use super::tokens::{Issue, Issued};
+use super::policies::Policies;
+use super::subjects::Subjects;
+use super::tokens::{Issue, Issued, Tokens};
+use crate::config::BrokerConfig;
+use crate::dpop::DpopGuard;
 use crate::error::{Error, GrantError};
-use crate::metrics;
+use crate::metrics::{self, Metrics};
 
 pub const GRANT_TYPE: &str = writ_core::api::TOKEN_EXCHANGE_GRANT;
 pub const ACCESS_TOKEN_TYPE: &str = writ_core::api::ACCESS_TOKEN_TYPE_URN;
@@ -23,7 +31,51 @@ pub const ACCESS_TOKEN_TYPE: &str = writ_core::api::ACCESS_TOKEN_TYPE_URN;
 pub use writ_core::api::TokenExchanged as TokenResponse;
 pub use writ_core::api::TokenRequest;
 
-impl Broker {
+/// Token exchange: narrows a task token to a tool token, or delegates the
+/// task to a sub-agent. Reads subjects, decides with the live policies,
+/// issues through [`Tokens`].
+pub struct Exchange {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: Arc<BrokerConfig>,
+    policies: Arc<Policies>,
+    subjects: Arc<Subjects>,
+    tokens: Arc<Tokens>,
+    dpop: Arc<DpopGuard>,
+    metrics: Arc<Metrics>,
+}
+
+impl Exchange {
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one handle per service it reads; built once, by the Broker"
+    )]
+    pub(super) fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: Arc<BrokerConfig>,
+        policies: Arc<Policies>,
+        subjects: Arc<Subjects>,
+        tokens: Arc<Tokens>,
+        dpop: Arc<DpopGuard>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            config,
+            policies,
+            subjects,
+            tokens,
+            dpop,
+            metrics,
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     /// `POST /oauth2/token`. `proof` is the request's DPoP header.
     pub async fn token_exchange(
         &self,
@@ -324,7 +376,7 @@ impl Broker {
             grant,
             exp,
             event: issued,
-        } = self.task_token(
+        } = self.tokens.task_token(
             &child,
             &claims.sub,
             Some(act),

@@ -59,6 +59,8 @@ pub struct Broker {
     pub policies: Arc<policies::Policies>,
     /// What decisions know of who is asking.
     pub subjects: Arc<subjects::Subjects>,
+    /// RFC 8693 token exchange and delegation.
+    pub exchange: exchange::Exchange,
     /// Nodes and their workloads' SVIDs.
     pub nodes: nodes::Nodes,
     /// The revocation feed and who follows it.
@@ -220,8 +222,19 @@ impl Broker {
             Arc::clone(&metrics),
             Arc::clone(&revocations),
         ));
+        let exchange = exchange::Exchange::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&config),
+            Arc::clone(&policies),
+            Arc::clone(&subjects),
+            Arc::clone(&tokens),
+            Arc::clone(&dpop),
+            Arc::clone(&metrics),
+        );
         Ok(Self {
             store,
+            exchange,
             tokens,
             subjects,
             audit,

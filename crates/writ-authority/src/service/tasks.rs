@@ -8,9 +8,9 @@ use writ_core::lifetime::Lifetime;
 use writ_core::scope;
 use writ_core::{TaskId, Timestamp};
 use writ_policy::{Facts, InstanceFacts, TaskAsk, Verdict};
-use writ_store::{GrantKind, StoreError, TaskEnd};
+use writ_store::{StoreError, TaskEnd};
 
-use super::tokens::{Issue, Issued};
+use super::tokens::Issued;
 
 use super::{AgentCaller, Broker, Caller};
 use crate::error::Error;
@@ -155,7 +155,9 @@ impl Broker {
             grant,
             exp,
             event: issued,
-        } = self.task_token(&task, &agent.spiffe_id, None, caller.jkt.clone(), None, now)?;
+        } = self
+            .tokens
+            .task_token(&task, &agent.spiffe_id, None, caller.jkt.clone(), None, now)?;
         let audit = vec![
             AuditEvent::new(AuditKind::TaskStart, Outcome::Success, caller.actor())
                 .agent(&task.agent)
@@ -295,7 +297,9 @@ impl Broker {
             grant,
             exp,
             event: issued,
-        } = self.task_token(&task, &sub, act, caller.jkt.clone(), None, now)?;
+        } = self
+            .tokens
+            .task_token(&task, &sub, act, caller.jkt.clone(), None, now)?;
         let audit = vec![
             AuditEvent::new(AuditKind::TaskHeartbeat, Outcome::Success, caller.actor())
                 .agent(&task.agent)
@@ -483,7 +487,7 @@ impl Broker {
                     grant,
                     exp,
                     event: issued,
-                } = self.task_token(
+                } = self.tokens.task_token(
                     &live,
                     &caller.claims.sub,
                     None,
@@ -542,35 +546,6 @@ impl Broker {
         } else {
             Err(Error::NotFound(format!("task {id} not found")))
         }
-    }
-
-    /// Mints a task token: the configured lifetime, never past the task's
-    /// end (nor `cap`, the lifetime of the token it derives from).
-    pub(crate) fn task_token(
-        &self,
-        task: &Task,
-        sub: &str,
-        act: Option<writ_core::token::Actor>,
-        jkt: Option<String>,
-        cap: Option<Timestamp>,
-        now: Timestamp,
-    ) -> Result<Issued, Error> {
-        self.tokens.issue(Issue {
-            kind: GrantKind::TaskToken,
-            agent: &task.agent,
-            instance: &task.instance_id,
-            sub: sub.to_owned(),
-            act,
-            task: Some(task),
-            audience: None,
-            scope: Some(scope::to_claim(&task.capabilities)),
-            jkt,
-            lifetime: Lifetime::new(now, self.config.task_token_ttl)
-                .within(task.expires_at)
-                .within_opt(cap),
-            intent: None,
-            task_ctx: None,
-        })
     }
 }
 

@@ -36,7 +36,7 @@ pub async fn token(
     Form(form): Form<TokenRequest>,
 ) -> Result<Response, OAuthError> {
     let proof = dpop_proof(&headers).map_err(OAuthError::from)?;
-    let out: TokenResponse = b.token_exchange(form, proof).await?;
+    let out: TokenResponse = b.exchange.token_exchange(form, proof).await?;
     Ok(no_store(Json(out)))
 }
 

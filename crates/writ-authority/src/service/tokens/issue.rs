@@ -111,4 +111,33 @@ impl Tokens {
             exp,
         })
     }
+
+    /// Mints a task token: the configured lifetime, never past the task's
+    /// end (nor `cap`, the lifetime of the token it derives from).
+    pub(crate) fn task_token(
+        &self,
+        task: &Task,
+        sub: &str,
+        act: Option<writ_core::token::Actor>,
+        jkt: Option<String>,
+        cap: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<Issued, Error> {
+        self.issue(Issue {
+            kind: GrantKind::TaskToken,
+            agent: &task.agent,
+            instance: &task.instance_id,
+            sub: sub.to_owned(),
+            act,
+            task: Some(task),
+            audience: None,
+            scope: Some(writ_core::scope::to_claim(&task.capabilities)),
+            jkt,
+            lifetime: Lifetime::new(now, self.config.task_token_ttl)
+                .within(task.expires_at)
+                .within_opt(cap),
+            intent: None,
+            task_ctx: None,
+        })
+    }
 }
