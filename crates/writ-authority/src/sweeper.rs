@@ -52,7 +52,7 @@ pub async fn sweep_once(broker: &Broker) -> usize {
     if let Err(e) = broker.audit.seal().await {
         tracing::error!(error = %e, "sweep: cannot checkpoint the audit chain");
     }
-    if let Err(e) = broker.flush_attest_digest().await {
+    if let Err(e) = broker.attestations.flush_attest_digest().await {
         tracing::error!(error = %e, "sweep: cannot write folded attestation failures");
     }
     if let Err(e) = broker.expire_approvals().await {

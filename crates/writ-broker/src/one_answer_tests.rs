@@ -302,6 +302,7 @@ async fn attest(b: &Broker, agent: &str) -> (String, AgentCaller) {
         .await
         .unwrap();
     let att = b
+        .attestations
         .attest(
             AttestRequest {
                 agent: name,

@@ -85,6 +85,7 @@ async fn instance(b: &Broker) -> (String, AgentCaller) {
         .await
         .unwrap();
     let att = b
+        .attestations
         .attest(
             AttestRequest {
                 agent: "a".parse().unwrap(),

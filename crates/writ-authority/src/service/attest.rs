@@ -8,11 +8,21 @@ use writ_core::token::{self, ExternalExpect};
 use writ_core::{AgentName, InstanceId, Timestamp};
 use writ_store::{GrantKind, Instance, JoinTokenError, StoreError};
 
-use super::tokens::{Issue, Issued};
-use super::{Broker, hash_secret};
+use std::sync::Arc;
+
+use writ_core::Clock;
+use writ_store::Store;
+
+use super::hash_secret;
+use super::tokens::{Issue, Issued, Tokens};
+use crate::attest_digest::AttestDigest;
+use crate::config::BrokerConfig;
+use crate::dpop::DpopGuard;
 use crate::error::Error;
-use crate::metrics;
-use crate::oidc::{self, KeySource};
+use crate::limit::RateLimiter;
+use crate::metrics::{self, Metrics};
+use crate::oidc::{self, KeySource, OidcVerifier};
+use crate::spiffe::Authority;
 
 /// What an attestation refused before its credential was proven tells
 /// the caller: the same status and the same words for an unknown agent, an
@@ -33,7 +43,58 @@ enum Told {
     Reason,
 }
 
-impl Broker {
+/// Attestation: join tokens, OIDC identity tokens, JWT- and X.509-SVIDs
+/// turned into instance tokens. Holds its own rate limit and the fold of
+/// repeated failures.
+pub struct Attestations {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: Arc<BrokerConfig>,
+    tokens: Arc<Tokens>,
+    dpop: Arc<DpopGuard>,
+    oidc: Arc<OidcVerifier>,
+    spiffe: Arc<Authority>,
+    metrics: Arc<Metrics>,
+    /// Per-client rate of attestation requests.
+    limit: RateLimiter,
+    /// Identical attestation failures, folded in the audit.
+    digest: AttestDigest,
+}
+
+/// The services attestation reads.
+pub(super) struct Deps {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<BrokerConfig>,
+    pub tokens: Arc<Tokens>,
+    pub dpop: Arc<DpopGuard>,
+    pub oidc: Arc<OidcVerifier>,
+    pub spiffe: Arc<Authority>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Attestations {
+    pub(super) fn new(d: Deps) -> Self {
+        let limit = RateLimiter::new(d.config.attest_per_minute);
+        let digest = AttestDigest::new(d.config.attest_fold_ms);
+        Self {
+            store: d.store,
+            clock: d.clock,
+            config: d.config,
+            tokens: d.tokens,
+            dpop: d.dpop,
+            oidc: d.oidc,
+            spiffe: d.spiffe,
+            metrics: d.metrics,
+            limit,
+            digest,
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     /// The stateless and nonce checks of an attestation request's DPoP
     /// proof; it is remembered (against replay) only once the request's
     /// credential is accepted.
@@ -54,7 +115,7 @@ impl Broker {
         let Some(ip) = client else {
             return Ok(());
         };
-        self.attest_limit.check(ip, self.now()).map_err(|l| {
+        self.limit.check(ip, self.now()).map_err(|l| {
             metrics::inc(&self.metrics.attest_rate_limited);
             Error::RateLimited {
                 detail: format!(
@@ -429,11 +490,8 @@ impl Broker {
         // Identical failures within a window are counted, not each
         // written (see crate::attest_digest); windows that are over are
         // written now.
-        let mut events = self.attest_digest.due(now);
-        if !self
-            .attest_digest
-            .first(agent.as_str(), method, reason, now)
-        {
+        let mut events = self.digest.due(now);
+        if !self.digest.first(agent.as_str(), method, reason, now) {
             if !events.is_empty() {
                 self.store.append_audit(now, events).await?;
             }
@@ -457,7 +515,7 @@ impl Broker {
     /// Writes the folded attestation failures whose windows are over.
     pub async fn flush_attest_digest(&self) -> Result<(), Error> {
         let now = self.now();
-        let events = self.attest_digest.due(now);
+        let events = self.digest.due(now);
         if !events.is_empty() {
             self.store.append_audit(now, events).await?;
         }

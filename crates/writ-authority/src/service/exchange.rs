@@ -45,30 +45,29 @@ pub struct Exchange {
     metrics: Arc<Metrics>,
 }
 
+/// The services an exchange reads.
+pub(super) struct Deps {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<BrokerConfig>,
+    pub policies: Arc<Policies>,
+    pub subjects: Arc<Subjects>,
+    pub tokens: Arc<Tokens>,
+    pub dpop: Arc<DpopGuard>,
+    pub metrics: Arc<Metrics>,
+}
+
 impl Exchange {
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one handle per service it reads; built once, by the Broker"
-    )]
-    pub(super) fn new(
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-        config: Arc<BrokerConfig>,
-        policies: Arc<Policies>,
-        subjects: Arc<Subjects>,
-        tokens: Arc<Tokens>,
-        dpop: Arc<DpopGuard>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub(super) fn new(d: Deps) -> Self {
         Self {
-            store,
-            clock,
-            config,
-            policies,
-            subjects,
-            tokens,
-            dpop,
-            metrics,
+            store: d.store,
+            clock: d.clock,
+            config: d.config,
+            policies: d.policies,
+            subjects: d.subjects,
+            tokens: d.tokens,
+            dpop: d.dpop,
+            metrics: d.metrics,
         }
     }
 

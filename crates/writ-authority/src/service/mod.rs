@@ -9,7 +9,7 @@
 
 mod admin;
 mod approvals;
-mod attest;
+pub mod attest;
 pub mod audit;
 pub mod authzen;
 pub mod clients;
@@ -61,6 +61,8 @@ pub struct Broker {
     pub subjects: Arc<subjects::Subjects>,
     /// RFC 8693 token exchange and delegation.
     pub exchange: exchange::Exchange,
+    /// Instances proving which agent they are.
+    pub attestations: attest::Attestations,
     /// Nodes and their workloads' SVIDs.
     pub nodes: nodes::Nodes,
     /// The revocation feed and who follows it.
@@ -74,12 +76,7 @@ pub struct Broker {
     pub clock: Arc<dyn Clock>,
     pub config: Arc<BrokerConfig>,
     master: Arc<MasterKey>,
-    oidc: OidcVerifier,
-    pub(crate) dpop: Arc<DpopGuard>,
-    /// Per-client rate of attestation requests.
-    pub(crate) attest_limit: crate::limit::RateLimiter,
-    /// Identical attestation failures, folded in the audit.
-    pub(crate) attest_digest: crate::attest_digest::AttestDigest,
+    oidc: Arc<OidcVerifier>,
     pub metrics: Arc<Metrics>,
     embedded_gateway: gateway::EmbeddedGateway,
 }
@@ -172,11 +169,11 @@ impl Broker {
         config: BrokerConfig,
         master: Arc<MasterKey>,
     ) -> Result<Self, Error> {
-        let oidc = OidcVerifier::new(config.oidc_fetch_timeout, Arc::clone(&clock))
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let oidc = Arc::new(
+            OidcVerifier::new(config.oidc_fetch_timeout, Arc::clone(&clock))
+                .map_err(|e| Error::Internal(e.to_string()))?,
+        );
         let dpop = Arc::new(DpopGuard::new(config.dpop_nonces)?);
-        let attest_limit = crate::limit::RateLimiter::new(config.attest_per_minute);
-        let attest_digest = crate::attest_digest::AttestDigest::new(config.attest_fold_ms);
         let keys = Arc::new(keys);
         let audit = audit::Audit::new(
             Arc::clone(&store),
@@ -222,19 +219,30 @@ impl Broker {
             Arc::clone(&metrics),
             Arc::clone(&revocations),
         ));
-        let exchange = exchange::Exchange::new(
-            Arc::clone(&store),
-            Arc::clone(&clock),
-            Arc::clone(&config),
-            Arc::clone(&policies),
-            Arc::clone(&subjects),
-            Arc::clone(&tokens),
-            Arc::clone(&dpop),
-            Arc::clone(&metrics),
-        );
+        let exchange = exchange::Exchange::new(exchange::Deps {
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+            config: Arc::clone(&config),
+            policies: Arc::clone(&policies),
+            subjects: Arc::clone(&subjects),
+            tokens: Arc::clone(&tokens),
+            dpop: Arc::clone(&dpop),
+            metrics: Arc::clone(&metrics),
+        });
+        let attestations = attest::Attestations::new(attest::Deps {
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+            config: Arc::clone(&config),
+            tokens: Arc::clone(&tokens),
+            dpop: Arc::clone(&dpop),
+            oidc: Arc::clone(&oidc),
+            spiffe: Arc::clone(&spiffe),
+            metrics: Arc::clone(&metrics),
+        });
         Ok(Self {
             store,
             exchange,
+            attestations,
             tokens,
             subjects,
             audit,
@@ -246,9 +254,6 @@ impl Broker {
             config,
             master,
             oidc,
-            dpop,
-            attest_limit,
-            attest_digest,
             metrics,
             embedded_gateway: gateway::EmbeddedGateway::default(),
             revocations,

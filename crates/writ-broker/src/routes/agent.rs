@@ -31,10 +31,13 @@ pub async fn attest(
     Json(req): Json<AttestRequest>,
 ) -> Result<(StatusCode, AxumJson<Attested>), ApiError> {
     let proof = match dpop_proof(&headers)? {
-        Some(proof) => Some(b.attest_proof(proof)?),
+        Some(proof) => Some(b.attestations.attest_proof(proof)?),
         None => None,
     };
-    Ok((StatusCode::CREATED, AxumJson(b.attest(req, proof).await?)))
+    Ok((
+        StatusCode::CREATED,
+        AxumJson(b.attestations.attest(req, proof).await?),
+    ))
 }
 
 /// 201 with a task token, or 202 while a person decides.

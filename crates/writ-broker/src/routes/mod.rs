@@ -212,7 +212,7 @@ impl FromRequestParts<Arc<Broker>> for AttestAdmitted {
             .extensions
             .get::<writ_listen::ClientAddr>()
             .map(|c| c.0);
-        broker.admit_attestation(client)?;
+        broker.attestations.admit_attestation(client)?;
         Ok(AttestAdmitted)
     }
 }
