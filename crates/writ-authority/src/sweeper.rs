@@ -55,7 +55,7 @@ pub async fn sweep_once(broker: &Broker) -> usize {
     if let Err(e) = broker.attestations.flush_attest_digest().await {
         tracing::error!(error = %e, "sweep: cannot write folded attestation failures");
     }
-    if let Err(e) = broker.expire_approvals().await {
+    if let Err(e) = broker.approvals.expire_approvals().await {
         tracing::error!(error = %e, "sweep: cannot expire approvals");
     }
     let mut ended = 0;

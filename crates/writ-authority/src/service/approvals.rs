@@ -13,7 +13,13 @@ use writ_core::ApprovalId;
 use writ_core::api::{Approval, ApprovalCall, ApprovalStatus, DecideApproval, Task, TaskStatus};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 
-use super::Broker;
+use std::sync::Arc;
+
+use writ_core::{Clock, Timestamp};
+use writ_store::Store;
+
+use super::policies::Policies;
+use super::subjects::Subjects;
 use crate::error::Error;
 
 /// Most call approvals one task may have waiting at once: a task cannot
@@ -63,13 +69,44 @@ fn fingerprint(task: &Task, call: &ApprovalCall) -> String {
     super::hash_secret(&facts.to_string())
 }
 
-impl Broker {
-    pub async fn approvals(&self, all: bool) -> Result<Vec<Approval>, Error> {
+/// Approvals: listing and deciding them, holding calls for a person, and
+/// expiring what nobody decided.
+pub struct Approvals {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    /// How long a request waits for a person, seconds.
+    ttl: i64,
+    policies: Arc<Policies>,
+    subjects: Arc<Subjects>,
+}
+
+impl Approvals {
+    pub(super) fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        ttl: i64,
+        policies: Arc<Policies>,
+        subjects: Arc<Subjects>,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            ttl,
+            policies,
+            subjects,
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub async fn list(&self, all: bool) -> Result<Vec<Approval>, Error> {
         Ok(self.store.list_approvals(!all).await?)
     }
 
     /// Approves or denies, with a reason; both are audited.
-    pub async fn decide_approval(
+    pub async fn decide(
         &self,
         id: &ApprovalId,
         approve: bool,
@@ -213,7 +250,7 @@ impl Broker {
             exception: false,
             justification: None,
             requested_at: now,
-            expires_at: now.add_secs(self.config.approval_ttl),
+            expires_at: now.add_secs(self.ttl),
             decided_at: None,
             reason: None,
             decided_by: None,
@@ -293,10 +330,5 @@ impl Broker {
             }
         }
         Ok(n)
-    }
-
-    /// Tasks, newest first; `exceptions`: only live exceptions.
-    pub async fn tasks(&self, exceptions: bool) -> Result<Vec<Task>, Error> {
-        Ok(self.store.list_tasks(exceptions, 1000).await?)
     }
 }

@@ -433,7 +433,8 @@ impl Broker {
                 };
                 let call = r.to_approval(&tool.name, &agent.name);
                 Some(
-                    self.resolve_call_approval(t, call, &d, actor, asked)
+                    self.approvals
+                        .resolve_call_approval(t, call, &d, actor, asked)
                         .await?,
                 )
             }

@@ -323,18 +323,22 @@ impl Broker {
             .get_task(&req.task)
             .await?
             .ok_or_else(|| Error::NotFound(format!("task {} not found", req.task)))?;
-        let decision = self.call_decision(&task, req.scopes, &req.call).await?;
+        let decision = self
+            .approvals
+            .call_decision(&task, req.scopes, &req.call)
+            .await?;
         let actor = format!("gateway:{gateway}");
         let out = match decision.verdict() {
             writ_policy::Verdict::NeedsApproval => {
-                self.resolve_call_approval(
-                    &task,
-                    req.call,
-                    &decision,
-                    &actor,
-                    super::Asked::Enforcing,
-                )
-                .await?
+                self.approvals
+                    .resolve_call_approval(
+                        &task,
+                        req.call,
+                        &decision,
+                        &actor,
+                        super::Asked::Enforcing,
+                    )
+                    .await?
             }
             writ_policy::Verdict::Allow | writ_policy::Verdict::Deny => {
                 return Err(Error::Conflict(format!(

@@ -8,7 +8,7 @@
 //! gateways) are still methods of [`Broker`], one file each.
 
 mod admin;
-mod approvals;
+pub mod approvals;
 pub mod attest;
 pub mod audit;
 pub mod authzen;
@@ -63,6 +63,8 @@ pub struct Broker {
     pub exchange: exchange::Exchange,
     /// Instances proving which agent they are.
     pub attestations: attest::Attestations,
+    /// People deciding held tasks and calls.
+    pub approvals: Arc<approvals::Approvals>,
     /// Nodes and their workloads' SVIDs.
     pub nodes: nodes::Nodes,
     /// The revocation feed and who follows it.
@@ -239,8 +241,16 @@ impl Broker {
             spiffe: Arc::clone(&spiffe),
             metrics: Arc::clone(&metrics),
         });
+        let approvals = Arc::new(approvals::Approvals::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            config.approval_ttl,
+            Arc::clone(&policies),
+            Arc::clone(&subjects),
+        ));
         Ok(Self {
             store,
+            approvals,
             exchange,
             attestations,
             tokens,

@@ -547,6 +547,11 @@ impl Broker {
             Err(Error::NotFound(format!("task {id} not found")))
         }
     }
+
+    /// Tasks, newest first; `exceptions`: only live exceptions.
+    pub async fn tasks(&self, exceptions: bool) -> Result<Vec<Task>, Error> {
+        Ok(self.store.list_tasks(exceptions, 1000).await?)
+    }
 }
 
 /// The request's intent, capabilities and human, checked for shape: the

@@ -339,7 +339,7 @@ pub async fn approvals(
     q: Result<Query<ApprovalQuery>, axum::extract::rejection::QueryRejection>,
 ) -> R<Vec<writ_core::api::Approval>> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    Ok(AxumJson(b.approvals(q.all).await?))
+    Ok(AxumJson(b.approvals.list(q.all).await?))
 }
 
 fn approval_id(s: &str) -> Result<writ_core::ApprovalId, ApiError> {
@@ -354,7 +354,8 @@ pub async fn approve(
     Json(req): Json<writ_core::api::DecideApproval>,
 ) -> R<writ_core::api::Approval> {
     Ok(AxumJson(
-        b.decide_approval(&approval_id(&id)?, true, req, &op.0.actor())
+        b.approvals
+            .decide(&approval_id(&id)?, true, req, &op.0.actor())
             .await?,
     ))
 }
@@ -366,7 +367,8 @@ pub async fn deny(
     Json(req): Json<writ_core::api::DecideApproval>,
 ) -> R<writ_core::api::Approval> {
     Ok(AxumJson(
-        b.decide_approval(&approval_id(&id)?, false, req, &op.0.actor())
+        b.approvals
+            .decide(&approval_id(&id)?, false, req, &op.0.actor())
             .await?,
     ))
 }

@@ -287,7 +287,9 @@ impl FromRequestParts<Arc<Broker>> for Decider {
             .ok()
             .and_then(|axum::extract::Path(id)| id.parse::<writ_core::ApprovalId>().ok());
         match id {
-            Some(id) if broker.on_behalf_of_may_decide(&who, &id).await? => Ok(Decider(who)),
+            Some(id) if broker.approvals.on_behalf_of_may_decide(&who, &id).await? => {
+                Ok(Decider(who))
+            }
             _ => Err(refused.into()),
         }
     }
