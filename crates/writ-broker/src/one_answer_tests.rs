@@ -610,7 +610,8 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
     let (_, payload) = writ_core::token::insecure_peek(&tool_token).unwrap();
     let claims: Arc<AccessClaims> = Arc::new(serde_json::from_value(payload).unwrap());
     let bundle = writ_gateway::Bundle::compile(
-        b.gateway_bundle(writ_core::api::EMBEDDED_GATEWAY)
+        b.gateways
+            .gateway_bundle(writ_core::api::EMBEDDED_GATEWAY)
             .await
             .unwrap(),
         None,

@@ -173,7 +173,7 @@ impl Broker {
                     };
                 }
                 // A gateway: its name and its credential.
-                match self.require_gateway(Some(&secret)).await {
+                match self.gateways.require_gateway(Some(&secret)).await {
                     Ok(name) if name == client_id => Ok(AuthenticatedClient {
                         audiences: self.gateway_audiences(&name).await?,
                         client_id: name,

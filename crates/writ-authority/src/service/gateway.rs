@@ -12,7 +12,15 @@ use writ_core::api::{
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::{ToolName, random};
 
-use super::Broker;
+use std::sync::Arc;
+
+use writ_core::seal::MasterKey;
+use writ_core::{Clock, Timestamp};
+use writ_store::Store;
+
+use super::approvals::Approvals;
+use super::policies::Policies;
+use super::subjects::Subjects;
 use super::tokens::hash_secret;
 use crate::error::Error;
 
@@ -49,7 +57,52 @@ pub enum EnforcementPoint {
     Gateway(String),
 }
 
-impl Broker {
+/// Gateways: their credentials, the bundle and secrets they fetch, the
+/// calls they hold for approval and the decisions they report.
+pub struct Gateways {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    issuer: String,
+    master: Arc<MasterKey>,
+    policies: Arc<Policies>,
+    subjects: Arc<Subjects>,
+    approvals: Arc<Approvals>,
+    embedded_gateway: EmbeddedGateway,
+}
+
+/// The services gateways read.
+pub(super) struct Deps {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub issuer: String,
+    pub master: Arc<MasterKey>,
+    pub policies: Arc<Policies>,
+    pub subjects: Arc<Subjects>,
+    pub approvals: Arc<Approvals>,
+}
+
+impl Gateways {
+    pub(super) fn new(d: Deps) -> Self {
+        Self {
+            store: d.store,
+            clock: d.clock,
+            issuer: d.issuer,
+            master: d.master,
+            policies: d.policies,
+            subjects: d.subjects,
+            approvals: d.approvals,
+            embedded_gateway: EmbeddedGateway::default(),
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
     /// The bearer token of the embedded gateway (made on first use), and
     /// its record so its decisions can be numbered.
     pub async fn embedded_gateway_token(&self) -> Result<String, Error> {
@@ -112,21 +165,6 @@ impl Broker {
                 "the client certificate names no live gateway".into(),
             ))
         }
-    }
-
-    /// An operator credential (with its duty still to check) or a gateway
-    /// (its name).
-    pub async fn require_operator_or_gateway(
-        &self,
-        token: Option<&str>,
-    ) -> Result<EnforcementPoint, Error> {
-        if let Ok(op) = self.require_operator(token).await {
-            return Ok(EnforcementPoint::Operator(op));
-        }
-        self.require_gateway(token)
-            .await
-            .map(EnforcementPoint::Gateway)
-            .map_err(|_| Error::Unauthenticated("invalid operator or gateway credential".into()))
     }
 
     pub async fn register_gateway(
@@ -285,7 +323,7 @@ impl Broker {
     pub async fn gateway_bundle(&self, gateway: &str) -> Result<GatewayBundle, Error> {
         let policy = self.policies.live();
         Ok(GatewayBundle {
-            issuer: self.config.issuer.clone(),
+            issuer: self.issuer.clone(),
             policy_version: policy.version().to_owned(),
             files: policy
                 .sources()

@@ -80,7 +80,8 @@ pub struct Broker {
     master: Arc<MasterKey>,
     oidc: Arc<OidcVerifier>,
     pub metrics: Arc<Metrics>,
-    embedded_gateway: gateway::EmbeddedGateway,
+    /// Gateways: credentials, bundles, secrets, held calls, decisions.
+    pub gateways: gateway::Gateways,
 }
 
 impl std::fmt::Debug for Broker {
@@ -248,8 +249,18 @@ impl Broker {
             Arc::clone(&policies),
             Arc::clone(&subjects),
         ));
+        let gateways = gateway::Gateways::new(gateway::Deps {
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+            issuer: config.issuer.clone(),
+            master: Arc::clone(&master),
+            policies: Arc::clone(&policies),
+            subjects: Arc::clone(&subjects),
+            approvals: Arc::clone(&approvals),
+        });
         Ok(Self {
             store,
+            gateways,
             approvals,
             exchange,
             attestations,
@@ -265,7 +276,6 @@ impl Broker {
             master,
             oidc,
             metrics,
-            embedded_gateway: gateway::EmbeddedGateway::default(),
             revocations,
             db_credentials,
         })
@@ -353,6 +363,22 @@ impl Broker {
             }),
             None => Err(Error::Unauthenticated("invalid operator credential".into())),
         }
+    }
+
+    /// An operator credential (with its duty still to check) or a gateway
+    /// (its name).
+    pub async fn require_operator_or_gateway(
+        &self,
+        token: Option<&str>,
+    ) -> Result<gateway::EnforcementPoint, Error> {
+        if let Ok(op) = self.require_operator(token).await {
+            return Ok(gateway::EnforcementPoint::Operator(op));
+        }
+        self.gateways
+            .require_gateway(token)
+            .await
+            .map(gateway::EnforcementPoint::Gateway)
+            .map_err(|_| Error::Unauthenticated("invalid operator or gateway credential".into()))
     }
 }
 

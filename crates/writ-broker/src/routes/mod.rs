@@ -320,9 +320,11 @@ impl FromRequestParts<Arc<Broker>> for GatewayAuth {
         if token.is_none()
             && let Some(name) = certified(parts, crate::mtls::gateway_named)
         {
-            return Ok(GatewayAuth(broker.require_gateway_named(&name).await?));
+            return Ok(GatewayAuth(
+                broker.gateways.require_gateway_named(&name).await?,
+            ));
         }
-        Ok(GatewayAuth(broker.require_gateway(token).await?))
+        Ok(GatewayAuth(broker.gateways.require_gateway(token).await?))
     }
 }
 
@@ -345,7 +347,7 @@ impl FromRequestParts<Arc<Broker>> for PointAuth {
         if token.is_none()
             && let Some(name) = certified(parts, crate::mtls::gateway_named)
         {
-            let g = broker.require_gateway_named(&name).await?;
+            let g = broker.gateways.require_gateway_named(&name).await?;
             return Ok(PointAuth {
                 actor: format!("gateway:{g}"),
                 gateway: Some(g),

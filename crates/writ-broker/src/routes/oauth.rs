@@ -101,7 +101,7 @@ pub async fn introspect(
         return Ok(no_store(Json(b.tokens.introspect(form.token()?).await?)));
     }
     let gateway = match crate::extract::bearer(&headers) {
-        Ok(Some(t)) if t.starts_with("wgw_") => b.require_gateway(Some(t)).await.is_ok(),
+        Ok(Some(t)) if t.starts_with("wgw_") => b.gateways.require_gateway(Some(t)).await.is_ok(),
         _ => false,
     };
     if gateway {

@@ -545,7 +545,11 @@ async fn start_gateway(
     let broker_scheme = super::tls::scheme(embedded.broker_tls);
     let mut cfg = writ_gateway::Config::new(
         format!("{broker_scheme}://{local}"),
-        broker.embedded_gateway_token().await.map_err(startup)?,
+        broker
+            .gateways
+            .embedded_gateway_token()
+            .await
+            .map_err(startup)?,
         public,
     );
     cfg.spool_dir = Some(data_dir.join("gateway-spool"));
