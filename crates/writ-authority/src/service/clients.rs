@@ -13,8 +13,17 @@ use writ_core::random;
 use writ_core::token::{AccessClaims, TokenKind, verify_client_assertion};
 use writ_store::OAuthClient;
 
-use super::{Broker, hash_secret};
+use std::sync::Arc;
+
+use writ_core::{Clock, Timestamp};
+use writ_store::Store;
+
+use super::gateway::Gateways;
+use super::hash_secret;
+use super::tokens::Tokens;
+use crate::config::BrokerConfig;
 use crate::error::Error;
+use crate::keys::KeyService;
 
 /// How a client authenticated (RFC 6749 §2.3, RFC 7523 §2.2).
 #[derive(Debug)]
@@ -56,7 +65,40 @@ fn invalid_client() -> Error {
     Error::InvalidClient("client authentication failed".into())
 }
 
-impl Broker {
+/// OAuth clients of introspection and revocation, and the JWKS that
+/// publishes writ's keys and gateways' transaction-token keys.
+pub struct Clients {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: Arc<BrokerConfig>,
+    keys: Arc<KeyService>,
+    tokens: Arc<Tokens>,
+    gateways: Arc<Gateways>,
+}
+
+impl Clients {
+    pub(super) fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: Arc<BrokerConfig>,
+        keys: Arc<KeyService>,
+        tokens: Arc<Tokens>,
+        gateways: Arc<Gateways>,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            config,
+            keys,
+            tokens,
+            gateways,
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     /// `POST /v1/clients`.
     pub async fn register_client(
         &self,

@@ -81,7 +81,9 @@ pub struct Broker {
     oidc: Arc<OidcVerifier>,
     pub metrics: Arc<Metrics>,
     /// Gateways: credentials, bundles, secrets, held calls, decisions.
-    pub gateways: gateway::Gateways,
+    pub gateways: Arc<gateway::Gateways>,
+    /// OAuth clients and the published JWKS.
+    pub clients: clients::Clients,
 }
 
 impl std::fmt::Debug for Broker {
@@ -249,7 +251,7 @@ impl Broker {
             Arc::clone(&policies),
             Arc::clone(&subjects),
         ));
-        let gateways = gateway::Gateways::new(gateway::Deps {
+        let gateways = Arc::new(gateway::Gateways::new(gateway::Deps {
             store: Arc::clone(&store),
             clock: Arc::clone(&clock),
             issuer: config.issuer.clone(),
@@ -257,8 +259,17 @@ impl Broker {
             policies: Arc::clone(&policies),
             subjects: Arc::clone(&subjects),
             approvals: Arc::clone(&approvals),
-        });
+        }));
+        let clients = clients::Clients::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&config),
+            Arc::clone(&keys),
+            Arc::clone(&tokens),
+            Arc::clone(&gateways),
+        );
         Ok(Self {
+            clients,
             store,
             gateways,
             approvals,

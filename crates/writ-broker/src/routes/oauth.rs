@@ -82,7 +82,9 @@ async fn client(
     match client_auth::credentials(headers, &form.client_fields())? {
         None => Ok(None),
         Some(creds) => Ok(Some(
-            b.authenticate_client(creds, &b.config.url(path)).await?,
+            b.clients
+                .authenticate_client(creds, &b.config.url(path))
+                .await?,
         )),
     }
 }
@@ -126,7 +128,7 @@ pub async fn revoke(
     Form(form): Form<TokenForm>,
 ) -> Result<Response, OAuthError> {
     if let Some(c) = client(&b, &headers, &form, "/oauth2/revoke").await? {
-        b.revoke_for_client(&c, form.token()?).await?;
+        b.clients.revoke_for_client(&c, form.token()?).await?;
         return Ok(no_store(()));
     }
     let caller = caller(&b, &headers, "/oauth2/revoke").await?;
