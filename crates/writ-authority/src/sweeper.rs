@@ -70,7 +70,7 @@ pub async fn sweep_once(broker: &Broker) -> usize {
         let full = ids.len() == BATCH as usize;
         let mut progressed = false;
         for id in ids {
-            match broker.end_lapsed(&id).await {
+            match broker.tasks.end_lapsed(&id).await {
                 Ok(true) => {
                     ended += 1;
                     progressed = true;

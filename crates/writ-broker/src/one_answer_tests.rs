@@ -458,7 +458,7 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
         ttl: Some(c.ttl),
         justification: None,
     };
-    let leaf = match b.start_task(&planner_caller, setup).await {
+    let leaf = match b.tasks.start(&planner_caller, setup).await {
         Ok(Started::Token(t)) => Some(t.access_token),
         _ => None,
     };
@@ -517,7 +517,7 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
         ttl: Some(c.ttl),
         justification: None,
     };
-    let _ = b.start_task(&planner_caller, start).await;
+    let _ = b.tasks.start(&planner_caller, start).await;
     let broker = audited(b, head, AuditKind::TaskStart)
         .await
         .ok_or("the task start recorded no verdict")?;

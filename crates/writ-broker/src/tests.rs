@@ -134,7 +134,8 @@ async fn tokens_and_leases_never_pass_the_task_end() {
     let b = &f.broker;
     let (_, inst) = instance(b).await;
     let t = b
-        .start_task(&inst, read_task(Some(300)))
+        .tasks
+        .start(&inst, read_task(Some(300)))
         .await
         .unwrap()
         .into_token()
@@ -146,6 +147,7 @@ async fn tokens_and_leases_never_pass_the_task_end() {
 
     f.clock.advance(Duration::from_secs(100));
     let hb = b
+        .tasks
         .heartbeat(&inst, &t.task_id)
         .await
         .unwrap()
@@ -154,6 +156,7 @@ async fn tokens_and_leases_never_pass_the_task_end() {
     assert_eq!(hb.lease_expires_at, T0.add_secs(220));
     f.clock.advance(Duration::from_secs(100));
     let hb = b
+        .tasks
         .heartbeat(&inst, &t.task_id)
         .await
         .unwrap()
@@ -167,7 +170,7 @@ async fn tokens_and_leases_never_pass_the_task_end() {
     assert_eq!(hb.expires_in, 100);
     // Past the hard end nothing renews it.
     f.clock.advance(Duration::from_secs(100));
-    assert!(b.heartbeat(&inst, &t.task_id).await.is_err());
+    assert!(b.tasks.heartbeat(&inst, &t.task_id).await.is_err());
 }
 
 #[tokio::test]
@@ -176,13 +179,15 @@ async fn the_sweeper_ends_lapsed_tasks_and_their_tokens() {
     let b = &f.broker;
     let (_, inst) = instance(b).await;
     let t = b
-        .start_task(&inst, read_task(None))
+        .tasks
+        .start(&inst, read_task(None))
         .await
         .unwrap()
         .into_token()
         .unwrap();
     let kept = b
-        .start_task(&inst, read_task(None))
+        .tasks
+        .start(&inst, read_task(None))
         .await
         .unwrap()
         .into_token()
@@ -190,7 +195,8 @@ async fn the_sweeper_ends_lapsed_tasks_and_their_tokens() {
 
     f.clock.advance(Duration::from_secs(100));
     assert_eq!(crate::sweeper::sweep_once(b).await, 0);
-    b.heartbeat(&inst, &kept.task_id)
+    b.tasks
+        .heartbeat(&inst, &kept.task_id)
         .await
         .unwrap()
         .into_token()
@@ -242,7 +248,7 @@ async fn a_write_is_denied_by_default_and_audited() {
     let mut req = read_task(None);
     req.capabilities = vec![Capability::parse_short("t:write").unwrap()];
     let head = b.store.audit_head().await.unwrap();
-    let err = b.start_task(&inst, req).await.unwrap_err();
+    let err = b.tasks.start(&inst, req).await.unwrap_err();
     assert!(
         matches!(err, writ_authority::Error::Denied(ref d) if d.verdict() == writ_policy::Verdict::Deny)
     );
@@ -273,7 +279,8 @@ async fn a_lapsed_lease_kills_tokens_before_any_sweep() {
     let b = &f.broker;
     let (_, inst) = instance(b).await;
     let t = b
-        .start_task(&inst, read_task(None))
+        .tasks
+        .start(&inst, read_task(None))
         .await
         .unwrap()
         .into_token()
@@ -293,5 +300,5 @@ async fn a_lapsed_lease_kills_tokens_before_any_sweep() {
             .await
             .is_err()
     );
-    assert!(b.heartbeat(&inst, &t.task_id).await.is_err());
+    assert!(b.tasks.heartbeat(&inst, &t.task_id).await.is_err());
 }

@@ -85,7 +85,7 @@ impl Broker {
                 "a task's database credential is issued to the task's agent".into(),
             ));
         };
-        let task = self.owned_task(agent, task_id).await?;
+        let task = self.tasks.owned_task(agent, task_id).await?;
         self.db_credentials.issue(agent, task, tool_name).await
     }
 }

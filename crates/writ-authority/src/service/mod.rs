@@ -82,6 +82,8 @@ pub struct Broker {
     pub metrics: Arc<Metrics>,
     /// Gateways: credentials, bundles, secrets, held calls, decisions.
     pub gateways: Arc<gateway::Gateways>,
+    /// Tasks: starts, heartbeats, completion, reads.
+    pub tasks: Arc<tasks::Tasks>,
     /// OAuth clients and the published JWKS.
     pub clients: clients::Clients,
 }
@@ -260,6 +262,16 @@ impl Broker {
             subjects: Arc::clone(&subjects),
             approvals: Arc::clone(&approvals),
         }));
+        let tasks = Arc::new(tasks::Tasks::new(tasks::Deps {
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+            config: Arc::clone(&config),
+            policies: Arc::clone(&policies),
+            subjects: Arc::clone(&subjects),
+            tokens: Arc::clone(&tokens),
+            revocations: Arc::clone(&revocations),
+            metrics: Arc::clone(&metrics),
+        }));
         let clients = clients::Clients::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -269,6 +281,7 @@ impl Broker {
             Arc::clone(&gateways),
         );
         Ok(Self {
+            tasks,
             clients,
             store,
             gateways,

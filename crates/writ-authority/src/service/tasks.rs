@@ -10,11 +10,20 @@ use writ_core::{TaskId, Timestamp};
 use writ_policy::{Facts, InstanceFacts, TaskAsk, Verdict};
 use writ_store::{StoreError, TaskEnd};
 
-use super::tokens::Issued;
+use std::sync::Arc;
 
-use super::{AgentCaller, Broker, Caller};
+use writ_core::Clock;
+use writ_store::Store;
+
+use super::feed::Revocations;
+use super::policies::Policies;
+use super::subjects::Subjects;
+use super::tokens::{Issued, Tokens};
+use crate::config::BrokerConfig;
+
+use super::{AgentCaller, Caller};
 use crate::error::Error;
-use crate::metrics;
+use crate::metrics::{self, Metrics};
 
 const MAX_INTENT: usize = 1024;
 const MAX_CAPABILITIES: usize = 32;
@@ -37,9 +46,51 @@ impl Started {
     }
 }
 
-impl Broker {
+/// Tasks: starting them (a decision), heartbeats, completion, reading
+/// and ending them.
+pub struct Tasks {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: Arc<BrokerConfig>,
+    policies: Arc<Policies>,
+    subjects: Arc<Subjects>,
+    tokens: Arc<Tokens>,
+    revocations: Arc<Revocations>,
+    metrics: Arc<Metrics>,
+}
+
+/// The services tasks read.
+pub(super) struct Deps {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<BrokerConfig>,
+    pub policies: Arc<Policies>,
+    pub subjects: Arc<Subjects>,
+    pub tokens: Arc<Tokens>,
+    pub revocations: Arc<Revocations>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Tasks {
+    pub(super) fn new(d: Deps) -> Self {
+        Self {
+            store: d.store,
+            clock: d.clock,
+            config: d.config,
+            policies: d.policies,
+            subjects: d.subjects,
+            tokens: d.tokens,
+            revocations: d.revocations,
+            metrics: d.metrics,
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     /// Decides and, if allowed, starts a task for the calling instance.
-    pub async fn start_task(&self, caller: &AgentCaller, req: StartTask) -> Result<Started, Error> {
+    pub async fn start(&self, caller: &AgentCaller, req: StartTask) -> Result<Started, Error> {
         if caller.task_id().is_some() {
             return Err(Error::Forbidden(
                 "start tasks with the instance token, not a task token".into(),
@@ -369,7 +420,7 @@ impl Broker {
     }
 
     /// Reads a task: its own instance or an admin.
-    pub async fn show_task(&self, caller: &Caller, id: &TaskId) -> Result<Task, Error> {
+    pub async fn show(&self, caller: &Caller, id: &TaskId) -> Result<Task, Error> {
         match caller {
             Caller::Operator(op) => {
                 op.require(writ_core::api::Duty::ReadTask)?;
@@ -549,7 +600,7 @@ impl Broker {
     }
 
     /// Tasks, newest first; `exceptions`: only live exceptions.
-    pub async fn tasks(&self, exceptions: bool) -> Result<Vec<Task>, Error> {
+    pub async fn list(&self, exceptions: bool) -> Result<Vec<Task>, Error> {
         Ok(self.store.list_tasks(exceptions, 1000).await?)
     }
 }

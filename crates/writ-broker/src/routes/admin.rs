@@ -387,7 +387,7 @@ pub async fn list_tasks(
     q: Result<Query<TaskQuery>, axum::extract::rejection::QueryRejection>,
 ) -> R<Vec<writ_core::api::Task>> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    Ok(AxumJson(b.tasks(q.exceptions).await?))
+    Ok(AxumJson(b.tasks.list(q.exceptions).await?))
 }
 
 /// Shadow mode: a candidate set decides beside the live one; differences are audited.
