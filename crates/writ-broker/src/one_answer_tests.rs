@@ -374,7 +374,7 @@ async fn audited(b: &Broker, since: u64, kind: AuditKind) -> Option<Answer> {
 /// AuthZEN's answer to the same request.
 async fn authzen(b: &Broker, e: serde_json::Value) -> Answer {
     let e: Evaluation = serde_json::from_value(e).unwrap();
-    let r = b.evaluate(e, "admin").await.unwrap();
+    let r = b.authzen.evaluate(e, "admin").await.unwrap();
     let verdict = match (r.decision, r.context.reason.as_str()) {
         (true, _) => Verdict::Allow,
         (false, APPROVAL_REQUIRED) => Verdict::NeedsApproval,

@@ -21,7 +21,15 @@ use writ_policy::{
     Action, CallRequest, Chain, Facts, InstanceFacts, Party, Question, TaskAsk, TaskView, Verdict,
 };
 
-use super::{Asked, Broker, CallApproval};
+use std::sync::Arc;
+
+use writ_core::{Clock, Timestamp};
+use writ_store::Store;
+
+use super::approvals::Approvals;
+use super::policies::Policies;
+use super::subjects::Subjects;
+use super::{Asked, CallApproval};
 use crate::error::Error;
 
 pub use writ_core::authzen::*;
@@ -106,7 +114,37 @@ impl From<EvaluationResponse> for Evaluated {
     }
 }
 
-impl Broker {
+/// AuthZEN: evaluations (one, a batch) and searches, for any enforcement
+/// point, through the same fact builder and decision as the broker's own.
+pub struct AuthZen {
+    pub(super) store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    pub(super) policies: Arc<Policies>,
+    subjects: Arc<Subjects>,
+    approvals: Arc<Approvals>,
+}
+
+impl AuthZen {
+    pub(super) fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        policies: Arc<Policies>,
+        subjects: Arc<Subjects>,
+        approvals: Arc<Approvals>,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            policies,
+            subjects,
+            approvals,
+        }
+    }
+
+    pub(super) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     /// One access evaluation. Unknown subjects, actions or resources are a
     /// denial with a reason, not an error; a request that does not fit the
     /// schema (properties or context of the wrong shape) is a 400.

@@ -84,6 +84,8 @@ pub struct Broker {
     pub gateways: Arc<gateway::Gateways>,
     /// Tasks: starts, heartbeats, completion, reads.
     pub tasks: Arc<tasks::Tasks>,
+    /// AuthZEN evaluations and searches.
+    pub authzen: authzen::AuthZen,
     /// OAuth clients and the published JWKS.
     pub clients: clients::Clients,
 }
@@ -272,6 +274,13 @@ impl Broker {
             revocations: Arc::clone(&revocations),
             metrics: Arc::clone(&metrics),
         }));
+        let authzen = authzen::AuthZen::new(
+            Arc::clone(&store),
+            Arc::clone(&clock),
+            Arc::clone(&policies),
+            Arc::clone(&subjects),
+            Arc::clone(&approvals),
+        );
         let clients = clients::Clients::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -281,6 +290,7 @@ impl Broker {
             Arc::clone(&gateways),
         );
         Ok(Self {
+            authzen,
             tasks,
             clients,
             store,

@@ -282,7 +282,7 @@ pub async fn evaluation(
     point: super::PointAuth,
     AuthzenJson(req): AuthzenJson<authzen::Evaluation>,
 ) -> R<authzen::EvaluationResponse> {
-    Ok(AxumJson(b.evaluate(req, &point.actor).await?))
+    Ok(AxumJson(b.authzen.evaluate(req, &point.actor).await?))
 }
 
 pub async fn evaluations(
@@ -290,7 +290,7 @@ pub async fn evaluations(
     point: super::PointAuth,
     AuthzenJson(req): AuthzenJson<authzen::Evaluations>,
 ) -> R<authzen::BatchResponse> {
-    Ok(AxumJson(b.evaluate_batch(req, &point.actor).await?))
+    Ok(AxumJson(b.authzen.evaluate_batch(req, &point.actor).await?))
 }
 
 pub async fn search_subject(
@@ -298,7 +298,9 @@ pub async fn search_subject(
     point: super::PointAuth,
     AuthzenJson(req): AuthzenJson<authzen::SubjectSearch>,
 ) -> R<authzen::SearchResponse<authzen::Found>> {
-    Ok(AxumJson(b.search_subjects(req, &point.actor).await?))
+    Ok(AxumJson(
+        b.authzen.search_subjects(req, &point.actor).await?,
+    ))
 }
 
 pub async fn search_resource(
@@ -306,7 +308,9 @@ pub async fn search_resource(
     point: super::PointAuth,
     AuthzenJson(req): AuthzenJson<authzen::ResourceSearch>,
 ) -> R<authzen::SearchResponse<authzen::Found>> {
-    Ok(AxumJson(b.search_resources(req, &point.actor).await?))
+    Ok(AxumJson(
+        b.authzen.search_resources(req, &point.actor).await?,
+    ))
 }
 
 pub async fn search_action(
@@ -314,7 +318,7 @@ pub async fn search_action(
     point: super::PointAuth,
     AuthzenJson(req): AuthzenJson<authzen::ActionSearch>,
 ) -> R<authzen::SearchResponse<authzen::FoundAction>> {
-    Ok(AxumJson(b.search_actions(req, &point.actor).await?))
+    Ok(AxumJson(b.authzen.search_actions(req, &point.actor).await?))
 }
 
 /// Replaces the entity data policy decides with (`entities.json`).
