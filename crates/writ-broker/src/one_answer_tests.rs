@@ -281,23 +281,25 @@ async fn register_agent(b: &Broker, name: &str, attrs: &[(&str, Option<&str>)]) 
         .iter()
         .filter_map(|(k, v)| v.map(|v| (k.to_string(), serde_json::json!(v))))
         .collect();
-    b.register_agent(
-        serde_json::from_value::<RegisterAgent>(serde_json::json!({
-            "name": name,
-            "attestation": {"kind": "join_token"},
-            "attributes": attributes,
-        }))
-        .unwrap(),
-        "operator:test",
-    )
-    .await
-    .unwrap();
+    b.registry
+        .register_agent(
+            serde_json::from_value::<RegisterAgent>(serde_json::json!({
+                "name": name,
+                "attestation": {"kind": "join_token"},
+                "attributes": attributes,
+            }))
+            .unwrap(),
+            "operator:test",
+        )
+        .await
+        .unwrap();
 }
 
 /// An attested instance of `agent`: its token and the broker's caller.
 async fn attest(b: &Broker, agent: &str) -> (String, AgentCaller) {
     let name: writ_core::AgentName = agent.parse().unwrap();
     let jt = b
+        .registry
         .create_join_token(&name, CreateJoinToken { ttl: 600 }, "operator:test")
         .await
         .unwrap();
@@ -423,18 +425,19 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
     if c.tool_data_user {
         attributes.insert("data".into(), "user".into());
     }
-    b.register_tool(
-        serde_json::from_value::<RegisterTool>(serde_json::json!({
-            "name": tool,
-            "audience": format!("https://{tool}.example"),
-            "scopes": tool_scopes,
-            "attributes": attributes,
-        }))
-        .unwrap(),
-        "operator:test",
-    )
-    .await
-    .unwrap();
+    b.registry
+        .register_tool(
+            serde_json::from_value::<RegisterTool>(serde_json::json!({
+                "name": tool,
+                "audience": format!("https://{tool}.example"),
+                "scopes": tool_scopes,
+                "attributes": attributes,
+            }))
+            .unwrap(),
+            "operator:test",
+        )
+        .await
+        .unwrap();
     register_agent(
         b,
         &planner,

@@ -46,28 +46,30 @@ async fn fixture() -> Fixture {
     .unwrap();
     assert!(opened.bootstrap_admin_token.is_some());
     let b = opened.broker;
-    b.register_agent(
-        serde_json::from_value::<RegisterAgent>(
-            serde_json::json!({"name": "a", "attestation": {"kind": "join_token"}}),
+    b.registry
+        .register_agent(
+            serde_json::from_value::<RegisterAgent>(
+                serde_json::json!({"name": "a", "attestation": {"kind": "join_token"}}),
+            )
+            .unwrap(),
+            "operator:test",
         )
-        .unwrap(),
-        "operator:test",
-    )
-    .await
-    .unwrap();
-    b.register_tool(
-        RegisterTool {
-            name: "t".parse().unwrap(),
-            audience: "https://t".into(),
-            scopes: vec!["read".parse().unwrap(), "write".parse().unwrap()],
-            attributes: Default::default(),
-            upstream: None,
-            gateway: None,
-        },
-        "operator:test",
-    )
-    .await
-    .unwrap();
+        .await
+        .unwrap();
+    b.registry
+        .register_tool(
+            RegisterTool {
+                name: "t".parse().unwrap(),
+                audience: "https://t".into(),
+                scopes: vec!["read".parse().unwrap(), "write".parse().unwrap()],
+                attributes: Default::default(),
+                upstream: None,
+                gateway: None,
+            },
+            "operator:test",
+        )
+        .await
+        .unwrap();
     Fixture {
         broker: b,
         clock,
@@ -77,6 +79,7 @@ async fn fixture() -> Fixture {
 
 async fn instance(b: &Broker) -> (String, AgentCaller) {
     let jt = b
+        .registry
         .create_join_token(
             &"a".parse().unwrap(),
             CreateJoinToken { ttl: 60 },

@@ -21,6 +21,7 @@ mod login;
 pub mod nodes;
 pub mod policies;
 mod policy;
+pub mod registry;
 pub mod report;
 mod search;
 mod shadow;
@@ -84,6 +85,8 @@ pub struct Broker {
     pub gateways: Arc<gateway::Gateways>,
     /// Tasks: starts, heartbeats, completion, reads.
     pub tasks: Arc<tasks::Tasks>,
+    /// Agents and tools: registration, changes, quarantine, removal.
+    pub registry: registry::Registry,
     /// AuthZEN evaluations and searches.
     pub authzen: authzen::AuthZen,
     /// OAuth clients and the published JWKS.
@@ -274,6 +277,15 @@ impl Broker {
             revocations: Arc::clone(&revocations),
             metrics: Arc::clone(&metrics),
         }));
+        let registry = registry::Registry::new(registry::Deps {
+            store: Arc::clone(&store),
+            clock: Arc::clone(&clock),
+            config: Arc::clone(&config),
+            spiffe: Arc::clone(&spiffe),
+            subjects: Arc::clone(&subjects),
+            revocations: Arc::clone(&revocations),
+            metrics: Arc::clone(&metrics),
+        });
         let authzen = authzen::AuthZen::new(
             Arc::clone(&store),
             Arc::clone(&clock),
@@ -290,6 +302,7 @@ impl Broker {
             Arc::clone(&gateways),
         );
         Ok(Self {
+            registry,
             authzen,
             tasks,
             clients,

@@ -13,8 +13,8 @@ use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::{Clock, random};
 use writ_store::{Store, StoreError};
 
-use super::admin::join_token_ttl;
 use super::hash_secret;
+use super::registry::join_token_ttl;
 use crate::config::BrokerConfig;
 use crate::error::Error;
 use crate::spiffe::{Authority, WorkloadKey};

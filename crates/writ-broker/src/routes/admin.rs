@@ -35,12 +35,12 @@ pub async fn register_agent(
 ) -> Result<(StatusCode, AxumJson<Agent>), ApiError> {
     Ok((
         StatusCode::CREATED,
-        AxumJson(b.register_agent(req, &op.actor()).await?),
+        AxumJson(b.registry.register_agent(req, &op.actor()).await?),
     ))
 }
 
 pub async fn list_agents(State(b): State<Arc<Broker>>, _: Op<Operate>) -> R<Vec<Agent>> {
-    Ok(AxumJson(b.agents().await?))
+    Ok(AxumJson(b.registry.agents().await?))
 }
 
 pub async fn get_agent(
@@ -48,7 +48,7 @@ pub async fn get_agent(
     _: Op<Operate>,
     Path(name): Path<String>,
 ) -> R<Agent> {
-    Ok(AxumJson(b.agent(&agent_name(&name)?).await?))
+    Ok(AxumJson(b.registry.agent(&agent_name(&name)?).await?))
 }
 
 /// Changes an agent's attestation or attributes.
@@ -59,7 +59,8 @@ pub async fn update_agent(
     Json(req): Json<UpdateAgent>,
 ) -> R<Agent> {
     Ok(AxumJson(
-        b.update_agent(&agent_name(&name)?, req, &op.actor())
+        b.registry
+            .update_agent(&agent_name(&name)?, req, &op.actor())
             .await?,
     ))
 }
@@ -71,7 +72,9 @@ pub async fn delete_agent(
     Path(name): Path<String>,
 ) -> R<Removed> {
     Ok(AxumJson(
-        b.delete_agent(&agent_name(&name)?, &op.actor()).await?,
+        b.registry
+            .delete_agent(&agent_name(&name)?, &op.actor())
+            .await?,
     ))
 }
 
@@ -83,7 +86,9 @@ pub async fn update_tool(
     Json(req): Json<UpdateTool>,
 ) -> R<Tool> {
     Ok(AxumJson(
-        b.update_tool(&tool_name(&name)?, req, &op.actor()).await?,
+        b.registry
+            .update_tool(&tool_name(&name)?, req, &op.actor())
+            .await?,
     ))
 }
 
@@ -94,7 +99,9 @@ pub async fn delete_tool(
     Path(name): Path<String>,
 ) -> R<Removed> {
     Ok(AxumJson(
-        b.delete_tool(&tool_name(&name)?, &op.actor()).await?,
+        b.registry
+            .delete_tool(&tool_name(&name)?, &op.actor())
+            .await?,
     ))
 }
 
@@ -105,6 +112,7 @@ pub async fn join_token(
     Json(req): Json<CreateJoinToken>,
 ) -> Result<(StatusCode, AxumJson<JoinTokenCreated>), ApiError> {
     let created = b
+        .registry
         .create_join_token(&agent_name(&name)?, req, &op.actor())
         .await?;
     Ok((StatusCode::CREATED, AxumJson(created)))
@@ -151,7 +159,9 @@ pub async fn quarantine(
     Path(name): Path<String>,
 ) -> R<Quarantined> {
     Ok(AxumJson(
-        b.quarantine(&agent_name(&name)?, true, &op.actor()).await?,
+        b.registry
+            .quarantine(&agent_name(&name)?, true, &op.actor())
+            .await?,
     ))
 }
 
@@ -161,7 +171,8 @@ pub async fn release(
     Path(name): Path<String>,
 ) -> R<Quarantined> {
     Ok(AxumJson(
-        b.quarantine(&agent_name(&name)?, false, &op.actor())
+        b.registry
+            .quarantine(&agent_name(&name)?, false, &op.actor())
             .await?,
     ))
 }
@@ -173,12 +184,12 @@ pub async fn register_tool(
 ) -> Result<(StatusCode, AxumJson<Tool>), ApiError> {
     Ok((
         StatusCode::CREATED,
-        AxumJson(b.register_tool(req, &op.actor()).await?),
+        AxumJson(b.registry.register_tool(req, &op.actor()).await?),
     ))
 }
 
 pub async fn list_tools(State(b): State<Arc<Broker>>, _: Op<Operate>) -> R<Vec<Tool>> {
-    Ok(AxumJson(b.tools().await?))
+    Ok(AxumJson(b.registry.tools().await?))
 }
 
 pub async fn get_tool(
@@ -186,7 +197,7 @@ pub async fn get_tool(
     _: Op<Operate>,
     Path(name): Path<String>,
 ) -> R<Tool> {
-    Ok(AxumJson(b.tool(&tool_name(&name)?).await?))
+    Ok(AxumJson(b.registry.tool(&tool_name(&name)?).await?))
 }
 
 /// Serves a tool from another gateway.
@@ -197,7 +208,9 @@ pub async fn bind_tool(
     Json(req): Json<BindTool>,
 ) -> R<Tool> {
     Ok(AxumJson(
-        b.bind_tool(&tool_name(&name)?, req, &op.actor()).await?,
+        b.registry
+            .bind_tool(&tool_name(&name)?, req, &op.actor())
+            .await?,
     ))
 }
 

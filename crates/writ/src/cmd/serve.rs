@@ -603,17 +603,20 @@ async fn dev_banner(
     let agent_name = agent.name.clone();
     if broker.store.get_agent(&agent.name).await?.is_none() {
         broker
+            .registry
             .register_agent(agent, "system")
             .await
             .map_err(startup)?;
     }
     if broker.store.get_tool(&tool.name).await?.is_none() {
         broker
+            .registry
             .register_tool(tool, "system")
             .await
             .map_err(startup)?;
     }
     let jt = broker
+        .registry
         .create_join_token(
             &agent_name,
             writ_core::api::CreateJoinToken { ttl: 3600 },
