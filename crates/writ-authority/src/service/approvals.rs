@@ -81,19 +81,13 @@ pub struct Approvals {
 }
 
 impl Approvals {
-    pub(super) fn new(
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-        ttl: i64,
-        policies: Arc<Policies>,
-        subjects: Arc<Subjects>,
-    ) -> Self {
+    pub(super) fn new(h: &super::Handles, subjects: &Arc<Subjects>) -> Self {
         Self {
-            store,
-            clock,
-            ttl,
-            policies,
-            subjects,
+            store: Arc::clone(&h.store),
+            clock: Arc::clone(&h.clock),
+            ttl: h.config.approval_ttl,
+            policies: Arc::clone(&h.policies),
+            subjects: Arc::clone(subjects),
         }
     }
 

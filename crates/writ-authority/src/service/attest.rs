@@ -61,33 +61,19 @@ pub struct Attestations {
     digest: AttestDigest,
 }
 
-/// The services attestation reads.
-pub(super) struct Deps {
-    pub store: Arc<dyn Store>,
-    pub clock: Arc<dyn Clock>,
-    pub config: Arc<BrokerConfig>,
-    pub tokens: Arc<Tokens>,
-    pub dpop: Arc<DpopGuard>,
-    pub oidc: Arc<OidcVerifier>,
-    pub spiffe: Arc<Authority>,
-    pub metrics: Arc<Metrics>,
-}
-
 impl Attestations {
-    pub(super) fn new(d: Deps) -> Self {
-        let limit = RateLimiter::new(d.config.attest_per_minute);
-        let digest = AttestDigest::new(d.config.attest_fold_ms);
+    pub(super) fn new(h: &super::Handles, tokens: &Arc<Tokens>) -> Self {
         Self {
-            store: d.store,
-            clock: d.clock,
-            config: d.config,
-            tokens: d.tokens,
-            dpop: d.dpop,
-            oidc: d.oidc,
-            spiffe: d.spiffe,
-            metrics: d.metrics,
-            limit,
-            digest,
+            store: Arc::clone(&h.store),
+            clock: Arc::clone(&h.clock),
+            config: Arc::clone(&h.config),
+            tokens: Arc::clone(tokens),
+            dpop: Arc::clone(&h.dpop),
+            oidc: Arc::clone(&h.oidc),
+            spiffe: Arc::clone(&h.spiffe),
+            metrics: Arc::clone(&h.metrics),
+            limit: RateLimiter::new(h.config.attest_per_minute),
+            digest: AttestDigest::new(h.config.attest_fold_ms),
         }
     }
 

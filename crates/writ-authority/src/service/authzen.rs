@@ -126,18 +126,16 @@ pub struct AuthZen {
 
 impl AuthZen {
     pub(super) fn new(
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-        policies: Arc<Policies>,
-        subjects: Arc<Subjects>,
-        approvals: Arc<Approvals>,
+        h: &super::Handles,
+        subjects: &Arc<Subjects>,
+        approvals: &Arc<Approvals>,
     ) -> Self {
         Self {
-            store,
-            clock,
-            policies,
-            subjects,
-            approvals,
+            store: Arc::clone(&h.store),
+            clock: Arc::clone(&h.clock),
+            policies: Arc::clone(&h.policies),
+            subjects: Arc::clone(subjects),
+            approvals: Arc::clone(approvals),
         }
     }
 

@@ -77,21 +77,14 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub(super) fn new(
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-        config: Arc<BrokerConfig>,
-        keys: Arc<KeyService>,
-        tokens: Arc<Tokens>,
-        gateways: Arc<Gateways>,
-    ) -> Self {
+    pub(super) fn new(h: &super::Handles, tokens: &Arc<Tokens>, gateways: &Arc<Gateways>) -> Self {
         Self {
-            store,
-            clock,
-            config,
-            keys,
-            tokens,
-            gateways,
+            store: Arc::clone(&h.store),
+            clock: Arc::clone(&h.clock),
+            config: Arc::clone(&h.config),
+            keys: Arc::clone(&h.keys),
+            tokens: Arc::clone(tokens),
+            gateways: Arc::clone(gateways),
         }
     }
 

@@ -100,11 +100,11 @@ pub struct DbCredentials {
 }
 
 impl DbCredentials {
-    pub fn new(store: Arc<dyn Store>, master: Arc<MasterKey>, clock: Arc<dyn Clock>) -> Self {
+    pub(super) fn new(h: &super::Handles) -> Self {
         Self {
-            store,
-            master,
-            clock,
+            store: Arc::clone(&h.store),
+            master: Arc::clone(&h.master),
+            clock: Arc::clone(&h.clock),
         }
     }
 

@@ -45,29 +45,17 @@ pub struct Exchange {
     metrics: Arc<Metrics>,
 }
 
-/// The services an exchange reads.
-pub(super) struct Deps {
-    pub store: Arc<dyn Store>,
-    pub clock: Arc<dyn Clock>,
-    pub config: Arc<BrokerConfig>,
-    pub policies: Arc<Policies>,
-    pub subjects: Arc<Subjects>,
-    pub tokens: Arc<Tokens>,
-    pub dpop: Arc<DpopGuard>,
-    pub metrics: Arc<Metrics>,
-}
-
 impl Exchange {
-    pub(super) fn new(d: Deps) -> Self {
+    pub(super) fn new(h: &super::Handles, subjects: &Arc<Subjects>, tokens: &Arc<Tokens>) -> Self {
         Self {
-            store: d.store,
-            clock: d.clock,
-            config: d.config,
-            policies: d.policies,
-            subjects: d.subjects,
-            tokens: d.tokens,
-            dpop: d.dpop,
-            metrics: d.metrics,
+            store: Arc::clone(&h.store),
+            clock: Arc::clone(&h.clock),
+            config: Arc::clone(&h.config),
+            policies: Arc::clone(&h.policies),
+            subjects: Arc::clone(subjects),
+            tokens: Arc::clone(tokens),
+            dpop: Arc::clone(&h.dpop),
+            metrics: Arc::clone(&h.metrics),
         }
     }
 

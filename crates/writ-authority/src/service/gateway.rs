@@ -70,27 +70,20 @@ pub struct Gateways {
     embedded_gateway: EmbeddedGateway,
 }
 
-/// The services gateways read.
-pub(super) struct Deps {
-    pub store: Arc<dyn Store>,
-    pub clock: Arc<dyn Clock>,
-    pub issuer: String,
-    pub master: Arc<MasterKey>,
-    pub policies: Arc<Policies>,
-    pub subjects: Arc<Subjects>,
-    pub approvals: Arc<Approvals>,
-}
-
 impl Gateways {
-    pub(super) fn new(d: Deps) -> Self {
+    pub(super) fn new(
+        h: &super::Handles,
+        subjects: &Arc<Subjects>,
+        approvals: &Arc<Approvals>,
+    ) -> Self {
         Self {
-            store: d.store,
-            clock: d.clock,
-            issuer: d.issuer,
-            master: d.master,
-            policies: d.policies,
-            subjects: d.subjects,
-            approvals: d.approvals,
+            store: Arc::clone(&h.store),
+            clock: Arc::clone(&h.clock),
+            issuer: h.config.issuer.clone(),
+            master: Arc::clone(&h.master),
+            policies: Arc::clone(&h.policies),
+            subjects: Arc::clone(subjects),
+            approvals: Arc::clone(approvals),
             embedded_gateway: EmbeddedGateway::default(),
         }
     }

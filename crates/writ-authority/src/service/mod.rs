@@ -1,11 +1,17 @@
 //! The broker's logic, free of HTTP: each operation takes typed input and a
 //! caller, and returns typed output or an [`Error`].
 //!
-//! Services with one job hold only the handles they need and are composed
-//! here: [`audit::Audit`], [`policies::Policies`] (every decision),
-//! [`nodes::Nodes`], [`feed::Revocations`], [`dbcreds::DbCredentials`]. The
-//! rest (agents and their attestation, tasks, exchange, approvals, AuthZEN,
-//! gateways) are still methods of [`Broker`], one file each.
+//! Services with one job each hold only the handles they read (picked
+//! from [`Handles`] when the [`Broker`] is built) and are composed here:
+//! [`tokens::Tokens`] (issuing and verifying writ's tokens),
+//! [`subjects::Subjects`] (what decisions know of who asks),
+//! [`policies::Policies`] (every decision), [`attest::Attestations`],
+//! [`tasks::Tasks`], [`exchange::Exchange`], [`approvals::Approvals`],
+//! [`authzen::AuthZen`], [`gateway::Gateways`], [`clients::Clients`],
+//! [`registry::Registry`] (agents and tools), [`audit::Audit`],
+//! [`nodes::Nodes`], [`feed::Revocations`], [`dbcreds::DbCredentials`].
+//! The `Broker` itself keeps the door (who is calling), operator
+//! credentials and sign-in, key rotation and the reports.
 
 mod admin;
 pub mod approvals;
@@ -101,6 +107,22 @@ impl std::fmt::Debug for Broker {
     }
 }
 
+/// The handles services are built from: each service clones the ones it
+/// reads, so its fields say what it depends on.
+pub(crate) struct Handles {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<BrokerConfig>,
+    pub keys: Arc<KeyService>,
+    pub master: Arc<MasterKey>,
+    pub metrics: Arc<Metrics>,
+    pub dpop: Arc<DpopGuard>,
+    pub oidc: Arc<OidcVerifier>,
+    pub spiffe: Arc<crate::spiffe::Authority>,
+    pub revocations: Arc<feed::Revocations>,
+    pub policies: Arc<policies::Policies>,
+}
+
 /// A credential as presented: its scheme, and a DPoP proof if any (the
 /// HTTP edge reads it from the headers; the services check it).
 #[derive(Debug, Clone, Copy)]
@@ -181,150 +203,61 @@ impl Broker {
         config: BrokerConfig,
         master: Arc<MasterKey>,
     ) -> Result<Self, Error> {
-        let oidc = Arc::new(
-            OidcVerifier::new(config.oidc_fetch_timeout, Arc::clone(&clock))
-                .map_err(|e| Error::Internal(e.to_string()))?,
-        );
-        let dpop = Arc::new(DpopGuard::new(config.dpop_nonces)?);
-        let keys = Arc::new(keys);
-        let audit = audit::Audit::new(
-            Arc::clone(&store),
-            Arc::clone(&keys),
-            Arc::clone(&clock),
-            &config,
-        );
-        let spiffe = Arc::new(spiffe);
-        let nodes = nodes::Nodes::new(
-            Arc::clone(&store),
-            Arc::clone(&spiffe),
-            Arc::clone(&clock),
-            &config,
-        );
-        let revocations = Arc::new(feed::Revocations::new(
-            Arc::clone(&store),
-            config.propagation_wait,
-        ));
-        let db_credentials = dbcreds::DbCredentials::new(
-            Arc::clone(&store),
-            Arc::clone(&master),
-            Arc::clone(&clock),
-        );
         let metrics = Arc::new(Metrics::default());
-        let policies = Arc::new(policies::Policies::new(
-            policy,
-            Arc::clone(&store),
-            Arc::clone(&clock),
-            Arc::clone(&metrics),
-        ));
-        let subjects = Arc::new(subjects::Subjects::new(
-            Arc::clone(&store),
-            Arc::clone(&clock),
-            config.trust_domain.clone(),
-        ));
-        let config = Arc::new(config);
-        let tokens = Arc::new(tokens::Tokens::new(
-            Arc::clone(&store),
-            Arc::clone(&keys),
-            Arc::clone(&clock),
-            Arc::clone(&config),
-            Arc::clone(&dpop),
-            Arc::clone(&metrics),
-            Arc::clone(&revocations),
-        ));
-        let exchange = exchange::Exchange::new(exchange::Deps {
-            store: Arc::clone(&store),
-            clock: Arc::clone(&clock),
-            config: Arc::clone(&config),
-            policies: Arc::clone(&policies),
-            subjects: Arc::clone(&subjects),
-            tokens: Arc::clone(&tokens),
-            dpop: Arc::clone(&dpop),
-            metrics: Arc::clone(&metrics),
-        });
-        let attestations = attest::Attestations::new(attest::Deps {
-            store: Arc::clone(&store),
-            clock: Arc::clone(&clock),
-            config: Arc::clone(&config),
-            tokens: Arc::clone(&tokens),
-            dpop: Arc::clone(&dpop),
-            oidc: Arc::clone(&oidc),
-            spiffe: Arc::clone(&spiffe),
-            metrics: Arc::clone(&metrics),
-        });
-        let approvals = Arc::new(approvals::Approvals::new(
-            Arc::clone(&store),
-            Arc::clone(&clock),
-            config.approval_ttl,
-            Arc::clone(&policies),
-            Arc::clone(&subjects),
-        ));
-        let gateways = Arc::new(gateway::Gateways::new(gateway::Deps {
-            store: Arc::clone(&store),
-            clock: Arc::clone(&clock),
-            issuer: config.issuer.clone(),
-            master: Arc::clone(&master),
-            policies: Arc::clone(&policies),
-            subjects: Arc::clone(&subjects),
-            approvals: Arc::clone(&approvals),
-        }));
-        let tasks = Arc::new(tasks::Tasks::new(tasks::Deps {
-            store: Arc::clone(&store),
-            clock: Arc::clone(&clock),
-            config: Arc::clone(&config),
-            policies: Arc::clone(&policies),
-            subjects: Arc::clone(&subjects),
-            tokens: Arc::clone(&tokens),
-            revocations: Arc::clone(&revocations),
-            metrics: Arc::clone(&metrics),
-        }));
-        let registry = registry::Registry::new(registry::Deps {
-            store: Arc::clone(&store),
-            clock: Arc::clone(&clock),
-            config: Arc::clone(&config),
-            spiffe: Arc::clone(&spiffe),
-            subjects: Arc::clone(&subjects),
-            revocations: Arc::clone(&revocations),
-            metrics: Arc::clone(&metrics),
-        });
-        let authzen = authzen::AuthZen::new(
-            Arc::clone(&store),
-            Arc::clone(&clock),
-            Arc::clone(&policies),
-            Arc::clone(&subjects),
-            Arc::clone(&approvals),
-        );
-        let clients = clients::Clients::new(
-            Arc::clone(&store),
-            Arc::clone(&clock),
-            Arc::clone(&config),
-            Arc::clone(&keys),
-            Arc::clone(&tokens),
-            Arc::clone(&gateways),
-        );
-        Ok(Self {
-            registry,
-            authzen,
-            tasks,
-            clients,
+        let h = Handles {
+            oidc: Arc::new(
+                OidcVerifier::new(config.oidc_fetch_timeout, Arc::clone(&clock))
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            ),
+            dpop: Arc::new(DpopGuard::new(config.dpop_nonces)?),
+            keys: Arc::new(keys),
+            spiffe: Arc::new(spiffe),
+            revocations: Arc::new(feed::Revocations::new(
+                Arc::clone(&store),
+                config.propagation_wait,
+            )),
+            policies: Arc::new(policies::Policies::new(
+                policy,
+                Arc::clone(&store),
+                Arc::clone(&clock),
+                Arc::clone(&metrics),
+            )),
+            config: Arc::new(config),
+            metrics,
             store,
+            clock,
+            master,
+        };
+        // The services others read, then the rest; each takes from `h`
+        // only the handles it needs.
+        let subjects = Arc::new(subjects::Subjects::new(&h));
+        let tokens = Arc::new(tokens::Tokens::new(&h));
+        let approvals = Arc::new(approvals::Approvals::new(&h, &subjects));
+        let gateways = Arc::new(gateway::Gateways::new(&h, &subjects, &approvals));
+        Ok(Self {
+            audit: audit::Audit::new(&h),
+            nodes: nodes::Nodes::new(&h),
+            db_credentials: dbcreds::DbCredentials::new(&h),
+            exchange: exchange::Exchange::new(&h, &subjects, &tokens),
+            attestations: attest::Attestations::new(&h, &tokens),
+            tasks: Arc::new(tasks::Tasks::new(&h, &subjects, &tokens)),
+            registry: registry::Registry::new(&h, &subjects),
+            authzen: authzen::AuthZen::new(&h, &subjects, &approvals),
+            clients: clients::Clients::new(&h, &tokens, &gateways),
             gateways,
             approvals,
-            exchange,
-            attestations,
             tokens,
             subjects,
-            audit,
-            policies,
-            nodes,
-            keys,
-            spiffe,
-            clock,
-            config,
-            master,
-            oidc,
-            metrics,
-            revocations,
-            db_credentials,
+            store: h.store,
+            keys: h.keys,
+            spiffe: h.spiffe,
+            clock: h.clock,
+            config: h.config,
+            master: h.master,
+            oidc: h.oidc,
+            metrics: h.metrics,
+            revocations: h.revocations,
+            policies: h.policies,
         })
     }
 

@@ -36,27 +36,16 @@ pub struct Registry {
     metrics: Arc<Metrics>,
 }
 
-/// The services the registry reads.
-pub(super) struct Deps {
-    pub store: Arc<dyn Store>,
-    pub clock: Arc<dyn Clock>,
-    pub config: Arc<BrokerConfig>,
-    pub spiffe: Arc<Authority>,
-    pub subjects: Arc<Subjects>,
-    pub revocations: Arc<Revocations>,
-    pub metrics: Arc<Metrics>,
-}
-
 impl Registry {
-    pub(super) fn new(d: Deps) -> Self {
+    pub(super) fn new(h: &super::Handles, subjects: &Arc<Subjects>) -> Self {
         Self {
-            store: d.store,
-            clock: d.clock,
-            config: d.config,
-            spiffe: d.spiffe,
-            subjects: d.subjects,
-            revocations: d.revocations,
-            metrics: d.metrics,
+            store: Arc::clone(&h.store),
+            clock: Arc::clone(&h.clock),
+            config: Arc::clone(&h.config),
+            spiffe: Arc::clone(&h.spiffe),
+            subjects: Arc::clone(subjects),
+            revocations: Arc::clone(&h.revocations),
+            metrics: Arc::clone(&h.metrics),
         }
     }
 

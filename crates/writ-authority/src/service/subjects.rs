@@ -37,11 +37,11 @@ pub struct Subjects {
 }
 
 impl Subjects {
-    pub(super) fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, trust_domain: String) -> Self {
+    pub(super) fn new(h: &super::Handles) -> Self {
         Self {
-            store,
-            clock,
-            trust_domain,
+            store: Arc::clone(&h.store),
+            clock: Arc::clone(&h.clock),
+            trust_domain: h.config.trust_domain.clone(),
         }
     }
 

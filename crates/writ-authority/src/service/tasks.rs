@@ -59,29 +59,17 @@ pub struct Tasks {
     metrics: Arc<Metrics>,
 }
 
-/// The services tasks read.
-pub(super) struct Deps {
-    pub store: Arc<dyn Store>,
-    pub clock: Arc<dyn Clock>,
-    pub config: Arc<BrokerConfig>,
-    pub policies: Arc<Policies>,
-    pub subjects: Arc<Subjects>,
-    pub tokens: Arc<Tokens>,
-    pub revocations: Arc<Revocations>,
-    pub metrics: Arc<Metrics>,
-}
-
 impl Tasks {
-    pub(super) fn new(d: Deps) -> Self {
+    pub(super) fn new(h: &super::Handles, subjects: &Arc<Subjects>, tokens: &Arc<Tokens>) -> Self {
         Self {
-            store: d.store,
-            clock: d.clock,
-            config: d.config,
-            policies: d.policies,
-            subjects: d.subjects,
-            tokens: d.tokens,
-            revocations: d.revocations,
-            metrics: d.metrics,
+            store: Arc::clone(&h.store),
+            clock: Arc::clone(&h.clock),
+            config: Arc::clone(&h.config),
+            policies: Arc::clone(&h.policies),
+            subjects: Arc::clone(subjects),
+            tokens: Arc::clone(tokens),
+            revocations: Arc::clone(&h.revocations),
+            metrics: Arc::clone(&h.metrics),
         }
     }
 

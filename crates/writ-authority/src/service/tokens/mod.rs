@@ -42,23 +42,15 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    pub(super) fn new(
-        store: Arc<dyn Store>,
-        keys: Arc<KeyService>,
-        clock: Arc<dyn Clock>,
-        config: Arc<BrokerConfig>,
-        dpop: Arc<DpopGuard>,
-        metrics: Arc<Metrics>,
-        revocations: Arc<feed::Revocations>,
-    ) -> Self {
+    pub(in crate::service) fn new(h: &super::Handles) -> Self {
         Self {
-            store,
-            keys,
-            clock,
-            config,
-            dpop,
-            metrics,
-            revocations,
+            store: Arc::clone(&h.store),
+            keys: Arc::clone(&h.keys),
+            clock: Arc::clone(&h.clock),
+            config: Arc::clone(&h.config),
+            dpop: Arc::clone(&h.dpop),
+            metrics: Arc::clone(&h.metrics),
+            revocations: Arc::clone(&h.revocations),
         }
     }
 
