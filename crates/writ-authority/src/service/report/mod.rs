@@ -176,6 +176,10 @@ pub struct Replay {
     pub legitimate_allow_to_deny: u64,
     /// Denied when recorded, allowed by the proposal (must be 0).
     pub deny_to_allow: u64,
+    /// Not replayed because the set replayed reads a part of the request
+    /// its record redacted (a sensitive query value, MCP argument values):
+    /// its verdict would be a guess.
+    pub redacted_dependent: u64,
     pub changed: Vec<Changed>,
     /// The live set replayed against the decisions it made itself: the
     /// rebuilt facts must give the recorded verdict. A disagreement means
@@ -554,6 +558,7 @@ impl observe::Decided {
             | observe::Recorded::Exchange { agent, .. }
             | observe::Recorded::Call { agent, .. } => agent,
             observe::Recorded::Delegate { actor, .. } => actor,
+            observe::Recorded::Evaluated { seen, .. } => &seen.agent,
         }
     }
 }

@@ -7,6 +7,7 @@ use serde_json::Value;
 use writ_core::Timestamp;
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::scope::Capability;
+use writ_policy::{Action, RecordedRequest};
 
 use crate::service::DENIAL_WINDOW_SECS;
 
@@ -42,6 +43,43 @@ pub struct CallShape {
     pub mcp_prompt: Option<String>,
 }
 
+impl CallShape {
+    pub(crate) fn of(r: &RecordedRequest) -> Self {
+        Self {
+            method: r.method.clone(),
+            path: r.path.clone(),
+            mcp_method: r.mcp_method.clone(),
+            mcp_tool: r.mcp_tool.clone(),
+            mcp_resource: r.mcp_resource.clone(),
+            mcp_prompt: r.mcp_prompt.clone(),
+        }
+    }
+}
+
+/// What an AuthZEN decision about one of writ's own actions was decided
+/// on, as its record keeps it (`detail.evaluated`).
+#[derive(Clone, Debug, serde::Deserialize)]
+pub(crate) struct EvaluatedSeen {
+    pub action: String,
+    pub agent: String,
+    #[serde(default)]
+    pub instance: Option<String>,
+    pub tool: String,
+    #[serde(default)]
+    pub scopes: BTreeSet<String>,
+    /// The task it was decided in; `None`: a question about no task.
+    #[serde(default)]
+    pub task: Option<String>,
+    #[serde(default)]
+    pub intent: Option<String>,
+    #[serde(default)]
+    pub on_behalf_of: Option<String>,
+    #[serde(default)]
+    pub ttl: Option<i64>,
+    #[serde(default)]
+    pub request: Option<RecordedRequest>,
+}
+
 /// One recorded decision, as much of it as replaying it needs.
 #[derive(Clone, Debug)]
 pub(crate) enum Recorded {
@@ -74,6 +112,15 @@ pub(crate) enum Recorded {
         tool: String,
         scopes: BTreeSet<String>,
         call: CallShape,
+        /// The query and arguments as recorded (older records: none).
+        request: Option<RecordedRequest>,
+        approved: bool,
+    },
+    /// An AuthZEN decision an enforcement point enforced.
+    Evaluated {
+        action: Action,
+        seen: EvaluatedSeen,
+        /// Held for a person, and approved.
         approved: bool,
     },
 }
@@ -324,6 +371,9 @@ impl Observed {
             AuditKind::ToolCall => self.call(seq, ts, e, verdict, ok),
             AuditKind::Decision => {
                 let enforced = d.get("enforced").and_then(Value::as_bool) == Some(true);
+                if enforced && self.evaluated(seq, ts, e, ok) {
+                    return;
+                }
                 let subject = d.get("subject").cloned().unwrap_or_default();
                 let resource = d.get("resource").cloned().unwrap_or_default();
                 let is = |v: &Value, t: &[&str]| {
@@ -345,6 +395,78 @@ impl Observed {
             }
             _ => {}
         }
+    }
+
+    /// An enforced AuthZEN decision about one of writ's own actions, with
+    /// the facts it was decided on: use, and replayed. `false` when the
+    /// record holds no such facts (older records, the user's vocabulary,
+    /// refusals before policy).
+    fn evaluated(&mut self, seq: u64, ts: Timestamp, e: &AuditEvent, ok: bool) -> bool {
+        let d = &e.detail;
+        let Some(seen) = d
+            .get("evaluated")
+            .filter(|v| !v.is_null())
+            .and_then(|v| serde_json::from_value::<EvaluatedSeen>(v.clone()).ok())
+        else {
+            return false;
+        };
+        let Some(action) = Action::from_cedar_id(&seen.action) else {
+            return false;
+        };
+        let held = d.get("approval_id").is_some_and(|v| !v.is_null())
+            || e.reason.as_deref() == Some(crate::service::authzen::APPROVAL_REQUIRED);
+        let approved = ok && held;
+        let u = self.usage(&seen.agent, &seen.tool);
+        if ok {
+            u.authzen.0 += 1;
+        } else {
+            u.authzen.1 += 1;
+        }
+        match (action, &seen.request) {
+            (Action::CallTool, Some(r)) => {
+                let counts = u.calls.entry(CallShape::of(r)).or_default();
+                if ok {
+                    counts.0 += 1;
+                    if approved {
+                        counts.2 += 1;
+                    }
+                    u.used_by_calls.extend(seen.scopes.iter().cloned());
+                } else if !held {
+                    counts.1 += 1;
+                }
+            }
+            (Action::ExchangeToken, _) if ok => {
+                u.exchanged.extend(seen.scopes.iter().cloned());
+            }
+            _ => {}
+        }
+        if ok
+            && action == Action::CallTool
+            && let Some(t) = &seen.task
+        {
+            *self.calls_by_task.entry(t.clone()).or_default() += 1;
+        }
+        let verdict = if held {
+            "needs_approval"
+        } else if ok {
+            "allow"
+        } else {
+            "deny"
+        };
+        self.decided.push(Decided {
+            seq,
+            ts,
+            verdict: verdict.to_owned(),
+            completed: ok,
+            denials_5m: 0,
+            policy_version: None,
+            what: Recorded::Evaluated {
+                action,
+                seen,
+                approved,
+            },
+        });
+        true
     }
 
     fn task_start(&mut self, seq: u64, ts: Timestamp, e: &AuditEvent, verdict: String) {
@@ -555,6 +677,9 @@ impl Observed {
                 tool,
                 scopes,
                 call,
+                request: d
+                    .get("request")
+                    .and_then(|r| serde_json::from_value(r.clone()).ok()),
                 approved,
             },
         });

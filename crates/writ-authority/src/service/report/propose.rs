@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 use writ_core::api::{Agent, Tool};
+use writ_policy::Action;
 
 use super::observe::{CallShape, Decided, Recorded};
 
@@ -98,6 +99,32 @@ pub(crate) fn legitimate(
                 let e = l.calls.entry(call.clone()).or_insert((true, d.ts.secs()));
                 // Approval stays required only if every pass was approved.
                 e.0 &= *approved;
+            }
+            // An AuthZEN decision an enforcement point enforced is use.
+            Recorded::Evaluated {
+                action,
+                seen,
+                approved,
+            } if fine(&seen.agent) => {
+                let l = out
+                    .entry((seen.agent.clone(), seen.tool.clone()))
+                    .or_default();
+                match (action, &seen.request) {
+                    (Action::CallTool, Some(r)) => {
+                        l.call_scopes.extend(seen.scopes.iter().cloned());
+                        let e = l
+                            .calls
+                            .entry(CallShape::of(r))
+                            .or_insert((true, d.ts.secs()));
+                        e.0 &= *approved;
+                    }
+                    (Action::ExchangeToken, _) => {
+                        l.exchanged = true;
+                        l.exchange_scopes.extend(seen.scopes.iter().cloned());
+                    }
+                    (Action::StartTask, _) => l.started = true,
+                    _ => {}
+                }
             }
             _ => {}
         }
