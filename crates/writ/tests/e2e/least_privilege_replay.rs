@@ -245,3 +245,171 @@ async fn least_privilege_replay_decides_on_the_recorded_query_arguments_and_auth
     assert!(evaluate(&b, &q("/mcp", "page=1", json!({"force": false}), true)).await);
     assert!(!evaluate(&b, &q("/never-enforced", "", json!({}), true)).await);
 }
+
+const EXCEPTIONS: &str = r#"
+@id("broad-tasks")
+@exception("allowed")
+permit (principal, action in [Action::"StartTask", Action::"ExchangeToken"], resource);
+
+@id("broad-calls")
+permit (principal, action == Action::"CallTool", resource);
+"#;
+
+fn long_read(justification: Option<&str>, ttl: Option<u64>) -> writ_core::api::StartTask {
+    writ_core::api::StartTask {
+        intent: "month-end close".into(),
+        capabilities: vec![writ_core::Capability::parse_short("crm:read").unwrap()],
+        on_behalf_of: None,
+        ttl,
+        justification: justification.map(str::to_owned),
+    }
+}
+
+/// Traffic that ran under an exception is carried into the proposal as an
+/// `@exception("allowed")` permit (still held for approval), with test
+/// cases for it, and the report lists the exception and its use.
+#[tokio::test]
+async fn least_privilege_proposal_carries_the_exceptions_traffic_used() {
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::write(policies.path().join("set.cedar"), EXCEPTIONS).unwrap();
+    let b = Broker::start_with(Opts {
+        policy_dir: Some(policies.path().to_owned()),
+        extra: vec!["--max-task-ttl".into(), "3600".into()],
+        ..Opts::default()
+    });
+    let up = upstream().await;
+    register_http_tool(&b, "crm", &up.url).await;
+    wait_for_tool(&b.gateway, "crm").await;
+    b.agent("closer", &[]).await;
+    let inst = b.attest("closer").await.access_token;
+    let agent = b.as_token(&inst);
+    let p = match agent
+        .start_task(&long_read(Some("month-end close"), Some(4 * 3600)))
+        .await
+        .unwrap_err()
+    {
+        writ_client::ClientError::Pending(p) => p,
+        other => panic!("expected a held exception, got {other}"),
+    };
+    b.admin()
+        .decide_approval(&p.approval_id, true, "finance sign-off")
+        .await
+        .unwrap();
+    let t = agent.heartbeat(&p.task_id).await.unwrap();
+    let tok = b
+        .anon()
+        .exchange(&t.access_token, None, Some("crm"), Some("read"))
+        .await
+        .unwrap()
+        .access_token;
+    let ledger = format!("{}/crm/ledger", b.gateway);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            reqwest::Client::new()
+                .get(&ledger)
+                .bearer_auth(&tok)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 200
+        })
+        .await
+    );
+
+    let r = eventually(Duration::from_secs(15), || async {
+        report(&b)["agents"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["agent"] == "closer"))
+            .is_some_and(|a| a["exceptions"][0]["calls"].as_u64() >= Some(1))
+    })
+    .await;
+    assert!(r, "the exception's calls never reached the report");
+    let r = report(&b);
+    let closer = r["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent"] == "closer")
+        .unwrap();
+    let e = &closer["exceptions"][0];
+    assert_eq!(e["task"], p.task_id.as_str(), "{e}");
+    assert_eq!(e["tools"], json!(["crm"]), "{e}");
+    assert_eq!(e["ttl"], 4 * 3600, "{e}");
+    assert_eq!(e["approved"], true, "{e}");
+
+    let proposal = &r["proposal"];
+    assert_eq!(proposal["valid"], true, "{proposal}");
+    assert!(
+        proposal["permits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "lp:closer:crm:start-exception"),
+        "{proposal}"
+    );
+    let text = proposal["files"]["least-privilege.cedar"].as_str().unwrap();
+    assert!(text.contains("@exception(\"allowed\")"), "{text}");
+    let cases = proposal["tests"]["cases"].as_array().unwrap();
+    assert!(
+        cases
+            .iter()
+            .any(|c| c["exception"] == true && c["expect"] == "needs_approval"),
+        "{cases:?}"
+    );
+    // Replayed, the approved exception passes again (held for approval,
+    // as every exception is): it is not listed as an allow turned deny.
+    let replay = &r["replay"];
+    assert_eq!(replay["deny_to_allow"], 0, "{replay}");
+    assert!(
+        !replay["changed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["action"] == "StartTask" && c["agent"] == "closer"),
+        "{replay}"
+    );
+
+    // The generated cases pass against the generated set, and, made live,
+    // the exception is still possible (held), a plain start never seen is
+    // not.
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("proposal");
+    let out = b.cli(&[
+        "report",
+        "least-privilege",
+        "--since",
+        "1h",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tests = out_dir.join("least-privilege.tests.json");
+    let out = b.cli(&["policy", "test", tests.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = b.cli(&["policy", "push", out_dir.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = agent
+        .start_task(&long_read(Some("next month"), Some(4 * 3600)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, writ_client::ClientError::Pending(_)),
+        "{again}"
+    );
+    let plain = agent.start_task(&long_read(None, None)).await.unwrap_err();
+    assert_eq!(plain.status(), Some(403), "{plain}");
+}

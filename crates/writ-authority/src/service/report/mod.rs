@@ -134,6 +134,12 @@ pub struct AgentReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct ExceptionUse {
     pub task: String,
+    /// The tools it was for.
+    pub tools: Vec<String>,
+    /// The lifetime asked for, seconds.
+    pub ttl: i64,
+    /// A person approved it (an exception always needs one).
+    pub approved: bool,
     /// Calls through a gateway that passed under it.
     pub calls: u64,
 }
@@ -287,7 +293,7 @@ impl Broker {
             let only = only.to_string();
             seen.usage.retain(|(a, _), _| *a == only);
             seen.decided.retain(|d| d.agent() == only);
-            seen.exceptions.retain(|(_, a)| *a == only);
+            seen.exceptions.retain(|x| x.agent == only);
         }
         let live = self.policies.live();
         let legit = propose::legitimate(&seen.decided, &seen.quarantined);
@@ -375,6 +381,7 @@ impl Broker {
                 }
             }
         }
+        seen.finish();
         Ok((seen, truncated))
     }
 
@@ -502,10 +509,13 @@ impl Broker {
                 exceptions: seen
                     .exceptions
                     .iter()
-                    .filter(|(_, a)| a == agent)
-                    .map(|(t, _)| ExceptionUse {
-                        task: t.clone(),
-                        calls: seen.calls_by_task.get(t).copied().unwrap_or(0),
+                    .filter(|x| x.agent == *agent)
+                    .map(|x| ExceptionUse {
+                        task: x.task.clone(),
+                        tools: x.tools.clone(),
+                        ttl: x.ttl,
+                        approved: seen.approved_tasks.contains(&x.task),
+                        calls: seen.calls_by_task.get(&x.task).copied().unwrap_or(0),
                     })
                     .collect(),
                 delegation_depth_used: 0,

@@ -84,6 +84,10 @@ pub(crate) struct EvaluatedSeen {
 #[derive(Clone, Debug)]
 pub(crate) enum Recorded {
     Start {
+        /// The task it made (held or started).
+        task: Option<String>,
+        /// Held for a person (an exception always is), and approved.
+        approved: bool,
         agent: String,
         instance: String,
         intent: String,
@@ -140,6 +144,16 @@ pub(crate) struct Decided {
     pub denials_5m: u32,
     /// The live set's version that decided it.
     pub policy_version: Option<String>,
+}
+
+/// A root task that asked to live beyond the maximum, by exception.
+#[derive(Clone, Debug)]
+pub(crate) struct ExceptionSeen {
+    pub task: String,
+    pub agent: String,
+    pub tools: Vec<String>,
+    /// The lifetime asked for, seconds.
+    pub ttl: i64,
 }
 
 /// One agent's use of one tool.
@@ -202,8 +216,10 @@ pub(crate) struct Observed {
     pub usage: BTreeMap<(String, String), Usage>,
     /// Agents quarantined at some point of the window.
     pub quarantined: BTreeSet<String>,
-    /// Root tasks that asked for an exception: (task, agent).
-    pub exceptions: Vec<(String, String)>,
+    /// Root tasks that asked for an exception.
+    pub exceptions: Vec<ExceptionSeen>,
+    /// Tasks whose held start a person approved.
+    pub approved_tasks: BTreeSet<String>,
     pub decided: Vec<Decided>,
     /// Calls that passed, per task.
     pub calls_by_task: BTreeMap<String, u64>,
@@ -301,6 +317,25 @@ impl Observed {
         }
     }
 
+    /// After the last record: an exception's start, held for a person and
+    /// approved, passed (the task ran by exception).
+    pub fn finish(&mut self) {
+        for d in &mut self.decided {
+            if let Recorded::Start {
+                task: Some(t),
+                approved,
+                exception: true,
+                ..
+            } = &mut d.what
+                && d.verdict == "needs_approval"
+                && self.approved_tasks.contains(t.as_str())
+            {
+                *approved = true;
+                d.completed = true;
+            }
+        }
+    }
+
     pub fn push(
         &mut self,
         seq: u64,
@@ -351,6 +386,12 @@ impl Observed {
                 }
             }
             AuditKind::TaskStart => self.task_start(seq, ts, e, verdict),
+            // A held task start a person approved (not a held call).
+            AuditKind::Approval if ok && d.get("call").is_none_or(Value::is_null) => {
+                if let Some(t) = &e.task {
+                    self.approved_tasks.insert(t.clone());
+                }
+            }
             AuditKind::TokenIssue => {
                 if text(d, "kind").as_deref() != Some("tool_token") {
                     return;
@@ -517,7 +558,12 @@ impl Observed {
         }
         if ok {
             if exception && let Some(id) = &e.task {
-                self.exceptions.push((id.clone(), agent.clone()));
+                self.exceptions.push(ExceptionSeen {
+                    task: id.clone(),
+                    agent: agent.clone(),
+                    tools: capabilities.iter().map(|c| c.tool.to_string()).collect(),
+                    ttl,
+                });
             }
             for c in &capabilities {
                 let u = self.usage(&agent, c.tool.as_str());
@@ -537,6 +583,8 @@ impl Observed {
             denials_5m: 0,
             policy_version: None,
             what: Recorded::Start {
+                task: e.task.clone(),
+                approved: false,
                 agent,
                 instance: e.instance.clone().unwrap_or_default(),
                 intent: text(d, "intent").unwrap_or_default(),

@@ -191,6 +191,7 @@ impl Broker {
                 // A call a person approved passes again if the proposal
                 // holds it for approval.
                 Recorded::Call { approved: true, .. }
+                | Recorded::Start { approved: true, .. }
                 | Recorded::Evaluated { approved: true, .. } => verdict != "deny",
                 _ => verdict == "allow",
             };
@@ -252,6 +253,7 @@ impl Broker {
                 on_behalf_of,
                 ttl,
                 exception,
+                ..
             } => {
                 let (Some(a), Some(ts)) = (agents.get(agent), tools_of(capabilities, tools)) else {
                     return Ok(None);
