@@ -255,3 +255,36 @@ fn links_are_capped_but_all_are_counted() {
     assert_eq!(s.count, 100);
     assert_eq!(s.links().len(), MAX_LINKS);
 }
+
+/// The ATLAS ids and names the mapping uses, as ATLAS publishes them (its
+/// technique pages, 2026): a renamed technique is caught here.
+#[test]
+fn mitre_atlas_ids_and_names_are_atlas_own() {
+    let m = mapping("mitre-atlas").unwrap();
+    let want = [
+        ("AML.T0051", "LLM Prompt Injection"),
+        ("AML.T0054", "LLM Jailbreak"),
+        ("AML.T0053", "AI Agent Tool Invocation"),
+        ("AML.T0055", "Unsecured Credentials"),
+        ("AML.T0083", "Credentials from AI Agent Configuration"),
+        ("AML.T0098", "AI Agent Tool Credential Harvesting"),
+        ("AML.T0012", "Valid Accounts"),
+        ("AML.T0057", "LLM Data Leakage"),
+        ("AML.T0024", "Exfiltration via AI Inference API"),
+        ("AML.T0010", "AI Supply Chain Compromise"),
+        ("AML.T0029", "Denial of AI Service"),
+        ("AML.T0048", "External Harms"),
+    ];
+    let r = assemble(&m, &facts(), "now".into());
+    let got: Vec<(&str, &str)> = r
+        .items
+        .iter()
+        .map(|i| (i.id.as_str(), i.title.as_str()))
+        .collect();
+    assert_eq!(got, want);
+    assert!(
+        r.framework_version.contains("2026"),
+        "{}",
+        r.framework_version
+    );
+}
