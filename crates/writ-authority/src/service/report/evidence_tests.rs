@@ -288,3 +288,57 @@ fn mitre_atlas_ids_and_names_are_atlas_own() {
         r.framework_version
     );
 }
+
+/// Sender-constrained tokens can fail: a bearer token issued, or a broker
+/// that would issue one, is a gap; only every token bound, under
+/// `--require-dpop`, passes.
+#[test]
+fn sender_constrained_is_a_gap_for_bearer_tokens_and_passes_only_on_bound_ones() {
+    use serde_json::json;
+    use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+    let t0 = 1_795_780_800;
+    let issue = |binding: &str| {
+        AuditEvent::new(AuditKind::TokenIssue, Outcome::Success, "system")
+            .agent("a")
+            .detail(json!({"kind": "task_token", "exp": t0 + 600, "binding": binding}))
+    };
+    // Nothing issued, DPoP required: nothing to show yet.
+    let mut f = facts();
+    f.require_dpop = true;
+    assert_eq!(
+        check("sender-constrained", &f).status,
+        Status::NotApplicable
+    );
+    // Every token bound, DPoP required: a pass, linked to the records.
+    f.record(1, t0, &issue("dpop"));
+    f.record(2, t0, &issue("dpop"));
+    let e = check("sender-constrained", &f);
+    assert_eq!(e.status, Status::Pass, "{}", e.summary);
+    assert_eq!(e.audit.len(), 2);
+    // One bearer token issued: a gap, linked to it.
+    f.record(3, t0, &issue("bearer"));
+    let e = check("sender-constrained", &f);
+    assert_eq!(e.status, Status::Gap, "{}", e.summary);
+    assert!(
+        e.summary.contains("bearer tokens were issued"),
+        "{}",
+        e.summary
+    );
+    assert_eq!(e.audit.first().map(|l| l.seq), Some(3));
+    // Only bound tokens so far, but the broker would issue bearer ones.
+    let mut f = facts();
+    f.record(1, t0, &issue("dpop"));
+    let e = check("sender-constrained", &f);
+    assert_eq!(e.status, Status::Gap, "{}", e.summary);
+    assert!(e.summary.contains("--require-dpop"), "{}", e.summary);
+    // A record that does not say: not a pass.
+    let mut f = facts();
+    f.require_dpop = true;
+    f.record(
+        1,
+        t0,
+        &AuditEvent::new(AuditKind::TokenIssue, Outcome::Success, "system")
+            .detail(json!({"kind": "task_token", "exp": t0 + 600})),
+    );
+    assert_eq!(check("sender-constrained", &f).status, Status::Gap);
+}
