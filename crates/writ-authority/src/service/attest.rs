@@ -43,6 +43,12 @@ enum Told {
     Reason,
 }
 
+/// Why an attestation without a DPoP proof is refused under
+/// `--require-dpop`.
+const REQUIRE_DPOP: &str = "this broker requires DPoP (--require-dpop): attest with a DPoP proof \
+     (RFC 9449) so every token of the instance is bound to its key; mTLS attestation, whose \
+     tokens carry no key binding, is refused";
+
 /// Attestation: join tokens, OIDC identity tokens, JWT- and X.509-SVIDs
 /// turned into instance tokens. Holds its own rate limit and the fold of
 /// repeated failures.
@@ -123,6 +129,11 @@ impl Attestations {
         proof: Option<VerifiedProof>,
     ) -> Result<Attested, Error> {
         let now = self.now();
+        if self.config.require_dpop && proof.is_none() {
+            return Err(self
+                .attest_failed(&req.agent, None, REQUIRE_DPOP, Told::Reason)
+                .await);
+        }
         match (req.join_token, req.oidc_token, req.jwt_svid) {
             (Some(jt), None, None) => self.attest_join_token(&req.agent, &jt, proof, now).await,
             (None, Some(tok), None) => self.attest_oidc(&req.agent, &tok, proof, now).await,
@@ -312,6 +323,12 @@ impl Attestations {
     ) -> Result<Attested, Error> {
         const M: Option<&str> = Some("spiffe_x509");
         let now = self.now();
+        if self.config.require_dpop {
+            // Tokens attested over mTLS carry no key binding of their own.
+            return Err(self
+                .attest_failed(name, M, REQUIRE_DPOP, Told::Reason)
+                .await);
+        }
         let Some(agent) = self.store.get_agent(name).await? else {
             return Err(self
                 .attest_failed(name, M, "unknown agent", Told::Nothing)

@@ -94,6 +94,7 @@ impl Refused {
             Refused::Quarantined(agent) => Evaluated {
                 response: deny(version, "agent is quarantined"),
                 agent: Some(agent),
+                facts: None,
             },
         }
     }
@@ -103,6 +104,9 @@ impl Refused {
 pub(crate) struct Evaluated {
     pub(crate) response: EvaluationResponse,
     agent: Option<writ_core::AgentName>,
+    /// What policy decided on, for one of writ's own actions: recorded so
+    /// the least-privilege report can replay it (see [`evaluated_facts`]).
+    facts: Option<Value>,
 }
 
 impl From<EvaluationResponse> for Evaluated {
@@ -110,6 +114,7 @@ impl From<EvaluationResponse> for Evaluated {
         Self {
             response,
             agent: None,
+            facts: None,
         }
     }
 }
@@ -163,6 +168,7 @@ impl AuthZen {
         let Evaluated {
             response: out,
             agent,
+            facts,
         } = match self.evaluate_inner(e, actor, Mode::Evaluate).await? {
             Ok(ev) => ev,
             Err(bad) => return Ok(Err(bad)),
@@ -197,6 +203,8 @@ impl AuthZen {
             "task": ctx.task,
             "enforced": ctx.enforced,
             "approval_id": out.context.approval_id,
+            // The facts policy decided on (writ's own actions), for replay.
+            "evaluated": facts,
         }));
         self.store.append_audit(now, vec![event]).await?;
         Ok(Ok(out))
@@ -306,6 +314,7 @@ impl AuthZen {
             Ok(d) => Ok(Ok(Evaluated {
                 response: answer(&d, None),
                 agent: agent_name,
+                facts: None,
             })),
             Err(err) => Ok(Err(BadInput(err.0))),
         }
@@ -389,6 +398,7 @@ impl AuthZen {
                 arguments: arguments.as_deref(),
             });
         let Some(t) = &task else {
+            let facts_request = request.as_ref().map(CallRequest::record);
             let caps = [cap];
             let ask = TaskAsk {
                 intent: ctx.intent.as_deref().unwrap_or_default(),
@@ -411,6 +421,14 @@ impl AuthZen {
             return Ok(Evaluated {
                 response: answer(&d, None),
                 agent: Some(agent.name.clone()),
+                facts: Some(evaluated_facts(
+                    &facts,
+                    instance.as_ref(),
+                    &tool,
+                    None,
+                    facts_request.as_ref(),
+                    &ask,
+                )),
             });
         };
         if t.status != TaskStatus::Active || now >= t.lease_expires_at || now >= t.expires_at {
@@ -457,6 +475,21 @@ impl AuthZen {
             }
         };
         let d = self.policies.decide(&policy, &facts).await?;
+        let no_ask = TaskAsk {
+            intent: "",
+            capabilities: &[],
+            on_behalf_of: None,
+            ttl: 0,
+            exception: false,
+        };
+        let recorded = evaluated_facts(
+            &facts,
+            instance.as_ref(),
+            &tool,
+            Some(t),
+            request.as_ref().map(CallRequest::record).as_ref(),
+            &no_ask,
+        );
         let approval = match (d.verdict(), action, request, mode) {
             // A call a gateway would hold is held here too, on the same
             // approval: the enforcement point asking shows its id. A search
@@ -479,6 +512,7 @@ impl AuthZen {
         Ok(Evaluated {
             response: answer(&d, approval.as_ref()),
             agent: Some(agent.name.clone()),
+            facts: Some(recorded),
         })
     }
 
@@ -632,4 +666,47 @@ fn scopes_of(props: &Value) -> Option<Result<BTreeSet<Scope>, String>> {
             })
             .collect(),
     )
+}
+
+/// Longest intent kept in a decision's record.
+const MAX_RECORDED_INTENT: usize = 512;
+
+/// What one of writ's own actions was decided on, as the audit record
+/// keeps it: the action, agent, instance, tool and scopes; the task (whose
+/// intent, human and lifetime its start record holds) or, for a question
+/// about no task, what the asker said stands in for one; the request as
+/// [`CallRequest::record`] keeps it. Bounded, and never a secret value.
+fn evaluated_facts(
+    facts: &Facts<'_>,
+    instance: Option<&writ_store::Instance>,
+    tool: &writ_core::api::Tool,
+    task: Option<&Task>,
+    request: Option<&writ_policy::RecordedRequest>,
+    ask: &TaskAsk<'_>,
+) -> Value {
+    let scopes: Vec<&str> = facts
+        .capabilities()
+        .iter()
+        .flat_map(|c| c.scopes.iter().map(Scope::as_str))
+        .collect();
+    let mut intent = ask.intent.to_owned();
+    if intent.len() > MAX_RECORDED_INTENT {
+        let mut end = MAX_RECORDED_INTENT;
+        while !intent.is_char_boundary(end) {
+            end -= 1;
+        }
+        intent.truncate(end);
+    }
+    serde_json::json!({
+        "action": facts.action().cedar_id(),
+        "agent": facts.principal().name,
+        "instance": instance.map(|i| i.id.to_string()),
+        "tool": tool.name,
+        "scopes": scopes,
+        "task": task.map(|t| t.task_id.to_string()),
+        "intent": if task.is_none() { Some(intent) } else { None },
+        "on_behalf_of": if task.is_none() { ask.on_behalf_of } else { None },
+        "ttl": if task.is_none() { Some(ask.ttl) } else { None },
+        "request": request,
+    })
 }

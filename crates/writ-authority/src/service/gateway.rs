@@ -208,10 +208,27 @@ impl Gateways {
         if let Some(Upstream::Postgres { .. }) = tool_record.upstream {
             return self.set_postgres_admin(tool, req, actor).await;
         }
-        let header = req.header.trim().to_ascii_lowercase();
-        if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err()
-            || RESERVED_HEADERS.contains(&header.as_str())
-            || header.starts_with("x-forwarded-")
+        let stdio = matches!(tool_record.upstream, Some(Upstream::McpStdio { .. }));
+        let header = if stdio {
+            // A stdio MCP server gets its secret in one environment
+            // variable, named as given (names there are case-sensitive).
+            let name = req.header.trim().to_owned();
+            if !env_name_ok(&name) {
+                return Err(Error::Invalid(format!(
+                    "tool {tool} runs a stdio MCP server: its secret goes in an environment variable, \
+                     and {:?} cannot be one (letters, digits and _, not starting with a digit; \
+                     not PATH, HOME, LANG, LC_ALL, TZ, TMPDIR, nor LD_* or DYLD_*)",
+                    req.header
+                )));
+            }
+            name
+        } else {
+            req.header.trim().to_ascii_lowercase()
+        };
+        if !stdio
+            && (reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err()
+                || RESERVED_HEADERS.contains(&header.as_str())
+                || header.starts_with("x-forwarded-"))
         {
             return Err(Error::Invalid(format!(
                 "header {:?} cannot carry an upstream secret (a valid header name, not one the gateway sets itself)",
@@ -627,4 +644,46 @@ pub(crate) fn check_upstream(u: &Upstream) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Whether `name` may carry a stdio MCP server's secret: an environment
+/// variable name (`[A-Za-z_][A-Za-z0-9_]*`, at most 128 bytes) that is none
+/// the gateway sets itself and none that changes how programs are loaded.
+fn env_name_ok(name: &str) -> bool {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    first_ok
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"].contains(&name)
+        && !name.starts_with("LD_")
+        && !name.starts_with("DYLD_")
+}
+
+#[cfg(test)]
+mod env_name_tests {
+    use super::env_name_ok;
+
+    #[test]
+    fn a_stdio_secret_goes_only_in_a_plain_environment_variable() {
+        for ok in ["GITHUB_TOKEN", "_KEY", "notes_api_key2"] {
+            assert!(env_name_ok(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "2KEY",
+            "A-B",
+            "A B",
+            "PATH",
+            "HOME",
+            "LD_PRELOAD",
+            "DYLD_INSERT_LIBRARIES",
+            "K=V",
+        ] {
+            assert!(!env_name_ok(bad), "{bad}");
+        }
+        assert!(!env_name_ok(&"K".repeat(129)));
+    }
 }

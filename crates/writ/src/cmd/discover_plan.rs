@@ -19,6 +19,86 @@ pub struct PlanOptions<'a> {
     /// The broker and gateway the rewritten configs point at.
     pub addr: &'a str,
     pub gateway: &'a str,
+    /// With `--ask-servers`: each server's MCP tools, by (config file,
+    /// server), or why it could not be asked. Empty: not asked.
+    pub asked: &'a BTreeMap<(String, String), Result<Vec<String>, String>>,
+}
+
+/// The servers the plan moves: (config file, server name, its config).
+pub fn servers_to_move(found: &[Finding]) -> Vec<(String, String, Value)> {
+    let mut wanted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for f in found {
+        if let Some(s) = &f.mcp_server {
+            let e = wanted.entry(f.source.as_str()).or_default();
+            if !e.contains(&s.as_str()) {
+                e.push(s);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (file, servers) in wanted {
+        let Some(doc) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        else {
+            continue;
+        };
+        for (name, cfg) in mcp_servers(&doc) {
+            if servers.contains(&name.as_str()) {
+                out.push((file.to_owned(), name, cfg.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The `--scope` of a server's `writ tool register`, and a note on where
+/// it came from.
+fn scopes_for(file: &str, server: &str, opts: &PlanOptions<'_>) -> (String, String) {
+    let placeholder = "REPLACE-WITH-TOOL-NAMES".to_owned();
+    match opts.asked.get(&(file.to_owned(), server.to_owned())) {
+        None => (
+            placeholder,
+            "# --scope: not asked (run with --ask-servers to fill it from the server's tools/list);\n\
+             # replace the placeholder with the MCP tools the server may be asked for"
+                .to_owned(),
+        ),
+        Some(Err(why)) => (
+            placeholder,
+            format!(
+                "# --scope: the server could not be asked for its tools ({why});\n\
+                 # replace the placeholder with the MCP tools it may be asked for"
+            ),
+        ),
+        Some(Ok(names)) => {
+            let (ok, bad): (Vec<&String>, Vec<&String>) = names
+                .iter()
+                .partition(|n| n.parse::<writ_core::Scope>().is_ok());
+            if ok.is_empty() {
+                return (
+                    placeholder,
+                    "# --scope: the server lists no tool whose name can be a scope; replace the placeholder"
+                        .to_owned(),
+                );
+            }
+            let mut note = format!(
+                "# --scope: the {} MCP tools the server lists (tools/list); remove those the task may not use",
+                ok.len()
+            );
+            if !bad.is_empty() {
+                let _ = write!(
+                    note,
+                    "\n# ({} listed tools have names writ cannot take as scopes: {})",
+                    bad.len(),
+                    bad.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(", ")
+                );
+            }
+            (
+                ok.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(","),
+                note,
+            )
+        }
+    }
 }
 
 /// Single-quoted for a POSIX shell.
@@ -63,7 +143,7 @@ pub fn plan(found: &[Finding], opts: &PlanOptions<'_>) -> String {
         "#!/bin/sh\n# writ discover --plan: review, then run with WRIT_ADDR and an admin WRIT_TOKEN set.\n\
          # Each MCP server that holds a key becomes a writ tool; the key moves into writ\n\
          # (sealed, injected by the gateway), and the client runs `writ mcp bridge` instead.\n\
-         # Replace each --scope placeholder with the MCP tools the server may be asked for.\nset -e\n",
+         # Each --scope is the MCP tools the server lists (--ask-servers), or a placeholder to replace.\nset -e\n",
     );
     let _ = writeln!(
         out,
@@ -101,10 +181,13 @@ pub fn plan(found: &[Finding], opts: &PlanOptions<'_>) -> String {
                     f.severity
                 );
             }
+            let (scopes, note) = scopes_for(file, server, opts);
+            let _ = writeln!(out, "{note}");
             let mut register = format!(
-                "writ tool register {} --audience {} --attr protocol=mcp --scope REPLACE-WITH-TOOL-NAMES",
+                "writ tool register {} --audience {} --attr protocol=mcp --scope {}",
                 sh(&tool),
-                sh(&format!("urn:mcp:{tool}"))
+                sh(&format!("urn:mcp:{tool}")),
+                sh(&scopes)
             );
             let header_keys: Vec<&str> = findings
                 .iter()
@@ -157,13 +240,55 @@ pub fn plan(found: &[Finding], opts: &PlanOptions<'_>) -> String {
                     );
                 }
             }
-            for k in &env_keys {
-                let _ = writeln!(
-                    out,
-                    "# gap: {k} is passed to a stdio server in its environment; writ cannot do that yet \
-                     (the gateway injects secrets as HTTP headers, and starts stdio servers with a \
-                     cleared environment): run the server's HTTP variant behind writ instead"
-                );
+            // A stdio server's key: the gateway starts the server with it in
+            // the same environment variable (one secret per tool).
+            let stdio = cfg.get("url").is_none() && cfg.get("command").is_some();
+            match env_keys.as_slice() {
+                [] => {}
+                [k, rest @ ..] if stdio => {
+                    let _ = writeln!(
+                        out,
+                        "writ tool secret set {} --env {} --from-mcp-config {} --mcp-server {} --mcp-key {}",
+                        sh(&tool),
+                        sh(k),
+                        sh(file),
+                        sh(server),
+                        sh(k)
+                    );
+                    if !rest.is_empty() {
+                        let _ = writeln!(
+                            out,
+                            "# gap: writ injects one secret per tool; {} also hold keys: the gateway starts the \
+                             server without them (move them by hand, e.g. into a file the server reads)",
+                            rest.join(", ")
+                        );
+                    }
+                }
+                ks => {
+                    let _ = writeln!(
+                        out,
+                        "# gap: {} sit in the env of a server reached over HTTP, where writ injects a header only: remove by hand",
+                        ks.join(", ")
+                    );
+                }
+            }
+            if stdio {
+                let other: Vec<&str> = cfg
+                    .get("env")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, _)| k.as_str())
+                    .filter(|k| env_keys.first() != Some(k))
+                    .collect();
+                if !other.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "# note: the gateway starts stdio servers with PATH, HOME, LANG, LC_ALL, TZ and TMPDIR \
+                         only; {} from the config's env are not passed",
+                        other.join(", ")
+                    );
+                }
             }
             for f in findings.iter().filter(|f| {
                 f.key
@@ -279,12 +404,42 @@ mod tests {
         std::fs::write(&cfg, doc.to_string()).unwrap();
         let s = super::super::discover::Scanner::new().unwrap();
         let found = super::super::discover::scan_file(&s, &cfg);
+        let none = BTreeMap::new();
         let opts = PlanOptions {
             agent: "desk",
             addr: "http://127.0.0.1:8750",
             gateway: "http://127.0.0.1:8751",
+            asked: &none,
         };
         let p = plan(&found, &opts);
+        assert!(p.contains("--scope 'REPLACE-WITH-TOOL-NAMES'"), "{p}");
+        assert!(p.contains("not asked (run with --ask-servers"), "{p}");
+        // Asked: the real names fill the scope; a server that could not be
+        // asked keeps the placeholder, with why.
+        let file = cfg.to_string_lossy().into_owned();
+        let asked = BTreeMap::from([
+            (
+                (file.clone(), "Billing API".to_owned()),
+                Ok(vec!["charge".to_owned(), "refund".to_owned()]),
+            ),
+            (
+                (file, "github".to_owned()),
+                Err("no answer within 20s".to_owned()),
+            ),
+        ]);
+        let p2 = plan(
+            &found,
+            &PlanOptions {
+                asked: &asked,
+                ..opts
+            },
+        );
+        assert!(p2.contains("'billing-api' --audience 'urn:mcp:billing-api' --attr protocol=mcp --scope 'charge,refund'"), "{p2}");
+        assert!(
+            p2.contains("could not be asked for its tools (no answer within 20s)"),
+            "{p2}"
+        );
+        assert_eq!(servers_to_move(&found).len(), 2);
         assert!(!p.contains(&key) && !p.contains(&gh), "{p}");
         assert!(p.contains("writ tool register 'billing-api'"), "{p}");
         assert!(
@@ -292,7 +447,17 @@ mod tests {
             "{p}"
         );
         assert!(p.contains("--from-mcp-config"), "{p}");
-        assert!(p.contains("gap: GITHUB_TOKEN"), "{p}");
+        // The stdio server's key moves into writ too: the gateway starts
+        // the server with it in the same variable.
+        assert!(
+            p.contains("writ tool secret set 'github' --env 'GITHUB_TOKEN' --from-mcp-config"),
+            "{p}"
+        );
+        assert!(
+            p.contains("--mcp-command 'npx' '-y' 'server-github'"),
+            "{p}"
+        );
+        assert!(!p.contains("gap: GITHUB_TOKEN"), "{p}");
         let start = p.find("<<'WRIT_CONFIG'\n").unwrap() + 15;
         let end = p.rfind("\nWRIT_CONFIG").unwrap();
         let rewritten: Value = serde_json::from_str(&p[start..end]).unwrap();

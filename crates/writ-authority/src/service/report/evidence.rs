@@ -218,6 +218,13 @@ pub struct Facts {
     pub max_delegation_depth: u32,
     pub propagation_wait_secs: u64,
     pub dpop_nonces: bool,
+    /// `--require-dpop`: attestations without a DPoP proof are refused.
+    pub require_dpop: bool,
+    /// Tokens issued bound to a DPoP key, and without a binding (bearer).
+    pub bound_tokens: Seqs,
+    pub bearer_tokens: Seqs,
+    /// Tokens whose record does not say (issued by an older writ).
+    pub unknown_binding: Seqs,
     pub records: u64,
     pub truncated: bool,
     /// The longest lifetime of a token ever issued: seconds, kind, seq.
@@ -265,6 +272,11 @@ impl Facts {
                     .get("kind")
                     .and_then(serde_json::Value::as_str)
                     .unwrap_or("token");
+                match e.detail.get("binding").and_then(serde_json::Value::as_str) {
+                    Some("dpop") => self.bound_tokens.push(seq),
+                    Some(_) => self.bearer_tokens.push(seq),
+                    None => self.unknown_binding.push(seq),
+                }
                 if let Some(exp) = exp {
                     let life = exp - ts;
                     if life > LONG_LIVED_SECS {
@@ -407,6 +419,7 @@ impl Broker {
             max_delegation_depth: c.max_delegation_depth,
             propagation_wait_secs: c.propagation_wait.as_secs(),
             dpop_nonces: c.dpop_nonces,
+            require_dpop: c.require_dpop,
             live_policy_version: self.policies.live().version().to_owned(),
             ..Facts::default()
         };

@@ -134,6 +134,12 @@ pub struct AgentReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct ExceptionUse {
     pub task: String,
+    /// The tools it was for.
+    pub tools: Vec<String>,
+    /// The lifetime asked for, seconds.
+    pub ttl: i64,
+    /// A person approved it (an exception always needs one).
+    pub approved: bool,
     /// Calls through a gateway that passed under it.
     pub calls: u64,
 }
@@ -176,6 +182,10 @@ pub struct Replay {
     pub legitimate_allow_to_deny: u64,
     /// Denied when recorded, allowed by the proposal (must be 0).
     pub deny_to_allow: u64,
+    /// Not replayed because the set replayed reads a part of the request
+    /// its record redacted (a sensitive query value, MCP argument values):
+    /// its verdict would be a guess.
+    pub redacted_dependent: u64,
     pub changed: Vec<Changed>,
     /// The live set replayed against the decisions it made itself: the
     /// rebuilt facts must give the recorded verdict. A disagreement means
@@ -283,7 +293,7 @@ impl Broker {
             let only = only.to_string();
             seen.usage.retain(|(a, _), _| *a == only);
             seen.decided.retain(|d| d.agent() == only);
-            seen.exceptions.retain(|(_, a)| *a == only);
+            seen.exceptions.retain(|x| x.agent == only);
         }
         let live = self.policies.live();
         let legit = propose::legitimate(&seen.decided, &seen.quarantined);
@@ -371,6 +381,7 @@ impl Broker {
                 }
             }
         }
+        seen.finish();
         Ok((seen, truncated))
     }
 
@@ -498,10 +509,13 @@ impl Broker {
                 exceptions: seen
                     .exceptions
                     .iter()
-                    .filter(|(_, a)| a == agent)
-                    .map(|(t, _)| ExceptionUse {
-                        task: t.clone(),
-                        calls: seen.calls_by_task.get(t).copied().unwrap_or(0),
+                    .filter(|x| x.agent == *agent)
+                    .map(|x| ExceptionUse {
+                        task: x.task.clone(),
+                        tools: x.tools.clone(),
+                        ttl: x.ttl,
+                        approved: seen.approved_tasks.contains(&x.task),
+                        calls: seen.calls_by_task.get(&x.task).copied().unwrap_or(0),
                     })
                     .collect(),
                 delegation_depth_used: 0,
@@ -554,6 +568,7 @@ impl observe::Decided {
             | observe::Recorded::Exchange { agent, .. }
             | observe::Recorded::Call { agent, .. } => agent,
             observe::Recorded::Delegate { actor, .. } => actor,
+            observe::Recorded::Evaluated { seen, .. } => &seen.agent,
         }
     }
 }

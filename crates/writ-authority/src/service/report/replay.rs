@@ -8,7 +8,8 @@ use writ_core::api::{Agent, Task, TaskStatus, Tool};
 use writ_core::scope::Capability;
 use writ_core::{Scope, TaskId};
 use writ_policy::{
-    Behaviour, CallRequest, Chain, Facts, InstanceFacts, PolicySet, TaskAsk, TaskView,
+    Action, Behaviour, Chain, Decision, Facts, InstanceFacts, PolicySet, RecordedRequest, TaskAsk,
+    TaskView,
 };
 
 use super::observe::{Decided, Observed, Recorded, TaskSeen};
@@ -44,6 +45,8 @@ struct Lookup<'a> {
     seen: &'a Observed,
     tasks: BTreeMap<String, Option<Task>>,
     attestations: BTreeMap<String, Option<String>>,
+    /// Decisions whose verdict turned on a value their record redacted.
+    redacted_dependent: u64,
 }
 
 impl Lookup<'_> {
@@ -143,6 +146,7 @@ impl Broker {
             seen,
             tasks: BTreeMap::new(),
             attestations: BTreeMap::new(),
+            redacted_dependent: 0,
         };
         let mut out = Replay {
             decisions: seen.decided.len() as u64 + seen.not_replayed,
@@ -171,10 +175,14 @@ impl Broker {
                     });
                 }
             }
+            let before = look.redacted_dependent;
             let Some((verdict, reason, action, tools_named, what)) =
                 self.replay_one(set, d, &mut look, agents, tools).await?
             else {
                 out.not_replayed += 1;
+                if look.redacted_dependent > before {
+                    out.redacted_dependent += 1;
+                }
                 continue;
             };
             out.replayed += 1;
@@ -182,7 +190,9 @@ impl Broker {
             let proposed_allow = match &d.what {
                 // A call a person approved passes again if the proposal
                 // holds it for approval.
-                Recorded::Call { approved: true, .. } => verdict != "deny",
+                Recorded::Call { approved: true, .. }
+                | Recorded::Start { approved: true, .. }
+                | Recorded::Evaluated { approved: true, .. } => verdict != "deny",
                 _ => verdict == "allow",
             };
             if recorded_allow == proposed_allow {
@@ -243,6 +253,7 @@ impl Broker {
                 on_behalf_of,
                 ttl,
                 exception,
+                ..
             } => {
                 let (Some(a), Some(ts)) = (agents.get(agent), tools_of(capabilities, tools)) else {
                     return Ok(None);
@@ -346,6 +357,7 @@ impl Broker {
                 tool,
                 scopes: s,
                 call,
+                request,
                 ..
             } => {
                 let Some((lineage, chain)) = chain_of(look, agents, task).await? else {
@@ -359,30 +371,141 @@ impl Broker {
                 };
                 let att = look.attestation(t.instance_id.as_str(), me).await?;
                 let view = TaskView::of_task(t, &att);
-                let request = CallRequest {
-                    method: &call.method,
-                    path: &call.path,
-                    query: "",
-                    mcp_method: call.mcp_method.as_deref(),
-                    mcp_tool: call.mcp_tool.as_deref(),
-                    mcp_resource: call.mcp_resource.as_deref(),
-                    mcp_prompt: call.mcp_prompt.as_deref(),
-                    arguments: None,
+                // Records from before the query and arguments were kept:
+                // what the record has, without them.
+                let rec = request.clone().unwrap_or_else(|| RecordedRequest {
+                    method: call.method.clone(),
+                    path: call.path.clone(),
+                    mcp_method: call.mcp_method.clone(),
+                    mcp_tool: call.mcp_tool.clone(),
+                    mcp_resource: call.mcp_resource.clone(),
+                    mcp_prompt: call.mcp_prompt.clone(),
+                    ..RecordedRequest::default()
+                });
+                let decided = exact(set, &rec, |r| {
+                    set.decide(&Facts::call_tool(
+                        Chain::new(me, chain.iter().copied()),
+                        &view,
+                        scopes(s),
+                        tl,
+                        r,
+                        beh,
+                        now,
+                    ))
+                });
+                let Some(decision) = decided else {
+                    look.redacted_dependent += 1;
+                    return Ok(None);
                 };
-                let facts = Facts::call_tool(
-                    Chain::new(me, chain),
-                    &view,
-                    scopes(s),
-                    tl,
-                    request,
-                    beh,
-                    now,
-                );
                 let what = match &call.mcp_tool {
                     Some(m) => format!("{} {} ({m})", call.method, call.path),
                     None => format!("{} {}", call.method, call.path),
                 };
-                (set.decide(&facts), "CallTool", vec![tool.clone()], what)
+                (decision, "CallTool", vec![tool.clone()], what)
+            }
+            Recorded::Evaluated { action, seen, .. } => {
+                let (Some(a), Some(tl)) = (agents.get(&seen.agent), tools.get(&seen.tool)) else {
+                    return Ok(None);
+                };
+                let cap = Capability {
+                    tool: tl.name.clone(),
+                    scopes: scopes(&seen.scopes),
+                };
+                let inst_att = match &seen.instance {
+                    Some(i) => Some((i.as_str(), look.attestation(i, a).await?)),
+                    None => None,
+                };
+                let instance = inst_att.as_ref().map(|(id, att)| InstanceFacts {
+                    id,
+                    attestation: att,
+                });
+                let rec = seen.request.clone().unwrap_or_default();
+                let what = match (&seen.request, action) {
+                    (Some(r), Action::CallTool) => match &r.mcp_tool {
+                        Some(m) => format!("AuthZEN {} {} ({m})", r.method, r.path),
+                        None => format!("AuthZEN {} {}", r.method, r.path),
+                    },
+                    _ => format!(
+                        "AuthZEN {}",
+                        seen.scopes.iter().cloned().collect::<Vec<_>>().join(" ")
+                    ),
+                };
+                let decided = match &seen.task {
+                    None => {
+                        let caps = [cap];
+                        let ask = TaskAsk {
+                            intent: seen.intent.as_deref().unwrap_or_default(),
+                            capabilities: &caps,
+                            on_behalf_of: seen.on_behalf_of.as_deref(),
+                            ttl: seen.ttl.unwrap_or(0),
+                            exception: false,
+                        };
+                        exact(set, &rec, |r| {
+                            set.decide(&Facts::untasked(
+                                *action,
+                                a,
+                                instance,
+                                &ask,
+                                tl,
+                                seen.request.as_ref().map(|_| r),
+                                beh,
+                                now,
+                            ))
+                        })
+                    }
+                    Some(task) => {
+                        let Some((lineage, chain)) = chain_of(look, agents, task).await? else {
+                            return Ok(None);
+                        };
+                        let Some(t) = lineage.last() else {
+                            return Ok(None);
+                        };
+                        let Some(owner) = agents.get(t.agent.as_str()) else {
+                            return Ok(None);
+                        };
+                        let att = look.attestation(t.instance_id.as_str(), owner).await?;
+                        let view = TaskView::of_task(t, &att);
+                        let chain = || Chain::new(a, chain.iter().copied());
+                        match action {
+                            Action::ExchangeToken => Some(set.decide(&Facts::exchange_token(
+                                chain(),
+                                &view,
+                                cap,
+                                tl,
+                                beh,
+                                now,
+                            ))),
+                            Action::DelegateTask => Some(set.decide(&Facts::delegate_task(
+                                chain(),
+                                instance.map_or(a.attestation.kind(), |i| i.attestation),
+                                &view,
+                                vec![cap],
+                                vec![tl],
+                                beh,
+                                now,
+                            ))),
+                            Action::CallTool if seen.request.is_some() => exact(set, &rec, |r| {
+                                set.decide(&Facts::call_tool(
+                                    chain(),
+                                    &view,
+                                    cap.scopes.clone(),
+                                    tl,
+                                    r,
+                                    beh,
+                                    now,
+                                ))
+                            }),
+                            // Never decided with a task (the live point
+                            // refuses it before policy).
+                            Action::StartTask | Action::CallTool => return Ok(None),
+                        }
+                    }
+                };
+                let Some(decision) = decided else {
+                    look.redacted_dependent += 1;
+                    return Ok(None);
+                };
+                (decision, action.cedar_id(), vec![seen.tool.clone()], what)
             }
         };
         let (decision, action, tools_named, what) = decision;
@@ -411,4 +534,18 @@ async fn chain_of<'g>(
         .map(|t| agents.get(t.agent.as_str()))
         .collect();
     Ok(chain.map(|c| (lineage, c)))
+}
+
+/// Decides a recorded request: the verdict, or `None` when `set` reads a
+/// part of the request its record redacted (the verdict would be a guess).
+fn exact(
+    set: &PolicySet,
+    rec: &RecordedRequest,
+    decide: impl FnOnce(writ_policy::CallRequest<'_>) -> Decision,
+) -> Option<Decision> {
+    if !rec.replayable_by(set) {
+        return None;
+    }
+    let args = rec.arguments_text();
+    Some(decide(rec.request(args.as_deref())))
 }

@@ -76,7 +76,13 @@ impl Tokens {
             GrantKind::TaskToken => "task_token",
             GrantKind::ToolToken => "tool_token",
         };
-        let mut detail = serde_json::json!({ "kind": kind_name, "exp": exp.secs() });
+        // Whether the token is sender-constrained: bound to the DPoP key
+        // whose thumbprint it carries, or a bearer token.
+        let mut detail = serde_json::json!({
+            "kind": kind_name,
+            "exp": exp.secs(),
+            "binding": if i.jkt.is_some() { "dpop" } else { "bearer" },
+        });
         if let Some(o) = detail.as_object_mut() {
             if let Some(aud) = &i.audience {
                 o.insert("aud".into(), aud.clone().into());
