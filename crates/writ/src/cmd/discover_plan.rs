@@ -125,20 +125,7 @@ pub fn tool_name(server: &str) -> String {
 
 /// The plan, as a shell script to review and run.
 pub fn plan(found: &[Finding], opts: &PlanOptions<'_>) -> String {
-    // Config file -> server -> its findings.
-    let mut by_file: BTreeMap<&str, BTreeMap<&str, Vec<&Finding>>> = BTreeMap::new();
-    let mut loose = Vec::new();
-    for f in found {
-        match &f.mcp_server {
-            Some(s) => by_file
-                .entry(f.source.as_str())
-                .or_default()
-                .entry(s.as_str())
-                .or_default()
-                .push(f),
-            None => loose.push(f),
-        }
-    }
+    let (by_file, loose) = by_config_file(found);
     let mut out = String::from(
         "#!/bin/sh\n# writ discover --plan: review, then run with WRIT_ADDR and an admin WRIT_TOKEN set.\n\
          # Each MCP server that holds a key becomes a writ tool; the key moves into writ\n\
@@ -154,182 +141,273 @@ pub fn plan(found: &[Finding], opts: &PlanOptions<'_>) -> String {
         sh(opts.agent)
     );
     for (file, servers) in &by_file {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            let _ = writeln!(out, "# {file}: no longer readable; skipped");
-            continue;
-        };
-        let Ok(mut doc) = serde_json::from_str::<Value>(&text) else {
-            continue;
-        };
-        let configs: BTreeMap<String, Value> = mcp_servers(&doc)
-            .into_iter()
-            .map(|(n, v)| (n, v.clone()))
-            .collect();
-        let mut rewritten = BTreeMap::new();
-        for (server, findings) in servers {
-            let Some(cfg) = configs.get(*server) else {
-                continue;
-            };
-            let tool = tool_name(server);
-            let _ = writeln!(out, "\n# MCP server {server:?} in {file}:");
-            for f in findings {
-                let _ = writeln!(
-                    out,
-                    "#   {} ({}, {})",
-                    f.key.as_deref().unwrap_or("?"),
-                    f.name,
-                    f.severity
-                );
-            }
-            let (scopes, note) = scopes_for(file, server, opts);
-            let _ = writeln!(out, "{note}");
-            let mut register = format!(
-                "writ tool register {} --audience {} --attr protocol=mcp --scope {}",
-                sh(&tool),
-                sh(&format!("urn:mcp:{tool}")),
-                sh(&scopes)
-            );
-            let header_keys: Vec<&str> = findings
-                .iter()
-                .filter_map(|f| f.key.as_deref())
-                .filter(|k| cfg.get("headers").and_then(|h| h.get(*k)).is_some())
-                .collect();
-            let env_keys: Vec<&str> = findings
-                .iter()
-                .filter_map(|f| f.key.as_deref())
-                .filter(|k| cfg.get("env").and_then(|h| h.get(*k)).is_some())
-                .collect();
-            if let Some(url) = cfg.get("url").and_then(Value::as_str) {
-                let _ = write!(register, " --upstream {} --mcp", sh(url));
-                if !header_keys.is_empty() {
-                    register.push_str(" --require-secret");
-                }
-            } else if let Some(cmd) = cfg.get("command").and_then(Value::as_str) {
-                register.push_str(" --mcp-command ");
-                register.push_str(&sh(cmd));
-                for a in cfg
-                    .get("args")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                {
-                    register.push(' ');
-                    register.push_str(&sh(a));
-                }
-            }
-            let _ = writeln!(out, "{register}");
-            match header_keys.as_slice() {
-                [] => {}
-                [h] => {
-                    let _ = writeln!(
-                        out,
-                        "writ tool secret set {} --header {} --from-mcp-config {} --mcp-server {} --mcp-key {}",
-                        sh(&tool),
-                        sh(h),
-                        sh(file),
-                        sh(server),
-                        sh(h)
-                    );
-                }
-                _ => {
-                    let _ = writeln!(
-                        out,
-                        "# gap: writ injects one header per tool; {} hold keys: move one, and the rest by hand",
-                        header_keys.join(", ")
-                    );
-                }
-            }
-            // A stdio server's key: the gateway starts the server with it in
-            // the same environment variable (one secret per tool).
-            let stdio = cfg.get("url").is_none() && cfg.get("command").is_some();
-            match env_keys.as_slice() {
-                [] => {}
-                [k, rest @ ..] if stdio => {
-                    let _ = writeln!(
-                        out,
-                        "writ tool secret set {} --env {} --from-mcp-config {} --mcp-server {} --mcp-key {}",
-                        sh(&tool),
-                        sh(k),
-                        sh(file),
-                        sh(server),
-                        sh(k)
-                    );
-                    if !rest.is_empty() {
-                        let _ = writeln!(
-                            out,
-                            "# gap: writ injects one secret per tool; {} also hold keys: the gateway starts the \
-                             server without them (move them by hand, e.g. into a file the server reads)",
-                            rest.join(", ")
-                        );
-                    }
-                }
-                ks => {
-                    let _ = writeln!(
-                        out,
-                        "# gap: {} sit in the env of a server reached over HTTP, where writ injects a header only: remove by hand",
-                        ks.join(", ")
-                    );
-                }
-            }
-            if stdio {
-                let other: Vec<&str> = cfg
-                    .get("env")
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flatten()
-                    .map(|(k, _)| k.as_str())
-                    .filter(|k| env_keys.first() != Some(k))
-                    .collect();
-                if !other.is_empty() {
-                    let _ = writeln!(
-                        out,
-                        "# note: the gateway starts stdio servers with PATH, HOME, LANG, LC_ALL, TZ and TMPDIR \
-                         only; {} from the config's env are not passed",
-                        other.join(", ")
-                    );
-                }
-            }
-            for f in findings.iter().filter(|f| {
-                f.key
-                    .as_deref()
-                    .is_none_or(|k| !header_keys.contains(&k) && !env_keys.contains(&k))
-            }) {
-                let _ = writeln!(
-                    out,
-                    "# gap: the key in {} ({}) is in the server's {}: remove it by hand",
-                    f.key.as_deref().unwrap_or("?"),
-                    f.rule,
-                    f.key.as_deref().unwrap_or("config")
-                );
-            }
-            rewritten.insert((*server).to_owned(), bridge_entry(&tool, opts));
+        plan_config_file(&mut out, file, servers, opts);
+    }
+    plan_loose(&mut out, &loose);
+    out
+}
+
+/// An MCP config file's servers and the findings in each of them.
+type ByServer<'a> = BTreeMap<&'a str, Vec<&'a Finding>>;
+
+/// The findings grouped by config file, then MCP server; and the findings
+/// outside any MCP server.
+fn by_config_file(found: &[Finding]) -> (BTreeMap<&str, ByServer<'_>>, Vec<&Finding>) {
+    let mut by_file: BTreeMap<&str, ByServer<'_>> = BTreeMap::new();
+    let mut loose = Vec::new();
+    for f in found {
+        match &f.mcp_server {
+            Some(s) => by_file
+                .entry(f.source.as_str())
+                .or_default()
+                .entry(s.as_str())
+                .or_default()
+                .push(f),
+            None => loose.push(f),
         }
-        replace_servers(&mut doc, &rewritten);
-        let target = format!("{file}.writ");
+    }
+    (by_file, loose)
+}
+
+/// The plan for one MCP config file: each of its servers that holds a key,
+/// then the file rewritten with those servers run through the bridge.
+fn plan_config_file(out: &mut String, file: &str, servers: &ByServer<'_>, opts: &PlanOptions<'_>) {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        let _ = writeln!(out, "# {file}: no longer readable; skipped");
+        return;
+    };
+    let Ok(mut doc) = serde_json::from_str::<Value>(&text) else {
+        return;
+    };
+    let configs: BTreeMap<String, Value> = mcp_servers(&doc)
+        .into_iter()
+        .map(|(n, v)| (n, v.clone()))
+        .collect();
+    let mut rewritten = BTreeMap::new();
+    for (server, findings) in servers {
+        let Some(cfg) = configs.get(*server) else {
+            continue;
+        };
+        let tool = tool_name(server);
+        plan_server(out, file, server, cfg, findings, &tool, opts);
+        rewritten.insert((*server).to_owned(), bridge_entry(&tool, opts));
+    }
+    replace_servers(&mut doc, &rewritten);
+    let target = format!("{file}.writ");
+    let _ = writeln!(
+        out,
+        "\n# {file}, rewritten without the keys (review, then move it over the original):\ncat > {} <<'WRIT_CONFIG'\n{}\nWRIT_CONFIG",
+        sh(&target),
+        serde_json::to_string_pretty(&doc).unwrap_or_default()
+    );
+}
+
+/// The plan for one MCP server (`cfg`) holding keys: register it as
+/// `tool`, move the keys writ can inject into the tool's secret, and name
+/// the gaps left to do by hand.
+fn plan_server(
+    out: &mut String,
+    file: &str,
+    server: &str,
+    cfg: &Value,
+    findings: &[&Finding],
+    tool: &str,
+    opts: &PlanOptions<'_>,
+) {
+    let _ = writeln!(out, "\n# MCP server {server:?} in {file}:");
+    for f in findings {
         let _ = writeln!(
             out,
-            "\n# {file}, rewritten without the keys (review, then move it over the original):\ncat > {} <<'WRIT_CONFIG'\n{}\nWRIT_CONFIG",
-            sh(&target),
-            serde_json::to_string_pretty(&doc).unwrap_or_default()
+            "#   {} ({}, {})",
+            f.key.as_deref().unwrap_or("?"),
+            f.name,
+            f.severity
         );
     }
-    if !loose.is_empty() {
-        out.push_str("\n# Keys held outside MCP configs: register the service each reaches as a tool\n# (`writ tool register NAME --upstream URL`), then `writ tool secret set NAME --header H --value-env VAR`\n# in a shell that has the variable, and remove it from where it is:\n");
-        for f in loose {
-            let place = match f.line {
-                Some(n) => format!("{}:{n}", f.source),
-                None => f.source.clone(),
-            };
+    let (scopes, note) = scopes_for(file, server, opts);
+    let _ = writeln!(out, "{note}");
+    let header_keys = keys_in(findings, cfg, "headers");
+    let env_keys = keys_in(findings, cfg, "env");
+    let _ = writeln!(
+        out,
+        "{}",
+        register_command(tool, &scopes, cfg, &header_keys)
+    );
+    plan_header_secret(out, file, server, tool, &header_keys);
+    // A stdio server's key: the gateway starts the server with it in
+    // the same environment variable (one secret per tool).
+    let stdio = cfg.get("url").is_none() && cfg.get("command").is_some();
+    plan_env_secret(out, file, server, tool, &env_keys, stdio);
+    if stdio {
+        note_env_not_passed(out, cfg, &env_keys);
+    }
+    for f in findings.iter().filter(|f| {
+        f.key
+            .as_deref()
+            .is_none_or(|k| !header_keys.contains(&k) && !env_keys.contains(&k))
+    }) {
+        let _ = writeln!(
+            out,
+            "# gap: the key in {} ({}) is in the server's {}: remove it by hand",
+            f.key.as_deref().unwrap_or("?"),
+            f.rule,
+            f.key.as_deref().unwrap_or("config")
+        );
+    }
+}
+
+/// The keys of `findings` that sit in the server's `section` (`headers`
+/// or `env`).
+fn keys_in<'a>(findings: &[&'a Finding], cfg: &Value, section: &str) -> Vec<&'a str> {
+    findings
+        .iter()
+        .filter_map(|f| f.key.as_deref())
+        .filter(|k| cfg.get(section).and_then(|h| h.get(*k)).is_some())
+        .collect()
+}
+
+/// `writ tool register` for the server: its URL, or the command the
+/// gateway starts.
+fn register_command(tool: &str, scopes: &str, cfg: &Value, header_keys: &[&str]) -> String {
+    let mut register = format!(
+        "writ tool register {} --audience {} --attr protocol=mcp --scope {}",
+        sh(tool),
+        sh(&format!("urn:mcp:{tool}")),
+        sh(scopes)
+    );
+    if let Some(url) = cfg.get("url").and_then(Value::as_str) {
+        let _ = write!(register, " --upstream {} --mcp", sh(url));
+        if !header_keys.is_empty() {
+            register.push_str(" --require-secret");
+        }
+    } else if let Some(cmd) = cfg.get("command").and_then(Value::as_str) {
+        register.push_str(" --mcp-command ");
+        register.push_str(&sh(cmd));
+        for a in cfg
+            .get("args")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            register.push(' ');
+            register.push_str(&sh(a));
+        }
+    }
+    register
+}
+
+/// A key in the server's headers moves into the tool's secret (one header
+/// per tool).
+fn plan_header_secret(
+    out: &mut String,
+    file: &str,
+    server: &str,
+    tool: &str,
+    header_keys: &[&str],
+) {
+    match header_keys {
+        [] => {}
+        [h] => {
             let _ = writeln!(
                 out,
-                "#   {place} {} ({})",
-                f.key.as_deref().unwrap_or("-"),
-                f.rule
+                "writ tool secret set {} --header {} --from-mcp-config {} --mcp-server {} --mcp-key {}",
+                sh(tool),
+                sh(h),
+                sh(file),
+                sh(server),
+                sh(h)
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "# gap: writ injects one header per tool; {} hold keys: move one, and the rest by hand",
+                header_keys.join(", ")
             );
         }
     }
-    out
+}
+
+/// A key in a stdio server's env moves into the tool's secret (one per
+/// tool); in the env of a server reached over HTTP, it is a gap.
+fn plan_env_secret(
+    out: &mut String,
+    file: &str,
+    server: &str,
+    tool: &str,
+    env_keys: &[&str],
+    stdio: bool,
+) {
+    match env_keys {
+        [] => {}
+        [k, rest @ ..] if stdio => {
+            let _ = writeln!(
+                out,
+                "writ tool secret set {} --env {} --from-mcp-config {} --mcp-server {} --mcp-key {}",
+                sh(tool),
+                sh(k),
+                sh(file),
+                sh(server),
+                sh(k)
+            );
+            if !rest.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "# gap: writ injects one secret per tool; {} also hold keys: the gateway starts the \
+                     server without them (move them by hand, e.g. into a file the server reads)",
+                    rest.join(", ")
+                );
+            }
+        }
+        ks => {
+            let _ = writeln!(
+                out,
+                "# gap: {} sit in the env of a server reached over HTTP, where writ injects a header only: remove by hand",
+                ks.join(", ")
+            );
+        }
+    }
+}
+
+/// The rest of a stdio server's env, which the gateway does not pass.
+fn note_env_not_passed(out: &mut String, cfg: &Value, env_keys: &[&str]) {
+    let other: Vec<&str> = cfg
+        .get("env")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| env_keys.first() != Some(k))
+        .collect();
+    if !other.is_empty() {
+        let _ = writeln!(
+            out,
+            "# note: the gateway starts stdio servers with PATH, HOME, LANG, LC_ALL, TZ and TMPDIR \
+             only; {} from the config's env are not passed",
+            other.join(", ")
+        );
+    }
+}
+
+/// Keys found outside any MCP config: what to do with each, by hand.
+fn plan_loose(out: &mut String, loose: &[&Finding]) {
+    if loose.is_empty() {
+        return;
+    }
+    out.push_str("\n# Keys held outside MCP configs: register the service each reaches as a tool\n# (`writ tool register NAME --upstream URL`), then `writ tool secret set NAME --header H --value-env VAR`\n# in a shell that has the variable, and remove it from where it is:\n");
+    for f in loose {
+        let place = match f.line {
+            Some(n) => format!("{}:{n}", f.source),
+            None => f.source.clone(),
+        };
+        let _ = writeln!(
+            out,
+            "#   {place} {} ({})",
+            f.key.as_deref().unwrap_or("-"),
+            f.rule
+        );
+    }
 }
 
 /// The config entry that runs the bridge for `tool`.
