@@ -61,7 +61,9 @@ pub struct Broker {
     pub store: Arc<dyn Store>,
     pub keys: Arc<KeyService>,
     /// The audit chain: reading, verifying, sealing.
-    pub audit: audit::Audit,
+    pub audit: Arc<audit::Audit>,
+    /// Least-privilege and evidence reports.
+    pub reports: report::Reports,
     /// The live policy set, the shadow set beside it, and every decision.
     pub policies: Arc<policies::Policies>,
     /// What decisions know of who is asking.
@@ -234,8 +236,10 @@ impl Broker {
         let tokens = Arc::new(tokens::Tokens::new(&h));
         let approvals = Arc::new(approvals::Approvals::new(&h, &subjects));
         let gateways = Arc::new(gateway::Gateways::new(&h, &subjects, &approvals));
+        let audit = Arc::new(audit::Audit::new(&h));
         Ok(Self {
-            audit: audit::Audit::new(&h),
+            reports: report::Reports::new(&h, &audit),
+            audit,
             nodes: nodes::Nodes::new(&h),
             db_credentials: dbcreds::DbCredentials::new(&h),
             exchange: exchange::Exchange::new(&h, &subjects, &tokens),

@@ -496,7 +496,7 @@ pub async fn evidence(
         )));
     };
     let format = report::Format::parse(q.format.as_deref().unwrap_or("json"))?;
-    let r = b.evidence_report(&framework).await?;
+    let r = b.reports.evidence_report(&framework).await?;
     let body = report::render_evidence(&r, format)?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, format.content_type())],
@@ -522,6 +522,7 @@ pub async fn least_privilege(
     let agent = q.agent.as_deref().map(agent_name).transpose()?;
     let format = report::Format::parse(q.format.as_deref().unwrap_or("json"))?;
     let r = b
+        .reports
         .least_privilege(&report::ReportQuery { since_secs, agent })
         .await?;
     let body = report::render(&r, format)?;

@@ -15,9 +15,9 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 
+use super::Reports;
 use super::{Format, MAX_RECORDS, MAX_SINCE_SECS, ReportQuery, html_escape};
 use crate::error::Error;
-use crate::service::Broker;
 
 /// A token living longer than this (seconds) counts as long-lived.
 pub const LONG_LIVED_SECS: i64 = 60 * 60;
@@ -399,7 +399,7 @@ pub fn assemble(m: &Mapping, f: &Facts, generated_at: String) -> EvidenceReport 
     }
 }
 
-impl Broker {
+impl Reports {
     /// The evidence report for `framework` (one of [`framework_names`]).
     pub async fn evidence_report(&self, framework: &str) -> Result<EvidenceReport, Error> {
         let m = mapping(framework)?;

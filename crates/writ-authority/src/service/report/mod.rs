@@ -31,9 +31,16 @@ pub use propose::{FORBIDS_FILE, PERMITS_FILE, TESTS_FILE};
 use render::html_escape;
 pub use render::{Format, render};
 
-use super::Broker;
+use std::sync::Arc;
+
+use writ_core::Clock;
+use writ_store::Store;
+
+use super::audit::Audit;
+use super::policies::Policies;
+use crate::config::BrokerConfig;
 use crate::error::Error;
-use crate::metrics;
+use crate::metrics::{self, Metrics};
 
 /// The longest window a report reads.
 pub const MAX_SINCE_SECS: i64 = 366 * 24 * 3600;
@@ -240,7 +247,33 @@ pub struct LeastPrivilegeReport {
     pub replay: Replay,
 }
 
-impl Broker {
+/// Reports: least privilege (granted against used, a narrower proposal
+/// and its replay) and framework evidence, read from the audit chain.
+pub struct Reports {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: Arc<BrokerConfig>,
+    policies: Arc<Policies>,
+    audit: Arc<Audit>,
+    metrics: Arc<Metrics>,
+}
+
+impl Reports {
+    pub(in crate::service) fn new(h: &super::Handles, audit: &Arc<Audit>) -> Self {
+        Self {
+            store: Arc::clone(&h.store),
+            clock: Arc::clone(&h.clock),
+            config: Arc::clone(&h.config),
+            policies: Arc::clone(&h.policies),
+            audit: Arc::clone(audit),
+            metrics: Arc::clone(&h.metrics),
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     /// The least-privilege report over the last `since_secs` of the chain;
     /// its headline numbers become the gauges.
     pub async fn least_privilege(&self, q: &ReportQuery) -> Result<LeastPrivilegeReport, Error> {

@@ -12,11 +12,11 @@ use writ_policy::{
     TaskView,
 };
 
+use super::Reports;
 use super::observe::{CallShape, Decided, EvaluatedSeen, Observed, Recorded, TaskSeen};
 use super::propose::Legit;
 use super::{Changed, MAX_LISTED, Replay};
 use crate::error::Error;
-use crate::service::Broker;
 
 fn task_of(t: &TaskSeen) -> Option<Task> {
     Some(Task {
@@ -41,7 +41,7 @@ fn task_of(t: &TaskSeen) -> Option<Task> {
 
 /// What replay looks up, each once.
 struct Lookup<'a> {
-    broker: &'a Broker,
+    reports: &'a Reports,
     seen: &'a Observed,
     tasks: BTreeMap<String, Option<Task>>,
     attestations: BTreeMap<String, Option<String>>,
@@ -58,7 +58,7 @@ impl Lookup<'_> {
         let t = match self.seen.tasks.get(id) {
             Some(seen) => task_of(seen),
             None => match id.parse::<TaskId>() {
-                Ok(tid) => self.broker.store.get_task(&tid).await?,
+                Ok(tid) => self.reports.store.get_task(&tid).await?,
                 Err(_) => None,
             },
         };
@@ -88,7 +88,7 @@ impl Lookup<'_> {
         if !self.attestations.contains_key(instance) {
             let found = match instance.parse() {
                 Ok(id) => self
-                    .broker
+                    .reports
                     .store
                     .get_instance(&id)
                     .await?
@@ -131,7 +131,7 @@ fn is_legit(d: &Decided, legit: &BTreeMap<(String, String), Legit>) -> bool {
     }
 }
 
-impl Broker {
+impl Reports {
     pub(super) async fn replay(
         &self,
         set: &PolicySet,
@@ -142,7 +142,7 @@ impl Broker {
         tools: &BTreeMap<String, Tool>,
     ) -> Result<Replay, Error> {
         let mut look = Lookup {
-            broker: self,
+            reports: self,
             seen,
             tasks: BTreeMap::new(),
             attestations: BTreeMap::new(),
