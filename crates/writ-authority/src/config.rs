@@ -96,6 +96,29 @@ pub struct OperatorSso {
     /// An identity token issued longer ago than this (seconds) is refused:
     /// a sign-in is fresh, not an old token replayed.
     pub max_token_age: i64,
+    /// Sign-in from a browser (the console): the authorization code flow
+    /// with PKCE, writ the OIDC client. `None`: only identity tokens
+    /// posted to `/v1/login/oidc` (the device flow of `writ login`).
+    pub browser: Option<SsoBrowser>,
+}
+
+/// The console's sign-in: writ sends the browser to
+/// `authorization_endpoint` and redeems the code it comes back with (at
+/// `redirect_uri`) at `token_endpoint`, as `client_id`.
+#[derive(Clone, Debug)]
+pub struct SsoBrowser {
+    /// The audience of the identity tokens this flow gets (often the
+    /// same client as the device flow's, or one of its own).
+    pub client_id: String,
+    /// `None`: a public client (PKCE alone proves the code is ours).
+    pub client_secret: Option<writ_core::Secret>,
+    /// The broker's own callback, exactly as registered at the provider
+    /// (`https://writ.example.com/ui/sso/callback`).
+    pub redirect_uri: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    /// Space-separated, `openid` among them.
+    pub scopes: String,
 }
 
 /// One claim-to-role rule: a token whose claim `claim` is `value` (or, for

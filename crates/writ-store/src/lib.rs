@@ -143,6 +143,18 @@ pub trait KeyStore: Send + Sync {
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
+    /// Records that the identity token `key` (a hash naming it) signed an
+    /// operator in, remembered until `expires_at`: `false` if it did
+    /// before (a replay).
+    async fn use_identity_token(
+        &self,
+        key: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool>;
+    /// Forgets the identity tokens remembered until before `now` (they
+    /// are refused as stale by then); returns how many.
+    async fn prune_identity_tokens(&self, now: Timestamp) -> Result<u64>;
     /// Replaces the secret of the credential `name` with one hashing to
     /// `hash`: the old secret is refused from the commit on. `false` if
     /// there is no such credential.

@@ -20,6 +20,7 @@ pub mod feed;
 pub mod gateway;
 mod issue;
 mod login;
+mod login_browser;
 pub mod nodes;
 pub mod policies;
 mod policy;
@@ -48,6 +49,8 @@ use crate::oidc::OidcVerifier;
 pub use approvals::{Asked, CallApproval, MAX_PENDING_CALL_APPROVALS};
 pub use behaviour::DENIAL_WINDOW_SECS;
 pub(crate) use policy::compile_stored;
+pub use login::Via;
+pub use login_browser::{BrowserCallback, BrowserSignIn, SIGN_IN_FLOW_SECS};
 pub use tokens::hash_secret;
 
 /// Everything a request handler needs, shared by all of them: the services

@@ -6,6 +6,7 @@ mod clients;
 mod gateway;
 mod nodes;
 mod oauth;
+mod sso;
 mod wellknown;
 
 use std::marker::PhantomData;
@@ -136,6 +137,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
             "/v1/login/oidc",
             get(admin::sso_info).post(admin::sso_sign_in),
         )
+        .route(sso::START, get(sso::start))
+        .route("/ui/sso/callback", get(sso::callback))
         .route("/v1/attest", post(agent::attest))
         .route("/v1/tasks", post(agent::start_task).get(admin::list_tasks))
         .route("/v1/approvals", get(admin::approvals))

@@ -314,4 +314,14 @@ ALTER TABLE tools ADD COLUMN deleted_at INTEGER;
 ALTER TABLE admin_tokens ADD COLUMN expires_at INTEGER;
 ALTER TABLE approvals ADD COLUMN obo_may_approve INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 20: identity tokens operators signed in with (a hash of their
+    // issuer and `jti`, or of the token), kept until they could no longer
+    // be accepted anyway, so that none signs anybody in twice.
+    r#"
+CREATE TABLE used_identity_tokens (
+    key         TEXT PRIMARY KEY,
+    expires_at  INTEGER NOT NULL
+);
+CREATE INDEX used_identity_tokens_expiry ON used_identity_tokens(expires_at);
+"#,
 ];

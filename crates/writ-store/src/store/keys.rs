@@ -187,6 +187,67 @@ impl KeyStore for SqlStore {
         .await
     }
 
+    async fn use_identity_token(
+        &self,
+        key: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let key = key.to_owned();
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            // An expired row is no replay: it is replaced (the token
+            // itself is refused as stale by then).
+            ctx.tx
+                .execute(
+                    "DELETE FROM used_identity_tokens WHERE key = ?1 AND expires_at < ?2",
+                    params![&key, now.millis()],
+                )
+                .map_err(db)?;
+            // A conflict is no error here (an error would abort the
+            // transaction on PostgreSQL): no row inserted is a replay.
+            let n = ctx
+                .tx
+                .execute(
+                    "INSERT INTO used_identity_tokens (key, expires_at) VALUES (?1, ?2) \
+                     ON CONFLICT (key) DO NOTHING",
+                    params![key, expires_at.millis()],
+                )
+                .map_err(db)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn prune_identity_tokens(&self, now: Timestamp) -> Result<u64> {
+        // Looked for first: the sweeper calls this every pass, and most
+        // passes have nothing to write.
+        let due = self
+            .read_quick(move |c| {
+                c.query_row(
+                    "SELECT 1 FROM used_identity_tokens WHERE expires_at < ?1 LIMIT 1",
+                    params![now.millis()],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(db)
+            })
+            .await?;
+        if due.is_none() {
+            return Ok(0);
+        }
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let n = ctx
+                .tx
+                .execute(
+                    "DELETE FROM used_identity_tokens WHERE expires_at < ?1",
+                    params![now.millis()],
+                )
+                .map_err(db)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
     async fn rotate_admin_token(
         &self,
         name: &str,

@@ -75,6 +75,30 @@ pub async fn admin_tokens(s: Arc<dyn Store>) {
     assert_chain(s).await;
 }
 
+/// An identity token signs an operator in once: a second use is a replay
+/// until the token is forgotten at its end (by then it is refused as
+/// stale), and the sweeper's prune forgets only ended ones.
+pub async fn an_identity_token_signs_in_once(s: Arc<dyn Store>) {
+    let s = &*s;
+    assert!(s.use_identity_token("k1", at(60), at(0)).await.unwrap());
+    assert!(
+        !s.use_identity_token("k1", at(60), at(1)).await.unwrap(),
+        "a replay"
+    );
+    assert!(s.use_identity_token("k2", at(600), at(1)).await.unwrap());
+    assert!(!s.use_identity_token("k1", at(60), at(60)).await.unwrap());
+    // Ended at 60: pruned at 61, k2 stays.
+    assert_eq!(s.prune_identity_tokens(at(61)).await.unwrap(), 1);
+    assert_eq!(s.prune_identity_tokens(at(61)).await.unwrap(), 0);
+    assert!(
+        !s.use_identity_token("k2", at(600), at(62)).await.unwrap(),
+        "a prune keeps the tokens still live"
+    );
+    assert!(s.use_identity_token("k1", at(200), at(62)).await.unwrap());
+    // An ended row is replaced, pruned or not.
+    assert!(s.use_identity_token("k2", at(900), at(601)).await.unwrap());
+}
+
 /// Single sign-on sessions: credentials with an end, which a person's next
 /// sign-in replaces (and which sweeps ended ones away), which never take a
 /// made credential's name and never count as the last admin.

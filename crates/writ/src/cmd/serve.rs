@@ -223,6 +223,16 @@ struct FileConfig {
     operator_session_ttl: Option<i64>,
     #[serde(default)]
     operator_oidc_roles: Vec<writ_broker::RoleRule>,
+    /// The console's sign-in callback as registered at the provider
+    /// (`https://HOST/ui/sso/callback`); set, browsers sign in with the
+    /// authorization code flow and PKCE.
+    operator_oidc_redirect_uri: Option<String>,
+    /// The client the console signs in as [default: operator_oidc_client_id].
+    operator_oidc_console_client_id: Option<String>,
+    /// A file holding that client's secret [default: none, a public client].
+    operator_oidc_client_secret_file: Option<PathBuf>,
+    /// [default: "openid email profile"]
+    operator_oidc_scopes: Option<String>,
 }
 
 const EXAMPLE_POLICIES: &[(&str, &str)] = &[(

@@ -1,0 +1,168 @@
+//! The console's single sign-on, for a browser: `GET /ui/sso/start` sends
+//! it to the operators' identity provider (authorization code with PKCE),
+//! `GET /ui/sso/callback` is where the provider sends it back. The flow's
+//! secrets live sealed in a short-lived cookie of this path; a signed-in
+//! browser gets the console's session cookie and goes to one fixed local
+//! page (never a place the request names: no open redirect). A refused
+//! sign-in gets a plain page saying why, clears the flow and leaves no
+//! session.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
+use writ_core::api::OperatorSession;
+
+use crate::error::ApiError;
+use crate::service::{BrowserCallback, Broker, SIGN_IN_FLOW_SECS};
+
+/// Where the browser goes once signed in.
+pub const AFTER_SIGN_IN: &str = "/ui/";
+/// The start of a sign-in (the console links here).
+pub const START: &str = "/ui/sso/start";
+/// The flow cookie over https: `__Host-` (RFC 6265bis §4.1.3.2) keeps
+/// anything but this origin, a sibling subdomain included, from planting
+/// one.
+const FLOW_COOKIE_SECURE: &str = "__Host-writ-sso-flow";
+/// The flow cookie over plain http (a development broker).
+const FLOW_COOKIE_PLAIN: &str = "writ-sso-flow";
+
+fn flow_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        FLOW_COOKIE_SECURE
+    } else {
+        FLOW_COOKIE_PLAIN
+    }
+}
+
+/// The flow cookie: `SameSite=Lax`, since the provider's redirect back is
+/// a cross-site top-level navigation that must carry it; `HttpOnly`; gone
+/// with the flow's own time limit. `value` empty: the cookie cleared.
+fn flow_cookie(secure: bool, value: &str) -> Result<HeaderValue, ApiError> {
+    let max_age = if value.is_empty() { 0 } else { SIGN_IN_FLOW_SECS };
+    let mut c = format!(
+        "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax",
+        flow_cookie_name(secure)
+    );
+    if secure {
+        c.push_str("; Secure");
+    }
+    HeaderValue::from_str(&c).map_err(|e| ApiError::Internal(format!("a cookie: {e}")))
+}
+
+/// The value of the request's cookie `name` (the first, if several).
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Starts a sign-in: a 303 to the provider, the sealed flow in a cookie.
+pub async fn start(State(b): State<Arc<Broker>>) -> Response {
+    let started = match b.operator_browser_start() {
+        Ok(s) => s,
+        Err(e) => return refused(ApiError::from(e), None),
+    };
+    let cookie = match flow_cookie(started.secure, &started.flow) {
+        Ok(c) => c,
+        Err(e) => return refused(e, None),
+    };
+    let mut resp = axum::response::Redirect::to(&started.location).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::SET_COOKIE, cookie);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The provider's redirect back: the sign-in finished (a session cookie,
+/// a 303 to [`AFTER_SIGN_IN`]) or refused (a page saying why). The flow
+/// cookie is cleared either way: a flow is finished once.
+pub async fn callback(
+    State(b): State<Arc<Broker>>,
+    _: super::AttestAdmitted,
+    headers: HeaderMap,
+    q: Result<Query<BrowserCallback>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let secure = b.browser_sign_in_secure();
+    let clear = flow_cookie(secure, "").ok();
+    let Query(cb) = match q {
+        Ok(q) => q,
+        Err(e) => return refused(ApiError::BadRequest(e.body_text()), clear),
+    };
+    let flow = cookie(&headers, flow_cookie_name(secure));
+    let session = match b.operator_browser_finish(flow, &cb).await {
+        Ok(s) => s,
+        Err(e) => return refused(ApiError::from(e), clear),
+    };
+    let console = match console_cookie(&b, &session, secure) {
+        Ok(c) => c,
+        Err(e) => return refused(e, clear),
+    };
+    let mut resp = axum::response::Redirect::to(AFTER_SIGN_IN).into_response();
+    let h = resp.headers_mut();
+    if let Some(c) = clear {
+        h.append(header::SET_COOKIE, c);
+    }
+    h.append(header::SET_COOKIE, console);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The callback's URL carries the code: no page after it is told it.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    resp
+}
+
+/// The console's session cookie for a signed-in operator. The one step
+/// that belongs to the console: until it has its own sessions, the cookie
+/// carries the operator session's credential itself, `HttpOnly`, for the
+/// session's lifetime.
+fn console_cookie(
+    b: &Broker,
+    session: &OperatorSession,
+    secure: bool,
+) -> Result<HeaderValue, ApiError> {
+    let max_age = b.now().secs_until(session.expires_at).max(0);
+    let mut c = format!(
+        "writ-console={}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax",
+        session.token
+    );
+    if secure {
+        c.push_str("; Secure");
+    }
+    HeaderValue::from_str(&c).map_err(|e| ApiError::Internal(format!("a cookie: {e}")))
+}
+
+/// A refused sign-in, for a person at a browser: the status, and a plain
+/// text page saying why and where to start again.
+fn refused(e: ApiError, clear: Option<HeaderValue>) -> Response {
+    let status = e.status();
+    if status.is_server_error() {
+        tracing::error!(cause = %e.cause(), "browser sign-in failed");
+    }
+    let why = if status.is_server_error() {
+        "the sign-in cannot be finished now; try again later".to_owned()
+    } else {
+        e.to_string()
+    };
+    let body = format!("Sign-in failed: {why}\n\nStart again: {START}\n");
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if let Some(c) = clear {
+        h.append(header::SET_COOKIE, c);
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
