@@ -352,8 +352,7 @@ impl TestIdp {
         use writ_core::{ManualClock, Timestamp};
 
         let t0 = Timestamp::from_secs(1_800_000_000);
-        let pkcs8 =
-            Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).unwrap();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).unwrap();
         let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
         let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
         let jwks = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k1", "alg": "EdDSA", "x": x}]});
@@ -585,7 +584,10 @@ async fn sso_refused_sign_ins_are_audited() {
         let e = refusals.last().unwrap();
         assert_eq!(e.outcome, writ_core::audit::Outcome::Deny, "{what}");
         assert!(
-            e.reason.as_deref().unwrap().starts_with("operator sign-in refused: "),
+            e.reason
+                .as_deref()
+                .unwrap()
+                .starts_with("operator sign-in refused: "),
             "{what}: {:?}",
             e.reason
         );
@@ -595,7 +597,10 @@ async fn sso_refused_sign_ins_are_audited() {
             assert_eq!(e.detail["name"], "Alice@Example.com", "{what}");
         }
         let record = serde_json::to_string(e).unwrap();
-        assert!(!record.contains(token.as_str()), "{what}: the token is never kept");
+        assert!(
+            !record.contains(token.as_str()),
+            "{what}: the token is never kept"
+        );
         if let Some(sig) = token.rsplit('.').next().filter(|s| s.len() > 20) {
             assert!(!record.contains(sig), "{what}: nor its signature");
         }
@@ -635,7 +640,10 @@ async fn sso_a_replayed_identity_token_is_refused() {
             "{what}: {e:?}"
         );
         // The first session stands; the replay made none.
-        assert!(b.require_operator(Some(&first.token)).await.is_ok(), "{what}");
+        assert!(
+            b.require_operator(Some(&first.token)).await.is_ok(),
+            "{what}"
+        );
         let last = idp.refusals().await.pop().unwrap();
         assert!(last.reason.unwrap().contains("used before"), "{what}");
         assert_eq!(last.detail["verified"], true, "{what}");

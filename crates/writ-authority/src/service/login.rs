@@ -5,11 +5,11 @@
 //! configured claim-to-role rules. Sessions are listed and revoked with
 //! every other operator credential.
 
+use writ_core::Timestamp;
 use writ_core::api::{OperatorSession, OperatorSsoInfo, Role, valid_operator_name};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::random;
 use writ_core::token::ExternalExpect;
-use writ_core::Timestamp;
 
 use super::{Broker, hash_secret};
 use crate::config::{OperatorSso, RoleRule};
@@ -96,18 +96,7 @@ impl Broker {
                 ));
             }
         };
-        let checked = (|| {
-            check_fresh(&claims, audience, sso.max_token_age, now.secs())?;
-            check_nonce(&claims, nonce)?;
-            let name = session_name(&claims, &sso.name_claim)?;
-            let role = role_for(&claims, &sso.roles).ok_or_else(|| {
-                Error::Forbidden(format!(
-                    "{name} signed in, but no role rule matches their claims"
-                ))
-            })?;
-            Ok((name, role))
-        })();
-        let (name, role) = match checked {
+        let (name, role) = match who_signs_in(sso, &claims, audience, nonce, now.secs()) {
             Ok(v) => v,
             Err(e) => return Err((e, Some(claims))),
         };
@@ -123,9 +112,7 @@ impl Broker {
             Ok(false) => {
                 tracing::warn!(operator = %name, "operator sign-in refused: identity token replayed");
                 return fail(
-                    Error::Unauthenticated(
-                        "identity token was used before: sign in again".into(),
-                    ),
+                    Error::Unauthenticated("identity token was used before: sign in again".into()),
                     claims,
                 );
             }
@@ -197,6 +184,26 @@ impl Broker {
     pub async fn prune_identity_tokens(&self) -> Result<u64, Error> {
         Ok(self.store.prune_identity_tokens(self.now()).await?)
     }
+}
+
+/// Who verified claims name, and their role: when the sign-in is fresh,
+/// of this flow (`nonce`), names a valid operator, and a rule matches.
+fn who_signs_in(
+    sso: &OperatorSso,
+    claims: &Claims,
+    audience: &str,
+    nonce: Option<&str>,
+    now: i64,
+) -> Result<(String, Role), Error> {
+    check_fresh(claims, audience, sso.max_token_age, now)?;
+    check_nonce(claims, nonce)?;
+    let name = session_name(claims, &sso.name_claim)?;
+    let role = role_for(claims, &sso.roles).ok_or_else(|| {
+        Error::Forbidden(format!(
+            "{name} signed in, but no role rule matches their claims"
+        ))
+    })?;
+    Ok((name, role))
 }
 
 /// How an operator signed in.
@@ -290,8 +297,9 @@ fn replay_key(claims: &Claims, token: &str) -> String {
 fn remembered_until(claims: &Claims, max_age: i64) -> Timestamp {
     let get = |k: &str| claims.get(k).and_then(serde_json::Value::as_i64);
     let fresh_until = get("iat").map_or(i64::MAX, |iat| iat.saturating_add(max_age));
-    let exp = get("exp")
-        .map_or(i64::MAX, |e| e.saturating_add(writ_core::token::LEEWAY_SECS));
+    let exp = get("exp").map_or(i64::MAX, |e| {
+        e.saturating_add(writ_core::token::LEEWAY_SECS)
+    });
     // A second past the last accepted one.
     Timestamp::from_secs(fresh_until.min(exp).saturating_add(1))
 }
@@ -304,8 +312,7 @@ fn check_nonce(claims: &Claims, nonce: Option<&str>) -> Result<(), Error> {
     };
     let got = claims.get("nonce").and_then(serde_json::Value::as_str);
     let same = got.is_some_and(|g| {
-        aws_lc_rs::constant_time::verify_slices_are_equal(g.as_bytes(), expected.as_bytes())
-            .is_ok()
+        aws_lc_rs::constant_time::verify_slices_are_equal(g.as_bytes(), expected.as_bytes()).is_ok()
     });
     if !same {
         return Err(Error::Unauthenticated(
@@ -454,7 +461,11 @@ mod tests {
         assert_ne!(replay_key(&with, "t1"), replay_key(&other_iss, "t1"));
         let without = claims(serde_json::json!({"iss": "i", "iat": 1000, "exp": 5000}));
         assert_ne!(replay_key(&without, "t1"), replay_key(&without, "t2"));
-        assert_eq!(replay_key(&without, "t1").len(), 64, "a hash, never the token");
+        assert_eq!(
+            replay_key(&without, "t1").len(),
+            64,
+            "a hash, never the token"
+        );
         // iat + max age comes first; or the expiry (with its leeway).
         assert_eq!(remembered_until(&with, 600).secs(), 1601);
         let soon = claims(serde_json::json!({"iat": 1000, "exp": 1100}));

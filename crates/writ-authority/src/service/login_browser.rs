@@ -167,8 +167,13 @@ impl Broker {
                 return Err(e);
             }
         };
-        self.sign_in(&id_token, &browser.client_id, Some(&flow.nonce), Via::Browser)
-            .await
+        self.sign_in(
+            &id_token,
+            &browser.client_id,
+            Some(&flow.nonce),
+            Via::Browser,
+        )
+        .await
     }
 
     /// The flow of this browser, and the provider's answer checked against
@@ -251,7 +256,9 @@ impl Broker {
         match &browser.client_secret {
             // client_secret_basic: both halves form-encoded first (RFC 6749 §2.3.1).
             Some(secret) => {
-                let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                let enc = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
                 req = req.basic_auth(enc(&browser.client_id), Some(enc(secret.expose())));
             }
             None => form.push(("client_id", browser.client_id.as_str())),
@@ -266,9 +273,10 @@ impl Broker {
                 Error::Unavailable(format!("the token endpoint: {e}"))
             })?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| {
-            Error::Unavailable(format!("reading the token endpoint's answer: {e}"))
-        })?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| Error::Unavailable(format!("reading the token endpoint's answer: {e}")))?;
         if !status.is_success() {
             let why = serde_json::from_slice::<TokenError>(&body)
                 .ok()

@@ -48,9 +48,9 @@ use crate::oidc::OidcVerifier;
 
 pub use approvals::{Asked, CallApproval, MAX_PENDING_CALL_APPROVALS};
 pub use behaviour::DENIAL_WINDOW_SECS;
-pub(crate) use policy::compile_stored;
 pub use login::Via;
 pub use login_browser::{BrowserCallback, BrowserSignIn, SIGN_IN_FLOW_SECS};
+pub(crate) use policy::compile_stored;
 pub use tokens::hash_secret;
 
 /// Everything a request handler needs, shared by all of them: the services

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse as _, Response};
 use writ_core::api::OperatorSession;
 
 use crate::error::ApiError;
-use crate::service::{BrowserCallback, Broker, SIGN_IN_FLOW_SECS};
+use crate::service::{Broker, BrowserCallback, SIGN_IN_FLOW_SECS};
 
 /// Where the browser goes once signed in.
 pub const AFTER_SIGN_IN: &str = "/ui/";
@@ -40,7 +40,11 @@ fn flow_cookie_name(secure: bool) -> &'static str {
 /// a cross-site top-level navigation that must carry it; `HttpOnly`; gone
 /// with the flow's own time limit. `value` empty: the cookie cleared.
 fn flow_cookie(secure: bool, value: &str) -> Result<HeaderValue, ApiError> {
-    let max_age = if value.is_empty() { 0 } else { SIGN_IN_FLOW_SECS };
+    let max_age = if value.is_empty() {
+        0
+    } else {
+        SIGN_IN_FLOW_SECS
+    };
     let mut c = format!(
         "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax",
         flow_cookie_name(secure)
@@ -112,7 +116,10 @@ pub async fn callback(
     h.append(header::SET_COOKIE, console);
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // The callback's URL carries the code: no page after it is told it.
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     resp
 }
 
@@ -155,9 +162,15 @@ fn refused(e: ApiError, clear: Option<HeaderValue>) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     if let Some(c) = clear {
         h.append(header::SET_COOKIE, c);
     }

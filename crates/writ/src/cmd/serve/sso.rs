@@ -54,13 +54,12 @@ pub(super) async fn operator_sso(
             .unwrap_or_else(|| vec!["RS256".into(), "ES256".into(), "EdDSA".into()]),
     )
     .map_err(|e| anyhow::anyhow!("operator_oidc_algorithms: {e}"))?;
-    let discovery = if file.operator_oidc_jwks_uri.is_none()
-        || file.operator_oidc_redirect_uri.is_some()
-    {
-        Some(discover(&issuer).await?)
-    } else {
-        None
-    };
+    let discovery =
+        if file.operator_oidc_jwks_uri.is_none() || file.operator_oidc_redirect_uri.is_some() {
+            Some(discover(&issuer).await?)
+        } else {
+            None
+        };
     let jwks_uri = match (&file.operator_oidc_jwks_uri, &discovery) {
         (Some(u), _) => u.clone(),
         (None, Some(d)) => d.jwks_uri.clone(),
@@ -132,7 +131,7 @@ fn browser(
     let Some(d) = discovery else {
         bail!("operator_oidc_redirect_uri needs the issuer's discovery document");
     };
-    let parsed = url::Url::parse(redirect_uri)
+    let parsed = reqwest::Url::parse(redirect_uri)
         .with_context(|| format!("operator_oidc_redirect_uri {redirect_uri:?}"))?;
     if !matches!(parsed.scheme(), "https" | "http")
         || parsed.path() != "/ui/sso/callback"
