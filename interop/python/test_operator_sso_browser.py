@@ -107,6 +107,8 @@ def refusals(writ):
 def test_an_operator_signs_in_from_a_browser_with_the_authorization_code_and_pkce(browser_writ):
     writ = browser_writ
     browser = requests.Session()
+    info = requests.get(writ.url("/v1/login/oidc"), timeout=10).json()
+    assert info["browser_start"] == "/ui/sso/start", info
     # What writ asks the provider for: a code, with an S256 challenge, a
     # state and a nonce; the flow's secrets in an HttpOnly Lax cookie.
     r, q = start(writ, browser, next="https://evil.example/")

@@ -28,6 +28,10 @@ impl Broker {
         Ok(OperatorSsoInfo {
             issuer: sso.issuer.clone(),
             client_id: sso.client_id.clone(),
+            browser_start: sso
+                .browser
+                .as_ref()
+                .map(|_| super::BROWSER_SIGN_IN_START.to_owned()),
         })
     }
 
@@ -54,7 +58,8 @@ impl Broker {
         let sso = self.sso()?;
         match self.accept_identity(sso, id_token, audience, nonce).await {
             Ok(session) => Ok(session),
-            Err((e, claims)) => {
+            Err(refusal) => {
+                let Refusal { error: e, claims } = *refusal;
                 if is_refusal(&e) {
                     let claimed = match claims {
                         Some(c) => Claimed::verified(&c, &sso.name_claim),
@@ -74,7 +79,7 @@ impl Broker {
         id_token: &str,
         audience: &str,
         nonce: Option<&str>,
-    ) -> Result<OperatorSession, (Error, Option<Claims>)> {
+    ) -> Result<OperatorSession, Box<Refusal>> {
         let now = self.now();
         let expect = ExternalExpect {
             issuer: &sso.issuer,
@@ -90,17 +95,16 @@ impl Broker {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "operator sign-in refused");
-                return Err((
-                    Error::Unauthenticated(format!("identity token refused: {e}")),
-                    None,
-                ));
+                return Err(Box::new(Refusal {
+                    error: Error::Unauthenticated(format!("identity token refused: {e}")),
+                    claims: None,
+                }));
             }
         };
         let (name, role) = match who_signs_in(sso, &claims, audience, nonce, now.secs()) {
             Ok(v) => v,
-            Err(e) => return Err((e, Some(claims))),
+            Err(e) => return fail(e, claims),
         };
-        let fail = |e: Error, claims: Claims| Err((e, Some(claims)));
         // Used once: remembered until it would be refused as stale anyway.
         let until = remembered_until(&claims, sso.max_token_age);
         match self
@@ -204,6 +208,20 @@ fn who_signs_in(
         ))
     })?;
     Ok((name, role))
+}
+
+/// A sign-in refused, and the verified claims of its token when it got
+/// that far (for the audit).
+pub(crate) struct Refusal {
+    error: Error,
+    claims: Option<Claims>,
+}
+
+fn fail<T>(error: Error, claims: Claims) -> Result<T, Box<Refusal>> {
+    Err(Box::new(Refusal {
+        error,
+        claims: Some(claims),
+    }))
 }
 
 /// How an operator signed in.

@@ -23,6 +23,12 @@ use super::login::{Claimed, Via};
 use crate::config::{OperatorSso, SsoBrowser};
 use crate::error::Error;
 
+/// Where a browser starts signing in (the HTTP edge serves it there).
+pub const BROWSER_SIGN_IN_START: &str = "/ui/sso/start";
+/// Where the provider sends the browser back (the path of
+/// `operator_oidc_redirect_uri`).
+pub const BROWSER_SIGN_IN_CALLBACK: &str = "/ui/sso/callback";
+
 /// How long a browser has from the start of a sign-in to its callback.
 pub const SIGN_IN_FLOW_SECS: i64 = 600;
 /// What the sealed flow is bound to: a blob sealed for anything else

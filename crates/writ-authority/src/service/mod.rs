@@ -49,7 +49,10 @@ use crate::oidc::OidcVerifier;
 pub use approvals::{Asked, CallApproval, MAX_PENDING_CALL_APPROVALS};
 pub use behaviour::DENIAL_WINDOW_SECS;
 pub use login::Via;
-pub use login_browser::{BrowserCallback, BrowserSignIn, SIGN_IN_FLOW_SECS};
+pub use login_browser::{
+    BROWSER_SIGN_IN_CALLBACK, BROWSER_SIGN_IN_START, BrowserCallback, BrowserSignIn,
+    SIGN_IN_FLOW_SECS,
+};
 pub(crate) use policy::compile_stored;
 pub use tokens::hash_secret;
 

@@ -22,7 +22,7 @@ use writ_core::token::TokenKind;
 use crate::error::ApiError;
 use crate::extract::{MAX_BODY_BYTES, bearer, presented};
 use crate::service::gateway::EnforcementPoint;
-use crate::service::{AgentCaller, Broker, Caller, Operator};
+use crate::service::{self, AgentCaller, Broker, Caller, Operator};
 
 /// The body limit of a decision batch from a gateway.
 const DECISIONS_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -137,8 +137,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
             "/v1/login/oidc",
             get(admin::sso_info).post(admin::sso_sign_in),
         )
-        .route(sso::START, get(sso::start))
-        .route("/ui/sso/callback", get(sso::callback))
+        .route(service::BROWSER_SIGN_IN_START, get(sso::start))
+        .route(service::BROWSER_SIGN_IN_CALLBACK, get(sso::callback))
         .route("/v1/attest", post(agent::attest))
         .route("/v1/tasks", post(agent::start_task).get(admin::list_tasks))
         .route("/v1/approvals", get(admin::approvals))

@@ -15,12 +15,10 @@ use axum::response::{IntoResponse as _, Response};
 use writ_core::api::OperatorSession;
 
 use crate::error::ApiError;
-use crate::service::{Broker, BrowserCallback, SIGN_IN_FLOW_SECS};
+use crate::service::{BROWSER_SIGN_IN_START, Broker, BrowserCallback, SIGN_IN_FLOW_SECS};
 
 /// Where the browser goes once signed in.
 pub const AFTER_SIGN_IN: &str = "/ui/";
-/// The start of a sign-in (the console links here).
-pub const START: &str = "/ui/sso/start";
 /// The flow cookie over https: `__Host-` (RFC 6265bis §4.1.3.2) keeps
 /// anything but this origin, a sibling subdomain included, from planting
 /// one.
@@ -155,7 +153,7 @@ fn refused(e: ApiError, clear: Option<HeaderValue>) -> Response {
     } else {
         e.to_string()
     };
-    let body = format!("Sign-in failed: {why}\n\nStart again: {START}\n");
+    let body = format!("Sign-in failed: {why}\n\nStart again: {BROWSER_SIGN_IN_START}\n");
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
     h.insert(

@@ -134,7 +134,7 @@ fn browser(
     let parsed = reqwest::Url::parse(redirect_uri)
         .with_context(|| format!("operator_oidc_redirect_uri {redirect_uri:?}"))?;
     if !matches!(parsed.scheme(), "https" | "http")
-        || parsed.path() != "/ui/sso/callback"
+        || parsed.path() != writ_broker::service::BROWSER_SIGN_IN_CALLBACK
         || parsed.query().is_some()
         || parsed.fragment().is_some()
     {
