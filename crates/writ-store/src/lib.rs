@@ -143,6 +143,28 @@ pub trait KeyStore: Send + Sync {
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
+    /// Adds a console session: a secret hashing to `hash` that stands for
+    /// the operator credential `name` of `role` until `expires_at` (the
+    /// sessions of a name end with its credential's revocation or
+    /// rotation). Ended sessions are swept away. [`Self::admin_token`]
+    /// finds a session by its hash as it finds a credential.
+    async fn add_console_session(
+        &self,
+        name: &str,
+        hash: &str,
+        role: writ_core::api::Role,
+        expires_at: Timestamp,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    /// Ends the console session hashing to `hash` (sign-out): `false` if
+    /// there is none.
+    async fn end_console_session(
+        &self,
+        hash: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<bool>;
     /// Replaces the secret of the credential `name` with one hashing to
     /// `hash`: the old secret is refused from the commit on. `false` if
     /// there is no such credential.

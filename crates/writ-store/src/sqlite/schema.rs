@@ -314,4 +314,17 @@ ALTER TABLE tools ADD COLUMN deleted_at INTEGER;
 ALTER TABLE admin_tokens ADD COLUMN expires_at INTEGER;
 ALTER TABLE approvals ADD COLUMN obo_may_approve INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 23: sessions of the operator console: a short-lived, revocable
+    // secret with the name and role of the operator credential that signed
+    // in (kept apart from the credentials, whose names are unique).
+    r#"
+CREATE TABLE console_sessions (
+    hash        TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+CREATE INDEX console_sessions_name ON console_sessions(name);
+"#,
 ];

@@ -346,6 +346,7 @@ macro_rules! every_check {
                 admin_tokens,
                 operator_credentials_have_roles_and_rotate,
                 operator_sessions_end_and_are_replaced,
+                console_sessions_end_with_sign_out_and_their_credential,
                 deleting_an_agent_ends_its_tasks_and_tokens,
                 deleting_or_narrowing_a_tool_ends_the_tasks_using_it,
                 oauth_clients_create_list_revoke,
