@@ -146,13 +146,16 @@ pub trait KeyStore: Send + Sync {
     /// Adds a console session: a secret hashing to `hash` that stands for
     /// the operator credential `name` of `role` until `expires_at` (the
     /// sessions of a name end with its credential's revocation or
-    /// rotation). Ended sessions are swept away. [`Self::admin_token`]
+    /// rotation); `dev` when a dev start made that credential (so the
+    /// session, too, counts only on a dev start). Ended sessions are
+    /// swept away. [`Self::admin_token`]
     /// finds a session by its hash as it finds a credential.
     async fn add_console_session(
         &self,
         name: &str,
         hash: &str,
         role: writ_core::api::Role,
+        dev: bool,
         expires_at: Timestamp,
         now: Timestamp,
         audit: Vec<AuditEvent>,

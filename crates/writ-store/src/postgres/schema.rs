@@ -324,12 +324,14 @@ ALTER TABLE approvals ADD COLUMN obo_may_approve BIGINT NOT NULL DEFAULT 0;
 "#,
     // 23: sessions of the operator console: a short-lived, revocable
     // secret with the name and role of the operator credential that signed
-    // in (kept apart from the credentials, whose names are unique).
+    // in, and whether a dev start made it (kept apart from the
+    // credentials, whose names are unique).
     r#"
 CREATE TABLE console_sessions (
     hash        TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
     role        TEXT NOT NULL,
+    dev         BIGINT NOT NULL,
     created_at  BIGINT NOT NULL,
     expires_at  BIGINT NOT NULL
 );

@@ -316,12 +316,14 @@ ALTER TABLE approvals ADD COLUMN obo_may_approve INTEGER NOT NULL DEFAULT 0;
 "#,
     // 23: sessions of the operator console: a short-lived, revocable
     // secret with the name and role of the operator credential that signed
-    // in (kept apart from the credentials, whose names are unique).
+    // in, and whether a dev start made it (kept apart from the
+    // credentials, whose names are unique).
     r#"
 CREATE TABLE console_sessions (
     hash        TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
     role        TEXT NOT NULL,
+    dev         INTEGER NOT NULL,
     created_at  INTEGER NOT NULL,
     expires_at  INTEGER NOT NULL
 );

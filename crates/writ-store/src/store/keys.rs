@@ -10,7 +10,7 @@ impl KeyStore for SqlStore {
         self.read_quick(move |c| {
             c.query_row(
                 "SELECT name, created_at, dev, role, expires_at FROM admin_tokens WHERE hash = ?1 \
-                 UNION ALL SELECT name, created_at, CAST(0 AS BIGINT), role, expires_at \
+                 UNION ALL SELECT name, created_at, dev, role, expires_at \
                  FROM console_sessions WHERE hash = ?1",
                 params![hash],
                 admin_credential,
@@ -198,6 +198,7 @@ impl KeyStore for SqlStore {
         name: &str,
         hash: &str,
         role: Role,
+        dev: bool,
         expires_at: Timestamp,
         now: Timestamp,
         audit: Vec<AuditEvent>,
@@ -227,9 +228,16 @@ impl KeyStore for SqlStore {
             }
             ctx.tx
                 .execute(
-                    "INSERT INTO console_sessions (hash, name, role, created_at, expires_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![hash, name, role.as_str(), now.millis(), expires_at.millis()],
+                    "INSERT INTO console_sessions (hash, name, role, dev, created_at, expires_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        hash,
+                        name,
+                        role.as_str(),
+                        i64::from(dev),
+                        now.millis(),
+                        expires_at.millis()
+                    ],
                 )
                 .map_err(db)?;
             ctx.audit(now, &audit)

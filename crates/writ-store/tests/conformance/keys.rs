@@ -155,15 +155,19 @@ pub async fn console_sessions_end_with_sign_out_and_their_credential(s: Arc<dyn 
     s.add_admin_token("ann", "a1", Role::Auditor, false, at(0), create())
         .await
         .unwrap();
-    s.add_console_session("ann", "c1", Role::Auditor, at(100), at(1), create())
+    s.add_console_session("ann", "c1", Role::Auditor, false, at(100), at(1), create())
         .await
         .unwrap();
-    s.add_console_session("ann", "c2", Role::Auditor, at(100), at(1), create())
+    s.add_console_session("ann", "c2", Role::Auditor, false, at(100), at(1), create())
         .await
         .unwrap();
-    s.add_console_session("root", "c3", Role::Admin, at(100), at(1), create())
+    s.add_console_session("root", "c3", Role::Admin, false, at(100), at(1), create())
         .await
         .unwrap();
+    s.add_console_session("dev", "c0", Role::Admin, true, at(100), at(1), create())
+        .await
+        .unwrap();
+    assert!(s.admin_token("c0").await.unwrap().unwrap().dev);
     let c1 = s.admin_token("c1").await.unwrap().unwrap();
     assert_eq!(
         (c1.name.as_str(), c1.role, c1.expires_at, c1.dev),
@@ -175,7 +179,7 @@ pub async fn console_sessions_end_with_sign_out_and_their_credential(s: Arc<dyn 
     // A secret in use is refused, recording nothing.
     let before = audit_len(s).await;
     assert!(matches!(
-        s.add_console_session("ann", "r1", Role::Auditor, at(100), at(2), create())
+        s.add_console_session("ann", "r1", Role::Auditor, false, at(100), at(2), create())
             .await,
         Err(StoreError::Conflict(_))
     ));
@@ -195,10 +199,10 @@ pub async fn console_sessions_end_with_sign_out_and_their_credential(s: Arc<dyn 
     assert!(s.revoke_admin_token("ann", at(4), revoke()).await.unwrap());
     assert_eq!(s.admin_token("c2").await.unwrap(), None);
     // An ended session is swept at the next sign-in.
-    s.add_console_session("root", "c4", Role::Admin, at(10), at(5), create())
+    s.add_console_session("root", "c4", Role::Admin, false, at(10), at(5), create())
         .await
         .unwrap();
-    s.add_console_session("root", "c5", Role::Admin, at(100), at(50), create())
+    s.add_console_session("root", "c5", Role::Admin, false, at(100), at(50), create())
         .await
         .unwrap();
     assert_eq!(s.admin_token("c4").await.unwrap(), None);
