@@ -8,6 +8,7 @@
 //! broker on port 0.
 
 mod client_auth;
+mod console;
 mod error;
 mod extract;
 pub mod mtls;
