@@ -210,7 +210,10 @@ export const pages = {
       };
       const outcome = h('select', { id: 'audit-outcome', 'aria-label': 'Outcome' },
         ['', 'success', 'allow', 'deny', 'error'].map((o) => h('option', { value: o }, o || 'any outcome')));
-      const form = h('form', { class: 'filters', role: 'search' }, Object.values(inputs), outcome, h('button', { type: 'submit' }, 'Filter'));
+      const labelled = (label, el) => h('label', { class: 'field' }, h('span', {}, label), el);
+      const form = h('form', { class: 'filters', role: 'search' },
+        Object.entries(inputs).map(([k, el]) => labelled(k, el)), labelled('outcome', outcome),
+        h('button', { type: 'submit' }, 'Filter'));
       const verifyOut = h('span', { id: 'verify-result' });
       const list = h('div', { id: 'audit-list' });
       const detail = h('pre', { id: 'audit-detail', class: 'detail', tabindex: '0', 'aria-label': 'Record details' });
