@@ -9,6 +9,8 @@
 
 mod client_auth;
 mod console;
+#[cfg(test)]
+mod console_tests;
 mod error;
 mod extract;
 pub mod mtls;

@@ -195,7 +195,10 @@ impl Broker {
         let limit = f.limit.unwrap_or(50).clamp(1, 200) as usize;
         let head = self.store.audit_head().await?;
         // Records below `cursor` are still to read.
-        let mut cursor = f.before.unwrap_or(head.saturating_add(1)).min(head.saturating_add(1));
+        let mut cursor = f
+            .before
+            .unwrap_or(head.saturating_add(1))
+            .min(head.saturating_add(1));
         let mut out = Vec::new();
         let mut scanned = 0u64;
         'scan: while cursor > 1 && out.len() < limit && scanned < SEARCH_SCAN {

@@ -229,10 +229,7 @@ pub(crate) fn router_off() -> Router<Arc<Broker>> {
     Router::new()
 }
 
-async fn security_headers(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
+async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.insert(
@@ -377,7 +374,10 @@ struct Overview {
 }
 
 /// `GET /ui/api/overview`: what is live (any signed-in operator).
-async fn overview(State(b): State<Arc<Broker>>, _: SignedIn) -> Result<AxumJson<Overview>, ApiError> {
+async fn overview(
+    State(b): State<Arc<Broker>>,
+    _: SignedIn,
+) -> Result<AxumJson<Overview>, ApiError> {
     let c = b.live_counts().await?;
     Ok(AxumJson(Overview {
         live_tasks: c.tasks,
@@ -391,7 +391,10 @@ async fn overview(State(b): State<Arc<Broker>>, _: SignedIn) -> Result<AxumJson<
 async fn audit_search(
     State(b): State<Arc<Broker>>,
     _: Op<Audit>,
-    q: Result<Query<crate::service::console::AuditFilter>, axum::extract::rejection::QueryRejection>,
+    q: Result<
+        Query<crate::service::console::AuditFilter>,
+        axum::extract::rejection::QueryRejection,
+    >,
 ) -> Result<AxumJson<crate::service::console::AuditMatches>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     Ok(AxumJson(b.find_audit(&q).await?))

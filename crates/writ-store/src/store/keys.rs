@@ -140,7 +140,10 @@ impl KeyStore for SqlStore {
                 .map_err(db)?;
             // The console sessions it signed in end with it.
             ctx.tx
-                .execute("DELETE FROM console_sessions WHERE name = ?1", params![&name])
+                .execute(
+                    "DELETE FROM console_sessions WHERE name = ?1",
+                    params![&name],
+                )
                 .map_err(db)?;
             ctx.audit(now, &audit)?;
             Ok(true)
@@ -304,7 +307,10 @@ impl KeyStore for SqlStore {
             }
             // A rotated secret ends the console sessions it signed in.
             ctx.tx
-                .execute("DELETE FROM console_sessions WHERE name = ?1", params![&name])
+                .execute(
+                    "DELETE FROM console_sessions WHERE name = ?1",
+                    params![&name],
+                )
                 .map_err(db)?;
             ctx.audit(now, &audit)?;
             Ok(true)

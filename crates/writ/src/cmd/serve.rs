@@ -318,7 +318,9 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     // The console's cookie is `Secure` whenever browsers reach writ over
     // TLS: this listener's, or a proxy's in front of an https issuer.
     config.console_secure = limits.tls.is_some() || issuer.starts_with("https://");
-    let console_url = config.console.then(|| format!("{}/ui/", issuer.trim_end_matches('/')));
+    let console_url = config
+        .console
+        .then(|| format!("{}/ui/", issuer.trim_end_matches('/')));
 
     let mut dir = DataDir::new(&data_dir);
     dir.master_key_file = args.master_key_file.take().or(file.master_key_file.take());
