@@ -458,3 +458,62 @@ async fn no_console_serves_nothing_and_takes_no_cookie() {
     .await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
 }
+
+/// The console's SSO sign-in keeps a single sign-on session in the cookie
+/// (through [`crate::console::start_console_session`]): sign-out ends it
+/// at the broker too, and the cookie it set is the one cookie.
+#[tokio::test]
+async fn console_sign_out_ends_a_single_sign_on_session() {
+    use writ_store::KeyStore as _;
+    let e = env(|_| {}).await;
+    let now = e.broker.now();
+    let token = "writ_op_sso-session-secret";
+    e.broker
+        .store
+        .add_operator_session(
+            "alice@example.com",
+            &crate::service::hash_secret(token),
+            Role::Approver,
+            now.add_secs(600),
+            now,
+            vec![],
+        )
+        .await
+        .unwrap();
+    let session = writ_core::api::OperatorSession {
+        name: "alice@example.com".into(),
+        role: Role::Approver,
+        token: token.into(),
+        expires_at: now.add_secs(600),
+    };
+    let resp = crate::console::start_console_session(&e.broker, &session, true);
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()[header::LOCATION], "/ui/");
+    let set = resp.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert_eq!(
+        set,
+        crate::console::console_session_cookie(token, false)
+            .to_str()
+            .unwrap()
+    );
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let who = send(&e.app, with_cookie("GET", "/ui/api/session", &cookie, None)).await;
+    assert_eq!(who.json["name"], "alice@example.com", "{}", who.text);
+    let csrf = who.json["csrf"].as_str().unwrap().to_owned();
+    let a = send(
+        &e.app,
+        with_cookie("DELETE", "/ui/api/session", &cookie, Some(&csrf)),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    let a = send(&e.app, with_cookie("GET", "/v1/approvals", &cookie, None)).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        e.broker
+            .store
+            .admin_token(&crate::service::hash_secret(token))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

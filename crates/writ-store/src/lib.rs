@@ -144,20 +144,17 @@ pub trait KeyStore: Send + Sync {
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
     /// Adds a console session: a secret hashing to `hash` that stands for
-    /// the operator credential `name` of `role` until `expires_at` (the
-    /// sessions of a name end with its credential's revocation or
-    /// rotation); `dev` when a dev start made that credential (so the
-    /// session, too, counts only on a dev start). Ended sessions are
-    /// swept away. [`Self::admin_token`]
-    /// finds a session by its hash as it finds a credential.
+    /// the operator credential `session.name` of `session.role` until
+    /// `session.expires_at` (the sessions of a name end with its
+    /// credential's revocation or rotation); `session.dev` when a dev
+    /// start made that credential (so the session, too, counts only on a
+    /// dev start); made at `session.created_at`. Ended sessions are swept
+    /// away. [`Self::admin_token`] finds a session by its hash as it finds
+    /// a credential. A session without an end ends at once.
     async fn add_console_session(
         &self,
-        name: &str,
+        session: &writ_core::api::AdminCredential,
         hash: &str,
-        role: writ_core::api::Role,
-        dev: bool,
-        expires_at: Timestamp,
-        now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
     /// Ends the console session hashing to `hash` (sign-out): `false` if

@@ -43,16 +43,15 @@ impl Broker {
             "expires_at": expires_at,
             "console": true,
         }));
+        let session = writ_core::api::AdminCredential {
+            name: c.name.clone(),
+            role: c.role,
+            created_at: now,
+            dev: c.dev,
+            expires_at: Some(expires_at),
+        };
         self.store
-            .add_console_session(
-                &c.name,
-                &hash_secret(&token),
-                c.role,
-                c.dev,
-                expires_at,
-                now,
-                vec![event],
-            )
+            .add_console_session(&session, &hash_secret(&token), vec![event])
             .await?;
         tracing::info!(operator = %c.name, role = %c.role, "operator signed in to the console");
         Ok(OperatorSession {
@@ -93,10 +92,23 @@ impl Broker {
             format!("operator:{}", c.name),
         )
         .reason(format!("operator {} signed out of the console", c.name));
-        Ok(self
+        if self
             .store
-            .end_console_session(&hash_secret(token), self.now(), vec![event])
-            .await?)
+            .end_console_session(&hash_secret(token), self.now(), vec![event.clone()])
+            .await?
+        {
+            return Ok(true);
+        }
+        // A single sign-on session (the console's SSO sign-in keeps the
+        // session it made in the cookie) ends as `writ logout` ends it. A
+        // credential without an end is never revoked by a sign-out.
+        if c.expires_at.is_some() {
+            return Ok(self
+                .store
+                .revoke_admin_token(&c.name, self.now(), vec![event])
+                .await?);
+        }
+        Ok(false)
     }
 }
 

@@ -198,15 +198,19 @@ impl KeyStore for SqlStore {
 
     async fn add_console_session(
         &self,
-        name: &str,
+        session: &AdminCredential,
         hash: &str,
-        role: Role,
-        dev: bool,
-        expires_at: Timestamp,
-        now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<()> {
-        let (name, hash) = (name.to_owned(), hash.to_owned());
+        // Without an end, a session ends at once (never lives forever).
+        let expires_at = session.expires_at.unwrap_or(session.created_at);
+        let (name, hash, role, dev, now) = (
+            session.name.clone(),
+            hash.to_owned(),
+            session.role,
+            session.dev,
+            session.created_at,
+        );
         self.write(move |ctx: &mut WriteCtx<'_>| {
             ctx.tx
                 .execute(

@@ -142,6 +142,16 @@ pub async fn operator_sessions_end_and_are_replaced(s: Arc<dyn Store>) {
     assert_chain(s).await;
 }
 
+fn session(name: &str, role: Role, dev: bool, end: i64, now: i64) -> AdminCredential {
+    AdminCredential {
+        name: name.into(),
+        role,
+        dev,
+        created_at: at(now),
+        expires_at: Some(at(end)),
+    }
+}
+
 /// Console sessions: found by their secret with their credential's name
 /// and role, ended by sign-out, and by their credential's rotation or
 /// revocation; ended ones are swept away.
@@ -155,16 +165,24 @@ pub async fn console_sessions_end_with_sign_out_and_their_credential(s: Arc<dyn 
     s.add_admin_token("ann", "a1", Role::Auditor, false, at(0), create())
         .await
         .unwrap();
-    s.add_console_session("ann", "c1", Role::Auditor, false, at(100), at(1), create())
+    s.add_console_session(
+        &session("ann", Role::Auditor, false, 100, 1),
+        "c1",
+        create(),
+    )
+    .await
+    .unwrap();
+    s.add_console_session(
+        &session("ann", Role::Auditor, false, 100, 1),
+        "c2",
+        create(),
+    )
+    .await
+    .unwrap();
+    s.add_console_session(&session("root", Role::Admin, false, 100, 1), "c3", create())
         .await
         .unwrap();
-    s.add_console_session("ann", "c2", Role::Auditor, false, at(100), at(1), create())
-        .await
-        .unwrap();
-    s.add_console_session("root", "c3", Role::Admin, false, at(100), at(1), create())
-        .await
-        .unwrap();
-    s.add_console_session("dev", "c0", Role::Admin, true, at(100), at(1), create())
+    s.add_console_session(&session("dev", Role::Admin, true, 100, 1), "c0", create())
         .await
         .unwrap();
     assert!(s.admin_token("c0").await.unwrap().unwrap().dev);
@@ -179,8 +197,12 @@ pub async fn console_sessions_end_with_sign_out_and_their_credential(s: Arc<dyn 
     // A secret in use is refused, recording nothing.
     let before = audit_len(s).await;
     assert!(matches!(
-        s.add_console_session("ann", "r1", Role::Auditor, false, at(100), at(2), create())
-            .await,
+        s.add_console_session(
+            &session("ann", Role::Auditor, false, 100, 2),
+            "r1",
+            create()
+        )
+        .await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(audit_len(s).await, before);
@@ -199,12 +221,16 @@ pub async fn console_sessions_end_with_sign_out_and_their_credential(s: Arc<dyn 
     assert!(s.revoke_admin_token("ann", at(4), revoke()).await.unwrap());
     assert_eq!(s.admin_token("c2").await.unwrap(), None);
     // An ended session is swept at the next sign-in.
-    s.add_console_session("root", "c4", Role::Admin, false, at(10), at(5), create())
+    s.add_console_session(&session("root", Role::Admin, false, 10, 5), "c4", create())
         .await
         .unwrap();
-    s.add_console_session("root", "c5", Role::Admin, false, at(100), at(50), create())
-        .await
-        .unwrap();
+    s.add_console_session(
+        &session("root", Role::Admin, false, 100, 50),
+        "c5",
+        create(),
+    )
+    .await
+    .unwrap();
     assert_eq!(s.admin_token("c4").await.unwrap(), None);
     assert!(s.admin_token("c5").await.unwrap().is_some());
     assert_chain(s).await;

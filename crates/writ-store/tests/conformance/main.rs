@@ -25,7 +25,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use writ_core::api::{
-    Agent, Approval, ApprovalCall, ApprovalStatus, Attestation, Role, Task, TaskStatus, Tool,
+    AdminCredential, Agent, Approval, ApprovalCall, ApprovalStatus, Attestation, Role, Task,
+    TaskStatus, Tool,
 };
 use writ_core::audit::{self, AuditEvent, AuditKind, AuditRecord, Outcome};
 use writ_core::{AgentName, ApprovalId, Capability, InstanceId, TaskId, Timestamp, ToolName};
