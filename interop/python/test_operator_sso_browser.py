@@ -132,9 +132,13 @@ def test_an_operator_signs_in_from_a_browser_with_the_authorization_code_and_pkc
     assert r.headers["location"] == "/ui/", r.headers
     set_cookies = r.raw.headers.getlist("set-cookie")
     assert any(c.startswith("writ-sso-flow=;") and "Max-Age=0" in c for c in set_cookies), set_cookies
-    console = [c for c in set_cookies if not c.startswith("writ-sso-flow=")]
-    assert console and all("HttpOnly" in c for c in console), set_cookies
+    console = [c for c in set_cookies if c.startswith("writ_console=")]
+    assert console and "HttpOnly" in console[0], set_cookies
     assert r.headers["referrer-policy"] == "no-referrer"
+    # The console knows who signed in.
+    me = browser.get(writ.url("/ui/api/session"), timeout=10)
+    assert me.status_code == 200, me.text
+    assert me.json()["name"] == "alice@example.com" and me.json()["role"] == "approver", me.json()
     mine = sessions(writ).get("alice@example.com")
     assert mine and mine["role"] == "approver", sessions(writ)
     assert refusals(writ) == []

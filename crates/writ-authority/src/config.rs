@@ -78,6 +78,15 @@ pub struct BrokerConfig {
     /// Single sign-on for operators: their OIDC provider, and how its
     /// claims map to roles. `None`: nobody signs in that way.
     pub operator_sso: Option<OperatorSso>,
+    /// The operator console is served at `/ui/` (`writ serve --no-console`
+    /// turns it off; then no console cookie is accepted either).
+    pub console: bool,
+    /// The console's session cookie is `Secure` (and `__Host-`): the
+    /// listener speaks TLS or the issuer is `https`.
+    pub console_secure: bool,
+    /// How long a console session lasts (seconds), never past the end of
+    /// the credential that signed in.
+    pub console_session_ttl: i64,
 }
 
 /// Operators' single sign-on: identity tokens of `issuer` for `client_id`
@@ -164,6 +173,9 @@ impl BrokerConfig {
             signing_alg: writ_core::token::SigningAlg::EdDSA,
             attest_fold_ms: crate::attest_digest::WINDOW_MS,
             operator_sso: None,
+            console: true,
+            console_secure: false,
+            console_session_ttl: 60 * 60,
         }
     }
 

@@ -8,6 +8,9 @@
 //! broker on port 0.
 
 mod client_auth;
+mod console;
+#[cfg(test)]
+mod console_tests;
 mod error;
 mod extract;
 pub mod mtls;

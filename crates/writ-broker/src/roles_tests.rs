@@ -71,6 +71,10 @@ fn routes() -> Vec<(&'static str, String, Duty)> {
         ("GET", "/v1/approvals", Approve),
         ("POST", "/v1/approvals/nobody/approve", Approve),
         ("POST", "/v1/approvals/nobody/deny", Approve),
+        ("GET", "/ui/api/audit", Audit),
+        ("GET", "/ui/api/tasks", Operate),
+        ("POST", "/ui/api/agents/nobody/quarantine", Operate),
+        ("POST", "/ui/api/agents/nobody/release", Operate),
     ]
     .into_iter()
     .map(|(m, p, d)| (m, p.to_owned(), d))

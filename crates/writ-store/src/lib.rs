@@ -155,6 +155,28 @@ pub trait KeyStore: Send + Sync {
     /// Forgets the identity tokens remembered until before `now` (they
     /// are refused as stale by then); returns how many.
     async fn prune_identity_tokens(&self, now: Timestamp) -> Result<u64>;
+    /// Adds a console session: a secret hashing to `hash` that stands for
+    /// the operator credential `session.name` of `session.role` until
+    /// `session.expires_at` (the sessions of a name end with its
+    /// credential's revocation or rotation); `session.dev` when a dev
+    /// start made that credential (so the session, too, counts only on a
+    /// dev start); made at `session.created_at`. Ended sessions are swept
+    /// away. [`Self::admin_token`] finds a session by its hash as it finds
+    /// a credential. A session without an end ends at once.
+    async fn add_console_session(
+        &self,
+        session: &writ_core::api::AdminCredential,
+        hash: &str,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    /// Ends the console session hashing to `hash` (sign-out): `false` if
+    /// there is none.
+    async fn end_console_session(
+        &self,
+        hash: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<bool>;
     /// Replaces the secret of the credential `name` with one hashing to
     /// `hash`: the old secret is refused from the commit on. `false` if
     /// there is no such credential.

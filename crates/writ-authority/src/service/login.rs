@@ -31,6 +31,7 @@ impl Broker {
             browser_start: sso
                 .browser
                 .as_ref()
+                .filter(|_| self.config.console)
                 .map(|_| super::BROWSER_SIGN_IN_START.to_owned()),
         })
     }

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod authzen;
 mod behaviour;
 pub mod clients;
+pub mod console;
 pub mod dbcreds;
 pub mod exchange;
 pub mod feed;

@@ -151,7 +151,8 @@ pub async fn quarantine(
     Path(name): Path<String>,
 ) -> R<Quarantined> {
     Ok(AxumJson(
-        b.quarantine(&agent_name(&name)?, true, &op.actor()).await?,
+        b.quarantine(&agent_name(&name)?, true, &op.actor(), None)
+            .await?,
     ))
 }
 
@@ -161,7 +162,7 @@ pub async fn release(
     Path(name): Path<String>,
 ) -> R<Quarantined> {
     Ok(AxumJson(
-        b.quarantine(&agent_name(&name)?, false, &op.actor())
+        b.quarantine(&agent_name(&name)?, false, &op.actor(), None)
             .await?,
     ))
 }

@@ -28,7 +28,17 @@ use crate::service::{self, AgentCaller, Broker, Caller, Operator};
 const DECISIONS_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 pub fn router(broker: Arc<Broker>) -> Router {
+    // Browsers sign in with single sign-on for the console: with it off,
+    // those routes are not there either.
+    let console = if broker.config.console {
+        crate::console::router()
+            .route(service::BROWSER_SIGN_IN_START, get(sso::start))
+            .route(service::BROWSER_SIGN_IN_CALLBACK, get(sso::callback))
+    } else {
+        crate::console::router_off()
+    };
     Router::new()
+        .merge(console)
         .route("/healthz", get(wellknown::healthz))
         .route("/metrics", get(wellknown::metrics))
         .route("/v1/admin/whoami", get(wellknown::whoami))
@@ -137,8 +147,6 @@ pub fn router(broker: Arc<Broker>) -> Router {
             "/v1/login/oidc",
             get(admin::sso_info).post(admin::sso_sign_in),
         )
-        .route(service::BROWSER_SIGN_IN_START, get(sso::start))
-        .route(service::BROWSER_SIGN_IN_CALLBACK, get(sso::callback))
         .route("/v1/attest", post(agent::attest))
         .route("/v1/tasks", post(agent::start_task).get(admin::list_tasks))
         .route("/v1/approvals", get(admin::approvals))
@@ -262,7 +270,8 @@ impl<D: NeedsDuty> FromRequestParts<Arc<Broker>> for Op<D> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
-        let who = broker.require_operator(bearer(&parts.headers)?).await?;
+        let secret = crate::console::operator_secret(parts, broker)?;
+        let who = broker.require_operator(secret.as_deref()).await?;
         who.require(D::DUTY)?;
         Ok(Op {
             who,
@@ -281,7 +290,8 @@ impl FromRequestParts<Arc<Broker>> for Decider {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
-        let who = broker.require_operator(bearer(&parts.headers)?).await?;
+        let secret = crate::console::operator_secret(parts, broker)?;
+        let who = broker.require_operator(secret.as_deref()).await?;
         let Err(refused) = who.require(Duty::Approve) else {
             return Ok(Decider(who));
         };
@@ -376,8 +386,14 @@ impl FromRequestParts<Arc<Broker>> for AnyCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
-        let p = presented(&parts.headers)?
-            .ok_or_else(|| ApiError::Unauthorized("missing credential".into()))?;
+        let Some(p) = presented(&parts.headers)? else {
+            // No Authorization: the console's cookie, if any, names an
+            // operator (the CSRF rule holds).
+            let secret = crate::console::operator_secret(parts, broker)?;
+            return Ok(AnyCaller(Caller::Operator(
+                broker.require_operator(secret.as_deref()).await?,
+            )));
+        };
         Ok(AnyCaller(
             broker
                 .caller(&p, parts.method.as_str(), parts.uri.path())

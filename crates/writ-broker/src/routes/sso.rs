@@ -1,7 +1,7 @@
 //! The console's single sign-on, for a browser: `GET /ui/sso/start` sends
 //! it to the operators' identity provider (authorization code with PKCE),
 //! `GET /ui/sso/callback` is where the provider sends it back. The flow's
-//! secrets live sealed in a short-lived cookie of this path; a signed-in
+//! secrets live sealed in a short-lived cookie; a signed-in
 //! browser gets the console's session cookie and goes to one fixed local
 //! page (never a place the request names: no open redirect). A refused
 //! sign-in gets a plain page saying why, clears the flow and leaves no
@@ -12,13 +12,10 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
-use writ_core::api::OperatorSession;
 
 use crate::error::ApiError;
 use crate::service::{BROWSER_SIGN_IN_START, Broker, BrowserCallback, SIGN_IN_FLOW_SECS};
 
-/// Where the browser goes once signed in.
-pub const AFTER_SIGN_IN: &str = "/ui/";
 /// The flow cookie over https: `__Host-` (RFC 6265bis §4.1.3.2) keeps
 /// anything but this origin, a sibling subdomain included, from planting
 /// one.
@@ -83,7 +80,7 @@ pub async fn start(State(b): State<Arc<Broker>>) -> Response {
 }
 
 /// The provider's redirect back: the sign-in finished (a session cookie,
-/// a 303 to [`AFTER_SIGN_IN`]) or refused (a page saying why). The flow
+/// a 303 to the console at `/ui/`) or refused (a page saying why). The flow
 /// cookie is cleared either way: a flow is finished once.
 pub async fn callback(
     State(b): State<Arc<Broker>>,
@@ -102,43 +99,19 @@ pub async fn callback(
         Ok(s) => s,
         Err(e) => return refused(ApiError::from(e), clear),
     };
-    let console = match console_cookie(&b, &session, secure) {
-        Ok(c) => c,
-        Err(e) => return refused(e, clear),
-    };
-    let mut resp = axum::response::Redirect::to(AFTER_SIGN_IN).into_response();
+    // The console's session for this operator: its cookie and a 303 to
+    // the console, a fixed local page.
+    let mut resp = crate::console::start_console_session(&b, &session, true);
     let h = resp.headers_mut();
     if let Some(c) = clear {
         h.append(header::SET_COOKIE, c);
     }
-    h.append(header::SET_COOKIE, console);
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // The callback's URL carries the code: no page after it is told it.
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
     resp
-}
-
-/// The console's session cookie for a signed-in operator. The one step
-/// that belongs to the console: until it has its own sessions, the cookie
-/// carries the operator session's credential itself, `HttpOnly`, for the
-/// session's lifetime.
-fn console_cookie(
-    b: &Broker,
-    session: &OperatorSession,
-    secure: bool,
-) -> Result<HeaderValue, ApiError> {
-    let max_age = b.now().secs_until(session.expires_at).max(0);
-    let mut c = format!(
-        "writ-console={}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax",
-        session.token
-    );
-    if secure {
-        c.push_str("; Secure");
-    }
-    HeaderValue::from_str(&c).map_err(|e| ApiError::Internal(format!("a cookie: {e}")))
 }
 
 /// A refused sign-in, for a person at a browser: the status, and a plain

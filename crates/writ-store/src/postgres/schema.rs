@@ -332,4 +332,19 @@ CREATE TABLE used_identity_tokens (
 );
 CREATE INDEX used_identity_tokens_expiry ON used_identity_tokens(expires_at);
 "#,
+    // 23: sessions of the operator console: a short-lived, revocable
+    // secret with the name and role of the operator credential that signed
+    // in, and whether a dev start made it (kept apart from the
+    // credentials, whose names are unique).
+    r#"
+CREATE TABLE console_sessions (
+    hash        TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    dev         BIGINT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL
+);
+CREATE INDEX console_sessions_name ON console_sessions(name);
+"#,
 ];

@@ -1,0 +1,260 @@
+// The console's pages. Each renders into `main` and returns a `refresh`
+// the app calls whenever the broker has news (the audit chain grew).
+// Actions are offered only to a role that may take them; the broker
+// checks the role again whatever the page offers.
+
+import { h, put, when, table } from './dom.js';
+import { get, post, query } from './api.js';
+
+const json = (v) => JSON.stringify(v, null, 2);
+
+/** A button that runs `f`, reporting the outcome in the status line. */
+function action(label, f, ctx, attrs = {}) {
+  const b = h('button', { type: 'button', ...attrs }, label);
+  b.addEventListener('click', async () => {
+    b.disabled = true;
+    try {
+      const msg = await f();
+      if (msg) ctx.say(msg);
+      await ctx.refresh();
+    } catch (e) {
+      ctx.say(`${label} failed: ${e.message}`, true);
+    } finally {
+      b.disabled = false;
+    }
+  });
+  return b;
+}
+
+/** A reason field and the buttons that need it. */
+function withReason(id, ctx, buttons) {
+  const input = h('input', { type: 'text', id, 'aria-label': 'Reason', placeholder: 'reason', class: 'reason' });
+  const need = () => {
+    const r = input.value.trim();
+    if (!r) { input.focus(); throw new Error('say why first (reason)'); }
+    return r;
+  };
+  return h('span', { class: 'actions' }, input, buttons.map(([label, f, attrs]) => action(label, () => f(need()), ctx, attrs)));
+}
+
+function card(label, value, id) {
+  return h('div', { class: 'card' }, h('div', { class: 'card-label' }, label), h('div', { class: 'card-value', id }, String(value)));
+}
+
+export const pages = {
+  overview: {
+    title: 'Overview',
+    may: () => true,
+    render(main, ctx) {
+      const cards = h('div', { class: 'cards' });
+      const chain = h('div', { id: 'chain-status' });
+      const denials = h('div');
+      put(main, h('h1', {}, 'Overview'), cards, h('h2', {}, 'Audit chain'), chain, h('h2', {}, 'Recent denials'), denials);
+      const verify = async () => {
+        const v = await get('/v1/audit/verify');
+        put(chain, h('p', { class: v.valid ? 'ok' : 'bad', id: 'chain-result' },
+          v.valid ? `valid: ${v.records} records, head ${v.head.slice(0, 16)}…` : `BROKEN: ${json(v.error)}`));
+      };
+      const refresh = async () => {
+        const o = await get('/ui/api/overview');
+        put(cards,
+          card('Live tasks', o.live_tasks, 'live-tasks'),
+          card('Live grants', o.live_grants, 'live-grants'),
+          card('Pending approvals', o.pending_approvals, 'pending-approvals'),
+          card('Audit records', o.head, 'audit-head'));
+        if (ctx.session.may.audit) {
+          const d = await get(`/ui/api/audit${query({ outcome: 'deny', limit: 10 })}`);
+          put(denials, d.records.length ? auditTable(d.records, () => {}) : h('p', {}, 'No denials.'));
+        } else {
+          put(denials, h('p', { class: 'muted' }, 'Your role does not read the audit.'));
+        }
+      };
+      if (ctx.session.may.audit) {
+        put(chain, action('Verify chain', async () => { await verify(); }, ctx, { id: 'overview-verify' }));
+        verify().catch((e) => ctx.say(e.message, true));
+      } else {
+        put(chain, h('p', { class: 'muted' }, 'Your role does not read the audit.'));
+      }
+      return refresh;
+    },
+  },
+
+  agents: {
+    title: 'Agents',
+    may: (s) => s.may.operate,
+    render(main, ctx) {
+      const list = h('div');
+      put(main, h('h1', {}, 'Agents'), list);
+      const refresh = async () => {
+        const agents = await get('/v1/agents');
+        put(list, table([
+          ['Name', (a) => a.name],
+          ['Attestation', (a) => a.attestation.kind],
+          ['Attributes', (a) => Object.entries(a.attributes || {}).map(([k, v]) => `${k}=${v}`).join(', ')],
+          ['State', (a) => h('span', { class: a.quarantined ? 'bad' : 'ok', id: `state-${a.name}` }, a.quarantined ? 'quarantined' : 'active')],
+          ['Since', (a) => when(a.created_at)],
+          ['Kill switch', (a) => withReason(`reason-${a.name}`, ctx, [a.quarantined
+            ? ['Release', async (reason) => { await post(`/ui/api/agents/${encodeURIComponent(a.name)}/release`, { reason }); return `${a.name} released`; }, { id: `release-${a.name}` }]
+            : ['Quarantine', async (reason) => {
+              const q = await post(`/ui/api/agents/${encodeURIComponent(a.name)}/quarantine`, { reason });
+              return `${a.name} quarantined: ${q.revoked_tokens} tokens revoked, ${q.ended_tasks} tasks ended`;
+            }, { id: `quarantine-${a.name}`, class: 'danger' }]])],
+        ], agents, 'Agents'));
+      };
+      return refresh;
+    },
+  },
+
+  tasks: {
+    title: 'Tasks',
+    may: (s) => s.may.operate,
+    render(main, ctx) {
+      const f = { status: '', agent: '', q: '', offset: 0 };
+      const status = h('select', { id: 'task-status', 'aria-label': 'Status' },
+        ['', 'active', 'pending', 'completed', 'revoked', 'expired', 'denied'].map((s) => h('option', { value: s }, s || 'any status')));
+      const agent = h('input', { id: 'task-agent', 'aria-label': 'Agent', placeholder: 'agent' });
+      const q = h('input', { id: 'task-q', 'aria-label': 'Search', placeholder: 'id, intent or person' });
+      const form = h('form', { class: 'filters', role: 'search' }, status, agent, q, h('button', { type: 'submit' }, 'Filter'));
+      const list = h('div');
+      const tree = h('div', { id: 'task-tree' });
+      form.addEventListener('submit', (e) => {
+        e.preventDefault();
+        Object.assign(f, { status: status.value, agent: agent.value.trim(), q: q.value.trim(), offset: 0 });
+        refresh().catch((err) => ctx.say(err.message, true));
+      });
+      put(main, h('h1', {}, 'Tasks'), form, list, tree);
+      const showTree = async (id) => {
+        const nodes = await get(`/v1/tasks/${encodeURIComponent(id)}/tree`);
+        const byParent = new Map();
+        for (const n of nodes) {
+          const p = n.parent_task_id || '';
+          if (!byParent.has(p)) byParent.set(p, []);
+          byParent.get(p).push(n);
+        }
+        const ids = new Set(nodes.map((n) => n.task_id));
+        const branch = (n) => h('li', {}, h('code', {}, n.task_id), ` ${n.agent} · ${n.status} · ${n.intent}`,
+          (byParent.get(n.task_id) || []).length ? h('ul', {}, byParent.get(n.task_id).map(branch)) : null);
+        const roots = nodes.filter((n) => !n.parent_task_id || !ids.has(n.parent_task_id));
+        put(tree, h('h2', {}, 'Delegation tree'), h('ul', { class: 'tree' }, roots.map(branch)));
+      };
+      const refresh = async () => {
+        const r = await get(`/ui/api/tasks${query({ ...f, limit: 25 })}`);
+        const pager = h('div', { class: 'pager' },
+          h('span', {}, `${r.total} tasks`),
+          f.offset > 0 ? action('Newer', async () => { f.offset = Math.max(0, f.offset - 25); }, ctx) : null,
+          f.offset + 25 < r.total ? action('Older', async () => { f.offset += 25; }, ctx) : null);
+        put(list, table([
+          ['Task', (t) => h('code', {}, t.task_id)],
+          ['Agent', (t) => t.agent],
+          ['Intent', (t) => t.intent],
+          ['For', (t) => t.on_behalf_of || ''],
+          ['Status', (t) => h('span', { class: `status-${t.status}` }, t.status)],
+          ['Started', (t) => when(t.created_at)],
+          ['', (t) => h('span', { class: 'actions' },
+            action('Tree', () => showTree(t.task_id), ctx, { 'aria-label': `Delegation tree of ${t.task_id}` }),
+            t.status === 'active' ? action('End', async () => {
+              const e = await post(`/v1/tasks/${encodeURIComponent(t.task_id)}/complete`);
+              return `task ended: ${e.revoked_tokens} tokens revoked, ${e.ended_descendants} delegated tasks ended`;
+            }, ctx, { class: 'danger', 'aria-label': `End task ${t.task_id}` }) : null)],
+        ], r.tasks, 'Tasks'), pager);
+      };
+      return refresh;
+    },
+  },
+
+  approvals: {
+    title: 'Approvals',
+    may: (s) => s.may.approve,
+    render(main, ctx) {
+      const pending = h('div', { id: 'pending' });
+      const history = h('div');
+      put(main, h('h1', {}, 'Approvals'), h('h2', {}, 'Pending'), pending, h('h2', {}, 'History'), history);
+      const refresh = async () => {
+        const all = await get('/v1/approvals?all=true');
+        const open = all.filter((a) => a.status === 'pending');
+        put(pending, open.length ? table([
+          ['Agent', (a) => a.task.agent],
+          ['Intent', (a) => a.task.intent],
+          ['For', (a) => a.task.on_behalf_of || ''],
+          ['Asks', (a) => a.call ? json(a.call) : a.task.capabilities.map((c) => (typeof c === 'string' ? c : json(c))).join(', ')],
+          ['Justification', (a) => a.justification || ''],
+          ['Requested', (a) => when(a.requested_at)],
+          ['Decide', (a) => withReason(`reason-${a.approval_id}`, ctx, [
+            ['Approve', async (reason) => { await post(`/v1/approvals/${encodeURIComponent(a.approval_id)}/approve`, { reason }); return 'approved'; }, { class: 'approve' }],
+            ['Deny', async (reason) => { await post(`/v1/approvals/${encodeURIComponent(a.approval_id)}/deny`, { reason }); return 'denied'; }, { class: 'danger' }]])],
+        ], open, 'Pending approvals') : h('p', {}, 'Nothing waits for a decision.'));
+        const done = all.filter((a) => a.status !== 'pending').slice(0, 50);
+        put(history, table([
+          ['Agent', (a) => a.task.agent],
+          ['Intent', (a) => a.task.intent],
+          ['Decision', (a) => a.status],
+          ['By', (a) => a.decided_by || ''],
+          ['Reason', (a) => a.reason || ''],
+          ['When', (a) => when(a.decided_at)],
+        ], done, 'Decided approvals'));
+      };
+      return refresh;
+    },
+  },
+
+  audit: {
+    title: 'Audit',
+    may: (s) => s.may.audit,
+    render(main, ctx) {
+      const f = { agent: '', task: '', kind: '', outcome: '', actor: '', since: '', until: '', before: '' };
+      const field = (name, label, type = 'text') => h('input', { id: `audit-${name}`, name, type, 'aria-label': label, placeholder: label });
+      const inputs = {
+        agent: field('agent', 'agent'), task: field('task', 'task'), kind: field('kind', 'kind'),
+        actor: field('actor', 'actor'),
+        since: field('since', 'since', 'datetime-local'), until: field('until', 'until', 'datetime-local'),
+      };
+      const outcome = h('select', { id: 'audit-outcome', 'aria-label': 'Outcome' },
+        ['', 'success', 'allow', 'deny', 'error'].map((o) => h('option', { value: o }, o || 'any outcome')));
+      const labelled = (label, el) => h('label', { class: 'field' }, h('span', {}, label), el);
+      const form = h('form', { class: 'filters', role: 'search' },
+        Object.entries(inputs).map(([k, el]) => labelled(k, el)), labelled('outcome', outcome),
+        h('button', { type: 'submit' }, 'Filter'));
+      const verifyOut = h('span', { id: 'verify-result' });
+      const list = h('div', { id: 'audit-list' });
+      const detail = h('pre', { id: 'audit-detail', class: 'detail', tabindex: '0', 'aria-label': 'Record details' });
+      const toMs = (v) => (v ? String(new Date(v).getTime()) : '');
+      form.addEventListener('submit', (e) => {
+        e.preventDefault();
+        Object.assign(f, {
+          agent: inputs.agent.value.trim(), task: inputs.task.value.trim(), kind: inputs.kind.value.trim(),
+          actor: inputs.actor.value.trim(), outcome: outcome.value,
+          since: toMs(inputs.since.value), until: toMs(inputs.until.value), before: '',
+        });
+        refresh().catch((err) => ctx.say(err.message, true));
+      });
+      put(main, h('h1', {}, 'Audit'), form,
+        h('p', {}, action('Verify chain', async () => {
+          const v = await get('/v1/audit/verify');
+          put(verifyOut, h('span', { class: v.valid ? 'ok' : 'bad' },
+            v.valid ? `chain valid: ${v.records} records, ${v.checkpoints} checkpoints` : `chain BROKEN: ${json(v.error)}`));
+        }, ctx, { id: 'verify' }), ' ', verifyOut),
+        list, detail);
+      const refresh = async () => {
+        const r = await get(`/ui/api/audit${query({ ...f, limit: 50 })}`);
+        put(list, auditTable(r.records, (rec) => put(detail, json(rec))),
+          h('div', { class: 'pager' },
+            f.before ? action('Newest', async () => { f.before = ''; }, ctx) : null,
+            r.before ? action('Older', async () => { f.before = String(r.before); }, ctx) : null));
+      };
+      return refresh;
+    },
+  },
+};
+
+function auditTable(records, show) {
+  return table([
+    ['#', (r) => h('button', { type: 'button', class: 'link', onclick: () => show(r), 'aria-label': `Details of record ${r.seq}` }, String(r.seq))],
+    ['Time', (r) => when(r.ts)],
+    ['Kind', (r) => r.event.kind],
+    ['Outcome', (r) => h('span', { class: `outcome-${r.event.outcome}` }, r.event.outcome)],
+    ['Actor', (r) => r.event.actor],
+    ['Agent', (r) => r.event.agent || ''],
+    ['Task', (r) => r.event.task || ''],
+    ['Reason', (r) => r.event.reason || ''],
+  ], records, 'Audit records');
+}
