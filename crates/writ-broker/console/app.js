@@ -29,7 +29,7 @@ function showSignIn(message = '') {
   $('signin-error').textContent = message;
   $('credential').focus();
   // Single sign-on from the browser, when the broker offers it.
-  get('/v1/login/oidc').then((i) => { $('sso').hidden = !(i && i.browser_start); }).catch(() => {});
+  get('/ui/api/sso').then((o) => { $('sso').hidden = !(o && o.start); }).catch(() => {});
 }
 
 function signedIn(s) {

@@ -229,7 +229,10 @@ pub(crate) fn router_off() -> Router<Arc<Broker>> {
     Router::new()
 }
 
-async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+pub(crate) async fn security_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.insert(

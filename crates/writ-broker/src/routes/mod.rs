@@ -31,9 +31,13 @@ pub fn router(broker: Arc<Broker>) -> Router {
     // Browsers sign in with single sign-on for the console: with it off,
     // those routes are not there either.
     let console = if broker.config.console {
-        crate::console::router()
-            .route(service::BROWSER_SIGN_IN_START, get(sso::start))
-            .route(service::BROWSER_SIGN_IN_CALLBACK, get(sso::callback))
+        crate::console::router().merge(
+            Router::new()
+                .route("/ui/api/sso", get(sso::options))
+                .route(service::BROWSER_SIGN_IN_START, get(sso::start))
+                .route(service::BROWSER_SIGN_IN_CALLBACK, get(sso::callback))
+                .layer(axum::middleware::from_fn(crate::console::security_headers)),
+        )
     } else {
         crate::console::router_off()
     };

@@ -62,6 +62,17 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// `GET /ui/api/sso`: whether the console's sign-in page offers single
+/// sign-on, and where it starts (always 200, for the page to ask).
+pub async fn options(State(b): State<Arc<Broker>>) -> Response {
+    let start = b.operator_sso_info().ok().and_then(|i| i.browser_start);
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        axum::Json(serde_json::json!({ "start": start })),
+    )
+        .into_response()
+}
+
 /// Starts a sign-in: a 303 to the provider, the sealed flow in a cookie.
 pub async fn start(State(b): State<Arc<Broker>>) -> Response {
     let started = match b.operator_browser_start() {
