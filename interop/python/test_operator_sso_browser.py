@@ -6,7 +6,8 @@ consent pages with plain HTTP requests.
 
 What an attacker tries is refused and leaves no session: an answer for
 another browser's sign-in (state), a code injected into someone else's
-sign-in (PKCE), a provider error, a callback replayed.
+sign-in (PKCE), a provider error, another provider's answer (a mix-up),
+a callback replayed.
 """
 
 import json
@@ -104,7 +105,7 @@ def refusals(writ):
     return [e for e in events if e["kind"] == "operator_sign_in"]
 
 
-def test_an_operator_signs_in_from_a_browser_with_the_authorization_code_and_pkce(browser_writ):
+def test_an_operator_signs_in_from_a_browser_with_the_authorization_code_and_pkce_once(browser_writ):
     writ = browser_writ
     browser = requests.Session()
     info = requests.get(writ.url("/v1/login/oidc"), timeout=10).json()
@@ -156,7 +157,7 @@ def test_an_operator_signs_in_from_a_browser_with_the_authorization_code_and_pkc
     assert r.status_code == 400, r.text
 
 
-def test_a_browser_sign_in_refuses_foreign_state_an_injected_code_a_provider_error_and_a_replay(browser_writ):
+def test_a_browser_sign_in_refuses_a_foreign_state_an_injected_code_a_provider_error_and_a_mix_up(browser_writ):
     writ = browser_writ
     victim_url = to_callback(writ, requests.Session(), "alice")
     victim = urllib.parse.parse_qs(urllib.parse.urlsplit(victim_url).query)
