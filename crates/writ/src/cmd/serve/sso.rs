@@ -66,6 +66,14 @@ pub(super) async fn operator_sso(
         (None, None) => bail!("the issuer's jwks_uri is unknown"),
     };
     let browser = match &file.operator_oidc_redirect_uri {
+        None if file.operator_oidc_console_client_id.is_some()
+            || file.operator_oidc_client_secret_file.is_some()
+            || file.operator_oidc_scopes.is_some() =>
+        {
+            bail!(
+                "operator_oidc_console_client_id, operator_oidc_client_secret_file and operator_oidc_scopes are for browser sign-in: set operator_oidc_redirect_uri too"
+            )
+        }
         None => None,
         Some(redirect_uri) => Some(browser(file, &client_id, redirect_uri, discovery)?),
     };
