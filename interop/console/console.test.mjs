@@ -160,6 +160,16 @@ test('a task appears live when an agent starts one, its intent shown as text', a
   assert.equal(await admin.evaluate(() => window.__pwned), undefined)
   assert.equal(await admin.locator('main img').count(), 0)
   await shot(admin, 'tasks')
+  // Its delegation tree, then the end of it: its token dies at the broker.
+  const row = admin.locator('main tbody tr', { hasText: intent })
+  await row.getByRole('button', { name: 'Tree' }).click()
+  await admin.locator('#task-tree li', { hasText: intent }).waitFor()
+  await row.getByRole('button', { name: 'End' }).click()
+  await admin.locator('main tbody tr', { hasText: intent }).getByText('revoked').waitFor()
+  const introspected = await call('GET', `/v1/tasks/${r.json.task_id}`, ADMIN)
+  assert.equal(introspected.json.status, 'revoked', introspected.text)
+  const again = await call('POST', `/v1/tasks/${r.json.task_id}/heartbeat`, r.json.access_token)
+  assert.ok(again.status >= 400, again.text)
 })
 
 let approvalTask
@@ -178,7 +188,10 @@ test('approve a pending task: the agent heartbeat then gets its token', async ()
   await reason.waitFor()
   await reason.fill('ticket 42 is mine to fix')
   await admin.locator('#pending tr', { hasText: 'update ticket 42' }).getByRole('button', { name: 'Approve' }).click()
-  await admin.getByText('Nothing waits for a decision.').waitFor()
+  await admin.getByText('Nothing waits for a decision.').waitFor({ timeout: 10000 }).catch(async (e) => {
+    await shot(admin, 'approvals-failed')
+    throw new Error(`${e.message}; status: ${await admin.locator('#status').textContent()}`)
+  })
   await shot(admin, 'approvals')
 
   const beat = await call('POST', `/v1/tasks/${approvalTask}/heartbeat`, instance)
@@ -226,19 +239,34 @@ test('filter the audit by agent and kind, read a record, verify the chain', asyn
   await shot(admin, 'audit')
 })
 
+test('policies and reports: the live set, its versions, a least-privilege and an evidence report', async () => {
+  await open(admin, 'policies')
+  await admin.locator('summary', { hasText: 'p.cedar' }).click()
+  await admin.getByText('writes-need-approval').first().waitFor()
+  await shot(admin, 'policies')
+  await open(admin, 'reports')
+  await admin.locator('#report-lp').click()
+  await admin.waitForFunction(() => document.getElementById('report').textContent.length > 0)
+  await shot(admin, 'reports-least-privilege')
+  await admin.locator('#report-evidence').click()
+  await admin.waitForFunction(() => /owasp|OWASP|NHI/.test(document.getElementById('report').textContent))
+  await shot(admin, 'reports-evidence')
+})
+
 test('an auditor sees no action buttons and is refused when it forges the call', async () => {
   const made = await call('POST', '/v1/admin/tokens', ADMIN, { name: 'ann', role: 'auditor' })
   assert.equal(made.status, 201, made.text)
   const ann = await newPage()
   await signIn(ann, made.json.token)
   const links = await ann.locator('#nav a').allTextContents()
-  assert.deepEqual(links, ['Overview', 'Audit'])
+  assert.deepEqual(links, ['Overview', 'Audit', 'Policies', 'Reports'])
   await ann.locator('#chain-result').waitFor()
   await shot(ann, 'auditor-overview')
-  for (const page of ['overview', 'audit']) {
+  for (const page of ['overview', 'audit', 'policies', 'reports']) {
     await open(ann, page)
     const buttons = await ann.locator('main button:not(.link)').allTextContents()
-    assert.deepEqual(buttons.filter((b) => !/^(Verify chain|Filter)$/.test(b)), [], `${page}: ${buttons}`)
+    const reads = /^(Verify chain|Filter|Least-privilege report|Evidence report)$/
+    assert.deepEqual(buttons.filter((b) => !reads.test(b)), [], `${page}: ${buttons}`)
   }
   // A page the role may not see is not shown, even by its address.
   await ann.goto(`${writ.consoleUrl}#agents`)

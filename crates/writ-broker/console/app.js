@@ -52,6 +52,7 @@ async function show() {
     if (a.getAttribute('href') === `#${id}`) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
   }
   const main = $('main');
+  if (main.dataset.page !== (id || 'overview')) say('');
   const ctx = { session, say, refresh: () => refresh() };
   const r = page.render(main, ctx);
   refresh = async () => { try { await r(); } catch (e) { say(e.message, true); } };

@@ -3,8 +3,8 @@
 // Actions are offered only to a role that may take them; the broker
 // checks the role again whatever the page offers.
 
-import { h, put, when, table } from './dom.js';
-import { get, post, query } from './api.js';
+import { h, put, when, table, draft, forget } from './dom.js';
+import { get, getText, post, query } from './api.js';
 
 const json = (v) => JSON.stringify(v, null, 2);
 
@@ -28,13 +28,18 @@ function action(label, f, ctx, attrs = {}) {
 
 /** A reason field and the buttons that need it. */
 function withReason(id, ctx, buttons) {
-  const input = h('input', { type: 'text', id, 'aria-label': 'Reason', placeholder: 'reason', class: 'reason' });
+  const input = draft({ id, 'aria-label': 'Reason', placeholder: 'reason', class: 'reason' });
   const need = () => {
     const r = input.value.trim();
     if (!r) { input.focus(); throw new Error('say why first (reason)'); }
     return r;
   };
-  return h('span', { class: 'actions' }, input, buttons.map(([label, f, attrs]) => action(label, () => f(need()), ctx, attrs)));
+  const run = (f) => async () => {
+    const msg = await f(need());
+    forget(id);
+    return msg;
+  };
+  return h('span', { class: 'actions' }, input, buttons.map(([label, f, attrs]) => action(label, run(f), ctx, attrs)));
 }
 
 function card(label, value, id) {
@@ -176,7 +181,7 @@ export const pages = {
           ['Agent', (a) => a.task.agent],
           ['Intent', (a) => a.task.intent],
           ['For', (a) => a.task.on_behalf_of || ''],
-          ['Asks', (a) => a.call ? json(a.call) : a.task.capabilities.map((c) => (typeof c === 'string' ? c : json(c))).join(', ')],
+          ['Asks', (a) => a.call ? json(a.call) : a.task.capabilities.map((c) => `${c.tool}: ${(c.scopes || []).join(', ')}`).join('; ')],
           ['Justification', (a) => a.justification || ''],
           ['Requested', (a) => when(a.requested_at)],
           ['Decide', (a) => withReason(`reason-${a.approval_id}`, ctx, [
@@ -242,6 +247,54 @@ export const pages = {
             r.before ? action('Older', async () => { f.before = String(r.before); }, ctx) : null));
       };
       return refresh;
+    },
+  },
+
+  policies: {
+    title: 'Policies',
+    may: (s) => s.may.read_policy,
+    render(main) {
+      const live = h('div');
+      const history = h('div');
+      put(main, h('h1', {}, 'Policies'), live, h('h2', {}, 'Versions'), history);
+      const refresh = async () => {
+        const p = await get('/v1/policies');
+        put(live, h('p', {}, `Live set ${p.version}: ${p.policies} policies`),
+          Object.entries(p.files).map(([name, text]) => h('details', {},
+            h('summary', {}, name), h('pre', { class: 'detail' }, text))));
+        const versions = await get('/v1/policies/history');
+        put(history, table([
+          ['Version', (v) => h('code', {}, v.version)],
+          ['From', (v) => v.origin],
+          ['Loaded', (v) => when(v.loaded_at)],
+        ], versions, 'Policy versions'));
+      };
+      return refresh;
+    },
+  },
+
+  reports: {
+    title: 'Reports',
+    may: (s) => s.may.audit,
+    render(main, ctx) {
+      const since = h('select', { id: 'report-since', 'aria-label': 'Since' },
+        ['1h', '24h', '7d', '30d'].map((v) => h('option', { value: v, selected: v === '24h' }, `last ${v}`)));
+      const agent = h('input', { id: 'report-agent', 'aria-label': 'Agent', placeholder: 'agent (all)' });
+      const framework = h('select', { id: 'report-framework', 'aria-label': 'Framework' },
+        ['owasp-nhi', 'owasp-agentic', 'nist-ai-rmf', 'nist-csf', 'mitre-atlas', 'csa-maestro'].map((f) => h('option', { value: f }, f)));
+      const out = h('pre', { id: 'report', class: 'detail', tabindex: '0', 'aria-label': 'Report' });
+      put(main, h('h1', {}, 'Reports'),
+        h('h2', {}, 'Least privilege: granted against used'),
+        h('div', { class: 'filters' }, since, agent, action('Least-privilege report', async () => {
+          put(out, await getText(`/v1/reports/least-privilege${query({ since: since.value, agent: agent.value.trim(), format: 'table' })}`));
+        }, ctx, { id: 'report-lp' })),
+        h('h2', {}, 'Evidence for a framework'),
+        h('div', { class: 'filters' }, framework, action('Evidence report', async () => {
+          put(out, await getText(`/v1/reports/evidence${query({ framework: framework.value, format: 'table' })}`));
+        }, ctx, { id: 'report-evidence' })),
+        out);
+      // Reports are asked for, not followed live: they read the whole window.
+      return async () => {};
     },
   },
 };
