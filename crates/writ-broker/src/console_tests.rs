@@ -464,7 +464,6 @@ async fn no_console_serves_nothing_and_takes_no_cookie() {
 /// at the broker too, and the cookie it set is the one cookie.
 #[tokio::test]
 async fn console_sign_out_ends_a_single_sign_on_session() {
-    use writ_store::KeyStore as _;
     let e = env(|_| {}).await;
     let now = e.broker.now();
     let token = "writ_op_sso-session-secret";
