@@ -223,8 +223,8 @@ test('quarantine the agent from the console: its next call is refused', async ()
 test('filter the audit by agent and kind, read a record, verify the chain', async () => {
   await open(admin, 'audit')
   await admin.locator('#audit-agent').fill('demo-agent')
-  await admin.locator('#audit-kind').fill('agent_quarantine')
-  await admin.locator('#audit-kind').press('Enter')
+  await admin.locator('#audit-kind').selectOption('agent_quarantine')
+  await admin.locator('#audit-agent').press('Enter')
   const rows = admin.locator('#audit-list tbody tr')
   await admin.waitForFunction(() => {
     const rows = [...document.querySelectorAll('#audit-list tbody tr')]
@@ -237,6 +237,23 @@ test('filter the audit by agent and kind, read a record, verify the chain', asyn
   await admin.locator('#verify').click()
   await admin.locator('#verify-result', { hasText: 'chain valid' }).waitFor()
   await shot(admin, 'audit')
+})
+
+test('the overview plots decisions per minute and denials by policy', async () => {
+  // A denial to plot: a delete, refused by "no-deletes" (the agent is
+  // quarantined by now, so a fresh one is registered for it).
+  const reg = await call('POST', '/v1/agents', ADMIN, { name: 'plotter', attestation: { kind: 'join_token' } })
+  assert.equal(reg.status, 201, reg.text)
+  const jt = await call('POST', '/v1/agents/plotter/join-tokens', ADMIN, { ttl: 600 })
+  const a = await call('POST', '/v1/attest', null, { agent: 'plotter', join_token: jt.json.join_token })
+  const denied = await call('POST', '/v1/tasks', a.json.access_token, task('clean up', ['delete']))
+  assert.equal(denied.status, 403, denied.text)
+  await open(admin, 'overview')
+  await admin.locator('#decisions').waitFor()
+  await admin.locator('main table[aria-label="Denials by policy"] tr', { hasText: 'no-deletes' }).waitFor()
+  const label = await admin.locator('#decisions').getAttribute('aria-label')
+  assert.match(label, /[1-9]\d* allowed, [1-9]\d* denied/)
+  await shot(admin, 'overview-activity')
 })
 
 test('policies and reports: the live set, its versions, a least-privilege and an evidence report', async () => {

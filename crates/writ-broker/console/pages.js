@@ -3,10 +3,18 @@
 // Actions are offered only to a role that may take them; the broker
 // checks the role again whatever the page offers.
 
-import { h, put, when, table, draft, forget } from './dom.js';
+import { h, put, when, table, draft, forget, svg } from './dom.js';
 import { get, getText, post, query } from './api.js';
 
 const json = (v) => JSON.stringify(v, null, 2);
+
+/** The kinds of audit record (writ_core::audit::AuditKind). */
+const KINDS = ['bootstrap', 'admin_token_create', 'admin_token_revoke', 'admin_token_rotate', 'agent_register',
+  'agent_update', 'agent_delete', 'agent_quarantine', 'agent_release', 'join_token_create', 'tool_register',
+  'tool_update', 'tool_delete', 'attest', 'task_start', 'task_heartbeat', 'task_end', 'token_issue',
+  'token_exchange', 'token_refused', 'token_revoke', 'decision', 'approval', 'policy_shadow', 'key_rotate',
+  'policy_load', 'tool_secret_set', 'gateway_register', 'tool_call', 'credential_issue', 'credential_revoke',
+  'node', 'svid_issue'];
 
 /** A button that runs `f`, reporting the outcome in the status line. */
 function action(label, f, ctx, attrs = {}) {
@@ -54,7 +62,10 @@ export const pages = {
       const cards = h('div', { class: 'cards' });
       const chain = h('div', { id: 'chain-status' });
       const denials = h('div');
-      put(main, h('h1', {}, 'Overview'), cards, h('h2', {}, 'Audit chain'), chain, h('h2', {}, 'Recent denials'), denials);
+      const plot = h('div', { id: 'activity' });
+      put(main, h('h1', {}, 'Overview'), cards,
+        ctx.session.may.audit ? [h('h2', {}, 'Decisions, last 30 minutes'), plot] : null,
+        h('h2', {}, 'Audit chain'), chain, h('h2', {}, 'Recent denials'), denials);
       const verify = async () => {
         const v = await get('/v1/audit/verify');
         put(chain, h('p', { class: v.valid ? 'ok' : 'bad', id: 'chain-result' },
@@ -67,6 +78,7 @@ export const pages = {
           card('Live grants', o.live_grants, 'live-grants'),
           card('Pending approvals', o.pending_approvals, 'pending-approvals'),
           card('Audit records', o.head, 'audit-head'));
+        if (o.activity) put(plot, activityPlot(o.activity));
         if (ctx.session.may.audit) {
           const d = await get(`/ui/api/audit${query({ outcome: 'deny', limit: 10 })}`);
           put(denials, d.records.length ? auditTable(d.records, () => {}) : h('p', {}, 'No denials.'));
@@ -209,7 +221,9 @@ export const pages = {
       const f = { agent: '', task: '', kind: '', outcome: '', actor: '', since: '', until: '', before: '' };
       const field = (name, label, type = 'text') => h('input', { id: `audit-${name}`, name, type, 'aria-label': label, placeholder: label });
       const inputs = {
-        agent: field('agent', 'agent'), task: field('task', 'task'), kind: field('kind', 'kind'),
+        agent: field('agent', 'agent'), task: field('task', 'task'),
+        kind: h('select', { id: 'audit-kind', name: 'kind', 'aria-label': 'kind' },
+          ['', ...KINDS].map((k) => h('option', { value: k }, k || 'any kind'))),
         actor: field('actor', 'actor'),
         since: field('since', 'since', 'datetime-local'), until: field('until', 'until', 'datetime-local'),
       };
@@ -298,6 +312,36 @@ export const pages = {
     },
   },
 };
+
+/** Decisions per minute as stacked bars, and denials by policy. */
+function activityPlot(a) {
+  const W = 600; const H = 110; const n = a.minutes.length;
+  const max = Math.max(1, ...a.minutes.map((m) => m.allowed + m.denied));
+  const bw = W / n;
+  const allowed = a.minutes.reduce((t, m) => t + m.allowed, 0);
+  const denied = a.minutes.reduce((t, m) => t + m.denied, 0);
+  const bars = a.minutes.map((m, i) => {
+    const ha = (m.allowed / max) * H; const hd = (m.denied / max) * H;
+    const label = `${new Date(m.at).toISOString().slice(11, 16)}Z: ${m.allowed} allowed, ${m.denied} denied`;
+    return svg('g', {},
+      svg('title', {}, label),
+      svg('rect', { class: 'bar-allowed', x: i * bw + 1, y: H - ha, width: bw - 2, height: ha }),
+      svg('rect', { class: 'bar-denied', x: i * bw + 1, y: H - ha - hd, width: bw - 2, height: hd }));
+  });
+  const chart = svg('svg', {
+    id: 'decisions', viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'img',
+    'aria-label': `Decisions per minute over the last ${n} minutes: ${allowed} allowed, ${denied} denied`,
+  }, svg('line', { class: 'axis', x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5 }), bars);
+  return [
+    h('p', { class: 'legend' }, h('span', { class: 'key-allowed' }, `■ ${allowed} allowed`), ' ',
+      h('span', { class: 'key-denied' }, `■ ${denied} denied`), ` · busiest minute: ${max === 1 && !allowed && !denied ? 0 : max}`),
+    chart,
+    a.denied_by.length ? table([
+      ['Denied by policy', ([p]) => p],
+      ['Denials', ([, c]) => String(c)],
+    ], a.denied_by, 'Denials by policy') : null,
+  ];
+}
 
 function auditTable(records, show) {
   return table([

@@ -292,3 +292,101 @@ impl Broker {
         }
     }
 }
+
+/// The decisions of one minute.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Minute {
+    /// The minute's start (Unix milliseconds).
+    pub at: i64,
+    pub allowed: u64,
+    pub denied: u64,
+}
+
+/// Decisions over the last minutes, and which policies denied.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Activity {
+    /// Oldest first, one per minute, the current one last.
+    pub minutes: Vec<Minute>,
+    /// Denials by the policy that decided them, most first.
+    pub denied_by: Vec<(String, u64)>,
+}
+
+/// Records that are a decision: policy decided something for an agent.
+const DECISION_KINDS: [&str; 4] = ["decision", "tool_call", "task_start", "token_exchange"];
+
+impl Broker {
+    /// Decisions per minute over the last `minutes` (at most 60), read
+    /// from the audit (newest first, at most [`SEARCH_SCAN`] records).
+    pub async fn activity(&self, minutes: u32) -> Result<Activity, Error> {
+        const MINUTE: i64 = 60_000;
+        let minutes = minutes.clamp(1, 60);
+        let now = self.now().millis();
+        let first = (now / MINUTE - i64::from(minutes) + 1) * MINUTE;
+        let mut buckets: Vec<Minute> = (0..i64::from(minutes))
+            .map(|i| Minute {
+                at: first + i * MINUTE,
+                ..Minute::default()
+            })
+            .collect();
+        let mut denied_by = std::collections::BTreeMap::<String, u64>::new();
+        let head = self.store.audit_head().await?;
+        let mut cursor = head.saturating_add(1);
+        let mut scanned = 0u64;
+        'scan: while cursor > 1 && scanned < SEARCH_SCAN {
+            let after = cursor.saturating_sub(1 + u64::from(SEARCH_CHUNK));
+            let chunk = self.store.audit_after(after, SEARCH_CHUNK).await?;
+            let below = cursor;
+            let mut read_any = false;
+            for r in chunk.iter().rev().filter(|r| r.seq < below) {
+                read_any = true;
+                scanned += 1;
+                cursor = r.seq;
+                let ts = r.ts.millis();
+                if ts < first {
+                    break 'scan;
+                }
+                let Ok(e) = serde_json::from_str::<serde_json::Value>(&r.event) else {
+                    continue;
+                };
+                let kind = e.get("kind").and_then(serde_json::Value::as_str);
+                let outcome = e.get("outcome").and_then(serde_json::Value::as_str);
+                let Some(slot) = usize::try_from((ts - first) / MINUTE)
+                    .ok()
+                    .and_then(|i| buckets.get_mut(i))
+                else {
+                    continue;
+                };
+                match outcome {
+                    Some("deny") => {
+                        slot.denied += 1;
+                        let policies = e
+                            .get("determining_policies")
+                            .and_then(serde_json::Value::as_array)
+                            .filter(|p| !p.is_empty());
+                        match policies {
+                            Some(p) => {
+                                for id in p.iter().filter_map(serde_json::Value::as_str) {
+                                    *denied_by.entry(id.to_owned()).or_default() += 1;
+                                }
+                            }
+                            None => *denied_by.entry("(no policy)".to_owned()).or_default() += 1,
+                        }
+                    }
+                    Some("success") if kind.is_some_and(|k| DECISION_KINDS.contains(&k)) => {
+                        slot.allowed += 1;
+                    }
+                    _ => {}
+                }
+            }
+            if !read_any {
+                break;
+            }
+        }
+        let mut denied_by: Vec<_> = denied_by.into_iter().collect();
+        denied_by.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(Activity {
+            minutes: buckets,
+            denied_by,
+        })
+    }
+}
