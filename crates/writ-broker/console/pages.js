@@ -110,6 +110,9 @@ export const pages = {
           ['Attributes', (a) => Object.entries(a.attributes || {}).map(([k, v]) => `${k}=${v}`).join(', ')],
           ['State', (a) => h('span', { class: a.quarantined ? 'bad' : 'ok', id: `state-${a.name}` }, a.quarantined ? 'quarantined' : 'active')],
           ['Since', (a) => when(a.created_at)],
+          ['See', (a) => h('span', { class: 'actions' },
+            h('a', { href: `#tasks?${new URLSearchParams({ agent: a.name })}` }, 'tasks'),
+            ctx.session.may.audit ? h('a', { href: `#audit?${new URLSearchParams({ agent: a.name })}` }, 'audit') : null)],
           ['Kill switch', (a) => withReason(`reason-${a.name}`, ctx, [a.quarantined
             ? ['Release', async (reason) => { await post(`/ui/api/agents/${encodeURIComponent(a.name)}/release`, { reason }); return `${a.name} released`; }, { id: `release-${a.name}` }]
             : ['Quarantine', async (reason) => {
@@ -126,10 +129,10 @@ export const pages = {
     title: 'Tasks',
     may: (s) => s.may.operate,
     render(main, ctx) {
-      const f = { status: '', agent: '', q: '', offset: 0 };
+      const f = { status: '', agent: ctx.params.get('agent') ?? '', q: '', offset: 0 };
       const status = h('select', { id: 'task-status', 'aria-label': 'Status' },
         ['', 'active', 'pending', 'completed', 'revoked', 'expired', 'denied'].map((s) => h('option', { value: s }, s || 'any status')));
-      const agent = h('input', { id: 'task-agent', 'aria-label': 'Agent', placeholder: 'agent' });
+      const agent = h('input', { id: 'task-agent', 'aria-label': 'Agent', placeholder: 'agent', value: f.agent });
       const q = h('input', { id: 'task-q', 'aria-label': 'Search', placeholder: 'id, intent or person' });
       const form = h('form', { class: 'filters', role: 'search' }, status, agent, q, h('button', { type: 'submit' }, 'Filter'));
       const list = h('div');
@@ -169,6 +172,7 @@ export const pages = {
           ['Started', (t) => when(t.created_at)],
           ['', (t) => h('span', { class: 'actions' },
             action('Tree', () => showTree(t.task_id), ctx, { 'aria-label': `Delegation tree of ${t.task_id}` }),
+            ctx.session.may.audit ? h('a', { href: `#audit?${new URLSearchParams({ task: t.task_id })}` }, 'audit') : null,
             t.status === 'active' ? action('End', async () => {
               const e = await post(`/v1/tasks/${encodeURIComponent(t.task_id)}/complete`);
               return `task ended: ${e.revoked_tokens} tokens revoked, ${e.ended_descendants} delegated tasks ended`;
@@ -218,7 +222,7 @@ export const pages = {
     title: 'Audit',
     may: (s) => s.may.audit,
     render(main, ctx) {
-      const f = { agent: '', task: '', kind: '', outcome: '', actor: '', since: '', until: '', before: '' };
+      const f = { agent: ctx.params.get('agent') ?? '', task: ctx.params.get('task') ?? '', kind: '', outcome: '', actor: '', since: '', until: '', before: '' };
       const field = (name, label, type = 'text') => h('input', { id: `audit-${name}`, name, type, 'aria-label': label, placeholder: label });
       const inputs = {
         agent: field('agent', 'agent'), task: field('task', 'task'),
@@ -227,6 +231,8 @@ export const pages = {
         actor: field('actor', 'actor'),
         since: field('since', 'since', 'datetime-local'), until: field('until', 'until', 'datetime-local'),
       };
+      inputs.agent.value = f.agent;
+      inputs.task.value = f.task;
       const outcome = h('select', { id: 'audit-outcome', 'aria-label': 'Outcome' },
         ['', 'success', 'allow', 'deny', 'error'].map((o) => h('option', { value: o }, o || 'any outcome')));
       const labelled = (label, el) => h('label', { class: 'field' }, h('span', {}, label), el);
