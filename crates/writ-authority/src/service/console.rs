@@ -247,30 +247,26 @@ impl Broker {
         })
     }
 
-    /// The tasks that match `f`, newest first, one page.
+    /// The tasks that match `f`, newest first, one page (filtered and
+    /// counted by the store: fast on a fleet).
     pub async fn find_tasks(&self, f: &TaskFilter) -> Result<TaskMatches, Error> {
-        let limit = f.limit.unwrap_or(50).clamp(1, 200);
-        let q = f.q.as_deref().filter(|q| !q.is_empty());
-        let status = f.status.as_deref().filter(|s| !s.is_empty());
-        let agent = f.agent.as_deref().filter(|s| !s.is_empty());
-        let all: Vec<_> = self
-            .tasks(false)
-            .await?
-            .into_iter()
-            .filter(|t| status.is_none_or(|s| t.status.as_str() == s))
-            .filter(|t| agent.is_none_or(|a| t.agent.as_str() == a))
-            .filter(|t| {
-                q.is_none_or(|q| {
-                    t.task_id.to_string().contains(q)
-                        || t.intent.contains(q)
-                        || t.on_behalf_of.as_deref().is_some_and(|o| o.contains(q))
-                })
-            })
-            .collect();
-        let total = all.len();
+        let given = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.chars().take(200).collect::<String>())
+        };
+        let q = writ_store::TaskSearch {
+            status: given(&f.status),
+            agent: given(&f.agent),
+            text: given(&f.q),
+            offset: u32::try_from(f.offset).unwrap_or(u32::MAX),
+            limit: u32::try_from(f.limit.unwrap_or(50).clamp(1, 200)).unwrap_or(50),
+        };
+        let (tasks, total) = self.store.search_tasks(&q).await?;
         Ok(TaskMatches {
-            tasks: all.into_iter().skip(f.offset).take(limit).collect(),
-            total,
+            tasks,
+            total: usize::try_from(total).unwrap_or(usize::MAX),
         })
     }
 
