@@ -65,7 +65,7 @@ export const pages = {
       const plot = h('div', { id: 'activity' });
       put(main, h('h1', {}, 'Overview'), cards,
         ctx.session.may.audit ? [h('h2', {}, 'Decisions, last 30 minutes'), plot] : null,
-        h('h2', {}, 'Audit chain'), chain, h('h2', {}, 'Recent denials'), denials);
+        h('h2', {}, 'Audit chain'), chain, h('h2', {}, 'Denials, last 30 minutes'), denials);
       const verify = async () => {
         const v = await get('/v1/audit/verify');
         put(chain, h('p', { class: v.valid ? 'ok' : 'bad', id: 'chain-result' },
@@ -78,10 +78,12 @@ export const pages = {
           card('Live grants', o.live_grants, 'live-grants'),
           card('Pending approvals', o.pending_approvals, 'pending-approvals'),
           card('Audit records', o.head, 'audit-head'));
-        if (o.activity) put(plot, activityPlot(o.activity));
-        if (ctx.session.may.audit) {
-          const d = await get(`/ui/api/audit${query({ outcome: 'deny', limit: 10 })}`);
-          put(denials, d.records.length ? auditTable(d.records, () => {}) : h('p', {}, 'No denials.'));
+        if (o.activity) {
+          put(plot, activityPlot(o.activity));
+          const d = o.activity.recent_denials;
+          put(denials, d.length
+            ? [auditTable(d, () => {}), h('p', {}, h('a', { href: '#audit?outcome=deny' }, 'every denial in the audit'))]
+            : h('p', {}, 'No denials.'));
         } else {
           put(denials, h('p', { class: 'muted' }, 'Your role does not read the audit.'));
         }
@@ -222,7 +224,7 @@ export const pages = {
     title: 'Audit',
     may: (s) => s.may.audit,
     render(main, ctx) {
-      const f = { agent: ctx.params.get('agent') ?? '', task: ctx.params.get('task') ?? '', kind: '', outcome: '', actor: '', since: '', until: '', before: '' };
+      const f = { agent: ctx.params.get('agent') ?? '', task: ctx.params.get('task') ?? '', kind: '', outcome: ctx.params.get('outcome') ?? '', actor: '', since: '', until: '', before: '' };
       const field = (name, label, type = 'text') => h('input', { id: `audit-${name}`, name, type, 'aria-label': label, placeholder: label });
       const inputs = {
         agent: field('agent', 'agent'), task: field('task', 'task'),
@@ -234,7 +236,8 @@ export const pages = {
       inputs.agent.value = f.agent;
       inputs.task.value = f.task;
       const outcome = h('select', { id: 'audit-outcome', 'aria-label': 'Outcome' },
-        ['', 'success', 'allow', 'deny', 'error'].map((o) => h('option', { value: o }, o || 'any outcome')));
+        ['', 'success', 'failure', 'deny'].map((o) => h('option', { value: o }, o || 'any outcome')));
+      outcome.value = f.outcome;
       const labelled = (label, el) => h('label', { class: 'field' }, h('span', {}, label), el);
       const form = h('form', { class: 'filters', role: 'search' },
         Object.entries(inputs).map(([k, el]) => labelled(k, el)), labelled('outcome', outcome),

@@ -305,6 +305,8 @@ pub struct Activity {
     pub minutes: Vec<Minute>,
     /// Denials by the policy that decided them, most first.
     pub denied_by: Vec<(String, u64)>,
+    /// The last denials of the window, newest first (at most 10).
+    pub recent_denials: Vec<AuditRow>,
 }
 
 /// Records that are a decision: policy decided something for an agent.
@@ -325,6 +327,7 @@ impl Broker {
             })
             .collect();
         let mut denied_by = std::collections::BTreeMap::<String, u64>::new();
+        let mut recent_denials = Vec::new();
         let head = self.store.audit_head().await?;
         let mut cursor = head.saturating_add(1);
         let mut scanned = 0u64;
@@ -355,6 +358,14 @@ impl Broker {
                 match outcome {
                     Some("deny") => {
                         slot.denied += 1;
+                        if recent_denials.len() < 10 {
+                            recent_denials.push(AuditRow {
+                                seq: r.seq,
+                                ts: r.ts,
+                                hash: r.hash.clone(),
+                                event: e.clone(),
+                            });
+                        }
                         let policies = e
                             .get("determining_policies")
                             .and_then(serde_json::Value::as_array)
@@ -383,6 +394,7 @@ impl Broker {
         Ok(Activity {
             minutes: buckets,
             denied_by,
+            recent_denials,
         })
     }
 }
