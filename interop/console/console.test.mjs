@@ -119,10 +119,19 @@ async function shot (page, name) {
   await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true })
 }
 
-/** Goes to a page by keyboard-reachable link and waits for it to render. */
+/** How long each page took to render with its data, by page. */
+const renderMs = {}
+
+/** Goes to a page by keyboard-reachable link and waits for it to render
+ * with its data (each must within a second). */
 async function open (page, id) {
-  await page.locator(`#nav-${id}`).click()
+  const t0 = Date.now()
+  await page.locator(`#nav-${id}`).focus()
+  await page.keyboard.press('Enter')
   await page.waitForFunction((id) => document.getElementById('main').dataset.page === id, id)
+  const ms = Date.now() - t0
+  renderMs[id] = Math.max(renderMs[id] ?? 0, ms)
+  assert.ok(ms < 1000, `${id} rendered in ${ms} ms`)
 }
 
 before(async () => {
@@ -160,6 +169,16 @@ test('a task appears live when an agent starts one, its intent shown as text', a
   assert.equal(await admin.evaluate(() => window.__pwned), undefined)
   assert.equal(await admin.locator('main img').count(), 0)
   await shot(admin, 'tasks')
+  // Its delegation tree, then the end of it: its token dies at the broker.
+  const row = admin.locator('main tbody tr', { hasText: intent })
+  await row.getByRole('button', { name: 'Tree' }).click()
+  await admin.locator('#task-tree li', { hasText: intent }).waitFor()
+  await row.getByRole('button', { name: 'End' }).click()
+  await admin.locator('main tbody tr', { hasText: intent }).getByText('revoked').waitFor()
+  const introspected = await call('GET', `/v1/tasks/${r.json.task_id}`, ADMIN)
+  assert.equal(introspected.json.status, 'revoked', introspected.text)
+  const again = await call('POST', `/v1/tasks/${r.json.task_id}/heartbeat`, r.json.access_token)
+  assert.ok(again.status >= 400, again.text)
 })
 
 let approvalTask
@@ -178,7 +197,10 @@ test('approve a pending task: the agent heartbeat then gets its token', async ()
   await reason.waitFor()
   await reason.fill('ticket 42 is mine to fix')
   await admin.locator('#pending tr', { hasText: 'update ticket 42' }).getByRole('button', { name: 'Approve' }).click()
-  await admin.getByText('Nothing waits for a decision.').waitFor()
+  await admin.getByText('Nothing waits for a decision.').waitFor({ timeout: 10000 }).catch(async (e) => {
+    await shot(admin, 'approvals-failed')
+    throw new Error(`${e.message}; status: ${await admin.locator('#status').textContent()}`)
+  })
   await shot(admin, 'approvals')
 
   const beat = await call('POST', `/v1/tasks/${approvalTask}/heartbeat`, instance)
@@ -201,6 +223,10 @@ test('quarantine the agent from the console: its next call is refused', async ()
   await admin.locator('#quarantine-demo-agent').click()
   await admin.locator('#state-demo-agent', { hasText: 'quarantined' }).waitFor()
   await shot(admin, 'agents')
+  // The agent's tasks, one link away.
+  await admin.locator('main tr', { hasText: 'demo-agent' }).getByRole('link', { name: 'tasks' }).click()
+  await admin.waitForFunction(() => document.getElementById('main').dataset.page === 'tasks')
+  assert.equal(await admin.locator('#task-agent').inputValue(), 'demo-agent')
   const refused = await call('POST', '/v1/tasks', instance, task('one more read', ['read']))
   assert.ok(refused.status === 401 || refused.status === 403, refused.text)
   const beat = await call('POST', `/v1/tasks/${approvalTask}/heartbeat`, instance)
@@ -210,8 +236,8 @@ test('quarantine the agent from the console: its next call is refused', async ()
 test('filter the audit by agent and kind, read a record, verify the chain', async () => {
   await open(admin, 'audit')
   await admin.locator('#audit-agent').fill('demo-agent')
-  await admin.locator('#audit-kind').fill('agent_quarantine')
-  await admin.locator('#audit-kind').press('Enter')
+  await admin.locator('#audit-kind').selectOption('agent_quarantine')
+  await admin.locator('#audit-agent').press('Enter')
   const rows = admin.locator('#audit-list tbody tr')
   await admin.waitForFunction(() => {
     const rows = [...document.querySelectorAll('#audit-list tbody tr')]
@@ -226,19 +252,51 @@ test('filter the audit by agent and kind, read a record, verify the chain', asyn
   await shot(admin, 'audit')
 })
 
+test('the overview plots decisions per minute and denials by policy', async () => {
+  // A denial to plot: a delete, refused by "no-deletes" (the agent is
+  // quarantined by now, so a fresh one is registered for it).
+  const reg = await call('POST', '/v1/agents', ADMIN, { name: 'plotter', attestation: { kind: 'join_token' } })
+  assert.equal(reg.status, 201, reg.text)
+  const jt = await call('POST', '/v1/agents/plotter/join-tokens', ADMIN, { ttl: 600 })
+  const a = await call('POST', '/v1/attest', null, { agent: 'plotter', join_token: jt.json.join_token })
+  const denied = await call('POST', '/v1/tasks', a.json.access_token, task('clean up', ['delete']))
+  assert.equal(denied.status, 403, denied.text)
+  await open(admin, 'overview')
+  await admin.locator('#decisions').waitFor()
+  await admin.locator('main table[aria-label="Denials by policy"] tr', { hasText: 'no-deletes' }).waitFor()
+  const label = await admin.locator('#decisions').getAttribute('aria-label')
+  assert.match(label, /[1-9]\d* allowed, [1-9]\d* denied/)
+  await shot(admin, 'overview-activity')
+})
+
+test('policies and reports: the live set, its versions, a least-privilege and an evidence report', async () => {
+  await open(admin, 'policies')
+  await admin.locator('summary', { hasText: 'p.cedar' }).click()
+  await admin.getByText('writes-need-approval').first().waitFor()
+  await shot(admin, 'policies')
+  await open(admin, 'reports')
+  await admin.locator('#report-lp').click()
+  await admin.waitForFunction(() => document.getElementById('report').textContent.length > 0)
+  await shot(admin, 'reports-least-privilege')
+  await admin.locator('#report-evidence').click()
+  await admin.waitForFunction(() => /owasp|OWASP|NHI/.test(document.getElementById('report').textContent))
+  await shot(admin, 'reports-evidence')
+})
+
 test('an auditor sees no action buttons and is refused when it forges the call', async () => {
   const made = await call('POST', '/v1/admin/tokens', ADMIN, { name: 'ann', role: 'auditor' })
   assert.equal(made.status, 201, made.text)
   const ann = await newPage()
   await signIn(ann, made.json.token)
   const links = await ann.locator('#nav a').allTextContents()
-  assert.deepEqual(links, ['Overview', 'Audit'])
+  assert.deepEqual(links, ['Overview', 'Audit', 'Policies', 'Reports'])
   await ann.locator('#chain-result').waitFor()
   await shot(ann, 'auditor-overview')
-  for (const page of ['overview', 'audit']) {
+  for (const page of ['overview', 'audit', 'policies', 'reports']) {
     await open(ann, page)
     const buttons = await ann.locator('main button:not(.link)').allTextContents()
-    assert.deepEqual(buttons.filter((b) => !/^(Verify chain|Filter)$/.test(b)), [], `${page}: ${buttons}`)
+    const reads = /^(Verify chain|Filter|Least-privilege report|Evidence report)$/
+    assert.deepEqual(buttons.filter((b) => !reads.test(b)), [], `${page}: ${buttons}`)
   }
   // A page the role may not see is not shown, even by its address.
   await ann.goto(`${writ.consoleUrl}#agents`)
@@ -270,5 +328,6 @@ test('sign-out ends the session at the broker, not only in the page', async () =
 })
 
 test('no page broke its Content-Security-Policy or threw', () => {
+  console.log(`render times (ms, slowest per page): ${JSON.stringify(renderMs)}`)
   assert.deepEqual(problems.filter((p) => !/status of 40[13]/.test(p)), [])
 })

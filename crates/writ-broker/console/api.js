@@ -44,3 +44,17 @@ export function query(o) {
   const s = q.toString();
   return s ? `?${s}` : '';
 }
+
+/** A GET whose answer is text (a report rendered as a table). */
+export async function getText(path) {
+  const resp = await fetch(path, { credentials: 'same-origin', headers: { Accept: 'text/plain' } })
+  .catch((e) => { throw new ApiError(0, e.message); });
+  const text = await resp.text();
+  if (!resp.ok) {
+    if (resp.status === 401) onSignedOut();
+    let msg = `${resp.status} ${resp.statusText}`;
+    try { msg = JSON.parse(text).detail || msg; } catch { /* not JSON */ }
+    throw new ApiError(resp.status, msg);
+  }
+  return text;
+}

@@ -48,13 +48,16 @@ function signedIn(s) {
 
 async function show() {
   if (!session) return;
-  const id = location.hash.slice(1);
+  // `#page` or `#page?agent=NAME`: a page, and what it starts filtered by.
+  const [id, rest = ''] = location.hash.slice(1).split('?', 2);
+  const params = new URLSearchParams(rest);
   const page = Object.hasOwn(pages, id) && pages[id].may(session) ? pages[id] : pages.overview;
   for (const a of $('nav').querySelectorAll('a')) {
     if (a.getAttribute('href') === `#${id}`) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
   }
   const main = $('main');
-  const ctx = { session, say, refresh: () => refresh() };
+  if (main.dataset.page !== (id || 'overview')) say('');
+  const ctx = { session, say, params, refresh: () => refresh() };
   const r = page.render(main, ctx);
   refresh = async () => { try { await r(); } catch (e) { say(e.message, true); } };
   document.title = `${page.title} · writ console`;

@@ -3,10 +3,18 @@
 // Actions are offered only to a role that may take them; the broker
 // checks the role again whatever the page offers.
 
-import { h, put, when, table } from './dom.js';
-import { get, post, query } from './api.js';
+import { h, put, when, table, draft, forget, svg } from './dom.js';
+import { get, getText, post, query } from './api.js';
 
 const json = (v) => JSON.stringify(v, null, 2);
+
+/** The kinds of audit record (writ_core::audit::AuditKind). */
+const KINDS = ['bootstrap', 'admin_token_create', 'admin_token_revoke', 'admin_token_rotate', 'agent_register',
+  'agent_update', 'agent_delete', 'agent_quarantine', 'agent_release', 'join_token_create', 'tool_register',
+  'tool_update', 'tool_delete', 'attest', 'task_start', 'task_heartbeat', 'task_end', 'token_issue',
+  'token_exchange', 'token_refused', 'token_revoke', 'decision', 'approval', 'policy_shadow', 'key_rotate',
+  'policy_load', 'tool_secret_set', 'gateway_register', 'tool_call', 'credential_issue', 'credential_revoke',
+  'node', 'svid_issue'];
 
 /** A button that runs `f`, reporting the outcome in the status line. */
 function action(label, f, ctx, attrs = {}) {
@@ -28,13 +36,18 @@ function action(label, f, ctx, attrs = {}) {
 
 /** A reason field and the buttons that need it. */
 function withReason(id, ctx, buttons) {
-  const input = h('input', { type: 'text', id, 'aria-label': 'Reason', placeholder: 'reason', class: 'reason' });
+  const input = draft({ id, 'aria-label': 'Reason', placeholder: 'reason', class: 'reason' });
   const need = () => {
     const r = input.value.trim();
     if (!r) { input.focus(); throw new Error('say why first (reason)'); }
     return r;
   };
-  return h('span', { class: 'actions' }, input, buttons.map(([label, f, attrs]) => action(label, () => f(need()), ctx, attrs)));
+  const run = (f) => async () => {
+    const msg = await f(need());
+    forget(id);
+    return msg;
+  };
+  return h('span', { class: 'actions' }, input, buttons.map(([label, f, attrs]) => action(label, run(f), ctx, attrs)));
 }
 
 function card(label, value, id) {
@@ -49,7 +62,10 @@ export const pages = {
       const cards = h('div', { class: 'cards' });
       const chain = h('div', { id: 'chain-status' });
       const denials = h('div');
-      put(main, h('h1', {}, 'Overview'), cards, h('h2', {}, 'Audit chain'), chain, h('h2', {}, 'Recent denials'), denials);
+      const plot = h('div', { id: 'activity' });
+      put(main, h('h1', {}, 'Overview'), cards,
+        ctx.session.may.audit ? [h('h2', {}, 'Decisions, last 30 minutes'), plot] : null,
+        h('h2', {}, 'Audit chain'), chain, h('h2', {}, 'Denials, last 30 minutes'), denials);
       const verify = async () => {
         const v = await get('/v1/audit/verify');
         put(chain, h('p', { class: v.valid ? 'ok' : 'bad', id: 'chain-result' },
@@ -62,20 +78,30 @@ export const pages = {
           card('Live grants', o.live_grants, 'live-grants'),
           card('Pending approvals', o.pending_approvals, 'pending-approvals'),
           card('Audit records', o.head, 'audit-head'));
-        if (ctx.session.may.audit) {
-          const d = await get(`/ui/api/audit${query({ outcome: 'deny', limit: 10 })}`);
-          put(denials, d.records.length ? auditTable(d.records, () => {}) : h('p', {}, 'No denials.'));
+        if (o.activity) {
+          put(plot, activityPlot(o.activity));
+          const d = o.activity.recent_denials;
+          put(denials, d.length
+            ? [auditTable(d, () => {}), h('p', {}, h('a', { href: '#audit?outcome=deny' }, 'every denial in the audit'))]
+            : h('p', {}, 'No denials.'));
         } else {
           put(denials, h('p', { class: 'muted' }, 'Your role does not read the audit.'));
         }
       };
+      let verified = false;
       if (ctx.session.may.audit) {
         put(chain, action('Verify chain', async () => { await verify(); }, ctx, { id: 'overview-verify' }));
-        verify().catch((e) => ctx.say(e.message, true));
       } else {
         put(chain, h('p', { class: 'muted' }, 'Your role does not read the audit.'));
       }
-      return refresh;
+      // The chain is verified once the figures are shown (it reads every record).
+      return async () => {
+        await refresh();
+        if (!verified && ctx.session.may.audit) {
+          verified = true;
+          verify().catch((e) => ctx.say(e.message, true));
+        }
+      };
     },
   },
 
@@ -93,6 +119,9 @@ export const pages = {
           ['Attributes', (a) => Object.entries(a.attributes || {}).map(([k, v]) => `${k}=${v}`).join(', ')],
           ['State', (a) => h('span', { class: a.quarantined ? 'bad' : 'ok', id: `state-${a.name}` }, a.quarantined ? 'quarantined' : 'active')],
           ['Since', (a) => when(a.created_at)],
+          ['See', (a) => h('span', { class: 'actions' },
+            h('a', { href: `#tasks?${new URLSearchParams({ agent: a.name })}` }, 'tasks'),
+            ctx.session.may.audit ? h('a', { href: `#audit?${new URLSearchParams({ agent: a.name })}` }, 'audit') : null)],
           ['Kill switch', (a) => withReason(`reason-${a.name}`, ctx, [a.quarantined
             ? ['Release', async (reason) => { await post(`/ui/api/agents/${encodeURIComponent(a.name)}/release`, { reason }); return `${a.name} released`; }, { id: `release-${a.name}` }]
             : ['Quarantine', async (reason) => {
@@ -109,10 +138,10 @@ export const pages = {
     title: 'Tasks',
     may: (s) => s.may.operate,
     render(main, ctx) {
-      const f = { status: '', agent: '', q: '', offset: 0 };
+      const f = { status: '', agent: ctx.params.get('agent') ?? '', q: '', offset: 0 };
       const status = h('select', { id: 'task-status', 'aria-label': 'Status' },
         ['', 'active', 'pending', 'completed', 'revoked', 'expired', 'denied'].map((s) => h('option', { value: s }, s || 'any status')));
-      const agent = h('input', { id: 'task-agent', 'aria-label': 'Agent', placeholder: 'agent' });
+      const agent = h('input', { id: 'task-agent', 'aria-label': 'Agent', placeholder: 'agent', value: f.agent });
       const q = h('input', { id: 'task-q', 'aria-label': 'Search', placeholder: 'id, intent or person' });
       const form = h('form', { class: 'filters', role: 'search' }, status, agent, q, h('button', { type: 'submit' }, 'Filter'));
       const list = h('div');
@@ -152,6 +181,7 @@ export const pages = {
           ['Started', (t) => when(t.created_at)],
           ['', (t) => h('span', { class: 'actions' },
             action('Tree', () => showTree(t.task_id), ctx, { 'aria-label': `Delegation tree of ${t.task_id}` }),
+            ctx.session.may.audit ? h('a', { href: `#audit?${new URLSearchParams({ task: t.task_id })}` }, 'audit') : null,
             t.status === 'active' ? action('End', async () => {
               const e = await post(`/v1/tasks/${encodeURIComponent(t.task_id)}/complete`);
               return `task ended: ${e.revoked_tokens} tokens revoked, ${e.ended_descendants} delegated tasks ended`;
@@ -176,7 +206,7 @@ export const pages = {
           ['Agent', (a) => a.task.agent],
           ['Intent', (a) => a.task.intent],
           ['For', (a) => a.task.on_behalf_of || ''],
-          ['Asks', (a) => a.call ? json(a.call) : a.task.capabilities.map((c) => (typeof c === 'string' ? c : json(c))).join(', ')],
+          ['Asks', (a) => a.call ? json(a.call) : a.task.capabilities.map((c) => `${c.tool}: ${(c.scopes || []).join(', ')}`).join('; ')],
           ['Justification', (a) => a.justification || ''],
           ['Requested', (a) => when(a.requested_at)],
           ['Decide', (a) => withReason(`reason-${a.approval_id}`, ctx, [
@@ -201,15 +231,20 @@ export const pages = {
     title: 'Audit',
     may: (s) => s.may.audit,
     render(main, ctx) {
-      const f = { agent: '', task: '', kind: '', outcome: '', actor: '', since: '', until: '', before: '' };
+      const f = { agent: ctx.params.get('agent') ?? '', task: ctx.params.get('task') ?? '', kind: '', outcome: ctx.params.get('outcome') ?? '', actor: '', since: '', until: '', before: '' };
       const field = (name, label, type = 'text') => h('input', { id: `audit-${name}`, name, type, 'aria-label': label, placeholder: label });
       const inputs = {
-        agent: field('agent', 'agent'), task: field('task', 'task'), kind: field('kind', 'kind'),
+        agent: field('agent', 'agent'), task: field('task', 'task'),
+        kind: h('select', { id: 'audit-kind', name: 'kind', 'aria-label': 'kind' },
+          ['', ...KINDS].map((k) => h('option', { value: k }, k || 'any kind'))),
         actor: field('actor', 'actor'),
         since: field('since', 'since', 'datetime-local'), until: field('until', 'until', 'datetime-local'),
       };
+      inputs.agent.value = f.agent;
+      inputs.task.value = f.task;
       const outcome = h('select', { id: 'audit-outcome', 'aria-label': 'Outcome' },
-        ['', 'success', 'allow', 'deny', 'error'].map((o) => h('option', { value: o }, o || 'any outcome')));
+        ['', 'success', 'failure', 'deny'].map((o) => h('option', { value: o }, o || 'any outcome')));
+      outcome.value = f.outcome;
       const labelled = (label, el) => h('label', { class: 'field' }, h('span', {}, label), el);
       const form = h('form', { class: 'filters', role: 'search' },
         Object.entries(inputs).map(([k, el]) => labelled(k, el)), labelled('outcome', outcome),
@@ -244,7 +279,85 @@ export const pages = {
       return refresh;
     },
   },
+
+  policies: {
+    title: 'Policies',
+    may: (s) => s.may.read_policy,
+    render(main) {
+      const live = h('div');
+      const history = h('div');
+      put(main, h('h1', {}, 'Policies'), live, h('h2', {}, 'Versions'), history);
+      const refresh = async () => {
+        const p = await get('/v1/policies');
+        put(live, h('p', {}, `Live set ${p.version}: ${p.policies} policies`),
+          Object.entries(p.files).map(([name, text]) => h('details', {},
+            h('summary', {}, name), h('pre', { class: 'detail' }, text))));
+        const versions = await get('/v1/policies/history');
+        put(history, table([
+          ['Version', (v) => h('code', {}, v.version)],
+          ['From', (v) => v.origin],
+          ['Loaded', (v) => when(v.loaded_at)],
+        ], versions, 'Policy versions'));
+      };
+      return refresh;
+    },
+  },
+
+  reports: {
+    title: 'Reports',
+    may: (s) => s.may.audit,
+    render(main, ctx) {
+      const since = h('select', { id: 'report-since', 'aria-label': 'Since' },
+        ['1h', '24h', '7d', '30d'].map((v) => h('option', { value: v, selected: v === '24h' }, `last ${v}`)));
+      const agent = h('input', { id: 'report-agent', 'aria-label': 'Agent', placeholder: 'agent (all)' });
+      const framework = h('select', { id: 'report-framework', 'aria-label': 'Framework' },
+        ['owasp-nhi', 'owasp-agentic', 'nist-ai-rmf', 'nist-csf', 'mitre-atlas', 'csa-maestro'].map((f) => h('option', { value: f }, f)));
+      const out = h('pre', { id: 'report', class: 'detail', tabindex: '0', 'aria-label': 'Report' });
+      put(main, h('h1', {}, 'Reports'),
+        h('h2', {}, 'Least privilege: granted against used'),
+        h('div', { class: 'filters' }, since, agent, action('Least-privilege report', async () => {
+          put(out, await getText(`/v1/reports/least-privilege${query({ since: since.value, agent: agent.value.trim(), format: 'table' })}`));
+        }, ctx, { id: 'report-lp' })),
+        h('h2', {}, 'Evidence for a framework'),
+        h('div', { class: 'filters' }, framework, action('Evidence report', async () => {
+          put(out, await getText(`/v1/reports/evidence${query({ framework: framework.value, format: 'table' })}`));
+        }, ctx, { id: 'report-evidence' })),
+        out);
+      // Reports are asked for, not followed live: they read the whole window.
+      return async () => {};
+    },
+  },
 };
+
+/** Decisions per minute as stacked bars, and denials by policy. */
+function activityPlot(a) {
+  const W = 600; const H = 110; const n = a.minutes.length;
+  const max = Math.max(1, ...a.minutes.map((m) => m.allowed + m.denied));
+  const bw = W / n;
+  const allowed = a.minutes.reduce((t, m) => t + m.allowed, 0);
+  const denied = a.minutes.reduce((t, m) => t + m.denied, 0);
+  const bars = a.minutes.map((m, i) => {
+    const ha = (m.allowed / max) * H; const hd = (m.denied / max) * H;
+    const label = `${new Date(m.at).toISOString().slice(11, 16)}Z: ${m.allowed} allowed, ${m.denied} denied`;
+    return svg('g', {},
+      svg('title', {}, label),
+      svg('rect', { class: 'bar-allowed', x: i * bw + 1, y: H - ha, width: bw - 2, height: ha }),
+      svg('rect', { class: 'bar-denied', x: i * bw + 1, y: H - ha - hd, width: bw - 2, height: hd }));
+  });
+  const chart = svg('svg', {
+    id: 'decisions', viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'img',
+    'aria-label': `Decisions per minute over the last ${n} minutes: ${allowed} allowed, ${denied} denied`,
+  }, svg('line', { class: 'axis', x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5 }), bars);
+  return [
+    h('p', { class: 'legend' }, h('span', { class: 'key-allowed' }, `■ ${allowed} allowed`), ' ',
+      h('span', { class: 'key-denied' }, `■ ${denied} denied`), ` · busiest minute: ${max === 1 && !allowed && !denied ? 0 : max}`),
+    chart,
+    a.denied_by.length ? table([
+      ['Denied by policy', ([p]) => p],
+      ['Denials', ([, c]) => String(c)],
+    ], a.denied_by, 'Denials by policy') : null,
+  ];
+}
 
 function auditTable(records, show) {
   return table([

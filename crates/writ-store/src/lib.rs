@@ -562,6 +562,23 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<Task>;
     /// Tasks, newest first; optionally only live exceptions.
     async fn list_tasks(&self, exceptions_only: bool, limit: u32) -> Result<Vec<Task>>;
+    /// The tasks that match `q`, newest first, from `q.offset`, at most
+    /// `q.limit`; and how many match in all.
+    async fn search_tasks(&self, q: &TaskSearch) -> Result<(Vec<Task>, u64)>;
+}
+
+/// What [`TaskStore::search_tasks`] looks for: every field given must
+/// match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskSearch {
+    /// The status as stored (`active`, `completed`, ...).
+    pub status: Option<String>,
+    pub agent: Option<String>,
+    /// A part of the task's id, intent or `on_behalf_of` (as written:
+    /// `%` and `_` are not wildcards).
+    pub text: Option<String>,
+    pub offset: u32,
+    pub limit: u32,
 }
 
 /// Approvals: of task starts, and of single calls held at a gateway.

@@ -247,30 +247,26 @@ impl Broker {
         })
     }
 
-    /// The tasks that match `f`, newest first, one page.
+    /// The tasks that match `f`, newest first, one page (filtered and
+    /// counted by the store: fast on a fleet).
     pub async fn find_tasks(&self, f: &TaskFilter) -> Result<TaskMatches, Error> {
-        let limit = f.limit.unwrap_or(50).clamp(1, 200);
-        let q = f.q.as_deref().filter(|q| !q.is_empty());
-        let status = f.status.as_deref().filter(|s| !s.is_empty());
-        let agent = f.agent.as_deref().filter(|s| !s.is_empty());
-        let all: Vec<_> = self
-            .tasks(false)
-            .await?
-            .into_iter()
-            .filter(|t| status.is_none_or(|s| t.status.as_str() == s))
-            .filter(|t| agent.is_none_or(|a| t.agent.as_str() == a))
-            .filter(|t| {
-                q.is_none_or(|q| {
-                    t.task_id.to_string().contains(q)
-                        || t.intent.contains(q)
-                        || t.on_behalf_of.as_deref().is_some_and(|o| o.contains(q))
-                })
-            })
-            .collect();
-        let total = all.len();
+        let given = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.chars().take(200).collect::<String>())
+        };
+        let q = writ_store::TaskSearch {
+            status: given(&f.status),
+            agent: given(&f.agent),
+            text: given(&f.q),
+            offset: u32::try_from(f.offset).unwrap_or(u32::MAX),
+            limit: u32::try_from(f.limit.unwrap_or(50).clamp(1, 200)).unwrap_or(50),
+        };
+        let (tasks, total) = self.store.search_tasks(&q).await?;
         Ok(TaskMatches {
-            tasks: all.into_iter().skip(f.offset).take(limit).collect(),
-            total,
+            tasks,
+            total: usize::try_from(total).unwrap_or(usize::MAX),
         })
     }
 
@@ -290,5 +286,115 @@ impl Broker {
             }
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }
+    }
+}
+
+/// The decisions of one minute.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Minute {
+    /// The minute's start (Unix milliseconds).
+    pub at: i64,
+    pub allowed: u64,
+    pub denied: u64,
+}
+
+/// Decisions over the last minutes, and which policies denied.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Activity {
+    /// Oldest first, one per minute, the current one last.
+    pub minutes: Vec<Minute>,
+    /// Denials by the policy that decided them, most first.
+    pub denied_by: Vec<(String, u64)>,
+    /// The last denials of the window, newest first (at most 10).
+    pub recent_denials: Vec<AuditRow>,
+}
+
+/// Records that are a decision: policy decided something for an agent.
+const DECISION_KINDS: [&str; 4] = ["decision", "tool_call", "task_start", "token_exchange"];
+
+impl Broker {
+    /// Decisions per minute over the last `minutes` (at most 60), read
+    /// from the audit (newest first, at most [`SEARCH_SCAN`] records).
+    pub async fn activity(&self, minutes: u32) -> Result<Activity, Error> {
+        const MINUTE: i64 = 60_000;
+        let minutes = minutes.clamp(1, 60);
+        let now = self.now().millis();
+        let first = (now / MINUTE - i64::from(minutes) + 1) * MINUTE;
+        let mut buckets: Vec<Minute> = (0..i64::from(minutes))
+            .map(|i| Minute {
+                at: first + i * MINUTE,
+                ..Minute::default()
+            })
+            .collect();
+        let mut denied_by = std::collections::BTreeMap::<String, u64>::new();
+        let mut recent_denials = Vec::new();
+        let head = self.store.audit_head().await?;
+        let mut cursor = head.saturating_add(1);
+        let mut scanned = 0u64;
+        'scan: while cursor > 1 && scanned < SEARCH_SCAN {
+            let after = cursor.saturating_sub(1 + u64::from(SEARCH_CHUNK));
+            let chunk = self.store.audit_after(after, SEARCH_CHUNK).await?;
+            let below = cursor;
+            let mut read_any = false;
+            for r in chunk.iter().rev().filter(|r| r.seq < below) {
+                read_any = true;
+                scanned += 1;
+                cursor = r.seq;
+                let ts = r.ts.millis();
+                if ts < first {
+                    break 'scan;
+                }
+                let Ok(e) = serde_json::from_str::<serde_json::Value>(&r.event) else {
+                    continue;
+                };
+                let kind = e.get("kind").and_then(serde_json::Value::as_str);
+                let outcome = e.get("outcome").and_then(serde_json::Value::as_str);
+                let Some(slot) = usize::try_from((ts - first) / MINUTE)
+                    .ok()
+                    .and_then(|i| buckets.get_mut(i))
+                else {
+                    continue;
+                };
+                match outcome {
+                    Some("deny") => {
+                        slot.denied += 1;
+                        if recent_denials.len() < 10 {
+                            recent_denials.push(AuditRow {
+                                seq: r.seq,
+                                ts: r.ts,
+                                hash: r.hash.clone(),
+                                event: e.clone(),
+                            });
+                        }
+                        let policies = e
+                            .get("determining_policies")
+                            .and_then(serde_json::Value::as_array)
+                            .filter(|p| !p.is_empty());
+                        match policies {
+                            Some(p) => {
+                                for id in p.iter().filter_map(serde_json::Value::as_str) {
+                                    *denied_by.entry(id.to_owned()).or_default() += 1;
+                                }
+                            }
+                            None => *denied_by.entry("(no policy)".to_owned()).or_default() += 1,
+                        }
+                    }
+                    Some("success") if kind.is_some_and(|k| DECISION_KINDS.contains(&k)) => {
+                        slot.allowed += 1;
+                    }
+                    _ => {}
+                }
+            }
+            if !read_any {
+                break;
+            }
+        }
+        let mut denied_by: Vec<_> = denied_by.into_iter().collect();
+        denied_by.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(Activity {
+            minutes: buckets,
+            denied_by,
+            recent_denials,
+        })
     }
 }

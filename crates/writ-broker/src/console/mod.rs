@@ -341,15 +341,14 @@ struct News {
 }
 
 /// Any signed-in operator: what is there to know.
-struct SignedIn;
+struct SignedIn(crate::service::Operator);
 
 impl axum::extract::FromRequestParts<Arc<Broker>> for SignedIn {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, b: &Arc<Broker>) -> Result<Self, ApiError> {
         let secret = operator_secret(parts, b)?;
-        b.require_operator(secret.as_deref()).await?;
-        Ok(SignedIn)
+        Ok(SignedIn(b.require_operator(secret.as_deref()).await?))
     }
 }
 
@@ -374,19 +373,30 @@ struct Overview {
     live_grants: u64,
     pending_approvals: u64,
     head: u64,
+    /// Decisions per minute over the last half hour (readers of the
+    /// audit only: it is read from there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    activity: Option<crate::service::console::Activity>,
 }
 
 /// `GET /ui/api/overview`: what is live (any signed-in operator).
 async fn overview(
     State(b): State<Arc<Broker>>,
-    _: SignedIn,
+    who: SignedIn,
 ) -> Result<AxumJson<Overview>, ApiError> {
     let c = b.live_counts().await?;
+    // Decisions over time come from the audit: for a role that reads it.
+    let activity = if who.0.role.holds(Duty::Audit) {
+        Some(b.activity(30).await?)
+    } else {
+        None
+    };
     Ok(AxumJson(Overview {
         live_tasks: c.tasks,
         live_grants: c.grants,
         pending_approvals: c.approvals_pending,
         head: b.audit_news(0, std::time::Duration::ZERO).await?,
+        activity,
     }))
 }
 
