@@ -24,6 +24,9 @@ fi
 step "node packages for the interop tests (interop/node, npm ci)"
 (cd interop/node && npm ci --silent --no-audit --no-fund)
 
+step "playwright-core for the console's browser tests (interop/console, npm ci; the browser is Debian's chromium)"
+(cd interop/console && npm ci --silent --no-audit --no-fund)
+
 step "the MCP conformance suite, the MCP TypeScript SDK and Node 22 (interop/mcp-conformance, npm ci)"
 (cd interop/mcp-conformance && npm ci --silent --no-audit --no-fund)
 
@@ -40,11 +43,12 @@ command -v cargo-deny >/dev/null || cargo install --quiet --locked cargo-deny
 cargo fetch --locked --quiet
 cargo deny --offline check licenses bans sources
 
-step "system tools for the deployment tests: curl (a TLS client), systemd-analyze (the unit check), prometheus (scrapes writ in the interop suite)"
+step "system tools for the deployment tests: curl (a TLS client), systemd-analyze (the unit check), prometheus (scrapes writ in the interop suite), chromium (the console's browser tests)"
 missing=""
 command -v curl >/dev/null || missing="$missing curl"
 command -v systemd-analyze >/dev/null || missing="$missing systemd"
 command -v prometheus >/dev/null || missing="$missing prometheus"
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
 if [ -n "$missing" ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -81,6 +85,9 @@ WRIT_BIN="$PWD/target/debug/writ" .venv/bin/python -m pytest -q interop/python
 
 step "interop: oauth4webapi and jose (node) against a running writ and its gateway"
 WRIT_BIN="$PWD/target/debug/writ" node --test interop/node/stock_clients.test.mjs
+
+step "the operator console in a real browser: Debian's chromium driven by playwright-core against writ serve --dev (screenshots in interop/console/screenshots/)"
+WRIT_BIN="$PWD/target/debug/writ" node --test interop/console/
 
 step "Python SDK: types (mypy --strict)"
 .venv-sdk/bin/mypy --strict sdk/python/src/writ_sdk

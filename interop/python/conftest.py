@@ -14,7 +14,7 @@ ADMIN = "interop-admin-token"
 
 
 class Writ:
-    def __init__(self, log="warn", extra=()):
+    def __init__(self, log="warn", extra=(), listen="127.0.0.1:0"):
         self.dir = tempfile.TemporaryDirectory()
         env = {"PATH": os.environ.get("PATH", ""), "WRIT_LOG": log}
         # Everything writ logs, for tests that look for what must never be logged.
@@ -22,7 +22,7 @@ class Writ:
         self.log_file = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [BIN, "serve", "--dev", "--dev-admin-token", ADMIN,
-             "--data-dir", self.dir.name, "--listen", "127.0.0.1:0",
+             "--data-dir", self.dir.name, "--listen", listen,
              "--gateway-listen", "127.0.0.1:0", *extra],
             stdout=subprocess.PIPE, stderr=self.log_file, text=True, env=env,
         )

@@ -80,6 +80,15 @@ pub struct BrokerConfig {
     /// Single sign-on for operators: their OIDC provider, and how its
     /// claims map to roles. `None`: nobody signs in that way.
     pub operator_sso: Option<OperatorSso>,
+    /// The operator console is served at `/ui/` (`writ serve --no-console`
+    /// turns it off; then no console cookie is accepted either).
+    pub console: bool,
+    /// The console's session cookie is `Secure` (and `__Host-`): the
+    /// listener speaks TLS or the issuer is `https`.
+    pub console_secure: bool,
+    /// How long a console session lasts (seconds), never past the end of
+    /// the credential that signed in.
+    pub console_session_ttl: i64,
 }
 
 /// Operators' single sign-on: identity tokens of `issuer` for `client_id`
@@ -98,6 +107,29 @@ pub struct OperatorSso {
     /// An identity token issued longer ago than this (seconds) is refused:
     /// a sign-in is fresh, not an old token replayed.
     pub max_token_age: i64,
+    /// Sign-in from a browser (the console): the authorization code flow
+    /// with PKCE, writ the OIDC client. `None`: only identity tokens
+    /// posted to `/v1/login/oidc` (the device flow of `writ login`).
+    pub browser: Option<SsoBrowser>,
+}
+
+/// The console's sign-in: writ sends the browser to
+/// `authorization_endpoint` and redeems the code it comes back with (at
+/// `redirect_uri`) at `token_endpoint`, as `client_id`.
+#[derive(Clone, Debug)]
+pub struct SsoBrowser {
+    /// The audience of the identity tokens this flow gets (often the
+    /// same client as the device flow's, or one of its own).
+    pub client_id: String,
+    /// `None`: a public client (PKCE alone proves the code is ours).
+    pub client_secret: Option<writ_core::Secret>,
+    /// The broker's own callback, exactly as registered at the provider
+    /// (`https://writ.example.com/ui/sso/callback`).
+    pub redirect_uri: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    /// Space-separated, `openid` among them.
+    pub scopes: String,
 }
 
 /// One claim-to-role rule: a token whose claim `claim` is `value` (or, for
@@ -144,6 +176,9 @@ impl BrokerConfig {
             signing_alg: writ_core::token::SigningAlg::EdDSA,
             attest_fold_ms: crate::attest_digest::WINDOW_MS,
             operator_sso: None,
+            console: true,
+            console_secure: false,
+            console_session_ttl: 60 * 60,
         }
     }
 

@@ -23,7 +23,7 @@ pub mod sweeper;
 pub use bootstrap::{
     BootstrapError, DataDir, InitialPolicy, MasterRotated, Opened, open, rotate_master,
 };
-pub use config::{BrokerConfig, DEFAULT_ATTEST_PER_MINUTE, OperatorSso, RoleRule};
+pub use config::{BrokerConfig, DEFAULT_ATTEST_PER_MINUTE, OperatorSso, RoleRule, SsoBrowser};
 pub use error::{Binding, Error, GrantError};
 pub use keys::KeyService;
 pub use service::Broker;

@@ -124,6 +124,12 @@ impl OidcVerifier {
         })
     }
 
+    /// The HTTP client of the fetches (a time limit, few redirects): for
+    /// the other requests writ makes to an identity provider.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.shared.http
+    }
+
     /// Verifies `token` as an agent with the default algorithms would, but
     /// against the decoy key (under the token's own `kid`), and forgets the
     /// result: always a failure, at the price of a real one. For an

@@ -58,6 +58,9 @@ pub async fn sweep_once(broker: &Broker) -> usize {
     if let Err(e) = broker.approvals.expire_approvals().await {
         tracing::error!(error = %e, "sweep: cannot expire approvals");
     }
+    if let Err(e) = broker.prune_identity_tokens().await {
+        tracing::error!(error = %e, "sweep: cannot forget ended identity tokens");
+    }
     let mut ended = 0;
     loop {
         let ids = match broker.store.lapsed_tasks(broker.now(), BATCH).await {

@@ -8,6 +8,9 @@
 //! broker on port 0.
 
 mod client_auth;
+mod console;
+#[cfg(test)]
+mod console_tests;
 mod error;
 mod extract;
 pub mod mtls;
@@ -25,7 +28,7 @@ use std::sync::Arc;
 pub use error::{ApiError, OAuthError};
 pub use writ_authority::{
     BootstrapError, Broker, BrokerConfig, DEFAULT_ATTEST_PER_MINUTE, DataDir, InitialPolicy,
-    KeyService, Opened, OperatorSso, RoleRule, oidc, open, service, spiffe,
+    KeyService, Opened, OperatorSso, RoleRule, SsoBrowser, oidc, open, service, spiffe,
 };
 use writ_authority::{policy_watch, replicas, sweeper};
 

@@ -71,6 +71,10 @@ fn routes() -> Vec<(&'static str, String, Duty)> {
         ("GET", "/v1/approvals", Approve),
         ("POST", "/v1/approvals/nobody/approve", Approve),
         ("POST", "/v1/approvals/nobody/deny", Approve),
+        ("GET", "/ui/api/audit", Audit),
+        ("GET", "/ui/api/tasks", Operate),
+        ("POST", "/ui/api/agents/nobody/quarantine", Operate),
+        ("POST", "/ui/api/agents/nobody/release", Operate),
     ]
     .into_iter()
     .map(|(m, p, d)| (m, p.to_owned(), d))
@@ -334,40 +338,85 @@ async fn sso_a_session_is_refused_once_it_ends_or_is_revoked() {
     assert!(refused.is_err(), "{refused:?}");
 }
 
-/// The broker verifies a sign-in's identity token itself, never on the
-/// CLI's word: the issuer's key, the issuer, the audience (and `azp` when
-/// there are several), the expiry, a recent `iat`, an accepted algorithm;
-/// then the claim rules decide the role, or refuse.
-#[tokio::test]
-async fn sso_the_broker_verifies_the_identity_token_itself() {
-    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
-    use base64::Engine as _;
-    use jsonwebtoken::{Algorithm, EncodingKey, Header};
-    use writ_authority::Error;
-    use writ_core::{ManualClock, Timestamp};
+/// A broker whose operators sign in with a test identity provider (an
+/// Ed25519 key whose JWKS a local server publishes), its clock at `t0`.
+struct TestIdp {
+    pkcs8: Vec<u8>,
+    x: String,
+    t0: writ_core::Timestamp,
+    broker: Arc<crate::Broker>,
+    _dir: tempfile::TempDir,
+}
 
-    let t0 = Timestamp::from_secs(1_800_000_000);
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).unwrap();
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
-    let jwks = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k1", "alg": "EdDSA", "x": x}]});
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let jwks_uri = format!("http://{}/jwks", listener.local_addr().unwrap());
-    let app = axum::Router::new().route(
-        "/jwks",
-        axum::routing::get(move || {
-            let jwks = jwks.clone();
-            async move { axum::Json(jwks) }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
+impl TestIdp {
+    async fn start() -> Self {
+        use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+        use base64::Engine as _;
+        use jsonwebtoken::Algorithm;
+        use writ_core::{ManualClock, Timestamp};
 
-    let sign = |claims: serde_json::Value| {
+        let t0 = Timestamp::from_secs(1_800_000_000);
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+        let jwks = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k1", "alg": "EdDSA", "x": x}]});
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let jwks_uri = format!("http://{}/jwks", listener.local_addr().unwrap());
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let jwks = jwks.clone();
+                async move { axum::Json(jwks) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let mut config = BrokerConfig::new("http://writ.test");
+        config.operator_sso = Some(crate::OperatorSso {
+            issuer: "https://idp.test".into(),
+            client_id: "writ".into(),
+            jwks_uri,
+            algorithms: vec![Algorithm::EdDSA],
+            name_claim: "email".into(),
+            roles: vec![crate::RoleRule {
+                claim: "groups".into(),
+                value: "approvers".into(),
+                role: Role::Approver,
+            }],
+            session_ttl: 600,
+            max_token_age: 600,
+            browser: None,
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let broker = crate::open(
+            &DataDir::new(dir.path()),
+            config,
+            crate::InitialPolicy::Stored,
+            Arc::new(ManualClock::new(t0)),
+            None,
+        )
+        .await
+        .unwrap()
+        .broker;
+        Self {
+            pkcs8: pkcs8.as_ref().to_vec(),
+            x,
+            t0,
+            broker,
+            _dir: dir,
+        }
+    }
+
+    fn sign(&self, claims: &serde_json::Value) -> String {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header};
         let mut h = Header::new(Algorithm::EdDSA);
         h.kid = Some("k1".into());
-        jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ed_der(pkcs8.as_ref())).unwrap()
-    };
-    let claims = |over: serde_json::Value| {
+        jsonwebtoken::encode(&h, claims, &EncodingKey::from_ed_der(&self.pkcs8)).unwrap()
+    }
+
+    /// Alice's claims, `over` replacing some.
+    fn claims(&self, over: serde_json::Value) -> serde_json::Value {
+        let t0 = self.t0;
         let mut c = serde_json::json!({"iss": "https://idp.test", "aud": "writ", "sub": "u1",
             "email": "Alice@Example.com", "email_verified": true, "groups": ["approvers"],
             "iat": t0.secs() - 5, "exp": t0.secs() + 300});
@@ -375,34 +424,35 @@ async fn sso_the_broker_verifies_the_identity_token_itself() {
             c[k] = v.clone();
         }
         c
-    };
+    }
 
-    let mut config = BrokerConfig::new("http://writ.test");
-    config.operator_sso = Some(crate::OperatorSso {
-        issuer: "https://idp.test".into(),
-        client_id: "writ".into(),
-        jwks_uri,
-        algorithms: vec![Algorithm::EdDSA],
-        name_claim: "email".into(),
-        roles: vec![crate::RoleRule {
-            claim: "groups".into(),
-            value: "approvers".into(),
-            role: Role::Approver,
-        }],
-        session_ttl: 600,
-        max_token_age: 600,
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let b = crate::open(
-        &DataDir::new(dir.path()),
-        config,
-        crate::InitialPolicy::Stored,
-        Arc::new(ManualClock::new(t0)),
-        None,
-    )
-    .await
-    .unwrap()
-    .broker;
+    /// The refused sign-ins in the audit, as their events.
+    async fn refusals(&self) -> Vec<writ_core::audit::AuditEvent> {
+        self.broker
+            .store
+            .audit_after(0, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| serde_json::from_str::<writ_core::audit::AuditEvent>(&r.event).unwrap())
+            .filter(|e| e.kind == writ_core::audit::AuditKind::OperatorSignIn)
+            .collect()
+    }
+}
+
+/// The broker verifies a sign-in's identity token itself, never on the
+/// CLI's word: the issuer's key, the issuer, the audience (and `azp` when
+/// there are several), the expiry, a recent `iat`, an accepted algorithm;
+/// then the claim rules decide the role, or refuse.
+#[tokio::test]
+async fn sso_the_broker_verifies_the_identity_token_itself() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use writ_authority::Error;
+
+    let idp = TestIdp::start().await;
+    let (t0, b, x) = (idp.t0, idp.broker.clone(), idp.x.clone());
+    let sign = |c: serde_json::Value| idp.sign(&c);
+    let claims = |over: serde_json::Value| idp.claims(over);
     assert_eq!(b.operator_sso_info().unwrap().client_id, "writ");
 
     let s = b
@@ -478,4 +528,133 @@ async fn sso_the_broker_verifies_the_identity_token_itself() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Forbidden(_)), "{e:?}");
+}
+
+/// Every refused operator sign-in leaves an audit record: who the token
+/// claimed to be (said to be unverified when its signature was not
+/// checked), and why; never the token itself.
+#[tokio::test]
+async fn sso_refused_sign_ins_are_audited() {
+    let idp = TestIdp::start().await;
+    let (t0, b) = (idp.t0, idp.broker.clone());
+    // Signed by someone else: same claims, another key.
+    let forged = {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header};
+        let other = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(
+            &aws_lc_rs::rand::SystemRandom::new(),
+        )
+        .unwrap();
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some("k1".into());
+        jsonwebtoken::encode(
+            &h,
+            &idp.claims(serde_json::json!({"sub": "forger"})),
+            &EncodingKey::from_ed_der(other.as_ref()),
+        )
+        .unwrap()
+    };
+    let cases = [
+        ("bad signature", forged, false, "forger"),
+        (
+            "wrong audience",
+            idp.sign(&idp.claims(serde_json::json!({"aud": "other-app", "sub": "u-aud"}))),
+            false,
+            "u-aud",
+        ),
+        (
+            "unknown issuer",
+            idp.sign(&idp.claims(serde_json::json!({"iss": "https://evil.test", "sub": "u-iss"}))),
+            false,
+            "u-iss",
+        ),
+        (
+            "stale",
+            idp.sign(&idp.claims(serde_json::json!({"iat": t0.secs() - 3_600, "sub": "u-old"}))),
+            true,
+            "u-old",
+        ),
+        (
+            "no matching role rule",
+            idp.sign(&idp.claims(serde_json::json!({"groups": ["staff"], "sub": "u-staff"}))),
+            true,
+            "u-staff",
+        ),
+        ("not a token", "garbage".to_owned(), false, ""),
+    ];
+    for (i, (what, token, verified, sub)) in cases.iter().enumerate() {
+        assert!(b.operator_sign_in(token).await.is_err(), "{what}");
+        let refusals = idp.refusals().await;
+        assert_eq!(refusals.len(), i + 1, "{what}: one record per refusal");
+        let e = refusals.last().unwrap();
+        assert_eq!(e.outcome, writ_core::audit::Outcome::Deny, "{what}");
+        assert!(
+            e.reason
+                .as_deref()
+                .unwrap()
+                .starts_with("operator sign-in refused: "),
+            "{what}: {:?}",
+            e.reason
+        );
+        assert_eq!(e.detail["verified"], *verified, "{what}");
+        if !sub.is_empty() {
+            assert_eq!(e.detail["subject"], *sub, "{what}: {e:?}");
+            assert_eq!(e.detail["name"], "Alice@Example.com", "{what}");
+        }
+        let record = serde_json::to_string(e).unwrap();
+        assert!(
+            !record.contains(token.as_str()),
+            "{what}: the token is never kept"
+        );
+        if let Some(sig) = token.rsplit('.').next().filter(|s| s.len() > 20) {
+            assert!(!record.contains(sig), "{what}: nor its signature");
+        }
+    }
+    assert!(
+        idp.refusals().await[3]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("issued more than"),
+        "the reason says why"
+    );
+    // A sign-in that works writes no refusal.
+    b.operator_sign_in(&idp.sign(&idp.claims(serde_json::json!({}))))
+        .await
+        .unwrap();
+    assert_eq!(idp.refusals().await.len(), cases.len());
+}
+
+/// An identity token signs an operator in once: replayed (by its `jti`,
+/// or, without one, as itself) it is refused and audited, and no session
+/// comes of it; another token of the same person signs in.
+#[tokio::test]
+async fn sso_a_replayed_identity_token_is_refused() {
+    use writ_authority::Error;
+    let idp = TestIdp::start().await;
+    let b = idp.broker.clone();
+    for (what, over) in [
+        ("with a jti", serde_json::json!({"jti": "id-1"})),
+        ("without a jti", serde_json::json!({"sub": "u2"})),
+    ] {
+        let token = idp.sign(&idp.claims(over));
+        let first = b.operator_sign_in(&token).await.unwrap();
+        let e = b.operator_sign_in(&token).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::Unauthenticated(m) if m.contains("used before")),
+            "{what}: {e:?}"
+        );
+        // The first session stands; the replay made none.
+        assert!(
+            b.require_operator(Some(&first.token)).await.is_ok(),
+            "{what}"
+        );
+        let last = idp.refusals().await.pop().unwrap();
+        assert!(last.reason.unwrap().contains("used before"), "{what}");
+        assert_eq!(last.detail["verified"], true, "{what}");
+    }
+    // Another token with the same jti from another issuer is no replay of
+    // it, but that issuer is not ours anyway; a fresh jti is fine.
+    b.operator_sign_in(&idp.sign(&idp.claims(serde_json::json!({"jti": "id-2"}))))
+        .await
+        .unwrap();
 }

@@ -68,6 +68,10 @@ pub enum AuditKind {
     ToolUpdate,
     /// A tool was deleted (the tasks that could reach it ended).
     ToolDelete,
+    /// An operator's single sign-on was refused (a bad, foreign, stale or
+    /// replayed identity token, no role rule, a browser sign-in that went
+    /// wrong): who it claimed to be, and why; never the token.
+    OperatorSignIn,
 }
 
 /// How it ended.

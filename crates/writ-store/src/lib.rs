@@ -143,6 +143,40 @@ pub trait KeyStore: Send + Sync {
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
+    /// Records that the identity token `key` (a hash naming it) signed an
+    /// operator in, remembered until `expires_at`: `false` if it did
+    /// before (a replay).
+    async fn use_identity_token(
+        &self,
+        key: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool>;
+    /// Forgets the identity tokens remembered until before `now` (they
+    /// are refused as stale by then); returns how many.
+    async fn prune_identity_tokens(&self, now: Timestamp) -> Result<u64>;
+    /// Adds a console session: a secret hashing to `hash` that stands for
+    /// the operator credential `session.name` of `session.role` until
+    /// `session.expires_at` (the sessions of a name end with its
+    /// credential's revocation or rotation); `session.dev` when a dev
+    /// start made that credential (so the session, too, counts only on a
+    /// dev start); made at `session.created_at`. Ended sessions are swept
+    /// away. [`Self::admin_token`] finds a session by its hash as it finds
+    /// a credential. A session without an end ends at once.
+    async fn add_console_session(
+        &self,
+        session: &writ_core::api::AdminCredential,
+        hash: &str,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()>;
+    /// Ends the console session hashing to `hash` (sign-out): `false` if
+    /// there is none.
+    async fn end_console_session(
+        &self,
+        hash: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<bool>;
     /// Replaces the secret of the credential `name` with one hashing to
     /// `hash`: the old secret is refused from the commit on. `false` if
     /// there is no such credential.
@@ -528,6 +562,23 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<Task>;
     /// Tasks, newest first; optionally only live exceptions.
     async fn list_tasks(&self, exceptions_only: bool, limit: u32) -> Result<Vec<Task>>;
+    /// The tasks that match `q`, newest first, from `q.offset`, at most
+    /// `q.limit`; and how many match in all.
+    async fn search_tasks(&self, q: &TaskSearch) -> Result<(Vec<Task>, u64)>;
+}
+
+/// What [`TaskStore::search_tasks`] looks for: every field given must
+/// match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskSearch {
+    /// The status as stored (`active`, `completed`, ...).
+    pub status: Option<String>,
+    pub agent: Option<String>,
+    /// A part of the task's id, intent or `on_behalf_of` (as written:
+    /// `%` and `_` are not wildcards).
+    pub text: Option<String>,
+    pub offset: u32,
+    pub limit: u32,
 }
 
 /// Approvals: of task starts, and of single calls held at a gateway.

@@ -5,6 +5,7 @@
 //! configured claim-to-role rules. Sessions are listed and revoked with
 //! every other operator credential.
 
+use writ_core::Timestamp;
 use writ_core::api::{OperatorSession, OperatorSsoInfo, Role, valid_operator_name};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::random;
@@ -27,16 +28,63 @@ impl Broker {
         Ok(OperatorSsoInfo {
             issuer: sso.issuer.clone(),
             client_id: sso.client_id.clone(),
+            browser_start: sso
+                .browser
+                .as_ref()
+                .filter(|_| self.config.console)
+                .map(|_| super::BROWSER_SIGN_IN_START.to_owned()),
         })
     }
 
-    /// Exchanges a verified identity token for an operator session.
+    /// Exchanges a verified identity token for an operator session (the
+    /// device flow: `writ login` posts the token it got).
     pub async fn operator_sign_in(&self, id_token: &str) -> Result<OperatorSession, Error> {
         let sso = self.sso()?;
+        self.sign_in(id_token, &sso.client_id, None, Via::Device)
+            .await
+    }
+
+    /// The one way an identity token becomes a session, for every flow:
+    /// verified for `audience` (and, from a browser, `nonce`), fresh, used
+    /// once, naming someone a role rule matches. Every refusal is audited
+    /// (who the token claims, why; never the token) before it is answered:
+    /// if the record cannot be written, the answer is that error.
+    pub(crate) async fn sign_in(
+        &self,
+        id_token: &str,
+        audience: &str,
+        nonce: Option<&str>,
+        via: Via,
+    ) -> Result<OperatorSession, Error> {
+        let sso = self.sso()?;
+        match self.accept_identity(sso, id_token, audience, nonce).await {
+            Ok(session) => Ok(session),
+            Err(refusal) => {
+                let Refusal { error: e, claims } = *refusal;
+                if is_refusal(&e) {
+                    let claimed = match claims {
+                        Some(c) => Claimed::verified(&c, &sso.name_claim),
+                        None => Claimed::unverified(id_token, &sso.name_claim),
+                    };
+                    self.audit_refused_sign_in(via, &claimed, &e.to_string())
+                        .await?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn accept_identity(
+        &self,
+        sso: &OperatorSso,
+        id_token: &str,
+        audience: &str,
+        nonce: Option<&str>,
+    ) -> Result<OperatorSession, Box<Refusal>> {
         let now = self.now();
         let expect = ExternalExpect {
             issuer: &sso.issuer,
-            audience: &sso.client_id,
+            audience,
             subject: "",
             algorithms: &sso.algorithms,
         };
@@ -48,19 +96,37 @@ impl Broker {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "operator sign-in refused");
-                return Err(Error::Unauthenticated(format!(
-                    "identity token refused: {e}"
-                )));
+                return Err(Box::new(Refusal {
+                    error: Error::Unauthenticated(format!("identity token refused: {e}")),
+                    claims: None,
+                }));
             }
         };
-        check_fresh(&claims, &sso.client_id, sso.max_token_age, now.secs())?;
-        let name = session_name(&claims, &sso.name_claim)?;
-        let role = role_for(&claims, &sso.roles).ok_or_else(|| {
-            Error::Forbidden(format!(
-                "{name} signed in, but no role rule matches their claims"
-            ))
-        })?;
-        let token = format!("writ_op_{}", random::token_256()?);
+        let (name, role) = match who_signs_in(sso, &claims, audience, nonce, now.secs()) {
+            Ok(v) => v,
+            Err(e) => return fail(e, claims),
+        };
+        // Used once: remembered until it would be refused as stale anyway.
+        let until = remembered_until(&claims, sso.max_token_age);
+        match self
+            .store
+            .use_identity_token(&replay_key(&claims, id_token), until, now)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(operator = %name, "operator sign-in refused: identity token replayed");
+                return fail(
+                    Error::Unauthenticated("identity token was used before: sign in again".into()),
+                    claims,
+                );
+            }
+            Err(e) => return fail(e.into(), claims),
+        }
+        let token = match random::token_256() {
+            Ok(t) => format!("writ_op_{t}"),
+            Err(e) => return fail(e.into(), claims),
+        };
         let expires_at = now.add_secs(sso.session_ttl);
         let event = AuditEvent::new(
             AuditKind::AdminTokenCreate,
@@ -75,7 +141,8 @@ impl Broker {
             "issuer": sso.issuer,
             "subject": claims.get("sub"),
         }));
-        self.store
+        if let Err(e) = self
+            .store
             .add_operator_session(
                 &name,
                 &hash_secret(&token),
@@ -84,7 +151,10 @@ impl Broker {
                 now,
                 vec![event],
             )
-            .await?;
+            .await
+        {
+            return fail(e.into(), claims);
+        }
         tracing::info!(operator = %name, %role, "operator signed in");
         Ok(OperatorSession {
             name,
@@ -93,6 +163,182 @@ impl Broker {
             expires_at,
         })
     }
+
+    /// Writes the record of a refused sign-in.
+    pub(crate) async fn audit_refused_sign_in(
+        &self,
+        via: Via,
+        claimed: &Claimed,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let event = AuditEvent::new(AuditKind::OperatorSignIn, Outcome::Deny, "system")
+            .reason(format!("operator sign-in refused: {reason}"))
+            .detail(serde_json::json!({
+                "via": via.as_str(),
+                "verified": claimed.verified,
+                "issuer": claimed.issuer,
+                "subject": claimed.subject,
+                "name": claimed.name,
+            }));
+        self.store.append_audit(self.now(), vec![event]).await?;
+        Ok(())
+    }
+
+    /// Forgets the identity tokens that can no longer be replayed (their
+    /// end has passed): for the sweeper.
+    pub async fn prune_identity_tokens(&self) -> Result<u64, Error> {
+        Ok(self.store.prune_identity_tokens(self.now()).await?)
+    }
+}
+
+/// Who verified claims name, and their role: when the sign-in is fresh,
+/// of this flow (`nonce`), names a valid operator, and a rule matches.
+fn who_signs_in(
+    sso: &OperatorSso,
+    claims: &Claims,
+    audience: &str,
+    nonce: Option<&str>,
+    now: i64,
+) -> Result<(String, Role), Error> {
+    check_fresh(claims, audience, sso.max_token_age, now)?;
+    check_nonce(claims, nonce)?;
+    let name = session_name(claims, &sso.name_claim)?;
+    let role = role_for(claims, &sso.roles).ok_or_else(|| {
+        Error::Forbidden(format!(
+            "{name} signed in, but no role rule matches their claims"
+        ))
+    })?;
+    Ok((name, role))
+}
+
+/// A sign-in refused, and the verified claims of its token when it got
+/// that far (for the audit).
+pub(crate) struct Refusal {
+    error: Error,
+    claims: Option<Claims>,
+}
+
+fn fail<T>(error: Error, claims: Claims) -> Result<T, Box<Refusal>> {
+    Err(Box::new(Refusal {
+        error,
+        claims: Some(claims),
+    }))
+}
+
+/// How an operator signed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// An identity token posted to `/v1/login/oidc` (`writ login`).
+    Device,
+    /// The console's authorization code flow.
+    Browser,
+}
+
+impl Via {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Device => "identity_token",
+            Self::Browser => "authorization_code",
+        }
+    }
+}
+
+/// Who a refused sign-in claimed to be: from verified claims, or, when the
+/// token was not verified, what it says (which proves nothing: the record
+/// says so). Each at most [`CLAIMED_MAX`] characters.
+#[derive(Debug, Default)]
+pub(crate) struct Claimed {
+    verified: bool,
+    issuer: Option<String>,
+    subject: Option<String>,
+    name: Option<String>,
+}
+
+const CLAIMED_MAX: usize = 128;
+
+impl Claimed {
+    fn verified(claims: &Claims, name_claim: &str) -> Self {
+        Self {
+            verified: true,
+            ..Self::from_claims(claims, name_claim)
+        }
+    }
+
+    fn unverified(token: &str, name_claim: &str) -> Self {
+        match writ_core::token::insecure_peek(token) {
+            Ok((_, serde_json::Value::Object(c))) => Self::from_claims(&c, name_claim),
+            _ => Self::default(),
+        }
+    }
+
+    fn from_claims(claims: &Claims, name_claim: &str) -> Self {
+        let get = |k: &str| {
+            claims
+                .get(k)
+                .and_then(serde_json::Value::as_str)
+                .map(|s| s.chars().take(CLAIMED_MAX).collect())
+        };
+        Self {
+            verified: false,
+            issuer: get("iss"),
+            subject: get("sub"),
+            name: get(name_claim),
+        }
+    }
+}
+
+/// Refusals are audited; a store or key that cannot serve is no refusal
+/// (and has its own log).
+fn is_refusal(e: &Error) -> bool {
+    !matches!(
+        e,
+        Error::Store(_) | Error::Unavailable(_) | Error::Internal(_)
+    )
+}
+
+/// What names an identity token in the replay table: its issuer and
+/// `jti`, or, without one, the token itself; hashed either way (a fixed
+/// length, and no token kept).
+fn replay_key(claims: &Claims, token: &str) -> String {
+    let jti = claims
+        .get("jti")
+        .and_then(serde_json::Value::as_str)
+        .filter(|j| !j.is_empty());
+    match (jti, claims.get("iss").and_then(serde_json::Value::as_str)) {
+        (Some(jti), Some(iss)) => hash_secret(&format!("jti\n{iss}\n{jti}")),
+        _ => hash_secret(&format!("token\n{token}")),
+    }
+}
+
+/// Until when a used identity token is remembered: past both its expiry
+/// and its freshness (`iat` + `max_age`), whichever comes first, it is
+/// refused anyway. Bounded by `max_age` whatever the token says.
+fn remembered_until(claims: &Claims, max_age: i64) -> Timestamp {
+    let get = |k: &str| claims.get(k).and_then(serde_json::Value::as_i64);
+    let fresh_until = get("iat").map_or(i64::MAX, |iat| iat.saturating_add(max_age));
+    let exp = get("exp").map_or(i64::MAX, |e| {
+        e.saturating_add(writ_core::token::LEEWAY_SECS)
+    });
+    // A second past the last accepted one.
+    Timestamp::from_secs(fresh_until.min(exp).saturating_add(1))
+}
+
+/// A token from a browser sign-in carries the nonce that sign-in made
+/// (OIDC Core §3.1.3.7): one got for another sign-in is refused.
+fn check_nonce(claims: &Claims, nonce: Option<&str>) -> Result<(), Error> {
+    let Some(expected) = nonce else {
+        return Ok(());
+    };
+    let got = claims.get("nonce").and_then(serde_json::Value::as_str);
+    let same = got.is_some_and(|g| {
+        aws_lc_rs::constant_time::verify_slices_are_equal(g.as_bytes(), expected.as_bytes()).is_ok()
+    });
+    if !same {
+        return Err(Error::Unauthenticated(
+            "identity token's nonce is not this sign-in's".into(),
+        ));
+    }
+    Ok(())
 }
 
 type Claims = serde_json::Map<String, serde_json::Value>;
@@ -224,6 +470,37 @@ mod tests {
         }
         assert!(session_name(&c, "sub").is_err());
         assert!(session_name(&c, "preferred_username").is_err());
+    }
+
+    #[test]
+    fn a_used_identity_token_is_remembered_by_jti_or_itself_until_it_is_stale() {
+        let with = claims(serde_json::json!({"iss": "i", "jti": "j", "iat": 1000, "exp": 5000}));
+        assert_eq!(replay_key(&with, "t1"), replay_key(&with, "t2"));
+        let other_iss = claims(serde_json::json!({"iss": "i2", "jti": "j"}));
+        assert_ne!(replay_key(&with, "t1"), replay_key(&other_iss, "t1"));
+        let without = claims(serde_json::json!({"iss": "i", "iat": 1000, "exp": 5000}));
+        assert_ne!(replay_key(&without, "t1"), replay_key(&without, "t2"));
+        assert_eq!(
+            replay_key(&without, "t1").len(),
+            64,
+            "a hash, never the token"
+        );
+        // iat + max age comes first; or the expiry (with its leeway).
+        assert_eq!(remembered_until(&with, 600).secs(), 1601);
+        let soon = claims(serde_json::json!({"iat": 1000, "exp": 1100}));
+        assert_eq!(
+            remembered_until(&soon, 600).secs(),
+            1100 + writ_core::token::LEEWAY_SECS + 1
+        );
+    }
+
+    #[test]
+    fn a_browser_sign_in_needs_its_own_nonce() {
+        let c = claims(serde_json::json!({"nonce": "n1"}));
+        assert!(check_nonce(&c, Some("n1")).is_ok());
+        assert!(check_nonce(&c, Some("n2")).is_err());
+        assert!(check_nonce(&claims(serde_json::json!({})), Some("n1")).is_err());
+        assert!(check_nonce(&c, None).is_ok(), "the device flow has none");
     }
 
     #[test]

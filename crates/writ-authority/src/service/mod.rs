@@ -19,11 +19,13 @@ pub mod attest;
 pub mod audit;
 pub mod authzen;
 pub mod clients;
+pub mod console;
 pub mod dbcreds;
 pub mod exchange;
 pub mod feed;
 pub mod gateway;
 mod login;
+mod login_browser;
 pub mod nodes;
 pub mod policies;
 mod policy;
@@ -51,6 +53,11 @@ use crate::metrics::Metrics;
 use crate::oidc::OidcVerifier;
 
 pub use approvals::{Asked, CallApproval, MAX_PENDING_CALL_APPROVALS};
+pub use login::Via;
+pub use login_browser::{
+    BROWSER_SIGN_IN_CALLBACK, BROWSER_SIGN_IN_START, BrowserCallback, BrowserSignIn,
+    SIGN_IN_FLOW_SECS,
+};
 pub(crate) use policy::compile_stored;
 pub use subjects::DENIAL_WINDOW_SECS;
 pub use tokens::hash_secret;

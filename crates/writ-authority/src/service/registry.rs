@@ -127,19 +127,23 @@ impl Registry {
     }
 
     /// The kill switch: revokes every live grant of the agent at once and
-    /// refuses new ones until released.
+    /// refuses new ones until released; `reason` is recorded with it.
     pub async fn quarantine(
         &self,
         name: &AgentName,
         on: bool,
         actor: &str,
+        reason: Option<&str>,
     ) -> Result<Quarantined, Error> {
         let kind = if on {
             AuditKind::AgentQuarantine
         } else {
             AuditKind::AgentRelease
         };
-        let event = AuditEvent::new(kind, Outcome::Success, actor).agent(name);
+        let mut event = AuditEvent::new(kind, Outcome::Success, actor).agent(name);
+        if let Some(why) = reason.map(str::trim).filter(|r| !r.is_empty()) {
+            event = event.reason(why.chars().take(500).collect::<String>());
+        }
         let out = self
             .store
             .set_quarantine(name, on, self.now(), vec![event])

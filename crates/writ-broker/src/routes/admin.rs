@@ -160,7 +160,7 @@ pub async fn quarantine(
 ) -> R<Quarantined> {
     Ok(AxumJson(
         b.registry
-            .quarantine(&agent_name(&name)?, true, &op.actor())
+            .quarantine(&agent_name(&name)?, true, &op.actor(), None)
             .await?,
     ))
 }
@@ -172,7 +172,7 @@ pub async fn release(
 ) -> R<Quarantined> {
     Ok(AxumJson(
         b.registry
-            .quarantine(&agent_name(&name)?, false, &op.actor())
+            .quarantine(&agent_name(&name)?, false, &op.actor(), None)
             .await?,
     ))
 }

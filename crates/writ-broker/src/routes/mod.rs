@@ -6,6 +6,7 @@ mod clients;
 mod gateway;
 mod nodes;
 mod oauth;
+mod sso;
 mod wellknown;
 
 use std::marker::PhantomData;
@@ -21,13 +22,27 @@ use writ_core::token::TokenKind;
 use crate::error::ApiError;
 use crate::extract::{MAX_BODY_BYTES, bearer, presented};
 use crate::service::gateway::EnforcementPoint;
-use crate::service::{AgentCaller, Broker, Caller, Operator};
+use crate::service::{self, AgentCaller, Broker, Caller, Operator};
 
 /// The body limit of a decision batch from a gateway.
 const DECISIONS_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 pub fn router(broker: Arc<Broker>) -> Router {
+    // Browsers sign in with single sign-on for the console: with it off,
+    // those routes are not there either.
+    let console = if broker.config.console {
+        crate::console::router().merge(
+            Router::new()
+                .route("/ui/api/sso", get(sso::options))
+                .route(service::BROWSER_SIGN_IN_START, get(sso::start))
+                .route(service::BROWSER_SIGN_IN_CALLBACK, get(sso::callback))
+                .layer(axum::middleware::from_fn(crate::console::security_headers)),
+        )
+    } else {
+        crate::console::router_off()
+    };
     Router::new()
+        .merge(console)
         .route("/healthz", get(wellknown::healthz))
         .route("/metrics", get(wellknown::metrics))
         .route("/v1/admin/whoami", get(wellknown::whoami))
@@ -259,7 +274,8 @@ impl<D: NeedsDuty> FromRequestParts<Arc<Broker>> for Op<D> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
-        let who = broker.require_operator(bearer(&parts.headers)?).await?;
+        let secret = crate::console::operator_secret(parts, broker)?;
+        let who = broker.require_operator(secret.as_deref()).await?;
         who.require(D::DUTY)?;
         Ok(Op {
             who,
@@ -278,7 +294,8 @@ impl FromRequestParts<Arc<Broker>> for Decider {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
-        let who = broker.require_operator(bearer(&parts.headers)?).await?;
+        let secret = crate::console::operator_secret(parts, broker)?;
+        let who = broker.require_operator(secret.as_deref()).await?;
         let Err(refused) = who.require(Duty::Approve) else {
             return Ok(Decider(who));
         };
@@ -377,8 +394,14 @@ impl FromRequestParts<Arc<Broker>> for AnyCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
-        let p = presented(&parts.headers)?
-            .ok_or_else(|| ApiError::Unauthorized("missing credential".into()))?;
+        let Some(p) = presented(&parts.headers)? else {
+            // No Authorization: the console's cookie, if any, names an
+            // operator (the CSRF rule holds).
+            let secret = crate::console::operator_secret(parts, broker)?;
+            return Ok(AnyCaller(Caller::Operator(
+                broker.require_operator(secret.as_deref()).await?,
+            )));
+        };
         Ok(AnyCaller(
             broker
                 .caller(&p, parts.method.as_str(), parts.uri.path())

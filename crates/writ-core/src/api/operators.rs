@@ -267,6 +267,10 @@ pub struct Removed {
 pub struct OperatorSsoInfo {
     pub issuer: String,
     pub client_id: String,
+    /// Where a browser starts signing in (`/ui/sso/start`), when the
+    /// broker signs browsers in (the console shows a link to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser_start: Option<String>,
 }
 
 /// `POST /v1/login/oidc`: an identity token from the operators' OIDC

@@ -322,4 +322,29 @@ ALTER TABLE tools ADD COLUMN deleted_at BIGINT;
 ALTER TABLE admin_tokens ADD COLUMN expires_at BIGINT;
 ALTER TABLE approvals ADD COLUMN obo_may_approve BIGINT NOT NULL DEFAULT 0;
 "#,
+    // 20: identity tokens operators signed in with (a hash of their
+    // issuer and `jti`, or of the token), kept until they could no longer
+    // be accepted anyway, so that none signs anybody in twice.
+    r#"
+CREATE TABLE used_identity_tokens (
+    key         TEXT PRIMARY KEY,
+    expires_at  BIGINT NOT NULL
+);
+CREATE INDEX used_identity_tokens_expiry ON used_identity_tokens(expires_at);
+"#,
+    // 23: sessions of the operator console: a short-lived, revocable
+    // secret with the name and role of the operator credential that signed
+    // in, and whether a dev start made it (kept apart from the
+    // credentials, whose names are unique).
+    r#"
+CREATE TABLE console_sessions (
+    hash        TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    dev         BIGINT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL
+);
+CREATE INDEX console_sessions_name ON console_sessions(name);
+"#,
 ];

@@ -9,7 +9,9 @@ impl KeyStore for SqlStore {
         let hash = hash.to_owned();
         self.read_quick(move |c| {
             c.query_row(
-                "SELECT name, created_at, dev, role, expires_at FROM admin_tokens WHERE hash = ?1",
+                "SELECT name, created_at, dev, role, expires_at FROM admin_tokens WHERE hash = ?1 \
+                 UNION ALL SELECT name, created_at, dev, role, expires_at \
+                 FROM console_sessions WHERE hash = ?1",
                 params![hash],
                 admin_credential,
             )
@@ -136,6 +138,13 @@ impl KeyStore for SqlStore {
             ctx.tx
                 .execute("DELETE FROM admin_tokens WHERE name = ?1", params![&name])
                 .map_err(db)?;
+            // The console sessions it signed in end with it.
+            ctx.tx
+                .execute(
+                    "DELETE FROM console_sessions WHERE name = ?1",
+                    params![&name],
+                )
+                .map_err(db)?;
             ctx.audit(now, &audit)?;
             Ok(true)
         })
@@ -187,6 +196,147 @@ impl KeyStore for SqlStore {
         .await
     }
 
+    async fn use_identity_token(
+        &self,
+        key: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let key = key.to_owned();
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            // An expired row is no replay: it is replaced (the token
+            // itself is refused as stale by then).
+            ctx.tx
+                .execute(
+                    "DELETE FROM used_identity_tokens WHERE key = ?1 AND expires_at < ?2",
+                    params![&key, now.millis()],
+                )
+                .map_err(db)?;
+            // A conflict is no error here (an error would abort the
+            // transaction on PostgreSQL): no row inserted is a replay.
+            let n = ctx
+                .tx
+                .execute(
+                    "INSERT INTO used_identity_tokens (key, expires_at) VALUES (?1, ?2) \
+                     ON CONFLICT (key) DO NOTHING",
+                    params![key, expires_at.millis()],
+                )
+                .map_err(db)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn prune_identity_tokens(&self, now: Timestamp) -> Result<u64> {
+        // Looked for first: the sweeper calls this every pass, and most
+        // passes have nothing to write.
+        let due = self
+            .read_quick(move |c| {
+                c.query_row(
+                    "SELECT 1 FROM used_identity_tokens WHERE expires_at < ?1 LIMIT 1",
+                    params![now.millis()],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(db)
+            })
+            .await?;
+        if due.is_none() {
+            return Ok(0);
+        }
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let n = ctx
+                .tx
+                .execute(
+                    "DELETE FROM used_identity_tokens WHERE expires_at < ?1",
+                    params![now.millis()],
+                )
+                .map_err(db)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn add_console_session(
+        &self,
+        session: &AdminCredential,
+        hash: &str,
+        audit: Vec<AuditEvent>,
+    ) -> Result<()> {
+        // Without an end, a session ends at once (never lives forever).
+        let expires_at = session.expires_at.unwrap_or(session.created_at);
+        let (name, hash, role, dev, now) = (
+            session.name.clone(),
+            hash.to_owned(),
+            session.role,
+            session.dev,
+            session.created_at,
+        );
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            ctx.tx
+                .execute(
+                    "DELETE FROM console_sessions WHERE expires_at <= ?1",
+                    params![now.millis()],
+                )
+                .map_err(db)?;
+            let taken = ctx
+                .tx
+                .query_row(
+                    "SELECT 1 FROM admin_tokens WHERE hash = ?1 \
+                     UNION ALL SELECT 1 FROM console_sessions WHERE hash = ?1",
+                    params![&hash],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(db)?;
+            if taken.is_some() {
+                return Err(StoreError::Conflict(
+                    "an operator credential with the same secret".into(),
+                ));
+            }
+            ctx.tx
+                .execute(
+                    "INSERT INTO console_sessions (hash, name, role, dev, created_at, expires_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        hash,
+                        name,
+                        role.as_str(),
+                        i64::from(dev),
+                        now.millis(),
+                        expires_at.millis()
+                    ],
+                )
+                .map_err(db)?;
+            ctx.audit(now, &audit)
+        })
+        .await
+    }
+
+    async fn end_console_session(
+        &self,
+        hash: &str,
+        now: Timestamp,
+        audit: Vec<AuditEvent>,
+    ) -> Result<bool> {
+        let hash = hash.to_owned();
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let n = ctx
+                .tx
+                .execute(
+                    "DELETE FROM console_sessions WHERE hash = ?1",
+                    params![&hash],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            ctx.audit(now, &audit)?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn rotate_admin_token(
         &self,
         name: &str,
@@ -220,6 +370,13 @@ impl KeyStore for SqlStore {
             if n == 0 {
                 return Ok(false);
             }
+            // A rotated secret ends the console sessions it signed in.
+            ctx.tx
+                .execute(
+                    "DELETE FROM console_sessions WHERE name = ?1",
+                    params![&name],
+                )
+                .map_err(db)?;
             ctx.audit(now, &audit)?;
             Ok(true)
         })

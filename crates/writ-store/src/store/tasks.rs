@@ -460,6 +460,48 @@ impl TaskStore for SqlStore {
         .await
     }
 
+    async fn search_tasks(&self, q: &crate::TaskSearch) -> Result<(Vec<Task>, u64)> {
+        let q = q.clone();
+        self.read(move |c| {
+            // `\` escapes the wildcards of LIKE: the text is matched as written.
+            let text = q.text.as_deref().map(|t| {
+                let escaped = t
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
+                format!("%{escaped}%")
+            });
+            let filter = "WHERE (CAST(?1 AS TEXT) IS NULL OR status = ?1) \
+                 AND (CAST(?2 AS TEXT) IS NULL OR agent = ?2) \
+                 AND (CAST(?3 AS TEXT) IS NULL OR id LIKE ?3 ESCAPE '\\' OR intent LIKE ?3 ESCAPE '\\' \
+                 OR on_behalf_of LIKE ?3 ESCAPE '\\')";
+            let total = c
+                .query_row(
+                    &format!("SELECT COUNT(*) FROM tasks {filter}"),
+                    params![q.status, q.agent, text],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(db)?;
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {TASK_COLS} FROM tasks {filter} \
+                     ORDER BY created_at DESC, id LIMIT ?4 OFFSET ?5"
+                ))
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(
+                    params![q.status, q.agent, text, q.limit, q.offset],
+                    task_row,
+                )
+                .map_err(db)?;
+            let tasks = rows
+                .map(|r| r.map_err(db).and_then(task_from))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((tasks, u64::try_from(total).unwrap_or(0)))
+        })
+        .await
+    }
+
     async fn live_counts(&self, now: Timestamp) -> Result<LiveCounts> {
         self.read(move |c| {
             c.query_row(

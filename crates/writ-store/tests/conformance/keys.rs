@@ -75,6 +75,30 @@ pub async fn admin_tokens(s: Arc<dyn Store>) {
     assert_chain(s).await;
 }
 
+/// An identity token signs an operator in once: a second use is a replay
+/// until the token is forgotten at its end (by then it is refused as
+/// stale), and the sweeper's prune forgets only ended ones.
+pub async fn an_identity_token_signs_in_once(s: Arc<dyn Store>) {
+    let s = &*s;
+    assert!(s.use_identity_token("k1", at(60), at(0)).await.unwrap());
+    assert!(
+        !s.use_identity_token("k1", at(60), at(1)).await.unwrap(),
+        "a replay"
+    );
+    assert!(s.use_identity_token("k2", at(600), at(1)).await.unwrap());
+    assert!(!s.use_identity_token("k1", at(60), at(60)).await.unwrap());
+    // Ended at 60: pruned at 61, k2 stays.
+    assert_eq!(s.prune_identity_tokens(at(61)).await.unwrap(), 1);
+    assert_eq!(s.prune_identity_tokens(at(61)).await.unwrap(), 0);
+    assert!(
+        !s.use_identity_token("k2", at(600), at(62)).await.unwrap(),
+        "a prune keeps the tokens still live"
+    );
+    assert!(s.use_identity_token("k1", at(200), at(62)).await.unwrap());
+    // An ended row is replaced, pruned or not.
+    assert!(s.use_identity_token("k2", at(900), at(601)).await.unwrap());
+}
+
 /// Single sign-on sessions: credentials with an end, which a person's next
 /// sign-in replaces (and which sweeps ended ones away), which never take a
 /// made credential's name and never count as the last admin.
@@ -139,6 +163,100 @@ pub async fn operator_sessions_end_and_are_replaced(s: Arc<dyn Store>) {
         .map(|c| c.name)
         .collect();
     assert_eq!(names, ["carol@x", "ops"]);
+    assert_chain(s).await;
+}
+
+fn session(name: &str, role: Role, dev: bool, end: i64, now: i64) -> AdminCredential {
+    AdminCredential {
+        name: name.into(),
+        role,
+        dev,
+        created_at: at(now),
+        expires_at: Some(at(end)),
+    }
+}
+
+/// Console sessions: found by their secret with their credential's name
+/// and role, ended by sign-out, and by their credential's rotation or
+/// revocation; ended ones are swept away.
+pub async fn console_sessions_end_with_sign_out_and_their_credential(s: Arc<dyn Store>) {
+    let s = &*s;
+    let create = || vec![ev(AuditKind::AdminTokenCreate)];
+    let revoke = || vec![ev(AuditKind::AdminTokenRevoke)];
+    s.add_admin_token("root", "r1", Role::Admin, false, at(0), create())
+        .await
+        .unwrap();
+    s.add_admin_token("ann", "a1", Role::Auditor, false, at(0), create())
+        .await
+        .unwrap();
+    s.add_console_session(
+        &session("ann", Role::Auditor, false, 100, 1),
+        "c1",
+        create(),
+    )
+    .await
+    .unwrap();
+    s.add_console_session(
+        &session("ann", Role::Auditor, false, 100, 1),
+        "c2",
+        create(),
+    )
+    .await
+    .unwrap();
+    s.add_console_session(&session("root", Role::Admin, false, 100, 1), "c3", create())
+        .await
+        .unwrap();
+    s.add_console_session(&session("dev", Role::Admin, true, 100, 1), "c0", create())
+        .await
+        .unwrap();
+    assert!(s.admin_token("c0").await.unwrap().unwrap().dev);
+    let c1 = s.admin_token("c1").await.unwrap().unwrap();
+    assert_eq!(
+        (c1.name.as_str(), c1.role, c1.expires_at, c1.dev),
+        ("ann", Role::Auditor, Some(at(100)), false)
+    );
+    // Not listed or counted as credentials.
+    assert_eq!(s.admin_tokens().await.unwrap().len(), 2);
+    assert_eq!(s.admin_token_count().await.unwrap(), 1);
+    // A secret in use is refused, recording nothing.
+    let before = audit_len(s).await;
+    assert!(matches!(
+        s.add_console_session(
+            &session("ann", Role::Auditor, false, 100, 2),
+            "r1",
+            create()
+        )
+        .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(audit_len(s).await, before);
+    // Sign-out ends one session, once.
+    assert!(s.end_console_session("c1", at(2), revoke()).await.unwrap());
+    assert!(!s.end_console_session("c1", at(2), revoke()).await.unwrap());
+    assert_eq!(s.admin_token("c1").await.unwrap(), None);
+    assert!(s.admin_token("c2").await.unwrap().is_some());
+    // The credential's rotation or revocation ends the rest.
+    assert!(
+        s.rotate_admin_token("root", "r2", at(3), vec![ev(AuditKind::AdminTokenRotate)])
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.admin_token("c3").await.unwrap(), None);
+    assert!(s.revoke_admin_token("ann", at(4), revoke()).await.unwrap());
+    assert_eq!(s.admin_token("c2").await.unwrap(), None);
+    // An ended session is swept at the next sign-in.
+    s.add_console_session(&session("root", Role::Admin, false, 10, 5), "c4", create())
+        .await
+        .unwrap();
+    s.add_console_session(
+        &session("root", Role::Admin, false, 100, 50),
+        "c5",
+        create(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.admin_token("c4").await.unwrap(), None);
+    assert!(s.admin_token("c5").await.unwrap().is_some());
     assert_chain(s).await;
 }
 

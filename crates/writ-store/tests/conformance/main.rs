@@ -25,13 +25,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use writ_core::api::{
-    Agent, Approval, ApprovalCall, ApprovalStatus, Attestation, Role, Task, TaskStatus, Tool,
+    AdminCredential, Agent, Approval, ApprovalCall, ApprovalStatus, Attestation, Role, Task,
+    TaskStatus, Tool,
 };
 use writ_core::audit::{self, AuditEvent, AuditKind, AuditRecord, Outcome};
 use writ_core::{AgentName, ApprovalId, Capability, InstanceId, TaskId, Timestamp, ToolName};
 use writ_store::{
     DbLease, Grant, GrantKind, GrantState, Instance, JoinTokenError, QuarantineOutcome, Revoked,
-    Store, StoreError, StoredKey, TaskEnd,
+    Store, StoreError, StoredKey, TaskEnd, TaskSearch,
 };
 
 // ---------------------------------------------------------------------------
@@ -346,6 +347,9 @@ macro_rules! every_check {
                 admin_tokens,
                 operator_credentials_have_roles_and_rotate,
                 operator_sessions_end_and_are_replaced,
+                an_identity_token_signs_in_once,
+                console_sessions_end_with_sign_out_and_their_credential,
+                tasks_are_searched_and_paged_in_the_store,
                 deleting_an_agent_ends_its_tasks_and_tokens,
                 deleting_or_narrowing_a_tool_ends_the_tasks_using_it,
                 oauth_clients_create_list_revoke,

@@ -654,3 +654,100 @@ pub async fn live_counts_follow_tasks_and_grants(s: Arc<dyn Store>) {
     assert_eq!(after.grants, before.grants + 1);
     assert_eq!(after.approvals_pending, 0);
 }
+
+/// The console's task search: filtered, counted and paged by the store,
+/// newest first, its text matched as written (no wildcards).
+pub async fn tasks_are_searched_and_paged_in_the_store(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let beta = register(s, "beta").await;
+    let ia = attest(s, &alpha, None, "jti_ia", at(0)).await.unwrap();
+    let ib = attest(s, &beta, None, "jti_ib", at(0)).await.unwrap();
+    let mut ids = Vec::new();
+    for (i, (inst, intent)) in [
+        (&ia, "read 100% of tickets"),
+        (&ia, "read ticket_7"),
+        (&ib, "read tickets"),
+        (&ia, "summarise"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let n = i64::try_from(i).unwrap();
+        let (mut t, g) = task_and_grant(inst, &format!("jti_s{i}"), at(10 + n), at(600), at(3600));
+        t.intent = intent.into();
+        s.create_task(&t, &g, vec![ev(AuditKind::TaskStart)])
+            .await
+            .unwrap();
+        ids.push(t.task_id.clone());
+    }
+    end(s, &ids[3], TaskEnd::Completed, at(20)).await.unwrap();
+    let search =
+        |status: Option<&str>, agent: Option<&str>, text: Option<&str>, offset, limit| TaskSearch {
+            status: status.map(str::to_owned),
+            agent: agent.map(str::to_owned),
+            text: text.map(str::to_owned),
+            offset,
+            limit,
+        };
+    let found = |r: (Vec<Task>, u64)| (r.0.into_iter().map(|t| t.intent).collect::<Vec<_>>(), r.1);
+    let all = s
+        .search_tasks(&search(None, None, None, 0, 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        found(all),
+        (
+            vec![
+                "summarise".to_owned(),
+                "read tickets".into(),
+                "read ticket_7".into(),
+                "read 100% of tickets".into()
+            ],
+            4
+        )
+    );
+    let page = s
+        .search_tasks(&search(None, None, None, 1, 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        found(page),
+        (vec!["read tickets".to_owned(), "read ticket_7".into()], 4)
+    );
+    let live_alpha = s
+        .search_tasks(&search(Some("active"), Some("alpha"), None, 0, 10))
+        .await
+        .unwrap();
+    assert_eq!(
+        found(live_alpha),
+        (
+            vec!["read ticket_7".to_owned(), "read 100% of tickets".into()],
+            2
+        )
+    );
+    for (text, want) in [
+        ("100%", vec!["read 100% of tickets"]),
+        ("t_7", vec!["read ticket_7"]),
+        // As wildcards, these would match "read tickets" and more.
+        ("t%s", vec![]),
+        ("ticke_s", vec![]),
+    ] {
+        let r = s
+            .search_tasks(&search(None, None, Some(text), 0, 10))
+            .await
+            .unwrap();
+        let n = want.len() as u64;
+        assert_eq!(
+            found(r),
+            (want.into_iter().map(str::to_owned).collect(), n),
+            "{text}"
+        );
+    }
+    let id = ids[2].to_string();
+    let by_id = s
+        .search_tasks(&search(None, None, id.get(5..15), 0, 10))
+        .await
+        .unwrap();
+    assert_eq!(found(by_id), (vec!["read tickets".to_owned()], 1));
+}

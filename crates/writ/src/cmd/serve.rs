@@ -158,6 +158,10 @@ pub struct ServeArgs {
     /// Do not run the gateway inside the broker.
     #[arg(long, env = "WRIT_NO_GATEWAY")]
     no_gateway: bool,
+    /// Do not serve the operator console at `/ui/` (nor accept its
+    /// session cookie).
+    #[arg(long, env = "WRIT_NO_CONSOLE")]
+    no_console: bool,
     /// Serve `/metrics` (broker and embedded gateway) to anyone; without
     /// it, an operator credential of any role is needed.
     #[arg(long, env = "WRIT_METRICS_PUBLIC")]
@@ -206,6 +210,7 @@ struct FileConfig {
     gateway_listen: Option<SocketAddr>,
     mtls_listen: Option<SocketAddr>,
     no_gateway: Option<bool>,
+    no_console: Option<bool>,
     metrics_public: Option<bool>,
     gateway_public_url: Option<String>,
     tls_cert: Option<PathBuf>,
@@ -228,6 +233,16 @@ struct FileConfig {
     operator_session_ttl: Option<i64>,
     #[serde(default)]
     operator_oidc_roles: Vec<writ_broker::RoleRule>,
+    /// The console's sign-in callback as registered at the provider
+    /// (`https://HOST/ui/sso/callback`); set, browsers sign in with the
+    /// authorization code flow and PKCE.
+    operator_oidc_redirect_uri: Option<String>,
+    /// The client the console signs in as [default: operator_oidc_client_id].
+    operator_oidc_console_client_id: Option<String>,
+    /// A file holding that client's secret [default: none, a public client].
+    operator_oidc_client_secret_file: Option<PathBuf>,
+    /// [default: "openid email profile"]
+    operator_oidc_scopes: Option<String>,
 }
 
 const EXAMPLE_POLICIES: &[(&str, &str)] = &[(
@@ -314,6 +329,13 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     }
     let mut config = broker_config(&issuer, &args, &file, policy_dir.clone())?;
     config.operator_sso = sso::operator_sso(&args, &file).await?;
+    config.console = !(args.no_console || file.no_console.unwrap_or(false));
+    // The console's cookie is `Secure` whenever browsers reach writ over
+    // TLS: this listener's, or a proxy's in front of an https issuer.
+    config.console_secure = limits.tls.is_some() || issuer.starts_with("https://");
+    let console_url = config
+        .console
+        .then(|| format!("{}/ui/", issuer.trim_end_matches('/')));
 
     let mut dir = DataDir::new(&data_dir);
     dir.master_key_file = args.master_key_file.take().or(file.master_key_file.take());
@@ -352,7 +374,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
         println!();
     }
     if let Some(t) = &dev_token {
-        dev_banner(&broker, bound, &data_dir, t).await?;
+        dev_banner(&broker, bound, &data_dir, t, console_url.as_deref()).await?;
     }
     let no_gateway = args.no_gateway || file.no_gateway.unwrap_or(false);
     if !no_gateway {
@@ -375,6 +397,9 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     }
     if let Some(addr) = args.mtls_listen.or(file.mtls_listen) {
         start_mtls(addr, &broker).await?;
+    }
+    if let Some(url) = &console_url {
+        println!("console at {url}");
     }
     // Last, so that whoever waits for this line has seen everything above.
     println!("writ listening on {scheme}://{bound}");
@@ -601,6 +626,7 @@ async fn dev_banner(
     bound: SocketAddr,
     data_dir: &Path,
     admin: &Secret,
+    console: Option<&str>,
 ) -> anyhow::Result<()> {
     let agent: RegisterAgent =
         serde_json::from_str(DEMO_AGENT).context("examples/agents/demo-agent.json")?;
@@ -659,7 +685,13 @@ In another shell:
     writ token inspect "$WRIT_TASK_TOKEN"      # introspection: active false
 
     writ audit tail && writ audit verify
-"#,
+{console}"#,
+        console = match console {
+            Some(url) => format!(
+                "\nOr open the operator console at {url} and sign in with the admin token above.\n"
+            ),
+            None => String::new(),
+        },
         data = data_dir.display(),
         admin = admin.expose(),
         jt = jt.join_token,

@@ -14,6 +14,7 @@ mod authzen_pdp;
 mod bad_input;
 mod cli;
 mod client_auth;
+mod console;
 mod crash;
 mod dbcreds;
 pub(crate) mod delegation;

@@ -54,36 +54,28 @@ pub(super) async fn operator_sso(
             .unwrap_or_else(|| vec!["RS256".into(), "ES256".into(), "EdDSA".into()]),
     )
     .map_err(|e| anyhow::anyhow!("operator_oidc_algorithms: {e}"))?;
-    let jwks_uri = match &file.operator_oidc_jwks_uri {
-        Some(u) => u.clone(),
-        None => {
-            #[derive(Deserialize)]
-            struct Discovery {
-                issuer: String,
-                jwks_uri: String,
-            }
-            let url = format!(
-                "{}/.well-known/openid-configuration",
-                issuer.trim_end_matches('/')
-            );
-            let http = writ_client::ClientOptions::default().http()?;
-            let d: Discovery = http
-                .get(&url)
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .with_context(|| format!("reading {url}"))?
-                .json()
-                .await
-                .with_context(|| format!("parsing {url}"))?;
-            if d.issuer != issuer {
-                bail!(
-                    "the discovery document of {issuer} names another issuer ({})",
-                    d.issuer
-                );
-            }
-            d.jwks_uri
+    let discovery =
+        if file.operator_oidc_jwks_uri.is_none() || file.operator_oidc_redirect_uri.is_some() {
+            Some(discover(&issuer).await?)
+        } else {
+            None
+        };
+    let jwks_uri = match (&file.operator_oidc_jwks_uri, &discovery) {
+        (Some(u), _) => u.clone(),
+        (None, Some(d)) => d.jwks_uri.clone(),
+        (None, None) => bail!("the issuer's jwks_uri is unknown"),
+    };
+    let browser = match &file.operator_oidc_redirect_uri {
+        None if file.operator_oidc_console_client_id.is_some()
+            || file.operator_oidc_client_secret_file.is_some()
+            || file.operator_oidc_scopes.is_some() =>
+        {
+            bail!(
+                "operator_oidc_console_client_id, operator_oidc_client_secret_file and operator_oidc_scopes are for browser sign-in: set operator_oidc_redirect_uri too"
+            )
         }
+        None => None,
+        Some(redirect_uri) => Some(browser(file, &client_id, redirect_uri, discovery)?),
     };
     Ok(Some(writ_broker::OperatorSso {
         issuer,
@@ -97,5 +89,107 @@ pub(super) async fn operator_sso(
         roles: file.operator_oidc_roles.clone(),
         session_ttl,
         max_token_age,
+        browser,
     }))
+}
+
+/// What writ reads of the issuer's discovery document.
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+    authorization_endpoint: Option<String>,
+    token_endpoint: Option<String>,
+    #[serde(default)]
+    code_challenge_methods_supported: Option<Vec<String>>,
+}
+
+async fn discover(issuer: &str) -> anyhow::Result<Discovery> {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let http = writ_client::ClientOptions::default().http()?;
+    let d: Discovery = http
+        .get(&url)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("reading {url}"))?
+        .json()
+        .await
+        .with_context(|| format!("parsing {url}"))?;
+    if d.issuer != issuer {
+        bail!(
+            "the discovery document of {issuer} names another issuer ({})",
+            d.issuer
+        );
+    }
+    Ok(d)
+}
+
+/// The console's sign-in (authorization code with PKCE), checked: the
+/// callback is ours, the provider's endpoints are known and it does S256.
+fn browser(
+    file: &FileConfig,
+    client_id: &str,
+    redirect_uri: &str,
+    discovery: Option<Discovery>,
+) -> anyhow::Result<writ_broker::SsoBrowser> {
+    let Some(d) = discovery else {
+        bail!("operator_oidc_redirect_uri needs the issuer's discovery document");
+    };
+    let parsed = reqwest::Url::parse(redirect_uri)
+        .with_context(|| format!("operator_oidc_redirect_uri {redirect_uri:?}"))?;
+    if !matches!(parsed.scheme(), "https" | "http")
+        || parsed.path() != writ_broker::service::BROWSER_SIGN_IN_CALLBACK
+        || parsed.query().is_some()
+        || parsed.fragment().is_some()
+    {
+        bail!(
+            "operator_oidc_redirect_uri must be this broker's https://HOST/ui/sso/callback, nothing after it"
+        );
+    }
+    let (Some(authorization_endpoint), Some(token_endpoint)) =
+        (d.authorization_endpoint, d.token_endpoint)
+    else {
+        bail!(
+            "the identity provider's discovery document names no authorization or token endpoint"
+        );
+    };
+    if let Some(methods) = &d.code_challenge_methods_supported
+        && !methods.iter().any(|m| m == "S256")
+    {
+        bail!("the identity provider does not support PKCE with S256");
+    }
+    let client_secret = match &file.operator_oidc_client_secret_file {
+        None => None,
+        Some(path) => {
+            let s = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let s = s.trim();
+            if s.is_empty() {
+                bail!("{} is empty", path.display());
+            }
+            Some(writ_core::Secret::new(s))
+        }
+    };
+    let scopes = file
+        .operator_oidc_scopes
+        .clone()
+        .unwrap_or_else(|| "openid email profile".into());
+    if !scopes.split(' ').any(|s| s == "openid") {
+        bail!("operator_oidc_scopes must include openid");
+    }
+    Ok(writ_broker::SsoBrowser {
+        client_id: file
+            .operator_oidc_console_client_id
+            .clone()
+            .unwrap_or_else(|| client_id.to_owned()),
+        client_secret,
+        redirect_uri: redirect_uri.to_owned(),
+        authorization_endpoint,
+        token_endpoint,
+        scopes,
+    })
 }

@@ -1,0 +1,400 @@
+//! Sessions of the operator console: an operator credential, presented
+//! once, becomes a short-lived secret with the same name and role (the
+//! browser keeps it in an `HttpOnly` cookie, never the credential itself).
+//! A session ends at sign-out, at its end, and when the credential that
+//! signed it in is rotated or revoked.
+
+use writ_core::api::OperatorSession;
+use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+use writ_core::random;
+
+use super::{Broker, hash_secret, looks_like_jwt};
+use crate::error::Error;
+
+impl Broker {
+    /// Signs an operator in to the console with `credential`: a new
+    /// session of the credential's name and role. A session presented as
+    /// the credential makes one that ends no later than it does.
+    pub async fn console_sign_in(&self, credential: &str) -> Result<OperatorSession, Error> {
+        if looks_like_jwt(credential) {
+            return Err(Error::Unauthenticated("invalid operator credential".into()));
+        }
+        let c = self
+            .admin_credential(credential)
+            .await?
+            .ok_or_else(|| Error::Unauthenticated("invalid operator credential".into()))?;
+        let now = self.now();
+        let mut expires_at = now.add_secs(self.config.console_session_ttl);
+        if let Some(end) = c.expires_at
+            && end < expires_at
+        {
+            expires_at = end;
+        }
+        let token = format!("writ_console_{}", random::token_256()?);
+        let event = AuditEvent::new(
+            AuditKind::AdminTokenCreate,
+            Outcome::Success,
+            format!("operator:{}", c.name),
+        )
+        .reason(format!("operator {} signed in to the console", c.name))
+        .detail(serde_json::json!({
+            "name": c.name,
+            "role": c.role,
+            "expires_at": expires_at,
+            "console": true,
+        }));
+        let session = writ_core::api::AdminCredential {
+            name: c.name.clone(),
+            role: c.role,
+            created_at: now,
+            dev: c.dev,
+            expires_at: Some(expires_at),
+        };
+        self.store
+            .add_console_session(&session, &hash_secret(&token), vec![event])
+            .await?;
+        tracing::info!(operator = %c.name, role = %c.role, "operator signed in to the console");
+        Ok(OperatorSession {
+            name: c.name,
+            role: c.role,
+            token,
+            expires_at,
+        })
+    }
+
+    /// The operator a console cookie signs in, and when its session ends.
+    pub async fn console_session(
+        &self,
+        token: &str,
+    ) -> Result<(super::Operator, Option<writ_core::Timestamp>), Error> {
+        let c = self
+            .admin_credential(token)
+            .await?
+            .ok_or_else(|| Error::Unauthenticated("not signed in".into()))?;
+        Ok((
+            super::Operator {
+                name: c.name,
+                role: c.role,
+            },
+            c.expires_at,
+        ))
+    }
+
+    /// Ends the console session `token` (sign-out): `false` if it had
+    /// already ended.
+    pub async fn console_sign_out(&self, token: &str) -> Result<bool, Error> {
+        let Some(c) = self.admin_credential(token).await? else {
+            return Ok(false);
+        };
+        let event = AuditEvent::new(
+            AuditKind::AdminTokenRevoke,
+            Outcome::Success,
+            format!("operator:{}", c.name),
+        )
+        .reason(format!("operator {} signed out of the console", c.name));
+        if self
+            .store
+            .end_console_session(&hash_secret(token), self.now(), vec![event.clone()])
+            .await?
+        {
+            return Ok(true);
+        }
+        // A single sign-on session (the console's SSO sign-in keeps the
+        // session it made in the cookie) ends as `writ logout` ends it. A
+        // credential without an end is never revoked by a sign-out.
+        if c.expires_at.is_some() {
+            return Ok(self
+                .store
+                .revoke_admin_token(&c.name, self.now(), vec![event])
+                .await?);
+        }
+        Ok(false)
+    }
+}
+
+/// The most audit records one search reads (newest first) before it
+/// answers with what it found and where to go on.
+const SEARCH_SCAN: u64 = 50_000;
+/// The records one store read returns.
+const SEARCH_CHUNK: u32 = 1000;
+
+/// What the console's audit page asks for: every field given must match.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFilter {
+    pub agent: Option<String>,
+    pub task: Option<String>,
+    pub kind: Option<String>,
+    pub outcome: Option<String>,
+    /// A part of the actor (`operator:ann`, `instance:...`).
+    pub actor: Option<String>,
+    /// Records at or after this time (Unix milliseconds).
+    pub since: Option<i64>,
+    /// Records before this time (Unix milliseconds).
+    pub until: Option<i64>,
+    /// Records older than this sequence number (the next page).
+    pub before: Option<u64>,
+    /// At most this many records (default 50, at most 200).
+    pub limit: Option<u32>,
+}
+
+/// One audit record as the console shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditRow {
+    pub seq: u64,
+    pub ts: writ_core::Timestamp,
+    pub hash: String,
+    pub event: serde_json::Value,
+}
+
+/// A page of matching records, newest first.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditMatches {
+    pub records: Vec<AuditRow>,
+    /// Pass as `before` for older matches; `None` when the chain's start
+    /// was reached.
+    pub before: Option<u64>,
+    /// The chain's last sequence number.
+    pub head: u64,
+}
+
+impl AuditFilter {
+    fn matches(&self, ts: i64, e: &serde_json::Value) -> bool {
+        let field = |k: &str| e.get(k).and_then(serde_json::Value::as_str);
+        let same = |want: &Option<String>, k: &str| {
+            want.as_deref()
+                .filter(|w| !w.is_empty())
+                .is_none_or(|w| field(k) == Some(w))
+        };
+        same(&self.agent, "agent")
+            && same(&self.task, "task")
+            && same(&self.kind, "kind")
+            && same(&self.outcome, "outcome")
+            && self
+                .actor
+                .as_deref()
+                .filter(|w| !w.is_empty())
+                .is_none_or(|w| field("actor").is_some_and(|a| a.contains(w)))
+            && self.since.is_none_or(|s| ts >= s)
+            && self.until.is_none_or(|u| ts < u)
+    }
+}
+
+/// A page of tasks, newest first, with how many match in all.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskMatches {
+    pub tasks: Vec<writ_core::api::Task>,
+    pub total: usize,
+}
+
+/// What the console's task page asks for.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskFilter {
+    /// `active`, `completed`, `revoked`, ... (the task's status).
+    pub status: Option<String>,
+    pub agent: Option<String>,
+    /// A part of the task's id, intent or `on_behalf_of`.
+    pub q: Option<String>,
+    #[serde(default)]
+    pub offset: usize,
+    pub limit: Option<usize>,
+}
+
+impl Broker {
+    /// The audit records that match `f`, newest first, one page.
+    pub async fn find_audit(&self, f: &AuditFilter) -> Result<AuditMatches, Error> {
+        let limit = f.limit.unwrap_or(50).clamp(1, 200) as usize;
+        let head = self.store.audit_head().await?;
+        // Records below `cursor` are still to read.
+        let mut cursor = f
+            .before
+            .unwrap_or(head.saturating_add(1))
+            .min(head.saturating_add(1));
+        let mut out = Vec::new();
+        let mut scanned = 0u64;
+        'scan: while cursor > 1 && out.len() < limit && scanned < SEARCH_SCAN {
+            let after = cursor.saturating_sub(1 + u64::from(SEARCH_CHUNK));
+            let chunk = self.store.audit_after(after, SEARCH_CHUNK).await?;
+            let mut read_any = false;
+            let below = cursor;
+            for r in chunk.iter().rev().filter(|r| r.seq < below) {
+                read_any = true;
+                scanned += 1;
+                cursor = r.seq;
+                let event: serde_json::Value =
+                    serde_json::from_str(&r.event).unwrap_or(serde_json::Value::Null);
+                if f.matches(r.ts.millis(), &event) {
+                    out.push(AuditRow {
+                        seq: r.seq,
+                        ts: r.ts,
+                        hash: r.hash.clone(),
+                        event,
+                    });
+                    if out.len() >= limit {
+                        break 'scan;
+                    }
+                }
+            }
+            if !read_any {
+                break;
+            }
+        }
+        Ok(AuditMatches {
+            records: out,
+            before: (cursor > 1).then_some(cursor),
+            head,
+        })
+    }
+
+    /// The tasks that match `f`, newest first, one page (filtered and
+    /// counted by the store: fast on a fleet).
+    pub async fn find_tasks(&self, f: &TaskFilter) -> Result<TaskMatches, Error> {
+        let given = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.chars().take(200).collect::<String>())
+        };
+        let q = writ_store::TaskSearch {
+            status: given(&f.status),
+            agent: given(&f.agent),
+            text: given(&f.q),
+            offset: u32::try_from(f.offset).unwrap_or(u32::MAX),
+            limit: u32::try_from(f.limit.unwrap_or(50).clamp(1, 200)).unwrap_or(50),
+        };
+        let (tasks, total) = self.store.search_tasks(&q).await?;
+        Ok(TaskMatches {
+            tasks,
+            total: usize::try_from(total).unwrap_or(usize::MAX),
+        })
+    }
+
+    /// What is live now, for the console's overview.
+    pub async fn live_counts(&self) -> Result<writ_store::LiveCounts, Error> {
+        Ok(self.store.live_counts(self.now()).await?)
+    }
+
+    /// The chain's last sequence number, once it is past `after` or
+    /// `wait` has passed (the console's long-poll for news).
+    pub async fn audit_news(&self, after: u64, wait: std::time::Duration) -> Result<u64, Error> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let head = self.store.audit_head().await?;
+            if head > after || tokio::time::Instant::now() >= until {
+                return Ok(head);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// The decisions of one minute.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Minute {
+    /// The minute's start (Unix milliseconds).
+    pub at: i64,
+    pub allowed: u64,
+    pub denied: u64,
+}
+
+/// Decisions over the last minutes, and which policies denied.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Activity {
+    /// Oldest first, one per minute, the current one last.
+    pub minutes: Vec<Minute>,
+    /// Denials by the policy that decided them, most first.
+    pub denied_by: Vec<(String, u64)>,
+    /// The last denials of the window, newest first (at most 10).
+    pub recent_denials: Vec<AuditRow>,
+}
+
+/// Records that are a decision: policy decided something for an agent.
+const DECISION_KINDS: [&str; 4] = ["decision", "tool_call", "task_start", "token_exchange"];
+
+impl Broker {
+    /// Decisions per minute over the last `minutes` (at most 60), read
+    /// from the audit (newest first, at most [`SEARCH_SCAN`] records).
+    pub async fn activity(&self, minutes: u32) -> Result<Activity, Error> {
+        const MINUTE: i64 = 60_000;
+        let minutes = minutes.clamp(1, 60);
+        let now = self.now().millis();
+        let first = (now / MINUTE - i64::from(minutes) + 1) * MINUTE;
+        let mut buckets: Vec<Minute> = (0..i64::from(minutes))
+            .map(|i| Minute {
+                at: first + i * MINUTE,
+                ..Minute::default()
+            })
+            .collect();
+        let mut denied_by = std::collections::BTreeMap::<String, u64>::new();
+        let mut recent_denials = Vec::new();
+        let head = self.store.audit_head().await?;
+        let mut cursor = head.saturating_add(1);
+        let mut scanned = 0u64;
+        'scan: while cursor > 1 && scanned < SEARCH_SCAN {
+            let after = cursor.saturating_sub(1 + u64::from(SEARCH_CHUNK));
+            let chunk = self.store.audit_after(after, SEARCH_CHUNK).await?;
+            let below = cursor;
+            let mut read_any = false;
+            for r in chunk.iter().rev().filter(|r| r.seq < below) {
+                read_any = true;
+                scanned += 1;
+                cursor = r.seq;
+                let ts = r.ts.millis();
+                if ts < first {
+                    break 'scan;
+                }
+                let Ok(e) = serde_json::from_str::<serde_json::Value>(&r.event) else {
+                    continue;
+                };
+                let kind = e.get("kind").and_then(serde_json::Value::as_str);
+                let outcome = e.get("outcome").and_then(serde_json::Value::as_str);
+                let Some(slot) = usize::try_from((ts - first) / MINUTE)
+                    .ok()
+                    .and_then(|i| buckets.get_mut(i))
+                else {
+                    continue;
+                };
+                match outcome {
+                    Some("deny") => {
+                        slot.denied += 1;
+                        if recent_denials.len() < 10 {
+                            recent_denials.push(AuditRow {
+                                seq: r.seq,
+                                ts: r.ts,
+                                hash: r.hash.clone(),
+                                event: e.clone(),
+                            });
+                        }
+                        let policies = e
+                            .get("determining_policies")
+                            .and_then(serde_json::Value::as_array)
+                            .filter(|p| !p.is_empty());
+                        match policies {
+                            Some(p) => {
+                                for id in p.iter().filter_map(serde_json::Value::as_str) {
+                                    *denied_by.entry(id.to_owned()).or_default() += 1;
+                                }
+                            }
+                            None => *denied_by.entry("(no policy)".to_owned()).or_default() += 1,
+                        }
+                    }
+                    Some("success") if kind.is_some_and(|k| DECISION_KINDS.contains(&k)) => {
+                        slot.allowed += 1;
+                    }
+                    _ => {}
+                }
+            }
+            if !read_any {
+                break;
+            }
+        }
+        let mut denied_by: Vec<_> = denied_by.into_iter().collect();
+        denied_by.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(Activity {
+            minutes: buckets,
+            denied_by,
+            recent_denials,
+        })
+    }
+}

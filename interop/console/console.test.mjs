@@ -1,0 +1,333 @@
+// The operator console in a real browser: Debian's Chromium, driven by
+// playwright-core, against a real `writ serve --dev` with a policy where
+// writes wait for a person. An agent works over HTTP meanwhile, as agents
+// do; the console must show it live, and what it does there must hold at
+// the broker.
+//
+// Run: WRIT_BIN=target/debug/writ node --test interop/console/
+// Screenshots of each page go to interop/console/screenshots/ (or
+// $CONSOLE_SCREENSHOTS).
+
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, test } from 'node:test'
+
+import { chromium } from 'playwright-core'
+
+const BIN = process.env.WRIT_BIN ?? new URL('../../target/debug/writ', import.meta.url).pathname
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium'
+const SHOTS = process.env.CONSOLE_SCREENSHOTS ?? new URL('./screenshots', import.meta.url).pathname
+const ADMIN = 'console-admin-token'
+
+const POLICIES = `
+@id("reads")
+permit (principal, action == Action::"StartTask", resource)
+when { ["read", "list", "search"].containsAll(context.scopes) };
+
+@id("writes-need-approval")
+@approval("required")
+permit (principal, action == Action::"StartTask", resource)
+when { context has on_behalf_of && ["read", "write"].containsAll(context.scopes) };
+
+@id("no-deletes")
+forbid (principal, action, resource)
+when { context.scopes.contains("delete") };
+
+@id("no-quarantined")
+forbid (principal, action, resource)
+when { principal.quarantined };
+
+@id("exchange-within-task")
+permit (principal, action == Action::"ExchangeToken", resource);
+`
+
+let writ
+let browser
+const problems = [] // CSP violations and script errors, in any page
+
+async function startWrit () {
+  const dir = mkdtempSync(join(tmpdir(), 'writ-console-'))
+  const policies = join(dir, 'policies')
+  mkdirSync(policies)
+  writeFileSync(join(policies, 'p.cedar'), POLICIES)
+  const proc = spawn(BIN, ['serve', '--dev', '--dev-admin-token', ADMIN, '--data-dir', join(dir, 'data'),
+    '--policy-dir', policies, '--listen', '127.0.0.1:0', '--gateway-listen', '127.0.0.1:0'],
+  { stdio: ['ignore', 'pipe', 'ignore'], env: { PATH: process.env.PATH, WRIT_LOG: 'warn' } })
+  const w = await new Promise((resolve, reject) => {
+    let buf = ''
+    let consoleUrl
+    const timer = setTimeout(() => reject(new Error('writ serve did not start')), 60000)
+    proc.on('exit', (code) => reject(new Error(`writ serve exited with ${code}`)))
+    proc.stdout.on('data', (chunk) => {
+      buf += chunk
+      let i
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i)
+        buf = buf.slice(i + 1)
+        if (line.startsWith('console at ')) consoleUrl = line.split(' ').pop()
+        if (line.startsWith('writ listening on ')) {
+          clearTimeout(timer)
+          resolve({ addr: line.split(' ').pop(), consoleUrl })
+        }
+      }
+    })
+  })
+  proc.stdout.resume()
+  return { ...w, stop () { proc.kill('SIGTERM'); rmSync(dir, { recursive: true, force: true }) } }
+}
+
+async function call (method, path, token, body) {
+  const r = await fetch(writ.addr + path, {
+    method,
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body)
+  })
+  const text = await r.text()
+  return { status: r.status, json: text ? JSON.parse(text) : null, text }
+}
+
+/** The demo agent attests with a fresh join token: its instance token. */
+async function attest () {
+  const jt = await call('POST', '/v1/agents/demo-agent/join-tokens', ADMIN, { ttl: 600 })
+  assert.equal(jt.status, 201, jt.text)
+  const a = await call('POST', '/v1/attest', null, { agent: 'demo-agent', join_token: jt.json.join_token })
+  assert.equal(a.status, 201, a.text)
+  return a.json.access_token
+}
+
+const task = (intent, scopes, extra = {}) => ({ intent, capabilities: [{ tool: 'tickets', scopes }], ...extra })
+
+async function newPage () {
+  const context = await browser.newContext()
+  const page = await context.newPage()
+  page.on('console', (m) => { if (m.type() === 'error') problems.push(m.text()) })
+  page.on('pageerror', (e) => problems.push(String(e)))
+  return page
+}
+
+async function signIn (page, credential) {
+  await page.goto(writ.consoleUrl)
+  await page.locator('#credential').fill(credential)
+  await page.keyboard.press('Enter')
+  await page.locator('#nav-overview').waitFor()
+}
+
+async function shot (page, name) {
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true })
+}
+
+/** How long each page took to render with its data, by page. */
+const renderMs = {}
+
+/** Goes to a page by keyboard-reachable link and waits for it to render
+ * with its data (each must within a second). */
+async function open (page, id) {
+  const t0 = Date.now()
+  await page.locator(`#nav-${id}`).focus()
+  await page.keyboard.press('Enter')
+  await page.waitForFunction((id) => document.getElementById('main').dataset.page === id, id)
+  const ms = Date.now() - t0
+  renderMs[id] = Math.max(renderMs[id] ?? 0, ms)
+  assert.ok(ms < 1000, `${id} rendered in ${ms} ms`)
+}
+
+before(async () => {
+  mkdirSync(SHOTS, { recursive: true })
+  writ = await startWrit()
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] })
+})
+
+after(async () => {
+  await browser?.close()
+  writ?.stop()
+})
+
+let admin
+
+test('the serve --dev banner names the console; sign in with the dev admin credential', async () => {
+  assert.match(writ.consoleUrl, /^http:\/\/127\.0\.0\.1:\d+\/ui\/$/)
+  admin = await newPage()
+  await signIn(admin, ADMIN)
+  assert.match(await admin.locator('#who').textContent(), /\(admin\)/)
+  await admin.locator('#live-tasks').waitFor()
+  await admin.locator('#chain-result').waitFor()
+  assert.match(await admin.locator('#chain-result').textContent(), /^valid/)
+  await shot(admin, 'overview')
+})
+
+test('a task appears live when an agent starts one, its intent shown as text', async () => {
+  await open(admin, 'tasks')
+  const instance = await attest()
+  // Hostile text in a field the page shows: it must stay text.
+  const intent = `summarise <img src=x onerror="window.__pwned=1"> tickets ${Date.now()}`
+  const r = await call('POST', '/v1/tasks', instance, task(intent, ['read']))
+  assert.equal(r.status, 201, r.text)
+  await admin.getByText(intent).waitFor({ timeout: 15000 })
+  assert.equal(await admin.evaluate(() => window.__pwned), undefined)
+  assert.equal(await admin.locator('main img').count(), 0)
+  await shot(admin, 'tasks')
+  // Its delegation tree, then the end of it: its token dies at the broker.
+  const row = admin.locator('main tbody tr', { hasText: intent })
+  await row.getByRole('button', { name: 'Tree' }).click()
+  await admin.locator('#task-tree li', { hasText: intent }).waitFor()
+  await row.getByRole('button', { name: 'End' }).click()
+  await admin.locator('main tbody tr', { hasText: intent }).getByText('revoked').waitFor()
+  const introspected = await call('GET', `/v1/tasks/${r.json.task_id}`, ADMIN)
+  assert.equal(introspected.json.status, 'revoked', introspected.text)
+  const again = await call('POST', `/v1/tasks/${r.json.task_id}/heartbeat`, r.json.access_token)
+  assert.ok(again.status >= 400, again.text)
+})
+
+let approvalTask
+let instance
+
+test('approve a pending task: the agent heartbeat then gets its token', async () => {
+  instance = await attest()
+  const r = await call('POST', '/v1/tasks', instance, task('update ticket 42', ['read', 'write'], { on_behalf_of: 'user:alice' }))
+  assert.equal(r.status, 202, r.text)
+  approvalTask = r.json.task_id
+  const waiting = await call('POST', `/v1/tasks/${approvalTask}/heartbeat`, instance)
+  assert.equal(waiting.status, 202, waiting.text)
+
+  await open(admin, 'approvals')
+  const reason = admin.locator(`#reason-${r.json.approval_id}`)
+  await reason.waitFor()
+  await reason.fill('ticket 42 is mine to fix')
+  await admin.locator('#pending tr', { hasText: 'update ticket 42' }).getByRole('button', { name: 'Approve' }).click()
+  await admin.getByText('Nothing waits for a decision.').waitFor({ timeout: 10000 }).catch(async (e) => {
+    await shot(admin, 'approvals-failed')
+    throw new Error(`${e.message}; status: ${await admin.locator('#status').textContent()}`)
+  })
+  await shot(admin, 'approvals')
+
+  const beat = await call('POST', `/v1/tasks/${approvalTask}/heartbeat`, instance)
+  assert.equal(beat.status, 200, beat.text)
+  assert.ok(beat.json.access_token, beat.text)
+  const approvals = await call('GET', '/v1/approvals?all=true', ADMIN)
+  const decided = approvals.json.find((a) => a.task_id === approvalTask)
+  assert.equal(decided.status, 'approved')
+  assert.equal(decided.decided_by, 'operator:dev')
+  assert.equal(decided.reason, 'ticket 42 is mine to fix')
+})
+
+test('quarantine the agent from the console: its next call is refused', async () => {
+  await open(admin, 'agents')
+  // Without a reason, nothing happens.
+  await admin.locator('#quarantine-demo-agent').click()
+  await admin.locator('#status').getByText(/reason/).waitFor()
+  assert.equal(await admin.locator('#state-demo-agent').textContent(), 'active')
+  await admin.locator('#reason-demo-agent').fill('console test: leaked token')
+  await admin.locator('#quarantine-demo-agent').click()
+  await admin.locator('#state-demo-agent', { hasText: 'quarantined' }).waitFor()
+  await shot(admin, 'agents')
+  // The agent's tasks, one link away.
+  await admin.locator('main tr', { hasText: 'demo-agent' }).getByRole('link', { name: 'tasks' }).click()
+  await admin.waitForFunction(() => document.getElementById('main').dataset.page === 'tasks')
+  assert.equal(await admin.locator('#task-agent').inputValue(), 'demo-agent')
+  const refused = await call('POST', '/v1/tasks', instance, task('one more read', ['read']))
+  assert.ok(refused.status === 401 || refused.status === 403, refused.text)
+  const beat = await call('POST', `/v1/tasks/${approvalTask}/heartbeat`, instance)
+  assert.ok(beat.status >= 400, beat.text)
+})
+
+test('filter the audit by agent and kind, read a record, verify the chain', async () => {
+  await open(admin, 'audit')
+  await admin.locator('#audit-agent').fill('demo-agent')
+  await admin.locator('#audit-kind').selectOption('agent_quarantine')
+  await admin.locator('#audit-agent').press('Enter')
+  const rows = admin.locator('#audit-list tbody tr')
+  await admin.waitForFunction(() => {
+    const rows = [...document.querySelectorAll('#audit-list tbody tr')]
+    return rows.length > 0 && rows.every((r) => r.textContent.includes('agent_quarantine'))
+  })
+  assert.equal(await rows.count(), 1)
+  assert.match(await rows.first().textContent(), /operator:dev.*console test: leaked token/)
+  await rows.first().getByRole('button').click()
+  assert.match(await admin.locator('#audit-detail').textContent(), /"reason": "console test: leaked token"/)
+  await admin.locator('#verify').click()
+  await admin.locator('#verify-result', { hasText: 'chain valid' }).waitFor()
+  await shot(admin, 'audit')
+})
+
+test('the overview plots decisions per minute and denials by policy', async () => {
+  // A denial to plot: a delete, refused by "no-deletes" (the agent is
+  // quarantined by now, so a fresh one is registered for it).
+  const reg = await call('POST', '/v1/agents', ADMIN, { name: 'plotter', attestation: { kind: 'join_token' } })
+  assert.equal(reg.status, 201, reg.text)
+  const jt = await call('POST', '/v1/agents/plotter/join-tokens', ADMIN, { ttl: 600 })
+  const a = await call('POST', '/v1/attest', null, { agent: 'plotter', join_token: jt.json.join_token })
+  const denied = await call('POST', '/v1/tasks', a.json.access_token, task('clean up', ['delete']))
+  assert.equal(denied.status, 403, denied.text)
+  await open(admin, 'overview')
+  await admin.locator('#decisions').waitFor()
+  await admin.locator('main table[aria-label="Denials by policy"] tr', { hasText: 'no-deletes' }).waitFor()
+  const label = await admin.locator('#decisions').getAttribute('aria-label')
+  assert.match(label, /[1-9]\d* allowed, [1-9]\d* denied/)
+  await shot(admin, 'overview-activity')
+})
+
+test('policies and reports: the live set, its versions, a least-privilege and an evidence report', async () => {
+  await open(admin, 'policies')
+  await admin.locator('summary', { hasText: 'p.cedar' }).click()
+  await admin.getByText('writes-need-approval').first().waitFor()
+  await shot(admin, 'policies')
+  await open(admin, 'reports')
+  await admin.locator('#report-lp').click()
+  await admin.waitForFunction(() => document.getElementById('report').textContent.length > 0)
+  await shot(admin, 'reports-least-privilege')
+  await admin.locator('#report-evidence').click()
+  await admin.waitForFunction(() => /owasp|OWASP|NHI/.test(document.getElementById('report').textContent))
+  await shot(admin, 'reports-evidence')
+})
+
+test('an auditor sees no action buttons and is refused when it forges the call', async () => {
+  const made = await call('POST', '/v1/admin/tokens', ADMIN, { name: 'ann', role: 'auditor' })
+  assert.equal(made.status, 201, made.text)
+  const ann = await newPage()
+  await signIn(ann, made.json.token)
+  const links = await ann.locator('#nav a').allTextContents()
+  assert.deepEqual(links, ['Overview', 'Audit', 'Policies', 'Reports'])
+  await ann.locator('#chain-result').waitFor()
+  await shot(ann, 'auditor-overview')
+  for (const page of ['overview', 'audit', 'policies', 'reports']) {
+    await open(ann, page)
+    const buttons = await ann.locator('main button:not(.link)').allTextContents()
+    const reads = /^(Verify chain|Filter|Least-privilege report|Evidence report)$/
+    assert.deepEqual(buttons.filter((b) => !reads.test(b)), [], `${page}: ${buttons}`)
+  }
+  // A page the role may not see is not shown, even by its address.
+  await ann.goto(`${writ.consoleUrl}#agents`)
+  await ann.waitForFunction(() => document.getElementById('main').dataset.page === 'agents' ||
+    document.getElementById('main').dataset.page === 'overview')
+  assert.equal(await ann.locator('#quarantine-demo-agent').count(), 0)
+  // Forged with the session's own CSRF token: the role check refuses it.
+  const forged = await ann.evaluate(async () => {
+    const s = await (await fetch('/ui/api/session')).json()
+    const h = { 'content-type': 'application/json', 'x-writ-csrf': s.csrf }
+    const release = await fetch('/ui/api/agents/demo-agent/release', { method: 'POST', headers: h, body: JSON.stringify({ reason: 'forged' }) })
+    const v1 = await fetch('/v1/agents/demo-agent/release', { method: 'POST', headers: h })
+    return [release.status, v1.status]
+  })
+  assert.deepEqual(forged, [403, 403])
+  const agent = await call('GET', '/v1/agents/demo-agent', ADMIN)
+  assert.equal(agent.json.quarantined, true, 'the forged release changed nothing')
+})
+
+test('sign-out ends the session at the broker, not only in the page', async () => {
+  const stolen = (await admin.context().cookies()).find((c) => c.name === 'writ_console')
+  assert.ok(stolen, 'the session cookie')
+  assert.equal(stolen.httpOnly, true)
+  assert.equal(stolen.sameSite, 'Strict')
+  await admin.locator('#signout').click()
+  await admin.locator('#credential').waitFor()
+  const r = await fetch(`${writ.addr}/v1/agents`, { headers: { cookie: `writ_console=${stolen.value}` } })
+  assert.equal(r.status, 401)
+})
+
+test('no page broke its Content-Security-Policy or threw', () => {
+  console.log(`render times (ms, slowest per page): ${JSON.stringify(renderMs)}`)
+  assert.deepEqual(problems.filter((p) => !/status of 40[13]/.test(p)), [])
+})
