@@ -68,6 +68,9 @@ pub enum AuditKind {
     ToolUpdate,
     /// A tool was deleted (the tasks that could reach it ended).
     ToolDelete,
+    /// A detection rule fired: its id, what it did and the evidence (the
+    /// events that tipped it) in `detail`.
+    RuleFired,
 }
 
 /// How it ended.

@@ -558,6 +558,7 @@ mod tests {
             tools.iter().collect(),
             Behaviour {
                 denials_5m: denials,
+                requires_approval: false,
             },
             now,
         );

@@ -14,6 +14,7 @@ mod decide;
 mod facts;
 mod question;
 mod request;
+pub mod rules;
 mod set;
 mod vocabulary;
 

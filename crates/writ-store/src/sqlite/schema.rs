@@ -314,4 +314,45 @@ ALTER TABLE tools ADD COLUMN deleted_at INTEGER;
 ALTER TABLE admin_tokens ADD COLUMN expires_at INTEGER;
 ALTER TABLE approvals ADD COLUMN obo_may_approve INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 20: reserved for another change under way (a no-op here; the
+    // merge puts that change's migration in its place).
+    "",
+    // 21: detection rules. Events counted per rule and agent in one-second
+    // buckets (shared by every replica); rules that fire once per subject
+    // (an exception nearing its end); attestation sources each agent has
+    // used; automatic releases of quarantines a rule made; agents whose
+    // tasks a rule holds for approval; and how often each exception task
+    // was used.
+    r#"
+CREATE TABLE rule_counts (
+    rule        TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    bucket      INTEGER NOT NULL,
+    count       INTEGER NOT NULL,
+    PRIMARY KEY (rule, subject, bucket)
+);
+CREATE TABLE rule_fired_once (
+    rule        TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    PRIMARY KEY (rule, subject)
+);
+CREATE TABLE attestation_sources (
+    agent       TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    first_at    INTEGER NOT NULL,
+    PRIMARY KEY (agent, source)
+);
+CREATE TABLE rule_releases (
+    agent       TEXT PRIMARY KEY,
+    rule        TEXT NOT NULL,
+    release_at  INTEGER NOT NULL
+);
+CREATE TABLE approval_holds (
+    agent       TEXT PRIMARY KEY,
+    rule        TEXT NOT NULL,
+    until_at    INTEGER NOT NULL
+);
+ALTER TABLE tasks ADD COLUMN exception_uses INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
