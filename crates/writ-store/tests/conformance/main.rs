@@ -292,6 +292,7 @@ mod agents;
 mod approvals;
 mod audit_chain;
 mod behaviour;
+mod rules;
 mod clients;
 mod durability;
 mod join_tokens;
@@ -304,6 +305,7 @@ pub use agents::*;
 pub use approvals::*;
 pub use audit_chain::*;
 pub use behaviour::*;
+pub use rules::*;
 pub use clients::*;
 pub use durability::*;
 pub use join_tokens::*;
@@ -363,6 +365,10 @@ macro_rules! every_check {
                 call_approval_is_used_once_under_race,
                 quarantine_expires_pending_call_approvals,
                 denials_are_counted_in_buckets,
+                rule_counts_fire_once_per_threshold_per_agent,
+                rule_counts_fire_once_under_concurrent_load,
+                rule_state_round_trip,
+                audit_tap_sees_committed_records_and_never_blocks,
                 denials_under_concurrent_load,
                 gateway_refusals_count_once,
                 shadow_policy_round_trip,
