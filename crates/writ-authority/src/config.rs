@@ -78,6 +78,9 @@ pub struct BrokerConfig {
     /// Single sign-on for operators: their OIDC provider, and how its
     /// claims map to roles. `None`: nobody signs in that way.
     pub operator_sso: Option<OperatorSso>,
+    /// Where detection rules' alerts are posted, signed; `None`: they are
+    /// audit records only.
+    pub alert_webhook: Option<crate::alert::AlertWebhook>,
 }
 
 /// Operators' single sign-on: identity tokens of `issuer` for `client_id`
@@ -141,6 +144,7 @@ impl BrokerConfig {
             signing_alg: writ_core::token::SigningAlg::EdDSA,
             attest_fold_ms: crate::attest_digest::WINDOW_MS,
             operator_sso: None,
+            alert_webhook: None,
         }
     }
 
@@ -155,5 +159,15 @@ impl BrokerConfig {
     /// `issuer` joined with an absolute path.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.issuer.trim_end_matches('/'), path)
+    }
+
+    /// The agent a token's `sub` names, when it is one of this trust
+    /// domain's agent SPIFFE ids.
+    pub fn agent_of(&self, sub: &str) -> Option<writ_core::AgentName> {
+        sub.strip_prefix("spiffe://")?
+            .strip_prefix(self.trust_domain.as_str())?
+            .strip_prefix("/agent/")?
+            .parse()
+            .ok()
     }
 }

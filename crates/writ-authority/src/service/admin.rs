@@ -211,6 +211,11 @@ impl Broker {
             AuditKind::AgentRelease
         };
         let event = AuditEvent::new(kind, Outcome::Success, actor).agent(name);
+        if !actor.starts_with("rule:") {
+            // A person decides now: a release a rule scheduled no longer
+            // applies (it must never lift a quarantine a person made).
+            self.store.cancel_release(name).await?;
+        }
         let out = self
             .store
             .set_quarantine(name, on, self.now(), vec![event])

@@ -77,6 +77,8 @@ pub struct Broker {
     /// Identical attestation failures, folded in the audit.
     pub(crate) attest_digest: crate::attest_digest::AttestDigest,
     pub metrics: Arc<Metrics>,
+    /// Detection rules and their alerts.
+    pub detection: crate::detect::Detection,
     embedded_gateway: gateway::EmbeddedGateway,
 }
 
@@ -200,7 +202,11 @@ impl Broker {
             Arc::clone(&clock),
             Arc::clone(&metrics),
         );
+        let detection = crate::detect::Detection::new(crate::alert::Alerts::new(
+            config.alert_webhook.clone(),
+        ));
         Ok(Self {
+            detection,
             store,
             audit,
             policies,
@@ -321,7 +327,16 @@ impl Broker {
                 // The token is real, so this is its holder (or its thief)
                 // trying it without its key: worth a record.
                 use writ_core::audit::{AuditKind, Outcome};
-                let event = AuditEvent::new(
+                let binding = match &e {
+                    Error::Binding(Binding::Proof(writ_core::dpop::DpopError::Replay)) => "replay",
+                    Error::Binding(Binding::Proof(writ_core::dpop::DpopError::WrongKey)) => {
+                        "wrong_key"
+                    }
+                    Error::Binding(Binding::ProofMissing) => "proof_missing",
+                    Error::Binding(_) => "bad_proof",
+                    _ => "wrong_scheme",
+                };
+                let mut event = AuditEvent::new(
                     AuditKind::TokenRefused,
                     Outcome::Deny,
                     format!("instance:{}", claims.client_id),
@@ -329,7 +344,12 @@ impl Broker {
                 .instance(&claims.client_id)
                 .jti(&claims.jti)
                 .reason(e.to_string())
-                .detail(serde_json::json!({ "method": method, "path": path }));
+                .detail(serde_json::json!({ "method": method, "path": path, "binding": binding }));
+                // Charged to the agent the token names (a thief's tries
+                // count against the agent whose token was stolen).
+                if let Some(agent) = self.config.agent_of(&claims.sub) {
+                    event = event.agent(agent);
+                }
                 self.store.append_audit(self.now(), vec![event]).await?;
                 return Err(e);
             }
