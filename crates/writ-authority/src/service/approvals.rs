@@ -296,4 +296,10 @@ impl Broker {
     pub async fn tasks(&self, exceptions: bool) -> Result<Vec<Task>, Error> {
         Ok(self.store.list_tasks(exceptions, 1000).await?)
     }
+
+    /// Live exceptions, soonest to end first: expiry, owner,
+    /// justification, approver and how often each was used.
+    pub async fn exceptions(&self) -> Result<Vec<writ_core::api::ExceptionTask>, Error> {
+        Ok(self.store.exceptions(1000).await?)
+    }
 }

@@ -232,6 +232,21 @@ async fn exceptions_need_a_justification_a_policy_and_approval() {
         .map(|t| t["task_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [p.task_id.as_str()]);
+    // The list says when it ends, whose it is, why and who let it, and how
+    // often it was used; every tool token under it is counted.
+    let x = &listed[0];
+    assert_eq!(x["expires_at"], serde_json::json!(task.expires_at));
+    assert_eq!(x["justification"], "month-end close");
+    assert!(x["approved_by"].is_string(), "{x}");
+    assert_eq!(x["uses"], 0);
+    for _ in 0..2 {
+        b.anon()
+            .exchange(&t.access_token, None, Some("tickets"), Some("read"))
+            .await
+            .unwrap();
+    }
+    let listed = json(&b.cli(&["task", "list", "--exceptions"]));
+    assert_eq!(listed[0]["uses"], 2, "{listed}");
     // Every record about it says it is an exception.
     let records = b.admin().audit(0, 1000).await.unwrap().records;
     let about: Vec<&String> = records
