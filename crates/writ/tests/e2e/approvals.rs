@@ -23,6 +23,9 @@ when { context.scopes.contains("write") && !context.exception };
 @exception("allowed")
 permit (principal, action == Action::"StartTask", resource)
 when { context.exception && ["read"].containsAll(context.scopes) };
+
+@id("exchange")
+permit (principal, action == Action::"ExchangeToken", resource);
 "#;
 
 fn broker(extra: &[&str]) -> (Broker, tempfile::TempDir) {
