@@ -78,7 +78,9 @@ impl Detection {
         let Ok(mut recent) = self.recent.lock() else {
             return vec![seq];
         };
-        if recent.len() >= EVIDENCE_KEYS && !recent.contains_key(&(rule.to_owned(), agent.to_owned())) {
+        if recent.len() >= EVIDENCE_KEYS
+            && !recent.contains_key(&(rule.to_owned(), agent.to_owned()))
+        {
             recent.clear();
         }
         let q = recent
@@ -249,7 +251,12 @@ async fn fire(
     Ok(())
 }
 
-async fn quarantine(broker: &Broker, rule: &Rule, name: &AgentName, actor: &str) -> serde_json::Value {
+async fn quarantine(
+    broker: &Broker,
+    rule: &Rule,
+    name: &AgentName,
+    actor: &str,
+) -> serde_json::Value {
     // Already quarantined (by a person, or another rule): leave it as it
     // is, and never schedule a release of a quarantine this rule did not make.
     match broker.store.get_agent(name).await {
@@ -338,7 +345,15 @@ pub async fn expiring_exceptions(broker: &Broker) -> Result<(), crate::Error> {
                         "uses": x.uses,
                     })),
             };
-            fire(broker, rule, x.agent.as_str(), Some(&trigger), 1, Vec::new()).await?;
+            fire(
+                broker,
+                rule,
+                x.agent.as_str(),
+                Some(&trigger),
+                1,
+                Vec::new(),
+            )
+            .await?;
         }
     }
     Ok(())

@@ -372,7 +372,11 @@ fn validate(raw: RawRule, location: String) -> Result<Rule, String> {
         let before = raw
             .before_secs
             .ok_or_else(|| format!("rule {id:?}: exception_expiring needs before_secs"))?;
-        (1, 0, Some(within("before_secs", before, MAX_DURATION_SECS)?))
+        (
+            1,
+            0,
+            Some(within("before_secs", before, MAX_DURATION_SECS)?),
+        )
     } else {
         if raw.before_secs.is_some() {
             return Err(format!(
@@ -390,7 +394,11 @@ fn validate(raw: RawRule, location: String) -> Result<Rule, String> {
         let window = raw
             .window_secs
             .ok_or_else(|| format!("rule {id:?} needs window_secs"))?;
-        (threshold, within("window_secs", window, MAX_WINDOW_SECS)?, None)
+        (
+            threshold,
+            within("window_secs", window, MAX_WINDOW_SECS)?,
+            None,
+        )
     };
     let release_after_secs = match raw.release_after_secs {
         Some(_) if !has(RuleAction::Quarantine) => {
@@ -401,7 +409,8 @@ fn validate(raw: RawRule, location: String) -> Result<Rule, String> {
         Some(s) => Some(within("release_after_secs", s, MAX_DURATION_SECS)?),
         None => None,
     };
-    let require_approval_secs = match (raw.require_approval_secs, has(RuleAction::RequireApproval)) {
+    let require_approval_secs = match (raw.require_approval_secs, has(RuleAction::RequireApproval))
+    {
         (Some(s), true) => Some(within("require_approval_secs", s, MAX_DURATION_SECS)?),
         (None, true) => {
             return Err(format!(
@@ -459,7 +468,9 @@ impl Windows {
             .seen
             .entry((rule.id.clone(), agent.to_owned()))
             .or_default();
-        let from = at.millis().saturating_sub(rule.window_secs.saturating_mul(1000));
+        let from = at
+            .millis()
+            .saturating_sub(rule.window_secs.saturating_mul(1000));
         while q.front().is_some_and(|(t, _)| *t <= from) {
             q.pop_front();
         }
@@ -528,47 +539,71 @@ actions = ["alert"]
 
     #[test]
     fn bad_files_are_refused_naming_the_line() {
-        let e = refused("[[rule]]\nid = \"x\"\non = \"denial\"\nthreshold = 3\nwindow_secs = 60\nactions = [\"explode\"]\n");
+        let e = refused(
+            "[[rule]]\nid = \"x\"\non = \"denial\"\nthreshold = 3\nwindow_secs = 60\nactions = [\"explode\"]\n",
+        );
         assert!(e.location.starts_with("a.rules.toml:"), "{e}");
         assert!(e.message.contains("explode"), "{e}");
 
-        let e = refused("[[rule]]\nid = \"x\"\non = \"nothing\"\nthreshold = 3\nwindow_secs = 60\nactions = [\"alert\"]\n");
+        let e = refused(
+            "[[rule]]\nid = \"x\"\non = \"nothing\"\nthreshold = 3\nwindow_secs = 60\nactions = [\"alert\"]\n",
+        );
         assert!(e.message.contains("nothing"), "{e}");
 
-        let e = refused("\n\n[[rule]]\nid = \"x\"\non = \"denial\"\nthreshold = 0\nwindow_secs = 60\nactions = [\"alert\"]\n");
+        let e = refused(
+            "\n\n[[rule]]\nid = \"x\"\non = \"denial\"\nthreshold = 0\nwindow_secs = 60\nactions = [\"alert\"]\n",
+        );
         assert_eq!(e.location, "a.rules.toml:3");
         assert!(e.message.contains("threshold"), "{e}");
 
-        let e = refused("[[rule]]\nid = \"x\"\non = \"denial\"\nthreshold = 3\nwindow_secs = 0\nactions = [\"alert\"]\n");
+        let e = refused(
+            "[[rule]]\nid = \"x\"\non = \"denial\"\nthreshold = 3\nwindow_secs = 0\nactions = [\"alert\"]\n",
+        );
         assert!(e.message.contains("window_secs"), "{e}");
 
-        let e = refused("[[rule]]\nid = \"x\"\non = \"denial\"\nthreshold = 3\nwindow_secs = 99999999\nactions = [\"alert\"]\n");
+        let e = refused(
+            "[[rule]]\nid = \"x\"\non = \"denial\"\nthreshold = 3\nwindow_secs = 99999999\nactions = [\"alert\"]\n",
+        );
         assert!(e.message.contains("window_secs"), "{e}");
 
         // Unknown fields are refused, not ignored.
-        let e = refused("[[rule]]\nid = \"x\"\non = \"denial\"\nthreshold = 3\nwindow_secs = 60\nactions = [\"alert\"]\nthreshhold = 4\n");
+        let e = refused(
+            "[[rule]]\nid = \"x\"\non = \"denial\"\nthreshold = 3\nwindow_secs = 60\nactions = [\"alert\"]\nthreshhold = 4\n",
+        );
         assert!(e.message.contains("threshhold"), "{e}");
 
         // Not TOML at all: the line of the fault.
         let e = refused("[[rule]]\nid = \"x\"\non = = \"denial\"\n");
         assert_eq!(e.location, "a.rules.toml:3", "{e}");
 
-        let e = refused("[[rule]]\nid = \"x\"\non = \"denial\"\nthreshold = 3\nwindow_secs = 60\nactions = []\n");
+        let e = refused(
+            "[[rule]]\nid = \"x\"\non = \"denial\"\nthreshold = 3\nwindow_secs = 60\nactions = []\n",
+        );
         assert!(e.message.contains("no actions"), "{e}");
 
-        let e = refused("[[rule]]\nid = \"x\"\non = \"denial\"\nthreshold = 3\nwindow_secs = 60\nactions = [\"alert\", \"alert\"]\n");
+        let e = refused(
+            "[[rule]]\nid = \"x\"\non = \"denial\"\nthreshold = 3\nwindow_secs = 60\nactions = [\"alert\", \"alert\"]\n",
+        );
         assert!(e.message.contains("twice"), "{e}");
 
-        let e = refused("[[rule]]\nid = \"x\"\non = \"denial\"\nthreshold = 3\nwindow_secs = 60\nactions = [\"alert\"]\nrelease_after_secs = 60\n");
+        let e = refused(
+            "[[rule]]\nid = \"x\"\non = \"denial\"\nthreshold = 3\nwindow_secs = 60\nactions = [\"alert\"]\nrelease_after_secs = 60\n",
+        );
         assert!(e.message.contains("quarantine"), "{e}");
 
-        let e = refused("[[rule]]\nid = \"x\"\non = \"denial\"\nthreshold = 3\nwindow_secs = 60\nactions = [\"require_approval\"]\n");
+        let e = refused(
+            "[[rule]]\nid = \"x\"\non = \"denial\"\nthreshold = 3\nwindow_secs = 60\nactions = [\"require_approval\"]\n",
+        );
         assert!(e.message.contains("require_approval_secs"), "{e}");
 
-        let e = refused("[[rule]]\nid = \"x\"\non = \"exception_expiring\"\nthreshold = 3\nbefore_secs = 60\nactions = [\"alert\"]\n");
+        let e = refused(
+            "[[rule]]\nid = \"x\"\non = \"exception_expiring\"\nthreshold = 3\nbefore_secs = 60\nactions = [\"alert\"]\n",
+        );
         assert!(e.message.contains("once per task"), "{e}");
 
-        let e = refused("[[rule]]\nid = \"Bad Id\"\non = \"denial\"\nthreshold = 3\nwindow_secs = 60\nactions = [\"alert\"]\n");
+        let e = refused(
+            "[[rule]]\nid = \"Bad Id\"\non = \"denial\"\nthreshold = 3\nwindow_secs = 60\nactions = [\"alert\"]\n",
+        );
         assert!(e.message.contains("rule id"), "{e}");
     }
 
@@ -645,6 +680,9 @@ actions = ["alert"]
         assert_eq!(f.agent, "a");
         // Fired: counting starts again.
         assert!(w.observe(rule, "a", t(64), 8).is_none());
-        assert_eq!(w.observe(rule, "b", t(3), 9).unwrap().evidence, vec![3, 4, 9]);
+        assert_eq!(
+            w.observe(rule, "b", t(3), 9).unwrap().evidence,
+            vec![3, 4, 9]
+        );
     }
 }

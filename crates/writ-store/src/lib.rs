@@ -660,8 +660,12 @@ pub trait RuleStore: Send + Sync {
     async fn cancel_release(&self, agent: &AgentName) -> Result<()>;
     /// Holds `agent`'s tasks for approval until `until` (the later of this
     /// and any hold already there).
-    async fn hold_for_approval(&self, agent: &AgentName, rule: &str, until: Timestamp)
-    -> Result<()>;
+    async fn hold_for_approval(
+        &self,
+        agent: &AgentName,
+        rule: &str,
+        until: Timestamp,
+    ) -> Result<()>;
     /// Whether a hold on `agent` lasts past `now`.
     async fn approval_held(&self, agent: &AgentName, now: Timestamp) -> Result<bool>;
     /// Every agent held past `now`, by name.

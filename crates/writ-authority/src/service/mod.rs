@@ -202,9 +202,8 @@ impl Broker {
             Arc::clone(&clock),
             Arc::clone(&metrics),
         );
-        let detection = crate::detect::Detection::new(crate::alert::Alerts::new(
-            config.alert_webhook.clone(),
-        ));
+        let detection =
+            crate::detect::Detection::new(crate::alert::Alerts::new(config.alert_webhook.clone()));
         Ok(Self {
             detection,
             store,

@@ -292,12 +292,12 @@ mod agents;
 mod approvals;
 mod audit_chain;
 mod behaviour;
-mod rules;
 mod clients;
 mod durability;
 mod join_tokens;
 mod keys;
 mod quarantine;
+mod rules;
 mod tamper;
 mod tasks;
 
@@ -305,12 +305,12 @@ pub use agents::*;
 pub use approvals::*;
 pub use audit_chain::*;
 pub use behaviour::*;
-pub use rules::*;
 pub use clients::*;
 pub use durability::*;
 pub use join_tokens::*;
 pub use keys::*;
 pub use quarantine::*;
+pub use rules::*;
 pub use tamper::*;
 pub use tasks::*;
 

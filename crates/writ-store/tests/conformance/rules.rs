@@ -13,17 +13,35 @@ pub async fn rule_counts_fire_once_per_threshold_per_agent(s: Arc<dyn Store>) {
     // Another agent, another rule: their own counts.
     for i in 0..2 {
         assert_eq!(s.count_rule_event(r, "b", at(i), w, 3).await.unwrap(), None);
-        assert_eq!(s.count_rule_event("other", "a", at(i), w, 3).await.unwrap(), None);
+        assert_eq!(
+            s.count_rule_event("other", "a", at(i), w, 3).await.unwrap(),
+            None
+        );
     }
-    assert_eq!(s.count_rule_event(r, "a", at(2), w, 3).await.unwrap(), Some(3));
+    assert_eq!(
+        s.count_rule_event(r, "a", at(2), w, 3).await.unwrap(),
+        Some(3)
+    );
     // Fired: counting starts again.
     assert_eq!(s.count_rule_event(r, "a", at(3), w, 3).await.unwrap(), None);
     assert_eq!(s.count_rule_event(r, "a", at(4), w, 3).await.unwrap(), None);
     // The window slides: the events at 3 and 4 are out of it at 64.
-    assert_eq!(s.count_rule_event(r, "a", at(64), w, 3).await.unwrap(), None);
-    assert_eq!(s.count_rule_event(r, "a", at(65), w, 3).await.unwrap(), None);
-    assert_eq!(s.count_rule_event(r, "a", at(66), w, 3).await.unwrap(), Some(3));
-    assert_eq!(s.count_rule_event(r, "b", at(2), w, 3).await.unwrap(), Some(3));
+    assert_eq!(
+        s.count_rule_event(r, "a", at(64), w, 3).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.count_rule_event(r, "a", at(65), w, 3).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.count_rule_event(r, "a", at(66), w, 3).await.unwrap(),
+        Some(3)
+    );
+    assert_eq!(
+        s.count_rule_event(r, "b", at(2), w, 3).await.unwrap(),
+        Some(3)
+    );
 }
 
 /// However many count at once (replicas, a flood), a threshold's worth of
@@ -33,7 +51,9 @@ pub async fn rule_counts_fire_once_under_concurrent_load(s: Arc<dyn Store>) {
     for _ in 0..40 {
         let s = Arc::clone(&s);
         joins.push(tokio::spawn(async move {
-            s.count_rule_event("burst", "a", at(0), 60, 40).await.unwrap()
+            s.count_rule_event("burst", "a", at(0), 60, 40)
+                .await
+                .unwrap()
         }));
     }
     let mut fired = 0;
@@ -54,10 +74,26 @@ pub async fn rule_state_round_trip(s: Arc<dyn Store>) {
 
     let a = name("agent-a");
     // The first source is not new: there was none before it.
-    assert!(!s.note_attestation_source(&a, "issuer:https://ci", at(0)).await.unwrap());
-    assert!(!s.note_attestation_source(&a, "issuer:https://ci", at(1)).await.unwrap());
-    assert!(s.note_attestation_source(&a, "node:other", at(2)).await.unwrap());
-    assert!(!s.note_attestation_source(&name("agent-b"), "node:other", at(2)).await.unwrap());
+    assert!(
+        !s.note_attestation_source(&a, "issuer:https://ci", at(0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.note_attestation_source(&a, "issuer:https://ci", at(1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.note_attestation_source(&a, "node:other", at(2))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.note_attestation_source(&name("agent-b"), "node:other", at(2))
+            .await
+            .unwrap()
+    );
 
     s.schedule_release(&a, "refused", at(100)).await.unwrap();
     assert!(s.due_releases(at(99)).await.unwrap().is_empty());
@@ -66,7 +102,10 @@ pub async fn rule_state_round_trip(s: Arc<dyn Store>) {
         vec![(a.clone(), "refused".to_owned())]
     );
     assert_eq!(s.claim_release(&a, at(99)).await.unwrap(), None);
-    assert_eq!(s.claim_release(&a, at(100)).await.unwrap(), Some("refused".into()));
+    assert_eq!(
+        s.claim_release(&a, at(100)).await.unwrap(),
+        Some("refused".into())
+    );
     // Claimed once: a second replica gets nothing.
     assert_eq!(s.claim_release(&a, at(101)).await.unwrap(), None);
     s.schedule_release(&a, "refused", at(200)).await.unwrap();

@@ -131,8 +131,8 @@ fn load(path: &Path) -> anyhow::Result<RuleSet> {
         return RuleSet::load_dir(path)
             .with_context(|| format!("loading rules from {}", path.display()));
     }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())

@@ -417,7 +417,10 @@ fn alert_webhook(
     args: &ServeArgs,
     file: &FileConfig,
 ) -> anyhow::Result<Option<writ_authority::alert::AlertWebhook>> {
-    let url = args.alert_webhook.clone().or_else(|| file.alert_webhook.clone());
+    let url = args
+        .alert_webhook
+        .clone()
+        .or_else(|| file.alert_webhook.clone());
     let secret = args
         .alert_webhook_secret
         .clone()

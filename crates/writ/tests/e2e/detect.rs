@@ -139,7 +139,11 @@ async fn probing_ungranted_tools_gets_the_agent_quarantined_alerted_and_released
     assert_eq!(call(reqwest::Method::GET, &url, &tok).await, 200);
 
     // The agent probes what its read-only token was never granted.
-    for m in [reqwest::Method::POST, reqwest::Method::PUT, reqwest::Method::DELETE] {
+    for m in [
+        reqwest::Method::POST,
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+    ] {
         assert_eq!(call(m, &url, &tok).await, 403);
     }
 
@@ -152,7 +156,10 @@ async fn probing_ungranted_tools_gets_the_agent_quarantined_alerted_and_released
         "no alert reached the webhook"
     );
     let (headers, body) = got.lock().unwrap()[0].clone();
-    assert!(verify(&headers, &body), "the alert's signature does not verify");
+    assert!(
+        verify(&headers, &body),
+        "the alert's signature does not verify"
+    );
     let mut tampered = body.to_vec();
     tampered.push(b' ');
     assert!(!verify(&headers, &tampered));
@@ -177,7 +184,11 @@ async fn probing_ungranted_tools_gets_the_agent_quarantined_alerted_and_released
         })
         .await
     );
-    let agent = b.admin().agent(&"demo-agent".parse().unwrap()).await.unwrap();
+    let agent = b
+        .admin()
+        .agent(&"demo-agent".parse().unwrap())
+        .await
+        .unwrap();
     assert!(agent.quarantined);
     let e = b.start_task(&inst, &["files:read"]).await.unwrap_err();
     assert!(matches!(e.status(), Some(401 | 403)), "{e}");
@@ -200,7 +211,10 @@ async fn probing_ungranted_tools_gets_the_agent_quarantined_alerted_and_released
         .map(|r| serde_json::from_str(&r.event).unwrap())
         .collect();
     let by_rule = format!("rule:{RULE}");
-    let fired: Vec<&serde_json::Value> = events.iter().filter(|e| e["kind"] == "rule_fired").collect();
+    let fired: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "rule_fired")
+        .collect();
     assert_eq!(fired.len(), 1, "{fired:?}");
     assert_eq!(fired[0]["detail"]["actions"]["alert"], "alerted");
     assert!(fired[0]["detail"]["actions"]["quarantine"]["release_at"].is_number());
@@ -235,7 +249,10 @@ async fn probing_ungranted_tools_gets_the_agent_quarantined_alerted_and_released
     assert_eq!(would[0]["agent"], "demo-agent");
     let fired_again = b.admin().audit(0, 10_000).await.unwrap().records;
     assert_eq!(
-        fired_again.iter().filter(|r| r.event.contains("\"rule_fired\"")).count(),
+        fired_again
+            .iter()
+            .filter(|r| r.event.contains("\"rule_fired\""))
+            .count(),
         1,
         "replaying acted"
     );

@@ -400,15 +400,15 @@ async fn tool_tags_and_recent_behaviour_reach_policy() {
     let held = held.expect("the agent's tasks were never held for approval");
     let records = b.admin().audit(0, 10_000).await.unwrap().records;
     assert!(
-        records.iter().any(|r| r.event.contains(held.task_id.as_str())
-            && r.event.contains("held-after-a-rule")),
+        records
+            .iter()
+            .any(|r| r.event.contains(held.task_id.as_str())
+                && r.event.contains("held-after-a-rule")),
         "the hold is not the rule's"
     );
     assert!(
-        records
-            .iter()
-            .any(|r| r.event.contains("\"rule_fired\"")
-                && r.event.contains("approval-after-many-denials")),
+        records.iter().any(|r| r.event.contains("\"rule_fired\"")
+            && r.event.contains("approval-after-many-denials")),
     );
 }
 
