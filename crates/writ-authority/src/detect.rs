@@ -339,6 +339,7 @@ pub async fn expiring_exceptions(broker: &Broker) -> Result<(), crate::Error> {
                     .task(&x.task_id)
                     .reason("exception nearing its end")
                     .detail(json!({
+                        "exception": true,
                         "expires_at": x.expires_at,
                         "owner": x.owner,
                         "justification": x.justification,

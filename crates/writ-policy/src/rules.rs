@@ -51,7 +51,8 @@ pub const MAX_DURATION_SECS: i64 = 30 * 86_400;
 #[serde(rename_all = "snake_case")]
 pub enum Signal {
     /// Any refused request of the agent (task start, exchange, delegation,
-    /// gateway call, an enforced AuthZEN question).
+    /// gateway call, an enforced AuthZEN question); a token presented the
+    /// wrong way is `token_refused`, not this.
     Denial,
     /// A call refused at a gateway.
     GatewayDenial,
@@ -99,7 +100,7 @@ impl Signal {
         }
         let binding = e.detail.get("binding").and_then(serde_json::Value::as_str);
         match self {
-            Signal::Denial => e.outcome == Outcome::Deny,
+            Signal::Denial => e.outcome == Outcome::Deny && e.kind != AuditKind::TokenRefused,
             Signal::GatewayDenial => e.kind == AuditKind::ToolCall && e.outcome == Outcome::Deny,
             Signal::TokenRefused => e.kind == AuditKind::TokenRefused,
             Signal::DpopReplay => e.kind == AuditKind::TokenRefused && binding == Some("replay"),
@@ -646,6 +647,7 @@ actions = ["alert"]
             .detail(serde_json::json!({ "binding": "replay" }));
         assert!(Signal::DpopReplay.matches(&replay));
         assert!(Signal::TokenRefused.matches(&replay));
+        assert!(!Signal::Denial.matches(&replay));
         assert!(!Signal::SecondKey.matches(&replay));
         let used = AuditEvent::new(AuditKind::TokenExchange, Outcome::Success, "instance:i")
             .detail(serde_json::json!({ "exception": true }));

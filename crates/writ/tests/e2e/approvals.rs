@@ -28,9 +28,27 @@ when { context.exception && ["read"].containsAll(context.scopes) };
 permit (principal, action == Action::"ExchangeToken", resource);
 "#;
 
+/// Exceptions watched: used twice within a minute, and within a day of
+/// the end (so at once, for a four-hour exception).
+const EXCEPTION_RULES: &str = r#"
+[[rule]]
+id = "exception-used-twice"
+on = "exception_used"
+threshold = 2
+window_secs = 60
+actions = ["alert"]
+
+[[rule]]
+id = "exception-ends-within-a-day"
+on = "exception_expiring"
+before_secs = 86400
+actions = ["alert"]
+"#;
+
 fn broker(extra: &[&str]) -> (Broker, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("p.cedar"), POLICIES).unwrap();
+    std::fs::write(dir.path().join("x.rules.toml"), EXCEPTION_RULES).unwrap();
     let mut args: Vec<String> = vec!["--max-task-ttl".into(), "3600".into()];
     args.extend(extra.iter().map(|s| s.to_string()));
     let b = Broker::start_with(Opts {
@@ -250,6 +268,30 @@ async fn exceptions_need_a_justification_a_policy_and_approval() {
     }
     let listed = json(&b.cli(&["task", "list", "--exceptions"]));
     assert_eq!(listed[0]["uses"], 2, "{listed}");
+    // The rules noticed both: the use, and the end coming (once).
+    let fired = |rule: &'static str| {
+        let b = &b;
+        async move {
+            b.admin()
+                .audit(0, 10_000)
+                .await
+                .unwrap()
+                .records
+                .iter()
+                .filter(|r| r.event.contains("\"rule_fired\"") && r.event.contains(rule))
+                .count()
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            fired("exception-used-twice").await == 1
+                && fired("exception-ends-within-a-day").await == 1
+        })
+        .await,
+        "the exception rules did not fire"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fired("exception-ends-within-a-day").await, 1, "fired twice");
     // Every record about it says it is an exception.
     let records = b.admin().audit(0, 1000).await.unwrap().records;
     let about: Vec<&String> = records
