@@ -362,3 +362,69 @@ fn a_bad_rules_file_is_refused_at_start_naming_the_line() {
         "{rules}"
     );
 }
+
+/// Rules are reloaded with the policy directory: a bad edit is refused
+/// (audited, naming the line) and the rules before stay live; a good one
+/// goes live and acts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_reload_with_the_policy_directory_and_a_bad_edit_is_refused() {
+    let (hook, _got) = receiver().await;
+    let (b, dir) = broker_with_rules(&hook);
+    let up = upstream().await;
+    register_http_tool(&b, "files", &up.url).await;
+    wait_for_tool(&b.gateway, "files").await;
+    let rules = dir.path().join("detect.rules.toml");
+    let audit_has = |needle: &'static str| {
+        let b = &b;
+        async move {
+            b.admin()
+                .audit(0, 10_000)
+                .await
+                .unwrap()
+                .records
+                .iter()
+                .any(|r| r.event.contains(needle))
+        }
+    };
+
+    std::fs::write(
+        &rules,
+        "[[rule]]\nid = \"x\"\non = \"gateway_denial\"\nthreshold = 1\nwindow_secs = 60\nactions = [\"quarantine\"]\nrelease_after = 5\n",
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || audit_has("detect.rules.toml:7")).await,
+        "the bad rules file was not refused in the audit"
+    );
+
+    std::fs::write(
+        &rules,
+        "[[rule]]\nid = \"one-strike\"\non = \"gateway_denial\"\nthreshold = 1\nwindow_secs = 60\nactions = [\"quarantine\"]\n",
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || audit_has("one-strike")).await,
+        "the new rules were not loaded"
+    );
+    let inst = b.attest("demo-agent").await.access_token;
+    let task = b.start_task(&inst, &["files:read"]).await.unwrap();
+    let tok = b
+        .anon()
+        .exchange(&task.access_token, None, Some("files"), Some("read"))
+        .await
+        .unwrap()
+        .access_token;
+    let url = format!("{}/files/items", b.gateway);
+    assert_eq!(call(reqwest::Method::POST, &url, &tok).await, 403);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            b.admin()
+                .agent(&"demo-agent".parse().unwrap())
+                .await
+                .unwrap()
+                .quarantined
+        })
+        .await,
+        "the reloaded rule did not act"
+    );
+}
