@@ -30,6 +30,8 @@ pub const TAP_QUEUE: usize = 4096;
 const EVIDENCE: usize = 20;
 /// Rule-and-agent pairs whose evidence is kept in memory at once.
 const EVIDENCE_KEYS: usize = 10_000;
+/// How often live exceptions are looked at for `exception_expiring`.
+const EXCEPTION_LOOK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The live rules and where alerts go.
 pub struct Detection {
@@ -116,13 +118,19 @@ pub async fn run(broker: Arc<Broker>) {
 pub async fn sweep(broker: Arc<Broker>) {
     let mut tick = tokio::time::interval(broker.config.sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut looked: Option<tokio::time::Instant> = None;
     loop {
         tick.tick().await;
         if let Err(e) = release_due(&broker).await {
             tracing::error!(error = %e, "detection: cannot release quarantines that are due");
         }
-        if let Err(e) = expiring_exceptions(&broker).await {
-            tracing::error!(error = %e, "detection: cannot look at exceptions nearing their end");
+        // Exceptions end in hours: a look every few seconds is plenty, and
+        // keeps the scan off a short sweep interval.
+        if looked.is_none_or(|t| t.elapsed() >= EXCEPTION_LOOK) {
+            looked = Some(tokio::time::Instant::now());
+            if let Err(e) = expiring_exceptions(&broker).await {
+                tracing::error!(error = %e, "detection: cannot look at exceptions nearing their end");
+            }
         }
     }
 }
