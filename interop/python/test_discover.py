@@ -4,7 +4,9 @@ server, and no value is ever printed in full. Offline: no broker."""
 
 import json
 import os
+import pathlib
 import subprocess
+import sys
 import tempfile
 
 from conftest import BIN
@@ -54,3 +56,43 @@ def test_discovery_finds_each_fake_key_and_never_prints_a_value():
             assert value not in text, f"{rule} printed in full ({fmt})"
     assert "Sup3rS3cretPw" not in out["json"] + out["table"]
     assert "ghp_… (40 chars)" in out["table"]
+
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def test_the_plan_asks_each_server_for_its_tools_only_when_told_to():
+    """`--plan --ask-servers`: each server the plan moves is asked for its
+    MCP tools (`tools/list`), a stdio server started as its config says (the
+    MCP Python SDK's server), an HTTP one (the SDK's conformance server)
+    sent its config's headers, and the tool is registered with their names
+    as scopes. Without the flag nothing is started or called: the
+    placeholder stays, and the plan says why. No key is printed either way."""
+    from test_mcp_conformance import start_python_server, tool_names
+    proc, url = start_python_server()
+    try:
+        with tempfile.TemporaryDirectory() as home:
+            with open(os.path.join(home, "mcp.json"), "w") as f:
+                json.dump({"mcpServers": {
+                    "PySDK": {"url": url, "headers": {"Authorization": f"Bearer {FAKES['stripe-secret-key']}"}},
+                    "notes": {"command": sys.executable, "args": [str(HERE / "mcp_stdio_server.py")],
+                              "env": {"NOTES_API_KEY": FAKES["github-pat"]}}}}, f)
+            env = {"PATH": os.environ.get("PATH", ""), "HOME": home}
+            plain = subprocess.run([BIN, "discover", home, "--plan"], env=env,
+                                   capture_output=True, text=True, timeout=60)
+            asked = subprocess.run([BIN, "discover", home, "--plan", "--ask-servers"], env=env,
+                                   capture_output=True, text=True, timeout=120)
+            http_tools = tool_names(url)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.count("--scope 'REPLACE-WITH-TOOL-NAMES'") == 2, plain.stdout
+    assert "not asked (run with --ask-servers" in plain.stdout
+    assert asked.returncode == 0, asked.stderr
+    assert "REPLACE-WITH-TOOL-NAMES" not in asked.stdout, asked.stdout + asked.stderr
+    assert "--scope 'lookup,key_seen'" in asked.stdout, asked.stdout
+    assert f"--scope '{','.join(http_tools)}'" in asked.stdout, asked.stdout
+    for value in FAKES.values():
+        for text in (plain.stdout, plain.stderr, asked.stdout, asked.stderr):
+            assert value not in text

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -204,19 +205,26 @@ def test_a_dpop_key_file_open_to_other_users_is_refused(writ):
 
 
 def test_the_plan_applied_to_a_dev_server_leaves_a_stock_client_calling_its_tool_without_the_key(writ):
-    """`writ discover --plan` on a client config holding a key: run the plan
-    (tool registered, key moved into writ by writ itself), then the stock
-    stdio client runs the rewritten config, which holds no key, through
-    `writ mcp bridge` and the gateway."""
+    """`writ discover --plan --ask-servers` on a client config holding keys,
+    one in the headers of an HTTP server and one in the env of a stdio
+    server: run the plan (each tool registered with the MCP tools its server
+    lists, each key moved into writ by writ itself), then the stock stdio
+    client runs the rewritten config, which holds no key, through `writ mcp
+    bridge` and the gateway, which starts the stdio server with its key."""
     proc, url = start_python_server()
     wait_ready(writ)
     key = "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc9x"  # a fake Stripe key, in two pieces
+    notes_key = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z5A"  # a fake GitHub token
     bindir = os.path.dirname(os.path.abspath(BIN))
     path = bindir + os.pathsep + os.environ.get("PATH", "")
     with tempfile.TemporaryDirectory() as d:
         cfg = os.path.join(d, "mcp.json")
         with open(cfg, "w") as f:
-            json.dump({"mcpServers": {"PySDK": {"url": url, "headers": {"Authorization": f"Bearer {key}"}}}}, f)
+            json.dump({"mcpServers": {
+                "PySDK": {"url": url, "headers": {"Authorization": f"Bearer {key}"}},
+                "notes": {"command": sys.executable,
+                          "args": [os.path.join(os.path.dirname(os.path.abspath(__file__)), "mcp_stdio_server.py")],
+                          "env": {"NOTES_API_KEY": notes_key}}}}, f)
         env = {"PATH": path, "WRIT_ADDR": writ.addr, "WRIT_GATEWAY": writ.gateway, "HOME": d}
         found = subprocess.run([BIN, "discover", d, "--format", "json"], env=env,
                                capture_output=True, text=True, timeout=60)
@@ -224,32 +232,40 @@ def test_the_plan_applied_to_a_dev_server_leaves_a_stock_client_calling_its_tool
         assert key not in found.stdout
         rules = [(x["rule"], x["mcp_server"], x["key"]) for x in json.loads(found.stdout)]
         assert ("stripe-secret-key", "PySDK", "Authorization") in rules, rules
-        p = subprocess.run([BIN, "discover", d, "--plan", "--agent", "demo-agent"], env=env,
+        p = subprocess.run([BIN, "discover", d, "--plan", "--ask-servers", "--agent", "demo-agent"], env=env,
                            capture_output=True, text=True, timeout=60)
         assert p.returncode == 0, p.stderr
         script = p.stdout
-        assert key not in script
-        # The one edit a person makes: which MCP tools the task may call.
-        script = script.replace("REPLACE-WITH-TOOL-NAMES", ",".join(tool_names(url)))
+        assert key not in script + p.stderr and notes_key not in script + p.stderr
+        # The server was asked for its tools: no placeholder is left to edit.
+        assert "REPLACE-WITH-TOOL-NAMES" not in script, script
+        assert f"--scope '{','.join(tool_names(url))}'" in script, script
+        assert "--scope 'lookup,key_seen'" in script, script
+        assert "gap:" not in script, script
         ran = subprocess.run(["sh", "-c", script], env={**env, "WRIT_TOKEN": ADMIN},
                              capture_output=True, text=True, timeout=60)
         assert ran.returncode == 0, ran.stdout + ran.stderr
-        assert key not in ran.stdout + ran.stderr
+        assert key not in ran.stdout + ran.stderr and notes_key not in ran.stdout + ran.stderr
         wait_for_tool(writ, "pysdk")
+        wait_for_tool(writ, "notes")
         with open(cfg + ".writ") as f:
             text = f.read()
-        assert key not in text
-        entry = json.loads(text)["mcpServers"]["PySDK"]
-        assert entry["command"] == "writ"
+        assert key not in text and notes_key not in text
+        servers = json.loads(text)["mcpServers"]
+        assert servers["PySDK"]["command"] == servers["notes"]["command"] == "writ"
 
-        async def call():
+        async def call_one(entry, tool):
             # How the bridge attests is the user's to add (here a one-time join token).
             params = StdioServerParameters(command=entry["command"], args=entry["args"],
                                            env={**entry["env"], "PATH": path, "WRIT_JOIN_TOKEN": join_token(writ)})
             async with stdio_client(params, errlog=tempfile.TemporaryFile("w+")) as (read, write):
                 async with ClientSession(read, write) as s:
                     await s.initialize()
-                    return (await s.call_tool("test_simple_text", {})).content[0].text
+                    return (await s.call_tool(tool, {})).content[0].text
+
+        async def call():
+            return (await call_one(servers["PySDK"], "test_simple_text"),
+                    await call_one(servers["notes"], "key_seen"))
 
         # The gateway learns the sealed key within a second or two
         # (--require-secret: until then it refuses to forward).
@@ -264,7 +280,8 @@ def test_the_plan_applied_to_a_dev_server_leaves_a_stock_client_calling_its_tool
                 time.sleep(0.5)
     proc.terminate()
     proc.wait(10)
-    assert got == "This is a simple text response for testing."
+    # The stdio server got its key from writ, in the variable it reads.
+    assert got == ("This is a simple text response for testing.", f"key: set ({len(notes_key)} chars)"), got
 
 
 def test_heartbeats_keep_the_task_past_its_lease_and_the_bridge_stops_when_the_task_ends():

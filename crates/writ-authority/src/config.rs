@@ -36,6 +36,8 @@ pub struct BrokerConfig {
     pub max_delegation_depth: u32,
     /// Require server-issued nonces in DPoP proofs.
     pub dpop_nonces: bool,
+    /// Refuse attestations without a DPoP proof: no bearer token is issued.
+    pub require_dpop: bool,
     /// `/metrics` answers anyone (else an operator credential, any role).
     pub metrics_public: bool,
     /// A directory of `*.cedar` files to watch; changes go live within
@@ -130,6 +132,7 @@ impl BrokerConfig {
             federated: std::collections::BTreeMap::new(),
             max_delegation_depth: 3,
             dpop_nonces: false,
+            require_dpop: false,
             metrics_public: false,
             policy_dir: None,
             policy_poll: Duration::from_millis(500),

@@ -196,7 +196,7 @@ async fn fire(
             (RuleAction::Alert, _) => json!("alerted"),
             (RuleAction::Quarantine, Some(name)) => quarantine(broker, rule, name, &actor).await,
             (RuleAction::EndTask, _) => match task.as_deref().map(str::parse::<TaskId>) {
-                Some(Ok(id)) => match broker.end_task_by(&id, &actor, &rule.id).await {
+                Some(Ok(id)) => match broker.tasks.end_task_by(&id, &actor, &rule.id).await {
                     Ok(true) => json!("ended"),
                     Ok(false) => json!("not active"),
                     Err(e) => json!(format!("failed: {e}")),
@@ -273,7 +273,7 @@ async fn quarantine(
         Ok(None) => return json!("unknown agent"),
         Err(e) => return json!(format!("failed: {e}")),
     }
-    match broker.quarantine(name, true, actor).await {
+    match broker.registry.quarantine(name, true, actor).await {
         Ok(q) => {
             let release = match rule.release_after_secs {
                 Some(secs) => {
@@ -305,6 +305,7 @@ pub async fn release_due(broker: &Broker) -> Result<usize, crate::Error> {
             continue;
         };
         broker
+            .registry
             .quarantine(&agent, false, &format!("rule:{rule}"))
             .await?;
         tracing::info!(agent = %agent, rule, "quarantine released automatically");

@@ -52,10 +52,10 @@ pub async fn sweep_once(broker: &Broker) -> usize {
     if let Err(e) = broker.audit.seal().await {
         tracing::error!(error = %e, "sweep: cannot checkpoint the audit chain");
     }
-    if let Err(e) = broker.flush_attest_digest().await {
+    if let Err(e) = broker.attestations.flush_attest_digest().await {
         tracing::error!(error = %e, "sweep: cannot write folded attestation failures");
     }
-    if let Err(e) = broker.expire_approvals().await {
+    if let Err(e) = broker.approvals.expire_approvals().await {
         tracing::error!(error = %e, "sweep: cannot expire approvals");
     }
     let mut ended = 0;
@@ -70,7 +70,7 @@ pub async fn sweep_once(broker: &Broker) -> usize {
         let full = ids.len() == BATCH as usize;
         let mut progressed = false;
         for id in ids {
-            match broker.end_lapsed(&id).await {
+            match broker.tasks.end_lapsed(&id).await {
                 Ok(true) => {
                     ended += 1;
                     progressed = true;

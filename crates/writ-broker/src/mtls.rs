@@ -44,7 +44,7 @@ async fn attest(
 ) -> Result<(StatusCode, AxumJson<Attested>), ApiError> {
     Ok((
         StatusCode::CREATED,
-        AxumJson(b.attest_x509(&req.agent, &id).await?),
+        AxumJson(b.attestations.attest_x509(&req.agent, &id).await?),
     ))
 }
 

@@ -287,27 +287,30 @@ async fn register_agent(b: &Broker, name: &str, attrs: &[(&str, Option<&str>)]) 
         .iter()
         .filter_map(|(k, v)| v.map(|v| (k.to_string(), serde_json::json!(v))))
         .collect();
-    b.register_agent(
-        serde_json::from_value::<RegisterAgent>(serde_json::json!({
-            "name": name,
-            "attestation": {"kind": "join_token"},
-            "attributes": attributes,
-        }))
-        .unwrap(),
-        "operator:test",
-    )
-    .await
-    .unwrap();
+    b.registry
+        .register_agent(
+            serde_json::from_value::<RegisterAgent>(serde_json::json!({
+                "name": name,
+                "attestation": {"kind": "join_token"},
+                "attributes": attributes,
+            }))
+            .unwrap(),
+            "operator:test",
+        )
+        .await
+        .unwrap();
 }
 
 /// An attested instance of `agent`: its token and the broker's caller.
 async fn attest(b: &Broker, agent: &str) -> (String, AgentCaller) {
     let name: writ_core::AgentName = agent.parse().unwrap();
     let jt = b
+        .registry
         .create_join_token(&name, CreateJoinToken { ttl: 600 }, "operator:test")
         .await
         .unwrap();
     let att = b
+        .attestations
         .attest(
             AttestRequest {
                 agent: name,
@@ -320,6 +323,7 @@ async fn attest(b: &Broker, agent: &str) -> (String, AgentCaller) {
         .await
         .unwrap();
     let caller = b
+        .tokens
         .authenticate(
             &crate::extract::Presented {
                 token: &att.access_token,
@@ -378,7 +382,7 @@ async fn audited(b: &Broker, since: u64, kind: AuditKind) -> Option<Answer> {
 /// AuthZEN's answer to the same request.
 async fn authzen(b: &Broker, e: serde_json::Value) -> Answer {
     let e: Evaluation = serde_json::from_value(e).unwrap();
-    let r = b.evaluate(e, "admin").await.unwrap();
+    let r = b.authzen.evaluate(e, "admin").await.unwrap();
     let verdict = match (r.decision, r.context.reason.as_str()) {
         (true, _) => Verdict::Allow,
         (false, APPROVAL_REQUIRED) => Verdict::NeedsApproval,
@@ -427,18 +431,19 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
     if c.tool_data_user {
         attributes.insert("data".into(), "user".into());
     }
-    b.register_tool(
-        serde_json::from_value::<RegisterTool>(serde_json::json!({
-            "name": tool,
-            "audience": format!("https://{tool}.example"),
-            "scopes": tool_scopes,
-            "attributes": attributes,
-        }))
-        .unwrap(),
-        "operator:test",
-    )
-    .await
-    .unwrap();
+    b.registry
+        .register_tool(
+            serde_json::from_value::<RegisterTool>(serde_json::json!({
+                "name": tool,
+                "audience": format!("https://{tool}.example"),
+                "scopes": tool_scopes,
+                "attributes": attributes,
+            }))
+            .unwrap(),
+            "operator:test",
+        )
+        .await
+        .unwrap();
     register_agent(
         b,
         &planner,
@@ -462,7 +467,7 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
         ttl: Some(c.ttl),
         justification: None,
     };
-    let leaf = match b.start_task(&planner_caller, setup).await {
+    let leaf = match b.tasks.start(&planner_caller, setup).await {
         Ok(Started::Token(t)) => Some(t.access_token),
         _ => None,
     };
@@ -478,6 +483,7 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(" ");
         leaf = b
+            .exchange
             .token_exchange(exchange(token, Some(&actor_token), &tool, &scope), None)
             .await
             .ok()
@@ -520,7 +526,7 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
         ttl: Some(c.ttl),
         justification: None,
     };
-    let _ = b.start_task(&planner_caller, start).await;
+    let _ = b.tasks.start(&planner_caller, start).await;
     let broker = audited(b, head, AuditKind::TaskStart)
         .await
         .ok_or("the task start recorded no verdict")?;
@@ -532,7 +538,7 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
     let Some((leaf_token, leaf_agent)) = leaf else {
         return Ok(());
     };
-    let leaf_claims: AccessClaims = b.verify_token(&leaf_token, TokenKind::Task).unwrap();
+    let leaf_claims: AccessClaims = b.tokens.verify_token(&leaf_token, TokenKind::Task).unwrap();
     let leaf_task = leaf_claims.task.clone().unwrap();
     let leaf_instance = leaf_claims.client_id.clone();
 
@@ -549,6 +555,7 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
     .await;
     let head = b.store.audit_head().await.unwrap();
     let tool_token = b
+        .exchange
         .token_exchange(
             exchange(&leaf_token, None, &tool, &ask_scopes.join(" ")),
             None,
@@ -579,6 +586,7 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
     .await;
     let head = b.store.audit_head().await.unwrap();
     let delegated = b
+        .exchange
         .token_exchange(
             exchange(
                 &leaf_token,
@@ -611,7 +619,8 @@ async fn check(n: usize, c: &Case, seen: &mut Seen) -> Result<(), String> {
     let (_, payload) = writ_core::token::insecure_peek(&tool_token).unwrap();
     let claims: Arc<AccessClaims> = Arc::new(serde_json::from_value(payload).unwrap());
     let bundle = writ_gateway::Bundle::compile(
-        b.gateway_bundle(writ_core::api::EMBEDDED_GATEWAY)
+        b.gateways
+            .gateway_bundle(writ_core::api::EMBEDDED_GATEWAY)
             .await
             .unwrap(),
         None,

@@ -46,28 +46,30 @@ async fn fixture() -> Fixture {
     .unwrap();
     assert!(opened.bootstrap_admin_token.is_some());
     let b = opened.broker;
-    b.register_agent(
-        serde_json::from_value::<RegisterAgent>(
-            serde_json::json!({"name": "a", "attestation": {"kind": "join_token"}}),
+    b.registry
+        .register_agent(
+            serde_json::from_value::<RegisterAgent>(
+                serde_json::json!({"name": "a", "attestation": {"kind": "join_token"}}),
+            )
+            .unwrap(),
+            "operator:test",
         )
-        .unwrap(),
-        "operator:test",
-    )
-    .await
-    .unwrap();
-    b.register_tool(
-        RegisterTool {
-            name: "t".parse().unwrap(),
-            audience: "https://t".into(),
-            scopes: vec!["read".parse().unwrap(), "write".parse().unwrap()],
-            attributes: Default::default(),
-            upstream: None,
-            gateway: None,
-        },
-        "operator:test",
-    )
-    .await
-    .unwrap();
+        .await
+        .unwrap();
+    b.registry
+        .register_tool(
+            RegisterTool {
+                name: "t".parse().unwrap(),
+                audience: "https://t".into(),
+                scopes: vec!["read".parse().unwrap(), "write".parse().unwrap()],
+                attributes: Default::default(),
+                upstream: None,
+                gateway: None,
+            },
+            "operator:test",
+        )
+        .await
+        .unwrap();
     Fixture {
         broker: b,
         clock,
@@ -77,6 +79,7 @@ async fn fixture() -> Fixture {
 
 async fn instance(b: &Broker) -> (String, AgentCaller) {
     let jt = b
+        .registry
         .create_join_token(
             &"a".parse().unwrap(),
             CreateJoinToken { ttl: 60 },
@@ -85,6 +88,7 @@ async fn instance(b: &Broker) -> (String, AgentCaller) {
         .await
         .unwrap();
     let att = b
+        .attestations
         .attest(
             AttestRequest {
                 agent: "a".parse().unwrap(),
@@ -97,6 +101,7 @@ async fn instance(b: &Broker) -> (String, AgentCaller) {
         .await
         .unwrap();
     let caller = b
+        .tokens
         .authenticate(
             &bearer(&att.access_token),
             "POST",
@@ -132,7 +137,8 @@ async fn tokens_and_leases_never_pass_the_task_end() {
     let b = &f.broker;
     let (_, inst) = instance(b).await;
     let t = b
-        .start_task(&inst, read_task(Some(300)))
+        .tasks
+        .start(&inst, read_task(Some(300)))
         .await
         .unwrap()
         .into_token()
@@ -144,6 +150,7 @@ async fn tokens_and_leases_never_pass_the_task_end() {
 
     f.clock.advance(Duration::from_secs(100));
     let hb = b
+        .tasks
         .heartbeat(&inst, &t.task_id)
         .await
         .unwrap()
@@ -152,6 +159,7 @@ async fn tokens_and_leases_never_pass_the_task_end() {
     assert_eq!(hb.lease_expires_at, T0.add_secs(220));
     f.clock.advance(Duration::from_secs(100));
     let hb = b
+        .tasks
         .heartbeat(&inst, &t.task_id)
         .await
         .unwrap()
@@ -165,7 +173,7 @@ async fn tokens_and_leases_never_pass_the_task_end() {
     assert_eq!(hb.expires_in, 100);
     // Past the hard end nothing renews it.
     f.clock.advance(Duration::from_secs(100));
-    assert!(b.heartbeat(&inst, &t.task_id).await.is_err());
+    assert!(b.tasks.heartbeat(&inst, &t.task_id).await.is_err());
 }
 
 #[tokio::test]
@@ -174,13 +182,15 @@ async fn the_sweeper_ends_lapsed_tasks_and_their_tokens() {
     let b = &f.broker;
     let (_, inst) = instance(b).await;
     let t = b
-        .start_task(&inst, read_task(None))
+        .tasks
+        .start(&inst, read_task(None))
         .await
         .unwrap()
         .into_token()
         .unwrap();
     let kept = b
-        .start_task(&inst, read_task(None))
+        .tasks
+        .start(&inst, read_task(None))
         .await
         .unwrap()
         .into_token()
@@ -188,7 +198,8 @@ async fn the_sweeper_ends_lapsed_tasks_and_their_tokens() {
 
     f.clock.advance(Duration::from_secs(100));
     assert_eq!(crate::sweeper::sweep_once(b).await, 0);
-    b.heartbeat(&inst, &kept.task_id)
+    b.tasks
+        .heartbeat(&inst, &kept.task_id)
         .await
         .unwrap()
         .into_token()
@@ -196,8 +207,14 @@ async fn the_sweeper_ends_lapsed_tasks_and_their_tokens() {
 
     f.clock.advance(Duration::from_secs(30));
     assert_eq!(crate::sweeper::sweep_once(b).await, 1);
-    assert!(!b.introspect(&t.access_token).await.unwrap().active);
-    assert!(b.introspect(&kept.access_token).await.unwrap().active);
+    assert!(!b.tokens.introspect(&t.access_token).await.unwrap().active);
+    assert!(
+        b.tokens
+            .introspect(&kept.access_token)
+            .await
+            .unwrap()
+            .active
+    );
     let ended = b.store.get_task(&t.task_id).await.unwrap().unwrap();
     assert_eq!(ended.status, TaskStatus::Expired);
     assert_eq!(ended.end_reason.as_deref(), Some("lease lapsed"));
@@ -210,18 +227,20 @@ async fn instance_tokens_expire_on_time() {
     let (token, _) = instance(b).await;
     f.clock.advance(Duration::from_secs(899));
     assert!(
-        b.authenticate(&bearer(&token), "POST", "/v1/tasks", TokenKind::Instance)
+        b.tokens
+            .authenticate(&bearer(&token), "POST", "/v1/tasks", TokenKind::Instance)
             .await
             .is_ok()
     );
     // The issuer's own clock needs no skew leeway: at `exp` the grant is dead.
     f.clock.advance(Duration::from_secs(1));
     assert!(
-        b.authenticate(&bearer(&token), "POST", "/v1/tasks", TokenKind::Instance)
+        b.tokens
+            .authenticate(&bearer(&token), "POST", "/v1/tasks", TokenKind::Instance)
             .await
             .is_err()
     );
-    assert!(!b.introspect(&token).await.unwrap().active);
+    assert!(!b.tokens.introspect(&token).await.unwrap().active);
 }
 
 #[tokio::test]
@@ -232,7 +251,7 @@ async fn a_write_is_denied_by_default_and_audited() {
     let mut req = read_task(None);
     req.capabilities = vec![Capability::parse_short("t:write").unwrap()];
     let head = b.store.audit_head().await.unwrap();
-    let err = b.start_task(&inst, req).await.unwrap_err();
+    let err = b.tasks.start(&inst, req).await.unwrap_err();
     assert!(
         matches!(err, writ_authority::Error::Denied(ref d) if d.verdict() == writ_policy::Verdict::Deny)
     );
@@ -263,24 +282,26 @@ async fn a_lapsed_lease_kills_tokens_before_any_sweep() {
     let b = &f.broker;
     let (_, inst) = instance(b).await;
     let t = b
-        .start_task(&inst, read_task(None))
+        .tasks
+        .start(&inst, read_task(None))
         .await
         .unwrap()
         .into_token()
         .unwrap();
-    assert!(b.introspect(&t.access_token).await.unwrap().active);
+    assert!(b.tokens.introspect(&t.access_token).await.unwrap().active);
     // Past the 120 s lease, with no sweeper having run.
     f.clock.advance(Duration::from_secs(121));
-    assert!(!b.introspect(&t.access_token).await.unwrap().active);
+    assert!(!b.tokens.introspect(&t.access_token).await.unwrap().active);
     assert!(
-        b.authenticate(
-            &bearer(&t.access_token),
-            "POST",
-            "/v1/tasks",
-            TokenKind::Task
-        )
-        .await
-        .is_err()
+        b.tokens
+            .authenticate(
+                &bearer(&t.access_token),
+                "POST",
+                "/v1/tasks",
+                TokenKind::Task
+            )
+            .await
+            .is_err()
     );
-    assert!(b.heartbeat(&inst, &t.task_id).await.is_err());
+    assert!(b.tasks.heartbeat(&inst, &t.task_id).await.is_err());
 }

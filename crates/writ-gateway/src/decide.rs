@@ -283,6 +283,10 @@ impl Gateway {
                 "mcp_tool": request.mcp_tool.map(cap),
                 "mcp_resource": request.mcp_resource.map(cap),
                 "mcp_prompt": request.mcp_prompt.map(cap),
+                // What replay needs to decide on the facts this decision
+                // saw: the query (sensitive values redacted) and the MCP
+                // arguments' shape, bounded, never a secret value.
+                "request": request.record(),
                 "chain": chain,
                 "verdict": decision.verdict().as_str(),
                 // Held for a person: refused for now, but not counted as

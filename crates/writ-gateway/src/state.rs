@@ -110,6 +110,9 @@ impl Bundle {
 pub struct Secret {
     pub header: HeaderName,
     pub value: HeaderValue,
+    /// The name as set: for a stdio MCP tool, the environment variable the
+    /// server is started with (names there are case-sensitive).
+    pub name: String,
 }
 
 impl std::fmt::Debug for Secret {
@@ -283,7 +286,14 @@ impl View {
                 continue;
             };
             value.set_sensitive(true);
-            map.insert(s.tool.to_string(), Secret { header, value });
+            map.insert(
+                s.tool.to_string(),
+                Secret {
+                    header,
+                    value,
+                    name: s.header.clone(),
+                },
+            );
         }
         if let Ok(mut g) = self.secrets.write() {
             *g = map;

@@ -153,8 +153,17 @@ fn spawn_shared(
     streams: &Streams,
     command: &[String],
     tool: &str,
+    secret: Option<crate::state::Secret>,
     owner: Owner,
 ) -> Result<Arc<Session>, GatewayError> {
+    // The tool's secret, if set: the one environment variable the server
+    // gets from writ (its name as set, its value unsealed by the broker).
+    let injected: Option<(String, String)> = secret.and_then(|s| {
+        s.value
+            .to_str()
+            .ok()
+            .map(|v| (s.name.clone(), v.to_owned()))
+    });
     let (program, args) = command.split_first().ok_or_else(|| {
         GatewayError::BadGateway(format!("tool {tool} has no MCP server command"))
     })?;
@@ -171,6 +180,7 @@ fn spawn_shared(
                 .iter()
                 .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
         )
+        .envs(injected)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
@@ -476,8 +486,9 @@ async fn open(
     // that have ended but were not swept yet do not count.
     let mut map = gw.sessions.map.lock().await;
     let ended = Sessions::take_ended(&mut map, &gw.view, gw.view.now().secs());
-    let opened =
-        within_limits(&map, &owner).and_then(|()| spawn_shared(&gw.streams, command, tool, owner));
+    let secret = gw.view.secret(tool);
+    let opened = within_limits(&map, &owner)
+        .and_then(|()| spawn_shared(&gw.streams, command, tool, secret, owner));
     if let Ok(s) = &opened {
         map.insert(id.clone(), Arc::clone(s));
     }

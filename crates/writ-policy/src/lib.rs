@@ -13,6 +13,7 @@
 mod decide;
 mod facts;
 mod question;
+mod record;
 mod request;
 pub mod rules;
 mod set;
@@ -23,6 +24,7 @@ pub use facts::{
     Action, Behaviour, CallRequest, Chain, Facts, InstanceFacts, TaskAsk, TaskView, TaskViewError,
 };
 pub use question::{Party, Question, QuestionError};
+pub use record::{REDACTED, RecordedRequest, RequestReads};
 pub use set::{
     ENTITIES_FILE, FileKind, MAX_ENTITIES, MAX_FILE_BYTES, PolicyError, PolicySet, PolicySource,
     version_of,

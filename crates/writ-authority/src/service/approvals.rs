@@ -13,7 +13,13 @@ use writ_core::ApprovalId;
 use writ_core::api::{Approval, ApprovalCall, ApprovalStatus, DecideApproval, Task, TaskStatus};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 
-use super::Broker;
+use std::sync::Arc;
+
+use writ_core::{Clock, Timestamp};
+use writ_store::Store;
+
+use super::policies::Policies;
+use super::subjects::Subjects;
 use crate::error::Error;
 
 /// Most call approvals one task may have waiting at once: a task cannot
@@ -63,13 +69,38 @@ fn fingerprint(task: &Task, call: &ApprovalCall) -> String {
     super::hash_secret(&facts.to_string())
 }
 
-impl Broker {
-    pub async fn approvals(&self, all: bool) -> Result<Vec<Approval>, Error> {
+/// Approvals: listing and deciding them, holding calls for a person, and
+/// expiring what nobody decided.
+pub struct Approvals {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    /// How long a request waits for a person, seconds.
+    ttl: i64,
+    policies: Arc<Policies>,
+    subjects: Arc<Subjects>,
+}
+
+impl Approvals {
+    pub(super) fn new(h: &super::Handles, subjects: &Arc<Subjects>) -> Self {
+        Self {
+            store: Arc::clone(&h.store),
+            clock: Arc::clone(&h.clock),
+            ttl: h.config.approval_ttl,
+            policies: Arc::clone(&h.policies),
+            subjects: Arc::clone(subjects),
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub async fn list(&self, all: bool) -> Result<Vec<Approval>, Error> {
         Ok(self.store.list_approvals(!all).await?)
     }
 
     /// Approves or denies, with a reason; both are audited.
-    pub async fn decide_approval(
+    pub async fn decide(
         &self,
         id: &ApprovalId,
         approve: bool,
@@ -213,7 +244,7 @@ impl Broker {
             exception: false,
             justification: None,
             requested_at: now,
-            expires_at: now.add_secs(self.config.approval_ttl),
+            expires_at: now.add_secs(self.ttl),
             decided_at: None,
             reason: None,
             decided_by: None,
@@ -254,16 +285,19 @@ impl Broker {
             .get_tool(&call.tool)
             .await?
             .ok_or_else(|| Error::NotFound(format!("tool {} not found", call.tool)))?;
-        let lineage = self.lineage(task).await?;
-        let agents = self.lineage_agents(&lineage).await?;
+        let lineage = self.subjects.lineage(task).await?;
+        let agents = self.subjects.lineage_agents(&lineage).await?;
         let agent = agents
             .iter()
             .find(|a| a.name == call.agent && a.name == task.agent)
             .ok_or_else(|| Error::Forbidden("the call is not made by the task's agent".into()))?;
-        let attestation = self.instance_attestation(&task.instance_id).await?;
+        let attestation = self
+            .subjects
+            .instance_attestation(&task.instance_id)
+            .await?;
         let view = writ_policy::TaskView::of_task(task, &attestation);
         let now = self.now();
-        let behaviour = self.behaviour(&agent.name, now).await?;
+        let behaviour = self.subjects.behaviour(&agent.name, now).await?;
         let request = writ_policy::CallRequest::of_approval(call);
         let facts = writ_policy::Facts::call_tool(
             writ_policy::Chain::new(agent, agents.iter()),
@@ -290,16 +324,5 @@ impl Broker {
             }
         }
         Ok(n)
-    }
-
-    /// Tasks, newest first; `exceptions`: only live exceptions.
-    pub async fn tasks(&self, exceptions: bool) -> Result<Vec<Task>, Error> {
-        Ok(self.store.list_tasks(exceptions, 1000).await?)
-    }
-
-    /// Live exceptions, soonest to end first: expiry, owner,
-    /// justification, approver and how often each was used.
-    pub async fn exceptions(&self) -> Result<Vec<writ_core::api::ExceptionTask>, Error> {
-        Ok(self.store.exceptions(1000).await?)
     }
 }

@@ -8,11 +8,21 @@ use writ_core::token::{self, ExternalExpect};
 use writ_core::{AgentName, InstanceId, Timestamp};
 use writ_store::{GrantKind, Instance, JoinTokenError, StoreError};
 
-use super::issue::{Issue, Issued};
-use super::{Broker, hash_secret};
+use std::sync::Arc;
+
+use writ_core::Clock;
+use writ_store::Store;
+
+use super::hash_secret;
+use super::tokens::{Issue, Issued, Tokens};
+use crate::attest_digest::AttestDigest;
+use crate::config::BrokerConfig;
+use crate::dpop::DpopGuard;
 use crate::error::Error;
-use crate::metrics;
-use crate::oidc::{self, KeySource};
+use crate::limit::RateLimiter;
+use crate::metrics::{self, Metrics};
+use crate::oidc::{self, KeySource, OidcVerifier};
+use crate::spiffe::Authority;
 
 /// What an attestation refused before its credential was proven tells
 /// the caller: the same status and the same words for an unknown agent, an
@@ -33,7 +43,50 @@ enum Told {
     Reason,
 }
 
-impl Broker {
+/// Why an attestation without a DPoP proof is refused under
+/// `--require-dpop`.
+const REQUIRE_DPOP: &str = "this broker requires DPoP (--require-dpop): attest with a DPoP proof \
+     (RFC 9449) so every token of the instance is bound to its key; mTLS attestation, whose \
+     tokens carry no key binding, is refused";
+
+/// Attestation: join tokens, OIDC identity tokens, JWT- and X.509-SVIDs
+/// turned into instance tokens. Holds its own rate limit and the fold of
+/// repeated failures.
+pub struct Attestations {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: Arc<BrokerConfig>,
+    tokens: Arc<Tokens>,
+    dpop: Arc<DpopGuard>,
+    oidc: Arc<OidcVerifier>,
+    spiffe: Arc<Authority>,
+    metrics: Arc<Metrics>,
+    /// Per-client rate of attestation requests.
+    limit: RateLimiter,
+    /// Identical attestation failures, folded in the audit.
+    digest: AttestDigest,
+}
+
+impl Attestations {
+    pub(super) fn new(h: &super::Handles, tokens: &Arc<Tokens>) -> Self {
+        Self {
+            store: Arc::clone(&h.store),
+            clock: Arc::clone(&h.clock),
+            config: Arc::clone(&h.config),
+            tokens: Arc::clone(tokens),
+            dpop: Arc::clone(&h.dpop),
+            oidc: Arc::clone(&h.oidc),
+            spiffe: Arc::clone(&h.spiffe),
+            metrics: Arc::clone(&h.metrics),
+            limit: RateLimiter::new(h.config.attest_per_minute),
+            digest: AttestDigest::new(h.config.attest_fold_ms),
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     /// The stateless and nonce checks of an attestation request's DPoP
     /// proof; it is remembered (against replay) only once the request's
     /// credential is accepted.
@@ -54,7 +107,7 @@ impl Broker {
         let Some(ip) = client else {
             return Ok(());
         };
-        self.attest_limit.check(ip, self.now()).map_err(|l| {
+        self.limit.check(ip, self.now()).map_err(|l| {
             metrics::inc(&self.metrics.attest_rate_limited);
             Error::RateLimited {
                 detail: format!(
@@ -76,6 +129,11 @@ impl Broker {
         proof: Option<VerifiedProof>,
     ) -> Result<Attested, Error> {
         let now = self.now();
+        if self.config.require_dpop && proof.is_none() {
+            return Err(self
+                .attest_failed(&req.agent, None, REQUIRE_DPOP, Told::Reason)
+                .await);
+        }
         match (req.join_token, req.oidc_token, req.jwt_svid) {
             (Some(jt), None, None) => self.attest_join_token(&req.agent, &jt, proof, now).await,
             (None, Some(tok), None) => self.attest_oidc(&req.agent, &tok, proof, now).await,
@@ -265,6 +323,12 @@ impl Broker {
     ) -> Result<Attested, Error> {
         const M: Option<&str> = Some("spiffe_x509");
         let now = self.now();
+        if self.config.require_dpop {
+            // Tokens attested over mTLS carry no key binding of their own.
+            return Err(self
+                .attest_failed(name, M, REQUIRE_DPOP, Told::Reason)
+                .await);
+        }
         let Some(agent) = self.store.get_agent(name).await? else {
             return Err(self
                 .attest_failed(name, M, "unknown agent", Told::Nothing)
@@ -324,7 +388,7 @@ impl Broker {
             grant,
             exp: expires_at,
             event: issued,
-        } = self.issue(Issue {
+        } = self.tokens.issue(Issue {
             kind: GrantKind::InstanceToken,
             agent: &agent.name,
             instance: &instance_id,
@@ -429,11 +493,8 @@ impl Broker {
         // Identical failures within a window are counted, not each
         // written (see crate::attest_digest); windows that are over are
         // written now.
-        let mut events = self.attest_digest.due(now);
-        if !self
-            .attest_digest
-            .first(agent.as_str(), method, reason, now)
-        {
+        let mut events = self.digest.due(now);
+        if !self.digest.first(agent.as_str(), method, reason, now) {
             if !events.is_empty() {
                 self.store.append_audit(now, events).await?;
             }
@@ -457,7 +518,7 @@ impl Broker {
     /// Writes the folded attestation failures whose windows are over.
     pub async fn flush_attest_digest(&self) -> Result<(), Error> {
         let now = self.now();
-        let events = self.attest_digest.due(now);
+        let events = self.digest.due(now);
         if !events.is_empty() {
             self.store.append_audit(now, events).await?;
         }

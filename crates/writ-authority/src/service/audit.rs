@@ -11,7 +11,6 @@ use writ_core::audit::{ChainBreak, Verifier, checkpoint_gap};
 use writ_core::token::{Checkpoint, verify_checkpoint};
 use writ_store::Store;
 
-use crate::config::BrokerConfig;
 use crate::error::Error;
 use crate::keys::KeyService;
 
@@ -38,21 +37,17 @@ struct Checkpoints {
 }
 
 impl Audit {
-    pub fn new(
-        store: Arc<dyn Store>,
-        keys: Arc<KeyService>,
-        clock: Arc<dyn Clock>,
-        config: &BrokerConfig,
-    ) -> Self {
+    pub(super) fn new(h: &super::Handles) -> Self {
+        let c = &h.config;
         Self {
-            store,
-            keys,
-            clock,
-            issuer: config.issuer.clone(),
+            store: Arc::clone(&h.store),
+            keys: Arc::clone(&h.keys),
+            clock: Arc::clone(&h.clock),
+            issuer: c.issuer.clone(),
             checkpoints: Checkpoints {
-                records: config.audit_checkpoint_records,
-                secs: config.audit_checkpoint_secs,
-                file: config.audit_checkpoint_file.clone(),
+                records: c.audit_checkpoint_records,
+                secs: c.audit_checkpoint_secs,
+                file: c.audit_checkpoint_file.clone(),
             },
         }
     }

@@ -18,10 +18,19 @@ use writ_core::api::{ApprovalStatus, Task, TaskStatus};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::{Capability, InstanceId, Scope};
 use writ_policy::{
-    Action, CallRequest, Chain, Facts, InstanceFacts, Party, Question, TaskAsk, TaskView, Verdict,
+    Action, CallRequest, Chain, Facts, InstanceFacts, Party, PolicySet, Question, TaskAsk,
+    TaskView, Verdict,
 };
 
-use super::{Asked, Broker, CallApproval};
+use std::sync::Arc;
+
+use writ_core::{Clock, Timestamp};
+use writ_store::Store;
+
+use super::approvals::Approvals;
+use super::policies::Policies;
+use super::subjects::Subjects;
+use super::{Asked, CallApproval};
 use crate::error::Error;
 
 pub use writ_core::authzen::*;
@@ -65,7 +74,7 @@ pub(crate) struct BadInput(pub(crate) String);
 /// The reason AuthZEN gives for a call held for a person.
 pub const APPROVAL_REQUIRED: &str = "approval_required";
 
-/// What an evaluation names, found.
+/// What an evaluation names, asking.
 type Resolved = (
     writ_core::api::Tool,
     writ_core::api::Agent,
@@ -86,6 +95,7 @@ impl Refused {
             Refused::Quarantined(agent) => Evaluated {
                 response: deny(version, "agent is quarantined"),
                 agent: Some(agent),
+                facts: None,
             },
         }
     }
@@ -95,6 +105,9 @@ impl Refused {
 pub(crate) struct Evaluated {
     pub(crate) response: EvaluationResponse,
     agent: Option<writ_core::AgentName>,
+    /// What policy decided on, for one of writ's own actions: recorded so
+    /// the least-privilege report can replay it (see [`evaluated_facts`]).
+    facts: Option<Value>,
 }
 
 impl From<EvaluationResponse> for Evaluated {
@@ -102,11 +115,40 @@ impl From<EvaluationResponse> for Evaluated {
         Self {
             response,
             agent: None,
+            facts: None,
         }
     }
 }
 
-impl Broker {
+/// AuthZEN: evaluations (one, a batch) and searches, for any enforcement
+/// point, through the same fact builder and decision as the broker's own.
+pub struct AuthZen {
+    pub(super) store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    pub(super) policies: Arc<Policies>,
+    subjects: Arc<Subjects>,
+    approvals: Arc<Approvals>,
+}
+
+impl AuthZen {
+    pub(super) fn new(
+        h: &super::Handles,
+        subjects: &Arc<Subjects>,
+        approvals: &Arc<Approvals>,
+    ) -> Self {
+        Self {
+            store: Arc::clone(&h.store),
+            clock: Arc::clone(&h.clock),
+            policies: Arc::clone(&h.policies),
+            subjects: Arc::clone(subjects),
+            approvals: Arc::clone(approvals),
+        }
+    }
+
+    pub(super) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     /// One access evaluation. Unknown subjects, actions or resources are a
     /// denial with a reason, not an error; a request that does not fit the
     /// schema (properties or context of the wrong shape) is a 400.
@@ -127,6 +169,7 @@ impl Broker {
         let Evaluated {
             response: out,
             agent,
+            facts,
         } = match self.evaluate_inner(e, actor, Mode::Evaluate).await? {
             Ok(ev) => ev,
             Err(bad) => return Ok(Err(bad)),
@@ -138,7 +181,7 @@ impl Broker {
         // a person is not misbehaviour (as at the gateway).
         let held = out.context.approval_id.is_some() || out.context.reason == APPROVAL_REQUIRED;
         if let (false, true, false, Some(agent)) = (out.decision, ctx.enforced, held, &agent) {
-            self.count_denial(agent, now).await?;
+            self.subjects.count_denial(agent, now).await?;
         }
         let event = AuditEvent::new(
             AuditKind::Decision,
@@ -161,6 +204,8 @@ impl Broker {
             "task": ctx.task,
             "enforced": ctx.enforced,
             "approval_id": out.context.approval_id,
+            // The facts policy decided on (writ's own actions), for replay.
+            "evaluated": facts,
         }));
         self.store.append_audit(now, vec![event]).await?;
         Ok(Ok(out))
@@ -270,6 +315,7 @@ impl Broker {
             Ok(d) => Ok(Ok(Evaluated {
                 response: answer(&d, None),
                 agent: agent_name,
+                facts: None,
             })),
             Err(err) => Ok(Err(BadInput(err.0))),
         }
@@ -333,116 +379,147 @@ impl Broker {
             Ok(t) => t,
             Err(why) => return Ok(deny(&version, why).into()),
         };
-        let instance_facts = instance.as_ref().map(|i| InstanceFacts {
-            id: i.id.as_str(),
-            attestation: &i.attestation,
-        });
-        let behaviour = self.behaviour(&agent.name, now).await?;
-        let request = ctx
-            .request
-            .as_ref()
-            .filter(|_| action == Action::CallTool)
-            .map(|r| CallRequest {
-                method: &r.method,
-                path: &r.path,
-                query: &r.query,
-                mcp_method: r.mcp_method.as_deref(),
-                mcp_tool: r.mcp_tool.as_deref(),
-                mcp_resource: r.mcp_resource.as_deref(),
-                mcp_prompt: r.mcp_prompt.as_deref(),
-                arguments: arguments.as_deref(),
-            });
-        let Some(t) = &task else {
-            let caps = [cap];
-            let ask = TaskAsk {
-                intent: ctx.intent.as_deref().unwrap_or_default(),
-                capabilities: &caps,
-                on_behalf_of: ctx.on_behalf_of.as_deref(),
-                ttl: ctx.ttl.unwrap_or(0),
-                exception: false,
-            };
-            let facts = Facts::untasked(
-                action,
-                &agent,
-                instance_facts,
+        let behaviour = self.subjects.behaviour(&agent.name, now).await?;
+        let asking = Asking {
+            action,
+            ctx,
+            tool: &tool,
+            agent: &agent,
+            instance: instance.as_ref(),
+            request: call_request(ctx, action, arguments.as_deref()),
+            behaviour,
+            now,
+            actor,
+            mode,
+        };
+        match &task {
+            None => self.decide_untasked(&policy, &asking, cap).await,
+            Some(t) => self.decide_in_task(&policy, &asking, cap, t).await,
+        }
+    }
+
+    /// One of writ's own actions about no existing task: what the asker
+    /// says stands in for the task.
+    async fn decide_untasked(
+        &self,
+        policy: &PolicySet,
+        asking: &Asking<'_>,
+        cap: Capability,
+    ) -> Result<Evaluated, Error> {
+        let ctx = asking.ctx;
+        let facts_request = asking.request.as_ref().map(CallRequest::record);
+        let caps = [cap];
+        let ask = TaskAsk {
+            intent: ctx.intent.as_deref().unwrap_or_default(),
+            capabilities: &caps,
+            on_behalf_of: ctx.on_behalf_of.as_deref(),
+            ttl: ctx.ttl.unwrap_or(0),
+            exception: false,
+        };
+        let facts = Facts::untasked(
+            asking.action,
+            asking.agent,
+            asking.instance_facts(),
+            &ask,
+            asking.tool,
+            asking.request.clone(),
+            asking.behaviour,
+            asking.now,
+        );
+        let d = self.policies.decide(policy, &facts).await?;
+        Ok(Evaluated {
+            response: answer(&d, None),
+            agent: Some(asking.agent.name.clone()),
+            facts: Some(evaluated_facts(
+                &facts,
+                asking.instance,
+                asking.tool,
+                None,
+                facts_request.as_ref(),
                 &ask,
-                &tool,
-                request,
-                behaviour,
-                now,
-            );
-            let d = self.policies.decide(&policy, &facts).await?;
-            return Ok(Evaluated {
-                response: answer(&d, None),
-                agent: Some(agent.name.clone()),
-            });
-        };
-        if t.status != TaskStatus::Active || now >= t.lease_expires_at || now >= t.expires_at {
-            return Ok(deny(&version, "the task is not active").into());
+            )),
+        })
+    }
+
+    /// One of writ's own actions under task `t`: refused when the task
+    /// cannot answer for it, else decided on the task's facts (and a call
+    /// policy holds resolves its approval).
+    async fn decide_in_task(
+        &self,
+        policy: &PolicySet,
+        asking: &Asking<'_>,
+        cap: Capability,
+        t: &Task,
+    ) -> Result<Evaluated, Error> {
+        let version = policy.version();
+        if let Some(why) = task_refusal(t, &cap, asking.action, asking.now) {
+            return Ok(deny(version, why).into());
         }
-        let held = t.capabilities.iter().find(|c| c.tool == tool.name);
-        if held.is_none_or(|h| !cap.scopes.is_subset(&h.scopes)) {
-            return Ok(deny(
-                &version,
-                "the task does not hold this tool and these scopes",
-            )
-            .into());
-        }
-        if action == Action::StartTask {
-            return Ok(deny(
-                &version,
-                "StartTask is decided before a task exists: leave out context.task",
-            )
-            .into());
-        }
-        let lineage = self.lineage(t).await?;
-        let agents = self.lineage_agents(&lineage).await?;
-        let task_attestation = self.instance_attestation(&t.instance_id).await?;
+        let lineage = self.subjects.lineage(t).await?;
+        let agents = self.subjects.lineage_agents(&lineage).await?;
+        let task_attestation = self.subjects.instance_attestation(&t.instance_id).await?;
         let view = TaskView::of_task(t, &task_attestation);
-        let chain = Chain::new(&agent, agents.iter());
-        let facts = match (action, request.clone()) {
-            (Action::ExchangeToken, _) => {
-                Facts::exchange_token(chain, &view, cap, &tool, behaviour, now)
-            }
-            (Action::DelegateTask, _) => Facts::delegate_task(
-                chain,
-                instance_facts.map_or(agent.attestation.kind(), |i| i.attestation),
-                &view,
-                vec![cap],
-                vec![&tool],
-                behaviour,
-                now,
-            ),
-            (Action::CallTool, Some(r)) => {
-                Facts::call_tool(chain, &view, cap.scopes, &tool, r, behaviour, now)
-            }
-            (Action::StartTask | Action::CallTool, _) => {
-                return Ok(deny(&version, "CallTool needs context.request").into());
-            }
+        let chain = Chain::new(asking.agent, agents.iter());
+        let Some(facts) = task_facts(asking, chain, &view, cap) else {
+            return Ok(deny(version, "CallTool needs context.request").into());
         };
-        let d = self.policies.decide(&policy, &facts).await?;
-        let approval = match (d.verdict(), action, request, mode) {
-            // A call a gateway would hold is held here too, on the same
-            // approval: the enforcement point asking shows its id. A search
-            // leaves approvals alone.
-            (Verdict::NeedsApproval, Action::CallTool, Some(r), Mode::Evaluate) => {
-                let asked = if ctx.enforced {
-                    Asked::Enforcing
-                } else {
-                    Asked::Question
-                };
-                let call = r.to_approval(&tool.name, &agent.name);
-                Some(
-                    self.resolve_call_approval(t, call, &d, actor, asked)
-                        .await?,
-                )
-            }
-            _ => None,
+        let d = self.policies.decide(policy, &facts).await?;
+        let no_ask = TaskAsk {
+            intent: "",
+            capabilities: &[],
+            on_behalf_of: None,
+            ttl: 0,
+            exception: false,
         };
+        let recorded = evaluated_facts(
+            &facts,
+            asking.instance,
+            asking.tool,
+            Some(t),
+            asking.request.as_ref().map(CallRequest::record).as_ref(),
+            &no_ask,
+        );
+        let approval = self.held_call_approval(asking, t, &d).await?;
         Ok(Evaluated {
             response: answer(&d, approval.as_ref()),
-            agent: Some(agent.name.clone()),
+            agent: Some(asking.agent.name.clone()),
+            facts: Some(recorded),
         })
+    }
+
+    /// The approval of a call policy holds, when this evaluation is one.
+    async fn held_call_approval(
+        &self,
+        asking: &Asking<'_>,
+        t: &Task,
+        d: &writ_policy::Decision,
+    ) -> Result<Option<CallApproval>, Error> {
+        Ok(
+            match (
+                d.verdict(),
+                asking.action,
+                asking.request.as_ref(),
+                asking.mode,
+            ) {
+                // A call a gateway would hold is held here too, on the same
+                // approval: the enforcement point asking shows its id. A search
+                // leaves approvals alone.
+                (Verdict::NeedsApproval, Action::CallTool, Some(r), Mode::Evaluate) => {
+                    let asked = if asking.ctx.enforced {
+                        Asked::Enforcing
+                    } else {
+                        Asked::Question
+                    };
+                    let call = r.to_approval(&asking.tool.name, &asking.agent.name);
+                    Some(
+                        self.approvals
+                            .resolve_call_approval(t, call, d, asking.actor, asked)
+                            .await?,
+                    )
+                }
+                _ => None,
+            },
+        )
     }
 
     /// The task an evaluation names, if any, or why it may not be used.
@@ -545,6 +622,102 @@ impl Broker {
     }
 }
 
+/// One evaluation of writ's own actions, what it names found: what
+/// policy is asked about, and how and by whom it is asked.
+struct Asking<'a> {
+    action: Action,
+    ctx: &'a EvalContext,
+    tool: &'a writ_core::api::Tool,
+    agent: &'a writ_core::api::Agent,
+    instance: Option<&'a writ_store::Instance>,
+    /// The request of a `CallTool`; `None` for any other action.
+    request: Option<CallRequest<'a>>,
+    behaviour: writ_policy::Behaviour,
+    now: Timestamp,
+    actor: &'a str,
+    mode: Mode,
+}
+
+impl<'a> Asking<'a> {
+    fn instance_facts(&self) -> Option<InstanceFacts<'a>> {
+        self.instance.map(|i| InstanceFacts {
+            id: i.id.as_str(),
+            attestation: &i.attestation,
+        })
+    }
+}
+
+/// The request a `CallTool` evaluation decides (`arguments` its JSON text).
+fn call_request<'a>(
+    ctx: &'a EvalContext,
+    action: Action,
+    arguments: Option<&'a str>,
+) -> Option<CallRequest<'a>> {
+    ctx.request
+        .as_ref()
+        .filter(|_| action == Action::CallTool)
+        .map(|r| CallRequest {
+            method: &r.method,
+            path: &r.path,
+            query: &r.query,
+            mcp_method: r.mcp_method.as_deref(),
+            mcp_tool: r.mcp_tool.as_deref(),
+            mcp_resource: r.mcp_resource.as_deref(),
+            mcp_prompt: r.mcp_prompt.as_deref(),
+            arguments,
+        })
+}
+
+/// Why task `t` cannot answer for `action` on `cap`, if it cannot.
+fn task_refusal(
+    t: &Task,
+    cap: &Capability,
+    action: Action,
+    now: Timestamp,
+) -> Option<&'static str> {
+    if t.status != TaskStatus::Active || now >= t.lease_expires_at || now >= t.expires_at {
+        return Some("the task is not active");
+    }
+    let held = t.capabilities.iter().find(|c| c.tool == cap.tool);
+    if held.is_none_or(|h| !cap.scopes.is_subset(&h.scopes)) {
+        return Some("the task does not hold this tool and these scopes");
+    }
+    if action == Action::StartTask {
+        return Some("StartTask is decided before a task exists: leave out context.task");
+    }
+    None
+}
+
+/// The facts of one of writ's own actions under a task, from the same
+/// constructors its enforcement points use; `None` for a `CallTool`
+/// without its request.
+fn task_facts<'a>(
+    asking: &Asking<'a>,
+    chain: Chain<'a>,
+    view: &'a TaskView<'a>,
+    cap: Capability,
+) -> Option<Facts<'a>> {
+    let (tool, behaviour, now) = (asking.tool, asking.behaviour, asking.now);
+    Some(match (asking.action, asking.request.clone()) {
+        (Action::ExchangeToken, _) => Facts::exchange_token(chain, view, cap, tool, behaviour, now),
+        (Action::DelegateTask, _) => Facts::delegate_task(
+            chain,
+            asking
+                .instance_facts()
+                .map_or(asking.agent.attestation.kind(), |i| i.attestation),
+            view,
+            vec![cap],
+            vec![tool],
+            behaviour,
+            now,
+        ),
+        (Action::CallTool, Some(r)) => {
+            Facts::call_tool(chain, view, cap.scopes, tool, r, behaviour, now)
+        }
+        (Action::StartTask | Action::CallTool, _) => return None,
+    })
+}
+
 /// The AuthZEN answer to a decision (and, for a held call, its approval).
 fn answer(d: &writ_policy::Decision, approval: Option<&CallApproval>) -> EvaluationResponse {
     let mut context = DecisionContext {
@@ -595,4 +768,47 @@ fn scopes_of(props: &Value) -> Option<Result<BTreeSet<Scope>, String>> {
             })
             .collect(),
     )
+}
+
+/// Longest intent kept in a decision's record.
+const MAX_RECORDED_INTENT: usize = 512;
+
+/// What one of writ's own actions was decided on, as the audit record
+/// keeps it: the action, agent, instance, tool and scopes; the task (whose
+/// intent, human and lifetime its start record holds) or, for a question
+/// about no task, what the asker said stands in for one; the request as
+/// [`CallRequest::record`] keeps it. Bounded, and never a secret value.
+fn evaluated_facts(
+    facts: &Facts<'_>,
+    instance: Option<&writ_store::Instance>,
+    tool: &writ_core::api::Tool,
+    task: Option<&Task>,
+    request: Option<&writ_policy::RecordedRequest>,
+    ask: &TaskAsk<'_>,
+) -> Value {
+    let scopes: Vec<&str> = facts
+        .capabilities()
+        .iter()
+        .flat_map(|c| c.scopes.iter().map(Scope::as_str))
+        .collect();
+    let mut intent = ask.intent.to_owned();
+    if intent.len() > MAX_RECORDED_INTENT {
+        let mut end = MAX_RECORDED_INTENT;
+        while !intent.is_char_boundary(end) {
+            end -= 1;
+        }
+        intent.truncate(end);
+    }
+    serde_json::json!({
+        "action": facts.action().cedar_id(),
+        "agent": facts.principal().name,
+        "instance": instance.map(|i| i.id.to_string()),
+        "tool": tool.name,
+        "scopes": scopes,
+        "task": task.map(|t| t.task_id.to_string()),
+        "intent": if task.is_none() { Some(intent) } else { None },
+        "on_behalf_of": if task.is_none() { ask.on_behalf_of } else { None },
+        "ttl": if task.is_none() { Some(ask.ttl) } else { None },
+        "request": request,
+    })
 }

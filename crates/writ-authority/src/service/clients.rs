@@ -13,8 +13,17 @@ use writ_core::random;
 use writ_core::token::{AccessClaims, TokenKind, verify_client_assertion};
 use writ_store::OAuthClient;
 
-use super::{Broker, hash_secret};
+use std::sync::Arc;
+
+use writ_core::{Clock, Timestamp};
+use writ_store::Store;
+
+use super::gateway::Gateways;
+use super::hash_secret;
+use super::tokens::Tokens;
+use crate::config::BrokerConfig;
 use crate::error::Error;
+use crate::keys::KeyService;
 
 /// How a client authenticated (RFC 6749 §2.3, RFC 7523 §2.2).
 #[derive(Debug)]
@@ -56,7 +65,33 @@ fn invalid_client() -> Error {
     Error::InvalidClient("client authentication failed".into())
 }
 
-impl Broker {
+/// OAuth clients of introspection and revocation, and the JWKS that
+/// publishes writ's keys and gateways' transaction-token keys.
+pub struct Clients {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: Arc<BrokerConfig>,
+    keys: Arc<KeyService>,
+    tokens: Arc<Tokens>,
+    gateways: Arc<Gateways>,
+}
+
+impl Clients {
+    pub(super) fn new(h: &super::Handles, tokens: &Arc<Tokens>, gateways: &Arc<Gateways>) -> Self {
+        Self {
+            store: Arc::clone(&h.store),
+            clock: Arc::clone(&h.clock),
+            config: Arc::clone(&h.config),
+            keys: Arc::clone(&h.keys),
+            tokens: Arc::clone(tokens),
+            gateways: Arc::clone(gateways),
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     /// `POST /v1/clients`.
     pub async fn register_client(
         &self,
@@ -173,7 +208,7 @@ impl Broker {
                     };
                 }
                 // A gateway: its name and its credential.
-                match self.require_gateway(Some(&secret)).await {
+                match self.gateways.require_gateway(Some(&secret)).await {
                     Ok(name) if name == client_id => Ok(AuthenticatedClient {
                         audiences: self.gateway_audiences(&name).await?,
                         client_id: name,
@@ -269,7 +304,7 @@ impl Broker {
         client: &AuthenticatedClient,
         token: &str,
     ) -> Result<(), Error> {
-        let Ok(claims) = self.verify_token_for(token, TokenKind::Any, None) else {
+        let Ok(claims) = self.tokens.verify_token_for(token, TokenKind::Any, None) else {
             return Ok(());
         };
         let Some(state) = self.store.grant_state(&claims.jti).await? else {
@@ -290,7 +325,7 @@ impl Broker {
                 "the token was not issued for this client's audiences".into(),
             ));
         }
-        self.revoke_grant_as(actor, &claims, state).await
+        self.tokens.revoke_grant_as(actor, &claims, state).await
     }
 
     /// Publishes a gateway's transaction-token key in the JWKS.

@@ -85,7 +85,7 @@ impl Broker {
                 "a task's database credential is issued to the task's agent".into(),
             ));
         };
-        let task = self.owned_task(agent, task_id).await?;
+        let task = self.tasks.owned_task(agent, task_id).await?;
         self.db_credentials.issue(agent, task, tool_name).await
     }
 }
@@ -100,11 +100,11 @@ pub struct DbCredentials {
 }
 
 impl DbCredentials {
-    pub fn new(store: Arc<dyn Store>, master: Arc<MasterKey>, clock: Arc<dyn Clock>) -> Self {
+    pub(super) fn new(h: &super::Handles) -> Self {
         Self {
-            store,
-            master,
-            clock,
+            store: Arc::clone(&h.store),
+            master: Arc::clone(&h.master),
+            clock: Arc::clone(&h.clock),
         }
     }
 

@@ -4,7 +4,6 @@
 
 use writ_core::api::{Task, TaskStatus, Tool};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
-use writ_core::ids::agent_spiffe_id;
 use writ_core::lifetime::Lifetime;
 use writ_core::scope::{self, Capability};
 use writ_core::token::{AccessClaims, Actor, TokenKind};
@@ -12,11 +11,19 @@ use writ_core::{Scope, TaskId};
 use writ_policy::{Chain, Decision, Facts, TaskView, Verdict};
 use writ_store::{GrantKind, GrantState, StoreError};
 
-use super::Broker;
+use std::sync::Arc;
+
+use writ_core::{Clock, Timestamp};
+use writ_store::Store;
+
 use super::Presented;
-use super::issue::{Issue, Issued};
+use super::policies::Policies;
+use super::subjects::Subjects;
+use super::tokens::{Issue, Issued, Tokens};
+use crate::config::BrokerConfig;
+use crate::dpop::DpopGuard;
 use crate::error::{Error, GrantError};
-use crate::metrics;
+use crate::metrics::{self, Metrics};
 
 pub const GRANT_TYPE: &str = writ_core::api::TOKEN_EXCHANGE_GRANT;
 pub const ACCESS_TOKEN_TYPE: &str = writ_core::api::ACCESS_TOKEN_TYPE_URN;
@@ -24,7 +31,38 @@ pub const ACCESS_TOKEN_TYPE: &str = writ_core::api::ACCESS_TOKEN_TYPE_URN;
 pub use writ_core::api::TokenExchanged as TokenResponse;
 pub use writ_core::api::TokenRequest;
 
-impl Broker {
+/// Token exchange: narrows a task token to a tool token, or delegates the
+/// task to a sub-agent. Reads subjects, decides with the live policies,
+/// issues through [`Tokens`].
+pub struct Exchange {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: Arc<BrokerConfig>,
+    policies: Arc<Policies>,
+    subjects: Arc<Subjects>,
+    tokens: Arc<Tokens>,
+    dpop: Arc<DpopGuard>,
+    metrics: Arc<Metrics>,
+}
+
+impl Exchange {
+    pub(super) fn new(h: &super::Handles, subjects: &Arc<Subjects>, tokens: &Arc<Tokens>) -> Self {
+        Self {
+            store: Arc::clone(&h.store),
+            clock: Arc::clone(&h.clock),
+            config: Arc::clone(&h.config),
+            policies: Arc::clone(&h.policies),
+            subjects: Arc::clone(subjects),
+            tokens: Arc::clone(tokens),
+            dpop: Arc::clone(&h.dpop),
+            metrics: Arc::clone(&h.metrics),
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     /// `POST /oauth2/token`. `proof` is the request's DPoP header.
     pub async fn token_exchange(
         &self,
@@ -42,6 +80,7 @@ impl Broker {
         // A token that does not verify is not audited (anyone can send
         // garbage); a real token used wrongly is.
         let claims = self
+            .tokens
             .verify_token(subject, TokenKind::Any)
             .map_err(|e| GrantError::Invalid(format!("subject_token: {e}")))?;
         if claims.task.is_none() {
@@ -50,6 +89,7 @@ impl Broker {
             return Err(e.into());
         }
         let proven = self
+            .tokens
             .check_binding(
                 &claims,
                 &Presented {
@@ -72,7 +112,7 @@ impl Broker {
                 return Err(e);
             }
         };
-        let state = match self.live_grant(&claims).await {
+        let state = match self.tokens.live_grant(&claims).await {
             Ok(s) => s,
             Err(e) => {
                 let e = GrantError::Invalid(format!("subject_token: {e}"));
@@ -148,12 +188,15 @@ impl Broker {
         };
 
         let now = self.now();
-        let lineage = self.lineage(task).await?;
-        let agents = self.lineage_agents(&lineage).await?;
+        let lineage = self.subjects.lineage(task).await?;
+        let agents = self.subjects.lineage_agents(&lineage).await?;
         let me = self.acting_agent(&task.agent).await?;
-        let attestation = self.instance_attestation(&task.instance_id).await?;
+        let attestation = self
+            .subjects
+            .instance_attestation(&task.instance_id)
+            .await?;
         let view = TaskView::of_task(task, &attestation);
-        let behaviour = self.behaviour(&task.agent, now).await?;
+        let behaviour = self.subjects.behaviour(&task.agent, now).await?;
         let facts = Facts::exchange_token(
             Chain::new(&me, agents.iter()),
             &view,
@@ -191,7 +234,7 @@ impl Broker {
             grant,
             exp,
             event: issued,
-        } = self.issue(Issue {
+        } = self.tokens.issue(Issue {
             kind: GrantKind::ToolToken,
             agent: &task.agent,
             instance: &task.instance_id,
@@ -255,14 +298,18 @@ impl Broker {
         let (caps, tools) = self.delegated_capabilities(claims, parent, req).await?;
 
         let now = self.now();
-        let agents = self.lineage_agents(&lineage).await?;
+        let agents = self.subjects.lineage_agents(&lineage).await?;
         let actor_attestation = self
+            .subjects
             .instance_attestation(&actor_state.grant.instance_id)
             .await?;
-        let parent_attestation = self.instance_attestation(&parent.instance_id).await?;
+        let parent_attestation = self
+            .subjects
+            .instance_attestation(&parent.instance_id)
+            .await?;
         let view = TaskView::of_task(parent, &parent_attestation);
         // Policy sees what the sub-agent (the principal) has been doing.
-        let behaviour = self.behaviour(&actor_agent.name, now).await?;
+        let behaviour = self.subjects.behaviour(&actor_agent.name, now).await?;
         let facts = Facts::delegate_task(
             Chain::new(&actor_agent, agents.iter()),
             &actor_attestation,
@@ -326,7 +373,7 @@ impl Broker {
             grant,
             exp,
             event: issued,
-        } = self.task_token(
+        } = self.tokens.task_token(
             &child,
             &claims.sub,
             Some(act),
@@ -419,11 +466,11 @@ impl Broker {
         // any) is the one the child's token is bound to.
         let bad_actor =
             |e: &dyn std::fmt::Display| GrantError::Invalid(format!("actor_token: {e}"));
-        let actor_claims = match self.verify_token(actor_token, TokenKind::Instance) {
+        let actor_claims = match self.tokens.verify_token(actor_token, TokenKind::Instance) {
             Ok(c) => c,
             Err(e) => return self.refuse(claims, bad_actor(&e)).await,
         };
-        let actor_state = match self.live_grant(&actor_claims).await {
+        let actor_state = match self.tokens.live_grant(&actor_claims).await {
             Ok(s) => s,
             Err(e) => return self.refuse(claims, bad_actor(&e)).await,
         };
@@ -457,7 +504,7 @@ impl Broker {
             }
         }
         let actor_agent = self.acting_agent(&actor_state.grant.agent).await?;
-        let lineage = self.lineage(parent).await?;
+        let lineage = self.subjects.lineage(parent).await?;
         if lineage.iter().any(|t| t.agent == actor_agent.name) {
             let e = GrantError::Invalid(format!(
                 "agent {} is already in the delegation chain (a cycle)",
@@ -535,77 +582,12 @@ impl Broker {
             .find(|t| t.audience == target))
     }
 
-    /// The task and its ancestors, root first.
-    pub(crate) async fn lineage(&self, task: &Task) -> Result<Vec<Task>, Error> {
-        let mut out = vec![task.clone()];
-        let mut next = task.parent_task_id.clone();
-        while let Some(id) = next {
-            if out.len() > 64 {
-                return Err(Error::Internal(
-                    "delegation chain too long or cyclic".into(),
-                ));
-            }
-            let t = self
-                .store
-                .get_task(&id)
-                .await?
-                .ok_or_else(|| Error::Internal(format!("parent task {id} missing")))?;
-            next = t.parent_task_id.clone();
-            out.push(t);
-        }
-        out.reverse();
-        Ok(out)
-    }
-
-    /// `sub` (the root task's agent) and the nested `act` of every later hop.
-    pub(crate) async fn subject_and_actors(
-        &self,
-        lineage: &[Task],
-    ) -> Result<(String, Option<Actor>), Error> {
-        let td = &self.config.trust_domain;
-        let Some(root) = lineage.first() else {
-            return Err(Error::Internal("empty lineage".into()));
-        };
-        let mut act: Option<Actor> = None;
-        for t in lineage.iter().skip(1) {
-            act = Some(Actor {
-                sub: agent_spiffe_id(td, &t.agent),
-                act: act.map(Box::new),
-            });
-        }
-        Ok((agent_spiffe_id(td, &root.agent), act))
-    }
-
-    /// The agents of a lineage, root first.
-    pub(crate) async fn lineage_agents(
-        &self,
-        lineage: &[Task],
-    ) -> Result<Vec<writ_core::api::Agent>, Error> {
-        let mut agents = Vec::with_capacity(lineage.len());
-        for t in lineage {
-            agents.push(self.agent(&t.agent).await?);
-        }
-        Ok(agents)
-    }
-
-    /// How an instance attested, as policy sees it.
-    pub(crate) async fn instance_attestation(
-        &self,
-        id: &writ_core::InstanceId,
-    ) -> Result<String, Error> {
-        self.store
-            .get_instance(id)
-            .await?
-            .map(|i| i.attestation)
-            .ok_or_else(|| Error::Unauthenticated(format!("instance {id} is not known")))
-    }
-
     /// The agent acting on a task; a quarantined one gets nothing.
     async fn acting_agent(
         &self,
         name: &writ_core::AgentName,
     ) -> Result<writ_core::api::Agent, Error> {
-        let me = self.agent(name).await?;
+        let me = self.subjects.agent(name).await?;
         if me.quarantined {
             return Err(GrantError::Invalid("the acting agent is quarantined".into()).into());
         }
@@ -654,7 +636,7 @@ impl Broker {
         charged: &writ_core::AgentName,
         now: writ_core::Timestamp,
     ) -> Error {
-        if let Err(e) = self.count_denial(charged, now).await {
+        if let Err(e) = self.subjects.count_denial(charged, now).await {
             return e;
         }
         let reason = refusal_reason(decision);

@@ -12,7 +12,15 @@ use writ_core::api::{
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::{ToolName, random};
 
-use super::Broker;
+use std::sync::Arc;
+
+use writ_core::seal::MasterKey;
+use writ_core::{Clock, Timestamp};
+use writ_store::Store;
+
+use super::approvals::Approvals;
+use super::policies::Policies;
+use super::subjects::Subjects;
 use super::tokens::hash_secret;
 use crate::error::Error;
 
@@ -49,7 +57,45 @@ pub enum EnforcementPoint {
     Gateway(String),
 }
 
-impl Broker {
+/// Gateways: their credentials, the bundle and secrets they fetch, the
+/// calls they hold for approval and the decisions they report.
+pub struct Gateways {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    issuer: String,
+    master: Arc<MasterKey>,
+    policies: Arc<Policies>,
+    subjects: Arc<Subjects>,
+    approvals: Arc<Approvals>,
+    embedded_gateway: EmbeddedGateway,
+}
+
+impl Gateways {
+    pub(super) fn new(
+        h: &super::Handles,
+        subjects: &Arc<Subjects>,
+        approvals: &Arc<Approvals>,
+    ) -> Self {
+        Self {
+            store: Arc::clone(&h.store),
+            clock: Arc::clone(&h.clock),
+            issuer: h.config.issuer.clone(),
+            master: Arc::clone(&h.master),
+            policies: Arc::clone(&h.policies),
+            subjects: Arc::clone(subjects),
+            approvals: Arc::clone(approvals),
+            embedded_gateway: EmbeddedGateway::default(),
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
     /// The bearer token of the embedded gateway (made on first use), and
     /// its record so its decisions can be numbered.
     pub async fn embedded_gateway_token(&self) -> Result<String, Error> {
@@ -114,21 +160,6 @@ impl Broker {
         }
     }
 
-    /// An operator credential (with its duty still to check) or a gateway
-    /// (its name).
-    pub async fn require_operator_or_gateway(
-        &self,
-        token: Option<&str>,
-    ) -> Result<EnforcementPoint, Error> {
-        if let Ok(op) = self.require_operator(token).await {
-            return Ok(EnforcementPoint::Operator(op));
-        }
-        self.require_gateway(token)
-            .await
-            .map(EnforcementPoint::Gateway)
-            .map_err(|_| Error::Unauthenticated("invalid operator or gateway credential".into()))
-    }
-
     pub async fn register_gateway(
         &self,
         req: RegisterGateway,
@@ -177,10 +208,27 @@ impl Broker {
         if let Some(Upstream::Postgres { .. }) = tool_record.upstream {
             return self.set_postgres_admin(tool, req, actor).await;
         }
-        let header = req.header.trim().to_ascii_lowercase();
-        if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err()
-            || RESERVED_HEADERS.contains(&header.as_str())
-            || header.starts_with("x-forwarded-")
+        let stdio = matches!(tool_record.upstream, Some(Upstream::McpStdio { .. }));
+        let header = if stdio {
+            // A stdio MCP server gets its secret in one environment
+            // variable, named as given (names there are case-sensitive).
+            let name = req.header.trim().to_owned();
+            if !env_name_ok(&name) {
+                return Err(Error::Invalid(format!(
+                    "tool {tool} runs a stdio MCP server: its secret goes in an environment variable, \
+                     and {:?} cannot be one (letters, digits and _, not starting with a digit; \
+                     not PATH, HOME, LANG, LC_ALL, TZ, TMPDIR, nor LD_* or DYLD_*)",
+                    req.header
+                )));
+            }
+            name
+        } else {
+            req.header.trim().to_ascii_lowercase()
+        };
+        if !stdio
+            && (reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err()
+                || RESERVED_HEADERS.contains(&header.as_str())
+                || header.starts_with("x-forwarded-"))
         {
             return Err(Error::Invalid(format!(
                 "header {:?} cannot carry an upstream secret (a valid header name, not one the gateway sets itself)",
@@ -285,7 +333,7 @@ impl Broker {
     pub async fn gateway_bundle(&self, gateway: &str) -> Result<GatewayBundle, Error> {
         let policy = self.policies.live();
         Ok(GatewayBundle {
-            issuer: self.config.issuer.clone(),
+            issuer: self.issuer.clone(),
             policy_version: policy.version().to_owned(),
             files: policy
                 .sources()
@@ -295,7 +343,7 @@ impl Broker {
             tools: self.store.list_tools().await?,
             agents: self.store.list_agents().await?,
             behaviour_at: Some(self.now()),
-            behaviour: self.behaviour_counts().await?,
+            behaviour: self.subjects.behaviour_counts().await?,
             held_for_approval: self
                 .store
                 .approval_holds(self.now())
@@ -329,18 +377,22 @@ impl Broker {
             .get_task(&req.task)
             .await?
             .ok_or_else(|| Error::NotFound(format!("task {} not found", req.task)))?;
-        let decision = self.call_decision(&task, req.scopes, &req.call).await?;
+        let decision = self
+            .approvals
+            .call_decision(&task, req.scopes, &req.call)
+            .await?;
         let actor = format!("gateway:{gateway}");
         let out = match decision.verdict() {
             writ_policy::Verdict::NeedsApproval => {
-                self.resolve_call_approval(
-                    &task,
-                    req.call,
-                    &decision,
-                    &actor,
-                    super::Asked::Enforcing,
-                )
-                .await?
+                self.approvals
+                    .resolve_call_approval(
+                        &task,
+                        req.call,
+                        &decision,
+                        &actor,
+                        super::Asked::Enforcing,
+                    )
+                    .await?
             }
             writ_policy::Verdict::Allow | writ_policy::Verdict::Deny => {
                 return Err(Error::Conflict(format!(
@@ -598,4 +650,46 @@ pub(crate) fn check_upstream(u: &Upstream) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Whether `name` may carry a stdio MCP server's secret: an environment
+/// variable name (`[A-Za-z_][A-Za-z0-9_]*`, at most 128 bytes) that is none
+/// the gateway sets itself and none that changes how programs are loaded.
+fn env_name_ok(name: &str) -> bool {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    first_ok
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"].contains(&name)
+        && !name.starts_with("LD_")
+        && !name.starts_with("DYLD_")
+}
+
+#[cfg(test)]
+mod env_name_tests {
+    use super::env_name_ok;
+
+    #[test]
+    fn a_stdio_secret_goes_only_in_a_plain_environment_variable() {
+        for ok in ["GITHUB_TOKEN", "_KEY", "notes_api_key2"] {
+            assert!(env_name_ok(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "2KEY",
+            "A-B",
+            "A B",
+            "PATH",
+            "HOME",
+            "LD_PRELOAD",
+            "DYLD_INSERT_LIBRARIES",
+            "K=V",
+        ] {
+            assert!(!env_name_ok(bad), "{bad}");
+        }
+        assert!(!env_name_ok(&"K".repeat(129)));
+    }
 }

@@ -1,53 +1,58 @@
 //! The broker's logic, free of HTTP: each operation takes typed input and a
 //! caller, and returns typed output or an [`Error`].
 //!
-//! Services with one job hold only the handles they need and are composed
-//! here: [`audit::Audit`], [`policies::Policies`] (every decision),
-//! [`nodes::Nodes`], [`feed::Revocations`], [`dbcreds::DbCredentials`]. The
-//! rest (agents and their attestation, tasks, exchange, approvals, AuthZEN,
-//! gateways) are still methods of [`Broker`], one file each.
+//! Services with one job each hold only the handles they read (picked
+//! from [`Handles`] when the [`Broker`] is built) and are composed here:
+//! [`tokens::Tokens`] (issuing and verifying writ's tokens),
+//! [`subjects::Subjects`] (what decisions know of who asks),
+//! [`policies::Policies`] (every decision), [`attest::Attestations`],
+//! [`tasks::Tasks`], [`exchange::Exchange`], [`approvals::Approvals`],
+//! [`authzen::AuthZen`], [`gateway::Gateways`], [`clients::Clients`],
+//! [`registry::Registry`] (agents and tools), [`audit::Audit`],
+//! [`nodes::Nodes`], [`feed::Revocations`], [`dbcreds::DbCredentials`].
+//! The `Broker` itself keeps the door (who is calling), operator
+//! credentials and sign-in, key rotation and the reports.
 
 mod admin;
-mod approvals;
-mod attest;
+pub mod approvals;
+pub mod attest;
 pub mod audit;
 pub mod authzen;
-mod behaviour;
 pub mod clients;
 pub mod dbcreds;
 pub mod exchange;
 pub mod feed;
 pub mod gateway;
-mod issue;
 mod login;
 pub mod nodes;
 pub mod policies;
 mod policy;
+pub mod registry;
 pub mod report;
 mod search;
 mod shadow;
+pub mod subjects;
 pub mod tasks;
-mod tokens;
+pub mod tokens;
 
 use std::sync::Arc;
 
-use writ_core::audit::AuditEvent;
 use writ_core::seal::MasterKey;
-use writ_core::token::{AccessClaims, Expect, TokenKind};
+use writ_core::token::{AccessClaims, TokenKind};
 use writ_core::{AgentName, Clock, InstanceId, TaskId, Timestamp};
 use writ_policy::PolicySet;
 use writ_store::{GrantState, Store};
 
 use crate::config::BrokerConfig;
 use crate::dpop::DpopGuard;
-use crate::error::{Binding, Error};
+use crate::error::Error;
 use crate::keys::KeyService;
 use crate::metrics::Metrics;
 use crate::oidc::OidcVerifier;
 
 pub use approvals::{Asked, CallApproval, MAX_PENDING_CALL_APPROVALS};
-pub use behaviour::DENIAL_WINDOW_SECS;
 pub(crate) use policy::compile_stored;
+pub use subjects::DENIAL_WINDOW_SECS;
 pub use tokens::hash_secret;
 
 /// Everything a request handler needs, shared by all of them: the services
@@ -56,30 +61,46 @@ pub struct Broker {
     pub store: Arc<dyn Store>,
     pub keys: Arc<KeyService>,
     /// The audit chain: reading, verifying, sealing.
-    pub audit: audit::Audit,
+    pub audit: Arc<audit::Audit>,
+    /// Least-privilege and evidence reports.
+    pub reports: report::Reports,
     /// The live policy set, the shadow set beside it, and every decision.
-    pub policies: policies::Policies,
+    pub policies: Arc<policies::Policies>,
+    /// What decisions know of who is asking.
+    pub subjects: Arc<subjects::Subjects>,
+    /// RFC 8693 token exchange and delegation.
+    pub exchange: exchange::Exchange,
+    /// Instances proving which agent they are.
+    pub attestations: attest::Attestations,
+    /// People deciding held tasks and calls.
+    pub approvals: Arc<approvals::Approvals>,
     /// Nodes and their workloads' SVIDs.
     pub nodes: nodes::Nodes,
     /// The revocation feed and who follows it.
-    pub revocations: feed::Revocations,
+    pub revocations: Arc<feed::Revocations>,
+    /// Signing, verifying, introspecting and revoking tokens.
+    pub tokens: Arc<tokens::Tokens>,
     /// Database roles per task.
     pub db_credentials: dbcreds::DbCredentials,
     /// The trust domain's SPIFFE authorities (X.509 CA, JWT-SVID keys).
     pub spiffe: Arc<crate::spiffe::Authority>,
     pub clock: Arc<dyn Clock>,
-    pub config: BrokerConfig,
+    pub config: Arc<BrokerConfig>,
     master: Arc<MasterKey>,
-    oidc: OidcVerifier,
-    pub(crate) dpop: DpopGuard,
-    /// Per-client rate of attestation requests.
-    pub(crate) attest_limit: crate::limit::RateLimiter,
-    /// Identical attestation failures, folded in the audit.
-    pub(crate) attest_digest: crate::attest_digest::AttestDigest,
+    oidc: Arc<OidcVerifier>,
     pub metrics: Arc<Metrics>,
+    /// Gateways: credentials, bundles, secrets, held calls, decisions.
+    pub gateways: Arc<gateway::Gateways>,
+    /// Tasks: starts, heartbeats, completion, reads.
+    pub tasks: Arc<tasks::Tasks>,
+    /// Agents and tools: registration, changes, quarantine, removal.
+    pub registry: registry::Registry,
+    /// AuthZEN evaluations and searches.
+    pub authzen: authzen::AuthZen,
+    /// OAuth clients and the published JWKS.
+    pub clients: clients::Clients,
     /// Detection rules and their alerts.
     pub detection: crate::detect::Detection,
-    embedded_gateway: gateway::EmbeddedGateway,
 }
 
 impl std::fmt::Debug for Broker {
@@ -88,6 +109,22 @@ impl std::fmt::Debug for Broker {
             .field("issuer", &self.config.issuer)
             .finish_non_exhaustive()
     }
+}
+
+/// The handles services are built from: each service clones the ones it
+/// reads, so its fields say what it depends on.
+pub(crate) struct Handles {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<BrokerConfig>,
+    pub keys: Arc<KeyService>,
+    pub master: Arc<MasterKey>,
+    pub metrics: Arc<Metrics>,
+    pub dpop: Arc<DpopGuard>,
+    pub oidc: Arc<OidcVerifier>,
+    pub spiffe: Arc<crate::spiffe::Authority>,
+    pub revocations: Arc<feed::Revocations>,
+    pub policies: Arc<policies::Policies>,
 }
 
 /// A credential as presented: its scheme, and a DPoP proof if any (the
@@ -170,59 +207,66 @@ impl Broker {
         config: BrokerConfig,
         master: Arc<MasterKey>,
     ) -> Result<Self, Error> {
-        let oidc = OidcVerifier::new(config.oidc_fetch_timeout, Arc::clone(&clock))
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let dpop = DpopGuard::new(config.dpop_nonces)?;
-        let attest_limit = crate::limit::RateLimiter::new(config.attest_per_minute);
-        let attest_digest = crate::attest_digest::AttestDigest::new(config.attest_fold_ms);
-        let keys = Arc::new(keys);
-        let audit = audit::Audit::new(
-            Arc::clone(&store),
-            Arc::clone(&keys),
-            Arc::clone(&clock),
-            &config,
-        );
-        let spiffe = Arc::new(spiffe);
-        let nodes = nodes::Nodes::new(
-            Arc::clone(&store),
-            Arc::clone(&spiffe),
-            Arc::clone(&clock),
-            &config,
-        );
-        let revocations = feed::Revocations::new(Arc::clone(&store), config.propagation_wait);
-        let db_credentials = dbcreds::DbCredentials::new(
-            Arc::clone(&store),
-            Arc::clone(&master),
-            Arc::clone(&clock),
-        );
         let metrics = Arc::new(Metrics::default());
-        let policies = policies::Policies::new(
-            policy,
-            Arc::clone(&store),
-            Arc::clone(&clock),
-            Arc::clone(&metrics),
-        );
-        let detection =
-            crate::detect::Detection::new(crate::alert::Alerts::new(config.alert_webhook.clone()));
-        Ok(Self {
-            detection,
-            store,
-            audit,
-            policies,
-            nodes,
-            keys,
-            spiffe,
-            clock,
-            config,
-            master,
-            oidc,
-            dpop,
-            attest_limit,
-            attest_digest,
+        let h = Handles {
+            oidc: Arc::new(
+                OidcVerifier::new(config.oidc_fetch_timeout, Arc::clone(&clock))
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            ),
+            dpop: Arc::new(DpopGuard::new(config.dpop_nonces)?),
+            keys: Arc::new(keys),
+            spiffe: Arc::new(spiffe),
+            revocations: Arc::new(feed::Revocations::new(
+                Arc::clone(&store),
+                config.propagation_wait,
+            )),
+            policies: Arc::new(policies::Policies::new(
+                policy,
+                Arc::clone(&store),
+                Arc::clone(&clock),
+                Arc::clone(&metrics),
+            )),
+            config: Arc::new(config),
             metrics,
-            embedded_gateway: gateway::EmbeddedGateway::default(),
-            revocations,
-            db_credentials,
+            store,
+            clock,
+            master,
+        };
+        // The services others read, then the rest; each takes from `h`
+        // only the handles it needs.
+        let subjects = Arc::new(subjects::Subjects::new(&h));
+        let tokens = Arc::new(tokens::Tokens::new(&h));
+        let approvals = Arc::new(approvals::Approvals::new(&h, &subjects));
+        let gateways = Arc::new(gateway::Gateways::new(&h, &subjects, &approvals));
+        let audit = Arc::new(audit::Audit::new(&h));
+        Ok(Self {
+            reports: report::Reports::new(&h, &audit),
+            audit,
+            nodes: nodes::Nodes::new(&h),
+            db_credentials: dbcreds::DbCredentials::new(&h),
+            exchange: exchange::Exchange::new(&h, &subjects, &tokens),
+            attestations: attest::Attestations::new(&h, &tokens),
+            tasks: Arc::new(tasks::Tasks::new(&h, &subjects, &tokens)),
+            registry: registry::Registry::new(&h, &subjects),
+            authzen: authzen::AuthZen::new(&h, &subjects, &approvals),
+            clients: clients::Clients::new(&h, &tokens, &gateways),
+            detection: crate::detect::Detection::new(crate::alert::Alerts::new(
+                h.config.alert_webhook.clone(),
+            )),
+            gateways,
+            approvals,
+            tokens,
+            subjects,
+            store: h.store,
+            keys: h.keys,
+            spiffe: h.spiffe,
+            clock: h.clock,
+            config: h.config,
+            master: h.master,
+            oidc: h.oidc,
+            metrics: h.metrics,
+            revocations: h.revocations,
+            policies: h.policies,
         })
     }
 
@@ -259,6 +303,7 @@ impl Broker {
     ) -> Result<Caller, Error> {
         if looks_like_jwt(p.token) {
             return self
+                .tokens
                 .authenticate(p, method, path, TokenKind::Any)
                 .await
                 .map(|a| Caller::Agent(Box::new(a)));
@@ -309,140 +354,20 @@ impl Broker {
         }
     }
 
-    /// Verifies a token writ issued as presented for `method path`: its
-    /// signature and claims, its DPoP binding (a bound token needs the DPoP
-    /// scheme and a fresh proof by its key), and that it is still live.
-    pub async fn authenticate(
+    /// An operator credential (with its duty still to check) or a gateway
+    /// (its name).
+    pub async fn require_operator_or_gateway(
         &self,
-        p: &Presented<'_>,
-        method: &str,
-        path: &str,
-        kind: TokenKind,
-    ) -> Result<AgentCaller, Error> {
-        let claims = self.verify_token(p.token, kind)?;
-        let jkt = match self.check_binding(&claims, p, method, path, true) {
-            Ok(j) => j,
-            Err(e) => {
-                // The token is real, so this is its holder (or its thief)
-                // trying it without its key: worth a record.
-                use writ_core::audit::{AuditKind, Outcome};
-                let binding = match &e {
-                    Error::Binding(Binding::Proof(writ_core::dpop::DpopError::Replay)) => "replay",
-                    Error::Binding(Binding::Proof(writ_core::dpop::DpopError::WrongKey)) => {
-                        "wrong_key"
-                    }
-                    Error::Binding(Binding::ProofMissing) => "proof_missing",
-                    Error::Binding(_) => "bad_proof",
-                    _ => "wrong_scheme",
-                };
-                let mut event = AuditEvent::new(
-                    AuditKind::TokenRefused,
-                    Outcome::Deny,
-                    format!("instance:{}", claims.client_id),
-                )
-                .instance(&claims.client_id)
-                .jti(&claims.jti)
-                .reason(e.to_string())
-                .detail(serde_json::json!({ "method": method, "path": path, "binding": binding }));
-                // Charged to the agent the token names (a thief's tries
-                // count against the agent whose token was stolen).
-                if let Some(agent) = self.config.agent_of(&claims.sub) {
-                    event = event.agent(agent);
-                }
-                self.store.append_audit(self.now(), vec![event]).await?;
-                return Err(e);
-            }
-        };
-        let state = self.live_grant(&claims).await?;
-        Ok(AgentCaller { claims, state, jkt })
-    }
-
-    /// The DPoP rules for a presented token. Returns the proven key. `ath`:
-    /// the proof must carry the token's hash (a token in the Authorization
-    /// header); at the token endpoint the token travels in the body and the
-    /// proof names none (RFC 9449 §5).
-    pub(crate) fn check_binding(
-        &self,
-        claims: &AccessClaims,
-        p: &Presented<'_>,
-        method: &str,
-        path: &str,
-        ath: bool,
-    ) -> Result<Option<String>, Error> {
-        match (&claims.cnf, p.dpop) {
-            (Some(cnf), true) => {
-                let proof = p.proof.ok_or(Error::Binding(Binding::ProofMissing))?;
-                let url = self.config.url(path);
-                let expected = writ_core::dpop::Expected {
-                    method,
-                    url: &url,
-                    access_token: ath.then_some(p.token),
-                    now: self.now(),
-                };
-                self.dpop.check(proof, &expected, Some(&cnf.jkt))?;
-                Ok(Some(cnf.jkt.clone()))
-            }
-            (Some(_), false) => Err(Error::Unauthenticated(
-                "this token is bound to a DPoP key: present it with the DPoP scheme and a proof"
-                    .into(),
-            )),
-            (None, true) => Err(Error::Unauthenticated(
-                "this token is not DPoP-bound: present it with the Bearer scheme".into(),
-            )),
-            (None, false) => Ok(None),
+        token: Option<&str>,
+    ) -> Result<gateway::EnforcementPoint, Error> {
+        if let Ok(op) = self.require_operator(token).await {
+            return Ok(gateway::EnforcementPoint::Operator(op));
         }
-    }
-
-    /// The grant behind verified claims, if it is still live.
-    pub(crate) async fn live_grant(&self, claims: &AccessClaims) -> Result<GrantState, Error> {
-        let state = self
-            .store
-            .grant_state(&claims.jti)
-            .await?
-            .ok_or_else(|| Error::Unauthenticated("token is not known".into()))?;
-        if !state.is_live(self.now()) {
-            return Err(Error::Unauthenticated("token is no longer active".into()));
-        }
-        if state.grant.instance_id.as_str() != claims.client_id {
-            return Err(Error::Unauthenticated(
-                "token does not match its issuance record".into(),
-            ));
-        }
-        // Tool tokens are for tools, never for writ itself.
-        let kind_ok = match state.grant.kind {
-            writ_store::GrantKind::InstanceToken => claims.task.is_none(),
-            writ_store::GrantKind::TaskToken => claims.task.is_some(),
-            writ_store::GrantKind::ToolToken => false,
-        };
-        if !kind_ok {
-            return Err(Error::Unauthenticated("this token is not for writ".into()));
-        }
-        Ok(state)
-    }
-
-    /// Signature, header and claim checks only (no store lookup), for a
-    /// token presented to writ itself.
-    pub fn verify_token(&self, token: &str, kind: TokenKind) -> Result<AccessClaims, Error> {
-        self.verify_token_for(token, kind, Some(&self.config.issuer))
-    }
-
-    /// As [`Broker::verify_token`], with any audience (`None`): for the
-    /// issuer's own bookkeeping (introspection, revocation) only.
-    pub fn verify_token_for(
-        &self,
-        token: &str,
-        kind: TokenKind,
-        audience: Option<&str>,
-    ) -> Result<AccessClaims, Error> {
-        let expect = Expect {
-            issuer: &self.config.issuer,
-            audience,
-            kind,
-        };
-        self.keys
-            .ring()
-            .verify(token, expect, self.now(), self.config.max_token_lifetime())
-            .map_err(|e| Error::Unauthenticated(e.to_string()))
+        self.gateways
+            .require_gateway(token)
+            .await
+            .map(gateway::EnforcementPoint::Gateway)
+            .map_err(|_| Error::Unauthenticated("invalid operator or gateway credential".into()))
     }
 }
 

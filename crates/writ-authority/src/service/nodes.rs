@@ -13,9 +13,8 @@ use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::{Clock, random};
 use writ_store::{Store, StoreError};
 
-use super::admin::join_token_ttl;
 use super::hash_secret;
-use crate::config::BrokerConfig;
+use super::registry::join_token_ttl;
 use crate::error::Error;
 use crate::spiffe::{Authority, WorkloadKey};
 
@@ -139,21 +138,17 @@ struct Settings {
 }
 
 impl Nodes {
-    pub fn new(
-        store: Arc<dyn Store>,
-        spiffe: Arc<Authority>,
-        clock: Arc<dyn Clock>,
-        config: &BrokerConfig,
-    ) -> Self {
+    pub(super) fn new(h: &super::Handles) -> Self {
+        let c = &h.config;
         Self {
-            store,
-            spiffe,
-            clock,
+            store: Arc::clone(&h.store),
+            spiffe: Arc::clone(&h.spiffe),
+            clock: Arc::clone(&h.clock),
             settings: Settings {
-                trust_domain: config.trust_domain.clone(),
-                max_join_token_ttl: config.max_join_token_ttl,
-                x509_svid_ttl: config.x509_svid_ttl,
-                jwt_svid_ttl: config.jwt_svid_ttl,
+                trust_domain: c.trust_domain.clone(),
+                max_join_token_ttl: c.max_join_token_ttl,
+                x509_svid_ttl: c.x509_svid_ttl,
+                jwt_svid_ttl: c.jwt_svid_ttl,
             },
         }
     }

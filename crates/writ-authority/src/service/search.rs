@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_policy::{Action, PolicySet};
 
-use super::Broker;
 use super::authzen::{
     ActionRef, ActionSearch, Evaluation, Found, FoundAction, Mode, PageRequest, PageResponse,
     Resource, ResourceSearch, SearchResponse, Subject, SubjectSearch,
@@ -93,7 +92,7 @@ impl Paging {
     }
 }
 
-impl Broker {
+impl super::authzen::AuthZen {
     /// The ids writ knows of one type, sorted: registered agents or tools,
     /// or the entities of a user type in `entities.json`.
     async fn known(&self, policy: &PolicySet, type_: &str) -> Result<Vec<String>, Error> {

@@ -8,13 +8,22 @@ use writ_core::lifetime::Lifetime;
 use writ_core::scope;
 use writ_core::{TaskId, Timestamp};
 use writ_policy::{Facts, InstanceFacts, TaskAsk, Verdict};
-use writ_store::{GrantKind, StoreError, TaskEnd};
+use writ_store::{StoreError, TaskEnd};
 
-use super::issue::{Issue, Issued};
+use std::sync::Arc;
 
-use super::{AgentCaller, Broker, Caller};
+use writ_core::Clock;
+use writ_store::Store;
+
+use super::feed::Revocations;
+use super::policies::Policies;
+use super::subjects::Subjects;
+use super::tokens::{Issued, Tokens};
+use crate::config::BrokerConfig;
+
+use super::{AgentCaller, Caller};
 use crate::error::Error;
-use crate::metrics;
+use crate::metrics::{self, Metrics};
 
 const MAX_INTENT: usize = 1024;
 const MAX_CAPABILITIES: usize = 32;
@@ -37,9 +46,39 @@ impl Started {
     }
 }
 
-impl Broker {
+/// Tasks: starting them (a decision), heartbeats, completion, reading
+/// and ending them.
+pub struct Tasks {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: Arc<BrokerConfig>,
+    policies: Arc<Policies>,
+    subjects: Arc<Subjects>,
+    tokens: Arc<Tokens>,
+    revocations: Arc<Revocations>,
+    metrics: Arc<Metrics>,
+}
+
+impl Tasks {
+    pub(super) fn new(h: &super::Handles, subjects: &Arc<Subjects>, tokens: &Arc<Tokens>) -> Self {
+        Self {
+            store: Arc::clone(&h.store),
+            clock: Arc::clone(&h.clock),
+            config: Arc::clone(&h.config),
+            policies: Arc::clone(&h.policies),
+            subjects: Arc::clone(subjects),
+            tokens: Arc::clone(tokens),
+            revocations: Arc::clone(&h.revocations),
+            metrics: Arc::clone(&h.metrics),
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     /// Decides and, if allowed, starts a task for the calling instance.
-    pub async fn start_task(&self, caller: &AgentCaller, req: StartTask) -> Result<Started, Error> {
+    pub async fn start(&self, caller: &AgentCaller, req: StartTask) -> Result<Started, Error> {
         if caller.task_id().is_some() {
             return Err(Error::Forbidden(
                 "start tasks with the instance token, not a task token".into(),
@@ -49,7 +88,7 @@ impl Broker {
         let (ttl, exception) = self.task_lifetime(&req)?;
         let capabilities = scope::normalize(&req.capabilities);
         let tools = self.tools_for(&capabilities).await?;
-        let agent = self.agent(caller.agent()).await?;
+        let agent = self.subjects.agent(caller.agent()).await?;
         if agent.quarantined {
             return Err(Error::Quarantined("agent is quarantined".into()));
         }
@@ -62,7 +101,7 @@ impl Broker {
 
         let now = self.now();
         let policy = self.policies.live();
-        let behaviour = self.behaviour(caller.agent(), now).await?;
+        let behaviour = self.subjects.behaviour(caller.agent(), now).await?;
         let ask = TaskAsk {
             intent,
             capabilities: &capabilities,
@@ -99,7 +138,7 @@ impl Broker {
             Verdict::Deny => {
                 metrics::inc(&self.metrics.tasks_denied);
                 // The instance asked: the refusal counts against its agent.
-                self.count_denial(caller.agent(), now).await?;
+                self.subjects.count_denial(caller.agent(), now).await?;
                 let event = AuditEvent::new(AuditKind::TaskStart, Outcome::Deny, caller.actor())
                     .agent(caller.agent())
                     .instance(caller.instance_id())
@@ -155,7 +194,9 @@ impl Broker {
             grant,
             exp,
             event: issued,
-        } = self.task_token(&task, &agent.spiffe_id, None, caller.jkt.clone(), None, now)?;
+        } = self
+            .tokens
+            .task_token(&task, &agent.spiffe_id, None, caller.jkt.clone(), None, now)?;
         let audit = vec![
             AuditEvent::new(AuditKind::TaskStart, Outcome::Success, caller.actor())
                 .agent(&task.agent)
@@ -288,14 +329,16 @@ impl Broker {
             .end();
         // The renewed token names the same subject and chain, bound to the
         // key the instance proved (its instance's key).
-        let lineage = self.lineage(&task).await?;
-        let (sub, act) = self.subject_and_actors(&lineage).await?;
+        let lineage = self.subjects.lineage(&task).await?;
+        let (sub, act) = self.subjects.subject_and_actors(&lineage)?;
         let Issued {
             token,
             grant,
             exp,
             event: issued,
-        } = self.task_token(&task, &sub, act, caller.jkt.clone(), None, now)?;
+        } = self
+            .tokens
+            .task_token(&task, &sub, act, caller.jkt.clone(), None, now)?;
         let audit = vec![
             AuditEvent::new(AuditKind::TaskHeartbeat, Outcome::Success, caller.actor())
                 .agent(&task.agent)
@@ -365,7 +408,7 @@ impl Broker {
     }
 
     /// Reads a task: its own instance or an admin.
-    pub async fn show_task(&self, caller: &Caller, id: &TaskId) -> Result<Task, Error> {
+    pub async fn show(&self, caller: &Caller, id: &TaskId) -> Result<Task, Error> {
         match caller {
             Caller::Operator(op) => {
                 op.require(writ_core::api::Duty::ReadTask)?;
@@ -509,7 +552,7 @@ impl Broker {
                     grant,
                     exp,
                     event: issued,
-                } = self.task_token(
+                } = self.tokens.task_token(
                     &live,
                     &caller.claims.sub,
                     None,
@@ -570,33 +613,15 @@ impl Broker {
         }
     }
 
-    /// Mints a task token: the configured lifetime, never past the task's
-    /// end (nor `cap`, the lifetime of the token it derives from).
-    pub(crate) fn task_token(
-        &self,
-        task: &Task,
-        sub: &str,
-        act: Option<writ_core::token::Actor>,
-        jkt: Option<String>,
-        cap: Option<Timestamp>,
-        now: Timestamp,
-    ) -> Result<Issued, Error> {
-        self.issue(Issue {
-            kind: GrantKind::TaskToken,
-            agent: &task.agent,
-            instance: &task.instance_id,
-            sub: sub.to_owned(),
-            act,
-            task: Some(task),
-            audience: None,
-            scope: Some(scope::to_claim(&task.capabilities)),
-            jkt,
-            lifetime: Lifetime::new(now, self.config.task_token_ttl)
-                .within(task.expires_at)
-                .within_opt(cap),
-            intent: None,
-            task_ctx: None,
-        })
+    /// Tasks, newest first; `exceptions`: only live exceptions.
+    pub async fn list(&self, exceptions: bool) -> Result<Vec<Task>, Error> {
+        Ok(self.store.list_tasks(exceptions, 1000).await?)
+    }
+
+    /// Live exceptions, soonest to end first: expiry, owner,
+    /// justification, approver and how often each was used.
+    pub async fn exceptions(&self) -> Result<Vec<writ_core::api::ExceptionTask>, Error> {
+        Ok(self.store.exceptions(1000).await?)
     }
 }
 

@@ -35,12 +35,12 @@ pub async fn register_agent(
 ) -> Result<(StatusCode, AxumJson<Agent>), ApiError> {
     Ok((
         StatusCode::CREATED,
-        AxumJson(b.register_agent(req, &op.actor()).await?),
+        AxumJson(b.registry.register_agent(req, &op.actor()).await?),
     ))
 }
 
 pub async fn list_agents(State(b): State<Arc<Broker>>, _: Op<Operate>) -> R<Vec<Agent>> {
-    Ok(AxumJson(b.agents().await?))
+    Ok(AxumJson(b.registry.agents().await?))
 }
 
 pub async fn get_agent(
@@ -48,7 +48,7 @@ pub async fn get_agent(
     _: Op<Operate>,
     Path(name): Path<String>,
 ) -> R<Agent> {
-    Ok(AxumJson(b.agent(&agent_name(&name)?).await?))
+    Ok(AxumJson(b.registry.agent(&agent_name(&name)?).await?))
 }
 
 /// Changes an agent's attestation or attributes.
@@ -59,7 +59,8 @@ pub async fn update_agent(
     Json(req): Json<UpdateAgent>,
 ) -> R<Agent> {
     Ok(AxumJson(
-        b.update_agent(&agent_name(&name)?, req, &op.actor())
+        b.registry
+            .update_agent(&agent_name(&name)?, req, &op.actor())
             .await?,
     ))
 }
@@ -71,7 +72,9 @@ pub async fn delete_agent(
     Path(name): Path<String>,
 ) -> R<Removed> {
     Ok(AxumJson(
-        b.delete_agent(&agent_name(&name)?, &op.actor()).await?,
+        b.registry
+            .delete_agent(&agent_name(&name)?, &op.actor())
+            .await?,
     ))
 }
 
@@ -83,7 +86,9 @@ pub async fn update_tool(
     Json(req): Json<UpdateTool>,
 ) -> R<Tool> {
     Ok(AxumJson(
-        b.update_tool(&tool_name(&name)?, req, &op.actor()).await?,
+        b.registry
+            .update_tool(&tool_name(&name)?, req, &op.actor())
+            .await?,
     ))
 }
 
@@ -94,7 +99,9 @@ pub async fn delete_tool(
     Path(name): Path<String>,
 ) -> R<Removed> {
     Ok(AxumJson(
-        b.delete_tool(&tool_name(&name)?, &op.actor()).await?,
+        b.registry
+            .delete_tool(&tool_name(&name)?, &op.actor())
+            .await?,
     ))
 }
 
@@ -105,6 +112,7 @@ pub async fn join_token(
     Json(req): Json<CreateJoinToken>,
 ) -> Result<(StatusCode, AxumJson<JoinTokenCreated>), ApiError> {
     let created = b
+        .registry
         .create_join_token(&agent_name(&name)?, req, &op.actor())
         .await?;
     Ok((StatusCode::CREATED, AxumJson(created)))
@@ -151,7 +159,9 @@ pub async fn quarantine(
     Path(name): Path<String>,
 ) -> R<Quarantined> {
     Ok(AxumJson(
-        b.quarantine(&agent_name(&name)?, true, &op.actor()).await?,
+        b.registry
+            .quarantine(&agent_name(&name)?, true, &op.actor())
+            .await?,
     ))
 }
 
@@ -161,7 +171,8 @@ pub async fn release(
     Path(name): Path<String>,
 ) -> R<Quarantined> {
     Ok(AxumJson(
-        b.quarantine(&agent_name(&name)?, false, &op.actor())
+        b.registry
+            .quarantine(&agent_name(&name)?, false, &op.actor())
             .await?,
     ))
 }
@@ -173,12 +184,12 @@ pub async fn register_tool(
 ) -> Result<(StatusCode, AxumJson<Tool>), ApiError> {
     Ok((
         StatusCode::CREATED,
-        AxumJson(b.register_tool(req, &op.actor()).await?),
+        AxumJson(b.registry.register_tool(req, &op.actor()).await?),
     ))
 }
 
 pub async fn list_tools(State(b): State<Arc<Broker>>, _: Op<Operate>) -> R<Vec<Tool>> {
-    Ok(AxumJson(b.tools().await?))
+    Ok(AxumJson(b.registry.tools().await?))
 }
 
 pub async fn get_tool(
@@ -186,7 +197,7 @@ pub async fn get_tool(
     _: Op<Operate>,
     Path(name): Path<String>,
 ) -> R<Tool> {
-    Ok(AxumJson(b.tool(&tool_name(&name)?).await?))
+    Ok(AxumJson(b.registry.tool(&tool_name(&name)?).await?))
 }
 
 /// Serves a tool from another gateway.
@@ -197,7 +208,9 @@ pub async fn bind_tool(
     Json(req): Json<BindTool>,
 ) -> R<Tool> {
     Ok(AxumJson(
-        b.bind_tool(&tool_name(&name)?, req, &op.actor()).await?,
+        b.registry
+            .bind_tool(&tool_name(&name)?, req, &op.actor())
+            .await?,
     ))
 }
 
@@ -282,7 +295,7 @@ pub async fn evaluation(
     point: super::PointAuth,
     AuthzenJson(req): AuthzenJson<authzen::Evaluation>,
 ) -> R<authzen::EvaluationResponse> {
-    Ok(AxumJson(b.evaluate(req, &point.actor).await?))
+    Ok(AxumJson(b.authzen.evaluate(req, &point.actor).await?))
 }
 
 pub async fn evaluations(
@@ -290,7 +303,7 @@ pub async fn evaluations(
     point: super::PointAuth,
     AuthzenJson(req): AuthzenJson<authzen::Evaluations>,
 ) -> R<authzen::BatchResponse> {
-    Ok(AxumJson(b.evaluate_batch(req, &point.actor).await?))
+    Ok(AxumJson(b.authzen.evaluate_batch(req, &point.actor).await?))
 }
 
 pub async fn search_subject(
@@ -298,7 +311,9 @@ pub async fn search_subject(
     point: super::PointAuth,
     AuthzenJson(req): AuthzenJson<authzen::SubjectSearch>,
 ) -> R<authzen::SearchResponse<authzen::Found>> {
-    Ok(AxumJson(b.search_subjects(req, &point.actor).await?))
+    Ok(AxumJson(
+        b.authzen.search_subjects(req, &point.actor).await?,
+    ))
 }
 
 pub async fn search_resource(
@@ -306,7 +321,9 @@ pub async fn search_resource(
     point: super::PointAuth,
     AuthzenJson(req): AuthzenJson<authzen::ResourceSearch>,
 ) -> R<authzen::SearchResponse<authzen::Found>> {
-    Ok(AxumJson(b.search_resources(req, &point.actor).await?))
+    Ok(AxumJson(
+        b.authzen.search_resources(req, &point.actor).await?,
+    ))
 }
 
 pub async fn search_action(
@@ -314,7 +331,7 @@ pub async fn search_action(
     point: super::PointAuth,
     AuthzenJson(req): AuthzenJson<authzen::ActionSearch>,
 ) -> R<authzen::SearchResponse<authzen::FoundAction>> {
-    Ok(AxumJson(b.search_actions(req, &point.actor).await?))
+    Ok(AxumJson(b.authzen.search_actions(req, &point.actor).await?))
 }
 
 /// Replaces the entity data policy decides with (`entities.json`).
@@ -339,7 +356,7 @@ pub async fn approvals(
     q: Result<Query<ApprovalQuery>, axum::extract::rejection::QueryRejection>,
 ) -> R<Vec<writ_core::api::Approval>> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    Ok(AxumJson(b.approvals(q.all).await?))
+    Ok(AxumJson(b.approvals.list(q.all).await?))
 }
 
 fn approval_id(s: &str) -> Result<writ_core::ApprovalId, ApiError> {
@@ -354,7 +371,8 @@ pub async fn approve(
     Json(req): Json<writ_core::api::DecideApproval>,
 ) -> R<writ_core::api::Approval> {
     Ok(AxumJson(
-        b.decide_approval(&approval_id(&id)?, true, req, &op.0.actor())
+        b.approvals
+            .decide(&approval_id(&id)?, true, req, &op.0.actor())
             .await?,
     ))
 }
@@ -366,7 +384,8 @@ pub async fn deny(
     Json(req): Json<writ_core::api::DecideApproval>,
 ) -> R<writ_core::api::Approval> {
     Ok(AxumJson(
-        b.decide_approval(&approval_id(&id)?, false, req, &op.0.actor())
+        b.approvals
+            .decide(&approval_id(&id)?, false, req, &op.0.actor())
             .await?,
     ))
 }
@@ -385,7 +404,7 @@ pub async fn list_tasks(
     q: Result<Query<TaskQuery>, axum::extract::rejection::QueryRejection>,
 ) -> R<Vec<writ_core::api::Task>> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    Ok(AxumJson(b.tasks(q.exceptions).await?))
+    Ok(AxumJson(b.tasks.list(q.exceptions).await?))
 }
 
 /// Live exceptions with their expiry, owner, justification and uses.
@@ -393,7 +412,7 @@ pub async fn list_exceptions(
     State(b): State<Arc<Broker>>,
     _: Op<Operate>,
 ) -> R<Vec<writ_core::api::ExceptionTask>> {
-    Ok(AxumJson(b.exceptions().await?))
+    Ok(AxumJson(b.tasks.exceptions().await?))
 }
 
 /// Shadow mode: a candidate set decides beside the live one; differences are audited.
@@ -485,7 +504,7 @@ pub async fn evidence(
         )));
     };
     let format = report::Format::parse(q.format.as_deref().unwrap_or("json"))?;
-    let r = b.evidence_report(&framework).await?;
+    let r = b.reports.evidence_report(&framework).await?;
     let body = report::render_evidence(&r, format)?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, format.content_type())],
@@ -511,6 +530,7 @@ pub async fn least_privilege(
     let agent = q.agent.as_deref().map(agent_name).transpose()?;
     let format = report::Format::parse(q.format.as_deref().unwrap_or("json"))?;
     let r = b
+        .reports
         .least_privilege(&report::ReportQuery { since_secs, agent })
         .await?;
     let body = report::render(&r, format)?;

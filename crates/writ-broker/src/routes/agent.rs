@@ -31,10 +31,13 @@ pub async fn attest(
     Json(req): Json<AttestRequest>,
 ) -> Result<(StatusCode, AxumJson<Attested>), ApiError> {
     let proof = match dpop_proof(&headers)? {
-        Some(proof) => Some(b.attest_proof(proof)?),
+        Some(proof) => Some(b.attestations.attest_proof(proof)?),
         None => None,
     };
-    Ok((StatusCode::CREATED, AxumJson(b.attest(req, proof).await?)))
+    Ok((
+        StatusCode::CREATED,
+        AxumJson(b.attestations.attest(req, proof).await?),
+    ))
 }
 
 /// 201 with a task token, or 202 while a person decides.
@@ -51,7 +54,7 @@ pub async fn start_task(
     Json(req): Json<StartTask>,
 ) -> Result<Response, ApiError> {
     Ok(started(
-        b.start_task(&caller, req).await?,
+        b.tasks.start(&caller, req).await?,
         StatusCode::CREATED,
     ))
 }
@@ -62,7 +65,7 @@ pub async fn heartbeat(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     Ok(started(
-        b.heartbeat(&caller, &task_id(&id)?).await?,
+        b.tasks.heartbeat(&caller, &task_id(&id)?).await?,
         StatusCode::OK,
     ))
 }
@@ -72,7 +75,7 @@ pub async fn complete(
     AnyCaller(caller): AnyCaller,
     Path(id): Path<String>,
 ) -> Result<AxumJson<TaskEnded>, ApiError> {
-    Ok(AxumJson(b.complete(&caller, &task_id(&id)?).await?))
+    Ok(AxumJson(b.tasks.complete(&caller, &task_id(&id)?).await?))
 }
 
 /// A database role of the task's own for a postgres tool it was granted.
@@ -95,7 +98,7 @@ pub async fn show_task(
     AnyCaller(caller): AnyCaller,
     Path(id): Path<String>,
 ) -> Result<AxumJson<Task>, ApiError> {
-    Ok(AxumJson(b.show_task(&caller, &task_id(&id)?).await?))
+    Ok(AxumJson(b.tasks.show(&caller, &task_id(&id)?).await?))
 }
 
 /// The delegation tree under a task: its own instance, or an admin.
@@ -105,6 +108,6 @@ pub async fn tree(
     Path(id): Path<String>,
 ) -> Result<AxumJson<Vec<Task>>, ApiError> {
     let id = task_id(&id)?;
-    b.show_task(&caller, &id).await?;
+    b.tasks.show(&caller, &id).await?;
     Ok(AxumJson(b.store.task_tree(&id).await?))
 }

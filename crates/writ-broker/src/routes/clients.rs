@@ -22,7 +22,7 @@ pub async fn register(
 ) -> Result<(StatusCode, AxumJson<ClientRegistered>), ApiError> {
     Ok((
         StatusCode::CREATED,
-        AxumJson(b.register_client(req, &op.actor()).await?),
+        AxumJson(b.clients.register_client(req, &op.actor()).await?),
     ))
 }
 
@@ -30,7 +30,7 @@ pub async fn list(
     State(b): State<Arc<Broker>>,
     _: Op<Administer>,
 ) -> Result<AxumJson<Vec<OAuthClientInfo>>, ApiError> {
-    Ok(AxumJson(b.list_clients().await?))
+    Ok(AxumJson(b.clients.list_clients().await?))
 }
 
 pub async fn revoke(
@@ -38,7 +38,7 @@ pub async fn revoke(
     op: Op<Administer>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    b.revoke_client(&id, &op.actor()).await?;
+    b.clients.revoke_client(&id, &op.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -48,5 +48,5 @@ pub async fn publish_txn_key(
     GatewayAuth(name): GatewayAuth,
     Json(jwk): Json<Jwk>,
 ) -> Result<AxumJson<TxnKeyPublished>, ApiError> {
-    Ok(AxumJson(b.publish_txn_key(&name, &jwk).await?))
+    Ok(AxumJson(b.clients.publish_txn_key(&name, &jwk).await?))
 }

@@ -25,7 +25,7 @@ pub async fn register(
 ) -> Result<(StatusCode, AxumJson<GatewayRegistered>), ApiError> {
     Ok((
         StatusCode::CREATED,
-        AxumJson(b.register_gateway(req, &op.actor()).await?),
+        AxumJson(b.gateways.register_gateway(req, &op.actor()).await?),
     ))
 }
 
@@ -34,7 +34,7 @@ pub async fn revoke(
     op: Op<Administer>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    b.revoke_gateway(&name, &op.actor()).await?;
+    b.gateways.revoke_gateway(&name, &op.actor()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -47,14 +47,16 @@ pub async fn set_secret(
     let tool: ToolName = name
         .parse()
         .map_err(|e| ApiError::BadRequest(format!("{e}")))?;
-    Ok(AxumJson(b.set_tool_secret(&tool, req, &op.actor()).await?))
+    Ok(AxumJson(
+        b.gateways.set_tool_secret(&tool, req, &op.actor()).await?,
+    ))
 }
 
 pub async fn bundle(
     State(b): State<Arc<Broker>>,
     GatewayAuth(name): GatewayAuth,
 ) -> R<GatewayBundle> {
-    Ok(AxumJson(b.gateway_bundle(&name).await?))
+    Ok(AxumJson(b.gateways.gateway_bundle(&name).await?))
 }
 
 /// Upstream secrets: a gateway credential only, never an admin one, and
@@ -63,7 +65,7 @@ pub async fn secrets(
     State(b): State<Arc<Broker>>,
     GatewayAuth(name): GatewayAuth,
 ) -> R<Vec<GatewaySecret>> {
-    Ok(AxumJson(b.gateway_secrets(&name).await?))
+    Ok(AxumJson(b.gateways.gateway_secrets(&name).await?))
 }
 
 pub async fn decisions(
@@ -71,7 +73,7 @@ pub async fn decisions(
     GatewayAuth(name): GatewayAuth,
     Json(batch): Json<GatewayDecisions>,
 ) -> R<GatewayDecisionsAck> {
-    Ok(AxumJson(b.gateway_decisions(&name, batch).await?))
+    Ok(AxumJson(b.gateways.gateway_decisions(&name, batch).await?))
 }
 
 /// A gateway holds a call for approval: where it stands.
@@ -80,5 +82,5 @@ pub async fn hold_call(
     GatewayAuth(name): GatewayAuth,
     Json(req): Json<HoldCall>,
 ) -> R<CallHeld> {
-    Ok(AxumJson(b.gateway_hold_call(&name, req).await?))
+    Ok(AxumJson(b.gateways.gateway_hold_call(&name, req).await?))
 }

@@ -213,7 +213,7 @@ impl FromRequestParts<Arc<Broker>> for AttestAdmitted {
             .extensions
             .get::<writ_listen::ClientAddr>()
             .map(|c| c.0);
-        broker.admit_attestation(client)?;
+        broker.attestations.admit_attestation(client)?;
         Ok(AttestAdmitted)
     }
 }
@@ -288,7 +288,9 @@ impl FromRequestParts<Arc<Broker>> for Decider {
             .ok()
             .and_then(|axum::extract::Path(id)| id.parse::<writ_core::ApprovalId>().ok());
         match id {
-            Some(id) if broker.on_behalf_of_may_decide(&who, &id).await? => Ok(Decider(who)),
+            Some(id) if broker.approvals.on_behalf_of_may_decide(&who, &id).await? => {
+                Ok(Decider(who))
+            }
             _ => Err(refused.into()),
         }
     }
@@ -319,9 +321,11 @@ impl FromRequestParts<Arc<Broker>> for GatewayAuth {
         if token.is_none()
             && let Some(name) = certified(parts, crate::mtls::gateway_named)
         {
-            return Ok(GatewayAuth(broker.require_gateway_named(&name).await?));
+            return Ok(GatewayAuth(
+                broker.gateways.require_gateway_named(&name).await?,
+            ));
         }
-        Ok(GatewayAuth(broker.require_gateway(token).await?))
+        Ok(GatewayAuth(broker.gateways.require_gateway(token).await?))
     }
 }
 
@@ -344,7 +348,7 @@ impl FromRequestParts<Arc<Broker>> for PointAuth {
         if token.is_none()
             && let Some(name) = certified(parts, crate::mtls::gateway_named)
         {
-            let g = broker.require_gateway_named(&name).await?;
+            let g = broker.gateways.require_gateway_named(&name).await?;
             return Ok(PointAuth {
                 actor: format!("gateway:{g}"),
                 gateway: Some(g),
@@ -395,6 +399,7 @@ impl FromRequestParts<Arc<Broker>> for AgentAuth {
             .ok_or_else(|| ApiError::Unauthorized("missing credential".into()))?;
         Ok(AgentAuth(
             broker
+                .tokens
                 .authenticate(&p, parts.method.as_str(), parts.uri.path(), TokenKind::Any)
                 .await?,
         ))

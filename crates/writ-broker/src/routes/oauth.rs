@@ -36,7 +36,7 @@ pub async fn token(
     Form(form): Form<TokenRequest>,
 ) -> Result<Response, OAuthError> {
     let proof = dpop_proof(&headers).map_err(OAuthError::from)?;
-    let out: TokenResponse = b.token_exchange(form, proof).await?;
+    let out: TokenResponse = b.exchange.token_exchange(form, proof).await?;
     Ok(no_store(Json(out)))
 }
 
@@ -82,7 +82,9 @@ async fn client(
     match client_auth::credentials(headers, &form.client_fields())? {
         None => Ok(None),
         Some(creds) => Ok(Some(
-            b.authenticate_client(creds, &b.config.url(path)).await?,
+            b.clients
+                .authenticate_client(creds, &b.config.url(path))
+                .await?,
         )),
     }
 }
@@ -98,14 +100,14 @@ pub async fn introspect(
         .await?
         .is_some()
     {
-        return Ok(no_store(Json(b.introspect(form.token()?).await?)));
+        return Ok(no_store(Json(b.tokens.introspect(form.token()?).await?)));
     }
     let gateway = match crate::extract::bearer(&headers) {
-        Ok(Some(t)) if t.starts_with("wgw_") => b.require_gateway(Some(t)).await.is_ok(),
+        Ok(Some(t)) if t.starts_with("wgw_") => b.gateways.require_gateway(Some(t)).await.is_ok(),
         _ => false,
     };
     if gateway {
-        return Ok(no_store(Json(b.introspect(form.token()?).await?)));
+        return Ok(no_store(Json(b.tokens.introspect(form.token()?).await?)));
     }
     match caller(&b, &headers, "/oauth2/introspect").await? {
         Caller::Operator(op) => op.require(writ_core::api::Duty::Operate)?,
@@ -115,7 +117,7 @@ pub async fn introspect(
             ));
         }
     }
-    Ok(no_store(Json(b.introspect(form.token()?).await?)))
+    Ok(no_store(Json(b.tokens.introspect(form.token()?).await?)))
 }
 
 /// RFC 7009. An admin may revoke any token; an agent its own instance's;
@@ -126,10 +128,10 @@ pub async fn revoke(
     Form(form): Form<TokenForm>,
 ) -> Result<Response, OAuthError> {
     if let Some(c) = client(&b, &headers, &form, "/oauth2/revoke").await? {
-        b.revoke_for_client(&c, form.token()?).await?;
+        b.clients.revoke_for_client(&c, form.token()?).await?;
         return Ok(no_store(()));
     }
     let caller = caller(&b, &headers, "/oauth2/revoke").await?;
-    b.revoke(&caller, form.token()?).await?;
+    b.tokens.revoke(&caller, form.token()?).await?;
     Ok(no_store(()))
 }

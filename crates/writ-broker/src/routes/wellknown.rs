@@ -73,7 +73,7 @@ pub async fn metadata(State(b): State<Arc<Broker>>) -> Json<serde_json::Value> {
 
 /// The signing keys, and the keys gateways sign transaction tokens with.
 pub async fn jwks(State(b): State<Arc<Broker>>) -> Result<Response, ApiError> {
-    let set = b.published_jwks().await?;
+    let set = b.clients.published_jwks().await?;
     let mut resp = Json(set).into_response();
     resp.headers_mut().insert(
         header::CACHE_CONTROL,

@@ -41,6 +41,12 @@ pub struct DiscoverArgs {
     /// With --plan: the agent the bridges attest as.
     #[arg(long, default_value = "mcp-client", requires = "plan")]
     agent: String,
+    /// With --plan: ask each MCP server it moves for its tools
+    /// (`tools/list`; a stdio server is started as its config says, for
+    /// the question only) and use their names as the tool's scopes.
+    /// Without it, each `--scope` is a placeholder to replace.
+    #[arg(long, requires = "plan")]
+    ask_servers: bool,
     /// With --plan: the gateway the rewritten configs point at.
     #[arg(long, env = "WRIT_GATEWAY", default_value = "http://127.0.0.1:8751")]
     gateway: String,
@@ -418,7 +424,7 @@ pub fn discover(
     out
 }
 
-pub fn run(g: &super::Global, a: DiscoverArgs) -> anyhow::Result<u8> {
+pub async fn run(g: &super::Global, a: DiscoverArgs) -> anyhow::Result<u8> {
     let s = Scanner::new()?;
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let found = discover(
@@ -430,10 +436,23 @@ pub fn run(g: &super::Global, a: DiscoverArgs) -> anyhow::Result<u8> {
         std::env::vars(),
     );
     if a.plan {
+        let mut asked = std::collections::BTreeMap::new();
+        if a.ask_servers {
+            for (file, server, cfg) in super::discover_plan::servers_to_move(&found) {
+                let r = super::discover_ask::tools_of(&cfg).await;
+                if let Err(why) = &r {
+                    eprintln!(
+                        "writ discover: could not ask MCP server {server:?} in {file} for its tools: {why}"
+                    );
+                }
+                asked.insert((file, server), r);
+            }
+        }
         let opts = super::discover_plan::PlanOptions {
             agent: &a.agent,
             addr: &g.addr,
             gateway: &a.gateway,
+            asked: &asked,
         };
         print!("{}", super::discover_plan::plan(&found, &opts));
         return Ok(EXIT_OK);

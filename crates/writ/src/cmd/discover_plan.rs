@@ -19,6 +19,86 @@ pub struct PlanOptions<'a> {
     /// The broker and gateway the rewritten configs point at.
     pub addr: &'a str,
     pub gateway: &'a str,
+    /// With `--ask-servers`: each server's MCP tools, by (config file,
+    /// server), or why it could not be asked. Empty: not asked.
+    pub asked: &'a BTreeMap<(String, String), Result<Vec<String>, String>>,
+}
+
+/// The servers the plan moves: (config file, server name, its config).
+pub fn servers_to_move(found: &[Finding]) -> Vec<(String, String, Value)> {
+    let mut wanted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for f in found {
+        if let Some(s) = &f.mcp_server {
+            let e = wanted.entry(f.source.as_str()).or_default();
+            if !e.contains(&s.as_str()) {
+                e.push(s);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (file, servers) in wanted {
+        let Some(doc) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        else {
+            continue;
+        };
+        for (name, cfg) in mcp_servers(&doc) {
+            if servers.contains(&name.as_str()) {
+                out.push((file.to_owned(), name, cfg.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The `--scope` of a server's `writ tool register`, and a note on where
+/// it came from.
+fn scopes_for(file: &str, server: &str, opts: &PlanOptions<'_>) -> (String, String) {
+    let placeholder = "REPLACE-WITH-TOOL-NAMES".to_owned();
+    match opts.asked.get(&(file.to_owned(), server.to_owned())) {
+        None => (
+            placeholder,
+            "# --scope: not asked (run with --ask-servers to fill it from the server's tools/list);\n\
+             # replace the placeholder with the MCP tools the server may be asked for"
+                .to_owned(),
+        ),
+        Some(Err(why)) => (
+            placeholder,
+            format!(
+                "# --scope: the server could not be asked for its tools ({why});\n\
+                 # replace the placeholder with the MCP tools it may be asked for"
+            ),
+        ),
+        Some(Ok(names)) => {
+            let (ok, bad): (Vec<&String>, Vec<&String>) = names
+                .iter()
+                .partition(|n| n.parse::<writ_core::Scope>().is_ok());
+            if ok.is_empty() {
+                return (
+                    placeholder,
+                    "# --scope: the server lists no tool whose name can be a scope; replace the placeholder"
+                        .to_owned(),
+                );
+            }
+            let mut note = format!(
+                "# --scope: the {} MCP tools the server lists (tools/list); remove those the task may not use",
+                ok.len()
+            );
+            if !bad.is_empty() {
+                let _ = write!(
+                    note,
+                    "\n# ({} listed tools have names writ cannot take as scopes: {})",
+                    bad.len(),
+                    bad.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(", ")
+                );
+            }
+            (
+                ok.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(","),
+                note,
+            )
+        }
+    }
 }
 
 /// Single-quoted for a POSIX shell.
@@ -45,8 +125,35 @@ pub fn tool_name(server: &str) -> String {
 
 /// The plan, as a shell script to review and run.
 pub fn plan(found: &[Finding], opts: &PlanOptions<'_>) -> String {
-    // Config file -> server -> its findings.
-    let mut by_file: BTreeMap<&str, BTreeMap<&str, Vec<&Finding>>> = BTreeMap::new();
+    let (by_file, loose) = by_config_file(found);
+    let mut out = String::from(
+        "#!/bin/sh\n# writ discover --plan: review, then run with WRIT_ADDR and an admin WRIT_TOKEN set.\n\
+         # Each MCP server that holds a key becomes a writ tool; the key moves into writ\n\
+         # (sealed, injected by the gateway), and the client runs `writ mcp bridge` instead.\n\
+         # Each --scope is the MCP tools the server lists (--ask-servers), or a placeholder to replace.\nset -e\n",
+    );
+    let _ = writeln!(
+        out,
+        "# The bridges attest as agent {0}: add how to each rewritten entry (--oidc-token-file or\n\
+         # --jwt-svid-file in its args, or a fresh WRIT_JOIN_TOKEN in its env).\n\
+         writ agent show {1} >/dev/null 2>&1 || writ agent register {1}",
+        opts.agent,
+        sh(opts.agent)
+    );
+    for (file, servers) in &by_file {
+        plan_config_file(&mut out, file, servers, opts);
+    }
+    plan_loose(&mut out, &loose);
+    out
+}
+
+/// An MCP config file's servers and the findings in each of them.
+type ByServer<'a> = BTreeMap<&'a str, Vec<&'a Finding>>;
+
+/// The findings grouped by config file, then MCP server; and the findings
+/// outside any MCP server.
+fn by_config_file(found: &[Finding]) -> (BTreeMap<&str, ByServer<'_>>, Vec<&Finding>) {
+    let mut by_file: BTreeMap<&str, ByServer<'_>> = BTreeMap::new();
     let mut loose = Vec::new();
     for f in found {
         match &f.mcp_server {
@@ -59,152 +166,248 @@ pub fn plan(found: &[Finding], opts: &PlanOptions<'_>) -> String {
             None => loose.push(f),
         }
     }
-    let mut out = String::from(
-        "#!/bin/sh\n# writ discover --plan: review, then run with WRIT_ADDR and an admin WRIT_TOKEN set.\n\
-         # Each MCP server that holds a key becomes a writ tool; the key moves into writ\n\
-         # (sealed, injected by the gateway), and the client runs `writ mcp bridge` instead.\n\
-         # Replace each --scope placeholder with the MCP tools the server may be asked for.\nset -e\n",
-    );
+    (by_file, loose)
+}
+
+/// The plan for one MCP config file: each of its servers that holds a key,
+/// then the file rewritten with those servers run through the bridge.
+fn plan_config_file(out: &mut String, file: &str, servers: &ByServer<'_>, opts: &PlanOptions<'_>) {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        let _ = writeln!(out, "# {file}: no longer readable; skipped");
+        return;
+    };
+    let Ok(mut doc) = serde_json::from_str::<Value>(&text) else {
+        return;
+    };
+    let configs: BTreeMap<String, Value> = mcp_servers(&doc)
+        .into_iter()
+        .map(|(n, v)| (n, v.clone()))
+        .collect();
+    let mut rewritten = BTreeMap::new();
+    for (server, findings) in servers {
+        let Some(cfg) = configs.get(*server) else {
+            continue;
+        };
+        let tool = tool_name(server);
+        plan_server(out, file, server, cfg, findings, &tool, opts);
+        rewritten.insert((*server).to_owned(), bridge_entry(&tool, opts));
+    }
+    replace_servers(&mut doc, &rewritten);
+    let target = format!("{file}.writ");
     let _ = writeln!(
         out,
-        "# The bridges attest as agent {0}: add how to each rewritten entry (--oidc-token-file or\n\
-         # --jwt-svid-file in its args, or a fresh WRIT_JOIN_TOKEN in its env).\n\
-         writ agent show {1} >/dev/null 2>&1 || writ agent register {1}",
-        opts.agent,
-        sh(opts.agent)
+        "\n# {file}, rewritten without the keys (review, then move it over the original):\ncat > {} <<'WRIT_CONFIG'\n{}\nWRIT_CONFIG",
+        sh(&target),
+        serde_json::to_string_pretty(&doc).unwrap_or_default()
     );
-    for (file, servers) in &by_file {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            let _ = writeln!(out, "# {file}: no longer readable; skipped");
-            continue;
-        };
-        let Ok(mut doc) = serde_json::from_str::<Value>(&text) else {
-            continue;
-        };
-        let configs: BTreeMap<String, Value> = mcp_servers(&doc)
-            .into_iter()
-            .map(|(n, v)| (n, v.clone()))
-            .collect();
-        let mut rewritten = BTreeMap::new();
-        for (server, findings) in servers {
-            let Some(cfg) = configs.get(*server) else {
-                continue;
-            };
-            let tool = tool_name(server);
-            let _ = writeln!(out, "\n# MCP server {server:?} in {file}:");
-            for f in findings {
-                let _ = writeln!(
-                    out,
-                    "#   {} ({}, {})",
-                    f.key.as_deref().unwrap_or("?"),
-                    f.name,
-                    f.severity
-                );
-            }
-            let mut register = format!(
-                "writ tool register {} --audience {} --attr protocol=mcp --scope REPLACE-WITH-TOOL-NAMES",
-                sh(&tool),
-                sh(&format!("urn:mcp:{tool}"))
-            );
-            let header_keys: Vec<&str> = findings
-                .iter()
-                .filter_map(|f| f.key.as_deref())
-                .filter(|k| cfg.get("headers").and_then(|h| h.get(*k)).is_some())
-                .collect();
-            let env_keys: Vec<&str> = findings
-                .iter()
-                .filter_map(|f| f.key.as_deref())
-                .filter(|k| cfg.get("env").and_then(|h| h.get(*k)).is_some())
-                .collect();
-            if let Some(url) = cfg.get("url").and_then(Value::as_str) {
-                let _ = write!(register, " --upstream {} --mcp", sh(url));
-                if !header_keys.is_empty() {
-                    register.push_str(" --require-secret");
-                }
-            } else if let Some(cmd) = cfg.get("command").and_then(Value::as_str) {
-                register.push_str(" --mcp-command ");
-                register.push_str(&sh(cmd));
-                for a in cfg
-                    .get("args")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                {
-                    register.push(' ');
-                    register.push_str(&sh(a));
-                }
-            }
-            let _ = writeln!(out, "{register}");
-            match header_keys.as_slice() {
-                [] => {}
-                [h] => {
-                    let _ = writeln!(
-                        out,
-                        "writ tool secret set {} --header {} --from-mcp-config {} --mcp-server {} --mcp-key {}",
-                        sh(&tool),
-                        sh(h),
-                        sh(file),
-                        sh(server),
-                        sh(h)
-                    );
-                }
-                _ => {
-                    let _ = writeln!(
-                        out,
-                        "# gap: writ injects one header per tool; {} hold keys: move one, and the rest by hand",
-                        header_keys.join(", ")
-                    );
-                }
-            }
-            for k in &env_keys {
-                let _ = writeln!(
-                    out,
-                    "# gap: {k} is passed to a stdio server in its environment; writ cannot do that yet \
-                     (the gateway injects secrets as HTTP headers, and starts stdio servers with a \
-                     cleared environment): run the server's HTTP variant behind writ instead"
-                );
-            }
-            for f in findings.iter().filter(|f| {
-                f.key
-                    .as_deref()
-                    .is_none_or(|k| !header_keys.contains(&k) && !env_keys.contains(&k))
-            }) {
-                let _ = writeln!(
-                    out,
-                    "# gap: the key in {} ({}) is in the server's {}: remove it by hand",
-                    f.key.as_deref().unwrap_or("?"),
-                    f.rule,
-                    f.key.as_deref().unwrap_or("config")
-                );
-            }
-            rewritten.insert((*server).to_owned(), bridge_entry(&tool, opts));
-        }
-        replace_servers(&mut doc, &rewritten);
-        let target = format!("{file}.writ");
+}
+
+/// The plan for one MCP server (`cfg`) holding keys: register it as
+/// `tool`, move the keys writ can inject into the tool's secret, and name
+/// the gaps left to do by hand.
+fn plan_server(
+    out: &mut String,
+    file: &str,
+    server: &str,
+    cfg: &Value,
+    findings: &[&Finding],
+    tool: &str,
+    opts: &PlanOptions<'_>,
+) {
+    let _ = writeln!(out, "\n# MCP server {server:?} in {file}:");
+    for f in findings {
         let _ = writeln!(
             out,
-            "\n# {file}, rewritten without the keys (review, then move it over the original):\ncat > {} <<'WRIT_CONFIG'\n{}\nWRIT_CONFIG",
-            sh(&target),
-            serde_json::to_string_pretty(&doc).unwrap_or_default()
+            "#   {} ({}, {})",
+            f.key.as_deref().unwrap_or("?"),
+            f.name,
+            f.severity
         );
     }
-    if !loose.is_empty() {
-        out.push_str("\n# Keys held outside MCP configs: register the service each reaches as a tool\n# (`writ tool register NAME --upstream URL`), then `writ tool secret set NAME --header H --value-env VAR`\n# in a shell that has the variable, and remove it from where it is:\n");
-        for f in loose {
-            let place = match f.line {
-                Some(n) => format!("{}:{n}", f.source),
-                None => f.source.clone(),
-            };
+    let (scopes, note) = scopes_for(file, server, opts);
+    let _ = writeln!(out, "{note}");
+    let header_keys = keys_in(findings, cfg, "headers");
+    let env_keys = keys_in(findings, cfg, "env");
+    let _ = writeln!(
+        out,
+        "{}",
+        register_command(tool, &scopes, cfg, &header_keys)
+    );
+    plan_header_secret(out, file, server, tool, &header_keys);
+    // A stdio server's key: the gateway starts the server with it in
+    // the same environment variable (one secret per tool).
+    let stdio = cfg.get("url").is_none() && cfg.get("command").is_some();
+    plan_env_secret(out, file, server, tool, &env_keys, stdio);
+    if stdio {
+        note_env_not_passed(out, cfg, &env_keys);
+    }
+    for f in findings.iter().filter(|f| {
+        f.key
+            .as_deref()
+            .is_none_or(|k| !header_keys.contains(&k) && !env_keys.contains(&k))
+    }) {
+        let _ = writeln!(
+            out,
+            "# gap: the key in {} ({}) is in the server's {}: remove it by hand",
+            f.key.as_deref().unwrap_or("?"),
+            f.rule,
+            f.key.as_deref().unwrap_or("config")
+        );
+    }
+}
+
+/// The keys of `findings` that sit in the server's `section` (`headers`
+/// or `env`).
+fn keys_in<'a>(findings: &[&'a Finding], cfg: &Value, section: &str) -> Vec<&'a str> {
+    findings
+        .iter()
+        .filter_map(|f| f.key.as_deref())
+        .filter(|k| cfg.get(section).and_then(|h| h.get(*k)).is_some())
+        .collect()
+}
+
+/// `writ tool register` for the server: its URL, or the command the
+/// gateway starts.
+fn register_command(tool: &str, scopes: &str, cfg: &Value, header_keys: &[&str]) -> String {
+    let mut register = format!(
+        "writ tool register {} --audience {} --attr protocol=mcp --scope {}",
+        sh(tool),
+        sh(&format!("urn:mcp:{tool}")),
+        sh(scopes)
+    );
+    if let Some(url) = cfg.get("url").and_then(Value::as_str) {
+        let _ = write!(register, " --upstream {} --mcp", sh(url));
+        if !header_keys.is_empty() {
+            register.push_str(" --require-secret");
+        }
+    } else if let Some(cmd) = cfg.get("command").and_then(Value::as_str) {
+        register.push_str(" --mcp-command ");
+        register.push_str(&sh(cmd));
+        for a in cfg
+            .get("args")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            register.push(' ');
+            register.push_str(&sh(a));
+        }
+    }
+    register
+}
+
+/// A key in the server's headers moves into the tool's secret (one header
+/// per tool).
+fn plan_header_secret(
+    out: &mut String,
+    file: &str,
+    server: &str,
+    tool: &str,
+    header_keys: &[&str],
+) {
+    match header_keys {
+        [] => {}
+        [h] => {
             let _ = writeln!(
                 out,
-                "#   {place} {} ({})",
-                f.key.as_deref().unwrap_or("-"),
-                f.rule
+                "writ tool secret set {} --header {} --from-mcp-config {} --mcp-server {} --mcp-key {}",
+                sh(tool),
+                sh(h),
+                sh(file),
+                sh(server),
+                sh(h)
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "# gap: writ injects one header per tool; {} hold keys: move one, and the rest by hand",
+                header_keys.join(", ")
             );
         }
     }
-    out
+}
+
+/// A key in a stdio server's env moves into the tool's secret (one per
+/// tool); in the env of a server reached over HTTP, it is a gap.
+fn plan_env_secret(
+    out: &mut String,
+    file: &str,
+    server: &str,
+    tool: &str,
+    env_keys: &[&str],
+    stdio: bool,
+) {
+    match env_keys {
+        [] => {}
+        [k, rest @ ..] if stdio => {
+            let _ = writeln!(
+                out,
+                "writ tool secret set {} --env {} --from-mcp-config {} --mcp-server {} --mcp-key {}",
+                sh(tool),
+                sh(k),
+                sh(file),
+                sh(server),
+                sh(k)
+            );
+            if !rest.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "# gap: writ injects one secret per tool; {} also hold keys: the gateway starts the \
+                     server without them (move them by hand, e.g. into a file the server reads)",
+                    rest.join(", ")
+                );
+            }
+        }
+        ks => {
+            let _ = writeln!(
+                out,
+                "# gap: {} sit in the env of a server reached over HTTP, where writ injects a header only: remove by hand",
+                ks.join(", ")
+            );
+        }
+    }
+}
+
+/// The rest of a stdio server's env, which the gateway does not pass.
+fn note_env_not_passed(out: &mut String, cfg: &Value, env_keys: &[&str]) {
+    let other: Vec<&str> = cfg
+        .get("env")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| env_keys.first() != Some(k))
+        .collect();
+    if !other.is_empty() {
+        let _ = writeln!(
+            out,
+            "# note: the gateway starts stdio servers with PATH, HOME, LANG, LC_ALL, TZ and TMPDIR \
+             only; {} from the config's env are not passed",
+            other.join(", ")
+        );
+    }
+}
+
+/// Keys found outside any MCP config: what to do with each, by hand.
+fn plan_loose(out: &mut String, loose: &[&Finding]) {
+    if loose.is_empty() {
+        return;
+    }
+    out.push_str("\n# Keys held outside MCP configs: register the service each reaches as a tool\n# (`writ tool register NAME --upstream URL`), then `writ tool secret set NAME --header H --value-env VAR`\n# in a shell that has the variable, and remove it from where it is:\n");
+    for f in loose {
+        let place = match f.line {
+            Some(n) => format!("{}:{n}", f.source),
+            None => f.source.clone(),
+        };
+        let _ = writeln!(
+            out,
+            "#   {place} {} ({})",
+            f.key.as_deref().unwrap_or("-"),
+            f.rule
+        );
+    }
 }
 
 /// The config entry that runs the bridge for `tool`.
@@ -279,12 +482,42 @@ mod tests {
         std::fs::write(&cfg, doc.to_string()).unwrap();
         let s = super::super::discover::Scanner::new().unwrap();
         let found = super::super::discover::scan_file(&s, &cfg);
+        let none = BTreeMap::new();
         let opts = PlanOptions {
             agent: "desk",
             addr: "http://127.0.0.1:8750",
             gateway: "http://127.0.0.1:8751",
+            asked: &none,
         };
         let p = plan(&found, &opts);
+        assert!(p.contains("--scope 'REPLACE-WITH-TOOL-NAMES'"), "{p}");
+        assert!(p.contains("not asked (run with --ask-servers"), "{p}");
+        // Asked: the real names fill the scope; a server that could not be
+        // asked keeps the placeholder, with why.
+        let file = cfg.to_string_lossy().into_owned();
+        let asked = BTreeMap::from([
+            (
+                (file.clone(), "Billing API".to_owned()),
+                Ok(vec!["charge".to_owned(), "refund".to_owned()]),
+            ),
+            (
+                (file, "github".to_owned()),
+                Err("no answer within 20s".to_owned()),
+            ),
+        ]);
+        let p2 = plan(
+            &found,
+            &PlanOptions {
+                asked: &asked,
+                ..opts
+            },
+        );
+        assert!(p2.contains("'billing-api' --audience 'urn:mcp:billing-api' --attr protocol=mcp --scope 'charge,refund'"), "{p2}");
+        assert!(
+            p2.contains("could not be asked for its tools (no answer within 20s)"),
+            "{p2}"
+        );
+        assert_eq!(servers_to_move(&found).len(), 2);
         assert!(!p.contains(&key) && !p.contains(&gh), "{p}");
         assert!(p.contains("writ tool register 'billing-api'"), "{p}");
         assert!(
@@ -292,7 +525,17 @@ mod tests {
             "{p}"
         );
         assert!(p.contains("--from-mcp-config"), "{p}");
-        assert!(p.contains("gap: GITHUB_TOKEN"), "{p}");
+        // The stdio server's key moves into writ too: the gateway starts
+        // the server with it in the same variable.
+        assert!(
+            p.contains("writ tool secret set 'github' --env 'GITHUB_TOKEN' --from-mcp-config"),
+            "{p}"
+        );
+        assert!(
+            p.contains("--mcp-command 'npx' '-y' 'server-github'"),
+            "{p}"
+        );
+        assert!(!p.contains("gap: GITHUB_TOKEN"), "{p}");
         let start = p.find("<<'WRIT_CONFIG'\n").unwrap() + 15;
         let end = p.rfind("\nWRIT_CONFIG").unwrap();
         let rewritten: Value = serde_json::from_str(&p[start..end]).unwrap();

@@ -8,6 +8,7 @@ mod audit;
 mod client;
 mod completions;
 mod discover;
+mod discover_ask;
 mod discover_plan;
 mod dpop;
 mod gateway;
@@ -250,7 +251,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Client(c) => client::run(g, c).await,
         Command::Node(a) => node::run(g, a).await,
         Command::Mcp(c) => mcp::run(g, c).await,
-        Command::Discover(a) => discover::run(g, a),
+        Command::Discover(a) => discover::run(g, a).await,
         Command::Login(a) => login::login(g, a).await,
         Command::Logout => login::logout(g),
         Command::Completions(a) => completions::completions(a),

@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// Require server-issued nonces in DPoP proofs (RFC 9449 §8).
     #[arg(long, env = "WRIT_DPOP_NONCES")]
     dpop_nonces: bool,
+    /// Refuse attestations without a DPoP proof (and mTLS attestations),
+    /// so every token writ issues is sender-constrained.
+    #[arg(long, env = "WRIT_REQUIRE_DPOP")]
+    require_dpop: bool,
     /// What tokens are signed with: EdDSA (Ed25519) or ES256 (P-256), for
     /// verifiers that refuse EdDSA. Changing it adds a new signing key; the
     /// old one stays published until its tokens have expired [default: EdDSA].
@@ -200,6 +204,7 @@ struct FileConfig {
     audit_checkpoint_records: Option<u64>,
     audit_checkpoint_secs: Option<i64>,
     dpop_nonces: Option<bool>,
+    require_dpop: Option<bool>,
     signing_alg: Option<writ_core::token::SigningAlg>,
     limit_attest_per_minute: Option<u32>,
     audit_fold_secs: Option<u32>,
@@ -498,6 +503,7 @@ fn broker_config(
 
     config.policy_dir = policy_dir;
     config.dpop_nonces = args.dpop_nonces || file.dpop_nonces.unwrap_or(false);
+    config.require_dpop = args.require_dpop || file.require_dpop.unwrap_or(false);
     config.metrics_public = args.metrics_public || file.metrics_public.unwrap_or(false);
     if let Some(alg) = args.signing_alg.or(file.signing_alg) {
         config.signing_alg = alg;
@@ -613,7 +619,11 @@ async fn start_gateway(
     let broker_scheme = super::tls::scheme(embedded.broker_tls);
     let mut cfg = writ_gateway::Config::new(
         format!("{broker_scheme}://{local}"),
-        broker.embedded_gateway_token().await.map_err(startup)?,
+        broker
+            .gateways
+            .embedded_gateway_token()
+            .await
+            .map_err(startup)?,
         public,
     );
     cfg.spool_dir = Some(data_dir.join("gateway-spool"));
@@ -667,17 +677,20 @@ async fn dev_banner(
     let agent_name = agent.name.clone();
     if broker.store.get_agent(&agent.name).await?.is_none() {
         broker
+            .registry
             .register_agent(agent, "system")
             .await
             .map_err(startup)?;
     }
     if broker.store.get_tool(&tool.name).await?.is_none() {
         broker
+            .registry
             .register_tool(tool, "system")
             .await
             .map_err(startup)?;
     }
     let jt = broker
+        .registry
         .create_join_token(
             &agent_name,
             writ_core::api::CreateJoinToken { ttl: 3600 },

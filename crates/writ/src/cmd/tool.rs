@@ -22,6 +22,10 @@ pub enum SecretCmd {
         /// postgres tool).
         #[arg(long, default_value = "")]
         header: String,
+        /// For a stdio MCP tool (`--mcp-command`): the environment variable
+        /// the gateway starts the server with, holding the secret.
+        #[arg(long, value_name = "NAME", conflicts_with = "header")]
+        env: Option<String>,
         /// Read the value from this environment variable instead.
         #[arg(long, value_name = "VAR", conflicts_with = "from_mcp_config")]
         value_env: Option<String>,
@@ -204,6 +208,7 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
         ToolCmd::Secret(SecretCmd::Set {
             tool,
             header,
+            env,
             value_env,
             from_mcp_config,
             mcp_server,
@@ -228,7 +233,10 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
                 }
             };
             anyhow::ensure!(!value.is_empty(), "the secret is empty");
-            let req = SetToolSecret { header, value };
+            let req = SetToolSecret {
+                header: env.unwrap_or(header),
+                value,
+            };
             print(&c.set_tool_secret(tool.as_str(), &req).await?, g.field())?;
         }
     }

@@ -224,6 +224,19 @@ async fn evidence_reports_list_every_item_of_every_framework_with_a_status() {
     assert_eq!(evidence(&nhi7, "token-lifetimes")["status"], "pass");
     assert_eq!(evidence(&nhi7, "long-lived-tokens")["status"], "pass");
     let nhi4 = item("NHI4:2025");
+    // The session's tokens were bearer tokens (attested without DPoP), and
+    // the broker issues them: sender-constrained is a gap, linked to them.
+    let sender = evidence(&nhi4, "sender-constrained");
+    assert_eq!(sender["status"], "gap", "{sender}");
+    assert!(
+        sender["summary"]
+            .as_str()
+            .unwrap()
+            .contains("bearer tokens were issued"),
+        "{sender}"
+    );
+    assert!(!sender["audit"].as_array().unwrap().is_empty(), "{sender}");
+    assert_eq!(nhi4["status"], "gap", "{nhi4}");
     let attest = evidence(&nhi4, "attestation");
     assert_eq!(attest["status"], "pass", "{attest}");
     let link = &attest["audit"][0];
@@ -281,4 +294,93 @@ async fn evidence_reports_list_every_item_of_every_framework_with_a_status() {
         err.contains("owasp-nhi") && err.contains("mitre-atlas"),
         "{err}"
     );
+}
+
+/// Under `--require-dpop` an attestation without a DPoP proof is refused,
+/// every token issued is bound to the instance's key, and the evidence for
+/// sender-constrained tokens passes, from the records of those tokens.
+#[tokio::test]
+async fn sender_constrained_evidence_passes_only_when_every_token_is_bound() {
+    use std::sync::Arc;
+    let b = Broker::start_with(crate::harness::Opts {
+        extra: vec!["--require-dpop".into()],
+        ..crate::harness::Opts::default()
+    });
+    let up = upstream().await;
+    register_http_tool(&b, "crm", &up.url).await;
+    let name: writ_core::AgentName = "demo-agent".parse().unwrap();
+    let jt = |b: &Broker| {
+        let name = name.clone();
+        let admin = b.admin();
+        async move { admin.join_token(&name, 600).await.unwrap().join_token }
+    };
+    let req = |jt: String| writ_core::api::AttestRequest {
+        agent: name.clone(),
+        join_token: Some(jt),
+        oidc_token: None,
+        jwt_svid: None,
+    };
+    // Without a proof: refused, and nothing issued.
+    let e = b.anon().attest(&req(jt(&b).await)).await.unwrap_err();
+    assert_eq!(e.status(), Some(401), "{e}");
+    assert!(e.to_string().contains("requires DPoP"), "{e}");
+    // With one: every token of the session is bound.
+    let key = Arc::new(writ_core::dpop::ProofKey::generate().unwrap().0);
+    let inst = b
+        .anon()
+        .with_dpop(Arc::clone(&key))
+        .attest(&req(jt(&b).await))
+        .await
+        .unwrap()
+        .access_token;
+    let t = b
+        .as_token(&inst)
+        .with_dpop(Arc::clone(&key))
+        .start_task(&writ_core::api::StartTask {
+            intent: "read the crm".into(),
+            capabilities: vec![writ_core::Capability::parse_short("crm:read").unwrap()],
+            on_behalf_of: None,
+            ttl: None,
+            justification: None,
+        })
+        .await
+        .unwrap();
+    let tok = b
+        .anon()
+        .with_dpop(Arc::clone(&key))
+        .exchange(&t.access_token, None, Some("crm"), Some("read"))
+        .await
+        .unwrap();
+    assert_eq!(tok.token_type, "DPoP");
+    let r: Value = b
+        .http()
+        .get(b.url("/v1/reports/evidence?framework=owasp-nhi"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let nhi4 = r["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "NHI4:2025")
+        .unwrap();
+    let sender = nhi4["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["check"] == "sender-constrained")
+        .unwrap();
+    assert_eq!(sender["status"], "pass", "{sender}");
+    assert!(
+        sender["summary"]
+            .as_str()
+            .unwrap()
+            .contains("3 token(s) issued bound to a DPoP key, 0 bearer"),
+        "{sender}"
+    );
+    assert!(!sender["audit"].as_array().unwrap().is_empty(), "{sender}");
 }

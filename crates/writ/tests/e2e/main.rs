@@ -28,6 +28,7 @@ mod harness;
 mod hostile;
 mod kill_switch;
 mod least_privilege;
+mod least_privilege_replay;
 mod logs;
 mod metrics;
 mod node;

@@ -15,9 +15,9 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 
+use super::Reports;
 use super::{Format, MAX_RECORDS, MAX_SINCE_SECS, ReportQuery, html_escape};
 use crate::error::Error;
-use crate::service::Broker;
 
 /// A token living longer than this (seconds) counts as long-lived.
 pub const LONG_LIVED_SECS: i64 = 60 * 60;
@@ -218,6 +218,13 @@ pub struct Facts {
     pub max_delegation_depth: u32,
     pub propagation_wait_secs: u64,
     pub dpop_nonces: bool,
+    /// `--require-dpop`: attestations without a DPoP proof are refused.
+    pub require_dpop: bool,
+    /// Tokens issued bound to a DPoP key, and without a binding (bearer).
+    pub bound_tokens: Seqs,
+    pub bearer_tokens: Seqs,
+    /// Tokens whose record does not say (issued by an older writ).
+    pub unknown_binding: Seqs,
     pub records: u64,
     pub truncated: bool,
     /// The longest lifetime of a token ever issued: seconds, kind, seq.
@@ -265,6 +272,11 @@ impl Facts {
                     .get("kind")
                     .and_then(serde_json::Value::as_str)
                     .unwrap_or("token");
+                match e.detail.get("binding").and_then(serde_json::Value::as_str) {
+                    Some("dpop") => self.bound_tokens.push(seq),
+                    Some(_) => self.bearer_tokens.push(seq),
+                    None => self.unknown_binding.push(seq),
+                }
                 if let Some(exp) = exp {
                     let life = exp - ts;
                     if life > LONG_LIVED_SECS {
@@ -387,7 +399,7 @@ pub fn assemble(m: &Mapping, f: &Facts, generated_at: String) -> EvidenceReport 
     }
 }
 
-impl Broker {
+impl Reports {
     /// The evidence report for `framework` (one of [`framework_names`]).
     pub async fn evidence_report(&self, framework: &str) -> Result<EvidenceReport, Error> {
         let m = mapping(framework)?;
@@ -407,6 +419,7 @@ impl Broker {
             max_delegation_depth: c.max_delegation_depth,
             propagation_wait_secs: c.propagation_wait.as_secs(),
             dpop_nonces: c.dpop_nonces,
+            require_dpop: c.require_dpop,
             live_policy_version: self.policies.live().version().to_owned(),
             ..Facts::default()
         };

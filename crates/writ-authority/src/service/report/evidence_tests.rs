@@ -255,3 +255,90 @@ fn links_are_capped_but_all_are_counted() {
     assert_eq!(s.count, 100);
     assert_eq!(s.links().len(), MAX_LINKS);
 }
+
+/// The ATLAS ids and names the mapping uses, as ATLAS publishes them (its
+/// technique pages, 2026): a renamed technique is caught here.
+#[test]
+fn mitre_atlas_ids_and_names_are_atlas_own() {
+    let m = mapping("mitre-atlas").unwrap();
+    let want = [
+        ("AML.T0051", "LLM Prompt Injection"),
+        ("AML.T0054", "LLM Jailbreak"),
+        ("AML.T0053", "AI Agent Tool Invocation"),
+        ("AML.T0055", "Unsecured Credentials"),
+        ("AML.T0083", "Credentials from AI Agent Configuration"),
+        ("AML.T0098", "AI Agent Tool Credential Harvesting"),
+        ("AML.T0012", "Valid Accounts"),
+        ("AML.T0057", "LLM Data Leakage"),
+        ("AML.T0024", "Exfiltration via AI Inference API"),
+        ("AML.T0010", "AI Supply Chain Compromise"),
+        ("AML.T0029", "Denial of AI Service"),
+        ("AML.T0048", "External Harms"),
+    ];
+    let r = assemble(&m, &facts(), "now".into());
+    let got: Vec<(&str, &str)> = r
+        .items
+        .iter()
+        .map(|i| (i.id.as_str(), i.title.as_str()))
+        .collect();
+    assert_eq!(got, want);
+    assert!(
+        r.framework_version.contains("2026"),
+        "{}",
+        r.framework_version
+    );
+}
+
+/// Sender-constrained tokens can fail: a bearer token issued, or a broker
+/// that would issue one, is a gap; only every token bound, under
+/// `--require-dpop`, passes.
+#[test]
+fn sender_constrained_is_a_gap_for_bearer_tokens_and_passes_only_on_bound_ones() {
+    use serde_json::json;
+    use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+    let t0 = 1_795_780_800;
+    let issue = |binding: &str| {
+        AuditEvent::new(AuditKind::TokenIssue, Outcome::Success, "system")
+            .agent("a")
+            .detail(json!({"kind": "task_token", "exp": t0 + 600, "binding": binding}))
+    };
+    // Nothing issued, DPoP required: nothing to show yet.
+    let mut f = facts();
+    f.require_dpop = true;
+    assert_eq!(
+        check("sender-constrained", &f).status,
+        Status::NotApplicable
+    );
+    // Every token bound, DPoP required: a pass, linked to the records.
+    f.record(1, t0, &issue("dpop"));
+    f.record(2, t0, &issue("dpop"));
+    let e = check("sender-constrained", &f);
+    assert_eq!(e.status, Status::Pass, "{}", e.summary);
+    assert_eq!(e.audit.len(), 2);
+    // One bearer token issued: a gap, linked to it.
+    f.record(3, t0, &issue("bearer"));
+    let e = check("sender-constrained", &f);
+    assert_eq!(e.status, Status::Gap, "{}", e.summary);
+    assert!(
+        e.summary.contains("bearer tokens were issued"),
+        "{}",
+        e.summary
+    );
+    assert_eq!(e.audit.first().map(|l| l.seq), Some(3));
+    // Only bound tokens so far, but the broker would issue bearer ones.
+    let mut f = facts();
+    f.record(1, t0, &issue("dpop"));
+    let e = check("sender-constrained", &f);
+    assert_eq!(e.status, Status::Gap, "{}", e.summary);
+    assert!(e.summary.contains("--require-dpop"), "{}", e.summary);
+    // A record that does not say: not a pass.
+    let mut f = facts();
+    f.require_dpop = true;
+    f.record(
+        1,
+        t0,
+        &AuditEvent::new(AuditKind::TokenIssue, Outcome::Success, "system")
+            .detail(json!({"kind": "task_token", "exp": t0 + 600})),
+    );
+    assert_eq!(check("sender-constrained", &f).status, Status::Gap);
+}

@@ -31,9 +31,16 @@ pub use propose::{FORBIDS_FILE, PERMITS_FILE, TESTS_FILE};
 use render::html_escape;
 pub use render::{Format, render};
 
-use super::Broker;
+use std::sync::Arc;
+
+use writ_core::Clock;
+use writ_store::Store;
+
+use super::audit::Audit;
+use super::policies::Policies;
+use crate::config::BrokerConfig;
 use crate::error::Error;
-use crate::metrics;
+use crate::metrics::{self, Metrics};
 
 /// The longest window a report reads.
 pub const MAX_SINCE_SECS: i64 = 366 * 24 * 3600;
@@ -134,6 +141,12 @@ pub struct AgentReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct ExceptionUse {
     pub task: String,
+    /// The tools it was for.
+    pub tools: Vec<String>,
+    /// The lifetime asked for, seconds.
+    pub ttl: i64,
+    /// A person approved it (an exception always needs one).
+    pub approved: bool,
     /// Calls through a gateway that passed under it.
     pub calls: u64,
 }
@@ -176,6 +189,10 @@ pub struct Replay {
     pub legitimate_allow_to_deny: u64,
     /// Denied when recorded, allowed by the proposal (must be 0).
     pub deny_to_allow: u64,
+    /// Not replayed because the set replayed reads a part of the request
+    /// its record redacted (a sensitive query value, MCP argument values):
+    /// its verdict would be a guess.
+    pub redacted_dependent: u64,
     pub changed: Vec<Changed>,
     /// The live set replayed against the decisions it made itself: the
     /// rebuilt facts must give the recorded verdict. A disagreement means
@@ -230,7 +247,33 @@ pub struct LeastPrivilegeReport {
     pub replay: Replay,
 }
 
-impl Broker {
+/// Reports: least privilege (granted against used, a narrower proposal
+/// and its replay) and framework evidence, read from the audit chain.
+pub struct Reports {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: Arc<BrokerConfig>,
+    policies: Arc<Policies>,
+    audit: Arc<Audit>,
+    metrics: Arc<Metrics>,
+}
+
+impl Reports {
+    pub(in crate::service) fn new(h: &super::Handles, audit: &Arc<Audit>) -> Self {
+        Self {
+            store: Arc::clone(&h.store),
+            clock: Arc::clone(&h.clock),
+            config: Arc::clone(&h.config),
+            policies: Arc::clone(&h.policies),
+            audit: Arc::clone(audit),
+            metrics: Arc::clone(&h.metrics),
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     /// The least-privilege report over the last `since_secs` of the chain;
     /// its headline numbers become the gauges.
     pub async fn least_privilege(&self, q: &ReportQuery) -> Result<LeastPrivilegeReport, Error> {
@@ -283,7 +326,7 @@ impl Broker {
             let only = only.to_string();
             seen.usage.retain(|(a, _), _| *a == only);
             seen.decided.retain(|d| d.agent() == only);
-            seen.exceptions.retain(|(_, a)| *a == only);
+            seen.exceptions.retain(|x| x.agent == only);
         }
         let live = self.policies.live();
         let legit = propose::legitimate(&seen.decided, &seen.quarantined);
@@ -371,6 +414,7 @@ impl Broker {
                 }
             }
         }
+        seen.finish();
         Ok((seen, truncated))
     }
 
@@ -498,10 +542,13 @@ impl Broker {
                 exceptions: seen
                     .exceptions
                     .iter()
-                    .filter(|(_, a)| a == agent)
-                    .map(|(t, _)| ExceptionUse {
-                        task: t.clone(),
-                        calls: seen.calls_by_task.get(t).copied().unwrap_or(0),
+                    .filter(|x| x.agent == *agent)
+                    .map(|x| ExceptionUse {
+                        task: x.task.clone(),
+                        tools: x.tools.clone(),
+                        ttl: x.ttl,
+                        approved: seen.approved_tasks.contains(&x.task),
+                        calls: seen.calls_by_task.get(&x.task).copied().unwrap_or(0),
                     })
                     .collect(),
                 delegation_depth_used: 0,
@@ -554,6 +601,7 @@ impl observe::Decided {
             | observe::Recorded::Exchange { agent, .. }
             | observe::Recorded::Call { agent, .. } => agent,
             observe::Recorded::Delegate { actor, .. } => actor,
+            observe::Recorded::Evaluated { seen, .. } => &seen.agent,
         }
     }
 }

@@ -7,6 +7,7 @@ use serde_json::Value;
 use writ_core::Timestamp;
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::scope::Capability;
+use writ_policy::{Action, RecordedRequest};
 
 use crate::service::DENIAL_WINDOW_SECS;
 
@@ -42,10 +43,51 @@ pub struct CallShape {
     pub mcp_prompt: Option<String>,
 }
 
+impl CallShape {
+    pub(crate) fn of(r: &RecordedRequest) -> Self {
+        Self {
+            method: r.method.clone(),
+            path: r.path.clone(),
+            mcp_method: r.mcp_method.clone(),
+            mcp_tool: r.mcp_tool.clone(),
+            mcp_resource: r.mcp_resource.clone(),
+            mcp_prompt: r.mcp_prompt.clone(),
+        }
+    }
+}
+
+/// What an AuthZEN decision about one of writ's own actions was decided
+/// on, as its record keeps it (`detail.evaluated`).
+#[derive(Clone, Debug, serde::Deserialize)]
+pub(crate) struct EvaluatedSeen {
+    pub action: String,
+    pub agent: String,
+    #[serde(default)]
+    pub instance: Option<String>,
+    pub tool: String,
+    #[serde(default)]
+    pub scopes: BTreeSet<String>,
+    /// The task it was decided in; `None`: a question about no task.
+    #[serde(default)]
+    pub task: Option<String>,
+    #[serde(default)]
+    pub intent: Option<String>,
+    #[serde(default)]
+    pub on_behalf_of: Option<String>,
+    #[serde(default)]
+    pub ttl: Option<i64>,
+    #[serde(default)]
+    pub request: Option<RecordedRequest>,
+}
+
 /// One recorded decision, as much of it as replaying it needs.
 #[derive(Clone, Debug)]
 pub(crate) enum Recorded {
     Start {
+        /// The task it made (held or started).
+        task: Option<String>,
+        /// Held for a person (an exception always is), and approved.
+        approved: bool,
         agent: String,
         instance: String,
         intent: String,
@@ -74,6 +116,15 @@ pub(crate) enum Recorded {
         tool: String,
         scopes: BTreeSet<String>,
         call: CallShape,
+        /// The query and arguments as recorded (older records: none).
+        request: Option<RecordedRequest>,
+        approved: bool,
+    },
+    /// An AuthZEN decision an enforcement point enforced.
+    Evaluated {
+        action: Action,
+        seen: EvaluatedSeen,
+        /// Held for a person, and approved.
         approved: bool,
     },
 }
@@ -93,6 +144,16 @@ pub(crate) struct Decided {
     pub denials_5m: u32,
     /// The live set's version that decided it.
     pub policy_version: Option<String>,
+}
+
+/// A root task that asked to live beyond the maximum, by exception.
+#[derive(Clone, Debug)]
+pub(crate) struct ExceptionSeen {
+    pub task: String,
+    pub agent: String,
+    pub tools: Vec<String>,
+    /// The lifetime asked for, seconds.
+    pub ttl: i64,
 }
 
 /// One agent's use of one tool.
@@ -155,8 +216,10 @@ pub(crate) struct Observed {
     pub usage: BTreeMap<(String, String), Usage>,
     /// Agents quarantined at some point of the window.
     pub quarantined: BTreeSet<String>,
-    /// Root tasks that asked for an exception: (task, agent).
-    pub exceptions: Vec<(String, String)>,
+    /// Root tasks that asked for an exception.
+    pub exceptions: Vec<ExceptionSeen>,
+    /// Tasks whose held start a person approved.
+    pub approved_tasks: BTreeSet<String>,
     pub decided: Vec<Decided>,
     /// Calls that passed, per task.
     pub calls_by_task: BTreeMap<String, u64>,
@@ -254,6 +317,25 @@ impl Observed {
         }
     }
 
+    /// After the last record: an exception's start, held for a person and
+    /// approved, passed (the task ran by exception).
+    pub fn finish(&mut self) {
+        for d in &mut self.decided {
+            if let Recorded::Start {
+                task: Some(t),
+                approved,
+                exception: true,
+                ..
+            } = &mut d.what
+                && d.verdict == "needs_approval"
+                && self.approved_tasks.contains(t.as_str())
+            {
+                *approved = true;
+                d.completed = true;
+            }
+        }
+    }
+
     pub fn push(
         &mut self,
         seq: u64,
@@ -304,6 +386,12 @@ impl Observed {
                 }
             }
             AuditKind::TaskStart => self.task_start(seq, ts, e, verdict),
+            // A held task start a person approved (not a held call).
+            AuditKind::Approval if ok && d.get("call").is_none_or(Value::is_null) => {
+                if let Some(t) = &e.task {
+                    self.approved_tasks.insert(t.clone());
+                }
+            }
             AuditKind::TokenIssue => {
                 if text(d, "kind").as_deref() != Some("tool_token") {
                     return;
@@ -324,6 +412,9 @@ impl Observed {
             AuditKind::ToolCall => self.call(seq, ts, e, verdict, ok),
             AuditKind::Decision => {
                 let enforced = d.get("enforced").and_then(Value::as_bool) == Some(true);
+                if enforced && self.evaluated(seq, ts, e, ok) {
+                    return;
+                }
                 let subject = d.get("subject").cloned().unwrap_or_default();
                 let resource = d.get("resource").cloned().unwrap_or_default();
                 let is = |v: &Value, t: &[&str]| {
@@ -345,6 +436,78 @@ impl Observed {
             }
             _ => {}
         }
+    }
+
+    /// An enforced AuthZEN decision about one of writ's own actions, with
+    /// the facts it was decided on: use, and replayed. `false` when the
+    /// record holds no such facts (older records, the user's vocabulary,
+    /// refusals before policy).
+    fn evaluated(&mut self, seq: u64, ts: Timestamp, e: &AuditEvent, ok: bool) -> bool {
+        let d = &e.detail;
+        let Some(seen) = d
+            .get("evaluated")
+            .filter(|v| !v.is_null())
+            .and_then(|v| serde_json::from_value::<EvaluatedSeen>(v.clone()).ok())
+        else {
+            return false;
+        };
+        let Some(action) = Action::from_cedar_id(&seen.action) else {
+            return false;
+        };
+        let held = d.get("approval_id").is_some_and(|v| !v.is_null())
+            || e.reason.as_deref() == Some(crate::service::authzen::APPROVAL_REQUIRED);
+        let approved = ok && held;
+        let u = self.usage(&seen.agent, &seen.tool);
+        if ok {
+            u.authzen.0 += 1;
+        } else {
+            u.authzen.1 += 1;
+        }
+        match (action, &seen.request) {
+            (Action::CallTool, Some(r)) => {
+                let counts = u.calls.entry(CallShape::of(r)).or_default();
+                if ok {
+                    counts.0 += 1;
+                    if approved {
+                        counts.2 += 1;
+                    }
+                    u.used_by_calls.extend(seen.scopes.iter().cloned());
+                } else if !held {
+                    counts.1 += 1;
+                }
+            }
+            (Action::ExchangeToken, _) if ok => {
+                u.exchanged.extend(seen.scopes.iter().cloned());
+            }
+            _ => {}
+        }
+        if ok
+            && action == Action::CallTool
+            && let Some(t) = &seen.task
+        {
+            *self.calls_by_task.entry(t.clone()).or_default() += 1;
+        }
+        let verdict = if held {
+            "needs_approval"
+        } else if ok {
+            "allow"
+        } else {
+            "deny"
+        };
+        self.decided.push(Decided {
+            seq,
+            ts,
+            verdict: verdict.to_owned(),
+            completed: ok,
+            denials_5m: 0,
+            policy_version: None,
+            what: Recorded::Evaluated {
+                action,
+                seen,
+                approved,
+            },
+        });
+        true
     }
 
     fn task_start(&mut self, seq: u64, ts: Timestamp, e: &AuditEvent, verdict: String) {
@@ -395,7 +558,12 @@ impl Observed {
         }
         if ok {
             if exception && let Some(id) = &e.task {
-                self.exceptions.push((id.clone(), agent.clone()));
+                self.exceptions.push(ExceptionSeen {
+                    task: id.clone(),
+                    agent: agent.clone(),
+                    tools: capabilities.iter().map(|c| c.tool.to_string()).collect(),
+                    ttl,
+                });
             }
             for c in &capabilities {
                 let u = self.usage(&agent, c.tool.as_str());
@@ -415,6 +583,8 @@ impl Observed {
             denials_5m: 0,
             policy_version: None,
             what: Recorded::Start {
+                task: e.task.clone(),
+                approved: false,
                 agent,
                 instance: e.instance.clone().unwrap_or_default(),
                 intent: text(d, "intent").unwrap_or_default(),
@@ -555,6 +725,9 @@ impl Observed {
                 tool,
                 scopes,
                 call,
+                request: d
+                    .get("request")
+                    .and_then(|r| serde_json::from_value(r.clone()).ok()),
                 approved,
             },
         });

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 use writ_core::api::{Agent, Tool};
+use writ_policy::Action;
 
 use super::observe::{CallShape, Decided, Recorded};
 
@@ -23,6 +24,9 @@ pub const TESTS_FILE: &str = "least-privilege.tests.json";
 #[derive(Debug, Default)]
 pub(crate) struct Legit {
     pub started: bool,
+    /// Started by exception (beyond the maximum lifetime, approved): the
+    /// longest lifetime asked for, seconds.
+    pub exception: Option<i64>,
     pub exchanged: bool,
     /// Deepest delegation that handed this agent the tool.
     pub delegated: Option<u32>,
@@ -55,12 +59,17 @@ pub(crate) fn legitimate(
             Recorded::Start {
                 agent,
                 capabilities,
+                exception,
+                ttl,
                 ..
             } if fine(agent) => {
                 for c in capabilities {
-                    out.entry((agent.clone(), c.tool.to_string()))
-                        .or_default()
-                        .started = true;
+                    let l = out.entry((agent.clone(), c.tool.to_string())).or_default();
+                    if *exception {
+                        l.exception = Some(l.exception.unwrap_or(0).max(*ttl));
+                    } else {
+                        l.started = true;
+                    }
                 }
             }
             Recorded::Exchange {
@@ -98,6 +107,32 @@ pub(crate) fn legitimate(
                 let e = l.calls.entry(call.clone()).or_insert((true, d.ts.secs()));
                 // Approval stays required only if every pass was approved.
                 e.0 &= *approved;
+            }
+            // An AuthZEN decision an enforcement point enforced is use.
+            Recorded::Evaluated {
+                action,
+                seen,
+                approved,
+            } if fine(&seen.agent) => {
+                let l = out
+                    .entry((seen.agent.clone(), seen.tool.clone()))
+                    .or_default();
+                match (action, &seen.request) {
+                    (Action::CallTool, Some(r)) => {
+                        l.call_scopes.extend(seen.scopes.iter().cloned());
+                        let e = l
+                            .calls
+                            .entry(CallShape::of(r))
+                            .or_insert((true, d.ts.secs()));
+                        e.0 &= *approved;
+                    }
+                    (Action::ExchangeToken, _) => {
+                        l.exchanged = true;
+                        l.exchange_scopes.extend(seen.scopes.iter().cloned());
+                    }
+                    (Action::StartTask, _) => l.started = true,
+                    _ => {}
+                }
             }
             _ => {}
         }
@@ -209,6 +244,21 @@ pub(crate) fn permits(legit: &BTreeMap<(String, String), Legit>) -> (String, Vec
                 &scopes,
             );
         }
+        if let Some(ttl) = l.exception {
+            // Traffic ran under an exception: the proposal keeps allowing
+            // it, still only with approval (writ holds every exception).
+            add(
+                &mut out,
+                "start-exception",
+                &format!(
+                    "{agent} started tasks on {tool} beyond the maximum lifetime by exception \
+                     (up to {ttl}s), each approved"
+                ),
+                &["@exception(\"allowed\")"],
+                "StartTask",
+                &format!("context.exception && {scopes}"),
+            );
+        }
         if l.exchanged {
             add(
                 &mut out,
@@ -315,6 +365,19 @@ pub(crate) fn cases(
                 "name": format!("{agent} starts a task on {tool} with the scopes it used"),
                 "action": "StartTask", "agent": a, "tool": t, "scopes": used, "expect": "allow",
             }));
+        }
+        if let Some(ttl) = l.exception {
+            cases.push(json!({
+                "name": format!("{agent} starts a task on {tool} by exception, held for approval"),
+                "action": "StartTask", "agent": a, "tool": t, "scopes": used,
+                "ttl": ttl, "exception": true, "expect": "needs_approval",
+            }));
+            if !l.started {
+                cases.push(json!({
+                    "name": format!("{agent} starts a task on {tool} without the exception it always had"),
+                    "action": "StartTask", "agent": a, "tool": t, "scopes": used, "expect": "deny",
+                }));
+            }
         }
         for (c, (approved, at)) in &l.calls {
             cases.push(json!({

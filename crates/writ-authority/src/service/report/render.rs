@@ -141,8 +141,17 @@ fn exception_lines(r: &LeastPrivilegeReport) -> Vec<String> {
         .flat_map(|a| {
             a.exceptions.iter().map(move |e| {
                 format!(
-                    "{} ran task {} by exception: {} calls",
-                    a.agent, e.task, e.calls
+                    "{} ran task {} on {} by exception ({}s, {}): {} calls",
+                    a.agent,
+                    e.task,
+                    e.tools.join(", "),
+                    e.ttl,
+                    if e.approved {
+                        "approved"
+                    } else {
+                        "not approved"
+                    },
+                    e.calls
                 )
             })
         })

@@ -6,16 +6,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use writ_core::api::{Agent, Task, TaskStatus, Tool};
 use writ_core::scope::Capability;
-use writ_core::{Scope, TaskId};
+use writ_core::{Scope, TaskId, Timestamp};
 use writ_policy::{
-    Behaviour, CallRequest, Chain, Facts, InstanceFacts, PolicySet, TaskAsk, TaskView,
+    Action, Behaviour, Chain, Decision, Facts, InstanceFacts, PolicySet, RecordedRequest, TaskAsk,
+    TaskView,
 };
 
-use super::observe::{Decided, Observed, Recorded, TaskSeen};
+use super::Reports;
+use super::observe::{CallShape, Decided, EvaluatedSeen, Observed, Recorded, TaskSeen};
 use super::propose::Legit;
 use super::{Changed, MAX_LISTED, Replay};
 use crate::error::Error;
-use crate::service::Broker;
 
 fn task_of(t: &TaskSeen) -> Option<Task> {
     Some(Task {
@@ -40,10 +41,12 @@ fn task_of(t: &TaskSeen) -> Option<Task> {
 
 /// What replay looks up, each once.
 struct Lookup<'a> {
-    broker: &'a Broker,
+    reports: &'a Reports,
     seen: &'a Observed,
     tasks: BTreeMap<String, Option<Task>>,
     attestations: BTreeMap<String, Option<String>>,
+    /// Decisions whose verdict turned on a value their record redacted.
+    redacted_dependent: u64,
 }
 
 impl Lookup<'_> {
@@ -55,7 +58,7 @@ impl Lookup<'_> {
         let t = match self.seen.tasks.get(id) {
             Some(seen) => task_of(seen),
             None => match id.parse::<TaskId>() {
-                Ok(tid) => self.broker.store.get_task(&tid).await?,
+                Ok(tid) => self.reports.store.get_task(&tid).await?,
                 Err(_) => None,
             },
         };
@@ -85,7 +88,7 @@ impl Lookup<'_> {
         if !self.attestations.contains_key(instance) {
             let found = match instance.parse() {
                 Ok(id) => self
-                    .broker
+                    .reports
                     .store
                     .get_instance(&id)
                     .await?
@@ -128,7 +131,7 @@ fn is_legit(d: &Decided, legit: &BTreeMap<(String, String), Legit>) -> bool {
     }
 }
 
-impl Broker {
+impl Reports {
     pub(super) async fn replay(
         &self,
         set: &PolicySet,
@@ -139,10 +142,11 @@ impl Broker {
         tools: &BTreeMap<String, Tool>,
     ) -> Result<Replay, Error> {
         let mut look = Lookup {
-            broker: self,
+            reports: self,
             seen,
             tasks: BTreeMap::new(),
             attestations: BTreeMap::new(),
+            redacted_dependent: 0,
         };
         let mut out = Replay {
             decisions: seen.decided.len() as u64 + seen.not_replayed,
@@ -171,10 +175,14 @@ impl Broker {
                     });
                 }
             }
+            let before = look.redacted_dependent;
             let Some((verdict, reason, action, tools_named, what)) =
                 self.replay_one(set, d, &mut look, agents, tools).await?
             else {
                 out.not_replayed += 1;
+                if look.redacted_dependent > before {
+                    out.redacted_dependent += 1;
+                }
                 continue;
             };
             out.replayed += 1;
@@ -182,7 +190,9 @@ impl Broker {
             let proposed_allow = match &d.what {
                 // A call a person approved passes again if the proposal
                 // holds it for approval.
-                Recorded::Call { approved: true, .. } => verdict != "deny",
+                Recorded::Call { approved: true, .. }
+                | Recorded::Start { approved: true, .. }
+                | Recorded::Evaluated { approved: true, .. } => verdict != "deny",
                 _ => verdict == "allow",
             };
             if recorded_allow == proposed_allow {
@@ -219,9 +229,9 @@ impl Broker {
         clippy::type_complexity,
         reason = "one replayed verdict and its labels"
     )]
-    // One match over the four kinds of recorded decision, each turned into
-    // the facts the live enforcement point built: split per kind, the
-    // shared shape (facts in, verdict out) would be harder to see.
+    // One match over the kinds of recorded decision, each turned by its own
+    // function into the facts the live enforcement point built: the match
+    // stays here so the shared shape (facts in, verdict out) is seen whole.
     async fn replay_one(
         &self,
         set: &PolicySet,
@@ -236,7 +246,14 @@ impl Broker {
             requires_approval: false,
         };
         let now = d.ts;
-        let decision = match &d.what {
+        let on = Against {
+            set,
+            agents,
+            tools,
+            beh,
+            now,
+        };
+        let replayed = match &d.what {
             Recorded::Start {
                 agent,
                 instance,
@@ -245,11 +262,8 @@ impl Broker {
                 on_behalf_of,
                 ttl,
                 exception,
+                ..
             } => {
-                let (Some(a), Some(ts)) = (agents.get(agent), tools_of(capabilities, tools)) else {
-                    return Ok(None);
-                };
-                let att = look.attestation(instance, a).await?;
                 let ask = TaskAsk {
                     intent,
                     capabilities,
@@ -257,137 +271,36 @@ impl Broker {
                     ttl: *ttl,
                     exception: *exception,
                 };
-                let facts = Facts::start_task(
-                    a,
-                    InstanceFacts {
-                        id: instance,
-                        attestation: &att,
-                    },
-                    &ask,
-                    ts,
-                    beh,
-                    now,
-                );
-                (
-                    set.decide(&facts),
-                    "StartTask",
-                    capabilities.iter().map(|c| c.tool.to_string()).collect(),
-                    writ_core::scope::to_claim(capabilities),
-                )
+                replay_start(&on, look, agent, instance, &ask).await?
             }
             Recorded::Exchange {
                 agent: _,
                 task,
                 tool,
                 scopes: s,
-            } => {
-                let Some((lineage, chain)) = chain_of(look, agents, task).await? else {
-                    return Ok(None);
-                };
-                let Some(t) = lineage.last() else {
-                    return Ok(None);
-                };
-                let (Some(me), Some(tl)) = (agents.get(t.agent.as_str()), tools.get(tool)) else {
-                    return Ok(None);
-                };
-                let att = look.attestation(t.instance_id.as_str(), me).await?;
-                let view = TaskView::of_task(t, &att);
-                let cap = Capability {
-                    tool: tl.name.clone(),
-                    scopes: scopes(s),
-                };
-                let facts = Facts::exchange_token(Chain::new(me, chain), &view, cap, tl, beh, now);
-                (
-                    set.decide(&facts),
-                    "ExchangeToken",
-                    vec![tool.clone()],
-                    s.iter().cloned().collect::<Vec<_>>().join(" "),
-                )
-            }
+            } => replay_exchange(&on, look, task, tool, s).await?,
             Recorded::Delegate {
                 actor,
                 actor_instance,
                 parent,
                 capabilities,
                 ..
-            } => {
-                let Some((lineage, chain)) = chain_of(look, agents, parent).await? else {
-                    return Ok(None);
-                };
-                let Some(p) = lineage.last() else {
-                    return Ok(None);
-                };
-                let (Some(a), Some(planner), Some(ts)) = (
-                    agents.get(actor),
-                    agents.get(p.agent.as_str()),
-                    tools_of(capabilities, tools),
-                ) else {
-                    return Ok(None);
-                };
-                let att = look.attestation(actor_instance, a).await?;
-                let patt = look.attestation(p.instance_id.as_str(), planner).await?;
-                let view = TaskView::of_task(p, &patt);
-                let facts = Facts::delegate_task(
-                    Chain::new(a, chain),
-                    &att,
-                    &view,
-                    capabilities.clone(),
-                    ts,
-                    beh,
-                    now,
-                );
-                (
-                    set.decide(&facts),
-                    "DelegateTask",
-                    capabilities.iter().map(|c| c.tool.to_string()).collect(),
-                    writ_core::scope::to_claim(capabilities),
-                )
-            }
+            } => replay_delegate(&on, look, actor, actor_instance, parent, capabilities).await?,
             Recorded::Call {
                 task,
                 tool,
                 scopes: s,
                 call,
+                request,
                 ..
-            } => {
-                let Some((lineage, chain)) = chain_of(look, agents, task).await? else {
-                    return Ok(None);
-                };
-                let Some(t) = lineage.last() else {
-                    return Ok(None);
-                };
-                let (Some(me), Some(tl)) = (agents.get(t.agent.as_str()), tools.get(tool)) else {
-                    return Ok(None);
-                };
-                let att = look.attestation(t.instance_id.as_str(), me).await?;
-                let view = TaskView::of_task(t, &att);
-                let request = CallRequest {
-                    method: &call.method,
-                    path: &call.path,
-                    query: "",
-                    mcp_method: call.mcp_method.as_deref(),
-                    mcp_tool: call.mcp_tool.as_deref(),
-                    mcp_resource: call.mcp_resource.as_deref(),
-                    mcp_prompt: call.mcp_prompt.as_deref(),
-                    arguments: None,
-                };
-                let facts = Facts::call_tool(
-                    Chain::new(me, chain),
-                    &view,
-                    scopes(s),
-                    tl,
-                    request,
-                    beh,
-                    now,
-                );
-                let what = match &call.mcp_tool {
-                    Some(m) => format!("{} {} ({m})", call.method, call.path),
-                    None => format!("{} {}", call.method, call.path),
-                };
-                (set.decide(&facts), "CallTool", vec![tool.clone()], what)
+            } => replay_call(&on, look, task, tool, s, call, request.as_ref()).await?,
+            Recorded::Evaluated { action, seen, .. } => {
+                replay_evaluated(&on, look, *action, seen).await?
             }
         };
-        let (decision, action, tools_named, what) = decision;
+        let Some((decision, action, tools_named, what)) = replayed else {
+            return Ok(None);
+        };
         Ok(Some((
             decision.verdict().as_str(),
             decision.reason(),
@@ -395,6 +308,303 @@ impl Broker {
             tools_named,
             what,
         )))
+    }
+}
+
+/// What every recorded decision is decided again against: the proposed
+/// set, the agents and tools as they are, and the decision's own
+/// behaviour and time.
+struct Against<'a> {
+    set: &'a PolicySet,
+    agents: &'a BTreeMap<String, Agent>,
+    tools: &'a BTreeMap<String, Tool>,
+    beh: Behaviour,
+    now: Timestamp,
+}
+
+/// One decision decided again: its verdict, its action, the tools it
+/// named and what it asked for (for the report's list of changes).
+type Replayed = (Decision, &'static str, Vec<String>, String);
+
+/// A task start again, by the instance that asked.
+async fn replay_start(
+    on: &Against<'_>,
+    look: &mut Lookup<'_>,
+    agent: &str,
+    instance: &str,
+    ask: &TaskAsk<'_>,
+) -> Result<Option<Replayed>, Error> {
+    let (Some(a), Some(ts)) = (on.agents.get(agent), tools_of(ask.capabilities, on.tools)) else {
+        return Ok(None);
+    };
+    let att = look.attestation(instance, a).await?;
+    let facts = Facts::start_task(
+        a,
+        InstanceFacts {
+            id: instance,
+            attestation: &att,
+        },
+        ask,
+        ts,
+        on.beh,
+        on.now,
+    );
+    Ok(Some((
+        on.set.decide(&facts),
+        "StartTask",
+        ask.capabilities
+            .iter()
+            .map(|c| c.tool.to_string())
+            .collect(),
+        writ_core::scope::to_claim(ask.capabilities),
+    )))
+}
+
+/// A token exchange again, under the task's lineage as it is now.
+async fn replay_exchange(
+    on: &Against<'_>,
+    look: &mut Lookup<'_>,
+    task: &str,
+    tool: &str,
+    s: &BTreeSet<String>,
+) -> Result<Option<Replayed>, Error> {
+    let Some((lineage, chain)) = chain_of(look, on.agents, task).await? else {
+        return Ok(None);
+    };
+    let Some(t) = lineage.last() else {
+        return Ok(None);
+    };
+    let (Some(me), Some(tl)) = (on.agents.get(t.agent.as_str()), on.tools.get(tool)) else {
+        return Ok(None);
+    };
+    let att = look.attestation(t.instance_id.as_str(), me).await?;
+    let view = TaskView::of_task(t, &att);
+    let cap = Capability {
+        tool: tl.name.clone(),
+        scopes: scopes(s),
+    };
+    let facts = Facts::exchange_token(Chain::new(me, chain), &view, cap, tl, on.beh, on.now);
+    Ok(Some((
+        on.set.decide(&facts),
+        "ExchangeToken",
+        vec![tool.to_owned()],
+        s.iter().cloned().collect::<Vec<_>>().join(" "),
+    )))
+}
+
+/// A delegation again: the parent task's lineage handing `capabilities`
+/// to the actor.
+async fn replay_delegate(
+    on: &Against<'_>,
+    look: &mut Lookup<'_>,
+    actor: &str,
+    actor_instance: &str,
+    parent: &str,
+    capabilities: &[Capability],
+) -> Result<Option<Replayed>, Error> {
+    let Some((lineage, chain)) = chain_of(look, on.agents, parent).await? else {
+        return Ok(None);
+    };
+    let Some(p) = lineage.last() else {
+        return Ok(None);
+    };
+    let (Some(a), Some(planner), Some(ts)) = (
+        on.agents.get(actor),
+        on.agents.get(p.agent.as_str()),
+        tools_of(capabilities, on.tools),
+    ) else {
+        return Ok(None);
+    };
+    let att = look.attestation(actor_instance, a).await?;
+    let patt = look.attestation(p.instance_id.as_str(), planner).await?;
+    let view = TaskView::of_task(p, &patt);
+    let facts = Facts::delegate_task(
+        Chain::new(a, chain),
+        &att,
+        &view,
+        capabilities.to_vec(),
+        ts,
+        on.beh,
+        on.now,
+    );
+    Ok(Some((
+        on.set.decide(&facts),
+        "DelegateTask",
+        capabilities.iter().map(|c| c.tool.to_string()).collect(),
+        writ_core::scope::to_claim(capabilities),
+    )))
+}
+
+/// A gateway call again, on the request as recorded; `None` (and counted)
+/// when the set reads a part of it the record redacted.
+async fn replay_call(
+    on: &Against<'_>,
+    look: &mut Lookup<'_>,
+    task: &str,
+    tool: &str,
+    s: &BTreeSet<String>,
+    call: &CallShape,
+    request: Option<&RecordedRequest>,
+) -> Result<Option<Replayed>, Error> {
+    let Some((lineage, chain)) = chain_of(look, on.agents, task).await? else {
+        return Ok(None);
+    };
+    let Some(t) = lineage.last() else {
+        return Ok(None);
+    };
+    let (Some(me), Some(tl)) = (on.agents.get(t.agent.as_str()), on.tools.get(tool)) else {
+        return Ok(None);
+    };
+    let att = look.attestation(t.instance_id.as_str(), me).await?;
+    let view = TaskView::of_task(t, &att);
+    // Records from before the query and arguments were kept:
+    // what the record has, without them.
+    let rec = request.cloned().unwrap_or_else(|| RecordedRequest {
+        method: call.method.clone(),
+        path: call.path.clone(),
+        mcp_method: call.mcp_method.clone(),
+        mcp_tool: call.mcp_tool.clone(),
+        mcp_resource: call.mcp_resource.clone(),
+        mcp_prompt: call.mcp_prompt.clone(),
+        ..RecordedRequest::default()
+    });
+    let decided = exact(on.set, &rec, |r| {
+        on.set.decide(&Facts::call_tool(
+            Chain::new(me, chain.iter().copied()),
+            &view,
+            scopes(s),
+            tl,
+            r,
+            on.beh,
+            on.now,
+        ))
+    });
+    let Some(decision) = decided else {
+        look.redacted_dependent += 1;
+        return Ok(None);
+    };
+    let what = match &call.mcp_tool {
+        Some(m) => format!("{} {} ({m})", call.method, call.path),
+        None => format!("{} {}", call.method, call.path),
+    };
+    Ok(Some((decision, "CallTool", vec![tool.to_owned()], what)))
+}
+
+/// An enforced AuthZEN decision again, on the facts it recorded: about no
+/// task (what the asker said stands in for one), or in its task.
+async fn replay_evaluated(
+    on: &Against<'_>,
+    look: &mut Lookup<'_>,
+    action: Action,
+    seen: &EvaluatedSeen,
+) -> Result<Option<Replayed>, Error> {
+    let (set, beh, now) = (on.set, on.beh, on.now);
+    let (Some(a), Some(tl)) = (on.agents.get(&seen.agent), on.tools.get(&seen.tool)) else {
+        return Ok(None);
+    };
+    let cap = Capability {
+        tool: tl.name.clone(),
+        scopes: scopes(&seen.scopes),
+    };
+    let inst_att = match &seen.instance {
+        Some(i) => Some((i.as_str(), look.attestation(i, a).await?)),
+        None => None,
+    };
+    let instance = inst_att.as_ref().map(|(id, att)| InstanceFacts {
+        id,
+        attestation: att,
+    });
+    let rec = seen.request.clone().unwrap_or_default();
+    let what = evaluated_what(action, seen);
+    let decided = match &seen.task {
+        None => {
+            let caps = [cap];
+            let ask = TaskAsk {
+                intent: seen.intent.as_deref().unwrap_or_default(),
+                capabilities: &caps,
+                on_behalf_of: seen.on_behalf_of.as_deref(),
+                ttl: seen.ttl.unwrap_or(0),
+                exception: false,
+            };
+            exact(set, &rec, |r| {
+                set.decide(&Facts::untasked(
+                    action,
+                    a,
+                    instance,
+                    &ask,
+                    tl,
+                    seen.request.as_ref().map(|_| r),
+                    beh,
+                    now,
+                ))
+            })
+        }
+        Some(task) => {
+            let Some((lineage, chain)) = chain_of(look, on.agents, task).await? else {
+                return Ok(None);
+            };
+            let Some(t) = lineage.last() else {
+                return Ok(None);
+            };
+            let Some(owner) = on.agents.get(t.agent.as_str()) else {
+                return Ok(None);
+            };
+            let att = look.attestation(t.instance_id.as_str(), owner).await?;
+            let view = TaskView::of_task(t, &att);
+            let chain = || Chain::new(a, chain.iter().copied());
+            match action {
+                Action::ExchangeToken => {
+                    Some(set.decide(&Facts::exchange_token(chain(), &view, cap, tl, beh, now)))
+                }
+                Action::DelegateTask => Some(set.decide(&Facts::delegate_task(
+                    chain(),
+                    instance.map_or(a.attestation.kind(), |i| i.attestation),
+                    &view,
+                    vec![cap],
+                    vec![tl],
+                    beh,
+                    now,
+                ))),
+                Action::CallTool if seen.request.is_some() => exact(set, &rec, |r| {
+                    set.decide(&Facts::call_tool(
+                        chain(),
+                        &view,
+                        cap.scopes.clone(),
+                        tl,
+                        r,
+                        beh,
+                        now,
+                    ))
+                }),
+                // Never decided with a task (the live point
+                // refuses it before policy).
+                Action::StartTask | Action::CallTool => return Ok(None),
+            }
+        }
+    };
+    let Some(decision) = decided else {
+        look.redacted_dependent += 1;
+        return Ok(None);
+    };
+    Ok(Some((
+        decision,
+        action.cedar_id(),
+        vec![seen.tool.clone()],
+        what,
+    )))
+}
+
+/// What an AuthZEN decision asked for, for the report's list of changes.
+fn evaluated_what(action: Action, seen: &EvaluatedSeen) -> String {
+    match (&seen.request, action) {
+        (Some(r), Action::CallTool) => match &r.mcp_tool {
+            Some(m) => format!("AuthZEN {} {} ({m})", r.method, r.path),
+            None => format!("AuthZEN {} {}", r.method, r.path),
+        },
+        _ => format!(
+            "AuthZEN {}",
+            seen.scopes.iter().cloned().collect::<Vec<_>>().join(" ")
+        ),
     }
 }
 
@@ -413,4 +623,18 @@ async fn chain_of<'g>(
         .map(|t| agents.get(t.agent.as_str()))
         .collect();
     Ok(chain.map(|c| (lineage, c)))
+}
+
+/// Decides a recorded request: the verdict, or `None` when `set` reads a
+/// part of the request its record redacted (the verdict would be a guess).
+fn exact(
+    set: &PolicySet,
+    rec: &RecordedRequest,
+    decide: impl FnOnce(writ_policy::CallRequest<'_>) -> Decision,
+) -> Option<Decision> {
+    if !rec.replayable_by(set) {
+        return None;
+    }
+    let args = rec.arguments_text();
+    Some(decide(rec.request(args.as_deref())))
 }

@@ -331,10 +331,13 @@ fn exceptions_are_listed_with_their_use() {
         .task("long")
         .detail(json!({"tool": "crm", "method": "GET", "path": "/x", "verdict": "allow"}));
     seen.push(2, Timestamp::from_secs(T0 + 1), &call, &audiences());
-    assert_eq!(
-        seen.exceptions,
-        vec![("long".to_owned(), "reporter".to_owned())]
-    );
+    let e: Vec<(&str, &str, i64)> = seen
+        .exceptions
+        .iter()
+        .map(|x| (x.task.as_str(), x.agent.as_str(), x.ttl))
+        .collect();
+    assert_eq!(e, vec![("long", "reporter", 86400)]);
+    assert_eq!(seen.exceptions[0].tools, vec!["crm".to_owned()]);
     assert_eq!(seen.calls_by_task.get("long"), Some(&1));
     // The task's own scopes stand in for a token issued before the window.
     let crm = &seen.usage[&("reporter".to_owned(), "crm".to_owned())];

@@ -202,4 +202,40 @@ async fn a_task_holding_an_mcp_server_reads_its_resources_and_prompts_but_calls_
     )
     .await;
     assert_eq!(d["decision"], false, "{d}");
+
+    // The gateway's records keep each MCP request's arguments as their
+    // shape (keys, never a value), and the least-privilege replay decides
+    // on them: the live set, replayed, gives every verdict it gave; the
+    // refusal whose policy reads the arguments' values is counted, not
+    // guessed.
+    let audit = || async {
+        b.http()
+            .get(b.url("/v1/audit?limit=1000"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    assert!(
+        eventually(std::time::Duration::from_secs(15), || async {
+            audit().await.contains("no-private-keys-in-arguments")
+        })
+        .await,
+        "the gateway's records never reached the chain"
+    );
+    let text = audit().await;
+    assert!(!text.contains("PRIVATE KEY"), "a recorded argument value");
+    assert!(text.contains("[redacted]"), "the arguments' shape: {text}");
+    let out = b.cli(&["report", "least-privilege", "--format", "json"]);
+    assert!(out.status.success());
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let replay = &r["replay"];
+    assert_eq!(replay["live_checked"], replay["live_agreed"], "{replay}");
+    assert!(
+        replay["redacted_dependent"].as_u64().unwrap() >= 1,
+        "{replay}"
+    );
 }

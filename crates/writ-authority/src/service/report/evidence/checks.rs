@@ -114,21 +114,59 @@ pub(super) fn delegation_limits(id: &str, f: &Facts) -> Evidence {
     )
 }
 
+/// A gap when a bearer token was issued in the chain read, when the
+/// broker would issue one (no `--require-dpop`), or when a token's binding
+/// is not on record; a pass only when the record shows every token issued
+/// bound to a DPoP key; nothing issued yet: not applicable.
 pub(super) fn sender_constrained(id: &str, f: &Facts) -> Evidence {
-    ev(
-        id,
-        Pass,
-        format!(
-            "task and tool tokens are bound to the instance's DPoP key; server nonces {}; {} presentation(s) of a real token the wrong way refused",
-            if f.dpop_nonces {
-                "required"
-            } else {
-                "not required"
-            },
-            f.refusals.count
-        ),
-        f.refusals.links(),
-    )
+    let nonces = if f.dpop_nonces {
+        "required"
+    } else {
+        "not required"
+    };
+    let (bound, bearer, unknown) = (
+        f.bound_tokens.count,
+        f.bearer_tokens.count,
+        f.unknown_binding.count,
+    );
+    let counts = format!(
+        "{bound} token(s) issued bound to a DPoP key, {bearer} bearer token(s) with no binding, \
+         {unknown} whose binding is not on record; server nonces {nonces}; {} presentation(s) \
+         of a real token the wrong way refused",
+        f.refusals.count
+    );
+    let mut why = Vec::new();
+    if bearer > 0 {
+        why.push("bearer tokens were issued");
+    }
+    if unknown > 0 {
+        why.push("some tokens' binding is not on record");
+    }
+    if !f.require_dpop {
+        why.push("the broker issues bearer tokens to an instance that attests without DPoP (no --require-dpop)");
+    }
+    let status = if !why.is_empty() {
+        Gap
+    } else if bound == 0 {
+        NotApplicable
+    } else {
+        Pass
+    };
+    let summary = if why.is_empty() {
+        format!("every token is bound to its instance's key (--require-dpop): {counts}")
+    } else {
+        format!("{}: {counts}", why.join("; "))
+    };
+    let links = if bearer > 0 {
+        f.bearer_tokens.links()
+    } else if unknown > 0 {
+        f.unknown_binding.links()
+    } else {
+        let mut l = f.bound_tokens.links();
+        l.extend(f.refusals.links());
+        l
+    };
+    ev(id, status, summary, links)
 }
 
 pub(super) fn audit_integrity(id: &str, f: &Facts) -> Evidence {

@@ -10,7 +10,7 @@ use writ_core::token::{AccessClaims, Actor, Confirmation, TaskContext};
 use writ_core::{AgentName, InstanceId, Jti, Timestamp};
 use writ_store::{Grant, GrantKind};
 
-use super::Broker;
+use super::Tokens;
 use crate::error::Error;
 
 /// What one token is for.
@@ -43,7 +43,7 @@ pub(crate) struct Issued {
     pub exp: Timestamp,
 }
 
-impl Broker {
+impl Tokens {
     /// Signs the token `i` describes; nothing is stored here (the caller
     /// commits the grant and the event with whatever else it records).
     pub(crate) fn issue(&self, i: Issue<'_>) -> Result<Issued, Error> {
@@ -76,7 +76,13 @@ impl Broker {
             GrantKind::TaskToken => "task_token",
             GrantKind::ToolToken => "tool_token",
         };
-        let mut detail = serde_json::json!({ "kind": kind_name, "exp": exp.secs() });
+        // Whether the token is sender-constrained: bound to the DPoP key
+        // whose thumbprint it carries, or a bearer token.
+        let mut detail = serde_json::json!({
+            "kind": kind_name,
+            "exp": exp.secs(),
+            "binding": if i.jkt.is_some() { "dpop" } else { "bearer" },
+        });
         if let Some(o) = detail.as_object_mut() {
             if let Some(aud) = &i.audience {
                 o.insert("aud".into(), aud.clone().into());
@@ -109,6 +115,35 @@ impl Broker {
             grant,
             event,
             exp,
+        })
+    }
+
+    /// Mints a task token: the configured lifetime, never past the task's
+    /// end (nor `cap`, the lifetime of the token it derives from).
+    pub(crate) fn task_token(
+        &self,
+        task: &Task,
+        sub: &str,
+        act: Option<writ_core::token::Actor>,
+        jkt: Option<String>,
+        cap: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<Issued, Error> {
+        self.issue(Issue {
+            kind: GrantKind::TaskToken,
+            agent: &task.agent,
+            instance: &task.instance_id,
+            sub: sub.to_owned(),
+            act,
+            task: Some(task),
+            audience: None,
+            scope: Some(writ_core::scope::to_claim(&task.capabilities)),
+            jkt,
+            lifetime: Lifetime::new(now, self.config.task_token_ttl)
+                .within(task.expires_at)
+                .within_opt(cap),
+            intent: None,
+            task_ctx: None,
         })
     }
 }
