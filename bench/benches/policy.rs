@@ -84,7 +84,7 @@ fn peer_decide(set: &cedar_policy::PolicySet, schema: &cedar_policy::Schema, too
             "time": {"unix": 1_795_780_800i64, "hour": 12, "weekday": 2},
             "depth": 0, "chain": [{"__entity": {"type": "Agent", "id": "bench-agent"}}],
             "root_agent": {"__entity": {"type": "Agent", "id": "bench-agent"}},
-            "behaviour": {"denials_5m": 0}, "exception": false,
+            "behaviour": {"denials_5m": 0, "requires_approval": false}, "exception": false,
         }),
         Some((schema, &action)),
     )

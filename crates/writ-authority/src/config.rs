@@ -89,6 +89,9 @@ pub struct BrokerConfig {
     /// How long a console session lasts (seconds), never past the end of
     /// the credential that signed in.
     pub console_session_ttl: i64,
+    /// Where detection rules' alerts are posted, signed; `None`: they are
+    /// audit records only.
+    pub alert_webhook: Option<crate::alert::AlertWebhook>,
 }
 
 /// Operators' single sign-on: identity tokens of `issuer` for `client_id`
@@ -179,6 +182,7 @@ impl BrokerConfig {
             console: true,
             console_secure: false,
             console_session_ttl: 60 * 60,
+            alert_webhook: None,
         }
     }
 
@@ -193,5 +197,15 @@ impl BrokerConfig {
     /// `issuer` joined with an absolute path.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.issuer.trim_end_matches('/'), path)
+    }
+
+    /// The agent a token's `sub` names, when it is one of this trust
+    /// domain's agent SPIFFE ids.
+    pub fn agent_of(&self, sub: &str) -> Option<writ_core::AgentName> {
+        sub.strip_prefix("spiffe://")?
+            .strip_prefix(self.trust_domain.as_str())?
+            .strip_prefix("/agent/")?
+            .parse()
+            .ok()
     }
 }

@@ -5,9 +5,11 @@
 //! says what went wrong; `writ-broker` serves it over HTTP and alone decides
 //! status codes.
 
+pub mod alert;
 pub mod attest_digest;
 pub mod bootstrap;
 pub mod config;
+pub mod detect;
 pub mod dpop;
 pub mod error;
 pub mod keys;

@@ -30,7 +30,7 @@ pub use writ_authority::{
     BootstrapError, Broker, BrokerConfig, DEFAULT_ATTEST_PER_MINUTE, DataDir, InitialPolicy,
     KeyService, Opened, OperatorSso, RoleRule, SsoBrowser, oidc, open, service, spiffe,
 };
-use writ_authority::{policy_watch, replicas, sweeper};
+use writ_authority::{detect, policy_watch, replicas, sweeper};
 
 /// Serves the broker on `listener` until `shutdown` completes; runs the
 /// lease sweeper, the reaper of database roles, the policy directory watcher and (on a shared store) the
@@ -47,6 +47,12 @@ pub async fn serve(
     let spiffe = tokio::spawn(sweeper::spiffe_keys(Arc::clone(&broker)));
     let watcher = tokio::spawn(policy_watch::run(Arc::clone(&broker)));
     let follower = tokio::spawn(replicas::run(Arc::clone(&broker)));
+    let rules = tokio::spawn(detect::run(Arc::clone(&broker)));
+    let releases = tokio::spawn(detect::sweep(Arc::clone(&broker)));
+    let alerts = {
+        let broker = Arc::clone(&broker);
+        tokio::spawn(async move { broker.detection.alerts.run().await })
+    };
     let app = routes::router(broker);
     let result = writ_listen::serve(listener, app, limits, shutdown, SHUTDOWN_GRACE).await;
     sweeper.abort();
@@ -54,6 +60,9 @@ pub async fn serve(
     spiffe.abort();
     watcher.abort();
     follower.abort();
+    rules.abort();
+    releases.abort();
+    alerts.abort();
     result
 }
 

@@ -35,6 +35,12 @@ const T0: Timestamp = Timestamp::from_secs(1_795_780_800);
 /// start and remaining lifetime, the instance, the chain, the behaviour
 /// count, the request, and approval at every action.
 const TEST_POLICIES: &str = r#"
+// The shared refusal count, decided on at every enforcement point (the
+// example pack leaves stopping to its detection rules now).
+@id("stop-after-many-denials")
+forbid (principal, action, resource)
+when { context.behaviour.denials_5m >= 10 };
+
 @id("setup-tasks")
 permit (principal, action == Action::"StartTask", resource)
 when { context.intent == "setup" };

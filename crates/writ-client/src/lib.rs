@@ -572,6 +572,11 @@ impl Client {
         )
         .await
     }
+    /// Live exceptions: expiry, owner, justification, approver, uses.
+    pub async fn exceptions(&self) -> Result<Vec<writ_core::api::ExceptionTask>> {
+        self.get("/v1/exceptions").await
+    }
+
     pub async fn tasks(&self, exceptions: bool) -> Result<Vec<Task>> {
         self.get(&format!("/v1/tasks?exceptions={exceptions}"))
             .await

@@ -72,6 +72,9 @@ pub enum AuditKind {
     /// replayed identity token, no role rule, a browser sign-in that went
     /// wrong): who it claimed to be, and why; never the token.
     OperatorSignIn,
+    /// A detection rule fired: its id, what it did and the evidence (the
+    /// events that tipped it) in `detail`.
+    RuleFired,
 }
 
 /// How it ended.

@@ -125,6 +125,7 @@ pub fn decide_call(
             .get(&caller.agent.name)
             .copied()
             .unwrap_or(0),
+        requires_approval: bundle.held_for_approval.contains(&caller.agent.name),
     };
     let facts = Facts::call_tool(
         Chain::new(&caller.agent, caller.chain.iter()),

@@ -31,6 +31,9 @@ pub struct Bundle {
     pub behaviour: HashMap<writ_core::AgentName, u32>,
     /// When the broker counted them.
     pub behaviour_at: Option<writ_core::Timestamp>,
+    /// Agents a detection rule held for approval then
+    /// (`context.behaviour.requires_approval`).
+    pub held_for_approval: std::collections::BTreeSet<writ_core::AgentName>,
     /// This gateway's name, as the broker knows it (`None` from a broker
     /// that does not say: every tool is served).
     pub gateway: Option<String>,
@@ -96,6 +99,7 @@ impl Bundle {
             shared_audiences,
             behaviour: b.behaviour.into_iter().collect(),
             behaviour_at: b.behaviour_at,
+            held_for_approval: b.held_for_approval,
             gateway: b.gateway,
         })
     }

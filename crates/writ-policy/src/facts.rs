@@ -55,6 +55,9 @@ pub struct Behaviour {
     /// The agent's requests refused in the last five minutes, across the
     /// deployment.
     pub denials_5m: u32,
+    /// A detection rule holds the agent's tasks for a person's approval
+    /// (`require_approval`) until a time not yet reached.
+    pub requires_approval: bool,
 }
 
 /// The agents of a request: the one acting now and, for delegated work,

@@ -15,6 +15,7 @@ mod facts;
 mod question;
 mod record;
 mod request;
+pub mod rules;
 mod set;
 mod vocabulary;
 

@@ -75,10 +75,16 @@ impl PolicySet {
             ),
             (
                 "behaviour".into(),
-                record(vec![(
-                    "denials_5m",
-                    RestrictedExpression::new_long(i64::from(facts.behaviour.denials_5m)),
-                )])?,
+                record(vec![
+                    (
+                        "denials_5m",
+                        RestrictedExpression::new_long(i64::from(facts.behaviour.denials_5m)),
+                    ),
+                    (
+                        "requires_approval",
+                        RestrictedExpression::new_bool(facts.behaviour.requires_approval),
+                    ),
+                ])?,
             ),
             (
                 "exception".into(),

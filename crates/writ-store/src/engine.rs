@@ -67,7 +67,14 @@ where
 pub(crate) struct WriteCtx<'a> {
     pub(crate) tx: &'a dyn Sql,
     head: &'a mut (u64, String),
+    /// The records written, for the tap (only when one is set).
+    written: Option<&'a mut Vec<crate::TappedRecord>>,
 }
+
+/// Where committed audit records are copied, as they are written: a
+/// bounded queue that never holds the writer up (a full queue drops the
+/// copy and counts it in `writ_audit_tap_dropped_total`).
+pub(crate) type Tap = Arc<std::sync::OnceLock<mpsc::Sender<crate::TappedRecord>>>;
 
 impl WriteCtx<'_> {
     /// Appends events to the chain inside the current transaction.
@@ -80,6 +87,13 @@ impl WriteCtx<'_> {
                     crate::sql::params![r.seq as i64, r.ts.millis(), r.event, r.prev_hash, r.hash],
                 )
                 .map_err(db)?;
+            if let Some(w) = self.written.as_deref_mut() {
+                w.push(crate::TappedRecord {
+                    seq: r.seq,
+                    ts: now,
+                    event: e.clone(),
+                });
+            }
             *self.head = (r.seq, r.hash);
         }
         Ok(())
@@ -101,6 +115,7 @@ pub struct SqlStore {
     /// them from memory in microseconds (SQLite's page cache), so a hop to
     /// a blocking thread and back would cost more than the lookup.
     pub(crate) inline_reads: bool,
+    pub(crate) tap: Tap,
 }
 
 impl Drop for SqlStore {
@@ -154,9 +169,11 @@ impl SqlStore {
     ) -> Result<Self> {
         migrate(writer.as_ref(), migrations)?;
         let (tx, rx) = mpsc::channel::<Job>(QUEUE);
+        let tap: Tap = Arc::default();
+        let writer_tap = Arc::clone(&tap);
         let writer = std::thread::Builder::new()
             .name(format!("writ-{name}-writer"))
-            .spawn(move || writer_loop(writer, rx))
+            .spawn(move || writer_loop(writer, rx, &writer_tap))
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
         Ok(Self {
             jobs: Some(tx),
@@ -166,6 +183,7 @@ impl SqlStore {
             changes: None,
             stop: None,
             inline_reads: false,
+            tap,
         })
     }
 
@@ -272,7 +290,7 @@ fn load_head(conn: &dyn Sql) -> DbResult<(u64, String)> {
 }
 
 /// The writer loop: batch, savepoint each job, commit once, then answer.
-fn writer_loop(conn: Conn, mut rx: mpsc::Receiver<Job>) {
+fn writer_loop(conn: Conn, mut rx: mpsc::Receiver<Job>, tap: &Tap) {
     let mut last = 0;
     while let Some(first) = rx.blocking_recv() {
         // Under concurrent load (the last batch had company), give the
@@ -290,11 +308,11 @@ fn writer_loop(conn: Conn, mut rx: mpsc::Receiver<Job>) {
             }
         }
         last = batch.len();
-        run_batch(conn.as_ref(), batch);
+        run_batch(conn.as_ref(), batch, tap.get());
     }
 }
 
-fn run_batch(conn: &dyn Sql, batch: Vec<Job>) {
+fn run_batch(conn: &dyn Sql, batch: Vec<Job>, tap: Option<&mpsc::Sender<crate::TappedRecord>>) {
     let started = std::time::Instant::now();
     metrics::histogram!("writ_store_commit_batch_jobs").record(batch.len() as f64);
     let begun = conn.begin().and_then(|()| load_head(conn));
@@ -310,6 +328,7 @@ fn run_batch(conn: &dyn Sql, batch: Vec<Job>) {
         }
     };
     let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+    let mut written: Vec<crate::TappedRecord> = Vec::new();
     // A savepoint step that fails leaves the transaction in a state no
     // later job may build on (PostgreSQL would even turn the COMMIT of an
     // aborted transaction into a silent ROLLBACK): the whole batch fails.
@@ -326,9 +345,11 @@ fn run_batch(conn: &dyn Sql, batch: Vec<Job>) {
             continue;
         }
         let job_head = head.clone();
+        let job_written = written.len();
         let (ok, completion) = job.run(&mut WriteCtx {
             tx: conn,
             head: &mut head,
+            written: tap.is_some().then_some(&mut written),
         });
         let undo = if ok {
             conn.batch("RELEASE SAVEPOINT job")
@@ -337,6 +358,7 @@ fn run_batch(conn: &dyn Sql, batch: Vec<Job>) {
         };
         if !ok {
             head = job_head;
+            written.truncate(job_written);
         }
         if let Err(e) = undo {
             broken = Some(db(e));
@@ -357,5 +379,12 @@ fn run_batch(conn: &dyn Sql, batch: Vec<Job>) {
     .record(started.elapsed().as_secs_f64());
     for c in completions {
         c(result.clone());
+    }
+    if let (Some(tap), Ok(())) = (tap, &result) {
+        for r in written {
+            if tap.try_send(r).is_err() {
+                metrics::counter!("writ_audit_tap_dropped_total").increment(1);
+            }
+        }
     }
 }

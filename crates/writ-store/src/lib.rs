@@ -67,6 +67,7 @@ pub trait Store:
     + TaskStore
     + ApprovalStore
     + BehaviourStore
+    + RuleStore
     + PolicyStore
     + AuditStore
     + Send
@@ -85,6 +86,7 @@ impl<T> Store for T where
         + TaskStore
         + ApprovalStore
         + BehaviourStore
+        + RuleStore
         + PolicyStore
         + AuditStore
         + Send
@@ -667,6 +669,64 @@ pub trait BehaviourStore: Send + Sync {
     async fn clear_denials(&self, agent: &AgentName, at: Timestamp) -> Result<()>;
 }
 
+/// Detection rules' state, shared by every replica: counts in windows,
+/// one-off firings, attestation sources seen, automatic releases, approval
+/// holds, and exception tasks' use.
+#[async_trait]
+pub trait RuleStore: Send + Sync {
+    /// Counts one event of `rule` against `subject` at `at` (in one-second
+    /// buckets) and drops that pair's buckets outside the window. When the
+    /// events after `at - window_secs` reach `threshold`, forgets them and
+    /// returns their count: the rule fires once per threshold's worth of
+    /// events, whichever replica counted them.
+    async fn count_rule_event(
+        &self,
+        rule: &str,
+        subject: &str,
+        at: Timestamp,
+        window_secs: i64,
+        threshold: u32,
+    ) -> Result<Option<u32>>;
+    /// Remembers that `rule` fired for `subject`; false if it already had.
+    async fn fire_once(&self, rule: &str, subject: &str, at: Timestamp) -> Result<bool>;
+    /// Remembers that `agent` attested from `source`; true when the source
+    /// is new and the agent had attested from another one before.
+    async fn note_attestation_source(
+        &self,
+        agent: &AgentName,
+        source: &str,
+        at: Timestamp,
+    ) -> Result<bool>;
+    /// Releases `agent` from quarantine at `at` (replacing any earlier
+    /// schedule), on behalf of `rule`.
+    async fn schedule_release(&self, agent: &AgentName, rule: &str, at: Timestamp) -> Result<()>;
+    /// Releases due at `now`: `(agent, rule)`.
+    async fn due_releases(&self, now: Timestamp) -> Result<Vec<(AgentName, String)>>;
+    /// Takes a due release off the schedule: the rule that scheduled it,
+    /// or `None` if none is due (another replica took it, or it was
+    /// cancelled).
+    async fn claim_release(&self, agent: &AgentName, now: Timestamp) -> Result<Option<String>>;
+    /// Forgets a scheduled release (an operator released or quarantined
+    /// the agent by hand).
+    async fn cancel_release(&self, agent: &AgentName) -> Result<()>;
+    /// Holds `agent`'s tasks for approval until `until` (the later of this
+    /// and any hold already there).
+    async fn hold_for_approval(
+        &self,
+        agent: &AgentName,
+        rule: &str,
+        until: Timestamp,
+    ) -> Result<()>;
+    /// Whether a hold on `agent` lasts past `now`.
+    async fn approval_held(&self, agent: &AgentName, now: Timestamp) -> Result<bool>;
+    /// Every agent held past `now`, by name.
+    async fn approval_holds(&self, now: Timestamp) -> Result<Vec<AgentName>>;
+    /// Counts one use of the exception task `task`; returns the new count.
+    async fn count_exception_use(&self, task: &TaskId) -> Result<u64>;
+    /// Live exception tasks with their justification and uses.
+    async fn exceptions(&self, limit: u32) -> Result<Vec<writ_core::api::ExceptionTask>>;
+}
+
 /// Policy sets: the live one's history and the shadow set.
 #[async_trait]
 pub trait PolicyStore: Send + Sync {
@@ -695,6 +755,14 @@ pub trait PolicyStore: Send + Sync {
     async fn shadow_policy(&self) -> Result<Option<(String, Vec<(String, String)>)>>;
 }
 
+/// An audit record as it was committed, for whoever taps the stream.
+#[derive(Clone, Debug)]
+pub struct TappedRecord {
+    pub seq: u64,
+    pub ts: Timestamp,
+    pub event: AuditEvent,
+}
+
 /// The audit chain, the revocation feed, and changes other processes commit.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
@@ -721,5 +789,12 @@ pub trait AuditStore: Send + Sync {
     /// when this process is the only writer.
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
         None
+    }
+    /// Copies every audit record this process commits, once committed, to
+    /// `to` (a bounded queue: when it is full the copy is dropped and
+    /// counted, the writer never waits). One tap per store: false if one
+    /// is already set.
+    fn tap_audit(&self, _to: tokio::sync::mpsc::Sender<TappedRecord>) -> bool {
+        false
     }
 }

@@ -419,7 +419,7 @@ impl Attestations {
             )
             .agent(&agent.name)
             .instance(&instance_id)
-            .detail(serde_json::json!({ "method": method })),
+            .detail(attest_detail(agent, method)),
             issued,
         ];
         match self
@@ -524,4 +524,18 @@ impl Attestations {
         }
         Ok(())
     }
+}
+
+/// What an attestation record says of where it came from: the method, and
+/// the node or token issuer (the source detection rules watch for change).
+fn attest_detail(agent: &writ_core::api::Agent, method: &str) -> serde_json::Value {
+    let mut d = serde_json::json!({ "method": method });
+    if let Some(obj) = d.as_object_mut() {
+        if let Some(w) = &agent.workload {
+            obj.insert("node".into(), w.node.clone().into());
+        } else if let Attestation::Oidc { issuer, .. } = &agent.attestation {
+            obj.insert("issuer".into(), issuer.clone().into());
+        }
+    }
+    d
 }

@@ -251,11 +251,21 @@ impl Exchange {
             intent: Some(task.intent.clone()),
             task_ctx: Some(TaskView::of_task_claim(task, &attestation)),
         })?;
+        let mut detail = detail;
+        if task.exception
+            && let Some(obj) = detail.as_object_mut()
+        {
+            obj.insert("exception".into(), true.into());
+        }
         let audit = vec![
             self.exchange_event(claims, task, Outcome::Success, &decision, detail),
             issued,
         ];
         self.store.record_grant(&grant, audit).await?;
+        if task.exception {
+            // An exception's every use is counted (`writ task list --exceptions`).
+            self.store.count_exception_use(&task.task_id).await?;
+        }
         metrics::inc(&self.metrics.tokens_issued);
         metrics::inc(&self.metrics.exchanges_ok);
         Ok(TokenResponse {

@@ -344,6 +344,12 @@ impl Gateways {
             agents: self.store.list_agents().await?,
             behaviour_at: Some(self.now()),
             behaviour: self.subjects.behaviour_counts().await?,
+            held_for_approval: self
+                .store
+                .approval_holds(self.now())
+                .await?
+                .into_iter()
+                .collect(),
             gateway: Some(gateway.to_owned()),
         })
     }

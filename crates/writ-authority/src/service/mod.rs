@@ -106,6 +106,8 @@ pub struct Broker {
     pub authzen: authzen::AuthZen,
     /// OAuth clients and the published JWKS.
     pub clients: clients::Clients,
+    /// Detection rules and their alerts.
+    pub detection: crate::detect::Detection,
 }
 
 impl std::fmt::Debug for Broker {
@@ -255,6 +257,9 @@ impl Broker {
             registry: registry::Registry::new(&h, &subjects),
             authzen: authzen::AuthZen::new(&h, &subjects, &approvals),
             clients: clients::Clients::new(&h, &tokens, &gateways),
+            detection: crate::detect::Detection::new(crate::alert::Alerts::new(
+                h.config.alert_webhook.clone(),
+            )),
             gateways,
             approvals,
             tokens,

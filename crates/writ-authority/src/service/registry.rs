@@ -144,13 +144,18 @@ impl Registry {
         if let Some(why) = reason.map(str::trim).filter(|r| !r.is_empty()) {
             event = event.reason(why.chars().take(500).collect::<String>());
         }
+        if !actor.starts_with("rule:") {
+            // A person decides now: a release a rule scheduled no longer
+            // applies (it must never lift a quarantine a person made).
+            self.store.cancel_release(name).await?;
+        }
         let out = self
             .store
             .set_quarantine(name, on, self.now(), vec![event])
             .await?;
         if !on {
             // Released: the agent starts with a clean record, so a
-            // `stop-after-many-denials` rule does not stop it again at once.
+            // policy on `denials_5m` does not stop it again at once.
             self.store.clear_denials(name, self.now()).await?;
         }
         metrics::add(&self.metrics.tokens_revoked, out.revoked_tokens);

@@ -122,7 +122,11 @@ impl Subjects {
             .store
             .denials_since(agent, now.add_secs(-DENIAL_WINDOW_SECS))
             .await?;
-        Ok(Behaviour { denials_5m })
+        let requires_approval = self.store.approval_held(agent, now).await?;
+        Ok(Behaviour {
+            denials_5m,
+            requires_approval,
+        })
     }
 
     /// Counts one refusal against `agent`.

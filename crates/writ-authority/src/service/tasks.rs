@@ -418,6 +418,32 @@ impl Tasks {
         }
     }
 
+    /// Ends a task for a detection rule (`actor` is `rule:<id>`); `false`
+    /// if it was not active.
+    pub(crate) async fn end_task_by(
+        &self,
+        id: &TaskId,
+        actor: &str,
+        rule: &str,
+    ) -> Result<bool, Error> {
+        let now = self.now();
+        let task = self.task(id).await?;
+        let event = AuditEvent::new(AuditKind::TaskEnd, Outcome::Success, actor)
+            .agent(&task.agent)
+            .instance(&task.instance_id)
+            .task(id)
+            .on_behalf_of(task.on_behalf_of.as_ref())
+            .reason(format!("ended by detection rule {rule}"));
+        let end = TaskEnd::Revoked(format!("ended by detection rule {rule}"));
+        let ended = self.store.end_task(id, end, now, vec![event]).await?;
+        if let Some(e) = &ended {
+            self.revocations.changed().await;
+            metrics::add(&self.metrics.tasks_ended, 1 + e.descendants);
+            metrics::add(&self.metrics.tokens_revoked, e.revoked_tokens);
+        }
+        Ok(ended.is_some())
+    }
+
     /// Ends one lapsed task (lease or hard lifetime); `false` if it was not.
     pub(crate) async fn end_lapsed(&self, id: &TaskId) -> Result<bool, StoreError> {
         let now = self.now();
@@ -590,6 +616,12 @@ impl Tasks {
     /// Tasks, newest first; `exceptions`: only live exceptions.
     pub async fn list(&self, exceptions: bool) -> Result<Vec<Task>, Error> {
         Ok(self.store.list_tasks(exceptions, 1000).await?)
+    }
+
+    /// Live exceptions, soonest to end first: expiry, owner,
+    /// justification, approver and how often each was used.
+    pub async fn exceptions(&self) -> Result<Vec<writ_core::api::ExceptionTask>, Error> {
+        Ok(self.store.exceptions(1000).await?)
     }
 }
 

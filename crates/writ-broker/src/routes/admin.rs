@@ -407,6 +407,14 @@ pub async fn list_tasks(
     Ok(AxumJson(b.tasks.list(q.exceptions).await?))
 }
 
+/// Live exceptions with their expiry, owner, justification and uses.
+pub async fn list_exceptions(
+    State(b): State<Arc<Broker>>,
+    _: Op<Operate>,
+) -> R<Vec<writ_core::api::ExceptionTask>> {
+    Ok(AxumJson(b.tasks.exceptions().await?))
+}
+
 /// Shadow mode: a candidate set decides beside the live one; differences are audited.
 pub async fn push_shadow(
     State(b): State<Arc<Broker>>,

@@ -153,6 +153,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         )
         .route("/v1/attest", post(agent::attest))
         .route("/v1/tasks", post(agent::start_task).get(admin::list_tasks))
+        .route("/v1/exceptions", get(admin::list_exceptions))
         .route("/v1/approvals", get(admin::approvals))
         .route("/v1/approvals/{id}/approve", post(admin::approve))
         .route("/v1/approvals/{id}/deny", post(admin::deny))

@@ -34,6 +34,10 @@ pub struct GatewayBundle {
     /// taken before an agent's release is forgiven with the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub behaviour_at: Option<Timestamp>,
+    /// Agents a detection rule holds for approval at `behaviour_at`
+    /// (`context.behaviour.requires_approval`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub held_for_approval: std::collections::BTreeSet<AgentName>,
     /// The gateway the bundle was made for: it serves the tools bound to
     /// it ([`Tool::served_by`]), and gets their secrets only.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -225,3 +225,29 @@ pub struct ApprovalCall {
 pub struct DecideApproval {
     pub reason: String,
 }
+
+/// `GET /v1/exceptions`: a live task that lives beyond the configured
+/// maximum by an approved exception, with what an operator watching it
+/// needs: when it ends, whose it is, why it was granted, how often used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionTask {
+    pub task_id: TaskId,
+    pub agent: AgentName,
+    pub intent: String,
+    /// The agent's `owner` attribute, else the person the task acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+    /// The justification given when the exception was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+    /// Who approved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    /// Tool tokens exchanged under it so far.
+    pub uses: u64,
+}

@@ -332,7 +332,7 @@ CREATE TABLE used_identity_tokens (
 );
 CREATE INDEX used_identity_tokens_expiry ON used_identity_tokens(expires_at);
 "#,
-    // 23: sessions of the operator console: a short-lived, revocable
+    // 21: sessions of the operator console: a short-lived, revocable
     // secret with the name and role of the operator credential that signed
     // in, and whether a dev start made it (kept apart from the
     // credentials, whose names are unique).
@@ -346,5 +346,43 @@ CREATE TABLE console_sessions (
     expires_at  BIGINT NOT NULL
 );
 CREATE INDEX console_sessions_name ON console_sessions(name);
+"#,
+    // 22: detection rules. Events counted per rule and agent in one-second
+    // buckets (shared by every replica); rules that fire once per subject
+    // (an exception nearing its end); attestation sources each agent has
+    // used; automatic releases of quarantines a rule made; agents whose
+    // tasks a rule holds for approval; and how often each exception task
+    // was used.
+    r#"
+CREATE TABLE rule_counts (
+    rule        TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    bucket      BIGINT NOT NULL,
+    count       BIGINT NOT NULL,
+    PRIMARY KEY (rule, subject, bucket)
+);
+CREATE TABLE rule_fired_once (
+    rule        TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    at          BIGINT NOT NULL,
+    PRIMARY KEY (rule, subject)
+);
+CREATE TABLE attestation_sources (
+    agent       TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    first_at    BIGINT NOT NULL,
+    PRIMARY KEY (agent, source)
+);
+CREATE TABLE rule_releases (
+    agent       TEXT PRIMARY KEY,
+    rule        TEXT NOT NULL,
+    release_at  BIGINT NOT NULL
+);
+CREATE TABLE approval_holds (
+    agent       TEXT PRIMARY KEY,
+    rule        TEXT NOT NULL,
+    until_at    BIGINT NOT NULL
+);
+ALTER TABLE tasks ADD COLUMN exception_uses BIGINT NOT NULL DEFAULT 0;
 "#,
 ];

@@ -122,6 +122,10 @@ impl AuditStore for SqlStore {
         .await
     }
 
+    fn tap_audit(&self, to: tokio::sync::mpsc::Sender<crate::TappedRecord>) -> bool {
+        self.tap.set(to).is_ok()
+    }
+
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<crate::Change>> {
         self.changes
             .as_ref()

@@ -11,6 +11,7 @@ mod keys;
 mod leases;
 mod nodes;
 mod policies;
+mod rules;
 mod tasks;
 
 use async_trait::async_trait;

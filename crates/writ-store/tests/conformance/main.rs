@@ -298,6 +298,7 @@ mod durability;
 mod join_tokens;
 mod keys;
 mod quarantine;
+mod rules;
 mod tamper;
 mod tasks;
 
@@ -310,6 +311,7 @@ pub use durability::*;
 pub use join_tokens::*;
 pub use keys::*;
 pub use quarantine::*;
+pub use rules::*;
 pub use tamper::*;
 pub use tasks::*;
 
@@ -367,6 +369,10 @@ macro_rules! every_check {
                 call_approval_is_used_once_under_race,
                 quarantine_expires_pending_call_approvals,
                 denials_are_counted_in_buckets,
+                rule_counts_fire_once_per_threshold_per_agent,
+                rule_counts_fire_once_under_concurrent_load,
+                rule_state_round_trip,
+                audit_tap_sees_committed_records_and_never_blocks,
                 denials_under_concurrent_load,
                 gateway_refusals_count_once,
                 shadow_policy_round_trip,

@@ -21,6 +21,7 @@ mod node;
 mod policy;
 mod policy_cases;
 mod report;
+mod rules;
 mod serve;
 mod task;
 mod tls;
@@ -189,6 +190,10 @@ pub enum Command {
     /// Validate, push and list policy sets.
     #[command(subcommand)]
     Policy(policy::PolicyCmd),
+    /// Detection rules: check a rules file, or replay recorded audit
+    /// against one to see what would fire.
+    #[command(subcommand)]
+    Rules(rules::RulesCmd),
     /// Reports: documents the broker writes from its audit chain.
     #[command(subcommand)]
     Report(report::ReportCmd),
@@ -240,6 +245,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Dpop(c) => dpop::run(g, c),
         Command::Policy(c) => policy::run(g, c).await,
         Command::Report(c) => report::run(g, c).await,
+        Command::Rules(c) => rules::run(g, c).await,
         Command::Approval(c) => approval::run(g, c).await,
         Command::Gateway(a) => gateway::run(g, a).await,
         Command::Client(c) => client::run(g, c).await,

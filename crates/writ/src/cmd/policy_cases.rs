@@ -83,6 +83,9 @@ pub struct Case {
     pub chain: Vec<AgentSpec>,
     #[serde(default)]
     pub denials_5m: u32,
+    /// `context.behaviour.requires_approval`: a rule holds the agent's tasks.
+    #[serde(default)]
+    pub requires_approval: bool,
     #[serde(default)]
     pub exception: bool,
     /// Unix seconds (UTC).
@@ -288,6 +291,7 @@ pub fn with_facts<T>(case: &Case, f: impl FnOnce(&Facts<'_>) -> T) -> anyhow::Re
     let r = records(case)?;
     let behaviour = Behaviour {
         denials_5m: case.denials_5m,
+        requires_approval: case.requires_approval,
     };
     let view = TaskView::of_task(&r.task, &case.agent.attestation);
     let chain = Chain::new(&r.agent, r.chain.iter());

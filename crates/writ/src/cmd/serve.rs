@@ -14,6 +14,7 @@ use serde::Deserialize;
 use writ_broker::{Broker, BrokerConfig, DataDir, InitialPolicy};
 use writ_core::api::{RegisterAgent, RegisterTool};
 use writ_core::{Secret, SystemClock};
+use writ_policy::rules::RuleSet;
 use writ_policy::{PolicySet, PolicySource};
 
 use crate::output::EXIT_OK;
@@ -48,9 +49,18 @@ pub struct ServeArgs {
     /// instead of SQLite in the data directory; replicas share one.
     #[arg(long, env = "WRIT_STORE", hide_env_values = true)]
     store: Option<String>,
-    /// A directory of Cedar `*.cedar` policies [default with --dev: the shipped examples].
+    /// A directory of Cedar `*.cedar` policies and `*.rules.toml` detection
+    /// rules [default with --dev: the shipped examples].
     #[arg(long, env = "WRIT_POLICY_DIR")]
     policy_dir: Option<PathBuf>,
+    /// Where detection rules' alerts are posted (JSON, signed with
+    /// HMAC-SHA256 in X-Writ-Signature); needs WRIT_ALERT_WEBHOOK_SECRET.
+    #[arg(long, env = "WRIT_ALERT_WEBHOOK")]
+    alert_webhook: Option<String>,
+    /// The secret alerts are signed with (at least 16 characters; set it
+    /// in the environment rather than on the command line).
+    #[arg(long, env = "WRIT_ALERT_WEBHOOK_SECRET", hide_env_values = true)]
+    alert_webhook_secret: Option<String>,
     /// The token issuer URL [default: http://<listen>].
     #[arg(long, env = "WRIT_ISSUER")]
     issuer: Option<String>,
@@ -187,6 +197,8 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     store: Option<String>,
     policy_dir: Option<PathBuf>,
+    alert_webhook: Option<String>,
+    alert_webhook_secret: Option<String>,
     issuer: Option<String>,
     trust_domain: Option<String>,
     master_key_file: Option<PathBuf>,
@@ -249,6 +261,10 @@ const EXAMPLE_POLICIES: &[(&str, &str)] = &[(
     "tasks.cedar",
     include_str!("../../../../examples/policies/tasks.cedar"),
 )];
+const EXAMPLE_RULES: &[(&str, &str)] = &[(
+    "detect.rules.toml",
+    include_str!("../../../../examples/policies/detect.rules.toml"),
+)];
 const DEMO_AGENT: &str = include_str!("../../../../examples/agents/demo-agent.json");
 const DEMO_TOOL: &str = include_str!("../../../../examples/tools/tickets.json");
 
@@ -296,6 +312,21 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
         },
         (None, false) => InitialPolicy::Stored,
     };
+    // The detection rules beside the policies, checked now like them.
+    let rules = match (&policy_dir, args.dev) {
+        (Some(dir), _) => RuleSet::load_dir(dir)
+            .with_context(|| format!("loading detection rules from {}", dir.display()))?,
+        (None, true) => RuleSet::parse(
+            &EXAMPLE_RULES
+                .iter()
+                .map(|(n, t)| PolicySource {
+                    name: (*n).to_owned(),
+                    text: (*t).to_owned(),
+                })
+                .collect::<Vec<_>>(),
+        )?,
+        (None, false) => RuleSet::default(),
+    };
 
     let mut limits = args.limits.limits()?;
     let insecure_plaintext =
@@ -336,6 +367,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     let console_url = config
         .console
         .then(|| format!("{}/ui/", issuer.trim_end_matches('/')));
+    config.alert_webhook = alert_webhook(&args, &file)?;
 
     let mut dir = DataDir::new(&data_dir);
     dir.master_key_file = args.master_key_file.take().or(file.master_key_file.take());
@@ -366,6 +398,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     )
     .await?;
     let broker = opened.broker;
+    broker.detection.replace(rules);
 
     if let Some(t) = &opened.bootstrap_admin_token {
         println!();
@@ -407,6 +440,41 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     writ_broker::serve(listener, broker, limits, shutdown_signal()).await?;
     tracing::info!("writ stopped");
     Ok(EXIT_OK)
+}
+
+/// Where alerts go: a URL and its signing secret, both or neither.
+fn alert_webhook(
+    args: &ServeArgs,
+    file: &FileConfig,
+) -> anyhow::Result<Option<writ_authority::alert::AlertWebhook>> {
+    let url = args
+        .alert_webhook
+        .clone()
+        .or_else(|| file.alert_webhook.clone());
+    let secret = args
+        .alert_webhook_secret
+        .clone()
+        .or_else(|| file.alert_webhook_secret.clone());
+    match (url, secret) {
+        (None, None) => Ok(None),
+        (Some(url), Some(secret)) => {
+            let parsed = reqwest::Url::parse(&url).context("--alert-webhook is not a URL")?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                bail!("--alert-webhook must be an http(s) URL");
+            }
+            if secret.len() < 16 {
+                bail!("the alert webhook secret must be at least 16 characters");
+            }
+            Ok(Some(writ_authority::alert::AlertWebhook {
+                url,
+                secret: Secret::new(secret),
+            }))
+        }
+        (Some(_), None) => bail!(
+            "--alert-webhook needs a signing secret: set WRIT_ALERT_WEBHOOK_SECRET (or alert_webhook_secret in the config file)"
+        ),
+        (None, Some(_)) => bail!("an alert webhook secret is set but no --alert-webhook"),
+    }
 }
 
 /// The broker's settings from flags, then the config file, then defaults,

@@ -75,7 +75,8 @@ pub enum TaskCmd {
     },
     /// List tasks (admin), newest first.
     List {
-        /// Only live exceptions.
+        /// Only live exceptions, with their expiry, owner, justification,
+        /// approver and how often each was used.
         #[arg(long)]
         exceptions: bool,
     },
@@ -177,7 +178,8 @@ pub async fn run(g: &Global, cmd: TaskCmd) -> anyhow::Result<u8> {
                 other => print(&other?, g.field())?,
             }
         }
-        TaskCmd::List { exceptions } => print(&g.admin()?.tasks(exceptions).await?, g.field())?,
+        TaskCmd::List { exceptions: true } => print(&g.admin()?.exceptions().await?, g.field())?,
+        TaskCmd::List { exceptions: false } => print(&g.admin()?.tasks(false).await?, g.field())?,
         TaskCmd::Complete { auth, task } => {
             let c = g.client_with(auth.instance_token.as_deref())?;
             print(&c.complete(&task.id).await?, g.field())?;

@@ -23,11 +23,32 @@ when { context.scopes.contains("write") && !context.exception };
 @exception("allowed")
 permit (principal, action == Action::"StartTask", resource)
 when { context.exception && ["read"].containsAll(context.scopes) };
+
+@id("exchange")
+permit (principal, action == Action::"ExchangeToken", resource);
+"#;
+
+/// Exceptions watched: used twice within a minute, and within a day of
+/// the end (so at once, for a four-hour exception).
+const EXCEPTION_RULES: &str = r#"
+[[rule]]
+id = "exception-used-twice"
+on = "exception_used"
+threshold = 2
+window_secs = 60
+actions = ["alert"]
+
+[[rule]]
+id = "exception-ends-within-a-day"
+on = "exception_expiring"
+before_secs = 86400
+actions = ["alert"]
 "#;
 
 fn broker(extra: &[&str]) -> (Broker, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("p.cedar"), POLICIES).unwrap();
+    std::fs::write(dir.path().join("x.rules.toml"), EXCEPTION_RULES).unwrap();
     let mut args: Vec<String> = vec!["--max-task-ttl".into(), "3600".into()];
     args.extend(extra.iter().map(|s| s.to_string()));
     let b = Broker::start_with(Opts {
@@ -232,6 +253,45 @@ async fn exceptions_need_a_justification_a_policy_and_approval() {
         .map(|t| t["task_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [p.task_id.as_str()]);
+    // The list says when it ends, whose it is, why and who let it, and how
+    // often it was used; every tool token under it is counted.
+    let x = &listed[0];
+    assert_eq!(x["expires_at"], serde_json::json!(task.expires_at));
+    assert_eq!(x["justification"], "month-end close");
+    assert!(x["approved_by"].is_string(), "{x}");
+    assert_eq!(x["uses"], 0);
+    for _ in 0..2 {
+        b.anon()
+            .exchange(&t.access_token, None, Some("tickets"), Some("read"))
+            .await
+            .unwrap();
+    }
+    let listed = json(&b.cli(&["task", "list", "--exceptions"]));
+    assert_eq!(listed[0]["uses"], 2, "{listed}");
+    // The rules noticed both: the use, and the end coming (once).
+    let fired = |rule: &'static str| {
+        let b = &b;
+        async move {
+            b.admin()
+                .audit(0, 10_000)
+                .await
+                .unwrap()
+                .records
+                .iter()
+                .filter(|r| r.event.contains("\"rule_fired\"") && r.event.contains(rule))
+                .count()
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            fired("exception-used-twice").await == 1
+                && fired("exception-ends-within-a-day").await == 1
+        })
+        .await,
+        "the exception rules did not fire"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fired("exception-ends-within-a-day").await, 1, "fired twice");
     // Every record about it says it is an exception.
     let records = b.admin().audit(0, 1000).await.unwrap().records;
     let about: Vec<&String> = records

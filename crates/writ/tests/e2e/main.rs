@@ -19,6 +19,7 @@ mod crash;
 mod dbcreds;
 pub(crate) mod delegation;
 mod deploy;
+mod detect;
 mod evidence;
 mod faults;
 mod gateway;

@@ -376,7 +376,9 @@ async fn tool_tags_and_recent_behaviour_reach_policy() {
     };
     assert_eq!(p.determining_policies, ["user-data-needs-a-human"]);
 
-    // Nine more denials (ten in five minutes) and even a read is refused.
+    // Nine more denials (ten in five minutes): the example pack's rule
+    // approval-after-many-denials holds the agent's next tasks for a
+    // person (context.behaviour.requires_approval), even a read.
     for _ in 0..9 {
         assert!(
             b.start_task(&inst.access_token, &["tickets:delete"])
@@ -384,14 +386,30 @@ async fn tool_tags_and_recent_behaviour_reach_policy() {
                 .is_err()
         );
     }
-    let writ_client::ClientError::Api(p) = b
-        .start_task(&inst.access_token, &["tickets:read"])
-        .await
-        .unwrap_err()
-    else {
-        panic!("not a policy denial")
-    };
-    assert_eq!(p.determining_policies, ["stop-after-many-denials"]);
+    let mut held = None;
+    for _ in 0..100 {
+        match b.start_task(&inst.access_token, &["tickets:read"]).await {
+            Err(writ_client::ClientError::Pending(p)) => {
+                held = Some(p);
+                break;
+            }
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let held = held.expect("the agent's tasks were never held for approval");
+    let records = b.admin().audit(0, 10_000).await.unwrap().records;
+    assert!(
+        records
+            .iter()
+            .any(|r| r.event.contains(held.task_id.as_str())
+                && r.event.contains("held-after-a-rule")),
+        "the hold is not the rule's"
+    );
+    assert!(
+        records.iter().any(|r| r.event.contains("\"rule_fired\"")
+            && r.event.contains("approval-after-many-denials")),
+    );
 }
 
 /// The shipped example pack passes its own tests; a wrong expectation fails

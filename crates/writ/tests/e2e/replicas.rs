@@ -473,7 +473,21 @@ async fn replicas_drop_the_roles_of_a_killed_replica() {
 async fn two_replicas_see_one_denial_count() {
     use crate::one_answer::{call, count_of, counts, recorder, register_tool, tool_token};
 
-    let Some((a, b, _shared)) = pair(&[]) else {
+    // The example policies with a forbid on the shared count (the pack
+    // itself now leaves that to its detection rules, which this test
+    // does not load: it is about the count every replica sees).
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::write(
+        policies.path().join("tasks.cedar"),
+        format!(
+            "{}\n@id(\"stop-after-many-denials\")\nforbid (principal, action, resource)\n\
+             when {{ context.behaviour.denials_5m >= 10 }};\n",
+            include_str!("../../../../examples/policies/tasks.cedar")
+        ),
+    )
+    .unwrap();
+    let dir = policies.path().display().to_string();
+    let Some((a, b, _shared)) = pair(&["--policy-dir", &dir]) else {
         return;
     };
     let gw = b.admin().register_gateway("observer").await.unwrap().token;

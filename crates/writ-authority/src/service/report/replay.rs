@@ -240,8 +240,10 @@ impl Reports {
         agents: &BTreeMap<String, Agent>,
         tools: &BTreeMap<String, Tool>,
     ) -> Result<Option<(&'static str, String, &'static str, Vec<String>, String)>, Error> {
+        // Approval holds are not recorded with a decision: replayed as none.
         let beh = Behaviour {
             denials_5m: d.denials_5m,
+            requires_approval: false,
         };
         let now = d.ts;
         let on = Against {

@@ -201,7 +201,16 @@ impl Tokens {
             Err(e) => {
                 // The token is real, so this is its holder (or its thief)
                 // trying it without its key: worth a record.
-                let event = AuditEvent::new(
+                let binding = match &e {
+                    Error::Binding(Binding::Proof(writ_core::dpop::DpopError::Replay)) => "replay",
+                    Error::Binding(Binding::Proof(writ_core::dpop::DpopError::WrongKey)) => {
+                        "wrong_key"
+                    }
+                    Error::Binding(Binding::ProofMissing) => "proof_missing",
+                    Error::Binding(_) => "bad_proof",
+                    _ => "wrong_scheme",
+                };
+                let mut event = AuditEvent::new(
                     AuditKind::TokenRefused,
                     Outcome::Deny,
                     format!("instance:{}", claims.client_id),
@@ -209,7 +218,12 @@ impl Tokens {
                 .instance(&claims.client_id)
                 .jti(&claims.jti)
                 .reason(e.to_string())
-                .detail(serde_json::json!({ "method": method, "path": path }));
+                .detail(serde_json::json!({ "method": method, "path": path, "binding": binding }));
+                // Charged to the agent the token names (a thief's tries
+                // count against the agent whose token was stolen).
+                if let Some(agent) = self.config.agent_of(&claims.sub) {
+                    event = event.agent(agent);
+                }
                 self.store.append_audit(self.now(), vec![event]).await?;
                 return Err(e);
             }
