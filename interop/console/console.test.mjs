@@ -10,6 +10,7 @@
 
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
+import { createServer } from 'node:http'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -42,6 +43,10 @@ when { principal.quarantined };
 
 @id("exchange-within-task")
 permit (principal, action == Action::"ExchangeToken", resource);
+
+@id("gateway-reads")
+permit (principal, action == Action::"CallTool", resource)
+when { ["GET", "HEAD"].contains(context.request.method) && context.scopes.contains("read") };
 `
 
 let writ
@@ -59,6 +64,7 @@ async function startWrit () {
   const w = await new Promise((resolve, reject) => {
     let buf = ''
     let consoleUrl
+    let gateway
     const timer = setTimeout(() => reject(new Error('writ serve did not start')), 60000)
     proc.on('exit', (code) => reject(new Error(`writ serve exited with ${code}`)))
     proc.stdout.on('data', (chunk) => {
@@ -68,9 +74,10 @@ async function startWrit () {
         const line = buf.slice(0, i)
         buf = buf.slice(i + 1)
         if (line.startsWith('console at ')) consoleUrl = line.split(' ').pop()
+        if (line.startsWith('gateway listening on ')) gateway = line.split(' ').pop()
         if (line.startsWith('writ listening on ')) {
           clearTimeout(timer)
-          resolve({ addr: line.split(' ').pop(), consoleUrl })
+          resolve({ addr: line.split(' ').pop(), consoleUrl, gateway })
         }
       }
     })
@@ -141,6 +148,7 @@ before(async () => {
 })
 
 after(async () => {
+  upstream?.close()
   await browser?.close()
   writ?.stop()
 })
@@ -213,7 +221,63 @@ test('approve a pending task: the agent heartbeat then gets its token', async ()
   assert.equal(decided.reason, 'ticket 42 is mine to fix')
 })
 
-test('quarantine the agent from the console: its next call is refused', async () => {
+/** A plain HTTP upstream behind the gateway: counts what reaches it. */
+let upstream
+const reached = []
+
+/** Registers tool "crm" (plain HTTP, behind the embedded gateway) and
+ * waits until the gateway serves it. */
+async function crmTool () {
+  upstream = createServer((req, res) => {
+    reached.push(`${req.method} ${req.url}`)
+    res.setHeader('content-type', 'application/json')
+    res.end('{"ok":true}')
+  })
+  await new Promise((resolve) => upstream.listen(0, '127.0.0.1', resolve))
+  const r = await call('POST', '/v1/tools', ADMIN, {
+    name: 'crm', audience: 'https://crm.example', scopes: ['read'],
+    upstream: { kind: 'http', url: `http://127.0.0.1:${upstream.address().port}/api` }
+  })
+  assert.equal(r.status, 201, r.text)
+  for (let i = 0; i < 100; i++) {
+    const m = await fetch(`${writ.gateway}/.well-known/oauth-protected-resource/crm`).catch(() => null)
+    if (m?.status === 200) return
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  throw new Error('the gateway never served tool crm')
+}
+
+/** A task of the agent for crm:read, and its token for the tool (RFC 8693). */
+async function crmToken (inst) {
+  const t = await call('POST', '/v1/tasks', inst, { intent: 'look up customer 42', capabilities: [{ tool: 'crm', scopes: ['read'] }] })
+  assert.equal(t.status, 201, t.text)
+  const r = await fetch(`${writ.addr}/oauth2/token`, {
+    method: 'POST',
+    body: new URLSearchParams({
+      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+      subject_token: t.json.access_token,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      audience: 'crm',
+      scope: 'read'
+    })
+  })
+  const body = await r.json()
+  assert.equal(r.status, 200, JSON.stringify(body))
+  return { task: t.json, token: body.access_token }
+}
+
+const gatewayGet = (token) => fetch(`${writ.gateway}/crm/customers/42`, { headers: { authorization: `Bearer ${token}` } })
+
+let gatewayTask
+
+test('quarantine the agent from the console: its next gateway call is refused', async () => {
+  await crmTool()
+  const { task: t, token } = await crmToken(instance)
+  gatewayTask = t.task_id
+  const before = await gatewayGet(token)
+  assert.equal(before.status, 200, await before.text())
+  assert.equal(reached.length, 1)
+
   await open(admin, 'agents')
   // Without a reason, nothing happens.
   await admin.locator('#quarantine-demo-agent').click()
@@ -222,6 +286,11 @@ test('quarantine the agent from the console: its next call is refused', async ()
   await admin.locator('#reason-demo-agent').fill('console test: leaked token')
   await admin.locator('#quarantine-demo-agent').click()
   await admin.locator('#state-demo-agent', { hasText: 'quarantined' }).waitFor()
+  // The very next call through the gateway, with a token that worked a
+  // moment ago: refused, and nothing reaches the tool.
+  const next = await gatewayGet(token)
+  assert.ok(next.status === 401 || next.status === 403, `${next.status} ${await next.text()}`)
+  assert.equal(reached.length, 1, 'the refused call never reached the tool')
   await shot(admin, 'agents')
   // The agent's tasks, one link away.
   await admin.locator('main tr', { hasText: 'demo-agent' }).getByRole('link', { name: 'tasks' }).click()
