@@ -333,6 +333,11 @@ test('the overview plots decisions per minute and denials by policy', async () =
   await open(admin, 'overview')
   await admin.locator('#decisions').waitFor()
   await admin.locator('main table[aria-label="Denials by policy"] tr', { hasText: 'no-deletes' }).waitFor()
+  // The embedded gateway follows the revocation feed, and holds all of it
+  // (the quarantine waited for it).
+  const gw = admin.locator('#gateways tbody tr', { hasText: 'embedded' })
+  await gw.waitFor()
+  assert.match(await gw.textContent(), /up to date/)
   const label = await admin.locator('#decisions').getAttribute('aria-label')
   assert.match(label, /[1-9]\d* allowed, [1-9]\d* denied/)
   await shot(admin, 'overview-activity')

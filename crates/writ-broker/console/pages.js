@@ -63,7 +63,9 @@ export const pages = {
       const chain = h('div', { id: 'chain-status' });
       const denials = h('div');
       const plot = h('div', { id: 'activity' });
+      const gateways = h('div', { id: 'gateways' });
       put(main, h('h1', {}, 'Overview'), cards,
+        h('h2', {}, 'Gateways and their revocation lag'), gateways,
         ctx.session.may.audit ? [h('h2', {}, 'Decisions, last 30 minutes'), plot] : null,
         h('h2', {}, 'Audit chain'), chain, h('h2', {}, 'Denials, last 30 minutes'), denials);
       const verify = async () => {
@@ -78,6 +80,7 @@ export const pages = {
           card('Live grants', o.live_grants, 'live-grants'),
           card('Pending approvals', o.pending_approvals, 'pending-approvals'),
           card('Audit records', o.head, 'audit-head'));
+        put(gateways, gatewayTable(o.gateways));
         if (o.activity) {
           put(plot, activityPlot(o.activity));
           const d = o.activity.recent_denials;
@@ -357,6 +360,19 @@ function activityPlot(a) {
       ['Denials', ([, c]) => String(c)],
     ], a.denied_by, 'Denials by policy') : null,
   ];
+}
+
+/** The gateways following the revocation feed, most behind first. */
+function gatewayTable(g) {
+  const note = h('p', { class: 'muted' }, `Revocation feed head: ${g.head}. A gateway that falls behind fails closed once its view is older than its staleness bound.`);
+  if (!g.followers.length) return [h('p', {}, 'No gateway follows the revocation feed.'), note];
+  return [table([
+    ['Gateway', (f) => f.gateway],
+    ['Process', (f) => f.process || '(unnamed)'],
+    ['Holds', (f) => String(f.held)],
+    ['Behind', (f) => h('span', { class: f.behind ? 'bad' : 'ok', id: `lag-${f.gateway}` }, f.behind ? `${f.behind} revocations` : 'up to date')],
+    ['Last seen', (f) => f.polling ? 'polling now' : `${Math.round(f.seen_ms_ago / 1000)} s ago`],
+  ], g.followers, 'Gateways'), note];
 }
 
 function auditTable(records, show) {

@@ -370,6 +370,8 @@ struct Overview {
     live_grants: u64,
     pending_approvals: u64,
     head: u64,
+    /// The gateways following the revocation feed and their lag.
+    gateways: crate::service::feed::FeedFollowers,
     /// Decisions per minute over the last half hour (readers of the
     /// audit only: it is read from there).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -393,6 +395,7 @@ async fn overview(
         live_grants: c.grants,
         pending_approvals: c.approvals_pending,
         head: b.audit_news(0, std::time::Duration::ZERO).await?,
+        gateways: b.revocations.followers().await?,
         activity,
     }))
 }
