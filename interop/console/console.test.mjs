@@ -296,6 +296,23 @@ test('quarantine the agent from the console: its next gateway call is refused', 
   await admin.locator('main tr', { hasText: 'demo-agent' }).getByRole('link', { name: 'tasks' }).click()
   await admin.waitForFunction(() => document.getElementById('main').dataset.page === 'tasks')
   assert.equal(await admin.locator('#task-agent').inputValue(), 'demo-agent')
+  // That task's tree: its state, its tokens (the task's and the tool's,
+  // both revoked by the quarantine) and its call through the gateway.
+  await admin.locator(`button[aria-label="Delegation tree of ${gatewayTask}"]`).click()
+  const node = admin.locator('#task-tree li', { hasText: 'look up customer 42' })
+  await node.getByText('revoked', { exact: true }).first().waitFor()
+  await node.locator('summary', { hasText: /^2 tokens \(0 live\)$/ }).click()
+  const tokens = node.locator(`table[aria-label="Tokens of ${gatewayTask}"] tbody tr`)
+  assert.equal(await tokens.count(), 2)
+  assert.match(await tokens.nth(1).textContent(), /tool_token.*https:\/\/crm\.example.*revoked/)
+  const calls = node.locator('summary', { hasText: /tool call/ })
+  await admin.waitForFunction(() => /^[1-9]\d* tool calls?$/.test(
+    [...document.querySelectorAll('#task-tree summary')].map((s) => s.textContent).find((t) => /tool call/.test(t)) ?? ''),
+  null, { timeout: 10000 })
+  await calls.click()
+  const call0 = node.locator(`table[aria-label="Tool calls of ${gatewayTask}"] tbody tr`).last()
+  assert.match(await call0.textContent(), /crm.*GET \/customers\/42.*success/)
+  await shot(admin, 'task-tree')
   const refused = await call('POST', '/v1/tasks', instance, task('one more read', ['read']))
   assert.ok(refused.status === 401 || refused.status === 403, refused.text)
   const beat = await call('POST', `/v1/tasks/${approvalTask}/heartbeat`, instance)

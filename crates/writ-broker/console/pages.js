@@ -155,16 +155,66 @@ export const pages = {
         refresh().catch((err) => ctx.say(err.message, true));
       });
       put(main, h('h1', {}, 'Tasks'), form, list, tree);
+      let shown = null; // the task whose tree is shown, kept live
+      const opened = new Set(); // which of its lists are open
+      const folding = (key, summary, body) => {
+        const el = h('details', { open: opened.has(key) }, h('summary', {}, summary), body);
+        el.addEventListener('toggle', () => { if (el.open) opened.add(key); else opened.delete(key); });
+        return el;
+      };
       const showTree = async (id) => {
-        const nodes = await get(`/v1/tasks/${encodeURIComponent(id)}/tree`);
+        if (shown !== id) opened.clear();
+        shown = id;
+        const d = await get(`/ui/api/tasks/${encodeURIComponent(id)}`);
+        const nodes = d.tasks;
         const byParent = new Map();
         for (const n of nodes) {
           const p = n.parent_task_id || '';
           if (!byParent.has(p)) byParent.set(p, []);
           byParent.get(p).push(n);
         }
+        const tokensOf = new Map();
+        for (const t of d.tokens) {
+          if (!tokensOf.has(t.task_id)) tokensOf.set(t.task_id, []);
+          tokensOf.get(t.task_id).push(t);
+        }
+        const callsOf = new Map();
+        for (const c of d.tool_calls || []) {
+          if (!callsOf.has(c.event.task)) callsOf.set(c.event.task, []);
+          callsOf.get(c.event.task).push(c);
+        }
+        const count = (xs, what) => `${xs.length} ${what}${xs.length === 1 ? '' : 's'}`;
+        const tokens = (n) => {
+          const ts = tokensOf.get(n.task_id) || [];
+          const live = ts.filter((t) => t.state === 'live').length;
+          return folding(`tokens-${n.task_id}`, `${count(ts, 'token')} (${live} live)`,
+            ts.length ? table([
+              ['Kind', (t) => t.kind],
+              ['For', (t) => t.audience || ''],
+              ['State', (t) => h('span', { class: t.state === 'live' ? 'ok' : 'muted' }, t.state)],
+              ['Issued', (t) => when(t.issued_at)],
+              ['Expires', (t) => when(t.expires_at)],
+              ['Revoked', (t) => when(t.revoked_at)],
+              ['Id', (t) => h('code', {}, t.jti)],
+            ], ts, `Tokens of ${n.task_id}`) : null);
+        };
+        const calls = (n) => {
+          if (!d.tool_calls) return h('p', { class: 'muted' }, 'Tool calls come from the audit, which your role does not read.');
+          const cs = callsOf.get(n.task_id) || [];
+          return folding(`calls-${n.task_id}`, count(cs, 'tool call'),
+            cs.length ? table([
+              ['Time', (c) => when(c.ts)],
+              ['Tool', (c) => c.event.tool || c.event.detail?.tool || ''],
+              ['Request', (c) => [c.event.detail?.method, c.event.detail?.path ?? c.event.detail?.mcp_method].filter(Boolean).join(' ')],
+              ['Decision', (c) => h('span', { class: `outcome-${c.event.outcome}` }, c.event.outcome)],
+              ['Reason', (c) => c.event.reason || ''],
+            ], cs, `Tool calls of ${n.task_id}`) : null);
+        };
         const ids = new Set(nodes.map((n) => n.task_id));
-        const branch = (n) => h('li', {}, h('code', {}, n.task_id), ` ${n.agent} · ${n.status} · ${n.intent}`,
+        const branch = (n) => h('li', { class: 'node' },
+          h('div', {}, h('code', {}, n.task_id), ` ${n.agent} · `,
+            h('span', { class: `status-${n.status}` }, n.status), ` · ${n.intent}`),
+          tokens(n), calls(n),
           (byParent.get(n.task_id) || []).length ? h('ul', {}, byParent.get(n.task_id).map(branch)) : null);
         const roots = nodes.filter((n) => !n.parent_task_id || !ids.has(n.parent_task_id));
         put(tree, h('h2', {}, 'Delegation tree'), h('ul', { class: 'tree' }, roots.map(branch)));
@@ -190,6 +240,7 @@ export const pages = {
               return `task ended: ${e.revoked_tokens} tokens revoked, ${e.ended_descendants} delegated tasks ended`;
             }, ctx, { class: 'danger', 'aria-label': `End task ${t.task_id}` }) : null)],
         ], r.tasks, 'Tasks'), pager);
+        if (shown) await showTree(shown);
       };
       return refresh;
     },

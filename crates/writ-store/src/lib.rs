@@ -522,6 +522,9 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<Option<Ended>>;
     /// A task and all its descendants, root first.
     async fn task_tree(&self, id: &TaskId) -> Result<Vec<Task>>;
+    /// The tokens issued under a task and all its descendants, with when
+    /// each was revoked (if it was), oldest first.
+    async fn task_tree_grants(&self, id: &TaskId) -> Result<Vec<(Grant, Option<Timestamp>)>>;
     /// Active tasks whose lease or hard lifetime has run out.
     async fn lapsed_tasks(&self, now: Timestamp, limit: u32) -> Result<Vec<TaskId>>;
     async fn grant_state(&self, jti: &str) -> Result<Option<GrantState>>;

@@ -398,3 +398,139 @@ impl Broker {
         })
     }
 }
+
+/// A token issued under a task, as the console shows it (never the token).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenRow {
+    pub jti: String,
+    /// `task_token`, `tool_token`, ...
+    pub kind: String,
+    pub task_id: Option<writ_core::TaskId>,
+    /// For a tool token: the tool's audience.
+    pub audience: Option<String>,
+    pub issued_at: writ_core::Timestamp,
+    pub expires_at: writ_core::Timestamp,
+    pub revoked_at: Option<writ_core::Timestamp>,
+    /// `live`, `expired` or `revoked` (a token of a task that ended is
+    /// revoked with it).
+    pub state: &'static str,
+}
+
+/// A task's delegation tree: every node, the tokens issued under it, and
+/// the calls its tokens made through gateways.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskDetail {
+    /// Root first.
+    pub tasks: Vec<writ_core::api::Task>,
+    /// Oldest first.
+    pub tokens: Vec<TokenRow>,
+    /// Gateway decisions (`tool_call` records) of any node, newest first
+    /// (for a role that reads the audit; `None` otherwise).
+    pub tool_calls: Option<Vec<AuditRow>>,
+}
+
+/// The most tool calls a task's detail lists.
+const TOOL_CALLS: usize = 200;
+
+impl Broker {
+    /// Task `id`'s tree, its tokens and (with `audit`) its tool calls,
+    /// read from the audit back to the tree's start.
+    pub async fn task_detail(
+        &self,
+        id: &writ_core::TaskId,
+        audit: bool,
+    ) -> Result<TaskDetail, Error> {
+        let tasks = self.store.task_tree(id).await?;
+        let Some(root) = tasks.first() else {
+            return Err(Error::NotFound(format!("no task {id}")));
+        };
+        let start = root.created_at.millis();
+        let ids: std::collections::HashSet<String> =
+            tasks.iter().map(|t| t.task_id.to_string()).collect();
+        let now = self.now();
+        let tokens = self
+            .store
+            .task_tree_grants(id)
+            .await?
+            .into_iter()
+            .map(|(g, revoked_at)| TokenRow {
+                state: if revoked_at.is_some() {
+                    "revoked"
+                } else if g.expires_at <= now {
+                    "expired"
+                } else {
+                    "live"
+                },
+                jti: g.jti,
+                kind: g.kind.as_str().to_owned(),
+                task_id: g.task_id,
+                audience: g.audience,
+                issued_at: g.issued_at,
+                expires_at: g.expires_at,
+                revoked_at,
+            })
+            .collect();
+        let tool_calls = if audit {
+            Some(self.tool_calls_of(&ids, start).await?)
+        } else {
+            None
+        };
+        Ok(TaskDetail {
+            tasks,
+            tokens,
+            tool_calls,
+        })
+    }
+
+    /// `tool_call` records of the tasks `ids`, newest first, reading the
+    /// audit back to `start` (nothing older can be theirs).
+    async fn tool_calls_of(
+        &self,
+        ids: &std::collections::HashSet<String>,
+        start: i64,
+    ) -> Result<Vec<AuditRow>, Error> {
+        let head = self.store.audit_head().await?;
+        let mut cursor = head.saturating_add(1);
+        let mut scanned = 0u64;
+        let mut out = Vec::new();
+        'scan: while cursor > 1 && scanned < SEARCH_SCAN && out.len() < TOOL_CALLS {
+            let after = cursor.saturating_sub(1 + u64::from(SEARCH_CHUNK));
+            let chunk = self.store.audit_after(after, SEARCH_CHUNK).await?;
+            let below = cursor;
+            let mut read_any = false;
+            for r in chunk.iter().rev().filter(|r| r.seq < below) {
+                read_any = true;
+                scanned += 1;
+                cursor = r.seq;
+                if r.ts.millis() < start {
+                    break 'scan;
+                }
+                // Cheap checks on the text before parsing it.
+                if !r.event.contains("tool_call") {
+                    continue;
+                }
+                let Ok(e) = serde_json::from_str::<serde_json::Value>(&r.event) else {
+                    continue;
+                };
+                let field = |k: &str| e.get(k).and_then(serde_json::Value::as_str);
+                if field("kind") == Some("tool_call")
+                    && field("task").is_some_and(|t| ids.contains(t))
+                {
+                    out.push(AuditRow {
+                        seq: r.seq,
+                        ts: r.ts,
+                        hash: r.hash.clone(),
+                        event: e,
+                    });
+                    if out.len() >= TOOL_CALLS {
+                        break 'scan;
+                    }
+                }
+            }
+            if !read_any {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}

@@ -218,6 +218,7 @@ pub(crate) fn router() -> Router<Arc<Broker>> {
         .route("/ui/api/overview", get(overview))
         .route("/ui/api/audit", get(audit_search))
         .route("/ui/api/tasks", get(task_search))
+        .route("/ui/api/tasks/{id}", get(task_detail))
         .route("/ui/api/agents/{name}/quarantine", post(quarantine))
         .route("/ui/api/agents/{name}/release", post(release))
         .route("/ui/{file}", get(assets::asset))
@@ -421,6 +422,20 @@ async fn task_search(
 ) -> Result<AxumJson<crate::service::console::TaskMatches>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     Ok(AxumJson(b.find_tasks(&q).await?))
+}
+
+/// `GET /ui/api/tasks/{id}`: a task's delegation tree, each node's
+/// tokens, and (for a role that reads the audit) its tool calls.
+async fn task_detail(
+    State(b): State<Arc<Broker>>,
+    op: Op<Operate>,
+    Path(id): Path<String>,
+) -> Result<AxumJson<crate::service::console::TaskDetail>, ApiError> {
+    let id: writ_core::TaskId = id
+        .parse()
+        .map_err(|e| ApiError::BadRequest(format!("{e}")))?;
+    let audit = op.who.role.holds(Duty::Audit);
+    Ok(AxumJson(b.task_detail(&id, audit).await?))
 }
 
 #[derive(Deserialize)]

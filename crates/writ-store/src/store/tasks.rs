@@ -216,6 +216,70 @@ impl TaskStore for SqlStore {
         .await
     }
 
+    async fn task_tree_grants(&self, id: &TaskId) -> Result<Vec<(Grant, Option<Timestamp>)>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "WITH RECURSIVE tree(id) AS ( \
+                       SELECT ?1 UNION ALL SELECT t.id FROM tasks t JOIN tree ON t.parent_id = tree.id) \
+                     SELECT g.jti, g.kind, g.agent, g.instance_id, g.task_id, g.issued_at, g.expires_at, \
+                            g.revoked_at, g.jkt, g.audience \
+                     FROM grants g JOIN tree ON g.task_id = tree.id ORDER BY g.issued_at, g.jti",
+                )
+                .map_err(db)?;
+            type Raw = (
+                String,
+                String,
+                String,
+                String,
+                Option<String>,
+                i64,
+                i64,
+                Option<i64>,
+                Option<String>,
+                Option<String>,
+            );
+            let rows = stmt
+                .query_map(params![id], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                        r.get(9)?,
+                    ))
+                })
+                .map_err(db)?;
+            rows.map(|r| {
+                let (jti, kind, agent, instance, task, issued, expires, revoked, jkt, audience): Raw =
+                    r.map_err(db)?;
+                Ok((
+                    Grant {
+                        kind: GrantKind::parse(&kind)
+                            .ok_or_else(|| StoreError::Corrupt(format!("grant kind {kind}")))?,
+                        agent: parse("agent name", &agent)?,
+                        instance_id: parse("instance id", &instance)?,
+                        task_id: task.as_deref().map(|t| parse("task id", t)).transpose()?,
+                        issued_at: ts(issued),
+                        expires_at: ts(expires),
+                        jti,
+                        jkt,
+                        audience,
+                    },
+                    revoked.map(ts),
+                ))
+            })
+            .collect()
+        })
+        .await
+    }
+
     async fn lapsed_tasks(&self, now: Timestamp, limit: u32) -> Result<Vec<TaskId>> {
         self.read(move |c| {
             let mut stmt = c
