@@ -279,6 +279,16 @@ test('quarantine the agent from the console: its next gateway call is refused', 
   assert.equal(reached.length, 1)
 
   await open(admin, 'agents')
+  // Its live instances and its recent decisions (the gateway's among them).
+  await admin.locator('button[aria-label="Instances and decisions of demo-agent"]').click()
+  const instances = admin.locator('table[aria-label="Live instances of demo-agent"] tbody tr')
+  await instances.first().waitFor()
+  assert.ok(await instances.count() >= 1)
+  assert.match(await instances.first().textContent(), /ins_.*join_token/)
+  await admin.waitForFunction(() => [...document.querySelectorAll('table[aria-label="Recent decisions of demo-agent"] tbody tr')]
+    .some((r) => /tool_call.*success/.test(r.textContent)), null, { timeout: 10000 })
+  const decisions = await admin.locator('table[aria-label="Recent decisions of demo-agent"] tbody').textContent()
+  assert.match(decisions, /task_start/)
   // Without a reason, nothing happens.
   await admin.locator('#quarantine-demo-agent').click()
   await admin.locator('#status').getByText(/reason/).waitFor()

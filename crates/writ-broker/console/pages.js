@@ -113,7 +113,29 @@ export const pages = {
     may: (s) => s.may.operate,
     render(main, ctx) {
       const list = h('div');
-      put(main, h('h1', {}, 'Agents'), list);
+      const detail = h('div', { id: 'agent-detail' });
+      put(main, h('h1', {}, 'Agents'), list, detail);
+      let shown = null; // the agent whose detail is shown, kept live
+      const showAgent = async (name) => {
+        shown = name;
+        const d = await get(`/ui/api/agents/${encodeURIComponent(name)}`);
+        put(detail, h('h2', {}, `${name}: live instances`),
+          d.instances.length ? table([
+            ['Instance', (i) => h('code', {}, i.instance_id)],
+            ['Attested by', (i) => i.attestation],
+            ['Since', (i) => when(i.created_at)],
+            ['Until', (i) => when(i.expires_at)],
+            ['DPoP-bound', (i) => (i.dpop ? 'yes' : 'no')],
+            ['Active tasks', (i) => String(i.active_tasks)],
+          ], d.instances, `Live instances of ${name}`) : h('p', {}, 'No live instance.'),
+          h('h2', {}, `${name}: recent decisions`),
+          d.decisions === null
+            ? h('p', { class: 'muted' }, 'Decisions come from the audit, which your role does not read.')
+            : d.decisions.length
+              ? [auditTable(d.decisions, () => {}, `Recent decisions of ${name}`),
+                  h('p', { class: 'muted' }, `from the newest ${d.scanned} audit records`)]
+              : h('p', {}, `No decision in the newest ${d.scanned} audit records.`));
+      };
       const refresh = async () => {
         const agents = await get('/v1/agents');
         put(list, table([
@@ -123,6 +145,7 @@ export const pages = {
           ['State', (a) => h('span', { class: a.quarantined ? 'bad' : 'ok', id: `state-${a.name}` }, a.quarantined ? 'quarantined' : 'active')],
           ['Since', (a) => when(a.created_at)],
           ['See', (a) => h('span', { class: 'actions' },
+            action('Details', () => showAgent(a.name), ctx, { 'aria-label': `Instances and decisions of ${a.name}` }),
             h('a', { href: `#tasks?${new URLSearchParams({ agent: a.name })}` }, 'tasks'),
             ctx.session.may.audit ? h('a', { href: `#audit?${new URLSearchParams({ agent: a.name })}` }, 'audit') : null)],
           ['Kill switch', (a) => withReason(`reason-${a.name}`, ctx, [a.quarantined
@@ -132,6 +155,7 @@ export const pages = {
               return `${a.name} quarantined: ${q.revoked_tokens} tokens revoked, ${q.ended_tasks} tasks ended`;
             }, { id: `quarantine-${a.name}`, class: 'danger' }]])],
         ], agents, 'Agents'));
+        if (shown) await showAgent(shown);
       };
       return refresh;
     },
@@ -426,7 +450,7 @@ function gatewayTable(g) {
   ], g.followers, 'Gateways'), note];
 }
 
-function auditTable(records, show) {
+function auditTable(records, show, label = 'Audit records') {
   return table([
     ['#', (r) => h('button', { type: 'button', class: 'link', onclick: () => show(r), 'aria-label': `Details of record ${r.seq}` }, String(r.seq))],
     ['Time', (r) => when(r.ts)],
@@ -436,5 +460,5 @@ function auditTable(records, show) {
     ['Agent', (r) => r.event.agent || ''],
     ['Task', (r) => r.event.task || ''],
     ['Reason', (r) => r.event.reason || ''],
-  ], records, 'Audit records');
+  ], records, label);
 }

@@ -496,6 +496,14 @@ pub trait TaskStore: Send + Sync {
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
     async fn get_instance(&self, id: &InstanceId) -> Result<Option<Instance>>;
+    /// An agent's instances neither revoked nor expired at `now`, newest
+    /// first (at most `limit`), each with how many active tasks it runs.
+    async fn live_instances(
+        &self,
+        agent: &AgentName,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(Instance, u64)>>;
     /// Records a started task and its token; refused if the agent is
     /// quarantined, the instance revoked, or (for a delegated task) the
     /// parent no longer active by then.

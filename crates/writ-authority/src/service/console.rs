@@ -534,3 +534,117 @@ impl Broker {
         Ok(out)
     }
 }
+
+/// A live instance of an agent, as the console shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InstanceRow {
+    pub instance_id: String,
+    /// How it attested (`join_token`, `k8s`, ...).
+    pub attestation: String,
+    pub created_at: writ_core::Timestamp,
+    pub expires_at: writ_core::Timestamp,
+    /// Whether its tokens are bound to a DPoP key.
+    pub dpop: bool,
+    pub active_tasks: u64,
+}
+
+/// What the console shows of one agent beyond its registration.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentDetail {
+    /// Newest first (at most [`INSTANCES`]).
+    pub instances: Vec<InstanceRow>,
+    /// Its last decisions, newest first (for a role that reads the audit;
+    /// `None` otherwise).
+    pub decisions: Option<Vec<AuditRow>>,
+    /// How many audit records were read for them (the newest, at most
+    /// [`SEARCH_SCAN`]).
+    pub scanned: u64,
+}
+
+/// The most live instances one agent's detail lists.
+const INSTANCES: u32 = 100;
+/// The most decisions one agent's detail lists.
+const AGENT_DECISIONS: usize = 25;
+
+impl Broker {
+    /// Agent `name`'s live instances and (with `audit`) its last decisions.
+    pub async fn agent_detail(
+        &self,
+        name: &writ_core::AgentName,
+        audit: bool,
+    ) -> Result<AgentDetail, Error> {
+        if self.store.get_agent(name).await?.is_none() {
+            return Err(Error::NotFound(format!("no agent {name}")));
+        }
+        let instances = self
+            .store
+            .live_instances(name, self.now(), INSTANCES)
+            .await?
+            .into_iter()
+            .map(|(i, active_tasks)| InstanceRow {
+                instance_id: i.id.to_string(),
+                attestation: i.attestation,
+                created_at: i.created_at,
+                expires_at: i.expires_at,
+                dpop: i.jkt.is_some(),
+                active_tasks,
+            })
+            .collect();
+        let (decisions, scanned) = if audit {
+            let (d, n) = self.decisions_of(name.as_str()).await?;
+            (Some(d), n)
+        } else {
+            (None, 0)
+        };
+        Ok(AgentDetail {
+            instances,
+            decisions,
+            scanned,
+        })
+    }
+
+    /// The last decisions about `agent` (newest first), and how many
+    /// records were read to find them.
+    async fn decisions_of(&self, agent: &str) -> Result<(Vec<AuditRow>, u64), Error> {
+        let head = self.store.audit_head().await?;
+        let mut cursor = head.saturating_add(1);
+        let mut scanned = 0u64;
+        let mut out = Vec::new();
+        'scan: while cursor > 1 && scanned < SEARCH_SCAN {
+            let after = cursor.saturating_sub(1 + u64::from(SEARCH_CHUNK));
+            let chunk = self.store.audit_after(after, SEARCH_CHUNK).await?;
+            let below = cursor;
+            let mut read_any = false;
+            for r in chunk.iter().rev().filter(|r| r.seq < below) {
+                read_any = true;
+                scanned += 1;
+                cursor = r.seq;
+                // Cheap check on the text before parsing it.
+                if !r.event.contains(agent) {
+                    continue;
+                }
+                let Ok(e) = serde_json::from_str::<serde_json::Value>(&r.event) else {
+                    continue;
+                };
+                let field = |k: &str| e.get(k).and_then(serde_json::Value::as_str);
+                let decided = field("kind").is_some_and(|k| DECISION_KINDS.contains(&k))
+                    && matches!(field("outcome"), Some("success" | "deny"));
+                if decided && field("agent") == Some(agent) {
+                    out.push(AuditRow {
+                        seq: r.seq,
+                        ts: r.ts,
+                        hash: r.hash.clone(),
+                        event: e,
+                    });
+                    if out.len() >= AGENT_DECISIONS {
+                        break 'scan;
+                    }
+                }
+            }
+            if !read_any {
+                break;
+            }
+        }
+        Ok((out, scanned))
+    }
+}

@@ -219,6 +219,7 @@ pub(crate) fn router() -> Router<Arc<Broker>> {
         .route("/ui/api/audit", get(audit_search))
         .route("/ui/api/tasks", get(task_search))
         .route("/ui/api/tasks/{id}", get(task_detail))
+        .route("/ui/api/agents/{name}", get(agent_detail))
         .route("/ui/api/agents/{name}/quarantine", post(quarantine))
         .route("/ui/api/agents/{name}/release", post(release))
         .route("/ui/{file}", get(assets::asset))
@@ -436,6 +437,17 @@ async fn task_detail(
         .map_err(|e| ApiError::BadRequest(format!("{e}")))?;
     let audit = op.who.role.holds(Duty::Audit);
     Ok(AxumJson(b.task_detail(&id, audit).await?))
+}
+
+/// `GET /ui/api/agents/{name}`: an agent's live instances and (for a
+/// role that reads the audit) its recent decisions.
+async fn agent_detail(
+    State(b): State<Arc<Broker>>,
+    op: Op<Operate>,
+    Path(name): Path<String>,
+) -> Result<AxumJson<crate::service::console::AgentDetail>, ApiError> {
+    let audit = op.who.role.holds(Duty::Audit);
+    Ok(AxumJson(b.agent_detail(&agent_name(&name)?, audit).await?))
 }
 
 #[derive(Deserialize)]

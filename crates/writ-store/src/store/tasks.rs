@@ -97,6 +97,58 @@ impl TaskStore for SqlStore {
         .await
     }
 
+    async fn live_instances(
+        &self,
+        agent: &AgentName,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(Instance, u64)>> {
+        let agent = agent.to_string();
+        self.read(move |c| {
+            type Row = (String, String, String, i64, i64, Option<i64>, Option<String>, i64);
+            let mut stmt = c
+                .prepare(
+                    "SELECT i.id, i.agent, i.attestation, i.created_at, i.expires_at, i.revoked_at, i.jkt, \
+                            (SELECT COUNT(*) FROM tasks t WHERE t.agent = i.agent AND t.instance_id = i.id AND t.status = 'active') \
+                     FROM instances i WHERE i.agent = ?1 AND i.revoked_at IS NULL AND i.expires_at > ?2 \
+                     ORDER BY i.created_at DESC, i.id LIMIT ?3",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![agent, now.millis(), limit], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                    ))
+                })
+                .map_err(db)?;
+            rows.map(|r| {
+                let (id, agent, attestation, created_at, expires_at, revoked_at, jkt, tasks): Row =
+                    r.map_err(db)?;
+                Ok((
+                    Instance {
+                        id: parse("instance id", &id)?,
+                        agent: parse("agent name", &agent)?,
+                        attestation,
+                        created_at: ts(created_at),
+                        expires_at: ts(expires_at),
+                        revoked_at: revoked_at.map(ts),
+                        jkt,
+                    },
+                    u64::try_from(tasks).unwrap_or(0),
+                ))
+            })
+            .collect()
+        })
+        .await
+    }
+
     async fn create_task(&self, task: &Task, grant: &Grant, audit: Vec<AuditEvent>) -> Result<()> {
         let (t, g) = (task.clone(), grant.clone());
         let caps = to_json(&t.capabilities)?;
