@@ -370,11 +370,41 @@ test('the overview plots decisions per minute and denials by policy', async () =
   await shot(admin, 'overview-activity')
 })
 
-test('policies and reports: the live set, its versions, a least-privilege and an evidence report', async () => {
+test('policies: the live set, versions with their diff, the shadow set and its disagreements; reports', async () => {
+  // A second live version (one policy more), and a shadow set without
+  // "reads": a read the live set allows, the shadow set would deny.
+  const added = '\n@id("comments")\npermit (principal, action == Action::"StartTask", resource)\nwhen { ["comment"].containsAll(context.scopes) };\n'
+  const pushed = await call('PUT', '/v1/policies', ADMIN, { files: { 'p.cedar': POLICIES + added } })
+  assert.equal(pushed.status, 200, pushed.text)
+  const shadowSet = POLICIES.replace(/@id\("reads"\)\npermit[^;]*;/, '')
+  const sh = await call('PUT', '/v1/policies/shadow', ADMIN, { files: { 'p.cedar': shadowSet } })
+  assert.ok(sh.status === 200 || sh.status === 201, sh.text)
+  const jt = await call('POST', '/v1/agents/plotter/join-tokens', ADMIN, { ttl: 600 })
+  const a = await call('POST', '/v1/attest', null, { agent: 'plotter', join_token: jt.json.join_token })
+  const read = await call('POST', '/v1/tasks', a.json.access_token, task('read under a shadow', ['read']))
+  assert.equal(read.status, 201, read.text)
+
   await open(admin, 'policies')
-  await admin.locator('summary', { hasText: 'p.cedar' }).click()
+  await admin.locator('summary', { hasText: /^p\.cedar$/ }).click()
   await admin.getByText('writes-need-approval').first().waitFor()
+  // The newest version against its predecessor: the added lines, only.
+  await admin.locator('main table[aria-label="Policy versions"] tbody tr').first().getByRole('button', { name: /Changes from/ }).click()
+  const diff = admin.locator('#policy-diff pre[aria-label="Diff of p.cedar"]')
+  await diff.waitFor()
+  const addedLines = await diff.locator('.add').allTextContents()
+  assert.deepEqual(addedLines.map((l) => l.trim()).filter((l) => l !== '+'), ['+ @id("comments")',
+    '+ permit (principal, action == Action::"StartTask", resource)', '+ when { ["comment"].containsAll(context.scopes) };'])
+  assert.equal(await diff.locator('.del').count(), 0)
+  // The shadow set, and the read it would have denied.
+  assert.match(await admin.locator('#shadow-version').textContent(), /^Shadow set \S+ decides beside the live set/)
+  await admin.locator('#disagreements tbody tr', { hasText: 'plotter' }).first().waitFor()
+  assert.match(await admin.locator('#disagreements tbody tr', { hasText: 'plotter' }).first().textContent(), /policy_shadow.*would deny/)
+  assert.equal(await admin.locator('#disagreements tbody tr').count(), 1, 'only the disagreement, not the shadow set being installed')
+  await admin.locator('summary', { hasText: 'shadow: p.cedar' }).waitFor()
+  assert.match(await admin.locator('#policy-tests').textContent(), /writ policy test/)
   await shot(admin, 'policies')
+  const cleared = await call('DELETE', '/v1/policies/shadow', ADMIN)
+  assert.ok(cleared.status < 300, cleared.text)
   await open(admin, 'reports')
   await admin.locator('#report-lp').click()
   await admin.waitForFunction(() => document.getElementById('report').textContent.length > 0)
@@ -396,7 +426,7 @@ test('an auditor sees no action buttons and is refused when it forges the call',
   for (const page of ['overview', 'audit', 'policies', 'reports']) {
     await open(ann, page)
     const buttons = await ann.locator('main button:not(.link)').allTextContents()
-    const reads = /^(Verify chain|Filter|Least-privilege report|Evidence report)$/
+    const reads = /^(Verify chain|Filter|Least-privilege report|Evidence report|Diff)$/
     assert.deepEqual(buttons.filter((b) => !reads.test(b)), [], `${page}: ${buttons}`)
   }
   // A page the role may not see is not shown, even by its address.

@@ -309,7 +309,7 @@ export const pages = {
     title: 'Audit',
     may: (s) => s.may.audit,
     render(main, ctx) {
-      const f = { agent: ctx.params.get('agent') ?? '', task: ctx.params.get('task') ?? '', kind: '', outcome: ctx.params.get('outcome') ?? '', actor: '', since: '', until: '', before: '' };
+      const f = { agent: ctx.params.get('agent') ?? '', task: ctx.params.get('task') ?? '', kind: ctx.params.get('kind') ?? '', outcome: ctx.params.get('outcome') ?? '', actor: '', since: '', until: '', before: '' };
       const field = (name, label, type = 'text') => h('input', { id: `audit-${name}`, name, type, 'aria-label': label, placeholder: label });
       const inputs = {
         agent: field('agent', 'agent'), task: field('task', 'task'),
@@ -320,6 +320,7 @@ export const pages = {
       };
       inputs.agent.value = f.agent;
       inputs.task.value = f.task;
+      inputs.kind.value = f.kind;
       const outcome = h('select', { id: 'audit-outcome', 'aria-label': 'Outcome' },
         ['', 'success', 'failure', 'deny'].map((o) => h('option', { value: o }, o || 'any outcome')));
       outcome.value = f.outcome;
@@ -361,21 +362,69 @@ export const pages = {
   policies: {
     title: 'Policies',
     may: (s) => s.may.read_policy,
-    render(main) {
+    render(main, ctx) {
       const live = h('div');
       const history = h('div');
-      put(main, h('h1', {}, 'Policies'), live, h('h2', {}, 'Versions'), history);
+      const diff = h('div', { id: 'policy-diff' });
+      const shadow = h('div', { id: 'shadow' });
+      const disagreements = h('div', { id: 'disagreements' });
+      put(main, h('h1', {}, 'Policies'), live,
+        h('h2', {}, 'Versions'), history, diff,
+        h('h2', {}, 'Shadow set'), shadow,
+        h('h2', {}, 'Shadow disagreements'), disagreements,
+        h('h2', {}, 'Policy tests'),
+        h('p', { id: 'policy-tests' }, 'The broker holds no test cases: run them with ',
+          h('code', {}, 'writ policy test examples/policies/tests.toml'),
+          ' (each case is a request and the decision it must get) before pushing a set.'));
+      let shownDiff = null;
+      const showDiff = async (v, prev) => {
+        shownDiff = [v, prev];
+        const [a, b] = await Promise.all([
+          get(`/ui/api/policies/versions/${encodeURIComponent(prev)}`),
+          get(`/ui/api/policies/versions/${encodeURIComponent(v)}`)]);
+        const names = [...new Set([...Object.keys(a.files), ...Object.keys(b.files)])].sort();
+        const changed = names.filter((n) => a.files[n] !== b.files[n]);
+        put(diff, h('h3', {}, `Changes from ${prev} to ${v}`),
+          changed.length ? changed.map((n) => h('div', { class: 'file-diff' },
+            h('h4', {}, n, n in a.files ? (n in b.files ? '' : ' (removed)') : ' (added)'),
+            h('pre', { class: 'detail diff', tabindex: '0', 'aria-label': `Diff of ${n}` },
+              lineDiff(a.files[n] ?? '', b.files[n] ?? '').map(([op, line]) =>
+                h('span', { class: op === '+' ? 'add' : op === '-' ? 'del' : 'same' }, `${op} ${line}\n`)))))
+            : h('p', {}, 'The same sources.'));
+      };
       const refresh = async () => {
-        const p = await get('/v1/policies');
+        const [p, versions, sh] = await Promise.all([get('/v1/policies'), get('/v1/policies/history'), get('/ui/api/policies/shadow')]);
         put(live, h('p', {}, `Live set ${p.version}: ${p.policies} policies`),
           Object.entries(p.files).map(([name, text]) => h('details', {},
             h('summary', {}, name), h('pre', { class: 'detail' }, text))));
-        const versions = await get('/v1/policies/history');
+        const prevOf = (i) => versions.slice(i + 1).find((o) => o.version !== versions[i].version)?.version;
         put(history, table([
           ['Version', (v) => h('code', {}, v.version)],
           ['From', (v) => v.origin],
           ['Loaded', (v) => when(v.loaded_at)],
+          ['Changes', (v) => {
+            const i = versions.indexOf(v);
+            const prev = prevOf(i);
+            return prev && v.version !== versions[i + 1]?.version
+              ? action('Diff', () => showDiff(v.version, prev), ctx, { 'aria-label': `Changes from ${prev} to ${v.version}` })
+              : (prev ? 'reloaded, the same' : 'the first');
+          }],
         ], versions, 'Policy versions'));
+        put(shadow, sh
+          ? [h('p', { id: 'shadow-version' }, `Shadow set ${sh.version} decides beside the live set; only the live set's decision counts.`),
+              ...Object.entries(sh.files).map(([name, text]) => h('details', {},
+                h('summary', {}, `shadow: ${name}`), h('pre', { class: 'detail' }, text)))]
+          : h('p', { id: 'shadow-version' }, 'No shadow set.'));
+        if (ctx.session.may.audit) {
+          const d = await get('/ui/api/audit?kind=policy_shadow&outcome=failure&limit=20');
+          put(disagreements, d.records.length
+            ? [auditTable(d.records, () => {}, 'Shadow disagreements'),
+                h('p', {}, h('a', { href: '#audit?kind=policy_shadow&outcome=failure' }, 'every disagreement in the audit'))]
+            : h('p', {}, 'No disagreement recorded.'));
+        } else {
+          put(disagreements, h('p', { class: 'muted' }, 'Disagreements are read from the audit, which your role does not read.'));
+        }
+        if (shownDiff) await showDiff(...shownDiff);
       };
       return refresh;
     },
@@ -406,6 +455,26 @@ export const pages = {
     },
   },
 };
+
+/** Lines of `a` and `b` as a diff: [op, line] with op '-', '+' or ' '
+ * (the longest common subsequence of lines; a large pair is shown whole). */
+function lineDiff(a, b) {
+  const x = a.split('\n'); const y = b.split('\n');
+  if (x.length * y.length > 4_000_000) return [...x.map((l) => ['-', l]), ...y.map((l) => ['+', l])];
+  const n = x.length; const m = y.length;
+  const L = Array.from({ length: n + 1 }, () => new Uint32Array(m + 1));
+  for (let i = n - 1; i >= 0; i--) {
+    for (let j = m - 1; j >= 0; j--) L[i][j] = x[i] === y[j] ? L[i + 1][j + 1] + 1 : Math.max(L[i + 1][j], L[i][j + 1]);
+  }
+  const out = [];
+  let i = 0; let j = 0;
+  while (i < n && j < m) {
+    if (x[i] === y[j]) { out.push([' ', x[i]]); i++; j++; } else if (L[i + 1][j] >= L[i][j + 1]) out.push(['-', x[i++]]); else out.push(['+', y[j++]]);
+  }
+  while (i < n) out.push(['-', x[i++]]);
+  while (j < m) out.push(['+', y[j++]]);
+  return out;
+}
 
 /** Decisions per minute as stacked bars, and denials by policy. */
 function activityPlot(a) {

@@ -680,6 +680,8 @@ pub trait PolicyStore: Send + Sync {
     ) -> Result<()>;
     /// The most recent activations, newest first.
     async fn policy_history(&self, limit: u32) -> Result<Vec<writ_core::api::PolicyVersion>>;
+    /// The sources of a policy set that was once live, by version.
+    async fn policy_sources(&self, version: &str) -> Result<Option<Vec<(String, String)>>>;
     /// The set that was live last, if any: `(version, sources)`.
     async fn latest_policy(&self) -> Result<Option<(String, Vec<(String, String)>)>>;
     /// Appends events that record no other change (a denial, a failure).

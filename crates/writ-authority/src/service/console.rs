@@ -159,6 +159,19 @@ pub struct AuditMatches {
 }
 
 impl AuditFilter {
+    /// Whether a record's JSON text may match: every wanted agent, task and
+    /// kind that JSON writes as it is (no escapes) appears in it.
+    fn may_match(&self, text: &str) -> bool {
+        let plain = |w: &str| {
+            w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.' | '@'))
+        };
+        [&self.agent, &self.task, &self.kind]
+            .into_iter()
+            .filter_map(|w| w.as_deref().filter(|w| !w.is_empty() && plain(w)))
+            .all(|w| text.contains(w))
+    }
+
     fn matches(&self, ts: i64, e: &serde_json::Value) -> bool {
         let field = |k: &str| e.get(k).and_then(serde_json::Value::as_str);
         let same = |want: &Option<String>, k: &str| {
@@ -222,6 +235,11 @@ impl Broker {
                 read_any = true;
                 scanned += 1;
                 cursor = r.seq;
+                // A record without a wanted value in its text cannot match:
+                // skipped before it is parsed (a fleet's audit is long).
+                if !f.may_match(&r.event) {
+                    continue;
+                }
                 let event: serde_json::Value =
                     serde_json::from_str(&r.event).unwrap_or(serde_json::Value::Null);
                 if f.matches(r.ts.millis(), &event) {
@@ -646,5 +664,40 @@ impl Broker {
             }
         }
         Ok((out, scanned))
+    }
+}
+
+/// A policy set as stored: its version and files (name to Cedar text).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PolicySources {
+    pub version: String,
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+impl Broker {
+    /// The sources of a set that was once live (for a diff between
+    /// versions), `NotFound` for a version never live here.
+    pub async fn policy_sources(&self, version: &str) -> Result<PolicySources, Error> {
+        let files = self
+            .store
+            .policy_sources(version)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no policy version {version}")))?;
+        Ok(PolicySources {
+            version: version.to_owned(),
+            files: files.into_iter().collect(),
+        })
+    }
+
+    /// The shadow set deciding beside the live one, if any.
+    pub async fn shadow_sources(&self) -> Result<Option<PolicySources>, Error> {
+        Ok(self
+            .store
+            .shadow_policy()
+            .await?
+            .map(|(version, files)| PolicySources {
+                version,
+                files: files.into_iter().collect(),
+            }))
     }
 }

@@ -30,7 +30,7 @@ use writ_core::api::{Duty, OperatorSession, Role};
 
 use crate::error::ApiError;
 use crate::extract::{Json, bearer};
-use crate::routes::{Audit, Op, Operate};
+use crate::routes::{Audit, Op, Operate, ReadPolicy};
 use crate::service::Broker;
 
 /// The cookie's name over plain HTTP.
@@ -222,6 +222,8 @@ pub(crate) fn router() -> Router<Arc<Broker>> {
         .route("/ui/api/agents/{name}", get(agent_detail))
         .route("/ui/api/agents/{name}/quarantine", post(quarantine))
         .route("/ui/api/agents/{name}/release", post(release))
+        .route("/ui/api/policies/shadow", get(shadow_policy))
+        .route("/ui/api/policies/versions/{version}", get(policy_version))
         .route("/ui/{file}", get(assets::asset))
         .layer(axum::middleware::from_fn(security_headers))
 }
@@ -448,6 +450,27 @@ async fn agent_detail(
 ) -> Result<AxumJson<crate::service::console::AgentDetail>, ApiError> {
     let audit = op.who.role.holds(Duty::Audit);
     Ok(AxumJson(b.agent_detail(&agent_name(&name)?, audit).await?))
+}
+
+/// `GET /ui/api/policies/shadow`: the shadow set and its sources (`null`
+/// without one).
+async fn shadow_policy(
+    State(b): State<Arc<Broker>>,
+    _: Op<ReadPolicy>,
+) -> Result<AxumJson<Option<crate::service::console::PolicySources>>, ApiError> {
+    Ok(AxumJson(b.shadow_sources().await?))
+}
+
+/// `GET /ui/api/policies/versions/{version}`: a once-live set's sources.
+async fn policy_version(
+    State(b): State<Arc<Broker>>,
+    _: Op<ReadPolicy>,
+    Path(version): Path<String>,
+) -> Result<AxumJson<crate::service::console::PolicySources>, ApiError> {
+    if version.is_empty() || version.len() > 128 {
+        return Err(ApiError::BadRequest("a policy version".into()));
+    }
+    Ok(AxumJson(b.policy_sources(&version).await?))
 }
 
 #[derive(Deserialize)]
