@@ -327,6 +327,17 @@ pub struct Activity {
     pub recent_denials: Vec<AuditRow>,
 }
 
+/// What the decision plot reads of a record (every other field skipped).
+#[derive(serde::Deserialize)]
+struct Brief<'a> {
+    #[serde(borrow, default)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    outcome: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    determining_policies: Option<Vec<std::borrow::Cow<'a, str>>>,
+}
+
 /// Records that are a decision: policy decided something for an agent.
 const DECISION_KINDS: [&str; 4] = ["decision", "tool_call", "task_start", "token_exchange"];
 
@@ -362,11 +373,13 @@ impl Broker {
                 if ts < first {
                     break 'scan;
                 }
-                let Ok(e) = serde_json::from_str::<serde_json::Value>(&r.event) else {
+                // Only the fields counted are read (a fleet's half hour is
+                // tens of thousands of records); a denial shown is read whole.
+                let Ok(e) = serde_json::from_str::<Brief<'_>>(&r.event) else {
                     continue;
                 };
-                let kind = e.get("kind").and_then(serde_json::Value::as_str);
-                let outcome = e.get("outcome").and_then(serde_json::Value::as_str);
+                let kind = e.kind.as_deref();
+                let outcome = e.outcome.as_deref();
                 let Some(slot) = usize::try_from((ts - first) / MINUTE)
                     .ok()
                     .and_then(|i| buckets.get_mut(i))
@@ -376,22 +389,20 @@ impl Broker {
                 match outcome {
                     Some("deny") => {
                         slot.denied += 1;
-                        if recent_denials.len() < 10 {
+                        if recent_denials.len() < 10
+                            && let Ok(event) = serde_json::from_str(&r.event)
+                        {
                             recent_denials.push(AuditRow {
                                 seq: r.seq,
                                 ts: r.ts,
                                 hash: r.hash.clone(),
-                                event: e.clone(),
+                                event,
                             });
                         }
-                        let policies = e
-                            .get("determining_policies")
-                            .and_then(serde_json::Value::as_array)
-                            .filter(|p| !p.is_empty());
-                        match policies {
+                        match e.determining_policies.as_ref().filter(|p| !p.is_empty()) {
                             Some(p) => {
-                                for id in p.iter().filter_map(serde_json::Value::as_str) {
-                                    *denied_by.entry(id.to_owned()).or_default() += 1;
+                                for id in p {
+                                    *denied_by.entry(id.to_string()).or_default() += 1;
                                 }
                             }
                             None => *denied_by.entry("(no policy)".to_owned()).or_default() += 1,
