@@ -17,6 +17,7 @@ use std::path::PathBuf;
 
 use writ_core::Timestamp;
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
+use writ_core::time::{Clock as _, SystemClock};
 use writ_store::SqlStore;
 use writ_store::prelude::*;
 
@@ -27,10 +28,7 @@ fn main() {
     let (agent, instance) = (args[2].clone(), args[3].clone());
     let tasks: u64 = args[4].parse().expect("TASKS");
     let records: u64 = args[5].parse().expect("RECORDS");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = SystemClock.now().millis();
 
     // Tasks: plain rows in one transaction (nothing chains them).
     let started = std::time::Instant::now();
