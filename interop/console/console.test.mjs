@@ -458,6 +458,20 @@ test('sign-out ends the session at the broker, not only in the page', async () =
   assert.equal(r.status, 401)
 })
 
+test("the console's read routes refuse bad input and unknown names clearly, without a credential too", async () => {
+  for (const [path, want] of [
+    ['/ui/api/tasks/not-a-task-id', 400],
+    ['/ui/api/tasks/task_AAAAAAAAAAAAAAAAAAAAAA', 404],
+    ['/ui/api/agents/no%20such%20agent', 400],
+    ['/ui/api/agents/nobody', 404],
+    ['/ui/api/policies/versions/sha256:nope', 404]
+  ]) {
+    const r = await call('GET', path, ADMIN)
+    assert.equal(r.status, want, `${path}: ${r.text}`)
+    assert.equal((await call('GET', path)).status, 401, `${path} without a credential`)
+  }
+})
+
 test('no page broke its Content-Security-Policy or threw', () => {
   console.log(`render times (ms, slowest per page): ${JSON.stringify(renderMs)}`)
   assert.deepEqual(problems.filter((p) => !/status of 40[13]/.test(p)), [])
