@@ -142,7 +142,8 @@ impl Followers {
             .map_or(Holding::All, Holding::Waiting)
     }
 
-    /// Every follower tracked now, as `(gateway, process, held, seen)`.
+    /// Every follower tracked now: `(gateway, process, held, last seen,
+    /// in or just out of a poll)`.
     fn snapshot(&self) -> Vec<(String, String, u64, Instant, bool)> {
         let now = Instant::now();
         let Ok(m) = self.by_key.lock() else {
@@ -332,6 +333,23 @@ mod tests {
     use super::*;
 
     const WAIT: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn followers_are_shown_with_what_they_hold() {
+        let f = Followers::default();
+        let mut poll = f.asked("edge", "p1", 5, 7, WAIT);
+        poll.answered(7);
+        drop(poll);
+        drop(f.asked("other", "", 7, 7, WAIT));
+        let mut seen = f.snapshot();
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        let held: Vec<_> = seen
+            .iter()
+            .map(|(g, p, held, _, _)| (g.as_str(), p.as_str(), *held))
+            .collect();
+        assert_eq!(held, [("edge", "p1", 5), ("other", "", 7)]);
+        assert!(seen.iter().all(|s| s.4), "both polled a moment ago");
+    }
 
     #[test]
     fn h11_a_stale_follower_is_not_waited_for() {
