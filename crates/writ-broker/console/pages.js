@@ -85,7 +85,7 @@ export const pages = {
           put(plot, activityPlot(o.activity));
           const d = o.activity.recent_denials;
           put(denials, d.length
-            ? [auditTable(d, () => {}), h('p', {}, h('a', { href: '#audit?outcome=deny' }, 'every denial in the audit'))]
+            ? [auditTable(d), h('p', {}, h('a', { href: '#audit?outcome=deny' }, 'every denial in the audit'))]
             : h('p', {}, 'No denials.'));
         } else {
           put(denials, h('p', { class: 'muted' }, 'Your role does not read the audit.'));
@@ -132,7 +132,7 @@ export const pages = {
           d.decisions === null
             ? h('p', { class: 'muted' }, 'Decisions come from the audit, which your role does not read.')
             : d.decisions.length
-              ? [auditTable(d.decisions, () => {}, `Recent decisions of ${name}`),
+              ? [auditTable(d.decisions, null, `Recent decisions of ${name}`),
                   h('p', { class: 'muted' }, `from the newest ${d.scanned} audit records`)]
               : h('p', {}, `No decision in the newest ${d.scanned} audit records.`));
       };
@@ -418,7 +418,7 @@ export const pages = {
         if (ctx.session.may.audit) {
           const d = await get('/ui/api/audit?kind=policy_shadow&outcome=failure&limit=20');
           put(disagreements, d.records.length
-            ? [auditTable(d.records, () => {}, 'Shadow disagreements'),
+            ? [auditTable(d.records, null, 'Shadow disagreements'),
                 h('p', {}, h('a', { href: '#audit?kind=policy_shadow&outcome=failure' }, 'every disagreement in the audit'))]
             : h('p', {}, 'No disagreement recorded.'));
         } else {
@@ -519,9 +519,12 @@ function gatewayTable(g) {
   ], g.followers, 'Gateways'), note];
 }
 
-function auditTable(records, show, label = 'Audit records') {
+function auditTable(records, show = null, label = 'Audit records') {
   return table([
-    ['#', (r) => h('button', { type: 'button', class: 'link', onclick: () => show(r), 'aria-label': `Details of record ${r.seq}` }, String(r.seq))],
+    // A record number opens its details where the page has a place for them.
+    ['#', (r) => (show
+      ? h('button', { type: 'button', class: 'link', onclick: () => show(r), 'aria-label': `Details of record ${r.seq}` }, String(r.seq))
+      : String(r.seq))],
     ['Time', (r) => when(r.ts)],
     ['Kind', (r) => r.event.kind],
     ['Outcome', (r) => h('span', { class: `outcome-${r.event.outcome}` }, r.event.outcome)],
