@@ -86,7 +86,8 @@ WRIT_BIN="$PWD/target/debug/writ" .venv/bin/python -m pytest -q interop/python
 step "interop: oauth4webapi and jose (node) against a running writ and its gateway"
 WRIT_BIN="$PWD/target/debug/writ" node --test interop/node/stock_clients.test.mjs
 
-step "the operator console in a real browser: Debian's chromium driven by playwright-core against writ serve --dev (screenshots in interop/console/screenshots/)"
+step "the operator console in a real browser: Debian's chromium driven by playwright-core against writ serve --dev, and on a seeded fleet of 10,000 tasks and 100,000 audit records (screenshots in interop/console/screenshots/)"
+cargo build --locked -p writ-store --example seed_fleet
 WRIT_BIN="$PWD/target/debug/writ" node --test interop/console/
 
 step "Python SDK: types (mypy --strict)"

@@ -10,6 +10,7 @@
 
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
+import { createServer } from 'node:http'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -42,6 +43,10 @@ when { principal.quarantined };
 
 @id("exchange-within-task")
 permit (principal, action == Action::"ExchangeToken", resource);
+
+@id("gateway-reads")
+permit (principal, action == Action::"CallTool", resource)
+when { ["GET", "HEAD"].contains(context.request.method) && context.scopes.contains("read") };
 `
 
 let writ
@@ -59,6 +64,7 @@ async function startWrit () {
   const w = await new Promise((resolve, reject) => {
     let buf = ''
     let consoleUrl
+    let gateway
     const timer = setTimeout(() => reject(new Error('writ serve did not start')), 60000)
     proc.on('exit', (code) => reject(new Error(`writ serve exited with ${code}`)))
     proc.stdout.on('data', (chunk) => {
@@ -68,9 +74,10 @@ async function startWrit () {
         const line = buf.slice(0, i)
         buf = buf.slice(i + 1)
         if (line.startsWith('console at ')) consoleUrl = line.split(' ').pop()
+        if (line.startsWith('gateway listening on ')) gateway = line.split(' ').pop()
         if (line.startsWith('writ listening on ')) {
           clearTimeout(timer)
-          resolve({ addr: line.split(' ').pop(), consoleUrl })
+          resolve({ addr: line.split(' ').pop(), consoleUrl, gateway })
         }
       }
     })
@@ -141,6 +148,7 @@ before(async () => {
 })
 
 after(async () => {
+  upstream?.close()
   await browser?.close()
   writ?.stop()
 })
@@ -213,8 +221,74 @@ test('approve a pending task: the agent heartbeat then gets its token', async ()
   assert.equal(decided.reason, 'ticket 42 is mine to fix')
 })
 
-test('quarantine the agent from the console: its next call is refused', async () => {
+/** A plain HTTP upstream behind the gateway: counts what reaches it. */
+let upstream
+const reached = []
+
+/** Registers tool "crm" (plain HTTP, behind the embedded gateway) and
+ * waits until the gateway serves it. */
+async function crmTool () {
+  upstream = createServer((req, res) => {
+    reached.push(`${req.method} ${req.url}`)
+    res.setHeader('content-type', 'application/json')
+    res.end('{"ok":true}')
+  })
+  await new Promise((resolve) => upstream.listen(0, '127.0.0.1', resolve))
+  const r = await call('POST', '/v1/tools', ADMIN, {
+    name: 'crm', audience: 'https://crm.example', scopes: ['read'],
+    upstream: { kind: 'http', url: `http://127.0.0.1:${upstream.address().port}/api` }
+  })
+  assert.equal(r.status, 201, r.text)
+  for (let i = 0; i < 100; i++) {
+    const m = await fetch(`${writ.gateway}/.well-known/oauth-protected-resource/crm`).catch(() => null)
+    if (m?.status === 200) return
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  throw new Error('the gateway never served tool crm')
+}
+
+/** A task of the agent for crm:read, and its token for the tool (RFC 8693). */
+async function crmToken (inst) {
+  const t = await call('POST', '/v1/tasks', inst, { intent: 'look up customer 42', capabilities: [{ tool: 'crm', scopes: ['read'] }] })
+  assert.equal(t.status, 201, t.text)
+  const r = await fetch(`${writ.addr}/oauth2/token`, {
+    method: 'POST',
+    body: new URLSearchParams({
+      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+      subject_token: t.json.access_token,
+      subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      audience: 'crm',
+      scope: 'read'
+    })
+  })
+  const body = await r.json()
+  assert.equal(r.status, 200, JSON.stringify(body))
+  return { task: t.json, token: body.access_token }
+}
+
+const gatewayGet = (token) => fetch(`${writ.gateway}/crm/customers/42`, { headers: { authorization: `Bearer ${token}` } })
+
+let gatewayTask
+
+test('quarantine the agent from the console: its next gateway call is refused', async () => {
+  await crmTool()
+  const { task: t, token } = await crmToken(instance)
+  gatewayTask = t.task_id
+  const before = await gatewayGet(token)
+  assert.equal(before.status, 200, await before.text())
+  assert.equal(reached.length, 1)
+
   await open(admin, 'agents')
+  // Its live instances and its recent decisions (the gateway's among them).
+  await admin.locator('button[aria-label="Instances and decisions of demo-agent"]').click()
+  const instances = admin.locator('table[aria-label="Live instances of demo-agent"] tbody tr')
+  await instances.first().waitFor()
+  assert.ok(await instances.count() >= 1)
+  assert.match(await instances.first().textContent(), /ins_.*join_token/)
+  await admin.waitForFunction(() => [...document.querySelectorAll('table[aria-label="Recent decisions of demo-agent"] tbody tr')]
+    .some((r) => /tool_call.*success/.test(r.textContent)), null, { timeout: 10000 })
+  const decisions = await admin.locator('table[aria-label="Recent decisions of demo-agent"] tbody').textContent()
+  assert.match(decisions, /task_start/)
   // Without a reason, nothing happens.
   await admin.locator('#quarantine-demo-agent').click()
   await admin.locator('#status').getByText(/reason/).waitFor()
@@ -222,11 +296,33 @@ test('quarantine the agent from the console: its next call is refused', async ()
   await admin.locator('#reason-demo-agent').fill('console test: leaked token')
   await admin.locator('#quarantine-demo-agent').click()
   await admin.locator('#state-demo-agent', { hasText: 'quarantined' }).waitFor()
+  // The very next call through the gateway, with a token that worked a
+  // moment ago: refused, and nothing reaches the tool.
+  const next = await gatewayGet(token)
+  assert.ok(next.status === 401 || next.status === 403, `${next.status} ${await next.text()}`)
+  assert.equal(reached.length, 1, 'the refused call never reached the tool')
   await shot(admin, 'agents')
   // The agent's tasks, one link away.
   await admin.locator('main tr', { hasText: 'demo-agent' }).getByRole('link', { name: 'tasks' }).click()
   await admin.waitForFunction(() => document.getElementById('main').dataset.page === 'tasks')
   assert.equal(await admin.locator('#task-agent').inputValue(), 'demo-agent')
+  // That task's tree: its state, its tokens (the task's and the tool's,
+  // both revoked by the quarantine) and its call through the gateway.
+  await admin.locator(`button[aria-label="Delegation tree of ${gatewayTask}"]`).click()
+  const node = admin.locator('#task-tree li', { hasText: 'look up customer 42' })
+  await node.getByText('revoked', { exact: true }).first().waitFor()
+  await node.locator('summary', { hasText: /^2 tokens \(0 live\)$/ }).click()
+  const tokens = node.locator(`table[aria-label="Tokens of ${gatewayTask}"] tbody tr`)
+  assert.equal(await tokens.count(), 2)
+  assert.match(await tokens.nth(1).textContent(), /tool_token.*https:\/\/crm\.example.*revoked/)
+  const calls = node.locator('summary', { hasText: /tool call/ })
+  await admin.waitForFunction(() => /^[1-9]\d* tool calls?$/.test(
+    [...document.querySelectorAll('#task-tree summary')].map((s) => s.textContent).find((t) => /tool call/.test(t)) ?? ''),
+  null, { timeout: 10000 })
+  await calls.click()
+  const call0 = node.locator(`table[aria-label="Tool calls of ${gatewayTask}"] tbody tr`).last()
+  assert.match(await call0.textContent(), /crm.*GET \/customers\/42.*success/)
+  await shot(admin, 'task-tree')
   const refused = await call('POST', '/v1/tasks', instance, task('one more read', ['read']))
   assert.ok(refused.status === 401 || refused.status === 403, refused.text)
   const beat = await call('POST', `/v1/tasks/${approvalTask}/heartbeat`, instance)
@@ -264,16 +360,51 @@ test('the overview plots decisions per minute and denials by policy', async () =
   await open(admin, 'overview')
   await admin.locator('#decisions').waitFor()
   await admin.locator('main table[aria-label="Denials by policy"] tr', { hasText: 'no-deletes' }).waitFor()
+  // The embedded gateway follows the revocation feed, and holds all of it
+  // (the quarantine waited for it).
+  const gw = admin.locator('#gateways tbody tr', { hasText: 'embedded' })
+  await gw.waitFor()
+  assert.match(await gw.textContent(), /up to date/)
   const label = await admin.locator('#decisions').getAttribute('aria-label')
   assert.match(label, /[1-9]\d* allowed, [1-9]\d* denied/)
   await shot(admin, 'overview-activity')
 })
 
-test('policies and reports: the live set, its versions, a least-privilege and an evidence report', async () => {
+test('policies: the live set, versions with their diff, the shadow set and its disagreements; reports', async () => {
+  // A second live version (one policy more), and a shadow set without
+  // "reads": a read the live set allows, the shadow set would deny.
+  const added = '\n@id("comments")\npermit (principal, action == Action::"StartTask", resource)\nwhen { ["comment"].containsAll(context.scopes) };\n'
+  const pushed = await call('PUT', '/v1/policies', ADMIN, { files: { 'p.cedar': POLICIES + added } })
+  assert.equal(pushed.status, 200, pushed.text)
+  const shadowSet = POLICIES.replace(/@id\("reads"\)\npermit[^;]*;/, '')
+  const sh = await call('PUT', '/v1/policies/shadow', ADMIN, { files: { 'p.cedar': shadowSet } })
+  assert.ok(sh.status === 200 || sh.status === 201, sh.text)
+  const jt = await call('POST', '/v1/agents/plotter/join-tokens', ADMIN, { ttl: 600 })
+  const a = await call('POST', '/v1/attest', null, { agent: 'plotter', join_token: jt.json.join_token })
+  const read = await call('POST', '/v1/tasks', a.json.access_token, task('read under a shadow', ['read']))
+  assert.equal(read.status, 201, read.text)
+
   await open(admin, 'policies')
-  await admin.locator('summary', { hasText: 'p.cedar' }).click()
+  await admin.locator('summary', { hasText: /^p\.cedar$/ }).click()
   await admin.getByText('writes-need-approval').first().waitFor()
+  // The newest version against its predecessor: the added lines, only.
+  await admin.locator('main table[aria-label="Policy versions"] tbody tr').first().getByRole('button', { name: /Changes from/ }).click()
+  const diff = admin.locator('#policy-diff pre[aria-label="Diff of p.cedar"]')
+  await diff.waitFor()
+  const addedLines = await diff.locator('.add').allTextContents()
+  assert.deepEqual(addedLines.map((l) => l.trim()).filter((l) => l !== '+'), ['+ @id("comments")',
+    '+ permit (principal, action == Action::"StartTask", resource)', '+ when { ["comment"].containsAll(context.scopes) };'])
+  assert.equal(await diff.locator('.del').count(), 0)
+  // The shadow set, and the read it would have denied.
+  assert.match(await admin.locator('#shadow-version').textContent(), /^Shadow set \S+ decides beside the live set/)
+  await admin.locator('#disagreements tbody tr', { hasText: 'plotter' }).first().waitFor()
+  assert.match(await admin.locator('#disagreements tbody tr', { hasText: 'plotter' }).first().textContent(), /policy_shadow.*would deny/)
+  assert.equal(await admin.locator('#disagreements tbody tr').count(), 1, 'only the disagreement, not the shadow set being installed')
+  await admin.locator('summary', { hasText: 'shadow: p.cedar' }).waitFor()
+  assert.match(await admin.locator('#policy-tests').textContent(), /writ policy test/)
   await shot(admin, 'policies')
+  const cleared = await call('DELETE', '/v1/policies/shadow', ADMIN)
+  assert.ok(cleared.status < 300, cleared.text)
   await open(admin, 'reports')
   await admin.locator('#report-lp').click()
   await admin.waitForFunction(() => document.getElementById('report').textContent.length > 0)
@@ -295,7 +426,7 @@ test('an auditor sees no action buttons and is refused when it forges the call',
   for (const page of ['overview', 'audit', 'policies', 'reports']) {
     await open(ann, page)
     const buttons = await ann.locator('main button:not(.link)').allTextContents()
-    const reads = /^(Verify chain|Filter|Least-privilege report|Evidence report)$/
+    const reads = /^(Verify chain|Filter|Least-privilege report|Evidence report|Diff)$/
     assert.deepEqual(buttons.filter((b) => !reads.test(b)), [], `${page}: ${buttons}`)
   }
   // A page the role may not see is not shown, even by its address.
@@ -325,6 +456,20 @@ test('sign-out ends the session at the broker, not only in the page', async () =
   await admin.locator('#credential').waitFor()
   const r = await fetch(`${writ.addr}/v1/agents`, { headers: { cookie: `writ_console=${stolen.value}` } })
   assert.equal(r.status, 401)
+})
+
+test("the console's read routes refuse bad input and unknown names clearly, without a credential too", async () => {
+  for (const [path, want] of [
+    ['/ui/api/tasks/not-a-task-id', 400],
+    ['/ui/api/tasks/task_AAAAAAAAAAAAAAAAAAAAAA', 404],
+    ['/ui/api/agents/no%20such%20agent', 400],
+    ['/ui/api/agents/nobody', 404],
+    ['/ui/api/policies/versions/sha256:nope', 404]
+  ]) {
+    const r = await call('GET', path, ADMIN)
+    assert.equal(r.status, want, `${path}: ${r.text}`)
+    assert.equal((await call('GET', path)).status, 401, `${path} without a credential`)
+  }
 })
 
 test('no page broke its Content-Security-Policy or threw', () => {

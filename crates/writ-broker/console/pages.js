@@ -63,7 +63,9 @@ export const pages = {
       const chain = h('div', { id: 'chain-status' });
       const denials = h('div');
       const plot = h('div', { id: 'activity' });
+      const gateways = h('div', { id: 'gateways' });
       put(main, h('h1', {}, 'Overview'), cards,
+        h('h2', {}, 'Gateways and their revocation lag'), gateways,
         ctx.session.may.audit ? [h('h2', {}, 'Decisions, last 30 minutes'), plot] : null,
         h('h2', {}, 'Audit chain'), chain, h('h2', {}, 'Denials, last 30 minutes'), denials);
       const verify = async () => {
@@ -78,11 +80,12 @@ export const pages = {
           card('Live grants', o.live_grants, 'live-grants'),
           card('Pending approvals', o.pending_approvals, 'pending-approvals'),
           card('Audit records', o.head, 'audit-head'));
+        put(gateways, gatewayTable(o.gateways));
         if (o.activity) {
           put(plot, activityPlot(o.activity));
           const d = o.activity.recent_denials;
           put(denials, d.length
-            ? [auditTable(d, () => {}), h('p', {}, h('a', { href: '#audit?outcome=deny' }, 'every denial in the audit'))]
+            ? [auditTable(d), h('p', {}, h('a', { href: '#audit?outcome=deny' }, 'every denial in the audit'))]
             : h('p', {}, 'No denials.'));
         } else {
           put(denials, h('p', { class: 'muted' }, 'Your role does not read the audit.'));
@@ -110,7 +113,29 @@ export const pages = {
     may: (s) => s.may.operate,
     render(main, ctx) {
       const list = h('div');
-      put(main, h('h1', {}, 'Agents'), list);
+      const detail = h('div', { id: 'agent-detail' });
+      put(main, h('h1', {}, 'Agents'), list, detail);
+      let shown = null; // the agent whose detail is shown, kept live
+      const showAgent = async (name) => {
+        shown = name;
+        const d = await get(`/ui/api/agents/${encodeURIComponent(name)}`);
+        put(detail, h('h2', {}, `${name}: live instances`),
+          d.instances.length ? table([
+            ['Instance', (i) => h('code', {}, i.instance_id)],
+            ['Attested by', (i) => i.attestation],
+            ['Since', (i) => when(i.created_at)],
+            ['Until', (i) => when(i.expires_at)],
+            ['DPoP-bound', (i) => (i.dpop ? 'yes' : 'no')],
+            ['Active tasks', (i) => String(i.active_tasks)],
+          ], d.instances, `Live instances of ${name}`) : h('p', {}, 'No live instance.'),
+          h('h2', {}, `${name}: recent decisions`),
+          d.decisions === null
+            ? h('p', { class: 'muted' }, 'Decisions come from the audit, which your role does not read.')
+            : d.decisions.length
+              ? [auditTable(d.decisions, null, `Recent decisions of ${name}`),
+                  h('p', { class: 'muted' }, `from the newest ${d.scanned} audit records`)]
+              : h('p', {}, `No decision in the newest ${d.scanned} audit records.`));
+      };
       const refresh = async () => {
         const agents = await get('/v1/agents');
         put(list, table([
@@ -120,6 +145,7 @@ export const pages = {
           ['State', (a) => h('span', { class: a.quarantined ? 'bad' : 'ok', id: `state-${a.name}` }, a.quarantined ? 'quarantined' : 'active')],
           ['Since', (a) => when(a.created_at)],
           ['See', (a) => h('span', { class: 'actions' },
+            action('Details', () => showAgent(a.name), ctx, { 'aria-label': `Instances and decisions of ${a.name}` }),
             h('a', { href: `#tasks?${new URLSearchParams({ agent: a.name })}` }, 'tasks'),
             ctx.session.may.audit ? h('a', { href: `#audit?${new URLSearchParams({ agent: a.name })}` }, 'audit') : null)],
           ['Kill switch', (a) => withReason(`reason-${a.name}`, ctx, [a.quarantined
@@ -129,6 +155,7 @@ export const pages = {
               return `${a.name} quarantined: ${q.revoked_tokens} tokens revoked, ${q.ended_tasks} tasks ended`;
             }, { id: `quarantine-${a.name}`, class: 'danger' }]])],
         ], agents, 'Agents'));
+        if (shown) await showAgent(shown);
       };
       return refresh;
     },
@@ -152,16 +179,66 @@ export const pages = {
         refresh().catch((err) => ctx.say(err.message, true));
       });
       put(main, h('h1', {}, 'Tasks'), form, list, tree);
+      let shown = null; // the task whose tree is shown, kept live
+      const opened = new Set(); // which of its lists are open
+      const folding = (key, summary, body) => {
+        const el = h('details', { open: opened.has(key) }, h('summary', {}, summary), body);
+        el.addEventListener('toggle', () => { if (el.open) opened.add(key); else opened.delete(key); });
+        return el;
+      };
       const showTree = async (id) => {
-        const nodes = await get(`/v1/tasks/${encodeURIComponent(id)}/tree`);
+        if (shown !== id) opened.clear();
+        shown = id;
+        const d = await get(`/ui/api/tasks/${encodeURIComponent(id)}`);
+        const nodes = d.tasks;
         const byParent = new Map();
         for (const n of nodes) {
           const p = n.parent_task_id || '';
           if (!byParent.has(p)) byParent.set(p, []);
           byParent.get(p).push(n);
         }
+        const tokensOf = new Map();
+        for (const t of d.tokens) {
+          if (!tokensOf.has(t.task_id)) tokensOf.set(t.task_id, []);
+          tokensOf.get(t.task_id).push(t);
+        }
+        const callsOf = new Map();
+        for (const c of d.tool_calls || []) {
+          if (!callsOf.has(c.event.task)) callsOf.set(c.event.task, []);
+          callsOf.get(c.event.task).push(c);
+        }
+        const count = (xs, what) => `${xs.length} ${what}${xs.length === 1 ? '' : 's'}`;
+        const tokens = (n) => {
+          const ts = tokensOf.get(n.task_id) || [];
+          const live = ts.filter((t) => t.state === 'live').length;
+          return folding(`tokens-${n.task_id}`, `${count(ts, 'token')} (${live} live)`,
+            ts.length ? table([
+              ['Kind', (t) => t.kind],
+              ['For', (t) => t.audience || ''],
+              ['State', (t) => h('span', { class: t.state === 'live' ? 'ok' : 'muted' }, t.state)],
+              ['Issued', (t) => when(t.issued_at)],
+              ['Expires', (t) => when(t.expires_at)],
+              ['Revoked', (t) => when(t.revoked_at)],
+              ['Id', (t) => h('code', {}, t.jti)],
+            ], ts, `Tokens of ${n.task_id}`) : null);
+        };
+        const calls = (n) => {
+          if (!d.tool_calls) return h('p', { class: 'muted' }, 'Tool calls come from the audit, which your role does not read.');
+          const cs = callsOf.get(n.task_id) || [];
+          return folding(`calls-${n.task_id}`, count(cs, 'tool call'),
+            cs.length ? table([
+              ['Time', (c) => when(c.ts)],
+              ['Tool', (c) => c.event.tool || c.event.detail?.tool || ''],
+              ['Request', (c) => [c.event.detail?.method, c.event.detail?.path ?? c.event.detail?.mcp_method].filter(Boolean).join(' ')],
+              ['Decision', (c) => h('span', { class: `outcome-${c.event.outcome}` }, c.event.outcome)],
+              ['Reason', (c) => c.event.reason || ''],
+            ], cs, `Tool calls of ${n.task_id}`) : null);
+        };
         const ids = new Set(nodes.map((n) => n.task_id));
-        const branch = (n) => h('li', {}, h('code', {}, n.task_id), ` ${n.agent} · ${n.status} · ${n.intent}`,
+        const branch = (n) => h('li', { class: 'node' },
+          h('div', {}, h('code', {}, n.task_id), ` ${n.agent} · `,
+            h('span', { class: `status-${n.status}` }, n.status), ` · ${n.intent}`),
+          tokens(n), calls(n),
           (byParent.get(n.task_id) || []).length ? h('ul', {}, byParent.get(n.task_id).map(branch)) : null);
         const roots = nodes.filter((n) => !n.parent_task_id || !ids.has(n.parent_task_id));
         put(tree, h('h2', {}, 'Delegation tree'), h('ul', { class: 'tree' }, roots.map(branch)));
@@ -187,6 +264,7 @@ export const pages = {
               return `task ended: ${e.revoked_tokens} tokens revoked, ${e.ended_descendants} delegated tasks ended`;
             }, ctx, { class: 'danger', 'aria-label': `End task ${t.task_id}` }) : null)],
         ], r.tasks, 'Tasks'), pager);
+        if (shown) await showTree(shown);
       };
       return refresh;
     },
@@ -231,7 +309,7 @@ export const pages = {
     title: 'Audit',
     may: (s) => s.may.audit,
     render(main, ctx) {
-      const f = { agent: ctx.params.get('agent') ?? '', task: ctx.params.get('task') ?? '', kind: '', outcome: ctx.params.get('outcome') ?? '', actor: '', since: '', until: '', before: '' };
+      const f = { agent: ctx.params.get('agent') ?? '', task: ctx.params.get('task') ?? '', kind: ctx.params.get('kind') ?? '', outcome: ctx.params.get('outcome') ?? '', actor: '', since: '', until: '', before: '' };
       const field = (name, label, type = 'text') => h('input', { id: `audit-${name}`, name, type, 'aria-label': label, placeholder: label });
       const inputs = {
         agent: field('agent', 'agent'), task: field('task', 'task'),
@@ -242,6 +320,7 @@ export const pages = {
       };
       inputs.agent.value = f.agent;
       inputs.task.value = f.task;
+      inputs.kind.value = f.kind;
       const outcome = h('select', { id: 'audit-outcome', 'aria-label': 'Outcome' },
         ['', 'success', 'failure', 'deny'].map((o) => h('option', { value: o }, o || 'any outcome')));
       outcome.value = f.outcome;
@@ -283,21 +362,69 @@ export const pages = {
   policies: {
     title: 'Policies',
     may: (s) => s.may.read_policy,
-    render(main) {
+    render(main, ctx) {
       const live = h('div');
       const history = h('div');
-      put(main, h('h1', {}, 'Policies'), live, h('h2', {}, 'Versions'), history);
+      const diff = h('div', { id: 'policy-diff' });
+      const shadow = h('div', { id: 'shadow' });
+      const disagreements = h('div', { id: 'disagreements' });
+      put(main, h('h1', {}, 'Policies'), live,
+        h('h2', {}, 'Versions'), history, diff,
+        h('h2', {}, 'Shadow set'), shadow,
+        h('h2', {}, 'Shadow disagreements'), disagreements,
+        h('h2', {}, 'Policy tests'),
+        h('p', { id: 'policy-tests' }, 'The broker holds no test cases: run them with ',
+          h('code', {}, 'writ policy test examples/policies/tests.toml'),
+          ' (each case is a request and the decision it must get) before pushing a set.'));
+      let shownDiff = null;
+      const showDiff = async (v, prev) => {
+        shownDiff = [v, prev];
+        const [a, b] = await Promise.all([
+          get(`/ui/api/policies/versions/${encodeURIComponent(prev)}`),
+          get(`/ui/api/policies/versions/${encodeURIComponent(v)}`)]);
+        const names = [...new Set([...Object.keys(a.files), ...Object.keys(b.files)])].sort();
+        const changed = names.filter((n) => a.files[n] !== b.files[n]);
+        put(diff, h('h3', {}, `Changes from ${prev} to ${v}`),
+          changed.length ? changed.map((n) => h('div', { class: 'file-diff' },
+            h('h4', {}, n, n in a.files ? (n in b.files ? '' : ' (removed)') : ' (added)'),
+            h('pre', { class: 'detail diff', tabindex: '0', 'aria-label': `Diff of ${n}` },
+              lineDiff(a.files[n] ?? '', b.files[n] ?? '').map(([op, line]) =>
+                h('span', { class: op === '+' ? 'add' : op === '-' ? 'del' : 'same' }, `${op} ${line}\n`)))))
+            : h('p', {}, 'The same sources.'));
+      };
       const refresh = async () => {
-        const p = await get('/v1/policies');
+        const [p, versions, sh] = await Promise.all([get('/v1/policies'), get('/v1/policies/history'), get('/ui/api/policies/shadow')]);
         put(live, h('p', {}, `Live set ${p.version}: ${p.policies} policies`),
           Object.entries(p.files).map(([name, text]) => h('details', {},
             h('summary', {}, name), h('pre', { class: 'detail' }, text))));
-        const versions = await get('/v1/policies/history');
+        const prevOf = (i) => versions.slice(i + 1).find((o) => o.version !== versions[i].version)?.version;
         put(history, table([
           ['Version', (v) => h('code', {}, v.version)],
           ['From', (v) => v.origin],
           ['Loaded', (v) => when(v.loaded_at)],
+          ['Changes', (v) => {
+            const i = versions.indexOf(v);
+            const prev = prevOf(i);
+            return prev && v.version !== versions[i + 1]?.version
+              ? action('Diff', () => showDiff(v.version, prev), ctx, { 'aria-label': `Changes from ${prev} to ${v.version}` })
+              : (prev ? 'reloaded, the same' : 'the first');
+          }],
         ], versions, 'Policy versions'));
+        put(shadow, sh
+          ? [h('p', { id: 'shadow-version' }, `Shadow set ${sh.version} decides beside the live set; only the live set's decision counts.`),
+              ...Object.entries(sh.files).map(([name, text]) => h('details', {},
+                h('summary', {}, `shadow: ${name}`), h('pre', { class: 'detail' }, text)))]
+          : h('p', { id: 'shadow-version' }, 'No shadow set.'));
+        if (ctx.session.may.audit) {
+          const d = await get('/ui/api/audit?kind=policy_shadow&outcome=failure&limit=20');
+          put(disagreements, d.records.length
+            ? [auditTable(d.records, null, 'Shadow disagreements'),
+                h('p', {}, h('a', { href: '#audit?kind=policy_shadow&outcome=failure' }, 'every disagreement in the audit'))]
+            : h('p', {}, 'No disagreement recorded.'));
+        } else {
+          put(disagreements, h('p', { class: 'muted' }, 'Disagreements are read from the audit, which your role does not read.'));
+        }
+        if (shownDiff) await showDiff(...shownDiff);
       };
       return refresh;
     },
@@ -329,6 +456,26 @@ export const pages = {
   },
 };
 
+/** Lines of `a` and `b` as a diff: [op, line] with op '-', '+' or ' '
+ * (the longest common subsequence of lines; a large pair is shown whole). */
+function lineDiff(a, b) {
+  const x = a.split('\n'); const y = b.split('\n');
+  if (x.length * y.length > 4_000_000) return [...x.map((l) => ['-', l]), ...y.map((l) => ['+', l])];
+  const n = x.length; const m = y.length;
+  const L = Array.from({ length: n + 1 }, () => new Uint32Array(m + 1));
+  for (let i = n - 1; i >= 0; i--) {
+    for (let j = m - 1; j >= 0; j--) L[i][j] = x[i] === y[j] ? L[i + 1][j + 1] + 1 : Math.max(L[i + 1][j], L[i][j + 1]);
+  }
+  const out = [];
+  let i = 0; let j = 0;
+  while (i < n && j < m) {
+    if (x[i] === y[j]) { out.push([' ', x[i]]); i++; j++; } else if (L[i + 1][j] >= L[i][j + 1]) out.push(['-', x[i++]]); else out.push(['+', y[j++]]);
+  }
+  while (i < n) out.push(['-', x[i++]]);
+  while (j < m) out.push(['+', y[j++]]);
+  return out;
+}
+
 /** Decisions per minute as stacked bars, and denials by policy. */
 function activityPlot(a) {
   const W = 600; const H = 110; const n = a.minutes.length;
@@ -359,9 +506,25 @@ function activityPlot(a) {
   ];
 }
 
-function auditTable(records, show) {
+/** The gateways following the revocation feed, most behind first. */
+function gatewayTable(g) {
+  const note = h('p', { class: 'muted' }, `Revocation feed head: ${g.head}. A gateway that falls behind fails closed once its view is older than its staleness bound.`);
+  if (!g.followers.length) return [h('p', {}, 'No gateway follows the revocation feed.'), note];
+  return [table([
+    ['Gateway', (f) => f.gateway],
+    ['Process', (f) => f.process || '(unnamed)'],
+    ['Holds', (f) => String(f.held)],
+    ['Behind', (f) => h('span', { class: f.behind ? 'bad' : 'ok', id: `lag-${f.gateway}` }, f.behind ? `${f.behind} revocations` : 'up to date')],
+    ['Last seen', (f) => f.polling ? 'polling now' : `${Math.round(f.seen_ms_ago / 1000)} s ago`],
+  ], g.followers, 'Gateways'), note];
+}
+
+function auditTable(records, show = null, label = 'Audit records') {
   return table([
-    ['#', (r) => h('button', { type: 'button', class: 'link', onclick: () => show(r), 'aria-label': `Details of record ${r.seq}` }, String(r.seq))],
+    // A record number opens its details where the page has a place for them.
+    ['#', (r) => (show
+      ? h('button', { type: 'button', class: 'link', onclick: () => show(r), 'aria-label': `Details of record ${r.seq}` }, String(r.seq))
+      : String(r.seq))],
     ['Time', (r) => when(r.ts)],
     ['Kind', (r) => r.event.kind],
     ['Outcome', (r) => h('span', { class: `outcome-${r.event.outcome}` }, r.event.outcome)],
@@ -369,5 +532,5 @@ function auditTable(records, show) {
     ['Agent', (r) => r.event.agent || ''],
     ['Task', (r) => r.event.task || ''],
     ['Reason', (r) => r.event.reason || ''],
-  ], records, 'Audit records');
+  ], records, label);
 }

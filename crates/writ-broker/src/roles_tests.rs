@@ -75,6 +75,9 @@ fn routes() -> Vec<(&'static str, String, Duty)> {
         ("GET", "/ui/api/tasks", Operate),
         ("POST", "/ui/api/agents/nobody/quarantine", Operate),
         ("POST", "/ui/api/agents/nobody/release", Operate),
+        ("GET", "/ui/api/agents/nobody", Operate),
+        ("GET", "/ui/api/policies/shadow", ReadPolicy),
+        ("GET", "/ui/api/policies/versions/v1", ReadPolicy),
     ]
     .into_iter()
     .map(|(m, p, d)| (m, p.to_owned(), d))
@@ -82,6 +85,7 @@ fn routes() -> Vec<(&'static str, String, Duty)> {
     v.push(("GET", format!("/v1/tasks/{task}"), ReadTask));
     v.push(("GET", format!("/v1/tasks/{task}/tree"), ReadTask));
     v.push(("POST", format!("/v1/tasks/{task}/complete"), Operate));
+    v.push(("GET", format!("/ui/api/tasks/{task}"), Operate));
     v
 }
 

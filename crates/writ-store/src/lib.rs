@@ -510,6 +510,14 @@ pub trait TaskStore: Send + Sync {
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
     async fn get_instance(&self, id: &InstanceId) -> Result<Option<Instance>>;
+    /// An agent's instances neither revoked nor expired at `now`, newest
+    /// first (at most `limit`), each with how many active tasks it runs.
+    async fn live_instances(
+        &self,
+        agent: &AgentName,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(Instance, u64)>>;
     /// Records a started task and its token; refused if the agent is
     /// quarantined, the instance revoked, or (for a delegated task) the
     /// parent no longer active by then.
@@ -536,6 +544,9 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<Option<Ended>>;
     /// A task and all its descendants, root first.
     async fn task_tree(&self, id: &TaskId) -> Result<Vec<Task>>;
+    /// The tokens issued under a task and all its descendants, with when
+    /// each was revoked (if it was), oldest first.
+    async fn task_tree_grants(&self, id: &TaskId) -> Result<Vec<(Grant, Option<Timestamp>)>>;
     /// Active tasks whose lease or hard lifetime has run out.
     async fn lapsed_tasks(&self, now: Timestamp, limit: u32) -> Result<Vec<TaskId>>;
     async fn grant_state(&self, jti: &str) -> Result<Option<GrantState>>;
@@ -741,6 +752,8 @@ pub trait PolicyStore: Send + Sync {
     ) -> Result<()>;
     /// The most recent activations, newest first.
     async fn policy_history(&self, limit: u32) -> Result<Vec<writ_core::api::PolicyVersion>>;
+    /// The sources of a policy set that was once live, by version.
+    async fn policy_sources(&self, version: &str) -> Result<Option<Vec<(String, String)>>>;
     /// The set that was live last, if any: `(version, sources)`.
     async fn latest_policy(&self) -> Result<Option<(String, Vec<(String, String)>)>>;
     /// Appends events that record no other change (a denial, a failure).

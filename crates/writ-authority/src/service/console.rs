@@ -159,6 +159,19 @@ pub struct AuditMatches {
 }
 
 impl AuditFilter {
+    /// Whether a record's JSON text may match: every wanted agent, task and
+    /// kind that JSON writes as it is (no escapes) appears in it.
+    fn may_match(&self, text: &str) -> bool {
+        let plain = |w: &str| {
+            w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.' | '@'))
+        };
+        [&self.agent, &self.task, &self.kind]
+            .into_iter()
+            .filter_map(|w| w.as_deref().filter(|w| !w.is_empty() && plain(w)))
+            .all(|w| text.contains(w))
+    }
+
     fn matches(&self, ts: i64, e: &serde_json::Value) -> bool {
         let field = |k: &str| e.get(k).and_then(serde_json::Value::as_str);
         let same = |want: &Option<String>, k: &str| {
@@ -222,6 +235,11 @@ impl Broker {
                 read_any = true;
                 scanned += 1;
                 cursor = r.seq;
+                // A record without a wanted value in its text cannot match:
+                // skipped before it is parsed (a fleet's audit is long).
+                if !f.may_match(&r.event) {
+                    continue;
+                }
                 let event: serde_json::Value =
                     serde_json::from_str(&r.event).unwrap_or(serde_json::Value::Null);
                 if f.matches(r.ts.millis(), &event) {
@@ -309,6 +327,17 @@ pub struct Activity {
     pub recent_denials: Vec<AuditRow>,
 }
 
+/// What the decision plot reads of a record (every other field skipped).
+#[derive(serde::Deserialize)]
+struct Brief<'a> {
+    #[serde(borrow, default)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    outcome: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    determining_policies: Option<Vec<std::borrow::Cow<'a, str>>>,
+}
+
 /// Records that are a decision: policy decided something for an agent.
 const DECISION_KINDS: [&str; 4] = ["decision", "tool_call", "task_start", "token_exchange"];
 
@@ -344,11 +373,13 @@ impl Broker {
                 if ts < first {
                     break 'scan;
                 }
-                let Ok(e) = serde_json::from_str::<serde_json::Value>(&r.event) else {
+                // Only the fields counted are read (a fleet's half hour is
+                // tens of thousands of records); a denial shown is read whole.
+                let Ok(e) = serde_json::from_str::<Brief<'_>>(&r.event) else {
                     continue;
                 };
-                let kind = e.get("kind").and_then(serde_json::Value::as_str);
-                let outcome = e.get("outcome").and_then(serde_json::Value::as_str);
+                let kind = e.kind.as_deref();
+                let outcome = e.outcome.as_deref();
                 let Some(slot) = usize::try_from((ts - first) / MINUTE)
                     .ok()
                     .and_then(|i| buckets.get_mut(i))
@@ -358,22 +389,20 @@ impl Broker {
                 match outcome {
                     Some("deny") => {
                         slot.denied += 1;
-                        if recent_denials.len() < 10 {
+                        if recent_denials.len() < 10
+                            && let Ok(event) = serde_json::from_str(&r.event)
+                        {
                             recent_denials.push(AuditRow {
                                 seq: r.seq,
                                 ts: r.ts,
                                 hash: r.hash.clone(),
-                                event: e.clone(),
+                                event,
                             });
                         }
-                        let policies = e
-                            .get("determining_policies")
-                            .and_then(serde_json::Value::as_array)
-                            .filter(|p| !p.is_empty());
-                        match policies {
+                        match e.determining_policies.as_ref().filter(|p| !p.is_empty()) {
                             Some(p) => {
-                                for id in p.iter().filter_map(serde_json::Value::as_str) {
-                                    *denied_by.entry(id.to_owned()).or_default() += 1;
+                                for id in p {
+                                    *denied_by.entry(id.to_string()).or_default() += 1;
                                 }
                             }
                             None => *denied_by.entry("(no policy)".to_owned()).or_default() += 1,
@@ -396,5 +425,290 @@ impl Broker {
             denied_by,
             recent_denials,
         })
+    }
+}
+
+/// A token issued under a task, as the console shows it (never the token).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenRow {
+    pub jti: String,
+    /// `task_token`, `tool_token`, ...
+    pub kind: String,
+    pub task_id: Option<writ_core::TaskId>,
+    /// For a tool token: the tool's audience.
+    pub audience: Option<String>,
+    pub issued_at: writ_core::Timestamp,
+    pub expires_at: writ_core::Timestamp,
+    pub revoked_at: Option<writ_core::Timestamp>,
+    /// `live`, `expired` or `revoked` (a token of a task that ended is
+    /// revoked with it).
+    pub state: &'static str,
+}
+
+/// A task's delegation tree: every node, the tokens issued under it, and
+/// the calls its tokens made through gateways.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskDetail {
+    /// Root first.
+    pub tasks: Vec<writ_core::api::Task>,
+    /// Oldest first.
+    pub tokens: Vec<TokenRow>,
+    /// Gateway decisions (`tool_call` records) of any node, newest first
+    /// (for a role that reads the audit; `None` otherwise).
+    pub tool_calls: Option<Vec<AuditRow>>,
+}
+
+/// The most tool calls a task's detail lists.
+const TOOL_CALLS: usize = 200;
+
+impl Broker {
+    /// Task `id`'s tree, its tokens and (with `audit`) its tool calls,
+    /// read from the audit back to the tree's start.
+    pub async fn task_detail(
+        &self,
+        id: &writ_core::TaskId,
+        audit: bool,
+    ) -> Result<TaskDetail, Error> {
+        let tasks = self.store.task_tree(id).await?;
+        let Some(root) = tasks.first() else {
+            return Err(Error::NotFound(format!("no task {id}")));
+        };
+        let start = root.created_at.millis();
+        let ids: std::collections::HashSet<String> =
+            tasks.iter().map(|t| t.task_id.to_string()).collect();
+        let now = self.now();
+        let tokens = self
+            .store
+            .task_tree_grants(id)
+            .await?
+            .into_iter()
+            .map(|(g, revoked_at)| TokenRow {
+                state: if revoked_at.is_some() {
+                    "revoked"
+                } else if g.expires_at <= now {
+                    "expired"
+                } else {
+                    "live"
+                },
+                jti: g.jti,
+                kind: g.kind.as_str().to_owned(),
+                task_id: g.task_id,
+                audience: g.audience,
+                issued_at: g.issued_at,
+                expires_at: g.expires_at,
+                revoked_at,
+            })
+            .collect();
+        let tool_calls = if audit {
+            Some(self.tool_calls_of(&ids, start).await?)
+        } else {
+            None
+        };
+        Ok(TaskDetail {
+            tasks,
+            tokens,
+            tool_calls,
+        })
+    }
+
+    /// `tool_call` records of the tasks `ids`, newest first, reading the
+    /// audit back to `start` (nothing older can be theirs).
+    async fn tool_calls_of(
+        &self,
+        ids: &std::collections::HashSet<String>,
+        start: i64,
+    ) -> Result<Vec<AuditRow>, Error> {
+        let head = self.store.audit_head().await?;
+        let mut cursor = head.saturating_add(1);
+        let mut scanned = 0u64;
+        let mut out = Vec::new();
+        'scan: while cursor > 1 && scanned < SEARCH_SCAN && out.len() < TOOL_CALLS {
+            let after = cursor.saturating_sub(1 + u64::from(SEARCH_CHUNK));
+            let chunk = self.store.audit_after(after, SEARCH_CHUNK).await?;
+            let below = cursor;
+            let mut read_any = false;
+            for r in chunk.iter().rev().filter(|r| r.seq < below) {
+                read_any = true;
+                scanned += 1;
+                cursor = r.seq;
+                if r.ts.millis() < start {
+                    break 'scan;
+                }
+                // Cheap checks on the text before parsing it.
+                if !r.event.contains("tool_call") {
+                    continue;
+                }
+                let Ok(e) = serde_json::from_str::<serde_json::Value>(&r.event) else {
+                    continue;
+                };
+                let field = |k: &str| e.get(k).and_then(serde_json::Value::as_str);
+                if field("kind") == Some("tool_call")
+                    && field("task").is_some_and(|t| ids.contains(t))
+                {
+                    out.push(AuditRow {
+                        seq: r.seq,
+                        ts: r.ts,
+                        hash: r.hash.clone(),
+                        event: e,
+                    });
+                    if out.len() >= TOOL_CALLS {
+                        break 'scan;
+                    }
+                }
+            }
+            if !read_any {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A live instance of an agent, as the console shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InstanceRow {
+    pub instance_id: String,
+    /// How it attested (`join_token`, `k8s`, ...).
+    pub attestation: String,
+    pub created_at: writ_core::Timestamp,
+    pub expires_at: writ_core::Timestamp,
+    /// Whether its tokens are bound to a DPoP key.
+    pub dpop: bool,
+    pub active_tasks: u64,
+}
+
+/// What the console shows of one agent beyond its registration.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentDetail {
+    /// Newest first (at most [`INSTANCES`]).
+    pub instances: Vec<InstanceRow>,
+    /// Its last decisions, newest first (for a role that reads the audit;
+    /// `None` otherwise).
+    pub decisions: Option<Vec<AuditRow>>,
+    /// How many audit records were read for them (the newest, at most
+    /// [`SEARCH_SCAN`]).
+    pub scanned: u64,
+}
+
+/// The most live instances one agent's detail lists.
+const INSTANCES: u32 = 100;
+/// The most decisions one agent's detail lists.
+const AGENT_DECISIONS: usize = 25;
+
+impl Broker {
+    /// Agent `name`'s live instances and (with `audit`) its last decisions.
+    pub async fn agent_detail(
+        &self,
+        name: &writ_core::AgentName,
+        audit: bool,
+    ) -> Result<AgentDetail, Error> {
+        if self.store.get_agent(name).await?.is_none() {
+            return Err(Error::NotFound(format!("no agent {name}")));
+        }
+        let instances = self
+            .store
+            .live_instances(name, self.now(), INSTANCES)
+            .await?
+            .into_iter()
+            .map(|(i, active_tasks)| InstanceRow {
+                instance_id: i.id.to_string(),
+                attestation: i.attestation,
+                created_at: i.created_at,
+                expires_at: i.expires_at,
+                dpop: i.jkt.is_some(),
+                active_tasks,
+            })
+            .collect();
+        let (decisions, scanned) = if audit {
+            let (d, n) = self.decisions_of(name.as_str()).await?;
+            (Some(d), n)
+        } else {
+            (None, 0)
+        };
+        Ok(AgentDetail {
+            instances,
+            decisions,
+            scanned,
+        })
+    }
+
+    /// The last decisions about `agent` (newest first), and how many
+    /// records were read to find them.
+    async fn decisions_of(&self, agent: &str) -> Result<(Vec<AuditRow>, u64), Error> {
+        let head = self.store.audit_head().await?;
+        let mut cursor = head.saturating_add(1);
+        let mut scanned = 0u64;
+        let mut out = Vec::new();
+        'scan: while cursor > 1 && scanned < SEARCH_SCAN {
+            let after = cursor.saturating_sub(1 + u64::from(SEARCH_CHUNK));
+            let chunk = self.store.audit_after(after, SEARCH_CHUNK).await?;
+            let below = cursor;
+            let mut read_any = false;
+            for r in chunk.iter().rev().filter(|r| r.seq < below) {
+                read_any = true;
+                scanned += 1;
+                cursor = r.seq;
+                // Cheap check on the text before parsing it.
+                if !r.event.contains(agent) {
+                    continue;
+                }
+                let Ok(e) = serde_json::from_str::<serde_json::Value>(&r.event) else {
+                    continue;
+                };
+                let field = |k: &str| e.get(k).and_then(serde_json::Value::as_str);
+                let decided = field("kind").is_some_and(|k| DECISION_KINDS.contains(&k))
+                    && matches!(field("outcome"), Some("success" | "deny"));
+                if decided && field("agent") == Some(agent) {
+                    out.push(AuditRow {
+                        seq: r.seq,
+                        ts: r.ts,
+                        hash: r.hash.clone(),
+                        event: e,
+                    });
+                    if out.len() >= AGENT_DECISIONS {
+                        break 'scan;
+                    }
+                }
+            }
+            if !read_any {
+                break;
+            }
+        }
+        Ok((out, scanned))
+    }
+}
+
+/// A policy set as stored: its version and files (name to Cedar text).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PolicySources {
+    pub version: String,
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+impl Broker {
+    /// The sources of a set that was once live (for a diff between
+    /// versions), `NotFound` for a version never live here.
+    pub async fn policy_sources(&self, version: &str) -> Result<PolicySources, Error> {
+        let files = self
+            .store
+            .policy_sources(version)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no policy version {version}")))?;
+        Ok(PolicySources {
+            version: version.to_owned(),
+            files: files.into_iter().collect(),
+        })
+    }
+
+    /// The shadow set deciding beside the live one, if any.
+    pub async fn shadow_sources(&self) -> Result<Option<PolicySources>, Error> {
+        Ok(self
+            .store
+            .shadow_policy()
+            .await?
+            .map(|(version, files)| PolicySources {
+                version,
+                files: files.into_iter().collect(),
+            }))
     }
 }

@@ -142,6 +142,18 @@ impl Followers {
             .map_or(Holding::All, Holding::Waiting)
     }
 
+    /// Every follower tracked now: `(gateway, process, held, last seen,
+    /// in or just out of a poll)`.
+    fn snapshot(&self) -> Vec<(String, String, u64, Instant, bool)> {
+        let now = Instant::now();
+        let Ok(m) = self.by_key.lock() else {
+            return Vec::new();
+        };
+        m.iter()
+            .map(|((g, p), f)| (g.clone(), p.clone(), f.acked, f.seen, f.live_until > now))
+            .collect()
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.by_key.lock().map(|m| m.len()).unwrap_or(0)
@@ -163,6 +175,31 @@ fn forget_stale(m: &mut HashMap<(String, String), Follower>, gateway: &str, now:
             m.remove(&k);
         }
     }
+}
+
+/// Who follows the revocation feed, against its head.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FeedFollowers {
+    /// The newest revocation's sequence number.
+    pub head: u64,
+    pub followers: Vec<FeedFollower>,
+}
+
+/// One gateway process following the feed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FeedFollower {
+    /// The gateway credential's name (`embedded`: the one in `writ serve`).
+    pub gateway: String,
+    /// Which of its processes (as it names itself; may be empty).
+    pub process: String,
+    /// The last revocation it said it holds.
+    pub held: u64,
+    /// Revocations it does not hold yet (the head less `held`).
+    pub behind: u64,
+    /// Since it last asked or its poll ended (milliseconds).
+    pub seen_ms_ago: u64,
+    /// Whether it is in a poll now (or just out of one).
+    pub polling: bool,
 }
 
 /// The revocation feed as a service of its own: the store it reads, who
@@ -187,6 +224,34 @@ impl Revocations {
             tasks_ended: Notify::new(),
             propagation_wait,
         }
+    }
+
+    /// The gateways following the feed of this broker and how far behind
+    /// its head each is (the console's overview), most behind first.
+    pub async fn followers(&self) -> Result<FeedFollowers, Error> {
+        let head = self.store.revocation_head().await?;
+        let now = Instant::now();
+        let mut followers: Vec<FeedFollower> = self
+            .followers
+            .snapshot()
+            .into_iter()
+            .map(|(gateway, process, held, seen, polling)| FeedFollower {
+                gateway,
+                process,
+                held,
+                behind: head.saturating_sub(held),
+                seen_ms_ago: u64::try_from(now.duration_since(seen).as_millis())
+                    .unwrap_or(u64::MAX),
+                polling,
+            })
+            .collect();
+        followers.sort_by(|a, b| {
+            b.behind
+                .cmp(&a.behind)
+                .then_with(|| a.gateway.cmp(&b.gateway))
+                .then_with(|| a.process.cmp(&b.process))
+        });
+        Ok(FeedFollowers { head, followers })
     }
 
     /// Wakes feed readers after another replica wrote revocations.
@@ -268,6 +333,23 @@ mod tests {
     use super::*;
 
     const WAIT: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn followers_are_shown_with_what_they_hold() {
+        let f = Followers::default();
+        let mut poll = f.asked("edge", "p1", 5, 7, WAIT);
+        poll.answered(7);
+        drop(poll);
+        drop(f.asked("other", "", 7, 7, WAIT));
+        let mut seen = f.snapshot();
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        let held: Vec<_> = seen
+            .iter()
+            .map(|(g, p, held, _, _)| (g.as_str(), p.as_str(), *held))
+            .collect();
+        assert_eq!(held, [("edge", "p1", 5), ("other", "", 7)]);
+        assert!(seen.iter().all(|s| s.4), "both polled a moment ago");
+    }
 
     #[test]
     fn h11_a_stale_follower_is_not_waited_for() {

@@ -30,7 +30,7 @@ use writ_core::api::{Duty, OperatorSession, Role};
 
 use crate::error::ApiError;
 use crate::extract::{Json, bearer};
-use crate::routes::{Audit, Op, Operate};
+use crate::routes::{Audit, Op, Operate, ReadPolicy};
 use crate::service::Broker;
 
 /// The cookie's name over plain HTTP.
@@ -218,8 +218,12 @@ pub(crate) fn router() -> Router<Arc<Broker>> {
         .route("/ui/api/overview", get(overview))
         .route("/ui/api/audit", get(audit_search))
         .route("/ui/api/tasks", get(task_search))
+        .route("/ui/api/tasks/{id}", get(task_detail))
+        .route("/ui/api/agents/{name}", get(agent_detail))
         .route("/ui/api/agents/{name}/quarantine", post(quarantine))
         .route("/ui/api/agents/{name}/release", post(release))
+        .route("/ui/api/policies/shadow", get(shadow_policy))
+        .route("/ui/api/policies/versions/{version}", get(policy_version))
         .route("/ui/{file}", get(assets::asset))
         .layer(axum::middleware::from_fn(security_headers))
 }
@@ -373,6 +377,8 @@ struct Overview {
     live_grants: u64,
     pending_approvals: u64,
     head: u64,
+    /// The gateways following the revocation feed and their lag.
+    gateways: crate::service::feed::FeedFollowers,
     /// Decisions per minute over the last half hour (readers of the
     /// audit only: it is read from there).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -396,6 +402,7 @@ async fn overview(
         live_grants: c.grants,
         pending_approvals: c.approvals_pending,
         head: b.audit_news(0, std::time::Duration::ZERO).await?,
+        gateways: b.revocations.followers().await?,
         activity,
     }))
 }
@@ -421,6 +428,52 @@ async fn task_search(
 ) -> Result<AxumJson<crate::service::console::TaskMatches>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     Ok(AxumJson(b.find_tasks(&q).await?))
+}
+
+/// `GET /ui/api/tasks/{id}`: a task's delegation tree, each node's
+/// tokens, and (for a role that reads the audit) its tool calls.
+async fn task_detail(
+    State(b): State<Arc<Broker>>,
+    op: Op<Operate>,
+    Path(id): Path<String>,
+) -> Result<AxumJson<crate::service::console::TaskDetail>, ApiError> {
+    let id: writ_core::TaskId = id
+        .parse()
+        .map_err(|e| ApiError::BadRequest(format!("{e}")))?;
+    let audit = op.who.role.holds(Duty::Audit);
+    Ok(AxumJson(b.task_detail(&id, audit).await?))
+}
+
+/// `GET /ui/api/agents/{name}`: an agent's live instances and (for a
+/// role that reads the audit) its recent decisions.
+async fn agent_detail(
+    State(b): State<Arc<Broker>>,
+    op: Op<Operate>,
+    Path(name): Path<String>,
+) -> Result<AxumJson<crate::service::console::AgentDetail>, ApiError> {
+    let audit = op.who.role.holds(Duty::Audit);
+    Ok(AxumJson(b.agent_detail(&agent_name(&name)?, audit).await?))
+}
+
+/// `GET /ui/api/policies/shadow`: the shadow set and its sources (`null`
+/// without one).
+async fn shadow_policy(
+    State(b): State<Arc<Broker>>,
+    _: Op<ReadPolicy>,
+) -> Result<AxumJson<Option<crate::service::console::PolicySources>>, ApiError> {
+    Ok(AxumJson(b.shadow_sources().await?))
+}
+
+/// `GET /ui/api/policies/versions/{version}`: a once-live set's sources.
+async fn policy_version(
+    State(b): State<Arc<Broker>>,
+    _: Op<ReadPolicy>,
+    Path(version): Path<String>,
+) -> Result<AxumJson<crate::service::console::PolicySources>, ApiError> {
+    if version.is_empty() || version.len() > 128 {
+        return Err(ApiError::BadRequest("a policy version".into()));
+    }
+    Ok(AxumJson(b.policy_sources(&version).await?))
 }
 
 #[derive(Deserialize)]

@@ -52,6 +52,22 @@ impl PolicyStore for SqlStore {
         .await
     }
 
+    async fn policy_sources(&self, version: &str) -> Result<Option<Vec<(String, String)>>> {
+        let version = version.to_owned();
+        self.read(move |c| {
+            let row: Option<String> = c
+                .query_row(
+                    "SELECT sources FROM policy_sets WHERE version = ?1",
+                    params![version],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            row.map(|s| json("policy sources", &s)).transpose()
+        })
+        .await
+    }
+
     async fn latest_policy(&self) -> Result<Option<(String, Vec<(String, String)>)>> {
         self.read(|c| {
             let row: Option<(String, String)> = c

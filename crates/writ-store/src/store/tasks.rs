@@ -97,6 +97,58 @@ impl TaskStore for SqlStore {
         .await
     }
 
+    async fn live_instances(
+        &self,
+        agent: &AgentName,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<(Instance, u64)>> {
+        let agent = agent.to_string();
+        self.read(move |c| {
+            type Row = (String, String, String, i64, i64, Option<i64>, Option<String>, i64);
+            let mut stmt = c
+                .prepare(
+                    "SELECT i.id, i.agent, i.attestation, i.created_at, i.expires_at, i.revoked_at, i.jkt, \
+                            (SELECT COUNT(*) FROM tasks t WHERE t.agent = i.agent AND t.instance_id = i.id AND t.status = 'active') \
+                     FROM instances i WHERE i.agent = ?1 AND i.revoked_at IS NULL AND i.expires_at > ?2 \
+                     ORDER BY i.created_at DESC, i.id LIMIT ?3",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![agent, now.millis(), limit], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                    ))
+                })
+                .map_err(db)?;
+            rows.map(|r| {
+                let (id, agent, attestation, created_at, expires_at, revoked_at, jkt, tasks): Row =
+                    r.map_err(db)?;
+                Ok((
+                    Instance {
+                        id: parse("instance id", &id)?,
+                        agent: parse("agent name", &agent)?,
+                        attestation,
+                        created_at: ts(created_at),
+                        expires_at: ts(expires_at),
+                        revoked_at: revoked_at.map(ts),
+                        jkt,
+                    },
+                    u64::try_from(tasks).unwrap_or(0),
+                ))
+            })
+            .collect()
+        })
+        .await
+    }
+
     async fn create_task(&self, task: &Task, grant: &Grant, audit: Vec<AuditEvent>) -> Result<()> {
         let (t, g) = (task.clone(), grant.clone());
         let caps = to_json(&t.capabilities)?;
@@ -212,6 +264,70 @@ impl TaskStore for SqlStore {
                 .map_err(db)?;
             let rows = stmt.query_map(params![id], task_row).map_err(db)?;
             rows.map(|r| r.map_err(db).and_then(task_from)).collect()
+        })
+        .await
+    }
+
+    async fn task_tree_grants(&self, id: &TaskId) -> Result<Vec<(Grant, Option<Timestamp>)>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "WITH RECURSIVE tree(id) AS ( \
+                       SELECT ?1 UNION ALL SELECT t.id FROM tasks t JOIN tree ON t.parent_id = tree.id) \
+                     SELECT g.jti, g.kind, g.agent, g.instance_id, g.task_id, g.issued_at, g.expires_at, \
+                            g.revoked_at, g.jkt, g.audience \
+                     FROM grants g JOIN tree ON g.task_id = tree.id ORDER BY g.issued_at, g.jti",
+                )
+                .map_err(db)?;
+            type Raw = (
+                String,
+                String,
+                String,
+                String,
+                Option<String>,
+                i64,
+                i64,
+                Option<i64>,
+                Option<String>,
+                Option<String>,
+            );
+            let rows = stmt
+                .query_map(params![id], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                        r.get(9)?,
+                    ))
+                })
+                .map_err(db)?;
+            rows.map(|r| {
+                let (jti, kind, agent, instance, task, issued, expires, revoked, jkt, audience): Raw =
+                    r.map_err(db)?;
+                Ok((
+                    Grant {
+                        kind: GrantKind::parse(&kind)
+                            .ok_or_else(|| StoreError::Corrupt(format!("grant kind {kind}")))?,
+                        agent: parse("agent name", &agent)?,
+                        instance_id: parse("instance id", &instance)?,
+                        task_id: task.as_deref().map(|t| parse("task id", t)).transpose()?,
+                        issued_at: ts(issued),
+                        expires_at: ts(expires),
+                        jti,
+                        jkt,
+                        audience,
+                    },
+                    revoked.map(ts),
+                ))
+            })
+            .collect()
         })
         .await
     }

@@ -572,3 +572,89 @@ pub async fn join_token_race_has_one_winner(s: Arc<dyn Store>) {
     assert_eq!(audit_len(&*s).await, before + 2);
     assert_chain(&*s).await;
 }
+
+/// What the console reads: the tokens of a delegation tree (with their
+/// revocation), an agent's live instances with their active tasks, and
+/// the sources of a set that was once live.
+pub async fn console_reads_tree_tokens_instances_and_policy_sources(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    let beta = register(s, "beta").await;
+    let ia = attest(s, &alpha, None, "jti_ia", at(1)).await.unwrap();
+    let ia2 = attest(s, &alpha, None, "jti_ia2", at(5)).await.unwrap();
+    let ib = attest(s, &beta, None, "jti_ib", at(1)).await.unwrap();
+    let root = start_task(s, &ia, "jti_root", at(2), at(600), at(3_600))
+        .await
+        .unwrap();
+    let other = start_task(s, &ia, "jti_other", at(2), at(600), at(3_600))
+        .await
+        .unwrap();
+    let child = delegate(s, &root, &ib, "jti_child", at(3)).await.unwrap();
+    let tool = Grant {
+        jti: "jti_tool".into(),
+        kind: GrantKind::ToolToken,
+        agent: beta.clone(),
+        instance_id: ib.id.clone(),
+        task_id: Some(child.task_id.clone()),
+        issued_at: at(4),
+        expires_at: at(300),
+        jkt: None,
+        audience: Some("https://crm.example".into()),
+    };
+    s.record_grant(&tool, vec![ev(AuditKind::TokenIssue).jti("jti_tool")])
+        .await
+        .unwrap();
+
+    let jtis =
+        |g: &[(Grant, Option<Timestamp>)]| g.iter().map(|(g, _)| g.jti.clone()).collect::<Vec<_>>();
+    let tokens = s.task_tree_grants(&root.task_id).await.unwrap();
+    assert_eq!(jtis(&tokens), ["jti_root", "jti_child", "jti_tool"]);
+    assert!(tokens.iter().all(|(_, revoked)| revoked.is_none()));
+    assert_eq!(tokens[2].0.audience.as_deref(), Some("https://crm.example"));
+    // A subtree has only its own; another task's tokens are never there.
+    assert_eq!(
+        jtis(&s.task_tree_grants(&child.task_id).await.unwrap()),
+        ["jti_child", "jti_tool"]
+    );
+    assert_eq!(
+        jtis(&s.task_tree_grants(&other.task_id).await.unwrap()),
+        ["jti_other"]
+    );
+
+    // Alpha: two live instances, newest first, the first with both its tasks.
+    let live = s.live_instances(&alpha, at(10), 10).await.unwrap();
+    let seen: Vec<_> = live.iter().map(|(i, n)| (i.id.clone(), *n)).collect();
+    assert_eq!(seen, [(ia2.id.clone(), 0), (ia.id.clone(), 2)]);
+    assert_eq!(s.live_instances(&alpha, at(10), 1).await.unwrap().len(), 1);
+
+    // Ending the tree revokes its tokens; the tasks are no longer active.
+    end(s, &root.task_id, TaskEnd::Completed, at(20))
+        .await
+        .unwrap();
+    let tokens = s.task_tree_grants(&root.task_id).await.unwrap();
+    assert_eq!(tokens.len(), 3);
+    assert!(
+        tokens.iter().all(|(_, revoked)| revoked.is_some()),
+        "{tokens:?}"
+    );
+    let live = s.live_instances(&alpha, at(30), 10).await.unwrap();
+    assert_eq!(live.iter().map(|(_, n)| *n).collect::<Vec<_>>(), [0, 1]);
+    // Past their end, instances are not live.
+    assert!(
+        s.live_instances(&alpha, at(90_000), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Policy sources by version: a set once live, and none for another.
+    let v1 = vec![(
+        "a.cedar".to_owned(),
+        "permit (principal, action, resource);".to_owned(),
+    )];
+    s.activate_policy("v1", &v1, "push", at(40), vec![ev(AuditKind::PolicyLoad)])
+        .await
+        .unwrap();
+    assert_eq!(s.policy_sources("v1").await.unwrap(), Some(v1));
+    assert_eq!(s.policy_sources("v2").await.unwrap(), None);
+}

@@ -396,6 +396,7 @@ macro_rules! every_check {
                 quarantine_revokes_everything_and_release_restores,
                 revoke_single_grant,
                 delegation_tree_ends_as_one,
+                console_reads_tree_tokens_instances_and_policy_sources,
                 quarantine_cascades_into_delegated_tasks,
                 h12_revoking_an_instance_token_ends_the_instance_and_its_tasks,
                 audit_chain_survives_concurrent_writes,
