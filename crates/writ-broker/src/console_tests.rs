@@ -393,6 +393,45 @@ async fn console_session_ends_at_sign_out_and_with_its_credential() {
     assert!(again.expires_at <= short.expires_at);
 }
 
+/// A double-click, two tabs: two sign-outs at once end the console
+/// session once and never the long-lived credential it was made from.
+#[tokio::test]
+async fn two_sign_outs_at_once_leave_the_parent_credential_working() {
+    let e = env(|_| {}).await;
+    let admin = credential(&e.broker, "ops", Role::Admin).await;
+    for _ in 0..5 {
+        let (cookie, csrf) = sign_in(&e.app, &admin).await;
+        let (a, b) = tokio::join!(
+            send(
+                &e.app,
+                with_cookie("DELETE", "/ui/api/session", &cookie, Some(&csrf)),
+            ),
+            send(
+                &e.app,
+                with_cookie("DELETE", "/ui/api/session", &cookie, Some(&csrf)),
+            ),
+        );
+        assert!(a.status.is_success() || a.status == StatusCode::UNAUTHORIZED);
+        assert!(b.status.is_success() || b.status == StatusCode::UNAUTHORIZED);
+        let a = send(&e.app, with_cookie("GET", "/v1/agents", &cookie, None)).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+        // The same sign-out again, through the service (the race's second
+        // half: the session looked up, then gone).
+        let s = e.broker.console_sign_in(&admin).await.unwrap();
+        assert!(e.broker.console_sign_out(&s.token).await.unwrap());
+        assert!(!e.broker.console_sign_out(&s.token).await.unwrap());
+        let a = send(
+            &e.app,
+            Request::get("/v1/agents")
+                .header(header::AUTHORIZATION, format!("Bearer {admin}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "the parent credential works");
+    }
+}
+
 #[tokio::test]
 async fn console_sign_in_refuses_bad_credentials_and_other_sites() {
     let e = env(|_| {}).await;

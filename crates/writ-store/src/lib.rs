@@ -171,8 +171,10 @@ pub trait KeyStore: Send + Sync {
         hash: &str,
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
-    /// Ends the console session hashing to `hash` (sign-out): `false` if
-    /// there is none.
+    /// Ends the console session hashing to `hash` (sign-out), or the
+    /// single sign-on session hashing to it: `false` if there is none. It
+    /// ends exactly the session with that secret, in whichever table it
+    /// is; a credential without an end is never touched.
     async fn end_console_session(
         &self,
         hash: &str,

@@ -321,13 +321,25 @@ impl KeyStore for SqlStore {
     ) -> Result<bool> {
         let hash = hash.to_owned();
         self.write(move |ctx: &mut WriteCtx<'_>| {
-            let n = ctx
+            let mut n = ctx
                 .tx
                 .execute(
                     "DELETE FROM console_sessions WHERE hash = ?1",
                     params![&hash],
                 )
                 .map_err(db)?;
+            if n == 0 {
+                // A single sign-on session kept in the cookie: only a
+                // credential with an end, and only the one with this
+                // secret (never one found by name).
+                n = ctx
+                    .tx
+                    .execute(
+                        "DELETE FROM admin_tokens WHERE hash = ?1 AND expires_at IS NOT NULL",
+                        params![&hash],
+                    )
+                    .map_err(db)?;
+            }
             if n == 0 {
                 return Ok(false);
             }

@@ -260,6 +260,54 @@ pub async fn console_sessions_end_with_sign_out_and_their_credential(s: Arc<dyn 
     assert_chain(s).await;
 }
 
+/// Sign-out ends exactly the session whose secret it is given, by its
+/// hash, in whichever table it is (a console session or a single sign-on
+/// session); a credential without an end is never ended by it, and a
+/// second sign-out ends nothing.
+pub async fn sign_out_ends_exactly_the_session_with_its_secret(s: Arc<dyn Store>) {
+    let s = &*s;
+    let create = || vec![ev(AuditKind::AdminTokenCreate)];
+    let revoke = || vec![ev(AuditKind::AdminTokenRevoke)];
+    s.add_admin_token("root", "r1", Role::Admin, false, at(0), create())
+        .await
+        .unwrap();
+    s.add_operator_session("alice", "sso1", Role::Approver, at(100), at(1), create())
+        .await
+        .unwrap();
+    s.add_console_session(&session("root", Role::Admin, false, 100, 1), "c1", create())
+        .await
+        .unwrap();
+    s.add_console_session(
+        &session("alice", Role::Approver, false, 100, 1),
+        "c2",
+        create(),
+    )
+    .await
+    .unwrap();
+    // A credential without an end: never ended by a sign-out.
+    let before = audit_len(s).await;
+    assert!(!s.end_console_session("r1", at(2), revoke()).await.unwrap());
+    assert_eq!(audit_len(s).await, before);
+    // The console session, once; its credential stays.
+    assert!(s.end_console_session("c1", at(2), revoke()).await.unwrap());
+    assert!(!s.end_console_session("c1", at(2), revoke()).await.unwrap());
+    assert!(s.admin_token("r1").await.unwrap().is_some());
+    // The single sign-on session, by its secret, once.
+    assert!(
+        s.end_console_session("sso1", at(3), revoke())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.end_console_session("sso1", at(3), revoke())
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.admin_token("sso1").await.unwrap(), None);
+    assert_eq!(s.admin_tokens().await.unwrap().len(), 1);
+    assert_chain(s).await;
+}
+
 /// Operator credentials carry their role; rotation replaces the secret at
 /// once; only credentials of role admin count as the last way in.
 pub async fn operator_credentials_have_roles_and_rotate(s: Arc<dyn Store>) {
