@@ -432,6 +432,38 @@ async fn two_sign_outs_at_once_leave_the_parent_credential_working() {
     }
 }
 
+/// `GET /v1/admin/tokens` lists the console sessions with the
+/// credentials, marked as sessions, never a secret; revoking the name
+/// ends them.
+#[tokio::test]
+async fn console_sessions_are_listed_with_the_credentials_never_their_secret() {
+    let e = env(|_| {}).await;
+    let admin = credential(&e.broker, "ops", Role::Admin).await;
+    let (cookie, _) = sign_in(&e.app, &admin).await;
+    let secret = cookie.split_once('=').unwrap().1.to_owned();
+    let a = send(
+        &e.app,
+        Request::get("/v1/admin/tokens")
+            .header(header::AUTHORIZATION, format!("Bearer {admin}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(!a.text.contains(&secret), "{}", a.text);
+    assert!(!a.text.contains(&admin), "{}", a.text);
+    let sessions: Vec<_> = a
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["console_session"] == true)
+        .collect();
+    assert_eq!(sessions.len(), 1, "{}", a.text);
+    assert_eq!(sessions[0]["name"], "ops");
+    assert!(sessions[0].get("token").is_none());
+}
+
 #[tokio::test]
 async fn console_sign_in_refuses_bad_credentials_and_other_sites() {
     let e = env(|_| {}).await;

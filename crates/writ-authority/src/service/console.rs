@@ -44,6 +44,7 @@ impl Broker {
             "console": true,
         }));
         let session = writ_core::api::AdminCredential {
+            console_session: true,
             name: c.name.clone(),
             role: c.role,
             created_at: now,

@@ -143,6 +143,14 @@ pub struct AdminCredential {
     /// made with `writ admin token create` have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
+    /// A console session made from the credential `name` (ended with it,
+    /// by sign-out, or by revoking `name`), not a credential itself.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub console_session: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// `POST /v1/admin/tokens`: a new named credential (role `admin` unless
