@@ -297,16 +297,27 @@ fn is_refusal(e: &Error) -> bool {
 }
 
 /// What names an identity token in the replay table: its issuer and
-/// `jti`, or, without one, the token itself; hashed either way (a fixed
-/// length, and no token kept).
+/// `jti`, or, without one, its issuer and the part its signature signs
+/// (`header.payload`): never the signature, which is malleable (an ECDSA
+/// signature `(r, s)` verifies as `(r, n - s)` too, and base64url has
+/// more than one spelling of some bytes), so a re-signed spelling of one
+/// token is the same token. Hashed either way (a fixed length, and no
+/// token kept).
 fn replay_key(claims: &Claims, token: &str) -> String {
     let jti = claims
         .get("jti")
         .and_then(serde_json::Value::as_str)
         .filter(|j| !j.is_empty());
-    match (jti, claims.get("iss").and_then(serde_json::Value::as_str)) {
-        (Some(jti), Some(iss)) => hash_secret(&format!("jti\n{iss}\n{jti}")),
-        _ => hash_secret(&format!("token\n{token}")),
+    let iss = claims
+        .get("iss")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    match jti {
+        Some(jti) => hash_secret(&format!("jti\n{iss}\n{jti}")),
+        None => {
+            let signed = token.rsplit_once('.').map_or(token, |(signed, _)| signed);
+            hash_secret(&format!("signed\n{iss}\n{signed}"))
+        }
     }
 }
 
@@ -479,7 +490,10 @@ mod tests {
         let other_iss = claims(serde_json::json!({"iss": "i2", "jti": "j"}));
         assert_ne!(replay_key(&with, "t1"), replay_key(&other_iss, "t1"));
         let without = claims(serde_json::json!({"iss": "i", "iat": 1000, "exp": 5000}));
-        assert_ne!(replay_key(&without, "t1"), replay_key(&without, "t2"));
+        assert_ne!(
+            replay_key(&without, "h.p1.s"),
+            replay_key(&without, "h.p2.s")
+        );
         assert_eq!(
             replay_key(&without, "t1").len(),
             64,
@@ -492,6 +506,40 @@ mod tests {
             remembered_until(&soon, 600).secs(),
             1100 + writ_core::token::LEEWAY_SECS + 1
         );
+    }
+
+    /// ES256 signatures are malleable (`s` -> `n - s` verifies too), and
+    /// base64url spells some bytes more than one way: a token without a
+    /// `jti` is remembered by what its signature signs and its issuer,
+    /// so a re-encoded or malleated signature is the same token.
+    #[test]
+    fn a_replayed_identity_token_with_a_malleated_signature_is_the_same_token() {
+        let without = claims(serde_json::json!({"iss": "i", "iat": 1000, "exp": 5000}));
+        let original = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJlLW9uZQ";
+        let malleated = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1MSJ9.bi1taW51cy1zLXNpZ25hdHVyZQ";
+        let reencoded = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJlLW9uZR";
+        assert_eq!(
+            replay_key(&without, original),
+            replay_key(&without, malleated)
+        );
+        assert_eq!(
+            replay_key(&without, original),
+            replay_key(&without, reencoded)
+        );
+        // Another payload, or the same from another issuer, is another token.
+        assert_ne!(
+            replay_key(&without, original),
+            replay_key(
+                &without,
+                "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1MiJ9.c2lnbmF0dXJlLW9uZQ"
+            )
+        );
+        let other_iss = claims(serde_json::json!({"iss": "i2", "iat": 1000, "exp": 5000}));
+        assert_ne!(
+            replay_key(&without, original),
+            replay_key(&other_iss, original)
+        );
+        assert!(!replay_key(&without, original).contains("eyJ"));
     }
 
     #[test]
