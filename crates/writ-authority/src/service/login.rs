@@ -62,12 +62,17 @@ impl Broker {
             Err(refusal) => {
                 let Refusal { error: e, claims } = *refusal;
                 if is_refusal(&e) {
-                    let claimed = match claims {
-                        Some(c) => Claimed::verified(&c, &sso.name_claim),
-                        None => Claimed::unverified(id_token, &sso.name_claim),
-                    };
-                    self.audit_refused_sign_in(via, &claimed, &e.to_string())
-                        .await?;
+                    match claims {
+                        Some(c) => {
+                            let claimed = Claimed::verified(&c, &sso.name_claim);
+                            self.audit_refused_sign_in(via, &claimed, &e.to_string())
+                                .await?;
+                        }
+                        // Its signature did not verify: anyone can send
+                        // one, so what it claims is kept out of the audit,
+                        // and identical ones are folded.
+                        None => self.audit_unverified_sign_in(via, &e.to_string()).await?,
+                    }
                 }
                 Err(e)
             }
@@ -184,6 +189,89 @@ impl Broker {
         Ok(())
     }
 
+    /// A refused sign-in whose identity token did not verify: recorded
+    /// without anything the token claims (anyone could have written it),
+    /// and, like repeated attestation failures, identical ones within a
+    /// window are counted into one record (see crate::attest_digest).
+    pub(crate) async fn audit_unverified_sign_in(
+        &self,
+        via: Via,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let now = self.now();
+        let reason: String = format!("operator sign-in refused: {reason}")
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        let mut events = self.sign_in_folded(now);
+        if self
+            .sign_in_digest
+            .first("operator-sign-in", Some(via.as_str()), &reason, now)
+        {
+            events.push(
+                AuditEvent::new(AuditKind::OperatorSignIn, Outcome::Deny, "system")
+                    .reason(reason)
+                    .detail(serde_json::json!({ "via": via.as_str(), "verified": false })),
+            );
+        }
+        if !events.is_empty() {
+            self.store.append_audit(now, events).await?;
+        }
+        Ok(())
+    }
+
+    /// The folded unverified sign-ins whose windows are over, as sign-in
+    /// records.
+    fn sign_in_folded(&self, now: Timestamp) -> Vec<AuditEvent> {
+        self.sign_in_digest
+            .due(now)
+            .into_iter()
+            .map(|e| {
+                let mut detail = e.detail;
+                if let Some(obj) = detail.as_object_mut() {
+                    if let Some(via) = obj.remove("method") {
+                        obj.insert("via".into(), via);
+                    }
+                    obj.insert("verified".into(), false.into());
+                }
+                AuditEvent::new(AuditKind::OperatorSignIn, Outcome::Deny, "system")
+                    .reason(e.reason.unwrap_or_default())
+                    .detail(detail)
+            })
+            .collect()
+    }
+
+    /// Writes the folded unverified sign-ins whose windows are over (for
+    /// the sweeper).
+    pub async fn flush_sign_in_digest(&self) -> Result<(), Error> {
+        let now = self.now();
+        let events = self.sign_in_folded(now);
+        if !events.is_empty() {
+            self.store.append_audit(now, events).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes one operator sign-in from `client`'s allowance (its own, not
+    /// the attestations'; no client: no limit), or refuses it with the
+    /// seconds to wait.
+    pub fn admit_sign_in(&self, client: Option<std::net::IpAddr>) -> Result<(), Error> {
+        let Some(ip) = client else {
+            return Ok(());
+        };
+        self.sign_in_limit.check(ip, self.now()).map_err(|l| {
+            crate::metrics::inc(&self.metrics.sign_in_rate_limited);
+            Error::RateLimited {
+                detail: format!(
+                    "too many sign-ins from this address; try again in {} s",
+                    l.retry_after_secs
+                ),
+                retry_after: l.retry_after_secs,
+            }
+        })
+    }
+
     /// Forgets the identity tokens that can no longer be replayed (their
     /// end has passed): for the sweeper.
     pub async fn prune_identity_tokens(&self) -> Result<u64, Error> {
@@ -261,13 +349,6 @@ impl Claimed {
         Self {
             verified: true,
             ..Self::from_claims(claims, name_claim)
-        }
-    }
-
-    fn unverified(token: &str, name_claim: &str) -> Self {
-        match writ_core::token::insecure_peek(token) {
-            Ok((_, serde_json::Value::Object(c))) => Self::from_claims(&c, name_claim),
-            _ => Self::default(),
         }
     }
 

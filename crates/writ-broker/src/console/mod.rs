@@ -279,7 +279,7 @@ fn cross_site(headers: &HeaderMap) -> bool {
 /// `POST /ui/api/session`: an operator credential, once, for a session.
 async fn sign_in(
     State(b): State<Arc<Broker>>,
-    _: crate::routes::AttestAdmitted,
+    _: crate::routes::SignInAdmitted,
     headers: HeaderMap,
     Json(req): Json<SignIn>,
 ) -> Result<Response, ApiError> {

@@ -233,6 +233,24 @@ impl FromRequestParts<Arc<Broker>> for AttestAdmitted {
     }
 }
 
+/// An unauthenticated operator sign-in within its client's rate: its own
+/// allowance, apart from the attestations' (a flood of one never locks
+/// out the other).
+pub struct SignInAdmitted;
+
+impl FromRequestParts<Arc<Broker>> for SignInAdmitted {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
+        let client = parts
+            .extensions
+            .get::<writ_listen::ClientAddr>()
+            .map(|c| c.0);
+        broker.admit_sign_in(client)?;
+        Ok(SignInAdmitted)
+    }
+}
+
 /// An operator credential whose role holds the duty `D` was presented:
 /// any other credential gets 401, one of another role 403 naming the
 /// role needed.

@@ -95,7 +95,7 @@ pub async fn start(State(b): State<Arc<Broker>>) -> Response {
 /// cookie is cleared either way: a flow is finished once.
 pub async fn callback(
     State(b): State<Arc<Broker>>,
-    _: super::AttestAdmitted,
+    _: super::SignInAdmitted,
     headers: HeaderMap,
     q: Result<Query<BrowserCallback>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
