@@ -6,7 +6,7 @@ mod clients;
 mod gateway;
 mod nodes;
 mod oauth;
-mod sso;
+pub(crate) mod sso;
 mod wellknown;
 
 use std::marker::PhantomData;
@@ -168,6 +168,9 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .fallback(wellknown::not_found)
         .method_not_allowed_fallback(wellknown::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(
+            crate::console::api_security_headers,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             ("broker", "unmatched"),
             writ_listen::telemetry::track,

@@ -131,6 +131,16 @@ pub fn valid_operator_name(name: &str) -> bool {
         })
 }
 
+/// The cookies writ sets in an operator's browser: the console session
+/// (plain and `__Host-`) and the single sign-on flow. A gateway on the same
+/// site never forwards them upstream.
+pub const BROWSER_COOKIES: [&str; 4] = [
+    "writ_console",
+    "__Host-writ_console",
+    "writ-sso-flow",
+    "__Host-writ-sso-flow",
+];
+
 /// `GET /v1/admin/tokens`: one operator credential (never its value).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminCredential {

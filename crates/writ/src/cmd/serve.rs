@@ -432,6 +432,15 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
         start_mtls(addr, &broker).await?;
     }
     if let Some(url) = &console_url {
+        // Over plain HTTP another origin of the same host name (any port)
+        // can set cookies this one takes: only loopback is safe so.
+        if !broker.config.console_secure && !bound.ip().is_loopback() {
+            tracing::warn!(
+                %url,
+                "the operator console is served over plain HTTP on a non-loopback address: \
+                 another site of this host can plant its cookies; serve it over TLS"
+            );
+        }
         println!("console at {url}");
     }
     // Last, so that whoever waits for this line has seen everything above.
