@@ -271,7 +271,9 @@ impl Broker {
             ("redirect_uri", browser.redirect_uri.as_str()),
             ("code_verifier", flow.verifier.as_str()),
         ];
-        let mut req = self.oidc.http().post(&browser.token_endpoint);
+        // No redirect followed: a 307 would resend the code and its
+        // verifier (and the client secret) to wherever it points.
+        let mut req = self.oidc.http_no_redirects().post(&browser.token_endpoint);
         match &browser.client_secret {
             // client_secret_basic: both halves form-encoded first (RFC 6749 §2.3.1).
             Some(secret) => {
