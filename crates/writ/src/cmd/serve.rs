@@ -371,8 +371,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
         .as_ref()
         .and_then(|s| s.browser.as_ref())
         .is_some_and(|b| b.redirect_uri.starts_with("https://"));
-    config.console_secure =
-        limits.tls.is_some() || issuer.starts_with("https://") || sso_over_tls;
+    config.console_secure = limits.tls.is_some() || issuer.starts_with("https://") || sso_over_tls;
     let console_url = config
         .console
         .then(|| format!("{}/ui/", issuer.trim_end_matches('/')));
