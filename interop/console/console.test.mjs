@@ -452,6 +452,18 @@ test('sign-out ends the session at the broker, not only in the page', async () =
   assert.ok(stolen, 'the session cookie')
   assert.equal(stolen.httpOnly, true)
   assert.equal(stolen.sameSite, 'Strict')
+  // A sign-out the broker did not do is said so, and the page stays.
+  const failing = (route) => route.request().method() === 'DELETE'
+    ? route.fulfill({ status: 503, contentType: 'application/json', body: '{"title":"unavailable"}' })
+    : route.continue()
+  const seen = problems.length
+  await admin.route('**/ui/api/session', failing)
+  await admin.locator('#signout').click()
+  await admin.waitForFunction(() => /Sign-out failed/.test(document.getElementById('status').textContent))
+  assert.equal(await admin.locator('#signout').isVisible(), true)
+  await admin.unroute('**/ui/api/session', failing)
+  // The browser logs the answer it was made to get: not a page's fault.
+  problems.splice(seen, problems.length - seen, ...problems.slice(seen).filter((p) => !/status of 503/.test(p)))
   await admin.locator('#signout').click()
   await admin.locator('#credential').waitFor()
   const r = await fetch(`${writ.addr}/v1/agents`, { headers: { cookie: `writ_console=${stolen.value}` } })
@@ -470,6 +482,26 @@ test("the console's read routes refuse bad input and unknown names clearly, with
     assert.equal(r.status, want, `${path}: ${r.text}`)
     assert.equal((await call('GET', path)).status, 401, `${path} without a credential`)
   }
+})
+
+test('two sign-outs at once leave the parent credential working', async () => {
+  // Signed in with the dev admin credential, two tabs of one session sign
+  // out at once (and one of them double-clicks).
+  const ctx = await browser.newContext()
+  const one = await ctx.newPage()
+  await signIn(one, ADMIN)
+  const two = await ctx.newPage()
+  await two.goto(writ.consoleUrl)
+  await two.locator('#signout').waitFor()
+  await Promise.all([one.locator('#signout').dblclick(), two.locator('#signout').click(),
+    one.evaluate(async () => {
+      const s = await (await fetch('/ui/api/session')).json()
+      return fetch('/ui/api/session', { method: 'DELETE', headers: { 'x-writ-csrf': s.csrf } }).then((r) => r.status)
+    }).catch(() => 0)])
+  await one.locator('#credential').waitFor()
+  const r = await call('GET', '/v1/agents', ADMIN)
+  assert.equal(r.status, 200, 'the dev admin credential still works')
+  await ctx.close()
 })
 
 test('no page broke its Content-Security-Policy or threw', () => {

@@ -95,7 +95,7 @@ def to_callback(writ, browser, person):
 
 def sessions(writ):
     listed = requests.get(writ.url("/v1/admin/tokens"), headers=writ.admin, timeout=10).json()
-    return {c["name"]: c for c in listed if "expires_at" in c}
+    return {c["name"]: c for c in listed if "expires_at" in c and not c.get("console_session")}
 
 
 def refusals(writ):
@@ -207,8 +207,13 @@ def test_a_browser_sign_in_refuses_a_foreign_state_an_injected_code_a_provider_e
     assert r.status_code == 403 and "no role rule matches" in r.text, r.text
 
     assert sessions(writ) == {}, "no refusal left a session"
+    # Refusals before any identity is involved (no flow cookie, another
+    # state: anyone can send them) are counted, not audited; the rest are.
     refused = refusals(writ)
-    assert len(refused) == 7, refused
+    assert len(refused) == 5, refused
+    assert not any("no sign-in was started" in e["reason"] or "(state)" in e["reason"] for e in refused), refused
+    metrics = requests.get(writ.url("/metrics"), headers=writ.admin, timeout=10).text
+    assert 'writ_operator_sign_ins_total{outcome="refused_before_identity"} 2' in metrics, metrics
     assert all(e["detail"]["via"] == "authorization_code" and e["outcome"] == "deny" for e in refused), refused
     eve = [e for e in refused if e["detail"].get("subject") == "eve"]
     assert eve and eve[0]["detail"]["verified"] is True, refused

@@ -17,6 +17,12 @@ pub struct Metrics {
     pub attest_ok: Counter,
     pub attest_failed: Counter,
     pub attest_rate_limited: Counter,
+    /// Operator sign-ins refused by their own rate limit.
+    pub sign_in_rate_limited: Counter,
+    /// Browser sign-ins refused before any identity was involved (no or a
+    /// bad flow cookie, another state, a flow too old): counted, never
+    /// audited (anyone can send them).
+    pub sign_in_refused_early: Counter,
     pub tasks_started: Counter,
     pub tasks_denied: Counter,
     pub tasks_ended: Counter,
@@ -40,6 +46,8 @@ impl Default for Metrics {
             attest_ok: counter!("writ_attestations_total", "outcome" => "success"),
             attest_failed: counter!("writ_attestations_total", "outcome" => "failure"),
             attest_rate_limited: counter!("writ_attestations_total", "outcome" => "rate_limited"),
+            sign_in_rate_limited: counter!("writ_operator_sign_ins_total", "outcome" => "rate_limited"),
+            sign_in_refused_early: counter!("writ_operator_sign_ins_total", "outcome" => "refused_before_identity"),
             tasks_started: counter!("writ_task_decisions_total", "decision" => "allow"),
             tasks_denied: counter!("writ_task_decisions_total", "decision" => "deny"),
             tasks_ended: counter!("writ_tasks_ended_total"),
@@ -59,6 +67,8 @@ impl Default for Metrics {
             &m.attest_ok,
             &m.attest_failed,
             &m.attest_rate_limited,
+            &m.sign_in_rate_limited,
+            &m.sign_in_refused_early,
             &m.tasks_started,
             &m.tasks_denied,
             &m.tasks_ended,

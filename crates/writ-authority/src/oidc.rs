@@ -90,6 +90,9 @@ enum Next {
 #[derive(Debug)]
 struct Shared {
     http: reqwest::Client,
+    /// The same, following no redirect (the token request: a 307 would
+    /// send the code and its verifier on to wherever it points).
+    http_no_redirects: reqwest::Client,
     clock: Arc<dyn Clock>,
     /// Held only to look at or update an entry, never across a fetch.
     issuers: Mutex<HashMap<String, Entry>>,
@@ -113,15 +116,28 @@ impl OidcVerifier {
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()
             .map_err(|e| OidcError::Fetch(e.to_string()))?;
+        let http_no_redirects = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| OidcError::Fetch(e.to_string()))?;
         Ok(Self {
             shared: Arc::new(Shared {
                 http,
+                http_no_redirects,
                 clock,
                 issuers: Mutex::new(HashMap::new()),
             }),
             timeout,
             decoy: decoy_key()?,
         })
+    }
+
+    /// The HTTP client of requests that carry a secret to the identity
+    /// provider (the token request): a time limit, no redirect followed.
+    pub fn http_no_redirects(&self) -> &reqwest::Client {
+        &self.shared.http_no_redirects
     }
 
     /// The HTTP client of the fetches (a time limit, few redirects): for
@@ -389,6 +405,47 @@ mod tests {
     use writ_core::ManualClock;
 
     use super::*;
+
+    /// The token request carries a code, its PKCE verifier and maybe a
+    /// client secret: a redirect from the token endpoint is answered as
+    /// it is, never followed (a 307 would resend the form elsewhere).
+    #[tokio::test]
+    async fn the_token_request_follows_no_redirect() {
+        let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let elsewhere_addr = elsewhere.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = Arc::clone(&hits);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = elsewhere.accept().await {
+                h.fetch_add(1, Ordering::SeqCst);
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                    .await;
+            }
+        });
+        let endpoint = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint_addr = endpoint.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = endpoint.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://{elsewhere_addr}/steal\r\ncontent-length: 0\r\n\r\n"
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        let v = OidcVerifier::new(Duration::from_secs(5), Arc::new(ManualClock::new(T0))).unwrap();
+        let resp = v
+            .http_no_redirects()
+            .post(format!("http://{endpoint_addr}/token"))
+            .form(&[("code", "c"), ("code_verifier", "v")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 307);
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "the form went nowhere else");
+    }
 
     const T0: Timestamp = Timestamp::from_secs(1_800_000_000);
     const ISS: &str = "https://idp.example";

@@ -55,6 +55,9 @@ pub async fn sweep_once(broker: &Broker) -> usize {
     if let Err(e) = broker.attestations.flush_attest_digest().await {
         tracing::error!(error = %e, "sweep: cannot write folded attestation failures");
     }
+    if let Err(e) = broker.flush_sign_in_digest().await {
+        tracing::error!(error = %e, "sweep: cannot write folded sign-in refusals");
+    }
     if let Err(e) = broker.approvals.expire_approvals().await {
         tracing::error!(error = %e, "sweep: cannot expire approvals");
     }

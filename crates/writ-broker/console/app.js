@@ -2,7 +2,7 @@
 // and a long-poll that refreshes the page whenever the broker has news.
 
 import { h, put } from './dom.js';
-import { api, get, setCsrf, whenSignedOut } from './api.js';
+import { api, ApiError, get, setCsrf, whenSignedOut } from './api.js';
 import { pages } from './pages.js';
 
 const $ = (id) => document.getElementById(id);
@@ -94,8 +94,24 @@ async function start() {
       $('signin-error').textContent = `Sign-in refused: ${err.message}`;
     }
   });
+  // One sign-out at a time (a double-click sends one request), and a
+  // failed one is said so: the session may still be live at the broker.
   $('signout').addEventListener('click', async () => {
-    try { await api('DELETE', '/ui/api/session'); } catch { /* ended already */ }
+    const button = $('signout');
+    if (button.disabled) return;
+    button.disabled = true;
+    try {
+      await api('DELETE', '/ui/api/session');
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 401)) {
+        say(`Sign-out failed: ${err.message}`, true);
+        return;
+      }
+      // 401: the session had ended already.
+    } finally {
+      button.disabled = false;
+    }
+    say('');
     showSignIn('Signed out.');
   });
   window.addEventListener('hashchange', () => show());

@@ -393,6 +393,186 @@ async fn console_session_ends_at_sign_out_and_with_its_credential() {
     assert!(again.expires_at <= short.expires_at);
 }
 
+/// A double-click, two tabs: two sign-outs at once end the console
+/// session once and never the long-lived credential it was made from.
+#[tokio::test]
+async fn two_sign_outs_at_once_leave_the_parent_credential_working() {
+    let e = env(|_| {}).await;
+    let admin = credential(&e.broker, "ops", Role::Admin).await;
+    for _ in 0..5 {
+        let (cookie, csrf) = sign_in(&e.app, &admin).await;
+        let (a, b) = tokio::join!(
+            send(
+                &e.app,
+                with_cookie("DELETE", "/ui/api/session", &cookie, Some(&csrf)),
+            ),
+            send(
+                &e.app,
+                with_cookie("DELETE", "/ui/api/session", &cookie, Some(&csrf)),
+            ),
+        );
+        assert!(a.status.is_success() || a.status == StatusCode::UNAUTHORIZED);
+        assert!(b.status.is_success() || b.status == StatusCode::UNAUTHORIZED);
+        let a = send(&e.app, with_cookie("GET", "/v1/agents", &cookie, None)).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+        // The same sign-out again, through the service (the race's second
+        // half: the session looked up, then gone).
+        let s = e.broker.console_sign_in(&admin).await.unwrap();
+        assert!(e.broker.console_sign_out(&s.token).await.unwrap());
+        assert!(!e.broker.console_sign_out(&s.token).await.unwrap());
+        let a = send(
+            &e.app,
+            Request::get("/v1/agents")
+                .header(header::AUTHORIZATION, format!("Bearer {admin}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "the parent credential works");
+    }
+}
+
+/// `GET /v1/admin/tokens` lists the console sessions with the
+/// credentials, marked as sessions, never a secret; revoking the name
+/// ends them.
+#[tokio::test]
+async fn console_sessions_are_listed_with_the_credentials_never_their_secret() {
+    let e = env(|_| {}).await;
+    let admin = credential(&e.broker, "ops", Role::Admin).await;
+    let (cookie, _) = sign_in(&e.app, &admin).await;
+    let secret = cookie.split_once('=').unwrap().1.to_owned();
+    let a = send(
+        &e.app,
+        Request::get("/v1/admin/tokens")
+            .header(header::AUTHORIZATION, format!("Bearer {admin}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(!a.text.contains(&secret), "{}", a.text);
+    assert!(!a.text.contains(&admin), "{}", a.text);
+    let sessions: Vec<_> = a
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["console_session"] == true)
+        .collect();
+    assert_eq!(sessions.len(), 1, "{}", a.text);
+    assert_eq!(sessions[0]["name"], "ops");
+    assert!(sessions[0].get("token").is_none());
+}
+
+/// Over plain HTTP a sibling origin can plant a console cookie beside the
+/// real one: a request carrying more than one is refused, never guessed.
+#[tokio::test]
+async fn a_request_carrying_two_console_cookies_is_refused() {
+    let e = env(|_| {}).await;
+    let admin = credential(&e.broker, "ops", Role::Admin).await;
+    let (cookie, _) = sign_in(&e.app, &admin).await;
+    let a = send(&e.app, with_cookie("GET", "/v1/agents", &cookie, None)).await;
+    assert_eq!(a.status, StatusCode::OK);
+    for two in [
+        format!("writ_console=planted; {cookie}"),
+        format!("{cookie}; writ_console=planted"),
+        format!("{cookie}; __Host-writ_console=planted"),
+    ] {
+        for path in ["/v1/agents", "/ui/api/session"] {
+            let a = send(&e.app, with_cookie("GET", path, &two, None)).await;
+            assert_eq!(
+                a.status,
+                StatusCode::BAD_REQUEST,
+                "{path} {two}: {}",
+                a.text
+            );
+        }
+    }
+}
+
+/// The HTML reports under `/v1` can be read with the console cookie:
+/// every `/v1` answer says nosniff and carries a policy under which a
+/// page runs nothing, loads nothing and is framed by nobody.
+#[tokio::test]
+async fn v1_answers_carry_nosniff_and_a_policy_that_runs_nothing() {
+    let e = env(|_| {}).await;
+    let admin = credential(&e.broker, "ops", Role::Admin).await;
+    let (cookie, _) = sign_in(&e.app, &admin).await;
+    for path in [
+        "/v1/reports/evidence",
+        "/v1/reports/least-privilege?format=html",
+        "/v1/agents",
+        "/v1/no-such-route",
+    ] {
+        let a = send(&e.app, with_cookie("GET", path, &cookie, None)).await;
+        assert_eq!(
+            a.headers[header::X_CONTENT_TYPE_OPTIONS],
+            "nosniff",
+            "{path} {}",
+            a.status
+        );
+        assert_eq!(
+            a.headers[header::CONTENT_SECURITY_POLICY],
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+            "{path}"
+        );
+    }
+    // The console's own, stricter policy stands on its pages.
+    let a = send(&e.app, Request::get("/ui/").body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        a.headers[header::CONTENT_SECURITY_POLICY],
+        crate::console::CSP,
+        "the console keeps its own"
+    );
+    assert_eq!(a.headers["cross-origin-opener-policy"], "same-origin");
+}
+
+/// The gateway strips writ's own cookies before it forwards (its list is
+/// in writ-core): every cookie the broker sets is on that list.
+#[test]
+fn every_cookie_the_broker_sets_is_one_the_gateway_strips() {
+    for name in [
+        crate::console::COOKIE,
+        crate::console::COOKIE_TLS,
+        crate::routes::sso::FLOW_COOKIE_PLAIN,
+        crate::routes::sso::FLOW_COOKIE_SECURE,
+    ] {
+        assert!(writ_core::api::BROWSER_COOKIES.contains(&name), "{name}");
+    }
+}
+
+/// Signing in again in the same browser replaces the cookie, and the
+/// session the old cookie held ends at the broker too.
+#[tokio::test]
+async fn a_new_sign_in_ends_the_browsers_old_session() {
+    let e = env(|_| {}).await;
+    let admin = credential(&e.broker, "ops", Role::Admin).await;
+    let (old, _) = sign_in(&e.app, &admin).await;
+    let a = send(
+        &e.app,
+        Request::post("/ui/api/session")
+            .header("content-type", "application/json")
+            .header(header::COOKIE, &old)
+            .body(Body::from(
+                serde_json::json!({ "credential": admin }).to_string(),
+            ))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let new = a.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let a = send(&e.app, with_cookie("GET", "/v1/agents", &old, None)).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    let a = send(&e.app, with_cookie("GET", "/v1/agents", &new, None)).await;
+    assert_eq!(a.status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn console_sign_in_refuses_bad_credentials_and_other_sites() {
     let e = env(|_| {}).await;

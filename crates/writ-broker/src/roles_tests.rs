@@ -600,9 +600,20 @@ async fn sso_refused_sign_ins_are_audited() {
             e.reason
         );
         assert_eq!(e.detail["verified"], *verified, "{what}");
-        if !sub.is_empty() {
+        if *verified {
             assert_eq!(e.detail["subject"], *sub, "{what}: {e:?}");
             assert_eq!(e.detail["name"], "Alice@Example.com", "{what}");
+        } else {
+            // What a token whose signature did not verify claims is
+            // anyone's to write: kept out of the audit.
+            for k in ["subject", "name", "issuer"] {
+                assert!(e.detail.get(k).is_none_or(|v| v.is_null()), "{what}: {e:?}");
+            }
+            let record = serde_json::to_string(e).unwrap();
+            assert!(!record.contains("Alice@Example.com"), "{what}: {record}");
+            if !sub.is_empty() {
+                assert!(!record.contains(sub), "{what}: {record}");
+            }
         }
         let record = serde_json::to_string(e).unwrap();
         assert!(
@@ -626,6 +637,27 @@ async fn sso_refused_sign_ins_are_audited() {
         .await
         .unwrap();
     assert_eq!(idp.refusals().await.len(), cases.len());
+}
+
+/// Anyone can send a token whose signature does not verify: refused
+/// sign-ins of that kind are recorded without what the token claims, and
+/// identical ones are folded (one record, then a count), not written once
+/// a request.
+#[tokio::test]
+async fn sso_unverified_sign_ins_are_recorded_without_their_claims_and_folded() {
+    let idp = TestIdp::start().await;
+    let b = idp.broker.clone();
+    let mut garbage = idp.sign(&idp.claims(serde_json::json!({"sub": "attacker-chosen"})));
+    garbage.push_str("AAAA");
+    for _ in 0..20 {
+        assert!(b.operator_sign_in(&garbage).await.is_err());
+    }
+    let refusals = idp.refusals().await;
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    let record = serde_json::to_string(&refusals[0]).unwrap();
+    assert!(!record.contains("attacker-chosen"), "{record}");
+    assert!(!record.contains("Alice@Example.com"), "{record}");
+    assert_eq!(refusals[0].detail["verified"], false);
 }
 
 /// An identity token signs an operator in once: replayed (by its `jti`,

@@ -53,6 +53,27 @@ fn stripped_request_header(name: &str, secret_header: Option<&HeaderName>) -> bo
         || secret_header.is_some_and(|h| h.as_str() == name)
 }
 
+/// A `Cookie` header without writ's own cookies (an operator's console
+/// session, a sign-on flow: a browser on the same site sends them to the
+/// gateway too); `None` when nothing else is left. A value that is not
+/// text is dropped whole (it cannot be checked).
+fn without_writ_cookies(value: &HeaderValue) -> Option<HeaderValue> {
+    let text = value.to_str().ok()?;
+    let kept: Vec<&str> = text
+        .split(';')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let name = pair.split_once('=').map_or(*pair, |(k, _)| k).trim();
+            !writ_core::api::BROWSER_COOKIES.contains(&name)
+        })
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&kept.join("; ")).ok()
+}
+
 /// The headers an upstream receives: the agent's, filtered, then the
 /// gateway's own: the signed transaction token of the call (`Txn-Token`)
 /// and, unless the tool takes the token only, the informational
@@ -95,6 +116,12 @@ pub(crate) fn upstream_headers(
         if stripped_request_header(n, secret.as_ref().map(|s| &s.header))
             || connection_named.iter().any(|c| c == n)
         {
+            continue;
+        }
+        if *name == header::COOKIE {
+            if let Some(v) = without_writ_cookies(value) {
+                out.append(header::COOKIE, v);
+            }
             continue;
         }
         out.append(name.clone(), value.clone());
@@ -343,6 +370,24 @@ mod tests {
         assert_eq!(rewrite("https://sso.example/login"), None);
         assert_eq!(rewrite("http://crm.internal:8080/apix"), None);
         assert_eq!(rewrite("customers/43"), None);
+    }
+
+    #[test]
+    fn writs_own_cookies_are_never_forwarded_upstream() {
+        let strip = |v: &str| {
+            without_writ_cookies(&HeaderValue::from_str(v).unwrap())
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            strip("a=1; writ_console=s3cret; __Host-writ_console=x; b=2").as_deref(),
+            Some("a=1; b=2")
+        );
+        assert_eq!(
+            strip("writ-sso-flow=f; __Host-writ-sso-flow=g").as_deref(),
+            None
+        );
+        assert_eq!(strip("session=abc").as_deref(), Some("session=abc"));
+        assert_eq!(strip(" writ_console = s ; c=3").as_deref(), Some("c=3"));
     }
 
     #[test]

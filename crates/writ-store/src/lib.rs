@@ -118,11 +118,18 @@ pub trait KeyStore: Send + Sync {
     async fn admin_token(&self, hash: &str) -> Result<Option<AdminCredential>>;
     /// Every admin credential, by name.
     async fn admin_tokens(&self) -> Result<Vec<AdminCredential>>;
+    /// The console sessions live at `now` (names and roles, never their
+    /// secrets), each marked `console_session`.
+    async fn console_sessions(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<writ_core::api::AdminCredential>>;
     /// Credentials of role `admin` not made by a dev start.
     async fn admin_token_count(&self) -> Result<u64>;
     /// Adds the admin credential `name` (a [`StoreError::Conflict`] if the
-    /// name is taken). A dev credential replaces every other dev one: a
-    /// dev start leaves one behind, not one per start.
+    /// name is taken). A dev credential replaces every other dev one (and
+    /// ends their console sessions): a dev start leaves one behind, not
+    /// one per start.
     async fn add_admin_token(
         &self,
         name: &str,
@@ -134,7 +141,8 @@ pub trait KeyStore: Send + Sync {
     ) -> Result<()>;
     /// Adds a single sign-on session: the operator credential `name` of
     /// `role`, refused from `expires_at` on. It replaces an earlier session
-    /// of the same name (and every ended one); a [`StoreError::Conflict`]
+    /// of the same name (and every ended one) and ends the console
+    /// sessions of the name; a [`StoreError::Conflict`]
     /// if a credential that is not a session has the name.
     async fn add_operator_session(
         &self,
@@ -171,8 +179,10 @@ pub trait KeyStore: Send + Sync {
         hash: &str,
         audit: Vec<AuditEvent>,
     ) -> Result<()>;
-    /// Ends the console session hashing to `hash` (sign-out): `false` if
-    /// there is none.
+    /// Ends the console session hashing to `hash` (sign-out), or the
+    /// single sign-on session hashing to it: `false` if there is none. It
+    /// ends exactly the session with that secret, in whichever table it
+    /// is; a credential without an end is never touched.
     async fn end_console_session(
         &self,
         hash: &str,
@@ -180,8 +190,9 @@ pub trait KeyStore: Send + Sync {
         audit: Vec<AuditEvent>,
     ) -> Result<bool>;
     /// Replaces the secret of the credential `name` with one hashing to
-    /// `hash`: the old secret is refused from the commit on. `false` if
-    /// there is no such credential.
+    /// `hash`: the old secret is refused from the commit on, and the
+    /// console sessions of the name end. `false` if there is no such
+    /// credential (its console sessions, if any, end all the same).
     async fn rotate_admin_token(
         &self,
         name: &str,
@@ -189,7 +200,9 @@ pub trait KeyStore: Send + Sync {
         now: Timestamp,
         audit: Vec<AuditEvent>,
     ) -> Result<bool>;
-    /// Removes the admin credential `name`: `false` if there is none; a
+    /// Removes the admin credential `name` and ends the console sessions
+    /// of the name (even when no credential has it): `false` if there was
+    /// neither; a
     /// [`StoreError::LastAdminCredential`] if it is the last one of role
     /// `admin` not made by a dev start (the deployment would have no way in).
     async fn revoke_admin_token(

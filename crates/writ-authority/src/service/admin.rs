@@ -10,9 +10,11 @@ use super::{Broker, hash_secret};
 use crate::error::Error;
 
 impl Broker {
-    /// Every admin credential (names, never values).
+    /// Every admin credential and console session (names, never values).
     pub async fn admin_credentials(&self) -> Result<Vec<writ_core::api::AdminCredential>, Error> {
-        Ok(self.store.admin_tokens().await?)
+        let mut out = self.store.admin_tokens().await?;
+        out.extend(self.store.console_sessions(self.now()).await?);
+        Ok(out)
     }
 
     /// A new named operator credential. Its secret is returned once and
@@ -66,8 +68,27 @@ impl Broker {
             .admin_tokens()
             .await?
             .into_iter()
-            .find(|c| c.name == name)
-            .ok_or_else(|| Error::NotFound(format!("no admin credential named {name:?}")))?;
+            .find(|c| c.name == name);
+        let Some(found) = found else {
+            // No credential of that name: the console sessions of the
+            // name (an admin may end any) end all the same.
+            if by.role.may_grant(writ_core::api::Role::Admin) {
+                let event = AuditEvent::new(
+                    AuditKind::AdminTokenRevoke,
+                    Outcome::Success,
+                    by.actor(),
+                )
+                .reason(format!(
+                    "console sessions of {name} ended (no credential of that name to rotate)"
+                ));
+                self.store
+                    .revoke_admin_token(name, self.now(), vec![event])
+                    .await?;
+            }
+            return Err(Error::NotFound(format!(
+                "no admin credential named {name:?}"
+            )));
+        };
         if !by.role.may_grant(found.role) {
             return Err(Error::Forbidden(format!(
                 "credential {:?} of role {} cannot rotate one of role {}",

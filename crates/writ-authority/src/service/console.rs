@@ -44,6 +44,7 @@ impl Broker {
             "console": true,
         }));
         let session = writ_core::api::AdminCredential {
+            console_session: true,
             name: c.name.clone(),
             role: c.role,
             created_at: now,
@@ -92,23 +93,14 @@ impl Broker {
             format!("operator:{}", c.name),
         )
         .reason(format!("operator {} signed out of the console", c.name));
-        if self
+        // Exactly the session whose secret the cookie holds ends (a
+        // console session, or the single sign-on session the console's
+        // SSO sign-in keeps in the cookie), by its hash: a second sign-out
+        // finds nothing and ends nothing, never a credential found by name.
+        Ok(self
             .store
-            .end_console_session(&hash_secret(token), self.now(), vec![event.clone()])
-            .await?
-        {
-            return Ok(true);
-        }
-        // A single sign-on session (the console's SSO sign-in keeps the
-        // session it made in the cookie) ends as `writ logout` ends it. A
-        // credential without an end is never revoked by a sign-out.
-        if c.expires_at.is_some() {
-            return Ok(self
-                .store
-                .revoke_admin_token(&c.name, self.now(), vec![event])
-                .await?);
-        }
-        Ok(false)
+            .end_console_session(&hash_secret(token), self.now(), vec![event])
+            .await?)
     }
 }
 

@@ -62,12 +62,17 @@ impl Broker {
             Err(refusal) => {
                 let Refusal { error: e, claims } = *refusal;
                 if is_refusal(&e) {
-                    let claimed = match claims {
-                        Some(c) => Claimed::verified(&c, &sso.name_claim),
-                        None => Claimed::unverified(id_token, &sso.name_claim),
-                    };
-                    self.audit_refused_sign_in(via, &claimed, &e.to_string())
-                        .await?;
+                    match claims {
+                        Some(c) => {
+                            let claimed = Claimed::verified(&c, &sso.name_claim);
+                            self.audit_refused_sign_in(via, &claimed, &e.to_string())
+                                .await?;
+                        }
+                        // Its signature did not verify: anyone can send
+                        // one, so what it claims is kept out of the audit,
+                        // and identical ones are folded.
+                        None => self.audit_unverified_sign_in(via, &e.to_string()).await?,
+                    }
                 }
                 Err(e)
             }
@@ -184,6 +189,89 @@ impl Broker {
         Ok(())
     }
 
+    /// A refused sign-in whose identity token did not verify: recorded
+    /// without anything the token claims (anyone could have written it),
+    /// and, like repeated attestation failures, identical ones within a
+    /// window are counted into one record (see crate::attest_digest).
+    pub(crate) async fn audit_unverified_sign_in(
+        &self,
+        via: Via,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let now = self.now();
+        let reason: String = format!("operator sign-in refused: {reason}")
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect();
+        let mut events = self.sign_in_folded(now);
+        if self
+            .sign_in_digest
+            .first("operator-sign-in", Some(via.as_str()), &reason, now)
+        {
+            events.push(
+                AuditEvent::new(AuditKind::OperatorSignIn, Outcome::Deny, "system")
+                    .reason(reason)
+                    .detail(serde_json::json!({ "via": via.as_str(), "verified": false })),
+            );
+        }
+        if !events.is_empty() {
+            self.store.append_audit(now, events).await?;
+        }
+        Ok(())
+    }
+
+    /// The folded unverified sign-ins whose windows are over, as sign-in
+    /// records.
+    fn sign_in_folded(&self, now: Timestamp) -> Vec<AuditEvent> {
+        self.sign_in_digest
+            .due(now)
+            .into_iter()
+            .map(|e| {
+                let mut detail = e.detail;
+                if let Some(obj) = detail.as_object_mut() {
+                    if let Some(via) = obj.remove("method") {
+                        obj.insert("via".into(), via);
+                    }
+                    obj.insert("verified".into(), false.into());
+                }
+                AuditEvent::new(AuditKind::OperatorSignIn, Outcome::Deny, "system")
+                    .reason(e.reason.unwrap_or_default())
+                    .detail(detail)
+            })
+            .collect()
+    }
+
+    /// Writes the folded unverified sign-ins whose windows are over (for
+    /// the sweeper).
+    pub async fn flush_sign_in_digest(&self) -> Result<(), Error> {
+        let now = self.now();
+        let events = self.sign_in_folded(now);
+        if !events.is_empty() {
+            self.store.append_audit(now, events).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes one operator sign-in from `client`'s allowance (its own, not
+    /// the attestations'; no client: no limit), or refuses it with the
+    /// seconds to wait.
+    pub fn admit_sign_in(&self, client: Option<std::net::IpAddr>) -> Result<(), Error> {
+        let Some(ip) = client else {
+            return Ok(());
+        };
+        self.sign_in_limit.check(ip, self.now()).map_err(|l| {
+            crate::metrics::inc(&self.metrics.sign_in_rate_limited);
+            Error::RateLimited {
+                detail: format!(
+                    "too many sign-ins from this address; try again in {} s",
+                    l.retry_after_secs
+                ),
+                retry_after: l.retry_after_secs,
+            }
+        })
+    }
+
     /// Forgets the identity tokens that can no longer be replayed (their
     /// end has passed): for the sweeper.
     pub async fn prune_identity_tokens(&self) -> Result<u64, Error> {
@@ -264,13 +352,6 @@ impl Claimed {
         }
     }
 
-    fn unverified(token: &str, name_claim: &str) -> Self {
-        match writ_core::token::insecure_peek(token) {
-            Ok((_, serde_json::Value::Object(c))) => Self::from_claims(&c, name_claim),
-            _ => Self::default(),
-        }
-    }
-
     fn from_claims(claims: &Claims, name_claim: &str) -> Self {
         let get = |k: &str| {
             claims
@@ -297,16 +378,27 @@ fn is_refusal(e: &Error) -> bool {
 }
 
 /// What names an identity token in the replay table: its issuer and
-/// `jti`, or, without one, the token itself; hashed either way (a fixed
-/// length, and no token kept).
+/// `jti`, or, without one, its issuer and the part its signature signs
+/// (`header.payload`): never the signature, which is malleable (an ECDSA
+/// signature `(r, s)` verifies as `(r, n - s)` too, and base64url has
+/// more than one spelling of some bytes), so a re-signed spelling of one
+/// token is the same token. Hashed either way (a fixed length, and no
+/// token kept).
 fn replay_key(claims: &Claims, token: &str) -> String {
     let jti = claims
         .get("jti")
         .and_then(serde_json::Value::as_str)
         .filter(|j| !j.is_empty());
-    match (jti, claims.get("iss").and_then(serde_json::Value::as_str)) {
-        (Some(jti), Some(iss)) => hash_secret(&format!("jti\n{iss}\n{jti}")),
-        _ => hash_secret(&format!("token\n{token}")),
+    let iss = claims
+        .get("iss")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("");
+    match jti {
+        Some(jti) => hash_secret(&format!("jti\n{iss}\n{jti}")),
+        None => {
+            let signed = token.rsplit_once('.').map_or(token, |(signed, _)| signed);
+            hash_secret(&format!("signed\n{iss}\n{signed}"))
+        }
     }
 }
 
@@ -479,7 +571,10 @@ mod tests {
         let other_iss = claims(serde_json::json!({"iss": "i2", "jti": "j"}));
         assert_ne!(replay_key(&with, "t1"), replay_key(&other_iss, "t1"));
         let without = claims(serde_json::json!({"iss": "i", "iat": 1000, "exp": 5000}));
-        assert_ne!(replay_key(&without, "t1"), replay_key(&without, "t2"));
+        assert_ne!(
+            replay_key(&without, "h.p1.s"),
+            replay_key(&without, "h.p2.s")
+        );
         assert_eq!(
             replay_key(&without, "t1").len(),
             64,
@@ -492,6 +587,40 @@ mod tests {
             remembered_until(&soon, 600).secs(),
             1100 + writ_core::token::LEEWAY_SECS + 1
         );
+    }
+
+    /// ES256 signatures are malleable (`s` -> `n - s` verifies too), and
+    /// base64url spells some bytes more than one way: a token without a
+    /// `jti` is remembered by what its signature signs and its issuer,
+    /// so a re-encoded or malleated signature is the same token.
+    #[test]
+    fn a_replayed_identity_token_with_a_malleated_signature_is_the_same_token() {
+        let without = claims(serde_json::json!({"iss": "i", "iat": 1000, "exp": 5000}));
+        let original = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJlLW9uZQ";
+        let malleated = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1MSJ9.bi1taW51cy1zLXNpZ25hdHVyZQ";
+        let reencoded = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2lnbmF0dXJlLW9uZR";
+        assert_eq!(
+            replay_key(&without, original),
+            replay_key(&without, malleated)
+        );
+        assert_eq!(
+            replay_key(&without, original),
+            replay_key(&without, reencoded)
+        );
+        // Another payload, or the same from another issuer, is another token.
+        assert_ne!(
+            replay_key(&without, original),
+            replay_key(
+                &without,
+                "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1MiJ9.c2lnbmF0dXJlLW9uZQ"
+            )
+        );
+        let other_iss = claims(serde_json::json!({"iss": "i2", "iat": 1000, "exp": 5000}));
+        assert_ne!(
+            replay_key(&without, original),
+            replay_key(&other_iss, original)
+        );
+        assert!(!replay_key(&without, original).contains("eyJ"));
     }
 
     #[test]

@@ -155,14 +155,21 @@ impl Broker {
         cb: &BrowserCallback,
     ) -> Result<OperatorSession, Error> {
         let (sso, browser) = self.sso_browser()?;
-        let flow = match self.checked_flow(sso, flow, cb) {
+        // Refused before any identity is involved (no or a bad flow
+        // cookie, another state, too old; anyone can send these): counted,
+        // not audited.
+        let flow = match self.this_browsers_flow(flow, cb) {
             Ok(f) => f,
             Err(e) => {
-                self.audit_refused_sign_in(Via::Browser, &Claimed::default(), &e.to_string())
-                    .await?;
+                crate::metrics::inc(&self.metrics.sign_in_refused_early);
                 return Err(e);
             }
         };
+        if let Err(e) = checked_answer(sso, cb) {
+            self.audit_refused_sign_in(Via::Browser, &Claimed::default(), &e.to_string())
+                .await?;
+            return Err(e);
+        }
         let id_token = match self.redeem(browser, &flow, cb).await {
             Ok(t) => t,
             Err(e) => {
@@ -182,11 +189,10 @@ impl Broker {
         .await
     }
 
-    /// The flow of this browser, and the provider's answer checked against
-    /// it, up to the code.
-    fn checked_flow(
+    /// The flow of this browser, the provider's answer belonging to it
+    /// (`state`).
+    fn this_browsers_flow(
         &self,
-        sso: &OperatorSso,
         sealed: Option<&str>,
         cb: &BrowserCallback,
     ) -> Result<Flow, Error> {
@@ -214,35 +220,42 @@ impl Broker {
                 "the answer does not belong to the sign-in this browser started (state): {again}"
             )));
         }
-        // RFC 9207: a provider that names itself must be ours (an answer
-        // from another provider, mixed up, is refused before any exchange).
-        if let Some(iss) = cb.iss.as_deref()
-            && iss != sso.issuer
-        {
-            return Err(Error::Unauthenticated(format!(
-                "the answer names another identity provider ({})",
-                quoted(iss)
-            )));
-        }
-        if let Some(error) = cb.error.as_deref() {
-            let detail = cb
-                .error_description
-                .as_deref()
-                .map(|d| format!(": {}", quoted(d)))
-                .unwrap_or_default();
-            return Err(Error::Unauthenticated(format!(
-                "the identity provider did not sign you in ({}){detail}",
-                quoted(error)
-            )));
-        }
-        if cb.code.as_deref().is_none_or(str::is_empty) {
-            return Err(Error::Invalid(
-                "the identity provider's answer has no code".into(),
-            ));
-        }
         Ok(flow)
     }
+}
 
+/// The provider's answer to a flow of this browser, up to the code.
+fn checked_answer(sso: &OperatorSso, cb: &BrowserCallback) -> Result<(), Error> {
+    // RFC 9207: a provider that names itself must be ours (an answer
+    // from another provider, mixed up, is refused before any exchange).
+    if let Some(iss) = cb.iss.as_deref()
+        && iss != sso.issuer
+    {
+        return Err(Error::Unauthenticated(format!(
+            "the answer names another identity provider ({})",
+            quoted(iss)
+        )));
+    }
+    if let Some(error) = cb.error.as_deref() {
+        let detail = cb
+            .error_description
+            .as_deref()
+            .map(|d| format!(": {}", quoted(d)))
+            .unwrap_or_default();
+        return Err(Error::Unauthenticated(format!(
+            "the identity provider did not sign you in ({}){detail}",
+            quoted(error)
+        )));
+    }
+    if cb.code.as_deref().is_none_or(str::is_empty) {
+        return Err(Error::Invalid(
+            "the identity provider's answer has no code".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl Broker {
     /// Redeems the code at the token endpoint with this flow's verifier:
     /// the identity token.
     async fn redeem(
@@ -258,7 +271,9 @@ impl Broker {
             ("redirect_uri", browser.redirect_uri.as_str()),
             ("code_verifier", flow.verifier.as_str()),
         ];
-        let mut req = self.oidc.http().post(&browser.token_endpoint);
+        // No redirect followed: a 307 would resend the code and its
+        // verifier (and the client secret) to wherever it points.
+        let mut req = self.oidc.http_no_redirects().post(&browser.token_endpoint);
         match &browser.client_secret {
             // client_secret_basic: both halves form-encoded first (RFC 6749 §2.3.1).
             Some(secret) => {

@@ -108,6 +108,12 @@ pub struct Broker {
     pub clients: clients::Clients,
     /// Detection rules and their alerts.
     pub detection: crate::detect::Detection,
+    /// Per-client rate of operator sign-ins (its own allowance: sign-ins
+    /// never spend the attestations', nor the other way round).
+    sign_in_limit: crate::limit::RateLimiter,
+    /// Identical refused sign-ins whose token's signature did not verify,
+    /// folded in the audit as repeated attestation failures are.
+    sign_in_digest: crate::attest_digest::AttestDigest,
 }
 
 impl std::fmt::Debug for Broker {
@@ -253,6 +259,8 @@ impl Broker {
             db_credentials: dbcreds::DbCredentials::new(&h),
             exchange: exchange::Exchange::new(&h, &subjects, &tokens),
             attestations: attest::Attestations::new(&h, &tokens),
+            sign_in_limit: crate::limit::RateLimiter::new(h.config.attest_per_minute),
+            sign_in_digest: crate::attest_digest::AttestDigest::new(h.config.attest_fold_ms),
             tasks: Arc::new(tasks::Tasks::new(&h, &subjects, &tokens)),
             registry: registry::Registry::new(&h, &subjects),
             authzen: authzen::AuthZen::new(&h, &subjects, &approvals),

@@ -42,7 +42,7 @@ pub(crate) const COOKIE_TLS: &str = "__Host-writ_console";
 /// carries, with [`csrf_token`] of its session.
 pub(crate) const CSRF_HEADER: &str = "x-writ-csrf";
 
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+pub(crate) const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
     connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
     frame-ancestors 'none'";
 
@@ -84,17 +84,28 @@ fn csrf_ok(secret: &str, token: &str) -> bool {
     aws_lc_rs::hmac::verify(&key, CSRF_CONTEXT, &tag).is_ok()
 }
 
-/// The console session secret of the request's cookie, if any.
-fn cookie_secret(headers: &HeaderMap, tls: bool) -> Option<&str> {
+/// The console session secret of the request's cookie, if any. A request
+/// carrying more than one console cookie (of either name) is refused: over
+/// plain HTTP a sibling origin can plant one beside the real one, and which
+/// of them a server takes must never be a guess.
+fn cookie_secret(headers: &HeaderMap, tls: bool) -> Result<Option<&str>, ApiError> {
     let name = if tls { COOKIE_TLS } else { COOKIE };
-    headers
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, v)| *k == name && !v.is_empty())
-        .map(|(_, v)| v)
+        .filter(|(k, _)| *k == COOKIE || *k == COOKIE_TLS);
+    let (first, second) = (found.next(), found.next());
+    if second.is_some() {
+        return Err(ApiError::BadRequest(
+            "more than one console cookie: sign in again (and clear this site's cookies)".into(),
+        ));
+    }
+    Ok(first
+        .filter(|(k, v)| *k == name && !v.is_empty())
+        .map(|(_, v)| v))
 }
 
 /// The operator secret a request carries: its bearer credential, or else
@@ -111,7 +122,7 @@ pub(crate) fn operator_secret<'a>(
     if !broker.config.console {
         return Ok(None);
     }
-    let Some(secret) = cookie_secret(&parts.headers, broker.config.console_secure) else {
+    let Some(secret) = cookie_secret(&parts.headers, broker.config.console_secure)? else {
         return Ok(None);
     };
     if parts.method != Method::GET && parts.method != Method::HEAD {
@@ -249,11 +260,37 @@ pub(crate) async fn security_headers(
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// What every answer outside the console carries (the console sets its
+/// own, stricter for its pages): no sniffing, and a policy under which an
+/// HTML report read with the console cookie runs nothing, loads nothing
+/// and is framed by nobody.
+pub(crate) const API_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'";
+
+pub(crate) async fn api_security_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(API_CSP));
+    h.entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    h.entry(header::X_FRAME_OPTIONS)
+        .or_insert(HeaderValue::from_static("DENY"));
     resp
 }
 
@@ -283,7 +320,7 @@ fn cross_site(headers: &HeaderMap) -> bool {
 /// `POST /ui/api/session`: an operator credential, once, for a session.
 async fn sign_in(
     State(b): State<Arc<Broker>>,
-    _: crate::routes::AttestAdmitted,
+    _: crate::routes::SignInAdmitted,
     headers: HeaderMap,
     Json(req): Json<SignIn>,
 ) -> Result<Response, ApiError> {
@@ -293,12 +330,17 @@ async fn sign_in(
         ));
     }
     let session = b.console_sign_in(req.credential.trim()).await?;
+    // The session this browser had (its cookie is about to be replaced)
+    // ends at the broker too, not only in the browser.
+    if let Ok(Some(old)) = cookie_secret(&headers, b.config.console_secure) {
+        b.console_sign_out(old).await?;
+    }
     Ok(start_console_session(&b, &session, false))
 }
 
 /// `GET /ui/api/session`: who the cookie signs in, and the CSRF token.
 async fn session(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let secret = cookie_secret(&headers, b.config.console_secure)
+    let secret = cookie_secret(&headers, b.config.console_secure)?
         .ok_or_else(|| ApiError::Unauthorized("not signed in".into()))?;
     let (who, expires_at) = b.console_session(secret).await?;
     Ok(AxumJson(SessionInfo {

@@ -548,10 +548,10 @@ pub async fn sso_info(State(b): State<Arc<Broker>>) -> R<writ_core::api::Operato
 }
 
 /// An identity token from the operators' OIDC provider for a short-lived
-/// operator credential. Limited per client address as attestation is.
+/// operator credential. Limited per client address (its own allowance).
 pub async fn sso_sign_in(
     State(b): State<Arc<Broker>>,
-    _: super::AttestAdmitted,
+    _: super::SignInAdmitted,
     Json(req): Json<writ_core::api::OperatorSignIn>,
 ) -> Result<(StatusCode, AxumJson<writ_core::api::OperatorSession>), ApiError> {
     let session = b.operator_sign_in(&req.id_token).await?;

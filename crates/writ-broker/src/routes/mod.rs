@@ -6,7 +6,7 @@ mod clients;
 mod gateway;
 mod nodes;
 mod oauth;
-mod sso;
+pub(crate) mod sso;
 mod wellknown;
 
 use std::marker::PhantomData;
@@ -168,6 +168,9 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .fallback(wellknown::not_found)
         .method_not_allowed_fallback(wellknown::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(
+            crate::console::api_security_headers,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             ("broker", "unmatched"),
             writ_listen::telemetry::track,
@@ -230,6 +233,24 @@ impl FromRequestParts<Arc<Broker>> for AttestAdmitted {
             .map(|c| c.0);
         broker.attestations.admit_attestation(client)?;
         Ok(AttestAdmitted)
+    }
+}
+
+/// An unauthenticated operator sign-in within its client's rate: its own
+/// allowance, apart from the attestations' (a flood of one never locks
+/// out the other).
+pub struct SignInAdmitted;
+
+impl FromRequestParts<Arc<Broker>> for SignInAdmitted {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Self, ApiError> {
+        let client = parts
+            .extensions
+            .get::<writ_listen::ClientAddr>()
+            .map(|c| c.0);
+        broker.admit_sign_in(client)?;
+        Ok(SignInAdmitted)
     }
 }
 

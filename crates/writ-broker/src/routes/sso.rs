@@ -19,9 +19,9 @@ use crate::service::{BROWSER_SIGN_IN_START, Broker, BrowserCallback, SIGN_IN_FLO
 /// The flow cookie over https: `__Host-` (RFC 6265bis §4.1.3.2) keeps
 /// anything but this origin, a sibling subdomain included, from planting
 /// one.
-const FLOW_COOKIE_SECURE: &str = "__Host-writ-sso-flow";
+pub(crate) const FLOW_COOKIE_SECURE: &str = "__Host-writ-sso-flow";
 /// The flow cookie over plain http (a development broker).
-const FLOW_COOKIE_PLAIN: &str = "writ-sso-flow";
+pub(crate) const FLOW_COOKIE_PLAIN: &str = "writ-sso-flow";
 
 fn flow_cookie_name(secure: bool) -> &'static str {
     if secure {
@@ -95,7 +95,7 @@ pub async fn start(State(b): State<Arc<Broker>>) -> Response {
 /// cookie is cleared either way: a flow is finished once.
 pub async fn callback(
     State(b): State<Arc<Broker>>,
-    _: super::AttestAdmitted,
+    _: super::SignInAdmitted,
     headers: HeaderMap,
     q: Result<Query<BrowserCallback>, axum::extract::rejection::QueryRejection>,
 ) -> Response {

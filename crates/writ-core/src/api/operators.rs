@@ -131,6 +131,16 @@ pub fn valid_operator_name(name: &str) -> bool {
         })
 }
 
+/// The cookies writ sets in an operator's browser: the console session
+/// (plain and `__Host-`) and the single sign-on flow. A gateway on the same
+/// site never forwards them upstream.
+pub const BROWSER_COOKIES: [&str; 4] = [
+    "writ_console",
+    "__Host-writ_console",
+    "writ-sso-flow",
+    "__Host-writ-sso-flow",
+];
+
 /// `GET /v1/admin/tokens`: one operator credential (never its value).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminCredential {
@@ -143,6 +153,14 @@ pub struct AdminCredential {
     /// made with `writ admin token create` have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
+    /// A console session made from the credential `name` (ended with it,
+    /// by sign-out, or by revoking `name`), not a credential itself.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub console_session: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// `POST /v1/admin/tokens`: a new named credential (role `admin` unless

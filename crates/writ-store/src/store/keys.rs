@@ -9,8 +9,8 @@ impl KeyStore for SqlStore {
         let hash = hash.to_owned();
         self.read_quick(move |c| {
             c.query_row(
-                "SELECT name, created_at, dev, role, expires_at FROM admin_tokens WHERE hash = ?1 \
-                 UNION ALL SELECT name, created_at, dev, role, expires_at \
+                "SELECT name, created_at, dev, role, expires_at, 0 FROM admin_tokens WHERE hash = ?1 \
+                 UNION ALL SELECT name, created_at, dev, role, expires_at, 1 \
                  FROM console_sessions WHERE hash = ?1",
                 params![hash],
                 admin_credential,
@@ -24,7 +24,7 @@ impl KeyStore for SqlStore {
     async fn admin_tokens(&self) -> Result<Vec<AdminCredential>> {
         self.read(|c| {
             let mut stmt = c
-                .prepare("SELECT name, created_at, dev, role, expires_at FROM admin_tokens")
+                .prepare("SELECT name, created_at, dev, role, expires_at, 0 FROM admin_tokens")
                 .map_err(db)?;
             let mut out = stmt
                 .query_map(params![], admin_credential)
@@ -33,6 +33,28 @@ impl KeyStore for SqlStore {
                 .map_err(db)?;
             // Sorted here: the databases' collations differ.
             out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn console_sessions(&self, now: Timestamp) -> Result<Vec<AdminCredential>> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT name, created_at, dev, role, expires_at, 1 FROM console_sessions \
+                     WHERE expires_at > ?1",
+                )
+                .map_err(db)?;
+            let mut out = stmt
+                .query_map(params![now.millis()], admin_credential)
+                .map_err(db)?
+                .collect::<DbResult<Vec<_>>>()
+                .map_err(db)?;
+            out.sort_by(|a, b| {
+                (a.name.as_str(), a.created_at.millis())
+                    .cmp(&(b.name.as_str(), b.created_at.millis()))
+            });
             Ok(out)
         })
         .await
@@ -66,6 +88,10 @@ impl KeyStore for SqlStore {
             if dev {
                 ctx.tx
                     .execute("DELETE FROM admin_tokens WHERE dev = 1", params![])
+                    .map_err(db)?;
+                // The replaced dev credential's console sessions end too.
+                ctx.tx
+                    .execute("DELETE FROM console_sessions WHERE dev = 1", params![])
                     .map_err(db)?;
             }
             let taken = ctx
@@ -118,7 +144,21 @@ impl KeyStore for SqlStore {
                 .optional()
                 .map_err(db)?;
             let Some((dev, role, expires)) = found else {
-                return Ok(false);
+                // No credential of that name (a session replaced, a dev
+                // credential gone): the console sessions of the name end
+                // all the same.
+                let n = ctx
+                    .tx
+                    .execute(
+                        "DELETE FROM console_sessions WHERE name = ?1",
+                        params![&name],
+                    )
+                    .map_err(db)?;
+                if n == 0 {
+                    return Ok(false);
+                }
+                ctx.audit(now, &audit)?;
+                return Ok(true);
             };
             if dev == 0 && role == Role::Admin.as_str() && expires.is_none() {
                 let others = ctx
@@ -168,6 +208,14 @@ impl KeyStore for SqlStore {
                     "DELETE FROM admin_tokens WHERE expires_at IS NOT NULL \
                      AND (expires_at <= ?1 OR name = ?2)",
                     params![now.millis(), &name],
+                )
+                .map_err(db)?;
+            // The console sessions made from the replaced session end with
+            // it (a demoted admin keeps no admin console session).
+            ctx.tx
+                .execute(
+                    "DELETE FROM console_sessions WHERE name = ?1",
+                    params![&name],
                 )
                 .map_err(db)?;
             let taken = ctx
@@ -321,13 +369,43 @@ impl KeyStore for SqlStore {
     ) -> Result<bool> {
         let hash = hash.to_owned();
         self.write(move |ctx: &mut WriteCtx<'_>| {
-            let n = ctx
+            let mut n = ctx
                 .tx
                 .execute(
                     "DELETE FROM console_sessions WHERE hash = ?1",
                     params![&hash],
                 )
                 .map_err(db)?;
+            if n == 0 {
+                // A single sign-on session kept in the cookie: only a
+                // credential with an end, and only the one with this
+                // secret (never one found by name).
+                let name = ctx
+                    .tx
+                    .query_row(
+                        "SELECT name FROM admin_tokens WHERE hash = ?1 AND expires_at IS NOT NULL",
+                        params![&hash],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .optional()
+                    .map_err(db)?;
+                if let Some(name) = name {
+                    n = ctx
+                        .tx
+                        .execute(
+                            "DELETE FROM admin_tokens WHERE hash = ?1 AND expires_at IS NOT NULL",
+                            params![&hash],
+                        )
+                        .map_err(db)?;
+                    // The console sessions made from it end with it.
+                    ctx.tx
+                        .execute(
+                            "DELETE FROM console_sessions WHERE name = ?1",
+                            params![&name],
+                        )
+                        .map_err(db)?;
+                }
+            }
             if n == 0 {
                 return Ok(false);
             }
@@ -368,6 +446,18 @@ impl KeyStore for SqlStore {
                 )
                 .map_err(db)?;
             if n == 0 {
+                // No credential of that name: its console sessions end
+                // (recorded), and there is nothing to rotate.
+                let ended = ctx
+                    .tx
+                    .execute(
+                        "DELETE FROM console_sessions WHERE name = ?1",
+                        params![&name],
+                    )
+                    .map_err(db)?;
+                if ended > 0 {
+                    ctx.audit(now, &audit)?;
+                }
                 return Ok(false);
             }
             // A rotated secret ends the console sessions it signed in.
@@ -511,5 +601,6 @@ fn admin_credential(r: &Row) -> DbResult<AdminCredential> {
             Role::parse(&role).ok_or_else(|| DbError::Type(format!("unknown role {role:?}")))?
         },
         expires_at: r.get::<_, Option<i64>>(4)?.map(Timestamp::from_millis),
+        console_session: r.get::<_, i64>(5)? != 0,
     })
 }

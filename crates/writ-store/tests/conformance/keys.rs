@@ -168,6 +168,7 @@ pub async fn operator_sessions_end_and_are_replaced(s: Arc<dyn Store>) {
 
 fn session(name: &str, role: Role, dev: bool, end: i64, now: i64) -> AdminCredential {
     AdminCredential {
+        console_session: true,
         name: name.into(),
         role,
         dev,
@@ -257,6 +258,145 @@ pub async fn console_sessions_end_with_sign_out_and_their_credential(s: Arc<dyn 
     .unwrap();
     assert_eq!(s.admin_token("c4").await.unwrap(), None);
     assert!(s.admin_token("c5").await.unwrap().is_some());
+    assert_chain(s).await;
+}
+
+/// Sign-out ends exactly the session whose secret it is given, by its
+/// hash, in whichever table it is (a console session or a single sign-on
+/// session); a credential without an end is never ended by it, and a
+/// second sign-out ends nothing.
+pub async fn sign_out_ends_exactly_the_session_with_its_secret(s: Arc<dyn Store>) {
+    let s = &*s;
+    let create = || vec![ev(AuditKind::AdminTokenCreate)];
+    let revoke = || vec![ev(AuditKind::AdminTokenRevoke)];
+    s.add_admin_token("root", "r1", Role::Admin, false, at(0), create())
+        .await
+        .unwrap();
+    s.add_operator_session("alice", "sso1", Role::Approver, at(100), at(1), create())
+        .await
+        .unwrap();
+    s.add_console_session(&session("root", Role::Admin, false, 100, 1), "c1", create())
+        .await
+        .unwrap();
+    s.add_console_session(
+        &session("alice", Role::Approver, false, 100, 1),
+        "c2",
+        create(),
+    )
+    .await
+    .unwrap();
+    // A credential without an end: never ended by a sign-out.
+    let before = audit_len(s).await;
+    assert!(!s.end_console_session("r1", at(2), revoke()).await.unwrap());
+    assert_eq!(audit_len(s).await, before);
+    // The console session, once; its credential stays.
+    assert!(s.end_console_session("c1", at(2), revoke()).await.unwrap());
+    assert!(!s.end_console_session("c1", at(2), revoke()).await.unwrap());
+    assert!(s.admin_token("r1").await.unwrap().is_some());
+    // The single sign-on session, by its secret, once.
+    assert!(
+        s.end_console_session("sso1", at(3), revoke())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.end_console_session("sso1", at(3), revoke())
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.admin_token("sso1").await.unwrap(), None);
+    assert_eq!(s.admin_tokens().await.unwrap().len(), 1);
+    assert_chain(s).await;
+}
+
+/// Console sessions end with their source: a new single sign-on session
+/// for the name, the dev credential's replacement, revoking or rotating
+/// the name (even when no credential has it), signing the source session
+/// out; the live ones are listed, marked as sessions.
+pub async fn console_sessions_end_with_their_source_and_are_listed(s: Arc<dyn Store>) {
+    let s = &*s;
+    let create = || vec![ev(AuditKind::AdminTokenCreate)];
+    let revoke = || vec![ev(AuditKind::AdminTokenRevoke)];
+    let live = |h: &'static str| async move { s.admin_token(h).await.unwrap().is_some() };
+    s.add_admin_token("root", "r1", Role::Admin, false, at(0), create())
+        .await
+        .unwrap();
+    // The dev credential replaced: its console sessions end.
+    s.add_admin_token("dev", "d1", Role::Admin, true, at(0), create())
+        .await
+        .unwrap();
+    s.add_console_session(&session("dev", Role::Admin, true, 100, 1), "c0", create())
+        .await
+        .unwrap();
+    s.add_admin_token("dev", "d2", Role::Admin, true, at(1), create())
+        .await
+        .unwrap();
+    assert!(!live("c0").await);
+    // A new sign-on session for a name (a demoted admin): the console
+    // sessions made from the old one end.
+    s.add_operator_session("alice", "sso1", Role::Admin, at(100), at(1), create())
+        .await
+        .unwrap();
+    s.add_console_session(
+        &session("alice", Role::Admin, false, 100, 1),
+        "c1",
+        create(),
+    )
+    .await
+    .unwrap();
+    s.add_operator_session("alice", "sso2", Role::Auditor, at(100), at(2), create())
+        .await
+        .unwrap();
+    assert!(!live("c1").await);
+    // Listed: live sessions only, marked, by name.
+    s.add_console_session(&session("bob", Role::Admin, false, 100, 2), "c2", create())
+        .await
+        .unwrap();
+    s.add_console_session(
+        &session("carol", Role::Admin, false, 100, 2),
+        "c3",
+        create(),
+    )
+    .await
+    .unwrap();
+    s.add_console_session(
+        &session("alice", Role::Auditor, false, 100, 2),
+        "c4",
+        create(),
+    )
+    .await
+    .unwrap();
+    let listed = s.console_sessions(at(3)).await.unwrap();
+    let names: Vec<_> = listed.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["alice", "bob", "carol"]);
+    assert!(listed.iter().all(|c| c.console_session));
+    assert!(s.console_sessions(at(100)).await.unwrap().is_empty());
+    assert!(
+        s.admin_tokens()
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| !c.console_session)
+    );
+    // Revoking or rotating a name no credential has: its sessions end.
+    assert!(s.revoke_admin_token("bob", at(3), revoke()).await.unwrap());
+    assert!(!live("c2").await);
+    assert!(!s.revoke_admin_token("bob", at(3), revoke()).await.unwrap());
+    assert!(
+        !s.rotate_admin_token("carol", "x1", at(3), vec![ev(AuditKind::AdminTokenRotate)])
+            .await
+            .unwrap()
+    );
+    assert!(!live("c3").await);
+    assert!(!live("x1").await);
+    // Signing the source session out ends the sessions made from it.
+    assert!(
+        s.end_console_session("sso2", at(4), revoke())
+            .await
+            .unwrap()
+    );
+    assert!(!live("c4").await);
+    assert!(live("r1").await);
     assert_chain(s).await;
 }
 

@@ -351,6 +351,8 @@ macro_rules! every_check {
                 operator_sessions_end_and_are_replaced,
                 an_identity_token_signs_in_once,
                 console_sessions_end_with_sign_out_and_their_credential,
+                sign_out_ends_exactly_the_session_with_its_secret,
+                console_sessions_end_with_their_source_and_are_listed,
                 tasks_are_searched_and_paged_in_the_store,
                 deleting_an_agent_ends_its_tasks_and_tokens,
                 deleting_or_narrowing_a_tool_ends_the_tasks_using_it,

@@ -363,7 +363,15 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     config.console = !(args.no_console || file.no_console.unwrap_or(false));
     // The console's cookie is `Secure` whenever browsers reach writ over
     // TLS: this listener's, or a proxy's in front of an https issuer.
-    config.console_secure = limits.tls.is_some() || issuer.starts_with("https://");
+    // A browser sign-in coming back over https means browsers reach it over
+    // TLS too: the session cookie is then `Secure` as the flow cookie is
+    // (the two never disagree).
+    let sso_over_tls = config
+        .operator_sso
+        .as_ref()
+        .and_then(|s| s.browser.as_ref())
+        .is_some_and(|b| b.redirect_uri.starts_with("https://"));
+    config.console_secure = limits.tls.is_some() || issuer.starts_with("https://") || sso_over_tls;
     let console_url = config
         .console
         .then(|| format!("{}/ui/", issuer.trim_end_matches('/')));
@@ -432,6 +440,15 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
         start_mtls(addr, &broker).await?;
     }
     if let Some(url) = &console_url {
+        // Over plain HTTP another origin of the same host name (any port)
+        // can set cookies this one takes: only loopback is safe so.
+        if !broker.config.console_secure && !bound.ip().is_loopback() {
+            tracing::warn!(
+                %url,
+                "the operator console is served over plain HTTP on a non-loopback address: \
+                 another site of this host can plant its cookies; serve it over TLS"
+            );
+        }
         println!("console at {url}");
     }
     // Last, so that whoever waits for this line has seen everything above.

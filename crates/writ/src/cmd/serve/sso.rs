@@ -62,7 +62,10 @@ pub(super) async fn operator_sso(
         };
     let jwks_uri = match (&file.operator_oidc_jwks_uri, &discovery) {
         (Some(u), _) => u.clone(),
-        (None, Some(d)) => d.jwks_uri.clone(),
+        (None, Some(d)) => {
+            https_or_loopback("the discovered jwks_uri", &d.jwks_uri)?;
+            d.jwks_uri.clone()
+        }
         (None, None) => bail!("the issuer's jwks_uri is unknown"),
     };
     let browser = match &file.operator_oidc_redirect_uri {
@@ -141,6 +144,7 @@ fn browser(
     };
     let parsed = reqwest::Url::parse(redirect_uri)
         .with_context(|| format!("operator_oidc_redirect_uri {redirect_uri:?}"))?;
+    https_or_loopback("operator_oidc_redirect_uri", redirect_uri)?;
     if !matches!(parsed.scheme(), "https" | "http")
         || parsed.path() != writ_broker::service::BROWSER_SIGN_IN_CALLBACK
         || parsed.query().is_some()
@@ -157,6 +161,11 @@ fn browser(
             "the identity provider's discovery document names no authorization or token endpoint"
         );
     };
+    https_or_loopback(
+        "the discovered authorization_endpoint",
+        &authorization_endpoint,
+    )?;
+    https_or_loopback("the discovered token_endpoint", &token_endpoint)?;
     if let Some(methods) = &d.code_challenge_methods_supported
         && !methods.iter().any(|m| m == "S256")
     {
@@ -192,4 +201,78 @@ fn browser(
         token_endpoint,
         scopes,
     })
+}
+
+/// `url` is https, or http to this machine only (a loopback address or
+/// `localhost`): codes, verifiers, secrets and session cookies never cross
+/// a network in the clear.
+fn https_or_loopback(what: &str, url: &str) -> anyhow::Result<()> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("{what} {url:?}"))?;
+    let host = parsed
+        .host_str()
+        .unwrap_or("")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => bail!("{what} must be https (plain http only to a loopback address): {url}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    fn discovery(endpoints: &str) -> Discovery {
+        Discovery {
+            issuer: format!("{endpoints}/"),
+            jwks_uri: format!("{endpoints}/jwks"),
+            authorization_endpoint: Some(format!("{endpoints}/auth")),
+            token_endpoint: Some(format!("{endpoints}/token")),
+            code_challenge_methods_supported: None,
+        }
+    }
+
+    #[test]
+    fn sso_refuses_plain_http_redirect_uris_and_endpoints_unless_loopback() {
+        let file = FileConfig::default();
+        let ok = [
+            (
+                "https://writ.example/ui/sso/callback",
+                "https://idp.example",
+            ),
+            (
+                "http://127.0.0.1:8080/ui/sso/callback",
+                "http://127.0.0.1:9000",
+            ),
+            ("http://localhost:8080/ui/sso/callback", "http://[::1]:9000"),
+        ];
+        for (redirect, idp) in ok {
+            assert!(
+                browser(&file, "c", redirect, Some(discovery(idp))).is_ok(),
+                "{redirect} {idp}"
+            );
+        }
+        let refused = [
+            ("http://writ.example/ui/sso/callback", "https://idp.example"),
+            ("http://10.0.0.5/ui/sso/callback", "https://idp.example"),
+            ("https://writ.example/ui/sso/callback", "http://idp.example"),
+            (
+                "https://writ.example/ui/sso/callback",
+                "http://127.0.0.1.evil.example",
+            ),
+        ];
+        for (redirect, idp) in refused {
+            let e = browser(&file, "c", redirect, Some(discovery(idp))).unwrap_err();
+            assert!(e.to_string().contains("https"), "{redirect} {idp}: {e}");
+        }
+        assert!(https_or_loopback("x", "http://idp.example/jwks").is_err());
+        assert!(https_or_loopback("x", "ftp://127.0.0.1/jwks").is_err());
+    }
 }
