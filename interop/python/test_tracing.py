@@ -21,6 +21,7 @@ import requests
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from conftest import BIN, Writ
+from test_interop import join_and_attest
 from test_gateway import Recorder, register_tool, task_and_tool_token, wait_for_tool, wait_ready
 
 CANARY = "canary-4b1d-otlp-upstream-secret"
@@ -172,19 +173,29 @@ def test_a_trace_crosses_agent_gateway_upstream_with_one_id(collector, recorder)
     try:
         token = crm(writ, recorder)
         trace_id, agent_span, upstream_parent, refused = check_one_trace(writ.gateway, token, "writ-broker")
-        # A broker request with a traceparent is a child of it too.
+        # The broker continues an agent's trace too: a task start, with
+        # its issuance decision.
         broker_trace = secrets.token_hex(16)
-        r = requests.get(writ.url("/v1/tools"), headers={
-            **writ.admin, "traceparent": f"00-{broker_trace}-{agent_span}-01"})
-        assert r.status_code == 200, r.text
+        instance = join_and_attest(writ)["access_token"]
+        r = requests.post(writ.url("/v1/tasks"), json={
+            "intent": "tracing", "capabilities": [{"tool": "crm", "scopes": ["read"]}]}, headers={
+            "Authorization": f"Bearer {instance}", "traceparent": f"00-{broker_trace}-{agent_span}-01"})
+        assert r.status_code == 201, r.text
+        task_token = r.json()["access_token"]
     finally:
         # Stopping flushes the spans not yet exported.
         writ.proc.terminate()
         writ.proc.wait(15)
     check_spans(trace_id, agent_span, upstream_parent, refused, "writ-broker", token)
-    broker = spans_of(broker_trace)
-    assert [(s["attrs"]["service.role"], s["attrs"]["http.route"], s["parent"]) for s in broker] == [
-        ("broker", "/v1/tools", agent_span)], broker
+    broker = spans_of(broker_trace, at_least=2)
+    request = [s for s in broker if s["name"] != "decision"]
+    assert [(s["attrs"]["service.role"], s["attrs"]["http.route"], s["parent"]) for s in request] == [
+        ("broker", "/v1/tasks", agent_span)], broker
+    issuance = [s["attrs"] for s in broker if s["name"] == "decision"]
+    assert [(a["writ.action"], a["writ.verdict"]) for a in issuance] == [("StartTask", "allow")], broker
+    assert all(a["writ.policy_version"] for a in issuance)
+    for body in Collector.raw:
+        assert instance.encode() not in body and task_token.encode() not in body
     # JSON log lines within a request carry its trace and span ids.
     writ.log_file.flush()
     lines = [json.loads(line) for line in writ.log_path.read_text().splitlines() if line.startswith("{")]

@@ -254,7 +254,9 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
         None => FileConfig::default(),
     };
     init_tracing(
-        args.otlp_endpoint.as_deref().or(file.otlp_endpoint.as_deref()),
+        args.otlp_endpoint
+            .as_deref()
+            .or(file.otlp_endpoint.as_deref()),
         "writ-broker",
     )?;
     let listen = args
