@@ -140,3 +140,48 @@ pub fn inject(headers: &mut HeaderMap) {
         p.inject_context(&cx, &mut Outgoing(headers));
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn an_oversized_trace_context_header_is_not_read() {
+        let tp = format!("00-{}-{}-01", "a".repeat(32), "b".repeat(16));
+        let h = headers(&[
+            ("traceparent", format!("{tp}{}", "x".repeat(MAX_TRACEPARENT))),
+            ("tracestate", format!("k={}", "v".repeat(MAX_TRACESTATE))),
+        ]);
+        assert_eq!(Incoming(&h).get("traceparent"), None);
+        assert_eq!(Incoming(&h).get("tracestate"), None);
+        let h = headers(&[("traceparent", tp.clone()), ("tracestate", "k=v".into())]);
+        assert_eq!(Incoming(&h).get("traceparent"), Some(tp.as_str()));
+        assert_eq!(Incoming(&h).get("tracestate"), Some("k=v"));
+    }
+
+    #[test]
+    fn baggage_and_other_headers_are_never_read() {
+        let h = headers(&[("baggage", "user=admin".into()), ("x-other", "1".into())]);
+        assert_eq!(Incoming(&h).get("baggage"), None);
+        assert_eq!(Incoming(&h).get("x-other"), None);
+        assert!(Incoming(&h).keys().is_empty());
+    }
+
+    #[test]
+    fn off_makes_no_span_and_writes_no_header() {
+        assert!(!enabled());
+        let span = request_span("gateway", "GET", "/{tool}", &HeaderMap::new());
+        assert!(span.is_none());
+        let mut h = headers(&[("traceparent", "agent's".into())]);
+        inject(&mut h);
+        assert_eq!(h.get("traceparent").unwrap(), "agent's");
+    }
+}
