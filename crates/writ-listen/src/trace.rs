@@ -157,7 +157,10 @@ mod tests {
     fn an_oversized_trace_context_header_is_not_read() {
         let tp = format!("00-{}-{}-01", "a".repeat(32), "b".repeat(16));
         let h = headers(&[
-            ("traceparent", format!("{tp}{}", "x".repeat(MAX_TRACEPARENT))),
+            (
+                "traceparent",
+                format!("{tp}{}", "x".repeat(MAX_TRACEPARENT)),
+            ),
             ("tracestate", format!("k={}", "v".repeat(MAX_TRACESTATE))),
         ]);
         assert_eq!(Incoming(&h).get("traceparent"), None);
