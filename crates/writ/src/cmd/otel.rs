@@ -40,7 +40,7 @@ impl HttpClient for Client {
     ) -> Result<http::Response<Bytes>, HttpError> {
         let req = reqwest::Request::try_from(request.map(reqwest::Body::from))?;
         let http = self.http.clone();
-        let (status, body) = self
+        let answer = self
             .runtime
             .spawn(async move {
                 let mut resp = http.execute(req).await?;
@@ -54,7 +54,19 @@ impl HttpClient for Client {
                 }
                 Ok::<_, reqwest::Error>((status, body))
             })
-            .await??;
+            .await?;
+        // The SDK reports nothing itself (its internal logs are off): the
+        // operator hears of a collector that cannot be reached or refuses.
+        let (status, body) = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("exporting traces: {e}");
+                return Err(e.into());
+            }
+        };
+        if !status.is_success() {
+            tracing::warn!("exporting traces: the collector answered {status}");
+        }
         let mut resp = http::Response::new(Bytes::from(body));
         *resp.status_mut() = status;
         Ok(resp)
