@@ -11,14 +11,14 @@
 #    request sampled.
 # wrk on core 1 measures task-token issuance (32 connections) and a call
 # through the gateway to a one-thread upstream (32 connections and 1),
-# 5 s each, ROUNDS times (default 3), the three configurations
+# 5 s each, ROUNDS times (default 5), the three configurations
 # interleaved within each round so that a change in the machine's load
 # falls on all of them alike. Prints every run, then the median per
 # configuration and the load average before and after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/common.sh
-rounds=${1:-3}
+rounds=${1:-5}
 need_wrk
 build
 [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -41,22 +41,30 @@ wait_for http://127.0.0.1:$sink/count
 # in NAME_instance, NAME_tool. The per-credential and per-client rate
 # limits are lifted: one token is used for every request of a run.
 broker() {
-  local name=$1 port=$2; shift 2
+  local name=$1 bp=$2; shift 2
   WRIT_LOG=error taskset -c 0 $w serve --dev --dev-admin-token bench-admin --data-dir "$dir/$name" \
-    --listen 127.0.0.1:$port --gateway-listen 127.0.0.1:$((port + 1)) --worker-threads 1 \
+    --listen 127.0.0.1:$bp --gateway-listen 127.0.0.1:$((bp + 1)) --worker-threads 1 \
     --limit-credential-per-minute 1000000000 --limit-client-per-minute 1000000000 "$@" >/dev/null 2>&1 &
   pids+=($!)
-  wait_for http://127.0.0.1:$port/healthz
-  export WRIT_ADDR=http://127.0.0.1:$port
+  wait_for http://127.0.0.1:$bp/healthz
+  export WRIT_ADDR=http://127.0.0.1:$bp
   $w tool register bench --audience https://bench.example --scope read --upstream http://127.0.0.1:$uport >/dev/null
-  wait_for "http://127.0.0.1:$((port + 1))/.well-known/oauth-protected-resource/bench"
+  wait_for "http://127.0.0.1:$((bp + 1))/.well-known/oauth-protected-resource/bench"
+  tokens "$name"
+}
+
+# tokens NAME: a fresh instance, task and tool token on broker NAME (each
+# round: a task whose lease lapses is ended, and its tool token with it).
+tokens() {
+  local name=$1 p=${port[$1]}
+  export WRIT_ADDR=http://127.0.0.1:$p
   local jt; jt=$($w agent join-token demo-agent --field join_token | tr -d '"')
   eval "$($w attest demo-agent --join-token "$jt" --export)"
   eval "$($w task start --intent 'overhead bench' --cap bench:read --ttl 3600 --export)"
   local tool; tool=$($w token exchange --audience bench --scope read --field access_token | tr -d '"')
   printf -v "${name}_instance" %s "$WRIT_INSTANCE_TOKEN"
   printf -v "${name}_tool" %s "$tool"
-  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $tool" "http://127.0.0.1:$((port + 1))/bench/x")" = 200 ] \
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $tool" "http://127.0.0.1:$((p + 1))/bench/x")" = 200 ] \
     || { echo "the $name gateway refused the bench token"; exit 1; }
 }
 
@@ -91,6 +99,7 @@ for c in "${configs[@]}"; do # warm-up
 done
 : > "$dir/runs"
 for r in $(seq "$rounds"); do
+  for c in "${configs[@]}"; do tokens "$c"; done
   for what in "issuance 32" "gateway 32" "gateway 1"; do
     for c in "${configs[@]}"; do
       # shellcheck disable=SC2086
