@@ -706,17 +706,20 @@ pub(crate) fn set_log_format(f: LogFormat) {
 /// collector's base URL), exporting spans as `service`.
 pub(crate) fn init_tracing(otlp: Option<&str>, service: &'static str) -> anyhow::Result<()> {
     use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     type Boxed = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+    // `WRIT_LOG` filters the log lines only: the spans exported are writ's
+    // own at their level whatever it says.
     let filter = tracing_subscriber::EnvFilter::try_from_env("WRIT_LOG")
         // The HPACK decoder behind the node's shim logs every table update.
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hpack=warn"));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let mut layers: Vec<Boxed> = vec![filter.boxed()];
-    layers.push(match LOG_FORMAT.get().copied().unwrap_or_default() {
+    let mut layers: Vec<Boxed> = vec![match LOG_FORMAT.get().copied().unwrap_or_default() {
         LogFormat::Text => fmt
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(filter)
             .boxed(),
         // With tracing on, the request's span carries `trace_id` and
         // `span_id`: each line shows its span's fields.
@@ -725,10 +728,16 @@ pub(crate) fn init_tracing(otlp: Option<&str>, service: &'static str) -> anyhow:
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .with_filter(filter)
             .boxed(),
-    });
+    }];
     if let Some(endpoint) = otlp {
-        layers.push(super::otel::layer(endpoint, service)?.boxed());
+        let writ_only = Targets::new().with_target("writ", LevelFilter::INFO);
+        layers.push(
+            super::otel::layer(endpoint, service)?
+                .with_filter(writ_only)
+                .boxed(),
+        );
     }
     let _ = tracing_subscriber::registry().with(layers).try_init();
     Ok(())
