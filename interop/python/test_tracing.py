@@ -169,7 +169,7 @@ def check_spans(trace_id, agent_span, upstream_parent, refused_trace, service, t
 
 
 def test_a_trace_crosses_agent_gateway_upstream_with_one_id(collector, recorder):
-    writ = Writ(log="info", extra=["--otlp-endpoint", collector, "--log-format", "json"])
+    writ = Writ(log="debug", extra=["--otlp-endpoint", collector, "--log-format", "json"])
     try:
         token = crm(writ, recorder)
         trace_id, agent_span, upstream_parent, refused = check_one_trace(writ.gateway, token, "writ-broker")
@@ -196,10 +196,13 @@ def test_a_trace_crosses_agent_gateway_upstream_with_one_id(collector, recorder)
     assert all(a["writ.policy_version"] for a in issuance)
     for body in Collector.raw:
         assert instance.encode() not in body and task_token.encode() not in body
-    # JSON log lines within a request carry its trace and span ids.
+    # JSON log lines within a request (at debug, there are some) carry its
+    # trace and span ids.
     writ.log_file.flush()
     lines = [json.loads(line) for line in writ.log_path.read_text().splitlines() if line.startswith("{")]
-    assert any(line.get("span", {}).get("trace_id") for line in lines), lines[-5:]
+    ours = {trace_id, refused, broker_trace}
+    assert any(line.get("span", {}).get("trace_id") in ours and line["span"].get("span_id")
+               for line in lines), lines[-5:]
     writ.log_file.close()
     writ.dir.cleanup()
 
