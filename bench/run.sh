@@ -12,7 +12,9 @@
 #  4. gateway added latency and throughput beside the upstream called
 #     directly, and revocation propagation (bench/gateway.sh);
 #  5. memory for 100k and 1M live tokens in the broker and a gateway
-#     (bench/memory.sh).
+#     (bench/memory.sh);
+#  6. what metrics and traces cost on issuance and at the gateway
+#     (bench/overhead.sh).
 # Progress goes to stderr; BENCHMARKS.md keeps the latest output with the
 # prose that reads it.
 set -euo pipefail
@@ -28,6 +30,7 @@ need_wrk
   (cd bench/oidc && npm ci --silent --no-audit --no-fund)
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/python -c 'import cryptography' 2>/dev/null || .venv/bin/pip install -q cryptography
+  .venv/bin/python -c 'import opentelemetry.proto' 2>/dev/null || .venv/bin/pip install -q opentelemetry-proto
 ) &
 installs=$!
 # One build for everything, the in-process bench included: building the
@@ -77,6 +80,12 @@ say "memory"
 echo "## Memory for live tokens"
 echo
 bench/memory.sh
+echo
+
+say "telemetry overhead"
+echo "## Telemetry overhead: metrics and traces"
+echo
+bench/overhead.sh
 echo
 
 echo "The whole run took $(( $(date +%s) - start )) s (\`bench/run.sh\`)."

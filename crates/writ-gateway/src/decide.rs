@@ -150,7 +150,9 @@ impl Gateway {
         tool: &writ_core::api::Tool,
         request: CallRequest<'_>,
     ) -> Enforced {
-        let decision = self.evaluate(bundle, caller, tool, request.clone());
+        let span = decision_span(tool.name.as_str());
+        let decision = span.in_scope(|| self.evaluate(bundle, caller, tool, request.clone()));
+        record_decision(&span, &decision);
         let out = match decision.verdict() {
             Verdict::Allow => Enforced::Pass(decision),
             Verdict::Deny => Enforced::Refused(decision),
@@ -307,6 +309,39 @@ impl Gateway {
         }
         self.spool.push(event);
     }
+}
+
+/// The span of one call's decision when the gateway traces (else
+/// [`tracing::Span::none`]): the action and tool, then what was decided.
+/// Never the caller's token or the tool's secret.
+fn decision_span(tool: &str) -> tracing::Span {
+    if !writ_listen::trace::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "decision",
+        writ.action = "CallTool",
+        writ.tool = tool,
+        writ.verdict = tracing::field::Empty,
+        writ.policy_version = tracing::field::Empty,
+        writ.determining_policies = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    writ_listen::trace::record_ids(&span);
+    span
+}
+
+fn record_decision(span: &tracing::Span, d: &Decision) {
+    if span.is_none() {
+        return;
+    }
+    span.record("writ.verdict", d.verdict().as_str());
+    span.record("writ.policy_version", d.policy_version());
+    span.record(
+        "writ.determining_policies",
+        tracing::field::display(d.determining_policies().join(",")),
+    );
 }
 
 /// Distinct tools, agents and policy versions the gateway's call counters

@@ -77,7 +77,8 @@ fn without_writ_cookies(value: &HeaderValue) -> Option<HeaderValue> {
 /// The headers an upstream receives: the agent's, filtered, then the
 /// gateway's own: the signed transaction token of the call (`Txn-Token`)
 /// and, unless the tool takes the token only, the informational
-/// `X-Writ-Agent` and `X-Writ-Task`.
+/// `X-Writ-Agent` and `X-Writ-Task`; when the gateway traces, its own
+/// `traceparent` in place of the agent's trace context headers.
 pub(crate) fn upstream_headers(
     incoming: &HeaderMap,
     caller: &Caller,
@@ -149,6 +150,9 @@ pub(crate) fn upstream_headers(
             out.insert("x-writ-task", v);
         }
     }
+    // Tracing on, the upstream's parent is the gateway's span of this
+    // request (itself a child of the agent's context, if it sent one).
+    writ_listen::trace::inject(&mut out);
     if let Some(s) = secret {
         out.insert(s.header, s.value);
     }

@@ -23,6 +23,7 @@
 pub mod rate;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
 
 pub use rate::RateLimits;
 pub use tls::{PeerCertificates, Tls, TlsError};

@@ -54,6 +54,13 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// Keeps no metrics in this process (call before [`install`]): every
+/// count is dropped by the `metrics` facade's no-op recorder and
+/// [`render`] is empty. For measuring what the metrics cost.
+pub fn disable() {
+    let _ = HANDLE.set(None);
+}
+
 fn describe() {
     describe_histogram!(
         HTTP_DURATION,
@@ -119,6 +126,8 @@ pub fn response() -> Response {
 /// template (never the path a client chose: `/v1/tasks/{id}`), or
 /// `FALLBACK` for the router's fallback (the gateway's tool calls,
 /// `/{tool}`). Methods outside the standard ones count as `other`.
+/// When the process traces, the request runs in a
+/// [`crate::trace::request_span`].
 pub async fn track(
     State((service, fallback)): State<(&'static str, &'static str)>,
     req: Request,
@@ -139,8 +148,10 @@ pub async fn track(
         "OPTIONS" => "OPTIONS",
         _ => "other",
     };
+    let span = crate::trace::request_span(service, method, &route, req.headers());
     let started = Instant::now();
-    let resp = next.run(req).await;
+    let resp = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+    crate::trace::record_status(&span, resp.status().as_u16());
     metrics::histogram!(
         HTTP_DURATION,
         "service" => service,

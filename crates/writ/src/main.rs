@@ -12,7 +12,11 @@ use cmd::Cli;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before anything counts: the broker's handles are taken at its start.
-    writ_listen::telemetry::install();
+    if cli.global.no_metrics {
+        writ_listen::telemetry::disable();
+    } else {
+        writ_listen::telemetry::install();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.worker_threads())
         .enable_all()

@@ -12,11 +12,41 @@ use crate::metrics;
 
 const MAX_FILES: usize = 256;
 
+/// A `decision` span (action, then verdict, policy version, determining
+/// policies; never a credential) inside the request being traced, if it
+/// is: with tracing off there is no current span and none is made.
+fn decision_span(action: &'static str) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "decision",
+        writ.action = action,
+        writ.verdict = tracing::field::Empty,
+        writ.policy_version = tracing::field::Empty,
+        writ.determining_policies = tracing::field::Empty,
+    )
+}
+
+fn record_decision(span: &tracing::Span, d: &Decision) {
+    if span.is_none() {
+        return;
+    }
+    span.record("writ.verdict", d.verdict().as_str());
+    span.record("writ.policy_version", d.policy_version());
+    span.record(
+        "writ.determining_policies",
+        tracing::field::display(d.determining_policies().join(",")),
+    );
+}
+
 impl Policies {
     /// The live decision; the shadow set (if any) decides too, and a
     /// difference is recorded.
     pub async fn decide(&self, live: &PolicySet, facts: &Facts<'_>) -> Result<Decision, Error> {
-        let d = live.decide(facts);
+        let span = decision_span(facts.action().cedar_id());
+        let d = span.in_scope(|| live.decide(facts));
+        record_decision(&span, &d);
         metrics::decision("broker", facts.action().cedar_id(), &d);
         let Some(shadow) = self.shadow() else {
             return Ok(d);

@@ -59,6 +59,11 @@ struct RunArgs {
     /// any role is needed (the broker confirms it).
     #[arg(long, env = "WRIT_METRICS_PUBLIC")]
     metrics_public: bool,
+    /// Export traces (OTLP over HTTP, protobuf) to the collector at this
+    /// base URL, continue the agent's W3C `traceparent` and pass the
+    /// gateway's own to the upstream [default: off].
+    #[arg(long, env = "WRIT_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[command(flatten)]
     limits: super::limits::LimitArgs,
     #[command(flatten)]
@@ -81,8 +86,8 @@ pub async fn run(g: &Global, args: GatewayArgs) -> anyhow::Result<u8> {
         }
         None => {}
     }
-    super::serve::init_tracing();
     let a = args.run;
+    super::serve::init_tracing(a.otlp_endpoint.as_deref(), "writ-gateway")?;
     // A credential, or a client certificate naming the gateway.
     let token = match (a.gateway_token, g.tls_client_cert.is_some()) {
         (Some(t), _) => Some(t),
@@ -123,5 +128,6 @@ pub async fn run(g: &Global, args: GatewayArgs) -> anyhow::Result<u8> {
     let gw = writ_gateway::Gateway::start(cfg, Arc::new(SystemClock))?;
     println!("gateway listening on {scheme}://{bound}");
     writ_gateway::serve(gw, listener, limits, super::serve::shutdown_signal()).await?;
+    super::otel::shutdown().await;
     Ok(EXIT_OK)
 }

@@ -18,6 +18,7 @@ mod login;
 mod mcp;
 mod mcp_forward;
 mod node;
+mod otel;
 mod policy;
 mod policy_cases;
 mod report;
@@ -114,6 +115,10 @@ pub struct Global {
     /// or one JSON object a line with the same fields [default: text].
     #[arg(long, global = true, env = "WRIT_LOG_FORMAT", value_enum)]
     pub log_format: Option<serve::LogFormat>,
+    /// Keep no metrics (`/metrics` answers empty): for measuring what
+    /// keeping them costs (`bench/overhead.sh`).
+    #[arg(long, global = true, env = "WRIT_NO_METRICS", hide = true)]
+    pub no_metrics: bool,
 }
 
 impl Global {

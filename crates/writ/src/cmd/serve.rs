@@ -176,6 +176,11 @@ pub struct ServeArgs {
     /// it, an operator credential of any role is needed.
     #[arg(long, env = "WRIT_METRICS_PUBLIC")]
     metrics_public: bool,
+    /// Export traces (OTLP over HTTP, protobuf) to the collector at this
+    /// base URL (spans go to `<URL>/v1/traces`), and continue the W3C
+    /// `traceparent` of requests [default: off].
+    #[arg(long, env = "WRIT_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     /// The URL agents address the embedded gateway by [default: http://<gateway-listen>].
     #[arg(long, env = "WRIT_GATEWAY_PUBLIC_URL")]
     gateway_public_url: Option<String>,
@@ -224,6 +229,7 @@ struct FileConfig {
     no_gateway: Option<bool>,
     no_console: Option<bool>,
     metrics_public: Option<bool>,
+    otlp_endpoint: Option<String>,
     gateway_public_url: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -269,7 +275,6 @@ const DEMO_AGENT: &str = include_str!("../../../../examples/agents/demo-agent.js
 const DEMO_TOOL: &str = include_str!("../../../../examples/tools/tickets.json");
 
 pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
-    init_tracing();
     let mut file = match &args.config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -279,6 +284,12 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
         }
         None => FileConfig::default(),
     };
+    init_tracing(
+        args.otlp_endpoint
+            .as_deref()
+            .or(file.otlp_endpoint.as_deref()),
+        "writ-broker",
+    )?;
     let listen = args
         .listen
         .or(file.listen)
@@ -455,6 +466,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     println!("writ listening on {scheme}://{bound}");
 
     writ_broker::serve(listener, broker, limits, shutdown_signal()).await?;
+    super::otel::shutdown().await;
     tracing::info!("writ stopped");
     Ok(EXIT_OK)
 }
@@ -807,24 +819,45 @@ pub(crate) fn set_log_format(f: LogFormat) {
     let _ = LOG_FORMAT.set(f);
 }
 
-pub(crate) fn init_tracing() {
+/// Starts logging to stderr (`--log-format`) and, with `otlp` (the
+/// collector's base URL), exporting spans as `service`.
+pub(crate) fn init_tracing(otlp: Option<&str>, service: &'static str) -> anyhow::Result<()> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    type Boxed = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+    // `WRIT_LOG` filters the log lines only: the spans exported are writ's
+    // own at their level whatever it says.
     let filter = tracing_subscriber::EnvFilter::try_from_env("WRIT_LOG")
         // The HPACK decoder behind the node's shim logs every table update.
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hpack=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match LOG_FORMAT.get().copied().unwrap_or_default() {
-        LogFormat::Text => builder
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let mut layers: Vec<Boxed> = vec![match LOG_FORMAT.get().copied().unwrap_or_default() {
+        LogFormat::Text => fmt
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
-        LogFormat::Json => builder
+            .with_filter(filter)
+            .boxed(),
+        // With tracing on, the request's span carries `trace_id` and
+        // `span_id`: each line shows its span's fields.
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
-    };
+            .with_filter(filter)
+            .boxed(),
+    }];
+    if let Some(endpoint) = otlp {
+        let writ_only = Targets::new().with_target("writ", LevelFilter::INFO);
+        layers.push(
+            super::otel::layer(endpoint, service)?
+                .with_filter(writ_only)
+                .boxed(),
+        );
+    }
+    let _ = tracing_subscriber::registry().with(layers).try_init();
+    Ok(())
 }
 
 pub(crate) async fn shutdown_signal() {
