@@ -155,16 +155,27 @@ async fn least_privilege_replay_decides_on_the_recorded_query_arguments_and_auth
     assert!(!evaluate(&b, &q("/mcp", "", json!({"file": "/etc/passwd"}), true)).await);
 
     // The records keep the query and the arguments' shape, never a value.
-    let audit = b
-        .http()
-        .get(b.url("/v1/audit?limit=1000"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // The gateway's decisions reach the audit by its delivery spool, a
+    // moment after the calls: read until they are there.
+    let read_audit = || async {
+        b.http()
+            .get(b.url("/v1/audit?limit=1000"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            read_audit().await.contains("api_key=[redacted]")
+        })
+        .await,
+        "the gateway's decisions reached the audit"
+    );
+    let audit = read_audit().await;
     for secret in [
         "SECRETVALUE123",
         "SESSIONSECRET999",
