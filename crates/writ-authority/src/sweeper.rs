@@ -55,13 +55,13 @@ pub async fn sweep_once(broker: &Broker) -> usize {
     if let Err(e) = broker.attestations.flush_attest_digest().await {
         tracing::error!(error = %e, "sweep: cannot write folded attestation failures");
     }
-    if let Err(e) = broker.flush_sign_in_digest().await {
+    if let Err(e) = broker.operators.flush_sign_in_digest().await {
         tracing::error!(error = %e, "sweep: cannot write folded sign-in refusals");
     }
     if let Err(e) = broker.approvals.expire_approvals().await {
         tracing::error!(error = %e, "sweep: cannot expire approvals");
     }
-    if let Err(e) = broker.prune_identity_tokens().await {
+    if let Err(e) = broker.operators.prune_identity_tokens().await {
         tracing::error!(error = %e, "sweep: cannot forget ended identity tokens");
     }
     let mut ended = 0;

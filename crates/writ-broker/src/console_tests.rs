@@ -43,16 +43,17 @@ async fn credential(b: &Broker, name: &str, role: Role) -> String {
         name: "bootstrap".into(),
         role: Role::Admin,
     };
-    b.create_admin_credential(
-        &root,
-        CreateAdminCredential {
-            name: name.into(),
-            role,
-        },
-    )
-    .await
-    .unwrap()
-    .token
+    b.operators
+        .create_admin_credential(
+            &root,
+            CreateAdminCredential {
+                name: name.into(),
+                role,
+            },
+        )
+        .await
+        .unwrap()
+        .token
 }
 
 struct Answer {
@@ -378,6 +379,7 @@ async fn console_session_ends_at_sign_out_and_with_its_credential() {
         role: Role::Admin,
     };
     e.broker
+        .operators
         .rotate_admin_credential(&root, "ops")
         .await
         .unwrap();
@@ -386,10 +388,16 @@ async fn console_session_ends_at_sign_out_and_with_its_credential() {
     // A session cannot outlive the session it was made from.
     let short = e
         .broker
+        .operators
         .console_sign_in(&credential(&e.broker, "pat", Role::Admin).await)
         .await
         .unwrap();
-    let again = e.broker.console_sign_in(&short.token).await.unwrap();
+    let again = e
+        .broker
+        .operators
+        .console_sign_in(&short.token)
+        .await
+        .unwrap();
     assert!(again.expires_at <= short.expires_at);
 }
 
@@ -417,9 +425,9 @@ async fn two_sign_outs_at_once_leave_the_parent_credential_working() {
         assert_eq!(a.status, StatusCode::UNAUTHORIZED);
         // The same sign-out again, through the service (the race's second
         // half: the session looked up, then gone).
-        let s = e.broker.console_sign_in(&admin).await.unwrap();
-        assert!(e.broker.console_sign_out(&s.token).await.unwrap());
-        assert!(!e.broker.console_sign_out(&s.token).await.unwrap());
+        let s = e.broker.operators.console_sign_in(&admin).await.unwrap();
+        assert!(e.broker.operators.console_sign_out(&s.token).await.unwrap());
+        assert!(!e.broker.operators.console_sign_out(&s.token).await.unwrap());
         let a = send(
             &e.app,
             Request::get("/v1/agents")
@@ -625,7 +633,7 @@ async fn no_console_serves_nothing_and_takes_no_cookie() {
     let admin = credential(&e.broker, "ops", Role::Admin).await;
     let a = send(&e.app, Request::get("/ui/").body(Body::empty()).unwrap()).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
-    let s = e.broker.console_sign_in(&admin).await.unwrap();
+    let s = e.broker.operators.console_sign_in(&admin).await.unwrap();
     let a = send(
         &e.app,
         with_cookie(

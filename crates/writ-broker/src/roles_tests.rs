@@ -110,6 +110,7 @@ async fn every_route_refuses_a_role_without_its_duty() {
     for role in Role::ALL {
         let name = format!("as-{role}");
         let issued = b
+            .operators
             .create_admin_credential(&root, CreateAdminCredential { name, role })
             .await
             .unwrap();
@@ -179,6 +180,7 @@ async fn a_credential_cannot_create_a_higher_one_and_names_are_checked() {
             role,
         };
         let e = b
+            .operators
             .create_admin_credential(
                 &by,
                 CreateAdminCredential {
@@ -199,6 +201,7 @@ async fn a_credential_cannot_create_a_higher_one_and_names_are_checked() {
     };
     for bad in ["", "Root", "a b", "../x", "x\u{0}"] {
         let e = b
+            .operators
             .create_admin_credential(
                 &root,
                 CreateAdminCredential {
@@ -211,6 +214,7 @@ async fn a_credential_cannot_create_a_higher_one_and_names_are_checked() {
         assert!(matches!(e, writ_authority::Error::Invalid(_)), "{bad:?}");
     }
     let names: Vec<_> = b
+        .operators
         .admin_credentials()
         .await
         .unwrap()
@@ -259,7 +263,7 @@ async fn sso_a_session_is_refused_once_it_ends_or_is_revoked() {
         (op.name.as_str(), op.role),
         ("alice@example.com", Role::Approver)
     );
-    let listed = b.admin_credentials().await.unwrap();
+    let listed = b.operators.admin_credentials().await.unwrap();
     let alice = listed
         .iter()
         .find(|c| c.name == "alice@example.com")
@@ -284,7 +288,8 @@ async fn sso_a_session_is_refused_once_it_ends_or_is_revoked() {
         .await
         .unwrap();
     assert!(b.require_operator(Some("s2")).await.is_ok());
-    b.revoke_admin_credential("alice@example.com", "operator:test")
+    b.operators
+        .revoke_admin_credential("alice@example.com", "operator:test")
         .await
         .unwrap();
     assert!(b.require_operator(Some("s2")).await.is_err());
@@ -294,15 +299,16 @@ async fn sso_a_session_is_refused_once_it_ends_or_is_revoked() {
         name: "bootstrap".into(),
         role: Role::Admin,
     };
-    b.create_admin_credential(
-        &root,
-        CreateAdminCredential {
-            name: "carol@example.com".into(),
-            role: Role::Auditor,
-        },
-    )
-    .await
-    .unwrap();
+    b.operators
+        .create_admin_credential(
+            &root,
+            CreateAdminCredential {
+                name: "carol@example.com".into(),
+                role: Role::Auditor,
+            },
+        )
+        .await
+        .unwrap();
     let taken = store
         .add_operator_session(
             "carol@example.com",
@@ -329,6 +335,7 @@ async fn sso_a_session_is_refused_once_it_ends_or_is_revoked() {
         .await
         .unwrap();
     let made_admins: Vec<_> = b
+        .operators
         .admin_credentials()
         .await
         .unwrap()
@@ -337,6 +344,7 @@ async fn sso_a_session_is_refused_once_it_ends_or_is_revoked() {
         .collect();
     assert_eq!(made_admins.len(), 1);
     let refused = b
+        .operators
         .revoke_admin_credential(&made_admins[0].name, "operator:test")
         .await;
     assert!(refused.is_err(), "{refused:?}");
@@ -457,9 +465,10 @@ async fn sso_the_broker_verifies_the_identity_token_itself() {
     let (t0, b, x) = (idp.t0, idp.broker.clone(), idp.x.clone());
     let sign = |c: serde_json::Value| idp.sign(&c);
     let claims = |over: serde_json::Value| idp.claims(over);
-    assert_eq!(b.operator_sso_info().unwrap().client_id, "writ");
+    assert_eq!(b.operators.operator_sso_info().unwrap().client_id, "writ");
 
     let s = b
+        .operators
         .operator_sign_in(&sign(claims(serde_json::json!({}))))
         .await
         .unwrap();
@@ -494,15 +503,16 @@ async fn sso_the_broker_verifies_the_identity_token_itself() {
         ),
     ];
     for (what, c) in unauthenticated {
-        let e = b.operator_sign_in(&sign(c)).await.unwrap_err();
+        let e = b.operators.operator_sign_in(&sign(c)).await.unwrap_err();
         assert!(matches!(e, Error::Unauthenticated(_)), "{what}: {e:?}");
     }
     // Several audiences, authorized for writ: fine.
-    b.operator_sign_in(&sign(claims(
-        serde_json::json!({"aud": ["writ", "other"], "azp": "writ"}),
-    )))
-    .await
-    .unwrap();
+    b.operators
+        .operator_sign_in(&sign(claims(
+            serde_json::json!({"aud": ["writ", "other"], "azp": "writ"}),
+        )))
+        .await
+        .unwrap();
     // A shared-secret token (HS256 keyed with the public key) is refused.
     let hs = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -511,23 +521,26 @@ async fn sso_the_broker_verifies_the_identity_token_itself() {
     )
     .unwrap();
     assert!(matches!(
-        b.operator_sign_in(&hs).await,
+        b.operators.operator_sign_in(&hs).await,
         Err(Error::Unauthenticated(_))
     ));
     // No rule matches: no session.
     let e = b
+        .operators
         .operator_sign_in(&sign(claims(serde_json::json!({"groups": ["staff"]}))))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Forbidden(_)), "{e:?}");
     // An email the provider has not verified names nobody.
     let e = b
+        .operators
         .operator_sign_in(&sign(claims(serde_json::json!({"email_verified": false}))))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Forbidden(_)), "{e:?}");
     // A name that cannot name a credential: no session.
     let e = b
+        .operators
         .operator_sign_in(&sign(claims(serde_json::json!({"email": "a b@x"}))))
         .await
         .unwrap_err();
@@ -586,7 +599,7 @@ async fn sso_refused_sign_ins_are_audited() {
         ("not a token", "garbage".to_owned(), false, ""),
     ];
     for (i, (what, token, verified, sub)) in cases.iter().enumerate() {
-        assert!(b.operator_sign_in(token).await.is_err(), "{what}");
+        assert!(b.operators.operator_sign_in(token).await.is_err(), "{what}");
         let refusals = idp.refusals().await;
         assert_eq!(refusals.len(), i + 1, "{what}: one record per refusal");
         let e = refusals.last().unwrap();
@@ -633,7 +646,8 @@ async fn sso_refused_sign_ins_are_audited() {
         "the reason says why"
     );
     // A sign-in that works writes no refusal.
-    b.operator_sign_in(&idp.sign(&idp.claims(serde_json::json!({}))))
+    b.operators
+        .operator_sign_in(&idp.sign(&idp.claims(serde_json::json!({}))))
         .await
         .unwrap();
     assert_eq!(idp.refusals().await.len(), cases.len());
@@ -650,7 +664,7 @@ async fn sso_unverified_sign_ins_are_recorded_without_their_claims_and_folded() 
     let mut garbage = idp.sign(&idp.claims(serde_json::json!({"sub": "attacker-chosen"})));
     garbage.push_str("AAAA");
     for _ in 0..20 {
-        assert!(b.operator_sign_in(&garbage).await.is_err());
+        assert!(b.operators.operator_sign_in(&garbage).await.is_err());
     }
     let refusals = idp.refusals().await;
     assert_eq!(refusals.len(), 1, "{refusals:?}");
@@ -673,8 +687,8 @@ async fn sso_a_replayed_identity_token_is_refused() {
         ("without a jti", serde_json::json!({"sub": "u2"})),
     ] {
         let token = idp.sign(&idp.claims(over));
-        let first = b.operator_sign_in(&token).await.unwrap();
-        let e = b.operator_sign_in(&token).await.unwrap_err();
+        let first = b.operators.operator_sign_in(&token).await.unwrap();
+        let e = b.operators.operator_sign_in(&token).await.unwrap_err();
         assert!(
             matches!(&e, Error::Unauthenticated(m) if m.contains("used before")),
             "{what}: {e:?}"
@@ -690,7 +704,8 @@ async fn sso_a_replayed_identity_token_is_refused() {
     }
     // Another token with the same jti from another issuer is no replay of
     // it, but that issuer is not ours anyway; a fresh jti is fine.
-    b.operator_sign_in(&idp.sign(&idp.claims(serde_json::json!({"jti": "id-2"}))))
+    b.operators
+        .operator_sign_in(&idp.sign(&idp.claims(serde_json::json!({"jti": "id-2"}))))
         .await
         .unwrap();
 }

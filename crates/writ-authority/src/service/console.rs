@@ -1,106 +1,30 @@
-//! Sessions of the operator console: an operator credential, presented
-//! once, becomes a short-lived secret with the same name and role (the
-//! browser keeps it in an `HttpOnly` cookie, never the credential itself).
-//! A session ends at sign-out, at its end, and when the credential that
-//! signed it in is rotated or revoked.
+//! What the operator console reads: audit and task searches, activity
+//! over time, a task's tree, an agent's details, policy sources. Its
+//! sessions are the operators' (see `operators.rs`).
 
-use writ_core::api::OperatorSession;
-use writ_core::audit::{AuditEvent, AuditKind, Outcome};
-use writ_core::random;
+use std::sync::Arc;
 
-use super::{Broker, hash_secret, looks_like_jwt};
+use writ_core::Clock;
+use writ_store::Store;
+
 use crate::error::Error;
 
-impl Broker {
-    /// Signs an operator in to the console with `credential`: a new
-    /// session of the credential's name and role. A session presented as
-    /// the credential makes one that ends no later than it does.
-    pub async fn console_sign_in(&self, credential: &str) -> Result<OperatorSession, Error> {
-        if looks_like_jwt(credential) {
-            return Err(Error::Unauthenticated("invalid operator credential".into()));
+/// The console's reads, over the store.
+pub struct Console {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Console {
+    pub(super) fn new(h: &super::Handles) -> Self {
+        Self {
+            store: Arc::clone(&h.store),
+            clock: Arc::clone(&h.clock),
         }
-        let c = self
-            .admin_credential(credential)
-            .await?
-            .ok_or_else(|| Error::Unauthenticated("invalid operator credential".into()))?;
-        let now = self.now();
-        let mut expires_at = now.add_secs(self.config.console_session_ttl);
-        if let Some(end) = c.expires_at
-            && end < expires_at
-        {
-            expires_at = end;
-        }
-        let token = format!("writ_console_{}", random::token_256()?);
-        let event = AuditEvent::new(
-            AuditKind::AdminTokenCreate,
-            Outcome::Success,
-            format!("operator:{}", c.name),
-        )
-        .reason(format!("operator {} signed in to the console", c.name))
-        .detail(serde_json::json!({
-            "name": c.name,
-            "role": c.role,
-            "expires_at": expires_at,
-            "console": true,
-        }));
-        let session = writ_core::api::AdminCredential {
-            console_session: true,
-            name: c.name.clone(),
-            role: c.role,
-            created_at: now,
-            dev: c.dev,
-            expires_at: Some(expires_at),
-        };
-        self.store
-            .add_console_session(&session, &hash_secret(&token), vec![event])
-            .await?;
-        tracing::info!(operator = %c.name, role = %c.role, "operator signed in to the console");
-        Ok(OperatorSession {
-            name: c.name,
-            role: c.role,
-            token,
-            expires_at,
-        })
     }
 
-    /// The operator a console cookie signs in, and when its session ends.
-    pub async fn console_session(
-        &self,
-        token: &str,
-    ) -> Result<(super::Operator, Option<writ_core::Timestamp>), Error> {
-        let c = self
-            .admin_credential(token)
-            .await?
-            .ok_or_else(|| Error::Unauthenticated("not signed in".into()))?;
-        Ok((
-            super::Operator {
-                name: c.name,
-                role: c.role,
-            },
-            c.expires_at,
-        ))
-    }
-
-    /// Ends the console session `token` (sign-out): `false` if it had
-    /// already ended.
-    pub async fn console_sign_out(&self, token: &str) -> Result<bool, Error> {
-        let Some(c) = self.admin_credential(token).await? else {
-            return Ok(false);
-        };
-        let event = AuditEvent::new(
-            AuditKind::AdminTokenRevoke,
-            Outcome::Success,
-            format!("operator:{}", c.name),
-        )
-        .reason(format!("operator {} signed out of the console", c.name));
-        // Exactly the session whose secret the cookie holds ends (a
-        // console session, or the single sign-on session the console's
-        // SSO sign-in keeps in the cookie), by its hash: a second sign-out
-        // finds nothing and ends nothing, never a credential found by name.
-        Ok(self
-            .store
-            .end_console_session(&hash_secret(token), self.now(), vec![event])
-            .await?)
+    fn now(&self) -> writ_core::Timestamp {
+        self.clock.now()
     }
 }
 
@@ -206,7 +130,7 @@ pub struct TaskFilter {
     pub limit: Option<usize>,
 }
 
-impl Broker {
+impl Console {
     /// The audit records that match `f`, newest first, one page.
     pub async fn find_audit(&self, f: &AuditFilter) -> Result<AuditMatches, Error> {
         let limit = f.limit.unwrap_or(50).clamp(1, 200) as usize;
@@ -333,7 +257,7 @@ struct Brief<'a> {
 /// Records that are a decision: policy decided something for an agent.
 const DECISION_KINDS: [&str; 4] = ["decision", "tool_call", "task_start", "token_exchange"];
 
-impl Broker {
+impl Console {
     /// Decisions per minute over the last `minutes` (at most 60), read
     /// from the audit (newest first, at most [`SEARCH_SCAN`] records).
     pub async fn activity(&self, minutes: u32) -> Result<Activity, Error> {
@@ -453,7 +377,7 @@ pub struct TaskDetail {
 /// The most tool calls a task's detail lists.
 const TOOL_CALLS: usize = 200;
 
-impl Broker {
+impl Console {
     /// Task `id`'s tree, its tokens and (with `audit`) its tool calls,
     /// read from the audit back to the tree's start.
     pub async fn task_detail(
@@ -587,7 +511,7 @@ const INSTANCES: u32 = 100;
 /// The most decisions one agent's detail lists.
 const AGENT_DECISIONS: usize = 25;
 
-impl Broker {
+impl Console {
     /// Agent `name`'s live instances and (with `audit`) its last decisions.
     pub async fn agent_detail(
         &self,
@@ -677,7 +601,7 @@ pub struct PolicySources {
     pub files: std::collections::BTreeMap<String, String>,
 }
 
-impl Broker {
+impl Console {
     /// The sources of a set that was once live (for a diff between
     /// versions), `NotFound` for a version never live here.
     pub async fn policy_sources(&self, version: &str) -> Result<PolicySources, Error> {

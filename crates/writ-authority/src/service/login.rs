@@ -11,11 +11,12 @@ use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::random;
 use writ_core::token::ExternalExpect;
 
-use super::{Broker, hash_secret};
+use super::hash_secret;
+use super::operators::Operators;
 use crate::config::{OperatorSso, RoleRule};
 use crate::error::Error;
 
-impl Broker {
+impl Operators {
     fn sso(&self) -> Result<&OperatorSso, Error> {
         self.config.operator_sso.as_ref().ok_or_else(|| {
             Error::NotFound("single sign-on for operators is not configured on this broker".into())

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use writ_core::api::OperatorSession;
 use writ_core::random;
 
-use super::Broker;
 use super::login::{Claimed, Via};
+use super::operators::Operators;
 use crate::config::{OperatorSso, SsoBrowser};
 use crate::error::Error;
 
@@ -81,7 +81,7 @@ struct TokenError {
     error: Option<String>,
 }
 
-impl Broker {
+impl Operators {
     fn sso_browser(&self) -> Result<(&OperatorSso, &SsoBrowser), Error> {
         let sso = self.config.operator_sso.as_ref().ok_or_else(|| {
             Error::NotFound("single sign-on for operators is not configured on this broker".into())
@@ -255,7 +255,7 @@ fn checked_answer(sso: &OperatorSso, cb: &BrowserCallback) -> Result<(), Error> 
     Ok(())
 }
 
-impl Broker {
+impl Operators {
     /// Redeems the code at the token endpoint with this flow's verifier:
     /// the identity token.
     async fn redeem(

@@ -27,6 +27,7 @@ pub mod gateway;
 mod login;
 mod login_browser;
 pub mod nodes;
+pub mod operators;
 pub mod policies;
 mod policy;
 pub mod registry;
@@ -94,7 +95,6 @@ pub struct Broker {
     pub clock: Arc<dyn Clock>,
     pub config: Arc<BrokerConfig>,
     master: Arc<MasterKey>,
-    oidc: Arc<OidcVerifier>,
     pub metrics: Arc<Metrics>,
     /// Gateways: credentials, bundles, secrets, held calls, decisions.
     pub gateways: Arc<gateway::Gateways>,
@@ -108,12 +108,10 @@ pub struct Broker {
     pub clients: clients::Clients,
     /// Detection rules and their alerts.
     pub detection: crate::detect::Detection,
-    /// Per-client rate of operator sign-ins (its own allowance: sign-ins
-    /// never spend the attestations', nor the other way round).
-    sign_in_limit: crate::limit::RateLimiter,
-    /// Identical refused sign-ins whose token's signature did not verify,
-    /// folded in the audit as repeated attestation failures are.
-    sign_in_digest: crate::attest_digest::AttestDigest,
+    /// Operator credentials, single sign-on and console sessions.
+    pub operators: operators::Operators,
+    /// What the console reads: audit and task searches, activity, details.
+    pub console: console::Console,
 }
 
 impl std::fmt::Debug for Broker {
@@ -259,10 +257,10 @@ impl Broker {
             db_credentials: dbcreds::DbCredentials::new(&h),
             exchange: exchange::Exchange::new(&h, &subjects, &tokens),
             attestations: attest::Attestations::new(&h, &tokens),
-            sign_in_limit: crate::limit::RateLimiter::new(h.config.attest_per_minute),
-            sign_in_digest: crate::attest_digest::AttestDigest::new(h.config.attest_fold_ms),
             tasks: Arc::new(tasks::Tasks::new(&h, &subjects, &tokens)),
             registry: registry::Registry::new(&h, &subjects),
+            operators: operators::Operators::new(&h),
+            console: console::Console::new(&h),
             authzen: authzen::AuthZen::new(&h, &subjects, &approvals),
             clients: clients::Clients::new(&h, &tokens, &gateways),
             detection: crate::detect::Detection::new(crate::alert::Alerts::new(
@@ -278,7 +276,6 @@ impl Broker {
             clock: h.clock,
             config: h.config,
             master: h.master,
-            oidc: h.oidc,
             metrics: h.metrics,
             revocations: h.revocations,
             policies: h.policies,
@@ -326,7 +323,7 @@ impl Broker {
         if p.dpop {
             return Err(Error::Unauthenticated("invalid credential".into()));
         }
-        if let Some(c) = self.admin_credential(p.token).await? {
+        if let Some(c) = self.operators.credential(p.token).await? {
             Ok(Caller::Operator(Operator {
                 name: c.name,
                 role: c.role,
@@ -334,22 +331,6 @@ impl Broker {
         } else {
             Err(Error::Unauthenticated("invalid credential".into()))
         }
-    }
-
-    /// The admin credential `token` is: one a dev start made counts only
-    /// on a dev start.
-    async fn admin_credential(
-        &self,
-        token: &str,
-    ) -> Result<Option<writ_core::api::AdminCredential>, Error> {
-        let now = self.now();
-        Ok(self
-            .store
-            .admin_token(&hash_secret(token))
-            .await?
-            .filter(|c| !c.dev || self.config.dev)
-            // A single sign-on session is refused from its end on.
-            .filter(|c| c.expires_at.is_none_or(|end| now < end)))
     }
 
     /// The operator credential `token` is (any role; the caller checks
@@ -360,7 +341,7 @@ impl Broker {
         if looks_like_jwt(token) {
             return Err(Error::Unauthenticated("invalid operator credential".into()));
         }
-        match self.admin_credential(token).await? {
+        match self.operators.credential(token).await? {
             Some(c) => Ok(Operator {
                 name: c.name,
                 role: c.role,

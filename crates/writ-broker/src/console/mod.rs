@@ -329,11 +329,11 @@ async fn sign_in(
             "the console signs in from its own pages only".into(),
         ));
     }
-    let session = b.console_sign_in(req.credential.trim()).await?;
+    let session = b.operators.console_sign_in(req.credential.trim()).await?;
     // The session this browser had (its cookie is about to be replaced)
     // ends at the broker too, not only in the browser.
     if let Ok(Some(old)) = cookie_secret(&headers, b.config.console_secure) {
-        b.console_sign_out(old).await?;
+        b.operators.console_sign_out(old).await?;
     }
     Ok(start_console_session(&b, &session, false))
 }
@@ -342,7 +342,7 @@ async fn sign_in(
 async fn session(State(b): State<Arc<Broker>>, headers: HeaderMap) -> Result<Response, ApiError> {
     let secret = cookie_secret(&headers, b.config.console_secure)?
         .ok_or_else(|| ApiError::Unauthorized("not signed in".into()))?;
-    let (who, expires_at) = b.console_session(secret).await?;
+    let (who, expires_at) = b.operators.console_session(secret).await?;
     Ok(AxumJson(SessionInfo {
         csrf: csrf_token(secret),
         may: May::of(who.role),
@@ -363,7 +363,7 @@ async fn sign_out(State(b): State<Arc<Broker>>, parts: Parts) -> Result<Response
     }
     let secret = operator_secret(&parts, &b)?
         .ok_or_else(|| ApiError::Unauthorized("not signed in".into()))?;
-    b.console_sign_out(&secret).await?;
+    b.operators.console_sign_out(&secret).await?;
     Ok((
         StatusCode::NO_CONTENT,
         [(header::SET_COOKIE, cleared_cookie(b.config.console_secure))],
@@ -409,7 +409,7 @@ async fn news(
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let wait = std::time::Duration::from_millis(q.wait_ms.min(25_000));
     Ok(AxumJson(News {
-        head: b.audit_news(q.after, wait).await?,
+        head: b.console.audit_news(q.after, wait).await?,
     }))
 }
 
@@ -432,10 +432,10 @@ async fn overview(
     State(b): State<Arc<Broker>>,
     who: SignedIn,
 ) -> Result<AxumJson<Overview>, ApiError> {
-    let c = b.live_counts().await?;
+    let c = b.console.live_counts().await?;
     // Decisions over time come from the audit: for a role that reads it.
     let activity = if who.0.role.holds(Duty::Audit) {
-        Some(b.activity(30).await?)
+        Some(b.console.activity(30).await?)
     } else {
         None
     };
@@ -443,7 +443,7 @@ async fn overview(
         live_tasks: c.tasks,
         live_grants: c.grants,
         pending_approvals: c.approvals_pending,
-        head: b.audit_news(0, std::time::Duration::ZERO).await?,
+        head: b.console.audit_news(0, std::time::Duration::ZERO).await?,
         gateways: b.revocations.followers().await?,
         activity,
     }))
@@ -459,7 +459,7 @@ async fn audit_search(
     >,
 ) -> Result<AxumJson<crate::service::console::AuditMatches>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    Ok(AxumJson(b.find_audit(&q).await?))
+    Ok(AxumJson(b.console.find_audit(&q).await?))
 }
 
 /// `GET /ui/api/tasks`: tasks matching a filter, newest first.
@@ -469,7 +469,7 @@ async fn task_search(
     q: Result<Query<crate::service::console::TaskFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<AxumJson<crate::service::console::TaskMatches>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    Ok(AxumJson(b.find_tasks(&q).await?))
+    Ok(AxumJson(b.console.find_tasks(&q).await?))
 }
 
 /// `GET /ui/api/tasks/{id}`: a task's delegation tree, each node's
@@ -483,7 +483,7 @@ async fn task_detail(
         .parse()
         .map_err(|e| ApiError::BadRequest(format!("{e}")))?;
     let audit = op.who.role.holds(Duty::Audit);
-    Ok(AxumJson(b.task_detail(&id, audit).await?))
+    Ok(AxumJson(b.console.task_detail(&id, audit).await?))
 }
 
 /// `GET /ui/api/agents/{name}`: an agent's live instances and (for a
@@ -494,7 +494,9 @@ async fn agent_detail(
     Path(name): Path<String>,
 ) -> Result<AxumJson<crate::service::console::AgentDetail>, ApiError> {
     let audit = op.who.role.holds(Duty::Audit);
-    Ok(AxumJson(b.agent_detail(&agent_name(&name)?, audit).await?))
+    Ok(AxumJson(
+        b.console.agent_detail(&agent_name(&name)?, audit).await?,
+    ))
 }
 
 /// `GET /ui/api/policies/shadow`: the shadow set and its sources (`null`
@@ -503,7 +505,7 @@ async fn shadow_policy(
     State(b): State<Arc<Broker>>,
     _: Op<ReadPolicy>,
 ) -> Result<AxumJson<Option<crate::service::console::PolicySources>>, ApiError> {
-    Ok(AxumJson(b.shadow_sources().await?))
+    Ok(AxumJson(b.console.shadow_sources().await?))
 }
 
 /// `GET /ui/api/policies/versions/{version}`: a once-live set's sources.
@@ -515,7 +517,7 @@ async fn policy_version(
     if version.is_empty() || version.len() > 128 {
         return Err(ApiError::BadRequest("a policy version".into()));
     }
-    Ok(AxumJson(b.policy_sources(&version).await?))
+    Ok(AxumJson(b.console.policy_sources(&version).await?))
 }
 
 #[derive(Deserialize)]

@@ -122,7 +122,7 @@ pub async fn admin_tokens(
     State(b): State<Arc<Broker>>,
     _: Op<Administer>,
 ) -> R<Vec<AdminCredential>> {
-    Ok(AxumJson(b.admin_credentials().await?))
+    Ok(AxumJson(b.operators.admin_credentials().await?))
 }
 
 /// A new named operator credential; its secret is in this answer only.
@@ -131,7 +131,7 @@ pub async fn create_admin_token(
     op: Op<Administer>,
     Json(req): Json<CreateAdminCredential>,
 ) -> Result<(StatusCode, AxumJson<AdminCredentialIssued>), ApiError> {
-    let issued = b.create_admin_credential(&op.who, req).await?;
+    let issued = b.operators.create_admin_credential(&op.who, req).await?;
     Ok((StatusCode::CREATED, AxumJson(issued)))
 }
 
@@ -141,7 +141,9 @@ pub async fn rotate_admin_token(
     op: Op<Administer>,
     Path(name): Path<String>,
 ) -> R<AdminCredentialIssued> {
-    Ok(AxumJson(b.rotate_admin_credential(&op.who, &name).await?))
+    Ok(AxumJson(
+        b.operators.rotate_admin_credential(&op.who, &name).await?,
+    ))
 }
 
 pub async fn revoke_admin_token(
@@ -149,7 +151,9 @@ pub async fn revoke_admin_token(
     op: Op<Administer>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    b.revoke_admin_credential(&name, &op.actor()).await?;
+    b.operators
+        .revoke_admin_credential(&name, &op.actor())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -544,7 +548,7 @@ pub async fn least_privilege(
 /// Where operators sign in with single sign-on (404 when it is not
 /// configured).
 pub async fn sso_info(State(b): State<Arc<Broker>>) -> R<writ_core::api::OperatorSsoInfo> {
-    Ok(AxumJson(b.operator_sso_info()?))
+    Ok(AxumJson(b.operators.operator_sso_info()?))
 }
 
 /// An identity token from the operators' OIDC provider for a short-lived
@@ -554,6 +558,6 @@ pub async fn sso_sign_in(
     _: super::SignInAdmitted,
     Json(req): Json<writ_core::api::OperatorSignIn>,
 ) -> Result<(StatusCode, AxumJson<writ_core::api::OperatorSession>), ApiError> {
-    let session = b.operator_sign_in(&req.id_token).await?;
+    let session = b.operators.operator_sign_in(&req.id_token).await?;
     Ok((StatusCode::CREATED, AxumJson(session)))
 }

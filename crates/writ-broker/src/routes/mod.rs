@@ -249,7 +249,7 @@ impl FromRequestParts<Arc<Broker>> for SignInAdmitted {
             .extensions
             .get::<writ_listen::ClientAddr>()
             .map(|c| c.0);
-        broker.admit_sign_in(client)?;
+        broker.operators.admit_sign_in(client)?;
         Ok(SignInAdmitted)
     }
 }

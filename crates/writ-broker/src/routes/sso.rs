@@ -65,7 +65,11 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// `GET /ui/api/sso`: whether the console's sign-in page offers single
 /// sign-on, and where it starts (always 200, for the page to ask).
 pub async fn options(State(b): State<Arc<Broker>>) -> Response {
-    let start = b.operator_sso_info().ok().and_then(|i| i.browser_start);
+    let start = b
+        .operators
+        .operator_sso_info()
+        .ok()
+        .and_then(|i| i.browser_start);
     (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
         axum::Json(serde_json::json!({ "start": start })),
@@ -75,7 +79,7 @@ pub async fn options(State(b): State<Arc<Broker>>) -> Response {
 
 /// Starts a sign-in: a 303 to the provider, the sealed flow in a cookie.
 pub async fn start(State(b): State<Arc<Broker>>) -> Response {
-    let started = match b.operator_browser_start() {
+    let started = match b.operators.operator_browser_start() {
         Ok(s) => s,
         Err(e) => return refused(ApiError::from(e), None),
     };
@@ -99,14 +103,14 @@ pub async fn callback(
     headers: HeaderMap,
     q: Result<Query<BrowserCallback>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let secure = b.browser_sign_in_secure();
+    let secure = b.operators.browser_sign_in_secure();
     let clear = flow_cookie(secure, "").ok();
     let Query(cb) = match q {
         Ok(q) => q,
         Err(e) => return refused(ApiError::BadRequest(e.body_text()), clear),
     };
     let flow = cookie(&headers, flow_cookie_name(secure));
-    let session = match b.operator_browser_finish(flow, &cb).await {
+    let session = match b.operators.operator_browser_finish(flow, &cb).await {
         Ok(s) => s,
         Err(e) => return refused(ApiError::from(e), clear),
     };
