@@ -9,8 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use clap::Args;
-use serde::Deserialize;
 use writ_broker::{Broker, BrokerConfig, DataDir, InitialPolicy};
 use writ_core::api::{RegisterAgent, RegisterTool};
 use writ_core::{Secret, SystemClock};
@@ -19,250 +17,11 @@ use writ_policy::{PolicySet, PolicySource};
 
 use crate::output::EXIT_OK;
 
+mod args;
 mod sso;
 
-#[derive(Args, Debug, Default)]
-pub struct ServeArgs {
-    /// A TOML file with any of the settings below (snake_case keys).
-    #[arg(long, env = "WRIT_CONFIG")]
-    config: Option<PathBuf>,
-    /// The limits of the broker's listener and the embedded gateway's.
-    #[command(flatten)]
-    limits: super::limits::LimitArgs,
-    /// TLS on the broker's listener.
-    #[command(flatten)]
-    tls: super::tls::TlsArgs,
-    /// The embedded gateway's certificate chain (PEM; read again when it
-    /// changes).
-    #[arg(long, env = "WRIT_GATEWAY_TLS_CERT", requires = "gateway_tls_key")]
-    gateway_tls_cert: Option<PathBuf>,
-    /// The private key of --gateway-tls-cert (PEM).
-    #[arg(long, env = "WRIT_GATEWAY_TLS_KEY", requires = "gateway_tls_cert")]
-    gateway_tls_key: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8750].
-    #[arg(long, env = "WRIT_LISTEN")]
-    listen: Option<SocketAddr>,
-    /// Where state lives (SQLite database, master key) [default: ./writ-data].
-    #[arg(long, env = "WRIT_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// Keep state in PostgreSQL (postgres://user:password@host:port/db)
-    /// instead of SQLite in the data directory; replicas share one.
-    #[arg(long, env = "WRIT_STORE", hide_env_values = true)]
-    store: Option<String>,
-    /// A directory of Cedar `*.cedar` policies and `*.rules.toml` detection
-    /// rules [default with --dev: the shipped examples].
-    #[arg(long, env = "WRIT_POLICY_DIR")]
-    policy_dir: Option<PathBuf>,
-    /// Where detection rules' alerts are posted (JSON, signed with
-    /// HMAC-SHA256 in X-Writ-Signature); needs WRIT_ALERT_WEBHOOK_SECRET.
-    #[arg(long, env = "WRIT_ALERT_WEBHOOK")]
-    alert_webhook: Option<String>,
-    /// The secret alerts are signed with (at least 16 characters; set it
-    /// in the environment rather than on the command line).
-    #[arg(long, env = "WRIT_ALERT_WEBHOOK_SECRET", hide_env_values = true)]
-    alert_webhook_secret: Option<String>,
-    /// The token issuer URL [default: http://<listen>].
-    #[arg(long, env = "WRIT_ISSUER")]
-    issuer: Option<String>,
-    /// SPIFFE trust domain of agent identities [default: writ.local].
-    #[arg(long, env = "WRIT_TRUST_DOMAIN")]
-    trust_domain: Option<String>,
-    /// The master key file [default: <data-dir>/master.key].
-    #[arg(long, env = "WRIT_MASTER_KEY_FILE")]
-    master_key_file: Option<PathBuf>,
-    /// Seconds a task lease lasts without a heartbeat [default: 120].
-    #[arg(long, env = "WRIT_LEASE_TTL")]
-    lease_ttl: Option<i64>,
-    /// The longest hard lifetime a task may ask for, in seconds [default: 28800].
-    #[arg(long, env = "WRIT_MAX_TASK_TTL")]
-    max_task_ttl: Option<i64>,
-    /// How often lapsed tasks are swept, in milliseconds [default: 1000].
-    #[arg(long, env = "WRIT_SWEEP_INTERVAL_MS")]
-    sweep_interval_ms: Option<u64>,
-    /// Sign and keep a checkpoint of the audit chain every this many
-    /// records [default: 1000] ...
-    #[arg(long, env = "WRIT_AUDIT_CHECKPOINT_RECORDS")]
-    audit_checkpoint_records: Option<u64>,
-    /// ... or every this many seconds when there are new records [default: 60].
-    #[arg(long, env = "WRIT_AUDIT_CHECKPOINT_SECS")]
-    audit_checkpoint_secs: Option<i64>,
-    /// Require server-issued nonces in DPoP proofs (RFC 9449 §8).
-    #[arg(long, env = "WRIT_DPOP_NONCES")]
-    dpop_nonces: bool,
-    /// Refuse attestations without a DPoP proof (and mTLS attestations),
-    /// so every token writ issues is sender-constrained.
-    #[arg(long, env = "WRIT_REQUIRE_DPOP")]
-    require_dpop: bool,
-    /// What tokens are signed with: EdDSA (Ed25519) or ES256 (P-256), for
-    /// verifiers that refuse EdDSA. Changing it adds a new signing key; the
-    /// old one stays published until its tokens have expired [default: EdDSA].
-    #[arg(long, env = "WRIT_SIGNING_ALG")]
-    signing_alg: Option<writ_core::token::SigningAlg>,
-    /// Attestation requests (`/v1/attest`, `/v1/node/attest`) one client
-    /// address may make a minute, at once or spread out; more get 429 with
-    /// Retry-After. 0: no limit [default: 120].
-    #[arg(long, env = "WRIT_LIMIT_ATTEST_PER_MINUTE")]
-    limit_attest_per_minute: Option<u32>,
-    /// Identical attestation failures (same agent, method and reason)
-    /// within this many seconds make one audit record with their count
-    /// (the first is written at once). 0: one record each [default: 60].
-    #[arg(long, env = "WRIT_AUDIT_FOLD_SECS")]
-    audit_fold_secs: Option<u32>,
-    /// How long an approval request waits for a person, seconds [default: 900].
-    #[arg(long, env = "WRIT_APPROVAL_TTL")]
-    approval_ttl: Option<i64>,
-    /// The longest lifetime an approved exception may have, seconds [default: 604800].
-    #[arg(long, env = "WRIT_MAX_EXCEPTION_TTL")]
-    max_exception_ttl: Option<i64>,
-    /// The deepest delegation chain (a root task is 0) [default: 3].
-    #[arg(long, env = "WRIT_MAX_DELEGATION_DEPTH")]
-    max_delegation_depth: Option<u32>,
-    /// Lifetime of X.509-SVIDs, seconds; nodes renew at half of it [default: 3600].
-    #[arg(long, env = "WRIT_X509_SVID_TTL")]
-    x509_svid_ttl: Option<i64>,
-    /// Lifetime of JWT-SVIDs, seconds [default: 300].
-    #[arg(long, env = "WRIT_JWT_SVID_TTL")]
-    jwt_svid_ttl: Option<i64>,
-    /// Accept JWT-SVIDs of another trust domain: TRUST_DOMAIN=BUNDLE_FILE
-    /// (its SPIFFE bundle or JWKS; repeatable, or comma separated).
-    #[arg(
-        long = "federate",
-        env = "WRIT_FEDERATE",
-        value_name = "TD=FILE",
-        value_delimiter = ','
-    )]
-    federate: Vec<String>,
-    /// Operators sign in with this OIDC provider (`writ login`); the
-    /// claim-to-role rules are `[[operator_oidc_roles]]` in the config file.
-    #[arg(
-        long,
-        env = "WRIT_OPERATOR_OIDC_ISSUER",
-        requires = "operator_oidc_client_id"
-    )]
-    operator_oidc_issuer: Option<String>,
-    /// The client id writ is registered with at --operator-oidc-issuer
-    /// (the audience of the identity tokens it accepts).
-    #[arg(
-        long,
-        env = "WRIT_OPERATOR_OIDC_CLIENT_ID",
-        requires = "operator_oidc_issuer"
-    )]
-    operator_oidc_client_id: Option<String>,
-    /// How long a sign-on session lasts, seconds [default: 3600].
-    #[arg(long, env = "WRIT_OPERATOR_SESSION_TTL")]
-    operator_session_ttl: Option<i64>,
-    /// Worker threads [default: the number of cores].
-    #[arg(long, env = "WRIT_WORKER_THREADS")]
-    pub worker_threads: Option<usize>,
-    /// Development mode: example policies, a demo agent and tool, and
-    /// printed commands for a first task. Not for production.
-    #[arg(long, env = "WRIT_DEV")]
-    dev: bool,
-    /// Address of the gateway inside the broker [default: 127.0.0.1:8751].
-    #[arg(long, env = "WRIT_GATEWAY_LISTEN")]
-    gateway_listen: Option<SocketAddr>,
-    /// Also listen here for attestation with X.509-SVIDs over mutual TLS
-    /// (`POST /v1/attest` with the agent's SVID as client certificate).
-    #[arg(long, env = "WRIT_MTLS_LISTEN")]
-    mtls_listen: Option<SocketAddr>,
-    /// Do not run the gateway inside the broker.
-    #[arg(long, env = "WRIT_NO_GATEWAY")]
-    no_gateway: bool,
-    /// Do not serve the operator console at `/ui/` (nor accept its
-    /// session cookie).
-    #[arg(long, env = "WRIT_NO_CONSOLE")]
-    no_console: bool,
-    /// Serve `/metrics` (broker and embedded gateway) to anyone; without
-    /// it, an operator credential of any role is needed.
-    #[arg(long, env = "WRIT_METRICS_PUBLIC")]
-    metrics_public: bool,
-    /// Export traces (OTLP over HTTP, protobuf) to the collector at this
-    /// base URL (spans go to `<URL>/v1/traces`), and continue the W3C
-    /// `traceparent` of requests [default: off].
-    #[arg(long, env = "WRIT_OTLP_ENDPOINT")]
-    otlp_endpoint: Option<String>,
-    /// The URL agents address the embedded gateway by [default: http://<gateway-listen>].
-    #[arg(long, env = "WRIT_GATEWAY_PUBLIC_URL")]
-    gateway_public_url: Option<String>,
-    /// With --dev: use this admin token instead of a random one.
-    #[arg(
-        long,
-        env = "WRIT_DEV_ADMIN_TOKEN",
-        hide_env_values = true,
-        requires = "dev"
-    )]
-    dev_admin_token: Option<String>,
-}
-
-/// The `--config` file.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    listen: Option<SocketAddr>,
-    data_dir: Option<PathBuf>,
-    store: Option<String>,
-    policy_dir: Option<PathBuf>,
-    alert_webhook: Option<String>,
-    alert_webhook_secret: Option<String>,
-    issuer: Option<String>,
-    trust_domain: Option<String>,
-    master_key_file: Option<PathBuf>,
-    lease_ttl: Option<i64>,
-    max_task_ttl: Option<i64>,
-    sweep_interval_ms: Option<u64>,
-    audit_checkpoint_records: Option<u64>,
-    audit_checkpoint_secs: Option<i64>,
-    dpop_nonces: Option<bool>,
-    require_dpop: Option<bool>,
-    signing_alg: Option<writ_core::token::SigningAlg>,
-    limit_attest_per_minute: Option<u32>,
-    audit_fold_secs: Option<u32>,
-    max_delegation_depth: Option<u32>,
-    x509_svid_ttl: Option<i64>,
-    jwt_svid_ttl: Option<i64>,
-    #[serde(default)]
-    federate: Vec<String>,
-    approval_ttl: Option<i64>,
-    max_exception_ttl: Option<i64>,
-    gateway_listen: Option<SocketAddr>,
-    mtls_listen: Option<SocketAddr>,
-    no_gateway: Option<bool>,
-    no_console: Option<bool>,
-    metrics_public: Option<bool>,
-    otlp_endpoint: Option<String>,
-    gateway_public_url: Option<String>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    tls_client_ca: Option<PathBuf>,
-    gateway_tls_cert: Option<PathBuf>,
-    gateway_tls_key: Option<PathBuf>,
-    insecure_plaintext: Option<bool>,
-    operator_oidc_issuer: Option<String>,
-    operator_oidc_client_id: Option<String>,
-    /// [default: the issuer's discovery document's `jwks_uri`]
-    operator_oidc_jwks_uri: Option<String>,
-    /// [default: RS256, ES256, EdDSA]
-    operator_oidc_algorithms: Option<Vec<String>>,
-    /// The claim a session is named by [default: email].
-    operator_oidc_name_claim: Option<String>,
-    /// Identity tokens issued longer ago than this are refused, seconds
-    /// [default: 600].
-    operator_oidc_max_token_age: Option<i64>,
-    operator_session_ttl: Option<i64>,
-    #[serde(default)]
-    operator_oidc_roles: Vec<writ_broker::RoleRule>,
-    /// The console's sign-in callback as registered at the provider
-    /// (`https://HOST/ui/sso/callback`); set, browsers sign in with the
-    /// authorization code flow and PKCE.
-    operator_oidc_redirect_uri: Option<String>,
-    /// The client the console signs in as [default: operator_oidc_client_id].
-    operator_oidc_console_client_id: Option<String>,
-    /// A file holding that client's secret [default: none, a public client].
-    operator_oidc_client_secret_file: Option<PathBuf>,
-    /// [default: "openid email profile"]
-    operator_oidc_scopes: Option<String>,
-}
-
+use args::FileConfig;
+pub use args::ServeArgs;
 const EXAMPLE_POLICIES: &[(&str, &str)] = &[(
     "tasks.cedar",
     include_str!("../../../../examples/policies/tasks.cedar"),
@@ -275,15 +34,7 @@ const DEMO_AGENT: &str = include_str!("../../../../examples/agents/demo-agent.js
 const DEMO_TOOL: &str = include_str!("../../../../examples/tools/tickets.json");
 
 pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
-    let mut file = match &args.config {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("reading config {}", p.display()))?;
-            toml::from_str::<FileConfig>(&text)
-                .with_context(|| format!("parsing config {}", p.display()))?
-        }
-        None => FileConfig::default(),
-    };
+    let mut file = file_config(&args)?;
     init_tracing(
         args.otlp_endpoint
             .as_deref()
@@ -301,43 +52,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
         .unwrap_or_else(|| PathBuf::from("./writ-data"));
     let policy_dir = args.policy_dir.take().or(file.policy_dir.take());
 
-    // A policy directory is loaded now and watched; without one, --dev uses
-    // the shipped examples and otherwise the last pushed set stays live.
-    let policy = match (&policy_dir, args.dev) {
-        (Some(dir), _) => InitialPolicy::Set {
-            set: PolicySet::load_dir(dir)
-                .with_context(|| format!("loading policies from {}", dir.display()))?,
-            origin: format!("dir:{}", dir.display()),
-        },
-        (None, true) => InitialPolicy::Set {
-            set: PolicySet::compile(
-                EXAMPLE_POLICIES
-                    .iter()
-                    .map(|(n, t)| PolicySource {
-                        name: (*n).to_owned(),
-                        text: (*t).to_owned(),
-                    })
-                    .collect(),
-            )?,
-            origin: "embedded".into(),
-        },
-        (None, false) => InitialPolicy::Stored,
-    };
-    // The detection rules beside the policies, checked now like them.
-    let rules = match (&policy_dir, args.dev) {
-        (Some(dir), _) => RuleSet::load_dir(dir)
-            .with_context(|| format!("loading detection rules from {}", dir.display()))?,
-        (None, true) => RuleSet::parse(
-            &EXAMPLE_RULES
-                .iter()
-                .map(|(n, t)| PolicySource {
-                    name: (*n).to_owned(),
-                    text: (*t).to_owned(),
-                })
-                .collect::<Vec<_>>(),
-        )?,
-        (None, false) => RuleSet::default(),
-    };
+    let (policy, rules) = initial_policy(policy_dir.as_deref(), args.dev)?;
 
     let mut limits = args.limits.limits()?;
     let insecure_plaintext =
@@ -371,21 +86,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     }
     let mut config = broker_config(&issuer, &args, &file, policy_dir.clone())?;
     config.operator_sso = sso::operator_sso(&args, &file).await?;
-    config.console = !(args.no_console || file.no_console.unwrap_or(false));
-    // The console's cookie is `Secure` whenever browsers reach writ over
-    // TLS: this listener's, or a proxy's in front of an https issuer.
-    // A browser sign-in coming back over https means browsers reach it over
-    // TLS too: the session cookie is then `Secure` as the flow cookie is
-    // (the two never disagree).
-    let sso_over_tls = config
-        .operator_sso
-        .as_ref()
-        .and_then(|s| s.browser.as_ref())
-        .is_some_and(|b| b.redirect_uri.starts_with("https://"));
-    config.console_secure = limits.tls.is_some() || issuer.starts_with("https://") || sso_over_tls;
-    let console_url = config
-        .console
-        .then(|| format!("{}/ui/", issuer.trim_end_matches('/')));
+    let console_url = console_settings(&mut config, &args, &file, limits.tls.is_some(), &issuer);
     config.alert_webhook = alert_webhook(&args, &file)?;
 
     let mut dir = DataDir::new(&data_dir);
@@ -396,17 +97,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
         .or_else(|| file.store.clone())
         .map(Secret::new);
 
-    // In dev mode, an admin token is printed at every start: the given one,
-    // or a fresh random one.
-    let dev_token = if args.dev {
-        Some(Secret::new(match args.dev_admin_token.take() {
-            Some(t) if !t.is_empty() => t,
-            Some(_) => bail!("--dev-admin-token must not be empty"),
-            None => format!("writ_admin_{}", writ_core::random::token_256()?),
-        }))
-    } else {
-        None
-    };
+    let dev_token = dev_admin_token(&mut args)?;
 
     let opened = writ_broker::open(
         &dir,
@@ -450,7 +141,118 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     if let Some(addr) = args.mtls_listen.or(file.mtls_listen) {
         start_mtls(addr, &broker).await?;
     }
-    if let Some(url) = &console_url {
+    announce_console(&broker, console_url.as_deref(), bound);
+    // Last, so that whoever waits for this line has seen everything above.
+    println!("writ listening on {scheme}://{bound}");
+
+    writ_broker::serve(listener, broker, limits, shutdown_signal()).await?;
+    super::otel::shutdown().await;
+    tracing::info!("writ stopped");
+    Ok(EXIT_OK)
+}
+
+/// The serve config file, if one is named.
+fn file_config(args: &ServeArgs) -> anyhow::Result<FileConfig> {
+    Ok(match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading config {}", p.display()))?;
+            toml::from_str::<FileConfig>(&text)
+                .with_context(|| format!("parsing config {}", p.display()))?
+        }
+        None => FileConfig::default(),
+    })
+}
+
+/// The policies and detection rules a start begins with.
+fn initial_policy(
+    policy_dir: Option<&std::path::Path>,
+    dev: bool,
+) -> anyhow::Result<(InitialPolicy, RuleSet)> {
+    // A policy directory is loaded now and watched; without one, --dev uses
+    // the shipped examples and otherwise the last pushed set stays live.
+    let policy = match (policy_dir, dev) {
+        (Some(dir), _) => InitialPolicy::Set {
+            set: PolicySet::load_dir(dir)
+                .with_context(|| format!("loading policies from {}", dir.display()))?,
+            origin: format!("dir:{}", dir.display()),
+        },
+        (None, true) => InitialPolicy::Set {
+            set: PolicySet::compile(
+                EXAMPLE_POLICIES
+                    .iter()
+                    .map(|(n, t)| PolicySource {
+                        name: (*n).to_owned(),
+                        text: (*t).to_owned(),
+                    })
+                    .collect(),
+            )?,
+            origin: "embedded".into(),
+        },
+        (None, false) => InitialPolicy::Stored,
+    };
+    // The detection rules beside the policies, checked now like them.
+    let rules = match (policy_dir, dev) {
+        (Some(dir), _) => RuleSet::load_dir(dir)
+            .with_context(|| format!("loading detection rules from {}", dir.display()))?,
+        (None, true) => RuleSet::parse(
+            &EXAMPLE_RULES
+                .iter()
+                .map(|(n, t)| PolicySource {
+                    name: (*n).to_owned(),
+                    text: (*t).to_owned(),
+                })
+                .collect::<Vec<_>>(),
+        )?,
+        (None, false) => RuleSet::default(),
+    };
+
+    Ok((policy, rules))
+}
+
+/// Whether the console is served and its cookie `Secure`; its URL if served.
+fn console_settings(
+    config: &mut writ_authority::BrokerConfig,
+    args: &ServeArgs,
+    file: &FileConfig,
+    tls: bool,
+    issuer: &str,
+) -> Option<String> {
+    config.console = !(args.no_console || file.no_console.unwrap_or(false));
+    // The console's cookie is `Secure` whenever browsers reach writ over
+    // TLS: this listener's, or a proxy's in front of an https issuer.
+    // A browser sign-in coming back over https means browsers reach it over
+    // TLS too: the session cookie is then `Secure` as the flow cookie is
+    // (the two never disagree).
+    let sso_over_tls = config
+        .operator_sso
+        .as_ref()
+        .and_then(|s| s.browser.as_ref())
+        .is_some_and(|b| b.redirect_uri.starts_with("https://"));
+    config.console_secure = tls || issuer.starts_with("https://") || sso_over_tls;
+    config
+        .console
+        .then(|| format!("{}/ui/", issuer.trim_end_matches('/')))
+}
+
+/// In dev mode, the admin credential printed at every start.
+fn dev_admin_token(args: &mut ServeArgs) -> anyhow::Result<Option<Secret>> {
+    // In dev mode, an admin token is printed at every start: the given one,
+    // or a fresh random one.
+    Ok(if args.dev {
+        Some(Secret::new(match args.dev_admin_token.take() {
+            Some(t) if !t.is_empty() => t,
+            Some(_) => bail!("--dev-admin-token must not be empty"),
+            None => format!("writ_admin_{}", writ_core::random::token_256()?),
+        }))
+    } else {
+        None
+    })
+}
+
+/// Prints where the console is, warning when its cookies are not safe.
+fn announce_console(broker: &writ_broker::Broker, console_url: Option<&str>, bound: SocketAddr) {
+    if let Some(url) = console_url {
         // Over plain HTTP another origin of the same host name (any port)
         // can set cookies this one takes: only loopback is safe so.
         if !broker.config.console_secure && !bound.ip().is_loopback() {
@@ -462,13 +264,6 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
         }
         println!("console at {url}");
     }
-    // Last, so that whoever waits for this line has seen everything above.
-    println!("writ listening on {scheme}://{bound}");
-
-    writ_broker::serve(listener, broker, limits, shutdown_signal()).await?;
-    super::otel::shutdown().await;
-    tracing::info!("writ stopped");
-    Ok(EXIT_OK)
 }
 
 /// Where alerts go: a URL and its signing secret, both or neither.
