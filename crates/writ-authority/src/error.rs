@@ -135,7 +135,9 @@ impl From<StoreError> for Error {
             StoreError::NotFound(what) => Error::NotFound(format!("{what} not found")),
             StoreError::Conflict(what) => Error::Conflict(format!("{what} already exists")),
             StoreError::JoinToken(j) => Error::Unauthenticated(format!("attestation failed: {j}")),
-            e @ StoreError::LastAdminCredential(_) => Error::Conflict(e.to_string()),
+            e @ (StoreError::LastAdminCredential(_) | StoreError::ArchiveRefused(_)) => {
+                Error::Conflict(e.to_string())
+            }
             StoreError::Quarantined => Error::Quarantined("agent is quarantined".into()),
             StoreError::InstanceRevoked => Error::Unauthenticated("instance is revoked".into()),
             StoreError::NotActive(s) => Error::TaskEnded(format!("task is not active ({s})")),

@@ -36,4 +36,7 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store is shut down")]
     Closed,
+    /// An archive step that would lose or reorder records: nothing changed.
+    #[error("audit archive refused: {0}")]
+    ArchiveRefused(String),
 }

@@ -12,6 +12,7 @@ mod engine;
 mod error;
 mod model;
 mod postgres;
+mod retention;
 mod sinks;
 pub mod sql;
 mod sqlite;
@@ -28,6 +29,7 @@ pub use model::{
     DbLease, Ended, Grant, GrantKind, GrantState, Instance, JoinTokenState, QuarantineOutcome,
     Revoked, SealedTable, SealedValue, StoredKey, StoredSecret, StoredSpiffeKey, TaskEnd,
 };
+pub use retention::{ArchiveState, RetentionStore};
 pub use sinks::{SinkState, SinkStore};
 
 /// A change another process committed to a shared store, which this one
@@ -73,6 +75,7 @@ pub trait Store:
     + PolicyStore
     + AuditStore
     + SinkStore
+    + RetentionStore
     + Send
     + Sync
     + 'static
@@ -93,6 +96,7 @@ impl<T> Store for T where
         + PolicyStore
         + AuditStore
         + SinkStore
+        + RetentionStore
         + Send
         + Sync
         + 'static
@@ -111,6 +115,6 @@ pub struct LiveCounts {
 pub mod prelude {
     pub use crate::{
         AgentStore, ApprovalStore, AuditStore, BehaviourStore, ClientStore, GatewayStore, KeyStore,
-        LeaseStore, NodeStore, PolicyStore, SinkStore, Store, TaskStore,
+        LeaseStore, NodeStore, PolicyStore, RetentionStore, SinkStore, Store, TaskStore,
     };
 }

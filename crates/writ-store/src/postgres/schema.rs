@@ -398,4 +398,27 @@ CREATE TABLE audit_sinks (
     updated_at  BIGINT NOT NULL
 );
 "#,
+    // 24: retention. Indexes to find expired grants and ended tasks
+    // without a scan; how far the audit log was archived (to segment
+    // files, each head signed), and a delete guard that lets records go
+    // only up to there.
+    r#"
+CREATE INDEX grants_expiry ON grants(expires_at);
+CREATE INDEX tasks_ended ON tasks(ended_at) WHERE ended_at IS NOT NULL;
+CREATE TABLE audit_archive (
+    id               BIGINT PRIMARY KEY CHECK (id = 1),
+    archived_through BIGINT NOT NULL,
+    segment_hash     TEXT NOT NULL
+);
+CREATE OR REPLACE FUNCTION writ_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        IF OLD.seq <= COALESCE(
+            (SELECT archived_through FROM audit_archive WHERE id = 1), 0) THEN
+            RETURN OLD;
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'the audit log is append-only (only archived records may be removed)';
+END $$;
+"#,
 ];

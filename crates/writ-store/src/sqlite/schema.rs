@@ -390,4 +390,21 @@ CREATE TABLE audit_sinks (
     updated_at  INTEGER NOT NULL
 );
 "#,
+    // 24: retention. Indexes to find expired grants and ended tasks
+    // without a scan; how far the audit log was archived (to segment
+    // files, each head signed), and a delete guard that lets records go
+    // only up to there.
+    r#"
+CREATE INDEX grants_expiry ON grants(expires_at);
+CREATE INDEX tasks_ended ON tasks(ended_at) WHERE ended_at IS NOT NULL;
+CREATE TABLE audit_archive (
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    archived_through INTEGER NOT NULL,
+    segment_hash     TEXT NOT NULL
+);
+DROP TRIGGER audit_no_delete;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+WHEN OLD.seq > COALESCE((SELECT archived_through FROM audit_archive WHERE id = 1), 0)
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only (only archived records may be removed)'); END;
+"#,
 ];

@@ -11,6 +11,7 @@ mod keys;
 mod leases;
 mod nodes;
 mod policies;
+mod retention;
 mod rules;
 mod sinks;
 mod tasks;

@@ -298,6 +298,7 @@ mod durability;
 mod join_tokens;
 mod keys;
 mod quarantine;
+mod retention;
 mod rules;
 mod sinks;
 mod tamper;
@@ -312,6 +313,7 @@ pub use durability::*;
 pub use join_tokens::*;
 pub use keys::*;
 pub use quarantine::*;
+pub use retention::*;
 pub use rules::*;
 pub use sinks::*;
 pub use tamper::*;
@@ -379,6 +381,9 @@ macro_rules! every_check {
                 sink_cursor_advances_only_by_its_holder,
                 sink_lease_has_one_holder_under_race,
                 audit_sink_floor_is_the_lowest_unacknowledged,
+                pruned_grants_read_as_unknown_never_live,
+                pruned_revocations_keep_the_feed_head,
+                pruned_tasks_are_only_old_ended_ones,
                 audit_tap_sees_committed_records_and_never_blocks,
                 denials_under_concurrent_load,
                 gateway_refusals_count_once,
@@ -414,6 +419,7 @@ macro_rules! every_check {
             harness: [
                 durable_across_reopen,
                 audit_table_is_append_only,
+                audit_records_leave_only_once_archived,
                 tamper_edit_is_detected,
                 tamper_edit_with_rehash_is_detected,
                 tamper_delete_is_detected,
