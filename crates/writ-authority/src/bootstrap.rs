@@ -127,6 +127,9 @@ pub async fn open(
     if config.audit_checkpoint_file.is_none() {
         config.audit_checkpoint_file = Some(dir.path.join("audit-checkpoint.jwt"));
     }
+    if config.audit_archive_dir.is_none() {
+        config.audit_archive_dir = Some(dir.path.join("audit-archive"));
+    }
     create_dir(&dir.path)?;
     let master_path = dir.master_key_path();
     let master = Arc::new(load_or_create_master(&master_path)?);

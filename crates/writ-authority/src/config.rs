@@ -7,6 +7,9 @@ use std::time::Duration;
 /// instances behind one address, and a burst of 120 at once.
 pub const DEFAULT_ATTEST_PER_MINUTE: u32 = 120;
 
+/// The default of [`BrokerConfig::task_retention`]: a day.
+pub const DEFAULT_TASK_RETENTION_SECS: i64 = 24 * 60 * 60;
+
 /// Lifetimes and limits. Defaults follow DESIGN.md.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
@@ -69,6 +72,17 @@ pub struct BrokerConfig {
     /// (`audit-checkpoint.jwt` in the data directory): rows removed from
     /// the database cannot take it with them.
     pub audit_checkpoint_file: Option<std::path::PathBuf>,
+    /// Ended tasks (with their approvals and tokens) are forgotten this
+    /// many seconds after they ended; their audit records stay.
+    pub task_retention: i64,
+    /// Audit records older than this many seconds are moved out of the
+    /// database into signed archive segments in `audit_archive_dir`
+    /// (never one an audit sink has not acknowledged). `None`: every
+    /// record stays in the database.
+    pub audit_retention: Option<i64>,
+    /// Where archive segments are written (`audit-archive` in the data
+    /// directory) and read from (reports, `GET /v1/audit`, verification).
+    pub audit_archive_dir: Option<std::path::PathBuf>,
     /// Attestation requests (`/v1/attest`, `/v1/node/attest`) one client
     /// address may make a minute, in a burst or spread out; 0 for no limit.
     pub attest_per_minute: u32,
@@ -175,6 +189,9 @@ impl BrokerConfig {
             audit_checkpoint_records: 1000,
             audit_checkpoint_secs: 60,
             audit_checkpoint_file: None,
+            task_retention: DEFAULT_TASK_RETENTION_SECS,
+            audit_retention: None,
+            audit_archive_dir: None,
             attest_per_minute: DEFAULT_ATTEST_PER_MINUTE,
             signing_alg: writ_core::token::SigningAlg::EdDSA,
             attest_fold_ms: crate::attest_digest::WINDOW_MS,

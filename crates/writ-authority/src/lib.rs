@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod policy_watch;
 pub mod replicas;
+pub mod retention;
 pub mod service;
 pub mod spiffe;
 pub mod sweeper;

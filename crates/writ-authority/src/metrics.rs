@@ -63,6 +63,11 @@ impl Default for Metrics {
             lp_allow_to_deny: gauge!("writ_least_privilege_replay_allow_to_deny"),
         };
         // Every series is exposed from the start, at zero.
+        for what in ["grants", "revocations", "tasks"] {
+            counter!("writ_pruned_total", "what" => what).increment(0);
+        }
+        counter!("writ_audit_archived_records_total").increment(0);
+        counter!("writ_audit_archive_segments_total").increment(0);
         for c in [
             &m.attest_ok,
             &m.attest_failed,
@@ -111,6 +116,18 @@ fn describe() {
         "writ_token_exchanges_total",
         "Token exchanges (RFC 8693) by outcome."
     );
+    describe_counter!(
+        "writ_pruned_total",
+        "Rows retention removed: expired grants, revocations of expired tokens, old ended tasks."
+    );
+    describe_counter!(
+        "writ_audit_archived_records_total",
+        "Audit records moved from the database into signed archive segments."
+    );
+    describe_counter!(
+        "writ_audit_archive_segments_total",
+        "Audit archive segments written."
+    );
     describe_gauge!(
         "writ_least_privilege_unused_scopes",
         "Scopes granted and never used, in the last least-privilege report."
@@ -153,6 +170,18 @@ pub fn decision(point: &'static str, action: &'static str, d: &Decision) {
         "policy_version" => VERSIONS.label(d.policy_version()),
     )
     .increment(1);
+}
+
+/// Counts rows retention removed from the store, in
+/// `writ_pruned_total{what}` (`grants`, `revocations`, `tasks`).
+pub fn pruned(what: &'static str, n: u64) {
+    counter!("writ_pruned_total", "what" => what).increment(n);
+}
+
+/// Counts audit records moved into the archive, and its segments.
+pub fn archived(records: u64) {
+    counter!("writ_audit_archived_records_total").increment(records);
+    counter!("writ_audit_archive_segments_total").increment(1);
 }
 
 /// Sets `writ_live_tasks`, `writ_live_grants` and `writ_approvals_pending`.

@@ -1,5 +1,6 @@
 //! Ends tasks whose lease or hard lifetime ran out, revoking their grants;
-//! drops the database roles of tasks that are over.
+//! drops the database roles of tasks that are over; forgets what retention
+//! lets go and archives old audit records.
 
 use std::sync::Arc;
 
@@ -63,6 +64,10 @@ pub async fn sweep_once(broker: &Broker) -> usize {
     }
     if let Err(e) = broker.operators.prune_identity_tokens().await {
         tracing::error!(error = %e, "sweep: cannot forget ended identity tokens");
+    }
+    crate::retention::prune(broker).await;
+    if let Err(e) = broker.audit.archive_step().await {
+        tracing::error!(error = %e, "sweep: cannot archive audit records");
     }
     let mut ended = 0;
     loop {

@@ -274,6 +274,16 @@ impl Verifier {
         }
     }
 
+    /// A verifier that takes the chain up after record `seq`, hashed
+    /// `hash` (records before it were archived and are not at hand).
+    pub fn resume(seq: u64, hash: String, checkpoints: impl IntoIterator<Item = (u64, String)>) -> Self {
+        Self {
+            seq,
+            hash,
+            checkpoints: checkpoints.into_iter().collect(),
+        }
+    }
+
     /// After the last record: a checkpoint past the end means records were
     /// removed from the end.
     pub fn finish(&self) -> Result<(), ChainBreak> {

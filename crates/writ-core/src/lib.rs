@@ -5,6 +5,7 @@
 //! every expiry decision can be tested by moving a clock instead of waiting.
 
 pub mod api;
+pub mod archive;
 pub mod audit;
 pub mod authzen;
 pub mod dpop;

@@ -24,6 +24,7 @@ pub struct Audit {
     clock: Arc<dyn Clock>,
     issuer: String,
     checkpoints: Checkpoints,
+    archive: super::archive::Archive,
 }
 
 /// When and where the chain is sealed.
@@ -49,6 +50,7 @@ impl Audit {
                 secs: c.audit_checkpoint_secs,
                 file: c.audit_checkpoint_file.clone(),
             },
+            archive: super::archive::Archive::new(h),
         }
     }
 
@@ -73,7 +75,7 @@ impl Audit {
                 .await?
                 .saturating_sub(u64::from(limit));
         }
-        let records = self.store.audit_after(after, limit).await?;
+        let records = self.archive.records_after(after, limit).await?;
         let next = records.last().map_or(after, |r| r.seq);
         Ok(AuditPage { records, next })
     }
@@ -103,7 +105,12 @@ impl Audit {
             Ok(None) => {}
             Err(brk) => return Ok(broken(brk.seq, brk.reason)),
         }
-        let mut v = Verifier::with_checkpoints(sealed);
+        // The archived records first (each segment's head verified), so the
+        // chain is walked from its first record wherever it is kept.
+        let mut v = match self.archive.walk(Verifier::with_checkpoints(sealed)).await {
+            Ok(walk) => walk.verifier,
+            Err(e) => return Ok(broken(e.seq.unwrap_or(1), e.to_string())),
+        };
         let failed = |v: &Verifier, brk: ChainBreak| {
             let (seq, head) = v.head();
             AuditVerified {
@@ -116,7 +123,7 @@ impl Audit {
                 sealed_through: v.sealed_through(),
             }
         };
-        let mut after = 0;
+        let mut after = v.head().0;
         loop {
             let page = self.store.audit_after(after, MAX_PAGE).await?;
             let Some(last) = page.last() else { break };
@@ -278,6 +285,22 @@ impl Audit {
                 reason: format!("the checkpoint in {} does not verify: {e}", path.display()),
             }),
         }
+    }
+
+    /// Records after `after`, read from the archive for those no longer
+    /// in the database.
+    pub async fn records_after(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<writ_core::audit::AuditRecord>, Error> {
+        self.archive.records_after(after, limit).await
+    }
+
+    /// Moves records past the audit retention into the archive (see
+    /// [`super::archive::Archive::step`]); returns how many.
+    pub async fn archive_step(&self) -> Result<u64, Error> {
+        self.archive.step().await
     }
 
     /// Every key that ever signed (public halves): what verifies the kept

@@ -14,6 +14,7 @@
 //! credentials and sign-in, key rotation and the reports.
 
 mod admin;
+pub mod archive;
 pub mod approvals;
 pub mod attest;
 pub mod audit;

@@ -604,7 +604,9 @@ pub fn insecure_peek(token: &str) -> Result<(serde_json::Value, serde_json::Valu
 
 mod assertion;
 mod external;
+mod segment;
 mod signing;
+pub use segment::*;
 pub use signing::*;
 
 /// An `aud` claim: one audience or several.

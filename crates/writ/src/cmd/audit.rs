@@ -25,11 +25,21 @@ pub enum AuditCmd {
     /// With --keys (a JWKS file saved from `writ audit keys`), the records
     /// and the checkpoints the broker kept are also checked here, with
     /// those public keys alone, without trusting the broker's answer.
+    ///
+    /// With --archive DIR, the audit archive there is verified here instead,
+    /// without the broker: each segment's signed head (with --keys, or the
+    /// broker's keys), the link from each segment to the one before, and
+    /// the chain across them; with --database (the SQLite file or a
+    /// postgres:// URL), on into the records the database still holds.
     Verify {
-        #[arg(long)]
+        #[arg(long, conflicts_with = "archive")]
         checkpoint: Option<std::path::PathBuf>,
         #[arg(long)]
         keys: Option<std::path::PathBuf>,
+        #[arg(long)]
+        archive: Option<std::path::PathBuf>,
+        #[arg(long, requires = "archive")]
+        database: Option<String>,
     },
     /// Print every key that signed for this issuer (public halves, retired
     /// ones included) as a JWKS: save it to verify checkpoints offline.
@@ -37,6 +47,15 @@ pub enum AuditCmd {
 }
 
 pub async fn run(g: &Global, cmd: AuditCmd) -> anyhow::Result<u8> {
+    if let AuditCmd::Verify {
+        archive: Some(dir),
+        keys,
+        database,
+        ..
+    } = &cmd
+    {
+        return super::audit_archive::verify(g, dir, keys.as_deref(), database.as_deref()).await;
+    }
     let c = g.admin()?;
     match cmd {
         AuditCmd::Tail { lines, follow } => {
@@ -61,7 +80,9 @@ pub async fn run(g: &Global, cmd: AuditCmd) -> anyhow::Result<u8> {
             print(&c.audit_keys().await?, g.field())?;
             Ok(EXIT_OK)
         }
-        AuditCmd::Verify { checkpoint, keys } => {
+        AuditCmd::Verify {
+            checkpoint, keys, ..
+        } => {
             let v = c.audit_verify().await?;
             if !v.valid {
                 print(&v, g.field())?;

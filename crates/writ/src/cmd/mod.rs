@@ -5,6 +5,7 @@ mod agent;
 mod approval;
 mod attest;
 mod audit;
+mod audit_archive;
 mod client;
 mod completions;
 mod discover;

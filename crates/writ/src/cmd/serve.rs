@@ -349,6 +349,19 @@ fn broker_config(
         }
         config.audit_checkpoint_secs = s;
     }
+    if let Some(s) = args.task_retention_secs.or(file.task_retention_secs) {
+        if s < 0 {
+            bail!("--task-retention-secs must not be negative");
+        }
+        config.task_retention = s;
+    }
+    if let Some(s) = args.audit_retention_secs.or(file.audit_retention_secs) {
+        if s < 1 {
+            bail!("--audit-retention-secs must be at least 1");
+        }
+        config.audit_retention = Some(s);
+    }
+    config.audit_archive_dir = args.audit_archive_dir.clone().or(file.audit_archive_dir.clone());
 
     config.policy_dir = policy_dir;
     config.dpop_nonces = args.dpop_nonces || file.dpop_nonces.unwrap_or(false);

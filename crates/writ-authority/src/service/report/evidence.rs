@@ -446,7 +446,7 @@ impl Reports {
         let mut after = head.saturating_sub(MAX_RECORDS);
         f.truncated = after > 0;
         while after < head {
-            let page = self.store.audit_after(after, PAGE).await?;
+            let page = self.audit.records_after(after, PAGE).await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
             for r in &page {

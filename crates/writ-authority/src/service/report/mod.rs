@@ -388,7 +388,7 @@ impl Reports {
         let (mut lo, mut hi) = (1u64, head.saturating_add(1));
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let r = self.store.audit_after(mid.saturating_sub(1), 1).await?;
+            let r = self.audit.records_after(mid.saturating_sub(1), 1).await?;
             match r.first() {
                 Some(r) if r.ts < since => lo = r.seq.saturating_add(1).max(mid + 1),
                 _ => hi = mid,
@@ -401,7 +401,7 @@ impl Reports {
         }
         let mut seen = observe::Observed::default();
         while after < head {
-            let page = self.store.audit_after(after, PAGE).await?;
+            let page = self.audit.records_after(after, PAGE).await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
             for r in &page {

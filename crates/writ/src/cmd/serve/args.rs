@@ -72,6 +72,19 @@ pub struct ServeArgs {
     /// ... or every this many seconds when there are new records [default: 60].
     #[arg(long, env = "WRIT_AUDIT_CHECKPOINT_SECS")]
     pub(super) audit_checkpoint_secs: Option<i64>,
+    /// Ended tasks (their approvals and tokens with them) are forgotten
+    /// this many seconds after they ended; their audit records stay
+    /// [default: 86400].
+    #[arg(long, env = "WRIT_TASK_RETENTION_SECS")]
+    pub(super) task_retention_secs: Option<i64>,
+    /// Audit records older than this many seconds move from the database
+    /// to signed segment files in --audit-archive-dir (never one an audit
+    /// sink has not acknowledged) [default: off, every record stays].
+    #[arg(long, env = "WRIT_AUDIT_RETENTION_SECS")]
+    pub(super) audit_retention_secs: Option<i64>,
+    /// Where the audit archive's segments are kept [default: <data-dir>/audit-archive].
+    #[arg(long, env = "WRIT_AUDIT_ARCHIVE_DIR")]
+    pub(super) audit_archive_dir: Option<PathBuf>,
     /// Require server-issued nonces in DPoP proofs (RFC 9449 §8).
     #[arg(long, env = "WRIT_DPOP_NONCES")]
     pub(super) dpop_nonces: bool,
@@ -198,6 +211,9 @@ pub(super) struct FileConfig {
     pub(super) sweep_interval_ms: Option<u64>,
     pub(super) audit_checkpoint_records: Option<u64>,
     pub(super) audit_checkpoint_secs: Option<i64>,
+    pub(super) task_retention_secs: Option<i64>,
+    pub(super) audit_retention_secs: Option<i64>,
+    pub(super) audit_archive_dir: Option<PathBuf>,
     pub(super) dpop_nonces: Option<bool>,
     pub(super) require_dpop: Option<bool>,
     pub(super) signing_alg: Option<writ_core::token::SigningAlg>,
