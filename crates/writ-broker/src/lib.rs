@@ -18,6 +18,8 @@ pub mod mtls;
 mod one_answer_tests;
 #[cfg(test)]
 mod roles_tests;
+#[cfg(test)]
+mod retention_tests;
 mod routes;
 #[cfg(test)]
 mod tests;

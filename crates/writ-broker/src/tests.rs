@@ -18,13 +18,13 @@ use crate::{BrokerConfig, DataDir};
 
 const T0: Timestamp = Timestamp::from_secs(1_795_780_800); // a Tuesday, noon UTC
 
-struct Fixture {
-    broker: Arc<Broker>,
-    clock: ManualClock,
+pub(crate) struct Fixture {
+    pub(crate) broker: Arc<Broker>,
+    pub(crate) clock: ManualClock,
     _dir: tempfile::TempDir,
 }
 
-async fn fixture() -> Fixture {
+pub(crate) async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let policy = PolicySet::compile(vec![PolicySource {
@@ -77,7 +77,7 @@ async fn fixture() -> Fixture {
     }
 }
 
-async fn instance(b: &Broker) -> (String, AgentCaller) {
+pub(crate) async fn instance(b: &Broker) -> (String, AgentCaller) {
     let jt = b
         .registry
         .create_join_token(
@@ -113,7 +113,7 @@ async fn instance(b: &Broker) -> (String, AgentCaller) {
     (att.access_token, caller)
 }
 
-fn bearer(token: &str) -> crate::extract::Presented<'_> {
+pub(crate) fn bearer(token: &str) -> crate::extract::Presented<'_> {
     crate::extract::Presented {
         token,
         dpop: false,
@@ -121,7 +121,7 @@ fn bearer(token: &str) -> crate::extract::Presented<'_> {
     }
 }
 
-fn read_task(ttl: Option<u64>) -> StartTask {
+pub(crate) fn read_task(ttl: Option<u64>) -> StartTask {
     StartTask {
         intent: "read things".into(),
         capabilities: vec![Capability::parse_short("t:read").unwrap()],
