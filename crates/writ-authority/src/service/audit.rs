@@ -94,7 +94,7 @@ impl Audit {
             checkpoints: count,
             sealed_through: 0,
         };
-        let mut sealed = match self.checked_checkpoints(&kept) {
+        let mut sealed = match self.checked_checkpoints(&kept, true) {
             Ok(s) => s,
             Err(brk) => return Ok(broken(brk.seq, brk.reason)),
         };
@@ -162,10 +162,11 @@ impl Audit {
 
     /// The kept checkpoints' `(seq, hash)`, each signature verified with
     /// the issuer's keys (retired ones too) and each row's `seq` the one
-    /// signed; the list unbroken.
+    /// signed; with `whole`, the list (every kept checkpoint) unbroken.
     fn checked_checkpoints(
         &self,
         kept: &[(u64, String)],
+        whole: bool,
     ) -> Result<Vec<(u64, String)>, ChainBreak> {
         let keys = self.keys.ring().all_jwks();
         let mut out = Vec::with_capacity(kept.len());
@@ -186,7 +187,7 @@ impl Audit {
             links.push((c.seq, c.prev));
             out.push((c.seq, c.hash));
         }
-        if let Some(seq) = checkpoint_gap(&links) {
+        if let Some(seq) = checkpoint_gap(&links).filter(|_| whole) {
             return Err(ChainBreak {
                 seq,
                 reason: format!(
@@ -216,7 +217,8 @@ impl Audit {
         };
         let mut anchors = Vec::new();
         if let Some((seq, token)) = last {
-            match self.checked_checkpoints(&[(*seq, token.clone())]) {
+            // The last one alone: the one before it is not in this list.
+            match self.checked_checkpoints(&[(*seq, token.clone())], false) {
                 Ok(mut c) => anchors.append(&mut c),
                 Err(brk) => return refuse(brk.reason),
             }

@@ -8,6 +8,7 @@
 )]
 
 mod approvals;
+mod archive;
 mod attest;
 mod audit;
 mod authzen_pdp;
