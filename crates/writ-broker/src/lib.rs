@@ -17,9 +17,9 @@ pub mod mtls;
 #[cfg(test)]
 mod one_answer_tests;
 #[cfg(test)]
-mod roles_tests;
-#[cfg(test)]
 mod retention_tests;
+#[cfg(test)]
+mod roles_tests;
 mod routes;
 #[cfg(test)]
 mod tests;

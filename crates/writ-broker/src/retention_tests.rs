@@ -95,7 +95,13 @@ async fn the_sweeper_prunes_grants_revocations_and_ended_tasks_on_time() {
     f.clock.advance(Duration::from_secs(120));
     crate::sweeper::sweep_once(b).await;
     assert!(b.store.grant_state(&first).await.unwrap().is_none());
-    assert!(!b.tokens.introspect(&tasks[0].access_token).await.unwrap().active);
+    assert!(
+        !b.tokens
+            .introspect(&tasks[0].access_token)
+            .await
+            .unwrap()
+            .active
+    );
     let head = b.store.revocation_head().await.unwrap();
     let left = b.store.revocations_after(0, 100).await.unwrap();
     assert_eq!((left.len(), left[0].seq), (1, head));
@@ -106,4 +112,61 @@ async fn the_sweeper_prunes_grants_revocations_and_ended_tasks_on_time() {
     for t in &tasks {
         assert!(b.store.get_task(&t.task_id).await.unwrap().is_none());
     }
+}
+
+/// Audit retention never passes the first record an audit sink has not
+/// acknowledged: with a sink that acknowledged nothing, nothing is
+/// archived however old; as it acknowledges, the archive follows, and the
+/// chain (archive and database) verifies throughout. Checkpoints keep
+/// being signed after the second (the record of the last one stays).
+#[tokio::test]
+async fn audit_retention_never_drops_a_record_a_sink_has_not_acknowledged() {
+    let mut config = crate::BrokerConfig::new("http://writ.test");
+    config.audit_retention = Some(60);
+    config.audit_checkpoint_secs = 1;
+    let f = crate::tests::fixture_with(config).await;
+    let b = &f.broker;
+    b.store
+        .configure_sinks(&["hook".to_owned()], b.now())
+        .await
+        .unwrap();
+    let (_, inst) = instance(b).await;
+    let mut checkpoints = 0;
+    for _ in 0..4 {
+        b.tasks.start(&inst, read_task(None)).await.unwrap();
+        f.clock.advance(Duration::from_secs(61));
+        crate::sweeper::sweep_once(b).await;
+        let n = b.store.audit_checkpoints().await.unwrap().len();
+        assert!(n > checkpoints, "no new checkpoint was signed");
+        checkpoints = n;
+    }
+    assert_eq!(b.store.audit_archive_state().await.unwrap().through, 0);
+    assert_eq!(b.audit.records_after(0, 1).await.unwrap()[0].seq, 1);
+
+    let acked = b.store.audit_head().await.unwrap() / 2;
+    assert!(
+        b.store
+            .claim_sink("hook", "r1", b.now(), b.now().add_secs(60))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        b.store
+            .ack_sink("hook", "r1", acked, b.now())
+            .await
+            .unwrap()
+    );
+    f.clock.advance(Duration::from_secs(2));
+    crate::sweeper::sweep_once(b).await;
+    let through = b.store.audit_archive_state().await.unwrap().through;
+    assert_eq!(through, acked, "archived up to what the sink acknowledged");
+    assert_eq!(b.store.audit_after(0, 1).await.unwrap()[0].seq, acked + 1);
+    // Reads and verification go on from the archive.
+    let all = b.audit.records_after(0, 10_000).await.unwrap();
+    assert_eq!(all[0].seq, 1);
+    assert!(all.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    let v = b.audit.verify().await.unwrap();
+    assert!(v.valid, "{v:?}");
+    assert_eq!(v.records, b.store.audit_head().await.unwrap());
 }

@@ -25,6 +25,10 @@ pub(crate) struct Fixture {
 }
 
 pub(crate) async fn fixture() -> Fixture {
+    fixture_with(BrokerConfig::new("http://writ.test")).await
+}
+
+pub(crate) async fn fixture_with(config: BrokerConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let policy = PolicySet::compile(vec![PolicySource {
@@ -34,7 +38,7 @@ pub(crate) async fn fixture() -> Fixture {
     .unwrap();
     let opened = crate::open(
         &DataDir::new(dir.path()),
-        BrokerConfig::new("http://writ.test"),
+        config,
         crate::InitialPolicy::Set {
             set: policy,
             origin: "test".into(),

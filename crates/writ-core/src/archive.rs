@@ -86,7 +86,10 @@ pub fn segment_paths(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// The text of a segment file.
-pub fn render_segment(head_token: &str, records: &[AuditRecord]) -> Result<String, serde_json::Error> {
+pub fn render_segment(
+    head_token: &str,
+    records: &[AuditRecord],
+) -> Result<String, serde_json::Error> {
     let mut out = serde_json::to_string(&HeadLine {
         head: head_token.to_owned(),
     })?;
@@ -121,7 +124,10 @@ pub fn read_segment(path: &Path) -> Result<Segment, ArchiveError> {
             let after = records.last().map_or(String::new(), |r: &AuditRecord| {
                 format!(" (after record {})", r.seq)
             });
-            bad(None, format!("line {} is not an audit record{after}: {e}", i + 2))
+            bad(
+                None,
+                format!("line {} is not an audit record{after}: {e}", i + 2),
+            )
         })?;
         records.push(r);
     }
@@ -202,8 +208,7 @@ fn check_head(
         return Err(if prev_segment.is_empty() {
             "it is not the first segment, but no segment before it is here".into()
         } else {
-            "its head does not name the segment before it: a segment was removed or replaced"
-                .into()
+            "its head does not name the segment before it: a segment was removed or replaced".into()
         });
     }
     if head.first != seq.saturating_add(1) {

@@ -276,7 +276,11 @@ impl Verifier {
 
     /// A verifier that takes the chain up after record `seq`, hashed
     /// `hash` (records before it were archived and are not at hand).
-    pub fn resume(seq: u64, hash: String, checkpoints: impl IntoIterator<Item = (u64, String)>) -> Self {
+    pub fn resume(
+        seq: u64,
+        hash: String,
+        checkpoints: impl IntoIterator<Item = (u64, String)>,
+    ) -> Self {
         Self {
             seq,
             hash,

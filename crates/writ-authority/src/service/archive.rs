@@ -163,11 +163,15 @@ impl Archive {
     /// signed. `Ok` with the walk when the archive reaches exactly as far
     /// as the database says it was archived.
     pub async fn walk(&self, v: Verifier) -> Result<ArchiveWalk, ArchiveError> {
-        let state = self.store.audit_archive_state().await.map_err(|e| ArchiveError {
-            segment: String::new(),
-            seq: None,
-            reason: e.to_string(),
-        })?;
+        let state = self
+            .store
+            .audit_archive_state()
+            .await
+            .map_err(|e| ArchiveError {
+                segment: String::new(),
+                seq: None,
+                reason: e.to_string(),
+            })?;
         let jwks = self.keys.ring().all_jwks();
         let mut walk = ArchiveWalk::new(v, jwks, Some(self.issuer.clone()));
         if state.through == 0 {

@@ -14,8 +14,8 @@
 //! credentials and sign-in, key rotation and the reports.
 
 mod admin;
-pub mod archive;
 pub mod approvals;
+pub mod archive;
 pub mod attest;
 pub mod audit;
 pub mod authzen;

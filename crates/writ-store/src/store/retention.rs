@@ -88,12 +88,14 @@ impl RetentionStore for SqlStore {
                 )
                 .optional()
                 .map_err(db)?;
-            Ok(row.map_or_else(ArchiveState::default, |(through, segment_hash)| {
-                ArchiveState {
-                    through: u64::try_from(through).unwrap_or(0),
-                    segment_hash,
-                }
-            }))
+            Ok(
+                row.map_or_else(ArchiveState::default, |(through, segment_hash)| {
+                    ArchiveState {
+                        through: u64::try_from(through).unwrap_or(0),
+                        segment_hash,
+                    }
+                }),
+            )
         })
         .await
     }

@@ -64,12 +64,20 @@ pub async fn pruned_tasks_are_only_old_ended_ones(s: Arc<dyn Store>) {
     let (mut child, g) = task_and_grant(&inst, "jti_child", at(2), at(600), at(3_600));
     child.parent_task_id = Some(parent.task_id.clone());
     child.depth = 1;
-    s.create_task(&child, &g, vec![ev(AuditKind::TaskStart).task(&child.task_id)])
+    s.create_task(
+        &child,
+        &g,
+        vec![ev(AuditKind::TaskStart).task(&child.task_id)],
+    )
+    .await
+    .unwrap();
+    end(s, &done.task_id, TaskEnd::Completed, at(10))
         .await
         .unwrap();
-    end(s, &done.task_id, TaskEnd::Completed, at(10)).await.unwrap();
     // Ending the parent ends its child with it.
-    end(s, &parent.task_id, TaskEnd::Completed, at(20)).await.unwrap();
+    end(s, &parent.task_id, TaskEnd::Completed, at(20))
+        .await
+        .unwrap();
 
     // Not old enough yet.
     assert_eq!(s.prune_tasks(at(10), 100).await.unwrap(), 0);
@@ -77,7 +85,12 @@ pub async fn pruned_tasks_are_only_old_ended_ones(s: Arc<dyn Store>) {
     assert_eq!(s.prune_tasks(at(21), 1).await.unwrap(), 1);
     assert!(s.get_task(&done.task_id).await.unwrap().is_none());
     assert!(s.grant_state("jti_done").await.unwrap().is_none());
-    assert!(s.call_approval(&done.task_id, "fp").await.unwrap().is_none());
+    assert!(
+        s.call_approval(&done.task_id, "fp")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(s.prune_tasks(at(21), 1).await.unwrap(), 1);
     assert!(s.get_task(&child.task_id).await.unwrap().is_none());
     assert!(s.get_task(&parent.task_id).await.unwrap().is_some());
@@ -98,17 +111,29 @@ pub async fn audit_records_leave_only_once_archived(h: &dyn Harness) {
     let bad = s.archive_audit(3, &records[2].prev_hash, "seg-1").await;
     assert!(matches!(bad, Err(StoreError::ArchiveRefused(_))), "{bad:?}");
     let head = s.archive_audit(6, &records[5].hash, "seg-1").await;
-    assert!(matches!(head, Err(StoreError::ArchiveRefused(_))), "{head:?}");
-    assert_eq!(s.archive_audit(3, &records[2].hash, "seg-1").await.unwrap(), 3);
+    assert!(
+        matches!(head, Err(StoreError::ArchiveRefused(_))),
+        "{head:?}"
+    );
+    assert_eq!(
+        s.archive_audit(3, &records[2].hash, "seg-1").await.unwrap(),
+        3
+    );
     let again = s.archive_audit(2, &records[1].hash, "seg-0").await;
-    assert!(matches!(again, Err(StoreError::ArchiveRefused(_))), "{again:?}");
+    assert!(
+        matches!(again, Err(StoreError::ArchiveRefused(_))),
+        "{again:?}"
+    );
     let state = s.audit_archive_state().await.unwrap();
     assert_eq!((state.through, state.segment_hash.as_str()), (3, "seg-1"));
     assert_eq!(all_audit(&*s).await, records[3..].to_vec());
     drop(s);
     // Underneath the store: what is not archived cannot be deleted.
     let del = h.exec_raw("DELETE FROM audit WHERE seq = 5").await;
-    assert!(del.is_err(), "DELETE of a record not archived succeeded: {del:?}");
+    assert!(
+        del.is_err(),
+        "DELETE of a record not archived succeeded: {del:?}"
+    );
     let s = h.open().await;
     s.append_audit(at(100), vec![ev(AuditKind::PolicyLoad)])
         .await

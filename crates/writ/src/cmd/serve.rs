@@ -361,7 +361,10 @@ fn broker_config(
         }
         config.audit_retention = Some(s);
     }
-    config.audit_archive_dir = args.audit_archive_dir.clone().or(file.audit_archive_dir.clone());
+    config.audit_archive_dir = args
+        .audit_archive_dir
+        .clone()
+        .or(file.audit_archive_dir.clone());
 
     config.policy_dir = policy_dir;
     config.dpop_nonces = args.dpop_nonces || file.dpop_nonces.unwrap_or(false);

@@ -67,16 +67,32 @@ async fn the_audit_archive_reads_back_and_verifies_offline() {
     let dir = b.data_dir().join("audit-archive");
     let (dir_s, keys_s) = (dir.to_str().unwrap(), keys.to_str().unwrap());
     let out = b.cli(&["audit", "verify", "--archive", dir_s, "--keys", keys_s]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = json(&out);
     assert_eq!(r["valid"], true);
     assert!(r["segments"].as_u64().unwrap() >= 2, "{r}");
     let db = b.data_dir().join("writ.db");
     let out = b.cli(&[
-        "audit", "verify", "--archive", dir_s, "--keys", keys_s, "--database",
+        "audit",
+        "verify",
+        "--archive",
+        dir_s,
+        "--keys",
+        keys_s,
+        "--database",
         db.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r = json(&out);
     assert!(r["records"].as_u64().unwrap() > r["archived_records"].as_u64().unwrap());
 }
@@ -100,7 +116,10 @@ async fn an_edited_or_missing_archive_segment_is_refused() {
     let mut lines: Vec<String> = original.lines().map(String::from).collect();
     let mut r: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
     let seq = r["seq"].as_u64().unwrap();
-    let event = r["event"].as_str().unwrap().replacen("\"actor\":\"", "\"actor\":\"x", 1);
+    let event = r["event"]
+        .as_str()
+        .unwrap()
+        .replacen("\"actor\":\"", "\"actor\":\"x", 1);
     assert_ne!(event, r["event"].as_str().unwrap(), "nothing edited");
     r["event"] = event.into();
     lines[2] = r.to_string();
