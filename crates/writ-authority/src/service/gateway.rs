@@ -496,7 +496,9 @@ impl Gateways {
             known.grants.insert(jti.to_owned(), g);
         }
         let Some(Some(grant)) = known.grants.get(jti) else {
-            return Ok(Err("it names a token writ did not issue"));
+            return Ok(Err(
+                "it names a token writ did not issue (or forgot, five minutes after it expired)",
+            ));
         };
         if grant.kind != writ_store::GrantKind::ToolToken
             || grant.audience.as_deref() != Some(audience.as_str())
