@@ -106,6 +106,22 @@ fn bare_url(url: &str) -> String {
     }
 }
 
+/// An HTTP failure in words: its causes, never its URL (which may carry
+/// a token).
+fn http_error(what: &str, e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        return format!("{what} timed out");
+    }
+    let e = e.without_url();
+    let mut out = format!("{what} unreachable: {e}");
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        out.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    out
+}
+
 /// One open way to a sink: its connection or client, kept between
 /// batches.
 enum Conn {

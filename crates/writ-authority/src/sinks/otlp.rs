@@ -50,7 +50,7 @@ impl Otlp {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("collector unreachable: {}", e.without_url()))?;
+            .map_err(|e| super::http_error("collector", e))?;
         let status = resp.status();
         if status.is_success() {
             Ok(())

@@ -62,8 +62,7 @@ impl Webhook {
             .body(body)
             .send()
             .await
-            // reqwest's error names the URL, which may carry a token.
-            .map_err(|e| format!("webhook unreachable: {}", e.without_url()))?;
+            .map_err(|e| super::http_error("webhook", e))?;
         let status = resp.status();
         if status.is_success() {
             Ok(())

@@ -38,6 +38,7 @@ mod operators;
 mod policy;
 mod replicas;
 mod restart;
+mod sinks;
 mod spiffe;
 mod tasks;
 mod tokens;
