@@ -231,4 +231,21 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn the_shipped_example_is_a_valid_serve_config() {
+        let text = include_str!("../../../../../examples/sinks/writ.toml");
+        let file: crate::cmd::serve::args::FileConfig = toml::from_str(text).unwrap();
+        assert_eq!(file.sink.len(), 3);
+        // The webhook's secret file is the operator's; the others need none.
+        for s in file.sink.iter().skip(1) {
+            sink(s).unwrap();
+        }
+        assert!(
+            sink(&file.sink[0])
+                .unwrap_err()
+                .to_string()
+                .contains("siem-webhook.secret")
+        );
+    }
 }
