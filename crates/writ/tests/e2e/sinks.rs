@@ -2,6 +2,7 @@
 //! connections and never answers) never holds up a decision, falls
 //! behind visibly, and only the roles that should can see or test sinks.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use writ_core::api::Role;
@@ -153,4 +154,130 @@ async fn sinks_are_listed_for_auditors_tested_by_admins_and_never_show_their_sec
     // Every log line the broker wrote so far: no secret there either.
     assert!(!b.stdout().concat().contains(SECRET));
     hole.abort();
+}
+
+/// What the receiver saw: each batch's sequence numbers, and the most
+/// deliveries it ever had in flight at once.
+#[derive(Default)]
+struct Seen {
+    batches: Vec<Vec<u64>>,
+    in_flight: usize,
+    most_in_flight: usize,
+}
+
+/// A webhook receiver that holds each delivery a moment, so that two
+/// deliverers at once would overlap.
+async fn slow_receiver() -> (String, Arc<Mutex<Seen>>) {
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let s = Arc::clone(&seen);
+    let app = axum::Router::new().route(
+        "/in",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let s = Arc::clone(&s);
+            async move {
+                // Out of flight however the handler ends (a killed
+                // replica's connection drops it midway).
+                struct Flight(Arc<Mutex<Seen>>);
+                impl Drop for Flight {
+                    fn drop(&mut self) {
+                        self.0.lock().unwrap().in_flight -= 1;
+                    }
+                }
+                {
+                    let mut g = s.lock().unwrap();
+                    g.in_flight += 1;
+                    g.most_in_flight = g.most_in_flight.max(g.in_flight);
+                }
+                let flight = Flight(Arc::clone(&s));
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                drop(flight);
+                let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let mut g = s.lock().unwrap();
+                if doc["type"] == "writ.audit" {
+                    let seqs = doc["records"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|r| r["seq"].as_u64().unwrap())
+                        .collect();
+                    g.batches.push(seqs);
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/in", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    (url, seen)
+}
+
+/// Two replicas on one PostgreSQL database deliver each sink's records
+/// once between them (one holds the lease at a time), in order; killing
+/// one loses nothing.
+#[tokio::test]
+async fn replicas_deliver_a_sink_one_at_a_time_and_a_killed_one_loses_nothing() {
+    let (url, seen) = slow_receiver().await;
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("writ.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[sink]]\nname = \"siem\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n"
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let Some((x, y, _shared)) = crate::replicas::pair(&["--config", &cfg]) else {
+        return;
+    };
+    for r in [&x, &y] {
+        let inst = r.attest("demo-agent").await;
+        for _ in 0..10 {
+            r.start_task(&inst.access_token, &["tickets:read"])
+                .await
+                .unwrap();
+        }
+    }
+    // The replica holding the sink's lease is killed, mid-stream.
+    let holder = x.admin().sinks().await.unwrap()[0].holder.clone().unwrap();
+    let pid = |r: &Broker| format!("replica-{}-", r.pid().unwrap());
+    let (mut a, b) = if holder.starts_with(&pid(&x)) {
+        (x, y)
+    } else {
+        (y, x)
+    };
+    assert!(holder.starts_with(&pid(&a)), "{holder}");
+    a.kill9();
+    let inst = b.attest("demo-agent").await;
+    for _ in 0..10 {
+        b.start_task(&inst.access_token, &["tickets:read"])
+            .await
+            .unwrap();
+    }
+    let head = b.admin().audit_last(1).await.unwrap().next;
+    let all_there = || {
+        let g = seen.lock().unwrap();
+        let got: std::collections::BTreeSet<u64> = g.batches.iter().flatten().copied().collect();
+        (1..=head).all(|s| got.contains(&s))
+    };
+    // A lease left by the killed replica lapses within 10 s.
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let done = all_there();
+            async move { done }
+        })
+        .await,
+        "not every record arrived"
+    );
+    let g = seen.lock().unwrap();
+    assert_eq!(g.most_in_flight, 1, "two replicas delivered at once");
+    let mut upto = 0;
+    for batch in &g.batches {
+        assert!(batch.windows(2).all(|w| w[1] == w[0] + 1), "{batch:?}");
+        assert!(batch[0] <= upto + 1, "gap after {upto}: {batch:?}");
+        upto = upto.max(*batch.last().unwrap());
+    }
 }
