@@ -20,6 +20,7 @@ pub mod policy_watch;
 pub mod replicas;
 pub mod retention;
 pub mod service;
+pub mod sinks;
 pub mod spiffe;
 pub mod sweeper;
 
