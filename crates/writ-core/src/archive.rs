@@ -293,7 +293,10 @@ mod tests {
         let mut edited = segs.clone();
         edited[1].records[2].event = edited[1].records[2].event.replace("load", "lode");
         let e = walk(&ring, &edited).unwrap_err();
-        assert_eq!((e.segment.as_str(), e.seq), (segs[1].name.as_str(), Some(7)));
+        assert_eq!(
+            (e.segment.as_str(), e.seq),
+            (segs[1].name.as_str(), Some(7))
+        );
 
         let missing = [segs[0].clone(), segs[2].clone()];
         let e = walk(&ring, &missing).unwrap_err();
@@ -310,7 +313,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("writ-archive-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(&segs[0].name);
-        std::fs::write(&path, render_segment(&segs[0].head_token, &segs[0].records).unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            render_segment(&segs[0].head_token, &segs[0].records).unwrap(),
+        )
+        .unwrap();
         let back = read_segment(&path).unwrap();
         assert_eq!(back.records, segs[0].records);
         assert_eq!(segment_paths(&dir).unwrap(), vec![path]);

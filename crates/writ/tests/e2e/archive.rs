@@ -143,3 +143,97 @@ async fn an_edited_or_missing_archive_segment_is_refused() {
     let next = segs[2].file_name().unwrap().to_str().unwrap();
     assert!(err.contains(next), "{err}");
 }
+
+/// A webhook receiver that refuses (503) until `open` is set, then takes
+/// every batch (204).
+async fn gated_receiver() -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let open = std::sync::Arc::new(AtomicBool::new(false));
+    let o = std::sync::Arc::clone(&open);
+    let app = axum::Router::new().route(
+        "/in",
+        axum::routing::post(move || {
+            let o = std::sync::Arc::clone(&o);
+            async move {
+                if o.load(Ordering::SeqCst) {
+                    axum::http::StatusCode::NO_CONTENT
+                } else {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                }
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/in", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    (url, open)
+}
+
+/// The lowest audit record in the database file (read-only, beside the
+/// running broker).
+fn first_in_database(b: &Broker) -> i64 {
+    let c = rusqlite::Connection::open_with_flags(
+        b.data_dir().join("writ.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    c.query_row("SELECT MIN(seq) FROM audit", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Retention never drops an audit record a sink has not acknowledged:
+/// while the sink refuses every delivery, records far past the retention
+/// stay in the database and nothing is archived; once it takes them, the
+/// archive follows, never past what it acknowledged.
+#[tokio::test]
+async fn audit_retention_never_drops_a_record_a_sink_has_not_acknowledged() {
+    let (url, open) = gated_receiver().await;
+    let cfg = tempfile::tempdir().unwrap();
+    let file = cfg.path().join("writ.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[sink]]\nname = \"siem\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret = \"e2e-sink-secret-0123456789\"\n"
+        ),
+    )
+    .unwrap();
+    let mut o = opts();
+    o.extra
+        .extend(["--config".to_owned(), file.display().to_string()]);
+    let b = Broker::start_with(o);
+    let dir = b.data_dir().join("audit-archive");
+    let inst = b.attest("demo-agent").await;
+    for _ in 0..15 {
+        let t = b
+            .start_task(&inst.access_token, &["tickets:read"])
+            .await
+            .unwrap();
+        b.as_token(&inst.access_token)
+            .complete(&t.task_id)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        segments(&dir).is_empty(),
+        "archived what the sink never took"
+    );
+    assert_eq!(first_in_database(&b), 1);
+
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    fill(&b, 1).await;
+    let acked = b.admin().sinks().await.unwrap()[0].cursor;
+    let archived: u64 = segments(&dir)
+        .iter()
+        .filter_map(|p| writ_core::archive::segment_range(p.file_name()?.to_str()?))
+        .map(|(_, last)| last)
+        .max()
+        .unwrap();
+    assert!(
+        archived <= acked,
+        "archived {archived}, the sink acknowledged {acked}"
+    );
+    assert_eq!(first_in_database(&b), archived as i64 + 1);
+}
