@@ -12,6 +12,9 @@ pub const GRANT_GRACE_SECS: i64 = 5 * 60;
 const BATCH: u32 = 500;
 /// Batches per kind per sweep: the rest waits for the next sweep.
 const BATCHES: usize = 20;
+/// Pruning runs at most this often (seconds), whatever the sweep interval:
+/// nothing here is urgent.
+const EVERY_SECS: i64 = 10;
 
 /// What one pass removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -22,9 +25,15 @@ pub struct Pruned {
 }
 
 /// Forgets expired grants, revocations of expired tokens, and tasks that
-/// ended longer than the task retention ago.
+/// ended longer than the task retention ago (at most every ten seconds).
 pub async fn prune(broker: &Broker) -> Pruned {
+    use std::sync::atomic::Ordering;
     let now = broker.now();
+    let last = broker.last_prune.load(Ordering::Relaxed);
+    if now.secs() < last.saturating_add(EVERY_SECS) {
+        return Pruned::default();
+    }
+    broker.last_prune.store(now.secs(), Ordering::Relaxed);
     let expired = now.add_secs(-GRANT_GRACE_SECS);
     let ended = now.add_secs(-broker.config.task_retention);
     let store = &broker.store;

@@ -115,6 +115,8 @@ pub struct Broker {
     pub operators: operators::Operators,
     /// What the console reads: audit and task searches, activity, details.
     pub console: console::Console,
+    /// When the sweeper last pruned (unix seconds; see `retention`).
+    pub(crate) last_prune: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for Broker {
@@ -264,6 +266,7 @@ impl Broker {
             registry: registry::Registry::new(&h, &subjects),
             operators: operators::Operators::new(&h),
             console: console::Console::new(&h),
+            last_prune: std::sync::atomic::AtomicI64::new(i64::MIN),
             authzen: authzen::AuthZen::new(&h, &subjects, &approvals),
             clients: clients::Clients::new(&h, &tokens, &gateways),
             detection: crate::detect::Detection::new(crate::alert::Alerts::new(
