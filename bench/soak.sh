@@ -8,8 +8,9 @@
 # given rate (each started and completed at once, with a lifetime of 60 s)
 # and samples, every tenth of the run: the broker's resident memory, the
 # database file (with its WAL) and the pages in use, the rows of grants,
-# tasks and audit, and the archive directory. Past the retention, memory
-# and the database stay flat while the archive grows with history.
+# tasks, revocations and audit, and the archive directory. Past the
+# retention (revocations: past their token's expiry and five minutes),
+# memory and the database stay flat while the archive grows with history.
 # BENCHMARKS.md's figure is one hour (`bench/soak.sh 3600`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,13 +20,16 @@ rate=${2:-1000}
 keep=${3:-60}
 build
 w=target/release/writ
+# One agent credential sends every request: lift the per-credential and
+# per-client limits (bench/common.sh's NO_LIMITS on main).
+limits=(--limit-credential-per-minute 1000000000 --limit-client-per-minute 1000000000)
 dir=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$dir"' EXIT
 
 port=18696
 WRIT_LOG=error $w serve --dev --dev-admin-token bench-admin --no-gateway --data-dir "$dir" \
-  --listen 127.0.0.1:$port "${NO_LIMITS[@]}" --task-retention-secs "$keep" \
+  --listen 127.0.0.1:$port "${limits[@]}" --task-retention-secs "$keep" \
   --audit-retention-secs "$keep" --audit-checkpoint-secs 10 >/dev/null 2>&1 &
 broker=$!
 pids+=("$broker")
@@ -38,8 +42,8 @@ load=$!
 pids+=("$load")
 
 step=$(( secs / 10 )); [ "$step" -ge 1 ] || step=1
-echo "| s | RSS MiB | db+wal MiB | pages in use MiB | grants | tasks | audit rows | archive MiB |"
-echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| s | RSS MiB | db+wal MiB | pages in use MiB | grants | tasks | revocations | audit rows | archive MiB |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 sample() {
   local rss file stat
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$broker/status")
@@ -50,8 +54,8 @@ import json, sys
 t, rss, file, s, arch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5] or 0)
 mib = lambda b: "%.1f" % (b / 1048576)
 rows = lambda n: s.get(n, {}).get("rows", 0)
-print("| %s | %s | %s | %s | %d | %d | %d | %s |" % (t, mib(rss * 1024), mib(file), mib(s["_file"]["used"]),
-      rows("grants"), rows("tasks"), rows("audit"), mib(arch)))
+print("| %s | %s | %s | %s | %d | %d | %d | %d | %s |" % (t, mib(rss * 1024), mib(file), mib(s["_file"]["used"]),
+      rows("grants"), rows("tasks"), rows("revocations"), rows("audit"), mib(arch)))
 PY
 }
 start=$(date +%s)

@@ -14,13 +14,16 @@ cd "$(dirname "$0")/.."
 n=${1:-2000}
 build
 w=target/release/writ
+# One agent credential sends every request: lift the per-credential and
+# per-client limits (bench/common.sh's NO_LIMITS on main).
+limits=(--limit-credential-per-minute 1000000000 --limit-client-per-minute 1000000000)
 dir=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$dir"' EXIT
 
 port=18695
 WRIT_LOG=error $w serve --dev --dev-admin-token bench-admin --no-gateway --data-dir "$dir" \
-  --listen 127.0.0.1:$port "${NO_LIMITS[@]}" >/dev/null 2>&1 &
+  --listen 127.0.0.1:$port "${limits[@]}" >/dev/null 2>&1 &
 pids+=($!)
 wait_for http://127.0.0.1:$port/healthz
 export WRIT_ADDR=http://127.0.0.1:$port WRIT_TOKEN=bench-admin WRIT_BIN=$w

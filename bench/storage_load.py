@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 addr, count, rate, duration, ttl = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
@@ -32,8 +33,11 @@ def post(path, data, tok):
     req = urllib.request.Request(addr + path, data=data, method="POST")
     req.add_header("Authorization", "Bearer " + tok)
     req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read() or b"{}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        sys.exit("%s %s: %s %s" % (path, e.code, e.reason, e.read().decode(errors="replace")))
 
 
 def reattest():
