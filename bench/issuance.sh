@@ -101,8 +101,12 @@ eval "$($w task start --intent 'issuance bench' --cap tickets:read --ttl 3600 --
 export WRIT_INSTANCE_TOKEN WRIT_TASK_TOKEN
 checks+=("writ task token: $(.venv/bin/python bench/verify_token.py "$WRIT_ADDR/.well-known/jwks.json" "$WRIT_TASK_TOKEN")")
 ISSUE=task measure "writ: task token (decision + durable audit), EdDSA" "$WRIT_ADDR/v1/tasks" "$writ_pid"
-# The same with a DPoP-bound instance token. Proofs are made for each wrk
-# run just before it (they are good for a minute), more than it can use.
+ISSUE=exchange measure "writ: token exchange (recorded), EdDSA" "$WRIT_ADDR/oauth2/token" "$writ_pid"
+ISSUE=introspect measure "writ: introspection" "$WRIT_ADDR/oauth2/introspect" "$writ_pid"
+# Task issuance with a DPoP-bound instance token, last (the task the rows
+# above use lives by its lease, and making proofs takes time). Proofs are
+# made for each wrk run just before it (each is good for a minute), more
+# than the run can use.
 target/release/proofs keygen "$dir/dpop.pem"
 jt=$($w agent join-token demo-agent --field join_token | tr -d '"')
 dpop_instance=$($w --dpop-key "$dir/dpop.pem" attest demo-agent --join-token "$jt" --field access_token | tr -d '"')
@@ -118,8 +122,6 @@ WRIT_INSTANCE_TOKEN=$dpop_instance ISSUE=task-dpop DPOP_PROOFS="$dir/proofs" \
 proofs 60000
 WRIT_INSTANCE_TOKEN=$dpop_instance ISSUE=task-dpop DPOP_PROOFS="$dir/proofs" \
   row "writ: task token, DPoP-bound (a fresh proof per request), EdDSA" "$WRIT_ADDR/v1/tasks" "$writ_pid" 1 5s
-ISSUE=exchange measure "writ: token exchange (recorded), EdDSA" "$WRIT_ADDR/oauth2/token" "$writ_pid"
-ISSUE=introspect measure "writ: introspection" "$WRIT_ADDR/oauth2/introspect" "$writ_pid"
 echo
 taskset -c 0 target/release/signrate 1
 echo
