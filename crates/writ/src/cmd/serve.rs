@@ -30,6 +30,9 @@ const EXAMPLE_RULES: &[(&str, &str)] = &[(
     "detect.rules.toml",
     include_str!("../../../../examples/policies/detect.rules.toml"),
 )];
+/// The example pack's test cases, run on the live set under `--dev`
+/// without a policy directory.
+const EXAMPLE_TESTS: &str = include_str!("../../../../examples/policies/tests.toml");
 const DEMO_AGENT: &str = include_str!("../../../../examples/agents/demo-agent.json");
 const DEMO_TOOL: &str = include_str!("../../../../examples/tools/tickets.json");
 
@@ -350,6 +353,9 @@ fn broker_config(
         config.audit_checkpoint_secs = s;
     }
 
+    if policy_dir.is_none() && args.dev {
+        config.policy_tests = Some(EXAMPLE_TESTS.to_owned());
+    }
     config.policy_dir = policy_dir;
     config.dpop_nonces = args.dpop_nonces || file.dpop_nonces.unwrap_or(false);
     config.require_dpop = args.require_dpop || file.require_dpop.unwrap_or(false);
