@@ -38,10 +38,17 @@ const DEMO_TOOL: &str = include_str!("../../../../examples/tools/tickets.json");
 
 pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     let mut file = file_config(&args)?;
+    let ratio = match (args.otlp_sample_ratio, file.otlp_sample_ratio) {
+        (Some(r), _) => r,
+        (None, Some(r)) => super::otel::SampleRatio::new(r)
+            .map_err(|e| anyhow::anyhow!("otlp_sample_ratio in the config file: {e}"))?,
+        (None, None) => super::otel::SampleRatio::default(),
+    };
     init_tracing(
         args.otlp_endpoint
             .as_deref()
             .or(file.otlp_endpoint.as_deref()),
+        ratio,
         "writ-broker",
     )?;
     let listen = args
@@ -622,7 +629,11 @@ pub(crate) fn set_log_format(f: LogFormat) {
 
 /// Starts logging to stderr (`--log-format`) and, with `otlp` (the
 /// collector's base URL), exporting spans as `service`.
-pub(crate) fn init_tracing(otlp: Option<&str>, service: &'static str) -> anyhow::Result<()> {
+pub(crate) fn init_tracing(
+    otlp: Option<&str>,
+    ratio: super::otel::SampleRatio,
+    service: &'static str,
+) -> anyhow::Result<()> {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -652,7 +663,7 @@ pub(crate) fn init_tracing(otlp: Option<&str>, service: &'static str) -> anyhow:
     if let Some(endpoint) = otlp {
         let writ_only = Targets::new().with_target("writ", LevelFilter::INFO);
         layers.push(
-            super::otel::layer(endpoint, service)?
+            super::otel::layer(endpoint, service, ratio)?
                 .with_filter(writ_only)
                 .boxed(),
         );
