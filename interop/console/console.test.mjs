@@ -387,6 +387,8 @@ test('the overview plots decisions per minute and denials by policy', async () =
   const gw = admin.locator('#gateways tbody tr', { hasText: 'embedded' })
   await gw.waitFor()
   assert.match(await gw.textContent(), /up to date/)
+  assert.match(await gw.locator('td').nth(4).textContent(), /^0\.0 s$/)
+  assert.match(await admin.locator('#revocation-lag').textContent(), /^\d+\.\d s$/)
   const label = await admin.locator('#decisions').getAttribute('aria-label')
   assert.match(label, /[1-9]\d* allowed, [1-9]\d* denied/)
   await shot(admin, 'overview-activity')

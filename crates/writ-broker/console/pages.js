@@ -98,7 +98,8 @@ export const pages = {
           card('Live tasks', o.live_tasks, 'live-tasks'),
           card('Live grants', o.live_grants, 'live-grants'),
           card('Pending approvals', o.pending_approvals, 'pending-approvals'),
-          card('Audit records', o.head, 'audit-head'));
+          card('Audit records', o.head, 'audit-head'),
+          card('Revocation lag', `${(Math.max(0, ...o.gateways.followers.map((f) => f.lag_ms)) / 1000).toFixed(1)} s`, 'revocation-lag'));
         put(gateways, gatewayTable(o.gateways));
         if (o.activity) {
           put(plot, activityPlot(o.activity));
@@ -533,6 +534,7 @@ function gatewayTable(g) {
     ['Process', (f) => f.process || '(unnamed)'],
     ['Holds', (f) => String(f.held)],
     ['Behind', (f) => h('span', { class: f.behind ? 'bad' : 'ok', id: `lag-${f.gateway}` }, f.behind ? `${f.behind} revocations` : 'up to date')],
+    ['Lag', (f) => h('span', { class: f.behind ? 'bad' : 'ok', title: 'how long the oldest revocation it does not hold has been out' }, `${(f.lag_ms / 1000).toFixed(1)} s`)],
     ['Last seen', (f) => f.polling ? 'polling now' : `${Math.round(f.seen_ms_ago / 1000)} s ago`],
   ], g.followers, 'Gateways'), note];
 }

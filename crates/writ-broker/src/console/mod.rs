@@ -445,7 +445,7 @@ async fn overview(
         live_grants: c.grants,
         pending_approvals: c.approvals_pending,
         head: b.console.audit_news(0, std::time::Duration::ZERO).await?,
-        gateways: b.revocations.followers().await?,
+        gateways: b.revocations.followers(b.now()).await?,
         activity,
     }))
 }
