@@ -30,6 +30,7 @@ pub mod nodes;
 pub mod operators;
 pub mod policies;
 mod policy;
+pub mod policy_tests;
 pub mod registry;
 pub mod report;
 mod search;
@@ -112,6 +113,8 @@ pub struct Broker {
     pub operators: operators::Operators,
     /// What the console reads: audit and task searches, activity, details.
     pub console: console::Console,
+    /// The policy directory's test cases, run on the live and shadow sets.
+    pub policy_tests: policy_tests::PolicyTests,
 }
 
 impl std::fmt::Debug for Broker {
@@ -261,6 +264,7 @@ impl Broker {
             registry: registry::Registry::new(&h, &subjects),
             operators: operators::Operators::new(&h),
             console: console::Console::new(&h),
+            policy_tests: policy_tests::PolicyTests::new(&h),
             authzen: authzen::AuthZen::new(&h, &subjects, &approvals),
             clients: clients::Clients::new(&h, &tokens, &gateways),
             detection: crate::detect::Detection::new(crate::alert::Alerts::new(
