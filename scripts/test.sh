@@ -43,11 +43,13 @@ command -v cargo-deny >/dev/null || cargo install --quiet --locked cargo-deny
 cargo fetch --locked --quiet
 cargo deny --offline check licenses bans sources
 
-step "system tools for the deployment tests: curl (a TLS client), systemd-analyze (the unit check), prometheus (scrapes writ in the interop suite), chromium (the console's browser tests)"
+step "system tools for the deployment tests: curl (a TLS client), systemd-analyze (the unit check), prometheus (scrapes writ in the interop suite), rsyslog with its TLS driver (a receiver of the syslog sink), chromium (the console's browser tests)"
 missing=""
 command -v curl >/dev/null || missing="$missing curl"
 command -v systemd-analyze >/dev/null || missing="$missing systemd"
 command -v prometheus >/dev/null || missing="$missing prometheus"
+[ -x /usr/sbin/rsyslogd ] || missing="$missing rsyslog"
+dpkg -s rsyslog-gnutls >/dev/null 2>&1 || missing="$missing rsyslog-gnutls"
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 if [ -n "$missing" ]; then
   export DEBIAN_FRONTEND=noninteractive
@@ -80,7 +82,7 @@ for target in access_token dpop_proof scope_request api_request mcp_message toke
 done
 rm -rf "$fuzz_dir"
 
-step "interop: Prometheus scraping the broker and gateways; PyJWT, authlib, joserfc, the MCP Python SDK and MCP servers against a running writ and its gateway; the MCP conformance suite and both MCP SDK clients, directly and through the gateway"
+step "interop: Prometheus scraping the broker and gateways; audit sinks into rsyslog (TCP and TLS), a webhook and an OTLP logs receiver; PyJWT, authlib, joserfc, the MCP Python SDK and MCP servers against a running writ and its gateway; the MCP conformance suite and both MCP SDK clients, directly and through the gateway"
 WRIT_BIN="$PWD/target/debug/writ" .venv/bin/python -m pytest -q interop/python
 
 step "interop: oauth4webapi and jose (node) against a running writ and its gateway"

@@ -14,15 +14,18 @@ ADMIN = "interop-admin-token"
 
 
 class Writ:
-    def __init__(self, log="warn", extra=(), listen="127.0.0.1:0"):
+    def __init__(self, log="warn", extra=(), listen="127.0.0.1:0", data_dir=None):
+        # A given data directory outlives this start (for restarts); the
+        # caller removes it.
         self.dir = tempfile.TemporaryDirectory()
+        data_dir = data_dir or self.dir.name
         env = {"PATH": os.environ.get("PATH", ""), "WRIT_LOG": log}
         # Everything writ logs, for tests that look for what must never be logged.
         self.log_path = pathlib.Path(self.dir.name) / "stderr.log"
         self.log_file = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [BIN, "serve", "--dev", "--dev-admin-token", ADMIN,
-             "--data-dir", self.dir.name, "--listen", listen,
+             "--data-dir", data_dir, "--listen", listen,
              "--gateway-listen", "127.0.0.1:0", *extra],
             stdout=subprocess.PIPE, stderr=self.log_file, text=True, env=env,
         )

@@ -96,6 +96,8 @@ pub struct BrokerConfig {
     /// Where detection rules' alerts are posted, signed; `None`: they are
     /// audit records only.
     pub alert_webhook: Option<crate::alert::AlertWebhook>,
+    /// Where every audit record is streamed (see [`crate::sinks`]).
+    pub sinks: Vec<crate::sinks::SinkConfig>,
 }
 
 /// Operators' single sign-on: identity tokens of `issuer` for `client_id`
@@ -188,6 +190,7 @@ impl BrokerConfig {
             console_secure: false,
             console_session_ttl: 60 * 60,
             alert_webhook: None,
+            sinks: Vec::new(),
         }
     }
 

@@ -19,6 +19,7 @@ pub mod oidc;
 pub mod policy_watch;
 pub mod replicas;
 pub mod service;
+pub mod sinks;
 pub mod spiffe;
 pub mod sweeper;
 

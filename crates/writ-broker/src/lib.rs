@@ -53,7 +53,8 @@ pub async fn serve(
         let broker = Arc::clone(&broker);
         tokio::spawn(async move { broker.detection.alerts.run().await })
     };
-    let app = routes::router(broker);
+    let sinks = tokio::spawn(writ_authority::sinks::run(Arc::clone(&broker)));
+    let app = routes::router(Arc::clone(&broker));
     let result = writ_listen::serve(listener, app, limits, shutdown, SHUTDOWN_GRACE).await;
     sweeper.abort();
     reaper.abort();
@@ -63,6 +64,9 @@ pub async fn serve(
     rules.abort();
     releases.abort();
     alerts.abort();
+    sinks.abort();
+    let _ = sinks.await;
+    writ_authority::sinks::release(&broker.sinks).await;
     result
 }
 

@@ -60,6 +60,8 @@ fn routes() -> Vec<(&'static str, String, Duty)> {
         ("GET", "/v1/audit/verify", Audit),
         ("GET", "/v1/audit/checkpoints", Audit),
         ("GET", "/v1/audit/keys", Audit),
+        ("GET", "/v1/sinks", Audit),
+        ("POST", "/v1/sinks/nobody/test", Administer),
         ("GET", "/v1/reports/least-privilege", Audit),
         ("GET", "/v1/reports/evidence", Audit),
         ("GET", "/v1/policies", ReadPolicy),

@@ -67,6 +67,7 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 
 mod gateway;
 mod node;
+mod sinks;
 
 mod options;
 pub use options::{ClientOptions, TlsClientConfig, present_client_certificate, trust_ca_file};

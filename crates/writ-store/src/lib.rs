@@ -12,6 +12,7 @@ mod engine;
 mod error;
 mod model;
 mod postgres;
+mod sinks;
 pub mod sql;
 mod sqlite;
 mod store;
@@ -27,6 +28,7 @@ pub use model::{
     DbLease, Ended, Grant, GrantKind, GrantState, Instance, JoinTokenState, QuarantineOutcome,
     Revoked, SealedTable, SealedValue, StoredKey, StoredSecret, StoredSpiffeKey, TaskEnd,
 };
+pub use sinks::{SinkState, SinkStore};
 
 /// A change another process committed to a shared store, which this one
 /// must pick up: only stores shared by several brokers announce them.
@@ -70,6 +72,7 @@ pub trait Store:
     + RuleStore
     + PolicyStore
     + AuditStore
+    + SinkStore
     + Send
     + Sync
     + 'static
@@ -89,6 +92,7 @@ impl<T> Store for T where
         + RuleStore
         + PolicyStore
         + AuditStore
+        + SinkStore
         + Send
         + Sync
         + 'static
@@ -107,6 +111,6 @@ pub struct LiveCounts {
 pub mod prelude {
     pub use crate::{
         AgentStore, ApprovalStore, AuditStore, BehaviourStore, ClientStore, GatewayStore, KeyStore,
-        LeaseStore, NodeStore, PolicyStore, Store, TaskStore,
+        LeaseStore, NodeStore, PolicyStore, SinkStore, Store, TaskStore,
     };
 }

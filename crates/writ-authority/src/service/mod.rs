@@ -109,6 +109,8 @@ pub struct Broker {
     pub clients: clients::Clients,
     /// Detection rules and their alerts.
     pub detection: crate::detect::Detection,
+    /// Audit sinks: their configuration, cursors and delivery.
+    pub sinks: Arc<crate::sinks::Sinks>,
     /// Operator credentials, single sign-on and console sessions.
     pub operators: operators::Operators,
     /// What the console reads: audit and task searches, activity, details.
@@ -269,6 +271,11 @@ impl Broker {
             clients: clients::Clients::new(&h, &tokens, &gateways),
             detection: crate::detect::Detection::new(crate::alert::Alerts::new(
                 h.config.alert_webhook.clone(),
+            )),
+            sinks: Arc::new(crate::sinks::Sinks::new(
+                h.config.sinks.clone(),
+                Arc::clone(&h.store),
+                Arc::clone(&h.clock),
             )),
             gateways,
             approvals,

@@ -6,6 +6,7 @@ mod clients;
 mod gateway;
 mod nodes;
 mod oauth;
+mod sinks;
 pub(crate) mod sso;
 mod wellknown;
 
@@ -142,6 +143,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
         )
         .route("/v1/revocations", get(admin::revocations))
         .route("/v1/audit", get(admin::audit))
+        .route("/v1/sinks", get(sinks::list))
+        .route("/v1/sinks/{name}/test", post(sinks::test))
         .route("/v1/reports/least-privilege", get(admin::least_privilege))
         .route("/v1/reports/evidence", get(admin::evidence))
         .route("/v1/audit/verify", get(admin::audit_verify))

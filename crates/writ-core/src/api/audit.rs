@@ -58,3 +58,41 @@ pub struct PolicyInfo {
     pub policies: usize,
     pub files: BTreeMap<String, String>,
 }
+
+/// `GET /v1/sinks`: one audit sink and how far behind it is (never its
+/// secret).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkInfo {
+    pub name: String,
+    /// `webhook`, `syslog` or `otlp`.
+    pub kind: String,
+    /// Where records go: a URL without its credentials, or `host:port`.
+    pub target: String,
+    /// The last audit sequence the sink acknowledged.
+    pub cursor: u64,
+    /// The last audit sequence written.
+    pub head: u64,
+    /// Records written but not yet acknowledged.
+    pub lag_records: u64,
+    /// How long ago the oldest unacknowledged record was written, seconds.
+    pub lag_seconds: f64,
+    /// Why the last delivery failed, until one succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The replica delivering to it, while its lease lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+}
+
+/// `POST /v1/sinks/{name}/test`: whether a test event got through.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkTested {
+    pub name: String,
+    pub delivered: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How long the attempt took, milliseconds.
+    pub millis: u64,
+}

@@ -377,4 +377,17 @@ CREATE TABLE approval_holds (
 );
 ALTER TABLE tasks ADD COLUMN exception_uses INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 23: audit sinks. Per sink, the last audit sequence it acknowledged
+    // (records are delivered after it, in order, at least once), which
+    // replica delivers to it while its lease lasts, and its last error.
+    r#"
+CREATE TABLE audit_sinks (
+    name        TEXT PRIMARY KEY,
+    acked       INTEGER NOT NULL,
+    holder      TEXT,
+    lease_until INTEGER NOT NULL,
+    last_error  TEXT,
+    updated_at  INTEGER NOT NULL
+);
+"#,
 ];

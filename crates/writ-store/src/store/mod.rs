@@ -13,6 +13,7 @@ mod leases;
 mod nodes;
 mod policies;
 mod rules;
+mod sinks;
 mod tasks;
 
 use async_trait::async_trait;

@@ -300,6 +300,7 @@ mod join_tokens;
 mod keys;
 mod quarantine;
 mod rules;
+mod sinks;
 mod tamper;
 mod tasks;
 
@@ -314,6 +315,7 @@ pub use join_tokens::*;
 pub use keys::*;
 pub use quarantine::*;
 pub use rules::*;
+pub use sinks::*;
 pub use tamper::*;
 pub use tasks::*;
 
@@ -376,6 +378,9 @@ macro_rules! every_check {
                 rule_counts_fire_once_per_threshold_per_agent,
                 rule_counts_fire_once_under_concurrent_load,
                 rule_state_round_trip,
+                sink_cursor_advances_only_by_its_holder,
+                sink_lease_has_one_holder_under_race,
+                audit_sink_floor_is_the_lowest_unacknowledged,
                 audit_tap_sees_committed_records_and_never_blocks,
                 denials_under_concurrent_load,
                 gateway_refusals_count_once,

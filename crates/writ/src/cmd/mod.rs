@@ -24,6 +24,7 @@ mod policy_cases;
 mod report;
 mod rules;
 mod serve;
+mod sink;
 mod task;
 mod tls;
 mod token;
@@ -199,6 +200,9 @@ pub enum Command {
     /// against one to see what would fire.
     #[command(subcommand)]
     Rules(rules::RulesCmd),
+    /// Audit sinks: list them with their lag, or send a test event.
+    #[command(subcommand)]
+    Sink(sink::SinkCmd),
     /// Reports: documents the broker writes from its audit chain.
     #[command(subcommand)]
     Report(report::ReportCmd),
@@ -251,6 +255,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Policy(c) => policy::run(g, c).await,
         Command::Report(c) => report::run(g, c).await,
         Command::Rules(c) => rules::run(g, c).await,
+        Command::Sink(c) => sink::run(g, c).await,
         Command::Approval(c) => approval::run(g, c).await,
         Command::Gateway(a) => gateway::run(g, a).await,
         Command::Client(c) => client::run(g, c).await,

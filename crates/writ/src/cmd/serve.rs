@@ -18,6 +18,7 @@ use writ_policy::{PolicySet, PolicySource};
 use crate::output::EXIT_OK;
 
 mod args;
+mod sinks;
 mod sso;
 
 use args::FileConfig;
@@ -98,6 +99,7 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     config.operator_sso = sso::operator_sso(&args, &file).await?;
     let console_url = console_settings(&mut config, &args, &file, limits.tls.is_some(), &issuer);
     config.alert_webhook = alert_webhook(&args, &file)?;
+    config.sinks = sinks::sinks(&file.sink)?;
 
     let mut dir = DataDir::new(&data_dir);
     dir.master_key_file = args.master_key_file.take().or(file.master_key_file.take());

@@ -39,6 +39,7 @@ mod operators;
 mod policy;
 mod replicas;
 mod restart;
+mod sinks;
 mod spiffe;
 mod tasks;
 mod tokens;

@@ -13,7 +13,7 @@ use writ_core::api::{AttestRequest, StartTask, TaskStatus};
 use crate::harness::{ADMIN, Broker, Opts, eventually, postgres_database};
 
 /// Two replicas on a fresh database, sharing the master key and issuer.
-fn pair(extra: &[&str]) -> Option<(Broker, Broker, tempfile::TempDir)> {
+pub(crate) fn pair(extra: &[&str]) -> Option<(Broker, Broker, tempfile::TempDir)> {
     let url = postgres_database()?;
     let shared = tempfile::tempdir().unwrap();
     let key = shared.path().join("master.key");

@@ -253,4 +253,7 @@ pub(super) struct FileConfig {
     pub(super) operator_oidc_client_secret_file: Option<PathBuf>,
     /// [default: "openid email profile"]
     pub(super) operator_oidc_scopes: Option<String>,
+    /// Audit sinks, `[[sink]]` tables (see `serve/sinks.rs`).
+    #[serde(default)]
+    pub(super) sink: Vec<super::sinks::SinkFile>,
 }
