@@ -10,7 +10,7 @@ need_wrk
 build
 dir=$(mktemp -d)
 port=18790
-taskset -c 0 target/release/writ serve --dev --dev-admin-token bench-admin --no-gateway --data-dir "$dir" \
+taskset -c 0 target/release/writ serve --dev --dev-admin-token bench-admin "${NO_LIMITS[@]}" --no-gateway --data-dir "$dir" \
   --listen 127.0.0.1:$port --worker-threads 1 >/dev/null 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT

@@ -28,7 +28,7 @@ export WRIT_TOKEN=bench-admin
 # (served by the gateway named $TOOL_GATEWAY, else the embedded one).
 broker() {
   local core=$1 port=$2; shift 2
-  WRIT_LOG=error taskset -c "$core" $w serve --dev --dev-admin-token bench-admin --data-dir "$dir/$port" \
+  WRIT_LOG=error taskset -c "$core" $w serve --dev --dev-admin-token bench-admin "${NO_LIMITS[@]}" --data-dir "$dir/$port" \
     --listen 127.0.0.1:$port --worker-threads 1 "$@" >/dev/null 2>&1 &
   pids+=($!)
   wait_for http://127.0.0.1:$port/healthz
@@ -69,7 +69,7 @@ taskset -c 1 target/release/propagation http://127.0.0.1:18790 http://127.0.0.1:
 
 TOOL_GATEWAY=edge broker 1 18890 --no-gateway
 gtok=$($w gateway register edge --field token | tr -d '"')
-WRIT_LOG=error WRIT_GATEWAY_TOKEN=$gtok taskset -c 0 $w gateway --broker http://127.0.0.1:18890 \
+WRIT_LOG=error WRIT_GATEWAY_TOKEN=$gtok taskset -c 0 $w gateway "${NO_LIMITS[@]}" --broker http://127.0.0.1:18890 \
   --listen 127.0.0.1:18891 --spool-dir "$dir/spool" >/dev/null 2>&1 &
 pids+=($!)
 token http://127.0.0.1:18891

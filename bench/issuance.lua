@@ -1,6 +1,7 @@
 -- wrk script for bench/issuance.sh: one issuance request, chosen by
--- ISSUE (oidc | oidc-introspect | task | exchange | introspect), and a
--- markdown row.
+-- ISSUE (oidc | oidc-introspect | task | task-dpop | exchange | introspect),
+-- and a markdown row. task-dpop sends each request with the next proof of
+-- the file DPOP_PROOFS (made ahead by `proofs make`, one per line).
 local kind = os.getenv("ISSUE") or "task"
 wrk.method = "POST"
 if kind == "oidc" then
@@ -16,6 +17,21 @@ elseif kind == "task" then
   wrk.headers["Authorization"] = "Bearer " .. os.getenv("WRIT_INSTANCE_TOKEN")
   wrk.headers["Content-Type"] = "application/json"
   wrk.body = '{"intent":"issuance bench","capabilities":[{"tool":"tickets","scopes":["read"]}]}'
+elseif kind == "task-dpop" then
+  wrk.headers["Authorization"] = "DPoP " .. os.getenv("WRIT_INSTANCE_TOKEN")
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.body = '{"intent":"issuance bench","capabilities":[{"tool":"tickets","scopes":["read"]}]}'
+  local proofs, n = {}, 0
+  for line in io.lines(os.getenv("DPOP_PROOFS")) do
+    n = n + 1
+    proofs[n] = line
+  end
+  local i = 0
+  request = function()
+    i = i % n + 1
+    wrk.headers["DPoP"] = proofs[i]
+    return wrk.format()
+  end
 elseif kind == "exchange" then
   wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
   wrk.body = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange"

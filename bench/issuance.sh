@@ -7,7 +7,11 @@
 #  - node oidc-provider 9: client credentials, one confidential client
 #    (client_secret_basic), JWT access tokens, Ed25519 and ES256;
 #  - writ: task-token issuance (Cedar decision, task and grant records and
-#    their audit records committed durably before the answer), token
+#    their audit records committed durably before the answer), with a
+#    Bearer instance token and with a DPoP-bound one (a fresh proof per
+#    request, made ahead by `proofs make` so the client's signing is not
+#    counted: every proof is verified, its key matched to the token's
+#    `cnf.jkt`, its `ath` checked and its `jti` remembered), token
 #    exchange (a tool token for a task token, recorded), introspection
 #    (beside oidc-provider's introspection of an opaque token);
 #  - the raw signature rate of aws-lc-rs on one thread (the ceiling).
@@ -85,7 +89,7 @@ ISSUE=oidc-introspect measure "oidc-provider 9: introspection (opaque token, in-
 stop_peer
 
 port=18790
-WRIT_LOG=error taskset -c 0 $w serve --dev --dev-admin-token bench-admin --no-gateway --data-dir "$dir/writ" \
+WRIT_LOG=error taskset -c 0 $w serve --dev --dev-admin-token bench-admin "${NO_LIMITS[@]}" --no-gateway --data-dir "$dir/writ" \
   --listen 127.0.0.1:$port --worker-threads 1 >/dev/null 2>&1 &
 writ_pid=$!
 pids+=("$writ_pid")
@@ -99,6 +103,25 @@ checks+=("writ task token: $(.venv/bin/python bench/verify_token.py "$WRIT_ADDR/
 ISSUE=task measure "writ: task token (decision + durable audit), EdDSA" "$WRIT_ADDR/v1/tasks" "$writ_pid"
 ISSUE=exchange measure "writ: token exchange (recorded), EdDSA" "$WRIT_ADDR/oauth2/token" "$writ_pid"
 ISSUE=introspect measure "writ: introspection" "$WRIT_ADDR/oauth2/introspect" "$writ_pid"
+# Task issuance with a DPoP-bound instance token, last (the task the rows
+# above use lives by its lease, and making proofs takes time). Proofs are
+# made for each wrk run just before it (each is good for a minute), more
+# than the run can use.
+target/release/proofs keygen "$dir/dpop.pem"
+jt=$($w agent join-token demo-agent --field join_token | tr -d '"')
+dpop_instance=$($w --dpop-key "$dir/dpop.pem" attest demo-agent --join-token "$jt" --field access_token | tr -d '"')
+proofs() { # COUNT: a file of COUNT fresh proofs for POST /v1/tasks
+  taskset -c 1 target/release/proofs make "$dir/dpop.pem" POST "$WRIT_ADDR/v1/tasks" "$dpop_instance" "$1" > "$dir/proofs"
+}
+proofs 40000
+WRIT_INSTANCE_TOKEN=$dpop_instance ISSUE=task-dpop DPOP_PROOFS="$dir/proofs" \
+  taskset -c 1 wrk -t1 -c32 -d3s -s bench/issuance.lua "$WRIT_ADDR/v1/tasks" >/dev/null
+proofs 300000
+WRIT_INSTANCE_TOKEN=$dpop_instance ISSUE=task-dpop DPOP_PROOFS="$dir/proofs" \
+  row "writ: task token, DPoP-bound (a fresh proof per request), EdDSA" "$WRIT_ADDR/v1/tasks" "$writ_pid" 32 15s
+proofs 60000
+WRIT_INSTANCE_TOKEN=$dpop_instance ISSUE=task-dpop DPOP_PROOFS="$dir/proofs" \
+  row "writ: task token, DPoP-bound (a fresh proof per request), EdDSA" "$WRIT_ADDR/v1/tasks" "$writ_pid" 1 5s
 echo
 taskset -c 0 target/release/signrate 1
 echo

@@ -25,7 +25,7 @@ uport=18699
 target/release/upstream 127.0.0.1:$uport >/dev/null &
 pids+=($!)
 bport=18690
-WRIT_LOG=error $w serve --dev --dev-admin-token bench-admin --no-gateway --data-dir "$dir/broker" \
+WRIT_LOG=error $w serve --dev --dev-admin-token bench-admin "${NO_LIMITS[@]}" --no-gateway --data-dir "$dir/broker" \
   --listen 127.0.0.1:$bport --lease-ttl 3600 >/dev/null 2>&1 &
 broker_pid=$!
 pids+=("$broker_pid")
@@ -36,7 +36,7 @@ $w tool register bench --audience https://bench.example --scope read --upstream 
 echo -n "bench-upstream-secret" | $w tool secret set bench --header X-Api-Key >/dev/null
 gtok=$($w gateway register edge --field token | tr -d '"')
 gport=18691
-WRIT_LOG=error WRIT_GATEWAY_TOKEN=$gtok $w gateway --broker http://127.0.0.1:$bport \
+WRIT_LOG=error WRIT_GATEWAY_TOKEN=$gtok $w gateway "${NO_LIMITS[@]}" --broker http://127.0.0.1:$bport \
   --listen 127.0.0.1:$gport --spool-dir "$dir/spool" >/dev/null 2>&1 &
 gateway_pid=$!
 pids+=("$gateway_pid")

@@ -38,13 +38,12 @@ wait_for http://127.0.0.1:$sink/count
 
 # broker NAME PORT [serve args...]: a dev broker on core 0, the bench tool
 # behind its gateway (PORT+1), and an instance, task and tool token for it
-# in NAME_instance, NAME_tool. The per-credential and per-client rate
-# limits are lifted: one token is used for every request of a run.
+# in NAME_instance, NAME_tool. The rate limits are lifted (NO_LIMITS).
 broker() {
   local name=$1 bp=$2; shift 2
   WRIT_LOG=error taskset -c 0 $w serve --dev --dev-admin-token bench-admin --data-dir "$dir/$name" \
     --listen 127.0.0.1:$bp --gateway-listen 127.0.0.1:$((bp + 1)) --worker-threads 1 \
-    --limit-credential-per-minute 1000000000 --limit-client-per-minute 1000000000 "$@" >/dev/null 2>&1 &
+    "${NO_LIMITS[@]}" "$@" >/dev/null 2>&1 &
   pids+=($!)
   wait_for http://127.0.0.1:$bp/healthz
   export WRIT_ADDR=http://127.0.0.1:$bp

@@ -13,11 +13,16 @@
 #     directly, and revocation propagation (bench/gateway.sh);
 #  5. memory for 100k and 1M live tokens in the broker and a gateway
 #     (bench/memory.sh);
-#  6. what metrics and traces cost on issuance and at the gateway
+#  6. revocation reaching 1, 10 and 100 gateways (bench/fanout.sh);
+#  7. issuance on PostgreSQL with 1, 2 and 3 replicas beside SQLite
+#     (bench/replicas.sh);
+#  8. what metrics and traces cost on issuance and at the gateway
 #     (bench/overhead.sh);
-#  7. bytes on disk per issued token and audit record (bench/storage.sh),
+#  9. bytes on disk per issued token and audit record (bench/storage.sh),
 #     and a soak at 1,000 tasks a minute with pruning and audit retention
-#     on (bench/soak.sh; ${SOAK_SECS:-120} s here, one hour for BENCHMARKS.md).
+#     on (bench/soak.sh; SOAK_SECS, 120 s by default; one hour for
+#     BENCHMARKS.md);
+# and, first in the output, the six targets at a glance (bench/summary.py).
 # Progress goes to stderr; BENCHMARKS.md keeps the latest output with the
 # prose that reads it.
 set -euo pipefail
@@ -46,6 +51,30 @@ policy_bench=$(CARGO_PROFILE_RELEASE_DEBUG=false cargo build --release -q -p wri
 export WRIT_BENCH_BUILT=1
 wait "$installs" || { echo "bench/run.sh: installing oidc-provider or cryptography failed" >&2; exit 1; }
 
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+# section NAME TITLE COMMAND...: runs one section into $out/NAME.md.
+section() {
+  local name=$1 title=$2; shift 2
+  say "$title"
+  { echo "## $title"; echo; "$@"; echo; } > "$out/$name.md"
+}
+policy_section() {
+  "$policy_bench" --bench --warm-up-time 1 --measurement-time 3 2>/dev/null \
+    | awk '/^policy_decision/ && !fence {print "\n```"; fence = 1} {print} END {if (fence) print "```"}'
+}
+
+section policy "Policy decisions, in process" policy_section
+section authzen "AuthZEN decisions over HTTP" bench/authzen.sh
+section issuance "Token issuance side by side" bench/issuance.sh
+section gateway "Gateway: added latency and throughput, revocation propagation" bench/gateway.sh
+section fanout "Revocation reaching 100 gateways" bench/fanout.sh
+section replicas "Issuance on PostgreSQL with replicas" bench/replicas.sh
+section storage "Storage: bytes on disk per token and audit record" bench/storage.sh
+section soak "Soak: 1,000 tasks a minute with pruning and audit retention" bench/soak.sh "${SOAK_SECS:-120}"
+section memory "Memory for live tokens" bench/memory.sh
+section overhead "Telemetry overhead: metrics and traces" bench/overhead.sh
+
 echo "# writ benchmarks"
 echo
 echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), \
@@ -53,51 +82,13 @@ $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), \
 $(. /etc/os-release && echo "$PRETTY_NAME"), $(rustc --version | cut -d' ' -f1-2), \
 node $(node --version). Run on $(date -u +%Y-%m-%d)."
 echo
-
-say "policy decisions"
-echo "## Policy decisions, in process"
+echo "## The targets at a glance"
 echo
-"$policy_bench" --bench --warm-up-time 1 --measurement-time 3 2>/dev/null \
-  | awk '/^policy_decision/ && !fence {print "\n```"; fence = 1} {print} END {if (fence) print "```"}'
+python3 bench/summary.py "$out"
 echo
-
-say "AuthZEN"
-echo "## AuthZEN decisions over HTTP"
-echo
-bench/authzen.sh
-echo
-
-say "issuance"
-echo "## Token issuance side by side"
-echo
-bench/issuance.sh
-echo
-
-say "gateway"
-echo "## Gateway: added latency and throughput, revocation propagation"
-echo
-bench/gateway.sh
-echo
-
-say "memory"
-echo "## Memory for live tokens"
-echo
-bench/memory.sh
-echo
-
-say "telemetry overhead"
-echo "## Telemetry overhead: metrics and traces"
-echo
-bench/overhead.sh
-echo
-
-say "storage"
-echo "## Storage: bytes per token and record, and a soak"
-echo
-bench/storage.sh
-echo
-bench/soak.sh "${SOAK_SECS:-120}"
-echo
+for s in policy authzen issuance gateway fanout replicas storage soak memory overhead; do
+  if [ -f "$out/$s.md" ]; then cat "$out/$s.md"; fi
+done
 
 echo "The whole run took $(( $(date +%s) - start )) s (\`bench/run.sh\`)."
 say "done"

@@ -46,4 +46,8 @@ for label, t in (("issued token (grants row + indexes)", "grants"),
     rows = d(t, "rows")
     print("| %s | %d | %s |" % (label, rows, ("%.0f" % (d(t, "bytes") / rows)) if rows else "-"))
 print("| whole database per task (pages in use) | %d | %.0f |" % (n, d("_file", "used") / n))
+per = lambda t: d(t, "bytes") / max(d(t, "rows"), 1)
+print()
+print("<!-- summary: %.0f B per issued token, %.0f B per audit record, %.1f KiB per task kept (SQLite); see the soak for what retention keeps -->"
+      % (per("grants"), per("audit"), d("_file", "used") / n / 1024))
 PY

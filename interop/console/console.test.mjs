@@ -49,6 +49,27 @@ permit (principal, action == Action::"CallTool", resource)
 when { ["GET", "HEAD"].contains(context.request.method) && context.scopes.contains("read") };
 `
 
+// The policy directory's test cases, which the broker runs on the live
+// and the shadow set (`writ policy test` reads the same file).
+const TESTS = `
+[[case]]
+name = "a read is allowed"
+agent = { name = "plotter" }
+tool = { name = "tickets", scopes = ["read", "write", "delete"] }
+scopes = ["read"]
+expect = "allow"
+expect_policies = ["reads"]
+
+[[case]]
+name = "a delete is refused"
+agent = { name = "plotter" }
+tool = { name = "tickets", scopes = ["read", "write", "delete"] }
+scopes = ["delete"]
+on_behalf_of = "user:alice"
+expect = "deny"
+expect_policies = ["no-deletes"]
+`
+
 let writ
 let browser
 const problems = [] // CSP violations and script errors, in any page
@@ -58,6 +79,7 @@ async function startWrit () {
   const policies = join(dir, 'policies')
   mkdirSync(policies)
   writeFileSync(join(policies, 'p.cedar'), POLICIES)
+  writeFileSync(join(policies, 'tests.toml'), TESTS)
   const proc = spawn(BIN, ['serve', '--dev', '--dev-admin-token', ADMIN, '--data-dir', join(dir, 'data'),
     '--policy-dir', policies, '--listen', '127.0.0.1:0', '--gateway-listen', '127.0.0.1:0'],
   { stdio: ['ignore', 'pipe', 'ignore'], env: { PATH: process.env.PATH, WRIT_LOG: 'warn' } })
@@ -365,6 +387,8 @@ test('the overview plots decisions per minute and denials by policy', async () =
   const gw = admin.locator('#gateways tbody tr', { hasText: 'embedded' })
   await gw.waitFor()
   assert.match(await gw.textContent(), /up to date/)
+  assert.match(await gw.locator('td').nth(4).textContent(), /^0\.0 s$/)
+  assert.match(await admin.locator('#revocation-lag').textContent(), /^\d+\.\d s$/)
   const label = await admin.locator('#decisions').getAttribute('aria-label')
   assert.match(label, /[1-9]\d* allowed, [1-9]\d* denied/)
   await shot(admin, 'overview-activity')
@@ -401,6 +425,20 @@ test('policies: the live set, versions with their diff, the shadow set and its d
   assert.match(await admin.locator('#disagreements tbody tr', { hasText: 'plotter' }).first().textContent(), /policy_shadow.*would deny/)
   assert.equal(await admin.locator('#disagreements tbody tr').count(), 1, 'only the disagreement, not the shadow set being installed')
   await admin.locator('summary', { hasText: 'shadow: p.cedar' }).waitFor()
+  // The directory's test cases, run on both sets: the live set passes
+  // them; the shadow set fails the read, saying why.
+  const liveTests = admin.locator('#policy-tests table[aria-label="Policy tests on the live set"]')
+  await liveTests.waitFor()
+  assert.match(await admin.locator('#policy-tests section[aria-label="Live set tests"] h3').textContent(), /2 passed, 0 failed/)
+  assert.match(await liveTests.locator('tbody tr', { hasText: 'a read is allowed' }).textContent(), /pass\s*allow/)
+  const shadowTests = admin.locator('#policy-tests table[aria-label="Policy tests on the shadow set"]')
+  await shadowTests.waitFor()
+  assert.match(await admin.locator('#policy-tests section[aria-label="Shadow set tests"] h3').textContent(), /1 passed, 1 failed/)
+  const failedRead = await shadowTests.locator('tbody tr', { hasText: 'a read is allowed' }).textContent()
+  assert.match(failedRead, /FAIL/)
+  assert.match(failedRead, /expected: allow/)
+  assert.match(failedRead, /actual: +deny/)
+  assert.match(await shadowTests.locator('tbody tr', { hasText: 'a delete is refused' }).textContent(), /pass/)
   assert.match(await admin.locator('#policy-tests').textContent(), /writ policy test/)
   await shot(admin, 'policies')
   const cleared = await call('DELETE', '/v1/policies/shadow', ADMIN)

@@ -148,6 +148,15 @@ test(`every page renders within a second on ${TASKS} tasks and ${RECORDS} audit 
   await open(page, 'reports')
   await open(page, 'overview', () => page.locator('#decisions').waitFor())
   await page.screenshot({ path: join(SHOTS, 'fleet-overview.png'), fullPage: true })
+  // The plot counts every record of its half hour, grouped by the store,
+  // not the newest 50,000: of the 100,000 seeded over the half hour, a
+  // fifth are denials and two fifths allowed decisions (a minute or two of
+  // the oldest may have left the window since).
+  const label = await page.locator('#decisions').getAttribute('aria-label')
+  const [allowed, denied] = label.match(/(\d+) allowed, (\d+) denied/).slice(1).map(Number)
+  assert.ok(denied > RECORDS / 5 * 0.6 && denied <= RECORDS / 5, label)
+  assert.ok(allowed > RECORDS * 2 / 5 * 0.6 && allowed <= RECORDS * 2 / 5 + 100, label)
+  assert.match(await page.locator('main table[aria-label="Denials by policy"] tr', { hasText: 'no-deletes' }).textContent(), new RegExp(String(denied)))
 
   // A filtered search that must read far back: tasks of one person.
   const t0 = Date.now()

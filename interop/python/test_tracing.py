@@ -271,3 +271,37 @@ def test_a_hostile_traceparent_costs_nothing_and_starts_a_new_trace(collector, r
             assert len(seen.get("tracestate", "")) <= 512 and "baggage" not in seen
     finally:
         writ.stop()
+
+
+def test_a_sample_ratio_of_zero_still_follows_a_sampled_traceparent(collector, recorder):
+    """`--otlp-sample-ratio 0`: no trace that starts at writ is exported,
+    but an agent's sampled trace is (parent-based sampling)."""
+    writ = Writ(extra=["--otlp-endpoint", collector, "--otlp-sample-ratio", "0"])
+    try:
+        token = crm(writ, recorder)
+        trace_id, agent_span = secrets.token_hex(16), secrets.token_hex(8)
+        r = requests.get(writ.gw("/crm/sampled"), headers={
+            "Authorization": f"Bearer {token}", "traceparent": f"00-{trace_id}-{agent_span}-01"})
+        assert r.status_code == 200, r.text
+        n = len(Recorder.seen)
+        r = requests.get(writ.gw("/crm/unsampled"), headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        m = TRACEPARENT.match(Recorder.seen[n]["headers"]["traceparent"])
+        assert m and m.group(3) == "00", "a trace started here is not sampled"
+        own_trace = m.group(1)
+    finally:
+        writ.proc.terminate()
+        writ.proc.wait(15)
+    followed = spans_of(trace_id, at_least=2)
+    assert any(s["attrs"].get("http.route") == "/{tool}" and s["parent"] == agent_span for s in followed), followed
+    assert [s for s in Collector.spans if s["trace_id"] == own_trace] == []
+    writ.log_file.close()
+    writ.dir.cleanup()
+
+
+def test_a_bad_sample_ratio_is_refused_clearly():
+    for bad in ["1.5", "-1", "often"]:
+        out = subprocess.run([BIN, "serve", "--dev", "--otlp-sample-ratio", bad],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode != 0
+        assert "from 0.0 to 1.0" in out.stderr, out.stderr

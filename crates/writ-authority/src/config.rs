@@ -47,6 +47,10 @@ pub struct BrokerConfig {
     /// [`BrokerConfig::policy_poll`].
     pub policy_dir: Option<std::path::PathBuf>,
     pub policy_poll: Duration,
+    /// Policy test cases (a `tests.toml`'s text) run on the live and
+    /// shadow sets when there is no policy directory (`--dev`'s examples);
+    /// with one, its `tests.toml` is.
+    pub policy_tests: Option<String>,
     /// How long an approval request waits for a person (seconds).
     pub approval_ttl: i64,
     /// The longest lifetime an approved exception may have (seconds).
@@ -184,6 +188,7 @@ impl BrokerConfig {
             metrics_public: false,
             policy_dir: None,
             policy_poll: Duration::from_millis(500),
+            policy_tests: None,
             approval_ttl: 15 * 60,
             max_exception_ttl: 7 * 24 * 60 * 60,
             propagation_wait: Duration::from_secs(2),

@@ -24,6 +24,9 @@ pub async fn run(broker: Arc<Broker>) {
     let mut rules_seen: Option<String> = None;
     loop {
         tick.tick().await;
+        // The directory's test cases on the sets now deciding (run again
+        // only when the sets or the cases changed since).
+        broker.policy_tests.results().await;
         rules(&broker, &dir, &origin, &mut rules_seen).await;
         let read = {
             let dir = dir.clone();

@@ -16,6 +16,25 @@ const KINDS = ['bootstrap', 'admin_token_create', 'admin_token_revoke', 'admin_t
   'policy_load', 'tool_secret_set', 'gateway_register', 'tool_call', 'credential_issue', 'credential_revoke',
   'node', 'svid_issue'];
 
+/** The policy directory's test cases as the live and shadow sets decide them. */
+function testResults(r) {
+  const hint = h('p', { class: 'hint' }, 'Each case is a request and the decision it must get; run them offline with ',
+    h('code', {}, 'writ policy test tests.toml'), ' before pushing a set.');
+  if (!r.file) return [h('p', {}, 'The policy directory has no tests.toml.'), hint];
+  if (r.error) return [h('p', { class: 'error' }, `The cases in ${r.file} cannot be read: ${r.error}`), hint];
+  const one = (label, s) => h('section', { class: 'test-set', 'aria-label': `${label} set tests` },
+    h('h3', {}, `${label} set `, h('code', {}, s.version), ': ',
+      h('span', { class: s.failed ? 'bad' : 'ok' }, `${s.passed} passed, ${s.failed} failed`)),
+    table([
+      ['Case', (c) => c.name],
+      ['Result', (c) => h('span', { class: c.passed ? 'ok' : 'bad' }, c.passed ? 'pass' : 'FAIL')],
+      ['Decision', (c) => c.verdict ?? ''],
+      ['Why it failed', (c) => (c.failures.length ? h('pre', { class: 'detail' }, c.failures.join('\n')) : '')],
+    ], s.cases, `Policy tests on the ${label.toLowerCase()} set`));
+  return [h('p', {}, `Cases from ${r.file}, run ${when(r.ran_at)}.`),
+    one('Live', r.live), r.shadow ? one('Shadow', r.shadow) : null, hint];
+}
+
 /** A button that runs `f`, reporting the outcome in the status line. */
 function action(label, f, ctx, attrs = {}) {
   const b = h('button', { type: 'button', ...attrs }, label);
@@ -79,7 +98,8 @@ export const pages = {
           card('Live tasks', o.live_tasks, 'live-tasks'),
           card('Live grants', o.live_grants, 'live-grants'),
           card('Pending approvals', o.pending_approvals, 'pending-approvals'),
-          card('Audit records', o.head, 'audit-head'));
+          card('Audit records', o.head, 'audit-head'),
+          card('Revocation lag', `${(Math.max(0, ...o.gateways.followers.map((f) => f.lag_ms)) / 1000).toFixed(1)} s`, 'revocation-lag'));
         put(gateways, gatewayTable(o.gateways));
         if (o.activity) {
           put(plot, activityPlot(o.activity));
@@ -368,14 +388,12 @@ export const pages = {
       const diff = h('div', { id: 'policy-diff' });
       const shadow = h('div', { id: 'shadow' });
       const disagreements = h('div', { id: 'disagreements' });
+      const tests = h('div', { id: 'policy-tests' });
       put(main, h('h1', {}, 'Policies'), live,
         h('h2', {}, 'Versions'), history, diff,
         h('h2', {}, 'Shadow set'), shadow,
         h('h2', {}, 'Shadow disagreements'), disagreements,
-        h('h2', {}, 'Policy tests'),
-        h('p', { id: 'policy-tests' }, 'The broker holds no test cases: run them with ',
-          h('code', {}, 'writ policy test examples/policies/tests.toml'),
-          ' (each case is a request and the decision it must get) before pushing a set.'));
+        h('h2', {}, 'Policy tests'), tests);
       let shownDiff = null;
       const showDiff = async (v, prev) => {
         shownDiff = [v, prev];
@@ -424,6 +442,7 @@ export const pages = {
         } else {
           put(disagreements, h('p', { class: 'muted' }, 'Disagreements are read from the audit, which your role does not read.'));
         }
+        put(tests, testResults(await get('/ui/api/policies/tests')));
         if (shownDiff) await showDiff(...shownDiff);
       };
       return refresh;
@@ -515,6 +534,7 @@ function gatewayTable(g) {
     ['Process', (f) => f.process || '(unnamed)'],
     ['Holds', (f) => String(f.held)],
     ['Behind', (f) => h('span', { class: f.behind ? 'bad' : 'ok', id: `lag-${f.gateway}` }, f.behind ? `${f.behind} revocations` : 'up to date')],
+    ['Lag', (f) => h('span', { class: f.behind ? 'bad' : 'ok', title: 'how long the oldest revocation it does not hold has been out' }, `${(f.lag_ms / 1000).toFixed(1)} s`)],
     ['Last seen', (f) => f.polling ? 'polling now' : `${Math.round(f.seen_ms_ago / 1000)} s ago`],
   ], g.followers, 'Gateways'), note];
 }

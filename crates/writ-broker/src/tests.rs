@@ -309,3 +309,47 @@ async fn a_lapsed_lease_kills_tokens_before_any_sweep() {
     );
     assert!(b.tasks.heartbeat(&inst, &t.task_id).await.is_err());
 }
+
+/// The console's revocation lag: how long the oldest revocation a gateway
+/// does not hold has been out, by the broker's clock; none once it holds
+/// them all.
+#[tokio::test]
+async fn a_gateway_s_revocation_lag_is_the_age_of_the_oldest_revocation_it_lacks() {
+    let f = fixture().await;
+    let b = &f.broker;
+    let (_, inst) = instance(b).await;
+    let _task = b
+        .tasks
+        .start(&inst, read_task(None))
+        .await
+        .unwrap()
+        .into_token()
+        .unwrap();
+    let head = b.store.revocation_head().await.unwrap();
+    b.revocations
+        .page(Some(("edge", "p1")), head, Duration::ZERO)
+        .await
+        .unwrap();
+    let lag = |g: crate::service::feed::FeedFollowers| {
+        let f = g.followers.iter().find(|f| f.gateway == "edge").unwrap();
+        (f.behind, f.lag_ms)
+    };
+    assert_eq!(lag(b.revocations.followers(b.now()).await.unwrap()), (0, 0));
+
+    // The task's lease lapses and the sweeper revokes its tokens; the
+    // gateway does not come back for them.
+    f.clock.advance(Duration::from_secs(130));
+    assert_eq!(crate::sweeper::sweep_once(b).await, 1);
+    f.clock.advance(Duration::from_millis(7_250));
+    let (behind, ms) = lag(b.revocations.followers(b.now()).await.unwrap());
+    assert!(behind > 0);
+    assert_eq!(ms, 7_250);
+
+    // It takes them: no lag.
+    let head = b.store.revocation_head().await.unwrap();
+    b.revocations
+        .page(Some(("edge", "p1")), head, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(lag(b.revocations.followers(b.now()).await.unwrap()), (0, 0));
+}

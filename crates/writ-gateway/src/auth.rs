@@ -5,10 +5,12 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, Method, header};
 use writ_core::api::{Agent, Tool};
+use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::dpop::{self, ReplayCache, ReplayError};
 use writ_core::token::{self, AccessClaims, TokenError};
 
 use crate::error::GatewayError;
+use crate::spool::Spool;
 use crate::state::{Bundle, View};
 
 /// Most DPoP proofs remembered at once.
@@ -63,6 +65,7 @@ pub async fn authenticate(
     method: &Method,
     path: &str,
     headers: &HeaderMap,
+    spool: &Spool,
 ) -> Result<Caller, GatewayError> {
     let name = tool.name.as_str();
     let authz = headers
@@ -129,7 +132,7 @@ pub async fn authenticate(
             "only task-scoped tool tokens are accepted",
         ));
     }
-    check_binding(
+    if let Err(refused) = check_binding(
         view,
         replay,
         name,
@@ -141,7 +144,24 @@ pub async fn authenticate(
             path,
             headers,
         },
-    )?;
+    ) {
+        // The token is real, so this is its holder (or its thief) trying
+        // it without its key: a record the broker's rules see, as the
+        // broker records its own (`token_refused`, with how).
+        if let Some(binding) = refused.binding {
+            spool.push(refusal_record(
+                view,
+                bundle,
+                tool,
+                &claims,
+                method,
+                path,
+                binding,
+                &refused.error,
+            ));
+        }
+        return Err(refused.error);
+    }
     if view.is_revoked(&claims.jti) {
         return Err(unauthorized(
             view,
@@ -161,6 +181,25 @@ struct Presented<'a> {
     headers: &'a HeaderMap,
 }
 
+/// A token refused for how it was presented: the error to answer with,
+/// and how it was presented wrong (as the broker names it in its
+/// `token_refused` records), `None` when the refusal says nothing of the
+/// caller (the replay cache is full).
+struct Refused {
+    error: GatewayError,
+    binding: Option<&'static str>,
+}
+
+/// How a presentation was wrong: `replay` (a proof used before),
+/// `wrong_key` (a proof by another key than the token's), `proof_missing`,
+/// `bad_proof` (any other fault of the proof), `wrong_scheme`.
+fn refused(binding: &'static str) -> impl FnOnce(GatewayError) -> Refused {
+    move |error| Refused {
+        error,
+        binding: Some(binding),
+    }
+}
+
 /// A bound token comes with a fresh proof of its key (once only), an
 /// unbound one as Bearer: RFC 9449 §7.1.
 fn check_binding(
@@ -170,7 +209,7 @@ fn check_binding(
     claims: &AccessClaims,
     dpop_scheme: bool,
     p: Presented<'_>,
-) -> Result<(), GatewayError> {
+) -> Result<(), Refused> {
     let Presented {
         token: tok,
         method,
@@ -185,14 +224,15 @@ fn check_binding(
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| {
                     unauthorized(view, name, Some("invalid_dpop_proof"), "missing DPoP proof")
-                })?;
+                })
+                .map_err(refused("proof_missing"))?;
             if headers.get_all("dpop").iter().count() > 1 {
-                return Err(unauthorized(
+                return Err(refused("bad_proof")(unauthorized(
                     view,
                     name,
                     Some("invalid_dpop_proof"),
                     "more than one DPoP proof",
-                ));
+                )));
             }
             let url = format!("{}{}", view.cfg.public_url.trim_end_matches('/'), path);
             let expected = dpop::Expected {
@@ -201,56 +241,104 @@ fn check_binding(
                 access_token: Some(tok),
                 now,
             };
-            let v = dpop::verify_proof(proof, &expected)
-                .map_err(|e| unauthorized(view, name, Some("invalid_dpop_proof"), e.to_string()))?;
+            let v = dpop::verify_proof(proof, &expected).map_err(|e| {
+                refused("bad_proof")(unauthorized(
+                    view,
+                    name,
+                    Some("invalid_dpop_proof"),
+                    e.to_string(),
+                ))
+            })?;
             if v.jkt != cnf.jkt {
-                return Err(unauthorized(
+                return Err(refused("wrong_key")(unauthorized(
                     view,
                     name,
                     Some("invalid_dpop_proof"),
                     "DPoP proof is signed by another key than the token is bound to",
-                ));
+                )));
             }
+            let unavailable = |why: &str| Refused {
+                error: GatewayError::Unavailable(why.into()),
+                binding: None,
+            };
             let mut cache = replay
                 .0
                 .lock()
-                .map_err(|_| GatewayError::Unavailable("replay cache lock poisoned".into()))?;
+                .map_err(|_| unavailable("replay cache lock poisoned"))?;
             match cache.insert(&v.jti_hash, now) {
                 Ok(()) => {}
                 Err(ReplayError::Replay) => {
-                    return Err(unauthorized(
+                    return Err(refused("replay")(unauthorized(
                         view,
                         name,
                         Some("invalid_dpop_proof"),
                         "DPoP proof was already used",
-                    ));
+                    )));
                 }
-                Err(ReplayError::Full) => {
-                    return Err(GatewayError::Unavailable(
-                        "DPoP replay cache is full".into(),
-                    ));
-                }
+                Err(ReplayError::Full) => return Err(unavailable("DPoP replay cache is full")),
             }
         }
         (Some(_), false) => {
-            return Err(unauthorized(
+            return Err(refused("wrong_scheme")(unauthorized(
                 view,
                 name,
                 Some("invalid_token"),
                 "token is DPoP-bound: present it with the DPoP scheme and a proof",
-            ));
+            )));
         }
         (None, true) => {
-            return Err(unauthorized(
+            return Err(refused("wrong_scheme")(unauthorized(
                 view,
                 name,
                 Some("invalid_token"),
                 "token is not DPoP-bound: present it as Bearer",
-            ));
+            )));
         }
         (None, false) => {}
     }
     Ok(())
+}
+
+/// The `token_refused` record of a real token for `tool` presented the
+/// wrong way (`binding` says how), charged to the agent acting with it
+/// (a thief's tries count against the agent whose token was stolen) and
+/// naming its instance, task and human, as the broker checks before it
+/// records it.
+#[allow(clippy::too_many_arguments, reason = "one refusal's context")]
+fn refusal_record(
+    view: &View,
+    bundle: &Bundle,
+    tool: &Tool,
+    claims: &AccessClaims,
+    method: &Method,
+    path: &str,
+    binding: &'static str,
+    error: &GatewayError,
+) -> AuditEvent {
+    let acting = claims.act.as_ref().map_or(&claims.sub, |a| &a.sub);
+    let reason = match error {
+        GatewayError::Unauthorized { detail, .. } => detail.clone(),
+        other => other.to_string(),
+    };
+    let mut event = AuditEvent::new(AuditKind::TokenRefused, Outcome::Deny, "gateway")
+        .instance(&claims.client_id)
+        .jti(&claims.jti)
+        .on_behalf_of(claims.obo.as_ref())
+        .reason(reason)
+        .detail(serde_json::json!({
+            "tool": tool.name,
+            "method": method.as_str(),
+            "path": crate::decide::capped(path),
+            "binding": binding,
+            "decided_at": view.now().millis(),
+        }));
+    if let Some(agent) = bundle.agents_by_spiffe.get(acting.as_str()) {
+        event = event.agent(&agent.name);
+    }
+    if let Some(t) = &claims.task {
+        event = event.task(t);
+    }
+    event
 }
 
 /// The caller a verified tool token names: the agent acting now (the

@@ -257,16 +257,7 @@ impl Gateway {
             .collect();
         // What the agent chose (path, tool name) is capped: a record stays
         // small whatever the request was.
-        let cap = |s: &str| -> String {
-            if s.len() <= MAX_RECORDED {
-                return s.to_owned();
-            }
-            let mut end = MAX_RECORDED;
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            format!("{}…", s.get(..end).unwrap_or_default())
-        };
+        let cap = capped;
         let mut event = AuditEvent::new(AuditKind::ToolCall, outcome, "gateway")
             .agent(&caller.agent.name)
             .instance(&caller.claims.client_id)
@@ -309,6 +300,19 @@ impl Gateway {
         }
         self.spool.push(event);
     }
+}
+
+/// What the agent chose (a path, a tool name), capped: a record stays
+/// small whatever the request was.
+pub(crate) fn capped(s: &str) -> String {
+    if s.len() <= MAX_RECORDED {
+        return s.to_owned();
+    }
+    let mut end = MAX_RECORDED;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", s.get(..end).unwrap_or_default())
 }
 
 /// The span of one call's decision when the gateway traces (else

@@ -238,6 +238,7 @@ async fn route(gw: Arc<Gateway>, peer: SocketAddr, req: Request) -> Result<Respo
         req.method(),
         &path,
         req.headers(),
+        &gw.spool,
     )
     .await?;
     match &tool.upstream {

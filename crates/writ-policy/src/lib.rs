@@ -10,6 +10,7 @@
 //! the policies that reached it and the version of the set, and any
 //! evaluation error turns it into a denial.
 
+pub mod cases;
 mod decide;
 mod facts;
 mod question;

@@ -695,9 +695,37 @@ pub struct TappedRecord {
     pub event: AuditEvent,
 }
 
+/// Decisions over a time range, counted in the store over every record of
+/// the range ([`AuditStore::audit_activity`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AuditActivity {
+    /// Per minute of the range that had any (minute 0 starts at `from`):
+    /// `(minute, allowed, denied)`. Allowed: a decision record (`decision`,
+    /// `tool_call`, `task_start`, `token_exchange`) that succeeded;
+    /// denied: any record whose outcome is `deny`.
+    pub minutes: Vec<(u32, u64, u64)>,
+    /// Denied records by each policy that decided them (`(no policy)`:
+    /// none did), most first, then by name; at most the limit asked for.
+    pub denied_by: Vec<(String, u64)>,
+    /// The newest denied records of the range, newest first.
+    pub recent_denials: Vec<AuditRecord>,
+}
+
 /// The audit chain, the revocation feed, and changes other processes commit.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
+    /// Decisions per minute and denials by policy over `[from, until)`,
+    /// grouped by the database over every record of the range (no scan
+    /// limit), with the `recent` newest denials and at most `policies`
+    /// policies. Records are found by time from their place in the chain,
+    /// which follows time to within minutes.
+    async fn audit_activity(
+        &self,
+        from: Timestamp,
+        until: Timestamp,
+        policies: u32,
+        recent: u32,
+    ) -> Result<AuditActivity>;
     /// Revocations after `after`, in order (the feed gateways follow).
     async fn revocations_after(
         &self,

@@ -19,9 +19,9 @@ mod sqlite;
 mod store;
 
 pub use aggregates::{
-    AgentStore, ApprovalStore, AuditStore, BehaviourStore, ClientStore, GatewayStore, KeyStore,
-    LeaseStore, NodeStore, OAuthClient, PolicyStore, RuleStore, TappedRecord, TaskSearch,
-    TaskStore,
+    AgentStore, ApprovalStore, AuditActivity, AuditStore, BehaviourStore, ClientStore,
+    GatewayStore, KeyStore, LeaseStore, NodeStore, OAuthClient, PolicyStore, RuleStore,
+    TappedRecord, TaskSearch, TaskStore,
 };
 pub use engine::SqlStore;
 pub use error::{JoinTokenError, StoreError};

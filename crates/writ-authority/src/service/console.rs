@@ -243,102 +243,61 @@ pub struct Activity {
     pub recent_denials: Vec<AuditRow>,
 }
 
-/// What the decision plot reads of a record (every other field skipped).
-#[derive(serde::Deserialize)]
-struct Brief<'a> {
-    #[serde(borrow, default)]
-    kind: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    outcome: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    determining_policies: Option<Vec<std::borrow::Cow<'a, str>>>,
-}
-
 /// Records that are a decision: policy decided something for an agent.
 const DECISION_KINDS: [&str; 4] = ["decision", "tool_call", "task_start", "token_exchange"];
 
+/// The most policies the denials-by-policy plot names.
+const DENIED_BY_SHOWN: u32 = 50;
+/// The denials listed under the plot.
+const RECENT_DENIALS: u32 = 10;
+
 impl Console {
-    /// Decisions per minute over the last `minutes` (at most 60), read
-    /// from the audit (newest first, at most [`SEARCH_SCAN`] records).
+    /// Decisions per minute over the last `minutes` (at most 60), and the
+    /// policies that denied, counted by the store over every record of
+    /// the window however many there are.
     pub async fn activity(&self, minutes: u32) -> Result<Activity, Error> {
         const MINUTE: i64 = 60_000;
         let minutes = minutes.clamp(1, 60);
         let now = self.now().millis();
         let first = (now / MINUTE - i64::from(minutes) + 1) * MINUTE;
+        let until = first + i64::from(minutes) * MINUTE;
+        let counted = self
+            .store
+            .audit_activity(
+                writ_core::Timestamp::from_millis(first),
+                writ_core::Timestamp::from_millis(until),
+                DENIED_BY_SHOWN,
+                RECENT_DENIALS,
+            )
+            .await?;
         let mut buckets: Vec<Minute> = (0..i64::from(minutes))
             .map(|i| Minute {
                 at: first + i * MINUTE,
                 ..Minute::default()
             })
             .collect();
-        let mut denied_by = std::collections::BTreeMap::<String, u64>::new();
-        let mut recent_denials = Vec::new();
-        let head = self.store.audit_head().await?;
-        let mut cursor = head.saturating_add(1);
-        let mut scanned = 0u64;
-        'scan: while cursor > 1 && scanned < SEARCH_SCAN {
-            let after = cursor.saturating_sub(1 + u64::from(SEARCH_CHUNK));
-            let chunk = self.store.audit_after(after, SEARCH_CHUNK).await?;
-            let below = cursor;
-            let mut read_any = false;
-            for r in chunk.iter().rev().filter(|r| r.seq < below) {
-                read_any = true;
-                scanned += 1;
-                cursor = r.seq;
-                let ts = r.ts.millis();
-                if ts < first {
-                    break 'scan;
-                }
-                // Only the fields counted are read (a fleet's half hour is
-                // tens of thousands of records); a denial shown is read whole.
-                let Ok(e) = serde_json::from_str::<Brief<'_>>(&r.event) else {
-                    continue;
-                };
-                let kind = e.kind.as_deref();
-                let outcome = e.outcome.as_deref();
-                let Some(slot) = usize::try_from((ts - first) / MINUTE)
-                    .ok()
-                    .and_then(|i| buckets.get_mut(i))
-                else {
-                    continue;
-                };
-                match outcome {
-                    Some("deny") => {
-                        slot.denied += 1;
-                        if recent_denials.len() < 10
-                            && let Ok(event) = serde_json::from_str(&r.event)
-                        {
-                            recent_denials.push(AuditRow {
-                                seq: r.seq,
-                                ts: r.ts,
-                                hash: r.hash.clone(),
-                                event,
-                            });
-                        }
-                        match e.determining_policies.as_ref().filter(|p| !p.is_empty()) {
-                            Some(p) => {
-                                for id in p {
-                                    *denied_by.entry(id.to_string()).or_default() += 1;
-                                }
-                            }
-                            None => *denied_by.entry("(no policy)".to_owned()).or_default() += 1,
-                        }
-                    }
-                    Some("success") if kind.is_some_and(|k| DECISION_KINDS.contains(&k)) => {
-                        slot.allowed += 1;
-                    }
-                    _ => {}
-                }
-            }
-            if !read_any {
-                break;
+        for (m, allowed, denied) in counted.minutes {
+            if let Some(slot) = usize::try_from(m).ok().and_then(|i| buckets.get_mut(i)) {
+                slot.allowed = allowed;
+                slot.denied = denied;
             }
         }
-        let mut denied_by: Vec<_> = denied_by.into_iter().collect();
-        denied_by.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let recent_denials = counted
+            .recent_denials
+            .into_iter()
+            .filter_map(|r| {
+                let event = serde_json::from_str(&r.event).ok()?;
+                Some(AuditRow {
+                    seq: r.seq,
+                    ts: r.ts,
+                    hash: r.hash,
+                    event,
+                })
+            })
+            .collect();
         Ok(Activity {
             minutes: buckets,
-            denied_by,
+            denied_by: counted.denied_by,
             recent_denials,
         })
     }

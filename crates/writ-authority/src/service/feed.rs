@@ -196,6 +196,10 @@ pub struct FeedFollower {
     pub held: u64,
     /// Revocations it does not hold yet (the head less `held`).
     pub behind: u64,
+    /// How long the oldest revocation it does not hold has been out
+    /// (milliseconds; 0 when it holds them all): how late a revoked token
+    /// may still pass there.
+    pub lag_ms: u64,
     /// Since it last asked or its poll ended (milliseconds).
     pub seen_ms_ago: u64,
     /// Whether it is in a poll now (or just out of one).
@@ -228,9 +232,10 @@ impl Revocations {
 
     /// The gateways following the feed of this broker and how far behind
     /// its head each is (the console's overview), most behind first.
-    pub async fn followers(&self) -> Result<FeedFollowers, Error> {
+    /// `now`: the clock revocations are stamped by, for their lag.
+    pub async fn followers(&self, now: writ_core::Timestamp) -> Result<FeedFollowers, Error> {
         let head = self.store.revocation_head().await?;
-        let now = Instant::now();
+        let at = Instant::now();
         let mut followers: Vec<FeedFollower> = self
             .followers
             .snapshot()
@@ -240,11 +245,32 @@ impl Revocations {
                 process,
                 held,
                 behind: head.saturating_sub(held),
-                seen_ms_ago: u64::try_from(now.duration_since(seen).as_millis())
-                    .unwrap_or(u64::MAX),
+                lag_ms: 0,
+                seen_ms_ago: u64::try_from(at.duration_since(seen).as_millis()).unwrap_or(u64::MAX),
                 polling,
             })
             .collect();
+        // The oldest revocation each does not hold, read once per place
+        // in the feed (processes of one gateway mostly hold the same).
+        let mut out_since = HashMap::new();
+        for f in followers.iter_mut().filter(|f| f.behind > 0) {
+            let since = match out_since.get(&f.held) {
+                Some(s) => *s,
+                None => {
+                    let s = self
+                        .store
+                        .revocations_after(f.held, 1)
+                        .await?
+                        .first()
+                        .map(|r| r.revoked_at);
+                    out_since.insert(f.held, s);
+                    s
+                }
+            };
+            f.lag_ms = since.map_or(0, |s| {
+                u64::try_from(now.millis().saturating_sub(s.millis())).unwrap_or(0)
+            });
+        }
         followers.sort_by(|a, b| {
             b.behind
                 .cmp(&a.behind)

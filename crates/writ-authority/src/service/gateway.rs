@@ -413,7 +413,8 @@ impl Gateways {
         })
     }
 
-    /// Records a gateway's decisions, exactly once each, in its order.
+    /// Records a gateway's decisions (and the tokens it refused for how
+    /// they were presented), exactly once each, in its order.
     ///
     /// A record is taken as the gateway's word on what it decided, but only
     /// about a request it could have seen: the token it names (`jti`) is a
@@ -449,9 +450,12 @@ impl Gateways {
         );
         let mut events = Vec::with_capacity(batch.decisions.len());
         for mut e in batch.decisions {
-            if e.kind != AuditKind::ToolCall {
+            // Its decisions, and the real tokens it refused for how they
+            // were presented (a replayed proof, another key's): the
+            // detection rules watch both.
+            if !matches!(e.kind, AuditKind::ToolCall | AuditKind::TokenRefused) {
                 return Err(Error::Invalid(
-                    "a gateway records tool_call decisions only".into(),
+                    "a gateway records tool_call and token_refused records only".into(),
                 ));
             }
             e.actor.clone_from(&actor);
@@ -575,6 +579,7 @@ fn unvouched(actor: &str, gateway: &str, why: &str, e: &AuditEvent) -> AuditEven
         .detail(serde_json::json!({
             "unvouched": true,
             "claimed": {
+                "kind": e.kind,
                 "outcome": e.outcome,
                 "agent": cap(&e.agent),
                 "instance": cap(&e.instance),

@@ -31,6 +31,7 @@ pub mod nodes;
 pub mod operators;
 pub mod policies;
 mod policy;
+pub mod policy_tests;
 pub mod registry;
 pub mod report;
 mod search;
@@ -115,6 +116,8 @@ pub struct Broker {
     pub operators: operators::Operators,
     /// What the console reads: audit and task searches, activity, details.
     pub console: console::Console,
+    /// The policy directory's test cases, run on the live and shadow sets.
+    pub policy_tests: policy_tests::PolicyTests,
     /// When the sweeper last pruned (unix seconds; see `retention`).
     pub(crate) last_prune: std::sync::atomic::AtomicI64,
 }
@@ -266,6 +269,7 @@ impl Broker {
             registry: registry::Registry::new(&h, &subjects),
             operators: operators::Operators::new(&h),
             console: console::Console::new(&h),
+            policy_tests: policy_tests::PolicyTests::new(&h),
             last_prune: std::sync::atomic::AtomicI64::new(i64::MIN),
             authzen: authzen::AuthZen::new(&h, &subjects, &approvals),
             clients: clients::Clients::new(&h, &tokens, &gateways),

@@ -13,14 +13,23 @@ use crate::service::Broker;
 
 /// Records sent to a sink at once (one webhook body, one OTLP request).
 pub const BATCH: u32 = 100;
-/// How long a replica's lease on a sink lasts without renewal.
-pub const LEASE: Duration = Duration::from_secs(10);
+/// How long a replica's lease on a sink lasts without renewal. It is
+/// renewed once a third of it has passed, so every delivery starts with
+/// two thirds of it left, more than a delivery may take
+/// ([`super::ATTEMPT_TIMEOUT`]): a slow delivery never overlaps another
+/// replica's.
+pub const LEASE: Duration = Duration::from_secs(30);
+const _: () = assert!(LEASE.as_secs() * 2 / 3 > super::ATTEMPT_TIMEOUT.as_secs());
+/// How often a replica without the lease looks whether it lapsed.
+const STANDBY_POLL: Duration = Duration::from_secs(2);
 /// How often a sink with nothing to send looks for new records.
 const IDLE_POLL: Duration = Duration::from_millis(250);
 /// The wait after the first failure; doubled after each, up to
 /// [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// The most of a failure's description kept as the sink's last error.
+const MAX_ERROR_CHARS: usize = 500;
 
 /// Delivers to every configured sink until the process ends.
 pub async fn run(broker: Arc<Broker>) {
@@ -94,7 +103,7 @@ async fn sink_loop(sinks: Arc<Sinks>, cfg: SinkConfig) {
         let Some(h) = claim(&sinks, &cfg.name, held.take(), now).await else {
             // Another replica delivers: report the lag it leaves.
             report_lag(&sinks, &cfg.name, None, now).await;
-            tokio::time::sleep(LEASE / 3).await;
+            tokio::time::sleep(STANDBY_POLL).await;
             continue;
         };
         let records = match sinks.store.audit_after(h.cursor, BATCH).await {
@@ -140,9 +149,10 @@ async fn sink_loop(sinks: Arc<Sinks>, cfg: SinkConfig) {
             Err(e) => {
                 counter!("writ_sink_failures_total", "sink" => cfg.name.clone()).increment(1);
                 tracing::warn!(sink = %cfg.name, error = %e, after = h.cursor, "audit sink: delivery failed; retrying");
+                let short: String = e.chars().take(MAX_ERROR_CHARS).collect();
                 let _ = sinks
                     .store
-                    .sink_failed(&cfg.name, &sinks.holder, &e, sinks.clock.now())
+                    .sink_failed(&cfg.name, &sinks.holder, &short, sinks.clock.now())
                     .await;
                 held = Some(h);
                 tokio::time::sleep(backoff).await;
@@ -152,7 +162,8 @@ async fn sink_loop(sinks: Arc<Sinks>, cfg: SinkConfig) {
     }
 }
 
-/// The lease on `sink`, renewed when a third of it is left or taken anew;
+/// The lease on `sink`, renewed once a third of it has passed, or taken
+/// anew;
 /// `None` while another replica holds it.
 async fn claim(sinks: &Sinks, sink: &str, held: Option<Held>, now: Timestamp) -> Option<Held> {
     let renew_at = |until: Timestamp| until.millis() - (LEASE.as_millis() as i64) * 2 / 3;

@@ -235,6 +235,7 @@ pub(crate) fn router() -> Router<Arc<Broker>> {
         .route("/ui/api/agents/{name}/release", post(release))
         .route("/ui/api/policies/shadow", get(shadow_policy))
         .route("/ui/api/policies/versions/{version}", get(policy_version))
+        .route("/ui/api/policies/tests", get(policy_tests))
         .route("/ui/{file}", get(assets::asset))
         .layer(axum::middleware::from_fn(security_headers))
 }
@@ -444,7 +445,7 @@ async fn overview(
         live_grants: c.grants,
         pending_approvals: c.approvals_pending,
         head: b.console.audit_news(0, std::time::Duration::ZERO).await?,
-        gateways: b.revocations.followers().await?,
+        gateways: b.revocations.followers(b.now()).await?,
         activity,
     }))
 }
@@ -506,6 +507,15 @@ async fn shadow_policy(
     _: Op<ReadPolicy>,
 ) -> Result<AxumJson<Option<crate::service::console::PolicySources>>, ApiError> {
     Ok(AxumJson(b.console.shadow_sources().await?))
+}
+
+/// `GET /ui/api/policies/tests`: the policy directory's test cases as the
+/// live and shadow sets decide them.
+async fn policy_tests(
+    State(b): State<Arc<Broker>>,
+    _: Op<ReadPolicy>,
+) -> AxumJson<crate::service::policy_tests::TestReport> {
+    AxumJson(b.policy_tests.results().await.as_ref().clone())
 }
 
 /// `GET /ui/api/policies/versions/{version}`: a once-live set's sources.

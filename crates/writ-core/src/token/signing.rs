@@ -60,8 +60,8 @@ impl std::fmt::Display for SigningAlg {
 /// much as the signature.
 pub(super) enum Pair {
     Ed25519(Ed25519KeyPair),
-    /// P-256; signed through the JOSE crate.
-    P256(jsonwebtoken::EncodingKey),
+    /// P-256, signing in the fixed `r || s` form JWS uses (RFC 7518 §3.4).
+    P256(EcdsaKeyPair),
 }
 
 /// One signing key (Ed25519 or P-256).
@@ -168,8 +168,7 @@ impl SigningKey {
                     x,
                     y,
                 });
-                let encoding = jsonwebtoken::EncodingKey::from_ec_der(pkcs8);
-                (kid, params, Pair::P256(encoding), decoding)
+                (kid, params, Pair::P256(pair), decoding)
             }
         };
         Ok(Self {
@@ -209,31 +208,38 @@ impl SigningKey {
     }
 
     /// The JWS compact serialization (RFC 7515 §7.1) of `claims` under
-    /// `header`, signed with this key. Ed25519: the same bytes
-    /// `jsonwebtoken::encode` makes (Ed25519 is deterministic; a test holds
-    /// them equal), without parsing the key again for every token; P-256:
-    /// `jsonwebtoken::encode` itself.
+    /// `header`, signed with this key: the bytes `jsonwebtoken::encode`
+    /// makes (Ed25519 is deterministic and a test holds them equal; P-256
+    /// signatures are random, and a test verifies them with the JOSE
+    /// crate), without parsing the key again for every token as
+    /// `jsonwebtoken::encode` does (for P-256 that parse, with its
+    /// consistency check, cost as much as the signature).
     pub(super) fn compact<T: Serialize>(
         &self,
         header: &Header,
         claims: &T,
     ) -> Result<String, TokenError> {
-        let pair = match &self.pair {
-            Pair::Ed25519(pair) => pair,
-            Pair::P256(encoding) => {
-                return jsonwebtoken::encode(header, claims, encoding)
-                    .map_err(|_| TokenError::Sign);
-            }
-        };
         let header = serde_json::to_vec(header).map_err(|_| TokenError::Sign)?;
         let claims = serde_json::to_vec(claims).map_err(|_| TokenError::Sign)?;
         let mut out = String::with_capacity((header.len() + claims.len() + 64) * 4 / 3 + 4);
         URL_SAFE_NO_PAD.encode_string(&header, &mut out);
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(&claims, &mut out);
-        let sig = pair.sign(out.as_bytes());
-        out.push('.');
-        URL_SAFE_NO_PAD.encode_string(sig.as_ref(), &mut out);
+        match &self.pair {
+            Pair::Ed25519(pair) => {
+                let sig = pair.sign(out.as_bytes());
+                out.push('.');
+                URL_SAFE_NO_PAD.encode_string(sig.as_ref(), &mut out);
+            }
+            Pair::P256(pair) => {
+                let rng = aws_lc_rs::rand::SystemRandom::new();
+                let sig = pair
+                    .sign(&rng, out.as_bytes())
+                    .map_err(|_| TokenError::Sign)?;
+                out.push('.');
+                URL_SAFE_NO_PAD.encode_string(sig.as_ref(), &mut out);
+            }
+        }
         Ok(out)
     }
 

@@ -4,6 +4,19 @@ use super::*;
 
 #[async_trait]
 impl AuditStore for SqlStore {
+    async fn audit_activity(
+        &self,
+        from: Timestamp,
+        until: Timestamp,
+        policies: u32,
+        recent: u32,
+    ) -> Result<crate::AuditActivity> {
+        self.read(move |c| {
+            activity::activity(c, from.millis(), until.millis(), policies, recent).map_err(db)
+        })
+        .await
+    }
+
     async fn revocations_after(
         &self,
         after: u64,

@@ -117,9 +117,11 @@ impl GatewayStore for SqlStore {
             // looked up by it, and it would spoil every listing. A call held
             // for a person's approval (`detail.held`) is refused for now,
             // not misbehaviour: it does not count, as a held task start
-            // does not.
+            // does not. A token refused for how it was presented is not a
+            // decision (nor counted at the broker): only a call's counts.
             let counted = |e: &&AuditEvent| {
-                e.outcome == Outcome::Deny
+                e.kind == writ_core::audit::AuditKind::ToolCall
+                    && e.outcome == Outcome::Deny
                     && e.detail.get("held").and_then(serde_json::Value::as_bool) != Some(true)
             };
             for e in fresh.iter().filter(counted) {

@@ -94,16 +94,7 @@ impl KeyStore for SqlStore {
                     .execute("DELETE FROM console_sessions WHERE dev = 1", params![])
                     .map_err(db)?;
             }
-            let taken = ctx
-                .tx
-                .query_row(
-                    "SELECT 1 FROM admin_tokens WHERE name = ?1 OR hash = ?2",
-                    params![&name, &hash],
-                    |_| Ok(()),
-                )
-                .optional()
-                .map_err(db)?;
-            if taken.is_some() {
+            if credential_taken(ctx, &name, &hash)? {
                 return Err(StoreError::Conflict(format!(
                     "admin credential {name} (or one with the same secret)"
                 )));
@@ -218,16 +209,7 @@ impl KeyStore for SqlStore {
                     params![&name],
                 )
                 .map_err(db)?;
-            let taken = ctx
-                .tx
-                .query_row(
-                    "SELECT 1 FROM admin_tokens WHERE name = ?1 OR hash = ?2",
-                    params![&name, &hash],
-                    |_| Ok(()),
-                )
-                .optional()
-                .map_err(db)?;
-            if taken.is_some() {
+            if credential_taken(ctx, &name, &hash)? {
                 return Err(StoreError::Conflict(format!(
                     "operator credential {name} exists and is not a sign-on session"
                 )));
@@ -603,4 +585,17 @@ fn admin_credential(r: &Row) -> DbResult<AdminCredential> {
         expires_at: r.get::<_, Option<i64>>(4)?.map(Timestamp::from_millis),
         console_session: r.get::<_, i64>(5)? != 0,
     })
+}
+
+/// Whether an operator credential has this name or this secret's hash.
+fn credential_taken(ctx: &WriteCtx<'_>, name: &str, hash: &str) -> Result<bool> {
+    ctx.tx
+        .query_row(
+            "SELECT 1 FROM admin_tokens WHERE name = ?1 OR hash = ?2",
+            params![name, hash],
+            |_| Ok(()),
+        )
+        .optional()
+        .map(|found| found.is_some())
+        .map_err(db)
 }

@@ -1,6 +1,7 @@
 //! The [`Store`] implementation, once for both databases: one method, one
 //! transaction.
 
+mod activity;
 mod agents;
 mod approvals;
 mod audit;

@@ -289,6 +289,7 @@ pub(crate) fn sql_str(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+mod activity;
 mod agents;
 mod approvals;
 mod audit_chain;
@@ -304,6 +305,7 @@ mod sinks;
 mod tamper;
 mod tasks;
 
+pub use activity::*;
 pub use agents::*;
 pub use approvals::*;
 pub use audit_chain::*;
@@ -414,6 +416,7 @@ macro_rules! every_check {
                 audit_chain_survives_concurrent_writes,
                 failed_writes_append_no_audit,
                 audit_pages,
+                decisions_over_time_are_grouped_in_the_store_over_the_whole_range,
                 audit_after_huge_cursor_is_empty,
             ];
             harness: [

@@ -64,6 +64,15 @@ struct RunArgs {
     /// gateway's own to the upstream [default: off].
     #[arg(long, env = "WRIT_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+    /// The share of traces starting here that are exported, 0.0 to 1.0;
+    /// an agent's sampled `traceparent` is always followed (parent-based).
+    #[arg(
+        long,
+        env = "WRIT_OTLP_SAMPLE_RATIO",
+        default_value = "1.0",
+        allow_negative_numbers = true
+    )]
+    otlp_sample_ratio: super::otel::SampleRatio,
     #[command(flatten)]
     limits: super::limits::LimitArgs,
     #[command(flatten)]
@@ -87,7 +96,11 @@ pub async fn run(g: &Global, args: GatewayArgs) -> anyhow::Result<u8> {
         None => {}
     }
     let a = args.run;
-    super::serve::init_tracing(a.otlp_endpoint.as_deref(), "writ-gateway")?;
+    super::serve::init_tracing(
+        a.otlp_endpoint.as_deref(),
+        a.otlp_sample_ratio,
+        "writ-gateway",
+    )?;
     // A credential, or a client certificate naming the gateway.
     let token = match (a.gateway_token, g.tls_client_cert.is_some()) {
         (Some(t), _) => Some(t),

@@ -19,7 +19,7 @@ mod login;
 mod mcp;
 mod mcp_forward;
 mod node;
-mod otel;
+pub(crate) mod otel;
 mod policy;
 mod policy_cases;
 mod report;

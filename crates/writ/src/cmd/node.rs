@@ -84,7 +84,7 @@ pub async fn run(g: &Global, args: NodeArgs) -> anyhow::Result<u8> {
         }
         return Ok(EXIT_OK);
     }
-    super::serve::init_tracing(None, "writ-node")?;
+    super::serve::init_tracing(None, super::otel::SampleRatio::default(), "writ-node")?;
     let a = args.run;
     let name = a
         .name

@@ -76,34 +76,17 @@ pub async fn run(g: &Global, cmd: PolicyCmd) -> anyhow::Result<u8> {
             let (cases, set) = super::policy_cases::load(&file, policy_dir.as_deref())?;
             let (mut passed, mut failed) = (0, 0);
             for case in &cases.cases {
-                let d = super::policy_cases::with_facts(case, |f| set.decide(f))?;
-                let got = d.verdict().as_str();
-                let mut problems = Vec::new();
-                match case.expect.as_deref() {
-                    Some(e) if e == got => {}
-                    Some(e) => problems.push(format!(
-                        "  expected: {e}\n  actual:   {got} ({})",
-                        d.reason()
-                    )),
-                    None => problems.push("  no `expect` given".to_owned()),
-                }
-                if let Some(want) = &case.expect_policies {
-                    let mut w = want.clone();
-                    let mut g = d.determining_policies().to_vec();
-                    w.sort();
-                    g.sort();
-                    if w != g {
-                        problems.push(format!(
-                            "  expected policies: {w:?}\n  actual policies:   {g:?}"
-                        ));
-                    }
-                }
+                let d = writ_policy::cases::with_facts(case, |f| set.decide(f))?;
+                let problems = case.mismatches(&d);
                 if problems.is_empty() {
                     passed += 1;
                     println!("ok   {}", case.name);
                 } else {
                     failed += 1;
-                    println!("FAIL {}\n{}", case.name, problems.join("\n"));
+                    println!("FAIL {}", case.name);
+                    for p in problems {
+                        println!("  {p}");
+                    }
                 }
             }
             println!("policy {}: {passed} passed, {failed} failed", set.version());
@@ -121,7 +104,7 @@ pub async fn run(g: &Global, cmd: PolicyCmd) -> anyhow::Result<u8> {
                 .iter()
                 .filter(|c| case.as_ref().is_none_or(|n| *n == c.name))
             {
-                let e = super::policy_cases::with_facts(c, |f| set.explain(f))?
+                let e = writ_policy::cases::with_facts(c, |f| set.explain(f))?
                     .map_err(|e| anyhow::anyhow!("case {:?}: {e}", c.name))?;
                 out.push(serde_json::json!({
                     "case": c.name,

@@ -31,15 +31,25 @@ const EXAMPLE_RULES: &[(&str, &str)] = &[(
     "detect.rules.toml",
     include_str!("../../../../examples/policies/detect.rules.toml"),
 )];
+/// The example pack's test cases, run on the live set under `--dev`
+/// without a policy directory.
+const EXAMPLE_TESTS: &str = include_str!("../../../../examples/policies/tests.toml");
 const DEMO_AGENT: &str = include_str!("../../../../examples/agents/demo-agent.json");
 const DEMO_TOOL: &str = include_str!("../../../../examples/tools/tickets.json");
 
 pub async fn run(mut args: ServeArgs) -> anyhow::Result<u8> {
     let mut file = file_config(&args)?;
+    let ratio = match (args.otlp_sample_ratio, file.otlp_sample_ratio) {
+        (Some(r), _) => r,
+        (None, Some(r)) => super::otel::SampleRatio::new(r)
+            .map_err(|e| anyhow::anyhow!("otlp_sample_ratio in the config file: {e}"))?,
+        (None, None) => super::otel::SampleRatio::default(),
+    };
     init_tracing(
         args.otlp_endpoint
             .as_deref()
             .or(file.otlp_endpoint.as_deref()),
+        ratio,
         "writ-broker",
     )?;
     let listen = args
@@ -368,6 +378,9 @@ fn broker_config(
         .clone()
         .or(file.audit_archive_dir.clone());
 
+    if policy_dir.is_none() && args.dev {
+        config.policy_tests = Some(EXAMPLE_TESTS.to_owned());
+    }
     config.policy_dir = policy_dir;
     config.dpop_nonces = args.dpop_nonces || file.dpop_nonces.unwrap_or(false);
     config.require_dpop = args.require_dpop || file.require_dpop.unwrap_or(false);
@@ -634,7 +647,11 @@ pub(crate) fn set_log_format(f: LogFormat) {
 
 /// Starts logging to stderr (`--log-format`) and, with `otlp` (the
 /// collector's base URL), exporting spans as `service`.
-pub(crate) fn init_tracing(otlp: Option<&str>, service: &'static str) -> anyhow::Result<()> {
+pub(crate) fn init_tracing(
+    otlp: Option<&str>,
+    ratio: super::otel::SampleRatio,
+    service: &'static str,
+) -> anyhow::Result<()> {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -664,7 +681,7 @@ pub(crate) fn init_tracing(otlp: Option<&str>, service: &'static str) -> anyhow:
     if let Some(endpoint) = otlp {
         let writ_only = Targets::new().with_target("writ", LevelFilter::INFO);
         layers.push(
-            super::otel::layer(endpoint, service)?
+            super::otel::layer(endpoint, service, ratio)?
                 .with_filter(writ_only)
                 .boxed(),
         );

@@ -14,15 +14,15 @@ use sha2::Sha256;
 use crate::gateway::{register_http_tool, upstream, wait_for_tool};
 use crate::harness::{Broker, Opts, eventually, json};
 
-const SECRET: &str = "e2e-alert-secret-0123456789";
+pub(crate) const SECRET: &str = "e2e-alert-secret-0123456789";
 const RULE: &str = "quarantine-after-refused-calls";
 
 /// What the webhook receiver got: headers and body of each POST.
-type Got = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+pub(crate) type Got = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 
 /// An operator's alert receiver (axum), answering 503 to the first
 /// delivery so the broker has to retry.
-async fn receiver() -> (String, Got) {
+pub(crate) async fn receiver() -> (String, Got) {
     let got: Got = Arc::default();
     let seen = Arc::clone(&got);
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -48,7 +48,7 @@ async fn receiver() -> (String, Got) {
 }
 
 /// Checks the signature as a receiver would, with the RustCrypto HMAC.
-fn verify(headers: &HeaderMap, body: &[u8]) -> bool {
+pub(crate) fn verify(headers: &HeaderMap, body: &[u8]) -> bool {
     let ts = headers["x-writ-timestamp"].to_str().unwrap();
     let sig = headers["x-writ-signature"].to_str().unwrap();
     let Some(hex_sig) = sig.strip_prefix("sha256=") else {

@@ -40,7 +40,7 @@ async fn tool(b: &Broker, name: &str, scopes: &[&str], attrs: &[(&str, &str)], u
 }
 
 /// A tool token for `tool` with `scope`, under `task_token`'s task.
-async fn exchange(b: &Broker, task_token: &str, tool: &str, scope: &str) -> String {
+pub(crate) async fn exchange(b: &Broker, task_token: &str, tool: &str, scope: &str) -> String {
     b.anon()
         .exchange(task_token, None, Some(tool), Some(scope))
         .await
@@ -452,7 +452,7 @@ async fn h6_one_agent_cannot_take_every_mcp_session() {
 }
 
 /// Registers `name` (plain HTTP to `url`), bound to `gateway`.
-async fn tool_on(b: &Broker, name: &str, url: &str, gateway: Option<&str>) {
+pub(crate) async fn tool_on(b: &Broker, name: &str, url: &str, gateway: Option<&str>) {
     b.admin()
         .register_tool(&RegisterTool {
             name: name.parse().unwrap(),
@@ -651,7 +651,7 @@ async fn h11_a_gateway_reads_only_the_secrets_of_the_tools_it_serves() {
 }
 
 /// The claims of a token (unverified: the test made it).
-fn claims(token: &str) -> Value {
+pub(crate) fn claims(token: &str) -> Value {
     writ_core::token::insecure_peek(token).unwrap().1
 }
 

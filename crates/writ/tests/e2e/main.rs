@@ -21,6 +21,7 @@ mod dbcreds;
 pub(crate) mod delegation;
 mod deploy;
 mod detect;
+mod detect_proofs;
 mod evidence;
 mod faults;
 mod gateway;

@@ -263,9 +263,9 @@ async fn replicas_deliver_a_sink_one_at_a_time_and_a_killed_one_loses_nothing() 
         let got: std::collections::BTreeSet<u64> = g.batches.iter().flatten().copied().collect();
         (1..=head).all(|s| got.contains(&s))
     };
-    // A lease left by the killed replica lapses within 10 s.
+    // A lease left by the killed replica lapses within 30 s.
     assert!(
-        eventually(Duration::from_secs(30), || {
+        eventually(Duration::from_secs(60), || {
             let done = all_there();
             async move { done }
         })

@@ -180,6 +180,11 @@ pub struct ServeArgs {
     /// `traceparent` of requests [default: off].
     #[arg(long, env = "WRIT_OTLP_ENDPOINT")]
     pub(super) otlp_endpoint: Option<String>,
+    /// The share of traces starting here that are exported, 0.0 to 1.0
+    /// [default: 1.0]; a request's sampled `traceparent` is always
+    /// followed (parent-based).
+    #[arg(long, env = "WRIT_OTLP_SAMPLE_RATIO", allow_negative_numbers = true)]
+    pub(super) otlp_sample_ratio: Option<crate::cmd::otel::SampleRatio>,
     /// The URL agents address the embedded gateway by [default: http://<gateway-listen>].
     #[arg(long, env = "WRIT_GATEWAY_PUBLIC_URL")]
     pub(super) gateway_public_url: Option<String>,
@@ -232,6 +237,7 @@ pub(super) struct FileConfig {
     pub(super) no_console: Option<bool>,
     pub(super) metrics_public: Option<bool>,
     pub(super) otlp_endpoint: Option<String>,
+    pub(super) otlp_sample_ratio: Option<f64>,
     pub(super) gateway_public_url: Option<String>,
     pub(super) tls_cert: Option<PathBuf>,
     pub(super) tls_key: Option<PathBuf>,
