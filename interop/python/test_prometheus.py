@@ -155,6 +155,13 @@ def test_prometheus_scrapes_the_broker_and_gateways_with_an_auditor_credential(r
         assert query(prom, 'writ_approvals_pending{job="broker"}')
         assert query(prom, 'writ_store_commit_duration_seconds_count{job="broker"} > 0')
         assert query(prom, 'writ_tokens_issued_total{job="broker"} >= 2')
+        # Prometheus asks for OpenMetrics first and got it: only that
+        # format carries a family's unit, and Prometheus keeps it.
+        meta = requests.get(f"{prom}/api/v1/targets/metadata",
+                            params={"metric": "writ_http_request_duration_seconds"}).json()
+        assert meta["status"] == "success", meta
+        assert {m["target"]["job"] for m in meta["data"] if m["unit"] == "seconds"} == {
+            "broker", "gateway", "standalone-gateway"}, meta
         # Every query of the example Grafana dashboard parses and runs.
         dashboard = json.loads((ROOT / "examples" / "grafana" / "writ.json").read_text())
         for panel in dashboard["panels"]:
@@ -169,3 +176,73 @@ def test_prometheus_scrapes_the_broker_and_gateways_with_an_auditor_credential(r
                 p.kill()
         writ.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+# What Prometheus 2.x sends when it scrapes (its default scrape protocols).
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+                     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+
+
+def test_metrics_answer_openmetrics_or_prometheus_text_as_the_scraper_asks(recorder):
+    """Both expositions read by the prometheus_client package's own parsers
+    (the OpenMetrics one is strict: it refuses a missing `# EOF`, a counter
+    without `_total`, a unit its name does not end with, a histogram without
+    `+Inf`), on the broker's listener and the embedded gateway's."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics
+    from prometheus_client.parser import text_string_to_metric_families as prometheus_text
+
+    writ = Writ()
+    try:
+        r = requests.post(writ.url("/v1/admin/tokens"), json={"name": "prom", "role": "auditor"},
+                          headers=writ.admin)
+        assert r.status_code == 201, r.text
+        auditor = {"Authorization": f"Bearer {r.json()['token']}"}
+        register_tool(writ, {"name": "crm", "audience": "https://crm.example", "scopes": ["read"],
+                             "upstream": {"kind": "http", "url": recorder + "/api"}})
+        wait_ready(writ)
+        wait_for_tool(writ, "crm")
+        _, token = task_and_tool_token(writ, [{"tool": "crm", "scopes": ["read"]}], "crm", "read")
+        assert requests.get(writ.gw("/crm/x"), headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+        for url, gateway in ((writ.url("/metrics"), False), (writ.gw("/metrics"), True)):
+            # Without a credential: refused, whatever the format asked.
+            assert requests.get(url, headers={"Accept": PROMETHEUS_ACCEPT}).status_code == 401
+
+            om = requests.get(url, headers={**auditor, "Accept": PROMETHEUS_ACCEPT})
+            assert om.status_code == 200, om.text
+            assert om.headers["Content-Type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            assert "accept" in om.headers.get("Vary", "").lower()
+            assert om.text.endswith("# EOF\n")
+            families = {f.name: f for f in openmetrics(om.text)}
+            latency = families["writ_http_request_duration_seconds"]
+            assert latency.type == "histogram" and latency.unit == "seconds", latency
+            assert any(s.name == "writ_http_request_duration_seconds_bucket" and s.labels.get("le") == "+Inf"
+                       for s in latency.samples)
+            calls = families["writ_gateway_calls"]
+            assert calls.type == "counter", calls
+            assert any(s.name == "writ_gateway_calls_total" and s.labels["tool"] == "crm"
+                       and s.labels["outcome"] == "allowed" and s.value == 1 for s in calls.samples), calls.samples
+            assert families["writ_live_tasks"].type == "gauge"
+            if gateway:
+                # Set by a gateway's scrape (the first one here is this one).
+                assert families["writ_gateway_revocation_view_age_seconds"].unit == "seconds"
+
+            # No Accept, or one that prefers plain text: the Prometheus text format.
+            for accept in (None, "text/plain;version=0.0.4;q=1,application/openmetrics-text;q=0.5",
+                           "application/openmetrics-text;q=0,*/*"):
+                headers = dict(auditor)
+                if accept:
+                    headers["Accept"] = accept
+                text = requests.get(url, headers=headers)
+                assert text.status_code == 200, text.text
+                assert text.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8", accept
+                assert "# EOF" not in text.text
+                families = {f.name: f for f in prometheus_text(text.text)}
+                assert families["writ_http_request_duration_seconds"].type == "histogram"
+                calls = families["writ_gateway_calls"]
+                assert calls.type == "counter"
+                assert any(s.name == "writ_gateway_calls_total" and s.labels["tool"] == "crm" for s in calls.samples)
+                batch = families["writ_store_commit_batch_jobs"]
+                assert batch.type == "histogram", batch
+    finally:
+        writ.stop()

@@ -63,7 +63,7 @@ impl Default for Metrics {
             lp_allow_to_deny: gauge!("writ_least_privilege_replay_allow_to_deny"),
         };
         // Every series is exposed from the start, at zero.
-        for what in ["grants", "revocations", "tasks"] {
+        for what in ["grants", "revocations", "tasks", "instances"] {
             counter!("writ_pruned_total", "what" => what).increment(0);
         }
         counter!("writ_audit_archived_records_total").increment(0);
@@ -109,6 +109,10 @@ fn describe() {
     describe_counter!("writ_tokens_revoked_total", "Tokens revoked.");
     describe_counter!("writ_introspections_total", "Introspection requests.");
     describe_counter!(
+        "writ_operator_sign_ins_total",
+        "Operator sign-ins refused before any identity was checked, by outcome (rate_limited, refused_before_identity)."
+    );
+    describe_counter!(
         "writ_shadow_differences_total",
         "Decisions where the shadow policy set disagreed with the live one."
     );
@@ -118,7 +122,7 @@ fn describe() {
     );
     describe_counter!(
         "writ_pruned_total",
-        "Rows retention removed: expired grants, revocations of expired tokens, old ended tasks."
+        "Rows retention removed: expired grants, revocations of expired tokens, old ended tasks, expired instances."
     );
     describe_counter!(
         "writ_audit_archived_records_total",
@@ -173,7 +177,7 @@ pub fn decision(point: &'static str, action: &'static str, d: &Decision) {
 }
 
 /// Counts rows retention removed from the store, in
-/// `writ_pruned_total{what}` (`grants`, `revocations`, `tasks`).
+/// `writ_pruned_total{what}` (`grants`, `revocations`, `tasks`, `instances`).
 pub fn pruned(what: &'static str, n: u64) {
     counter!("writ_pruned_total", "what" => what).increment(n);
 }

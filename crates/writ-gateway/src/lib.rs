@@ -159,7 +159,7 @@ async fn metrics(State(gw): State<Arc<Gateway>>, headers: axum::http::HeaderMap)
     if let Some(age) = bundle {
         metrics::gauge!(writ_listen::telemetry::BUNDLE_AGE).set(age);
     }
-    writ_listen::telemetry::response()
+    writ_listen::telemetry::response(&headers)
 }
 
 /// RFC 9728 metadata for the gateway as a whole.

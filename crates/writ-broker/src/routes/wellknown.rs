@@ -17,7 +17,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// The process's metrics (the broker's, its listeners', and an embedded
-/// gateway's) in the Prometheus text format: to an operator credential of
+/// gateway's) in the Prometheus text format or OpenMetrics: to an operator credential of
 /// any role, or to anyone with `--metrics-public`.
 pub async fn metrics(
     State(b): State<Arc<Broker>>,
@@ -31,7 +31,7 @@ pub async fn metrics(
     if let Err(e) = b.sample_live().await {
         tracing::warn!(error = %e, "metrics: live counts unavailable");
     }
-    Ok(writ_listen::telemetry::response())
+    Ok(writ_listen::telemetry::response(&headers))
 }
 
 /// Who an operator credential names, for any role: a gateway asks this
