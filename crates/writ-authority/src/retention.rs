@@ -22,10 +22,12 @@ pub struct Pruned {
     pub grants: u64,
     pub revocations: u64,
     pub tasks: u64,
+    pub instances: u64,
 }
 
-/// Forgets expired grants, revocations of expired tokens, and tasks that
-/// ended longer than the task retention ago (at most every ten seconds).
+/// Forgets expired grants, revocations of expired tokens, tasks that
+/// ended longer than the task retention ago, and expired instances none
+/// of the remaining tasks names (at most every ten seconds).
 pub async fn prune(broker: &Broker) -> Pruned {
     use std::sync::atomic::Ordering;
     let now = broker.now();
@@ -41,10 +43,13 @@ pub async fn prune(broker: &Broker) -> Pruned {
     let tasks = batches("tasks", || store.prune_tasks(ended, BATCH)).await;
     let grants = batches("grants", || store.prune_grants(expired, BATCH)).await;
     let revocations = batches("revocations", || store.prune_revocations(expired, BATCH)).await;
+    // Instances last: one goes only once no task names it.
+    let instances = batches("instances", || store.prune_instances(expired, BATCH)).await;
     Pruned {
         grants,
         revocations,
         tasks,
+        instances,
     }
 }
 

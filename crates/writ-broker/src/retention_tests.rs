@@ -56,9 +56,10 @@ async fn a_token_whose_grant_is_forgotten_is_inactive_and_refused() {
 
 /// The sweeper forgets a token five minutes after it expired (not
 /// before), a revocation once its token expired (the feed's newest stays),
-/// and an ended task once the task retention (a day) has passed.
+/// an ended task once the task retention (a day) has passed, and an
+/// expired instance once no task names it.
 #[tokio::test]
-async fn the_sweeper_prunes_grants_revocations_and_ended_tasks_on_time() {
+async fn the_sweeper_prunes_grants_revocations_ended_tasks_and_instances_on_time() {
     let f = fixture().await;
     let b = &f.broker;
     let (_, inst) = instance(b).await;
@@ -105,13 +106,17 @@ async fn the_sweeper_prunes_grants_revocations_and_ended_tasks_on_time() {
     let head = b.store.revocation_head().await.unwrap();
     let left = b.store.revocations_after(0, 100).await.unwrap();
     assert_eq!((left.len(), left[0].seq), (1, head));
-    // The ended tasks stay for a day, then go.
+    // The ended tasks stay for a day, then go; so does their instance
+    // (expired after 15 minutes), which they named until then.
     assert!(b.store.get_task(&tasks[0].task_id).await.unwrap().is_some());
+    let id = inst.instance_id().clone();
+    assert!(b.store.get_instance(&id).await.unwrap().is_some());
     f.clock.advance(Duration::from_secs(86_400));
     crate::sweeper::sweep_once(b).await;
     for t in &tasks {
         assert!(b.store.get_task(&t.task_id).await.unwrap().is_none());
     }
+    assert!(b.store.get_instance(&id).await.unwrap().is_none());
 }
 
 /// Audit retention never passes the first record an audit sink has not

@@ -34,6 +34,11 @@ pub trait RetentionStore: Send + Sync {
     /// made for it is not dropped yet. Tasks not ended (active, waiting
     /// for approval) are never touched.
     async fn prune_tasks(&self, before: Timestamp, limit: u32) -> Result<u64>;
+    /// Forgets up to `limit` agent instances that expired before `before`
+    /// and that no task names any more (their tasks were pruned first).
+    /// An instance's own token expires with it, so nothing that still
+    /// verifies reads a forgotten instance.
+    async fn prune_instances(&self, before: Timestamp, limit: u32) -> Result<u64>;
     /// How far the audit log was archived.
     async fn audit_archive_state(&self) -> Result<ArchiveState>;
     /// Records that the audit records up to `through` (the last of them

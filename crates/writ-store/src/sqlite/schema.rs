@@ -407,4 +407,11 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 WHEN OLD.seq > COALESCE((SELECT archived_through FROM audit_archive WHERE id = 1), 0)
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only (only archived records may be removed)'); END;
 "#,
+    // 25: instance retention. Expired instances no task names any more
+    // are pruned; the indexes find them, and the tasks naming one,
+    // without a scan (the foreign key's check on delete uses the second).
+    r#"
+CREATE INDEX instances_expiry ON instances(expires_at);
+CREATE INDEX tasks_instance ON tasks(instance_id);
+"#,
 ];

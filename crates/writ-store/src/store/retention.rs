@@ -78,6 +78,23 @@ impl RetentionStore for SqlStore {
         .await
     }
 
+    async fn prune_instances(&self, before: Timestamp, limit: u32) -> Result<u64> {
+        self.write(move |ctx: &mut WriteCtx<'_>| {
+            let n = ctx
+                .tx
+                .execute(
+                    "DELETE FROM instances WHERE id IN \
+                     (SELECT i.id FROM instances i WHERE i.expires_at < ?1 \
+                      AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.instance_id = i.id) \
+                      ORDER BY i.expires_at LIMIT ?2)",
+                    params![before.millis(), limit],
+                )
+                .map_err(db)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn audit_archive_state(&self) -> Result<ArchiveState> {
         self.read(|c| {
             let row = c

@@ -386,6 +386,7 @@ macro_rules! every_check {
                 pruned_grants_read_as_unknown_never_live,
                 pruned_revocations_keep_the_feed_head,
                 pruned_tasks_are_only_old_ended_ones,
+                pruned_instances_are_expired_and_unreferenced,
                 audit_tap_sees_committed_records_and_never_blocks,
                 denials_under_concurrent_load,
                 gateway_refusals_count_once,

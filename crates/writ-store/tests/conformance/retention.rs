@@ -1,5 +1,5 @@
-//! Retention: the store forgets expired grants, stale revocations and old
-//! ended tasks, and lets audit records go only once archived.
+//! Retention: the store forgets expired grants, stale revocations, old
+//! ended tasks and expired instances, and lets audit records go only once archived.
 
 use super::*;
 use crate::approvals::{call_approval_record, hold_call};
@@ -99,6 +99,39 @@ pub async fn pruned_tasks_are_only_old_ended_ones(s: Arc<dyn Store>) {
     assert_eq!(s.prune_tasks(at(10_000), 100).await.unwrap(), 0);
     assert_eq!(task_of(s, &live.task_id).await.status, TaskStatus::Active);
     assert!(grant(s, "jti_live").await.is_live(at(30)));
+    assert_chain(s).await;
+}
+
+/// Expired instances go once no task names them, in bounded batches;
+/// an instance still named by a kept task stays, as does a live one.
+pub async fn pruned_instances_are_expired_and_unreferenced(s: Arc<dyn Store>) {
+    let s = &*s;
+    let alpha = register(s, "alpha").await;
+    // Each expires at 86,400 s.
+    let busy = attest(s, &alpha, None, "jti_busy", at(0)).await.unwrap();
+    let idle1 = attest(s, &alpha, None, "jti_idle1", at(0)).await.unwrap();
+    let idle2 = attest(s, &alpha, None, "jti_idle2", at(0)).await.unwrap();
+    let live = attest(s, &alpha, None, "jti_live", at(50_000))
+        .await
+        .unwrap();
+    let t = start_task(s, &busy, "jti_t", at(1), at(61), at(3_600))
+        .await
+        .unwrap();
+    end(s, &t.task_id, TaskEnd::Completed, at(2)).await.unwrap();
+
+    assert_eq!(s.prune_instances(at(86_400), 100).await.unwrap(), 0);
+    assert_eq!(s.prune_instances(at(86_401), 1).await.unwrap(), 1);
+    assert_eq!(s.prune_instances(at(86_401), 100).await.unwrap(), 1);
+    assert_eq!(s.prune_instances(at(86_401), 100).await.unwrap(), 0);
+    for gone in [&idle1, &idle2] {
+        assert!(s.get_instance(&gone.id).await.unwrap().is_none());
+    }
+    // Named by its (ended, kept) task: it stays until the task goes.
+    assert!(s.get_instance(&busy.id).await.unwrap().is_some());
+    assert_eq!(s.prune_tasks(at(3), 100).await.unwrap(), 1);
+    assert_eq!(s.prune_instances(at(86_401), 100).await.unwrap(), 1);
+    assert!(s.get_instance(&busy.id).await.unwrap().is_none());
+    assert!(s.get_instance(&live.id).await.unwrap().is_some());
     assert_chain(s).await;
 }
 
