@@ -8,7 +8,8 @@
 # given rate (each started and completed at once, with a lifetime of 60 s)
 # and samples, every tenth of the run: the broker's resident memory, the
 # database file (with its WAL) and the pages in use, the rows of grants,
-# tasks, revocations and audit, and the archive directory. Past the
+# tasks, revocations, instances and audit, and the archive directory
+# (the load attests a new instance every 10 minutes; instances live 15). Past the
 # retention (revocations: past their token's expiry and five minutes),
 # memory and the database stay flat while the archive grows with history.
 # BENCHMARKS.md's figure is one hour (`bench/soak.sh 3600`).
@@ -42,8 +43,8 @@ load=$!
 pids+=("$load")
 
 step=$(( secs / 10 )); [ "$step" -ge 1 ] || step=1
-echo "| s | RSS MiB | db+wal MiB | pages in use MiB | grants | tasks | revocations | audit rows | archive MiB |"
-echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| s | RSS MiB | db+wal MiB | pages in use MiB | grants | tasks | revocations | instances | audit rows | archive MiB |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 sample() {
   local rss file stat
   rss=$(awk '/VmRSS/ {print $2}' "/proc/$broker/status")
@@ -54,8 +55,8 @@ import json, sys
 t, rss, file, s, arch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5] or 0)
 mib = lambda b: "%.1f" % (b / 1048576)
 rows = lambda n: s.get(n, {}).get("rows", 0)
-print("| %s | %s | %s | %s | %d | %d | %d | %d | %s |" % (t, mib(rss * 1024), mib(file), mib(s["_file"]["used"]),
-      rows("grants"), rows("tasks"), rows("revocations"), rows("audit"), mib(arch)))
+print("| %s | %s | %s | %s | %d | %d | %d | %d | %d | %s |" % (t, mib(rss * 1024), mib(file), mib(s["_file"]["used"]),
+      rows("grants"), rows("tasks"), rows("revocations"), rows("instances"), rows("audit"), mib(arch)))
 PY
 }
 start=$(date +%s)
