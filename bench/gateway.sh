@@ -28,8 +28,10 @@ export WRIT_TOKEN=bench-admin
 # (served by the gateway named $TOOL_GATEWAY, else the embedded one).
 broker() {
   local core=$1 port=$2; shift 2
+  # The propagation run attests 200 instances from one address, past the
+  # default of 120 a minute: no attestation limit here.
   WRIT_LOG=error taskset -c "$core" $w serve --dev --dev-admin-token bench-admin "${NO_LIMITS[@]}" --data-dir "$dir/$port" \
-    --listen 127.0.0.1:$port --worker-threads 1 "$@" >/dev/null 2>&1 &
+    --limit-attest-per-minute 0 --listen 127.0.0.1:$port --worker-threads 1 "$@" >/dev/null 2>&1 &
   pids+=($!)
   wait_for http://127.0.0.1:$port/healthz
   export WRIT_ADDR=http://127.0.0.1:$port
