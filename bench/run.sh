@@ -53,11 +53,20 @@ wait "$installs" || { echo "bench/run.sh: installing oidc-provider or cryptograp
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-# section NAME TITLE COMMAND...: runs one section into $out/NAME.md.
+# section NAME TITLE COMMAND...: runs one section into $out/NAME.md. A
+# section that fails says so in its place and the others still run (a
+# run is long; one failure should not lose the rest); the run then exits 1.
+failed=""
 section() {
-  local name=$1 title=$2; shift 2
+  local name=$1 title=$2 rc=0; shift 2
   say "$title"
-  { echo "## $title"; echo; "$@"; echo; } > "$out/$name.md"
+  { echo "## $title"; echo; "$@" || rc=$?; echo; } > "$out/$name.md"
+  if [ "$rc" -ne 0 ]; then
+    say "$title: FAILED (exit $rc; its error is above)"
+    echo "**This section failed (exit $rc); its error went to the run's standard error.**" >> "$out/$name.md"
+    echo >> "$out/$name.md"
+    failed="$failed $name"
+  fi
 }
 policy_section() {
   "$policy_bench" --bench --warm-up-time 1 --measurement-time 3 2>/dev/null \
@@ -91,4 +100,10 @@ for s in policy authzen issuance gateway fanout replicas storage soak memory ove
 done
 
 echo "The whole run took $(( $(date +%s) - start )) s (\`bench/run.sh\`)."
+if [ -n "$failed" ]; then
+  echo
+  echo "**Sections that failed:$failed.**"
+  say "done; sections that failed:$failed"
+  exit 1
+fi
 say "done"

@@ -28,7 +28,7 @@ dir=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$dir"' EXIT
 
-port=18696
+port=${SOAK_PORT:-18696}
 WRIT_LOG=error $w serve --dev --dev-admin-token bench-admin --no-gateway --data-dir "$dir" \
   --listen 127.0.0.1:$port "${limits[@]}" --task-retention-secs "$keep" \
   --audit-retention-secs "$keep" --audit-checkpoint-secs 10 >/dev/null 2>&1 &

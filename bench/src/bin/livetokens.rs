@@ -50,6 +50,8 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    // The first failure, said, so that a stopped run tells why.
+    let first_failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let form = Arc::new(format!(
         "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange\
          &subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token\
@@ -60,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let mut workers = Vec::with_capacity(WORKERS);
     for _ in 0..WORKERS {
         let (http, done, failed) = (http.clone(), Arc::clone(&done), Arc::clone(&failed));
+        let first_failure = Arc::clone(&first_failure);
         let (form, token_url, call_url) = (
             Arc::clone(&form),
             Arc::clone(&token_url),
@@ -73,25 +76,42 @@ async fn main() -> anyhow::Result<()> {
                     .body(form.as_str().to_owned())
                     .send()
                     .await;
+                let note = |what: String| {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    let mut first = first_failure.lock().unwrap_or_else(|e| e.into_inner());
+                    first.get_or_insert(what);
+                };
                 let body: Option<serde_json::Value> = match issued {
                     Ok(r) if r.status().is_success() => r.json().await.ok(),
-                    _ => None,
+                    Ok(r) => {
+                        let status = r.status();
+                        let text = r.text().await.unwrap_or_default();
+                        note(format!("token exchange answered {status}: {text}"));
+                        continue;
+                    }
+                    Err(e) => {
+                        note(format!("token exchange failed: {e}"));
+                        continue;
+                    }
                 };
                 let Some(tok) = body
                     .as_ref()
                     .and_then(|b| b.get("access_token"))
                     .and_then(|t| t.as_str())
                 else {
-                    failed.fetch_add(1, Ordering::Relaxed);
+                    note("token exchange answered no access_token".to_owned());
                     continue;
                 };
                 match http.get(call_url.as_str()).bearer_auth(tok).send().await {
                     Ok(r) if r.status().is_success() => {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
+                    Ok(r) => {
+                        let status = r.status();
+                        let text = r.text().await.unwrap_or_default();
+                        note(format!("gateway call answered {status}: {text}"));
                     }
+                    Err(e) => note(format!("gateway call failed: {e}")),
                 }
             }
         }));
@@ -104,7 +124,12 @@ async fn main() -> anyhow::Result<()> {
     for n in counts {
         while done.load(Ordering::Relaxed) < n {
             if failed.load(Ordering::Relaxed) > 1000 {
-                anyhow::bail!("more than 1000 failed exchanges or gateway calls");
+                let first = first_failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+                    .unwrap_or_default();
+                anyhow::bail!("more than 1000 failed exchanges or gateway calls; the first: {first}");
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
