@@ -129,7 +129,9 @@ async fn main() -> anyhow::Result<()> {
                     .unwrap_or_else(|e| e.into_inner())
                     .clone()
                     .unwrap_or_default();
-                anyhow::bail!("more than 1000 failed exchanges or gateway calls; the first: {first}");
+                anyhow::bail!(
+                    "more than 1000 failed exchanges or gateway calls; the first: {first}"
+                );
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
