@@ -9,7 +9,9 @@
 # and calls the gateway once with each (the gateway verifies it and keeps
 # it in its verified-token cache); at each N it reads both processes'
 # resident memory (now and peak) and the size of the broker's data
-# directory. Memory is what is measured here, not speed: the processes
+# directory. The task token (10 minutes) is renewed by heartbeat, so a
+# slow machine still reaches the last count. Memory is what is measured
+# here, not speed: the processes
 # share both cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,4 +47,4 @@ jt=$($w agent join-token demo-agent --field join_token | tr -d '"')
 eval "$($w attest demo-agent --join-token "$jt" --export)"
 eval "$($w task start --intent 'memory bench' --cap bench:read --ttl 3600 --export)"
 target/release/livetokens "$WRIT_ADDR" "http://127.0.0.1:$gport" bench "$WRIT_TASK_TOKEN" \
-  "$broker_pid" "$gateway_pid" "$dir/broker" "$counts"
+  "$broker_pid" "$gateway_pid" "$dir/broker" "$counts" "$WRIT_TASK_ID" "$WRIT_INSTANCE_TOKEN"

@@ -52,11 +52,43 @@ async fn main() -> anyhow::Result<()> {
     let failed = Arc::new(AtomicU64::new(0));
     // The first failure, said, so that a stopped run tells why.
     let first_failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-    let form = Arc::new(format!(
-        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange\
-         &subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token\
-         &subject_token={task_token}&audience={tool}&scope=read"
-    ));
+    let audience = tool.clone();
+    let exchange_form = move |subject: &str| {
+        format!(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange\
+             &subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token\
+             &subject_token={subject}&audience={audience}&scope=read"
+        )
+    };
+    let form = Arc::new(std::sync::RwLock::new(Arc::new(exchange_form(&task_token))));
+    // A task token lives 10 minutes; on a slow machine a million
+    // exchanges take longer. With the task's id and the instance token
+    // (arguments 9 and 10), a heartbeat every 4 minutes renews it.
+    let (task_id, instance_token) = (arg(9), arg(10));
+    if !task_id.is_empty() && !instance_token.is_empty() {
+        let (http, form) = (http.clone(), Arc::clone(&form));
+        let url = format!("{broker}/v1/tasks/{task_id}/heartbeat");
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(240)).await;
+                let renewed = match http.post(&url).bearer_auth(&instance_token).send().await {
+                    Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.ok(),
+                    _ => None,
+                };
+                match renewed
+                    .as_ref()
+                    .and_then(|b| b.get("access_token"))
+                    .and_then(|t| t.as_str())
+                {
+                    Some(token) => {
+                        *form.write().unwrap_or_else(|e| e.into_inner()) =
+                            Arc::new(exchange_form(token));
+                    }
+                    None => eprintln!("livetokens: the heartbeat renewed no task token"),
+                }
+            }
+        });
+    }
     let token_url = Arc::new(format!("{broker}/oauth2/token"));
     let call_url = Arc::new(format!("{gateway}/{tool}/memory"));
     let mut workers = Vec::with_capacity(WORKERS);
@@ -70,10 +102,15 @@ async fn main() -> anyhow::Result<()> {
         );
         workers.push(tokio::spawn(async move {
             while done.load(Ordering::Relaxed) < target {
+                let body = form
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_str()
+                    .to_owned();
                 let issued = http
                     .post(token_url.as_str())
                     .header("content-type", "application/x-www-form-urlencoded")
-                    .body(form.as_str().to_owned())
+                    .body(body)
                     .send()
                     .await;
                 let note = |what: String| {
