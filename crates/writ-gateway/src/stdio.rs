@@ -298,7 +298,12 @@ pub(crate) async fn post(
                     "missing Mcp-Session-Id (start with initialize)".into(),
                 ));
             }
-            open(gw, command, tool.name.as_str(), caller).await?
+            let required = tool.secret_header.is_some()
+                || tool
+                    .upstream
+                    .as_ref()
+                    .is_some_and(writ_core::api::Upstream::requires_secret);
+            open(gw, command, tool.name.as_str(), required, caller).await?
         }
     };
     let extra = session_headers(&session_id);
@@ -477,6 +482,7 @@ async fn open(
     gw: &Gateway,
     command: &[String],
     tool: &str,
+    requires_secret: bool,
     caller: &Caller,
 ) -> Result<(String, Arc<Session>), GatewayError> {
     let id =
@@ -487,6 +493,15 @@ async fn open(
     let mut map = gw.sessions.map.lock().await;
     let ended = Sessions::take_ended(&mut map, &gw.view, gw.view.now().secs());
     let secret = gw.view.secret(tool);
+    // Fail closed: a server that reads its key from writ is not started
+    // without it (it would run, keyless, for the whole session).
+    if secret.is_none() && requires_secret {
+        drop(map);
+        end(ended).await;
+        return Err(GatewayError::Unavailable(format!(
+            "the upstream secret of {tool} is not available"
+        )));
+    }
     let opened = within_limits(&map, &owner)
         .and_then(|()| spawn_shared(&gw.streams, command, tool, secret, owner));
     if let Ok(s) = &opened {

@@ -112,6 +112,10 @@ pub enum Upstream {
         /// As for [`Upstream::Mcp`].
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         origins: Vec<String>,
+        /// Start no server (fail closed) while no secret is set: the key
+        /// it reads from its environment comes from writ.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        require_secret: bool,
     },
     /// A PostgreSQL database: no gateway in between; a task granted the tool
     /// gets a role of its own (`POST /v1/tasks/{id}/credentials/{tool}`)
@@ -171,10 +175,10 @@ impl Upstream {
     /// Whether the gateway must refuse to forward without a secret.
     pub fn requires_secret(&self) -> bool {
         match self {
-            Upstream::Http { require_secret, .. } | Upstream::Mcp { require_secret, .. } => {
-                *require_secret
-            }
-            Upstream::McpStdio { .. } | Upstream::Postgres { .. } => false,
+            Upstream::Http { require_secret, .. }
+            | Upstream::Mcp { require_secret, .. }
+            | Upstream::McpStdio { require_secret, .. } => *require_secret,
+            Upstream::Postgres { .. } => false,
         }
     }
 }

@@ -231,7 +231,7 @@ fn plan_server(
     let _ = writeln!(
         out,
         "{}",
-        register_command(tool, &scopes, cfg, &header_keys)
+        register_command(tool, &scopes, cfg, &header_keys, &env_keys)
     );
     plan_header_secret(out, file, server, tool, &header_keys);
     // A stdio server's key: the gateway starts the server with it in
@@ -268,7 +268,13 @@ fn keys_in<'a>(findings: &[&'a Finding], cfg: &Value, section: &str) -> Vec<&'a 
 
 /// `writ tool register` for the server: its URL, or the command the
 /// gateway starts.
-fn register_command(tool: &str, scopes: &str, cfg: &Value, header_keys: &[&str]) -> String {
+fn register_command(
+    tool: &str,
+    scopes: &str,
+    cfg: &Value,
+    header_keys: &[&str],
+    env_keys: &[&str],
+) -> String {
     let mut register = format!(
         "writ tool register {} --audience {} --attr protocol=mcp --scope {}",
         sh(tool),
@@ -281,6 +287,12 @@ fn register_command(tool: &str, scopes: &str, cfg: &Value, header_keys: &[&str])
             register.push_str(" --require-secret");
         }
     } else if let Some(cmd) = cfg.get("command").and_then(Value::as_str) {
+        // Its key moves into writ: until the gateway has it, it starts no
+        // server (which would run keyless for the whole session). Before
+        // the command, whose arguments run to the end of the line.
+        if !env_keys.is_empty() {
+            register.push_str(" --require-secret");
+        }
         register.push_str(" --mcp-command ");
         register.push_str(&sh(cmd));
         for a in cfg
@@ -532,7 +544,7 @@ mod tests {
             "{p}"
         );
         assert!(
-            p.contains("--mcp-command 'npx' '-y' 'server-github'"),
+            p.contains("--require-secret --mcp-command 'npx' '-y' 'server-github'"),
             "{p}"
         );
         assert!(!p.contains("gap: GITHUB_TOKEN"), "{p}");

@@ -64,8 +64,9 @@ pub enum ToolCmd {
         /// The upstream speaks MCP (streamable HTTP) rather than plain HTTP.
         #[arg(long, requires = "upstream")]
         mcp: bool,
-        /// Gateways refuse to forward (fail closed) while no secret is set.
-        #[arg(long, requires = "upstream")]
+        /// Gateways refuse to forward, or to start an `--mcp-command`
+        /// server, (fail closed) while no secret is set.
+        #[arg(long)]
         require_secret: bool,
         /// The upstream learns who calls from the signed transaction token
         /// (`Txn-Token`) only: no informational `X-Writ-*` headers.
@@ -156,6 +157,7 @@ pub async fn run(g: &Global, cmd: ToolCmd) -> anyhow::Result<u8> {
                 (None, false) => Some(Upstream::McpStdio {
                     command: mcp_command,
                     origins: mcp_origins,
+                    require_secret,
                 }),
                 (None, true) => None,
             };

@@ -148,6 +148,7 @@ async fn h13_upstream_failures_name_the_tool_never_its_address() {
         Upstream::McpStdio {
             command: vec![format!("/nonexistent/{base}/server"), "--flag".into()],
             origins: Vec::new(),
+            require_secret: false,
         },
     )
     .await;
@@ -210,6 +211,47 @@ async fn h13_upstream_failures_name_the_tool_never_its_address() {
             leaks(&body)
         );
     }
+}
+
+/// A stdio MCP server whose key comes from writ (`--require-secret`) is
+/// not started while the gateway does not hold the key: it would run
+/// keyless for the whole session. The initialize is refused with 503, and
+/// the server's command never ran.
+#[tokio::test]
+async fn a_stdio_server_that_needs_its_key_is_never_started_without_it() {
+    let b = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    tool(
+        &b,
+        "keyed",
+        &["echo"],
+        &[("protocol", "mcp")],
+        Upstream::McpStdio {
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                "touch \"$0\"; cat".into(),
+                ran.to_str().unwrap().into(),
+            ],
+            origins: Vec::new(),
+            require_secret: true,
+        },
+    )
+    .await;
+    let inst = b.attest("demo-agent").await.access_token;
+    let task = b
+        .start_task(&inst, &["keyed:echo"])
+        .await
+        .unwrap()
+        .access_token;
+    let tok = exchange(&b, &task, "keyed", "echo").await;
+    let r = mcp_post(&format!("{}/keyed", b.gateway), &tok, INITIALIZE, None).await;
+    assert_eq!(r.status(), 503);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("secret of keyed"), "{body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!ran.exists(), "the server was started without its key");
 }
 
 /// A request sent byte for byte as written (HTTP clients normalise dot
@@ -372,6 +414,7 @@ async fn h6_one_agent_cannot_take_every_mcp_session() {
                 pid_file.to_str().unwrap().into(),
             ],
             origins: Vec::new(),
+            require_secret: false,
         },
     )
     .await;
