@@ -87,22 +87,7 @@ pub(crate) fn upstream_headers(
     peer: SocketAddr,
     asked: Asked<'_>,
 ) -> Result<HeaderMap, GatewayError> {
-    let required = tool.secret_header.is_some()
-        || tool
-            .upstream
-            .as_ref()
-            .is_some_and(writ_core::api::Upstream::requires_secret);
-    let secret = match gw.view.secret(tool.name.as_str()) {
-        Some(s) => Some(s),
-        // Fail closed: nothing is forwarded without the credential.
-        None if required => {
-            return Err(GatewayError::Unavailable(format!(
-                "the upstream secret of {} is not available",
-                tool.name
-            )));
-        }
-        None => None,
-    };
+    let secret = gw.view.secret_of(tool)?;
     // Headers the agent's `Connection` header names are hop-by-hop too.
     let connection_named: Vec<String> = incoming
         .get_all(header::CONNECTION)

@@ -15,6 +15,7 @@ use writ_core::{Clock, Timestamp};
 use writ_policy::{PolicySet, PolicySource};
 
 use crate::Config;
+use crate::error::GatewayError;
 
 /// A compiled bundle.
 #[derive(Debug)]
@@ -259,6 +260,19 @@ impl View {
 
     pub fn secret(&self, tool: &str) -> Option<Secret> {
         self.secrets.read().ok().and_then(|m| m.get(tool).cloned())
+    }
+
+    /// The secret to add to a call of `tool`'s upstream. Fails closed: a
+    /// tool that requires one is not called (nor its server started)
+    /// without it.
+    pub fn secret_of(&self, tool: &Tool) -> Result<Option<Secret>, GatewayError> {
+        match self.secret(tool.name.as_str()) {
+            None if tool.requires_secret() => Err(GatewayError::Unavailable(format!(
+                "the upstream secret of {} is not available",
+                tool.name
+            ))),
+            found => Ok(found),
+        }
     }
 
     /// Fetches the bundle and the secrets; recompiles the policy set only

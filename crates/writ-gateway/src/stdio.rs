@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::Mutex;
+use writ_core::api::Tool;
 
 use crate::auth::Caller;
 use crate::error::GatewayError;
@@ -298,12 +299,7 @@ pub(crate) async fn post(
                     "missing Mcp-Session-Id (start with initialize)".into(),
                 ));
             }
-            let required = tool.secret_header.is_some()
-                || tool
-                    .upstream
-                    .as_ref()
-                    .is_some_and(writ_core::api::Upstream::requires_secret);
-            open(gw, command, tool.name.as_str(), required, caller).await?
+            open(gw, command, tool, caller).await?
         }
     };
     let extra = session_headers(&session_id);
@@ -481,10 +477,12 @@ pub(crate) async fn get(ctx: Owned, headers: &HeaderMap) -> Result<Response, Gat
 async fn open(
     gw: &Gateway,
     command: &[String],
-    tool: &str,
-    requires_secret: bool,
+    tool: &Tool,
     caller: &Caller,
 ) -> Result<(String, Arc<Session>), GatewayError> {
+    // Fail closed: a server that reads its key from writ is not started
+    // without it (it would run, keyless, for the whole session).
+    let secret = gw.view.secret_of(tool)?;
     let id =
         writ_core::random::token_128().map_err(|e| GatewayError::Unavailable(e.to_string()))?;
     let owner = Owner::of(caller);
@@ -492,18 +490,8 @@ async fn open(
     // that have ended but were not swept yet do not count.
     let mut map = gw.sessions.map.lock().await;
     let ended = Sessions::take_ended(&mut map, &gw.view, gw.view.now().secs());
-    let secret = gw.view.secret(tool);
-    // Fail closed: a server that reads its key from writ is not started
-    // without it (it would run, keyless, for the whole session).
-    if secret.is_none() && requires_secret {
-        drop(map);
-        end(ended).await;
-        return Err(GatewayError::Unavailable(format!(
-            "the upstream secret of {tool} is not available"
-        )));
-    }
     let opened = within_limits(&map, &owner)
-        .and_then(|()| spawn_shared(&gw.streams, command, tool, secret, owner));
+        .and_then(|()| spawn_shared(&gw.streams, command, tool.name.as_str(), secret, owner));
     if let Ok(s) = &opened {
         map.insert(id.clone(), Arc::clone(s));
     }

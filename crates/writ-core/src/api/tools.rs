@@ -74,6 +74,16 @@ impl Tool {
     pub fn served_by(&self, gateway: &str) -> bool {
         self.upstream.as_ref().is_some_and(Upstream::is_gateway) && self.gateway_name() == gateway
     }
+
+    /// Whether a gateway must refuse to call its upstream without the
+    /// secret: one was set (its header is known), or the tool asks for it.
+    pub fn requires_secret(&self) -> bool {
+        self.secret_header.is_some()
+            || self
+                .upstream
+                .as_ref()
+                .is_some_and(Upstream::requires_secret)
+    }
 }
 
 /// A tool's upstream, as a gateway reaches it.

@@ -39,6 +39,17 @@ async fn tool(b: &Broker, name: &str, scopes: &[&str], attrs: &[(&str, &str)], u
     );
 }
 
+/// Registers `name`, an MCP server on stdio run with `command`, with one
+/// scope, `echo`.
+async fn stdio_tool(b: &Broker, name: &str, command: Vec<String>, require_secret: bool) {
+    let up = Upstream::McpStdio {
+        command,
+        origins: Vec::new(),
+        require_secret,
+    };
+    tool(b, name, &["echo"], &[("protocol", "mcp")], up).await;
+}
+
 /// A tool token for `tool` with `scope`, under `task_token`'s task.
 pub(crate) async fn exchange(b: &Broker, task_token: &str, tool: &str, scope: &str) -> String {
     b.anon()
@@ -140,16 +151,11 @@ async fn h13_upstream_failures_name_the_tool_never_its_address() {
         },
     )
     .await;
-    tool(
+    stdio_tool(
         &b,
         "mcpmissing",
-        &["echo"],
-        &[("protocol", "mcp")],
-        Upstream::McpStdio {
-            command: vec![format!("/nonexistent/{base}/server"), "--flag".into()],
-            origins: Vec::new(),
-            require_secret: false,
-        },
+        vec![format!("/nonexistent/{base}/server"), "--flag".into()],
+        false,
     )
     .await;
     let inst = b.attest("demo-agent").await.access_token;
@@ -222,21 +228,16 @@ async fn a_stdio_server_that_needs_its_key_is_never_started_without_it() {
     let b = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let ran = dir.path().join("ran");
-    tool(
+    stdio_tool(
         &b,
         "keyed",
-        &["echo"],
-        &[("protocol", "mcp")],
-        Upstream::McpStdio {
-            command: vec![
-                "sh".into(),
-                "-c".into(),
-                "touch \"$0\"; cat".into(),
-                ran.to_str().unwrap().into(),
-            ],
-            origins: Vec::new(),
-            require_secret: true,
-        },
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "touch \"$0\"; cat".into(),
+            ran.to_str().unwrap().into(),
+        ],
+        true,
     )
     .await;
     let inst = b.attest("demo-agent").await.access_token;
@@ -400,22 +401,17 @@ async fn h6_one_agent_cannot_take_every_mcp_session() {
     b.agent("other-agent", &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("pids");
-    tool(
+    stdio_tool(
         &b,
         "shmcp",
-        &["echo"],
-        &[("protocol", "mcp")],
-        Upstream::McpStdio {
-            command: vec![
-                "sh".into(),
-                "-c".into(),
-                MCP_SH.into(),
-                "mcp-sh".into(),
-                pid_file.to_str().unwrap().into(),
-            ],
-            origins: Vec::new(),
-            require_secret: false,
-        },
+        vec![
+            "sh".into(),
+            "-c".into(),
+            MCP_SH.into(),
+            "mcp-sh".into(),
+            pid_file.to_str().unwrap().into(),
+        ],
+        false,
     )
     .await;
 
