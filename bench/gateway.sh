@@ -8,7 +8,9 @@
 #  - embedded: `writ serve --dev` with its gateway, one worker thread, on
 #    core 0 (the broker also records every decision there);
 #  - standalone: `writ gateway` alone on core 0, its broker on core 1.
-# Then revocation propagation over 200 tasks (embedded).
+# Then revocation propagation over 200 tasks (embedded), and the embedded
+# gateway once more with writ on core 1 beside wrk and the upstream (the
+# latency without a wake-up across cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/common.sh
@@ -80,5 +82,15 @@ for c in 32 1; do
   run "standalone gateway" http://127.0.0.1:18891/bench/x $c
 done
 run "gateway metadata (no auth, no upstream)" http://127.0.0.1:18891/.well-known/oauth-protected-resource/bench 1
+
+# The same calls with writ on core 1, beside wrk and the upstream: no
+# request crosses between cores, so the median is the gateway's own work
+# (and wrk's and the upstream's, on the same core) without the cost of
+# waking a process on the other core, which the rows above pay twice a call.
+broker 1 18990 --gateway-listen 127.0.0.1:18991
+token http://127.0.0.1:18991
+taskset -c 1 wrk -t1 -c32 -d3s -s bench/gateway.lua http://127.0.0.1:18991/bench/x >/dev/null
+run "one core for all: embedded gateway" http://127.0.0.1:18991/bench/x 1
+run "one core for all: gateway metadata" http://127.0.0.1:18991/.well-known/oauth-protected-resource/bench 1
 echo
 cat "$dir/propagation.md"

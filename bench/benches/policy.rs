@@ -4,6 +4,10 @@
 //! plain timing loop, then criterion's estimates.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark set-up")]
 
+/// The allocator of the writ binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 
 use criterion::Criterion;

@@ -2,6 +2,10 @@
 //! (`perf record -g target/release/examples/decide_loop 1000 10`).
 #![allow(clippy::unwrap_used, reason = "profiling harness")]
 
+/// The allocator of the writ binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
