@@ -34,12 +34,20 @@ impl SqlStore {
     /// Opens (creating and migrating if needed) the database at `path`.
     pub fn open_sqlite(path: &Path) -> Result<Self> {
         let conn = Connection::open(path).map_err(open_err)?;
+        // The writer checkpoints the WAL into the database itself once the
+        // WAL holds 4,000 pages (16 MiB at 4 KiB) rather than SQLite's
+        // 1,000: hot pages (index roots, the audit chain's head) are written
+        // back once per checkpoint however often they changed, so fewer
+        // checkpoints write less. Issuance 9-12% faster at 32 connections,
+        // the p99 a fifth higher (BENCHMARKS.md); durability is the same,
+        // every commit is in the WAL and synced before it is answered.
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
              PRAGMA busy_timeout = 5000;
-             PRAGMA temp_store = MEMORY;",
+             PRAGMA temp_store = MEMORY;
+             PRAGMA wal_autocheckpoint = 4000;",
         )
         .map_err(open_err)?;
         conn.set_prepared_statement_cache_capacity(64);
