@@ -958,8 +958,11 @@ mod tests {
         };
         let d = exchange(&task(&["tickets:read,write"], None, 0));
         assert_eq!(d.verdict(), Verdict::Allow, "{d:?}");
+        // The same task id with other contents is decided on the new ones.
         let d = exchange(&task(&["tickets:read,write"], Some("task_0"), 1));
         assert_eq!(d.determining_policies(), ["no-children-of-children"]);
+        let d = exchange(&task(&["tickets:read"], None, 0));
+        assert_eq!(d.verdict(), Verdict::Deny, "{d:?}");
         // Without the task and the instance (an AuthZEN question about no
         // task), the permit's conditions do not hold.
         let caps = [Capability::parse_short("tickets:read").unwrap()];
@@ -981,6 +984,52 @@ mod tests {
             Timestamp::from_secs(1_800_000_000),
         );
         assert_eq!(p.decide(&facts).verdict(), Verdict::Deny);
+    }
+
+    #[test]
+    fn kept_entities_never_answer_for_a_changed_agent_tool_or_task() {
+        let p = set(r#"
+            @id("team-a-reads-tickets")
+            permit (principal, action == Action::"StartTask", resource == Tool::"tickets")
+            when {
+              principal has owner && principal.owner == "team-a" && !principal.quarantined &&
+              resource.audience == "https://tickets.example"
+            };
+        "#);
+        let a = agent("demo-agent", &[("owner", "team-a")]);
+        let tools = [tool("tickets", &["read"], &[])];
+        let ask = |a: &Agent, tools: &[Tool]| {
+            start(&p, a, tools, &["tickets:read"], None, 0, NOON_TUESDAY).verdict()
+        };
+        assert_eq!(ask(&a, &tools), Verdict::Allow);
+        assert_eq!(ask(&a, &tools), Verdict::Allow);
+        assert_eq!(
+            p.entity_cache.len(),
+            1,
+            "the second decision used the kept entities"
+        );
+
+        // Same names, changed facts: each is decided on what it is now.
+        let mut quarantined = a.clone();
+        quarantined.quarantined = true;
+        assert_eq!(ask(&quarantined, &tools), Verdict::Deny);
+        assert_eq!(
+            ask(&agent("demo-agent", &[("owner", "team-b")]), &tools),
+            Verdict::Deny
+        );
+        let mut moved = tools[0].clone();
+        moved.audience = "https://elsewhere.example".into();
+        assert_eq!(ask(&a, &[moved]), Verdict::Deny);
+        assert_eq!(ask(&a, &tools), Verdict::Allow);
+        assert_eq!(
+            p.entity_cache.len(),
+            1,
+            "one entry per agent and tool, replaced"
+        );
+
+        // A policy reload starts with nothing kept.
+        let reloaded = set(&p.sources()[0].text);
+        assert_eq!(reloaded.entity_cache.len(), 0);
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub struct InstanceFacts<'a> {
 
 /// A task that exists, as policy sees it: read from the store, or from a
 /// tool token's `task_ctx` claim (which the broker wrote from the store).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskView<'a> {
     pub(crate) id: Cow<'a, str>,
     pub(crate) intent: Cow<'a, str>,
@@ -183,6 +183,24 @@ impl<'a> TaskView<'a> {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The same view, owning its text.
+    pub(crate) fn to_owned_view(&self) -> TaskView<'static> {
+        let own = |c: &Cow<'_, str>| Cow::Owned(c.clone().into_owned());
+        TaskView {
+            id: own(&self.id),
+            intent: own(&self.intent),
+            capabilities: Cow::Owned(self.capabilities.to_vec()),
+            on_behalf_of: self.on_behalf_of.as_ref().map(own),
+            parent: self.parent.as_ref().map(own),
+            depth: self.depth,
+            started_at: self.started_at,
+            expires_at: self.expires_at,
+            exception: self.exception,
+            instance: own(&self.instance),
+            attestation: own(&self.attestation),
+        }
     }
 }
 

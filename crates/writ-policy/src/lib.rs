@@ -12,6 +12,7 @@
 
 pub mod cases;
 mod decide;
+mod entity_cache;
 mod facts;
 mod question;
 mod record;

@@ -10,7 +10,10 @@ use cedar_policy::{
 use writ_core::Capability;
 use writ_core::api::{Agent, Tool};
 
+use std::sync::Arc;
+
 use crate::PolicySet;
+use crate::entity_cache::{Inputs, parties};
 use crate::facts::{Action, Facts};
 
 /// Agent attributes every agent has in policy, set or not.
@@ -165,43 +168,34 @@ impl PolicySet {
         Context::from_pairs(pairs).map_err(|e| format!("context: {e}"))
     }
 
-    pub(crate) fn entities(&self, facts: &Facts<'_>, tool: &Tool) -> Result<Entities, String> {
+    pub(crate) fn entities(&self, facts: &Facts<'_>, tool: &Tool) -> Result<Arc<Entities>, String> {
+        let (agents, humans) = parties(facts);
+        let inputs = Inputs {
+            agents: &agents,
+            tool,
+            humans: &humans,
+            instance: facts.instance,
+            task: facts.task,
+        };
+        self.entity_cache
+            .get_or_build(&inputs, || self.build_entities(&inputs))
+    }
+
+    /// What [`PolicySet::entities`] keeps: built from `inputs` alone.
+    fn build_entities(&self, inputs: &Inputs<'_>) -> Result<Entities, String> {
         let n = &self.names;
-        let principal = facts.chain.principal;
-        let mut list: Vec<Entity> = Vec::new();
-        let mut seen: Vec<&str> = Vec::new();
-        let agents: Vec<&Agent> = facts
-            .chain
-            .earlier
-            .iter()
-            .copied()
-            .chain(std::iter::once(principal))
-            .collect();
-        for a in agents {
-            if seen.contains(&a.name.as_str()) {
-                continue;
-            }
-            seen.push(a.name.as_str());
+        let mut list: Vec<Entity> = Vec::with_capacity(inputs.agents.len() + 4);
+        for a in inputs.agents {
             list.push(self.agent_entity(a)?);
         }
-        list.push(self.tool_entity(tool)?);
-        let human =
-            |obo: &str| EntityUid::from_type_name_and_id(n.human.clone(), EntityId::new(obo));
-        let humans = facts
-            .on_behalf_of
-            .into_iter()
-            .chain(facts.task.and_then(|t| t.on_behalf_of.as_deref()));
-        let mut seen_humans: Vec<&str> = Vec::new();
-        for obo in humans {
-            if !seen_humans.contains(&obo) {
-                seen_humans.push(obo);
-                list.push(Entity::new_no_attrs(
-                    human(obo),
-                    std::collections::HashSet::new(),
-                ));
-            }
+        list.push(self.tool_entity(inputs.tool)?);
+        for obo in inputs.humans {
+            list.push(Entity::new_no_attrs(
+                EntityUid::from_type_name_and_id(n.human.clone(), EntityId::new(obo)),
+                std::collections::HashSet::new(),
+            ));
         }
-        if let Some(i) = &facts.instance {
+        if let (Some(i), Some(principal)) = (&inputs.instance, inputs.agents.last()) {
             let uid = EntityUid::from_type_name_and_id(n.instance.clone(), EntityId::new(i.id));
             let attrs = vec![
                 (
@@ -225,7 +219,7 @@ impl PolicySet {
                 .map_err(|e| format!("entities: {e}"))?,
             );
         }
-        if let Some(t) = facts.task {
+        if let Some(t) = inputs.task {
             list.push(self.task_entity(t)?);
         }
         // Built from typed facts, so no schema pass is needed here; the

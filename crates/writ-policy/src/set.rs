@@ -83,6 +83,8 @@ pub struct PolicySet {
     pub(crate) entities: Arc<Entities>,
     /// The user's own entity types and actions, as read from their schema.
     pub(crate) vocabulary: Arc<crate::vocabulary::Vocabulary>,
+    /// Cedar entities built for earlier decisions (see `entity_cache`).
+    pub(crate) entity_cache: Arc<crate::entity_cache::EntityCache>,
     version: String,
     sources: Arc<Vec<PolicySource>>,
 }
@@ -226,6 +228,7 @@ impl PolicySet {
             schema,
             entities,
             vocabulary,
+            entity_cache: Arc::default(),
             version: version(sources.iter()),
             sources: Arc::new(sources),
         })
