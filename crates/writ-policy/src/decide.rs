@@ -1004,7 +1004,7 @@ mod tests {
         assert_eq!(ask(&a, &tools), Verdict::Allow);
         assert_eq!(ask(&a, &tools), Verdict::Allow);
         assert_eq!(
-            p.entity_cache.len(),
+            p.entity_cache.builds(),
             1,
             "the second decision used the kept entities"
         );
@@ -1021,15 +1021,144 @@ mod tests {
         moved.audience = "https://elsewhere.example".into();
         assert_eq!(ask(&a, &[moved]), Verdict::Deny);
         assert_eq!(ask(&a, &tools), Verdict::Allow);
-        assert_eq!(
-            p.entity_cache.len(),
-            1,
-            "one entry per agent and tool, replaced"
-        );
+        assert_eq!(p.entity_cache.builds(), 5, "every change was built afresh");
+        assert_eq!(p.entity_cache.len(), 1, "one entry per agent and tool");
 
         // A policy reload starts with nothing kept.
         let reloaded = set(&p.sources()[0].text);
         assert_eq!(reloaded.entity_cache.len(), 0);
+    }
+
+    #[test]
+    fn kept_entities_are_built_afresh_when_any_fact_they_came_from_changes() {
+        use crate::entity_cache::Inputs;
+        let p = set("permit (principal, action, resource);");
+        let root = agent("root-agent", &[("owner", "team-a")]);
+        let principal = agent("demo-agent", &[("owner", "team-a")]);
+        let tickets = tool("tickets", &["read", "write"], &[("tier", "1")]);
+        let stored = task(&["tickets:read,write"], None, 0);
+        let view = TaskView::of_task(&stored, "join_token");
+        let agents = [&root, &principal];
+        let humans = ["alice"];
+        let base = Inputs {
+            agents: &agents,
+            principal: &principal,
+            tool: &tickets,
+            humans: &humans,
+            instance: Some(INSTANCE),
+            task: Some(&view),
+        };
+
+        let mut quarantined_root = root.clone();
+        quarantined_root.quarantined = true;
+        let chain_quarantined = [&quarantined_root, &principal];
+        let mut retagged = principal.clone();
+        retagged
+            .attributes
+            .insert("risk_tier".into(), "high".into());
+        let chain_retagged = [&root, &retagged];
+        let mut narrower = tickets.clone();
+        narrower.scopes.pop();
+        let mut retiered = tickets.clone();
+        retiered.attributes.insert("tier".into(), "2".into());
+        let bob = ["bob"];
+        let mut other_intent = stored.clone();
+        other_intent.intent = "export every ticket".into();
+        let other_intent = TaskView::of_task(&other_intent, "join_token");
+        let mut excepted = stored.clone();
+        excepted.exception = true;
+        let excepted = TaskView::of_task(&excepted, "join_token");
+        let mut later = stored.clone();
+        later.created_at = Timestamp::from_secs(1_799_999_001);
+        let later = TaskView::of_task(&later, "join_token");
+        let oidc = TaskView::of_task(&stored, "oidc");
+        let mut variants: Vec<(&str, Inputs<'_>)> = vec![
+            (
+                "an earlier agent quarantined",
+                Inputs {
+                    agents: &chain_quarantined,
+                    ..base
+                },
+            ),
+            (
+                "the principal's attributes",
+                Inputs {
+                    agents: &chain_retagged,
+                    principal: &retagged,
+                    ..base
+                },
+            ),
+            (
+                "the tool's scopes",
+                Inputs {
+                    tool: &narrower,
+                    ..base
+                },
+            ),
+            (
+                "the tool's attributes",
+                Inputs {
+                    tool: &retiered,
+                    ..base
+                },
+            ),
+            (
+                "the human acted for",
+                Inputs {
+                    humans: &bob,
+                    ..base
+                },
+            ),
+            (
+                "no human",
+                Inputs {
+                    humans: &[],
+                    ..base
+                },
+            ),
+            (
+                "the instance's attestation",
+                Inputs {
+                    instance: Some(InstanceFacts {
+                        id: INSTANCE.id,
+                        attestation: "oidc",
+                    }),
+                    ..base
+                },
+            ),
+            (
+                "no instance",
+                Inputs {
+                    instance: None,
+                    ..base
+                },
+            ),
+            ("no task", Inputs { task: None, ..base }),
+        ];
+        let tasks = [
+            ("the task's intent", &other_intent),
+            ("the task's exception", &excepted),
+            ("the task's start", &later),
+            ("the task's attestation", &oidc),
+        ];
+        variants.extend(tasks.map(|(what, t)| {
+            (
+                what,
+                Inputs {
+                    task: Some(t),
+                    ..base
+                },
+            )
+        }));
+        for (what, changed) in variants {
+            let cache = crate::entity_cache::EntityCache::default();
+            let build = |i: &Inputs<'_>| p.build_entities(i);
+            cache.get_or_build(&base, || build(&base)).unwrap();
+            cache.get_or_build(&base, || build(&base)).unwrap();
+            assert_eq!(cache.builds(), 1, "{what}: the same facts are kept");
+            cache.get_or_build(&changed, || build(&changed)).unwrap();
+            assert_eq!(cache.builds(), 2, "{what}: a change is built afresh");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cedar_policy::Entities;
@@ -20,16 +21,22 @@ use writ_core::api::{Agent, Tool};
 
 use crate::facts::{Facts, InstanceFacts, TaskView};
 
-/// Entries kept; past this the cache starts over. An entry is a few KiB,
-/// so a full cache is a few MiB; the hot set is the (agent, instance,
-/// task, tool) combinations at work right now.
+/// Entries kept; past this one is dropped for each one added. The hot set
+/// is the (agent, instance, task, tool) combinations at work right now.
 const CAPACITY: usize = 1024;
+
+/// Facts larger than this (their text, in bytes) are decided on entities
+/// built for the one decision and not kept, so a full cache stays a few
+/// MiB whatever a caller puts in an intent or an on-behalf-of.
+const MAX_KEPT_BYTES: usize = 4096;
 
 /// What one decision's entities are built from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Inputs<'f> {
-    /// The chain's agents, root first, each once; the principal last.
+    /// The chain's agents, root first, each once; the principal among them.
     pub(crate) agents: &'f [&'f Agent],
+    /// The agent acting now (the instance's `agent`).
+    pub(crate) principal: &'f Agent,
     pub(crate) tool: &'f Tool,
     /// The humans acted for, each once.
     pub(crate) humans: &'f [&'f str],
@@ -37,10 +44,40 @@ pub(crate) struct Inputs<'f> {
     pub(crate) task: Option<&'f TaskView<'f>>,
 }
 
+impl Inputs<'_> {
+    /// About how many bytes of text the facts hold.
+    fn text_bytes(&self) -> usize {
+        let map = |m: &std::collections::BTreeMap<String, String>| {
+            m.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        };
+        let agents: usize = self
+            .agents
+            .iter()
+            .map(|a| a.name.as_str().len() + a.spiffe_id.len() + map(&a.attributes))
+            .sum();
+        let tool = self.tool.name.as_str().len()
+            + self.tool.audience.len()
+            + self
+                .tool
+                .scopes
+                .iter()
+                .map(|s| s.as_str().len())
+                .sum::<usize>()
+            + map(&self.tool.attributes);
+        let humans: usize = self.humans.iter().map(|h| h.len()).sum();
+        let instance = self
+            .instance
+            .map_or(0, |i| i.id.len() + i.attestation.len());
+        let task = self.task.map_or(0, TaskView::text_bytes);
+        agents + tool + humans + instance + task
+    }
+}
+
 /// The same facts, owned.
 #[derive(Debug)]
 struct Owned {
     agents: Vec<Agent>,
+    principal: String,
     tool: Tool,
     humans: Vec<String>,
     instance: Option<(String, String)>,
@@ -51,6 +88,7 @@ impl Owned {
     fn of(i: &Inputs<'_>) -> Self {
         Self {
             agents: i.agents.iter().map(|a| (*a).clone()).collect(),
+            principal: i.principal.name.as_str().to_owned(),
             tool: i.tool.clone(),
             humans: i.humans.iter().map(|h| (*h).to_owned()).collect(),
             instance: i
@@ -63,6 +101,7 @@ impl Owned {
     fn equals(&self, i: &Inputs<'_>) -> bool {
         self.agents.len() == i.agents.len()
             && self.agents.iter().zip(i.agents).all(|(a, b)| a == *b)
+            && self.principal == i.principal.name.as_str()
             && self.tool == *i.tool
             && self.humans.len() == i.humans.len()
             && self.humans.iter().zip(i.humans).all(|(a, b)| a == b)
@@ -88,7 +127,9 @@ struct Entry {
 #[derive(Default)]
 pub(crate) struct EntityCache {
     hasher: std::collections::hash_map::RandomState,
-    entries: Mutex<HashMap<u64, Entry>>,
+    entries: Mutex<HashMap<u64, Arc<Entry>>>,
+    /// Decisions whose entities had to be built.
+    builds: AtomicU64,
 }
 
 impl std::fmt::Debug for EntityCache {
@@ -106,24 +147,37 @@ impl EntityCache {
         build: impl FnOnce() -> Result<Entities, String>,
     ) -> Result<Arc<Entities>, String> {
         let key = self.key(inputs);
-        if let Ok(entries) = self.entries.lock()
-            && let Some(e) = entries.get(&key)
+        // Only the lookup holds the lock; the comparison does not.
+        let found = self
+            .entries
+            .lock()
+            .ok()
+            .and_then(|entries| entries.get(&key).map(Arc::clone));
+        if let Some(e) = found
             && e.facts.equals(inputs)
         {
             return Ok(Arc::clone(&e.entities));
         }
+        self.builds.fetch_add(1, Ordering::Relaxed);
         let entities = Arc::new(build()?);
-        let entry = Entry {
+        if inputs.text_bytes() > MAX_KEPT_BYTES {
+            return Ok(entities);
+        }
+        let entry = Arc::new(Entry {
             facts: Owned::of(inputs),
             entities: Arc::clone(&entities),
-        };
+        });
         // A poisoned lock only costs the cache: the answer is built above.
-        if let Ok(mut entries) = self.entries.lock() {
+        // What is dropped is dropped after the lock is released.
+        let mut evicted = None;
+        let replaced = self.entries.lock().ok().map(|mut entries| {
             if entries.len() >= CAPACITY && !entries.contains_key(&key) {
-                entries.clear();
+                let victim = entries.keys().next().copied();
+                evicted = victim.and_then(|v| entries.remove(&v));
             }
-            entries.insert(key, entry);
-        }
+            entries.insert(key, entry)
+        });
+        drop((evicted, replaced));
         Ok(entities)
     }
 
@@ -134,6 +188,7 @@ impl EntityCache {
         for a in i.agents {
             a.name.as_str().hash(&mut h);
         }
+        i.principal.name.as_str().hash(&mut h);
         i.tool.name.as_str().hash(&mut h);
         i.humans.hash(&mut h);
         i.instance.map(|x| x.id).hash(&mut h);
@@ -144,6 +199,12 @@ impl EntityCache {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.lock().map(|e| e.len()).unwrap_or(0)
+    }
+
+    /// How many decisions had to build their entities.
+    #[cfg(test)]
+    pub(crate) fn builds(&self) -> u64 {
+        self.builds.load(Ordering::Relaxed)
     }
 }
 
@@ -217,6 +278,7 @@ mod tests {
         let agents = [agent];
         let inputs = Inputs {
             agents: &agents,
+            principal: agent,
             tool,
             humans: &[],
             instance: None,
@@ -239,6 +301,7 @@ mod tests {
                 .unwrap();
             }
             assert_eq!(builds, 3, "round {round}");
+            assert_eq!(cache.builds(), 3);
         }
         for i in 0..CAPACITY + 10 {
             ask(&cache, &a, &tool(&format!("tool-{i}")), || {
@@ -247,6 +310,16 @@ mod tests {
             .unwrap();
             assert!(cache.len() <= CAPACITY);
         }
+        // Facts too large to keep are decided and not kept.
+        let mut big = agent();
+        big.attributes
+            .insert("note".into(), "x".repeat(MAX_KEPT_BYTES));
+        let before = (cache.len(), cache.builds());
+        for _ in 0..2 {
+            ask(&cache, &big, &tool("tool-big"), || Ok(Entities::empty())).unwrap();
+        }
+        assert_eq!((cache.len(), cache.builds()), (before.0, before.1 + 2));
+
         // A build that fails is not kept.
         let before = cache.len();
         assert!(ask(&cache, &a, &tool("failing"), || Err("no".into())).is_err());

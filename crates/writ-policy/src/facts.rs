@@ -185,6 +185,23 @@ impl<'a> TaskView<'a> {
         &self.id
     }
 
+    /// About how many bytes of text the view holds.
+    pub(crate) fn text_bytes(&self) -> usize {
+        self.id.len()
+            + self.intent.len()
+            + self
+                .capabilities
+                .iter()
+                .map(|c| {
+                    c.tool.as_str().len() + c.scopes.iter().map(|s| s.as_str().len()).sum::<usize>()
+                })
+                .sum::<usize>()
+            + self.on_behalf_of.as_ref().map_or(0, |s| s.len())
+            + self.parent.as_ref().map_or(0, |s| s.len())
+            + self.instance.len()
+            + self.attestation.len()
+    }
+
     /// The same view, owning its text.
     pub(crate) fn to_owned_view(&self) -> TaskView<'static> {
         let own = |c: &Cow<'_, str>| Cow::Owned(c.clone().into_owned());

@@ -172,6 +172,7 @@ impl PolicySet {
         let (agents, humans) = parties(facts);
         let inputs = Inputs {
             agents: &agents,
+            principal: facts.chain.principal,
             tool,
             humans: &humans,
             instance: facts.instance,
@@ -182,7 +183,7 @@ impl PolicySet {
     }
 
     /// What [`PolicySet::entities`] keeps: built from `inputs` alone.
-    fn build_entities(&self, inputs: &Inputs<'_>) -> Result<Entities, String> {
+    pub(crate) fn build_entities(&self, inputs: &Inputs<'_>) -> Result<Entities, String> {
         let n = &self.names;
         let mut list: Vec<Entity> = Vec::with_capacity(inputs.agents.len() + 4);
         for a in inputs.agents {
@@ -195,14 +196,14 @@ impl PolicySet {
                 std::collections::HashSet::new(),
             ));
         }
-        if let (Some(i), Some(principal)) = (&inputs.instance, inputs.agents.last()) {
+        if let Some(i) = &inputs.instance {
             let uid = EntityUid::from_type_name_and_id(n.instance.clone(), EntityId::new(i.id));
             let attrs = vec![
                 (
                     "agent".to_owned(),
                     RestrictedExpression::new_entity_uid(EntityUid::from_type_name_and_id(
                         n.agent.clone(),
-                        EntityId::new(principal.name.as_str()),
+                        EntityId::new(inputs.principal.name.as_str()),
                     )),
                 ),
                 (
