@@ -6,6 +6,7 @@ use writ_core::Capability;
 use writ_core::api::Tool;
 
 use crate::PolicySet;
+use crate::context_reads::ContextReads;
 use crate::facts::{Action, Facts};
 
 /// What an enforcement point must do. Every enforcement point matches on
@@ -310,11 +311,12 @@ impl PolicySet {
             let Some(tool) = facts.tools.iter().find(|t| t.name == cap.tool) else {
                 return Decision::deny(self.version(), format!("unknown tool {}", cap.tool));
             };
-            let slice = self
-                .slices
-                .get(facts.action.cedar_id(), tool.name.as_str())
-                .unwrap_or(&self.policies);
-            let a = match self.answer(slice, facts, tool, cap) {
+            let (policies, reads) =
+                match self.slices.get(facts.action.cedar_id(), tool.name.as_str()) {
+                    Some(s) => (&s.policies, &s.reads),
+                    None => (&*self.policies, &crate::context_reads::ALL),
+                };
+            let a = match self.answer(policies, reads, facts, tool, cap) {
                 Ok(a) => a,
                 Err(e) => return Decision::deny(self.version(), e),
             };
@@ -420,8 +422,9 @@ impl PolicySet {
                 .iter()
                 .find(|t| t.name == cap.tool)
                 .ok_or_else(|| format!("unknown tool {}", cap.tool))?;
-            let p = self.answer(&permits, facts, tool, cap)?;
-            let f = self.answer(&forbids, facts, tool, cap)?;
+            let all = &crate::context_reads::ALL;
+            let p = self.answer(&permits, all, facts, tool, cap)?;
+            let f = self.answer(&forbids, all, facts, tool, cap)?;
             let mut errors = p.errors;
             errors.extend(f.errors);
             per_tool.push(ToolExplanation {
@@ -437,16 +440,18 @@ impl PolicySet {
         })
     }
 
-    /// The one place a Cedar request is assembled.
+    /// The one place a Cedar request is assembled. Its context holds
+    /// what `policies` read of it (`reads`).
     fn answer(
         &self,
         policies: &cedar_policy::PolicySet,
+        reads: &ContextReads,
         facts: &Facts<'_>,
         tool: &Tool,
         cap: &Capability,
     ) -> Result<Answer, String> {
         let n = &self.names;
-        let context = self.context(facts, cap)?;
+        let context = self.context(facts, cap, reads)?;
         let principal = facts.chain.principal;
         let agent_uid =
             |name: &str| EntityUid::from_type_name_and_id(n.agent.clone(), EntityId::new(name));
@@ -455,21 +460,51 @@ impl PolicySet {
         let principal_uid = agent_uid(principal.name.as_str());
         let resource =
             EntityUid::from_type_name_and_id(n.tool.clone(), EntityId::new(tool.name.as_str()));
-        // The request is built from typed facts, so its shape is fixed by
-        // this code; debug builds (every test) validate it against the
-        // schema, release builds skip that cost. A context that did not fit
-        // would still deny: missing attributes are evaluation errors.
-        let schema = cfg!(debug_assertions).then_some(&*self.schema);
-        let request = Request::new(principal_uid, action, resource, context, schema)
+        let request = Request::new(principal_uid, action, resource, context, None)
             .map_err(|e| format!("request: {e}"))?;
         let entities = self.entities(facts, tool)?;
-        let response = Authorizer::new().is_authorized(&request, policies, &entities);
+        let answer = Self::evaluate(&request, policies, &entities);
+        // The request is built from typed facts, so its shape is fixed by
+        // this code; debug builds (every test) validate it, with the whole
+        // context, against the schema, and check that the whole context
+        // answers as the part the policies read did. Release builds skip
+        // that cost. A context that did not fit would still deny: missing
+        // attributes are evaluation errors.
+        #[cfg(debug_assertions)]
+        {
+            let whole = Request::new(
+                request
+                    .principal()
+                    .cloned()
+                    .ok_or("request: no principal")?,
+                request.action().cloned().ok_or("request: no action")?,
+                request.resource().cloned().ok_or("request: no resource")?,
+                self.context(facts, cap, &crate::context_reads::ALL)?,
+                Some(&self.schema),
+            )
+            .map_err(|e| format!("request: {e}"))?;
+            let w = Self::evaluate(&whole, policies, &entities);
+            debug_assert_eq!(
+                (w.allowed, &w.determining, &w.errors),
+                (answer.allowed, &answer.determining, &answer.errors),
+                "the context's attributes the policies read must answer as the whole context"
+            );
+        }
+        Ok(answer)
+    }
+
+    fn evaluate(
+        request: &Request,
+        policies: &cedar_policy::PolicySet,
+        entities: &cedar_policy::Entities,
+    ) -> Answer {
+        let response = Authorizer::new().is_authorized(request, policies, entities);
         let (determining, errors) = crate::decide::reasons(&response);
-        Ok(Answer {
+        Answer {
             allowed: response.decision() == CedarDecision::Allow && errors.is_empty(),
             determining,
             errors,
-        })
+        }
     }
 }
 
@@ -607,6 +642,47 @@ mod tests {
     }
 
     const NOON_TUESDAY: Timestamp = Timestamp::from_secs(1_795_780_800); // 2026-11-24T12:00:00Z
+
+    /// A decision builds only the context its slice reads: the tool's own
+    /// policies and the general ones together, forbids included. Each
+    /// attribute below is read by one policy alone; dropping it from the
+    /// context would turn that policy's answer into an error (a denial),
+    /// or let a forbid that matches go unseen.
+    #[test]
+    fn a_slice_builds_every_context_attribute_its_policies_read() {
+        let p = set(r#"
+            @id("tickets-own")
+            permit (principal, action == Action::"StartTask", resource == Tool::"tickets")
+            when { context.ttl <= 600 && context.intent like "triage*" };
+            @id("no-long-chains")
+            forbid (principal, action, resource) when { context.depth > 0 };
+            @id("only-join-tokens")
+            forbid (principal, action, resource) when { context.attestation != "join_token" };
+            @id("no-deletes-asked")
+            forbid (principal, action, resource)
+            when { context.capabilities.contains({"tool": "tickets", "scopes": ["delete"]}) };
+        "#);
+        let slice = p.slices.get("StartTask", "tickets").unwrap();
+        assert_eq!(
+            slice.reads,
+            ContextReads::Only(
+                ["attestation", "capabilities", "depth", "intent", "ttl"]
+                    .map(String::from)
+                    .to_vec()
+            )
+        );
+        let ok = decide(&p, &["tickets:read"], None, &[], NOON_TUESDAY);
+        assert_eq!(ok.verdict(), Verdict::Allow, "{ok:?}");
+        let forbidden = decide(&p, &["tickets:delete"], None, &[], NOON_TUESDAY);
+        assert_eq!(forbidden.verdict(), Verdict::Deny);
+        assert!(
+            forbidden
+                .determining_policies()
+                .iter()
+                .any(|d| d == "no-deletes-asked"),
+            "{forbidden:?}"
+        );
+    }
 
     #[test]
     fn example_pack_decides_as_documented() {

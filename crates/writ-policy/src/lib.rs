@@ -11,6 +11,7 @@
 //! evaluation error turns it into a denial.
 
 pub mod cases;
+mod context_reads;
 mod decide;
 mod entity_cache;
 mod facts;

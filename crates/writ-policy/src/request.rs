@@ -13,6 +13,7 @@ use writ_core::api::{Agent, Tool};
 use std::sync::Arc;
 
 use crate::PolicySet;
+use crate::context_reads::ContextReads;
 use crate::entity_cache::{Inputs, parties};
 use crate::facts::{Action, Facts};
 
@@ -20,8 +21,14 @@ use crate::facts::{Action, Facts};
 const KNOWN_AGENT_ATTRS: [&str; 3] = ["owner", "environment", "risk_tier"];
 
 impl PolicySet {
-    /// The request's context: what `context.*` is for this tool.
-    pub(crate) fn context(&self, facts: &Facts<'_>, cap: &Capability) -> Result<Context, String> {
+    /// The request's context: what `context.*` is for this tool, the
+    /// attributes of it that `reads` names.
+    pub(crate) fn context(
+        &self,
+        facts: &Facts<'_>,
+        cap: &Capability,
+        reads: &ContextReads,
+    ) -> Result<Context, String> {
         let n = &self.names;
         let agent_uid =
             |name: &str| EntityUid::from_type_name_and_id(n.agent.clone(), EntityId::new(name));
@@ -34,80 +41,83 @@ impl PolicySet {
             RestrictedExpression::new_record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)))
                 .map_err(|e| format!("context: {e}"))
         };
-        let mut caps = Vec::with_capacity(facts.capabilities.len());
-        for c in facts.capabilities.iter() {
-            caps.push(capability_expr(c).map_err(|e| format!("context: {e}"))?);
-        }
         let principal = facts.chain.principal;
-        let root = facts.chain.earlier.first().copied().unwrap_or(principal);
-        let mut pairs: Vec<(String, RestrictedExpression)> = vec![
-            (
-                "scopes".into(),
-                strings(&mut cap.scopes.iter().map(|s| s.as_str())),
-            ),
-            (
-                "time".into(),
-                record(vec![
-                    ("unix", RestrictedExpression::new_long(facts.now.secs())),
-                    ("hour", RestrictedExpression::new_long(facts.now.hour_utc())),
-                    (
-                        "weekday",
-                        RestrictedExpression::new_long(facts.now.weekday_utc()),
-                    ),
-                ])?,
-            ),
-            (
-                "depth".into(),
-                RestrictedExpression::new_long(i64::from(facts.depth)),
-            ),
-            (
-                "chain".into(),
-                RestrictedExpression::new_set(
-                    facts
-                        .chain
-                        .earlier
-                        .iter()
-                        .copied()
-                        .chain(std::iter::once(principal))
-                        .map(|a| RestrictedExpression::new_entity_uid(agent_uid(a.name.as_str()))),
+        let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(16);
+        let mut add =
+            |name: &str, value: &mut dyn FnMut() -> Result<RestrictedExpression, String>| {
+                if reads.wants(name) {
+                    pairs.push((name.to_owned(), value()?));
+                }
+                Ok::<(), String>(())
+            };
+        add("scopes", &mut || {
+            Ok(strings(&mut cap.scopes.iter().map(|s| s.as_str())))
+        })?;
+        add("time", &mut || {
+            record(vec![
+                ("unix", RestrictedExpression::new_long(facts.now.secs())),
+                ("hour", RestrictedExpression::new_long(facts.now.hour_utc())),
+                (
+                    "weekday",
+                    RestrictedExpression::new_long(facts.now.weekday_utc()),
                 ),
-            ),
-            (
-                "root_agent".into(),
-                RestrictedExpression::new_entity_uid(agent_uid(root.name.as_str())),
-            ),
-            (
-                "behaviour".into(),
-                record(vec![
-                    (
-                        "denials_5m",
-                        RestrictedExpression::new_long(i64::from(facts.behaviour.denials_5m)),
-                    ),
-                    (
-                        "requires_approval",
-                        RestrictedExpression::new_bool(facts.behaviour.requires_approval),
-                    ),
-                ])?,
-            ),
-            (
-                "exception".into(),
-                RestrictedExpression::new_bool(facts.exception),
-            ),
-            (
-                "intent".into(),
-                RestrictedExpression::new_string(facts.intent.to_owned()),
-            ),
-            ("capabilities".into(), RestrictedExpression::new_set(caps)),
-            ("ttl".into(), RestrictedExpression::new_long(facts.ttl)),
-            (
-                "attestation".into(),
-                RestrictedExpression::new_string(facts.attestation.to_owned()),
-            ),
-        ];
+            ])
+        })?;
+        add("depth", &mut || {
+            Ok(RestrictedExpression::new_long(i64::from(facts.depth)))
+        })?;
+        add("chain", &mut || {
+            Ok(RestrictedExpression::new_set(
+                facts
+                    .chain
+                    .earlier
+                    .iter()
+                    .copied()
+                    .chain(std::iter::once(principal))
+                    .map(|a| RestrictedExpression::new_entity_uid(agent_uid(a.name.as_str()))),
+            ))
+        })?;
+        add("root_agent", &mut || {
+            let root = facts.chain.earlier.first().copied().unwrap_or(principal);
+            Ok(RestrictedExpression::new_entity_uid(agent_uid(
+                root.name.as_str(),
+            )))
+        })?;
+        add("behaviour", &mut || {
+            record(vec![
+                (
+                    "denials_5m",
+                    RestrictedExpression::new_long(i64::from(facts.behaviour.denials_5m)),
+                ),
+                (
+                    "requires_approval",
+                    RestrictedExpression::new_bool(facts.behaviour.requires_approval),
+                ),
+            ])
+        })?;
+        add("exception", &mut || {
+            Ok(RestrictedExpression::new_bool(facts.exception))
+        })?;
+        add("intent", &mut || {
+            Ok(RestrictedExpression::new_string(facts.intent.to_owned()))
+        })?;
+        add("capabilities", &mut || {
+            let mut caps = Vec::with_capacity(facts.capabilities.len());
+            for c in facts.capabilities.iter() {
+                caps.push(capability_expr(c).map_err(|e| format!("context: {e}"))?);
+            }
+            Ok(RestrictedExpression::new_set(caps))
+        })?;
+        add("ttl", &mut || Ok(RestrictedExpression::new_long(facts.ttl)))?;
+        add("attestation", &mut || {
+            Ok(RestrictedExpression::new_string(
+                facts.attestation.to_owned(),
+            ))
+        })?;
         match (&facts.request, facts.action) {
             // What a gateway saw of the request: CallTool's context has
             // everything the task actions' has, and this.
-            (Some(r), Action::CallTool) => {
+            (Some(r), Action::CallTool) => add("request", &mut || {
                 let mut req = vec![
                     (
                         "method",
@@ -131,39 +141,33 @@ impl PolicySet {
                         req.push((k, RestrictedExpression::new_string(v.to_owned())));
                     }
                 }
-                pairs.push(("request".into(), record(req)?));
-            }
+                record(req)
+            })?,
             (None, Action::CallTool) => {
                 return Err("a CallTool decision needs the request".into());
             }
             _ => {}
         }
         if let Some(i) = &facts.instance {
-            pairs.push((
-                "instance".into(),
-                RestrictedExpression::new_entity_uid(EntityUid::from_type_name_and_id(
-                    n.instance.clone(),
-                    EntityId::new(i.id),
-                )),
-            ));
+            add("instance", &mut || {
+                Ok(RestrictedExpression::new_entity_uid(
+                    EntityUid::from_type_name_and_id(n.instance.clone(), EntityId::new(i.id)),
+                ))
+            })?;
         }
         if let Some(t) = facts.task {
-            pairs.push((
-                "task".into(),
-                RestrictedExpression::new_entity_uid(EntityUid::from_type_name_and_id(
-                    n.task.clone(),
-                    EntityId::new(t.id()),
-                )),
-            ));
+            add("task", &mut || {
+                Ok(RestrictedExpression::new_entity_uid(
+                    EntityUid::from_type_name_and_id(n.task.clone(), EntityId::new(t.id())),
+                ))
+            })?;
         }
         if let Some(obo) = facts.on_behalf_of {
-            pairs.push((
-                "on_behalf_of".into(),
-                RestrictedExpression::new_entity_uid(EntityUid::from_type_name_and_id(
-                    n.human.clone(),
-                    EntityId::new(obo),
-                )),
-            ));
+            add("on_behalf_of", &mut || {
+                Ok(RestrictedExpression::new_entity_uid(
+                    EntityUid::from_type_name_and_id(n.human.clone(), EntityId::new(obo)),
+                ))
+            })?;
         }
         Context::from_pairs(pairs).map_err(|e| format!("context: {e}"))
     }

@@ -10,6 +10,7 @@ use cedar_policy::{Entities, Policy, PolicyId, Schema, SchemaFragment, Validatio
 use miette::Diagnostic;
 
 use crate::SCHEMA_SRC;
+use crate::context_reads::ContextReads;
 
 /// A file of a policy set: its name (for ids and error locations) and its
 /// text. `*.cedar` holds policies, `*.cedarschema` declares entity types and
@@ -379,8 +380,17 @@ fn version<'a>(sources: impl IntoIterator<Item = &'a PolicySource>) -> String {
 /// tool those plus the ones naming it.
 #[derive(Debug, Default)]
 pub(crate) struct Slices {
-    general: std::collections::HashMap<&'static str, cedar_policy::PolicySet>,
-    by_tool: std::collections::HashMap<(&'static str, String), cedar_policy::PolicySet>,
+    general: std::collections::HashMap<&'static str, Slice>,
+    /// By action, then by tool.
+    by_tool: std::collections::HashMap<&'static str, std::collections::HashMap<String, Slice>>,
+}
+
+/// The policies that can apply to one (action, tool), and what of the
+/// context they read.
+#[derive(Debug)]
+pub(crate) struct Slice {
+    pub(crate) policies: cedar_policy::PolicySet,
+    pub(crate) reads: ContextReads,
 }
 
 const ACTIONS: [&str; 4] = ["StartTask", "ExchangeToken", "DelegateTask", "CallTool"];
@@ -392,10 +402,11 @@ impl Slices {
             location: "policies".into(),
             message: e.to_string(),
         };
-        let mut s = Slices::default();
+        let mut general = std::collections::HashMap::new();
+        let mut by_tool = std::collections::HashMap::new();
         let mut named: Vec<(&'static str, String, Policy)> = Vec::new();
         for action in ACTIONS {
-            s.general.insert(action, cedar_policy::PolicySet::new());
+            general.insert(action, cedar_policy::PolicySet::new());
         }
         for policy in set.policies() {
             let applies = |action: &str| match policy.action_constraint() {
@@ -413,7 +424,7 @@ impl Slices {
                 match &tool {
                     Some(t) => named.push((action, t.clone(), policy.clone())),
                     None => {
-                        if let Some(g) = s.general.get_mut(action) {
+                        if let Some(g) = general.get_mut(action) {
                             g.add(policy.clone()).map_err(err)?;
                         }
                     }
@@ -421,25 +432,44 @@ impl Slices {
             }
         }
         for (action, tool, policy) in named {
-            let slice = match s.by_tool.entry((action, tool)) {
+            let slice = match by_tool.entry((action, tool)) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(s.general.get(action).cloned().unwrap_or_default())
+                    v.insert(general.get(action).cloned().unwrap_or_default())
                 }
             };
             slice.add(policy).map_err(err)?;
         }
-        Ok(s)
+        // Each policy's reads worked out once (it is in many slices).
+        let reads: std::collections::HashMap<&PolicyId, ContextReads> = set
+            .policies()
+            .map(|p| (p.id(), ContextReads::of(p)))
+            .collect();
+        let slice = |policies: cedar_policy::PolicySet| Slice {
+            reads: ContextReads::union(
+                policies
+                    .policies()
+                    .map(|p| reads.get(p.id()).unwrap_or(&crate::context_reads::ALL)),
+            ),
+            policies,
+        };
+        Ok(Slices {
+            general: general.into_iter().map(|(k, v)| (k, slice(v))).collect(),
+            by_tool: by_tool.into_iter().fold(
+                std::collections::HashMap::<_, std::collections::HashMap<_, _>>::new(),
+                |mut m, ((action, tool), v)| {
+                    m.entry(action).or_default().insert(tool, slice(v));
+                    m
+                },
+            ),
+        })
     }
 
     /// The policies that can apply to `action` on `tool`.
-    pub(crate) fn get(&self, action: &str, tool: &str) -> Option<&cedar_policy::PolicySet> {
+    pub(crate) fn get(&self, action: &str, tool: &str) -> Option<&Slice> {
         self.by_tool
-            .get(&(action_key(action)?, tool.to_owned()))
+            .get(action)
+            .and_then(|tools| tools.get(tool))
             .or_else(|| self.general.get(action))
     }
-}
-
-fn action_key(action: &str) -> Option<&'static str> {
-    ACTIONS.into_iter().find(|a| *a == action)
 }
