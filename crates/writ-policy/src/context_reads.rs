@@ -120,6 +120,41 @@ mod tests {
     }
 
     #[test]
+    fn reads_are_found_in_every_kind_of_expression() {
+        assert_eq!(
+            reads(
+                r#"permit (principal, action, resource)
+                   when { if context.exception then context.ttl > 1 else false }
+                   unless { context.chain.contains(principal) || principal is Agent && context.intent like "x*" ||
+                            [context.depth].contains(context.time.unix) || {"a": context.attestation}.a == "" ||
+                            context has request.mcp_tool.x };"#
+            ),
+            only(&[
+                "attestation",
+                "chain",
+                "depth",
+                "exception",
+                "intent",
+                "request",
+                "time",
+                "ttl"
+            ])
+        );
+    }
+
+    #[test]
+    fn context_inside_a_method_call_or_an_extension_call_means_all_of_it() {
+        for text in [
+            r#"permit (principal, action, resource) when { [1].contains(context) };"#,
+            r#"permit (principal, action, resource) unless { context is Agent };"#,
+            r#"permit (principal, action, resource) when { (if true then context else {}) == {} };"#,
+            r#"permit (principal, action, resource) when { ip(context.a).isLoopback() || ip(context) == ip("::1") };"#,
+        ] {
+            assert_eq!(reads(text), ContextReads::All, "{text}");
+        }
+    }
+
+    #[test]
     fn a_policy_that_does_not_read_context_adds_nothing() {
         assert_eq!(
             reads("permit (principal, action, resource) when { principal has owner };"),
