@@ -411,6 +411,12 @@ test('policies: the live set, versions with their diff, the shadow set and its d
   await open(admin, 'policies')
   await admin.locator('summary', { hasText: /^p\.cedar$/ }).click()
   await admin.getByText('writes-need-approval').first().waitFor()
+  // News refreshes the page; the file the operator opened stays open.
+  const before = await admin.locator('main').getAttribute('data-ready')
+  const news = await call('POST', '/v1/agents/plotter/join-tokens', ADMIN, { ttl: 600 })
+  assert.equal(news.status, 201, news.text)
+  await admin.waitForFunction((b) => document.querySelector('main').dataset.ready !== b, before)
+  assert.ok(await admin.getByText('writes-need-approval').first().isVisible(), 'the opened file closed on a refresh')
   // The newest version against its predecessor: the added lines, only.
   await admin.locator('main table[aria-label="Policy versions"] tbody tr').first().getByRole('button', { name: /Changes from/ }).click()
   const diff = admin.locator('#policy-diff pre[aria-label="Diff of p.cedar"]')

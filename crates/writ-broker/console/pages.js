@@ -389,6 +389,12 @@ export const pages = {
       const shadow = h('div', { id: 'shadow' });
       const disagreements = h('div', { id: 'disagreements' });
       const tests = h('div', { id: 'policy-tests' });
+      // The files the operator opened stay open when news refreshes the page.
+      const opened = new Set();
+      const source = (key, label, text) => h('details', {
+        open: opened.has(key),
+        ontoggle: (e) => { if (e.target.open) opened.add(key); else opened.delete(key); },
+      }, h('summary', {}, label), h('pre', { class: 'detail' }, text));
       put(main, h('h1', {}, 'Policies'), live,
         h('h2', {}, 'Versions'), history, diff,
         h('h2', {}, 'Shadow set'), shadow,
@@ -413,8 +419,7 @@ export const pages = {
       const refresh = async () => {
         const [p, versions, sh] = await Promise.all([get('/v1/policies'), get('/v1/policies/history'), get('/ui/api/policies/shadow')]);
         put(live, h('p', {}, `Live set ${p.version}: ${p.policies} policies`),
-          Object.entries(p.files).map(([name, text]) => h('details', {},
-            h('summary', {}, name), h('pre', { class: 'detail' }, text))));
+          Object.entries(p.files).map(([name, text]) => source(`live:${name}`, name, text)));
         const prevOf = (i) => versions.slice(i + 1).find((o) => o.version !== versions[i].version)?.version;
         put(history, table([
           ['Version', (v) => h('code', {}, v.version)],
@@ -430,8 +435,7 @@ export const pages = {
         ], versions, 'Policy versions'));
         put(shadow, sh
           ? [h('p', { id: 'shadow-version' }, `Shadow set ${sh.version} decides beside the live set; only the live set's decision counts.`),
-              ...Object.entries(sh.files).map(([name, text]) => h('details', {},
-                h('summary', {}, `shadow: ${name}`), h('pre', { class: 'detail' }, text)))]
+              ...Object.entries(sh.files).map(([name, text]) => source(`shadow:${name}`, `shadow: ${name}`, text))]
           : h('p', { id: 'shadow-version' }, 'No shadow set.'));
         if (ctx.session.may.audit) {
           const d = await get('/ui/api/audit?kind=policy_shadow&outcome=failure&limit=20');
