@@ -97,7 +97,19 @@ impl Evaluation {
     pub fn writ_context(&self) -> Result<EvalContext, String> {
         match &self.context {
             Value::Null => Ok(EvalContext::default()),
-            c => serde_json::from_value(c.clone()).map_err(|e| format!("context: {e}")),
+            c => {
+                let ctx: EvalContext =
+                    serde_json::from_value(c.clone()).map_err(|e| format!("context: {e}"))?;
+                // The same shape as a task start's: a question must not
+                // carry what a task could not (nor record it).
+                if let Some(i) = &ctx.intent {
+                    crate::api::check_intent(i).map_err(|e| format!("context: {e}"))?;
+                }
+                if let Some(o) = &ctx.on_behalf_of {
+                    crate::api::check_on_behalf_of(o).map_err(|e| format!("context: {e}"))?;
+                }
+                Ok(ctx)
+            }
         }
     }
 }
@@ -346,4 +358,42 @@ pub fn expand(req: Evaluations) -> Result<(Semantic, Expanded), String> {
         })
         .collect();
     Ok((semantic, Expanded::Batch(full)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn asking(context: Value) -> Evaluation {
+        serde_json::from_value(json!({
+            "subject": {"type": "agent", "id": "a"},
+            "action": {"name": "StartTask"},
+            "resource": {"type": "tool", "id": "t"},
+            "context": context,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_question_carries_only_what_a_task_start_could() {
+        let longest = "u".repeat(crate::api::MAX_ON_BEHALF_OF);
+        let ok = asking(json!({"intent": "read", "on_behalf_of": longest}));
+        assert_eq!(
+            ok.writ_context().unwrap().on_behalf_of.as_deref(),
+            Some(longest.as_str())
+        );
+        let too_long = "u".repeat(crate::api::MAX_ON_BEHALF_OF + 1);
+        for bad in [
+            json!({"on_behalf_of": too_long}),
+            json!({"on_behalf_of": ""}),
+            json!({"on_behalf_of": "alice smith"}),
+            json!({"intent": "x".repeat(crate::api::MAX_INTENT + 1)}),
+            json!({"intent": "read\u{1b}[2J"}),
+        ] {
+            let e = asking(bad.clone()).writ_context().unwrap_err();
+            assert!(e.starts_with("context: "), "{bad}: {e}");
+        }
+        assert!(asking(Value::Null).writ_context().is_ok());
+    }
 }

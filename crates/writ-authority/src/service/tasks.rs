@@ -1,7 +1,8 @@
 //! Tasks: start (a policy decision), heartbeat, complete, read.
 
 use writ_core::api::{
-    Approval, ApprovalStatus, StartTask, Task, TaskEnded, TaskPending, TaskStatus, TaskToken,
+    Approval, ApprovalStatus, MAX_INTENT, StartTask, Task, TaskEnded, TaskPending, TaskStatus,
+    TaskToken, check_intent, check_on_behalf_of,
 };
 use writ_core::audit::{AuditEvent, AuditKind, Outcome};
 use writ_core::lifetime::Lifetime;
@@ -25,9 +26,7 @@ use super::{AgentCaller, Caller};
 use crate::error::Error;
 use crate::metrics::{self, Metrics};
 
-const MAX_INTENT: usize = 1024;
 const MAX_CAPABILITIES: usize = 32;
-const MAX_OBO: usize = 256;
 
 /// A task start (or a heartbeat of a pending task): a token, or a wait.
 #[derive(Debug)]
@@ -629,11 +628,12 @@ impl Tasks {
 /// intent (trimmed) if every check passes.
 fn checked_intent(req: &StartTask) -> Result<&str, Error> {
     let intent = req.intent.trim();
-    if intent.is_empty() || intent.len() > MAX_INTENT || intent.chars().any(char::is_control) {
+    if intent.is_empty() {
         return Err(Error::Invalid(format!(
             "intent must be 1 to {MAX_INTENT} printable characters"
         )));
     }
+    check_intent(intent).map_err(Error::Invalid)?;
     if req.capabilities.is_empty() || req.capabilities.len() > MAX_CAPABILITIES {
         return Err(Error::Invalid(format!(
             "ask for 1 to {MAX_CAPABILITIES} capabilities"
@@ -644,14 +644,8 @@ fn checked_intent(req: &StartTask) -> Result<&str, Error> {
             "every capability needs at least one scope".into(),
         ));
     }
-    if let Some(obo) = &req.on_behalf_of
-        && (obo.is_empty()
-            || obo.len() > MAX_OBO
-            || obo.chars().any(|c| c.is_control() || c.is_whitespace()))
-    {
-        return Err(Error::Invalid(format!(
-            "on_behalf_of must be 1 to {MAX_OBO} characters without spaces, e.g. \"user:alice\""
-        )));
+    if let Some(obo) = &req.on_behalf_of {
+        check_on_behalf_of(obo).map_err(Error::Invalid)?;
     }
     Ok(intent)
 }

@@ -11,6 +11,36 @@ pub struct Attested {
     pub expires_in: i64,
 }
 
+/// Longest intent a task (or a question about one, over AuthZEN) may state.
+pub const MAX_INTENT: usize = 1024;
+/// Longest name of the person a task acts for.
+pub const MAX_ON_BEHALF_OF: usize = 256;
+
+/// An intent, checked for shape: at most [`MAX_INTENT`] bytes, no control
+/// characters. Whether one is required is the caller's to say.
+pub fn check_intent(intent: &str) -> Result<(), String> {
+    if intent.len() > MAX_INTENT || intent.chars().any(char::is_control) {
+        return Err(format!(
+            "intent must be 1 to {MAX_INTENT} printable characters"
+        ));
+    }
+    Ok(())
+}
+
+/// Whom a task acts for, checked for shape: 1 to [`MAX_ON_BEHALF_OF`]
+/// bytes, no spaces or control characters ("user:alice").
+pub fn check_on_behalf_of(obo: &str) -> Result<(), String> {
+    if obo.is_empty()
+        || obo.len() > MAX_ON_BEHALF_OF
+        || obo.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(format!(
+            "on_behalf_of must be 1 to {MAX_ON_BEHALF_OF} characters without spaces, e.g. \"user:alice\""
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartTask {

@@ -374,6 +374,38 @@ async fn every_endpoint_refuses_bad_input_cleanly() {
             json!({"intent": "x", "capabilities": [{"tool": "tickets", "scopes": ["read"]}], "on_behalf_of": "alice smith"}),
             400,
         ),
+        // AuthZEN questions about writ's own actions: the context holds
+        // what a task start would, to the same rules.
+        case(
+            "authzen: on_behalf_of longer than a task's",
+            Method::POST,
+            "/access/v1/evaluation",
+            admin,
+            json!({"subject": {"type": "agent", "id": "demo-agent"}, "action": {"name": "StartTask"},
+                   "resource": {"type": "tool", "id": "tickets", "properties": {"scopes": ["read"]}},
+                   "context": {"intent": "x", "on_behalf_of": "u".repeat(257)}}),
+            400,
+        ),
+        case(
+            "authzen: on_behalf_of with spaces",
+            Method::POST,
+            "/access/v1/evaluation",
+            admin,
+            json!({"subject": {"type": "agent", "id": "demo-agent"}, "action": {"name": "StartTask"},
+                   "resource": {"type": "tool", "id": "tickets", "properties": {"scopes": ["read"]}},
+                   "context": {"intent": "x", "on_behalf_of": "alice smith"}}),
+            400,
+        ),
+        case(
+            "authzen: intent with a control character",
+            Method::POST,
+            "/access/v1/evaluation",
+            admin,
+            json!({"subject": {"type": "agent", "id": "demo-agent"}, "action": {"name": "StartTask"},
+                   "resource": {"type": "tool", "id": "tickets", "properties": {"scopes": ["read"]}},
+                   "context": {"intent": "read\u{1b}[2J"}}),
+            400,
+        ),
         raw(
             "tasks: malformed id",
             Method::GET,
