@@ -90,6 +90,20 @@ async fn every_endpoint_refuses_bad_input_cleanly() {
     let form = Some("application/x-www-form-urlencoded");
     let expired_looking = "eyJhbGciOiJFZERTQSJ9.eyJleHAiOjF9.c2ln";
 
+    // A StartTask question over AuthZEN with this context: refused whole.
+    let question = |what: &'static str, context: serde_json::Value| {
+        case(
+            what,
+            Method::POST,
+            "/access/v1/evaluation",
+            admin,
+            json!({"subject": {"type": "agent", "id": "demo-agent"}, "action": {"name": "StartTask"},
+                   "resource": {"type": "tool", "id": "tickets", "properties": {"scopes": ["read"]}},
+                   "context": context}),
+            400,
+        )
+    };
+
     let cases = vec![
         // /v1/agents
         raw(
@@ -376,35 +390,17 @@ async fn every_endpoint_refuses_bad_input_cleanly() {
         ),
         // AuthZEN questions about writ's own actions: the context holds
         // what a task start would, to the same rules.
-        case(
+        question(
             "authzen: on_behalf_of longer than a task's",
-            Method::POST,
-            "/access/v1/evaluation",
-            admin,
-            json!({"subject": {"type": "agent", "id": "demo-agent"}, "action": {"name": "StartTask"},
-                   "resource": {"type": "tool", "id": "tickets", "properties": {"scopes": ["read"]}},
-                   "context": {"intent": "x", "on_behalf_of": "u".repeat(257)}}),
-            400,
+            json!({"intent": "x", "on_behalf_of": "u".repeat(257)}),
         ),
-        case(
+        question(
             "authzen: on_behalf_of with spaces",
-            Method::POST,
-            "/access/v1/evaluation",
-            admin,
-            json!({"subject": {"type": "agent", "id": "demo-agent"}, "action": {"name": "StartTask"},
-                   "resource": {"type": "tool", "id": "tickets", "properties": {"scopes": ["read"]}},
-                   "context": {"intent": "x", "on_behalf_of": "alice smith"}}),
-            400,
+            json!({"intent": "x", "on_behalf_of": "alice smith"}),
         ),
-        case(
+        question(
             "authzen: intent with a control character",
-            Method::POST,
-            "/access/v1/evaluation",
-            admin,
-            json!({"subject": {"type": "agent", "id": "demo-agent"}, "action": {"name": "StartTask"},
-                   "resource": {"type": "tool", "id": "tickets", "properties": {"scopes": ["read"]}},
-                   "context": {"intent": "read\u{1b}[2J"}}),
-            400,
+            json!({"intent": "read\u{1b}[2J"}),
         ),
         raw(
             "tasks: malformed id",
