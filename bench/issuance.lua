@@ -1,5 +1,6 @@
 -- wrk script for bench/issuance.sh: one issuance request, chosen by
--- ISSUE (oidc | oidc-introspect | task | task-dpop | exchange | introspect),
+-- ISSUE (oidc | oidc-introspect | task | task-dpop | exchange | introspect |
+-- health),
 -- and a markdown row. task-dpop sends each request with the next proof of
 -- the file DPOP_PROOFS (made ahead by `proofs make`, one per line).
 local kind = os.getenv("ISSUE") or "task"
@@ -37,6 +38,9 @@ elseif kind == "exchange" then
   wrk.body = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange"
     .. "&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token"
     .. "&subject_token=" .. os.getenv("WRIT_TASK_TOKEN") .. "&audience=tickets&scope=read"
+elseif kind == "health" then
+  -- writ's HTTP stack alone: no credential, no decision, no store
+  wrk.method = "GET"
 elseif kind == "introspect" then
   wrk.headers["Authorization"] = "Bearer " .. (os.getenv("WRIT_TOKEN") or "bench-admin")
   wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"

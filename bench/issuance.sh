@@ -13,7 +13,8 @@
 #    counted: every proof is verified, its key matched to the token's
 #    `cnf.jkt`, its `ath` checked and its `jti` remembered), token
 #    exchange (a tool token for a task token, recorded), introspection
-#    (beside oidc-provider's introspection of an opaque token);
+#    (beside oidc-provider's introspection of an opaque token), and
+#    `GET /healthz` (its HTTP stack alone: the floor under every row);
 #  - the raw signature rate of aws-lc-rs on one thread (the ceiling).
 # Each server runs alone on core 0 (writ with one worker thread;
 # oidc-provider is single-threaded), wrk on core 1: 3 s warm-up, then 32
@@ -103,6 +104,7 @@ checks+=("writ task token: $(.venv/bin/python bench/verify_token.py "$WRIT_ADDR/
 ISSUE=task measure "writ: task token (decision + durable audit), EdDSA" "$WRIT_ADDR/v1/tasks" "$writ_pid"
 ISSUE=exchange measure "writ: token exchange (recorded), EdDSA" "$WRIT_ADDR/oauth2/token" "$writ_pid"
 ISSUE=introspect measure "writ: introspection" "$WRIT_ADDR/oauth2/introspect" "$writ_pid"
+ISSUE=health measure "writ: GET /healthz (HTTP alone: no credential, decision or store)" "$WRIT_ADDR/healthz" "$writ_pid"
 # Task issuance with a DPoP-bound instance token, last (the task the rows
 # above use lives by its lease, and making proofs takes time). Proofs are
 # made for each wrk run just before it (each is good for a minute), more

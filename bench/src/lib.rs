@@ -11,42 +11,36 @@ use writ_policy::{Behaviour, Facts, InstanceFacts, PolicySet, PolicySource, Task
 /// tool and checks scopes and an agent attribute; plus the example pack's
 /// general rules (no deletes, quarantine, business hours).
 pub fn policy_set(n: usize) -> Result<PolicySet, writ_policy::PolicyError> {
-    let mut text = String::new();
-    for i in 0..n {
-        text.push_str(&format!(
-            r#"@id("tool-{i}")
-permit (principal, action == Action::"StartTask", resource == Tool::"tool-{i}")
-when {{ ["read", "list"].containsAll(context.scopes) && principal has owner && principal.owner == "team-{}" }};
-"#,
-            i % 10
-        ));
-    }
-    let general = include_str!("../../examples/policies/tasks.cedar");
     PolicySet::compile(vec![
         PolicySource {
             name: "tools.cedar".into(),
-            text,
+            text: (0..n).map(tool_policy).collect(),
         },
         PolicySource {
             name: "general.cedar".into(),
-            text: general.into(),
+            text: GENERAL.into(),
         },
     ])
 }
 
-/// The policy text of [`policy_set`], for peers that evaluate it their way.
-pub fn policy_text(n: usize) -> String {
-    let mut text = String::new();
-    for i in 0..n {
-        text.push_str(&format!(
-            r#"@id("tool-{i}")
+/// The general rules of [`policy_set`]: the example pack's.
+pub const GENERAL: &str = include_str!("../../examples/policies/tasks.cedar");
+
+/// The policy of [`policy_set`] that names `tool-{i}`.
+pub fn tool_policy(i: usize) -> String {
+    format!(
+        r#"@id("tool-{i}")
 permit (principal, action == Action::"StartTask", resource == Tool::"tool-{i}")
 when {{ ["read", "list"].containsAll(context.scopes) && principal has owner && principal.owner == "team-{}" }};
 "#,
-            i % 10
-        ));
-    }
-    text.push_str(include_str!("../../examples/policies/tasks.cedar"));
+        i % 10
+    )
+}
+
+/// The policy text of [`policy_set`], for peers that evaluate it their way.
+pub fn policy_text(n: usize) -> String {
+    let mut text: String = (0..n).map(tool_policy).collect();
+    text.push_str(GENERAL);
     text
 }
 
