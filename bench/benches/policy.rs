@@ -140,17 +140,7 @@ fn slice_case(
     // As writ builds them: the agent's and the tool's entities alone (no
     // action entities from the schema), the context attributes the slice
     // reads (scopes, time, behaviour; on_behalf_of is absent).
-    let entities = cedar_policy::Entities::from_json_value(
-        json!([
-            {"uid": {"type": "Agent", "id": "bench-agent"}, "parents": [], "tags": {},
-             "attrs": {"spiffe_id": "spiffe://writ.local/agent/bench-agent", "attestation": "join_token",
-                       "quarantined": false, "owner": format!("team-{}", tool % 10)}},
-            {"uid": {"type": "Tool", "id": format!("tool-{tool}")}, "parents": [], "tags": {},
-             "attrs": {"audience": "https://tool.example", "scopes": ["read", "list", "write"]}},
-        ]),
-        None,
-    )
-    .unwrap();
+    let entities = cedar_policy::Entities::from_json_value(parties(tool), None).unwrap();
     let context = cedar_policy::Context::from_json_value(
         json!({
             "scopes": ["read"],
@@ -160,14 +150,7 @@ fn slice_case(
         None,
     )
     .unwrap();
-    let request = cedar_policy::Request::new(
-        r#"Agent::"bench-agent""#.parse().unwrap(),
-        action,
-        format!(r#"Tool::"tool-{tool}""#).parse().unwrap(),
-        context,
-        None,
-    )
-    .unwrap();
+    let request = start_task(tool, context, None);
     (request, slice, entities)
 }
 
@@ -184,17 +167,7 @@ fn peer_inputs(
 ) -> (cedar_policy::Request, cedar_policy::Entities) {
     use serde_json::json;
     let action: cedar_policy::EntityUid = r#"Action::"StartTask""#.parse().unwrap();
-    let entities = cedar_policy::Entities::from_json_value(
-        json!([
-            {"uid": {"type": "Agent", "id": "bench-agent"}, "parents": [], "tags": {},
-             "attrs": {"spiffe_id": "spiffe://writ.local/agent/bench-agent", "attestation": "join_token",
-                       "quarantined": false, "owner": format!("team-{}", tool % 10)}},
-            {"uid": {"type": "Tool", "id": format!("tool-{tool}")}, "parents": [], "tags": {},
-             "attrs": {"audience": "https://tool.example", "scopes": ["read", "list", "write"]}},
-        ]),
-        Some(schema),
-    )
-    .unwrap();
+    let entities = cedar_policy::Entities::from_json_value(parties(tool), Some(schema)).unwrap();
     let context = cedar_policy::Context::from_json_value(
         json!({
             "intent": "benchmark", "scopes": ["read"],
@@ -208,13 +181,34 @@ fn peer_inputs(
         Some((schema, &action)),
     )
     .unwrap();
-    let request = cedar_policy::Request::new(
+    let request = start_task(tool, context, Some(schema));
+    (request, entities)
+}
+
+/// The agent's and the tool's entities of one StartTask for `tool-{tool}`.
+fn parties(tool: usize) -> serde_json::Value {
+    serde_json::json!([
+        {"uid": {"type": "Agent", "id": "bench-agent"}, "parents": [], "tags": {},
+         "attrs": {"spiffe_id": "spiffe://writ.local/agent/bench-agent", "attestation": "join_token",
+                   "quarantined": false, "owner": format!("team-{}", tool % 10)}},
+        {"uid": {"type": "Tool", "id": format!("tool-{tool}")}, "parents": [], "tags": {},
+         "attrs": {"audience": "https://tool.example", "scopes": ["read", "list", "write"]}},
+    ])
+}
+
+/// A StartTask of the bench agent for `tool-{tool}`, validated against
+/// `schema` when one is given.
+fn start_task(
+    tool: usize,
+    context: cedar_policy::Context,
+    schema: Option<&cedar_policy::Schema>,
+) -> cedar_policy::Request {
+    cedar_policy::Request::new(
         r#"Agent::"bench-agent""#.parse().unwrap(),
-        action,
+        r#"Action::"StartTask""#.parse().unwrap(),
         format!(r#"Tool::"tool-{tool}""#).parse().unwrap(),
         context,
-        Some(schema),
+        schema,
     )
-    .unwrap();
-    (request, entities)
+    .unwrap()
 }
