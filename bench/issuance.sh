@@ -126,8 +126,7 @@ WRIT_INSTANCE_TOKEN=$dpop_instance ISSUE=task-dpop DPOP_PROOFS="$dir/proofs" \
   row "writ: task token, DPoP-bound (a fresh proof per request), EdDSA" "$WRIT_ADDR/v1/tasks" "$writ_pid" 1 5s
 echo
 # The ceiling on core 0 alone: the broker, pinned there too, is stopped
-# first (after a DPoP run it is still busy for a while, and the rates
-# came out halved beside it).
+# first (left running after the DPoP rows, it halved the rates below).
 kill "$writ_pid" 2>/dev/null; wait "$writ_pid" 2>/dev/null || true
 taskset -c 0 target/release/signrate 1
 echo

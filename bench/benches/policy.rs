@@ -66,16 +66,13 @@ fn main() {
         cases.iter().all(|(r, p, e)| authorize(r, p, e)),
         "the bound's requests must be allowed, as writ's are"
     );
-    for i in 0..2000 {
+    let bound = |i: usize| {
         if let Some((r, p, e)) = cases.get(i % cases.len()) {
             black_box(authorize(r, p, e));
         }
-    }
-    let (p50, p99, p999) = percentiles(20_000, |i| {
-        if let Some((r, p, e)) = cases.get(i % cases.len()) {
-            black_box(authorize(r, p, e));
-        }
-    });
+    };
+    (0..2000).for_each(bound);
+    let (p50, p99, p999) = percentiles(20_000, bound);
     let size = cases.first().map_or(0, |(_, p, _)| p.policies().count());
     println!("| any | {size} | {p50:.1?} | {p99:.1?} | {p999:.1?} |");
 
